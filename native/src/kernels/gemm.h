@@ -1,0 +1,41 @@
+// Matrix products of activations with checkpoint weights, in the layout Hugging Face stores Linear weights:
+// W is [N = out_features][K = in_features], row-major and contiguous, in its stored dtype (F32, F16 or BF16).
+// Weights are never expanded in memory: kernels convert panels of W on the fly into small per-thread buffers.
+#pragma once
+#include <cstdint>
+
+#include "core/dtype.h"
+#include "core/thread_pool.h"
+
+namespace ln {
+
+struct WeightRef {
+  const void* data = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0;  // N (out features), or the size of a 1-D tensor
+  int64_t cols = 0;  // K (in features); 1 for 1-D tensors
+  bool empty() const { return data == nullptr; }
+};
+
+// f32: float32 activations, products and accumulation.
+// bf16: activations and weights rounded to bf16 before the product, float32 accumulation (what bf16 tensor-core
+// and AVX512-BF16 dot products compute); the output stays float32.
+enum class Compute : int32_t { F32 = 0, BF16 = 1 };
+
+// The CPU kernel family in use. Chosen once from the CPU's features; LANGNEURONS_KERNEL=plain|avx2 overrides
+// (an unsupported request falls back loudly to the best supported one).
+enum class CpuKernel : int32_t { Plain = 0, Avx2 = 1 };
+CpuKernel active_kernel();
+const char* kernel_name(CpuKernel k);
+void set_kernel(CpuKernel k);  // for tests and benchmarks; ignores (and reports) an unsupported choice
+
+// Y[i, n] = (accumulate ? Y[i, n] : 0) + sum_k X[i, k] * W[n, k]   for i < M, n < W.rows, k < W.cols.
+// X: M x K float32 with row stride ldx; Y: M x N float32 with row stride ldy. Work is split over `pool`.
+void gemm_xwt(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float* Y, int64_t ldy, Compute compute,
+              bool accumulate, ThreadPool& pool);
+
+// The readable reference (one thread, plain loops, same rounding rules): what every fast path is tested against.
+void gemm_xwt_ref(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float* Y, int64_t ldy, Compute compute,
+                  bool accumulate);
+
+}  // namespace ln

@@ -1,0 +1,120 @@
+// The Llama-family decoder (llama, mistral, qwen2): weights referenced in place (memory-mapped by the caller),
+// forward over a packed batch of variable-length sequences, optional KV cache for incremental decoding.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "kernels/gemm.h"
+
+namespace ln {
+
+enum class RopeType : int32_t { Default = 0, Llama3 = 1 };
+
+struct ModelConfig {
+  int32_t hidden = 0;        // hidden_size
+  int32_t intermediate = 0;  // intermediate_size (I: FFN neurons per layer)
+  int32_t n_layers = 0;
+  int32_t n_heads = 0;
+  int32_t n_kv_heads = 0;
+  int32_t head_dim = 0;      // explicit head_dim, or hidden / n_heads
+  int32_t vocab = 0;
+  int32_t max_positions = 0;  // max_position_embeddings
+  float rms_eps = 1e-5f;
+  float rope_theta = 10000.f;
+  RopeType rope_type = RopeType::Default;
+  float rope_factor = 1.f, rope_low_freq_factor = 1.f, rope_high_freq_factor = 4.f;
+  int32_t rope_original_max_positions = 8192;
+  bool tie_embeddings = false;
+  bool qkv_bias = false;
+};
+
+// Returns "" when the config is usable, else a message naming the bad field.
+std::string validate_config(const ModelConfig& c);
+
+struct LayerWeights {
+  WeightRef attn_norm;            // [hidden]
+  WeightRef wq, wk, wv, wo;       // [heads*hd, hidden], [kv*hd, hidden] x2, [hidden, heads*hd]
+  WeightRef bq, bk, bv;           // qwen2 only: [heads*hd], [kv*hd] x2
+  WeightRef ffn_norm;             // [hidden]
+  WeightRef w_gate, w_up;         // [I, hidden]
+  WeightRef w_down;               // [hidden, I]
+};
+
+struct ModelWeights {
+  WeightRef embed;       // [vocab, hidden]
+  WeightRef final_norm;  // [hidden]
+  WeightRef lm_head;     // [vocab, hidden]; equal to embed when tied
+  std::vector<LayerWeights> layers;
+};
+
+// Returns "" when every tensor has the shape the config implies, else a message naming the tensor.
+std::string validate_weights(const ModelConfig& c, const ModelWeights& w);
+
+enum class LogitsMode : int32_t { None = 0, Last = 1, All = 2 };
+
+// A KV cache of `n_slots` independent sequences of up to `capacity` tokens each (float32 K and V per layer).
+class KvCache {
+ public:
+  KvCache(const ModelConfig& c, int32_t n_slots, int32_t capacity);
+  int32_t n_slots() const { return n_slots_; }
+  int32_t capacity() const { return capacity_; }
+  int32_t length(int32_t slot) const { return lengths_[slot]; }
+  void set_length(int32_t slot, int32_t len) { lengths_[slot] = len; }  // truncate (e.g. reset to 0)
+  float* k(int32_t layer, int32_t slot);  // [capacity][n_kv_heads][head_dim]
+  float* v(int32_t layer, int32_t slot);
+  int64_t bytes() const { return int64_t(data_.size()) * 4; }
+
+ private:
+  int32_t n_layers_, n_slots_, capacity_;
+  int64_t slot_stride_;  // floats per (layer, slot) for K (same for V)
+  std::vector<int32_t> lengths_;
+  std::vector<float> data_;
+};
+
+struct ForwardRequest {
+  const int32_t* tokens = nullptr;  // all sequences' tokens, concatenated
+  int64_t n_tokens = 0;
+  const int32_t* seq_lens = nullptr;  // n_seqs lengths summing to n_tokens
+  int32_t n_seqs = 0;
+  // With a cache: sequence s continues cache slot cache_slots[s] at position cache->length(slot), and its new
+  // K/V are appended (the slot's length grows by seq_lens[s]). Without: every sequence starts at position 0.
+  KvCache* cache = nullptr;
+  const int32_t* cache_slots = nullptr;
+  LogitsMode logits = LogitsMode::Last;
+  // Optional next-token targets, one per token (-1: ignored). For each target position t, target_logprobs[t]
+  // receives log softmax(logits_t)[targets[t]] without the full logits having to be returned.
+  const int32_t* targets = nullptr;
+};
+
+struct ForwardResult {
+  std::vector<float> logits;           // Last: n_seqs x vocab; All: n_tokens x vocab; None: empty
+  std::vector<float> target_logprobs;  // n_tokens when targets were given (0 where ignored)
+};
+
+class Model {
+ public:
+  Model(const ModelConfig& config, const ModelWeights& weights, int n_threads, Compute compute);
+  const ModelConfig& config() const { return cfg_; }
+  Compute compute() const { return compute_; }
+  int n_threads() const { return pool_.size(); }
+
+  // Validates the request (token ids in range, lengths, cache capacity and positions within
+  // max_positions) and throws std::invalid_argument with a clear message before touching any state.
+  void forward(const ForwardRequest& req, ForwardResult& out);
+
+  // Bytes of scratch memory held for a batch of n_tokens (activations), for memory reporting.
+  int64_t scratch_bytes() const;
+
+ private:
+  struct Impl;
+  ModelConfig cfg_;
+  ModelWeights w_;
+  Compute compute_;
+  ThreadPool pool_;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace ln
