@@ -1,0 +1,31 @@
+// The langneurons Node addon: the native engine's classes and a few introspection functions.
+#include <napi.h>
+
+#include <thread>
+
+#include "binding/js_model.h"
+#include "kernels/gemm.h"
+
+namespace lnjs {
+
+// kernelInfo() -> { kernel: 'avx2' | 'plain', hardwareThreads }
+static Napi::Value KernelInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("kernel", ln::kernel_name(ln::active_kernel()));
+  o.Set("hardwareThreads", double(std::thread::hardware_concurrency()));
+  return o;
+}
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeModel", NativeModel::Init(env));
+  exports.Set("NativeKvCache", NativeKvCache::Init(env));
+  exports.Set("kernelInfo", Napi::Function::New(env, KernelInfo));
+  return exports;
+}
+
+}  // namespace lnjs
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return lnjs::Init(env, exports); }
+
+NODE_API_MODULE(langneurons, InitAddon)

@@ -1,0 +1,50 @@
+#pragma once
+#include <napi.h>
+
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "core/mapped_file.h"
+#include "model/model.h"
+
+namespace lnjs {
+
+// What a JS NativeModel owns: the mapped checkpoint files (kept alive as long as the model), the model, and a
+// mutex that serialises forwards (the model's scratch buffers and caches are single-user).
+struct ModelHolder {
+  std::vector<std::shared_ptr<ln::MappedFile>> files;
+  std::unique_ptr<ln::Model> model;
+  std::mutex mu;
+};
+
+class NativeModel : public Napi::ObjectWrap<NativeModel> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit NativeModel(const Napi::CallbackInfo& info);
+  std::shared_ptr<ModelHolder> holder() const { return holder_; }
+  static Napi::FunctionReference* constructor;
+
+ private:
+  Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  std::shared_ptr<ModelHolder> holder_;
+};
+
+class NativeKvCache : public Napi::ObjectWrap<NativeKvCache> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit NativeKvCache(const Napi::CallbackInfo& info);
+  std::shared_ptr<ModelHolder> holder() const { return holder_; }
+  std::shared_ptr<ln::KvCache> cache() const { return cache_; }
+  static Napi::FunctionReference* constructor;
+
+ private:
+  Napi::Value Length(const Napi::CallbackInfo& info);
+  Napi::Value SetLength(const Napi::CallbackInfo& info);
+  Napi::Value Bytes(const Napi::CallbackInfo& info);
+  std::shared_ptr<ModelHolder> holder_;
+  std::shared_ptr<ln::KvCache> cache_;
+};
+
+}  // namespace lnjs

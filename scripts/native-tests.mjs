@@ -1,0 +1,16 @@
+#!/usr/bin/env node
+// Builds and runs the standalone native test binary (no Node inside: the same binary runs under ASan/UBSan and
+// valgrind, see scripts/sanitize.sh). Extra arguments are passed on as a test-name filter.
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const dir = path.join(root, 'build-native');
+const run = (cmd, args) => {
+  const r = spawnSync(cmd, args, { stdio: 'inherit', cwd: root });
+  if (r.status !== 0) process.exit(r.status ?? 1);
+};
+run('cmake', ['-S', root, '-B', dir, '-DCMAKE_BUILD_TYPE=Release', '-DLN_NATIVE_TESTS=ON']);
+run('cmake', ['--build', dir, '-j', '2', '--target', 'native_tests']);
+run(path.join(dir, 'native_tests'), process.argv.slice(2));

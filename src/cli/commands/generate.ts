@@ -1,0 +1,65 @@
+import type { Command } from 'commander';
+import { readFile } from 'node:fs/promises';
+
+import { LangneuronsError } from '../../errors.js';
+import { generateTokens, type GenerateOptions } from '../../generate/generate.js';
+import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
+import { parseFloatOption, parseIntOption, printResult } from '../output.js';
+
+interface GenerateCli extends ModelCliOptions {
+  prompt: string[]; promptFile?: string; promptIds?: string; maxNewTokens: number; temperature: number; topK: number;
+  topP: number; repetitionPenalty: number; stop: string[]; seed: number; ignoreEos?: boolean;
+}
+
+const collect = (v: string, acc: string[]) => [...acc, v];
+
+export function parseIdList(s: string, field: string): number[] {
+  const ids = s.split(/[\s,]+/).filter(Boolean).map(Number);
+  if (!ids.length || ids.some((x) => !Number.isInteger(x) || x < 0))
+    throw new LangneuronsError('E_OPTIONS', `${field} must be a comma-separated list of token ids, got '${s}'`, { field });
+  return ids;
+}
+
+export function registerGenerate(program: Command): void {
+  addModelOptions(program
+    .command('generate <model-dir>')
+    .description('generate text (greedy by default; sampling with --temperature)')
+    .option('--prompt <text>', 'a prompt (repeat for a batch)', collect, [])
+    .option('--prompt-file <file>', 'prompts, one per line')
+    .option('--prompt-ids <ids>', 'a prompt given as token ids, e.g. "1,461,401" (no tokenizer needed)')
+    .option('--max-new-tokens <n>', 'tokens to generate at most', parseIntOption('--max-new-tokens', 0), 128)
+    .option('--temperature <t>', '0 = greedy', parseFloatOption('--temperature', (x) => x >= 0, 'a number >= 0'), 0)
+    .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', parseIntOption('--top-k', 0), 0)
+    .option('--top-p <p>', 'nucleus sampling mass (1 = off)', parseFloatOption('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'), 1)
+    .option('--repetition-penalty <r>', 'Hugging Face repetition penalty (1 = off)', parseFloatOption('--repetition-penalty', (x) => x > 0, 'a number > 0'), 1)
+    .option('--stop <text>', 'stop string (repeatable); "\\n" stops at a newline', collect, [])
+    .option('--seed <n>', 'sampling seed', parseIntOption('--seed', 0, 2 ** 32 - 1), 0)
+    .option('--ignore-eos', 'keep generating past EOS tokens'))
+    .action(async (dir: string, o: GenerateCli) => {
+      const model = await openModel(dir, o);
+      let prompts: number[][];
+      let texts: string[] = [...o.prompt];
+      if (o.promptFile) texts.push(...(await readFile(o.promptFile, 'utf8').catch((e: Error) => {
+        throw new LangneuronsError('E_IO', `${o.promptFile}: cannot read the prompt file: ${e.message}`, { file: o.promptFile! });
+      })).split('\n').filter((l) => l.length > 0));
+      if (o.promptIds) prompts = [parseIdList(o.promptIds, '--prompt-ids')];
+      else {
+        if (!texts.length) texts = [''];
+        const tok = model.requireTokenizer();
+        prompts = texts.map((t) => tok.encode(t));
+      }
+      const opts: GenerateOptions = {
+        maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK, topP: o.topP,
+        repetitionPenalty: o.repetitionPenalty, seed: o.seed, stopAtEos: !o.ignoreEos,
+        stop: o.stop.map((s) => s.replace(/\\n/g, '\n')),
+      };
+      const started = performance.now();
+      const gens = await generateTokens(model, prompts, opts);
+      const seconds = (performance.now() - started) / 1000;
+      const newTokens = gens.reduce((n, g) => n + g.tokens.length, 0);
+      printResult(o, { model: dir, compute: model.compute, generations: gens, seconds, tokensPerSecond: newTokens / seconds },
+        () => gens.map((g, i) => (gens.length > 1 ? `[${i}] ` : '') + (model.tokenizer ? g.text : g.tokens.join(' '))).join('\n') +
+          (process.stderr.isTTY ? '' : ''));
+      if (!o.json) process.stderr.write(`(${newTokens} tokens in ${seconds.toFixed(2)} s, ${(newTokens / seconds).toFixed(1)} tokens/s; finish: ${gens.map((g) => g.finishReason).join(', ')})\n`);
+    });
+}

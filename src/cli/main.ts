@@ -1,0 +1,36 @@
+// The `langneurons` command line. Errors from bad input are printed as one line naming the file or option,
+// with exit code 1 (2 for usage errors); a stack trace only with LANGNEURONS_DEBUG=1.
+import { Command, CommanderError } from 'commander';
+
+import { LangneuronsError } from '../errors.js';
+import { registerDemo } from './commands/demo.js';
+import { registerGenerate } from './commands/generate.js';
+import { registerInfo } from './commands/info.js';
+import { registerScore } from './commands/score.js';
+
+export function buildProgram(): Command {
+  const program = new Command('langneurons')
+    .description('find, profile, steer and fine-tune the language-specific neurons of multilingual LLMs')
+    .version('0.1.0')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  registerInfo(program);
+  registerGenerate(program);
+  registerScore(program);
+  registerDemo(program);
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    const msg = e instanceof Error ? e.message : String(e);
+    const known = e instanceof LangneuronsError || e instanceof RangeError || e instanceof TypeError;
+    process.stderr.write(`langneurons: error: ${msg}\n`);
+    if (process.env.LANGNEURONS_DEBUG || !known) process.stderr.write(`${(e as Error)?.stack ?? ''}\n`);
+    return 1;
+  }
+}

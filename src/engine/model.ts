@@ -1,0 +1,158 @@
+// LanguageModel: a checkpoint opened, memory-mapped by the native engine, with its tokenizer. Forwards run off
+// the JS thread, one at a time per model (the native scratch buffers are single-user), in call order.
+import os from 'node:os';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+
+import { LangneuronsError } from '../errors.js';
+import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
+import type { ModelConfig } from '../model/config.js';
+import { loadTokenizer, type LoadedTokenizer } from '../model/tokenizer.js';
+import { loadAddon, type NativeKvCache, type NativeModel } from '../native/addon.js';
+import { buildNativeSpec } from './native-spec.js';
+
+export type Compute = 'f32' | 'bf16';
+export type LogitsMode = 'all' | 'last' | 'none';
+
+export interface LoadModelOptions {
+  /** Worker threads of the native engine (default: the machine's cores). */
+  threads?: number;
+  /** 'f32' (default): float32 activations and accumulation. 'bf16': bf16 products, float32 accumulation. */
+  compute?: Compute;
+  /** Load tokenizer.json when present (default true). */
+  tokenizer?: boolean;
+}
+
+export interface ForwardOptions {
+  logits?: LogitsMode;
+  /** Per sequence, one next-token target per token (-1 = none): fills `targetLogprobs` without full logits. */
+  targets?: ArrayLike<number>[];
+  /** Continue the given cache slots (one per sequence) and append to them. */
+  cache?: KvCache;
+  cacheSlots?: number[];
+}
+
+export interface ForwardOutput {
+  /** Row-major [rows × vocab]: 'all': one row per token (batch order), 'last': one per sequence, 'none': empty. */
+  logits: Float32Array;
+  rows: number;
+  vocab: number;
+  /** Start of each sequence in the packed token order (and in 'all' rows). */
+  seqOffsets: number[];
+  /** log p(target | prefix) per packed token (0 where no target), when targets were given. */
+  targetLogprobs: Float32Array | null;
+}
+
+export class KvCache {
+  constructor(readonly native: NativeKvCache, readonly slots: number, readonly capacity: number, readonly owner: LanguageModel) {}
+  length(slot: number): number { return this.native.length(slot); }
+  /** Truncate a slot (0 empties it). */
+  reset(slot: number, length = 0): void { this.native.setLength(slot, length); }
+  get bytes(): number { return this.native.bytes(); }
+}
+
+const LOGITS_CODE: Record<LogitsMode, 0 | 1 | 2> = { none: 0, last: 1, all: 2 };
+
+export class LanguageModel {
+  private queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    readonly dir: string,
+    readonly checkpoint: Checkpoint,
+    readonly native: NativeModel,
+    readonly tokenizer: LoadedTokenizer | null,
+    readonly compute: Compute,
+    readonly threads: number,
+  ) {}
+
+  get config(): ModelConfig { return this.checkpoint.config; }
+  get vocabSize(): number { return this.checkpoint.config.vocabSize; }
+  get contextLength(): number { return this.checkpoint.config.maxPositions; }
+
+  static async load(dir: string, opts: LoadModelOptions = {}): Promise<LanguageModel> {
+    const threads = opts.threads ?? os.availableParallelism();
+    if (!Number.isInteger(threads) || threads < 1 || threads > 1024)
+      throw new LangneuronsError('E_OPTIONS', `threads must be an integer in [1, 1024], got ${threads}`, { field: 'threads' });
+    const compute = opts.compute ?? 'f32';
+    if (compute !== 'f32' && compute !== 'bf16')
+      throw new LangneuronsError('E_OPTIONS', `compute must be 'f32' or 'bf16', got '${String(compute)}'`, { field: 'compute' });
+    const ckpt = await openCheckpoint(dir);
+    const addon = loadAddon();
+    let native: NativeModel;
+    try {
+      native = new addon.NativeModel(buildNativeSpec(ckpt, threads, compute));
+    } catch (e) {
+      throw new LangneuronsError('E_CHECKPOINT', `${dir}: ${(e as Error).message}`, { file: dir, cause: e });
+    }
+    const wantTok = opts.tokenizer ?? true;
+    const tok = wantTok && existsSync(path.join(dir, 'tokenizer.json')) ? await loadTokenizer(dir, ckpt.config) : null;
+    return new LanguageModel(dir, ckpt, native, tok, compute, threads);
+  }
+
+  requireTokenizer(): LoadedTokenizer {
+    if (!this.tokenizer)
+      throw new LangneuronsError('E_TOKENIZER', `${path.join(this.dir, 'tokenizer.json')}: no tokenizer in the model folder; text commands need one (token ids work without)`, { file: path.join(this.dir, 'tokenizer.json') });
+    return this.tokenizer;
+  }
+
+  createCache(slots: number, capacity = this.contextLength): KvCache {
+    const addon = loadAddon();
+    return new KvCache(new addon.NativeKvCache(this.native, slots, capacity), slots, capacity, this);
+  }
+
+  /** Runs the model over a batch of token sequences, packed without padding. */
+  forward(batch: ArrayLike<number>[], opts: ForwardOptions = {}): Promise<ForwardOutput> {
+    const run = () => this.forwardNow(batch, opts);
+    const p = this.queue.then(run, run);
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+
+  private async forwardNow(batch: ArrayLike<number>[], opts: ForwardOptions): Promise<ForwardOutput> {
+    if (batch.length === 0) throw new LangneuronsError('E_INPUT', 'forward: the batch has no sequences');
+    const seqLens = new Int32Array(batch.length);
+    const seqOffsets: number[] = [];
+    let total = 0;
+    batch.forEach((s, i) => {
+      if (s.length === 0) throw new LangneuronsError('E_INPUT', `forward: sequence ${i} is empty`);
+      seqOffsets.push(total);
+      seqLens[i] = s.length;
+      total += s.length;
+    });
+    const tokens = new Int32Array(total);
+    batch.forEach((s, i) => {
+      for (let t = 0; t < s.length; t++) {
+        const id = s[t]!;
+        if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize)
+          throw new LangneuronsError('E_INPUT', `forward: token ${id} at position ${t} of sequence ${i} is outside the vocabulary [0, ${this.vocabSize})`);
+        tokens[seqOffsets[i]! + t] = id;
+      }
+    });
+    let targets: Int32Array | undefined;
+    if (opts.targets) {
+      if (opts.targets.length !== batch.length)
+        throw new LangneuronsError('E_INPUT', `forward: targets has ${opts.targets.length} sequences, the batch ${batch.length}`);
+      targets = new Int32Array(total);
+      opts.targets.forEach((ts, i) => {
+        if (ts.length !== batch[i]!.length)
+          throw new LangneuronsError('E_INPUT', `forward: targets of sequence ${i} has ${ts.length} entries, expected ${batch[i]!.length}`);
+        for (let t = 0; t < ts.length; t++) targets![seqOffsets[i]! + t] = ts[t]!;
+      });
+    }
+    if (opts.cache && opts.cache.owner !== this) throw new LangneuronsError('E_INPUT', 'forward: the cache belongs to another model');
+    const mode = opts.logits ?? 'last';
+    const res = await this.native.forward(tokens, seqLens, {
+      logits: LOGITS_CODE[mode],
+      ...(targets ? { targets } : {}),
+      ...(opts.cache ? { cache: opts.cache.native, cacheSlots: Int32Array.from(opts.cacheSlots ?? batch.map((_, i) => i)) } : {}),
+    });
+    const rows = mode === 'all' ? total : mode === 'last' ? batch.length : 0;
+    return { logits: res.logits, rows, vocab: this.vocabSize, seqOffsets, targetLogprobs: res.targetLogprobs };
+  }
+
+  info(): ReturnType<NativeModel['info']> { return this.native.info(); }
+}
+
+export function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<LanguageModel> {
+  return LanguageModel.load(dir, opts);
+}

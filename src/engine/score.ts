@@ -1,0 +1,128 @@
+// Scoring: mean negative log-likelihood of a text (perplexity), and log-likelihoods of continuations.
+// Uses the engine's target log-probabilities, so no [tokens × vocab] logits ever cross into JavaScript.
+import { LangneuronsError } from '../errors.js';
+import type { LanguageModel } from './model.js';
+
+export interface ScoreOptions {
+  /** Tokens per window (default and maximum: the model's context). */
+  window?: number;
+  /** Step between window starts (default: the window, i.e. no overlap). With stride < window, each window
+   *  re-reads `window - stride` tokens of context and scores only the new ones (Hugging Face's perplexity recipe). */
+  stride?: number;
+  /** Token budget per forward call when packing several windows (default 4096). */
+  batchTokens?: number;
+  onProgress?: (scoredTokens: number, totalTokens: number) => void;
+}
+
+export interface ScoreResult {
+  /** Sum of −log p over the predicted tokens. */
+  totalNll: number;
+  /** Number of predicted tokens (all but the first). */
+  tokens: number;
+  meanNll: number;
+  perplexity: number;
+}
+
+interface Window { begin: number; end: number; firstScored: number }
+
+/** Windows covering ids[1..]: each predicts tokens [firstScored, end) from the context starting at begin. */
+export function slidingWindows(n: number, window: number, stride: number): Window[] {
+  const out: Window[] = [];
+  let prevEnd = 1; // token 0 has no prediction
+  for (let begin = 0; prevEnd < n; begin += stride) {
+    const end = Math.min(begin + window, n);
+    if (end > prevEnd) out.push({ begin, end, firstScored: prevEnd });
+    prevEnd = Math.max(prevEnd, end);
+  }
+  return out;
+}
+
+export async function scoreTokens(model: LanguageModel, ids: number[], opts: ScoreOptions = {}): Promise<ScoreResult> {
+  const window = opts.window ?? model.contextLength;
+  const stride = opts.stride ?? window;
+  if (!Number.isInteger(window) || window < 2 || window > model.contextLength)
+    throw new LangneuronsError('E_OPTIONS', `window must be an integer in [2, ${model.contextLength}] (the model's context), got ${window}`, { field: 'window' });
+  if (!Number.isInteger(stride) || stride < 1 || stride > window)
+    throw new LangneuronsError('E_OPTIONS', `stride must be an integer in [1, window=${window}], got ${stride}`, { field: 'stride' });
+  if (ids.length < 2) throw new LangneuronsError('E_INPUT', `scoring needs at least 2 tokens, got ${ids.length}`);
+  const budget = Math.max(opts.batchTokens ?? 4096, window);
+  const windows = slidingWindows(ids.length, window, stride);
+  let totalNll = 0, count = 0;
+  for (let w = 0; w < windows.length;) {
+    const seqs: number[][] = [], targets: number[][] = [];
+    let used = 0;
+    for (; w < windows.length && used + (windows[w]!.end - windows[w]!.begin) <= budget; w++) {
+      const { begin, end, firstScored } = windows[w]!;
+      seqs.push(ids.slice(begin, end));
+      // position p of the window predicts ids[begin + p + 1]
+      targets.push(Array.from({ length: end - begin }, (_, p) => {
+        const t = begin + p + 1;
+        return t >= firstScored && t < end ? ids[t]! : -1;
+      }));
+      used += end - begin;
+    }
+    const res = await model.forward(seqs, { logits: 'none', targets });
+    const flat = targets.flat();
+    for (let i = 0; i < flat.length; i++) if (flat[i]! >= 0) { totalNll -= res.targetLogprobs![i]!; count++; }
+    opts.onProgress?.(count, ids.length - 1);
+  }
+  return { totalNll, tokens: count, meanNll: totalNll / count, perplexity: Math.exp(totalNll / count) };
+}
+
+/** Mean NLL per token of a text, tokenised with the model's tokenizer (BOS as the tokenizer prescribes). */
+export function scoreText(model: LanguageModel, text: string, opts: ScoreOptions = {}): Promise<ScoreResult> {
+  const tok = model.requireTokenizer();
+  return scoreTokens(model, tok.encode(text), opts);
+}
+
+export interface ContinuationScore {
+  /** Sum of log p(continuation token | everything before). */
+  logprob: number;
+  tokens: number;
+}
+
+/** Log-likelihoods of token continuations after token contexts, all pairs in packed forwards. */
+export async function logLikelihoodTokens(model: LanguageModel, pairs: { context: number[]; continuation: number[] }[], batchTokens = 4096): Promise<ContinuationScore[]> {
+  const out: ContinuationScore[] = [];
+  for (let i = 0; i < pairs.length;) {
+    const seqs: number[][] = [], targets: number[][] = [];
+    let used = 0;
+    for (; i < pairs.length; i++) {
+      const { context, continuation } = pairs[i]!;
+      if (context.length === 0) throw new LangneuronsError('E_INPUT', `pair ${i}: the context is empty (it needs at least a BOS token)`);
+      if (continuation.length === 0) throw new LangneuronsError('E_INPUT', `pair ${i}: the continuation is empty`);
+      // The last continuation token is only a target, never an input.
+      const seq = [...context, ...continuation.slice(0, -1)];
+      if (seq.length > model.contextLength) throw new LangneuronsError('E_INPUT', `pair ${i}: ${seq.length + 1} tokens exceed the model's context of ${model.contextLength}`);
+      if (seqs.length && used + seq.length > batchTokens) break;
+      seqs.push(seq);
+      targets.push(seq.map((_, p) => (p >= context.length - 1 ? continuation[p - context.length + 1]! : -1)));
+      used += seq.length;
+    }
+    const res = await model.forward(seqs, { logits: 'none', targets });
+    let off = 0;
+    targets.forEach((t) => {
+      let lp = 0, n = 0;
+      t.forEach((id, p) => { if (id >= 0) { lp += res.targetLogprobs![off + p]!; n++; } });
+      out.push({ logprob: lp, tokens: n });
+      off += t.length;
+    });
+  }
+  return out;
+}
+
+/** lm-evaluation-harness tokenisation of (context, continuation): trailing spaces of the context move to the
+ *  continuation; encode the whole and the context, and take the continuation as the whole's tokens past the
+ *  context's (so merges across the boundary go to the continuation). */
+export async function logLikelihood(model: LanguageModel, pairs: { context: string; continuation: string }[]): Promise<ContinuationScore[]> {
+  const tok = model.requireTokenizer();
+  const enc = pairs.map((pair) => {
+    let { context, continuation } = pair;
+    const spaces = context.length - context.trimEnd().length;
+    if (spaces > 0) { continuation = context.slice(-spaces) + continuation; context = context.slice(0, -spaces); }
+    const whole = tok.encode(context + continuation);
+    const ctx = tok.encode(context);
+    return { context: whole.slice(0, ctx.length), continuation: whole.slice(ctx.length) };
+  });
+  return logLikelihoodTokens(model, enc);
+}

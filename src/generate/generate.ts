@@ -1,0 +1,84 @@
+// Text generation with the KV cache: all prompts are prefilled in one packed forward, then decoded together,
+// one token per active sequence per step. Stops at EOS, a stop string, or the token budget.
+import { LangneuronsError } from '../errors.js';
+import type { LanguageModel } from '../engine/model.js';
+import { Rng, sampleNext, validateSampling, type SamplingOptions } from './sampling.js';
+
+export interface GenerateOptions extends SamplingOptions {
+  maxNewTokens?: number;
+  /** Generation ends when the decoded output contains one of these; the text is cut before it. */
+  stop?: string[];
+  /** Stop at the model's EOS tokens (default true). */
+  stopAtEos?: boolean;
+  /** Called after each step with the number of tokens generated so far over all sequences. */
+  onToken?: (seq: number, token: number) => void;
+}
+
+export type FinishReason = 'eos' | 'stop' | 'length';
+
+export interface Generation {
+  text: string;
+  tokens: number[];
+  promptTokens: number;
+  finishReason: FinishReason;
+}
+
+/** Generates from already tokenised prompts. Text is decoded when the model has a tokenizer. */
+export async function generateTokens(model: LanguageModel, prompts: number[][], opts: GenerateOptions = {}): Promise<Generation[]> {
+  validateSampling(opts);
+  const maxNew = opts.maxNewTokens ?? 128;
+  if (!Number.isInteger(maxNew) || maxNew < 0) throw new LangneuronsError('E_OPTIONS', `maxNewTokens must be an integer >= 0, got ${maxNew}`, { field: 'maxNewTokens' });
+  if (prompts.length === 0) return [];
+  const ctx = model.contextLength;
+  prompts.forEach((p, i) => {
+    if (p.length === 0) throw new LangneuronsError('E_INPUT', `prompt ${i} has no tokens (add a BOS token or some text)`);
+    if (p.length > ctx) throw new LangneuronsError('E_INPUT', `prompt ${i} has ${p.length} tokens, longer than the model's context of ${ctx}`);
+  });
+  const capacity = Math.min(ctx, Math.max(...prompts.map((p) => p.length)) + maxNew);
+  const cache = model.createCache(prompts.length, capacity);
+  const eos = new Set(opts.stopAtEos === false ? [] : model.config.eosTokenIds);
+  const tok = model.tokenizer;
+  const stops = (opts.stop ?? []).filter((s) => s.length > 0);
+  if (stops.length && !tok) throw new LangneuronsError('E_TOKENIZER', 'stop strings need the model\'s tokenizer');
+  const rng = new Rng(opts.seed ?? 0);
+  const out = prompts.map((p) => ({ tokens: [] as number[], text: '', done: maxNew === 0, reason: 'length' as FinishReason, history: [...p] }));
+
+  let active = out.map((_, i) => i).filter((i) => !out[i]!.done);
+  let step = await model.forward(prompts, { logits: 'last', cache });
+  let rowOf = (seq: number) => seq; // row of a sequence in `step.logits`
+  while (active.length) {
+    const next: number[] = [];
+    for (const s of active) {
+      const row = step.logits.subarray(rowOf(s) * step.vocab, (rowOf(s) + 1) * step.vocab);
+      const o = out[s]!;
+      const id = sampleNext(row, o.history, opts, rng);
+      if (eos.has(id)) { o.done = true; o.reason = 'eos'; continue; }
+      o.tokens.push(id);
+      o.history.push(id);
+      opts.onToken?.(s, id);
+      if (tok) o.text = tok.decode(o.tokens, { skipSpecialTokens: true });
+      const hit = stops.map((x) => o.text.indexOf(x)).filter((k) => k >= 0);
+      if (hit.length) { o.text = o.text.slice(0, Math.min(...hit)); o.done = true; o.reason = 'stop'; continue; }
+      if (o.tokens.length >= maxNew || prompts[s]!.length + o.tokens.length >= capacity) { o.done = true; o.reason = 'length'; continue; }
+      next.push(s);
+    }
+    active = next;
+    if (!active.length) break;
+    step = await model.forward(active.map((s) => [out[s]!.tokens[out[s]!.tokens.length - 1]!]), { logits: 'last', cache, cacheSlots: active });
+    const index = new Map(active.map((s, r) => [s, r]));
+    rowOf = (seq) => index.get(seq)!;
+  }
+  return out.map((o, i) => ({
+    text: tok && o.reason !== 'stop' ? tok.decode(o.tokens, { skipSpecialTokens: true }) : o.text,
+    tokens: o.tokens,
+    promptTokens: prompts[i]!.length,
+    finishReason: o.reason,
+  }));
+}
+
+/** Generates a continuation of each text prompt (tokenised with the model's tokenizer, BOS as it prescribes). */
+export async function generate(model: LanguageModel, prompts: string | string[], opts: GenerateOptions = {}): Promise<Generation[]> {
+  const tok = model.requireTokenizer();
+  const list = typeof prompts === 'string' ? [prompts] : prompts;
+  return generateTokens(model, list.map((p) => tok.encode(p)), opts);
+}

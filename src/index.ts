@@ -1,0 +1,9 @@
+// Public API of langneurons.
+export { LangneuronsError } from './errors.js';
+export { loadModel, LanguageModel, KvCache, type LoadModelOptions, type ForwardOptions, type ForwardOutput, type Compute, type LogitsMode } from './engine/model.js';
+export { scoreText, scoreTokens, logLikelihood, logLikelihoodTokens, type ScoreOptions, type ScoreResult } from './engine/score.js';
+export { generate, generateTokens, type GenerateOptions, type Generation } from './generate/generate.js';
+export { type SamplingOptions } from './generate/sampling.js';
+export { openCheckpoint, estimateMemory, type Checkpoint } from './model/checkpoint.js';
+export { loadModelConfig, parseModelConfig, type ModelConfig } from './model/config.js';
+export { readSafetensorsHeader, readTensor, writeSafetensors } from './io/safetensors.js';
