@@ -1,0 +1,264 @@
+/**
+ * Opens a Hugging Face checkpoint directory: config.json + model.safetensors, or shards listed in
+ * model.safetensors.index.json. Builds one tensor table across files and checks it against the
+ * config, so the engine can map byte ranges without re-validating anything.
+ */
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { LangneuronsError, describeError } from '../errors.js';
+import { elementCount, readSafetensorsHeader, type Dtype, type TensorInfo } from '../io/safetensors.js';
+import { loadModelConfig, type ModelConfig } from './config.js';
+
+export interface ExpectedTensor {
+  name: string;
+  shape: number[];
+}
+
+export interface Checkpoint {
+  dir: string;
+  config: ModelConfig;
+  tensors: Map<string, TensorInfo>;
+  /** Absolute paths of the safetensors files, in the order they were read. */
+  files: string[];
+  /** Bytes of tensor data across all files (what gets mmapped). */
+  totalBytes: number;
+  /** Number of tensors per dtype. */
+  dtypeCounts: Partial<Record<Dtype, number>>;
+  /** Parameters the model uses (a stored-but-tied lm_head.weight is not counted). */
+  parameterCount: number;
+  /** Harmless facts worth logging (e.g. tied checkpoint still stores lm_head.weight). */
+  notes: string[];
+  /** Safetensors layout warnings (uncovered bytes) and config warnings. */
+  warnings: string[];
+}
+
+export const WEIGHT_DTYPES: readonly Dtype[] = ['F32', 'F16', 'BF16'];
+
+/** Tensors that some exporters leave in checkpoints and that carry no parameters we need. */
+const HARMLESS_EXTRA = [/^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/, /^model\.rotary_emb\.inv_freq$/];
+
+/** Every parameter the model needs, with its Hugging Face name and [out, in] shape. */
+export function expectedTensors(config: ModelConfig): ExpectedTensor[] {
+  const { hiddenSize: h, intermediateSize: inter, numHeads, numKvHeads, headDim, vocabSize } = config;
+  const q = numHeads * headDim;
+  const kv = numKvHeads * headDim;
+  const out: ExpectedTensor[] = [{ name: 'model.embed_tokens.weight', shape: [vocabSize, h] }];
+  for (let i = 0; i < config.numLayers; i++) {
+    const p = `model.layers.${i}`;
+    out.push({ name: `${p}.input_layernorm.weight`, shape: [h] });
+    out.push({ name: `${p}.self_attn.q_proj.weight`, shape: [q, h] });
+    out.push({ name: `${p}.self_attn.k_proj.weight`, shape: [kv, h] });
+    out.push({ name: `${p}.self_attn.v_proj.weight`, shape: [kv, h] });
+    if (config.qkvBias) {
+      out.push({ name: `${p}.self_attn.q_proj.bias`, shape: [q] });
+      out.push({ name: `${p}.self_attn.k_proj.bias`, shape: [kv] });
+      out.push({ name: `${p}.self_attn.v_proj.bias`, shape: [kv] });
+    }
+    out.push({ name: `${p}.self_attn.o_proj.weight`, shape: [h, q] });
+    out.push({ name: `${p}.post_attention_layernorm.weight`, shape: [h] });
+    out.push({ name: `${p}.mlp.gate_proj.weight`, shape: [inter, h] });
+    out.push({ name: `${p}.mlp.up_proj.weight`, shape: [inter, h] });
+    out.push({ name: `${p}.mlp.down_proj.weight`, shape: [h, inter] });
+  }
+  out.push({ name: 'model.norm.weight', shape: [h] });
+  if (!config.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [vocabSize, h] });
+  return out;
+}
+
+function fail(file: string, message: string, field?: string): never {
+  throw new LangneuronsError('E_CHECKPOINT', message, { file, ...(field === undefined ? {} : { field }) });
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    return (await fsp.stat(file)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+const shapeText = (s: readonly number[]) => `[${s.join(', ')}]`;
+const listNames = (names: string[], max = 8) =>
+  names.slice(0, max).map((n) => JSON.stringify(n)).join(', ') + (names.length > max ? ` and ${names.length - max} more` : '');
+
+/** Reads the index, validates it, and returns tensor name -> absolute shard path. */
+async function readIndex(dir: string, indexFile: string): Promise<Map<string, string>> {
+  const base = path.basename(indexFile);
+  let json: unknown;
+  try {
+    json = JSON.parse(await fsp.readFile(indexFile, 'utf8'));
+  } catch (err) {
+    fail(indexFile, `${base}: cannot parse: ${describeError(err)}`);
+  }
+  const weightMap = (json as Record<string, unknown> | null)?.['weight_map'];
+  if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
+    fail(indexFile, `${base}: expected an object with a "weight_map" object (tensor name -> shard file)`, 'weight_map');
+  }
+  const map = new Map<string, string>();
+  const root = path.resolve(dir);
+  for (const [name, shard] of Object.entries(weightMap)) {
+    if (typeof shard !== 'string' || shard === '') fail(indexFile, `${base}: weight_map[${JSON.stringify(name)}] must be a shard file name, got ${JSON.stringify(shard)}`, 'weight_map');
+    const resolved = path.resolve(root, shard);
+    if (path.dirname(resolved) !== root) {
+      fail(indexFile, `${base}: weight_map[${JSON.stringify(name)}] = ${JSON.stringify(shard)} points outside the checkpoint directory`, 'weight_map');
+    }
+    map.set(name, resolved);
+  }
+  if (map.size === 0) fail(indexFile, `${base}: "weight_map" is empty`, 'weight_map');
+  return map;
+}
+
+/** Opens and validates a checkpoint directory. */
+export async function openCheckpoint(dir: string): Promise<Checkpoint> {
+  const config = await loadModelConfig(dir);
+  const single = path.resolve(dir, 'model.safetensors');
+  const indexFile = path.resolve(dir, 'model.safetensors.index.json');
+  const tensors = new Map<string, TensorInfo>();
+  const files: string[] = [];
+  const warnings: string[] = [...config.warnings];
+  const notes: string[] = [];
+
+  if (await exists(single)) {
+    // A single file wins over an index, as in transformers.
+    const header = await readSafetensorsHeader(single);
+    files.push(single);
+    warnings.push(...header.warnings);
+    for (const t of header.tensors) tensors.set(t.name, t);
+  } else if (await exists(indexFile)) {
+    const weightMap = await readIndex(dir, indexFile);
+    const base = path.basename(indexFile);
+    const shards = [...new Set(weightMap.values())];
+    for (const shard of shards) {
+      if (!(await exists(shard))) fail(indexFile, `${base}: shard ${JSON.stringify(path.basename(shard))} listed in weight_map does not exist in ${dir}`, 'weight_map');
+    }
+    const headers = [];
+    for (const shard of shards) {
+      const header = await readSafetensorsHeader(shard);
+      files.push(shard);
+      warnings.push(...header.warnings);
+      headers.push(header);
+    }
+    // Duplicates first: a tensor in two shards makes any mapping check below misleading.
+    const seenIn = new Map<string, string>();
+    for (const header of headers) {
+      for (const t of header.tensors) {
+        const other = seenIn.get(t.name);
+        if (other) fail(header.file, `tensor ${JSON.stringify(t.name)} is stored in two shards: ${path.basename(other)} and ${path.basename(header.file)}`, t.name);
+        seenIn.set(t.name, header.file);
+      }
+    }
+    for (const header of headers) {
+      const shard = header.file;
+      for (const t of header.tensors) {
+        const mapped = weightMap.get(t.name);
+        if (mapped === undefined) fail(indexFile, `${base}: tensor ${JSON.stringify(t.name)} in ${path.basename(shard)} is not listed in weight_map`, t.name);
+        if (mapped !== shard) fail(indexFile, `${base}: maps ${JSON.stringify(t.name)} to ${path.basename(mapped)}, but it is stored in ${path.basename(shard)}`, t.name);
+        tensors.set(t.name, t);
+      }
+    }
+    for (const [name, shard] of weightMap) {
+      if (!tensors.has(name)) fail(shard, `${base}: tensor ${JSON.stringify(name)} is mapped to ${path.basename(shard)}, which does not contain it`, name);
+    }
+  } else {
+    const hasBin = (await exists(path.join(dir, 'pytorch_model.bin'))) || (await exists(path.join(dir, 'pytorch_model.bin.index.json')));
+    fail(dir, `${dir}: no model.safetensors or model.safetensors.index.json found` + (hasBin ? ' (pytorch_model.bin is not supported: convert it to safetensors)' : ''));
+  }
+
+  const parameterCount = checkAgainstConfig(config, tensors, files, notes);
+  let totalBytes = 0;
+  const dtypeCounts: Partial<Record<Dtype, number>> = {};
+  for (const t of tensors.values()) {
+    totalBytes += t.byteLength;
+    dtypeCounts[t.dtype] = (dtypeCounts[t.dtype] ?? 0) + 1;
+  }
+  return { dir: path.resolve(dir), config, tensors, files, totalBytes, dtypeCounts, parameterCount, notes, warnings };
+}
+
+/** Missing / misshaped / wrong-dtype / unexplained tensors are errors. Returns the parameter count. */
+function checkAgainstConfig(config: ModelConfig, tensors: Map<string, TensorInfo>, files: string[], notes: string[]): number {
+  const expected = expectedTensors(config);
+  const missing: string[] = [];
+  let parameters = 0;
+  for (const e of expected) {
+    const t = tensors.get(e.name);
+    if (!t) {
+      missing.push(e.name);
+      continue;
+    }
+    checkWeight(t, e.shape);
+    parameters += elementCount(t.shape);
+  }
+  if (missing.length > 0) {
+    fail(files[0] ?? '', `${files.map((f) => path.basename(f)).join(', ')}: checkpoint is missing ${missing.length} tensor(s) required by config.json (${config.modelType}, ${config.numLayers} layers): ${listNames(missing)}`, missing[0]);
+  }
+  const expectedNames = new Set(expected.map((e) => e.name));
+  const extras: string[] = [];
+  for (const [name, t] of tensors) {
+    if (expectedNames.has(name)) continue;
+    if (name === 'lm_head.weight' && config.tieWordEmbeddings) {
+      checkWeight(t, [config.vocabSize, config.hiddenSize]);
+      notes.push('tie_word_embeddings is true but the checkpoint also stores lm_head.weight; it is ignored (the embedding is used)');
+      continue;
+    }
+    if (HARMLESS_EXTRA.some((re) => re.test(name))) continue;
+    extras.push(name);
+  }
+  if (extras.length > 0) {
+    const first = tensors.get(extras[0]!)!;
+    fail(first.file, `${path.basename(first.file)}: ${extras.length} tensor(s) not used by a ${config.modelType} model with this config.json: ${listNames(extras)}`, extras[0]);
+  }
+  return parameters;
+}
+
+function checkWeight(t: TensorInfo, shape: number[]): void {
+  const base = path.basename(t.file);
+  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+    fail(t.file, `${base}: tensor ${JSON.stringify(t.name)} has shape ${shapeText(t.shape)}, expected ${shapeText(shape)} from config.json`, t.name);
+  }
+  if (!WEIGHT_DTYPES.includes(t.dtype)) {
+    fail(t.file, `${base}: tensor ${JSON.stringify(t.name)} has dtype ${t.dtype}; weights must be F32, F16 or BF16`, t.name);
+  }
+}
+
+export interface MemoryEstimate {
+  /** Weight bytes as stored (mmapped, not copied): from the checkpoint, else parameters x dtype size. */
+  weightBytes: number;
+  /** float32 K and V for every layer: 2 * layers * kvHeads * headDim * 4. */
+  kvCacheBytesPerToken: number;
+  /** kvCacheBytesPerToken * contextTokens. */
+  kvCacheBytes: number;
+  /**
+   * The engine's float32 scratch for one forward over `batchTokens` tokens (native/src/model/forward_state.h;
+   * `model.info().scratchBytes` reports the real figure after a run): residual and normed input (2 * hidden),
+   * queries and attention output (2 * heads * headDim), keys and values (2 * kvHeads * headDim), gate and up
+   * (2 * intermediate) per token; one row of attention probabilities per thread (contextTokens each); the LM
+   * head's 64-row output chunk (64 * vocab) and its gathered inputs (up to 64 * hidden) and the RoPE tables (contextTokens * headDim).
+   * Full logits returned with 'all' (batchTokens * vocab) come on top and are not counted.
+   */
+  activationBytes: number;
+  /** weightBytes + kvCacheBytes + activationBytes. */
+  totalBytes: number;
+}
+
+const BYTES_PER_TORCH_DTYPE: Record<string, number> = { float32: 4, float16: 2, bfloat16: 2 };
+const LM_HEAD_CHUNK_ROWS = 64;
+
+/** Memory budget for running a model; see MemoryEstimate for what each figure counts. */
+export function estimateMemory(
+  config: ModelConfig,
+  options: { weightBytes?: number; batchTokens?: number; contextTokens?: number; threads?: number } = {},
+): MemoryEstimate {
+  const batchTokens = options.batchTokens ?? 1;
+  const contextTokens = options.contextTokens ?? batchTokens;
+  const threads = options.threads ?? 1;
+  const parameters = expectedTensors(config).reduce((n, e) => n + elementCount(e.shape), 0);
+  const weightBytes = options.weightBytes ?? parameters * (BYTES_PER_TORCH_DTYPE[config.torchDtype ?? ''] ?? 4);
+  const { hiddenSize: h, intermediateSize: inter, numHeads, numKvHeads, headDim, numLayers, vocabSize } = config;
+  const kvCacheBytesPerToken = 2 * numLayers * numKvHeads * headDim * 4;
+  const kvCacheBytes = kvCacheBytesPerToken * contextTokens;
+  const perToken = 2 * h + 2 * numHeads * headDim + 2 * numKvHeads * headDim + 2 * inter;
+  const lmRows = Math.min(batchTokens, LM_HEAD_CHUNK_ROWS);
+  const activationBytes = 4 * (batchTokens * perToken + threads * contextTokens + LM_HEAD_CHUNK_ROWS * vocabSize + lmRows * h + contextTokens * headDim);
+  return { weightBytes, kvCacheBytesPerToken, kvCacheBytes, activationBytes, totalBytes: weightBytes + kvCacheBytes + activationBytes };
+}
+

@@ -1,0 +1,221 @@
+/**
+ * Tokenizer of a checkpoint directory: tokenizer.json (+ tokenizer_config.json) run by the pure-JS
+ * `@huggingface/tokenizers`, plus the special-token facts generation needs (BOS, every EOS id).
+ *
+ * BOS policy (encode with addSpecialTokens, the default):
+ *   - tokenizer_config.json `add_bos_token: true|false` decides (as transformers' Llama tokenizers do,
+ *     which rebuild their post-processor from it): BOS is prepended when tokenizer.json's
+ *     post-processor does not add it, or removed when it does but add_bos_token is false.
+ *   - Without `add_bos_token`: if the post-processor adds BOS, keep it; otherwise prepend BOS when
+ *     tokenizer_config.json names a `bos_token` (Llama 3 files whose post-processor is bare ByteLevel
+ *     still expect <|begin_of_text|>). Qwen sets `bos_token: null`, so nothing is added.
+ *   - Without tokenizer_config.json: whatever tokenizer.json's post-processor does.
+ * `addsBos` reports the outcome: whether encode(text) starts with BOS.
+ * add_eos_token is not emulated (no supported model family sets it).
+ */
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { LangneuronsError, describeError } from '../errors.js';
+import type { ModelConfig } from './config.js';
+
+export interface EncodeOptions {
+  /** Add BOS (and whatever else the post-processor adds). Default true. */
+  addSpecialTokens?: boolean;
+}
+
+export interface DecodeOptions {
+  skipSpecialTokens?: boolean;
+  /** transformers' clean_up_tokenization_spaces (" ." -> "."); default from tokenizer_config.json. */
+  cleanUpTokenizationSpaces?: boolean;
+}
+
+/** Incremental detokenizer: feed ids one at a time, get only the newly completed text. */
+export interface DecodeStream {
+  /** Adds one id; returns text that became final (possibly ''), never half a UTF-8 character. */
+  step(id: number): string;
+  /** Returns whatever is still held back (e.g. an incomplete byte sequence at the end, as U+FFFD). */
+  flush(): string;
+}
+
+type Json = Record<string, unknown>;
+
+function fail(file: string, message: string, cause?: unknown): never {
+  throw new LangneuronsError('E_TOKENIZER', `${path.basename(file)}: ${message}`, { file, ...(cause === undefined ? {} : { cause }) });
+}
+
+async function readJson(file: string, required: boolean): Promise<Json | null> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (err) {
+    if (!required && (err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    fail(file, `cannot read ${file}: ${describeError(err)}`, err);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    fail(file, `invalid JSON in ${file}: ${describeError(err)}`, err);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) fail(file, 'expected a JSON object');
+  return json as Json;
+}
+
+/** tokenizer_config.json writes special tokens as "text" or { content: "text", ... }. */
+function specialTokenText(v: unknown): string | null {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'object' && v !== null && typeof (v as Json)['content'] === 'string') return (v as Json)['content'] as string;
+  return null;
+}
+
+function idList(v: unknown): number[] {
+  const list = Array.isArray(v) ? v : [v];
+  return list.filter((x): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0);
+}
+
+export class LoadedTokenizer {
+  /** Number of ids (max id + 1 over the vocabulary and added tokens). */
+  readonly vocabSize: number;
+  readonly bosTokenId: number | null;
+  /** All ids that end generation (generation_config.json, config.json, tokenizer_config.json). */
+  readonly eosTokenIds: number[];
+  /** Whether encode(text) (with special tokens) starts with BOS. */
+  readonly addsBos: boolean;
+  /** Whether tokenizer.json's own post-processor adds BOS (informational). */
+  readonly postProcessorAddsBos: boolean;
+  private readonly cleanUpSpaces: boolean;
+
+  constructor(
+    readonly file: string,
+    private readonly inner: Tokenizer,
+    tokenizerConfig: Json | null,
+    modelFacts: { bosTokenId: number | null; eosTokenIds: number[] },
+  ) {
+    let maxId = -1;
+    for (const id of inner.get_vocab(true).values()) if (id > maxId) maxId = id;
+    this.vocabSize = maxId + 1;
+
+    const bosText = specialTokenText(tokenizerConfig?.['bos_token']);
+    const bosFromTokenizer = bosText === null ? undefined : inner.token_to_id(bosText);
+    this.bosTokenId = bosFromTokenizer ?? modelFacts.bosTokenId;
+
+    const eosText = specialTokenText(tokenizerConfig?.['eos_token']);
+    const eosFromTokenizer = eosText === null ? undefined : inner.token_to_id(eosText);
+    this.eosTokenIds = [...new Set([...modelFacts.eosTokenIds, ...(eosFromTokenizer === undefined ? [] : [eosFromTokenizer])])];
+
+    const probeWith = inner.encode('a', { add_special_tokens: true }).ids;
+    const probeWithout = inner.encode('a', { add_special_tokens: false }).ids;
+    this.postProcessorAddsBos = this.bosTokenId !== null && probeWith[0] === this.bosTokenId && probeWithout[0] !== this.bosTokenId;
+
+    const addBosSetting = tokenizerConfig?.['add_bos_token'];
+    if (typeof addBosSetting === 'boolean') this.addsBos = addBosSetting && this.bosTokenId !== null;
+    else if (this.postProcessorAddsBos) this.addsBos = true;
+    else this.addsBos = bosFromTokenizer !== undefined;
+
+    this.cleanUpSpaces = tokenizerConfig?.['clean_up_tokenization_spaces'] === true;
+  }
+
+  encode(text: string, options: EncodeOptions = {}): number[] {
+    const addSpecial = options.addSpecialTokens ?? true;
+    const ids = this.inner.encode(text, { add_special_tokens: addSpecial }).ids;
+    if (!addSpecial || this.bosTokenId === null) return ids;
+    if (this.addsBos && !this.postProcessorAddsBos) return [this.bosTokenId, ...ids];
+    if (!this.addsBos && this.postProcessorAddsBos && ids[0] === this.bosTokenId) return ids.slice(1);
+    return ids;
+  }
+
+  decode(ids: readonly number[], options: DecodeOptions = {}): string {
+    for (const id of ids) {
+      if (!Number.isSafeInteger(id) || id < 0 || id >= this.vocabSize) {
+        fail(this.file, `cannot decode token id ${id}: ids run from 0 to ${this.vocabSize - 1}`);
+      }
+    }
+    if (ids.length === 0) return ''; // tokenizers.js refuses an empty list
+    return this.inner.decode([...ids], {
+      skip_special_tokens: options.skipSpecialTokens ?? false,
+      clean_up_tokenization_spaces: options.cleanUpTokenizationSpaces ?? this.cleanUpSpaces,
+    });
+  }
+
+  tokenToId(token: string): number | undefined {
+    return this.inner.token_to_id(token);
+  }
+
+  idToToken(id: number): string | undefined {
+    return this.inner.id_to_token(id);
+  }
+
+  /**
+   * Streaming detokenizer (the scheme of Hugging Face's DecodeStream / TGI): decode a short window
+   * of recent ids with and without the new id and emit the difference, unless the text ends in
+   * U+FFFD, i.e. a multi-byte character is still incomplete (byte-fallback and byte-level
+   * tokenizers spread one character over several ids). Decoding a window rather than single ids
+   * keeps decoder context such as the leading-space rules of sentencepiece. Space clean-up is off
+   * so that chunks concatenate to exactly decode(all ids).
+   */
+  createDecodeStream(options: { skipSpecialTokens?: boolean } = {}): DecodeStream {
+    const opts: DecodeOptions = { skipSpecialTokens: options.skipSpecialTokens ?? false, cleanUpTokenizationSpaces: false };
+    let ids: number[] = [];
+    let prefixOffset = 0; // window start: text before it has been emitted
+    let readOffset = 0; // ids[prefixOffset, readOffset) decode to the text already emitted from the window
+    const emit = (force: boolean): string => {
+      const prefixText = this.decode(ids.slice(prefixOffset, readOffset), opts);
+      const newText = this.decode(ids.slice(prefixOffset), opts);
+      if (newText.length > prefixText.length && (force || !newText.endsWith('\uFFFD'))) {
+        const out = newText.slice(prefixText.length);
+        // Drop ids before the new window so memory stays bounded during long generations.
+        ids = ids.slice(readOffset);
+        prefixOffset = 0;
+        readOffset = ids.length;
+        return out;
+      }
+      return '';
+    };
+    return {
+      step: (id: number) => {
+        ids.push(id);
+        return emit(false);
+      },
+      flush: () => emit(true),
+    };
+  }
+}
+
+/**
+ * Loads `<dir>/tokenizer.json` (+ tokenizer_config.json, generation_config.json if present). BOS/EOS
+ * ids fall back to / are merged with the model config (given, or read loosely from config.json).
+ */
+export async function loadTokenizer(dir: string, config?: Pick<ModelConfig, 'bosTokenId' | 'eosTokenIds'>): Promise<LoadedTokenizer> {
+  const file = path.join(dir, 'tokenizer.json');
+  const tokenizerJson = (await readJson(file, true))!;
+  if (typeof tokenizerJson['model'] !== 'object' || tokenizerJson['model'] === null) fail(file, 'missing the "model" section (is this a Hugging Face tokenizers file?)');
+  const tokenizerConfig = await readJson(path.join(dir, 'tokenizer_config.json'), false);
+  const generationConfig = await readJson(path.join(dir, 'generation_config.json'), false);
+
+  let bosTokenId: number | null = config?.bosTokenId ?? null;
+  const eos: number[] = [];
+  if (generationConfig) eos.push(...idList(generationConfig['eos_token_id']));
+  if (config) eos.push(...config.eosTokenIds);
+  else {
+    const raw = await readJson(path.join(dir, 'config.json'), false).catch(() => null);
+    if (raw) {
+      eos.push(...idList(raw['eos_token_id']));
+      bosTokenId = idList(raw['bos_token_id'])[0] ?? null;
+    }
+  }
+  if (bosTokenId === null && generationConfig) bosTokenId = idList(generationConfig['bos_token_id'])[0] ?? null;
+
+  let inner: Tokenizer;
+  try {
+    inner = new Tokenizer(tokenizerJson, tokenizerConfig ?? {});
+  } catch (err) {
+    fail(file, `cannot build tokenizer: ${describeError(err)}`, err);
+  }
+  try {
+    return new LoadedTokenizer(file, inner, tokenizerConfig, { bosTokenId, eosTokenIds: eos });
+  } catch (err) {
+    if (err instanceof LangneuronsError) throw err;
+    fail(file, `tokenizer does not work: ${describeError(err)}`, err);
+  }
+}
