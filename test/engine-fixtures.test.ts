@@ -112,3 +112,18 @@ describe('stories260k greedy decoding', () => {
     expect(g2!.tokens.length).toBe(want.length);
   });
 });
+
+describe('memory accounting', () => {
+  it("estimateMemory's activation figure is within 10% of the scratch the engine really holds", async () => {
+    const { estimateMemory } = await import('../src/model/checkpoint.js');
+    for (const name of FIXTURE_NAMES) {
+      const m = await loadModel(fixturePath(name), { threads: 2 });
+      const T = 40;
+      const ids = Array.from({ length: T }, (_, i) => 3 + i);
+      await m.forward([ids], { logits: 'none', targets: [ids.map((_, i) => (i + 1 < T ? ids[i + 1]! : -1))] });
+      const est = estimateMemory(m.config, { batchTokens: T, contextTokens: T, threads: 2 }).activationBytes;
+      const real = m.info().scratchBytes;
+      expect(Math.abs(est - real) / real).toBeLessThan(0.1);
+    }
+  });
+});

@@ -6,7 +6,7 @@ import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
-import type { ModelConfig } from '../model/config.js';
+import { assertSequenceFits, type ModelConfig } from '../model/config.js';
 import { loadTokenizer, type LoadedTokenizer } from '../model/tokenizer.js';
 import { loadAddon, type NativeKvCache, type NativeModel } from '../native/addon.js';
 import { buildNativeSpec } from './native-spec.js';
@@ -140,6 +140,11 @@ export class LanguageModel {
       });
     }
     if (opts.cache && opts.cache.owner !== this) throw new LangneuronsError('E_INPUT', 'forward: the cache belongs to another model');
+    // Full attention is exact only up to a sliding window (Mistral v0.1): refuse longer sequences.
+    batch.forEach((s, i) => {
+      const cached = opts.cache ? opts.cache.length(opts.cacheSlots?.[i] ?? i) : 0;
+      assertSequenceFits(this.config, cached + s.length);
+    });
     const mode = opts.logits ?? 'last';
     const res = await this.native.forward(tokens, seqLens, {
       logits: LOGITS_CODE[mode],

@@ -7,7 +7,8 @@ export interface ScoreOptions {
   /** Tokens per window (default and maximum: the model's context). */
   window?: number;
   /** Step between window starts (default: the window, i.e. no overlap). With stride < window, each window
-   *  re-reads `window - stride` tokens of context and scores only the new ones (Hugging Face's perplexity recipe). */
+   *  re-reads `window - stride` tokens of context and scores only the new ones (Hugging Face's perplexity recipe).
+   *  Without overlap, the first token of each window after the first has no context and is not scored. */
   stride?: number;
   /** Token budget per forward call when packing several windows (default 4096). */
   batchTokens?: number;
@@ -25,13 +26,15 @@ export interface ScoreResult {
 
 interface Window { begin: number; end: number; firstScored: number }
 
-/** Windows covering ids[1..]: each predicts tokens [firstScored, end) from the context starting at begin. */
+/** Windows over ids: each predicts tokens [firstScored, end) from the context starting at begin. A token is
+ *  scored once, in the first window that holds it with at least one token of context before it. */
 export function slidingWindows(n: number, window: number, stride: number): Window[] {
   const out: Window[] = [];
   let prevEnd = 1; // token 0 has no prediction
   for (let begin = 0; prevEnd < n; begin += stride) {
     const end = Math.min(begin + window, n);
-    if (end > prevEnd) out.push({ begin, end, firstScored: prevEnd });
+    const firstScored = Math.max(prevEnd, begin + 1);
+    if (end > firstScored) out.push({ begin, end, firstScored });
     prevEnd = Math.max(prevEnd, end);
   }
   return out;

@@ -8,6 +8,9 @@
 
 namespace lnjs {
 
+Napi::Value BenchGemm(const Napi::CallbackInfo& info);
+Napi::Value BenchCopy(const Napi::CallbackInfo& info);
+
 // kernelInfo() -> { kernel: 'avx2' | 'plain', hardwareThreads }
 static Napi::Value KernelInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -21,6 +24,10 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeModel", NativeModel::Init(env));
   exports.Set("NativeKvCache", NativeKvCache::Init(env));
   exports.Set("kernelInfo", Napi::Function::New(env, KernelInfo));
+  Napi::Object bench = Napi::Object::New(env);
+  bench.Set("gemm", Napi::Function::New(env, BenchGemm));
+  bench.Set("copy", Napi::Function::New(env, BenchCopy));
+  exports.Set("bench", bench);
   return exports;
 }
 

@@ -15,8 +15,8 @@ export function registerInfo(program: Command): void {
       const ck = await openCheckpoint(dir);
       const c = ck.config;
       const context = o.context ?? c.maxPositions;
-      const mem = estimateMemory(c, { weightBytes: ck.totalBytes, batchTokens: o.batchTokens, contextTokens: context });
       const kernel = loadAddon().kernelInfo();
+      const mem = estimateMemory(c, { weightBytes: ck.totalBytes, batchTokens: o.batchTokens, contextTokens: context, threads: kernel.hardwareThreads });
       const json = {
         dir: ck.dir, modelType: c.modelType, config: c, parameters: ck.parameterCount, files: ck.files,
         dtypes: ck.dtypeCounts, memory: { ...mem, batchTokens: o.batchTokens, contextTokens: context },

@@ -1,0 +1,91 @@
+// The command line as a user runs it: exit codes, one-line errors naming the file, parseable --json output.
+import { spawnSync } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { copyFixture, fixturePath, removeDir, repoRoot } from './helpers/fixtures.js';
+import { loadReference } from './helpers/reference.js';
+
+const bin = path.join(repoRoot, 'bin', 'langneurons.js');
+function cli(...args: string[]) {
+  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+const temps: string[] = [];
+afterAll(async () => { for (const d of temps) await removeDir(d); });
+
+describe('langneurons CLI', () => {
+  it('info --json reports the architecture and memory of a sharded BF16 checkpoint', () => {
+    const r = cli('info', fixturePath('tiny-llama3'), '--json');
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.modelType).toBe('llama');
+    expect(j.files.length).toBe(2);
+    expect(j.dtypes).toEqual({ BF16: 30 });
+    // 3 layers × (4 attention + 3 MLP matrices + 2 norms) + embed + head + final norm = 30 tensors
+    const c = j.config;
+    const perLayer = 2 * c.hiddenSize * c.numHeads * c.headDim + 2 * c.hiddenSize * c.numKvHeads * c.headDim + 3 * c.hiddenSize * c.intermediateSize + 2 * c.hiddenSize;
+    expect(j.parameters).toBe(c.numLayers * perLayer + 2 * c.vocabSize * c.hiddenSize + c.hiddenSize);
+    expect(j.memory.weightBytes).toBe(2 * j.parameters);
+  });
+
+  it('generate --prompt-ids reproduces the stories260k greedy reference', async () => {
+    const ref = await loadReference('stories260k');
+    const r = cli('generate', fixturePath('stories260k'), '--prompt-ids', '1', '--max-new-tokens', '64', '--ignore-eos', '--json');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).generations[0].tokens).toEqual(ref.json.greedy_from_bos);
+  });
+
+  it('score --json gives the mean NLL of a text file', async () => {
+    const dir = await fsp.mkdtemp(path.join(repoRoot, 'build', 'cli-test-'));
+    temps.push(dir);
+    const f = path.join(dir, 'text.txt');
+    await fsp.writeFile(f, 'Il-bniedem kollha jitwieldu ħielsa u ugwali fid-dinjità u d-drittijiet.');
+    const r = cli('score', fixturePath('tiny-mistral'), '--text-file', f, '--json');
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.tokens).toBe(Buffer.byteLength(await fsp.readFile(f, 'utf8'))); // byte tokens + BOS, minus the first
+    expect(j.perplexity).toBeCloseTo(Math.exp(j.meanNll), 6);
+  });
+
+  it('demo runs and checks itself on the default model', () => {
+    const r = cli('demo', '--json');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).ok).toBe(true);
+  });
+
+  it.each([
+    [['score', fixturePath('tiny-mistral'), '--text-file', '/nonexistent/file.txt'], /\/nonexistent\/file\.txt/],
+    [['info', '/nonexistent-model'], /nonexistent-model.*config\.json/],
+    [['generate', fixturePath('stories260k'), '--max-new-tokens', 'many'], /--max-new-tokens must be an integer/],
+    [['generate', fixturePath('stories260k'), '--temperature', '-1'], /--temperature must be/],
+    [['generate', fixturePath('stories260k'), '--prompt-ids', '1,99999'], /outside the vocabulary/],
+    [['score', fixturePath('stories260k')], /exactly one of/],
+  ])('bad input %j: one clear line, exit 1', (args, pattern) => {
+    const r = cli(...args);
+    expect(r.signal).toBeNull();
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(pattern);
+    expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+  });
+
+  it('a truncated or corrupted checkpoint is refused with the file named, never a crash', async () => {
+    const dir = await copyFixture('tiny-qwen2');
+    temps.push(dir);
+    const file = path.join(dir, 'model.safetensors');
+    const bytes = await fsp.readFile(file);
+    await fsp.writeFile(file, bytes.subarray(0, bytes.length - 1000));
+    let r = cli('generate', dir, '--prompt', 'a');
+    expect(r.signal).toBeNull();
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/model\.safetensors/);
+    const h = Buffer.from(bytes);
+    h.writeBigUInt64LE(BigInt(bytes.length * 2), 0); // header length past the end of the file
+    await fsp.writeFile(file, h);
+    r = cli('score', dir, '--text', 'abc');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/model\.safetensors.*header/);
+  });
+});
