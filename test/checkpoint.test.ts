@@ -66,8 +66,10 @@ describe('fixture checkpoints', () => {
     expect(m.weightBytes).toBe(ckpt.totalBytes);
     expect(m.kvCacheBytesPerToken).toBe(2 * 2 * 2 * 32 * 4);
     expect(m.kvCacheBytes).toBe(m.kvCacheBytesPerToken * 100);
-    const perToken = 4 * 80 + (4 + 4) * 32 + 3 * 128;
-    expect(m.activationBytes).toBe(4 * (10 * perToken + 4 * 10 * 100 + 10 * 280));
+    // tiny-mistral: hidden 80, 4 heads / 2 KV heads of 32, 128 FFN neurons, vocab 280; 10 tokens, context 100, 1 thread.
+    // per token: h, x (2·80) + q, att (2·4·32) + k, v (2·2·32) + gate, up (2·128) = 800 floats
+    // + one attention row (100) + LM head chunk (64·280) + gathered rows (10·80) + RoPE tables (100·32)
+    expect(m.activationBytes).toBe(4 * (10 * 800 + 100 + 64 * 280 + 10 * 80 + 100 * 32));
     expect(m.totalBytes).toBe(m.weightBytes + m.kvCacheBytes + m.activationBytes);
     expect(estimateMemory(ckpt.config).weightBytes).toBe(ckpt.parameterCount * 2); // float16 from torch_dtype
   });
