@@ -1,18 +1,294 @@
-// PLACEHOLDER: to be written (forward pass). Kept compiling so the build can be set up.
-#include "model/model.h"
+// Model construction, request validation, the layer loop and the LM head. The two halves of a layer are in
+// attention.cpp and ffn.cpp; shapes and config checks in validate.cpp.
+//
+// Concurrency: a Model owns its scratch buffers (grown to the largest batch seen, then reused), so forward() runs
+// one request at a time; concurrent callers are serialised by a mutex. A KvCache must not be used by two models'
+// forwards at once.
+#include <algorithm>
 #include <stdexcept>
+#include <string>
+
+#include "kernels/ops.h"
+#include "model/forward_state.h"
+
 namespace ln {
-std::string validate_config(const ModelConfig&) { return ""; }
-std::string validate_weights(const ModelConfig&, const ModelWeights&) { return ""; }
+
+using detail::ForwardState;
+
+// ---------------------------------------------------------------- KvCache
+
 KvCache::KvCache(const ModelConfig& c, int32_t n_slots, int32_t capacity)
-    : n_layers_(c.n_layers), n_slots_(n_slots), capacity_(capacity),
-      slot_stride_(int64_t(capacity) * c.n_kv_heads * c.head_dim), lengths_(size_t(n_slots), 0),
-      data_(size_t(2 * int64_t(c.n_layers) * n_slots) * size_t(slot_stride_)) {}
-float* KvCache::k(int32_t layer, int32_t slot) { return data_.data() + (int64_t(layer) * n_slots_ + slot) * 2 * slot_stride_; }
+    : n_layers_(c.n_layers), n_slots_(n_slots), capacity_(capacity) {
+  std::string e = validate_config(c);
+  if (!e.empty()) throw std::invalid_argument("KvCache: " + e);
+  if (n_slots < 1) throw std::invalid_argument("KvCache: n_slots must be >= 1, got " + std::to_string(n_slots));
+  if (capacity < 1) throw std::invalid_argument("KvCache: capacity must be >= 1, got " + std::to_string(capacity));
+  slot_stride_ = int64_t(capacity) * c.n_kv_heads * c.head_dim;
+  lengths_.assign(size_t(n_slots), 0);
+  data_.assign(size_t(2 * int64_t(c.n_layers) * n_slots) * size_t(slot_stride_), 0.f);
+}
+
+// Layout: for each layer, for each slot, K [capacity][n_kv_heads][head_dim] then V (same shape).
+float* KvCache::k(int32_t layer, int32_t slot) {
+  return data_.data() + (int64_t(layer) * n_slots_ + slot) * 2 * slot_stride_;
+}
 float* KvCache::v(int32_t layer, int32_t slot) { return k(layer, slot) + slot_stride_; }
-struct Model::Impl {};
+
+void KvCache::set_length(int32_t slot, int32_t len) {
+  if (slot < 0 || slot >= n_slots_)
+    throw std::invalid_argument("KvCache: slot " + std::to_string(slot) + " out of range [0, " +
+                                std::to_string(n_slots_) + ")");
+  if (len < 0 || len > lengths_[size_t(slot)])
+    throw std::invalid_argument("KvCache: can only truncate slot " + std::to_string(slot) + " (length " +
+                                std::to_string(lengths_[size_t(slot)]) + "), got " + std::to_string(len));
+  lengths_[size_t(slot)] = len;
+}
+
+// ---------------------------------------------------------------- Model
+
+struct Model::Impl : ForwardState {};
+
+static int checked_threads(int n) {
+  if (n < 1) throw std::invalid_argument("Model: n_threads must be >= 1, got " + std::to_string(n));
+  return n;
+}
+
+static std::vector<float> to_f32(const WeightRef& w) {
+  std::vector<float> v(size_t(w.rows * w.cols));
+  convert_to_f32(w.data, w.dtype, 0, w.rows * w.cols, v.data());
+  return v;
+}
+
 Model::Model(const ModelConfig& config, const ModelWeights& weights, int n_threads, Compute compute)
-    : cfg_(config), w_(weights), compute_(compute), pool_(n_threads) {}
-void Model::forward(const ForwardRequest&, ForwardResult&) { throw std::logic_error("forward not implemented yet"); }
-int64_t Model::scratch_bytes() const { return 0; }
+    : cfg_(config), w_(weights), compute_(compute), pool_(checked_threads(n_threads)) {
+  std::string e = validate_weights(cfg_, w_);  // includes validate_config
+  if (!e.empty()) throw std::invalid_argument(e);
+  if (compute != Compute::F32 && compute != Compute::BF16) throw std::invalid_argument("Model: unknown compute mode");
+  if (cfg_.tie_embeddings && w_.lm_head.empty()) w_.lm_head = w_.embed;
+
+  impl_ = std::make_shared<Impl>();
+  ForwardState& st = *impl_;
+  st.cfg = &cfg_;
+  st.w = &w_;
+  st.compute = compute_;
+  st.pool = &pool_;
+  for (const LayerWeights& L : w_.layers) {
+    ForwardState::LayerVecs lv;
+    lv.attn_norm = to_f32(L.attn_norm);
+    lv.ffn_norm = to_f32(L.ffn_norm);
+    if (cfg_.qkv_bias) {
+      lv.bq = to_f32(L.bq);
+      lv.bk = to_f32(L.bk);
+      lv.bv = to_f32(L.bv);
+    }
+    st.vecs.push_back(std::move(lv));
+  }
+  st.final_norm = to_f32(w_.final_norm);
+
+  RopeScaling rs;
+  rs.llama3 = cfg_.rope_type == RopeType::Llama3;
+  rs.factor = cfg_.rope_factor;
+  rs.low_freq_factor = cfg_.rope_low_freq_factor;
+  rs.high_freq_factor = cfg_.rope_high_freq_factor;
+  rs.original_max_positions = cfg_.rope_original_max_positions;
+  std::vector<double> inv(size_t(cfg_.head_dim / 2));
+  rope_inv_freq(cfg_.head_dim, cfg_.rope_theta, rs, inv.data());
+  st.inv_freq.assign(inv.begin(), inv.end());  // float32, as transformers holds it
+}
+
+int64_t Model::scratch_bytes() const {
+  const ForwardState& st = *impl_;
+  int64_t n = 0;
+  for (const auto* v : {&st.h, &st.x, &st.q, &st.att, &st.k, &st.v, &st.g, &st.u, &st.scores, &st.rows, &st.chunk,
+                        &st.rope_cos, &st.rope_sin})
+    n += int64_t(v->size());
+  return n * int64_t(sizeof(float));
+}
+
+// Throws std::invalid_argument for anything wrong with the request; touches no state.
+static void validate_request(const ModelConfig& c, const ForwardRequest& r) {
+  using std::to_string;
+  auto fail = [](const std::string& m) { throw std::invalid_argument(m); };
+  if (r.n_seqs < 1) fail("forward: n_seqs must be >= 1, got " + to_string(r.n_seqs));
+  if (r.n_tokens < 1) fail("forward: n_tokens must be >= 1, got " + to_string(r.n_tokens));
+  if (!r.tokens || !r.seq_lens) fail("forward: tokens and seq_lens are required");
+  if (r.logits != LogitsMode::None && r.logits != LogitsMode::Last && r.logits != LogitsMode::All)
+    fail("forward: unknown logits mode " + to_string(int(r.logits)));
+  int64_t sum = 0;
+  for (int32_t s = 0; s < r.n_seqs; ++s) {
+    if (r.seq_lens[s] < 1) fail("forward: sequence " + to_string(s) + " has length " + to_string(r.seq_lens[s]) +
+                                " (every sequence needs at least one token)");
+    sum += r.seq_lens[s];
+  }
+  if (sum != r.n_tokens)
+    fail("forward: seq_lens sum to " + to_string(sum) + " but n_tokens is " + to_string(r.n_tokens));
+  for (int64_t t = 0; t < r.n_tokens; ++t)
+    if (r.tokens[t] < 0 || r.tokens[t] >= c.vocab)
+      fail("forward: token id " + to_string(r.tokens[t]) + " at index " + to_string(t) + " is outside the vocabulary [0, " +
+           to_string(c.vocab) + ")");
+  if (r.targets)
+    for (int64_t t = 0; t < r.n_tokens; ++t)
+      if (r.targets[t] < -1 || r.targets[t] >= c.vocab)
+        fail("forward: target id " + to_string(r.targets[t]) + " at index " + to_string(t) +
+             " is outside the vocabulary (use -1 to skip a position)");
+
+  KvCache* kc = r.cache;
+  if (kc) {
+    if (!r.cache_slots) fail("forward: cache_slots are required with a cache");
+    if (kc->n_layers() != c.n_layers || kc->slot_stride() != int64_t(kc->capacity()) * c.n_kv_heads * c.head_dim)
+      fail("forward: the KV cache was made for a different model shape");
+  }
+  for (int32_t s = 0; s < r.n_seqs; ++s) {
+    int64_t start = 0;
+    if (kc) {
+      const int32_t slot = r.cache_slots[s];
+      if (slot < 0 || slot >= kc->n_slots())
+        fail("forward: cache slot " + to_string(slot) + " (sequence " + to_string(s) + ") out of range [0, " +
+             to_string(kc->n_slots()) + ")");
+      for (int32_t s2 = 0; s2 < s; ++s2)
+        if (r.cache_slots[s2] == slot)
+          fail("forward: cache slot " + to_string(slot) + " is used by sequences " + to_string(s2) + " and " +
+               to_string(s));
+      start = kc->length(slot);
+      if (start + r.seq_lens[s] > kc->capacity())
+        fail("forward: cache slot " + to_string(slot) + " holds " + to_string(start) + " tokens; " +
+             to_string(r.seq_lens[s]) + " more exceed its capacity of " + to_string(kc->capacity()));
+    }
+    if (start + r.seq_lens[s] > c.max_positions) {
+      if (start == 0)
+        fail("forward: prompt of " + to_string(r.seq_lens[s]) + " tokens exceeds the model's context of " +
+             to_string(c.max_positions));
+      fail("forward: sequence " + to_string(s) + " would reach position " + to_string(start + r.seq_lens[s] - 1) +
+           " (" + to_string(start) + " cached + " + to_string(r.seq_lens[s]) +
+           " new tokens), beyond the model's context of " + to_string(c.max_positions));
+    }
+  }
+}
+
+// Sequence spans, token positions, attention blocks, RoPE table and activation buffers for this request.
+static void prepare(ForwardState& st, const ForwardRequest& r, int n_threads) {
+  const ModelConfig& c = *st.cfg;
+  st.T = r.n_tokens;
+  st.cache = r.cache;
+  st.seqs.clear();
+  st.blocks.clear();
+  st.pos.resize(size_t(r.n_tokens));
+  st.max_ctx = 0;
+  int64_t row = 0;
+  for (int32_t s = 0; s < r.n_seqs; ++s) {
+    const int32_t len = r.seq_lens[s];
+    const int32_t slot = r.cache ? r.cache_slots[s] : -1;
+    const int32_t pos0 = r.cache ? r.cache->length(slot) : 0;
+    st.seqs.push_back({row, len, pos0, slot});
+    for (int32_t i = 0; i < len; ++i) st.pos[size_t(row + i)] = pos0 + i;
+    for (int32_t q0 = 0; q0 < len; q0 += detail::kAttnBlock)
+      st.blocks.push_back({s, q0, std::min(len, q0 + detail::kAttnBlock)});
+    st.max_ctx = std::max(st.max_ctx, pos0 + len);
+    row += len;
+  }
+
+  // RoPE rows for every position up to max_ctx, grown geometrically (capped at the model's context).
+  const int half = c.head_dim / 2;
+  if (st.rope_positions < st.max_ctx) {
+    const int64_t n = std::min<int64_t>(c.max_positions, std::max<int64_t>(st.max_ctx, 2 * st.rope_positions));
+    st.rope_cos.resize(size_t(n * half));
+    st.rope_sin.resize(size_t(n * half));
+    rope_tables(st.inv_freq.data(), half, st.rope_positions, n, st.rope_cos.data() + st.rope_positions * half,
+                st.rope_sin.data() + st.rope_positions * half);
+    st.rope_positions = n;
+  }
+
+  const int64_t T = st.T, qd = int64_t(c.n_heads) * c.head_dim, kvd = int64_t(c.n_kv_heads) * c.head_dim;
+  detail::ensure(st.h, T * c.hidden);
+  detail::ensure(st.x, T * c.hidden);
+  detail::ensure(st.q, T * qd);
+  detail::ensure(st.att, T * qd);
+  detail::ensure(st.k, T * kvd);
+  detail::ensure(st.v, T * kvd);
+  detail::ensure(st.g, T * c.intermediate);
+  detail::ensure(st.u, T * c.intermediate);
+  detail::ensure(st.scores, int64_t(n_threads) * st.max_ctx);
+}
+
+// Final norm of rows `idx` of h gathered into st.rows, then logits = rows lm_head^T into `out` (n x vocab).
+static void lm_head_rows(ForwardState& st, const int64_t* idx, int64_t n, float* out) {
+  const ModelConfig& c = *st.cfg;
+  const int64_t H = c.hidden;
+  detail::ensure(st.rows, n * H);
+  for (int64_t i = 0; i < n; ++i)
+    rmsnorm(st.h.data() + idx[i] * H, st.final_norm.data(), st.rows.data() + i * H, H, c.rms_eps);
+  gemm_xwt(n, st.rows.data(), H, st.w->lm_head, out, c.vocab, st.compute, false, *st.pool);
+}
+
+// target_logprobs[t] = logits[t][target] - logsumexp(logits[t]) for rows with a target, from n logit rows.
+static void target_logprobs(ThreadPool& pool, const float* logits, int64_t vocab, const int64_t* rows, int64_t n,
+                            const int32_t* targets, float* out) {
+  pool.parallel_for(n, [&](int64_t i, int) {
+    const float* l = logits + i * vocab;
+    out[rows[i]] = float(double(l[targets[rows[i]]]) - logsumexp(l, vocab));
+  });
+}
+
+void Model::forward(const ForwardRequest& req, ForwardResult& out) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  validate_request(cfg_, req);
+  ForwardState& st = *impl_;
+  prepare(st, req, pool_.size());
+  const int64_t T = st.T, H = cfg_.hidden, V = cfg_.vocab;
+
+  detail::for_row_blocks(pool_, T, [&](int64_t r0, int64_t r1) {
+    embed_rows(w_.embed, req.tokens + r0, r1 - r0, st.h.data() + r0 * H, H);
+  });
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    detail::attention_forward(st, l);
+    detail::ffn_forward(st, l);
+  }
+  if (req.cache)
+    for (const detail::SeqSpan& s : st.seqs) req.cache->lengths_[size_t(s.slot)] = s.pos0 + s.len;
+
+  // LM head. All: every row, returned. Last: the last row of each sequence. Targets without All: the rows that
+  // have a target, kLmChunk at a time, so no n_tokens x vocab buffer exists. None: no final norm, no LM head.
+  out.logits.clear();
+  out.target_logprobs.clear();
+  std::vector<int64_t>& idx = st.lm_rows;
+  idx.clear();
+  if (req.logits == LogitsMode::All) {
+    // One product over all rows (x is free at this point).
+    out.logits.resize(size_t(T * V));
+    const float* fw = st.final_norm.data();
+    detail::for_row_blocks(pool_, T, [&](int64_t r0, int64_t r1) {
+      rmsnorm_rows(r1 - r0, st.h.data() + r0 * H, H, fw, st.x.data() + r0 * H, H, H, cfg_.rms_eps);
+    });
+    gemm_xwt(T, st.x.data(), H, w_.lm_head, out.logits.data(), V, compute_, false, pool_);
+  } else if (req.logits == LogitsMode::Last) {
+    out.logits.resize(size_t(int64_t(req.n_seqs) * V));
+    for (const detail::SeqSpan& s : st.seqs) idx.push_back(s.row0 + s.len - 1);
+    for (int64_t i0 = 0; i0 < req.n_seqs; i0 += detail::kLmChunk)
+      lm_head_rows(st, idx.data() + i0, std::min<int64_t>(detail::kLmChunk, req.n_seqs - i0),
+                   out.logits.data() + i0 * V);
+  }
+  if (!req.targets) return;
+
+  out.target_logprobs.assign(size_t(T), 0.f);
+  idx.clear();
+  for (int64_t t = 0; t < T; ++t)
+    if (req.targets[t] >= 0) idx.push_back(t);
+  const int64_t n = int64_t(idx.size());
+  if (req.logits == LogitsMode::All) {
+    // The full logits are there: read them.
+    pool_.parallel_for(n, [&](int64_t i, int) {
+      const int64_t t = idx[size_t(i)];
+      const float* l = out.logits.data() + t * V;
+      out.target_logprobs[size_t(t)] = float(double(l[req.targets[t]]) - logsumexp(l, V));
+    });
+    return;
+  }
+  detail::ensure(st.chunk, detail::kLmChunk * V);
+  for (int64_t i0 = 0; i0 < n; i0 += detail::kLmChunk) {
+    const int64_t m = std::min(detail::kLmChunk, n - i0);
+    lm_head_rows(st, idx.data() + i0, m, st.chunk.data());
+    target_logprobs(pool_, st.chunk.data(), V, idx.data() + i0, m, req.targets, out.target_logprobs.data());
+  }
+}
+
 }  // namespace ln

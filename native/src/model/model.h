@@ -58,16 +58,22 @@ enum class LogitsMode : int32_t { None = 0, Last = 1, All = 2 };
 // A KV cache of `n_slots` independent sequences of up to `capacity` tokens each (float32 K and V per layer).
 class KvCache {
  public:
+  // Throws std::invalid_argument for an invalid config, n_slots < 1 or capacity < 1.
   KvCache(const ModelConfig& c, int32_t n_slots, int32_t capacity);
   int32_t n_slots() const { return n_slots_; }
   int32_t capacity() const { return capacity_; }
   int32_t length(int32_t slot) const { return lengths_[slot]; }
-  void set_length(int32_t slot, int32_t len) { lengths_[slot] = len; }  // truncate (e.g. reset to 0)
+  // Truncate (e.g. reset to 0): throws std::invalid_argument unless 0 <= len <= length(slot). The forward is the
+  // only thing that grows a slot.
+  void set_length(int32_t slot, int32_t len);
   float* k(int32_t layer, int32_t slot);  // [capacity][n_kv_heads][head_dim]
   float* v(int32_t layer, int32_t slot);
   int64_t bytes() const { return int64_t(data_.size()) * 4; }
+  int32_t n_layers() const { return n_layers_; }
+  int64_t slot_stride() const { return slot_stride_; }  // floats of K (or V) per (layer, slot)
 
  private:
+  friend class Model;  // appends to slots
   int32_t n_layers_, n_slots_, capacity_;
   int64_t slot_stride_;  // floats per (layer, slot) for K (same for V)
   std::vector<int32_t> lengths_;
@@ -96,6 +102,8 @@ struct ForwardResult {
 
 class Model {
  public:
+  // Throws std::invalid_argument when validate_weights (which includes validate_config) reports a problem, or
+  // n_threads < 1. With tie_embeddings, an empty lm_head means embed. The weights are referenced, not copied.
   Model(const ModelConfig& config, const ModelWeights& weights, int n_threads, Compute compute);
   const ModelConfig& config() const { return cfg_; }
   Compute compute() const { return compute_; }
@@ -103,6 +111,8 @@ class Model {
 
   // Validates the request (token ids in range, lengths, cache capacity and positions within
   // max_positions) and throws std::invalid_argument with a clear message before touching any state.
+  // One forward runs at a time per Model (it works in the model's scratch buffers); concurrent calls are
+  // serialised by an internal mutex.
   void forward(const ForwardRequest& req, ForwardResult& out);
 
   // Bytes of scratch memory held for a batch of n_tokens (activations), for memory reporting.

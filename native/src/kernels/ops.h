@@ -1,0 +1,61 @@
+// Elementwise and row operations of the decoder forward (everything that is not a matrix product).
+// Plain scalar code: these are O(tokens x width) next to the O(tokens x width^2) projections, so they are not
+// where the time goes. Activation buffers are owned float arrays (aligned); weights are read only through
+// convert_to_f32 / load_as_f32 (memcpy), so misaligned checkpoint pointers are fine.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/gemm.h"
+
+namespace ln {
+
+// Hugging Face LlamaRMSNorm on M rows of n floats: y = (x * 1/sqrt(mean(x^2) + eps)) * w, in float32 (the mean
+// of squares is accumulated in double, which is at least as exact as torch's float32 reduction).
+// y may alias x (in-place) when ldy == ldx.
+void rmsnorm(const float* x, const float* w, float* y, int64_t n, float eps);
+void rmsnorm_rows(int64_t M, const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t n,
+                  float eps);
+
+// RoPE frequencies. Llama-3 scaling follows transformers' _compute_llama3_parameters.
+struct RopeScaling {
+  bool llama3 = false;
+  double factor = 1, low_freq_factor = 1, high_freq_factor = 4;
+  double original_max_positions = 8192;
+};
+// inv_freq[i] = theta^(-2i/head_dim) for i < head_dim/2 (then Llama-3 scaled), computed in double.
+void rope_inv_freq(int head_dim, double theta, const RopeScaling& s, double* inv_freq);
+// cos/sin tables for positions [p0, p1): row (p - p0) holds half = head_dim/2 values. As in transformers,
+// inv_freq is a float32 tensor and the angle p * inv_freq is a float32 product (at long positions the rounding
+// of the angle is the largest difference between implementations, so we reproduce it); cos/sin of that float
+// angle are computed in double and rounded to float.
+void rope_tables(const float* inv_freq, int half, int64_t p0, int64_t p1, float* cos_out, float* sin_out);
+// rotate_half RoPE, in place, on n_heads heads of head_dim floats stored back to back:
+//   out[i] = x[i] cos_i - x[i+half] sin_i,  out[i+half] = x[i+half] cos_i + x[i] sin_i   (i < half)
+void rope_apply(float* x, int n_heads, int head_dim, const float* cos_row, const float* sin_row);
+
+// silu(g) = g / (1 + exp(-g)) in float32 (torch's F.silu).
+inline float silu(float g) { return g / (1.f + std::exp(-g)); }
+void silu_inplace(float* x, int64_t n);
+void mul_inplace(float* x, const float* y, int64_t n);  // x *= y
+void add_inplace(float* x, const float* y, int64_t n);  // x += y
+void round_bf16_inplace(float* x, int64_t n);           // x = round_bf16(x)
+
+// Causal attention of one query row of one head (the inner loop of attention.cpp): against keys/values
+// 0..n_keys-1 with row stride ld, p[j] = (q . k_j) * scale, p = softmax(p), out = sum_j p[j] v_j.
+// p is scratch for n_keys floats. Dispatches to the AVX2 version when active_kernel() is Avx2.
+void attend_row(const float* q, const float* k, const float* v, int64_t ld, int32_t n_keys, int hd, float scale,
+                float* p, float* out);
+void attend_row_plain(const float* q, const float* k, const float* v, int64_t ld, int32_t n_keys, int hd,
+                      float scale, float* p, float* out);
+void attend_row_avx2(const float* q, const float* k, const float* v, int64_t ld, int32_t n_keys, int hd,
+                     float scale, float* p, float* out);  // only after cpu_supports(Avx2)
+
+// log(sum(exp(x))) over n floats: max-shifted, float exp, double accumulation.
+double logsumexp(const float* x, int64_t n);
+
+// out row i = embed[tokens[i]] converted to float32 from the stored dtype (embed: [vocab, hidden]).
+void embed_rows(const WeightRef& embed, const int32_t* tokens, int64_t n, float* out, int64_t ldo);
+
+}  // namespace ln
+

@@ -1,0 +1,112 @@
+// The attention half of a decoder layer:
+//   x = rmsnorm(h) * attn_norm;  q, k, v = x Wq^T (+bq), x Wk^T (+bk), x Wv^T (+bv);  RoPE on q, k;
+//   per sequence and head: softmax(q k^T / sqrt(head_dim)) over positions <= own position, times v;
+//   h += concat(heads) Wo^T.
+// Grouped-query attention: query head hq reads kv head hq / (n_heads / n_kv_heads).
+//
+// Compute::BF16 rounds, beyond what gemm_xwt rounds inside the products: q, k, v after projection (+bias), and q,
+// k again after RoPE, i.e. the bf16 tensors a bf16 GPU run holds at the attention inputs. The cache stores that
+// rounded K/V. Norms, scores, softmax, the weighted sum of v and the residual stream stay float32, and so do the
+// RoPE cos/sin tables and the rotation arithmetic (transformers casts cos/sin to bf16 and rotates in bf16; we
+// round only the result).
+#include <cmath>
+#include <cstring>
+
+#include "kernels/ops.h"
+#include "model/forward_state.h"
+
+namespace ln {
+namespace detail {
+
+// Bias, bf16 rounding and RoPE of the projected q, k, v rows [r0, r1).
+static void qkv_post(ForwardState& st, int l, int64_t r0, int64_t r1) {
+  const ModelConfig& c = *st.cfg;
+  const int hd = c.head_dim;
+  const int64_t qd = int64_t(c.n_heads) * hd, kvd = int64_t(c.n_kv_heads) * hd;
+  const bool bf16 = st.compute == Compute::BF16;
+  const auto& lv = st.vecs[size_t(l)];
+  for (int64_t t = r0; t < r1; ++t) {
+    float* q = st.q.data() + t * qd;
+    float* k = st.k.data() + t * kvd;
+    float* v = st.v.data() + t * kvd;
+    if (c.qkv_bias) {
+      add_inplace(q, lv.bq.data(), qd);
+      add_inplace(k, lv.bk.data(), kvd);
+      add_inplace(v, lv.bv.data(), kvd);
+    }
+    if (bf16) {
+      round_bf16_inplace(q, qd);
+      round_bf16_inplace(k, kvd);
+      round_bf16_inplace(v, kvd);
+    }
+    const float* cs = st.rope_cos.data() + int64_t(st.pos[size_t(t)]) * (hd / 2);
+    const float* sn = st.rope_sin.data() + int64_t(st.pos[size_t(t)]) * (hd / 2);
+    rope_apply(q, c.n_heads, hd, cs, sn);
+    rope_apply(k, c.n_kv_heads, hd, cs, sn);
+    if (bf16) {
+      round_bf16_inplace(q, qd);
+      round_bf16_inplace(k, kvd);
+    }
+  }
+}
+
+void attention_forward(ForwardState& st, int l) {
+  const ModelConfig& c = *st.cfg;
+  const LayerWeights& lw = st.w->layers[size_t(l)];
+  ThreadPool& pool = *st.pool;
+  const int64_t T = st.T, H = c.hidden;
+  const int hd = c.head_dim;
+  const int64_t qd = int64_t(c.n_heads) * hd, kvd = int64_t(c.n_kv_heads) * hd;
+
+  const float* norm_w = st.vecs[size_t(l)].attn_norm.data();
+  for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) {
+    rmsnorm_rows(r1 - r0, st.h.data() + r0 * H, H, norm_w, st.x.data() + r0 * H, H, H, c.rms_eps);
+  });
+
+  gemm_xwt(T, st.x.data(), H, lw.wq, st.q.data(), qd, st.compute, false, pool);
+  gemm_xwt(T, st.x.data(), H, lw.wk, st.k.data(), kvd, st.compute, false, pool);
+  gemm_xwt(T, st.x.data(), H, lw.wv, st.v.data(), kvd, st.compute, false, pool);
+  for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) { qkv_post(st, l, r0, r1); });
+
+  // With a cache, the sequence's keys are its cached positions followed by the new ones: append, then read
+  // everything from the cache. Without one, the keys are the sequence's own rows of k/v.
+  if (st.cache) {
+    for (const SeqSpan& s : st.seqs) {
+      std::memcpy(st.cache->k(l, s.slot) + int64_t(s.pos0) * kvd, st.k.data() + s.row0 * kvd,
+                  size_t(s.len) * size_t(kvd) * sizeof(float));
+      std::memcpy(st.cache->v(l, s.slot) + int64_t(s.pos0) * kvd, st.v.data() + s.row0 * kvd,
+                  size_t(s.len) * size_t(kvd) * sizeof(float));
+    }
+  }
+
+  const int group = c.n_heads / c.n_kv_heads;
+  const float scale = float(1.0 / std::sqrt(double(hd)));
+  const int64_t n_tasks = int64_t(st.blocks.size()) * c.n_heads;
+  pool.parallel_for(n_tasks, [&](int64_t task, int thread) {
+    const AttnBlock& b = st.blocks[size_t(task / c.n_heads)];
+    const int head = int(task % c.n_heads);
+    const SeqSpan& s = st.seqs[size_t(b.seq)];
+    const float *kb, *vb;
+    if (st.cache) {
+      kb = st.cache->k(l, s.slot);
+      vb = st.cache->v(l, s.slot);
+    } else {
+      kb = st.k.data() + s.row0 * kvd;
+      vb = st.v.data() + s.row0 * kvd;
+    }
+    kb += int64_t(head / group) * hd;
+    vb += int64_t(head / group) * hd;
+    float* p = st.scores.data() + int64_t(thread) * st.max_ctx;
+    for (int32_t i = b.q0; i < b.q1; ++i) {
+      const int64_t t = s.row0 + i;
+      const int32_t n_keys = s.pos0 + i + 1;  // causal: positions 0..own
+      attend_row(st.q.data() + t * qd + int64_t(head) * hd, kb, vb, kvd, n_keys, hd, scale, p,
+                 st.att.data() + t * qd + int64_t(head) * hd);
+    }
+  });
+
+  gemm_xwt(T, st.att.data(), qd, lw.wo, st.h.data(), H, st.compute, /*accumulate=*/true, pool);
+}
+
+}  // namespace detail
+}  // namespace ln

@@ -1,0 +1,169 @@
+// An independent float64 reference of the Llama-family forward, written from the math (Hugging Face semantics)
+// with plain loops and no code shared with native/src/model: weights are read element by element from their
+// stored dtype (dtype.h's scalar conversions define what the stored bits mean), everything else is double.
+// One sequence at a time, starting at position 0, logits for every position.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "model/model.h"
+
+namespace lnref {
+
+inline std::vector<double> load(const ln::WeightRef& w) {
+  std::vector<double> v(size_t(w.rows * w.cols));
+  for (int64_t i = 0; i < w.rows * w.cols; ++i) v[size_t(i)] = double(ln::load_as_f32(w.data, w.dtype, i));
+  return v;
+}
+
+// y[n] = sum_k x[k] W[n][k] (+ b[n]); W is [N][K].
+inline std::vector<double> linear(const std::vector<double>& x, const std::vector<double>& W, int64_t N,
+                                  const std::vector<double>* b = nullptr) {
+  const int64_t K = int64_t(x.size());
+  std::vector<double> y(size_t(N), 0.0);
+  for (int64_t n = 0; n < N; ++n) {
+    double s = 0;
+    for (int64_t k = 0; k < K; ++k) s += x[size_t(k)] * W[size_t(n * K + k)];
+    y[size_t(n)] = s + (b ? (*b)[size_t(n)] : 0.0);
+  }
+  return y;
+}
+
+inline std::vector<double> rmsnorm(const std::vector<double>& x, const std::vector<double>& w, double eps) {
+  double ss = 0;
+  for (double v : x) ss += v * v;
+  const double r = 1.0 / std::sqrt(ss / double(x.size()) + eps);
+  std::vector<double> y(x.size());
+  for (size_t i = 0; i < x.size(); ++i) y[i] = w[i] * x[i] * r;
+  return y;
+}
+
+// inv_freq with optional Llama-3 scaling (transformers' _compute_llama3_parameters).
+inline std::vector<double> inv_freq(const ln::ModelConfig& c) {
+  const int half = c.head_dim / 2;
+  std::vector<double> f(static_cast<size_t>(half));
+  const double pi = std::acos(-1.0);
+  for (int i = 0; i < half; ++i) {
+    double base = 1.0 / std::pow(double(c.rope_theta), double(2 * i) / double(c.head_dim));
+    if (c.rope_type == ln::RopeType::Llama3) {
+      const double old_ctx = c.rope_original_max_positions, lo = c.rope_low_freq_factor, hi = c.rope_high_freq_factor;
+      const double wavelen = 2 * pi / base;
+      if (wavelen > old_ctx / lo) {
+        base = base / c.rope_factor;
+      } else if (wavelen >= old_ctx / hi) {
+        const double smooth = (old_ctx / wavelen - lo) / (hi - lo);
+        base = (1 - smooth) * base / c.rope_factor + smooth * base;
+      }
+    }
+    f[size_t(i)] = base;
+  }
+  return f;
+}
+
+// rotate_half RoPE of one head vector at position p.
+inline void rope(double* x, int hd, int64_t p, const std::vector<double>& f) {
+  const int half = hd / 2;
+  for (int i = 0; i < half; ++i) {
+    const double a = double(p) * f[size_t(i)], c = std::cos(a), s = std::sin(a);
+    const double x0 = x[i], x1 = x[i + half];
+    x[i] = x0 * c - x1 * s;
+    x[i + half] = x1 * c + x0 * s;
+  }
+}
+
+struct RefLayer {
+  std::vector<double> attn_norm, wq, wk, wv, wo, bq, bk, bv, ffn_norm, wg, wu, wd;
+};
+
+struct RefModel {
+  ln::ModelConfig c;
+  std::vector<double> embed, final_norm, lm_head;
+  std::vector<RefLayer> layers;
+
+  RefModel(const ln::ModelConfig& cfg, const ln::ModelWeights& w) : c(cfg) {
+    embed = load(w.embed);
+    final_norm = load(w.final_norm);
+    lm_head = (c.tie_embeddings && w.lm_head.empty()) ? embed : load(w.lm_head);
+    for (const auto& L : w.layers) {
+      RefLayer r;
+      r.attn_norm = load(L.attn_norm);
+      r.wq = load(L.wq);
+      r.wk = load(L.wk);
+      r.wv = load(L.wv);
+      r.wo = load(L.wo);
+      if (c.qkv_bias) {
+        r.bq = load(L.bq);
+        r.bk = load(L.bk);
+        r.bv = load(L.bv);
+      }
+      r.ffn_norm = load(L.ffn_norm);
+      r.wg = load(L.w_gate);
+      r.wu = load(L.w_up);
+      r.wd = load(L.w_down);
+      layers.push_back(std::move(r));
+    }
+  }
+
+  // logits [T][vocab] for one sequence starting at position 0.
+  std::vector<double> forward(const std::vector<int32_t>& tokens) const {
+    const int64_t T = int64_t(tokens.size()), H = c.hidden, hd = c.head_dim;
+    const int64_t nh = c.n_heads, nkv = c.n_kv_heads, qd = nh * hd, kvd = nkv * hd;
+    const std::vector<double> freqs = inv_freq(c);
+    std::vector<std::vector<double>> h(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t)
+      h[size_t(t)].assign(embed.begin() + tokens[size_t(t)] * H, embed.begin() + (tokens[size_t(t)] + 1) * H);
+
+    for (const RefLayer& L : layers) {
+      const size_t nT = static_cast<size_t>(T);
+      std::vector<std::vector<double>> q(nT), k(nT), v(nT);
+      for (int64_t t = 0; t < T; ++t) {
+        const std::vector<double> x = rmsnorm(h[size_t(t)], L.attn_norm, c.rms_eps);
+        q[size_t(t)] = linear(x, L.wq, qd, c.qkv_bias ? &L.bq : nullptr);
+        k[size_t(t)] = linear(x, L.wk, kvd, c.qkv_bias ? &L.bk : nullptr);
+        v[size_t(t)] = linear(x, L.wv, kvd, c.qkv_bias ? &L.bv : nullptr);
+        for (int64_t hh = 0; hh < nh; ++hh) rope(q[size_t(t)].data() + hh * hd, int(hd), t, freqs);
+        for (int64_t hh = 0; hh < nkv; ++hh) rope(k[size_t(t)].data() + hh * hd, int(hd), t, freqs);
+      }
+      for (int64_t t = 0; t < T; ++t) {
+        std::vector<double> att(size_t(qd), 0.0);
+        for (int64_t hh = 0; hh < nh; ++hh) {
+          const int64_t kv = hh / (nh / nkv);
+          std::vector<double> s(size_t(t + 1));
+          double m = -1e300;
+          for (int64_t j = 0; j <= t; ++j) {
+            double d = 0;
+            for (int64_t e = 0; e < hd; ++e) d += q[size_t(t)][size_t(hh * hd + e)] * k[size_t(j)][size_t(kv * hd + e)];
+            s[size_t(j)] = d / std::sqrt(double(hd));
+            m = std::max(m, s[size_t(j)]);
+          }
+          double z = 0;
+          for (double& e : s) z += (e = std::exp(e - m));
+          for (int64_t j = 0; j <= t; ++j)
+            for (int64_t e = 0; e < hd; ++e)
+              att[size_t(hh * hd + e)] += s[size_t(j)] / z * v[size_t(j)][size_t(kv * hd + e)];
+        }
+        const std::vector<double> o = linear(att, L.wo, H);
+        for (int64_t i = 0; i < H; ++i) h[size_t(t)][size_t(i)] += o[size_t(i)];
+      }
+      for (int64_t t = 0; t < T; ++t) {
+        const std::vector<double> x = rmsnorm(h[size_t(t)], L.ffn_norm, c.rms_eps);
+        const std::vector<double> g = linear(x, L.wg, c.intermediate), u = linear(x, L.wu, c.intermediate);
+        std::vector<double> a(g.size());
+        for (size_t i = 0; i < g.size(); ++i) a[i] = g[i] / (1 + std::exp(-g[i])) * u[i];
+        const std::vector<double> d = linear(a, L.wd, H);
+        for (int64_t i = 0; i < H; ++i) h[size_t(t)][size_t(i)] += d[size_t(i)];
+      }
+    }
+    std::vector<double> logits;
+    logits.reserve(size_t(T * c.vocab));
+    for (int64_t t = 0; t < T; ++t) {
+      const std::vector<double> l = linear(rmsnorm(h[size_t(t)], final_norm, c.rms_eps), lm_head, c.vocab);
+      logits.insert(logits.end(), l.begin(), l.end());
+    }
+    return logits;
+  }
+};
+
+}  // namespace lnref

@@ -1,0 +1,195 @@
+// Row/elementwise ops (kernels/ops.h) against double-precision formulas written out here.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu_features.h"
+#include "kernels/ops.h"
+#include "test_util.h"
+
+using namespace ln;
+
+static std::vector<float> rand_vec(size_t n, float lo, float hi, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> U(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = U(rng);
+  return v;
+}
+
+LN_TEST(ops_rmsnorm_matches_double) {
+  const int64_t n = 77;
+  const float eps = 1e-6f;
+  const auto x = rand_vec(3 * n, -4.f, 4.f, 1), w = rand_vec(n, 0.5f, 1.5f, 2);
+  std::vector<float> y(3 * n), y2(x);
+  rmsnorm_rows(3, x.data(), n, w.data(), y.data(), n, n, eps);
+  rmsnorm_rows(3, y2.data(), n, w.data(), y2.data(), n, n, eps);  // in place
+  double worst = 0;
+  for (int r = 0; r < 3; ++r) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; ++i) ss += double(x[r * n + i]) * x[r * n + i];
+    const double inv = 1 / std::sqrt(ss / n + eps);
+    for (int64_t i = 0; i < n; ++i) {
+      const double want = double(w[i]) * x[r * n + i] * inv;
+      worst = std::max(worst, std::fabs(y[r * n + i] - want) / (std::fabs(want) + 1e-3));
+    }
+  }
+  LN_CHECK_MSG(worst < 1e-6, "worst %g", worst);
+  LN_CHECK(y == y2);
+  // All zeros: eps keeps it finite.
+  std::vector<float> z(8, 0.f), one(8, 1.f), out(8, 5.f);
+  rmsnorm(z.data(), one.data(), out.data(), 8, 1e-5f);
+  for (float v : out) LN_CHECK(v == 0.f);
+}
+
+LN_TEST(ops_silu_matches_double) {
+  double worst = 0;
+  for (float g : {-100.f, -20.f, -3.5f, -1.f, -1e-3f, 0.f, 1e-3f, 0.7f, 2.f, 15.f, 90.f}) {
+    const double want = double(g) / (1 + std::exp(-double(g)));
+    worst = std::max(worst, std::fabs(silu(g) - want) / (std::fabs(want) + 1e-30));
+    LN_CHECK(std::isfinite(silu(g)));
+  }
+  LN_CHECK_MSG(worst < 1e-6, "worst %g", worst);
+  std::vector<float> g{-1.f, 0.5f, 3.f}, u{2.f, -4.f, 0.25f};
+  silu_inplace(g.data(), 3);
+  mul_inplace(g.data(), u.data(), 3);
+  LN_CHECK(std::fabs(g[0] - (-1.0 / (1 + std::exp(1.0))) * 2) < 1e-6);
+  LN_CHECK(std::fabs(g[2] - (3.0 / (1 + std::exp(-3.0))) * 0.25) < 1e-6);
+}
+
+LN_TEST(ops_rope_inv_freq_default_and_llama3) {
+  const int hd = 64;
+  std::vector<double> f(hd / 2);
+  rope_inv_freq(hd, 500000.0, RopeScaling{}, f.data());
+  for (int i = 0; i < hd / 2; ++i) LN_CHECK(std::fabs(f[i] / std::pow(500000.0, -2.0 * i / hd) - 1) < 1e-14);
+
+  // Llama 3.1 8B parameters: factor 8, low 1, high 4, original context 8192.
+  RopeScaling s;
+  s.llama3 = true;
+  s.factor = 8;
+  s.low_freq_factor = 1;
+  s.high_freq_factor = 4;
+  s.original_max_positions = 8192;
+  rope_inv_freq(hd, 500000.0, s, f.data());
+  int kept = 0, scaled = 0, smooth = 0;
+  for (int i = 0; i < hd / 2; ++i) {
+    const double base = std::pow(500000.0, -2.0 * i / hd), wl = 2 * M_PI / base;
+    double want;
+    if (wl < 8192.0 / 4) {
+      want = base;
+      ++kept;
+    } else if (wl > 8192.0 / 1) {
+      want = base / 8;
+      ++scaled;
+    } else {
+      const double sm = (8192.0 / wl - 1) / (4 - 1);
+      want = (1 - sm) * base / 8 + sm * base;
+      ++smooth;
+    }
+    LN_CHECK_MSG(std::fabs(f[i] / want - 1) < 1e-14, "i=%d got %g want %g", i, f[i], want);
+  }
+  LN_CHECK(kept > 0 && scaled > 0 && smooth > 0);  // the test covers all three bands
+  // A known value: index 0 is never scaled, the last is divided by 8.
+  LN_CHECK(f[0] == 1.0);
+  LN_CHECK(std::fabs(f[31] - std::pow(500000.0, -62.0 / 64) / 8) < 1e-18);
+}
+
+LN_TEST(ops_rope_tables_and_apply) {
+  const int hd = 8, half = 4;
+  const float inv[half] = {1.f, 0.1f, 0.01f, 0.001f};
+  std::vector<float> c(10 * half), s(10 * half);
+  rope_tables(inv, half, 0, 6, c.data(), s.data());
+  rope_tables(inv, half, 6, 10, c.data() + 6 * half, s.data() + 6 * half);  // appended in two pieces
+  for (int p = 0; p < 10; ++p)
+    for (int i = 0; i < half; ++i) {
+      LN_CHECK(std::fabs(c[p * half + i] - std::cos(double(p) * inv[i])) < 1e-6);
+      LN_CHECK(std::fabs(s[p * half + i] - std::sin(double(p) * inv[i])) < 1e-6);
+    }
+  // Two heads at position 7, rotate_half pairing (i, i + 4), not interleaved pairs.
+  auto x = rand_vec(2 * hd, -2.f, 2.f, 9);
+  std::vector<float> y(x);
+  rope_apply(y.data(), 2, hd, c.data() + 7 * half, s.data() + 7 * half);
+  for (int h = 0; h < 2; ++h)
+    for (int i = 0; i < half; ++i) {
+      const double a = 7.0 * inv[i], x0 = x[h * hd + i], x1 = x[h * hd + i + half];
+      LN_CHECK(std::fabs(y[h * hd + i] - (x0 * std::cos(a) - x1 * std::sin(a))) < 1e-5);
+      LN_CHECK(std::fabs(y[h * hd + i + half] - (x1 * std::cos(a) + x0 * std::sin(a))) < 1e-5);
+    }
+  // Position 0 is the identity.
+  std::vector<float> z(x);
+  rope_apply(z.data(), 2, hd, c.data(), s.data());
+  LN_CHECK(z == x);
+}
+
+LN_TEST(ops_logsumexp_bias_round_embed) {
+  const auto x = rand_vec(1000, -30.f, 30.f, 4);
+  double m = -1e300, z = 0;
+  for (float v : x) m = std::max(m, double(v));
+  for (float v : x) z += std::exp(double(v) - m);
+  LN_CHECK(std::fabs(logsumexp(x.data(), 1000) - (m + std::log(z))) < 1e-5);
+  std::vector<float> big{1000.f, 1000.f};
+  LN_CHECK(std::fabs(logsumexp(big.data(), 2) - (1000 + std::log(2.0))) < 1e-9);
+
+  std::vector<float> r{1.f + 1.f / 512, 3.14159f, -2.7182818f};
+  round_bf16_inplace(r.data(), 3);
+  LN_CHECK(r[0] == 1.f);  // halfway: round to even
+  LN_CHECK(r[1] == bf16_to_f32(f32_to_bf16(3.14159f)) && r[1] != 3.14159f);
+
+  // Embedding rows from bf16 storage at a misaligned address.
+  std::vector<uint8_t> buf(1 + 3 * 4 * 2);
+  const float vals[12] = {0.5f, -1.f, 2.f, 3.f, 4.f, -5.f, 6.f, 7.f, 8.f, 9.f, -10.f, 0.25f};
+  for (int i = 0; i < 12; ++i) {
+    uint16_t b = f32_to_bf16(vals[i]);
+    std::memcpy(buf.data() + 1 + 2 * i, &b, 2);
+  }
+  WeightRef e;
+  e.data = buf.data() + 1;
+  e.dtype = DType::BF16;
+  e.rows = 3;
+  e.cols = 4;
+  const int32_t toks[3] = {2, 0, 2};
+  std::vector<float> out(3 * 5, -1.f);
+  embed_rows(e, toks, 3, out.data(), 5);
+  for (int j = 0; j < 4; ++j) {
+    LN_CHECK(out[j] == vals[8 + j]);
+    LN_CHECK(out[5 + j] == vals[j]);
+    LN_CHECK(out[10 + j] == vals[8 + j]);
+  }
+  LN_CHECK(out[4] == -1.f);  // row stride respected
+}
+
+LN_TEST(ops_attend_row_matches_double) {
+  for (int hd : {8, 12, 64, 72}) {
+    const int n_keys = 37;
+    const int64_t ld = 3 * hd;  // keys of one kv head inside wider rows
+    const auto q = rand_vec(size_t(hd), -1.f, 1.f, 20), kv = rand_vec(size_t(2 * n_keys * ld), -1.f, 1.f, 21);
+    const float* k = kv.data();
+    const float* v = kv.data() + n_keys * ld;
+    const float scale = 1.f / std::sqrt(float(hd));
+    std::vector<double> s(n_keys), want(size_t(hd), 0.0);
+    double m = -1e300, z = 0;
+    for (int j = 0; j < n_keys; ++j) {
+      double d = 0;
+      for (int e = 0; e < hd; ++e) d += double(q[e]) * k[j * ld + e];
+      s[j] = d * scale;
+      m = std::max(m, s[j]);
+    }
+    for (double& x : s) z += (x = std::exp(x - m));
+    for (int j = 0; j < n_keys; ++j)
+      for (int e = 0; e < hd; ++e) want[e] += s[j] / z * v[j * ld + e];
+    std::vector<float> p(n_keys), out(static_cast<size_t>(hd));
+    attend_row_plain(q.data(), k, v, ld, n_keys, hd, scale, p.data(), out.data());
+    double worst = 0;
+    for (int e = 0; e < hd; ++e) worst = std::max(worst, std::fabs(out[e] - want[e]));
+    LN_CHECK_MSG(worst < 1e-5, "plain hd=%d: %g", hd, worst);
+    if (cpu_supports(CpuKernel::Avx2)) {
+      std::fill(out.begin(), out.end(), 0.f);
+      attend_row_avx2(q.data(), k, v, ld, n_keys, hd, scale, p.data(), out.data());
+      worst = 0;
+      for (int e = 0; e < hd; ++e) worst = std::max(worst, std::fabs(out[e] - want[e]));
+      LN_CHECK_MSG(worst < 1e-5, "avx2 hd=%d: %g", hd, worst);
+    }
+  }
+}
