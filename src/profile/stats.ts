@@ -1,0 +1,232 @@
+// ActivationStats: per-language, per-(layer, unit) activation statistics, the output of `profile` and the input of
+// `identify`. Everything is additive, so shards profiled on different machines merge into exactly the single-run
+// result (counts bit for bit; float64 sums up to summation order).
+//
+// File layout (one safetensors file per language): tensors `<site>.<field>` for each profiled site, plus
+// `tokens` and `sequences` (I64 [1]); `__metadata__.langneurons` holds StatsMeta as JSON.
+import { LangneuronsError } from '../errors.js';
+import { readAllTensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+
+/** Where a unit's value is read (METHODS.md): FFN sites and the outputs of every linear projection (Kojima). */
+export type Site = 'act' | 'gate' | 'h' | 'up' | 'q' | 'k' | 'v' | 'o' | 'down';
+export const SITES: readonly Site[] = ['act', 'gate', 'h', 'up', 'q', 'k', 'v', 'o', 'down'];
+/** Sites whose units are the FFN neurons (width = intermediate size). */
+export const NEURON_SITES: readonly Site[] = ['act', 'gate', 'h', 'up'];
+
+export const STATS_FORMAT = 'langneurons-stats/1';
+
+export interface ModelIdentity {
+  /** Folder name of the checkpoint (informational). */
+  name: string;
+  modelType: string;
+  layers: number;
+  hidden: number;
+  intermediate: number;
+  /** sha256 over config.json's architecture fields and the checkpoint's tensor table (names, shapes, dtypes). */
+  fingerprint: string;
+}
+
+export interface TokenScope {
+  /** 'windows': one token stream cut into windows of maxLen (Tang/Gurgurov); 'sentences': each line alone (Rahmanisa). */
+  mode: 'windows' | 'sentences';
+  maxLen: number;
+  /** Whether a BOS token is fed before each window / sentence (it is never counted). */
+  bos: boolean;
+  /** Padding counted (Mondal's XNLI variant only). */
+  countPadding: boolean;
+  /** Token budget per language (0 = the whole corpus). */
+  tokenBudget: number;
+}
+
+export interface StatsMeta {
+  format: typeof STATS_FORMAT;
+  model: ModelIdentity;
+  language: string;
+  scope: TokenScope;
+  /** Layers profiled, ascending (all by default; profiling stops after the last). */
+  layers: number[];
+  corpus: { files: string[]; fingerprint: string };
+  toolVersion: string;
+  /** Shards merged into this file (1 for a single run). */
+  shards: number;
+}
+
+export interface Histogram {
+  /** B + 1 ascending bin edges shared by every unit; values below edges[0] go to bin 0, at or above edges[B] to bin B-1. */
+  edges: Float64Array;
+  /** [layers][width][B] counts. */
+  counts: Float64Array;
+}
+
+export interface SiteStats {
+  site: Site;
+  /** Units per layer at this site. */
+  width: number;
+  /** [layers][width]: tokens with value > 0. */
+  overZero: Float64Array;
+  /** [layers][width]: sum and sum of squares of the value. */
+  sum: Float64Array;
+  sumSq: Float64Array;
+  histogram?: Histogram;
+  /** Counts of value > a per-unit threshold from an earlier pass (e.g. Mondal's p90). */
+  above?: { source: string; thresholds: Float32Array; counts: Float64Array };
+  /** [sequences][layers][width]: mean over each sequence's counted tokens (Kojima's AP, Rahmanisa's p_max/p_median). */
+  seqMeans?: Float32Array;
+}
+
+export interface ActivationStats {
+  meta: StatsMeta;
+  /** Tokens counted (n_k). */
+  tokens: number;
+  /** Sequences (windows or sentences) seen. */
+  sequences: number;
+  sites: Map<Site, SiteStats>;
+}
+
+/** Index of (layer slot, unit) in the [layers][width] arrays; `layerSlot` indexes meta.layers. */
+export const unitIndex = (width: number, layerSlot: number, unit: number): number => layerSlot * width + unit;
+
+function fail(file: string, msg: string): never {
+  throw new LangneuronsError('E_STATS', `${file}: ${msg}`, { file });
+}
+
+export async function writeStats(file: string, s: ActivationStats): Promise<void> {
+  const t: Record<string, TensorToWrite> = {
+    tokens: { dtype: 'I64', shape: [1], data: BigInt64Array.of(BigInt(s.tokens)) },
+    sequences: { dtype: 'I64', shape: [1], data: BigInt64Array.of(BigInt(s.sequences)) },
+  };
+  const L = s.meta.layers.length;
+  const counts = (a: Float64Array) => BigInt64Array.from(a, (x) => BigInt(x));
+  for (const [site, st] of s.sites) {
+    const shape = [L, st.width];
+    t[`${site}.over_zero`] = { dtype: 'I64', shape, data: counts(st.overZero) };
+    t[`${site}.sum`] = { dtype: 'F64', shape, data: st.sum };
+    t[`${site}.sum_sq`] = { dtype: 'F64', shape, data: st.sumSq };
+    if (st.histogram) {
+      const B = st.histogram.edges.length - 1;
+      t[`${site}.hist_edges`] = { dtype: 'F64', shape: [B + 1], data: st.histogram.edges };
+      t[`${site}.hist_counts`] = { dtype: 'I64', shape: [L, st.width, B], data: counts(st.histogram.counts) };
+    }
+    if (st.above) {
+      t[`${site}.above_thresholds`] = { dtype: 'F32', shape, data: st.above.thresholds };
+      t[`${site}.above_counts`] = { dtype: 'I64', shape, data: counts(st.above.counts) };
+    }
+    if (st.seqMeans) t[`${site}.seq_means`] = { dtype: 'F32', shape: [st.seqMeans.length / (L * st.width), L, st.width], data: st.seqMeans };
+  }
+  const aboveSources = Object.fromEntries([...s.sites].filter(([, st]) => st.above).map(([k, st]) => [k, st.above!.source]));
+  await writeSafetensors(file, t, { langneurons: JSON.stringify({ ...s.meta, aboveSources }) });
+}
+
+export async function readStats(file: string): Promise<ActivationStats> {
+  let tensors;
+  try {
+    tensors = await readAllTensors(file);
+  } catch (e) {
+    if (e instanceof LangneuronsError) throw e;
+    fail(file, `cannot read the statistics file: ${(e as Error).message}`);
+  }
+  const { readSafetensorsHeader } = await import('../io/safetensors.js');
+  const header = await readSafetensorsHeader(file);
+  const rawMeta = header.metadata?.['langneurons'];
+  if (!rawMeta) fail(file, 'not a langneurons statistics file (no "langneurons" metadata)');
+  let meta: StatsMeta & { aboveSources?: Record<string, string> };
+  try { meta = JSON.parse(rawMeta); } catch { fail(file, 'the "langneurons" metadata is not valid JSON'); }
+  if (meta.format !== STATS_FORMAT) fail(file, `format "${String(meta.format)}" is not ${STATS_FORMAT}`);
+  const L = meta.layers?.length;
+  if (!Number.isInteger(L) || L < 1) fail(file, 'metadata has no profiled layers');
+  const get = (name: string, dtype: string) => {
+    const x = tensors.get(name);
+    if (!x) return undefined;
+    if (x.info.dtype !== dtype) fail(file, `tensor "${name}" has dtype ${x.info.dtype}, expected ${dtype}`);
+    return x;
+  };
+  const need = (name: string, dtype: string) => get(name, dtype) ?? fail(file, `missing tensor "${name}"`);
+  const toF64 = (d: unknown) => Float64Array.from(d as BigInt64Array, (v) => Number(v));
+  const tokens = Number((need('tokens', 'I64').data as BigInt64Array)[0]);
+  const sequences = Number((need('sequences', 'I64').data as BigInt64Array)[0]);
+  const sites = new Map<Site, SiteStats>();
+  for (const site of SITES) {
+    const oz = get(`${site}.over_zero`, 'I64');
+    if (!oz) continue;
+    const [l, width] = oz.info.shape;
+    if (l !== L || !width) fail(file, `tensor "${site}.over_zero" has shape [${oz.info.shape.join(', ')}], expected [${L}, width]`);
+    const shapeOk = (name: string, want: number[]) => {
+      const x = tensors.get(name)!;
+      if (x.info.shape.join(',') !== want.join(',')) fail(file, `tensor "${name}" has shape [${x.info.shape.join(', ')}], expected [${want.join(', ')}]`);
+    };
+    const st: SiteStats = {
+      site, width: width!, overZero: toF64(oz.data),
+      sum: need(`${site}.sum`, 'F64').data as Float64Array, sumSq: need(`${site}.sum_sq`, 'F64').data as Float64Array,
+    };
+    shapeOk(`${site}.sum`, [L, width!]);
+    shapeOk(`${site}.sum_sq`, [L, width!]);
+    const edges = get(`${site}.hist_edges`, 'F64');
+    if (edges) {
+      const B = edges.info.shape[0]! - 1;
+      shapeOk(`${site}.hist_counts`, [L, width!, B]);
+      st.histogram = { edges: edges.data as Float64Array, counts: toF64(need(`${site}.hist_counts`, 'I64').data) };
+    }
+    const th = get(`${site}.above_thresholds`, 'F32');
+    if (th) st.above = { source: meta.aboveSources?.[site] ?? '', thresholds: th.data as Float32Array, counts: toF64(need(`${site}.above_counts`, 'I64').data) };
+    const sm = get(`${site}.seq_means`, 'F32');
+    if (sm) st.seqMeans = sm.data as Float32Array;
+    sites.set(site, st);
+  }
+  if (!sites.size) fail(file, 'holds no site statistics');
+  delete meta.aboveSources;
+  return { meta, tokens, sequences, sites };
+}
+
+/** Why two stats cannot be merged, or null. */
+export function mergeConflict(a: ActivationStats, b: ActivationStats): string | null {
+  if (a.meta.model.fingerprint !== b.meta.model.fingerprint)
+    return `different models (${a.meta.model.name} ${a.meta.model.fingerprint.slice(0, 12)} vs ${b.meta.model.name} ${b.meta.model.fingerprint.slice(0, 12)})`;
+  if (a.meta.language !== b.meta.language) return `different languages (${a.meta.language} vs ${b.meta.language})`;
+  if (a.meta.layers.join(',') !== b.meta.layers.join(',')) return `different layers profiled ([${a.meta.layers}] vs [${b.meta.layers}])`;
+  const sa = JSON.stringify(a.meta.scope), sb = JSON.stringify(b.meta.scope);
+  if (sa !== sb) return `different token scopes (${sa} vs ${sb})`;
+  const ka = [...a.sites.keys()].sort().join(','), kb = [...b.sites.keys()].sort().join(',');
+  if (ka !== kb) return `different sites (${ka} vs ${kb})`;
+  for (const [site, x] of a.sites) {
+    const y = b.sites.get(site)!;
+    if (x.width !== y.width) return `site ${site}: width ${x.width} vs ${y.width}`;
+    if (!!x.histogram !== !!y.histogram) return `site ${site}: histogram in one file only`;
+    if (x.histogram && x.histogram.edges.join(',') !== y.histogram!.edges.join(',')) return `site ${site}: different histogram edges`;
+    if (!!x.above !== !!y.above) return `site ${site}: threshold counts in one file only`;
+    if (x.above && (x.above.source !== y.above!.source || x.above.thresholds.join(',') !== y.above!.thresholds.join(',')))
+      return `site ${site}: counts above different thresholds`;
+    if (!!x.seqMeans !== !!y.seqMeans) return `site ${site}: sequence means in one file only`;
+  }
+  return null;
+}
+
+const add = (a: Float64Array, b: Float64Array) => { const o = new Float64Array(a.length); for (let i = 0; i < a.length; i++) o[i] = a[i]! + b[i]!; return o; };
+
+/** a + b (shards of one language); throws naming the two sources when they are incompatible. */
+export function mergeStats(a: ActivationStats, b: ActivationStats, labels: [string, string] = ['a', 'b']): ActivationStats {
+  const why = mergeConflict(a, b);
+  if (why) throw new LangneuronsError('E_STATS', `cannot merge ${labels[0]} and ${labels[1]}: ${why}`);
+  const sites = new Map<Site, SiteStats>();
+  for (const [site, x] of a.sites) {
+    const y = b.sites.get(site)!;
+    const st: SiteStats = { site, width: x.width, overZero: add(x.overZero, y.overZero), sum: add(x.sum, y.sum), sumSq: add(x.sumSq, y.sumSq) };
+    if (x.histogram) st.histogram = { edges: x.histogram.edges, counts: add(x.histogram.counts, y.histogram!.counts) };
+    if (x.above) st.above = { source: x.above.source, thresholds: x.above.thresholds, counts: add(x.above.counts, y.above!.counts) };
+    if (x.seqMeans) { st.seqMeans = new Float32Array(x.seqMeans.length + y.seqMeans!.length); st.seqMeans.set(x.seqMeans); st.seqMeans.set(y.seqMeans!, x.seqMeans.length); }
+    sites.set(site, st);
+  }
+  const files = [...new Set([...a.meta.corpus.files, ...b.meta.corpus.files])];
+  return {
+    meta: { ...a.meta, corpus: { files, fingerprint: a.meta.corpus.fingerprint === b.meta.corpus.fingerprint ? a.meta.corpus.fingerprint : `merged:${[a.meta.corpus.fingerprint, b.meta.corpus.fingerprint].sort().join('+')}` }, shards: a.meta.shards + b.meta.shards },
+    tokens: a.tokens + b.tokens, sequences: a.sequences + b.sequences, sites,
+  };
+}
+
+/** p[l, j] = over_zero / tokens for one site (LAPE's activation probability). */
+export function activationProbability(s: ActivationStats, site: Site = 'act'): Float64Array {
+  const st = s.sites.get(site);
+  if (!st) throw new LangneuronsError('E_STATS', `statistics of ${s.meta.language} have no site "${site}" (have: ${[...s.sites.keys()].join(', ')})`);
+  const p = new Float64Array(st.overZero.length);
+  if (s.tokens > 0) for (let i = 0; i < p.length; i++) p[i] = st.overZero[i]! / s.tokens;
+  return p;
+}
