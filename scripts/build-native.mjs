@@ -23,6 +23,9 @@ const addonApiDir = require('node-addon-api').include_dir;
 const cmakeJs = path.join(path.dirname(require.resolve('cmake-js/package.json')), 'bin', 'cmake-js');
 const args = [cmakeJs, 'compile', '--directory', root, '--out', path.join(root, 'build'),
   `--CDNODE_ADDON_API_DIR=${path.resolve(root, addonApiDir)}`, '--CDLN_NATIVE_TESTS=OFF'];
+// The CUDA kernels (native/src/cuda, target langneurons_cuda) are not linked into the addon yet, and nvcc is slow:
+// skip them unless asked for with LANGNEURONS_CUDA=1 (see docs/CUDA.md).
+args.push(`--CDLN_CUDA=${process.env.LANGNEURONS_CUDA === '1' ? 'ON' : 'OFF'}`);
 if (debug) args.push('--debug');
 if (process.env.LANGNEURONS_BUILD_PARALLEL) args.push('--parallel', process.env.LANGNEURONS_BUILD_PARALLEL);
 const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });

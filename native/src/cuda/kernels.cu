@@ -1,0 +1,410 @@
+// The CUDA backend's first kernels (see cuda_backend.h for the API and docs/CUDA.md for the status).
+//
+// Rule: the math of every kernel is a call into kernels/math.h (and core/dtype.h), the same inline functions the
+// CPU backend uses and native/tests/test_math.cpp tests. What is written here is only the parallel structure:
+// indexing, tiling, reductions. Kernels favour "simple and obviously correct" over speed; none has run on a GPU
+// in this repository's CI (there is none), so keep them easy to review.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "cuda/cuda_backend.h"
+#include "kernels/math.h"
+
+namespace ln {
+namespace cuda {
+namespace {
+
+cudaStream_t as_stream(Stream s) { return static_cast<cudaStream_t>(s); }
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string("langneurons cuda: ") + what + ": " + cudaGetErrorString(e));
+}
+// After a launch: configuration errors are reported at once by cudaGetLastError.
+void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
+
+// Grid size for a grid-stride loop over n items.
+unsigned grid_for(int64_t n, int threads) {
+  int64_t b = (n + threads - 1) / threads;
+  if (b < 1) b = 1;
+  if (b > 65535) b = 65535;
+  return unsigned(b);
+}
+
+// ---- block reductions (blockDim.x a multiple of 32, <= 1024; every thread must call) -------------------------
+
+template <class T>
+__device__ T warp_sum(T v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, o));
+  return v;
+}
+__device__ math::SoftmaxState warp_softmax(math::SoftmaxState st) {
+  for (int o = 16; o > 0; o >>= 1) {
+    math::SoftmaxState other{__shfl_down_sync(0xffffffffu, st.m, o), __shfl_down_sync(0xffffffffu, st.s, o)};
+    float ra, rb;
+    st = math::softmax_merge(st, other, &ra, &rb);
+  }
+  return st;
+}
+
+// Sum over the block; the result is returned to every thread. `shm` holds >= 32 T.
+template <class T>
+__device__ T block_sum(T v, T* shm) {
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // shm may still be read from a previous reduction
+  if (lane == 0) shm[wid] = v;
+  __syncthreads();
+  if (wid == 0) {
+    T r = lane < nw ? shm[lane] : T(0);
+    r = warp_sum(r);
+    if (lane == 0) shm[0] = r;
+  }
+  __syncthreads();
+  return shm[0];
+}
+
+// Max over the block (NaN ignored, like the CPU's `x > m ? x : m` scan); -inf for an all -inf block.
+__device__ float block_max(float v, float* shm) {
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) shm[wid] = v;
+  __syncthreads();
+  if (wid == 0) {
+    float r = lane < nw ? shm[lane] : -INFINITY;
+    r = warp_max(r);
+    if (lane == 0) shm[0] = r;
+  }
+  __syncthreads();
+  return shm[0];
+}
+
+// Online-softmax state of the whole block, merged with math::softmax_merge. shm_m/shm_s hold >= 32 floats.
+__device__ math::SoftmaxState block_softmax(math::SoftmaxState st, float* shm_m, float* shm_s) {
+  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  st = warp_softmax(st);
+  __syncthreads();
+  if (lane == 0) {
+    shm_m[wid] = st.m;
+    shm_s[wid] = st.s;
+  }
+  __syncthreads();
+  if (wid == 0) {
+    math::SoftmaxState r = lane < nw ? math::SoftmaxState{shm_m[lane], shm_s[lane]} : math::softmax_init();
+    r = warp_softmax(r);
+    if (lane == 0) {
+      shm_m[0] = r.m;
+      shm_s[0] = r.s;
+    }
+  }
+  __syncthreads();
+  return math::SoftmaxState{shm_m[0], shm_s[0]};
+}
+
+// ---- kernels -------------------------------------------------------------------------------------------------
+
+constexpr int kRowThreads = 256;  // row kernels (rmsnorm, log-softmax, embedding)
+
+__global__ void embed_rows_kernel(const void* table, DType dtype, int64_t vocab, int64_t hidden,
+                                  const int32_t* tokens, float* out, int64_t ldo) {
+  const int64_t row = blockIdx.x;
+  const int32_t tok = tokens[row];
+  float* o = out + row * ldo;
+  const bool ok = tok >= 0 && tok < vocab;
+  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x)
+    o[i] = ok ? math::load_f32(table, dtype, int64_t(tok) * hidden + i) : NAN;
+}
+
+__global__ void rmsnorm_kernel(const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t n,
+                               float eps) {
+  __shared__ double shm[32];
+  const float* xr = x + int64_t(blockIdx.x) * ldx;
+  float* yr = y + int64_t(blockIdx.x) * ldy;
+  double ss = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += double(xr[i]) * double(xr[i]);
+  ss = block_sum(ss, shm);  // every read of xr happens before this barrier, so y may alias x
+  const float r = math::rmsnorm_inv_rms(ss, n, eps);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = math::rmsnorm_apply(xr[i], r, w[i]);
+}
+
+__global__ void rope_tables_kernel(const float* inv_freq, int half, int64_t p0, int64_t n_pos, float* cos_out,
+                                   float* sin_out) {
+  const int64_t total = n_pos * half;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t p = p0 + e / half;
+    math::rope_cos_sin(p, inv_freq[e % half], cos_out + e, sin_out + e);
+  }
+}
+
+__global__ void rope_apply_kernel(float* x, int64_t ldx, int n_heads, int head_dim, const int32_t* pos,
+                                  const float* cos_tab, const float* sin_tab) {
+  const int64_t t = blockIdx.x;
+  const int half = head_dim / 2;
+  float* row = x + t * ldx;
+  const float* c = cos_tab + int64_t(pos[t]) * half;
+  const float* s = sin_tab + int64_t(pos[t]) * half;
+  for (int e = threadIdx.x; e < n_heads * half; e += blockDim.x) {
+    const int h = e / half, i = e % half;
+    float* a = row + int64_t(h) * head_dim + i;
+    float* b = a + half;
+    math::rope_rotate(*a, *b, c[i], s[i], a, b);
+  }
+}
+
+__global__ void swiglu_kernel(int64_t M, int64_t n, float* g, int64_t ldg, const float* u, int64_t ldu) {
+  const int64_t total = M * n;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e / n, j = e % n;
+    float* gp = g + i * ldg + j;
+    *gp = math::swiglu(*gp, u[i * ldu + j]);
+  }
+}
+
+__global__ void round_bf16_kernel(float* x, int64_t n) {
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x)
+    x[e] = ln::round_bf16(x[e]);
+}
+
+// Y = X W^T: a 32 x 32 output tile per block of 32 x 8 threads (each thread 4 rows of one column), K in steps of
+// 32 through shared memory. W tiles are stored transposed-by-row ([n][k], padded) so that thread tx reads its own
+// row of W without bank conflicts and all threads of a warp read the same X element (broadcast).
+constexpr int kTile = 32, kTileRowsPerThread = 4, kTileThreadsY = kTile / kTileRowsPerThread;
+
+__global__ void gemm_xwt_kernel(int64_t M, int64_t N, int64_t K, const float* X, int64_t ldx, const void* W,
+                                DType wt, float* Y, int64_t ldy, bool bf16, bool accumulate) {
+  __shared__ float xs[kTile][kTile + 1];
+  __shared__ float ws[kTile][kTile + 1];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int64_t row0 = int64_t(blockIdx.y) * kTile, col0 = int64_t(blockIdx.x) * kTile;
+  float acc[kTileRowsPerThread] = {};
+  for (int64_t k0 = 0; k0 < K; k0 += kTile) {
+    const int64_t k = k0 + tx;
+    for (int r = ty; r < kTile; r += kTileThreadsY) {
+      const int64_t i = row0 + r, n = col0 + r;
+      float xv = (i < M && k < K) ? X[i * ldx + k] : 0.f;
+      float wv = (n < N && k < K) ? math::load_f32(W, wt, n * K + k) : 0.f;
+      if (bf16) {
+        xv = ln::round_bf16(xv);
+        wv = ln::round_bf16(wv);
+      }
+      xs[r][tx] = xv;
+      ws[r][tx] = wv;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int kk = 0; kk < kTile; ++kk) {
+      const float wv = ws[tx][kk];
+#pragma unroll
+      for (int j = 0; j < kTileRowsPerThread; ++j) acc[j] += xs[ty + kTileThreadsY * j][kk] * wv;
+    }
+    __syncthreads();
+  }
+  const int64_t n = col0 + tx;
+  if (n >= N) return;
+#pragma unroll
+  for (int j = 0; j < kTileRowsPerThread; ++j) {
+    const int64_t i = row0 + ty + kTileThreadsY * j;
+    if (i < M) {
+      float* y = Y + i * ldy + n;
+      *y = accumulate ? *y + acc[j] : acc[j];
+    }
+  }
+}
+
+// One block per (query row t, head h). Keys are processed in tiles of blockDim.x: each thread scores one key
+// (q . k * scale), the tile's softmax state is the block-wide merge of the threads' one-key states, and it is
+// merged into the running state with math::softmax_merge, which also gives the factors that rescale the value
+// accumulator (acc = acc * ra + (sum_j p_j v_j) * rb). The output is acc * (1 / s).
+constexpr int kAttnThreads = 128;
+constexpr int kMaxHeadDim = 256;
+
+__global__ void attention_kernel(int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
+                                 const float* k, const float* v, int64_t ldkv, const int64_t* key_row0,
+                                 const int32_t* n_keys, float scale, float* out, int64_t ldo) {
+  __shared__ float qs[kMaxHeadDim], acc[kMaxHeadDim], ps[kAttnThreads];
+  __shared__ float red_m[32], red_s[32];
+  const int64_t t = blockIdx.x;
+  const int h = blockIdx.y, tid = threadIdx.x;
+  const int kvh = h / (n_heads / n_kv_heads);
+  const float* qr = q + t * ldq + int64_t(h) * head_dim;
+  for (int d = tid; d < head_dim; d += blockDim.x) {
+    qs[d] = qr[d];
+    acc[d] = 0.f;
+  }
+  __syncthreads();
+  const int64_t r0 = key_row0[t];
+  const int32_t nk = n_keys[t];
+  const float* kb = k + r0 * ldkv + int64_t(kvh) * head_dim;
+  const float* vb = v + r0 * ldkv + int64_t(kvh) * head_dim;
+
+  math::SoftmaxState run = math::softmax_init();  // identical in every thread
+  for (int32_t j0 = 0; j0 < nk; j0 += int32_t(blockDim.x)) {
+    const int32_t j = j0 + tid;
+    float score = -INFINITY;
+    if (j < nk) {
+      const float* kr = kb + int64_t(j) * ldkv;
+      float dot = 0.f;
+      for (int d = 0; d < head_dim; ++d) dot += qs[d] * kr[d];
+      score = dot * scale;
+    }
+    math::SoftmaxState mine = math::softmax_init();
+    math::softmax_update(&mine, score);
+    const math::SoftmaxState tile = block_softmax(mine, red_m, red_s);
+    ps[tid] = math::softmax_weight(score, tile.m);  // 0 past the last key
+    __syncthreads();
+    float ra, rb;
+    run = math::softmax_merge(run, tile, &ra, &rb);
+    const int32_t nt = min(int32_t(blockDim.x), nk - j0);
+    for (int d = tid; d < head_dim; d += blockDim.x) {
+      float a = 0.f;
+      for (int32_t jj = 0; jj < nt; ++jj) a += ps[jj] * vb[int64_t(j0 + jj) * ldkv + d];
+      acc[d] = acc[d] * ra + a * rb;
+    }
+    __syncthreads();  // ps is rewritten by the next tile
+  }
+  float* o = out + t * ldo + int64_t(h) * head_dim;
+  const float inv = 1.f / run.s;  // as the CPU's attend_row: multiply by the reciprocal of the sum
+  for (int d = tid; d < head_dim; d += blockDim.x) o[d] = acc[d] * inv;
+}
+
+__global__ void log_softmax_targets_kernel(const float* logits, int64_t ld, int64_t vocab, const int32_t* targets,
+                                           float* out) {
+  __shared__ float shm_f[32];
+  __shared__ double shm_d[32];
+  const int64_t row = blockIdx.x;
+  const float* x = logits + row * ld;
+  float m = -INFINITY;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) m = fmaxf(m, x[i]);
+  m = block_max(m, shm_f);
+  double s = 0;
+  if (isfinite(m))
+    for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) s += math::logsumexp_term(x[i], m);
+  s = block_sum(s, shm_d);
+  if (threadIdx.x == 0) {
+    const int32_t tg = targets[row];
+    const double lse = math::logsumexp_finish(m, s);
+    out[row] = (tg >= 0 && tg < vocab) ? math::log_softmax_of(x[tg], lse) : NAN;
+  }
+}
+
+}  // namespace
+
+// ---- host API ------------------------------------------------------------------------------------------------
+
+static std::string g_unavailable;
+
+int device_count() {
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    g_unavailable = std::string("CUDA runtime: ") + cudaGetErrorString(e);
+    cudaGetLastError();  // clear the sticky error so later calls are not confused by it
+    return 0;
+  }
+  if (n == 0) g_unavailable = "no CUDA device found";
+  else g_unavailable.clear();
+  return n;
+}
+
+const char* unavailable_reason() { return g_unavailable.c_str(); }
+
+void* device_alloc(size_t bytes) {
+  void* p = nullptr;
+  check(cudaMalloc(&p, bytes), "cudaMalloc");
+  return p;
+}
+void device_free(void* p) {
+  if (p) cudaFree(p);
+}
+void copy_to_device(void* dst, const void* src_host, size_t bytes, Stream stream) {
+  check(cudaMemcpyAsync(dst, src_host, bytes, cudaMemcpyHostToDevice, as_stream(stream)), "copy_to_device");
+}
+void copy_to_host(void* dst_host, const void* src, size_t bytes, Stream stream) {
+  check(cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, as_stream(stream)), "copy_to_host");
+}
+void synchronize(Stream stream) { check(cudaStreamSynchronize(as_stream(stream)), "synchronize"); }
+
+void embed_rows(const void* table, DType dtype, int64_t vocab, int64_t hidden, const int32_t* tokens, int64_t n,
+                float* out, int64_t ldo, Stream stream) {
+  if (n <= 0) return;
+  embed_rows_kernel<<<unsigned(n), kRowThreads, 0, as_stream(stream)>>>(table, dtype, vocab, hidden, tokens, out,
+                                                                         ldo);
+  check_launch("embed_rows");
+}
+
+void rmsnorm_rows(int64_t M, const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t n,
+                  float eps, Stream stream) {
+  if (M <= 0) return;
+  rmsnorm_kernel<<<unsigned(M), kRowThreads, 0, as_stream(stream)>>>(x, ldx, w, y, ldy, n, eps);
+  check_launch("rmsnorm_rows");
+}
+
+void rope_tables(const float* inv_freq, int half, int64_t p0, int64_t p1, float* cos_out, float* sin_out,
+                 Stream stream) {
+  const int64_t n_pos = p1 - p0;
+  if (n_pos <= 0 || half <= 0) return;
+  rope_tables_kernel<<<grid_for(n_pos * half, 256), 256, 0, as_stream(stream)>>>(inv_freq, half, p0, n_pos, cos_out,
+                                                                                 sin_out);
+  check_launch("rope_tables");
+}
+
+void rope_apply(int64_t T, float* x, int64_t ldx, int n_heads, int head_dim, const int32_t* pos,
+                const float* cos_tab, const float* sin_tab, Stream stream) {
+  if (T <= 0) return;
+  rope_apply_kernel<<<unsigned(T), 128, 0, as_stream(stream)>>>(x, ldx, n_heads, head_dim, pos, cos_tab, sin_tab);
+  check_launch("rope_apply");
+}
+
+void swiglu_rows(int64_t M, int64_t n, float* g, int64_t ldg, const float* u, int64_t ldu, Stream stream) {
+  if (M <= 0 || n <= 0) return;
+  swiglu_kernel<<<grid_for(M * n, 256), 256, 0, as_stream(stream)>>>(M, n, g, ldg, u, ldu);
+  check_launch("swiglu_rows");
+}
+
+void round_bf16(float* x, int64_t n, Stream stream) {
+  if (n <= 0) return;
+  round_bf16_kernel<<<grid_for(n, 256), 256, 0, as_stream(stream)>>>(x, n);
+  check_launch("round_bf16");
+}
+
+void gemm_xwt(int64_t M, int64_t N, int64_t K, const float* X, int64_t ldx, const void* W, DType w_dtype, float* Y,
+              int64_t ldy, bool bf16_compute, bool accumulate, Stream stream) {
+  if (M <= 0 || N <= 0) return;
+  if ((M + kTile - 1) / kTile > 65535) throw std::runtime_error("langneurons cuda: gemm_xwt: M too large for one launch");
+  const dim3 grid(unsigned((N + kTile - 1) / kTile), unsigned((M + kTile - 1) / kTile));
+  const dim3 block(kTile, kTileThreadsY);
+  gemm_xwt_kernel<<<grid, block, 0, as_stream(stream)>>>(M, N, K, X, ldx, W, w_dtype, Y, ldy, bf16_compute,
+                                                         accumulate);
+  check_launch("gemm_xwt");
+}
+
+void attention_causal(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
+                      const float* k, const float* v, int64_t ldkv, const int64_t* key_row0, const int32_t* n_keys,
+                      float scale, float* out, int64_t ldo, Stream stream) {
+  if (T <= 0) return;
+  if (head_dim > kMaxHeadDim || head_dim <= 0)
+    throw std::runtime_error("langneurons cuda: attention_causal: head_dim must be in [1, 256]");
+  if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || n_heads > 65535)
+    throw std::runtime_error("langneurons cuda: attention_causal: n_heads must be a multiple of n_kv_heads");
+  const dim3 grid{unsigned(T), unsigned(n_heads)};
+  attention_kernel<<<grid, kAttnThreads, 0, as_stream(stream)>>>(n_heads, n_kv_heads, head_dim, q, ldq, k, v, ldkv,
+                                                                 key_row0, n_keys, scale, out, ldo);
+  check_launch("attention_causal");
+}
+
+void log_softmax_targets(int64_t M, const float* logits, int64_t ld, int64_t vocab, const int32_t* targets,
+                         float* out, Stream stream) {
+  if (M <= 0) return;
+  log_softmax_targets_kernel<<<unsigned(M), kRowThreads, 0, as_stream(stream)>>>(logits, ld, vocab, targets, out);
+  check_launch("log_softmax_targets");
+}
+
+}  // namespace cuda
+}  // namespace ln

@@ -1,0 +1,187 @@
+// The scalar math of the forward pass, shared by the CPU backend, the CUDA kernels (native/src/cuda/) and the
+// tests (native/tests/test_math.cpp). Project rule: "keep the math of every CUDA kernel in functions the CPU
+// backend shares and tests". Every function here is LN_HD (host+device under nvcc, plain inline otherwise), has no
+// side effects, allocates nothing and touches no global state, so a kernel and a CPU loop that call it compute the
+// same thing.
+//
+// Precision choices follow the CPU backend (kernels/ops.cpp), which follows transformers:
+//   - float32 exp/sqrt/products for activations (silu, swiglu, rmsnorm apply, rope rotation, softmax terms);
+//   - double where torch's result is computed in double or where it makes the result independent of the
+//     accumulation order (inv_freq, rope cos/sin, the rmsnorm sum of squares).
+// One caveat: nvcc contracts a*b + c into an FMA by default (-fmad=true), gcc on x86 without -mfma does not, so a
+// CUDA kernel may differ from the CPU in the last bit of a rope rotation or a dot product. That is rounding, not a
+// different formula; compile with -fmad=false for bit-exact comparisons.
+//
+// Everything lives in namespace ln::math (ln::silu in kernels/ops.h is the same formula; see docs/CUDA.md for the
+// ops.cpp functions that should switch to these).
+#pragma once
+#include <math.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "core/dtype.h"
+
+namespace ln {
+namespace math {
+
+// ---- activations -------------------------------------------------------------------------------------------
+
+// silu(x) = x * sigmoid(x) = x / (1 + exp(-x)), float32 (torch's F.silu). silu(+inf) = inf; silu(-inf) = NaN
+// (-inf/inf; torch's x * sigmoid(x) = -inf * 0 is NaN as well).
+LN_HD inline float silu(float x) { return x / (1.f + expf(-x)); }
+
+// SwiGLU's neuron value: silu(gate) * up (the input of the down projection).
+LN_HD inline float swiglu(float gate, float up) { return silu(gate) * up; }
+
+// ---- RMSNorm -----------------------------------------------------------------------------------------------
+
+// The scale 1/sqrt(mean(x^2) + eps) of a row of n values whose sum of squares is sum_sq (accumulated in double by
+// the caller). As transformers' LlamaRMSNorm: variance rounded to float32, + eps in float32, rsqrt, rounded to float.
+LN_HD inline float rmsnorm_inv_rms(double sum_sq, int64_t n, float eps) {
+  const float var = float(sum_sq / double(n));
+  return float(1.0 / sqrt(double(var + eps)));
+}
+
+// One normalized element: weight * (x * inv_rms), in that order (transformers multiplies the weight last).
+LN_HD inline float rmsnorm_apply(float x, float inv_rms, float weight) { return weight * (x * inv_rms); }
+
+// ---- RoPE --------------------------------------------------------------------------------------------------
+
+// Unscaled inverse frequency of pair i of a head of head_dim: theta^(-2i/head_dim), in double.
+LN_HD inline double rope_base_inv_freq(int i, int head_dim, double theta) {
+  return pow(theta, -2.0 * double(i) / double(head_dim));
+}
+
+// Llama-3 (3.1) scaling of one inverse frequency f, as transformers' _compute_llama3_parameters:
+//   wavelen = 2 pi / f;
+//   wavelen < orig / high_freq_factor  -> f (short wavelengths kept);
+//   wavelen > orig / low_freq_factor   -> f / factor (long wavelengths slowed down);
+//   otherwise smooth = (orig / wavelen - low) / (high - low), f' = (1 - smooth) f / factor + smooth f.
+LN_HD inline double llama3_scale_inv_freq(double f, double factor, double low_freq_factor, double high_freq_factor,
+                                          double original_max_positions) {
+  const double pi = 3.14159265358979323846;
+  const double low_wavelen = original_max_positions / low_freq_factor;
+  const double high_wavelen = original_max_positions / high_freq_factor;
+  const double wavelen = 2 * pi / f;
+  if (wavelen < high_wavelen) return f;
+  if (wavelen > low_wavelen) return f / factor;
+  const double smooth = (original_max_positions / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+  return (1 - smooth) * f / factor + smooth * f;
+}
+
+// cos/sin of the rotation angle of position pos for a float32 inv_freq. As in transformers, the angle is a float32
+// product (its rounding is what dominates differences at long positions); cos/sin of it in double, rounded.
+LN_HD inline void rope_cos_sin(int64_t pos, float inv_freq, float* c, float* s) {
+  const float angle = float(pos) * inv_freq;
+  *c = float(cos(double(angle)));
+  *s = float(sin(double(angle)));
+}
+
+// Rotation of one pair (x_i, x_{i+half}) in the rotate_half convention of Hugging Face:
+//   out_i = x_i cos - x_{i+half} sin,   out_{i+half} = x_{i+half} cos + x_i sin.
+LN_HD inline void rope_rotate(float x0, float x1, float c, float s, float* out0, float* out1) {
+  const float a = x0 * c - x1 * s;
+  const float b = x1 * c + x0 * s;
+  *out0 = a;
+  *out1 = b;
+}
+
+// ---- softmax -----------------------------------------------------------------------------------------------
+
+// Online (streaming) softmax state over a sequence of logits: m = running max, s = sum exp(x - m).
+// softmax(x_j) = exp(x_j - m) / s and logsumexp = m + log(s) once every x has been pushed.
+struct SoftmaxState {
+  float m;
+  float s;
+};
+LN_HD inline SoftmaxState softmax_init() { return SoftmaxState{-INFINITY, 0.f}; }
+
+// The unnormalized weight exp(x - m) of logit x under the (running or final) max m: softmax(x) = weight / s.
+// A -inf logit (masked) weighs 0, also when m is -inf (an empty state), instead of exp(NaN).
+LN_HD inline float softmax_weight(float x, float m) { return x == -INFINITY ? 0.f : expf(x - m); }
+
+// Push logit x. Returns through *rescale the factor by which anything accumulated with the old max must be
+// multiplied (exp(m_old - m_new), 1 when the max did not move) and through *p the weight exp(x - m_new) of x.
+// An attention row keeps acc = acc * rescale + p * v_j; at the end out = acc / s.
+// -inf logits (masked) contribute 0 and leave the state unchanged; NaN propagates into s.
+LN_HD inline void softmax_push(SoftmaxState* st, float x, float* rescale, float* p) {
+  if (x == -INFINITY) {
+    *rescale = 1.f;
+    *p = 0.f;
+    return;
+  }
+  if (x > st->m) {
+    const float r = expf(st->m - x);  // exp(-inf) = 0 for the first finite logit
+    st->s = st->s * r + 1.f;
+    st->m = x;
+    *rescale = r;
+    *p = 1.f;
+  } else {
+    const float e = softmax_weight(x, st->m);
+    st->s += e;
+    *rescale = 1.f;
+    *p = e;
+  }
+}
+
+// Push without the attention bookkeeping.
+LN_HD inline void softmax_update(SoftmaxState* st, float x) {
+  float r, p;
+  softmax_push(st, x, &r, &p);
+}
+
+// Merge two partial states (e.g. two threads' halves of a row). Returns the combined state; *ra and *rb receive the
+// factors for the accumulators that went with a and b: acc = acc_a * ra + acc_b * rb.
+LN_HD inline SoftmaxState softmax_merge(SoftmaxState a, SoftmaxState b, float* ra, float* rb) {
+  if (a.m == -INFINITY && b.m == -INFINITY) {  // both empty (also avoids exp(-inf - -inf) = NaN)
+    *ra = 1.f;
+    *rb = 1.f;
+    return SoftmaxState{-INFINITY, a.s + b.s};
+  }
+  const float m = a.m > b.m ? a.m : b.m;
+  *ra = expf(a.m - m);
+  *rb = expf(b.m - m);
+  return SoftmaxState{m, a.s * *ra + b.s * *rb};
+}
+
+// log(sum exp) of everything pushed: m + log(s). -inf for an empty (or all -inf) row.
+LN_HD inline float softmax_logsumexp(SoftmaxState st) {
+  if (st.m == -INFINITY) return -INFINITY;
+  return st.m + logf(st.s);
+}
+
+// Two-pass logsumexp terms (what ops.cpp's logsumexp does, double accumulation): given the row max m,
+// lse = m + log(sum_j exp(x_j - m)). These two helpers are its per-element term and its finish.
+LN_HD inline double logsumexp_term(float x, float m) { return double(expf(x - m)); }
+LN_HD inline double logsumexp_finish(float m, double sum) {
+  if (!isfinite(m)) return double(m);  // all -inf (or a +inf/NaN logit): nothing sensible to shift by
+  return double(m) + log(sum);
+}
+
+// log p(target) = logit[target] - logsumexp(logits).
+LN_HD inline float log_softmax_of(float logit, double lse) { return float(double(logit) - lse); }
+
+// ---- storage loads -----------------------------------------------------------------------------------------
+
+// Element i of a tensor stored as t, as float32 (device-callable twin of ln::load_as_f32; same conversions).
+// On the host the read goes through memcpy (checkpoint pointers may be misaligned); device buffers come from
+// cudaMalloc and are aligned, so the device path reads typed.
+LN_HD inline float load_f32(const void* p, DType t, int64_t i) {
+#if defined(__CUDA_ARCH__)
+  if (t == DType::F32) return static_cast<const float*>(p)[i];
+  const uint16_t h = static_cast<const uint16_t*>(p)[i];
+#else
+  if (t == DType::F32) {
+    float f;
+    std::memcpy(&f, static_cast<const char*>(p) + 4 * i, 4);
+    return f;
+  }
+  uint16_t h;
+  std::memcpy(&h, static_cast<const char*>(p) + 2 * i, 2);
+#endif
+  return t == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
+
+}  // namespace math
+}  // namespace ln
