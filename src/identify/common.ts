@@ -1,0 +1,124 @@
+// Shared pieces of the identification methods: validating the per-language statistics handed to a method,
+// Python-compatible rounding, the two quantile conventions of the reference code, and ranking helpers.
+import { LangneuronsError } from '../errors.js';
+import type { ActivationStats, ModelIdentity, Site, SiteStats } from '../profile/stats.js';
+
+/** One language's statistics and the file they came from (the file is named in errors and in the mask). */
+export interface LanguageStats {
+  file: string;
+  stats: ActivationStats;
+}
+
+/** What every method needs once the inputs are known to agree. */
+export interface IdentifyContext {
+  model: ModelIdentity;
+  site: Site;
+  /** Model layers profiled, ascending (meta.layers); slot i of the [layers][width] arrays is layer layers[i]. */
+  layers: number[];
+  width: number;
+  languages: string[];
+  inputs: LanguageStats[];
+  siteStats: SiteStats[];
+}
+
+export function identifyError(message: string, file?: string): LangneuronsError {
+  return new LangneuronsError('E_IDENTIFY', file ? `${file}: ${message}` : message, file === undefined ? {} : { file });
+}
+
+/**
+ * Checks that the statistics can be compared: one file per language, one model (by fingerprint), the same layers
+ * and the same width at `site`. `needTokens` refuses a language with no token (its probabilities would be 0/0).
+ */
+export function checkInputs(inputs: readonly LanguageStats[], site: Site, needTokens = true): IdentifyContext {
+  const first = inputs[0];
+  if (!first) throw identifyError('no language statistics given');
+  const m0 = first.stats.meta;
+  const seen = new Map<string, string>();
+  const siteStats: SiteStats[] = [];
+  let width = 0;
+  for (const { file, stats } of inputs) {
+    const meta = stats.meta;
+    const lang = meta.language;
+    const dup = seen.get(lang);
+    if (dup !== undefined) throw identifyError(`language "${lang}" is given twice (also in ${dup}); merge the shards first`, file);
+    seen.set(lang, file);
+    if (meta.model.fingerprint !== m0.model.fingerprint)
+      throw identifyError(`statistics of another model: ${meta.model.name} (${meta.model.fingerprint.slice(0, 12)}) here, ` +
+        `${m0.model.name} (${m0.model.fingerprint.slice(0, 12)}) in ${first.file}`, file);
+    if (meta.layers.join(',') !== m0.layers.join(','))
+      throw identifyError(`layers profiled [${meta.layers.join(', ')}] differ from [${m0.layers.join(', ')}] in ${first.file}`, file);
+    const st = stats.sites.get(site);
+    if (!st) throw identifyError(`no statistics for site "${site}" (have: ${[...stats.sites.keys()].join(', ')})`, file);
+    if (width && st.width !== width) throw identifyError(`site "${site}" has width ${st.width}, ${first.file} has ${width}`, file);
+    width = st.width;
+    if (needTokens && !(stats.tokens > 0))
+      throw identifyError(`language "${lang}" has ${stats.tokens} tokens: its activation probabilities are undefined; profile it first`, file);
+    siteStats.push(st);
+  }
+  return { model: m0.model, site, layers: [...m0.layers], width, languages: inputs.map((x) => x.stats.meta.language), inputs: [...inputs], siteStats };
+}
+
+/** Python 3's round(): half to even. The references compute `round(len(x) * rate)` in Python. */
+export function pyRound(x: number): number {
+  const f = Math.floor(x);
+  const d = x - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+/**
+ * - `kthvalue` (Tang): torch.kthvalue(x, k) with k = round(q·N): the k-th smallest value (1-based).
+ * - `interpolated` (Mondal): torch.quantile(x, q): linear interpolation between the order statistics at q·(N−1).
+ */
+export type QuantileVariant = 'kthvalue' | 'interpolated';
+
+/** The q quantile of `values` (not modified) under one of the two conventions. */
+export function quantile(values: Float64Array, q: number, variant: QuantileVariant): number {
+  const n = values.length;
+  if (n === 0) throw identifyError('quantile of an empty set');
+  if (!(q >= 0 && q <= 1)) throw identifyError(`quantile ${q} is not in [0, 1]`);
+  const sorted = Float64Array.from(values).sort();
+  if (variant === 'kthvalue') {
+    // torch refuses k outside [1, N]; clamping keeps q = 0 usable and is the only sensible reading.
+    const k = Math.min(n, Math.max(1, pyRound(n * q)));
+    return sorted[k - 1]!;
+  }
+  const pos = q * (n - 1);
+  const lo = Math.floor(pos);
+  const hi = Math.min(n - 1, lo + 1);
+  return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
+}
+
+/**
+ * Flat indices (slot·width + unit) of the `count` largest (or smallest) scores; ties are broken by the lower flat
+ * index, so the result is deterministic (torch.topk leaves the order of ties unspecified). NaN never ranks.
+ */
+export function topIndices(scores: Float64Array, count: number, largest: boolean): number[] {
+  const idx: number[] = [];
+  for (let i = 0; i < scores.length; i++) if (!Number.isNaN(scores[i]!)) idx.push(i);
+  const sign = largest ? -1 : 1;
+  idx.sort((a, b) => sign * (scores[a]! - scores[b]!) || a - b);
+  return idx.slice(0, Math.max(0, count));
+}
+
+/** Checks a rate option: a number in [0, 1]. */
+export function checkRate(name: string, value: number): number {
+  if (typeof value !== 'number' || !(value >= 0 && value <= 1)) throw identifyError(`option ${name} must be a number in [0, 1], got ${String(value)}`);
+  return value;
+}
+
+/** Each language's per-sequence means at the site ([sequences][layers][width]) and its sequence count. */
+export function sequenceMeansOf(ctx: IdentifyContext, method: string): { means: Float32Array; count: number }[] {
+  const units = ctx.layers.length * ctx.width;
+  return ctx.siteStats.map((st, k) => {
+    const file = ctx.inputs[k]!.file;
+    const lang = ctx.languages[k]!;
+    const sm = st.seqMeans;
+    if (!sm) throw identifyError(`${method} needs per-sequence means at site "${ctx.site}" for "${lang}"; profile with sequence means`, file);
+    if (sm.length % units !== 0) throw identifyError(`sequence means of "${lang}" hold ${sm.length} values, not a multiple of ${ctx.layers.length}×${ctx.width}`, file);
+    if (sm.length === 0) throw identifyError(`language "${lang}" has no sequence means (0 sentences)`, file);
+    for (let i = 0; i < sm.length; i++) if (!Number.isFinite(sm[i]!)) throw identifyError(`sequence means of "${lang}" hold ${sm[i]} at sequence ${Math.floor(i / units)}`, file);
+    return { means: sm, count: sm.length / units };
+  });
+}
