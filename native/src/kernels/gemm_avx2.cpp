@@ -1,0 +1,449 @@
+// AVX2/FMA/F16C kernels for Y = X * W^T (semantics in kernels/gemm.h; reference in gemm_ref.cpp).
+//
+// This file is compiled with -mavx2 -mfma -mf16c and only called after cpu_supports(CpuKernel::Avx2). Because of
+// that, everything here lives in an anonymous namespace and avoids inline functions and templates shared with the
+// portable files (std::min, the dtype.h helpers...): the linker keeps one copy of such a function for the whole
+// program, and if it picked the AVX copy the portable kernels would die with SIGILL on a CPU without AVX.
+//
+// gemm (prefill, many rows): GotoBLAS/BLIS blocking. A thread owns a range of output columns (rows of W):
+//   for each K block of KC:  pack W[cols, kblock] -> Bp, converted to f32 (and bf16-rounded in bf16 mode),
+//                            as NR-wide micro-panels, Bp[k][NR];
+//     for each M block of MC: pack X[rows, kblock] -> Ap as MR-tall micro-panels, Ap[k][MR];
+//       for each micro-panel of Bp (stays in L1), for each micro-panel of Ap (streams from L2):
+//         6x16 register-blocked microkernel: 12 ymm accumulators, 12 FMAs per 2 loads + 6 broadcasts.
+// gemv (decode, few rows): W is read once, straight from the checkpoint, converted in registers; the work is split
+// over rows of W, so both cores stream their half of the weights.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/gemm_kernels.h"
+
+namespace ln {
+namespace {
+
+constexpr int MR = 6;   // rows of X per microkernel: 6 x 2 accumulators + 2 B vectors + 1 broadcast = 15 ymm
+constexpr int NR = 16;  // columns of Y per microkernel: two ymm
+constexpr int64_t KC = 256;       // Bp micro-panel KC x NR x 4 = 16 KB: half of the 32 KB L1
+constexpr int64_t MC = 120;       // Ap block MC x KC x 4 = 120 KB: well inside the 512 KB L2 next to Bp traffic
+constexpr int64_t NC_PANELS = 64; // at most 64 x 16 = 1024 columns per task: Bp = 1 MB per thread in L3
+
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// ---- conversions -------------------------------------------------------------------------------------------
+
+// Round-to-nearest-even to bf16, NaN kept quiet: the same bits as ln::round_bf16 (dtype.h), 8 lanes at a time.
+inline __m256 round_bf16_8(__m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i hi_mask = _mm256_set1_epi32(int32_t(0xffff0000u));
+  __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  __m256i r = _mm256_and_si256(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), hi_mask);
+  __m256i is_nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
+                                      _mm256_set1_epi32(0x7f800000));
+  __m256i quiet = _mm256_and_si256(_mm256_or_si256(u, _mm256_set1_epi32(0x00400000)), hi_mask);
+  return _mm256_castsi256_ps(_mm256_blendv_epi8(r, quiet, is_nan));
+}
+
+inline float round_bf16_1(float f) { return _mm256_cvtss_f32(round_bf16_8(_mm256_set1_ps(f))); }
+
+// 8 consecutive weights starting at element i, as f32. Unaligned loads: checkpoints are memory-mapped at any
+// 2-byte offset. bf16 -> f32 is a 16-bit shift; f16 -> f32 is F16C (exact, subnormals included).
+template <DType T>
+inline __m256 load8(const void* w, int64_t i) {
+  if (T == DType::F32) return _mm256_loadu_ps(static_cast<const float*>(w) + i);
+  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i));
+  if (T == DType::F16) return _mm256_cvtph_ps(h);
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+// One weight as f32, through memcpy (the pointer may be misaligned for its type).
+template <DType T>
+inline float load1(const void* w, int64_t i) {
+  if (T == DType::F32) {
+    float f;
+    std::memcpy(&f, static_cast<const char*>(w) + 4 * i, 4);
+    return f;
+  }
+  uint16_t h;
+  std::memcpy(&h, static_cast<const char*>(w) + 2 * i, 2);
+  if (T == DType::F16) return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// In-place transpose of 8 rows of 8 floats: r[t] becomes column t.
+inline void transpose8(__m256 r[8]) {
+  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
+  __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
+  __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
+  __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// ---- packing -----------------------------------------------------------------------------------------------
+
+// Bp[kk][j] = W[n + j][k0 + kk] for one micro-panel of nr <= NR rows of W (zero rows past nr), kc columns.
+// ROUND: bf16 compute with weights stored wider than bf16.
+template <DType T, bool ROUND>
+void pack_w_panel(const void* w, int64_t K, int64_t n, int nr, int64_t k0, int64_t kc, float* dst) {
+  int64_t kk = 0;
+  if (nr == NR) {
+    for (; kk + 8 <= kc; kk += 8) {
+      for (int half = 0; half < 2; ++half) {
+        __m256 r[8];
+        for (int j = 0; j < 8; ++j) {
+          r[j] = load8<T>(w, (n + half * 8 + j) * K + k0 + kk);
+          if (ROUND) r[j] = round_bf16_8(r[j]);
+        }
+        transpose8(r);
+        for (int t = 0; t < 8; ++t) _mm256_store_ps(dst + (kk + t) * NR + half * 8, r[t]);
+      }
+    }
+  }
+  for (; kk < kc; ++kk) {
+    for (int j = 0; j < NR; ++j) {
+      float v = 0.f;
+      if (j < nr) {
+        v = load1<T>(w, (n + j) * K + k0 + kk);
+        if (ROUND) v = round_bf16_1(v);
+      }
+      dst[kk * NR + j] = v;
+    }
+  }
+}
+
+// Ap[kk][i] = X[i0 + i][k0 + kk] for one micro-panel of mr <= MR rows (zero rows past mr). The full-panel path
+// transposes 8x8 blocks (rows 6, 7 zero) and stores each 8-float column at a stride of 6: the 2 extra floats land
+// on the next column, which is written afterwards; the last store spills 2 floats past the panel, hence the
+// 8-float slack in the Ap buffer.
+template <bool ROUND>
+void pack_x_panel(const float* X, int64_t ldx, int mr, int64_t k0, int64_t kc, float* dst) {
+  int64_t kk = 0;
+  if (mr == MR) {
+    for (; kk + 8 <= kc; kk += 8) {
+      __m256 r[8];
+      for (int i = 0; i < MR; ++i) {
+        r[i] = _mm256_loadu_ps(X + i * ldx + k0 + kk);
+        if (ROUND) r[i] = round_bf16_8(r[i]);
+      }
+      r[6] = r[7] = _mm256_setzero_ps();
+      transpose8(r);
+      for (int t = 0; t < 8; ++t) _mm256_storeu_ps(dst + (kk + t) * MR, r[t]);
+    }
+  }
+  for (; kk < kc; ++kk) {
+    for (int i = 0; i < MR; ++i) {
+      float v = i < mr ? X[i * ldx + k0 + kk] : 0.f;
+      dst[kk * MR + i] = ROUND ? round_bf16_1(v) : v;
+    }
+  }
+}
+
+// ---- microkernel -------------------------------------------------------------------------------------------
+
+// C[0..6)[0..16) (=|+=) Ap[k][0..6) x Bp[k][0..16) summed over k < kc. C has row stride ldc.
+inline void kernel_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool add) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  for (int i = 0; i < MR; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+    __m256 av = _mm256_broadcast_ss(a + 0);
+    c00 = _mm256_fmadd_ps(av, b0, c00);
+    c01 = _mm256_fmadd_ps(av, b1, c01);
+    av = _mm256_broadcast_ss(a + 1);
+    c10 = _mm256_fmadd_ps(av, b0, c10);
+    c11 = _mm256_fmadd_ps(av, b1, c11);
+    av = _mm256_broadcast_ss(a + 2);
+    c20 = _mm256_fmadd_ps(av, b0, c20);
+    c21 = _mm256_fmadd_ps(av, b1, c21);
+    av = _mm256_broadcast_ss(a + 3);
+    c30 = _mm256_fmadd_ps(av, b0, c30);
+    c31 = _mm256_fmadd_ps(av, b1, c31);
+    av = _mm256_broadcast_ss(a + 4);
+    c40 = _mm256_fmadd_ps(av, b0, c40);
+    c41 = _mm256_fmadd_ps(av, b1, c41);
+    av = _mm256_broadcast_ss(a + 5);
+    c50 = _mm256_fmadd_ps(av, b0, c50);
+    c51 = _mm256_fmadd_ps(av, b1, c51);
+    a += MR;
+    b += NR;
+  }
+  const __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  for (int i = 0; i < MR; ++i) {
+    float* ci = c + i * ldc;
+    __m256 v0 = acc[i][0], v1 = acc[i][1];
+    if (add) {
+      v0 = _mm256_add_ps(v0, _mm256_loadu_ps(ci));
+      v1 = _mm256_add_ps(v1, _mm256_loadu_ps(ci + 8));
+    }
+    _mm256_storeu_ps(ci, v0);
+    _mm256_storeu_ps(ci + 8, v1);
+  }
+}
+
+// Edge tiles (mr < MR or nr < NR): compute the full tile into a local buffer, then copy the valid part.
+inline void kernel_edge(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool add, int mr,
+                        int nr) {
+  alignas(32) float tile[MR * NR];
+  kernel_6x16(kc, a, b, tile, NR, false);
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j) c[i * ldc + j] = add ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
+}
+
+// ---- gemm driver -------------------------------------------------------------------------------------------
+
+struct GemmJob {
+  int64_t M, N, K;
+  const float* X;
+  int64_t ldx;
+  const void* W;
+  float* Y;
+  int64_t ldy;
+  bool accumulate;
+  int64_t cols_per_task;  // multiple of NR
+  int64_t rows_per_task;  // multiple of MR (all of M unless N alone cannot keep the threads busy)
+  int64_t n_col_tasks;
+};
+
+// Packing buffers, one set per thread, grown on demand and kept for the life of the thread.
+thread_local ScratchBuffer t_ap, t_bp;
+
+template <DType T, bool ROUND_W, bool ROUND_X>
+void gemm_task(void* ctx, int64_t task, int) {
+  const GemmJob& j = *static_cast<const GemmJob*>(ctx);
+  const int64_t n0 = (task % j.n_col_tasks) * j.cols_per_task, n1 = min64(j.N, n0 + j.cols_per_task);
+  const int64_t m0 = (task / j.n_col_tasks) * j.rows_per_task, m1 = min64(j.M, m0 + j.rows_per_task);
+  if (n0 >= n1 || m0 >= m1) return;
+  const int64_t nc = n1 - n0, n_panels = (nc + NR - 1) / NR;
+  float* bp = t_bp.get(KC * n_panels * NR);
+  float* ap = t_ap.get(MC * KC + 8);
+  for (int64_t k0 = 0; k0 < j.K; k0 += KC) {
+    const int64_t kc = min64(KC, j.K - k0);
+    const bool add = j.accumulate || k0 > 0;
+    for (int64_t p = 0; p < n_panels; ++p)
+      pack_w_panel<T, ROUND_W>(j.W, j.K, n0 + p * NR, int(min64(NR, nc - p * NR)), k0, kc, bp + p * kc * NR);
+    for (int64_t i0 = m0; i0 < m1; i0 += MC) {
+      const int64_t mc = min64(MC, m1 - i0);
+      for (int64_t ir = 0; ir < mc; ir += MR)
+        pack_x_panel<ROUND_X>(j.X + (i0 + ir) * j.ldx, j.ldx, int(min64(MR, mc - ir)), k0, kc, ap + ir * kc);
+      for (int64_t p = 0; p < n_panels; ++p) {
+        const int nr = int(min64(NR, nc - p * NR));
+        const float* b = bp + p * kc * NR;
+        float* c = j.Y + i0 * j.ldy + n0 + p * NR;
+        for (int64_t ir = 0; ir < mc; ir += MR) {
+          const int mr = int(min64(MR, mc - ir));
+          if (mr == MR && nr == NR)
+            kernel_6x16(kc, ap + ir * kc, b, c + ir * j.ldy, j.ldy, add);
+          else
+            kernel_edge(kc, ap + ir * kc, b, c + ir * j.ldy, j.ldy, add, mr, nr);
+        }
+      }
+    }
+  }
+}
+
+template <DType T>
+void (*pick_gemm_task(bool bf16))(void*, int64_t, int) {
+  if (!bf16) return gemm_task<T, false, false>;
+  return T == DType::BF16 ? gemm_task<T, false, true> : gemm_task<T, true, true>;
+}
+
+// ---- gemv (few rows) ---------------------------------------------------------------------------------------
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// bf16 weights need no conversion beyond bit placement. A 32-bit lane holding the pair (w[2j], w[2j+1]) gives
+// w[2j+1] as a float by masking off the low half and w[2j] by shifting left 16: one op per 8 weights, no shuffle.
+// The rows of X are reordered once per call to match (see avx2_gemv), so the pairs need no
+// unpacking: each block of 16 activations is stored as its 8 even-index then its 8 odd-index elements.
+constexpr int64_t kEvenOdd = 16;
+// Software prefetch distance for the streamed rows of W. The hardware prefetcher alone left a core at ~60% of the
+// bandwidth it reaches with this: R short interleaved streams (rows of W) are not what it tracks best.
+constexpr int64_t kPrefetchBytes = 4096;
+
+// Y[m][n + r] for m < MB, r < R: MB rows of X against R rows of W, the whole of K. X is already bf16-rounded in
+// bf16 mode (and in the even/odd layout for bf16 weights); ROUND_W rounds the weights in registers.
+// MB x R accumulators stay in registers (<= 12 ymm).
+template <DType T, bool ROUND_W, int MB, int R>
+void gemv_block(const float* X, int64_t ldx, const void* w, int64_t K, int64_t n, float* Y, int64_t ldy, bool acc) {
+  __m256 s[MB][R];
+  for (int m = 0; m < MB; ++m)
+    for (int r = 0; r < R; ++r) s[m][r] = _mm256_setzero_ps();
+  int64_t k = 0;
+  if (T == DType::BF16) {
+    const uint16_t* w16 = static_cast<const uint16_t*>(w);
+    const __m256i hi = _mm256_set1_epi32(int32_t(0xffff0000u));
+    for (; k + kEvenOdd <= K; k += kEvenOdd) {
+      for (int r = 0; r < R; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(w16 + (n + r) * K + k) + kPrefetchBytes, _MM_HINT_T0);
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w16 + (n + r) * K + k));
+        const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+        const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
+        for (int m = 0; m < MB; ++m) {
+          s[m][r] = _mm256_fmadd_ps(_mm256_loadu_ps(X + m * ldx + k), even, s[m][r]);
+          s[m][r] = _mm256_fmadd_ps(_mm256_loadu_ps(X + m * ldx + k + 8), odd, s[m][r]);
+        }
+      }
+    }
+  } else {
+    for (; k + 8 <= K; k += 8) {
+      __m256 wv[R];
+      for (int r = 0; r < R; ++r) {
+        const int64_t at = ((n + r) * K + k) * (T == DType::F32 ? 4 : 2);
+        _mm_prefetch(static_cast<const char*>(w) + at + kPrefetchBytes, _MM_HINT_T0);
+        wv[r] = load8<T>(w, (n + r) * K + k);
+        if (ROUND_W) wv[r] = round_bf16_8(wv[r]);
+      }
+      for (int m = 0; m < MB; ++m) {
+        const __m256 xv = _mm256_loadu_ps(X + m * ldx + k);
+        for (int r = 0; r < R; ++r) s[m][r] = _mm256_fmadd_ps(xv, wv[r], s[m][r]);
+      }
+    }
+  }
+  // The last K % 8 (K % 16 for bf16) elements: X keeps its natural order there.
+  for (int m = 0; m < MB; ++m) {
+    for (int r = 0; r < R; ++r) {
+      float v = hsum(s[m][r]);
+      for (int64_t t = k; t < K; ++t) {
+        float wt = load1<T>(w, (n + r) * K + t);
+        v += X[m * ldx + t] * (ROUND_W ? round_bf16_1(wt) : wt);
+      }
+      float* y = Y + m * ldy + n + r;
+      *y = acc ? *y + v : v;
+    }
+  }
+}
+
+// Rows [n0, n1) of W against MB rows of X, R rows of W at a time, then one at a time for the remainder.
+template <DType T, bool ROUND_W, int MB, int R>
+void gemv_rows(const float* X, int64_t ldx, const void* w, int64_t K, int64_t n0, int64_t n1, float* Y, int64_t ldy,
+               bool acc) {
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) gemv_block<T, ROUND_W, MB, R>(X, ldx, w, K, n, Y, ldy, acc);
+  for (; n < n1; ++n) gemv_block<T, ROUND_W, MB, 1>(X, ldx, w, K, n, Y, ldy, acc);
+}
+
+struct GemvJob {
+  int64_t M, N, K;
+  const float* X;
+  int64_t ldx;
+  const void* W;
+  float* Y;
+  int64_t ldy;
+  bool accumulate;
+  int64_t rows_per_task;
+};
+
+thread_local ScratchBuffer t_xround;
+
+template <DType T, bool ROUND_W>
+void gemv_task(void* ctx, int64_t task, int) {
+  const GemvJob& j = *static_cast<const GemvJob*>(ctx);
+  const int64_t n_begin = task * j.rows_per_task, n_end = min64(j.N, n_begin + j.rows_per_task);
+  // Sub-ranges of 16 rows of W: when M > 4 needs two passes over X, the second pass finds them in L1/L2.
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += 16) {
+    const int64_t n1 = min64(n_end, n0 + 16);
+    for (int64_t m = 0; m < j.M;) {
+      const float* x = j.X + m * j.ldx;
+      float* y = j.Y + m * j.ldy;
+      const int64_t left = j.M - m;
+      if (left >= 4) {
+        gemv_rows<T, ROUND_W, 4, 2>(x, j.ldx, j.W, j.K, n0, n1, y, j.ldy, j.accumulate), m += 4;
+      } else if (left == 3) {
+        gemv_rows<T, ROUND_W, 3, 3>(x, j.ldx, j.W, j.K, n0, n1, y, j.ldy, j.accumulate), m += 3;
+      } else if (left == 2) {
+        gemv_rows<T, ROUND_W, 2, 4>(x, j.ldx, j.W, j.K, n0, n1, y, j.ldy, j.accumulate), m += 2;
+      } else {
+        gemv_rows<T, ROUND_W, 1, 4>(x, j.ldx, j.W, j.K, n0, n1, y, j.ldy, j.accumulate), m += 1;
+      }
+    }
+  }
+}
+
+template <DType T>
+void (*pick_gemv_task(bool bf16))(void*, int64_t, int) {
+  return bf16 && T != DType::BF16 ? gemv_task<T, true> : gemv_task<T, false>;
+}
+
+}  // namespace
+
+void avx2_gemm(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float* Y, int64_t ldy, Compute compute,
+               bool accumulate, ThreadPool& pool) {
+  GemmJob j{M, W.rows, W.cols, X, ldx, W.data, Y, ldy, accumulate, 0, M, 1};
+  const int threads = pool.size();
+  const int64_t panels = (j.N + NR - 1) / NR;
+  j.cols_per_task = balanced_chunk(panels, threads, NC_PANELS) * NR;
+  j.n_col_tasks = (j.N + j.cols_per_task - 1) / j.cols_per_task;
+  if (j.n_col_tasks < threads && M > MR) {
+    // Too few columns to share (N <= 16 on 2 threads): split the rows of X as well, each task packing its own W.
+    const int64_t row_blocks = (M + MR - 1) / MR;
+    j.rows_per_task = balanced_chunk(row_blocks, threads, (row_blocks + threads - 1) / threads) * MR;
+  }
+  const int64_t row_tasks = (M + j.rows_per_task - 1) / j.rows_per_task;
+  const bool bf16 = compute == Compute::BF16;
+  void (*fn)(void*, int64_t, int) = W.dtype == DType::F32   ? pick_gemm_task<DType::F32>(bf16)
+                                    : W.dtype == DType::F16 ? pick_gemm_task<DType::F16>(bf16)
+                                                            : pick_gemm_task<DType::BF16>(bf16);
+  pool.run(j.n_col_tasks * row_tasks, fn, &j);
+}
+
+void avx2_gemv(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float* Y, int64_t ldy, Compute compute,
+               bool accumulate, ThreadPool& pool) {
+  const int64_t K = W.cols;
+  GemvJob j{M, W.rows, K, X, ldx, W.data, Y, ldy, accumulate, 0};
+  const bool bf16 = compute == Compute::BF16, even_odd = W.dtype == DType::BF16;
+  if (bf16 || even_odd) {
+    // Prepare the few activation rows once, on the calling thread, rather than once per row of W: bf16 rounding
+    // (bf16 compute) and the even/odd order of each block of 16 (bf16 weights, see gemv_block).
+    float* xr = t_xround.get(M * K);
+    for (int64_t m = 0; m < M; ++m) {
+      const float* x = X + m * ldx;
+      float* d = xr + m * K;
+      int64_t k = 0;
+      if (even_odd) {
+        for (; k + kEvenOdd <= K; k += kEvenOdd) {
+          for (int64_t t = 0; t < kEvenOdd / 2; ++t) {
+            d[k + t] = x[k + 2 * t];
+            d[k + kEvenOdd / 2 + t] = x[k + 2 * t + 1];
+          }
+        }
+      }
+      for (; k < K; ++k) d[k] = x[k];
+      if (bf16) {
+        for (k = 0; k + 8 <= K; k += 8) _mm256_storeu_ps(d + k, round_bf16_8(_mm256_loadu_ps(d + k)));
+        for (; k < K; ++k) d[k] = round_bf16_1(d[k]);
+      }
+    }
+    j.X = xr;
+    j.ldx = K;
+  }
+  // About 4 tasks per thread (of whole 16-row groups): balances a slow core without much scheduling overhead.
+  const int threads = pool.size();
+  const int64_t groups = (j.N + 15) / 16;
+  j.rows_per_task = balanced_chunk(groups, threads, (groups + 4 * threads - 1) / (4 * threads)) * 16;
+  void (*fn)(void*, int64_t, int) = W.dtype == DType::F32   ? pick_gemv_task<DType::F32>(bf16)
+                                    : W.dtype == DType::F16 ? pick_gemv_task<DType::F16>(bf16)
+                                                            : pick_gemv_task<DType::BF16>(bf16);
+  pool.run((j.N + j.rows_per_task - 1) / j.rows_per_task, fn, &j);
+}
+
+}  // namespace ln

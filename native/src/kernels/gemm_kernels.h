@@ -1,0 +1,49 @@
+// Internal interface between the GEMM dispatch (gemm.cpp) and the kernel families (gemm_plain.cpp,
+// gemm_avx2.cpp). Not part of the engine's API: callers use gemm_xwt from kernels/gemm.h.
+//
+// Both families provide the same two entry points, with the semantics of gemm_xwt:
+//   *_gemm: the packed, cache-blocked path for many rows (prefill);
+//   *_gemv: the streaming path for a few rows (decode), W read once straight from the checkpoint.
+// Arguments are already validated (M, N, K >= 1).
+#pragma once
+#include "kernels/gemm.h"
+
+namespace ln {
+
+void plain_gemm(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float* Y, int64_t ldy, Compute compute,
+                bool accumulate, ThreadPool& pool);
+void plain_gemv(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float* Y, int64_t ldy, Compute compute,
+                bool accumulate, ThreadPool& pool);
+
+void avx2_gemm(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float* Y, int64_t ldy, Compute compute,
+               bool accumulate, ThreadPool& pool);
+void avx2_gemv(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float* Y, int64_t ldy, Compute compute,
+               bool accumulate, ThreadPool& pool);
+
+// Rows of X up to which the streaming GEMV path beats packing (decode is M = 1; speculative/batched decode a few).
+constexpr int64_t kGemvMaxRows = 8;
+
+// A 64-byte aligned scratch buffer that only grows, so that the hot loop allocates nothing after the first calls.
+// One per thread per use (thread_local in the kernels): the pool's workers live as long as the pool.
+class ScratchBuffer {
+ public:
+  // Constructor and destructor are out of line (gemm.cpp) on purpose: an inline copy instantiated in the AVX2
+  // file could be the one the linker keeps, and then run on a CPU without AVX.
+  ScratchBuffer();
+  ~ScratchBuffer();
+  ScratchBuffer(const ScratchBuffer&) = delete;
+  ScratchBuffer& operator=(const ScratchBuffer&) = delete;
+  // At least n floats, 64-byte aligned; contents are unspecified after a grow.
+  float* get(int64_t n);
+
+ private:
+  float* data_ = nullptr;
+  int64_t size_ = 0;
+};
+
+// Split `units` work units into tasks of whole units so that every one of `threads` workers gets about the same
+// share: the number of tasks is a multiple of `threads`, and no task is larger than `max_per_task` units (when
+// that is possible). Returns the units per task (the last task may be smaller).
+int64_t balanced_chunk(int64_t units, int threads, int64_t max_per_task);
+
+}  // namespace ln
