@@ -1,6 +1,7 @@
 // Public API of langneurons.
 export { LangneuronsError } from './errors.js';
 export { loadModel, LanguageModel, KvCache, type LoadModelOptions, type ForwardOptions, type ForwardOutput, type Compute, type LogitsMode } from './engine/model.js';
+export { StatsAccumulator, type StatsOptions, type StatsSnapshot } from './engine/stats.js';
 export { scoreText, scoreTokens, logLikelihood, logLikelihoodTokens, type ScoreOptions, type ScoreResult } from './engine/score.js';
 export { generate, generateTokens, type GenerateOptions, type Generation } from './generate/generate.js';
 export { type SamplingOptions } from './generate/sampling.js';

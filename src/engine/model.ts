@@ -8,8 +8,10 @@ import { LangneuronsError } from '../errors.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { assertSequenceFits, type ModelConfig } from '../model/config.js';
 import { loadTokenizer, type LoadedTokenizer } from '../model/tokenizer.js';
-import { loadAddon, type NativeKvCache, type NativeModel } from '../native/addon.js';
+import { loadAddon, type NativeForwardOptions, type NativeKvCache, type NativeModel } from '../native/addon.js';
+import { SITES, type Site } from '../profile/stats.js';
 import { buildNativeSpec } from './native-spec.js';
+import { StatsAccumulator, type StatsOptions } from './stats.js';
 
 export type Compute = 'f32' | 'bf16';
 export type LogitsMode = 'all' | 'last' | 'none';
@@ -30,6 +32,14 @@ export interface ForwardOptions {
   /** Continue the given cache slots (one per sequence) and append to them. */
   cache?: KvCache;
   cacheSlots?: number[];
+  /** Accumulate per-unit activation statistics (model.createStats). */
+  stats?: StatsAccumulator;
+  /** Per sequence, one entry per token: nonzero = counted by `stats` (default: every token counted). */
+  countMask?: ArrayLike<number>[];
+  /** Stop after this layer (profiling): needs logits 'none', no targets, no cache. */
+  lastLayer?: number;
+  /** Return the [tokens × width] values of one site at one layer (packed token order) as `capture`. */
+  capture?: { site: Site; layer: number };
 }
 
 export interface ForwardOutput {
@@ -41,6 +51,8 @@ export interface ForwardOutput {
   seqOffsets: number[];
   /** log p(target | prefix) per packed token (0 where no target), when targets were given. */
   targetLogprobs: Float32Array | null;
+  /** The captured site values, row-major [tokens × width], when `capture` was asked for. */
+  capture: Float32Array | null;
 }
 
 export class KvCache {
@@ -100,6 +112,28 @@ export class LanguageModel {
     return new KvCache(new addon.NativeKvCache(this.native, slots, capacity), slots, capacity, this);
   }
 
+  /** An accumulator of per-unit activation statistics for this model's forwards (see src/engine/stats.ts). */
+  createStats(opts: StatsOptions = {}): StatsAccumulator {
+    const sites = opts.sites ?? ['act'];
+    const layers = opts.layers ?? this.config.numLayers;
+    for (const s of sites)
+      if (!SITES.includes(s)) throw new LangneuronsError('E_OPTIONS', `createStats: unknown site '${String(s)}' (sites: ${SITES.join(', ')})`, { field: 'sites' });
+    const addon = loadAddon();
+    let native;
+    try {
+      native = new addon.NativeStats(this.native, {
+        sites: [...sites],
+        layers,
+        ...(opts.histEdges ? { histEdges: Float64Array.from(opts.histEdges) } : {}),
+        ...(opts.thresholds ? { thresholds: opts.thresholds as Record<string, Float32Array> } : {}),
+        ...(opts.seqMeans !== undefined ? { seqMeans: opts.seqMeans } : {}),
+      });
+    } catch (e) {
+      throw new LangneuronsError('E_OPTIONS', `createStats: ${(e as Error).message}`, { cause: e });
+    }
+    return new StatsAccumulator(native, this, sites, layers, { ...opts.thresholds }, opts.thresholdSource ?? '');
+  }
+
   /** Runs the model over a batch of token sequences, packed without padding. */
   forward(batch: ArrayLike<number>[], opts: ForwardOptions = {}): Promise<ForwardOutput> {
     const run = () => this.forwardNow(batch, opts);
@@ -145,14 +179,44 @@ export class LanguageModel {
       const cached = opts.cache ? opts.cache.length(opts.cacheSlots?.[i] ?? i) : 0;
       assertSequenceFits(this.config, cached + s.length);
     });
-    const mode = opts.logits ?? 'last';
+    const mode = opts.logits ?? (opts.lastLayer !== undefined && opts.lastLayer >= 0 ? 'none' : 'last');
     const res = await this.native.forward(tokens, seqLens, {
       logits: LOGITS_CODE[mode],
       ...(targets ? { targets } : {}),
       ...(opts.cache ? { cache: opts.cache.native, cacheSlots: Int32Array.from(opts.cacheSlots ?? batch.map((_, i) => i)) } : {}),
+      ...this.profilingOptions(batch, seqOffsets, total, opts),
     });
     const rows = mode === 'all' ? total : mode === 'last' ? batch.length : 0;
-    return { logits: res.logits, rows, vocab: this.vocabSize, seqOffsets, targetLogprobs: res.targetLogprobs };
+    return { logits: res.logits, rows, vocab: this.vocabSize, seqOffsets, targetLogprobs: res.targetLogprobs, capture: res.capture ?? null };
+  }
+
+  /** stats / countMask / lastLayer / capture for the native forward; the native side checks the ranges again. */
+  private profilingOptions(batch: ArrayLike<number>[], seqOffsets: number[], total: number, opts: ForwardOptions): Partial<NativeForwardOptions> {
+    const out: Partial<NativeForwardOptions> = {};
+    if (opts.stats) {
+      if (opts.stats.owner !== this) throw new LangneuronsError('E_INPUT', 'forward: the stats accumulator belongs to another model');
+      out.stats = opts.stats.native;
+    }
+    if (opts.countMask) {
+      if (!opts.stats) throw new LangneuronsError('E_INPUT', 'forward: countMask needs stats');
+      if (opts.countMask.length !== batch.length)
+        throw new LangneuronsError('E_INPUT', `forward: countMask has ${opts.countMask.length} sequences, the batch ${batch.length}`);
+      const mask = new Uint8Array(total);
+      opts.countMask.forEach((m, i) => {
+        if (m.length !== batch[i]!.length)
+          throw new LangneuronsError('E_INPUT', `forward: countMask of sequence ${i} has ${m.length} entries, expected ${batch[i]!.length}`);
+        for (let t = 0; t < m.length; t++) mask[seqOffsets[i]! + t] = m[t] ? 1 : 0;
+      });
+      out.countMask = mask;
+    }
+    if (opts.lastLayer !== undefined) {
+      const L = this.config.numLayers;
+      if (!Number.isInteger(opts.lastLayer) || opts.lastLayer < -1 || opts.lastLayer >= L)
+        throw new LangneuronsError('E_INPUT', `forward: lastLayer must be an integer in [-1, ${L - 1}], got ${opts.lastLayer}`);
+      out.lastLayer = opts.lastLayer;
+    }
+    if (opts.capture) out.capture = { site: opts.capture.site, layer: opts.capture.layer };
+    return out;
   }
 
   info(): ReturnType<NativeModel['info']> { return this.native.info(); }

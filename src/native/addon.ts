@@ -24,9 +24,47 @@ export interface NativeModelSpec {
 
 export interface NativeForwardOptions {
   logits: 0 | 1 | 2; targets?: Int32Array; cache?: NativeKvCache; cacheSlots?: Int32Array;
+  /** Accumulate activation statistics (a NativeStats of this model). */
+  stats?: NativeStats;
+  /** One entry per token, nonzero = counted by `stats` (default: all counted). */
+  countMask?: Uint8Array;
+  /** Stop after this layer (-1 = all): logits must be 0 (none), no targets, no cache. */
+  lastLayer?: number;
+  /** Copy the [tokens × width] values of one site at one layer into the result's `capture`. */
+  capture?: { site: string; layer: number };
 }
 
-export interface NativeForwardResult { logits: Float32Array; targetLogprobs: Float32Array | null }
+export interface NativeForwardResult { logits: Float32Array; targetLogprobs: Float32Array | null; capture: Float32Array | null }
+
+export interface NativeStatsOptions {
+  sites: string[];
+  /** Profile layers 0 .. layers-1. */
+  layers: number;
+  histEdges?: Float64Array;
+  /** Per site, layers × width thresholds for the "value > threshold" counts. */
+  thresholds?: Record<string, Float32Array>;
+  seqMeans?: boolean;
+}
+
+export interface NativeSiteRead {
+  width: number;
+  overZero: Float64Array; sum: Float64Array; sumSq: Float64Array;
+  histCounts?: Float64Array; aboveCounts?: Float64Array;
+  /** [sequences since the last readSeqMeans][layers][width]. */
+  seqMeans?: Float32Array;
+}
+
+export interface NativeStatsRead {
+  tokens: number; sequences: number; layers: number; histEdges: Float64Array | null;
+  sites: Record<string, NativeSiteRead>;
+}
+
+export interface NativeStats {
+  read(): NativeStatsRead;
+  /** Returns the sequence means of every site and clears them. */
+  readSeqMeans(): Record<string, Float32Array>;
+  reset(): void;
+}
 
 export interface NativeModel {
   forward(tokens: Int32Array, seqLens: Int32Array, options: NativeForwardOptions): Promise<NativeForwardResult>;
@@ -42,7 +80,13 @@ export interface NativeKvCache {
 export interface Addon {
   NativeModel: new (spec: NativeModelSpec) => NativeModel;
   NativeKvCache: new (model: NativeModel, nSlots: number, capacity: number) => NativeKvCache;
+  NativeStats: new (model: NativeModel, options: NativeStatsOptions) => NativeStats;
   kernelInfo(): { kernel: string; hardwareThreads: number };
+  /** Measurement hooks for benchmarks/ (synchronous, block the calling thread). */
+  bench: {
+    gemm(o: { m: number; n: number; k: number; dtype: 'F32' | 'F16' | 'BF16'; compute: 'f32' | 'bf16'; threads: number; reps: number }): number;
+    copy(o: { bytes: number; reps: number }): number;
+  };
 }
 
 let cached: Addon | undefined;

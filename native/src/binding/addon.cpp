@@ -23,6 +23,7 @@ static Napi::Value KernelInfo(const Napi::CallbackInfo& info) {
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeModel", NativeModel::Init(env));
   exports.Set("NativeKvCache", NativeKvCache::Init(env));
+  exports.Set("NativeStats", NativeStats::Init(env));
   exports.Set("kernelInfo", Napi::Function::New(env, KernelInfo));
   Napi::Object bench = Napi::Object::New(env);
   bench.Set("gemm", Napi::Function::New(env, BenchGemm));

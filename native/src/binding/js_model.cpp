@@ -171,9 +171,18 @@ class ForwardWorker : public Napi::AsyncWorker {
   ForwardWorker(Napi::Env env, std::shared_ptr<ModelHolder> h, std::shared_ptr<ln::KvCache> cache)
       : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), holder_(std::move(h)),
         cache_(std::move(cache)) {}
+  ~ForwardWorker() override {
+    if (stats_busy) --*stats_busy;  // on the JS thread, after OnOK / OnError (or when never queued)
+  }
   Napi::Promise promise() { return deferred_.Promise(); }
   std::vector<int32_t> tokens, seq_lens, targets, slots;
   ln::LogitsMode mode = ln::LogitsMode::Last;
+  std::shared_ptr<ln::ActivationStats> stats;
+  std::shared_ptr<int> stats_busy;  // NativeStats' count of forwards in flight, incremented by Forward()
+  std::vector<uint8_t> count_mask;
+  int32_t last_layer = -1;
+  ln::Site capture_site = ln::Site::Act;
+  int32_t capture_layer = -1;
 
   void Execute() override {
     try {
@@ -187,6 +196,11 @@ class ForwardWorker : public Napi::AsyncWorker {
       req.targets = targets.empty() ? nullptr : targets.data();
       req.cache = cache_.get();
       req.cache_slots = cache_ ? slots.data() : nullptr;
+      req.stats = stats.get();
+      req.count_mask = count_mask.empty() ? nullptr : count_mask.data();
+      req.last_layer = last_layer;
+      req.capture_site = capture_site;
+      req.capture_layer = capture_layer;
       holder_->model->forward(req, result_);
     } catch (const std::exception& e) {
       SetError(e.what());
@@ -197,6 +211,7 @@ class ForwardWorker : public Napi::AsyncWorker {
     Napi::Object o = Napi::Object::New(env);
     o.Set("logits", to_float32(env, result_.logits));
     o.Set("targetLogprobs", targets.empty() ? env.Null() : to_float32(env, result_.target_logprobs));
+    o.Set("capture", capture_layer < 0 ? env.Null() : to_float32(env, result_.capture));
     deferred_.Resolve(o);
   }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
@@ -213,8 +228,50 @@ class ForwardWorker : public Napi::AsyncWorker {
   ln::ForwardResult result_;
 };
 
+static bool given(const Napi::Object& o, const char* name) {
+  return o.Has(name) && !o.Get(name).IsUndefined() && !o.Get(name).IsNull();
+}
+
+// The profiling options of forward(): stats, countMask, lastLayer, capture. Ranges that depend on the request
+// (last layer vs logits/targets/cache, capture layer vs last layer) are checked by Model::forward.
+static void parse_profiling(Napi::Env env, const Napi::Object& opts, ForwardWorker& w,
+                            const std::shared_ptr<ModelHolder>& holder) {
+  const ln::ModelConfig& c = holder->model->config();
+  if (given(opts, "stats")) {
+    Napi::Value sv = opts.Get("stats");
+    if (!sv.IsObject() || !sv.As<Napi::Object>().InstanceOf(NativeStats::constructor->Value()))
+      throw Napi::TypeError::New(env, "forward: options.stats must be a NativeStats");
+    NativeStats* ns = NativeStats::Unwrap(sv.As<Napi::Object>());
+    if (ns->holder() != holder) throw Napi::Error::New(env, "forward: options.stats belongs to another model");
+    w.stats = ns->stats();
+    w.stats_busy = ns->busy();
+    ++*w.stats_busy;  // given back by the worker's destructor (also when the options are rejected below)
+  }
+  if (given(opts, "countMask")) {
+    if (!w.stats) throw Napi::TypeError::New(env, "forward: options.countMask needs options.stats");
+    Napi::Value mv = opts.Get("countMask");
+    if (!mv.IsTypedArray() || mv.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+      throw Napi::TypeError::New(env, "forward: options.countMask must be a Uint8Array");
+    Napi::Uint8Array m = mv.As<Napi::Uint8Array>();
+    if (m.ElementLength() != w.tokens.size())
+      throw Napi::RangeError::New(env, "forward: countMask must have one entry per token (" + std::to_string(w.tokens.size()) +
+                                           "), got " + std::to_string(m.ElementLength()));
+    w.count_mask.assign(m.Data(), m.Data() + m.ElementLength());
+  }
+  if (given(opts, "lastLayer")) w.last_layer = int32_t(int_field(opts, "lastLayer", "forward options", -1, c.n_layers - 1));
+  if (given(opts, "capture")) {
+    Napi::Value cv = opts.Get("capture");
+    if (!cv.IsObject()) throw Napi::TypeError::New(env, "forward: options.capture must be { site, layer }");
+    Napi::Object co = cv.As<Napi::Object>();
+    w.capture_site = parse_site_value(env, field(co, "site", "forward: options.capture"), "forward: options.capture.site");
+    w.capture_layer = int32_t(int_field(co, "layer", "forward: options.capture", 0, c.n_layers - 1));
+  }
+}
+
 // forward(tokens: Int32Array, seqLens: Int32Array, { logits: 0|1|2, targets?: Int32Array, cache?: NativeKvCache,
-//         cacheSlots?: Int32Array }) -> Promise<{ logits: Float32Array, targetLogprobs: Float32Array | null }>
+//         cacheSlots?: Int32Array, stats?: NativeStats, countMask?: Uint8Array, lastLayer?: number,
+//         capture?: { site, layer } })
+//   -> Promise<{ logits: Float32Array, targetLogprobs: Float32Array | null, capture: Float32Array | null }>
 // Shapes are checked here; token ranges, positions and capacity by Model::forward before any state changes.
 Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -243,6 +300,7 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
     }
     if (w->tokens.empty()) throw Napi::RangeError::New(env, "forward: tokens is empty");
     if (w->seq_lens.empty()) throw Napi::RangeError::New(env, "forward: seqLens is empty");
+    parse_profiling(env, opts, *w, holder_);
     if (cache) {
       w->slots = int32_array(env, field(opts, "cacheSlots", "forward options (with a cache)"), "forward: options.cacheSlots");
       if (w->slots.size() != w->seq_lens.size())

@@ -7,6 +7,7 @@
 
 #include "core/mapped_file.h"
 #include "model/model.h"
+#include "model/stats.h"
 
 namespace lnjs {
 
@@ -45,6 +46,30 @@ class NativeKvCache : public Napi::ObjectWrap<NativeKvCache> {
   Napi::Value Bytes(const Napi::CallbackInfo& info);
   std::shared_ptr<ModelHolder> holder_;
   std::shared_ptr<ln::KvCache> cache_;
+};
+
+// A site name ('act', 'gate', ..., 'down') from JS: TypeError when not a string, RangeError when unknown.
+ln::Site parse_site_value(Napi::Env env, const Napi::Value& v, const std::string& what);
+
+// NativeStats: an ln::ActivationStats bound to one NativeModel (js_stats.cpp). `busy` counts the forwards queued
+// with it; read() and reset() refuse to run while a forward may be writing into it. Touched on the JS thread only.
+class NativeStats : public Napi::ObjectWrap<NativeStats> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit NativeStats(const Napi::CallbackInfo& info);
+  std::shared_ptr<ModelHolder> holder() const { return holder_; }
+  std::shared_ptr<ln::ActivationStats> stats() const { return stats_; }
+  std::shared_ptr<int> busy() const { return busy_; }
+  static Napi::FunctionReference* constructor;
+
+ private:
+  Napi::Value Read(const Napi::CallbackInfo& info);
+  Napi::Value ReadSeqMeans(const Napi::CallbackInfo& info);
+  Napi::Value Reset(const Napi::CallbackInfo& info);
+  void require_idle(Napi::Env env, const char* what) const;
+  std::shared_ptr<ModelHolder> holder_;
+  std::shared_ptr<ln::ActivationStats> stats_;
+  std::shared_ptr<int> busy_ = std::make_shared<int>(0);
 };
 
 }  // namespace lnjs

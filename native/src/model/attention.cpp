@@ -14,12 +14,14 @@
 
 #include "kernels/ops.h"
 #include "model/forward_state.h"
+#include "model/site_pass.h"
 
 namespace ln {
 namespace detail {
 
-// Bias, bf16 rounding and RoPE of the projected q, k, v rows [r0, r1).
-static void qkv_post(ForwardState& st, int l, int64_t r0, int64_t r1) {
+// Bias, bf16 rounding (`pre`) and RoPE (`rope`) of the projected q, k, v rows [r0, r1). Run as one pass, or as
+// two with the recording of the sites q, k, v between them.
+static void qkv_post(ForwardState& st, int l, int64_t r0, int64_t r1, bool pre, bool rope) {
   const ModelConfig& c = *st.cfg;
   const int hd = c.head_dim;
   const int64_t qd = int64_t(c.n_heads) * hd, kvd = int64_t(c.n_kv_heads) * hd;
@@ -29,16 +31,17 @@ static void qkv_post(ForwardState& st, int l, int64_t r0, int64_t r1) {
     float* q = st.q.data() + t * qd;
     float* k = st.k.data() + t * kvd;
     float* v = st.v.data() + t * kvd;
-    if (c.qkv_bias) {
+    if (pre && c.qkv_bias) {
       add_inplace(q, lv.bq.data(), qd);
       add_inplace(k, lv.bk.data(), kvd);
       add_inplace(v, lv.bv.data(), kvd);
     }
-    if (bf16) {
+    if (pre && bf16) {
       round_bf16_inplace(q, qd);
       round_bf16_inplace(k, kvd);
       round_bf16_inplace(v, kvd);
     }
+    if (!rope) continue;
     const float* cs = st.rope_cos.data() + int64_t(st.pos[size_t(t)]) * (hd / 2);
     const float* sn = st.rope_sin.data() + int64_t(st.pos[size_t(t)]) * (hd / 2);
     rope_apply(q, c.n_heads, hd, cs, sn);
@@ -66,7 +69,15 @@ void attention_forward(ForwardState& st, int l) {
   gemm_xwt(T, st.x.data(), H, lw.wq, st.q.data(), qd, st.compute, false, pool);
   gemm_xwt(T, st.x.data(), H, lw.wk, st.k.data(), kvd, st.compute, false, pool);
   gemm_xwt(T, st.x.data(), H, lw.wv, st.v.data(), kvd, st.compute, false, pool);
-  for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) { qkv_post(st, l, r0, r1); });
+  if (recording(st, Site::Q, l) || recording(st, Site::K, l) || recording(st, Site::V, l)) {
+    for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) { qkv_post(st, l, r0, r1, true, false); });
+    record_block(st, Site::Q, l, st.q.data(), qd);
+    record_block(st, Site::K, l, st.k.data(), kvd);
+    record_block(st, Site::V, l, st.v.data(), kvd);
+    for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) { qkv_post(st, l, r0, r1, false, true); });
+  } else {
+    for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) { qkv_post(st, l, r0, r1, true, true); });
+  }
 
   // With a cache, the sequence's keys are its cached positions followed by the new ones: append, then read
   // everything from the cache. Without one, the keys are the sequence's own rows of k/v.
@@ -105,7 +116,17 @@ void attention_forward(ForwardState& st, int l) {
     }
   });
 
-  gemm_xwt(T, st.att.data(), qd, lw.wo, st.h.data(), H, st.compute, /*accumulate=*/true, pool);
+  if (!recording(st, Site::O, l)) {
+    gemm_xwt(T, st.att.data(), qd, lw.wo, st.h.data(), H, st.compute, /*accumulate=*/true, pool);
+    return;
+  }
+  // Site `o`: the projection's own output goes to x (free since the q/k/v products), is recorded, then added to
+  // the residual stream.
+  gemm_xwt(T, st.att.data(), qd, lw.wo, st.x.data(), H, st.compute, /*accumulate=*/false, pool);
+  record_block(st, Site::O, l, st.x.data(), H);
+  for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) {
+    add_inplace(st.h.data() + r0 * H, st.x.data() + r0 * H, (r1 - r0) * H);
+  });
 }
 
 }  // namespace detail

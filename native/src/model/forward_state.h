@@ -31,6 +31,20 @@ struct AttnBlock {
   int32_t seq, q0, q1;
 };
 
+// What the current forward records at the sites (statistics, a capture), prepared by begin_recording
+// (model/site_pass.h) before the layer loop so that the loop itself allocates nothing.
+struct SiteRecording {
+  ActivationStats* stats = nullptr;
+  int32_t stats_layers = 0;          // stats->n_layers(), or 0 without stats
+  const uint8_t* mask = nullptr;     // per token, nonzero = counted; null = all counted
+  Site capture_site = Site::Act;
+  int32_t capture_layer = -1;        // -1: no capture
+  float* capture = nullptr;          // [T][width of capture_site]
+  std::vector<int64_t> seq_counted;  // per sequence: its counted tokens
+  std::vector<int64_t> seq_row;      // per sequence: its row in every site's seq_means, or -1 (nothing counted)
+  bool any() const { return stats != nullptr || capture_layer >= 0; }
+};
+
 struct ForwardState {
   const ModelConfig* cfg = nullptr;
   const ModelWeights* w = nullptr;
@@ -66,6 +80,8 @@ struct ForwardState {
   std::vector<float> scores;  // [n_threads, max_ctx]  attention probabilities of one query row
   std::vector<float> rows;    // [<= kLmChunk, hidden]  gathered rows for the LM head
   std::vector<float> chunk;   // [kLmChunk, vocab]  LM head output of one chunk (targets without full logits)
+
+  SiteRecording rec;
 
   std::mutex mu;
 };

@@ -10,6 +10,7 @@
 
 #include "kernels/ops.h"
 #include "model/forward_state.h"
+#include "model/site_pass.h"
 
 namespace ln {
 
@@ -132,6 +133,9 @@ static void validate_request(const ModelConfig& c, const ForwardRequest& r) {
         fail("forward: target id " + to_string(r.targets[t]) + " at index " + to_string(t) +
              " is outside the vocabulary (use -1 to skip a position)");
 
+  if (r.count_mask && !r.stats) fail("forward: count_mask given without stats");
+  detail::validate_recording(c, r);
+
   KvCache* kc = r.cache;
   if (kc) {
     if (!r.cache_slots) fail("forward: cache_slots are required with a cache");
@@ -234,15 +238,18 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
   validate_request(cfg_, req);
   ForwardState& st = *impl_;
   prepare(st, req, pool_.size());
+  detail::begin_recording(st, req, out);
   const int64_t T = st.T, H = cfg_.hidden, V = cfg_.vocab;
 
   detail::for_row_blocks(pool_, T, [&](int64_t r0, int64_t r1) {
     embed_rows(w_.embed, req.tokens + r0, r1 - r0, st.h.data() + r0 * H, H);
   });
-  for (int l = 0; l < cfg_.n_layers; ++l) {
+  const int n_run = req.last_layer < 0 ? cfg_.n_layers : req.last_layer + 1;
+  for (int l = 0; l < n_run; ++l) {
     detail::attention_forward(st, l);
     detail::ffn_forward(st, l);
   }
+  detail::end_recording(st);
   if (req.cache)
     for (const detail::SeqSpan& s : st.seqs) req.cache->lengths_[size_t(s.slot)] = s.pos0 + s.len;
 

@@ -8,8 +8,11 @@
 
 #include "core/thread_pool.h"
 #include "kernels/gemm.h"
+#include "model/sites.h"
 
 namespace ln {
+
+class ActivationStats;  // model/stats.h
 
 enum class RopeType : int32_t { Default = 0, Llama3 = 1 };
 
@@ -93,11 +96,25 @@ struct ForwardRequest {
   // Optional next-token targets, one per token (-1: ignored). For each target position t, target_logprobs[t]
   // receives log softmax(logits_t)[targets[t]] without the full logits having to be returned.
   const int32_t* targets = nullptr;
+
+  // Profiling (model/stats.h). With `stats`, every site it profiles is accumulated at its layers; only tokens
+  // whose count_mask entry is nonzero are counted (null: all; n_tokens entries: BOS and padding are fed
+  // but not counted). The stats object must have been made for this model's shapes.
+  ActivationStats* stats = nullptr;
+  const uint8_t* count_mask = nullptr;
+  // -1: every layer. Otherwise stop after layer last_layer: no later layers, no final norm, no LM head (so
+  // logits must be None, and targets and a cache are refused).
+  int32_t last_layer = -1;
+  // capture_layer >= 0: copy the [n_tokens x width] values of capture_site at that layer into
+  // ForwardResult::capture (every token, whatever the mask), for tests and debugging.
+  Site capture_site = Site::Act;
+  int32_t capture_layer = -1;
 };
 
 struct ForwardResult {
   std::vector<float> logits;           // Last: n_seqs x vocab; All: n_tokens x vocab; None: empty
   std::vector<float> target_logprobs;  // n_tokens when targets were given (0 where ignored)
+  std::vector<float> capture;          // n_tokens x site width when a capture was asked for, else empty
 };
 
 class Model {
