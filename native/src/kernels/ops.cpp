@@ -1,16 +1,17 @@
 #include "kernels/ops.h"
 
+#include "kernels/math.h"
+
 #include <cmath>
 
 namespace ln {
 
+// The per-element math lives in kernels/math.h, shared with the CUDA kernels (one definition, tested once).
 void rmsnorm(const float* x, const float* w, float* y, int64_t n, float eps) {
   double ss = 0;
   for (int64_t i = 0; i < n; ++i) ss += double(x[i]) * double(x[i]);
-  // transformers: variance (float32) + eps, rsqrt, then x * r, then weight * (that).
-  const float var = float(ss / double(n));
-  const float r = float(1.0 / std::sqrt(double(var + eps)));
-  for (int64_t i = 0; i < n; ++i) y[i] = w[i] * (x[i] * r);
+  const float r = math::rmsnorm_inv_rms(ss, n, eps);
+  for (int64_t i = 0; i < n; ++i) y[i] = math::rmsnorm_apply(x[i], r, w[i]);
 }
 
 void rmsnorm_rows(int64_t M, const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t n,
@@ -18,39 +19,19 @@ void rmsnorm_rows(int64_t M, const float* x, int64_t ldx, const float* w, float*
   for (int64_t r = 0; r < M; ++r) rmsnorm(x + r * ldx, w, y + r * ldy, n, eps);
 }
 
-void rope_inv_freq(int head_dim, double theta, const RopeScaling& s, double* inv_freq) {
+void rope_inv_freq(int head_dim, double theta, const RopeScaling& sc, double* inv_freq) {
   const int half = head_dim / 2;
-  for (int i = 0; i < half; ++i) inv_freq[i] = std::pow(theta, -2.0 * i / double(head_dim));
-  if (!s.llama3) return;
-  // Llama 3.1: long wavelengths (beyond the original context / low_freq_factor) are slowed down by `factor`,
-  // short ones (below original context / high_freq_factor) are kept, and the band between is interpolated.
-  const double pi = 3.14159265358979323846;
-  const double low_wavelen = s.original_max_positions / s.low_freq_factor;
-  const double high_wavelen = s.original_max_positions / s.high_freq_factor;
   for (int i = 0; i < half; ++i) {
-    const double f = inv_freq[i], wavelen = 2 * pi / f;
-    if (wavelen < high_wavelen) continue;
-    if (wavelen > low_wavelen) {
-      inv_freq[i] = f / s.factor;
-    } else {
-      const double smooth =
-          (s.original_max_positions / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-      inv_freq[i] = (1 - smooth) * f / s.factor + smooth * f;
-    }
+    inv_freq[i] = math::rope_base_inv_freq(i, head_dim, theta);
+    if (sc.llama3)
+      inv_freq[i] = math::llama3_scale_inv_freq(inv_freq[i], sc.factor, sc.low_freq_factor, sc.high_freq_factor,
+                                                sc.original_max_positions);
   }
 }
 
 void rope_tables(const float* inv_freq, int half, int64_t p0, int64_t p1, float* cos_out, float* sin_out) {
-  for (int64_t p = p0; p < p1; ++p) {
-    float* c = cos_out + (p - p0) * half;
-    float* s = sin_out + (p - p0) * half;
-    for (int i = 0; i < half; ++i) {
-      // float(p) is exact for any realistic position (< 2^24); the product is rounded to float like torch's.
-      const float angle = float(p) * inv_freq[i];
-      c[i] = float(std::cos(double(angle)));
-      s[i] = float(std::sin(double(angle)));
-    }
-  }
+  for (int64_t p = p0; p < p1; ++p)
+    for (int i = 0; i < half; ++i) math::rope_cos_sin(p, inv_freq[i], cos_out + (p - p0) * half + i, sin_out + (p - p0) * half + i);
 }
 
 void rope_apply(float* x, int n_heads, int head_dim, const float* cos_row, const float* sin_row) {
@@ -58,11 +39,7 @@ void rope_apply(float* x, int n_heads, int head_dim, const float* cos_row, const
   for (int h = 0; h < n_heads; ++h) {
     float* a = x + int64_t(h) * head_dim;
     float* b = a + half;
-    for (int i = 0; i < half; ++i) {
-      const float x0 = a[i], x1 = b[i];
-      a[i] = x0 * cos_row[i] - x1 * sin_row[i];
-      b[i] = x1 * cos_row[i] + x0 * sin_row[i];
-    }
+    for (int i = 0; i < half; ++i) math::rope_rotate(a[i], b[i], cos_row[i], sin_row[i], a + i, b + i);
   }
 }
 

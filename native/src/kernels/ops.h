@@ -3,6 +3,7 @@
 // where the time goes. Activation buffers are owned float arrays (aligned); weights are read only through
 // convert_to_f32 / load_as_f32 (memcpy), so misaligned checkpoint pointers are fine.
 #pragma once
+#include "kernels/math.h"
 #include <cmath>
 #include <cstdint>
 
@@ -35,7 +36,7 @@ void rope_tables(const float* inv_freq, int half, int64_t p0, int64_t p1, float*
 void rope_apply(float* x, int n_heads, int head_dim, const float* cos_row, const float* sin_row);
 
 // silu(g) = g / (1 + exp(-g)) in float32 (torch's F.silu).
-inline float silu(float g) { return g / (1.f + std::exp(-g)); }
+inline float silu(float g) { return math::silu(g); }
 void silu_inplace(float* x, int64_t n);
 void mul_inplace(float* x, const float* y, int64_t n);  // x *= y
 void add_inplace(float* x, const float* y, int64_t n);  // x += y
