@@ -161,10 +161,14 @@ LN_TEST(ops_logsumexp_bias_round_embed) {
 }
 
 LN_TEST(ops_attend_row_matches_double) {
+  // magnitude 30 spreads the scores over hundreds of nats: exercises the exp range reduction and underflow
+  for (float magnitude : {1.f, 30.f})
   for (int hd : {8, 12, 64, 72}) {
     const int n_keys = 37;
     const int64_t ld = 3 * hd;  // keys of one kv head inside wider rows
-    const auto q = rand_vec(size_t(hd), -1.f, 1.f, 20), kv = rand_vec(size_t(2 * n_keys * ld), -1.f, 1.f, 21);
+    auto q = rand_vec(size_t(hd), -1.f, 1.f, 20);
+    for (float& x : q) x *= magnitude;
+    const auto kv = rand_vec(size_t(2 * n_keys * ld), -1.f, 1.f, 21);
     const float* k = kv.data();
     const float* v = kv.data() + n_keys * ld;
     const float scale = 1.f / std::sqrt(float(hd));
