@@ -4,11 +4,13 @@ import { Command, CommanderError } from 'commander';
 
 import { LangneuronsError } from '../errors.js';
 import { registerDemo } from './commands/demo.js';
+import { registerEval } from './commands/eval.js';
 import { registerGenerate } from './commands/generate.js';
 import { registerIdentify } from './commands/identify.js';
 import { registerInfo } from './commands/info.js';
 import { registerMasks } from './commands/masks.js';
 import { registerProfile } from './commands/profile.js';
+import { registerResults } from './commands/results.js';
 import { registerScore } from './commands/score.js';
 import { registerStats } from './commands/stats.js';
 
@@ -25,6 +27,8 @@ export function buildProgram(): Command {
   registerStats(program);
   registerIdentify(program);
   registerMasks(program);
+  registerEval(program);
+  registerResults(program);
   registerDemo(program);
   return program;
 }

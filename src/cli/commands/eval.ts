@@ -1,0 +1,86 @@
+import type { Command } from 'commander';
+import { existsSync, statSync } from 'node:fs';
+import path from 'node:path';
+
+import { LangneuronsError } from '../../errors.js';
+import { ModelScorer } from '../../eval/scorer.js';
+import { datasetDir, isTask, languagesIn, prepareTask, TASKS, type TaskName } from '../../eval/tasks.js';
+import { runPlan, type EvalResult, type Variant } from '../../eval/run.js';
+import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
+import { parseIntOption, printResult, Progress } from '../output.js';
+
+interface EvalCli extends ModelCliOptions {
+  task: string; langs?: string; pairs?: string; data?: string; text?: string; prompt?: string; split?: string; out: string;
+  intervene?: string; delta?: string; variant?: string; limit?: number; batchItems: number; langName: string[];
+}
+
+const collect = (v: string, acc: string[]) => [...acc, v];
+
+export function registerEval(program: Command): void {
+  addModelOptions(program
+    .command('eval <model-dir>')
+    .description(`evaluate on local datasets (tasks: ${TASKS.join(', ')}); one result JSON per task, language and variant`)
+    .requiredOption('--task <tasks>', 'comma-separated tasks')
+    .option('--langs <langs>', 'comma-separated languages (dataset config names or ISO codes), or "all"')
+    .option('--pairs <pairs>', 'flores: comma-separated <src>-<tgt> pairs, e.g. eng_Latn-mlt_Latn')
+    .option('--data <dir>', 'dataset folder (with several tasks: a folder holding one sub-folder per task)')
+    .option('--text <dir>', 'ppl: held-out text folder (<lang>.txt / .jsonl / .parquet with a "text" column)')
+    .option('--prompt <format>', 'prompt format (flores: gurgurov, rahmanisa; belebele: generate, loglik; xnli: lm-eval, generate; include/mmlu: loglik, generate)')
+    .option('--split <name>', 'dataset split (default per task: devtest, test or validation)')
+    .option('--out <dir>', 'results folder', 'results')
+    .option('--intervene <spec>', 'evaluate under an intervention (engine option; see src/intervene)')
+    .option('--delta <path>', 'fine-tuned variant: a merged checkpoint folder (delta files need `delta apply` first)')
+    .option('--variant <name>', 'variant name recorded in the results (default: base / intervene / delta)')
+    .option('--limit <n>', 'first n items per language only', parseIntOption('--limit', 1))
+    .option('--batch-items <n>', 'items per batched engine call', parseIntOption('--batch-items', 1), 16)
+    .option('--lang-name <code=Name>', 'English name of a FLORES code for the translation prompts (repeatable)', collect, []))
+    .action(async (dir: string, o: EvalCli) => {
+      const tasks = o.task.split(',').map((t) => t.trim()).filter(Boolean);
+      for (const t of tasks) if (!isTask(t)) throw new LangneuronsError('E_OPTIONS', `unknown task '${t}' (tasks: ${TASKS.join(', ')})`, { field: 'task' });
+      let modelDir = dir;
+      const variant: Variant = { name: o.variant ?? 'base' };
+      if (o.delta) {
+        if (!existsSync(o.delta)) throw new LangneuronsError('E_IO', `${o.delta}: --delta not found`, { file: o.delta });
+        if (!statSync(o.delta).isDirectory())
+          // TODO(delta): apply a delta file with the training engineer's `delta apply` once it lands (src/train).
+          throw new LangneuronsError('E_OPTIONS', `${o.delta}: --delta takes a merged checkpoint folder for now; apply the delta file to <model> first`, { file: o.delta, field: 'delta' });
+        modelDir = o.delta;
+        variant.delta = o.delta;
+        variant.name = o.variant ?? `delta-${path.basename(path.resolve(o.delta))}`;
+      }
+      if (o.intervene) { variant.intervene = o.intervene; variant.name = o.variant ?? `intervene-${o.intervene}`; }
+      const langNames = Object.fromEntries(o.langName.map((s) => {
+        const k = s.indexOf('=');
+        if (k <= 0) throw new LangneuronsError('E_OPTIONS', `--lang-name takes code=Name, got '${s}'`, { field: 'lang-name' });
+        return [s.slice(0, k), s.slice(k + 1)];
+      }));
+      const model = await openModel(modelDir, o);
+      const scorer = new ModelScorer(model, o.intervene ? { intervene: o.intervene } : {});
+      const results: EvalResult[] = [];
+      for (const task of tasks as TaskName[]) {
+        const root = task === 'ppl' ? o.text ?? o.data : o.data;
+        if (!root) throw new LangneuronsError('E_OPTIONS', `${task} needs ${task === 'ppl' ? '--text' : '--data'} <dir>`, { field: task === 'ppl' ? 'text' : 'data' });
+        const ddir = datasetDir(root, task);
+        let langs: string[];
+        if (task === 'flores') {
+          if (!o.pairs) throw new LangneuronsError('E_OPTIONS', 'flores needs --pairs <src>-<tgt>[,...]', { field: 'pairs' });
+          langs = o.pairs.split(',').map((s) => s.trim()).filter(Boolean);
+        } else {
+          if (!o.langs) throw new LangneuronsError('E_OPTIONS', `${task} needs --langs`, { field: 'langs' });
+          langs = o.langs === 'all' ? languagesIn(task, ddir, o.split) : o.langs.split(',').map((s) => s.trim()).filter(Boolean);
+        }
+        for (const lang of langs) {
+          const plan = await prepareTask(task, {
+            dir: ddir, lang, langNames, ...(o.prompt && task !== 'ppl' ? { prompt: o.prompt } : {}),
+            ...(o.split ? { split: o.split } : {}), ...(o.limit ? { limit: o.limit } : {}),
+          });
+          const progress = new Progress(`${task} ${lang}`, o);
+          const r = await runPlan(plan, { scorer, outDir: o.out, model: path.resolve(modelDir), variant, batchItems: o.batchItems, onProgress: (d, t) => progress.update(d, t, 'items') });
+          progress.done();
+          results.push(r);
+          if (!o.json) process.stderr.write(`${task} ${lang} [${variant.name}, ${plan.prompt}]: ${Object.entries(r.metrics).filter(([, v]) => typeof v === 'number').map(([k, v]) => `${k}=${(v as number).toFixed(4)}`).join(' ')}\n`);
+        }
+      }
+      printResult(o, { results }, () => `${results.length} result file(s) in ${o.out}`);
+    });
+}

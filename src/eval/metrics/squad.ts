@@ -1,0 +1,59 @@
+// SQuAD v1.1 answer normalisation, exact match and F1 (the official evaluate-v1.1.py, as wrapped by Hugging Face
+// `evaluate`'s squad metric): lower-case, drop ASCII punctuation (Python string.punctuation), drop the articles
+// a/an/the, collapse whitespace; F1 over whitespace tokens; the best score over the gold answers.
+// Token-id variants (Mondal et al. report EM/F1 on token ids): the same, on the model tokenizer's ids of the
+// stripped strings (no special tokens, no normalisation beyond stripping).
+
+const PUNCT = new Set('!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~');
+
+export function normalizeAnswer(s: string): string {
+  const lower = s.toLowerCase();
+  const noPunc = Array.from(lower).filter((c) => !PUNCT.has(c)).join('');
+  // Python's re \b is Unicode-aware: a word character is a letter, a number or '_'.
+  const noArticles = noPunc.replace(/(?<![\p{L}\p{N}_])(a|an|the)(?![\p{L}\p{N}_])/gu, ' ');
+  return noArticles.split(/\s+/u).filter(Boolean).join(' ');
+}
+
+function f1Tokens<T>(pred: T[], gold: T[]): number {
+  const counts = new Map<T, number>();
+  for (const g of gold) counts.set(g, (counts.get(g) ?? 0) + 1);
+  let same = 0;
+  for (const p of pred) {
+    const c = counts.get(p) ?? 0;
+    if (c > 0) { same++; counts.set(p, c - 1); }
+  }
+  if (same === 0) return 0;
+  const precision = same / pred.length, recall = same / gold.length;
+  return (2 * precision * recall) / (precision + recall);
+}
+
+export function exactMatch(prediction: string, gold: string): number {
+  return normalizeAnswer(prediction) === normalizeAnswer(gold) ? 1 : 0;
+}
+
+export function f1Score(prediction: string, gold: string): number {
+  const p = normalizeAnswer(prediction).split(' ').filter(Boolean);
+  const g = normalizeAnswer(gold).split(' ').filter(Boolean);
+  return f1Tokens(p, g);
+}
+
+const best = (xs: number[]): number => (xs.length ? Math.max(...xs) : 0);
+
+/** EM and F1 of one prediction against its gold answers, on 0–1. */
+export function squadScores(prediction: string, golds: string[]): { em: number; f1: number } {
+  return { em: best(golds.map((g) => exactMatch(prediction, g))), f1: best(golds.map((g) => f1Score(prediction, g))) };
+}
+
+/** EM and F1 on token ids. */
+export function tokenIdScores(prediction: number[], golds: number[][]): { em: number; f1: number } {
+  const eq = (a: number[], b: number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+  return { em: best(golds.map((g) => (eq(prediction, g) ? 1 : 0))), f1: best(golds.map((g) => f1Tokens(prediction, g))) };
+}
+
+/** Corpus EM/F1 as the SQuAD script reports them: means over questions, times 100. */
+export function squadCorpus(predictions: string[], golds: string[][]): { exact_match: number; f1: number } {
+  let em = 0, f1 = 0;
+  predictions.forEach((p, i) => { const s = squadScores(p, golds[i]!); em += s.em; f1 += s.f1; });
+  const n = predictions.length || 1;
+  return { exact_match: (100 * em) / n, f1: (100 * f1) / n };
+}

@@ -1,0 +1,127 @@
+// Prompt formats (../shared/docs/METHODS.md §6) and the per-language tables they need.
+import { LangneuronsError } from '../errors.js';
+
+/** English names of FLORES-200 codes (for the translation prompts). Unknown codes need --lang-name. */
+export const FLORES_NAMES: Record<string, string> = {
+  eng_Latn: 'English', mlt_Latn: 'Maltese', swh_Latn: 'Swahili', ind_Latn: 'Indonesian', hat_Latn: 'Haitian Creole',
+  fra_Latn: 'French', deu_Latn: 'German', spa_Latn: 'Spanish', ita_Latn: 'Italian', por_Latn: 'Portuguese',
+  nld_Latn: 'Dutch', pol_Latn: 'Polish', ces_Latn: 'Czech', slk_Latn: 'Slovak', slv_Latn: 'Slovenian',
+  ron_Latn: 'Romanian', hun_Latn: 'Hungarian', fin_Latn: 'Finnish', est_Latn: 'Estonian', lvs_Latn: 'Latvian',
+  lit_Latn: 'Lithuanian', dan_Latn: 'Danish', swe_Latn: 'Swedish', nob_Latn: 'Norwegian Bokmål', isl_Latn: 'Icelandic',
+  tur_Latn: 'Turkish', vie_Latn: 'Vietnamese', tgl_Latn: 'Tagalog', zsm_Latn: 'Malay', yor_Latn: 'Yoruba',
+  hau_Latn: 'Hausa', ibo_Latn: 'Igbo', zul_Latn: 'Zulu', xho_Latn: 'Xhosa', amh_Ethi: 'Amharic', som_Latn: 'Somali',
+  quy_Latn: 'Quechua', eus_Latn: 'Basque', cat_Latn: 'Catalan', glg_Latn: 'Galician', cym_Latn: 'Welsh',
+  gle_Latn: 'Irish', als_Latn: 'Albanian', bos_Latn: 'Bosnian', hrv_Latn: 'Croatian', srp_Cyrl: 'Serbian',
+  bul_Cyrl: 'Bulgarian', mkd_Cyrl: 'Macedonian', rus_Cyrl: 'Russian', ukr_Cyrl: 'Ukrainian', bel_Cyrl: 'Belarusian',
+  kaz_Cyrl: 'Kazakh', ell_Grek: 'Greek', heb_Hebr: 'Hebrew', arb_Arab: 'Arabic', pes_Arab: 'Persian', urd_Arab: 'Urdu',
+  hin_Deva: 'Hindi', mar_Deva: 'Marathi', npi_Deva: 'Nepali', ben_Beng: 'Bengali', tam_Taml: 'Tamil', tel_Telu: 'Telugu',
+  kan_Knda: 'Kannada', mal_Mlym: 'Malayalam', guj_Gujr: 'Gujarati', pan_Guru: 'Punjabi', sin_Sinh: 'Sinhala',
+  tha_Thai: 'Thai', khm_Khmr: 'Khmer', lao_Laoo: 'Lao', mya_Mymr: 'Burmese', kat_Geor: 'Georgian', hye_Armn: 'Armenian',
+  zho_Hans: 'Chinese', zho_Hant: 'Chinese (Traditional)', jpn_Jpan: 'Japanese', kor_Hang: 'Korean', azj_Latn: 'Azerbaijani',
+  uzn_Latn: 'Uzbek', kir_Cyrl: 'Kyrgyz', tat_Cyrl: 'Tatar', epo_Latn: 'Esperanto', ltz_Latn: 'Luxembourgish',
+};
+
+/** Short codes (ISO 639-1 as the XNLI/XCOPA/XQuAD configs use them) -> the other datasets' names. */
+export const LANG_ALIASES: Record<string, { flores?: string; include?: string }> = {
+  en: { flores: 'eng_Latn', include: 'English' }, mt: { flores: 'mlt_Latn' }, sw: { flores: 'swh_Latn' },
+  id: { flores: 'ind_Latn', include: 'Indonesian' }, ht: { flores: 'hat_Latn' }, fr: { flores: 'fra_Latn', include: 'French' },
+  de: { flores: 'deu_Latn', include: 'German' }, es: { flores: 'spa_Latn', include: 'Spanish' }, it: { flores: 'ita_Latn', include: 'Italian' },
+  pt: { flores: 'por_Latn', include: 'Portuguese' }, nl: { flores: 'nld_Latn', include: 'Dutch' }, pl: { flores: 'pol_Latn', include: 'Polish' },
+  tr: { flores: 'tur_Latn', include: 'Turkish' }, vi: { flores: 'vie_Latn', include: 'Vietnamese' }, zh: { flores: 'zho_Hans', include: 'Chinese' },
+  ja: { flores: 'jpn_Jpan', include: 'Japanese' }, ko: { flores: 'kor_Hang', include: 'Korean' }, ru: { flores: 'rus_Cyrl', include: 'Russian' },
+  uk: { flores: 'ukr_Cyrl', include: 'Ukrainian' }, bg: { flores: 'bul_Cyrl', include: 'Bulgarian' }, el: { flores: 'ell_Grek', include: 'Greek' },
+  ar: { flores: 'arb_Arab', include: 'Arabic' }, he: { flores: 'heb_Hebr', include: 'Hebrew' }, fa: { flores: 'pes_Arab', include: 'Persian' },
+  hi: { flores: 'hin_Deva', include: 'Hindi' }, ur: { flores: 'urd_Arab', include: 'Urdu' }, bn: { flores: 'ben_Beng', include: 'Bengali' },
+  ta: { flores: 'tam_Taml', include: 'Tamil' }, te: { flores: 'tel_Telu', include: 'Telugu' }, th: { flores: 'tha_Thai' },
+  et: { flores: 'est_Latn', include: 'Estonian' }, fi: { flores: 'fin_Latn', include: 'Finnish' }, hu: { flores: 'hun_Latn', include: 'Hungarian' },
+  ro: { flores: 'ron_Latn' }, qu: { flores: 'quy_Latn' }, eu: { flores: 'eus_Latn', include: 'Basque' }, ka: { flores: 'kat_Geor', include: 'Georgian' },
+  hy: { flores: 'hye_Armn', include: 'Armenian' }, kk: { flores: 'kaz_Cyrl', include: 'Kazakh' }, sq: { flores: 'als_Latn', include: 'Albanian' },
+  hr: { flores: 'hrv_Latn', include: 'Croatian' }, sr: { flores: 'srp_Cyrl', include: 'Serbian' }, lt: { flores: 'lit_Latn', include: 'Lithuanian' },
+  ms: { flores: 'zsm_Latn', include: 'Malay' }, az: { flores: 'azj_Latn', include: 'Azerbaijani' }, be: { flores: 'bel_Cyrl', include: 'Belarusian' },
+  ne: { flores: 'npi_Deva', include: 'Nepali' }, ml: { flores: 'mal_Mlym', include: 'Malayalam' }, tl: { flores: 'tgl_Latn', include: 'Tagalog' },
+};
+
+export function floresName(code: string, override?: Record<string, string>): string {
+  const n = override?.[code] ?? FLORES_NAMES[code];
+  if (!n) throw new LangneuronsError('E_OPTIONS', `no English name known for '${code}' (translation prompts name the languages): pass --lang-name ${code}=<Name>`, { field: 'lang-name' });
+  return n;
+}
+
+// ---- FLORES translation -------------------------------------------------------------------------------
+export const FLORES_PROMPTS = ['gurgurov', 'rahmanisa'] as const;
+export type FloresPrompt = typeof FLORES_PROMPTS[number];
+
+export function floresPrompt(variant: FloresPrompt, src: string, srcName: string, tgtName: string): string {
+  // Gurgurov: "Translate this sentence into {tgt}: {src} Translation:"
+  if (variant === 'gurgurov') return `Translate this sentence into ${tgtName}: ${src} Translation:`;
+  // Rahmanisa: "Translate from English to {Lang}.\n\nEnglish: {src}\n{Lang}:" (the source language named likewise)
+  return `Translate from ${srcName} to ${tgtName}.\n\n${srcName}: ${src}\n${tgtName}:`;
+}
+
+// ---- Belebele ------------------------------------------------------------------------------------------
+export const LETTERS = ['A', 'B', 'C', 'D'] as const;
+
+export function belebelePrompt(passage: string, question: string, answers: string[]): string {
+  return `Read the following passage and pick the right answer.\n\nPassage: ${passage}\n\nQuestion: ${question}\n\n` +
+    answers.map((a, i) => `${LETTERS[i]}) ${a}`).join('\n') + '\n\nAnswer:';
+}
+
+// ---- INCLUDE / MMLU ------------------------------------------------------------------------------------
+export function mcqPrompt(question: string, choices: string[]): string {
+  return `${question}\n` + choices.map((c, i) => `${LETTERS[i]}) ${c}`).join('\n') + '\nAnswer:';
+}
+
+/** The first stand-alone letter A-D of a generation ("B", " B) ...", "Answer: C"), or null. */
+export function extractLetter(text: string, n = 4): number | null {
+  const m = new RegExp(`(?:^|[^A-Za-z])([${LETTERS.slice(0, n).join('')}])(?![A-Za-z])`).exec(text);
+  return m ? LETTERS.indexOf(m[1] as typeof LETTERS[number]) : null;
+}
+
+// ---- XNLI ----------------------------------------------------------------------------------------------
+/** lm-evaluation-harness tasks/xnli/utils.py: "{premise}, {QUESTION_WORD}?" + " {LABEL}, {hypothesis}". */
+export const XNLI_WORDS: Record<string, [question: string, entailment: string, neutral: string, contradiction: string]> = {
+  ar: ['صحيح', 'نعم', 'لذا', 'رقم'], bg: ['правилно', 'да', 'така', 'не'], de: ['richtig', 'Ja', 'Auch', 'Nein'],
+  el: ['σωστός', 'Ναί', 'Έτσι', 'όχι'], en: ['right', 'Yes', 'Also', 'No'], es: ['correcto', 'Sí', 'Asi que', 'No'],
+  fr: ['correct', 'Oui', 'Aussi', 'Non'], hi: ['सही', 'हाँ', 'इसलिए', 'नहीं'], ru: ['правильно', 'Да', 'Так', 'Нет'],
+  sw: ['sahihi', 'Ndiyo', 'Hivyo', 'Hapana'], th: ['ถูกต้อง', 'ใช่', 'ดังนั้น', 'ไม่'], tr: ['doğru', 'Evet', 'Böylece', 'Hayır'],
+  ur: ['صحیح', 'جی ہاں', 'اس لئے', 'نہیں'], vi: ['đúng', 'Vâng', 'Vì vậy', 'Không'], zh: ['正确', '是的', '所以', '不是的'],
+};
+
+/** Generative XNLI (options 1. Entailment 2. Neutral 3. Contradiction); METHODS.md gives no exact string. */
+export function xnliGenerativePrompt(premise: string, hypothesis: string): string {
+  return `Premise: ${premise}\nHypothesis: ${hypothesis}\nWhat is the relation between the premise and the hypothesis?\n` +
+    `1. Entailment\n2. Neutral\n3. Contradiction\nAnswer:`;
+}
+
+export function extractXnliLabel(text: string): number | null {
+  const m = /[123]|entailment|neutral|contradiction/i.exec(text);
+  if (!m) return null;
+  const t = m[0].toLowerCase();
+  return t === '1' || t === 'entailment' ? 0 : t === '2' || t === 'neutral' ? 1 : 2;
+}
+
+// ---- XQuAD ---------------------------------------------------------------------------------------------
+/** Extractive QA by generation; METHODS.md gives no exact string. */
+export function xquadPrompt(context: string, question: string): string {
+  return `Context: ${context}\nQuestion: ${question}\nAnswer:`;
+}
+
+// ---- XCOPA ---------------------------------------------------------------------------------------------
+/** lm-evaluation-harness tasks/xcopa/utils.py connectors (cause, effect); 'en' from the English COPA task. */
+export const XCOPA_CONNECTORS: Record<string, { cause: string; effect: string }> = {
+  et: { cause: 'sest', effect: 'seetõttu' }, ht: { cause: 'poukisa', effect: 'donk sa' }, it: { cause: 'perché', effect: 'quindi' },
+  id: { cause: 'karena', effect: 'maka' }, qu: { cause: 'imataq', effect: 'chaymi' }, sw: { cause: 'kwa sababu', effect: 'kwa hiyo' },
+  zh: { cause: '因为', effect: '所以' }, ta: { cause: 'காரணமாக', effect: 'எனவே' }, th: { cause: 'เพราะ', effect: 'ดังนั้น' },
+  tr: { cause: 'çünkü', effect: 'bu yüzden' }, vi: { cause: 'bởi vì', effect: 'vì vậy' }, en: { cause: 'because', effect: 'therefore' },
+};
+
+/** lm-eval convert_choice: first character lower-cased. */
+export const xcopaChoice = (c: string): string => { const cs = Array.from(c); return (cs[0] ?? '').toLowerCase() + cs.slice(1).join(''); };
+
+/** lm-eval doc_to_text: the premise stripped, without its final character, then " " + connector. */
+export function xcopaContext(premise: string, question: string, lang: string): string {
+  const conn = XCOPA_CONNECTORS[lang];
+  if (!conn) throw new LangneuronsError('E_OPTIONS', `xcopa: no connectors for language '${lang}' (known: ${Object.keys(XCOPA_CONNECTORS).join(', ')})`, { field: 'langs' });
+  if (question !== 'cause' && question !== 'effect') throw new LangneuronsError('E_DATA', `xcopa: question must be "cause" or "effect", got "${question}"`);
+  return Array.from(premise.trim()).slice(0, -1).join('') + ` ${conn[question]}`; // Python slices code points
+}

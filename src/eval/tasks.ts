@@ -1,0 +1,291 @@
+// Task definitions: where each dataset's files are, how items become prompts / (context, continuation) pairs,
+// and how outputs are scored. Each `prepare*` returns a TaskPlan the runner executes in batches.
+import path from 'node:path';
+import { existsSync } from 'node:fs';
+
+import { LangneuronsError } from '../errors.js';
+import { listConfigs, locate, readRows, requireColumns, requireDir, str, type Row } from './data.js';
+import {
+  belebelePrompt, extractLetter, extractXnliLabel, FLORES_PROMPTS, floresName, floresPrompt, LANG_ALIASES, LETTERS,
+  mcqPrompt, XNLI_WORDS, xnliGenerativePrompt, xquadPrompt, xcopaChoice, xcopaContext, type FloresPrompt,
+} from './prompts.js';
+import type { GenOptions, Pair } from './scorer.js';
+
+export const TASKS = ['ppl', 'flores', 'belebele', 'xnli', 'xquad', 'xcopa', 'xwinograd', 'include', 'mmlu'] as const;
+export type TaskName = typeof TASKS[number];
+
+/** Prompt formats per task; the first is the default. */
+export const PROMPT_FORMATS: Record<TaskName, readonly string[]> = {
+  ppl: ['text'],
+  flores: FLORES_PROMPTS,
+  belebele: ['generate', 'loglik'],
+  xnli: ['lm-eval', 'generate'],
+  xquad: ['generate'],
+  xcopa: ['lm-eval'],
+  xwinograd: ['partial'],
+  include: ['loglik', 'generate'],
+  mmlu: ['loglik', 'generate'],
+};
+
+export type PlanItem =
+  | { kind: 'mc'; id: string; pairs: Pair[]; choices: string[]; gold: number }
+  | { kind: 'gen'; id: string; prompt: string; refs: string[]; gold?: number }
+  | { kind: 'text'; id: string; text: string };
+
+export interface TaskPlan {
+  task: TaskName;
+  lang: string;
+  prompt: string;
+  files: string[];
+  items: PlanItem[];
+  gen?: GenOptions;
+  /** For generated answers: the choice index read from the output (null = none found). */
+  parseChoice?: (output: string) => number | null;
+}
+
+export interface PrepareOptions {
+  /** Dataset folder (already resolved to the task's own folder). */
+  dir: string;
+  lang: string;
+  prompt?: string;
+  split?: string;
+  limit?: number;
+  langNames?: Record<string, string>;
+}
+
+function badPrompt(task: TaskName, p: string): never {
+  throw new LangneuronsError('E_OPTIONS', `unknown prompt format '${p}' for ${task} (formats: ${PROMPT_FORMATS[task].join(', ')})`, { field: 'prompt' });
+}
+
+export function promptFor(task: TaskName, p?: string): string {
+  const fmt = p ?? PROMPT_FORMATS[task][0]!;
+  if (!PROMPT_FORMATS[task].includes(fmt)) badPrompt(task, fmt);
+  return fmt;
+}
+
+const DEFAULT_SPLIT: Record<TaskName, string> = {
+  ppl: 'test', flores: 'devtest', belebele: 'test', xnli: 'test', xquad: 'validation', xcopa: 'test', xwinograd: 'test', include: 'test', mmlu: 'test',
+};
+const PREFIXES: Partial<Record<TaskName, string[]>> = { xquad: ['xquad.'], xnli: ['xnli.'], xcopa: ['xcopa.'] };
+
+/** Candidate file/config names of a language in a dataset. */
+function namesFor(task: TaskName, lang: string): string[] {
+  const a = LANG_ALIASES[lang];
+  const out = [lang];
+  if (a?.flores && (task === 'belebele' || task === 'flores' || task === 'ppl')) out.push(a.flores);
+  if (a?.include && task === 'include') out.push(a.include);
+  return out;
+}
+
+/** The files of one language, or an error naming the folder, what was tried and the languages present. */
+export function locateLanguage(task: TaskName, dir: string, lang: string, split?: string): string[] {
+  requireDir(dir, `${task} dataset`);
+  const sp = split ?? DEFAULT_SPLIT[task];
+  const found = locate(dir, namesFor(task, lang), sp, { prefixes: PREFIXES[task] ?? [], textExt: task === 'flores' || task === 'ppl' });
+  if (!found.files.length) {
+    const have = listConfigs(dir, sp, PREFIXES[task] ?? []);
+    throw new LangneuronsError('E_DATA', `${dir}: no ${task} data for language '${lang}' (split ${sp}); languages present: ${have.join(', ') || 'none'}`, { file: dir, field: 'langs' });
+  }
+  return found.files;
+}
+
+export function languagesIn(task: TaskName, dir: string, split?: string): string[] {
+  requireDir(dir, `${task} dataset`);
+  return listConfigs(dir, split ?? DEFAULT_SPLIT[task], PREFIXES[task] ?? []);
+}
+
+async function rowsOf(files: string[]): Promise<{ file: string; row: Row; i: number; g: number }[]> {
+  const out: { file: string; row: Row; i: number; g: number }[] = [];
+  for (const f of files) (await readRows(f)).forEach((row, i) => out.push({ file: f, row, i, g: out.length }));
+  return out;
+}
+
+async function checkedRows(files: string[], columns: string[], dataset: string, limit?: number) {
+  const out: { file: string; row: Row; i: number; g: number }[] = [];
+  for (const f of files) {
+    const rows = await readRows(f);
+    requireColumns(f, rows, columns, dataset);
+    rows.forEach((row, i) => out.push({ file: f, row, i, g: out.length }));
+  }
+  return limit !== undefined ? out.slice(0, limit) : out;
+}
+
+/** lm-eval multiple choice: continuation = " " + choice (target_delimiter), normalised by the choice's length. */
+const mc = (id: string, context: string, choices: string[], gold: number): PlanItem =>
+  ({ kind: 'mc', id, pairs: choices.map((c) => ({ context, continuation: ` ${c}` })), choices, gold });
+
+function answerIndex(file: string, i: number, v: unknown, n: number, col: string): number {
+  let k: number | null = null;
+  if (typeof v === 'number' && Number.isInteger(v)) k = v;
+  else if (typeof v === 'string' && /^[A-Z]$/.test(v.trim())) k = v.trim().charCodeAt(0) - 65;
+  else if (typeof v === 'string' && /^\d+$/.test(v.trim())) k = Number(v.trim());
+  if (k === null || k < 0 || k >= n) throw new LangneuronsError('E_DATA', `${file}: row ${i}: column "${col}" is ${JSON.stringify(v)}, expected an index in [0, ${n}) or a letter`, { file, field: col });
+  return k;
+}
+
+// ---- tasks --------------------------------------------------------------------------------------------
+
+async function preparePpl(o: PrepareOptions): Promise<TaskPlan> {
+  const files = locateLanguage('ppl', o.dir, o.lang, o.split);
+  const rows = await rowsOf(files);
+  const items: PlanItem[] = [];
+  for (const { file, row, i } of rows) {
+    if (!('text' in row)) requireColumns(file, [row], ['text'], 'held-out text');
+    const t = row.text;
+    if (t === null || (typeof t === 'string' && !t.trim())) continue;
+    items.push({ kind: 'text', id: `${path.basename(file)}:${i}`, text: str(file, row, i, 'text') });
+  }
+  if (!items.length) throw new LangneuronsError('E_DATA', `${files.join(', ')}: no non-empty text`, { file: files[0]! });
+  return { task: 'ppl', lang: o.lang, prompt: 'text', files, items: o.limit !== undefined ? items.slice(0, o.limit) : items };
+}
+
+async function floresSide(dir: string, code: string, split: string): Promise<{ files: string[]; lines: string[] }> {
+  const files = locateLanguage('flores', dir, code, split);
+  const lines: string[] = [];
+  for (const f of files) {
+    const rows = await readRows(f);
+    const col = ['text', 'sentence'].find((c) => c in rows[0]!);
+    if (!col) requireColumns(f, rows, ['text'], 'FLORES (text files, or parquet with a "text" (flores_plus) or "sentence" column)');
+    rows.forEach((r, i) => lines.push(str(f, r, i, col!)));
+  }
+  return { files, lines };
+}
+
+async function prepareFlores(o: PrepareOptions): Promise<TaskPlan> {
+  const prompt = promptFor('flores', o.prompt) as FloresPrompt;
+  const [srcCode, tgtCode, extra] = o.lang.split('-');
+  if (!srcCode || !tgtCode || extra !== undefined) throw new LangneuronsError('E_OPTIONS', `flores: a pair is <src>-<tgt> (e.g. eng_Latn-mlt_Latn), got '${o.lang}'`, { field: 'pairs' });
+  const split = o.split ?? 'devtest';
+  const src = await floresSide(o.dir, srcCode, split), tgt = await floresSide(o.dir, tgtCode, split);
+  if (src.lines.length !== tgt.lines.length)
+    throw new LangneuronsError('E_DATA', `${src.files[0]} has ${src.lines.length} sentences but ${tgt.files[0]} has ${tgt.lines.length}: FLORES files must be parallel`, { file: tgt.files[0]! });
+  const srcName = floresName(srcCode, o.langNames), tgtName = floresName(tgtCode, o.langNames);
+  let items: PlanItem[] = src.lines.map((s, i) => ({ kind: 'gen', id: String(i), prompt: floresPrompt(prompt, s, srcName, tgtName), refs: [tgt.lines[i]!] }));
+  if (o.limit !== undefined) items = items.slice(0, o.limit);
+  return { task: 'flores', lang: o.lang, prompt, files: [...src.files, ...tgt.files], items, gen: { maxNewTokens: 128, stop: ['\n'], repetitionPenalty: 1.1 } };
+}
+
+const LETTER_GEN: GenOptions = { maxNewTokens: 8, stop: ['\n'], repetitionPenalty: 1.0 };
+
+async function prepareBelebele(o: PrepareOptions): Promise<TaskPlan> {
+  const prompt = promptFor('belebele', o.prompt);
+  const files = locateLanguage('belebele', o.dir, o.lang, o.split);
+  const cols = ['flores_passage', 'question', 'mc_answer1', 'mc_answer2', 'mc_answer3', 'mc_answer4', 'correct_answer_num'];
+  const rows = await checkedRows(files, cols, 'Belebele', o.limit);
+  const items = rows.map(({ file, row, i, g }) => {
+    const answers = [1, 2, 3, 4].map((k) => str(file, row, i, `mc_answer${k}`));
+    const gold = answerIndex(file, i, row.correct_answer_num, 5, 'correct_answer_num') - 1;
+    if (gold < 0) answerIndex(file, i, -1, 4, 'correct_answer_num');
+    const p = belebelePrompt(str(file, row, i, 'flores_passage'), str(file, row, i, 'question'), answers);
+    const id = `${g}:${String(row.link ?? '')}#${String(row.question_number ?? i)}`;
+    return prompt === 'loglik' ? mc(id, p, [...LETTERS], gold) : { kind: 'gen' as const, id, prompt: p, refs: [LETTERS[gold]!], gold };
+  });
+  return { task: 'belebele', lang: o.lang, prompt, files, items, ...(prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: (t: string) => extractLetter(t) } : {}) };
+}
+
+async function prepareXnli(o: PrepareOptions): Promise<TaskPlan> {
+  const prompt = promptFor('xnli', o.prompt);
+  const files = locateLanguage('xnli', o.dir, o.lang, o.split);
+  const rows = await checkedRows(files, ['premise', 'hypothesis', 'label'], 'XNLI', o.limit);
+  const words = XNLI_WORDS[o.lang];
+  if (prompt === 'lm-eval' && !words) throw new LangneuronsError('E_OPTIONS', `xnli: no lm-eval label words for '${o.lang}' (known: ${Object.keys(XNLI_WORDS).join(', ')}); use --prompt generate`, { field: 'langs' });
+  const items = rows.map(({ file, row, i, g }) => {
+    const premise = str(file, row, i, 'premise'), hyp = str(file, row, i, 'hypothesis');
+    const gold = answerIndex(file, i, row.label, 3, 'label');
+    const id = String(g);
+    if (prompt === 'lm-eval') {
+      const [q, e, n, c] = words!;
+      return mc(id, `${premise}, ${q}?`, [`${e}, ${hyp}`, `${n}, ${hyp}`, `${c}, ${hyp}`], gold);
+    }
+    return { kind: 'gen' as const, id, prompt: xnliGenerativePrompt(premise, hyp), refs: [String(gold + 1)], gold };
+  });
+  return { task: 'xnli', lang: o.lang, prompt, files, items, ...(prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: extractXnliLabel } : {}) };
+}
+
+async function prepareXquad(o: PrepareOptions): Promise<TaskPlan> {
+  const prompt = promptFor('xquad', o.prompt);
+  const files = locateLanguage('xquad', o.dir, o.lang, o.split);
+  const rows = await checkedRows(files, ['context', 'question', 'answers'], 'XQuAD', o.limit);
+  const items = rows.map(({ file, row, i, g }) => {
+    const a = row.answers as { text?: unknown } | null;
+    if (!a || typeof a !== 'object' || !Array.isArray(a.text) || !a.text.every((t) => typeof t === 'string'))
+      throw new LangneuronsError('E_DATA', `${file}: row ${i}: column "answers" must be {text: [...], answer_start: [...]}`, { file, field: 'answers' });
+    return { kind: 'gen' as const, id: typeof row.id === 'string' ? row.id : String(g), prompt: xquadPrompt(str(file, row, i, 'context'), str(file, row, i, 'question')), refs: a.text as string[] };
+  });
+  return { task: 'xquad', lang: o.lang, prompt, files, items, gen: { maxNewTokens: 32, stop: ['\n'], repetitionPenalty: 1.0 } };
+}
+
+async function prepareXcopa(o: PrepareOptions): Promise<TaskPlan> {
+  const prompt = promptFor('xcopa', o.prompt);
+  const files = locateLanguage('xcopa', o.dir, o.lang, o.split);
+  const rows = await checkedRows(files, ['premise', 'choice1', 'choice2', 'question', 'label'], 'XCOPA', o.limit);
+  const items = rows.map(({ file, row, i, g }) => {
+    const ctx = xcopaContext(str(file, row, i, 'premise'), str(file, row, i, 'question'), o.lang);
+    const choices = [xcopaChoice(str(file, row, i, 'choice1')), xcopaChoice(str(file, row, i, 'choice2'))];
+    return mc(String(row.idx ?? g), ctx, choices, answerIndex(file, i, row.label, 2, 'label'));
+  });
+  return { task: 'xcopa', lang: o.lang, prompt, files, items };
+}
+
+async function prepareXwinograd(o: PrepareOptions): Promise<TaskPlan> {
+  const prompt = promptFor('xwinograd', o.prompt);
+  const files = locateLanguage('xwinograd', o.dir, o.lang, o.split);
+  const rows = await checkedRows(files, ['sentence', 'option1', 'option2', 'answer'], 'XWinograd', o.limit);
+  const items: PlanItem[] = rows.map(({ file, row, i, g }) => {
+    const s = str(file, row, i, 'sentence');
+    const idx = s.indexOf('_');
+    if (idx < 0) throw new LangneuronsError('E_DATA', `${file}: row ${i}: the sentence has no "_" blank`, { file, field: 'sentence' });
+    // lm-eval xwinograd (partial scoring): contexts = sentence[:idx] + option; target = sentence[idx+1:].strip()
+    const target = s.slice(idx + 1).trim();
+    const opts = [str(file, row, i, 'option1'), str(file, row, i, 'option2')];
+    const gold = answerIndex(file, i, row.answer, 3, 'answer') - 1;
+    if (gold < 0) answerIndex(file, i, -1, 2, 'answer');
+    return { kind: 'mc', id: String(g), pairs: opts.map((op) => ({ context: s.slice(0, idx) + op, continuation: ` ${target}` })), choices: [target, target], gold };
+  });
+  return { task: 'xwinograd', lang: o.lang, prompt, files, items };
+}
+
+async function prepareMcq(task: 'include' | 'mmlu', o: PrepareOptions): Promise<TaskPlan> {
+  const prompt = promptFor(task, o.prompt);
+  const files = locateLanguage(task, o.dir, o.lang, o.split);
+  const rows0 = await rowsOf(files.slice(0, 1));
+  const hasChoices = 'choices' in rows0[0]!.row;
+  const cols = hasChoices ? ['question', 'choices', 'answer'] : ['question', 'option_a', 'option_b', 'option_c', 'option_d', 'answer'];
+  const rows = await checkedRows(files, cols, task === 'include' ? 'INCLUDE (question, option_a..option_d, answer) / MMLU-style' : 'MMLU (question, choices, answer) / Global-MMLU-style', o.limit);
+  const items = rows.map(({ file, row, i, g }) => {
+    let choices: string[];
+    if (hasChoices) {
+      const c = row.choices;
+      if (!Array.isArray(c) || c.length !== 4 || !c.every((x) => typeof x === 'string'))
+        throw new LangneuronsError('E_DATA', `${file}: row ${i}: column "choices" must be a list of 4 strings`, { file, field: 'choices' });
+      choices = c as string[];
+    } else choices = ['a', 'b', 'c', 'd'].map((k) => str(file, row, i, `option_${k}`));
+    const gold = answerIndex(file, i, row.answer, 4, 'answer');
+    const p = mcqPrompt(str(file, row, i, 'question').trim(), choices);
+    return prompt === 'loglik' ? mc(String(g), p, [...LETTERS], gold) : { kind: 'gen' as const, id: String(g), prompt: p, refs: [LETTERS[gold]!], gold };
+  });
+  return { task, lang: o.lang, prompt, files, items, ...(prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: (t: string) => extractLetter(t) } : {}) };
+}
+
+export function isTask(t: string): t is TaskName { return (TASKS as readonly string[]).includes(t); }
+
+export async function prepareTask(task: string, o: PrepareOptions): Promise<TaskPlan> {
+  if (!isTask(task)) throw new LangneuronsError('E_OPTIONS', `unknown task '${task}' (tasks: ${TASKS.join(', ')})`, { field: 'task' });
+  switch (task) {
+    case 'ppl': return preparePpl(o);
+    case 'flores': return prepareFlores(o);
+    case 'belebele': return prepareBelebele(o);
+    case 'xnli': return prepareXnli(o);
+    case 'xquad': return prepareXquad(o);
+    case 'xcopa': return prepareXcopa(o);
+    case 'xwinograd': return prepareXwinograd(o);
+    case 'include': return prepareMcq('include', o);
+    case 'mmlu': return prepareMcq('mmlu', o);
+  }
+}
+
+/** `--data data/` with several tasks: the task's own sub-folder when there is one (data/xcopa), else data/. */
+export function datasetDir(data: string, task: TaskName): string {
+  const own = path.join(data, task);
+  return existsSync(own) ? own : data;
+}

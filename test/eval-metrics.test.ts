@@ -1,0 +1,119 @@
+// Metric values against published reference values:
+// - sacreBLEU's test suite (github.com/mjpost/sacrebleu, HEAD f615c72 of 2026-01: test/test_bleu.py, test/test_sentence_bleu.py,
+//   test/test_chrf.py) and README (corpus example: BLEU = 48.53 82.4/50.0/45.5/37.5, BP = 0.943,
+//   hyp_len = 17, ref_len = 18; chrF2 = 59.73);
+// - Hugging Face evaluate's chrf metric card (metrics/chrf/README.md): chrF 84.64214891738334,
+//   chrF++ (word_order=2) 82.87263732906315, chrF++ lowercase 92.12853119829202;
+// - Hugging Face evaluate's squad metric card (metrics/squad/README.md) examples.
+import { describe, expect, it } from 'vitest';
+
+import { corpusBleu, sentenceBleu, tokenize13a, computeBleu, bleuSegmentStats } from '../src/eval/metrics/bleu.js';
+import { corpusChrf, sentenceChrf } from '../src/eval/metrics/chrf.js';
+import { normalizeAnswer, squadCorpus, squadScores, tokenIdScores } from '../src/eval/metrics/squad.js';
+
+const refs = [
+  ['The dog bit the man.', 'It was not unexpected.', 'The man bit him first.'],
+  ['The dog had bit the man.', 'No one was surprised.', 'The man had bitten the dog.'],
+];
+const sys = ['The dog bit the man.', "It wasn't surprising.", 'The man had just bitten him.'];
+
+describe('BLEU (sacreBLEU test_bleu.py / test_sentence_bleu.py / README)', () => {
+  it('corpus BLEU of the README example', () => {
+    const b = corpusBleu(sys, refs);
+    expect(b.score).toBeCloseTo(48.530827, 5);
+    expect(b.sysLen).toBe(17);
+    expect(b.refLen).toBe(18);
+    expect(b.precisions.map((p) => Number(p.toFixed(1)))).toEqual([82.4, 50.0, 45.5, 37.5]);
+    expect(b.bp).toBeCloseTo(0.943, 3);
+    expect(corpusBleu(sys, refs, { tokenize: 'none' }).score).toBeCloseTo(49.1919566, 6);
+    expect(corpusBleu(sys, refs, { smooth: 'none' }).score).toBeCloseTo(48.530827, 6);
+    expect(corpusBleu(['', '', ''], refs).score).toBe(0);
+  });
+  it('raw corpus BLEU cases (floor 0.01, tokenize none) and the statistics case', () => {
+    const raw = (h: string[], r: string[]) => corpusBleu(h, [r], { smooth: 'floor', smoothValue: 0.01, tokenize: 'none', effectiveOrder: true }).score / 100;
+    // sacreBLEU >= 2: 0.0 (issue #141; 1.x gave 0.003799178428257963)
+    expect(raw(['this is a test', 'another test'], ['ref1', 'ref2'])).toBe(0);
+    expect(raw(['this is a test'], ['this is a test'])).toBeCloseTo(1.0, 8);
+    expect(raw(['this is a fest'], ['this is a test'])).toBeCloseTo(0.223606797749979, 8);
+    // effective-order cases of test_bleu.py use raw_corpus_bleu(.01) too
+    expect(raw(['test'], ['a test'])).toBeCloseTo(0.3678794411714425, 8);
+    expect(raw(['a little test'], ['a test'])).toBeCloseTo(0.03218297948685433, 8);
+    const st = bleuSegmentStats('am I am a character sequence', ['I am a symbol string sequence a a'], { tokenize: 'none' });
+    expect(st.slice(2, 6)).toEqual([4, 2, 1, 0]);
+    expect(st.slice(6)).toEqual([6, 5, 4, 3]);
+    expect(corpusBleu(['am I am a character sequence'], [['I am a symbol string sequence a a']], { smooth: 'floor', tokenize: 'none', effectiveOrder: true }).score / 100).toBeCloseTo(0.1555722182, 8);
+    expect(computeBleu([9, 7, 5, 3], [10, 8, 6, 4], 11, 11, { smooth: 'none' }).score / 100).toBeCloseTo(0.8375922397, 8);
+  });
+  it('sentence BLEU (issue #98 example) with every smoothing', () => {
+    const REF = 'producţia de zahăr brut se exprimă în zahăr alb;';
+    const SYS = 'Producția de zahăr primă va fi exprimată în ceea ce privește zahărul alb;';
+    const s = (o: Parameters<typeof sentenceBleu>[2]) => sentenceBleu(SYS, [REF], o).score;
+    expect(Math.abs(s({}) - 8.493)).toBeLessThan(1e-3); // default: exp
+    expect(s({ smooth: 'none' })).toBe(0);
+    expect(Math.abs(s({ smooth: 'floor' }) - 4.51688)).toBeLessThan(1e-3);
+    expect(Math.abs(s({ smooth: 'floor', smoothValue: 0.5 }) - 10.10)).toBeLessThan(1e-2);
+    expect(Math.abs(s({ smooth: 'add-k' }) - 14.882)).toBeLessThan(1e-3);
+    expect(Math.abs(s({ smooth: 'add-k', smoothValue: 2 }) - 21.389)).toBeLessThan(1e-3);
+    expect(Math.abs(s({ tokenize: 'none' }) - 7.347)).toBeLessThan(1e-3);
+    // issue #141: no matches -> 0
+    expect(sentenceBleu('this is a cat', ['okay thanks']).score).toBe(0);
+  });
+  it('13a tokenisation', () => {
+    expect(tokenize13a("It wasn't surprising.")).toBe("It wasn't surprising ."); // the apostrophe is outside 13a's classes
+    expect(tokenize13a('3.5 and 1,000-2 &amp; x')).toBe('3.5 and 1,000 - 2 & x');
+  });
+});
+
+describe('chrF / chrF++ (sacreBLEU test_chrf.py, evaluate chrf card)', () => {
+  it('README corpus chrF2 and the evaluate card values', () => {
+    expect(corpusChrf(sys, refs).toFixed(2)).toBe('59.73');
+    const pred = ['The relationship between cats and dogs is not exactly friendly.', 'a good bookshop is just a genteel black hole that knows how to read.'];
+    const ref = [['The relationship between dogs and cats is not exactly friendly.', 'A good bookshop is just a genteel Black Hole that knows how to read.']];
+    expect(corpusChrf(pred, ref)).toBeCloseTo(84.64214891738334, 9);
+    expect(corpusChrf(pred, ref, { wordOrder: 2 })).toBeCloseTo(82.87263732906315, 9);
+    expect(corpusChrf(pred, ref, { wordOrder: 2, lowercase: true })).toBeCloseTo(92.12853119829202, 9);
+  });
+  it('test_chrf.py cases: beta 3, eps smoothing and effective order, whitespace, sentence level', () => {
+    const eps: [string[], string[], number][] = [
+      [['abcdefg'], ['hijklmnop'], 0.0], [['a'], ['b'], 0.0], [[''], ['b'], 0.0], [[''], ['ref'], 0.0], [[''], ['reference'], 0.0],
+      [['aa'], ['ab'], 8.3333], [['a', 'b'], ['a', 'c'], 8.3333], [['a'], ['a'], 16.6667], [['a b c'], ['a b c'], 50.0], [['a b c'], ['abc'], 50.0],
+      [[' risk assessment must be made of those who are qualified and expertise in the sector - these are the scientists .'],
+        ['risk assessment has to be undertaken by those who are qualified and expert in that area - that is the scientists .'], 63.361730],
+      [[' Die    Beziehung zwischen  Obama und Netanjahu ist nicht gerade  freundlich. '],
+        ['Das Verhältnis zwischen Obama und Netanyahu ist nicht gerade freundschaftlich.'], 64.1302698],
+      [['Niemand hat die Absicht, eine Mauer zu errichten'], ['Niemand hat die Absicht, eine Mauer zu errichten'], 100.0],
+    ];
+    for (const [h, r, want] of eps) expect(Math.abs(corpusChrf(h, [r], { beta: 3, epsSmoothing: true }) - want)).toBeLessThan(1e-4);
+    const eff: [string[], string[], number][] = [
+      [['a'], ['a'], 100.0], [[''], ['reference'], 0.0], [['a b c'], ['a b c'], 100.0], [['a b c'], ['abc'], 100.0],
+      [[''], ['c'], 0.0], [['a', 'b'], ['a', 'c'], 50.0], [['aa'], ['ab'], 25.0]];
+    for (const [h, r, want] of eff) expect(Math.abs(corpusChrf(h, [r], { beta: 3 }) - want)).toBeLessThan(1e-4);
+    expect(Math.abs(corpusChrf(['Die Beziehung zwischen Obama und Netanjahu ist nicht gerade freundlich.'],
+      [['Das Verhältnis zwischen Obama und Netanyahu ist nicht gerade freundschaftlich.']], { beta: 3, whitespace: true }) - 67.3481606)).toBeLessThan(1e-4);
+    const sent: [string, string, number][] = [
+      ['Co nás nejvíc trápí, protože lékaři si vybírají, kdo bude žít a kdo zemře.', 'Nejvíce smutní jsme z toho, že musíme rozhodovat o tom, kdo bude žít a kdo zemře.', 39.14078509],
+      ['Nebo prostě nemají vybavení, které by jim pomohlo, uvedli lékaři.', 'A někdy nemáme ani potřebný materiál, abychom jim pomohli, popsali lékaři.', 31.22557079],
+      ['Lapali po dechu, jejich životy skončily dřív, než skutečně začaly.', 'Lapali po dechu a pak jejich život skončil - dřív, než skutečně mohl začít, připomněli.', 57.15704367]];
+    for (const [h, r, want] of sent) expect(Math.abs(sentenceChrf(h, [r], { epsSmoothing: true }) - want)).toBeLessThan(1e-4);
+  });
+});
+
+describe('SQuAD EM/F1 (evaluate squad card; official v1.1 normalisation)', () => {
+  it('card examples', () => {
+    expect(squadCorpus(['1976'], [['1976']])).toEqual({ exact_match: 100, f1: 100 });
+    expect(squadCorpus(['1999'], [['1976']])).toEqual({ exact_match: 0, f1: 0 });
+    const r = squadCorpus(['1976', 'Beyonce', 'climate change'], [['1976'], ['Beyoncé and Bruno Mars'], ['climate change']]);
+    expect(r.exact_match).toBeCloseTo(66.66666666666667, 10);
+    expect(r.f1).toBeCloseTo(66.66666666666667, 10);
+  });
+  it('normalisation, partial F1, best over golds, token ids', () => {
+    expect(normalizeAnswer('The  Cat, (a) dog!')).toBe('cat dog');
+    expect(normalizeAnswer('théâtre')).toBe('théâtre');
+    const s = squadScores('the big red dog', ['red dog', 'a cat']);
+    expect(s.em).toBe(0);
+    expect(s.f1).toBeCloseTo((2 * (2 / 3) * 1) / (2 / 3 + 1), 12);
+    expect(squadScores('Red dog.', ['red dog']).em).toBe(1);
+    expect(tokenIdScores([5, 6, 7], [[5, 6, 7]])).toEqual({ em: 1, f1: 1 });
+    expect(tokenIdScores([5, 6], [[6, 9]]).f1).toBeCloseTo(0.5, 12);
+  });
+});
