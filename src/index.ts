@@ -8,3 +8,7 @@ export { type SamplingOptions } from './generate/sampling.js';
 export { openCheckpoint, estimateMemory, type Checkpoint } from './model/checkpoint.js';
 export { loadModelConfig, parseModelConfig, type ModelConfig } from './model/config.js';
 export { readSafetensorsHeader, readTensor, writeSafetensors } from './io/safetensors.js';
+export { finetune, resume, learningRate, type FinetuneOptions, type FinetuneResult } from './train/finetune.js';
+export { applyDelta, writeDelta } from './train/delta.js';
+export { selectTrainable, METHODS, METHOD_DEFAULTS, type FinetuneMethod } from './train/methods.js';
+export { createNativeTrainer, denseTrainable, tensorName, type NativeTrainer, type TrainableTensor } from './train/native.js';

@@ -5,6 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { LangneuronsError } from '../errors.js';
 import { registerDemo } from './commands/demo.js';
 import { registerEval } from './commands/eval.js';
+import { registerFinetune } from './commands/finetune.js';
 import { registerGenerate } from './commands/generate.js';
 import { registerIdentify } from './commands/identify.js';
 import { registerInfo } from './commands/info.js';
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
   registerEval(program);
   registerResults(program);
   registerDemo(program);
+  registerFinetune(program);
   return program;
 }
 

@@ -10,6 +10,7 @@ namespace lnjs {
 
 Napi::Value BenchGemm(const Napi::CallbackInfo& info);
 Napi::Value BenchCopy(const Napi::CallbackInfo& info);
+Napi::Function InitNativeTrainer(Napi::Env env);  // js_trainer.cpp
 
 // kernelInfo() -> { kernel: 'avx2' | 'plain', hardwareThreads }
 static Napi::Value KernelInfo(const Napi::CallbackInfo& info) {
@@ -24,6 +25,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeModel", NativeModel::Init(env));
   exports.Set("NativeKvCache", NativeKvCache::Init(env));
   exports.Set("NativeStats", NativeStats::Init(env));
+  exports.Set("NativeTrainer", InitNativeTrainer(env));
   exports.Set("kernelInfo", Napi::Function::New(env, KernelInfo));
   Napi::Object bench = Napi::Object::New(env);
   bench.Set("gemm", Napi::Function::New(env, BenchGemm));

@@ -1,0 +1,397 @@
+// NativeTrainer: the training path (native/src/train/trainer.h) for JS. Built from the same spec as NativeModel
+// (config + tensor byte ranges in memory-mapped checkpoint files, re-validated here) plus the list of trainable
+// tensors. forwardBackward and step run off the JS thread; while one runs, every other call is refused.
+#include <napi.h>
+
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "binding/js_util.h"
+#include "core/mapped_file.h"
+#include "train/trainer.h"
+
+namespace lnjs {
+
+namespace {
+
+struct TrainerHolder {
+  std::vector<std::shared_ptr<ln::MappedFile>> files;
+  std::unique_ptr<ln::train::Trainer> trainer;
+  std::mutex mu;
+  int busy = 0;  // async calls in flight (touched on the JS thread only)
+};
+
+ln::ModelConfig parse_config(const Napi::Object& c) {
+  const std::string w = "trainer spec config";
+  const int64_t big = int64_t(1) << 30;
+  ln::ModelConfig cfg;
+  cfg.hidden = int32_t(int_field(c, "hidden", w, 1, big));
+  cfg.intermediate = int32_t(int_field(c, "intermediate", w, 1, big));
+  cfg.n_layers = int32_t(int_field(c, "nLayers", w, 1, 100000));
+  cfg.n_heads = int32_t(int_field(c, "nHeads", w, 1, 100000));
+  cfg.n_kv_heads = int32_t(int_field(c, "nKvHeads", w, 1, 100000));
+  cfg.head_dim = int32_t(int_field(c, "headDim", w, 1, 100000));
+  cfg.vocab = int32_t(int_field(c, "vocab", w, 1, big));
+  cfg.max_positions = int32_t(int_field(c, "maxPositions", w, 1, big));
+  cfg.rms_eps = float(number_field(c, "rmsEps", w));
+  cfg.rope_theta = float(number_field(c, "ropeTheta", w));
+  cfg.rope_type = ln::RopeType(int_field(c, "ropeType", w, 0, 1));
+  cfg.rope_factor = float(number_field(c, "ropeFactor", w));
+  cfg.rope_low_freq_factor = float(number_field(c, "ropeLowFreqFactor", w));
+  cfg.rope_high_freq_factor = float(number_field(c, "ropeHighFreqFactor", w));
+  cfg.rope_original_max_positions = int32_t(int_field(c, "ropeOriginalMaxPositions", w, 1, big));
+  cfg.tie_embeddings = bool_field(c, "tieEmbeddings", w);
+  cfg.qkv_bias = bool_field(c, "qkvBias", w);
+  return cfg;
+}
+
+ln::WeightRef* weight_slot(ln::ModelWeights& w, const std::string& role, int64_t layer) {
+  if (layer < 0) {
+    if (role == "embed") return &w.embed;
+    if (role == "final_norm") return &w.final_norm;
+    if (role == "lm_head") return &w.lm_head;
+    return nullptr;
+  }
+  if (layer >= int64_t(w.layers.size())) return nullptr;
+  ln::LayerWeights& l = w.layers[size_t(layer)];
+  static const std::map<std::string, ln::WeightRef ln::LayerWeights::*> roles = {
+      {"attn_norm", &ln::LayerWeights::attn_norm}, {"wq", &ln::LayerWeights::wq},
+      {"wk", &ln::LayerWeights::wk},               {"wv", &ln::LayerWeights::wv},
+      {"wo", &ln::LayerWeights::wo},               {"bq", &ln::LayerWeights::bq},
+      {"bk", &ln::LayerWeights::bk},               {"bv", &ln::LayerWeights::bv},
+      {"ffn_norm", &ln::LayerWeights::ffn_norm},   {"w_gate", &ln::LayerWeights::w_gate},
+      {"w_up", &ln::LayerWeights::w_up},           {"w_down", &ln::LayerWeights::w_down}};
+  auto it = roles.find(role);
+  return it == roles.end() ? nullptr : &(l.*(it->second));
+}
+
+}  // namespace
+
+class NativeTrainer : public Napi::ObjectWrap<NativeTrainer> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  explicit NativeTrainer(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value ForwardBackward(const Napi::CallbackInfo& info);
+  Napi::Value Step(const Napi::CallbackInfo& info);
+  Napi::Value ZeroGrad(const Napi::CallbackInfo& info);
+  Napi::Value GradNorm(const Napi::CallbackInfo& info);
+  Napi::Value Params(const Napi::CallbackInfo& info);
+  Napi::Value Read(const Napi::CallbackInfo& info);
+  Napi::Value Write(const Napi::CallbackInfo& info);
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value SetStepCount(const Napi::CallbackInfo& info);
+  void require_idle(Napi::Env env, const char* what) const {
+    if (h_->busy > 0) throw Napi::Error::New(env, std::string(what) + ": a forwardBackward/step is still running");
+  }
+  float* arena(Napi::Env env, const std::string& which);
+  std::shared_ptr<TrainerHolder> h_;
+};
+
+// new NativeTrainer(spec: NativeModelSpec, trainable: [{ role, layer, mode: 'dense'|'rows'|'cols', index? }])
+NativeTrainer::NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeTrainer>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsArray())
+    throw Napi::TypeError::New(env, "NativeTrainer(spec, trainable): spec must be an object, trainable an array");
+  Napi::Object spec = info[0].As<Napi::Object>();
+  Napi::Value cv = field(spec, "config", "trainer spec");
+  if (!cv.IsObject()) throw Napi::TypeError::New(env, "trainer spec: 'config' must be an object");
+  ln::ModelConfig cfg = parse_config(cv.As<Napi::Object>());
+  std::string bad = ln::validate_config(cfg);
+  if (!bad.empty()) throw Napi::Error::New(env, "model config: " + bad);
+  auto h = std::make_shared<TrainerHolder>();
+  Napi::Value fv = field(spec, "files", "trainer spec");
+  if (!fv.IsArray()) throw Napi::TypeError::New(env, "trainer spec: 'files' must be an array of paths");
+  Napi::Array files = fv.As<Napi::Array>();
+  for (uint32_t i = 0; i < files.Length(); ++i) {
+    Napi::Value p = files.Get(i);
+    if (!p.IsString()) throw Napi::TypeError::New(env, "trainer spec: files[" + std::to_string(i) + "] must be a string");
+    try {
+      h->files.push_back(ln::MappedFile::open(p.As<Napi::String>().Utf8Value()));
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
+  }
+  ln::ModelWeights weights;
+  weights.layers.resize(size_t(cfg.n_layers));
+  Napi::Value tv = field(spec, "tensors", "trainer spec");
+  if (!tv.IsArray()) throw Napi::TypeError::New(env, "trainer spec: 'tensors' must be an array");
+  Napi::Array tensors = tv.As<Napi::Array>();
+  for (uint32_t i = 0; i < tensors.Length(); ++i) {
+    Napi::Value t = tensors.Get(i);
+    std::string where = "trainer spec tensors[" + std::to_string(i) + "]";
+    if (!t.IsObject()) throw Napi::TypeError::New(env, where + " must be an object");
+    Napi::Object o = t.As<Napi::Object>();
+    std::string role = string_field(o, "role", where);
+    int64_t layer = int_field(o, "layer", where, -1, cfg.n_layers - 1);
+    int64_t file = int_field(o, "file", where, 0, int64_t(h->files.size()) - 1);
+    int64_t offset = int_field(o, "offset", where, 0, int64_t(1) << 53);
+    int64_t nbytes = int_field(o, "nbytes", where, 0, int64_t(1) << 53);
+    std::string ds = string_field(o, "dtype", where);
+    ln::DType dtype = ds == "F32" ? ln::DType::F32 : ds == "F16" ? ln::DType::F16 : ds == "BF16" ? ln::DType::BF16
+                                                                                                   : ln::DType(-1);
+    if (int(dtype) < 0) throw Napi::TypeError::New(env, where + ": dtype must be F32, F16 or BF16, got " + ds);
+    Napi::Value sv = field(o, "shape", where);
+    if (!sv.IsArray()) throw Napi::TypeError::New(env, where + ": 'shape' must be an array");
+    Napi::Array shape = sv.As<Napi::Array>();
+    if (shape.Length() < 1 || shape.Length() > 2) throw Napi::Error::New(env, where + ": expected a 1-D or 2-D tensor");
+    int64_t dims[2] = {1, 1};
+    for (uint32_t d = 0; d < shape.Length(); ++d) {
+      Napi::Value dv = shape.Get(d);
+      double x = dv.IsNumber() ? dv.As<Napi::Number>().DoubleValue() : -1;
+      if (!(x >= 1 && x <= double(int64_t(1) << 40)) || x != double(int64_t(x)))
+        throw Napi::RangeError::New(env, where + ": bad shape entry");
+      dims[d] = int64_t(x);
+    }
+    const ln::MappedFile& mf = *h->files[size_t(file)];
+    if (dims[0] * dims[1] * ln::dtype_size(dtype) != nbytes || offset + nbytes > mf.size())
+      throw Napi::Error::New(env, mf.path() + ": " + where + ": byte range does not match the shape or the file");
+    ln::WeightRef* slot = weight_slot(weights, role, layer);
+    if (!slot) throw Napi::Error::New(env, where + ": unknown tensor role " + role);
+    if (!slot->empty()) throw Napi::Error::New(env, where + ": given twice");
+    *slot = ln::WeightRef{mf.data() + offset, dtype, dims[0], dims[1]};
+  }
+  int64_t threads = int_field(spec, "threads", "trainer spec", 1, 1024);
+
+  std::vector<ln::train::TrainableSpec> tspec;
+  Napi::Array ta = info[1].As<Napi::Array>();
+  for (uint32_t i = 0; i < ta.Length(); ++i) {
+    std::string where = "trainable[" + std::to_string(i) + "]";
+    Napi::Value v = ta.Get(i);
+    if (!v.IsObject()) throw Napi::TypeError::New(env, where + " must be an object");
+    Napi::Object o = v.As<Napi::Object>();
+    ln::train::TrainableSpec s;
+    s.role = string_field(o, "role", where);
+    s.layer = int32_t(int_field(o, "layer", where, -1, cfg.n_layers - 1));
+    std::string mode = string_field(o, "mode", where);
+    if (mode == "dense") s.mode = ln::train::ParamMode::Dense;
+    else if (mode == "rows") s.mode = ln::train::ParamMode::Rows;
+    else if (mode == "cols") s.mode = ln::train::ParamMode::Cols;
+    else throw Napi::TypeError::New(env, where + ": mode must be 'dense', 'rows' or 'cols', got '" + mode + "'");
+    if (o.Has("index") && !o.Get("index").IsUndefined()) s.index = int32_array(env, o.Get("index"), where + ".index");
+    tspec.push_back(std::move(s));
+  }
+  try {
+    h->trainer = std::make_unique<ln::train::Trainer>(cfg, weights, int(threads), tspec);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  h_ = h;
+}
+
+class FbWorker : public Napi::AsyncWorker {
+ public:
+  FbWorker(Napi::Env env, std::shared_ptr<TrainerHolder> h)
+      : Napi::AsyncWorker(env), deferred(Napi::Promise::Deferred::New(env)), h_(std::move(h)) { ++h_->busy; }
+  ~FbWorker() override { --h_->busy; }
+  Napi::Promise::Deferred deferred;
+  std::vector<int32_t> tokens, targets, lens;
+  double denominator = 0;
+  bool backward = true;
+  bool is_step = false;
+  ln::train::AdamWConfig adam;
+  void Execute() override {
+    try {
+      std::lock_guard<std::mutex> lk(h_->mu);
+      if (is_step) {
+        norm_ = h_->trainer->step(adam);
+        return;
+      }
+      res_ = h_->trainer->forward_backward(tokens.data(), targets.data(), lens.data(), int32_t(lens.size()),
+                                           int64_t(tokens.size()), denominator, backward);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (is_step) {
+      deferred.Resolve(Napi::Number::New(env, norm_));
+      return;
+    }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("lossSum", res_.sum);
+    o.Set("count", double(res_.count));
+    deferred.Resolve(o);
+  }
+  void OnError(const Napi::Error& e) override { deferred.Reject(e.Value()); }
+
+ private:
+  std::shared_ptr<TrainerHolder> h_;
+  ln::train::BatchLoss res_;
+  double norm_ = 0;
+};
+
+// forwardBackward(tokens, targets, seqLens: Int32Array, { denominator?: number, backward: boolean })
+//   -> Promise<{ lossSum, count }>
+Napi::Value NativeTrainer::ForwardBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[3].IsObject())
+    throw Napi::TypeError::New(env, "forwardBackward(tokens, targets, seqLens, options): options must be an object");
+  Napi::Object o = info[3].As<Napi::Object>();
+  auto* w = new FbWorker(env, h_);
+  try {
+    w->tokens = int32_array(env, info[0], "forwardBackward: tokens");
+    w->targets = int32_array(env, info[1], "forwardBackward: targets");
+    w->lens = int32_array(env, info[2], "forwardBackward: seqLens");
+    if (w->targets.size() != w->tokens.size())
+      throw Napi::RangeError::New(env, "forwardBackward: targets must have one entry per token");
+    if (w->tokens.empty() || w->lens.empty()) throw Napi::RangeError::New(env, "forwardBackward: empty batch");
+    w->backward = bool_field(o, "backward", "forwardBackward options");
+    if (o.Has("denominator") && !o.Get("denominator").IsUndefined()) {
+      w->denominator = number_field(o, "denominator", "forwardBackward options");
+      if (!(w->denominator > 0)) throw Napi::RangeError::New(env, "forwardBackward: denominator must be > 0");
+    }
+  } catch (...) {
+    delete w;
+    throw;
+  }
+  Napi::Promise p = w->deferred.Promise();
+  w->Queue();
+  return p;
+}
+
+// step({ lr, beta1, beta2, eps, weightDecay, clip }) -> Promise<grad norm before clipping>
+Napi::Value NativeTrainer::Step(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "step(options): options must be an object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  const std::string w = "step options";
+  ln::train::AdamWConfig c;
+  c.lr = float(number_field(o, "lr", w));
+  c.beta1 = float(number_field(o, "beta1", w));
+  c.beta2 = float(number_field(o, "beta2", w));
+  c.eps = float(number_field(o, "eps", w));
+  c.weight_decay = float(number_field(o, "weightDecay", w));
+  c.clip = float(number_field(o, "clip", w));
+  auto* wk = new FbWorker(env, h_);
+  wk->is_step = true;
+  wk->adam = c;
+  Napi::Promise p = wk->deferred.Promise();
+  wk->Queue();
+  return p;
+}
+
+Napi::Value NativeTrainer::ZeroGrad(const Napi::CallbackInfo& info) {
+  require_idle(info.Env(), "zeroGrad");
+  h_->trainer->zero_grad();
+  return info.Env().Undefined();
+}
+
+Napi::Value NativeTrainer::GradNorm(const Napi::CallbackInfo& info) {
+  require_idle(info.Env(), "gradNorm");
+  return Napi::Number::New(info.Env(), h_->trainer->grad_norm());
+}
+
+// params() -> [{ role, layer, mode, rows, cols, size, index: Int32Array | null }] (trainable ones have size > 0)
+Napi::Value NativeTrainer::Params(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const ln::train::Trainer& t = *h_->trainer;
+  Napi::Array a = Napi::Array::New(env);
+  uint32_t k = 0;
+  for (int i = 0; i < t.n_params(); ++i) {
+    const ln::train::Param& p = t.param(i);
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("id", i);
+    o.Set("role", p.role);
+    o.Set("layer", p.layer);
+    static const char* modes[] = {"frozen", "dense", "rows", "cols"};
+    o.Set("mode", modes[int(p.mode)]);
+    o.Set("present", !p.stored.empty());
+    o.Set("rows", double(p.stored.rows));
+    o.Set("cols", double(p.stored.cols));
+    o.Set("size", double(p.size));
+    if (p.index.empty()) {
+      o.Set("index", env.Null());
+    } else {
+      Napi::Int32Array ix = Napi::Int32Array::New(env, p.index.size());
+      std::memcpy(ix.Data(), p.index.data(), p.index.size() * 4);
+      o.Set("index", ix);
+    }
+    a.Set(k++, o);
+  }
+  return a;
+}
+
+float* NativeTrainer::arena(Napi::Env env, const std::string& which) {
+  ln::train::Trainer& t = *h_->trainer;
+  if (which == "master") return t.master();
+  if (which == "grad") return t.grad();
+  if (which == "m") return t.adam_m();
+  if (which == "v") return t.adam_v();
+  throw Napi::TypeError::New(env, "arena must be 'master', 'grad', 'm' or 'v', got '" + which + "'");
+}
+
+// read(arena: 'master'|'grad'|'m'|'v', id) -> Float32Array copy of the parameter's trainable slice
+Napi::Value NativeTrainer::Read(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  require_idle(env, "read");
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsNumber()) throw Napi::TypeError::New(env, "read(arena, id)");
+  const ln::train::Trainer& t = *h_->trainer;
+  const int64_t id = info[1].As<Napi::Number>().Int64Value();
+  if (id < 0 || id >= t.n_params()) throw Napi::RangeError::New(env, "read: parameter id out of range");
+  float* base = arena(env, info[0].As<Napi::String>().Utf8Value());
+  const ln::train::Param& p = t.param(int(id));
+  Napi::Float32Array a = Napi::Float32Array::New(env, size_t(p.size));
+  if (p.size) std::memcpy(a.Data(), base + p.offset, size_t(p.size) * 4);
+  return a;
+}
+
+// write(arena, id, values: Float32Array of the slice's size)
+Napi::Value NativeTrainer::Write(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  require_idle(env, "write");
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsTypedArray() ||
+      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw Napi::TypeError::New(env, "write(arena, id, values: Float32Array)");
+  const ln::train::Trainer& t = *h_->trainer;
+  const int64_t id = info[1].As<Napi::Number>().Int64Value();
+  if (id < 0 || id >= t.n_params()) throw Napi::RangeError::New(env, "write: parameter id out of range");
+  float* base = arena(env, info[0].As<Napi::String>().Utf8Value());
+  const ln::train::Param& p = t.param(int(id));
+  Napi::Float32Array v = info[2].As<Napi::Float32Array>();
+  if (int64_t(v.ElementLength()) != p.size)
+    throw Napi::RangeError::New(env, "write: " + p.role + ": expected " + std::to_string(p.size) + " values, got " +
+                                         std::to_string(v.ElementLength()));
+  if (p.size) std::memcpy(base + p.offset, v.Data(), size_t(p.size) * 4);
+  return env.Undefined();
+}
+
+Napi::Value NativeTrainer::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const ln::train::Trainer& t = *h_->trainer;
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("trainable", double(t.n_trainable()));
+  o.Set("stepCount", double(t.step_count()));
+  o.Set("lowestLayer", t.lowest_layer());
+  o.Set("activationBytes", double(t.activation_bytes()));
+  o.Set("stateBytes", double(t.n_trainable()) * 16);  // master + grad + m + v
+  return o;
+}
+
+Napi::Value NativeTrainer::SetStepCount(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  require_idle(env, "setStepCount");
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "setStepCount(n)");
+  const double n = info[0].As<Napi::Number>().DoubleValue();
+  if (!(n >= 0) || n != double(int64_t(n))) throw Napi::RangeError::New(env, "setStepCount: n must be an integer >= 0");
+  h_->trainer->set_step_count(int64_t(n));
+  return env.Undefined();
+}
+
+Napi::Function NativeTrainer::Init(Napi::Env env) {
+  return DefineClass(env, "NativeTrainer",
+                     {InstanceMethod("forwardBackward", &NativeTrainer::ForwardBackward),
+                      InstanceMethod("step", &NativeTrainer::Step), InstanceMethod("zeroGrad", &NativeTrainer::ZeroGrad),
+                      InstanceMethod("gradNorm", &NativeTrainer::GradNorm), InstanceMethod("params", &NativeTrainer::Params),
+                      InstanceMethod("read", &NativeTrainer::Read), InstanceMethod("write", &NativeTrainer::Write),
+                      InstanceMethod("info", &NativeTrainer::Info),
+                      InstanceMethod("setStepCount", &NativeTrainer::SetStepCount)});
+}
+
+Napi::Function InitNativeTrainer(Napi::Env env) { return NativeTrainer::Init(env); }
+
+}  // namespace lnjs

@@ -1,0 +1,495 @@
+// Trainer: see trainer.h. The forward mirrors native/src/model/{attention,ffn,model}.cpp in float32; the backward
+// walks it in reverse with the pairs of train/layers.h and the products of train/gemm_backward.h.
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "kernels/ops.h"
+#include "train/gemm_backward.h"
+
+namespace ln {
+namespace train {
+
+namespace {
+constexpr int64_t kLmChunk = 64;  // LM-head rows per chunk (bounds the chunk x vocab logits buffer)
+const char* const kRoleNames[kLayerRoles] = {"attn_norm", "wq", "wk", "wv", "wo", "bq",
+                                             "bk",        "bv", "ffn_norm", "w_gate", "w_up", "w_down"};
+[[noreturn]] void fail(const std::string& m) { throw std::invalid_argument("trainer: " + m); }
+}  // namespace
+
+const char* layer_role_name(int r) { return r >= 0 && r < kLayerRoles ? kRoleNames[r] : "?"; }
+
+int Trainer::find(const std::string& role, int32_t layer) const {
+  if (layer < 0) {
+    if (role == "embed") return 0;
+    if (role == "final_norm") return 1;
+    if (role == "lm_head") return cfg_.tie_embeddings ? 0 : 2;
+    return -1;
+  }
+  if (layer >= cfg_.n_layers) return -1;
+  for (int r = 0; r < kLayerRoles; ++r)
+    if (role == kRoleNames[r]) return 3 + layer * kLayerRoles + r;
+  return -1;
+}
+
+static int checked_threads(int n) {
+  if (n < 1) fail("threads must be >= 1, got " + std::to_string(n));
+  return n;
+}
+
+Trainer::Trainer(const ModelConfig& cfg, const ModelWeights& w0, int threads, const std::vector<TrainableSpec>& spec)
+    : cfg_(cfg), pool_(checked_threads(threads)) {
+  ModelWeights w = w0;
+  if (cfg_.tie_embeddings && w.lm_head.empty()) w.lm_head = w.embed;
+  std::string bad = validate_weights(cfg_, w);
+  if (!bad.empty()) fail(bad);
+
+  // Parameter table, in arena order.
+  auto add = [&](const char* role, int32_t layer, const WeightRef& ref) {
+    Param p;
+    p.role = role;
+    p.layer = layer;
+    p.stored = ref;
+    params_.push_back(std::move(p));
+  };
+  add("embed", -1, w.embed);
+  add("final_norm", -1, w.final_norm);
+  add("lm_head", -1, cfg_.tie_embeddings ? WeightRef{} : w.lm_head);
+  for (int l = 0; l < cfg_.n_layers; ++l) {
+    const LayerWeights& L = w.layers[size_t(l)];
+    const WeightRef* refs[kLayerRoles] = {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq,
+                                          &L.bk, &L.bv, &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down};
+    for (int r = 0; r < kLayerRoles; ++r) add(kRoleNames[r], l, cfg_.qkv_bias || (r < kBq || r > kBv) ? *refs[r] : WeightRef{});
+  }
+
+  // Modes from the spec.
+  std::vector<bool> given(params_.size(), false);
+  for (const TrainableSpec& s : spec) {
+    const int i = find(s.role, s.layer);
+    const std::string where = s.role + (s.layer >= 0 ? " of layer " + std::to_string(s.layer) : std::string());
+    if (i < 0) fail("unknown parameter '" + where + "'");
+    if (s.role == "lm_head" && cfg_.tie_embeddings) fail("lm_head is tied to embed in this model: train 'embed'");
+    Param& p = params_[size_t(i)];
+    if (p.stored.empty()) fail(where + ": this model has no such tensor");
+    if (given[size_t(i)]) fail(where + ": given twice");
+    given[size_t(i)] = true;
+    const bool is_1d = p.stored.cols == 1 && (s.role.find("norm") != std::string::npos || s.role[0] == 'b');
+    const bool rows_ok = !is_1d && (s.role == "wq" || s.role == "wk" || s.role == "wv" || s.role == "w_gate" ||
+                                    s.role == "w_up" || s.role == "lm_head");
+    const bool cols_ok = !is_1d && s.role != "embed";
+    if (s.mode == ParamMode::Rows && !rows_ok) fail(where + ": mode 'rows' is supported for wq, wk, wv, w_gate, w_up, lm_head");
+    if (s.mode == ParamMode::Cols && !cols_ok) fail(where + ": mode 'cols' is not supported for 1-D tensors or the embedding");
+    if (s.mode != ParamMode::Frozen && s.mode != ParamMode::Dense && s.mode != ParamMode::Rows && s.mode != ParamMode::Cols)
+      fail(where + ": unknown mode");
+    p.mode = s.mode;
+    if (s.mode == ParamMode::Rows || s.mode == ParamMode::Cols) {
+      const int64_t limit = s.mode == ParamMode::Rows ? p.stored.rows : p.stored.cols;
+      if (s.index.empty()) fail(where + ": empty index list (leave the tensor out to freeze it)");
+      for (size_t k = 0; k < s.index.size(); ++k) {
+        if (s.index[k] < 0 || s.index[k] >= limit)
+          fail(where + ": index " + std::to_string(s.index[k]) + " outside [0, " + std::to_string(limit) + ")");
+        if (k > 0 && s.index[k] <= s.index[k - 1]) fail(where + ": indices must be strictly increasing");
+      }
+      p.index = s.index;
+    } else if (!s.index.empty()) {
+      fail(where + ": indices are only meaningful with mode 'rows' or 'cols'");
+    }
+  }
+
+  // Arena layout and master copies (float32 from the stored dtype).
+  int64_t off = 0;
+  lowest_ = cfg_.n_layers;  // no trainable layer yet
+  for (Param& p : params_) {
+    if (p.stored.empty()) continue;
+    const int64_t R = p.stored.rows, C = p.stored.cols;
+    if (p.mode == ParamMode::Frozen) {
+      if (C == 1) {
+        p.vec.resize(size_t(R));
+        convert_to_f32(p.stored.data, p.stored.dtype, 0, R, p.vec.data());
+      }
+      continue;
+    }
+    p.mrows = p.mode == ParamMode::Rows ? int64_t(p.index.size()) : R;
+    p.mcols = p.mode == ParamMode::Cols ? int64_t(p.index.size()) : C;
+    p.offset = off;
+    p.size = p.mrows * p.mcols;
+    off += p.size;
+    any_trainable_ = true;
+    if (p.layer >= 0) lowest_ = std::min(lowest_, int(p.layer));
+    else if (p.role == "embed") lowest_ = -1;
+  }
+  if (lowest_ == cfg_.n_layers) lowest_ = cfg_.n_layers;  // only final_norm / lm_head (or nothing)
+  master_.assign(size_t(off), 0.f);
+  grad_.assign(size_t(off), 0.f);
+  m_.assign(size_t(off), 0.f);
+  v_.assign(size_t(off), 0.f);
+  for (Param& p : params_) {
+    if (!p.trainable()) continue;
+    float* dst = master_.data() + p.offset;
+    const int64_t C = p.stored.cols;
+    if (p.mode == ParamMode::Dense) {
+      convert_to_f32(p.stored.data, p.stored.dtype, 0, p.size, dst);
+    } else if (p.mode == ParamMode::Rows) {
+      for (size_t k = 0; k < p.index.size(); ++k)
+        convert_to_f32(p.stored.data, p.stored.dtype, int64_t(p.index[k]) * C, C, dst + int64_t(k) * C);
+    } else {
+      const int64_t n = int64_t(p.index.size());
+      for (int64_t r = 0; r < p.stored.rows; ++r)
+        for (int64_t k = 0; k < n; ++k)
+          dst[r * n + k] = load_as_f32(p.stored.data, p.stored.dtype, r * C + p.index[size_t(k)]);
+    }
+  }
+
+  RopeScaling rs;
+  rs.llama3 = cfg_.rope_type == RopeType::Llama3;
+  rs.factor = cfg_.rope_factor;
+  rs.low_freq_factor = cfg_.rope_low_freq_factor;
+  rs.high_freq_factor = cfg_.rope_high_freq_factor;
+  rs.original_max_positions = cfg_.rope_original_max_positions;
+  std::vector<double> inv(size_t(cfg_.head_dim / 2));
+  rope_inv_freq(cfg_.head_dim, cfg_.rope_theta, rs, inv.data());
+  inv_freq_.assign(inv.begin(), inv.end());
+}
+
+WeightRef Trainer::master_ref(const Param& p) const {
+  WeightRef r;
+  r.data = master_.data() + p.offset;
+  r.dtype = DType::F32;
+  r.rows = p.mrows;
+  r.cols = p.mcols;
+  return r;
+}
+
+// Activation arena for T tokens (every layer's saved tensors) and the backward work buffers.
+void Trainer::ensure(int64_t T, int32_t max_len) {
+  const int half = cfg_.head_dim / 2;
+  if (rope_positions_ < max_len) {
+    cos_.resize(size_t(int64_t(max_len) * half));
+    sin_.resize(size_t(int64_t(max_len) * half));
+    rope_tables(inv_freq_.data(), half, 0, max_len, cos_.data(), sin_.data());
+    rope_positions_ = max_len;
+  }
+  if (T <= cap_T_ && max_len <= cap_len_) return;
+  cap_T_ = std::max(T, cap_T_);
+  cap_len_ = std::max(max_len, cap_len_);
+  T = cap_T_;
+  const int64_t H = cfg_.hidden, I = cfg_.intermediate, V = cfg_.vocab, nh = cfg_.n_heads;
+  const int64_t qd = nh * cfg_.head_dim, kvd = int64_t(cfg_.n_kv_heads) * cfg_.head_dim;
+  const int64_t per_layer = T * (4 * H + 2 + 2 * qd + 2 * kvd + nh + 3 * I);
+  const int64_t nthreads = pool_.size();
+  acts_.assign(size_t(int64_t(cfg_.n_layers) * per_layer + T * (2 * H + 1)), 0.f);
+  la_.resize(size_t(cfg_.n_layers));
+  float* p = acts_.data();
+  auto take = [&](int64_t n) { float* r = p; p += n; return r; };
+  for (LayerActs& a : la_) {
+    a.hin = take(T * H); a.r1 = take(T); a.x1 = take(T * H);
+    a.q = take(T * qd); a.k = take(T * kvd); a.v = take(T * kvd); a.lse = take(T * nh); a.att = take(T * qd);
+    a.hmid = take(T * H); a.r2 = take(T); a.x2 = take(T * H);
+    a.g = take(T * I); a.u = take(T * I); a.a = take(T * I);
+  }
+  hfin_ = take(T * H); rf_ = take(T); xf_ = take(T * H);
+
+  int64_t max_sel = 0, maxK = std::max({H, qd, I});
+  bool any_cols = false;
+  for (const Param& q : params_) {
+    if (q.mode == ParamMode::Rows || q.mode == ParamMode::Cols) max_sel = std::max<int64_t>(max_sel, int64_t(q.index.size()));
+    if (q.mode == ParamMode::Cols) any_cols = true;
+  }
+  const int64_t M = std::max(T, kLmChunk);
+  const int64_t n_work = T * (3 * H + 2 * qd + 2 * kvd + 3 * I) + T * H /*dxf*/ + M * max_sel +
+                         (any_cols ? M * maxK : 0) + nthreads * maxK + nthreads * 2 * int64_t(cap_len_) +
+                         kLmChunk * V + 2 * kLmChunk * H;
+  work_.assign(size_t(n_work), 0.f);
+  p = work_.data();
+  dh_ = take(T * H); dx_ = take(T * H); dtmp_ = take(T * H);
+  dq_ = take(T * qd); datt_ = take(T * qd); dk_ = take(T * kvd); dv_ = take(T * kvd);
+  dg_ = take(T * I); du_ = take(T * I); da_ = take(T * I); dxf_ = take(T * H);
+  sel_ = take(M * max_sel); mask_ = any_cols ? take(M * maxK) : nullptr;
+  gscratch_ = take(nthreads * maxK); attn_scratch_ = take(nthreads * 2 * int64_t(cap_len_));
+  chunk_ = take(kLmChunk * V); xc_ = take(kLmChunk * H); dxc_ = take(kLmChunk * H);
+  row_loss_.resize(size_t(kLmChunk));
+}
+
+// Y (+)= X W_eff^T for the effective weight of p (stored, master, or stored with master rows / columns).
+void Trainer::linear_forward(const Param& p, int64_t M, const float* X, float* Y, bool accumulate) {
+  const int64_t N = p.stored.rows, K = p.stored.cols;
+  switch (p.mode) {
+    case ParamMode::Frozen:
+      gemm_xwt(M, X, K, p.stored, Y, N, Compute::F32, accumulate, pool_);
+      return;
+    case ParamMode::Dense:
+      gemm_xwt(M, X, K, master_ref(p), Y, N, Compute::F32, accumulate, pool_);
+      return;
+    case ParamMode::Rows: {  // (never accumulating: checked at construction)
+      const int64_t n = p.mrows;
+      gemm_xwt(M, X, K, p.stored, Y, N, Compute::F32, false, pool_);
+      gemm_xwt(M, X, K, master_ref(p), sel_, n, Compute::F32, false, pool_);
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t k = 0; k < n; ++k) Y[i * N + p.index[size_t(k)]] = sel_[i * n + k];
+      return;
+    }
+    case ParamMode::Cols: {
+      const int64_t n = p.mcols;
+      for (int64_t i = 0; i < M; ++i) {
+        std::memcpy(mask_ + i * K, X + i * K, size_t(K) * sizeof(float));
+        for (int64_t k = 0; k < n; ++k) {
+          sel_[i * n + k] = X[i * K + p.index[size_t(k)]];
+          mask_[i * K + p.index[size_t(k)]] = 0.f;
+        }
+      }
+      gemm_xwt(M, mask_, K, p.stored, Y, N, Compute::F32, accumulate, pool_);
+      gemm_xwt(M, sel_, n, master_ref(p), Y, N, Compute::F32, true, pool_);
+      return;
+    }
+  }
+}
+
+// dX = dY W_eff (when dX is not null; overwritten) and, for a trainable p, grad += dY^T X on its slice.
+// dY may be modified (Rows zeroes the selected columns) unless p is Frozen, Dense or Cols.
+void Trainer::linear_backward(const Param& p, int64_t M, const float* X, float* dY, float* dX) {
+  const int64_t N = p.stored.rows, K = p.stored.cols;
+  float* gW = grad_.data() + p.offset;
+  switch (p.mode) {
+    case ParamMode::Frozen:
+      if (dX) gemm_dx(M, dY, N, p.stored, dX, K, false, gscratch_, pool_);
+      return;
+    case ParamMode::Dense:
+      gemm_dw(M, N, K, dY, N, X, K, gW, K, pool_);
+      if (dX) gemm_dx(M, dY, N, master_ref(p), dX, K, false, gscratch_, pool_);
+      return;
+    case ParamMode::Rows: {
+      const int64_t n = p.mrows;
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t k = 0; k < n; ++k) sel_[i * n + k] = dY[i * N + p.index[size_t(k)]];
+      gemm_dw(M, n, K, sel_, n, X, K, gW, K, pool_);
+      if (!dX) return;
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t k = 0; k < n; ++k) dY[i * N + p.index[size_t(k)]] = 0.f;
+      gemm_dx(M, dY, N, p.stored, dX, K, false, gscratch_, pool_);
+      gemm_dx(M, sel_, n, master_ref(p), dX, K, true, gscratch_, pool_);
+      return;
+    }
+    case ParamMode::Cols: {
+      const int64_t n = p.mcols;
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t k = 0; k < n; ++k) sel_[i * n + k] = X[i * K + p.index[size_t(k)]];
+      gemm_dw(M, N, n, dY, N, sel_, n, gW, n, pool_);
+      if (!dX) return;
+      gemm_dx(M, dY, N, p.stored, dX, K, false, gscratch_, pool_);
+      gemm_dx(M, dY, N, master_ref(p), sel_, n, false, gscratch_, pool_);
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t k = 0; k < n; ++k) dX[i * K + p.index[size_t(k)]] = sel_[i * n + k];
+      return;
+    }
+  }
+}
+
+// grad(bias) += column sums of dY.
+void Trainer::bias_backward(const Param& p, int64_t M, const float* dY) {
+  if (!p.trainable()) return;
+  const int64_t N = p.stored.rows;
+  float* g = grad_.data() + p.offset;
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t n = 0; n < N; ++n) g[n] += dY[i * N + n];
+}
+
+BatchLoss Trainer::forward_backward(const int32_t* tokens, const int32_t* targets, const int32_t* seq_lens,
+                                    int32_t n_seqs, int64_t n_tokens, double denominator, bool backward) {
+  using std::to_string;
+  // ---- validation (nothing touched before it passes)
+  if (!tokens || !targets || !seq_lens) fail("tokens, targets and seq_lens are required");
+  if (n_seqs < 1 || n_tokens < 1) fail("the batch is empty");
+  int64_t sum = 0;
+  int32_t max_len = 0;
+  for (int32_t s = 0; s < n_seqs; ++s) {
+    if (seq_lens[s] < 1) fail("sequence " + to_string(s) + " has length " + to_string(seq_lens[s]));
+    if (seq_lens[s] > cfg_.max_positions)
+      fail("sequence " + to_string(s) + " of " + to_string(seq_lens[s]) + " tokens exceeds the model's context of " +
+           to_string(cfg_.max_positions));
+    sum += seq_lens[s];
+    max_len = std::max(max_len, seq_lens[s]);
+  }
+  if (sum != n_tokens) fail("seq_lens sum to " + to_string(sum) + " but there are " + to_string(n_tokens) + " tokens");
+  int64_t count = 0;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    if (tokens[t] < 0 || tokens[t] >= cfg_.vocab)
+      fail("token id " + to_string(tokens[t]) + " at index " + to_string(t) + " is outside [0, " + to_string(cfg_.vocab) + ")");
+    if (targets[t] < -1 || targets[t] >= cfg_.vocab)
+      fail("target " + to_string(targets[t]) + " at index " + to_string(t) + " is outside the vocabulary (-1: none)");
+    if (targets[t] >= 0) ++count;
+  }
+  if (!(denominator > 0)) denominator = double(count);
+  BatchLoss out;
+  out.count = count;
+  if (count == 0) return out;
+
+  const int64_t T = n_tokens, H = cfg_.hidden, I = cfg_.intermediate, V = cfg_.vocab;
+  const int nh = cfg_.n_heads, nkv = cfg_.n_kv_heads, hd = cfg_.head_dim;
+  const int64_t qd = int64_t(nh) * hd, kvd = int64_t(nkv) * hd;
+  ensure(T, max_len);
+  seqs_.clear();
+  pos_.resize(size_t(T));
+  int64_t row = 0;
+  for (int32_t s = 0; s < n_seqs; ++s) {
+    seqs_.push_back({row, seq_lens[s]});
+    for (int32_t i = 0; i < seq_lens[s]; ++i) pos_[size_t(row + i)] = i;
+    row += seq_lens[s];
+  }
+  const AttnShape ashape{nh, nkv, hd};
+  const float eps = cfg_.rms_eps;
+  const int L = cfg_.n_layers;
+
+  // ---- forward
+  float* h0 = L > 0 ? la_[0].hin : hfin_;
+  if (embed().trainable()) {
+    for (int64_t t = 0; t < T; ++t)
+      std::memcpy(h0 + t * H, master_.data() + embed().offset + int64_t(tokens[t]) * H, size_t(H) * 4);
+  } else {
+    embed_rows(embed().stored, tokens, T, h0, H);
+  }
+  for (int l = 0; l < L; ++l) {
+    LayerActs& a = la_[size_t(l)];
+    float* hout = l + 1 < L ? la_[size_t(l + 1)].hin : hfin_;
+    rmsnorm_forward(pool_, T, H, a.hin, vec_of(P(l, kAttnNorm)), eps, a.x1, a.r1);
+    linear_forward(P(l, kWq), T, a.x1, a.q, false);
+    linear_forward(P(l, kWk), T, a.x1, a.k, false);
+    linear_forward(P(l, kWv), T, a.x1, a.v, false);
+    if (cfg_.qkv_bias) {
+      const float *bq = vec_of(P(l, kBq)), *bk = vec_of(P(l, kBk)), *bv = vec_of(P(l, kBv));
+      for (int64_t t = 0; t < T; ++t) {
+        add_inplace(a.q + t * qd, bq, qd);
+        add_inplace(a.k + t * kvd, bk, kvd);
+        add_inplace(a.v + t * kvd, bv, kvd);
+      }
+    }
+    rope_forward(pool_, T, a.q, nh, hd, pos_.data(), cos_.data(), sin_.data());
+    rope_forward(pool_, T, a.k, nkv, hd, pos_.data(), cos_.data(), sin_.data());
+    attention_forward(pool_, seqs_, ashape, a.q, a.k, a.v, a.att, a.lse, attn_scratch_);
+    std::memcpy(a.hmid, a.hin, size_t(T * H) * 4);
+    linear_forward(P(l, kWo), T, a.att, a.hmid, true);
+    rmsnorm_forward(pool_, T, H, a.hmid, vec_of(P(l, kFfnNorm)), eps, a.x2, a.r2);
+    linear_forward(P(l, kWGate), T, a.x2, a.g, false);
+    linear_forward(P(l, kWUp), T, a.x2, a.u, false);
+    swiglu_forward(pool_, T * I, a.g, a.u, a.a);
+    std::memcpy(hout, a.hmid, size_t(T * H) * 4);
+    linear_forward(P(l, kWDown), T, a.a, hout, true);
+  }
+  rmsnorm_forward(pool_, T, H, hfin_, vec_of(final_norm()), eps, xf_, rf_);
+
+  // ---- LM head + cross-entropy, chunk by chunk over the rows that have a target; with `backward`, the head's
+  // backward runs on each chunk right away (dlogits never exist for more than kLmChunk rows).
+  const bool bw = backward && any_trainable_;
+  if (bw) std::memset(dxf_, 0, size_t(T * H) * 4);
+  lm_rows_.clear();
+  lm_targets_.clear();
+  for (int64_t t = 0; t < T; ++t)
+    if (targets[t] >= 0) {
+      lm_rows_.push_back(int32_t(t));
+      lm_targets_.push_back(targets[t]);
+    }
+  const float scale = float(1.0 / denominator);
+  Param& hp = head();
+  for (int64_t i0 = 0; i0 < count; i0 += kLmChunk) {
+    const int64_t m = std::min(kLmChunk, count - i0);
+    for (int64_t i = 0; i < m; ++i) std::memcpy(xc_ + i * H, xf_ + int64_t(lm_rows_[size_t(i0 + i)]) * H, size_t(H) * 4);
+    linear_forward(hp, m, xc_, chunk_, false);
+    out.sum += crossentropy_forward_backward(pool_, m, V, chunk_, lm_targets_.data() + i0, scale, row_loss_.data());
+    if (!bw) continue;
+    linear_backward(hp, m, xc_, chunk_, dxc_);
+    for (int64_t i = 0; i < m; ++i) std::memcpy(dxf_ + int64_t(lm_rows_[size_t(i0 + i)]) * H, dxc_ + i * H, size_t(H) * 4);
+  }
+  if (!bw) return out;
+
+  // ---- backward
+  Param& fn = final_norm();
+  rmsnorm_backward(pool_, T, H, hfin_, vec_of(fn), rf_, dxf_, dh_, false, fn.trainable() ? grad_.data() + fn.offset : nullptr);
+  if (lowest_ >= L) return out;  // only the final norm / LM head train
+  const int stop = std::max(lowest_, 0);
+  for (int l = L - 1; l >= stop; --l) {
+    LayerActs& a = la_[size_t(l)];
+    auto grad_of = [&](Param& p) { return p.trainable() ? grad_.data() + p.offset : nullptr; };
+    bool attn_trainable = false;
+    for (int r = kAttnNorm; r <= kBv; ++r) attn_trainable = attn_trainable || P(l, r).trainable();
+    const bool below = l > lowest_ || embed().trainable();  // gradient needed below this layer
+    const bool need_attn = below || attn_trainable;
+
+    // FFN half: hout = hmid + down(silu(gate(x2)) * up(x2)), x2 = norm(hmid). dh holds d hout.
+    linear_backward(P(l, kWDown), T, a.a, dh_, da_);
+    swiglu_backward(pool_, T * I, a.g, a.u, da_, dg_, du_);
+    Param& n2 = P(l, kFfnNorm);
+    const bool need_dx2 = need_attn || n2.trainable();
+    linear_backward(P(l, kWGate), T, a.x2, dg_, need_dx2 ? dx_ : nullptr);
+    linear_backward(P(l, kWUp), T, a.x2, du_, need_dx2 ? dtmp_ : nullptr);
+    if (need_dx2) {
+      add_inplace(dx_, dtmp_, T * H);
+      rmsnorm_backward(pool_, T, H, a.hmid, vec_of(n2), a.r2, dx_, dh_, true, grad_of(n2));
+    }
+    if (!need_attn) break;
+
+    // Attention half: hmid = hin + wo(attn(rope(q), rope(k), v)), q/k/v = proj(x1) (+bias), x1 = norm(hin).
+    linear_backward(P(l, kWo), T, a.att, dh_, datt_);
+    attention_backward(pool_, seqs_, ashape, a.q, a.k, a.v, a.lse, datt_, dq_, dk_, dv_, attn_scratch_);
+    rope_backward(pool_, T, dq_, nh, hd, pos_.data(), cos_.data(), sin_.data());
+    rope_backward(pool_, T, dk_, nkv, hd, pos_.data(), cos_.data(), sin_.data());
+    if (cfg_.qkv_bias) {
+      bias_backward(P(l, kBq), T, dq_);
+      bias_backward(P(l, kBk), T, dk_);
+      bias_backward(P(l, kBv), T, dv_);
+    }
+    linear_backward(P(l, kWq), T, a.x1, dq_, below || P(l, kAttnNorm).trainable() ? dx_ : nullptr);
+    Param& n1 = P(l, kAttnNorm);
+    if (below || n1.trainable()) {
+      linear_backward(P(l, kWk), T, a.x1, dk_, dtmp_);
+      add_inplace(dx_, dtmp_, T * H);
+      linear_backward(P(l, kWv), T, a.x1, dv_, dtmp_);
+      add_inplace(dx_, dtmp_, T * H);
+      rmsnorm_backward(pool_, T, H, a.hin, vec_of(n1), a.r1, dx_, dh_, true, grad_of(n1));
+    } else {
+      linear_backward(P(l, kWk), T, a.x1, dk_, nullptr);
+      linear_backward(P(l, kWv), T, a.x1, dv_, nullptr);
+    }
+  }
+  if (embed().trainable()) embedding_backward(T, H, tokens, dh_, grad_.data() + embed().offset);
+  return out;
+}
+
+void Trainer::zero_grad() { std::fill(grad_.begin(), grad_.end(), 0.f); }
+
+double Trainer::grad_norm() {
+  double s = 0;
+  for (float g : grad_) s += double(g) * g;
+  return std::sqrt(s);
+}
+
+double Trainer::step(const AdamWConfig& c) {
+  if (!(c.lr >= 0) || !(c.beta1 >= 0 && c.beta1 < 1) || !(c.beta2 >= 0 && c.beta2 < 1) || !(c.eps > 0) ||
+      !(c.weight_decay >= 0) || !(c.clip >= 0))
+    fail("bad AdamW settings (need lr >= 0, 0 <= betas < 1, eps > 0, weight_decay >= 0, clip >= 0)");
+  const double norm = grad_norm();
+  if (!std::isfinite(norm)) fail("the gradient is not finite (norm " + std::to_string(norm) + "); step skipped");
+  const float clip_scale = c.clip > 0 && norm > c.clip ? float(c.clip / (norm + 1e-6)) : 1.f;
+  ++t_;
+  const double bc1 = 1 - std::pow(double(c.beta1), double(t_)), bc2 = 1 - std::pow(double(c.beta2), double(t_));
+  const float step_size = float(c.lr / bc1), bc2_sqrt = float(std::sqrt(bc2));
+  const float decay = 1.f - c.lr * c.weight_decay;
+  const int64_t n = int64_t(master_.size()), blk = 1 << 14;
+  pool_.parallel_for((n + blk - 1) / blk, [&](int64_t b, int) {
+    for (int64_t i = b * blk, e = std::min(n, i + blk); i < e; ++i) {
+      const float g = grad_[size_t(i)] * clip_scale;
+      float& m = m_[size_t(i)];
+      float& v = v_[size_t(i)];
+      m = c.beta1 * m + (1 - c.beta1) * g;
+      v = c.beta2 * v + (1 - c.beta2) * g * g;
+      float& p = master_[size_t(i)];
+      p *= decay;
+      p -= step_size * m / (std::sqrt(v) / bc2_sqrt + c.eps);
+    }
+  });
+  return norm;
+}
+
+}  // namespace train
+}  // namespace ln

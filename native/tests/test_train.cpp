@@ -1,0 +1,297 @@
+// The training path (native/src/train): backward GEMMs against their float64 references, every parameter's
+// gradient against float64 central finite differences of the independent reference forward (ref_model.h),
+// sparse (rows / cols) gradients against the dense ones, AdamW, and spec / batch validation.
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <stdexcept>
+#include <string>
+
+#include "ref_model.h"
+#include "test_util.h"
+#include "tiny_model.h"
+#include "train/gemm_backward.h"
+#include "train/trainer.h"
+
+using namespace ln;
+using namespace ln::train;
+using namespace lntiny;
+
+namespace {
+
+struct Batch {
+  std::vector<std::vector<int32_t>> seqs;
+  std::vector<int32_t> tokens, targets, lens;
+  int64_t count = 0;
+};
+
+Batch make_batch(const std::vector<int>& lens, int vocab, uint32_t seed) {
+  Batch b;
+  for (size_t s = 0; s < lens.size(); ++s) {
+    b.seqs.push_back(random_tokens(lens[s], vocab, seed + uint32_t(s)));
+    const auto& q = b.seqs.back();
+    for (int i = 0; i < lens[s]; ++i) {
+      b.tokens.push_back(q[size_t(i)]);
+      const int32_t tg = i + 1 < lens[s] ? q[size_t(i + 1)] : -1;
+      b.targets.push_back(tg);
+      b.count += tg >= 0;
+    }
+    b.lens.push_back(lens[s]);
+  }
+  b.targets[1] = -1;  // an ignored position inside a sequence
+  --b.count;
+  return b;
+}
+
+// Mean next-token cross-entropy of the batch under the float64 reference model.
+double ref_loss(const lnref::RefModel& m, const Batch& b) {
+  double sum = 0;
+  size_t off = 0;
+  const int64_t V = m.c.vocab;
+  for (const auto& q : b.seqs) {
+    const std::vector<double> lg = m.forward(q);
+    for (size_t i = 0; i < q.size(); ++i) {
+      const int32_t tg = b.targets[off + i];
+      if (tg < 0) continue;
+      const double* l = lg.data() + int64_t(i) * V;
+      double mx = l[0];
+      for (int64_t v = 1; v < V; ++v) mx = std::max(mx, l[v]);
+      double z = 0;
+      for (int64_t v = 0; v < V; ++v) z += std::exp(l[v] - mx);
+      sum += mx + std::log(z) - l[tg];
+    }
+    off += q.size();
+  }
+  return sum / double(b.count);
+}
+
+// The reference's double tensor for a trainer parameter (and, for the tied embedding, the head copy).
+std::vector<std::vector<double>*> ref_tensors(lnref::RefModel& m, const Param& p) {
+  if (p.layer < 0) {
+    if (p.role == "embed") {
+      if (m.c.tie_embeddings) return {&m.embed, &m.lm_head};
+      return {&m.embed};
+    }
+    if (p.role == "final_norm") return {&m.final_norm};
+    return {&m.lm_head};
+  }
+  lnref::RefLayer& L = m.layers[size_t(p.layer)];
+  const std::string& r = p.role;
+  std::vector<double>* t = r == "attn_norm" ? &L.attn_norm : r == "wq" ? &L.wq : r == "wk" ? &L.wk : r == "wv" ? &L.wv
+                         : r == "wo" ? &L.wo : r == "bq" ? &L.bq : r == "bk" ? &L.bk : r == "bv" ? &L.bv
+                         : r == "ffn_norm" ? &L.ffn_norm : r == "w_gate" ? &L.wg : r == "w_up" ? &L.wu : &L.wd;
+  return {t};
+}
+
+std::vector<TrainableSpec> dense_spec(const ModelConfig& c) {
+  std::vector<TrainableSpec> s = {{"embed", -1, ParamMode::Dense, {}}, {"final_norm", -1, ParamMode::Dense, {}}};
+  if (!c.tie_embeddings) s.push_back({"lm_head", -1, ParamMode::Dense, {}});
+  for (int l = 0; l < c.n_layers; ++l)
+    for (int r = 0; r < kLayerRoles; ++r) {
+      if (!c.qkv_bias && r >= kBq && r <= kBv) continue;
+      s.push_back({layer_role_name(r), l, ParamMode::Dense, {}});
+    }
+  return s;
+}
+
+// Every parameter tensor: a sample of entries (all of them for small tensors) against central differences.
+void check_fd(const TinyOpts& o, const char* label) {
+  Tiny tiny(o);
+  Trainer tr(tiny.cfg, tiny.w, 2, dense_spec(tiny.cfg));
+  Batch b = make_batch({9, 6}, o.vocab, 7);
+  BatchLoss bl = tr.forward_backward(b.tokens.data(), b.targets.data(), b.lens.data(), int32_t(b.lens.size()),
+                                     int64_t(b.tokens.size()), 0, true);
+  lnref::RefModel ref(tiny.cfg, tiny.w);
+  const double l0 = ref_loss(ref, b);
+  const double loss = bl.sum / double(bl.count);
+  LN_CHECK_MSG(std::fabs(loss - l0) <= 1e-5 * std::fabs(l0), "%s: loss %.9g vs reference %.9g", label, loss, l0);
+  std::mt19937 rng(3);
+  double worst = 0;
+  std::string worst_name;
+  for (int i = 0; i < tr.n_params(); ++i) {
+    const Param& p = tr.param(i);
+    if (!p.trainable()) continue;
+    std::vector<std::vector<double>*> rt = ref_tensors(ref, p);
+    const int64_t n = p.size;
+    std::vector<int64_t> idx;
+    if (n <= 24) for (int64_t k = 0; k < n; ++k) idx.push_back(k);
+    else for (int k = 0; k < 24; ++k) idx.push_back(int64_t(rng() % uint64_t(n)));
+    double num = 0, den = 0;
+    for (int64_t k : idx) {
+      const double h = 1e-5;
+      const double x0 = (*rt[0])[size_t(k)];
+      for (auto* t : rt) (*t)[size_t(k)] = x0 + h;
+      const double lp = ref_loss(ref, b);
+      for (auto* t : rt) (*t)[size_t(k)] = x0 - h;
+      const double lm = ref_loss(ref, b);
+      for (auto* t : rt) (*t)[size_t(k)] = x0;
+      const double fd = (lp - lm) / (2 * h);
+      const double g = tr.grad()[p.offset + k];
+      num += (g - fd) * (g - fd);
+      den += fd * fd;
+    }
+    const double rel = std::sqrt(num / std::max(den, 1e-30));
+    const std::string nm = p.role + "[" + std::to_string(p.layer) + "]";
+    if (rel > worst) { worst = rel; worst_name = nm; }
+    LN_CHECK_MSG(rel < 1e-4 || std::sqrt(den) < 1e-7, "%s: %s gradient rel error %.3g (|fd| %.3g)", label, nm.c_str(), rel,
+                 std::sqrt(den));
+  }
+  std::printf("  %s: loss %.8f (ref %.8f), worst gradient rel error vs finite differences %.2e (%s)\n", label, loss, l0,
+              worst, worst_name.c_str());
+}
+
+}  // namespace
+
+LN_TEST(train_gemm_backward_matches_reference) {
+  ThreadPool pool(2);
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> U(-1.f, 1.f);
+  for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+    TinyOpts o;
+    o.dtype = dt;
+    Tiny t(o);
+    const WeightRef W = t.tensor(dt, 37, 29, 1.f, 0.f, dt == DType::F32 ? 0 : 2);
+    const int64_t M = 21, N = W.rows, K = W.cols;
+    std::vector<float> dY(size_t(M * N)), X(size_t(M * K));
+    for (auto& v : dY) v = U(rng);
+    for (auto& v : X) v = U(rng);
+    for (int64_t i = 0; i < N; ++i) dY[size_t(3 * N + i)] = 0.f;  // a zero row (skipped path)
+    std::vector<float> dx(size_t(M * K), 0.5f), dx_ref(dx), scratch(size_t(2 * K));
+    gemm_dx(M, dY.data(), N, W, dx.data(), K, true, scratch.data(), pool);
+    gemm_dx_ref(M, dY.data(), N, W, dx_ref.data(), K, true);
+    double e = 0;
+    for (size_t i = 0; i < dx.size(); ++i) e = std::max(e, double(std::fabs(dx[i] - dx_ref[i])));
+    LN_CHECK_MSG(e < 1e-5, "gemm_dx %s max error %g", dtype_name(dt), e);
+    std::vector<float> dw(size_t(N * K), 0.25f), dw_ref(dw);
+    gemm_dw(M, N, K, dY.data(), N, X.data(), K, dw.data(), K, pool);
+    gemm_dw_ref(M, N, K, dY.data(), N, X.data(), K, dw_ref.data(), K);
+    e = 0;
+    for (size_t i = 0; i < dw.size(); ++i) e = std::max(e, double(std::fabs(dw[i] - dw_ref[i])));
+    LN_CHECK_MSG(e < 1e-5, "gemm_dw max error %g", e);
+  }
+}
+
+LN_TEST(train_fd_gradients_plain) {
+  TinyOpts o;
+  o.hidden = 16; o.inter = 24; o.layers = 2; o.heads = 4; o.kv = 2; o.head_dim = 4; o.vocab = 32;
+  check_fd(o, "plain (GQA 4/2, untied)");
+}
+
+LN_TEST(train_fd_gradients_llama3_bias_tied) {
+  TinyOpts o;
+  o.hidden = 16; o.inter = 24; o.layers = 2; o.heads = 4; o.kv = 1; o.head_dim = 8; o.vocab = 32;
+  o.llama3 = true; o.bias = true; o.tied = true; o.theta = 500000.f;
+  check_fd(o, "llama3 rope + qkv bias + tied");
+}
+
+LN_TEST(train_fd_gradients_bf16_weights) {
+  TinyOpts o;
+  o.hidden = 16; o.inter = 24; o.layers = 2; o.heads = 2; o.kv = 2; o.head_dim = 8; o.vocab = 32;
+  o.dtype = DType::BF16;
+  check_fd(o, "bf16 stored weights");
+}
+
+// Rows / Cols gradients equal the matching entries of the dense gradient; frozen layers below are not visited.
+LN_TEST(train_sparse_matches_dense) {
+  TinyOpts o;
+  o.hidden = 16; o.inter = 24; o.layers = 3; o.heads = 4; o.kv = 2; o.head_dim = 4; o.vocab = 32; o.bias = true;
+  Tiny tiny(o);
+  Batch b = make_batch({10, 7}, o.vocab, 21);
+  auto run = [&](Trainer& tr) {
+    tr.forward_backward(b.tokens.data(), b.targets.data(), b.lens.data(), int32_t(b.lens.size()),
+                        int64_t(b.tokens.size()), 0, true);
+  };
+  Trainer dense(tiny.cfg, tiny.w, 2, dense_spec(tiny.cfg));
+  run(dense);
+  const std::vector<int32_t> sel1 = {0, 3, 4, 17, 23}, sel2 = {5, 6};
+  std::vector<TrainableSpec> spec = {
+      {"w_gate", 1, ParamMode::Rows, sel1}, {"w_up", 1, ParamMode::Rows, sel1}, {"w_down", 1, ParamMode::Cols, sel1},
+      {"w_gate", 2, ParamMode::Rows, sel2}, {"w_up", 2, ParamMode::Rows, sel2}, {"w_down", 2, ParamMode::Cols, sel2},
+      {"wq", 2, ParamMode::Rows, {1, 9}},   {"wo", 2, ParamMode::Cols, {0, 15}}};
+  Trainer sparse(tiny.cfg, tiny.w, 2, spec);
+  LN_CHECK(sparse.lowest_layer() == 1);
+  LN_CHECK(sparse.n_trainable() == 3 * 16 * 5 + 3 * 16 * 2 + 2 * 16 + 16 * 2);
+  run(sparse);
+  double worst = 0;
+  for (const TrainableSpec& s : spec) {
+    const Param& sp = sparse.param(sparse.find(s.role, s.layer));
+    const Param& dp = dense.param(dense.find(s.role, s.layer));
+    const int64_t K = dp.stored.cols;
+    double num = 0, den = 0;
+    for (int64_t r = 0; r < sp.mrows; ++r)
+      for (int64_t c = 0; c < sp.mcols; ++c) {
+        const int64_t dr = s.mode == ParamMode::Rows ? s.index[size_t(r)] : r;
+        const int64_t dc = s.mode == ParamMode::Cols ? s.index[size_t(c)] : c;
+        const double g = sparse.grad()[sp.offset + r * sp.mcols + c], d = dense.grad()[dp.offset + dr * K + dc];
+        num += (g - d) * (g - d);
+        den += d * d;
+      }
+    const double rel = std::sqrt(num / den);
+    worst = std::max(worst, rel);
+    LN_CHECK_MSG(rel < 1e-5, "%s of layer %d: sparse vs dense rel error %g", s.role.c_str(), s.layer, rel);
+  }
+  std::printf("  sparse vs dense gradient: worst rel error %.2e\n", worst);
+}
+
+LN_TEST(train_adamw_lowers_loss) {
+  TinyOpts o;
+  o.hidden = 16; o.inter = 24; o.layers = 2; o.heads = 4; o.kv = 2; o.head_dim = 4; o.vocab = 32;
+  Tiny tiny(o);
+  Batch b = make_batch({12, 12}, o.vocab, 5);
+  for (int method = 0; method < 2; ++method) {
+    std::vector<TrainableSpec> spec = method == 0 ? dense_spec(tiny.cfg)
+        : std::vector<TrainableSpec>{{"w_gate", 0, ParamMode::Rows, {1, 2, 3}}, {"w_up", 0, ParamMode::Rows, {1, 2, 3}},
+                                     {"w_down", 0, ParamMode::Cols, {1, 2, 3}}};
+    Trainer tr(tiny.cfg, tiny.w, 2, spec);
+    AdamWConfig ac;
+    ac.lr = 1e-2f;
+    ac.clip = 1.f;
+    ac.weight_decay = 0.01f;
+    double first = 0, last = 0;
+    for (int it = 0; it < 20; ++it) {
+      tr.zero_grad();
+      BatchLoss bl = tr.forward_backward(b.tokens.data(), b.targets.data(), b.lens.data(), 2, int64_t(b.tokens.size()), 0, true);
+      if (it == 0) first = bl.sum / double(bl.count);
+      last = bl.sum / double(bl.count);
+      tr.step(ac);
+    }
+    LN_CHECK_MSG(last < first - 0.05, "method %d: loss %g -> %g", method, first, last);
+  }
+}
+
+LN_TEST(train_rejects_bad_spec_and_batch) {
+  TinyOpts o;
+  o.hidden = 16; o.inter = 24; o.layers = 2; o.heads = 4; o.kv = 2; o.head_dim = 4; o.vocab = 32; o.tied = true;
+  Tiny tiny(o);
+  auto throws = [&](std::vector<TrainableSpec> spec) {
+    try {
+      Trainer tr(tiny.cfg, tiny.w, 1, spec);
+    } catch (const std::invalid_argument&) {
+      return true;
+    }
+    return false;
+  };
+  LN_CHECK(throws({{"nope", 0, ParamMode::Dense, {}}}));
+  LN_CHECK(throws({{"w_gate", 5, ParamMode::Dense, {}}}));
+  LN_CHECK(throws({{"w_gate", 0, ParamMode::Rows, {3, 2}}}));
+  LN_CHECK(throws({{"w_gate", 0, ParamMode::Rows, {24}}}));
+  LN_CHECK(throws({{"w_down", 0, ParamMode::Rows, {1}}}));
+  LN_CHECK(throws({{"ffn_norm", 0, ParamMode::Cols, {1}}}));
+  LN_CHECK(throws({{"lm_head", -1, ParamMode::Dense, {}}}));  // tied
+  LN_CHECK(throws({{"bq", 0, ParamMode::Dense, {}}}));        // no biases in this model
+  LN_CHECK(throws({{"wq", 0, ParamMode::Dense, {}}, {"wq", 0, ParamMode::Dense, {}}}));
+  Trainer tr(tiny.cfg, tiny.w, 1, {{"wq", 0, ParamMode::Dense, {}}});
+  std::vector<int32_t> tok = {1, 2, 3}, tg = {2, 3, -1}, lens = {3}, bad = {1, 99, 3}, badlens = {2};
+  auto fb_throws = [&](const std::vector<int32_t>& t, const std::vector<int32_t>& g, const std::vector<int32_t>& l) {
+    try {
+      tr.forward_backward(t.data(), g.data(), l.data(), int32_t(l.size()), int64_t(t.size()), 0, true);
+    } catch (const std::invalid_argument&) {
+      return true;
+    }
+    return false;
+  };
+  LN_CHECK(fb_throws(bad, tg, lens));
+  LN_CHECK(fb_throws(tok, bad, lens));
+  LN_CHECK(fb_throws(tok, tg, badlens));
+  LN_CHECK(!fb_throws(tok, tg, lens));
+}

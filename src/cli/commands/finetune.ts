@@ -1,0 +1,92 @@
+import type { Command } from 'commander';
+
+import { LangneuronsError } from '../../errors.js';
+import { applyDelta } from '../../train/delta.js';
+import { finetune, resume, type FinetuneOptions, type Schedule } from '../../train/finetune.js';
+import type { FinetuneMethod } from '../../train/methods.js';
+import { printResult } from '../output.js';
+
+interface FinetuneCli {
+  method?: string; masks?: string; lang?: string; train?: string; valid?: string; out?: string; resume?: string;
+  lr?: string; weightDecay?: string; clip?: string; chunk?: string; batch?: string; accum?: string; steps?: string;
+  warmup?: string; schedule?: string; evalEvery?: string; saveEvery?: string; seed?: string; threads?: string;
+  json?: boolean; quiet?: boolean;
+}
+
+// Numbers are parsed here (not by commander) so that a bad value names its option.
+function num(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const x = Number(v);
+  if (v.trim() === '' || !Number.isFinite(x)) throw new LangneuronsError('E_OPTIONS', `--${name} must be a number, got '${v}'`, { field: name });
+  return x;
+}
+
+export function registerFinetune(program: Command): void {
+  program
+    .command('finetune [model-dir]')
+    .description('fine-tune a model: every parameter (full), the MLPs (mlp), a language\'s neurons (neurons) or as many random neurons (random)')
+    .option('--method <m>', 'full | mlp | neurons | random', 'neurons')
+    .option('--masks <file>', 'neuron mask (langneurons identify) for neurons / random')
+    .option('--lang <langs>', 'language(s) of the mask, comma-separated (union)')
+    .option('--train <file>', 'training text (UTF-8, one document per line)')
+    .option('--valid <file>', 'validation text: loss every --eval-every steps, the best weights kept')
+    .option('--out <dir>', 'run directory (must not hold a run)')
+    .option('--resume <dir>', 'continue the run in <dir> from its last saved state')
+    .option('--lr <x>', 'peak learning rate (default per method: full/mlp 1e-5, neurons/random 1e-4)')
+    .option('--weight-decay <x>', 'AdamW decoupled weight decay (neurons/random 0.01, else 0)')
+    .option('--clip <x>', 'max gradient norm (full 0.5, else 1.0; 0: none)')
+    .option('--chunk <n>', 'tokens per chunk (512)')
+    .option('--batch <n>', 'chunks per micro-batch (2)')
+    .option('--accum <n>', 'micro-batches per step (1)')
+    .option('--steps <n>', 'optimizer steps (default: one epoch)')
+    .option('--warmup <n>', 'linear warm-up steps (0)')
+    .option('--schedule <s>', 'constant | linear | cosine (constant)')
+    .option('--eval-every <n>', 'validation every n steps (500)')
+    .option('--save-every <n>', 'save the resumable state every n steps (default: --eval-every)')
+    .option('--seed <n>', 'seed of the data order and of method random (0)')
+    .option('--threads <n>', 'threads (2)')
+    .option('--json', 'print the result as JSON')
+    .option('--quiet', 'no per-step lines')
+    .action(async (dir: string | undefined, o: FinetuneCli) => {
+      const onLog = o.quiet || o.json ? undefined : (e: Record<string, unknown>) => process.stderr.write(JSON.stringify(e) + '\n');
+      let r;
+      if (o.resume) {
+        if (dir || o.train || o.out) throw new LangneuronsError('E_OPTIONS', '--resume takes everything from the run directory: give no model, --train or --out');
+        r = await resume(o.resume, onLog ? { onLog } : {});
+      } else {
+        if (!dir) throw new LangneuronsError('E_OPTIONS', 'finetune needs a model directory (or --resume <run-dir>)');
+        if (!o.train) throw new LangneuronsError('E_OPTIONS', 'finetune needs --train <file>', { field: 'train' });
+        if (!o.out) throw new LangneuronsError('E_OPTIONS', 'finetune needs --out <run-dir>', { field: 'out' });
+        const opts: FinetuneOptions = {
+          method: (o.method ?? 'neurons') as FinetuneMethod, train: o.train,
+          ...(o.masks ? { masks: o.masks } : {}), ...(o.lang ? { langs: o.lang.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
+          ...(o.valid ? { valid: o.valid } : {}),
+          ...(o.schedule ? { schedule: o.schedule as Schedule } : {}),
+        };
+        const nums: [keyof FinetuneOptions, string, string | undefined][] = [
+          ['lr', 'lr', o.lr], ['weightDecay', 'weight-decay', o.weightDecay], ['clip', 'clip', o.clip], ['chunk', 'chunk', o.chunk],
+          ['batch', 'batch', o.batch], ['accum', 'accum', o.accum], ['steps', 'steps', o.steps], ['warmup', 'warmup', o.warmup],
+          ['evalEvery', 'eval-every', o.evalEvery], ['saveEvery', 'save-every', o.saveEvery], ['seed', 'seed', o.seed], ['threads', 'threads', o.threads]];
+        for (const [k, name, v] of nums) {
+          const x = num(name, v);
+          if (x !== undefined) (opts as unknown as Record<string, unknown>)[k] = x;
+        }
+        r = await finetune(dir, opts, o.out, onLog ? { onLog } : {});
+      }
+      printResult(o, r, () => `run            ${r.runDir}\nsteps          ${r.steps}\ntrainable      ${r.trainableParameters}\n` +
+        `loss           ${r.firstLoss?.toFixed(4) ?? '-'} -> ${r.lastLoss?.toFixed(4) ?? '-'}\n` +
+        (r.bestStep !== null ? `best valid     ${r.bestValid!.toFixed(4)} at step ${r.bestStep}\n` : ''));
+    });
+
+  program
+    .command('delta')
+    .description('sparse weight deltas of fine-tuning runs')
+    .command('apply <model-dir> <delta>')
+    .description('write model + delta (runs/x/delta.safetensors) as a Hugging Face checkpoint')
+    .requiredOption('--out <dir>', 'output folder')
+    .option('--json', 'print the result as JSON')
+    .action(async (dir: string, delta: string, o: { out: string; json?: boolean }) => {
+      const r = await applyDelta(dir, delta, o.out);
+      printResult(o, { out: o.out, patched: r.patched }, () => `wrote ${o.out} (${r.patched.length} tensors changed)\n`);
+    });
+}

@@ -1,0 +1,159 @@
+// Outputs of a fine-tuning run: the sparse delta (only the trained rows / columns / tensors, float32, with their
+// indices) and a full Hugging Face checkpoint made by applying a delta to the base model. Every tensor the delta
+// does not touch is copied byte for byte; trained values are written in the tensor's stored dtype.
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+
+import { LangneuronsError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { f32ToBf16, f32ToF16 } from '../io/float16.js';
+import { readAllTensors, readTensor, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
+import { modelIdentity } from '../profile/identity.js';
+import { tensorName, type NativeTrainer } from './native.js';
+
+export const DELTA_FORMAT = 'langneurons-delta/1';
+
+export interface DeltaTensor { name: string; mode: 'dense' | 'rows' | 'cols'; shape: number[]; indices: number }
+export interface DeltaDescription {
+  format: typeof DELTA_FORMAT;
+  model: { name: string; fingerprint: string };
+  method: string;
+  step: number;
+  trainableParameters: number;
+  tensors: DeltaTensor[];
+}
+
+/** The trainer's current (master) values of every trainable tensor, as delta tensors. */
+export function deltaTensors(tr: NativeTrainer): { tensors: Record<string, TensorToWrite>; described: DeltaTensor[] } {
+  const tensors: Record<string, TensorToWrite> = {};
+  const described: DeltaTensor[] = [];
+  for (const p of tr.params()) {
+    if (p.size === 0) continue;
+    const name = tensorName(p.role, p.layer);
+    const n = p.index?.length ?? 0;
+    const shape = p.mode === 'rows' ? [n, p.cols] : p.mode === 'cols' ? [p.rows, n] : p.cols === 1 ? [p.rows] : [p.rows, p.cols];
+    tensors[name] = { dtype: 'F32', shape, data: tr.read('master', p.id) };
+    if (p.index) tensors[`${name}.index`] = { dtype: 'I32', shape: [n], data: p.index };
+    described.push({ name, mode: p.mode as DeltaTensor['mode'], shape, indices: n });
+  }
+  return { tensors, described };
+}
+
+export async function writeDelta(dir: string, tr: NativeTrainer, ckpt: Checkpoint, method: string, step: number): Promise<void> {
+  const { tensors, described } = deltaTensors(tr);
+  const id = modelIdentity(ckpt);
+  const desc: DeltaDescription = {
+    format: DELTA_FORMAT, model: { name: id.name, fingerprint: id.fingerprint }, method, step,
+    trainableParameters: tr.info().trainable, tensors: described,
+  };
+  await fsp.mkdir(dir, { recursive: true });
+  await writeSafetensors(path.join(dir, 'delta.safetensors'), tensors, { format: DELTA_FORMAT, description: JSON.stringify(desc) });
+  await writeFileAtomic(path.join(dir, 'delta.json'), JSON.stringify(desc, null, 2) + '\n');
+}
+
+const COPY_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json',
+  'special_tokens_map.json', 'tokenizer.model'];
+
+function bad(file: string, msg: string): never {
+  throw new LangneuronsError('E_DELTA', `${file}: ${msg}`, { file });
+}
+
+/**
+ * Writes base model + delta as a Hugging Face checkpoint in outDir (config.json, model.safetensors, tokenizer
+ * files). Refuses a delta made for another model, and an outDir that already holds a model.
+ */
+export async function applyDelta(modelDir: string, deltaFile: string, outDir: string): Promise<{ patched: string[] }> {
+  const ckpt = await openCheckpoint(modelDir);
+  const delta = await readAllTensors(deltaFile).catch((e: Error) => bad(deltaFile, `cannot read the delta: ${e.message}`));
+  const descText = await readDeltaDescription(deltaFile);
+  const id = modelIdentity(ckpt);
+  if (descText.model.fingerprint !== id.fingerprint)
+    bad(deltaFile, `delta was made for ${descText.model.name} (${descText.model.fingerprint.slice(0, 12)}), not for ${id.name} (${id.fingerprint.slice(0, 12)})`);
+  if (path.resolve(outDir) === path.resolve(modelDir)) bad(outDir, 'the output folder is the base model folder');
+  try {
+    await fsp.access(path.join(outDir, 'model.safetensors'));
+    bad(outDir, 'already holds a model.safetensors; choose another --out');
+  } catch (e) {
+    if (e instanceof LangneuronsError) throw e;
+  }
+
+  const out: Record<string, TensorToWrite> = {};
+  const patched: string[] = [];
+  for (const [name, info] of ckpt.tensors) {
+    const data = await readTensor(info.file, info);
+    out[name] = { dtype: info.dtype, shape: [...info.shape], data };
+  }
+  const tied = ckpt.config.tieWordEmbeddings;
+  for (const t of descText.tensors) {
+    const d = delta.get(t.name);
+    if (!d || d.info.dtype !== 'F32') bad(deltaFile, `tensor ${t.name} missing or not F32`);
+    const targets = [t.name];
+    if (tied && t.name === 'model.embed_tokens.weight' && out['lm_head.weight']) targets.push('lm_head.weight');
+    for (const target of targets) {
+      const base = out[target];
+      if (!base) bad(deltaFile, `tensor ${t.name} is not in the model`);
+      const cols = base.shape.length === 2 ? base.shape[1]! : 1, rows = base.shape[0]!;
+      const values = d.data as Float32Array;
+      const idx = t.mode === 'dense' ? null : (delta.get(`${t.name}.index`)?.data as Int32Array | undefined);
+      if (t.mode !== 'dense' && !idx) bad(deltaFile, `tensor ${t.name}.index is missing`);
+      // A private copy of the base tensor, patched in its own dtype.
+      const copy = base.data.slice() as Float32Array | Uint16Array;
+      const put = (i: number, v: number) => {
+        if (base.dtype === 'F32') (copy as Float32Array)[i] = v;
+        else if (base.dtype === 'BF16') (copy as Uint16Array)[i] = f32ToBf16(v);
+        else if (base.dtype === 'F16') (copy as Uint16Array)[i] = f32ToF16(v);
+        else bad(deltaFile, `tensor ${target} has dtype ${base.dtype}`);
+      };
+      if (t.mode === 'dense') {
+        if (values.length !== rows * cols) bad(deltaFile, `tensor ${t.name}: ${values.length} values for shape [${base.shape}]`);
+        for (let i = 0; i < values.length; i++) put(i, values[i]!);
+      } else if (t.mode === 'rows') {
+        if (values.length !== idx!.length * cols) bad(deltaFile, `tensor ${t.name}: wrong size`);
+        idx!.forEach((r, k) => {
+          if (r < 0 || r >= rows) bad(deltaFile, `tensor ${t.name}: row ${r} out of range`);
+          for (let c = 0; c < cols; c++) put(r * cols + c, values[k * cols + c]!);
+        });
+      } else {
+        const n = idx!.length;
+        if (values.length !== rows * n) bad(deltaFile, `tensor ${t.name}: wrong size`);
+        idx!.forEach((c, k) => {
+          if (c < 0 || c >= cols) bad(deltaFile, `tensor ${t.name}: column ${c} out of range`);
+          for (let r = 0; r < rows; r++) put(r * cols + c, values[r * n + k]!);
+        });
+      }
+      out[target] = { ...base, data: copy };
+      patched.push(target);
+    }
+  }
+  await fsp.mkdir(outDir, { recursive: true });
+  await writeSafetensors(path.join(outDir, 'model.safetensors'), out, { format: 'pt' });
+  for (const f of COPY_FILES) {
+    const src = path.join(modelDir, f);
+    try {
+      await writeFileAtomic(path.join(outDir, f), await fsp.readFile(src));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+  return { patched };
+}
+
+export async function readDeltaDescription(deltaFile: string): Promise<DeltaDescription> {
+  const jsonFile = path.join(path.dirname(deltaFile), 'delta.json');
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await fsp.readFile(jsonFile, 'utf8'));
+  } catch (e) {
+    bad(jsonFile, `cannot read the delta description: ${(e as Error).message}`);
+  }
+  const d = raw as DeltaDescription;
+  if (d?.format !== DELTA_FORMAT || !Array.isArray(d.tensors) || typeof d.model?.fingerprint !== 'string')
+    bad(jsonFile, `not a ${DELTA_FORMAT} description`);
+  return d;
+}
+
+export function sha256(data: Uint8Array | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}

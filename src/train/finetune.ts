@@ -1,0 +1,347 @@
+// The fine-tuning loop: data packed into fixed-length chunks, AdamW with warm-up and a schedule, gradient
+// accumulation and clipping, validation every N steps with the best weights kept, a JSON-lines training log,
+// and run directories that resume exactly (`resume(runDir)`).
+//
+// Run directory:
+//   run.json          what the run is (model + fingerprint, method, options, data hashes); written once
+//   train.jsonl       one line per step {step, loss, lr, gradNorm, tokensPerSecond, ...} and per validation
+//   state/            state.safetensors (master weights + Adam moments of every trainable tensor) + state.json
+//   best/             delta of the best validation loss (with --valid)
+//   delta.safetensors + delta.json   the trained rows / columns / tensors (final, or best with --valid)
+//   model/            the full Hugging Face checkpoint (base + delta)
+import { promises as fsp, readFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { LangneuronsError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { readAllTensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import { readMask } from '../identify/masks.js';
+import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
+import { loadTokenizer } from '../model/tokenizer.js';
+import { modelIdentity } from '../profile/identity.js';
+import { applyDelta, sha256, writeDelta } from './delta.js';
+import { METHOD_DEFAULTS, METHODS, rng, selectTrainable, type FinetuneMethod } from './methods.js';
+import { createNativeTrainer, tensorName, type NativeTrainer } from './native.js';
+
+export const RUN_FORMAT = 'langneurons-finetune/1';
+export type Schedule = 'constant' | 'linear' | 'cosine';
+
+export interface FinetuneOptions {
+  method: FinetuneMethod;
+  masks?: string;
+  langs?: string[];
+  train: string;
+  valid?: string;
+  lr?: number;
+  weightDecay?: number;
+  clip?: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  /** Tokens per chunk (default 512). */
+  chunk?: number;
+  /** Chunks per micro-batch (default 2). */
+  batch?: number;
+  /** Micro-batches per optimizer step (default 1). */
+  accum?: number;
+  /** Optimizer steps (default: one epoch). */
+  steps?: number;
+  warmup?: number;
+  schedule?: Schedule;
+  /** Validation every N steps (default 500; 0: only at the end). */
+  evalEvery?: number;
+  /** Save the resumable state every N steps (default: evalEvery, or 100). */
+  saveEvery?: number;
+  seed?: number;
+  threads?: number;
+  /** Write the full checkpoint (default true). */
+  writeModel?: boolean;
+}
+
+interface ResolvedOptions extends Required<Omit<FinetuneOptions, 'masks' | 'langs' | 'valid' | 'steps'>> {
+  masks: string | null; langs: string[]; valid: string | null; steps: number;
+}
+
+interface RunFile {
+  format: typeof RUN_FORMAT;
+  model: { dir: string; name: string; fingerprint: string };
+  options: ResolvedOptions;
+  data: { trainSha256: string; validSha256: string | null; trainChunks: number; validChunks: number };
+  trainableParameters: number;
+}
+
+interface StateFile { step: number; bestValid: number | null; bestStep: number | null; tokens: number; stateSha256: string }
+
+export interface FinetuneResult {
+  runDir: string; steps: number; firstLoss: number | null; lastLoss: number | null;
+  bestValid: number | null; bestStep: number | null; trainableParameters: number;
+}
+
+export interface RunControl {
+  /** Stop (as if killed) right after this step's state is saved: for tests of resume. */
+  stopAfterStep?: number;
+  onLog?: (entry: Record<string, unknown>) => void;
+}
+
+function optErr(msg: string, field?: string): LangneuronsError {
+  return new LangneuronsError('E_OPTIONS', msg, field ? { field } : {});
+}
+
+function resolveOptions(o: FinetuneOptions): ResolvedOptions {
+  if (!METHODS.includes(o.method)) throw optErr(`unknown method '${String(o.method)}' (methods: ${METHODS.join(', ')})`, 'method');
+  const d = METHOD_DEFAULTS[o.method];
+  const num = (name: string, v: number | undefined, def: number, ok: (x: number) => boolean, want: string): number => {
+    const x = v ?? def;
+    if (typeof x !== 'number' || !Number.isFinite(x) || !ok(x)) throw optErr(`--${name} must be ${want}, got ${String(v)}`, name);
+    return x;
+  };
+  const int = (name: string, v: number | undefined, def: number, min: number) =>
+    num(name, v, def, (x) => Number.isInteger(x) && x >= min, `an integer >= ${min}`);
+  const evalEvery = int('eval-every', o.evalEvery, 500, 0);
+  const schedule = o.schedule ?? 'constant';
+  if (!['constant', 'linear', 'cosine'].includes(schedule)) throw optErr(`--schedule must be constant, linear or cosine, got '${schedule}'`, 'schedule');
+  return {
+    method: o.method, masks: o.masks ?? null, langs: o.langs ?? [], train: path.resolve(o.train),
+    valid: o.valid ? path.resolve(o.valid) : null,
+    lr: num('lr', o.lr, d.lr, (x) => x > 0, 'a number > 0'),
+    weightDecay: num('weight-decay', o.weightDecay, d.weightDecay, (x) => x >= 0, 'a number >= 0'),
+    clip: num('clip', o.clip, d.clip, (x) => x >= 0, 'a number >= 0 (0: no clipping)'),
+    beta1: num('beta1', o.beta1, 0.9, (x) => x >= 0 && x < 1, 'in [0, 1)'),
+    beta2: num('beta2', o.beta2, 0.999, (x) => x >= 0 && x < 1, 'in [0, 1)'),
+    eps: num('eps', o.eps, 1e-8, (x) => x > 0, 'a number > 0'),
+    chunk: int('chunk', o.chunk, 512, 2), batch: int('batch', o.batch, 2, 1), accum: int('accum', o.accum, 1, 1),
+    steps: o.steps === undefined ? 0 : int('steps', o.steps, 0, 1),
+    warmup: int('warmup', o.warmup, 0, 0), schedule, evalEvery,
+    saveEvery: int('save-every', o.saveEvery, evalEvery || 100, 1), seed: int('seed', o.seed, 0, 0),
+    threads: int('threads', o.threads, 2, 1), writeModel: o.writeModel ?? true,
+  };
+}
+
+/** Learning rate of optimizer step `s` (0-based) of `total`. */
+export function learningRate(o: Pick<ResolvedOptions, 'lr' | 'warmup' | 'schedule'>, s: number, total: number): number {
+  if (s < o.warmup) return (o.lr * (s + 1)) / o.warmup;
+  if (o.schedule === 'constant') return o.lr;
+  const p = total > o.warmup ? (s - o.warmup) / (total - o.warmup) : 0;
+  return o.schedule === 'linear' ? o.lr * (1 - p) : (o.lr * (1 + Math.cos(Math.PI * p))) / 2;
+}
+
+/** Text file -> token ids (one document per non-empty line, BOS each) -> chunks of `chunk` tokens. */
+async function loadChunks(file: string, tokenize: (s: string) => number[], chunk: number, what: string): Promise<{ chunks: Int32Array[]; sha: string }> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (e) {
+    throw new LangneuronsError('E_IO', `${file}: cannot read the ${what} file: ${(e as Error).message}`, { file });
+  }
+  const ids: number[] = [];
+  for (const line of text.split(/\r?\n/)) if (line.trim()) ids.push(...tokenize(line));
+  const chunks: Int32Array[] = [];
+  for (let i = 0; i < ids.length; i += chunk) {
+    const c = ids.slice(i, i + chunk);
+    if (c.length >= 2) chunks.push(Int32Array.from(c));
+  }
+  if (chunks.length === 0) throw new LangneuronsError('E_INPUT', `${file}: the ${what} file has no text to train on`, { file });
+  return { chunks, sha: sha256(text) };
+}
+
+/** Packs chunks into one native batch; targets are the next token inside each chunk (the last has none). */
+function pack(chunks: Int32Array[]): { tokens: Int32Array; targets: Int32Array; lens: Int32Array; count: number } {
+  const total = chunks.reduce((s, c) => s + c.length, 0);
+  const tokens = new Int32Array(total), targets = new Int32Array(total).fill(-1), lens = new Int32Array(chunks.length);
+  let o = 0;
+  chunks.forEach((c, i) => {
+    tokens.set(c, o);
+    targets.set(c.subarray(1), o);
+    lens[i] = c.length;
+    o += c.length;
+  });
+  return { tokens, targets, lens, count: total - chunks.length };
+}
+
+/** Chunk order: a seeded permutation per epoch. */
+function chunkAt(g: number, n: number, seed: number, cache: Map<number, Int32Array>): number {
+  const epoch = Math.floor(g / n);
+  let perm = cache.get(epoch);
+  if (!perm) {
+    perm = Int32Array.from({ length: n }, (_, i) => i);
+    const r = rng(seed * 1000003 + epoch);
+    for (let i = n - 1; i > 0; i--) { const j = Math.floor(r() * (i + 1)); const t = perm[i]!; perm[i] = perm[j]!; perm[j] = t; }
+    cache.clear();
+    cache.set(epoch, perm);
+  }
+  return perm[g % n]!;
+}
+
+async function validLoss(tr: NativeTrainer, chunks: Int32Array[], batch: number): Promise<number> {
+  let sum = 0, count = 0;
+  for (let i = 0; i < chunks.length; i += batch) {
+    const b = pack(chunks.slice(i, i + batch));
+    const r = await tr.forwardBackward(b.tokens, b.targets, b.lens, { backward: false });
+    sum += r.lossSum;
+    count += r.count;
+  }
+  return sum / count;
+}
+
+async function saveState(dir: string, tr: NativeTrainer, st: Omit<StateFile, 'stateSha256'>): Promise<void> {
+  const tensors: Record<string, TensorToWrite> = {};
+  for (const p of tr.params()) {
+    if (p.size === 0) continue;
+    const n = tensorName(p.role, p.layer);
+    for (const a of ['master', 'm', 'v'] as const) tensors[`${n}.${a}`] = { dtype: 'F32', shape: [p.size], data: tr.read(a, p.id) };
+  }
+  await fsp.mkdir(dir, { recursive: true });
+  const file = path.join(dir, 'state.safetensors');
+  await writeSafetensors(file, tensors, { step: String(st.step) });
+  const full: StateFile = { ...st, stateSha256: sha256(await fsp.readFile(file)) };
+  await writeFileAtomic(path.join(dir, 'state.json'), JSON.stringify(full, null, 2) + '\n');
+}
+
+async function loadState(dir: string, tr: NativeTrainer): Promise<StateFile> {
+  const jf = path.join(dir, 'state.json'), sf = path.join(dir, 'state.safetensors');
+  let st: StateFile;
+  try {
+    st = JSON.parse(await fsp.readFile(jf, 'utf8')) as StateFile;
+  } catch (e) {
+    throw new LangneuronsError('E_RESUME', `${jf}: no saved state to resume from (${(e as Error).message})`, { file: jf });
+  }
+  if (sha256(await fsp.readFile(sf)) !== st.stateSha256)
+    throw new LangneuronsError('E_RESUME', `${sf}: does not match state.json (interrupted save?)`, { file: sf });
+  const tensors = await readAllTensors(sf);
+  for (const p of tr.params()) {
+    if (p.size === 0) continue;
+    const n = tensorName(p.role, p.layer);
+    for (const a of ['master', 'm', 'v'] as const) {
+      const t = tensors.get(`${n}.${a}`);
+      if (!t || t.info.dtype !== 'F32' || (t.data as Float32Array).length !== p.size)
+        throw new LangneuronsError('E_RESUME', `${sf}: tensor ${n}.${a} is missing or has the wrong size`, { file: sf });
+      tr.write(a, p.id, t.data as Float32Array);
+    }
+  }
+  tr.setStepCount(st.step);
+  return st;
+}
+
+interface Prepared {
+  ckpt: Checkpoint; tr: NativeTrainer; run: RunFile; train: Int32Array[]; valid: Int32Array[];
+}
+
+async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, expect?: RunFile): Promise<Prepared> {
+  const ckpt = await openCheckpoint(modelDir);
+  const id = modelIdentity(ckpt);
+  if (expect && expect.model.fingerprint !== id.fingerprint)
+    throw new LangneuronsError('E_RESUME', `${runDir}: the run was made with ${expect.model.name} (${expect.model.fingerprint.slice(0, 12)}), the model at ${modelDir} is ${id.name} (${id.fingerprint.slice(0, 12)})`);
+  const tok = await loadTokenizer(modelDir, ckpt.config);
+  const encode = (s: string) => tok.encode(s);
+  const train = await loadChunks(o.train, encode, o.chunk, 'training');
+  const valid = o.valid ? await loadChunks(o.valid, encode, o.chunk, 'validation') : null;
+  if (expect && (expect.data.trainSha256 !== train.sha || expect.data.validSha256 !== (valid?.sha ?? null)))
+    throw new LangneuronsError('E_RESUME', `${runDir}: the training or validation text changed since the run started; cannot resume exactly`);
+  const mask = o.masks ? await readMask(o.masks) : undefined;
+  const sel = selectTrainable(o.method, ckpt, { ...(mask ? { mask, maskFile: o.masks! } : {}), langs: o.langs, seed: o.seed });
+  const tr = createNativeTrainer(ckpt, o.threads, sel.trainable);
+  const run: RunFile = {
+    format: RUN_FORMAT, model: { dir: path.resolve(modelDir), name: id.name, fingerprint: id.fingerprint }, options: o,
+    data: { trainSha256: train.sha, validSha256: valid?.sha ?? null, trainChunks: train.chunks.length, validChunks: valid?.chunks.length ?? 0 },
+    trainableParameters: tr.info().trainable,
+  };
+  return { ckpt, tr, run, train: train.chunks, valid: valid?.chunks ?? [] };
+}
+
+/** Starts a new run in runDir (refused when runDir already holds a run). */
+export async function finetune(modelDir: string, opts: FinetuneOptions, runDir: string, ctl: RunControl = {}): Promise<FinetuneResult> {
+  const o = resolveOptions(opts);
+  try {
+    await fsp.access(path.join(runDir, 'run.json'));
+    throw new LangneuronsError('E_OPTIONS', `${runDir}: already holds a run; continue it with --resume ${runDir} or choose another --out`, { file: runDir });
+  } catch (e) {
+    if (e instanceof LangneuronsError) throw e;
+  }
+  const p = await prepare(modelDir, o, runDir);
+  await fsp.mkdir(runDir, { recursive: true });
+  await writeFileAtomic(path.join(runDir, 'run.json'), JSON.stringify(p.run, null, 2) + '\n');
+  await writeFileAtomic(path.join(runDir, 'train.jsonl'), '');
+  return loop(p, runDir, { step: 0, bestValid: null, bestStep: null, tokens: 0 }, ctl);
+}
+
+/** Continues the run in runDir from its last saved state. */
+export async function resume(runDir: string, ctl: RunControl = {}): Promise<FinetuneResult> {
+  const rf = path.join(runDir, 'run.json');
+  let run: RunFile;
+  try {
+    run = JSON.parse(readFileSync(rf, 'utf8')) as RunFile;
+  } catch (e) {
+    throw new LangneuronsError('E_RESUME', `${rf}: not a fine-tuning run directory (${(e as Error).message})`, { file: rf });
+  }
+  if (run.format !== RUN_FORMAT) throw new LangneuronsError('E_RESUME', `${rf}: not a ${RUN_FORMAT} run`, { file: rf });
+  const p = await prepare(run.model.dir, run.options, runDir, run);
+  const st = await loadState(path.join(runDir, 'state'), p.tr);
+  // Drop log lines written after the saved state (they will be written again).
+  const logFile = path.join(runDir, 'train.jsonl');
+  const lines = (await fsp.readFile(logFile, 'utf8').catch(() => '')).split('\n').filter((l) => l.trim());
+  const kept = lines.filter((l) => (JSON.parse(l) as { step: number }).step <= st.step);
+  await writeFileAtomic(logFile, kept.map((l) => l + '\n').join(''));
+  return loop(p, runDir, st, ctl);
+}
+
+async function loop(p: Prepared, runDir: string, st0: Omit<StateFile, 'stateSha256'>, ctl: RunControl): Promise<FinetuneResult> {
+  const o = p.run.options, tr = p.tr;
+  const perStep = o.batch * o.accum;
+  const total = o.steps || Math.max(1, Math.ceil(p.train.length / perStep));
+  const logFile = path.join(runDir, 'train.jsonl');
+  const log = async (e: Record<string, unknown>) => { ctl.onLog?.(e); await fsp.appendFile(logFile, JSON.stringify(e) + '\n'); };
+  const perm = new Map<number, Int32Array>();
+  let { bestValid, bestStep, tokens } = st0;
+  let firstLoss: number | null = null, lastLoss: number | null = null;
+  for (let s = st0.step; s < total; s++) {
+    const t0 = performance.now();
+    const micro: ReturnType<typeof pack>[] = [];
+    for (let m = 0; m < o.accum; m++) {
+      const cs: Int32Array[] = [];
+      for (let b = 0; b < o.batch; b++) cs.push(p.train[chunkAt(s * perStep + m * o.batch + b, p.train.length, o.seed, perm)]!);
+      micro.push(pack(cs));
+    }
+    const denominator = micro.reduce((a, b) => a + b.count, 0);
+    tr.zeroGrad();
+    let lossSum = 0, stepTokens = 0;
+    for (const b of micro) {
+      const r = await tr.forwardBackward(b.tokens, b.targets, b.lens, { denominator, backward: true });
+      lossSum += r.lossSum;
+      stepTokens += b.tokens.length;
+    }
+    const lr = learningRate(o, s, total);
+    const gradNorm = await tr.step({ lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, clip: o.clip });
+    tokens += stepTokens;
+    const loss = lossSum / denominator;
+    firstLoss ??= loss;
+    lastLoss = loss;
+    const seconds = (performance.now() - t0) / 1000;
+    await log({ step: s + 1, loss, lr, gradNorm, tokens: stepTokens, tokensPerSecond: stepTokens / seconds, seconds });
+    const last = s + 1 === total;
+    if (p.valid.length && ((o.evalEvery > 0 && (s + 1) % o.evalEvery === 0) || last)) {
+      const v = await validLoss(tr, p.valid, o.batch);
+      const better = bestValid === null || v < bestValid;
+      if (better) {
+        bestValid = v;
+        bestStep = s + 1;
+        await writeDelta(path.join(runDir, 'best'), tr, p.ckpt, o.method, s + 1);
+      }
+      await log({ step: s + 1, validLoss: v, best: better });
+    }
+    if ((s + 1) % o.saveEvery === 0 || last) await saveState(path.join(runDir, 'state'), tr, { step: s + 1, bestValid, bestStep, tokens });
+    if (ctl.stopAfterStep === s + 1 && !last)
+      return { runDir, steps: s + 1, firstLoss, lastLoss, bestValid, bestStep, trainableParameters: tr.info().trainable };
+  }
+  // Final outputs: the best weights with validation, else the last ones.
+  if (bestStep !== null) {
+    for (const f of ['delta.safetensors', 'delta.json'])
+      await writeFileAtomic(path.join(runDir, f), await fsp.readFile(path.join(runDir, 'best', f)));
+  } else {
+    await writeDelta(runDir, tr, p.ckpt, o.method, total);
+  }
+  if (o.writeModel) {
+    await fsp.rm(path.join(runDir, 'model'), { recursive: true, force: true });
+    await applyDelta(p.run.model.dir, path.join(runDir, 'delta.safetensors'), path.join(runDir, 'model'));
+  }
+  return { runDir, steps: total, firstLoss, lastLoss, bestValid, bestStep, trainableParameters: tr.info().trainable };
+}
