@@ -57,7 +57,7 @@ describe.each(FIXTURE_NAMES)('fixture %s', (name: FixtureName) => {
     expect(sumArr(oz)).toBeLessThan(L * I * T);
   });
 
-  it('matches a float64 recomputation from the captured activations (sums, squares, histogram, thresholds, sequence means)', async () => {
+  it('matches a float64 recomputation from the captured activations (sums, squares, |values|, histogram, thresholds, sequence means)', async () => {
     const ids = ref.inputIds;
     const cut = (f: number) => Math.round(f * ids.length);
     const batch = [ids.slice(0, cut(0.35)), ids.slice(cut(0.35), cut(0.6)), ids.slice(cut(0.6))];
@@ -91,14 +91,14 @@ describe.each(FIXTURE_NAMES)('fixture %s', (name: FixtureName) => {
         const cap = out.capture!;
         expect(cap.length).toBe(T * W);
         for (let j = 0; j < W; j++) {
-          let over = 0, sum = 0, sq = 0, above = 0;
+          let over = 0, sum = 0, sq = 0, abs = 0, above = 0;
           const hist = new Array<number>(B).fill(0);
           const seqSum = [0, 0, 0], seqN = [0, 0, 0];
           for (let t = 0; t < T; t++) {
             if (!mask[t]) continue;
             const v = cap[t * W + j]!;
             if (v > 0) over++;
-            sum += v; sq += v * v;
+            sum += v; sq += v * v; abs += Math.abs(v);
             if (site === 'act' && v > thr[l * W + j]!) above++;
             let b = 0;
             while (b + 1 < B && v >= EDGES[b + 1]!) b++;
@@ -109,7 +109,8 @@ describe.each(FIXTURE_NAMES)('fixture %s', (name: FixtureName) => {
           if (st.overZero[u] !== over) badCounts++;
           for (let b = 0; b < B; b++) if (st.histogram!.counts[u * B + b] !== hist[b]) badCounts++;
           if (site === 'act' && st.above!.counts[u] !== above) badCounts++;
-          worstSum = Math.max(worstSum, Math.abs(st.sum[u]! - sum) / (Math.abs(sum) + 1e-30), Math.abs(st.sumSq[u]! - sq) / (sq + 1e-30));
+          worstSum = Math.max(worstSum, Math.abs(st.sum[u]! - sum) / (Math.abs(sum) + 1e-30), Math.abs(st.sumSq[u]! - sq) / (sq + 1e-30),
+            Math.abs(st.absSum![u]! - abs) / (abs + 1e-30));
           for (let k = 0; k < 3; k++) {
             const want = seqSum[k]! / seqN[k]!;
             const got = st.seqMeans![(k * layers + l) * W + j]!;

@@ -3,6 +3,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
+import { actProbScores } from '../src/identify/act-prob.js';
 import { activationProbability, mergeStats, readStats, writeStats, type ActivationStats } from '../src/profile/stats.js';
 import { makeTempDir, removeDir } from './helpers/fixtures.js';
 
@@ -83,5 +84,32 @@ describe('activation statistics', () => {
     const { writeSafetensors } = await import('../src/io/safetensors.js');
     await writeSafetensors(f, { x: { dtype: 'F32', shape: [1], data: Float32Array.of(1) } });
     await expect(readStats(f)).rejects.toThrow(/bad\.safetensors: not a langneurons statistics file/);
+  });
+
+  it('keeps Σ|value| (abs_sum): round trip, merge adds it, files without it still read, act-prob-mean-abs uses it', async () => {
+    const dir = await makeTempDir(); dirs.push(dir);
+    const withAbs = (x: ActivationStats, abs: number[]) => { x.sites.get('act')!.absSum = Float64Array.from(abs); return x; };
+    const a = withAbs(make('sw', 10, [1, 2, 3, 0, 5, 6]), [1.5, 2, 3, 0.25, 5, 6]);
+    const f = path.join(dir, 'sw.safetensors');
+    await writeStats(f, a);
+    const r = await readStats(f);
+    expect(Array.from(r.sites.get('act')!.absSum!)).toEqual([1.5, 2, 3, 0.25, 5, 6]);
+    // an older file (no abs_sum tensor) reads without it
+    const old = make('sw', 4, [0, 1, 1, 4, 0, 2]);
+    const fOld = path.join(dir, 'old.safetensors');
+    await writeStats(fOld, old);
+    expect((await readStats(fOld)).sites.get('act')!.absSum).toBeUndefined();
+    // merge adds it when both have it, and drops it when one shard lacks it
+    const b = withAbs(make('sw', 4, [0, 1, 1, 4, 0, 2]), [1, 1, 1, 1, 1, 1]);
+    expect(Array.from(mergeStats(a, b).sites.get('act')!.absSum!)).toEqual([2.5, 3, 4, 1.25, 6, 7]);
+    expect(mergeStats(a, old).sites.get('act')!.absSum).toBeUndefined();
+    // act-prob-mean-abs: Σ|value| / tokens, not a histogram estimate
+    const de = withAbs(make('de', 5, [1, 1, 1, 1, 1, 1]), [5, 0, 0, 0, 0, 10]);
+    const exact = actProbScores([{ file: f, stats: r }, { file: 'de', stats: de }], 'act-prob-mean-abs');
+    expect(exact.estimated).toBe(false);
+    expect(Array.from(exact.scores[0]!)).toEqual([0.15, 0.2, 0.3, 0.025, 0.5, 0.6]);
+    expect(Array.from(exact.scores[1]!)).toEqual([1, 0, 0, 0, 0, 2]);
+    const est = actProbScores([{ file: fOld, stats: await readStats(fOld) }, { file: 'de', stats: make('de', 5, [1, 1, 1, 1, 1, 1]) }], 'act-prob-mean-abs');
+    expect(est.estimated).toBe(true);
   });
 });

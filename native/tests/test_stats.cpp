@@ -110,6 +110,7 @@ double sums_diff(const ActivationStats& a, const ActivationStats& b) {
     if (!y) return INFINITY;
     cmp(x.sum, y->sum);
     cmp(x.sum_sq, y->sum_sq);
+    cmp(x.abs_sum, y->abs_sum);
     cmp(x.seq_means, y->seq_means);
   }
   return worst;
@@ -152,7 +153,7 @@ LN_TEST(stats_match_float64_recomputation_from_capture) {
       for (int64_t j = 0; j < W; ++j) {
         int64_t over = 0, above = 0;
         std::vector<int64_t> hist(size_t(B), 0);
-        double sum = 0, sq = 0;
+        double sum = 0, sq = 0, abs = 0;
         const int64_t u = l * W + j;
         for (int64_t t = 0; t < T; ++t) {
           if (!b.mask[size_t(t)]) continue;
@@ -160,6 +161,7 @@ LN_TEST(stats_match_float64_recomputation_from_capture) {
           over += v > 0;
           sum += v;
           sq += v * v;
+          abs += std::fabs(v);
           if (!st.thresholds.empty()) above += v > double(st.thresholds[size_t(u)]);
           int64_t bin = 0;
           while (bin + 1 < B && v >= E[size_t(bin + 1)]) ++bin;
@@ -169,7 +171,8 @@ LN_TEST(stats_match_float64_recomputation_from_capture) {
         if (!st.above.empty()) bad_counts += above != st.above[size_t(u)];
         for (int64_t k = 0; k < B; ++k) bad_counts += hist[size_t(k)] != st.hist[size_t(u * B + k)];
         worst_sum = std::max({worst_sum, std::fabs(sum - st.sum[size_t(u)]) / (std::fabs(sum) + 1e-30),
-                              std::fabs(sq - st.sum_sq[size_t(u)]) / (sq + 1e-30)});
+                              std::fabs(sq - st.sum_sq[size_t(u)]) / (sq + 1e-30),
+                              std::fabs(abs - st.abs_sum[size_t(u)]) / (abs + 1e-30)});
         // Sequence means: rows 0 and 1 are sequences 0 and 2.
         int64_t row = 0;
         for (int s : {0, 2}) {
@@ -320,13 +323,14 @@ LN_TEST(stats_plain_and_avx2_row_kernels_agree) {
     for (float& x : th) x = N(rng) * 0.5f;
     struct Acc {
       std::vector<int32_t> oz, ab;
-      std::vector<double> s, q, ss;
+      std::vector<double> s, q, as, ss;
     } p, v;
     for (Acc* a : {&p, &v}) {
       a->oz.assign(size_t(n), 0);
       a->ab.assign(size_t(n), 0);
       a->s.assign(size_t(n), 0);
       a->q.assign(size_t(n), 0);
+      a->as.assign(size_t(n), 0);
       a->ss.assign(size_t(n), 0);
     }
     auto accs = [&](Acc& a, bool with_options) {
@@ -334,6 +338,7 @@ LN_TEST(stats_plain_and_avx2_row_kernels_agree) {
       r.over_zero = a.oz.data();
       r.sum = a.s.data();
       r.sum_sq = a.q.data();
+      r.abs_sum = a.as.data();
       if (with_options) {
         r.thresholds = th.data();
         r.above = a.ab.data();
@@ -350,7 +355,7 @@ LN_TEST(stats_plain_and_avx2_row_kernels_agree) {
       accumulate_row_avx2(row.data(), n, accs(v, opt));
     }
     LN_CHECK_MSG(p.oz == v.oz && p.ab == v.ab, "n=%lld: counts differ", (long long)n);
-    LN_CHECK_MSG(p.s == v.s && p.q == v.q && p.ss == v.ss, "n=%lld: sums differ", (long long)n);
+    LN_CHECK_MSG(p.s == v.s && p.q == v.q && p.as == v.as && p.ss == v.ss, "n=%lld: sums differ", (long long)n);
     int64_t total = 0;
     for (int32_t x : p.oz) total += x;
     LN_CHECK(total > 0 && total < 49 * n);

@@ -2,7 +2,7 @@
 // read out as the SiteStats arrays of src/profile/stats.ts. Pass it as `stats` to LanguageModel.forward, with a
 // `countMask` per sequence for the tokens that are fed but not counted (BOS, padding).
 import { LangneuronsError } from '../errors.js';
-import type { NativeStats, NativeStatsRead } from '../native/addon.js';
+import type { NativeSiteRead, NativeStats, NativeStatsRead } from '../native/addon.js';
 import { SITES, type ActivationStats, type Site, type SiteStats, type StatsMeta } from '../profile/stats.js';
 
 export interface StatsOptions {
@@ -66,9 +66,10 @@ export class StatsAccumulator {
   private convert(r: NativeStatsRead): StatsSnapshot {
     const sites = new Map<Site, SiteStats>();
     for (const site of SITES) {
-      const x = r.sites[site];
+      const x = r.sites[site] as (NativeSiteRead & { absSum?: Float64Array }) | undefined;
       if (!x) continue;
       const st: SiteStats = { site, width: x.width, overZero: x.overZero, sum: x.sum, sumSq: x.sumSq };
+      if (x.absSum) st.absSum = x.absSum;
       if (x.histCounts && r.histEdges) st.histogram = { edges: r.histEdges, counts: x.histCounts };
       if (x.aboveCounts) st.above = { source: this.thresholdSource, thresholds: this.thresholds[site]!, counts: x.aboveCounts };
       if (x.seqMeans) st.seqMeans = x.seqMeans;

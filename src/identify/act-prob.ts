@@ -18,10 +18,10 @@
 //     'layer-histogram': per language and layer, the percentile over all neurons of the layer, from the histograms.
 //   Histogram estimates assume values spread uniformly inside a bin (the end bins also hold the out-of-range values).
 // - act-prob-zero: p = over_zero / n (LAPE's p).
-// - act-prob-mean-abs: mean |value| (reference `act_abs_mean`; its `act_prob_mean` is computed identically). Needs
-//   Σ|value|, which ActivationStats does not hold yet: we use `absSum` when the profiler provides it, else estimate it
-//   from the histogram, else refuse.
-import type { Histogram, Site, SiteStats } from '../profile/stats.js';
+// - act-prob-mean-abs: mean |value| (reference `act_abs_mean`; its `act_prob_mean` is computed identically) =
+//   SiteStats.absSum / tokens (the profiler records Σ|value|); statistics files written before it was recorded have
+//   no `abs_sum`: then it is estimated from the histogram, else refused.
+import type { Histogram, Site } from '../profile/stats.js';
 import { checkInputs, checkRate, identifyError, pyRound, topIndices, type IdentifyContext, type LanguageStats } from './common.js';
 import { maskFromFlat, type NeuronMask } from './masks.js';
 
@@ -36,9 +36,6 @@ export interface ActProbOptions {
   /** Thresholds of the percentile variants (see the header); default 'above-counts'. */
   percentileOf?: PercentileSource;
 }
-
-/** Σ|value| per unit, when the profiler records it (not yet part of SiteStats). */
-type WithAbsSum = SiteStats & { absSum?: Float64Array };
 
 const PERCENT: Partial<Record<ActProbVariant, number>> = { 'act-prob-75p': 75, 'act-prob-90p': 90, 'act-prob-95p': 95 };
 
@@ -127,8 +124,8 @@ function percentileScores(ctx: IdentifyContext, percent: number, source: Percent
 }
 
 function meanAbsScores(ctx: IdentifyContext): { scores: Float64Array[]; estimated: boolean } {
-  const withAbs = ctx.siteStats.every((st) => (st as WithAbsSum).absSum);
-  if (withAbs) return { scores: ctx.siteStats.map((st, k) => Float64Array.from((st as WithAbsSum).absSum!, (x) => x / ctx.inputs[k]!.stats.tokens)), estimated: false };
+  const withAbs = ctx.siteStats.every((st) => st.absSum);
+  if (withAbs) return { scores: ctx.siteStats.map((st, k) => Float64Array.from(st.absSum!, (x) => x / ctx.inputs[k]!.stats.tokens)), estimated: false };
   const hists = histogramsOf(ctx, "act-prob-mean-abs (the statistics have no Σ|value| 'abs_sum')");
   const B = hists[0]!.edges.length - 1, units = ctx.layers.length * ctx.width;
   const scores = hists.map((h) => {

@@ -2,6 +2,8 @@
 // statistics file per language. Profiling runs no LM head (and no layer past the last profiled one), writes a
 // checkpoint every `checkpointTokens` counted tokens, and resumes from it after a kill without counting anything
 // twice (the checkpoint holds the statistics and the corpus position together, in one atomically written file).
+// With `thresholdsFrom`, each language also counts value > its own per-unit quantile from an earlier pass
+// (src/profile/thresholds.ts; Mondal's act-prob-Xp).
 import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 
@@ -12,6 +14,7 @@ import type { LanguageModel } from '../engine/model.js';
 import { LangneuronsError } from '../errors.js';
 import { modelIdentity } from './identity.js';
 import { mergeStats, readStatsFile, writeStats, STATS_FORMAT, type ActivationStats, type Site, type StatsMeta, type TokenScope } from './stats.js';
+import { checkAboveQuantile, earlierPassFile, thresholdsFromEarlierPass, type PassThresholds } from './thresholds.js';
 
 export const TOOL_VERSION = '0.1.0';
 
@@ -27,8 +30,14 @@ export interface ProfileOptions {
   batchTokens?: number;
   shard?: { index: number; count: number };
   histEdges?: number[];
+  /** The same thresholds for every language (see also thresholdsFrom). */
   thresholds?: Partial<Record<Site, Float32Array>>;
   thresholdSource?: string;
+  /**
+   * Per language, count value > that language's per-unit `quantile` read from the histograms of an earlier pass
+   * (`from`: its output folder, or one file when profiling one language); recorded as source "p<100·quantile>".
+   */
+  thresholdsFrom?: { from: string; quantile: number };
   seqMeans?: boolean;
   /** Write a resumable checkpoint every this many counted tokens (default 1M). */
   checkpointTokens?: number;
@@ -61,6 +70,15 @@ export async function profileCorpus(model: LanguageModel, corpus: Corpus, o: Pro
   await fsp.mkdir(o.outDir, { recursive: true });
   const identity = modelIdentity(model.checkpoint);
   const sites = o.sites ?? ['act'];
+  if (o.thresholdsFrom) {
+    if (o.thresholds) throw new LangneuronsError('E_OPTIONS', 'give either thresholds or thresholdsFrom, not both', { field: 'thresholdsFrom' });
+    checkAboveQuantile(o.thresholdsFrom.quantile, 'thresholdsFrom.quantile');
+    for (const lang of o.languages) { // a missing earlier pass fails before any work
+      const f = earlierPassFile(o.thresholdsFrom.from, lang);
+      if (!existsSync(f))
+        throw new LangneuronsError('E_STATS', `${f}: no statistics of language '${lang}' from the earlier pass (thresholds from ${o.thresholdsFrom.from})`, { file: f });
+    }
+  }
   const results: LanguageProfile[] = [];
 
   for (const lang of o.languages) {
@@ -72,9 +90,15 @@ export async function profileCorpus(model: LanguageModel, corpus: Corpus, o: Pro
       layers: Array.from({ length: layers }, (_, i) => i), corpus: { files: source.files, fingerprint },
       toolVersion: TOOL_VERSION, shards: 1,
     };
+    let pass: PassThresholds | null = null;
+    if (o.thresholdsFrom)
+      pass = await thresholdsFromEarlierPass(o.thresholdsFrom.from, { language: lang, model: identity, sites, layers, quantile: o.thresholdsFrom.quantile });
+    const thresholds = pass ? pass.thresholds : o.thresholds;
+    const thresholdSource = pass ? pass.source : o.thresholdSource ?? 'given';
     // Everything that changes what is counted: a checkpoint made with other options is not resumed.
     const optionsKey = JSON.stringify({ model: identity.fingerprint, fingerprint, scope: o.scope, sites, layers, shard: o.shard ?? null,
-      histEdges: o.histEdges ?? null, thresholdSource: o.thresholds ? o.thresholdSource ?? 'given' : null, seqMeans: !!o.seqMeans, batchTokens });
+      histEdges: o.histEdges ?? null, thresholdSource: thresholds ? thresholdSource : null, seqMeans: !!o.seqMeans, batchTokens,
+      ...(pass ? { thresholdsDigest: pass.digest } : {}) });
     const outFile = statsFileFor(o.outDir, lang);
     const ckFile = checkpointFileFor(o.outDir, lang);
 
@@ -100,7 +124,7 @@ export async function profileCorpus(model: LanguageModel, corpus: Corpus, o: Pro
     const stats = model.createStats({
       sites, layers, seqMeans: !!o.seqMeans,
       ...(o.histEdges ? { histEdges: o.histEdges } : {}),
-      ...(o.thresholds ? { thresholds: o.thresholds, thresholdSource: o.thresholdSource ?? 'given' } : {}),
+      ...(thresholds ? { thresholds, thresholdSource } : {}),
     } satisfies StatsOptions);
     const total = () => {
       const now = stats.toActivationStats(meta);

@@ -67,6 +67,8 @@ export interface SiteStats {
   /** [layers][width]: sum and sum of squares of the value. */
   sum: Float64Array;
   sumSq: Float64Array;
+  /** [layers][width]: sum of |value| (Mondal's mean |act|). Absent in files written before it was recorded. */
+  absSum?: Float64Array;
   histogram?: Histogram;
   /** Counts of value > a per-unit threshold from an earlier pass (e.g. Mondal's p90). */
   above?: { source: string; thresholds: Float32Array; counts: Float64Array };
@@ -103,6 +105,7 @@ export async function writeStats(file: string, s: ActivationStats, extraMetadata
     t[`${site}.over_zero`] = { dtype: 'I64', shape, data: counts(st.overZero) };
     t[`${site}.sum`] = { dtype: 'F64', shape, data: st.sum };
     t[`${site}.sum_sq`] = { dtype: 'F64', shape, data: st.sumSq };
+    if (st.absSum) t[`${site}.abs_sum`] = { dtype: 'F64', shape, data: st.absSum };
     if (st.histogram) {
       const B = st.histogram.edges.length - 1;
       t[`${site}.hist_edges`] = { dtype: 'F64', shape: [B + 1], data: st.histogram.edges };
@@ -166,6 +169,8 @@ export async function readStatsFile(file: string): Promise<{ stats: ActivationSt
     };
     shapeOk(`${site}.sum`, [L, width!]);
     shapeOk(`${site}.sum_sq`, [L, width!]);
+    const abs = get(`${site}.abs_sum`, 'F64');
+    if (abs) { shapeOk(`${site}.abs_sum`, [L, width!]); st.absSum = abs.data as Float64Array; }
     const edges = get(`${site}.hist_edges`, 'F64');
     if (edges) {
       const B = edges.info.shape[0]! - 1;
@@ -216,6 +221,8 @@ export function mergeStats(a: ActivationStats, b: ActivationStats, labels: [stri
   for (const [site, x] of a.sites) {
     const y = b.sites.get(site)!;
     const st: SiteStats = { site, width: x.width, overZero: add(x.overZero, y.overZero), sum: add(x.sum, y.sum), sumSq: add(x.sumSq, y.sumSq) };
+    // Σ|value| only when both shards have it (a file written before it was recorded has none).
+    if (x.absSum && y.absSum) st.absSum = add(x.absSum, y.absSum);
     if (x.histogram) st.histogram = { edges: x.histogram.edges, counts: add(x.histogram.counts, y.histogram!.counts) };
     if (x.above) st.above = { source: x.above.source, thresholds: x.above.thresholds, counts: add(x.above.counts, y.above!.counts) };
     if (x.seqMeans) { st.seqMeans = new Float32Array(x.seqMeans.length + y.seqMeans!.length); st.seqMeans.set(x.seqMeans); st.seqMeans.set(y.seqMeans!, x.seqMeans.length); }

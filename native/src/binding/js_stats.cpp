@@ -115,7 +115,7 @@ static Napi::Float32Array to_f32(Napi::Env env, const std::vector<float>& v) {
 }
 
 // read() -> { tokens, sequences, layers, histEdges: Float64Array | null,
-//             sites: { [site]: { width, overZero, sum, sumSq, histCounts?, aboveCounts?, seqMeans? } } }
+//             sites: { [site]: { width, overZero, sum, sumSq, absSum, histCounts?, aboveCounts?, seqMeans? } } }
 Napi::Value NativeStats::Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   require_idle(env, "read");
@@ -132,6 +132,7 @@ Napi::Value NativeStats::Read(const Napi::CallbackInfo& info) {
     o.Set("overZero", to_f64(env, st.over_zero));
     o.Set("sum", to_f64(env, st.sum));
     o.Set("sumSq", to_f64(env, st.sum_sq));
+    o.Set("absSum", to_f64(env, st.abs_sum));
     if (!st.hist.empty()) o.Set("histCounts", to_f64(env, st.hist));
     if (!st.above.empty()) o.Set("aboveCounts", to_f64(env, st.above));
     if (s.has_seq_means()) o.Set("seqMeans", to_f32(env, st.seq_means));

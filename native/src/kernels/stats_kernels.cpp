@@ -1,6 +1,8 @@
 // Plain version of the statistics row kernel, and the dispatch (see stats_kernels.h).
 #include "kernels/stats_kernels.h"
 
+#include <cmath>
+
 #include "kernels/gemm.h"
 
 namespace ln {
@@ -11,6 +13,7 @@ void accumulate_row_plain(const float* x, int64_t n, const RowAccumulators& a) {
     a.over_zero[j] += x[j] > 0.f;
     a.sum[j] += v;
     a.sum_sq[j] += v * v;
+    a.abs_sum[j] += std::fabs(v);
   }
   if (a.thresholds)
     for (int64_t j = 0; j < n; ++j) a.above[j] += x[j] > a.thresholds[j];

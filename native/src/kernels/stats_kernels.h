@@ -1,7 +1,8 @@
 // The inner loop of activation statistics (model/site_pass.cpp): one token's values of a range of units added
 // into that range's per-unit accumulators. Called once per (counted token, site) while the row is in cache, so
 // it is vectorised; the plain and AVX2 versions give identical results (counts are integers, and float32 values
-// are added to and squared into float64 exactly the same way: a float32 square is exact in float64).
+// are added to, squared into and their absolute values added to float64 exactly the same way: a float32 square is
+// exact in float64).
 #pragma once
 #include <cstdint>
 
@@ -12,6 +13,7 @@ struct RowAccumulators {
   int32_t* over_zero = nullptr;       // += x[j] > 0
   double* sum = nullptr;              // += x[j]
   double* sum_sq = nullptr;           // += x[j]^2
+  double* abs_sum = nullptr;          // += |x[j]|
   const float* thresholds = nullptr;  // optional: above[j] += x[j] > thresholds[j]
   int32_t* above = nullptr;
   double* seq_sum = nullptr;          // optional: += x[j] (the current sequence's sum)

@@ -123,6 +123,7 @@ SiteChunk::SiteChunk(ForwardState& st, Site site, int l, int64_t c0, int64_t c1)
   acc_.over_zero = over_zero_;
   acc_.sum = stats_->sum.data() + off;
   acc_.sum_sq = stats_->sum_sq.data() + off;
+  acc_.abs_sum = stats_->abs_sum.data() + off;
   if (!stats_->thresholds.empty()) {
     std::fill(above_, above_ + n_, 0);
     acc_.thresholds = stats_->thresholds.data() + off;

@@ -77,6 +77,7 @@ ActivationStats::ActivationStats(const ModelConfig& c, const StatsOptions& o) : 
     st.over_zero.assign(n, 0);
     st.sum.assign(n, 0.0);
     st.sum_sq.assign(n, 0.0);
+    st.abs_sum.assign(n, 0.0);
     if (B > 0) st.hist.assign(n * size_t(B), 0);
     sites_.push_back(std::move(st));
   }
@@ -107,6 +108,7 @@ void ActivationStats::reset() {
     std::fill(st.over_zero.begin(), st.over_zero.end(), 0);
     std::fill(st.sum.begin(), st.sum.end(), 0.0);
     std::fill(st.sum_sq.begin(), st.sum_sq.end(), 0.0);
+    std::fill(st.abs_sum.begin(), st.abs_sum.end(), 0.0);
     std::fill(st.hist.begin(), st.hist.end(), 0);
     std::fill(st.above.begin(), st.above.end(), 0);
     st.seq_means.clear();

@@ -1,6 +1,6 @@
 // Per-(layer, unit) activation statistics accumulated inside the forward, for language-neuron profiling
 // (docs METHODS.md section 1): for each requested site and profiled layer, per unit, the count of values > 0,
-// the sum and the sum of squares; optionally a histogram over shared bin edges, the count of values above a
+// the sum, the sum of squares and the sum of absolute values; optionally a histogram over shared bin edges, the count of values above a
 // per-unit threshold, and the mean of each sequence. Only tokens the forward's count mask marks are counted.
 //
 // Accumulation (model/site_pass.cpp) is split over the threads by units, never by tokens: each task owns a
@@ -32,7 +32,7 @@ struct SiteStats {
   Site site = Site::Act;
   int64_t width = 0;
   std::vector<int64_t> over_zero;
-  std::vector<double> sum, sum_sq;
+  std::vector<double> sum, sum_sq, abs_sum;
   std::vector<int64_t> hist;        // empty without histogram edges
   std::vector<float> thresholds;    // empty without thresholds for this site
   std::vector<int64_t> above;       // counts of value > thresholds (same shape), empty without

@@ -35,7 +35,17 @@ export function parseHistogram(v: string): number[] {
 interface ProfileCli extends ModelCliOptions {
   corpus: string; langs: string; out: string; tokens: number; shard?: { index: number; count: number }; scope: 'windows' | 'sentences';
   maxLen: number; bos?: boolean; sites: string; layers?: number; batchTokens: number; histogram?: number[]; seqMeans?: boolean;
-  checkpointTokens: number; resume: boolean; field?: string;
+  checkpointTokens: number; resume: boolean; field?: string; aboveQuantile?: number; thresholdsFrom?: string;
+}
+
+/** --above-quantile: a quantile in (0, 1). */
+export function parseQuantile(name: string) {
+  return (v: string): number => {
+    const x = Number(v.trim());
+    if (!/^\s*[\d.]+(?:e-?\d+)?\s*$/i.test(v) || !(x > 0 && x < 1))
+      throw new LangneuronsError('E_OPTIONS', `${name} must be a quantile in (0, 1) such as 0.9, got '${v}'`, { field: name });
+    return x;
+  };
 }
 
 export function registerProfile(program: Command): void {
@@ -55,6 +65,8 @@ export function registerProfile(program: Command): void {
     .option('--batch-tokens <n>', 'tokens per forward', parseIntOption('--batch-tokens', 1), 4096)
     .option('--histogram <lo:hi:bins>', 'also keep per-neuron histograms over shared bins, e.g. -0.5:4:256', parseHistogram)
     .option('--seq-means', 'also keep each sequence\'s mean activation vector (for average precision, p_max, p_median)')
+    .option('--above-quantile <q>', 'also count, per neuron, the tokens whose value exceeds the language\'s own q-quantile from --thresholds-from (act-prob-75p/90p/95p: 0.75/0.9/0.95)', parseQuantile('--above-quantile'))
+    .option('--thresholds-from <dir>', 'an earlier pass\'s output folder, profiled with --histogram, whose histograms give the per-neuron quantiles of --above-quantile')
     .option('--checkpoint-tokens <n>', 'write a resumable checkpoint every n counted tokens', parseTokenCount('--checkpoint-tokens'), 1_000_000)
     .option('--no-resume', 'ignore existing checkpoints and finished files: start over')
     .option('--field <name>', 'JSONL field / Parquet column holding the text (default: text)'))
@@ -62,6 +74,9 @@ export function registerProfile(program: Command): void {
       const sites = o.sites.split(',').map((s) => s.trim()).filter(Boolean);
       for (const s of sites) if (!SITES.includes(s as Site)) throw new LangneuronsError('E_OPTIONS', `--sites: unknown site '${s}' (sites: ${SITES.join(', ')})`, { field: '--sites' });
       const langs = o.langs.split(',').map((s) => s.trim()).filter(Boolean);
+      if ((o.aboveQuantile === undefined) !== (o.thresholdsFrom === undefined))
+        throw new LangneuronsError('E_OPTIONS', '--above-quantile and --thresholds-from go together: the quantile is read from the earlier pass\'s histograms',
+          { field: o.aboveQuantile === undefined ? '--above-quantile' : '--thresholds-from' });
       if (!langs.length) throw new LangneuronsError('E_OPTIONS', '--langs names no language', { field: '--langs' });
       const corpus = await openCorpusSpec(o.corpus, { languages: langs, ...(o.field ? { field: o.field } : {}) });
       const model = await openModel(dir, o);
@@ -72,6 +87,7 @@ export function registerProfile(program: Command): void {
         languages: langs, outDir: o.out, scope, sites: sites as Site[], batchTokens: o.batchTokens, checkpointTokens: o.checkpointTokens,
         resume: o.resume, seqMeans: !!o.seqMeans,
         ...(o.layers ? { layers: o.layers } : {}), ...(o.shard ? { shard: o.shard } : {}), ...(o.histogram ? { histEdges: o.histogram } : {}),
+        ...(o.thresholdsFrom !== undefined ? { thresholdsFrom: { from: o.thresholdsFrom, quantile: o.aboveQuantile! } } : {}),
         onProgress: (p) => {
           if (p.language !== current) { if (current) progress.done(); current = p.language; }
           progress.update(p.tokens, p.budget || p.tokens, `${p.language} tokens`);

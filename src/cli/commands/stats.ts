@@ -32,7 +32,8 @@ export function registerStats(program: Command): void {
         let active = 0;
         for (let i = 0; i < st.overZero.length; i++) active += st.overZero[i]!;
         return { site: st.site, width: st.width, meanActiveFraction: s.tokens ? active / (s.tokens * st.overZero.length) : 0,
-          histogramBins: st.histogram ? st.histogram.edges.length - 1 : 0, sequenceMeans: st.seqMeans ? st.seqMeans.length / st.overZero.length : 0 };
+          histogramBins: st.histogram ? st.histogram.edges.length - 1 : 0, sequenceMeans: st.seqMeans ? st.seqMeans.length / st.overZero.length : 0,
+          absSum: !!st.absSum, above: st.above ? st.above.source || 'given' : null };
       });
       printResult(o, { file, meta: s.meta, tokens: s.tokens, sequences: s.sequences, sites }, () => [
         `language   ${s.meta.language}`,
@@ -40,7 +41,8 @@ export function registerStats(program: Command): void {
         `tokens     ${s.tokens} in ${s.sequences} sequences (${s.meta.scope.mode}, max ${s.meta.scope.maxLen}${s.meta.scope.bos ? ', BOS fed' : ''}${s.meta.shards > 1 ? `, ${s.meta.shards} shards` : ''})`,
         `layers     ${s.meta.layers.length === s.meta.model.layers ? 'all' : s.meta.layers.join(',')}`,
         ...sites.map((x) => `site ${x.site.padEnd(5)} width ${x.width}, P(value > 0) averaged ${(100 * x.meanActiveFraction).toFixed(2)}%` +
-          (x.histogramBins ? `, histogram ${x.histogramBins} bins` : '') + (x.sequenceMeans ? `, ${x.sequenceMeans} sequence means` : '')),
+          (x.histogramBins ? `, histogram ${x.histogramBins} bins` : '') + (x.sequenceMeans ? `, ${x.sequenceMeans} sequence means` : '') +
+          (x.above ? `, counts above ${x.above} thresholds` : '') + (x.absSum ? '' : ', no sum of |value|')),
         `corpus     ${s.meta.corpus.files.join(', ')} (${s.meta.corpus.fingerprint.slice(0, 12)})`,
       ].join('\n'));
     });
