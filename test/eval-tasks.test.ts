@@ -236,7 +236,19 @@ describe('on tiny-qwen2 (real engine)', () => {
     const f = await run(await prepareTask('flores', { dir: dir('flores'), lang: 'mlt_Latn-eng_Latn', prompt: 'rahmanisa' }), scorer);
     expect(f.metrics.bleu).toBeGreaterThanOrEqual(0);
     expect(f.items).toBe(2);
-    expect(() => new ModelScorer(model, { intervene: 'deactivate:masks/lape.json:sw' })).toThrow(/no intervention option yet/);
+  });
+
+  it('evaluates under an intervention: NLLs change, and equal the engine\'s own scoring under it', async () => {
+    const { resolveIntervention } = await import('../src/intervene/index.js');
+    const { scoreTokens } = await import('../src/engine/score.js');
+    const zeroAll = await resolveIntervention(model, 'zero:neurons=all');
+    const text = 'Il-bnedmin kollha jitwieldu ħielsa.';
+    const [base] = await new ModelScorer(model).nll([text]);
+    const [under] = await new ModelScorer(model, { intervene: zeroAll }).nll([text]);
+    expect(under!.tokens).toBe(base!.tokens);
+    expect(under!.totalNll).not.toBeCloseTo(base!.totalNll, 3);
+    const direct = await scoreTokens(model, model.requireTokenizer().encode(text), { intervene: zeroAll });
+    expect(Math.abs(under!.totalNll - direct.totalNll)).toBeLessThan(1e-4 * direct.totalNll);
   });
 
   it('CLI: eval then results table (text / CSV / JSON)', async () => {

@@ -10,6 +10,8 @@ import { assertSequenceFits, type ModelConfig } from '../model/config.js';
 import { loadTokenizer, type LoadedTokenizer } from '../model/tokenizer.js';
 import { loadAddon, type NativeForwardOptions, type NativeKvCache, type NativeModel } from '../native/addon.js';
 import { SITES, type Site } from '../profile/stats.js';
+import type { Intervention } from '../intervene/index.js';
+import { GENERATED_CLASS, PROMPT_CLASS } from '../intervene/resolve.js';
 import { buildNativeSpec } from './native-spec.js';
 import { StatsAccumulator, type StatsOptions } from './stats.js';
 
@@ -40,6 +42,11 @@ export interface ForwardOptions {
   lastLayer?: number;
   /** Return the [tokens × width] values of one site at one layer (packed token order) as `capture`. */
   capture?: { site: Site; layer: number };
+  /** Interventions on FFN neurons, resolved for this model (src/intervene: resolveIntervention). */
+  intervene?: Intervention;
+  /** Per sequence, the index of its first generated token (tokens before it are prompt); default: every token is
+   *  prompt. Only read by interventions limited to prompt or generated positions. */
+  generatedFrom?: number[];
 }
 
 export interface ForwardOutput {
@@ -185,6 +192,7 @@ export class LanguageModel {
       ...(targets ? { targets } : {}),
       ...(opts.cache ? { cache: opts.cache.native, cacheSlots: Int32Array.from(opts.cacheSlots ?? batch.map((_, i) => i)) } : {}),
       ...this.profilingOptions(batch, seqOffsets, total, opts),
+      ...this.interventionOptions(batch, seqOffsets, total, opts),
     });
     const rows = mode === 'all' ? total : mode === 'last' ? batch.length : 0;
     return { logits: res.logits, rows, vocab: this.vocabSize, seqOffsets, targetLogprobs: res.targetLogprobs, capture: res.capture ?? null };
@@ -217,6 +225,27 @@ export class LanguageModel {
     }
     if (opts.capture) out.capture = { site: opts.capture.site, layer: opts.capture.layer };
     return out;
+  }
+
+  /** intervention / interveneMask for the native forward: position classes only when a spec needs them. */
+  private interventionOptions(batch: ArrayLike<number>[], seqOffsets: number[], total: number, opts: ForwardOptions): Partial<NativeForwardOptions> {
+    const iv = opts.intervene;
+    if (!iv) {
+      if (opts.generatedFrom) throw new LangneuronsError('E_INPUT', 'forward: generatedFrom needs an intervention');
+      return {};
+    }
+    if (iv.owner !== this) throw new LangneuronsError('E_INPUT', 'forward: the intervention was resolved for another model');
+    if (!iv.needsClasses) return { intervention: iv.native };
+    if (opts.generatedFrom && opts.generatedFrom.length !== batch.length)
+      throw new LangneuronsError('E_INPUT', `forward: generatedFrom has ${opts.generatedFrom.length} entries, the batch ${batch.length}`);
+    const mask = new Uint8Array(total).fill(PROMPT_CLASS);
+    batch.forEach((s, i) => {
+      const from = opts.generatedFrom?.[i] ?? s.length;
+      if (!Number.isInteger(from) || from < 0 || from > s.length)
+        throw new LangneuronsError('E_INPUT', `forward: generatedFrom[${i}] must be an integer in [0, ${s.length}], got ${from}`);
+      mask.fill(GENERATED_CLASS, seqOffsets[i]! + from, seqOffsets[i]! + s.length);
+    });
+    return { intervention: iv.native, interveneMask: mask };
   }
 
   info(): ReturnType<NativeModel['info']> { return this.native.info(); }

@@ -1,6 +1,7 @@
 // Scoring: mean negative log-likelihood of a text (perplexity), and log-likelihoods of continuations.
 // Uses the engine's target log-probabilities, so no [tokens × vocab] logits ever cross into JavaScript.
 import { LangneuronsError } from '../errors.js';
+import type { Intervention } from '../intervene/index.js';
 import type { LanguageModel } from './model.js';
 
 export interface ScoreOptions {
@@ -13,6 +14,8 @@ export interface ScoreOptions {
   /** Token budget per forward call when packing several windows (default 4096). */
   batchTokens?: number;
   onProgress?: (scoredTokens: number, totalTokens: number) => void;
+  /** Interventions on FFN neurons (src/intervene); every scored token is a `prompt` position. */
+  intervene?: Intervention;
 }
 
 export interface ScoreResult {
@@ -64,7 +67,7 @@ export async function scoreTokens(model: LanguageModel, ids: number[], opts: Sco
       }));
       used += end - begin;
     }
-    const res = await model.forward(seqs, { logits: 'none', targets });
+    const res = await model.forward(seqs, { logits: 'none', targets, ...(opts.intervene ? { intervene: opts.intervene } : {}) });
     const flat = targets.flat();
     for (let i = 0; i < flat.length; i++) if (flat[i]! >= 0) { totalNll -= res.targetLogprobs![i]!; count++; }
     opts.onProgress?.(count, ids.length - 1);
@@ -84,8 +87,14 @@ export interface ContinuationScore {
   tokens: number;
 }
 
+export interface LogLikelihoodOptions {
+  /** Interventions on FFN neurons (src/intervene): context tokens are `prompt` positions, the continuation's
+   *  tokens (as inputs) `generated` ones. */
+  intervene?: Intervention;
+}
+
 /** Log-likelihoods of token continuations after token contexts, all pairs in packed forwards. */
-export async function logLikelihoodTokens(model: LanguageModel, pairs: { context: number[]; continuation: number[] }[], batchTokens = 4096): Promise<ContinuationScore[]> {
+export async function logLikelihoodTokens(model: LanguageModel, pairs: { context: number[]; continuation: number[] }[], batchTokens = 4096, opts: LogLikelihoodOptions = {}): Promise<ContinuationScore[]> {
   const out: ContinuationScore[] = [];
   for (let i = 0; i < pairs.length;) {
     const seqs: number[][] = [], targets: number[][] = [];
@@ -102,7 +111,8 @@ export async function logLikelihoodTokens(model: LanguageModel, pairs: { context
       targets.push(seq.map((_, p) => (p >= context.length - 1 ? continuation[p - context.length + 1]! : -1)));
       used += seq.length;
     }
-    const res = await model.forward(seqs, { logits: 'none', targets });
+    const iv = opts.intervene ? { intervene: opts.intervene, generatedFrom: pairs.slice(i - seqs.length, i).map((p) => p.context.length) } : {};
+    const res = await model.forward(seqs, { logits: 'none', targets, ...iv });
     let off = 0;
     targets.forEach((t) => {
       let lp = 0, n = 0;
@@ -117,7 +127,7 @@ export async function logLikelihoodTokens(model: LanguageModel, pairs: { context
 /** lm-evaluation-harness tokenisation of (context, continuation): trailing spaces of the context move to the
  *  continuation; encode the whole and the context, and take the continuation as the whole's tokens past the
  *  context's (so merges across the boundary go to the continuation). */
-export async function logLikelihood(model: LanguageModel, pairs: { context: string; continuation: string }[]): Promise<ContinuationScore[]> {
+export async function logLikelihood(model: LanguageModel, pairs: { context: string; continuation: string }[], opts: LogLikelihoodOptions = {}): Promise<ContinuationScore[]> {
   const tok = model.requireTokenizer();
   const enc = pairs.map((pair) => {
     let { context, continuation } = pair;
@@ -127,5 +137,5 @@ export async function logLikelihood(model: LanguageModel, pairs: { context: stri
     const ctx = tok.encode(context);
     return { context: whole.slice(0, ctx.length), continuation: whole.slice(ctx.length) };
   });
-  return logLikelihoodTokens(model, enc);
+  return logLikelihoodTokens(model, enc, 4096, opts);
 }

@@ -1,10 +1,10 @@
 // What the tasks need from a model: log-likelihoods of (context, continuation) pairs, greedy generation, the NLL
 // of texts, and token ids (for token-level XQuAD scores). ModelScorer runs them on the native engine, batched;
 // tests plug in a fake scorer with hand-checkable numbers.
-import { LangneuronsError } from '../errors.js';
 import type { LanguageModel } from '../engine/model.js';
 import { logLikelihood, logLikelihoodTokens, scoreTokens } from '../engine/score.js';
 import { generate } from '../generate/generate.js';
+import type { Intervention } from '../intervene/index.js';
 
 export interface Pair { context: string; continuation: string }
 export interface PairScore { logprob: number; tokens: number }
@@ -20,29 +20,24 @@ export interface Scorer {
 }
 
 export interface ModelScorerOptions {
-  /** An intervention spec for the engine (src/intervene); recorded in the results. */
-  intervene?: unknown;
+  /** A resolved intervention (src/intervene): applied in every log-likelihood, generation and NLL. */
+  intervene?: Intervention;
   /** Token budget per packed forward. */
   batchTokens?: number;
 }
 
 export class ModelScorer implements Scorer {
+  private readonly engineOpts: { intervene?: Intervention };
   constructor(readonly model: LanguageModel, readonly opts: ModelScorerOptions = {}) {
-    if (opts.intervene !== undefined) {
-      // TODO(intervene): the engine's `{ intervene }` option (src/intervene, engine options) is being written
-      // concurrently. Once logLikelihood / generate / scoreTokens accept it, pass `{ intervene: opts.intervene }`
-      // in the three calls below and remove this guard. Until then refuse rather than silently evaluating the
-      // base model under an intervention's name.
-      throw new LangneuronsError('E_OPTIONS', '--intervene: this engine build has no intervention option yet (src/intervene); evaluate the base model or a merged checkpoint', { field: 'intervene' });
-    }
+    this.engineOpts = opts.intervene ? { intervene: opts.intervene } : {};
   }
 
   logLikelihood(pairs: Pair[]): Promise<PairScore[]> {
-    return logLikelihood(this.model, pairs);
+    return logLikelihood(this.model, pairs, this.engineOpts);
   }
 
   async generate(prompts: string[], o: GenOptions): Promise<string[]> {
-    const gens = await generate(this.model, prompts, { maxNewTokens: o.maxNewTokens, stop: o.stop, repetitionPenalty: o.repetitionPenalty, temperature: 0 });
+    const gens = await generate(this.model, prompts, { maxNewTokens: o.maxNewTokens, stop: o.stop, repetitionPenalty: o.repetitionPenalty, temperature: 0, ...this.engineOpts });
     return gens.map((g) => g.text);
   }
 
@@ -57,11 +52,11 @@ export class ModelScorer implements Scorer {
       if (s.length < 2) out[i] = { totalNll: 0, tokens: 0 };
       else if (s.length <= this.model.contextLength) short.push(i);
     });
-    const res = await logLikelihoodTokens(this.model, short.map((i) => ({ context: ids[i]!.slice(0, 1), continuation: ids[i]!.slice(1) })), this.opts.batchTokens ?? 4096);
+    const res = await logLikelihoodTokens(this.model, short.map((i) => ({ context: ids[i]!.slice(0, 1), continuation: ids[i]!.slice(1) })), this.opts.batchTokens ?? 4096, this.engineOpts);
     short.forEach((i, k) => { out[i] = { totalNll: -res[k]!.logprob, tokens: res[k]!.tokens }; });
     for (let i = 0; i < ids.length; i++) {
       if (out[i]) continue;
-      const r = await scoreTokens(this.model, ids[i]!);
+      const r = await scoreTokens(this.model, ids[i]!, this.engineOpts);
       out[i] = { totalNll: r.totalNll, tokens: r.tokens };
     }
     return out;

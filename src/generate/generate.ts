@@ -2,6 +2,7 @@
 // one token per active sequence per step. Stops at EOS, a stop string, or the token budget.
 import { LangneuronsError } from '../errors.js';
 import type { LanguageModel } from '../engine/model.js';
+import type { Intervention } from '../intervene/index.js';
 import { Rng, sampleNext, validateSampling, type SamplingOptions } from './sampling.js';
 
 export interface GenerateOptions extends SamplingOptions {
@@ -12,6 +13,9 @@ export interface GenerateOptions extends SamplingOptions {
   stopAtEos?: boolean;
   /** Called after each step with the number of tokens generated so far over all sequences. */
   onToken?: (seq: number, token: number) => void;
+  /** Interventions on FFN neurons (src/intervene); the prompt (prefill) tokens are `prompt` positions, the
+   *  decoded ones `generated`. */
+  intervene?: Intervention;
 }
 
 export type FinishReason = 'eos' | 'stop' | 'length';
@@ -44,7 +48,8 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
   const out = prompts.map((p) => ({ tokens: [] as number[], text: '', done: maxNew === 0, reason: 'length' as FinishReason, history: [...p] }));
 
   let active = out.map((_, i) => i).filter((i) => !out[i]!.done);
-  let step = await model.forward(prompts, { logits: 'last', cache });
+  const intervene = opts.intervene ? { intervene: opts.intervene } : {};
+  let step = await model.forward(prompts, { logits: 'last', cache, ...intervene });
   let rowOf = (seq: number) => seq; // row of a sequence in `step.logits`
   while (active.length) {
     const next: number[] = [];
@@ -64,7 +69,8 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
     }
     active = next;
     if (!active.length) break;
-    step = await model.forward(active.map((s) => [out[s]!.tokens[out[s]!.tokens.length - 1]!]), { logits: 'last', cache, cacheSlots: active });
+    step = await model.forward(active.map((s) => [out[s]!.tokens[out[s]!.tokens.length - 1]!]), { logits: 'last', cache, cacheSlots: active,
+      ...(opts.intervene ? { intervene: opts.intervene, generatedFrom: active.map(() => 0) } : {}) });
     const index = new Map(active.map((s, r) => [s, r]));
     rowOf = (seq) => index.get(seq)!;
   }

@@ -32,6 +32,21 @@ export interface NativeForwardOptions {
   lastLayer?: number;
   /** Copy the [tokens × width] values of one site at one layer into the result's `capture`. */
   capture?: { site: string; layer: number };
+  /** Interventions on FFN neurons (a NativeIntervention of this model). */
+  intervention?: NativeIntervention;
+  /** One position-class byte per token (1 prompt, 2 generated); needs `intervention`. */
+  interveneMask?: Uint8Array;
+}
+
+/** Typed arrays of an intervention: one entry per edit, then one per test-time rule (src/intervene/resolve.ts). */
+export interface NativeInterventionArrays {
+  layers: Int32Array; sites: Int32Array; neurons: Int32Array; ops: Uint8Array; when: Uint8Array; values: Float32Array;
+  rules: Int32Array;
+  ruleLayers: Int32Array; ruleSites: Int32Array; ruleStats: Int32Array; ruleFactors: Float32Array; rulePercentiles: Float32Array;
+}
+
+export interface NativeIntervention {
+  info(): { edits: number; layers: number };
 }
 
 export interface NativeForwardResult { logits: Float32Array; targetLogprobs: Float32Array | null; capture: Float32Array | null }
@@ -81,6 +96,7 @@ export interface Addon {
   NativeModel: new (spec: NativeModelSpec) => NativeModel;
   NativeKvCache: new (model: NativeModel, nSlots: number, capacity: number) => NativeKvCache;
   NativeStats: new (model: NativeModel, options: NativeStatsOptions) => NativeStats;
+  NativeIntervention: new (model: NativeModel, arrays: NativeInterventionArrays) => NativeIntervention;
   kernelInfo(): { kernel: string; hardwareThreads: number };
   /** Measurement hooks for benchmarks/ (synchronous, block the calling thread). */
   bench: {

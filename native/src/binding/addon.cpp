@@ -3,6 +3,7 @@
 
 #include <thread>
 
+#include "binding/js_intervention.h"
 #include "binding/js_model.h"
 #include "kernels/gemm.h"
 
@@ -26,6 +27,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeKvCache", NativeKvCache::Init(env));
   exports.Set("NativeStats", NativeStats::Init(env));
   exports.Set("NativeTrainer", InitNativeTrainer(env));
+  exports.Set("NativeIntervention", NativeIntervention::Init(env));
   exports.Set("kernelInfo", Napi::Function::New(env, KernelInfo));
   Napi::Object bench = Napi::Object::New(env);
   bench.Set("gemm", Napi::Function::New(env, BenchGemm));

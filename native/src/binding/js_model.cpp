@@ -6,6 +6,7 @@
 #include <map>
 #include <stdexcept>
 
+#include "binding/js_intervention.h"
 #include "binding/js_util.h"
 
 namespace lnjs {
@@ -183,6 +184,8 @@ class ForwardWorker : public Napi::AsyncWorker {
   int32_t last_layer = -1;
   ln::Site capture_site = ln::Site::Act;
   int32_t capture_layer = -1;
+  std::shared_ptr<const ln::Intervention> intervention;  // kept alive by the worker
+  std::vector<uint8_t> intervene_mask;
 
   void Execute() override {
     try {
@@ -201,6 +204,8 @@ class ForwardWorker : public Napi::AsyncWorker {
       req.last_layer = last_layer;
       req.capture_site = capture_site;
       req.capture_layer = capture_layer;
+      req.intervention = intervention.get();
+      req.intervene_mask = intervene_mask.empty() ? nullptr : intervene_mask.data();
       holder_->model->forward(req, result_);
     } catch (const std::exception& e) {
       SetError(e.what());
@@ -268,9 +273,34 @@ static void parse_profiling(Napi::Env env, const Napi::Object& opts, ForwardWork
   }
 }
 
+// options.intervention (a NativeIntervention of this model) and options.interveneMask (one position-class byte
+// per token; needs an intervention).
+static void parse_intervention(Napi::Env env, const Napi::Object& opts, ForwardWorker& w,
+                               const std::shared_ptr<ModelHolder>& holder) {
+  if (given(opts, "intervention")) {
+    Napi::Value iv = opts.Get("intervention");
+    if (!iv.IsObject() || !iv.As<Napi::Object>().InstanceOf(NativeIntervention::constructor->Value()))
+      throw Napi::TypeError::New(env, "forward: options.intervention must be a NativeIntervention");
+    NativeIntervention* ni = NativeIntervention::Unwrap(iv.As<Napi::Object>());
+    if (ni->holder() != holder) throw Napi::Error::New(env, "forward: options.intervention belongs to another model");
+    w.intervention = ni->intervention();
+  }
+  if (given(opts, "interveneMask")) {
+    if (!w.intervention) throw Napi::TypeError::New(env, "forward: options.interveneMask needs options.intervention");
+    Napi::Value mv = opts.Get("interveneMask");
+    if (!mv.IsTypedArray() || mv.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+      throw Napi::TypeError::New(env, "forward: options.interveneMask must be a Uint8Array");
+    Napi::Uint8Array m = mv.As<Napi::Uint8Array>();
+    if (m.ElementLength() != w.tokens.size())
+      throw Napi::RangeError::New(env, "forward: interveneMask must have one entry per token (" +
+                                           std::to_string(w.tokens.size()) + "), got " + std::to_string(m.ElementLength()));
+    w.intervene_mask.assign(m.Data(), m.Data() + m.ElementLength());
+  }
+}
+
 // forward(tokens: Int32Array, seqLens: Int32Array, { logits: 0|1|2, targets?: Int32Array, cache?: NativeKvCache,
 //         cacheSlots?: Int32Array, stats?: NativeStats, countMask?: Uint8Array, lastLayer?: number,
-//         capture?: { site, layer } })
+//         capture?: { site, layer }, intervention?: NativeIntervention, interveneMask?: Uint8Array })
 //   -> Promise<{ logits: Float32Array, targetLogprobs: Float32Array | null, capture: Float32Array | null }>
 // Shapes are checked here; token ranges, positions and capacity by Model::forward before any state changes.
 Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
@@ -301,6 +331,7 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
     if (w->tokens.empty()) throw Napi::RangeError::New(env, "forward: tokens is empty");
     if (w->seq_lens.empty()) throw Napi::RangeError::New(env, "forward: seqLens is empty");
     parse_profiling(env, opts, *w, holder_);
+    parse_intervention(env, opts, *w, holder_);
     if (cache) {
       w->slots = int32_array(env, field(opts, "cacheSlots", "forward options (with a cache)"), "forward: options.cacheSlots");
       if (w->slots.size() != w->seq_lens.size())

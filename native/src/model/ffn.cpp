@@ -3,31 +3,84 @@
 // The [tokens x intermediate] block between the up/gate and the down projections is where the per-neuron
 // work of langneurons happens (statistics and interventions), so it is kept as one visible step:
 // ffn_activation_rows, or ffn_activation_recorded when the sites gate / act / up / h are recorded.
+// Interventions (model/intervention.h) are applied in both, at their site, before that site is recorded.
+#include <algorithm>
+
 #include "kernels/ops.h"
 #include "model/forward_state.h"
+#include "model/intervention.h"
 #include "model/site_pass.h"
 
 namespace ln {
 namespace detail {
 
-// Rows [r0, r1) of the neuron block, in place in g: gate -> act -> h = act * up.
+// The edits of the current intervention at (layer l, site) on neurons [c0, c1): empty without one.
+struct EditRange {
+  const Edit* b = nullptr;
+  const Edit* e = nullptr;
+  bool any() const { return b != e; }
+};
+
+static EditRange edit_range(const ForwardState& st, int l, Site site, int64_t c0, int64_t c1) {
+  const Intervention* iv = st.intervention;
+  if (!iv || !iv->any(l, site)) return {};
+  auto below = [](const Edit& x, int64_t n) { return x.neuron < n; };
+  const Edit* b = std::lower_bound(iv->begin(l, site), iv->end(l, site), c0, below);
+  return {b, std::lower_bound(b, iv->end(l, site), c1, below)};
+}
+
+// Position class of token t (every class without a mask) and its test-time rule values at this layer.
+static uint8_t token_class(const ForwardState& st, int64_t t) {
+  return st.intervene_mask ? st.intervene_mask[t] : uint8_t(0xff);
+}
+static const float* rule_values(const ForwardState& st, int64_t t) {
+  const int32_t R = st.intervention ? st.intervention->max_rules_per_layer() : 0;
+  return R > 0 ? st.rule_values.data() + t * R : nullptr;
+}
+
+// Test-time rules of layer l: rule_values[t][k] = factor * statistic of token t's row at the rule's site, taken
+// before any edit of the layer (a pass of its own, so both activation loops see the same values).
+static void compute_rule_values(ForwardState& st, int l) {
+  const Intervention& iv = *st.intervention;
+  const int32_t n_rules = iv.n_rules(l), R = iv.max_rules_per_layer();
+  const RowRule* rules = iv.layer_rules(l);
+  const int64_t I = st.cfg->intermediate;
+  st.pool->parallel_for((st.T + kRowBlock - 1) / kRowBlock, [&](int64_t blk, int thread) {
+    float* row = st.rule_work.data() + int64_t(thread) * 2 * I;
+    float* work = row + I;
+    for (int64_t t = blk * kRowBlock; t < std::min(st.T, (blk + 1) * kRowBlock); ++t) {
+      const float* g = st.g.data() + t * I;
+      for (int32_t k = 0; k < n_rules; ++k) {
+        const RowRule& r = rules[k];
+        std::copy(g, g + I, row);
+        if (r.site != Site::Gate) silu_inplace(row, I);
+        if (r.site == Site::H) mul_inplace(row, st.u.data() + t * I, I);
+        st.rule_values[size_t(t * R + k)] = r.factor * row_statistic(row, I, r.stat, r.percentile, work);
+      }
+    }
+  });
+}
+
+// Rows [r0, r1) of the neuron block, in place in g: gate -> act -> h = act * up, with the edits of each site.
 static void ffn_activation_rows(ForwardState& st, int l, int64_t r0, int64_t r1) {
   const int64_t I = st.cfg->intermediate;
+  const EditRange eg = edit_range(st, l, Site::Gate, 0, I), ea = edit_range(st, l, Site::Act, 0, I),
+                  eh = edit_range(st, l, Site::H, 0, I);
   for (int64_t t = r0; t < r1; ++t) {
     float* g = st.g.data() + t * I;
     const float* u = st.u.data() + t * I;
-    // HOOK (site `gate`): g holds the pre-activation x Wgate^T of token t.
+    if (eg.any()) apply_edits(eg.b, eg.e, g, 0, token_class(st, t), rule_values(st, t));
     silu_inplace(g, I);
-    // HOOK (site `act`): g now holds a = silu(gate): interventions (zero / set / scale neuron j, i.e. g[j]) go
-    // here, before a is multiplied by up. (Statistics are recorded in ffn_activation_recorded.)
+    if (ea.any()) apply_edits(ea.b, ea.e, g, 0, token_class(st, t), rule_values(st, t));
     mul_inplace(g, u, I);
-    // HOOK (site `h`): g now holds hh = a * up, the input of the down projection.
+    if (eh.any()) apply_edits(eh.b, eh.e, g, 0, token_class(st, t), rule_values(st, t));
   }
 }
 
 // The same computation with the statistics / capture of the neuron sites fused in, split over the threads by
 // columns (site_pass.h): each task runs its columns through every token, recording gate before the
-// activation, act after it, up, and h after the product, while the row segment is in cache.
+// activation, act after it, up, and h after the product, while the row segment is in cache. Each site is
+// recorded after its edits.
 static void ffn_activation_recorded(ForwardState& st, int l) {
   const int64_t I = st.cfg->intermediate;
   const int64_t cw = chunk_units(I, st.pool->size());
@@ -35,16 +88,21 @@ static void ffn_activation_recorded(ForwardState& st, int l) {
     const int64_t c0 = task * cw, c1 = std::min(I, c0 + cw), n = c1 - c0;
     SiteChunk gate(st, Site::Gate, l, c0, c1), act(st, Site::Act, l, c0, c1), up(st, Site::Up, l, c0, c1),
         h(st, Site::H, l, c0, c1);
+    const EditRange eg = edit_range(st, l, Site::Gate, c0, c1), ea = edit_range(st, l, Site::Act, c0, c1),
+                    eh = edit_range(st, l, Site::H, c0, c1);
     for (size_t s = 0; s < st.seqs.size(); ++s) {
       const SeqSpan& sp = st.seqs[s];
       for (int64_t t = sp.row0; t < sp.row0 + sp.len; ++t) {
         float* g = st.g.data() + t * I + c0;
         const float* u = st.u.data() + t * I + c0;
+        if (eg.any()) apply_edits(eg.b, eg.e, g, c0, token_class(st, t), rule_values(st, t));
         if (gate.active()) gate.row(t, g);
         silu_inplace(g, n);
+        if (ea.any()) apply_edits(ea.b, ea.e, g, c0, token_class(st, t), rule_values(st, t));
         if (act.active()) act.row(t, g);
         if (up.active()) up.row(t, u);
         mul_inplace(g, u, n);
+        if (eh.any()) apply_edits(eh.b, eh.e, g, c0, token_class(st, t), rule_values(st, t));
         if (h.active()) h.row(t, g);
       }
       for (SiteChunk* c : {&gate, &act, &up, &h}) c->end_sequence(int32_t(s));
@@ -65,6 +123,7 @@ void ffn_forward(ForwardState& st, int l) {
   });
   gemm_xwt(T, st.x.data(), H, lw.w_gate, st.g.data(), I, st.compute, false, pool);
   gemm_xwt(T, st.x.data(), H, lw.w_up, st.u.data(), I, st.compute, false, pool);
+  if (st.intervention && st.intervention->n_rules(l) > 0) compute_rule_values(st, l);
   if (recording(st, Site::Gate, l) || recording(st, Site::Act, l) || recording(st, Site::Up, l) ||
       recording(st, Site::H, l))
     ffn_activation_recorded(st, l);

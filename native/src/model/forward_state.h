@@ -83,6 +83,13 @@ struct ForwardState {
 
   SiteRecording rec;
 
+  // The current request's intervention (model/intervention.h), or null; its per-token class bytes (or null);
+  // the values of the current layer's test-time rules [T][max rules per layer] and per-thread scratch rows.
+  const Intervention* intervention = nullptr;
+  const uint8_t* intervene_mask = nullptr;
+  std::vector<float> rule_values;
+  std::vector<float> rule_work;  // [n_threads][2][intermediate]
+
   std::mutex mu;
 };
 

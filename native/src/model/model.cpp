@@ -10,6 +10,7 @@
 
 #include "kernels/ops.h"
 #include "model/forward_state.h"
+#include "model/intervention.h"
 #include "model/site_pass.h"
 
 namespace ln {
@@ -101,7 +102,7 @@ int64_t Model::scratch_bytes() const {
   const ForwardState& st = *impl_;
   int64_t n = 0;
   for (const auto* v : {&st.h, &st.x, &st.q, &st.att, &st.k, &st.v, &st.g, &st.u, &st.scores, &st.rows, &st.chunk,
-                        &st.rope_cos, &st.rope_sin})
+                        &st.rope_cos, &st.rope_sin, &st.rule_values, &st.rule_work})
     n += int64_t(v->size());
   return n * int64_t(sizeof(float));
 }
@@ -134,6 +135,9 @@ static void validate_request(const ModelConfig& c, const ForwardRequest& r) {
              " is outside the vocabulary (use -1 to skip a position)");
 
   if (r.count_mask && !r.stats) fail("forward: count_mask given without stats");
+  if (r.intervene_mask && !r.intervention) fail("forward: intervene_mask given without an intervention");
+  if (r.intervention && !r.intervention->fits(c))
+    fail("forward: the intervention was made for a model of different shape");
   detail::validate_recording(c, r);
 
   KvCache* kc = r.cache;
@@ -212,6 +216,13 @@ static void prepare(ForwardState& st, const ForwardRequest& r, int n_threads) {
   detail::ensure(st.g, T * c.intermediate);
   detail::ensure(st.u, T * c.intermediate);
   detail::ensure(st.scores, int64_t(n_threads) * st.max_ctx);
+
+  st.intervention = r.intervention;
+  st.intervene_mask = r.intervention ? r.intervene_mask : nullptr;
+  if (r.intervention && r.intervention->max_rules_per_layer() > 0) {
+    detail::ensure(st.rule_values, T * r.intervention->max_rules_per_layer());
+    detail::ensure(st.rule_work, int64_t(n_threads) * 2 * c.intermediate);  // a row and a sort buffer
+  }
 }
 
 // Final norm of rows `idx` of h gathered into st.rows, then logits = rows lm_head^T into `out` (n x vocab).
@@ -250,6 +261,8 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
     detail::ffn_forward(st, l);
   }
   detail::end_recording(st);
+  st.intervention = nullptr;  // no dangling pointers into the request
+  st.intervene_mask = nullptr;
   if (req.cache)
     for (const detail::SeqSpan& s : st.seqs) req.cache->lengths_[size_t(s.slot)] = s.pos0 + s.len;
 

@@ -13,6 +13,7 @@
 namespace ln {
 
 class ActivationStats;  // model/stats.h
+class Intervention;     // model/intervention.h
 
 enum class RopeType : int32_t { Default = 0, Llama3 = 1 };
 
@@ -109,6 +110,13 @@ struct ForwardRequest {
   // ForwardResult::capture (every token, whatever the mask), for tests and debugging.
   Site capture_site = Site::Act;
   int32_t capture_layer = -1;
+
+  // Interventions on FFN neurons (model/intervention.h), applied inside the FFN activation loop; the statistics
+  // and capture of an intervened site record the value after the intervention. intervene_mask: null (every edit
+  // at every token) or n_tokens position-class bytes, an edit applying where (class & edit.when) != 0. The
+  // intervention must have been made for this model's shapes.
+  const Intervention* intervention = nullptr;
+  const uint8_t* intervene_mask = nullptr;
 };
 
 struct ForwardResult {

@@ -1,23 +1,28 @@
 import type { Command } from 'commander';
+import { createHash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
+import { readFile, rename, rm } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 
 import { LangneuronsError } from '../../errors.js';
 import { ModelScorer } from '../../eval/scorer.js';
+import { addInterventionOptions, interventionFromCli } from '../../intervene/index.js';
 import { datasetDir, isTask, languagesIn, prepareTask, TASKS, type TaskName } from '../../eval/tasks.js';
 import { runPlan, type EvalResult, type Variant } from '../../eval/run.js';
+import { applyDelta } from '../../train/delta.js';
 import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
 import { parseIntOption, printResult, Progress } from '../output.js';
 
 interface EvalCli extends ModelCliOptions {
   task: string; langs?: string; pairs?: string; data?: string; text?: string; prompt?: string; split?: string; out: string;
-  intervene?: string; delta?: string; variant?: string; limit?: number; batchItems: number; langName: string[];
+  intervene: string[]; interveneFile?: string; stats?: string; delta?: string; variant?: string; limit?: number; batchItems: number; langName: string[];
 }
 
 const collect = (v: string, acc: string[]) => [...acc, v];
 
 export function registerEval(program: Command): void {
-  addModelOptions(program
+  addInterventionOptions(addModelOptions(program
     .command('eval <model-dir>')
     .description(`evaluate on local datasets (tasks: ${TASKS.join(', ')}); one result JSON per task, language and variant`)
     .requiredOption('--task <tasks>', 'comma-separated tasks')
@@ -28,12 +33,11 @@ export function registerEval(program: Command): void {
     .option('--prompt <format>', 'prompt format (flores: gurgurov, rahmanisa; belebele: generate, loglik; xnli: lm-eval, generate; include/mmlu: loglik, generate)')
     .option('--split <name>', 'dataset split (default per task: devtest, test or validation)')
     .option('--out <dir>', 'results folder', 'results')
-    .option('--intervene <spec>', 'evaluate under an intervention (engine option; see src/intervene)')
-    .option('--delta <path>', 'fine-tuned variant: a merged checkpoint folder (delta files need `delta apply` first)')
+    .option('--delta <path>', 'fine-tuned variant: a delta.safetensors from `finetune` (merged once into a cache folder) or a merged checkpoint folder')
     .option('--variant <name>', 'variant name recorded in the results (default: base / intervene / delta)')
     .option('--limit <n>', 'first n items per language only', parseIntOption('--limit', 1))
     .option('--batch-items <n>', 'items per batched engine call', parseIntOption('--batch-items', 1), 16)
-    .option('--lang-name <code=Name>', 'English name of a FLORES code for the translation prompts (repeatable)', collect, []))
+    .option('--lang-name <code=Name>', 'English name of a FLORES code for the translation prompts (repeatable)', collect, [])))
     .action(async (dir: string, o: EvalCli) => {
       const tasks = o.task.split(',').map((t) => t.trim()).filter(Boolean);
       for (const t of tasks) if (!isTask(t)) throw new LangneuronsError('E_OPTIONS', `unknown task '${t}' (tasks: ${TASKS.join(', ')})`, { field: 'task' });
@@ -41,21 +45,22 @@ export function registerEval(program: Command): void {
       const variant: Variant = { name: o.variant ?? 'base' };
       if (o.delta) {
         if (!existsSync(o.delta)) throw new LangneuronsError('E_IO', `${o.delta}: --delta not found`, { file: o.delta });
-        if (!statSync(o.delta).isDirectory())
-          // TODO(delta): apply a delta file with the training engineer's `delta apply` once it lands (src/train).
-          throw new LangneuronsError('E_OPTIONS', `${o.delta}: --delta takes a merged checkpoint folder for now; apply the delta file to <model> first`, { file: o.delta, field: 'delta' });
-        modelDir = o.delta;
+        // A delta file is merged into the base model once, in a cache folder named by the delta's content hash;
+        // a merged checkpoint folder is used as it is.
+        modelDir = statSync(o.delta).isDirectory() ? o.delta : await mergedDeltaModel(dir, o.delta);
         variant.delta = o.delta;
         variant.name = o.variant ?? `delta-${path.basename(path.resolve(o.delta))}`;
       }
-      if (o.intervene) { variant.intervene = o.intervene; variant.name = o.variant ?? `intervene-${o.intervene}`; }
+      const specs = [...o.intervene, ...(o.interveneFile ? [`file:${o.interveneFile}`] : [])];
+      if (specs.length) { variant.intervene = specs.join(' + '); variant.name = o.variant ?? `intervene-${specs.join('+')}`; }
       const langNames = Object.fromEntries(o.langName.map((s) => {
         const k = s.indexOf('=');
         if (k <= 0) throw new LangneuronsError('E_OPTIONS', `--lang-name takes code=Name, got '${s}'`, { field: 'lang-name' });
         return [s.slice(0, k), s.slice(k + 1)];
       }));
       const model = await openModel(modelDir, o);
-      const scorer = new ModelScorer(model, o.intervene ? { intervene: o.intervene } : {});
+      const intervene = await interventionFromCli(model, o);
+      const scorer = new ModelScorer(model, intervene ? { intervene } : {});
       const results: EvalResult[] = [];
       for (const task of tasks as TaskName[]) {
         const root = task === 'ppl' ? o.text ?? o.data : o.data;
@@ -83,4 +88,17 @@ export function registerEval(program: Command): void {
       }
       printResult(o, { results }, () => `${results.length} result file(s) in ${o.out}`);
     });
+}
+
+/** The base model with a fine-tuning delta applied, cached in the temp folder by the delta's sha256. */
+async function mergedDeltaModel(base: string, deltaFile: string): Promise<string> {
+  const hash = createHash('sha256').update(await readFile(deltaFile)).digest('hex').slice(0, 16);
+  const out = path.join(os.tmpdir(), `langneurons-delta-${hash}`);
+  if (existsSync(path.join(out, 'model.safetensors'))) return out;
+  const staging = `${out}.tmp-${process.pid}`;
+  await rm(staging, { recursive: true, force: true });
+  await applyDelta(base, deltaFile, staging);
+  await rm(out, { recursive: true, force: true });
+  await rename(staging, out); // a killed merge never leaves a half-written model where the cache looks
+  return out;
 }

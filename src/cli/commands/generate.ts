@@ -3,10 +3,11 @@ import { readFile } from 'node:fs/promises';
 
 import { LangneuronsError } from '../../errors.js';
 import { generateTokens, type GenerateOptions } from '../../generate/generate.js';
+import { addInterventionOptions, interventionFromCli, type InterventionCliOptions } from '../../intervene/index.js';
 import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
 import { parseFloatOption, parseIntOption, printResult } from '../output.js';
 
-interface GenerateCli extends ModelCliOptions {
+interface GenerateCli extends ModelCliOptions, InterventionCliOptions {
   prompt: string[]; promptFile?: string; promptIds?: string; maxNewTokens: number; temperature: number; topK: number;
   topP: number; repetitionPenalty: number; stop: string[]; seed: number; ignoreEos?: boolean;
 }
@@ -21,7 +22,7 @@ export function parseIdList(s: string, field: string): number[] {
 }
 
 export function registerGenerate(program: Command): void {
-  addModelOptions(program
+  addInterventionOptions(addModelOptions(program
     .command('generate <model-dir>')
     .description('generate text (greedy by default; sampling with --temperature)')
     .option('--prompt <text>', 'a prompt (repeat for a batch)', collect, [])
@@ -34,7 +35,7 @@ export function registerGenerate(program: Command): void {
     .option('--repetition-penalty <r>', 'Hugging Face repetition penalty (1 = off)', parseFloatOption('--repetition-penalty', (x) => x > 0, 'a number > 0'), 1)
     .option('--stop <text>', 'stop string (repeatable); "\\n" stops at a newline', collect, [])
     .option('--seed <n>', 'sampling seed', parseIntOption('--seed', 0, 2 ** 32 - 1), 0)
-    .option('--ignore-eos', 'keep generating past EOS tokens'))
+    .option('--ignore-eos', 'keep generating past EOS tokens')))
     .action(async (dir: string, o: GenerateCli) => {
       const model = await openModel(dir, o);
       let prompts: number[][];
@@ -53,6 +54,8 @@ export function registerGenerate(program: Command): void {
         repetitionPenalty: o.repetitionPenalty, seed: o.seed, stopAtEos: !o.ignoreEos,
         stop: o.stop.map((s) => s.replace(/\\n/g, '\n')),
       };
+      const intervene = await interventionFromCli(model, o);
+      if (intervene) opts.intervene = intervene;
       const started = performance.now();
       const gens = await generateTokens(model, prompts, opts);
       const seconds = (performance.now() - started) / 1000;

@@ -3,21 +3,22 @@ import { readFile } from 'node:fs/promises';
 
 import { LangneuronsError } from '../../errors.js';
 import { scoreTokens } from '../../engine/score.js';
+import { addInterventionOptions, interventionFromCli, type InterventionCliOptions } from '../../intervene/index.js';
 import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
 import { parseIntOption, printResult, Progress } from '../output.js';
 import { parseIdList } from './generate.js';
 
-interface ScoreCli extends ModelCliOptions { textFile?: string; text?: string; ids?: string; window?: number; stride?: number }
+interface ScoreCli extends ModelCliOptions, InterventionCliOptions { textFile?: string; text?: string; ids?: string; window?: number; stride?: number }
 
 export function registerScore(program: Command): void {
-  addModelOptions(program
+  addInterventionOptions(addModelOptions(program
     .command('score <model-dir>')
     .description('mean negative log-likelihood per token and perplexity of a text')
     .option('--text-file <file>', 'UTF-8 text to score')
     .option('--text <text>', 'text to score, given inline')
     .option('--ids <ids>', 'token ids to score, e.g. "1,461,401" (no tokenizer needed)')
     .option('--window <n>', 'tokens per window (default: the model\'s context)', parseIntOption('--window', 2))
-    .option('--stride <n>', 'step between windows (default: the window; smaller re-reads context)', parseIntOption('--stride', 1)))
+    .option('--stride <n>', 'step between windows (default: the window; smaller re-reads context)', parseIntOption('--stride', 1))))
     .action(async (dir: string, o: ScoreCli) => {
       const given = [o.textFile, o.text, o.ids].filter((x) => x !== undefined).length;
       if (given !== 1) throw new LangneuronsError('E_OPTIONS', 'score needs exactly one of --text-file, --text or --ids');
@@ -31,11 +32,12 @@ export function registerScore(program: Command): void {
         if (!text.length) throw new LangneuronsError('E_INPUT', `${o.textFile ?? '--text'}: the text is empty`, { file: o.textFile ?? '--text' });
         ids = model.requireTokenizer().encode(text);
       }
+      const intervene = await interventionFromCli(model, o);
       const progress = new Progress('scoring', o);
       const started = performance.now();
       const r = await scoreTokens(model, ids, {
         ...(o.window ? { window: o.window } : {}), ...(o.stride ? { stride: o.stride } : {}),
-        onProgress: (d, t) => progress.update(d, t, 'tokens'),
+        onProgress: (d, t) => progress.update(d, t, 'tokens'), ...(intervene ? { intervene } : {}),
       });
       progress.done();
       const seconds = (performance.now() - started) / 1000;

@@ -1,0 +1,119 @@
+// Interventions on FFN neurons inside the forward (docs METHODS.md section 3), in the resolved form the engine
+// runs: a list of edits (layer, site, neuron, op, value) applied in the FFN activation loop (model/ffn.cpp), plus
+// Rahmanisa's test-time rules, whose value is a statistic of the current token's row at that site and layer.
+//
+// Semantics:
+//  - Sites: `gate` (before the activation function), `act` (silu(gate), before the product with up), `h`
+//    (act * up, the input of down_proj). An edit changes the value the model uses from that point on; statistics
+//    and captures of the same site record the value AFTER the edit (what the model used); later sites, later layers
+//    and the logits see the change too.
+//  - Ops: Set (x = v), Add (x += v), Scale (x *= v). Edits of one (layer, site, neuron) apply in the order given.
+//  - A test-time edit takes v = factor * stat(row) from its rule, where row is the token's values of all the
+//    layer's neurons at the rule's site BEFORE any edit of that site (mean, population std, median, max, IQR,
+//    MAD = median |x - median|, percentile p; quantiles interpolate linearly between order statistics, as
+//    numpy.quantile / torch.quantile).
+//  - Positions: every edit and rule has `when` bits; the forward's per-token class byte (ForwardRequest::
+//    intervene_mask; the TypeScript side uses 1 = prompt, 2 = generated) selects the edits with (class & when)
+//    != 0. Without a mask, every edit applies at every token.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+
+namespace ln {
+
+enum class InterveneOp : uint8_t { Set = 0, Add = 1, Scale = 2 };
+constexpr int kInterveneOpCount = 3;
+
+enum class RowStat : int32_t { Mean = 0, Std = 1, Median = 2, Max = 3, Iqr = 4, Mad = 5, Percentile = 6 };
+constexpr int kRowStatCount = 7;
+
+// Sites an intervention may target: Act, Gate and H (the first three values of Site).
+constexpr int kInterveneSites = 3;
+inline bool intervenable(Site s) { return s == Site::Act || s == Site::Gate || s == Site::H; }
+
+// One edit as given by the caller, in application order.
+struct EditSpec {
+  int32_t layer = 0;
+  Site site = Site::Act;
+  int32_t neuron = 0;
+  InterveneOp op = InterveneOp::Set;
+  uint8_t when = 0xff;  // position classes it applies to
+  float value = 0.f;    // ignored when rule >= 0
+  int32_t rule = -1;    // index into the rules, or -1 for a constant value
+};
+
+// A test-time statistic: v = factor * stat(values of `site` at `layer` for the current token).
+struct RowRule {
+  int32_t layer = 0;
+  Site site = Site::Act;
+  RowStat stat = RowStat::Mean;
+  float factor = 1.f;
+  float percentile = 50.f;  // in [0, 100], for RowStat::Percentile
+};
+
+// The edit as the FFN loop reads it (12 bytes). `rule` indexes the layer's rules (Intervention::layer_rules).
+struct Edit {
+  int32_t neuron;
+  InterveneOp op;
+  uint8_t when;
+  int16_t rule;  // -1: constant `value`
+  float value;
+};
+
+class Intervention {
+ public:
+  // Throws std::invalid_argument naming the bad entry: layer outside [0, n_layers), a site other than act / gate
+  // / h, neuron outside [0, intermediate), unknown op, `when` of 0, a non-finite value or factor, a rule index
+  // out of range or whose layer / site differ from its edit's, a percentile outside [0, 100], an unknown stat,
+  // more than 32767 rules in a layer.
+  Intervention(const ModelConfig& c, const std::vector<EditSpec>& edits, const std::vector<RowRule>& rules);
+
+  int32_t n_layers() const { return n_layers_; }
+  int64_t width() const { return width_; }
+  bool fits(const ModelConfig& c) const { return c.n_layers == n_layers_ && c.intermediate == width_; }
+  int64_t n_edits() const { return int64_t(edits_.size()); }
+
+  // Edits of (layer, site), sorted by neuron (stable: application order kept for one neuron).
+  const Edit* begin(int l, Site s) const { return edits_.data() + offsets_[slot(l, s)]; }
+  const Edit* end(int l, Site s) const { return edits_.data() + offsets_[slot(l, s) + 1]; }
+  bool any(int l, Site s) const { return offsets_[slot(l, s)] != offsets_[slot(l, s) + 1]; }
+  bool any(int l) const { return offsets_[slot(l, Site(0))] != offsets_[slot(l, Site(0)) + kInterveneSites]; }
+  // The rules of layer l (Edit::rule indexes this range), and the largest count over layers.
+  const RowRule* layer_rules(int l) const { return rules_.data() + rule_offsets_[size_t(l)]; }
+  int32_t n_rules(int l) const { return rule_offsets_[size_t(l) + 1] - rule_offsets_[size_t(l)]; }
+  int32_t max_rules_per_layer() const { return max_rules_; }
+
+ private:
+  size_t slot(int l, Site s) const { return size_t(l) * kInterveneSites + size_t(s); }
+  int32_t n_layers_ = 0;
+  int64_t width_ = 0;
+  std::vector<Edit> edits_;
+  std::vector<int64_t> offsets_;  // [n_layers * 3 + 1]
+  std::vector<RowRule> rules_;    // grouped by layer
+  std::vector<int32_t> rule_offsets_;
+  int32_t max_rules_ = 0;
+};
+
+// Applies edits [e, end) to a row segment x whose first element is neuron c0. `cls` is the token's position
+// class (0xff without a mask); `rule_values` the token's values of the layer's rules (null when it has none).
+inline void apply_edits(const Edit* e, const Edit* end, float* x, int64_t c0, uint8_t cls,
+                        const float* rule_values) {
+  for (; e != end; ++e) {
+    if (!(e->when & cls)) continue;
+    const float v = e->rule < 0 ? e->value : rule_values[e->rule];
+    float& y = x[e->neuron - c0];
+    switch (e->op) {
+      case InterveneOp::Set: y = v; break;
+      case InterveneOp::Add: y += v; break;
+      case InterveneOp::Scale: y *= v; break;
+    }
+  }
+}
+
+// The statistic of n values (work: n floats of scratch, reordered). Used for the test-time rules.
+float row_statistic(const float* x, int64_t n, RowStat stat, float percentile, float* work);
+
+}  // namespace ln

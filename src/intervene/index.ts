@@ -1,0 +1,78 @@
+// Interventions on language neurons (METHODS.md section 3): parse specs (spec.ts), resolve them against a model
+// (resolve.ts) into an Intervention, and pass it as `intervene` to LanguageModel.forward, generate and score.
+import type { Command } from 'commander';
+import { readFile } from 'node:fs/promises';
+
+import { LangneuronsError } from '../errors.js';
+import type { LanguageModel } from '../engine/model.js';
+import type { NativeIntervention } from '../native/addon.js';
+import { loadAddon } from '../native/addon.js';
+import { modelIdentity } from '../profile/identity.js';
+import { resolveSpecs } from './resolve.js';
+import { parseInterventionFile, parseInterventionSpec, type InterventionSpec } from './spec.js';
+
+export * from './spec.js';
+export { neuronStatistic, resolveSpecs, GENERATED_CLASS, PROMPT_CLASS, type InterventionArrays, type ResolvedIntervention } from './resolve.js';
+
+/** A resolved intervention for one model, ready for forward / generate / score. Immutable; reusable. */
+export class Intervention {
+  constructor(
+    readonly native: NativeIntervention,
+    /** The model it was resolved for (forwards of another model refuse it). */
+    readonly owner: object,
+    readonly specs: readonly InterventionSpec[],
+    /** Some spec is limited to prompt or generated positions. */
+    readonly needsClasses: boolean,
+    /** Edits per spec. */
+    readonly counts: readonly number[],
+  ) {}
+  get edits(): number { return this.counts.reduce((a, b) => a + b, 0); }
+}
+
+export interface ResolveOptions {
+  /** Statistics for specs that need them and give no `stats`: a folder of <language>.safetensors, or one file. */
+  stats?: string;
+}
+
+/** Resolves specs (CLI strings or canonical objects, applied in order) against `model`. */
+export async function resolveIntervention(model: LanguageModel, specs: string | InterventionSpec | (string | InterventionSpec)[], opts: ResolveOptions = {}): Promise<Intervention> {
+  const list = (Array.isArray(specs) ? specs : [specs]).map((s) => (typeof s === 'string' ? parseInterventionSpec(s, opts.stats) : s));
+  const r = await resolveSpecs(list, { identity: modelIdentity(model.checkpoint), ...(opts.stats !== undefined ? { stats: opts.stats } : {}) });
+  let native: NativeIntervention;
+  try {
+    native = new (loadAddon().NativeIntervention)(model.native, r.arrays);
+  } catch (e) {
+    throw new LangneuronsError('E_INTERVENE', `intervention: ${(e as Error).message}`, { cause: e, field: 'intervene' });
+  }
+  return new Intervention(native, model, list, r.needsClasses, r.counts);
+}
+
+export interface InterventionCliOptions {
+  /** --intervene, repeatable: spec strings. */
+  intervene?: string[];
+  /** --intervene-file: a JSON array of spec strings or canonical specs (applied after the --intervene ones). */
+  interveneFile?: string;
+  /** --stats: default statistics folder (or file). */
+  stats?: string;
+}
+
+/** The intervention the CLI options ask for, or undefined when there is none. */
+export async function interventionFromCli(model: LanguageModel, o: InterventionCliOptions): Promise<Intervention | undefined> {
+  const specs: InterventionSpec[] = (o.intervene ?? []).map((s) => parseInterventionSpec(s, o.stats));
+  if (o.interveneFile) {
+    const text = await readFile(o.interveneFile, 'utf8').catch((e: Error) => {
+      throw new LangneuronsError('E_IO', `${o.interveneFile}: cannot read the intervention file: ${e.message}`, { file: o.interveneFile! });
+    });
+    specs.push(...parseInterventionFile(text, o.interveneFile, o.stats));
+  }
+  return specs.length ? resolveIntervention(model, specs, o.stats !== undefined ? { stats: o.stats } : {}) : undefined;
+}
+
+/** Adds --intervene, --intervene-file and --stats to a command. */
+export function addInterventionOptions(cmd: Command): Command {
+  const collect = (v: string, acc: string[]) => [...acc, v];
+  return cmd
+    .option('--intervene <spec>', 'intervention on FFN neurons, e.g. "deactivate:masks/lape.json:en" (repeatable, applied in order; syntax in src/intervene/spec.ts)', collect, [])
+    .option('--intervene-file <file>', 'interventions as a JSON array of spec strings or spec objects')
+    .option('--stats <path>', 'statistics for interventions that need them: a folder of <language>.safetensors, or one file');
+}
