@@ -2,9 +2,13 @@
 export { LangneuronsError } from './errors.js';
 export { loadModel, LanguageModel, KvCache, type LoadModelOptions, type ForwardOptions, type ForwardOutput, type Compute, type LogitsMode } from './engine/model.js';
 export { StatsAccumulator, type StatsOptions, type StatsSnapshot } from './engine/stats.js';
-export { scoreText, scoreTokens, logLikelihood, logLikelihoodTokens, type ScoreOptions, type ScoreResult } from './engine/score.js';
+export { scoreText, scoreTokens, logLikelihood, logLikelihoodTokens, type LogLikelihoodOptions, type ScoreOptions, type ScoreResult } from './engine/score.js';
 export { generate, generateTokens, type GenerateOptions, type Generation } from './generate/generate.js';
 export { type SamplingOptions } from './generate/sampling.js';
+export {
+  Intervention, resolveIntervention, interventionFromCli, parseInterventionSpec, parseInterventionFile, validateSpec, parseLayers,
+  type InterventionSpec, type Operation, type NeuronSet, type ValueSpec, type InterventionSite, type Positions, type ResolveOptions,
+} from './intervene/index.js';
 export { openCheckpoint, estimateMemory, type Checkpoint } from './model/checkpoint.js';
 export { loadModelConfig, parseModelConfig, type ModelConfig } from './model/config.js';
 export { readSafetensorsHeader, readTensor, writeSafetensors } from './io/safetensors.js';

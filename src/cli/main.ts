@@ -14,6 +14,7 @@ import { registerProfile } from './commands/profile.js';
 import { registerResults } from './commands/results.js';
 import { registerScore } from './commands/score.js';
 import { registerStats } from './commands/stats.js';
+import { registerSteer } from './commands/steer.js';
 
 export function buildProgram(): Command {
   const program = new Command('langneurons')
@@ -28,6 +29,7 @@ export function buildProgram(): Command {
   registerStats(program);
   registerIdentify(program);
   registerMasks(program);
+  registerSteer(program);
   registerEval(program);
   registerResults(program);
   registerDemo(program);

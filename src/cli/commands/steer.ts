@@ -1,0 +1,185 @@
+// `langneurons steer ppl-matrix | lss | forcing`: the measures of steering (METHODS.md §4).
+import { Option, type Command } from 'commander';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+
+import { LangneuronsError } from '../../errors.js';
+import { writeFileAtomic } from '../../io/atomic.js';
+import { checkMaskForModel, readMask, type NeuronMask } from '../../identify/index.js';
+import { modelIdentity } from '../../profile/identity.js';
+import type { LanguageModel } from '../../engine/model.js';
+import {
+  amplification, compose, computeForcing, computeLss, computePplMatrix, deactivation, DEFAULT_SETTINGS, engineGenerator,
+  engineLogLikelihood, engineMatrixScorer, IDENTIFIERS, interventionResolver, loadEvalTexts, loadIdentifier, openEvalCorpus,
+  parseSetting, parseSettings, readFacts, readPrompts, requireMaskLanguages, writePplMatrix, type IdentifierName,
+  type LanguageIdentifier, type SteerRequest,
+} from '../../steer/index.js';
+import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
+import { parseFloatOption, parseIntOption, printResult, Progress } from '../output.js';
+
+const list = (s: string | undefined): string[] | undefined => s?.split(',').map((x) => x.trim()).filter(Boolean);
+
+/** Reads the mask before the model (a bad mask fails fast), then opens the model and checks they belong together. */
+async function openMaskAndModel(dir: string, file: string, o: ModelCliOptions): Promise<{ mask: NeuronMask; model: LanguageModel }> {
+  const mask = await readMask(file);
+  const model = await openModel(dir, o);
+  checkMaskForModel(mask, modelIdentity(model.checkpoint), file);
+  return { mask, model };
+}
+
+async function writeJson(out: string, doc: unknown): Promise<void> {
+  await fsp.mkdir(path.dirname(path.resolve(out)), { recursive: true });
+  await writeFileAtomic(out, JSON.stringify(doc, null, 2) + '\n');
+}
+
+interface PplCli extends ModelCliOptions { masks: string; evalText: string; out: string; langs?: string; textLangs?: string; maxTokens: number; window?: number; deactivateValue: number }
+interface LssCli extends ModelCliOptions { masks: string; facts: string; settings: string; out: string; base?: string; targets?: string; details?: boolean; stats?: string }
+interface ForcingCli extends ModelCliOptions {
+  masks: string; prompts: string; target: string; out: string; amplify: string; deactivateValue: number; deactivateSource: boolean;
+  langid: IdentifierName; maxNewTokens: number; baseline: boolean; stats?: string;
+}
+
+export function registerSteer(program: Command): void {
+  const steer = program.command('steer').description('measures of steering: perplexity matrix, Language Steering Shift, language forcing');
+
+  addModelOptions(steer
+    .command('ppl-matrix <model-dir>')
+    .description("Tang's matrix: mean token NLL / perplexity of each language's held-out text with each language's neurons deactivated")
+    .requiredOption('--masks <file>', 'neuron mask (.json or .safetensors) made for this model')
+    .option('--eval-text <spec>', 'held-out text: udhr:heldout, a folder of <lang>.txt/.jsonl/.parquet, a manifest .json, or files <lang>.txt,... / <lang>=<file>,...', 'udhr:heldout')
+    .requiredOption('--out <file>', 'matrix JSON; <stem>.csv and <stem>.svg (heatmap) are written next to it')
+    .option('--langs <list>', 'languages to deactivate (default: every language of the mask)')
+    .option('--text-langs <list>', 'held-out texts to score (default: UDHR: the deactivated languages; a folder: all its languages)')
+    .option('--max-tokens <n>', 'tokens scored per language at most', parseIntOption('--max-tokens', 2), 50_000)
+    .option('--window <n>', "tokens per scoring window (default: the model's context)", parseIntOption('--window', 2))
+    .option('--deactivate-value <v>', 'value the deactivated neurons are set to (Tang: 0; Language Arithmetics also -1, -1.5)', parseFloatOption('--deactivate-value', Number.isFinite, 'a number'), 0))
+    .action(async (dir: string, o: PplCli) => {
+      const { mask, model } = await openMaskAndModel(dir, o.masks, o);
+      const rows = list(o.langs) ?? Object.keys(mask.languages);
+      requireMaskLanguages(mask, o.masks, rows);
+      const corpus = await openEvalCorpus(o.evalText, list(o.textLangs) ?? (o.evalText.startsWith('udhr') ? rows : undefined));
+      const columns = list(o.textLangs) ?? corpus.languages;
+      const texts = await loadEvalTexts(model, corpus, columns, o.maxTokens);
+      const build = interventionResolver(model);
+      const progress = new Progress('ppl-matrix', o);
+      const score = engineMatrixScorer(model, texts, o.window ? { window: o.window } : {});
+      const started = performance.now();
+      const matrix = await computePplMatrix<SteerRequest>({
+        rows, columns, intervention: (lang) => deactivation(o.masks, lang, o.deactivateValue),
+        score: async (col, req) => score(col, req === null ? null : await build(req)),
+        onCell: (d, t, r, c) => progress.update(d, t, `${r ?? 'none'} → ${c}`),
+      });
+      progress.done();
+      await fsp.mkdir(path.dirname(path.resolve(o.out)), { recursive: true });
+      const files = await writePplMatrix(o.out, matrix, {
+        model: dir, mask: o.masks, maskMethod: mask.method, evalText: { spec: o.evalText, origin: texts.origin, fingerprint: texts.fingerprint, maxTokens: o.maxTokens },
+        deactivateValue: o.deactivateValue, seconds: (performance.now() - started) / 1000,
+      });
+      printResult(o, { ...files, diagonal: matrix.diagonal, baseline: matrix.baseline, deltaNll: matrix.deltaNll }, () => {
+        const w = Math.max(8, ...columns.map((c) => c.length + 1));
+        const head = `${'ΔNLL'.padEnd(12)}${columns.map((c) => c.padStart(w)).join('')}`;
+        const base = `${'(none) NLL'.padEnd(12)}${matrix.baseline.nll.map((v) => v.toFixed(3).padStart(w)).join('')}`;
+        const lines = matrix.rows.map((r, i) => `${('-' + r).padEnd(12)}${matrix.deltaNll[i]!.map((v) => ((v >= 0 ? '+' : '') + v.toFixed(3)).padStart(w)).join('')}`);
+        const d = matrix.diagonal;
+        return [head, base, ...lines, '',
+          `diagonal dominance: ${d.hits.length}/${d.languages.length} texts hurt most by their own language's deactivation` +
+            (d.misses.length ? ` (misses: ${d.misses.map((m) => `${m.language}←${m.strongest}`).join(', ')})` : ''),
+          `-> ${files.json}, ${files.csv}, ${files.svg}`].join('\n');
+      });
+    });
+
+  addModelOptions(steer
+    .command('lss <model-dir>')
+    .description('Language Steering Shift (Rahmanisa): share of facts whose target-language object gains on the base one when the target language is amplified')
+    .requiredOption('--masks <file>', 'neuron mask (.json or .safetensors) made for this model')
+    .requiredOption('--facts <path>', 'MLAMA-dod facts: a folder of .jsonl / .parquet files (template, sub_<lang>, obj_<lang>) or one file')
+    .option('--settings <list>', 'amplification settings to compare: p_max, p_median, mean, scale:<α>, set:<v|stat>, add:<v|stat>, mul:<v|stat>', DEFAULT_SETTINGS)
+    .requiredOption('--out <file>', 'result JSON')
+    .option('--base <list>', 'base languages (default: every language of both the facts and the mask)')
+    .option('--targets <list>', 'target languages (default: the same set); pairs are every base × target with base ≠ target')
+    .option('--stats <path>', 'profiling statistics (folder of <lang>.safetensors with sequence means) for p_max / p_median / mean')
+    .option('--details', 'keep D0 and D1 of every fact in the output'))
+    .action(async (dir: string, o: LssCli) => {
+      const settings = parseSettings(o.settings);
+      for (const st of settings) amplification(o.masks, 'x', st, o.stats); // a neuron-stat setting without --stats fails now
+      const facts = await readFacts(o.facts);
+      const { mask, model } = await openMaskAndModel(dir, o.masks, o);
+      const common = facts.languages.filter((l) => Object.hasOwn(mask.languages, l));
+      const bases = list(o.base) ?? common, targets = list(o.targets) ?? common;
+      requireMaskLanguages(mask, o.masks, targets);
+      const pairs = bases.flatMap((b) => targets.filter((t) => t !== b).map((t) => ({ base: b, target: t })));
+      if (pairs.length === 0) throw new LangneuronsError('E_INPUT', `${o.facts}: no (base, target) pair: fact languages ${facts.languages.join(', ') || 'none'}, mask languages ${Object.keys(mask.languages).join(', ')}`, { file: o.facts });
+      const build = interventionResolver(model);
+      const ll = engineLogLikelihood(model);
+      const progress = new Progress('lss', o);
+      const started = performance.now();
+      const result = await computeLss({
+        facts, pairs, settings, details: !!o.details,
+        amplify: (t, s) => amplification(o.masks, t, s, o.stats),
+        logLikelihood: async (p, req) => ll(p, req === null ? null : await build(req)),
+        onProgress: (d, t, what) => progress.update(d, t, what),
+      });
+      progress.done();
+      await writeJson(o.out, { ...result, model: dir, mask: o.masks, facts: { path: o.facts, files: facts.files, rows: facts.facts.length }, seconds: (performance.now() - started) / 1000 });
+      printResult(o, { out: o.out, best: result.best, settings: result.settings.map((s) => ({ setting: s.setting, meanLss: s.meanLss })) }, () =>
+        [...result.settings.map((s) => `${s.setting.padEnd(14)} mean LSS ${s.meanLss.toFixed(3)}  (${s.pairs.map((p) => `${p.base}→${p.target} ${p.lss.toFixed(2)}`).join(', ')})`),
+          `best: ${result.best.setting} (${result.best.meanLss.toFixed(3)}) -> ${o.out}`].join('\n'));
+    });
+
+  addModelOptions(steer
+    .command('forcing <model-dir>')
+    .description("language forcing: generate from prompts with the prompt's language deactivated and the target amplified, identify the output language")
+    .requiredOption('--masks <file>', 'neuron mask (.json or .safetensors) made for this model')
+    .requiredOption('--prompts <path>', 'a folder of <lang>.txt (one prompt per line; the stem is the prompt language) or .jsonl files, or one file')
+    .requiredOption('--target <list>', 'target language(s) to force, comma-separated')
+    .requiredOption('--out <file>', 'result JSON')
+    .option('--amplify <setting>', 'how the target neurons are activated (an LSS setting: mean, p_max, scale:<α>, add:<v|stat> ...)', 'mean')
+    .option('--deactivate-value <v>', "value the prompt language's neurons are set to", parseFloatOption('--deactivate-value', Number.isFinite, 'a number'), 0)
+    .option('--no-deactivate-source', "do not deactivate the prompt language's neurons (amplify the target only)")
+    .addOption(new Option('--langid <name>', 'language identifier: cld (CLD2, default) or eld (pure JS, 60 languages, no Swahili)').choices([...IDENTIFIERS]).default('cld'))
+    .option('--max-new-tokens <n>', 'tokens generated per prompt', parseIntOption('--max-new-tokens', 1), 32)
+    .option('--stats <path>', 'profiling statistics (folder of <lang>.safetensors) for p_max / p_median / mean')
+    .option('--no-baseline', 'skip the generations without intervention'))
+    .action(async (dir: string, o: ForcingCli) => {
+      const amplify = parseSetting(o.amplify);
+      amplification(o.masks, 'x', amplify, o.stats); // a neuron-stat setting without --stats fails now
+      const prompts = await readPrompts(o.prompts);
+      const targets = list(o.target) ?? [];
+      let identifier: LanguageIdentifier;
+      let langidNote: string | undefined;
+      try {
+        identifier = await loadIdentifier(o.langid);
+      } catch (e) {
+        if (o.langid !== 'cld' || !(e instanceof LangneuronsError)) throw e;
+        // The default identifier is missing (no C++ toolchain at install time): say so loudly and use ELD.
+        langidNote = `CLD2 UNAVAILABLE, FELL BACK TO ELD (60 languages, no Swahili): ${e.message}`;
+        process.stderr.write(`langneurons: WARNING: ${langidNote}\n`);
+        identifier = await loadIdentifier('eld');
+      }
+      const { mask, model } = await openMaskAndModel(dir, o.masks, o);
+      requireMaskLanguages(mask, o.masks, targets);
+      const build = interventionResolver(model);
+      const gen = engineGenerator(model, { maxNewTokens: o.maxNewTokens, stop: ['\n'] });
+      const progress = new Progress('forcing', o);
+      const started = performance.now();
+      const result = await computeForcing<SteerRequest>({
+        prompts, targets, identifier, baseline: o.baseline,
+        intervention: (t, src) => {
+          const amp = amplification(o.masks, t, amplify, o.stats);
+          return o.deactivateSource && src !== null && Object.hasOwn(mask.languages, src) ? compose(deactivation(o.masks, src, o.deactivateValue), amp) : amp;
+        },
+        generate: async (p, req) => gen(p, req === null ? null : await build(req)),
+        onProgress: (d, t, what) => progress.update(d, t, what),
+      });
+      progress.done();
+      const notInMask = [...new Set(prompts.map((p) => p.language).filter((l): l is string => l !== null && !Object.hasOwn(mask.languages, l)))];
+      if (o.deactivateSource && notInMask.length && !o.json)
+        process.stderr.write(`langneurons: note: prompt languages without neurons in ${o.masks} are not deactivated: ${notInMask.join(', ')}\n`);
+      await writeJson(o.out, { ...result, model: dir, mask: o.masks, prompts: o.prompts, amplify: amplify.name, deactivateSource: o.deactivateSource, sourcesNotInMask: notInMask,
+        deactivateValue: o.deactivateValue, maxNewTokens: o.maxNewTokens, ...(langidNote ? { identifierNote: langidNote } : {}), seconds: (performance.now() - started) / 1000 });
+      printResult(o, { out: o.out, identifier: result.identifier, targets: result.targets.map((t) => ({ target: t.target, rate: t.forced.rate, baselineRate: t.baseline?.rate ?? null, identifiable: t.identifiable })) }, () =>
+        [...result.targets.map((t) => `${t.target.padEnd(8)} forced ${t.forced.successes}/${t.forced.prompts} (${(100 * t.forced.rate).toFixed(1)}%)` +
+          (t.baseline ? `, without intervention ${(100 * t.baseline.rate).toFixed(1)}%` : '') + (t.identifiable ? '' : `  [${result.identifier} cannot identify ${t.target}]`)),
+          `identifier ${result.identifier} -> ${o.out}`].join('\n'));
+    });
+}

@@ -1,0 +1,163 @@
+// Language forcing (Language Arithmetics; METHODS.md §4): generate from short prompts under an intervention
+// (the prompt's language deactivated, the target language amplified), identify the output's language, and
+// count a success when the identifier's top label is the target language. Also the same prompts without
+// intervention, as the baseline rate. The measure sees a `generate(prompts, intervention | null)` callback and
+// a language identifier, so it runs with a fake generator in the tests.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+
+import { LangneuronsError, describeError } from '../errors.js';
+import { readLines } from '../corpus/lines.js';
+import type { Identification, LanguageIdentifier } from './langid.js';
+import { normaliseLanguageCode } from './langid.js';
+
+export const FORCING_FORMAT = 'langneurons-forcing/1';
+
+export interface ForcingPrompt {
+  text: string;
+  /** The prompt's language (the source to deactivate), when known: the stem of its file. */
+  language: string | null;
+  file: string;
+  line: number;
+}
+
+function promptError(file: string, message: string): never {
+  throw new LangneuronsError('E_PROMPTS', `${file}: ${message}`, { file });
+}
+
+async function promptsOfFile(file: string, language: string | null): Promise<ForcingPrompt[]> {
+  const out: ForcingPrompt[] = [];
+  const jsonl = path.extname(file).toLowerCase() === '.jsonl';
+  for await (const { text, lineNumber } of readLines(file)) {
+    if (!text.trim()) continue;
+    if (!jsonl) { out.push({ text, language, file, line: lineNumber }); continue; }
+    let row: unknown;
+    try { row = JSON.parse(text); } catch (e) { promptError(file, `line ${lineNumber} is not valid JSON (${describeError(e)})`); }
+    const r = row as Record<string, unknown>;
+    if (typeof r !== 'object' || r === null || typeof r['prompt'] !== 'string')
+      promptError(file, `line ${lineNumber}: expected {"prompt": "...", "language"?: "..."}`);
+    const lang = typeof r['language'] === 'string' ? r['language'] : language;
+    if ((r['prompt'] as string).trim()) out.push({ text: r['prompt'] as string, language: lang, file, line: lineNumber });
+  }
+  return out;
+}
+
+/**
+ * Prompts from a folder of `<lang>.txt` (one prompt per line; the stem is the prompt's language) or
+ * `<lang>.jsonl` ({"prompt": ..., "language"?: ...} per line) files, or from one such file.
+ */
+export async function readPrompts(source: string): Promise<ForcingPrompt[]> {
+  let stat;
+  try { stat = await fsp.stat(source); } catch (e) { promptError(source, `cannot read the prompts: ${describeError(e)}`); }
+  const ok = (n: string) => ['.txt', '.jsonl'].includes(path.extname(n).toLowerCase());
+  const files = stat.isDirectory()
+    ? (await fsp.readdir(source)).filter((n) => !n.startsWith('.') && ok(n)).sort().map((n) => path.join(source, n))
+    : [source];
+  if (files.length === 0) promptError(source, 'the prompts folder has no <lang>.txt or <lang>.jsonl files');
+  const out: ForcingPrompt[] = [];
+  for (const file of files) {
+    if (!ok(file)) promptError(file, 'prompts must be a .txt (one prompt per line) or .jsonl file');
+    const stem = path.basename(file, path.extname(file));
+    const got = await promptsOfFile(file, stat.isDirectory() ? stem : null);
+    if (got.length === 0) promptError(file, 'the prompt file has no prompts (every line is empty)');
+    out.push(...got);
+  }
+  return out;
+}
+
+/** Generates a continuation of each prompt under an intervention (null: none). */
+export type GenerateFn<I> = (prompts: string[], intervention: I | null) => Promise<string[]>;
+
+export interface ForcingOptions<I> {
+  prompts: readonly ForcingPrompt[];
+  targets: readonly string[];
+  /** The intervention forcing `target` on prompts of language `source` (null when unknown or the target itself). */
+  intervention: (target: string, source: string | null) => I;
+  generate: GenerateFn<I>;
+  identifier: LanguageIdentifier;
+  /** Also generate without intervention (default true). */
+  baseline?: boolean;
+  /** Keep every generation and its label in the result (default true). */
+  keepGenerations?: boolean;
+  onProgress?: (done: number, total: number, what: string) => void;
+}
+
+export interface ForcingGeneration { prompt: string; source: string | null; text: string; detected: string | null; code: string | null; reliable: boolean; success: boolean }
+
+export interface ForcingRun {
+  prompts: number;
+  successes: number;
+  rate: number;
+  /** Count of each detected language (null: none found as "none"). */
+  detected: Record<string, number>;
+  generations?: ForcingGeneration[];
+}
+
+export interface ForcingTargetResult {
+  target: string;
+  /** Whether the identifier knows the target at all (a rate of 0 is then meaningless). */
+  identifiable: boolean;
+  forced: ForcingRun;
+  baseline?: ForcingRun;
+}
+
+export interface ForcingResult {
+  format: typeof FORCING_FORMAT;
+  identifier: string;
+  targets: ForcingTargetResult[];
+  /** Mean success rate over the targets. */
+  meanRate: number;
+}
+
+async function run(prompts: readonly ForcingPrompt[], texts: string[], target: string, identifier: LanguageIdentifier, keep: boolean): Promise<ForcingRun> {
+  if (texts.length !== prompts.length) throw new LangneuronsError('E_INPUT', `forcing: the generator returned ${texts.length} texts for ${prompts.length} prompts`);
+  const want = normaliseLanguageCode(target);
+  const detected: Record<string, number> = {};
+  const generations: ForcingGeneration[] = [];
+  let successes = 0;
+  for (const [i, text] of texts.entries()) {
+    const id: Identification = await identifier.identify(text);
+    const key = id.language ?? 'none';
+    detected[key] = (detected[key] ?? 0) + 1;
+    const success = id.language === want;
+    if (success) successes++;
+    if (keep) generations.push({ prompt: prompts[i]!.text, source: prompts[i]!.language, text, detected: id.language, code: id.code, reliable: id.reliable, success });
+  }
+  return { prompts: texts.length, successes, rate: texts.length ? successes / texts.length : 0, detected, ...(keep ? { generations } : {}) };
+}
+
+export async function computeForcing<I>(opts: ForcingOptions<I>): Promise<ForcingResult> {
+  if (opts.prompts.length === 0) throw new LangneuronsError('E_PROMPTS', 'forcing: no prompts');
+  if (opts.targets.length === 0) throw new LangneuronsError('E_OPTIONS', 'forcing: no target language', { field: '--target' });
+  const keep = opts.keepGenerations ?? true;
+  const texts = opts.prompts.map((p) => p.text);
+  const total = opts.targets.length * 2 + (opts.baseline === false ? 0 : 1);
+  let done = 0;
+  let baselineTexts: string[] | null = null;
+  if (opts.baseline !== false) {
+    baselineTexts = await opts.generate(texts, null);
+    if (baselineTexts.length !== texts.length) throw new LangneuronsError('E_INPUT', `forcing: the generator returned ${baselineTexts.length} texts for ${texts.length} prompts`);
+    opts.onProgress?.(++done, total, 'no intervention');
+  }
+  const targets: ForcingTargetResult[] = [];
+  for (const target of opts.targets) {
+    // prompts grouped by source language: one intervention per (target, source)
+    const groups = new Map<string | null, number[]>();
+    opts.prompts.forEach((p, i) => {
+      const src = p.language !== null && normaliseLanguageCode(p.language) === normaliseLanguageCode(target) ? null : p.language;
+      groups.set(src, [...(groups.get(src) ?? []), i]);
+    });
+    const forcedTexts = new Array<string>(texts.length);
+    for (const [src, idx] of groups) {
+      const out = await opts.generate(idx.map((i) => texts[i]!), opts.intervention(target, src));
+      if (out.length !== idx.length) throw new LangneuronsError('E_INPUT', `forcing: the generator returned ${out.length} texts for ${idx.length} prompts`);
+      idx.forEach((i, k) => { forcedTexts[i] = out[k]!; });
+    }
+    opts.onProgress?.(++done, total, `forcing ${target}`);
+    const forced = await run(opts.prompts, forcedTexts, target, opts.identifier, keep);
+    const baseline = baselineTexts ? await run(opts.prompts, baselineTexts, target, opts.identifier, keep && opts.targets.length === 1) : undefined;
+    opts.onProgress?.(++done, total, `identified ${target}`);
+    targets.push({ target, identifiable: opts.identifier.languages.has(normaliseLanguageCode(target)), forced, ...(baseline ? { baseline } : {}) });
+  }
+  return { format: FORCING_FORMAT, identifier: opts.identifier.name, targets, meanRate: targets.reduce((a, t) => a + t.forced.rate, 0) / targets.length };
+}

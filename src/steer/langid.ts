@@ -1,0 +1,128 @@
+// Language identification of generated text, for language forcing (METHODS.md §4):
+//  - `cld`: Compact Language Detector 2 (the `cld` npm package, a C++ addon built by node-gyp at install time;
+//    an optional dependency). ~160 languages, including Swahili, Yoruba, Amharic... The default.
+//  - `eld`: Efficient Language Detector (pure JavaScript, 60 languages, NO Swahili), the fallback.
+// Both answer ISO 639-1 codes (cld also a few legacy / script-tagged ones); `normaliseLanguageCode` maps their
+// codes and the project's language ids (ISO 639-1, the UDHR ids and aliases of src/corpus/udhr.ts) to one key,
+// so that `sameLanguage('de-1996', 'de')`, `sameLanguage('swh', 'sw')`, `sameLanguage('iw', 'he')` hold.
+import { createRequire } from 'node:module';
+
+import { LangneuronsError, describeError } from '../errors.js';
+import { resolveUdhrLanguage } from '../corpus/udhr.js';
+
+export type IdentifierName = 'cld' | 'eld';
+export const IDENTIFIERS: readonly IdentifierName[] = ['cld', 'eld'];
+
+export interface Identification {
+  /** The identifier's own top label (e.g. 'sw', 'zh-Hant', 'iw'), or null when it found none. */
+  code: string | null;
+  /** normaliseLanguageCode(code): comparable with the project's language ids. */
+  language: string | null;
+  reliable: boolean;
+}
+
+export interface LanguageIdentifier {
+  readonly name: IdentifierName;
+  /** Codes it can answer (normalised). */
+  readonly languages: ReadonlySet<string>;
+  identify(text: string): Promise<Identification>;
+}
+
+/** Legacy and variant codes → one key. */
+const CODE_ALIASES: Record<string, string> = {
+  iw: 'he', in: 'id', ji: 'yi', jw: 'jv', mo: 'ro', fil: 'tl', nb: 'no', nn: 'no', nob: 'no', nno: 'no',
+  // ISO 639-3 individual languages of a macrolanguage → the macrolanguage's ISO 639-1 code
+  cmn: 'zh', zlm: 'ms', zsm: 'ms', pes: 'fa', prs: 'fa', swh: 'sw', arb: 'ar', ydd: 'yi', kmr: 'ku', khk: 'mn', azj: 'az',
+  uzn: 'uz', ekk: 'et', lvs: 'lv', npi: 'ne', ory: 'or', plt: 'mg', als: 'sq', gaz: 'om', quz: 'qu', hbs: 'sh',
+};
+
+const primary = (tag: string): string => tag.toLowerCase().replaceAll('_', '-').split('-')[0]!;
+
+/**
+ * A comparable key for a language code or id: the primary language subtag, with legacy codes and ISO 639-3
+ * individual languages mapped to the ISO 639-1 code of their (macro)language. UDHR ids and aliases (de-1996,
+ * deu, swh, cmn_hans...) resolve through the UDHR table first.
+ */
+export function normaliseLanguageCode(code: string): string {
+  const raw = code.trim();
+  if (raw === '') return raw;
+  let key = primary(raw);
+  try {
+    const l = resolveUdhrLanguage(raw);
+    // the id when it is a tag (de-1996 → de), the translation's BCP-47 tag when the id is a UDHR code (cmn_hans_beijing)
+    key = l.id !== l.udhrCode && /^[a-z]{2,3}(-|$)/i.test(l.id) ? primary(l.id) : primary(l.bcp47);
+  } catch {
+    // not a UDHR id: keep the primary subtag
+  }
+  return CODE_ALIASES[key] ?? key;
+}
+
+export function sameLanguage(a: string, b: string): boolean {
+  return normaliseLanguageCode(a) === normaliseLanguageCode(b);
+}
+
+interface CldModule {
+  detect(text: string, options?: { bestEffort?: boolean }): Promise<{ reliable: boolean; languages: { code: string; percent: number; score: number }[] }>;
+  LANGUAGES: Record<string, string>;
+}
+
+/** CLD2 through the `cld` addon; throws E_LANGID when the addon is missing or was not built. */
+export function cldIdentifier(): LanguageIdentifier {
+  let cld: CldModule;
+  try {
+    cld = createRequire(import.meta.url)('cld') as CldModule;
+  } catch (e) {
+    throw new LangneuronsError('E_LANGID', `the CLD2 identifier (npm package "cld", a node-gyp addon) is not available: ${describeError(e).split('\n')[0]}; ` +
+      'install it (npm install cld, needs a C++ compiler) or use --langid eld');
+  }
+  return {
+    name: 'cld',
+    languages: new Set(Object.values(cld.LANGUAGES).map(normaliseLanguageCode)),
+    async identify(text) {
+      if (!text.trim()) return { code: null, language: null, reliable: false };
+      try {
+        const r = await cld.detect(text, { bestEffort: true });
+        const top = r.languages[0];
+        if (!top || top.code === 'un') return { code: null, language: null, reliable: false };
+        return { code: top.code, language: normaliseLanguageCode(top.code), reliable: r.reliable };
+      } catch {
+        // cld rejects text it cannot identify ("Failed to identify language")
+        return { code: null, language: null, reliable: false };
+      }
+    },
+  };
+}
+
+interface EldDetector {
+  load(size: string): Promise<unknown>;
+  detect(text: string): { language: string; isReliable(): boolean };
+  info(): { Languages: Record<number, string> };
+}
+
+/** ELD (pure JavaScript, the 'large' database: 60 languages). */
+export async function eldIdentifier(): Promise<LanguageIdentifier> {
+  let detector: EldDetector;
+  try {
+    const mod = (await import('eld')) as unknown as { eld: { newInstance(): EldDetector } };
+    detector = mod.eld.newInstance();
+    await detector.load('large');
+  } catch (e) {
+    throw new LangneuronsError('E_LANGID', `the ELD identifier (npm package "eld") could not be loaded: ${describeError(e)}`);
+  }
+  return {
+    name: 'eld',
+    languages: new Set(Object.values(detector.info().Languages).map(normaliseLanguageCode)),
+    async identify(text) {
+      if (!text.trim()) return { code: null, language: null, reliable: false };
+      const r = detector.detect(text);
+      if (!r.language) return { code: null, language: null, reliable: false };
+      return { code: r.language, language: normaliseLanguageCode(r.language), reliable: r.isReliable() };
+    },
+  };
+}
+
+export async function loadIdentifier(name: IdentifierName): Promise<LanguageIdentifier> {
+  if (name === 'cld') return cldIdentifier();
+  if (name === 'eld') return eldIdentifier();
+  throw new LangneuronsError('E_OPTIONS', `unknown language identifier "${String(name)}" (${IDENTIFIERS.join(', ')})`, { field: '--langid' });
+}

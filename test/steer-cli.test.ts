@@ -1,0 +1,160 @@
+// The steering measures against the engine (held-out text, the real scorer without intervention) and from the
+// command line: errors name the file (mask, facts, prompts) before any model work.
+import { spawnSync } from 'node:child_process';
+import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { loadModel, type LanguageModel } from '../src/engine/model.js';
+import { scoreTokens } from '../src/engine/score.js';
+import { MASK_FORMAT, writeMaskJson, type NeuronMask } from '../src/identify/masks.js';
+import { openCheckpoint } from '../src/model/checkpoint.js';
+import { modelIdentity } from '../src/profile/identity.js';
+import { engineMatrixScorer, loadEvalTexts, openEvalCorpus, requireMaskLanguages } from '../src/steer/index.js';
+import { jsonl, writeFiles } from './helpers/corpus-fixtures.js';
+import { fixturePath, makeTempDir, removeDir, repoRoot } from './helpers/fixtures.js';
+
+const bin = path.join(repoRoot, 'bin', 'langneurons.js');
+const cli = (...args: string[]) => {
+  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 300_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+};
+
+const modelDir = fixturePath('tiny-llama3');
+let dir: string, maskFile: string, mask: NeuronMask, model: LanguageModel;
+
+beforeAll(async () => {
+  dir = await makeTempDir('ln-steer-cli-');
+  const ck = await openCheckpoint(modelDir);
+  const id = modelIdentity(ck);
+  const units = (k: number) => Array.from({ length: id.layers }, (_, l) => [k, k + 10 + l]);
+  mask = {
+    format: MASK_FORMAT, method: 'hand', parameters: {}, site: 'act', model: id, sources: [], layers: id.layers, width: id.intermediate,
+    languages: { en: units(1), de: units(2), sw: units(3) },
+  };
+  maskFile = path.join(dir, 'mask.json');
+  await writeMaskJson(maskFile, mask);
+  model = await loadModel(modelDir, { threads: 2 });
+});
+afterAll(async () => { await removeDir(dir); });
+
+describe('held-out text and the real scorer', () => {
+  it('opens UDHR splits and file lists, and scores documents as scoreTokens does', async () => {
+    const udhr = await openEvalCorpus('udhr:heldout', ['en', 'sw']);
+    expect(udhr.languages).toEqual(['en', 'sw']);
+    const texts = await loadEvalTexts(model, udhr, ['en', 'sw'], 300);
+    expect(texts.tokens.get('en')).toBeLessThanOrEqual(300);
+    expect(texts.tokens.get('en')).toBeGreaterThan(250);
+    const score = engineMatrixScorer(model, texts);
+    const got = await score('en', null);
+    let totalNll = 0, tokens = 0;
+    for (const ids of texts.documents.get('en')!) { const r = await scoreTokens(model, ids); totalNll += r.totalNll; tokens += r.tokens; }
+    expect(got.tokens).toBe(tokens);
+    expect(got.totalNll).toBeCloseTo(totalNll, 2); // packed forwards: float32 sums in another order
+    // windows shorter than the documents: as scoreTokens with the same window (no overlap)
+    const w = await engineMatrixScorer(model, texts, { window: 16, batchTokens: 64 })('sw', null);
+    let wNll = 0, wTokens = 0;
+    for (const ids of texts.documents.get('sw')!) { const r = await scoreTokens(model, ids, { window: 16 }); wNll += r.totalNll; wTokens += r.tokens; }
+    expect(w.tokens).toBe(wTokens);
+    expect(w.totalNll).toBeCloseTo(wNll, 2);
+    expect(() => engineMatrixScorer(model, texts, { window: 1 })).toThrow(/window must be an integer/);
+
+    await writeFiles(path.join(dir, 'held'), { 'en.txt': 'Hello world.\nSecond line here.\n', 'fr.txt': 'Bonjour le monde.\n' });
+    const files = await openEvalCorpus(`${path.join(dir, 'held', 'en.txt')},xx=${path.join(dir, 'held', 'fr.txt')}`, undefined);
+    expect(files.languages).toEqual(['en', 'xx']);
+    const folder = await openEvalCorpus(path.join(dir, 'held'), undefined);
+    expect(folder.languages).toEqual(['en', 'fr']);
+    await expect(openEvalCorpus(`${path.join(dir, 'held', 'missing.txt')},${path.join(dir, 'held', 'en.txt')}`, undefined)).rejects.toThrow(/missing\.txt: file not found/);
+  });
+
+  it('refuses a language the mask lacks, naming the mask file', () => {
+    expect(() => requireMaskLanguages(mask, maskFile, ['en', 'fr'])).toThrow(new RegExp(`${maskFile}: unknown language "fr" \\(the mask has: en, de, sw\\)`));
+  });
+});
+
+describe('langneurons steer (command line)', () => {
+  it('ppl-matrix: a language missing from the mask names the mask file', () => {
+    const r = cli('steer', 'ppl-matrix', modelDir, '--masks', maskFile, '--langs', 'en,fr', '--out', path.join(dir, 'ppl.json'), '--threads', '2');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${maskFile}: unknown language "fr"`);
+  });
+
+  it('forcing: an empty prompts folder names the folder', async () => {
+    const empty = path.join(dir, 'no-prompts');
+    await fsp.mkdir(empty, { recursive: true });
+    const r = cli('steer', 'forcing', modelDir, '--masks', maskFile, '--prompts', empty, '--target', 'sw', '--amplify', 'scale:5', '--out', path.join(dir, 'f.json'));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${empty}: the prompts folder has no <lang>.txt or <lang>.jsonl files`);
+  });
+
+  it('lss: facts without the columns name the file; bad settings name the option', async () => {
+    const facts = await writeFiles(path.join(dir, 'facts'), { 'P19.jsonl': jsonl([{ sub_en: 'a', obj_en: 'b' }]) });
+    const r = cli('steer', 'lss', modelDir, '--masks', maskFile, '--facts', facts, '--settings', 'scale:2', '--out', path.join(dir, 'lss.json'));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${path.join(facts, 'P19.jsonl')}: no "template" column`);
+    const s = cli('steer', 'lss', modelDir, '--masks', maskFile, '--facts', facts, '--settings', 'p_max,boost', '--out', path.join(dir, 'lss.json'));
+    expect(s.code).toBe(1);
+    expect(s.stderr).toContain('amplification setting "boost": unknown setting');
+  });
+
+  it('ppl-matrix runs end to end: JSON, CSV and SVG, the deactivations change the NLL', () => {
+    const out = path.join(dir, 'pm', 'ppl.json');
+    const r = cli('steer', 'ppl-matrix', modelDir, '--masks', maskFile, '--eval-text', 'udhr:heldout', '--max-tokens', '200', '--out', out, '--threads', '2', '--json');
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.diagonal.languages).toEqual(['en', 'de', 'sw']);
+    for (const f of [out, out.replace(/\.json$/, '.csv'), out.replace(/\.json$/, '.svg')]) expect(existsSync(f)).toBe(true);
+    const m = JSON.parse(readFileSync(out, 'utf8'));
+    expect(m.rows).toEqual(['en', 'de', 'sw']);
+    expect(m.evalText.spec).toBe('udhr:heldout');
+    expect(m.deltaNll.flat().some((x: number) => Math.abs(x) > 1e-4)).toBe(true);
+  });
+
+  it('lss and forcing run end to end with the intervention engine', async () => {
+    const facts = await writeFiles(path.join(dir, 'facts-ok'), { 'P37.jsonl': jsonl([
+      { template: '[X] speaks [Y].', sub_en: 'Goethe', obj_en: 'German', sub_de: 'Goethe', obj_de: 'Deutsch' },
+      { template: '[X] speaks [Y].', sub_en: 'Dante', obj_en: 'Italian', sub_de: 'Dante', obj_de: 'Italienisch' },
+    ]) });
+    const lssOut = path.join(dir, 'lss.json');
+    const l = cli('steer', 'lss', modelDir, '--masks', maskFile, '--facts', facts, '--settings', 'scale:2,set:max,add:2*median', '--out', lssOut, '--threads', '2', '--details', '--json');
+    expect(l.stderr).toBe('');
+    const res = JSON.parse(readFileSync(lssOut, 'utf8'));
+    expect(res.settings.map((x: { setting: string }) => x.setting)).toEqual(['scale:2', 'set:max', 'add:2*median']);
+    expect(res.settings[0].pairs.map((p: { base: string; target: string }) => `${p.base}>${p.target}`)).toEqual(['de>en', 'en>de']);
+    expect(res.settings.map((x: { setting: string }) => x.setting)).toContain(res.best.setting);
+    // amplification moves the log-likelihoods: D1 differs from D0
+    expect(res.settings[0].pairs[0].details.some((d: { d0: number; d1: number }) => Math.abs(d.d1 - d.d0) > 1e-6)).toBe(true);
+
+    const prompts = await writeFiles(path.join(dir, 'prompts'), { 'en.txt': 'Once upon a time\nThe weather\n', 'de.txt': 'Es war einmal\n' });
+    const fOut = path.join(dir, 'forcing.json');
+    const f = cli('steer', 'forcing', modelDir, '--masks', maskFile, '--prompts', prompts, '--target', 'sw', '--amplify', 'scale:5', '--max-new-tokens', '8', '--out', fOut, '--threads', '2', '--json');
+    expect(f.stderr).toBe('');
+    const fr = JSON.parse(readFileSync(fOut, 'utf8'));
+    expect(fr.identifier).toBe('cld');
+    expect(fr.targets[0].forced.prompts).toBe(3);
+    expect(fr.targets[0].baseline.prompts).toBe(3);
+    expect(fr.targets[0].forced.generations.map((g: { source: string }) => g.source)).toEqual(['de', 'en', 'en']);
+  });
+
+  it('lss compares p_max / p_median from profiled statistics (Rahmanisa) and names the best setting', () => {
+    const stats = path.join(dir, 'stats');
+    const p = cli('profile', modelDir, '--corpus', 'udhr:train', '--langs', 'en,de', '--max-len', '32', '--tokens', '1k', '--seq-means', '--threads', '2', '--out', stats, '--json');
+    expect(p.code, p.stderr).toBe(0);
+    const out = path.join(dir, 'lss-stats.json');
+    const l = cli('steer', 'lss', modelDir, '--masks', maskFile, '--facts', path.join(dir, 'facts-ok'), '--settings', 'p_max,p_median,scale:2,scale:5',
+      '--stats', stats, '--out', out, '--threads', '2', '--json');
+    expect(l.code, l.stderr).toBe(0);
+    const shown = JSON.parse(l.stdout);
+    expect(shown.settings.map((x: { setting: string }) => x.setting)).toEqual(['p_max', 'p_median', 'scale:2', 'scale:5']);
+    const best = Math.max(...shown.settings.map((x: { meanLss: number }) => x.meanLss));
+    expect(shown.best.meanLss).toBe(best);
+    expect(shown.settings.find((x: { setting: string }) => x.setting === shown.best.setting).meanLss).toBe(best);
+  });
+
+  it('p_max without --stats is refused before any model work', async () => {
+    const r = cli('steer', 'lss', modelDir, '--masks', maskFile, '--facts', path.join(dir, 'facts-ok'), '--settings', 'p_max', '--out', path.join(dir, 'x.json'));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('"p_max" needs the profiling statistics');
+  });
+});

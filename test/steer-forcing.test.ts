@@ -1,0 +1,108 @@
+// Language forcing with a fake generator and the real language identifiers (CLD2 through the `cld` addon, ELD)
+// on UDHR article text; the mapping of identifier codes to the project's language ids.
+import { describe, expect, it } from 'vitest';
+
+import { udhrArticles } from '../src/corpus/udhr.js';
+import {
+  cldIdentifier, computeForcing, eldIdentifier, normaliseLanguageCode, sameLanguage, type ForcingPrompt, type LanguageIdentifier,
+} from '../src/steer/index.js';
+
+/** Articles 1-4 of a UDHR translation: real sentences in that language. */
+const articles = (id: string) => udhrArticles(id).filter((a) => a.number >= 1 && a.number <= 4).map((a) => a.text);
+
+describe('language codes', () => {
+  it('maps identifier codes and project ids to one key', () => {
+    expect(normaliseLanguageCode('de-1996')).toBe('de');
+    expect(normaliseLanguageCode('deu')).toBe('de');
+    expect(normaliseLanguageCode('swh')).toBe('sw');
+    expect(normaliseLanguageCode('cmn_hans')).toBe('zh');
+    expect(normaliseLanguageCode('zh-Hant')).toBe('zh');
+    expect(normaliseLanguageCode('ms')).toBe('ms');
+    expect(normaliseLanguageCode('pt-BR')).toBe('pt');
+    expect(normaliseLanguageCode('qqq')).toBe('qqq');
+    expect(sameLanguage('iw', 'he')).toBe(true);
+    expect(sameLanguage('nb', 'no')).toBe(true);
+    expect(sameLanguage('fil', 'tl')).toBe(true);
+    expect(sameLanguage('sw', 'swh')).toBe(true);
+    expect(sameLanguage('sr-Latn', 'sr')).toBe(true);
+    expect(sameLanguage('de', 'nl')).toBe(false);
+  });
+});
+
+const LANGS = ['en', 'de', 'fr', 'es', 'ru', 'sw', 'zh', 'ar', 'hi', 'yo'];
+
+describe('CLD2 (the default identifier) on UDHR articles', () => {
+  let cld: LanguageIdentifier;
+  it('loads: the cld addon built offline', () => {
+    cld = cldIdentifier();
+    expect(cld.name).toBe('cld');
+    for (const l of LANGS) expect(cld.languages.has(l)).toBe(true);
+  });
+  it.each(LANGS)('identifies %s', async (lang) => {
+    for (const text of articles(lang)) expect((await cld.identify(text)).language).toBe(normaliseLanguageCode(lang));
+  });
+  it('answers null for empty or unidentifiable text', async () => {
+    expect(await cld.identify('   ')).toEqual({ code: null, language: null, reliable: false });
+    expect((await cld.identify('12345 67890')).language).toBe(null);
+  });
+});
+
+describe('ELD (pure JS fallback)', () => {
+  it('identifies the languages it has, and knows it has no Swahili', async () => {
+    const eld = await eldIdentifier();
+    for (const l of ['en', 'de', 'fr', 'ru', 'zh']) for (const text of articles(l)) expect((await eld.identify(text)).language).toBe(l);
+    expect(eld.languages.has('sw')).toBe(false);
+  });
+});
+
+describe('language forcing', () => {
+  // 8 English prompts (language en) and 4 German ones. The fake generator "obeys" the intervention for prompts
+  // whose index is not a multiple of 4: it answers UDHR text in the target language; otherwise English text.
+  const prompts: ForcingPrompt[] = [
+    ...Array.from({ length: 8 }, (_, i) => ({ text: `en prompt ${i}`, language: 'en', file: 'en.txt', line: i + 1 })),
+    ...Array.from({ length: 4 }, (_, i) => ({ text: `de prompt ${i}`, language: 'de', file: 'de.txt', line: i + 1 })),
+  ];
+  const en = articles('en');
+  const fakeGenerate = (calls: (string | null)[]) => async (ps: string[], intervention: string | null) => {
+    calls.push(intervention);
+    return ps.map((p) => {
+      const i = prompts.findIndex((q) => q.text === p);
+      const k = i % en.length;
+      if (intervention === null || i % 4 === 0) return en[k]!;
+      const target = /amplify:(\S+)/.exec(intervention)![1]!;
+      return articles(target)[k % 4]!;
+    });
+  };
+  const intervention = (t: string, src: string | null) => (src ? `deactivate:${src} amplify:${t}` : `amplify:${t}`);
+
+  it('counts the generations the identifier labels with the target language', async () => {
+    const calls: (string | null)[] = [];
+    const r = await computeForcing({ prompts, targets: ['sw', 'de-1996'], intervention, generate: fakeGenerate(calls), identifier: cldIdentifier() });
+    // baseline, then per target one call per prompt language; prompts in the target language are not deactivated
+    expect(calls).toEqual([null, 'deactivate:en amplify:sw', 'deactivate:de amplify:sw', 'deactivate:en amplify:de-1996', 'amplify:de-1996']);
+    const [sw, de] = r.targets;
+    // indexes 0, 4, 8 stay English: 9/12 forced
+    expect(sw!.forced).toMatchObject({ prompts: 12, successes: 9, rate: 0.75, detected: { sw: 9, en: 3 } });
+    expect(sw!.baseline).toMatchObject({ successes: 0, rate: 0, detected: { en: 12 } });
+    expect(sw!.identifiable).toBe(true);
+    expect(de!.forced.rate).toBe(0.75);
+    expect(r.meanRate).toBe(0.75);
+    expect(sw!.forced.generations![1]).toMatchObject({ prompt: 'en prompt 1', source: 'en', detected: 'sw', code: 'sw', success: true });
+  });
+
+  it('with ELD, Swahili is not identifiable and never succeeds', async () => {
+    const r = await computeForcing({ prompts, targets: ['sw'], intervention, generate: fakeGenerate([]), identifier: await eldIdentifier(), baseline: false, keepGenerations: false });
+    expect(r.identifier).toBe('eld');
+    expect(r.targets[0]!.identifiable).toBe(false);
+    expect(r.targets[0]!.forced.successes).toBe(0);
+    expect(r.targets[0]!.baseline).toBeUndefined();
+    expect(r.targets[0]!.forced.generations).toBeUndefined();
+  });
+
+  it('refuses no prompts, no target and a generator returning the wrong count', async () => {
+    const identifier = cldIdentifier();
+    await expect(computeForcing({ prompts: [], targets: ['sw'], intervention, generate: async () => [], identifier })).rejects.toThrow(/no prompts/);
+    await expect(computeForcing({ prompts, targets: [], intervention, generate: async () => [], identifier })).rejects.toThrow(/no target/);
+    await expect(computeForcing({ prompts, targets: ['sw'], intervention, generate: async () => ['x'], identifier })).rejects.toThrow(/returned 1 texts for 12 prompts/);
+  });
+});
