@@ -4,11 +4,11 @@
 #include <napi.h>
 
 #include <cstring>
-#include <map>
 #include <memory>
 #include <mutex>
 
 #include "binding/js_util.h"
+#include "binding/model_spec.h"
 #include "core/mapped_file.h"
 #include "train/trainer.h"
 
@@ -22,50 +22,6 @@ struct TrainerHolder {
   std::mutex mu;
   int busy = 0;  // async calls in flight (touched on the JS thread only)
 };
-
-ln::ModelConfig parse_config(const Napi::Object& c) {
-  const std::string w = "trainer spec config";
-  const int64_t big = int64_t(1) << 30;
-  ln::ModelConfig cfg;
-  cfg.hidden = int32_t(int_field(c, "hidden", w, 1, big));
-  cfg.intermediate = int32_t(int_field(c, "intermediate", w, 1, big));
-  cfg.n_layers = int32_t(int_field(c, "nLayers", w, 1, 100000));
-  cfg.n_heads = int32_t(int_field(c, "nHeads", w, 1, 100000));
-  cfg.n_kv_heads = int32_t(int_field(c, "nKvHeads", w, 1, 100000));
-  cfg.head_dim = int32_t(int_field(c, "headDim", w, 1, 100000));
-  cfg.vocab = int32_t(int_field(c, "vocab", w, 1, big));
-  cfg.max_positions = int32_t(int_field(c, "maxPositions", w, 1, big));
-  cfg.rms_eps = float(number_field(c, "rmsEps", w));
-  cfg.rope_theta = float(number_field(c, "ropeTheta", w));
-  cfg.rope_type = ln::RopeType(int_field(c, "ropeType", w, 0, 1));
-  cfg.rope_factor = float(number_field(c, "ropeFactor", w));
-  cfg.rope_low_freq_factor = float(number_field(c, "ropeLowFreqFactor", w));
-  cfg.rope_high_freq_factor = float(number_field(c, "ropeHighFreqFactor", w));
-  cfg.rope_original_max_positions = int32_t(int_field(c, "ropeOriginalMaxPositions", w, 1, big));
-  cfg.tie_embeddings = bool_field(c, "tieEmbeddings", w);
-  cfg.qkv_bias = bool_field(c, "qkvBias", w);
-  return cfg;
-}
-
-ln::WeightRef* weight_slot(ln::ModelWeights& w, const std::string& role, int64_t layer) {
-  if (layer < 0) {
-    if (role == "embed") return &w.embed;
-    if (role == "final_norm") return &w.final_norm;
-    if (role == "lm_head") return &w.lm_head;
-    return nullptr;
-  }
-  if (layer >= int64_t(w.layers.size())) return nullptr;
-  ln::LayerWeights& l = w.layers[size_t(layer)];
-  static const std::map<std::string, ln::WeightRef ln::LayerWeights::*> roles = {
-      {"attn_norm", &ln::LayerWeights::attn_norm}, {"wq", &ln::LayerWeights::wq},
-      {"wk", &ln::LayerWeights::wk},               {"wv", &ln::LayerWeights::wv},
-      {"wo", &ln::LayerWeights::wo},               {"bq", &ln::LayerWeights::bq},
-      {"bk", &ln::LayerWeights::bk},               {"bv", &ln::LayerWeights::bv},
-      {"ffn_norm", &ln::LayerWeights::ffn_norm},   {"w_gate", &ln::LayerWeights::w_gate},
-      {"w_up", &ln::LayerWeights::w_up},           {"w_down", &ln::LayerWeights::w_down}};
-  auto it = roles.find(role);
-  return it == roles.end() ? nullptr : &(l.*(it->second));
-}
 
 }  // namespace
 
@@ -96,65 +52,11 @@ NativeTrainer::NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsArray())
     throw Napi::TypeError::New(env, "NativeTrainer(spec, trainable): spec must be an object, trainable an array");
-  Napi::Object spec = info[0].As<Napi::Object>();
-  Napi::Value cv = field(spec, "config", "trainer spec");
-  if (!cv.IsObject()) throw Napi::TypeError::New(env, "trainer spec: 'config' must be an object");
-  ln::ModelConfig cfg = parse_config(cv.As<Napi::Object>());
-  std::string bad = ln::validate_config(cfg);
-  if (!bad.empty()) throw Napi::Error::New(env, "model config: " + bad);
+  ParsedModelSpec parsed = parse_model_spec(env, info[0].As<Napi::Object>(), "trainer spec");
+  const ln::ModelConfig& cfg = parsed.config;
   auto h = std::make_shared<TrainerHolder>();
-  Napi::Value fv = field(spec, "files", "trainer spec");
-  if (!fv.IsArray()) throw Napi::TypeError::New(env, "trainer spec: 'files' must be an array of paths");
-  Napi::Array files = fv.As<Napi::Array>();
-  for (uint32_t i = 0; i < files.Length(); ++i) {
-    Napi::Value p = files.Get(i);
-    if (!p.IsString()) throw Napi::TypeError::New(env, "trainer spec: files[" + std::to_string(i) + "] must be a string");
-    try {
-      h->files.push_back(ln::MappedFile::open(p.As<Napi::String>().Utf8Value()));
-    } catch (const std::exception& e) {
-      throw Napi::Error::New(env, e.what());
-    }
-  }
-  ln::ModelWeights weights;
-  weights.layers.resize(size_t(cfg.n_layers));
-  Napi::Value tv = field(spec, "tensors", "trainer spec");
-  if (!tv.IsArray()) throw Napi::TypeError::New(env, "trainer spec: 'tensors' must be an array");
-  Napi::Array tensors = tv.As<Napi::Array>();
-  for (uint32_t i = 0; i < tensors.Length(); ++i) {
-    Napi::Value t = tensors.Get(i);
-    std::string where = "trainer spec tensors[" + std::to_string(i) + "]";
-    if (!t.IsObject()) throw Napi::TypeError::New(env, where + " must be an object");
-    Napi::Object o = t.As<Napi::Object>();
-    std::string role = string_field(o, "role", where);
-    int64_t layer = int_field(o, "layer", where, -1, cfg.n_layers - 1);
-    int64_t file = int_field(o, "file", where, 0, int64_t(h->files.size()) - 1);
-    int64_t offset = int_field(o, "offset", where, 0, int64_t(1) << 53);
-    int64_t nbytes = int_field(o, "nbytes", where, 0, int64_t(1) << 53);
-    std::string ds = string_field(o, "dtype", where);
-    ln::DType dtype = ds == "F32" ? ln::DType::F32 : ds == "F16" ? ln::DType::F16 : ds == "BF16" ? ln::DType::BF16
-                                                                                                   : ln::DType(-1);
-    if (int(dtype) < 0) throw Napi::TypeError::New(env, where + ": dtype must be F32, F16 or BF16, got " + ds);
-    Napi::Value sv = field(o, "shape", where);
-    if (!sv.IsArray()) throw Napi::TypeError::New(env, where + ": 'shape' must be an array");
-    Napi::Array shape = sv.As<Napi::Array>();
-    if (shape.Length() < 1 || shape.Length() > 2) throw Napi::Error::New(env, where + ": expected a 1-D or 2-D tensor");
-    int64_t dims[2] = {1, 1};
-    for (uint32_t d = 0; d < shape.Length(); ++d) {
-      Napi::Value dv = shape.Get(d);
-      double x = dv.IsNumber() ? dv.As<Napi::Number>().DoubleValue() : -1;
-      if (!(x >= 1 && x <= double(int64_t(1) << 40)) || x != double(int64_t(x)))
-        throw Napi::RangeError::New(env, where + ": bad shape entry");
-      dims[d] = int64_t(x);
-    }
-    const ln::MappedFile& mf = *h->files[size_t(file)];
-    if (dims[0] * dims[1] * ln::dtype_size(dtype) != nbytes || offset + nbytes > mf.size())
-      throw Napi::Error::New(env, mf.path() + ": " + where + ": byte range does not match the shape or the file");
-    ln::WeightRef* slot = weight_slot(weights, role, layer);
-    if (!slot) throw Napi::Error::New(env, where + ": unknown tensor role " + role);
-    if (!slot->empty()) throw Napi::Error::New(env, where + ": given twice");
-    *slot = ln::WeightRef{mf.data() + offset, dtype, dims[0], dims[1]};
-  }
-  int64_t threads = int_field(spec, "threads", "trainer spec", 1, 1024);
+  h->files = std::move(parsed.files);
+  const int64_t threads = parsed.threads;
 
   std::vector<ln::train::TrainableSpec> tspec;
   Napi::Array ta = info[1].As<Napi::Array>();
@@ -175,7 +77,7 @@ NativeTrainer::NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
     tspec.push_back(std::move(s));
   }
   try {
-    h->trainer = std::make_unique<ln::train::Trainer>(cfg, weights, int(threads), tspec);
+    h->trainer = std::make_unique<ln::train::Trainer>(cfg, parsed.weights, int(threads), tspec);
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
