@@ -4,6 +4,7 @@
 //   neurons: for each selected (layer, j): row j of gate_proj and up_proj, column j of down_proj;
 //   random:  as neurons, with the same total count drawn uniformly without replacement over all (layer, j), seeded.
 import { LangneuronsError } from '../errors.js';
+import { seededRandom } from '../identify/mask-ops.js';
 import type { Checkpoint } from '../model/checkpoint.js';
 import { checkMaskForModel, maskLanguage, type NeuronMask } from '../identify/masks.js';
 import { modelIdentity } from '../profile/identity.js';
@@ -20,17 +21,8 @@ export const METHOD_DEFAULTS: Record<FinetuneMethod, { lr: number; clip: number;
   random: { lr: 1e-4, clip: 1.0, weightDecay: 0.01 },
 };
 
-/** Deterministic 32-bit PRNG (mulberry32): uniform floats in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG (mulberry32, shared with random masks): uniform floats in [0, 1). */
+export const rng = seededRandom;
 
 /** The union over languages of the mask's neurons: perLayer[l] = ascending indices. */
 export function maskNeurons(mask: NeuronMask, langs: readonly string[], ckpt: Checkpoint, file?: string): number[][] {

@@ -87,15 +87,7 @@ Model::Model(const ModelConfig& config, const ModelWeights& weights, int n_threa
   }
   st.final_norm = to_f32(w_.final_norm);
 
-  RopeScaling rs;
-  rs.llama3 = cfg_.rope_type == RopeType::Llama3;
-  rs.factor = cfg_.rope_factor;
-  rs.low_freq_factor = cfg_.rope_low_freq_factor;
-  rs.high_freq_factor = cfg_.rope_high_freq_factor;
-  rs.original_max_positions = cfg_.rope_original_max_positions;
-  std::vector<double> inv(size_t(cfg_.head_dim / 2));
-  rope_inv_freq(cfg_.head_dim, cfg_.rope_theta, rs, inv.data());
-  st.inv_freq.assign(inv.begin(), inv.end());  // float32, as transformers holds it
+  st.inv_freq = rope_inv_freq_f32(cfg_);
 }
 
 int64_t Model::scratch_bytes() const {
@@ -309,6 +301,18 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
     lm_head_rows(st, idx.data() + i0, m, st.chunk.data());
     target_logprobs(pool_, st.chunk.data(), V, idx.data() + i0, m, req.targets, out.target_logprobs.data());
   }
+}
+
+std::vector<float> rope_inv_freq_f32(const ModelConfig& c) {
+  RopeScaling rs;
+  rs.llama3 = c.rope_type == RopeType::Llama3;
+  rs.factor = c.rope_factor;
+  rs.low_freq_factor = c.rope_low_freq_factor;
+  rs.high_freq_factor = c.rope_high_freq_factor;
+  rs.original_max_positions = c.rope_original_max_positions;
+  std::vector<double> inv(size_t(c.head_dim / 2));
+  rope_inv_freq(c.head_dim, c.rope_theta, rs, inv.data());
+  return std::vector<float>(inv.begin(), inv.end());  // float32, as transformers holds it
 }
 
 }  // namespace ln

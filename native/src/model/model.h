@@ -38,6 +38,9 @@ struct ModelConfig {
 // Returns "" when the config is usable, else a message naming the bad field.
 std::string validate_config(const ModelConfig& c);
 
+// RoPE inverse frequencies of the config (plain or Llama-3 scaled), as float32 like transformers holds them.
+std::vector<float> rope_inv_freq_f32(const ModelConfig& c);
+
 struct LayerWeights {
   WeightRef attn_norm;            // [hidden]
   WeightRef wq, wk, wv, wo;       // [heads*hd, hidden], [kv*hd, hidden] x2, [hidden, heads*hd]

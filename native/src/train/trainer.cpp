@@ -143,15 +143,7 @@ Trainer::Trainer(const ModelConfig& cfg, const ModelWeights& w0, int threads, co
     }
   }
 
-  RopeScaling rs;
-  rs.llama3 = cfg_.rope_type == RopeType::Llama3;
-  rs.factor = cfg_.rope_factor;
-  rs.low_freq_factor = cfg_.rope_low_freq_factor;
-  rs.high_freq_factor = cfg_.rope_high_freq_factor;
-  rs.original_max_positions = cfg_.rope_original_max_positions;
-  std::vector<double> inv(size_t(cfg_.head_dim / 2));
-  rope_inv_freq(cfg_.head_dim, cfg_.rope_theta, rs, inv.data());
-  inv_freq_.assign(inv.begin(), inv.end());
+  inv_freq_ = rope_inv_freq_f32(cfg_);
 }
 
 WeightRef Trainer::master_ref(const Param& p) const {
