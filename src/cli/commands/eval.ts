@@ -49,7 +49,9 @@ export function registerEval(program: Command): void {
         // a merged checkpoint folder is used as it is.
         modelDir = statSync(o.delta).isDirectory() ? o.delta : await mergedDeltaModel(dir, o.delta);
         variant.delta = o.delta;
-        variant.name = o.variant ?? `delta-${path.basename(path.resolve(o.delta))}`;
+        // a run's delta (runs/mt-neurons/delta.safetensors) is named after its run folder
+        const d = path.resolve(o.delta);
+        variant.name = o.variant ?? `delta-${path.basename(d) === 'delta.safetensors' ? path.basename(path.dirname(d)) : path.basename(d)}`;
       }
       const specs = [...o.intervene, ...(o.interveneFile ? [`file:${o.interveneFile}`] : [])];
       if (specs.length) { variant.intervene = specs.join(' + '); variant.name = o.variant ?? `intervene-${specs.join('+')}`; }
