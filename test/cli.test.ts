@@ -50,6 +50,17 @@ describe('langneurons CLI', () => {
     expect(j.perplexity).toBeCloseTo(Math.exp(j.meanNll), 6);
   });
 
+  it('corpus udhr writes one article per line for the held-out split', async () => {
+    const dir = await fsp.mkdtemp(path.join(repoRoot, 'build', 'cli-udhr-'));
+    temps.push(dir);
+    const r = cli('corpus', 'udhr', '--langs', 'mt,el', '--split', 'heldout', '--out', dir, '--json');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).files.map((f: string) => path.basename(f))).toEqual(['mt.txt', 'el.txt']);
+    const lines = (await fsp.readFile(path.join(dir, 'el.txt'), 'utf8')).trim().split('\n');
+    expect(lines.length).toBe(6); // articles 25-30
+    expect(lines[0]).toMatch(/[α-ω]/); // Greek script
+  });
+
   it('demo runs and checks itself on the default model', () => {
     const r = cli('demo', '--json');
     expect(r.code).toBe(0);

@@ -3,6 +3,7 @@
 import { Command, CommanderError } from 'commander';
 
 import { LangneuronsError } from '../errors.js';
+import { registerCorpus } from './commands/corpus.js';
 import { registerDemo } from './commands/demo.js';
 import { registerEval } from './commands/eval.js';
 import { registerFinetune } from './commands/finetune.js';
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerInfo(program);
   registerGenerate(program);
   registerScore(program);
+  registerCorpus(program);
   registerProfile(program);
   registerStats(program);
   registerIdentify(program);
