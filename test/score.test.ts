@@ -96,6 +96,34 @@ describe('scoring on stories260k', () => {
   });
 });
 
+describe('shared contexts (multiple-choice items)', () => {
+  it('score the same as each pair alone, with and without an intervention on prompt positions', async () => {
+    const model = await loadModel(fixturePath('tiny-llama3'), { threads: 2 });
+    const ref = await loadReference('tiny-llama3');
+    const ctx = ref.inputIds.slice(0, 20);
+    const pairs = [
+      { context: ctx, continuation: ref.inputIds.slice(20, 23) },
+      { context: ctx, continuation: ref.inputIds.slice(30, 31) },
+      { context: ref.inputIds.slice(5, 9), continuation: ref.inputIds.slice(9, 12) },
+      { context: ctx, continuation: ref.inputIds.slice(40, 47) },
+    ];
+    const { resolveIntervention } = await import('../src/intervene/index.js');
+    const promptOnly = await resolveIntervention(model, 'scale:3:neurons=all:positions=prompt');
+    for (const opts of [{}, { intervene: promptOnly }]) {
+      const together = await logLikelihoodTokens(model, pairs, 4096, opts); // three share ctx: the cache path
+      for (let i = 0; i < pairs.length; i++) {
+        const [alone] = await logLikelihoodTokens(model, [pairs[i]!], 4096, opts); // a single pair: packed path
+        expect(together[i]!.tokens).toBe(pairs[i]!.continuation.length);
+        expect(Math.abs(together[i]!.logprob - alone!.logprob)).toBeLessThan(1e-4 * Math.max(1, Math.abs(alone!.logprob)));
+      }
+    }
+    // the intervention really acted on the prompt positions
+    const base = await logLikelihoodTokens(model, pairs.slice(0, 2));
+    const under = await logLikelihoodTokens(model, pairs.slice(0, 2), 4096, { intervene: promptOnly });
+    expect(Math.abs(base[0]!.logprob - under[0]!.logprob)).toBeGreaterThan(1e-3);
+  });
+});
+
 describe('text-level scoring and generation (byte-fallback tokenizer of tiny-qwen2)', () => {
   let model: LanguageModel;
   beforeAll(async () => { model = await loadModel(fixturePath('tiny-qwen2'), { threads: 2 }); });

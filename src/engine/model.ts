@@ -67,6 +67,8 @@ export class KvCache {
   length(slot: number): number { return this.native.length(slot); }
   /** Truncate a slot (0 empties it). */
   reset(slot: number, length = 0): void { this.native.setLength(slot, length); }
+  /** Slot dst := the first len positions of slot src (a shared prompt computed once, continued in several slots). */
+  copyPrefix(src: number, dst: number, len: number): void { this.native.copyPrefix(src, dst, len); }
   get bytes(): number { return this.native.bytes(); }
 }
 

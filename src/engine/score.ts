@@ -93,40 +93,84 @@ export interface LogLikelihoodOptions {
   intervene?: Intervention;
 }
 
-/** Log-likelihoods of token continuations after token contexts, all pairs in packed forwards. */
+/** Log-likelihoods of token continuations after token contexts. Pairs that share a context (the choices of a
+ *  multiple-choice item) read it once: it is prefilled into one KV-cache slot, copied to the others, and every
+ *  continuation is scored in one packed forward. Other pairs are packed together, `batchTokens` at a time. */
 export async function logLikelihoodTokens(model: LanguageModel, pairs: { context: number[]; continuation: number[] }[], batchTokens = 4096, opts: LogLikelihoodOptions = {}): Promise<ContinuationScore[]> {
-  const out: ContinuationScore[] = [];
-  for (let i = 0; i < pairs.length;) {
-    const seqs: number[][] = [], targets: number[][] = [];
-    let used = 0;
-    for (; i < pairs.length; i++) {
-      const { context, continuation } = pairs[i]!;
-      if (context.length === 0) throw new LangneuronsError('E_INPUT', `pair ${i}: the context is empty (it needs at least a BOS token)`);
-      if (continuation.length === 0) throw new LangneuronsError('E_INPUT', `pair ${i}: the continuation is empty`);
-      // The last continuation token is only a target, never an input.
-      const seq = [...context, ...continuation.slice(0, -1)];
-      if (seq.length > model.contextLength) throw new LangneuronsError('E_INPUT', `pair ${i}: ${seq.length + 1} tokens exceed the model's context of ${model.contextLength}`);
-      if (seqs.length && used + seq.length > batchTokens) break;
-      seqs.push(seq);
-      targets.push(seq.map((_, p) => (p >= context.length - 1 ? continuation[p - context.length + 1]! : -1)));
-      used += seq.length;
-    }
-    const iv = opts.intervene ? { intervene: opts.intervene, generatedFrom: pairs.slice(i - seqs.length, i).map((p) => p.context.length) } : {};
-    const res = await model.forward(seqs, { logits: 'none', targets, ...iv });
-    let off = 0;
-    targets.forEach((t) => {
-      let lp = 0, n = 0;
-      t.forEach((id, p) => { if (id >= 0) { lp += res.targetLogprobs![off + p]!; n++; } });
-      out.push({ logprob: lp, tokens: n });
-      off += t.length;
-    });
+  pairs.forEach(({ context, continuation }, i) => {
+    if (context.length === 0) throw new LangneuronsError('E_INPUT', `pair ${i}: the context is empty (it needs at least a BOS token)`);
+    if (continuation.length === 0) throw new LangneuronsError('E_INPUT', `pair ${i}: the continuation is empty`);
+    // The last continuation token is only a target, never an input.
+    const n = context.length + continuation.length - 1;
+    if (n > model.contextLength) throw new LangneuronsError('E_INPUT', `pair ${i}: ${n + 1} tokens exceed the model's context of ${model.contextLength}`);
+  });
+  const out: ContinuationScore[] = new Array(pairs.length);
+  const groups = new Map<string, number[]>();
+  pairs.forEach((p, i) => {
+    const key = p.context.join(',');
+    groups.set(key, [...(groups.get(key) ?? []), i]);
+  });
+  const single: number[] = [];
+  for (const idx of groups.values()) {
+    if (idx.length > 1 && pairs[idx[0]!]!.context.length > 1) await scoreSharedContext(model, idx.map((i) => pairs[i]!), opts, idx, out);
+    else single.push(...idx);
   }
+  await scorePacked(model, single.sort((a, b) => a - b), pairs, batchTokens, opts, out);
   return out;
 }
 
+/** Per sequence, sum and count of the target log-probs of a forward's packed targets. */
+function sumTargets(targets: number[][], logprobs: Float32Array): ContinuationScore[] {
+  let off = 0;
+  return targets.map((t) => {
+    let lp = 0, n = 0;
+    t.forEach((id, p) => { if (id >= 0) { lp += logprobs[off + p]!; n++; } });
+    off += t.length;
+    return { logprob: lp, tokens: n };
+  });
+}
+
+async function scorePacked(model: LanguageModel, which: number[], pairs: { context: number[]; continuation: number[] }[], batchTokens: number, opts: LogLikelihoodOptions, out: ContinuationScore[]): Promise<void> {
+  for (let k = 0; k < which.length;) {
+    const seqs: number[][] = [], targets: number[][] = [], batch: number[] = [];
+    let used = 0;
+    for (; k < which.length; k++) {
+      const { context, continuation } = pairs[which[k]!]!;
+      const seq = [...context, ...continuation.slice(0, -1)];
+      if (seqs.length && used + seq.length > batchTokens) break;
+      seqs.push(seq);
+      targets.push(seq.map((_, p) => (p >= context.length - 1 ? continuation[p - context.length + 1]! : -1)));
+      batch.push(which[k]!);
+      used += seq.length;
+    }
+    const iv = opts.intervene ? { intervene: opts.intervene, generatedFrom: batch.map((i) => pairs[i]!.context.length) } : {};
+    const res = await model.forward(seqs, { logits: 'none', targets, ...iv });
+    sumTargets(targets, res.targetLogprobs!).forEach((r, j) => { out[batch[j]!] = r; });
+  }
+}
+
+/** Continuations of one shared context (length >= 2): context[0..n-2] prefilled once, then per continuation the
+ *  last context token and the continuation's inputs, in cache slots that start from a copy of the prefix. */
+async function scoreSharedContext(model: LanguageModel, group: { context: number[]; continuation: number[] }[], opts: LogLikelihoodOptions, at: number[], out: ContinuationScore[]): Promise<void> {
+  const context = group[0]!.context;
+  const prefix = context.slice(0, -1);
+  // prefix + last context token + continuation inputs (its last token is only a target)
+  const cache = model.createCache(group.length, context.length - 1 + Math.max(...group.map((p) => p.continuation.length)));
+  // Context positions are `prompt` for interventions, the continuation's inputs `generated` (as in the packed path).
+  await model.forward([prefix], { logits: 'none', cache, cacheSlots: [0], ...(opts.intervene ? { intervene: opts.intervene, generatedFrom: [prefix.length] } : {}) });
+  for (let s = 1; s < group.length; s++) cache.copyPrefix(0, s, prefix.length);
+  const seqs = group.map((p) => [context[context.length - 1]!, ...p.continuation.slice(0, -1)]);
+  const targets = group.map((p) => [...p.continuation]);
+  const res = await model.forward(seqs, {
+    logits: 'none', targets, cache, cacheSlots: group.map((_, s) => s),
+    ...(opts.intervene ? { intervene: opts.intervene, generatedFrom: group.map(() => 1) } : {}),
+  });
+  sumTargets(targets, res.targetLogprobs!).forEach((r, j) => { out[at[j]!] = r; });
+}
+
 /** lm-evaluation-harness tokenisation of (context, continuation): trailing spaces of the context move to the
- *  continuation; encode the whole and the context, and take the continuation as the whole's tokens past the
- *  context's (so merges across the boundary go to the continuation). */
+ *  continuation; the context is encoded alone, and the continuation is the whole's tokens past the context's
+ *  length (so merges across the boundary go to the continuation), as lm-eval's `_encode_pair`. */
 export async function logLikelihood(model: LanguageModel, pairs: { context: string; continuation: string }[], opts: LogLikelihoodOptions = {}): Promise<ContinuationScore[]> {
   const tok = model.requireTokenizer();
   const enc = pairs.map((pair) => {
@@ -135,7 +179,7 @@ export async function logLikelihood(model: LanguageModel, pairs: { context: stri
     if (spaces > 0) { continuation = context.slice(-spaces) + continuation; context = context.slice(0, -spaces); }
     const whole = tok.encode(context + continuation);
     const ctx = tok.encode(context);
-    return { context: whole.slice(0, ctx.length), continuation: whole.slice(ctx.length) };
+    return { context: ctx, continuation: whole.slice(ctx.length) };
   });
   return logLikelihoodTokens(model, enc, 4096, opts);
 }

@@ -89,6 +89,7 @@ export interface NativeModel {
 export interface NativeKvCache {
   length(slot: number): number;
   setLength(slot: number, len: number): void;
+  copyPrefix(src: number, dst: number, len: number): void;
   bytes(): number;
 }
 

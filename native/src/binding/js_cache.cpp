@@ -60,12 +60,32 @@ Napi::Value NativeKvCache::SetLength(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// copyPrefix(src, dst, len): slot dst := the first len positions of slot src. Refused while a forward runs.
+Napi::Value NativeKvCache::CopyPrefix(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
+    throw Napi::TypeError::New(env, "copyPrefix(src, dst, len): three numbers expected");
+  const double src = info[0].As<Napi::Number>().DoubleValue(), dst = info[1].As<Napi::Number>().DoubleValue(),
+               len = info[2].As<Napi::Number>().DoubleValue();
+  for (double x : {src, dst, len})
+    if (x != double(int64_t(x)) || x < 0 || x > 2147483647.0) throw Napi::RangeError::New(env, "copyPrefix: arguments must be non-negative integers");
+  std::unique_lock<std::mutex> lk(holder_->mu, std::try_to_lock);
+  if (!lk.owns_lock()) throw Napi::Error::New(env, "copyPrefix: the model is running a forward; await it first");
+  try {
+    cache_->copy_prefix(int32_t(src), int32_t(dst), int32_t(len));
+  } catch (const std::exception& e) {
+    throw Napi::RangeError::New(env, e.what());
+  }
+  return env.Undefined();
+}
+
 Napi::Value NativeKvCache::Bytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(cache_->bytes())); }
 
 Napi::Function NativeKvCache::Init(Napi::Env env) {
   Napi::Function f = DefineClass(env, "NativeKvCache",
                                  {InstanceMethod("length", &NativeKvCache::Length),
                                   InstanceMethod("setLength", &NativeKvCache::SetLength),
+                                  InstanceMethod("copyPrefix", &NativeKvCache::CopyPrefix),
                                   InstanceMethod("bytes", &NativeKvCache::Bytes)});
   constructor = new Napi::FunctionReference(Napi::Persistent(f));
   return f;

@@ -43,6 +43,7 @@ class NativeKvCache : public Napi::ObjectWrap<NativeKvCache> {
  private:
   Napi::Value Length(const Napi::CallbackInfo& info);
   Napi::Value SetLength(const Napi::CallbackInfo& info);
+  Napi::Value CopyPrefix(const Napi::CallbackInfo& info);
   Napi::Value Bytes(const Napi::CallbackInfo& info);
   std::shared_ptr<ModelHolder> holder_;
   std::shared_ptr<ln::KvCache> cache_;

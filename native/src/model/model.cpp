@@ -5,6 +5,7 @@
 // one request at a time; concurrent callers are serialised by a mutex. A KvCache must not be used by two models'
 // forwards at once.
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -35,6 +36,23 @@ float* KvCache::k(int32_t layer, int32_t slot) {
   return data_.data() + (int64_t(layer) * n_slots_ + slot) * 2 * slot_stride_;
 }
 float* KvCache::v(int32_t layer, int32_t slot) { return k(layer, slot) + slot_stride_; }
+
+void KvCache::copy_prefix(int32_t src, int32_t dst, int32_t len) {
+  if (src < 0 || src >= n_slots_ || dst < 0 || dst >= n_slots_)
+    throw std::invalid_argument("KvCache::copy_prefix: slots must be in [0, " + std::to_string(n_slots_) + ")");
+  if (len < 0 || len > lengths_[size_t(src)])
+    throw std::invalid_argument("KvCache::copy_prefix: len " + std::to_string(len) + " exceeds the source slot's length " +
+                                std::to_string(lengths_[size_t(src)]));
+  if (src != dst) {
+    // K and V of one (layer, slot) are [capacity][kv_heads][head_dim]: the prefix is contiguous.
+    const int64_t row = slot_stride_ / capacity_;
+    for (int32_t l = 0; l < n_layers_; ++l) {
+      std::memcpy(k(l, dst), k(l, src), size_t(len * row) * sizeof(float));
+      std::memcpy(v(l, dst), v(l, src), size_t(len * row) * sizeof(float));
+    }
+  }
+  lengths_[size_t(dst)] = len;
+}
 
 void KvCache::set_length(int32_t slot, int32_t len) {
   if (slot < 0 || slot >= n_slots_)

@@ -73,6 +73,10 @@ class KvCache {
   // Truncate (e.g. reset to 0): throws std::invalid_argument unless 0 <= len <= length(slot). The forward is the
   // only thing that grows a slot.
   void set_length(int32_t slot, int32_t len);
+  // Copy the first `len` positions of slot `src` into slot `dst` (every layer) and set dst's length to len: a
+  // shared prompt is computed once and continued in several slots. Throws std::invalid_argument on bad slots or
+  // len > length(src).
+  void copy_prefix(int32_t src, int32_t dst, int32_t len);
   float* k(int32_t layer, int32_t slot);  // [capacity][n_kv_heads][head_dim]
   float* v(int32_t layer, int32_t slot);
   int64_t bytes() const { return int64_t(data_.size()) * 4; }
