@@ -31,11 +31,20 @@ export interface NativeTrainer {
   params(): NativeParamInfo[];
   read(arena: Arena, id: number): Float32Array;
   write(arena: Arena, id: number, values: Float32Array): void;
-  info(): { trainable: number; stepCount: number; lowestLayer: number; activationBytes: number; stateBytes: number };
+  info(): { trainable: number; stepCount: number; lowestLayer: number; activationBytes: number; stateBytes: number;
+    /** Present once the binding passes TrainerOptions through (see NativeTrainerOptions). */
+    denseThenMask?: boolean };
   setStepCount(n: number): void;
 }
 
-type TrainerCtor = new (spec: NativeModelSpec, trainable: TrainableTensor[]) => NativeTrainer;
+/** Options of the native trainer (native/src/train/trainer.h TrainerOptions). */
+export interface NativeTrainerOptions {
+  /** Rows / cols weights compute the full dense dW and keep the selected rows / columns (the reference
+   * implementation's dense-gradient-then-mask): same updates, slower; for benchmarks/finetune only. */
+  denseThenMask?: boolean;
+}
+
+type TrainerCtor = new (spec: NativeModelSpec, trainable: TrainableTensor[], options?: NativeTrainerOptions) => NativeTrainer;
 
 const LAYER_NAMES: Record<string, string> = {
   attn_norm: 'input_layernorm.weight', wq: 'self_attn.q_proj.weight', wk: 'self_attn.k_proj.weight',
@@ -54,12 +63,13 @@ export function tensorName(role: string, layer: number): string {
   return layer < 0 ? n : `model.layers.${layer}.${n}`;
 }
 
-export function createNativeTrainer(ckpt: Checkpoint, threads: number, trainable: TrainableTensor[]): NativeTrainer {
+export function createNativeTrainer(ckpt: Checkpoint, threads: number, trainable: TrainableTensor[],
+  options: NativeTrainerOptions = {}): NativeTrainer {
   const addon = loadAddon() as unknown as { NativeTrainer?: TrainerCtor };
   if (!addon.NativeTrainer)
     throw new LangneuronsError('E_NATIVE', 'the native addon has no trainer: rebuild it with `npm run build:native`');
   try {
-    return new addon.NativeTrainer(buildNativeSpec(ckpt, threads, 'f32'), trainable);
+    return new addon.NativeTrainer(buildNativeSpec(ckpt, threads, 'f32'), trainable, options);
   } catch (e) {
     throw new LangneuronsError('E_OPTIONS', `trainer: ${(e as Error).message}`, { cause: e });
   }

@@ -77,7 +77,13 @@ NativeTrainer::NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
     tspec.push_back(std::move(s));
   }
   try {
-    h->trainer = std::make_unique<ln::train::Trainer>(cfg, parsed.weights, int(threads), tspec);
+    ln::train::TrainerOptions topt;
+    if (info.Length() > 2 && info[2].IsObject()) {
+      Napi::Object oo = info[2].As<Napi::Object>();
+      if (oo.Has("denseThenMask") && !oo.Get("denseThenMask").IsUndefined())
+        topt.dense_then_mask = bool_field(oo, "denseThenMask", "trainer options");
+    }
+    h->trainer = std::make_unique<ln::train::Trainer>(cfg, parsed.weights, int(threads), tspec, topt);
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
@@ -271,6 +277,7 @@ Napi::Value NativeTrainer::Info(const Napi::CallbackInfo& info) {
   o.Set("lowestLayer", t.lowest_layer());
   o.Set("activationBytes", double(t.activation_bytes()));
   o.Set("stateBytes", double(t.n_trainable()) * 16);  // master + grad + m + v
+  o.Set("denseThenMask", t.options().dense_then_mask);
   return o;
 }
 

@@ -40,8 +40,9 @@ static int checked_threads(int n) {
   return n;
 }
 
-Trainer::Trainer(const ModelConfig& cfg, const ModelWeights& w0, int threads, const std::vector<TrainableSpec>& spec)
-    : cfg_(cfg), pool_(checked_threads(threads)) {
+Trainer::Trainer(const ModelConfig& cfg, const ModelWeights& w0, int threads, const std::vector<TrainableSpec>& spec,
+                 const TrainerOptions& options)
+    : cfg_(cfg), pool_(checked_threads(threads)), opt_(options) {
   ModelWeights w = w0;
   if (cfg_.tie_embeddings && w.lm_head.empty()) w.lm_head = w.embed;
   std::string bad = validate_weights(cfg_, w);
@@ -122,6 +123,12 @@ Trainer::Trainer(const ModelConfig& cfg, const ModelWeights& w0, int threads, co
     else if (p.role == "embed") lowest_ = -1;
   }
   if (lowest_ == cfg_.n_layers) lowest_ = cfg_.n_layers;  // only final_norm / lm_head (or nothing)
+  if (opt_.dense_then_mask) {
+    int64_t biggest = 0;
+    for (const Param& p : params_)
+      if (p.mode == ParamMode::Rows || p.mode == ParamMode::Cols) biggest = std::max(biggest, p.stored.rows * p.stored.cols);
+    dense_dw_.assign(size_t(biggest), 0.f);
+  }
   master_.assign(size_t(off), 0.f);
   grad_.assign(size_t(off), 0.f);
   m_.assign(size_t(off), 0.f);
@@ -256,7 +263,13 @@ void Trainer::linear_backward(const Param& p, int64_t M, const float* X, float* 
       const int64_t n = p.mrows;
       for (int64_t i = 0; i < M; ++i)
         for (int64_t k = 0; k < n; ++k) sel_[i * n + k] = dY[i * N + p.index[size_t(k)]];
-      gemm_dw(M, n, K, sel_, n, X, K, gW, K, pool_);
+      if (opt_.dense_then_mask) {  // full dW, then keep the selected rows
+        std::fill(dense_dw_.begin(), dense_dw_.begin() + N * K, 0.f);
+        gemm_dw(M, N, K, dY, N, X, K, dense_dw_.data(), K, pool_);
+        for (int64_t k = 0; k < n; ++k) add_inplace(gW + k * K, dense_dw_.data() + int64_t(p.index[size_t(k)]) * K, K);
+      } else {
+        gemm_dw(M, n, K, sel_, n, X, K, gW, K, pool_);
+      }
       if (!dX) return;
       for (int64_t i = 0; i < M; ++i)
         for (int64_t k = 0; k < n; ++k) dY[i * N + p.index[size_t(k)]] = 0.f;
@@ -268,7 +281,14 @@ void Trainer::linear_backward(const Param& p, int64_t M, const float* X, float* 
       const int64_t n = p.mcols;
       for (int64_t i = 0; i < M; ++i)
         for (int64_t k = 0; k < n; ++k) sel_[i * n + k] = X[i * K + p.index[size_t(k)]];
-      gemm_dw(M, N, n, dY, N, sel_, n, gW, n, pool_);
+      if (opt_.dense_then_mask) {  // full dW, then keep the selected columns
+        std::fill(dense_dw_.begin(), dense_dw_.begin() + N * K, 0.f);
+        gemm_dw(M, N, K, dY, N, X, K, dense_dw_.data(), K, pool_);
+        for (int64_t r = 0; r < N; ++r)
+          for (int64_t k = 0; k < n; ++k) gW[r * n + k] += dense_dw_[size_t(r * K + p.index[size_t(k)])];
+      } else {
+        gemm_dw(M, N, n, dY, N, sel_, n, gW, n, pool_);
+      }
       if (!dX) return;
       gemm_dx(M, dY, N, p.stored, dX, K, false, gscratch_, pool_);
       gemm_dx(M, dY, N, master_ref(p), sel_, n, false, gscratch_, pool_);

@@ -11,7 +11,8 @@
 //   Cols:   only columns `index` of W (input features: e.g. neuron j of down_proj) get a master copy [N, n]; the
 //           forward is X_masked W^T + X[:, index] master^T (X_masked = X with those columns zeroed).
 // Weight gradients of Rows/Cols are computed for the selected rows/columns only (gather, one GEMM), never as a
-// dense dW. The backward stops below the lowest layer that holds a trainable parameter.
+// dense dW (unless TrainerOptions::dense_then_mask, the baseline that benchmarks/finetune measures). The backward
+// stops below the lowest layer that holds a trainable parameter.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -42,6 +43,14 @@ struct AdamWConfig {
   float clip = 0.f;  // max global gradient norm (0: no clipping)
 };
 
+struct TrainerOptions {
+  // Rows / Cols weights compute the full dense dW [N, K] (one GEMM over every output/input feature, into a scratch
+  // buffer) and then keep only the selected rows / columns: what a reference implementation that masks a dense
+  // gradient does. Same updates as the default (gather first, then a GEMM of the selected features only), slower;
+  // only for measuring that difference. Optimizer state stays sparse in both.
+  bool dense_then_mask = false;
+};
+
 struct Param {
   std::string role;
   int32_t layer = -1;
@@ -64,9 +73,11 @@ class Trainer {
  public:
   // Throws std::invalid_argument for a bad config / weights / spec (unknown role, a mode the tensor does not
   // support, index out of range or not strictly increasing, a tensor given twice), or threads < 1.
-  Trainer(const ModelConfig& cfg, const ModelWeights& w, int threads, const std::vector<TrainableSpec>& spec);
+  Trainer(const ModelConfig& cfg, const ModelWeights& w, int threads, const std::vector<TrainableSpec>& spec,
+          const TrainerOptions& options = {});
 
   const ModelConfig& config() const { return cfg_; }
+  const TrainerOptions& options() const { return opt_; }
 
   // Forward (and with `backward`, backward) over a packed batch: tokens of n_seqs sequences back to back, one
   // target per token (-1: no loss at that position). The loss is sum CE / denominator (denominator <= 0: this
@@ -116,6 +127,8 @@ class Trainer {
   int64_t t_ = 0;
   int lowest_ = 0;
   bool any_trainable_ = false;
+  TrainerOptions opt_;
+  std::vector<float> dense_dw_;  // dense_then_mask: the full dW of one Rows / Cols weight
   std::vector<float> inv_freq_, cos_, sin_;
   int64_t rope_positions_ = 0;
 
