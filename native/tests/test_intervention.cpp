@@ -76,17 +76,6 @@ EditSpec edit(int layer, Site site, int neuron, InterveneOp op, float value, uin
   return e;
 }
 
-template <class F>
-void expect_invalid(F&& f, const char* fragment) {
-  try {
-    f();
-    LN_CHECK_MSG(false, "expected std::invalid_argument containing '%s'", fragment);
-  } catch (const std::invalid_argument& e) {
-    LN_CHECK_MSG(std::string(e.what()).find(fragment) != std::string::npos, "message '%s' lacks '%s'", e.what(),
-                 fragment);
-  }
-}
-
 // A stats object over the neuron sites: forces the recorded activation loop.
 StatsOptions neuron_sites(int layers) {
   StatsOptions o;

@@ -274,17 +274,6 @@ LN_TEST(model_threads_and_scratch_reuse) {
 
 // ---------------------------------------------------------------- validation
 
-template <class F>
-static void expect_invalid(F&& f, const char* fragment) {
-  try {
-    f();
-    LN_CHECK_MSG(false, "expected std::invalid_argument containing '%s'", fragment);
-  } catch (const std::invalid_argument& e) {
-    LN_CHECK_MSG(std::string(e.what()).find(fragment) != std::string::npos, "message '%s' lacks '%s'", e.what(),
-                 fragment);
-  }
-}
-
 LN_TEST(model_rejects_bad_requests_without_side_effects) {
   TinyOpts o;
   o.max_pos = 32;

@@ -77,17 +77,6 @@ StatsOptions full_options(const ModelConfig& c, int layers, uint32_t seed) {
   return o;
 }
 
-template <class F>
-void expect_invalid(F&& f, const char* fragment) {
-  try {
-    f();
-    LN_CHECK_MSG(false, "expected std::invalid_argument containing '%s'", fragment);
-  } catch (const std::invalid_argument& e) {
-    LN_CHECK_MSG(std::string(e.what()).find(fragment) != std::string::npos, "message '%s' lacks '%s'", e.what(),
-                 fragment);
-  }
-}
-
 bool same_counts(const ActivationStats& a, const ActivationStats& b) {
   if (a.tokens() != b.tokens() || a.sequences() != b.sequences()) return false;
   for (const SiteStats& x : a.sites()) {

@@ -2,6 +2,8 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 namespace lntest {
@@ -40,3 +42,15 @@ struct Register {
       ++lntest::g_failures;                                                            \
     }                                                                                  \
   } while (0)
+
+// Runs f and checks that it throws std::invalid_argument whose message contains `fragment`.
+template <class F>
+void expect_invalid(F&& f, const char* fragment) {
+  try {
+    f();
+    LN_CHECK_MSG(false, "expected std::invalid_argument containing '%s'", fragment);
+  } catch (const std::invalid_argument& e) {
+    LN_CHECK_MSG(std::string(e.what()).find(fragment) != std::string::npos, "message '%s' lacks '%s'", e.what(),
+                 fragment);
+  }
+}
