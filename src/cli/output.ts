@@ -5,7 +5,10 @@ export interface OutputOptions { json?: boolean; quiet?: boolean }
 
 export function printResult(opts: OutputOptions, json: unknown, human: () => string): void {
   if (opts.json) process.stdout.write(JSON.stringify(json, null, 2) + '\n');
-  else process.stdout.write(human() + (human().endsWith('\n') ? '' : '\n'));
+  else {
+    const text = human();
+    process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+  }
 }
 
 /** A progress bar on stderr, drawn only when stderr is a terminal and output is not JSON. */

@@ -61,7 +61,8 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
       o.tokens.push(id);
       o.history.push(id);
       opts.onToken?.(s, id);
-      if (tok) o.text = tok.decode(o.tokens, { skipSpecialTokens: true });
+      // The text is needed during generation only to find stop strings; otherwise it is decoded once at the end.
+      if (tok && stops.length) o.text = tok.decode(o.tokens, { skipSpecialTokens: true });
       const hit = stops.map((x) => o.text.indexOf(x)).filter((k) => k >= 0);
       if (hit.length) { o.text = o.text.slice(0, Math.min(...hit)); o.done = true; o.reason = 'stop'; continue; }
       if (o.tokens.length >= maxNew || prompts[s]!.length + o.tokens.length >= capacity) { o.done = true; o.reason = 'length'; continue; }

@@ -110,7 +110,8 @@ export function filteredDistribution(logits: Float32Array, o: SamplingOptions): 
 
 /** Picks the next token from one row of logits (the row is modified by the repetition penalty). */
 export function sampleNext(logits: Float32Array, previous: ArrayLike<number>, o: SamplingOptions, rng: Rng): number {
-  applyRepetitionPenalty(logits, Array.from(previous), o.repetitionPenalty ?? 1);
+  const penalty = o.repetitionPenalty ?? 1;
+  if (penalty !== 1) applyRepetitionPenalty(logits, Array.from(previous), penalty);
   if (!o.temperature) return argmax(logits);
   const { ids, probs } = filteredDistribution(logits, o);
   let u = rng.next();

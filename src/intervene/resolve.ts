@@ -2,14 +2,13 @@
 // united, random control sets drawn, statistics read and turned into per-neuron values, and everything laid out
 // as the native engine's arrays (one edit per (spec, layer, neuron), in spec order: later specs apply after
 // earlier ones on the same neuron).
-import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { histogramQuantile } from '../identify/act-prob.js';
 import type { NativeInterventionArrays } from '../native/addon.js';
 import { randomMaskLike, unionMask } from '../identify/mask-ops.js';
 import { checkMaskForModel, maskLanguage, readMask, type NeuronMask } from '../identify/masks.js';
-import { readStats, type ActivationStats, type ModelIdentity, type SiteStats } from '../profile/stats.js';
+import { languageStatsFile, readStats, type ActivationStats, type ModelIdentity, type SiteStats } from '../profile/stats.js';
 import { validateSpec, type InterventionSite, type InterventionSpec, type ValueSpec } from './spec.js';
 
 /** The native arrays of an intervention (see native/src/binding/js_intervention.cpp). */
@@ -101,7 +100,7 @@ async function neuronsOf(spec: InterventionSpec, ctx: ResolveContext, files: Fil
 async function languageStats(spec: InterventionSpec, language: string, ctx: ResolveContext, files: Files): Promise<{ st: ActivationStats; site: SiteStats; file: string }> {
   const where = spec.stats ?? ctx.stats;
   if (where === undefined) fail(spec, `statistics of "${language}" are needed: give stats=<dir> in the spec or --stats <dir>`);
-  const file = where.endsWith('.safetensors') ? where : path.join(where, `${language}.safetensors`);
+  const file = languageStatsFile(where, language);
   const st = await files.statsFile(file);
   if (st.meta.language !== language) fail(spec, `${file} holds statistics of "${st.meta.language}", not "${language}"`, file);
   if (st.meta.model.fingerprint !== ctx.identity.fingerprint) fail(spec, `${file} was profiled on ${st.meta.model.name}, not on ${ctx.identity.name}`, file);

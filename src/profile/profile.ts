@@ -13,8 +13,8 @@ import type { StatsOptions } from '../engine/stats.js';
 import type { LanguageModel } from '../engine/model.js';
 import { LangneuronsError } from '../errors.js';
 import { modelIdentity } from './identity.js';
-import { mergeStats, readStatsFile, writeStats, STATS_FORMAT, type ActivationStats, type Site, type StatsMeta, type TokenScope } from './stats.js';
-import { checkAboveQuantile, earlierPassFile, thresholdsFromEarlierPass, type PassThresholds } from './thresholds.js';
+import { languageStatsFile, mergeStats, readStatsFile, writeStats, STATS_FORMAT, type ActivationStats, type Site, type StatsMeta, type TokenScope } from './stats.js';
+import { checkAboveQuantile, thresholdsFromEarlierPass, type PassThresholds } from './thresholds.js';
 
 export const TOOL_VERSION = '0.1.0';
 
@@ -74,7 +74,7 @@ export async function profileCorpus(model: LanguageModel, corpus: Corpus, o: Pro
     if (o.thresholds) throw new LangneuronsError('E_OPTIONS', 'give either thresholds or thresholdsFrom, not both', { field: 'thresholdsFrom' });
     checkAboveQuantile(o.thresholdsFrom.quantile, 'thresholdsFrom.quantile');
     for (const lang of o.languages) { // a missing earlier pass fails before any work
-      const f = earlierPassFile(o.thresholdsFrom.from, lang);
+      const f = languageStatsFile(o.thresholdsFrom.from, lang);
       if (!existsSync(f))
         throw new LangneuronsError('E_STATS', `${f}: no statistics of language '${lang}' from the earlier pass (thresholds from ${o.thresholdsFrom.from})`, { file: f });
     }

@@ -4,8 +4,13 @@
 //
 // File layout (one safetensors file per language): tensors `<site>.<field>` for each profiled site, plus
 // `tokens` and `sequences` (I64 [1]); `__metadata__.langneurons` holds StatsMeta as JSON.
+import { existsSync, statSync } from 'node:fs';
+import path from 'node:path';
+
 import { LangneuronsError } from '../errors.js';
-import { readAllTensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import {
+  readSafetensorsHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorData, type TensorInfo, type TensorToWrite,
+} from '../io/safetensors.js';
 
 /** Where a unit's value is read (METHODS.md): FFN sites and the outputs of every linear projection (Kojima). */
 export type Site = 'act' | 'gate' | 'h' | 'up' | 'q' | 'k' | 'v' | 'o' | 'down';
@@ -88,6 +93,12 @@ export interface ActivationStats {
 /** Index of (layer slot, unit) in the [layers][width] arrays; `layerSlot` indexes meta.layers. */
 export const unitIndex = (width: number, layerSlot: number, unit: number): number => layerSlot * width + unit;
 
+/** The statistics file of `language` in `where`: a folder of <language>.safetensors, or one statistics file. */
+export function languageStatsFile(where: string, language: string): string {
+  if (where.endsWith('.safetensors') || (existsSync(where) && statSync(where).isFile())) return where;
+  return path.join(where, `${language}.safetensors`);
+}
+
 function fail(file: string, msg: string): never {
   throw new LangneuronsError('E_STATS', `${file}: ${msg}`, { file });
 }
@@ -127,15 +138,15 @@ export async function readStats(file: string): Promise<ActivationStats> {
 
 /** The statistics and every metadata entry of the file (for checkpoints that carry a resume position). */
 export async function readStatsFile(file: string): Promise<{ stats: ActivationStats; metadata: Record<string, string> }> {
-  let tensors;
+  let header: SafetensorsHeader;
+  const tensors = new Map<string, { info: TensorInfo; data: TensorData }>();
   try {
-    tensors = await readAllTensors(file);
+    header = await readSafetensorsHeader(file);
+    for (const info of header.tensors) tensors.set(info.name, { info, data: await readTensor(file, info) });
   } catch (e) {
     if (e instanceof LangneuronsError) throw e;
     fail(file, `cannot read the statistics file: ${(e as Error).message}`);
   }
-  const { readSafetensorsHeader } = await import('../io/safetensors.js');
-  const header = await readSafetensorsHeader(file);
   const rawMeta = header.metadata?.['langneurons'];
   if (!rawMeta) fail(file, 'not a langneurons statistics file (no "langneurons" metadata)');
   let meta: StatsMeta & { aboveSources?: Record<string, string> };

@@ -7,7 +7,7 @@ import { existsSync, statSync } from 'node:fs';
 
 import { LangneuronsError } from '../errors.js';
 import { histogramQuantile } from '../identify/act-prob.js';
-import { readStats, type ActivationStats, type ModelIdentity, type Site } from './stats.js';
+import { languageStatsFile, readStats, type ActivationStats, type ModelIdentity, type Site } from './stats.js';
 
 export interface PassThresholds {
   /** Per site, [layers][width] thresholds (float32, as the engine compares them). */
@@ -32,11 +32,6 @@ export function checkAboveQuantile(q: number, field = 'aboveQuantile'): number {
   return q;
 }
 
-/** The earlier pass's statistics file of `language`: `<from>/<language>.safetensors`, or `from` itself when it is a file. */
-export function earlierPassFile(from: string, language: string): string {
-  if (existsSync(from) && statSync(from).isFile()) return from;
-  return `${from.replace(/[\\/]+$/, '')}/${language}.safetensors`;
-}
 
 /**
  * Thresholds for profiling `language` at `sites`, layers 0..layers-1 of the model `model`: per unit, the q-quantile of
@@ -47,7 +42,7 @@ export async function thresholdsFromEarlierPass(from: string, o: {
   language: string; model: ModelIdentity; sites: readonly Site[]; layers: number; quantile: number;
 }): Promise<PassThresholds> {
   const q = checkAboveQuantile(o.quantile);
-  const file = earlierPassFile(from, o.language);
+  const file = languageStatsFile(from, o.language);
   const fail = (msg: string): never => { throw new LangneuronsError('E_STATS', `${file}: ${msg}`, { file }); };
   if (!existsSync(file)) fail(`no statistics of language '${o.language}' from the earlier pass (--thresholds-from ${from})`);
   const prev: ActivationStats = await readStats(file);

@@ -61,8 +61,7 @@ export function registerGenerate(program: Command): void {
       const seconds = (performance.now() - started) / 1000;
       const newTokens = gens.reduce((n, g) => n + g.tokens.length, 0);
       printResult(o, { model: dir, compute: model.compute, generations: gens, seconds, tokensPerSecond: newTokens / seconds },
-        () => gens.map((g, i) => (gens.length > 1 ? `[${i}] ` : '') + (model.tokenizer ? g.text : g.tokens.join(' '))).join('\n') +
-          (process.stderr.isTTY ? '' : ''));
+        () => gens.map((g, i) => (gens.length > 1 ? `[${i}] ` : '') + (model.tokenizer ? g.text : g.tokens.join(' '))).join('\n'));
       if (!o.json) process.stderr.write(`(${newTokens} tokens in ${seconds.toFixed(2)} s, ${(newTokens / seconds).toFixed(1)} tokens/s; finish: ${gens.map((g) => g.finishReason).join(', ')})\n`);
     });
 }
