@@ -15,7 +15,9 @@
 //               option1, option2, answer ("1"/"2") [lm-eval tasks/xwinograd/utils.py].
 //   INCLUDE     CohereForAI/include-base-44: <Language>/test-*.parquet; question, option_a..option_d,
 //               answer (0-3) [hub file tree; the same option_a..d layout as CohereForAI/Global-MMLU-Lite in lm-eval].
-//   MMLU        cais/mmlu: <subject or all>/test-*.parquet; question, choices[4], answer (0-3) [dataset card].
+//   MMLU        cais/mmlu: <subject or all>/test-*.parquet; question, choices[4], answer (0-3) [dataset card];
+//               openai/MMMLU (MMLU translated to 14 languages): test/mmlu_<LANG>_<REGION>.csv; Question, A, B, C,
+//               D, Answer ("A".."D"), Subject [dataset card] (select it with --langs de_de, sw_ke, ...).
 // Multiple-choice readers also accept `choices` for INCLUDE and option_a..d for MMLU (Global-MMLU), and a letter
 // answer ("A".."D").
 import { createHash } from 'node:crypto';
@@ -24,6 +26,7 @@ import path from 'node:path';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } from 'hyparquet';
 
 import { LangneuronsError, describeError } from '../errors.js';
+import { parseCsv } from './csv.js';
 
 export type Row = Record<string, unknown>;
 
@@ -43,7 +46,7 @@ function plain(v: unknown): unknown {
   return v;
 }
 
-/** Every row of a JSONL or Parquet file, or every line of a text file (as { text }). */
+/** Every row of a JSONL, CSV or Parquet file, or every line of a text file (as { text }). */
 export async function readRows(file: string): Promise<Row[]> {
   const ext = path.extname(file).toLowerCase();
   let rows: Row[] = [];
@@ -58,8 +61,10 @@ export async function readRows(file: string): Promise<Row[]> {
   } else {
     let text: string;
     try { text = await fsp.readFile(file, 'utf8'); } catch (e) { fail(file, `cannot read: ${describeError(e)}`); }
-    const lines = text.split(/\r?\n/);
-    if (ext === '.jsonl' || ext === '.json') {
+    const lines = ext === '.csv' ? [] : text.split(/\r?\n/);
+    if (ext === '.csv') {
+      try { rows = parseCsv(text); } catch (e) { fail(file, `not a valid CSV file: ${describeError(e)}`); }
+    } else if (ext === '.jsonl' || ext === '.json') {
       lines.forEach((line, i) => {
         if (!line.trim()) return;
         let v: unknown;
@@ -98,7 +103,7 @@ export async function fingerprint(file: string): Promise<DataFile> {
   return { path: file, sha256: createHash('sha256').update(data).digest('hex'), bytes: data.byteLength };
 }
 
-const DATA_EXT = ['.jsonl', '.parquet', '.json'];
+const DATA_EXT = ['.jsonl', '.parquet', '.json', '.csv'];
 
 function isFile(p: string): boolean { try { return statSync(p).isFile(); } catch { return false; } }
 function isDir(p: string): boolean { try { return statSync(p).isDirectory(); } catch { return false; } }

@@ -74,6 +74,8 @@ function namesFor(task: TaskName, lang: string): string[] {
   const out = [lang];
   if (a?.flores && (task === 'belebele' || task === 'flores' || task === 'ppl')) out.push(a.flores);
   if (a?.include && task === 'include') out.push(a.include);
+  // openai/MMMLU names its files test/mmlu_<LANG>_<REGION>.csv (e.g. mmlu_DE_DE): --langs de_de
+  if (task === 'mmlu') out.push(`mmlu_${lang.toUpperCase().replace('-', '_')}`);
   return out;
 }
 
@@ -250,18 +252,22 @@ async function prepareMcq(task: 'include' | 'mmlu', o: PrepareOptions): Promise<
   const files = locateLanguage(task, o.dir, o.lang, o.split);
   const rows0 = await rowsOf(files.slice(0, 1));
   const hasChoices = 'choices' in rows0[0]!.row;
-  const cols = hasChoices ? ['question', 'choices', 'answer'] : ['question', 'option_a', 'option_b', 'option_c', 'option_d', 'answer'];
-  const rows = await checkedRows(files, cols, task === 'include' ? 'INCLUDE (question, option_a..option_d, answer) / MMLU-style' : 'MMLU (question, choices, answer) / Global-MMLU-style', o.limit);
+  const mmmlu = !hasChoices && 'Question' in rows0[0]!.row;  // openai/MMMLU's CSV columns
+  const cols = hasChoices ? ['question', 'choices', 'answer']
+    : mmmlu ? ['Question', 'A', 'B', 'C', 'D', 'Answer'] : ['question', 'option_a', 'option_b', 'option_c', 'option_d', 'answer'];
+  const rows = await checkedRows(files, cols, task === 'include' ? 'INCLUDE (question, option_a..option_d, answer) / MMLU-style'
+    : 'MMLU (question, choices, answer) / Global-MMLU-style (option_a..option_d) / MMMLU-style (Question, A..D, Answer)', o.limit);
   const items = rows.map(({ file, row, i, g }) => {
     let choices: string[];
-    if (hasChoices) {
+    if (mmmlu) choices = [...LETTERS].map((k) => str(file, row, i, k));
+    else if (hasChoices) {
       const c = row.choices;
       if (!Array.isArray(c) || c.length !== 4 || !c.every((x) => typeof x === 'string'))
         throw new LangneuronsError('E_DATA', `${file}: row ${i}: column "choices" must be a list of 4 strings`, { file, field: 'choices' });
       choices = c as string[];
     } else choices = ['a', 'b', 'c', 'd'].map((k) => str(file, row, i, `option_${k}`));
-    const gold = answerIndex(file, i, row.answer, 4, 'answer');
-    const p = mcqPrompt(str(file, row, i, 'question').trim(), choices);
+    const gold = mmmlu ? answerIndex(file, i, row.Answer, 4, 'Answer') : answerIndex(file, i, row.answer, 4, 'answer');
+    const p = mcqPrompt(str(file, row, i, mmmlu ? 'Question' : 'question').trim(), choices);
     return prompt === 'loglik' ? mc(String(g), p, [...LETTERS], gold) : { kind: 'gen' as const, id: String(g), prompt: p, refs: [LETTERS[gold]!], gold };
   });
   return { task, lang: o.lang, prompt, files, items, ...(prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: (t: string) => extractLetter(t) } : {}) };
