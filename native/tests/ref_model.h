@@ -2,6 +2,12 @@
 // with plain loops and no code shared with native/src/model: weights are read element by element from their
 // stored dtype (dtype.h's scalar conversions define what the stored bits mean), everything else is double.
 // One sequence at a time, starting at position 0, logits for every position.
+//
+// LoRA adapters (RefLora, written from PEFT's definition: y += (alpha / r) * B A dropout(x)) and a classification
+// head on the final-normed state of the last position (class_logits) are optional additions; without adapters the
+// forward is the plain model. Dropout masks are the trainer's documented function of (seed, step, micro-batch,
+// layer, role, packed row, feature) (train/lora.h), so the reference draws the same masks; the arithmetic is
+// independent.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -9,6 +15,8 @@
 #include <vector>
 
 #include "model/model.h"
+#include "train/lora.h"
+#include "train/trainer.h"
 
 namespace lnref {
 
@@ -77,10 +85,58 @@ struct RefLayer {
   std::vector<double> attn_norm, wq, wk, wv, wo, bq, bk, bv, ffn_norm, wg, wu, wd;
 };
 
+// y[n] += scale * sum_j B[n][j] (A dropout(x))[j] on (layer, role): role is a train::LayerRole (kWq ... kWDown).
+// A is [r][K]; B is [N][r], or with `rows` (masked B) [rows.size()][r] feeding only outputs rows[k].
+struct RefLora {
+  int layer = 0, role = 0;
+  int64_t r = 0;
+  double scale = 0, dropout = 0;
+  std::vector<double> A, B;
+  std::vector<int32_t> rows;
+};
+
 struct RefModel {
   ln::ModelConfig c;
   std::vector<double> embed, final_norm, lm_head;
   std::vector<RefLayer> layers;
+  // Optional additions: LoRA adapters (dropout active when `train`), a classification head [C][hidden].
+  std::vector<RefLora> loras;
+  bool train = false;
+  uint64_t seed = 0;
+  int64_t drop_step = 0, drop_micro = 0;
+  std::vector<double> score;
+
+  // Adds every adapter on (layer, role) to y = x W^T; `row` is x's row in the packed batch (for the masks).
+  void adapt(int layer, int role, int64_t row, const std::vector<double>& x, std::vector<double>& y) const {
+    for (const RefLora& a : loras) {
+      if (a.layer != layer || a.role != role) continue;
+      const int64_t K = int64_t(x.size());
+      const uint64_t key = ln::train::lora_dropout_key(seed, drop_step, drop_micro, layer, role);
+      std::vector<double> h(size_t(a.r), 0.0);
+      for (int64_t j = 0; j < a.r; ++j)
+        for (int64_t k = 0; k < K; ++k) {
+          double xk = x[size_t(k)];
+          if (train && a.dropout > 0) xk = ln::train::lora_keep(key, row, k, K, float(a.dropout)) ? xk / (1 - a.dropout) : 0.0;
+          h[size_t(j)] += a.A[size_t(j * K + k)] * xk;
+        }
+      const int64_t nB = a.rows.empty() ? int64_t(y.size()) : int64_t(a.rows.size());
+      for (int64_t n = 0; n < nB; ++n) {
+        double s = 0;
+        for (int64_t j = 0; j < a.r; ++j) s += a.B[size_t(n * a.r + j)] * h[size_t(j)];
+        y[size_t(a.rows.empty() ? n : a.rows[size_t(n)])] += a.scale * s;
+      }
+    }
+  }
+
+  // Class logits of one sequence: score · (final-normed state of its last token).
+  std::vector<double> class_logits(const std::vector<int32_t>& tokens, int64_t row0 = 0) const {
+    const std::vector<double> hs = final_states(tokens, row0);
+    const int64_t H = c.hidden, C = int64_t(score.size()) / H;
+    std::vector<double> z(size_t(C), 0.0);
+    for (int64_t k = 0; k < C; ++k)
+      for (int64_t i = 0; i < H; ++i) z[size_t(k)] += score[size_t(k * H + i)] * hs[size_t((int64_t(tokens.size()) - 1) * H + i)];
+    return z;
+  }
 
   RefModel(const ln::ModelConfig& cfg, const ln::ModelWeights& w) : c(cfg) {
     embed = load(w.embed);
@@ -106,8 +162,23 @@ struct RefModel {
     }
   }
 
-  // logits [T][vocab] for one sequence starting at position 0.
-  std::vector<double> forward(const std::vector<int32_t>& tokens) const {
+  // logits [T][vocab] for one sequence starting at position 0 (row0: its first row in the packed batch).
+  std::vector<double> forward(const std::vector<int32_t>& tokens, int64_t row0 = 0) const {
+    const std::vector<double> hs = final_states(tokens, row0);
+    const int64_t T = int64_t(tokens.size()), H = c.hidden;
+    std::vector<double> logits;
+    logits.reserve(size_t(T * c.vocab));
+    for (int64_t t = 0; t < T; ++t) {
+      const std::vector<double> x(hs.begin() + t * H, hs.begin() + (t + 1) * H);
+      const std::vector<double> l = linear(x, lm_head, c.vocab);
+      logits.insert(logits.end(), l.begin(), l.end());
+    }
+    return logits;
+  }
+
+  // Final-normed hidden states [T][hidden].
+  std::vector<double> final_states(const std::vector<int32_t>& tokens, int64_t row0 = 0) const {
+    using namespace ln::train;
     const int64_t T = int64_t(tokens.size()), H = c.hidden, hd = c.head_dim;
     const int64_t nh = c.n_heads, nkv = c.n_kv_heads, qd = nh * hd, kvd = nkv * hd;
     const std::vector<double> freqs = inv_freq(c);
@@ -115,7 +186,9 @@ struct RefModel {
     for (int64_t t = 0; t < T; ++t)
       h[size_t(t)].assign(embed.begin() + tokens[size_t(t)] * H, embed.begin() + (tokens[size_t(t)] + 1) * H);
 
-    for (const RefLayer& L : layers) {
+    for (size_t li = 0; li < layers.size(); ++li) {
+      const RefLayer& L = layers[li];
+      const int l = int(li);
       const size_t nT = static_cast<size_t>(T);
       std::vector<std::vector<double>> q(nT), k(nT), v(nT);
       for (int64_t t = 0; t < T; ++t) {
@@ -123,6 +196,9 @@ struct RefModel {
         q[size_t(t)] = linear(x, L.wq, qd, c.qkv_bias ? &L.bq : nullptr);
         k[size_t(t)] = linear(x, L.wk, kvd, c.qkv_bias ? &L.bk : nullptr);
         v[size_t(t)] = linear(x, L.wv, kvd, c.qkv_bias ? &L.bv : nullptr);
+        adapt(l, kWq, row0 + t, x, q[size_t(t)]);
+        adapt(l, kWk, row0 + t, x, k[size_t(t)]);
+        adapt(l, kWv, row0 + t, x, v[size_t(t)]);
         for (int64_t hh = 0; hh < nh; ++hh) rope(q[size_t(t)].data() + hh * hd, int(hd), t, freqs);
         for (int64_t hh = 0; hh < nkv; ++hh) rope(k[size_t(t)].data() + hh * hd, int(hd), t, freqs);
       }
@@ -144,25 +220,29 @@ struct RefModel {
             for (int64_t e = 0; e < hd; ++e)
               att[size_t(hh * hd + e)] += s[size_t(j)] / z * v[size_t(j)][size_t(kv * hd + e)];
         }
-        const std::vector<double> o = linear(att, L.wo, H);
+        std::vector<double> o = linear(att, L.wo, H);
+        adapt(l, kWo, row0 + t, att, o);
         for (int64_t i = 0; i < H; ++i) h[size_t(t)][size_t(i)] += o[size_t(i)];
       }
       for (int64_t t = 0; t < T; ++t) {
         const std::vector<double> x = rmsnorm(h[size_t(t)], L.ffn_norm, c.rms_eps);
-        const std::vector<double> g = linear(x, L.wg, c.intermediate), u = linear(x, L.wu, c.intermediate);
+        std::vector<double> g = linear(x, L.wg, c.intermediate), u = linear(x, L.wu, c.intermediate);
+        adapt(l, kWGate, row0 + t, x, g);
+        adapt(l, kWUp, row0 + t, x, u);
         std::vector<double> a(g.size());
         for (size_t i = 0; i < g.size(); ++i) a[i] = g[i] / (1 + std::exp(-g[i])) * u[i];
-        const std::vector<double> d = linear(a, L.wd, H);
+        std::vector<double> d = linear(a, L.wd, H);
+        adapt(l, kWDown, row0 + t, a, d);
         for (int64_t i = 0; i < H; ++i) h[size_t(t)][size_t(i)] += d[size_t(i)];
       }
     }
-    std::vector<double> logits;
-    logits.reserve(size_t(T * c.vocab));
+    std::vector<double> out;
+    out.reserve(size_t(T * H));
     for (int64_t t = 0; t < T; ++t) {
-      const std::vector<double> l = linear(rmsnorm(h[size_t(t)], final_norm, c.rms_eps), lm_head, c.vocab);
-      logits.insert(logits.end(), l.begin(), l.end());
+      const std::vector<double> x = rmsnorm(h[size_t(t)], final_norm, c.rms_eps);
+      out.insert(out.end(), x.begin(), x.end());
     }
-    return logits;
+    return out;
   }
 };
 

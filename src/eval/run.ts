@@ -23,6 +23,8 @@ export interface Variant {
   name: string;
   intervene?: string;
   delta?: string;
+  /** A trained classification head (eval --head). */
+  head?: string;
 }
 
 export interface RunOptions {
@@ -93,6 +95,16 @@ async function scoreBatch(plan: TaskPlan, items: PlanItem[], scorer: Scorer): Pr
       return r;
     });
   }
+  if (kind === 'cls') {
+    if (!scorer.classify) throw new LangneuronsError('E_OPTIONS', `${plan.task}: prompt '${plan.prompt}' needs a classification head (--head)`, { field: 'head' });
+    const cls = items as Extract<PlanItem, { kind: 'cls' }>[];
+    const logits = await scorer.classify(cls.map((it) => it.texts));
+    return cls.map((it, i) => {
+      const z = Array.from(logits[i]!);
+      const pred = argmax(z);
+      return { id: it.id, logits: z, gold: it.gold, pred, acc: +(pred === it.gold) };
+    });
+  }
   const texts = items as Extract<PlanItem, { kind: 'text' }>[];
   const res = await scorer.nll(texts.map((t) => t.text));
   return texts.map((t, i) => ({ id: t.id, nll: res[i]!.totalNll, tokens: res[i]!.tokens }));
@@ -104,6 +116,7 @@ const col = (rs: ItemResult[], k: string): number[] => rs.map((r) => r[k]).filte
 export function aggregate(plan: TaskPlan, results: ItemResult[]): Record<string, number | string> {
   const kind = plan.items[0]?.kind;
   if (kind === 'mc') return { acc: mean(col(results, 'acc')), acc_norm: mean(col(results, 'acc_norm')), acc_norm_bytes: mean(col(results, 'acc_norm_bytes')) };
+  if (kind === 'cls') return { acc: mean(col(results, 'acc')) };
   if (kind === 'text') {
     const nll = col(results, 'nll').reduce((a, b) => a + b, 0), tokens = col(results, 'tokens').reduce((a, b) => a + b, 0);
     return { mean_nll: nll / tokens, perplexity: Math.exp(nll / tokens), tokens, documents: results.length };

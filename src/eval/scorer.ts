@@ -1,10 +1,11 @@
 // What the tasks need from a model: log-likelihoods of (context, continuation) pairs, greedy generation, the NLL
-// of texts, and token ids (for token-level XQuAD scores). ModelScorer runs them on the native engine, batched;
-// tests plug in a fake scorer with hand-checkable numbers.
+// of texts, token ids (for token-level XQuAD scores) and, with a trained classification head, class logits.
+// ModelScorer runs them on the native engine, batched; tests plug in a fake scorer with hand-checkable numbers.
 import type { LanguageModel } from '../engine/model.js';
 import { logLikelihood, logLikelihoodTokens, scoreTokens } from '../engine/score.js';
 import { generate } from '../generate/generate.js';
 import type { Intervention } from '../intervene/index.js';
+import type { HeadClassifier } from '../train/head.js';
 
 export interface Pair { context: string; continuation: string }
 export interface PairScore { logprob: number; tokens: number }
@@ -17,6 +18,8 @@ export interface Scorer {
   nll(texts: string[]): Promise<{ totalNll: number; tokens: number }[]>;
   /** Token ids without special tokens (token-id EM/F1); absent = not reported. */
   encode?(text: string): number[];
+  /** Class logits of items given by their text fields (a trained head, `eval --prompt head`); absent = no head. */
+  classify?(items: string[][]): Promise<Float32Array[]>;
 }
 
 export interface ModelScorerOptions {
@@ -24,6 +27,8 @@ export interface ModelScorerOptions {
   intervene?: Intervention;
   /** Token budget per packed forward. */
   batchTokens?: number;
+  /** A trained classification head on this model (src/train/head.ts), for `--prompt head`. */
+  head?: HeadClassifier;
 }
 
 export class ModelScorer implements Scorer {
@@ -64,5 +69,12 @@ export class ModelScorer implements Scorer {
 
   encode(text: string): number[] {
     return this.model.requireTokenizer().encode(text, { addSpecialTokens: false });
+  }
+
+  classify(items: string[][]): Promise<Float32Array[]> {
+    if (!this.opts.head) throw new Error('ModelScorer.classify: no classification head (eval --head <run>)');
+    if (this.opts.intervene) throw new Error('ModelScorer.classify: interventions are not applied to the head path');
+    const tok = this.model.requireTokenizer();
+    return this.opts.head.classify(items, (s) => tok.encode(s));
   }
 }

@@ -19,7 +19,7 @@ export const PROMPT_FORMATS: Record<TaskName, readonly string[]> = {
   ppl: ['text'],
   flores: FLORES_PROMPTS,
   belebele: ['generate', 'loglik'],
-  xnli: ['lm-eval', 'generate'],
+  xnli: ['lm-eval', 'generate', 'head'],
   xquad: ['generate'],
   xcopa: ['lm-eval'],
   xwinograd: ['partial'],
@@ -30,7 +30,9 @@ export const PROMPT_FORMATS: Record<TaskName, readonly string[]> = {
 export type PlanItem =
   | { kind: 'mc'; id: string; pairs: Pair[]; choices: string[]; gold: number }
   | { kind: 'gen'; id: string; prompt: string; refs: string[]; gold?: number }
-  | { kind: 'text'; id: string; text: string };
+  | { kind: 'text'; id: string; text: string }
+  /** Scored by a trained classification head (Scorer.classify): the item's text fields and gold class. */
+  | { kind: 'cls'; id: string; texts: string[]; gold: number };
 
 export interface TaskPlan {
   task: TaskName;
@@ -195,6 +197,7 @@ async function prepareXnli(o: PrepareOptions): Promise<TaskPlan> {
     const premise = str(file, row, i, 'premise'), hyp = str(file, row, i, 'hypothesis');
     const gold = answerIndex(file, i, row.label, 3, 'label');
     const id = String(g);
+    if (prompt === 'head') return { kind: 'cls' as const, id, texts: [premise, hyp], gold };
     if (prompt === 'lm-eval') {
       const [q, e, n, c] = words!;
       return mc(id, `${premise}, ${q}?`, [`${e}, ${hyp}`, `${n}, ${hyp}`, `${c}, ${hyp}`], gold);

@@ -25,12 +25,15 @@ export interface DeltaDescription {
   tensors: DeltaTensor[];
 }
 
-/** The trainer's current (master) values of every trainable tensor, as delta tensors. */
+/**
+ * The trainer's current (master) values of every trainable checkpoint tensor, as delta tensors (LoRA matrices and a
+ * classification head are not checkpoint tensors: src/train/adapter.ts and head.ts write them).
+ */
 export function deltaTensors(tr: NativeTrainer): { tensors: Record<string, TensorToWrite>; described: DeltaTensor[] } {
   const tensors: Record<string, TensorToWrite> = {};
   const described: DeltaTensor[] = [];
   for (const p of tr.params()) {
-    if (p.size === 0) continue;
+    if (p.size === 0 || p.mode === 'lora_a' || p.mode === 'lora_b' || p.role === 'score') continue;
     const name = tensorName(p.role, p.layer);
     const n = p.index?.length ?? 0;
     const shape = p.mode === 'rows' ? [n, p.cols] : p.mode === 'cols' ? [p.rows, n] : p.cols === 1 ? [p.rows] : [p.rows, p.cols];
@@ -71,20 +74,9 @@ export async function applyDelta(modelDir: string, deltaFile: string, outDir: st
   const id = modelIdentity(ckpt);
   if (descText.model.fingerprint !== id.fingerprint)
     bad(deltaFile, `delta was made for ${descText.model.name} (${descText.model.fingerprint.slice(0, 12)}), not for ${id.name} (${id.fingerprint.slice(0, 12)})`);
-  if (path.resolve(outDir) === path.resolve(modelDir)) bad(outDir, 'the output folder is the base model folder');
-  try {
-    await fsp.access(path.join(outDir, 'model.safetensors'));
-    bad(outDir, 'already holds a model.safetensors; choose another --out');
-  } catch (e) {
-    if (e instanceof LangneuronsError) throw e;
-  }
-
-  const out: Record<string, TensorToWrite> = {};
+  await checkOutDir(modelDir, outDir);
+  const out = await baseTensors(ckpt);
   const patched: string[] = [];
-  for (const [name, info] of ckpt.tensors) {
-    const data = await readTensor(info.file, info);
-    out[name] = { dtype: info.dtype, shape: [...info.shape], data };
-  }
   const tied = ckpt.config.tieWordEmbeddings;
   for (const t of descText.tensors) {
     const d = delta.get(t.name);
@@ -127,6 +119,30 @@ export async function applyDelta(modelDir: string, deltaFile: string, outDir: st
       patched.push(target);
     }
   }
+  await writeCheckpoint(modelDir, outDir, out);
+  return { patched };
+}
+
+/** Refuses an output folder that is the base model's or already holds a model. */
+export async function checkOutDir(modelDir: string, outDir: string): Promise<void> {
+  if (path.resolve(outDir) === path.resolve(modelDir)) bad(outDir, 'the output folder is the base model folder');
+  try {
+    await fsp.access(path.join(outDir, 'model.safetensors'));
+    bad(outDir, 'already holds a model.safetensors; choose another --out');
+  } catch (e) {
+    if (e instanceof LangneuronsError) throw e;
+  }
+}
+
+/** Every tensor of the checkpoint in its stored dtype (to be patched and written by writeCheckpoint). */
+export async function baseTensors(ckpt: Checkpoint): Promise<Record<string, TensorToWrite>> {
+  const out: Record<string, TensorToWrite> = {};
+  for (const [name, info] of ckpt.tensors) out[name] = { dtype: info.dtype, shape: [...info.shape], data: await readTensor(info.file, info) };
+  return out;
+}
+
+/** Writes tensors as outDir/model.safetensors plus the base model's config and tokenizer files. */
+export async function writeCheckpoint(modelDir: string, outDir: string, out: Record<string, TensorToWrite>): Promise<void> {
   await fsp.mkdir(outDir, { recursive: true });
   await writeSafetensors(path.join(outDir, 'model.safetensors'), out, { format: 'pt' });
   for (const f of COPY_FILES) {
@@ -137,7 +153,6 @@ export async function applyDelta(modelDir: string, deltaFile: string, outDir: st
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
   }
-  return { patched };
 }
 
 export async function readDeltaDescription(deltaFile: string): Promise<DeltaDescription> {

@@ -6,9 +6,14 @@
 //   run.json          what the run is (model + fingerprint, method, options, data hashes); written once
 //   train.jsonl       one line per step {step, loss, lr, gradNorm, tokensPerSecond, ...} and per validation
 //   state/            state.safetensors (master weights + Adam moments of every trainable tensor) + state.json
-//   best/             delta of the best validation loss (with --valid)
+//   best/             delta (or adapter/, head/) of the best validation loss (with --valid)
 //   delta.safetensors + delta.json   the trained rows / columns / tensors (final, or best with --valid)
-//   model/            the full Hugging Face checkpoint (base + delta)
+//   adapter/          instead of the delta for lora / neuron-lora: a PEFT LoRA adapter (src/train/adapter.ts)
+//   head/             with --head classification: score.weight + head.json (src/train/head.ts)
+//   model/            the full Hugging Face checkpoint (base + delta, or base + merged adapter)
+//
+// With --head classification the data are JSONL items (text fields + an integer label), a micro-batch is --batch
+// items, and the loss is the head's cross-entropy on each item's last position (src/train/head.ts).
 import { promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -19,8 +24,13 @@ import { readMask } from '../identify/masks.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { modelIdentity } from '../profile/identity.js';
+import { applyAdapter, writeAdapter } from './adapter.js';
 import { applyDelta, sha256, writeDelta } from './delta.js';
-import { METHOD_DEFAULTS, METHODS, rng, selectTrainable, type FinetuneMethod } from './methods.js';
+import { loadClsItems, packItems, writeHead, type ClsItem, type HeadSettings } from './head.js';
+import {
+  isLoraMethod, LORA_DEFAULTS, METHOD_DEFAULTS, METHODS, MONDAL_HEAD_PRESET, parseLoraTargets, rng, selectTrainable,
+  type FinetuneMethod, type LoraSettings,
+} from './methods.js';
 import { createNativeTrainer, tensorName, type NativeTrainer } from './native.js';
 
 export const RUN_FORMAT = 'langneurons-finetune/1';
@@ -56,21 +66,44 @@ export interface FinetuneOptions {
   threads?: number;
   /** Write the full checkpoint (default true). */
   writeModel?: boolean;
+  /** Warm-up as a fraction of the steps (rounded up, as transformers' warmup_ratio) when --warmup is 0. */
+  warmupRatio?: number;
+  /** LoRA rank / alpha / dropout / PEFT target modules (methods lora, neuron-lora; defaults per method). */
+  loraR?: number;
+  loraAlpha?: number;
+  loraDropout?: number;
+  loraTargets?: string[];
+  /** Zero the Adam moments and step count at every save (the reference's optimizer re-creation); default off. */
+  resetOptimizerOnSave?: boolean;
+  /** A linear classification head on the last position, trained along the method (data: JSONL items). */
+  head?: 'classification';
+  numLabels?: number;
+  /** JSONL text fields of an item (default premise, hypothesis) and its label field (default label). */
+  textFields?: string[];
+  labelField?: string;
 }
 
-interface ResolvedOptions extends Required<Omit<FinetuneOptions, 'masks' | 'langs' | 'valid' | 'steps'>> {
+type NewFields = 'loraR' | 'loraAlpha' | 'loraDropout' | 'loraTargets' | 'head' | 'numLabels' | 'textFields' | 'labelField' |
+  'warmupRatio' | 'resetOptimizerOnSave';
+/** What run.json records. Fields added after the first release are optional: older run folders lack them. */
+interface ResolvedOptions extends Required<Omit<FinetuneOptions, 'masks' | 'langs' | 'valid' | 'steps' | NewFields>> {
   masks: string | null; langs: string[]; valid: string | null; steps: number;
+  warmupRatio?: number; lora?: LoraSettings | null; head?: HeadSettings | null; resetOptimizerOnSave?: boolean;
 }
 
 interface RunFile {
   format: typeof RUN_FORMAT;
   model: { dir: string; name: string; fingerprint: string };
   options: ResolvedOptions;
+  /** trainChunks / validChunks: training examples (chunks of text, or items with a head). */
   data: { trainSha256: string; validSha256: string | null; trainChunks: number; validChunks: number };
   trainableParameters: number;
 }
 
-interface StateFile { step: number; bestValid: number | null; bestStep: number | null; tokens: number; stateSha256: string }
+/** optimizerStep: AdamW's step count (differs from step after --reset-optimizer-on-save; absent in older states). */
+interface StateFile {
+  step: number; bestValid: number | null; bestStep: number | null; tokens: number; stateSha256: string; optimizerStep?: number;
+}
 
 export interface FinetuneResult {
   runDir: string; steps: number; firstLoss: number | null; lastLoss: number | null;
@@ -89,7 +122,10 @@ function optErr(msg: string, field?: string): LangneuronsError {
 
 function resolveOptions(o: FinetuneOptions): ResolvedOptions {
   if (!METHODS.includes(o.method)) throw optErr(`unknown method '${String(o.method)}' (methods: ${METHODS.join(', ')})`, 'method');
-  const d = METHOD_DEFAULTS[o.method];
+  if (o.head !== undefined && o.head !== 'classification') throw optErr(`--head must be 'classification', got '${String(o.head)}'`, 'head');
+  // neuron-lora with a head: Mondal et al.'s settings unless given (methods.ts MONDAL_HEAD_PRESET).
+  const preset = o.head && o.method === 'neuron-lora' ? MONDAL_HEAD_PRESET : null;
+  const d = preset ? { ...METHOD_DEFAULTS[o.method], ...preset } : METHOD_DEFAULTS[o.method];
   const num = (name: string, v: number | undefined, def: number, ok: (x: number) => boolean, want: string): number => {
     const x = v ?? def;
     if (typeof x !== 'number' || !Number.isFinite(x) || !ok(x)) throw optErr(`--${name} must be ${want}, got ${String(v)}`, name);
@@ -98,6 +134,23 @@ function resolveOptions(o: FinetuneOptions): ResolvedOptions {
   const int = (name: string, v: number | undefined, def: number, min: number) =>
     num(name, v, def, (x) => Number.isInteger(x) && x >= min, `an integer >= ${min}`);
   const evalEvery = int('eval-every', o.evalEvery, 500, 0);
+  const loraGiven = [o.loraR, o.loraAlpha, o.loraDropout, o.loraTargets].some((x) => x !== undefined);
+  if (loraGiven && !isLoraMethod(o.method)) throw optErr('--lora-r, --lora-alpha, --lora-dropout and --lora-targets apply to methods lora and neuron-lora', 'method');
+  let lora: LoraSettings | null = null;
+  if (isLoraMethod(o.method)) {
+    const ld = LORA_DEFAULTS[o.method as 'lora' | 'neuron-lora'];
+    lora = {
+      r: int('lora-r', o.loraR, ld.r, 1), alpha: num('lora-alpha', o.loraAlpha, ld.alpha, (x) => x > 0, 'a number > 0'),
+      dropout: num('lora-dropout', o.loraDropout, ld.dropout, (x) => x >= 0 && x < 1, 'in [0, 1)'),
+      targets: o.loraTargets ? parseLoraTargets(o.loraTargets) : [...ld.targets],
+    };
+  }
+  if (!o.head && (o.numLabels !== undefined || o.textFields !== undefined || o.labelField !== undefined))
+    throw optErr('--num-labels, --text-field and --label-field need --head classification', 'head');
+  const head: HeadSettings | null = o.head ? {
+    numLabels: int('num-labels', o.numLabels, 3, 2),
+    textFields: o.textFields?.length ? [...o.textFields] : ['premise', 'hypothesis'], labelField: o.labelField ?? 'label',
+  } : null;
   const schedule = o.schedule ?? 'constant';
   if (!['constant', 'linear', 'cosine'].includes(schedule)) throw optErr(`--schedule must be constant, linear or cosine, got '${schedule}'`, 'schedule');
   return {
@@ -106,15 +159,22 @@ function resolveOptions(o: FinetuneOptions): ResolvedOptions {
     lr: num('lr', o.lr, d.lr, (x) => x > 0, 'a number > 0'),
     weightDecay: num('weight-decay', o.weightDecay, d.weightDecay, (x) => x >= 0, 'a number >= 0'),
     clip: num('clip', o.clip, d.clip, (x) => x >= 0, 'a number >= 0 (0: no clipping)'),
-    beta1: num('beta1', o.beta1, 0.9, (x) => x >= 0 && x < 1, 'in [0, 1)'),
-    beta2: num('beta2', o.beta2, 0.999, (x) => x >= 0 && x < 1, 'in [0, 1)'),
+    beta1: num('beta1', o.beta1, preset?.beta1 ?? 0.9, (x) => x >= 0 && x < 1, 'in [0, 1)'),
+    beta2: num('beta2', o.beta2, preset?.beta2 ?? 0.999, (x) => x >= 0 && x < 1, 'in [0, 1)'),
     eps: num('eps', o.eps, 1e-8, (x) => x > 0, 'a number > 0'),
     chunk: int('chunk', o.chunk, 512, 2), batch: int('batch', o.batch, 2, 1), accum: int('accum', o.accum, 1, 1),
     steps: o.steps === undefined ? 0 : int('steps', o.steps, 0, 1),
     warmup: int('warmup', o.warmup, 0, 0), schedule, evalEvery,
     saveEvery: int('save-every', o.saveEvery, evalEvery || 100, 1), seed: int('seed', o.seed, 0, 0),
     threads: int('threads', o.threads, 2, 1), writeModel: o.writeModel ?? true,
+    warmupRatio: num('warmup-ratio', o.warmupRatio, preset?.warmupRatio ?? 0, (x) => x >= 0 && x <= 1, 'in [0, 1]'),
+    lora, head, resetOptimizerOnSave: o.resetOptimizerOnSave ?? false,
   };
+}
+
+/** Warm-up steps: --warmup, else ceil(warmupRatio * total). */
+function warmupSteps(o: ResolvedOptions, total: number): number {
+  return o.warmup > 0 ? o.warmup : Math.ceil((o.warmupRatio ?? 0) * total);
 }
 
 /** Learning rate of optimizer step `s` (0-based) of `total`. */
@@ -183,6 +243,22 @@ async function validLoss(tr: NativeTrainer, chunks: Int32Array[], batch: number)
   return sum / count;
 }
 
+/** Mean cross-entropy and accuracy (argmax of the head's logits) of labelled items. */
+async function validCls(tr: NativeTrainer, items: ClsItem[], batch: number, numLabels: number): Promise<{ loss: number; accuracy: number }> {
+  let sum = 0, correct = 0;
+  for (let i = 0; i < items.length; i += batch) {
+    const part = items.slice(i, i + batch);
+    const b = packItems(part);
+    const r = await tr.forwardBackwardCls(b.tokens, b.lens, b.labels, { backward: false });
+    sum += r.lossSum;
+    part.forEach((it, k) => {
+      const z = r.logits.subarray(k * numLabels, (k + 1) * numLabels);
+      if (z.indexOf(Math.max(...z)) === it.label) correct++;
+    });
+  }
+  return { loss: sum / items.length, accuracy: correct / items.length };
+}
+
 async function saveState(dir: string, tr: NativeTrainer, st: Omit<StateFile, 'stateSha256'>): Promise<void> {
   const tensors: Record<string, TensorToWrite> = {};
   for (const p of tr.params()) {
@@ -218,12 +294,13 @@ async function loadState(dir: string, tr: NativeTrainer): Promise<StateFile> {
       tr.write(a, p.id, t.data as Float32Array);
     }
   }
-  tr.setStepCount(st.step);
+  tr.setStepCount(st.optimizerStep ?? st.step);
   return st;
 }
 
+/** LM chunks, or with a head, labelled items. */
 interface Prepared {
-  ckpt: Checkpoint; tr: NativeTrainer; run: RunFile; train: Int32Array[]; valid: Int32Array[];
+  ckpt: Checkpoint; tr: NativeTrainer; run: RunFile; train: Int32Array[]; valid: Int32Array[]; trainItems: ClsItem[]; validItems: ClsItem[];
 }
 
 async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, expect?: RunFile): Promise<Prepared> {
@@ -233,19 +310,43 @@ async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, exp
     throw new LangneuronsError('E_RESUME', `${runDir}: the run was made with ${expect.model.name} (${expect.model.fingerprint.slice(0, 12)}), the model at ${modelDir} is ${id.name} (${id.fingerprint.slice(0, 12)})`);
   const tok = await loadTokenizer(modelDir, ckpt.config);
   const encode = (s: string) => tok.encode(s);
-  const train = await loadChunks(o.train, encode, o.chunk, 'training');
-  const valid = o.valid ? await loadChunks(o.valid, encode, o.chunk, 'validation') : null;
+  const head = o.head ?? null;
+  // Chunks of text, or labelled items (chunk = the longest item) with a head.
+  const load = async (file: string, what: string) => head
+    ? (({ items, sha }) => ({ chunks: [] as Int32Array[], items, sha }))(await loadClsItems(file, encode, head, o.chunk, what))
+    : { ...(await loadChunks(file, encode, o.chunk, what)), items: [] as ClsItem[] };
+  const train = await load(o.train, 'training');
+  const valid = o.valid ? await load(o.valid, 'validation') : null;
   if (expect && (expect.data.trainSha256 !== train.sha || expect.data.validSha256 !== (valid?.sha ?? null)))
     throw new LangneuronsError('E_RESUME', `${runDir}: the training or validation text changed since the run started; cannot resume exactly`);
   const mask = o.masks ? await readMask(o.masks) : undefined;
-  const sel = selectTrainable(o.method, ckpt, { ...(mask ? { mask, maskFile: o.masks! } : {}), langs: o.langs, seed: o.seed });
-  const tr = createNativeTrainer(ckpt, o.threads, sel.trainable);
+  const sel = selectTrainable(o.method, ckpt, { ...(mask ? { mask, maskFile: o.masks! } : {}), langs: o.langs, seed: o.seed, ...(o.lora ? { lora: o.lora } : {}) });
+  const tr = createNativeTrainer(ckpt, o.threads, sel.trainable, { seed: o.seed, numLabels: head?.numLabels ?? 0 });
+  const count = (x: { chunks: Int32Array[]; items: ClsItem[] } | null) => (head ? x?.items.length : x?.chunks.length) ?? 0;
   const run: RunFile = {
     format: RUN_FORMAT, model: { dir: path.resolve(modelDir), name: id.name, fingerprint: id.fingerprint }, options: o,
-    data: { trainSha256: train.sha, validSha256: valid?.sha ?? null, trainChunks: train.chunks.length, validChunks: valid?.chunks.length ?? 0 },
+    data: { trainSha256: train.sha, validSha256: valid?.sha ?? null, trainChunks: count(train), validChunks: count(valid) },
     trainableParameters: tr.info().trainable,
   };
-  return { ckpt, tr, run, train: train.chunks, valid: valid?.chunks ?? [] };
+  return { ckpt, tr, run, train: train.chunks, valid: valid?.chunks ?? [], trainItems: train.items, validItems: valid?.items ?? [] };
+}
+
+/** The trained weights of the run in dir: the delta (or, for LoRA methods, adapter/), and head/ with a head. */
+async function writeWeights(dir: string, p: Prepared, step: number): Promise<void> {
+  const o = p.run.options;
+  if (o.lora) await writeAdapter(path.join(dir, 'adapter'), p.tr, p.ckpt, o.lora);
+  else await writeDelta(dir, p.tr, p.ckpt, o.method, step);
+  if (o.head) await writeHead(path.join(dir, 'head'), p.tr, p.ckpt, o.head, o.chunk, o.method, step);
+}
+
+/** Copies the weights written by writeWeights from one folder to another (best/ -> the run folder). */
+async function copyWeights(from: string, to: string, o: ResolvedOptions): Promise<void> {
+  const files = o.lora ? ['adapter/adapter_config.json', 'adapter/adapter_model.safetensors'] : ['delta.safetensors', 'delta.json'];
+  if (o.head) files.push('head/head.json', 'head/head.safetensors');
+  for (const f of files) {
+    await fsp.mkdir(path.dirname(path.join(to, f)), { recursive: true });
+    await writeFileAtomic(path.join(to, f), await fsp.readFile(path.join(from, f)));
+  }
 }
 
 /** Starts a new run in runDir (refused when runDir already holds a run). */
@@ -285,9 +386,11 @@ export async function resume(runDir: string, ctl: RunControl = {}): Promise<Fine
 }
 
 async function loop(p: Prepared, runDir: string, st0: Omit<StateFile, 'stateSha256'>, ctl: RunControl): Promise<FinetuneResult> {
-  const o = p.run.options, tr = p.tr;
+  const o = p.run.options, tr = p.tr, head = o.head ?? null;
   const perStep = o.batch * o.accum;
-  const total = o.steps || Math.max(1, Math.ceil(p.train.length / perStep));
+  const examples = head ? p.trainItems.length : p.train.length;
+  const total = o.steps || Math.max(1, Math.ceil(examples / perStep));
+  const sched = { lr: o.lr, schedule: o.schedule, warmup: warmupSteps(o, total) };
   const logFile = path.join(runDir, 'train.jsonl');
   const log = async (e: Record<string, unknown>) => { ctl.onLog?.(e); await fsp.appendFile(logFile, JSON.stringify(e) + '\n'); };
   const perm = new Map<number, Int32Array>();
@@ -295,21 +398,28 @@ async function loop(p: Prepared, runDir: string, st0: Omit<StateFile, 'stateSha2
   let firstLoss: number | null = null, lastLoss: number | null = null;
   for (let s = st0.step; s < total; s++) {
     const t0 = performance.now();
-    const micro: ReturnType<typeof pack>[] = [];
+    // Micro-batches of chunks (LM loss) or of labelled items (head); the denominator is the step's target count.
+    const at = (m: number, b: number) => chunkAt(s * perStep + m * o.batch + b, examples, o.seed, perm);
+    const micro: { tokens: Int32Array; targets: Int32Array; lens: Int32Array; count: number }[] = [];
     for (let m = 0; m < o.accum; m++) {
-      const cs: Int32Array[] = [];
-      for (let b = 0; b < o.batch; b++) cs.push(p.train[chunkAt(s * perStep + m * o.batch + b, p.train.length, o.seed, perm)]!);
-      micro.push(pack(cs));
+      if (head) {
+        const b = packItems(Array.from({ length: o.batch }, (_, k) => p.trainItems[at(m, k)]!));
+        micro.push({ tokens: b.tokens, targets: b.labels, lens: b.lens, count: b.labels.length });
+      } else {
+        micro.push(pack(Array.from({ length: o.batch }, (_, k) => p.train[at(m, k)]!)));
+      }
     }
     const denominator = micro.reduce((a, b) => a + b.count, 0);
     tr.zeroGrad();
     let lossSum = 0, stepTokens = 0;
-    for (const b of micro) {
-      const r = await tr.forwardBackward(b.tokens, b.targets, b.lens, { denominator, backward: true });
+    for (const [m, b] of micro.entries()) {
+      // step / micro: the LoRA dropout masks' key, from the loop's position (unaffected by optimizer resets).
+      const fo = { denominator, backward: true, step: s, micro: m };
+      const r = head ? await tr.forwardBackwardCls(b.tokens, b.lens, b.targets, fo) : await tr.forwardBackward(b.tokens, b.targets, b.lens, fo);
       lossSum += r.lossSum;
       stepTokens += b.tokens.length;
     }
-    const lr = learningRate(o, s, total);
+    const lr = learningRate(sched, s, total);
     const gradNorm = await tr.step({ lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, clip: o.clip });
     tokens += stepTokens;
     const loss = lossSum / denominator;
@@ -318,30 +428,32 @@ async function loop(p: Prepared, runDir: string, st0: Omit<StateFile, 'stateSha2
     const seconds = (performance.now() - t0) / 1000;
     await log({ step: s + 1, loss, lr, gradNorm, tokens: stepTokens, tokensPerSecond: stepTokens / seconds, seconds });
     const last = s + 1 === total;
-    if (p.valid.length && ((o.evalEvery > 0 && (s + 1) % o.evalEvery === 0) || last)) {
-      const v = await validLoss(tr, p.valid, o.batch);
+    const haveValid = head ? p.validItems.length > 0 : p.valid.length > 0;
+    if (haveValid && ((o.evalEvery > 0 && (s + 1) % o.evalEvery === 0) || last)) {
+      const vc = head ? await validCls(tr, p.validItems, o.batch, head.numLabels) : null;
+      const v = vc ? vc.loss : await validLoss(tr, p.valid, o.batch);
       const better = bestValid === null || v < bestValid;
       if (better) {
         bestValid = v;
         bestStep = s + 1;
-        await writeDelta(path.join(runDir, 'best'), tr, p.ckpt, o.method, s + 1);
+        await writeWeights(path.join(runDir, 'best'), p, s + 1);
       }
-      await log({ step: s + 1, validLoss: v, best: better });
+      await log({ step: s + 1, validLoss: v, ...(vc ? { validAccuracy: vc.accuracy } : {}), best: better });
     }
-    if ((s + 1) % o.saveEvery === 0 || last) await saveState(path.join(runDir, 'state'), tr, { step: s + 1, bestValid, bestStep, tokens });
+    if ((s + 1) % o.saveEvery === 0 || last) {
+      if (o.resetOptimizerOnSave) tr.resetOptimizer();
+      await saveState(path.join(runDir, 'state'), tr, { step: s + 1, bestValid, bestStep, tokens, optimizerStep: tr.info().stepCount });
+    }
     if (ctl.stopAfterStep === s + 1 && !last)
       return { runDir, steps: s + 1, firstLoss, lastLoss, bestValid, bestStep, trainableParameters: tr.info().trainable };
   }
   // Final outputs: the best weights with validation, else the last ones.
-  if (bestStep !== null) {
-    for (const f of ['delta.safetensors', 'delta.json'])
-      await writeFileAtomic(path.join(runDir, f), await fsp.readFile(path.join(runDir, 'best', f)));
-  } else {
-    await writeDelta(runDir, tr, p.ckpt, o.method, total);
-  }
+  if (bestStep !== null) await copyWeights(path.join(runDir, 'best'), runDir, o);
+  else await writeWeights(runDir, p, total);
   if (o.writeModel) {
     await fsp.rm(path.join(runDir, 'model'), { recursive: true, force: true });
-    await applyDelta(p.run.model.dir, path.join(runDir, 'delta.safetensors'), path.join(runDir, 'model'));
+    if (o.lora) await applyAdapter(p.run.model.dir, path.join(runDir, 'adapter'), path.join(runDir, 'model'), o.threads);
+    else await applyDelta(p.run.model.dir, path.join(runDir, 'delta.safetensors'), path.join(runDir, 'model'));
   }
   return { runDir, steps: total, firstLoss, lastLoss, bestValid, bestStep, trainableParameters: tr.info().trainable };
 }

@@ -2,16 +2,21 @@
 //   full:    every parameter;
 //   mlp:     every gate/up/down weight;
 //   neurons: for each selected (layer, j): row j of gate_proj and up_proj, column j of down_proj;
-//   random:  as neurons, with the same total count drawn uniformly without replacement over all (layer, j), seeded.
+//   random:  as neurons, with the same total count drawn uniformly without replacement over all (layer, j), seeded;
+//   lora:    LoRA adapters (frozen base) on the target projections of every layer (default the MLP's);
+//   neuron-lora (Mondal et al.): LoRA on gate_proj whose B is masked to the language's neurons' rows (only those
+//            rows of gate_proj change), plus unmasked LoRA on q, k, v, o; without a mask, attention-only LoRA.
 import { LangneuronsError } from '../errors.js';
 import { seededRandom } from '../identify/mask-ops.js';
 import type { Checkpoint } from '../model/checkpoint.js';
 import { checkMaskForModel, maskLanguage, type NeuronMask } from '../identify/masks.js';
 import { modelIdentity } from '../profile/identity.js';
+import { isPeftTarget, PEFT_TARGETS, type PeftTarget } from './adapter.js';
 import { denseTrainable, type TrainableTensor } from './native.js';
 
-export const METHODS = ['full', 'mlp', 'neurons', 'random'] as const;
+export const METHODS = ['full', 'mlp', 'neurons', 'random', 'lora', 'neuron-lora'] as const;
 export type FinetuneMethod = (typeof METHODS)[number];
+export const isLoraMethod = (m: string): boolean => m === 'lora' || m === 'neuron-lora';
 
 /** Reference settings per method (METHODS.md section 5). */
 export const METHOD_DEFAULTS: Record<FinetuneMethod, { lr: number; clip: number; weightDecay: number }> = {
@@ -19,7 +24,39 @@ export const METHOD_DEFAULTS: Record<FinetuneMethod, { lr: number; clip: number;
   mlp: { lr: 1e-5, clip: 1.0, weightDecay: 0 },
   neurons: { lr: 1e-4, clip: 1.0, weightDecay: 0.01 },
   random: { lr: 1e-4, clip: 1.0, weightDecay: 0.01 },
+  lora: { lr: 1e-4, clip: 1.0, weightDecay: 0 },
+  'neuron-lora': { lr: 1e-4, clip: 1.0, weightDecay: 0 },
 };
+
+export interface LoraSettings { r: number; alpha: number; dropout: number; targets: PeftTarget[] }
+
+/**
+ * LoRA settings per method. lora: METHODS.md (r 32, alpha 64, dropout 0.1, MLP projections). neuron-lora: r 8,
+ * alpha 16 on q, k, v, o (+ the masked gate_proj); Mondal et al. give no dropout, 0.1 is lora's.
+ */
+export const LORA_DEFAULTS: Record<'lora' | 'neuron-lora', LoraSettings> = {
+  lora: { r: 32, alpha: 64, dropout: 0.1, targets: ['gate_proj', 'up_proj', 'down_proj'] },
+  'neuron-lora': { r: 8, alpha: 16, dropout: 0.1, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] },
+};
+
+/**
+ * Mondal et al.'s settings for neuron-lora with a classification head (XNLI): AdamW lr 1e-5, betas (0.95, 0.999),
+ * weight decay 0.1, 1% linear warm-up, gradient-norm clip 10. Used when --head is given with neuron-lora; every
+ * option given explicitly wins.
+ */
+export const MONDAL_HEAD_PRESET = { lr: 1e-5, beta1: 0.95, beta2: 0.999, weightDecay: 0.1, warmupRatio: 0.01, clip: 10 };
+
+/** Parses a --lora-targets list (PEFT module names), refusing unknown names. */
+export function parseLoraTargets(list: readonly string[]): PeftTarget[] {
+  if (list.length === 0) throw new LangneuronsError('E_OPTIONS', '--lora-targets is empty', { field: 'lora-targets' });
+  const out: PeftTarget[] = [];
+  for (const t of list) {
+    if (!isPeftTarget(t))
+      throw new LangneuronsError('E_OPTIONS', `unknown --lora-targets module '${t}' (modules: ${Object.keys(PEFT_TARGETS).join(', ')})`, { field: 'lora-targets' });
+    if (!out.includes(t)) out.push(t);
+  }
+  return out;
+}
 
 /** Deterministic PRNG (mulberry32, shared with random masks): uniform floats in [0, 1). */
 export const rng = seededRandom;
@@ -66,12 +103,27 @@ export function neuronTrainable(perLayer: number[][]): TrainableTensor[] {
 
 export interface MethodSelection {
   trainable: TrainableTensor[];
-  /** Neurons per layer (neurons / random). */
+  /** Neurons per layer (neurons / random / neuron-lora with a mask). */
   neurons?: number[][];
 }
 
+/** LoRA adapters of method lora / neuron-lora. */
+function loraTrainable(method: 'lora' | 'neuron-lora', numLayers: number, s: LoraSettings, neurons?: number[][]): TrainableTensor[] {
+  const out: TrainableTensor[] = [];
+  const spec = (role: string, layer: number, index?: Int32Array): TrainableTensor =>
+    ({ role, layer, mode: 'lora', r: s.r, alpha: s.alpha, dropout: s.dropout, ...(index ? { index } : {}) });
+  if (method === 'neuron-lora' && neurons && s.targets.includes('gate_proj'))
+    throw new LangneuronsError('E_OPTIONS', 'neuron-lora puts a masked LoRA on gate_proj from --masks: leave gate_proj out of --lora-targets', { field: 'lora-targets' });
+  for (let l = 0; l < numLayers; l++) {
+    for (const t of s.targets) out.push(spec(PEFT_TARGETS[t], l));
+    const units = neurons?.[l];
+    if (units?.length) out.push(spec('w_gate', l, Int32Array.from(units)));
+  }
+  return out;
+}
+
 export function selectTrainable(method: FinetuneMethod, ckpt: Checkpoint,
-  o: { mask?: NeuronMask; maskFile?: string; langs?: readonly string[]; seed?: number }): MethodSelection {
+  o: { mask?: NeuronMask; maskFile?: string; langs?: readonly string[]; seed?: number; lora?: LoraSettings }): MethodSelection {
   const c = ckpt.config;
   switch (method) {
     case 'full': return { trainable: denseTrainable(ckpt) };
@@ -89,6 +141,19 @@ export function selectTrainable(method: FinetuneMethod, ckpt: Checkpoint,
       if (count === 0) throw new LangneuronsError('E_MASK', `${o.maskFile ?? 'mask'}: no neurons for ${(o.langs ?? []).join(', ')}`);
       if (method === 'random') neurons = randomNeurons(c.numLayers, c.intermediateSize, count, o.seed ?? 0);
       return { trainable: neuronTrainable(neurons), neurons };
+    }
+    case 'lora':
+      return { trainable: loraTrainable('lora', c.numLayers, o.lora ?? LORA_DEFAULTS.lora) };
+    case 'neuron-lora': {
+      const s = o.lora ?? LORA_DEFAULTS['neuron-lora'];
+      if (!o.mask) {
+        if (o.langs?.length) throw new LangneuronsError('E_OPTIONS', 'neuron-lora with --lang needs --masks (without both: attention-only LoRA)', { field: 'masks' });
+        return { trainable: loraTrainable('neuron-lora', c.numLayers, s) };
+      }
+      if (!o.langs?.length) throw new LangneuronsError('E_OPTIONS', 'method neuron-lora with --masks needs --lang', { field: 'lang' });
+      const neurons = maskNeurons(o.mask, o.langs, ckpt, o.maskFile);
+      if (neurons.every((l) => l.length === 0)) throw new LangneuronsError('E_MASK', `${o.maskFile ?? 'mask'}: no neurons for ${o.langs.join(', ')}`);
+      return { trainable: loraTrainable('neuron-lora', c.numLayers, s, neurons), neurons };
     }
     default:
       throw new LangneuronsError('E_OPTIONS', `unknown method '${String(method)}' (methods: ${METHODS.join(', ')})`, { field: 'method' });

@@ -5,26 +5,45 @@ import type { Checkpoint } from '../model/checkpoint.js';
 import { buildNativeSpec } from '../engine/native-spec.js';
 import { loadAddon, type NativeModelSpec } from '../native/addon.js';
 
-export type TrainMode = 'dense' | 'rows' | 'cols';
+export type TrainMode = 'dense' | 'rows' | 'cols' | 'lora';
 
-/** One trainable tensor: the whole tensor, or only some rows (output features) / columns (input features). */
+/**
+ * One trainable tensor: the whole tensor, or only some rows (output features) / columns (input features), or a
+ * LoRA adapter on a frozen layer weight (`r`, `alpha`, `dropout`; with `index`, B is masked to those output rows).
+ */
 export interface TrainableTensor {
   role: string;
   layer: number;
   mode: TrainMode;
   index?: Int32Array;
+  r?: number;
+  alpha?: number;
+  dropout?: number;
 }
 
+/**
+ * A parameter of the trainer. LoRA adds two per adapter, role `<role>.lora_A` (mode lora_a, [r, in]) and
+ * `<role>.lora_B` (mode lora_b, [out, r]; a masked B holds only the rows `index`); a head is role `score`.
+ * rows / cols: the tensor's full shape; size: the trainable values (0: frozen).
+ */
 export interface NativeParamInfo {
-  id: number; role: string; layer: number; mode: 'frozen' | TrainMode; present: boolean;
+  id: number; role: string; layer: number; mode: 'frozen' | 'dense' | 'rows' | 'cols' | 'lora_a' | 'lora_b'; present: boolean;
   rows: number; cols: number; size: number; index: Int32Array | null;
 }
+
+/** Where the LoRA dropout masks of a forward come from (default: the optimizer step count, micro-batches since zeroGrad). */
+export interface DropoutPosition { step?: number; micro?: number }
 
 export type Arena = 'master' | 'grad' | 'm' | 'v';
 
 export interface NativeTrainer {
   forwardBackward(tokens: Int32Array, targets: Int32Array, seqLens: Int32Array,
-    options: { denominator?: number; backward: boolean }): Promise<{ lossSum: number; count: number }>;
+    options: { denominator?: number; backward: boolean } & DropoutPosition): Promise<{ lossSum: number; count: number }>;
+  /** Classification head (options.numLabels): one label per sequence (-1: none); logits [sequences x numLabels]. */
+  forwardBackwardCls(tokens: Int32Array, seqLens: Int32Array, labels: Int32Array,
+    options: { denominator?: number; backward: boolean } & DropoutPosition): Promise<{ lossSum: number; count: number; logits: Float32Array }>;
+  /** Adam moments and the step count to zero. */
+  resetOptimizer(): void;
   step(o: { lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; clip: number }): Promise<number>;
   zeroGrad(): void;
   gradNorm(): number;
@@ -33,7 +52,7 @@ export interface NativeTrainer {
   write(arena: Arena, id: number, values: Float32Array): void;
   info(): { trainable: number; stepCount: number; lowestLayer: number; activationBytes: number; stateBytes: number;
     /** Present once the binding passes TrainerOptions through (see NativeTrainerOptions). */
-    denseThenMask?: boolean };
+    denseThenMask?: boolean; numLabels?: number; adapters?: number };
   setStepCount(n: number): void;
 }
 
@@ -42,9 +61,15 @@ export interface NativeTrainerOptions {
   /** Rows / cols weights compute the full dense dW and keep the selected rows / columns (the reference
    * implementation's dense-gradient-then-mask): same updates, slower; for benchmarks/finetune only. */
   denseThenMask?: boolean;
+  /** Seed of the LoRA A init, LoRA dropout masks and head init. */
+  seed?: number;
+  /** Classes of a classification head `score` [numLabels, hidden] (0: none). */
+  numLabels?: number;
 }
 
-type TrainerCtor = new (spec: NativeModelSpec, trainable: TrainableTensor[], options?: NativeTrainerOptions) => NativeTrainer;
+type TrainerCtor = (new (spec: NativeModelSpec, trainable: TrainableTensor[], options?: NativeTrainerOptions) => NativeTrainer) & {
+  loraDelta?(a: Float32Array, b: Float32Array, r: number, scale: number, threads: number): Float32Array;
+};
 
 const LAYER_NAMES: Record<string, string> = {
   attn_norm: 'input_layernorm.weight', wq: 'self_attn.q_proj.weight', wk: 'self_attn.k_proj.weight',
@@ -56,8 +81,21 @@ const GLOBAL_NAMES: Record<string, string> = {
   embed: 'model.embed_tokens.weight', final_norm: 'model.norm.weight', lm_head: 'lm_head.weight',
 };
 
-/** The Hugging Face tensor name of a native (role, layer). */
+/** The Hugging Face module path of a layer role (e.g. w_gate -> mlp.gate_proj). */
+export function modulePath(role: string): string {
+  const n = LAYER_NAMES[role];
+  if (!n || !n.endsWith('.weight') || !n.includes('_proj')) throw new LangneuronsError('E_INPUT', `'${role}' is not a projection of a layer`);
+  return n.slice(0, -'.weight'.length);
+}
+
+/**
+ * The Hugging Face tensor name of a native (role, layer); LoRA matrices get PEFT's names without the
+ * `base_model.model.` prefix (model.layers.3.mlp.gate_proj.lora_A.weight), the head is `score.weight`.
+ */
 export function tensorName(role: string, layer: number): string {
+  const lora = /^(\w+)\.(lora_[AB])$/.exec(role);
+  if (lora && layer >= 0) return `model.layers.${layer}.${modulePath(lora[1]!)}.${lora[2]}.weight`;
+  if (role === 'score' && layer < 0) return 'score.weight';
   const n = layer < 0 ? GLOBAL_NAMES[role] : LAYER_NAMES[role];
   if (!n) throw new LangneuronsError('E_INPUT', `unknown parameter role '${role}'`);
   return layer < 0 ? n : `model.layers.${layer}.${n}`;
@@ -73,6 +111,13 @@ export function createNativeTrainer(ckpt: Checkpoint, threads: number, trainable
   } catch (e) {
     throw new LangneuronsError('E_OPTIONS', `trainer: ${(e as Error).message}`, { cause: e });
   }
+}
+
+/** scale * B A for the n rows B [n x r] holds (A [r x K]): the change LoRA merges into those rows of W. */
+export function loraDelta(a: Float32Array, b: Float32Array, r: number, scale: number, threads = 2): Float32Array {
+  const ctor = (loadAddon() as unknown as { NativeTrainer?: TrainerCtor }).NativeTrainer;
+  if (!ctor?.loraDelta) throw new LangneuronsError('E_NATIVE', 'the native addon has no loraDelta: rebuild it with `npm run build:native`');
+  return ctor.loraDelta(a, b, r, scale, threads);
 }
 
 /** Every parameter of the model, dense (method `full`). */

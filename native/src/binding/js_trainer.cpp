@@ -1,8 +1,10 @@
 // NativeTrainer: the training path (native/src/train/trainer.h) for JS. Built from the same spec as NativeModel
 // (config + tensor byte ranges in memory-mapped checkpoint files, re-validated here) plus the list of trainable
-// tensors. forwardBackward and step run off the JS thread; while one runs, every other call is refused.
+// tensors (dense / rows / cols / lora) and options (seed, classification head). forwardBackward, forwardBackwardCls
+// and step run off the JS thread; while one runs, every other call is refused.
 #include <napi.h>
 
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -10,6 +12,7 @@
 #include "binding/js_util.h"
 #include "binding/model_spec.h"
 #include "core/mapped_file.h"
+#include "train/gemm_backward.h"
 #include "train/trainer.h"
 
 namespace lnjs {
@@ -40,6 +43,9 @@ class NativeTrainer : public Napi::ObjectWrap<NativeTrainer> {
   Napi::Value Write(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value SetStepCount(const Napi::CallbackInfo& info);
+  Napi::Value ForwardBackwardCls(const Napi::CallbackInfo& info);
+  Napi::Value ResetOptimizer(const Napi::CallbackInfo& info);
+  static Napi::Value LoraDelta(const Napi::CallbackInfo& info);
   void require_idle(Napi::Env env, const char* what) const {
     if (h_->busy > 0) throw Napi::Error::New(env, std::string(what) + ": a forwardBackward/step is still running");
   }
@@ -47,7 +53,8 @@ class NativeTrainer : public Napi::ObjectWrap<NativeTrainer> {
   std::shared_ptr<TrainerHolder> h_;
 };
 
-// new NativeTrainer(spec: NativeModelSpec, trainable: [{ role, layer, mode: 'dense'|'rows'|'cols', index? }])
+// new NativeTrainer(spec: NativeModelSpec, trainable: [{ role, layer, mode: 'dense'|'rows'|'cols'|'lora', index?,
+//                    r?, alpha?, dropout? (lora) }], options?: { denseThenMask?, seed?, numLabels? })
 NativeTrainer::NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeTrainer>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsArray())
@@ -72,8 +79,14 @@ NativeTrainer::NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
     if (mode == "dense") s.mode = ln::train::ParamMode::Dense;
     else if (mode == "rows") s.mode = ln::train::ParamMode::Rows;
     else if (mode == "cols") s.mode = ln::train::ParamMode::Cols;
-    else throw Napi::TypeError::New(env, where + ": mode must be 'dense', 'rows' or 'cols', got '" + mode + "'");
+    else if (mode == "lora") s.mode = ln::train::ParamMode::Lora;
+    else throw Napi::TypeError::New(env, where + ": mode must be 'dense', 'rows', 'cols' or 'lora', got '" + mode + "'");
     if (o.Has("index") && !o.Get("index").IsUndefined()) s.index = int32_array(env, o.Get("index"), where + ".index");
+    if (s.mode == ln::train::ParamMode::Lora) {  // ranges are checked by the trainer (with the tensor's shape)
+      s.lora_r = int32_t(int_field(o, "r", where, 1, 1 << 20));
+      s.lora_alpha = float(number_field(o, "alpha", where));
+      s.lora_dropout = o.Has("dropout") && !o.Get("dropout").IsUndefined() ? float(number_field(o, "dropout", where)) : 0.f;
+    }
     tspec.push_back(std::move(s));
   }
   try {
@@ -82,6 +95,10 @@ NativeTrainer::NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
       Napi::Object oo = info[2].As<Napi::Object>();
       if (oo.Has("denseThenMask") && !oo.Get("denseThenMask").IsUndefined())
         topt.dense_then_mask = bool_field(oo, "denseThenMask", "trainer options");
+      if (oo.Has("seed") && !oo.Get("seed").IsUndefined())
+        topt.seed = uint64_t(int_field(oo, "seed", "trainer options", 0, int64_t(1) << 53));
+      if (oo.Has("numLabels") && !oo.Get("numLabels").IsUndefined())
+        topt.num_labels = int32_t(int_field(oo, "numLabels", "trainer options", 0, 1 << 20));
     }
     h->trainer = std::make_unique<ln::train::Trainer>(cfg, parsed.weights, int(threads), tspec, topt);
   } catch (const std::exception& e) {
@@ -100,6 +117,8 @@ class FbWorker : public Napi::AsyncWorker {
   double denominator = 0;
   bool backward = true;
   bool is_step = false;
+  bool is_cls = false;  // forwardBackwardCls: `targets` holds the per-sequence labels
+  int64_t step = -1, micro = -1;
   ln::train::AdamWConfig adam;
   void Execute() override {
     try {
@@ -108,8 +127,14 @@ class FbWorker : public Napi::AsyncWorker {
         norm_ = h_->trainer->step(adam);
         return;
       }
+      if (is_cls) {
+        logits_.resize(lens.size() * size_t(h_->trainer->num_labels()));
+        res_ = h_->trainer->forward_backward_cls(tokens.data(), lens.data(), int32_t(lens.size()), int64_t(tokens.size()),
+                                                 targets.data(), denominator, backward, logits_.data(), step, micro);
+        return;
+      }
       res_ = h_->trainer->forward_backward(tokens.data(), targets.data(), lens.data(), int32_t(lens.size()),
-                                           int64_t(tokens.size()), denominator, backward);
+                                           int64_t(tokens.size()), denominator, backward, step, micro);
     } catch (const std::exception& e) {
       SetError(e.what());
     }
@@ -123,6 +148,11 @@ class FbWorker : public Napi::AsyncWorker {
     Napi::Object o = Napi::Object::New(env);
     o.Set("lossSum", res_.sum);
     o.Set("count", double(res_.count));
+    if (is_cls) {
+      Napi::Float32Array lg = Napi::Float32Array::New(env, logits_.size());
+      if (!logits_.empty()) std::memcpy(lg.Data(), logits_.data(), logits_.size() * sizeof(float));
+      o.Set("logits", lg);
+    }
     deferred.Resolve(o);
   }
   void OnError(const Napi::Error& e) override { deferred.Reject(e.Value()); }
@@ -130,10 +160,18 @@ class FbWorker : public Napi::AsyncWorker {
  private:
   std::shared_ptr<TrainerHolder> h_;
   ln::train::BatchLoss res_;
+  std::vector<float> logits_;
   double norm_ = 0;
 };
 
-// forwardBackward(tokens, targets, seqLens: Int32Array, { denominator?: number, backward: boolean })
+// The optional { step, micro } of forward options: the LoRA dropout masks' optimizer step and micro-batch
+// (default: the trainer's step count and backward passes since zeroGrad).
+static void read_dropout_position(const Napi::Object& o, const std::string& where, int64_t& step, int64_t& micro) {
+  if (o.Has("step") && !o.Get("step").IsUndefined()) step = int_field(o, "step", where, 0, int64_t(1) << 53);
+  if (o.Has("micro") && !o.Get("micro").IsUndefined()) micro = int_field(o, "micro", where, 0, int64_t(1) << 53);
+}
+
+// forwardBackward(tokens, targets, seqLens: Int32Array, { denominator?: number, backward: boolean, step?, micro? })
 //   -> Promise<{ lossSum, count }>
 Napi::Value NativeTrainer::ForwardBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -153,6 +191,7 @@ Napi::Value NativeTrainer::ForwardBackward(const Napi::CallbackInfo& info) {
       w->denominator = number_field(o, "denominator", "forwardBackward options");
       if (!(w->denominator > 0)) throw Napi::RangeError::New(env, "forwardBackward: denominator must be > 0");
     }
+    read_dropout_position(o, "forwardBackward options", w->step, w->micro);
   } catch (...) {
     delete w;
     throw;
@@ -206,11 +245,20 @@ Napi::Value NativeTrainer::Params(const Napi::CallbackInfo& info) {
     o.Set("id", i);
     o.Set("role", p.role);
     o.Set("layer", p.layer);
-    static const char* modes[] = {"frozen", "dense", "rows", "cols"};
+    static const char* modes[] = {"frozen", "dense", "rows", "cols", "lora", "lora_a", "lora_b"};
     o.Set("mode", modes[int(p.mode)]);
-    o.Set("present", !p.stored.empty());
-    o.Set("rows", double(p.stored.rows));
-    o.Set("cols", double(p.stored.cols));
+    if (p.stored.empty() && p.size > 0) {  // LoRA A [r, K], B [N, r] (masked: rows `index`), head [C, hidden]
+      int64_t rows = p.mrows;
+      if (p.mode == ln::train::ParamMode::LoraB && !p.index.empty())
+        rows = t.param(t.find(p.role.substr(0, p.role.find('.')), p.layer)).stored.rows;
+      o.Set("present", true);
+      o.Set("rows", double(rows));
+      o.Set("cols", double(p.mcols));
+    } else {
+      o.Set("present", !p.stored.empty());
+      o.Set("rows", double(p.stored.rows));
+      o.Set("cols", double(p.stored.cols));
+    }
     o.Set("size", double(p.size));
     if (p.index.empty()) {
       o.Set("index", env.Null());
@@ -278,6 +326,8 @@ Napi::Value NativeTrainer::Info(const Napi::CallbackInfo& info) {
   o.Set("activationBytes", double(t.activation_bytes()));
   o.Set("stateBytes", double(t.n_trainable()) * 16);  // master + grad + m + v
   o.Set("denseThenMask", t.options().dense_then_mask);
+  o.Set("numLabels", t.num_labels());
+  o.Set("adapters", t.n_adapters());
   return o;
 }
 
@@ -291,6 +341,83 @@ Napi::Value NativeTrainer::SetStepCount(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// forwardBackwardCls(tokens, seqLens, labels: Int32Array (one per sequence, -1: none),
+//                    { denominator?, backward, step?, micro? }) -> Promise<{ lossSum, count, logits: Float32Array }>
+// logits: [sequences x numLabels], the head's class logits of every sequence (labelled or not).
+Napi::Value NativeTrainer::ForwardBackwardCls(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 4 || !info[3].IsObject())
+    throw Napi::TypeError::New(env, "forwardBackwardCls(tokens, seqLens, labels, options): options must be an object");
+  if (h_->trainer->num_labels() <= 0)
+    throw Napi::Error::New(env, "forwardBackwardCls: this trainer has no classification head (options.numLabels)");
+  Napi::Object o = info[3].As<Napi::Object>();
+  auto* w = new FbWorker(env, h_);
+  w->is_cls = true;
+  try {
+    w->tokens = int32_array(env, info[0], "forwardBackwardCls: tokens");
+    w->lens = int32_array(env, info[1], "forwardBackwardCls: seqLens");
+    w->targets = int32_array(env, info[2], "forwardBackwardCls: labels");
+    if (w->targets.size() != w->lens.size())
+      throw Napi::RangeError::New(env, "forwardBackwardCls: labels must have one entry per sequence");
+    if (w->tokens.empty() || w->lens.empty()) throw Napi::RangeError::New(env, "forwardBackwardCls: empty batch");
+    w->backward = bool_field(o, "backward", "forwardBackwardCls options");
+    if (o.Has("denominator") && !o.Get("denominator").IsUndefined()) {
+      w->denominator = number_field(o, "denominator", "forwardBackwardCls options");
+      if (!(w->denominator > 0)) throw Napi::RangeError::New(env, "forwardBackwardCls: denominator must be > 0");
+    }
+    read_dropout_position(o, "forwardBackwardCls options", w->step, w->micro);
+  } catch (...) {
+    delete w;
+    throw;
+  }
+  Napi::Promise p = w->deferred.Promise();
+  w->Queue();
+  return p;
+}
+
+// resetOptimizer(): Adam moments and the step count to zero (the reference's optimizer re-creation at each save).
+Napi::Value NativeTrainer::ResetOptimizer(const Napi::CallbackInfo& info) {
+  require_idle(info.Env(), "resetOptimizer");
+  h_->trainer->reset_optimizer();
+  return info.Env().Undefined();
+}
+
+// NativeTrainer.loraDelta(A: Float32Array [r x K], B: Float32Array [n x r], r, scale, threads) -> Float32Array [n x K]
+// = scale * B A: the merged weight's change for the n rows B holds (W + scale B A is what PEFT's merge computes).
+// Synchronous (an export step, not a training one).
+Napi::Value NativeTrainer::LoraDelta(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto f32 = [&](int i) {
+    return info.Length() > size_t(i) && info[size_t(i)].IsTypedArray() &&
+           info[size_t(i)].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array;
+  };
+  if (info.Length() < 5 || !f32(0) || !f32(1) || !info[2].IsNumber() || !info[3].IsNumber() || !info[4].IsNumber())
+    throw Napi::TypeError::New(env, "loraDelta(A: Float32Array, B: Float32Array, r, scale, threads)");
+  Napi::Float32Array A = info[0].As<Napi::Float32Array>(), B = info[1].As<Napi::Float32Array>();
+  const double rd = info[2].As<Napi::Number>().DoubleValue(), scale = info[3].As<Napi::Number>().DoubleValue();
+  const double td = info[4].As<Napi::Number>().DoubleValue();
+  if (!(rd >= 1 && rd <= (1 << 20)) || rd != double(int64_t(rd))) throw Napi::RangeError::New(env, "loraDelta: r must be an integer >= 1");
+  if (!std::isfinite(scale)) throw Napi::RangeError::New(env, "loraDelta: scale must be finite");
+  if (!(td >= 1 && td <= 1024) || td != double(int64_t(td))) throw Napi::RangeError::New(env, "loraDelta: threads must be an integer in [1, 1024]");
+  const int64_t r = int64_t(rd), na = int64_t(A.ElementLength()), nb = int64_t(B.ElementLength());
+  if (na == 0 || na % r != 0 || nb % r != 0)
+    throw Napi::RangeError::New(env, "loraDelta: A must hold r x K values and B n x r values (r = " + std::to_string(r) + ")");
+  const int64_t K = na / r, n = nb / r;
+  Napi::Float32Array out = Napi::Float32Array::New(env, size_t(n * K));
+  if (n == 0) return out;
+  std::vector<float> bs(B.Data(), B.Data() + nb);  // scale folded into B: one product, no pass over the output
+  for (float& x : bs) x = float(double(x) * scale);
+  ln::WeightRef w;
+  w.data = A.Data();
+  w.dtype = ln::DType::F32;
+  w.rows = r;
+  w.cols = K;
+  ln::ThreadPool pool(static_cast<int>(td));
+  std::vector<float> scratch(size_t(pool.size() * K));
+  ln::train::gemm_dx(n, bs.data(), r, w, out.Data(), K, false, scratch.data(), pool);
+  return out;
+}
+
 Napi::Function NativeTrainer::Init(Napi::Env env) {
   return DefineClass(env, "NativeTrainer",
                      {InstanceMethod("forwardBackward", &NativeTrainer::ForwardBackward),
@@ -298,7 +425,10 @@ Napi::Function NativeTrainer::Init(Napi::Env env) {
                       InstanceMethod("gradNorm", &NativeTrainer::GradNorm), InstanceMethod("params", &NativeTrainer::Params),
                       InstanceMethod("read", &NativeTrainer::Read), InstanceMethod("write", &NativeTrainer::Write),
                       InstanceMethod("info", &NativeTrainer::Info),
-                      InstanceMethod("setStepCount", &NativeTrainer::SetStepCount)});
+                      InstanceMethod("setStepCount", &NativeTrainer::SetStepCount),
+                      InstanceMethod("forwardBackwardCls", &NativeTrainer::ForwardBackwardCls),
+                      InstanceMethod("resetOptimizer", &NativeTrainer::ResetOptimizer),
+                      StaticMethod("loraDelta", &NativeTrainer::LoraDelta)});
 }
 
 Napi::Function InitNativeTrainer(Napi::Env env) { return NativeTrainer::Init(env); }

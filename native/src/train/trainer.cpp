@@ -27,11 +27,17 @@ int Trainer::find(const std::string& role, int32_t layer) const {
     if (role == "embed") return 0;
     if (role == "final_norm") return 1;
     if (role == "lm_head") return cfg_.tie_embeddings ? 0 : 2;
+    if (role == "score") return head_;
     return -1;
   }
   if (layer >= cfg_.n_layers) return -1;
   for (int r = 0; r < kLayerRoles; ++r)
     if (role == kRoleNames[r]) return 3 + layer * kLayerRoles + r;
+  for (const Adapter& ad : loras_) {  // "<role>.lora_A" / "<role>.lora_B"
+    if (ad.layer != layer) continue;
+    if (params_[size_t(ad.a)].role == role) return ad.a;
+    if (params_[size_t(ad.b)].role == role) return ad.b;
+  }
   return -1;
 }
 
@@ -81,6 +87,7 @@ Trainer::Trainer(const ModelConfig& cfg, const ModelWeights& w0, int threads, co
     const bool rows_ok = !is_1d && (s.role == "wq" || s.role == "wk" || s.role == "wv" || s.role == "w_gate" ||
                                     s.role == "w_up" || s.role == "lm_head");
     const bool cols_ok = !is_1d && s.role != "embed";
+    if (s.mode == ParamMode::Lora) continue;  // validated (and its parameters added) by add_lora_params
     if (s.mode == ParamMode::Rows && !rows_ok) fail(where + ": mode 'rows' is supported for wq, wk, wv, w_gate, w_up, lm_head");
     if (s.mode == ParamMode::Cols && !cols_ok) fail(where + ": mode 'cols' is not supported for 1-D tensors or the embedding");
     if (s.mode != ParamMode::Frozen && s.mode != ParamMode::Dense && s.mode != ParamMode::Rows && s.mode != ParamMode::Cols)
@@ -100,10 +107,21 @@ Trainer::Trainer(const ModelConfig& cfg, const ModelWeights& w0, int threads, co
     }
   }
 
-  // Arena layout and master copies (float32 from the stored dtype).
+  add_lora_params(spec);
+
+  // Arena layout and master copies (float32 from the stored dtype). LoRA matrices and the head (no checkpoint
+  // tensor, shapes already set) come last.
   int64_t off = 0;
   lowest_ = cfg_.n_layers;  // no trainable layer yet
   for (Param& p : params_) {
+    if (p.mode == ParamMode::LoraA || p.mode == ParamMode::LoraB || (p.layer < 0 && p.role == "score")) {
+      p.offset = off;
+      p.size = p.mrows * p.mcols;
+      off += p.size;
+      any_trainable_ = true;
+      if (p.layer >= 0) lowest_ = std::min(lowest_, int(p.layer));
+      continue;
+    }
     if (p.stored.empty()) continue;
     const int64_t R = p.stored.rows, C = p.stored.cols;
     if (p.mode == ParamMode::Frozen) {
@@ -134,7 +152,7 @@ Trainer::Trainer(const ModelConfig& cfg, const ModelWeights& w0, int threads, co
   m_.assign(size_t(off), 0.f);
   v_.assign(size_t(off), 0.f);
   for (Param& p : params_) {
-    if (!p.trainable()) continue;
+    if (!p.trainable() || p.stored.empty()) continue;
     float* dst = master_.data() + p.offset;
     const int64_t C = p.stored.cols;
     if (p.mode == ParamMode::Dense) {
@@ -150,6 +168,7 @@ Trainer::Trainer(const ModelConfig& cfg, const ModelWeights& w0, int threads, co
     }
   }
 
+  init_extra_params();
   inv_freq_ = rope_inv_freq_f32(cfg_);
 }
 
@@ -179,7 +198,14 @@ void Trainer::ensure(int64_t T, int32_t max_len) {
   const int64_t qd = nh * cfg_.head_dim, kvd = int64_t(cfg_.n_kv_heads) * cfg_.head_dim;
   const int64_t per_layer = T * (4 * H + 2 + 2 * qd + 2 * kvd + nh + 3 * I);
   const int64_t nthreads = pool_.size();
-  acts_.assign(size_t(int64_t(cfg_.n_layers) * per_layer + T * (2 * H + 1)), 0.f);
+  int64_t lora_acts = 0, max_r = 0;
+  bool any_dropout = false;
+  for (const Adapter& ad : loras_) {
+    lora_acts += T * ad.r;
+    max_r = std::max<int64_t>(max_r, ad.r);
+    any_dropout = any_dropout || ad.dropout > 0;
+  }
+  acts_.assign(size_t(int64_t(cfg_.n_layers) * per_layer + T * (2 * H + 1) + lora_acts), 0.f);
   la_.resize(size_t(cfg_.n_layers));
   float* p = acts_.data();
   auto take = [&](int64_t n) { float* r = p; p += n; return r; };
@@ -190,17 +216,19 @@ void Trainer::ensure(int64_t T, int32_t max_len) {
     a.g = take(T * I); a.u = take(T * I); a.a = take(T * I);
   }
   hfin_ = take(T * H); rf_ = take(T); xf_ = take(T * H);
+  for (Adapter& ad : loras_) ad.h = take(T * ad.r);
 
   int64_t max_sel = 0, maxK = std::max({H, qd, I});
   bool any_cols = false;
   for (const Param& q : params_) {
-    if (q.mode == ParamMode::Rows || q.mode == ParamMode::Cols) max_sel = std::max<int64_t>(max_sel, int64_t(q.index.size()));
+    if (q.mode == ParamMode::Rows || q.mode == ParamMode::Cols || q.mode == ParamMode::LoraB)
+      max_sel = std::max<int64_t>(max_sel, int64_t(q.index.size()));
     if (q.mode == ParamMode::Cols) any_cols = true;
   }
   const int64_t M = std::max(T, kLmChunk);
   const int64_t n_work = T * (3 * H + 2 * qd + 2 * kvd + 3 * I) + T * H /*dxf*/ + M * max_sel +
                          (any_cols ? M * maxK : 0) + nthreads * maxK + nthreads * 2 * int64_t(cap_len_) +
-                         kLmChunk * V + 2 * kLmChunk * H;
+                         kLmChunk * V + 2 * kLmChunk * H + (any_dropout ? T * maxK : 0) + T * max_r;
   work_.assign(size_t(n_work), 0.f);
   p = work_.data();
   dh_ = take(T * H); dx_ = take(T * H); dtmp_ = take(T * H);
@@ -209,6 +237,7 @@ void Trainer::ensure(int64_t T, int32_t max_len) {
   sel_ = take(M * max_sel); mask_ = any_cols ? take(M * maxK) : nullptr;
   gscratch_ = take(nthreads * maxK); attn_scratch_ = take(nthreads * 2 * int64_t(cap_len_));
   chunk_ = take(kLmChunk * V); xc_ = take(kLmChunk * H); dxc_ = take(kLmChunk * H);
+  lora_x_ = any_dropout ? take(T * maxK) : nullptr; lora_dh_ = take(T * max_r);
   row_loss_.resize(size_t(kLmChunk));
 }
 
@@ -218,6 +247,7 @@ void Trainer::linear_forward(const Param& p, int64_t M, const float* X, float* Y
   switch (p.mode) {
     case ParamMode::Frozen:
       gemm_xwt(M, X, K, p.stored, Y, N, Compute::F32, accumulate, pool_);
+      if (p.lora >= 0) lora_forward(loras_[size_t(p.lora)], M, X, Y);
       return;
     case ParamMode::Dense:
       gemm_xwt(M, X, K, master_ref(p), Y, N, Compute::F32, accumulate, pool_);
@@ -230,6 +260,8 @@ void Trainer::linear_forward(const Param& p, int64_t M, const float* X, float* Y
         for (int64_t k = 0; k < n; ++k) Y[i * N + p.index[size_t(k)]] = sel_[i * n + k];
       return;
     }
+    case ParamMode::Lora: case ParamMode::LoraA: case ParamMode::LoraB:
+      return;  // never the mode of a checkpoint weight
     case ParamMode::Cols: {
       const int64_t n = p.mcols;
       for (int64_t i = 0; i < M; ++i) {
@@ -254,6 +286,7 @@ void Trainer::linear_backward(const Param& p, int64_t M, const float* X, float* 
   switch (p.mode) {
     case ParamMode::Frozen:
       if (dX) gemm_dx(M, dY, N, p.stored, dX, K, false, gscratch_, pool_);
+      if (p.lora >= 0) lora_backward(loras_[size_t(p.lora)], M, X, dY, dX);
       return;
     case ParamMode::Dense:
       gemm_dw(M, N, K, dY, N, X, K, gW, K, pool_);
@@ -296,6 +329,8 @@ void Trainer::linear_backward(const Param& p, int64_t M, const float* X, float* 
         for (int64_t k = 0; k < n; ++k) dX[i * K + p.index[size_t(k)]] = sel_[i * n + k];
       return;
     }
+    case ParamMode::Lora: case ParamMode::LoraA: case ParamMode::LoraB:
+      return;
   }
 }
 
@@ -308,11 +343,10 @@ void Trainer::bias_backward(const Param& p, int64_t M, const float* dY) {
     for (int64_t n = 0; n < N; ++n) g[n] += dY[i * N + n];
 }
 
-BatchLoss Trainer::forward_backward(const int32_t* tokens, const int32_t* targets, const int32_t* seq_lens,
-                                    int32_t n_seqs, int64_t n_tokens, double denominator, bool backward) {
+// Validates a packed batch (std::invalid_argument, nothing touched) and returns its longest sequence.
+int32_t Trainer::check_batch(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs, int64_t n_tokens) {
   using std::to_string;
-  // ---- validation (nothing touched before it passes)
-  if (!tokens || !targets || !seq_lens) fail("tokens, targets and seq_lens are required");
+  if (!tokens || !seq_lens) fail("tokens and seq_lens are required");
   if (n_seqs < 1 || n_tokens < 1) fail("the batch is empty");
   int64_t sum = 0;
   int32_t max_len = 0;
@@ -325,20 +359,15 @@ BatchLoss Trainer::forward_backward(const int32_t* tokens, const int32_t* target
     max_len = std::max(max_len, seq_lens[s]);
   }
   if (sum != n_tokens) fail("seq_lens sum to " + to_string(sum) + " but there are " + to_string(n_tokens) + " tokens");
-  int64_t count = 0;
-  for (int64_t t = 0; t < n_tokens; ++t) {
+  for (int64_t t = 0; t < n_tokens; ++t)
     if (tokens[t] < 0 || tokens[t] >= cfg_.vocab)
       fail("token id " + to_string(tokens[t]) + " at index " + to_string(t) + " is outside [0, " + to_string(cfg_.vocab) + ")");
-    if (targets[t] < -1 || targets[t] >= cfg_.vocab)
-      fail("target " + to_string(targets[t]) + " at index " + to_string(t) + " is outside the vocabulary (-1: none)");
-    if (targets[t] >= 0) ++count;
-  }
-  if (!(denominator > 0)) denominator = double(count);
-  BatchLoss out;
-  out.count = count;
-  if (count == 0) return out;
+  return max_len;
+}
 
-  const int64_t T = n_tokens, H = cfg_.hidden, I = cfg_.intermediate, V = cfg_.vocab;
+// Embedding, every layer and the final norm: fills the activation arena up to xf_ (the final-normed states).
+void Trainer::forward_layers(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs, int64_t T, int32_t max_len) {
+  const int64_t H = cfg_.hidden, I = cfg_.intermediate;
   const int nh = cfg_.n_heads, nkv = cfg_.n_kv_heads, hd = cfg_.head_dim;
   const int64_t qd = int64_t(nh) * hd, kvd = int64_t(nkv) * hd;
   ensure(T, max_len);
@@ -354,7 +383,6 @@ BatchLoss Trainer::forward_backward(const int32_t* tokens, const int32_t* target
   const float eps = cfg_.rms_eps;
   const int L = cfg_.n_layers;
 
-  // ---- forward
   float* h0 = L > 0 ? la_[0].hin : hfin_;
   if (embed().trainable()) {
     for (int64_t t = 0; t < T; ++t)
@@ -390,41 +418,23 @@ BatchLoss Trainer::forward_backward(const int32_t* tokens, const int32_t* target
     linear_forward(P(l, kWDown), T, a.a, hout, true);
   }
   rmsnorm_forward(pool_, T, H, hfin_, vec_of(final_norm()), eps, xf_, rf_);
+}
 
-  // ---- LM head + cross-entropy, chunk by chunk over the rows that have a target; with `backward`, the head's
-  // backward runs on each chunk right away (dlogits never exist for more than kLmChunk rows).
-  const bool bw = backward && any_trainable_;
-  if (bw) std::memset(dxf_, 0, size_t(T * H) * 4);
-  lm_rows_.clear();
-  lm_targets_.clear();
-  for (int64_t t = 0; t < T; ++t)
-    if (targets[t] >= 0) {
-      lm_rows_.push_back(int32_t(t));
-      lm_targets_.push_back(targets[t]);
-    }
-  const float scale = float(1.0 / denominator);
-  Param& hp = head();
-  for (int64_t i0 = 0; i0 < count; i0 += kLmChunk) {
-    const int64_t m = std::min(kLmChunk, count - i0);
-    for (int64_t i = 0; i < m; ++i) std::memcpy(xc_ + i * H, xf_ + int64_t(lm_rows_[size_t(i0 + i)]) * H, size_t(H) * 4);
-    linear_forward(hp, m, xc_, chunk_, false);
-    out.sum += crossentropy_forward_backward(pool_, m, V, chunk_, lm_targets_.data() + i0, scale, row_loss_.data());
-    if (!bw) continue;
-    linear_backward(hp, m, xc_, chunk_, dxc_);
-    for (int64_t i = 0; i < m; ++i) std::memcpy(dxf_ + int64_t(lm_rows_[size_t(i0 + i)]) * H, dxc_ + i * H, size_t(H) * 4);
-  }
-  if (!bw) return out;
-
-  // ---- backward
+// From d(loss)/d(xf_) in dxf_ down through the final norm and every layer down to lowest_ (and the embedding).
+void Trainer::backward_layers(const int32_t* tokens, int64_t T) {
+  const int64_t H = cfg_.hidden, I = cfg_.intermediate;
+  const int nh = cfg_.n_heads, nkv = cfg_.n_kv_heads, hd = cfg_.head_dim;
+  const AttnShape ashape{nh, nkv, hd};
+  const int L = cfg_.n_layers;
   Param& fn = final_norm();
   rmsnorm_backward(pool_, T, H, hfin_, vec_of(fn), rf_, dxf_, dh_, false, fn.trainable() ? grad_.data() + fn.offset : nullptr);
-  if (lowest_ >= L) return out;  // only the final norm / LM head train
+  if (lowest_ >= L) return;  // only the final norm / heads train
   const int stop = std::max(lowest_, 0);
   for (int l = L - 1; l >= stop; --l) {
     LayerActs& a = la_[size_t(l)];
     auto grad_of = [&](Param& p) { return p.trainable() ? grad_.data() + p.offset : nullptr; };
     bool attn_trainable = false;
-    for (int r = kAttnNorm; r <= kBv; ++r) attn_trainable = attn_trainable || P(l, r).trainable();
+    for (int r = kAttnNorm; r <= kBv; ++r) attn_trainable = attn_trainable || P(l, r).learns();
     const bool below = l > lowest_ || embed().trainable();  // gradient needed below this layer
     const bool need_attn = below || attn_trainable;
 
@@ -465,10 +475,68 @@ BatchLoss Trainer::forward_backward(const int32_t* tokens, const int32_t* target
     }
   }
   if (embed().trainable()) embedding_backward(T, H, tokens, dh_, grad_.data() + embed().offset);
+}
+
+BatchLoss Trainer::forward_backward(const int32_t* tokens, const int32_t* targets, const int32_t* seq_lens,
+                                    int32_t n_seqs, int64_t n_tokens, double denominator, bool backward,
+                                    int64_t dropout_step, int64_t dropout_micro) {
+  using std::to_string;
+  // ---- validation (nothing touched before it passes)
+  if (!targets) fail("tokens, targets and seq_lens are required");
+  const int32_t max_len = check_batch(tokens, seq_lens, n_seqs, n_tokens);
+  int64_t count = 0;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    if (targets[t] < -1 || targets[t] >= cfg_.vocab)
+      fail("target " + to_string(targets[t]) + " at index " + to_string(t) + " is outside the vocabulary (-1: none)");
+    if (targets[t] >= 0) ++count;
+  }
+  if (!(denominator > 0)) denominator = double(count);
+  BatchLoss out;
+  out.count = count;
+  if (count == 0) return out;
+
+  const int64_t T = n_tokens, H = cfg_.hidden, V = cfg_.vocab;
+  set_dropout(backward, dropout_step, dropout_micro);
+  forward_layers(tokens, seq_lens, n_seqs, T, max_len);
+
+  // ---- LM head + cross-entropy, chunk by chunk over the rows that have a target; with `backward`, the head's
+  // backward runs on each chunk right away (dlogits never exist for more than kLmChunk rows).
+  const bool bw = backward && any_trainable_;
+  if (bw) std::memset(dxf_, 0, size_t(T * H) * 4);
+  lm_rows_.clear();
+  lm_targets_.clear();
+  for (int64_t t = 0; t < T; ++t)
+    if (targets[t] >= 0) {
+      lm_rows_.push_back(int32_t(t));
+      lm_targets_.push_back(targets[t]);
+    }
+  const float scale = float(1.0 / denominator);
+  Param& hp = head();
+  for (int64_t i0 = 0; i0 < count; i0 += kLmChunk) {
+    const int64_t m = std::min(kLmChunk, count - i0);
+    for (int64_t i = 0; i < m; ++i) std::memcpy(xc_ + i * H, xf_ + int64_t(lm_rows_[size_t(i0 + i)]) * H, size_t(H) * 4);
+    linear_forward(hp, m, xc_, chunk_, false);
+    out.sum += crossentropy_forward_backward(pool_, m, V, chunk_, lm_targets_.data() + i0, scale, row_loss_.data());
+    if (!bw) continue;
+    linear_backward(hp, m, xc_, chunk_, dxc_);
+    for (int64_t i = 0; i < m; ++i) std::memcpy(dxf_ + int64_t(lm_rows_[size_t(i0 + i)]) * H, dxc_ + i * H, size_t(H) * 4);
+  }
+  if (!bw) return out;
+  backward_layers(tokens, T);
+  ++micro_;
   return out;
 }
 
-void Trainer::zero_grad() { std::fill(grad_.begin(), grad_.end(), 0.f); }
+void Trainer::zero_grad() {
+  std::fill(grad_.begin(), grad_.end(), 0.f);
+  micro_ = 0;
+}
+
+void Trainer::reset_optimizer() {
+  std::fill(m_.begin(), m_.end(), 0.f);
+  std::fill(v_.begin(), v_.end(), 0.f);
+  t_ = 0;
+}
 
 double Trainer::grad_norm() {
   double s = 0;

@@ -10,6 +10,13 @@
 //           copy [n, K]; the forward overwrites those output columns with X master^T;
 //   Cols:   only columns `index` of W (input features: e.g. neuron j of down_proj) get a master copy [N, n]; the
 //           forward is X_masked W^T + X[:, index] master^T (X_masked = X with those columns zeroed).
+//   Lora:   W stays frozen in its stored dtype and gets a LoRA adapter (train/lora.h): Y = X W^T + s dropout(X) A^T B^T,
+//           s = alpha / r; A [r, K] and B [N, r] are two more parameters (roles "<role>.lora_A" / "<role>.lora_B",
+//           modes LoraA / LoraB) in the same arenas. With `index`, B is masked: only its rows `index` exist
+//           (B_sel [n, r], the LoRA output scattered into those output features), so it is sparse by construction.
+// With TrainerOptions::num_labels = C > 0 a classification head "score" [C, hidden] (Hugging Face
+// LlamaForSequenceClassification's score.weight, no bias) is one more dense parameter: forward_backward_cls reads the
+// final-normed hidden state of each sequence's last position (train/head.cpp).
 // Weight gradients of Rows/Cols are computed for the selected rows/columns only (gather, one GEMM), never as a
 // dense dW (unless TrainerOptions::dense_then_mask, the baseline that benchmarks/finetune measures). The backward
 // stops below the lowest layer that holds a trainable parameter.
@@ -25,7 +32,7 @@
 namespace ln {
 namespace train {
 
-enum class ParamMode : int32_t { Frozen = 0, Dense = 1, Rows = 2, Cols = 3 };
+enum class ParamMode : int32_t { Frozen = 0, Dense = 1, Rows = 2, Cols = 3, Lora = 4, LoraA = 5, LoraB = 6 };
 
 // Roles inside a layer, in arena order.
 enum LayerRole : int { kAttnNorm, kWq, kWk, kWv, kWo, kBq, kBk, kBv, kFfnNorm, kWGate, kWUp, kWDown, kLayerRoles };
@@ -35,7 +42,10 @@ struct TrainableSpec {
   std::string role;  // "embed", "final_norm", "lm_head" (layer -1) or a layer role name
   int32_t layer = -1;
   ParamMode mode = ParamMode::Dense;
-  std::vector<int32_t> index;  // Rows / Cols: strictly increasing, in range
+  std::vector<int32_t> index;  // Rows / Cols / Lora (masked B rows): strictly increasing, in range
+  // Lora only (wq, wk, wv, wo, w_gate, w_up, w_down of a layer): rank r >= 1, alpha > 0, dropout in [0, 1).
+  int32_t lora_r = 0;
+  float lora_alpha = 0.f, lora_dropout = 0.f;
 };
 
 struct AdamWConfig {
@@ -49,6 +59,10 @@ struct TrainerOptions {
   // gradient does. Same updates as the default (gather first, then a GEMM of the selected features only), slower;
   // only for measuring that difference. Optimizer state stays sparse in both.
   bool dense_then_mask = false;
+  // Seed of the LoRA A initialisation, the LoRA dropout masks and the classification head's initialisation.
+  uint64_t seed = 0;
+  // Classes of a classification head "score" [num_labels, hidden] (0: none).
+  int32_t num_labels = 0;
 };
 
 struct Param {
@@ -61,7 +75,9 @@ struct Param {
   int64_t size = 0;    // trainable floats (0: frozen)
   int64_t mrows = 0, mcols = 0;  // shape of the master slice
   std::vector<float> vec;        // frozen 1-D tensors as float32 (norm weights, biases)
+  int lora = -1;                 // a frozen weight with an adapter: its index in the trainer's adapter list
   bool trainable() const { return mode != ParamMode::Frozen; }
+  bool learns() const { return trainable() || lora >= 0; }  // has a gradient of its own or through an adapter
 };
 
 struct BatchLoss {
@@ -84,9 +100,21 @@ class Trainer {
   // batch's target count), and gradients of that loss ACCUMULATE into the grad arena (gradient accumulation:
   // pass the total target count of all micro-batches). Validates everything first (std::invalid_argument).
   BatchLoss forward_backward(const int32_t* tokens, const int32_t* targets, const int32_t* seq_lens, int32_t n_seqs,
-                             int64_t n_tokens, double denominator, bool backward);
+                             int64_t n_tokens, double denominator, bool backward, int64_t dropout_step = -1,
+                             int64_t dropout_micro = -1);
+  // The same with the classification head: one label per sequence (-1: none), loss = sum CE(score(h_last), label) /
+  // denominator, where h_last is the final-normed hidden state of the sequence's last token. Writes the class
+  // logits [n_seqs, num_labels] to `logits` when it is not null (also for unlabelled sequences and without
+  // `backward`). Throws std::invalid_argument without a head or for a bad label.
+  BatchLoss forward_backward_cls(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs, int64_t n_tokens,
+                                 const int32_t* labels, double denominator, bool backward, float* logits,
+                                 int64_t dropout_step = -1, int64_t dropout_micro = -1);
+  // LoRA dropout is active only in forwards with `backward` (never in validation). Its masks are a function of
+  // (seed, step, micro-batch, layer, role, token row, feature): dropout_step / dropout_micro default to the
+  // optimizer step count and the number of backward passes since zero_grad().
 
-  void zero_grad();
+  void zero_grad();  // also restarts the micro-batch count of the dropout masks
+  void reset_optimizer();  // Adam moments and the step count to zero (what re-creating the optimizer does)
   double grad_norm();  // global L2 norm of the grad arena
   // AdamW with bias correction and decoupled weight decay, after clipping the global grad norm to cfg.clip.
   // Returns the norm before clipping. Does not zero the gradients.
@@ -104,8 +132,17 @@ class Trainer {
   float* adam_v() { return v_.data(); }
   int lowest_layer() const { return lowest_; }  // backward runs down to this layer (-1: to the embedding)
   int64_t activation_bytes() const { return int64_t(acts_.size() + work_.size()) * 4; }
+  int32_t num_labels() const { return opt_.num_labels; }
+  int n_adapters() const { return int(loras_.size()); }
 
  private:
+  struct Adapter {   // a LoRA adapter on params_[base]
+    int base = -1, a = -1, b = -1;  // indices in params_ (A [r, K], B [N or n, r])
+    int layer = 0, role = 0;
+    int32_t r = 0;
+    float scale = 0.f, dropout = 0.f;
+    float* h = nullptr;  // acts_: T x r, s * dropout(X) A^T of the last forward (what dB needs)
+  };
   struct LayerActs {  // offsets into acts_
     float *hin, *r1, *x1, *q, *k, *v, *lse, *att, *hmid, *r2, *x2, *g, *u, *a;
   };
@@ -119,12 +156,28 @@ class Trainer {
   void linear_forward(const Param& p, int64_t M, const float* X, float* Y, bool accumulate);
   void linear_backward(const Param& p, int64_t M, const float* X, float* dY, float* dX);
   void bias_backward(const Param& p, int64_t M, const float* dY);
+  // train/lora.cpp
+  void add_lora_params(const std::vector<TrainableSpec>& spec);
+  void init_extra_params();
+  void lora_dropout(const Adapter& ad, int64_t M, const float* X, float* Xd, bool accumulate);
+  void lora_forward(Adapter& ad, int64_t M, const float* X, float* Y);
+  void lora_backward(Adapter& ad, int64_t M, const float* X, const float* dY, float* dX);
+  // The forward through the final norm (xf_) and the backward from dxf_ down, shared by both losses.
+  int32_t check_batch(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs, int64_t n_tokens);
+  void forward_layers(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs, int64_t T, int32_t max_len);
+  void backward_layers(const int32_t* tokens, int64_t T);
+  void set_dropout(bool backward, int64_t step, int64_t micro);
 
   ModelConfig cfg_;
   ThreadPool pool_;
   std::vector<Param> params_;  // embed, final_norm, lm_head, then kLayerRoles per layer
   std::vector<float> master_, grad_, m_, v_;
+  std::vector<Adapter> loras_;
+  int head_ = -1;  // params_ index of the classification head
   int64_t t_ = 0;
+  int64_t micro_ = 0;  // backward passes since zero_grad (the default micro-batch of the dropout masks)
+  bool dropout_on_ = false;
+  int64_t drop_step_ = 0, drop_micro_ = 0;
   int lowest_ = 0;
   bool any_trainable_ = false;
   TrainerOptions opt_;
@@ -140,6 +193,8 @@ class Trainer {
   float *hfin_ = nullptr, *rf_ = nullptr, *xf_ = nullptr;
   float *dh_, *dx_, *dtmp_, *dq_, *dk_, *dv_, *datt_, *dg_, *du_, *da_, *dxf_;
   float *sel_, *mask_, *gscratch_, *attn_scratch_, *chunk_, *xc_, *dxc_;
+  float *lora_x_ = nullptr, *lora_dh_ = nullptr;  // LoRA: T x max K (dropped-out input / its gradient), T x max r
+  std::vector<float> cls_logits_;                  // n_seqs x num_labels of the last classification batch
   std::vector<double> row_loss_;
   std::vector<int32_t> pos_, lm_rows_, lm_targets_;
   std::vector<SeqSpan> seqs_;

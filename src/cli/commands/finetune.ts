@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 
 import { LangneuronsError } from '../../errors.js';
+import { applyAdapter, isAdapterDir } from '../../train/adapter.js';
 import { applyDelta } from '../../train/delta.js';
 import { finetune, resume, type FinetuneOptions, type Schedule } from '../../train/finetune.js';
 import type { FinetuneMethod } from '../../train/methods.js';
@@ -11,7 +12,11 @@ interface FinetuneCli {
   lr?: string; weightDecay?: string; clip?: string; chunk?: string; batch?: string; accum?: string; steps?: string;
   warmup?: string; schedule?: string; evalEvery?: string; saveEvery?: string; seed?: string; threads?: string;
   json?: boolean; quiet?: boolean;
+  loraR?: string; loraAlpha?: string; loraDropout?: string; loraTargets?: string; resetOptimizerOnSave?: boolean;
+  head?: string; numLabels?: string; textField?: string; labelField?: string; warmupRatio?: string; beta1?: string; beta2?: string;
 }
+
+const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
 
 // Numbers are parsed here (not by commander) so that a bad value names its option.
 function num(name: string, v: string | undefined): number | undefined {
@@ -24,15 +29,28 @@ function num(name: string, v: string | undefined): number | undefined {
 export function registerFinetune(program: Command): void {
   program
     .command('finetune [model-dir]')
-    .description('fine-tune a model: every parameter (full), the MLPs (mlp), a language\'s neurons (neurons) or as many random neurons (random)')
-    .option('--method <m>', 'full | mlp | neurons | random', 'neurons')
-    .option('--masks <file>', 'neuron mask (langneurons identify) for neurons / random')
+    .description('fine-tune a model: every parameter (full), the MLPs (mlp), a language\'s neurons (neurons), as many random neurons ' +
+      '(random), LoRA (lora) or LoRA masked to a language\'s gate_proj rows + attention LoRA (neuron-lora); optionally with a classification head')
+    .option('--method <m>', 'full | mlp | neurons | random | lora | neuron-lora', 'neurons')
+    .option('--masks <file>', 'neuron mask (langneurons identify) for neurons / random / neuron-lora')
     .option('--lang <langs>', 'language(s) of the mask, comma-separated (union)')
     .option('--train <file>', 'training text (UTF-8, one document per line)')
     .option('--valid <file>', 'validation text: loss every --eval-every steps, the best weights kept')
     .option('--out <dir>', 'run directory (must not hold a run)')
     .option('--resume <dir>', 'continue the run in <dir> from its last saved state')
-    .option('--lr <x>', 'peak learning rate (default per method: full/mlp 1e-5, neurons/random 1e-4)')
+    .option('--lr <x>', 'peak learning rate (default per method: full/mlp 1e-5, neurons/random/lora/neuron-lora 1e-4)')
+    .option('--lora-r <n>', 'LoRA rank (lora 32, neuron-lora 8)')
+    .option('--lora-alpha <x>', 'LoRA alpha; the update is scaled by alpha / r (lora 64, neuron-lora 16)')
+    .option('--lora-dropout <x>', 'dropout on the LoRA input while training (0.1)')
+    .option('--lora-targets <modules>', 'PEFT module names (lora: gate_proj,up_proj,down_proj; neuron-lora: q_proj,k_proj,v_proj,o_proj + the masked gate_proj)')
+    .option('--head <kind>', 'classification: a linear head on the last position (data: JSONL items), saved as score.weight in <run>/head/')
+    .option('--num-labels <n>', 'classes of the head (3)')
+    .option('--text-field <fields>', 'JSONL text field(s) of an item, comma-separated, tokenised as a pair (premise,hypothesis)')
+    .option('--label-field <field>', 'JSONL integer label field (label)')
+    .option('--beta1 <x>', 'AdamW beta1 (0.9; neuron-lora + head 0.95)')
+    .option('--beta2 <x>', 'AdamW beta2 (0.999)')
+    .option('--warmup-ratio <x>', 'warm-up as a fraction of the steps, rounded up, when --warmup is 0 (0; neuron-lora + head 0.01)')
+    .option('--reset-optimizer-on-save', 'zero the AdamW moments and step count at every save (the reference\'s behaviour; off)')
     .option('--weight-decay <x>', 'AdamW decoupled weight decay (neurons/random 0.01, else 0)')
     .option('--clip <x>', 'max gradient norm (full 0.5, else 1.0; 0: none)')
     .option('--chunk <n>', 'tokens per chunk (512)')
@@ -62,11 +80,18 @@ export function registerFinetune(program: Command): void {
           ...(o.masks ? { masks: o.masks } : {}), ...(o.lang ? { langs: o.lang.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
           ...(o.valid ? { valid: o.valid } : {}),
           ...(o.schedule ? { schedule: o.schedule as Schedule } : {}),
+          ...(o.loraTargets !== undefined ? { loraTargets: list(o.loraTargets) } : {}),
+          ...(o.resetOptimizerOnSave ? { resetOptimizerOnSave: true } : {}),
+          ...(o.head !== undefined ? { head: o.head as 'classification' } : {}),
+          ...(o.textField !== undefined ? { textFields: list(o.textField) } : {}),
+          ...(o.labelField !== undefined ? { labelField: o.labelField } : {}),
         };
         const nums: [keyof FinetuneOptions, string, string | undefined][] = [
           ['lr', 'lr', o.lr], ['weightDecay', 'weight-decay', o.weightDecay], ['clip', 'clip', o.clip], ['chunk', 'chunk', o.chunk],
           ['batch', 'batch', o.batch], ['accum', 'accum', o.accum], ['steps', 'steps', o.steps], ['warmup', 'warmup', o.warmup],
-          ['evalEvery', 'eval-every', o.evalEvery], ['saveEvery', 'save-every', o.saveEvery], ['seed', 'seed', o.seed], ['threads', 'threads', o.threads]];
+          ['evalEvery', 'eval-every', o.evalEvery], ['saveEvery', 'save-every', o.saveEvery], ['seed', 'seed', o.seed], ['threads', 'threads', o.threads],
+          ['loraR', 'lora-r', o.loraR], ['loraAlpha', 'lora-alpha', o.loraAlpha], ['loraDropout', 'lora-dropout', o.loraDropout],
+          ['numLabels', 'num-labels', o.numLabels], ['warmupRatio', 'warmup-ratio', o.warmupRatio], ['beta1', 'beta1', o.beta1], ['beta2', 'beta2', o.beta2]];
         for (const [k, name, v] of nums) {
           const x = num(name, v);
           if (x !== undefined) (opts as unknown as Record<string, unknown>)[k] = x;
@@ -82,11 +107,15 @@ export function registerFinetune(program: Command): void {
     .command('delta')
     .description('sparse weight deltas of fine-tuning runs')
     .command('apply <model-dir> <delta>')
-    .description('write model + delta (runs/x/delta.safetensors) as a Hugging Face checkpoint')
+    .description('write model + delta (runs/x/delta.safetensors) or model + merged PEFT LoRA adapter (a folder with ' +
+      'adapter_config.json, e.g. runs/x/adapter/) as a Hugging Face checkpoint')
     .requiredOption('--out <dir>', 'output folder')
+    .option('--threads <n>', 'threads of the adapter merge (2)')
     .option('--json', 'print the result as JSON')
-    .action(async (dir: string, delta: string, o: { out: string; json?: boolean }) => {
-      const r = await applyDelta(dir, delta, o.out);
+    .action(async (dir: string, delta: string, o: { out: string; json?: boolean; threads?: string }) => {
+      const threads = num('threads', o.threads) ?? 2;
+      if (!Number.isInteger(threads) || threads < 1) throw new LangneuronsError('E_OPTIONS', `--threads must be an integer >= 1, got '${o.threads}'`, { field: 'threads' });
+      const r = await isAdapterDir(delta) ? await applyAdapter(dir, delta, o.out, threads) : await applyDelta(dir, delta, o.out);
       printResult(o, { out: o.out, patched: r.patched }, () => `wrote ${o.out} (${r.patched.length} tensors changed)\n`);
     });
 }

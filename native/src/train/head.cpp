@@ -1,0 +1,93 @@
+// The classification head of the trainer (Mondal et al.'s XNLI setting; Hugging Face LlamaForSequenceClassification):
+// logits = score · h_last, where h_last is the final-normed hidden state of each sequence's last token (the packed
+// batch has no padding, so the last token is the last row of the sequence); loss = sum of the labelled sequences'
+// cross-entropies / denominator. The backward puts score^T dlogits into those rows of d(final-normed states) and
+// runs the model's backward from there, so the head trains along any method.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "train/trainer.h"
+
+namespace ln {
+namespace train {
+
+namespace {
+[[noreturn]] void fail(const std::string& m) { throw std::invalid_argument("trainer: " + m); }
+}  // namespace
+
+BatchLoss Trainer::forward_backward_cls(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs, int64_t n_tokens,
+                                        const int32_t* labels, double denominator, bool backward, float* logits,
+                                        int64_t dropout_step, int64_t dropout_micro) {
+  using std::to_string;
+  if (head_ < 0) fail("this trainer has no classification head (num_labels = 0)");
+  if (!labels) fail("labels are required (one per sequence, -1: none)");
+  const int32_t max_len = check_batch(tokens, seq_lens, n_seqs, n_tokens);
+  const int64_t C = opt_.num_labels, H = cfg_.hidden, T = n_tokens;
+  int64_t count = 0;
+  for (int32_t s = 0; s < n_seqs; ++s) {
+    if (labels[s] < -1 || labels[s] >= C)
+      fail("label " + to_string(labels[s]) + " of sequence " + to_string(s) + " is outside [0, " + to_string(C) + ") (-1: none)");
+    count += labels[s] >= 0;
+  }
+  if (!(denominator > 0)) denominator = double(count);
+  BatchLoss out;
+  out.count = count;
+  if (count == 0 && !logits) return out;
+
+  set_dropout(backward && count > 0, dropout_step, dropout_micro);
+  forward_layers(tokens, seq_lens, n_seqs, T, max_len);
+
+  // Logits and per-sequence softmax - onehot (scaled), in double: C is tiny.
+  const Param& hp = params_[size_t(head_)];
+  const float* W = master_.data() + hp.offset;
+  cls_logits_.resize(size_t(n_seqs * C));
+  for (int32_t s = 0; s < n_seqs; ++s) {
+    const float* x = xf_ + (seqs_[size_t(s)].row0 + seqs_[size_t(s)].len - 1) * H;
+    float* z = cls_logits_.data() + int64_t(s) * C;
+    for (int64_t c = 0; c < C; ++c) {
+      double acc = 0;
+      for (int64_t k = 0; k < H; ++k) acc += double(W[c * H + k]) * x[k];
+      z[c] = float(acc);
+    }
+    if (labels[s] < 0) continue;
+    double mx = z[0];
+    for (int64_t c = 1; c < C; ++c) mx = std::max(mx, double(z[c]));
+    double sum = 0;
+    for (int64_t c = 0; c < C; ++c) sum += std::exp(double(z[c]) - mx);
+    out.sum += mx + std::log(sum) - double(z[labels[s]]);
+  }
+  if (logits) std::memcpy(logits, cls_logits_.data(), size_t(n_seqs * C) * sizeof(float));
+  if (!backward || count == 0) return out;
+
+  // dlogits = (softmax - onehot) / denominator; dW += dlogits x^T; d xf[last] = W^T dlogits.
+  const double scale = 1.0 / denominator;
+  std::memset(dxf_, 0, size_t(T * H) * 4);
+  float* gW = grad_.data() + hp.offset;
+  for (int32_t s = 0; s < n_seqs; ++s) {
+    if (labels[s] < 0) continue;
+    const int64_t row = seqs_[size_t(s)].row0 + seqs_[size_t(s)].len - 1;
+    const float* x = xf_ + row * H;
+    const float* z = cls_logits_.data() + int64_t(s) * C;
+    double mx = z[0];
+    for (int64_t c = 1; c < C; ++c) mx = std::max(mx, double(z[c]));
+    double sum = 0;
+    for (int64_t c = 0; c < C; ++c) sum += std::exp(double(z[c]) - mx);
+    float* dx = dxf_ + row * H;
+    for (int64_t c = 0; c < C; ++c) {
+      const double p = std::exp(double(z[c]) - mx) / sum;
+      const float d = float((p - (c == labels[s] ? 1.0 : 0.0)) * scale);
+      for (int64_t k = 0; k < H; ++k) {
+        gW[c * H + k] += d * x[k];
+        dx[k] += d * W[c * H + k];
+      }
+    }
+  }
+  backward_layers(tokens, T);
+  ++micro_;
+  return out;
+}
+
+}  // namespace train
+}  // namespace ln

@@ -1,0 +1,170 @@
+// The linear classification head (Mondal et al.'s XNLI setting; transformers' LlamaForSequenceClassification):
+// class logits = score.weight · h, h = the final-normed hidden state of the item's last token; no bias.
+//
+// Items come from JSONL in the Hugging Face layout (XNLI: premise, hypothesis, label). Several text fields are
+// tokenised as transformers tokenises a pair for Llama tokenizers, `tokenizer(premise, hypothesis)`:
+// [BOS] premise [BOS] hypothesis, i.e. each field encoded with the model's special tokens and concatenated. Items
+// longer than the limit are cut as truncation='longest_first' does: tokens come off the end of the longest field.
+//
+// A head folder holds head.safetensors (score.weight [numLabels, hidden], F32) and head.json.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+
+import { LangneuronsError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { readAllTensors, writeSafetensors } from '../io/safetensors.js';
+import type { Checkpoint } from '../model/checkpoint.js';
+import { modelIdentity } from '../profile/identity.js';
+import { createNativeTrainer, type NativeTrainer } from './native.js';
+import { sha256 } from './delta.js';
+
+export const HEAD_FORMAT = 'langneurons-head/1';
+
+export interface HeadSettings {
+  numLabels: number;
+  /** JSONL text fields, tokenised as a pair / tuple (default premise, hypothesis). */
+  textFields: string[];
+  labelField: string;
+}
+
+export interface HeadInfo extends HeadSettings {
+  format: typeof HEAD_FORMAT;
+  model: { name: string; fingerprint: string };
+  hidden: number;
+  /** Longest item in tokens (training's --chunk): longer items are cut the same way when scoring. */
+  maxLen: number;
+  method: string;
+  step: number;
+}
+
+export interface ClsItem { ids: Int32Array; label: number }
+
+function inputErr(file: string, msg: string): never {
+  throw new LangneuronsError('E_INPUT', `${file}: ${msg}`, { file });
+}
+
+/** Token ids of one item: the fields encoded one by one (with special tokens) and concatenated, cut to maxLen. */
+export function encodeItem(texts: string[], encode: (s: string) => number[], maxLen: number): Int32Array {
+  const parts = texts.map(encode);
+  let excess = parts.reduce((s, p) => s + p.length, 0) - maxLen;
+  while (excess > 0) { // longest_first: one token off the end of the longest part at a time
+    let k = 0;
+    for (let i = 1; i < parts.length; i++) if (parts[i]!.length > parts[k]!.length) k = i;
+    parts[k]!.pop();
+    excess--;
+  }
+  return Int32Array.from(parts.flat());
+}
+
+/** Reads a JSONL file of labelled items (one JSON object per non-empty line). */
+export async function loadClsItems(file: string, encode: (s: string) => number[], s: HeadSettings, maxLen: number,
+  what: string): Promise<{ items: ClsItem[]; sha: string }> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (e) {
+    throw new LangneuronsError('E_IO', `${file}: cannot read the ${what} file: ${(e as Error).message}`, { file });
+  }
+  const items: ClsItem[] = [];
+  text.split(/\r?\n/).forEach((line, i) => {
+    if (!line.trim()) return;
+    let o: Record<string, unknown>;
+    try {
+      o = JSON.parse(line) as Record<string, unknown>;
+    } catch (e) {
+      inputErr(file, `line ${i + 1} is not JSON (${(e as Error).message}); the ${what} file must be JSONL with fields ${[...s.textFields, s.labelField].join(', ')}`);
+    }
+    if (typeof o !== 'object' || o === null) inputErr(file, `line ${i + 1} is not a JSON object`);
+    const texts = s.textFields.map((f) => {
+      if (typeof o[f] !== 'string') inputErr(file, `line ${i + 1}: field "${f}" is missing or not a string (--text-field)`);
+      return o[f] as string;
+    });
+    const label = o[s.labelField];
+    if (typeof label !== 'number' || !Number.isInteger(label) || label < 0 || label >= s.numLabels)
+      inputErr(file, `line ${i + 1}: label field "${s.labelField}" must be an integer in [0, ${s.numLabels}), got ${JSON.stringify(label)}`);
+    items.push({ ids: encodeItem(texts, encode, maxLen), label });
+  });
+  if (items.length === 0) throw new LangneuronsError('E_INPUT', `${file}: the ${what} file has no items`, { file });
+  return { items, sha: sha256(text) };
+}
+
+/** One native batch of items: tokens back to back, a length and a label per item. */
+export function packItems(items: { ids: Int32Array; label?: number }[]): { tokens: Int32Array; lens: Int32Array; labels: Int32Array } {
+  const tokens = new Int32Array(items.reduce((s, it) => s + it.ids.length, 0));
+  const lens = new Int32Array(items.length), labels = new Int32Array(items.length);
+  let o = 0;
+  items.forEach((it, i) => {
+    tokens.set(it.ids, o);
+    o += it.ids.length;
+    lens[i] = it.ids.length;
+    labels[i] = it.label ?? -1;
+  });
+  return { tokens, lens, labels };
+}
+
+export async function writeHead(dir: string, tr: NativeTrainer, ckpt: Checkpoint, s: HeadSettings, maxLen: number, method: string,
+  step: number): Promise<void> {
+  const p = tr.params().find((x) => x.role === 'score' && x.layer < 0);
+  if (!p) throw new LangneuronsError('E_OPTIONS', 'the trainer has no classification head');
+  const id = modelIdentity(ckpt);
+  const info: HeadInfo = {
+    format: HEAD_FORMAT, model: { name: id.name, fingerprint: id.fingerprint }, numLabels: s.numLabels,
+    textFields: s.textFields, labelField: s.labelField, hidden: ckpt.config.hiddenSize, maxLen, method, step,
+  };
+  await fsp.mkdir(dir, { recursive: true });
+  await writeSafetensors(path.join(dir, 'head.safetensors'), { 'score.weight': { dtype: 'F32', shape: [p.rows, p.cols], data: tr.read('master', p.id) } },
+    { format: 'pt' });
+  await writeFileAtomic(path.join(dir, 'head.json'), JSON.stringify(info, null, 2) + '\n');
+}
+
+/** A head folder, or a run folder holding head/. */
+export async function readHead(where: string): Promise<{ info: HeadInfo; weight: Float32Array; dir: string }> {
+  let dir = where;
+  try {
+    await fsp.access(path.join(dir, 'head.json'));
+  } catch {
+    dir = path.join(where, 'head');
+  }
+  const jf = path.join(dir, 'head.json');
+  let info: HeadInfo;
+  try {
+    info = JSON.parse(await fsp.readFile(jf, 'utf8')) as HeadInfo;
+  } catch (e) {
+    throw new LangneuronsError('E_HEAD', `${where}: no classification head (head.json or head/head.json): ${(e as Error).message}`, { file: where });
+  }
+  if (info?.format !== HEAD_FORMAT || !Number.isInteger(info.numLabels) || info.numLabels < 1)
+    throw new LangneuronsError('E_HEAD', `${jf}: not a ${HEAD_FORMAT} description`, { file: jf });
+  const sf = path.join(dir, 'head.safetensors');
+  const t = (await readAllTensors(sf)).get('score.weight');
+  if (!t || t.info.dtype !== 'F32' || t.info.shape.join(',') !== `${info.numLabels},${info.hidden}`)
+    throw new LangneuronsError('E_HEAD', `${sf}: score.weight missing or not F32 [${info.numLabels}, ${info.hidden}]`, { file: sf });
+  return { info, weight: t.data as Float32Array, dir };
+}
+
+/** Scores items with a trained head on a model (a native trainer with nothing to train but the head, forward only). */
+export class HeadClassifier {
+  private constructor(private readonly tr: NativeTrainer, readonly info: HeadInfo) {}
+
+  static async load(ckpt: Checkpoint, where: string, threads: number): Promise<HeadClassifier> {
+    const h = await readHead(where);
+    if (h.info.hidden !== ckpt.config.hiddenSize)
+      throw new LangneuronsError('E_HEAD', `${h.dir}: the head is for hidden size ${h.info.hidden}, the model's is ${ckpt.config.hiddenSize}`, { file: h.dir });
+    const tr = createNativeTrainer(ckpt, threads, [], { numLabels: h.info.numLabels });
+    const p = tr.params().find((x) => x.role === 'score')!;
+    tr.write('master', p.id, h.weight);
+    return new HeadClassifier(tr, h.info);
+  }
+
+  /** Class logits [items x numLabels] of tokenised items. */
+  async logits(items: Int32Array[]): Promise<Float32Array> {
+    const b = packItems(items.map((ids) => ({ ids })));
+    return (await this.tr.forwardBackwardCls(b.tokens, b.lens, b.labels, { backward: false })).logits;
+  }
+
+  /** Class logits of items given as their text fields (tokenised as in training), one array per item. */
+  async classify(texts: string[][], encode: (s: string) => number[]): Promise<Float32Array[]> {
+    const z = await this.logits(texts.map((t) => encodeItem(t, encode, this.info.maxLen)));
+    const C = this.info.numLabels;
+    return texts.map((_, i) => z.slice(i * C, (i + 1) * C));
+  }
+}
