@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // One measurement of benchmarks/finetune/run.mjs in a fresh Node process (see README.md next to this file):
 //   { dir, method, maskFile, lang, tokens, steps, threads, seed }
-// method: full | mlp | neurons | random (src/train/methods.ts) or dense-then-mask (the MLP weights of every
+// method: full | mlp | neurons | random | lora | neuron-lora (src/train/methods.ts: lora with LORA_DEFAULTS.lora,
+// r 32, alpha 64, dropout 0.1 on gate/up/down; neuron-lora with r 8, alpha 16, dropout 0.1 on q/k/v/o plus a LoRA on
+// gate_proj whose B is masked to the mask's neurons) or dense-then-mask (the MLP weights of every
 // layer trained dense, their full dW computed, then the gradient zeroed outside the selected rows of gate/up and
 // columns of down before AdamW: what a PyTorch reference with gradient masks does; the mask is applied in JS
 // through read/write of the grad arena, and that time is reported separately as `maskSeconds`), or
@@ -17,6 +19,7 @@ const { openCheckpoint } = await import(new URL('model/checkpoint.js', dist).hre
 const { readMask } = await import(new URL('identify/masks.js', dist).href);
 const { selectTrainable, maskNeurons, METHOD_DEFAULTS } = await import(new URL('train/methods.js', dist).href);
 const { createNativeTrainer } = await import(new URL('train/native.js', dist).href);
+const { loadAddon } = await import(new URL('native/addon.js', dist).href);
 
 async function main(t) {
   const ckpt = await openCheckpoint(t.dir);
@@ -91,7 +94,7 @@ async function main(t) {
   const best = runs.reduce((x, y) => (y.step < x.step ? y : x));
   const info = tr.info();
   return {
-    method: t.method, tokens: t.tokens, steps: t.steps, threads: t.threads,
+    method: t.method, tokens: t.tokens, steps: t.steps, threads: t.threads, kernel: loadAddon().kernelInfo().kernel,
     setupSeconds, warmup: warm, runs,
     stepSeconds: best.step, stepCpuSeconds: best.cpu, loadavg: (await import('node:os')).loadavg(), fbSeconds: best.fb, maskSeconds: best.mask, optSeconds: best.opt, forwardSeconds,
     backwardSeconds: best.fb - forwardSeconds,

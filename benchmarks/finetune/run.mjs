@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Cost of each fine-tuning method (issue "Training engine ... with their cost measured", "Fast and lean"): step
 // time, tokens/s, trainable parameters, bytes of gradients + optimizer state and peak RSS for full, mlp, neurons,
-// random and dense-then-mask, each in a fresh child process (child.mjs), as ratios to `full`. See README.md.
+// random, lora, neuron-lora and dense-then-mask, each in a fresh child process (child.mjs), as ratios to `full`.
+// See README.md.
 //
 //   node benchmarks/finetune/run.mjs [--quick] [--models a,b] [--methods m1,m2] [--steps N] [--tokens T]
 //                                    [--threads N] [--fraction F] [--out file]
@@ -17,7 +18,7 @@ import { dims, ensureSyntheticCheckpoint, MODEL_SHAPES } from '../common/synthet
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
 const cacheDir = path.join(root, 'benchmarks', '.cache');
-const ALL_METHODS = ['full', 'mlp', 'neurons', 'random', 'dense-then-mask', 'dense-then-mask-native'];
+const ALL_METHODS = ['full', 'mlp', 'neurons', 'random', 'lora', 'neuron-lora', 'dense-then-mask', 'dense-then-mask-native'];
 const LANG = 'xx';
 
 const o = { quick: false, models: null, methods: ALL_METHODS, steps: 1, tokens: 256, threads: os.availableParallelism?.() ?? 2,
@@ -98,7 +99,8 @@ for (const [name, m] of Object.entries(results.models)) {
   const base = m.runs.full;
   const ref = base ? 'full' : m.runs.mlp ? 'mlp' : null;
   const R = ref ? m.runs[ref] : null;
-  lines.push(`\n### ${name} (${(m.params / 1e9).toFixed(3)} B parameters, mask: ${m.neurons} neurons = ${(100 * o.fraction).toFixed(1)}%, ${o.tokens} tokens x batch 1, ${o.threads} threads)\n`);
+  const kernel = Object.values(m.runs)[0]?.kernel ?? '?';
+  lines.push(`\n### ${name} (${(m.params / 1e9).toFixed(3)} B parameters, mask: ${m.neurons} neurons = ${(100 * o.fraction).toFixed(1)}%, ${o.tokens} tokens x batch 1, ${o.threads} threads, ${kernel} kernels)\n`);
   if (ref !== 'full') lines.push(`\`full\` not measured (${m.skipped.full ?? 'not requested'}); ratios are to \`${ref}\`.\n`);
   lines.push(`| method | step s | ×${ref} | step cpu s | ×${ref} | fwd s | bwd s | mask s | adam s | tok/s | trainable | ×${ref} | grad+opt | ×${ref} | peak RSS | ×${ref} |`);
   lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');

@@ -1,8 +1,11 @@
-// Plain (portable, auto-vectorised) backward GEMMs: see gemm_backward.h.
+// Backward GEMMs: argument checks and the run-time choice of kernel family (see gemm_backward.h), the plain
+// (portable, auto-vectorised) kernels, and the float64 references. The AVX2 kernels are in
+// kernels/gemm_backward_avx2.cpp.
 #include "train/gemm_backward.h"
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 
 #include "core/dtype.h"
 #include "kernels/math.h"
@@ -36,6 +39,36 @@ inline const float* weight_row(const WeightRef& W, int64_t n, float* buf) {
 void gemm_dx(int64_t M, const float* dY, int64_t ldy, const WeightRef& W, float* dX, int64_t ldx, bool accumulate,
              float* scratch, ThreadPool& pool) {
   const int64_t N = W.rows, K = W.cols;
+  if (M < 0 || N < 0 || K < 0) throw std::invalid_argument("gemm_dx: negative dimension");
+  if (M == 0 || K == 0) return;
+  if (ldx < K || (N > 0 && ldy < N)) throw std::invalid_argument("gemm_dx: row stride smaller than the row");
+  if (N == 0) {  // empty sum
+    if (!accumulate)
+      for (int64_t i = 0; i < M; ++i) std::memset(dX + i * ldx, 0, size_t(K) * sizeof(float));
+    return;
+  }
+  if (active_kernel() == CpuKernel::Avx2)
+    avx2_gemm_dx(M, dY, ldy, W, dX, ldx, accumulate, pool);
+  else
+    plain_gemm_dx(M, dY, ldy, W, dX, ldx, accumulate, scratch, pool);
+}
+
+void gemm_dw(int64_t M, int64_t N, int64_t K, const float* dY, int64_t ldy, const float* X, int64_t ldx, float* dW,
+             int64_t lddw, ThreadPool& pool) {
+  if (M < 0 || N < 0 || K < 0) throw std::invalid_argument("gemm_dw: negative dimension");
+  if (M == 0 || N == 0 || K == 0) return;
+  if (ldy < N || ldx < K || lddw < K) throw std::invalid_argument("gemm_dw: row stride smaller than the row");
+  if (active_kernel() == CpuKernel::Avx2)
+    avx2_gemm_dw(M, N, K, dY, ldy, X, ldx, dW, lddw, pool);
+  else
+    plain_gemm_dw(M, N, K, dY, ldy, X, ldx, dW, lddw, pool);
+}
+
+// ---- plain kernels: one task per block of rows of dX (gemm_dx) or of dW (gemm_dw), an axpy per product row.
+
+void plain_gemm_dx(int64_t M, const float* dY, int64_t ldy, const WeightRef& W, float* dX, int64_t ldx,
+                   bool accumulate, float* scratch, ThreadPool& pool) {
+  const int64_t N = W.rows, K = W.cols;
   const int64_t n_blocks = (M + kRowBlock - 1) / kRowBlock;
   pool.parallel_for(n_blocks, [&](int64_t b, int thread) {
     const int64_t i0 = b * kRowBlock, i1 = std::min(M, i0 + kRowBlock);
@@ -54,8 +87,8 @@ void gemm_dx(int64_t M, const float* dY, int64_t ldy, const WeightRef& W, float*
   });
 }
 
-void gemm_dw(int64_t M, int64_t N, int64_t K, const float* dY, int64_t ldy, const float* X, int64_t ldx, float* dW,
-             int64_t lddw, ThreadPool& pool) {
+void plain_gemm_dw(int64_t M, int64_t N, int64_t K, const float* dY, int64_t ldy, const float* X, int64_t ldx,
+                   float* dW, int64_t lddw, ThreadPool& pool) {
   const int64_t n_blocks = (N + kOutBlock - 1) / kOutBlock;
   pool.parallel_for(n_blocks, [&](int64_t b, int) {
     const int64_t n0 = b * kOutBlock, n1 = std::min(N, n0 + kOutBlock);
@@ -68,6 +101,8 @@ void gemm_dw(int64_t M, int64_t N, int64_t K, const float* dY, int64_t ldy, cons
     }
   });
 }
+
+// ---- float64 references
 
 void gemm_dx_ref(int64_t M, const float* dY, int64_t ldy, const WeightRef& W, float* dX, int64_t ldx, bool accumulate) {
   for (int64_t i = 0; i < M; ++i)

@@ -1,9 +1,16 @@
 // Matrix products of the backward pass of a Linear layer Y = X W^T (W: [N out][K in], Hugging Face layout):
-//   dX  = dY W          (gemm_dx: W in its stored dtype, converted row by row on the fly)
+//   dX  = dY W          (gemm_dx: W in its stored dtype F32/F16/BF16, converted to float32 on the fly)
 //   dW += dY^T X        (gemm_dw: dW float32, accumulated)
-// Plain C++ loops written so that the compiler vectorises the inner axpy; work split over a ThreadPool so that
-// every output element is written by exactly one task (no atomics, deterministic for a given thread count).
-// The *_ref versions are the readable single-thread reference (double accumulation) used by the tests.
+// Two implementations, chosen at run time like the forward GEMM (kernels/gemm.h: active_kernel(), i.e. the CPU's
+// features unless LANGNEURONS_KERNEL=plain|avx2 says otherwise):
+//   avx2:  packed, register-blocked AVX2/FMA kernels (kernels/gemm_backward_avx2.cpp): W / X / dY packed into
+//          per-thread panels (converted from F16/BF16 while packing), a 6x16 FMA microkernel, per-thread packing
+//          buffers that only grow (nothing allocated once they have their size);
+//   plain: C++ loops written so that the compiler vectorises the inner axpy (gemm_backward.cpp): the readable
+//          version, and what runs on CPUs without AVX2/FMA/F16C.
+// Both split the work over a ThreadPool so that every output element is written by exactly one task (no atomics,
+// deterministic for a given thread count and kernel). The *_ref versions are the single-thread float64
+// references the tests hold both against.
 #pragma once
 #include <cstdint>
 
@@ -15,14 +22,27 @@ namespace train {
 
 // dX[i, k] = (accumulate ? dX[i, k] : 0) + sum_n dY[i, n] W[n, k]   for i < M, k < W.cols, n < W.rows.
 // dY: M x N row stride ldy; dX: M x K row stride ldx. `scratch` holds pool.size() * W.cols floats (row
-// conversion buffers for F16/BF16 weights; unused for F32).
+// conversion buffers of the plain kernel for F16/BF16 weights; unused for F32 and by the avx2 kernel).
+// Throws std::invalid_argument for a negative size or a row stride smaller than its row.
 void gemm_dx(int64_t M, const float* dY, int64_t ldy, const WeightRef& W, float* dX, int64_t ldx, bool accumulate,
              float* scratch, ThreadPool& pool);
 
-// dW[n, k] += sum_i dY[i, n] X[i, k]   for n < N, k < K, i < M. dW: N x K row stride lddw.
+// dW[n, k] += sum_i dY[i, n] X[i, k]   for n < N, k < K, i < M. dW: N x K row stride lddw. Same exceptions.
 void gemm_dw(int64_t M, int64_t N, int64_t K, const float* dY, int64_t ldy, const float* X, int64_t ldx, float* dW,
              int64_t lddw, ThreadPool& pool);
 
+// The kernel families behind gemm_dx / gemm_dw (arguments already validated, all sizes >= 1). avx2_* may only be
+// called when cpu_supports(CpuKernel::Avx2).
+void plain_gemm_dx(int64_t M, const float* dY, int64_t ldy, const WeightRef& W, float* dX, int64_t ldx,
+                   bool accumulate, float* scratch, ThreadPool& pool);
+void plain_gemm_dw(int64_t M, int64_t N, int64_t K, const float* dY, int64_t ldy, const float* X, int64_t ldx,
+                   float* dW, int64_t lddw, ThreadPool& pool);
+void avx2_gemm_dx(int64_t M, const float* dY, int64_t ldy, const WeightRef& W, float* dX, int64_t ldx,
+                  bool accumulate, ThreadPool& pool);
+void avx2_gemm_dw(int64_t M, int64_t N, int64_t K, const float* dY, int64_t ldy, const float* X, int64_t ldx,
+                  float* dW, int64_t lddw, ThreadPool& pool);
+
+// Single thread, float64 sums of the products of the float32 values.
 void gemm_dx_ref(int64_t M, const float* dY, int64_t ldy, const WeightRef& W, float* dX, int64_t ldx, bool accumulate);
 void gemm_dw_ref(int64_t M, int64_t N, int64_t K, const float* dY, int64_t ldy, const float* X, int64_t ldx, float* dW,
                  int64_t lddw);
