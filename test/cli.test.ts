@@ -61,8 +61,8 @@ describe('langneurons CLI', () => {
     expect(lines[0]).toMatch(/[α-ω]/); // Greek script
   });
 
-  it('demo runs and checks itself on the default model', () => {
-    const r = cli('demo', '--json');
+  it('demo --engine-check runs the engine on the stories260k fixture and checks it against llama2.c', () => {
+    const r = cli('demo', '--engine-check', '--json');
     expect(r.code).toBe(0);
     expect(JSON.parse(r.stdout).ok).toBe(true);
   });

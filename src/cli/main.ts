@@ -12,10 +12,13 @@ import { registerIdentify } from './commands/identify.js';
 import { registerInfo } from './commands/info.js';
 import { registerMasks } from './commands/masks.js';
 import { registerProfile } from './commands/profile.js';
+import { registerReport } from '../report/cli.js';
 import { registerResults } from './commands/results.js';
 import { registerScore } from './commands/score.js';
 import { registerStats } from './commands/stats.js';
 import { registerSteer } from './commands/steer.js';
+import { registerTokenizer } from './commands/tokenizer.js';
+import { registerTrain } from './commands/train.js';
 
 export function buildProgram(): Command {
   const program = new Command('langneurons')
@@ -35,7 +38,10 @@ export function buildProgram(): Command {
   registerEval(program);
   registerResults(program);
   registerDemo(program);
+  registerReport(program);
   registerFinetune(program);
+  registerTrain(program);
+  registerTokenizer(program);
   return program;
 }
 
