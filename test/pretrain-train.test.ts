@@ -61,7 +61,10 @@ describe('langneurons train (tiny config)', () => {
 
   it('skips finished steps when run again, and refuses a work folder made with other options', async () => {
     const before = await sha(path.join(opts.out, 'model.safetensors'));
+    const stale = `${opts.out}.tmp-999999`; // left by a run killed while finishing
+    await fsp.mkdir(stale);
     const again = await pretrain(opts);
+    expect(existsSync(stale)).toBe(false);
     expect(again.steps).toBe(16);
     expect(await sha(path.join(opts.out, 'model.safetensors'))).toBe(before);
     await expect(pretrain({ ...opts, steps: 17 })).rejects.toThrow(/other options/);

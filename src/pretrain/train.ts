@@ -131,6 +131,21 @@ async function toBf16(src: string, dst: string): Promise<void> {
   await writeSafetensors(dst, out, { format: 'pt' });
 }
 
+function alive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
+/** Removes `<out>.tmp-<pid>` / `<out>.old-<pid>` folders left by a `train` killed while finishing. */
+async function removeStaleSiblings(out: string): Promise<void> {
+  const base = path.basename(out);
+  const names = await fsp.readdir(path.dirname(out)).catch(() => [] as string[]);
+  for (const n of names) {
+    const m = /^(.*)\.(tmp|old)-(\d+)$/.exec(n);
+    if (m && m[1] === base && Number(m[3]) !== process.pid && !alive(Number(m[3])))
+      await fsp.rm(path.join(path.dirname(out), n), { recursive: true, force: true });
+  }
+}
+
 async function trainRun(r: Resolved, initDir: string, trainFile: string, log: (e: Record<string, unknown>) => void): Promise<FinetuneResult> {
   const runDir = path.join(r.work, 'run');
   if (existsSync(path.join(runDir, 'run.json'))) {
@@ -230,6 +245,7 @@ export async function pretrain(o: PretrainOptions, log: (msg: string) => void = 
   const cpuSeconds = (await readJson<{ cpuSeconds: number }>(cpuFile))?.cpuSeconds ?? null;
 
   // 5. finish: stage beside --out, score, write recipe and README, rename into place.
+  await removeStaleSiblings(r.out);
   const stage = `${r.out}.tmp-${process.pid}`;
   await fsp.rm(stage, { recursive: true, force: true });
   await fsp.mkdir(stage, { recursive: true });
