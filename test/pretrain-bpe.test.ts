@@ -10,6 +10,8 @@ import { buildPretrainCorpus } from '../src/pretrain/corpus.js';
 import { makeTempDir, removeDir } from './helpers/fixtures.js';
 
 const LANGS = 'en,de,fr,es,pt,it,nl,pl,tr,sw,vi,ru,uk,el,ar,fa,hi,zh,ja,ko,he,mt'.split(',');
+// ... plus the other scripts of the bundled model's languages (Thai, Georgian, Armenian, Ethiopic, Tamil, Bengali) and Finnish
+const ALL_LANGS = [...LANGS, 'fi', 'th', 'ka', 'hy', 'am', 'ta', 'bn'];
 
 describe('byte-level BPE trainer', () => {
   it('learns the hand-worked merges of "aaabdaaabac"', () => {
@@ -70,7 +72,7 @@ describe('a trained tokenizer.json through loadTokenizer and the Rust tokenizers
   let dir: string;
   let tok: LoadedTokenizer;
   let rust: RustTokenizer;
-  const corpus = buildPretrainCorpus({ langs: LANGS, seed: 1 });
+  const corpus = buildPretrainCorpus({ langs: ALL_LANGS, seed: 1 });
   const samples: [string, string][] = [
     ...[...corpus.heldout].map(([lang, arts]) => [lang, arts.join('\n')] as [string, string]),
     ['edge', "  leading\n\n\ttabs\r\nCRLF   trailing   \nit's IT'S 1234567 x²  👋🏽 🇲🇹 ħżċ <|eos|> end"],
@@ -87,7 +89,7 @@ describe('a trained tokenizer.json through loadTokenizer and the Rust tokenizers
   });
   afterAll(async () => removeDir(dir));
 
-  it('gives the same ids as the Rust tokenizers on all 22 languages (with and without BOS)', async () => {
+  it('gives the same ids as the Rust tokenizers on all 29 languages (with and without BOS)', async () => {
     expect(tok.bosTokenId).toBe(0);
     expect(tok.eosTokenIds).toContain(1);
     expect(tok.addsBos).toBe(true);
@@ -112,7 +114,7 @@ describe('a trained tokenizer.json through loadTokenizer and the Rust tokenizers
   it('compresses the training languages (fewer tokens than bytes)', () => {
     for (const [lang, arts] of corpus.heldout) {
       const text = arts.join('\n');
-      expect(tok.encode(text, { addSpecialTokens: false }).length, lang).toBeLessThan(Buffer.byteLength(text) / 1.5);
+      expect(tok.encode(text, { addSpecialTokens: false }).length, lang).toBeLessThan(Buffer.byteLength(text) / 1.25);
     }
   });
 });

@@ -33,6 +33,7 @@ export function modelReadme(r: RecipeView, name: string, dir = `models/${name}`)
   });
   const held = Object.values(r.loss.heldout);
   const mean = held.reduce((s, l) => s + l.meanNll, 0) / held.length;
+  const pooledBits = held.reduce((s, l) => s + l.meanNll * l.tokens, 0) / held.reduce((s, l) => s + l.bytes, 0) / Math.LN2;
   return `# ${name}
 
 A small multilingual Llama made from scratch by \`langneurons train\` on the Universal Declaration of Human Rights
@@ -61,7 +62,8 @@ Training text: ${r.data.trainArticles} articles, ${r.data.trainBytes} bytes, sha
 ## Loss per language
 
 Mean NLL per token (nats) of each article scored alone (BOS first), train and held-out articles; a uniform guess over
-the vocabulary scores ln(${m.vocab}) = ${f(r.loss.lnVocab)}. Mean held-out NLL over languages: ${f(mean)}.
+the vocabulary scores ln(${m.vocab}) = ${f(r.loss.lnVocab)}. Mean held-out NLL over languages: ${f(mean)} = ${f(mean / r.loss.lnVocab, 2)} ln(V)
+(perplexity ${f(Math.exp(mean), 1)}); all held-out text together: ${f(pooledBits)} bits per byte.
 
 | id | language | train bytes | train NLL | held-out NLL | held-out bits/byte | held-out / ln(V) |
 | --- | --- | --- | --- | --- | --- | --- |
