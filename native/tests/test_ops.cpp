@@ -1,6 +1,7 @@
 // Row/elementwise ops (kernels/ops.h) against double-precision formulas written out here.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -195,5 +196,123 @@ LN_TEST(ops_attend_row_matches_double) {
       for (int e = 0; e < hd; ++e) worst = std::max(worst, std::fabs(out[e] - want[e]));
       LN_CHECK_MSG(worst < 1e-5, "avx2 hd=%d: %g", hd, worst);
     }
+  }
+}
+
+// attend_causal against float64: n_rows query rows of n_q heads sharing one KV head, row r at position key0 + r
+// attending to keys 0..key0+r. Strides wider than the data (heads inside wider rows) and a sentinel around every
+// output vector check that nothing outside the outputs is written.
+namespace {
+struct CausalCase {
+  int hd, n_q, n_rows;
+  int32_t key0;
+  float magnitude;
+};
+
+double check_attend_causal(const CausalCase& c, uint32_t seed, bool avx2) {
+  const int hd = c.hd, n_q = c.n_q, n_rows = c.n_rows;
+  const int32_t n_keys = c.key0 + n_rows;
+  const int64_t ldq = int64_t(n_q + 1) * hd + 3, ldo = int64_t(n_q) * hd + 5, ldkv = 2 * int64_t(hd) + 1;
+  auto q = rand_vec(size_t(n_rows * ldq), -1.f, 1.f, seed);
+  for (float& x : q) x *= c.magnitude;
+  const auto k = rand_vec(size_t(n_keys * ldkv), -1.f, 1.f, seed + 1);
+  const auto v = rand_vec(size_t(n_keys * ldkv), -1.f, 1.f, seed + 2);
+  const float scale = 1.f / std::sqrt(float(hd));
+  const float sentinel = 12345.f;
+  std::vector<float> out(size_t(n_rows * ldo), sentinel);
+  std::vector<float> scratch(size_t(attend_causal_scratch_floats(hd)) + 16);
+  float* sp = scratch.data();
+  while (reinterpret_cast<uintptr_t>(sp) % 64) ++sp;  // the kernels expect the 64-byte alignment they get
+  if (avx2)
+    attend_causal_avx2(q.data(), ldq, n_rows, n_q, k.data(), v.data(), ldkv, c.key0, hd, scale, out.data(), ldo, sp);
+  else
+    attend_causal_plain(q.data(), ldq, n_rows, n_q, k.data(), v.data(), ldkv, c.key0, hd, scale, out.data(), ldo,
+                        sp);
+  double worst = 0;
+  for (int r = 0; r < n_rows; ++r) {
+    const int32_t nk = c.key0 + r + 1;
+    for (int g = 0; g < n_q; ++g) {
+      const float* qv = q.data() + r * ldq + g * hd;
+      std::vector<double> s(static_cast<size_t>(nk)), want(static_cast<size_t>(hd), 0.0);
+      double m = -1e300, z = 0;
+      for (int32_t j = 0; j < nk; ++j) {
+        double d = 0;
+        for (int e = 0; e < hd; ++e) d += double(qv[e]) * k[size_t(j * ldkv + e)];
+        s[size_t(j)] = d * scale;
+        m = std::max(m, s[size_t(j)]);
+      }
+      for (double& x : s) z += (x = std::exp(x - m));
+      for (int32_t j = 0; j < nk; ++j)
+        for (int e = 0; e < hd; ++e) want[size_t(e)] += s[size_t(j)] / z * v[size_t(j * ldkv + e)];
+      for (int e = 0; e < hd; ++e)
+        worst = std::max(worst, double(std::fabs(out[size_t(r * ldo + g * hd + e)] - want[size_t(e)])));
+    }
+    for (int64_t e = int64_t(n_q) * hd; e < ldo; ++e)
+      if (out[size_t(r * ldo + e)] != sentinel) worst = 1e30;  // wrote outside the outputs
+  }
+  return worst;
+}
+}  // namespace
+
+LN_TEST(ops_attend_causal_matches_double) {
+  std::vector<CausalCase> cases = {
+      {64, 1, 1, 0, 1.f},     // one key
+      {64, 4, 1, 0, 1.f},     // one key, a GQA group
+      {7, 1, 1, 0, 1.f},      // one key, odd head_dim
+      {64, 4, 16, 0, 1.f},    // Llama-3.2-1B: 4 heads per KV head, a full block of rows
+      {64, 7, 16, 0, 1.f},    // Qwen2.5-0.5B: 7 heads per KV head
+      {64, 7, 16, 48, 30.f},  // ... a later block of the same prompt, large scores
+      {128, 1, 16, 100, 1.f}, // MHA, head_dim 128
+      {64, 4, 1, 200, 1.f},   // decode: one row against a 201-key cache
+      {64, 7, 1, 63, 30.f},   // decode, 64 keys (exactly one key block)
+      {64, 2, 3, 62, 1.f},    // rows straddling the first key-block boundary
+      {72, 3, 5, 123, 1.f},   // ... the second one; head_dim not a multiple of 16
+      {12, 5, 17, 0, 30.f},   // 85 query vectors: 5 full tiles and a partial one
+      {100, 4, 3, 9, 1.f},    // head_dim 100
+      {1, 4, 6, 70, 1.f},     // head_dim 1
+      {3, 8, 2, 130, 30.f},   // 16 lanes exactly, 3-dim heads, three key blocks
+      {65, 1, 9, 0, 1.f},     // 9 vectors: a 16-lane tile with 7 unused lanes
+      {64, 32, 1, 20, 1.f},   // 32 heads of one KV head (MQA-like): two full tiles for one row
+  };
+  // A small product over the rest: group sizes, row counts, offsets and head sizes (odd ones included).
+  for (int hd : {5, 16, 40})
+    for (int n_q : {1, 3, 4})
+      for (int n_rows : {1, 4, 11})
+        for (int32_t key0 : {0, 61, 66}) cases.push_back({hd, n_q, n_rows, key0, key0 == 61 ? 30.f : 1.f});
+  uint32_t seed = 100;
+  for (const CausalCase& c : cases) {
+    seed += 3;
+    const double wp = check_attend_causal(c, seed, false);
+    LN_CHECK_MSG(wp < 1e-5, "plain hd=%d n_q=%d rows=%d key0=%d mag=%g: %g", c.hd, c.n_q, c.n_rows, c.key0,
+                 double(c.magnitude), wp);
+    if (cpu_supports(CpuKernel::Avx2)) {
+      const double wa = check_attend_causal(c, seed, true);
+      LN_CHECK_MSG(wa < 1e-5, "avx2 hd=%d n_q=%d rows=%d key0=%d mag=%g: %g", c.hd, c.n_q, c.n_rows, c.key0,
+                   double(c.magnitude), wa);
+    }
+  }
+}
+
+// The dispatcher runs the active family with its own scratch: same bits as calling that family directly, also when
+// the head size (and so the scratch) changes between calls.
+LN_TEST(ops_attend_causal_dispatch) {
+  for (int hd : {64, 8, 136}) {
+    const int n_q = 4, n_rows = 5;
+    const int32_t key0 = 70;
+    const int64_t ld = int64_t(n_q) * hd, ldkv = hd;
+    const auto q = rand_vec(size_t(n_rows * ld), -1.f, 1.f, 40);
+    const auto kv = rand_vec(size_t(2 * (key0 + n_rows) * ldkv), -1.f, 1.f, 41);
+    const float* k = kv.data();
+    const float* v = kv.data() + (key0 + n_rows) * ldkv;
+    std::vector<float> a(size_t(n_rows * ld)), b(size_t(n_rows * ld));
+    std::vector<float> scratch(size_t(attend_causal_scratch_floats(hd)) + 16);
+    float* sp = scratch.data();
+    while (reinterpret_cast<uintptr_t>(sp) % 64) ++sp;
+    attend_causal(q.data(), ld, n_rows, n_q, k, v, ldkv, key0, hd, 0.1f, a.data(), ld);
+    if (active_kernel() == CpuKernel::Avx2)
+      attend_causal_avx2(q.data(), ld, n_rows, n_q, k, v, ldkv, key0, hd, 0.1f, b.data(), ld, sp);
+    else
+      attend_causal_plain(q.data(), ld, n_rows, n_q, k, v, ldkv, key0, hd, 0.1f, b.data(), ld, sp);
+    LN_CHECK(a == b);
   }
 }

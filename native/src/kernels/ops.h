@@ -42,7 +42,8 @@ void mul_inplace(float* x, const float* y, int64_t n);  // x *= y
 void add_inplace(float* x, const float* y, int64_t n);  // x += y
 void round_bf16_inplace(float* x, int64_t n);           // x = round_bf16(x)
 
-// Causal attention of one query row of one head (the inner loop of attention.cpp): against keys/values
+// Causal attention of one query row of one head (attention.cpp's decode path: blocks of fewer than
+// kAttnMinTileVectors query vectors; the prefill path is attend_causal below): against keys/values
 // 0..n_keys-1 with row stride ld, p[j] = (q . k_j) * scale, p = softmax(p), out = sum_j p[j] v_j.
 // p is scratch for n_keys floats. Dispatches to the AVX2 version when active_kernel() is Avx2.
 void attend_row(const float* q, const float* k, const float* v, int64_t ld, int32_t n_keys, int hd, float scale,
@@ -51,6 +52,32 @@ void attend_row_plain(const float* q, const float* k, const float* v, int64_t ld
                       float scale, float* p, float* out);
 void attend_row_avx2(const float* q, const float* k, const float* v, int64_t ld, int32_t n_keys, int hd,
                      float scale, float* p, float* out);  // only after cpu_supports(Avx2)
+
+// Causal attention of a block of query rows for the query heads that share one KV head (grouped-query attention),
+// the prefill kernel of attention.cpp. Query row r (0 <= r < n_rows) of head g (0 <= g < n_q) is
+// q + r*ldq + g*hd; its output goes to out + r*ldo + g*hd. It sits at sequence position key0 + r and attends to
+// keys/values 0..key0+r (k + j*ldkv, v + j*ldkv): out = softmax((q . k_j) * scale) . v.
+//
+// The n_rows*n_q query vectors are taken kAttnTile at a time (row-major: the heads of a row are adjacent, so a tile
+// spans few rows and little of the causal diagonal is wasted) and run against blocks of kAttnKeyBlock keys with an
+// online softmax (flash-attention): scores of the block for the whole tile, then per query the running max m,
+// the rescale exp(m_old - m_new) of what was accumulated, p = exp(s - m_new), l += sum p, acc += p . v; at the end
+// out = acc * (1/l). Every key and value loaded is used by the whole tile, and the scratch is bounded:
+// attend_causal_scratch_floats(hd) floats (64-byte aligned), whatever the number of keys.
+// attend_causal dispatches on active_kernel() and brings its own per-thread scratch; the family versions take it.
+constexpr int kAttnTile = 24;      // query vectors per tile
+constexpr int kAttnKeyBlock = 64;  // keys per online-softmax block
+// Below this many query vectors (n_rows * n_q) a tile is mostly empty lanes: the row kernel is faster there
+// (decoding one token; benchmarks/attention), and attention.cpp uses attend_row instead.
+constexpr int kAttnMinTileVectors = 8;
+int64_t attend_causal_scratch_floats(int hd);
+void attend_causal(const float* q, int64_t ldq, int n_rows, int n_q, const float* k, const float* v, int64_t ldkv,
+                   int32_t key0, int hd, float scale, float* out, int64_t ldo);
+void attend_causal_plain(const float* q, int64_t ldq, int n_rows, int n_q, const float* k, const float* v,
+                         int64_t ldkv, int32_t key0, int hd, float scale, float* out, int64_t ldo, float* scratch);
+void attend_causal_avx2(const float* q, int64_t ldq, int n_rows, int n_q, const float* k, const float* v,
+                        int64_t ldkv, int32_t key0, int hd, float scale, float* out, int64_t ldo,
+                        float* scratch);  // only after cpu_supports(Avx2)
 
 // log(sum(exp(x))) over n floats: max-shifted, float exp, double accumulation.
 double logsumexp(const float* x, int64_t n);

@@ -9,6 +9,7 @@
 // rounded K/V. Norms, scores, softmax, the weighted sum of v and the residual stream stay float32, and so do the
 // RoPE cos/sin tables and the rotation arithmetic (transformers casts cos/sin to bf16 and rotates in bf16; we
 // round only the result).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -90,12 +91,22 @@ void attention_forward(ForwardState& st, int l) {
     }
   }
 
+  // Tasks are (block of query rows, KV head, chunk of the query heads that share it). A whole GQA group per task
+  // lets the tile kernel use every key and value it loads for all heads of the group and several rows at once;
+  // the group is split (halves, quarters...) only when that leaves fewer than two tasks per thread (decoding one
+  // sequence with few KV heads). Causal imbalance (late rows see more keys) is absorbed by the pool's dynamic
+  // scheduling.
   const int group = c.n_heads / c.n_kv_heads;
   const float scale = float(1.0 / std::sqrt(double(hd)));
-  const int64_t n_tasks = int64_t(st.blocks.size()) * c.n_heads;
-  pool.parallel_for(n_tasks, [&](int64_t task, int thread) {
-    const AttnBlock& b = st.blocks[size_t(task / c.n_heads)];
-    const int head = int(task % c.n_heads);
+  const int64_t n_blocks = int64_t(st.blocks.size());
+  int per_task = group;
+  while (per_task > 1 && n_blocks * c.n_kv_heads * ((group + per_task - 1) / per_task) < 2 * int64_t(pool.size()))
+    per_task = (per_task + 1) / 2;
+  const int chunks = (group + per_task - 1) / per_task;
+  pool.parallel_for(n_blocks * c.n_kv_heads * chunks, [&](int64_t task, int thread) {
+    const int chunk = int(task % chunks);
+    const int kvh = int(task / chunks % c.n_kv_heads);
+    const AttnBlock& b = st.blocks[size_t(task / chunks / c.n_kv_heads)];
     const SeqSpan& s = st.seqs[size_t(b.seq)];
     const float *kb, *vb;
     if (st.cache) {
@@ -105,15 +116,24 @@ void attention_forward(ForwardState& st, int l) {
       kb = st.k.data() + s.row0 * kvd;
       vb = st.v.data() + s.row0 * kvd;
     }
-    kb += int64_t(head / group) * hd;
-    vb += int64_t(head / group) * hd;
-    float* p = st.scores.data() + int64_t(thread) * st.max_ctx;
-    for (int32_t i = b.q0; i < b.q1; ++i) {
-      const int64_t t = s.row0 + i;
-      const int32_t n_keys = s.pos0 + i + 1;  // causal: positions 0..own
-      attend_row(st.q.data() + t * qd + int64_t(head) * hd, kb, vb, kvd, n_keys, hd, scale, p,
-                 st.att.data() + t * qd + int64_t(head) * hd);
+    kb += int64_t(kvh) * hd;
+    vb += int64_t(kvh) * hd;
+    const int h0 = kvh * group + chunk * per_task, nh = std::min(per_task, group - chunk * per_task);
+    const int32_t rows = b.q1 - b.q0;
+    const int64_t t0 = s.row0 + b.q0;  // first row of the block in the batch
+    const float* q = st.q.data() + t0 * qd + int64_t(h0) * hd;
+    float* out = st.att.data() + t0 * qd + int64_t(h0) * hd;
+    if (int64_t(rows) * nh >= kAttnMinTileVectors) {
+      // Row i of the block sits at position pos0 + q0 + i and sees keys 0..own position (causal).
+      attend_causal(q, qd, rows, nh, kb, vb, kvd, s.pos0 + b.q0, hd, scale, out, qd);
+      return;
     }
+    // Too few query vectors to fill a tile (decoding: one row): one row of one head at a time.
+    float* p = st.scores.data() + int64_t(thread) * st.max_ctx;
+    for (int32_t i = 0; i < rows; ++i)
+      for (int g = 0; g < nh; ++g)
+        attend_row(q + int64_t(i) * qd + int64_t(g) * hd, kb, vb, kvd, s.pos0 + b.q0 + i + 1, hd, scale, p,
+                   out + int64_t(i) * qd + int64_t(g) * hd);
   });
 
   if (!recording(st, Site::O, l)) {
