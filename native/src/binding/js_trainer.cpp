@@ -171,6 +171,16 @@ static void read_dropout_position(const Napi::Object& o, const std::string& wher
   if (o.Has("micro") && !o.Get("micro").IsUndefined()) micro = int_field(o, "micro", where, 0, int64_t(1) << 53);
 }
 
+// The options both passes take: { backward, denominator?, step?, micro? }.
+static void read_pass_options(Napi::Env env, Napi::Object o, const std::string& what, FbWorker& w) {
+  w.backward = bool_field(o, "backward", what + " options");
+  if (o.Has("denominator") && !o.Get("denominator").IsUndefined()) {
+    w.denominator = number_field(o, "denominator", what + " options");
+    if (!(w.denominator > 0)) throw Napi::RangeError::New(env, what + ": denominator must be > 0");
+  }
+  read_dropout_position(o, what + " options", w.step, w.micro);
+}
+
 // forwardBackward(tokens, targets, seqLens: Int32Array, { denominator?: number, backward: boolean, step?, micro? })
 //   -> Promise<{ lossSum, count }>
 Napi::Value NativeTrainer::ForwardBackward(const Napi::CallbackInfo& info) {
@@ -186,12 +196,7 @@ Napi::Value NativeTrainer::ForwardBackward(const Napi::CallbackInfo& info) {
     if (w->targets.size() != w->tokens.size())
       throw Napi::RangeError::New(env, "forwardBackward: targets must have one entry per token");
     if (w->tokens.empty() || w->lens.empty()) throw Napi::RangeError::New(env, "forwardBackward: empty batch");
-    w->backward = bool_field(o, "backward", "forwardBackward options");
-    if (o.Has("denominator") && !o.Get("denominator").IsUndefined()) {
-      w->denominator = number_field(o, "denominator", "forwardBackward options");
-      if (!(w->denominator > 0)) throw Napi::RangeError::New(env, "forwardBackward: denominator must be > 0");
-    }
-    read_dropout_position(o, "forwardBackward options", w->step, w->micro);
+    read_pass_options(env, o, "forwardBackward", *w);
   } catch (...) {
     delete w;
     throw;
@@ -360,12 +365,7 @@ Napi::Value NativeTrainer::ForwardBackwardCls(const Napi::CallbackInfo& info) {
     if (w->targets.size() != w->lens.size())
       throw Napi::RangeError::New(env, "forwardBackwardCls: labels must have one entry per sequence");
     if (w->tokens.empty() || w->lens.empty()) throw Napi::RangeError::New(env, "forwardBackwardCls: empty batch");
-    w->backward = bool_field(o, "backward", "forwardBackwardCls options");
-    if (o.Has("denominator") && !o.Get("denominator").IsUndefined()) {
-      w->denominator = number_field(o, "denominator", "forwardBackwardCls options");
-      if (!(w->denominator > 0)) throw Napi::RangeError::New(env, "forwardBackwardCls: denominator must be > 0");
-    }
-    read_dropout_position(o, "forwardBackwardCls options", w->step, w->micro);
+    read_pass_options(env, o, "forwardBackwardCls", *w);
   } catch (...) {
     delete w;
     throw;
