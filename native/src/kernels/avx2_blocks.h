@@ -1,5 +1,5 @@
 // Building blocks shared by the AVX2 kernel files (gemm_avx2.cpp, gemm_backward_avx2.cpp,
-// attention_kernels_avx2.cpp). Include it ONLY from *_avx2.cpp files, which are compiled with -mavx2 -mfma
+// attention_kernels_avx2.cpp, ops_avx2.cpp). Include it ONLY from *_avx2.cpp files, which are compiled with -mavx2 -mfma
 // -mf16c: everything here is in an anonymous namespace, so each of those files gets its own internal copy and the
 // linker can never hand an AVX body to portable code (the SIGILL hazard described in gemm_avx2.cpp).
 #pragma once
@@ -58,6 +58,43 @@ inline void transpose8(__m256 r[8]) {
   r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
   r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
   r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// exp(x) for 8 floats: x = n·ln2 + r with |r| <= ln2/2, exp(r) by its degree-7 Taylor polynomial (truncation
+// error 5e-9 relative on that interval, below float rounding), times 2^n built in the exponent bits. Inputs must be
+// <= 0 (scores minus their maximum, -|x| in silu8); below -87.3 the input is clamped, so the result is ~2^-126
+// rather than a subnormal or 0 (callers that care mask it). The clamp turns a NaN input into that too: callers
+// keep NaN in the value they multiply by the result (silu8) or get it from elsewhere.
+inline __m256 exp8(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // r = x - n·ln2, with ln2 split in a high and a low part so that the subtraction stays exact
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
+  __m256 y = _mm256_set1_ps(1.f / 5040);
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.f / 720));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.f / 120));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.f / 24));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.f / 6));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(0.5f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+// silu(x) = x * sigmoid(x) for 8 floats (math::silu's x / (1 + exp(-x)); relative error below 4e-7 = 1.5 times
+// exp8's error plus three roundings, under 3 ulp measured). With e = exp(-|x|) in (0, 1], which never overflows: silu(x) = x / (1 + e) for
+// x >= 0 and (x * e) / (1 + e) for x < 0. Below x = -87.3 the result is taken as -0 (exp(-|x|) is clamped there),
+// as math::silu gives; silu(+inf) = inf, silu(-inf) = NaN and a NaN stays NaN, as math::silu.
+inline __m256 silu8(__m256 x) {
+  const __m256 neg_abs = _mm256_or_ps(x, _mm256_set1_ps(-0.f));  // -|x|
+  const __m256 e = exp8(neg_abs);
+  const __m256 one = _mm256_set1_ps(1.f);
+  const __m256 numer = _mm256_mul_ps(x, _mm256_blendv_ps(one, e, x));  // sign bit of x set: x * e, else x * 1
+  const __m256 y = _mm256_div_ps(numer, _mm256_add_ps(one, e));
+  const __m256 far_left = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
+  return _mm256_blendv_ps(y, _mm256_mul_ps(x, _mm256_setzero_ps()), far_left);  // x * 0: -0, or NaN for -inf
 }
 
 }  // namespace

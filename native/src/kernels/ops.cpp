@@ -43,8 +43,14 @@ void rope_apply(float* x, int n_heads, int head_dim, const float* cos_row, const
   }
 }
 
-void silu_inplace(float* x, int64_t n) {
+void silu_inplace_plain(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = silu(x[i]);
+}
+void silu_inplace(float* x, int64_t n) {
+  if (active_kernel() == CpuKernel::Avx2)
+    silu_inplace_avx2(x, n);
+  else
+    silu_inplace_plain(x, n);
 }
 void mul_inplace(float* x, const float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= y[i];

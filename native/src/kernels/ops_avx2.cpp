@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "kernels/avx2_blocks.h"
 #include "kernels/ops.h"
 
 namespace ln {
@@ -22,26 +23,6 @@ static inline float dot(const float* q, const float* k, int hd, int hd8) {
   float s = hsum(acc);
   for (int d = hd8; d < hd; ++d) s += q[d] * k[d];
   return s;
-}
-
-// exp(x) for 8 floats: x = n·ln2 + r with |r| <= ln2/2, exp(r) by a degree-6 polynomial (Taylor, error below
-// float rounding on that interval), times 2^n built in the exponent bits. Inputs here are <= 0 (scores minus
-// their maximum); below -87 the result flushes to 0, as expf underflows there too.
-static inline __m256 exp256(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  // r = x - n·ln2, with ln2 split in a high and a low part so that the subtraction stays exact
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
-  __m256 y = _mm256_set1_ps(1.f / 720);
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.f / 120));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.f / 24));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.f / 6));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(0.5f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.f));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
 // Sums of each of 8 vectors, as one vector (lane i = sum of a[i]): a transpose-reduction with 3 rounds of hadd.
@@ -88,7 +69,7 @@ void attend_row_avx2(const float* q, const float* k, const float* v, int64_t ld,
   __m256 vsum = _mm256_setzero_ps();
   j = 0;
   for (; j + 8 <= n_keys; j += 8) {
-    const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(p + j), vm));
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p + j), vm));
     _mm256_storeu_ps(p + j, e);
     vsum = _mm256_add_ps(vsum, e);
   }
@@ -125,6 +106,18 @@ void attend_row_avx2(const float* q, const float* k, const float* v, int64_t ld,
     float a = 0.f;
     for (int32_t jj = 0; jj < n_keys; ++jj) a += p[jj] * v[jj * ld + d];
     out[d] = a * inv;
+  }
+}
+
+// silu in place, 8 at a time; the tail goes through the same silu8 with a masked load and store, so an element's
+// result does not depend on where it sits in the row (the FFN calls this on whole rows or on column chunks).
+void silu_inplace_avx2(float* x, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, silu8(_mm256_loadu_ps(x + i)));
+  if (i < n) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n - i)), lane);
+    _mm256_maskstore_ps(x + i, mask, silu8(_mm256_maskload_ps(x + i, mask)));
   }
 }
 
