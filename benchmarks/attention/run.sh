@@ -15,7 +15,7 @@ mkdir -p "$build"
 
 # The attention kernels and what they link against (ScratchBuffer lives with the GEMM dispatch).
 sources=(
-  native/src/core/dtype.cpp native/src/core/thread_pool.cpp native/src/kernels/cpu_features.cpp
+  native/src/core/dtype.cpp native/src/core/thread_pool.cpp native/src/core/scratch.cpp native/src/kernels/cpu_features.cpp
   native/src/kernels/gemm.cpp native/src/kernels/gemm_ref.cpp native/src/kernels/gemm_plain.cpp
   native/src/kernels/gemm_avx2.cpp native/src/kernels/ops.cpp native/src/kernels/ops_avx2.cpp
   native/src/kernels/attention_kernels.cpp native/src/kernels/attention_kernels_avx2.cpp

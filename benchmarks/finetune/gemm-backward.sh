@@ -13,7 +13,7 @@ cxx="${CXX:-g++}"
 mkdir -p "$build"
 
 sources=(
-  native/src/core/dtype.cpp native/src/core/thread_pool.cpp
+  native/src/core/dtype.cpp native/src/core/thread_pool.cpp native/src/core/scratch.cpp
   native/src/kernels/cpu_features.cpp native/src/kernels/gemm.cpp native/src/kernels/gemm_ref.cpp
   native/src/kernels/gemm_plain.cpp native/src/kernels/gemm_avx2.cpp
   native/src/train/gemm_backward.cpp native/src/kernels/gemm_backward_avx2.cpp

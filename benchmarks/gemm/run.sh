@@ -23,7 +23,7 @@ fi
 
 # Only the engine sources the GEMM needs (the rest of the engine is not required to link this benchmark).
 sources=(
-  native/src/core/dtype.cpp native/src/core/thread_pool.cpp
+  native/src/core/dtype.cpp native/src/core/thread_pool.cpp native/src/core/scratch.cpp
   native/src/kernels/cpu_features.cpp native/src/kernels/gemm.cpp native/src/kernels/gemm_ref.cpp
   native/src/kernels/gemm_plain.cpp native/src/kernels/gemm_avx2.cpp
 )

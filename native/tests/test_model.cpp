@@ -6,7 +6,9 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
+#include "core/scratch.h"
 #include "model/model.h"
 #include "ref_model.h"
 #include "test_util.h"
@@ -270,6 +272,34 @@ LN_TEST(model_threads_and_scratch_reuse) {
   const auto again = run(m2, {a}, LogitsMode::All).logits;
   LN_CHECK(again == r2);  // same path, same buffers reused: bit-identical
   LN_CHECK(m2.scratch_bytes() == grown && grown > 0);
+}
+
+// The kernels' scratch (GEMM packing panels, decode rows, attention tiles) belongs to the model's pool: calling the
+// same model from other threads (Node runs each forward on one of libuv's threads) allocates no more of it.
+LN_TEST(model_kernel_scratch_is_per_pool_worker_not_per_calling_thread) {
+  Tiny tm(TinyOpts{});
+  Model m(tm.cfg, tm.w, 2, Compute::BF16);  // bf16 compute: the decode GEMV prepares its rows in scratch too
+  const auto prompt = random_tokens(60, tm.cfg.vocab, 7), one = random_tokens(1, tm.cfg.vocab, 8);
+  auto prefill_and_decode = [&] {
+    run(m, {prompt}, LogitsMode::Last);
+    run(m, {one}, LogitsMode::Last);
+  };
+  // All the scratch alive is the pool's (each worker's set grows to the largest task it has run, so the figure
+  // itself may grow while the dynamic task split settles; with thread_local buffers each caller would add a set).
+  prefill_and_decode();
+  LN_CHECK_MSG(m.kernel_scratch_bytes() > 0, "no kernel scratch held after a prefill");
+  LN_CHECK(ScratchBuffer::live_bytes() == m.kernel_scratch_bytes());
+  for (int i = 0; i < 3; ++i) {
+    int64_t live = -1, pool = -2;
+    std::thread caller([&] {
+      prefill_and_decode();
+      live = ScratchBuffer::live_bytes();  // before the thread exits (thread_local buffers would still be held)
+      pool = m.kernel_scratch_bytes();
+    });
+    caller.join();
+    LN_CHECK_MSG(live == pool, "caller thread %d: %lld scratch bytes live, %lld of them the pool's", i,
+                 (long long)live, (long long)pool);
+  }
 }
 
 // ---------------------------------------------------------------- validation

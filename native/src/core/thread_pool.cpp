@@ -2,7 +2,9 @@
 
 namespace ln {
 
-ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
+ThreadPool::ThreadPool(int n_threads)
+    : n_threads_(n_threads < 1 ? 1 : n_threads),
+      scratch_(new ScratchBuffer[size_t(n_threads_) * size_t(Scratch::kCount)]) {
   next_ = &next_storage_;
   for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this, i] { worker_loop(i); });
 }
@@ -14,6 +16,12 @@ ThreadPool::~ThreadPool() {
   }
   cv_start_.notify_all();
   for (auto& t : threads_) t.join();
+}
+
+int64_t ThreadPool::scratch_bytes() const {
+  int64_t n = 0;
+  for (size_t i = 0; i < size_t(n_threads_) * size_t(Scratch::kCount); ++i) n += scratch_[i].bytes();
+  return n;
 }
 
 void ThreadPool::work(int thread) {

@@ -1,5 +1,5 @@
 // Causal attention of a tile of query vectors against blocks of keys (kernels/ops.h: attend_causal): the portable
-// kernel family, the run-time dispatch and its per-thread scratch. The AVX2 kernel (attention_kernels_avx2.cpp)
+// kernel family and the run-time dispatch (the caller brings the scratch). The AVX2 kernel (attention_kernels_avx2.cpp)
 // runs the same algorithm with register-blocked microkernels; this one is the readable version of it.
 //
 // Layout of the scratch, per tile of up to kAttnTile query vectors ("lanes"):
@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/gemm_kernels.h"
 #include "kernels/math.h"
 #include "kernels/ops.h"
 
@@ -86,10 +85,7 @@ void attend_causal_plain(const float* q, int64_t ldq, int n_rows, int n_q, const
 }
 
 void attend_causal(const float* q, int64_t ldq, int n_rows, int n_q, const float* k, const float* v, int64_t ldkv,
-                   int32_t key0, int hd, float scale, float* out, int64_t ldo) {
-  // One scratch per thread (the pool's workers and the caller), grown once: no allocation per call.
-  thread_local ScratchBuffer t_scratch;
-  float* scratch = t_scratch.get(attend_causal_scratch_floats(hd));
+                   int32_t key0, int hd, float scale, float* out, int64_t ldo, float* scratch) {
   if (active_kernel() == CpuKernel::Avx2)
     attend_causal_avx2(q, ldq, n_rows, n_q, k, v, ldkv, key0, hd, scale, out, ldo, scratch);
   else

@@ -9,25 +9,6 @@
 
 namespace ln {
 
-ScratchBuffer::ScratchBuffer() {}
-ScratchBuffer::~ScratchBuffer() { std::free(data_); }
-
-float* ScratchBuffer::get(int64_t n) {
-  if (n > size_) {
-    std::free(data_);
-    // Round up to a multiple of 64 bytes (aligned_alloc requires it) and grow geometrically to avoid churn.
-    int64_t want = n > 2 * size_ ? n : 2 * size_;
-    want = (want + 15) / 16 * 16;
-    data_ = static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(want) * sizeof(float)));
-    if (!data_) {
-      size_ = 0;
-      throw std::bad_alloc();
-    }
-    size_ = want;
-  }
-  return data_;
-}
-
 int64_t balanced_chunk(int64_t units, int threads, int64_t max_per_task) {
   if (threads < 1) threads = 1;
   if (max_per_task < 1) max_per_task = 1;

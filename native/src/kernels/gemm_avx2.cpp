@@ -171,20 +171,18 @@ struct GemmJob {
   int64_t cols_per_task;  // multiple of NR
   int64_t rows_per_task;  // multiple of MR (all of M unless N alone cannot keep the threads busy)
   int64_t n_col_tasks;
+  ThreadPool* pool;  // owns the packing buffers (one set per worker, grown on demand)
 };
 
-// Packing buffers, one set per thread, grown on demand and kept for the life of the thread.
-thread_local ScratchBuffer t_ap, t_bp;
-
 template <DType T, bool ROUND_W, bool ROUND_X>
-void gemm_task(void* ctx, int64_t task, int) {
+void gemm_task(void* ctx, int64_t task, int thread) {
   const GemmJob& j = *static_cast<const GemmJob*>(ctx);
   const int64_t n0 = (task % j.n_col_tasks) * j.cols_per_task, n1 = min64(j.N, n0 + j.cols_per_task);
   const int64_t m0 = (task / j.n_col_tasks) * j.rows_per_task, m1 = min64(j.M, m0 + j.rows_per_task);
   if (n0 >= n1 || m0 >= m1) return;
   const int64_t nc = n1 - n0, n_panels = (nc + NR - 1) / NR;
-  float* bp = t_bp.get(KC * n_panels * NR);
-  float* ap = t_ap.get(MC * KC + 8);
+  float* bp = j.pool->scratch(thread, ThreadPool::Scratch::PackB, KC * n_panels * NR);
+  float* ap = j.pool->scratch(thread, ThreadPool::Scratch::PackA, MC * KC + 8);
   for (int64_t k0 = 0; k0 < j.K; k0 += KC) {
     const int64_t kc = min64(KC, j.K - k0);
     const bool add = j.accumulate || k0 > 0;
@@ -307,8 +305,6 @@ struct GemvJob {
   int64_t rows_per_task;
 };
 
-thread_local ScratchBuffer t_xround;
-
 template <DType T, bool ROUND_W>
 void gemv_task(void* ctx, int64_t task, int) {
   const GemvJob& j = *static_cast<const GemvJob*>(ctx);
@@ -342,7 +338,7 @@ void (*pick_gemv_task(bool bf16))(void*, int64_t, int) {
 
 void avx2_gemm(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float* Y, int64_t ldy, Compute compute,
                bool accumulate, ThreadPool& pool) {
-  GemmJob j{M, W.rows, W.cols, X, ldx, W.data, Y, ldy, accumulate, 0, M, 1};
+  GemmJob j{M, W.rows, W.cols, X, ldx, W.data, Y, ldy, accumulate, 0, M, 1, &pool};
   const int threads = pool.size();
   const int64_t panels = (j.N + NR - 1) / NR;
   j.cols_per_task = balanced_chunk(panels, threads, NC_PANELS) * NR;
@@ -368,7 +364,7 @@ void avx2_gemv(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float
   if (bf16 || even_odd) {
     // Prepare the few activation rows once, on the calling thread, rather than once per row of W: bf16 rounding
     // (bf16 compute) and the even/odd order of each block of 16 (bf16 weights, see gemv_block).
-    float* xr = t_xround.get(M * K);
+    float* xr = pool.scratch(0, ThreadPool::Scratch::RowPrep, M * K);  // this thread is the pool's worker 0
     for (int64_t m = 0; m < M; ++m) {
       const float* x = X + m * ldx;
       float* d = xr + m * K;

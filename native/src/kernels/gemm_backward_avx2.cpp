@@ -202,22 +202,19 @@ struct Job {
   int64_t cols_per_task;  // multiple of NR
   int64_t rows_per_task;  // multiple of MR (all rows unless the columns alone cannot keep the threads busy)
   int64_t n_col_tasks;
+  ThreadPool* pool;  // owns the packing buffers (one set per worker, grown on demand), set by run()
 };
-
-// Packing buffers, one set per thread, grown on demand and kept for the life of the thread (the pool's workers
-// live as long as the trainer).
-thread_local ScratchBuffer t_ap, t_bp;
 
 // A_ROWS: A(i, r) = A[i * lda + r] (gemm_dx); otherwise A(i, r) = A[r * lda + i] (gemm_dw).
 template <bool A_ROWS, DType T>
-void gemm_task(void* ctx, int64_t task, int) {
+void gemm_task(void* ctx, int64_t task, int thread) {
   const Job& j = *static_cast<const Job*>(ctx);
   const int64_t c0 = (task % j.n_col_tasks) * j.cols_per_task, c1 = min64(j.cols, c0 + j.cols_per_task);
   const int64_t m0 = (task / j.n_col_tasks) * j.rows_per_task, m1 = min64(j.rows, m0 + j.rows_per_task);
   if (c0 >= c1 || m0 >= m1) return;
   const int64_t nc = c1 - c0, n_panels = (nc + NR - 1) / NR;
-  float* bp = t_bp.get(KC * n_panels * NR);
-  float* ap = t_ap.get(MC * KC + 8);
+  float* bp = j.pool->scratch(thread, ThreadPool::Scratch::PackB, KC * n_panels * NR);
+  float* ap = j.pool->scratch(thread, ThreadPool::Scratch::PackA, MC * KC + 8);
   for (int64_t r0 = 0; r0 < j.red; r0 += KC) {
     const int64_t kc = min64(KC, j.red - r0);
     const bool add = j.accumulate || r0 > 0;
@@ -250,6 +247,7 @@ void gemm_task(void* ctx, int64_t task, int) {
 // Splits the output over the pool as the forward does (gemm_avx2.cpp): whole micro-panels of columns, about the
 // same share per thread; the rows too when there are too few columns for the threads (e.g. a LoRA rank of 8).
 void run(Job& j, void (*fn)(void*, int64_t, int), ThreadPool& pool) {
+  j.pool = &pool;
   const int threads = pool.size();
   const int64_t panels = (j.cols + NR - 1) / NR;
   j.cols_per_task = balanced_chunk(panels, threads, NC_PANELS) * NR;

@@ -6,6 +6,7 @@
 //   *_gemv: the streaming path for a few rows (decode), W read once straight from the checkpoint.
 // Arguments are already validated (M, N, K >= 1).
 #pragma once
+#include "core/scratch.h"
 #include "kernels/gemm.h"
 
 namespace ln {
@@ -22,24 +23,6 @@ void avx2_gemv(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float
 
 // Rows of X up to which the streaming GEMV path beats packing (decode is M = 1; speculative/batched decode a few).
 constexpr int64_t kGemvMaxRows = 8;
-
-// A 64-byte aligned scratch buffer that only grows, so that the hot loop allocates nothing after the first calls.
-// One per thread per use (thread_local in the kernels): the pool's workers live as long as the pool.
-class ScratchBuffer {
- public:
-  // Constructor and destructor are out of line (gemm.cpp) on purpose: an inline copy instantiated in the AVX2
-  // file could be the one the linker keeps, and then run on a CPU without AVX.
-  ScratchBuffer();
-  ~ScratchBuffer();
-  ScratchBuffer(const ScratchBuffer&) = delete;
-  ScratchBuffer& operator=(const ScratchBuffer&) = delete;
-  // At least n floats, 64-byte aligned; contents are unspecified after a grow.
-  float* get(int64_t n);
-
- private:
-  float* data_ = nullptr;
-  int64_t size_ = 0;
-};
 
 // Split `units` work units into tasks of whole units so that every one of `threads` workers gets about the same
 // share: the number of tasks is a multiple of `threads`, and no task is larger than `max_per_task` units (when

@@ -65,19 +65,18 @@ struct GemmJob {
   int64_t ldy;
   bool round_x, round_w, accumulate;
   int64_t cols_per_task, rows_per_task, n_col_tasks;
+  ThreadPool* pool;  // owns the packing buffers (one set per worker, grown on demand)
 };
 
-thread_local ScratchBuffer t_ap, t_bp;
-
-void gemm_task(void* ctx, int64_t task, int) {
+void gemm_task(void* ctx, int64_t task, int thread) {
   const GemmJob& j = *static_cast<const GemmJob*>(ctx);
   const int64_t N = j.W.rows, K = j.W.cols;
   const int64_t n0 = (task % j.n_col_tasks) * j.cols_per_task, n1 = min64(N, n0 + j.cols_per_task);
   const int64_t m0 = (task / j.n_col_tasks) * j.rows_per_task, m1 = min64(j.M, m0 + j.rows_per_task);
   if (n0 >= n1 || m0 >= m1) return;
   const int64_t nc = n1 - n0, n_panels = (nc + NR - 1) / NR;
-  float* bp = t_bp.get(KC * n_panels * NR);
-  float* ap = t_ap.get(MC * KC);
+  float* bp = j.pool->scratch(thread, ThreadPool::Scratch::PackB, KC * n_panels * NR);
+  float* ap = j.pool->scratch(thread, ThreadPool::Scratch::PackA, MC * KC);
   for (int64_t k0 = 0; k0 < K; k0 += KC) {
     const int64_t kc = min64(KC, K - k0);
     const bool add = j.accumulate || k0 > 0;
@@ -137,14 +136,13 @@ void gemv_task(void* ctx, int64_t task, int) {
   }
 }
 
-thread_local ScratchBuffer t_xround;
 
 }  // namespace
 
 void plain_gemm(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float* Y, int64_t ldy, Compute compute,
                 bool accumulate, ThreadPool& pool) {
   const bool bf16 = compute == Compute::BF16;
-  GemmJob j{M, X, ldx, W, Y, ldy, bf16, bf16 && W.dtype != DType::BF16, accumulate, 0, M, 1};
+  GemmJob j{M, X, ldx, W, Y, ldy, bf16, bf16 && W.dtype != DType::BF16, accumulate, 0, M, 1, &pool};
   const int threads = pool.size();
   j.cols_per_task = balanced_chunk((W.rows + NR - 1) / NR, threads, NC_PANELS) * NR;
   j.n_col_tasks = (W.rows + j.cols_per_task - 1) / j.cols_per_task;
@@ -161,7 +159,7 @@ void plain_gemv(int64_t M, const float* X, int64_t ldx, const WeightRef& W, floa
   const int64_t K = W.cols;
   GemvJob j{M, X, ldx, W, Y, ldy, bf16 && W.dtype != DType::BF16, accumulate, 0};
   if (bf16) {  // round the few activation rows once rather than once per row of W
-    float* xr = t_xround.get(M * K);
+    float* xr = pool.scratch(0, ThreadPool::Scratch::RowPrep, M * K);  // this thread is the pool's worker 0
     for (int64_t m = 0; m < M; ++m)
       for (int64_t k = 0; k < K; ++k) xr[m * K + k] = round_bf16(X[m * ldx + k]);
     j.X = xr;

@@ -69,7 +69,8 @@ void attend_row_avx2(const float* q, const float* k, const float* v, int64_t ld,
 // the rescale exp(m_old - m_new) of what was accumulated, p = exp(s - m_new), l += sum p, acc += p . v; at the end
 // out = acc * (1/l). Every key and value loaded is used by the whole tile, and the scratch is bounded:
 // attend_causal_scratch_floats(hd) floats (64-byte aligned), whatever the number of keys.
-// attend_causal dispatches on active_kernel() and brings its own per-thread scratch; the family versions take it.
+// attend_causal dispatches on active_kernel(); every version takes the scratch (a task gets its worker's from
+// ThreadPool::scratch(thread, Scratch::Attention, attend_causal_scratch_floats(hd))).
 constexpr int kAttnTile = 24;      // query vectors per tile
 constexpr int kAttnKeyBlock = 64;  // keys per online-softmax block
 // Below this many query vectors (n_rows * n_q) a tile is mostly empty lanes: the row kernel is faster there
@@ -77,7 +78,7 @@ constexpr int kAttnKeyBlock = 64;  // keys per online-softmax block
 constexpr int kAttnMinTileVectors = 8;
 int64_t attend_causal_scratch_floats(int hd);
 void attend_causal(const float* q, int64_t ldq, int n_rows, int n_q, const float* k, const float* v, int64_t ldkv,
-                   int32_t key0, int hd, float scale, float* out, int64_t ldo);
+                   int32_t key0, int hd, float scale, float* out, int64_t ldo, float* scratch);
 void attend_causal_plain(const float* q, int64_t ldq, int n_rows, int n_q, const float* k, const float* v,
                          int64_t ldkv, int32_t key0, int hd, float scale, float* out, int64_t ldo, float* scratch);
 void attend_causal_avx2(const float* q, int64_t ldq, int n_rows, int n_q, const float* k, const float* v,

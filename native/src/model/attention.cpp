@@ -125,7 +125,8 @@ void attention_forward(ForwardState& st, int l) {
     float* out = st.att.data() + t0 * qd + int64_t(h0) * hd;
     if (int64_t(rows) * nh >= kAttnMinTileVectors) {
       // Row i of the block sits at position pos0 + q0 + i and sees keys 0..own position (causal).
-      attend_causal(q, qd, rows, nh, kb, vb, kvd, s.pos0 + b.q0, hd, scale, out, qd);
+      float* scratch = pool.scratch(thread, ThreadPool::Scratch::Attention, attend_causal_scratch_floats(hd));
+      attend_causal(q, qd, rows, nh, kb, vb, kvd, s.pos0 + b.q0, hd, scale, out, qd, scratch);
       return;
     }
     // Too few query vectors to fill a tile (decoding: one row): one row of one head at a time.

@@ -149,6 +149,8 @@ class Model {
 
   // Bytes of scratch memory held for a batch of n_tokens (activations), for memory reporting.
   int64_t scratch_bytes() const;
+  // Bytes of the kernels' scratch (packing panels, attention tiles) held by the model's thread pool.
+  int64_t kernel_scratch_bytes() const { return pool_.scratch_bytes(); }
 
  private:
   struct Impl;
