@@ -131,7 +131,8 @@ void run_tile(ThreadPool& pool, const Problem& pr, bool force_tile = false) {
     const float *k = pr.k + int64_t(kvh) * s.hd, *v = pr.v + int64_t(kvh) * s.hd;
     float* out = pr.out + q0 * qd + int64_t(h0) * s.hd;
     if (rows * nh >= kAttnMinTileVectors || force_tile) {
-      attend_causal(q, qd, rows, nh, k, v, kvd, pr.pos0 + q0, s.hd, scale, out, qd);
+      attend_causal(q, qd, rows, nh, k, v, kvd, pr.pos0 + q0, s.hd, scale, out, qd,
+                    pool.scratch(thread, ThreadPool::Scratch::Attention, attend_causal_scratch_floats(s.hd)));
       return;
     }
     for (int32_t i = 0; i < rows; ++i)
