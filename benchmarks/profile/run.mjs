@@ -41,7 +41,7 @@ function parseArgs(argv) {
     } else throw new Error(`unknown option ${a}`);
   }
   for (const m of o.models) if (!MODEL_SHAPES[m]) throw new Error(`unknown model ${m}; known: ${Object.keys(MODEL_SHAPES).join(', ')}`);
-  o.reps ??= o.quick ? 1 : 2;
+  o.reps ??= o.quick ? 2 : 5;
   o.tokens ??= o.quick ? 128 : 256;
   o.profileTokens ??= o.quick ? 512 : 1024;
   return o;
@@ -89,6 +89,17 @@ function forwardFlops(d, T, lmRows) {
 }
 
 const fmt = (x, n = 3) => Number(x).toFixed(n);
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
+/**
+ * Ratios of two variants of the forward child, `num` over `den`, for wall and CPU time: the best times' ratio, and
+ * the median over rounds of each round's ratio (the two ran back to back, so a load change between rounds cancels;
+ * on these shared machines one forward's time moves by several per cent from round to round, more than the
+ * effects measured here). Targets are judged on the median.
+ */
+function ratios(f, num, den) {
+  const paired = (key) => median(f.runs[num].map((r, i) => r[key] / f.runs[den][i][key]));
+  return { bestWall: f.wall[num] / f.wall[den], bestCpu: f.cpu[num] / f.cpu[den], wall: paired('wall'), cpu: paired('cpu') };
+}
 const mb = (b) => `${(b / 2 ** 20).toFixed(0)} MB`;
 
 async function benchModel(name, o) {
@@ -100,18 +111,22 @@ async function benchModel(name, o) {
   log(`${name}: forwards of ${o.tokens} tokens (base / stats / naive with the LM head), ${o.reps} round(s) ...`);
   const f = await runChild(childScript, { kind: 'forward', dir: ck.dir, tokens: o.tokens, reps: o.reps, threads: o.threads });
   raw.forward = f;
-  const oh = { wall: f.wall.stats / f.wall.base, cpu: f.cpu.stats / f.cpu.base };
-  rows.push({ model: name, metric: `(a) statistics overhead: forward ${o.tokens} tok, logits none, default stats vs none`,
-    value: `${fmt(f.wall.stats)} s vs ${fmt(f.wall.base)} s wall; ${fmt(f.cpu.stats)} vs ${fmt(f.cpu.base)} CPU-s (ratio ${fmt(oh.cpu, 4)})`,
-    ratio: oh.wall, cpuRatio: oh.cpu, target: '<= 1.03', pass: Math.min(oh.wall, oh.cpu) <= 1.03 ? 'pass' : 'fail' });
+  const oh = ratios(f, 'stats', 'base');
+  rows.push({ model: name, metric: `(a) statistics overhead: forward ${o.tokens} tok, logits none, default stats vs none (median of ${o.reps} paired rounds)`,
+    value: `median ratio ${fmt(oh.wall, 4)} wall, ${fmt(oh.cpu, 4)} CPU; best times ${fmt(f.wall.stats)} s vs ${fmt(f.wall.base)} s wall ` +
+      `(${fmt(oh.bestWall, 4)}), ${fmt(f.cpu.stats)} vs ${fmt(f.cpu.base)} CPU-s (${fmt(oh.bestCpu, 4)})`,
+    ratio: oh.wall, cpuRatio: oh.cpu, bestRatio: oh.bestWall, bestCpuRatio: oh.bestCpu, target: '<= 1.03',
+    pass: Math.min(oh.wall, oh.cpu) <= 1.03 ? 'pass' : 'fail' });
   const fl = forwardFlops(d, o.tokens, o.tokens);
   const share = fl.lm / fl.total;
-  const speedWall = f.wall.naive / f.wall.stats, speedCpu = f.cpu.naive / f.cpu.stats;
-  const savedWall = 1 - f.wall.stats / f.wall.naive, savedCpu = 1 - f.cpu.stats / f.cpu.naive;
-  rows.push({ model: name, metric: `(b) profiling (no LM head) vs naive (logits 'all', LM head over all ${o.tokens} tokens), both with stats`,
-    value: `speedup x${fmt(speedWall)} wall (time saved ${fmt(100 * savedWall, 1)}%), x${fmt(speedCpu)} CPU (saved ${fmt(100 * savedCpu, 1)}%); ` +
+  const nv = ratios(f, 'stats', 'naive');  // t_profile / t_naive
+  const savedWall = 1 - nv.wall, savedCpu = 1 - nv.cpu;
+  rows.push({ model: name, metric: `(b) profiling (no LM head) vs naive (logits 'all', LM head over all ${o.tokens} tokens), both with stats (median of ${o.reps} paired rounds)`,
+    value: `speedup x${fmt(1 / nv.wall)} wall (time saved ${fmt(100 * savedWall, 1)}%), x${fmt(1 / nv.cpu)} CPU (saved ${fmt(100 * savedCpu, 1)}%); ` +
+      `best times: saved ${fmt(100 * (1 - nv.bestWall), 1)}% wall, ${fmt(100 * (1 - nv.bestCpu), 1)}% CPU; ` +
       `LM head = ${fmt(100 * share, 1)}% of the naive forward's FLOPs`,
-    ratio: speedWall, cpuRatio: speedCpu, lmHeadFlopShare: share, target: `time saved >= LM-head FLOP share (${fmt(100 * share, 1)}%)`,
+    ratio: 1 / nv.wall, cpuRatio: 1 / nv.cpu, savedWall, savedCpu, bestSavedWall: 1 - nv.bestWall, bestSavedCpu: 1 - nv.bestCpu,
+    lmHeadFlopShare: share, target: `time saved >= LM-head FLOP share (${fmt(100 * share, 1)}%)`,
     pass: Math.max(savedWall, savedCpu) >= share ? 'pass' : 'fail' });
 
   // (c): langneurons profile (profileCorpus), all layers, 512-token windows.
