@@ -60,6 +60,105 @@ inline void transpose8(__m256 r[8]) {
   r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
+// ---- the 6x16 GEMM microkernels (gemm_avx2.cpp: forward, gemm_backward_avx2.cpp: dX and dW) ----------------
+// Both pack A into MR-tall micro-panels Ap[k][MR] and B into NR-wide ones Bp[k][NR] (64-byte aligned). Every
+// version sums each output element over k in the same order with the same FMAs, so the tail kernels give the
+// same bits as the full one.
+
+constexpr int MR = 6;   // rows of C per microkernel: 6 x 2 accumulators + 2 B vectors + 1 broadcast = 15 ymm
+constexpr int NR = 16;  // columns of C per microkernel: two ymm
+
+// C[0..6)[0..16) (=|+=) Ap[k][0..6) x Bp[k][0..16) summed over k < kc: 12 ymm accumulators, 12 FMAs per 2 loads
+// and 6 broadcasts.
+inline void kernel_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool add) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  for (int i = 0; i < MR; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+    __m256 av = _mm256_broadcast_ss(a + 0);
+    c00 = _mm256_fmadd_ps(av, b0, c00);
+    c01 = _mm256_fmadd_ps(av, b1, c01);
+    av = _mm256_broadcast_ss(a + 1);
+    c10 = _mm256_fmadd_ps(av, b0, c10);
+    c11 = _mm256_fmadd_ps(av, b1, c11);
+    av = _mm256_broadcast_ss(a + 2);
+    c20 = _mm256_fmadd_ps(av, b0, c20);
+    c21 = _mm256_fmadd_ps(av, b1, c21);
+    av = _mm256_broadcast_ss(a + 3);
+    c30 = _mm256_fmadd_ps(av, b0, c30);
+    c31 = _mm256_fmadd_ps(av, b1, c31);
+    av = _mm256_broadcast_ss(a + 4);
+    c40 = _mm256_fmadd_ps(av, b0, c40);
+    c41 = _mm256_fmadd_ps(av, b1, c41);
+    av = _mm256_broadcast_ss(a + 5);
+    c50 = _mm256_fmadd_ps(av, b0, c50);
+    c51 = _mm256_fmadd_ps(av, b1, c51);
+    a += MR;
+    b += NR;
+  }
+  const __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  for (int i = 0; i < MR; ++i) {
+    float* ci = c + i * ldc;
+    __m256 v0 = acc[i][0], v1 = acc[i][1];
+    if (add) {
+      v0 = _mm256_add_ps(v0, _mm256_loadu_ps(ci));
+      v1 = _mm256_add_ps(v1, _mm256_loadu_ps(ci + 8));
+    }
+    _mm256_storeu_ps(ci, v0);
+    _mm256_storeu_ps(ci + 8, v1);
+  }
+}
+
+// The same for the last R < MR rows of a block (M = 1..5 rows: small batches, an LM-head chunk's tail), without
+// spending FMAs on the zero rows of the panel. Accumulators in registers (R <= 5: 10 ymm).
+template <int R>
+inline void kernel_rx16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool add) {
+  __m256 acc0[R], acc1[R];
+  for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+    for (int i = 0; i < R; ++i) {
+      const __m256 av = _mm256_broadcast_ss(a + i);
+      acc0[i] = _mm256_fmadd_ps(av, b0, acc0[i]);
+      acc1[i] = _mm256_fmadd_ps(av, b1, acc1[i]);
+    }
+    a += MR;
+    b += NR;
+  }
+  for (int i = 0; i < R; ++i) {
+    float* ci = c + i * ldc;
+    __m256 v0 = acc0[i], v1 = acc1[i];
+    if (add) {
+      v0 = _mm256_add_ps(v0, _mm256_loadu_ps(ci));
+      v1 = _mm256_add_ps(v1, _mm256_loadu_ps(ci + 8));
+    }
+    _mm256_storeu_ps(ci, v0);
+    _mm256_storeu_ps(ci + 8, v1);
+  }
+}
+
+// mr x 16 rows of C (1 <= mr <= MR) into c with row stride ldc.
+inline void kernel_mr(int mr, int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool add) {
+  switch (mr) {
+    case 6: kernel_6x16(kc, a, b, c, ldc, add); break;
+    case 5: kernel_rx16<5>(kc, a, b, c, ldc, add); break;
+    case 4: kernel_rx16<4>(kc, a, b, c, ldc, add); break;
+    case 3: kernel_rx16<3>(kc, a, b, c, ldc, add); break;
+    case 2: kernel_rx16<2>(kc, a, b, c, ldc, add); break;
+    default: kernel_rx16<1>(kc, a, b, c, ldc, add); break;
+  }
+}
+
+// A tile narrower than NR (the last columns): computed into a local buffer, then the valid part copied.
+inline void kernel_edge(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool add, int mr,
+                        int nr) {
+  alignas(32) float tile[MR * NR];
+  kernel_mr(mr, kc, a, b, tile, NR, false);
+  for (int i = 0; i < mr; ++i)
+    for (int j = 0; j < nr; ++j) c[i * ldc + j] = add ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
+}
+
 // exp(x) for 8 floats: x = n·ln2 + r with |r| <= ln2/2, exp(r) by its degree-7 Taylor polynomial (truncation
 // error 5e-9 relative on that interval, below float rounding), times 2^n built in the exponent bits. Inputs must be
 // <= 0 (scores minus their maximum, -|x| in silu8); below -87.3 the input is clamped, so the result is ~2^-126

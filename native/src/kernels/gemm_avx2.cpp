@@ -23,8 +23,7 @@
 namespace ln {
 namespace {
 
-constexpr int MR = 6;   // rows of X per microkernel: 6 x 2 accumulators + 2 B vectors + 1 broadcast = 15 ymm
-constexpr int NR = 16;  // columns of Y per microkernel: two ymm
+// MR x NR = 6 x 16: the microkernels of avx2_blocks.h.
 constexpr int64_t KC = 256;       // Bp micro-panel KC x NR x 4 = 16 KB: half of the 32 KB L1
 constexpr int64_t MC = 120;       // Ap block MC x KC x 4 = 120 KB: well inside the 512 KB L2 next to Bp traffic
 constexpr int64_t NC_PANELS = 64; // at most 64 x 16 = 1024 columns per task: Bp = 1 MB per thread in L3
@@ -106,57 +105,6 @@ void pack_x_panel(const float* X, int64_t ldx, int mr, int64_t k0, int64_t kc, f
   }
 }
 
-// ---- microkernel -------------------------------------------------------------------------------------------
-
-// C[0..6)[0..16) (=|+=) Ap[k][0..6) x Bp[k][0..16) summed over k < kc. C has row stride ldc.
-inline void kernel_6x16(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool add) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-  for (int i = 0; i < MR; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-    __m256 av = _mm256_broadcast_ss(a + 0);
-    c00 = _mm256_fmadd_ps(av, b0, c00);
-    c01 = _mm256_fmadd_ps(av, b1, c01);
-    av = _mm256_broadcast_ss(a + 1);
-    c10 = _mm256_fmadd_ps(av, b0, c10);
-    c11 = _mm256_fmadd_ps(av, b1, c11);
-    av = _mm256_broadcast_ss(a + 2);
-    c20 = _mm256_fmadd_ps(av, b0, c20);
-    c21 = _mm256_fmadd_ps(av, b1, c21);
-    av = _mm256_broadcast_ss(a + 3);
-    c30 = _mm256_fmadd_ps(av, b0, c30);
-    c31 = _mm256_fmadd_ps(av, b1, c31);
-    av = _mm256_broadcast_ss(a + 4);
-    c40 = _mm256_fmadd_ps(av, b0, c40);
-    c41 = _mm256_fmadd_ps(av, b1, c41);
-    av = _mm256_broadcast_ss(a + 5);
-    c50 = _mm256_fmadd_ps(av, b0, c50);
-    c51 = _mm256_fmadd_ps(av, b1, c51);
-    a += MR;
-    b += NR;
-  }
-  const __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
-  for (int i = 0; i < MR; ++i) {
-    float* ci = c + i * ldc;
-    __m256 v0 = acc[i][0], v1 = acc[i][1];
-    if (add) {
-      v0 = _mm256_add_ps(v0, _mm256_loadu_ps(ci));
-      v1 = _mm256_add_ps(v1, _mm256_loadu_ps(ci + 8));
-    }
-    _mm256_storeu_ps(ci, v0);
-    _mm256_storeu_ps(ci + 8, v1);
-  }
-}
-
-// Edge tiles (mr < MR or nr < NR): compute the full tile into a local buffer, then copy the valid part.
-inline void kernel_edge(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool add, int mr,
-                        int nr) {
-  alignas(32) float tile[MR * NR];
-  kernel_6x16(kc, a, b, tile, NR, false);
-  for (int i = 0; i < mr; ++i)
-    for (int j = 0; j < nr; ++j) c[i * ldc + j] = add ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
-}
 
 // ---- gemm driver -------------------------------------------------------------------------------------------
 
@@ -198,8 +146,8 @@ void gemm_task(void* ctx, int64_t task, int thread) {
         float* c = j.Y + i0 * j.ldy + n0 + p * NR;
         for (int64_t ir = 0; ir < mc; ir += MR) {
           const int mr = int(min64(MR, mc - ir));
-          if (mr == MR && nr == NR)
-            kernel_6x16(kc, ap + ir * kc, b, c + ir * j.ldy, j.ldy, add);
+          if (nr == NR)
+            kernel_mr(mr, kc, ap + ir * kc, b, c + ir * j.ldy, j.ldy, add);
           else
             kernel_edge(kc, ap + ir * kc, b, c + ir * j.ldy, j.ldy, add, mr, nr);
         }
