@@ -13,25 +13,10 @@ build="${BUILD_DIR:-$here/build}"
 cxx="${CXX:-g++}"
 mkdir -p "$build"
 
-# The attention kernels and what they link against (ScratchBuffer lives with the GEMM dispatch).
-sources=(
-  native/src/core/dtype.cpp native/src/core/thread_pool.cpp native/src/core/scratch.cpp native/src/kernels/cpu_features.cpp
-  native/src/kernels/gemm.cpp native/src/kernels/gemm_ref.cpp native/src/kernels/gemm_plain.cpp
-  native/src/kernels/gemm_avx2.cpp native/src/kernels/ops.cpp native/src/kernels/ops_avx2.cpp
+# shellcheck source=../common/build-engine.sh
+source "$root/benchmarks/common/build-engine.sh"
+build_engine_objects native/src/kernels/ops.cpp native/src/kernels/ops_avx2.cpp \
   native/src/kernels/attention_kernels.cpp native/src/kernels/attention_kernels_avx2.cpp
-)
-flags=(-std=c++17 -O3 -Wall -Wextra -Wno-unused-parameter -I"$root/native/src")
-objects=()
-pids=()
-for src in "${sources[@]}"; do
-  obj="$build/$(basename "$src" .cpp).o"
-  extra=()
-  [[ "$src" == *_avx2.cpp ]] && extra=(-mavx2 -mfma -mf16c)
-  "$cxx" "${flags[@]}" "${extra[@]}" -c "$root/$src" -o "$obj" &
-  pids+=($!)
-  objects+=("$obj")
-done
-for p in "${pids[@]}"; do wait "$p"; done
 # The benchmark itself is portable; its FMA-peak loop carries its own target("avx2,fma") attribute.
 "$cxx" "${flags[@]}" "$here/bench_attention.cpp" "${objects[@]}" -o "$build/bench_attention" -lpthread
 exec "$build/bench_attention" "$@"

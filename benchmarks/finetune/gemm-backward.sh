@@ -12,23 +12,8 @@ build="${BUILD_DIR:-$here/build}"
 cxx="${CXX:-g++}"
 mkdir -p "$build"
 
-sources=(
-  native/src/core/dtype.cpp native/src/core/thread_pool.cpp native/src/core/scratch.cpp
-  native/src/kernels/cpu_features.cpp native/src/kernels/gemm.cpp native/src/kernels/gemm_ref.cpp
-  native/src/kernels/gemm_plain.cpp native/src/kernels/gemm_avx2.cpp
-  native/src/train/gemm_backward.cpp native/src/kernels/gemm_backward_avx2.cpp
-)
-flags=(-std=c++17 -O3 -Wall -Wextra -Wno-unused-parameter -I"$root/native/src")
-objects=()
-pids=()
-for src in "${sources[@]}"; do
-  obj="$build/$(basename "$src" .cpp).o"
-  extra=()
-  [[ "$src" == *_avx2.cpp ]] && extra=(-mavx2 -mfma -mf16c)
-  "$cxx" "${flags[@]}" "${extra[@]}" -c "$root/$src" -o "$obj" &
-  pids+=($!)
-  objects+=("$obj")
-done
-for p in "${pids[@]}"; do wait "$p"; done
+# shellcheck source=../common/build-engine.sh
+source "$root/benchmarks/common/build-engine.sh"
+build_engine_objects native/src/train/gemm_backward.cpp native/src/kernels/gemm_backward_avx2.cpp
 "$cxx" "${flags[@]}" "$here/bench_gemm_backward.cpp" "${objects[@]}" -o "$build/bench_gemm_backward" -lpthread
 exec "$build/bench_gemm_backward" "$@"

@@ -21,24 +21,9 @@ if ! dpkg -s libopenblas-dev >/dev/null 2>&1; then
     echo "run.sh: could not install libopenblas-dev; benchmarking without OpenBLAS" >&2
 fi
 
-# Only the engine sources the GEMM needs (the rest of the engine is not required to link this benchmark).
-sources=(
-  native/src/core/dtype.cpp native/src/core/thread_pool.cpp native/src/core/scratch.cpp
-  native/src/kernels/cpu_features.cpp native/src/kernels/gemm.cpp native/src/kernels/gemm_ref.cpp
-  native/src/kernels/gemm_plain.cpp native/src/kernels/gemm_avx2.cpp
-)
-flags=(-std=c++17 -O3 -Wall -Wextra -Wno-unused-parameter -I"$root/native/src")
-objects=()
-pids=()
-for src in "${sources[@]}"; do
-  obj="$build/$(basename "$src" .cpp).o"
-  extra=()
-  [[ "$src" == *_avx2.cpp ]] && extra=(-mavx2 -mfma -mf16c)
-  "$cxx" "${flags[@]}" "${extra[@]}" -c "$root/$src" -o "$obj" &
-  pids+=($!)
-  objects+=("$obj")
-done
-for p in "${pids[@]}"; do wait "$p"; done
+# shellcheck source=../common/build-engine.sh
+source "$root/benchmarks/common/build-engine.sh"
+build_engine_objects
 
 blas_def=()
 blas_lib=()
