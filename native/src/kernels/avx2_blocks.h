@@ -9,9 +9,13 @@
 #include <cstring>
 
 #include "core/dtype.h"
+#include "core/thread_pool.h"
+#include "kernels/gemm_kernels.h"
 
 namespace ln {
 namespace {
+
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // 8 consecutive elements starting at element i, as f32. Unaligned loads: checkpoints are memory-mapped at any
 // 2-byte offset. bf16 -> f32 is a 16-bit shift; f16 -> f32 is F16C (exact, subnormals included).
@@ -157,6 +161,77 @@ inline void kernel_edge(int64_t kc, const float* a, const float* b, float* c, in
   kernel_mr(mr, kc, a, b, tile, NR, false);
   for (int i = 0; i < mr; ++i)
     for (int j = 0; j < nr; ++j) c[i * ldc + j] = add ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
+}
+
+// ---- the packed GEMM driver (GotoBLAS/BLIS blocking), for the forward and the backward products ------------
+
+constexpr int64_t KC = 256;        // Bp micro-panel KC x NR x 4 = 16 KB: half of the 32 KB L1
+constexpr int64_t MC = 120;        // Ap block MC x KC x 4 = 120 KB: well inside the 512 KB L2 next to Bp traffic
+constexpr int64_t NC_PANELS = 64;  // at most 64 x 16 = 1024 columns per task: Bp = 1 MB per thread in L3
+
+// How C [rows x cols] is split into tasks over `threads` workers: whole micro-panels of columns, about the same
+// share per thread; the rows too (whole MR blocks) when there are too few columns for the threads (N <= 16 on 2
+// threads, a LoRA rank of 8), each such task then packing its own B.
+struct PackedTasks {
+  int64_t rows = 0, cols = 0;
+  int64_t cols_per_task = 0;  // multiple of NR
+  int64_t rows_per_task = 0;  // multiple of MR (all rows unless the columns alone cannot keep the threads busy)
+  int64_t n_col_tasks = 0, count = 0;
+};
+
+inline PackedTasks plan_packed_tasks(int64_t rows, int64_t cols, int threads) {
+  PackedTasks t;
+  t.rows = rows;
+  t.cols = cols;
+  t.cols_per_task = balanced_chunk((cols + NR - 1) / NR, threads, NC_PANELS) * NR;
+  t.n_col_tasks = (cols + t.cols_per_task - 1) / t.cols_per_task;
+  t.rows_per_task = rows;
+  if (t.n_col_tasks < threads && rows > MR) {
+    const int64_t row_blocks = (rows + MR - 1) / MR;
+    t.rows_per_task = balanced_chunk(row_blocks, threads, (row_blocks + threads - 1) / threads) * MR;
+  }
+  t.count = t.n_col_tasks * ((rows + t.rows_per_task - 1) / t.rows_per_task);
+  return t;
+}
+
+// Task `task` of C (=|+=) A B over a reduction of length `red`, C with row stride ldc. For the task's rows
+// [m0, m1) and columns [c0, c1):
+//   for each block of KC along the reduction:  pack_b(r0, kc, c0, nc, Bp): NR-wide micro-panels Bp[k][NR];
+//     for each block of MC rows:                pack_a(i, mr, r0, kc, Ap): the MR-tall micro-panel of rows
+//                                               i..i+mr, Ap[k][MR] (zero rows past mr);
+//       for each micro-panel of Bp (stays in L1), each micro-panel of Ap (streams from L2): the 6x16 microkernel,
+//       its tail-row versions for the last rows and kernel_edge for the last columns.
+// The packing buffers are worker `thread`'s (ThreadPool::scratch): nothing is allocated once they have grown.
+template <class PackB, class PackA>
+inline void packed_gemm_task(const PackedTasks& t, int64_t task, int64_t red, bool accumulate, float* C, int64_t ldc,
+                             ThreadPool& pool, int thread, const PackB& pack_b, const PackA& pack_a) {
+  const int64_t c0 = (task % t.n_col_tasks) * t.cols_per_task, c1 = min64(t.cols, c0 + t.cols_per_task);
+  const int64_t m0 = (task / t.n_col_tasks) * t.rows_per_task, m1 = min64(t.rows, m0 + t.rows_per_task);
+  if (c0 >= c1 || m0 >= m1) return;
+  const int64_t nc = c1 - c0, n_panels = (nc + NR - 1) / NR;
+  float* bp = pool.scratch(thread, ThreadPool::Scratch::PackB, KC * n_panels * NR);
+  float* ap = pool.scratch(thread, ThreadPool::Scratch::PackA, MC * KC + 8);
+  for (int64_t r0 = 0; r0 < red; r0 += KC) {
+    const int64_t kc = min64(KC, red - r0);
+    const bool add = accumulate || r0 > 0;
+    pack_b(r0, kc, c0, nc, bp);
+    for (int64_t i0 = m0; i0 < m1; i0 += MC) {
+      const int64_t mc = min64(MC, m1 - i0);
+      for (int64_t ir = 0; ir < mc; ir += MR) pack_a(i0 + ir, int(min64(MR, mc - ir)), r0, kc, ap + ir * kc);
+      for (int64_t p = 0; p < n_panels; ++p) {
+        const int nr = int(min64(NR, nc - p * NR));
+        const float* b = bp + p * kc * NR;
+        float* c = C + i0 * ldc + c0 + p * NR;
+        for (int64_t ir = 0; ir < mc; ir += MR) {
+          const int mr = int(min64(MR, mc - ir));
+          if (nr == NR)
+            kernel_mr(mr, kc, ap + ir * kc, b, c + ir * ldc, ldc, add);
+          else
+            kernel_edge(kc, ap + ir * kc, b, c + ir * ldc, ldc, add, mr, nr);
+        }
+      }
+    }
+  }
 }
 
 // exp(x) for 8 floats: x = n·ln2 + r with |r| <= ln2/2, exp(r) by its degree-7 Taylor polynomial (truncation

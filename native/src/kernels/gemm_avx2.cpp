@@ -23,12 +23,7 @@
 namespace ln {
 namespace {
 
-// MR x NR = 6 x 16: the microkernels of avx2_blocks.h.
-constexpr int64_t KC = 256;       // Bp micro-panel KC x NR x 4 = 16 KB: half of the 32 KB L1
-constexpr int64_t MC = 120;       // Ap block MC x KC x 4 = 120 KB: well inside the 512 KB L2 next to Bp traffic
-constexpr int64_t NC_PANELS = 64; // at most 64 x 16 = 1024 columns per task: Bp = 1 MB per thread in L3
-
-inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+// MR x NR = 6 x 16 microkernels, KC / MC / NC_PANELS blocking and the packed-GEMM driver: avx2_blocks.h.
 
 // ---- conversions -------------------------------------------------------------------------------------------
 
@@ -105,55 +100,33 @@ void pack_x_panel(const float* X, int64_t ldx, int mr, int64_t k0, int64_t kc, f
   }
 }
 
-
 // ---- gemm driver -------------------------------------------------------------------------------------------
 
 struct GemmJob {
-  int64_t M, N, K;
+  int64_t K;
   const float* X;
   int64_t ldx;
   const void* W;
   float* Y;
   int64_t ldy;
   bool accumulate;
-  int64_t cols_per_task;  // multiple of NR
-  int64_t rows_per_task;  // multiple of MR (all of M unless N alone cannot keep the threads busy)
-  int64_t n_col_tasks;
-  ThreadPool* pool;  // owns the packing buffers (one set per worker, grown on demand)
+  PackedTasks tasks;  // Y [M x N] split over the pool
+  ThreadPool* pool;   // owns the packing buffers (one set per worker, grown on demand)
 };
 
+// Y = X W^T as C = A B with A = X and B = W^T: B's micro-panels are rows of W, converted (and rounded) to f32.
 template <DType T, bool ROUND_W, bool ROUND_X>
 void gemm_task(void* ctx, int64_t task, int thread) {
   const GemmJob& j = *static_cast<const GemmJob*>(ctx);
-  const int64_t n0 = (task % j.n_col_tasks) * j.cols_per_task, n1 = min64(j.N, n0 + j.cols_per_task);
-  const int64_t m0 = (task / j.n_col_tasks) * j.rows_per_task, m1 = min64(j.M, m0 + j.rows_per_task);
-  if (n0 >= n1 || m0 >= m1) return;
-  const int64_t nc = n1 - n0, n_panels = (nc + NR - 1) / NR;
-  float* bp = j.pool->scratch(thread, ThreadPool::Scratch::PackB, KC * n_panels * NR);
-  float* ap = j.pool->scratch(thread, ThreadPool::Scratch::PackA, MC * KC + 8);
-  for (int64_t k0 = 0; k0 < j.K; k0 += KC) {
-    const int64_t kc = min64(KC, j.K - k0);
-    const bool add = j.accumulate || k0 > 0;
-    for (int64_t p = 0; p < n_panels; ++p)
-      pack_w_panel<T, ROUND_W>(j.W, j.K, n0 + p * NR, int(min64(NR, nc - p * NR)), k0, kc, bp + p * kc * NR);
-    for (int64_t i0 = m0; i0 < m1; i0 += MC) {
-      const int64_t mc = min64(MC, m1 - i0);
-      for (int64_t ir = 0; ir < mc; ir += MR)
-        pack_x_panel<ROUND_X>(j.X + (i0 + ir) * j.ldx, j.ldx, int(min64(MR, mc - ir)), k0, kc, ap + ir * kc);
-      for (int64_t p = 0; p < n_panels; ++p) {
-        const int nr = int(min64(NR, nc - p * NR));
-        const float* b = bp + p * kc * NR;
-        float* c = j.Y + i0 * j.ldy + n0 + p * NR;
-        for (int64_t ir = 0; ir < mc; ir += MR) {
-          const int mr = int(min64(MR, mc - ir));
-          if (nr == NR)
-            kernel_mr(mr, kc, ap + ir * kc, b, c + ir * j.ldy, j.ldy, add);
-          else
-            kernel_edge(kc, ap + ir * kc, b, c + ir * j.ldy, j.ldy, add, mr, nr);
-        }
-      }
-    }
-  }
+  packed_gemm_task(
+      j.tasks, task, j.K, j.accumulate, j.Y, j.ldy, *j.pool, thread,
+      [&](int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* bp) {
+        for (int64_t p = 0; p < (nc + NR - 1) / NR; ++p)
+          pack_w_panel<T, ROUND_W>(j.W, j.K, n0 + p * NR, int(min64(NR, nc - p * NR)), k0, kc, bp + p * kc * NR);
+      },
+      [&](int64_t i, int mr, int64_t k0, int64_t kc, float* ap) {
+        pack_x_panel<ROUND_X>(j.X + i * j.ldx, j.ldx, mr, k0, kc, ap);
+      });
 }
 
 template <DType T>
@@ -286,22 +259,12 @@ void (*pick_gemv_task(bool bf16))(void*, int64_t, int) {
 
 void avx2_gemm(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float* Y, int64_t ldy, Compute compute,
                bool accumulate, ThreadPool& pool) {
-  GemmJob j{M, W.rows, W.cols, X, ldx, W.data, Y, ldy, accumulate, 0, M, 1, &pool};
-  const int threads = pool.size();
-  const int64_t panels = (j.N + NR - 1) / NR;
-  j.cols_per_task = balanced_chunk(panels, threads, NC_PANELS) * NR;
-  j.n_col_tasks = (j.N + j.cols_per_task - 1) / j.cols_per_task;
-  if (j.n_col_tasks < threads && M > MR) {
-    // Too few columns to share (N <= 16 on 2 threads): split the rows of X as well, each task packing its own W.
-    const int64_t row_blocks = (M + MR - 1) / MR;
-    j.rows_per_task = balanced_chunk(row_blocks, threads, (row_blocks + threads - 1) / threads) * MR;
-  }
-  const int64_t row_tasks = (M + j.rows_per_task - 1) / j.rows_per_task;
+  GemmJob j{W.cols, X, ldx, W.data, Y, ldy, accumulate, plan_packed_tasks(M, W.rows, pool.size()), &pool};
   const bool bf16 = compute == Compute::BF16;
   void (*fn)(void*, int64_t, int) = W.dtype == DType::F32   ? pick_gemm_task<DType::F32>(bf16)
                                     : W.dtype == DType::F16 ? pick_gemm_task<DType::F16>(bf16)
                                                             : pick_gemm_task<DType::BF16>(bf16);
-  pool.run(j.n_col_tasks * row_tasks, fn, &j);
+  pool.run(j.tasks.count, fn, &j);
 }
 
 void avx2_gemv(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float* Y, int64_t ldy, Compute compute,

@@ -17,7 +17,8 @@
 //   for each block of KC along the reduction:  pack B[kblock, cols] -> Bp (NR-wide micro-panels, Bp[k][NR]);
 //     for each block of MC rows:                pack A[rows, kblock] -> Ap (MR-tall micro-panels, Ap[k][MR]);
 //       for each micro-panel of Bp (in L1), each micro-panel of Ap (from L2): the 6x16 FMA microkernel.
-// Packing buffers are per thread, grown on first use and kept (no allocation in the hot loop).
+// The driver and the task split are the forward's (packed_gemm_task, plan_packed_tasks in avx2_blocks.h); packing
+// buffers are the pool's, one set per worker, grown on first use and kept (no allocation in the hot loop).
 #include <immintrin.h>
 
 #include <cstring>
@@ -30,12 +31,7 @@ namespace ln {
 namespace train {
 namespace {
 
-// MR x NR = 6 x 16: the microkernels of avx2_blocks.h.
-constexpr int64_t KC = 256;        // Bp micro-panel KC x NR x 4 = 16 KB: half of the 32 KB L1
-constexpr int64_t MC = 120;        // Ap block MC x KC x 4 = 120 KB, in the 512 KB L2
-constexpr int64_t NC_PANELS = 64;  // at most 64 x 16 = 1024 columns per task: Bp <= 1 MB per thread
-
-inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+// MR x NR = 6 x 16 microkernels, KC / MC / NC_PANELS blocking and the packed-GEMM driver: avx2_blocks.h.
 
 // ---- packing -----------------------------------------------------------------------------------------------
 
@@ -94,11 +90,10 @@ void pack_a_cols(const float* A, int64_t lda, int mr, int64_t r0, int64_t kc, fl
     for (int i = 0; i < MR; ++i) dst[kk * MR + i] = i < mr ? A[(r0 + kk) * lda + i] : 0.f;
 }
 
-
 // ---- driver ------------------------------------------------------------------------------------------------
 
 struct Job {
-  int64_t rows, cols, red;  // C is rows x cols; the reduction has length red
+  int64_t red;  // the reduction's length
   const float* A;
   int64_t lda;
   const void* B;
@@ -106,84 +101,41 @@ struct Job {
   float* C;
   int64_t ldc;
   bool accumulate;
-  int64_t cols_per_task;  // multiple of NR
-  int64_t rows_per_task;  // multiple of MR (all rows unless the columns alone cannot keep the threads busy)
-  int64_t n_col_tasks;
-  ThreadPool* pool;  // owns the packing buffers (one set per worker, grown on demand), set by run()
+  PackedTasks tasks;  // C [rows x cols] split over the pool
+  ThreadPool* pool;   // owns the packing buffers (one set per worker, grown on demand)
 };
 
 // A_ROWS: A(i, r) = A[i * lda + r] (gemm_dx); otherwise A(i, r) = A[r * lda + i] (gemm_dw).
 template <bool A_ROWS, DType T>
 void gemm_task(void* ctx, int64_t task, int thread) {
   const Job& j = *static_cast<const Job*>(ctx);
-  const int64_t c0 = (task % j.n_col_tasks) * j.cols_per_task, c1 = min64(j.cols, c0 + j.cols_per_task);
-  const int64_t m0 = (task / j.n_col_tasks) * j.rows_per_task, m1 = min64(j.rows, m0 + j.rows_per_task);
-  if (c0 >= c1 || m0 >= m1) return;
-  const int64_t nc = c1 - c0, n_panels = (nc + NR - 1) / NR;
-  float* bp = j.pool->scratch(thread, ThreadPool::Scratch::PackB, KC * n_panels * NR);
-  float* ap = j.pool->scratch(thread, ThreadPool::Scratch::PackA, MC * KC + 8);
-  for (int64_t r0 = 0; r0 < j.red; r0 += KC) {
-    const int64_t kc = min64(KC, j.red - r0);
-    const bool add = j.accumulate || r0 > 0;
-    pack_b<T>(j.B, j.ldb, r0, kc, c0, nc, bp);
-    for (int64_t i0 = m0; i0 < m1; i0 += MC) {
-      const int64_t mc = min64(MC, m1 - i0);
-      for (int64_t ir = 0; ir < mc; ir += MR) {
-        const int mr = int(min64(MR, mc - ir));
+  packed_gemm_task(
+      j.tasks, task, j.red, j.accumulate, j.C, j.ldc, *j.pool, thread,
+      [&](int64_t r0, int64_t kc, int64_t c0, int64_t nc, float* bp) { pack_b<T>(j.B, j.ldb, r0, kc, c0, nc, bp); },
+      [&](int64_t i, int mr, int64_t r0, int64_t kc, float* ap) {
         if (A_ROWS)
-          pack_a_rows(j.A + (i0 + ir) * j.lda, j.lda, mr, r0, kc, ap + ir * kc);
+          pack_a_rows(j.A + i * j.lda, j.lda, mr, r0, kc, ap);
         else
-          pack_a_cols(j.A + i0 + ir, j.lda, mr, r0, kc, ap + ir * kc);
-      }
-      for (int64_t p = 0; p < n_panels; ++p) {
-        const int nr = int(min64(NR, nc - p * NR));
-        const float* b = bp + p * kc * NR;
-        float* c = j.C + i0 * j.ldc + c0 + p * NR;
-        for (int64_t ir = 0; ir < mc; ir += MR) {
-          const int mr = int(min64(MR, mc - ir));
-          if (nr == NR)
-            kernel_mr(mr, kc, ap + ir * kc, b, c + ir * j.ldc, j.ldc, add);
-          else
-            kernel_edge(kc, ap + ir * kc, b, c + ir * j.ldc, j.ldc, add, mr, nr);
-        }
-      }
-    }
-  }
-}
-
-// Splits the output over the pool as the forward does (gemm_avx2.cpp): whole micro-panels of columns, about the
-// same share per thread; the rows too when there are too few columns for the threads (e.g. a LoRA rank of 8).
-void run(Job& j, void (*fn)(void*, int64_t, int), ThreadPool& pool) {
-  j.pool = &pool;
-  const int threads = pool.size();
-  const int64_t panels = (j.cols + NR - 1) / NR;
-  j.cols_per_task = balanced_chunk(panels, threads, NC_PANELS) * NR;
-  j.n_col_tasks = (j.cols + j.cols_per_task - 1) / j.cols_per_task;
-  j.rows_per_task = j.rows;
-  if (j.n_col_tasks < threads && j.rows > MR) {
-    const int64_t row_blocks = (j.rows + MR - 1) / MR;
-    j.rows_per_task = balanced_chunk(row_blocks, threads, (row_blocks + threads - 1) / threads) * MR;
-  }
-  const int64_t row_tasks = (j.rows + j.rows_per_task - 1) / j.rows_per_task;
-  pool.run(j.n_col_tasks * row_tasks, fn, &j);
+          pack_a_cols(j.A + i, j.lda, mr, r0, kc, ap);
+      });
 }
 
 }  // namespace
 
 void avx2_gemm_dx(int64_t M, const float* dY, int64_t ldy, const WeightRef& W, float* dX, int64_t ldx,
                   bool accumulate, ThreadPool& pool) {
-  Job j{M, W.cols, W.rows, dY, ldy, W.data, W.cols, dX, ldx, accumulate, 0, 0, 0, nullptr};
-  run(j,
-      W.dtype == DType::F32   ? gemm_task<true, DType::F32>
-      : W.dtype == DType::F16 ? gemm_task<true, DType::F16>
-                              : gemm_task<true, DType::BF16>,
-      pool);
+  Job j{W.rows, dY, ldy, W.data, W.cols, dX, ldx, accumulate, plan_packed_tasks(M, W.cols, pool.size()), &pool};
+  pool.run(j.tasks.count,
+           W.dtype == DType::F32   ? gemm_task<true, DType::F32>
+           : W.dtype == DType::F16 ? gemm_task<true, DType::F16>
+                                   : gemm_task<true, DType::BF16>,
+           &j);
 }
 
 void avx2_gemm_dw(int64_t M, int64_t N, int64_t K, const float* dY, int64_t ldy, const float* X, int64_t ldx,
                   float* dW, int64_t lddw, ThreadPool& pool) {
-  Job j{N, K, M, dY, ldy, X, ldx, dW, lddw, true, 0, 0, 0, nullptr};
-  run(j, gemm_task<false, DType::F32>, pool);
+  Job j{M, dY, ldy, X, ldx, dW, lddw, true, plan_packed_tasks(N, K, pool.size()), &pool};
+  pool.run(j.tasks.count, gemm_task<false, DType::F32>, &j);
 }
 
 }  // namespace train
