@@ -14,65 +14,13 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/gemm.h"
+#include "gemm_test_data.h"
 #include "test_util.h"
 
 using namespace ln;
+using namespace gemmtest;
 
 namespace {
-
-constexpr double kU = 1.0 / 16777216.0;  // 2^-24, float32 unit roundoff
-constexpr double kTolUnits = 4.0;
-
-struct Rng {
-  uint64_t s;
-  explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  uint32_t next() {
-    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-    return uint32_t(s >> 16);
-  }
-  float uniform() { return float(next() & 0xffffff) / float(0x800000) - 1.f; }  // [-1, 1)
-  int small_int() { return int(next() % 7) - 3; }                             // -3..3
-};
-
-// A weight matrix stored in `dtype` at a misaligned address (2 bytes past an allocation: what a memory-mapped
-// safetensors file can give), with the exact float64 value of each element.
-struct Weights {
-  std::vector<uint8_t> storage;
-  WeightRef ref;
-  std::vector<double> value;
-};
-
-uint16_t random_f16(Rng& r) {
-  // Normal numbers in [2^-6, 2) with random sign and mantissa, and some subnormals (the F16C path must handle
-  // them exactly like the scalar conversion).
-  uint32_t sign = (r.next() & 1) << 15, mant = r.next() & 0x3ff;
-  uint32_t exp = (r.next() % 20 == 0) ? 0 : 9 + r.next() % 7;
-  return uint16_t(sign | (exp << 10) | mant);
-}
-
-Weights make_weights(DType t, int64_t N, int64_t K, Rng& r, bool small_ints) {
-  Weights w;
-  const int64_t n = N * K, esz = dtype_size(t);
-  w.storage.assign(size_t(n * esz + 2), 0);
-  uint8_t* base = w.storage.data() + 2;
-  for (int64_t i = 0; i < n; ++i) {
-    float f = small_ints ? float(r.small_int()) : r.uniform();
-    if (t == DType::F32) {
-      std::memcpy(base + 4 * i, &f, 4);
-    } else {
-      uint16_t h = t == DType::BF16 ? f32_to_bf16(f) : (small_ints ? 0 : random_f16(r));
-      if (t == DType::F16 && small_ints) {  // small integers are exact in f16: 1.m x 2^e
-        int v = int(f), a = v < 0 ? -v : v;
-        h = a == 0 ? 0 : uint16_t((v < 0 ? 0x8000 : 0) | ((a >= 2 ? 16 : 15) << 10) | (a == 3 ? 0x200 : 0));
-      }
-      std::memcpy(base + 2 * i, &h, 2);
-    }
-  }
-  w.ref = WeightRef{base, t, N, K};
-  w.value.resize(size_t(n));
-  for (int64_t i = 0; i < n; ++i) w.value[size_t(i)] = load_as_f32(base, t, i);
-  return w;
-}
 
 struct Case {
   CpuKernel kernel;

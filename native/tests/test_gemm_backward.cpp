@@ -16,67 +16,15 @@
 #include <vector>
 
 #include "kernels/cpu_features.h"
+#include "gemm_test_data.h"
 #include "test_util.h"
 #include "train/gemm_backward.h"
 
 using namespace ln;
+using namespace gemmtest;
 using namespace ln::train;
 
 namespace {
-
-constexpr double kU = 1.0 / 16777216.0;
-constexpr double kTolUnits = 4.0;
-
-struct Rng {
-  uint64_t s;
-  explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  uint32_t next() {
-    s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-    return uint32_t(s >> 16);
-  }
-  float uniform() { return float(next() & 0xffffff) / float(0x800000) - 1.f; }  // [-1, 1)
-  int small_int() { return int(next() % 7) - 3; }                             // -3..3
-};
-
-// A [rows x cols] weight in `dtype` stored 2 bytes past an allocation (misaligned for F32, as a mapped checkpoint
-// can be), with the exact value of every element.
-struct Weights {
-  std::vector<uint8_t> storage;
-  WeightRef ref;
-  std::vector<double> value;
-};
-
-uint16_t random_f16(Rng& r) {  // normal numbers in [2^-6, 2) and some subnormals
-  const uint32_t sign = (r.next() & 1) << 15, mant = r.next() & 0x3ff;
-  const uint32_t exp = (r.next() % 20 == 0) ? 0 : 9 + r.next() % 7;
-  return uint16_t(sign | (exp << 10) | mant);
-}
-
-uint16_t f16_small_int(int v) {  // -3..3, exact in f16
-  const int a = v < 0 ? -v : v;
-  return a == 0 ? 0 : uint16_t((v < 0 ? 0x8000 : 0) | ((a >= 2 ? 16 : 15) << 10) | (a == 3 ? 0x200 : 0));
-}
-
-Weights make_weights(DType t, int64_t rows, int64_t cols, Rng& r, bool small_ints) {
-  Weights w;
-  const int64_t n = rows * cols, esz = dtype_size(t);
-  w.storage.assign(size_t(n * esz + 2), 0);
-  uint8_t* base = w.storage.data() + 2;
-  for (int64_t i = 0; i < n; ++i) {
-    const int si = r.small_int();
-    const float f = small_ints ? float(si) : r.uniform();
-    if (t == DType::F32) {
-      std::memcpy(base + 4 * i, &f, 4);
-    } else {
-      const uint16_t h = t == DType::BF16 ? f32_to_bf16(f) : small_ints ? f16_small_int(si) : random_f16(r);
-      std::memcpy(base + 2 * i, &h, 2);
-    }
-  }
-  w.ref = WeightRef{base, t, rows, cols};
-  w.value.resize(size_t(n));
-  for (int64_t i = 0; i < n; ++i) w.value[size_t(i)] = load_as_f32(base, t, i);
-  return w;
-}
 
 // rows x ld floats, the padding past `cols` filled with a NaN sentinel (a kernel reading it would poison its
 // result, one writing it would be caught by check_padding).
