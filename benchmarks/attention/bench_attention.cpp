@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/bench_util.h"
 #include "core/thread_pool.h"
 #include "kernels/cpu_features.h"
 #include "kernels/ops.h"
@@ -46,37 +47,6 @@ constexpr int32_t kBlock = 16;  // query rows per task, as detail::kAttnBlock in
 // --cpu-time: time by process CPU time instead of wall time. On a loaded machine this discounts the time we were
 // descheduled; meaningful with --threads 1 (the pool's idle threads sleep, so CPU time is work done).
 bool g_cpu_time = false;
-
-double now() {
-  if (g_cpu_time) {
-    timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-  }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Register-only FMA loop (12 independent chains): the machine's peak on the calling thread.
-__attribute__((target("avx2,fma"))) float fma_loop(int64_t iters) {
-  __m256 a[12];
-  for (int i = 0; i < 12; ++i) a[i] = _mm256_set1_ps(float(i));
-  const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
-  for (int64_t it = 0; it < iters; ++it)
-    for (int i = 0; i < 12; ++i) a[i] = _mm256_fmadd_ps(a[i], m, c);
-  __m256 s = a[0];
-  for (int i = 1; i < 12; ++i) s = _mm256_add_ps(s, a[i]);
-  return _mm256_cvtss_f32(s);
-}
-
-std::vector<float> random_floats(int64_t n, uint32_t seed) {
-  std::vector<float> v(static_cast<size_t>(n));
-  uint32_t s = seed * 2654435761u + 1;
-  for (auto& x : v) {
-    s = s * 1664525u + 1013904223u;
-    x = float(int32_t(s >> 8) - (1 << 23)) / float(1 << 23);  // [-1, 1)
-  }
-  return v;
-}
 
 struct Shape {
   const char* name;
@@ -150,9 +120,9 @@ std::vector<double> best_times(const std::vector<std::function<void()>>& fs, int
   for (int r = 0; r < g_rounds; ++r)
     for (size_t i = 0; i < fs.size(); ++i) {
       const size_t j = (i + size_t(r)) % fs.size();  // rotate the order too
-      const double t0 = now();
+      const double t0 = bench::now_seconds(g_cpu_time);
       for (int n = 0; n < inner; ++n) fs[j]();
-      best[j] = std::min(best[j], (now() - t0) / inner);
+      best[j] = std::min(best[j], (bench::now_seconds(g_cpu_time) - t0) / inner);
     }
   return best;
 }
@@ -179,7 +149,7 @@ void prefill_table(const std::vector<int>& threads, const std::vector<int>& toke
       for (int th : threads) {
         ThreadPool pool(th);
         const int64_t qd = int64_t(s.heads) * s.hd, kvd = int64_t(s.kv_heads) * s.hd;
-        const auto q = random_floats(T * qd, 1), k = random_floats(T * kvd, 2), v = random_floats(T * kvd, 3);
+        const auto q = bench::random_floats(T * qd, 1), k = bench::random_floats(T * kvd, 2), v = bench::random_floats(T * kvd, 3);
         std::vector<float> o1(size_t(T * qd)), o2(size_t(T * qd)), p(size_t(th * T));
         const Problem a{&s, T, 0, q.data(), k.data(), v.data(), o1.data(), p.data()};
         const Problem b{&s, T, 0, q.data(), k.data(), v.data(), o2.data(), p.data()};
@@ -189,7 +159,7 @@ void prefill_table(const std::vector<int>& threads, const std::vector<int>& toke
         const int inner = std::max(1, int(0.03 * 10e9 * th / flop));
         const std::vector<double> t = best_times(
             {[&] { run_row(pool, a); }, [&] { run_tile(pool, b); },
-             [&] { pool.parallel_for(th, [&](int64_t, int) { sink = sink + fma_loop(kPeakIters / inner); }); }},
+             [&] { pool.parallel_for(th, [&](int64_t, int) { sink = sink + bench::fma_loop(kPeakIters / inner); }); }},
             inner);
         double diff = 0;
         for (size_t i = 0; i < o1.size(); ++i) diff = std::max(diff, double(std::fabs(o1[i] - o2[i])));
@@ -214,11 +184,11 @@ void decode_table(const std::vector<int>& threads, const std::vector<int>& ctxs)
       for (int th : threads) {
         ThreadPool pool(th);
         const int64_t qd = int64_t(s.heads) * s.hd, kvd = int64_t(s.kv_heads) * s.hd, ctx = C + 1;
-        const auto q = random_floats(qd, 1);
+        const auto q = bench::random_floats(qd, 1);
         std::vector<std::vector<float>> ks, vs;
         for (int l = 0; l < kLayers; ++l) {
-          ks.push_back(random_floats(ctx * kvd, 2 + 2 * l));
-          vs.push_back(random_floats(ctx * kvd, 3 + 2 * l));
+          ks.push_back(bench::random_floats(ctx * kvd, 2 + 2 * l));
+          vs.push_back(bench::random_floats(ctx * kvd, 3 + 2 * l));
         }
         std::vector<float> o1(static_cast<size_t>(qd)), o2(o1), o3(o1), p(static_cast<size_t>(th * ctx));
         auto layers = [&](int variant, float* out) {

@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "../common/bench_util.h"
 #include "kernels/cpu_features.h"
 #include "train/gemm_backward.h"
 
@@ -36,15 +37,6 @@ namespace {
 // meaningful with --threads 1 (the pool's idle workers sleep, so they add nothing).
 bool g_cpu_time = false;
 
-double now() {
-  if (g_cpu_time) {
-    timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-  }
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
 double loadavg() {
   double l = -1;
   if (FILE* f = std::fopen("/proc/loadavg", "r")) {
@@ -56,13 +48,7 @@ double loadavg() {
 
 struct Buf {
   std::vector<float> v;
-  explicit Buf(int64_t n, uint32_t seed) : v(size_t(n)) {
-    uint32_t s = seed * 2654435761u + 1;
-    for (float& x : v) {
-      s = s * 1664525u + 1013904223u;
-      x = float(int32_t(s >> 8) - (1 << 23)) / float(1 << 23);  // [-1, 1)
-    }
-  }
+  explicit Buf(int64_t n, uint32_t seed) : v(bench::random_floats(n, seed)) {}
   float* data() { return v.data(); }
 };
 
@@ -174,9 +160,9 @@ int main(int argc, char** argv) {
       for (int rep = 0; rep < reps; ++rep)
         for (int k = 0; k < 2; ++k) {
           set_kernel(ks[k]);
-          const double t0 = now();
+          const double t0 = bench::now_seconds(g_cpu_time);
           r.fn();
-          best[k] = std::min(best[k], now() - t0);
+          best[k] = std::min(best[k], bench::now_seconds(g_cpu_time) - t0);
         }
       sum_plain += best[0], sum_avx2 += best[1];
       std::printf("| %lld | %s | %s | %s | %.1f | %.1f | %.2f |\n", (long long)M, r.op.c_str(), r.shape.c_str(),

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "../common/bench_util.h"
 #include "kernels/gemm.h"
 
 #ifdef LN_HAVE_OPENBLAS
@@ -30,7 +31,6 @@ constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
 #endif
 
 using namespace ln;
-using Clock = std::chrono::steady_clock;
 
 namespace {
 
@@ -39,15 +39,6 @@ int g_reps = 3;
 // descheduled; fair only with --threads 1 (idle pool threads sleep, but OpenBLAS's may spin).
 bool g_cpu_time = false;
 
-double now_seconds() {
-  if (g_cpu_time) {
-    timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
-  }
-  return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
-}
-
 // One warm-up call each, then the best of g_reps timed calls each. The variants take turns within every rep, so
 // that load from other processes on a shared machine hits all of them alike and their ratios stay meaningful.
 std::vector<double> best_times(const std::vector<std::function<void()>>& fs) {
@@ -55,35 +46,23 @@ std::vector<double> best_times(const std::vector<std::function<void()>>& fs) {
   for (auto& f : fs) f();
   for (int r = 0; r < g_reps; ++r)
     for (size_t i = 0; i < fs.size(); ++i) {
-      const double t0 = now_seconds();
+      const double t0 = bench::now_seconds(g_cpu_time);
       fs[i]();
-      best[i] = std::min(best[i], now_seconds() - t0);
+      best[i] = std::min(best[i], bench::now_seconds(g_cpu_time) - t0);
     }
   return best;
 }
 
 // ---- machine reference points ------------------------------------------------------------------------------
 
-// Register-only FMA loop: 12 independent accumulators hide the FMA latency; nothing touches memory.
-__attribute__((target("avx2,fma"))) float fma_loop(int64_t iters) {
-  __m256 a[12];
-  for (int i = 0; i < 12; ++i) a[i] = _mm256_set1_ps(float(i));
-  const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
-  for (int64_t it = 0; it < iters; ++it)
-    for (int i = 0; i < 12; ++i) a[i] = _mm256_fmadd_ps(a[i], m, c);
-  __m256 s = a[0];
-  for (int i = 1; i < 12; ++i) s = _mm256_add_ps(s, a[i]);
-  return _mm256_cvtss_f32(s);
-}
-
 // Runs f(thread) on `threads` threads at once and returns the wall time.
 double on_threads(int threads, const std::function<void(int)>& f) {
   std::vector<std::thread> ts;
-  const double t0 = now_seconds();
+  const double t0 = bench::now_seconds(g_cpu_time);
   for (int t = 1; t < threads; ++t) ts.emplace_back(f, t);
   f(0);
   for (auto& t : ts) t.join();
-  return now_seconds() - t0;
+  return bench::now_seconds(g_cpu_time) - t0;
 }
 
 double fma_peak_gflops(int threads) {
@@ -91,7 +70,7 @@ double fma_peak_gflops(int threads) {
   volatile float sink = 0;
   double best = 1e30;
   for (int r = 0; r < 3; ++r)
-    best = std::min(best, on_threads(threads, [&](int) { sink = sink + fma_loop(iters); }));
+    best = std::min(best, on_threads(threads, [&](int) { sink = sink + bench::fma_loop(iters); }));
   return 2.0 * 8 * 12 * double(iters) * threads / best / 1e9;
 }
 
@@ -128,16 +107,6 @@ Bandwidth memory_bandwidth(int threads) {
 }
 
 // ---- data --------------------------------------------------------------------------------------------------
-
-std::vector<float> random_floats(int64_t n, uint32_t seed) {
-  std::vector<float> v(static_cast<size_t>(n));
-  uint32_t s = seed * 2654435761u + 1;
-  for (auto& x : v) {
-    s = s * 1664525u + 1013904223u;
-    x = float(int32_t(s >> 8) - (1 << 23)) / float(1 << 23);  // [-1, 1)
-  }
-  return v;
-}
 
 std::vector<uint16_t> to_16bit(const std::vector<float>& v, DType t) {
   std::vector<uint16_t> h(v.size());
@@ -177,7 +146,7 @@ void prefill_table(ThreadPool& pool, bool quick) {
   for (int64_t M : Ms) {
     for (const Shape& s : shapes) {
       const int64_t K = s.K, N = s.N;
-      std::vector<float> X = random_floats(M * K, 1), W = random_floats(N * K, 2), Y(size_t(M * N));
+      std::vector<float> X = bench::random_floats(M * K, 1), W = bench::random_floats(N * K, 2), Y(size_t(M * N));
       std::vector<uint16_t> Wb = to_16bit(W, DType::BF16);
       WeightRef wf{W.data(), DType::F32, N, K}, wb{Wb.data(), DType::BF16, N, K};
       const double flop = 2.0 * double(M) * double(N) * double(K);
@@ -188,7 +157,7 @@ void prefill_table(ThreadPool& pool, bool quick) {
       // The FMA peak runs in the same rounds too (10M iterations x 96 FMA lanes x 2 flops per thread).
       const int64_t peak_iters = 10'000'000;
       volatile float sink = 0;
-      fs.push_back([&] { on_threads(pool.size(), [&](int) { sink = sink + fma_loop(peak_iters); }); });
+      fs.push_back([&] { on_threads(pool.size(), [&](int) { sink = sink + bench::fma_loop(peak_iters); }); });
 #ifdef LN_HAVE_OPENBLAS
       fs.push_back([&] {
         cblas_sgemm(kRowMajor, kNoTrans, kTrans, int(M), int(N), int(K), 1.f, X.data(), int(K), W.data(), int(K), 0.f,
@@ -226,7 +195,7 @@ void decode_table(ThreadPool& pool, int64_t M) {
                               {DType::F32, Compute::F32}};
   for (const Shape& s : shapes) {
     const int64_t K = s.K, N = s.N;
-    std::vector<float> X = random_floats(M * K, 3), Y(static_cast<size_t>(M * N)), W = random_floats(N * K, 4);
+    std::vector<float> X = bench::random_floats(M * K, 3), Y(static_cast<size_t>(M * N)), W = bench::random_floats(N * K, 4);
     std::vector<std::vector<std::vector<uint8_t>>> stores;  // [variant][copy]: weight bytes
     std::vector<std::function<void()>> passes;
     std::vector<int64_t> wbytes;

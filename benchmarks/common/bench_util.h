@@ -1,0 +1,48 @@
+// Helpers shared by the C++ benchmarks (benchmarks/{gemm,attention,finetune}/bench_*.cpp): the clock, the
+// register-only FMA loop that measures the machine's peak, and deterministic benchmark data.
+#pragma once
+#include <immintrin.h>
+#include <time.h>
+
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+namespace bench {
+
+// Seconds on the wall clock, or of the process's CPU time with cpu_time (--cpu-time: on a loaded machine this
+// discounts the time we were descheduled; meaningful with one thread, as the pool's idle workers sleep).
+inline double now_seconds(bool cpu_time) {
+  if (cpu_time) {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Register-only FMA loop: 12 independent accumulators hide the FMA latency; nothing touches memory. The
+// machine's FMA peak on the calling thread is 12 * 8 * 2 * iters FLOPs over its time.
+__attribute__((target("avx2,fma"))) inline float fma_loop(int64_t iters) {
+  __m256 a[12];
+  for (int i = 0; i < 12; ++i) a[i] = _mm256_set1_ps(float(i));
+  const __m256 m = _mm256_set1_ps(0.999999f), c = _mm256_set1_ps(1e-7f);
+  for (int64_t it = 0; it < iters; ++it)
+    for (int i = 0; i < 12; ++i) a[i] = _mm256_fmadd_ps(a[i], m, c);
+  __m256 s = a[0];
+  for (int i = 1; i < 12; ++i) s = _mm256_add_ps(s, a[i]);
+  return _mm256_cvtss_f32(s);
+}
+
+// n floats in [-1, 1) from a linear congruential generator: the same data for the same seed on every run.
+inline std::vector<float> random_floats(int64_t n, uint32_t seed) {
+  std::vector<float> v(static_cast<size_t>(n));
+  uint32_t s = seed * 2654435761u + 1;
+  for (auto& x : v) {
+    s = s * 1664525u + 1013904223u;
+    x = float(int32_t(s >> 8) - (1 << 23)) / float(1 << 23);
+  }
+  return v;
+}
+
+}  // namespace bench
