@@ -137,13 +137,6 @@ void (*pick_gemm_task(bool bf16))(void*, int64_t, int) {
 
 // ---- gemv (few rows) ---------------------------------------------------------------------------------------
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 // bf16 weights need no conversion beyond bit placement. A 32-bit lane holding the pair (w[2j], w[2j+1]) gives
 // w[2j+1] as a float by masking off the low half and w[2j] by shifting left 16: one op per 8 weights, no shuffle.
 // The rows of X are reordered once per call to match (see avx2_gemv), so the pairs need no

@@ -1,8 +1,9 @@
 // Elementwise and row operations of the decoder forward (everything that is not a matrix product).
 // Mostly plain scalar code: these are O(tokens x width) next to the O(tokens x width^2) projections. The
 // exceptions have AVX2 versions (ops_avx2.cpp, attention_kernels_avx2.cpp): attention, and silu, one exp per FFN
-// neuron per token, which took 1-2% of a Llama-3.2-1B-shaped forward in scalar code (benchmarks/profile). Activation buffers are owned float arrays (aligned); weights are read only through
-// convert_to_f32 / load_as_f32 (memcpy), so misaligned checkpoint pointers are fine.
+// neuron per token, which took 1-2% of a Llama-3.2-1B-shaped forward in scalar code (benchmarks/profile).
+// Activation buffers are owned float arrays (aligned); weights are read only through convert_to_f32 /
+// load_as_f32 (memcpy), so misaligned checkpoint pointers are fine.
 #pragma once
 #include "kernels/math.h"
 #include <cmath>

@@ -9,13 +9,6 @@
 
 namespace ln {
 
-static inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
 // q . k over hd floats: 8-wide FMAs, scalar tail (head_dim need not be a multiple of 8).
 static inline float dot(const float* q, const float* k, int hd, int hd8) {
   __m256 acc = _mm256_setzero_ps();
