@@ -50,3 +50,10 @@ export function writeFileAtomic(file, text) {
   fs.writeFileSync(tmp, text);
   fs.renameSync(tmp, file);
 }
+
+/** The median of a non-empty list of numbers (the mean of the two middle values for an even count). */
+export function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}

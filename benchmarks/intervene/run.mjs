@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { median } from '../common/proc.mjs';
 import { ensureSyntheticCheckpoint } from '../common/synthetic-checkpoint.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -50,7 +51,6 @@ for (let r = 0; r < o.reps; r++) {
   if (r % 2) { intervened.push(await time({ intervene: iv })); plain.push(await time({})); }
   else { plain.push(await time({})); intervened.push(await time({ intervene: iv })); }
 }
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
 const result = { model: o.model, tokens: o.tokens, threads: o.threads, edits: iv.edits, editsPerLayer: iv.edits / L,
   plainMs: median(plain), intervenedMs: median(intervened), ratio: median(intervened) / median(plain) };
 console.log(JSON.stringify(result, null, 2));

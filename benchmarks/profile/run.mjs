@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { runChild, writeFileAtomic } from '../common/proc.mjs';
+import { median, runChild, writeFileAtomic } from '../common/proc.mjs';
 import { dims, ensureSyntheticCheckpoint, MODEL_SHAPES } from '../common/synthetic-checkpoint.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -89,7 +89,6 @@ function forwardFlops(d, T, lmRows) {
 }
 
 const fmt = (x, n = 3) => Number(x).toFixed(n);
-const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 /**
  * Ratios of two variants of the forward child, `num` over `den`, for wall and CPU time: the best times' ratio, and
  * the median over rounds of each round's ratio (the two ran back to back, so a load change between rounds cancels;
