@@ -61,10 +61,11 @@ LN_TEST(ops_silu_matches_double) {
 }
 
 // The AVX2 silu (own exp polynomial) against float64 over the whole float range that matters (bound: 4e-7
-// relative, see silu8; the worst is also reported in ulps); special values as math::silu; and position independence:
-// a value's result is the same in the 8-wide body and in the masked tail, for every row length 1..17.
+// relative, see silu8; the worst is also reported in ulps); special values as math::silu; and position
+// independence: a value's result is the same in the 8-wide body and in the masked tail, for every row length 1..17.
 static double ulps(float got, double want) {
-  const double spacing = std::max(double(std::nextafter(float(std::fabs(want)), INFINITY)) - std::fabs(float(want)), 1e-45);
+  const float a = std::fabs(float(want));
+  const double spacing = std::max(double(std::nextafter(a, INFINITY)) - double(a), 1e-45);
   return std::fabs(double(got) - want) / spacing;
 }
 LN_TEST(ops_silu_avx2_matches_double) {
