@@ -108,7 +108,10 @@ async function benchModel(name, o) {
 
   // (a) + (b): one child, interleaved variants.
   log(`${name}: forwards of ${o.tokens} tokens (base / stats / naive with the LM head), ${o.reps} round(s) ...`);
-  const f = await runChild(childScript, { kind: 'forward', dir: ck.dir, tokens: o.tokens, reps: o.reps, threads: o.threads });
+  // --expose-gc: the child collects garbage before every timed forward, so that freeing the previous variant's
+  // results (the naive forward's logits are T x vocab floats, 155 MB on the Qwen shape) is not timed in the next one.
+  const f = await runChild(childScript, { kind: 'forward', dir: ck.dir, tokens: o.tokens, reps: o.reps, threads: o.threads },
+    { execArgv: ['--expose-gc'] });
   raw.forward = f;
   const oh = ratios(f, 'stats', 'base');
   rows.push({ model: name, metric: `(a) statistics overhead: forward ${o.tokens} tok, logits none, default stats vs none (median of ${o.reps} paired rounds)`,
