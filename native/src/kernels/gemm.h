@@ -5,22 +5,10 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "core/tensor_types.h"
 #include "core/thread_pool.h"
 
 namespace ln {
-
-struct WeightRef {
-  const void* data = nullptr;
-  DType dtype = DType::F32;
-  int64_t rows = 0;  // N (out features), or the size of a 1-D tensor
-  int64_t cols = 0;  // K (in features); 1 for 1-D tensors
-  bool empty() const { return data == nullptr; }
-};
-
-// f32: float32 activations, products and accumulation.
-// bf16: activations and weights rounded to bf16 before the product, float32 accumulation (what bf16 tensor-core
-// and AVX512-BF16 dot products compute); the output stays float32.
-enum class Compute : int32_t { F32 = 0, BF16 = 1 };
 
 // The CPU kernel family in use. Chosen once from the CPU's features; LANGNEURONS_KERNEL=plain|avx2 overrides
 // (an unsupported request falls back loudly to the best supported one).
