@@ -117,3 +117,32 @@ describe('SQuAD EM/F1 (evaluate squad card; official v1.1 normalisation)', () =>
     expect(tokenIdScores([5, 6], [[6, 9]]).f1).toBeCloseTo(0.5, 12);
   });
 });
+
+// Python's whitespace (str.split(): \x1c-\x1f and \x85 are whitespace, U+FEFF is not) where JavaScript's \s differs.
+// Expected values: the official SQuAD v1.1 normalize_answer/f1_score run in Python 3.11, and sacreBLEU 2.6.0's own
+// code (mjpost/sacrebleu f615c72, sacrebleu/metrics/{chrf,bleu}.py) run in Python 3.11 on the same strings.
+describe('Python whitespace in the metrics (the official scripts run on the edge characters)', () => {
+  it('pySplit / pyStrip follow str.split() / str.strip()', async () => {
+    const { pySplit, pyStrip, pyIsSpace } = await import('../src/eval/pystr.js');
+    expect(pySplit('a\x1cb\x1dc\x1ed\x1fe\x85f\u3000g\ufeffh')).toEqual(['a', 'b', 'c', 'd', 'e', 'f', 'g\ufeffh']);
+    expect(pyStrip('\x1f\ufeff x \x85')).toBe('\ufeff x');
+    expect(pyIsSpace('\ufeff')).toBe(false);
+    expect(pyIsSpace('\x1c')).toBe(true);
+    expect(pyIsSpace('\u200b')).toBe(false); // zero-width space: not whitespace in Python either
+  });
+  it('SQuAD EM/F1 as evaluate-v1.1.py', () => {
+    expect(squadScores('Kurt\x1cColeman', ['Kurt Coleman'])).toEqual({ em: 1, f1: 1 });
+    expect(squadScores('\ufeffPanthers', ['Panthers'])).toEqual({ em: 0, f1: 0 });
+    expect(squadScores('the\x85Panthers\u3000won', ['Panthers won'])).toEqual({ em: 1, f1: 1 });
+    const s = squadScores('\ufeffthe Panthers', ['Panthers']);
+    expect(s.em).toBe(0);
+    expect(s.f1).toBeCloseTo(0.6666666666666666, 15);
+  });
+  it('chrF / chrF++ / BLEU as sacreBLEU 2.6.0', () => {
+    expect(sentenceChrf('Kony\ufeffEaly plays', ['Kony Ealy plays'], { wordOrder: 2 })).toBeCloseTo(59.730724781631395, 11);
+    expect(sentenceChrf('a\x1cb cd', ['ab cd'])).toBeCloseTo(100, 11);
+    expect(sentenceChrf('a\ufeffb cd', ['ab cd'])).toBeCloseTo(50.84610472541507, 11);
+    expect(corpusBleu(['The cat\x1csat on'], [['The cat sat on']]).score).toBeCloseTo(100, 11);
+    expect(corpusBleu(['The cat\ufeffsat on'], [['The cat sat on']]).score).toBe(0);
+  });
+});

@@ -1,5 +1,6 @@
 // Prompt formats (../shared/docs/METHODS.md §6) and the per-language tables they need.
 import { LangneuronsError } from '../errors.js';
+import { pyStrip } from './pystr.js';
 
 /** English names of FLORES-200 codes (for the translation prompts). Unknown codes need --lang-name. */
 export const FLORES_NAMES: Record<string, string> = {
@@ -123,5 +124,5 @@ export function xcopaContext(premise: string, question: string, lang: string): s
   const conn = XCOPA_CONNECTORS[lang];
   if (!conn) throw new LangneuronsError('E_OPTIONS', `xcopa: no connectors for language '${lang}' (known: ${Object.keys(XCOPA_CONNECTORS).join(', ')})`, { field: 'langs' });
   if (question !== 'cause' && question !== 'effect') throw new LangneuronsError('E_DATA', `xcopa: question must be "cause" or "effect", got "${question}"`);
-  return Array.from(premise.trim()).slice(0, -1).join('') + ` ${conn[question]}`; // Python slices code points
+  return Array.from(pyStrip(premise)).slice(0, -1).join('') + ` ${conn[question]}`; // Python slices code points
 }

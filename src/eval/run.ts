@@ -10,6 +10,7 @@ import { fingerprint, type DataFile } from './data.js';
 import { corpusBleu, sentenceBleu } from './metrics/bleu.js';
 import { chrfSignature, corpusChrf, sentenceChrf } from './metrics/chrf.js';
 import { squadScores, tokenIdScores } from './metrics/squad.js';
+import { pyStrip } from './pystr.js';
 import type { Scorer } from './scorer.js';
 import type { PlanItem, TaskPlan } from './tasks.js';
 
@@ -78,7 +79,7 @@ async function scoreBatch(plan: TaskPlan, items: PlanItem[], scorer: Scorer): Pr
     const gens = items as Extract<PlanItem, { kind: 'gen' }>[];
     const outs = await scorer.generate(gens.map((g) => g.prompt), plan.gen!);
     return gens.map((g, i) => {
-      const output = outs[i]!.trim();
+      const output = pyStrip(outs[i]!);
       if (plan.parseChoice) {
         const pred = plan.parseChoice(output);
         return { id: g.id, output, gold: g.gold, pred, acc: +(pred === g.gold), invalid: +(pred === null) };
@@ -89,7 +90,7 @@ async function scoreBatch(plan: TaskPlan, items: PlanItem[], scorer: Scorer): Pr
       const s = squadScores(output, g.refs);
       const r: ItemResult = { id: g.id, output, refs: g.refs, em: s.em, f1: s.f1 };
       if (scorer.encode) {
-        const t = tokenIdScores(scorer.encode(output), g.refs.map((x) => scorer.encode!(x.trim())));
+        const t = tokenIdScores(scorer.encode(output), g.refs.map((x) => scorer.encode!(pyStrip(x))));
         r.token_em = t.em; r.token_f1 = t.f1;
       }
       return r;

@@ -9,6 +9,7 @@ import {
   belebelePrompt, extractLetter, extractXnliLabel, FLORES_PROMPTS, floresName, floresPrompt, LANG_ALIASES, LETTERS,
   mcqPrompt, XNLI_WORDS, xnliGenerativePrompt, xquadPrompt, xcopaChoice, xcopaContext, type FloresPrompt,
 } from './prompts.js';
+import { pyStrip } from './pystr.js';
 import type { GenOptions, Pair } from './scorer.js';
 
 export const TASKS = ['ppl', 'flores', 'belebele', 'xnli', 'xquad', 'xcopa', 'xwinograd', 'include', 'mmlu'] as const;
@@ -241,7 +242,7 @@ async function prepareXwinograd(o: PrepareOptions): Promise<TaskPlan> {
     const idx = s.indexOf('_');
     if (idx < 0) throw new LangneuronsError('E_DATA', `${file}: row ${i}: the sentence has no "_" blank`, { file, field: 'sentence' });
     // lm-eval xwinograd (partial scoring): contexts = sentence[:idx] + option; target = sentence[idx+1:].strip()
-    const target = s.slice(idx + 1).trim();
+    const target = pyStrip(s.slice(idx + 1));
     const opts = [str(file, row, i, 'option1'), str(file, row, i, 'option2')];
     const gold = answerIndex(file, i, row.answer, 3, 'answer') - 1;
     if (gold < 0) answerIndex(file, i, -1, 2, 'answer');
@@ -270,7 +271,7 @@ async function prepareMcq(task: 'include' | 'mmlu', o: PrepareOptions): Promise<
       choices = c as string[];
     } else choices = ['a', 'b', 'c', 'd'].map((k) => str(file, row, i, `option_${k}`));
     const gold = mmmlu ? answerIndex(file, i, row.Answer, 4, 'Answer') : answerIndex(file, i, row.answer, 4, 'answer');
-    const p = mcqPrompt(str(file, row, i, mmmlu ? 'Question' : 'question').trim(), choices);
+    const p = mcqPrompt(pyStrip(str(file, row, i, mmmlu ? 'Question' : 'question')), choices);
     return prompt === 'loglik' ? mc(String(g), p, [...LETTERS], gold) : { kind: 'gen' as const, id: String(g), prompt: p, refs: [LETTERS[gold]!], gold };
   });
   return { task, lang: o.lang, prompt, files, items, ...(prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: (t: string) => extractLetter(t) } : {}) };

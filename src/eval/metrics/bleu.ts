@@ -3,6 +3,8 @@
 // max n-gram order 4, smoothing 'exp' for both corpus_bleu and sentence_bleu; sentence_bleu uses the
 // effective order (sacrebleu.compat.sentence_bleu(use_effective_order=True)). Scores are on 0–100.
 
+import { pyRstrip, pySplit } from '../pystr.js';
+
 export type BleuTokenizer = '13a' | 'none';
 export type BleuSmoothing = 'exp' | 'none' | 'floor' | 'add-k';
 
@@ -43,10 +45,8 @@ function regexpTokenize(line: string): string {
   return splitWhitespace(line).join(' ');
 }
 
-/** Python's str.split() with no argument: runs of whitespace, no empty strings. */
-export function splitWhitespace(s: string): string[] {
-  return s.split(/[\s\x1c-\x1f\x85]+/u).filter((w) => w.length > 0);
-}
+/** Python's str.split() with no argument (src/eval/pystr.ts). */
+export const splitWhitespace = pySplit;
 
 /** mteval-v13a tokenisation as sacreBLEU's Tokenizer13a. */
 export function tokenize13a(line: string): string {
@@ -57,7 +57,7 @@ export function tokenize13a(line: string): string {
 
 function preprocess(sent: string, o: BleuOptions): string {
   if (o.lowercase) sent = sent.toLowerCase();
-  sent = sent.replace(/\s+$/u, ''); // sacreBLEU: tokenizer(sent.rstrip())
+  sent = pyRstrip(sent); // sacreBLEU: tokenizer(sent.rstrip())
   return (o.tokenize ?? '13a') === '13a' ? tokenize13a(sent) : sent;
 }
 

@@ -3,6 +3,7 @@
 // a/an/the, collapse whitespace; F1 over whitespace tokens; the best score over the gold answers.
 // Token-id variants (Mondal et al. report EM/F1 on token ids): the same, on the model tokenizer's ids of the
 // stripped strings (no special tokens, no normalisation beyond stripping).
+import { pySplit } from '../pystr.js';
 
 const PUNCT = new Set('!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~');
 
@@ -11,7 +12,7 @@ export function normalizeAnswer(s: string): string {
   const noPunc = Array.from(lower).filter((c) => !PUNCT.has(c)).join('');
   // Python's re \b is Unicode-aware: a word character is a letter, a number or '_'.
   const noArticles = noPunc.replace(/(?<![\p{L}\p{N}_])(a|an|the)(?![\p{L}\p{N}_])/gu, ' ');
-  return noArticles.split(/\s+/u).filter(Boolean).join(' ');
+  return pySplit(noArticles).join(' '); // Python's ' '.join(text.split())
 }
 
 function f1Tokens<T>(pred: T[], gold: T[]): number {
