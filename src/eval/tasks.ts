@@ -6,8 +6,8 @@ import { existsSync } from 'node:fs';
 import { LangneuronsError } from '../errors.js';
 import { listConfigs, locate, readRows, requireColumns, requireDir, str, type Row } from './data.js';
 import {
-  belebelePrompt, extractLetter, extractXnliLabel, FLORES_PROMPTS, floresName, floresPrompt, LANG_ALIASES, LETTERS,
-  mcqPrompt, XNLI_WORDS, xnliGenerativePrompt, xquadPrompt, xcopaChoice, xcopaContext, type FloresPrompt,
+  belebeleLmEvalPrompt, belebelePrompt, extractLetter, includeLmEvalPrompt, mmluLmEvalPrompt, xnliLmEvalChoices, xquadLmEvalPrompt, extractXnliLabel, FLORES_PROMPTS, floresName, floresPrompt, LANG_ALIASES, LETTERS,
+  mcqPrompt, TEMPLATES, xnliGenerativePrompt, xquadPrompt, xcopaChoice, xcopaContext, type FloresPrompt,
 } from './prompts.js';
 import { pyStrip } from './pystr.js';
 import type { GenOptions, Pair } from './scorer.js';
@@ -19,13 +19,13 @@ export type TaskName = typeof TASKS[number];
 export const PROMPT_FORMATS: Record<TaskName, readonly string[]> = {
   ppl: ['text'],
   flores: FLORES_PROMPTS,
-  belebele: ['generate', 'loglik'],
+  belebele: ['generate', 'loglik', 'lm-eval'],
   xnli: ['lm-eval', 'generate', 'head'],
-  xquad: ['generate'],
+  xquad: ['generate', 'lm-eval'],
   xcopa: ['lm-eval'],
   xwinograd: ['partial'],
-  include: ['loglik', 'generate'],
-  mmlu: ['loglik', 'generate'],
+  include: ['loglik', 'generate', 'lm-eval'],
+  mmlu: ['loglik', 'generate', 'lm-eval'],
 };
 
 export type PlanItem =
@@ -42,6 +42,11 @@ export interface TaskPlan {
   files: string[];
   items: PlanItem[];
   gen?: GenOptions;
+  /** The split read and the --limit applied (recorded in the result; set by prepareTask). */
+  split?: string;
+  limit?: number;
+  /** The prompt format's template, as the result records it (set by prepareTask from TEMPLATES). */
+  template?: string;
   /** For generated answers: the choice index read from the output (null = none found). */
   parseChoice?: (output: string) => number | null;
 }
@@ -66,6 +71,11 @@ export function promptFor(task: TaskName, p?: string): string {
   return fmt;
 }
 
+/** lm-eval scores XNLI on its validation split (xnli_common_yaml has no test_split). */
+export function defaultSplit(task: TaskName, prompt?: string): string {
+  return task === 'xnli' && (prompt ?? PROMPT_FORMATS.xnli[0]) === 'lm-eval' ? 'validation' : DEFAULT_SPLIT[task];
+}
+
 const DEFAULT_SPLIT: Record<TaskName, string> = {
   ppl: 'test', flores: 'devtest', belebele: 'test', xnli: 'test', xquad: 'validation', xcopa: 'test', xwinograd: 'test', include: 'test', mmlu: 'test',
 };
@@ -77,15 +87,20 @@ function namesFor(task: TaskName, lang: string): string[] {
   const out = [lang];
   if (a?.flores && (task === 'belebele' || task === 'flores' || task === 'ppl')) out.push(a.flores);
   if (a?.include && task === 'include') out.push(a.include);
-  // openai/MMMLU names its files test/mmlu_<LANG>_<REGION>.csv (e.g. mmlu_DE_DE): --langs de_de
-  if (task === 'mmlu') out.push(`mmlu_${lang.toUpperCase().replace('-', '_')}`);
+  // openai/MMMLU names its files test/mmlu_<LANG>-<REGION>.csv (mmlu_DE-DE): --langs de_de, DE-DE or de-de
+  if (task === 'mmlu' && /^[A-Za-z]{2}[-_][A-Za-z]{2}$/.test(lang)) {
+    const [l, r] = [lang.slice(0, 2).toUpperCase(), lang.slice(3).toUpperCase()];
+    out.push(`mmlu_${l}-${r}`, `mmlu_${l}_${r}`);
+  }
+  // google-deepmind/xquad: xquad.<lang>.json (SQuAD format) beside the hub's xquad.<lang>/ folders
+  if (task === 'xquad') out.push(`xquad.${lang}`);
   return out;
 }
 
 /** The files of one language, or an error naming the folder, what was tried and the languages present. */
 export function locateLanguage(task: TaskName, dir: string, lang: string, split?: string): string[] {
   requireDir(dir, `${task} dataset`);
-  const sp = split ?? DEFAULT_SPLIT[task];
+  const sp = split ?? defaultSplit(task);
   const found = locate(dir, namesFor(task, lang), sp, { prefixes: PREFIXES[task] ?? [], textExt: task === 'flores' || task === 'ppl' });
   if (!found.files.length) {
     const have = listConfigs(dir, sp, PREFIXES[task] ?? []);
@@ -94,9 +109,12 @@ export function locateLanguage(task: TaskName, dir: string, lang: string, split?
   return found.files;
 }
 
-export function languagesIn(task: TaskName, dir: string, split?: string): string[] {
+export async function languagesIn(task: TaskName, dir: string, split?: string, prompt?: string): Promise<string[]> {
   requireDir(dir, `${task} dataset`);
-  return listConfigs(dir, split ?? DEFAULT_SPLIT[task], PREFIXES[task] ?? []);
+  const hub = listConfigs(dir, split ?? defaultSplit(task, prompt), PREFIXES[task] ?? []);
+  const tsv = task === 'xnli' && !hub.length ? xnliTsv(dir, split ?? defaultSplit(task, prompt)) : null;
+  if (tsv) return [...new Set((await readRows(tsv)).map((r) => String(r.language)))].sort();
+  return hub;
 }
 
 async function rowsOf(files: string[]): Promise<{ file: string; row: Row; i: number; g: number }[]> {
@@ -174,35 +192,64 @@ const LETTER_GEN: GenOptions = { maxNewTokens: 8, stop: ['\n'], repetitionPenalt
 
 async function prepareBelebele(o: PrepareOptions): Promise<TaskPlan> {
   const prompt = promptFor('belebele', o.prompt);
-  const files = locateLanguage('belebele', o.dir, o.lang, o.split);
+  const files = locateLanguage('belebele', o.dir, o.lang, o.split ?? defaultSplit('belebele', prompt));
   const cols = ['flores_passage', 'question', 'mc_answer1', 'mc_answer2', 'mc_answer3', 'mc_answer4', 'correct_answer_num'];
   const rows = await checkedRows(files, cols, 'Belebele', o.limit);
   const items = rows.map(({ file, row, i, g }) => {
     const answers = [1, 2, 3, 4].map((k) => str(file, row, i, `mc_answer${k}`));
     const gold = answerIndex(file, i, row.correct_answer_num, 5, 'correct_answer_num') - 1;
     if (gold < 0) answerIndex(file, i, -1, 4, 'correct_answer_num');
-    const p = belebelePrompt(str(file, row, i, 'flores_passage'), str(file, row, i, 'question'), answers);
+    const passage = str(file, row, i, 'flores_passage'), question = str(file, row, i, 'question');
     const id = `${g}:${String(row.link ?? '')}#${String(row.question_number ?? i)}`;
+    if (prompt === 'lm-eval') return mc(id, belebeleLmEvalPrompt(passage, question, answers), [...LETTERS], gold);
+    const p = belebelePrompt(passage, question, answers);
     return prompt === 'loglik' ? mc(id, p, [...LETTERS], gold) : { kind: 'gen' as const, id, prompt: p, refs: [LETTERS[gold]!], gold };
   });
   return { task: 'belebele', lang: o.lang, prompt, files, items, ...(prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: (t: string) => extractLetter(t) } : {}) };
 }
 
+/** The XNLI-1.0 release (facebookresearch/XNLI): xnli.{dev,test}.tsv with every language in one file; columns
+ *  language, gold_label (entailment / neutral / contradiction), sentence1, sentence2 (+ parses, pairID, ...). */
+function xnliTsv(dir: string, split: string): string | null {
+  const name = `xnli.${split === 'validation' ? 'dev' : split}.tsv`;
+  return [path.join(dir, name), path.join(dir, 'XNLI-1.0', name)].find((f) => existsSync(f)) ?? null;
+}
+
+const XNLI_LABELS = ['entailment', 'neutral', 'contradiction'];
+
+async function xnliTsvRows(file: string, lang: string, limit?: number): Promise<{ file: string; row: Row; i: number; g: number }[]> {
+  const all = await readRows(file);
+  requireColumns(file, all, ['language', 'gold_label', 'sentence1', 'sentence2'], 'XNLI-1.0 TSV');
+  const out: { file: string; row: Row; i: number; g: number }[] = [];
+  all.forEach((r, i) => {
+    if (r.language !== lang) return;
+    const label = XNLI_LABELS.indexOf(String(r.gold_label));
+    if (label < 0) throw new LangneuronsError('E_DATA', `${file}: line ${i + 2}: gold_label is ${JSON.stringify(r.gold_label)}, expected ${XNLI_LABELS.join(', ')}`, { file, field: 'gold_label' });
+    out.push({ file, row: { premise: r.sentence1, hypothesis: r.sentence2, label, pairID: r.pairID }, i, g: out.length });
+  });
+  if (!out.length) throw new LangneuronsError('E_DATA', `${file}: no rows of language '${lang}'; languages present: ${[...new Set(all.map((r) => String(r.language)))].sort().join(', ')}`, { file, field: 'langs' });
+  return limit !== undefined ? out.slice(0, limit) : out;
+}
+
 async function prepareXnli(o: PrepareOptions): Promise<TaskPlan> {
   const prompt = promptFor('xnli', o.prompt);
-  const files = locateLanguage('xnli', o.dir, o.lang, o.split);
-  const rows = await checkedRows(files, ['premise', 'hypothesis', 'label'], 'XNLI', o.limit);
-  const words = XNLI_WORDS[o.lang];
-  if (prompt === 'lm-eval' && !words) throw new LangneuronsError('E_OPTIONS', `xnli: no lm-eval label words for '${o.lang}' (known: ${Object.keys(XNLI_WORDS).join(', ')}); use --prompt generate`, { field: 'langs' });
+  const split = o.split ?? defaultSplit('xnli', prompt);
+  // the hub layout first; the release's TSV when the language has no hub files here
+  let files: string[], tsv: string | null = null;
+  try { files = locateLanguage('xnli', o.dir, o.lang, split); } catch (e) {
+    tsv = xnliTsv(o.dir, split);
+    if (!tsv) throw e;
+    files = [tsv];
+  }
+  const rows = tsv ? await xnliTsvRows(tsv, o.lang, o.limit) : await checkedRows(files, ['premise', 'hypothesis', 'label'], 'XNLI', o.limit);
+  if (prompt === 'lm-eval') xnliLmEvalChoices('', '', o.lang); // refuses a language lm-eval has no words for
   const items = rows.map(({ file, row, i, g }) => {
     const premise = str(file, row, i, 'premise'), hyp = str(file, row, i, 'hypothesis');
     const gold = answerIndex(file, i, row.label, 3, 'label');
     const id = String(g);
     if (prompt === 'head') return { kind: 'cls' as const, id, texts: [premise, hyp], gold };
-    if (prompt === 'lm-eval') {
-      const [q, e, n, c] = words!;
-      return mc(id, `${premise}, ${q}?`, [`${e}, ${hyp}`, `${n}, ${hyp}`, `${c}, ${hyp}`], gold);
-    }
+    // lm-eval: doc_to_text '' and the whole sentence in the choice (acc_norm divides by the whole choice's length)
+    if (prompt === 'lm-eval') return mc(id, '', xnliLmEvalChoices(premise, hyp, o.lang), gold);
     return { kind: 'gen' as const, id, prompt: xnliGenerativePrompt(premise, hyp), refs: [String(gold + 1)], gold };
   });
   return { task: 'xnli', lang: o.lang, prompt, files, items, ...(prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: extractXnliLabel } : {}) };
@@ -216,9 +263,15 @@ async function prepareXquad(o: PrepareOptions): Promise<TaskPlan> {
     const a = row.answers as { text?: unknown } | null;
     if (!a || typeof a !== 'object' || !Array.isArray(a.text) || !a.text.every((t) => typeof t === 'string'))
       throw new LangneuronsError('E_DATA', `${file}: row ${i}: column "answers" must be {text: [...], answer_start: [...]}`, { file, field: 'answers' });
-    return { kind: 'gen' as const, id: typeof row.id === 'string' ? row.id : String(g), prompt: xquadPrompt(str(file, row, i, 'context'), str(file, row, i, 'question')), refs: a.text as string[] };
+    const id = typeof row.id === 'string' ? row.id : String(g);
+    const context = str(file, row, i, 'context'), question = str(file, row, i, 'question');
+    // lm-eval scores against answers["text"][0] only (doc_to_target; utils.process_results_qa)
+    if (prompt === 'lm-eval') return { kind: 'gen' as const, id, prompt: xquadLmEvalPrompt(context, question, o.lang), refs: (a.text as string[]).slice(0, 1) };
+    return { kind: 'gen' as const, id, prompt: xquadPrompt(context, question), refs: a.text as string[] };
   });
-  return { task: 'xquad', lang: o.lang, prompt, files, items, gen: { maxNewTokens: 32, stop: ['\n'], repetitionPenalty: 1.0 } };
+  // lm-eval generate_until: until "\n", max_gen_toks 256 (the HFLM default), greedy
+  const gen = prompt === 'lm-eval' ? { maxNewTokens: 256, stop: ['\n'], repetitionPenalty: 1.0 } : { maxNewTokens: 32, stop: ['\n'], repetitionPenalty: 1.0 };
+  return { task: 'xquad', lang: o.lang, prompt, files, items, gen };
 }
 
 async function prepareXcopa(o: PrepareOptions): Promise<TaskPlan> {
@@ -246,7 +299,9 @@ async function prepareXwinograd(o: PrepareOptions): Promise<TaskPlan> {
     const opts = [str(file, row, i, 'option1'), str(file, row, i, 'option2')];
     const gold = answerIndex(file, i, row.answer, 3, 'answer') - 1;
     if (gold < 0) answerIndex(file, i, -1, 2, 'answer');
-    return { kind: 'mc', id: String(g), pairs: opts.map((op) => ({ context: s.slice(0, idx) + op, continuation: ` ${target}` })), choices: [target, target], gold };
+    // lm-eval's multiple-input mode: doc_to_choice is the two contexts, so acc_norm divides by their lengths
+    const contexts = opts.map((op) => s.slice(0, idx) + op);
+    return { kind: 'mc', id: String(g), pairs: contexts.map((c) => ({ context: c, continuation: ` ${target}` })), choices: contexts, gold };
   });
   return { task: 'xwinograd', lang: o.lang, prompt, files, items };
 }
@@ -258,7 +313,8 @@ async function prepareMcq(task: 'include' | 'mmlu', o: PrepareOptions): Promise<
   const hasChoices = 'choices' in rows0[0]!.row;
   const mmmlu = !hasChoices && 'Question' in rows0[0]!.row;  // openai/MMMLU's CSV columns
   const cols = hasChoices ? ['question', 'choices', 'answer']
-    : mmmlu ? ['Question', 'A', 'B', 'C', 'D', 'Answer'] : ['question', 'option_a', 'option_b', 'option_c', 'option_d', 'answer'];
+    : mmmlu ? ['Question', 'A', 'B', 'C', 'D', 'Answer'] : ['question', 'option_a', 'option_b', 'option_c', 'option_d', 'answer']
+  if (task === 'include' && prompt === 'lm-eval') cols.push('domain'); // lm-eval's per-domain description
   const rows = await checkedRows(files, cols, task === 'include' ? 'INCLUDE (question, option_a..option_d, answer) / MMLU-style'
     : 'MMLU (question, choices, answer) / Global-MMLU-style (option_a..option_d) / MMMLU-style (Question, A..D, Answer)', o.limit);
   const items = rows.map(({ file, row, i, g }) => {
@@ -271,16 +327,34 @@ async function prepareMcq(task: 'include' | 'mmlu', o: PrepareOptions): Promise<
       choices = c as string[];
     } else choices = ['a', 'b', 'c', 'd'].map((k) => str(file, row, i, `option_${k}`));
     const gold = mmmlu ? answerIndex(file, i, row.Answer, 4, 'Answer') : answerIndex(file, i, row.answer, 4, 'answer');
-    const p = mcqPrompt(pyStrip(str(file, row, i, mmmlu ? 'Question' : 'question')), choices);
+    const question = str(file, row, i, mmmlu ? 'Question' : 'question');
+    if (prompt === 'lm-eval') {
+      const p = task === 'include' ? includeLmEvalPrompt(str(file, row, i, 'domain'), question, choices)
+        : mmluLmEvalPrompt(mmluSubject(file, row, i), question, choices);
+      return mc(String(g), p, [...LETTERS], gold);
+    }
+    const p = mcqPrompt(pyStrip(question), choices);
     return prompt === 'loglik' ? mc(String(g), p, [...LETTERS], gold) : { kind: 'gen' as const, id: String(g), prompt: p, refs: [LETTERS[gold]!], gold };
   });
   return { task, lang: o.lang, prompt, files, items, ...(prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: (t: string) => extractLetter(t) } : {}) };
+}
+
+/** MMLU's subject (cais/mmlu `subject`, openai/MMMLU `Subject`) for lm-eval's description header. */
+function mmluSubject(file: string, row: Row, i: number): string {
+  if (typeof row.subject === 'string') return row.subject;
+  if (typeof row.Subject === 'string') return row.Subject;
+  throw new LangneuronsError('E_DATA', `${file}: row ${i}: --prompt lm-eval needs the MMLU subject (a "subject" or "Subject" column) for its description line`, { file, field: 'subject' });
 }
 
 export function isTask(t: string): t is TaskName { return (TASKS as readonly string[]).includes(t); }
 
 export async function prepareTask(task: string, o: PrepareOptions): Promise<TaskPlan> {
   if (!isTask(task)) throw new LangneuronsError('E_OPTIONS', `unknown task '${task}' (tasks: ${TASKS.join(', ')})`, { field: 'task' });
+  const plan = await prepare(task, o);
+  return { ...plan, split: o.split ?? defaultSplit(task, plan.prompt), ...(o.limit !== undefined ? { limit: o.limit } : {}), template: TEMPLATES[`${task}/${plan.prompt}`] ?? plan.prompt };
+}
+
+function prepare(task: TaskName, o: PrepareOptions): Promise<TaskPlan> {
   switch (task) {
     case 'ppl': return preparePpl(o);
     case 'flores': return prepareFlores(o);

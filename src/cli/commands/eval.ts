@@ -13,6 +13,7 @@ import { runPlan, type EvalResult, type Variant } from '../../eval/run.js';
 import { applyAdapter, isAdapterDir } from '../../train/adapter.js';
 import { applyDelta } from '../../train/delta.js';
 import { HeadClassifier } from '../../train/head.js';
+import { modelFingerprint } from '../../model/fingerprint.js';
 import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
 import { parseIntOption, printResult, Progress } from '../output.js';
 
@@ -83,6 +84,8 @@ export function registerEval(program: Command): void {
         return [s.slice(0, k), s.slice(k + 1)];
       }));
       const model = await openModel(modelDir, o);
+      // Results and resumes are keyed by what the model is (config, tokenizer, weights), not where it is.
+      const fingerprint = await modelFingerprint(modelDir);
       const intervene = await interventionFromCli(model, o);
       const head = o.head ? await HeadClassifier.load(model.checkpoint, o.head, model.threads) : undefined;
       const scorer = new ModelScorer(model, { ...(intervene ? { intervene } : {}), ...(head ? { head } : {}) });
@@ -97,7 +100,7 @@ export function registerEval(program: Command): void {
           langs = o.pairs.split(',').map((s) => s.trim()).filter(Boolean);
         } else {
           if (!o.langs) throw new LangneuronsError('E_OPTIONS', `${task} needs --langs`, { field: 'langs' });
-          langs = o.langs === 'all' ? languagesIn(task, ddir, o.split) : o.langs.split(',').map((s) => s.trim()).filter(Boolean);
+          langs = o.langs === 'all' ? await languagesIn(task, ddir, o.split, o.prompt) : o.langs.split(',').map((s) => s.trim()).filter(Boolean);
         }
         for (const lang of langs) {
           const plan = await prepareTask(task, {
@@ -105,10 +108,13 @@ export function registerEval(program: Command): void {
             ...(o.split ? { split: o.split } : {}), ...(o.limit ? { limit: o.limit } : {}),
           });
           const progress = new Progress(`${task} ${lang}`, o);
-          const r = await runPlan(plan, { scorer, outDir: o.out, model: path.resolve(modelDir), variant, batchItems: o.batchItems, onProgress: (d, t) => progress.update(d, t, 'items') });
+          const r = await runPlan(plan, { scorer, outDir: o.out, model: path.resolve(modelDir), modelFingerprint: fingerprint, variant, batchItems: o.batchItems, onProgress: (d, t) => progress.update(d, t, 'items') });
           progress.done();
           results.push(r);
-          if (!o.json) process.stderr.write(`${task} ${lang} [${variant.name}, ${plan.prompt}]: ${Object.entries(r.metrics).filter(([, v]) => typeof v === 'number').map(([k, v]) => `${k}=${(v as number).toFixed(4)}`).join(' ')}\n`);
+          if (!o.json) {
+            process.stderr.write(`${task} ${lang} [${variant.name}, ${plan.prompt}]: ${Object.entries(r.metrics).filter(([, v]) => typeof v === 'number').map(([k, v]) => `${k}=${(v as number).toFixed(4)}`).join(' ')}\n`);
+            if (r.truncatedItems) process.stderr.write(`note: ${r.truncatedItems} of ${r.items} ${task} ${lang} items were longer than the model's context and lost tokens on the left (truncatedItems in the result)\n`);
+          }
         }
       }
       printResult(o, { results }, () => `${results.length} result file(s) in ${o.out}`);
