@@ -146,3 +146,41 @@ describe('Python whitespace in the metrics (the official scripts run on the edge
     expect(corpusBleu(['The cat\ufeffsat on'], [['The cat sat on']]).score).toBe(0);
   });
 });
+
+// sacreBLEU's zh, intl and char tokenizers: expected strings and scores produced by sacreBLEU 2.6.0's own code
+// (mjpost/sacrebleu f615c72, sacrebleu/tokenizers/tokenizer_{zh,intl,char}.py, metrics/bleu.py) in Python 3.11.
+describe('BLEU tokenizers zh, intl, char (sacreBLEU 2.6.0 outputs)', () => {
+  const hypsZh = ['猫坐在垫子上。', '今天天气很好，我们去公园散步吧！', '他在2023年买了3.5公斤苹果—很便宜。', '这是一个测试句子'];
+  const refsZh = ['猫坐在垫子上了。', '今天天气不错，我们去公园走走吧！', '他在2023年买了3.5公斤的苹果—很便宜。', '这是一个测试用的句子'];
+  const hypsTh = ['แมวนั่งบนเสื่อ', 'วันนี้อากาศดีมาก'], refsTh = ['แมวนั่งอยู่บนเสื่อ', 'วันนี้อากาศดี'];
+  const hypsEn = ['The price is $1,000.50 (approx.) — “quoted” text…', 'Da 1999. war es 3½ Uhr; a€b ±5%.'];
+  const refsEn = ['The price is $1,000.50 (approximately) — “quoted” text.', 'In 1999. war es 3½ Uhr; a€b ±5%!'];
+
+  it('tokenised strings', async () => {
+    const { tokenizeZh, tokenizeIntl, tokenizeChar } = await import('../src/eval/metrics/bleu.js');
+    const lines = [hypsZh[2]!, ...hypsEn];
+    expect(lines.map(tokenizeZh)).toEqual(['他 在 2023 年 买 了 3.5 公 斤 苹 果 — 很 便 宜 。', 'The price is $ 1,000.50 ( approx . ) — “ quoted ” text …', 'Da 1999 . war es 3½ Uhr ; a € b ±5 % .']);
+    expect(lines.map(tokenizeIntl)).toEqual(['他在2023年买了3.5公斤苹果 — 很便宜 。', 'The price is $ 1,000.50 ( approx . ) — “ quoted ” text …', 'Da 1999 . war es 3½ Uhr ; a € b ± 5 % .']);
+    expect(tokenizeChar(hypsEn[1]!)).toBe('D a   1 9 9 9 .   w a r   e s   3 ½   U h r ;   a € b   ± 5 % .');
+    // tokenizer_zh.py's '\u20000'/'\u2f800' range quirk and non-BMP characters, as sacreBLEU computes them
+    expect(tokenizeZh('a\u2a6db\u2a6ec')).toBe('a \u2a6d b\u2a6ec');
+    expect(tokenizeZh('u\u{20000}v')).toBe('u\u{20000}v');
+  });
+
+  it('corpus and sentence BLEU with each tokenizer', () => {
+    const want: Record<string, { zh: number; th: number; en: number; s0: number }> = {
+      '13a': { zh: 0.0, th: 0.0, en: 68.39734231031868, s0: 0.0 },
+      zh: { zh: 66.54289715709011, th: 0.0, en: 74.90716577599433, s0: 72.89545183625967 },
+      intl: { zh: 31.41540294886656, th: 0.0, en: 75.89294995605214, s0: 49.99999999999999 },
+      char: { zh: 70.19485910883968, th: 79.96947589850811, en: 82.38676218093957, s0: 72.89545183625967 },
+    };
+    for (const [tok, w] of Object.entries(want)) {
+      const o = { tokenize: tok as '13a' | 'zh' | 'intl' | 'char' };
+      expect(corpusBleu(hypsZh, [refsZh], o).score).toBeCloseTo(w.zh, 10);
+      expect(corpusBleu(hypsTh, [refsTh], o).score).toBeCloseTo(w.th, 10);
+      expect(corpusBleu(hypsEn, [refsEn], o).score).toBeCloseTo(w.en, 10);
+      expect(sentenceBleu(hypsZh[0]!, [refsZh[0]!], o).score).toBeCloseTo(w.s0, 10);
+      expect(corpusBleu(hypsZh, [refsZh], o).signature).toContain(`|tok:${tok}|`);
+    }
+  });
+});
