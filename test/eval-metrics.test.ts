@@ -6,10 +6,12 @@
 //   chrF++ (word_order=2) 82.87263732906315, chrF++ lowercase 92.12853119829202;
 // - Hugging Face evaluate's squad metric card (metrics/squad/README.md) examples.
 import { describe, expect, it } from 'vitest';
+import path from 'node:path';
 
 import { corpusBleu, sentenceBleu, tokenize13a, computeBleu, bleuSegmentStats } from '../src/eval/metrics/bleu.js';
 import { corpusChrf, sentenceChrf } from '../src/eval/metrics/chrf.js';
 import { normalizeAnswer, squadCorpus, squadScores, tokenIdScores } from '../src/eval/metrics/squad.js';
+import { repoRoot } from './helpers/fixtures.js';
 
 const refs = [
   ['The dog bit the man.', 'It was not unexpected.', 'The man bit him first.'],
@@ -182,5 +184,25 @@ describe('BLEU tokenizers zh, intl, char (sacreBLEU 2.6.0 outputs)', () => {
       expect(sentenceBleu(hypsZh[0]!, [refsZh[0]!], o).score).toBeCloseTo(w.s0, 10);
       expect(corpusBleu(hypsZh, [refsZh], o).signature).toContain(`|tok:${tok}|`);
     }
+  });
+});
+
+// spBLEU (`--bleu-tokenize spm:<tokenizer.json>`): test/fixtures-eval/spm/tokenizer.json is a hand-made Unigram
+// model (Metaspace pre-tokenizer, as the tokenizers conversion of a SentencePiece model has) whose best
+// segmentations are worked out by hand from its scores; the spBLEU value is sacreBLEU 2.6.0's BLEU with
+// tokenize='none' on those pieces joined by spaces (what its TokenizerSPM feeds BLEU).
+describe('spBLEU with a SentencePiece tokenizer.json', () => {
+  it('pieces, score and signature; a raw .model is refused with a clear message', async () => {
+    const { loadSpmTokenizer } = await import('../src/eval/metrics/spm.js');
+    const spm = await loadSpmTokenizer(path.join(repoRoot, 'test/fixtures-eval/spm/tokenizer.json'));
+    // "▁mat." -> ▁mat (-1) + . (-3); "▁mats." -> ▁mats (-1.5) + . (-3) beats ▁mat + s + .; "▁cats" -> ▁cat + s
+    expect(spm.tokenize('the cat sat on the mat.')).toBe('▁the ▁cat ▁sat ▁on ▁the ▁mat .');
+    expect(spm.tokenize('the dog sat on the mats.')).toBe('▁the ▁dog ▁sat ▁on ▁the ▁mats .');
+    expect(spm.tokenize('the cats sat')).toBe('▁the ▁cat s ▁sat');
+    const b = corpusBleu(['the cat sat on the mat.', 'the cats sat'], [['the dog sat on the mats.', 'the cat sat']], { tokenize: spm });
+    expect(b.score).toBeCloseTo(24.25881048890279, 10);
+    expect(b.signature).toMatch(/\|tok:spm-tokenizer\.json-[0-9a-f]{12}\|/);
+    await expect(loadSpmTokenizer('/nowhere/flores200_sacrebleu_tokenizer_spm.model')).rejects.toThrow(/\.model: a raw SentencePiece \.model is not read; give its tokenizer\.json conversion/);
+    await expect(loadSpmTokenizer(path.join(repoRoot, 'test/fixtures-eval/xquad/xquad.de.json'))).rejects.toThrow(/xquad\.de\.json: not a tokenizer\.json: no "model" section/);
   });
 });

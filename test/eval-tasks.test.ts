@@ -129,6 +129,23 @@ describe('tasks with a fake scorer (exact prompts, choices, accuracies)', () => 
     expect((rah.items[0] as { prompt: string }).prompt).toBe('Translate from English to Maltese.\n\nEnglish: The cat sat on the mat.\nMaltese:');
   });
 
+  it('flores --bleu-tokenize: sacreBLEU tokenizers and spBLEU change BLEU and its signature, and the result key', async () => {
+    const outs = ['Il-qattus qagħad fuq it-tapit.', 'Kelb kbir.'], refs = ['Il-qattus qagħad fuq it-tapit.', 'Kelb nebaħ.'];
+    const gen = (p: string) => ` ${outs[p.includes('cat') ? 0 : 1]}`;
+    const out = await makeTempDir('bleu-tok-');
+    const keys = new Set<string>();
+    for (const [spec, tokenize] of [['char', 'char'], ['spm:' + path.join(FX, 'spm/tokenizer.json'), null]] as const) {
+      const plan = await prepareTask('flores', { dir: dir('flores'), lang: 'eng_Latn-mlt_Latn', bleuTokenize: spec });
+      const r = await runPlan(plan, { scorer: new FakeScorer(undefined, gen), outDir: out, model: 'fake', modelFingerprint: 'fp', variant: { name: 'base' } });
+      keys.add(r.key);
+      const want = corpusBleu(outs, [refs], { tokenize: tokenize ?? plan.bleuTokenize! });
+      expect(r.metrics.bleu).toBeCloseTo(want.score, 10);
+      expect(r.metrics.bleu_signature).toBe(want.signature);
+    }
+    expect(keys.size).toBe(2);
+    await expect(prepareTask('flores', { dir: dir('flores'), lang: 'eng_Latn-mlt_Latn', bleuTokenize: 'ja-mecab' })).rejects.toThrow(/--bleu-tokenize: unknown tokenizer 'ja-mecab' \(13a, none, zh, intl, char, or spm:<tokenizer\.json>\)/);
+  });
+
   it('xquad: SQuAD-normalised EM/F1 and token-id EM/F1', async () => {
     const plan = await prepareTask('xquad', { dir: dir('xquad'), lang: 'sw' });
     const s = new FakeScorer(undefined, (p) => (p.includes('Nairobi') ? ' Nairobi.' : 'Tanzania kaskazini'));

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { fingerprint, type DataFile } from './data.js';
-import { corpusBleu, sentenceBleu } from './metrics/bleu.js';
+import { corpusBleu, sentenceBleu, type BleuOptions } from './metrics/bleu.js';
 import { chrfSignature, corpusChrf, sentenceChrf } from './metrics/chrf.js';
 import { squadScores, tokenIdScores } from './metrics/squad.js';
 import { pyStrip } from './pystr.js';
@@ -59,6 +59,8 @@ export interface ResultKey {
   /** sha256 of every request the plan sends (contexts, continuations, prompts, gold answers). */
   requests: string;
   gen: TaskPlan['gen'] | null;
+  /** flores: the BLEU tokenizer's name (an spm tokenizer's includes its file's sha256). */
+  bleuTokenize: string | null;
   compute: string | null;
   device: string | null;
   contextLength: number | null;
@@ -153,7 +155,7 @@ function genResult(plan: TaskPlan, scorer: Scorer, g: Extract<PlanItem, { kind: 
     return { id: g.id, output, gold: g.gold, pred, acc: +(pred === g.gold), invalid: +(pred === null) };
   }
   if (plan.task === 'flores') {
-    return { id: g.id, output, ref: g.refs[0], bleu: sentenceBleu(output, g.refs).score, chrf: sentenceChrf(output, g.refs), chrfpp: sentenceChrf(output, g.refs, { wordOrder: 2 }) };
+    return { id: g.id, output, ref: g.refs[0], bleu: sentenceBleu(output, g.refs, bleuOpts(plan)).score, chrf: sentenceChrf(output, g.refs), chrfpp: sentenceChrf(output, g.refs, { wordOrder: 2 }) };
   }
   const s = squadScores(output, g.refs);
   const r: ItemResult = { id: g.id, output, refs: g.refs, em: s.em, f1: s.f1 };
@@ -163,6 +165,9 @@ function genResult(plan: TaskPlan, scorer: Scorer, g: Extract<PlanItem, { kind: 
   }
   return r;
 }
+
+const bleuOpts = (plan: TaskPlan): BleuOptions => (plan.bleuTokenize ? { tokenize: plan.bleuTokenize } : {});
+const bleuName = (t: TaskPlan['bleuTokenize']): string | null => (t === undefined ? null : typeof t === 'object' ? t.name : t);
 
 const withTruncation = (t: number | undefined, r: ItemResult): ItemResult => (t ? { ...r, truncated: t } : r);
 
@@ -191,7 +196,7 @@ export function aggregate(plan: TaskPlan, results: ItemResult[]): Record<string,
   if (plan.parseChoice) return { acc: mean(col(results, 'acc')), invalid: mean(col(results, 'invalid')) };
   if (plan.task === 'flores') {
     const hyps = results.map((r) => String(r.output)), refs = [results.map((r) => String(r.ref))];
-    const bleu = corpusBleu(hyps, refs);
+    const bleu = corpusBleu(hyps, refs, bleuOpts(plan));
     return {
       bleu: bleu.score, sentence_bleu: mean(col(results, 'bleu')),
       chrf: corpusChrf(hyps, refs), sentence_chrf: mean(col(results, 'chrf')),
@@ -237,7 +242,7 @@ export async function resultKey(plan: TaskPlan, o: Pick<RunOptions, 'scorer' | '
   const fields: ResultKey = {
     schema: RESULT_SCHEMA, task: plan.task, lang: plan.lang, prompt: plan.prompt, split: plan.split ?? '', limit: plan.limit ?? null,
     variant: o.variant, modelFingerprint: o.modelFingerprint, data: data.map((d) => d.sha256), requests: requestsHash(plan),
-    gen: plan.gen ?? null, compute: info?.compute ?? null, device: info?.device ?? null, contextLength: info?.contextLength ?? null,
+    gen: plan.gen ?? null, bleuTokenize: bleuName(plan.bleuTokenize), compute: info?.compute ?? null, device: info?.device ?? null, contextLength: info?.contextLength ?? null,
   };
   return { key: sha256(JSON.stringify(fields)), fields };
 }

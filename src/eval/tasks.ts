@@ -9,6 +9,8 @@ import {
   belebeleLmEvalPrompt, belebelePrompt, extractLetter, includeLmEvalPrompt, mmluLmEvalPrompt, xnliLmEvalChoices, xquadLmEvalPrompt, extractXnliLabel, FLORES_PROMPTS, floresName, floresPrompt, LANG_ALIASES, LETTERS,
   mcqPrompt, TEMPLATES, xnliGenerativePrompt, xquadPrompt, xcopaChoice, xcopaContext, type FloresPrompt,
 } from './prompts.js';
+import { BLEU_TOKENIZERS, type BleuOptions, type BleuTokenizer } from './metrics/bleu.js';
+import { loadSpmTokenizer } from './metrics/spm.js';
 import { pyStrip } from './pystr.js';
 import type { GenOptions, Pair } from './scorer.js';
 
@@ -47,6 +49,8 @@ export interface TaskPlan {
   limit?: number;
   /** The prompt format's template, as the result records it (set by prepareTask from TEMPLATES). */
   template?: string;
+  /** flores: the BLEU tokenizer (sacreBLEU's 13a by default; spBLEU with a SentencePiece tokenizer). */
+  bleuTokenize?: BleuOptions['tokenize'];
   /** For generated answers: the choice index read from the output (null = none found). */
   parseChoice?: (output: string) => number | null;
 }
@@ -59,6 +63,8 @@ export interface PrepareOptions {
   split?: string;
   limit?: number;
   langNames?: Record<string, string>;
+  /** flores: 13a (default), none, zh, intl, char, or spm:<tokenizer.json> (spBLEU). */
+  bleuTokenize?: string;
 }
 
 function badPrompt(task: TaskName, p: string): never {
@@ -185,7 +191,16 @@ async function prepareFlores(o: PrepareOptions): Promise<TaskPlan> {
   const srcName = floresName(srcCode, o.langNames), tgtName = floresName(tgtCode, o.langNames);
   let items: PlanItem[] = src.lines.map((s, i) => ({ kind: 'gen', id: String(i), prompt: floresPrompt(prompt, s, srcName, tgtName), refs: [tgt.lines[i]!] }));
   if (o.limit !== undefined) items = items.slice(0, o.limit);
-  return { task: 'flores', lang: o.lang, prompt, files: [...src.files, ...tgt.files], items, gen: { maxNewTokens: 128, stop: ['\n'], repetitionPenalty: 1.1 } };
+  return { task: 'flores', lang: o.lang, prompt, files: [...src.files, ...tgt.files], items, gen: { maxNewTokens: 128, stop: ['\n'], repetitionPenalty: 1.1 },
+    bleuTokenize: await bleuTokenizer(o.bleuTokenize) };
+}
+
+/** `--bleu-tokenize`: one of sacreBLEU's names, or spm:<tokenizer.json> (spBLEU). */
+export async function bleuTokenizer(spec?: string): Promise<BleuOptions['tokenize']> {
+  if (spec === undefined) return '13a';
+  if (spec.startsWith('spm:')) return loadSpmTokenizer(spec.slice(4));
+  if ((BLEU_TOKENIZERS as readonly string[]).includes(spec)) return spec as BleuTokenizer;
+  throw new LangneuronsError('E_OPTIONS', `--bleu-tokenize: unknown tokenizer '${spec}' (${BLEU_TOKENIZERS.join(', ')}, or spm:<tokenizer.json>)`, { field: 'bleu-tokenize' });
 }
 
 const LETTER_GEN: GenOptions = { maxNewTokens: 8, stop: ['\n'], repetitionPenalty: 1.0 };

@@ -20,7 +20,7 @@ import { parseIntOption, printResult, Progress } from '../output.js';
 interface EvalCli extends ModelCliOptions {
   task: string; langs?: string; pairs?: string; data?: string; text?: string; prompt?: string; split?: string; out: string;
   intervene: string[]; interveneFile?: string; stats?: string; delta?: string; variant?: string; limit?: number; batchItems: number; langName: string[];
-  head?: string;
+  head?: string; bleuTokenize?: string;
 }
 
 const collect = (v: string, acc: string[]) => [...acc, v];
@@ -37,6 +37,7 @@ export function registerEval(program: Command): void {
     .option('--prompt <format>', 'prompt format (flores: gurgurov, rahmanisa; belebele: generate, loglik; xnli: lm-eval, generate, head; include/mmlu: loglik, generate)')
     .option('--head <dir>', 'xnli --prompt head: the classification head of a `finetune --head classification` run (runs/x/ or runs/x/head/); ' +
       'evaluate it on the run\'s trained model (runs/x/model, or the base with --delta runs/x/adapter)')
+    .option('--bleu-tokenize <tok>', 'flores BLEU tokenizer: 13a (default), none, zh, intl, char (sacreBLEU\'s), or spm:<tokenizer.json> (spBLEU with that SentencePiece model)')
     .option('--split <name>', 'dataset split (default per task: devtest, test or validation)')
     .option('--out <dir>', 'results folder', 'results')
     .option('--delta <path>', 'fine-tuned variant: a delta.safetensors from `finetune` or a PEFT LoRA adapter folder (runs/x/adapter; both merged once into a cache folder), or a merged checkpoint folder')
@@ -105,7 +106,7 @@ export function registerEval(program: Command): void {
         for (const lang of langs) {
           const plan = await prepareTask(task, {
             dir: ddir, lang, langNames, ...(o.prompt && task !== 'ppl' ? { prompt: o.prompt } : {}),
-            ...(o.split ? { split: o.split } : {}), ...(o.limit ? { limit: o.limit } : {}),
+            ...(o.split ? { split: o.split } : {}), ...(o.limit ? { limit: o.limit } : {}), ...(o.bleuTokenize ? { bleuTokenize: o.bleuTokenize } : {}),
           });
           const progress = new Progress(`${task} ${lang}`, o);
           const r = await runPlan(plan, { scorer, outDir: o.out, model: path.resolve(modelDir), modelFingerprint: fingerprint, variant, batchItems: o.batchItems, onProgress: (d, t) => progress.update(d, t, 'items') });
