@@ -114,3 +114,17 @@ describe('the public layouts beside the Hugging Face ones', () => {
     expect((await prepareTask('xquad', { dir: d, lang: 'fr' })).items.map((it) => it.id)).toEqual(['a', 'b']);
   });
 });
+
+describe('the original XWinograd release (dataset.tsv)', () => {
+  it('rows become the hub\'s fields (pronoun -> "_", candidates, answer), then lm-eval\'s partial-scoring requests', async () => {
+    const plan = await prepareTask('xwinograd', { dir: dir('xwinograd-release'), lang: 'en' });
+    expect(plan.files.map((f) => path.basename(f))).toEqual(['dataset.tsv']);
+    const pairs = plan.items.map((it) => (it.kind === 'mc' ? [it.pairs.map((p) => [p.context, p.continuation]), it.gold] : null));
+    expect(pairs).toEqual([
+      [[["The trophy doesn't fit into the brown suitcase because The trophy", ' is too large.'], ["The trophy doesn't fit into the brown suitcase because suitcase", ' is too large.']], 0],
+      [[["The trophy doesn't fit into the brown suitcase because The trophy", ' is too small.'], ["The trophy doesn't fit into the brown suitcase because suitcase", ' is too small.']], 1]]);
+    const jp = await prepareTask('xwinograd', { dir: dir('xwinograd-release'), lang: 'jp' });
+    expect((jp.items[0] as { pairs: Pair[] }).pairs[1]).toEqual({ context: 'トロフィーはスーツケースに入らない、なぜならスーツケース', continuation: ' は大きすぎるから。' });
+    await expect(prepareTask('xwinograd', { dir: dir('xwinograd-release'), lang: 'ru' })).rejects.toThrow(/dataset\.tsv: no rows of language 'ru'; languages present: en, jp/);
+  });
+});
