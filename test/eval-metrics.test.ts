@@ -206,3 +206,12 @@ describe('spBLEU with a SentencePiece tokenizer.json', () => {
     await expect(loadSpmTokenizer(path.join(repoRoot, 'test/fixtures-eval/xquad/xquad.de.json'))).rejects.toThrow(/xquad\.de\.json: not a tokenizer\.json: no "model" section/);
   });
 });
+
+describe('lm-eval XQuAD scoring (transformers squad_metrics)', () => {
+  it('answers that normalise to nothing: F1 1 when both are empty (compute_f1), 0 in the SQuAD v1.1 script', () => {
+    // normalize_answer('The') = normalize_answer('a.') = '' -> compute_f1 returns int([] == []) = 1; v1.1 finds no common token
+    expect(squadScores('The', ['a.'], { emptyMatch: true })).toEqual({ em: 1, f1: 1 });
+    expect(squadScores('The', ['a.'])).toEqual({ em: 1, f1: 0 });
+    expect(squadScores('The', ['Panthers'], { emptyMatch: true })).toEqual({ em: 0, f1: 0 });
+  });
+});

@@ -157,7 +157,7 @@ function genResult(plan: TaskPlan, scorer: Scorer, g: Extract<PlanItem, { kind: 
   if (plan.task === 'flores') {
     return { id: g.id, output, ref: g.refs[0], bleu: sentenceBleu(output, g.refs, bleuOpts(plan)).score, chrf: sentenceChrf(output, g.refs), chrfpp: sentenceChrf(output, g.refs, { wordOrder: 2 }) };
   }
-  const s = squadScores(output, g.refs);
+  const s = squadScores(output, g.refs, { emptyMatch: plan.prompt === 'lm-eval' }); // lm-eval: transformers' squad_metrics
   const r: ItemResult = { id: g.id, output, refs: g.refs, em: s.em, f1: s.f1 };
   if (scorer.encode) {
     const t = tokenIdScores(scorer.encode(output), g.refs.map((x) => scorer.encode!(pyStrip(x))));

@@ -32,17 +32,24 @@ export function exactMatch(prediction: string, gold: string): number {
   return normalizeAnswer(prediction) === normalizeAnswer(gold) ? 1 : 0;
 }
 
-export function f1Score(prediction: string, gold: string): number {
+export function f1Score(prediction: string, gold: string, o: SquadOptions = {}): number {
   const p = normalizeAnswer(prediction).split(' ').filter(Boolean);
   const g = normalizeAnswer(gold).split(' ').filter(Boolean);
+  // transformers' squad_metrics.compute_f1 (lm-eval's XQuAD): an empty side scores int(gold_toks == pred_toks)
+  if (o.emptyMatch && (p.length === 0 || g.length === 0)) return p.length === g.length ? 1 : 0;
   return f1Tokens(p, g);
+}
+
+export interface SquadOptions {
+  /** F1 of two answers that normalise to nothing is 1 (transformers' squad_metrics, used by lm-eval), not 0. */
+  emptyMatch?: boolean;
 }
 
 const best = (xs: number[]): number => (xs.length ? Math.max(...xs) : 0);
 
 /** EM and F1 of one prediction against its gold answers, on 0–1. */
-export function squadScores(prediction: string, golds: string[]): { em: number; f1: number } {
-  return { em: best(golds.map((g) => exactMatch(prediction, g))), f1: best(golds.map((g) => f1Score(prediction, g))) };
+export function squadScores(prediction: string, golds: string[], o: SquadOptions = {}): { em: number; f1: number } {
+  return { em: best(golds.map((g) => exactMatch(prediction, g))), f1: best(golds.map((g) => f1Score(prediction, g, o))) };
 }
 
 /** EM and F1 on token ids. */
