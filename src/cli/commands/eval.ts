@@ -28,13 +28,13 @@ const collect = (v: string, acc: string[]) => [...acc, v];
 export function registerEval(program: Command): void {
   addInterventionOptions(addModelOptions(program
     .command('eval <model-dir>')
-    .description(`evaluate on local datasets (tasks: ${TASKS.join(', ')}); one result JSON per task, language and variant`)
+    .description(`evaluate on local datasets (tasks: ${TASKS.join(', ')}); one result JSON per task, language, variant, prompt and settings (docs/EVAL.md)`)
     .requiredOption('--task <tasks>', 'comma-separated tasks')
     .option('--langs <langs>', 'comma-separated languages (dataset config names or ISO codes), or "all"')
     .option('--pairs <pairs>', 'flores: comma-separated <src>-<tgt> pairs, e.g. eng_Latn-mlt_Latn')
     .option('--data <dir>', 'dataset folder (with several tasks: a folder holding one sub-folder per task)')
     .option('--text <dir>', 'ppl: held-out text folder (<lang>.txt / .jsonl / .parquet with a "text" column)')
-    .option('--prompt <format>', 'prompt format (flores: gurgurov, rahmanisa; belebele: generate, loglik; xnli: lm-eval, generate, head; include/mmlu: loglik, generate)')
+    .option('--prompt <format>', 'prompt format (flores: gurgurov, rahmanisa; belebele: generate, loglik, lm-eval; xnli: lm-eval, generate, head; xquad: generate, lm-eval; include/mmlu: loglik, generate, lm-eval)')
     .option('--head <dir>', 'xnli --prompt head: the classification head of a `finetune --head classification` run (runs/x/ or runs/x/head/); ' +
       'evaluate it on the run\'s trained model (runs/x/model, or the base with --delta runs/x/adapter)')
     .option('--bleu-tokenize <tok>', 'flores BLEU tokenizer: 13a (default), none, zh, intl, char (sacreBLEU\'s), or spm:<tokenizer.json> (spBLEU with that SentencePiece model)')

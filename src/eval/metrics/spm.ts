@@ -2,8 +2,10 @@
 // SentencePiece model the user names (`--bleu-tokenize spm:<file>`). The model is read in its Hugging Face
 // tokenizers conversion (tokenizer.json: Unigram model, Metaspace pre-tokenizer), which @huggingface/tokenizers
 // runs; a raw SentencePiece `.model` (protobuf) is refused with a message saying how to convert it.
-// Known difference: a character outside the vocabulary is the unknown token's string ("<unk>") here, while
-// EncodeAsPieces returns the character itself.
+// Known differences from sentencepiece: a character outside the vocabulary is the unknown token's string
+// ("<unk>") here, while EncodeAsPieces returns the character itself; and @huggingface/tokenizers 0.2 does not
+// apply a `Precompiled` normalizer's charsmap but approximates it (NFKC, control characters dropped, Unicode
+// spaces to " "), which is what sentencepiece's default nmt_nfkc rule does for almost all text.
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
