@@ -6,6 +6,8 @@
 //   chrF++ (word_order=2) 82.87263732906315, chrF++ lowercase 92.12853119829202;
 // - Hugging Face evaluate's squad metric card (metrics/squad/README.md) examples.
 import { describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 import { corpusBleu, sentenceBleu, tokenize13a, computeBleu, bleuSegmentStats } from '../src/eval/metrics/bleu.js';
@@ -192,7 +194,7 @@ describe('BLEU tokenizers zh, intl, char (sacreBLEU 2.6.0 outputs)', () => {
 // segmentations are worked out by hand from its scores; the spBLEU value is sacreBLEU 2.6.0's BLEU with
 // tokenize='none' on those pieces joined by spaces (what its TokenizerSPM feeds BLEU).
 describe('spBLEU with a SentencePiece tokenizer.json', () => {
-  it('pieces, score and signature; a raw .model is refused with a clear message', async () => {
+  it('pieces, score and signature; unreadable files named', async () => {
     const { loadSpmTokenizer } = await import('../src/eval/metrics/spm.js');
     const spm = await loadSpmTokenizer(path.join(repoRoot, 'test/fixtures-eval/spm/tokenizer.json'));
     // "▁mat." -> ▁mat (-1) + . (-3); "▁mats." -> ▁mats (-1.5) + . (-3) beats ▁mat + s + .; "▁cats" -> ▁cat + s
@@ -202,7 +204,7 @@ describe('spBLEU with a SentencePiece tokenizer.json', () => {
     const b = corpusBleu(['the cat sat on the mat.', 'the cats sat'], [['the dog sat on the mats.', 'the cat sat']], { tokenize: spm });
     expect(b.score).toBeCloseTo(24.25881048890279, 10);
     expect(b.signature).toMatch(/\|tok:spm-tokenizer\.json-[0-9a-f]{12}\|/);
-    await expect(loadSpmTokenizer('/nowhere/flores200_sacrebleu_tokenizer_spm.model')).rejects.toThrow(/\.model: a raw SentencePiece \.model is not read; give its tokenizer\.json conversion/);
+    await expect(loadSpmTokenizer('/nowhere/flores200_sacrebleu_tokenizer_spm.model')).rejects.toThrow(/spm\.model: cannot read the SentencePiece tokenizer/);
     await expect(loadSpmTokenizer(path.join(repoRoot, 'test/fixtures-eval/xquad/xquad.de.json'))).rejects.toThrow(/xquad\.de\.json: not a tokenizer\.json: no "model" section/);
   });
 });
@@ -213,5 +215,35 @@ describe('lm-eval XQuAD scoring (transformers squad_metrics)', () => {
     expect(squadScores('The', ['a.'], { emptyMatch: true })).toEqual({ em: 1, f1: 1 });
     expect(squadScores('The', ['a.'])).toEqual({ em: 1, f1: 0 });
     expect(squadScores('The', ['Panthers'], { emptyMatch: true })).toEqual({ em: 0, f1: 0 });
+  });
+});
+
+// A raw SentencePiece .model: the same vocabulary as spm/tokenizer.json written here as a ModelProto (protobuf:
+// pieces = 1 {piece = 1, score = 2 (float), type = 3}, trainer_spec = 2 {model_type = 3}, normalizer_spec = 3),
+// read by our protobuf reader and converted as transformers' SpmConverter does: the same pieces as the
+// tokenizer.json, extra spaces collapsed (remove_extra_whitespaces, default true), a BPE model refused.
+describe('spBLEU with a raw SentencePiece .model', () => {
+  const varint = (n: number): number[] => { const o: number[] = []; do { o.push((n & 0x7f) | (n >= 0x80 ? 0x80 : 0)); n = Math.floor(n / 128); } while (n > 0); return o; };
+  const field = (num: number, payload: number[]): number[] => [...varint(num * 8 + 2), ...varint(payload.length), ...payload];
+  const f32 = (x: number): number[] => { const b = Buffer.alloc(4); b.writeFloatLE(x); return [...b]; };
+  const piece = (p: string, score: number, type: number): number[] =>
+    field(1, [...field(1, [...Buffer.from(p, 'utf8')]), ...varint(2 * 8 + 5), ...f32(score), ...varint(3 * 8), ...varint(type)]);
+
+  it('pieces equal the tokenizer.json route; extra spaces collapse; BPE refused', async () => {
+    const { loadSpmTokenizer } = await import('../src/eval/metrics/spm.js');
+    const json = JSON.parse(readFileSync(path.join(repoRoot, 'test/fixtures-eval/spm/tokenizer.json'), 'utf8')) as { model: { vocab: [string, number][] } };
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'spm-model-'));
+    const model = (modelType: number) => Buffer.from([...json.model.vocab.flatMap(([p, s], i) => piece(p, s, i === 0 ? 2 : 1)),
+      ...field(2, [...varint(3 * 8), ...varint(modelType)]), ...field(3, [...field(1, [...Buffer.from('identity')])])]);
+    writeFileSync(path.join(dir, 'uni.model'), model(1));
+    writeFileSync(path.join(dir, 'bpe.model'), model(2));
+    const fromModel = await loadSpmTokenizer(path.join(dir, 'uni.model'));
+    const fromJson = await loadSpmTokenizer(path.join(repoRoot, 'test/fixtures-eval/spm/tokenizer.json'));
+    for (const s of ['the cat sat on the mat.', 'the dog sat on the mats.', 'the cats sat']) expect(fromModel.tokenize(s)).toBe(fromJson.tokenize(s));
+    expect(fromModel.tokenize('the  cat')).toBe('▁the ▁cat'); // "  " -> " " (the tokenizer.json has no normalizer)
+    expect(fromJson.tokenize('the  cat')).toBe('▁the ▁ ▁cat');
+    await expect(loadSpmTokenizer(path.join(dir, 'bpe.model'))).rejects.toThrow(/bpe\.model: not a usable SentencePiece model: model_type 2 \(BPE\): only Unigram/);
+    writeFileSync(path.join(dir, 'junk.model'), Buffer.from([0x0a, 0xff]));
+    await expect(loadSpmTokenizer(path.join(dir, 'junk.model'))).rejects.toThrow(/junk\.model: not a usable SentencePiece model/);
   });
 });

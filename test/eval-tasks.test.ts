@@ -143,7 +143,7 @@ describe('tasks with a fake scorer (exact prompts, choices, accuracies)', () => 
       expect(r.metrics.bleu_signature).toBe(want.signature);
     }
     expect(keys.size).toBe(2);
-    await expect(prepareTask('flores', { dir: dir('flores'), lang: 'eng_Latn-mlt_Latn', bleuTokenize: 'ja-mecab' })).rejects.toThrow(/--bleu-tokenize: unknown tokenizer 'ja-mecab' \(13a, none, zh, intl, char, or spm:<tokenizer\.json>\)/);
+    await expect(prepareTask('flores', { dir: dir('flores'), lang: 'eng_Latn-mlt_Latn', bleuTokenize: 'ja-mecab' })).rejects.toThrow(/--bleu-tokenize: unknown tokenizer 'ja-mecab' \(13a, none, zh, intl, char, or spm:<\.model or tokenizer\.json>\)/);
   });
 
   it('xquad: SQuAD-normalised EM/F1 and token-id EM/F1', async () => {

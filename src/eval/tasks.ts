@@ -63,7 +63,7 @@ export interface PrepareOptions {
   split?: string;
   limit?: number;
   langNames?: Record<string, string>;
-  /** flores: 13a (default), none, zh, intl, char, or spm:<tokenizer.json> (spBLEU). */
+  /** flores: 13a (default), none, zh, intl, char, or spm:<.model or tokenizer.json> (spBLEU). */
   bleuTokenize?: string;
 }
 
@@ -195,12 +195,12 @@ async function prepareFlores(o: PrepareOptions): Promise<TaskPlan> {
     bleuTokenize: await bleuTokenizer(o.bleuTokenize) };
 }
 
-/** `--bleu-tokenize`: one of sacreBLEU's names, or spm:<tokenizer.json> (spBLEU). */
+/** `--bleu-tokenize`: one of sacreBLEU's names, or spm:<.model or tokenizer.json> (spBLEU). */
 export async function bleuTokenizer(spec?: string): Promise<BleuOptions['tokenize']> {
   if (spec === undefined) return '13a';
   if (spec.startsWith('spm:')) return loadSpmTokenizer(spec.slice(4));
   if ((BLEU_TOKENIZERS as readonly string[]).includes(spec)) return spec as BleuTokenizer;
-  throw new LangneuronsError('E_OPTIONS', `--bleu-tokenize: unknown tokenizer '${spec}' (${BLEU_TOKENIZERS.join(', ')}, or spm:<tokenizer.json>)`, { field: 'bleu-tokenize' });
+  throw new LangneuronsError('E_OPTIONS', `--bleu-tokenize: unknown tokenizer '${spec}' (${BLEU_TOKENIZERS.join(', ')}, or spm:<.model or tokenizer.json>)`, { field: 'bleu-tokenize' });
 }
 
 const LETTER_GEN: GenOptions = { maxNewTokens: 8, stop: ['\n'], repetitionPenalty: 1.0 };

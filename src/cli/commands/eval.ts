@@ -37,7 +37,7 @@ export function registerEval(program: Command): void {
     .option('--prompt <format>', 'prompt format (flores: gurgurov, rahmanisa; belebele: generate, loglik, lm-eval; xnli: lm-eval, generate, head; xquad: generate, lm-eval; include/mmlu: loglik, generate, lm-eval)')
     .option('--head <dir>', 'xnli --prompt head: the classification head of a `finetune --head classification` run (runs/x/ or runs/x/head/); ' +
       'evaluate it on the run\'s trained model (runs/x/model, or the base with --delta runs/x/adapter)')
-    .option('--bleu-tokenize <tok>', 'flores BLEU tokenizer: 13a (default), none, zh, intl, char (sacreBLEU\'s), or spm:<tokenizer.json> (spBLEU with that SentencePiece model)')
+    .option('--bleu-tokenize <tok>', 'flores BLEU tokenizer: 13a (default), none, zh, intl, char (sacreBLEU\'s), or spm:<file> (spBLEU with that SentencePiece model: a Unigram .model or a tokenizer.json)')
     .option('--split <name>', 'dataset split (default per task: devtest, test or validation)')
     .option('--out <dir>', 'results folder', 'results')
     .option('--delta <path>', 'fine-tuned variant: a delta.safetensors from `finetune` or a PEFT LoRA adapter folder (runs/x/adapter; both merged once into a cache folder), or a merged checkpoint folder')

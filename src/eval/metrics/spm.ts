@@ -1,7 +1,8 @@
 // spBLEU: BLEU on SentencePiece pieces (sacreBLEU's TokenizerSPM: " ".join(sp.EncodeAsPieces(line))), with the
 // SentencePiece model the user names (`--bleu-tokenize spm:<file>`). The model is read in its Hugging Face
 // tokenizers conversion (tokenizer.json: Unigram model, Metaspace pre-tokenizer), which @huggingface/tokenizers
-// runs; a raw SentencePiece `.model` (protobuf) is refused with a message saying how to convert it.
+// runs, or a raw SentencePiece `.model` (protobuf) of a Unigram model, converted as transformers' SpmConverter
+// does (spm-model.ts).
 // Known differences from sentencepiece: a character outside the vocabulary is the unknown token's string
 // ("<unk>") here, while EncodeAsPieces returns the character itself; and @huggingface/tokenizers 0.2 does not
 // apply a `Precompiled` normalizer's charsmap but approximates it (NFKC, control characters dropped, Unicode
@@ -13,6 +14,7 @@ import { Tokenizer } from '@huggingface/tokenizers';
 
 import { LangneuronsError, describeError } from '../../errors.js';
 import type { CustomBleuTokenizer } from './bleu.js';
+import { readSpmModel, spmTokenizerJson } from './spm-model.js';
 
 function fail(file: string, message: string): never {
   throw new LangneuronsError('E_OPTIONS', `${file}: ${message}`, { file, field: 'bleu-tokenize' });
@@ -20,13 +22,14 @@ function fail(file: string, message: string): never {
 
 /** The spBLEU tokenizer of a tokenizer.json; its name (in the BLEU signature) is spm-<file name>-<sha256[:12]>. */
 export async function loadSpmTokenizer(file: string): Promise<CustomBleuTokenizer> {
-  if (file.endsWith('.model'))
-    fail(file, 'a raw SentencePiece .model is not read; give its tokenizer.json conversion (e.g. transformers\' ' +
-      'convert_slow_tokenizer, or the tokenizer.json of a model that uses this SentencePiece model)');
   let bytes: Buffer;
   try { bytes = await fsp.readFile(file); } catch (e) { fail(file, `cannot read the SentencePiece tokenizer: ${describeError(e)}`); }
   let json: { model?: { type?: unknown } };
-  try { json = JSON.parse(bytes.toString('utf8')); } catch (e) { fail(file, `not a tokenizer.json (${describeError(e)})`); }
+  if (file.endsWith('.model')) {
+    try { json = spmTokenizerJson(readSpmModel(bytes)); } catch (e) { fail(file, `not a usable SentencePiece model: ${describeError(e)}`); }
+  } else {
+    try { json = JSON.parse(bytes.toString('utf8')); } catch (e) { fail(file, `not a tokenizer.json (${describeError(e)})`); }
+  }
   if (typeof json.model !== 'object' || json.model === null) fail(file, 'not a tokenizer.json: no "model" section');
   let tok: Tokenizer;
   try { tok = new Tokenizer(json, {}); } catch (e) { fail(file, `cannot build the tokenizer: ${describeError(e)}`); }
