@@ -30,6 +30,7 @@ describe('BLEU (sacreBLEU test_bleu.py / test_sentence_bleu.py / README)', () =>
     expect(b.precisions.map((p) => Number(p.toFixed(1)))).toEqual([82.4, 50.0, 45.5, 37.5]);
     expect(b.bp).toBeCloseTo(0.943, 3);
     expect(corpusBleu(sys, refs, { tokenize: 'none' }).score).toBeCloseTo(49.1919566, 6);
+    expect(corpusBleu(sys, refs, { tokenize: 'intl' }).score).toBeCloseTo(43.91623493, 6); // test_bleu.py
     expect(corpusBleu(sys, refs, { smooth: 'none' }).score).toBeCloseTo(48.530827, 6);
     expect(corpusBleu(['', '', ''], refs).score).toBe(0);
   });
@@ -59,6 +60,10 @@ describe('BLEU (sacreBLEU test_bleu.py / test_sentence_bleu.py / README)', () =>
     expect(Math.abs(s({ smooth: 'add-k' }) - 14.882)).toBeLessThan(1e-3);
     expect(Math.abs(s({ smooth: 'add-k', smoothValue: 2 }) - 21.389)).toBeLessThan(1e-3);
     expect(Math.abs(s({ tokenize: 'none' }) - 7.347)).toBeLessThan(1e-3);
+    // sacreBLEU test_sentence_bleu.py's tokenizer cases
+    expect(Math.abs(s({ tokenize: 'intl' }) - 8.493)).toBeLessThan(1e-3);
+    expect(Math.abs(s({ tokenize: 'char' }) - 40.8759)).toBeLessThan(1e-3);
+    expect(Math.abs(s({ tokenize: 'char', lowercase: true }) - 42.0267)).toBeLessThan(1e-3);
     // issue #141: no matches -> 0
     expect(sentenceBleu('this is a cat', ['okay thanks']).score).toBe(0);
   });
