@@ -136,6 +136,21 @@ describe('on tiny-qwen2: truncation, fingerprints and full records', () => {
     expect(item.logprobs[0]).toBeCloseTo(expected, 3);
   });
 
+  it('an empty context (lm-eval\'s XNLI) is scored after the prefix token: BOS, or EOS without one (HFLM.prefix_token_id)', async () => {
+    const tok = model.requireTokenizer();
+    const prefix = tok.bosTokenId ?? tok.eosTokenIds[0]!;
+    const plan = await prepareTask('xnli', { dir: path.join(FX, 'xnli'), lang: 'de', limit: 1 });
+    const out = await makeTempDir('xnli-empty-');
+    await runPlan(plan, { ...base, scorer: new ModelScorer(model), outDir: out });
+    const item = JSON.parse((await fsp.readFile(path.join(out, readdirSync(out).find((n) => n.endsWith('.items.jsonl'))!), 'utf8')).trim().split('\n')[1]!);
+    const pairs = (plan.items[0] as { pairs: Pair[] }).pairs;
+    for (const [c, p] of pairs.entries()) {
+      expect(p.context).toBe('');
+      const ids = [prefix, ...tok.encode(p.continuation, { addSpecialTokens: false })];
+      expect(item.logprobs[c]).toBeCloseTo(await forwardLogprob(ids, 1), 3);
+    }
+  });
+
   it('a continuation longer than the context is refused naming the item id and the file', async () => {
     const plan: TaskPlan = { task: 'xcopa', lang: 'mt', prompt: 'lm-eval', files: [path.join(FX, 'xcopa/sw/test.jsonl')],
       items: [{ kind: 'mc', id: 'item-77', pairs: [{ context: 'x', continuation: ' ħ'.repeat(700) }, { context: 'x', continuation: ' y' }], choices: ['a', 'b'], gold: 0 }] };
