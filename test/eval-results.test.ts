@@ -86,6 +86,26 @@ describe('result files never overwrite each other', () => {
   });
 });
 
+describe('variant inputs by content', () => {
+  it('files named in intervention specs, a spec file and the folders they name are hashed; a replaced mask changes the hash', async () => {
+    const { inputHashes } = await import('../src/eval/inputs.js');
+    const { createHash } = await import('node:crypto');
+    const d = await makeTempDir('inputs-');
+    const mask = path.join(d, 'raw.json'), stats = path.join(d, 'stats'), specFile = path.join(d, 'specs.json');
+    await fsp.writeFile(mask, '{"mt": [[1, 2]]}');
+    await fsp.mkdir(stats);
+    await fsp.writeFile(path.join(stats, 'mt.safetensors'), 'S');
+    await fsp.writeFile(specFile, JSON.stringify([`amplify:${mask}:mt`, { stats }]));
+    const sha = (t: string) => createHash('sha256').update(t).digest('hex');
+    const h1 = await inputHashes([`deactivate:${mask}:mt`, specFile]);
+    expect(h1).toEqual({ [mask]: sha('{"mt": [[1, 2]]}'), [path.join(stats, 'mt.safetensors')]: sha('S'), [specFile]: sha(await fsp.readFile(specFile, 'utf8')) });
+    await fsp.writeFile(mask, '{"mt": [[1, 3]]}');
+    const h2 = await inputHashes([`deactivate:${mask}:mt`]);
+    expect(h2[mask]).toBe(sha('{"mt": [[1, 3]]}'));
+    expect(await inputHashes(['zero:neurons=all'])).toEqual({});
+  });
+});
+
 describe('results table', () => {
   it('reads nested folders and merges language aliases (Indonesian = id, mmlu_DE-DE = de_de = de)', async () => {
     const out = await makeTempDir('table-');

@@ -29,6 +29,8 @@ export interface Variant {
   delta?: string;
   /** A trained classification head (eval --head). */
   head?: string;
+  /** sha256 of the files the variant reads (masks, statistics, intervention file, head), by path (inputs.ts). */
+  inputs?: Record<string, string>;
 }
 
 export interface RunOptions {

@@ -13,6 +13,7 @@ import { runPlan, type EvalResult, type Variant } from '../../eval/run.js';
 import { applyAdapter, isAdapterDir } from '../../train/adapter.js';
 import { applyDelta } from '../../train/delta.js';
 import { HeadClassifier } from '../../train/head.js';
+import { inputHashes } from '../../eval/inputs.js';
 import { modelFingerprint } from '../../model/fingerprint.js';
 import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
 import { parseIntOption, printResult, Progress } from '../output.js';
@@ -84,6 +85,9 @@ export function registerEval(program: Command): void {
         if (k <= 0) throw new LangneuronsError('E_OPTIONS', `--lang-name takes code=Name, got '${s}'`, { field: 'lang-name' });
         return [s.slice(0, k), s.slice(k + 1)];
       }));
+      // What the variant reads besides the model, by content (replaced masks or heads start a new result)
+      const inputs = await inputHashes([...specs, ...(o.interveneFile ? [o.interveneFile] : []), ...(o.stats ? [o.stats] : []), ...(o.head ? [existsSync(path.join(o.head, 'head.json')) ? o.head : path.join(o.head, 'head')] : [])]);
+      if (Object.keys(inputs).length) variant.inputs = inputs;
       const model = await openModel(modelDir, o);
       // Results and resumes are keyed by what the model is (config, tokenizer, weights), not where it is.
       const fingerprint = await modelFingerprint(modelDir);
