@@ -148,10 +148,8 @@ async function removeStaleSiblings(out: string): Promise<void> {
 
 async function trainRun(r: Resolved, initDir: string, trainFile: string, log: (e: Record<string, unknown>) => void): Promise<FinetuneResult> {
   const runDir = path.join(r.work, 'run');
-  if (existsSync(path.join(runDir, 'run.json'))) {
-    if (existsSync(path.join(runDir, 'state', 'state.json'))) return resume(runDir, { onLog: log });
-    await fsp.rm(runDir, { recursive: true, force: true }); // killed before the first saved state
-  }
+  // resume starts over from step 0 when the run was killed before its first save.
+  if (existsSync(path.join(runDir, 'run.json'))) return resume(runDir, { onLog: log });
   return finetune(initDir, {
     method: 'full', train: trainFile, lr: r.lr, weightDecay: r.weightDecay, clip: r.clip, beta2: r.beta2, chunk: r.chunk, batch: r.batch,
     accum: r.accum, steps: r.steps, warmup: r.warmup, schedule: 'cosine', evalEvery: 0, saveEvery: r.saveEvery, seed: r.seed,
