@@ -12,6 +12,8 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 
 import { LangneuronsError } from '../errors.js';
+import { withOutputLock } from '../io/lock.js';
+import { checkTrainOut } from './out-folder.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { f32ToBf16 } from '../io/float16.js';
 import { readAllTensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
@@ -27,6 +29,8 @@ export const TOOL_VERSION = '0.1.0';
 
 export interface PretrainOptions {
   out: string;
+  /** Replace --out when it holds a model made by train (a folder train did not make is never replaced). */
+  force?: boolean;
   /** Work folder (default `<out>.work`). */
   work?: string;
   langs: string[];
@@ -56,7 +60,7 @@ export interface PretrainOptions {
   name?: string;
 }
 
-type Resolved = Required<Omit<PretrainOptions, 'command' | 'name' | 'lowResource' | 'work'>> & { lowResource: LowResource | null; work: string };
+type Resolved = Required<Omit<PretrainOptions, 'command' | 'name' | 'lowResource' | 'work' | 'force'>> & { lowResource: LowResource | null; work: string };
 
 export interface PretrainResult {
   out: string; parameters: number; bytes: number; steps: number; firstLoss: number | null; lastLoss: number | null;
@@ -176,7 +180,12 @@ async function trainLog(runDir: string): Promise<{ steps: number; seconds: numbe
 export async function pretrain(o: PretrainOptions, log: (msg: string) => void = () => undefined,
   onStep?: (e: Record<string, unknown>) => void): Promise<PretrainResult> {
   const r = resolve(o);
-  await fsp.mkdir(r.work, { recursive: true });
+  await checkTrainOut(r.out, !!o.force, RECIPE_FORMAT); // before any work: what --out holds must be replaceable
+  return withOutputLock(r.work, 'train', () => pretrainLocked(o, r, log, onStep));
+}
+
+async function pretrainLocked(o: PretrainOptions, r: Resolved, log: (msg: string) => void,
+  onStep?: (e: Record<string, unknown>) => void): Promise<PretrainResult> {
   const planFile = path.join(r.work, 'plan.json');
   const plan = planOf(r);
   const before = await readJson<Record<string, unknown>>(planFile);
@@ -286,6 +295,7 @@ export async function pretrain(o: PretrainOptions, log: (msg: string) => void = 
   const bytes = (await Promise.all((await fsp.readdir(stage)).map(async (f) => (await fsp.stat(path.join(stage, f))).size))).reduce((a, b) => a + b, 0);
 
   // Swap: the old folder (if any) is moved aside, the new one renamed in, the old one removed.
+  await checkTrainOut(r.out, !!o.force, RECIPE_FORMAT); // again: it may have changed during training
   const old = `${r.out}.old-${process.pid}`;
   if (existsSync(r.out)) await fsp.rename(r.out, old);
   await fsp.rename(stage, r.out);

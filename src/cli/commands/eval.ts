@@ -3,6 +3,7 @@ import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError } from '../../errors.js';
+import { withOutputLock } from '../../io/lock.js';
 import { ModelScorer } from '../../eval/scorer.js';
 import { addInterventionOptions, interventionFromCli } from '../../intervene/index.js';
 import { datasetDir, isTask, languagesIn, prepareTask, TASKS, type TaskName } from '../../eval/tasks.js';
@@ -40,7 +41,13 @@ export function registerEval(program: Command): void {
     .option('--limit <n>', 'first n items per language only', parseIntOption('--limit', 1))
     .option('--batch-items <n>', 'items per batched engine call', parseIntOption('--batch-items', 1), 16)
     .option('--lang-name <code=Name>', 'English name of a FLORES code for the translation prompts (repeatable)', collect, [])))
-    .action(async (dir: string, o: EvalCli) => {
+    // One eval at a time per results folder (src/io/lock.ts).
+    .action(async (dir: string, o: EvalCli) => withOutputLock(o.out, 'eval', () => evalAction(dir, o)));
+}
+
+async function evalAction(dir: string, o: EvalCli): Promise<void> {
+  {
+    {
       const tasks = o.task.split(',').map((t) => t.trim()).filter(Boolean);
       for (const t of tasks) if (!isTask(t)) throw new LangneuronsError('E_OPTIONS', `unknown task '${t}' (tasks: ${TASKS.join(', ')})`, { field: 'task' });
       let modelDir = dir;
@@ -109,5 +116,6 @@ export function registerEval(program: Command): void {
         }
       }
       printResult(o, { results }, () => `${results.length} result file(s) in ${o.out}`);
-    });
+    }
+  }
 }
