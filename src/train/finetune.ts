@@ -21,6 +21,7 @@ import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { readTextFile } from '../io/text.js';
 import { readMask } from '../identify/masks.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { loadTokenizer } from '../model/tokenizer.js';
@@ -185,12 +186,7 @@ export function learningRate(o: Pick<ResolvedOptions, 'lr' | 'warmup' | 'schedul
 
 /** Text file -> token ids (one document per non-empty line, BOS each) -> chunks of `chunk` tokens. */
 async function loadChunks(file: string, tokenize: (s: string) => number[], chunk: number, what: string): Promise<{ chunks: Int32Array[]; sha: string }> {
-  let text: string;
-  try {
-    text = await fsp.readFile(file, 'utf8');
-  } catch (e) {
-    throw new LangneuronsError('E_IO', `${file}: cannot read the ${what} file: ${(e as Error).message}`, { file });
-  }
+  const text = await readTextFile(file, what);
   const ids: number[] = [];
   for (const line of text.split(/\r?\n/)) if (line.trim()) ids.push(...tokenize(line));
   const chunks: Int32Array[] = [];
