@@ -101,3 +101,31 @@ describe('output folders', () => {
     expect(e.err).toMatch(/results: in use by eval \(pid \d+/);
   });
 });
+
+describe('one-line errors', () => {
+  it.skipIf(process.getuid?.() === 0)('an --out the user may not write: one line naming it (not as root: root writes anywhere)', async () => {
+    const ro = path.join(tmp, 'read-only');
+    await fsp.mkdir(ro, { mode: 0o500 });
+    const r = await cli('finetune', fixturePath('stories260k'), '--method', 'mlp', '--train', path.join(tmp, 'none.txt'), '--out', path.join(ro, 'sub'));
+    expect(r.code).toBe(1);
+    expect(r.err).toBe(`langneurons: error: ${path.join(ro, 'sub')}: cannot create the output folder: permission denied (EACCES)\n`);
+  });
+
+  it('file-system errors, out-of-memory and a model too large for free memory are said in one line', async () => {
+    const { describeFailure } = await import('../src/cli/failure.js');
+    const fsErr = Object.assign(new Error("EACCES: permission denied, open '/data/out/x'"), { code: 'EACCES', syscall: 'open', path: '/data/out/x', errno: -13 });
+    expect(describeFailure(fsErr)).toEqual({ line: '/data/out/x: permission denied (EACCES, open)', known: true });
+    const exists = Object.assign(new Error('EEXIST: file already exists, mkdir'), { code: 'EEXIST', syscall: 'mkdir', path: '/data/out' });
+    expect(describeFailure(exists).line).toBe('/data/out: already exists (EEXIST, mkdir)');
+    expect(describeFailure(new Error('std::bad_alloc'))).toMatchObject({ known: true, line: expect.stringMatching(/^out of memory \(std::bad_alloc\); check the model's needs with `langneurons info/) });
+    expect(describeFailure(new Error('something else')).known).toBe(false);
+
+    const { warnIfTooLarge } = await import('../src/cli/common.js');
+    const { setWarningSink } = await import('../src/io/text.js');
+    const said: string[] = [];
+    setWarningSink((m) => said.push(m));
+    await warnIfTooLarge(fixturePath('stories260k'), 1000); // pretend 1000 bytes are free
+    await warnIfTooLarge(fixturePath('stories260k'), 2 ** 40);
+    expect(said).toEqual([expect.stringMatching(/stories260k: running the model needs about 0\.0 GiB .* more than the 0\.0 GiB of free memory/)]);
+  });
+});
