@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { LangneuronsError, describeError } from '../errors.js';
-import { processAlive } from './atomic.js';
+import { processAlive, removeOrphanTemps } from './atomic.js';
 import { ensureOutputDir } from './outdir.js';
 
 export const LOCK_FILE = '.langneurons.lock';
@@ -63,6 +63,8 @@ export async function acquireOutputLock(dir: string, command: string): Promise<O
       }
       held.add(file);
       installExitHook();
+      // Holding the folder, any `*.tmp-<pid>` of a dead writer in it is a leftover of a crash.
+      await removeOrphanTemps(dir);
       let released = false;
       return {
         file,

