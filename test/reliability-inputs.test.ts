@@ -83,7 +83,7 @@ describe('output folders', () => {
     const ours = path.join(tmp, 'made-by-train');
     await fsp.mkdir(ours);
     writeFileSync(path.join(ours, 'recipe.json'), JSON.stringify({ format: 'langneurons-pretrain/1' }));
-    expect((await cli(...args, '--out', ours)).err).toMatch(/holds a model made by `langneurons train`; give --force to replace it/);
+    expect((await cli(...args, '--out', ours)).err).toMatch(/holds a model made by `langneurons train` with other options; give --force to replace it/);
   });
 
   it('--out under /proc fails at once; eval refuses a results folder another eval holds', async () => {

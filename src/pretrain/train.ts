@@ -113,6 +113,12 @@ function planOf(r: Resolved): Record<string, unknown> {
   return { format: RECIPE_FORMAT, ...plan };
 }
 
+/** Whether a recipe's options (planOf + threads) are this run's plan: the folder is this command's own output. */
+function samePlanAs(r: Resolved): (options: Record<string, unknown>) => boolean {
+  const plan = JSON.stringify(planOf(r));
+  return (options) => { const { threads: _t, ...rest } = options; return JSON.stringify(rest) === plan; };
+}
+
 async function readJson<T>(file: string): Promise<T | null> {
   try { return JSON.parse(await fsp.readFile(file, 'utf8')) as T; } catch { return null; }
 }
@@ -182,7 +188,7 @@ async function trainLog(runDir: string): Promise<{ steps: number; seconds: numbe
 export async function pretrain(o: PretrainOptions, log: (msg: string) => void = () => undefined,
   onStep?: (e: Record<string, unknown>) => void): Promise<PretrainResult> {
   const r = resolve(o);
-  await checkTrainOut(r.out, !!o.force, RECIPE_FORMAT); // before any work: what --out holds must be replaceable
+  await checkTrainOut(r.out, !!o.force, RECIPE_FORMAT, samePlanAs(r)); // before any work: what --out holds must be replaceable
   return withOutputLock(r.work, 'train', () => pretrainLocked(o, r, log, onStep));
 }
 
@@ -296,7 +302,7 @@ async function pretrainLocked(o: PretrainOptions, r: Resolved, log: (msg: string
   const bytes = (await Promise.all((await fsp.readdir(stage)).map(async (f) => (await fsp.stat(path.join(stage, f))).size))).reduce((a, b) => a + b, 0);
 
   // Swap: the old folder (if any) is moved aside, the new one renamed in, the old one removed.
-  await checkTrainOut(r.out, !!o.force, RECIPE_FORMAT); // again: it may have changed during training
+  await checkTrainOut(r.out, !!o.force, RECIPE_FORMAT, samePlanAs(r)); // again: it may have changed during training
   const old = `${r.out}.old-${process.pid}`;
   if (existsSync(r.out)) await fsp.rename(r.out, old);
   await fsp.rename(stage, r.out);
