@@ -1,6 +1,7 @@
 // Reliability of profiling outputs (issue 19, items 5, 6, 7, 11, 12): manifest language keys cannot escape --out,
 // a shard without tokens writes an empty mergeable file, `stats merge` refuses to count a part twice, outputs that
 // are inputs are refused, and a folder another profile holds is refused.
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, promises as fsp, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,7 +13,7 @@ import { loadModel, type LanguageModel } from '../src/engine/model.js';
 import { LOCK_FILE } from '../src/io/lock.js';
 import { profileCorpus, statsFileFor } from '../src/profile/profile.js';
 import { mergeStats, readStats, type TokenScope } from '../src/profile/stats.js';
-import { fixturePath, makeTempDir, removeDir } from './helpers/fixtures.js';
+import { fixturePath, makeTempDir, removeDir, repoRoot } from './helpers/fixtures.js';
 
 const scope: TokenScope = { mode: 'sentences', maxLen: 32, bos: true, countPadding: false, tokenBudget: 0 };
 let model: LanguageModel;
@@ -101,4 +102,46 @@ describe('profiling outputs', () => {
     await expect(profileCorpus(model, corpus, { languages: ['de'], scope, outDir: busy })).rejects.toThrow(/busy: in use by profile/);
     expect(await fsp.readdir(busy)).toEqual([LOCK_FILE]);
   });
+});
+
+describe('profiling runs killed at random points', () => {
+  it('SIGKILL at random times, then the same command again: counts equal an uninterrupted run\'s bit for bit, sums to rounding', async () => {
+    const bin = path.join(repoRoot, 'bin', 'langneurons.js');
+    const args = (out: string) => ['profile', fixturePath('tiny-qwen2'), '--corpus', 'udhr:train', '--langs', 'en,sw', '--max-len', '32',
+      '--tokens', '3000', '--batch-tokens', '256', '--checkpoint-tokens', '300', '--threads', '1', '--out', out];
+    const t0 = performance.now();
+    const ref = path.join(tmp, 'kill-ref');
+    const whole = spawnSync(process.execPath, [bin, ...args(ref)], { encoding: 'utf8', timeout: 120_000 });
+    expect(whole.status, whole.stderr).toBe(0);
+    const duration = performance.now() - t0;
+    const seed = Number(process.env['RELIABILITY_SEED'] ?? Date.now() % 100000);
+    let x = seed || 1;
+    const random = () => { x = (x * 48271) % 2147483647; return x / 2147483647; };
+    const out = path.join(tmp, 'kill-run');
+    const outcomes: string[] = [];
+    for (let k = 0; k < 4; k++) {
+      outcomes.push(await new Promise<string>((resolve) => {
+        const child = spawn(process.execPath, [bin, ...args(out)], { stdio: 'ignore' });
+        const timer = setTimeout(() => child.kill('SIGKILL'), random() * 0.9 * duration);
+        child.on('exit', (code, signal) => { clearTimeout(timer); resolve(signal ?? `exit ${code}`); });
+      }));
+      if (outcomes.at(-1) === 'exit 0') break;
+    }
+    console.log(`profile kill schedule seed ${seed}: ${outcomes.join(', ')}`);
+    if (outcomes.at(-1) !== 'exit 0') {
+      const r = spawnSync(process.execPath, [bin, ...args(out)], { encoding: 'utf8', timeout: 120_000 });
+      expect(r.status, `seed ${seed}: ${r.stderr}`).toBe(0);
+    }
+    for (const lang of ['en', 'sw']) {
+      const [a, b] = await Promise.all([readStats(statsFileFor(ref, lang)), readStats(statsFileFor(out, lang))]);
+      expect(b.tokens, `seed ${seed}`).toBe(a.tokens);
+      expect(b.sequences).toBe(a.sequences);
+      expect([...b.sites.get('act')!.overZero]).toEqual([...a.sites.get('act')!.overZero]);
+      const sa = a.sites.get('act')!.sum, sb = b.sites.get('act')!.sum;
+      // Sums are float64 accumulations in another order after a resume: equal to rounding.
+      for (let i = 0; i < sa.length; i++) expect(Math.abs(sb[i]! - sa[i]!)).toBeLessThanOrEqual(1e-9 * Math.max(1, Math.abs(sa[i]!)));
+    }
+    expect(existsSync(path.join(out, LOCK_FILE))).toBe(false);
+    expect((await fsp.readdir(out)).filter((n) => n.includes('.tmp-') || n.includes('.checkpoint.'))).toEqual([]);
+  }, 240_000);
 });
