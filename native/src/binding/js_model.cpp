@@ -30,12 +30,6 @@ NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Nati
   try {
     holder->model = std::make_unique<ln::Model>(parsed.config, parsed.weights, int(threads),
                                                 compute == "bf16" ? ln::Compute::BF16 : ln::Compute::F32);
-  } catch (const std::bad_alloc&) {
-    // Say what was being built and its size, so the user can compare with `langneurons info` and free memory.
-    const ln::ModelConfig& c = parsed.config;
-    throw Napi::Error::New(env, "model: out of memory building the engine for " + std::to_string(c.n_layers) + " layers × " +
-                                    std::to_string(c.intermediate) + " neurons (hidden " + std::to_string(c.hidden) + ", vocab " +
-                                    std::to_string(c.vocab) + ", " + std::to_string(threads) + " threads): std::bad_alloc");
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, std::string("model: ") + e.what());
   }
@@ -93,11 +87,6 @@ class ForwardWorker : public Napi::AsyncWorker {
       req.intervention = intervention.get();
       req.intervene_mask = intervene_mask.empty() ? nullptr : intervene_mask.data();
       holder_->model->forward(req, result_);
-    } catch (const std::bad_alloc&) {
-      const int64_t rows = mode == ln::LogitsMode::All ? int64_t(tokens.size()) : mode == ln::LogitsMode::Last ? int64_t(seq_lens.size()) : 0;
-      const int64_t vocab = holder_->model->config().vocab;
-      SetError("forward: out of memory for " + std::to_string(tokens.size()) + " tokens in " + std::to_string(seq_lens.size()) +
-               " sequences (logits alone " + std::to_string(rows * vocab * 4) + " bytes): std::bad_alloc; use a smaller batch");
     } catch (const std::exception& e) {
       SetError(e.what());
     }
