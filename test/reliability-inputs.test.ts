@@ -67,6 +67,18 @@ describe('configs the weights cannot hold', () => {
     await expect(openCheckpoint(dir)).rejects.toThrow(/num_hidden_layers is 1000000000 but the checkpoint's tensors hold 5 layer\(s\)/);
     expect(performance.now() - t0).toBeLessThan(1000);
   });
+
+  it.each([['vocab_size', /embed_tokens\.weight" has shape \[512, 64\], expected \[1000000000, 64\]/], ['intermediate_size', /gate_proj\.weight" has shape \[172, 64\]/],
+    ['hidden_size', /expected \[512, 1000000000\]/]] as const)('%s 1e9 is checked against the tensors before anything is allocated', async (field, message) => {
+    const dir = path.join(tmp, `big-${field}`);
+    cpSync(fixturePath('stories260k'), dir, { recursive: true });
+    const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8'));
+    cfg[field] = 1e9;
+    writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg));
+    const t0 = performance.now();
+    await expect(loadModel(dir, { threads: 1 })).rejects.toThrow(message);
+    expect(performance.now() - t0).toBeLessThan(2000);
+  });
 });
 
 describe('output folders', () => {
