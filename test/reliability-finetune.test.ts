@@ -166,4 +166,16 @@ describe('fine-tuning runs killed at random points', () => {
     expect(loser.err).toMatch(/in use by finetune|already holds a run/);
     expect(logOf(run)).toEqual(logOf(await referenceRun()));
   }, 120_000);
+
+  it('weights replaced under the same path are not resumed into the run', async () => {
+    const base = path.join(tmp, 'base-copy');
+    await fsp.cp(STORIES, base, { recursive: true });
+    const run = path.join(tmp, 'swapped');
+    await finetune(base, opts, run, { stopAfterStep: 2 });
+    const w = path.join(base, 'model.safetensors');
+    const bytes = readFileSync(w);
+    bytes[bytes.length - 5] ^= 0x40; // same shapes, other values
+    writeFileSync(w, bytes);
+    await expect(resume(run)).rejects.toThrow(/swapped: the weights at .*base-copy changed since the run started/);
+  }, 60_000);
 });

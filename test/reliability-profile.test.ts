@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { main } from '../src/cli/main.js';
 import { openCorpus } from '../src/corpus/sources.js';
+import { udhrCorpus } from '../src/corpus/udhr.js';
 import { loadModel, type LanguageModel } from '../src/engine/model.js';
 import { LOCK_FILE } from '../src/io/lock.js';
 import { profileCorpus, statsFileFor } from '../src/profile/profile.js';
@@ -144,4 +145,22 @@ describe('profiling runs killed at random points', () => {
     expect(existsSync(path.join(out, LOCK_FILE))).toBe(false);
     expect((await fsp.readdir(out)).filter((n) => n.includes('.tmp-') || n.includes('.checkpoint.'))).toEqual([]);
   }, 240_000);
+
+  it('a checkpoint made with other weights under the same path is not resumed', async () => {
+    const dir = path.join(tmp, 'qwen-copy');
+    await fsp.cp(fixturePath('tiny-qwen2'), dir, { recursive: true });
+    const corpus = udhrCorpus(['sw'], { split: 'train' });
+    const out = path.join(tmp, 'swap-profile');
+    const m1 = await loadModel(dir, { threads: 1 });
+    const o = { languages: ['sw'], scope: { mode: 'windows', maxLen: 16, bos: false, countPadding: false, tokenBudget: 400 } as TokenScope, batchTokens: 32, checkpointTokens: 32 };
+    let calls = 0;
+    await expect(profileCorpus(m1, corpus, { ...o, outDir: out, onProgress: () => { if (++calls === 3) throw new Error('killed'); } })).rejects.toThrow('killed');
+    expect(existsSync(path.join(out, '.sw.checkpoint.safetensors'))).toBe(true);
+    const w = path.join(dir, 'model.safetensors');
+    const bytes = readFileSync(w);
+    bytes[bytes.length - 5] ^= 0x40;
+    writeFileSync(w, bytes);
+    const m2 = await loadModel(dir, { threads: 1 });
+    await expect(profileCorpus(m2, corpus, { ...o, outDir: out })).rejects.toThrow(/checkpoint was made with other options, model or corpus/);
+  });
 });

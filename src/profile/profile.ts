@@ -16,6 +16,7 @@ import type { LanguageModel } from '../engine/model.js';
 import { LangneuronsError } from '../errors.js';
 import { withOutputLock } from '../io/lock.js';
 import { refuseOutputIsInput } from '../io/outdir.js';
+import { modelFingerprint } from '../model/fingerprint.js';
 import { modelIdentity } from './identity.js';
 import { languageStatsFile, mergeStats, readStatsFile, writeStats, STATS_FORMAT, type ActivationStats, type Site, type StatsMeta, type TokenScope } from './stats.js';
 import { checkAboveQuantile, thresholdsFromEarlierPass, type PassThresholds } from './thresholds.js';
@@ -80,6 +81,8 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
     throw new LangneuronsError('E_OPTIONS', `windows of ${o.scope.maxLen} tokens${o.scope.bos ? ' plus BOS' : ''} exceed the model's context of ${model.contextLength}`, { field: 'maxLen' });
   for (const lang of o.languages) { checkLanguageId(lang, 'languages'); corpus.source(lang); } // bad or unknown languages fail before any work
   const identity = modelIdentity(model.checkpoint);
+  // The weights' content, not only the layout: a checkpoint of other weights under the same path is not resumed.
+  const weights = await modelFingerprint(model.checkpoint.dir);
   const sites = o.sites ?? ['act'];
   if (o.thresholdsFrom) {
     if (o.thresholds) throw new LangneuronsError('E_OPTIONS', 'give either thresholds or thresholdsFrom, not both', { field: 'thresholdsFrom' });
@@ -108,7 +111,7 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
     const thresholds = pass ? pass.thresholds : o.thresholds;
     const thresholdSource = pass ? pass.source : o.thresholdSource ?? 'given';
     // Everything that changes what is counted: a checkpoint made with other options is not resumed.
-    const optionsKey = JSON.stringify({ model: identity.fingerprint, fingerprint, scope: o.scope, sites, layers, shard: o.shard ?? null,
+    const optionsKey = JSON.stringify({ model: identity.fingerprint, weights, fingerprint, scope: o.scope, sites, layers, shard: o.shard ?? null,
       histEdges: o.histEdges ?? null, thresholdSource: thresholds ? thresholdSource : null, seqMeans: !!o.seqMeans, batchTokens,
       ...(pass ? { thresholdsDigest: pass.digest } : {}) });
     const outFile = statsFileFor(o.outDir, lang);

@@ -24,6 +24,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { readTextFile } from '../io/text.js';
 import { readMask } from '../identify/masks.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
+import { modelFingerprint } from '../model/fingerprint.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { modelIdentity } from '../profile/identity.js';
 import { applyAdapter, writeAdapter } from './adapter.js';
@@ -97,7 +98,8 @@ interface ResolvedOptions extends Required<Omit<FinetuneOptions, 'masks' | 'lang
 
 interface RunFile {
   format: typeof RUN_FORMAT;
-  model: { dir: string; name: string; fingerprint: string };
+  /** weights: modelFingerprint (content, src/model/fingerprint.ts); absent in runs started before it was recorded. */
+  model: { dir: string; name: string; fingerprint: string; weights?: string };
   options: ResolvedOptions;
   /** trainChunks / validChunks: training examples (chunks of text, or items with a head). */
   data: { trainSha256: string; validSha256: string | null; trainChunks: number; validChunks: number };
@@ -263,6 +265,10 @@ async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, exp
   const id = modelIdentity(ckpt);
   if (expect && expect.model.fingerprint !== id.fingerprint)
     throw new LangneuronsError('E_RESUME', `${runDir}: the run was made with ${expect.model.name} (${expect.model.fingerprint.slice(0, 12)}), the model at ${modelDir} is ${id.name} (${id.fingerprint.slice(0, 12)})`);
+  // Same layout is not enough: weights replaced under the same path would mix two models in one run.
+  const weights = await modelFingerprint(modelDir);
+  if (expect?.model.weights && expect.model.weights !== weights)
+    throw new LangneuronsError('E_RESUME', `${runDir}: the weights at ${modelDir} changed since the run started (fingerprint ${expect.model.weights.slice(0, 12)} -> ${weights.slice(0, 12)}); cannot resume exactly`);
   const tok = await loadTokenizer(modelDir, ckpt.config);
   const encode = (s: string) => tok.encode(s);
   const head = o.head ?? null;
@@ -279,7 +285,7 @@ async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, exp
   const tr = createNativeTrainer(ckpt, o.threads, sel.trainable, { seed: o.seed, numLabels: head?.numLabels ?? 0 });
   const count = (x: { chunks: Int32Array[]; items: ClsItem[] } | null) => (head ? x?.items.length : x?.chunks.length) ?? 0;
   const run: RunFile = {
-    format: RUN_FORMAT, model: { dir: path.resolve(modelDir), name: id.name, fingerprint: id.fingerprint }, options: o,
+    format: RUN_FORMAT, model: { dir: path.resolve(modelDir), name: id.name, fingerprint: id.fingerprint, weights }, options: o,
     data: { trainSha256: train.sha, validSha256: valid?.sha ?? null, trainChunks: count(train), validChunks: count(valid) },
     trainableParameters: tr.info().trainable,
   };
