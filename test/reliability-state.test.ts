@@ -160,6 +160,9 @@ describe('output folders', () => {
     const again = await acquireOutputLock(dir, 'finetune');
     expect(JSON.parse(readFileSync(path.join(dir, LOCK_FILE), 'utf8')).pid).toBe(process.pid);
     await again.release();
+    // A lock with this very pid that this process does not hold: left by an earlier process with the same pid.
+    await fsp.writeFile(path.join(dir, LOCK_FILE), JSON.stringify({ pid: process.pid, hostname: os.hostname(), command: 'eval', started: 'then' }));
+    await (await acquireOutputLock(dir, 'finetune')).release();
   });
 
   it('--out under /proc fails at once with one line; a file in the way is named', async () => {

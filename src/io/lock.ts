@@ -84,8 +84,9 @@ export async function acquireOutputLock(dir: string, command: string): Promise<O
     if (holder && holder.pid === process.pid && holder.hostname === me.hostname && held.has(file)) {
       throw new LangneuronsError('E_LOCKED', `${dir}: this process already runs ${holder.command} into this folder`, { file });
     }
+    // Our own pid in a lock we do not hold: an earlier process that had this pid (containers reuse low pids).
     const stale = holder
-      ? holder.hostname === me.hostname && !processAlive(holder.pid)
+      ? holder.hostname === me.hostname && (!processAlive(holder.pid) || holder.pid === process.pid)
       : await olderThan(file, 10_000); // a torn lock file: its writer died between create and write
     if (!stale) {
       const who = holder ? `${holder.command || 'a run'} (pid ${holder.pid} on ${holder.hostname}, since ${holder.started})` : 'a run that is starting';
