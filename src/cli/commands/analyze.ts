@@ -1,0 +1,42 @@
+// `langneurons analyze …`: the papers' analyses as figures (docs/ANALYSES.md). Each writes, per figure, an SVG, a
+// PNG, the data as CSV and JSON and a caption into --out; --json prints the data and the files on stdout.
+import type { Command } from 'commander';
+
+import { analyzeLayers, analyzeOverlap } from '../../analyze/masks.js';
+import { readMask } from '../../identify/index.js';
+import { layersFigures, overlapFigures } from '../../report/analysis-figures.js';
+import { writeFigures, type Figure } from '../../report/figures.js';
+import { printResult } from '../output.js';
+
+/** Writes the figures and prints what was written (and, with --json, the data). */
+export async function emitFigures(o: { out: string; json?: boolean }, figs: Figure[], summary: () => string[]): Promise<void> {
+  const files = await writeFigures(o.out, figs);
+  printResult(o, { out: o.out, figures: Object.fromEntries(figs.map((f) => [f.name, { files: files[f.name], caption: f.caption, data: f.data }])) },
+    () => [...summary(), ...figs.map((f) => `-> ${files[f.name]!.svg} (+ .png .csv .json .caption.txt)`)].join('\n'));
+}
+
+export function registerAnalyze(program: Command): void {
+  const analyze = program.command('analyze').description('the papers\u2019 analyses as figures: SVG, PNG, CSV, JSON and a caption each');
+  analyze
+    .command('layers <mask>')
+    .description('neurons per language and layer (stacked bars) and each language\u2019s share per layer')
+    .requiredOption('--out <dir>', 'folder for the figures')
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (file: string, o: { out: string; json?: boolean }) => {
+      const a = analyzeLayers(await readMask(file));
+      await emitFigures(o, layersFigures(a, file), () => a.languages.map((l, i) => `${l.padEnd(8)} ${String(a.total[i]).padStart(7)}  per layer ${a.perLayer[i]!.join(' ')}`));
+    });
+  analyze
+    .command('overlap <mask>')
+    .description('language × language overlap of the neuron sets (counts, Jaccard, overlap coefficient), clustered order')
+    .requiredOption('--out <dir>', 'folder for the figures')
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (file: string, o: { out: string; json?: boolean }) => {
+      const a = analyzeOverlap(await readMask(file));
+      const w = Math.max(6, ...a.languages.map((l) => l.length));
+      await emitFigures(o, overlapFigures(a, file), () => [
+        `Jaccard   ${''.padStart(w)} ${a.languages.map((l) => l.padStart(w)).join(' ')}`,
+        ...a.languages.map((x, i) => `          ${x.padStart(w)} ${a.jaccard[i]!.map((v) => v.toFixed(3).padStart(w)).join(' ')}`),
+      ]);
+    });
+}

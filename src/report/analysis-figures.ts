@@ -1,0 +1,98 @@
+// The analyses' figures (docs/ANALYSES.md): each analysis result becomes one or more Figures (SVG chart, table,
+// data, caption) drawn with the charts of svg-charts.ts. Used by the `analyze` and `results pivot` commands and
+// meant for the demo and sweep reports too (the SVG inlines with inlineSvg).
+import type { LayersAnalysis, OverlapAnalysis } from '../analyze/masks.js';
+import type { Pivot } from '../analyze/pivot.js';
+import type { Figure } from './figures.js';
+import { barChart, heatmapChart, lineChart } from './svg-charts.js';
+
+const r6 = (x: number) => Number(x.toPrecision(6));
+
+export function layersFigures(a: LayersAnalysis, source: string): Figure[] {
+  const layers = Array.from({ length: a.layers }, (_, l) => String(l));
+  const what = `${a.method} neurons (site ${a.site}, ${a.width} units per layer) of ${a.model}, from ${source}`;
+  const totals = a.languages.map((l, i) => `${l} ${a.total[i]}`).join(', ');
+  const counts: Figure = {
+    name: 'layers',
+    caption: `Language-specific ${what}: neurons per layer, stacked by language (${totals}). ` +
+      `The busiest layer is ${a.layerTotal.indexOf(Math.max(...a.layerTotal))} with ${Math.max(...a.layerTotal)} (language, neuron) pairs.`,
+    svg: barChart({
+      title: `Language-specific neurons per layer (${a.method}, ${a.model})`, categories: layers, stacked: true, yLabel: 'neurons',
+      groups: a.languages.map((l, i) => ({ name: l, values: a.perLayer[i]! })),
+    }),
+    table: {
+      columns: ['language', 'layer', 'neurons', 'share_of_language', 'share_of_layer'],
+      rows: a.languages.flatMap((l, i) => layers.map((_, k) => [l, k, a.perLayer[i]![k]!, r6(a.shareOfLanguage[i]![k]!), r6(a.shareOfLayer[i]![k]!)])),
+    },
+    data: a,
+  };
+  const share: Figure = {
+    name: 'layers-share',
+    caption: `Where each language's neurons sit: the share of the language's ${what.replace(/^\S+ /, '')} in each layer (each line sums to 100%).`,
+    svg: lineChart({
+      title: `Share of each language's neurons per layer (${a.method}, ${a.model})`, xLabel: 'layer', yLabel: 'share of the language\u2019s neurons (%)',
+      series: a.languages.map((l, i) => ({ name: l, points: a.shareOfLanguage[i]!.map((v, k) => [k, 100 * v] as [number, number]) })),
+    }),
+    table: counts.table,
+    data: { languages: a.languages, shareOfLanguage: a.shareOfLanguage },
+  };
+  return [counts, share];
+}
+
+export function overlapFigures(a: OverlapAnalysis, source: string): Figure[] {
+  const n = a.languages.length;
+  const rows = a.languages.flatMap((x, i) => a.languages.map((y, j) => [x, y, a.sizes[i]!, a.sizes[j]!, a.counts[i]![j]!, r6(a.jaccard[i]![j]!), r6(a.overlapCoefficient[i]![j]!)]));
+  const table = { columns: ['language_a', 'language_b', 'size_a', 'size_b', 'shared', 'jaccard', 'overlap_coefficient'], rows };
+  let maxOff = { v: -1, a: '', b: '' };
+  for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) if (a.jaccard[i]![j]! > maxOff.v) maxOff = { v: a.jaccard[i]![j]!, a: a.languages[i]!, b: a.languages[j]! };
+  const what = `${a.method} neurons (site ${a.site}) of ${a.model}, from ${source}; languages in clustered order (average linkage on 1 − Jaccard)`;
+  const most = n > 1 ? ` Most similar pair: ${maxOff.a}–${maxOff.b} (Jaccard ${maxOff.v.toFixed(3)}).` : '';
+  const heat = (metric: 'jaccard' | 'overlapCoefficient', title: string, legend: string) => heatmapChart({
+    title, rowLabels: a.languages, columnLabels: a.languages, values: a[metric], legend,
+    cellLabel: (i, j) => (metric === 'jaccard' ? `${a.counts[i]![j]}` : a[metric][i]![j]!.toFixed(2)),
+    cellTitle: (i, j) => `${a.languages[i]} ∩ ${a.languages[j]}: ${a.counts[i]![j]} shared of ${a.sizes[i]} and ${a.sizes[j]}; Jaccard ${a.jaccard[i]![j]!.toFixed(4)}, overlap coefficient ${a.overlapCoefficient[i]![j]!.toFixed(4)}`,
+  });
+  return [
+    { name: 'overlap', caption: `Overlap of the languages' ${what}. Colour: Jaccard |A∩B|/|A∪B|; number: shared neurons (diagonal: the language's own count).${most}`,
+      svg: heat('jaccard', `Overlap of language-specific neurons: Jaccard (${a.method}, ${a.model})`, 'Jaccard'), table, data: a },
+    { name: 'overlap-coefficient', caption: `Overlap coefficient |A∩B| / min(|A|, |B|) of the languages' ${what}: 1 when the smaller set lies inside the larger.`,
+      svg: heat('overlapCoefficient', `Overlap coefficient of language-specific neurons (${a.method}, ${a.model})`, 'overlap coefficient'), table,
+      data: { languages: a.languages, overlapCoefficient: a.overlapCoefficient } },
+  ];
+}
+
+
+export function pivotFigures(p: Pivot, source: string): Figure[] {
+  const mark = (r: string) => (p.lowResource.includes(r) ? `${r} *` : r);
+  const meanRows: { label: string; values: (number | null)[]; delta: (number | null)[] | null }[] = [
+    { label: `mean (${p.rows.length})`, values: p.mean.all, delta: p.mean.deltaAll },
+    ...(p.mean.lowResource ? [{ label: `mean low-resource (${p.lowResource.length})`, values: p.mean.lowResource, delta: p.mean.deltaLowResource }] : []),
+  ];
+  const rowLabels = [...p.rows.map(mark), ...meanRows.map((m) => m.label)];
+  const allValues = [...p.values, ...meanRows.map((m) => m.values)];
+  const allDelta = p.delta ? [...p.delta, ...meanRows.map((m) => m.delta!)] : null;
+  const shownCols = p.baseline ? p.cols.filter((c) => c !== p.baseline) : p.cols;
+  const colIdx = shownCols.map((c) => p.cols.indexOf(c));
+  const shown = (allDelta ?? allValues).map((r) => colIdx.map((j) => r[j] ?? NaN));
+  const num = (v: number | null | undefined, sign = false) => (v === null || v === undefined || !Number.isFinite(v) ? 'n/a' : `${sign && v >= 0 ? '+' : ''}${v.toFixed(Math.abs(v) >= 10 ? 1 : 3)}`);
+  const fixed = Object.entries(p.fixed).filter(([, v]) => v !== '').map(([k, v]) => `${k} ${v}`).join(', ');
+  const lower = /ppl|perplexity|nll|loss/i.test(p.metric) ? ' (lower is better for this metric)' : '';
+  const caption = `${p.metric} of ${p.results} evaluation results under ${source}${fixed ? ` (${fixed})` : ''}, ${p.rowKey} × ${p.colKey}` +
+    (p.baseline ? `: each cell is the difference to ${p.colKey} ${p.baseline} in the same row${lower}` : lower) +
+    `; mean rows average the ${p.rowKey}s that have a value` + (p.lowResource.length ? `; * marks the low-resource ${p.rowKey}s (${p.lowResource.join(', ')})` : '') + '.';
+  const table = {
+    columns: [p.rowKey, 'low_resource', ...p.cols, ...(p.baseline ? shownCols.map((c) => `delta_${c}`) : [])],
+    rows: rowLabels.map((_, i) => [i < p.rows.length ? p.rows[i]! : meanRows[i - p.rows.length]!.label, i < p.rows.length ? (p.lowResource.includes(p.rows[i]!) ? 1 : 0) : null,
+      ...allValues[i]!, ...(allDelta ? colIdx.map((j) => allDelta[i]![j]!) : [])]),
+  };
+  return [{
+    name: 'pivot', caption, table, data: p,
+    svg: heatmapChart({
+      title: p.baseline ? `Δ ${p.metric} against ${p.baseline}` : `${p.metric} by ${p.rowKey} and ${p.colKey}`,
+      rowLabels, columnLabels: shownCols, values: shown, rowAxis: p.rowKey, columnAxis: p.colKey, legend: p.baseline ? `Δ ${p.metric}` : p.metric,
+      cellLabel: (i, j) => num(shown[i]![j]!, !!p.baseline),
+      cellTitle: (i, j) => `${rowLabels[i]} / ${shownCols[j]}: ${p.metric} ${num(allValues[i]![colIdx[j]!])}` + (p.baseline ? ` (baseline ${num(allValues[i]![0])}, Δ ${num(shown[i]![j]!, true)})` : ''),
+      ...(p.lowResource.length ? { footer: `* low-resource ${p.rowKey}` } : {}),
+    }),
+  }];
+}
