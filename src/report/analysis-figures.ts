@@ -1,6 +1,7 @@
 // The analyses' figures (docs/ANALYSES.md): each analysis result becomes one or more Figures (SVG chart, table,
 // data, caption) drawn with the charts of svg-charts.ts. Used by the `analyze` and `results pivot` commands and
 // meant for the demo and sweep reports too (the SVG inlines with inlineSvg).
+import type { AlignmentAnalysis, AlignmentRun } from '../analyze/alignment.js';
 import type { LayersAnalysis, OverlapAnalysis } from '../analyze/masks.js';
 import type { Pivot } from '../analyze/pivot.js';
 import type { Figure } from './figures.js';
@@ -95,4 +96,28 @@ export function pivotFigures(p: Pivot, source: string): Figure[] {
       ...(p.lowResource.length ? { footer: `* low-resource ${p.rowKey}` } : {}),
     }),
   }];
+}
+
+export function alignmentFigures(a: AlignmentAnalysis): Figure[] {
+  const others = a.languages.filter((l) => l !== a.anchor);
+  const series = (metric: 'similarity' | 'retrieval', scale: number) => a.runs.flatMap((run, r) => others.map((l) => ({
+    name: a.runs.length > 1 ? `${l} (${run.variant})` : l, dashed: r > 0,
+    points: run[metric][l]!.map((v, k) => [k, scale * v] as [number, number]),
+  })));
+  const table = {
+    columns: ['variant', 'language', 'layer', 'similarity', 'retrieval'],
+    rows: a.runs.flatMap((run) => others.flatMap((l) => run.similarity[l]!.map((s, k) => [run.variant, l, k, r6(s), r6(run.retrieval[l]![k]!)]))),
+  };
+  const variants = a.runs.length > 1 ? ` Solid: ${a.runs[0]!.variant} (${a.runs[0]!.model}); dashed: ${a.runs.slice(1).map((r) => `${r.variant} (${r.model})`).join(', ')}.` : ` Model: ${a.runs[0]!.model}.`;
+  const what = `${a.sentences} parallel sentences of ${a.source} (at most ${a.maxTokens} tokens each), each mean-pooled over its tokens (BOS excluded) in the residual stream after every layer`;
+  const best = (run: AlignmentRun, l: string) => { const s = run.similarity[l]!; const k = s.indexOf(Math.max(...s)); return `${l} ${s[k]!.toFixed(3)} at layer ${k}`; };
+  return [
+    { name: 'alignment-similarity', table, data: a,
+      caption: `Cross-lingual alignment to ${a.anchor} per layer: the mean cosine similarity between each sentence and its ${a.anchor} translation, over ${what}.` +
+        ` Highest: ${others.map((l) => best(a.runs[0]!, l)).join('; ')}.${variants}`,
+      svg: lineChart({ title: `Cosine similarity to ${a.anchor} per layer (parallel sentences)`, xLabel: 'layer', yLabel: `mean cosine to ${a.anchor}`, series: series('similarity', 1) }) },
+    { name: 'alignment-retrieval', table, data: a,
+      caption: `Parallel-sentence retrieval per layer: the share of sentences whose ${a.anchor} translation is their nearest ${a.anchor} sentence (cosine, among all ${a.sentences}; chance ${(100 / a.sentences).toFixed(1)}%), over ${what}.${variants}`,
+      svg: lineChart({ title: `Retrieval accuracy of the ${a.anchor} translation per layer`, xLabel: 'layer', yLabel: 'retrieval accuracy (%)', series: series('retrieval', 100) }) },
+  ];
 }

@@ -5,15 +5,8 @@ import type { Command } from 'commander';
 import { analyzeLayers, analyzeOverlap } from '../../analyze/masks.js';
 import { readMask } from '../../identify/index.js';
 import { layersFigures, overlapFigures } from '../../report/analysis-figures.js';
-import { writeFigures, type Figure } from '../../report/figures.js';
-import { printResult } from '../output.js';
-
-/** Writes the figures and prints what was written (and, with --json, the data). */
-export async function emitFigures(o: { out: string; json?: boolean }, figs: Figure[], summary: () => string[]): Promise<void> {
-  const files = await writeFigures(o.out, figs);
-  printResult(o, { out: o.out, figures: Object.fromEntries(figs.map((f) => [f.name, { files: files[f.name], caption: f.caption, data: f.data }])) },
-    () => [...summary(), ...figs.map((f) => `-> ${files[f.name]!.svg} (+ .png .csv .json .caption.txt)`)].join('\n'));
-}
+import { emitFigures } from '../figures.js';
+import { registerAlignment } from './analyze-alignment.js';
 
 export function registerAnalyze(program: Command): void {
   const analyze = program.command('analyze').description('the papers\u2019 analyses as figures: SVG, PNG, CSV, JSON and a caption each');
@@ -39,4 +32,5 @@ export function registerAnalyze(program: Command): void {
         ...a.languages.map((x, i) => `          ${x.padStart(w)} ${a.jaccard[i]!.map((v) => v.toFixed(3).padStart(w)).join(' ')}`),
       ]);
     });
+  registerAlignment(analyze);
 }

@@ -119,7 +119,7 @@ export function registerEval(program: Command): void {
  * The base model with a fine-tuning delta (or a PEFT adapter folder) applied, cached in the temp folder by the
  * sha256 of the delta file (of the adapter's config and weights).
  */
-async function mergedDeltaModel(base: string, deltaFile: string, adapter = false): Promise<string> {
+export async function mergedDeltaModel(base: string, deltaFile: string, adapter = false): Promise<string> {
   const h = createHash('sha256');
   if (adapter) { // (an adapter does not pin its base model's weights: the base folder is part of the key)
     h.update(path.resolve(base));

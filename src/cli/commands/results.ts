@@ -4,7 +4,7 @@ import { Option } from 'commander';
 import { parsePivotKey, parseWhere, pivotResults, readResultsRecursive } from '../../analyze/pivot.js';
 import { buildTable, parseBy, readResults, tableCsv, tableText } from '../../eval/results.js';
 import { pivotFigures } from '../../report/analysis-figures.js';
-import { emitFigures } from './analyze.js';
+import { emitFigures } from '../figures.js';
 
 export function registerResults(program: Command): void {
   const results = program.command('results').description('evaluation results');
