@@ -1,10 +1,14 @@
 // The analyses' figures (docs/ANALYSES.md): each analysis result becomes one or more Figures (SVG chart, table,
 // data, caption) drawn with the charts of svg-charts.ts. Used by the `analyze` and `results pivot` commands and
 // meant for the demo and sweep reports too (the SVG inlines with inlineSvg).
+import path from 'node:path';
+
+import type { ActivationsAnalysis } from '../analyze/activations.js';
 import type { AlignmentAnalysis, AlignmentRun } from '../analyze/alignment.js';
 import type { LayersAnalysis, OverlapAnalysis } from '../analyze/masks.js';
 import type { Pivot } from '../analyze/pivot.js';
-import type { Figure } from './figures.js';
+import type { WeightUpdateAnalysis } from '../analyze/weights.js';
+import type { Cell, Figure } from './figures.js';
 import { barChart, heatmapChart, lineChart } from './svg-charts.js';
 
 const r6 = (x: number) => Number(x.toPrecision(6));
@@ -120,4 +124,75 @@ export function alignmentFigures(a: AlignmentAnalysis): Figure[] {
       caption: `Parallel-sentence retrieval per layer: the share of sentences whose ${a.anchor} translation is their nearest ${a.anchor} sentence (cosine, among all ${a.sentences}; chance ${(100 / a.sentences).toFixed(1)}%), over ${what}.${variants}`,
       svg: lineChart({ title: `Retrieval accuracy of the ${a.anchor} translation per layer`, xLabel: 'layer', yLabel: 'retrieval accuracy (%)', series: series('retrieval', 100) }) },
   ];
+}
+
+export function activationsFigures(a: ActivationsAnalysis, source: string, maxRows = 40): Figure[] {
+  const label = (n: { layer: number; unit: number }) => `${n.layer}:${n.unit}`;
+  const poly = new Set(a.polysemantic.map(label));
+  const what = `${a.neurons.length} neurons (${a.neuronsSource}, site ${a.site}) of ${a.model}, from the statistics ${source} (${a.languages.map((l, k) => `${l} ${a.tokens[k]} tokens`).join(', ')})`;
+  const polyText = `${a.polysemantic.length} of them are polysemantic: active (activation probability at or above the ${a.activeQuantile} quantile of all neurons' in a language) for at least ${a.minLanguages} languages` +
+    (a.polysemantic.length ? ` (${a.polysemantic.slice(0, 8).map((n) => `${label(n)}: ${n.languages.join('+')}`).join(', ')}${a.polysemantic.length > 8 ? ', …' : ''})` : '');
+  const table = {
+    columns: ['layer', 'unit', 'polysemantic', ...a.languages.map((l) => `p_${l}`), ...a.languages.map((l) => `mean_${l}`)],
+    rows: a.neurons.map((n, i) => [n.layer, n.unit, poly.has(label(n)) ? 1 : 0, ...a.probability[i]!.map(r6), ...a.mean[i]!.map(r6)]),
+  };
+  // The heatmap shows the neurons that fire most somewhere (at most maxRows), in layer order.
+  const top = a.neurons.map((n, i) => ({ n, i, peak: Math.max(...a.probability[i]!) })).sort((x, y) => y.peak - x.peak).slice(0, maxRows)
+    .sort((x, y) => x.n.layer - y.n.layer || x.n.unit - y.n.unit);
+  const figs: Figure[] = [
+    { name: 'activations', table, data: a,
+      caption: `Activation probability P(value > 0) per language of ${what}, averaged over the chosen neurons, against the average over every profiled neuron. ${polyText}.`,
+      svg: barChart({ title: `Activation probability of the chosen neurons per language (${a.neuronsSource})`, categories: a.languages, yLabel: 'P(value > 0) (%)',
+        groups: [{ name: 'chosen neurons', values: a.chosenProbability.map((p) => 100 * p) }, { name: 'all neurons', values: a.allProbability.map((p) => 100 * p) }],
+        format: (v) => `${v.toFixed(1)}%`, valueLabels: true }) },
+    { name: 'activations-neurons', table, data: { languages: a.languages, neurons: top.map((t) => t.n), probability: top.map((t) => a.probability[t.i]) },
+      caption: `Activation probability per neuron (rows: layer:unit; * polysemantic) and language of ${what}${top.length < a.neurons.length ? `; the ${top.length} with the highest peak are shown` : ''}. ${polyText}.`,
+      svg: heatmapChart({ title: `Activation probability per neuron and language (${a.neuronsSource})`, rowLabels: top.map((t) => `${label(t.n)}${poly.has(label(t.n)) ? ' *' : ''}`),
+        columnLabels: a.languages, values: top.map((t) => a.probability[t.i]!), rowAxis: 'neuron (layer:unit)', columnAxis: 'language', legend: 'P(value > 0)',
+        cellLabel: (i, j) => a.probability[top[i]!.i]![j]!.toFixed(2) }) },
+  ];
+  if (a.histogram) {
+    const e = a.histogram.edges;
+    figs.push({ name: 'activations-histogram', data: { languages: a.languages, ...a.histogram },
+      table: { columns: ['language', 'bin_low', 'bin_high', 'share'], rows: a.languages.flatMap((l, k) => a.histogram!.share[k]!.map((s, b) => [l, e[b]!, e[b + 1]!, r6(s)])) },
+      caption: `Distribution of the values of ${what}: the share of their (token, neuron) values in each histogram bin (bin centres on the x axis; the outer bins also hold the values beyond them).`,
+      svg: lineChart({ title: `Value distribution of the chosen neurons per language (${a.neuronsSource})`, xLabel: `value (bin centre, site ${a.site})`, yLabel: 'share of values (%)',
+        series: a.languages.map((l, k) => ({ name: l, points: a.histogram!.share[k]!.map((s, b) => [(e[b]! + e[b + 1]!) / 2, 100 * s] as [number, number]) })) }) });
+  }
+  if (a.sequenceMeans) {
+    const sm = a.sequenceMeans;
+    figs.push({ name: 'activations-sequences', data: { languages: a.languages, ...sm },
+      table: { columns: ['language', 'sequences', ...sm.quantiles.map((q) => `q${Math.round(100 * q)}`)], rows: a.languages.map((l, k) => [l, sm.sequences[k]!, ...sm.values[k]!.map(r6)]) },
+      caption: `Per-sequence mean activation of ${what}, averaged over the chosen neurons: quantiles ${sm.quantiles.join(', ')} over each language's sequences.`,
+      svg: barChart({ title: `Per-sequence mean activation of the chosen neurons: quantiles (${a.neuronsSource})`, categories: a.languages, yLabel: 'mean value per sequence',
+        groups: sm.quantiles.map((q, j) => ({ name: `q${Math.round(100 * q)}`, values: sm.values.map((v) => v[j]!) })) }) });
+  }
+  return figs;
+}
+
+export function weightUpdateFigures(a: WeightUpdateAnalysis): Figure[] {
+  const layers = Array.from({ length: a.layers }, (_, l) => String(l));
+  const relText = a.relative.some((r) => r.some((v) => v !== null)) ? ' (relative to the base weights in the CSV and JSON)' : '';
+  const kind = { delta: 'a sparse delta (new values minus the base model\u2019s)', adapter: 'a PEFT LoRA adapter (ΔW = s·B·A)', checkpoints: 'two checkpoints' }[a.kind];
+  const other = a.other.length ? ` Outside the layers' projections: ${a.other.map((o) => `${o.tensor} ${o.norm.toPrecision(3)}`).join(', ')}.` : '';
+  const table = {
+    columns: ['layer', 'projection', 'norm', 'relative'],
+    rows: a.projections.flatMap((p, i) => layers.map((_, l) => [l, p, r6(a.norm[i]![l]!), a.relative[i]![l] === null ? null : r6(a.relative[i]![l]!)] as Cell[]))
+      .concat(a.other.map((o) => [null, o.tensor, r6(o.norm), o.relative === null ? null : r6(o.relative)])),
+  };
+  const figs: Figure[] = [{
+    name: 'delta', table, data: a,
+    caption: `Where fine-tuning changed the weights: the Frobenius norm ‖ΔW‖ of each layer's projections${relText}, from ${kind} (${a.source}); total ‖ΔW‖ ${a.totalNorm.toPrecision(4)}.${other}`,
+    svg: barChart({ title: `Norm of the weight change per layer and projection (${path.basename(a.source)})`, categories: layers, yLabel: '‖ΔW‖ (Frobenius)',
+      groups: a.projections.map((p, i) => ({ name: p, values: a.norm[i]! })) }),
+  }];
+  if (a.mask) {
+    const m = a.mask;
+    figs.push({ name: 'delta-mask', data: { layers: a.layers, ...m },
+      table: { columns: ['layer', 'fraction_in_mask'], rows: [...layers.map((l, k) => [Number(l), m.fractionPerLayer[k] === null ? null : r6(m.fractionPerLayer[k]!)] as Cell[]), ['all', r6(m.fraction)]] },
+      caption: `Share of the weight change's energy ‖ΔW‖² on the ${m.neurons} neurons of ${m.source} (rows of gate_proj and up_proj, columns of down_proj), per layer (of all of that layer's change) and overall: ${(100 * m.fraction).toFixed(1)}%. From ${kind} (${a.source}).`,
+      svg: barChart({ title: `Share of the weight change on the mask's neurons (${m.source})`, categories: layers, yLabel: 'share of ‖ΔW‖² (%)', yMax: 100,
+        groups: [{ name: '', values: m.fractionPerLayer.map((f) => 100 * (f ?? 0)) }], format: (v) => `${v.toFixed(0)}%`, valueLabels: true }) });
+  }
+  return figs;
 }

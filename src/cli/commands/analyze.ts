@@ -7,6 +7,7 @@ import { readMask } from '../../identify/index.js';
 import { layersFigures, overlapFigures } from '../../report/analysis-figures.js';
 import { emitFigures } from '../figures.js';
 import { registerAlignment } from './analyze-alignment.js';
+import { registerActivations, registerDelta } from './analyze-weights.js';
 
 export function registerAnalyze(program: Command): void {
   const analyze = program.command('analyze').description('the papers\u2019 analyses as figures: SVG, PNG, CSV, JSON and a caption each');
@@ -33,4 +34,6 @@ export function registerAnalyze(program: Command): void {
       ]);
     });
   registerAlignment(analyze);
+  registerActivations(analyze);
+  registerDelta(analyze);
 }
