@@ -9,7 +9,7 @@ import { analyzeLayers, analyzeOverlap, averageLinkageOrder } from '../src/analy
 import { MASK_FORMAT, writeMaskJson, type NeuronMask } from '../src/identify/masks.js';
 import { overlapFigures } from '../src/report/analysis-figures.js';
 import { svgToPng, writeFigure } from '../src/report/figures.js';
-import { barChart } from '../src/report/svg-charts.js';
+import { barChart, tickLabels } from '../src/report/svg-charts.js';
 import type { ModelIdentity } from '../src/profile/stats.js';
 import { makeTempDir, removeDir } from './helpers/fixtures.js';
 import { runCli } from './helpers/cli.js';
@@ -128,5 +128,13 @@ describe('analyze layers|overlap (CLI)', () => {
     expect(bad.code).toBe(1);
     expect(bad.stderr.trim().split('\n')).toHaveLength(1);
     expect(bad.stderr).toMatch(/missing\.json/);
+  });
+});
+
+describe('chart ticks', () => {
+  it('as many decimals as the spacing needs', () => {
+    expect(tickLabels([0.999, 0.9995, 1])).toEqual(['0.9990', '0.9995', '1.0000']);
+    expect(tickLabels([0, 0.25, 0.5])).toEqual(['0.00', '0.25', '0.50']);
+    expect(tickLabels([0, 20, 40])).toEqual(['0', '20', '40']);
   });
 });

@@ -9,7 +9,7 @@ import type { LayersAnalysis, OverlapAnalysis } from '../analyze/masks.js';
 import type { Pivot } from '../analyze/pivot.js';
 import type { WeightUpdateAnalysis } from '../analyze/weights.js';
 import type { Cell, Figure } from './figures.js';
-import { barChart, heatmapChart, lineChart } from './svg-charts.js';
+import { barChart, colourOf, heatmapChart, lineChart } from './svg-charts.js';
 
 const r6 = (x: number) => Number(x.toPrecision(6));
 
@@ -105,7 +105,7 @@ export function pivotFigures(p: Pivot, source: string): Figure[] {
 export function alignmentFigures(a: AlignmentAnalysis): Figure[] {
   const others = a.languages.filter((l) => l !== a.anchor);
   const series = (metric: 'similarity' | 'retrieval', scale: number) => a.runs.flatMap((run, r) => others.map((l) => ({
-    name: a.runs.length > 1 ? `${l} (${run.variant})` : l, dashed: r > 0,
+    name: a.runs.length > 1 ? `${l} (${run.variant})` : l, dashed: r > 0, colour: colourOf(others.indexOf(l)),
     points: run[metric][l]!.map((v, k) => [k, scale * v] as [number, number]),
   })));
   const table = {

@@ -14,16 +14,16 @@ import { emitFigures } from '../figures.js';
 import { mergedDeltaModel } from './eval.js';
 
 /** The fine-tuned model of a --delta: a delta file, a PEFT adapter folder, a run folder holding either, or a checkpoint. */
-export async function variantModel(base: string, delta: string): Promise<{ dir: string; name: string }> {
+export async function variantModel(base: string, delta: string): Promise<{ dir: string; name: string; label: string }> {
   if (!existsSync(delta)) throw new LangneuronsError('E_IO', `${delta}: --delta not found`, { file: delta });
   const d = path.resolve(delta);
   const runName = ['delta.safetensors', 'adapter'].includes(path.basename(d)) ? path.basename(path.dirname(d)) : path.basename(d);
-  const name = `delta-${runName}`;
-  if (!statSync(d).isDirectory()) return { dir: await mergedDeltaModel(base, d), name };
-  if (await isAdapterDir(d)) return { dir: await mergedDeltaModel(base, d, true), name };
-  if (existsSync(path.join(d, 'delta.safetensors'))) return { dir: await mergedDeltaModel(base, path.join(d, 'delta.safetensors')), name };
-  if (await isAdapterDir(path.join(d, 'adapter'))) return { dir: await mergedDeltaModel(base, path.join(d, 'adapter'), true), name };
-  if (existsSync(path.join(d, 'config.json'))) return { dir: d, name };
+  const name = `delta-${runName}`, label = `${base} + ${delta}`;
+  if (!statSync(d).isDirectory()) return { dir: await mergedDeltaModel(base, d), name, label };
+  if (await isAdapterDir(d)) return { dir: await mergedDeltaModel(base, d, true), name, label };
+  if (existsSync(path.join(d, 'delta.safetensors'))) return { dir: await mergedDeltaModel(base, path.join(d, 'delta.safetensors')), name, label };
+  if (await isAdapterDir(path.join(d, 'adapter'))) return { dir: await mergedDeltaModel(base, path.join(d, 'adapter'), true), name, label };
+  if (existsSync(path.join(d, 'config.json'))) return { dir: d, name, label: delta };
   throw new LangneuronsError('E_INPUT', `${delta}: not a delta file, an adapter folder, a run folder holding delta.safetensors or adapter/, nor a checkpoint`, { file: delta });
 }
 
@@ -49,9 +49,9 @@ export function registerAlignment(analyze: Command): void {
       const langs = [...new Set([o.anchor, ...o.langs.split(',').map((s) => s.trim()).filter(Boolean)])];
       if (langs.length < 2) throw new LangneuronsError('E_OPTIONS', `--langs: at least one language besides the anchor ${o.anchor}`, { field: '--langs' });
       const set = await readParallel(o.parallel, langs, o.maxSentences ?? Infinity);
-      const variants = [{ dir, name: 'base' }];
+      const variants = [{ dir, name: 'base', label: dir }];
       for (const d of o.delta) variants.push(await variantModel(dir, d));
-      for (const m of o.compareModel) variants.push({ dir: m, name: path.basename(path.resolve(m)) });
+      for (const m of o.compareModel) variants.push({ dir: m, name: path.basename(path.resolve(m)), label: m });
       const analysis: AlignmentAnalysis = { source: set.source, anchor: o.anchor, languages: langs, sentences: set.ids.length, layers: 0, maxTokens: o.maxTokens, runs: [] };
       for (const v of variants) {
         const model = await openModel(v.dir, o);
@@ -59,7 +59,8 @@ export function registerAlignment(analyze: Command): void {
           throw new LangneuronsError('E_INPUT', `${v.dir}: ${model.config.numLayers} layers, but ${variants[0]!.dir} has ${analysis.layers}: one figure needs the same layers`, { file: v.dir });
         analysis.layers = model.config.numLayers;
         const bar = new Progress(`alignment ${v.name}`, o);
-        analysis.runs.push(await alignModel(model, set, o.anchor, v.name, { maxTokens: o.maxTokens, batch: o.batch, onProgress: (d, t) => bar.update(d, t) }));
+        const run = await alignModel(model, set, o.anchor, v.name, { maxTokens: o.maxTokens, batch: o.batch, onProgress: (d, t) => bar.update(d, t) });
+        analysis.runs.push({ ...run, model: v.label });  // the merged delta's cache folder means nothing to a reader
         bar.done();
       }
       await emitFigures(o, alignmentFigures(analysis), () => analysis.runs.flatMap((r) => [
