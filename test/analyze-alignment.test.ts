@@ -46,6 +46,17 @@ describe('alignment scores', () => {
     expect(tie.similarity[0]).toBeCloseTo(Math.SQRT1_2, 12);
     expect(tie.retrieval[0]).toBe(0.5);
   });
+
+  it('centering removes a language\u2019s offset: a shifted copy aligns perfectly only when centred', () => {
+    // Anchor rows (1, 0), (0, 1), (-1, -1) (mean 0); the other language is the same plus an offset (10, 10).
+    const anchor = [Float32Array.from([1, 0, 0, 1, -1, -1])];
+    const shifted = [Float32Array.from([11, 10, 10, 11, 9, 9])];
+    const raw = alignmentScores(anchor, shifted, 3, 2);
+    expect(raw.retrieval[0]).toBeLessThan(1);
+    const centred = alignmentScores(anchor, shifted, 3, 2, true);
+    expect(centred.similarity[0]).toBeCloseTo(1, 12);
+    expect(centred.retrieval[0]).toBe(1);
+  });
 });
 
 describe('on a fixture model', () => {

@@ -97,25 +97,28 @@ export async function sentenceVectors(model: LanguageModel, sentences: string[],
   return out;
 }
 
-function normalizeRows(x: Float32Array, n: number, h: number): Float64Array {
-  const y = new Float64Array(n * h);
+/** Rows scaled to unit length; with `center`, the mean row is subtracted first (a language's own offset removed). */
+function normalizeRows(x: Float32Array, n: number, h: number, center = false): Float64Array {
+  const y = new Float64Array(n * h), mean = new Float64Array(h);
+  if (center) for (let i = 0; i < n; i++) for (let j = 0; j < h; j++) mean[j]! += x[i * h + j]! / n;
   for (let i = 0; i < n; i++) {
     let ss = 0;
-    for (let j = 0; j < h; j++) ss += x[i * h + j]! * x[i * h + j]!;
+    for (let j = 0; j < h; j++) ss += (x[i * h + j]! - mean[j]!) ** 2;
     const r = ss > 0 ? 1 / Math.sqrt(ss) : 0;
-    for (let j = 0; j < h; j++) y[i * h + j] = x[i * h + j]! * r;
+    for (let j = 0; j < h; j++) y[i * h + j] = (x[i * h + j]! - mean[j]!) * r;
   }
   return y;
 }
 
 /**
  * Per layer: the mean cosine of sentence i in `other` with sentence i of `anchor`, and the share of sentences i whose
- * most similar anchor sentence is i (ties count as misses unless i comes first: a strict nearest neighbour).
+ * most similar anchor sentence is i (ties count as misses unless i comes first: a strict nearest neighbour). With
+ * `center`, each language's mean vector (over its sentences, per layer) is subtracted first.
  */
-export function alignmentScores(anchor: Float32Array[], other: Float32Array[], n: number, h: number): { similarity: number[]; retrieval: number[] } {
+export function alignmentScores(anchor: Float32Array[], other: Float32Array[], n: number, h: number, center = false): { similarity: number[]; retrieval: number[] } {
   const similarity: number[] = [], retrieval: number[] = [];
   anchor.forEach((al, l) => {
-    const A = normalizeRows(al, n, h), B = normalizeRows(other[l]!, n, h);
+    const A = normalizeRows(al, n, h, center), B = normalizeRows(other[l]!, n, h, center);
     let simSum = 0, hits = 0;
     for (let i = 0; i < n; i++) {
       let best = -Infinity, bestJ = -1, own = 0;
@@ -145,6 +148,8 @@ export interface AlignmentRun {
 
 export interface AlignmentAnalysis {
   source: string;
+  /** Whether each language's mean vector was subtracted before the cosines. */
+  centered: boolean;
   anchor: string;
   languages: string[];
   sentences: number;
@@ -154,7 +159,7 @@ export interface AlignmentAnalysis {
 }
 
 /** One model's alignment of every language to the anchor, per layer. */
-export async function alignModel(model: LanguageModel, set: ParallelSet, anchor: string, variant: string, o: { maxTokens: number; batch: number; onProgress?: (done: number, total: number) => void }): Promise<AlignmentRun> {
+export async function alignModel(model: LanguageModel, set: ParallelSet, anchor: string, variant: string, o: { maxTokens: number; batch: number; center?: boolean; onProgress?: (done: number, total: number) => void }): Promise<AlignmentRun> {
   const n = set.ids.length, h = model.config.hiddenSize, total = n * set.languages.length;
   let base = 0;
   const vectors = async (l: string) => {
@@ -166,7 +171,7 @@ export async function alignModel(model: LanguageModel, set: ParallelSet, anchor:
   const run: AlignmentRun = { variant, model: model.dir, similarity: {}, retrieval: {} };
   for (const l of set.languages) {
     if (l === anchor) continue;
-    const s = alignmentScores(a, await vectors(l), n, h);
+    const s = alignmentScores(a, await vectors(l), n, h, o.center ?? false);
     run.similarity[l] = s.similarity;
     run.retrieval[l] = s.retrieval;
   }

@@ -113,7 +113,7 @@ export function alignmentFigures(a: AlignmentAnalysis): Figure[] {
     rows: a.runs.flatMap((run) => others.flatMap((l) => run.similarity[l]!.map((s, k) => [run.variant, l, k, r6(s), r6(run.retrieval[l]![k]!)]))),
   };
   const variants = a.runs.length > 1 ? ` Solid: ${a.runs[0]!.variant} (${a.runs[0]!.model}); dashed: ${a.runs.slice(1).map((r) => `${r.variant} (${r.model})`).join(', ')}.` : ` Model: ${a.runs[0]!.model}.`;
-  const what = `${a.sentences} parallel sentences of ${a.source} (at most ${a.maxTokens} tokens each), each mean-pooled over its tokens (BOS excluded) in the residual stream after every layer`;
+  const what = `${a.sentences} parallel sentences of ${a.source} (at most ${a.maxTokens} tokens each), each mean-pooled over its tokens (BOS excluded) in the residual stream after every layer${a.centered ? ', each language\u2019s mean vector subtracted' : ''}`;
   const best = (run: AlignmentRun, l: string) => { const s = run.similarity[l]!; const k = s.indexOf(Math.max(...s)); return `${l} ${s[k]!.toFixed(3)} at layer ${k}`; };
   return [
     { name: 'alignment-similarity', table, data: a,

@@ -29,7 +29,7 @@ export async function variantModel(base: string, delta: string): Promise<{ dir: 
 
 interface AlignmentCliOptions extends ModelCliOptions {
   parallel: string; langs: string; anchor: string; delta: string[]; compareModel: string[];
-  maxSentences?: number; maxTokens: number; batch: number; out: string;
+  maxSentences?: number; maxTokens: number; batch: number; center: boolean; out: string;
 }
 
 export function registerAlignment(analyze: Command): void {
@@ -43,6 +43,7 @@ export function registerAlignment(analyze: Command): void {
     .option('--compare-model <dir>', 'another model to draw in the same figure (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--max-sentences <n>', 'use the first n parallel sentences', parseIntOption('--max-sentences', 2))
     .option('--max-tokens <n>', 'tokens of a sentence kept (longer ones are cut)', parseIntOption('--max-tokens', 1), 128)
+    .option('--center', 'subtract each language\u2019s mean vector (per layer) before the cosines: sentence content, not the language\u2019s offset', false)
     .option('--batch <n>', 'sentences per forward', parseIntOption('--batch', 1, 4096), 16)
     .requiredOption('--out <dir>', 'folder for the figures'))
     .action(async (dir: string, o: AlignmentCliOptions) => {
@@ -52,14 +53,14 @@ export function registerAlignment(analyze: Command): void {
       const variants = [{ dir, name: 'base', label: dir }];
       for (const d of o.delta) variants.push(await variantModel(dir, d));
       for (const m of o.compareModel) variants.push({ dir: m, name: path.basename(path.resolve(m)), label: m });
-      const analysis: AlignmentAnalysis = { source: set.source, anchor: o.anchor, languages: langs, sentences: set.ids.length, layers: 0, maxTokens: o.maxTokens, runs: [] };
+      const analysis: AlignmentAnalysis = { source: set.source, centered: o.center, anchor: o.anchor, languages: langs, sentences: set.ids.length, layers: 0, maxTokens: o.maxTokens, runs: [] };
       for (const v of variants) {
         const model = await openModel(v.dir, o);
         if (analysis.layers && model.config.numLayers !== analysis.layers)
           throw new LangneuronsError('E_INPUT', `${v.dir}: ${model.config.numLayers} layers, but ${variants[0]!.dir} has ${analysis.layers}: one figure needs the same layers`, { file: v.dir });
         analysis.layers = model.config.numLayers;
         const bar = new Progress(`alignment ${v.name}`, o);
-        const run = await alignModel(model, set, o.anchor, v.name, { maxTokens: o.maxTokens, batch: o.batch, onProgress: (d, t) => bar.update(d, t) });
+        const run = await alignModel(model, set, o.anchor, v.name, { maxTokens: o.maxTokens, batch: o.batch, center: o.center, onProgress: (d, t) => bar.update(d, t) });
         analysis.runs.push({ ...run, model: v.label });  // the merged delta's cache folder means nothing to a reader
         bar.done();
       }
