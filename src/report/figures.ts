@@ -52,15 +52,23 @@ export function csvOf(t: FigureTable): string {
   return [t.columns, ...t.rows].map((r) => r.map(q).join(',')).join('\n') + '\n';
 }
 
+const SANS_FONTS = [
+  ['/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf', 'DejaVu Sans'],  // Debian fonts-dejavu-core
+  ['/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf', 'Liberation Sans'],  // fonts-liberation
+  ['/usr/share/fonts/TTF/DejaVuSans.ttf', 'DejaVu Sans'],
+] as const;
+
+/** The sans-serif font file PNG text is drawn with, or null (then resvg looks through the system's fonts, if any). */
+export function pngFont(): { file: string; family: string } | null {
+  const found = SANS_FONTS.find(([file]) => existsSync(file));
+  return found ? { file: found[0], family: found[1] } : null;
+}
+
 /** Fonts for text in PNGs: a commonly installed sans-serif file alone when there is one (loading every system font
  * costs about a second per image), else the system's fonts. */
 function fontOptions(): NonNullable<ResvgRenderOptions['font']> {
-  const candidates = [
-    ['/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf', 'DejaVu Sans'],
-    ['/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf', 'Liberation Sans'],
-  ] as const;
-  const found = candidates.find(([file]) => existsSync(file));
-  return found ? { loadSystemFonts: false, fontFiles: [found[0]], defaultFontFamily: found[1], sansSerifFamily: found[1] } : { loadSystemFonts: true };
+  const f = pngFont();
+  return f ? { loadSystemFonts: false, fontFiles: [f.file], defaultFontFamily: f.family, sansSerifFamily: f.family } : { loadSystemFonts: true };
 }
 
 /** Renders an SVG document to PNG bytes (white background, `scale` × the SVG's size). */
