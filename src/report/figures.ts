@@ -96,7 +96,9 @@ async function takeLock(lock: string): Promise<void> {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new LangneuronsError('E_IO', `${lock}: cannot create the lock: ${describeError(e)}`, { file: lock });
       const pid = Number(readFileSync(lock, 'utf8').trim());
       let alive = false;
-      try { if (Number.isInteger(pid) && pid > 0) { process.kill(pid, 0); alive = true; } } catch { alive = false; }
+      try { if (Number.isInteger(pid) && pid > 0) { process.kill(pid, 0); alive = true; } } catch (k) {
+        alive = (k as NodeJS.ErrnoException).code === 'EPERM';  // someone else's live process
+      }
       if (alive) throw new LangneuronsError('E_BUSY', `${lock}: another run (pid ${pid}) is writing this figure; wait for it or choose another --out`, { file: lock });
       await fsp.rm(lock, { force: true });  // left by a run that died: ours to take over
     }
