@@ -3,6 +3,7 @@
 import { Command, CommanderError } from 'commander';
 
 import { describeFailure } from './failure.js';
+import { registerAnalyze } from './commands/analyze.js';
 import { registerCorpus } from './commands/corpus.js';
 import { registerDemo } from './commands/demo.js';
 import { registerEval } from './commands/eval.js';
@@ -37,6 +38,7 @@ export function buildProgram(): Command {
   registerSteer(program);
   registerEval(program);
   registerResults(program);
+  registerAnalyze(program);
   registerDemo(program);
   registerReport(program);
   registerFinetune(program);

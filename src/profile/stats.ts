@@ -12,9 +12,10 @@ import {
   readSafetensorsHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorData, type TensorInfo, type TensorToWrite,
 } from '../io/safetensors.js';
 
-/** Where a unit's value is read (METHODS.md): FFN sites and the outputs of every linear projection (Kojima). */
-export type Site = 'act' | 'gate' | 'h' | 'up' | 'q' | 'k' | 'v' | 'o' | 'down';
-export const SITES: readonly Site[] = ['act', 'gate', 'h', 'up', 'q', 'k', 'v', 'o', 'down'];
+/** Where a unit's value is read (METHODS.md): FFN sites, the outputs of every linear projection (Kojima), and
+ * `resid`, the residual stream after each layer (hidden wide; alignment across layers, docs/ANALYSES.md). */
+export type Site = 'act' | 'gate' | 'h' | 'up' | 'q' | 'k' | 'v' | 'o' | 'down' | 'resid';
+export const SITES: readonly Site[] = ['act', 'gate', 'h', 'up', 'q', 'k', 'v', 'o', 'down', 'resid'];
 /** Sites whose units are the FFN neurons (width = intermediate size). */
 export const NEURON_SITES: readonly Site[] = ['act', 'gate', 'h', 'up'];
 
