@@ -78,7 +78,7 @@ function batchScript(plan: SweepPlan, kind: StepKind, steps: Step[], round: numb
     `steps=(${steps.map((s) => shellQuote(s.id)).join(' ')})`,
     `hashes=(${steps.map((s) => s.hash).join(' ')})`,
     'i=${SLURM_ARRAY_TASK_ID:?not a Slurm array task}',
-    `echo "langneurons sweep: task $SLURM_ARRAY_JOB_ID_$i on $(hostname) (restart \${SLURM_RESTART_COUNT:-0})"`,
+    `echo "langneurons sweep: task \${SLURM_ARRAY_JOB_ID}_$i on $(hostname) (restart \${SLURM_RESTART_COUNT:-0})"`,
     `exec ${shellQuote(node)} ${shellQuote(bin)} sweep exec ${shellQuote(plan.sweep.file)} "\${steps[$i]}" --hash "\${hashes[$i]}" --out ${shellQuote(plan.out)} --threads ${threads}`,
     '',
   ];
