@@ -80,6 +80,18 @@ describe('sweep plan of the demo', () => {
     expect(inc.byId.has('eval/udhr20/ppl/sw/base')).toBe(true); // base evaluations have no method: the rule does not apply
   });
 
+  it('plans an LSS step per identification setting, and refuses settings that need statistics', async () => {
+    const facts = path.join(tmp, 'facts.jsonl');
+    writeFileSync(facts, JSON.stringify({ template: '[X] [Y].', sub_mt: 'a', obj_mt: 'b', sub_sw: 'c', obj_sw: 'd' }) + '\n');
+    const p = await plan(variant((d) => { d['steer'].lss = { facts, settings: 'scale:2' }; }));
+    expect(kinds(p)['lss']).toBe(2);
+    expect(p.byId.get('lss/udhr20/lape-topRate=0.1')!.deps).toEqual(['identify/udhr20/lape-topRate=0.1']);
+    const changed = await plan(variant((d) => { d['steer'].lss = { facts, settings: 'scale:3' }; }));
+    expect(changed.byId.get('lss/udhr20/lape-topRate=0.1')!.hash).not.toBe(p.byId.get('lss/udhr20/lape-topRate=0.1')!.hash);
+    const file = variant((d) => { d['steer'].lss = { facts, settings: 'scale:2,p_max' }; });
+    expect(() => loadSweep(file)).toThrow(/:\d+: steer\.lss\.settings: .*p_max.*; in a sweep, use settings without neuron statistics/);
+  });
+
   it('plans shards with a merge step per language', async () => {
     const p = await plan(variant((d) => { d['profile'].shards = 3; }));
     expect(kinds(p)['profile']).toBe(6);

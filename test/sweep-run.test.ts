@@ -2,8 +2,8 @@
 // methods × 1 task) run end to end: through the local executor, killed in the middle and run again; through a real
 // Slurm cluster (scripts/slurm-local.sh; skipped when none is reachable) with the same results; a failing step
 // retried and reported by both; --dry-run; and the report's numbers against the step outputs they come from.
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -23,6 +23,7 @@ const slurmUp = spawnSync('sinfo', ['-h'], { encoding: 'utf8' }).status === 0;
 
 const cli = (args: string[], timeout = 240_000) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const exited = (c: ChildProcess) => (c.exitCode !== null || c.signalCode !== null ? Promise.resolve() : new Promise((r) => c.on('close', r)));
 const doneIds = (out: string) => readJournal(out).filter((e): e is Extract<Stamped, { event: 'done' }> => e.event === 'done').map((e) => e.step);
 
 /** The demo sweep plus an eval intervention that fails when it runs (the model has 4 layers), for one language. */
@@ -107,15 +108,32 @@ describe('sweep run', () => {
     expect(readJournal(out)).toEqual([]);
   });
 
-  it.skipIf(!slurmUp)('slurm: the demo runs through sbatch job arrays with the same results as the local run', () => {
+  it.skipIf(!slurmUp)('slurm: the demo runs through sbatch job arrays, survives a killed coordinator, and gives the local run\'s results', async () => {
+    // The coordinator is killed once every array is submitted; its jobs keep running in Slurm.
+    const first = spawn(process.execPath, [BIN, 'sweep', 'run', DEMO, '--executor', 'slurm', '--out', OUT_SLURM], { stdio: 'ignore' });
+    const started = Date.now();
+    while (readJournal(OUT_SLURM).filter((e) => e.event === 'submit').length < 6 && Date.now() - started < 60_000) await sleep(100);
+    // a second coordinator on the same output folder is refused while the first lives
+    const second = cli(['sweep', 'run', DEMO, '--executor', 'slurm', '--out', OUT_SLURM]);
+    expect(second.status).toBe(1);
+    expect(second.stderr).toBe(`langneurons: error: ${OUT_SLURM}: another \`sweep run\` (pid ${first.pid} on ${os.hostname()}) is using this output folder\n`);
+    first.kill('SIGKILL');
+    await exited(first);
+    const mid = JSON.parse(cli(['sweep', 'status', DEMO, '--out', OUT_SLURM, '--json']).stdout) as { counts: Record<string, number> };
+    expect(mid.counts['pending']).toBe(0); // every step is in the queue or done
+    expect(mid.counts['queued']! + mid.counts['running']!).toBeGreaterThan(0);
+    // A new coordinator finds the jobs in the journal and waits for them: nothing is submitted twice.
     const r = cli(['sweep', 'run', DEMO, '--executor', 'slurm', '--out', OUT_SLURM, '--json'], 300_000);
     expect(r.status, r.stderr).toBe(0);
-    const summary = JSON.parse(r.stdout) as { done: string[]; failed: unknown[] };
+    const runs = readJournal(OUT_SLURM).filter((e) => e.event === 'run').map((e) => (e as { run: string }).run);
+    expect(readJournal(OUT_SLURM).filter((e) => e.event === 'submit' && e.run === runs[1])).toEqual([]);
+    expect(readdirSync(path.join(OUT_SLURM, 'logs', 'slurm')).length).toBe(STEPS); // one task per step
+    const summary = JSON.parse(r.stdout) as { done: string[]; skipped: string[]; failed: unknown[] };
     expect(summary.failed).toEqual([]);
-    expect(summary.done.length).toBe(STEPS);
+    expect(summary.done.length + summary.skipped.length).toBe(STEPS); // skipped: done before the second coordinator started
+    expect(JSON.parse(cli(['sweep', 'status', DEMO, '--out', OUT_SLURM, '--json']).stdout).counts['done']).toBe(STEPS);
     const submits = readJournal(OUT_SLURM).filter((e) => e.event === 'submit');
     expect(submits.map((e) => e.event === 'submit' && e.kind).sort()).toEqual(['eval', 'finetune', 'identify', 'ppl-matrix', 'profile', 'text']);
-    // per-task logs
     expect(readdirSync(path.join(OUT_SLURM, 'logs', 'slurm')).filter((f) => f.startsWith('eval-r1-')).length).toBe(12);
     // the same numbers as the local run (killed and resumed), and the same weights
     expect(reportNumbers(OUT_SLURM, path.join(tmp, 'report-slurm'))).toEqual(reportNumbers(OUT_LOCAL, path.join(tmp, 'report-local')));
@@ -137,6 +155,66 @@ describe('sweep run', () => {
       [1, 'eval', ['eval/udhr20/ppl/mt/iv0-zero']], [2, 'eval', ['eval/udhr20/ppl/mt/iv0-zero']]]);
     expect(mine.filter((e) => e.event === 'fail').map((e) => e.event === 'fail' && [e.attempt, e.final])).toEqual([[1, false], [2, true]]);
   }, 200_000);
+
+  it('a step killed after its checkpoint continues from it (what a requeued task does) and ends with the same weights', async () => {
+    // A longer fine-tuning than the demo's, saved every 2 steps: killed at its first save, run again, it resumes.
+    const doc = parse(readFileSync(DEMO, 'utf8')) as Record<string, any>;
+    doc['models'] = path.join(ROOT, 'models', 'udhr20');
+    doc['finetune'] = { ...doc['finetune'], methods: ['neurons'], steps: 12, lr: { neurons: 1e-3 } };
+    const file = path.join(tmp, 'long.yaml');
+    writeFileSync(file, stringify(doc));
+    const plan = await planSweep(loadSweep(file), { out: OUT_LOCAL }); // shares the profile, identify and text steps
+    const step = plan.byId.get('finetune/udhr20/lape-topRate=0.05/neurons/mt')!;
+    const exec = ['sweep', 'exec', file, step.id, '--hash', step.hash, '--out', OUT_LOCAL, '--threads', '1'];
+    const child = spawn(process.execPath, [BIN, ...exec], { stdio: 'ignore' });
+    const work = `${stepDir(plan, step)}.work`;
+    while (!existsSync(path.join(work, 'state', 'state.json')) && child.exitCode === null) await sleep(10);
+    child.kill('SIGKILL');
+    await exited(child);
+    const saved = JSON.parse(readFileSync(path.join(work, 'state', 'state.json'), 'utf8')) as { step: number };
+    expect(saved.step).toBeLessThan(12);
+    expect(existsSync(stepDir(plan, step))).toBe(false);
+    const resumed = cli(exec);
+    expect(resumed.status, resumed.stderr).toBe(0);
+    expect(resumed.stderr).toContain(`$ langneurons finetune --resume ${work}`);
+    const delta = readFileSync(path.join(stepDir(plan, step), 'delta.safetensors'));
+    // the same step uninterrupted, in a fresh folder of its own
+    renameSync(stepDir(plan, step), `${stepDir(plan, step)}-resumed`);
+    expect(cli(exec).status).toBe(0);
+    expect(readFileSync(path.join(stepDir(plan, step), 'delta.safetensors')).equals(delta)).toBe(true);
+  }, 120_000);
+
+  it('lss: one step per identification setting, reusing the finished ones, its numbers in the report', async () => {
+    const facts = path.join(tmp, 'facts');
+    mkdirSync(facts, { recursive: true });
+    writeFileSync(path.join(facts, 'P17.jsonl'), [
+      { template: '[X] iko [Y].', sub_mt: 'Valletta', obj_mt: 'Malta', sub_sw: 'Dodoma', obj_sw: 'Tanzania' },
+      { template: '[X] iko [Y].', sub_mt: 'Mdina', obj_mt: 'Malta', sub_sw: 'Arusha', obj_sw: 'Tanzania' },
+    ].map((x) => JSON.stringify(x)).join('\n') + '\n');
+    const doc = parse(readFileSync(DEMO, 'utf8')) as Record<string, any>;
+    doc['models'] = path.join(ROOT, 'models', 'udhr20');
+    doc['steer'].lss = { facts, settings: 'scale:2,scale:4' };
+    const file = path.join(tmp, 'lss.yaml');
+    writeFileSync(file, stringify(doc));
+    const r = cli(['sweep', 'run', file, '--jobs', '2', '--out', OUT_LOCAL, '--json']);
+    expect(r.status, r.stderr).toBe(0);
+    const summary = JSON.parse(r.stdout) as { done: string[]; skipped: string[] };
+    expect(summary.done.sort()).toEqual(['lss/udhr20/lape-topRate=0.05', 'lss/udhr20/lape-topRate=0.1']);
+    expect(summary.skipped.length).toBe(STEPS);
+    const dir = path.join(tmp, 'report-lss');
+    expect(cli(['sweep', 'report', file, '--outputs', OUT_LOCAL, '--out', dir]).status).toBe(0);
+    const plan = await planSweep(loadSweep(file), { out: OUT_LOCAL });
+    const lss = JSON.parse(readFileSync(path.join(stepDir(plan, plan.byId.get('lss/udhr20/lape-topRate=0.1')!), 'lss.json'), 'utf8')) as
+      { settings: { setting: string; meanLss: number; pairs: { base: string; target: string; lss: number }[] }[] };
+    expect(lss.settings.map((x) => x.setting)).toEqual(['scale:2', 'scale:4']);
+    expect(lss.settings[0]!.pairs.map((p) => `${p.base}>${p.target}`).sort()).toEqual(['mt>sw', 'sw>mt']);
+    const report = JSON.parse(readFileSync(path.join(dir, 'report.json'), 'utf8')) as { lss: { identify: string; settings: { setting: string; meanLss: number }[] }[] };
+    const entry = report.lss.find((l) => l.identify === 'lape-topRate=0.1')!;
+    expect(entry.settings.map((x) => [x.setting, x.meanLss])).toEqual(lss.settings.map((x) => [x.setting, x.meanLss]));
+    // the mean is over the pairs
+    for (const x of lss.settings) expect(x.meanLss).toBeCloseTo(x.pairs.reduce((a, p) => a + p.lss, 0) / x.pairs.length, 12);
+    expect(readFileSync(path.join(dir, 'report.html'), 'utf8')).toContain('Language Steering Shift per setting');
+  }, 120_000);
 
   it('report: one self-contained page, JSON and CSV whose numbers are the step outputs', async () => {
     const dir = path.join(tmp, 'report-local');

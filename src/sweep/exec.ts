@@ -41,13 +41,15 @@ export async function execStep(plan: SweepPlan, step: Step, o: { threads?: numbe
     if (!isDone(plan, dep)) throw new LangneuronsError('E_SWEEP', `step '${step.id}' needs step '${d}', which is not done`, { field: 'step' });
   }
   const final = stepDir(plan, step), work = stepWorkDir(plan, step);
-  const release = acquireLock(`${final}.lock`, (w) => `step '${step.id}' is being run by pid ${w.pid} on ${w.host}${w.job ? ` (Slurm job ${w.job})` : ''}`);
+  // A step still running under an earlier coordinator (killed alone, its workers left) is waited for, not run twice.
+  const release = await acquireLock(`${final}.lock`, (w) => `step '${step.id}' is being run by pid ${w.pid} on ${w.host}${w.job ? ` (Slurm job ${w.job})` : ''}`,
+    { wait: true, otherHosts: 'stale' });
   try {
     if (isDone(plan, step)) return { skipped: true, seconds: 0 }; // finished while we waited for the lock
     let argv = resolveArgv(plan, step, work, o.threads);
     if (step.kind === 'finetune' && existsSync(path.join(work, 'run.json'))) {
       // An earlier attempt got as far as a run folder: continue it from its last saved state, or start over without one.
-      if (existsSync(path.join(work, 'state'))) argv = ['finetune', '--resume', work, '--quiet', '--json'];
+      if (existsSync(path.join(work, 'state', 'state.json'))) argv = ['finetune', '--resume', work, '--quiet', '--json'];
       else await fsp.rm(work, { recursive: true, force: true });
     } else if (!['profile', 'finetune'].includes(step.kind)) {
       await fsp.rm(work, { recursive: true, force: true }); // short steps start over

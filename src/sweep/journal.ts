@@ -45,13 +45,15 @@ export function pidAlive(pid: number): boolean {
 interface LockOwner { pid: number; host: string; job?: string }
 
 /**
- * An exclusive lock file (O_EXCL). A lock left by a process that is gone (same host, pid not alive; or the same
- * Slurm job, requeued) is taken over; one held by a live process is refused with `busy`.
+ * An exclusive lock file (O_EXCL). A lock left by a process that is gone (same host and pid not alive; or the same
+ * Slurm job, requeued) is taken over. One held by a live process on this host is refused with `busy`, or with
+ * `wait`, waited for. A lock from another host is refused too, unless `otherHosts: 'stale'` (a step's lock: the
+ * executors never run one step twice at once, so a lock from another node is a killed or requeued task's).
  */
-export function acquireLock(file: string, busy: (owner: LockOwner) => string): () => void {
+export async function acquireLock(file: string, busy: (owner: LockOwner) => string, o: { wait?: boolean; otherHosts?: 'busy' | 'stale' } = {}): Promise<() => void> {
   mkdirSync(path.dirname(file), { recursive: true });
   const me: LockOwner = { pid: process.pid, host: os.hostname(), ...(process.env['SLURM_JOB_ID'] ? { job: process.env['SLURM_JOB_ID'] } : {}) };
-  for (let attempt = 0; attempt < 3; attempt++) {
+  for (let attempt = 0; ; attempt++) {
     try {
       const fd = openSync(file, 'wx');
       writeSync(fd, JSON.stringify(me));
@@ -62,10 +64,10 @@ export function acquireLock(file: string, busy: (owner: LockOwner) => string): (
     }
     let owner: LockOwner | null = null;
     try { owner = JSON.parse(readFileSync(file, 'utf8')) as LockOwner; } catch { /* written half by a killed process */ }
-    const stale = !owner || (owner.host === me.host && !pidAlive(owner.pid)) || (owner.job !== undefined && owner.job === me.job) ||
-      (owner.host === me.host && owner.pid === me.pid);
-    if (!stale) throw new LangneuronsError('E_BUSY', busy(owner!), { file });
-    rmSync(file, { force: true });
+    const stale = !owner || (owner.job !== undefined && owner.job === me.job) ||
+      (owner.host === me.host ? owner.pid === me.pid || !pidAlive(owner.pid) : o.otherHosts === 'stale');
+    if (stale) { rmSync(file, { force: true }); continue; }
+    if (!o.wait || owner!.host !== me.host) throw new LangneuronsError('E_BUSY', busy(owner!), { file });
+    await new Promise((r) => setTimeout(r, 500)); // a live local owner: wait for it to finish
   }
-  throw new LangneuronsError('E_BUSY', `${file}: cannot take the lock`, { file });
 }

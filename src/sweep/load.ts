@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 
 import { LangneuronsError } from '../errors.js';
+import { amplification, DEFAULT_SETTINGS, parseSettings } from '../steer/index.js';
 
 export type Value = string | number | boolean;
 export type Rule = Partial<Record<'model' | 'language' | 'identify' | 'method' | 'task' | 'variant', Value | Value[]>>;
@@ -195,6 +196,14 @@ function checkSemantics(s: SweepFile, dir: string, fail: (p: (string | number)[]
       const unknown = [...spec.matchAll(/\{([^}]*)\}/g)].map((m) => m[1]).find((k) => k !== 'mask' && k !== 'lang');
       if (unknown !== undefined) fail(['eval', 'interventions', i], `unknown placeholder {${unknown}} (placeholders: {mask}, {lang})`);
     });
+  }
+  if (s.steer?.lss) {
+    // Settings that read per-language statistics (p_max, p_median, mean) need a statistics folder a step cannot pass yet.
+    try {
+      for (const st of parseSettings(s.steer.lss.settings ?? DEFAULT_SETTINGS)) amplification('mask', 'x', st, undefined);
+    } catch (e) {
+      fail(['steer', 'lss', 'settings'], `${(e as Error).message}${s.steer.lss.settings ? '' : ` (the default is ${DEFAULT_SETTINGS})`}; in a sweep, use settings without neuron statistics (scale:<α>, set:max, add:<v>)`);
+    }
   }
   if (s.steer?.lss && !existsSync(path.resolve(dir, s.steer.lss.facts))) fail(['steer', 'lss', 'facts'], `${path.resolve(dir, s.steer.lss.facts)}: no such file or folder`);
   if (s.steer?.pplMatrix?.evalText) checkCorpus(s.steer.pplMatrix.evalText, dir, ['steer', 'pplMatrix', 'evalText'], fail);

@@ -7,7 +7,7 @@
 // depends on it, and sweeps sharing steps share their outputs. Engine threads are not in the hash (an executor
 // assigns them; results do not depend on them).
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { modelFingerprint } from '../model/fingerprint.js';
@@ -57,7 +57,9 @@ function fileHasher() {
     let h = cache.get(file);
     if (h === undefined) {
       const st = statSync(file, { throwIfNoEntry: false });
-      h = !st ? 'missing' : st.isDirectory() ? `dir:${st.mtimeMs}` : sha(readFileSync(file).toString('latin1'));
+      h = !st ? 'missing' : st.isDirectory()
+        ? sha(readdirSync(file).sort().filter((n) => !n.startsWith('.')).map((n) => `${n}:${statSync(path.join(file, n)).isFile() ? sha(readFileSync(path.join(file, n)).toString('latin1')) : 'dir'}`).join('\n'))
+        : sha(readFileSync(file).toString('latin1'));
       cache.set(file, h);
     }
     return h;
@@ -130,7 +132,7 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
       deps.add(dep);
       return `{step:${d.hash}}`;
     }).replace(/\{model:(\d+)\}/g, (_, i: string) => `{model:${models[Number(i)]!.fingerprint}}`));
-    if (missing || (['identify', 'ppl-matrix', 'finetune', 'eval'].includes(kind) && !keepCell(cell, s.include, s.exclude))) { dropped.add(id); return null; }
+    if (missing || (['identify', 'ppl-matrix', 'lss', 'finetune', 'eval'].includes(kind) && !keepCell(cell, s.include, s.exclude))) { dropped.add(id); return null; }
     const hash = sha(JSON.stringify({ kind, version, argv: keyArgv, inputs: inputs.map((f) => [f, hashFile(f)]) })).slice(0, 20);
     const step: Step = { id, kind, hash, deps: [...deps], argv, cell, threaded };
     steps.push(step);
@@ -204,6 +206,13 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
           { model: m.name, identify: st.label, ...(v === undefined ? {} : { variant: `value=${v}` }) }, isUdhr(evalText) ? [] : [path.resolve(sweep.dir, evalText)]);
         }
       }
+    }
+    // Language Steering Shift per setting (facts: MLAMA-dod style, src/steer/lss.ts)
+    const lss = s.steer?.lss;
+    if (lss) for (const [label, mask] of masks) {
+      const facts = path.resolve(sweep.dir, lss.facts);
+      add('lss', `lss/${m.name}/${label}`, ['steer', 'lss', model, '--masks', mask, '--facts', facts, ...(lss.settings ? ['--settings', lss.settings] : []),
+        '--out', '{out}/lss.json', '--json'], { model: m.name, identify: label }, [facts]);
     }
     // fine-tuning: per method and language (and identification setting, for the methods that train a mask's neurons)
     const finetuned = new Map<string, { id: string; method: string; identify?: string }[]>();

@@ -62,6 +62,18 @@ function deactivationSection(r: SweepReport): string {
   return `<section id="deactivation"><h2>Deactivation matrices</h2>${figs.join('')}</section>`;
 }
 
+function lssSection(r: SweepReport): string {
+  if (!r.lss.length) return '';
+  const settings = unique(r.lss.flatMap((l) => l.settings.map((x) => x.setting)));
+  const rows = r.lss.map((l) => [`${esc(l.model)}, ${esc(l.identify)}`, ...settings.map((name) => {
+    const x = l.settings.find((y) => y.setting === name);
+    return x ? (name === l.best ? `<b>${fmt(x.meanLss)}</b>` : fmt(x.meanLss)) : '';
+  })]);
+  return `<section id="lss"><h2>Language Steering Shift per setting</h2><p class="meta">Mean LSS over (base, target) pairs: the share of facts whose ` +
+    `target-language object gains on the base-language one when the target's neurons are amplified; the best amplification per identification setting in bold.</p>` +
+    table(['identification setting', ...settings.map(esc)], rows) + '</section>';
+}
+
 function finetuneSection(r: SweepReport): string {
   if (!r.finetune.length) return '';
   const label = (f: SweepReport['finetune'][number]) => `${f.method}${f.identify ? `@${f.identify}` : ''}`;
@@ -90,6 +102,7 @@ export function renderSweepHtml(r: SweepReport): string {
 ${missing}
 ${evalSection(r)}
 ${deactivationSection(r)}
+${lssSection(r)}
 ${neuronsSection(r)}
 ${finetuneSection(r)}
 </body></html>

@@ -16,6 +16,7 @@ export const SWEEP_REPORT_FORMAT = 'langneurons-sweep-report/1';
 
 export interface NeuronsEntry { model: string; identify: string; method: string; parameters: Record<string, unknown>; total: Record<string, number>; perLayer: Record<string, number[]>; union: number }
 export interface MatrixEntry { model: string; identify: string; variant: string | null; rows: string[]; columns: string[]; baselineNll: number[]; deltaNll: number[][]; diagonalShare: number }
+export interface LssEntry { model: string; identify: string; settings: { setting: string; meanLss: number; pairs: { base: string; target: string; lss: number }[] }[]; best: string }
 export interface FinetuneEntry {
   model: string; language: string; method: string; identify: string | null; trainableParameters: number; steps: number;
   trainLoss: [number, number][]; validLoss: [number, number][]; bestValid: number | null; secondsPerStep: number | null;
@@ -37,6 +38,7 @@ export interface SweepReport {
   steps: { total: number; done: number; missing: string[] };
   neurons: NeuronsEntry[];
   deactivation: MatrixEntry[];
+  lss: LssEntry[];
   finetune: FinetuneEntry[];
   eval: EvalEntry[];
 }
@@ -58,7 +60,7 @@ export async function collectSweepReport(plan: SweepPlan): Promise<SweepReport> 
   const report: SweepReport = {
     format: SWEEP_REPORT_FORMAT, sweep: plan.name, toolVersion: toolVersion(), models: plan.models.map((m) => ({ name: m.name, fingerprint: m.fingerprint })),
     languages: s.languages, lowResource: s.lowResource ?? [],
-    steps: { total: plan.steps.length, done: 0, missing: [] }, neurons: [], deactivation: [], finetune: [], eval: [],
+    steps: { total: plan.steps.length, done: 0, missing: [] }, neurons: [], deactivation: [], lss: [], finetune: [], eval: [],
   };
   const cell = (st: Step, k: keyof Cell) => st.cell[k] ?? null;
   for (const st of plan.steps) {
@@ -74,6 +76,10 @@ export async function collectSweepReport(plan: SweepPlan): Promise<SweepReport> 
       const m = readJson<{ rows: string[]; columns: string[]; baseline: { nll: number[] }; deltaNll: number[][]; diagonal: { share: number } }>(path.join(dir, 'matrix.json'));
       report.deactivation.push({ model: st.cell.model!, identify: st.cell.identify!, variant: cell(st, 'variant'), rows: m.rows, columns: m.columns,
         baselineNll: m.baseline.nll, deltaNll: m.deltaNll, diagonalShare: m.diagonal.share });
+    } else if (st.kind === 'lss') {
+      const l = readJson<{ settings: { setting: string; meanLss: number; pairs: { base: string; target: string; lss: number }[] }[]; best: { setting: string } }>(path.join(dir, 'lss.json'));
+      report.lss.push({ model: st.cell.model!, identify: st.cell.identify!, best: l.best.setting,
+        settings: l.settings.map((x) => ({ setting: x.setting, meanLss: x.meanLss, pairs: x.pairs.map((p) => ({ base: p.base, target: p.target, lss: p.lss })) })) });
     } else if (st.kind === 'finetune') {
       const run = readJson<{ trainableParameters: number }>(path.join(dir, 'run.json'));
       const log = readFileSync(path.join(dir, 'train.jsonl'), 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Record<string, number>);
@@ -109,6 +115,10 @@ export function sweepReportCsv(r: SweepReport): string {
   for (const n of r.neurons) for (const [lang, count] of Object.entries(n.total)) rows.push(['neurons', n.model, n.identify, n.method, lang, '', '', 'neurons', count, '', '']);
   for (const m of r.deactivation) m.rows.forEach((row, i) => m.columns.forEach((col, j) =>
     rows.push(['deactivation', m.model, m.identify, '', col, '', `deactivate:${row}${m.variant ? `:${m.variant}` : ''}`, 'delta_nll', m.deltaNll[i]![j], m.baselineNll[j], m.deltaNll[i]![j]])));
+  for (const l of r.lss) for (const x of l.settings) {
+    rows.push(['lss', l.model, l.identify, '', '', '', x.setting, 'mean_lss', x.meanLss, '', '']);
+    for (const p of x.pairs) rows.push(['lss', l.model, l.identify, '', p.target, '', x.setting, `lss_from_${p.base}`, p.lss, '', '']);
+  }
   for (const f of r.finetune) {
     rows.push(['finetune', f.model, f.identify ?? '', f.method, f.language, '', '', 'best_valid_loss', f.bestValid ?? '', f.validLoss[0]?.[1] ?? '', '']);
     rows.push(['finetune', f.model, f.identify ?? '', f.method, f.language, '', '', 'trainable_parameters', f.trainableParameters, '', '']);

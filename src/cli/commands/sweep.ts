@@ -52,7 +52,7 @@ export function registerSweep(program: Command): void {
         if (o.executor !== 'slurm') throw new LangneuronsError('E_OPTIONS', '--dry-run applies to --executor slurm', { field: '--dry-run' });
         summary = await runSlurm(plan, { run, dryRun: true });
       } else {
-        const release = acquireLock(`${plan.out}/.sweep-run.lock`, (w) => `${plan.out}: another \`sweep run\` (pid ${w.pid} on ${w.host}) is using this output folder`);
+        const release = await acquireLock(`${plan.out}/.sweep-run.lock`, (w) => `${plan.out}: another \`sweep run\` (pid ${w.pid} on ${w.host}) is using this output folder`);
         try {
           appendJournal(plan.out, { event: 'run', executor: o.executor, run, pid: process.pid, host: os.hostname() });
           const onEvent = o.json ? undefined : (line: string) => process.stderr.write(`${line}\n`);
