@@ -221,8 +221,8 @@ describe('sweep run', () => {
     if (!existsSync(path.join(dir, 'report.json'))) reportNumbers(OUT_LOCAL, dir);
     const html = readFileSync(path.join(dir, 'report.html'), 'utf8');
     expect(html).not.toMatch(/<script|<link |src="http/);
-    // figures: 2 deactivation heatmaps, 2 neurons-per-layer charts, 2 fine-tuning curve charts
-    expect(html.match(/<svg/g)!.length).toBe(6);
+    // figures: 2 deactivation heatmaps, 2 neurons-per-layer charts, training and held-out curves of 2 languages
+    expect(html.match(/<svg/g)!.length).toBe(8);
     const plan = await planSweep(loadSweep(DEMO), { out: OUT_LOCAL });
     const base = JSON.parse(readFileSync(path.join(stepDir(plan, plan.byId.get('eval/udhr20/ppl/mt/base')!), 'ppl__mt__base.json'), 'utf8')).metrics;
     const lora = JSON.parse(readFileSync(path.join(stepDir(plan, plan.byId.get('eval/udhr20/ppl/mt/ft-lora')!), 'ppl__mt__ft-lora.json'), 'utf8')).metrics;

@@ -80,9 +80,10 @@ function finetuneSection(r: SweepReport): string {
   const figs = unique(r.finetune.map((f) => `${f.model}\u0000${f.language}`)).map((key) => {
     const [model, lang] = key.split('\u0000') as [string, string];
     const runs = r.finetune.filter((f) => f.model === model && f.language === lang);
-    return figure(lineChart({ title: `${lang}: held-out loss`, xLabel: 'optimizer step', yLabel: 'loss (nats/token)', width: 460, height: 280,
-      series: runs.flatMap((f) => [{ name: `${label(f)} train`, points: f.trainLoss }, { name: `${label(f)} held-out`, points: f.validLoss, dashed: true }]) }),
-    `${esc(model)}, fine-tuning on ${esc(lang)}: training loss (solid) and held-out loss (dashed) per method.`);
+    return ['train', 'held-out'].map((which) => figure(lineChart({
+      title: `${lang}: ${which === 'train' ? 'training' : 'held-out'} loss`, xLabel: 'optimizer step', yLabel: 'loss (nats/token)', width: 620, height: 320,
+      series: runs.map((f) => ({ name: label(f), points: which === 'train' ? f.trainLoss : f.validLoss, dashed: which !== 'train' })),
+    }), `${esc(model)}, fine-tuning on ${esc(lang)}: ${which === 'train' ? 'training loss per step' : 'held-out loss at each evaluation'}, per method.`)).join('');
   });
   const rows = r.finetune.map((f) => [esc(f.language), esc(label(f)), f.trainableParameters.toLocaleString('en-US'), String(f.steps), fmt(f.bestValid, 4),
     f.secondsPerStep === null ? '–' : (1000 * f.secondsPerStep).toFixed(0)]);
