@@ -30,13 +30,16 @@ function slurmCommand(cmd: string, args: string[]): string {
   }
 }
 
-/** State of our jobs in the queue: "<job>" and "<job>_<task>" → state (PENDING, RUNNING, ...), plus "<key>:reason". */
+/**
+ * State of our jobs in the queue: "<job>" and "<job>_<task>" → state (PENDING, RUNNING, ...), plus "<key>:reason".
+ * Only jobs named ln-… count: job ids start again at 1 when a cluster's controller is started clean.
+ */
 export function squeueJobs(jobs: string[]): Map<string, string> {
   const want = new Set(jobs);
   const out = new Map<string, string>();
-  for (const line of slurmCommand('squeue', ['-h', '-o', '%F|%i|%T|%r', '--me']).split('\n')) {
-    const [array, id, state, reason] = line.trim().split('|');
-    if (!array || !id || !state || !want.has(array)) continue;
+  for (const line of slurmCommand('squeue', ['-h', '-o', '%F|%i|%T|%r|%j', '--me']).split('\n')) {
+    const [array, id, state, reason, name] = line.trim().split('|');
+    if (!array || !id || !state || !want.has(array) || !name?.startsWith('ln-')) continue;
     out.set(id, state);
     out.set(`${id}:reason`, reason ?? '');
     if (!out.has(array) || state === 'RUNNING') out.set(array, state);
