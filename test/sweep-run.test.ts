@@ -184,6 +184,35 @@ describe('sweep run', () => {
     expect(readFileSync(path.join(stepDir(plan, step), 'delta.safetensors')).equals(delta)).toBe(true);
   }, 120_000);
 
+  it.skipIf(!slurmUp)('slurm: a requeued task continues its step from the checkpoint and ends with the same weights', async () => {
+    // The fine-tuning of the previous test (same hash), now in the Slurm folder, requeued once its first state is saved.
+    const doc = parse(readFileSync(path.join(tmp, 'long.yaml'), 'utf8')) as Record<string, any>;
+    doc['finetune'].languages = ['mt'];
+    doc['eval'] = { ...doc['eval'], languages: ['mt'], base: false, interventions: [] };
+    doc['include'] = [{ identify: 'lape-topRate=0.05' }];
+    const file = path.join(tmp, 'requeue.yaml');
+    writeFileSync(file, stringify(doc));
+    const plan = await planSweep(loadSweep(file), { out: OUT_SLURM });
+    const step = plan.byId.get('finetune/udhr20/lape-topRate=0.05/neurons/mt')!;
+    const coordinator = spawn(process.execPath, [BIN, 'sweep', 'run', file, '--executor', 'slurm', '--out', OUT_SLURM, '--json'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let stdout = '';
+    coordinator.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
+    const work = `${stepDir(plan, step)}.work`;
+    const started = Date.now();
+    while (!existsSync(path.join(work, 'state', 'state.json')) && Date.now() - started < 120_000) await sleep(20);
+    const submit = readJournal(OUT_SLURM).filter((e) => e.event === 'submit' && e.kind === 'finetune').at(-1) as { job: string };
+    expect(spawnSync('scontrol', ['requeue', `${submit.job}_0`], { encoding: 'utf8' }).status).toBe(0);
+    await exited(coordinator);
+    expect(coordinator.exitCode).toBe(0);
+    expect((JSON.parse(stdout) as { done: string[] }).done.sort()).toEqual(['eval/udhr20/ppl/mt/ft-neurons@lape-topRate=0.05', step.id]);
+    const log = readFileSync(readdirSync(path.join(OUT_SLURM, 'logs', 'slurm')).map((f) => path.join(OUT_SLURM, 'logs', 'slurm', f))
+      .find((f) => f.includes(`finetune-r1-${submit.job}_0`))!, 'utf8');
+    expect(log).toContain('(restart 1)');
+    expect(log).toContain(`$ langneurons finetune --resume ${work}`);
+    expect(readFileSync(path.join(stepDir(plan, step), 'delta.safetensors'))
+      .equals(readFileSync(path.join(OUT_LOCAL, 'steps', 'finetune', step.hash, 'delta.safetensors')))).toBe(true);
+  }, 200_000);
+
   it('lss: one step per identification setting, reusing the finished ones, its numbers in the report', async () => {
     const facts = path.join(tmp, 'facts');
     mkdirSync(facts, { recursive: true });
