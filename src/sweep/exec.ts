@@ -55,6 +55,9 @@ export async function execStep(plan: SweepPlan, step: Step, o: { threads?: numbe
       await fsp.rm(work, { recursive: true, force: true }); // short steps start over
     }
     await fsp.mkdir(work, { recursive: true });
+    // An earlier attempt's output lock (src/io/lock.ts on main: `.langneurons.lock`, never presumed stale when written
+    // on another host) is a killed or requeued attempt of this very step: the step lock above guarantees no live writer.
+    await fsp.rm(path.join(work, '.langneurons.lock'), { force: true });
     process.stderr.write(`langneurons sweep: step ${step.id} (${step.hash})\n$ langneurons ${argv.map((a) => (/^[\w./:=@+,-]+$/.test(a) ? a : `'${a}'`)).join(' ')}\n`);
     const started = performance.now();
     const rc = await o.run(['node', 'langneurons', ...argv]);
