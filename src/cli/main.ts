@@ -18,6 +18,7 @@ import { registerResults } from './commands/results.js';
 import { registerScore } from './commands/score.js';
 import { registerStats } from './commands/stats.js';
 import { registerSteer } from './commands/steer.js';
+import { registerSweep } from './commands/sweep.js';
 import { registerTokenizer } from './commands/tokenizer.js';
 import { registerTrain } from './commands/train.js';
 
@@ -44,6 +45,7 @@ export function buildProgram(): Command {
   registerFinetune(program);
   registerTrain(program);
   registerTokenizer(program);
+  registerSweep(program);
   return program;
 }
 

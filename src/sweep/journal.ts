@@ -1,0 +1,73 @@
+// The coordinator's journal: one JSON object per line in <out>/journal.jsonl, appended by the one `sweep run` that
+// holds <out>/.sweep-run.lock. It records what was started or submitted, finished and failed (with the log), so that
+// `sweep status` can tell them apart and a restarted `sweep run` can find the Slurm jobs of a killed coordinator.
+// Whether a step is done is never read from it: a step is done when its output folder holds step.json.
+import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { LangneuronsError } from '../errors.js';
+
+export type JournalEvent =
+  | { event: 'run'; executor: 'local' | 'slurm'; run: string; pid: number; host: string }
+  | { event: 'start'; run: string; step: string; hash: string; attempt: number; log: string; pid?: number }
+  | { event: 'submit'; run: string; round: number; kind: string; job: string; script: string; steps: string[]; hashes: string[] }
+  | { event: 'round-end'; run: string; round: number }
+  | { event: 'done'; run: string; step: string; hash: string; attempt: number; seconds?: number }
+  | { event: 'fail'; run: string; step: string; hash: string; attempt: number; log: string; rc?: number | null; final: boolean }
+  | { event: 'end'; run: string; done: number; failed: number; blocked: number };
+
+export type Stamped = JournalEvent & { time: string };
+
+export const journalFile = (out: string) => path.join(out, 'journal.jsonl');
+
+export function appendJournal(out: string, e: JournalEvent): void {
+  mkdirSync(out, { recursive: true });
+  appendFileSync(journalFile(out), JSON.stringify({ time: new Date().toISOString(), ...e }) + '\n');
+}
+
+/** Every event; a line cut short by a kill is skipped. */
+export function readJournal(out: string): Stamped[] {
+  const f = journalFile(out);
+  if (!existsSync(f)) return [];
+  const events: Stamped[] = [];
+  for (const line of readFileSync(f, 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    try { events.push(JSON.parse(line) as Stamped); } catch { /* a partial last line */ }
+  }
+  return events;
+}
+
+export function pidAlive(pid: number): boolean {
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
+interface LockOwner { pid: number; host: string; job?: string }
+
+/**
+ * An exclusive lock file (O_EXCL). A lock left by a process that is gone (same host and pid not alive; or the same
+ * Slurm job, requeued) is taken over. One held by a live process on this host is refused with `busy`, or with
+ * `wait`, waited for. A lock from another host is refused too, unless `otherHosts: 'stale'` (a step's lock: the
+ * executors never run one step twice at once, so a lock from another node is a killed or requeued task's).
+ */
+export async function acquireLock(file: string, busy: (owner: LockOwner) => string, o: { wait?: boolean; otherHosts?: 'busy' | 'stale' } = {}): Promise<() => void> {
+  mkdirSync(path.dirname(file), { recursive: true });
+  const me: LockOwner = { pid: process.pid, host: os.hostname(), ...(process.env['SLURM_JOB_ID'] ? { job: process.env['SLURM_JOB_ID'] } : {}) };
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const fd = openSync(file, 'wx');
+      writeSync(fd, JSON.stringify(me));
+      closeSync(fd);
+      return () => rmSync(file, { force: true });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    let owner: LockOwner | null = null;
+    try { owner = JSON.parse(readFileSync(file, 'utf8')) as LockOwner; } catch { /* written half by a killed process */ }
+    const stale = !owner || (owner.job !== undefined && owner.job === me.job) ||
+      (owner.host === me.host ? owner.pid === me.pid || !pidAlive(owner.pid) : o.otherHosts === 'stale');
+    if (stale) { rmSync(file, { force: true }); continue; }
+    if (!o.wait || owner!.host !== me.host) throw new LangneuronsError('E_BUSY', busy(owner!), { file });
+    await new Promise((r) => setTimeout(r, 500)); // a live local owner: wait for it to finish
+  }
+}

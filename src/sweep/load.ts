@@ -1,0 +1,224 @@
+// The sweep file: YAML (comments allowed) checked against schemas/sweep.schema.json, then for what a schema cannot
+// say (an unknown language, a method that needs a mask without an identification setting, a missing model or
+// corpus). Every refusal is one line naming the file, the line and the key, before anything runs.
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+
+import { LangneuronsError } from '../errors.js';
+import { amplification, DEFAULT_SETTINGS, parseSettings } from '../steer/index.js';
+
+export type Value = string | number | boolean;
+export type Rule = Partial<Record<'model' | 'language' | 'identify' | 'method' | 'task' | 'variant', Value | Value[]>>;
+export interface Resources { cpus?: number; mem?: string; time?: string; gpus?: number; partition?: string }
+export const STEP_KINDS = ['text', 'profile', 'merge', 'identify', 'ppl-matrix', 'lss', 'finetune', 'eval'] as const;
+export type StepKind = typeof STEP_KINDS[number];
+export type LanguageSelection = 'all' | 'low' | string[];
+
+export interface IdentifyEntry {
+  name?: string; method: string; preset?: string; topRate?: number | number[]; filterRate?: number | number[]; n?: number | number[];
+  quantile?: string; keepTies?: boolean;
+}
+
+/** The sweep file as written (after the schema), with paths resolved against the file's folder. */
+export interface SweepFile {
+  name?: string;
+  out?: string;
+  models: string | string[];
+  languages: string[];
+  lowResource?: string[];
+  profile: { corpus: string; tokens?: number | string; shards?: number; scope?: 'windows' | 'sentences'; maxLen?: number; sites?: string; histogram?: string; seqMeans?: boolean };
+  identify: IdentifyEntry[];
+  steer?: { pplMatrix?: { evalText?: string; maxTokens?: number; deactivateValue?: number | number[] }; lss?: { facts: string; settings?: string } };
+  finetune?: {
+    methods: string[]; languages?: LanguageSelection; train: string; valid?: string; steps?: number; chunk?: number; batch?: number; accum?: number;
+    evalEvery?: number; seed?: number; lr?: number | Record<string, number>; schedule?: string; warmup?: number;
+  };
+  eval?: {
+    tasks: string[]; languages?: LanguageSelection; text?: string; data?: string; prompt?: string; limit?: number; base?: boolean; finetuned?: boolean;
+    interventions?: string[];
+  };
+  include?: Rule[];
+  exclude?: Rule[];
+  resources?: Partial<Record<'default' | StepKind, Resources>>;
+  local?: { devices?: (string | number)[] };
+  slurm?: { partition?: string; account?: string; qos?: string; extra?: string[]; setup?: string; node?: string; poll?: number };
+  retries?: number;
+}
+
+export interface LoadedSweep {
+  /** Absolute path of the sweep file. */
+  file: string;
+  dir: string;
+  spec: SweepFile;
+  /** "file:line: key" of a path in the document, for messages of later checks. */
+  where(keyPath: (string | number)[]): string;
+}
+
+/** The package root (holds package.json and schemas/), found from this module's folder in src/ and in dist/src/. */
+export function packageRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, 'package.json'))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error('langneurons: cannot find the package root (package.json) above ' + fileURLToPath(import.meta.url));
+    dir = up;
+  }
+  return dir;
+}
+
+export function toolVersion(): string {
+  return (JSON.parse(readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+let validator: ValidateFunction | null = null;
+function schemaValidator(): ValidateFunction {
+  if (!validator) {
+    const schema = JSON.parse(readFileSync(path.join(packageRoot(), 'schemas', 'sweep.schema.json'), 'utf8')) as object;
+    validator = new Ajv({ allErrors: true, strict: false }).compile(schema);
+  }
+  return validator;
+}
+
+const keyText = (p: (string | number)[]) => p.length ? p.map((k, i) => (typeof k === 'number' ? `[${k}]` : i ? `.${k}` : k)).join('') : '(top level)';
+
+/** The node at a path (the deepest one that exists) and its line. */
+function lineOf(doc: Document, lc: LineCounter, keyPath: (string | number)[], key = false): number {
+  let node: unknown = doc.contents;
+  let offset = (doc.contents as Node | null)?.range?.[0] ?? 0;
+  for (const k of keyPath) {
+    if (isMap(node)) {
+      const pair = node.items.find((it) => isScalar(it.key) && String(it.key.value) === String(k));
+      if (!pair) break;
+      offset = (key ? (pair.key as Node).range?.[0] : (pair.value as Node | null)?.range?.[0] ?? (pair.key as Node).range?.[0]) ?? offset;
+      node = pair.value;
+    } else if (isSeq(node) && typeof k === 'number' && node.items[k]) {
+      node = node.items[k];
+      offset = (node as Node).range?.[0] ?? offset;
+    } else break;
+  }
+  return lc.linePos(offset).line;
+}
+
+function schemaMessage(e: ErrorObject): { path: (string | number)[]; message: string; atKey: boolean } {
+  const p = e.instancePath.split('/').slice(1).map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~')).map((s) => (/^\d+$/.test(s) ? Number(s) : s));
+  const params = e.params as Record<string, unknown>;
+  switch (e.keyword) {
+    case 'additionalProperties': return { path: [...p, String(params['additionalProperty'])], message: `unknown key '${String(params['additionalProperty'])}'`, atKey: true };
+    case 'required': return { path: p, message: `missing key '${String(params['missingProperty'])}'`, atKey: false };
+    case 'enum': return { path: p, message: `must be one of ${(params['allowedValues'] as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`, atKey: false };
+    case 'propertyNames': return { path: [...p, String(params['propertyName'])], message: `'${String(params['propertyName'])}' is not allowed here`, atKey: true };
+    default: return { path: p, message: e.message ?? e.keyword, atKey: false };
+  }
+}
+
+/** Reads and checks a sweep file; throws a LangneuronsError "<file>:<line>: <key>: <what>" at the first problem. */
+export function loadSweep(file: string): LoadedSweep {
+  const abs = path.resolve(file);
+  let text: string;
+  try {
+    text = readFileSync(abs, 'utf8');
+  } catch {
+    throw new LangneuronsError('E_IO', `${file}: cannot read the sweep file`, { file });
+  }
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length) {
+    const e = doc.errors[0]!;
+    throw new LangneuronsError('E_SWEEP', `${file}:${lc.linePos(e.pos[0]).line}: not valid YAML: ${e.message.split('\n')[0]}`, { file });
+  }
+  const data: unknown = doc.toJS();
+  const where = (keyPath: (string | number)[], key = false) => `${file}:${lineOf(doc, lc, keyPath, key)}: ${keyText(keyPath)}`;
+  const fail = (keyPath: (string | number)[], message: string, key = false): never => {
+    throw new LangneuronsError('E_SWEEP', `${where(keyPath, key)}: ${message}`, { file, field: keyText(keyPath) });
+  };
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) fail([], 'the sweep file must be a mapping of keys (models, languages, profile, identify, ...)');
+  const validate = schemaValidator();
+  if (!validate(data)) {
+    // The most specific error first: anyOf reports its branches' errors and then its own summary.
+    const errors = (validate.errors ?? []).filter((e: ErrorObject) => e.keyword !== 'anyOf' && e.keyword !== 'if');
+    const e = schemaMessage(errors[0] ?? validate.errors![0]!);
+    fail(e.path, e.message, e.atKey);
+  }
+  const spec = data as SweepFile;
+  const dir = path.dirname(abs);
+  checkSemantics(spec, dir, fail);
+  return { file: abs, dir, spec, where };
+}
+
+const isUdhr = (s: string) => s === 'udhr' || s.startsWith('udhr:');
+const asList = <T>(x: T | T[] | undefined): T[] => (x === undefined ? [] : Array.isArray(x) ? x : [x]);
+export const modelsOf = (s: SweepFile): string[] => asList(s.models);
+export const MASK_METHODS = ['neurons', 'random', 'neuron-lora'];
+
+/** What a schema cannot check: references between keys and files that must exist. */
+function checkSemantics(s: SweepFile, dir: string, fail: (p: (string | number)[], m: string) => never): void {
+  const langs = new Set(s.languages);
+  const dupe = s.languages.find((l, i) => s.languages.indexOf(l) !== i);
+  if (dupe) fail(['languages'], `language '${dupe}' is listed twice`);
+  (s.lowResource ?? []).forEach((l, i) => { if (!langs.has(l)) fail(['lowResource', i], `'${l}' is not one of the sweep's languages (${s.languages.join(', ')})`); });
+  modelsOf(s).forEach((m, i) => {
+    const p = path.resolve(dir, m);
+    if (!existsSync(path.join(p, 'config.json'))) fail(Array.isArray(s.models) ? ['models', i] : ['models'], `${p}: no model there (no config.json)`);
+  });
+  const names = new Set<string>();
+  s.identify.forEach((e, i) => {
+    if (e.name) { if (names.has(e.name)) fail(['identify', i, 'name'], `identification setting name '${e.name}' is used twice`); names.add(e.name); }
+    if (e.method !== 'lape' && (e.preset !== undefined || e.filterRate !== undefined || e.quantile !== undefined || e.keepTies !== undefined))
+      fail(['identify', i, 'method'], `preset, filterRate, quantile and keepTies are LAPE settings; method is '${e.method}'`);
+    if (e.method !== 'ap' && e.n !== undefined) fail(['identify', i, 'n'], `n applies to method ap only; method is '${e.method}'`);
+    if (e.method.startsWith('act-prob-') && !s.profile.histogram) fail(['identify', i, 'method'], `${e.method} needs per-neuron quantiles: give profile.histogram (e.g. -0.5:4:256)`);
+    if (e.method === 'ap' && !s.profile.seqMeans) fail(['identify', i, 'method'], 'ap needs sequence means: set profile.seqMeans: true');
+    if (Array.isArray(e.topRate) && new Set(e.topRate).size !== e.topRate.length) fail(['identify', i, 'topRate'], 'a value is listed twice');
+  });
+  checkCorpus(s.profile.corpus, dir, ['profile', 'corpus'], fail);
+  const selection = (sel: LanguageSelection | undefined, at: (string | number)[]) => {
+    if (sel === 'low' && !(s.lowResource ?? []).length) fail(at, "'low' selects the lowResource languages, and the sweep names none");
+    if (Array.isArray(sel)) sel.forEach((l, i) => { if (!langs.has(l)) fail([...at, i], `'${l}' is not one of the sweep's languages (${s.languages.join(', ')})`); });
+  };
+  if (s.finetune) {
+    selection(s.finetune.languages, ['finetune', 'languages']);
+    checkCorpus(s.finetune.train, dir, ['finetune', 'train'], fail);
+    if (s.finetune.valid) checkCorpus(s.finetune.valid, dir, ['finetune', 'valid'], fail);
+    if (typeof s.finetune.lr === 'object') for (const m of Object.keys(s.finetune.lr))
+      if (!s.finetune.methods.includes(m)) fail(['finetune', 'lr', m], `a learning rate for method '${m}', which finetune.methods does not list`);
+  }
+  if (s.eval) {
+    selection(s.eval.languages, ['eval', 'languages']);
+    s.eval.tasks.forEach((t, i) => {
+      if (t === 'ppl' && !s.eval!.text) fail(['eval', 'tasks', i], 'task ppl needs eval.text (udhr:heldout or a folder of <lang>.txt)');
+      if (t !== 'ppl' && !s.eval!.data) fail(['eval', 'tasks', i], `task ${t} needs eval.data (a dataset folder)`);
+    });
+    if (s.eval.text) checkCorpus(s.eval.text, dir, ['eval', 'text'], fail);
+    if (s.eval.data && !existsSync(path.resolve(dir, s.eval.data))) fail(['eval', 'data'], `${path.resolve(dir, s.eval.data)}: no such folder`);
+    (s.eval.interventions ?? []).forEach((spec, i) => {
+      const unknown = [...spec.matchAll(/\{([^}]*)\}/g)].map((m) => m[1]).find((k) => k !== 'mask' && k !== 'lang');
+      if (unknown !== undefined) fail(['eval', 'interventions', i], `unknown placeholder {${unknown}} (placeholders: {mask}, {lang})`);
+    });
+  }
+  if (s.steer?.lss) {
+    // Settings that read per-language statistics (p_max, p_median, mean) need a statistics folder a step cannot pass yet.
+    try {
+      for (const st of parseSettings(s.steer.lss.settings ?? DEFAULT_SETTINGS)) amplification('mask', 'x', st, undefined);
+    } catch (e) {
+      fail(['steer', 'lss', 'settings'], `${(e as Error).message}${s.steer.lss.settings ? '' : ` (the default is ${DEFAULT_SETTINGS})`}; in a sweep, use settings without neuron statistics (scale:<α>, set:max, add:<v>)`);
+    }
+  }
+  if (s.steer?.lss && !existsSync(path.resolve(dir, s.steer.lss.facts))) fail(['steer', 'lss', 'facts'], `${path.resolve(dir, s.steer.lss.facts)}: no such file or folder`);
+  if (s.steer?.pplMatrix?.evalText) checkCorpus(s.steer.pplMatrix.evalText, dir, ['steer', 'pplMatrix', 'evalText'], fail);
+}
+
+/** A corpus spec: udhr[:split], or a path (with {lang} standing for each language) that must exist. */
+function checkCorpus(spec: string, dir: string, at: (string | number)[], fail: (p: (string | number)[], m: string) => never): void {
+  if (isUdhr(spec)) {
+    if (!['udhr', 'udhr:train', 'udhr:heldout', 'udhr:all'].includes(spec)) fail(at, `'${spec}': the UDHR splits are udhr:train, udhr:heldout and udhr:all`);
+    return;
+  }
+  if (spec.includes('{lang}')) {
+    const folder = path.resolve(dir, path.dirname(spec));
+    if (!existsSync(folder) || !statSync(folder).isDirectory()) fail(at, `${folder}: no such folder`);
+    return;
+  }
+  if (!existsSync(path.resolve(dir, spec))) fail(at, `${path.resolve(dir, spec)}: no such file or folder`);
+}

@@ -1,0 +1,48 @@
+// Where every step stands: done (its folder holds step.json), running (its lock is held by a live process, or its
+// Slurm task is in the queue), failed (the latest run gave up on it), pending otherwise.
+import { existsSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+
+import { pidAlive, readJournal } from './journal.js';
+import { isDone, stepDir, type Step, type SweepPlan } from './plan.js';
+import { squeueJobs } from './slurm.js';
+
+export type StepState = 'done' | 'running' | 'queued' | 'failed' | 'pending';
+
+export interface StepStatus { id: string; kind: string; hash: string; cell: Step['cell']; state: StepState; detail?: string }
+
+export function sweepStatus(plan: SweepPlan, o: { slurm?: boolean } = {}): { steps: StepStatus[]; byId: Map<string, StepStatus>; counts: Record<StepState, number> } {
+  const journal = readJournal(plan.out);
+  const lastRun = [...journal].reverse().find((e) => e.event === 'run');
+  const failed = new Map<string, string>();
+  const slurmTask = new Map<string, { job: string; index: number }>();
+  for (const e of journal) {
+    if (lastRun && e.event === 'fail' && e.run === lastRun.run && e.final) failed.set(e.step, `failed after ${e.attempt} attempt(s); log ${e.log}`);
+    if (e.event === 'submit') e.steps.forEach((id, i) => slurmTask.set(id, { job: e.job, index: i }));
+  }
+  // Slurm: which tasks of our jobs are in the queue, and in what state.
+  let queue = new Map<string, string>();
+  if (o.slurm && slurmTask.size) {
+    try { queue = squeueJobs([...new Set([...slurmTask.values()].map((t) => t.job))]); } catch { /* no Slurm here */ }
+  }
+  const steps = plan.steps.map((s): StepStatus => {
+    const base = { id: s.id, kind: s.kind, hash: s.hash, cell: s.cell };
+    if (isDone(plan, s)) return { ...base, state: 'done' };
+    const lock = `${stepDir(plan, s)}.lock`;
+    if (existsSync(lock)) {
+      try {
+        const w = JSON.parse(readFileSync(lock, 'utf8')) as { pid: number; host: string; job?: string };
+        if (w.host !== os.hostname() || pidAlive(w.pid)) return { ...base, state: 'running', detail: `pid ${w.pid} on ${w.host}${w.job ? `, Slurm job ${w.job}` : ''}` };
+      } catch { /* a lock being written */ }
+    }
+    const t = slurmTask.get(s.id);
+    const q = t ? queue.get(`${t.job}_${t.index}`) ?? queue.get(t.job) : undefined;
+    if (q) return { ...base, state: q === 'RUNNING' ? 'running' : 'queued', detail: `Slurm ${t!.job}_${t!.index} ${q}` };
+    const f = failed.get(s.id);
+    if (f) return { ...base, state: 'failed', detail: f };
+    return { ...base, state: 'pending' };
+  });
+  const counts: Record<StepState, number> = { done: 0, running: 0, queued: 0, failed: 0, pending: 0 };
+  for (const s of steps) counts[s.state]++;
+  return { steps, byId: new Map(steps.map((s) => [s.id, s])), counts };
+}

@@ -1,0 +1,178 @@
+// The sweep file and its plan: the steps a grid expands to, their dependencies and hashes (what a changed
+// parameter re-runs), include/exclude rules, a 100-language grid planned in under a second, and bad input refused
+// with the line and the key.
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parse, stringify } from 'yaml';
+
+import { loadSweep } from '../src/sweep/load.js';
+import { planSweep, type SweepPlan } from '../src/sweep/plan.js';
+
+const ROOT = path.resolve(__dirname, '..');
+const DEMO = path.join(ROOT, 'examples', 'sweep-demo.yaml');
+const MODEL = path.join(ROOT, 'models', 'udhr20');
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'ln-sweep-plan-'));
+let n = 0;
+
+/** The demo sweep with changes, written next to a fresh file (paths absolute, so the folder does not matter). */
+function variant(change: (doc: Record<string, any>) => void): string {
+  const doc = parse(readFileSync(DEMO, 'utf8')) as Record<string, any>;
+  doc['models'] = MODEL;
+  change(doc);
+  const file = path.join(tmp, `sweep-${n++}.yaml`);
+  writeFileSync(file, stringify(doc));
+  return file;
+}
+const plan = (file: string) => planSweep(loadSweep(file), { out: path.join(tmp, 'out') });
+const kinds = (p: SweepPlan) => Object.fromEntries([...new Set(p.steps.map((s) => s.kind))].map((k) => [k, p.steps.filter((s) => s.kind === k).length]));
+const hashes = (p: SweepPlan) => new Map(p.steps.map((s) => [s.id, s.hash]));
+
+describe('sweep plan of the demo', () => {
+  it('expands 2 languages × 2 identification settings × 2 fine-tuning methods × 1 task into its steps', async () => {
+    const p = await plan(DEMO);
+    // profile: 2 languages; identify + ppl-matrix: 2 settings; text: train and held-out of 2 languages;
+    // finetune: neurons per setting and language (4) + lora per language, shared by both settings (2);
+    // eval per language: base, 3 fine-tuned models, 2 interventions (one per setting) = 6, × 2 languages.
+    expect(kinds(p)).toEqual({ profile: 2, identify: 2, 'ppl-matrix': 2, text: 4, finetune: 6, eval: 12 });
+    const byId = p.byId;
+    expect(byId.get('identify/udhr20/lape-topRate=0.05')!.deps.sort()).toEqual(['profile/udhr20/mt', 'profile/udhr20/sw']);
+    expect(byId.get('finetune/udhr20/lape-topRate=0.1/neurons/mt')!.deps.sort())
+      .toEqual(['identify/udhr20/lape-topRate=0.1', 'text/udhr:heldout/mt', 'text/udhr:train/mt']);
+    expect(byId.get('finetune/udhr20/lora/sw')!.deps.sort()).toEqual(['text/udhr:heldout/sw', 'text/udhr:train/sw']);
+    expect(byId.get('eval/udhr20/ppl/sw/ft-lora')!.deps.sort()).toEqual(['finetune/udhr20/lora/sw', 'text/udhr:heldout/sw']);
+    expect(byId.get('eval/udhr20/ppl/mt/iv0-deactivate@lape-topRate=0.05')!.argv).toContain('deactivate:{step:identify/udhr20/lape-topRate=0.05}/mask.json:mt');
+    // every dependency comes before the step that needs it
+    const seen = new Set<string>();
+    for (const s of p.steps) { for (const d of s.deps) expect(seen.has(d), `${s.id} after ${d}`).toBe(true); seen.add(s.id); }
+    expect(new Set(p.steps.map((s) => s.hash)).size).toBe(p.steps.length);
+  });
+
+  it('hashes each step by what determines it: one changed parameter re-runs only what depends on it', async () => {
+    const a = hashes(await plan(DEMO));
+    const steps = hashes(await plan(variant((d) => { d['finetune'].steps = 5; })));
+    const changed = [...a.keys()].filter((id) => a.get(id) !== steps.get(id));
+    expect(changed.sort()).toEqual([...a.keys()].filter((id) => id.startsWith('finetune/') || /\/ft-/.test(id)).sort());
+    // the output folder does not enter the hash (two sweeps share steps); the identification setting does
+    const other = hashes(await planSweep(loadSweep(DEMO), { out: path.join(tmp, 'elsewhere') }));
+    expect(other).toEqual(a);
+    const tokens = hashes(await plan(variant((d) => { d['profile'].tokens = 2000; })));
+    expect(tokens.get('text/udhr:train/mt')).toBe(a.get('text/udhr:train/mt'));
+    expect(tokens.get('finetune/udhr20/lora/mt')).toBe(a.get('finetune/udhr20/lora/mt')); // lora reads no mask
+    expect(tokens.get('eval/udhr20/ppl/mt/base')).toBe(a.get('eval/udhr20/ppl/mt/base'));
+    for (const id of ['profile/udhr20/mt', 'identify/udhr20/lape-topRate=0.1', 'finetune/udhr20/lape-topRate=0.1/neurons/mt', 'eval/udhr20/ppl/mt/ft-neurons@lape-topRate=0.1'])
+      expect(tokens.get(id), id).not.toBe(a.get(id));
+  });
+
+  it('prunes the grid with exclude and include rules', async () => {
+    const ex = await plan(variant((d) => { d['exclude'] = [{ method: 'lora', language: 'sw' }, { identify: 'lape-topRate=0.1', task: 'ppl' }]; }));
+    const ids = ex.steps.map((s) => s.id);
+    expect(ids).not.toContain('finetune/udhr20/lora/sw');
+    expect(ids).not.toContain('eval/udhr20/ppl/sw/ft-lora');
+    expect(ids).toContain('finetune/udhr20/lora/mt');
+    expect(ids.filter((id) => id.startsWith('eval/') && id.includes('lape-topRate=0.1'))).toEqual([]);
+    expect(ids).toContain('finetune/udhr20/lape-topRate=0.1/neurons/sw'); // the rule names a task: fine-tuning has none
+    const inc = await plan(variant((d) => { d['include'] = [{ method: 'neurons', language: 'mt' }]; }));
+    expect(inc.steps.filter((s) => s.kind === 'finetune').map((s) => s.id).sort())
+      .toEqual(['finetune/udhr20/lape-topRate=0.05/neurons/mt', 'finetune/udhr20/lape-topRate=0.1/neurons/mt']);
+    expect(inc.byId.has('eval/udhr20/ppl/sw/base')).toBe(true); // base evaluations have no method: the rule does not apply
+  });
+
+  it('plans an LSS step per identification setting, and refuses settings that need statistics', async () => {
+    const facts = path.join(tmp, 'facts.jsonl');
+    writeFileSync(facts, JSON.stringify({ template: '[X] [Y].', sub_mt: 'a', obj_mt: 'b', sub_sw: 'c', obj_sw: 'd' }) + '\n');
+    const p = await plan(variant((d) => { d['steer'].lss = { facts, settings: 'scale:2' }; }));
+    expect(kinds(p)['lss']).toBe(2);
+    expect(p.byId.get('lss/udhr20/lape-topRate=0.1')!.deps).toEqual(['identify/udhr20/lape-topRate=0.1']);
+    const changed = await plan(variant((d) => { d['steer'].lss = { facts, settings: 'scale:3' }; }));
+    expect(changed.byId.get('lss/udhr20/lape-topRate=0.1')!.hash).not.toBe(p.byId.get('lss/udhr20/lape-topRate=0.1')!.hash);
+    const file = variant((d) => { d['steer'].lss = { facts, settings: 'scale:2,p_max' }; });
+    expect(() => loadSweep(file)).toThrow(/:\d+: steer\.lss\.settings: .*p_max.*; in a sweep, use settings without neuron statistics/);
+  });
+
+  it('plans shards with a merge step per language', async () => {
+    const p = await plan(variant((d) => { d['profile'].shards = 3; }));
+    expect(kinds(p)['profile']).toBe(6);
+    expect(p.byId.get('merge/udhr20/mt')!.deps).toEqual(['profile/udhr20/mt/1of3', 'profile/udhr20/mt/2of3', 'profile/udhr20/mt/3of3']);
+    expect(p.byId.get('identify/udhr20/lape-topRate=0.05')!.deps.sort()).toEqual(['merge/udhr20/mt', 'merge/udhr20/sw']);
+  });
+});
+
+describe('sweep plan of a large grid', () => {
+  it('plans 100 languages × 5 methods × 3 tasks in under a second', async () => {
+    const data = path.join(tmp, 'data');
+    mkdirSync(data, { recursive: true });
+    const langs = Array.from({ length: 100 }, (_, i) => `l${String(i).padStart(2, '0')}`);
+    const file = variant((d) => {
+      d['languages'] = langs; d['lowResource'] = langs.slice(0, 10);
+      d['identify'] = [{ method: 'lape', topRate: 0.05 }];
+      d['finetune'].methods = ['full', 'mlp', 'neurons', 'random', 'lora'];
+      delete d['finetune'].lr;
+      d['eval'] = { tasks: ['ppl', 'belebele', 'xnli'], text: 'udhr:heldout', data };
+    });
+    // CPU time, not wall time: the test machine may be shared (wall time is printed)
+    const started = performance.now(), cpu0 = process.cpuUsage();
+    const p = await planSweep(loadSweep(file), { out: path.join(tmp, 'big') });
+    const cpu = process.cpuUsage(cpu0), seconds = (cpu.user + cpu.system) / 1e6;
+    console.log(`sweep plan of ${p.steps.length} steps: ${seconds.toFixed(3)} s CPU, ${((performance.now() - started) / 1000).toFixed(3)} s wall`);
+    // profile 100; identify 1 (+ its ppl-matrix); text: train and held-out per language; finetune 5 per language;
+    // eval: per task and language the base model and the 5 fine-tuned ones.
+    expect(kinds(p)).toEqual({ profile: 100, identify: 1, 'ppl-matrix': 1, text: 200, finetune: 500, eval: 1800 });
+    expect(p.steps.length).toBe(2602);
+    expect(p.byId.get('identify/udhr20/lape-topRate=0.05')!.deps.length).toBe(100);
+    expect(p.byId.get('eval/udhr20/xnli/l42/ft-neurons@lape-topRate=0.05')!.deps).toEqual(['finetune/udhr20/lape-topRate=0.05/neurons/l42']);
+    // dependencies: identify 100, ppl-matrix 1; finetune: train + held-out text (full, mlp, lora), + the mask (neurons,
+    // random): 3·100·2 + 2·100·3; eval ppl: base 1 (text), fine-tuned 2 each: 100·11; belebele, xnli: 5 per language.
+    expect(p.steps.reduce((a, s) => a + s.deps.length, 0)).toBe(100 + 1 + 1200 + 1100 + 1000);
+    expect(seconds).toBeLessThan(1);
+  });
+});
+
+describe('bad sweep files', () => {
+  const refused = (change: (doc: Record<string, any>) => void): string => {
+    const file = variant(change);
+    try { loadSweep(file); } catch (e) { return (e as Error).message.replace(file, 'F'); }
+    throw new Error('accepted');
+  };
+  const lineOf = (file: string, text: string) => readFileSync(file, 'utf8').split('\n').findIndex((l) => l.includes(text)) + 1;
+
+  it('names the line and the key of an unknown key, a wrong type, a bad value', () => {
+    const file = variant((d) => { d['finetune'].stpes = 4; });
+    expect(() => loadSweep(file)).toThrow(`${file}:${lineOf(file, 'stpes')}: finetune.stpes: unknown key 'stpes'`);
+    expect(refused((d) => { d['profile'].maxLen = 'long'; })).toMatch(/^F:\d+: profile\.maxLen: must be integer$/);
+    expect(refused((d) => { d['identify'][0].method = 'magic'; })).toMatch(/^F:\d+: identify\[0\]\.method: must be one of "lape", /);
+    expect(refused((d) => { d['finetune'].methods = ['neurons', 'adapter']; })).toMatch(/^F:\d+: finetune\.methods\[1\]: must be one of /);
+    expect(refused((d) => { delete d['profile']; })).toMatch(/^F:\d+: \(top level\): missing key 'profile'$/);
+    expect(refused((d) => { d['resources'].default.mem = 'lots'; })).toMatch(/^F:\d+: resources\.default\.mem: must match pattern/);
+  });
+
+  it('refuses impossible combinations and missing inputs before anything runs', () => {
+    expect(refused((d) => { d['finetune'].languages = ['mt', 'de']; })).toMatch(/^F:\d+: finetune\.languages\[1\]: 'de' is not one of the sweep's languages \(mt, sw\)$/);
+    expect(refused((d) => { d['identify'] = [{ method: 'ap' }]; })).toMatch(/identify\[0\]\.method: ap needs sequence means: set profile\.seqMeans: true$/);
+    expect(refused((d) => { d['identify'] = [{ method: 'ap', topRate: 0.1, filterRate: 0.9 }]; d['profile'].seqMeans = true; })).toMatch(/LAPE settings/);
+    expect(refused((d) => { delete d['lowResource']; d['finetune'].languages = 'low'; })).toMatch(/finetune\.languages: 'low' selects the lowResource languages/);
+    expect(refused((d) => { d['models'] = '/nonexistent/model'; })).toMatch(/^F:\d+: models: \/nonexistent\/model: no model there \(no config\.json\)$/);
+    expect(refused((d) => { d['profile'].corpus = '/nonexistent/corpus'; })).toMatch(/profile\.corpus: \/nonexistent\/corpus: no such file or folder$/);
+    expect(refused((d) => { d['eval'].tasks = ['ppl', 'xnli']; })).toMatch(/eval\.tasks\[1\]: task xnli needs eval\.data/);
+    expect(refused((d) => { d['eval'].interventions = ['deactivate:{mask}:{language}']; })).toMatch(/unknown placeholder \{language\}/);
+    expect(refused((d) => { d['finetune'].lr = { neurons: 1e-3, full: 1e-4 }; })).toMatch(/finetune\.lr\.full: a learning rate for method 'full'/);
+  });
+
+  it('the CLI prints one line with the line number and exits 1, for YAML syntax errors too', () => {
+    const file = path.join(tmp, 'broken.yaml');
+    writeFileSync(file, 'models: x\nlanguages: [mt, sw\nprofile: {corpus: udhr}\n');
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'langneurons.js'), 'sweep', 'plan', file], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(new RegExp(`^langneurons: error: ${file.replace(/[.]/g, '\\.')}:\\d+: not valid YAML`));
+    const dupe = path.join(tmp, 'dupe.yaml');
+    writeFileSync(dupe, readFileSync(variant(() => {}), 'utf8') + 'retries: 2\nretries: 3\n');
+    expect(() => loadSweep(dupe)).toThrow(/not valid YAML: Map keys must be unique/);
+    const bad = variant((d) => { d['retries'] = 'twice'; });
+    const r2 = spawnSync(process.execPath, [path.join(ROOT, 'bin', 'langneurons.js'), 'sweep', 'run', bad], { encoding: 'utf8' });
+    expect(r2.status).toBe(1);
+    expect(r2.stderr).toBe(`langneurons: error: ${bad}:${lineOf(bad, 'retries')}: retries: must be integer\n`);
+  });
+});
