@@ -13,7 +13,7 @@
     {
       "target_name": "langneurons",
       "dependencies": ["langneurons_avx2"],
-      "sources": ["<!@(node -p \"['core','kernels','model','train','binding'].flatMap(d=>require('fs').readdirSync('native/src/'+d).filter(f=>f.endsWith('.cpp')&&!f.endsWith('_avx2.cpp')).map(f=>'native/src/'+d+'/'+f)).join(' ')\")"],
+      "sources": ["<!@(node -p \"['core','kernels','model','runtime','train','binding'].flatMap(d=>require('fs').readdirSync('native/src/'+d).filter(f=>f.endsWith('.cpp')&&!f.endsWith('_avx2.cpp')).map(f=>'native/src/'+d+'/'+f)).join(' ')\")"],
       "include_dirs": ["<!@(node -p \"require('node-addon-api').include\")", "native/src"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions"],

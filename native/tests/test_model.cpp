@@ -168,7 +168,7 @@ static void check_paths(Compute compute) {
   LN_CHECK(run(m, {a}, LogitsMode::None).logits.empty());
 
   // Token by token through the cache: a in slot 2, then c and a continuing side by side.
-  KvCache cache(tm.cfg, 3, 40);
+  CpuKvCache cache(tm.cfg, 3, 40);
   double worst = 0;
   for (size_t t = 0; t < a.size(); ++t) {
     const auto r = run(m, {{a[t]}}, LogitsMode::Last, &cache, {2});
@@ -215,7 +215,7 @@ LN_TEST(model_bf16_rounds_cached_kv) {
   Tiny tm(TinyOpts{});
   for (Compute compute : {Compute::F32, Compute::BF16}) {
     Model m(tm.cfg, tm.w, 2, compute);
-    KvCache cache(tm.cfg, 1, 8);
+    CpuKvCache cache(tm.cfg, 1, 8);
     run(m, {random_tokens(8, tm.cfg.vocab, 4)}, LogitsMode::None, &cache, {0});
     int64_t unrounded = 0, n = 0;
     for (int l = 0; l < tm.cfg.n_layers; ++l)
@@ -309,7 +309,7 @@ LN_TEST(model_rejects_bad_requests_without_side_effects) {
   o.max_pos = 32;
   Tiny tm(o);
   Model m(tm.cfg, tm.w, 2, Compute::F32);
-  KvCache cache(tm.cfg, 2, 20);
+  CpuKvCache cache(tm.cfg, 2, 20);
   const auto a = random_tokens(10, tm.cfg.vocab, 3);
   run(m, {a}, LogitsMode::Last, &cache, {0});  // slot 0 holds 10
   const auto before = run(m, {{a[0]}}, LogitsMode::Last).logits;
@@ -328,7 +328,7 @@ LN_TEST(model_rejects_bad_requests_without_side_effects) {
   bad({{1}}, {2}, &cache, "cache slot 2");
   bad({{1}, {std::vector<int32_t>(21, 1)}}, {1, 0}, &cache, "capacity");  // valid first sequence, state kept
   {
-    KvCache big(tm.cfg, 1, 64);
+    CpuKvCache big(tm.cfg, 1, 64);
     run(m, {std::vector<int32_t>(30, 1)}, LogitsMode::None, &big, {0});
     expect_invalid([&] { run(m, {{1, 2, 3}}, LogitsMode::Last, &big, {0}); }, "beyond the model's context of 32");
     LN_CHECK(big.length(0) == 30);
@@ -406,13 +406,13 @@ LN_TEST(model_validate_config_and_weights) {
   const auto r = run(mt, {{1, 2, 3}}, LogitsMode::Last);
   LN_CHECK(r.logits.size() == size_t(tm.cfg.vocab));
 
-  expect_invalid([&] { KvCache k(tm.cfg, 0, 8); }, "n_slots");
-  expect_invalid([&] { KvCache k(tm.cfg, 1, 0); }, "capacity");
+  expect_invalid([&] { CpuKvCache k(tm.cfg, 0, 8); }, "n_slots");
+  expect_invalid([&] { CpuKvCache k(tm.cfg, 1, 0); }, "capacity");
   expect_invalid([&] { Model m(tm.cfg, tm.w, 0, Compute::F32); }, "n_threads");
   ModelConfig other = tm.cfg;
   other.n_kv_heads = 3;
   other.n_heads = 6;
-  KvCache wrong(other, 1, 8);
+  CpuKvCache wrong(other, 1, 8);
   Model m(tm.cfg, tm.w, 1, Compute::F32);
   expect_invalid([&] { run(m, {{1}}, LogitsMode::Last, &wrong, {0}); }, "different model shape");
 }

@@ -299,7 +299,7 @@ LN_TEST(stats_last_layer_stops_early_with_identical_stats) {
   r.targets = targets.data();
   expect_invalid([&] { m.forward(r, out); }, "targets");
   r.targets = nullptr;
-  KvCache cache(c, 2, 64);
+  CpuKvCache cache(c, 2, 64);
   std::vector<int32_t> slots{0, 1};
   r.cache = &cache;
   r.cache_slots = slots.data();

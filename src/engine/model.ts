@@ -13,6 +13,7 @@ import { SITES, type Site } from '../profile/stats.js';
 import type { Intervention } from '../intervene/index.js';
 import { GENERATED_CLASS, PROMPT_CLASS } from '../intervene/resolve.js';
 import { buildNativeSpec } from './native-spec.js';
+import { resolveDevice, type DeviceRequest, type ResolvedDevice } from './device.js';
 import { StatsAccumulator, type StatsOptions } from './stats.js';
 
 export type Compute = 'f32' | 'bf16';
@@ -21,8 +22,13 @@ export type LogitsMode = 'all' | 'last' | 'none';
 export interface LoadModelOptions {
   /** Worker threads of the native engine (default: the machine's cores). */
   threads?: number;
-  /** 'f32' (default): float32 activations and accumulation. 'bf16': bf16 products, float32 accumulation. */
+  /** 'f32': float32 activations and accumulation (the CPU's default). 'bf16': bf16 products, float32
+   *  accumulation (the GPU's default). */
   compute?: Compute;
+  /** 'auto' (default: a usable GPU, else the CPU — said once on stderr, except by a build without the CUDA
+   *  runtime when 'auto' was not asked for explicitly), 'cpu', 'cuda' (the first GPU) or 'cuda:N'. An explicit
+   *  'cuda' without a usable device is an error. */
+  device?: DeviceRequest;
   /** Load tokenizer.json when present (default true). */
   tokenizer?: boolean;
 }
@@ -84,7 +90,10 @@ export class LanguageModel {
     readonly tokenizer: LoadedTokenizer | null,
     readonly compute: Compute,
     readonly threads: number,
+    readonly device: ResolvedDevice,
   ) {}
+
+  private disposed = false;
 
   get config(): ModelConfig { return this.checkpoint.config; }
   get vocabSize(): number { return this.checkpoint.config.vocabSize; }
@@ -94,20 +103,22 @@ export class LanguageModel {
     const threads = opts.threads ?? os.availableParallelism();
     if (!Number.isInteger(threads) || threads < 1 || threads > 1024)
       throw new LangneuronsError('E_OPTIONS', `threads must be an integer in [1, 1024], got ${threads}`, { field: 'threads' });
-    const compute = opts.compute ?? 'f32';
+    const addon = loadAddon();
+    const device = resolveDevice(opts.device ?? 'auto', addon, threads, { quietAuto: opts.device === undefined });
+    const compute = opts.compute ?? (device === 'cpu' ? 'f32' : 'bf16');
     if (compute !== 'f32' && compute !== 'bf16')
       throw new LangneuronsError('E_OPTIONS', `compute must be 'f32' or 'bf16', got '${String(compute)}'`, { field: 'compute' });
     const ckpt = await openCheckpoint(dir);
-    const addon = loadAddon();
     let native: NativeModel;
     try {
-      native = new addon.NativeModel(buildNativeSpec(ckpt, threads, compute));
+      native = new addon.NativeModel(buildNativeSpec(ckpt, threads, compute, device));
     } catch (e) {
-      throw new LangneuronsError('E_CHECKPOINT', `${dir}: ${(e as Error).message}`, { file: dir, cause: e });
+      const onGpu = device !== 'cpu';
+      throw new LangneuronsError(onGpu ? 'E_DEVICE' : 'E_CHECKPOINT', `${dir}: ${onGpu ? `${device}: ` : ''}${(e as Error).message}`, { file: dir, cause: e });
     }
     const wantTok = opts.tokenizer ?? true;
     const tok = wantTok && existsSync(path.join(dir, 'tokenizer.json')) ? await loadTokenizer(dir, ckpt.config) : null;
-    return new LanguageModel(dir, ckpt, native, tok, compute, threads);
+    return new LanguageModel(dir, ckpt, native, tok, compute, threads, device);
   }
 
   requireTokenizer(): LoadedTokenizer {
@@ -152,6 +163,7 @@ export class LanguageModel {
   }
 
   private async forwardNow(batch: ArrayLike<number>[], opts: ForwardOptions): Promise<ForwardOutput> {
+    if (this.disposed) throw new LangneuronsError('E_INPUT', `forward: the model ${this.dir} was disposed`);
     if (batch.length === 0) throw new LangneuronsError('E_INPUT', 'forward: the batch has no sequences');
     const seqLens = new Int32Array(batch.length);
     const seqOffsets: number[] = [];
@@ -251,6 +263,19 @@ export class LanguageModel {
   }
 
   info(): ReturnType<NativeModel['info']> { return this.native.info(); }
+
+  /** Frees the native runtime (GPU memory, scratch) and unmaps the checkpoint, after the forwards already
+   *  queued have run; later forwards are refused. Idempotent. Also `await using model = await loadModel(…)`. */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    await this.queue;
+    this.native.dispose();
+  }
+
+  get isDisposed(): boolean { return this.disposed; }
+
+  async [Symbol.asyncDispose](): Promise<void> { await this.dispose(); }
 }
 
 export function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<LanguageModel> {

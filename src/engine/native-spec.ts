@@ -38,7 +38,7 @@ export function roleOf(name: string): { role: string; layer: number } | null {
   return role ? { role, layer: Number(m[1]) } : null;
 }
 
-export function buildNativeSpec(ckpt: Checkpoint, threads: number, compute: 'f32' | 'bf16'): NativeModelSpec {
+export function buildNativeSpec(ckpt: Checkpoint, threads: number, compute: 'f32' | 'bf16', device = 'cpu'): NativeModelSpec {
   const files: string[] = [];
   const fileIndex = new Map<string, number>();
   const tensors: NativeTensorSpec[] = [];
@@ -52,5 +52,5 @@ export function buildNativeSpec(ckpt: Checkpoint, threads: number, compute: 'f32
     if (fi === undefined) { fi = files.length; files.push(t.file); fileIndex.set(t.file, fi); }
     tensors.push({ role: r.role, layer: r.layer, file: fi, offset: t.byteOffset, nbytes: t.byteLength, dtype: t.dtype, shape: [...t.shape] });
   }
-  return { config: nativeConfig(ckpt.config), files, tensors, threads, compute };
+  return { config: nativeConfig(ckpt.config), files, tensors, threads, compute, device };
 }

@@ -20,6 +20,13 @@ export interface NativeTensorSpec {
 
 export interface NativeModelSpec {
   config: NativeConfig; files: string[]; tensors: NativeTensorSpec[]; threads: number; compute: 'f32' | 'bf16';
+  /** 'cpu' (default) or 'cuda:N': the runtime the model runs on (native/src/runtime). */
+  device?: string;
+}
+
+/** Bytes a runtime holds, by kind (native MemoryReport). */
+export interface NativeMemoryReport {
+  weights: number; kvCache: number; activations: number; scratch: number; deviceUsed: number; deviceTotal: number;
 }
 
 export interface NativeForwardOptions {
@@ -83,7 +90,12 @@ export interface NativeStats {
 
 export interface NativeModel {
   forward(tokens: Int32Array, seqLens: Int32Array, options: NativeForwardOptions): Promise<NativeForwardResult>;
-  info(): { threads: number; compute: 'f32' | 'bf16'; kernel: string; scratchBytes: number };
+  info(): {
+    device: 'cpu' | 'cuda'; describe: string; threads: number; compute: 'f32' | 'bf16'; kernel: string; scratchBytes: number;
+    memory: NativeMemoryReport;
+  };
+  /** Frees the runtime (device memory) and unmaps the checkpoint once no forward runs; later forwards fail. */
+  dispose(): void;
 }
 
 export interface NativeKvCache {
@@ -99,6 +111,8 @@ export interface Addon {
   NativeStats: new (model: NativeModel, options: NativeStatsOptions) => NativeStats;
   NativeIntervention: new (model: NativeModel, arrays: NativeInterventionArrays) => NativeIntervention;
   kernelInfo(): { kernel: string; hardwareThreads: number };
+  /** Whether the addon has the CUDA runtime, how many usable devices, and why none ('' when some). */
+  cudaInfo(): { built: boolean; devices: number; reason: string };
   /** Measurement hooks for benchmarks/ (synchronous, block the calling thread). */
   bench: {
     gemm(o: { m: number; n: number; k: number; dtype: 'F32' | 'F16' | 'BF16'; compute: 'f32' | 'bf16'; threads: number; reps: number }): number;

@@ -6,6 +6,7 @@
 #include "binding/js_intervention.h"
 #include "binding/js_model.h"
 #include "kernels/gemm.h"
+#include "runtime/cuda_runtime.h"
 
 namespace lnjs {
 
@@ -22,6 +23,17 @@ static Napi::Value KernelInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// cudaInfo() -> { built: whether this addon contains the CUDA runtime, devices: usable devices, reason: why
+// there are none ('' when there are) }. Never throws: 'auto' device selection asks this first.
+static Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("built", ln::cuda_built());
+  o.Set("devices", double(ln::cuda_device_count()));
+  o.Set("reason", ln::cuda_unavailable_reason());
+  return o;
+}
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeModel", NativeModel::Init(env));
   exports.Set("NativeKvCache", NativeKvCache::Init(env));
@@ -29,6 +41,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeTrainer", InitNativeTrainer(env));
   exports.Set("NativeIntervention", NativeIntervention::Init(env));
   exports.Set("kernelInfo", Napi::Function::New(env, KernelInfo));
+  exports.Set("cudaInfo", Napi::Function::New(env, CudaInfo));
   Napi::Object bench = Napi::Object::New(env);
   bench.Set("gemm", Napi::Function::New(env, BenchGemm));
   bench.Set("copy", Napi::Function::New(env, BenchCopy));

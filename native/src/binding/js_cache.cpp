@@ -17,14 +17,16 @@ NativeKvCache::NativeKvCache(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
     throw Napi::TypeError::New(env, "NativeKvCache(model, nSlots, capacity): nSlots and capacity must be numbers");
   holder_ = NativeModel::Unwrap(info[0].As<Napi::Object>())->holder();
   double slots = info[1].As<Napi::Number>().DoubleValue(), cap = info[2].As<Napi::Number>().DoubleValue();
-  const ln::ModelConfig& c = holder_->model->config();
+  const ln::ModelConfig& c = holder_->config;
   if (!(slots >= 1 && slots <= 65536) || slots != double(int64_t(slots)))
     throw Napi::RangeError::New(env, "NativeKvCache: nSlots must be an integer in [1, 65536]");
   if (!(cap >= 1 && cap <= c.max_positions) || cap != double(int64_t(cap)))
     throw Napi::RangeError::New(env, "NativeKvCache: capacity must be an integer in [1, " + std::to_string(c.max_positions) +
                                          "] (the model's context)");
   try {
-    cache_ = std::make_shared<ln::KvCache>(c, int32_t(slots), int32_t(cap));
+    // The runtime makes (and owns the storage of) its cache: host memory on the CPU, device memory on a GPU.
+    std::lock_guard<std::mutex> lk(holder_->mu);
+    cache_ = holder_->live("NativeKvCache").make_cache(int32_t(slots), int32_t(cap));
   } catch (const std::bad_alloc&) {
     throw Napi::Error::New(env, "NativeKvCache: out of memory for " + std::to_string(int64_t(slots)) + " slots × " +
                                     std::to_string(int64_t(cap)) + " tokens");

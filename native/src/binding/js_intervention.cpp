@@ -83,7 +83,7 @@ NativeIntervention::NativeIntervention(const Napi::CallbackInfo& info) : Napi::O
     r.percentile = r_pct[size_t(k)];
   }
   try {
-    iv_ = std::make_shared<const ln::Intervention>(holder_->model->config(), edits, rr);
+    iv_ = std::make_shared<const ln::Intervention>(holder_->config, edits, rr);
   } catch (const std::exception& e) {
     throw Napi::RangeError::New(env, e.what());
   }

@@ -9,13 +9,30 @@
 #include "binding/js_intervention.h"
 #include "binding/js_util.h"
 #include "binding/model_spec.h"
+#include "kernels/gemm.h"
+#include "runtime/cpu_runtime.h"
+#include "runtime/cuda_runtime.h"
 
 namespace lnjs {
 
 Napi::FunctionReference* NativeModel::constructor = nullptr;
 
+ln::Runtime& ModelHolder::live(const char* what) {
+  if (!runtime) throw std::runtime_error(std::string(what) + ": the model was disposed");
+  return *runtime;
+}
+
+// The device of a spec: 'cpu' or 'cuda:N' (the TypeScript side resolves 'auto' and 'cuda' to one of these).
+static int parse_device(Napi::Env env, const std::string& d) {
+  if (d == "cpu") return -1;
+  if (d.rfind("cuda:", 0) == 0 && d.size() > 5 && d.size() <= 8 &&
+      d.find_first_not_of("0123456789", 5) == std::string::npos)
+    return std::stoi(d.substr(5));
+  throw Napi::TypeError::New(env, "model spec: device must be 'cpu' or 'cuda:N', got '" + d + "'");
+}
+
 // new NativeModel({ config, files: string[], tensors: [{ role, layer, file, offset, nbytes, dtype, shape }],
-//                   threads, compute: 'f32' | 'bf16' })
+//                   threads, compute: 'f32' | 'bf16', device?: 'cpu' | 'cuda:N' })
 NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "NativeModel(spec): spec must be an object");
@@ -27,23 +44,62 @@ NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Nati
   std::string compute = string_field(spec, "compute", "model spec");
   if (compute != "f32" && compute != "bf16")
     throw Napi::TypeError::New(env, "model spec: compute must be 'f32' or 'bf16', got '" + compute + "'");
+  const int device = spec.Has("device") && !spec.Get("device").IsUndefined()
+                         ? parse_device(env, string_field(spec, "device", "model spec"))
+                         : -1;
+  const ln::Compute mode = compute == "bf16" ? ln::Compute::BF16 : ln::Compute::F32;
   try {
-    holder->model = std::make_unique<ln::Model>(parsed.config, parsed.weights, int(threads),
-                                                compute == "bf16" ? ln::Compute::BF16 : ln::Compute::F32);
+    holder->runtime = device < 0 ? ln::make_cpu_runtime(parsed.config, parsed.weights, int(threads), mode)
+                                 : ln::make_cuda_runtime(parsed.config, parsed.weights, device, mode);
+  } catch (const std::bad_alloc&) {
+    throw Napi::Error::New(env, std::string("model: out of memory while ") +
+                                    (device < 0 ? "preparing the CPU model" : "uploading the weights to the GPU"));
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, std::string("model: ") + e.what());
   }
+  holder->config = holder->runtime->config();
+  if (device >= 0) holder->files.clear();  // the device holds its own copy: unmap the checkpoint now
   holder_ = holder;
 }
 
 Napi::Value NativeModel::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
-  o.Set("threads", holder_->model->n_threads());
-  o.Set("compute", holder_->model->compute() == ln::Compute::BF16 ? "bf16" : "f32");
+  std::lock_guard<std::mutex> lk(holder_->mu);
+  ln::Runtime* rt = holder_->runtime.get();
+  if (!rt) throw Napi::Error::New(env, "info: the model was disposed");
+  ln::Model* cpu = ln::cpu_model(*rt);
+  o.Set("device", rt->device() == ln::DeviceKind::Cpu ? "cpu" : "cuda");
+  o.Set("describe", rt->describe());
+  o.Set("threads", cpu ? double(cpu->n_threads()) : 0.0);
+  o.Set("compute", rt->compute() == ln::Compute::BF16 ? "bf16" : "f32");
   o.Set("kernel", ln::kernel_name(ln::active_kernel()));
-  o.Set("scratchBytes", double(holder_->model->scratch_bytes()));
+  const ln::MemoryReport m = rt->memory();
+  o.Set("scratchBytes", double(m.activations));
+  Napi::Object mem = Napi::Object::New(env);
+  mem.Set("weights", double(m.weights));
+  mem.Set("kvCache", double(m.kv_cache));
+  mem.Set("activations", double(m.activations));
+  mem.Set("scratch", double(m.scratch));
+  mem.Set("deviceUsed", double(m.device_used));
+  mem.Set("deviceTotal", double(m.device_total));
+  o.Set("memory", mem);
   return o;
+}
+
+// dispose(): frees the runtime (device memory, scratch) and unmaps the checkpoint once no forward runs. Waits
+// for a running forward (it holds the mutex); later forwards are refused. Idempotent.
+Napi::Value NativeModel::Dispose(const Napi::CallbackInfo& info) {
+  std::unique_ptr<ln::Runtime> rt;
+  std::vector<std::shared_ptr<ln::MappedFile>> files;
+  {
+    std::lock_guard<std::mutex> lk(holder_->mu);
+    rt = std::move(holder_->runtime);
+    files = std::move(holder_->files);
+  }
+  rt.reset();  // outside the lock: device frees may synchronise
+  files.clear();
+  return info.Env().Undefined();
 }
 
 // Runs one forward on a libuv worker thread; the request's arrays are copies owned by the worker.
@@ -86,7 +142,7 @@ class ForwardWorker : public Napi::AsyncWorker {
       req.capture_layer = capture_layer;
       req.intervention = intervention.get();
       req.intervene_mask = intervene_mask.empty() ? nullptr : intervene_mask.data();
-      holder_->model->forward(req, result_);
+      holder_->live("forward").forward(req, result_);
     } catch (const std::exception& e) {
       SetError(e.what());
     }
@@ -121,7 +177,7 @@ static bool given(const Napi::Object& o, const char* name) {
 // (last layer vs logits/targets/cache, capture layer vs last layer) are checked by Model::forward.
 static void parse_profiling(Napi::Env env, const Napi::Object& opts, ForwardWorker& w,
                             const std::shared_ptr<ModelHolder>& holder) {
-  const ln::ModelConfig& c = holder->model->config();
+  const ln::ModelConfig& c = holder->config;
   if (given(opts, "stats")) {
     Napi::Value sv = opts.Get("stats");
     if (!sv.IsObject() || !sv.As<Napi::Object>().InstanceOf(NativeStats::constructor->Value()))
@@ -229,7 +285,8 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
 
 Napi::Function NativeModel::Init(Napi::Env env) {
   Napi::Function f = DefineClass(env, "NativeModel",
-                                 {InstanceMethod("forward", &NativeModel::Forward), InstanceMethod("info", &NativeModel::Info)});
+                                 {InstanceMethod("forward", &NativeModel::Forward), InstanceMethod("info", &NativeModel::Info),
+                                  InstanceMethod("dispose", &NativeModel::Dispose)});
   constructor = new Napi::FunctionReference(Napi::Persistent(f));
   return f;
 }

@@ -8,15 +8,22 @@
 #include "core/mapped_file.h"
 #include "model/model.h"
 #include "model/stats.h"
+#include "runtime/runtime.h"
 
 namespace lnjs {
 
-// What a JS NativeModel owns: the mapped checkpoint files (kept alive as long as the model), the model, and a
-// mutex that serialises forwards (the model's scratch buffers and caches are single-user).
+// What a JS NativeModel owns: the mapped checkpoint files (kept alive as long as the model), the runtime (CPU or
+// CUDA: runtime/runtime.h), and a mutex that serialises forwards (a runtime's buffers and caches are
+// single-user). dispose() frees the runtime (device memory) and the mappings as soon as no forward runs; the
+// configuration stays readable for messages.
 struct ModelHolder {
   std::vector<std::shared_ptr<ln::MappedFile>> files;
-  std::unique_ptr<ln::Model> model;
+  std::unique_ptr<ln::Runtime> runtime;
+  ln::ModelConfig config;
   std::mutex mu;
+  // Under mu: the runtime, or an error naming the disposed model (a forward queued before dispose() that runs
+  // after it is refused with this message, not a crash).
+  ln::Runtime& live(const char* what);
 };
 
 class NativeModel : public Napi::ObjectWrap<NativeModel> {
@@ -29,6 +36,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
  private:
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
   std::shared_ptr<ModelHolder> holder_;
 };
 

@@ -31,7 +31,7 @@ NativeStats::NativeStats(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Nati
     throw Napi::TypeError::New(env, w + ": model must be a NativeModel");
   if (!info[1].IsObject()) throw Napi::TypeError::New(env, w + ": options must be an object");
   holder_ = NativeModel::Unwrap(info[0].As<Napi::Object>())->holder();
-  const ln::ModelConfig& c = holder_->model->config();
+  const ln::ModelConfig& c = holder_->config;
   Napi::Object o = info[1].As<Napi::Object>();
 
   ln::StatsOptions opts;

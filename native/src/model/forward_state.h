@@ -11,18 +11,13 @@
 #include <vector>
 
 #include "model/model.h"
+#include "runtime/request.h"
 
 namespace ln {
 namespace detail {
 
-// One sequence of the packed batch: its rows [row0, row0 + len) of the activations, its first position (0, or
-// the cache length it continues from) and its cache slot (-1 without a cache).
-struct SeqSpan {
-  int64_t row0;
-  int32_t len;
-  int32_t pos0;
-  int32_t slot;
-};
+// One sequence of the packed batch (runtime/request.h): its rows, first position and cache slot.
+using SeqSpan = SequencePlan;
 
 // A block of query rows [q0, q1) (relative to the sequence) of sequence `seq`: attention runs as
 // (block, head) tasks so that a single long prompt still spreads over the threads, and causal imbalance
@@ -65,7 +60,7 @@ struct ForwardState {
   // The current request.
   int64_t T = 0;             // tokens in the batch
   int32_t max_ctx = 0;       // longest key range of any sequence (cached + new)
-  KvCache* cache = nullptr;  // or null
+  CpuKvCache* cache = nullptr;  // or null
   std::vector<SeqSpan> seqs;
   std::vector<int32_t> pos;  // position of each token
   std::vector<AttnBlock> blocks;

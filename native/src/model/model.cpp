@@ -13,55 +13,31 @@
 #include "model/forward_state.h"
 #include "model/intervention.h"
 #include "model/site_pass.h"
+#include "runtime/request.h"
 
 namespace ln {
 
 using detail::ForwardState;
 
-// ---------------------------------------------------------------- KvCache
+// ---------------------------------------------------------------- CpuKvCache
 
-KvCache::KvCache(const ModelConfig& c, int32_t n_slots, int32_t capacity)
-    : n_layers_(c.n_layers), n_slots_(n_slots), capacity_(capacity) {
-  std::string e = validate_config(c);
-  if (!e.empty()) throw std::invalid_argument("KvCache: " + e);
-  if (n_slots < 1) throw std::invalid_argument("KvCache: n_slots must be >= 1, got " + std::to_string(n_slots));
-  if (capacity < 1) throw std::invalid_argument("KvCache: capacity must be >= 1, got " + std::to_string(capacity));
-  slot_stride_ = int64_t(capacity) * c.n_kv_heads * c.head_dim;
-  lengths_.assign(size_t(n_slots), 0);
+CpuKvCache::CpuKvCache(const ModelConfig& c, int32_t n_slots, int32_t capacity) : KvCache(c, n_slots, capacity) {
+  slot_stride_ = int64_t(capacity) * kv_width();
   data_.assign(size_t(2 * int64_t(c.n_layers) * n_slots) * size_t(slot_stride_), 0.f);
 }
 
 // Layout: for each layer, for each slot, K [capacity][n_kv_heads][head_dim] then V (same shape).
-float* KvCache::k(int32_t layer, int32_t slot) {
-  return data_.data() + (int64_t(layer) * n_slots_ + slot) * 2 * slot_stride_;
+float* CpuKvCache::k(int32_t layer, int32_t slot) {
+  return data_.data() + (int64_t(layer) * n_slots() + slot) * 2 * slot_stride_;
 }
-float* KvCache::v(int32_t layer, int32_t slot) { return k(layer, slot) + slot_stride_; }
+float* CpuKvCache::v(int32_t layer, int32_t slot) { return k(layer, slot) + slot_stride_; }
 
-void KvCache::copy_prefix(int32_t src, int32_t dst, int32_t len) {
-  if (src < 0 || src >= n_slots_ || dst < 0 || dst >= n_slots_)
-    throw std::invalid_argument("KvCache::copy_prefix: slots must be in [0, " + std::to_string(n_slots_) + ")");
-  if (len < 0 || len > lengths_[size_t(src)])
-    throw std::invalid_argument("KvCache::copy_prefix: len " + std::to_string(len) + " exceeds the source slot's length " +
-                                std::to_string(lengths_[size_t(src)]));
-  if (src != dst) {
-    // K and V of one (layer, slot) are [capacity][kv_heads][head_dim]: the prefix is contiguous.
-    const int64_t row = slot_stride_ / capacity_;
-    for (int32_t l = 0; l < n_layers_; ++l) {
-      std::memcpy(k(l, dst), k(l, src), size_t(len * row) * sizeof(float));
-      std::memcpy(v(l, dst), v(l, src), size_t(len * row) * sizeof(float));
-    }
+void CpuKvCache::copy_positions(int32_t src, int32_t dst, int32_t len) {
+  // K and V of one (layer, slot) are [capacity][kv_heads][head_dim]: the prefix is contiguous.
+  for (int32_t l = 0; l < n_layers(); ++l) {
+    std::memcpy(k(l, dst), k(l, src), size_t(len * kv_width()) * sizeof(float));
+    std::memcpy(v(l, dst), v(l, src), size_t(len * kv_width()) * sizeof(float));
   }
-  lengths_[size_t(dst)] = len;
-}
-
-void KvCache::set_length(int32_t slot, int32_t len) {
-  if (slot < 0 || slot >= n_slots_)
-    throw std::invalid_argument("KvCache: slot " + std::to_string(slot) + " out of range [0, " +
-                                std::to_string(n_slots_) + ")");
-  if (len < 0 || len > lengths_[size_t(slot)])
-    throw std::invalid_argument("KvCache: can only truncate slot " + std::to_string(slot) + " (length " +
-                                std::to_string(lengths_[size_t(slot)]) + "), got " + std::to_string(len));
-  lengths_[size_t(slot)] = len;
 }
 
 // ---------------------------------------------------------------- Model
@@ -117,93 +93,16 @@ int64_t Model::scratch_bytes() const {
   return n * int64_t(sizeof(float));
 }
 
-// Throws std::invalid_argument for anything wrong with the request; touches no state.
-static void validate_request(const ModelConfig& c, const ForwardRequest& r) {
-  using std::to_string;
-  auto fail = [](const std::string& m) { throw std::invalid_argument(m); };
-  if (r.n_seqs < 1) fail("forward: n_seqs must be >= 1, got " + to_string(r.n_seqs));
-  if (r.n_tokens < 1) fail("forward: n_tokens must be >= 1, got " + to_string(r.n_tokens));
-  if (!r.tokens || !r.seq_lens) fail("forward: tokens and seq_lens are required");
-  if (r.logits != LogitsMode::None && r.logits != LogitsMode::Last && r.logits != LogitsMode::All)
-    fail("forward: unknown logits mode " + to_string(int(r.logits)));
-  int64_t sum = 0;
-  for (int32_t s = 0; s < r.n_seqs; ++s) {
-    if (r.seq_lens[s] < 1) fail("forward: sequence " + to_string(s) + " has length " + to_string(r.seq_lens[s]) +
-                                " (every sequence needs at least one token)");
-    sum += r.seq_lens[s];
-  }
-  if (sum != r.n_tokens)
-    fail("forward: seq_lens sum to " + to_string(sum) + " but n_tokens is " + to_string(r.n_tokens));
-  for (int64_t t = 0; t < r.n_tokens; ++t)
-    if (r.tokens[t] < 0 || r.tokens[t] >= c.vocab)
-      fail("forward: token id " + to_string(r.tokens[t]) + " at index " + to_string(t) + " is outside the vocabulary [0, " +
-           to_string(c.vocab) + ")");
-  if (r.targets)
-    for (int64_t t = 0; t < r.n_tokens; ++t)
-      if (r.targets[t] < -1 || r.targets[t] >= c.vocab)
-        fail("forward: target id " + to_string(r.targets[t]) + " at index " + to_string(t) +
-             " is outside the vocabulary (use -1 to skip a position)");
-
-  if (r.count_mask && !r.stats) fail("forward: count_mask given without stats");
-  if (r.intervene_mask && !r.intervention) fail("forward: intervene_mask given without an intervention");
-  if (r.intervention && !r.intervention->fits(c))
-    fail("forward: the intervention was made for a model of different shape");
-  detail::validate_recording(c, r);
-
-  KvCache* kc = r.cache;
-  if (kc) {
-    if (!r.cache_slots) fail("forward: cache_slots are required with a cache");
-    if (kc->n_layers() != c.n_layers || kc->slot_stride() != int64_t(kc->capacity()) * c.n_kv_heads * c.head_dim)
-      fail("forward: the KV cache was made for a different model shape");
-  }
-  for (int32_t s = 0; s < r.n_seqs; ++s) {
-    int64_t start = 0;
-    if (kc) {
-      const int32_t slot = r.cache_slots[s];
-      if (slot < 0 || slot >= kc->n_slots())
-        fail("forward: cache slot " + to_string(slot) + " (sequence " + to_string(s) + ") out of range [0, " +
-             to_string(kc->n_slots()) + ")");
-      for (int32_t s2 = 0; s2 < s; ++s2)
-        if (r.cache_slots[s2] == slot)
-          fail("forward: cache slot " + to_string(slot) + " is used by sequences " + to_string(s2) + " and " +
-               to_string(s));
-      start = kc->length(slot);
-      if (start + r.seq_lens[s] > kc->capacity())
-        fail("forward: cache slot " + to_string(slot) + " holds " + to_string(start) + " tokens; " +
-             to_string(r.seq_lens[s]) + " more exceed its capacity of " + to_string(kc->capacity()));
-    }
-    if (start + r.seq_lens[s] > c.max_positions) {
-      if (start == 0)
-        fail("forward: prompt of " + to_string(r.seq_lens[s]) + " tokens exceeds the model's context of " +
-             to_string(c.max_positions));
-      fail("forward: sequence " + to_string(s) + " would reach position " + to_string(start + r.seq_lens[s] - 1) +
-           " (" + to_string(start) + " cached + " + to_string(r.seq_lens[s]) +
-           " new tokens), beyond the model's context of " + to_string(c.max_positions));
-    }
-  }
-}
-
 // Sequence spans, token positions, attention blocks, RoPE table and activation buffers for this request.
 static void prepare(ForwardState& st, const ForwardRequest& r, int n_threads) {
   const ModelConfig& c = *st.cfg;
   st.T = r.n_tokens;
-  st.cache = r.cache;
-  st.seqs.clear();
+  st.cache = static_cast<CpuKvCache*>(r.cache);  // forward() checked its type
+  plan_sequences(r, st.seqs, st.pos, st.max_ctx);
   st.blocks.clear();
-  st.pos.resize(size_t(r.n_tokens));
-  st.max_ctx = 0;
-  int64_t row = 0;
-  for (int32_t s = 0; s < r.n_seqs; ++s) {
-    const int32_t len = r.seq_lens[s];
-    const int32_t slot = r.cache ? r.cache_slots[s] : -1;
-    const int32_t pos0 = r.cache ? r.cache->length(slot) : 0;
-    st.seqs.push_back({row, len, pos0, slot});
-    for (int32_t i = 0; i < len; ++i) st.pos[size_t(row + i)] = pos0 + i;
-    for (int32_t q0 = 0; q0 < len; q0 += detail::kAttnBlock)
-      st.blocks.push_back({s, q0, std::min(len, q0 + detail::kAttnBlock)});
-    st.max_ctx = std::max(st.max_ctx, pos0 + len);
-    row += len;
-  }
+  for (int32_t s = 0; s < r.n_seqs; ++s)
+    for (int32_t q0 = 0; q0 < st.seqs[size_t(s)].len; q0 += detail::kAttnBlock)
+      st.blocks.push_back({s, q0, std::min(st.seqs[size_t(s)].len, q0 + detail::kAttnBlock)});
 
   // RoPE rows for every position up to max_ctx, grown geometrically (capped at the model's context).
   const int half = c.head_dim / 2;
@@ -256,7 +155,9 @@ static void target_logprobs(ThreadPool& pool, const float* logits, int64_t vocab
 
 void Model::forward(const ForwardRequest& req, ForwardResult& out) {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  validate_request(cfg_, req);
+  validate_forward_request(cfg_, req);
+  if (req.cache && !dynamic_cast<CpuKvCache*>(req.cache))
+    throw std::invalid_argument("forward: the KV cache was made by another runtime (device)");
   ForwardState& st = *impl_;
   prepare(st, req, pool_.size());
   detail::begin_recording(st, req, out);
@@ -274,7 +175,7 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
   st.intervention = nullptr;  // no dangling pointers into the request
   st.intervene_mask = nullptr;
   if (req.cache)
-    for (const detail::SeqSpan& s : st.seqs) req.cache->lengths_[size_t(s.slot)] = s.pos0 + s.len;
+    for (const detail::SeqSpan& s : st.seqs) req.cache->set_grown_length(s.slot, s.pos0 + s.len);
 
   // LM head. All: every row, returned. Last: the last row of each sequence. Targets without All: the rows that
   // have a target, kLmChunk at a time, so no n_tokens x vocab buffer exists. None: no final norm, no LM head.

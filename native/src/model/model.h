@@ -62,14 +62,19 @@ std::string validate_weights(const ModelConfig& c, const ModelWeights& w);
 
 enum class LogitsMode : int32_t { None = 0, Last = 1, All = 2 };
 
-// A KV cache of `n_slots` independent sequences of up to `capacity` tokens each (float32 K and V per layer).
+// A KV cache of `n_slots` independent sequences of up to `capacity` tokens each. The base class keeps the
+// bookkeeping every runtime shares (slot lengths, validation); the storage belongs to the runtime that made it
+// (CpuKvCache below; the CUDA runtime's lives on the device). A forward only accepts a cache of its own runtime.
 class KvCache {
  public:
-  // Throws std::invalid_argument for an invalid config, n_slots < 1 or capacity < 1.
-  KvCache(const ModelConfig& c, int32_t n_slots, int32_t capacity);
+  virtual ~KvCache() = default;
   int32_t n_slots() const { return n_slots_; }
   int32_t capacity() const { return capacity_; }
-  int32_t length(int32_t slot) const { return lengths_[slot]; }
+  int32_t n_layers() const { return n_layers_; }
+  int64_t kv_width() const { return kv_width_; }  // n_kv_heads * head_dim
+  int32_t length(int32_t slot) const { return lengths_[size_t(slot)]; }
+  // Whether a model with config c may use this cache (same layer count and K/V width).
+  bool fits(const ModelConfig& c) const;
   // Truncate (e.g. reset to 0): throws std::invalid_argument unless 0 <= len <= length(slot). The forward is the
   // only thing that grows a slot.
   void set_length(int32_t slot, int32_t len);
@@ -77,17 +82,34 @@ class KvCache {
   // shared prompt is computed once and continued in several slots. Throws std::invalid_argument on bad slots or
   // len > length(src).
   void copy_prefix(int32_t src, int32_t dst, int32_t len);
+  virtual int64_t bytes() const = 0;
+  // Called by a runtime after its forward appended tokens to `slot` (len = the new length, <= capacity).
+  void set_grown_length(int32_t slot, int32_t len) { lengths_[size_t(slot)] = len; }
+
+ protected:
+  // Throws std::invalid_argument for an invalid config, n_slots < 1 or capacity < 1.
+  KvCache(const ModelConfig& c, int32_t n_slots, int32_t capacity);
+  // Copies positions [0, len) of every layer from slot src to slot dst (arguments already validated).
+  virtual void copy_positions(int32_t src, int32_t dst, int32_t len) = 0;
+
+ private:
+  int32_t n_layers_, n_slots_, capacity_;
+  int64_t kv_width_;
+  std::vector<int32_t> lengths_;
+};
+
+// The CPU runtime's cache: float32 K and V per (layer, slot), in host memory.
+class CpuKvCache final : public KvCache {
+ public:
+  CpuKvCache(const ModelConfig& c, int32_t n_slots, int32_t capacity);
   float* k(int32_t layer, int32_t slot);  // [capacity][n_kv_heads][head_dim]
   float* v(int32_t layer, int32_t slot);
-  int64_t bytes() const { return int64_t(data_.size()) * 4; }
-  int32_t n_layers() const { return n_layers_; }
+  int64_t bytes() const override { return int64_t(data_.size()) * 4; }
   int64_t slot_stride() const { return slot_stride_; }  // floats of K (or V) per (layer, slot)
 
  private:
-  friend class Model;  // appends to slots
-  int32_t n_layers_, n_slots_, capacity_;
+  void copy_positions(int32_t src, int32_t dst, int32_t len) override;
   int64_t slot_stride_;  // floats per (layer, slot) for K (same for V)
-  std::vector<int32_t> lengths_;
   std::vector<float> data_;
 };
 

@@ -1,0 +1,42 @@
+// Which runtime a model runs on: 'cpu', 'cuda' (the first GPU), 'cuda:N', or 'auto' (a usable GPU, else the CPU,
+// said once on stderr with the reason). An explicit 'cuda' without a usable device is an error, never a silent
+// fallback (node-llama-cpp's and sharp's rule).
+import { LangneuronsError } from '../errors.js';
+import type { Addon } from '../native/addon.js';
+
+export type DeviceRequest = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
+export type ResolvedDevice = 'cpu' | `cuda:${number}`;
+
+export function isDeviceRequest(s: string): s is DeviceRequest {
+  return s === 'auto' || s === 'cpu' || s === 'cuda' || /^cuda:\d{1,3}$/.test(s);
+}
+
+let fallbackSaid = false;
+
+/** Resolves a request against the addon's CUDA support. `quietAuto`: the default (not asked for by the user)
+ *  stays quiet when the build has no CUDA runtime at all, so CPU-only installs print nothing. */
+export function resolveDevice(request: string, addon: Pick<Addon, 'cudaInfo' | 'kernelInfo'>, threads: number,
+  opts: { quietAuto?: boolean; warn?: (line: string) => void } = {}): ResolvedDevice {
+  if (!isDeviceRequest(request))
+    throw new LangneuronsError('E_OPTIONS', `device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got '${request}'`, { field: 'device' });
+  if (request === 'cpu') return 'cpu';
+  const cuda = addon.cudaInfo();
+  if (request === 'auto') {
+    if (cuda.devices > 0) return 'cuda:0';
+    if (!(opts.quietAuto && !cuda.built) && !fallbackSaid) {
+      fallbackSaid = true;
+      (opts.warn ?? ((l: string) => process.stderr.write(`${l}\n`)))(
+        `langneurons: no usable CUDA device (${cuda.reason}): using the CPU backend (${addon.kernelInfo().kernel} kernels, ${threads} threads)`);
+    }
+    return 'cpu';
+  }
+  const index = request === 'cuda' ? 0 : Number(request.slice(5));
+  if (cuda.devices === 0)
+    throw new LangneuronsError('E_DEVICE', `--device ${request}: no usable CUDA device: ${cuda.reason}`, { field: 'device' });
+  if (index >= cuda.devices)
+    throw new LangneuronsError('E_DEVICE', `--device ${request}: there ${cuda.devices === 1 ? 'is 1 CUDA device' : `are ${cuda.devices} CUDA devices`} (cuda:0${cuda.devices > 1 ? ` … cuda:${cuda.devices - 1}` : ''})`, { field: 'device' });
+  return `cuda:${index}`;
+}
+
+/** For tests: forget that the fallback line was printed. */
+export function resetDeviceNotice(): void { fallbackSaid = false; }
