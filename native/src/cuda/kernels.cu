@@ -268,6 +268,9 @@ void copy_to_host(void* dst_host, const void* src, size_t bytes, Stream stream) 
   check(cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, as_stream(stream)), "copy_to_host");
 }
 void synchronize(Stream stream) { check(cudaStreamSynchronize(as_stream(stream)), "synchronize"); }
+void memset_zero(void* p, size_t bytes) {
+  if (bytes) check(cudaMemset(p, 0, bytes), "cudaMemset");
+}
 
 void embed_rows(const void* table, DType dtype, int64_t vocab, int64_t hidden, const int32_t* tokens, int64_t n,
                 float* out, int64_t ldo, Stream stream) {

@@ -1,0 +1,232 @@
+// Device-side recording at the sites (recording.h).
+#include "cuda/recording.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+
+#include "cuda/runtime_kernels.h"
+
+namespace ln {
+namespace cuda {
+
+void plan_stats_chunks(const std::vector<SequencePlan>& seqs, int32_t chunk_tokens, std::vector<StatsChunk>& out) {
+  out.clear();
+  for (size_t s = 0; s < seqs.size(); ++s)
+    for (int32_t i = 0; i < seqs[s].len; i += chunk_tokens)
+      out.push_back({seqs[s].row0 + i, std::min(chunk_tokens, seqs[s].len - i), int32_t(s)});
+}
+
+int64_t plan_sequence_rows(const std::vector<SequencePlan>& seqs, const uint8_t* mask, std::vector<int64_t>& counted,
+                           std::vector<int64_t>& row) {
+  counted.assign(seqs.size(), 0);
+  row.assign(seqs.size(), -1);
+  int64_t next = 0;
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    int64_t n = seqs[s].len;
+    if (mask) {
+      n = 0;
+      for (int64_t t = seqs[s].row0; t < seqs[s].row0 + seqs[s].len; ++t) n += mask[t] != 0;
+    }
+    counted[s] = n;
+    if (n > 0) row[s] = next++;
+  }
+  return next;
+}
+
+DeviceRecording::~DeviceRecording() { host_free_pinned(pinned_); }
+
+void DeviceRecording::begin(const ModelConfig& c, const ForwardRequest& r, int64_t T, const StatsBatch& batch,
+                            const int64_t* seq_row_dev, const int64_t* seq_counted_dev, int64_t new_rows,
+                            ForwardResult& out, Stream stream) {
+  stats_ = r.stats;
+  layers_ = r.stats ? r.stats->n_layers() : 0;
+  bins_ = r.stats ? r.stats->hist_bins() : 0;
+  new_rows_ = new_rows;
+  T_ = T;
+  batch_ = batch;
+  seq_row_ = seq_row_dev;
+  seq_counted_ = seq_counted_dev;
+  capture_site_ = r.capture_site;
+  capture_layer_ = r.capture_layer;
+  out.capture.clear();
+  if (capture_layer_ >= 0) {
+    capture_width_ = site_width(c, capture_site_);
+    capture_.ensure(size_t(T * capture_width_) * sizeof(float));
+    out.capture.assign(size_t(T * capture_width_), 0.f);
+  }
+  if (!stats_) return;
+  if (bins_ > 0) {
+    edges_.ensure(size_t(bins_ + 1) * sizeof(double));
+    copy_to_device(edges_.get(), stats_->hist_edges().data(), size_t(bins_ + 1) * sizeof(double), stream);
+    batch_.edges = edges_.as<double>();
+    batch_.bins = int32_t(bins_);
+  } else {
+    batch_.edges = nullptr;
+    batch_.bins = 0;
+  }
+  const SiteStats& first = stats_->sites().front();
+  base_row_ = first.width > 0 ? int64_t(first.seq_means.size()) / (int64_t(layers_) * first.width) : 0;
+  size_t pinned_need = 0;
+  for (const SiteStats& ss : stats_->sites()) {
+    SiteBuffers& b = sites_[int(ss.site)];
+    const size_t n = size_t(int64_t(layers_) * ss.width);
+    b.over_zero.ensure(n * 8);
+    memset_async(b.over_zero.get(), 0, n * 8, stream);
+    b.sums.ensure(3 * n * 8);
+    memset_async(b.sums.get(), 0, 3 * n * 8, stream);
+    pinned_need += 4 * n * 8;
+    if (!ss.thresholds.empty()) {
+      b.above.ensure(n * 8);
+      memset_async(b.above.get(), 0, n * 8, stream);
+      b.thresholds.ensure(n * 4);
+      copy_to_device(b.thresholds.get(), ss.thresholds.data(), n * 4, stream);
+      pinned_need += n * 8;
+    }
+    if (bins_ > 0) {
+      b.hist.ensure(n * size_t(bins_) * 8);
+      memset_async(b.hist.get(), 0, n * size_t(bins_) * 8, stream);
+      pinned_need += n * size_t(bins_) * 8;
+    }
+    b.part.ensure(size_t(batch.n_chunks) * 3 * size_t(ss.width) * 8);
+    if (stats_->has_seq_means() && new_rows_ > 0) {
+      b.seq_means.ensure(size_t(new_rows_) * n * 4);
+      pinned_need += size_t(new_rows_) * n * 4;
+    }
+  }
+  if (pinned_need > pinned_bytes_) {
+    host_free_pinned(pinned_);
+    pinned_ = nullptr;
+    pinned_bytes_ = 0;
+    pinned_ = host_alloc_pinned(pinned_need);
+    pinned_bytes_ = pinned_need;
+  }
+}
+
+bool DeviceRecording::recording(Site s, int l) const {
+  if (capture_layer_ == l && capture_site_ == s) return true;
+  return stats_ && l < layers_ && stats_->find(s) != nullptr;
+}
+
+SiteTarget DeviceRecording::target(Site s, int l) {
+  SiteTarget t;
+  if (capture_layer_ == l && capture_site_ == s) {
+    t.capture = capture_.as<float>();
+    t.capture_ld = capture_width_;
+  }
+  if (!stats_ || l >= layers_) return t;
+  const SiteStats* ss = stats_->find(s);
+  if (!ss) return t;
+  SiteBuffers& b = sites_[int(s)];
+  const int64_t off = int64_t(l) * ss->width;
+  t.part = b.part.as<double>();
+  t.over_zero = b.over_zero.as<unsigned long long>() + off;
+  if (!ss->thresholds.empty()) {
+    t.thresholds = b.thresholds.as<float>() + off;
+    t.above = b.above.as<unsigned long long>() + off;
+  }
+  if (bins_ > 0) t.hist = b.hist.as<unsigned long long>() + off * bins_;
+  return t;
+}
+
+void DeviceRecording::reduce(Site s, int l, Stream stream) {
+  if (!stats_ || l >= layers_) return;
+  const SiteStats* ss = stats_->find(s);
+  if (!ss) return;
+  SiteBuffers& b = sites_[int(s)];
+  const int64_t n = int64_t(layers_) * ss->width, off = int64_t(l) * ss->width;
+  double* sums = b.sums.as<double>();
+  float* means = stats_->has_seq_means() && new_rows_ > 0 ? b.seq_means.as<float>() + off : nullptr;
+  stats_reduce(ss->width, batch_, b.part.as<double>(), sums + off, sums + n + off, sums + 2 * n + off, means, n,
+               seq_row_, seq_counted_, stream);
+}
+
+void DeviceRecording::end(ForwardResult& out, int64_t counted_tokens, int64_t counted_seqs, Stream stream) {
+  if (capture_layer_ >= 0)
+    copy_to_host(out.capture.data(), capture_.get(), out.capture.size() * sizeof(float), stream);
+  if (!stats_) {
+    synchronize(stream);
+    capture_layer_ = -1;
+    return;
+  }
+  // Everything into the pinned staging buffer, one wait, then the host adds (int64 counts, float64 sums).
+  char* p = static_cast<char*>(pinned_);
+  struct Piece {
+    SiteStats* ss;
+    size_t over, above, hist, sums, means;  // offsets in the staging buffer (SIZE_MAX: absent)
+  };
+  Piece pieces[kSiteCount];
+  int n_pieces = 0;
+  size_t at = 0;
+  for (const SiteStats& cs : stats_->sites()) {
+    SiteStats& ss = *stats_->find(cs.site);
+    SiteBuffers& b = sites_[int(ss.site)];
+    const size_t n = size_t(int64_t(layers_) * ss.width);
+    Piece pc{&ss, SIZE_MAX, SIZE_MAX, SIZE_MAX, SIZE_MAX, SIZE_MAX};
+    pc.over = at;
+    copy_to_host(p + at, b.over_zero.get(), n * 8, stream);
+    at += n * 8;
+    pc.sums = at;
+    copy_to_host(p + at, b.sums.get(), 3 * n * 8, stream);
+    at += 3 * n * 8;
+    if (!ss.thresholds.empty()) {
+      pc.above = at;
+      copy_to_host(p + at, b.above.get(), n * 8, stream);
+      at += n * 8;
+    }
+    if (bins_ > 0) {
+      pc.hist = at;
+      copy_to_host(p + at, b.hist.get(), n * size_t(bins_) * 8, stream);
+      at += n * size_t(bins_) * 8;
+    }
+    if (stats_->has_seq_means() && new_rows_ > 0) {
+      pc.means = at;
+      copy_to_host(p + at, b.seq_means.get(), size_t(new_rows_) * n * 4, stream);
+      at += size_t(new_rows_) * n * 4;
+    }
+    pieces[n_pieces++] = pc;
+  }
+  synchronize(stream);
+  for (int k = 0; k < n_pieces; ++k) {
+    const Piece& pc = pieces[k];
+    SiteStats& ss = *pc.ss;
+    const size_t n = size_t(int64_t(layers_) * ss.width);
+    const auto* over = reinterpret_cast<const unsigned long long*>(p + pc.over);
+    for (size_t i = 0; i < n; ++i) ss.over_zero[i] += int64_t(over[i]);
+    const auto* sums = reinterpret_cast<const double*>(p + pc.sums);
+    for (size_t i = 0; i < n; ++i) {
+      ss.sum[i] += sums[i];
+      ss.sum_sq[i] += sums[n + i];
+      ss.abs_sum[i] += sums[2 * n + i];
+    }
+    if (pc.above != SIZE_MAX) {
+      const auto* ab = reinterpret_cast<const unsigned long long*>(p + pc.above);
+      for (size_t i = 0; i < n; ++i) ss.above[i] += int64_t(ab[i]);
+    }
+    if (pc.hist != SIZE_MAX) {
+      const auto* h = reinterpret_cast<const unsigned long long*>(p + pc.hist);
+      for (size_t i = 0; i < n * size_t(bins_); ++i) ss.hist[i] += int64_t(h[i]);
+    }
+    if (pc.means != SIZE_MAX) {
+      // Same layout on both sides ([row][layer][width]): the new rows are appended after the existing ones.
+      const size_t row = size_t(base_row_) * n;
+      ss.seq_means.resize(row + size_t(new_rows_) * n, 0.f);
+      std::memcpy(ss.seq_means.data() + row, p + pc.means, size_t(new_rows_) * n * 4);
+    }
+  }
+  stats_->add_counted(counted_tokens, counted_seqs);
+  stats_ = nullptr;
+  capture_layer_ = -1;
+}
+
+int64_t DeviceRecording::bytes() const {
+  size_t b = edges_.bytes() + capture_.bytes();
+  for (const SiteBuffers& s : sites_)
+    b += s.over_zero.bytes() + s.above.bytes() + s.hist.bytes() + s.sums.bytes() + s.thresholds.bytes() +
+         s.part.bytes() + s.seq_means.bytes();
+  return int64_t(b);
+}
+
+}  // namespace cuda
+}  // namespace ln
