@@ -27,7 +27,8 @@ struct Dev {
   size_t n = 0;
   Dev() = default;
   explicit Dev(const std::vector<T>& h) { upload(h); }
-  explicit Dev(size_t count) {
+  explicit Dev(size_t count) { zeros(count); }
+  void zeros(size_t count) {
     n = count;
     buf.ensure(std::max<size_t>(1, n) * sizeof(T));
     ln::cuda::memset_zero(buf.get(), std::max<size_t>(1, n) * sizeof(T));
