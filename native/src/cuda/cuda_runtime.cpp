@@ -343,21 +343,7 @@ void CudaRuntime::prepare(const ForwardRequest& r, CudaKvCache* cache) {
   plan_sequences(r, seqs_, pos_, max_ctx_);
   const int64_t T = r.n_tokens;
   T_ = T;
-  kv_row_.resize(size_t(T));
-  key_row0_.resize(size_t(T));
-  n_keys_.resize(size_t(T));
-  tiles_.clear();
-  for (const SequencePlan& s : seqs_) {
-    const int64_t slot_row0 = cache ? int64_t(s.slot) * cache->capacity() : s.row0;
-    for (int32_t i = 0; i < s.len; ++i) {
-      const int64_t t = s.row0 + i;
-      kv_row_[size_t(t)] = cache ? slot_row0 + s.pos0 + i : t;
-      key_row0_[size_t(t)] = slot_row0;
-      n_keys_[size_t(t)] = s.pos0 + i + 1;
-    }
-    for (int32_t q0 = 0; q0 < s.len; q0 += cuda::kFlashRows)
-      tiles_.push_back({s.row0 + q0, slot_row0, std::min(cuda::kFlashRows, s.len - q0), s.pos0 + q0 + 1});
-  }
+  cuda::plan_attention(seqs_, cache ? int64_t(cache->capacity()) : -1, kv_row_, key_row0_, n_keys_, tiles_);
   cuda::plan_stats_chunks(seqs_, cuda::kStatsChunkTokens, chunks_);
   new_rows_ = cuda::plan_sequence_rows(seqs_, r.stats ? r.count_mask : nullptr, seq_counted_, seq_row_);
   counted_tokens_ = counted_seqs_ = 0;

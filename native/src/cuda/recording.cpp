@@ -11,30 +11,6 @@
 namespace ln {
 namespace cuda {
 
-void plan_stats_chunks(const std::vector<SequencePlan>& seqs, int32_t chunk_tokens, std::vector<StatsChunk>& out) {
-  out.clear();
-  for (size_t s = 0; s < seqs.size(); ++s)
-    for (int32_t i = 0; i < seqs[s].len; i += chunk_tokens)
-      out.push_back({seqs[s].row0 + i, std::min(chunk_tokens, seqs[s].len - i), int32_t(s)});
-}
-
-int64_t plan_sequence_rows(const std::vector<SequencePlan>& seqs, const uint8_t* mask, std::vector<int64_t>& counted,
-                           std::vector<int64_t>& row) {
-  counted.assign(seqs.size(), 0);
-  row.assign(seqs.size(), -1);
-  int64_t next = 0;
-  for (size_t s = 0; s < seqs.size(); ++s) {
-    int64_t n = seqs[s].len;
-    if (mask) {
-      n = 0;
-      for (int64_t t = seqs[s].row0; t < seqs[s].row0 + seqs[s].len; ++t) n += mask[t] != 0;
-    }
-    counted[s] = n;
-    if (n > 0) row[s] = next++;
-  }
-  return next;
-}
-
 DeviceRecording::~DeviceRecording() { host_free_pinned(pinned_); }
 
 void DeviceRecording::begin(const ModelConfig& c, const ForwardRequest& r, int64_t T, const StatsBatch& batch,

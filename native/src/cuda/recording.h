@@ -1,12 +1,13 @@
 // What a CUDA forward records at the sites (the device twin of model/site_pass.*): per-unit statistics
 // accumulated on the device and added into the host ActivationStats at the end of the forward, the sequence
 // means, and the optional capture of one (site, layer) block. Also the host-side plans the site kernels need
-// (token chunks), written as plain functions so that the CPU tests check them.
+// (token chunks) are in cuda/plans.h, checked by the CPU tests.
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "cuda/device_buffer.h"
+#include "cuda/plans.h"
 #include "cuda/site_kernels.h"
 #include "model/model.h"
 #include "model/stats.h"
@@ -14,14 +15,6 @@
 
 namespace ln {
 namespace cuda {
-
-// The batch's rows cut into chunks of at most chunk_tokens rows, each inside one sequence, in row order.
-void plan_stats_chunks(const std::vector<SequencePlan>& seqs, int32_t chunk_tokens, std::vector<StatsChunk>& out);
-
-// Per sequence: counted tokens (mask null: all) and its row among this forward's new sequence-means rows (-1 when
-// nothing is counted), as site_pass.cpp's begin_recording. Returns the number of new rows.
-int64_t plan_sequence_rows(const std::vector<SequencePlan>& seqs, const uint8_t* mask, std::vector<int64_t>& counted,
-                           std::vector<int64_t>& row);
 
 class DeviceRecording {
  public:
