@@ -1,6 +1,8 @@
 // Which runtime a model runs on: 'cpu', 'cuda' (the first GPU), 'cuda:N', or 'auto' (a usable GPU, else the CPU,
 // said once on stderr with the reason). An explicit 'cuda' without a usable device is an error, never a silent
 // fallback (node-llama-cpp's and sharp's rule).
+import { existsSync } from 'node:fs';
+
 import { LangneuronsError } from '../errors.js';
 import type { Addon } from '../native/addon.js';
 
@@ -13,17 +15,23 @@ export function isDeviceRequest(s: string): s is DeviceRequest {
 
 let fallbackSaid = false;
 
-/** Resolves a request against the addon's CUDA support. `quietAuto`: the default (not asked for by the user)
- *  stays quiet when the build has no CUDA runtime at all, so CPU-only installs print nothing. */
+/** Whether this machine shows an NVIDIA driver (so a GPU was probably expected). */
+export function nvidiaDriverPresent(): boolean {
+  return existsSync('/proc/driver/nvidia/version') || existsSync('/dev/nvidiactl');
+}
+
+/** Resolves a request against the addon's CUDA support. `quietAuto`: the default 'auto' (not asked for by the
+ *  user) stays quiet on a machine with no NVIDIA driver, where nobody expects a GPU; with a driver, or when
+ *  'auto' is asked for explicitly, the fallback to the CPU is said once, with the reason. */
 export function resolveDevice(request: string, addon: Pick<Addon, 'cudaInfo' | 'kernelInfo'>, threads: number,
-  opts: { quietAuto?: boolean; warn?: (line: string) => void } = {}): ResolvedDevice {
+  opts: { quietAuto?: boolean; driverPresent?: boolean; warn?: (line: string) => void } = {}): ResolvedDevice {
   if (!isDeviceRequest(request))
     throw new LangneuronsError('E_OPTIONS', `device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got '${request}'`, { field: 'device' });
   if (request === 'cpu') return 'cpu';
   const cuda = addon.cudaInfo();
   if (request === 'auto') {
     if (cuda.devices > 0) return 'cuda:0';
-    if (!(opts.quietAuto && !cuda.built) && !fallbackSaid) {
+    if (!(opts.quietAuto && !(opts.driverPresent ?? nvidiaDriverPresent())) && !fallbackSaid) {
       fallbackSaid = true;
       (opts.warn ?? ((l: string) => process.stderr.write(`${l}\n`)))(
         `langneurons: no usable CUDA device (${cuda.reason}): using the CPU backend (${addon.kernelInfo().kernel} kernels, ${threads} threads)`);

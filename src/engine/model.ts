@@ -156,6 +156,8 @@ export class LanguageModel {
 
   /** Runs the model over a batch of token sequences, packed without padding. */
   forward(batch: ArrayLike<number>[], opts: ForwardOptions = {}): Promise<ForwardOutput> {
+    // Refused when asked for after dispose(); forwards queued before it still run (dispose waits for them).
+    if (this.disposed) return Promise.reject(new LangneuronsError('E_INPUT', `forward: the model ${this.dir} was disposed`));
     const run = () => this.forwardNow(batch, opts);
     const p = this.queue.then(run, run);
     this.queue = p.catch(() => undefined);
@@ -163,7 +165,6 @@ export class LanguageModel {
   }
 
   private async forwardNow(batch: ArrayLike<number>[], opts: ForwardOptions): Promise<ForwardOutput> {
-    if (this.disposed) throw new LangneuronsError('E_INPUT', `forward: the model ${this.dir} was disposed`);
     if (batch.length === 0) throw new LangneuronsError('E_INPUT', 'forward: the batch has no sequences');
     const seqLens = new Int32Array(batch.length);
     const seqOffsets: number[] = [];

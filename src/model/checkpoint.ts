@@ -262,3 +262,36 @@ export function estimateMemory(
   return { weightBytes, kvCacheBytesPerToken, kvCacheBytes, activationBytes, totalBytes: weightBytes + kvCacheBytes + activationBytes };
 }
 
+
+export interface DeviceMemoryEstimate {
+  /** Matrices as the GPU runtime holds them (bf16: 2 bytes each, the stored BF16 kept and F16/F32 rounded; f32:
+   *  4 bytes), plus the 1-D tensors (norms, biases) as float32. */
+  weightBytes: number;
+  /** K and V per token and layer in the compute dtype (bf16: 2 bytes, f32: 4). */
+  kvCacheBytesPerToken: number;
+  kvCacheBytes: number;
+  /** Activation buffers of one forward over `batchTokens` tokens: residual and normed input (f32) and its bf16
+   *  copy, q/k/v and the attention output, gate and up (f32) and h (the down product's input), the LM head's
+   *  chunk of logits; statistics partials are counted under scratch by the runtime, not here. */
+  activationBytes: number;
+  totalBytes: number;
+}
+
+/** What the CUDA runtime needs on the device (see native/src/runtime/cuda_runtime.h), for `info --device cuda`. */
+export function estimateDeviceMemory(
+  config: ModelConfig,
+  options: { compute: 'f32' | 'bf16'; batchTokens?: number; contextTokens?: number },
+): DeviceMemoryEstimate {
+  const batchTokens = options.batchTokens ?? 1;
+  const contextTokens = options.contextTokens ?? batchTokens;
+  const el = options.compute === 'bf16' ? 2 : 4;
+  let weightBytes = 0;
+  for (const e of expectedTensors(config)) weightBytes += elementCount(e.shape) * (e.shape.length === 1 ? 4 : el);
+  const { hiddenSize: h, intermediateSize: inter, numHeads, numKvHeads, headDim, numLayers, vocabSize } = config;
+  const kvCacheBytesPerToken = 2 * numLayers * numKvHeads * headDim * el;
+  const qd = numHeads * headDim, kvd = numKvHeads * headDim;
+  const perToken = 4 * (2 * h) + el * h + 4 * (2 * qd + 2 * kvd) + el * (2 * qd + 2 * kvd) + 4 * (2 * inter) + el * inter;
+  const activationBytes = batchTokens * perToken + 4 * LM_HEAD_CHUNK_ROWS * vocabSize;
+  const kvCacheBytes = kvCacheBytesPerToken * contextTokens;
+  return { weightBytes, kvCacheBytesPerToken, kvCacheBytes, activationBytes, totalBytes: weightBytes + kvCacheBytes + activationBytes };
+}

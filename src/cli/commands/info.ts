@@ -1,7 +1,8 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 
 import { loadAddon } from '../../native/addon.js';
-import { openCheckpoint, estimateMemory } from '../../model/checkpoint.js';
+import { openCheckpoint, estimateMemory, estimateDeviceMemory } from '../../model/checkpoint.js';
+import { openModel } from '../common.js';
 import { formatBytes, parseIntOption, printResult } from '../output.js';
 
 export function registerInfo(program: Command): void {
@@ -10,17 +11,20 @@ export function registerInfo(program: Command): void {
     .description('architecture, parameter count, dtypes and the memory a run needs (reads headers only)')
     .option('--batch-tokens <n>', 'tokens per forward batch, for the activation estimate', parseIntOption('--batch-tokens', 1), 512)
     .option('--context <n>', 'tokens of KV cache, for the cache estimate (default: the model\'s context)', parseIntOption('--context', 1))
+    .option('--device <device>', 'also load the model on this device (cuda, cuda:N, auto) and report what it holds after one forward')
+    .addOption(new Option('--compute <mode>', 'compute mode for --device (GPU default bf16)').choices(['f32', 'bf16']))
     .option('--json', 'print one JSON document on stdout')
-    .action(async (dir: string, o: { batchTokens: number; context?: number; json?: boolean }) => {
+    .action(async (dir: string, o: { batchTokens: number; context?: number; device?: string; compute?: 'f32' | 'bf16'; json?: boolean }) => {
       const ck = await openCheckpoint(dir);
       const c = ck.config;
       const context = o.context ?? c.maxPositions;
       const kernel = loadAddon().kernelInfo();
       const mem = estimateMemory(c, { weightBytes: ck.totalBytes, batchTokens: o.batchTokens, contextTokens: context, threads: kernel.hardwareThreads });
+      const device = o.device && o.device !== 'cpu' ? await deviceReport(dir, o, context) : undefined;
       const json = {
         dir: ck.dir, modelType: c.modelType, config: c, parameters: ck.parameterCount, files: ck.files,
         dtypes: ck.dtypeCounts, memory: { ...mem, batchTokens: o.batchTokens, contextTokens: context },
-        engine: kernel, notes: ck.notes, warnings: ck.warnings,
+        engine: kernel, ...(device ? { device } : {}), notes: ck.notes, warnings: ck.warnings,
       };
       printResult(o, json, () => [
         `model        ${ck.dir}`,
@@ -34,8 +38,35 @@ export function registerInfo(program: Command): void {
           `= ${formatBytes(mem.kvCacheBytes)} for ${context} tokens; activations ${formatBytes(mem.activationBytes)} for ${o.batchTokens}-token batches; ` +
           `total ≈ ${formatBytes(mem.totalBytes)}`,
         `engine       ${kernel.kernel} kernels, ${kernel.hardwareThreads} hardware threads`,
+        ...(device ? [
+          `device       ${device.runtime}`,
+          `  stated     weights ${formatBytes(device.estimate.weightBytes)}, KV cache ${formatBytes(device.estimate.kvCacheBytes)} for ${context} tokens, ` +
+            `activations ${formatBytes(device.estimate.activationBytes)} for ${o.batchTokens}-token batches, total ${formatBytes(device.estimate.totalBytes)}`,
+          `  measured   weights ${formatBytes(device.measured.weights)}, KV cache ${formatBytes(device.measured.kvCache)}, activations ${formatBytes(device.measured.activations)}, ` +
+            `scratch ${formatBytes(device.measured.scratch)}; device ${formatBytes(device.measured.deviceUsed)} used of ${formatBytes(device.measured.deviceTotal)}`,
+        ] : []),
         ...ck.notes.map((n) => `note         ${n}`),
         ...ck.warnings.map((w) => `warning      ${w}`),
       ].join('\n'));
     });
+}
+
+/** Loads the model on the device, runs one forward of `batchTokens` tokens into a KV cache of `context` tokens,
+ *  and reports the runtime's memory next to the estimate (the GPU runtime's buffers are sized by that forward). */
+async function deviceReport(dir: string, o: { batchTokens: number; device?: string; compute?: 'f32' | 'bf16' }, context: number) {
+  const model = await openModel(dir, { ...(o.device ? { device: o.device } : {}), ...(o.compute ? { compute: o.compute } : {}) });
+  try {
+    const c = model.config;
+    const n = Math.min(o.batchTokens, context);
+    const cache = model.createCache(1, context);
+    await model.forward([Array.from({ length: n }, (_, i) => (i * 7919 + 1) % c.vocabSize)], { logits: 'none', cache, cacheSlots: [0] });
+    const info = model.info();
+    return {
+      runtime: info.describe, compute: model.compute,
+      estimate: estimateDeviceMemory(c, { compute: model.compute, batchTokens: o.batchTokens, contextTokens: context }),
+      measured: info.memory,
+    };
+  } finally {
+    await model.dispose();
+  }
 }

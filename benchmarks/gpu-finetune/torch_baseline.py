@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Baselines of benchmarks/gpu-finetune: what a fine-tuning step costs in PyTorch + transformers (bf16) done the
+way the seed papers' public code does it, on the engine benchmark's shapes and batches (8 x 512 tokens, a random
+1% neuron mask), so that the engine's `neurons` step can be compared with it in the same run.
+
+Methods:
+  masked-dense  the seed papers' way: every FFN weight (gate/up/down of every layer) requires grad, the backward
+                computes their dense gradients, a hook multiplies each by the language mask (rows of gate/up,
+                columns of down), and AdamW (torch.optim.AdamW, decoupled weight decay) keeps state for the full
+                tensors; attention, norms and embeddings frozen.
+  full          every parameter trained with AdamW (the 1B shape; the 8B shape is tried and reported as
+                "out of memory" when it does not fit).
+  lora          PEFT LoRA, r 32, alpha 64, on q/k/v/o/gate/up/down (peft's LoraConfig), AdamW on the adapters.
+
+Each method: median step time (forward + backward + optimizer step) over timed steps after warm-up, tokens/s,
+and the peak device memory (torch.cuda.max_memory_allocated) of the step. Prints a table and one JSON line per
+method (prefix "JSON ").
+"""
+import argparse
+import json
+import time
+
+import torch
+
+SHAPES = {
+    "llama-3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
+    "llama-3.1-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                         num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
+}
+
+
+def make_model(shape: str):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    cfg = LlamaConfig(**SHAPES[shape], max_position_embeddings=8192, rope_theta=500000.0,
+                      attn_implementation="sdpa", torch_dtype=torch.bfloat16)
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(cfg)
+    torch.set_default_dtype(torch.float32)
+    return model.to(dtype=torch.bfloat16), cfg
+
+
+def random_mask(cfg, fraction: float, seed: int = 1) -> list:
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    n = max(1, round(cfg.intermediate_size * fraction))
+    return [torch.randperm(cfg.intermediate_size, generator=g)[:n].cuda() for _ in range(cfg.num_hidden_layers)]
+
+
+def setup(method: str, model, cfg, mask):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if method == "full":
+        params = [p for p in model.parameters()]
+        for p in params:
+            p.requires_grad_(True)
+        return model, params
+    if method == "masked-dense":
+        params = []
+        for l, layer in enumerate(model.model.layers):
+            keep = torch.zeros(cfg.intermediate_size, device="cuda", dtype=torch.bfloat16)
+            keep[mask[l]] = 1
+            for name in ("gate_proj", "up_proj"):
+                w = getattr(layer.mlp, name).weight
+                w.requires_grad_(True)
+                w.register_hook(lambda g, k=keep: g * k[:, None])  # rows of gate/up
+                params.append(w)
+            w = layer.mlp.down_proj.weight
+            w.requires_grad_(True)
+            w.register_hook(lambda g, k=keep: g * k[None, :])  # columns of down
+            params.append(w)
+        return model, params
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+        lcfg = LoraConfig(r=32, lora_alpha=64, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
+                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        peft_model = get_peft_model(model, lcfg)
+        return peft_model, [p for p in peft_model.parameters() if p.requires_grad]
+    raise ValueError(method)
+
+
+def run(method: str, shape: str, batch: int, seq_len: int, steps: int, warmup: int, fraction: float) -> dict:
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    model, cfg = make_model(shape)
+    mask = random_mask(cfg, fraction)
+    model, params = setup(method, model, cfg, mask)
+    model.train()
+    opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01)
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq_len), device="cuda")
+    trainable = sum(p.numel() for p in params)
+    torch.cuda.synchronize()
+    base_mem = torch.cuda.memory_allocated()
+    times = []
+    torch.cuda.reset_peak_memory_stats()
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    step = times[len(times) // 2]
+    res = {"baseline": "torch", "method": method, "shape": shape, "batch": batch, "seq_len": seq_len,
+           "trainable_params": trainable, "step_seconds": step, "tokens_per_s": batch * seq_len / step,
+           "peak_memory_bytes": torch.cuda.max_memory_allocated(), "weights_memory_bytes": base_mem,
+           "loss": float(out.loss)}
+    del model, opt, params, out
+    torch.cuda.empty_cache()
+    return res
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shape", choices=sorted(SHAPES), default="llama-3.2-1b")
+    p.add_argument("--methods", default="masked-dense,full,lora")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--mask-fraction", type=float, default=0.01)
+    a = p.parse_args()
+    print(f"torch {torch.__version__}, {a.shape}, batches of {a.batch} x {a.seq_len} tokens, bf16, "
+          f"{a.mask_fraction:.0%} mask")
+    for method in a.methods.split(","):
+        try:
+            r = run(method, a.shape, a.batch, a.seq_len, a.steps, a.warmup, a.mask_fraction)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            r = {"baseline": "torch", "method": method, "shape": a.shape, "error": "out of memory"}
+        if "error" in r:
+            print(f"  {method:<13} {r['error']}")
+        else:
+            print(f"  {method:<13} step {r['step_seconds'] * 1e3:8.1f} ms  {r['tokens_per_s']:9.0f} tok/s  "
+                  f"peak {r['peak_memory_bytes'] / 2**30:6.1f} GiB  trainable {r['trainable_params'] / 1e6:9.2f} M")
+        print("JSON " + json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The GPU check: on a machine with an NVIDIA GPU and nothing else prepared (a CUDA toolkit with nvcc, cmake, a
+# C++ compiler; python3 with PyTorch + transformers for the baseline), builds the engine with the CUDA runtime,
+# runs the GPU tests and the GPU benchmarks, and prints their tables. Developers and reviewers run exactly this.
+#
+#   bash scripts/gpu-check.sh            # everything (about 5-8 minutes on an H200)
+#   GPU_CHECK_QUICK=1 bash scripts/…     # smaller benchmark shapes
+#
+# Node: used from PATH; else unpacked from .gpu-bundle/ (made here by scripts/gpu-bundle.sh); without either, the
+# native tests and the benchmark still run and the TypeScript GPU tests are reported as skipped.
+# Fixtures: ../shared/fixtures, else LANGNEURONS_FIXTURES, else .gpu-bundle/fixtures.tar.xz.
+# Results: printed, and written under $GPU_CHECK_OUT (default $OUT when set, else /tmp/gpu-check).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+out=${GPU_CHECK_OUT:-${OUT:-/tmp/gpu-check}}
+mkdir -p "$out"
+log=$out/gpu-check.log
+: > "$log"
+t_start=$SECONDS
+failures=()
+section() { printf '\n=== %s (%d s)\n' "$1" "$((SECONDS - t_start))" | tee -a "$log"; }
+run() { "$@" 2>&1 | tee -a "$log"; return "${PIPESTATUS[0]}"; }
+note_fail() { failures+=("$1"); echo "FAILED: $1" | tee -a "$log"; }
+
+section "machine"
+run nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv || { echo "gpu-check: nvidia-smi failed: no NVIDIA GPU here" | tee -a "$log"; exit 1; }
+grep -m1 'model name' /proc/cpuinfo | tee -a "$log"
+echo "cpu: $(nproc) cores; vector extensions: $(grep -m1 -o -w -E 'avx2|avx512f|avx512bw|avx512vl|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')" | tee -a "$log"
+nvcc --version | tail -1 | tee -a "$log"
+cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')
+arch=${LN_CUDA_ARCHITECTURES:-$cap}
+jobs=$(nproc)
+
+# ---- Node, node_modules, fixtures ---------------------------------------------------------------------------
+if ! command -v node >/dev/null 2>&1 && [ -f .gpu-bundle/node.tar.xz ]; then
+  mkdir -p /tmp/gpu-node/bin && tar -xJf .gpu-bundle/node.tar.xz -C /tmp/gpu-node/bin && export PATH=/tmp/gpu-node/bin:$PATH
+fi
+if [ ! -d node_modules ] && [ -f .gpu-bundle/node_modules.tar.xz ]; then tar -xJf .gpu-bundle/node_modules.tar.xz -C "$root"; fi
+fixtures=${LANGNEURONS_FIXTURES:-$root/../shared/fixtures}
+if [ ! -d "$fixtures/models" ] && [ -f .gpu-bundle/fixtures.tar.xz ]; then
+  mkdir -p "$root/../shared" && tar -xJf .gpu-bundle/fixtures.tar.xz -C "$root/../shared" && fixtures=$root/../shared/fixtures
+fi
+have_node=0
+command -v node >/dev/null 2>&1 && [ -d node_modules ] && have_node=1
+echo "node: $([ $have_node = 1 ] && node --version || echo 'absent: the TypeScript GPU tests will be skipped')" | tee -a "$log"
+echo "fixtures: $fixtures" | tee -a "$log"
+
+# ---- build ----------------------------------------------------------------------------------------------------
+section "build: the engine with the CUDA runtime (sm_$arch), native tests, GPU tests, GPU benchmark"
+if run cmake -S "$root" -B "$root/build-gpu" -DCMAKE_BUILD_TYPE=Release -DLN_CUDA=ON -DLN_CUDA_ARCHITECTURES="$arch" \
+     -DLN_NATIVE_TESTS=ON -DLN_GPU_TESTS=ON >/dev/null \
+   && run cmake --build "$root/build-gpu" -j "$jobs" --target native_tests native_gpu_tests bench_gpu; then
+  echo "built in $((SECONDS - t_start)) s" | tee -a "$log"
+else
+  note_fail "build"; echo "gpu-check: the build failed (log: $log)"; exit 1
+fi
+
+section "native tests (CPU kernels, every family this CPU supports)"
+if [ -x scripts/cpu-kernels-check.sh ] || [ -f scripts/cpu-kernels-check.sh ]; then
+  run bash scripts/cpu-kernels-check.sh --build-dir "$root/build-gpu" --no-bench || note_fail "cpu kernels"
+else
+  run "$root/build-gpu/native_tests" || note_fail "native tests"
+fi
+
+section "native GPU tests (each kernel against its CPU twin; the model against the fixtures and the CPU engine)"
+run "$root/build-gpu/native_gpu_tests" --fixtures "$fixtures/models" || note_fail "native GPU tests"
+if command -v compute-sanitizer >/dev/null 2>&1 && [ -z "${GPU_CHECK_NO_SANITIZER:-}" ]; then
+  section "compute-sanitizer memcheck of the GPU kernel tests"
+  run compute-sanitizer --tool memcheck --error-exitcode 9 "$root/build-gpu/native_gpu_tests" --fixtures "$fixtures/models" --kernels-only \
+    || note_fail "compute-sanitizer memcheck"
+fi
+
+if [ $have_node = 1 ]; then
+  section "the addon with the CUDA runtime, and the TypeScript GPU tests"
+  if LANGNEURONS_CUDA=1 LN_CUDA_ARCHITECTURES="$arch" LANGNEURONS_BUILD_PARALLEL=$jobs run node scripts/build-native.mjs; then
+    [ -d dist ] || run npx tsc -p tsconfig.json || note_fail "tsc"
+    run node -e "import('./dist/src/native/addon.js').then(m => console.log('cudaInfo', JSON.stringify(m.loadAddon().cudaInfo())))"
+    run npx vitest run test/gpu-runtime.test.ts test/device.test.ts || note_fail "TypeScript GPU tests"
+  else
+    note_fail "addon build"
+  fi
+fi
+
+# ---- benchmarks -------------------------------------------------------------------------------------------
+section "benchmark: the engine on the GPU (benchmarks/gpu/bench_gpu)"
+quick=()
+[ -n "${GPU_CHECK_QUICK:-}" ] && quick=(--quick)
+run "$root/build-gpu/bench_gpu" "${quick[@]}" --json-out "$out/bench_gpu.json" || note_fail "bench_gpu"
+
+section "baseline: transformers (PyTorch) with hooks, same shape and batch (benchmarks/gpu/hf_baseline.py)"
+shape=llama-3.1-8b
+[ -n "${GPU_CHECK_QUICK:-}" ] && shape=llama-3.2-1b
+PYTHONUNBUFFERED=1 run python3 benchmarks/gpu/hf_baseline.py --shape "$shape" --batch 8 --seq-len 1024 | tee "$out/hf_baseline.txt" >/dev/null \
+  || note_fail "transformers baseline"
+
+section "summary"
+python3 - "$out/bench_gpu.json" "$out/hf_baseline.txt" <<'PY' | tee -a "$log"
+import json, sys
+try:
+    ours = json.load(open(sys.argv[1]))
+except Exception as e:
+    print(f"no engine benchmark results ({e})"); sys.exit(0)
+hf = None
+for line in open(sys.argv[2]) if len(sys.argv) > 2 else []:
+    if line.startswith("JSON "):
+        hf = json.loads(line[5:])
+rows = []
+def row(what, value, target, ok):
+    rows.append((what, value, target, "ok" if ok else "MISSED"))
+p = ours.get("profile", {})
+if p:
+    row("profiling MFU vs cuBLASLt 8192^3 bf16", f"{p['mfu_vs_gemm']:.3f}", ">= 0.60", p["mfu_vs_gemm"] >= 0.6)
+    row("statistics overhead", f"x{p['stats_overhead']:.3f}", "<= 1.03", p["stats_overhead"] <= 1.03)
+    row("intervention overhead", f"x{p['intervention_overhead']:.3f}", "<= 1.02", p["intervention_overhead"] <= 1.02)
+    if hf:
+        r = p["tokens_per_s_stats"] / hf["tokens_per_s_hooked"]
+        row("profiling vs transformers + hooks", f"{r:.2f}x ({p['tokens_per_s_stats']:.0f} vs {hf['tokens_per_s_hooked']:.0f} tok/s)", ">= 1.3", r >= 1.3)
+    if "hours_per_100m_tokens" in p:
+        row("hours per language, 100M tokens", f"{p['hours_per_100m_tokens']:.2f} h", "seed papers: 7-8 h (RTX 3090, vLLM)", True)
+for d in ours.get("decode", []):
+    row(f"decode batch {d['batch']} vs weight-read limit", f"{d['ratio_vs_bandwidth_limit']:.2f}", "report", True)
+m = ours.get("memory")
+if m:
+    row("device bytes used vs stated", f"{m['ratio_used_vs_stated']:.3f}", "report", True)
+w = max(len(r[0]) for r in rows) if rows else 10
+for r in rows:
+    print(f"{r[0]:<{w}}  {r[1]:<40} {r[2]:<38} {r[3]}")
+PY
+
+section "done"
+if [ ${#failures[@]} -gt 0 ]; then
+  echo "gpu-check: FAILED: ${failures[*]} (log: $log)"
+  exit 1
+fi
+echo "gpu-check: all passed in $((SECONDS - t_start)) s (log: $log)"

@@ -1,0 +1,104 @@
+// Device selection (src/engine/device.ts), the loud CPU fallback, and dispose(): on every machine. The GPU's own
+// results are tested by test/gpu-runtime.test.ts (skipped without a CUDA device).
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+
+import { resetDeviceNotice, resolveDevice } from '../src/engine/device.js';
+import { loadModel } from '../src/engine/model.js';
+import { loadAddon } from '../src/native/addon.js';
+import { fixturePath, repoRoot } from './helpers/fixtures.js';
+
+const kernelInfo = () => ({ kernel: 'avx2', hardwareThreads: 2 });
+const addonWith = (built: boolean, devices: number, reason: string) => ({ cudaInfo: () => ({ built, devices, reason }), kernelInfo });
+
+describe('resolveDevice', () => {
+  afterEach(() => resetDeviceNotice());
+
+  it('cpu is always the CPU; auto takes the first GPU when there is one', () => {
+    expect(resolveDevice('cpu', addonWith(true, 2, ''), 4)).toBe('cpu');
+    expect(resolveDevice('auto', addonWith(true, 2, ''), 4)).toBe('cuda:0');
+    expect(resolveDevice('cuda', addonWith(true, 2, ''), 4)).toBe('cuda:0');
+    expect(resolveDevice('cuda:1', addonWith(true, 2, ''), 4)).toBe('cuda:1');
+  });
+
+  it('auto without a device falls back to the CPU and says so once, with the reason', () => {
+    const lines: string[] = [];
+    const warn = (l: string) => lines.push(l);
+    const a = addonWith(true, 0, 'no CUDA device found');
+    expect(resolveDevice('auto', a, 8, { warn })).toBe('cpu');
+    expect(resolveDevice('auto', a, 8, { warn })).toBe('cpu');
+    expect(lines).toEqual(['langneurons: no usable CUDA device (no CUDA device found): using the CPU backend (avx2 kernels, 8 threads)']);
+  });
+
+  it('the default auto stays quiet on a machine without an NVIDIA driver; with one, or asked for, it speaks', () => {
+    const lines: string[] = [];
+    const warn = (l: string) => lines.push(l);
+    const a = addonWith(true, 0, 'no CUDA driver');
+    expect(resolveDevice('auto', a, 2, { quietAuto: true, driverPresent: false, warn })).toBe('cpu');
+    expect(lines).toEqual([]);
+    expect(resolveDevice('auto', a, 2, { quietAuto: true, driverPresent: true, warn })).toBe('cpu');
+    expect(lines).toHaveLength(1);
+    resetDeviceNotice();
+    expect(resolveDevice('auto', a, 2, { driverPresent: false, warn })).toBe('cpu');
+    expect(lines).toHaveLength(2);
+  });
+
+  it('an explicit cuda without a usable device is an error naming the reason, never a fallback', () => {
+    expect(() => resolveDevice('cuda', addonWith(true, 0, 'no CUDA driver'), 2)).toThrow(/--device cuda: no usable CUDA device: no CUDA driver/);
+    expect(() => resolveDevice('cuda:2', addonWith(true, 2, ''), 2)).toThrow(/there are 2 CUDA devices \(cuda:0 … cuda:1\)/);
+    expect(() => resolveDevice('gpu', addonWith(true, 1, ''), 2)).toThrow(/device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'/);
+  });
+});
+
+const cuda = loadAddon().cudaInfo();
+
+describe('this build', () => {
+  it('reports whether it has the CUDA runtime and why no device is usable', () => {
+    expect(typeof cuda.built).toBe('boolean');
+    if (cuda.devices === 0) expect(cuda.reason.length).toBeGreaterThan(10);
+    else expect(cuda.reason).toBe('');
+  });
+
+  it.skipIf(cuda.devices > 0)('--device cuda without a usable device: one clear line, exit 1', () => {
+    const bin = path.join(repoRoot, 'bin', 'langneurons.js');
+    const r = spawnSync(process.execPath, [bin, 'score', fixturePath('stories260k'), '--text', 'hello', '--device', 'cuda'], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/--device cuda: no usable CUDA device/);
+  });
+});
+
+describe('dispose', () => {
+  it('frees the model after queued forwards; later forwards and info are refused; idempotent', async () => {
+    const model = await loadModel(fixturePath('stories260k'), { threads: 1, device: 'cpu' });
+    expect(model.device).toBe('cpu');
+    expect(model.info().describe).toMatch(/^cpu: \w+ kernels, 1 threads, f32$/);
+    const pending = model.forward([[1, 2, 3]], { logits: 'last' });
+    await model.dispose();
+    expect((await pending).logits.length).toBe(model.vocabSize); // queued before dispose: it ran
+    await expect(model.forward([[1, 2]])).rejects.toThrow(/was disposed/);
+    expect(() => model.info()).toThrow(/disposed/);
+    await model.dispose();
+    expect(model.isDisposed).toBe(true);
+  });
+
+  it('is what `await using` calls', async () => {
+    const model = await loadModel(fixturePath('stories260k'), { threads: 1, device: 'cpu' });
+    await model[Symbol.asyncDispose]();
+    expect(model.isDisposed).toBe(true);
+  });
+
+  it('reports the memory the runtime holds', async () => {
+    const model = await loadModel(fixturePath('tiny-qwen2'), { threads: 1, device: 'cpu' });
+    await model.forward([[1, 2, 3, 4]], { logits: 'last' });
+    const cache = model.createCache(2, 16);
+    const m = model.info().memory;
+    expect(m.weights).toBeGreaterThan(0);
+    expect(m.kvCache).toBe(cache.bytes);
+    expect(m.activations).toBeGreaterThan(0);
+    expect(m.deviceTotal).toBe(0);
+    await model.dispose();
+  });
+});
