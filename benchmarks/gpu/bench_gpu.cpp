@@ -8,8 +8,11 @@
 //   - the same forward without statistics (overhead ratio) and with a 1% deactivation intervention;
 //   - decode steps at batch 1 and 32 (KV cache, Last logits) against the weight-read limit;
 //   - device memory used against weights + KV cache + activations; projected hours per language for 100M tokens.
-// Prints a table and one JSON line. Usage:
-//   bench_gpu [--quick] [--layers N] [--batches 8x1024,4x2048,16x512] [--decode-steps N] [--device N]
+// Prints a table and one JSON line; --json-out writes the same document to a file (scripts/gpu-check.sh reads
+// it: "profile" is the first batch, 8 x 1024 by default, the batch of benchmarks/gpu/hf_baseline.py). Usage:
+//   bench_gpu [--quick] [--layers N] [--batches 8x1024,16x512,4x2048] [--decode-steps N] [--device N]
+//             [--json-out FILE]
+// --quick: Llama-3.2-1B's shapes (hf_baseline.py --shape llama-3.2-1b), GEMM at 4096^3, one batch.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -17,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -37,6 +41,7 @@ struct Options {
   std::vector<std::pair<int, int>> batches;  // (sequences, length)
   int decode_steps = 32;
   int device = 0;
+  std::string json_out;
 };
 
 [[noreturn]] void usage(const std::string& msg) {
@@ -57,6 +62,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--layers") o.layers = std::atoi(next().c_str());
     else if (a == "--decode-steps") o.decode_steps = std::atoi(next().c_str());
     else if (a == "--device") o.device = std::atoi(next().c_str());
+    else if (a == "--json-out") o.json_out = next();
     else if (a == "--batches") {
       std::string s = next();
       size_t p = 0;
@@ -76,8 +82,8 @@ Options parse(int argc, char** argv) {
   if (o.layers == 0 || o.layers < -1) usage("--layers must be >= 1");
   if (o.decode_steps < 1) usage("--decode-steps must be >= 1");
   if (o.batches.empty()) {
-    if (o.quick) o.batches = {{4, 512}};
-    else o.batches = {{16, 512}, {8, 1024}, {4, 2048}};
+    if (o.quick) o.batches = {{8, 1024}};
+    else o.batches = {{8, 1024}, {16, 512}, {4, 2048}};
   }
   return o;
 }
@@ -111,9 +117,10 @@ struct HostModel {
 std::unique_ptr<HostModel> make_model(const Options& o) {
   auto m = std::make_unique<HostModel>();
   ModelConfig& c = m->cfg;
-  if (o.quick) {
-    c.hidden = 2048, c.intermediate = 7168, c.n_layers = 8, c.n_heads = 16, c.n_kv_heads = 4, c.head_dim = 128;
-    c.vocab = 32000;
+  if (o.quick) {  // Llama-3.2-1B
+    c.hidden = 2048, c.intermediate = 8192, c.n_layers = 16, c.n_heads = 32, c.n_kv_heads = 8, c.head_dim = 64;
+    c.vocab = 128256;
+    c.rope_factor = 32.f;
   } else {  // Llama-3.1-8B
     c.hidden = 4096, c.intermediate = 14336, c.n_layers = 32, c.n_heads = 32, c.n_kv_heads = 8, c.head_dim = 128;
     c.vocab = 128256;
@@ -123,7 +130,7 @@ std::unique_ptr<HostModel> make_model(const Options& o) {
   c.rms_eps = 1e-5f;
   c.rope_theta = 500000.f;
   c.rope_type = RopeType::Llama3;
-  c.rope_factor = 8.f;
+  if (!o.quick) c.rope_factor = 8.f;
   c.rope_low_freq_factor = 1.f;
   c.rope_high_freq_factor = 4.f;
   c.rope_original_max_positions = 8192;
@@ -345,22 +352,42 @@ int main(int argc, char** argv) {
                 "7B model, vLLM on an RTX 3090)\n",
                 hours);
 
-    std::printf("{\"bench\":\"gpu\",\"device\":\"%s\",\"quick\":%s,\"layers\":%d,\"gemm_tflops\":%.2f,\"copy_gbs\":%.1f",
-                dev.name.c_str(), o.quick ? "true" : "false", c.n_layers, gemm_tflops, copy_gbs);
-    std::printf(",\"profile\":[");
+    const Row& head = rows.front();
+    const double stated = double(mem.weights + mem.kv_cache + mem.activations + mem.scratch);
+    std::string js;
+    char buf[1024];
+    auto add = [&](const char* fmt, auto... args) {
+      std::snprintf(buf, sizeof buf, fmt, args...);
+      js += buf;
+    };
+    add("{\"bench\":\"gpu\",\"device\":\"%s\",\"runtime\":\"%s\",\"quick\":%s,\"layers\":%d,\"gemm_size\":%lld,"
+        "\"gemm_tflops\":%.2f,\"copy_gbs\":%.1f",
+        dev.name.c_str(), rt->describe().c_str(), o.quick ? "true" : "false", c.n_layers, (long long)G, gemm_tflops,
+        copy_gbs);
+    add(",\"profile\":{\"seqs\":%d,\"len\":%d,\"tokens_per_s_stats\":%.1f,\"tflops\":%.2f,\"mfu_vs_gemm\":%.4f,"
+        "\"stats_overhead\":%.4f,\"intervention_overhead\":%.4f,\"hours_per_100m_tokens\":%.3f}",
+        head.n, head.len, head.tps, head.tflops, head.mfu, head.stats_ratio, head.iv_ratio, hours);
+    js += ",\"profile_batches\":[";
     for (size_t i = 0; i < rows.size(); ++i)
-      std::printf("%s{\"seqs\":%d,\"len\":%d,\"tokens_per_s\":%.1f,\"tflops\":%.2f,\"mfu\":%.4f,\"stats_overhead\":%.4f,"
-                  "\"intervention_overhead\":%.4f}",
-                  i ? "," : "", rows[i].n, rows[i].len, rows[i].tps, rows[i].tflops, rows[i].mfu, rows[i].stats_ratio,
-                  rows[i].iv_ratio);
-    std::printf("],\"decode\":[");
+      add("%s{\"seqs\":%d,\"len\":%d,\"tokens_per_s_stats\":%.1f,\"tflops\":%.2f,\"mfu_vs_gemm\":%.4f,"
+          "\"stats_overhead\":%.4f,\"intervention_overhead\":%.4f}",
+          i ? "," : "", rows[i].n, rows[i].len, rows[i].tps, rows[i].tflops, rows[i].mfu, rows[i].stats_ratio,
+          rows[i].iv_ratio);
+    js += "],\"decode\":[";
     for (size_t i = 0; i < decs.size(); ++i)
-      std::printf("%s{\"batch\":%d,\"ms_per_step\":%.3f,\"weight_read_limit_ms\":%.3f,\"ratio\":%.4f}", i ? "," : "",
-                  decs[i].batch, decs[i].step_ms, limit_ms, decs[i].ratio);
-    std::printf("],\"memory\":{\"device_used\":%lld,\"device_total\":%lld,\"weights\":%lld,\"kv_cache\":%lld,"
-                "\"activations\":%lld,\"scratch\":%lld},\"hours_per_100M_tokens\":%.3f,\"seconds\":%.1f}\n",
-                (long long)mem.device_used, (long long)mem.device_total, (long long)mem.weights,
-                (long long)mem.kv_cache, (long long)mem.activations, (long long)mem.scratch, hours, now_s() - t_start);
+      add("%s{\"batch\":%d,\"ms_per_step\":%.3f,\"weight_read_limit_ms\":%.3f,\"ratio_vs_bandwidth_limit\":%.4f}",
+          i ? "," : "", decs[i].batch, decs[i].step_ms, limit_ms, decs[i].ratio);
+    add("],\"memory\":{\"device_used\":%lld,\"device_total\":%lld,\"weights\":%lld,\"kv_cache\":%lld,"
+        "\"activations\":%lld,\"scratch\":%lld,\"ratio_used_vs_stated\":%.4f},\"seconds\":%.1f}",
+        (long long)mem.device_used, (long long)mem.device_total, (long long)mem.weights, (long long)mem.kv_cache,
+        (long long)mem.activations, (long long)mem.scratch, double(mem.device_used) / stated, now_s() - t_start);
+    std::printf("%s\n", js.c_str());
+    if (!o.json_out.empty()) {  // written whole, then renamed: never a half-written file
+      const std::string tmp = o.json_out + ".tmp";
+      FILE* f = std::fopen(tmp.c_str(), "w");
+      if (!f || std::fputs((js + "\n").c_str(), f) < 0 || std::fclose(f) != 0 || std::rename(tmp.c_str(), o.json_out.c_str()) != 0)
+        throw std::runtime_error("cannot write " + o.json_out);
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_gpu: %s\n", e.what());
     return 1;

@@ -1,7 +1,8 @@
 // native_gpu_tests: the GPU tests (native/tests_gpu/*.cpp), on the LN_TEST framework of native/tests. Without a
 // usable CUDA device every test is reported as SKIPPED (never as passed) and the binary exits 0.
-//   native_gpu_tests [filter] [--fixtures <dir>]
+//   native_gpu_tests [filter] [--fixtures <dir>] [--kernels-only]
 // --fixtures (default $LANGNEURONS_FIXTURES, then ../shared/fixtures/models): the fixture checkpoints.
+// --kernels-only: only the launcher tests (not gpu_model_* / gpu_fixtures_*), e.g. under compute-sanitizer.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -24,10 +25,13 @@ std::string g_fixtures = "../shared/fixtures/models";
 
 int main(int argc, char** argv) {
   const char* filter = nullptr;
+  bool kernels_only = false;
   if (const char* env = std::getenv("LANGNEURONS_FIXTURES")) lngpu::g_fixtures = env;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--fixtures") == 0 && i + 1 < argc)
       lngpu::g_fixtures = argv[++i];
+    else if (std::strcmp(argv[i], "--kernels-only") == 0)
+      kernels_only = true;
     else
       filter = argv[i];
   }
@@ -35,6 +39,8 @@ int main(int argc, char** argv) {
   int passed = 0, failed = 0, skipped = 0;
   for (auto& c : lntest::registry()) {
     if (filter && !std::strstr(c.name, filter)) continue;
+    if (kernels_only && (std::strncmp(c.name, "gpu_model_", 10) == 0 || std::strncmp(c.name, "gpu_fixtures_", 13) == 0))
+      continue;
     if (devices == 0) {
       std::printf("SKIPPED %s (no CUDA device: %s)\n", c.name, ln::cuda_unavailable_reason());
       ++skipped;

@@ -74,6 +74,8 @@ LN_TEST(gpu_gemm_matches_reference_on_odd_shapes) {
       }
     }
   }
+  std::printf("  shapes cuBLASLt had no algorithm for (run on the simple kernel): %lld\n",
+              (long long)gemm.fallback_shapes());
 }
 
 LN_TEST(gpu_rmsnorm_and_rope_match_cpu) {

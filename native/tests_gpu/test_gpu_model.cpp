@@ -104,7 +104,7 @@ std::string shape_name(const TinyOpts& o) {
 LN_TEST(gpu_model_logits_match_cpu_f32_and_bf16) {
   for (const TinyOpts& o : shapes()) {
     Tiny t(o);
-    const Batch b = make_batch({1, 17, 70, 5, 130}, o.vocab, 11);
+    const Batch b = make_batch({1, 17, 70, 5, 120}, o.vocab, 11);
     Model cpu32(t.cfg, t.w, 2, Compute::F32), cpu16(t.cfg, t.w, 2, Compute::BF16);
     auto g32 = make_cuda_runtime(t.cfg, t.w, 0, Compute::F32);
     auto g16 = make_cuda_runtime(t.cfg, t.w, 0, Compute::BF16);
@@ -305,7 +305,7 @@ LN_TEST(gpu_model_statistics_match_cpu) {
   Tiny t(o);
   const int L = 2;
   const StatsOptions opts = all_sites(t.cfg, L);
-  Batch b = make_batch({1, 40, 129, 7}, o.vocab, 51);
+  Batch b = make_batch({1, 40, 127, 7}, o.vocab, 51);
   std::vector<uint8_t> mask(b.tokens.size(), 1);
   mask[1] = 0;   // the second sequence's first token (BOS-like) not counted
   mask[0] = 0;   // the 1-token sequence counts nothing: no seq-means row

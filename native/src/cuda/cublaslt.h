@@ -59,15 +59,18 @@ class Gemm {
   Gemm& operator=(const Gemm&) = delete;
 
   // dtype: BF16 (X and W bf16) or F32 (both float32). Pointers are device pointers; stream a cudaStream_t.
-  // Throws std::runtime_error naming the shape when cuBLASLt has no algorithm or the call fails.
+  // A shape cuBLASLt has no algorithm for (tiny models with rows not 16-byte aligned) runs on a simple kernel
+  // (same arithmetic, slow); throws std::runtime_error naming the shape when a cuBLASLt call fails.
   void run(int64_t M, int64_t N, int64_t K, const void* X, int64_t ldx, const void* W, int64_t ldw, DType dtype,
            float* Y, int64_t ldy, bool accumulate, void* stream);
 
   int64_t workspace_bytes() const { return int64_t(kWorkspaceBytes); }
+  int64_t fallback_shapes() const;  // shapes that ran on the simple kernel so far (for tests and logs)
   const CublasLtLibrary& library() const { return lib_; }
 
  private:
   struct Plan {
+    bool fallback = false;  // cuBLASLt offered no algorithm: runtime_kernels.h gemm_simple
     cublaslt::MatmulDesc desc = nullptr;
     cublaslt::MatrixLayout a = nullptr, b = nullptr, c = nullptr;
     cublaslt::MatmulAlgo algo{};

@@ -13,6 +13,7 @@
 
 #include "cuda/cublaslt.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/runtime_kernels.h"
 
 namespace ln {
 namespace cuda {
@@ -257,12 +258,15 @@ const Gemm::Plan& Gemm::plan(const Key& key) {
     int n = 0;
     if (st == 0) st = lib_.heuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 8, res, &n);
     lib_.pref_destroy(pref);
-    check_blas(st, "heuristic for " + shape);
+    if (st == cublaslt::CUBLAS_STATUS_NOT_SUPPORTED) n = 0;  // no algorithm for this configuration
+    else check_blas(st, "heuristic for " + shape);
     int pick = -1;
     for (int i = 0; i < n && pick < 0; ++i)
       if (res[i].state == cublaslt::CUBLAS_STATUS_SUCCESS && res[i].workspaceSize <= kWorkspaceBytes) pick = i;
-    if (pick < 0) throw std::runtime_error("langneurons cuda: cuBLASLt has no algorithm for the GEMM " + shape);
-    p.algo = res[pick].algo;
+    if (pick < 0)
+      p.fallback = true;
+    else
+      p.algo = res[pick].algo;
   } catch (...) {
     if (p.a) lib_.layout_destroy(p.a);
     if (p.b) lib_.layout_destroy(p.b);
@@ -285,10 +289,20 @@ void Gemm::run(int64_t M, int64_t N, int64_t K, const void* X, int64_t ldx, cons
   align = std::min(align, alignment_of(W));
   align = std::min(align, alignment_of(Y));
   const Plan& p = plan(Key{M, N, K, ldx, ldw, ldy, int(dtype), align});
+  if (p.fallback) {
+    gemm_simple(M, N, K, X, ldx, W, ldw, dtype == DType::BF16, Y, ldy, accumulate, stream);
+    return;
+  }
   const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
   check_blas(lib_.matmul(handle_, p.desc, &alpha, W, p.a, X, p.b, &beta, Y, p.c, Y, p.c, &p.algo, workspace_,
                          kWorkspaceBytes, stream),
              "matmul M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
+}
+
+int64_t Gemm::fallback_shapes() const {
+  int64_t n = 0;
+  for (const auto& kv : plans_) n += kv.second.fallback;
+  return n;
 }
 
 }  // namespace cuda

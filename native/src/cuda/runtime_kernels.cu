@@ -2,6 +2,7 @@
 // math is core/dtype.h / kernels/math.h; this file is indexing only.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -27,6 +28,8 @@ unsigned grid_for(int64_t n) {
   return unsigned(b);
 }
 
+__device__ inline float as_f32(float x) { return x; }
+__device__ inline float as_f32(uint16_t x) { return ln::bf16_to_f32(x); }
 __device__ inline void put(float* y, int64_t i, float v) { y[i] = v; }
 __device__ inline void put(uint16_t* y, int64_t i, float v) { y[i] = ln::f32_to_bf16(v); }
 
@@ -74,6 +77,21 @@ __global__ void copy_rows_kernel(int64_t M, int64_t n, const float* x, int64_t l
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = e / n, j = e % n;
     y[i * ldy + j] = x[i * ldx + j];
+  }
+}
+
+template <class T>
+__global__ void gemm_simple_kernel(int64_t M, int64_t N, int64_t K, const T* X, int64_t ldx, const T* W, int64_t ldw,
+                                   float* Y, int64_t ldy, bool accumulate) {
+  const int64_t n = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (n >= N) return;
+  for (int64_t i = blockIdx.y; i < M; i += gridDim.y) {
+    const T* x = X + i * ldx;
+    const T* w = W + n * ldw;
+    float acc = 0.f;
+    for (int64_t k = 0; k < K; ++k) acc += as_f32(x[k]) * as_f32(w[k]);
+    float* y = Y + i * ldy + n;
+    *y = accumulate ? *y + acc : acc;
   }
 }
 
@@ -211,6 +229,20 @@ void copy_rows_f32(int64_t M, int64_t n, const float* x, int64_t ldx, float* y, 
   if (M <= 0 || n <= 0) return;
   copy_rows_kernel<<<grid_for(M * n), kThreads, 0, as_stream(stream)>>>(M, n, x, ldx, y, ldy);
   check_launch("copy_rows_f32");
+}
+
+void gemm_simple(int64_t M, int64_t N, int64_t K, const void* X, int64_t ldx, const void* W, int64_t ldw, bool bf16,
+                 float* Y, int64_t ldy, bool accumulate, Stream stream) {
+  if (M <= 0 || N <= 0) return;
+  const dim3 grid{unsigned((N + 127) / 128), unsigned(std::min<int64_t>(M, 65535)), 1u};
+  if (bf16)
+    gemm_simple_kernel<uint16_t><<<grid, 128, 0, as_stream(stream)>>>(M, N, K, static_cast<const uint16_t*>(X), ldx,
+                                                                       static_cast<const uint16_t*>(W), ldw, Y, ldy,
+                                                                       accumulate);
+  else
+    gemm_simple_kernel<float><<<grid, 128, 0, as_stream(stream)>>>(M, N, K, static_cast<const float*>(X), ldx,
+                                                                    static_cast<const float*>(W), ldw, Y, ldy, accumulate);
+  check_launch("gemm_simple");
 }
 
 void rope_qkv(int64_t T, const float* qkv, int64_t ld, int n_heads, int n_kv_heads, int head_dim, const int32_t* pos,

@@ -52,6 +52,12 @@ void bias_round_rows(int64_t M, int64_t n, float* y, int64_t ldy, const float* b
 // y[i, j] = x[i, j] (row-strided copy, e.g. a capture).
 void copy_rows_f32(int64_t M, int64_t n, const float* x, int64_t ldx, float* y, int64_t ldy, Stream stream);
 
+// Y[M, N] = (accumulate ? Y : 0) + X[M, K] W[N, K]^T, X and W both bf16 (bf16) or both float32; one thread per
+// output, float32 accumulation in k order. The GEMM of last resort for shapes cuBLASLt offers no algorithm for
+// (tiny models with unaligned rows); cuda::Gemm switches to it by itself.
+void gemm_simple(int64_t M, int64_t N, int64_t K, const void* X, int64_t ldx, const void* W, int64_t ldw, bool bf16,
+                 float* Y, int64_t ldy, bool accumulate, Stream stream);
+
 // RMSNorm of M rows (row i of the output is input row rows[i], or i when rows is null), written as float32
 // or, with y_bf16, as bf16 (the same float32 result rounded: the CPU rounds it inside the next GEMM).
 void rmsnorm_rows_ex(int64_t M, const float* x, int64_t ldx, const int64_t* rows, const float* w, void* y,
