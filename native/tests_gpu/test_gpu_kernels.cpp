@@ -111,8 +111,8 @@ LN_TEST(gpu_rmsnorm_and_rope_match_cpu) {
   Dev<float> qkvd(qkv), csd(cs), snd(sn), qo(static_cast<size_t>(T * qd)), ko(static_cast<size_t>(T * kvd)), vo(static_cast<size_t>(T * kvd));
   Dev<int32_t> posd(pos);
   Dev<int64_t> kvr(kv_row);
-  cuda::rope_qkv(T, qkvd.get(), ld, nh, nkv, hd, posd.get(), csd.get(), snd.get(), qo.get(), qd, ko.get(), vo.get(), kvd,
-                 kvr.get(), false, nullptr);
+  cuda::rope_qkv(T, qkvd.get(), ld, nullptr, false, nh, nkv, hd, posd.get(), csd.get(), snd.get(), qo.get(), qd, ko.get(),
+                 vo.get(), kvd, kvr.get(), false, nullptr);
   std::vector<float> q(static_cast<size_t>(T * qd)), k(static_cast<size_t>(T * kvd)), v(static_cast<size_t>(T * kvd));
   for (int64_t t = 0; t < T; ++t) {
     std::vector<float> row(qkv.begin() + t * ld, qkv.begin() + (t + 1) * ld);
@@ -125,6 +125,20 @@ LN_TEST(gpu_rmsnorm_and_rope_match_cpu) {
   LN_CHECK(rel_err(qo.download(), q) < 1e-6);
   LN_CHECK(rel_err(ko.download(), k) < 1e-6);
   LN_CHECK(rel_err(vo.download(), v) == 0);
+
+  // The fused post-projection step (bias, bf16 rounding) and bf16 outputs: exactly the separate passes.
+  const std::vector<float> bias = randn(size_t(ld), 14);
+  Dev<float> bd(bias), qkv2(qkv);
+  Dev<uint16_t> qb1(static_cast<size_t>(T * qd)), kb1(static_cast<size_t>(T * kvd)), vb1(static_cast<size_t>(T * kvd)),
+      qb2(static_cast<size_t>(T * qd)), kb2(static_cast<size_t>(T * kvd)), vb2(static_cast<size_t>(T * kvd));
+  cuda::rope_qkv(T, qkvd.get(), ld, bd.get(), true, nh, nkv, hd, posd.get(), csd.get(), snd.get(), qb1.get(), qd,
+                 kb1.get(), vb1.get(), kvd, kvr.get(), true, nullptr);
+  cuda::bias_round_rows(T, ld, qkv2.get(), ld, bd.get(), true, nullptr);
+  cuda::rope_qkv(T, qkv2.get(), ld, nullptr, false, nh, nkv, hd, posd.get(), csd.get(), snd.get(), qb2.get(), qd,
+                 kb2.get(), vb2.get(), kvd, kvr.get(), true, nullptr);
+  LN_CHECK(qb1.download() == qb2.download());
+  LN_CHECK(kb1.download() == kb2.download());
+  LN_CHECK(vb1.download() == vb2.download());
 }
 
 namespace {

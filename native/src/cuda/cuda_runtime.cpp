@@ -431,18 +431,24 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   // ---- attention
   cuda::rmsnorm_rows_ex(T, h, H, nullptr, L.attn_norm, gin, bf16_, H, H, c.rms_eps, stream_);
   gemm(T, QKV, H, gin, H, L.wqkv, qkv, QKV, false);
-  cuda::bias_round_rows(T, QKV, qkv, QKV, L.bqkv, bf16_, stream_);
+  // Bias and bf16 rounding of q / k / v: a pass of its own when the sites are recorded (they record the values
+  // after it, before RoPE), else fused into the RoPE kernel.
   const Site proj[3] = {Site::Q, Site::K, Site::V};
-  const int64_t proj_off[3] = {0, qd, qd + kvd}, proj_w[3] = {qd, kvd, kvd};
-  for (int i = 0; i < 3; ++i)
-    if (rec_.recording(proj[i], l)) {
-      cuda::column_stats(proj_w[i], qkv + proj_off[i], QKV, batch, rec_.target(proj[i], l), stream_);
-      rec_.reduce(proj[i], l, stream_);
-    }
+  const bool record_qkv = rec_.recording(Site::Q, l) || rec_.recording(Site::K, l) || rec_.recording(Site::V, l);
+  if (record_qkv) {
+    cuda::bias_round_rows(T, QKV, qkv, QKV, L.bqkv, bf16_, stream_);
+    const int64_t proj_off[3] = {0, qd, qd + kvd}, proj_w[3] = {qd, kvd, kvd};
+    for (int i = 0; i < 3; ++i)
+      if (rec_.recording(proj[i], l)) {
+        cuda::column_stats(proj_w[i], qkv + proj_off[i], QKV, batch, rec_.target(proj[i], l), stream_);
+        rec_.reduce(proj[i], l, stream_);
+      }
+  }
   void* kdst = cache ? cache->k(l) : ka_.get();
   void* vdst = cache ? cache->v(l) : va_.get();
-  cuda::rope_qkv(T, qkv, QKV, c.n_heads, c.n_kv_heads, c.head_dim, plan_.pos, rope_cos_.as<float>(),
-                 rope_sin_.as<float>(), qa_.get(), qd, kdst, vdst, kvd, plan_.kv_row, bf16_, stream_);
+  cuda::rope_qkv(T, qkv, QKV, record_qkv ? nullptr : L.bqkv, !record_qkv && bf16_, c.n_heads, c.n_kv_heads,
+                 c.head_dim, plan_.pos, rope_cos_.as<float>(), rope_sin_.as<float>(), qa_.get(), qd, kdst, vdst, kvd,
+                 plan_.kv_row, bf16_, stream_);
   const float scale = float(1.0 / std::sqrt(double(hd)));
   if (bf16_ && cuda::flash_attention_supported(c.head_dim))
     cuda::flash_attention_bf16(plan_.tiles, int64_t(tiles_.size()), c.n_heads, c.n_kv_heads, c.head_dim,
@@ -499,12 +505,15 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
     if (targets[s].part) rec_.reduce(ffn_sites[s], l, stream_);
   if (!rec_.recording(Site::Down, l)) {
     gemm(T, H, I, gin, I, L.wdown, h, H, true);
+    rec_.layer_done(l, stream_);
+    return;
   } else {
     gemm(T, H, I, gin, I, L.wdown, x, H, false);
     cuda::column_stats(H, x, H, batch, rec_.target(Site::Down, l), stream_);
     rec_.reduce(Site::Down, l, stream_);
     cuda::add_rows(T, H, h, H, x, H, stream_);
   }
+  rec_.layer_done(l, stream_);
 }
 
 // Final norm of the rows idx (device) and the LM head, kLmChunkRows rows per GEMM: logits copied to logits_host

@@ -4,10 +4,12 @@
 // (token chunks) are in cuda/plans.h, checked by the CPU tests.
 #pragma once
 #include <cstdint>
+#include <cstddef>
 #include <vector>
 
 #include "cuda/device_buffer.h"
 #include "cuda/plans.h"
+#include "cuda/runtime_kernels.h"
 #include "cuda/site_kernels.h"
 #include "model/model.h"
 #include "model/stats.h"
@@ -31,8 +33,12 @@ class DeviceRecording {
   SiteTarget target(Site s, int l);
   // After the site's kernel at layer l: folds its chunk partials into the totals and sequence means.
   void reduce(Site s, int l, Stream stream);
-  // Copies the totals, sequence means and capture back and adds them into the request's stats / the result;
-  // synchronizes the stream. `counted` / `seqs_counted`: this forward's counted tokens and sequences.
+  // After the last kernel of layer l: queues the copy of the layer's totals to the host staging (async, with an
+  // event), so that end() can add them while the device computes the later layers.
+  void layer_done(int l, Stream stream);
+  // Adds the totals (layer by layer, as each layer's copy completes), the sequence means and the capture into
+  // the request's stats / the result; synchronizes the stream. counted_*: this forward's counted tokens and
+  // sequences.
   void end(ForwardResult& out, int64_t counted_tokens, int64_t counted_seqs, Stream stream);
   int64_t bytes() const;
 
@@ -51,8 +57,13 @@ class DeviceRecording {
   int64_t capture_width_ = 0;
   SiteBuffers sites_[kSiteCount];
   DeviceBuffer edges_, capture_;
+  struct Staging {  // byte offsets of a site's arrays in the pinned staging (SIZE_MAX: absent)
+    size_t over = 0, sums = 0, above = 0, hist = 0, means = 0;
+  };
+  Staging staging_[kSiteCount];
   void* pinned_ = nullptr;  // host staging for the copy-back
   size_t pinned_bytes_ = 0;
+  std::vector<Event> layer_events_;
 
  public:
   DeviceRecording() = default;

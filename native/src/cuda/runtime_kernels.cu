@@ -98,9 +98,10 @@ __global__ void gemm_simple_kernel(int64_t M, int64_t N, int64_t K, const T* X, 
 // One block per token: rotate every (head, pair) of q and k with the token's table row (math::rope_rotate, the
 // CPU's rope_apply), copy v, and store q / k / v in the output type (bf16 = round_bf16 of the float32 value).
 template <class TOut>
-__global__ void rope_qkv_kernel(const float* qkv, int64_t ld, int n_heads, int n_kv_heads, int head_dim,
-                                const int32_t* pos, const float* cos_tab, const float* sin_tab, TOut* q_out,
-                                int64_t ldq, TOut* k_out, TOut* v_out, int64_t ldkv, const int64_t* kv_row) {
+__global__ void rope_qkv_kernel(const float* qkv, int64_t ld, const float* bias, bool round_pre, int n_heads,
+                                int n_kv_heads, int head_dim, const int32_t* pos, const float* cos_tab,
+                                const float* sin_tab, TOut* q_out, int64_t ldq, TOut* k_out, TOut* v_out, int64_t ldkv,
+                                const int64_t* kv_row) {
   const int64_t t = blockIdx.x;
   const int half = head_dim / 2;
   const float* row = qkv + t * ld;
@@ -110,12 +111,18 @@ __global__ void rope_qkv_kernel(const float* qkv, int64_t ld, int n_heads, int n
   TOut* qo = q_out + t * ldq;
   TOut* ko = k_out + kv_row[t] * ldkv;
   TOut* vo = v_out + kv_row[t] * ldkv;
+  // The post-projection step (bias, bf16 rounding), when it was not run as a pass of its own.
+  auto pre = [&](int64_t col) {
+    float v = row[col];
+    if (bias) v += bias[col];
+    return round_pre ? ln::round_bf16(v) : v;
+  };
   const int pairs = (n_heads + n_kv_heads) * half;
   for (int e = threadIdx.x; e < pairs; e += blockDim.x) {
     const int h = e / half, i = e % half;  // h < n_heads: a query head, else key head h - n_heads
-    const float* a = row + int64_t(h) * head_dim + i;  // q heads then k heads are adjacent in the qkv row
+    const int64_t col = int64_t(h) * head_dim + i;  // q heads then k heads are adjacent in the qkv row
     float o0, o1;
-    math::rope_rotate(a[0], a[half], c[i], s[i], &o0, &o1);
+    math::rope_rotate(pre(col), pre(col + half), c[i], s[i], &o0, &o1);
     if (h < n_heads) {
       put(qo, int64_t(h) * head_dim + i, o0);
       put(qo, int64_t(h) * head_dim + i + half, o1);
@@ -125,8 +132,7 @@ __global__ void rope_qkv_kernel(const float* qkv, int64_t ld, int n_heads, int n
       put(ko, kh + i + half, o1);
     }
   }
-  const float* vr = row + qd + kvd;
-  for (int64_t e = threadIdx.x; e < kvd; e += blockDim.x) put(vo, e, vr[e]);
+  for (int64_t e = threadIdx.x; e < kvd; e += blockDim.x) put(vo, e, pre(qd + kvd + e));
 }
 
 }  // namespace
@@ -186,6 +192,7 @@ void event_destroy(Event e) {
   if (e) cudaEventDestroy(static_cast<cudaEvent_t>(e));
 }
 void event_record(Event e, Stream s) { check(cudaEventRecord(static_cast<cudaEvent_t>(e), as_stream(s)), "cudaEventRecord"); }
+void event_synchronize(Event e) { check(cudaEventSynchronize(static_cast<cudaEvent_t>(e)), "cudaEventSynchronize"); }
 float event_elapsed_ms(Event start, Event end) {
   check(cudaEventSynchronize(static_cast<cudaEvent_t>(end)), "cudaEventSynchronize");
   float ms = 0;
@@ -245,19 +252,19 @@ void gemm_simple(int64_t M, int64_t N, int64_t K, const void* X, int64_t ldx, co
   check_launch("gemm_simple");
 }
 
-void rope_qkv(int64_t T, const float* qkv, int64_t ld, int n_heads, int n_kv_heads, int head_dim, const int32_t* pos,
-              const float* cos_tab, const float* sin_tab, void* q_out, int64_t ldq, void* k_out, void* v_out,
-              int64_t ldkv, const int64_t* kv_row, bool bf16_out, Stream stream) {
+void rope_qkv(int64_t T, const float* qkv, int64_t ld, const float* bias, bool round_pre, int n_heads, int n_kv_heads,
+              int head_dim, const int32_t* pos, const float* cos_tab, const float* sin_tab, void* q_out, int64_t ldq,
+              void* k_out, void* v_out, int64_t ldkv, const int64_t* kv_row, bool bf16_out, Stream stream) {
   if (T <= 0) return;
   if (head_dim <= 0 || head_dim % 2 != 0) throw std::runtime_error("langneurons cuda: rope_qkv: head_dim must be even");
   if (T > 2147483647) throw std::runtime_error("langneurons cuda: rope_qkv: too many rows");
   if (bf16_out)
     rope_qkv_kernel<uint16_t><<<unsigned(T), 128, 0, as_stream(stream)>>>(
-        qkv, ld, n_heads, n_kv_heads, head_dim, pos, cos_tab, sin_tab, static_cast<uint16_t*>(q_out), ldq,
+        qkv, ld, bias, round_pre, n_heads, n_kv_heads, head_dim, pos, cos_tab, sin_tab, static_cast<uint16_t*>(q_out), ldq,
         static_cast<uint16_t*>(k_out), static_cast<uint16_t*>(v_out), ldkv, kv_row);
   else
     rope_qkv_kernel<float><<<unsigned(T), 128, 0, as_stream(stream)>>>(
-        qkv, ld, n_heads, n_kv_heads, head_dim, pos, cos_tab, sin_tab, static_cast<float*>(q_out), ldq,
+        qkv, ld, bias, round_pre, n_heads, n_kv_heads, head_dim, pos, cos_tab, sin_tab, static_cast<float*>(q_out), ldq,
         static_cast<float*>(k_out), static_cast<float*>(v_out), ldkv, kv_row);
   check_launch("rope_qkv");
 }

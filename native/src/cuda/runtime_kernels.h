@@ -36,6 +36,7 @@ Event event_create();
 void event_destroy(Event e);
 void event_record(Event e, Stream s);
 float event_elapsed_ms(Event start, Event end);  // synchronizes on `end`
+void event_synchronize(Event e);                   // waits until the work before the event is done
 
 // ---- element-wise and row kernels ----------------------------------------------------------------------------
 
@@ -63,13 +64,14 @@ void gemm_simple(int64_t M, int64_t N, int64_t K, const void* X, int64_t ldx, co
 void rmsnorm_rows_ex(int64_t M, const float* x, int64_t ldx, const int64_t* rows, const float* w, void* y,
                      bool y_bf16, int64_t ldy, int64_t n, float eps, Stream stream);
 
-// RoPE of the projected q and k (qkv row t: q heads, then k heads, then v heads, row stride ld, already biased
-// and rounded) at position pos[t]; writes q to q_out row t (stride ldq) and k, v to k_out / v_out row kv_row[t]
-// (stride ldkv: the batch's own rows, or a cache slot's). bf16_out: outputs are bf16 (q and k rounded after
-// RoPE, as the CPU's bf16 mode; v is already bf16-valued), else float32.
-void rope_qkv(int64_t T, const float* qkv, int64_t ld, int n_heads, int n_kv_heads, int head_dim, const int32_t* pos,
-              const float* cos_tab, const float* sin_tab, void* q_out, int64_t ldq, void* k_out, void* v_out,
-              int64_t ldkv, const int64_t* kv_row, bool bf16_out, Stream stream);
+// RoPE of the projected q and k (qkv row t: q heads, then k heads, then v heads, row stride ld) at position
+// pos[t]; writes q to q_out row t (stride ldq) and k, v to k_out / v_out row kv_row[t] (stride ldkv: the batch's
+// own rows, or a cache slot's). Each value first gets the post-projection step bias_round_rows would apply
+// (+ bias[col] when bias is given, round_bf16 when round_pre) unless that ran already (pass null / false).
+// bf16_out: outputs are bf16 (q and k rounded after RoPE, as the CPU's bf16 mode; v is bf16-valued), else f32.
+void rope_qkv(int64_t T, const float* qkv, int64_t ld, const float* bias, bool round_pre, int n_heads, int n_kv_heads,
+              int head_dim, const int32_t* pos, const float* cos_tab, const float* sin_tab, void* q_out, int64_t ldq,
+              void* k_out, void* v_out, int64_t ldkv, const int64_t* kv_row, bool bf16_out, Stream stream);
 
 // attention_causal (cuda_backend.h) on bf16 inputs with a bf16 output (round_bf16 of the float32 result): the
 // exact reference path of the bf16 mode for head sizes the tensor-core kernel does not take.
