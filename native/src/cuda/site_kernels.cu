@@ -125,7 +125,7 @@ __global__ void ffn_kernel(FfnParams p) {
       record(p.s[1], acc[1], a, t, j, counted, p.b);
       record(p.s[2], acc[2], u, t, j, counted, p.b);
     }
-    float h = a * u;
+    float h = __fmul_rn(a, u);  // never contracted with an Add edit into an FMA: the CPU rounds the product first
     if (kEdits) h = apply_edits(p.e.edits, lo[2], hi[2], h, cls, rv);
     if (kRecord) record(p.s[3], acc[3], h, t, j, counted, p.b);
     if (p.h_bf16)
