@@ -44,7 +44,7 @@ describe('mmlu on openai/MMMLU CSV files', () => {
       ',Question,A,B,C,D,Answer,Subject\n' +
       '0,Was ist 2 + 3?,4,5,6,7,B,elementary_mathematics\n' +
       '1,"Welche Farbe hat der Himmel, meistens?",Grün,Blau,"Rot, dunkel",Gelb,B,misc\n');
-    expect(languagesIn('mmlu', dir)).toContain('mmlu_DE_DE');
+    expect(await languagesIn('mmlu', dir)).toContain('mmlu_DE_DE');
     const plan = await prepareTask('mmlu', { dir, lang: 'de_de' });
     expect(plan.files).toEqual([path.join(dir, 'test', 'mmlu_DE_DE.csv')]);
     expect(plan.items).toHaveLength(2);

@@ -3,7 +3,7 @@
 // evaluated through the CLI, against logits computed independently in the test from the inference engine (final
 // residual = embedding + every layer's o_proj and down_proj outputs, captured; RMSNorm and score.weight here in
 // float64); and `eval --delta` with a PEFT adapter folder (merged like a delta).
-import { mkdirSync, mkdtempSync, promises as fsp, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, promises as fsp, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -66,7 +66,7 @@ describe('eval --task xnli --prompt head', () => {
     const z = ([, h]: string[]) => /\b(no|shut|Nobody)\b/.test(h!) ? [0, 1, 3] : h!.split(' ').length <= 5 ? [2, 1, 0] : [0, 2, 1];
     const expected = ITEMS.filter((x) => z([x.premise, x.hypothesis]).indexOf(Math.max(...z([x.premise, x.hypothesis]))) === x.label).length / ITEMS.length;
     const s = new FakeHeadScorer(z);
-    const r = await runPlan(plan, { scorer: s, outDir: path.join(tmp, 'fake'), model: 'fake', variant: { name: 'head' }, batchItems: 3 });
+    const r = await runPlan(plan, { scorer: s, outDir: path.join(tmp, 'fake'), model: 'fake', modelFingerprint: 'fp-fake', variant: { name: 'head' }, batchItems: 3 });
     expect(s.seen).toEqual(ITEMS.map((x) => [x.premise, x.hypothesis]));
     expect(r.metrics).toEqual({ acc: expected });
     expect(expected).toBeGreaterThan(0);
@@ -109,7 +109,7 @@ describe('eval --task xnli --prompt head', () => {
     expect(res.metrics.acc).toBe(expected);
     expect(res.variant.name).toBe('head-run');
     expect(expected).toBeGreaterThan(1 / 3); // the head learned something on its own training items
-    const items = readFileSync(path.join(out, 'xnli__en__head-run.items.jsonl'), 'utf8').trim().split('\n').slice(1).map((l) => JSON.parse(l) as ItemResult);
+    const items = readFileSync(path.join(out, readdirSync(out).find((n) => /^xnli__en__head-run__head__[0-9a-f]{12}\.items\.jsonl$/.test(n))!), 'utf8').trim().split('\n').slice(1).map((l) => JSON.parse(l) as ItemResult);
     let worst = 0;
     items.forEach((it, i) => (it.logits as number[]).forEach((v, k) => { worst = Math.max(worst, Math.abs(v - logits[i]![k]!)); }));
     expect(worst).toBeLessThan(1e-4);

@@ -29,8 +29,15 @@ class FakeScorer implements Scorer {
   async nll(texts: string[]) { this.calls++; return texts.map((t) => ({ totalNll: t.length, tokens: t.split(' ').length })); }
 }
 
+/** The one file of `dir` named `<prefix><12 hex><suffix>` (result names end in their key). */
+export async function onlyFile(dir: string, prefix: string, suffix: string): Promise<string> {
+  const names = (await fsp.readdir(dir)).filter((n) => n.startsWith(prefix) && n.endsWith(suffix) && /^[0-9a-f]{12}$/.test(n.slice(prefix.length, -suffix.length)));
+  if (names.length !== 1) throw new Error(`${dir}: ${names.length} files ${prefix}*${suffix}: ${names.join(', ')}`);
+  return path.join(dir, names[0]!);
+}
+
 const run = async (plan: TaskPlan, scorer: Scorer, batchItems = 16) =>
-  runPlan(plan, { scorer, outDir: await makeTempDir('eval-'), model: 'fake', variant: { name: 'base' }, batchItems });
+  runPlan(plan, { scorer, outDir: await makeTempDir('eval-'), model: 'fake', modelFingerprint: 'fp-fake', variant: { name: 'base' }, batchItems });
 
 describe('tasks with a fake scorer (exact prompts, choices, accuracies)', () => {
   it('xcopa: lm-eval connectors, premise without its final character, lower-cased choices, acc and acc_norm', async () => {
@@ -65,13 +72,15 @@ describe('tasks with a fake scorer (exact prompts, choices, accuracies)', () => 
   });
 
   it('xnli: lm-eval label words, and the generative prompt', async () => {
-    const plan = await prepareTask('xnli', { dir: dir('xnli'), lang: 'sw' });
+    // lm-eval's xnli reads the validation split: this fixture has only test
+    await expect(prepareTask('xnli', { dir: dir('xnli'), lang: 'sw' })).rejects.toThrow(/no xnli data for language 'sw' \(split validation\)/);
+    const plan = await prepareTask('xnli', { dir: dir('xnli'), lang: 'sw', split: 'test' });
     const s = new FakeScorer();
     const r = await run(plan, s);
     expect(s.pairs.slice(0, 3)).toEqual([
-      { context: 'Mtoto anacheza, sahihi?', continuation: ' Ndiyo, Mtoto yuko nje' },
-      { context: 'Mtoto anacheza, sahihi?', continuation: ' Hivyo, Mtoto yuko nje' },
-      { context: 'Mtoto anacheza, sahihi?', continuation: ' Hapana, Mtoto yuko nje' }]);
+      { context: '', continuation: ' Mtoto anacheza, sahihi? Ndiyo, Mtoto yuko nje' },
+      { context: '', continuation: ' Mtoto anacheza, sahihi? Hivyo, Mtoto yuko nje' },
+      { context: '', continuation: ' Mtoto anacheza, sahihi? Hapana, Mtoto yuko nje' }]);
     expect(r.metrics.acc).toBeCloseTo(1 / 3, 12); // ties go to "entailment": only item 3 (label 0) right
     const g = await prepareTask('xnli', { dir: dir('xnli'), lang: 'sw', prompt: 'generate' });
     const s2 = new FakeScorer(undefined, (p) => (p.includes('Mama') ? ' 3. Contradiction' : 'Neutral'));
@@ -120,6 +129,23 @@ describe('tasks with a fake scorer (exact prompts, choices, accuracies)', () => 
     expect((rah.items[0] as { prompt: string }).prompt).toBe('Translate from English to Maltese.\n\nEnglish: The cat sat on the mat.\nMaltese:');
   });
 
+  it('flores --bleu-tokenize: sacreBLEU tokenizers and spBLEU change BLEU and its signature, and the result key', async () => {
+    const outs = ['Il-qattus qagħad fuq it-tapit.', 'Kelb kbir.'], refs = ['Il-qattus qagħad fuq it-tapit.', 'Kelb nebaħ.'];
+    const gen = (p: string) => ` ${outs[p.includes('cat') ? 0 : 1]}`;
+    const out = await makeTempDir('bleu-tok-');
+    const keys = new Set<string>();
+    for (const [spec, tokenize] of [['char', 'char'], ['spm:' + path.join(FX, 'spm/tokenizer.json'), null]] as const) {
+      const plan = await prepareTask('flores', { dir: dir('flores'), lang: 'eng_Latn-mlt_Latn', bleuTokenize: spec });
+      const r = await runPlan(plan, { scorer: new FakeScorer(undefined, gen), outDir: out, model: 'fake', modelFingerprint: 'fp', variant: { name: 'base' } });
+      keys.add(r.key);
+      const want = corpusBleu(outs, [refs], { tokenize: tokenize ?? plan.bleuTokenize! });
+      expect(r.metrics.bleu).toBeCloseTo(want.score, 10);
+      expect(r.metrics.bleu_signature).toBe(want.signature);
+    }
+    expect(keys.size).toBe(2);
+    await expect(prepareTask('flores', { dir: dir('flores'), lang: 'eng_Latn-mlt_Latn', bleuTokenize: 'ja-mecab' })).rejects.toThrow(/--bleu-tokenize: unknown tokenizer 'ja-mecab' \(13a, none, zh, intl, char, or spm:<\.model or tokenizer\.json>\)/);
+  });
+
   it('xquad: SQuAD-normalised EM/F1 and token-id EM/F1', async () => {
     const plan = await prepareTask('xquad', { dir: dir('xquad'), lang: 'sw' });
     const s = new FakeScorer(undefined, (p) => (p.includes('Nairobi') ? ' Nairobi.' : 'Tanzania kaskazini'));
@@ -140,17 +166,17 @@ describe('tasks with a fake scorer (exact prompts, choices, accuracies)', () => 
     expect(r.metrics.perplexity).toBeCloseTo(Math.exp(nll / 9), 9);
   });
 
-  it('parquet layout (facebook/xnli <lang>/test-00000-of-00001.parquet) and --langs all', async () => {
+  it('parquet layout (facebook/xnli <lang>/validation-00000-of-00001.parquet) and --langs all', async () => {
     const d = await makeTempDir('xnli-pq-');
     await fsp.mkdir(path.join(d, 'sw'));
-    parquetWriteFile({
-      filename: path.join(d, 'sw', 'test-00000-of-00001.parquet'),
+    parquetWriteFile({ // lm-eval's xnli (the default prompt) reads the validation split
+      filename: path.join(d, 'sw', 'validation-00000-of-00001.parquet'),
       columnData: [
         { name: 'premise', data: ['Mtoto anacheza'], type: 'STRING' },
         { name: 'hypothesis', data: ['Mtoto yuko nje'], type: 'STRING' },
         { name: 'label', data: [1n], type: 'INT64' }],
     });
-    expect(languagesIn('xnli', d)).toEqual(['sw']);
+    expect(await languagesIn('xnli', d)).toEqual(['sw']);
     const plan = await prepareTask('xnli', { dir: d, lang: 'sw' });
     expect(plan.items[0]).toMatchObject({ kind: 'mc', gold: 1 });
   });
@@ -172,7 +198,7 @@ describe('checkpoint and resume', () => {
   it('a finished evaluation is not recomputed; a partial one scores only the missing items', async () => {
     const plan = await prepareTask('xcopa', { dir: dir('xcopa'), lang: 'sw' });
     const out = await makeTempDir('eval-ck-');
-    const o = { outDir: out, model: 'fake', variant: { name: 'base' }, batchItems: 1 };
+    const o = { outDir: out, model: 'fake', modelFingerprint: 'fp-fake', variant: { name: 'base' }, batchItems: 1 };
     const s1 = new FakeScorer();
     const r1 = await runPlan(plan, { ...o, scorer: s1 });
     expect(s1.calls).toBe(3);
@@ -180,15 +206,22 @@ describe('checkpoint and resume', () => {
     const r2 = await runPlan(plan, { ...o, scorer: s2 });
     expect(s2.calls).toBe(0);
     expect(r2.metrics).toEqual(r1.metrics);
-    const ck = path.join(out, 'xcopa__sw__base.items.jsonl');
+    const ck = await onlyFile(out, 'xcopa__sw__base__lm-eval__', '.items.jsonl');
     const lines = (await fsp.readFile(ck, 'utf8')).split('\n');
-    await fsp.writeFile(ck, lines.slice(0, 2).join('\n') + '\n{"id": "3", "tru'); // header + 1 item + a torn line
+    // an interrupted run: no result file yet, header + 1 item + a torn line in the checkpoint
+    const resultFile = await onlyFile(out, 'xcopa__sw__base__lm-eval__', '.json');
+    const finished = await fsp.readFile(resultFile, 'utf8');
+    await fsp.rm(resultFile);
+    await fsp.writeFile(ck, lines.slice(0, 2).join('\n') + '\n{"id": "3", "tru');
     const s3 = new FakeScorer();
     const r3 = await runPlan(plan, { ...o, scorer: s3 });
     expect(s3.calls).toBe(2);
     expect(r3.metrics).toEqual(r1.metrics);
-    const saved = JSON.parse(await fsp.readFile(path.join(out, 'xcopa__sw__base.json'), 'utf8'));
-    expect(saved).toMatchObject({ task: 'xcopa', lang: 'sw', prompt: 'lm-eval', model: 'fake', variant: { name: 'base' }, toolVersion: '0.1.0' });
+    const saved = JSON.parse(await fsp.readFile(resultFile, 'utf8'));
+    expect(saved.key).toBe(JSON.parse(finished).key);
+    expect(saved).toMatchObject({ task: 'xcopa', lang: 'sw', prompt: 'lm-eval', model: 'fake', modelFingerprint: 'fp-fake', variant: { name: 'base' }, toolVersion: '0.1.0',
+      split: 'test', limit: null, truncatedItems: 0, generation: null });
+    expect(saved.template).toContain('because|therefore');
     expect(saved.data[0].sha256).toMatch(/^[0-9a-f]{64}$/);
   });
 });
@@ -201,10 +234,10 @@ describe('on tiny-qwen2 (real engine)', () => {
     const plan = await prepareTask('xcopa', { dir: dir('xcopa'), lang: 'sw' });
     const scorer = new ModelScorer(model);
     const outB = await makeTempDir('eval-q-'), out1 = await makeTempDir('eval-q-');
-    const batched = await runPlan(plan, { scorer, outDir: outB, model: 'tiny-qwen2', variant: { name: 'base' }, batchItems: 16 });
-    const single = await runPlan(plan, { scorer, outDir: out1, model: 'tiny-qwen2', variant: { name: 'base' }, batchItems: 1 });
+    const batched = await runPlan(plan, { scorer, outDir: outB, model: 'tiny-qwen2', modelFingerprint: 'fp-q', variant: { name: 'base' }, batchItems: 16 });
+    const single = await runPlan(plan, { scorer, outDir: out1, model: 'tiny-qwen2', modelFingerprint: 'fp-q', variant: { name: 'base' }, batchItems: 1 });
     const tok = model.requireTokenizer();
-    const itemsOf = async (d: string) => (await fsp.readFile(path.join(d, 'xcopa__sw__base.items.jsonl'), 'utf8')).trim().split('\n').slice(1).map((l) => JSON.parse(l));
+    const itemsOf = async (d: string) => (await fsp.readFile(await onlyFile(d, 'xcopa__sw__base__lm-eval__', '.items.jsonl'), 'utf8')).trim().split('\n').slice(1).map((l) => JSON.parse(l));
     const items = await itemsOf(outB), items1 = await itemsOf(out1);
     let k = 0;
     for (const [n, it] of plan.items.entries()) {

@@ -62,8 +62,12 @@ export async function readRows(file: string): Promise<Row[]> {
     let text: string;
     try { text = await fsp.readFile(file, 'utf8'); } catch (e) { fail(file, `cannot read: ${describeError(e)}`); }
     const lines = ext === '.csv' ? [] : text.split(/\r?\n/);
-    if (ext === '.csv') {
+    const whole = ext === '.json' ? wholeJsonRows(file, text) : null;
+    if (whole) rows = whole;
+    else if (ext === '.csv') {
       try { rows = parseCsv(text); } catch (e) { fail(file, `not a valid CSV file: ${describeError(e)}`); }
+    } else if (ext === '.tsv') {
+      rows = tsvRows(file, lines);
     } else if (ext === '.jsonl' || ext === '.json') {
       lines.forEach((line, i) => {
         if (!line.trim()) return;
@@ -79,6 +83,48 @@ export async function readRows(file: string): Promise<Row[]> {
   }
   if (!rows.length) fail(file, 'the file has no rows (empty dataset file)');
   return rows;
+}
+
+/**
+ * A .json file that is one JSON document: a SQuAD-format file (google-deepmind/xquad's xquad.<lang>.json:
+ * {data: [{title, paragraphs: [{context, qas: [{id, question, answers: [{text, answer_start}]}]}]}]}) flattened
+ * into the hub's rows (id, context, question, answers{text[], answer_start[]}), or an array of objects.
+ * Null when the text is not one JSON value (then it is read as JSON Lines).
+ */
+function wholeJsonRows(file: string, text: string): Row[] | null {
+  let v: unknown;
+  try { v = JSON.parse(text); } catch { return null; }
+  if (Array.isArray(v)) {
+    v.forEach((r, i) => { if (!r || typeof r !== 'object' || Array.isArray(r)) fail(file, `element ${i} is not a JSON object`); });
+    return v as Row[];
+  }
+  const data = (v as { data?: unknown })?.data;
+  if (!Array.isArray(data)) return null; // one object: a one-line JSON Lines file
+  const rows: Row[] = [];
+  data.forEach((article: { title?: unknown; paragraphs?: unknown }, a) => {
+    if (!Array.isArray(article?.paragraphs)) fail(file, `data[${a}] has no "paragraphs" list (expected the SQuAD format)`, 'paragraphs');
+    (article.paragraphs as { context?: unknown; qas?: unknown }[]).forEach((p, k) => {
+      if (typeof p?.context !== 'string' || !Array.isArray(p.qas)) fail(file, `data[${a}].paragraphs[${k}] needs "context" (a string) and "qas" (a list)`, 'qas');
+      for (const q of p.qas as { id?: unknown; question?: unknown; answers?: { text?: unknown; answer_start?: unknown }[] }[]) {
+        if (!Array.isArray(q?.answers)) fail(file, `data[${a}].paragraphs[${k}]: question ${JSON.stringify(q?.id)} has no "answers" list`, 'answers');
+        rows.push({ id: q.id, title: article.title, context: p.context, question: q.question,
+          answers: { text: q.answers.map((x) => x.text), answer_start: q.answers.map((x) => x.answer_start) } });
+      }
+    });
+  });
+  return rows;
+}
+
+/** Tab-separated values as the XNLI-1.0 release writes them: a header line, no quoting (a " is a character). */
+function tsvRows(file: string, lines: string[]): Row[] {
+  const body = lines.filter((l) => l.length > 0);
+  if (!body.length) return [];
+  const header = body[0]!.split('\t');
+  return body.slice(1).map((line, n) => {
+    const cells = line.split('\t');
+    if (cells.length !== header.length) fail(file, `line ${n + 2} has ${cells.length} tab-separated fields, the header has ${header.length}`);
+    return Object.fromEntries(header.map((h, k) => [h, cells[k]!]));
+  });
 }
 
 /** Throws naming the file, the missing columns and the columns there are. */
@@ -103,7 +149,7 @@ export async function fingerprint(file: string): Promise<DataFile> {
   return { path: file, sha256: createHash('sha256').update(data).digest('hex'), bytes: data.byteLength };
 }
 
-const DATA_EXT = ['.jsonl', '.parquet', '.json', '.csv'];
+const DATA_EXT = ['.jsonl', '.parquet', '.json', '.csv', '.tsv'];
 
 function isFile(p: string): boolean { try { return statSync(p).isFile(); } catch { return false; } }
 function isDir(p: string): boolean { try { return statSync(p).isDirectory(); } catch { return false; } }
@@ -158,7 +204,8 @@ export function listConfigs(dir: string, split: string, prefixes: string[] = [])
       const full = path.join(base, n);
       if (isDir(full)) { if (splitFiles(full, split).length) out.add(strip(n)); continue; }
       const ext = path.extname(n);
-      if ([...DATA_EXT, `.${split}`, '.txt'].includes(ext) && !n.startsWith(`${split}`)) out.add(strip(n.slice(0, -ext.length)));
+      // (a .tsv holds every language: XNLI-1.0's xnli.dev.tsv is read by the task, not listed as a language)
+      if ([...DATA_EXT, `.${split}`, '.txt'].includes(ext) && ext !== '.tsv' && !n.startsWith(`${split}`)) out.add(strip(n.slice(0, -ext.length)));
     }
   }
   return [...out].sort();

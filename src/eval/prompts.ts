@@ -1,5 +1,6 @@
 // Prompt formats (../shared/docs/METHODS.md §6) and the per-language tables they need.
 import { LangneuronsError } from '../errors.js';
+import { pyStrip } from './pystr.js';
 
 /** English names of FLORES-200 codes (for the translation prompts). Unknown codes need --lang-name. */
 export const FLORES_NAMES: Record<string, string> = {
@@ -40,6 +41,18 @@ export const LANG_ALIASES: Record<string, { flores?: string; include?: string }>
   ms: { flores: 'zsm_Latn', include: 'Malay' }, az: { flores: 'azj_Latn', include: 'Azerbaijani' }, be: { flores: 'bel_Cyrl', include: 'Belarusian' },
   ne: { flores: 'npi_Deva', include: 'Nepali' }, ml: { flores: 'mal_Mlym', include: 'Malayalam' }, tl: { flores: 'tgl_Latn', include: 'Tagalog' },
 };
+
+/** One name per language across datasets: a short code (en) for its FLORES code (eng_Latn), INCLUDE folder
+ *  name (English) or MMMLU file/region name (EN-US, en_us, mmlu_EN-US); a FLORES pair maps each side. */
+export function canonicalLang(lang: string): string {
+  if (LANG_ALIASES[lang]) return lang;
+  const pair = /^([A-Za-z]{3}_[A-Za-z]{4})-([A-Za-z]{3}_[A-Za-z]{4})$/.exec(lang);
+  if (pair) return `${canonicalLang(pair[1]!)}-${canonicalLang(pair[2]!)}`;
+  for (const [code, a] of Object.entries(LANG_ALIASES)) if (a.flores === lang || a.include?.toLowerCase() === lang.toLowerCase()) return code;
+  const region = /^(?:mmlu_)?([A-Za-z]{2})[-_][A-Za-z]{2}$/.exec(lang);
+  if (region) return region[1]!.toLowerCase();
+  return lang;
+}
 
 export function floresName(code: string, override?: Record<string, string>): string {
   const n = override?.[code] ?? FLORES_NAMES[code];
@@ -123,5 +136,75 @@ export function xcopaContext(premise: string, question: string, lang: string): s
   const conn = XCOPA_CONNECTORS[lang];
   if (!conn) throw new LangneuronsError('E_OPTIONS', `xcopa: no connectors for language '${lang}' (known: ${Object.keys(XCOPA_CONNECTORS).join(', ')})`, { field: 'langs' });
   if (question !== 'cause' && question !== 'effect') throw new LangneuronsError('E_DATA', `xcopa: question must be "cause" or "effect", got "${question}"`);
-  return Array.from(premise.trim()).slice(0, -1).join('') + ` ${conn[question]}`; // Python slices code points
+  return Array.from(pyStrip(premise)).slice(0, -1).join('') + ` ${conn[question]}`; // Python slices code points
 }
+
+// ---- lm-evaluation-harness formats (`--prompt lm-eval`) ------------------------------------------------
+// Byte-identical to the requests of EleutherAI/lm-evaluation-harness 4e7e0d4 (2026-08-21), zero-shot, no chat
+// template: lm_eval/tasks/{belebele/_default_template_yaml, xnli/xnli_*.yaml, xquad/xquad_*.yaml,
+// mmlu/default/_default_template_yaml + _generate_configs.py, include/default/<Language>/*}; a multiple-choice
+// request is (description + doc_to_text, " " + choice) (api/task.py construct_requests, target_delimiter " ").
+
+/** Belebele: "P: {passage}\nQ: {question.strip()}\nA: {mc_answer1}\n…\nD: {mc_answer4}\nAnswer:". */
+export function belebeleLmEvalPrompt(passage: string, question: string, answers: string[]): string {
+  return `P: ${passage}\nQ: ${pyStrip(question)}\n` + answers.map((a, i) => `${LETTERS[i]}: ${a}`).join('\n') + '\nAnswer:';
+}
+
+/** XNLI: an empty context; each choice is "{premise}, {QUESTION_WORD}? {LABEL}, {hypothesis}". */
+export function xnliLmEvalChoices(premise: string, hypothesis: string, lang: string): string[] {
+  const w = XNLI_WORDS[lang];
+  if (!w) throw new LangneuronsError('E_OPTIONS', `xnli: no lm-eval label words for '${lang}' (known: ${Object.keys(XNLI_WORDS).join(', ')}); use --prompt generate`, { field: 'langs' });
+  const [q, e, n, c] = w;
+  return [e, n, c].map((label) => `${premise}, ${q}? ${label}, ${hypothesis}`);
+}
+
+/** lm-eval xquad_<lang>.yaml labels: "{Context}: {context}\n\n{Question}: {question}\n\n{Answer}:". */
+export const XQUAD_LABELS: Record<string, [context: string, question: string, answer: string]> = {
+  ar: ['سيا', 'سؤال', 'إجابة'], de: ['Kontext', 'Frage', 'Antwort'], el: ['Συμφραζόμενα', 'Ερώτηση', 'Απάντηση'],
+  en: ['Context', 'Question', 'Answer'], es: ['Contexto', 'Pregunta', 'Respuesta'], hi: ['प्रसंग', 'सवाल', 'उत्तर'],
+  ro: ['Context', 'Întrebare', 'Răspuns'], ru: ['Контекст', 'Вопрос', 'Ответ'], th: ['บริบท', 'คำถาม', 'คำตอบ'],
+  tr: ['Bağlam', 'Soru', 'Cevap'], vi: ['Bối cảnh', 'Câu hỏi', 'Trả lời'], zh: ['语境', '问题', '回答'],
+};
+
+export function xquadLmEvalPrompt(context: string, question: string, lang: string): string {
+  const l = XQUAD_LABELS[lang];
+  if (!l) throw new LangneuronsError('E_OPTIONS', `xquad: lm-eval has no prompt for '${lang}' (it has: ${Object.keys(XQUAD_LABELS).join(', ')}); use --prompt generate`, { field: 'langs' });
+  return `${l[0]}: ${context}\n\n${l[1]}: ${question}\n\n${l[2]}:`;
+}
+
+/** MMLU (cais/mmlu; also openai/MMMLU's translations, with the English subject): the subject header, then
+ *  "{question.strip()}\nA. {c0}\nB. {c1}\nC. {c2}\nD. {c3}\nAnswer:". */
+export function mmluLmEvalPrompt(subject: string, question: string, choices: string[]): string {
+  return `The following are multiple choice questions (with answers) about ${subject.split('_').join(' ')}.\n\n` +
+    `${pyStrip(question)}\n` + choices.map((c, i) => `${LETTERS[i]}. ${c}`).join('\n') + '\nAnswer:';
+}
+
+/** INCLUDE (include-base-44): one task per domain; its description is joined to the question with nothing
+ *  between (lm-eval's system message has no delimiter), and the YAML's folded line puts a space before "D.". */
+export function includeLmEvalPrompt(domain: string, question: string, choices: string[]): string {
+  return `The following is multiple-choice question about ${domain}.` +
+    `${pyStrip(question)}\nA. ${choices[0]}\nB. ${choices[1]}\nC. ${choices[2]}\n D. ${choices[3]}\nAnswer:`;
+}
+
+/** The template each (task, prompt format) records in its results. */
+export const TEMPLATES: Record<string, string> = {
+  'ppl/text': '{text}',
+  'flores/gurgurov': 'Translate this sentence into {tgt}: {src} Translation:',
+  'flores/rahmanisa': 'Translate from {Src} to {Tgt}.\n\n{Src}: {src}\n{Tgt}:',
+  'belebele/generate': 'Read the following passage and pick the right answer.\n\nPassage: {flores_passage}\n\nQuestion: {question}\n\nA) {mc_answer1}\nB) {mc_answer2}\nC) {mc_answer3}\nD) {mc_answer4}\n\nAnswer: -> generated letter',
+  'belebele/loglik': 'Read the following passage and pick the right answer.\n\nPassage: {flores_passage}\n\nQuestion: {question}\n\nA) {mc_answer1}\nB) {mc_answer2}\nC) {mc_answer3}\nD) {mc_answer4}\n\nAnswer: | " A" " B" " C" " D"',
+  'belebele/lm-eval': 'P: {flores_passage}\nQ: {question.strip()}\nA: {mc_answer1}\nB: {mc_answer2}\nC: {mc_answer3}\nD: {mc_answer4}\nAnswer: | " A" " B" " C" " D"',
+  'xnli/lm-eval': '"" | " {premise}, {QUESTION_WORD}? {ENTAILMENT_LABEL|NEUTRAL_LABEL|CONTRADICTION_LABEL}, {hypothesis}"',
+  'xnli/generate': 'Premise: {premise}\nHypothesis: {hypothesis}\nWhat is the relation between the premise and the hypothesis?\n1. Entailment\n2. Neutral\n3. Contradiction\nAnswer: -> generated 1/2/3',
+  'xnli/head': 'classification head on (premise, hypothesis)',
+  'xquad/generate': 'Context: {context}\nQuestion: {question}\nAnswer: -> generated answer, SQuAD EM/F1 over all answers',
+  'xquad/lm-eval': '{Context}: {context}\n\n{Question}: {question}\n\n{Answer}: -> until "\\n", 256 tokens; EM/F1 against answers.text[0]',
+  'xcopa/lm-eval': '{premise[:-1]} {because|therefore} | " {choice with its first letter lower-cased}"',
+  'xwinograd/partial': '{sentence[:idx]}{option} | " {sentence[idx+1:].strip()}"',
+  'include/loglik': '{question}\nA) {a}\nB) {b}\nC) {c}\nD) {d}\nAnswer: | " A" " B" " C" " D"',
+  'include/generate': '{question}\nA) {a}\nB) {b}\nC) {c}\nD) {d}\nAnswer: -> generated letter',
+  'include/lm-eval': 'The following is multiple-choice question about {domain}.{question.strip()}\nA. {option_a}\nB. {option_b}\nC. {option_c}\n D. {option_d}\nAnswer: | " A" " B" " C" " D"',
+  'mmlu/loglik': '{question}\nA) {c0}\nB) {c1}\nC) {c2}\nD) {c3}\nAnswer: | " A" " B" " C" " D"',
+  'mmlu/generate': '{question}\nA) {c0}\nB) {c1}\nC) {c2}\nD) {c3}\nAnswer: -> generated letter',
+  'mmlu/lm-eval': 'The following are multiple choice questions (with answers) about {subject}.\n\n{question.strip()}\nA. {c0}\nB. {c1}\nC. {c2}\nD. {c3}\nAnswer: | " A" " B" " C" " D"',
+};

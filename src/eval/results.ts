@@ -4,14 +4,16 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError, describeError } from '../errors.js';
-import { RESULT_SCHEMA, type EvalResult } from './run.js';
+import { canonicalLang } from './prompts.js';
+import { READABLE_SCHEMAS, type EvalResult } from './run.js';
 
 export const TABLE_KEYS = ['task', 'lang', 'variant', 'prompt', 'model'] as const;
 export type TableKey = typeof TABLE_KEYS[number];
 
+/** Every result JSON under `dir`, sub-folders included (item checkpoints and other JSON files are skipped). */
 export async function readResults(dir: string): Promise<EvalResult[]> {
   let names: string[];
-  try { names = (await fsp.readdir(dir)).filter((n) => n.endsWith('.json')).sort(); } catch (e) {
+  try { names = (await fsp.readdir(dir, { recursive: true })).filter((n) => n.endsWith('.json')).sort(); } catch (e) {
     throw new LangneuronsError('E_IO', `${dir}: cannot read the results folder: ${describeError(e)}`, { file: dir });
   }
   const out: EvalResult[] = [];
@@ -21,7 +23,7 @@ export async function readResults(dir: string): Promise<EvalResult[]> {
     try { v = JSON.parse(await fsp.readFile(file, 'utf8')); } catch (e) {
       throw new LangneuronsError('E_DATA', `${file}: not a JSON result file: ${describeError(e)}`, { file });
     }
-    if ((v as EvalResult)?.schema === RESULT_SCHEMA) out.push(v as EvalResult);
+    if (READABLE_SCHEMAS.includes((v as EvalResult)?.schema)) out.push(v as EvalResult);
   }
   return out;
 }
@@ -29,7 +31,9 @@ export async function readResults(dir: string): Promise<EvalResult[]> {
 export interface Table { columns: string[]; rows: (string | number)[][] }
 
 export function keyValue(r: EvalResult, k: TableKey): string {
-  return k === 'variant' ? r.variant.name : String(r[k]);
+  if (k === 'variant') return r.variant.name;
+  if (k === 'lang') return canonicalLang(r.lang); // en, English, eng_Latn and MMMLU's EN-US are one language
+  return String(r[k]);
 }
 
 export function buildTable(results: EvalResult[], by: TableKey[]): Table {

@@ -1,20 +1,24 @@
 // The runner: executes a TaskPlan in batches on a Scorer, checkpoints finished items (JSONL, one line per item,
 // appended after each batch) so an interrupted evaluation resumes where it stopped, aggregates the metrics and
 // writes one result JSON per (task, language, variant) atomically.
+import { createHash } from 'node:crypto';
 import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { fingerprint, type DataFile } from './data.js';
-import { corpusBleu, sentenceBleu } from './metrics/bleu.js';
+import { corpusBleu, sentenceBleu, type BleuOptions } from './metrics/bleu.js';
 import { chrfSignature, corpusChrf, sentenceChrf } from './metrics/chrf.js';
 import { squadScores, tokenIdScores } from './metrics/squad.js';
-import type { Scorer } from './scorer.js';
+import { pyStrip } from './pystr.js';
+import { RequestTooLong, type GenOutput, type Scorer } from './scorer.js';
 import type { PlanItem, TaskPlan } from './tasks.js';
 
 export const TOOL_VERSION = '0.1.0';
-export const RESULT_SCHEMA = 'langneurons.eval/1';
+export const RESULT_SCHEMA = 'langneurons.eval/2';
+/** Earlier result files (named by task, language and variant only) that `results table` still reads. */
+export const READABLE_SCHEMAS = ['langneurons.eval/1', RESULT_SCHEMA];
 
 export type ItemResult = Record<string, unknown> & { id: string };
 
@@ -25,16 +29,43 @@ export interface Variant {
   delta?: string;
   /** A trained classification head (eval --head). */
   head?: string;
+  /** sha256 of the files the variant reads (masks, statistics, intervention file, head), by path (inputs.ts). */
+  inputs?: Record<string, string>;
 }
 
 export interface RunOptions {
   scorer: Scorer;
   outDir: string;
+  /** The model as the user named it (recorded, not part of the result's identity). */
   model: string;
+  /** modelFingerprint() of the model folder (src/model/fingerprint.ts): what identifies the model in result
+   *  names and resume keys, so replaced weights under the same path never resume or reuse an old result. */
+  modelFingerprint: string;
   variant: Variant;
   /** Items per batch (all choices of an item's batch go to one logLikelihood call). */
   batchItems?: number;
   onProgress?: (done: number, total: number) => void;
+}
+
+/** Everything a result depends on; its sha256 names the result and keys the item checkpoint. */
+export interface ResultKey {
+  schema: string;
+  task: string;
+  lang: string;
+  prompt: string;
+  split: string;
+  limit: number | null;
+  variant: Variant;
+  modelFingerprint: string;
+  data: string[];
+  /** sha256 of every request the plan sends (contexts, continuations, prompts, gold answers). */
+  requests: string;
+  gen: TaskPlan['gen'] | null;
+  /** flores: the BLEU tokenizer's name (an spm tokenizer's includes its file's sha256). */
+  bleuTokenize: string | null;
+  compute: string | null;
+  device: string | null;
+  contextLength: number | null;
 }
 
 export interface EvalResult {
@@ -43,18 +74,39 @@ export interface EvalResult {
   lang: string;
   variant: Variant;
   model: string;
+  modelFingerprint: string;
   prompt: string;
+  /** The prompt format's template (lm-eval's doc_to_text / doc_to_choice, or the paper's string). */
+  template: string;
+  split: string;
+  limit: number | null;
+  generation: TaskPlan['gen'] | null;
+  compute: { mode: string; device: string; threads: number; contextLength: number } | null;
   data: DataFile[];
   toolVersion: string;
   items: number;
+  /** Items whose context was cut from the left to fit the model's context (lm-eval's truncation). */
+  truncatedItems: number;
   metrics: Record<string, number | string>;
+  /** sha256 of the ResultKey: the result file is `<task>__<lang>__<variant>__<prompt>__<key[0:12]>.json`. */
+  key: string;
   created: string;
 }
 
 export const safeName = (s: string): string => s.replace(/[^A-Za-z0-9._=-]+/g, '_');
 
-export function resultBase(outDir: string, task: string, lang: string, variant: string): string {
-  return path.join(outDir, `${safeName(task)}__${safeName(lang)}__${safeName(variant)}`);
+/** The result's path without extension: every setting that changes the numbers is in the name (via the key). */
+export function resultBase(outDir: string, task: string, lang: string, variant: string, prompt: string, key: string): string {
+  return path.join(outDir, `${safeName(task)}__${safeName(lang)}__${safeName(variant)}__${safeName(prompt)}__${key.slice(0, 12)}`);
+}
+
+const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
+
+/** The sha256 of a plan's requests: what the model is asked, item by item, in order. */
+export function requestsHash(plan: TaskPlan): string {
+  const h = createHash('sha256');
+  for (const it of plan.items) h.update(JSON.stringify(it)).update('\n');
+  return h.digest('hex');
 }
 
 const argmax = (xs: number[]): number => xs.reduce((b, x, i) => (x > xs[b]! ? i : b), 0);
@@ -63,37 +115,26 @@ async function scoreBatch(plan: TaskPlan, items: PlanItem[], scorer: Scorer): Pr
   const kind = items[0]!.kind;
   if (kind === 'mc') {
     const mcs = items as Extract<PlanItem, { kind: 'mc' }>[];
-    const scores = await scorer.logLikelihood(mcs.flatMap((it) => it.pairs)); // one batched call for the batch
+    const owner = mcs.flatMap((it) => it.pairs.map(() => it.id));
+    const scores = await named(plan, owner, () => scorer.logLikelihood(mcs.flatMap((it) => it.pairs))); // one batched call for the batch
     let k = 0;
     return mcs.map((it) => {
-      const lls = it.pairs.map(() => scores[k++]!.logprob);
+      const sc = it.pairs.map(() => scores[k++]!);
+      const lls = sc.map((x) => x.logprob);
       const pred = argmax(lls);
-      // lm-eval acc_norm: log-likelihood / len(choice) in characters (Python len); also by UTF-8 bytes.
+      // lm-eval acc_norm: log-likelihood / len(choice) in characters (Python len), acc_bytes by UTF-8 bytes, where
+      // the choices are doc_to_choice's strings (for XWinograd's multiple-input mode: the two contexts).
       const predNorm = argmax(lls.map((l, i) => l / Array.from(it.choices[i]!).length));
       const predBytes = argmax(lls.map((l, i) => l / Buffer.byteLength(it.choices[i]!, 'utf8')));
-      return { id: it.id, logprobs: lls, gold: it.gold, pred, predNorm, acc: +(pred === it.gold), acc_norm: +(predNorm === it.gold), acc_norm_bytes: +(predBytes === it.gold) };
+      const truncated = Math.max(0, ...sc.map((x) => x.truncated ?? 0));
+      return { id: it.id, logprobs: lls, gold: it.gold, pred, predNorm, acc: +(pred === it.gold), acc_norm: +(predNorm === it.gold), acc_norm_bytes: +(predBytes === it.gold), ...(truncated ? { truncated } : {}) };
     });
   }
   if (kind === 'gen') {
     const gens = items as Extract<PlanItem, { kind: 'gen' }>[];
-    const outs = await scorer.generate(gens.map((g) => g.prompt), plan.gen!);
-    return gens.map((g, i) => {
-      const output = outs[i]!.trim();
-      if (plan.parseChoice) {
-        const pred = plan.parseChoice(output);
-        return { id: g.id, output, gold: g.gold, pred, acc: +(pred === g.gold), invalid: +(pred === null) };
-      }
-      if (plan.task === 'flores') {
-        return { id: g.id, output, ref: g.refs[0], bleu: sentenceBleu(output, g.refs).score, chrf: sentenceChrf(output, g.refs), chrfpp: sentenceChrf(output, g.refs, { wordOrder: 2 }) };
-      }
-      const s = squadScores(output, g.refs);
-      const r: ItemResult = { id: g.id, output, refs: g.refs, em: s.em, f1: s.f1 };
-      if (scorer.encode) {
-        const t = tokenIdScores(scorer.encode(output), g.refs.map((x) => scorer.encode!(x.trim())));
-        r.token_em = t.em; r.token_f1 = t.f1;
-      }
-      return r;
-    });
+    const outs = (await named(plan, gens.map((g) => g.id), () => scorer.generate(gens.map((g) => g.prompt), plan.gen!)))
+      .map((o): GenOutput => (typeof o === 'string' ? { text: o } : o));
+    return gens.map((g, i) => withTruncation(outs[i]!.truncated, genResult(plan, scorer, g, pyStrip(outs[i]!.text))));
   }
   if (kind === 'cls') {
     if (!scorer.classify) throw new LangneuronsError('E_OPTIONS', `${plan.task}: prompt '${plan.prompt}' needs a classification head (--head)`, { field: 'head' });
@@ -110,6 +151,39 @@ async function scoreBatch(plan: TaskPlan, items: PlanItem[], scorer: Scorer): Pr
   return texts.map((t, i) => ({ id: t.id, nll: res[i]!.totalNll, tokens: res[i]!.tokens }));
 }
 
+function genResult(plan: TaskPlan, scorer: Scorer, g: Extract<PlanItem, { kind: 'gen' }>, output: string): ItemResult {
+  if (plan.parseChoice) {
+    const pred = plan.parseChoice(output);
+    return { id: g.id, output, gold: g.gold, pred, acc: +(pred === g.gold), invalid: +(pred === null) };
+  }
+  if (plan.task === 'flores') {
+    return { id: g.id, output, ref: g.refs[0], bleu: sentenceBleu(output, g.refs, bleuOpts(plan)).score, chrf: sentenceChrf(output, g.refs), chrfpp: sentenceChrf(output, g.refs, { wordOrder: 2 }) };
+  }
+  const s = squadScores(output, g.refs, { emptyMatch: plan.prompt === 'lm-eval' }); // lm-eval: transformers' squad_metrics
+  const r: ItemResult = { id: g.id, output, refs: g.refs, em: s.em, f1: s.f1 };
+  if (scorer.encode) {
+    const t = tokenIdScores(scorer.encode(output), g.refs.map((x) => scorer.encode!(pyStrip(x))));
+    r.token_em = t.em; r.token_f1 = t.f1;
+  }
+  return r;
+}
+
+const bleuOpts = (plan: TaskPlan): BleuOptions => (plan.bleuTokenize ? { tokenize: plan.bleuTokenize } : {});
+const bleuName = (t: TaskPlan['bleuTokenize']): string | null => (t === undefined ? null : typeof t === 'object' ? t.name : t);
+
+const withTruncation = (t: number | undefined, r: ItemResult): ItemResult => (t ? { ...r, truncated: t } : r);
+
+/** Runs one scorer call; a request that cannot fit the model is reported by the item it belongs to. */
+async function named<T>(plan: TaskPlan, owner: string[], call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (e) {
+    if (!(e instanceof RequestTooLong)) throw e;
+    const file = plan.files[0] ?? '';
+    throw new LangneuronsError('E_INPUT', `${plan.files.join(', ')}: ${plan.task} ${plan.lang} item '${owner[e.index] ?? '?'}': ${e.message}`, { file, field: owner[e.index] ?? '' });
+  }
+}
+
 const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
 const col = (rs: ItemResult[], k: string): number[] => rs.map((r) => r[k]).filter((x): x is number => typeof x === 'number');
 
@@ -124,7 +198,7 @@ export function aggregate(plan: TaskPlan, results: ItemResult[]): Record<string,
   if (plan.parseChoice) return { acc: mean(col(results, 'acc')), invalid: mean(col(results, 'invalid')) };
   if (plan.task === 'flores') {
     const hyps = results.map((r) => String(r.output)), refs = [results.map((r) => String(r.ref))];
-    const bleu = corpusBleu(hyps, refs);
+    const bleu = corpusBleu(hyps, refs, bleuOpts(plan));
     return {
       bleu: bleu.score, sentence_bleu: mean(col(results, 'bleu')),
       chrf: corpusChrf(hyps, refs), sentence_chrf: mean(col(results, 'chrf')),
@@ -137,15 +211,17 @@ export function aggregate(plan: TaskPlan, results: ItemResult[]): Record<string,
   return m;
 }
 
-interface CheckpointHeader { checkpoint: string; task: string; lang: string; prompt: string; model: string; variant: Variant; data: string[] }
+interface CheckpointHeader { checkpoint: string; key: string }
 
 async function readCheckpoint(file: string, header: CheckpointHeader): Promise<Map<string, ItemResult>> {
   const done = new Map<string, ItemResult>();
   if (!existsSync(file)) return done;
   const lines = (await fsp.readFile(file, 'utf8')).split('\n');
   let first: unknown;
-  try { first = JSON.parse(lines[0] ?? ''); } catch { return done; }
-  if (JSON.stringify(first) !== JSON.stringify(header)) return done; // another model / data / prompt: start over
+  try { first = JSON.parse(lines[0] ?? ''); } catch { first = undefined; }
+  // The key is in the file name, so another header means a file this run did not write: leave it alone.
+  if (JSON.stringify(first) !== JSON.stringify(header))
+    throw new LangneuronsError('E_DATA', `${file}: not this evaluation's item checkpoint (its first line is not ${JSON.stringify(header)}); move it away to rerun`, { file });
   for (const line of lines.slice(1)) {
     if (!line.trim()) continue;
     try { const r = JSON.parse(line) as ItemResult; if (typeof r.id === 'string') done.set(r.id, r); } catch { /* a torn last line */ }
@@ -153,16 +229,44 @@ async function readCheckpoint(file: string, header: CheckpointHeader): Promise<M
   return done;
 }
 
-/** Runs a plan (resuming from its checkpoint), writes `<task>__<lang>__<variant>.json` and returns it. */
+/** An earlier finished result of the same key, or null. */
+async function finished(file: string, key: string): Promise<EvalResult | null> {
+  if (!existsSync(file)) return null;
+  try {
+    const r = JSON.parse(await fsp.readFile(file, 'utf8')) as EvalResult;
+    return r.schema === RESULT_SCHEMA && r.key === key ? r : null;
+  } catch { return null; }
+}
+
+/** The identity of a plan's result on a scorer (see ResultKey). */
+export async function resultKey(plan: TaskPlan, o: Pick<RunOptions, 'scorer' | 'modelFingerprint' | 'variant'>, data: DataFile[]): Promise<{ key: string; fields: ResultKey }> {
+  const info = o.scorer.describe?.();
+  const fields: ResultKey = {
+    schema: RESULT_SCHEMA, task: plan.task, lang: plan.lang, prompt: plan.prompt, split: plan.split ?? '', limit: plan.limit ?? null,
+    variant: o.variant, modelFingerprint: o.modelFingerprint, data: data.map((d) => d.sha256), requests: requestsHash(plan),
+    gen: plan.gen ?? null, bleuTokenize: bleuName(plan.bleuTokenize), compute: info?.compute ?? null, device: info?.device ?? null, contextLength: info?.contextLength ?? null,
+  };
+  return { key: sha256(JSON.stringify(fields)), fields };
+}
+
+/**
+ * Runs a plan (resuming from its item checkpoint) and writes `<task>__<lang>__<variant>__<prompt>__<key>.json`.
+ * Results of different models, data files, splits, limits, prompts, generation or compute settings have
+ * different keys, so they never overwrite each other or each other's checkpoints; a finished result of the
+ * same key is returned as it is, not recomputed or rewritten.
+ */
 export async function runPlan(plan: TaskPlan, o: RunOptions): Promise<EvalResult> {
   if (!plan.items.length) throw new LangneuronsError('E_DATA', `${plan.files.join(', ')}: no items`, { file: plan.files[0] ?? '' });
   await fsp.mkdir(o.outDir, { recursive: true });
   const data = await Promise.all(plan.files.map(fingerprint));
-  const base = resultBase(o.outDir, plan.task, plan.lang, o.variant.name);
+  const { key } = await resultKey(plan, o, data);
+  const base = resultBase(o.outDir, plan.task, plan.lang, o.variant.name, plan.prompt, key);
+  const earlier = await finished(`${base}.json`, key);
+  if (earlier) { o.onProgress?.(plan.items.length, plan.items.length); return earlier; }
   const ckFile = `${base}.items.jsonl`;
-  const header: CheckpointHeader = { checkpoint: RESULT_SCHEMA, task: plan.task, lang: plan.lang, prompt: plan.prompt, model: o.model, variant: o.variant, data: data.map((d) => d.sha256) };
+  const header: CheckpointHeader = { checkpoint: RESULT_SCHEMA, key };
   const done = await readCheckpoint(ckFile, header);
-  if (!done.size) await writeFileAtomic(ckFile, JSON.stringify(header) + '\n');
+  if (!existsSync(ckFile)) await writeFileAtomic(ckFile, JSON.stringify(header) + '\n');
   const todo = plan.items.filter((it) => !done.has(it.id));
   const batch = Math.max(1, o.batchItems ?? 16);
   o.onProgress?.(plan.items.length - todo.length, plan.items.length);
@@ -173,9 +277,13 @@ export async function runPlan(plan: TaskPlan, o: RunOptions): Promise<EvalResult
     o.onProgress?.(plan.items.length - todo.length + Math.min(todo.length, s + batch), plan.items.length);
   }
   const ordered = plan.items.map((it) => done.get(it.id)!);
+  const info = o.scorer.describe?.();
   const result: EvalResult = {
-    schema: RESULT_SCHEMA, task: plan.task, lang: plan.lang, variant: o.variant, model: o.model, prompt: plan.prompt,
-    data, toolVersion: TOOL_VERSION, items: ordered.length, metrics: aggregate(plan, ordered), created: new Date().toISOString(),
+    schema: RESULT_SCHEMA, task: plan.task, lang: plan.lang, variant: o.variant, model: o.model, modelFingerprint: o.modelFingerprint,
+    prompt: plan.prompt, template: plan.template ?? '', split: plan.split ?? '', limit: plan.limit ?? null, generation: plan.gen ?? null,
+    compute: info ? { mode: info.compute, device: info.device, threads: info.threads, contextLength: info.contextLength } : null,
+    data, toolVersion: TOOL_VERSION, items: ordered.length, truncatedItems: ordered.filter((r) => typeof r.truncated === 'number' && r.truncated > 0).length,
+    metrics: aggregate(plan, ordered), key, created: new Date().toISOString(),
   };
   await writeFileAtomic(`${base}.json`, JSON.stringify(result, null, 2) + '\n');
   return result;

@@ -2,25 +2,38 @@
 // of texts, token ids (for token-level XQuAD scores) and, with a trained classification head, class logits.
 // ModelScorer runs them on the native engine, batched; tests plug in a fake scorer with hand-checkable numbers.
 import type { LanguageModel } from '../engine/model.js';
-import { logLikelihood, logLikelihoodTokens, scoreTokens } from '../engine/score.js';
-import { generate } from '../generate/generate.js';
+import { logLikelihoodTokens, scoreTokens } from '../engine/score.js';
+import { generateTokens } from '../generate/generate.js';
+import { pyRstrip } from './pystr.js';
 import type { Intervention } from '../intervene/index.js';
 import type { HeadClassifier } from '../train/head.js';
 
 export interface Pair { context: string; continuation: string }
-export interface PairScore { logprob: number; tokens: number }
+/** `truncated`: context tokens dropped from the left to fit the model's context (lm-eval's left truncation). */
+export interface PairScore { logprob: number; tokens: number; truncated?: number }
 export interface GenOptions { maxNewTokens: number; stop: string[]; repetitionPenalty: number }
+/** A generation; `truncated`: prompt tokens dropped from the left so that prompt + maxNewTokens fit the context. */
+export interface GenOutput { text: string; truncated?: number }
+
+/** A request that cannot be made to fit the model's context; `index` is its position in the call's list. */
+export class RequestTooLong extends Error {
+  constructor(readonly index: number, message: string) { super(message); }
+}
 
 export interface Scorer {
   logLikelihood(pairs: Pair[]): Promise<PairScore[]>;
-  generate(prompts: string[], opts: GenOptions): Promise<string[]>;
+  generate(prompts: string[], opts: GenOptions): Promise<(string | GenOutput)[]>;
   /** Summed NLL and predicted-token count of each text (BOS as the tokenizer prescribes). */
   nll(texts: string[]): Promise<{ totalNll: number; tokens: number }[]>;
   /** Token ids without special tokens (token-id EM/F1); absent = not reported. */
   encode?(text: string): number[];
   /** Class logits of items given by their text fields (a trained head, `eval --prompt head`); absent = no head. */
   classify?(items: string[][]): Promise<Float32Array[]>;
+  /** What the results depend on besides the model's files: compute mode, device, context length. */
+  describe?(): ScorerInfo;
 }
+
+export interface ScorerInfo { compute: string; device: string; threads: number; contextLength: number }
 
 export interface ModelScorerOptions {
   /** A resolved intervention (src/intervene): applied in every log-likelihood, generation and NLL. */
@@ -37,13 +50,35 @@ export class ModelScorer implements Scorer {
     this.engineOpts = opts.intervene ? { intervene: opts.intervene } : {};
   }
 
-  logLikelihood(pairs: Pair[]): Promise<PairScore[]> {
-    return logLikelihood(this.model, pairs, this.engineOpts);
+  describe(): ScorerInfo {
+    return { compute: this.model.compute, device: 'cpu', threads: this.model.threads, contextLength: this.model.contextLength };
   }
 
-  async generate(prompts: string[], o: GenOptions): Promise<string[]> {
-    const gens = await generate(this.model, prompts, { maxNewTokens: o.maxNewTokens, stop: o.stop, repetitionPenalty: o.repetitionPenalty, temperature: 0, ...this.engineOpts });
-    return gens.map((g) => g.text);
+  /** lm-eval's HFLM: pairs tokenised by `_encode_pair` (an empty context becomes the BOS token, or EOS without
+   *  one: `prefix_token_id`), then `(context + continuation)[-(max_length + 1):]`, i.e. the context truncated from
+   *  the left; a continuation longer than the context window is refused. */
+  async logLikelihood(pairs: Pair[]): Promise<PairScore[]> {
+    const tok = this.model.requireTokenizer();
+    const L = this.model.contextLength;
+    const enc = pairs.map((p, i) => {
+      const e = lmEvalEncodePair(tok, p);
+      if (e.continuation.length > L) throw new RequestTooLong(i, `its continuation has ${e.continuation.length} tokens, more than the model's context of ${L}`);
+      const drop = Math.max(0, e.context.length + e.continuation.length - (L + 1));
+      return { context: e.context.slice(drop), continuation: e.continuation, drop };
+    });
+    const res = await logLikelihoodTokens(this.model, enc, this.opts.batchTokens ?? 4096, this.engineOpts);
+    return res.map((r, i) => ({ ...r, truncated: enc[i]!.drop }));
+  }
+
+  /** Greedy generation; lm-eval's `generate_until` keeps the last (context - max_gen_toks) prompt tokens. */
+  async generate(prompts: string[], o: GenOptions): Promise<GenOutput[]> {
+    const tok = this.model.requireTokenizer();
+    const keep = this.model.contextLength - o.maxNewTokens;
+    if (keep < 1) throw new RequestTooLong(0, `${o.maxNewTokens} new tokens leave no room for a prompt in the model's context of ${this.model.contextLength}`);
+    const ids = prompts.map((p) => tok.encode(p));
+    const gens = await generateTokens(this.model, ids.map((x) => x.slice(-keep)),
+      { maxNewTokens: o.maxNewTokens, stop: o.stop, repetitionPenalty: o.repetitionPenalty, temperature: 0, ...this.engineOpts });
+    return gens.map((g, i) => ({ text: g.text, truncated: Math.max(0, ids[i]!.length - keep) }));
   }
 
   async nll(texts: string[]): Promise<{ totalNll: number; tokens: number }[]> {
@@ -77,4 +112,22 @@ export class ModelScorer implements Scorer {
     const tok = this.model.requireTokenizer();
     return this.opts.head.classify(items, (s) => tok.encode(s));
   }
+}
+
+/** lm-eval `_encode_pair` for a causal model: trailing whitespace of the context (Python's rstrip) moves to the
+ *  continuation; the continuation is the whole's tokens past the context's. An empty context is the BOS token
+ *  (EOS when there is none) and the continuation is encoded without special tokens (HFLM.loglikelihood). */
+export function lmEvalEncodePair(tok: { encode(text: string, o?: { addSpecialTokens?: boolean }): number[]; bosTokenId: number | null; eosTokenIds: number[] },
+  pair: Pair): { context: number[]; continuation: number[] } {
+  if (pair.context === '') {
+    const prefix = tok.bosTokenId ?? tok.eosTokenIds[0];
+    if (prefix === undefined) throw new Error('an empty context needs a BOS or EOS token');
+    return { context: [prefix], continuation: tok.encode(pair.continuation, { addSpecialTokens: false }) };
+  }
+  let { context, continuation } = pair;
+  const kept = pyRstrip(context);
+  if (kept.length < context.length) { continuation = context.slice(kept.length) + continuation; context = kept; }
+  const whole = tok.encode(context + continuation);
+  const ctx = tok.encode(context);
+  return { context: ctx, continuation: whole.slice(ctx.length) };
 }

@@ -6,9 +6,13 @@ import { existsSync } from 'node:fs';
 import { LangneuronsError } from '../errors.js';
 import { listConfigs, locate, readRows, requireColumns, requireDir, str, type Row } from './data.js';
 import {
-  belebelePrompt, extractLetter, extractXnliLabel, FLORES_PROMPTS, floresName, floresPrompt, LANG_ALIASES, LETTERS,
-  mcqPrompt, XNLI_WORDS, xnliGenerativePrompt, xquadPrompt, xcopaChoice, xcopaContext, type FloresPrompt,
+  belebeleLmEvalPrompt, belebelePrompt, extractLetter, includeLmEvalPrompt, mmluLmEvalPrompt, xnliLmEvalChoices, xquadLmEvalPrompt, extractXnliLabel, FLORES_PROMPTS, floresName, floresPrompt, LANG_ALIASES, LETTERS,
+  mcqPrompt, TEMPLATES, xnliGenerativePrompt, xquadPrompt, xcopaChoice, xcopaContext, type FloresPrompt,
 } from './prompts.js';
+import { BLEU_TOKENIZERS, type BleuOptions, type BleuTokenizer } from './metrics/bleu.js';
+import { loadSpmTokenizer } from './metrics/spm.js';
+import { pyStrip } from './pystr.js';
+import { xnliTsv, xnliTsvRows, xwinogradTsvRows } from './releases.js';
 import type { GenOptions, Pair } from './scorer.js';
 
 export const TASKS = ['ppl', 'flores', 'belebele', 'xnli', 'xquad', 'xcopa', 'xwinograd', 'include', 'mmlu'] as const;
@@ -18,13 +22,13 @@ export type TaskName = typeof TASKS[number];
 export const PROMPT_FORMATS: Record<TaskName, readonly string[]> = {
   ppl: ['text'],
   flores: FLORES_PROMPTS,
-  belebele: ['generate', 'loglik'],
+  belebele: ['generate', 'loglik', 'lm-eval'],
   xnli: ['lm-eval', 'generate', 'head'],
-  xquad: ['generate'],
+  xquad: ['generate', 'lm-eval'],
   xcopa: ['lm-eval'],
   xwinograd: ['partial'],
-  include: ['loglik', 'generate'],
-  mmlu: ['loglik', 'generate'],
+  include: ['loglik', 'generate', 'lm-eval'],
+  mmlu: ['loglik', 'generate', 'lm-eval'],
 };
 
 export type PlanItem =
@@ -41,6 +45,13 @@ export interface TaskPlan {
   files: string[];
   items: PlanItem[];
   gen?: GenOptions;
+  /** The split read and the --limit applied (recorded in the result; set by prepareTask). */
+  split?: string;
+  limit?: number;
+  /** The prompt format's template, as the result records it (set by prepareTask from TEMPLATES). */
+  template?: string;
+  /** flores: the BLEU tokenizer (sacreBLEU's 13a by default; spBLEU with a SentencePiece tokenizer). */
+  bleuTokenize?: BleuOptions['tokenize'];
   /** For generated answers: the choice index read from the output (null = none found). */
   parseChoice?: (output: string) => number | null;
 }
@@ -53,6 +64,8 @@ export interface PrepareOptions {
   split?: string;
   limit?: number;
   langNames?: Record<string, string>;
+  /** flores: 13a (default), none, zh, intl, char, or spm:<.model or tokenizer.json> (spBLEU). */
+  bleuTokenize?: string;
 }
 
 function badPrompt(task: TaskName, p: string): never {
@@ -63,6 +76,11 @@ export function promptFor(task: TaskName, p?: string): string {
   const fmt = p ?? PROMPT_FORMATS[task][0]!;
   if (!PROMPT_FORMATS[task].includes(fmt)) badPrompt(task, fmt);
   return fmt;
+}
+
+/** lm-eval scores XNLI on its validation split (xnli_common_yaml has no test_split). */
+export function defaultSplit(task: TaskName, prompt?: string): string {
+  return task === 'xnli' && (prompt ?? PROMPT_FORMATS.xnli[0]) === 'lm-eval' ? 'validation' : DEFAULT_SPLIT[task];
 }
 
 const DEFAULT_SPLIT: Record<TaskName, string> = {
@@ -76,15 +94,20 @@ function namesFor(task: TaskName, lang: string): string[] {
   const out = [lang];
   if (a?.flores && (task === 'belebele' || task === 'flores' || task === 'ppl')) out.push(a.flores);
   if (a?.include && task === 'include') out.push(a.include);
-  // openai/MMMLU names its files test/mmlu_<LANG>_<REGION>.csv (e.g. mmlu_DE_DE): --langs de_de
-  if (task === 'mmlu') out.push(`mmlu_${lang.toUpperCase().replace('-', '_')}`);
+  // openai/MMMLU names its files test/mmlu_<LANG>-<REGION>.csv (mmlu_DE-DE): --langs de_de, DE-DE or de-de
+  if (task === 'mmlu' && /^[A-Za-z]{2}[-_][A-Za-z]{2}$/.test(lang)) {
+    const [l, r] = [lang.slice(0, 2).toUpperCase(), lang.slice(3).toUpperCase()];
+    out.push(`mmlu_${l}-${r}`, `mmlu_${l}_${r}`);
+  }
+  // google-deepmind/xquad: xquad.<lang>.json (SQuAD format) beside the hub's xquad.<lang>/ folders
+  if (task === 'xquad') out.push(`xquad.${lang}`);
   return out;
 }
 
 /** The files of one language, or an error naming the folder, what was tried and the languages present. */
 export function locateLanguage(task: TaskName, dir: string, lang: string, split?: string): string[] {
   requireDir(dir, `${task} dataset`);
-  const sp = split ?? DEFAULT_SPLIT[task];
+  const sp = split ?? defaultSplit(task);
   const found = locate(dir, namesFor(task, lang), sp, { prefixes: PREFIXES[task] ?? [], textExt: task === 'flores' || task === 'ppl' });
   if (!found.files.length) {
     const have = listConfigs(dir, sp, PREFIXES[task] ?? []);
@@ -93,9 +116,12 @@ export function locateLanguage(task: TaskName, dir: string, lang: string, split?
   return found.files;
 }
 
-export function languagesIn(task: TaskName, dir: string, split?: string): string[] {
+export async function languagesIn(task: TaskName, dir: string, split?: string, prompt?: string): Promise<string[]> {
   requireDir(dir, `${task} dataset`);
-  return listConfigs(dir, split ?? DEFAULT_SPLIT[task], PREFIXES[task] ?? []);
+  const hub = listConfigs(dir, split ?? defaultSplit(task, prompt), PREFIXES[task] ?? []);
+  const tsv = task === 'xnli' && !hub.length ? xnliTsv(dir, split ?? defaultSplit(task, prompt)) : null;
+  if (tsv) return [...new Set((await readRows(tsv)).map((r) => String(r.language)))].sort();
+  return hub;
 }
 
 async function rowsOf(files: string[]): Promise<{ file: string; row: Row; i: number; g: number }[]> {
@@ -166,22 +192,33 @@ async function prepareFlores(o: PrepareOptions): Promise<TaskPlan> {
   const srcName = floresName(srcCode, o.langNames), tgtName = floresName(tgtCode, o.langNames);
   let items: PlanItem[] = src.lines.map((s, i) => ({ kind: 'gen', id: String(i), prompt: floresPrompt(prompt, s, srcName, tgtName), refs: [tgt.lines[i]!] }));
   if (o.limit !== undefined) items = items.slice(0, o.limit);
-  return { task: 'flores', lang: o.lang, prompt, files: [...src.files, ...tgt.files], items, gen: { maxNewTokens: 128, stop: ['\n'], repetitionPenalty: 1.1 } };
+  return { task: 'flores', lang: o.lang, prompt, files: [...src.files, ...tgt.files], items, gen: { maxNewTokens: 128, stop: ['\n'], repetitionPenalty: 1.1 },
+    bleuTokenize: await bleuTokenizer(o.bleuTokenize) };
+}
+
+/** `--bleu-tokenize`: one of sacreBLEU's names, or spm:<.model or tokenizer.json> (spBLEU). */
+export async function bleuTokenizer(spec?: string): Promise<BleuOptions['tokenize']> {
+  if (spec === undefined) return '13a';
+  if (spec.startsWith('spm:')) return loadSpmTokenizer(spec.slice(4));
+  if ((BLEU_TOKENIZERS as readonly string[]).includes(spec)) return spec as BleuTokenizer;
+  throw new LangneuronsError('E_OPTIONS', `--bleu-tokenize: unknown tokenizer '${spec}' (${BLEU_TOKENIZERS.join(', ')}, or spm:<.model or tokenizer.json>)`, { field: 'bleu-tokenize' });
 }
 
 const LETTER_GEN: GenOptions = { maxNewTokens: 8, stop: ['\n'], repetitionPenalty: 1.0 };
 
 async function prepareBelebele(o: PrepareOptions): Promise<TaskPlan> {
   const prompt = promptFor('belebele', o.prompt);
-  const files = locateLanguage('belebele', o.dir, o.lang, o.split);
+  const files = locateLanguage('belebele', o.dir, o.lang, o.split ?? defaultSplit('belebele', prompt));
   const cols = ['flores_passage', 'question', 'mc_answer1', 'mc_answer2', 'mc_answer3', 'mc_answer4', 'correct_answer_num'];
   const rows = await checkedRows(files, cols, 'Belebele', o.limit);
   const items = rows.map(({ file, row, i, g }) => {
     const answers = [1, 2, 3, 4].map((k) => str(file, row, i, `mc_answer${k}`));
     const gold = answerIndex(file, i, row.correct_answer_num, 5, 'correct_answer_num') - 1;
     if (gold < 0) answerIndex(file, i, -1, 4, 'correct_answer_num');
-    const p = belebelePrompt(str(file, row, i, 'flores_passage'), str(file, row, i, 'question'), answers);
+    const passage = str(file, row, i, 'flores_passage'), question = str(file, row, i, 'question');
     const id = `${g}:${String(row.link ?? '')}#${String(row.question_number ?? i)}`;
+    if (prompt === 'lm-eval') return mc(id, belebeleLmEvalPrompt(passage, question, answers), [...LETTERS], gold);
+    const p = belebelePrompt(passage, question, answers);
     return prompt === 'loglik' ? mc(id, p, [...LETTERS], gold) : { kind: 'gen' as const, id, prompt: p, refs: [LETTERS[gold]!], gold };
   });
   return { task: 'belebele', lang: o.lang, prompt, files, items, ...(prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: (t: string) => extractLetter(t) } : {}) };
@@ -189,19 +226,23 @@ async function prepareBelebele(o: PrepareOptions): Promise<TaskPlan> {
 
 async function prepareXnli(o: PrepareOptions): Promise<TaskPlan> {
   const prompt = promptFor('xnli', o.prompt);
-  const files = locateLanguage('xnli', o.dir, o.lang, o.split);
-  const rows = await checkedRows(files, ['premise', 'hypothesis', 'label'], 'XNLI', o.limit);
-  const words = XNLI_WORDS[o.lang];
-  if (prompt === 'lm-eval' && !words) throw new LangneuronsError('E_OPTIONS', `xnli: no lm-eval label words for '${o.lang}' (known: ${Object.keys(XNLI_WORDS).join(', ')}); use --prompt generate`, { field: 'langs' });
+  const split = o.split ?? defaultSplit('xnli', prompt);
+  // the hub layout first; the release's TSV when the language has no hub files here
+  let files: string[], tsv: string | null = null;
+  try { files = locateLanguage('xnli', o.dir, o.lang, split); } catch (e) {
+    tsv = xnliTsv(o.dir, split);
+    if (!tsv) throw e;
+    files = [tsv];
+  }
+  const rows = tsv ? await xnliTsvRows(tsv, o.lang, o.limit) : await checkedRows(files, ['premise', 'hypothesis', 'label'], 'XNLI', o.limit);
+  if (prompt === 'lm-eval') xnliLmEvalChoices('', '', o.lang); // refuses a language lm-eval has no words for
   const items = rows.map(({ file, row, i, g }) => {
     const premise = str(file, row, i, 'premise'), hyp = str(file, row, i, 'hypothesis');
     const gold = answerIndex(file, i, row.label, 3, 'label');
     const id = String(g);
     if (prompt === 'head') return { kind: 'cls' as const, id, texts: [premise, hyp], gold };
-    if (prompt === 'lm-eval') {
-      const [q, e, n, c] = words!;
-      return mc(id, `${premise}, ${q}?`, [`${e}, ${hyp}`, `${n}, ${hyp}`, `${c}, ${hyp}`], gold);
-    }
+    // lm-eval: doc_to_text '' and the whole sentence in the choice (acc_norm divides by the whole choice's length)
+    if (prompt === 'lm-eval') return mc(id, '', xnliLmEvalChoices(premise, hyp, o.lang), gold);
     return { kind: 'gen' as const, id, prompt: xnliGenerativePrompt(premise, hyp), refs: [String(gold + 1)], gold };
   });
   return { task: 'xnli', lang: o.lang, prompt, files, items, ...(prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: extractXnliLabel } : {}) };
@@ -215,9 +256,15 @@ async function prepareXquad(o: PrepareOptions): Promise<TaskPlan> {
     const a = row.answers as { text?: unknown } | null;
     if (!a || typeof a !== 'object' || !Array.isArray(a.text) || !a.text.every((t) => typeof t === 'string'))
       throw new LangneuronsError('E_DATA', `${file}: row ${i}: column "answers" must be {text: [...], answer_start: [...]}`, { file, field: 'answers' });
-    return { kind: 'gen' as const, id: typeof row.id === 'string' ? row.id : String(g), prompt: xquadPrompt(str(file, row, i, 'context'), str(file, row, i, 'question')), refs: a.text as string[] };
+    const id = typeof row.id === 'string' ? row.id : String(g);
+    const context = str(file, row, i, 'context'), question = str(file, row, i, 'question');
+    // lm-eval scores against answers["text"][0] only (doc_to_target; utils.process_results_qa)
+    if (prompt === 'lm-eval') return { kind: 'gen' as const, id, prompt: xquadLmEvalPrompt(context, question, o.lang), refs: (a.text as string[]).slice(0, 1) };
+    return { kind: 'gen' as const, id, prompt: xquadPrompt(context, question), refs: a.text as string[] };
   });
-  return { task: 'xquad', lang: o.lang, prompt, files, items, gen: { maxNewTokens: 32, stop: ['\n'], repetitionPenalty: 1.0 } };
+  // lm-eval generate_until: until "\n", max_gen_toks 256 (the HFLM default), greedy
+  const gen = prompt === 'lm-eval' ? { maxNewTokens: 256, stop: ['\n'], repetitionPenalty: 1.0 } : { maxNewTokens: 32, stop: ['\n'], repetitionPenalty: 1.0 };
+  return { task: 'xquad', lang: o.lang, prompt, files, items, gen };
 }
 
 async function prepareXcopa(o: PrepareOptions): Promise<TaskPlan> {
@@ -234,18 +281,25 @@ async function prepareXcopa(o: PrepareOptions): Promise<TaskPlan> {
 
 async function prepareXwinograd(o: PrepareOptions): Promise<TaskPlan> {
   const prompt = promptFor('xwinograd', o.prompt);
-  const files = locateLanguage('xwinograd', o.dir, o.lang, o.split);
-  const rows = await checkedRows(files, ['sentence', 'option1', 'option2', 'answer'], 'XWinograd', o.limit);
+  const release = path.join(o.dir, 'dataset.tsv');
+  let files: string[], fromRelease = false;
+  try { files = locateLanguage('xwinograd', o.dir, o.lang, o.split); } catch (e) {
+    if (!existsSync(release)) throw e;
+    files = [release]; fromRelease = true;
+  }
+  const rows = fromRelease ? await xwinogradTsvRows(release, o.lang, o.limit) : await checkedRows(files, ['sentence', 'option1', 'option2', 'answer'], 'XWinograd', o.limit);
   const items: PlanItem[] = rows.map(({ file, row, i, g }) => {
     const s = str(file, row, i, 'sentence');
     const idx = s.indexOf('_');
     if (idx < 0) throw new LangneuronsError('E_DATA', `${file}: row ${i}: the sentence has no "_" blank`, { file, field: 'sentence' });
     // lm-eval xwinograd (partial scoring): contexts = sentence[:idx] + option; target = sentence[idx+1:].strip()
-    const target = s.slice(idx + 1).trim();
+    const target = pyStrip(s.slice(idx + 1));
     const opts = [str(file, row, i, 'option1'), str(file, row, i, 'option2')];
     const gold = answerIndex(file, i, row.answer, 3, 'answer') - 1;
     if (gold < 0) answerIndex(file, i, -1, 2, 'answer');
-    return { kind: 'mc', id: String(g), pairs: opts.map((op) => ({ context: s.slice(0, idx) + op, continuation: ` ${target}` })), choices: [target, target], gold };
+    // lm-eval's multiple-input mode: doc_to_choice is the two contexts, so acc_norm divides by their lengths
+    const contexts = opts.map((op) => s.slice(0, idx) + op);
+    return { kind: 'mc', id: String(g), pairs: contexts.map((c) => ({ context: c, continuation: ` ${target}` })), choices: contexts, gold };
   });
   return { task: 'xwinograd', lang: o.lang, prompt, files, items };
 }
@@ -257,7 +311,8 @@ async function prepareMcq(task: 'include' | 'mmlu', o: PrepareOptions): Promise<
   const hasChoices = 'choices' in rows0[0]!.row;
   const mmmlu = !hasChoices && 'Question' in rows0[0]!.row;  // openai/MMMLU's CSV columns
   const cols = hasChoices ? ['question', 'choices', 'answer']
-    : mmmlu ? ['Question', 'A', 'B', 'C', 'D', 'Answer'] : ['question', 'option_a', 'option_b', 'option_c', 'option_d', 'answer'];
+    : mmmlu ? ['Question', 'A', 'B', 'C', 'D', 'Answer'] : ['question', 'option_a', 'option_b', 'option_c', 'option_d', 'answer']
+  if (task === 'include' && prompt === 'lm-eval') cols.push('domain'); // lm-eval's per-domain description
   const rows = await checkedRows(files, cols, task === 'include' ? 'INCLUDE (question, option_a..option_d, answer) / MMLU-style'
     : 'MMLU (question, choices, answer) / Global-MMLU-style (option_a..option_d) / MMMLU-style (Question, A..D, Answer)', o.limit);
   const items = rows.map(({ file, row, i, g }) => {
@@ -270,16 +325,34 @@ async function prepareMcq(task: 'include' | 'mmlu', o: PrepareOptions): Promise<
       choices = c as string[];
     } else choices = ['a', 'b', 'c', 'd'].map((k) => str(file, row, i, `option_${k}`));
     const gold = mmmlu ? answerIndex(file, i, row.Answer, 4, 'Answer') : answerIndex(file, i, row.answer, 4, 'answer');
-    const p = mcqPrompt(str(file, row, i, mmmlu ? 'Question' : 'question').trim(), choices);
+    const question = str(file, row, i, mmmlu ? 'Question' : 'question');
+    if (prompt === 'lm-eval') {
+      const p = task === 'include' ? includeLmEvalPrompt(str(file, row, i, 'domain'), question, choices)
+        : mmluLmEvalPrompt(mmluSubject(file, row, i), question, choices);
+      return mc(String(g), p, [...LETTERS], gold);
+    }
+    const p = mcqPrompt(pyStrip(question), choices);
     return prompt === 'loglik' ? mc(String(g), p, [...LETTERS], gold) : { kind: 'gen' as const, id: String(g), prompt: p, refs: [LETTERS[gold]!], gold };
   });
   return { task, lang: o.lang, prompt, files, items, ...(prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: (t: string) => extractLetter(t) } : {}) };
+}
+
+/** MMLU's subject (cais/mmlu `subject`, openai/MMMLU `Subject`) for lm-eval's description header. */
+function mmluSubject(file: string, row: Row, i: number): string {
+  if (typeof row.subject === 'string') return row.subject;
+  if (typeof row.Subject === 'string') return row.Subject;
+  throw new LangneuronsError('E_DATA', `${file}: row ${i}: --prompt lm-eval needs the MMLU subject (a "subject" or "Subject" column) for its description line`, { file, field: 'subject' });
 }
 
 export function isTask(t: string): t is TaskName { return (TASKS as readonly string[]).includes(t); }
 
 export async function prepareTask(task: string, o: PrepareOptions): Promise<TaskPlan> {
   if (!isTask(task)) throw new LangneuronsError('E_OPTIONS', `unknown task '${task}' (tasks: ${TASKS.join(', ')})`, { field: 'task' });
+  const plan = await prepare(task, o);
+  return { ...plan, split: o.split ?? defaultSplit(task, plan.prompt), ...(o.limit !== undefined ? { limit: o.limit } : {}), template: TEMPLATES[`${task}/${plan.prompt}`] ?? plan.prompt };
+}
+
+function prepare(task: TaskName, o: PrepareOptions): Promise<TaskPlan> {
   switch (task) {
     case 'ppl': return preparePpl(o);
     case 'flores': return prepareFlores(o);

@@ -13,13 +13,15 @@ import { runPlan, type EvalResult, type Variant } from '../../eval/run.js';
 import { applyAdapter, isAdapterDir } from '../../train/adapter.js';
 import { applyDelta } from '../../train/delta.js';
 import { HeadClassifier } from '../../train/head.js';
+import { inputHashes } from '../../eval/inputs.js';
+import { modelFingerprint } from '../../model/fingerprint.js';
 import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
 import { parseIntOption, printResult, Progress } from '../output.js';
 
 interface EvalCli extends ModelCliOptions {
   task: string; langs?: string; pairs?: string; data?: string; text?: string; prompt?: string; split?: string; out: string;
   intervene: string[]; interveneFile?: string; stats?: string; delta?: string; variant?: string; limit?: number; batchItems: number; langName: string[];
-  head?: string;
+  head?: string; bleuTokenize?: string;
 }
 
 const collect = (v: string, acc: string[]) => [...acc, v];
@@ -27,15 +29,16 @@ const collect = (v: string, acc: string[]) => [...acc, v];
 export function registerEval(program: Command): void {
   addInterventionOptions(addModelOptions(program
     .command('eval <model-dir>')
-    .description(`evaluate on local datasets (tasks: ${TASKS.join(', ')}); one result JSON per task, language and variant`)
+    .description(`evaluate on local datasets (tasks: ${TASKS.join(', ')}); one result JSON per task, language, variant, prompt and settings (docs/EVAL.md)`)
     .requiredOption('--task <tasks>', 'comma-separated tasks')
     .option('--langs <langs>', 'comma-separated languages (dataset config names or ISO codes), or "all"')
     .option('--pairs <pairs>', 'flores: comma-separated <src>-<tgt> pairs, e.g. eng_Latn-mlt_Latn')
     .option('--data <dir>', 'dataset folder (with several tasks: a folder holding one sub-folder per task)')
     .option('--text <dir>', 'ppl: held-out text folder (<lang>.txt / .jsonl / .parquet with a "text" column)')
-    .option('--prompt <format>', 'prompt format (flores: gurgurov, rahmanisa; belebele: generate, loglik; xnli: lm-eval, generate, head; include/mmlu: loglik, generate)')
+    .option('--prompt <format>', 'prompt format (flores: gurgurov, rahmanisa; belebele: generate, loglik, lm-eval; xnli: lm-eval, generate, head; xquad: generate, lm-eval; include/mmlu: loglik, generate, lm-eval)')
     .option('--head <dir>', 'xnli --prompt head: the classification head of a `finetune --head classification` run (runs/x/ or runs/x/head/); ' +
       'evaluate it on the run\'s trained model (runs/x/model, or the base with --delta runs/x/adapter)')
+    .option('--bleu-tokenize <tok>', 'flores BLEU tokenizer: 13a (default), none, zh, intl, char (sacreBLEU\'s), or spm:<file> (spBLEU with that SentencePiece model: a Unigram .model or a tokenizer.json)')
     .option('--split <name>', 'dataset split (default per task: devtest, test or validation)')
     .option('--out <dir>', 'results folder', 'results')
     .option('--delta <path>', 'fine-tuned variant: a delta.safetensors from `finetune` or a PEFT LoRA adapter folder (runs/x/adapter; both merged once into a cache folder), or a merged checkpoint folder')
@@ -82,7 +85,12 @@ export function registerEval(program: Command): void {
         if (k <= 0) throw new LangneuronsError('E_OPTIONS', `--lang-name takes code=Name, got '${s}'`, { field: 'lang-name' });
         return [s.slice(0, k), s.slice(k + 1)];
       }));
+      // What the variant reads besides the model, by content (replaced masks or heads start a new result)
+      const inputs = await inputHashes([...specs, ...(o.interveneFile ? [o.interveneFile] : []), ...(o.stats ? [o.stats] : []), ...(o.head ? [existsSync(path.join(o.head, 'head.json')) ? o.head : path.join(o.head, 'head')] : [])]);
+      if (Object.keys(inputs).length) variant.inputs = inputs;
       const model = await openModel(modelDir, o);
+      // Results and resumes are keyed by what the model is (config, tokenizer, weights), not where it is.
+      const fingerprint = await modelFingerprint(modelDir);
       const intervene = await interventionFromCli(model, o);
       const head = o.head ? await HeadClassifier.load(model.checkpoint, o.head, model.threads) : undefined;
       const scorer = new ModelScorer(model, { ...(intervene ? { intervene } : {}), ...(head ? { head } : {}) });
@@ -97,18 +105,21 @@ export function registerEval(program: Command): void {
           langs = o.pairs.split(',').map((s) => s.trim()).filter(Boolean);
         } else {
           if (!o.langs) throw new LangneuronsError('E_OPTIONS', `${task} needs --langs`, { field: 'langs' });
-          langs = o.langs === 'all' ? languagesIn(task, ddir, o.split) : o.langs.split(',').map((s) => s.trim()).filter(Boolean);
+          langs = o.langs === 'all' ? await languagesIn(task, ddir, o.split, o.prompt) : o.langs.split(',').map((s) => s.trim()).filter(Boolean);
         }
         for (const lang of langs) {
           const plan = await prepareTask(task, {
             dir: ddir, lang, langNames, ...(o.prompt && task !== 'ppl' ? { prompt: o.prompt } : {}),
-            ...(o.split ? { split: o.split } : {}), ...(o.limit ? { limit: o.limit } : {}),
+            ...(o.split ? { split: o.split } : {}), ...(o.limit ? { limit: o.limit } : {}), ...(o.bleuTokenize ? { bleuTokenize: o.bleuTokenize } : {}),
           });
           const progress = new Progress(`${task} ${lang}`, o);
-          const r = await runPlan(plan, { scorer, outDir: o.out, model: path.resolve(modelDir), variant, batchItems: o.batchItems, onProgress: (d, t) => progress.update(d, t, 'items') });
+          const r = await runPlan(plan, { scorer, outDir: o.out, model: path.resolve(modelDir), modelFingerprint: fingerprint, variant, batchItems: o.batchItems, onProgress: (d, t) => progress.update(d, t, 'items') });
           progress.done();
           results.push(r);
-          if (!o.json) process.stderr.write(`${task} ${lang} [${variant.name}, ${plan.prompt}]: ${Object.entries(r.metrics).filter(([, v]) => typeof v === 'number').map(([k, v]) => `${k}=${(v as number).toFixed(4)}`).join(' ')}\n`);
+          if (!o.json) {
+            process.stderr.write(`${task} ${lang} [${variant.name}, ${plan.prompt}]: ${Object.entries(r.metrics).filter(([, v]) => typeof v === 'number').map(([k, v]) => `${k}=${(v as number).toFixed(4)}`).join(' ')}\n`);
+            if (r.truncatedItems) process.stderr.write(`note: ${r.truncatedItems} of ${r.items} ${task} ${lang} items were longer than the model's context and lost tokens on the left (truncatedItems in the result)\n`);
+          }
         }
       }
       printResult(o, { results }, () => `${results.length} result file(s) in ${o.out}`);

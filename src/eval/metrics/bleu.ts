@@ -1,13 +1,20 @@
 // BLEU as sacreBLEU 2.x computes it (mjpost/sacrebleu: sacrebleu/metrics/bleu.py, tokenizers/tokenizer_13a.py,
-// tokenizers/tokenizer_re.py). Defaults are sacreBLEU's: tokenizer 13a (mteval-v13a), case-sensitive,
+// tokenizer_re.py, tokenizer_zh.py, tokenizer_intl.py, tokenizer_char.py; spBLEU as tokenizer_spm.py with a
+// SentencePiece tokenizer the caller loads, see spm.ts). Defaults are sacreBLEU's: tokenizer 13a (mteval-v13a), case-sensitive,
 // max n-gram order 4, smoothing 'exp' for both corpus_bleu and sentence_bleu; sentence_bleu uses the
 // effective order (sacrebleu.compat.sentence_bleu(use_effective_order=True)). Scores are on 0–100.
 
-export type BleuTokenizer = '13a' | 'none';
+import { pyRstrip, pySplit, pyStrip } from '../pystr.js';
+
+export const BLEU_TOKENIZERS = ['13a', 'none', 'zh', 'intl', 'char'] as const;
+export type BleuTokenizer = typeof BLEU_TOKENIZERS[number];
+
+/** A tokenizer given as a function (spBLEU: `spm:<tokenizer.json>`), named in the signature. */
+export interface CustomBleuTokenizer { name: string; tokenize: (line: string) => string }
 export type BleuSmoothing = 'exp' | 'none' | 'floor' | 'add-k';
 
 export interface BleuOptions {
-  tokenize?: BleuTokenizer;
+  tokenize?: BleuTokenizer | CustomBleuTokenizer;
   smooth?: BleuSmoothing;
   /** floor: default 0.1; add-k: default 1 (sacreBLEU's SMOOTH_DEFAULTS). */
   smoothValue?: number;
@@ -43,10 +50,8 @@ function regexpTokenize(line: string): string {
   return splitWhitespace(line).join(' ');
 }
 
-/** Python's str.split() with no argument: runs of whitespace, no empty strings. */
-export function splitWhitespace(s: string): string[] {
-  return s.split(/[\s\x1c-\x1f\x85]+/u).filter((w) => w.length > 0);
-}
+/** Python's str.split() with no argument (src/eval/pystr.ts). */
+export const splitWhitespace = pySplit;
 
 /** mteval-v13a tokenisation as sacreBLEU's Tokenizer13a. */
 export function tokenize13a(line: string): string {
@@ -55,10 +60,53 @@ export function tokenize13a(line: string): string {
   return regexpTokenize(` ${line} `);
 }
 
+// tokenizer_zh.py's ranges. Two of them are written there as 5-hex-digit '\uXXXXX' escapes, which Python reads as
+// a 2-character string ('\u2000' + '0'); compared as strings with one character, they act as the ranges
+// (U+2000, U+2A6D] and (U+2F80, U+2FA1], which is what sacreBLEU computes, so they are kept that way.
+const ZH_RANGES: [number, number][] = [
+  [0x3400, 0x4db5], [0x4e00, 0x9fa5], [0x9fa6, 0x9fbb], [0xf900, 0xfa2d], [0xfa30, 0xfa6a], [0xfa70, 0xfad9],
+  [0x2001, 0x2a6d], [0x2f81, 0x2fa1], [0xff00, 0xffef], [0x2e80, 0x2eff], [0x3000, 0x303f], [0x31c0, 0x31ef],
+  [0x2f00, 0x2fdf], [0x2ff0, 0x2fff], [0x3100, 0x312f], [0x31a0, 0x31bf], [0xfe10, 0xfe1f], [0xfe30, 0xfe4f],
+  [0x2600, 0x26ff], [0x2700, 0x27bf], [0x3200, 0x32ff], [0x3300, 0x33ff],
+];
+const isZhChar = (cp: number): boolean => ZH_RANGES.some(([a, b]) => cp >= a && cp <= b);
+
+/** sacreBLEU's TokenizerZh: every Chinese character (by the ranges above) spaced out, then TokenizerRegexp. */
+export function tokenizeZh(line: string): string {
+  let out = '';
+  for (const ch of pyStrip(line)) out += isZhChar(ch.codePointAt(0)!) ? ` ${ch} ` : ch;
+  return regexpTokenize(out);
+}
+
+const RE_INTL = [
+  [/(\P{N})(\p{P})/gu, '$1 $2 '], [/(\p{P})(\P{N})/gu, ' $1 $2'], [/(\p{S})/gu, ' $1 '],
+] as const;
+
+/** sacreBLEU's TokenizerV14International (mteval-v14.pl's international tokenisation). */
+export function tokenizeIntl(line: string): string {
+  for (const [re, rep] of RE_INTL) line = line.replace(re, rep);
+  return pySplit(line).join(' ');
+}
+
+/** sacreBLEU's TokenizerChar: every character (code point) a token. */
+export const tokenizeChar = (line: string): string => Array.from(line).join(' ');
+
+function tokenizerName(t: BleuOptions['tokenize']): string {
+  return typeof t === 'object' ? t.name : t ?? '13a';
+}
+
 function preprocess(sent: string, o: BleuOptions): string {
   if (o.lowercase) sent = sent.toLowerCase();
-  sent = sent.replace(/\s+$/u, ''); // sacreBLEU: tokenizer(sent.rstrip())
-  return (o.tokenize ?? '13a') === '13a' ? tokenize13a(sent) : sent;
+  sent = pyRstrip(sent); // sacreBLEU: tokenizer(sent.rstrip())
+  const t = o.tokenize ?? '13a';
+  if (typeof t === 'object') return t.tokenize(sent);
+  switch (t) {
+    case '13a': return tokenize13a(sent);
+    case 'zh': return tokenizeZh(sent);
+    case 'intl': return tokenizeIntl(sent);
+    case 'char': return tokenizeChar(sent);
+    case 'none': return sent;
+  }
 }
 
 function ngrams(tokens: string[], maxOrder: number): Map<string, number> {
@@ -129,7 +177,7 @@ export function computeBleu(correctIn: number[], totalIn: number[], sysLen: numb
 }
 
 function signature(o: BleuOptions, nrefs: number): string {
-  return `nrefs:${nrefs}|case:${o.lowercase ? 'lc' : 'mixed'}|eff:${o.effectiveOrder ? 'yes' : 'no'}|tok:${o.tokenize ?? '13a'}|smooth:${o.smooth ?? 'exp'}|sacrebleu-compatible`;
+  return `nrefs:${nrefs}|case:${o.lowercase ? 'lc' : 'mixed'}|eff:${o.effectiveOrder ? 'yes' : 'no'}|tok:${tokenizerName(o.tokenize)}|smooth:${o.smooth ?? 'exp'}|sacrebleu-compatible`;
 }
 
 /**

@@ -3,6 +3,7 @@
 // a/an/the, collapse whitespace; F1 over whitespace tokens; the best score over the gold answers.
 // Token-id variants (Mondal et al. report EM/F1 on token ids): the same, on the model tokenizer's ids of the
 // stripped strings (no special tokens, no normalisation beyond stripping).
+import { pySplit } from '../pystr.js';
 
 const PUNCT = new Set('!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~');
 
@@ -11,7 +12,7 @@ export function normalizeAnswer(s: string): string {
   const noPunc = Array.from(lower).filter((c) => !PUNCT.has(c)).join('');
   // Python's re \b is Unicode-aware: a word character is a letter, a number or '_'.
   const noArticles = noPunc.replace(/(?<![\p{L}\p{N}_])(a|an|the)(?![\p{L}\p{N}_])/gu, ' ');
-  return noArticles.split(/\s+/u).filter(Boolean).join(' ');
+  return pySplit(noArticles).join(' '); // Python's ' '.join(text.split())
 }
 
 function f1Tokens<T>(pred: T[], gold: T[]): number {
@@ -31,17 +32,24 @@ export function exactMatch(prediction: string, gold: string): number {
   return normalizeAnswer(prediction) === normalizeAnswer(gold) ? 1 : 0;
 }
 
-export function f1Score(prediction: string, gold: string): number {
+export function f1Score(prediction: string, gold: string, o: SquadOptions = {}): number {
   const p = normalizeAnswer(prediction).split(' ').filter(Boolean);
   const g = normalizeAnswer(gold).split(' ').filter(Boolean);
+  // transformers' squad_metrics.compute_f1 (lm-eval's XQuAD): an empty side scores int(gold_toks == pred_toks)
+  if (o.emptyMatch && (p.length === 0 || g.length === 0)) return p.length === g.length ? 1 : 0;
   return f1Tokens(p, g);
+}
+
+export interface SquadOptions {
+  /** F1 of two answers that normalise to nothing is 1 (transformers' squad_metrics, used by lm-eval), not 0. */
+  emptyMatch?: boolean;
 }
 
 const best = (xs: number[]): number => (xs.length ? Math.max(...xs) : 0);
 
 /** EM and F1 of one prediction against its gold answers, on 0–1. */
-export function squadScores(prediction: string, golds: string[]): { em: number; f1: number } {
-  return { em: best(golds.map((g) => exactMatch(prediction, g))), f1: best(golds.map((g) => f1Score(prediction, g))) };
+export function squadScores(prediction: string, golds: string[], o: SquadOptions = {}): { em: number; f1: number } {
+  return { em: best(golds.map((g) => exactMatch(prediction, g))), f1: best(golds.map((g) => f1Score(prediction, g, o))) };
 }
 
 /** EM and F1 on token ids. */
