@@ -182,15 +182,9 @@ void launch(const AttnTile* tiles, int64_t n_tiles, int n_heads, int group, cons
             const uint16_t* k, const uint16_t* v, int64_t ldkv, float scale, uint16_t* out, int64_t ldo,
             cudaStream_t stream) {
   using L = Layout<HD>;
-  // The shared-memory opt-in is per kernel and device: set it once per device (re-setting is harmless).
-  static bool configured[64] = {};
-  int dev = 0;
-  check(cudaGetDevice(&dev), "flash_attention_bf16: cudaGetDevice");
-  if (dev < 0 || dev >= 64 || !configured[dev]) {
-    check(cudaFuncSetAttribute(flash_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(L::bytes)),
-          "flash_attention_bf16: shared memory opt-in");
-    if (dev >= 0 && dev < 64) configured[dev] = true;
-  }
+  // The shared-memory opt-in is per kernel and device; setting it at every launch is cheap and race-free.
+  check(cudaFuncSetAttribute(flash_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(L::bytes)),
+        "flash_attention_bf16: shared memory opt-in");
   const dim3 grid{unsigned(n_tiles), unsigned(n_heads), 1u};
   flash_kernel<HD><<<grid, kWarps * 32, L::bytes, stream>>>(tiles, group, reinterpret_cast<const bf16*>(q), ldq,
                                                           reinterpret_cast<const bf16*>(k),
