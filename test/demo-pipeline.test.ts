@@ -105,6 +105,16 @@ describe('the demo on a fixture with random weights (code paths only)', () => {
     expect(summary.results.finetune.methods.map((m) => m.method)).toEqual(['neurons', 'random']);
   });
 
+  it('reports the analyses: the neurons method changes only the language\'s neurons, the random one mostly others', async () => {
+    const report = JSON.parse(await fsp.readFile(path.join(out, 'report.json'), 'utf8'));
+    const a = report.figures.analyses;
+    expect(a.overlap.languages.slice().sort()).toEqual([...options.languages].sort());
+    const share = Object.fromEntries(a.weightUpdates.map((u: { method: string; analysis: { mask: { fraction: number } } }) => [u.method, u.analysis.mask.fraction]));
+    expect(share['neurons']).toBeCloseTo(1, 9);
+    expect(share['random']).toBeLessThan(0.9);
+    expect(await fsp.readFile(path.join(out, 'report.html'), 'utf8')).toContain('<section id="analyses">');
+  });
+
   it('scores the matrix as the steer module\'s scorer does (with and without a deactivation)', async () => {
     const m = await loadModel(model, { threads: 2 });
     const langs = options.languages;

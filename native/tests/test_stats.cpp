@@ -11,6 +11,7 @@
 #include "kernels/ops.h"
 #include "kernels/stats_kernels.h"
 #include "model/stats.h"
+#include "ref_model.h"
 #include "test_util.h"
 #include "tiny_model.h"
 
@@ -19,8 +20,8 @@ using namespace lntiny;
 
 namespace {
 
-const std::vector<Site> kAllSites = {Site::Act, Site::Gate, Site::H,  Site::Up,  Site::Q,
-                                     Site::K,   Site::V,    Site::O,  Site::Down};
+const std::vector<Site> kAllSites = {Site::Act, Site::Gate, Site::H,  Site::Up,   Site::Q,
+                                     Site::K,   Site::V,    Site::O,  Site::Down, Site::Resid};
 
 struct Batch {
   std::vector<int32_t> tokens, lens;
@@ -226,6 +227,7 @@ LN_TEST(stats_do_not_change_logits) {
   };
   const auto plain = logits({});
   LN_CHECK(logits({Site::Act, Site::Gate, Site::H, Site::Up, Site::Q, Site::K, Site::V}) == plain);
+  LN_CHECK(logits({Site::Resid}) == plain);  // the residual stream is read in place, never written
   const auto od = logits({Site::O, Site::Down});
   double worst = 0;
   for (size_t i = 0; i < plain.size(); ++i) worst = std::max(worst, double(std::fabs(od[i] - plain[i])));
@@ -359,6 +361,41 @@ LN_TEST(stats_plain_and_avx2_row_kernels_agree) {
   }
 }
 
+// Site resid is the residual stream after each layer: at the last layer, normed by the final norm, it is the
+// float64 reference's final hidden state (ref_model.h); its width is hidden.
+LN_TEST(stats_resid_is_the_residual_stream) {
+  TinyOpts o;
+  o.bias = true;
+  Tiny tm(o);
+  const ModelConfig& c = tm.cfg;
+  Model m(c, tm.w, 2, Compute::F32);
+  lnref::RefModel ref(c, tm.w);
+  const auto toks = random_tokens(17, c.vocab, 5);
+  const Batch b = make_batch({toks}, false);
+  LN_CHECK(site_width(c, Site::Resid) == c.hidden);
+  const auto cap = forward(m, b, nullptr, -1, Site::Resid, c.n_layers - 1).capture;
+  const auto want = ref.final_states(toks);
+  const int64_t H = c.hidden;
+  LN_CHECK(cap.size() == want.size());
+  double num = 0, den = 0;
+  for (size_t t = 0; t < toks.size(); ++t) {
+    double ss = 0;
+    for (int64_t i = 0; i < H; ++i) ss += double(cap[t * H + i]) * cap[t * H + i];
+    const double r = 1.0 / std::sqrt(ss / double(H) + double(c.rms_eps));
+    for (int64_t i = 0; i < H; ++i) {
+      const double got = double(cap[t * H + i]) * r * ref.final_norm[size_t(i)], w = want[t * H + i];
+      num += (got - w) * (got - w);
+      den += w * w;
+    }
+  }
+  LN_CHECK_MSG(std::sqrt(num / den) < 1e-4, "resid (final-normed) vs float64 final states: %g relative", std::sqrt(num / den));
+  // Earlier layers differ from the last (not a copy of one buffer).
+  const auto first = forward(m, b, nullptr, -1, Site::Resid, 0).capture;
+  double diff = 0;
+  for (size_t i = 0; i < first.size(); ++i) diff += std::fabs(first[i] - cap[i]);
+  LN_CHECK(diff > 1e-3);
+}
+
 LN_TEST(stats_capture_without_stats) {
   Tiny tm(TinyOpts{});
   Model m(tm.cfg, tm.w, 1, Compute::F32);
@@ -385,7 +422,7 @@ LN_TEST(stats_reject_bad_options_and_requests) {
   };
   expect_invalid([&] { make([](StatsOptions& o) { o.sites.clear(); }); }, "no sites");
   expect_invalid([&] { make([](StatsOptions& o) { o.sites = {Site::Act, Site::Q, Site::Act}; }); }, "'act' requested twice");
-  expect_invalid([&] { make([](StatsOptions& o) { o.sites = {Site(9)}; }); }, "unknown site 9");
+  expect_invalid([&] { make([](StatsOptions& o) { o.sites = {Site(kSiteCount)}; }); }, "unknown site 10");  // kSiteCount
   expect_invalid([&] { make([](StatsOptions& o) { o.n_layers = 0; }); }, "layers must be in [1, 3]");
   expect_invalid([&] { make([](StatsOptions& o) { o.n_layers = 4; }); }, "layers must be in [1, 3]");
   expect_invalid([&] { make([](StatsOptions& o) { o.hist_edges = {1}; }); }, "at least 2");

@@ -3,6 +3,8 @@ import { Option, type Command } from 'commander';
 import os from 'node:os';
 
 import { loadModel, type LanguageModel } from '../engine/model.js';
+import { warn } from '../io/text.js';
+import { estimateMemory, openCheckpoint } from '../model/checkpoint.js';
 import { parseIntOption } from './output.js';
 import { isDeviceRequest, type DeviceRequest } from '../engine/device.js';
 import { LangneuronsError } from '../errors.js';
@@ -17,12 +19,22 @@ export function addModelOptions(cmd: Command): Command {
     .option('--json', 'print one JSON document on stdout (no progress output)');
 }
 
-export function openModel(dir: string, o: ModelCliOptions): Promise<LanguageModel> {
+export async function openModel(dir: string, o: ModelCliOptions): Promise<LanguageModel> {
   if (o.device !== undefined && !isDeviceRequest(o.device))
     throw new LangneuronsError('E_OPTIONS', `--device must be auto, cpu, cuda or cuda:N, got '${o.device}'`, { field: '--device' });
+  // The host-memory estimate concerns the CPU engine; a GPU runtime holds its own copy on the device.
+  if (!o.device?.startsWith('cuda')) await warnIfTooLarge(dir);
   return loadModel(dir, {
     ...(o.threads ? { threads: o.threads } : {}),
     ...(o.compute ? { compute: o.compute } : {}),
     ...(o.device !== undefined ? { device: o.device as DeviceRequest } : {}),
   });
+}
+
+/** Before loading: `info`'s memory estimate against the free memory, so a model that cannot fit is said at once. */
+export async function warnIfTooLarge(dir: string, free = os.freemem()): Promise<void> {
+  const ck = await openCheckpoint(dir);
+  const need = estimateMemory(ck.config, { weightBytes: ck.totalBytes, batchTokens: 512, contextTokens: 512 }).totalBytes;
+  if (need > free)
+    warn(`${dir}: running the model needs about ${(need / 2 ** 30).toFixed(1)} GiB (langneurons info ${dir}), more than the ${(free / 2 ** 30).toFixed(1)} GiB of free memory; it may fail or swap`);
 }

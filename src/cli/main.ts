@@ -2,7 +2,8 @@
 // with exit code 1 (2 for usage errors); a stack trace only with LANGNEURONS_DEBUG=1.
 import { Command, CommanderError } from 'commander';
 
-import { LangneuronsError } from '../errors.js';
+import { describeFailure } from './failure.js';
+import { registerAnalyze } from './commands/analyze.js';
 import { registerCorpus } from './commands/corpus.js';
 import { registerDemo } from './commands/demo.js';
 import { registerEval } from './commands/eval.js';
@@ -37,6 +38,7 @@ export function buildProgram(): Command {
   registerSteer(program);
   registerEval(program);
   registerResults(program);
+  registerAnalyze(program);
   registerDemo(program);
   registerReport(program);
   registerFinetune(program);
@@ -51,9 +53,8 @@ export async function main(argv: string[]): Promise<number> {
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
-    const msg = e instanceof Error ? e.message : String(e);
-    const known = e instanceof LangneuronsError || e instanceof RangeError || e instanceof TypeError;
-    process.stderr.write(`langneurons: error: ${msg}\n`);
+    const { line, known } = describeFailure(e); // src/cli/failure.ts
+    process.stderr.write(`langneurons: error: ${line}\n`);
     if (process.env.LANGNEURONS_DEBUG || !known) process.stderr.write(`${(e as Error)?.stack ?? ''}\n`);
     return 1;
   }

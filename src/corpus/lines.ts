@@ -4,6 +4,7 @@
 import { promises as fsp } from 'node:fs';
 import { StringDecoder } from 'node:string_decoder';
 import { LangneuronsError, describeError } from '../errors.js';
+import { Utf8Check } from '../io/text.js';
 
 /** Counts the reads a reader made; pass one in to observe (tests) or to report progress. */
 export interface ReadCounter {
@@ -41,6 +42,7 @@ export async function* readLines(file: string, options: ReadLinesOptions = {}): 
   try {
     const buffer = Buffer.allocUnsafe(chunkBytes);
     const decoder = new StringDecoder('utf8');
+    const utf8 = new Utf8Check(); // invalid bytes: a warning; a mostly binary file: refused at its first chunk
     let pending = '';
     let lineNumber = 0;
     let first = true;
@@ -58,6 +60,8 @@ export async function* readLines(file: string, options: ReadLinesOptions = {}): 
         options.counter.chunks++;
         options.counter.bytes += bytesRead;
       }
+      utf8.update(buffer.subarray(0, bytesRead));
+      utf8.refuseBinary(file, false);
       pending += decoder.write(buffer.subarray(0, bytesRead));
       let start = 0;
       for (let nl = pending.indexOf('\n'); nl !== -1; nl = pending.indexOf('\n', start)) {
@@ -68,6 +72,9 @@ export async function* readLines(file: string, options: ReadLinesOptions = {}): 
       pending = pending.slice(start);
     }
     pending += decoder.end();
+    utf8.end();
+    utf8.refuseBinary(file, true);
+    utf8.warnReplaced(file);
     if (pending.length > 0) yield { text: clean(pending), lineNumber: ++lineNumber };
   } finally {
     await handle.close();

@@ -6,6 +6,7 @@
 // Manifest: { "field"?: "text", "languages": { "en": { "files": ["a.txt", "b.parquet"], "field"?: "text" } } },
 // paths relative to the manifest. The field applies to JSONL / Parquet files: a language's own "field"
 // wins over the manifest's, which wins over `options.field`, which defaults to "text".
+import { checkLanguageId, isLanguageId } from './language-id.js';
 import { createHash } from 'node:crypto';
 import { createReadStream, promises as fsp, type Stats } from 'node:fs';
 import path from 'node:path';
@@ -163,7 +164,7 @@ async function scanFolder(root: string, field: string): Promise<Map<string, Corp
     const format = formatOf(entry.name);
     if (format === null) continue; // README, manifest, anything else
     const language = entry.name.slice(0, entry.name.length - path.extname(entry.name).length);
-    if (language === '') continue;
+    if (language === '' || !isLanguageId(language)) continue; // not a <lang>.<ext> corpus file
     add(language, [{ file: full, name: entry.name, format, field }], entry.name);
   }
   if (byLanguage.size === 0) fail(`${root}: no corpus files found; expected <lang>.txt, <lang>.jsonl, <lang>.parquet or <lang>/ folders of them`, root);
@@ -180,6 +181,7 @@ function parseManifest(raw: unknown, origin: string, baseDir: string, defaultFie
   if (typeof languages !== 'object' || languages === null || Array.isArray(languages)) bad('expected "languages": { "<lang>": { "files": [...] } }');
   const out = new Map<string, CorpusFile[]>();
   for (const [language, entry] of Object.entries(languages as Record<string, unknown>)) {
+    checkLanguageId(language, `${origin}: "languages"`);
     const e = entry as Partial<{ files: unknown; field: unknown }>;
     if (typeof e !== 'object' || e === null || !Array.isArray(e.files) || e.files.length === 0 || !e.files.every((f) => typeof f === 'string' && f !== '')) {
       bad(`languages.${language}: expected { "files": ["<path>", ...] } with at least one path`);

@@ -1,7 +1,12 @@
 // Step 6: the demo's results as the report's data (src/report/report-data.ts): one figure per pipeline step.
 import path from 'node:path';
 
-import { REPORT_FORMAT, type ReportData } from '../report/report-data.js';
+import { existsSync } from 'node:fs';
+
+import { analyzeOverlap } from '../analyze/masks.js';
+import { analyzeWeightUpdates, readChanges, resolveDeltaSource } from '../analyze/weights.js';
+import { maskLanguage, readMask } from '../identify/masks.js';
+import { REPORT_FORMAT, type AnalysesFigure, type ReportData } from '../report/report-data.js';
 import type { Check } from './checks.js';
 import type { DemoContext } from './context.js';
 import type { FinetuneData, MethodRun } from './finetune-step.js';
@@ -65,4 +70,19 @@ export function buildReportData(ctx: DemoContext, r: DemoResults): ReportData {
       },
     },
   };
+}
+
+/** The analyses of the run for the report: the mask's language overlap, and each fine-tuning run's weight change with its
+ * share on the fine-tuned language's neurons. */
+export async function buildReportAnalyses(ctx: DemoContext, r: Pick<DemoResults, 'identify' | 'data' | 'runs'>): Promise<AnalysesFigure> {
+  const mask = await readMask(r.identify.maskFile);
+  const neurons = maskLanguage(mask, r.data.language, r.identify.maskFile);
+  const weightUpdates: NonNullable<AnalysesFigure['weightUpdates']> = [];
+  for (const run of r.runs) {
+    if (!existsSync(path.join(run.runDir, 'delta.safetensors')) && !existsSync(path.join(run.runDir, 'adapter'))) continue;
+    const src = await resolveDeltaSource(run.runDir, ctx.modelDir);
+    weightUpdates.push({ method: run.method, analysis: analyzeWeightUpdates(await readChanges(src), ctx.checkpoint.config.numLayers, run.runDir, src.kind,
+      { source: `${path.basename(r.identify.maskFile)}:${r.data.language}`, layers: neurons }) });
+  }
+  return { overlap: analyzeOverlap(mask), weightUpdates };
 }

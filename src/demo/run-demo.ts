@@ -20,7 +20,7 @@ import { matrixStep } from './matrix-step.js';
 import { identifyStep, profileStep } from './neurons-step.js';
 import { resolveDemoOptions, type DemoOptions } from './options.js';
 import { demoRecipe } from './recipe.js';
-import { buildReportData } from './report-step.js';
+import { buildReportAnalyses, buildReportData } from './report-step.js';
 import { steeringStep } from './steering-step.js';
 import { StepRunner, type StepEvent } from './steps.js';
 
@@ -74,6 +74,7 @@ export async function runDemo(modelDir: string, outDir: string, options: DemoOpt
   const ok = checks.every((c) => c.passed);
   const seconds = (performance.now() - started) / 1000;
   const reportData = buildReportData(ctx, { steps, seconds, checks, ok, identify: identify.result, matrix: matrix.result, steering: steering.result, data: data.result, runs });
+  reportData.figures.analyses = await buildReportAnalyses(ctx, { identify: identify.result, data: data.result, runs });
   const report = await writeReport(outDir, reportData);
   return {
     format: DEMO_FORMAT, model: modelDir, outDir, report, seconds, steps, checks, ok,

@@ -4,6 +4,7 @@ import os from 'node:os';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 
+import { checkFiniteOutput } from './finite.js';
 import { LangneuronsError } from '../errors.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { assertSequenceFits, type ModelConfig } from '../model/config.js';
@@ -210,6 +211,11 @@ export class LanguageModel {
       ...this.interventionOptions(batch, seqOffsets, total, opts),
     });
     const rows = mode === 'all' ? total : mode === 'last' ? batch.length : 0;
+    checkFiniteOutput({
+      logits: res.logits, vocab: this.vocabSize, sequences: batch.length, targetLogprobs: res.targetLogprobs ?? null,
+      rowOf: (i) => (mode === 'all' ? seqOffsets[i]! + batch[i]!.length - 1 : mode === 'last' ? i : -1),
+      intervened: !!opts.intervene, model: path.basename(this.checkpoint.dir),
+    });
     return { logits: res.logits, rows, vocab: this.vocabSize, seqOffsets, targetLogprobs: res.targetLogprobs, capture: res.capture ?? null };
   }
 

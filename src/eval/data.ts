@@ -20,6 +20,7 @@
 //               D, Answer ("A".."D"), Subject [dataset card] (select it with --langs de_de, sw_ke, ...).
 // Multiple-choice readers also accept `choices` for INCLUDE and option_a..d for MMLU (Global-MMLU), and a letter
 // answer ("A".."D").
+import { readTextFile } from '../io/text.js';
 import { createHash } from 'node:crypto';
 import { existsSync, promises as fsp, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -60,7 +61,7 @@ export async function readRows(file: string): Promise<Row[]> {
     }
   } else {
     let text: string;
-    try { text = await fsp.readFile(file, 'utf8'); } catch (e) { fail(file, `cannot read: ${describeError(e)}`); }
+    text = await readTextFile(file, 'data');
     const lines = ext === '.csv' ? [] : text.split(/\r?\n/);
     const whole = ext === '.json' ? wholeJsonRows(file, text) : null;
     if (whole) rows = whole;

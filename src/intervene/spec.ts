@@ -63,9 +63,13 @@ function specError(source: string | undefined, message: string): LangneuronsErro
   return new LangneuronsError('E_INTERVENE', source ? `intervention "${source}": ${message}` : `intervention: ${message}`, { field: 'intervene' });
 }
 
+/** Activations are float32: a value beyond this becomes Inf in the engine. */
+const FLOAT32_MAX = 3.4028234663852886e38;
+
 function parseNumber(text: string, what: string, source: string): number {
   const x = text.trim() === '' ? NaN : Number(text);
   if (!Number.isFinite(x)) throw specError(source, `${what} must be a finite number, got "${text}"`);
+  if (Math.abs(x) > FLOAT32_MAX) throw specError(source, `${what} ${text} overflows float32 (largest ${FLOAT32_MAX.toExponential(4)})`);
   return x;
 }
 
@@ -159,7 +163,7 @@ export function parseInterventionSpec(text: string, defaultStats?: string): Inte
 }
 
 const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
-const isFiniteNumber = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x);
+const isFiniteNumber = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x) && Math.abs(x) <= FLOAT32_MAX; // beyond: Inf in the engine
 const isStringList = (x: unknown): x is string[] => Array.isArray(x) && x.length > 0 && x.every((s) => typeof s === 'string' && s.length > 0);
 
 /** Checks an untrusted canonical spec (a JSON entry, or a TypeScript caller's object); returns it with defaults. */

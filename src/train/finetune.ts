@@ -5,7 +5,9 @@
 // Run directory:
 //   run.json          what the run is (model + fingerprint, method, options, data hashes); written once
 //   train.jsonl       one line per step {step, loss, lr, gradNorm, tokensPerSecond, ...} and per validation
-//   state/            state.safetensors (master weights + Adam moments of every trainable tensor) + state.json
+//   state/            state.safetensors (master weights + Adam moments of every trainable tensor, the counters in its
+//                     metadata: one file, one atomic save; src/train/state.ts) + state.json (a readable copy)
+//   .langneurons.lock the pid of the run writing the folder (src/io/lock.ts)
 //   best/             delta (or adapter/, head/) of the best validation loss (with --valid)
 //   delta.safetensors + delta.json   the trained rows / columns / tensors (final, or best with --valid)
 //   adapter/          instead of the delta for lora / neuron-lora: a PEFT LoRA adapter (src/train/adapter.ts)
@@ -19,9 +21,10 @@ import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { readAllTensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import { readTextFile } from '../io/text.js';
 import { readMask } from '../identify/masks.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
+import { modelFingerprint } from '../model/fingerprint.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { modelIdentity } from '../profile/identity.js';
 import { applyAdapter, writeAdapter } from './adapter.js';
@@ -31,7 +34,9 @@ import {
   isLoraMethod, LORA_DEFAULTS, METHOD_DEFAULTS, METHODS, MONDAL_HEAD_PRESET, parseLoraTargets, rng, selectTrainable,
   type FinetuneMethod, type LoraSettings,
 } from './methods.js';
-import { createNativeTrainer, tensorName, type NativeTrainer } from './native.js';
+import { createNativeTrainer, type NativeTrainer } from './native.js';
+import { claimRunDir, copyRunFiles, keptLogLines } from './run-dir.js';
+import { loadState, saveState, type StateCounters } from './state.js';
 
 export const RUN_FORMAT = 'langneurons-finetune/1';
 export type Schedule = 'constant' | 'linear' | 'cosine';
@@ -93,16 +98,12 @@ interface ResolvedOptions extends Required<Omit<FinetuneOptions, 'masks' | 'lang
 
 interface RunFile {
   format: typeof RUN_FORMAT;
-  model: { dir: string; name: string; fingerprint: string };
+  /** weights: modelFingerprint (content, src/model/fingerprint.ts); absent in runs started before it was recorded. */
+  model: { dir: string; name: string; fingerprint: string; weights?: string };
   options: ResolvedOptions;
   /** trainChunks / validChunks: training examples (chunks of text, or items with a head). */
   data: { trainSha256: string; validSha256: string | null; trainChunks: number; validChunks: number };
   trainableParameters: number;
-}
-
-/** optimizerStep: AdamW's step count (differs from step after --reset-optimizer-on-save; absent in older states). */
-interface StateFile {
-  step: number; bestValid: number | null; bestStep: number | null; tokens: number; stateSha256: string; optimizerStep?: number;
 }
 
 export interface FinetuneResult {
@@ -187,12 +188,7 @@ export function learningRate(o: Pick<ResolvedOptions, 'lr' | 'warmup' | 'schedul
 
 /** Text file -> token ids (one document per non-empty line, BOS each) -> chunks of `chunk` tokens. */
 async function loadChunks(file: string, tokenize: (s: string) => number[], chunk: number, what: string): Promise<{ chunks: Int32Array[]; sha: string }> {
-  let text: string;
-  try {
-    text = await fsp.readFile(file, 'utf8');
-  } catch (e) {
-    throw new LangneuronsError('E_IO', `${file}: cannot read the ${what} file: ${(e as Error).message}`, { file });
-  }
+  const text = await readTextFile(file, what);
   const ids: number[] = [];
   for (const line of text.split(/\r?\n/)) if (line.trim()) ids.push(...tokenize(line));
   const chunks: Int32Array[] = [];
@@ -259,45 +255,6 @@ async function validCls(tr: NativeTrainer, items: ClsItem[], batch: number, numL
   return { loss: sum / items.length, accuracy: correct / items.length };
 }
 
-async function saveState(dir: string, tr: NativeTrainer, st: Omit<StateFile, 'stateSha256'>): Promise<void> {
-  const tensors: Record<string, TensorToWrite> = {};
-  for (const p of tr.params()) {
-    if (p.size === 0) continue;
-    const n = tensorName(p.role, p.layer);
-    for (const a of ['master', 'm', 'v'] as const) tensors[`${n}.${a}`] = { dtype: 'F32', shape: [p.size], data: tr.read(a, p.id) };
-  }
-  await fsp.mkdir(dir, { recursive: true });
-  const file = path.join(dir, 'state.safetensors');
-  await writeSafetensors(file, tensors, { step: String(st.step) });
-  const full: StateFile = { ...st, stateSha256: sha256(await fsp.readFile(file)) };
-  await writeFileAtomic(path.join(dir, 'state.json'), JSON.stringify(full, null, 2) + '\n');
-}
-
-async function loadState(dir: string, tr: NativeTrainer): Promise<StateFile> {
-  const jf = path.join(dir, 'state.json'), sf = path.join(dir, 'state.safetensors');
-  let st: StateFile;
-  try {
-    st = JSON.parse(await fsp.readFile(jf, 'utf8')) as StateFile;
-  } catch (e) {
-    throw new LangneuronsError('E_RESUME', `${jf}: no saved state to resume from (${(e as Error).message})`, { file: jf });
-  }
-  if (sha256(await fsp.readFile(sf)) !== st.stateSha256)
-    throw new LangneuronsError('E_RESUME', `${sf}: does not match state.json (interrupted save?)`, { file: sf });
-  const tensors = await readAllTensors(sf);
-  for (const p of tr.params()) {
-    if (p.size === 0) continue;
-    const n = tensorName(p.role, p.layer);
-    for (const a of ['master', 'm', 'v'] as const) {
-      const t = tensors.get(`${n}.${a}`);
-      if (!t || t.info.dtype !== 'F32' || (t.data as Float32Array).length !== p.size)
-        throw new LangneuronsError('E_RESUME', `${sf}: tensor ${n}.${a} is missing or has the wrong size`, { file: sf });
-      tr.write(a, p.id, t.data as Float32Array);
-    }
-  }
-  tr.setStepCount(st.optimizerStep ?? st.step);
-  return st;
-}
-
 /** LM chunks, or with a head, labelled items. */
 interface Prepared {
   ckpt: Checkpoint; tr: NativeTrainer; run: RunFile; train: Int32Array[]; valid: Int32Array[]; trainItems: ClsItem[]; validItems: ClsItem[];
@@ -308,6 +265,10 @@ async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, exp
   const id = modelIdentity(ckpt);
   if (expect && expect.model.fingerprint !== id.fingerprint)
     throw new LangneuronsError('E_RESUME', `${runDir}: the run was made with ${expect.model.name} (${expect.model.fingerprint.slice(0, 12)}), the model at ${modelDir} is ${id.name} (${id.fingerprint.slice(0, 12)})`);
+  // Same layout is not enough: weights replaced under the same path would mix two models in one run.
+  const weights = await modelFingerprint(modelDir);
+  if (expect?.model.weights && expect.model.weights !== weights)
+    throw new LangneuronsError('E_RESUME', `${runDir}: the weights at ${modelDir} changed since the run started (fingerprint ${expect.model.weights.slice(0, 12)} -> ${weights.slice(0, 12)}); cannot resume exactly`);
   const tok = await loadTokenizer(modelDir, ckpt.config);
   const encode = (s: string) => tok.encode(s);
   const head = o.head ?? null;
@@ -324,7 +285,7 @@ async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, exp
   const tr = createNativeTrainer(ckpt, o.threads, sel.trainable, { seed: o.seed, numLabels: head?.numLabels ?? 0 });
   const count = (x: { chunks: Int32Array[]; items: ClsItem[] } | null) => (head ? x?.items.length : x?.chunks.length) ?? 0;
   const run: RunFile = {
-    format: RUN_FORMAT, model: { dir: path.resolve(modelDir), name: id.name, fingerprint: id.fingerprint }, options: o,
+    format: RUN_FORMAT, model: { dir: path.resolve(modelDir), name: id.name, fingerprint: id.fingerprint, weights }, options: o,
     data: { trainSha256: train.sha, validSha256: valid?.sha ?? null, trainChunks: count(train), validChunks: count(valid) },
     trainableParameters: tr.info().trainable,
   };
@@ -343,26 +304,25 @@ async function writeWeights(dir: string, p: Prepared, step: number): Promise<voi
 async function copyWeights(from: string, to: string, o: ResolvedOptions): Promise<void> {
   const files = o.lora ? ['adapter/adapter_config.json', 'adapter/adapter_model.safetensors'] : ['delta.safetensors', 'delta.json'];
   if (o.head) files.push('head/head.json', 'head/head.safetensors');
-  for (const f of files) {
-    await fsp.mkdir(path.dirname(path.join(to, f)), { recursive: true });
-    await writeFileAtomic(path.join(to, f), await fsp.readFile(path.join(from, f)));
-  }
+  await copyRunFiles(from, to, files);
 }
 
 /** Starts a new run in runDir (refused when runDir already holds a run). */
+/**
+ * Starts a new run in runDir: refused when runDir holds a run with a save (continue it with resume) or files
+ * that are not a run's; a run folder without any save (killed or failed before its first) is taken over.
+ */
 export async function finetune(modelDir: string, opts: FinetuneOptions, runDir: string, ctl: RunControl = {}): Promise<FinetuneResult> {
   const o = resolveOptions(opts);
+  const claim = await claimRunDir(runDir, 'finetune');
   try {
-    await fsp.access(path.join(runDir, 'run.json'));
-    throw new LangneuronsError('E_OPTIONS', `${runDir}: already holds a run; continue it with --resume ${runDir} or choose another --out`, { file: runDir });
-  } catch (e) {
-    if (e instanceof LangneuronsError) throw e;
+    const p = await prepare(modelDir, o, runDir);
+    await writeFileAtomic(path.join(runDir, 'run.json'), JSON.stringify(p.run, null, 2) + '\n');
+    await writeFileAtomic(path.join(runDir, 'train.jsonl'), '');
+    return await loop(p, runDir, { step: 0, bestValid: null, bestStep: null, tokens: 0 }, ctl);
+  } finally {
+    await claim.release();
   }
-  const p = await prepare(modelDir, o, runDir);
-  await fsp.mkdir(runDir, { recursive: true });
-  await writeFileAtomic(path.join(runDir, 'run.json'), JSON.stringify(p.run, null, 2) + '\n');
-  await writeFileAtomic(path.join(runDir, 'train.jsonl'), '');
-  return loop(p, runDir, { step: 0, bestValid: null, bestStep: null, tokens: 0 }, ctl);
 }
 
 /** Continues the run in runDir from its last saved state. */
@@ -375,17 +335,23 @@ export async function resume(runDir: string, ctl: RunControl = {}): Promise<Fine
     throw new LangneuronsError('E_RESUME', `${rf}: not a fine-tuning run directory (${(e as Error).message})`, { file: rf });
   }
   if (run.format !== RUN_FORMAT) throw new LangneuronsError('E_RESUME', `${rf}: not a ${RUN_FORMAT} run`, { file: rf });
-  const p = await prepare(run.model.dir, run.options, runDir, run);
-  const st = await loadState(path.join(runDir, 'state'), p.tr);
-  // Drop log lines written after the saved state (they will be written again).
-  const logFile = path.join(runDir, 'train.jsonl');
-  const lines = (await fsp.readFile(logFile, 'utf8').catch(() => '')).split('\n').filter((l) => l.trim());
-  const kept = lines.filter((l) => (JSON.parse(l) as { step: number }).step <= st.step);
-  await writeFileAtomic(logFile, kept.map((l) => l + '\n').join(''));
-  return loop(p, runDir, st, ctl);
+  const claim = await claimRunDir(runDir, 'finetune --resume', { resume: true });
+  try {
+    const p = await prepare(run.model.dir, run.options, runDir, run);
+    // No save yet (killed or failed before the first): the run starts over from step 0.
+    const st: StateCounters = (await loadState(path.join(runDir, 'state'), p.tr)) ?? { step: 0, bestValid: null, bestStep: null, tokens: 0 };
+    if (st.step === 0) await fsp.rm(path.join(runDir, 'best'), { recursive: true, force: true });
+    // Drop log lines written after the saved state (they will be written again).
+    const logFile = path.join(runDir, 'train.jsonl');
+    const kept = await keptLogLines(logFile, st.step);
+    await writeFileAtomic(logFile, kept.map((l) => l + '\n').join(''));
+    return await loop(p, runDir, st, ctl);
+  } finally {
+    await claim.release();
+  }
 }
 
-async function loop(p: Prepared, runDir: string, st0: Omit<StateFile, 'stateSha256'>, ctl: RunControl): Promise<FinetuneResult> {
+async function loop(p: Prepared, runDir: string, st0: StateCounters, ctl: RunControl): Promise<FinetuneResult> {
   const o = p.run.options, tr = p.tr, head = o.head ?? null;
   const perStep = o.batch * o.accum;
   const examples = head ? p.trainItems.length : p.train.length;

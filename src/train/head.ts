@@ -12,6 +12,7 @@ import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { readTextFile } from '../io/text.js';
 import { readAllTensors, writeSafetensors } from '../io/safetensors.js';
 import type { Checkpoint } from '../model/checkpoint.js';
 import { modelIdentity } from '../profile/identity.js';
@@ -59,12 +60,7 @@ export function encodeItem(texts: string[], encode: (s: string) => number[], max
 /** Reads a JSONL file of labelled items (one JSON object per non-empty line). */
 export async function loadClsItems(file: string, encode: (s: string) => number[], s: HeadSettings, maxLen: number,
   what: string): Promise<{ items: ClsItem[]; sha: string }> {
-  let text: string;
-  try {
-    text = await fsp.readFile(file, 'utf8');
-  } catch (e) {
-    throw new LangneuronsError('E_IO', `${file}: cannot read the ${what} file: ${(e as Error).message}`, { file });
-  }
+  const text = await readTextFile(file, what);
   const items: ClsItem[] = [];
   text.split(/\r?\n/).forEach((line, i) => {
     if (!line.trim()) return;

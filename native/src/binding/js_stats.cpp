@@ -11,7 +11,7 @@ namespace lnjs {
 
 Napi::FunctionReference* NativeStats::constructor = nullptr;
 
-static const char* kSiteList = "act, gate, h, up, q, k, v, o, down";
+static const char* kSiteList = "act, gate, h, up, q, k, v, o, down, resid";
 
 ln::Site parse_site_value(Napi::Env env, const Napi::Value& v, const std::string& what) {
   if (!v.IsString()) throw Napi::TypeError::New(env, what + " must be a string (one of " + kSiteList + ")");

@@ -170,6 +170,8 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
   for (int l = 0; l < n_run; ++l) {
     detail::attention_forward(st, l);
     detail::ffn_forward(st, l);
+    // Site `resid`: the stream itself after the layer, recorded (per-unit sums, sequence means) in place.
+    detail::record_block(st, Site::Resid, l, st.h.data(), H);
   }
   detail::end_recording(st);
   st.intervention = nullptr;  // no dangling pointers into the request

@@ -17,11 +17,13 @@ enum class Site : int32_t {
   V = 6,     // v_proj output: kv_heads * head_dim
   O = 7,     // o_proj output (before it is added to the residual stream): hidden
   Down = 8,  // down_proj output (before the residual add): hidden
+  Resid = 9, // the residual stream after layer l (both residual adds done, before the next layer's norm and
+             // before the final norm): hidden. Recorded with sequence means for alignment across layers.
 };
-constexpr int kSiteCount = 9;
+constexpr int kSiteCount = 10;
 
 inline const char* site_name(Site s) {
-  static const char* const names[kSiteCount] = {"act", "gate", "h", "up", "q", "k", "v", "o", "down"};
+  static const char* const names[kSiteCount] = {"act", "gate", "h", "up", "q", "k", "v", "o", "down", "resid"};
   const int i = int(s);
   return i >= 0 && i < kSiteCount ? names[i] : "?";
 }

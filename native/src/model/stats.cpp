@@ -23,6 +23,7 @@ int64_t site_width(const ModelConfig& c, Site s) {
       return int64_t(c.n_kv_heads) * c.head_dim;
     case Site::O:
     case Site::Down:
+    case Site::Resid:
       return c.hidden;
   }
   return 0;

@@ -1,17 +1,15 @@
 import type { Command } from 'commander';
-import { createHash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
-import { readFile, rename, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 
 import { LangneuronsError } from '../../errors.js';
+import { withOutputLock } from '../../io/lock.js';
 import { ModelScorer } from '../../eval/scorer.js';
 import { addInterventionOptions, interventionFromCli } from '../../intervene/index.js';
 import { datasetDir, isTask, languagesIn, prepareTask, TASKS, type TaskName } from '../../eval/tasks.js';
 import { runPlan, type EvalResult, type Variant } from '../../eval/run.js';
-import { applyAdapter, isAdapterDir } from '../../train/adapter.js';
-import { applyDelta } from '../../train/delta.js';
+import { mergedDeltaModel } from '../../eval/delta-cache.js';
+import { isAdapterDir } from '../../train/adapter.js';
 import { HeadClassifier } from '../../train/head.js';
 import { inputHashes } from '../../eval/inputs.js';
 import { modelFingerprint } from '../../model/fingerprint.js';
@@ -46,7 +44,13 @@ export function registerEval(program: Command): void {
     .option('--limit <n>', 'first n items per language only', parseIntOption('--limit', 1))
     .option('--batch-items <n>', 'items per batched engine call', parseIntOption('--batch-items', 1), 16)
     .option('--lang-name <code=Name>', 'English name of a FLORES code for the translation prompts (repeatable)', collect, [])))
-    .action(async (dir: string, o: EvalCli) => {
+    // One eval at a time per results folder (src/io/lock.ts).
+    .action(async (dir: string, o: EvalCli) => withOutputLock(o.out, 'eval', () => evalAction(dir, o)));
+}
+
+async function evalAction(dir: string, o: EvalCli): Promise<void> {
+  {
+    {
       const tasks = o.task.split(',').map((t) => t.trim()).filter(Boolean);
       for (const t of tasks) if (!isTask(t)) throw new LangneuronsError('E_OPTIONS', `unknown task '${t}' (tasks: ${TASKS.join(', ')})`, { field: 'task' });
       let modelDir = dir;
@@ -123,28 +127,6 @@ export function registerEval(program: Command): void {
         }
       }
       printResult(o, { results }, () => `${results.length} result file(s) in ${o.out}`);
-    });
-}
-
-/**
- * The base model with a fine-tuning delta (or a PEFT adapter folder) applied, cached in the temp folder by the
- * sha256 of the delta file (of the adapter's config and weights).
- */
-async function mergedDeltaModel(base: string, deltaFile: string, adapter = false): Promise<string> {
-  const h = createHash('sha256');
-  if (adapter) { // (an adapter does not pin its base model's weights: the base folder is part of the key)
-    h.update(path.resolve(base));
-    for (const f of ['adapter_config.json', 'adapter_model.safetensors']) h.update(await readFile(path.join(deltaFile, f)));
+    }
   }
-  else h.update(await readFile(deltaFile));
-  const hash = h.digest('hex').slice(0, 16);
-  const out = path.join(os.tmpdir(), `langneurons-delta-${hash}`);
-  if (existsSync(path.join(out, 'model.safetensors'))) return out;
-  const staging = `${out}.tmp-${process.pid}`;
-  await rm(staging, { recursive: true, force: true });
-  if (adapter) await applyAdapter(base, deltaFile, staging);
-  else await applyDelta(base, deltaFile, staging);
-  await rm(out, { recursive: true, force: true });
-  await rename(staging, out); // a killed merge never leaves a half-written model where the cache looks
-  return out;
 }

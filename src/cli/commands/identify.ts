@@ -3,6 +3,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError } from '../../errors.js';
+import { ensureParentDir, refuseOutputIsInput } from '../../io/outdir.js';
 import {
   ACT_PROB_VARIANTS, identifyActProb, identifyAveragePrecision, identifyLape, identifyRawActivated, LAPE_PRESETS, writeMask,
   summarizeMask, type ActProbVariant, type LanguageStats, type NeuronMask, type PercentileSource,
@@ -55,6 +56,7 @@ export function registerIdentify(program: Command): void {
     .option('--json', 'print one JSON document on stdout')
     .action(async (paths: string[], o: IdentifyCli) => {
       const inputs = await readStatsInputs(paths, o.langs?.split(',').map((s) => s.trim()).filter(Boolean));
+      await refuseOutputIsInput(o.out, [...paths, ...inputs.map((i) => i.file)]);
       let mask: NeuronMask;
       if (o.method === 'lape') {
         const preset = o.preset === 'gurgurov' ? { ...LAPE_PRESETS.tang, topRate: 0.05 } : o.preset ? LAPE_PRESETS[o.preset] : {};
@@ -69,7 +71,7 @@ export function registerIdentify(program: Command): void {
       } else {
         mask = identifyRawActivated(inputs, { site: o.site });
       }
-      await fsp.mkdir(path.dirname(path.resolve(o.out)), { recursive: true });
+      await ensureParentDir(o.out);
       await writeMask(o.out, mask);
       const s = summarizeMask(mask);
       printResult(o, { out: o.out, method: mask.method, parameters: mask.parameters, total: s.total, union: s.union },

@@ -88,6 +88,7 @@ export function registerProfile(program: Command): void {
         resume: o.resume, seqMeans: !!o.seqMeans,
         ...(o.layers ? { layers: o.layers } : {}), ...(o.shard ? { shard: o.shard } : {}), ...(o.histogram ? { histEdges: o.histogram } : {}),
         ...(o.thresholdsFrom !== undefined ? { thresholdsFrom: { from: o.thresholdsFrom, quantile: o.aboveQuantile! } } : {}),
+        onWarning: (m) => process.stderr.write(`warning: ${m}\n`),
         onProgress: (p) => {
           if (p.language !== current) { if (current) progress.done(); current = p.language; }
           progress.update(p.tokens, p.budget || p.tokens, `${p.language} tokens`);

@@ -1,7 +1,10 @@
 import type { Command } from 'commander';
 import { Option } from 'commander';
 
+import { parsePivotKey, parseWhere, pivotResults, readResultsRecursive } from '../../analyze/pivot.js';
 import { buildTable, parseBy, readResults, tableCsv, tableText } from '../../eval/results.js';
+import { pivotFigures } from '../../report/analysis-figures.js';
+import { emitFigures } from '../figures.js';
 
 export function registerResults(program: Command): void {
   const results = program.command('results').description('evaluation results');
@@ -13,5 +16,30 @@ export function registerResults(program: Command): void {
     .action(async (dir: string, o: { by: string; format: 'text' | 'csv' | 'json' }) => {
       const t = buildTable(await readResults(dir), parseBy(o.by));
       process.stdout.write(o.format === 'csv' ? tableCsv(t) : o.format === 'json' ? JSON.stringify(t, null, 2) + '\n' : tableText(t));
+    });
+  results
+    .command('pivot <dir>')
+    .description('one metric of the result files under <dir> (recursive) as rows × columns, Δ against a baseline column, means; table + heatmap')
+    .option('--rows <key>', 'row key: task, lang, variant, prompt, model', 'lang')
+    .option('--cols <key>', 'column key', 'variant')
+    .option('--metric <name>', 'metric (default: acc, accuracy, chrf, bleu, f1, em, ppl... whichever every result has)')
+    .option('--baseline <value>', 'column the others are compared with (e.g. base, the unmodified model)')
+    .option('--where <k=v,...>', 'keep only results with these keys, e.g. task=xcopa,model=m')
+    .option('--low-resource <langs>', 'row values to mark as low-resource (their own mean row)')
+    .requiredOption('--out <dir>', 'folder for the figure')
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (dir: string, o: { rows: string; cols: string; metric?: string; baseline?: string; where?: string; lowResource?: string; out: string; json?: boolean }) => {
+      const p = pivotResults(await readResultsRecursive(dir), {
+        rows: parsePivotKey('--rows', o.rows), cols: parsePivotKey('--cols', o.cols), where: parseWhere(o.where),
+        ...(o.metric ? { metric: o.metric } : {}), ...(o.baseline !== undefined ? { baseline: o.baseline } : {}),
+        ...(o.lowResource ? { lowResource: o.lowResource.split(',').map((x) => x.trim()).filter(Boolean) } : {}),
+      });
+      const figs = pivotFigures(p, dir);
+      await emitFigures(o, figs, () => {
+        const t = figs[0]!.table;
+        const cells = [t.columns, ...t.rows.map((r) => r.map((v) => (v === null ? '' : typeof v === 'number' && !Number.isInteger(v) ? v.toFixed(4) : String(v))))];
+        const w = t.columns.map((_, j) => Math.max(...cells.map((r) => String(r[j] ?? '').length)));
+        return [`${p.metric}: ${p.rowKey} × ${p.colKey}${p.baseline ? `, Δ against ${p.baseline}` : ''}`, ...cells.map((r) => r.map((c, j) => String(c).padEnd(w[j]!)).join('  ').trimEnd())];
+      });
     });
 }

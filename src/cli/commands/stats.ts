@@ -1,8 +1,7 @@
 import type { Command } from 'commander';
-import { promises as fsp } from 'node:fs';
-import path from 'node:path';
 
 import { LangneuronsError } from '../../errors.js';
+import { ensureParentDir, refuseOutputIsInput } from '../../io/outdir.js';
 import { mergeStats, readStats, writeStats } from '../../profile/stats.js';
 import { printResult } from '../output.js';
 
@@ -15,9 +14,10 @@ export function registerStats(program: Command): void {
     .option('--json', 'print one JSON document on stdout')
     .action(async (files: string[], o: { out: string; json?: boolean }) => {
       if (files.length < 2) throw new LangneuronsError('E_OPTIONS', 'stats merge needs at least two files');
+      await refuseOutputIsInput(o.out, files);
       let acc = await readStats(files[0]!);
       for (const f of files.slice(1)) acc = mergeStats(acc, await readStats(f), [files[0]!, f]);
-      await fsp.mkdir(path.dirname(path.resolve(o.out)), { recursive: true });
+      await ensureParentDir(o.out);
       await writeStats(o.out, acc);
       printResult(o, { out: o.out, language: acc.meta.language, tokens: acc.tokens, sequences: acc.sequences, shards: acc.meta.shards },
         () => `${acc.meta.language}: ${acc.tokens} tokens, ${acc.sequences} sequences from ${acc.meta.shards} shard(s) -> ${o.out}`);

@@ -16,6 +16,7 @@ import {
 } from '../../steer/index.js';
 import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
 import { parseFloatOption, parseIntOption, printResult, Progress } from '../output.js';
+import { ensureParentDir } from '../../io/outdir.js';
 
 const list = (s: string | undefined): string[] | undefined => s?.split(',').map((x) => x.trim()).filter(Boolean);
 
@@ -28,7 +29,7 @@ async function openMaskAndModel(dir: string, file: string, o: ModelCliOptions): 
 }
 
 async function writeJson(out: string, doc: unknown): Promise<void> {
-  await fsp.mkdir(path.dirname(path.resolve(out)), { recursive: true });
+  await ensureParentDir(out);
   await writeFileAtomic(out, JSON.stringify(doc, null, 2) + '\n');
 }
 
@@ -70,7 +71,7 @@ export function registerSteer(program: Command): void {
         onCell: (d, t, r, c) => progress.update(d, t, `${r ?? 'none'} → ${c}`),
       });
       progress.done();
-      await fsp.mkdir(path.dirname(path.resolve(o.out)), { recursive: true });
+      await ensureParentDir(o.out);
       const files = await writePplMatrix(o.out, matrix, {
         model: dir, mask: o.masks, maskMethod: mask.method, evalText: { spec: o.evalText, origin: texts.origin, fingerprint: texts.fingerprint, maxTokens: o.maxTokens },
         deactivateValue: o.deactivateValue, seconds: (performance.now() - started) / 1000,

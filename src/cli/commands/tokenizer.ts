@@ -8,6 +8,7 @@ import { loadTokenizer } from '../../model/tokenizer.js';
 import { tokenizerConfigJson, tokenizerJson, trainBpe } from '../../pretrain/bpe.js';
 import { buildPretrainCorpus } from '../../pretrain/corpus.js';
 import { printResult } from '../output.js';
+import { ensureOutputDir } from '../../io/outdir.js';
 
 interface TokenizerTrainCli { langs?: string; text?: string[]; vocab: string; minFrequency?: string; maxLength?: string; seed?: string; out: string; json?: boolean }
 
@@ -42,7 +43,7 @@ export function registerTokenizer(program: Command): void {
       if (docs.length === 0) throw new LangneuronsError('E_OPTIONS', 'tokenizer train needs --langs and/or --text with some text', { field: 'text' });
       const t0 = performance.now();
       const bpe = trainBpe(docs, { vocabSize: int('vocab', o.vocab, 1), ...(o.minFrequency ? { minFrequency: int('min-frequency', o.minFrequency, 1) } : {}) });
-      await fsp.mkdir(o.out, { recursive: true });
+      await ensureOutputDir(o.out);
       await writeFileAtomic(path.join(o.out, 'tokenizer.json'), JSON.stringify(tokenizerJson(bpe), null, 1) + '\n');
       await writeFileAtomic(path.join(o.out, 'tokenizer_config.json'), JSON.stringify(tokenizerConfigJson(bpe, o.maxLength ? int('max-length', o.maxLength, 1) : 1024), null, 2) + '\n');
       const tok = await loadTokenizer(o.out);

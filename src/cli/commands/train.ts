@@ -10,7 +10,7 @@ interface TrainCli {
   config?: string; layers?: string; hidden?: string; heads?: string; kvHeads?: string; ffn?: string; vocab?: string;
   tokenizerVocab?: string; langs?: string; lowResource?: string; heldout?: string; chunk?: string; batch?: string; accum?: string;
   steps?: string; lr?: string; warmup?: string; weightDecay?: string; clip?: string; beta2?: string; seed?: string; threads?: string;
-  dtype?: string; saveEvery?: string; out?: string; work?: string; name?: string; json?: boolean; quiet?: boolean;
+  dtype?: string; saveEvery?: string; out?: string; force?: boolean; work?: string; name?: string; json?: boolean; quiet?: boolean;
 }
 
 const NUMERIC: [keyof PretrainOptions, keyof TrainCli, string][] = [
@@ -55,6 +55,7 @@ async function options(o: TrainCli, argv: string[]): Promise<PretrainOptions> {
   if (o.out) opts.out = o.out;
   if (o.work) opts.work = o.work;
   if (o.name) opts.name = o.name;
+  if (o.force) opts.force = true;
   if (!Array.isArray(opts.langs) || opts.langs.length === 0) throw new LangneuronsError('E_OPTIONS', 'train needs --langs <ids> (UDHR language ids, comma-separated)', { field: 'langs' });
   if (!opts.out) throw new LangneuronsError('E_OPTIONS', 'train needs --out <dir>', { field: 'out' });
   const required = new Set<keyof PretrainOptions>(['layers', 'hidden', 'heads', 'kvHeads', 'ffn', 'tokenizerVocab', 'steps']);
@@ -92,7 +93,8 @@ export function registerTrain(program: Command): void {
     .option('--threads <n>', 'threads (2)')
     .option('--dtype <d>', 'stored weights: bf16 (default) or f32')
     .option('--save-every <n>', 'save the resumable state every n steps (50)')
-    .option('--out <dir>', 'output model folder (replaced atomically when done)')
+    .option('--out <dir>', 'output model folder (written atomically when done; an existing one only if train made it, with --force)')
+    .option('--force', 'replace --out when it holds a model made by train')
     .option('--work <dir>', 'work folder with each step\'s output, for resuming (default <out>.work)')
     .option('--name <s>', 'model name for README.md')
     .option('--json', 'print the result as JSON')

@@ -1,0 +1,72 @@
+// `analyze alignment <model> --parallel …`: cross-lingual alignment across layers (src/analyze/alignment.ts),
+// before and after fine-tuning in one figure.
+import type { Command } from 'commander';
+import { existsSync, statSync } from 'node:fs';
+import path from 'node:path';
+
+import { alignModel, readParallel, type AlignmentAnalysis } from '../../analyze/alignment.js';
+import { LangneuronsError } from '../../errors.js';
+import { alignmentFigures } from '../../report/analysis-figures.js';
+import { isAdapterDir } from '../../train/adapter.js';
+import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
+import { parseIntOption, Progress } from '../output.js';
+import { emitFigures } from '../figures.js';
+import { mergedDeltaModel } from '../../eval/delta-cache.js';
+
+/** The fine-tuned model of a --delta: a delta file, a PEFT adapter folder, a run folder holding either, or a checkpoint. */
+export async function variantModel(base: string, delta: string): Promise<{ dir: string; name: string; label: string }> {
+  if (!existsSync(delta)) throw new LangneuronsError('E_IO', `${delta}: --delta not found`, { file: delta });
+  const d = path.resolve(delta);
+  const runName = ['delta.safetensors', 'adapter'].includes(path.basename(d)) ? path.basename(path.dirname(d)) : path.basename(d);
+  const name = `delta-${runName}`, label = `${base} + ${delta}`;
+  if (!statSync(d).isDirectory()) return { dir: await mergedDeltaModel(base, d), name, label };
+  if (await isAdapterDir(d)) return { dir: await mergedDeltaModel(base, d, true), name, label };
+  if (existsSync(path.join(d, 'delta.safetensors'))) return { dir: await mergedDeltaModel(base, path.join(d, 'delta.safetensors')), name, label };
+  if (await isAdapterDir(path.join(d, 'adapter'))) return { dir: await mergedDeltaModel(base, path.join(d, 'adapter'), true), name, label };
+  if (existsSync(path.join(d, 'config.json'))) return { dir: d, name, label: delta };
+  throw new LangneuronsError('E_INPUT', `${delta}: not a delta file, an adapter folder, a run folder holding delta.safetensors or adapter/, nor a checkpoint`, { file: delta });
+}
+
+interface AlignmentCliOptions extends ModelCliOptions {
+  parallel: string; langs: string; anchor: string; delta: string[]; compareModel: string[];
+  maxSentences?: number; maxTokens: number; batch: number; center: boolean; out: string;
+}
+
+export function registerAlignment(analyze: Command): void {
+  addModelOptions(analyze
+    .command('alignment <model>')
+    .description('cosine similarity to an anchor language and parallel-sentence retrieval accuracy per layer, before and after fine-tuning')
+    .requiredOption('--parallel <spec>', 'parallel sentences: udhr[:train|heldout|all] or flores:<dir>[:split] (FLORES layout, default split devtest)')
+    .requiredOption('--langs <list>', 'languages, comma-separated (the anchor is added if missing)')
+    .option('--anchor <lang>', 'language every other is compared with', 'en')
+    .option('--delta <path>', 'a fine-tuned variant: delta.safetensors, PEFT adapter folder, run folder or checkpoint (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--compare-model <dir>', 'another model to draw in the same figure (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--max-sentences <n>', 'use the first n parallel sentences', parseIntOption('--max-sentences', 2))
+    .option('--max-tokens <n>', 'tokens of a sentence kept (longer ones are cut)', parseIntOption('--max-tokens', 1), 128)
+    .option('--center', 'subtract each language\u2019s mean vector (per layer) before the cosines: sentence content, not the language\u2019s offset', false)
+    .option('--batch <n>', 'sentences per forward', parseIntOption('--batch', 1, 4096), 16)
+    .requiredOption('--out <dir>', 'folder for the figures'))
+    .action(async (dir: string, o: AlignmentCliOptions) => {
+      const langs = [...new Set([o.anchor, ...o.langs.split(',').map((s) => s.trim()).filter(Boolean)])];
+      if (langs.length < 2) throw new LangneuronsError('E_OPTIONS', `--langs: at least one language besides the anchor ${o.anchor}`, { field: '--langs' });
+      const set = await readParallel(o.parallel, langs, o.maxSentences ?? Infinity);
+      const variants = [{ dir, name: 'base', label: dir }];
+      for (const d of o.delta) variants.push(await variantModel(dir, d));
+      for (const m of o.compareModel) variants.push({ dir: m, name: path.basename(path.resolve(m)), label: m });
+      const analysis: AlignmentAnalysis = { source: set.source, centered: o.center, anchor: o.anchor, languages: langs, sentences: set.ids.length, layers: 0, maxTokens: o.maxTokens, runs: [] };
+      for (const v of variants) {
+        const model = await openModel(v.dir, o);
+        if (analysis.layers && model.config.numLayers !== analysis.layers)
+          throw new LangneuronsError('E_INPUT', `${v.dir}: ${model.config.numLayers} layers, but ${variants[0]!.dir} has ${analysis.layers}: one figure needs the same layers`, { file: v.dir });
+        analysis.layers = model.config.numLayers;
+        const bar = new Progress(`alignment ${v.name}`, o);
+        const run = await alignModel(model, set, o.anchor, v.name, { maxTokens: o.maxTokens, batch: o.batch, center: o.center, onProgress: (d, t) => bar.update(d, t) });
+        analysis.runs.push({ ...run, model: v.label });  // the merged delta's cache folder means nothing to a reader
+        bar.done();
+      }
+      await emitFigures(o, alignmentFigures(analysis), () => analysis.runs.flatMap((r) => [
+        `${r.variant} (${r.model}): similarity to ${o.anchor} / retrieval per layer`,
+        ...Object.keys(r.similarity).map((l) => `  ${l.padEnd(8)} ${r.similarity[l]!.map((s, k) => `${s.toFixed(3)}/${(100 * r.retrieval[l]![k]!).toFixed(0)}%`).join(' ')}`),
+      ]));
+    });
+}

@@ -1,0 +1,115 @@
+// `eval --delta`: the base model with a fine-tuning delta (or a PEFT adapter) applied, cached in the temp folder so
+// that several evals of one variant merge it once. The cache is keyed by the base model's fingerprint and the
+// delta's content (not by paths), built in a staging folder renamed into place, and vouched for by `cache.json`
+// (written last) which records the merged model's own fingerprint: a cache that is partly written, damaged, or
+// made from other inputs is rebuilt, never trusted. Staging folders of dead processes and caches unused for a
+// week are removed; anything else in the temp folder is never touched.
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { LangneuronsError } from '../errors.js';
+import { processAlive, writeFileAtomic } from '../io/atomic.js';
+import { sha256File } from '../io/files.js';
+import { modelFingerprint } from '../model/fingerprint.js';
+import { applyAdapter } from '../train/adapter.js';
+import { applyDelta } from '../train/delta.js';
+
+export const DELTA_CACHE_FORMAT = 'langneurons-delta-cache/1';
+const PREFIX = 'langneurons-delta-';
+const MAX_IDLE_MS = 7 * 24 * 3600 * 1000;
+/** What a merge writes: a cache folder holding anything else is not ours and is left alone. */
+const OURS = new Set(['cache.json', 'model.safetensors', 'config.json', 'generation_config.json', 'tokenizer.json',
+  'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'chat_template.jinja']);
+
+interface CacheRecord { format: string; key: string; base: string; delta: string; model: string }
+
+/** Where caches live (LANGNEURONS_CACHE_DIR, for tests and shared machines, else the OS temp folder). */
+export function deltaCacheRoot(): string {
+  return process.env['LANGNEURONS_CACHE_DIR'] ?? os.tmpdir();
+}
+
+async function readRecord(dir: string): Promise<CacheRecord | null> {
+  try {
+    return JSON.parse(await fsp.readFile(path.join(dir, 'cache.json'), 'utf8')) as CacheRecord;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether dir is a complete cache for key: its record matches and the model in it is the one recorded. */
+async function validCache(dir: string, key: string): Promise<boolean> {
+  const r = await readRecord(dir);
+  if (!r || r.format !== DELTA_CACHE_FORMAT || r.key !== key) return false;
+  try {
+    return (await modelFingerprint(dir)) === r.model;
+  } catch {
+    return false;
+  }
+}
+
+/** Removes a cache folder, only if it holds nothing but what a merge writes (and is not a link). */
+async function removeOurs(dir: string): Promise<void> {
+  const st = await fsp.lstat(dir).catch(() => null);
+  if (!st) return;
+  if (!st.isDirectory()) throw new LangneuronsError('E_IO', `${dir}: is not a delta cache folder (a ${st.isSymbolicLink() ? 'symbolic link' : 'file'}); remove it or set LANGNEURONS_CACHE_DIR`, { file: dir });
+  const names = await fsp.readdir(dir);
+  const foreign = names.filter((n) => !OURS.has(n) && !/\.tmp-\d+(-[0-9a-f]+)?$/.test(n));
+  if (foreign.length) throw new LangneuronsError('E_IO', `${dir}: holds files a delta merge does not write (${foreign.slice(0, 3).join(', ')}); not removing it: move it away or set LANGNEURONS_CACHE_DIR`, { file: dir });
+  await fsp.rm(dir, { recursive: true, force: true });
+}
+
+/** Staging / replaced folders of dead processes, and caches unused for a week. */
+export async function cleanDeltaCaches(root = deltaCacheRoot()): Promise<string[]> {
+  const removed: string[] = [];
+  const names = await fsp.readdir(root).catch(() => [] as string[]);
+  for (const n of names) {
+    if (!n.startsWith(PREFIX)) continue;
+    const full = path.join(root, n);
+    const m = /\.(tmp|old)-(\d+)$/.exec(n);
+    try {
+      if (m) {
+        if (!processAlive(Number(m[2]))) { await removeOurs(full); removed.push(full); }
+      } else if (/^[0-9a-f]{16}$/.test(n.slice(PREFIX.length))) {
+        const st = await fsp.stat(path.join(full, 'cache.json')).catch(() => null);
+        if (st && Date.now() - st.mtimeMs > MAX_IDLE_MS) { await removeOurs(full); removed.push(full); }
+      }
+    } catch {
+      // Not ours after all (foreign files): left alone.
+    }
+  }
+  return removed;
+}
+
+/** The merged model folder for base + delta (a delta.safetensors, or a PEFT adapter folder with adapter). */
+export async function mergedDeltaModel(base: string, delta: string, adapter = false, root = deltaCacheRoot()): Promise<string> {
+  await cleanDeltaCaches(root);
+  const h = createHash('sha256').update(DELTA_CACHE_FORMAT).update('\n').update(await modelFingerprint(base)).update('\n');
+  if (adapter) for (const f of ['adapter_config.json', 'adapter_model.safetensors']) h.update(await sha256File(path.join(delta, f)));
+  else h.update(await sha256File(delta));
+  const key = h.digest('hex');
+  const out = path.join(root, `${PREFIX}${key.slice(0, 16)}`);
+  if (await validCache(out, key)) {
+    const now = new Date();
+    await fsp.utimes(path.join(out, 'cache.json'), now, now); // last use, for the clean-up
+    return out;
+  }
+  const staging = `${out}.tmp-${process.pid}`;
+  await removeOurs(staging);
+  if (adapter) await applyAdapter(base, delta, staging);
+  else await applyDelta(base, delta, staging);
+  const record: CacheRecord = { format: DELTA_CACHE_FORMAT, key, base: path.resolve(base), delta: path.resolve(delta), model: await modelFingerprint(staging) };
+  await writeFileAtomic(path.join(staging, 'cache.json'), JSON.stringify(record, null, 2) + '\n');
+  // Another eval may have finished the same cache meanwhile: keep a valid one, replace an invalid one.
+  if (await validCache(out, key)) {
+    await removeOurs(staging);
+    return out;
+  }
+  await removeOurs(out); // an invalid cache, after checking it holds only what a merge writes
+  await fsp.rename(staging, out).catch(async (e: NodeJS.ErrnoException) => {
+    if ((e.code === 'ENOTEMPTY' || e.code === 'EEXIST') && (await validCache(out, key))) return removeOurs(staging);
+    throw new LangneuronsError('E_IO', `${out}: cannot put the merged model in place: ${e.message}`, { file: out });
+  });
+  return out;
+}

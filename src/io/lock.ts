@@ -1,0 +1,117 @@
+/**
+ * One run per output folder: `<dir>/.langneurons.lock` holds the holder's pid, host and command. It is created
+ * exclusively, so of two runs started together exactly one gets it; the other is refused with a line naming
+ * the holder. A lock whose holder is gone (same host, pid not alive) is stale and taken over; a lock from
+ * another host is never presumed stale (we cannot see its processes), the message says how to clear it.
+ */
+import { constants as fsc, promises as fsp, unlinkSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { LangneuronsError, describeError } from '../errors.js';
+import { processAlive, removeOrphanTemps } from './atomic.js';
+import { ensureOutputDir } from './outdir.js';
+
+export const LOCK_FILE = '.langneurons.lock';
+
+export interface LockHolder { pid: number; hostname: string; command: string; started: string }
+
+export interface OutputLock {
+  readonly file: string;
+  /** Removes the lock file (idempotent); also done at process exit. */
+  release(): Promise<void>;
+}
+
+async function readHolder(file: string): Promise<LockHolder | null> {
+  try {
+    const v = JSON.parse(await fsp.readFile(file, 'utf8')) as Partial<LockHolder>;
+    if (typeof v.pid === 'number' && typeof v.hostname === 'string') return { command: '', started: '', ...v } as LockHolder;
+  } catch {
+    // Unreadable or torn (a holder killed while writing it): treated as stale below only if old enough.
+  }
+  return null;
+}
+
+const held = new Set<string>();
+let exitHookInstalled = false;
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  // Synchronous: 'exit' handlers cannot wait. A SIGKILL skips this; the next run then finds a stale lock.
+  process.on('exit', () => {
+    for (const f of held) {
+      try { unlinkSync(f); } catch { /* already gone */ }
+    }
+  });
+}
+
+/**
+ * Takes the lock of output folder `dir` (created if missing) for `command`, or throws E_LOCKED naming the holder.
+ */
+export async function acquireOutputLock(dir: string, command: string): Promise<OutputLock> {
+  await ensureOutputDir(dir);
+  const file = path.join(dir, LOCK_FILE);
+  const me: LockHolder = { pid: process.pid, hostname: os.hostname(), command, started: new Date().toISOString() };
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      const h = await fsp.open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | (fsc.O_NOFOLLOW ?? 0), 0o644);
+      try {
+        await h.writeFile(JSON.stringify(me) + '\n');
+        await h.sync();
+      } finally {
+        await h.close();
+      }
+      held.add(file);
+      installExitHook();
+      // Holding the folder, any `*.tmp-<pid>` of a dead writer in it is a leftover of a crash.
+      await removeOrphanTemps(dir);
+      let released = false;
+      return {
+        file,
+        async release() {
+          if (released) return;
+          released = true;
+          held.delete(file);
+          await fsp.rm(file, { force: true });
+        },
+      };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new LangneuronsError('E_IO', `${file}: cannot create the output lock: ${describeError(e)}`, { file });
+      }
+    }
+    const holder = await readHolder(file);
+    if (holder && holder.pid === process.pid && holder.hostname === me.hostname && held.has(file)) {
+      throw new LangneuronsError('E_LOCKED', `${dir}: this process already runs ${holder.command} into this folder`, { file });
+    }
+    // Our own pid in a lock we do not hold: an earlier process that had this pid (containers reuse low pids).
+    const stale = holder
+      ? holder.hostname === me.hostname && (!processAlive(holder.pid) || holder.pid === process.pid)
+      : await olderThan(file, 10_000); // a torn lock file: its writer died between create and write
+    if (!stale) {
+      const who = holder ? `${holder.command || 'a run'} (pid ${holder.pid} on ${holder.hostname}, since ${holder.started})` : 'a run that is starting';
+      throw new LangneuronsError('E_LOCKED',
+        `${dir}: in use by ${who}; wait for it to finish, or if it is gone, remove ${file}`, { file });
+    }
+    await fsp.rm(file, { force: true }); // stale: its holder is dead; retry the exclusive create
+  }
+  throw new LangneuronsError('E_LOCKED', `${file}: could not take the output lock (another run keeps taking it)`, { file });
+}
+
+async function olderThan(file: string, ms: number): Promise<boolean> {
+  try {
+    return Date.now() - (await fsp.stat(file)).mtimeMs > ms;
+  } catch {
+    return true;
+  }
+}
+
+/** Runs `work` holding the lock of `dir`; the lock is released however `work` ends. */
+export async function withOutputLock<T>(dir: string, command: string, work: () => Promise<T>): Promise<T> {
+  const lock = await acquireOutputLock(dir, command);
+  try {
+    return await work();
+  } finally {
+    await lock.release();
+  }
+}

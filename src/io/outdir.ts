@@ -1,0 +1,85 @@
+/**
+ * Creating output folders with one clear error line. Node's `mkdir({ recursive: true })` loops forever on some
+ * paths (`/proc/x`: the kernel answers ENOENT for a folder whose parent exists), so folders are created one
+ * level at a time from the deepest existing ancestor, and every failure names the path and the reason.
+ */
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+
+import { LangneuronsError } from '../errors.js';
+
+const REASONS: Record<string, string> = {
+  EACCES: 'permission denied', EPERM: 'operation not permitted', EROFS: 'read-only file system',
+  ENOSPC: 'no space left on the device', ENOTDIR: 'a part of the path is a file, not a folder',
+  ENOENT: 'the file system does not allow a folder there', EEXIST: 'a file (not a folder) has that name',
+  ENAMETOOLONG: 'name too long', ELOOP: 'too many symbolic links',
+};
+
+function outErr(p: string, what: string, e: unknown): LangneuronsError {
+  const code = (e as NodeJS.ErrnoException).code ?? '';
+  return new LangneuronsError('E_IO', `${p}: cannot ${what}: ${REASONS[code] ?? (e as Error).message}${code ? ` (${code})` : ''}`, { file: p, cause: e });
+}
+
+/** `mkdir -p dir` that never hangs; fails with E_IO naming the path and the reason. */
+export async function ensureOutputDir(dir: string): Promise<void> {
+  const abs = path.resolve(dir);
+  const missing: string[] = [];
+  let at = abs;
+  for (;;) {
+    let st;
+    try {
+      st = await fsp.stat(at);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT') throw outErr(at, 'use the output folder', e);
+      const up = path.dirname(at);
+      if (up === at) throw outErr(at, 'create the output folder', e);
+      missing.push(at);
+      at = up;
+      continue;
+    }
+    if (!st.isDirectory()) throw new LangneuronsError('E_IO', `${at}: is a file, not a folder; choose another output path`, { file: at });
+    break;
+  }
+  for (const d of missing.reverse()) {
+    try {
+      await fsp.mkdir(d);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST' && (await fsp.stat(d).catch(() => null))?.isDirectory()) continue; // made meanwhile
+      throw outErr(d, 'create the output folder', e);
+    }
+  }
+}
+
+/** ensureOutputDir of a file's folder. */
+export async function ensureParentDir(file: string): Promise<void> {
+  await ensureOutputDir(path.dirname(path.resolve(file)));
+}
+
+/** Real, absolute path of p (or of its deepest existing ancestor joined with the rest): for "is the output an input". */
+export async function canonicalPath(p: string): Promise<string> {
+  const abs = path.resolve(p);
+  const rest: string[] = [];
+  let at = abs;
+  for (;;) {
+    try {
+      return path.join(await fsp.realpath(at), ...rest.reverse());
+    } catch {
+      const up = path.dirname(at);
+      if (up === at) return abs;
+      rest.push(path.basename(at));
+      at = up;
+    }
+  }
+}
+
+/** Refuses an output path that is (or, through links, resolves to) one of the inputs. */
+export async function refuseOutputIsInput(out: string, inputs: string[], option = '--out'): Promise<void> {
+  const o = await canonicalPath(out);
+  for (const i of inputs) {
+    const c = await canonicalPath(i);
+    if (c === o) throw new LangneuronsError('E_OPTIONS', `${option} ${out} is also an input (${i}); writing it would destroy the input: choose another ${option}`, { field: option });
+    if (o.startsWith(c + path.sep) && (await fsp.stat(c).catch(() => null))?.isFile())
+      throw new LangneuronsError('E_OPTIONS', `${option} ${out} is inside the input file ${i}`, { field: option });
+  }
+}

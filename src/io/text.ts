@@ -1,0 +1,91 @@
+// Text input files (corpora, training text, eval data) are UTF-8. Invalid bytes decode to U+FFFD; that must not
+// pass silently: a file with some is read with one warning naming it and the count, a file that is mostly not
+// text (NUL bytes, or invalid UTF-8 in a large share of it) is refused.
+import { promises as fsp } from 'node:fs';
+
+import { LangneuronsError, describeError } from '../errors.js';
+
+/** Share of bad bytes (NUL or invalid UTF-8) above which a file is refused as binary. */
+export const BINARY_SHARE = 0.1;
+
+let sink: (message: string) => void = (m) => process.stderr.write(`warning: ${m}\n`);
+const said = new Set<string>();
+
+/** Where warnings go (stderr by default; tests capture them). Each message is given once per process. */
+export function setWarningSink(f: (message: string) => void): void { sink = f; said.clear(); }
+export function warn(message: string): void {
+  if (said.has(message)) return;
+  said.add(message);
+  sink(message);
+}
+
+/**
+ * Counts the bytes of a UTF-8 stream that a decoder replaces with U+FFFD, and NUL bytes, across chunk boundaries.
+ * (Counts bytes, not replacement characters: what "N bytes replaced" in a message means.)
+ */
+export class Utf8Check {
+  invalid = 0;
+  nul = 0;
+  bytes = 0;
+  private need = 0; // continuation bytes still expected
+  private lo = 0x80; private hi = 0xbf; // allowed range of the next continuation byte
+  private held = 0; // bytes of the current incomplete sequence
+
+  update(b: Uint8Array): void {
+    this.bytes += b.length;
+    for (let i = 0; i < b.length; i++) {
+      const x = b[i]!;
+      if (this.need > 0) {
+        if (x >= this.lo && x <= this.hi) {
+          this.need--; this.held++; this.lo = 0x80; this.hi = 0xbf;
+          if (this.need === 0) this.held = 0;
+          continue;
+        }
+        this.invalid += this.held; // the truncated sequence is replaced; x is looked at afresh
+        this.need = 0; this.held = 0; this.lo = 0x80; this.hi = 0xbf;
+      }
+      if (x === 0) { this.nul++; continue; }
+      if (x < 0x80) continue;
+      if (x >= 0xc2 && x <= 0xdf) { this.need = 1; }
+      else if (x >= 0xe0 && x <= 0xef) { this.need = 2; if (x === 0xe0) this.lo = 0xa0; if (x === 0xed) this.hi = 0x9f; }
+      else if (x >= 0xf0 && x <= 0xf4) { this.need = 3; if (x === 0xf0) this.lo = 0x90; if (x === 0xf4) this.hi = 0x8f; }
+      else { this.invalid++; continue; }
+      this.held = 1;
+    }
+  }
+
+  /** End of input: an unfinished sequence is invalid. */
+  end(): void {
+    if (this.need > 0) this.invalid += this.held;
+    this.need = 0; this.held = 0;
+  }
+
+  /** Throws for a mostly-binary file (judged on what was seen so far, at least 512 bytes or the whole file). */
+  refuseBinary(file: string, whole: boolean): void {
+    if (!whole && this.bytes < 512) return;
+    const bad = this.invalid + this.nul;
+    if (bad > BINARY_SHARE * this.bytes)
+      throw new LangneuronsError('E_INPUT', `${file}: is not UTF-8 text (${bad} of the first ${this.bytes} bytes are NUL or invalid UTF-8); is it a binary file?`, { file });
+  }
+
+  /** Warns once when bytes were replaced. */
+  warnReplaced(file: string): void {
+    if (this.invalid > 0) warn(`${file}: ${this.invalid} byte(s) of invalid UTF-8 replaced by U+FFFD`);
+  }
+}
+
+/** Reads a whole UTF-8 text file (what = "training", "eval data", ...): refuses binary, warns on invalid bytes. */
+export async function readTextFile(file: string, what: string): Promise<string> {
+  let bytes: Buffer;
+  try {
+    bytes = await fsp.readFile(file);
+  } catch (e) {
+    throw new LangneuronsError('E_IO', `${file}: cannot read the ${what} file: ${describeError(e)}`, { file, cause: e });
+  }
+  const check = new Utf8Check();
+  check.update(bytes);
+  check.end();
+  check.refuseBinary(file, true);
+  check.warnReplaced(file);
+  return bytes.toString('utf8');
+}
