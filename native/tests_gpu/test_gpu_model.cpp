@@ -1,6 +1,6 @@
 // The CUDA runtime against the CPU engine (model/model.h) on the tiny random models of native/tests/tiny_model.h:
 // logits (f32 within 1e-4 of the CPU's f32, bf16 within the CPU's bf16 bound), alone = packed = KV cache,
-// scoring, capture, interventions (edits and test-time rules) and the statistics of every site, whose counts
+// scoring, capture, interventions (edits and test-time rules) and the statistics of every site (resid too), whose counts
 // must equal the CPU's except for values within rounding of zero / a threshold / a bin edge (counted and printed).
 #include <cstdio>
 #include <memory>
@@ -281,7 +281,7 @@ namespace {
 
 StatsOptions all_sites(const ModelConfig& c, int layers) {
   StatsOptions o;
-  o.sites = {Site::Act, Site::Gate, Site::H, Site::Up, Site::Q, Site::K, Site::V, Site::O, Site::Down};
+  o.sites = {Site::Act, Site::Gate, Site::H, Site::Up, Site::Q, Site::K, Site::V, Site::O, Site::Down, Site::Resid};
   o.n_layers = layers;
   o.hist_edges = {-2, -1, -0.5, -0.1, 0, 0.1, 0.5, 1, 2};
   o.seq_means = true;

@@ -505,13 +505,16 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
     if (targets[s].part) rec_.reduce(ffn_sites[s], l, stream_);
   if (!rec_.recording(Site::Down, l)) {
     gemm(T, H, I, gin, I, L.wdown, h, H, true);
-    rec_.layer_done(l, stream_);
-    return;
   } else {
     gemm(T, H, I, gin, I, L.wdown, x, H, false);
     cuda::column_stats(H, x, H, batch, rec_.target(Site::Down, l), stream_);
     rec_.reduce(Site::Down, l, stream_);
     cuda::add_rows(T, H, h, H, x, H, stream_);
+  }
+  // Site `resid`: the residual stream after the layer (model.cpp records it after ffn_forward).
+  if (rec_.recording(Site::Resid, l)) {
+    cuda::column_stats(H, h, H, batch, rec_.target(Site::Resid, l), stream_);
+    rec_.reduce(Site::Resid, l, stream_);
   }
   rec_.layer_done(l, stream_);
 }
