@@ -294,9 +294,14 @@ void Gemm::run(int64_t M, int64_t N, int64_t K, const void* X, int64_t ldx, cons
     return;
   }
   const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
-  check_blas(lib_.matmul(handle_, p.desc, &alpha, W, p.a, X, p.b, &beta, Y, p.c, Y, p.c, &p.algo, workspace_,
-                         kWorkspaceBytes, stream),
-             "matmul M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
+  const int st = lib_.matmul(handle_, p.desc, &alpha, W, p.a, X, p.b, &beta, Y, p.c, Y, p.c, &p.algo, workspace_,
+                             kWorkspaceBytes, stream);
+  if (st == cublaslt::CUBLAS_STATUS_NOT_SUPPORTED) {  // the chosen algorithm refuses this call: same shape, simple kernel
+    const_cast<Plan&>(p).fallback = true;
+    gemm_simple(M, N, K, X, ldx, W, ldw, dtype == DType::BF16, Y, ldy, accumulate, stream);
+    return;
+  }
+  check_blas(st, "matmul M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
 }
 
 int64_t Gemm::fallback_shapes() const {
