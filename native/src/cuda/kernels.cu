@@ -10,7 +10,9 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda/block_reduce.cuh"
 #include "cuda/cuda_backend.h"
+#include "cuda/runtime_kernels.h"
 #include "kernels/math.h"
 
 namespace ln {
@@ -33,80 +35,7 @@ unsigned grid_for(int64_t n, int threads) {
   return unsigned(b);
 }
 
-// ---- block reductions (blockDim.x a multiple of 32, <= 1024; every thread must call) -------------------------
-
-template <class T>
-__device__ T warp_sum(T v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, o));
-  return v;
-}
-__device__ math::SoftmaxState warp_softmax(math::SoftmaxState st) {
-  for (int o = 16; o > 0; o >>= 1) {
-    math::SoftmaxState other{__shfl_down_sync(0xffffffffu, st.m, o), __shfl_down_sync(0xffffffffu, st.s, o)};
-    float ra, rb;
-    st = math::softmax_merge(st, other, &ra, &rb);
-  }
-  return st;
-}
-
-// Sum over the block; the result is returned to every thread. `shm` holds >= 32 T.
-template <class T>
-__device__ T block_sum(T v, T* shm) {
-  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  v = warp_sum(v);
-  __syncthreads();  // shm may still be read from a previous reduction
-  if (lane == 0) shm[wid] = v;
-  __syncthreads();
-  if (wid == 0) {
-    T r = lane < nw ? shm[lane] : T(0);
-    r = warp_sum(r);
-    if (lane == 0) shm[0] = r;
-  }
-  __syncthreads();
-  return shm[0];
-}
-
-// Max over the block (NaN ignored, like the CPU's `x > m ? x : m` scan); -inf for an all -inf block.
-__device__ float block_max(float v, float* shm) {
-  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  v = warp_max(v);
-  __syncthreads();
-  if (lane == 0) shm[wid] = v;
-  __syncthreads();
-  if (wid == 0) {
-    float r = lane < nw ? shm[lane] : -INFINITY;
-    r = warp_max(r);
-    if (lane == 0) shm[0] = r;
-  }
-  __syncthreads();
-  return shm[0];
-}
-
-// Online-softmax state of the whole block, merged with math::softmax_merge. shm_m/shm_s hold >= 32 floats.
-__device__ math::SoftmaxState block_softmax(math::SoftmaxState st, float* shm_m, float* shm_s) {
-  const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  st = warp_softmax(st);
-  __syncthreads();
-  if (lane == 0) {
-    shm_m[wid] = st.m;
-    shm_s[wid] = st.s;
-  }
-  __syncthreads();
-  if (wid == 0) {
-    math::SoftmaxState r = lane < nw ? math::SoftmaxState{shm_m[lane], shm_s[lane]} : math::softmax_init();
-    r = warp_softmax(r);
-    if (lane == 0) {
-      shm_m[0] = r.m;
-      shm_s[0] = r.s;
-    }
-  }
-  __syncthreads();
-  return math::SoftmaxState{shm_m[0], shm_s[0]};
-}
+using namespace reduce;  // warp / block reductions (cuda/block_reduce.cuh)
 
 // ---- kernels -------------------------------------------------------------------------------------------------
 
@@ -122,16 +51,24 @@ __global__ void embed_rows_kernel(const void* table, DType dtype, int64_t vocab,
     o[i] = ok ? math::load_f32(table, dtype, int64_t(tok) * hidden + i) : NAN;
 }
 
-__global__ void rmsnorm_kernel(const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t n,
-                               float eps) {
+__device__ inline void store_out(float* y, int64_t i, float v) { y[i] = v; }
+__device__ inline void store_out(uint16_t* y, int64_t i, float v) { y[i] = ln::f32_to_bf16(v); }
+__device__ inline float load_in(const float* x, int64_t i) { return x[i]; }
+__device__ inline float load_in(const uint16_t* x, int64_t i) { return ln::bf16_to_f32(x[i]); }
+
+// Row blockIdx.x of the output is input row rows[blockIdx.x] (or blockIdx.x without rows).
+template <class TOut>
+__global__ void rmsnorm_kernel(const float* x, int64_t ldx, const int64_t* rows, const float* w, TOut* y, int64_t ldy,
+                               int64_t n, float eps) {
   __shared__ double shm[32];
-  const float* xr = x + int64_t(blockIdx.x) * ldx;
-  float* yr = y + int64_t(blockIdx.x) * ldy;
+  const int64_t src = rows ? rows[blockIdx.x] : int64_t(blockIdx.x);
+  const float* xr = x + src * ldx;
+  TOut* yr = y + int64_t(blockIdx.x) * ldy;
   double ss = 0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += double(xr[i]) * double(xr[i]);
   ss = block_sum(ss, shm);  // every read of xr happens before this barrier, so y may alias x
   const float r = math::rmsnorm_inv_rms(ss, n, eps);
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) yr[i] = math::rmsnorm_apply(xr[i], r, w[i]);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) store_out(yr, i, math::rmsnorm_apply(xr[i], r, w[i]));
 }
 
 __global__ void rope_tables_kernel(const float* inv_freq, int half, int64_t p0, int64_t n_pos, float* cos_out,
@@ -225,33 +162,34 @@ __global__ void gemm_xwt_kernel(int64_t M, int64_t N, int64_t K, const float* X,
 constexpr int kAttnThreads = 128;
 constexpr int kMaxHeadDim = 256;
 
-__global__ void attention_kernel(int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
-                                 const float* k, const float* v, int64_t ldkv, const int64_t* key_row0,
-                                 const int32_t* n_keys, float scale, float* out, int64_t ldo) {
+template <class TIn, class TOut>
+__global__ void attention_kernel(int n_heads, int n_kv_heads, int head_dim, const TIn* q, int64_t ldq,
+                                 const TIn* k, const TIn* v, int64_t ldkv, const int64_t* key_row0,
+                                 const int32_t* n_keys, float scale, TOut* out, int64_t ldo) {
   __shared__ float qs[kMaxHeadDim], acc[kMaxHeadDim], ps[kAttnThreads];
   __shared__ float red_m[32], red_s[32];
   const int64_t t = blockIdx.x;
   const int h = blockIdx.y, tid = threadIdx.x;
   const int kvh = h / (n_heads / n_kv_heads);
-  const float* qr = q + t * ldq + int64_t(h) * head_dim;
+  const TIn* qr = q + t * ldq + int64_t(h) * head_dim;
   for (int d = tid; d < head_dim; d += blockDim.x) {
-    qs[d] = qr[d];
+    qs[d] = load_in(qr, d);
     acc[d] = 0.f;
   }
   __syncthreads();
   const int64_t r0 = key_row0[t];
   const int32_t nk = n_keys[t];
-  const float* kb = k + r0 * ldkv + int64_t(kvh) * head_dim;
-  const float* vb = v + r0 * ldkv + int64_t(kvh) * head_dim;
+  const TIn* kb = k + r0 * ldkv + int64_t(kvh) * head_dim;
+  const TIn* vb = v + r0 * ldkv + int64_t(kvh) * head_dim;
 
   math::SoftmaxState run = math::softmax_init();  // identical in every thread
   for (int32_t j0 = 0; j0 < nk; j0 += int32_t(blockDim.x)) {
     const int32_t j = j0 + tid;
     float score = -INFINITY;
     if (j < nk) {
-      const float* kr = kb + int64_t(j) * ldkv;
+      const TIn* kr = kb + int64_t(j) * ldkv;
       float dot = 0.f;
-      for (int d = 0; d < head_dim; ++d) dot += qs[d] * kr[d];
+      for (int d = 0; d < head_dim; ++d) dot += qs[d] * load_in(kr, d);
       score = dot * scale;
     }
     math::SoftmaxState mine = math::softmax_init();
@@ -264,14 +202,14 @@ __global__ void attention_kernel(int n_heads, int n_kv_heads, int head_dim, cons
     const int32_t nt = min(int32_t(blockDim.x), nk - j0);
     for (int d = tid; d < head_dim; d += blockDim.x) {
       float a = 0.f;
-      for (int32_t jj = 0; jj < nt; ++jj) a += ps[jj] * vb[int64_t(j0 + jj) * ldkv + d];
+      for (int32_t jj = 0; jj < nt; ++jj) a += ps[jj] * load_in(vb, int64_t(j0 + jj) * ldkv + d);
       acc[d] = acc[d] * ra + a * rb;
     }
     __syncthreads();  // ps is rewritten by the next tile
   }
-  float* o = out + t * ldo + int64_t(h) * head_dim;
+  TOut* o = out + t * ldo + int64_t(h) * head_dim;
   const float inv = 1.f / run.s;  // as the CPU's attend_row: multiply by the reciprocal of the sum
-  for (int d = tid; d < head_dim; d += blockDim.x) o[d] = acc[d] * inv;
+  for (int d = tid; d < head_dim; d += blockDim.x) store_out(o, d, acc[d] * inv);
 }
 
 __global__ void log_softmax_targets_kernel(const float* logits, int64_t ld, int64_t vocab, const int32_t* targets,
@@ -330,6 +268,9 @@ void copy_to_host(void* dst_host, const void* src, size_t bytes, Stream stream) 
   check(cudaMemcpyAsync(dst_host, src, bytes, cudaMemcpyDeviceToHost, as_stream(stream)), "copy_to_host");
 }
 void synchronize(Stream stream) { check(cudaStreamSynchronize(as_stream(stream)), "synchronize"); }
+void memset_zero(void* p, size_t bytes) {
+  if (bytes) check(cudaMemset(p, 0, bytes), "cudaMemset");
+}
 
 void embed_rows(const void* table, DType dtype, int64_t vocab, int64_t hidden, const int32_t* tokens, int64_t n,
                 float* out, int64_t ldo, Stream stream) {
@@ -342,7 +283,7 @@ void embed_rows(const void* table, DType dtype, int64_t vocab, int64_t hidden, c
 void rmsnorm_rows(int64_t M, const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t n,
                   float eps, Stream stream) {
   if (M <= 0) return;
-  rmsnorm_kernel<<<unsigned(M), kRowThreads, 0, as_stream(stream)>>>(x, ldx, w, y, ldy, n, eps);
+  rmsnorm_kernel<float><<<unsigned(M), kRowThreads, 0, as_stream(stream)>>>(x, ldx, nullptr, w, y, ldy, n, eps);
   check_launch("rmsnorm_rows");
 }
 
@@ -394,9 +335,42 @@ void attention_causal(int64_t T, int n_heads, int n_kv_heads, int head_dim, cons
   if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || n_heads > 65535)
     throw std::runtime_error("langneurons cuda: attention_causal: n_heads must be a multiple of n_kv_heads");
   const dim3 grid{unsigned(T), unsigned(n_heads)};
-  attention_kernel<<<grid, kAttnThreads, 0, as_stream(stream)>>>(n_heads, n_kv_heads, head_dim, q, ldq, k, v, ldkv,
-                                                                 key_row0, n_keys, scale, out, ldo);
+  attention_kernel<float, float><<<grid, kAttnThreads, 0, as_stream(stream)>>>(n_heads, n_kv_heads, head_dim, q, ldq, k,
+                                                                               v, ldkv, key_row0, n_keys, scale, out,
+                                                                               ldo);
   check_launch("attention_causal");
+}
+
+static void check_attention_args(int n_heads, int n_kv_heads, int head_dim, const char* name) {
+  if (head_dim > kMaxHeadDim || head_dim <= 0)
+    throw std::runtime_error(std::string("langneurons cuda: ") + name + ": head_dim must be in [1, 256]");
+  if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || n_heads > 65535)
+    throw std::runtime_error(std::string("langneurons cuda: ") + name + ": n_heads must be a multiple of n_kv_heads");
+}
+
+void attention_causal_bf16(int64_t T, int n_heads, int n_kv_heads, int head_dim, const uint16_t* q, int64_t ldq,
+                           const uint16_t* k, const uint16_t* v, int64_t ldkv, const int64_t* key_row0,
+                           const int32_t* n_keys, float scale, uint16_t* out, int64_t ldo, Stream stream) {
+  if (T <= 0) return;
+  check_attention_args(n_heads, n_kv_heads, head_dim, "attention_causal_bf16");
+  if (T > 2147483647) throw std::runtime_error("langneurons cuda: attention_causal_bf16: too many rows");
+  const dim3 grid{unsigned(T), unsigned(n_heads)};
+  attention_kernel<uint16_t, uint16_t><<<grid, kAttnThreads, 0, as_stream(stream)>>>(
+      n_heads, n_kv_heads, head_dim, q, ldq, k, v, ldkv, key_row0, n_keys, scale, out, ldo);
+  check_launch("attention_causal_bf16");
+}
+
+void rmsnorm_rows_ex(int64_t M, const float* x, int64_t ldx, const int64_t* rows, const float* w, void* y,
+                     bool y_bf16, int64_t ldy, int64_t n, float eps, Stream stream) {
+  if (M <= 0) return;
+  if (M > 2147483647) throw std::runtime_error("langneurons cuda: rmsnorm_rows_ex: too many rows");
+  if (y_bf16)
+    rmsnorm_kernel<uint16_t><<<unsigned(M), kRowThreads, 0, as_stream(stream)>>>(x, ldx, rows, w,
+                                                                                 static_cast<uint16_t*>(y), ldy, n, eps);
+  else
+    rmsnorm_kernel<float><<<unsigned(M), kRowThreads, 0, as_stream(stream)>>>(x, ldx, rows, w, static_cast<float*>(y),
+                                                                              ldy, n, eps);
+  check_launch("rmsnorm_rows_ex");
 }
 
 void log_softmax_targets(int64_t M, const float* logits, int64_t ld, int64_t vocab, const int32_t* targets,

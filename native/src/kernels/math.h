@@ -162,6 +162,41 @@ LN_HD inline double logsumexp_finish(float m, double sum) {
 // log p(target) = logit[target] - logsumexp(logits).
 LN_HD inline float log_softmax_of(float logit, double lse) { return float(double(logit) - lse); }
 
+// ---- neuron statistics and interventions (CUDA site kernels; twins of model/site_pass.cpp, intervention.*) ---
+
+// Histogram bin of x over bins + 1 ascending edges, as site_pass.cpp: bin b holds [edges[b], edges[b+1]); below
+// edges[0] counts in bin 0, at or above edges[bins] (and NaN) in bin bins - 1. The search is std::upper_bound's.
+LN_HD inline int64_t histogram_bin(double x, const double* edges, int64_t bins) {
+  int64_t lo = 0, n = bins + 1;  // first edge > x, in [0, bins + 1]
+  while (n > 0) {
+    const int64_t half = n / 2;
+    if (!(x < edges[lo + half])) {
+      lo += half + 1;
+      n -= half + 1;
+    } else {
+      n = half;
+    }
+  }
+  const int64_t b = lo - 1;
+  return b < 0 ? 0 : (b > bins - 1 ? bins - 1 : b);
+}
+
+// One intervention edit (model/intervention.h InterveneOp: 0 set, 1 add, 2 scale) applied to value y.
+LN_HD inline float apply_edit_op(uint8_t op, float y, float v) {
+  return op == 0 ? v : (op == 1 ? y + v : y * v);
+}
+
+// The q-quantile (q in [0, 1]) of n ascending values, interpolating linearly between order statistics as
+// intervention.cpp's quantile (numpy.quantile's default).
+LN_HD inline float quantile_sorted(const float* s, int64_t n, double q) {
+  const double pos = q * double(n - 1);
+  const int64_t lo = int64_t(floor(pos));
+  const float a = s[lo];
+  if (lo + 1 >= n) return a;
+  const float b = s[lo + 1];
+  return float(double(a) + (pos - double(lo)) * (double(b) - double(a)));
+}
+
 // ---- storage loads -----------------------------------------------------------------------------------------
 
 // Element i of a tensor stored as t, as float32 (device-callable twin of ln::load_as_f32; same conversions).

@@ -1,0 +1,396 @@
+// bench_gpu: the CUDA runtime's speed on a random BF16 checkpoint with Llama-3.1-8B's shapes (built in host
+// memory: one layer's random tensors shared by every layer's WeightRefs, so generating it takes seconds; the
+// runtime uploads a separate device copy per layer, as for a real checkpoint). Measured side by side in one run:
+//   - the cuBLASLt bf16 GEMM rate at 8192^3 (bf16 in, f32 out, f32 accumulation): the peak baseline;
+//   - the device-to-device copy bandwidth (read + write bytes / time): the weight-read limit of decoding;
+//   - profiling throughput (statistics on act and h, no LM head) for packed batches, tokens/s and MFU against the
+//     GEMM rate (FLOPs: 2 x matmul params x tokens + 4 x d x sum of causal key counts per layer);
+//   - the same forward without statistics (overhead ratio) and with a 1% deactivation intervention;
+//   - decode steps at batch 1 and 32 (KV cache, Last logits) against the weight-read limit;
+//   - device memory used against weights + KV cache + activations; projected hours per language for 100M tokens.
+// Prints a table and one JSON line; --json-out writes the same document to a file (scripts/gpu-check.sh reads
+// it: "profile" is the first batch, 8 x 1024 by default, the batch of benchmarks/gpu/hf_baseline.py). Usage:
+//   bench_gpu [--quick] [--layers N] [--batches 8x1024,16x512,4x2048] [--decode-steps N] [--device N]
+//             [--json-out FILE]
+// --quick: Llama-3.2-1B's shapes (hf_baseline.py --shape llama-3.2-1b), GEMM at 4096^3, one batch.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cuda/cublaslt.h"
+#include "cuda/device_buffer.h"
+#include "cuda/runtime_kernels.h"
+#include "model/intervention.h"
+#include "model/stats.h"
+#include "runtime/cuda_runtime.h"
+
+using namespace ln;
+
+namespace {
+
+struct Options {
+  bool quick = false;
+  int layers = -1;
+  std::vector<std::pair<int, int>> batches;  // (sequences, length)
+  int decode_steps = 32;
+  int device = 0;
+  std::string json_out;
+};
+
+[[noreturn]] void usage(const std::string& msg) {
+  std::fprintf(stderr, "bench_gpu: %s\nusage: bench_gpu [--quick] [--layers N] [--batches 8x1024,...] "
+                       "[--decode-steps N] [--device N]\n", msg.c_str());
+  std::exit(1);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) usage(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--quick") o.quick = true;
+    else if (a == "--layers") o.layers = std::atoi(next().c_str());
+    else if (a == "--decode-steps") o.decode_steps = std::atoi(next().c_str());
+    else if (a == "--device") o.device = std::atoi(next().c_str());
+    else if (a == "--json-out") o.json_out = next();
+    else if (a == "--batches") {
+      std::string s = next();
+      size_t p = 0;
+      while (p < s.size()) {
+        size_t e = s.find(',', p);
+        if (e == std::string::npos) e = s.size();
+        const std::string item = s.substr(p, e - p);
+        const size_t x = item.find('x');
+        if (x == std::string::npos) usage("--batches items are <sequences>x<length>, got '" + item + "'");
+        const int n = std::atoi(item.substr(0, x).c_str()), len = std::atoi(item.substr(x + 1).c_str());
+        if (n < 1 || len < 1) usage("--batches: bad item '" + item + "'");
+        o.batches.push_back({n, len});
+        p = e + 1;
+      }
+    } else usage("unknown option " + a);
+  }
+  if (o.layers == 0 || o.layers < -1) usage("--layers must be >= 1");
+  if (o.decode_steps < 1) usage("--decode-steps must be >= 1");
+  if (o.batches.empty()) {
+    if (o.quick) o.batches = {{8, 1024}};
+    else o.batches = {{8, 1024}, {16, 512}, {4, 2048}};
+  }
+  return o;
+}
+
+// Random bf16 tensors (xorshift; uniform in +-scale) in owned host buffers.
+struct HostModel {
+  ModelConfig cfg;
+  ModelWeights w;
+  std::vector<std::vector<uint16_t>> blobs;
+  uint64_t state = 0x9E3779B97F4A7C15ull;
+
+  WeightRef tensor(int64_t rows, int64_t cols, float scale, float center = 0.f) {
+    blobs.emplace_back(size_t(rows * cols));
+    std::vector<uint16_t>& b = blobs.back();
+    for (auto& x : b) {
+      state ^= state << 13;
+      state ^= state >> 7;
+      state ^= state << 17;
+      const float u = float(state >> 40) / float(1ull << 24) * 2.f - 1.f;
+      x = f32_to_bf16(center + scale * u);
+    }
+    WeightRef r;
+    r.data = b.data();
+    r.dtype = DType::BF16;
+    r.rows = rows;
+    r.cols = cols;
+    return r;
+  }
+};
+
+std::unique_ptr<HostModel> make_model(const Options& o) {
+  auto m = std::make_unique<HostModel>();
+  ModelConfig& c = m->cfg;
+  if (o.quick) {  // Llama-3.2-1B
+    c.hidden = 2048, c.intermediate = 8192, c.n_layers = 16, c.n_heads = 32, c.n_kv_heads = 8, c.head_dim = 64;
+    c.vocab = 128256;
+    c.rope_factor = 32.f;
+  } else {  // Llama-3.1-8B
+    c.hidden = 4096, c.intermediate = 14336, c.n_layers = 32, c.n_heads = 32, c.n_kv_heads = 8, c.head_dim = 128;
+    c.vocab = 128256;
+  }
+  if (o.layers > 0) c.n_layers = o.layers;
+  c.max_positions = 131072;
+  c.rms_eps = 1e-5f;
+  c.rope_theta = 500000.f;
+  c.rope_type = RopeType::Llama3;
+  if (!o.quick) c.rope_factor = 8.f;
+  c.rope_low_freq_factor = 1.f;
+  c.rope_high_freq_factor = 4.f;
+  c.rope_original_max_positions = 8192;
+  const int64_t H = c.hidden, I = c.intermediate, qd = int64_t(c.n_heads) * c.head_dim,
+                kvd = int64_t(c.n_kv_heads) * c.head_dim;
+  auto mat = [&](int64_t r, int64_t k) { return m->tensor(r, k, std::sqrt(3.f / float(k))); };
+  LayerWeights L;  // one layer's tensors, shared by every layer's references
+  L.attn_norm = m->tensor(H, 1, 0.1f, 1.f);
+  L.wq = mat(qd, H);
+  L.wk = mat(kvd, H);
+  L.wv = mat(kvd, H);
+  L.wo = mat(H, qd);
+  L.ffn_norm = m->tensor(H, 1, 0.1f, 1.f);
+  L.w_gate = mat(I, H);
+  L.w_up = mat(I, H);
+  L.w_down = mat(H, I);
+  m->w.layers.assign(size_t(c.n_layers), L);
+  m->w.embed = m->tensor(c.vocab, H, 1.f);
+  m->w.final_norm = m->tensor(H, 1, 0.1f, 1.f);
+  m->w.lm_head = mat(c.vocab, H);
+  return m;
+}
+
+double matmul_params_per_layer(const ModelConfig& c) {
+  const double H = c.hidden, I = c.intermediate, qd = double(c.n_heads) * c.head_dim,
+               kvd = double(c.n_kv_heads) * c.head_dim;
+  return H * (qd + 2 * kvd) + qd * H + 3 * H * I;
+}
+
+struct Timer {
+  cuda::Event a = cuda::event_create(), b = cuda::event_create();
+  ~Timer() {
+    cuda::event_destroy(a);
+    cuda::event_destroy(b);
+  }
+};
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  if (cuda_device_count() == 0) {
+    std::printf("bench_gpu: SKIPPED (no CUDA device: %s)\n", cuda_unavailable_reason());
+    return 0;
+  }
+  try {
+    const double t_start = now_s();
+    cuda::set_device(o.device);
+    const cuda::DeviceInfo dev = cuda::device_info(o.device);
+
+    // ---- GEMM peak (bf16 x bf16 -> f32, f32 accumulation) and copy bandwidth
+    const int64_t G = o.quick ? 4096 : 8192;
+    double gemm_tflops = 0, copy_gbs = 0;
+    {
+      cuda::Gemm gemm;
+      cuda::DeviceBuffer x, w, y;
+      x.ensure(size_t(G * G) * 2);
+      w.ensure(size_t(G * G) * 2);
+      y.ensure(size_t(G * G) * 4);
+      // A small repeating pattern (not zeros: some hardware is faster on zeros).
+      std::vector<uint16_t> pat(size_t(G) * 64);
+      for (size_t i = 0; i < pat.size(); ++i) pat[i] = f32_to_bf16(float(int(i % 13) - 6) * 0.01f);
+      for (int64_t r = 0; r < G; r += 64) {
+        cuda::copy_to_device(x.as<uint16_t>() + r * G, pat.data(), pat.size() * 2, nullptr);
+        cuda::copy_to_device(w.as<uint16_t>() + r * G, pat.data(), pat.size() * 2, nullptr);
+      }
+      cuda::synchronize(nullptr);
+      Timer t;
+      for (int i = 0; i < 3; ++i)
+        gemm.run(G, G, G, x.get(), G, w.get(), G, DType::BF16, y.as<float>(), G, false, nullptr);
+      const int reps = 10;
+      cuda::event_record(t.a, nullptr);
+      for (int i = 0; i < reps; ++i)
+        gemm.run(G, G, G, x.get(), G, w.get(), G, DType::BF16, y.as<float>(), G, false, nullptr);
+      cuda::event_record(t.b, nullptr);
+      const double ms = cuda::event_elapsed_ms(t.a, t.b) / reps;
+      gemm_tflops = 2.0 * double(G) * double(G) * double(G) / (ms * 1e-3) / 1e12;
+      // Copy: y (G*G*4 bytes) into x+w (same bytes), read + write.
+      const size_t bytes = size_t(G * G) * 4;
+      cuda::DeviceBuffer dst;
+      dst.ensure(bytes);
+      for (int i = 0; i < 2; ++i) cuda::copy_device(dst.get(), y.get(), bytes, nullptr);
+      cuda::event_record(t.a, nullptr);
+      for (int i = 0; i < reps; ++i) cuda::copy_device(dst.get(), y.get(), bytes, nullptr);
+      cuda::event_record(t.b, nullptr);
+      const double cms = cuda::event_elapsed_ms(t.a, t.b) / reps;
+      copy_gbs = 2.0 * double(bytes) / (cms * 1e-3) / 1e9;
+    }
+
+    // ---- the model
+    const double t_gen = now_s();
+    auto hm = make_model(o);
+    const ModelConfig& c = hm->cfg;
+    const double gen_s = now_s() - t_gen;
+    const double t_up = now_s();
+    auto rt = make_cuda_runtime(c, hm->w, o.device, Compute::BF16);
+    const double upload_s = now_s() - t_up;
+    std::printf("bench_gpu: %s\n", rt->describe().c_str());
+    std::printf("model: hidden %d, intermediate %d, %d layers, heads %d/%d x %d, vocab %d (random bf16; generated in %.1f s, "
+                "uploaded in %.1f s)\n",
+                c.hidden, c.intermediate, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.vocab, gen_s, upload_s);
+
+    StatsOptions so;
+    so.sites = {Site::Act, Site::H};
+    so.n_layers = c.n_layers;
+    ActivationStats stats(c, so);
+    std::vector<EditSpec> edits;  // 1% of each layer's neurons set to 0 at act (deactivation)
+    const int per_layer = std::max(1, c.intermediate / 100);
+    for (int l = 0; l < c.n_layers; ++l)
+      for (int i = 0; i < per_layer; ++i) {
+        EditSpec e;
+        e.layer = l;
+        e.site = Site::Act;
+        e.neuron = int32_t((int64_t(i) * 7919 + l * 31) % c.intermediate);
+        e.op = InterveneOp::Set;
+        e.value = 0.f;
+        edits.push_back(e);
+      }
+    const Intervention iv(c, edits, {});
+
+    const double params = matmul_params_per_layer(c) * c.n_layers;
+    std::printf("\n%-12s %10s %10s %8s %10s %10s\n", "batch", "tokens/s", "TFLOP/s", "MFU", "stats x", "interv x");
+    struct Row {
+      int n, len;
+      double tps, tflops, mfu, stats_ratio, iv_ratio;
+    };
+    std::vector<Row> rows;
+    for (const auto& [n, len] : o.batches) {
+      std::vector<int32_t> tokens(size_t(n) * size_t(len)), lens(size_t(n), len);
+      for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 2654435761u) % uint32_t(c.vocab));
+      const int64_t T = int64_t(tokens.size());
+      auto time_forward = [&](ActivationStats* st, const Intervention* inter) {
+        ForwardRequest r;
+        r.tokens = tokens.data();
+        r.n_tokens = T;
+        r.seq_lens = lens.data();
+        r.n_seqs = n;
+        r.logits = LogitsMode::None;
+        r.last_layer = c.n_layers - 1;
+        r.stats = st;
+        r.intervention = inter;
+        ForwardResult out;
+        rt->forward(r, out);  // warm-up (buffers, heuristics)
+        const int reps = 3;
+        const double t0 = now_s();
+        for (int i = 0; i < reps; ++i) rt->forward(r, out);  // forward() ends with a synchronize
+        return (now_s() - t0) / reps;
+      };
+      const double t_stats = time_forward(&stats, nullptr);
+      const double t_plain = time_forward(nullptr, nullptr);
+      const double t_iv = time_forward(nullptr, &iv);
+      double keys = 0;  // sum over tokens of the causal key count
+      for (int s = 0; s < n; ++s) keys += double(len) * double(len + 1) / 2;
+      const double flops = 2 * params * double(T) + 4.0 * double(c.n_heads) * c.head_dim * keys * c.n_layers;
+      Row row{n, len, double(T) / t_stats, flops / t_stats / 1e12, 0, t_stats / t_plain, t_iv / t_plain};
+      row.mfu = row.tflops / gemm_tflops;
+      rows.push_back(row);
+      std::printf("%3dx%-8d %10.0f %10.1f %8.3f %10.3f %10.3f\n", n, len, row.tps, row.tflops, row.mfu,
+                  row.stats_ratio, row.iv_ratio);
+    }
+
+    // ---- decode (KV cache; a 128-token prompt per sequence, then one token per sequence per step)
+    const double weight_bytes = 2.0 * (params + double(c.vocab) * c.hidden);  // matmuls + LM head, bf16
+    const double limit_ms = weight_bytes / (copy_gbs * 1e9) * 1e3;
+    struct Dec {
+      int batch;
+      double step_ms, ratio;
+    };
+    std::vector<Dec> decs;
+    for (int B : {1, 32}) {
+      const int prompt = 128;
+      auto cache = rt->make_cache(B, prompt + o.decode_steps + 1);
+      std::vector<int32_t> slots(static_cast<size_t>(B)), lens(static_cast<size_t>(B), prompt),
+          tokens(static_cast<size_t>(B * prompt));
+      for (int i = 0; i < B; ++i) slots[size_t(i)] = i;
+      for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 40503u) % uint32_t(c.vocab));
+      ForwardRequest r;
+      r.cache = cache.get();
+      r.cache_slots = slots.data();
+      r.logits = LogitsMode::Last;
+      r.tokens = tokens.data();
+      r.n_tokens = int64_t(tokens.size());
+      r.seq_lens = lens.data();
+      r.n_seqs = B;
+      ForwardResult out;
+      rt->forward(r, out);
+      std::vector<int32_t> step(static_cast<size_t>(B)), ones(static_cast<size_t>(B), 1);
+      r.tokens = step.data();
+      r.n_tokens = B;
+      r.seq_lens = ones.data();
+      for (int i = 0; i < B; ++i) step[size_t(i)] = int32_t(i % c.vocab);
+      rt->forward(r, out);  // warm-up of the 1-row shapes
+      const double t0 = now_s();
+      for (int s = 1; s < o.decode_steps; ++s) rt->forward(r, out);
+      const double ms = (now_s() - t0) / (o.decode_steps - 1) * 1e3;
+      decs.push_back({B, ms, limit_ms / ms});
+    }
+    const MemoryReport mem = rt->memory();
+
+    std::printf("\ncuBLASLt bf16 GEMM %lld^3: %.1f TFLOP/s; device copy: %.0f GB/s (read + write)\n", (long long)G,
+                gemm_tflops, copy_gbs);
+    for (const Dec& d : decs)
+      std::printf("decode batch %2d: %.2f ms/step (%.0f tokens/s); weight-read limit %.2f ms: ratio %.2f\n", d.batch,
+                  d.step_ms, d.batch * 1e3 / d.step_ms, limit_ms, d.ratio);
+    const double gib = 1024.0 * 1024 * 1024;
+    std::printf("memory: device used %.2f GiB of %.2f; weights %.2f GiB + KV cache %.2f + activations %.2f + "
+                "scratch %.2f = %.2f GiB\n",
+                mem.device_used / gib, mem.device_total / gib, mem.weights / gib, mem.kv_cache / gib,
+                mem.activations / gib, mem.scratch / gib,
+                double(mem.weights + mem.kv_cache + mem.activations + mem.scratch) / gib);
+    double best_tps = 0;
+    for (const Row& r : rows) best_tps = std::max(best_tps, r.tps);
+    const double hours = 1e8 / best_tps / 3600;
+    std::printf("projected profiling time for 100M tokens per language: %.2f h (seed papers: 7-8 h per language, "
+                "7B model, vLLM on an RTX 3090)\n",
+                hours);
+
+    const Row& head = rows.front();
+    const double stated = double(mem.weights + mem.kv_cache + mem.activations + mem.scratch);
+    std::string js;
+    char buf[1024];
+    auto add = [&](const char* fmt, auto... args) {
+      std::snprintf(buf, sizeof buf, fmt, args...);
+      js += buf;
+    };
+    add("{\"bench\":\"gpu\",\"device\":\"%s\",\"runtime\":\"%s\",\"quick\":%s,\"layers\":%d,\"gemm_size\":%lld,"
+        "\"gemm_tflops\":%.2f,\"copy_gbs\":%.1f",
+        dev.name.c_str(), rt->describe().c_str(), o.quick ? "true" : "false", c.n_layers, (long long)G, gemm_tflops,
+        copy_gbs);
+    add(",\"profile\":{\"seqs\":%d,\"len\":%d,\"tokens_per_s_stats\":%.1f,\"tflops\":%.2f,\"mfu_vs_gemm\":%.4f,"
+        "\"stats_overhead\":%.4f,\"intervention_overhead\":%.4f,\"hours_per_100m_tokens\":%.3f}",
+        head.n, head.len, head.tps, head.tflops, head.mfu, head.stats_ratio, head.iv_ratio, hours);
+    js += ",\"profile_batches\":[";
+    for (size_t i = 0; i < rows.size(); ++i)
+      add("%s{\"seqs\":%d,\"len\":%d,\"tokens_per_s_stats\":%.1f,\"tflops\":%.2f,\"mfu_vs_gemm\":%.4f,"
+          "\"stats_overhead\":%.4f,\"intervention_overhead\":%.4f}",
+          i ? "," : "", rows[i].n, rows[i].len, rows[i].tps, rows[i].tflops, rows[i].mfu, rows[i].stats_ratio,
+          rows[i].iv_ratio);
+    js += "],\"decode\":[";
+    for (size_t i = 0; i < decs.size(); ++i)
+      add("%s{\"batch\":%d,\"ms_per_step\":%.3f,\"weight_read_limit_ms\":%.3f,\"ratio_vs_bandwidth_limit\":%.4f}",
+          i ? "," : "", decs[i].batch, decs[i].step_ms, limit_ms, decs[i].ratio);
+    add("],\"memory\":{\"device_used\":%lld,\"device_total\":%lld,\"weights\":%lld,\"kv_cache\":%lld,"
+        "\"activations\":%lld,\"scratch\":%lld,\"ratio_used_vs_stated\":%.4f},\"seconds\":%.1f}",
+        (long long)mem.device_used, (long long)mem.device_total, (long long)mem.weights, (long long)mem.kv_cache,
+        (long long)mem.activations, (long long)mem.scratch, double(mem.device_used) / stated, now_s() - t_start);
+    std::printf("%s\n", js.c_str());
+    if (!o.json_out.empty()) {  // written whole, then renamed: never a half-written file
+      const std::string tmp = o.json_out + ".tmp";
+      FILE* f = std::fopen(tmp.c_str(), "w");
+      if (!f || std::fputs((js + "\n").c_str(), f) < 0 || std::fclose(f) != 0 || std::rename(tmp.c_str(), o.json_out.c_str()) != 0)
+        throw std::runtime_error("cannot write " + o.json_out);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_gpu: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

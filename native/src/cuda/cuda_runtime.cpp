@@ -1,0 +1,653 @@
+// The CUDA runtime (runtime/cuda_runtime.h): the model's weights in one device arena, activations in grow-only
+// device buffers, a device KV cache, cuBLASLt GEMMs and the kernels of this folder, all on one stream.
+//
+// The layer loop follows model/attention.cpp and model/ffn.cpp step by step, with the CPU's bf16 rounding points
+// in the bf16 mode (GEMM inputs rounded to bf16; q, k, v rounded after projection + bias and q, k again after
+// RoPE; the residual stream, norms, softmax and the FFN activations float32), so that the GPU and the CPU differ
+// only by rounding (summation order, FMA contraction, P rounded to bf16 in the tensor-core attention).
+// Differences from the CPU's layout that are pure optimisations: q/k/v are one GEMM over the concatenated
+// weights [Wq; Wk; Wv], gate/up one GEMM over [Wgate; Wup].
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdio>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cuda/cublaslt.h"
+#include "cuda/device_buffer.h"
+#include "cuda/recording.h"
+#include "cuda/runtime_kernels.h"
+#include "cuda/site_kernels.h"
+#include "model/intervention.h"
+#include "model/stats.h"
+#include "runtime/cuda_runtime.h"
+#include "runtime/request.h"
+
+namespace ln {
+
+static_assert(sizeof(Edit) == sizeof(cuda::DevEdit), "DevEdit mirrors ln::Edit");
+static_assert(offsetof(Edit, neuron) == offsetof(cuda::DevEdit, neuron) && offsetof(Edit, op) == offsetof(cuda::DevEdit, op) &&
+                  offsetof(Edit, when) == offsetof(cuda::DevEdit, when) &&
+                  offsetof(Edit, rule) == offsetof(cuda::DevEdit, rule) &&
+                  offsetof(Edit, value) == offsetof(cuda::DevEdit, value),
+              "DevEdit mirrors ln::Edit");
+
+namespace {
+
+using cuda::DeviceBuffer;
+using cuda::Stream;
+
+constexpr int64_t kLmChunkRows = 256;  // LM head rows per GEMM when logits are not all needed at once
+
+size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+// ---- device KV cache -------------------------------------------------------------------------------------------
+
+// Per layer: K for every (slot, position) row [n_slots * capacity][kv_width], then V the same; bf16 in the bf16
+// mode (the values are bf16-rounded there, so this is exact), float32 in the f32 mode.
+class CudaKvCache final : public KvCache {
+ public:
+  CudaKvCache(const ModelConfig& c, int32_t n_slots, int32_t capacity, bool bf16, int device, const void* owner,
+              std::shared_ptr<std::atomic<int64_t>> live)
+      : KvCache(c, n_slots, capacity), elem_(bf16 ? 2 : 4), device_(device), owner_(owner), live_(std::move(live)) {
+    layer_bytes_ = size_t(n_slots) * size_t(capacity) * size_t(kv_width()) * elem_;
+    bytes_ = 2 * layer_bytes_ * size_t(n_layers());
+    cuda::set_device(device_);
+    base_ = static_cast<char*>(cuda::device_alloc(bytes_));
+    *live_ += int64_t(bytes_);
+  }
+  ~CudaKvCache() override {
+    cuda::device_free(base_);
+    *live_ -= int64_t(bytes_);
+  }
+  int64_t bytes() const override { return int64_t(bytes_); }
+  void* k(int l) const { return base_ + size_t(2 * l) * layer_bytes_; }
+  void* v(int l) const { return base_ + size_t(2 * l + 1) * layer_bytes_; }
+  const void* owner() const { return owner_; }
+
+ private:
+  void copy_positions(int32_t src, int32_t dst, int32_t len) override {
+    cuda::set_device(device_);
+    const size_t row = size_t(kv_width()) * elem_, slot = size_t(capacity()) * row;
+    for (int l = 0; l < n_layers(); ++l)
+      for (char* base : {static_cast<char*>(k(l)), static_cast<char*>(v(l))})
+        cuda::copy_device(base + size_t(dst) * slot, base + size_t(src) * slot, size_t(len) * row, nullptr);
+    cuda::synchronize(nullptr);
+  }
+  size_t elem_, layer_bytes_ = 0, bytes_ = 0;
+  int device_;
+  const void* owner_;
+  std::shared_ptr<std::atomic<int64_t>> live_;
+  char* base_ = nullptr;
+};
+
+// ---- weights -----------------------------------------------------------------------------------------------------
+
+struct DevLayer {
+  const void* wqkv = nullptr;  // [qd + 2 kvd][hidden]
+  const void* wo = nullptr;    // [hidden][qd]
+  const void* wgu = nullptr;   // [2 I][hidden]: gate rows, then up rows
+  const void* wdown = nullptr; // [hidden][I]
+  const float* attn_norm = nullptr;
+  const float* ffn_norm = nullptr;
+  const float* bqkv = nullptr;  // qwen2: [qd + 2 kvd]
+};
+
+class CudaRuntime final : public Runtime {
+ public:
+  CudaRuntime(const ModelConfig& c, const ModelWeights& w, int device, Compute compute);
+  ~CudaRuntime() override;
+
+  DeviceKind device() const override { return DeviceKind::Cuda; }
+  const ModelConfig& config() const override { return cfg_; }
+  Compute compute() const override { return compute_; }
+  std::string describe() const override { return describe_; }
+  void forward(const ForwardRequest& req, ForwardResult& out) override;
+  std::shared_ptr<KvCache> make_cache(int32_t n_slots, int32_t capacity) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::make_shared<CudaKvCache>(cfg_, n_slots, capacity, bf16_, device_, this, live_cache_);
+  }
+  MemoryReport memory() const override;
+
+ private:
+  void upload(const ModelWeights& w);
+  void put(char* dst, const WeightRef& src, DType target);  // one tensor into the arena, converted
+  void gemm(int64_t M, int64_t N, int64_t K, const void* X, int64_t ldx, const void* W, float* Y, int64_t ldy,
+            bool accumulate) {
+    gemm_->run(M, N, K, X, ldx, W, K, wdt_, Y, ldy, accumulate, stream_);
+  }
+  void prepare(const ForwardRequest& r, CudaKvCache* cache);
+  void layer(int l, CudaKvCache* cache);
+  void lm_head(const int64_t* idx_dev, int64_t n, float* logits_host, const int32_t* targets_dev, float* lp_dev);
+
+  ModelConfig cfg_;
+  Compute compute_;
+  bool bf16_;
+  DType wdt_;  // dtype of matrices and GEMM inputs on the device
+  int device_;
+  cuda::DeviceInfo info_;
+  std::string describe_;
+  Stream stream_ = nullptr;
+  std::unique_ptr<cuda::Gemm> gemm_;
+  mutable std::mutex mu_;
+  std::shared_ptr<std::atomic<int64_t>> live_cache_ = std::make_shared<std::atomic<int64_t>>(0);
+
+  // Weights.
+  DeviceBuffer arena_;
+  std::vector<DevLayer> layers_;
+  const void* embed_ = nullptr;
+  DType embed_dtype_ = DType::BF16;
+  const void* lm_head_ = nullptr;
+  const float* final_norm_ = nullptr;
+  DeviceBuffer inv_freq_;
+  DeviceBuffer staging_;  // conversion of tensors at upload (released after)
+
+  // The current request (host plans, uploaded in one copy to plan_dev_).
+  int64_t T_ = 0;
+  int32_t max_ctx_ = 0;
+  std::vector<SequencePlan> seqs_;
+  std::vector<int32_t> pos_;
+  std::vector<int64_t> kv_row_, key_row0_, seq_counted_, seq_row_, lm_idx_;
+  std::vector<int32_t> n_keys_, lm_targets_;
+  std::vector<int64_t> target_rows_;
+  std::vector<float> lp_host_;
+  std::vector<cuda::AttnTile> tiles_;
+  std::vector<cuda::StatsChunk> chunks_;
+  std::vector<unsigned char> plan_host_;
+  DeviceBuffer plan_dev_;
+  struct PlanPtrs {
+    const int32_t* tokens = nullptr;
+    const int32_t* pos = nullptr;
+    const int64_t* kv_row = nullptr;
+    const int64_t* key_row0 = nullptr;
+    const int32_t* n_keys = nullptr;
+    const cuda::AttnTile* tiles = nullptr;
+    const cuda::StatsChunk* chunks = nullptr;
+    const uint8_t* count_mask = nullptr;
+    const uint8_t* cls = nullptr;
+    const int64_t* seq_row = nullptr;
+    const int64_t* seq_counted = nullptr;
+    const cuda::DevEdit* edits = nullptr;
+  } plan_;
+  const Intervention* iv_ = nullptr;
+  int64_t counted_tokens_ = 0, counted_seqs_ = 0, new_rows_ = 0;
+
+  // Activations and scratch (grow-only).
+  DeviceBuffer h_, x_, gin_, qkv_, qa_, ka_, va_, gu_, rule_values_, rope_cos_, rope_sin_, logits_, lp_, lm_plan_;
+  int64_t rope_positions_ = 0;
+  cuda::DeviceRecording rec_;
+};
+
+CudaRuntime::CudaRuntime(const ModelConfig& c, const ModelWeights& w, int device, Compute compute)
+    : cfg_(c), compute_(compute), bf16_(compute == Compute::BF16), wdt_(bf16_ ? DType::BF16 : DType::F32),
+      device_(device) {
+  cuda::set_device(device_);
+  info_ = cuda::device_info(device_);
+  stream_ = cuda::stream_create();
+  try {
+    gemm_ = std::make_unique<cuda::Gemm>();
+    upload(w);
+  } catch (...) {
+    gemm_.reset();
+    cuda::stream_destroy(stream_);
+    throw;
+  }
+  char gb[32];
+  std::snprintf(gb, sizeof gb, "%.0f GB", double(info_.total_bytes) / 1e9);
+  describe_ = "cuda:" + std::to_string(device_) + " " + info_.name + " (sm_" + std::to_string(info_.major) +
+              std::to_string(info_.minor) + ", " + gb + "), " + (bf16_ ? "bf16" : "f32") + ", cuBLASLt " +
+              gemm_->library().version_string();
+}
+
+CudaRuntime::~CudaRuntime() {
+  try {
+    cuda::set_device(device_);
+    cuda::synchronize(stream_);
+  } catch (...) {
+  }
+  gemm_.reset();
+  cuda::stream_destroy(stream_);
+}
+
+void CudaRuntime::put(char* dst, const WeightRef& src, DType target) {
+  const int64_t n = src.rows * src.cols;
+  const size_t src_elem = dtype_size(src.dtype);
+  if (src.dtype == target) {
+    cuda::copy_to_device(dst, src.data, size_t(n) * src_elem, stream_);
+    return;
+  }
+  // Converted on the device, through a staging buffer of raw chunks (the host pointer may be misaligned).
+  constexpr int64_t kChunk = int64_t(8) << 20;  // elements
+  DeviceBuffer* staging = &staging_;
+  staging->ensure(size_t(std::min(n, kChunk)) * src_elem);
+  for (int64_t i = 0; i < n; i += kChunk) {
+    const int64_t m = std::min(kChunk, n - i);
+    cuda::copy_to_device(staging->get(), static_cast<const char*>(src.data) + size_t(i) * src_elem, size_t(m) * src_elem,
+                         stream_);
+    if (target == DType::BF16)
+      cuda::convert_to_bf16(staging->get(), src.dtype, m, reinterpret_cast<uint16_t*>(dst) + i, stream_);
+    else
+      cuda::convert_to_f32(staging->get(), src.dtype, m, reinterpret_cast<float*>(dst) + i, stream_);
+    cuda::synchronize(stream_);  // the staging chunk is reused
+  }
+}
+
+void CudaRuntime::upload(const ModelWeights& w) {
+  const ModelConfig& c = cfg_;
+  const int64_t H = c.hidden, I = c.intermediate, qd = int64_t(c.n_heads) * c.head_dim,
+                kvd = int64_t(c.n_kv_heads) * c.head_dim, QKV = qd + 2 * kvd;
+  const size_t we = dtype_size(wdt_);
+  const WeightRef& head_src = (c.tie_embeddings && w.lm_head.empty()) ? w.embed : w.lm_head;
+  // The embedding stays in its stored dtype (a lookup, not a product: the CPU reads it exactly); the LM head is a
+  // GEMM operand and shares it only when the stored dtype is already the compute dtype.
+  const bool head_shares_embed = head_src.data == w.embed.data && w.embed.dtype == wdt_;
+
+  // Arena layout (every tensor 256-byte aligned).
+  size_t at = 0;
+  auto take = [&](size_t bytes) {
+    const size_t off = at;
+    at = align_up(at + bytes, 256);
+    return off;
+  };
+  const size_t off_embed = take(size_t(c.vocab) * size_t(H) * dtype_size(w.embed.dtype));
+  const size_t off_head = head_shares_embed ? off_embed : take(size_t(c.vocab) * size_t(H) * we);
+  const size_t off_fnorm = take(size_t(H) * 4);
+  const size_t off_inv = 0;  // inv_freq lives in its own small buffer
+  (void)off_inv;
+  struct LayerOffsets {
+    size_t qkv, o, gu, down, an, fn, b;
+  };
+  std::vector<LayerOffsets> lo(size_t(c.n_layers));
+  for (auto& L : lo) {
+    L.qkv = take(size_t(QKV * H) * we);
+    L.o = take(size_t(H * qd) * we);
+    L.gu = take(size_t(2 * I * H) * we);
+    L.down = take(size_t(H * I) * we);
+    L.an = take(size_t(H) * 4);
+    L.fn = take(size_t(H) * 4);
+    L.b = c.qkv_bias ? take(size_t(QKV) * 4) : 0;
+  }
+  try {
+    arena_.ensure(at);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("langneurons cuda: cannot allocate " + std::to_string(at) + " bytes of device memory for the weights (" +
+                             e.what() + ")");
+  }
+  char* base = arena_.as<char>();
+  put(base + off_embed, w.embed, w.embed.dtype);
+  if (!head_shares_embed) put(base + off_head, head_src, wdt_);
+  put(base + off_fnorm, w.final_norm, DType::F32);
+  embed_ = base + off_embed;
+  embed_dtype_ = w.embed.dtype;
+  lm_head_ = base + off_head;
+  final_norm_ = reinterpret_cast<const float*>(base + off_fnorm);
+  layers_.resize(size_t(c.n_layers));
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& L = w.layers[size_t(l)];
+    const LayerOffsets& o = lo[size_t(l)];
+    put(base + o.qkv, L.wq, wdt_);
+    put(base + o.qkv + size_t(qd * H) * we, L.wk, wdt_);
+    put(base + o.qkv + size_t((qd + kvd) * H) * we, L.wv, wdt_);
+    put(base + o.o, L.wo, wdt_);
+    put(base + o.gu, L.w_gate, wdt_);
+    put(base + o.gu + size_t(I * H) * we, L.w_up, wdt_);
+    put(base + o.down, L.w_down, wdt_);
+    put(base + o.an, L.attn_norm, DType::F32);
+    put(base + o.fn, L.ffn_norm, DType::F32);
+    DevLayer& d = layers_[size_t(l)];
+    d.wqkv = base + o.qkv;
+    d.wo = base + o.o;
+    d.wgu = base + o.gu;
+    d.wdown = base + o.down;
+    d.attn_norm = reinterpret_cast<const float*>(base + o.an);
+    d.ffn_norm = reinterpret_cast<const float*>(base + o.fn);
+    if (c.qkv_bias) {
+      put(base + o.b, L.bq, DType::F32);
+      put(base + o.b + size_t(qd) * 4, L.bk, DType::F32);
+      put(base + o.b + size_t(qd + kvd) * 4, L.bv, DType::F32);
+      d.bqkv = reinterpret_cast<const float*>(base + o.b);
+    }
+  }
+  staging_.release();
+  const std::vector<float> inv = rope_inv_freq_f32(c);
+  inv_freq_.ensure(inv.size() * 4);
+  cuda::copy_to_device(inv_freq_.get(), inv.data(), inv.size() * 4, stream_);
+  cuda::synchronize(stream_);
+}
+
+MemoryReport CudaRuntime::memory() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  MemoryReport m;
+  m.weights = int64_t(arena_.bytes());
+  m.kv_cache = live_cache_->load();
+  for (const DeviceBuffer* b : {&h_, &x_, &gin_, &qkv_, &qa_, &ka_, &va_, &gu_, &rule_values_, &logits_, &lp_})
+    m.activations += int64_t(b->bytes());
+  m.scratch = gemm_->workspace_bytes() + rec_.bytes() + int64_t(plan_dev_.bytes() + lm_plan_.bytes() +
+                                                                 rope_cos_.bytes() + rope_sin_.bytes());
+  cuda::set_device(device_);
+  int64_t free_b = 0, total_b = 0;
+  cuda::mem_get_info(&free_b, &total_b);
+  m.device_used = total_b - free_b;
+  m.device_total = total_b;
+  return m;
+}
+
+// Per-token and per-tile plans, uploaded as one block; activation buffers and RoPE tables sized.
+void CudaRuntime::prepare(const ForwardRequest& r, CudaKvCache* cache) {
+  const ModelConfig& c = cfg_;
+  plan_sequences(r, seqs_, pos_, max_ctx_);
+  const int64_t T = r.n_tokens;
+  T_ = T;
+  cuda::plan_attention(seqs_, cache ? int64_t(cache->capacity()) : -1, kv_row_, key_row0_, n_keys_, tiles_);
+  cuda::plan_stats_chunks(seqs_, cuda::kStatsChunkTokens, chunks_);
+  new_rows_ = cuda::plan_sequence_rows(seqs_, r.stats ? r.count_mask : nullptr, seq_counted_, seq_row_);
+  counted_tokens_ = counted_seqs_ = 0;
+  for (int64_t n : seq_counted_) {
+    counted_tokens_ += n;
+    counted_seqs_ += n > 0;
+  }
+
+  // One host block, one copy.
+  plan_host_.clear();
+  auto add = [&](const void* p, size_t bytes) {
+    const size_t off = align_up(plan_host_.size(), 256);
+    plan_host_.resize(off + bytes);
+    if (bytes) std::memcpy(plan_host_.data() + off, p, bytes);
+    return off;
+  };
+  const size_t o_tok = add(r.tokens, size_t(T) * 4), o_pos = add(pos_.data(), size_t(T) * 4),
+               o_kvr = add(kv_row_.data(), size_t(T) * 8), o_kr0 = add(key_row0_.data(), size_t(T) * 8),
+               o_nk = add(n_keys_.data(), size_t(T) * 4),
+               o_tiles = add(tiles_.data(), tiles_.size() * sizeof(cuda::AttnTile)),
+               o_chunks = add(chunks_.data(), chunks_.size() * sizeof(cuda::StatsChunk)),
+               o_srow = add(seq_row_.data(), seq_row_.size() * 8),
+               o_scnt = add(seq_counted_.data(), seq_counted_.size() * 8);
+  const size_t o_mask = (r.stats && r.count_mask) ? add(r.count_mask, size_t(T)) : SIZE_MAX;
+  const size_t o_cls = (r.intervention && r.intervene_mask) ? add(r.intervene_mask, size_t(T)) : SIZE_MAX;
+  size_t o_edits = SIZE_MAX;
+  iv_ = r.intervention;
+  if (iv_ && iv_->n_edits() > 0)
+    o_edits = add(iv_->begin(0, Site(0)), size_t(iv_->n_edits()) * sizeof(Edit));
+  plan_dev_.ensure(plan_host_.size());
+  cuda::copy_to_device(plan_dev_.get(), plan_host_.data(), plan_host_.size(), stream_);
+  const char* d = plan_dev_.as<char>();
+  plan_.tokens = reinterpret_cast<const int32_t*>(d + o_tok);
+  plan_.pos = reinterpret_cast<const int32_t*>(d + o_pos);
+  plan_.kv_row = reinterpret_cast<const int64_t*>(d + o_kvr);
+  plan_.key_row0 = reinterpret_cast<const int64_t*>(d + o_kr0);
+  plan_.n_keys = reinterpret_cast<const int32_t*>(d + o_nk);
+  plan_.tiles = reinterpret_cast<const cuda::AttnTile*>(d + o_tiles);
+  plan_.chunks = reinterpret_cast<const cuda::StatsChunk*>(d + o_chunks);
+  plan_.seq_row = reinterpret_cast<const int64_t*>(d + o_srow);
+  plan_.seq_counted = reinterpret_cast<const int64_t*>(d + o_scnt);
+  plan_.count_mask = o_mask == SIZE_MAX ? nullptr : reinterpret_cast<const uint8_t*>(d + o_mask);
+  plan_.cls = o_cls == SIZE_MAX ? nullptr : reinterpret_cast<const uint8_t*>(d + o_cls);
+  plan_.edits = o_edits == SIZE_MAX ? nullptr : reinterpret_cast<const cuda::DevEdit*>(d + o_edits);
+
+  // Activations.
+  const int64_t H = c.hidden, I = c.intermediate, qd = int64_t(c.n_heads) * c.head_dim,
+                kvd = int64_t(c.n_kv_heads) * c.head_dim;
+  const size_t we = dtype_size(wdt_);
+  h_.ensure(size_t(T * H) * 4);
+  x_.ensure(size_t(T * H) * 4);
+  gin_.ensure(size_t(T * std::max({H, qd, I})) * we);
+  qkv_.ensure(size_t(T * (qd + 2 * kvd)) * 4);
+  qa_.ensure(size_t(T * qd) * we);
+  ka_.ensure(size_t(T * kvd) * we);
+  va_.ensure(size_t(T * kvd) * we);
+  gu_.ensure(size_t(T * 2 * I) * 4);
+  if (iv_ && iv_->max_rules_per_layer() > 0) rule_values_.ensure(size_t(T * iv_->max_rules_per_layer()) * 4);
+
+  // RoPE rows for every position up to max_ctx, grown geometrically (capped at the model's context), as the CPU.
+  const int half = c.head_dim / 2;
+  if (rope_positions_ < max_ctx_) {
+    const int64_t n = std::min<int64_t>(c.max_positions, std::max<int64_t>(max_ctx_, 2 * rope_positions_));
+    DeviceBuffer* tabs[2] = {&rope_cos_, &rope_sin_};
+    for (DeviceBuffer* b : tabs) b->release();  // recomputed whole: simpler than keeping the old rows
+    rope_cos_.ensure(size_t(n * half) * 4);
+    rope_sin_.ensure(size_t(n * half) * 4);
+    cuda::rope_tables(inv_freq_.as<float>(), half, 0, n, rope_cos_.as<float>(), rope_sin_.as<float>(), stream_);
+    rope_positions_ = n;
+  }
+}
+
+void CudaRuntime::layer(int l, CudaKvCache* cache) {
+  const ModelConfig& c = cfg_;
+  const DevLayer& L = layers_[size_t(l)];
+  const int64_t T = T_, H = c.hidden, I = c.intermediate, hd = c.head_dim, qd = int64_t(c.n_heads) * hd,
+                kvd = int64_t(c.n_kv_heads) * hd, QKV = qd + 2 * kvd;
+  float* h = h_.as<float>();
+  float* x = x_.as<float>();
+  void* gin = gin_.get();
+  float* qkv = qkv_.as<float>();
+  float* gu = gu_.as<float>();
+  const cuda::StatsBatch& batch = rec_.batch();  // token chunks, count mask, histogram edges
+
+  // ---- attention
+  cuda::rmsnorm_rows_ex(T, h, H, nullptr, L.attn_norm, gin, bf16_, H, H, c.rms_eps, stream_);
+  gemm(T, QKV, H, gin, H, L.wqkv, qkv, QKV, false);
+  // Bias and bf16 rounding of q / k / v: a pass of its own when the sites are recorded (they record the values
+  // after it, before RoPE), else fused into the RoPE kernel.
+  const Site proj[3] = {Site::Q, Site::K, Site::V};
+  const bool record_qkv = rec_.recording(Site::Q, l) || rec_.recording(Site::K, l) || rec_.recording(Site::V, l);
+  if (record_qkv) {
+    cuda::bias_round_rows(T, QKV, qkv, QKV, L.bqkv, bf16_, stream_);
+    const int64_t proj_off[3] = {0, qd, qd + kvd}, proj_w[3] = {qd, kvd, kvd};
+    for (int i = 0; i < 3; ++i)
+      if (rec_.recording(proj[i], l)) {
+        cuda::column_stats(proj_w[i], qkv + proj_off[i], QKV, batch, rec_.target(proj[i], l), stream_);
+        rec_.reduce(proj[i], l, stream_);
+      }
+  }
+  void* kdst = cache ? cache->k(l) : ka_.get();
+  void* vdst = cache ? cache->v(l) : va_.get();
+  cuda::rope_qkv(T, qkv, QKV, record_qkv ? nullptr : L.bqkv, !record_qkv && bf16_, c.n_heads, c.n_kv_heads,
+                 c.head_dim, plan_.pos, rope_cos_.as<float>(), rope_sin_.as<float>(), qa_.get(), qd, kdst, vdst, kvd,
+                 plan_.kv_row, bf16_, stream_);
+  const float scale = float(1.0 / std::sqrt(double(hd)));
+  if (bf16_ && cuda::flash_attention_supported(c.head_dim))
+    cuda::flash_attention_bf16(plan_.tiles, int64_t(tiles_.size()), c.n_heads, c.n_kv_heads, c.head_dim,
+                               qa_.as<uint16_t>(), qd, static_cast<const uint16_t*>(kdst),
+                               static_cast<const uint16_t*>(vdst), kvd, scale, static_cast<uint16_t*>(gin), qd, stream_);
+  else if (bf16_)
+    cuda::attention_causal_bf16(T, c.n_heads, c.n_kv_heads, c.head_dim, qa_.as<uint16_t>(), qd,
+                                static_cast<const uint16_t*>(kdst), static_cast<const uint16_t*>(vdst), kvd,
+                                plan_.key_row0, plan_.n_keys, scale, static_cast<uint16_t*>(gin), qd, stream_);
+  else
+    cuda::attention_causal(T, c.n_heads, c.n_kv_heads, c.head_dim, qa_.as<float>(), qd,
+                           static_cast<const float*>(kdst), static_cast<const float*>(vdst), kvd, plan_.key_row0,
+                           plan_.n_keys, scale, static_cast<float*>(gin), qd, stream_);
+  if (!rec_.recording(Site::O, l)) {
+    gemm(T, H, qd, gin, qd, L.wo, h, H, true);
+  } else {
+    gemm(T, H, qd, gin, qd, L.wo, x, H, false);
+    cuda::column_stats(H, x, H, batch, rec_.target(Site::O, l), stream_);
+    rec_.reduce(Site::O, l, stream_);
+    cuda::add_rows(T, H, h, H, x, H, stream_);
+  }
+
+  // ---- FFN
+  cuda::rmsnorm_rows_ex(T, h, H, nullptr, L.ffn_norm, gin, bf16_, H, H, c.rms_eps, stream_);
+  gemm(T, 2 * I, H, gin, H, L.wgu, gu, 2 * I, false);
+  cuda::LayerEdits edits;
+  if (iv_ && plan_.edits) {
+    const Edit* base = iv_->begin(0, Site(0));
+    const Site order[3] = {Site::Gate, Site::Act, Site::H};
+    for (int s = 0; s < 3; ++s) {
+      edits.begin[s] = iv_->begin(l, order[s]) - base;
+      edits.end[s] = iv_->end(l, order[s]) - base;
+    }
+    edits.edits = plan_.edits;
+    edits.cls = plan_.cls;
+    const int32_t n_rules = iv_->n_rules(l), R = iv_->max_rules_per_layer();
+    if (n_rules > 0) {
+      const RowRule* rules = iv_->layer_rules(l);
+      for (int32_t k = 0; k < n_rules; ++k) {
+        const int site = rules[k].site == Site::Gate ? 0 : (rules[k].site == Site::Act ? 1 : 2);
+        cuda::rule_values(T, I, gu, 2 * I, site, int(rules[k].stat), rules[k].factor, rules[k].percentile,
+                          rule_values_.as<float>() + k, R, info_.smem_optin_bytes, stream_);
+      }
+      edits.rule_values = rule_values_.as<float>();
+      edits.rule_stride = R;
+    }
+  }
+  const Site ffn_sites[4] = {Site::Gate, Site::Act, Site::Up, Site::H};
+  cuda::SiteTarget targets[4];
+  for (int s = 0; s < 4; ++s)
+    if (rec_.recording(ffn_sites[s], l)) targets[s] = rec_.target(ffn_sites[s], l);
+  cuda::ffn_fused(T, I, gu, 2 * I, gin, bf16_, I, edits, batch, targets, stream_);
+  for (int s = 0; s < 4; ++s)
+    if (targets[s].part) rec_.reduce(ffn_sites[s], l, stream_);
+  if (!rec_.recording(Site::Down, l)) {
+    gemm(T, H, I, gin, I, L.wdown, h, H, true);
+  } else {
+    gemm(T, H, I, gin, I, L.wdown, x, H, false);
+    cuda::column_stats(H, x, H, batch, rec_.target(Site::Down, l), stream_);
+    rec_.reduce(Site::Down, l, stream_);
+    cuda::add_rows(T, H, h, H, x, H, stream_);
+  }
+  // Site `resid`: the residual stream after the layer (model.cpp records it after ffn_forward).
+  if (rec_.recording(Site::Resid, l)) {
+    cuda::column_stats(H, h, H, batch, rec_.target(Site::Resid, l), stream_);
+    rec_.reduce(Site::Resid, l, stream_);
+  }
+  rec_.layer_done(l, stream_);
+}
+
+// Final norm of the rows idx (device) and the LM head, kLmChunkRows rows per GEMM: logits copied to logits_host
+// (row-major n x vocab) when given, log p(target) of each row into lp_dev when targets are given.
+void CudaRuntime::lm_head(const int64_t* idx_dev, int64_t n, float* logits_host, const int32_t* targets_dev,
+                          float* lp_dev) {
+  const ModelConfig& c = cfg_;
+  const int64_t H = c.hidden, V = c.vocab;
+  const int64_t C = std::min(kLmChunkRows, n);
+  logits_.ensure(size_t(C * V) * 4);
+  for (int64_t i0 = 0; i0 < n; i0 += kLmChunkRows) {
+    const int64_t m = std::min(kLmChunkRows, n - i0);
+    cuda::rmsnorm_rows_ex(m, h_.as<float>(), H, idx_dev + i0, final_norm_, gin_.get(), bf16_, H, H, c.rms_eps, stream_);
+    gemm(m, V, H, gin_.get(), H, lm_head_, logits_.as<float>(), V, false);
+    if (targets_dev)
+      cuda::log_softmax_targets(m, logits_.as<float>(), V, V, targets_dev + i0, lp_dev + i0, stream_);
+    if (logits_host) {
+      cuda::copy_to_host(logits_host + i0 * V, logits_.get(), size_t(m * V) * 4, stream_);
+      cuda::synchronize(stream_);  // the chunk buffer is reused
+    }
+  }
+}
+
+void CudaRuntime::forward(const ForwardRequest& req, ForwardResult& out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  validate_forward_request(cfg_, req);
+  CudaKvCache* cache = nullptr;
+  if (req.cache) {
+    cache = dynamic_cast<CudaKvCache*>(req.cache);
+    if (!cache || cache->owner() != this)
+      throw std::invalid_argument("forward: the KV cache was not made by this CUDA runtime (use its make_cache)");
+  }
+  cuda::set_device(device_);
+  prepare(req, cache);
+  const int64_t T = T_, H = cfg_.hidden, V = cfg_.vocab;
+  cuda::StatsBatch batch;
+  batch.chunks = plan_.chunks;
+  batch.n_chunks = int32_t(chunks_.size());
+  batch.mask = plan_.count_mask;
+  rec_.begin(cfg_, req, T, batch, plan_.seq_row, plan_.seq_counted, req.stats ? new_rows_ : 0, out, stream_);
+
+  cuda::embed_rows(embed_, embed_dtype_, V, H, plan_.tokens, T, h_.as<float>(), H, stream_);
+  const int n_run = req.last_layer < 0 ? cfg_.n_layers : req.last_layer + 1;
+  for (int l = 0; l < n_run; ++l) layer(l, cache);
+  rec_.end(out, counted_tokens_, counted_seqs_, stream_);  // synchronizes
+  if (cache)
+    for (const SequencePlan& s : seqs_) cache->set_grown_length(s.slot, s.pos0 + s.len);
+  iv_ = nullptr;
+
+  // LM head, as model.cpp: All = every row (returned), Last = the last row of each sequence, targets without All =
+  // the rows that have a target, in chunks; None = no final norm, no LM head.
+  out.logits.clear();
+  out.target_logprobs.clear();
+  if (req.logits == LogitsMode::None && !req.targets) return;
+  lm_idx_.clear();
+  lm_targets_.clear();
+  const size_t n_last = size_t(req.n_seqs);
+  for (const SequencePlan& s : seqs_) lm_idx_.push_back(s.row0 + s.len - 1);       // [0, n_seqs): Last rows
+  for (int64_t t = 0; t < T; ++t) lm_idx_.push_back(t);                           // then every row
+  if (req.targets)
+    for (int64_t t = 0; t < T; ++t) lm_targets_.push_back(req.targets[t]);
+  std::vector<int64_t>& target_rows = target_rows_;  // rows with a target (not All)
+  target_rows.clear();
+  if (req.targets && req.logits != LogitsMode::All) {
+    for (int64_t t = 0; t < T; ++t)
+      if (req.targets[t] >= 0) {
+        target_rows.push_back(t);
+        lm_targets_.push_back(req.targets[t]);
+      }
+    lm_idx_.insert(lm_idx_.end(), target_rows.begin(), target_rows.end());
+  }
+  lm_plan_.ensure(lm_idx_.size() * 8 + lm_targets_.size() * 4 + 256);
+  cuda::copy_to_device(lm_plan_.get(), lm_idx_.data(), lm_idx_.size() * 8, stream_);
+  const int64_t* idx = lm_plan_.as<int64_t>();
+  const int32_t* tg = reinterpret_cast<const int32_t*>(lm_plan_.as<char>() + align_up(lm_idx_.size() * 8, 256));
+  if (!lm_targets_.empty())
+    cuda::copy_to_device(const_cast<int32_t*>(tg), lm_targets_.data(), lm_targets_.size() * 4, stream_);
+  if (req.targets) lp_.ensure(size_t(T) * 4 + 4);
+
+  if (req.logits == LogitsMode::All) {
+    out.logits.resize(size_t(T * V));
+    lm_head(idx + n_last, T, out.logits.data(), req.targets ? tg : nullptr, lp_.as<float>());
+  } else if (req.logits == LogitsMode::Last) {
+    out.logits.resize(n_last * size_t(V));
+    lm_head(idx, int64_t(n_last), out.logits.data(), nullptr, nullptr);
+  }
+  if (req.targets) {
+    out.target_logprobs.assign(size_t(T), 0.f);
+    if (req.logits == LogitsMode::All) {
+      std::vector<float>& lp = lp_host_;
+      lp.resize(size_t(T));
+      cuda::copy_to_host(lp.data(), lp_.get(), size_t(T) * 4, stream_);
+      cuda::synchronize(stream_);
+      for (int64_t t = 0; t < T; ++t)
+        if (req.targets[t] >= 0) out.target_logprobs[size_t(t)] = lp[size_t(t)];
+    } else {
+      const int64_t n = int64_t(target_rows.size());
+      lm_head(idx + n_last + T, n, nullptr, tg + T, lp_.as<float>());
+      std::vector<float>& lp = lp_host_;
+      lp.resize(size_t(n));
+      cuda::copy_to_host(lp.data(), lp_.get(), size_t(n) * 4, stream_);
+      cuda::synchronize(stream_);
+      for (int64_t i = 0; i < n; ++i) out.target_logprobs[size_t(target_rows[size_t(i)])] = lp[size_t(i)];
+    }
+  }
+  cuda::synchronize(stream_);
+}
+
+}  // namespace
+
+// ---- entry points (runtime/cuda_runtime.h) ------------------------------------------------------------------------
+
+bool cuda_built() { return true; }
+int cuda_device_count() { return cuda::device_count(); }
+const char* cuda_unavailable_reason() { return cuda::unavailable_reason(); }
+
+std::unique_ptr<Runtime> make_cuda_runtime(const ModelConfig& config, const ModelWeights& weights, int device_index,
+                                           Compute compute) {
+  const std::string bad = validate_weights(config, weights);  // includes validate_config
+  if (!bad.empty()) throw std::invalid_argument(bad);
+  if (compute != Compute::F32 && compute != Compute::BF16)
+    throw std::invalid_argument("cuda runtime: unknown compute mode");
+  if (config.head_dim > 256 || config.head_dim % 2 != 0)
+    throw std::invalid_argument("cuda runtime: head_dim must be even and at most 256, got " +
+                                std::to_string(config.head_dim));
+  const int n = cuda::device_count();
+  if (n == 0) throw std::runtime_error(std::string("no usable CUDA device (") + cuda::unavailable_reason() + ")");
+  if (device_index < 0 || device_index >= n)
+    throw std::invalid_argument("cuda:" + std::to_string(device_index) + " does not exist (" + std::to_string(n) +
+                                " CUDA device" + (n == 1 ? "" : "s") + ")");
+  return std::make_unique<CudaRuntime>(config, weights, device_index, compute);
+}
+
+}  // namespace ln

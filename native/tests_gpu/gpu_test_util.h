@@ -1,0 +1,65 @@
+// Helpers of the GPU tests: device buffers from host vectors, error measures, a skip exception.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_backend.h"
+#include "cuda/device_buffer.h"
+#include "test_util.h"
+
+namespace lngpu {
+
+extern std::string g_fixtures;
+
+// Thrown by a test that cannot run here (e.g. fixtures missing): reported as SKIPPED, not passed.
+struct Skip : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// A device copy of a host vector, and back.
+template <class T>
+struct Dev {
+  ln::cuda::DeviceBuffer buf;
+  size_t n = 0;
+  Dev() = default;
+  explicit Dev(const std::vector<T>& h) { upload(h); }
+  explicit Dev(size_t count) { zeros(count); }
+  void zeros(size_t count) {
+    n = count;
+    buf.ensure(std::max<size_t>(1, n) * sizeof(T));
+    ln::cuda::memset_zero(buf.get(), std::max<size_t>(1, n) * sizeof(T));
+  }
+  void upload(const std::vector<T>& h) {
+    n = h.size();
+    buf.ensure(std::max<size_t>(1, n) * sizeof(T));
+    if (n) ln::cuda::copy_to_device(buf.get(), h.data(), n * sizeof(T), nullptr);
+    ln::cuda::synchronize(nullptr);
+  }
+  std::vector<T> download() const {
+    std::vector<T> h(n);
+    ln::cuda::synchronize(nullptr);
+    if (n) ln::cuda::copy_to_host(h.data(), buf.get(), n * sizeof(T), nullptr);
+    ln::cuda::synchronize(nullptr);
+    return h;
+  }
+  T* get() const { return buf.as<T>(); }
+};
+
+// max |a - b| / max(max |b|, tiny): the relative error of a block of values.
+inline double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    num = std::max(num, std::fabs(double(a[i]) - double(b[i])));
+    den = std::max(den, std::fabs(double(b[i])));
+  }
+  if (a.size() != b.size()) return INFINITY;
+  return num / std::max(den, 1e-30);
+}
+
+inline int64_t argmax_row(const float* x, int64_t n) { return std::max_element(x, x + n) - x; }
+
+}  // namespace lngpu
