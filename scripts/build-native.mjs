@@ -4,6 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -23,13 +24,27 @@ const addonApiDir = require('node-addon-api').include_dir;
 const cmakeJs = path.join(path.dirname(require.resolve('cmake-js/package.json')), 'bin', 'cmake-js');
 const args = [cmakeJs, 'compile', '--directory', root, '--out', path.join(root, 'build'),
   `--CDNODE_ADDON_API_DIR=${path.resolve(root, addonApiDir)}`, '--CDLN_NATIVE_TESTS=OFF'];
-// The CUDA kernels (native/src/cuda, target langneurons_cuda) are not linked into the addon yet, and nvcc is slow:
-// skip them unless asked for with LANGNEURONS_CUDA=1 (see docs/CUDA.md).
-args.push(`--CDLN_CUDA=${process.env.LANGNEURONS_CUDA === '1' ? 'ON' : 'OFF'}`);
+// The CUDA runtime (native/src/cuda) is built into the addon whenever nvcc is found (on the PATH or in
+// $CUDA_HOME/bin, /usr/local/cuda/bin); LANGNEURONS_CUDA=0 turns it off. It needs no GPU, driver or cuBLAS to
+// build: cudart is linked statically and cuBLASLt is loaded at run time (docs/CUDA.md).
+const cudaOff = process.env.LANGNEURONS_CUDA === '0';
+args.push(`--CDLN_CUDA=${cudaOff ? 'OFF' : 'ON'}`);
+if (process.env.LN_CUDA_ARCHITECTURES) args.push(`--CDLN_CUDA_ARCHITECTURES=${process.env.LN_CUDA_ARCHITECTURES}`);
+if (!cudaOff && !process.env.CUDACXX) {
+  const onPath = spawnSync('nvcc', ['--version'], { encoding: 'utf8' });
+  if (onPath.error || onPath.status !== 0) {
+    for (const dir of [process.env.CUDA_HOME, process.env.CUDA_PATH, '/usr/local/cuda'].filter(Boolean)) {
+      const nvcc = path.join(dir, 'bin', 'nvcc');
+      if (spawnSync(nvcc, ['--version']).status === 0) { args.push(`--CDCMAKE_CUDA_COMPILER=${nvcc}`); break; }
+    }
+  }
+}
 if (debug) args.push('--debug');
 if (process.env.LANGNEURONS_BUILD_PARALLEL) args.push('--parallel', process.env.LANGNEURONS_BUILD_PARALLEL);
 const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });
 if (r.status !== 0)
   fail('cmake-js could not compile the addon (see the compiler output above). It needs cmake >= 3.18, make or ninja, ' +
     'and a C++17 compiler; CUDA sources are only compiled when nvcc is found and never block the CPU build.');
-console.error('langneurons: native addon built (build/Release/langneurons.node)');
+const cache = spawnSync('cmake', ['-L', '-N', path.join(root, 'build')], { encoding: 'utf8' });
+const withCuda = /LN_CUDA:BOOL=ON/.test(cache.stdout ?? '') && existsSync(path.join(root, 'build', 'native_gpu_tests'));
+console.error(`langneurons: native addon built (build/Release/langneurons.node), ${withCuda ? 'with the CUDA runtime' : cudaOff ? 'CPU only (LANGNEURONS_CUDA=0)' : 'CPU only (no nvcc found)'}`);

@@ -5,6 +5,7 @@
 // run after them (they report themselves skipped without a device).
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -16,3 +17,14 @@ const run = (cmd, args) => {
 run('cmake', ['-S', root, '-B', dir, '-DCMAKE_BUILD_TYPE=Release', '-DLN_NATIVE_TESTS=ON', '-DLN_CUDA=OFF']);
 run('cmake', ['--build', dir, '-j', '2', '--target', 'native_tests']);
 run(path.join(dir, 'native_tests'), process.argv.slice(2));
+
+// The GPU tests come with an addon built with the CUDA runtime (build/native_gpu_tests); each says SKIPPED when
+// there is no usable device, never passed.
+const gpuTests = path.join(root, 'build', 'native_gpu_tests');
+if (existsSync(gpuTests)) {
+  const fixtures = process.env.LANGNEURONS_FIXTURES ? path.join(process.env.LANGNEURONS_FIXTURES, 'models')
+    : path.join(root, '..', 'shared', 'fixtures', 'models');
+  run(gpuTests, ['--fixtures', fixtures, ...process.argv.slice(2)]);
+} else {
+  console.log('native GPU tests: not built (the addon has no CUDA runtime: no nvcc, or LANGNEURONS_CUDA=0)');
+}

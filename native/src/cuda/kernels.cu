@@ -4,6 +4,7 @@
 // CPU backend uses and native/tests/test_math.cpp tests. What is written here is only the parallel structure:
 // indexing, tiling, reductions. Kernels favour "simple and obviously correct" over speed; none has run on a GPU
 // in this repository's CI (there is none), so keep them easy to review.
+#include <dlfcn.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -242,7 +243,13 @@ int device_count() {
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess) {
-    g_unavailable = std::string("CUDA runtime: ") + cudaGetErrorString(e);
+    // Without an NVIDIA driver the runtime says "driver version is insufficient": name the real cause.
+    void* driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+    if (!driver) g_unavailable = "no NVIDIA driver on this machine (libcuda.so.1 not found)";
+    else {
+      dlclose(driver);
+      g_unavailable = std::string("CUDA runtime: ") + cudaGetErrorString(e);
+    }
     cudaGetLastError();  // clear the sticky error so later calls are not confused by it
     return 0;
   }
