@@ -25,6 +25,8 @@ export interface Variant {
   delta?: string;
   /** A trained classification head (eval --head). */
   head?: string;
+  /** The language filled into the intervention's {lang} (eval --intervene-langs: self- and cross-language runs). */
+  interveneLang?: string;
 }
 
 export interface RunOptions {

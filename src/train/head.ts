@@ -15,7 +15,9 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { readAllTensors, writeSafetensors } from '../io/safetensors.js';
 import type { Checkpoint } from '../model/checkpoint.js';
 import { modelIdentity } from '../profile/identity.js';
-import { createNativeTrainer, type NativeTrainer } from './native.js';
+import type { NativeTrainer } from './native.js';
+import type { LanguageModel } from '../engine/model.js';
+import type { Intervention } from '../intervene/index.js';
 import { sha256 } from './delta.js';
 
 export const HEAD_FORMAT = 'langneurons-head/1';
@@ -141,30 +143,39 @@ export async function readHead(where: string): Promise<{ info: HeadInfo; weight:
   return { info, weight: t.data as Float32Array, dir };
 }
 
-/** Scores items with a trained head on a model (a native trainer with nothing to train but the head, forward only). */
+/**
+ * Scores items with a trained head on the inference engine: the final-normed hidden state of each item's last token
+ * (LogitsMode 'lastHidden') times score.weight, in float64. Any intervention of the model's forwards applies, as it
+ * does to the LM head's logits (Mondal et al.'s test-time intervention on the fine-tuned classifier).
+ */
 export class HeadClassifier {
-  private constructor(private readonly tr: NativeTrainer, readonly info: HeadInfo) {}
+  private constructor(private readonly model: LanguageModel, readonly info: HeadInfo, private readonly weight: Float32Array) {}
 
-  static async load(ckpt: Checkpoint, where: string, threads: number): Promise<HeadClassifier> {
+  static async load(model: LanguageModel, where: string): Promise<HeadClassifier> {
     const h = await readHead(where);
-    if (h.info.hidden !== ckpt.config.hiddenSize)
-      throw new LangneuronsError('E_HEAD', `${h.dir}: the head is for hidden size ${h.info.hidden}, the model's is ${ckpt.config.hiddenSize}`, { file: h.dir });
-    const tr = createNativeTrainer(ckpt, threads, [], { numLabels: h.info.numLabels });
-    const p = tr.params().find((x) => x.role === 'score')!;
-    tr.write('master', p.id, h.weight);
-    return new HeadClassifier(tr, h.info);
+    if (h.info.hidden !== model.config.hiddenSize)
+      throw new LangneuronsError('E_HEAD', `${h.dir}: the head is for hidden size ${h.info.hidden}, the model's is ${model.config.hiddenSize}`, { file: h.dir });
+    return new HeadClassifier(model, h.info, h.weight);
   }
 
-  /** Class logits [items x numLabels] of tokenised items. */
-  async logits(items: Int32Array[]): Promise<Float32Array> {
-    const b = packItems(items.map((ids) => ({ ids })));
-    return (await this.tr.forwardBackwardCls(b.tokens, b.lens, b.labels, { backward: false })).logits;
+  /** Class logits of tokenised items, one array per item. */
+  async logits(items: Int32Array[], intervene?: Intervention): Promise<Float32Array[]> {
+    const H = this.info.hidden, C = this.info.numLabels, W = this.weight;
+    const res = await this.model.forward(items, { logits: 'lastHidden', ...(intervene ? { intervene } : {}) });
+    return items.map((_, i) => {
+      const x = res.logits.subarray(i * H, (i + 1) * H);
+      const z = new Float32Array(C);
+      for (let c = 0; c < C; c++) {
+        let acc = 0;
+        for (let k = 0; k < H; k++) acc += W[c * H + k]! * x[k]!;
+        z[c] = acc;
+      }
+      return z;
+    });
   }
 
   /** Class logits of items given as their text fields (tokenised as in training), one array per item. */
-  async classify(texts: string[][], encode: (s: string) => number[]): Promise<Float32Array[]> {
-    const z = await this.logits(texts.map((t) => encodeItem(t, encode, this.info.maxLen)));
-    const C = this.info.numLabels;
-    return texts.map((_, i) => z.slice(i * C, (i + 1) * C));
+  classify(texts: string[][], encode: (s: string) => number[], intervene?: Intervention): Promise<Float32Array[]> {
+    return this.logits(texts.map((t) => encodeItem(t, encode, this.info.maxLen)), intervene);
   }
 }

@@ -124,7 +124,8 @@ static void validate_request(const ModelConfig& c, const ForwardRequest& r) {
   if (r.n_seqs < 1) fail("forward: n_seqs must be >= 1, got " + to_string(r.n_seqs));
   if (r.n_tokens < 1) fail("forward: n_tokens must be >= 1, got " + to_string(r.n_tokens));
   if (!r.tokens || !r.seq_lens) fail("forward: tokens and seq_lens are required");
-  if (r.logits != LogitsMode::None && r.logits != LogitsMode::Last && r.logits != LogitsMode::All)
+  if (r.logits != LogitsMode::None && r.logits != LogitsMode::Last && r.logits != LogitsMode::All &&
+      r.logits != LogitsMode::LastHidden)
     fail("forward: unknown logits mode " + to_string(int(r.logits)));
   int64_t sum = 0;
   for (int32_t s = 0; s < r.n_seqs; ++s) {
@@ -296,6 +297,11 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
     for (int64_t i0 = 0; i0 < req.n_seqs; i0 += detail::kLmChunk)
       lm_head_rows(st, idx.data() + i0, std::min<int64_t>(detail::kLmChunk, req.n_seqs - i0),
                    out.logits.data() + i0 * V);
+  } else if (req.logits == LogitsMode::LastHidden) {
+    out.logits.resize(size_t(int64_t(req.n_seqs) * H));
+    for (size_t i = 0; i < st.seqs.size(); ++i)
+      rmsnorm(st.h.data() + (st.seqs[i].row0 + st.seqs[i].len - 1) * H, st.final_norm.data(),
+              out.logits.data() + int64_t(i) * H, H, cfg_.rms_eps);
   }
   if (!req.targets) return;
 
