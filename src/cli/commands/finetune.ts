@@ -34,7 +34,8 @@ export function registerFinetune(program: Command): void {
     .option('--method <m>', 'full | mlp | neurons | random | lora | neuron-lora', 'neurons')
     .option('--masks <file>', 'neuron mask (langneurons identify) for neurons / random / neuron-lora')
     .option('--lang <langs>', 'language(s) of the mask, comma-separated (union)')
-    .option('--train <file>', 'training text (UTF-8, one document per line)')
+    .option('--train <file>', 'training text (UTF-8, one document per line), or JSONL of {"prompt", "completion"} or chat {"messages"} records ' +
+      '(one sequence each, the loss on the completion / assistant tokens only; --chunk caps their length)')
     .option('--valid <file>', 'validation text: loss every --eval-every steps, the best weights kept')
     .option('--out <dir>', 'run directory (must not hold a run)')
     .option('--resume <dir>', 'continue the run in <dir> from its last saved state')
