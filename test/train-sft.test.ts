@@ -9,7 +9,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
+import { main } from '../src/cli/main.js';
 import { LanguageModel } from '../src/engine/model.js';
+import { xquadPrompt } from '../src/eval/prompts.js';
 import { MASK_FORMAT, writeMask } from '../src/identify/masks.js';
 import { readTensor, toFloat32 } from '../src/io/safetensors.js';
 import { openCheckpoint } from '../src/model/checkpoint.js';
@@ -155,5 +157,45 @@ describe('fine-tuning records (loss on the completion only)', () => {
       threads: 2, writeModel: false }, path.join(tmp, `run-${method}`));
     console.log(`${method}: completion loss ${r.firstLoss!.toFixed(4)} -> ${r.lastLoss!.toFixed(4)}, valid ${r.bestValid!.toFixed(4)}`);
     expect(r.lastLoss!).toBeLessThan(r.firstLoss!);
+  }, 120_000);
+
+  it('the QA recipe: SQuAD layout -> `records squad` -> finetune --method lora -> eval --task xquad --delta <adapter>', async () => {
+    const squad = path.join(tmp, 'squad-train.jsonl');
+    const rows = [
+      { id: 'a', title: 't', context: 'Lily had a red ball.', question: 'What color was the ball?', answers: { text: ['red'], answer_start: [12] } },
+      { id: 'b', title: 't', context: 'Tom went to the park.', question: 'Where did Tom go?', answers: { text: ['the park', 'park'], answer_start: [12, 16] } },
+      { id: 'c', title: 't', context: 'It rained.', question: 'Who is the king?', answers: { text: [], answer_start: [] } }, // SQuAD 2.0: no answer
+    ];
+    writeFileSync(squad, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    const run = async (args: string[]) => {
+      const out: string[] = [];
+      const w = process.stdout.write.bind(process.stdout);
+      process.stdout.write = ((x: string) => { out.push(String(x)); return true; }) as typeof process.stdout.write;
+      try { return { code: await main(['node', 'langneurons', ...args, '--json']), json: out.join('') }; } finally { process.stdout.write = w; }
+    };
+    const records = path.join(tmp, 'qa-records.jsonl');
+    let r = await run(['records', 'squad', squad, '--out', records]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.json)).toMatchObject({ records: 2, skippedWithoutAnswer: 1 });
+    expect(readFileSync(records, 'utf8').trim().split('\n').map((l) => JSON.parse(l))).toEqual([
+      { prompt: xquadPrompt(rows[0]!.context, rows[0]!.question), completion: ' red' },
+      { prompt: xquadPrompt(rows[1]!.context, rows[1]!.question), completion: ' the park' },
+    ]);
+    const runDir = path.join(tmp, 'run-qa');
+    r = await run(['finetune', STORIES, '--method', 'lora', '--train', records, '--out', runDir, '--steps', '6', '--batch', '2', '--chunk', '128',
+      '--lr', '2e-2', '--eval-every', '0', '--threads', '2']);
+    expect(r.code).toBe(0);
+    const log = readFileSync(path.join(runDir, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { loss: number });
+    expect(log[log.length - 1]!.loss).toBeLessThan(log[0]!.loss);
+    const data = path.join(tmp, 'xquad', 'xquad.en');
+    mkdirSync(data, { recursive: true });
+    writeFileSync(path.join(data, 'validation.jsonl'), rows.slice(0, 2).map((x) => JSON.stringify(x)).join('\n') + '\n');
+    r = await run(['eval', STORIES, '--task', 'xquad', '--langs', 'en', '--data', path.join(tmp, 'xquad'), '--delta', path.join(runDir, 'adapter'),
+      '--out', path.join(tmp, 'qa-results'), '--threads', '2']);
+    expect(r.code).toBe(0);
+    const res = JSON.parse(r.json).results[0];
+    expect(res.variant.name).toBe('delta-run-qa');
+    expect(typeof res.metrics.exact_match).toBe('number');
+    expect(typeof res.metrics.f1).toBe('number');
   }, 120_000);
 });
