@@ -92,6 +92,20 @@ describe('PyTorch files (Tang format)', () => {
     await expect(readTorchFile(tmpFile)).rejects.toThrow(/not a PyTorch file/);
   });
 
+  it('a truncated or corrupted data.pkl is one clear error, never a crash', async () => {
+    const { unzipSync, zipSync } = await import('fflate');
+    const entries = unzipSync(new Uint8Array(readFileSync(path.join(FIX, 'mask.pt'))));
+    const pkl = entries['mask/data.pkl']!;
+    const f = path.join(tmp, 'cut.pt');
+    for (let n = 0; n < pkl.length; n += 7) {
+      writeFileSync(f, zipSync({ ...entries, 'mask/data.pkl': pkl.subarray(0, n) }));
+      await expect(readTorchFile(f), `cut at ${n}`).rejects.toThrow(/cut\.pt: data\.pkl: /);
+    }
+    const { 'mask/data/0': _gone, ...rest } = entries;
+    writeFileSync(f, zipSync(rest));
+    await expect(readTorchFile(f)).rejects.toThrow(/the storage record data\/0 is missing/);
+  });
+
   it('pickles values and reads them back (ints of every width, floats, strings, nesting)', () => {
     const v = [0, 255, 256, 65535, -1, 2 ** 31 - 1, -(2 ** 31), 2 ** 40, -(2 ** 40), 12345678901234567890n, 0.5, -1e-300, 'ü€', null, true, false,
       new Map<string | number, never>([['a', [1, [2]] as never], [3, 'x' as never]])];

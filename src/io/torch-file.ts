@@ -56,6 +56,8 @@ function rebuildTensor(args: unknown[]): TorchTensor {
   if (shape.length !== strides.length) throw new PickleError('_rebuild_tensor: size and stride differ in length');
   const n = shape.reduce((a, b) => a * b, 1);
   const src = storage.data;
+  // A view may repeat elements (stride 0), so its size is not bounded by its storage's: cap what it may allocate.
+  if (n * src.BYTES_PER_ELEMENT > 2 ** 31) throw new PickleError(`_rebuild_tensor: a view of [${shape}] is too large (over 2 GiB)`);
   const out = new (src.constructor as new (n: number) => Elements)(n);
   let last = offset;
   shape.forEach((s, d) => { if (s > 0) last += (s - 1) * strides[d]!; });
