@@ -3,7 +3,7 @@
 // References: the engine's final-normed last-token state against an independent float64 recomputation from site
 // captures; head logits under an intervention against the head on the unhooked model with edited down_proj
 // columns (as test/intervene.test.ts does for the LM head).
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -150,7 +150,11 @@ describe('classification head with interventions', () => {
       const got = lines.map((l) => (JSON.parse(l) as { logits: number[] }).logits);
       expect(maxDiff(got, want), `${lang} with ${ivLang}'s neurons off`).toBeLessThan(1e-5);
     }
-    // --intervene-langs without {lang}, and {lang} outside eval, are refused with one clear line.
+    // A language the mask lacks is refused before anything is evaluated; --intervene-langs without {lang}, and
+    // {lang} outside eval, are refused with one clear line.
+    const early = await captureStdout(() => main([...base, '--intervene-langs', 'en,xx', '--out', path.join(tmp, 'early')]));
+    expect(early.value).toBe(1);
+    expect(existsSync(path.join(tmp, 'early'))).toBe(false);
     const noPlaceholder = ['node', 'langneurons', 'eval', fixturePath('stories260k'), '--task', 'xnli', '--langs', 'en', '--data', data, '--head', headDir,
       '--intervene', `deactivate:${maskFile}:en`, '--intervene-langs', 'sw', '--out', path.join(tmp, 'bad'), '--json'];
     expect((await captureStdout(() => main(noPlaceholder))).value).toBe(1);

@@ -119,6 +119,8 @@ export function registerEval(program: Command): void {
           : o.interveneLangs === undefined ? [itemLang(lang)]
           : o.interveneLangs === 'all' ? langs.map(itemLang)
           : o.interveneLangs.split(',').map((s) => s.trim()).filter(Boolean);
+        // Every intervention language resolved before any item runs: a language the mask lacks fails first.
+        for (const l of new Set(langs.flatMap(ivLangs))) await scorerFor(l);
         for (const lang of langs) {
           const plan = await prepareTask(task, {
             dir: ddir, lang, langNames, ...(o.prompt && task !== 'ppl' ? { prompt: o.prompt } : {}),
