@@ -13,11 +13,11 @@ import { main } from '../src/cli/main.js';
 import { LanguageModel } from '../src/engine/model.js';
 import { xquadPrompt } from '../src/eval/prompts.js';
 import { MASK_FORMAT, writeMask } from '../src/identify/masks.js';
-import { readTensor, toFloat32 } from '../src/io/safetensors.js';
+import { readAllTensors, readTensor, toFloat32 } from '../src/io/safetensors.js';
 import { openCheckpoint } from '../src/model/checkpoint.js';
 import { loadTokenizer } from '../src/model/tokenizer.js';
 import { modelIdentity } from '../src/profile/identity.js';
-import { finetune } from '../src/train/finetune.js';
+import { finetune, resume } from '../src/train/finetune.js';
 import { randomNeurons } from '../src/train/methods.js';
 import { createNativeTrainer } from '../src/train/native.js';
 import { loadSftExamples, type SftExample } from '../src/train/sft.js';
@@ -157,6 +157,18 @@ describe('fine-tuning records (loss on the completion only)', () => {
       threads: 2, writeModel: false }, path.join(tmp, `run-${method}`));
     console.log(`${method}: completion loss ${r.firstLoss!.toFixed(4)} -> ${r.lastLoss!.toFixed(4)}, valid ${r.bestValid!.toFixed(4)}`);
     expect(r.lastLoss!).toBeLessThan(r.firstLoss!);
+  }, 120_000);
+
+  it('a stopped and resumed run on records ends bit-identical to an uninterrupted one (lora, dropout on)', async () => {
+    const o = { method: 'lora' as const, train: qaFile, valid: qaFile, batch: 2, steps: 5, chunk: 128, lr: 1e-2, evalEvery: 2, saveEvery: 2, threads: 2, writeModel: false };
+    const a = path.join(tmp, 'resume-a'), b = path.join(tmp, 'resume-b');
+    await finetune(STORIES, o, a);
+    expect((await finetune(STORIES, o, b, { stopAfterStep: 2 })).steps).toBe(2);
+    await resume(b);
+    const x = await readAllTensors(path.join(a, 'adapter', 'adapter_model.safetensors'));
+    const y = await readAllTensors(path.join(b, 'adapter', 'adapter_model.safetensors'));
+    expect(x.size).toBeGreaterThan(0);
+    for (const [k, v] of x) expect(Buffer.from((y.get(k)!.data as Float32Array).buffer).equals(Buffer.from((v.data as Float32Array).buffer)), k).toBe(true);
   }, 120_000);
 
   it('the QA recipe: SQuAD layout -> `records squad` -> finetune --method lora -> eval --task xquad --delta <adapter>', async () => {
