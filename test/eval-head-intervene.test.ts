@@ -14,7 +14,8 @@ import { resolveIntervention } from '../src/intervene/index.js';
 import { writeFileAtomic } from '../src/io/atomic.js';
 import { readAllTensors, readTensor, toFloat32, writeSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
 import { modelIdentity } from '../src/profile/identity.js';
-import { encodeItem, HEAD_FORMAT, HeadClassifier } from '../src/train/head.js';
+import { encodeItem, HEAD_FORMAT, HeadClassifier, readHead } from '../src/train/head.js';
+import { finetune } from '../src/train/finetune.js';
 import { copyFixture, fixturePath, makeTempDir, removeDir } from './helpers/fixtures.js';
 
 const L = 5, I = 172, H = 64, LAYER = 2, C = 3;
@@ -127,6 +128,33 @@ describe('classification head with interventions', () => {
       expect(maxDiff(plain, want), 'the edit must matter').toBeGreaterThan(1e-4);
     }
   });
+
+  it("the 'eos-joined' input format (Mondal et al.'s code): premise + ' </s> ' + hypothesis as one text, recorded in head.json", async () => {
+    const tok = model.requireTokenizer();
+    const x = ITEMS.en[0]!;
+    const joined = Array.from(encodeItem([x.premise, x.hypothesis], (t) => tok.encode(t), 64, ' </s> '));
+    expect(joined).toEqual(tok.encode(`${x.premise} </s> ${x.hypothesis}`));
+    expect(joined.slice(1)).toContain(tok.eosTokenIds[0]); // the separator is the EOS token itself
+    expect(joined.indexOf(tok.bosTokenId!, 1)).toBe(-1); // one BOS only
+    // A head whose head.json says eos-joined scores that encoding.
+    const dir = path.join(tmp, 'head-joined');
+    mkdirSync(dir);
+    writeFileSync(path.join(dir, 'head.safetensors'), readFileSync(path.join(headDir, 'head.safetensors')));
+    const info = JSON.parse(readFileSync(path.join(headDir, 'head.json'), 'utf8'));
+    writeFileSync(path.join(dir, 'head.json'), JSON.stringify({ ...info, pairFormat: 'eos-joined' }));
+    const head = await HeadClassifier.load(model, dir);
+    const got = await head.classify([[x.premise, x.hypothesis]], (t) => tok.encode(t));
+    expect(maxDiff(got, await head.logits([Int32Array.from(joined)]))).toBe(0);
+    expect(maxDiff(got, await head.logits(encodeAll(model, 'en').slice(0, 1)))).toBeGreaterThan(1e-4);
+    // finetune --pair-format eos-joined records it; a bad value is refused.
+    const train = path.join(tmp, 'xnli-train.jsonl');
+    writeFileSync(train, ITEMS.en.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    await finetune(fixturePath('stories260k'), { method: 'lora', loraR: 2, loraAlpha: 4, head: 'classification', pairFormat: 'eos-joined', train, batch: 3,
+      chunk: 64, steps: 1, evalEvery: 0, threads: 2, writeModel: false }, path.join(tmp, 'run-joined'));
+    expect((await readHead(path.join(tmp, 'run-joined'))).info.pairFormat).toBe('eos-joined');
+    await expect(finetune(fixturePath('stories260k'), { method: 'lora', head: 'classification', pairFormat: 'joined' as never, train }, path.join(tmp, 'run-bad')))
+      .rejects.toThrow(/--pair-format must be one of pair, eos-joined/);
+  }, 60_000);
 
   it('eval --head --intervene with {lang}: self-language by default, every pair with --intervene-langs all, keyed by both languages', async () => {
     const base = ['node', 'langneurons', 'eval', fixturePath('stories260k'), '--task', 'xnli', '--langs', 'en,sw', '--data', data, '--head', headDir,

@@ -28,7 +28,7 @@ import { loadTokenizer } from '../model/tokenizer.js';
 import { modelIdentity } from '../profile/identity.js';
 import { applyAdapter, writeAdapter } from './adapter.js';
 import { applyDelta, sha256, writeDelta } from './delta.js';
-import { loadClsItems, packItems, writeHead, type ClsItem, type HeadSettings } from './head.js';
+import { loadClsItems, packItems, pairJoin, PAIR_FORMATS, writeHead, type ClsItem, type HeadSettings, type PairFormat } from './head.js';
 import {
   isLoraMethod, LORA_DEFAULTS, METHOD_DEFAULTS, METHODS, MONDAL_HEAD_PRESET, parseLoraTargets, rng, selectTrainable,
   type FinetuneMethod, type LoraSettings,
@@ -84,9 +84,11 @@ export interface FinetuneOptions {
   /** JSONL text fields of an item (default premise, hypothesis) and its label field (default label). */
   textFields?: string[];
   labelField?: string;
+  /** How the text fields become one sequence (head.ts PairFormat; default 'pair'). */
+  pairFormat?: PairFormat;
 }
 
-type NewFields = 'loraR' | 'loraAlpha' | 'loraDropout' | 'loraTargets' | 'head' | 'numLabels' | 'textFields' | 'labelField' |
+type NewFields = 'loraR' | 'loraAlpha' | 'loraDropout' | 'loraTargets' | 'head' | 'numLabels' | 'textFields' | 'labelField' | 'pairFormat' |
   'warmupRatio' | 'resetOptimizerOnSave';
 /** What run.json records. Fields added after the first release are optional: older run folders lack them. */
 interface ResolvedOptions extends Required<Omit<FinetuneOptions, 'masks' | 'langs' | 'valid' | 'steps' | NewFields>> {
@@ -148,11 +150,14 @@ function resolveOptions(o: FinetuneOptions): ResolvedOptions {
       targets: o.loraTargets ? parseLoraTargets(o.loraTargets) : [...ld.targets],
     };
   }
-  if (!o.head && (o.numLabels !== undefined || o.textFields !== undefined || o.labelField !== undefined))
-    throw optErr('--num-labels, --text-field and --label-field need --head classification', 'head');
+  if (!o.head && (o.numLabels !== undefined || o.textFields !== undefined || o.labelField !== undefined || o.pairFormat !== undefined))
+    throw optErr('--num-labels, --text-field, --label-field and --pair-format need --head classification', 'head');
+  if (o.pairFormat !== undefined && !PAIR_FORMATS.includes(o.pairFormat))
+    throw optErr(`--pair-format must be one of ${PAIR_FORMATS.join(', ')}, got '${String(o.pairFormat)}'`, 'pair-format');
   const head: HeadSettings | null = o.head ? {
     numLabels: int('num-labels', o.numLabels, 3, 2),
     textFields: o.textFields?.length ? [...o.textFields] : ['premise', 'hypothesis'], labelField: o.labelField ?? 'label',
+    ...(o.pairFormat && o.pairFormat !== 'pair' ? { pairFormat: o.pairFormat } : {}),
   } : null;
   const schedule = o.schedule ?? 'constant';
   if (!['constant', 'linear', 'cosine'].includes(schedule)) throw optErr(`--schedule must be constant, linear or cosine, got '${schedule}'`, 'schedule');
@@ -329,7 +334,7 @@ async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, exp
       : { ...(await loadChunks(file, encode, o.chunk, what)), targets: null };
   };
   const load = async (file: string, what: string) => head
-    ? (({ items, sha }) => ({ chunks: [] as Int32Array[], targets: null, items, sha }))(await loadClsItems(file, encode, head, o.chunk, what))
+    ? (({ items, sha }) => ({ chunks: [] as Int32Array[], targets: null, items, sha }))(await loadClsItems(file, encode, head, o.chunk, what, pairJoin(head.pairFormat, tok)))
     : { ...(await loadLm(file, what)), items: [] as ClsItem[] };
   const train = await load(o.train, 'training');
   const valid = o.valid ? await load(o.valid, 'validation') : null;
