@@ -7,11 +7,17 @@ export { generate, generateTokens, type GenerateOptions, type Generation } from 
 export { type SamplingOptions } from './generate/sampling.js';
 export {
   Intervention, resolveIntervention, interventionFromCli, parseInterventionSpec, parseInterventionFile, validateSpec, parseLayers,
+  withLanguage, LANG_PLACEHOLDER,
   type InterventionSpec, type Operation, type NeuronSet, type ValueSpec, type InterventionSite, type Positions, type ResolveOptions,
 } from './intervene/index.js';
 export { openCheckpoint, estimateMemory, type Checkpoint } from './model/checkpoint.js';
 export { loadModelConfig, parseModelConfig, type ModelConfig } from './model/config.js';
 export { readSafetensorsHeader, readTensor, writeSafetensors } from './io/safetensors.js';
+export { readTorchFile, writeTorchFile, type TorchTensor, type TorchValue } from './io/torch-file.js';
+export { maskFromTang, maskToTang, statsFromTang, statsToTang } from './identify/tang.js';
+export { HeadClassifier, readHead } from './train/head.js';
+export { loadSftExamples, type SftExample } from './train/sft.js';
+export { squadRecords } from './train/records.js';
 export { finetune, resume, learningRate, type FinetuneOptions, type FinetuneResult } from './train/finetune.js';
 export { applyDelta, writeDelta } from './train/delta.js';
 export { selectTrainable, METHODS, METHOD_DEFAULTS, type FinetuneMethod } from './train/methods.js';

@@ -121,6 +121,24 @@ LN_TEST(model_f32_matches_float64_reference) {
   }
 }
 
+// LastHidden: the final-normed state of each packed sequence's last token (a classification head's input), against
+// the float64 reference's final states; no LM head row is computed.
+LN_TEST(model_last_hidden_matches_float64_final_states) {
+  for (const Variant& var : variants()) {
+    Tiny tm(var.o);
+    Model m(tm.cfg, tm.w, 2, Compute::F32);
+    lnref::RefModel ref(tm.cfg, tm.w);
+    const int64_t H = tm.cfg.hidden;
+    const auto a = random_tokens(var.n_tokens, tm.cfg.vocab, 7), b = random_tokens(3, tm.cfg.vocab, 8);
+    const auto got = run(m, {a, b}, LogitsMode::LastHidden).logits;
+    LN_CHECK(int64_t(got.size()) == 2 * H);
+    const auto ha = ref.final_states(a), hb = ref.final_states(b);
+    const double e = std::max(rel_err(got.data(), ha.data() + (int64_t(a.size()) - 1) * H, H),
+                              rel_err(got.data() + H, hb.data() + 2 * H, H));
+    LN_CHECK_MSG(e < 1e-4, "%s: last hidden rel err %g", var.name, e);
+  }
+}
+
 // bf16 compute rounds matmul inputs and q/k/v to bf16 (8 bits of mantissa, 2^-9 relative): measured errors on
 // these models are 5e-3..9.3e-3 relative (the f16-storage variant is the worst); the bar is 2e-2.
 LN_TEST(model_bf16_compute_within_tolerance) {

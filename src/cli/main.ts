@@ -13,6 +13,7 @@ import { registerIdentify } from './commands/identify.js';
 import { registerInfo } from './commands/info.js';
 import { registerMasks } from './commands/masks.js';
 import { registerProfile } from './commands/profile.js';
+import { registerRecords } from './commands/records.js';
 import { registerReport } from '../report/cli.js';
 import { registerResults } from './commands/results.js';
 import { registerScore } from './commands/score.js';
@@ -43,6 +44,7 @@ export function buildProgram(): Command {
   registerDemo(program);
   registerReport(program);
   registerFinetune(program);
+  registerRecords(program);
   registerTrain(program);
   registerTokenizer(program);
   registerSweep(program);

@@ -18,7 +18,9 @@ import { resolveDevice, type DeviceRequest, type ResolvedDevice } from './device
 import { StatsAccumulator, type StatsOptions } from './stats.js';
 
 export type Compute = 'f32' | 'bf16';
-export type LogitsMode = 'all' | 'last' | 'none';
+/** 'lastHidden': no LM head; `logits` holds each sequence's final-normed last-token hidden state [sequences × hidden]
+ *  (the input of a classification head), and `vocab` is the hidden size. */
+export type LogitsMode = 'all' | 'last' | 'none' | 'lastHidden';
 
 export interface LoadModelOptions {
   /** Worker threads of the native engine (default: the machine's cores). */
@@ -79,7 +81,7 @@ export class KvCache {
   get bytes(): number { return this.native.bytes(); }
 }
 
-const LOGITS_CODE: Record<LogitsMode, 0 | 1 | 2> = { none: 0, last: 1, all: 2 };
+const LOGITS_CODE: Record<LogitsMode, 0 | 1 | 2 | 3> = { none: 0, last: 1, all: 2, lastHidden: 3 };
 
 export class LanguageModel {
   private queue: Promise<unknown> = Promise.resolve();
@@ -210,13 +212,14 @@ export class LanguageModel {
       ...this.profilingOptions(batch, seqOffsets, total, opts),
       ...this.interventionOptions(batch, seqOffsets, total, opts),
     });
-    const rows = mode === 'all' ? total : mode === 'last' ? batch.length : 0;
-    checkFiniteOutput({
-      logits: res.logits, vocab: this.vocabSize, sequences: batch.length, targetLogprobs: res.targetLogprobs ?? null,
-      rowOf: (i) => (mode === 'all' ? seqOffsets[i]! + batch[i]!.length - 1 : mode === 'last' ? i : -1),
-      intervened: !!opts.intervene, model: path.basename(this.checkpoint.dir),
-    });
-    return { logits: res.logits, rows, vocab: this.vocabSize, seqOffsets, targetLogprobs: res.targetLogprobs, capture: res.capture ?? null };
+    const rows = mode === 'all' ? total : mode === 'last' || mode === 'lastHidden' ? batch.length : 0;
+    if (mode !== 'lastHidden')
+      checkFiniteOutput({
+        logits: res.logits, vocab: this.vocabSize, sequences: batch.length, targetLogprobs: res.targetLogprobs ?? null,
+        rowOf: (i) => (mode === 'all' ? seqOffsets[i]! + batch[i]!.length - 1 : mode === 'last' ? i : -1),
+        intervened: !!opts.intervene, model: path.basename(this.checkpoint.dir),
+      });
+    return { logits: res.logits, rows, vocab: mode === 'lastHidden' ? this.config.hiddenSize : this.vocabSize, seqOffsets, targetLogprobs: res.targetLogprobs, capture: res.capture ?? null };
   }
 
   /** stats / countMask / lastLayer / capture for the native forward; the native side checks the ranges again. */

@@ -31,6 +31,8 @@ export interface Variant {
   head?: string;
   /** sha256 of the files the variant reads (masks, statistics, intervention file, head), by path (inputs.ts). */
   inputs?: Record<string, string>;
+  /** The language filled into the intervention's {lang} (eval --intervene-langs: self- and cross-language runs). */
+  interveneLang?: string;
 }
 
 export interface RunOptions {

@@ -36,7 +36,7 @@ export interface Scorer {
 export interface ScorerInfo { compute: string; device: string; threads: number; contextLength: number }
 
 export interface ModelScorerOptions {
-  /** A resolved intervention (src/intervene): applied in every log-likelihood, generation and NLL. */
+  /** A resolved intervention (src/intervene): applied in every log-likelihood, generation, NLL and head score. */
   intervene?: Intervention;
   /** Token budget per packed forward. */
   batchTokens?: number;
@@ -108,9 +108,8 @@ export class ModelScorer implements Scorer {
 
   classify(items: string[][]): Promise<Float32Array[]> {
     if (!this.opts.head) throw new Error('ModelScorer.classify: no classification head (eval --head <run>)');
-    if (this.opts.intervene) throw new Error('ModelScorer.classify: interventions are not applied to the head path');
     const tok = this.model.requireTokenizer();
-    return this.opts.head.classify(items, (s) => tok.encode(s));
+    return this.opts.head.classify(items, (s) => tok.encode(s), this.opts.intervene);
   }
 }
 

@@ -56,13 +56,40 @@ export interface InterventionCliOptions {
   stats?: string;
 }
 
-/** The intervention the CLI options ask for, or undefined when there is none. */
-export async function interventionFromCli(model: LanguageModel, o: InterventionCliOptions): Promise<Intervention | undefined> {
-  const specs: InterventionSpec[] = (o.intervene ?? []).map((s) => parseInterventionSpec(s, o.stats));
+/** The placeholder of a spec (string or file) for the intervention language: `eval` fills it per evaluated language. */
+export const LANG_PLACEHOLDER = '{lang}';
+
+/** `text` with every {lang} replaced by `lang`. */
+export function withLanguage(text: string, lang: string): string {
+  return text.split(LANG_PLACEHOLDER).join(lang);
+}
+
+/** True when an --intervene spec or the --intervene-file names {lang}. */
+export async function interventionUsesLanguage(o: InterventionCliOptions): Promise<boolean> {
+  if ((o.intervene ?? []).some((s) => s.includes(LANG_PLACEHOLDER))) return true;
+  return o.interveneFile ? (await readInterventionFile(o.interveneFile)).includes(LANG_PLACEHOLDER) : false;
+}
+
+async function readInterventionFile(file: string): Promise<string> {
+  return readFile(file, 'utf8').catch((e: Error) => {
+    throw new LangneuronsError('E_IO', `${file}: cannot read the intervention file: ${e.message}`, { file });
+  });
+}
+
+/**
+ * The intervention the CLI options ask for, or undefined when there is none. `lang` fills the {lang} placeholder of
+ * the specs (and of the file's text); a spec with {lang} and no `lang` is refused.
+ */
+export async function interventionFromCli(model: LanguageModel, o: InterventionCliOptions, lang?: string): Promise<Intervention | undefined> {
+  const fill = (text: string, where: string): string => {
+    if (!text.includes(LANG_PLACEHOLDER)) return text;
+    if (lang === undefined)
+      throw new LangneuronsError('E_OPTIONS', `${where}: ${LANG_PLACEHOLDER} is filled only by \`eval\` (the evaluated language, or each of --intervene-langs)`, { field: 'intervene' });
+    return withLanguage(text, lang);
+  };
+  const specs: InterventionSpec[] = (o.intervene ?? []).map((s) => parseInterventionSpec(fill(s, `--intervene "${s}"`), o.stats));
   if (o.interveneFile) {
-    const text = await readFile(o.interveneFile, 'utf8').catch((e: Error) => {
-      throw new LangneuronsError('E_IO', `${o.interveneFile}: cannot read the intervention file: ${e.message}`, { file: o.interveneFile! });
-    });
+    const text = fill(await readInterventionFile(o.interveneFile), o.interveneFile);
     specs.push(...parseInterventionFile(text, o.interveneFile, o.stats));
   }
   return specs.length ? resolveIntervention(model, specs, o.stats !== undefined ? { stats: o.stats } : {}) : undefined;
@@ -72,7 +99,8 @@ export async function interventionFromCli(model: LanguageModel, o: InterventionC
 export function addInterventionOptions(cmd: Command): Command {
   const collect = (v: string, acc: string[]) => [...acc, v];
   return cmd
-    .option('--intervene <spec>', 'intervention on FFN neurons, e.g. "deactivate:masks/lape.json:en" (repeatable, applied in order; syntax in src/intervene/spec.ts)', collect, [])
+    .option('--intervene <spec>', 'intervention on FFN neurons, e.g. "deactivate:masks/lape.json:en" (repeatable, applied in order; syntax in src/intervene/spec.ts; ' +
+      'eval fills {lang} with each evaluated language, or each of --intervene-langs)', collect, [])
     .option('--intervene-file <file>', 'interventions as a JSON array of spec strings or spec objects')
     .option('--stats <path>', 'statistics for interventions that need them: a folder of <language>.safetensors, or one file');
 }

@@ -30,7 +30,8 @@ export interface NativeMemoryReport {
 }
 
 export interface NativeForwardOptions {
-  logits: 0 | 1 | 2; targets?: Int32Array; cache?: NativeKvCache; cacheSlots?: Int32Array;
+  /** 0 none, 1 last, 2 all, 3 the final-normed hidden state of each sequence's last token (n_seqs x hidden). */
+  logits: 0 | 1 | 2 | 3; targets?: Int32Array; cache?: NativeKvCache; cacheSlots?: Int32Array;
   /** Accumulate activation statistics (a NativeStats of this model). */
   stats?: NativeStats;
   /** One entry per token, nonzero = counted by `stats` (default: all counted). */

@@ -16,6 +16,8 @@
 //
 // With --head classification the data are JSONL items (text fields + an integer label), a micro-batch is --batch
 // items, and the loss is the head's cross-entropy on each item's last position (src/train/head.ts).
+// JSONL of {"prompt", "completion"} or {"messages"} records: one sequence per record, the loss on the completion
+// (assistant) tokens only (src/train/sft.ts).
 import { promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -29,7 +31,7 @@ import { loadTokenizer } from '../model/tokenizer.js';
 import { modelIdentity } from '../profile/identity.js';
 import { applyAdapter, writeAdapter } from './adapter.js';
 import { applyDelta, sha256, writeDelta } from './delta.js';
-import { loadClsItems, packItems, writeHead, type ClsItem, type HeadSettings } from './head.js';
+import { loadClsItems, packItems, pairJoin, PAIR_FORMATS, writeHead, type ClsItem, type HeadSettings, type PairFormat } from './head.js';
 import {
   isLoraMethod, LORA_DEFAULTS, METHOD_DEFAULTS, METHODS, MONDAL_HEAD_PRESET, parseLoraTargets, rng, selectTrainable,
   type FinetuneMethod, type LoraSettings,
@@ -37,6 +39,7 @@ import {
 import { createNativeTrainer, type NativeTrainer } from './native.js';
 import { claimRunDir, copyRunFiles, keptLogLines } from './run-dir.js';
 import { loadState, saveState, type StateCounters } from './state.js';
+import { loadSftExamples } from './sft.js';
 
 export const RUN_FORMAT = 'langneurons-finetune/1';
 export type Schedule = 'constant' | 'linear' | 'cosine';
@@ -86,9 +89,11 @@ export interface FinetuneOptions {
   /** JSONL text fields of an item (default premise, hypothesis) and its label field (default label). */
   textFields?: string[];
   labelField?: string;
+  /** How the text fields become one sequence (head.ts PairFormat; default 'pair'). */
+  pairFormat?: PairFormat;
 }
 
-type NewFields = 'loraR' | 'loraAlpha' | 'loraDropout' | 'loraTargets' | 'head' | 'numLabels' | 'textFields' | 'labelField' |
+type NewFields = 'loraR' | 'loraAlpha' | 'loraDropout' | 'loraTargets' | 'head' | 'numLabels' | 'textFields' | 'labelField' | 'pairFormat' |
   'warmupRatio' | 'resetOptimizerOnSave';
 /** What run.json records. Fields added after the first release are optional: older run folders lack them. */
 interface ResolvedOptions extends Required<Omit<FinetuneOptions, 'masks' | 'langs' | 'valid' | 'steps' | NewFields>> {
@@ -146,11 +151,14 @@ function resolveOptions(o: FinetuneOptions): ResolvedOptions {
       targets: o.loraTargets ? parseLoraTargets(o.loraTargets) : [...ld.targets],
     };
   }
-  if (!o.head && (o.numLabels !== undefined || o.textFields !== undefined || o.labelField !== undefined))
-    throw optErr('--num-labels, --text-field and --label-field need --head classification', 'head');
+  if (!o.head && (o.numLabels !== undefined || o.textFields !== undefined || o.labelField !== undefined || o.pairFormat !== undefined))
+    throw optErr('--num-labels, --text-field, --label-field and --pair-format need --head classification', 'head');
+  if (o.pairFormat !== undefined && !PAIR_FORMATS.includes(o.pairFormat))
+    throw optErr(`--pair-format must be one of ${PAIR_FORMATS.join(', ')}, got '${String(o.pairFormat)}'`, 'pair-format');
   const head: HeadSettings | null = o.head ? {
     numLabels: int('num-labels', o.numLabels, 3, 2),
     textFields: o.textFields?.length ? [...o.textFields] : ['premise', 'hypothesis'], labelField: o.labelField ?? 'label',
+    ...(o.pairFormat && o.pairFormat !== 'pair' ? { pairFormat: o.pairFormat } : {}),
   } : null;
   const schedule = o.schedule ?? 'constant';
   if (!['constant', 'linear', 'cosine'].includes(schedule)) throw optErr(`--schedule must be constant, linear or cosine, got '${schedule}'`, 'schedule');
@@ -200,18 +208,24 @@ async function loadChunks(file: string, tokenize: (s: string) => number[], chunk
   return { chunks, sha: sha256(text) };
 }
 
-/** Packs chunks into one native batch; targets are the next token inside each chunk (the last has none). */
-function pack(chunks: Int32Array[]): { tokens: Int32Array; targets: Int32Array; lens: Int32Array; count: number } {
+/**
+ * Packs chunks into one native batch; targets are the next token inside each chunk (the last has none), or the
+ * given per-chunk targets (-1: no loss; prompt/completion records).
+ */
+function pack(chunks: Int32Array[], given?: Int32Array[]): { tokens: Int32Array; targets: Int32Array; lens: Int32Array; count: number } {
   const total = chunks.reduce((s, c) => s + c.length, 0);
   const tokens = new Int32Array(total), targets = new Int32Array(total).fill(-1), lens = new Int32Array(chunks.length);
   let o = 0;
   chunks.forEach((c, i) => {
     tokens.set(c, o);
-    targets.set(c.subarray(1), o);
+    if (given) targets.set(given[i]!, o);
+    else targets.set(c.subarray(1), o);
     lens[i] = c.length;
     o += c.length;
   });
-  return { tokens, targets, lens, count: total - chunks.length };
+  let count = 0;
+  for (const t of targets) count += t >= 0 ? 1 : 0;
+  return { tokens, targets, lens, count };
 }
 
 /** Chunk order: a seeded permutation per epoch. */
@@ -228,10 +242,10 @@ function chunkAt(g: number, n: number, seed: number, cache: Map<number, Int32Arr
   return perm[g % n]!;
 }
 
-async function validLoss(tr: NativeTrainer, chunks: Int32Array[], batch: number): Promise<number> {
+async function validLoss(tr: NativeTrainer, chunks: Int32Array[], targets: Int32Array[] | null, batch: number): Promise<number> {
   let sum = 0, count = 0;
   for (let i = 0; i < chunks.length; i += batch) {
-    const b = pack(chunks.slice(i, i + batch));
+    const b = pack(chunks.slice(i, i + batch), targets?.slice(i, i + batch));
     const r = await tr.forwardBackward(b.tokens, b.targets, b.lens, { backward: false });
     sum += r.lossSum;
     count += r.count;
@@ -255,9 +269,10 @@ async function validCls(tr: NativeTrainer, items: ClsItem[], batch: number, numL
   return { loss: sum / items.length, accuracy: correct / items.length };
 }
 
-/** LM chunks, or with a head, labelled items. */
+/** LM chunks (with their targets for prompt/completion records), or with a head, labelled items. */
 interface Prepared {
   ckpt: Checkpoint; tr: NativeTrainer; run: RunFile; train: Int32Array[]; valid: Int32Array[]; trainItems: ClsItem[]; validItems: ClsItem[];
+  trainTargets: Int32Array[] | null; validTargets: Int32Array[] | null;
 }
 
 async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, expect?: RunFile): Promise<Prepared> {
@@ -272,10 +287,16 @@ async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, exp
   const tok = await loadTokenizer(modelDir, ckpt.config);
   const encode = (s: string) => tok.encode(s);
   const head = o.head ?? null;
-  // Chunks of text, or labelled items (chunk = the longest item) with a head.
+  // Chunks of text, prompt/completion or chat records (one sequence each, chunk = the longest), or labelled items
+  // (chunk = the longest item) with a head.
+  const loadLm = async (file: string, what: string) => {
+    const sft = await loadSftExamples(file, tok, modelDir, o.chunk, what);
+    return sft ? { chunks: sft.examples.map((e) => e.ids), targets: sft.examples.map((e) => e.targets), sha: sft.sha }
+      : { ...(await loadChunks(file, encode, o.chunk, what)), targets: null };
+  };
   const load = async (file: string, what: string) => head
-    ? (({ items, sha }) => ({ chunks: [] as Int32Array[], items, sha }))(await loadClsItems(file, encode, head, o.chunk, what))
-    : { ...(await loadChunks(file, encode, o.chunk, what)), items: [] as ClsItem[] };
+    ? (({ items, sha }) => ({ chunks: [] as Int32Array[], targets: null, items, sha }))(await loadClsItems(file, encode, head, o.chunk, what, pairJoin(head.pairFormat, tok)))
+    : { ...(await loadLm(file, what)), items: [] as ClsItem[] };
   const train = await load(o.train, 'training');
   const valid = o.valid ? await load(o.valid, 'validation') : null;
   if (expect && (expect.data.trainSha256 !== train.sha || expect.data.validSha256 !== (valid?.sha ?? null)))
@@ -289,7 +310,8 @@ async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, exp
     data: { trainSha256: train.sha, validSha256: valid?.sha ?? null, trainChunks: count(train), validChunks: count(valid) },
     trainableParameters: tr.info().trainable,
   };
-  return { ckpt, tr, run, train: train.chunks, valid: valid?.chunks ?? [], trainItems: train.items, validItems: valid?.items ?? [] };
+  return { ckpt, tr, run, train: train.chunks, valid: valid?.chunks ?? [], trainItems: train.items, validItems: valid?.items ?? [],
+    trainTargets: train.targets, validTargets: valid?.targets ?? null };
 }
 
 /** The trained weights of the run in dir: the delta (or, for LoRA methods, adapter/), and head/ with a head. */
@@ -372,7 +394,8 @@ async function loop(p: Prepared, runDir: string, st0: StateCounters, ctl: RunCon
         const b = packItems(Array.from({ length: o.batch }, (_, k) => p.trainItems[at(m, k)]!));
         micro.push({ tokens: b.tokens, targets: b.labels, lens: b.lens, count: b.labels.length });
       } else {
-        micro.push(pack(Array.from({ length: o.batch }, (_, k) => p.train[at(m, k)]!)));
+        const idx = Array.from({ length: o.batch }, (_, k) => at(m, k));
+        micro.push(pack(idx.map((i) => p.train[i]!), p.trainTargets ? idx.map((i) => p.trainTargets![i]!) : undefined));
       }
     }
     const denominator = micro.reduce((a, b) => a + b.count, 0);
@@ -397,7 +420,7 @@ async function loop(p: Prepared, runDir: string, st0: StateCounters, ctl: RunCon
     const haveValid = head ? p.validItems.length > 0 : p.valid.length > 0;
     if (haveValid && ((o.evalEvery > 0 && (s + 1) % o.evalEvery === 0) || last)) {
       const vc = head ? await validCls(tr, p.validItems, o.batch, head.numLabels) : null;
-      const v = vc ? vc.loss : await validLoss(tr, p.valid, o.batch);
+      const v = vc ? vc.loss : await validLoss(tr, p.valid, p.validTargets, o.batch);
       const better = bestValid === null || v < bestValid;
       if (better) {
         bestValid = v;

@@ -16,16 +16,28 @@ import { readTextFile } from '../io/text.js';
 import { readAllTensors, writeSafetensors } from '../io/safetensors.js';
 import type { Checkpoint } from '../model/checkpoint.js';
 import { modelIdentity } from '../profile/identity.js';
-import { createNativeTrainer, type NativeTrainer } from './native.js';
+import type { NativeTrainer } from './native.js';
+import type { LanguageModel } from '../engine/model.js';
+import type { Intervention } from '../intervene/index.js';
 import { sha256 } from './delta.js';
 
 export const HEAD_FORMAT = 'langneurons-head/1';
+
+/**
+ * How an item's text fields become one token sequence: 'pair' (default) as transformers' tokenizer(premise,
+ * hypothesis) for Llama tokenizers, each field with its BOS; 'eos-joined' as Mondal et al.'s public code, one text
+ * `premise + " " + eos_token + " " + hypothesis` encoded once (with BOS), cut from the end.
+ */
+export type PairFormat = 'pair' | 'eos-joined';
+export const PAIR_FORMATS: readonly PairFormat[] = ['pair', 'eos-joined'];
 
 export interface HeadSettings {
   numLabels: number;
   /** JSONL text fields, tokenised as a pair / tuple (default premise, hypothesis). */
   textFields: string[];
   labelField: string;
+  /** Absent in heads written before it existed: 'pair'. */
+  pairFormat?: PairFormat;
 }
 
 export interface HeadInfo extends HeadSettings {
@@ -44,8 +56,12 @@ function inputErr(file: string, msg: string): never {
   throw new LangneuronsError('E_INPUT', `${file}: ${msg}`, { file });
 }
 
-/** Token ids of one item: the fields encoded one by one (with special tokens) and concatenated, cut to maxLen. */
-export function encodeItem(texts: string[], encode: (s: string) => number[], maxLen: number): Int32Array {
+/**
+ * Token ids of one item: the fields encoded one by one (with special tokens) and concatenated, cut to maxLen; with
+ * `join` (the 'eos-joined' format: " <eos text> "), the fields joined by it and encoded as one text, cut at the end.
+ */
+export function encodeItem(texts: string[], encode: (s: string) => number[], maxLen: number, join?: string): Int32Array {
+  if (join !== undefined) return Int32Array.from(encode(texts.join(join)).slice(0, maxLen));
   const parts = texts.map(encode);
   let excess = parts.reduce((s, p) => s + p.length, 0) - maxLen;
   while (excess > 0) { // longest_first: one token off the end of the longest part at a time
@@ -57,9 +73,17 @@ export function encodeItem(texts: string[], encode: (s: string) => number[], max
   return Int32Array.from(parts.flat());
 }
 
-/** Reads a JSONL file of labelled items (one JSON object per non-empty line). */
+/** The separator of the 'eos-joined' format for this tokenizer (" </s> "), or undefined for 'pair'. */
+export function pairJoin(format: PairFormat | undefined, tok: { eosTokenIds: number[]; decode(ids: number[]): string }): string | undefined {
+  if ((format ?? 'pair') === 'pair') return undefined;
+  const eos = tok.eosTokenIds[0];
+  if (eos === undefined) throw new LangneuronsError('E_TOKENIZER', "--pair-format eos-joined needs the tokenizer's EOS token; this tokenizer has none");
+  return ` ${tok.decode([eos])} `;
+}
+
+/** Reads a JSONL file of labelled items (one JSON object per non-empty line); `join`: see encodeItem. */
 export async function loadClsItems(file: string, encode: (s: string) => number[], s: HeadSettings, maxLen: number,
-  what: string): Promise<{ items: ClsItem[]; sha: string }> {
+  what: string, join?: string): Promise<{ items: ClsItem[]; sha: string }> {
   const text = await readTextFile(file, what);
   const items: ClsItem[] = [];
   text.split(/\r?\n/).forEach((line, i) => {
@@ -78,7 +102,7 @@ export async function loadClsItems(file: string, encode: (s: string) => number[]
     const label = o[s.labelField];
     if (typeof label !== 'number' || !Number.isInteger(label) || label < 0 || label >= s.numLabels)
       inputErr(file, `line ${i + 1}: label field "${s.labelField}" must be an integer in [0, ${s.numLabels}), got ${JSON.stringify(label)}`);
-    items.push({ ids: encodeItem(texts, encode, maxLen), label });
+    items.push({ ids: encodeItem(texts, encode, maxLen, join), label });
   });
   if (items.length === 0) throw new LangneuronsError('E_INPUT', `${file}: the ${what} file has no items`, { file });
   return { items, sha: sha256(text) };
@@ -105,7 +129,8 @@ export async function writeHead(dir: string, tr: NativeTrainer, ckpt: Checkpoint
   const id = modelIdentity(ckpt);
   const info: HeadInfo = {
     format: HEAD_FORMAT, model: { name: id.name, fingerprint: id.fingerprint }, numLabels: s.numLabels,
-    textFields: s.textFields, labelField: s.labelField, hidden: ckpt.config.hiddenSize, maxLen, method, step,
+    textFields: s.textFields, labelField: s.labelField, ...(s.pairFormat ? { pairFormat: s.pairFormat } : {}),
+    hidden: ckpt.config.hiddenSize, maxLen, method, step,
   };
   await fsp.mkdir(dir, { recursive: true });
   await writeSafetensors(path.join(dir, 'head.safetensors'), { 'score.weight': { dtype: 'F32', shape: [p.rows, p.cols], data: tr.read('master', p.id) } },
@@ -130,6 +155,8 @@ export async function readHead(where: string): Promise<{ info: HeadInfo; weight:
   }
   if (info?.format !== HEAD_FORMAT || !Number.isInteger(info.numLabels) || info.numLabels < 1)
     throw new LangneuronsError('E_HEAD', `${jf}: not a ${HEAD_FORMAT} description`, { file: jf });
+  if (info.pairFormat !== undefined && !PAIR_FORMATS.includes(info.pairFormat))
+    throw new LangneuronsError('E_HEAD', `${jf}: pairFormat must be one of ${PAIR_FORMATS.join(', ')}, got ${JSON.stringify(info.pairFormat)}`, { file: jf });
   const sf = path.join(dir, 'head.safetensors');
   const t = (await readAllTensors(sf)).get('score.weight');
   if (!t || t.info.dtype !== 'F32' || t.info.shape.join(',') !== `${info.numLabels},${info.hidden}`)
@@ -137,30 +164,40 @@ export async function readHead(where: string): Promise<{ info: HeadInfo; weight:
   return { info, weight: t.data as Float32Array, dir };
 }
 
-/** Scores items with a trained head on a model (a native trainer with nothing to train but the head, forward only). */
+/**
+ * Scores items with a trained head on the inference engine: the final-normed hidden state of each item's last token
+ * (LogitsMode 'lastHidden') times score.weight, in float64. Any intervention of the model's forwards applies, as it
+ * does to the LM head's logits (Mondal et al.'s test-time intervention on the fine-tuned classifier).
+ */
 export class HeadClassifier {
-  private constructor(private readonly tr: NativeTrainer, readonly info: HeadInfo) {}
+  private constructor(private readonly model: LanguageModel, readonly info: HeadInfo, private readonly weight: Float32Array) {}
 
-  static async load(ckpt: Checkpoint, where: string, threads: number): Promise<HeadClassifier> {
+  static async load(model: LanguageModel, where: string): Promise<HeadClassifier> {
     const h = await readHead(where);
-    if (h.info.hidden !== ckpt.config.hiddenSize)
-      throw new LangneuronsError('E_HEAD', `${h.dir}: the head is for hidden size ${h.info.hidden}, the model's is ${ckpt.config.hiddenSize}`, { file: h.dir });
-    const tr = createNativeTrainer(ckpt, threads, [], { numLabels: h.info.numLabels });
-    const p = tr.params().find((x) => x.role === 'score')!;
-    tr.write('master', p.id, h.weight);
-    return new HeadClassifier(tr, h.info);
+    if (h.info.hidden !== model.config.hiddenSize)
+      throw new LangneuronsError('E_HEAD', `${h.dir}: the head is for hidden size ${h.info.hidden}, the model's is ${model.config.hiddenSize}`, { file: h.dir });
+    return new HeadClassifier(model, h.info, h.weight);
   }
 
-  /** Class logits [items x numLabels] of tokenised items. */
-  async logits(items: Int32Array[]): Promise<Float32Array> {
-    const b = packItems(items.map((ids) => ({ ids })));
-    return (await this.tr.forwardBackwardCls(b.tokens, b.lens, b.labels, { backward: false })).logits;
+  /** Class logits of tokenised items, one array per item. */
+  async logits(items: Int32Array[], intervene?: Intervention): Promise<Float32Array[]> {
+    const H = this.info.hidden, C = this.info.numLabels, W = this.weight;
+    const res = await this.model.forward(items, { logits: 'lastHidden', ...(intervene ? { intervene } : {}) });
+    return items.map((_, i) => {
+      const x = res.logits.subarray(i * H, (i + 1) * H);
+      const z = new Float32Array(C);
+      for (let c = 0; c < C; c++) {
+        let acc = 0;
+        for (let k = 0; k < H; k++) acc += W[c * H + k]! * x[k]!;
+        z[c] = acc;
+      }
+      return z;
+    });
   }
 
   /** Class logits of items given as their text fields (tokenised as in training), one array per item. */
-  async classify(texts: string[][], encode: (s: string) => number[]): Promise<Float32Array[]> {
-    const z = await this.logits(texts.map((t) => encodeItem(t, encode, this.info.maxLen)));
-    const C = this.info.numLabels;
-    return texts.map((_, i) => z.slice(i * C, (i + 1) * C));
+  classify(texts: string[][], encode: (s: string) => number[], intervene?: Intervention): Promise<Float32Array[]> {
+    const join = pairJoin(this.info.pairFormat, this.model.requireTokenizer());
+    return this.logits(texts.map((t) => encodeItem(t, encode, this.info.maxLen, join)), intervene);
   }
 }

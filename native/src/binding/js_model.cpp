@@ -234,7 +234,7 @@ static void parse_intervention(Napi::Env env, const Napi::Object& opts, ForwardW
   }
 }
 
-// forward(tokens: Int32Array, seqLens: Int32Array, { logits: 0|1|2, targets?: Int32Array, cache?: NativeKvCache,
+// forward(tokens: Int32Array, seqLens: Int32Array, { logits: 0|1|2|3 (3: last final-normed hidden), targets?: Int32Array, cache?: NativeKvCache,
 //         cacheSlots?: Int32Array, stats?: NativeStats, countMask?: Uint8Array, lastLayer?: number,
 //         capture?: { site, layer }, intervention?: NativeIntervention, interveneMask?: Uint8Array })
 //   -> Promise<{ logits: Float32Array, targetLogprobs: Float32Array | null, capture: Float32Array | null }>
@@ -257,7 +257,7 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
   try {
     w->tokens = int32_array(env, info[0], "forward: tokens");
     w->seq_lens = int32_array(env, info[1], "forward: seqLens");
-    w->mode = ln::LogitsMode(int_field(opts, "logits", "forward options", 0, 2));
+    w->mode = ln::LogitsMode(int_field(opts, "logits", "forward options", 0, 3));
     if (opts.Has("targets") && !opts.Get("targets").IsUndefined()) {
       w->targets = int32_array(env, opts.Get("targets"), "forward: options.targets");
       if (w->targets.size() != w->tokens.size())

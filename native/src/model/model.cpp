@@ -199,6 +199,11 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
     for (int64_t i0 = 0; i0 < req.n_seqs; i0 += detail::kLmChunk)
       lm_head_rows(st, idx.data() + i0, std::min<int64_t>(detail::kLmChunk, req.n_seqs - i0),
                    out.logits.data() + i0 * V);
+  } else if (req.logits == LogitsMode::LastHidden) {
+    out.logits.resize(size_t(int64_t(req.n_seqs) * H));
+    for (size_t i = 0; i < st.seqs.size(); ++i)
+      rmsnorm(st.h.data() + (st.seqs[i].row0 + st.seqs[i].len - 1) * H, st.final_norm.data(),
+              out.logits.data() + int64_t(i) * H, H, cfg_.rms_eps);
   }
   if (!req.targets) return;
 

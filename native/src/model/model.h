@@ -60,7 +60,9 @@ struct ModelWeights {
 // Returns "" when every tensor has the shape the config implies, else a message naming the tensor.
 std::string validate_weights(const ModelConfig& c, const ModelWeights& w);
 
-enum class LogitsMode : int32_t { None = 0, Last = 1, All = 2 };
+// LastHidden: no LM head; ForwardResult::logits holds the final-normed hidden state of each sequence's last token
+// (n_seqs x hidden), the input of a classification head (LlamaForSequenceClassification's score layer).
+enum class LogitsMode : int32_t { None = 0, Last = 1, All = 2, LastHidden = 3 };
 
 // A KV cache of `n_slots` independent sequences of up to `capacity` tokens each. The base class keeps the
 // bookkeeping every runtime shares (slot lengths, validation); the storage belongs to the runtime that made it
@@ -149,7 +151,7 @@ struct ForwardRequest {
 };
 
 struct ForwardResult {
-  std::vector<float> logits;           // Last: n_seqs x vocab; All: n_tokens x vocab; None: empty
+  std::vector<float> logits;           // Last: n_seqs x vocab; All: n_tokens x vocab; LastHidden: n_seqs x hidden; None: empty
   std::vector<float> target_logprobs;  // n_tokens when targets were given (0 where ignored)
   std::vector<float> capture;          // n_tokens x site width when a capture was asked for, else empty
 };

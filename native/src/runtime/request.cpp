@@ -14,7 +14,8 @@ void validate_forward_request(const ModelConfig& c, const ForwardRequest& r) {
   if (r.n_seqs < 1) fail("forward: n_seqs must be >= 1, got " + to_string(r.n_seqs));
   if (r.n_tokens < 1) fail("forward: n_tokens must be >= 1, got " + to_string(r.n_tokens));
   if (!r.tokens || !r.seq_lens) fail("forward: tokens and seq_lens are required");
-  if (r.logits != LogitsMode::None && r.logits != LogitsMode::Last && r.logits != LogitsMode::All)
+  if (r.logits != LogitsMode::None && r.logits != LogitsMode::Last && r.logits != LogitsMode::All &&
+      r.logits != LogitsMode::LastHidden)
     fail("forward: unknown logits mode " + to_string(int(r.logits)));
   int64_t sum = 0;
   for (int32_t s = 0; s < r.n_seqs; ++s) {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { LangneuronsError } from '../../errors.js';
 import { withOutputLock } from '../../io/lock.js';
 import { ModelScorer } from '../../eval/scorer.js';
-import { addInterventionOptions, interventionFromCli } from '../../intervene/index.js';
+import { addInterventionOptions, interventionFromCli, interventionUsesLanguage, withLanguage, type Intervention } from '../../intervene/index.js';
 import { datasetDir, isTask, languagesIn, prepareTask, TASKS, type TaskName } from '../../eval/tasks.js';
 import { runPlan, type EvalResult, type Variant } from '../../eval/run.js';
 import { mergedDeltaModel } from '../../eval/delta-cache.js';
@@ -19,7 +19,7 @@ import { parseIntOption, printResult, Progress } from '../output.js';
 interface EvalCli extends ModelCliOptions {
   task: string; langs?: string; pairs?: string; data?: string; text?: string; prompt?: string; split?: string; out: string;
   intervene: string[]; interveneFile?: string; stats?: string; delta?: string; variant?: string; limit?: number; batchItems: number; langName: string[];
-  head?: string; bleuTokenize?: string;
+  head?: string; bleuTokenize?: string; interveneLangs?: string;
 }
 
 const collect = (v: string, acc: string[]) => [...acc, v];
@@ -43,7 +43,9 @@ export function registerEval(program: Command): void {
     .option('--variant <name>', 'variant name recorded in the results (default: base / intervene / delta)')
     .option('--limit <n>', 'first n items per language only', parseIntOption('--limit', 1))
     .option('--batch-items <n>', 'items per batched engine call', parseIntOption('--batch-items', 1), 16)
-    .option('--lang-name <code=Name>', 'English name of a FLORES code for the translation prompts (repeatable)', collect, [])))
+    .option('--lang-name <code=Name>', 'English name of a FLORES code for the translation prompts (repeatable)', collect, [])
+    .option('--intervene-langs <langs>', 'with {lang} in --intervene: evaluate every language with each of these languages\' interventions ' +
+      '(comma-separated, or "all" = the evaluated languages: every self- and cross-language pair); default: each language with its own')))
     // One eval at a time per results folder (src/io/lock.ts).
     .action(async (dir: string, o: EvalCli) => withOutputLock(o.out, 'eval', () => evalAction(dir, o)));
 }
@@ -58,7 +60,6 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
       if (o.head) {
         if (o.prompt !== undefined && o.prompt !== 'head') throw new LangneuronsError('E_OPTIONS', `--head scores with the head: give --prompt head (or no --prompt), not '${o.prompt}'`, { field: 'prompt' });
         if (tasks.some((t) => t !== 'xnli')) throw new LangneuronsError('E_OPTIONS', '--head applies to --task xnli only', { field: 'task' });
-        if (o.intervene.length || o.interveneFile) throw new LangneuronsError('E_OPTIONS', '--head cannot be combined with --intervene', { field: 'head' });
         o.prompt = 'head';
       } else if (o.prompt === 'head') {
         throw new LangneuronsError('E_OPTIONS', '--prompt head needs --head <run-dir> (a `finetune --head classification` run)', { field: 'head' });
@@ -83,6 +84,9 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
           process.stderr.write(`note: ${o.head} holds a trained model (${runModel}); the head is evaluated on ${dir}\n`);
       }
       const specs = [...o.intervene, ...(o.interveneFile ? [`file:${o.interveneFile}`] : [])];
+      const templated = await interventionUsesLanguage(o);
+      if (o.interveneLangs !== undefined && !templated)
+        throw new LangneuronsError('E_OPTIONS', '--intervene-langs needs {lang} in an --intervene spec (or the --intervene-file), e.g. "amplify:masks.json:{lang}:p_max"', { field: 'intervene-langs' });
       if (specs.length) { variant.intervene = specs.join(' + '); variant.name = o.variant ?? `intervene-${specs.join('+')}`; }
       const langNames = Object.fromEntries(o.langName.map((s) => {
         const k = s.indexOf('=');
@@ -95,9 +99,19 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
       const model = await openModel(modelDir, o);
       // Results and resumes are keyed by what the model is (config, tokenizer, weights), not where it is.
       const fingerprint = await modelFingerprint(modelDir);
-      const intervene = await interventionFromCli(model, o);
-      const head = o.head ? await HeadClassifier.load(model.checkpoint, o.head, model.threads) : undefined;
-      const scorer = new ModelScorer(model, { ...(intervene ? { intervene } : {}), ...(head ? { head } : {}) });
+      const head = o.head ? await HeadClassifier.load(model, o.head) : undefined;
+      // One resolved intervention and scorer per intervention language ('' = none, or no {lang} in the specs).
+      const scorers = new Map<string, ModelScorer>();
+      const scorerFor = async (ivLang: string): Promise<ModelScorer> => {
+        let sc = scorers.get(ivLang);
+        if (!sc) {
+          const intervene: Intervention | undefined = await interventionFromCli(model, o, templated ? ivLang : undefined);
+          sc = new ModelScorer(model, { ...(intervene ? { intervene } : {}), ...(head ? { head } : {}) });
+          scorers.set(ivLang, sc);
+        }
+        return sc;
+      };
+      if (!templated) await scorerFor(''); // a bad spec fails before any data is read
       const results: EvalResult[] = [];
       for (const task of tasks as TaskName[]) {
         const root = task === 'ppl' ? o.text ?? o.data : o.data;
@@ -111,18 +125,34 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
           if (!o.langs) throw new LangneuronsError('E_OPTIONS', `${task} needs --langs`, { field: 'langs' });
           langs = o.langs === 'all' ? await languagesIn(task, ddir, o.split, o.prompt) : o.langs.split(',').map((s) => s.trim()).filter(Boolean);
         }
+        // The language an item is "in": a FLORES pair's target (the language the translation is written in).
+        const itemLang = (lang: string): string => (task === 'flores' ? lang.slice(lang.indexOf('-') + 1) : lang);
+        const ivLangs = (lang: string): string[] => !templated ? ['']
+          : o.interveneLangs === undefined ? [itemLang(lang)]
+          : o.interveneLangs === 'all' ? langs.map(itemLang)
+          : o.interveneLangs.split(',').map((s) => s.trim()).filter(Boolean);
+        // Every intervention language resolved before any item runs: a language the mask lacks fails first.
+        for (const l of new Set(langs.flatMap(ivLangs))) await scorerFor(l);
         for (const lang of langs) {
           const plan = await prepareTask(task, {
             dir: ddir, lang, langNames, ...(o.prompt && task !== 'ppl' ? { prompt: o.prompt } : {}),
             ...(o.split ? { split: o.split } : {}), ...(o.limit ? { limit: o.limit } : {}), ...(o.bleuTokenize ? { bleuTokenize: o.bleuTokenize } : {}),
           });
-          const progress = new Progress(`${task} ${lang}`, o);
-          const r = await runPlan(plan, { scorer, outDir: o.out, model: path.resolve(modelDir), modelFingerprint: fingerprint, variant, batchItems: o.batchItems, onProgress: (d, t) => progress.update(d, t, 'items') });
-          progress.done();
-          results.push(r);
-          if (!o.json) {
-            process.stderr.write(`${task} ${lang} [${variant.name}, ${plan.prompt}]: ${Object.entries(r.metrics).filter(([, v]) => typeof v === 'number').map(([k, v]) => `${k}=${(v as number).toFixed(4)}`).join(' ')}\n`);
-            if (r.truncatedItems) process.stderr.write(`note: ${r.truncatedItems} of ${r.items} ${task} ${lang} items were longer than the model's context and lost tokens on the left (truncatedItems in the result)\n`);
+          for (const ivLang of [...new Set(ivLangs(lang))]) {
+            const scorer = await scorerFor(ivLang);
+            // Results are keyed by the evaluated language (file and `lang`) and the intervention's language (variant).
+            const v: Variant = !templated ? variant : {
+              ...variant, intervene: withLanguage(variant.intervene!, ivLang), interveneLang: ivLang,
+              name: o.variant !== undefined ? `${o.variant}@${ivLang}` : `intervene-${withLanguage(specs.join('+'), ivLang)}`,
+            };
+            const progress = new Progress(`${task} ${lang}${ivLang ? ` [${ivLang}]` : ''}`, o);
+            const r = await runPlan(plan, { scorer, outDir: o.out, model: path.resolve(modelDir), modelFingerprint: fingerprint, variant: v, batchItems: o.batchItems, onProgress: (d, t) => progress.update(d, t, 'items') });
+            progress.done();
+            results.push(r);
+            if (!o.json) {
+              process.stderr.write(`${task} ${lang} [${v.name}, ${plan.prompt}]: ${Object.entries(r.metrics).filter(([, x]) => typeof x === 'number').map(([k, x]) => `${k}=${(x as number).toFixed(4)}`).join(' ')}\n`);
+              if (r.truncatedItems) process.stderr.write(`note: ${r.truncatedItems} of ${r.items} ${task} ${lang} items were longer than the model's context and lost tokens on the left (truncatedItems in the result)\n`);
+            }
           }
         }
       }

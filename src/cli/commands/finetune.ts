@@ -4,6 +4,7 @@ import { LangneuronsError } from '../../errors.js';
 import { applyAdapter, isAdapterDir } from '../../train/adapter.js';
 import { applyDelta } from '../../train/delta.js';
 import { finetune, resume, type FinetuneOptions, type Schedule } from '../../train/finetune.js';
+import type { PairFormat } from '../../train/head.js';
 import type { FinetuneMethod } from '../../train/methods.js';
 import { printResult } from '../output.js';
 
@@ -13,7 +14,7 @@ interface FinetuneCli {
   warmup?: string; schedule?: string; evalEvery?: string; saveEvery?: string; seed?: string; threads?: string;
   json?: boolean; quiet?: boolean;
   loraR?: string; loraAlpha?: string; loraDropout?: string; loraTargets?: string; resetOptimizerOnSave?: boolean;
-  head?: string; numLabels?: string; textField?: string; labelField?: string; warmupRatio?: string; beta1?: string; beta2?: string;
+  head?: string; numLabels?: string; textField?: string; labelField?: string; pairFormat?: string; warmupRatio?: string; beta1?: string; beta2?: string;
 }
 
 const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
@@ -34,7 +35,8 @@ export function registerFinetune(program: Command): void {
     .option('--method <m>', 'full | mlp | neurons | random | lora | neuron-lora', 'neurons')
     .option('--masks <file>', 'neuron mask (langneurons identify) for neurons / random / neuron-lora')
     .option('--lang <langs>', 'language(s) of the mask, comma-separated (union)')
-    .option('--train <file>', 'training text (UTF-8, one document per line)')
+    .option('--train <file>', 'training text (UTF-8, one document per line), or JSONL of {"prompt", "completion"} or chat {"messages"} records ' +
+      '(one sequence each, the loss on the completion / assistant tokens only; --chunk caps their length)')
     .option('--valid <file>', 'validation text: loss every --eval-every steps, the best weights kept')
     .option('--out <dir>', 'run directory (must not hold a run)')
     .option('--resume <dir>', 'continue the run in <dir> from its last saved state')
@@ -46,6 +48,7 @@ export function registerFinetune(program: Command): void {
     .option('--head <kind>', 'classification: a linear head on the last position (data: JSONL items), saved as score.weight in <run>/head/')
     .option('--num-labels <n>', 'classes of the head (3)')
     .option('--text-field <fields>', 'JSONL text field(s) of an item, comma-separated, tokenised as a pair (premise,hypothesis)')
+    .option('--pair-format <f>', 'pair: each field with its BOS, as tokenizer(premise, hypothesis) (default); eos-joined: premise + " <eos> " + hypothesis as one text (Mondal et al.\'s code)')
     .option('--label-field <field>', 'JSONL integer label field (label)')
     .option('--beta1 <x>', 'AdamW beta1 (0.9; neuron-lora + head 0.95)')
     .option('--beta2 <x>', 'AdamW beta2 (0.999)')
@@ -85,6 +88,7 @@ export function registerFinetune(program: Command): void {
           ...(o.head !== undefined ? { head: o.head as 'classification' } : {}),
           ...(o.textField !== undefined ? { textFields: list(o.textField) } : {}),
           ...(o.labelField !== undefined ? { labelField: o.labelField } : {}),
+          ...(o.pairFormat !== undefined ? { pairFormat: o.pairFormat as PairFormat } : {}),
         };
         const nums: [keyof FinetuneOptions, string, string | undefined][] = [
           ['lr', 'lr', o.lr], ['weightDecay', 'weight-decay', o.weightDecay], ['clip', 'clip', o.clip], ['chunk', 'chunk', o.chunk],

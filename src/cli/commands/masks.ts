@@ -2,9 +2,10 @@ import type { Command } from 'commander';
 
 import { compareMasks, readMask, summarizeMask } from '../../identify/index.js';
 import { printResult } from '../output.js';
+import { addTangMaskCommands } from './tang.js';
 
 export function registerMasks(program: Command): void {
-  const masks = program.command('masks').description('inspect and compare neuron masks');
+  const masks = program.command('masks').description('inspect, compare, import and export neuron masks');
   masks
     .command('show <mask>')
     .description('neurons per language and layer, overlaps between languages')
@@ -42,4 +43,5 @@ export function registerMasks(program: Command): void {
         ...(c.onlyInA.length ? [`only in A: ${c.onlyInA.join(', ')}`] : []), ...(c.onlyInB.length ? [`only in B: ${c.onlyInB.join(', ')}`] : []),
       ].join('\n'));
     });
+  addTangMaskCommands(masks);
 }

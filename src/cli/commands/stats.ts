@@ -4,9 +4,10 @@ import { LangneuronsError } from '../../errors.js';
 import { ensureParentDir, refuseOutputIsInput } from '../../io/outdir.js';
 import { mergeStats, readStats, writeStats } from '../../profile/stats.js';
 import { printResult } from '../output.js';
+import { addTangStatsCommands } from './tang.js';
 
 export function registerStats(program: Command): void {
-  const stats = program.command('stats').description('inspect and merge activation statistics files');
+  const stats = program.command('stats').description('inspect, merge, import and export activation statistics files');
   stats
     .command('merge <files...>')
     .description('add statistics of shards of one language (same model, layers, sites and scope) into one file')
@@ -46,4 +47,5 @@ export function registerStats(program: Command): void {
         `corpus     ${s.meta.corpus.files.join(', ')} (${s.meta.corpus.fingerprint.slice(0, 12)})`,
       ].join('\n'));
     });
+  addTangStatsCommands(stats);
 }

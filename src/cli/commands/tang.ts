@@ -1,0 +1,94 @@
+// `masks import` / `masks export --format tang` and `stats import` / `stats export --format tang`: Tang et al.'s
+// PyTorch files (src/identify/tang.ts) in and out, tied to a model folder for the neuron-index shapes.
+import type { Command } from 'commander';
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+
+import { LangneuronsError } from '../../errors.js';
+import { readMask, summarizeMask, writeMask } from '../../identify/index.js';
+import { maskFromTang, maskToTang, statsFromTang, statsToTang } from '../../identify/tang.js';
+import { readTorchFile, writeTorchFile } from '../../io/torch-file.js';
+import { openCheckpoint } from '../../model/checkpoint.js';
+import { modelIdentity } from '../../profile/identity.js';
+import { readStats, writeStats } from '../../profile/stats.js';
+import { parseIntOption, printResult } from '../output.js';
+
+const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
+
+async function identityOf(dir: string) {
+  const ck = await openCheckpoint(dir);
+  return { identity: modelIdentity(ck), maxPositions: ck.config.maxPositions };
+}
+
+async function sha256File(file: string): Promise<string> {
+  return createHash('sha256').update(await fsp.readFile(file)).digest('hex');
+}
+
+function checkFormat(format: string): void {
+  if (format !== 'tang') throw new LangneuronsError('E_OPTIONS', `--format must be "tang" (PyTorch, as Tang et al.'s code saves it), got "${format}"`, { field: 'format' });
+}
+
+export function addTangMaskCommands(masks: Command): void {
+  masks
+    .command('import <file>')
+    .description("a Tang-format mask (torch.save of a list over languages of per-layer index tensors, e.g. activation_mask/<model>) as a langneurons mask")
+    .requiredOption('--langs <langs>', "the file's languages, in its order (comma-separated): the file holds no names")
+    .requiredOption('--model <dir>', 'the model the mask is for (layers, intermediate size, fingerprint)')
+    .requiredOption('--out <file>', 'mask file: .json or .safetensors')
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (file: string, o: { langs: string; model: string; out: string; json?: boolean }) => {
+      const { identity } = await identityOf(o.model);
+      const mask = maskFromTang(await readTorchFile(file), list(o.langs), identity, file, { sha256: await sha256File(file) });
+      await fsp.mkdir(path.dirname(path.resolve(o.out)), { recursive: true });
+      await writeMask(o.out, mask);
+      const s = summarizeMask(mask);
+      printResult(o, { out: o.out, method: mask.method, total: s.total, union: s.union },
+        () => `imported ${s.languages.map((l) => `${l} ${s.total[l]}`).join(', ')} neurons (${s.union} distinct) -> ${o.out}`);
+    });
+  masks
+    .command('export <mask>')
+    .description("a mask as a Tang-format PyTorch file (list over languages of per-layer int64 index tensors), readable by torch.load")
+    .requiredOption('--format <format>', 'tang')
+    .requiredOption('--out <file>', 'the PyTorch file to write')
+    .option('--langs <langs>', "languages and their order in the file (default: the mask's, in its order)")
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (file: string, o: { format: string; out: string; langs?: string; json?: boolean }) => {
+      checkFormat(o.format);
+      const mask = await readMask(file);
+      const langs = o.langs ? list(o.langs) : Object.keys(mask.languages);
+      await writeTorchFile(o.out, maskToTang(mask, langs));
+      printResult(o, { out: o.out, format: 'tang', languages: langs }, () => `${langs.join(', ')} (in this order) -> ${o.out}`);
+    });
+}
+
+export function addTangStatsCommands(stats: Command): void {
+  stats
+    .command('import <file>')
+    .description("Tang-format counts (torch.save({'n', 'over_zero', 'sum1', 'sum2', ...}), e.g. activation.<lang>.train.<model>) as a statistics file")
+    .requiredOption('--lang <code>', 'the language the counts are of')
+    .requiredOption('--model <dir>', 'the model they were taken on (layers, intermediate size, fingerprint)')
+    .requiredOption('--out <file>', 'the statistics file (.safetensors)')
+    .option('--max-len <n>', "tokens per window of the run (Tang: the model's max length; default the model's context)", parseIntOption('--max-len', 1))
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (file: string, o: { lang: string; model: string; out: string; maxLen?: number; json?: boolean }) => {
+      const { identity, maxPositions } = await identityOf(o.model);
+      const s = statsFromTang(await readTorchFile(file), { language: o.lang, model: identity, maxLen: o.maxLen ?? maxPositions, sha256: await sha256File(file) }, file);
+      await fsp.mkdir(path.dirname(path.resolve(o.out)), { recursive: true });
+      await writeStats(o.out, s);
+      printResult(o, { out: o.out, language: o.lang, tokens: s.tokens, layers: identity.layers, width: identity.intermediate },
+        () => `${o.lang}: ${s.tokens} tokens, ${identity.layers} layers × ${identity.intermediate} neurons (site act) -> ${o.out}`);
+    });
+  stats
+    .command('export <file>')
+    .description("a statistics file's act counts as Tang-format PyTorch counts ({'n', 'over_zero', 'sum1', 'sum2'}), readable by torch.load")
+    .requiredOption('--format <format>', 'tang')
+    .requiredOption('--out <file>', 'the PyTorch file to write')
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (file: string, o: { format: string; out: string; json?: boolean }) => {
+      checkFormat(o.format);
+      const s = await readStats(file);
+      await writeTorchFile(o.out, statsToTang(s));
+      printResult(o, { out: o.out, format: 'tang', language: s.meta.language, tokens: s.tokens }, () => `${s.meta.language}: ${s.tokens} tokens -> ${o.out}`);
+    });
+}
