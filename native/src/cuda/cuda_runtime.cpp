@@ -23,6 +23,7 @@
 #include "cuda/recording.h"
 #include "cuda/runtime_kernels.h"
 #include "cuda/site_kernels.h"
+#include "kernels/ops.h"
 #include "model/intervention.h"
 #include "model/stats.h"
 #include "runtime/cuda_runtime.h"
@@ -156,6 +157,7 @@ class CudaRuntime final : public Runtime {
   std::vector<int32_t> n_keys_, lm_targets_;
   std::vector<int64_t> target_rows_;
   std::vector<float> lp_host_;
+  std::vector<float> final_norm_host_, last_row_host_;
   std::vector<cuda::AttnTile> tiles_;
   std::vector<cuda::StatsChunk> chunks_;
   std::vector<unsigned char> plan_host_;
@@ -286,6 +288,8 @@ void CudaRuntime::upload(const ModelWeights& w) {
   embed_dtype_ = w.embed.dtype;
   lm_head_ = base + off_head;
   final_norm_ = reinterpret_cast<const float*>(base + off_fnorm);
+  final_norm_host_.resize(size_t(c.hidden));  // for LogitsMode::LastHidden, normed on the host as the CPU does
+  convert_to_f32(w.final_norm.data, w.final_norm.dtype, 0, c.hidden, final_norm_host_.data());
   layers_.resize(size_t(c.n_layers));
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layers[size_t(l)];
@@ -602,6 +606,16 @@ void CudaRuntime::forward(const ForwardRequest& req, ForwardResult& out) {
   } else if (req.logits == LogitsMode::Last) {
     out.logits.resize(n_last * size_t(V));
     lm_head(idx, int64_t(n_last), out.logits.data(), nullptr, nullptr);
+  } else if (req.logits == LogitsMode::LastHidden) {
+    // The classification head's input (eval --head): each sequence's last residual row, final-normed on the host
+    // with the CPU's rmsnorm (n_seqs rows of hidden floats; the head itself is applied by the caller).
+    out.logits.resize(n_last * size_t(H));
+    last_row_host_.resize(size_t(H));
+    for (size_t i = 0; i < n_last; ++i) {
+      cuda::copy_to_host(last_row_host_.data(), h_.as<float>() + lm_idx_[i] * H, size_t(H) * 4, stream_);
+      cuda::synchronize(stream_);
+      rmsnorm(last_row_host_.data(), final_norm_host_.data(), out.logits.data() + int64_t(i) * H, H, cfg_.rms_eps);
+    }
   }
   if (req.targets) {
     out.target_logprobs.assign(size_t(T), 0.f);
