@@ -99,6 +99,31 @@ static std::vector<Variant> variants() {
   l3.llama3 = true;
   l3.theta = 500.f;  // head_dim 8: wavelengths 6.3 (kept), 29.8 (smooth band 16..64), 141 and 664 (scaled)
   v.push_back({"llama3-rope", l3, 90});  // positions beyond original_max_positions = 64
+  // Families. 40 tokens: past every window below and past YaRN's original context of 32; enough rows for the
+  // attention tile path (16-row blocks) on the layers without windows.
+  TinyOpts q3 = base;
+  q3.family = TinyOpts::Family::Qwen3;
+  q3.head_dim = 12;
+  v.push_back({"qwen3-qk-norm", q3, 40});
+  TinyOpts g2 = base;
+  g2.family = TinyOpts::Family::Gemma2;
+  g2.window = 5;
+  g2.tied = true;
+  v.push_back({"gemma2", g2, 40});
+  TinyOpts co = base;
+  co.family = TinyOpts::Family::Cohere;
+  co.tied = true;
+  v.push_back({"cohere", co, 40});
+  TinyOpts ya = base;
+  ya.yarn = true;
+  ya.bias = true;
+  v.push_back({"yarn-rope", ya, 40});
+  TinyOpts li = base;
+  li.linear = true;
+  v.push_back({"linear-rope", li, 40});
+  TinyOpts mw = base;
+  mw.window = 7;  // Mistral-style window on every layer
+  v.push_back({"sliding-window-7", mw, 40});
   return v;
 }
 

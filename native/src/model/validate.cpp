@@ -64,6 +64,7 @@ std::string validate_config(const ModelConfig& c) {
   if (c.act != Activation::Silu && c.act != Activation::GeluTanh)
     return "config: unknown activation " + std::to_string(int(c.act));
   if (c.parallel_block && c.post_norms) return "config: a parallel block with post-norms is not a known architecture";
+  if (c.post_norms && c.norm == NormType::Layer) return "config: post-norms are RMS norms (Gemma 2), not LayerNorms";
   for (auto& [name, v] : {std::pair<const char*, float>{"embedding scale", c.embed_scale},
                           {"logit_scale", c.logit_scale}}) {
     if (!(std::isfinite(v) && v > 0)) return std::string("config: ") + name + " must be a positive number, got " + std::to_string(v);
