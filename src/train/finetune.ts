@@ -22,6 +22,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { readAllTensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { readMask } from '../identify/masks.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
+import type { ModelType } from '../model/config.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { modelIdentity } from '../profile/identity.js';
 import { applyAdapter, writeAdapter } from './adapter.js';
@@ -259,11 +260,11 @@ async function validCls(tr: NativeTrainer, items: ClsItem[], batch: number, numL
   return { loss: sum / items.length, accuracy: correct / items.length };
 }
 
-async function saveState(dir: string, tr: NativeTrainer, st: Omit<StateFile, 'stateSha256'>): Promise<void> {
+async function saveState(dir: string, tr: NativeTrainer, modelType: ModelType, st: Omit<StateFile, 'stateSha256'>): Promise<void> {
   const tensors: Record<string, TensorToWrite> = {};
   for (const p of tr.params()) {
     if (p.size === 0) continue;
-    const n = tensorName(p.role, p.layer);
+    const n = tensorName(p.role, p.layer, modelType);
     for (const a of ['master', 'm', 'v'] as const) tensors[`${n}.${a}`] = { dtype: 'F32', shape: [p.size], data: tr.read(a, p.id) };
   }
   await fsp.mkdir(dir, { recursive: true });
@@ -273,7 +274,7 @@ async function saveState(dir: string, tr: NativeTrainer, st: Omit<StateFile, 'st
   await writeFileAtomic(path.join(dir, 'state.json'), JSON.stringify(full, null, 2) + '\n');
 }
 
-async function loadState(dir: string, tr: NativeTrainer): Promise<StateFile> {
+async function loadState(dir: string, tr: NativeTrainer, modelType: ModelType): Promise<StateFile> {
   const jf = path.join(dir, 'state.json'), sf = path.join(dir, 'state.safetensors');
   let st: StateFile;
   try {
@@ -286,7 +287,7 @@ async function loadState(dir: string, tr: NativeTrainer): Promise<StateFile> {
   const tensors = await readAllTensors(sf);
   for (const p of tr.params()) {
     if (p.size === 0) continue;
-    const n = tensorName(p.role, p.layer);
+    const n = tensorName(p.role, p.layer, modelType);
     for (const a of ['master', 'm', 'v'] as const) {
       const t = tensors.get(`${n}.${a}`);
       if (!t || t.info.dtype !== 'F32' || (t.data as Float32Array).length !== p.size)
@@ -376,7 +377,7 @@ export async function resume(runDir: string, ctl: RunControl = {}): Promise<Fine
   }
   if (run.format !== RUN_FORMAT) throw new LangneuronsError('E_RESUME', `${rf}: not a ${RUN_FORMAT} run`, { file: rf });
   const p = await prepare(run.model.dir, run.options, runDir, run);
-  const st = await loadState(path.join(runDir, 'state'), p.tr);
+  const st = await loadState(path.join(runDir, 'state'), p.tr, p.ckpt.config.modelType);
   // Drop log lines written after the saved state (they will be written again).
   const logFile = path.join(runDir, 'train.jsonl');
   const lines = (await fsp.readFile(logFile, 'utf8').catch(() => '')).split('\n').filter((l) => l.trim());
@@ -442,7 +443,7 @@ async function loop(p: Prepared, runDir: string, st0: Omit<StateFile, 'stateSha2
     }
     if ((s + 1) % o.saveEvery === 0 || last) {
       if (o.resetOptimizerOnSave) tr.resetOptimizer();
-      await saveState(path.join(runDir, 'state'), tr, { step: s + 1, bestValid, bestStep, tokens, optimizerStep: tr.info().stepCount });
+      await saveState(path.join(runDir, 'state'), tr, p.ckpt.config.modelType, { step: s + 1, bestValid, bestStep, tokens, optimizerStep: tr.info().stepCount });
     }
     if (ctl.stopAfterStep === s + 1 && !last)
       return { runDir, steps: s + 1, firstLoss, lastLoss, bestValid, bestStep, trainableParameters: tr.info().trainable };
