@@ -25,6 +25,9 @@ export interface Variant {
   delta?: string;
   /** A trained classification head (eval --head). */
   head?: string;
+  /** Generative prompts rendered with the model's chat template (eval --chat-template): its source, and the system turn. */
+  chatTemplate?: string;
+  system?: string;
 }
 
 export interface RunOptions {

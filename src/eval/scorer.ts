@@ -3,7 +3,8 @@
 // ModelScorer runs them on the native engine, batched; tests plug in a fake scorer with hand-checkable numbers.
 import type { LanguageModel } from '../engine/model.js';
 import { logLikelihood, logLikelihoodTokens, scoreTokens } from '../engine/score.js';
-import { generate } from '../generate/generate.js';
+import { encodeChatPrompt, type ChatPrompting } from '../generate/chat.js';
+import { generate, generateTokens } from '../generate/generate.js';
 import type { Intervention } from '../intervene/index.js';
 import type { HeadClassifier } from '../train/head.js';
 
@@ -29,6 +30,11 @@ export interface ModelScorerOptions {
   batchTokens?: number;
   /** A trained classification head on this model (src/train/head.ts), for `--prompt head`. */
   head?: HeadClassifier;
+  /**
+   * Generative prompts go through the model's chat template (`eval --chat-template`): the instruct models of the
+   * papers are prompted so for generation. Log-likelihood scoring stays on the raw text (lm-evaluation-harness).
+   */
+  chat?: ChatPrompting;
 }
 
 export class ModelScorer implements Scorer {
@@ -42,7 +48,13 @@ export class ModelScorer implements Scorer {
   }
 
   async generate(prompts: string[], o: GenOptions): Promise<string[]> {
-    const gens = await generate(this.model, prompts, { maxNewTokens: o.maxNewTokens, stop: o.stop, repetitionPenalty: o.repetitionPenalty, temperature: 0, ...this.engineOpts });
+    const opts = { maxNewTokens: o.maxNewTokens, stop: o.stop, repetitionPenalty: o.repetitionPenalty, temperature: 0, ...this.engineOpts };
+    if (this.opts.chat) {
+      const tok = this.model.requireTokenizer();
+      const chat = this.opts.chat;
+      return (await generateTokens(this.model, prompts.map((p) => encodeChatPrompt(chat, tok, p)), opts)).map((g) => g.text);
+    }
+    const gens = await generate(this.model, prompts, opts);
     return gens.map((g) => g.text);
   }
 

@@ -7,6 +7,7 @@ import path from 'node:path';
 
 import { LangneuronsError } from '../../errors.js';
 import { ModelScorer } from '../../eval/scorer.js';
+import { requireChatTemplate, type ChatPrompting } from '../../generate/chat.js';
 import { addInterventionOptions, interventionFromCli } from '../../intervene/index.js';
 import { datasetDir, isTask, languagesIn, prepareTask, TASKS, type TaskName } from '../../eval/tasks.js';
 import { runPlan, type EvalResult, type Variant } from '../../eval/run.js';
@@ -19,7 +20,7 @@ import { parseIntOption, printResult, Progress } from '../output.js';
 interface EvalCli extends ModelCliOptions {
   task: string; langs?: string; pairs?: string; data?: string; text?: string; prompt?: string; split?: string; out: string;
   intervene: string[]; interveneFile?: string; stats?: string; delta?: string; variant?: string; limit?: number; batchItems: number; langName: string[];
-  head?: string;
+  head?: string; chatTemplate?: boolean; system?: string;
 }
 
 const collect = (v: string, acc: string[]) => [...acc, v];
@@ -42,7 +43,9 @@ export function registerEval(program: Command): void {
     .option('--variant <name>', 'variant name recorded in the results (default: base / intervene / delta)')
     .option('--limit <n>', 'first n items per language only', parseIntOption('--limit', 1))
     .option('--batch-items <n>', 'items per batched engine call', parseIntOption('--batch-items', 1), 16)
-    .option('--lang-name <code=Name>', 'English name of a FLORES code for the translation prompts (repeatable)', collect, [])))
+    .option('--lang-name <code=Name>', 'English name of a FLORES code for the translation prompts (repeatable)', collect, [])
+    .option('--chat-template', "generative prompts (flores, belebele/xnli/include/mmlu --prompt generate, xquad) go through the model's chat template as a user turn; log-likelihood scoring stays on raw text")
+    .option('--system <text>', 'with --chat-template: a system turn before each prompt')))
     .action(async (dir: string, o: EvalCli) => {
       const tasks = o.task.split(',').map((t) => t.trim()).filter(Boolean);
       for (const t of tasks) if (!isTask(t)) throw new LangneuronsError('E_OPTIONS', `unknown task '${t}' (tasks: ${TASKS.join(', ')})`, { field: 'task' });
@@ -82,10 +85,18 @@ export function registerEval(program: Command): void {
         if (k <= 0) throw new LangneuronsError('E_OPTIONS', `--lang-name takes code=Name, got '${s}'`, { field: 'lang-name' });
         return [s.slice(0, k), s.slice(k + 1)];
       }));
+      if (o.system !== undefined && !o.chatTemplate) throw new LangneuronsError('E_OPTIONS', '--system needs --chat-template', { field: 'system' });
+      let chat: ChatPrompting | undefined;
+      if (o.chatTemplate) {
+        chat = { template: await requireChatTemplate(dir, '--chat-template'), ...(o.system !== undefined ? { system: o.system } : {}) };
+        variant.chatTemplate = chat.template.source;
+        if (o.system !== undefined) variant.system = o.system;
+        variant.name = o.variant ?? `${variant.name}-chat`;
+      }
       const model = await openModel(modelDir, o);
       const intervene = await interventionFromCli(model, o);
       const head = o.head ? await HeadClassifier.load(model.checkpoint, o.head, model.threads) : undefined;
-      const scorer = new ModelScorer(model, { ...(intervene ? { intervene } : {}), ...(head ? { head } : {}) });
+      const scorer = new ModelScorer(model, { ...(intervene ? { intervene } : {}), ...(head ? { head } : {}), ...(chat ? { chat } : {}) });
       const results: EvalResult[] = [];
       for (const task of tasks as TaskName[]) {
         const root = task === 'ppl' ? o.text ?? o.data : o.data;
