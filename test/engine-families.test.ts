@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 
 import { loadModel } from '../src/engine/model.js';
 import { generateTokens } from '../src/generate/generate.js';
+import { resolveIntervention } from '../src/intervene/index.js';
 import { readAllTensors, toFloat32 } from '../src/io/safetensors.js';
 import { FAMILY_FIXTURES, fixturePath } from './helpers/fixtures.js';
 import { relativeError, rowArgmax } from './helpers/reference.js';
@@ -56,6 +57,32 @@ describe.each(FAMILY_FIXTURES)('family fixture %s', (name) => {
     expect(diffAll).toBeLessThanOrEqual(0.001 * totalAll);
     expect(worstBf16).toBeLessThan(BF16_BOUND);
     expect(worstBf16).toBeGreaterThan(0);
+  });
+
+  it('the FFN sites keep their meaning (act = act_fn(gate), h = act · up) and interventions act on them', async () => {
+    const model = await loadModel(fixturePath(name), { threads: 2 });
+    const [seq0] = await sequences(name);
+    const ids = seq0!.ids.slice(0, 20);
+    const L = model.config.numLayers - 1, I = model.config.intermediateSize;
+    const cap = async (site: 'gate' | 'act' | 'up' | 'h', intervene?: string) => (await model.forward([ids], {
+      logits: 'none', lastLayer: L, capture: { site, layer: L }, ...(intervene ? { intervene: await resolveIntervention(model, intervene) } : {}),
+    })).capture!;
+    const gate = await cap('gate'), act = await cap('act'), up = await cap('up'), h = await cap('h');
+    const gelu = model.config.hiddenAct === 'gelu_pytorch_tanh';
+    const f = (x: number) => gelu ? 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3))) : x / (1 + Math.exp(-x));
+    let worst = 0;
+    for (let i = 0; i < gate.length; i++) {
+      worst = Math.max(worst, Math.abs(act[i]! - f(gate[i]!)) / Math.max(1e-2, Math.abs(f(gate[i]!))));
+      expect(act[i]! > 0).toBe(gate[i]! > 0);
+      expect(Math.abs(h[i]! - act[i]! * up[i]!)).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(h[i]!)));
+    }
+    expect(worst).toBeLessThan(1e-5);
+    // Scaling `act` by 2 in the last layer doubles h there; zeroing it zeroes h.
+    const doubled = await cap('h', `scale:2:neurons=all:layers=${L}`);
+    for (let i = 0; i < h.length; i++) expect(Math.abs(doubled[i]! - 2 * h[i]!)).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(h[i]!)));
+    const zeroed = await cap('h', `zero:neurons=all:layers=${L}`);
+    expect(zeroed.every((x) => x === 0)).toBe(true);
+    expect(zeroed.length).toBe(ids.length * I);
   });
 
   it('greedy generation through the KV cache equals greedy argmax over full forwards (past any sliding window)', async () => {
