@@ -152,6 +152,12 @@ describe('accepted variants', () => {
     expect(q).toMatchObject({ modelType: 'qwen3', qkNorm: true, qkvBias: false, headDim: 32, exactUpTo: null });
     const y = await loadModelConfig(fixturePath('tiny-qwen2-yarn'));
     expect(y.ropeScaling).toEqual({ type: 'yarn', factor: 4, originalMaxPositions: 32, attentionFactor: 0.1 * Math.log(4) + 1, betaFast: 32, betaSlow: 1 });
+    expect(y.maxPositions).toBe(128);
+    expect(y.warnings).toEqual([]);
+    // Qwen2.5's instructions: rope_scaling added, max_position_embeddings left at the original context.
+    const q25 = parseModelConfig({ ...base, model_type: 'qwen2', max_position_embeddings: 32768, rope_scaling: { type: 'yarn', factor: 4, original_max_position_embeddings: 32768 } });
+    expect(q25.maxPositions).toBe(131072);
+    expect(q25.warnings[0]).toMatch(/yarn factor 4 differs from max_position_embeddings \/ original_max_position_embeddings = 1/);
     // Defaults of the families' config classes.
     const gd = parseModelConfig({ ...base, model_type: 'gemma2', head_dim: undefined, attn_logit_softcapping: null });
     expect(gd).toMatchObject({ headDim: 256, queryPreAttnScalar: 256, attnSoftcap: 0, finalSoftcap: 30, slidingWindow: null }); // the default window 4096 is not below max_position_embeddings 512

@@ -192,7 +192,7 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
   }
   if (headDim % 2 !== 0) fail(`head dimension ${headDim} must be even for rotary embeddings`, 'head_dim');
   const vocabSize = positiveInt('vocab_size');
-  const maxPositions = positiveInt('max_position_embeddings', DEFAULT_MAX_POSITIONS[modelType]);
+  let maxPositions = positiveInt('max_position_embeddings', DEFAULT_MAX_POSITIONS[modelType]);
   const rmsNormEps = modelType === 'cohere' ? positiveFinite('layer_norm_eps', 1e-5) : positiveFinite('rms_norm_eps', 1e-6);
 
   // transformers >= 4.5x may move rope_theta / rope_type into "rope_parameters".
@@ -200,6 +200,15 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
   const ropeParamsObj = typeof ropeParams === 'object' && ropeParams !== null && !Array.isArray(ropeParams) ? (ropeParams as Record<string, unknown>) : null;
   const ropeTheta = has('rope_theta') ? positiveFinite('rope_theta', 10000) : ropeParamsObj ? positiveFinite('rope_theta', 10000, ropeParamsObj, 'rope_parameters.rope_theta') : 10000;
   const ropeScaling = parseRopeScaling(has('rope_scaling') ? c['rope_scaling'] : ropeParamsObj, maxPositions, fail);
+  if (ropeScaling?.type === 'yarn') {
+    // YaRN extends the original context by `factor` (Qwen2.5's instructions add rope_scaling and leave
+    // max_position_embeddings at the original 32768): the engine accepts positions up to that extended context.
+    const extended = Math.round(ropeScaling.originalMaxPositions * ropeScaling.factor);
+    const ratio = maxPositions / ropeScaling.originalMaxPositions;
+    if (Math.abs(ratio - ropeScaling.factor) > 1e-9)
+      warnings.push(`${name}: rope_scaling yarn factor ${ropeScaling.factor} differs from max_position_embeddings / original_max_position_embeddings = ${ratio}; the engine scales by factor (the YaRN paper, vLLM; the two agree when max_position_embeddings = factor × original, as transformers' own YaRN configs write it)`);
+    maxPositions = Math.max(maxPositions, extended);
+  }
 
   // Gemma 2 names its activation hidden_activation (hidden_act is a legacy field there).
   const actKey = modelType === 'gemma2' && has('hidden_activation') ? 'hidden_activation' : 'hidden_act';
