@@ -80,6 +80,7 @@ describe('refusals', () => {
     refusal({ ...base, model_type: 'gemma2', hidden_activation: 'gelu' }, 'hidden_activation', /only gelu_pytorch_tanh/);
     refusal({ ...base, model_type: 'qwen3', hidden_act: 'gelu' }, 'hidden_act', /only silu/);
     refusal({ ...base, model_type: 'cohere', use_qk_norm: true }, 'use_qk_norm', /not implemented/);
+    refusal({ ...base, partial_rotary_factor: 0.5 }, 'partial_rotary_factor', /not implemented/);
     refusal({ ...base, model_type: 'qwen3', attention_bias: true }, 'attention_bias', /o_proj bias/);
     refusal({ ...base, rope_scaling: { rope_type: 'weird' } }, 'rope_scaling', /"weird" is unknown/);
     refusal({ ...base, rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 4, high_freq_factor: 1, original_max_position_embeddings: 8192 } },

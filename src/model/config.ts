@@ -228,6 +228,7 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
     if (bool('attention_bias', false)) fail('"attention_bias": true adds biases to q/k/v and o_proj; an o_proj bias is not implemented', 'attention_bias');
     if (bool('mlp_bias', false)) fail('"mlp_bias": true (biases on gate/up/down projections) is not implemented', 'mlp_bias');
   }
+  if (has('partial_rotary_factor') && c['partial_rotary_factor'] !== 1) fail(`"partial_rotary_factor" ${JSON.stringify(c['partial_rotary_factor'])} (RoPE on part of each head) is not implemented`, 'partial_rotary_factor');
   if (modelType === 'cohere' && bool('use_qk_norm', false)) fail('"use_qk_norm": true (Command R+ per-head LayerNorms of q and k) is not implemented', 'use_qk_norm');
 
   const features: FamilyFeatures = {
