@@ -39,7 +39,10 @@ describe('fixture checkpoints', () => {
     for (const e of expected) expect(ckpt.tensors.get(e.name)?.shape).toEqual(e.shape);
     expect(ckpt.parameterCount).toBe(expected.reduce((n, e) => n + e.shape.reduce((a, b) => a * b, 1), 0));
     expect(ckpt.warnings).toEqual([]);
-    const dtype = { 'stories260k': 'F32', 'tiny-llama3': 'BF16', 'tiny-qwen2': 'F32', 'tiny-mistral': 'F16' }[name];
+    const dtype = {
+      'stories260k': 'F32', 'tiny-llama3': 'BF16', 'tiny-qwen2': 'F32', 'tiny-mistral': 'F16',
+      'tiny-gemma2': 'BF16', 'tiny-cohere': 'F32', 'tiny-qwen3': 'BF16', 'tiny-qwen2-yarn': 'F32',
+    }[name];
     expect(ckpt.dtypeCounts).toEqual({ [dtype]: expected.length });
     for (const t of ckpt.tensors.values()) expect(path.isAbsolute(t.file)).toBe(true);
   });

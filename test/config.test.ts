@@ -61,20 +61,27 @@ describe('fixture configs', () => {
 
 describe('refusals', () => {
   it('unsupported architectures, with the reason', () => {
-    refusal({ ...base, model_type: 'gemma2' }, 'model_type', /gemma2.*\(1 \+ weight\).*GELU/);
     refusal({ ...base, model_type: 'gemma' }, 'model_type', /embeddings/);
-    refusal({ ...base, model_type: 'qwen3' }, 'model_type', /q_norm\/k_norm/);
+    refusal({ ...base, model_type: 'gemma3' }, 'model_type', /q\/k norms/);
+    refusal({ ...base, model_type: 'cohere2' }, 'model_type', /sliding-window/);
     refusal({ ...base, model_type: 'mixtral' }, 'model_type', /mixture of experts/);
     refusal({ ...base, model_type: 'phi3' }, 'model_type', /qkv_proj/);
-    refusal({ ...base, model_type: 'bert-ish' }, 'model_type', /unknown architecture.*supported: llama, mistral, qwen2/);
+    refusal({ ...base, model_type: 'bert-ish' }, 'model_type', /unknown architecture.*supported: llama, mistral, qwen2, qwen3, gemma2, cohere/);
     refusal({ ...base, model_type: undefined }, 'model_type', /missing/);
   });
 
   it('activations, rope scaling types, biases, quantization', () => {
     refusal({ ...base, hidden_act: 'gelu' }, 'hidden_act', /"gelu" is not supported \(only silu/);
-    for (const type of ['linear', 'dynamic', 'yarn', 'longrope']) {
+    for (const type of ['longrope', 'mrope']) {
       refusal({ ...base, rope_scaling: { type, factor: 2 } }, 'rope_scaling', new RegExp(`"${type}" is not implemented`));
     }
+    refusal({ ...base, rope_scaling: { type: 'yarn', factor: 0.5 } }, 'rope_scaling.factor', />= 1/);
+    refusal({ ...base, rope_scaling: { type: 'linear' } }, 'rope_scaling.factor', /finite number > 0, got undefined/);
+    refusal({ ...base, model_type: 'gemma2', hidden_activation: 'gelu' }, 'hidden_activation', /only gelu_pytorch_tanh/);
+    refusal({ ...base, model_type: 'qwen3', hidden_act: 'gelu' }, 'hidden_act', /only silu/);
+    refusal({ ...base, model_type: 'cohere', use_qk_norm: true }, 'use_qk_norm', /not implemented/);
+    refusal({ ...base, partial_rotary_factor: 0.5 }, 'partial_rotary_factor', /not implemented/);
+    refusal({ ...base, model_type: 'qwen3', attention_bias: true }, 'attention_bias', /o_proj bias/);
     refusal({ ...base, rope_scaling: { rope_type: 'weird' } }, 'rope_scaling', /"weird" is unknown/);
     refusal({ ...base, rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 4, high_freq_factor: 1, original_max_position_embeddings: 8192 } },
       'rope_scaling.high_freq_factor', /must exceed/);
@@ -112,22 +119,53 @@ describe('accepted variants', () => {
     expect(c.bosTokenId).toBeNull();
   });
 
-  it('mistral sliding window: accepted with a warning, sequences beyond it refused', () => {
+  it('mistral sliding window: computed by the engine for any length, no warning', () => {
     const c = parseModelConfig({ ...base, model_type: 'mistral', max_position_embeddings: 32768, sliding_window: 4096 });
     expect(c.slidingWindow).toBe(4096);
-    expect(c.warnings[0]).toMatch(/sliding_window 4096/);
-    expect(() => assertSequenceFits(c, 4096)).not.toThrow();
-    expect(() => assertSequenceFits(c, 4097)).toThrow(LangneuronsError);
+    expect(c.slidingPeriod).toBe(1);
+    expect(c.warnings).toEqual([]);
+    expect(() => assertSequenceFits(c, 32768)).not.toThrow();
     const full = parseModelConfig({ ...base, model_type: 'mistral', max_position_embeddings: 4096, sliding_window: 4096 });
     expect(full.slidingWindow).toBeNull();
   });
 
-  it('qwen2 sliding_window only counts with use_sliding_window', () => {
+  it('qwen2 sliding_window only counts with use_sliding_window, and then refuses longer sequences', () => {
     const off = parseModelConfig({ ...base, model_type: 'qwen2', max_position_embeddings: 32768, sliding_window: 4096, use_sliding_window: false });
-    expect(off.slidingWindow).toBeNull();
+    expect(off.exactUpTo).toBeNull();
     expect(off.qkvBias).toBe(true);
     const on = parseModelConfig({ ...base, model_type: 'qwen2', max_position_embeddings: 32768, sliding_window: 4096, use_sliding_window: true });
-    expect(on.slidingWindow).toBe(4096);
+    expect(on.slidingWindow).toBeNull();
+    expect(on.exactUpTo).toBe(4096);
+    expect(on.warnings[0]).toMatch(/sliding_window 4096/);
+    expect(() => assertSequenceFits(on, 4096)).not.toThrow();
+    expect(() => assertSequenceFits(on, 4097)).toThrow(LangneuronsError);
+  });
+
+  it('family fixtures: gemma2, cohere, qwen3, yarn', async () => {
+    const g = await loadModelConfig(fixturePath('tiny-gemma2'));
+    expect(g).toMatchObject({
+      modelType: 'gemma2', norm: 'rms1p', postNorms: true, embedScale: 8, queryPreAttnScalar: 24, attnSoftcap: 4,
+      finalSoftcap: 1.5, slidingWindow: 8, slidingPeriod: 2, hiddenAct: 'gelu_pytorch_tanh', headDim: 32, tieWordEmbeddings: true,
+    });
+    const c = await loadModelConfig(fixturePath('tiny-cohere'));
+    expect(c).toMatchObject({ modelType: 'cohere', norm: 'layer', parallelBlock: true, ropeInterleaved: true, logitScale: 0.125, rmsNormEps: 1e-5, tieWordEmbeddings: true });
+    const q = await loadModelConfig(fixturePath('tiny-qwen3'));
+    expect(q).toMatchObject({ modelType: 'qwen3', qkNorm: true, qkvBias: false, headDim: 32, exactUpTo: null });
+    const y = await loadModelConfig(fixturePath('tiny-qwen2-yarn'));
+    expect(y.ropeScaling).toEqual({ type: 'yarn', factor: 4, originalMaxPositions: 32, attentionFactor: 0.1 * Math.log(4) + 1, betaFast: 32, betaSlow: 1 });
+    expect(y.maxPositions).toBe(128);
+    expect(y.warnings).toEqual([]);
+    // Qwen2.5's instructions: rope_scaling added, max_position_embeddings left at the original context.
+    const q25 = parseModelConfig({ ...base, model_type: 'qwen2', max_position_embeddings: 32768, rope_scaling: { type: 'yarn', factor: 4, original_max_position_embeddings: 32768 } });
+    expect(q25.maxPositions).toBe(131072);
+    expect(q25.warnings[0]).toMatch(/yarn factor 4 differs from max_position_embeddings \/ original_max_position_embeddings = 1/);
+    // Defaults of the families' config classes.
+    const gd = parseModelConfig({ ...base, model_type: 'gemma2', head_dim: undefined, attn_logit_softcapping: null });
+    expect(gd).toMatchObject({ headDim: 256, queryPreAttnScalar: 256, attnSoftcap: 0, finalSoftcap: 30, slidingWindow: null }); // the default window 4096 is not below max_position_embeddings 512
+    expect(parseModelConfig({ ...base, model_type: 'cohere' }).logitScale).toBe(0.0625);
+    expect(parseModelConfig({ ...base, rope_scaling: { type: 'dynamic', factor: 2 } }).ropeScaling).toEqual({ type: 'dynamic', factor: 2 });
+    const ms = parseModelConfig({ ...base, rope_scaling: { type: 'yarn', factor: 4, mscale: 0.707, mscale_all_dim: 0.707 } });
+    expect(ms.ropeScaling).toMatchObject({ attentionFactor: 1, originalMaxPositions: 512 });
   });
 
   it('rope_theta from rope_parameters (newer transformers)', () => {

@@ -372,3 +372,79 @@ LN_TEST(math_storage_conversions) {
     }
   }
 }
+
+LN_TEST(math_gelu_tanh_and_softcap) {
+  // gelu_tanh(1) = 0.5 (1 + tanh(sqrt(2/pi) 1.044715)) = 0.84119199; gelu_tanh(-1) = 1 - 0.84119199 - 1 = -0.15880801
+  LN_CHECK_MSG(std::fabs(m::gelu_tanh(1.f) - 0.84119199f) <= 1e-6f, "gelu_tanh(1) = %.9g", double(m::gelu_tanh(1.f)));
+  LN_CHECK_MSG(std::fabs(m::gelu_tanh(-1.f) + 0.15880801f) <= 1e-6f, "gelu_tanh(-1) = %.9g", double(m::gelu_tanh(-1.f)));
+  LN_CHECK(m::gelu_tanh(0.f) == 0.f);
+  double worst = 0, worst_grad = 0, erf_gap = 0;
+  for (int i = -2000; i <= 2000; ++i) {
+    const float x = float(i) * 0.005f;  // [-10, 10]
+    const double xd = x;
+    const double want = 0.5 * xd * (1 + std::tanh(std::sqrt(2 / kPi) * (xd + 0.044715 * xd * xd * xd)));
+    // Relative error where the value is not tiny; for x < -3 the float32 1 + tanh(.) cancels (as torch's float32
+    // formula does), so there only the absolute error (< 1e-7, far below anything a logit sees) is checked.
+    if (x > -3 && std::fabs(want) > 1e-6) worst = std::max(worst, std::fabs(m::gelu_tanh(x) - want) / std::fabs(want));
+    LN_CHECK_MSG(std::fabs(m::gelu_tanh(x) - want) < 1e-6 * std::max(1.0, std::fabs(want)), "gelu_tanh(%g) abs err", double(x));
+    // "active" keeps its meaning: positive exactly where the gate is positive.
+    LN_CHECK_MSG((m::gelu_tanh(x) > 0) == (x > 0), "gelu_tanh sign at %g", double(x));
+    // The tanh form is not the exact (erf) GELU: they differ by up to ~5e-4 (what the fixtures detect).
+    erf_gap = std::max(erf_gap, std::fabs(want - 0.5 * xd * (1 + std::erf(xd / std::sqrt(2.0)))));
+    const double h = 1e-3, fd = (0.5 * (xd + h) * (1 + std::tanh(std::sqrt(2 / kPi) * ((xd + h) + 0.044715 * std::pow(xd + h, 3)))) -
+                                 0.5 * (xd - h) * (1 + std::tanh(std::sqrt(2 / kPi) * ((xd - h) + 0.044715 * std::pow(xd - h, 3))))) / (2 * h);
+    worst_grad = std::max(worst_grad, std::fabs(m::gelu_tanh_grad(x) - fd));
+  }
+  LN_CHECK_MSG(worst < 2e-5, "gelu_tanh worst rel err %.3g", worst);  // 1e-5 near x = -3 (the cancellation)
+  LN_CHECK_MSG(worst_grad < 1e-5, "gelu_tanh_grad worst abs err %.3g", worst_grad);
+  LN_CHECK_MSG(erf_gap > 1e-4 && erf_gap < 1e-3, "tanh vs erf GELU gap %.3g", erf_gap);
+  LN_CHECK_MSG(std::fabs(m::silu_grad(1.f) - 0.92767054f) < 1e-6f, "silu'(1) = %.9g", double(m::silu_grad(1.f)));
+
+  // softcap(x, c) = c tanh(x / c): ~x for |x| << c, bounded by c; its derivative from the output.
+  LN_CHECK(m::softcap(0.f, 4.f) == 0.f);
+  LN_CHECK_MSG(std::fabs(m::softcap(4.f, 4.f) - 4.f * 0.76159416f) < 1e-6f, "softcap(4, 4) = %.9g", double(m::softcap(4.f, 4.f)));
+  LN_CHECK(m::softcap(1000.f, 4.f) == 4.f);
+  LN_CHECK(std::fabs(m::softcap(1e-3f, 50.f) - 1e-3f) < 1e-9f);
+  for (float x : {-7.f, -1.f, 0.3f, 2.5f}) {
+    const double fd = (4.0 * std::tanh((double(x) + 1e-4) / 4.0) - 4.0 * std::tanh((double(x) - 1e-4) / 4.0)) / 2e-4;
+    LN_CHECK_MSG(std::fabs(m::softcap_grad_from_output(m::softcap(x, 4.f), 4.f) - fd) < 1e-5, "softcap' at %g", double(x));
+  }
+}
+
+LN_TEST(math_layernorm_and_yarn) {
+  // [1, 2, 3, 4]: mean 2.5, centred squares sum to 5, variance 1.25.
+  const float r = m::layernorm_inv_std(5.0, 4, 1e-5f);
+  LN_CHECK_MSG(std::fabs(r - float(1 / std::sqrt(1.25 + 1e-5))) < 1e-7f, "inv std %.9g", double(r));
+  LN_CHECK(std::fabs(m::layernorm_apply(4.f, 2.5f, r, 2.f) - 2.f * 1.5f * r) < 1e-7f);
+  float y[4];
+  const float x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 1, 1};
+  ln::layernorm(x, w, y, 4, 1e-5f);
+  LN_CHECK(std::fabs(y[0] + y[3]) < 1e-7f && std::fabs(y[1] + y[2]) < 1e-7f && std::fabs(y[3] - 1.5f * r) < 1e-6f);
+
+  // YaRN on the tiny-qwen2-yarn fixture's settings (head_dim 32, theta 1e4, original context 32, factor 4), worked
+  // by hand: d(32 rotations) = 32 ln(32 / (64 pi)) / (2 ln 1e4) = -3.19 -> low 0; d(1) = 32 ln(32 / (2 pi)) /
+  // (2 ln 1e4) = 2.83 -> high 3. Pair 0 keeps its frequency, pairs 1 and 2 blend 1/3 and 2/3 of f/4, pairs >= 3 are f/4.
+  LN_CHECK(std::fabs(m::yarn_correction_dim(32, 32, 1e4, 32) + 3.1928) < 1e-3);
+  LN_CHECK(std::fabs(m::yarn_correction_dim(1, 32, 1e4, 32) - 2.8278) < 1e-3);
+  for (int i = 0; i < 16; ++i) {
+    const double f = m::rope_base_inv_freq(i, 32, 1e4);
+    const double ramp = std::min(1.0, i / 3.0);
+    const double want = f / 4 * ramp + f * (1 - ramp);
+    LN_CHECK_MSG(close_rel(m::yarn_scale_inv_freq(f, i, 32, 1e4, 4, 32, 1, 32), want, 1e-15), "yarn pair %d", i);
+  }
+  LN_CHECK(close_rel(m::yarn_mscale(4, 1), 0.1 * std::log(4.0) + 1, 1e-15));
+  LN_CHECK(m::yarn_mscale(1, 1) == 1.0);
+  // ops.cpp's rope_inv_freq with yarn and linear scaling are these formulas.
+  std::vector<double> f(16), plain(16);
+  ln::RopeScaling rs;
+  ln::rope_inv_freq(32, 1e4, rs, plain.data());
+  rs.yarn = true;
+  rs.factor = 4;
+  rs.original_max_positions = 32;
+  ln::rope_inv_freq(32, 1e4, rs, f.data());
+  LN_CHECK(f[0] == plain[0] && close_rel(f[15], plain[15] / 4, 1e-15) && f[1] < plain[1] && f[1] > plain[1] / 4);
+  rs.yarn = false;
+  rs.linear = true;
+  ln::rope_inv_freq(32, 1e4, rs, f.data());
+  for (int i = 0; i < 16; ++i) LN_CHECK(close_rel(f[size_t(i)], plain[size_t(i)] / 4, 1e-15));
+}

@@ -99,6 +99,31 @@ static std::vector<Variant> variants() {
   l3.llama3 = true;
   l3.theta = 500.f;  // head_dim 8: wavelengths 6.3 (kept), 29.8 (smooth band 16..64), 141 and 664 (scaled)
   v.push_back({"llama3-rope", l3, 90});  // positions beyond original_max_positions = 64
+  // Families. 40 tokens: past every window below and past YaRN's original context of 32; enough rows for the
+  // attention tile path (16-row blocks) on the layers without windows.
+  TinyOpts q3 = base;
+  q3.family = TinyOpts::Family::Qwen3;
+  q3.head_dim = 12;
+  v.push_back({"qwen3-qk-norm", q3, 40});
+  TinyOpts g2 = base;
+  g2.family = TinyOpts::Family::Gemma2;
+  g2.window = 5;
+  g2.tied = true;
+  v.push_back({"gemma2", g2, 40});
+  TinyOpts co = base;
+  co.family = TinyOpts::Family::Cohere;
+  co.tied = true;
+  v.push_back({"cohere", co, 40});
+  TinyOpts ya = base;
+  ya.yarn = true;
+  ya.bias = true;
+  v.push_back({"yarn-rope", ya, 40});
+  TinyOpts li = base;
+  li.linear = true;
+  v.push_back({"linear-rope", li, 40});
+  TinyOpts mw = base;
+  mw.window = 7;  // Mistral-style window on every layer
+  v.push_back({"sliding-window-7", mw, 40});
   return v;
 }
 
@@ -158,9 +183,23 @@ LN_TEST(model_bf16_compute_within_tolerance) {
 
 // ---------------------------------------------------------------- execution paths agree
 
+static void check_paths_of(Compute compute, const TinyOpts& o);
+// The plain model, and Gemma 2 with a window of 5 (sequences of 13 and 20 decode past it through the cache).
 static void check_paths(Compute compute) {
   TinyOpts o;
   o.bias = true;
+  check_paths_of(compute, o);
+  TinyOpts g;
+  g.family = TinyOpts::Family::Gemma2;
+  g.window = 5;
+  check_paths_of(compute, g);
+}
+
+static void check_paths_of(Compute compute, const TinyOpts& o) {
+  // bf16 rounds q/k/v and every product's inputs: a last-bit difference between the prefill's blocked GEMM and the
+  // decode GEMV can flip one bf16 rounding. Gemma 2 has more rounded steps between the layers (post-norm outputs,
+  // soft-capped scores); measured 7.3e-5 there, so its bf16 bound is 2e-4. f32 holds every model to 1e-5.
+  const double tol = compute == Compute::BF16 && o.family == TinyOpts::Family::Gemma2 ? 2e-4 : 1e-5;
   Tiny tm(o);
   Model m(tm.cfg, tm.w, 2, compute);
   const int64_t V = tm.cfg.vocab;
@@ -175,14 +214,14 @@ static void check_paths(Compute compute) {
   double e = std::max({rel_err(packed.data(), alone_b.data(), 5 * V),
                        rel_err(packed.data() + 5 * V, alone_a.data(), 13 * V),
                        rel_err(packed.data() + 18 * V, alone_c.data(), 20 * V)});
-  LN_CHECK_MSG(e < 1e-5, "packed vs alone: %g", e);
+  LN_CHECK_MSG(e < tol, "packed vs alone: %g", e);
 
   // Last mode = the last row of each sequence of All.
   const auto last = run(m, {b, a, c}, LogitsMode::Last).logits;
   LN_CHECK(last.size() == size_t(3 * V));
   e = std::max({rel_err(last.data(), alone_b.data() + 4 * V, V), rel_err(last.data() + V, alone_a.data() + 12 * V, V),
                 rel_err(last.data() + 2 * V, alone_c.data() + 19 * V, V)});
-  LN_CHECK_MSG(e < 1e-5, "last vs all: %g", e);
+  LN_CHECK_MSG(e < tol, "last vs all: %g", e);
   LN_CHECK(run(m, {a}, LogitsMode::None).logits.empty());
 
   // Token by token through the cache: a in slot 2, then c and a continuing side by side.
@@ -193,7 +232,7 @@ static void check_paths(Compute compute) {
     worst = std::max(worst, rel_err(r.logits.data(), alone_a.data() + t * V, V));
   }
   LN_CHECK(cache.length(2) == 13);
-  LN_CHECK_MSG(worst < 1e-5, "token by token vs all: %g", worst);
+  LN_CHECK_MSG(worst < tol, "token by token vs all: %g", worst);
 
   // Prompt then decode: c's first 7 tokens as a prompt in slot 0, then chunks of 1..3 tokens, packed with more
   // of a (already 13 cached in slot 2) for the first steps.
@@ -215,7 +254,7 @@ static void check_paths(Compute compute) {
     pos += n;
     ++step;
   }
-  LN_CHECK_MSG(worst < 1e-5, "prompt then decode vs all: %g", worst);
+  LN_CHECK_MSG(worst < tol, "prompt then decode vs all: %g", worst);
   LN_CHECK(cache.length(0) == 20 && cache.length(2) == 15 && cache.length(1) == 0);
   // Slot 2 now holds a + b[0..2): equal to that sequence run alone.
   std::vector<int32_t> ab(a);
@@ -225,7 +264,7 @@ static void check_paths(Compute compute) {
   cache.set_length(2, 14);  // truncate one token and redo it
   const auto redo = run(m, {{b[1]}}, LogitsMode::Last, &cache, {2});
   e = rel_err(redo.logits.data(), alone_ab.data() + 14 * V, V);
-  LN_CHECK_MSG(e < 1e-5, "after truncation: %g", e);
+  LN_CHECK_MSG(e < tol, "after truncation: %g", e);
 }
 
 // bf16 compute holds the attention inputs in bf16: the cached K and V must be bf16 values (in f32 mode not).

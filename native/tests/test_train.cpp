@@ -80,7 +80,9 @@ std::vector<std::vector<double>*> ref_tensors(lnref::RefModel& m, const Param& p
   const std::string& r = p.role;
   std::vector<double>* t = r == "attn_norm" ? &L.attn_norm : r == "wq" ? &L.wq : r == "wk" ? &L.wk : r == "wv" ? &L.wv
                          : r == "wo" ? &L.wo : r == "bq" ? &L.bq : r == "bk" ? &L.bk : r == "bv" ? &L.bv
-                         : r == "ffn_norm" ? &L.ffn_norm : r == "w_gate" ? &L.wg : r == "w_up" ? &L.wu : &L.wd;
+                         : r == "ffn_norm" ? &L.ffn_norm : r == "w_gate" ? &L.wg : r == "w_up" ? &L.wu
+                         : r == "q_norm" ? &L.q_norm : r == "k_norm" ? &L.k_norm
+                         : r == "attn_post_norm" ? &L.attn_post_norm : r == "ffn_post_norm" ? &L.ffn_post_norm : &L.wd;
   return {t};
 }
 
@@ -90,6 +92,9 @@ std::vector<TrainableSpec> dense_spec(const ModelConfig& c) {
   for (int l = 0; l < c.n_layers; ++l)
     for (int r = 0; r < kLayerRoles; ++r) {
       if (!c.qkv_bias && r >= kBq && r <= kBv) continue;
+      if (!c.qk_norm && (r == kQNorm || r == kKNorm)) continue;
+      if (!c.post_norms && (r == kAttnPostNorm || r == kFfnPostNorm)) continue;
+      if (c.parallel_block && r == kFfnNorm) continue;
       s.push_back({layer_role_name(r), l, ParamMode::Dense, {}});
     }
   return s;
@@ -190,6 +195,37 @@ LN_TEST(train_fd_gradients_bf16_weights) {
   o.hidden = 16; o.inter = 24; o.layers = 2; o.heads = 2; o.kv = 2; o.head_dim = 8; o.vocab = 32;
   o.dtype = DType::BF16;
   check_fd(o, "bf16 stored weights");
+}
+
+// Each family's backward, every parameter against finite differences of the float64 reference. Sequences of 9 and 6
+// with windows of 4 (Gemma 2's even layers, Mistral's every layer) cross the windows; YaRN's original context is 32
+// here, so 9 positions sit in its scaled band only through the frequencies (the ramp is position-independent).
+LN_TEST(train_fd_gradients_qwen3) {
+  TinyOpts o;
+  o.hidden = 16; o.inter = 24; o.layers = 2; o.heads = 4; o.kv = 2; o.head_dim = 6; o.vocab = 32;
+  o.family = TinyOpts::Family::Qwen3; o.tied = true;
+  check_fd(o, "qwen3 q/k norms, tied");
+}
+
+LN_TEST(train_fd_gradients_gemma2) {
+  TinyOpts o;
+  o.hidden = 16; o.inter = 24; o.layers = 2; o.heads = 4; o.kv = 2; o.head_dim = 6; o.vocab = 32;
+  o.family = TinyOpts::Family::Gemma2; o.tied = true; o.window = 4;
+  check_fd(o, "gemma2 (1+w) norms, post-norms, softcaps, query scale, window 4 on layer 0, gelu-tanh, tied");
+}
+
+LN_TEST(train_fd_gradients_cohere) {
+  TinyOpts o;
+  o.hidden = 16; o.inter = 24; o.layers = 2; o.heads = 4; o.kv = 2; o.head_dim = 4; o.vocab = 32;
+  o.family = TinyOpts::Family::Cohere; o.tied = true;
+  check_fd(o, "cohere LayerNorm, parallel block, interleaved rope, logit scale, tied");
+}
+
+LN_TEST(train_fd_gradients_yarn_window) {
+  TinyOpts o;
+  o.hidden = 16; o.inter = 24; o.layers = 2; o.heads = 4; o.kv = 1; o.head_dim = 8; o.vocab = 32;
+  o.yarn = true; o.bias = true; o.window = 4;
+  check_fd(o, "yarn rope + qkv bias + sliding window 4 on every layer");
 }
 
 // Rows / Cols gradients equal the matching entries of the dense gradient; frozen layers below are not visited.

@@ -25,6 +25,11 @@ struct TinyOpts {
   int hidden = 48, inter = 80, layers = 3, heads = 6, kv = 2, head_dim = 8, vocab = 64, max_pos = 128;
   bool bias = false, tied = false, llama3 = false, misalign_1d = false;
   float theta = 10000.f;
+  // Families: Qwen3 (q/k norms), Gemma 2 (every Gemma feature, window `window` on even layers), Cohere; YaRN and
+  // linear rope; a Mistral-style window on every layer (window > 0 without gemma2).
+  enum class Family { Llama, Qwen3, Gemma2, Cohere } family = Family::Llama;
+  bool yarn = false, linear = false;
+  int window = 0;
   uint32_t seed = 1;
 };
 
@@ -48,6 +53,35 @@ struct Tiny {
     cfg.rope_theta = o.theta;
     cfg.tie_embeddings = o.tied;
     cfg.qkv_bias = o.bias;
+    if (o.yarn) {
+      cfg.rope_type = RopeType::Yarn;
+      cfg.rope_factor = 4.f;
+      cfg.rope_original_max_positions = 32;
+      cfg.rope_attention_factor = float(0.1 * std::log(4.0) + 1.0);
+    }
+    if (o.linear) {
+      cfg.rope_type = RopeType::Linear;
+      cfg.rope_factor = 2.f;
+    }
+    cfg.sliding_window = o.window;
+    if (o.family == TinyOpts::Family::Qwen3) cfg.qk_norm = true;
+    if (o.family == TinyOpts::Family::Gemma2) {
+      cfg.norm = NormType::RmsOnePlus;
+      cfg.act = Activation::GeluTanh;
+      cfg.post_norms = true;
+      cfg.embed_scale = std::sqrt(float(o.hidden));
+      cfg.query_scale = 1.f / std::sqrt(24.f);
+      cfg.attn_softcap = 4.f;
+      cfg.final_softcap = 30.f;  // Gemma 2's value: a tighter cap flattens random logits into near ties
+      cfg.sliding_period = 2;
+    }
+    if (o.family == TinyOpts::Family::Cohere) {
+      cfg.norm = NormType::Layer;
+      cfg.parallel_block = true;
+      cfg.rope_interleaved = true;
+      cfg.logit_scale = 0.125f;
+    }
+    const bool gemma = o.family == TinyOpts::Family::Gemma2;
     if (o.llama3) {
       cfg.rope_type = RopeType::Llama3;
       cfg.rope_factor = 8.f;
@@ -63,7 +97,7 @@ struct Tiny {
     w.embed = tensor(o.dtype, o.vocab, H, 1.f, 0.f, 0);
     for (int l = 0; l < o.layers; ++l) {
       LayerWeights L;
-      L.attn_norm = vec(H, 1.f, 0.3f);
+      L.attn_norm = vec(H, gemma ? 0.f : 1.f, 0.3f);  // Gemma's norms multiply by 1 + w
       L.wq = mat(qd, H);
       L.wk = mat(kvd, H);
       L.wv = mat(kvd, H);
@@ -73,13 +107,21 @@ struct Tiny {
         L.bk = vec(kvd, 0.f, 0.5f);
         L.bv = vec(kvd, 0.f, 0.5f);
       }
-      L.ffn_norm = vec(H, 1.f, 0.3f);
+      if (o.family != TinyOpts::Family::Cohere) L.ffn_norm = vec(H, gemma ? 0.f : 1.f, 0.3f);
+      if (o.family == TinyOpts::Family::Qwen3) {
+        L.q_norm = vec(o.head_dim, 1.f, 0.3f);
+        L.k_norm = vec(o.head_dim, 1.f, 0.3f);
+      }
+      if (gemma) {
+        L.attn_post_norm = vec(H, 0.f, 0.3f);
+        L.ffn_post_norm = vec(H, 0.f, 0.3f);
+      }
       L.w_gate = mat(I, H);
       L.w_up = mat(I, H);
       L.w_down = mat(H, I);
       w.layers.push_back(L);
     }
-    w.final_norm = vec(H, 1.f, 0.3f);
+    w.final_norm = vec(H, gemma ? 0.f : 1.f, 0.3f);
     w.lm_head = o.tied ? w.embed : mat(o.vocab, H);
   }
 

@@ -33,6 +33,9 @@ export interface Variant {
   inputs?: Record<string, string>;
   /** The language filled into the intervention's {lang} (eval --intervene-langs: self- and cross-language runs). */
   interveneLang?: string;
+  /** Generative prompts rendered with the model's chat template (eval --chat-template): its source, and the system turn. */
+  chatTemplate?: string;
+  system?: string;
 }
 
 export interface RunOptions {

@@ -3,6 +3,7 @@
 // ModelScorer runs them on the native engine, batched; tests plug in a fake scorer with hand-checkable numbers.
 import type { LanguageModel } from '../engine/model.js';
 import { logLikelihoodTokens, scoreTokens } from '../engine/score.js';
+import { encodeChatPrompt, type ChatPrompting } from '../generate/chat.js';
 import { generateTokens } from '../generate/generate.js';
 import { pyRstrip } from './pystr.js';
 import type { Intervention } from '../intervene/index.js';
@@ -42,6 +43,11 @@ export interface ModelScorerOptions {
   batchTokens?: number;
   /** A trained classification head on this model (src/train/head.ts), for `--prompt head`. */
   head?: HeadClassifier;
+  /**
+   * Generative prompts go through the model's chat template (`eval --chat-template`): the instruct models of the
+   * papers are prompted so for generation. Log-likelihood scoring stays on the raw text (lm-evaluation-harness).
+   */
+  chat?: ChatPrompting;
 }
 
 export class ModelScorer implements Scorer {
@@ -75,7 +81,9 @@ export class ModelScorer implements Scorer {
     const tok = this.model.requireTokenizer();
     const keep = this.model.contextLength - o.maxNewTokens;
     if (keep < 1) throw new RequestTooLong(0, `${o.maxNewTokens} new tokens leave no room for a prompt in the model's context of ${this.model.contextLength}`);
-    const ids = prompts.map((p) => tok.encode(p));
+    // With a chat template (eval --chat-template) the prompt is a user turn of the model's own template.
+    const chat = this.opts.chat;
+    const ids = prompts.map((p) => (chat ? encodeChatPrompt(chat, tok, p) : tok.encode(p)));
     const gens = await generateTokens(this.model, ids.map((x) => x.slice(-keep)),
       { maxNewTokens: o.maxNewTokens, stop: o.stop, repetitionPenalty: o.repetitionPenalty, temperature: 0, ...this.engineOpts });
     return gens.map((g, i) => ({ text: g.text, truncated: Math.max(0, ids[i]!.length - keep) }));

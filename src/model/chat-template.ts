@@ -2,8 +2,9 @@
  * Chat templates: the Jinja template a checkpoint ships (tokenizer_config.json `chat_template`, a string or
  * a list of named templates, or a `chat_template.jinja` file beside it as newer transformers write) rendered
  * with `@huggingface/jinja`, the implementation Hugging Face's own JavaScript libraries use, with the same
- * variables transformers' `apply_chat_template` passes: `messages`, `add_generation_prompt`, the special
- * tokens of tokenizer_config.json (`bos_token`, `eos_token`, …) and `raise_exception` (the library's).
+ * variables transformers' `apply_chat_template` passes: `messages`, `add_generation_prompt` and the special
+ * tokens of tokenizer_config.json (`bos_token`, `eos_token`, …). `raise_exception` is @huggingface/jinja's own
+ * global (it throws with the template's message; declaring it again is an error there).
  *
  * The rendered text usually starts with the BOS token already, so callers encode it with
  * `addSpecialTokens: false` (as transformers does with `tokenize=True`).
@@ -88,7 +89,6 @@ export async function loadChatTemplate(dir: string, name = 'default'): Promise<C
           ...options.extra,
           messages,
           add_generation_prompt: options.addGenerationPrompt ?? true,
-          // raise_exception is @huggingface/jinja's own global (declaring it again makes every render fail).
         });
       } catch (err) {
         return fail(source, `the chat template failed to render: ${describeError(err)}`, err);

@@ -54,8 +54,18 @@ export function expectedTensors(config: ModelConfig): ExpectedTensor[] {
       out.push({ name: `${p}.self_attn.k_proj.bias`, shape: [kv] });
       out.push({ name: `${p}.self_attn.v_proj.bias`, shape: [kv] });
     }
+    if (config.qkNorm) {
+      out.push({ name: `${p}.self_attn.q_norm.weight`, shape: [headDim] });
+      out.push({ name: `${p}.self_attn.k_norm.weight`, shape: [headDim] });
+    }
     out.push({ name: `${p}.self_attn.o_proj.weight`, shape: [h, q] });
-    out.push({ name: `${p}.post_attention_layernorm.weight`, shape: [h] });
+    // Cohere's parallel block has one norm per layer; Gemma 2 has four (post_attention_layernorm is the norm of
+    // the attention output there, pre_feedforward_layernorm the FFN's input norm).
+    if (!config.parallelBlock) out.push({ name: `${p}.post_attention_layernorm.weight`, shape: [h] });
+    if (config.postNorms) {
+      out.push({ name: `${p}.pre_feedforward_layernorm.weight`, shape: [h] });
+      out.push({ name: `${p}.post_feedforward_layernorm.weight`, shape: [h] });
+    }
     out.push({ name: `${p}.mlp.gate_proj.weight`, shape: [inter, h] });
     out.push({ name: `${p}.mlp.up_proj.weight`, shape: [inter, h] });
     out.push({ name: `${p}.mlp.down_proj.weight`, shape: [h, inter] });
@@ -247,7 +257,8 @@ export interface MemoryEstimate {
    * `model.info().scratchBytes` reports the real figure after a run): residual and normed input (2 * hidden),
    * queries and attention output (2 * heads * headDim), keys and values (2 * kvHeads * headDim), gate and up
    * (2 * intermediate) per token; one row of attention probabilities per thread (contextTokens each); the LM
-   * head's 64-row output chunk (64 * vocab) and its gathered inputs (up to 64 * hidden) and the RoPE tables (contextTokens * headDim).
+   * head's 64-row output chunk (64 * vocab) and its gathered inputs (up to 64 * hidden) and the RoPE tables (contextTokens * headDim);
+   * Cohere's parallel block keeps the normed input for the FFN (one more hidden per token).
    * Full logits returned with 'all' (batchTokens * vocab) come on top and are not counted.
    */
   activationBytes: number;
@@ -271,7 +282,7 @@ export function estimateMemory(
   const { hiddenSize: h, intermediateSize: inter, numHeads, numKvHeads, headDim, numLayers, vocabSize } = config;
   const kvCacheBytesPerToken = 2 * numLayers * numKvHeads * headDim * 4;
   const kvCacheBytes = kvCacheBytesPerToken * contextTokens;
-  const perToken = 2 * h + 2 * numHeads * headDim + 2 * numKvHeads * headDim + 2 * inter;
+  const perToken = (config.parallelBlock ? 3 : 2) * h + 2 * numHeads * headDim + 2 * numKvHeads * headDim + 2 * inter;
   const lmRows = Math.min(batchTokens, LM_HEAD_CHUNK_ROWS);
   const activationBytes = 4 * (batchTokens * perToken + threads * contextTokens + LM_HEAD_CHUNK_ROWS * vocabSize + lmRows * h + contextTokens * headDim);
   return { weightBytes, kvCacheBytesPerToken, kvCacheBytes, activationBytes, totalBytes: weightBytes + kvCacheBytes + activationBytes };

@@ -1,21 +1,22 @@
 /**
- * Hugging Face config.json -> a validated ModelConfig for the Llama family (llama, mistral, qwen2).
+ * Hugging Face config.json -> a validated ModelConfig for the Llama family and its relatives (llama, mistral,
+ * qwen2, qwen3, gemma2, cohere).
  *
  * Anything the engine does not implement is refused with the reason, rather than silently computing
- * the wrong function: other architectures, activations other than SiLU, rope scalings other than
- * llama3, o_proj / MLP biases, quantized checkpoints.
+ * the wrong function: other architectures, activations other than SiLU (GELU-tanh for Gemma 2), rope
+ * scalings other than llama3 / yarn / linear / dynamic, o_proj / MLP biases, quantized checkpoints.
  *
- * Sliding-window policy (mistral, and qwen2 with use_sliding_window): accepted with a warning. Full
- * causal attention is exactly sliding-window attention while the sequence is no longer than the
- * window, so `slidingWindow` is exposed and callers must refuse longer sequences
- * (`assertSequenceFits`). This keeps Mistral-7B-v0.1 (window 4096) usable for profiling, which runs on
- * short sequences.
+ * Sliding windows: Mistral's (every layer) and Gemma 2's (even layers) are computed by the engine for any
+ * length (`slidingWindow`, `slidingPeriod`). Qwen2/Qwen3's use_sliding_window (which transformers applies
+ * differently in its eager and flash paths, from max_window_layers on) is accepted with a warning and
+ * sequences longer than the window are refused (`exactUpTo`, `assertSequenceFits`).
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { LangneuronsError, describeError } from '../errors.js';
 
-export type ModelType = 'llama' | 'mistral' | 'qwen2';
+export type ModelType = 'llama' | 'mistral' | 'qwen2' | 'qwen3' | 'gemma2' | 'cohere';
+const SUPPORTED_TYPES: readonly ModelType[] = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma2', 'cohere'];
 
 export interface Llama3RopeScaling {
   type: 'llama3';
@@ -25,7 +26,50 @@ export interface Llama3RopeScaling {
   originalMaxPositions: number;
 }
 
-export interface ModelConfig {
+export interface YarnRopeScaling {
+  type: 'yarn';
+  factor: number;
+  originalMaxPositions: number;
+  /** cos and sin are multiplied by it (default 0.1 ln(factor) + 1). */
+  attentionFactor: number;
+  betaFast: number;
+  betaSlow: number;
+}
+
+/** linear: every frequency / factor. dynamic: the identity within max_position_embeddings (all the engine runs). */
+export interface SimpleRopeScaling {
+  type: 'linear' | 'dynamic';
+  factor: number;
+}
+
+export type RopeScaling = Llama3RopeScaling | YarnRopeScaling | SimpleRopeScaling;
+
+/** The parts of a family that differ from Llama (all off / 1 for llama, mistral, qwen2). */
+export interface FamilyFeatures {
+  /** rms: w·x/rms(x); rms1p (Gemma): (1+w)·x/rms(x); layer (Cohere): w·(x−mean)/std(x), no bias. */
+  norm: 'rms' | 'rms1p' | 'layer';
+  /** Qwen3: RMSNorm of each head's q and k before RoPE. */
+  qkNorm: boolean;
+  /** Cohere: h + attn(norm h) + mlp(norm h), one norm per layer. */
+  parallelBlock: boolean;
+  /** Gemma 2: norms on the attention and MLP outputs before the residual add. */
+  postNorms: boolean;
+  /** Cohere: RoPE on pairs (2i, 2i+1). */
+  ropeInterleaved: boolean;
+  /** Gemma: embeddings × sqrt(hidden_size). */
+  embedScale: number;
+  /** Gemma 2: query_pre_attn_scalar (scores × its −1/2 power); null: head_dim. */
+  queryPreAttnScalar: number | null;
+  /** Gemma 2: soft-capping of attention scores and final logits (0: none). */
+  attnSoftcap: number;
+  finalSoftcap: number;
+  /** Cohere: logits × logit_scale. */
+  logitScale: number;
+  /** Layers l with l % slidingPeriod == 0 use slidingWindow (1: every layer, 2: Gemma 2's even layers). */
+  slidingPeriod: number;
+}
+
+export interface ModelConfig extends FamilyFeatures {
   modelType: ModelType;
   hiddenSize: number;
   intermediateSize: number;
@@ -38,16 +82,19 @@ export interface ModelConfig {
   maxPositions: number;
   rmsNormEps: number;
   ropeTheta: number;
-  ropeScaling: Llama3RopeScaling | null;
+  ropeScaling: RopeScaling | null;
   tieWordEmbeddings: boolean;
   /** q/k/v projections carry a bias (always for qwen2). o_proj never does here. */
   qkvBias: boolean;
-  hiddenAct: 'silu';
+  /** The gated MLP's activation: down(act(gate(x)) * up(x)). */
+  hiddenAct: 'silu' | 'gelu_pytorch_tanh';
   bosTokenId: number | null;
   eosTokenIds: number[];
   torchDtype: string | null;
-  /** Sliding attention window, or null for full attention; see the policy note at the top. */
+  /** Sliding attention window the engine applies (mistral, gemma2), or null for full attention. */
   slidingWindow: number | null;
+  /** A window the engine does not apply (qwen2/qwen3 use_sliding_window): longer sequences are refused. */
+  exactUpTo: number | null;
   /** Accepted-but-noteworthy settings, for logs. */
   warnings: string[];
 }
@@ -55,10 +102,8 @@ export interface ModelConfig {
 /** Architectures we recognise but do not implement, and why. */
 const REFUSED_MODEL_TYPES: Record<string, string> = {
   gemma: 'Gemma uses RMSNorm with (1 + weight), GELU activations and scales embeddings by sqrt(hidden_size); not implemented',
-  gemma2: 'Gemma 2 uses RMSNorm with (1 + weight), GELU, embedding scaling, logit soft-capping and extra norms; not implemented',
   gemma3: 'Gemma 3 uses (1 + weight) norms, GELU, embedding scaling, q/k norms and local/global attention; not implemented',
   gemma3_text: 'Gemma 3 uses (1 + weight) norms, GELU, embedding scaling, q/k norms and local/global attention; not implemented',
-  qwen3: 'Qwen3 applies RMSNorm to queries and keys (q_norm/k_norm); not implemented',
   qwen3_moe: 'Qwen3-MoE is a mixture of experts with q/k norms; not implemented',
   qwen2_moe: 'Qwen2-MoE is a mixture of experts; not implemented',
   mixtral: 'Mixtral is a mixture of experts (no single MLP per layer to profile); not implemented',
@@ -66,7 +111,7 @@ const REFUSED_MODEL_TYPES: Record<string, string> = {
   phi: 'Phi uses LayerNorm, GELU and a parallel attention/MLP block; not implemented',
   olmo: 'OLMo uses non-parametric LayerNorm; not implemented',
   olmo2: 'OLMo 2 normalises after attention/MLP and applies q/k norms; not implemented',
-  cohere: 'Cohere uses LayerNorm and a parallel block with logit scaling; not implemented',
+  cohere2: 'Cohere 2 (Command R7B) interleaves sliding-window layers without RoPE on its global layers; not implemented',
   deepseek_v2: 'DeepSeek-V2 uses multi-head latent attention and MoE; not implemented',
   deepseek_v3: 'DeepSeek-V3 uses multi-head latent attention and MoE; not implemented',
   falcon: 'Falcon uses LayerNorm, GELU and a parallel block; not implemented',
@@ -77,10 +122,14 @@ const REFUSED_MODEL_TYPES: Record<string, string> = {
   llama4: 'Llama 4 is a mixture of experts with chunked attention; not implemented',
 };
 
-const OTHER_ROPE_TYPES = ['linear', 'dynamic', 'yarn', 'longrope', 'su', 'mrope'];
+const OTHER_ROPE_TYPES = ['longrope', 'su', 'mrope'];
 
-/** Defaults of transformers' LlamaConfig / MistralConfig / Qwen2Config where a field is optional. */
-const DEFAULT_MAX_POSITIONS: Record<ModelType, number> = { llama: 2048, mistral: 131072, qwen2: 32768 };
+/** Defaults of transformers' config classes where a field is optional. */
+const DEFAULT_MAX_POSITIONS: Record<ModelType, number> = { llama: 2048, mistral: 131072, qwen2: 32768, qwen3: 40960, gemma2: 8192, cohere: 8192 };
+/** head_dim when config.json has none: Gemma2Config and Qwen3Config default it, the others derive it. */
+const DEFAULT_HEAD_DIM: Partial<Record<ModelType, number>> = { gemma2: 256, qwen3: 128 };
+/** tie_word_embeddings when config.json has none. */
+const DEFAULT_TIED: Record<ModelType, boolean> = { llama: false, mistral: false, qwen2: false, qwen3: false, gemma2: true, cohere: true };
 
 export function parseModelConfig(json: unknown, file = 'config.json'): ModelConfig {
   const name = path.basename(file);
@@ -118,12 +167,12 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
   };
 
   const rawType = c['model_type'];
-  if (typeof rawType !== 'string') return fail('"model_type" is missing; expected one of llama, mistral, qwen2', 'model_type');
-  if (rawType !== 'llama' && rawType !== 'mistral' && rawType !== 'qwen2') {
+  if (typeof rawType !== 'string') return fail(`"model_type" is missing; expected one of ${SUPPORTED_TYPES.join(', ')}`, 'model_type');
+  if (!(SUPPORTED_TYPES as readonly string[]).includes(rawType)) {
     const reason = REFUSED_MODEL_TYPES[rawType] ?? 'unknown architecture';
-    return fail(`model_type "${rawType}" is not supported (${reason}); supported: llama, mistral, qwen2`, 'model_type');
+    return fail(`model_type "${rawType}" is not supported (${reason}); supported: ${SUPPORTED_TYPES.join(', ')}`, 'model_type');
   }
-  const modelType: ModelType = rawType;
+  const modelType = rawType as ModelType;
   const warnings: string[] = [];
 
   if (has('quantization_config')) fail('"quantization_config" is set: quantized checkpoints are not supported (F32/F16/BF16 weights only)', 'quantization_config');
@@ -136,38 +185,80 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
   if (numHeads % numKvHeads !== 0) fail(`"num_attention_heads" (${numHeads}) must be a multiple of "num_key_value_heads" (${numKvHeads})`, 'num_key_value_heads');
   let headDim: number;
   if (has('head_dim')) headDim = positiveInt('head_dim');
+  else if (DEFAULT_HEAD_DIM[modelType] !== undefined) headDim = DEFAULT_HEAD_DIM[modelType]!;
   else {
     if (hiddenSize % numHeads !== 0) fail(`"hidden_size" (${hiddenSize}) is not divisible by "num_attention_heads" (${numHeads}) and no "head_dim" is given`, 'hidden_size');
     headDim = hiddenSize / numHeads;
   }
   if (headDim % 2 !== 0) fail(`head dimension ${headDim} must be even for rotary embeddings`, 'head_dim');
   const vocabSize = positiveInt('vocab_size');
-  const maxPositions = positiveInt('max_position_embeddings', DEFAULT_MAX_POSITIONS[modelType]);
-  const rmsNormEps = positiveFinite('rms_norm_eps', 1e-6);
+  let maxPositions = positiveInt('max_position_embeddings', DEFAULT_MAX_POSITIONS[modelType]);
+  const rmsNormEps = modelType === 'cohere' ? positiveFinite('layer_norm_eps', 1e-5) : positiveFinite('rms_norm_eps', 1e-6);
 
   // transformers >= 4.5x may move rope_theta / rope_type into "rope_parameters".
   const ropeParams = c['rope_parameters'];
   const ropeParamsObj = typeof ropeParams === 'object' && ropeParams !== null && !Array.isArray(ropeParams) ? (ropeParams as Record<string, unknown>) : null;
   const ropeTheta = has('rope_theta') ? positiveFinite('rope_theta', 10000) : ropeParamsObj ? positiveFinite('rope_theta', 10000, ropeParamsObj, 'rope_parameters.rope_theta') : 10000;
-  const ropeScaling = parseRopeScaling(has('rope_scaling') ? c['rope_scaling'] : ropeParamsObj, fail);
+  const ropeScaling = parseRopeScaling(has('rope_scaling') ? c['rope_scaling'] : ropeParamsObj, maxPositions, fail);
+  if (ropeScaling?.type === 'yarn') {
+    // YaRN extends the original context by `factor` (Qwen2.5's instructions add rope_scaling and leave
+    // max_position_embeddings at the original 32768): the engine accepts positions up to that extended context.
+    const extended = Math.round(ropeScaling.originalMaxPositions * ropeScaling.factor);
+    const ratio = maxPositions / ropeScaling.originalMaxPositions;
+    if (Math.abs(ratio - ropeScaling.factor) > 1e-9)
+      warnings.push(`${name}: rope_scaling yarn factor ${ropeScaling.factor} differs from max_position_embeddings / original_max_position_embeddings = ${ratio}; the engine scales by factor (the YaRN paper, vLLM; the two agree when max_position_embeddings = factor × original, as transformers' own YaRN configs write it)`);
+    maxPositions = Math.max(maxPositions, extended);
+  }
 
-  const act = c['hidden_act'] ?? 'silu';
-  if (act !== 'silu' && act !== 'swish') fail(`"hidden_act" ${JSON.stringify(act)} is not supported (only silu: the MLP is down(silu(gate(x)) * up(x)))`, 'hidden_act');
+  // Gemma 2 names its activation hidden_activation (hidden_act is a legacy field there).
+  const actKey = modelType === 'gemma2' && has('hidden_activation') ? 'hidden_activation' : 'hidden_act';
+  const act = c[actKey] ?? (modelType === 'gemma2' ? 'gelu_pytorch_tanh' : 'silu');
+  let hiddenAct: ModelConfig['hiddenAct'];
+  if (modelType === 'gemma2') {
+    if (act !== 'gelu_pytorch_tanh') fail(`"${actKey}" ${JSON.stringify(act)} is not supported for gemma2 (only gelu_pytorch_tanh, the GELU tanh form Gemma 2 is trained with)`, actKey);
+    hiddenAct = 'gelu_pytorch_tanh';
+  } else {
+    if (act !== 'silu' && act !== 'swish') fail(`"hidden_act" ${JSON.stringify(act)} is not supported (only silu: the MLP is down(silu(gate(x)) * up(x)))`, 'hidden_act');
+    hiddenAct = 'silu';
+  }
 
   let qkvBias = false;
   if (modelType === 'qwen2') qkvBias = true;
-  if (modelType === 'llama') {
+  if (modelType !== 'qwen2' && modelType !== 'mistral') {
     if (bool('attention_bias', false)) fail('"attention_bias": true adds biases to q/k/v and o_proj; an o_proj bias is not implemented', 'attention_bias');
     if (bool('mlp_bias', false)) fail('"mlp_bias": true (biases on gate/up/down projections) is not implemented', 'mlp_bias');
   }
+  if (has('partial_rotary_factor') && c['partial_rotary_factor'] !== 1) fail(`"partial_rotary_factor" ${JSON.stringify(c['partial_rotary_factor'])} (RoPE on part of each head) is not implemented`, 'partial_rotary_factor');
+  if (modelType === 'cohere' && bool('use_qk_norm', false)) fail('"use_qk_norm": true (Command R+ per-head LayerNorms of q and k) is not implemented', 'use_qk_norm');
+
+  const features: FamilyFeatures = {
+    norm: 'rms', qkNorm: false, parallelBlock: false, postNorms: false, ropeInterleaved: false, embedScale: 1,
+    queryPreAttnScalar: null, attnSoftcap: 0, finalSoftcap: 0, logitScale: 1, slidingPeriod: 1,
+  };
+  const optionalCap = (key: string, fallback: number): number => (c[key] === null ? 0 : positiveFinite(key, fallback));
+  if (modelType === 'qwen3') features.qkNorm = true;
+  if (modelType === 'gemma2') {
+    Object.assign(features, {
+      norm: 'rms1p', postNorms: true, embedScale: Math.sqrt(hiddenSize),
+      queryPreAttnScalar: positiveFinite('query_pre_attn_scalar', 256),
+      attnSoftcap: optionalCap('attn_logit_softcapping', 50), finalSoftcap: optionalCap('final_logit_softcapping', 30),
+      slidingPeriod: 2,
+    });
+  }
+  if (modelType === 'cohere') {
+    Object.assign(features, { norm: 'layer', parallelBlock: true, ropeInterleaved: true, logitScale: positiveFinite('logit_scale', 0.0625) });
+  }
 
   let slidingWindow: number | null = null;
-  const slidingApplies = modelType === 'mistral' || (modelType === 'qwen2' && bool('use_sliding_window', false));
-  if (slidingApplies && has('sliding_window')) {
+  let exactUpTo: number | null = null;
+  if (modelType === 'mistral' || modelType === 'gemma2') {
+    const w = modelType === 'gemma2' ? positiveInt('sliding_window', 4096) : has('sliding_window') ? positiveInt('sliding_window') : null;
+    if (w !== null && w < maxPositions) slidingWindow = w;
+  } else if ((modelType === 'qwen2' || modelType === 'qwen3') && bool('use_sliding_window', false) && has('sliding_window')) {
     const w = positiveInt('sliding_window');
     if (w < maxPositions) {
-      slidingWindow = w;
-      warnings.push(`${name}: sliding_window ${w} < max_position_embeddings ${maxPositions}: attention is exact only for sequences of at most ${w} tokens; longer ones are refused`);
+      exactUpTo = w;
+      warnings.push(`${name}: use_sliding_window with sliding_window ${w} < max_position_embeddings ${maxPositions}: attention is exact only for sequences of at most ${w} tokens; longer ones are refused`);
     }
   }
 
@@ -179,26 +270,46 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
 
   return {
     modelType, hiddenSize, intermediateSize, numLayers, numHeads, numKvHeads, headDim, vocabSize, maxPositions,
-    rmsNormEps, ropeTheta, ropeScaling, tieWordEmbeddings: bool('tie_word_embeddings', false), qkvBias,
-    hiddenAct: 'silu', bosTokenId, eosTokenIds: [...new Set(eosTokenIds)], torchDtype, slidingWindow, warnings,
+    rmsNormEps, ropeTheta, ropeScaling, tieWordEmbeddings: bool('tie_word_embeddings', DEFAULT_TIED[modelType]), qkvBias,
+    hiddenAct, bosTokenId, eosTokenIds: [...new Set(eosTokenIds)], torchDtype, slidingWindow, exactUpTo, warnings,
+    ...features,
   };
 }
 
-function parseRopeScaling(raw: unknown, fail: (m: string, f?: string) => never): Llama3RopeScaling | null {
+function parseRopeScaling(raw: unknown, maxPositions: number, fail: (m: string, f?: string) => never): RopeScaling | null {
   if (raw === undefined || raw === null) return null;
   if (typeof raw !== 'object' || Array.isArray(raw)) return fail(`"rope_scaling" must be an object or null, got ${JSON.stringify(raw)}`, 'rope_scaling');
   const r = raw as Record<string, unknown>;
   const type = r['rope_type'] ?? r['type'];
   if (type === undefined || type === 'default') return null; // plain RoPE
-  if (type !== 'llama3') {
+  if (type !== 'llama3' && type !== 'yarn' && type !== 'linear' && type !== 'dynamic') {
     const known = typeof type === 'string' && OTHER_ROPE_TYPES.includes(type);
-    return fail(`rope_scaling type ${JSON.stringify(type)} is ${known ? 'not implemented' : 'unknown'} (only "llama3" is supported; not linear, dynamic, yarn or longrope)`, 'rope_scaling');
+    return fail(`rope_scaling type ${JSON.stringify(type)} is ${known ? 'not implemented' : 'unknown'} (supported: llama3, yarn, linear, dynamic; not longrope or mrope)`, 'rope_scaling');
   }
-  const num = (key: string): number => {
+  const num = (key: string, fallback?: number): number => {
     const v = r[key];
+    if ((v === undefined || v === null) && fallback !== undefined) return fallback;
     if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) return fail(`"rope_scaling.${key}" must be a finite number > 0, got ${JSON.stringify(v)}`, `rope_scaling.${key}`);
     return v;
   };
+  if (type === 'linear' || type === 'dynamic') {
+    const factor = num('factor');
+    if (factor < 1) fail(`"rope_scaling.factor" must be >= 1, got ${factor}`, 'rope_scaling.factor');
+    return { type, factor };
+  }
+  if (type === 'yarn') {
+    const factor = num('factor');
+    if (factor < 1) fail(`"rope_scaling.factor" must be >= 1, got ${factor}`, 'rope_scaling.factor');
+    const originalMaxPositions = num('original_max_position_embeddings', maxPositions);
+    if (!Number.isSafeInteger(originalMaxPositions)) fail(`"rope_scaling.original_max_position_embeddings" must be an integer, got ${originalMaxPositions}`, 'rope_scaling.original_max_position_embeddings');
+    if (r['truncate'] === false) fail('"rope_scaling.truncate": false (un-rounded YaRN correction range) is not implemented', 'rope_scaling.truncate');
+    const mscale = (f: number, m: number) => (f <= 1 ? 1 : 0.1 * m * Math.log(f) + 1);
+    let attentionFactor: number;
+    if (r['attention_factor'] !== undefined && r['attention_factor'] !== null) attentionFactor = num('attention_factor');
+    else if (r['mscale'] && r['mscale_all_dim']) attentionFactor = mscale(factor, num('mscale')) / mscale(factor, num('mscale_all_dim'));
+    else attentionFactor = mscale(factor, 1);
+    return { type, factor, originalMaxPositions, attentionFactor, betaFast: num('beta_fast', 32), betaSlow: num('beta_slow', 1) };
+  }
   const factor = num('factor');
   const lowFreqFactor = num('low_freq_factor');
   const highFreqFactor = num('high_freq_factor');
@@ -226,9 +337,9 @@ export async function loadModelConfig(dir: string): Promise<ModelConfig> {
   return parseModelConfig(json, file);
 }
 
-/** Refuses a sequence the engine cannot compute exactly (longer than the sliding window). */
+/** Refuses a sequence the engine cannot compute exactly (qwen2/qwen3 use_sliding_window beyond the window). */
 export function assertSequenceFits(config: ModelConfig, tokens: number): void {
-  if (config.slidingWindow !== null && tokens > config.slidingWindow) {
-    throw new LangneuronsError('E_CONFIG', `sequence of ${tokens} tokens exceeds the model's sliding_window of ${config.slidingWindow}; sliding-window attention is not implemented, so only sequences up to the window are exact`, { field: 'sliding_window' });
+  if (config.exactUpTo !== null && tokens > config.exactUpTo) {
+    throw new LangneuronsError('E_CONFIG', `sequence of ${tokens} tokens exceeds the model's sliding_window of ${config.exactUpTo}; ${config.modelType}'s use_sliding_window attention is not implemented, so only sequences up to the window are exact`, { field: 'sliding_window' });
   }
 }

@@ -8,9 +8,19 @@ import { LangneuronsError } from '../errors.js';
 
 export interface NativeConfig {
   hidden: number; intermediate: number; nLayers: number; nHeads: number; nKvHeads: number; headDim: number;
-  vocab: number; maxPositions: number; rmsEps: number; ropeTheta: number; ropeType: 0 | 1; ropeFactor: number;
+  vocab: number; maxPositions: number; rmsEps: number; ropeTheta: number;
+  /** 0 default (and dynamic), 1 llama3, 2 yarn, 3 linear. */
+  ropeType: 0 | 1 | 2 | 3; ropeFactor: number;
   ropeLowFreqFactor: number; ropeHighFreqFactor: number; ropeOriginalMaxPositions: number;
+  ropeAttentionFactor: number; ropeBetaFast: number; ropeBetaSlow: number;
   tieEmbeddings: boolean; qkvBias: boolean;
+  /** 0 rms, 1 rms with (1 + w), 2 layernorm. */
+  norm: 0 | 1 | 2;
+  /** 0 silu, 1 gelu (tanh form). */
+  act: 0 | 1;
+  qkNorm: boolean; parallelBlock: boolean; postNorms: boolean; ropeInterleaved: boolean;
+  embedScale: number; queryScale: number; attnSoftcap: number; finalSoftcap: number; logitScale: number;
+  slidingWindow: number; slidingPeriod: number;
 }
 
 export interface NativeTensorSpec {

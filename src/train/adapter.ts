@@ -72,7 +72,7 @@ export async function writeAdapter(dir: string, tr: NativeTrainer, ckpt: Checkpo
   const adapted: { layer: number; role: string }[] = [];
   for (const p of tr.params()) {
     if (p.mode !== 'lora_a' && p.mode !== 'lora_b') continue;
-    const name = PREFIX + tensorName(p.role, p.layer);
+    const name = PREFIX + tensorName(p.role, p.layer, ckpt.config.modelType);
     const values = tr.read('master', p.id);
     if (p.mode === 'lora_a') {
       tensors[name] = { dtype: 'F32', shape: [p.rows, p.cols], data: values };

@@ -10,6 +10,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { f32ToBf16, f32ToF16 } from '../io/float16.js';
 import { readAllTensors, readTensor, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
+import type { ModelType } from '../model/config.js';
 import { modelIdentity } from '../profile/identity.js';
 import { tensorName, type NativeTrainer } from './native.js';
 import { ensureOutputDir } from '../io/outdir.js';
@@ -31,12 +32,12 @@ export interface DeltaDescription {
  * The trainer's current (master) values of every trainable checkpoint tensor, as delta tensors (LoRA matrices and a
  * classification head are not checkpoint tensors: src/train/adapter.ts and head.ts write them).
  */
-export function deltaTensors(tr: NativeTrainer): { tensors: Record<string, TensorToWrite>; described: DeltaTensor[] } {
+export function deltaTensors(tr: NativeTrainer, modelType?: ModelType): { tensors: Record<string, TensorToWrite>; described: DeltaTensor[] } {
   const tensors: Record<string, TensorToWrite> = {};
   const described: DeltaTensor[] = [];
   for (const p of tr.params()) {
     if (p.size === 0 || p.mode === 'lora_a' || p.mode === 'lora_b' || p.role === 'score') continue;
-    const name = tensorName(p.role, p.layer);
+    const name = tensorName(p.role, p.layer, modelType);
     const n = p.index?.length ?? 0;
     const shape = p.mode === 'rows' ? [n, p.cols] : p.mode === 'cols' ? [p.rows, n] : p.cols === 1 ? [p.rows] : [p.rows, p.cols];
     tensors[name] = { dtype: 'F32', shape, data: tr.read('master', p.id) };
@@ -47,7 +48,7 @@ export function deltaTensors(tr: NativeTrainer): { tensors: Record<string, Tenso
 }
 
 export async function writeDelta(dir: string, tr: NativeTrainer, ckpt: Checkpoint, method: string, step: number): Promise<void> {
-  const { tensors, described } = deltaTensors(tr);
+  const { tensors, described } = deltaTensors(tr, ckpt.config.modelType);
   const id = modelIdentity(ckpt);
   const desc: DeltaDescription = {
     format: DELTA_FORMAT, model: { name: id.name, fingerprint: id.fingerprint }, method, step,

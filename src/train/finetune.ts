@@ -27,6 +27,7 @@ import { readTextFile } from '../io/text.js';
 import { readMask } from '../identify/masks.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { modelFingerprint } from '../model/fingerprint.js';
+import type { ModelType } from '../model/config.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { modelIdentity } from '../profile/identity.js';
 import { applyAdapter, writeAdapter } from './adapter.js';
@@ -361,7 +362,7 @@ export async function resume(runDir: string, ctl: RunControl = {}): Promise<Fine
   try {
     const p = await prepare(run.model.dir, run.options, runDir, run);
     // No save yet (killed or failed before the first): the run starts over from step 0.
-    const st: StateCounters = (await loadState(path.join(runDir, 'state'), p.tr)) ?? { step: 0, bestValid: null, bestStep: null, tokens: 0 };
+    const st: StateCounters = (await loadState(path.join(runDir, 'state'), p.tr, p.ckpt.config.modelType)) ?? { step: 0, bestValid: null, bestStep: null, tokens: 0 };
     if (st.step === 0) await fsp.rm(path.join(runDir, 'best'), { recursive: true, force: true });
     // Drop log lines written after the saved state (they will be written again).
     const logFile = path.join(runDir, 'train.jsonl');
@@ -431,7 +432,7 @@ async function loop(p: Prepared, runDir: string, st0: StateCounters, ctl: RunCon
     }
     if ((s + 1) % o.saveEvery === 0 || last) {
       if (o.resetOptimizerOnSave) tr.resetOptimizer();
-      await saveState(path.join(runDir, 'state'), tr, { step: s + 1, bestValid, bestStep, tokens, optimizerStep: tr.info().stepCount });
+      await saveState(path.join(runDir, 'state'), tr, { step: s + 1, bestValid, bestStep, tokens, optimizerStep: tr.info().stepCount }, p.ckpt.config.modelType);
     }
     if (ctl.stopAfterStep === s + 1 && !last)
       return { runDir, steps: s + 1, firstLoss, lastLoss, bestValid, bestStep, trainableParameters: tr.info().trainable };

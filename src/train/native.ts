@@ -2,6 +2,7 @@
 // (role, layer) parameters and Hugging Face tensor names.
 import { LangneuronsError } from '../errors.js';
 import type { Checkpoint } from '../model/checkpoint.js';
+import type { ModelType } from '../model/config.js';
 import { buildNativeSpec } from '../engine/native-spec.js';
 import { loadAddon, type NativeModelSpec } from '../native/addon.js';
 
@@ -76,7 +77,11 @@ const LAYER_NAMES: Record<string, string> = {
   wv: 'self_attn.v_proj.weight', wo: 'self_attn.o_proj.weight', bq: 'self_attn.q_proj.bias',
   bk: 'self_attn.k_proj.bias', bv: 'self_attn.v_proj.bias', ffn_norm: 'post_attention_layernorm.weight',
   w_gate: 'mlp.gate_proj.weight', w_up: 'mlp.up_proj.weight', w_down: 'mlp.down_proj.weight',
+  q_norm: 'self_attn.q_norm.weight', k_norm: 'self_attn.k_norm.weight',
+  attn_post_norm: 'post_attention_layernorm.weight', ffn_post_norm: 'post_feedforward_layernorm.weight',
 };
+// Gemma 2 names the FFN's input norm pre_feedforward_layernorm; its post_attention_layernorm is attn_post_norm.
+const GEMMA2_NAMES: Record<string, string> = { ...LAYER_NAMES, ffn_norm: 'pre_feedforward_layernorm.weight' };
 const GLOBAL_NAMES: Record<string, string> = {
   embed: 'model.embed_tokens.weight', final_norm: 'model.norm.weight', lm_head: 'lm_head.weight',
 };
@@ -92,11 +97,11 @@ export function modulePath(role: string): string {
  * The Hugging Face tensor name of a native (role, layer); LoRA matrices get PEFT's names without the
  * `base_model.model.` prefix (model.layers.3.mlp.gate_proj.lora_A.weight), the head is `score.weight`.
  */
-export function tensorName(role: string, layer: number): string {
+export function tensorName(role: string, layer: number, modelType?: ModelType): string {
   const lora = /^(\w+)\.(lora_[AB])$/.exec(role);
   if (lora && layer >= 0) return `model.layers.${layer}.${modulePath(lora[1]!)}.${lora[2]}.weight`;
   if (role === 'score' && layer < 0) return 'score.weight';
-  const n = layer < 0 ? GLOBAL_NAMES[role] : LAYER_NAMES[role];
+  const n = layer < 0 ? GLOBAL_NAMES[role] : (modelType === 'gemma2' ? GEMMA2_NAMES : LAYER_NAMES)[role];
   if (!n) throw new LangneuronsError('E_INPUT', `unknown parameter role '${role}'`);
   return layer < 0 ? n : `model.layers.${layer}.${n}`;
 }
@@ -128,6 +133,9 @@ export function denseTrainable(ckpt: Checkpoint): TrainableTensor[] {
   for (let l = 0; l < c.numLayers; l++)
     for (const role of Object.keys(LAYER_NAMES)) {
       if (!c.qkvBias && (role === 'bq' || role === 'bk' || role === 'bv')) continue;
+      if (!c.qkNorm && (role === 'q_norm' || role === 'k_norm')) continue;
+      if (!c.postNorms && (role === 'attn_post_norm' || role === 'ffn_post_norm')) continue;
+      if (c.parallelBlock && role === 'ffn_norm') continue;
       out.push({ role, layer: l, mode: 'dense' });
     }
   return out;

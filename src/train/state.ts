@@ -13,6 +13,7 @@ import { sha256File } from '../io/files.js';
 import { readSafetensorsHeader, readTensor, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { ensureOutputDir } from '../io/outdir.js';
 import { tensorName, type NativeTrainer } from './native.js';
+import type { ModelType } from '../model/config.js';
 
 /** optimizerStep: AdamW's step count (differs from step after --reset-optimizer-on-save; absent in older states). */
 export interface StateFile {
@@ -38,11 +39,11 @@ export async function hasSavedState(dir: string): Promise<boolean> {
   return fsp.access(path.join(dir, 'state.json')).then(() => true, () => false);
 }
 
-export async function saveState(dir: string, tr: StateTrainer, st: StateCounters): Promise<void> {
+export async function saveState(dir: string, tr: StateTrainer, st: StateCounters, modelType?: ModelType): Promise<void> {
   const tensors: Record<string, TensorToWrite> = {};
   for (const p of tr.params()) {
     if (p.size === 0) continue;
-    const n = tensorName(p.role, p.layer);
+    const n = tensorName(p.role, p.layer, modelType);
     for (const a of ARENAS) tensors[`${n}.${a}`] = { dtype: 'F32', shape: [p.size], data: tr.read(a, p.id) };
   }
   await ensureOutputDir(dir);
@@ -57,7 +58,7 @@ function resumeErr(file: string, msg: string): LangneuronsError {
 }
 
 /** Loads the save in dir into the trainer; null when dir holds no save at all (a run killed before its first). */
-export async function loadState(dir: string, tr: StateTrainer): Promise<StateFile | null> {
+export async function loadState(dir: string, tr: StateTrainer, modelType?: ModelType): Promise<StateFile | null> {
   const jf = path.join(dir, 'state.json'), sf = path.join(dir, 'state.safetensors');
   const exists = async (f: string) => fsp.access(f).then(() => true, () => false);
   if (!(await exists(sf))) {
@@ -80,7 +81,7 @@ export async function loadState(dir: string, tr: StateTrainer): Promise<StateFil
   const byName = new Map(header.tensors.map((t) => [t.name, t]));
   for (const p of tr.params()) {
     if (p.size === 0) continue;
-    const n = tensorName(p.role, p.layer);
+    const n = tensorName(p.role, p.layer, modelType);
     for (const a of ARENAS) {
       const t = byName.get(`${n}.${a}`);
       if (!t || t.dtype !== 'F32' || t.byteLength !== p.size * 4) throw resumeErr(sf, `tensor ${n}.${a} is missing or has the wrong size`);

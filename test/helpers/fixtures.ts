@@ -6,7 +6,11 @@ import { fileURLToPath } from 'node:url';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const fixturesDir = path.resolve(repoRoot, '../shared/fixtures/models');
-export const FIXTURE_NAMES = ['stories260k', 'tiny-llama3', 'tiny-qwen2', 'tiny-mistral'] as const;
+export const FIXTURE_NAMES = [
+  'stories260k', 'tiny-llama3', 'tiny-qwen2', 'tiny-mistral', 'tiny-gemma2', 'tiny-cohere', 'tiny-qwen3', 'tiny-qwen2-yarn',
+] as const;
+/** The fixtures whose reference comes from the real transformers code, with several sequences (seq{k}.*). */
+export const FAMILY_FIXTURES = ['tiny-gemma2', 'tiny-cohere', 'tiny-qwen3', 'tiny-qwen2-yarn'] as const;
 export type FixtureName = (typeof FIXTURE_NAMES)[number];
 
 export function fixturePath(name: FixtureName, file?: string): string {

@@ -20,13 +20,29 @@ static ln::ModelConfig parse_config(const Napi::Object& c, const std::string& w)
   cfg.max_positions = int32_t(int_field(c, "maxPositions", w, 1, big));
   cfg.rms_eps = float(number_field(c, "rmsEps", w));
   cfg.rope_theta = float(number_field(c, "ropeTheta", w));
-  cfg.rope_type = ln::RopeType(int_field(c, "ropeType", w, 0, 1));
+  cfg.rope_type = ln::RopeType(int_field(c, "ropeType", w, 0, 3));
   cfg.rope_factor = float(number_field(c, "ropeFactor", w));
   cfg.rope_low_freq_factor = float(number_field(c, "ropeLowFreqFactor", w));
   cfg.rope_high_freq_factor = float(number_field(c, "ropeHighFreqFactor", w));
   cfg.rope_original_max_positions = int32_t(int_field(c, "ropeOriginalMaxPositions", w, 1, big));
   cfg.tie_embeddings = bool_field(c, "tieEmbeddings", w);
   cfg.qkv_bias = bool_field(c, "qkvBias", w);
+  cfg.rope_attention_factor = float(number_field(c, "ropeAttentionFactor", w));
+  cfg.rope_beta_fast = float(number_field(c, "ropeBetaFast", w));
+  cfg.rope_beta_slow = float(number_field(c, "ropeBetaSlow", w));
+  cfg.norm = ln::NormType(int_field(c, "norm", w, 0, 2));
+  cfg.act = ln::Activation(int_field(c, "act", w, 0, 1));
+  cfg.qk_norm = bool_field(c, "qkNorm", w);
+  cfg.parallel_block = bool_field(c, "parallelBlock", w);
+  cfg.post_norms = bool_field(c, "postNorms", w);
+  cfg.rope_interleaved = bool_field(c, "ropeInterleaved", w);
+  cfg.embed_scale = float(number_field(c, "embedScale", w));
+  cfg.query_scale = float(number_field(c, "queryScale", w));
+  cfg.attn_softcap = float(number_field(c, "attnSoftcap", w));
+  cfg.final_softcap = float(number_field(c, "finalSoftcap", w));
+  cfg.logit_scale = float(number_field(c, "logitScale", w));
+  cfg.sliding_window = int32_t(int_field(c, "slidingWindow", w, 0, big));
+  cfg.sliding_period = int32_t(int_field(c, "slidingPeriod", w, 1, 1000));
   return cfg;
 }
 
@@ -53,6 +69,8 @@ static ln::WeightRef* weight_slot(ln::ModelWeights& w, const std::string& role, 
       {"wo", &ln::LayerWeights::wo},               {"bq", &ln::LayerWeights::bq},
       {"bk", &ln::LayerWeights::bk},               {"bv", &ln::LayerWeights::bv},
       {"ffn_norm", &ln::LayerWeights::ffn_norm},   {"w_gate", &ln::LayerWeights::w_gate},
+      {"q_norm", &ln::LayerWeights::q_norm},       {"k_norm", &ln::LayerWeights::k_norm},
+      {"attn_post_norm", &ln::LayerWeights::attn_post_norm}, {"ffn_post_norm", &ln::LayerWeights::ffn_post_norm},
       {"w_up", &ln::LayerWeights::w_up},           {"w_down", &ln::LayerWeights::w_down}};
   auto it = roles.find(role);
   return it == roles.end() ? nullptr : &(l.*(it->second));

@@ -34,6 +34,36 @@ LN_HD inline float silu(float x) { return x / (1.f + expf(-x)); }
 // SwiGLU's neuron value: silu(gate) * up (the input of the down projection).
 LN_HD inline float swiglu(float gate, float up) { return silu(gate) * up; }
 
+// GELU in its tanh form (torch's gelu(approximate="tanh"), Hugging Face's gelu_pytorch_tanh, Gemma's FFN):
+//   0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the inner terms in float32 as torch, tanh in double.
+// gelu_tanh(x) > 0 exactly when x > 0 (as silu), so "active" keeps its meaning for the gated FFN.
+LN_HD inline float gelu_tanh(float x) {
+  const float k = 0.7978845608028654f;  // sqrt(2 / pi)
+  const float inner = k * (x + 0.044715f * x * x * x);
+  return 0.5f * x * (1.f + float(tanh(double(inner))));
+}
+// d gelu_tanh / dx = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2), t = tanh(inner).
+LN_HD inline float gelu_tanh_grad(float x) {
+  const float k = 0.7978845608028654f;
+  const float t = float(tanh(double(k * (x + 0.044715f * x * x * x))));
+  return 0.5f * (1.f + t) + 0.5f * x * (1.f - t * t) * k * (1.f + 3.f * 0.044715f * x * x);
+}
+// d silu / dx = s (1 + x (1 - s)), s = sigmoid(x).
+LN_HD inline float silu_grad(float x) {
+  const float s = 1.f / (1.f + expf(-x));
+  return s * (1.f + x * (1.f - s));
+}
+
+// ---- soft-capping (Gemma 2) --------------------------------------------------------------------------------
+
+// cap * tanh(x / cap): attention scores (attn_logit_softcapping) and final logits (final_logit_softcapping).
+LN_HD inline float softcap(float x, float cap) { return cap * float(tanh(double(x / cap))); }
+// Its derivative expressed through the capped value y = softcap(x): 1 - (y / cap)^2.
+LN_HD inline float softcap_grad_from_output(float y, float cap) {
+  const float r = y / cap;
+  return 1.f - r * r;
+}
+
 // ---- RMSNorm -----------------------------------------------------------------------------------------------
 
 // The scale 1/sqrt(mean(x^2) + eps) of a row of n values whose sum of squares is sum_sq (accumulated in double by
@@ -45,6 +75,19 @@ LN_HD inline float rmsnorm_inv_rms(double sum_sq, int64_t n, float eps) {
 
 // One normalized element: weight * (x * inv_rms), in that order (transformers multiplies the weight last).
 LN_HD inline float rmsnorm_apply(float x, float inv_rms, float weight) { return weight * (x * inv_rms); }
+
+// ---- LayerNorm (Cohere: mean-centred, weight, no bias) ----------------------------------------------------
+
+// 1/sqrt(var + eps) of a row of n values whose centred sum of squares sum((x - mean)^2) is sum_sq (accumulated in
+// double by the caller), variance rounded to float32 as torch's float32 LayerNorm.
+LN_HD inline float layernorm_inv_std(double centred_sum_sq, int64_t n, float eps) {
+  const float var = float(centred_sum_sq / double(n));
+  return float(1.0 / sqrt(double(var + eps)));
+}
+// One normalized element: weight * ((x - mean) * inv_std).
+LN_HD inline float layernorm_apply(float x, float mean, float inv_std, float weight) {
+  return weight * ((x - mean) * inv_std);
+}
 
 // ---- RoPE --------------------------------------------------------------------------------------------------
 
@@ -70,6 +113,33 @@ LN_HD inline double llama3_scale_inv_freq(double f, double factor, double low_fr
   return (1 - smooth) * f / factor + smooth * f;
 }
 
+// YaRN (transformers' _compute_yarn_parameters): pair i of a head of head_dim keeps its frequency (extrapolation)
+// when it turns more than beta_fast times over the original context, is divided by factor (interpolation) when it
+// turns fewer than beta_slow times, and blends linearly in between:
+//   d(r) = head_dim ln(orig / (2 pi r)) / (2 ln theta);  low = max(floor(d(beta_fast)), 0), high = min(ceil(d(beta_slow)), head_dim - 1)
+//   ramp_i = clamp((i - low) / (high - low), 0, 1)   (high += 0.001 when low == high)
+//   f' = f / factor * ramp_i + f * (1 - ramp_i)
+LN_HD inline double yarn_correction_dim(double rotations, int head_dim, double theta, double original_max_positions) {
+  const double pi = 3.14159265358979323846;
+  return double(head_dim) * log(original_max_positions / (rotations * 2 * pi)) / (2 * log(theta));
+}
+LN_HD inline double yarn_scale_inv_freq(double f, int i, int head_dim, double theta, double factor, double beta_fast,
+                                        double beta_slow, double original_max_positions) {
+  double low = floor(yarn_correction_dim(beta_fast, head_dim, theta, original_max_positions));
+  double high = ceil(yarn_correction_dim(beta_slow, head_dim, theta, original_max_positions));
+  low = low < 0 ? 0 : low;
+  high = high > head_dim - 1 ? head_dim - 1 : high;
+  if (low == high) high += 0.001;
+  double ramp = (double(i) - low) / (high - low);
+  ramp = ramp < 0 ? 0 : ramp > 1 ? 1 : ramp;
+  return f / factor * ramp + f * (1 - ramp);
+}
+// The default YaRN attention factor (cos and sin are multiplied by it): 0.1 ln(factor) + 1 (1 for factor <= 1);
+// with mscale and mscale_all_dim both set, get(factor, mscale) / get(factor, mscale_all_dim).
+LN_HD inline double yarn_mscale(double factor, double mscale) {
+  return factor <= 1 ? 1.0 : 0.1 * mscale * log(factor) + 1.0;
+}
+
 // cos/sin of the rotation angle of position pos for a float32 inv_freq. As in transformers, the angle is a float32
 // product (its rounding is what dominates differences at long positions); cos/sin of it in double, rounded.
 LN_HD inline void rope_cos_sin(int64_t pos, float inv_freq, float* c, float* s) {
@@ -86,6 +156,9 @@ LN_HD inline void rope_rotate(float x0, float x1, float c, float s, float* out0,
   *out0 = a;
   *out1 = b;
 }
+
+// Cohere's interleaved convention rotates the adjacent pair (x_2i, x_2i+1) by the angle of frequency i with the
+// same formula: out_2i = x_2i cos - x_2i+1 sin, out_2i+1 = x_2i+1 cos + x_2i sin (rope_rotate on that pair).
 
 // ---- softmax -----------------------------------------------------------------------------------------------
 

@@ -19,6 +19,24 @@ void rmsnorm_rows(int64_t M, const float* x, int64_t ldx, const float* w, float*
   for (int64_t r = 0; r < M; ++r) rmsnorm(x + r * ldx, w, y + r * ldy, n, eps);
 }
 
+void layernorm(const float* x, const float* w, float* y, int64_t n, float eps) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += double(x[i]);
+  const float mean = float(sum / double(n));
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = double(x[i] - mean);
+    ss += d * d;
+  }
+  const float r = math::layernorm_inv_std(ss, n, eps);
+  for (int64_t i = 0; i < n; ++i) y[i] = math::layernorm_apply(x[i], mean, r, w[i]);
+}
+
+void layernorm_rows(int64_t M, const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t n,
+                    float eps) {
+  for (int64_t r = 0; r < M; ++r) layernorm(x + r * ldx, w, y + r * ldy, n, eps);
+}
+
 void rope_inv_freq(int head_dim, double theta, const RopeScaling& sc, double* inv_freq) {
   const int half = head_dim / 2;
   for (int i = 0; i < half; ++i) {
@@ -26,6 +44,11 @@ void rope_inv_freq(int head_dim, double theta, const RopeScaling& sc, double* in
     if (sc.llama3)
       inv_freq[i] = math::llama3_scale_inv_freq(inv_freq[i], sc.factor, sc.low_freq_factor, sc.high_freq_factor,
                                                 sc.original_max_positions);
+    else if (sc.yarn)
+      inv_freq[i] = math::yarn_scale_inv_freq(inv_freq[i], i, head_dim, theta, sc.factor, sc.beta_fast, sc.beta_slow,
+                                              sc.original_max_positions);
+    else if (sc.linear)
+      inv_freq[i] /= sc.factor;
   }
 }
 
@@ -41,6 +64,18 @@ void rope_apply(float* x, int n_heads, int head_dim, const float* cos_row, const
     float* b = a + half;
     for (int i = 0; i < half; ++i) math::rope_rotate(a[i], b[i], cos_row[i], sin_row[i], a + i, b + i);
   }
+}
+
+void rope_apply_interleaved(float* x, int n_heads, int head_dim, const float* cos_row, const float* sin_row) {
+  const int half = head_dim / 2;
+  for (int h = 0; h < n_heads; ++h) {
+    float* a = x + int64_t(h) * head_dim;
+    for (int i = 0; i < half; ++i) math::rope_rotate(a[2 * i], a[2 * i + 1], cos_row[i], sin_row[i], a + 2 * i, a + 2 * i + 1);
+  }
+}
+
+void gelu_tanh_inplace(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = math::gelu_tanh(x[i]);
 }
 
 void silu_inplace_plain(float* x, int64_t n) {
@@ -70,6 +105,32 @@ void attend_row_plain(const float* q, const float* k, const float* v, int64_t ld
     float s = 0.f;
     for (int d = 0; d < hd; ++d) s += q[d] * kj[d];
     s *= scale;
+    p[j] = s;
+    m = s > m ? s : m;
+  }
+  float sum = 0.f;
+  for (int32_t j = 0; j < n_keys; ++j) {
+    p[j] = std::exp(p[j] - m);
+    sum += p[j];
+  }
+  for (int d = 0; d < hd; ++d) out[d] = 0.f;
+  for (int32_t j = 0; j < n_keys; ++j) {
+    const float* vj = v + j * ld;
+    const float pj = p[j];
+    for (int d = 0; d < hd; ++d) out[d] += pj * vj[d];
+  }
+  const float inv = 1.f / sum;
+  for (int d = 0; d < hd; ++d) out[d] *= inv;
+}
+
+void attend_row_capped(const float* q, const float* k, const float* v, int64_t ld, int32_t n_keys, int hd,
+                       float scale, float cap, float* p, float* out) {
+  float m = -INFINITY;
+  for (int32_t j = 0; j < n_keys; ++j) {
+    const float* kj = k + j * ld;
+    float s = 0.f;
+    for (int d = 0; d < hd; ++d) s += q[d] * kj[d];
+    s = math::softcap(s * scale, cap);
     p[j] = s;
     m = s > m ? s : m;
   }

@@ -20,13 +20,21 @@ void rmsnorm(const float* x, const float* w, float* y, int64_t n, float eps);
 void rmsnorm_rows(int64_t M, const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t n,
                   float eps);
 
-// RoPE frequencies. Llama-3 scaling follows transformers' _compute_llama3_parameters.
+// Cohere's LayerNorm (mean-centred, weight, no bias) on M rows of n floats, in float32 with double sums:
+// y = w * ((x - mean) / sqrt(var + eps)). y may alias x when ldy == ldx.
+void layernorm(const float* x, const float* w, float* y, int64_t n, float eps);
+void layernorm_rows(int64_t M, const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t n,
+                    float eps);
+
+// RoPE frequencies. Llama-3 scaling follows transformers' _compute_llama3_parameters, YaRN _compute_yarn_parameters,
+// linear _compute_linear_scaling_rope_parameters (every frequency / factor).
 struct RopeScaling {
-  bool llama3 = false;
+  bool llama3 = false, yarn = false, linear = false;
   double factor = 1, low_freq_factor = 1, high_freq_factor = 4;
   double original_max_positions = 8192;
+  double beta_fast = 32, beta_slow = 1;  // yarn
 };
-// inv_freq[i] = theta^(-2i/head_dim) for i < head_dim/2 (then Llama-3 scaled), computed in double.
+// inv_freq[i] = theta^(-2i/head_dim) for i < head_dim/2 (then scaled), computed in double.
 void rope_inv_freq(int head_dim, double theta, const RopeScaling& s, double* inv_freq);
 // cos/sin tables for positions [p0, p1): row (p - p0) holds half = head_dim/2 values. As in transformers,
 // inv_freq is a float32 tensor and the angle p * inv_freq is a float32 product (at long positions the rounding
@@ -36,6 +44,8 @@ void rope_tables(const float* inv_freq, int half, int64_t p0, int64_t p1, float*
 // rotate_half RoPE, in place, on n_heads heads of head_dim floats stored back to back:
 //   out[i] = x[i] cos_i - x[i+half] sin_i,  out[i+half] = x[i+half] cos_i + x[i] sin_i   (i < half)
 void rope_apply(float* x, int n_heads, int head_dim, const float* cos_row, const float* sin_row);
+// Cohere's interleaved RoPE, in place: pair (x[2i], x[2i+1]) rotated by frequency i (same formula).
+void rope_apply_interleaved(float* x, int n_heads, int head_dim, const float* cos_row, const float* sin_row);
 
 // silu(g) = g / (1 + exp(-g)) in float32 (torch's F.silu).
 inline float silu(float g) { return math::silu(g); }
@@ -44,6 +54,7 @@ inline float silu(float g) { return math::silu(g); }
 void silu_inplace(float* x, int64_t n);
 void silu_inplace_plain(float* x, int64_t n);
 void silu_inplace_avx2(float* x, int64_t n);  // only after cpu_supports(Avx2)
+void gelu_tanh_inplace(float* x, int64_t n);  // x = gelu_tanh(x) (math.h)
 void mul_inplace(float* x, const float* y, int64_t n);  // x *= y
 void add_inplace(float* x, const float* y, int64_t n);  // x += y
 void round_bf16_inplace(float* x, int64_t n);           // x = round_bf16(x)
@@ -58,6 +69,11 @@ void attend_row_plain(const float* q, const float* k, const float* v, int64_t ld
                       float scale, float* p, float* out);
 void attend_row_avx2(const float* q, const float* k, const float* v, int64_t ld, int32_t n_keys, int hd,
                      float scale, float* p, float* out);  // only after cpu_supports(Avx2)
+
+// attend_row with Gemma 2's score soft-capping: p[j] = cap tanh((q . k_j) * scale / cap), then as attend_row.
+// Scalar (plain) code for every kernel choice.
+void attend_row_capped(const float* q, const float* k, const float* v, int64_t ld, int32_t n_keys, int hd,
+                       float scale, float cap, float* p, float* out);
 
 // Causal attention of a block of query rows for the query heads that share one KV head (grouped-query attention),
 // the prefill kernel of attention.cpp. Query row r (0 <= r < n_rows) of head g (0 <= g < n_q) is

@@ -3,6 +3,10 @@
 //   per sequence and head: softmax(q k^T / sqrt(head_dim)) over positions <= own position, times v;
 //   h += concat(heads) Wo^T.
 // Grouped-query attention: query head hq reads kv head hq / (n_heads / n_kv_heads).
+// Family variants (ModelConfig): the norm type (RMS, Gemma's (1+w) RMS, Cohere's LayerNorm); Qwen3's per-head RMSNorm
+// of q and k before RoPE; Cohere's interleaved RoPE; Gemma 2's query_pre_attn_scalar, score soft-capping and
+// post-attention norm; sliding windows (a query at position p sees keys max(0, p - W + 1)..p; the cache keeps every
+// position, attention reads the window); Cohere's parallel block keeps the normed input for the FFN (st.xn).
 //
 // Compute::BF16 rounds, beyond what gemm_xwt rounds inside the products: q, k, v after projection (+bias), and q,
 // k again after RoPE, i.e. the bf16 tensors a bf16 GPU run holds at the attention inputs. The cache stores that
@@ -43,10 +47,19 @@ static void qkv_post(ForwardState& st, int l, int64_t r0, int64_t r1, bool pre, 
       round_bf16_inplace(v, kvd);
     }
     if (!rope) continue;
+    if (c.qk_norm) {  // Qwen3: RMSNorm over each head, before RoPE
+      rmsnorm_rows(c.n_heads, q, hd, lv.q_norm.data(), q, hd, hd, c.rms_eps);
+      rmsnorm_rows(c.n_kv_heads, k, hd, lv.k_norm.data(), k, hd, hd, c.rms_eps);
+    }
     const float* cs = st.rope_cos.data() + int64_t(st.pos[size_t(t)]) * (hd / 2);
     const float* sn = st.rope_sin.data() + int64_t(st.pos[size_t(t)]) * (hd / 2);
-    rope_apply(q, c.n_heads, hd, cs, sn);
-    rope_apply(k, c.n_kv_heads, hd, cs, sn);
+    if (c.rope_interleaved) {
+      rope_apply_interleaved(q, c.n_heads, hd, cs, sn);
+      rope_apply_interleaved(k, c.n_kv_heads, hd, cs, sn);
+    } else {
+      rope_apply(q, c.n_heads, hd, cs, sn);
+      rope_apply(k, c.n_kv_heads, hd, cs, sn);
+    }
     if (bf16) {
       round_bf16_inplace(q, qd);
       round_bf16_inplace(k, kvd);
@@ -64,8 +77,9 @@ void attention_forward(ForwardState& st, int l) {
 
   const float* norm_w = st.vecs[size_t(l)].attn_norm.data();
   for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) {
-    rmsnorm_rows(r1 - r0, st.h.data() + r0 * H, H, norm_w, st.x.data() + r0 * H, H, H, c.rms_eps);
+    norm_rows(c, r1 - r0, st.h.data() + r0 * H, H, norm_w, st.x.data() + r0 * H, H, H);
   });
+  if (c.parallel_block) std::memcpy(st.xn.data(), st.x.data(), size_t(T * H) * sizeof(float));
 
   gemm_xwt(T, st.x.data(), H, lw.wq, st.q.data(), qd, st.compute, false, pool);
   gemm_xwt(T, st.x.data(), H, lw.wk, st.k.data(), kvd, st.compute, false, pool);
@@ -97,7 +111,9 @@ void attention_forward(ForwardState& st, int l) {
   // sequence with few KV heads). Causal imbalance (late rows see more keys) is absorbed by the pool's dynamic
   // scheduling.
   const int group = c.n_heads / c.n_kv_heads;
-  const float scale = float(1.0 / std::sqrt(double(hd)));
+  const float scale = c.attn_scale();
+  const int32_t window = c.window_of(l);
+  const float cap = c.attn_softcap;
   const int64_t n_blocks = int64_t(st.blocks.size());
   int per_task = group;
   while (per_task > 1 && n_blocks * c.n_kv_heads * ((group + per_task - 1) / per_task) < 2 * int64_t(pool.size()))
@@ -123,7 +139,10 @@ void attention_forward(ForwardState& st, int l) {
     const int64_t t0 = s.row0 + b.q0;  // first row of the block in the batch
     const float* q = st.q.data() + t0 * qd + int64_t(h0) * hd;
     float* out = st.att.data() + t0 * qd + int64_t(h0) * hd;
-    if (int64_t(rows) * nh >= kAttnMinTileVectors) {
+    // The tile kernel computes plain causal attention from key 0: usable unless the scores are capped or a row of
+    // the block has keys outside its window.
+    const bool plain_causal = cap == 0.f && (window == 0 || s.pos0 + b.q1 <= window);
+    if (plain_causal && int64_t(rows) * nh >= kAttnMinTileVectors) {
       // Row i of the block sits at position pos0 + q0 + i and sees keys 0..own position (causal).
       float* scratch = pool.scratch(thread, ThreadPool::Scratch::Attention, attend_causal_scratch_floats(hd));
       attend_causal(q, qd, rows, nh, kb, vb, kvd, s.pos0 + b.q0, hd, scale, out, qd, scratch);
@@ -131,21 +150,34 @@ void attention_forward(ForwardState& st, int l) {
     }
     // Too few query vectors to fill a tile (decoding: one row): one row of one head at a time.
     float* p = st.scores.data() + int64_t(thread) * st.max_ctx;
-    for (int32_t i = 0; i < rows; ++i)
-      for (int g = 0; g < nh; ++g)
-        attend_row(q + int64_t(i) * qd + int64_t(g) * hd, kb, vb, kvd, s.pos0 + b.q0 + i + 1, hd, scale, p,
-                   out + int64_t(i) * qd + int64_t(g) * hd);
+    // Also the path of capped scores and of windows: row i at position p sees keys first..p.
+    for (int32_t i = 0; i < rows; ++i) {
+      const int32_t p_i = s.pos0 + b.q0 + i;
+      const int32_t first = window > 0 ? std::max(0, p_i - window + 1) : 0;
+      for (int g = 0; g < nh; ++g) {
+        const float* qi = q + int64_t(i) * qd + int64_t(g) * hd;
+        float* oi = out + int64_t(i) * qd + int64_t(g) * hd;
+        if (cap > 0)
+          attend_row_capped(qi, kb + int64_t(first) * kvd, vb + int64_t(first) * kvd, kvd, p_i - first + 1, hd,
+                            scale, cap, p, oi);
+        else
+          attend_row(qi, kb + int64_t(first) * kvd, vb + int64_t(first) * kvd, kvd, p_i - first + 1, hd, scale, p,
+                     oi);
+      }
+    }
   });
 
-  if (!recording(st, Site::O, l)) {
+  if (!recording(st, Site::O, l) && !c.post_norms) {
     gemm_xwt(T, st.att.data(), qd, lw.wo, st.h.data(), H, st.compute, /*accumulate=*/true, pool);
     return;
   }
-  // Site `o`: the projection's own output goes to x (free since the q/k/v products), is recorded, then added to
-  // the residual stream.
+  // Site `o` (and Gemma 2's post-attention norm): the projection's own output goes to x (free since the q/k/v
+  // products), is recorded, normed with the post-norm, then added to the residual stream.
   gemm_xwt(T, st.att.data(), qd, lw.wo, st.x.data(), H, st.compute, /*accumulate=*/false, pool);
   record_block(st, Site::O, l, st.x.data(), H);
+  const float* post_w = st.vecs[size_t(l)].attn_post_norm.data();
   for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) {
+    if (c.post_norms) norm_rows(c, r1 - r0, st.x.data() + r0 * H, H, post_w, st.x.data() + r0 * H, H, H);
     add_inplace(st.h.data() + r0 * H, st.x.data() + r0 * H, (r1 - r0) * H);
   });
 }

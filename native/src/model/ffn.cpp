@@ -4,6 +4,9 @@
 // work of langneurons happens (statistics and interventions), so it is kept as one visible step:
 // ffn_activation_rows, or ffn_activation_recorded when the sites gate / act / up / h are recorded.
 // Interventions (model/intervention.h) are applied in both, at their site, before that site is recorded.
+// Family variants: the activation is silu or Gemma's gelu_tanh (act_inplace); Cohere's parallel block reads the
+// layer's normed input kept by the attention half (st.xn) instead of norming h again; Gemma 2 norms the down
+// projection's output (post-feedforward norm) before the residual add.
 #include <algorithm>
 
 #include "kernels/ops.h"
@@ -27,6 +30,14 @@ static EditRange edit_range(const ForwardState& st, int l, Site site, int64_t c0
   auto below = [](const Edit& x, int64_t n) { return x.neuron < n; };
   const Edit* b = std::lower_bound(iv->begin(l, site), iv->end(l, site), c0, below);
   return {b, std::lower_bound(b, iv->end(l, site), c1, below)};
+}
+
+// x = act(x) with the model's activation (sites gate -> act).
+static void act_inplace(const ForwardState& st, float* x, int64_t n) {
+  if (st.cfg->act == Activation::GeluTanh)
+    gelu_tanh_inplace(x, n);
+  else
+    silu_inplace(x, n);
 }
 
 // Position class of token t (every class without a mask) and its test-time rule values at this layer.
@@ -53,7 +64,7 @@ static void compute_rule_values(ForwardState& st, int l) {
       for (int32_t k = 0; k < n_rules; ++k) {
         const RowRule& r = rules[k];
         std::copy(g, g + I, row);
-        if (r.site != Site::Gate) silu_inplace(row, I);
+        if (r.site != Site::Gate) act_inplace(st, row, I);
         if (r.site == Site::H) mul_inplace(row, st.u.data() + t * I, I);
         st.rule_values[size_t(t * R + k)] = r.factor * row_statistic(row, I, r.stat, r.percentile, work);
       }
@@ -70,7 +81,7 @@ static void ffn_activation_rows(ForwardState& st, int l, int64_t r0, int64_t r1)
     float* g = st.g.data() + t * I;
     const float* u = st.u.data() + t * I;
     if (eg.any()) apply_edits(eg.b, eg.e, g, 0, token_class(st, t), rule_values(st, t));
-    silu_inplace(g, I);
+    act_inplace(st, g, I);
     if (ea.any()) apply_edits(ea.b, ea.e, g, 0, token_class(st, t), rule_values(st, t));
     mul_inplace(g, u, I);
     if (eh.any()) apply_edits(eh.b, eh.e, g, 0, token_class(st, t), rule_values(st, t));
@@ -97,7 +108,7 @@ static void ffn_activation_recorded(ForwardState& st, int l) {
         const float* u = st.u.data() + t * I + c0;
         if (eg.any()) apply_edits(eg.b, eg.e, g, c0, token_class(st, t), rule_values(st, t));
         if (gate.active()) gate.row(t, g);
-        silu_inplace(g, n);
+        act_inplace(st, g, n);
         if (ea.any()) apply_edits(ea.b, ea.e, g, c0, token_class(st, t), rule_values(st, t));
         if (act.active()) act.row(t, g);
         if (up.active()) up.row(t, u);
@@ -117,27 +128,32 @@ void ffn_forward(ForwardState& st, int l) {
   ThreadPool& pool = *st.pool;
   const int64_t T = st.T, H = c.hidden, I = c.intermediate;
 
-  const float* norm_w = st.vecs[size_t(l)].ffn_norm.data();
-  for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) {
-    rmsnorm_rows(r1 - r0, st.h.data() + r0 * H, H, norm_w, st.x.data() + r0 * H, H, H, c.rms_eps);
-  });
-  gemm_xwt(T, st.x.data(), H, lw.w_gate, st.g.data(), I, st.compute, false, pool);
-  gemm_xwt(T, st.x.data(), H, lw.w_up, st.u.data(), I, st.compute, false, pool);
+  const float* xin = c.parallel_block ? st.xn.data() : st.x.data();
+  if (!c.parallel_block) {
+    const float* norm_w = st.vecs[size_t(l)].ffn_norm.data();
+    for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) {
+      norm_rows(c, r1 - r0, st.h.data() + r0 * H, H, norm_w, st.x.data() + r0 * H, H, H);
+    });
+  }
+  gemm_xwt(T, xin, H, lw.w_gate, st.g.data(), I, st.compute, false, pool);
+  gemm_xwt(T, xin, H, lw.w_up, st.u.data(), I, st.compute, false, pool);
   if (st.intervention && st.intervention->n_rules(l) > 0) compute_rule_values(st, l);
   if (recording(st, Site::Gate, l) || recording(st, Site::Act, l) || recording(st, Site::Up, l) ||
       recording(st, Site::H, l))
     ffn_activation_recorded(st, l);
   else
     for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) { ffn_activation_rows(st, l, r0, r1); });
-  if (!recording(st, Site::Down, l)) {
+  if (!recording(st, Site::Down, l) && !c.post_norms) {
     gemm_xwt(T, st.g.data(), I, lw.w_down, st.h.data(), H, st.compute, /*accumulate=*/true, pool);
     return;
   }
-  // Site `down`: the projection's own output is needed, so it goes to x (free since the gate/up products) and
-  // is added to the residual stream after recording.
+  // Site `down` (and Gemma 2's post-feedforward norm): the projection's own output is needed, so it goes to x (free
+  // since the gate/up products), is recorded, normed with the post-norm, and added to the residual stream.
   gemm_xwt(T, st.g.data(), I, lw.w_down, st.x.data(), H, st.compute, /*accumulate=*/false, pool);
   record_block(st, Site::Down, l, st.x.data(), H);
+  const float* post_w = st.vecs[size_t(l)].ffn_post_norm.data();
   for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) {
+    if (c.post_norms) norm_rows(c, r1 - r0, st.x.data() + r0 * H, H, post_w, st.x.data() + r0 * H, H, H);
     add_inplace(st.h.data() + r0 * H, st.x.data() + r0 * H, (r1 - r0) * H);
   });
 }

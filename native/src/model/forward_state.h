@@ -10,6 +10,7 @@
 #include <mutex>
 #include <vector>
 
+#include "kernels/ops.h"
 #include "model/model.h"
 #include "runtime/request.h"
 
@@ -48,7 +49,8 @@ struct ForwardState {
 
   // 1-D tensors converted once to float32 (tiny; avoids dtype/alignment handling in the hot loop).
   struct LayerVecs {
-    std::vector<float> attn_norm, ffn_norm, bq, bk, bv;
+    // Norm weights as the norm multiplies them: (1 + w) for RmsOnePlus.
+    std::vector<float> attn_norm, ffn_norm, bq, bk, bv, q_norm, k_norm, attn_post_norm, ffn_post_norm;
   };
   std::vector<LayerVecs> vecs;
   std::vector<float> final_norm;
@@ -69,6 +71,7 @@ struct ForwardState {
   // Activations (see Model::scratch_bytes).
   std::vector<float> h;       // [T, hidden]  residual stream
   std::vector<float> x;       // [T, hidden]  normed input of the current sublayer
+  std::vector<float> xn;      // [T, hidden]  parallel_block only: the layer's normed input, kept for the FFN
   std::vector<float> q, att;  // [T, n_heads*head_dim]  queries, attention output (heads concatenated)
   std::vector<float> k, v;    // [T, n_kv_heads*head_dim]
   std::vector<float> g, u;    // [T, intermediate]  gate (then activation, then a*u), up
@@ -102,6 +105,15 @@ template <class F>
 void for_row_blocks(ThreadPool& pool, int64_t n, F&& f) {
   const int64_t nb = (n + kRowBlock - 1) / kRowBlock;
   pool.parallel_for(nb, [&](int64_t b, int) { f(b * kRowBlock, std::min(n, (b + 1) * kRowBlock)); });
+}
+
+// y = norm(x) over M rows of n values, the config's norm type (its weights as LayerVecs holds them).
+inline void norm_rows(const ModelConfig& c, int64_t M, const float* x, int64_t ldx, const float* w, float* y,
+                      int64_t ldy, int64_t n) {
+  if (c.norm == NormType::Layer)
+    layernorm_rows(M, x, ldx, w, y, ldy, n, c.rms_eps);
+  else
+    rmsnorm_rows(M, x, ldx, w, y, ldy, n, c.rms_eps);
 }
 
 // h += Attention(rmsnorm(h)) for layer `l` (appends the batch's K/V to the cache when there is one).

@@ -55,6 +55,14 @@ static std::vector<float> to_f32(const WeightRef& w) {
   return v;
 }
 
+// A norm weight as the norm multiplies it: (1 + w) in float32 for Gemma's RMSNorm, w otherwise.
+static std::vector<float> norm_f32(const ModelConfig& c, const WeightRef& w) {
+  std::vector<float> v = to_f32(w);
+  if (c.norm == NormType::RmsOnePlus)
+    for (float& x : v) x = 1.f + x;
+  return v;
+}
+
 Model::Model(const ModelConfig& config, const ModelWeights& weights, int n_threads, Compute compute)
     : cfg_(config), w_(weights), compute_(compute), pool_(checked_threads(n_threads)) {
   std::string e = validate_weights(cfg_, w_);  // includes validate_config
@@ -70,8 +78,16 @@ Model::Model(const ModelConfig& config, const ModelWeights& weights, int n_threa
   st.pool = &pool_;
   for (const LayerWeights& L : w_.layers) {
     ForwardState::LayerVecs lv;
-    lv.attn_norm = to_f32(L.attn_norm);
-    lv.ffn_norm = to_f32(L.ffn_norm);
+    lv.attn_norm = norm_f32(cfg_, L.attn_norm);
+    if (!cfg_.parallel_block) lv.ffn_norm = norm_f32(cfg_, L.ffn_norm);
+    if (cfg_.qk_norm) {  // Qwen3's q/k norms are plain RMSNorms
+      lv.q_norm = to_f32(L.q_norm);
+      lv.k_norm = to_f32(L.k_norm);
+    }
+    if (cfg_.post_norms) {
+      lv.attn_post_norm = norm_f32(cfg_, L.attn_post_norm);
+      lv.ffn_post_norm = norm_f32(cfg_, L.ffn_post_norm);
+    }
     if (cfg_.qkv_bias) {
       lv.bq = to_f32(L.bq);
       lv.bk = to_f32(L.bk);
@@ -79,7 +95,7 @@ Model::Model(const ModelConfig& config, const ModelWeights& weights, int n_threa
     }
     st.vecs.push_back(std::move(lv));
   }
-  st.final_norm = to_f32(w_.final_norm);
+  st.final_norm = norm_f32(cfg_, w_.final_norm);
 
   st.inv_freq = rope_inv_freq_f32(cfg_);
 }
@@ -87,7 +103,7 @@ Model::Model(const ModelConfig& config, const ModelWeights& weights, int n_threa
 int64_t Model::scratch_bytes() const {
   const ForwardState& st = *impl_;
   int64_t n = 0;
-  for (const auto* v : {&st.h, &st.x, &st.q, &st.att, &st.k, &st.v, &st.g, &st.u, &st.scores, &st.rows, &st.chunk,
+  for (const auto* v : {&st.h, &st.x, &st.xn, &st.q, &st.att, &st.k, &st.v, &st.g, &st.u, &st.scores, &st.rows, &st.chunk,
                         &st.rope_cos, &st.rope_sin, &st.rule_values, &st.rule_work})
     n += int64_t(v->size());
   return n * int64_t(sizeof(float));
@@ -110,14 +126,21 @@ static void prepare(ForwardState& st, const ForwardRequest& r, int n_threads) {
     const int64_t n = std::min<int64_t>(c.max_positions, std::max<int64_t>(st.max_ctx, 2 * st.rope_positions));
     st.rope_cos.resize(size_t(n * half));
     st.rope_sin.resize(size_t(n * half));
-    rope_tables(st.inv_freq.data(), half, st.rope_positions, n, st.rope_cos.data() + st.rope_positions * half,
-                st.rope_sin.data() + st.rope_positions * half);
+    float* cs = st.rope_cos.data() + st.rope_positions * half;
+    float* sn = st.rope_sin.data() + st.rope_positions * half;
+    rope_tables(st.inv_freq.data(), half, st.rope_positions, n, cs, sn);
+    if (c.rope_attention_factor != 1.f)  // yarn: transformers multiplies cos and sin (float32) by it
+      for (int64_t i = 0; i < (n - st.rope_positions) * half; ++i) {
+        cs[i] *= c.rope_attention_factor;
+        sn[i] *= c.rope_attention_factor;
+      }
     st.rope_positions = n;
   }
 
   const int64_t T = st.T, qd = int64_t(c.n_heads) * c.head_dim, kvd = int64_t(c.n_kv_heads) * c.head_dim;
   detail::ensure(st.h, T * c.hidden);
   detail::ensure(st.x, T * c.hidden);
+  if (c.parallel_block) detail::ensure(st.xn, T * c.hidden);
   detail::ensure(st.q, T * qd);
   detail::ensure(st.att, T * qd);
   detail::ensure(st.k, T * kvd);
@@ -134,14 +157,29 @@ static void prepare(ForwardState& st, const ForwardRequest& r, int n_threads) {
   }
 }
 
+// Cohere's logit_scale and Gemma 2's final soft-capping on n rows of logits (in place).
+static void finish_logits(ForwardState& st, float* logits, int64_t n) {
+  const ModelConfig& c = *st.cfg;
+  if (c.logit_scale == 1.f && c.final_softcap == 0.f) return;
+  const int64_t V = c.vocab;
+  detail::for_row_blocks(*st.pool, n, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0 * V; i < r1 * V; ++i) {
+      float x = logits[i] * c.logit_scale;
+      if (c.final_softcap > 0) x = math::softcap(x, c.final_softcap);
+      logits[i] = x;
+    }
+  });
+}
+
 // Final norm of rows `idx` of h gathered into st.rows, then logits = rows lm_head^T into `out` (n x vocab).
 static void lm_head_rows(ForwardState& st, const int64_t* idx, int64_t n, float* out) {
   const ModelConfig& c = *st.cfg;
   const int64_t H = c.hidden;
   detail::ensure(st.rows, n * H);
   for (int64_t i = 0; i < n; ++i)
-    rmsnorm(st.h.data() + idx[i] * H, st.final_norm.data(), st.rows.data() + i * H, H, c.rms_eps);
+    detail::norm_rows(c, 1, st.h.data() + idx[i] * H, H, st.final_norm.data(), st.rows.data() + i * H, H, H);
   gemm_xwt(n, st.rows.data(), H, st.w->lm_head, out, c.vocab, st.compute, false, *st.pool);
+  finish_logits(st, out, n);
 }
 
 // target_logprobs[t] = logits[t][target] - logsumexp(logits[t]) for rows with a target, from n logit rows.
@@ -163,8 +201,12 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
   detail::begin_recording(st, req, out);
   const int64_t T = st.T, H = cfg_.hidden, V = cfg_.vocab;
 
+  // Gemma's embedding scale is a tensor of the activations' dtype in transformers: rounded to bf16 in a bf16 run.
+  const float escale = compute_ == Compute::BF16 ? round_bf16(cfg_.embed_scale) : cfg_.embed_scale;
   detail::for_row_blocks(pool_, T, [&](int64_t r0, int64_t r1) {
     embed_rows(w_.embed, req.tokens + r0, r1 - r0, st.h.data() + r0 * H, H);
+    if (escale != 1.f)
+      for (int64_t i = r0 * H; i < r1 * H; ++i) st.h[size_t(i)] *= escale;
   });
   const int n_run = req.last_layer < 0 ? cfg_.n_layers : req.last_layer + 1;
   for (int l = 0; l < n_run; ++l) {
@@ -190,9 +232,10 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
     out.logits.resize(size_t(T * V));
     const float* fw = st.final_norm.data();
     detail::for_row_blocks(pool_, T, [&](int64_t r0, int64_t r1) {
-      rmsnorm_rows(r1 - r0, st.h.data() + r0 * H, H, fw, st.x.data() + r0 * H, H, H, cfg_.rms_eps);
+      detail::norm_rows(cfg_, r1 - r0, st.h.data() + r0 * H, H, fw, st.x.data() + r0 * H, H, H);
     });
     gemm_xwt(T, st.x.data(), H, w_.lm_head, out.logits.data(), V, compute_, false, pool_);
+    finish_logits(st, out.logits.data(), T);
   } else if (req.logits == LogitsMode::Last) {
     out.logits.resize(size_t(int64_t(req.n_seqs) * V));
     for (const detail::SeqSpan& s : st.seqs) idx.push_back(s.row0 + s.len - 1);
@@ -232,6 +275,10 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
 std::vector<float> rope_inv_freq_f32(const ModelConfig& c) {
   RopeScaling rs;
   rs.llama3 = c.rope_type == RopeType::Llama3;
+  rs.yarn = c.rope_type == RopeType::Yarn;
+  rs.linear = c.rope_type == RopeType::Linear;
+  rs.beta_fast = c.rope_beta_fast;
+  rs.beta_slow = c.rope_beta_slow;
   rs.factor = c.rope_factor;
   rs.low_freq_factor = c.rope_low_freq_factor;
   rs.high_freq_factor = c.rope_high_freq_factor;

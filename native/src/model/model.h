@@ -1,4 +1,4 @@
-// The Llama-family decoder (llama, mistral, qwen2): weights referenced in place (memory-mapped by the caller),
+// The Llama-family decoder (llama, mistral, qwen2, qwen3, gemma2, cohere): weights referenced in place (memory-mapped by the caller),
 // forward over a packed batch of variable-length sequences, optional KV cache for incremental decoding.
 #pragma once
 #include <cstdint>
@@ -15,7 +15,13 @@ namespace ln {
 class ActivationStats;  // model/stats.h
 class Intervention;     // model/intervention.h
 
-enum class RopeType : int32_t { Default = 0, Llama3 = 1 };
+// Default also serves transformers' "dynamic" scaling, which is the identity for positions within
+// max_position_embeddings (the engine refuses positions beyond it). Linear divides every frequency by the factor.
+enum class RopeType : int32_t { Default = 0, Llama3 = 1, Yarn = 2, Linear = 3 };
+// Rms: w * (x / rms(x)). RmsOnePlus (Gemma): (1 + w) * (x / rms(x)). Layer (Cohere): w * (x - mean) / std(x), no bias.
+enum class NormType : int32_t { Rms = 0, RmsOnePlus = 1, Layer = 2 };
+// The gated FFN's activation: act(gate) * up. Both are > 0 exactly where gate > 0.
+enum class Activation : int32_t { Silu = 0, GeluTanh = 1 };
 
 struct ModelConfig {
   int32_t hidden = 0;        // hidden_size
@@ -31,21 +37,46 @@ struct ModelConfig {
   RopeType rope_type = RopeType::Default;
   float rope_factor = 1.f, rope_low_freq_factor = 1.f, rope_high_freq_factor = 4.f;
   int32_t rope_original_max_positions = 8192;
+  float rope_attention_factor = 1.f;             // yarn: cos and sin are multiplied by it
+  float rope_beta_fast = 32.f, rope_beta_slow = 1.f;  // yarn
   bool tie_embeddings = false;
   bool qkv_bias = false;
+
+  // Family features (all off: Llama).
+  NormType norm = NormType::Rms;       // every norm of the model (rms_eps is its epsilon)
+  Activation act = Activation::Silu;
+  bool qk_norm = false;           // qwen3: RMSNorm over each head's q and k (weights [head_dim]) before RoPE
+  bool parallel_block = false;    // cohere: h + attn(norm(h)) + ffn(norm(h)), one norm per layer (no ffn_norm)
+  bool post_norms = false;        // gemma2: norms on the attention and FFN outputs before the residual add
+  bool rope_interleaved = false;  // cohere: RoPE on pairs (2i, 2i+1) instead of (i, i + head_dim/2)
+  float embed_scale = 1.f;        // gemma2: embeddings times sqrt(hidden)
+  float query_scale = 0.f;        // attention scores times this (0: 1/sqrt(head_dim)); gemma2: query_pre_attn_scalar^-0.5
+  float attn_softcap = 0.f;       // gemma2: scores -> cap tanh(scores / cap) before the mask (0: none)
+  float final_softcap = 0.f;      // gemma2: logits -> cap tanh(logits / cap) (0: none)
+  float logit_scale = 1.f;        // cohere: logits times this
+  int32_t sliding_window = 0;     // > 0: a query sees its last sliding_window keys (itself included) ...
+  int32_t sliding_period = 1;     // ... in layers l with l % sliding_period == 0 (1: every layer, 2: gemma2's even ones)
+
+  // The window of layer l (0: full causal attention).
+  int32_t window_of(int l) const { return sliding_window > 0 && l % sliding_period == 0 ? sliding_window : 0; }
+  float attn_scale() const;
 };
 
 // Returns "" when the config is usable, else a message naming the bad field.
 std::string validate_config(const ModelConfig& c);
 
-// RoPE inverse frequencies of the config (plain or Llama-3 scaled), as float32 like transformers holds them.
+// RoPE inverse frequencies of the config (plain, Llama-3, YaRN or linear scaled), as float32 like transformers holds
+// them. The YaRN attention factor is applied to the cos/sin tables, not here.
 std::vector<float> rope_inv_freq_f32(const ModelConfig& c);
 
 struct LayerWeights {
   WeightRef attn_norm;            // [hidden]
   WeightRef wq, wk, wv, wo;       // [heads*hd, hidden], [kv*hd, hidden] x2, [hidden, heads*hd]
   WeightRef bq, bk, bv;           // qwen2 only: [heads*hd], [kv*hd] x2
-  WeightRef ffn_norm;             // [hidden]
+  WeightRef q_norm, k_norm;       // qk_norm only: [head_dim] each
+  WeightRef attn_post_norm;       // post_norms only: [hidden]
+  WeightRef ffn_norm;             // [hidden]; absent with parallel_block
+  WeightRef ffn_post_norm;        // post_norms only: [hidden]
   WeightRef w_gate, w_up;         // [I, hidden]
   WeightRef w_down;               // [hidden, I]
 };

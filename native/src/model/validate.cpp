@@ -41,10 +41,46 @@ std::string validate_config(const ModelConfig& c) {
     if (c.rope_original_max_positions <= 0)
       return "config: rope_scaling.original_max_position_embeddings must be positive, got " +
              std::to_string(c.rope_original_max_positions);
+  } else if (c.rope_type == RopeType::Yarn || c.rope_type == RopeType::Linear) {
+    if (!(std::isfinite(c.rope_factor) && c.rope_factor >= 1))
+      return "config: rope_scaling.factor must be >= 1, got " + std::to_string(c.rope_factor);
+    if (c.rope_type == RopeType::Yarn) {
+      if (c.rope_original_max_positions <= 0)
+        return "config: rope_scaling.original_max_position_embeddings must be positive, got " +
+               std::to_string(c.rope_original_max_positions);
+      if (!(std::isfinite(c.rope_attention_factor) && c.rope_attention_factor > 0))
+        return "config: rope_scaling.attention_factor must be positive, got " + std::to_string(c.rope_attention_factor);
+      if (!(std::isfinite(c.rope_beta_fast) && std::isfinite(c.rope_beta_slow) && c.rope_beta_fast > 0 &&
+            c.rope_beta_slow > 0))
+        return "config: rope_scaling.beta_fast and beta_slow must be positive";
+    }
   } else if (c.rope_type != RopeType::Default) {
     return "config: unknown rope type " + std::to_string(int(c.rope_type));
   }
+  if (c.rope_type != RopeType::Yarn && c.rope_attention_factor != 1.f)
+    return "config: an attention factor is only defined for yarn rope scaling";
+  if (c.norm != NormType::Rms && c.norm != NormType::RmsOnePlus && c.norm != NormType::Layer)
+    return "config: unknown norm type " + std::to_string(int(c.norm));
+  if (c.act != Activation::Silu && c.act != Activation::GeluTanh)
+    return "config: unknown activation " + std::to_string(int(c.act));
+  if (c.parallel_block && c.post_norms) return "config: a parallel block with post-norms is not a known architecture";
+  if (c.post_norms && c.norm == NormType::Layer) return "config: post-norms are RMS norms (Gemma 2), not LayerNorms";
+  for (auto& [name, v] : {std::pair<const char*, float>{"embedding scale", c.embed_scale},
+                          {"logit_scale", c.logit_scale}}) {
+    if (!(std::isfinite(v) && v > 0)) return std::string("config: ") + name + " must be a positive number, got " + std::to_string(v);
+  }
+  for (auto& [name, v] : {std::pair<const char*, float>{"query_pre_attn_scalar scale", c.query_scale},
+                          {"attn_logit_softcapping", c.attn_softcap},
+                          {"final_logit_softcapping", c.final_softcap}}) {
+    if (!(std::isfinite(v) && v >= 0)) return std::string("config: ") + name + " must be >= 0, got " + std::to_string(v);
+  }
+  if (c.sliding_window < 0) return "config: sliding_window must be >= 0, got " + std::to_string(c.sliding_window);
+  if (c.sliding_period < 1) return "config: sliding period must be >= 1, got " + std::to_string(c.sliding_period);
   return "";
+}
+
+float ModelConfig::attn_scale() const {
+  return query_scale > 0 ? query_scale : float(1.0 / std::sqrt(double(head_dim)));
 }
 
 static std::string shape_str(int64_t rows, int64_t cols, bool one_d) {
@@ -85,10 +121,20 @@ std::string validate_weights(const ModelConfig& c, const ModelWeights& w) {
       int64_t rows, cols;
     };
     const Want wants[] = {{"attn_norm", &L.attn_norm, H, 0}, {"wq", &L.wq, qd, H},         {"wk", &L.wk, kvd, H},
-                          {"wv", &L.wv, kvd, H},            {"wo", &L.wo, H, qd},          {"ffn_norm", &L.ffn_norm, H, 0},
+                          {"wv", &L.wv, kvd, H},            {"wo", &L.wo, H, qd},
                           {"w_gate", &L.w_gate, I, H},      {"w_up", &L.w_up, I, H},       {"w_down", &L.w_down, H, I}};
     for (const Want& x : wants)
       if ((e = check_tensor(p + x.name, *x.t, x.rows, x.cols)) != "") return e;
+    // Family tensors are required when the config has the feature and ignored without it.
+    if (!c.parallel_block && (e = check_tensor(p + "ffn_norm", L.ffn_norm, H, 0)) != "") return e;
+    if (c.qk_norm) {
+      if ((e = check_tensor(p + "q_norm", L.q_norm, c.head_dim, 0)) != "") return e;
+      if ((e = check_tensor(p + "k_norm", L.k_norm, c.head_dim, 0)) != "") return e;
+    }
+    if (c.post_norms) {
+      if ((e = check_tensor(p + "attn_post_norm", L.attn_post_norm, H, 0)) != "") return e;
+      if ((e = check_tensor(p + "ffn_post_norm", L.ffn_post_norm, H, 0)) != "") return e;
+    }
     // Biases are required with qkv_bias and ignored without it.
     if (c.qkv_bias) {
       const Want biases[] = {{"bq", &L.bq, qd, 0}, {"bk", &L.bk, kvd, 0}, {"bv", &L.bv, kvd, 0}};

@@ -73,20 +73,78 @@ void rmsnorm_backward(ThreadPool& pool, int64_t T, int64_t n, const float* x, co
   });
 }
 
+// ---------------------------------------------------------------- LayerNorm
+
+void layernorm_forward(ThreadPool& pool, int64_t T, int64_t n, const float* x, const float* w, float eps, float* y,
+                       float* mean, float* rstd) {
+  for_rows(pool, T, [&](int64_t t) {
+    const float* xr = x + t * n;
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += double(xr[i]);
+    const float mu = float(sum / double(n));
+    double ss = 0;
+    for (int64_t i = 0; i < n; ++i) ss += double(xr[i] - mu) * double(xr[i] - mu);
+    const float r = math::layernorm_inv_std(ss, n, eps);
+    mean[t] = mu;
+    rstd[t] = r;
+    float* yr = y + t * n;
+    for (int64_t i = 0; i < n; ++i) yr[i] = math::layernorm_apply(xr[i], mu, r, w[i]);
+  });
+}
+
+void layernorm_backward(ThreadPool& pool, int64_t T, int64_t n, const float* x, const float* w, const float* mean,
+                        const float* rstd, const float* dy, float* dx, bool accumulate, float* dw) {
+  for_rows(pool, T, [&](int64_t t) {
+    const float* xr = x + t * n;
+    const float* g = dy + t * n;
+    const float mu = mean[t], r = rstd[t];
+    double sg = 0, sgx = 0;  // sum_k w_k dy_k, sum_k w_k dy_k xhat_k
+    for (int64_t k = 0; k < n; ++k) {
+      const double gk = double(w[k]) * g[k];
+      sg += gk;
+      sgx += gk * double((xr[k] - mu) * r);
+    }
+    const float mg = float(sg / double(n)), mgx = float(sgx / double(n));
+    float* d = dx + t * n;
+    for (int64_t i = 0; i < n; ++i) {
+      const float xhat = (xr[i] - mu) * r;
+      const float v = r * (w[i] * g[i] - mg - xhat * mgx);
+      d[i] = accumulate ? d[i] + v : v;
+    }
+  });
+  if (!dw) return;
+  const int64_t cb = 64;
+  pool.parallel_for((n + cb - 1) / cb, [&](int64_t b, int) {
+    const int64_t c0 = b * cb, c1 = std::min(n, c0 + cb);
+    for (int64_t i = c0; i < c1; ++i) {
+      double s = 0;
+      for (int64_t t = 0; t < T; ++t) s += double(dy[t * n + i]) * ((x[t * n + i] - mean[t]) * rstd[t]);
+      dw[i] += float(s);
+    }
+  });
+}
+
 // ---------------------------------------------------------------- RoPE
 
 void rope_forward(ThreadPool& pool, int64_t T, float* x, int n_heads, int head_dim, const int32_t* pos,
-                  const float* cos_tab, const float* sin_tab) {
+                  const float* cos_tab, const float* sin_tab, bool interleaved) {
   const int half = head_dim / 2;
   for_rows(pool, T, [&](int64_t t) {
-    rope_apply(x + t * int64_t(n_heads) * head_dim, n_heads, head_dim, cos_tab + int64_t(pos[t]) * half,
-               sin_tab + int64_t(pos[t]) * half);
+    float* row = x + t * int64_t(n_heads) * head_dim;
+    const float* c = cos_tab + int64_t(pos[t]) * half;
+    const float* s = sin_tab + int64_t(pos[t]) * half;
+    if (interleaved)
+      rope_apply_interleaved(row, n_heads, head_dim, c, s);
+    else
+      rope_apply(row, n_heads, head_dim, c, s);
   });
 }
 
 void rope_backward(ThreadPool& pool, int64_t T, float* dx, int n_heads, int head_dim, const int32_t* pos,
-                   const float* cos_tab, const float* sin_tab) {
+                   const float* cos_tab, const float* sin_tab, bool interleaved) {
   const int half = head_dim / 2;
+  // The pair of frequency i: (i, i + half), or (2i, 2i + 1) interleaved.
+  const int stride = interleaved ? 2 : 1, offset = interleaved ? 1 : half;
   for_rows(pool, T, [&](int64_t t) {
     const float* c = cos_tab + int64_t(pos[t]) * half;
     const float* s = sin_tab + int64_t(pos[t]) * half;
@@ -94,9 +152,11 @@ void rope_backward(ThreadPool& pool, int64_t T, float* dx, int n_heads, int head
       float* d = dx + (t * n_heads + h) * int64_t(head_dim);
       for (int i = 0; i < half; ++i) {
         // forward: o0 = x0 c - x1 s, o1 = x1 c + x0 s  =>  dx0 = d0 c + d1 s, dx1 = d1 c - d0 s
-        const float d0 = d[i], d1 = d[i + half];
-        d[i] = d0 * c[i] + d1 * s[i];
-        d[i + half] = d1 * c[i] - d0 * s[i];
+        float* p0 = d + i * stride;
+        float* p1 = p0 + offset;
+        const float d0 = *p0, d1 = *p1;
+        *p0 = d0 * c[i] + d1 * s[i];
+        *p1 = d1 * c[i] - d0 * s[i];
       }
     }
   });
@@ -108,7 +168,8 @@ void attention_forward(ThreadPool& pool, const std::vector<SeqSpan>& seqs, const
                        const float* k, const float* v, float* out, float* lse, float* scratch) {
   const int hd = a.head_dim, nh = a.n_heads, group = a.n_heads / a.n_kv_heads;
   const int64_t qd = int64_t(nh) * hd, kvd = int64_t(a.n_kv_heads) * hd;
-  const float scale = float(1.0 / std::sqrt(double(hd)));
+  const float scale = a.scale > 0 ? a.scale : float(1.0 / std::sqrt(double(hd)));
+  const float cap = a.softcap;
   int32_t max_len = 0;
   for (const SeqSpan& s : seqs) max_len = std::max(max_len, s.len);
   pool.parallel_for(int64_t(seqs.size()) * nh, [&](int64_t task, int thread) {
@@ -118,20 +179,22 @@ void attention_forward(ThreadPool& pool, const std::vector<SeqSpan>& seqs, const
     for (int32_t i = 0; i < s.len; ++i) {
       const int64_t t = s.row0 + i;
       const float* qi = q + t * qd + int64_t(h) * hd;
+      const int32_t first = a.window > 0 ? std::max(0, i - a.window + 1) : 0;
       float m = -INFINITY;
-      for (int32_t j = 0; j <= i; ++j) {
+      for (int32_t j = first; j <= i; ++j) {
         p[j] = dot(qi, k + (s.row0 + j) * kvd + int64_t(kh) * hd, hd) * scale;
+        if (cap > 0) p[j] = math::softcap(p[j], cap);
         m = std::max(m, p[j]);
       }
       double sum = 0;
-      for (int32_t j = 0; j <= i; ++j) {
+      for (int32_t j = first; j <= i; ++j) {
         p[j] = std::exp(p[j] - m);
         sum += p[j];
       }
       const float inv = float(1.0 / sum);
       float* o = out + t * qd + int64_t(h) * hd;
       std::memset(o, 0, size_t(hd) * sizeof(float));
-      for (int32_t j = 0; j <= i; ++j) {
+      for (int32_t j = first; j <= i; ++j) {
         const float w = p[j] * inv;
         const float* vj = v + (s.row0 + j) * kvd + int64_t(kh) * hd;
         for (int d = 0; d < hd; ++d) o[d] += w * vj[d];
@@ -146,14 +209,16 @@ void attention_backward(ThreadPool& pool, const std::vector<SeqSpan>& seqs, cons
                         float* dv, float* scratch) {
   const int hd = a.head_dim, nh = a.n_heads, nkv = a.n_kv_heads, group = nh / nkv;
   const int64_t qd = int64_t(nh) * hd, kvd = int64_t(nkv) * hd;
-  const float scale = float(1.0 / std::sqrt(double(hd)));
+  const float scale = a.scale > 0 ? a.scale : float(1.0 / std::sqrt(double(hd)));
+  const float cap = a.softcap;
   int32_t max_len = 0;
   for (const SeqSpan& s : seqs) max_len = std::max(max_len, s.len);
   pool.parallel_for(int64_t(seqs.size()) * nkv, [&](int64_t task, int thread) {
     const SeqSpan& s = seqs[size_t(task / nkv)];
     const int kh = int(task % nkv);
-    float* p = scratch + int64_t(thread) * 2 * max_len;
+    float* p = scratch + int64_t(thread) * 3 * max_len;
     float* dp = p + max_len;
+    float* chain = dp + max_len;  // soft-capping: d(capped score) / d(raw score) = 1 - (capped / cap)^2
     for (int32_t j = 0; j < s.len; ++j) {
       std::memset(dk + (s.row0 + j) * kvd + int64_t(kh) * hd, 0, size_t(hd) * sizeof(float));
       std::memset(dv + (s.row0 + j) * kvd + int64_t(kh) * hd, 0, size_t(hd) * sizeof(float));
@@ -164,19 +229,26 @@ void attention_backward(ThreadPool& pool, const std::vector<SeqSpan>& seqs, cons
         const float* qi = q + t * qd + int64_t(h) * hd;
         const float* doi = dout + t * qd + int64_t(h) * hd;
         const float l = lse[t * nh + h];
+        const int32_t first = a.window > 0 ? std::max(0, i - a.window + 1) : 0;
         double D = 0;  // sum_j p_j dp_j (= dout_i . out_i)
-        for (int32_t j = 0; j <= i; ++j) {
+        for (int32_t j = first; j <= i; ++j) {
           const int64_t r = (s.row0 + j) * kvd + int64_t(kh) * hd;
-          p[j] = std::exp(dot(qi, k + r, hd) * scale - l);
+          float sc = dot(qi, k + r, hd) * scale;
+          chain[j] = 1.f;
+          if (cap > 0) {
+            sc = math::softcap(sc, cap);
+            chain[j] = math::softcap_grad_from_output(sc, cap);
+          }
+          p[j] = std::exp(sc - l);
           dp[j] = dot(doi, v + r, hd);
           D += double(p[j]) * dp[j];
         }
         float* dqi = dq + t * qd + int64_t(h) * hd;
         std::memset(dqi, 0, size_t(hd) * sizeof(float));
         const float Df = float(D);
-        for (int32_t j = 0; j <= i; ++j) {
+        for (int32_t j = first; j <= i; ++j) {
           const int64_t r = (s.row0 + j) * kvd + int64_t(kh) * hd;
-          const float ds = p[j] * (dp[j] - Df) * scale;
+          const float ds = p[j] * (dp[j] - Df) * chain[j] * scale;
           const float* kj = k + r;
           float* dkj = dk + r;
           float* dvj = dv + r;
@@ -193,21 +265,27 @@ void attention_backward(ThreadPool& pool, const std::vector<SeqSpan>& seqs, cons
 
 // ---------------------------------------------------------------- SwiGLU
 
-void swiglu_forward(ThreadPool& pool, int64_t n, const float* g, const float* u, float* a) {
+void swiglu_forward(ThreadPool& pool, int64_t n, const float* g, const float* u, float* a, bool gelu) {
   const int64_t b = 4096;
   pool.parallel_for((n + b - 1) / b, [&](int64_t blk, int) {
-    for (int64_t i = blk * b, e = std::min(n, i + b); i < e; ++i) a[i] = math::silu(g[i]) * u[i];
+    for (int64_t i = blk * b, e = std::min(n, i + b); i < e; ++i)
+      a[i] = (gelu ? math::gelu_tanh(g[i]) : math::silu(g[i])) * u[i];
   });
 }
 
 void swiglu_backward(ThreadPool& pool, int64_t n, const float* g, const float* u, const float* da, float* dg,
-                     float* du) {
+                     float* du, bool gelu) {
   const int64_t b = 4096;
   pool.parallel_for((n + b - 1) / b, [&](int64_t blk, int) {
     for (int64_t i = blk * b, e = std::min(n, i + b); i < e; ++i) {
+      const float d = da[i];
+      if (gelu) {
+        dg[i] = d * u[i] * math::gelu_tanh_grad(g[i]);
+        du[i] = d * math::gelu_tanh(g[i]);
+        continue;
+      }
       const float sg = 1.f / (1.f + std::exp(-g[i]));
       const float si = g[i] * sg;
-      const float d = da[i];
       dg[i] = d * u[i] * (sg * (1.f + g[i] * (1.f - sg)));
       du[i] = d * si;
     }
@@ -232,11 +310,11 @@ double crossentropy_forward_backward(ThreadPool& pool, int64_t rows, int64_t V, 
 
 // ---------------------------------------------------------------- embedding
 
-void embedding_backward(int64_t T, int64_t H, const int32_t* tokens, const float* dh, float* dE) {
+void embedding_backward(int64_t T, int64_t H, const int32_t* tokens, const float* dh, float* dE, float scale) {
   for (int64_t t = 0; t < T; ++t) {
     float* e = dE + int64_t(tokens[t]) * H;
     const float* d = dh + t * H;
-    for (int64_t i = 0; i < H; ++i) e[i] += d[i];
+    for (int64_t i = 0; i < H; ++i) e[i] += scale * d[i];
   }
 }
 

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "kernels/math.h"
 #include "kernels/ops.h"
 #include "train/gemm_backward.h"
 
@@ -15,8 +16,9 @@ namespace train {
 
 namespace {
 constexpr int64_t kLmChunk = 64;  // LM-head rows per chunk (bounds the chunk x vocab logits buffer)
-const char* const kRoleNames[kLayerRoles] = {"attn_norm", "wq", "wk", "wv", "wo", "bq",
-                                             "bk",        "bv", "ffn_norm", "w_gate", "w_up", "w_down"};
+const char* const kRoleNames[kLayerRoles] = {"attn_norm", "wq", "wk", "wv", "wo", "bq", "bk", "bv", "ffn_norm",
+                                             "w_gate", "w_up", "w_down", "q_norm", "k_norm", "attn_post_norm",
+                                             "ffn_post_norm"};
 [[noreturn]] void fail(const std::string& m) { throw std::invalid_argument("trainer: " + m); }
 }  // namespace
 
@@ -67,9 +69,17 @@ Trainer::Trainer(const ModelConfig& cfg, const ModelWeights& w0, int threads, co
   add("lm_head", -1, cfg_.tie_embeddings ? WeightRef{} : w.lm_head);
   for (int l = 0; l < cfg_.n_layers; ++l) {
     const LayerWeights& L = w.layers[size_t(l)];
-    const WeightRef* refs[kLayerRoles] = {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq,
-                                          &L.bk, &L.bv, &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down};
-    for (int r = 0; r < kLayerRoles; ++r) add(kRoleNames[r], l, cfg_.qkv_bias || (r < kBq || r > kBv) ? *refs[r] : WeightRef{});
+    const WeightRef* refs[kLayerRoles] = {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq, &L.bk, &L.bv,
+                                          &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down, &L.q_norm, &L.k_norm,
+                                          &L.attn_post_norm, &L.ffn_post_norm};
+    for (int r = 0; r < kLayerRoles; ++r) {
+      bool present = true;
+      if (r >= kBq && r <= kBv) present = cfg_.qkv_bias;
+      if (r == kQNorm || r == kKNorm) present = cfg_.qk_norm;
+      if (r == kAttnPostNorm || r == kFfnPostNorm) present = cfg_.post_norms;
+      if (r == kFfnNorm) present = !cfg_.parallel_block;
+      add(kRoleNames[r], l, present ? *refs[r] : WeightRef{});
+    }
   }
 
   // Modes from the spec.
@@ -170,6 +180,54 @@ Trainer::Trainer(const ModelConfig& cfg, const ModelWeights& w0, int threads, co
 
   init_extra_params();
   inv_freq_ = rope_inv_freq_f32(cfg_);
+  // Gemma's norms multiply by (1 + w): a buffer per model norm for that vector (refreshed every forward).
+  onep_.resize(params_.size());
+  if (cfg_.norm == NormType::RmsOnePlus) {
+    auto give = [&](int i) { if (!params_[size_t(i)].stored.empty()) onep_[size_t(i)].resize(size_t(params_[size_t(i)].stored.rows)); };
+    give(1);
+    for (int l = 0; l < cfg_.n_layers; ++l)
+      for (int r : {kAttnNorm, kFfnNorm, kAttnPostNorm, kFfnPostNorm}) give(pi(l, r));
+  }
+}
+
+const float* Trainer::norm_w(int param) const {
+  const std::vector<float>& o = onep_[size_t(param)];
+  return o.empty() ? vec_of(params_[size_t(param)]) : o.data();
+}
+
+void Trainer::refresh_norms() {
+  for (size_t i = 0; i < onep_.size(); ++i) {
+    std::vector<float>& o = onep_[i];
+    if (o.empty()) continue;
+    const float* w = vec_of(params_[i]);
+    for (size_t k = 0; k < o.size(); ++k) o[k] = 1.f + w[k];
+  }
+}
+
+void Trainer::norm_forward(int param, int64_t T, const float* x, float* y, float* mean, float* rstd) {
+  if (cfg_.norm == NormType::Layer)
+    layernorm_forward(pool_, T, cfg_.hidden, x, norm_w(param), cfg_.rms_eps, y, mean, rstd);
+  else
+    rmsnorm_forward(pool_, T, cfg_.hidden, x, norm_w(param), cfg_.rms_eps, y, rstd);
+}
+
+// d(1 + w) = dw: the gradient goes to the parameter itself.
+void Trainer::norm_backward(int param, int64_t T, const float* x, const float* mean, const float* rstd,
+                            const float* dy, float* dx, bool accumulate) {
+  Param& p = params_[size_t(param)];
+  float* dw = p.trainable() ? grad_.data() + p.offset : nullptr;
+  if (cfg_.norm == NormType::Layer)
+    layernorm_backward(pool_, T, cfg_.hidden, x, norm_w(param), mean, rstd, dy, dx, accumulate, dw);
+  else
+    rmsnorm_backward(pool_, T, cfg_.hidden, x, norm_w(param), rstd, dy, dx, accumulate, dw);
+}
+
+AttnShape Trainer::attn_shape(int layer) const {
+  AttnShape a{cfg_.n_heads, cfg_.n_kv_heads, cfg_.head_dim};
+  a.scale = cfg_.attn_scale();
+  a.softcap = cfg_.attn_softcap;
+  a.window = cfg_.window_of(layer);
+  return a;
 }
 
 WeightRef Trainer::master_ref(const Param& p) const {
@@ -188,6 +246,11 @@ void Trainer::ensure(int64_t T, int32_t max_len) {
     cos_.resize(size_t(int64_t(max_len) * half));
     sin_.resize(size_t(int64_t(max_len) * half));
     rope_tables(inv_freq_.data(), half, 0, max_len, cos_.data(), sin_.data());
+    if (cfg_.rope_attention_factor != 1.f)  // yarn, as the inference forward
+      for (size_t i = 0; i < cos_.size(); ++i) {
+        cos_[i] *= cfg_.rope_attention_factor;
+        sin_[i] *= cfg_.rope_attention_factor;
+      }
     rope_positions_ = max_len;
   }
   if (T <= cap_T_ && max_len <= cap_len_) return;
@@ -196,7 +259,10 @@ void Trainer::ensure(int64_t T, int32_t max_len) {
   T = cap_T_;
   const int64_t H = cfg_.hidden, I = cfg_.intermediate, V = cfg_.vocab, nh = cfg_.n_heads;
   const int64_t qd = nh * cfg_.head_dim, kvd = int64_t(cfg_.n_kv_heads) * cfg_.head_dim;
-  const int64_t per_layer = T * (4 * H + 2 + 2 * qd + 2 * kvd + nh + 3 * I);
+  const bool ln = cfg_.norm == NormType::Layer, qkn = cfg_.qk_norm, post = cfg_.post_norms;
+  const int64_t nkv = cfg_.n_kv_heads;
+  const int64_t per_layer = T * (4 * H + 2 + 2 * qd + 2 * kvd + nh + 3 * I) + (ln ? 2 * T : 0) +
+                            (qkn ? T * (qd + kvd + nh + nkv) : 0) + (post ? T * (2 * H + 2) : 0);
   const int64_t nthreads = pool_.size();
   int64_t lora_acts = 0, max_r = 0;
   bool any_dropout = false;
@@ -205,7 +271,7 @@ void Trainer::ensure(int64_t T, int32_t max_len) {
     max_r = std::max<int64_t>(max_r, ad.r);
     any_dropout = any_dropout || ad.dropout > 0;
   }
-  acts_.assign(size_t(int64_t(cfg_.n_layers) * per_layer + T * (2 * H + 1) + lora_acts), 0.f);
+  acts_.assign(size_t(int64_t(cfg_.n_layers) * per_layer + T * (2 * H + 1) + (ln ? T : 0) + lora_acts), 0.f);
   la_.resize(size_t(cfg_.n_layers));
   float* p = acts_.data();
   auto take = [&](int64_t n) { float* r = p; p += n; return r; };
@@ -214,8 +280,14 @@ void Trainer::ensure(int64_t T, int32_t max_len) {
     a.q = take(T * qd); a.k = take(T * kvd); a.v = take(T * kvd); a.lse = take(T * nh); a.att = take(T * qd);
     a.hmid = take(T * H); a.r2 = take(T); a.x2 = take(T * H);
     a.g = take(T * I); a.u = take(T * I); a.a = take(T * I);
+    a.m1 = ln ? take(T) : nullptr; a.m2 = ln ? take(T) : nullptr;
+    a.qpre = qkn ? take(T * qd) : nullptr; a.kpre = qkn ? take(T * kvd) : nullptr;
+    a.rq = qkn ? take(T * nh) : nullptr; a.rk = qkn ? take(T * nkv) : nullptr;
+    a.o = post ? take(T * H) : nullptr; a.ro = post ? take(T) : nullptr;
+    a.d = post ? take(T * H) : nullptr; a.rd = post ? take(T) : nullptr;
   }
   hfin_ = take(T * H); rf_ = take(T); xf_ = take(T * H);
+  mf_ = ln ? take(T) : nullptr;
   for (Adapter& ad : loras_) ad.h = take(T * ad.r);
 
   int64_t max_sel = 0, maxK = std::max({H, qd, I});
@@ -228,16 +300,22 @@ void Trainer::ensure(int64_t T, int32_t max_len) {
   const int64_t M = std::max(T, kLmChunk);
   const int64_t n_work = T * (3 * H + 2 * qd + 2 * kvd + 3 * I) + T * H /*dxf*/ + M * max_sel +
                          (any_cols ? M * maxK : 0) + nthreads * maxK + nthreads * 2 * int64_t(cap_len_) +
-                         kLmChunk * V + 2 * kLmChunk * H + (any_dropout ? T * maxK : 0) + T * max_r;
+                         kLmChunk * V + 2 * kLmChunk * H + (any_dropout ? T * maxK : 0) + T * max_r +
+                         nthreads * int64_t(cap_len_) /* third attention scratch row */ +
+                         (qkn ? T * std::max(qd, kvd) : 0) + (cfg_.parallel_block ? T * H : 0) +
+                         (cfg_.final_softcap > 0 ? kLmChunk * V : 0);
   work_.assign(size_t(n_work), 0.f);
   p = work_.data();
   dh_ = take(T * H); dx_ = take(T * H); dtmp_ = take(T * H);
   dq_ = take(T * qd); datt_ = take(T * qd); dk_ = take(T * kvd); dv_ = take(T * kvd);
   dg_ = take(T * I); du_ = take(T * I); da_ = take(T * I); dxf_ = take(T * H);
   sel_ = take(M * max_sel); mask_ = any_cols ? take(M * maxK) : nullptr;
-  gscratch_ = take(nthreads * maxK); attn_scratch_ = take(nthreads * 2 * int64_t(cap_len_));
+  gscratch_ = take(nthreads * maxK); attn_scratch_ = take(nthreads * 3 * int64_t(cap_len_));
   chunk_ = take(kLmChunk * V); xc_ = take(kLmChunk * H); dxc_ = take(kLmChunk * H);
   lora_x_ = any_dropout ? take(T * maxK) : nullptr; lora_dh_ = take(T * max_r);
+  dqk_ = qkn ? take(T * std::max(qd, kvd)) : nullptr;
+  dx1p_ = cfg_.parallel_block ? take(T * H) : nullptr;
+  capped_ = cfg_.final_softcap > 0 ? take(kLmChunk * V) : nullptr;
   row_loss_.resize(size_t(kLmChunk));
 }
 
@@ -366,11 +444,15 @@ int32_t Trainer::check_batch(const int32_t* tokens, const int32_t* seq_lens, int
 }
 
 // Embedding, every layer and the final norm: fills the activation arena up to xf_ (the final-normed states).
+// Family variants as the inference forward (model/attention.cpp, ffn.cpp): the norm type, Gemma's embedding scale
+// and post-norms, Qwen3's q/k norms, Cohere's interleaved RoPE and parallel block (the FFN reads x1; x2 is unused),
+// Gemma 2's attention scaling, soft-capping and sliding windows, gelu_tanh.
 void Trainer::forward_layers(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs, int64_t T, int32_t max_len) {
   const int64_t H = cfg_.hidden, I = cfg_.intermediate;
   const int nh = cfg_.n_heads, nkv = cfg_.n_kv_heads, hd = cfg_.head_dim;
   const int64_t qd = int64_t(nh) * hd, kvd = int64_t(nkv) * hd;
   ensure(T, max_len);
+  refresh_norms();
   seqs_.clear();
   pos_.resize(size_t(T));
   int64_t row = 0;
@@ -379,9 +461,9 @@ void Trainer::forward_layers(const int32_t* tokens, const int32_t* seq_lens, int
     for (int32_t i = 0; i < seq_lens[s]; ++i) pos_[size_t(row + i)] = i;
     row += seq_lens[s];
   }
-  const AttnShape ashape{nh, nkv, hd};
   const float eps = cfg_.rms_eps;
   const int L = cfg_.n_layers;
+  const bool gelu = cfg_.act == Activation::GeluTanh;
 
   float* h0 = L > 0 ? la_[0].hin : hfin_;
   if (embed().trainable()) {
@@ -390,10 +472,12 @@ void Trainer::forward_layers(const int32_t* tokens, const int32_t* seq_lens, int
   } else {
     embed_rows(embed().stored, tokens, T, h0, H);
   }
+  if (cfg_.embed_scale != 1.f)
+    for (int64_t i = 0; i < T * H; ++i) h0[i] *= cfg_.embed_scale;
   for (int l = 0; l < L; ++l) {
     LayerActs& a = la_[size_t(l)];
     float* hout = l + 1 < L ? la_[size_t(l + 1)].hin : hfin_;
-    rmsnorm_forward(pool_, T, H, a.hin, vec_of(P(l, kAttnNorm)), eps, a.x1, a.r1);
+    norm_forward(pi(l, kAttnNorm), T, a.hin, a.x1, a.m1, a.r1);
     linear_forward(P(l, kWq), T, a.x1, a.q, false);
     linear_forward(P(l, kWk), T, a.x1, a.k, false);
     linear_forward(P(l, kWv), T, a.x1, a.v, false);
@@ -405,76 +489,125 @@ void Trainer::forward_layers(const int32_t* tokens, const int32_t* seq_lens, int
         add_inplace(a.v + t * kvd, bv, kvd);
       }
     }
-    rope_forward(pool_, T, a.q, nh, hd, pos_.data(), cos_.data(), sin_.data());
-    rope_forward(pool_, T, a.k, nkv, hd, pos_.data(), cos_.data(), sin_.data());
-    attention_forward(pool_, seqs_, ashape, a.q, a.k, a.v, a.att, a.lse, attn_scratch_);
+    if (cfg_.qk_norm) {  // per-head RMSNorm: rows of head_dim
+      std::memcpy(a.qpre, a.q, size_t(T * qd) * 4);
+      std::memcpy(a.kpre, a.k, size_t(T * kvd) * 4);
+      rmsnorm_forward(pool_, T * nh, hd, a.qpre, vec_of(P(l, kQNorm)), eps, a.q, a.rq);
+      rmsnorm_forward(pool_, T * nkv, hd, a.kpre, vec_of(P(l, kKNorm)), eps, a.k, a.rk);
+    }
+    rope_forward(pool_, T, a.q, nh, hd, pos_.data(), cos_.data(), sin_.data(), cfg_.rope_interleaved);
+    rope_forward(pool_, T, a.k, nkv, hd, pos_.data(), cos_.data(), sin_.data(), cfg_.rope_interleaved);
+    attention_forward(pool_, seqs_, attn_shape(l), a.q, a.k, a.v, a.att, a.lse, attn_scratch_);
     std::memcpy(a.hmid, a.hin, size_t(T * H) * 4);
-    linear_forward(P(l, kWo), T, a.att, a.hmid, true);
-    rmsnorm_forward(pool_, T, H, a.hmid, vec_of(P(l, kFfnNorm)), eps, a.x2, a.r2);
-    linear_forward(P(l, kWGate), T, a.x2, a.g, false);
-    linear_forward(P(l, kWUp), T, a.x2, a.u, false);
-    swiglu_forward(pool_, T * I, a.g, a.u, a.a);
+    if (cfg_.post_norms) {
+      linear_forward(P(l, kWo), T, a.att, a.o, false);
+      rmsnorm_forward(pool_, T, H, a.o, norm_w(pi(l, kAttnPostNorm)), eps, dx_, a.ro);  // dx_: free scratch here
+      add_inplace(a.hmid, dx_, T * H);
+    } else {
+      linear_forward(P(l, kWo), T, a.att, a.hmid, true);
+    }
+    const float* xf = a.x1;  // the FFN's input: x1 in a parallel block
+    if (!cfg_.parallel_block) {
+      norm_forward(pi(l, kFfnNorm), T, a.hmid, a.x2, a.m2, a.r2);
+      xf = a.x2;
+    }
+    linear_forward(P(l, kWGate), T, xf, a.g, false);
+    linear_forward(P(l, kWUp), T, xf, a.u, false);
+    swiglu_forward(pool_, T * I, a.g, a.u, a.a, gelu);
     std::memcpy(hout, a.hmid, size_t(T * H) * 4);
-    linear_forward(P(l, kWDown), T, a.a, hout, true);
+    if (cfg_.post_norms) {
+      linear_forward(P(l, kWDown), T, a.a, a.d, false);
+      rmsnorm_forward(pool_, T, H, a.d, norm_w(pi(l, kFfnPostNorm)), eps, dx_, a.rd);
+      add_inplace(hout, dx_, T * H);
+    } else {
+      linear_forward(P(l, kWDown), T, a.a, hout, true);
+    }
   }
-  rmsnorm_forward(pool_, T, H, hfin_, vec_of(final_norm()), eps, xf_, rf_);
+  norm_forward(1, T, hfin_, xf_, mf_, rf_);
 }
 
 // From d(loss)/d(xf_) in dxf_ down through the final norm and every layer down to lowest_ (and the embedding).
 void Trainer::backward_layers(const int32_t* tokens, int64_t T) {
   const int64_t H = cfg_.hidden, I = cfg_.intermediate;
   const int nh = cfg_.n_heads, nkv = cfg_.n_kv_heads, hd = cfg_.head_dim;
-  const AttnShape ashape{nh, nkv, hd};
+  const int64_t qd = int64_t(nh) * hd, kvd = int64_t(nkv) * hd;
   const int L = cfg_.n_layers;
-  Param& fn = final_norm();
-  rmsnorm_backward(pool_, T, H, hfin_, vec_of(fn), rf_, dxf_, dh_, false, fn.trainable() ? grad_.data() + fn.offset : nullptr);
+  const bool gelu = cfg_.act == Activation::GeluTanh, par = cfg_.parallel_block;
+  norm_backward(1, T, hfin_, mf_, rf_, dxf_, dh_, false);
   if (lowest_ >= L) return;  // only the final norm / heads train
   const int stop = std::max(lowest_, 0);
   for (int l = L - 1; l >= stop; --l) {
     LayerActs& a = la_[size_t(l)];
     auto grad_of = [&](Param& p) { return p.trainable() ? grad_.data() + p.offset : nullptr; };
     bool attn_trainable = false;
-    for (int r = kAttnNorm; r <= kBv; ++r) attn_trainable = attn_trainable || P(l, r).learns();
+    for (int r : {kAttnNorm, kWq, kWk, kWv, kWo, kBq, kBk, kBv, kQNorm, kKNorm, kAttnPostNorm})
+      attn_trainable = attn_trainable || P(l, r).learns();
     const bool below = l > lowest_ || embed().trainable();  // gradient needed below this layer
     const bool need_attn = below || attn_trainable;
+    Param& n1 = P(l, kAttnNorm);
+    const bool need_dx1 = below || n1.trainable();
 
-    // FFN half: hout = hmid + down(silu(gate(x2)) * up(x2)), x2 = norm(hmid). dh holds d hout.
-    linear_backward(P(l, kWDown), T, a.a, dh_, da_);
-    swiglu_backward(pool_, T * I, a.g, a.u, da_, dg_, du_);
+    // FFN half: hout = hmid + [post-norm] down(act(gate(x2)) * up(x2)), x2 = norm(hmid) (x1 in a parallel block).
+    // dh holds d hout.
+    const float* xf = par ? a.x1 : a.x2;
+    float* dd = dh_;
+    if (cfg_.post_norms) {
+      norm_backward(pi(l, kFfnPostNorm), T, a.d, nullptr, a.rd, dh_, dtmp_, false);
+      dd = dtmp_;
+    }
+    linear_backward(P(l, kWDown), T, a.a, dd, da_);
+    swiglu_backward(pool_, T * I, a.g, a.u, da_, dg_, du_, gelu);
     Param& n2 = P(l, kFfnNorm);
-    const bool need_dx2 = need_attn || n2.trainable();
-    linear_backward(P(l, kWGate), T, a.x2, dg_, need_dx2 ? dx_ : nullptr);
-    linear_backward(P(l, kWUp), T, a.x2, du_, need_dx2 ? dtmp_ : nullptr);
+    const bool need_dx2 = par ? need_dx1 : (need_attn || n2.trainable());
+    linear_backward(P(l, kWGate), T, xf, dg_, need_dx2 ? dx_ : nullptr);
+    linear_backward(P(l, kWUp), T, xf, du_, need_dx2 ? dtmp_ : nullptr);
     if (need_dx2) {
       add_inplace(dx_, dtmp_, T * H);
-      rmsnorm_backward(pool_, T, H, a.hmid, vec_of(n2), a.r2, dx_, dh_, true, grad_of(n2));
+      if (par)
+        std::memcpy(dx1p_, dx_, size_t(T * H) * 4);  // joins d(x1) in the attention half
+      else
+        norm_backward(pi(l, kFfnNorm), T, a.hmid, a.m2, a.r2, dx_, dh_, true);
     }
     if (!need_attn) break;
 
-    // Attention half: hmid = hin + wo(attn(rope(q), rope(k), v)), q/k/v = proj(x1) (+bias), x1 = norm(hin).
-    linear_backward(P(l, kWo), T, a.att, dh_, datt_);
-    attention_backward(pool_, seqs_, ashape, a.q, a.k, a.v, a.lse, datt_, dq_, dk_, dv_, attn_scratch_);
-    rope_backward(pool_, T, dq_, nh, hd, pos_.data(), cos_.data(), sin_.data());
-    rope_backward(pool_, T, dk_, nkv, hd, pos_.data(), cos_.data(), sin_.data());
+    // Attention half: hmid = hin + [post-norm] wo(attn(rope(qk-norm(q)), rope(qk-norm(k)), v)), q/k/v = proj(x1)
+    // (+bias), x1 = norm(hin). dh holds d hmid.
+    float* dob = dh_;
+    if (cfg_.post_norms) {
+      norm_backward(pi(l, kAttnPostNorm), T, a.o, nullptr, a.ro, dh_, dtmp_, false);
+      dob = dtmp_;
+    }
+    linear_backward(P(l, kWo), T, a.att, dob, datt_);
+    attention_backward(pool_, seqs_, attn_shape(l), a.q, a.k, a.v, a.lse, datt_, dq_, dk_, dv_, attn_scratch_);
+    rope_backward(pool_, T, dq_, nh, hd, pos_.data(), cos_.data(), sin_.data(), cfg_.rope_interleaved);
+    rope_backward(pool_, T, dk_, nkv, hd, pos_.data(), cos_.data(), sin_.data(), cfg_.rope_interleaved);
+    if (cfg_.qk_norm) {
+      Param& qn = P(l, kQNorm);
+      Param& kn = P(l, kKNorm);
+      rmsnorm_backward(pool_, T * nh, hd, a.qpre, vec_of(qn), a.rq, dq_, dqk_, false, grad_of(qn));
+      std::memcpy(dq_, dqk_, size_t(T * qd) * 4);
+      rmsnorm_backward(pool_, T * nkv, hd, a.kpre, vec_of(kn), a.rk, dk_, dqk_, false, grad_of(kn));
+      std::memcpy(dk_, dqk_, size_t(T * kvd) * 4);
+    }
     if (cfg_.qkv_bias) {
       bias_backward(P(l, kBq), T, dq_);
       bias_backward(P(l, kBk), T, dk_);
       bias_backward(P(l, kBv), T, dv_);
     }
-    linear_backward(P(l, kWq), T, a.x1, dq_, below || P(l, kAttnNorm).trainable() ? dx_ : nullptr);
-    Param& n1 = P(l, kAttnNorm);
-    if (below || n1.trainable()) {
+    linear_backward(P(l, kWq), T, a.x1, dq_, need_dx1 ? dx_ : nullptr);
+    if (need_dx1) {
       linear_backward(P(l, kWk), T, a.x1, dk_, dtmp_);
       add_inplace(dx_, dtmp_, T * H);
       linear_backward(P(l, kWv), T, a.x1, dv_, dtmp_);
       add_inplace(dx_, dtmp_, T * H);
-      rmsnorm_backward(pool_, T, H, a.hin, vec_of(n1), a.r1, dx_, dh_, true, grad_of(n1));
+      if (par) add_inplace(dx_, dx1p_, T * H);
+      norm_backward(pi(l, kAttnNorm), T, a.hin, a.m1, a.r1, dx_, dh_, true);
     } else {
       linear_backward(P(l, kWk), T, a.x1, dk_, nullptr);
       linear_backward(P(l, kWv), T, a.x1, dv_, nullptr);
     }
   }
-  if (embed().trainable()) embedding_backward(T, H, tokens, dh_, grad_.data() + embed().offset);
+  if (embed().trainable()) embedding_backward(T, H, tokens, dh_, grad_.data() + embed().offset, cfg_.embed_scale);
 }
 
 BatchLoss Trainer::forward_backward(const int32_t* tokens, const int32_t* targets, const int32_t* seq_lens,
@@ -516,8 +649,19 @@ BatchLoss Trainer::forward_backward(const int32_t* tokens, const int32_t* target
     const int64_t m = std::min(kLmChunk, count - i0);
     for (int64_t i = 0; i < m; ++i) std::memcpy(xc_ + i * H, xf_ + int64_t(lm_rows_[size_t(i0 + i)]) * H, size_t(H) * 4);
     linear_forward(hp, m, xc_, chunk_, false);
+    // Cohere's logit_scale and Gemma 2's final soft-capping; their derivatives are applied to dlogits below.
+    const float ls = cfg_.logit_scale, cap = cfg_.final_softcap;
+    if (ls != 1.f || cap > 0)
+      for (int64_t i = 0; i < m * V; ++i) {
+        float x = chunk_[i] * ls;
+        if (cap > 0) x = capped_[i] = math::softcap(x, cap);
+        chunk_[i] = x;
+      }
     out.sum += crossentropy_forward_backward(pool_, m, V, chunk_, lm_targets_.data() + i0, scale, row_loss_.data());
     if (!bw) continue;
+    if (ls != 1.f || cap > 0)
+      for (int64_t i = 0; i < m * V; ++i)
+        chunk_[i] *= ls * (cap > 0 ? math::softcap_grad_from_output(capped_[i], cap) : 1.f);
     linear_backward(hp, m, xc_, chunk_, dxc_);
     for (int64_t i = 0; i < m; ++i) std::memcpy(dxf_ + int64_t(lm_rows_[size_t(i0 + i)]) * H, dxc_ + i * H, size_t(H) * 4);
   }

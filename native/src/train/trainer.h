@@ -34,8 +34,12 @@ namespace train {
 
 enum class ParamMode : int32_t { Frozen = 0, Dense = 1, Rows = 2, Cols = 3, Lora = 4, LoraA = 5, LoraB = 6 };
 
-// Roles inside a layer, in arena order.
-enum LayerRole : int { kAttnNorm, kWq, kWk, kWv, kWo, kBq, kBk, kBv, kFfnNorm, kWGate, kWUp, kWDown, kLayerRoles };
+// Roles inside a layer, in arena order. A role the config does not have (biases without qkv_bias, q/k norms without
+// qk_norm, post-norms without post_norms, ffn_norm with parallel_block) has no tensor and is never trainable.
+enum LayerRole : int {
+  kAttnNorm, kWq, kWk, kWv, kWo, kBq, kBk, kBv, kFfnNorm, kWGate, kWUp, kWDown,
+  kQNorm, kKNorm, kAttnPostNorm, kFfnPostNorm, kLayerRoles
+};
 const char* layer_role_name(int r);  // "attn_norm", "wq", ... (the binding's role names)
 
 struct TrainableSpec {
@@ -143,14 +147,26 @@ class Trainer {
     float scale = 0.f, dropout = 0.f;
     float* h = nullptr;  // acts_: T x r, s * dropout(X) A^T of the last forward (what dB needs)
   };
-  struct LayerActs {  // offsets into acts_
+  struct LayerActs {  // offsets into acts_ (null: the config has no such step)
     float *hin, *r1, *x1, *q, *k, *v, *lse, *att, *hmid, *r2, *x2, *g, *u, *a;
+    float *m1, *m2;                // LayerNorm: row means of the two norms
+    float *qpre, *kpre, *rq, *rk;  // qk_norm: q and k before their norms, per-head rstd
+    float *o, *ro, *d, *rd;        // post_norms: o_proj / down_proj outputs and the rstd of their norms
   };
-  Param& P(int layer, int role) { return params_[size_t(3 + layer * kLayerRoles + role)]; }
+  Param& P(int layer, int role) { return params_[size_t(pi(layer, role))]; }
+  static int pi(int layer, int role) { return 3 + layer * kLayerRoles + role; }
   Param& embed() { return params_[0]; }
   Param& final_norm() { return params_[1]; }
   Param& head() { return cfg_.tie_embeddings ? params_[0] : params_[2]; }
   const float* vec_of(const Param& p) const { return p.trainable() ? master_.data() + p.offset : p.vec.data(); }
+  // A model norm's weight as the norm multiplies it: (1 + w) for Gemma (refreshed by refresh_norms), else vec_of.
+  const float* norm_w(int param) const;
+  void refresh_norms();
+  // y = norm(x) / its backward with the config's norm type (mean null for RMS norms).
+  void norm_forward(int param, int64_t T, const float* x, float* y, float* mean, float* rstd);
+  void norm_backward(int param, int64_t T, const float* x, const float* mean, const float* rstd, const float* dy,
+                     float* dx, bool accumulate);
+  AttnShape attn_shape(int layer) const;
   WeightRef master_ref(const Param& p) const;
   void ensure(int64_t T, int32_t max_len);
   void linear_forward(const Param& p, int64_t M, const float* X, float* Y, bool accumulate);
@@ -183,6 +199,7 @@ class Trainer {
   TrainerOptions opt_;
   std::vector<float> dense_dw_;  // dense_then_mask: the full dW of one Rows / Cols weight
   std::vector<float> inv_freq_, cos_, sin_;
+  std::vector<std::vector<float>> onep_;  // per parameter index: (1 + w) of Gemma's norms (empty otherwise)
   int64_t rope_positions_ = 0;
 
   // Activation arena (sized for cap_T_ tokens) and backward work buffers.
@@ -194,6 +211,10 @@ class Trainer {
   float *dh_, *dx_, *dtmp_, *dq_, *dk_, *dv_, *datt_, *dg_, *du_, *da_, *dxf_;
   float *sel_, *mask_, *gscratch_, *attn_scratch_, *chunk_, *xc_, *dxc_;
   float *lora_x_ = nullptr, *lora_dh_ = nullptr;  // LoRA: T x max K (dropped-out input / its gradient), T x max r
+  float *mf_ = nullptr;                            // LayerNorm: row means of the final norm
+  float *dqk_ = nullptr;                           // qk_norm: T x max(qd, kvd), gradient before the q/k norms
+  float *dx1p_ = nullptr;                          // parallel_block: T x H, the FFN's share of d(x1)
+  float *capped_ = nullptr;                        // final soft-capping: kLmChunk x V capped logits
   std::vector<float> cls_logits_;                  // n_seqs x num_labels of the last classification batch
   std::vector<double> row_loss_;
   std::vector<int32_t> pos_, lm_rows_, lm_targets_;

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { LangneuronsError } from '../../errors.js';
 import { withOutputLock } from '../../io/lock.js';
 import { ModelScorer } from '../../eval/scorer.js';
+import { requireChatTemplate, type ChatPrompting } from '../../generate/chat.js';
 import { addInterventionOptions, interventionFromCli, interventionUsesLanguage, withLanguage, type Intervention } from '../../intervene/index.js';
 import { datasetDir, isTask, languagesIn, prepareTask, TASKS, type TaskName } from '../../eval/tasks.js';
 import { runPlan, type EvalResult, type Variant } from '../../eval/run.js';
@@ -19,7 +20,7 @@ import { parseIntOption, printResult, Progress } from '../output.js';
 interface EvalCli extends ModelCliOptions {
   task: string; langs?: string; pairs?: string; data?: string; text?: string; prompt?: string; split?: string; out: string;
   intervene: string[]; interveneFile?: string; stats?: string; delta?: string; variant?: string; limit?: number; batchItems: number; langName: string[];
-  head?: string; bleuTokenize?: string; interveneLangs?: string;
+  head?: string; bleuTokenize?: string; interveneLangs?: string; chatTemplate?: boolean; system?: string;
 }
 
 const collect = (v: string, acc: string[]) => [...acc, v];
@@ -45,7 +46,9 @@ export function registerEval(program: Command): void {
     .option('--batch-items <n>', 'items per batched engine call', parseIntOption('--batch-items', 1), 16)
     .option('--lang-name <code=Name>', 'English name of a FLORES code for the translation prompts (repeatable)', collect, [])
     .option('--intervene-langs <langs>', 'with {lang} in --intervene: evaluate every language with each of these languages\' interventions ' +
-      '(comma-separated, or "all" = the evaluated languages: every self- and cross-language pair); default: each language with its own')))
+      '(comma-separated, or "all" = the evaluated languages: every self- and cross-language pair); default: each language with its own')
+    .option('--chat-template', "generative prompts (flores, belebele/xnli/include/mmlu --prompt generate, xquad) go through the model's chat template as a user turn; log-likelihood scoring stays on raw text")
+    .option('--system <text>', 'with --chat-template: a system turn before each prompt')))
     // One eval at a time per results folder (src/io/lock.ts).
     .action(async (dir: string, o: EvalCli) => withOutputLock(o.out, 'eval', () => evalAction(dir, o)));
 }
@@ -96,6 +99,14 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
       // What the variant reads besides the model, by content (replaced masks or heads start a new result)
       const inputs = await inputHashes([...specs, ...(o.interveneFile ? [o.interveneFile] : []), ...(o.stats ? [o.stats] : []), ...(o.head ? [existsSync(path.join(o.head, 'head.json')) ? o.head : path.join(o.head, 'head')] : [])]);
       if (Object.keys(inputs).length) variant.inputs = inputs;
+      if (o.system !== undefined && !o.chatTemplate) throw new LangneuronsError('E_OPTIONS', '--system needs --chat-template', { field: 'system' });
+      let chat: ChatPrompting | undefined;
+      if (o.chatTemplate) {
+        chat = { template: await requireChatTemplate(dir, '--chat-template'), ...(o.system !== undefined ? { system: o.system } : {}) };
+        variant.chatTemplate = chat.template.source;
+        if (o.system !== undefined) variant.system = o.system;
+        variant.name = o.variant ?? `${variant.name}-chat`;
+      }
       const model = await openModel(modelDir, o);
       // Results and resumes are keyed by what the model is (config, tokenizer, weights), not where it is.
       const fingerprint = await modelFingerprint(modelDir);
@@ -106,7 +117,7 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
         let sc = scorers.get(ivLang);
         if (!sc) {
           const intervene: Intervention | undefined = await interventionFromCli(model, o, templated ? ivLang : undefined);
-          sc = new ModelScorer(model, { ...(intervene ? { intervene } : {}), ...(head ? { head } : {}) });
+          sc = new ModelScorer(model, { ...(intervene ? { intervene } : {}), ...(head ? { head } : {}), ...(chat ? { chat } : {}) });
           scorers.set(ivLang, sc);
         }
         return sc;

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 
 import { LangneuronsError } from '../../errors.js';
+import { encodeChatPrompt, requireChatTemplate, type ChatPrompting } from '../../generate/chat.js';
 import { generateTokens, type GenerateOptions } from '../../generate/generate.js';
 import { addInterventionOptions, interventionFromCli, type InterventionCliOptions } from '../../intervene/index.js';
 import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
@@ -9,7 +10,7 @@ import { parseFloatOption, parseIntOption, printResult } from '../output.js';
 
 interface GenerateCli extends ModelCliOptions, InterventionCliOptions {
   prompt: string[]; promptFile?: string; promptIds?: string; maxNewTokens: number; temperature: number; topK: number;
-  topP: number; repetitionPenalty: number; stop: string[]; seed: number; ignoreEos?: boolean;
+  topP: number; repetitionPenalty: number; stop: string[]; seed: number; ignoreEos?: boolean; chat?: boolean; system?: string;
 }
 
 const collect = (v: string, acc: string[]) => [...acc, v];
@@ -35,7 +36,9 @@ export function registerGenerate(program: Command): void {
     .option('--repetition-penalty <r>', 'Hugging Face repetition penalty (1 = off)', parseFloatOption('--repetition-penalty', (x) => x > 0, 'a number > 0'), 1)
     .option('--stop <text>', 'stop string (repeatable); "\\n" stops at a newline', collect, [])
     .option('--seed <n>', 'sampling seed', parseIntOption('--seed', 0, 2 ** 32 - 1), 0)
-    .option('--ignore-eos', 'keep generating past EOS tokens')))
+    .option('--ignore-eos', 'keep generating past EOS tokens')
+    .option('--chat', "prompt an instruct model through the checkpoint's chat template (each prompt is a user turn)")
+    .option('--system <text>', 'with --chat: a system turn before each prompt')))
     .action(async (dir: string, o: GenerateCli) => {
       const model = await openModel(dir, o);
       let prompts: number[][];
@@ -43,11 +46,18 @@ export function registerGenerate(program: Command): void {
       if (o.promptFile) texts.push(...(await readFile(o.promptFile, 'utf8').catch((e: Error) => {
         throw new LangneuronsError('E_IO', `${o.promptFile}: cannot read the prompt file: ${e.message}`, { file: o.promptFile! });
       })).split('\n').filter((l) => l.length > 0));
+      if (o.system !== undefined && !o.chat) throw new LangneuronsError('E_OPTIONS', '--system needs --chat', { field: 'system' });
+      if (o.chat && o.promptIds) throw new LangneuronsError('E_OPTIONS', '--chat renders text prompts: use --prompt or --prompt-file, not --prompt-ids', { field: 'chat' });
       if (o.promptIds) prompts = [parseIdList(o.promptIds, '--prompt-ids')];
       else {
         if (!texts.length) texts = [''];
         const tok = model.requireTokenizer();
-        prompts = texts.map((t) => tok.encode(t));
+        if (o.chat) {
+          const chat: ChatPrompting = { template: await requireChatTemplate(dir, '--chat'), ...(o.system !== undefined ? { system: o.system } : {}) };
+          prompts = texts.map((t) => encodeChatPrompt(chat, tok, t));
+        } else {
+          prompts = texts.map((t) => tok.encode(t));
+        }
       }
       const opts: GenerateOptions = {
         maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK, topP: o.topP,

@@ -30,8 +30,15 @@ export function registerInfo(program: Command): void {
         `model        ${ck.dir}`,
         `architecture ${c.modelType}: ${c.numLayers} layers, hidden ${c.hiddenSize}, FFN ${c.intermediateSize} neurons/layer ` +
           `(${c.numLayers * c.intermediateSize} in all), ${c.numHeads} heads / ${c.numKvHeads} KV heads of ${c.headDim}, vocab ${c.vocabSize}`,
-        `positions    context ${c.maxPositions}, rope θ ${c.ropeTheta}${c.ropeScaling ? `, llama3 scaling ×${c.ropeScaling.factor}` : ''}`,
-        `features     ${[c.tieWordEmbeddings ? 'tied embeddings' : 'separate LM head', c.qkvBias ? 'q/k/v bias' : null].filter(Boolean).join(', ')}`,
+        `positions    context ${c.maxPositions}, rope θ ${c.ropeTheta}${c.ropeScaling ? `, ${c.ropeScaling.type} scaling ×${c.ropeScaling.factor}` : ''}`,
+        `features     ${[c.tieWordEmbeddings ? 'tied embeddings' : 'separate LM head', c.qkvBias ? 'q/k/v bias' : null,
+          c.hiddenAct !== 'silu' ? `${c.hiddenAct} FFN` : null, c.norm === 'rms1p' ? '(1+w) RMSNorm' : c.norm === 'layer' ? 'LayerNorm' : null,
+          c.qkNorm ? 'q/k norms' : null, c.parallelBlock ? 'parallel block' : null, c.postNorms ? 'post-norms' : null,
+          c.ropeInterleaved ? 'interleaved RoPE' : null, c.embedScale !== 1 ? `embeddings ×${c.embedScale.toFixed(3)}` : null,
+          c.attnSoftcap ? `attention softcap ${c.attnSoftcap}` : null, c.finalSoftcap ? `logit softcap ${c.finalSoftcap}` : null,
+          c.logitScale !== 1 ? `logit scale ${c.logitScale}` : null,
+          c.slidingWindow !== null ? `sliding window ${c.slidingWindow}${c.slidingPeriod === 2 ? ' (even layers)' : ''}` : null,
+        ].filter(Boolean).join(', ')}`,
         `parameters   ${ck.parameterCount.toLocaleString('en-US')}`,
         `dtypes       ${Object.entries(ck.dtypeCounts).map(([d, n]) => `${d}×${n}`).join(', ')} in ${ck.files.length} file(s)`,
         `memory       weights ${formatBytes(mem.weightBytes)} (memory-mapped, not copied); KV cache ${formatBytes(mem.kvCacheBytesPerToken)}/token ` +
