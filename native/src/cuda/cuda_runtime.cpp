@@ -345,6 +345,11 @@ MemoryReport CudaRuntime::memory() const {
 void CudaRuntime::prepare(const ForwardRequest& r, CudaKvCache* cache) {
   const ModelConfig& c = cfg_;
   plan_sequences(r, seqs_, pos_, max_ctx_);
+  // A sliding window (Mistral v0.1) changes nothing while every key range fits in it; longer ones need the
+  // windowed attention the CPU engine has.
+  if (cfg_.sliding_window > 0 && max_ctx_ > cfg_.sliding_window)
+    throw std::invalid_argument("forward: a sequence of " + std::to_string(max_ctx_) + " positions exceeds the sliding window of " +
+                                std::to_string(cfg_.sliding_window) + ", which the CUDA runtime does not apply yet (--device cpu)");
   const int64_t T = r.n_tokens;
   T_ = T;
   cuda::plan_attention(seqs_, cache ? int64_t(cache->capacity()) : -1, kv_row_, key_row0_, n_keys_, tiles_);
@@ -651,6 +656,27 @@ std::unique_ptr<Runtime> make_cuda_runtime(const ModelConfig& config, const Mode
                                            Compute compute) {
   const std::string bad = validate_weights(config, weights);  // includes validate_config
   if (!bad.empty()) throw std::invalid_argument(bad);
+  // The families' special parts (model/model.h "Family features") run on the CPU engine only so far: refuse them
+  // here, by name, instead of computing something else.
+  std::string missing;
+  auto need = [&](bool unsupported, const char* what) {
+    if (unsupported) missing += std::string(missing.empty() ? "" : ", ") + what;
+  };
+  const ModelConfig& c = config;
+  need(c.norm != NormType::Rms, c.norm == NormType::Layer ? "LayerNorm (cohere)" : "(1 + w) RMSNorm (gemma2)");
+  need(c.act != Activation::Silu, "the GELU-tanh FFN (gemma2)");
+  need(c.qk_norm, "q/k norms (qwen3)");
+  need(c.parallel_block, "the parallel block (cohere)");
+  need(c.post_norms, "post-norms (gemma2)");
+  need(c.rope_interleaved, "interleaved rotary (cohere)");
+  need(c.embed_scale != 1.f, "scaled embeddings (gemma2)");
+  need(c.query_scale != 0.f, "query_pre_attn_scalar (gemma2)");
+  need(c.attn_softcap != 0.f || c.final_softcap != 0.f, "soft-capping (gemma2)");
+  need(c.logit_scale != 1.f, "logit_scale (cohere)");
+  need(c.rope_type == RopeType::Yarn && c.rope_attention_factor != 1.f, "YaRN's attention factor");
+  if (!missing.empty())
+    throw std::invalid_argument("the CUDA runtime does not run " + missing +
+                                " yet; this model runs on the CPU engine (--device cpu)");
   if (compute != Compute::F32 && compute != Compute::BF16)
     throw std::invalid_argument("cuda runtime: unknown compute mode");
   if (config.head_dim > 256 || config.head_dim % 2 != 0)
