@@ -8,6 +8,7 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/ops.h"
+#include "kernel_families.h"
 #include "test_util.h"
 
 using namespace ln;
@@ -342,6 +343,7 @@ LN_TEST(ops_attend_causal_matches_double) {
 // The dispatcher runs the active family: same bits as calling that family directly, also when the head size changes
 // between calls.
 LN_TEST(ops_attend_causal_dispatch) {
+  KernelFamilyRestore restore;
   for (int hd : {64, 8, 136}) {
     const int n_q = 4, n_rows = 5;
     const int32_t key0 = 70;
@@ -354,11 +356,15 @@ LN_TEST(ops_attend_causal_dispatch) {
     std::vector<float> scratch(size_t(attend_causal_scratch_floats(hd)) + 16);
     float* sp = scratch.data();
     while (reinterpret_cast<uintptr_t>(sp) % 64) ++sp;
-    attend_causal(q.data(), ld, n_rows, n_q, k, v, ldkv, key0, hd, 0.1f, a.data(), ld, sp);
-    if (active_kernel() == CpuKernel::Avx2)
-      attend_causal_avx2(q.data(), ld, n_rows, n_q, k, v, ldkv, key0, hd, 0.1f, b.data(), ld, sp);
-    else
-      attend_causal_plain(q.data(), ld, n_rows, n_q, k, v, ldkv, key0, hd, 0.1f, b.data(), ld, sp);
-    LN_CHECK(a == b);
+    // Every x86 family's table runs the AVX2 attention tile (kernels/kernel_table.cpp).
+    for (CpuKernel fam : kernel_families_to_test()) {
+      set_kernel(fam);
+      attend_causal(q.data(), ld, n_rows, n_q, k, v, ldkv, key0, hd, 0.1f, a.data(), ld, sp);
+      if (fam == CpuKernel::Plain)
+        attend_causal_plain(q.data(), ld, n_rows, n_q, k, v, ldkv, key0, hd, 0.1f, b.data(), ld, sp);
+      else
+        attend_causal_avx2(q.data(), ld, n_rows, n_q, k, v, ldkv, key0, hd, 0.1f, b.data(), ld, sp);
+      LN_CHECK_MSG(a == b, "%s hd=%d", kernel_name(fam), hd);
+    }
   }
 }

@@ -1,8 +1,8 @@
 // Matrix products of the backward pass of a Linear layer Y = X W^T (W: [N out][K in], Hugging Face layout):
 //   dX  = dY W          (gemm_dx: W in its stored dtype F32/F16/BF16, converted to float32 on the fly)
 //   dW += dY^T X        (gemm_dw: dW float32, accumulated)
-// Two implementations, chosen at run time like the forward GEMM (kernels/gemm.h: active_kernel(), i.e. the CPU's
-// features unless LANGNEURONS_KERNEL=plain|avx2 says otherwise):
+// Implementations per kernel family, chosen at run time like the forward GEMM (kernels/kernel_table.h, i.e. the CPU's
+// features unless LANGNEURONS_KERNEL says otherwise):
 //   avx2:  packed, register-blocked AVX2/FMA kernels (kernels/gemm_backward_avx2.cpp): W / X / dY packed into
 //          per-thread panels (converted from F16/BF16 while packing), a 6x16 FMA microkernel, per-thread packing
 //          buffers that only grow (nothing allocated once they have their size);
