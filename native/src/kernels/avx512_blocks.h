@@ -7,6 +7,12 @@
 // holding a pair of bf16 along the reduction for vdpbf16ps) and the register tile: MR rows x 32 columns, two zmm
 // per row, MR = 14 -> 28 zmm accumulators + 2 for B out of 32 (the A value is an embedded broadcast operand).
 #pragma once
+// GCC 12's AVX-512 headers build several intrinsics (lane extracts and shuffles) on _mm512_undefined_*(), which it
+// then reports as "used uninitialized" once inlined (GCC bug 105593, fixed in 12.3/13): silenced for these files.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <cstdint>
@@ -132,6 +138,18 @@ inline void packed_task512(const Tasks512& t, int64_t task, int64_t red, bool ac
       }
     }
   }
+}
+
+// round_bf16 (dtype.h) on 16 lanes: the same bits as avx2_blocks.h's round_bf16_8 (nearest even, NaN kept quiet).
+inline __m512 round_bf16_16(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i hi_mask = _mm512_set1_epi32(int32_t(0xffff0000u));
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i r = _mm512_and_si512(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), hi_mask);
+  const __mmask16 is_nan =
+      _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  const __m512i quiet = _mm512_and_si512(_mm512_or_si512(u, _mm512_set1_epi32(0x00400000)), hi_mask);
+  return _mm512_castsi512_ps(_mm512_mask_blend_epi32(is_nan, r, quiet));
 }
 
 // 16 floats at element i of a checkpoint tensor of dtype T (two 8-wide loads of avx2_blocks.h).

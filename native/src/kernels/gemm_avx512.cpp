@@ -6,7 +6,8 @@
 // and 14 embedded broadcasts of A), 32-column micro-panels of W converted (and bf16-rounded for bf16 compute) to f32.
 // bf16 compute here rounds both operands and multiplies in f32 (products of bf16 values are exact in f32): the
 // semantics of Compute::BF16, for CPUs without AVX512_BF16 (gemm_avx512bf16.cpp uses vdpbf16ps instead).
-// gemv (decode) stays the AVX2 kernel's loop, memory-bound on reading W: wider registers do not read faster.
+// gemv (decode): gemm_avx2.cpp's streaming loop with 16-float (32 bf16) loads: memory-bound on reading W, so the point
+// is fewer instructions per byte (one zmm load, two FMAs per 32 bf16 weights) leaving the loads free to stream.
 #include <immintrin.h>
 
 #include "kernels/avx512_blocks.h"
@@ -92,6 +93,116 @@ void (*pick_gemm_task(bool bf16))(void*, int64_t, int) {
   return T == DType::BF16 ? gemm_task<T, false, true> : gemm_task<T, true, true>;
 }
 
+
+// ---- gemv (few rows): gemm_avx2.cpp's streaming loop on zmm ------------------------------------------------------
+
+// bf16 weights: a 32-bit lane holding the pair (w[2j], w[2j+1]) gives w[2j+1] by masking off the low half and w[2j]
+// by shifting left 16; X is stored per block of 32 as its 16 even-index then its 16 odd-index elements.
+constexpr int64_t kEvenOdd = 32;
+constexpr int64_t kPrefetchBytes = 4096;  // software prefetch distance along each streamed row of W
+
+// The sum of the 16 lanes (the two halves added, then avx2_blocks.h's hsum; not _mm512_reduce_add_ps, whose GCC 12
+// header trips -Wuninitialized).
+inline float hsum16(__m512 v) {
+  return hsum(_mm512_castps512_ps256(_mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4e))));
+}
+
+// Y[m][n + r] for m < MB, r < R over the whole of K (X prepared as described in avx512_gemv).
+template <DType T, bool ROUND_W, int MB, int R>
+void gemv_block(const float* X, int64_t ldx, const void* w, int64_t K, int64_t n, float* Y, int64_t ldy, bool acc) {
+  __m512 s[MB][R];
+  for (int m = 0; m < MB; ++m)
+    for (int r = 0; r < R; ++r) s[m][r] = _mm512_setzero_ps();
+  int64_t k = 0;
+  if (T == DType::BF16) {
+    const uint16_t* w16 = static_cast<const uint16_t*>(w);
+    const __m512i hi = _mm512_set1_epi32(int32_t(0xffff0000u));
+    for (; k + kEvenOdd <= K; k += kEvenOdd)
+      for (int r = 0; r < R; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(w16 + (n + r) * K + k) + kPrefetchBytes, _MM_HINT_T0);
+        const __m512i v = _mm512_loadu_si512(w16 + (n + r) * K + k);
+        const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+        const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(v, hi));
+        for (int m = 0; m < MB; ++m) {
+          s[m][r] = _mm512_fmadd_ps(_mm512_loadu_ps(X + m * ldx + k), even, s[m][r]);
+          s[m][r] = _mm512_fmadd_ps(_mm512_loadu_ps(X + m * ldx + k + 16), odd, s[m][r]);
+        }
+      }
+  } else {
+    for (; k + 16 <= K; k += 16) {
+      __m512 wv[R];
+      for (int r = 0; r < R; ++r) {
+        const int64_t at = ((n + r) * K + k) * (T == DType::F32 ? 4 : 2);
+        _mm_prefetch(static_cast<const char*>(w) + at + kPrefetchBytes, _MM_HINT_T0);
+        wv[r] = load16<T>(w, (n + r) * K + k);
+        if (ROUND_W) wv[r] = round_bf16_16(wv[r]);
+      }
+      for (int m = 0; m < MB; ++m) {
+        const __m512 xv = _mm512_loadu_ps(X + m * ldx + k);
+        for (int r = 0; r < R; ++r) s[m][r] = _mm512_fmadd_ps(xv, wv[r], s[m][r]);
+      }
+    }
+  }
+  // The last K % 16 (K % 32 for bf16) elements: X keeps its natural order there.
+  for (int m = 0; m < MB; ++m)
+    for (int r = 0; r < R; ++r) {
+      float v = hsum16(s[m][r]);
+      for (int64_t t = k; t < K; ++t) {
+        const float wt = load1<T>(w, (n + r) * K + t);
+        v += X[m * ldx + t] * (ROUND_W ? round_bf16_1(wt) : wt);
+      }
+      float* y = Y + m * ldy + n + r;
+      *y = acc ? *y + v : v;
+    }
+}
+
+template <DType T, bool ROUND_W, int MB, int R>
+void gemv_rows(const float* X, int64_t ldx, const void* w, int64_t K, int64_t n0, int64_t n1, float* Y, int64_t ldy,
+               bool acc) {
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) gemv_block<T, ROUND_W, MB, R>(X, ldx, w, K, n, Y, ldy, acc);
+  for (; n < n1; ++n) gemv_block<T, ROUND_W, MB, 1>(X, ldx, w, K, n, Y, ldy, acc);
+}
+
+struct GemvJob {
+  int64_t M, N, K;
+  const float* X;
+  int64_t ldx;
+  const void* W;
+  float* Y;
+  int64_t ldy;
+  bool accumulate;
+  int64_t rows_per_task;
+};
+
+template <DType T, bool ROUND_W>
+void gemv_task(void* ctx, int64_t task, int) {
+  const GemvJob& j = *static_cast<const GemvJob*>(ctx);
+  const int64_t n_begin = task * j.rows_per_task, n_end = min64(j.N, n_begin + j.rows_per_task);
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += 16) {
+    const int64_t n1 = min64(n_end, n0 + 16);
+    for (int64_t m = 0; m < j.M;) {
+      const float* x = j.X + m * j.ldx;
+      float* y = j.Y + m * j.ldy;
+      const int64_t left = j.M - m;
+      if (left >= 4) {
+        gemv_rows<T, ROUND_W, 4, 4>(x, j.ldx, j.W, j.K, n0, n1, y, j.ldy, j.accumulate), m += 4;
+      } else if (left == 3) {
+        gemv_rows<T, ROUND_W, 3, 4>(x, j.ldx, j.W, j.K, n0, n1, y, j.ldy, j.accumulate), m += 3;
+      } else if (left == 2) {
+        gemv_rows<T, ROUND_W, 2, 4>(x, j.ldx, j.W, j.K, n0, n1, y, j.ldy, j.accumulate), m += 2;
+      } else {
+        gemv_rows<T, ROUND_W, 1, 4>(x, j.ldx, j.W, j.K, n0, n1, y, j.ldy, j.accumulate), m += 1;
+      }
+    }
+  }
+}
+
+template <DType T>
+void (*pick_gemv_task(bool bf16))(void*, int64_t, int) {
+  return bf16 && T != DType::BF16 ? gemv_task<T, true> : gemv_task<T, false>;
+}
+
 }  // namespace
 
 void avx512_gemm(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float* Y, int64_t ldy, Compute compute,
@@ -106,7 +217,39 @@ void avx512_gemm(int64_t M, const float* X, int64_t ldx, const WeightRef& W, flo
 
 void avx512_gemv(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float* Y, int64_t ldy, Compute compute,
                  bool accumulate, ThreadPool& pool) {
-  avx2_gemv(M, X, ldx, W, Y, ldy, compute, accumulate, pool);
+  const int64_t K = W.cols;
+  GemvJob j{M, W.rows, K, X, ldx, W.data, Y, ldy, accumulate, 0};
+  const bool bf16 = compute == Compute::BF16, even_odd = W.dtype == DType::BF16;
+  if (bf16 || even_odd) {
+    // The few activation rows, prepared once on the calling thread (pool worker 0): bf16-rounded for bf16 compute,
+    // and each block of 32 in even/odd order for bf16 weights (see gemv_block).
+    float* xr = pool.scratch(0, ThreadPool::Scratch::RowPrep, M * K);
+    for (int64_t m = 0; m < M; ++m) {
+      const float* x = X + m * ldx;
+      float* d = xr + m * K;
+      int64_t k = 0;
+      if (even_odd)
+        for (; k + kEvenOdd <= K; k += kEvenOdd)
+          for (int64_t t = 0; t < kEvenOdd / 2; ++t) {
+            d[k + t] = x[k + 2 * t];
+            d[k + kEvenOdd / 2 + t] = x[k + 2 * t + 1];
+          }
+      for (; k < K; ++k) d[k] = x[k];
+      if (bf16) {
+        for (k = 0; k + 8 <= K; k += 8) _mm256_storeu_ps(d + k, round_bf16_8(_mm256_loadu_ps(d + k)));
+        for (; k < K; ++k) d[k] = round_bf16_1(d[k]);
+      }
+    }
+    j.X = xr;
+    j.ldx = K;
+  }
+  const int threads = pool.size();
+  const int64_t groups = (j.N + 15) / 16;
+  j.rows_per_task = balanced_chunk(groups, threads, (groups + 4 * threads - 1) / (4 * threads)) * 16;
+  void (*fn)(void*, int64_t, int) = W.dtype == DType::F32   ? pick_gemv_task<DType::F32>(bf16)
+                                    : W.dtype == DType::F16 ? pick_gemv_task<DType::F16>(bf16)
+                                                            : pick_gemv_task<DType::BF16>(bf16);
+  pool.run((j.N + j.rows_per_task - 1) / j.rows_per_task, fn, &j);
 }
 
 }  // namespace ln

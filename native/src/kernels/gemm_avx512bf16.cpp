@@ -167,6 +167,99 @@ void gemm_task(void* ctx, int64_t task, int thread) {
       pick_bf16_kernel);
 }
 
+
+// ---- gemv (few rows, bf16 compute): rows of W streamed once, 32 weights per vdpbf16ps ----------------------------
+
+constexpr int64_t kPrefetchBytes = 4096;  // software prefetch distance along each streamed row of W
+
+// 32 consecutive weights of a row as 16 bf16 pairs (bf16 weights: one load; f32/f16: converted, nearest even).
+template <DType T>
+inline __m512bh pairs16(const void* w, int64_t i) {
+  if (T == DType::BF16) return (__m512bh)_mm512_loadu_si512(static_cast<const uint16_t*>(w) + i);
+  return _mm512_cvtne2ps_pbh(load16<T>(w, i + 16), load16<T>(w, i));
+}
+
+// The sum of the 16 lanes (not _mm512_reduce_add_ps: see avx512_blocks.h on GCC 12).
+inline float hsum16(__m512 v) {
+  return hsum(_mm512_castps512_ps256(_mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4e))));
+}
+
+// Y[m][n + r] for m < MB, r < R over the whole of K; X is MB rows of bf16 pairs (row stride ldp pairs).
+template <DType T, int MB, int R>
+void gemv_block(const uint32_t* X, int64_t ldp, const void* w, int64_t K, int64_t n, float* Y, int64_t ldy, bool acc) {
+  __m512 s[MB][R];
+  for (int m = 0; m < MB; ++m)
+    for (int r = 0; r < R; ++r) s[m][r] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    __m512bh wv[R];
+    for (int r = 0; r < R; ++r) {
+      _mm_prefetch(static_cast<const char*>(w) + ((n + r) * K + k) * (T == DType::F32 ? 4 : 2) + kPrefetchBytes,
+                   _MM_HINT_T0);
+      wv[r] = pairs16<T>(w, (n + r) * K + k);
+    }
+    for (int m = 0; m < MB; ++m) {
+      const __m512bh xv = (__m512bh)_mm512_loadu_si512(X + m * ldp + k / 2);
+      for (int r = 0; r < R; ++r) s[m][r] = _mm512_dpbf16_ps(s[m][r], xv, wv[r]);
+    }
+  }
+  // The last K % 32 elements: one product at a time (exact bf16 products, f32 sums, as the reference).
+  for (int m = 0; m < MB; ++m)
+    for (int r = 0; r < R; ++r) {
+      float v = hsum16(s[m][r]);
+      for (int64_t t = k; t < K; ++t) {
+        const uint32_t pair = X[m * ldp + t / 2], xb = (t % 2 ? pair >> 16 : pair & 0xffffu) << 16;
+        float xt;
+        std::memcpy(&xt, &xb, 4);
+        v += xt * round_bf16_1(load1<T>(w, (n + r) * K + t));
+      }
+      float* y = Y + m * ldy + n + r;
+      *y = acc ? *y + v : v;
+    }
+}
+
+template <DType T, int MB, int R>
+void gemv_rows(const uint32_t* X, int64_t ldp, const void* w, int64_t K, int64_t n0, int64_t n1, float* Y,
+               int64_t ldy, bool acc) {
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) gemv_block<T, MB, R>(X, ldp, w, K, n, Y, ldy, acc);
+  for (; n < n1; ++n) gemv_block<T, MB, 1>(X, ldp, w, K, n, Y, ldy, acc);
+}
+
+struct GemvJob {
+  int64_t M, N, K;
+  const uint32_t* X;  // bf16 pairs
+  int64_t ldp;
+  const void* W;
+  float* Y;
+  int64_t ldy;
+  bool accumulate;
+  int64_t rows_per_task;
+};
+
+template <DType T>
+void gemv_task(void* ctx, int64_t task, int) {
+  const GemvJob& j = *static_cast<const GemvJob*>(ctx);
+  const int64_t n_begin = task * j.rows_per_task, n_end = min64(j.N, n_begin + j.rows_per_task);
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += 16) {
+    const int64_t n1 = min64(n_end, n0 + 16);
+    for (int64_t m = 0; m < j.M;) {
+      const uint32_t* x = j.X + m * j.ldp;
+      float* y = j.Y + m * j.ldy;
+      const int64_t left = j.M - m;
+      if (left >= 4) {
+        gemv_rows<T, 4, 4>(x, j.ldp, j.W, j.K, n0, n1, y, j.ldy, j.accumulate), m += 4;
+      } else if (left == 3) {
+        gemv_rows<T, 3, 4>(x, j.ldp, j.W, j.K, n0, n1, y, j.ldy, j.accumulate), m += 3;
+      } else if (left == 2) {
+        gemv_rows<T, 2, 4>(x, j.ldp, j.W, j.K, n0, n1, y, j.ldy, j.accumulate), m += 2;
+      } else {
+        gemv_rows<T, 1, 4>(x, j.ldp, j.W, j.K, n0, n1, y, j.ldy, j.accumulate), m += 1;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void avx512bf16_gemm(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float* Y, int64_t ldy,
@@ -181,7 +274,25 @@ void avx512bf16_gemm(int64_t M, const float* X, int64_t ldx, const WeightRef& W,
 
 void avx512bf16_gemv(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float* Y, int64_t ldy,
                      Compute compute, bool accumulate, ThreadPool& pool) {
-  avx512_gemv(M, X, ldx, W, Y, ldy, compute, accumulate, pool);
+  if (compute != Compute::BF16) return avx512_gemv(M, X, ldx, W, Y, ldy, compute, accumulate, pool);
+  const int64_t K = W.cols, Kp = (K + 1) / 2;  // pairs per row of X
+  // The few activation rows as bf16 pairs, once, on the calling thread (pool worker 0).
+  uint32_t* xp = reinterpret_cast<uint32_t*>(pool.scratch(0, ThreadPool::Scratch::RowPrep, M * Kp));
+  for (int64_t m = 0; m < M; ++m) {
+    const float* x = X + m * ldx;
+    float* d = reinterpret_cast<float*>(xp + m * Kp);
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) _mm256_storeu_ps(d + k / 2, pairs8<DType::F32>(x, k));
+    for (; k < K; k += 2) xp[m * Kp + k / 2] = bf16_bits(x[k]) | (k + 1 < K ? bf16_bits(x[k + 1]) << 16 : 0u);
+  }
+  GemvJob j{M, W.rows, K, xp, Kp, W.data, Y, ldy, accumulate, 0};
+  const int threads = pool.size();
+  const int64_t groups = (j.N + 15) / 16;
+  j.rows_per_task = balanced_chunk(groups, threads, (groups + 4 * threads - 1) / (4 * threads)) * 16;
+  void (*fn)(void*, int64_t, int) = W.dtype == DType::F32   ? gemv_task<DType::F32>
+                                    : W.dtype == DType::F16 ? gemv_task<DType::F16>
+                                                            : gemv_task<DType::BF16>;
+  pool.run((j.N + j.rows_per_task - 1) / j.rows_per_task, fn, &j);
 }
 
 }  // namespace ln
