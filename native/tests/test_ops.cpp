@@ -107,6 +107,33 @@ LN_TEST(ops_silu_avx2_matches_double) {
   }
 }
 
+// The AVX-512 silu is the AVX2 one on 16 lanes: the same bits for every element (range, special values, and every
+// row length 1..40 through its masked tail).
+LN_TEST(ops_silu_avx512_same_bits_as_avx2) {
+  if (!cpu_supports(CpuKernel::Avx512)) {
+    std::printf("    skipped: needs %s\n", kernel_requirements(CpuKernel::Avx512));
+    return;
+  }
+  std::vector<float> x;
+  for (float v = -100.f; v <= 100.f; v += 0.0137f) x.push_back(v);
+  for (float v : {-87.2f, -87.4f, -88.f, -1e-30f, 1e-30f, 0.f, -0.f, 1e4f, -1e4f, 3.4e38f, INFINITY, -INFINITY})
+    x.push_back(v);
+  std::vector<float> a(x), b(x);
+  silu_inplace_avx2(a.data(), int64_t(a.size()));
+  silu_inplace_avx512(b.data(), int64_t(b.size()));
+  LN_CHECK(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+  float nan_in[1] = {NAN};
+  silu_inplace_avx512(nan_in, 1);
+  LN_CHECK(std::isnan(nan_in[0]));
+  const auto r = rand_vec(40, -6.f, 6.f, 19);
+  for (int n = 1; n <= 40; ++n) {
+    std::vector<float> p(r), q(r);
+    silu_inplace_avx2(p.data(), n);
+    silu_inplace_avx512(q.data(), n);
+    LN_CHECK_MSG(p == q, "n=%d", n);  // elements past n untouched by both
+  }
+}
+
 LN_TEST(ops_rope_inv_freq_default_and_llama3) {
   const int hd = 64;
   std::vector<double> f(hd / 2);

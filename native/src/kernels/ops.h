@@ -44,6 +44,7 @@ inline float silu(float g) { return math::silu(g); }
 void silu_inplace(float* x, int64_t n);
 void silu_inplace_plain(float* x, int64_t n);
 void silu_inplace_avx2(float* x, int64_t n);  // only after cpu_supports(Avx2)
+void silu_inplace_avx512(float* x, int64_t n);  // only after cpu_supports(Avx512): the avx2 bits, 16 lanes
 void mul_inplace(float* x, const float* y, int64_t n);  // x *= y
 void add_inplace(float* x, const float* y, int64_t n);  // x += y
 void round_bf16_inplace(float* x, int64_t n);           // x = round_bf16(x)

@@ -23,5 +23,6 @@ struct RowAccumulators {
 void accumulate_row(const float* x, int64_t n, const RowAccumulators& a);
 void accumulate_row_plain(const float* x, int64_t n, const RowAccumulators& a);
 void accumulate_row_avx2(const float* x, int64_t n, const RowAccumulators& a);  // only after cpu_supports(Avx2)
+void accumulate_row_avx512(const float* x, int64_t n, const RowAccumulators& a);  // after cpu_supports(Avx512)
 
 }  // namespace ln
