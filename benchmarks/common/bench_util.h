@@ -44,7 +44,7 @@ __attribute__((target("avx512f"))) inline float fma_loop_512(int64_t iters) {
     for (int i = 0; i < 16; ++i) a[i] = _mm512_fmadd_ps(a[i], m, c);
   __m512 s = a[0];
   for (int i = 1; i < 16; ++i) s = _mm512_add_ps(s, a[i]);
-  return _mm512_reduce_add_ps(s);
+  return _mm512_cvtss_f32(s);  // one lane keeps the loop alive (_mm512_reduce_add_ps trips GCC 12 warnings)
 }
 
 // vdpbf16ps on 16 zmm accumulators: each instruction is 16 lanes x 2 products x 2 flops, so 16 x 64 flops per
@@ -58,7 +58,7 @@ __attribute__((target("avx512f,avx512bf16"))) inline float dpbf16_loop(int64_t i
     for (int i = 0; i < 16; ++i) a[i] = _mm512_dpbf16_ps(a[i], x, y);
   __m512 s = a[0];
   for (int i = 1; i < 16; ++i) s = _mm512_add_ps(s, a[i]);
-  return _mm512_reduce_add_ps(s);
+  return _mm512_cvtss_f32(s);
 }
 
 inline bool cpu_has_avx512f() {
