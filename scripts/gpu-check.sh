@@ -56,11 +56,10 @@ else
   note_fail "build"; echo "gpu-check: the build failed (log: $log)"; exit 1
 fi
 
-section "native tests (CPU kernels, every family this CPU supports)"
-if [ -x scripts/cpu-kernels-check.sh ] || [ -f scripts/cpu-kernels-check.sh ]; then
-  run bash scripts/cpu-kernels-check.sh --build-dir "$root/build-gpu" --no-bench || note_fail "cpu kernels"
-else
-  run "$root/build-gpu/native_tests" || note_fail "native tests"
+section "native tests and GEMM benchmark with every CPU kernel family this CPU supports (scripts/cpu-kernels-check.sh)"
+# (builds build-native/ without CUDA; the GEMM benchmark compares with OpenBLAS when libopenblas is installed)
+if [ -z "${GPU_CHECK_NO_CPU:-}" ]; then
+  run timeout 240 bash scripts/cpu-kernels-check.sh || note_fail "cpu kernel families"
 fi
 
 section "native GPU tests (each kernel against its CPU twin; the model against the fixtures and the CPU engine)"

@@ -34,6 +34,42 @@ __attribute__((target("avx2,fma"))) inline float fma_loop(int64_t iters) {
   return _mm256_cvtss_f32(s);
 }
 
+// The same with 16 zmm accumulators (16 x 16 x 2 flops per iteration): the AVX-512 FMA peak. Only on a CPU with
+// AVX-512F (check __builtin_cpu_supports first).
+__attribute__((target("avx512f"))) inline float fma_loop_512(int64_t iters) {
+  __m512 a[16];
+  for (int i = 0; i < 16; ++i) a[i] = _mm512_set1_ps(float(i));
+  const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+  for (int64_t it = 0; it < iters; ++it)
+    for (int i = 0; i < 16; ++i) a[i] = _mm512_fmadd_ps(a[i], m, c);
+  __m512 s = a[0];
+  for (int i = 1; i < 16; ++i) s = _mm512_add_ps(s, a[i]);
+  return _mm512_cvtss_f32(s);  // one lane keeps the loop alive (_mm512_reduce_add_ps trips GCC 12 warnings)
+}
+
+// vdpbf16ps on 16 zmm accumulators: each instruction is 16 lanes x 2 products x 2 flops, so 16 x 64 flops per
+// iteration. The AVX512_BF16 peak; only on a CPU that has it.
+__attribute__((target("avx512f,avx512bf16"))) inline float dpbf16_loop(int64_t iters) {
+  __m512 a[16];
+  for (int i = 0; i < 16; ++i) a[i] = _mm512_set1_ps(float(i));
+  const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(2e-3f));
+  const __m512bh y = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5f), _mm512_set1_ps(0.25f));
+  for (int64_t it = 0; it < iters; ++it)
+    for (int i = 0; i < 16; ++i) a[i] = _mm512_dpbf16_ps(a[i], x, y);
+  __m512 s = a[0];
+  for (int i = 1; i < 16; ++i) s = _mm512_add_ps(s, a[i]);
+  return _mm512_cvtss_f32(s);
+}
+
+inline bool cpu_has_avx512f() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f");
+}
+inline bool cpu_has_avx512bf16() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+}
+
 // n floats in [-1, 1) from a linear congruential generator: the same data for the same seed on every run.
 inline std::vector<float> random_floats(int64_t n, uint32_t seed) {
   std::vector<float> v(static_cast<size_t>(n));

@@ -24,6 +24,7 @@
 // Declared here rather than through <cblas.h>: Debian's alternatives may point that header at another BLAS.
 extern "C" {
 void openblas_set_num_threads(int);
+char* openblas_get_corename(void);
 void cblas_sgemm(int order, int transa, int transb, int m, int n, int k, float alpha, const float* a, int lda,
                  const float* b, int ldb, float beta, float* c, int ldc);
 }
@@ -65,13 +66,29 @@ double on_threads(int threads, const std::function<void(int)>& f) {
   return bench::now_seconds(g_cpu_time) - t0;
 }
 
-double fma_peak_gflops(int threads) {
-  const int64_t iters = 50'000'000;
+// The register-only peak loops (bench_util.h): AVX2 FMA, AVX-512 FMA (the widest FMA when the CPU has it) and
+// vdpbf16ps. flops_per_iter: flops of one iteration of the loop on one thread.
+enum class PeakLoop { Avx2Fma, Avx512Fma, Bf16Dot };
+bool peak_available(PeakLoop l) {
+  return l == PeakLoop::Avx2Fma ? true : l == PeakLoop::Avx512Fma ? bench::cpu_has_avx512f() : bench::cpu_has_avx512bf16();
+}
+double peak_flops_per_iter(PeakLoop l) { return l == PeakLoop::Avx2Fma ? 2.0 * 8 * 12 : l == PeakLoop::Avx512Fma ? 2.0 * 16 * 16 : 64.0 * 16; }
+float run_peak_loop(PeakLoop l, int64_t iters) {
+  return l == PeakLoop::Avx2Fma ? bench::fma_loop(iters) : l == PeakLoop::Avx512Fma ? bench::fma_loop_512(iters) : bench::dpbf16_loop(iters);
+}
+PeakLoop widest_fma() { return peak_available(PeakLoop::Avx512Fma) ? PeakLoop::Avx512Fma : PeakLoop::Avx2Fma; }
+const char* peak_name(PeakLoop l) {
+  return l == PeakLoop::Avx2Fma ? "AVX2 FMA (ymm)" : l == PeakLoop::Avx512Fma ? "AVX-512 FMA (zmm)" : "vdpbf16ps (zmm)";
+}
+
+double peak_gflops(PeakLoop l, int threads) {
+  if (!peak_available(l)) return NAN;
+  const int64_t iters = l == PeakLoop::Avx2Fma ? 50'000'000 : 20'000'000;
   volatile float sink = 0;
   double best = 1e30;
   for (int r = 0; r < 3; ++r)
-    best = std::min(best, on_threads(threads, [&](int) { sink = sink + bench::fma_loop(iters); }));
-  return 2.0 * 8 * 12 * double(iters) * threads / best / 1e9;
+    best = std::min(best, on_threads(threads, [&](int) { sink = sink + run_peak_loop(l, iters); }));
+  return peak_flops_per_iter(l) * double(iters) * threads / best / 1e9;
 }
 
 __attribute__((target("avx2"))) float sum_floats(const float* p, int64_t n) {
@@ -140,9 +157,13 @@ void prefill_table(ThreadPool& pool, bool quick) {
   std::vector<int64_t> Ms = quick ? std::vector<int64_t>{512} : std::vector<int64_t>{512, 1024, 2048};
   const Shape shapes[] = {{896, 4864}, {4864, 896}, {2048, 8192}, {8192, 2048}};
   std::printf("\n### Prefill GEMM, GFLOP/s (2*M*N*K / best time), %d threads\n\n", pool.size());
+  const PeakLoop fma = widest_fma();
+  const bool has_bf16_peak = peak_available(PeakLoop::Bf16Dot);
+  std::printf("FMA peak: the widest FMA, %s; bf16 peak: vdpbf16ps%s. Both timed in the same rounds as the GEMMs.\n\n",
+              peak_name(fma), has_bf16_peak ? "" : " (not on this CPU: nan)");
   std::printf("| M | K→N | ours f32 | ours f32, bf16 W | ours bf16 compute | OpenBLAS sgemm | f32/OB | bf16 W/OB |"
-              " bf16c/OB | FMA peak | ours f32/peak | OB/peak |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+              " bf16c/OB | FMA peak | ours f32/peak | OB/peak | bf16 peak | bf16c/bf16 peak |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (int64_t M : Ms) {
     for (const Shape& s : shapes) {
       const int64_t K = s.K, N = s.N;
@@ -154,10 +175,14 @@ void prefill_table(ThreadPool& pool, bool quick) {
         return [&, w, c] { gemm_xwt(M, X.data(), K, w, Y.data(), N, c, false, pool); };
       };
       std::vector<std::function<void()>> fs{ours(wf, Compute::F32), ours(wb, Compute::F32), ours(wb, Compute::BF16)};
-      // The FMA peak runs in the same rounds too (10M iterations x 96 FMA lanes x 2 flops per thread).
-      const int64_t peak_iters = 10'000'000;
+      // The peak loops run in the same rounds too.
+      const int64_t peak_iters = 5'000'000;
       volatile float sink = 0;
-      fs.push_back([&] { on_threads(pool.size(), [&](int) { sink = sink + bench::fma_loop(peak_iters); }); });
+      fs.push_back([&] { on_threads(pool.size(), [&](int) { sink = sink + run_peak_loop(fma, peak_iters); }); });
+      if (has_bf16_peak)
+        fs.push_back([&] {
+          on_threads(pool.size(), [&](int) { sink = sink + run_peak_loop(PeakLoop::Bf16Dot, peak_iters); });
+        });
 #ifdef LN_HAVE_OPENBLAS
       fs.push_back([&] {
         cblas_sgemm(kRowMajor, kNoTrans, kTrans, int(M), int(N), int(K), 1.f, X.data(), int(K), W.data(), int(K), 0.f,
@@ -166,11 +191,15 @@ void prefill_table(ThreadPool& pool, bool quick) {
 #endif
       std::vector<double> t = best_times(fs);
       const double f32 = flop / t[0] / 1e9, bw = flop / t[1] / 1e9, bc = flop / t[2] / 1e9;
-      const double peak = 2.0 * 8 * 12 * double(peak_iters) * pool.size() / t[3] / 1e9;
-      const double ob = t.size() > 4 ? flop / t[4] / 1e9 : NAN;
-      std::printf("| %lld | %lld→%lld | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f | %.1f | %.2f | %.2f |\n",
+      const double peak = peak_flops_per_iter(fma) * double(peak_iters) * pool.size() / t[3] / 1e9;
+      size_t next = 4;
+      const double bf16_peak =
+          has_bf16_peak ? peak_flops_per_iter(PeakLoop::Bf16Dot) * double(peak_iters) * pool.size() / t[next++] / 1e9
+                        : NAN;
+      const double ob = t.size() > next ? flop / t[next] / 1e9 : NAN;
+      std::printf("| %lld | %lld→%lld | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f | %.1f | %.2f | %.2f | %.1f | %.2f |\n",
                   (long long)M, (long long)K, (long long)N, f32, bw, bc, ob, f32 / ob, bw / ob, bc / ob, peak,
-                  f32 / peak, ob / peak);
+                  f32 / peak, ob / peak, bf16_peak, bc / bf16_peak);
       std::fflush(stdout);
     }
   }
@@ -278,23 +307,27 @@ int main(int argc, char** argv) {
   }
 #ifdef LN_HAVE_OPENBLAS
   openblas_set_num_threads(threads);
+  // run.sh unsets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for this process, so OpenBLAS picks its own kernels.
+  std::printf("OpenBLAS core: %s (OPENBLAS_CORETYPE %s)\n", openblas_get_corename(),
+              std::getenv("OPENBLAS_CORETYPE") ? std::getenv("OPENBLAS_CORETYPE") : "unset");
 #else
   std::printf("OpenBLAS not found: its columns read nan\n");
 #endif
   ThreadPool pool(threads);
   std::printf("## langneurons GEMM benchmark: kernel %s, %d threads, best of %d after a warm-up, %s time\n",
               kernel_name(active_kernel()), threads, g_reps, g_cpu_time ? "CPU" : "wall");
-  const double peak = fma_peak_gflops(threads);
   const Bandwidth bw = memory_bandwidth(threads);
-  std::printf("\nMachine: FMA peak %.1f GFLOP/s (register-only AVX2 FMA loop, %d threads); memory: read %.1f GB/s, "
-              "memcpy %.1f GB/s (read + write)\n",
-              peak, threads, bw.read_gbs, bw.memcpy_gbs);
+  std::printf("\nMachine (register-only loops, %d threads): AVX2 FMA peak %.1f GFLOP/s, AVX-512 FMA peak %.1f, "
+              "vdpbf16ps peak %.1f (nan: not on this CPU); memory: read %.1f GB/s, memcpy %.1f GB/s (read + write)\n",
+              threads, peak_gflops(PeakLoop::Avx2Fma, threads), peak_gflops(PeakLoop::Avx512Fma, threads),
+              peak_gflops(PeakLoop::Bf16Dot, threads), bw.read_gbs, bw.memcpy_gbs);
   if (prefill) prefill_table(pool, quick);
   if (decode) decode_table(pool, 1);
   if (decode && !quick) decode_table(pool, 8);
   // The machine may be shared: a second measurement shows how much the reference points drifted during the run.
   const Bandwidth bw2 = memory_bandwidth(threads);
-  std::printf("\nEnd of run: FMA peak %.1f GFLOP/s, read %.1f GB/s, memcpy %.1f GB/s\n", fma_peak_gflops(threads),
-              bw2.read_gbs, bw2.memcpy_gbs);
+  std::printf("\nEnd of run: widest FMA peak %.1f GFLOP/s, vdpbf16ps peak %.1f, read %.1f GB/s, memcpy %.1f GB/s\n",
+              peak_gflops(widest_fma(), threads), peak_gflops(PeakLoop::Bf16Dot, threads), bw2.read_gbs,
+              bw2.memcpy_gbs);
   return 0;
 }

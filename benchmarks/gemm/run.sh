@@ -4,7 +4,10 @@
 # Installs Debian's libopenblas-dev when missing (the only place in the project that does), for the comparison.
 #
 #   benchmarks/gemm/run.sh [--quick] [--decode-only | --prefill-only] [--reps N] [--threads T] [--cpu-time]
-# Environment: CXX (default g++), BUILD_DIR (default benchmarks/gemm/build), LANGNEURONS_KERNEL=plain|avx2.
+# Environment: CXX (default g++), BUILD_DIR (default benchmarks/gemm/build),
+# LANGNEURONS_KERNEL=plain|avx2|avx512|avx512bf16 (default: the widest the CPU supports).
+# OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset for the benchmark process (they would force OpenBLAS onto older
+# kernels and make the comparison unfair); the core OpenBLAS chose is printed.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -36,4 +39,5 @@ fi
   "${blas_lib[@]}"
 # OpenBLAS gets exactly the threads we use (bench_gemm calls openblas_set_num_threads too).
 export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-2}"
+unset OPENBLAS_CORETYPE OPENBLAS_L2_SIZE
 exec "$build/bench_gemm" "$@"

@@ -14,7 +14,9 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/gemm.h"
+#include "kernels/kernel_table.h"
 #include "gemm_test_data.h"
+#include "kernel_families.h"
 #include "test_util.h"
 
 using namespace ln;
@@ -84,12 +86,7 @@ Outcome run_case(const Case& c, ThreadPool& pool, uint64_t seed, bool expect_f32
   return out;
 }
 
-std::vector<CpuKernel> kernels_to_test() {
-  std::vector<CpuKernel> ks{CpuKernel::Plain};
-  if (cpu_supports(CpuKernel::Avx2)) ks.push_back(CpuKernel::Avx2);
-  else std::printf("  note: this CPU has no AVX2/FMA/F16C, only the plain kernel is tested\n");
-  return ks;
-}
+std::vector<CpuKernel> kernels_to_test() { return kernel_families_to_test(); }
 
 const DType kDtypes[] = {DType::F32, DType::F16, DType::BF16};
 const Compute kComputes[] = {Compute::F32, Compute::BF16};
@@ -150,12 +147,14 @@ LN_TEST(gemm_accumulate_and_strides) {
 }
 
 // Small-integer data makes every result exact in float32: any indexing, packing or edge-tile mistake shows up as
-// a wrong value rather than hiding in a tolerance. Shapes cross every block boundary of both kernels
-// (MC = 120/128 rows, KC = 256, 1024-column tasks, 6x16 and 4x8 tiles).
+// a wrong value rather than hiding in a tolerance. Shapes cross every block boundary of every family
+// (MC = 120/128/168 rows, KC = 256 and the bf16 pairs' 512 with an odd tail, 1024-column tasks, 4x8, 6x16 and
+// 14x32 tiles, narrow last column panels).
 LN_TEST(gemm_exact_small_integers_across_blocks) {
   KernelRestore restore;
   ThreadPool pool(2);
-  const int64_t shapes[][3] = {{130, 1100, 600}, {9, 17, 513}, {251, 35, 259}, {12, 1, 40}, {2, 1031, 70}};
+  const int64_t shapes[][3] = {{130, 1100, 600}, {9, 17, 513}, {251, 35, 259}, {12, 1, 40}, {2, 1031, 70},
+                               {171, 45, 1029}, {29, 1063, 515}};
   uint64_t seed = 2000;
   for (CpuKernel kern : kernels_to_test())
     for (DType t : kDtypes)
@@ -214,6 +213,13 @@ LN_TEST(gemm_kernel_selection) {
   LN_CHECK(cpu_supports(CpuKernel::Plain));
   set_kernel(CpuKernel::Plain);
   LN_CHECK(active_kernel() == CpuKernel::Plain);
-  set_kernel(CpuKernel::Avx2);  // refused (with a message) on a CPU without AVX2
-  LN_CHECK(active_kernel() == (cpu_supports(CpuKernel::Avx2) ? CpuKernel::Avx2 : CpuKernel::Plain));
+  for (CpuKernel k : all_kernels()) {  // a family the CPU lacks is refused (with a message), the others taken
+    const CpuKernel before = active_kernel();
+    set_kernel(k);
+    LN_CHECK(active_kernel() == (cpu_supports(k) ? k : before));
+    LN_CHECK(std::strcmp(kernel_name(kernel_table(active_kernel()).family), kernel_name(active_kernel())) == 0);
+  }
+  // Each family is a superset of the one before: supporting one implies supporting every narrower one.
+  for (size_t i = 1; i < all_kernels().size(); ++i)
+    LN_CHECK(!cpu_supports(all_kernels()[i]) || cpu_supports(all_kernels()[i - 1]));
 }

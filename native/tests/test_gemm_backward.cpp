@@ -17,6 +17,7 @@
 
 #include "kernels/cpu_features.h"
 #include "gemm_test_data.h"
+#include "kernel_families.h"
 #include "test_util.h"
 #include "train/gemm_backward.h"
 
@@ -42,11 +43,7 @@ bool padding_intact(const std::vector<float>& m, int64_t rows, int64_t cols, int
   return true;
 }
 
-std::vector<CpuKernel> kernels() {
-  std::vector<CpuKernel> k = {CpuKernel::Plain};
-  if (cpu_supports(CpuKernel::Avx2)) k.push_back(CpuKernel::Avx2);
-  return k;
-}
+std::vector<CpuKernel> kernels() { return kernel_families_to_test(); }
 
 // Restores the kernel family a test found when it ends.
 struct KernelScope {
@@ -159,8 +156,8 @@ LN_TEST(gemm_backward_odd_shapes_dtypes_strides) {
 }
 
 // Small integers make every partial sum exact in float32: any kernel must then give the float64 answer bit for
-// bit, whatever its blocking. Shapes straddle KC (reduction 263), MC (121 rows, the last micro-panel 1 row) and
-// NC (1030 columns: two column tasks on one thread).
+// bit, whatever its blocking. Shapes straddle KC (reduction 263), MC (121 rows, the last micro-panel 1 row; 171
+// rows past the AVX-512 MC of 168, last panel 3 rows) and NC (1030 columns: two column tasks on one thread).
 LN_TEST(gemm_backward_exact_small_integers_across_blocks) {
   KernelScope scope;
   Rng r(9);
@@ -168,16 +165,21 @@ LN_TEST(gemm_backward_exact_small_integers_across_blocks) {
     set_kernel(kern);
     for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
       const Weights w = make_weights(dt, 263, 1030, r, true);
-      const Result res = run_dx(121, w, 263, 1030, dt == DType::F16, 1, r, true);
-      LN_CHECK_MSG(res.exact, "%s gemm_dx %s: not exact (worst %.3g x bound)", kernel_name(kern), dtype_name(dt),
+      for (int64_t M : {121, 171}) {
+        const Result res = run_dx(M, w, 263, 1030, dt == DType::F16, 1, r, true);
+        LN_CHECK_MSG(res.exact, "%s gemm_dx %s M=%lld: not exact (worst %.3g x bound)", kernel_name(kern),
+                     dtype_name(dt), (long long)M, res.worst);
+      }
+    }
+    for (int64_t N : {121, 171}) {
+      const Result res = run_dw(263, N, 1030, N, 1030, 1030, 1, r, true);
+      LN_CHECK_MSG(res.exact, "%s gemm_dw N=%lld: not exact (worst %.3g x bound)", kernel_name(kern), (long long)N,
                    res.worst);
     }
-    const Result res = run_dw(263, 121, 1030, 121, 1030, 1030, 1, r, true);
-    LN_CHECK_MSG(res.exact, "%s gemm_dw: not exact (worst %.3g x bound)", kernel_name(kern), res.worst);
   }
 }
 
-// The AVX2 kernels agree with the plain ones (both within the float64 bound, so within twice it of each other),
+// Every family's kernels agree with the plain ones (both within the float64 bound, so within twice it of each other),
 // and each family gives the same bits for 1, 2, 3 and 4 threads: the reduction order of an output element does not
 // depend on how the output is split.
 LN_TEST(gemm_backward_kernels_agree_and_thread_counts_are_bitwise_equal) {

@@ -8,6 +8,8 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/ops.h"
+#include "kernel_families.h"
+#include "kernels/kernel_table.h"
 #include "test_util.h"
 
 using namespace ln;
@@ -74,7 +76,7 @@ LN_TEST(ops_silu_avx2_matches_double) {
   for (float v = -100.f; v <= 100.f; v += 0.0137f) x.push_back(v);
   for (float v : {-87.2f, -87.4f, -88.f, -1e-30f, 1e-30f, 1e-6f, -1e-6f, 0.f, -0.f, 1e4f, -1e4f, 3.4e38f}) x.push_back(v);
   std::vector<float> y(x);
-  silu_inplace_avx2(y.data(), int64_t(y.size()));
+  kernel_table(CpuKernel::Avx2).silu_inplace(y.data(), int64_t(y.size()));
   double worst = 0, worst_rel = 0;
   for (size_t i = 0; i < x.size(); ++i) {
     const double want = double(x[i]) / (1 + std::exp(-double(x[i])));
@@ -87,7 +89,7 @@ LN_TEST(ops_silu_avx2_matches_double) {
   }
   LN_CHECK_MSG(worst_rel <= 4e-7, "worst %g relative (%g ulp)", worst_rel, worst);
   float sp[] = {INFINITY, -INFINITY, NAN, -0.f, 0.f};
-  silu_inplace_avx2(sp, 5);
+  kernel_table(CpuKernel::Avx2).silu_inplace(sp, 5);
   LN_CHECK(sp[0] == INFINITY);
   LN_CHECK(std::isnan(sp[1]) && std::isnan(math::silu(-INFINITY)));
   LN_CHECK(std::isnan(sp[2]));
@@ -95,14 +97,43 @@ LN_TEST(ops_silu_avx2_matches_double) {
   LN_CHECK(sp[4] == 0.f && !std::signbit(sp[4]));
   const auto r = rand_vec(17, -6.f, 6.f, 9);
   std::vector<float> body(r);
-  silu_inplace_avx2(body.data(), 17);
+  kernel_table(CpuKernel::Avx2).silu_inplace(body.data(), 17);
   for (int n = 1; n <= 17; ++n) {
     std::vector<float> guard(r);  // elements past n stay untouched
-    silu_inplace_avx2(guard.data(), n);
+    kernel_table(CpuKernel::Avx2).silu_inplace(guard.data(), n);
     for (int i = 0; i < 17; ++i) LN_CHECK(guard[size_t(i)] == (i < n ? body[size_t(i)] : r[size_t(i)]));
     std::vector<float> shifted(r.begin() + (17 - n), r.end());  // the same values landing in the tail
-    silu_inplace_avx2(shifted.data(), n);
+    kernel_table(CpuKernel::Avx2).silu_inplace(shifted.data(), n);
     for (int i = 0; i < n; ++i) LN_CHECK(shifted[size_t(i)] == body[size_t(17 - n + i)]);
+  }
+}
+
+// (The x86 kernels are reached through kernel_table(family), which exists on every architecture: an arm64 build
+// links, and these tests skip there because cpu_supports says no.)
+// The AVX-512 silu is the AVX2 one on 16 lanes: the same bits for every element (range, special values, and every
+// row length 1..40 through its masked tail).
+LN_TEST(ops_silu_avx512_same_bits_as_avx2) {
+  if (!cpu_supports(CpuKernel::Avx512)) {
+    std::printf("    skipped: needs %s\n", kernel_requirements(CpuKernel::Avx512));
+    return;
+  }
+  std::vector<float> x;
+  for (float v = -100.f; v <= 100.f; v += 0.0137f) x.push_back(v);
+  for (float v : {-87.2f, -87.4f, -88.f, -1e-30f, 1e-30f, 0.f, -0.f, 1e4f, -1e4f, 3.4e38f, INFINITY, -INFINITY})
+    x.push_back(v);
+  std::vector<float> a(x), b(x);
+  kernel_table(CpuKernel::Avx2).silu_inplace(a.data(), int64_t(a.size()));
+  kernel_table(CpuKernel::Avx512).silu_inplace(b.data(), int64_t(b.size()));
+  LN_CHECK(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+  float nan_in[1] = {NAN};
+  kernel_table(CpuKernel::Avx512).silu_inplace(nan_in, 1);
+  LN_CHECK(std::isnan(nan_in[0]));
+  const auto r = rand_vec(40, -6.f, 6.f, 19);
+  for (int n = 1; n <= 40; ++n) {
+    std::vector<float> p(r), q(r);
+    kernel_table(CpuKernel::Avx2).silu_inplace(p.data(), n);
+    kernel_table(CpuKernel::Avx512).silu_inplace(q.data(), n);
+    LN_CHECK_MSG(p == q, "n=%d", n);  // elements past n untouched by both
   }
 }
 
@@ -237,7 +268,7 @@ LN_TEST(ops_attend_row_matches_double) {
     LN_CHECK_MSG(worst < 1e-5, "plain hd=%d: %g", hd, worst);
     if (cpu_supports(CpuKernel::Avx2)) {
       std::fill(out.begin(), out.end(), 0.f);
-      attend_row_avx2(q.data(), k, v, ld, n_keys, hd, scale, p.data(), out.data());
+      kernel_table(CpuKernel::Avx2).attend_row(q.data(), k, v, ld, n_keys, hd, scale, p.data(), out.data());
       worst = 0;
       for (int e = 0; e < hd; ++e) worst = std::max(worst, std::fabs(out[e] - want[e]));
       LN_CHECK_MSG(worst < 1e-5, "avx2 hd=%d: %g", hd, worst);
@@ -270,7 +301,7 @@ double check_attend_causal(const CausalCase& c, uint32_t seed, bool avx2) {
   float* sp = scratch.data();
   while (reinterpret_cast<uintptr_t>(sp) % 64) ++sp;  // the kernels expect the 64-byte alignment they get
   if (avx2)
-    attend_causal_avx2(q.data(), ldq, n_rows, n_q, k.data(), v.data(), ldkv, c.key0, hd, scale, out.data(), ldo, sp);
+    kernel_table(CpuKernel::Avx2).attend_causal(q.data(), ldq, n_rows, n_q, k.data(), v.data(), ldkv, c.key0, hd, scale, out.data(), ldo, sp);
   else
     attend_causal_plain(q.data(), ldq, n_rows, n_q, k.data(), v.data(), ldkv, c.key0, hd, scale, out.data(), ldo,
                         sp);
@@ -342,6 +373,7 @@ LN_TEST(ops_attend_causal_matches_double) {
 // The dispatcher runs the active family: same bits as calling that family directly, also when the head size changes
 // between calls.
 LN_TEST(ops_attend_causal_dispatch) {
+  KernelFamilyRestore restore;
   for (int hd : {64, 8, 136}) {
     const int n_q = 4, n_rows = 5;
     const int32_t key0 = 70;
@@ -354,11 +386,15 @@ LN_TEST(ops_attend_causal_dispatch) {
     std::vector<float> scratch(size_t(attend_causal_scratch_floats(hd)) + 16);
     float* sp = scratch.data();
     while (reinterpret_cast<uintptr_t>(sp) % 64) ++sp;
-    attend_causal(q.data(), ld, n_rows, n_q, k, v, ldkv, key0, hd, 0.1f, a.data(), ld, sp);
-    if (active_kernel() == CpuKernel::Avx2)
-      attend_causal_avx2(q.data(), ld, n_rows, n_q, k, v, ldkv, key0, hd, 0.1f, b.data(), ld, sp);
-    else
-      attend_causal_plain(q.data(), ld, n_rows, n_q, k, v, ldkv, key0, hd, 0.1f, b.data(), ld, sp);
-    LN_CHECK(a == b);
+    // Every x86 family's table runs the AVX2 attention tile (kernels/kernel_table.cpp).
+    for (CpuKernel fam : kernel_families_to_test()) {
+      set_kernel(fam);
+      attend_causal(q.data(), ld, n_rows, n_q, k, v, ldkv, key0, hd, 0.1f, a.data(), ld, sp);
+      if (fam == CpuKernel::Plain)
+        attend_causal_plain(q.data(), ld, n_rows, n_q, k, v, ldkv, key0, hd, 0.1f, b.data(), ld, sp);
+      else
+        kernel_table(CpuKernel::Avx2).attend_causal(q.data(), ld, n_rows, n_q, k, v, ldkv, key0, hd, 0.1f, b.data(), ld, sp);
+      LN_CHECK_MSG(a == b, "%s hd=%d", kernel_name(fam), hd);
+    }
   }
 }

@@ -12,6 +12,8 @@
 #include "kernels/stats_kernels.h"
 #include "model/stats.h"
 #include "ref_model.h"
+#include "kernel_families.h"
+#include "kernels/kernel_table.h"
 #include "test_util.h"
 #include "tiny_model.h"
 
@@ -309,15 +311,15 @@ LN_TEST(stats_last_layer_stops_early_with_identical_stats) {
   LN_CHECK(cache.length(0) == 0);
 }
 
-// The row kernels: plain and AVX2 give the same counts and the same float64 sums, tails included.
-LN_TEST(stats_plain_and_avx2_row_kernels_agree) {
-  if (!cpu_supports(CpuKernel::Avx2)) {
-    std::printf("    (no AVX2 on this CPU: skipped)\n");
-    return;
-  }
+// The row kernels: every family's (the kernel table's entry) gives the plain version's counts and float64 sums,
+// bit for bit, tails included (lengths around the 8- and 16-unit steps).
+LN_TEST(stats_row_kernels_of_every_family_agree_with_plain) {
+  for (CpuKernel fam : kernel_families_to_test()) {
+  if (fam == CpuKernel::Plain) continue;
+  const auto accumulate_fam = kernel_table(fam).accumulate_row;
   std::mt19937 rng(11);
   std::normal_distribution<float> N(0.f, 1.f);
-  for (int64_t n : {1, 7, 8, 13, 64, 203}) {
+  for (int64_t n : {1, 7, 8, 13, 16, 17, 33, 64, 203}) {
     std::vector<float> th(static_cast<size_t>(n));
     for (float& x : th) x = N(rng) * 0.5f;
     struct Acc {
@@ -351,13 +353,15 @@ LN_TEST(stats_plain_and_avx2_row_kernels_agree) {
       if (t == 7) std::fill(row.begin(), row.end(), 0.f);  // exactly zero is not > 0
       const bool opt = t % 2 == 0;
       accumulate_row_plain(row.data(), n, accs(p, opt));
-      accumulate_row_avx2(row.data(), n, accs(v, opt));
+      accumulate_fam(row.data(), n, accs(v, opt));
     }
-    LN_CHECK_MSG(p.oz == v.oz && p.ab == v.ab, "n=%lld: counts differ", (long long)n);
-    LN_CHECK_MSG(p.s == v.s && p.q == v.q && p.as == v.as && p.ss == v.ss, "n=%lld: sums differ", (long long)n);
+    LN_CHECK_MSG(p.oz == v.oz && p.ab == v.ab, "%s n=%lld: counts differ", kernel_name(fam), (long long)n);
+    LN_CHECK_MSG(p.s == v.s && p.q == v.q && p.as == v.as && p.ss == v.ss, "%s n=%lld: sums differ", kernel_name(fam),
+                 (long long)n);
     int64_t total = 0;
     for (int32_t x : p.oz) total += x;
     LN_CHECK(total > 0 && total < 49 * n);
+  }
   }
 }
 

@@ -9,6 +9,7 @@
 
 #include "kernels/cpu_features.h"
 #include "ref_model.h"
+#include "kernel_families.h"
 #include "test_util.h"
 #include "tiny_model.h"
 #include "train/gemm_backward.h"
@@ -369,11 +370,12 @@ LN_TEST(train_rejects_bad_spec_and_batch) {
 
 // The trainer's gradients do not depend on the kernel family: every parameter mode (dense, rows / cols through the
 // gather-GEMM-scatter paths, LoRA with a masked B) gives the same gradients with the plain backward GEMMs as with
-// the AVX2 ones (forward GEMMs switch too), to float32 rounding. Sizes large enough (hidden 40, intermediate 72,
+// every x86 family's (forward GEMMs switch too), to float32 rounding. Sizes large enough (hidden 40, intermediate 72,
 // 19 + 14 tokens) that the AVX2 kernels run full 6x16 tiles as well as edge tiles.
-LN_TEST(train_gradients_same_with_plain_and_avx2_kernels) {
-  if (!cpu_supports(CpuKernel::Avx2)) {
-    std::printf("  (no AVX2 on this CPU: only the plain kernels exist)\n");
+LN_TEST(train_gradients_same_with_every_kernel_family) {
+  const std::vector<CpuKernel> ks = kernel_families_to_test();  // plain first
+  if (ks.size() < 2) {
+    std::printf("  (no x86 kernel family on this CPU: only the plain kernels exist)\n");
     return;
   }
   const CpuKernel saved = active_kernel();
@@ -395,10 +397,9 @@ LN_TEST(train_gradients_same_with_plain_and_avx2_kernels) {
       {lora, masked_lora, {"w_up", 1, ParamMode::Rows, sel}}};
   const char* names[] = {"dense", "rows/cols", "lora"};
   for (size_t s = 0; s < specs.size(); ++s) {
-    std::vector<float> g[2];
-    double loss[2];
-    const CpuKernel ks[2] = {CpuKernel::Plain, CpuKernel::Avx2};
-    for (int k = 0; k < 2; ++k) {
+    std::vector<std::vector<float>> g(ks.size());
+    std::vector<double> loss(ks.size());
+    for (size_t k = 0; k < ks.size(); ++k) {
       set_kernel(ks[k]);
       Trainer tr(tiny.cfg, tiny.w, 2, specs[s]);
       BatchLoss bl = tr.forward_backward(b.tokens.data(), b.targets.data(), b.lens.data(), 2, int64_t(b.tokens.size()),
@@ -406,17 +407,20 @@ LN_TEST(train_gradients_same_with_plain_and_avx2_kernels) {
       loss[k] = bl.sum / double(bl.count);
       g[k].assign(tr.grad(), tr.grad() + tr.n_trainable());
     }
-    double num = 0, den = 0;
-    for (size_t i = 0; i < g[0].size(); ++i) {
-      num += double(g[1][i] - g[0][i]) * double(g[1][i] - g[0][i]);
-      den += double(g[0][i]) * g[0][i];
+    for (size_t k = 1; k < ks.size(); ++k) {
+      double num = 0, den = 0;
+      for (size_t i = 0; i < g[0].size(); ++i) {
+        num += double(g[k][i] - g[0][i]) * double(g[k][i] - g[0][i]);
+        den += double(g[0][i]) * g[0][i];
+      }
+      const double rel = std::sqrt(num / std::max(den, 1e-30));
+      LN_CHECK_MSG(den > 0 && rel < 1e-5, "%s: %s vs plain gradient rel error %.3g (|g| %.3g)", names[s],
+                   kernel_name(ks[k]), rel, std::sqrt(den));
+      LN_CHECK_MSG(std::fabs(loss[k] - loss[0]) <= 1e-6 * std::fabs(loss[0]), "%s: %s loss %.9g vs %.9g", names[s],
+                   kernel_name(ks[k]), loss[k], loss[0]);
+      std::printf("  %s: %zu gradient entries, %s vs plain rel error %.2e\n", names[s], g[0].size(),
+                  kernel_name(ks[k]), rel);
     }
-    const double rel = std::sqrt(num / std::max(den, 1e-30));
-    LN_CHECK_MSG(den > 0 && rel < 1e-5, "%s: avx2 vs plain gradient rel error %.3g (|g| %.3g)", names[s], rel,
-                 std::sqrt(den));
-    LN_CHECK_MSG(std::fabs(loss[1] - loss[0]) <= 1e-6 * std::fabs(loss[0]), "%s: loss %.9g vs %.9g", names[s], loss[1],
-                 loss[0]);
-    std::printf("  %s: %zu gradient entries, avx2 vs plain rel error %.2e\n", names[s], g[0].size(), rel);
   }
   set_kernel(saved);
 }

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/kernel_table.h"
 #include "kernels/math.h"
 #include "kernels/ops.h"
 
@@ -86,10 +87,7 @@ void attend_causal_plain(const float* q, int64_t ldq, int n_rows, int n_q, const
 
 void attend_causal(const float* q, int64_t ldq, int n_rows, int n_q, const float* k, const float* v, int64_t ldkv,
                    int32_t key0, int hd, float scale, float* out, int64_t ldo, float* scratch) {
-  if (active_kernel() == CpuKernel::Avx2)
-    attend_causal_avx2(q, ldq, n_rows, n_q, k, v, ldkv, key0, hd, scale, out, ldo, scratch);
-  else
-    attend_causal_plain(q, ldq, n_rows, n_q, k, v, ldkv, key0, hd, scale, out, ldo, scratch);
+  cpu_kernels().attend_causal(q, ldq, n_rows, n_q, k, v, ldkv, key0, hd, scale, out, ldo, scratch);
 }
 
 }  // namespace ln

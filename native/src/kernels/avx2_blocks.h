@@ -1,6 +1,6 @@
 // Building blocks shared by the AVX2 kernel files (gemm_avx2.cpp, gemm_backward_avx2.cpp,
-// attention_kernels_avx2.cpp, ops_avx2.cpp). Include it ONLY from *_avx2.cpp files, which are compiled with -mavx2 -mfma
-// -mf16c: everything here is in an anonymous namespace, so each of those files gets its own internal copy and the
+// attention_kernels_avx2.cpp, ops_avx2.cpp) and, through avx512_blocks.h, the AVX-512 ones. Include it ONLY from
+// *_avx2.cpp / *_avx512*.cpp files, which are compiled with -mavx2 -mfma -mf16c (and more): everything here is in an anonymous namespace, so each of those files gets its own internal copy and the
 // linker can never hand an AVX body to portable code (the SIGILL hazard described in gemm_avx2.cpp).
 #pragma once
 #include <immintrin.h>
@@ -43,6 +43,20 @@ inline float load1(const void* w, int64_t i) {
   std::memcpy(&f, &u, 4);
   return f;
 }
+
+// Round-to-nearest-even to bf16, NaN kept quiet: the same bits as ln::round_bf16 (dtype.h), 8 lanes at a time.
+inline __m256 round_bf16_8(__m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i hi_mask = _mm256_set1_epi32(int32_t(0xffff0000u));
+  __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  __m256i r = _mm256_and_si256(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), hi_mask);
+  __m256i is_nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
+                                      _mm256_set1_epi32(0x7f800000));
+  __m256i quiet = _mm256_and_si256(_mm256_or_si256(u, _mm256_set1_epi32(0x00400000)), hi_mask);
+  return _mm256_castsi256_ps(_mm256_blendv_epi8(r, quiet, is_nan));
+}
+
+inline float round_bf16_1(float f) { return _mm256_cvtss_f32(round_bf16_8(_mm256_set1_ps(f))); }
 
 // The sum of the 8 lanes of v.
 inline float hsum(__m256 v) {

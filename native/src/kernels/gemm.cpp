@@ -1,11 +1,13 @@
-// GEMM dispatch: validates the arguments, then picks the kernel family (cpu_features.cpp) and the path:
+// GEMM dispatch: validates the arguments, then calls the active kernel table (kernel_table.h) on one of two paths:
 // few rows of X (decode) -> streaming GEMV, memory-bound on reading W; many rows (prefill) -> packed, cache-blocked
-// GEMM, compute-bound. The readable reference is gemm_ref.cpp; the kernels are in gemm_plain.cpp / gemm_avx2.cpp.
+// GEMM, compute-bound. The readable reference is gemm_ref.cpp; the kernels are in gemm_plain.cpp, gemm_avx2.cpp,
+// gemm_avx512.cpp and gemm_avx512bf16.cpp.
 #include <cstdlib>
 #include <stdexcept>
 
 #include "kernels/cpu_features.h"
 #include "kernels/gemm_kernels.h"
+#include "kernels/kernel_table.h"
 
 namespace ln {
 
@@ -31,11 +33,8 @@ void gemm_xwt(int64_t M, const float* X, int64_t ldx, const WeightRef& W, float*
     return;
   }
   const bool gemv = M <= kGemvMaxRows;
-  if (active_kernel() == CpuKernel::Avx2) {
-    (gemv ? avx2_gemv : avx2_gemm)(M, X, ldx, W, Y, ldy, compute, accumulate, pool);
-  } else {
-    (gemv ? plain_gemv : plain_gemm)(M, X, ldx, W, Y, ldy, compute, accumulate, pool);
-  }
+  const CpuKernelTable& t = cpu_kernels();
+  (gemv ? t.gemv : t.gemm)(M, X, ldx, W, Y, ldy, compute, accumulate, pool);
 }
 
 }  // namespace ln

@@ -10,9 +10,15 @@
 
 namespace ln {
 
-// The CPU kernel family in use. Chosen once from the CPU's features; LANGNEURONS_KERNEL=plain|avx2 overrides
-// (an unsupported request falls back loudly to the best supported one).
-enum class CpuKernel : int32_t { Plain = 0, Avx2 = 1 };
+// The CPU kernel family in use. Chosen once from the CPU's features (the widest supported);
+// LANGNEURONS_KERNEL=plain|avx2|avx512|avx512bf16 overrides (an unsupported request falls back loudly to the best
+// supported one). Families, each a superset of the CPU features of the one before:
+//   plain       portable C++ (compiler-vectorised: SSE2 on x86-64, NEON on arm64);
+//   avx2        AVX2 + FMA + F16C (8-wide f32 FMA);
+//   avx512      AVX-512 F/BW/VL/DQ (16-wide f32 FMA, 32 registers);
+//   avx512bf16  avx512 + AVX512_BF16: vdpbf16ps dot products for bf16 compute.
+// The functions of each family are in one table (kernels/kernel_table.h).
+enum class CpuKernel : int32_t { Plain = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3 };
 CpuKernel active_kernel();
 const char* kernel_name(CpuKernel k);
 void set_kernel(CpuKernel k);  // for tests and benchmarks; ignores (and reports) an unsupported choice

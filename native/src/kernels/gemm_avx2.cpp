@@ -25,22 +25,6 @@ namespace {
 
 // MR x NR = 6 x 16 microkernels, KC / MC / NC_PANELS blocking and the packed-GEMM driver: avx2_blocks.h.
 
-// ---- conversions -------------------------------------------------------------------------------------------
-
-// Round-to-nearest-even to bf16, NaN kept quiet: the same bits as ln::round_bf16 (dtype.h), 8 lanes at a time.
-inline __m256 round_bf16_8(__m256 v) {
-  const __m256i u = _mm256_castps_si256(v);
-  const __m256i hi_mask = _mm256_set1_epi32(int32_t(0xffff0000u));
-  __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  __m256i r = _mm256_and_si256(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), hi_mask);
-  __m256i is_nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
-                                      _mm256_set1_epi32(0x7f800000));
-  __m256i quiet = _mm256_and_si256(_mm256_or_si256(u, _mm256_set1_epi32(0x00400000)), hi_mask);
-  return _mm256_castsi256_ps(_mm256_blendv_epi8(r, quiet, is_nan));
-}
-
-inline float round_bf16_1(float f) { return _mm256_cvtss_f32(round_bf16_8(_mm256_set1_ps(f))); }
-
 // ---- packing -----------------------------------------------------------------------------------------------
 
 // Bp[kk][j] = W[n + j][k0 + kk] for one micro-panel of nr <= NR rows of W (zero rows past nr), kc columns.

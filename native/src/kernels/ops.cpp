@@ -1,5 +1,6 @@
 #include "kernels/ops.h"
 
+#include "kernels/kernel_table.h"
 #include "kernels/math.h"
 
 #include <cmath>
@@ -81,12 +82,7 @@ void gelu_tanh_inplace(float* x, int64_t n) {
 void silu_inplace_plain(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = silu(x[i]);
 }
-void silu_inplace(float* x, int64_t n) {
-  if (active_kernel() == CpuKernel::Avx2)
-    silu_inplace_avx2(x, n);
-  else
-    silu_inplace_plain(x, n);
-}
+void silu_inplace(float* x, int64_t n) { cpu_kernels().silu_inplace(x, n); }
 void mul_inplace(float* x, const float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= y[i];
 }
@@ -151,10 +147,7 @@ void attend_row_capped(const float* q, const float* k, const float* v, int64_t l
 
 void attend_row(const float* q, const float* k, const float* v, int64_t ld, int32_t n_keys, int hd, float scale,
                 float* p, float* out) {
-  if (active_kernel() == CpuKernel::Avx2)
-    attend_row_avx2(q, k, v, ld, n_keys, hd, scale, p, out);
-  else
-    attend_row_plain(q, k, v, ld, n_keys, hd, scale, p, out);
+  cpu_kernels().attend_row(q, k, v, ld, n_keys, hd, scale, p, out);
 }
 
 double logsumexp(const float* x, int64_t n) {

@@ -49,12 +49,13 @@ void rope_apply_interleaved(float* x, int n_heads, int head_dim, const float* co
 
 // silu(g) = g / (1 + exp(-g)) in float32 (torch's F.silu).
 inline float silu(float g) { return math::silu(g); }
-// x = silu(x): dispatches on active_kernel(). The AVX2 version computes exp by its own polynomial and agrees with
+// x = silu(x): the active kernel table's (kernels/kernel_table.h). The AVX2 version computes exp by its own polynomial and agrees with
 // the exact value within 4e-7 relative (not bit for bit), the same for every element of a row whatever its position.
 void silu_inplace(float* x, int64_t n);
 void silu_inplace_plain(float* x, int64_t n);
 void silu_inplace_avx2(float* x, int64_t n);  // only after cpu_supports(Avx2)
 void gelu_tanh_inplace(float* x, int64_t n);  // x = gelu_tanh(x) (math.h)
+void silu_inplace_avx512(float* x, int64_t n);  // only after cpu_supports(Avx512): the avx2 bits, 16 lanes
 void mul_inplace(float* x, const float* y, int64_t n);  // x *= y
 void add_inplace(float* x, const float* y, int64_t n);  // x += y
 void round_bf16_inplace(float* x, int64_t n);           // x = round_bf16(x)
@@ -62,7 +63,7 @@ void round_bf16_inplace(float* x, int64_t n);           // x = round_bf16(x)
 // Causal attention of one query row of one head (attention.cpp's decode path: blocks of fewer than
 // kAttnMinTileVectors query vectors; the prefill path is attend_causal below): against keys/values
 // 0..n_keys-1 with row stride ld, p[j] = (q . k_j) * scale, p = softmax(p), out = sum_j p[j] v_j.
-// p is scratch for n_keys floats. Dispatches to the AVX2 version when active_kernel() is Avx2.
+// p is scratch for n_keys floats. Runs the active kernel table's version (kernels/kernel_table.h).
 void attend_row(const float* q, const float* k, const float* v, int64_t ld, int32_t n_keys, int hd, float scale,
                 float* p, float* out);
 void attend_row_plain(const float* q, const float* k, const float* v, int64_t ld, int32_t n_keys, int hd,
@@ -86,7 +87,7 @@ void attend_row_capped(const float* q, const float* k, const float* v, int64_t l
 // the rescale exp(m_old - m_new) of what was accumulated, p = exp(s - m_new), l += sum p, acc += p . v; at the end
 // out = acc * (1/l). Every key and value loaded is used by the whole tile, and the scratch is bounded:
 // attend_causal_scratch_floats(hd) floats (64-byte aligned), whatever the number of keys.
-// attend_causal dispatches on active_kernel(); every version takes the scratch (a task gets its worker's from
+// attend_causal runs the active kernel table's version; every version takes the scratch (a task gets its worker's from
 // ThreadPool::scratch(thread, Scratch::Attention, attend_causal_scratch_floats(hd))).
 constexpr int kAttnTile = 24;      // query vectors per tile
 constexpr int kAttnKeyBlock = 64;  // keys per online-softmax block

@@ -3,7 +3,7 @@
 
 #include <cmath>
 
-#include "kernels/gemm.h"
+#include "kernels/kernel_table.h"
 
 namespace ln {
 
@@ -22,10 +22,7 @@ void accumulate_row_plain(const float* x, int64_t n, const RowAccumulators& a) {
 }
 
 void accumulate_row(const float* x, int64_t n, const RowAccumulators& a) {
-  if (active_kernel() == CpuKernel::Avx2)
-    accumulate_row_avx2(x, n, a);
-  else
-    accumulate_row_plain(x, n, a);
+  cpu_kernels().accumulate_row(x, n, a);
 }
 
 }  // namespace ln

@@ -19,9 +19,10 @@ struct RowAccumulators {
   double* seq_sum = nullptr;          // optional: += x[j] (the current sequence's sum)
 };
 
-// Dispatches on active_kernel() (kernels/gemm.h).
+// Runs the active kernel table's version (kernels/kernel_table.h).
 void accumulate_row(const float* x, int64_t n, const RowAccumulators& a);
 void accumulate_row_plain(const float* x, int64_t n, const RowAccumulators& a);
 void accumulate_row_avx2(const float* x, int64_t n, const RowAccumulators& a);  // only after cpu_supports(Avx2)
+void accumulate_row_avx512(const float* x, int64_t n, const RowAccumulators& a);  // after cpu_supports(Avx512)
 
 }  // namespace ln

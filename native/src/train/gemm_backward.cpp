@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "core/dtype.h"
+#include "kernels/kernel_table.h"
 #include "kernels/math.h"
 
 namespace ln {
@@ -47,10 +48,7 @@ void gemm_dx(int64_t M, const float* dY, int64_t ldy, const WeightRef& W, float*
       for (int64_t i = 0; i < M; ++i) std::memset(dX + i * ldx, 0, size_t(K) * sizeof(float));
     return;
   }
-  if (active_kernel() == CpuKernel::Avx2)
-    avx2_gemm_dx(M, dY, ldy, W, dX, ldx, accumulate, pool);
-  else
-    plain_gemm_dx(M, dY, ldy, W, dX, ldx, accumulate, scratch, pool);
+  cpu_kernels().gemm_dx(M, dY, ldy, W, dX, ldx, accumulate, scratch, pool);
 }
 
 void gemm_dw(int64_t M, int64_t N, int64_t K, const float* dY, int64_t ldy, const float* X, int64_t ldx, float* dW,
@@ -58,10 +56,7 @@ void gemm_dw(int64_t M, int64_t N, int64_t K, const float* dY, int64_t ldy, cons
   if (M < 0 || N < 0 || K < 0) throw std::invalid_argument("gemm_dw: negative dimension");
   if (M == 0 || N == 0 || K == 0) return;
   if (ldy < N || ldx < K || lddw < K) throw std::invalid_argument("gemm_dw: row stride smaller than the row");
-  if (active_kernel() == CpuKernel::Avx2)
-    avx2_gemm_dw(M, N, K, dY, ldy, X, ldx, dW, lddw, pool);
-  else
-    plain_gemm_dw(M, N, K, dY, ldy, X, ldx, dW, lddw, pool);
+  cpu_kernels().gemm_dw(M, N, K, dY, ldy, X, ldx, dW, lddw, pool);
 }
 
 // ---- plain kernels: one task per block of rows of dX (gemm_dx) or of dW (gemm_dw), an axpy per product row.

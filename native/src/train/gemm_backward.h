@@ -1,8 +1,9 @@
 // Matrix products of the backward pass of a Linear layer Y = X W^T (W: [N out][K in], Hugging Face layout):
 //   dX  = dY W          (gemm_dx: W in its stored dtype F32/F16/BF16, converted to float32 on the fly)
 //   dW += dY^T X        (gemm_dw: dW float32, accumulated)
-// Two implementations, chosen at run time like the forward GEMM (kernels/gemm.h: active_kernel(), i.e. the CPU's
-// features unless LANGNEURONS_KERNEL=plain|avx2 says otherwise):
+// Implementations per kernel family, chosen at run time like the forward GEMM (kernels/kernel_table.h, i.e. the CPU's
+// features unless LANGNEURONS_KERNEL says otherwise):
+//   avx512: the avx2 design on a 14x32 zmm tile (kernels/gemm_backward_avx512.cpp), also in the avx512bf16 table;
 //   avx2:  packed, register-blocked AVX2/FMA kernels (kernels/gemm_backward_avx2.cpp): W / X / dY packed into
 //          per-thread panels (converted from F16/BF16 while packing), a 6x16 FMA microkernel, per-thread packing
 //          buffers that only grow (nothing allocated once they have their size);
@@ -41,6 +42,12 @@ void avx2_gemm_dx(int64_t M, const float* dY, int64_t ldy, const WeightRef& W, f
                   bool accumulate, ThreadPool& pool);
 void avx2_gemm_dw(int64_t M, int64_t N, int64_t K, const float* dY, int64_t ldy, const float* X, int64_t ldx,
                   float* dW, int64_t lddw, ThreadPool& pool);
+// x86 only, after cpu_supports(CpuKernel::Avx512): the same products on the 14x32 zmm tile
+// (kernels/gemm_backward_avx512.cpp); the avx512bf16 family uses them too (gradients stay f32).
+void avx512_gemm_dx(int64_t M, const float* dY, int64_t ldy, const WeightRef& W, float* dX, int64_t ldx,
+                    bool accumulate, ThreadPool& pool);
+void avx512_gemm_dw(int64_t M, int64_t N, int64_t K, const float* dY, int64_t ldy, const float* X, int64_t ldx,
+                    float* dW, int64_t lddw, ThreadPool& pool);
 
 // Single thread, float64 sums of the products of the float32 values.
 void gemm_dx_ref(int64_t M, const float* dY, int64_t ldy, const WeightRef& W, float* dX, int64_t ldx, bool accumulate);
