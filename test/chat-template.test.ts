@@ -105,9 +105,9 @@ describe('chat templates', () => {
     const tok = model.requireTokenizer();
     const ids = ['Hello', 'Bonjour'].map((p) => tok.encode(`<|im_start|>system\nTranslate.<|im_end|>\n<|im_start|>user\n${p}<|im_end|>\n<|im_start|>assistant\n`, { addSpecialTokens: false }));
     const want = await generateTokens(model, ids, { maxNewTokens: 6, temperature: 0, repetitionPenalty: 1 });
-    expect(got).toEqual(want.map((g) => g.text));
+    expect(got.map((g) => g.text)).toEqual(want.map((g) => g.text));
     const plain = await new ModelScorer(model).generate(['Hello'], { maxNewTokens: 6, stop: [], repetitionPenalty: 1 });
     const plainWant = await generateTokens(model, [tok.encode('Hello')], { maxNewTokens: 6, temperature: 0, repetitionPenalty: 1 });
-    expect(plain).toEqual([plainWant[0]!.text]);
+    expect(plain.map((g) => g.text)).toEqual([plainWant[0]!.text]);
   });
 });

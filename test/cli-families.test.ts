@@ -44,9 +44,13 @@ describe.each(FAMILY_FIXTURES)('the pipeline on %s', (name) => {
     await fsp.writeFile(train, 'Il-bnedmin kollha jitwieldu ħielsa u ugwali fid-dinjità u d-drittijiet.\n'.repeat(8));
     const ft = json('finetune', model, '--method', 'neurons', '--masks', mask, '--lang', 'mt', '--train', train, '--steps', '2', '--chunk', '64', '--batch', '2', '--threads', '2', '--out', path.join(out, 'run'));
     expect(ft.steps ?? ft.result?.steps ?? 2).toBe(2);
-    const ev = json('eval', model, '--task', 'flores', '--pairs', 'eng_Latn-mlt_Latn', '--data', path.join(FX, 'flores'), '--limit', '2', '--chat-template', '--out', path.join(out, 'results'));
-    expect(ev.results[0].variant).toMatchObject({ name: 'base-chat' });
-    expect(ev.results[0].variant.chatTemplate).toMatch(/tokenizer_config\.json \(chat_template\)/);
+    // FLORES generates up to 128 new tokens: the yarn fixture's context of 128 leaves no room for a prompt, which
+    // eval refuses (test/eval-results.test.ts); the other families run it through their chat template.
+    if (name !== 'tiny-qwen2-yarn') {
+      const ev = json('eval', model, '--task', 'flores', '--pairs', 'eng_Latn-mlt_Latn', '--data', path.join(FX, 'flores'), '--limit', '2', '--chat-template', '--out', path.join(out, 'results'));
+      expect(ev.results[0].variant).toMatchObject({ name: 'base-chat' });
+      expect(ev.results[0].variant.chatTemplate).toMatch(/tokenizer_config\.json \(chat_template\)/);
+    }
     const ppl = json('eval', model, '--task', 'ppl', '--text', path.join(FX, 'ppl'), '--langs', 'sw', '--limit', '2', '--out', path.join(out, 'results'));
     expect(Number.isFinite(ppl.results[0].metrics.ppl ?? ppl.results[0].metrics.perplexity)).toBe(true);
   }, 300_000);

@@ -3,7 +3,7 @@
 // References: the engine's final-normed last-token state against an independent float64 recomputation from site
 // captures; head logits under an intervention against the head on the unhooked model with edited down_proj
 // columns (as test/intervene.test.ts does for the LM head).
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -174,7 +174,10 @@ describe('classification head with interventions', () => {
     for (const [lang, ivLang] of [['en', 'en'], ['en', 'sw'], ['sw', 'en']] as const) {
       const edited = await HeadClassifier.load(await editedModel(ivLang === 'en' ? EN : SW), headDir);
       const want = await edited.logits(encodeAll(model, lang));
-      const lines = readFileSync(path.join(tmp, 'cross', `xnli__${lang}__deact_${ivLang}.items.jsonl`), 'utf8').trim().split('\n').slice(1);
+      // Result files are named <task>__<lang>__<variant>__<prompt>__<key>; the items checkpoint beside the result.
+      const items = readdirSync(path.join(tmp, 'cross')).filter((f) => f.startsWith(`xnli__${lang}__deact_${ivLang}__`) && f.endsWith('.items.jsonl'));
+      expect(items).toHaveLength(1);
+      const lines = readFileSync(path.join(tmp, 'cross', items[0]!), 'utf8').trim().split('\n').slice(1);
       const got = lines.map((l) => (JSON.parse(l) as { logits: number[] }).logits);
       expect(maxDiff(got, want), `${lang} with ${ivLang}'s neurons off`).toBeLessThan(1e-5);
     }
@@ -182,7 +185,9 @@ describe('classification head with interventions', () => {
     // {lang} outside eval, are refused with one clear line.
     const early = await captureStdout(() => main([...base, '--intervene-langs', 'en,xx', '--out', path.join(tmp, 'early')]));
     expect(early.value).toBe(1);
-    expect(existsSync(path.join(tmp, 'early'))).toBe(false);
+    // Nothing ran: no result or checkpoint was written (the output lock may have made the folder itself).
+    const early_ = path.join(tmp, 'early');
+    expect(existsSync(early_) ? readdirSync(early_).filter((f) => !f.startsWith('.')) : []).toEqual([]);
     const noPlaceholder = ['node', 'langneurons', 'eval', fixturePath('stories260k'), '--task', 'xnli', '--langs', 'en', '--data', data, '--head', headDir,
       '--intervene', `deactivate:${maskFile}:en`, '--intervene-langs', 'sw', '--out', path.join(tmp, 'bad'), '--json'];
     expect((await captureStdout(() => main(noPlaceholder))).value).toBe(1);

@@ -253,8 +253,15 @@ describe('sweep run', () => {
     // figures: 2 deactivation heatmaps, 2 neurons-per-layer charts, training and held-out curves of 2 languages
     expect(html.match(/<svg/g)!.length).toBe(8);
     const plan = await planSweep(loadSweep(DEMO), { out: OUT_LOCAL });
-    const base = JSON.parse(readFileSync(path.join(stepDir(plan, plan.byId.get('eval/udhr20/ppl/mt/base')!), 'ppl__mt__base.json'), 'utf8')).metrics;
-    const lora = JSON.parse(readFileSync(path.join(stepDir(plan, plan.byId.get('eval/udhr20/ppl/mt/ft-lora')!), 'ppl__mt__ft-lora.json'), 'utf8')).metrics;
+    // eval names a result <task>__<lang>__<variant>__<prompt>__<key>.json (docs/EVAL.md)
+    const result = (id: string, prefix: string) => {
+      const d = stepDir(plan, plan.byId.get(id)!);
+      const f = readdirSync(d).filter((n) => n.startsWith(prefix) && n.endsWith('.json') && !n.endsWith('.items.json'));
+      expect(f).toHaveLength(1);
+      return JSON.parse(readFileSync(path.join(d, f[0]!), 'utf8')).metrics;
+    };
+    const base = result('eval/udhr20/ppl/mt/base', 'ppl__mt__base__');
+    const lora = result('eval/udhr20/ppl/mt/ft-lora', 'ppl__mt__ft-lora__');
     expect(base.perplexity).toBeCloseTo(Math.exp(base.mean_nll), 9);
     const csv = readFileSync(path.join(dir, 'report.csv'), 'utf8').trim().split('\n').map((l) => l.split(','));
     const row = csv.find((c) => c[0] === 'eval' && c[4] === 'mt' && c[6] === 'ft-lora' && c[7] === 'perplexity')!;
