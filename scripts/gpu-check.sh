@@ -47,10 +47,16 @@ echo "node: $([ $have_node = 1 ] && node --version || echo 'absent: the TypeScri
 echo "fixtures: $fixtures" | tee -a "$log"
 
 # ---- build ----------------------------------------------------------------------------------------------------
-section "build: the engine with the CUDA runtime (sm_$arch), native tests, GPU tests, GPU benchmark"
-if run cmake -S "$root" -B "$root/build-gpu" -DCMAKE_BUILD_TYPE=Release -DLN_CUDA=ON -DLN_CUDA_ARCHITECTURES="$arch" \
-     -DLN_NATIVE_TESTS=ON -DLN_GPU_TESTS=ON >/dev/null \
-   && run cmake --build "$root/build-gpu" -j "$jobs" --target native_tests native_gpu_tests bench_gpu; then
+section "build: the addon with the CUDA runtime (sm_$arch), the GPU tests and the GPU benchmark (build/)"
+# One CUDA compile: with Node, the addon build (cmake-js) also makes build/native_gpu_tests and build/bench_gpu;
+# without Node, plain cmake makes those two.
+if [ $have_node = 1 ]; then
+  LANGNEURONS_CUDA=1 LN_CUDA_ARCHITECTURES="$arch" LANGNEURONS_BUILD_PARALLEL=$jobs run node scripts/build-native.mjs
+else
+  run cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=Release -DLN_CUDA=ON -DLN_CUDA_ARCHITECTURES="$arch" \
+    -DLN_NATIVE_TESTS=OFF >/dev/null && run cmake --build "$root/build" -j "$jobs" --target native_gpu_tests bench_gpu
+fi
+if [ -x "$root/build/native_gpu_tests" ] && [ -x "$root/build/bench_gpu" ]; then
   echo "built in $((SECONDS - t_start)) s" | tee -a "$log"
 else
   note_fail "build"; echo "gpu-check: the build failed (log: $log)"; exit 1
@@ -63,29 +69,25 @@ if [ -z "${GPU_CHECK_NO_CPU:-}" ]; then
 fi
 
 section "native GPU tests (each kernel against its CPU twin; the model against the fixtures and the CPU engine)"
-run "$root/build-gpu/native_gpu_tests" --fixtures "$fixtures/models" || note_fail "native GPU tests"
+run "$root/build/native_gpu_tests" --fixtures "$fixtures/models" || note_fail "native GPU tests"
 if command -v compute-sanitizer >/dev/null 2>&1 && [ -z "${GPU_CHECK_NO_SANITIZER:-}" ]; then
   section "compute-sanitizer memcheck of the GPU kernel tests"
-  run compute-sanitizer --tool memcheck --error-exitcode 9 "$root/build-gpu/native_gpu_tests" --fixtures "$fixtures/models" --kernels-only \
+  run compute-sanitizer --tool memcheck --error-exitcode 9 "$root/build/native_gpu_tests" --fixtures "$fixtures/models" --kernels-only \
     || note_fail "compute-sanitizer memcheck"
 fi
 
 if [ $have_node = 1 ]; then
-  section "the addon with the CUDA runtime, and the TypeScript GPU tests"
-  if LANGNEURONS_CUDA=1 LN_CUDA_ARCHITECTURES="$arch" LANGNEURONS_BUILD_PARALLEL=$jobs run node scripts/build-native.mjs; then
-    [ -d dist ] || run npx tsc -p tsconfig.json || note_fail "tsc"
-    run node -e "import('./dist/src/native/addon.js').then(m => console.log('cudaInfo', JSON.stringify(m.loadAddon().cudaInfo())))"
-    run npx vitest run test/gpu-runtime.test.ts test/device.test.ts || note_fail "TypeScript GPU tests"
-  else
-    note_fail "addon build"
-  fi
+  section "the TypeScript GPU tests (the addon with the CUDA runtime, through the API and the commands)"
+  [ -d dist ] || run npx tsc -p tsconfig.json || note_fail "tsc"
+  run node -e "import('./dist/src/native/addon.js').then(m => console.log('cudaInfo', JSON.stringify(m.loadAddon().cudaInfo())))"
+  run npx vitest run test/gpu-runtime.test.ts test/device.test.ts || note_fail "TypeScript GPU tests"
 fi
 
 # ---- benchmarks -------------------------------------------------------------------------------------------
 section "benchmark: the engine on the GPU (benchmarks/gpu/bench_gpu)"
 quick=()
 [ -n "${GPU_CHECK_QUICK:-}" ] && quick=(--quick)
-run "$root/build-gpu/bench_gpu" "${quick[@]}" --json-out "$out/bench_gpu.json" || note_fail "bench_gpu"
+run "$root/build/bench_gpu" "${quick[@]}" --json-out "$out/bench_gpu.json" || note_fail "bench_gpu"
 
 section "baseline: transformers (PyTorch) with hooks, same shape and batch (benchmarks/gpu/hf_baseline.py)"
 shape=llama-3.1-8b
