@@ -245,8 +245,8 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
   } else if (req.logits == LogitsMode::LastHidden) {
     out.logits.resize(size_t(int64_t(req.n_seqs) * H));
     for (size_t i = 0; i < st.seqs.size(); ++i)
-      rmsnorm(st.h.data() + (st.seqs[i].row0 + st.seqs[i].len - 1) * H, st.final_norm.data(),
-              out.logits.data() + int64_t(i) * H, H, cfg_.rms_eps);
+      detail::norm_rows(cfg_, 1, st.h.data() + (st.seqs[i].row0 + st.seqs[i].len - 1) * H, H, st.final_norm.data(),
+                        out.logits.data() + int64_t(i) * H, H, H);  // the family's final norm, as the LM head's
   }
   if (!req.targets) return;
 
