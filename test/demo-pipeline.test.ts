@@ -69,7 +69,8 @@ describe.skipIf(!haveBundled)('the demo on the bundled model (--quick)', () => {
   it.skipIf(!findChromium())('its report opens in headless Chromium and shows the plots', async () => {
     const languages = (await readReport(out)).languages.length;
     const r = renderHtml(summary.report.html, { width: 1400, height: 5000 });
-    expect(r.svgs).toBe(5);
+    // 5 plots of the pipeline, and the analyses section's language-overlap heatmap and weight-update chart
+    expect(r.svgs).toBe(7);
     expect((r.dom.match(/class="cell"/g) ?? []).length).toBe(languages * languages);
     expect(r.image.inkShare).toBeGreaterThan(0.02);
     expect(r.image.colours).toBeGreaterThan(50);
