@@ -71,7 +71,8 @@ describe.skipIf(!haveBundled)('the demo on the bundled model (--quick)', () => {
     const r = renderHtml(summary.report.html, { width: 1400, height: 5000 });
     // 5 plots of the pipeline, and the analyses section's language-overlap heatmap and weight-update chart
     expect(r.svgs).toBe(7);
-    expect((r.dom.match(/class="cell"/g) ?? []).length).toBe(languages * languages);
+    // language × language cells: the deactivation matrix and the analyses section's overlap heatmap
+    expect((r.dom.match(/class="cell"/g) ?? []).length).toBe(2 * languages * languages);
     expect(r.image.inkShare).toBeGreaterThan(0.02);
     expect(r.image.colours).toBeGreaterThan(50);
   }, 120_000);
