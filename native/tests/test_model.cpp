@@ -198,8 +198,9 @@ static void check_paths(Compute compute) {
 static void check_paths_of(Compute compute, const TinyOpts& o) {
   // bf16 rounds q/k/v and every product's inputs: a last-bit difference between the prefill's blocked GEMM and the
   // decode GEMV can flip one bf16 rounding. Gemma 2 has more rounded steps between the layers (post-norm outputs,
-  // soft-capped scores); measured 7.3e-5 there, so its bf16 bound is 2e-4. f32 holds every model to 1e-5.
-  const double tol = compute == Compute::BF16 && o.family == TinyOpts::Family::Gemma2 ? 2e-4 : 1e-5;
+  // soft-capped scores); measured 7.3e-5 there with the x86 kernels and 5.2e-4 / 1.2e-3 (after truncation) with the
+  // plain kernels on arm64 (qemu), so its bf16 bound is 2e-3. f32 holds every model to 1e-5.
+  const double tol = compute == Compute::BF16 && o.family == TinyOpts::Family::Gemma2 ? 2e-3 : 1e-5;
   Tiny tm(o);
   Model m(tm.cfg, tm.w, 2, compute);
   const int64_t V = tm.cfg.vocab;
