@@ -93,14 +93,18 @@ void round_bf16_inplace(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] = round_bf16(x[i]);
 }
 
-void attend_row_plain(const float* q, const float* k, const float* v, int64_t ld, int32_t n_keys, int hd,
-                      float scale, float* p, float* out) {
+// One query row against n_keys keys: scores through `score` (the scaled dot product, optionally soft-capped), a
+// softmax, the weighted sum of the values. The plain and the soft-capped kernels share it, same operations in the
+// same order.
+template <class Score>
+static void attend_row_with(const float* q, const float* k, const float* v, int64_t ld, int32_t n_keys, int hd,
+                            Score score, float* p, float* out) {
   float m = -INFINITY;
   for (int32_t j = 0; j < n_keys; ++j) {
     const float* kj = k + j * ld;
     float s = 0.f;
     for (int d = 0; d < hd; ++d) s += q[d] * kj[d];
-    s *= scale;
+    s = score(s);
     p[j] = s;
     m = s > m ? s : m;
   }
@@ -119,30 +123,14 @@ void attend_row_plain(const float* q, const float* k, const float* v, int64_t ld
   for (int d = 0; d < hd; ++d) out[d] *= inv;
 }
 
+void attend_row_plain(const float* q, const float* k, const float* v, int64_t ld, int32_t n_keys, int hd,
+                      float scale, float* p, float* out) {
+  attend_row_with(q, k, v, ld, n_keys, hd, [scale](float s) { return s * scale; }, p, out);
+}
+
 void attend_row_capped(const float* q, const float* k, const float* v, int64_t ld, int32_t n_keys, int hd,
                        float scale, float cap, float* p, float* out) {
-  float m = -INFINITY;
-  for (int32_t j = 0; j < n_keys; ++j) {
-    const float* kj = k + j * ld;
-    float s = 0.f;
-    for (int d = 0; d < hd; ++d) s += q[d] * kj[d];
-    s = math::softcap(s * scale, cap);
-    p[j] = s;
-    m = s > m ? s : m;
-  }
-  float sum = 0.f;
-  for (int32_t j = 0; j < n_keys; ++j) {
-    p[j] = std::exp(p[j] - m);
-    sum += p[j];
-  }
-  for (int d = 0; d < hd; ++d) out[d] = 0.f;
-  for (int32_t j = 0; j < n_keys; ++j) {
-    const float* vj = v + j * ld;
-    const float pj = p[j];
-    for (int d = 0; d < hd; ++d) out[d] += pj * vj[d];
-  }
-  const float inv = 1.f / sum;
-  for (int d = 0; d < hd; ++d) out[d] *= inv;
+  attend_row_with(q, k, v, ld, n_keys, hd, [scale, cap](float s) { return math::softcap(s * scale, cap); }, p, out);
 }
 
 void attend_row(const float* q, const float* k, const float* v, int64_t ld, int32_t n_keys, int hd, float scale,
