@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda/cuda_check.cuh"
 #include "cuda/runtime_kernels.h"
 #include "kernels/math.h"
 
@@ -25,9 +26,6 @@ namespace {
 using namespace nvcuda;
 using bf16 = __nv_bfloat16;
 
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("langneurons cuda: ") + what + ": " + cudaGetErrorString(e));
-}
 
 constexpr int kKeys = 64;   // keys per tile
 constexpr int kWarps = 4;   // 16 query rows each: kFlashRows = 64

@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda/cuda_check.cuh"
 #include "cuda/block_reduce.cuh"
 #include "cuda/cuda_backend.h"
 #include "cuda/runtime_kernels.h"
@@ -20,13 +21,6 @@ namespace ln {
 namespace cuda {
 namespace {
 
-cudaStream_t as_stream(Stream s) { return static_cast<cudaStream_t>(s); }
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("langneurons cuda: ") + what + ": " + cudaGetErrorString(e));
-}
-// After a launch: configuration errors are reported at once by cudaGetLastError.
-void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
 
 // Grid size for a grid-stride loop over n items.
 unsigned grid_for(int64_t n, int threads) {

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda/cuda_check.cuh"
 #include "cuda/runtime_kernels.h"
 #include "kernels/math.h"
 
@@ -13,12 +14,6 @@ namespace ln {
 namespace cuda {
 namespace {
 
-cudaStream_t as_stream(Stream s) { return static_cast<cudaStream_t>(s); }
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("langneurons cuda: ") + what + ": " + cudaGetErrorString(e));
-}
-void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
 
 constexpr int kThreads = 256;
 unsigned grid_for(int64_t n) {

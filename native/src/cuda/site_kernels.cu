@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "cuda/cuda_check.cuh"
 #include "cuda/block_reduce.cuh"
 #include "cuda/site_kernels.h"
 #include "kernels/math.h"
@@ -14,10 +15,6 @@ namespace ln {
 namespace cuda {
 namespace {
 
-cudaStream_t as_stream(Stream s) { return static_cast<cudaStream_t>(s); }
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string("langneurons cuda: ") + what + ": " + cudaGetErrorString(e));
-}
 
 constexpr int kUnitThreads = 256;  // units (neurons) per block of the site kernels
 constexpr int kMaxGridY = 65535;
