@@ -17,6 +17,7 @@ import { modelIdentity } from '../src/profile/identity.js';
 import { encodeItem, HEAD_FORMAT, HeadClassifier, readHead } from '../src/train/head.js';
 import { finetune } from '../src/train/finetune.js';
 import { copyFixture, fixturePath, makeTempDir, removeDir } from './helpers/fixtures.js';
+import { captureStdout } from './helpers/cli.js';
 
 const L = 5, I = 172, H = 64, LAYER = 2, C = 3;
 const EN = [3, 17, 100], SW = [5, 50, 120];
@@ -32,17 +33,6 @@ const ITEMS: Record<string, { premise: string; hypothesis: string; label: number
     { premise: 'The bird sang in the tree.', hypothesis: 'A bird sang.', label: 0 },
   ],
 };
-
-async function captureStdout<T>(f: () => Promise<T>): Promise<{ value: T; out: string }> {
-  const out: string[] = [];
-  const w = process.stdout.write.bind(process.stdout);
-  process.stdout.write = ((s: string) => { out.push(String(s)); return true; }) as typeof process.stdout.write;
-  try {
-    return { value: await f(), out: out.join('') };
-  } finally {
-    process.stdout.write = w;
-  }
-}
 
 describe('classification head with interventions', () => {
   let model: LanguageModel, tmp: string, maskFile: string, headDir: string, data: string;

@@ -16,6 +16,7 @@ import { prepareTask } from '../src/eval/tasks.js';
 import { readTensor, toFloat32 } from '../src/io/safetensors.js';
 import { encodeItem, readHead } from '../src/train/head.js';
 import { finetune } from '../src/train/finetune.js';
+import { captureStdout } from './helpers/cli.js';
 
 const FIX = path.resolve(__dirname, '../../shared/fixtures/models');
 const STORIES = path.join(FIX, 'stories260k');
@@ -45,17 +46,6 @@ class FakeHeadScorer implements Scorer {
   async generate(_p: string[], _o: GenOptions): Promise<never> { throw new Error('not used'); }
   async nll(_t: string[]): Promise<never> { throw new Error('not used'); }
   async classify(items: string[][]) { this.seen.push(...items); return items.map((t) => Float32Array.from(this.z(t))); }
-}
-
-async function captureStdout<T>(f: () => Promise<T>): Promise<{ value: T; out: string }> {
-  const out: string[] = [];
-  const w = process.stdout.write.bind(process.stdout);
-  process.stdout.write = ((s: string) => { out.push(String(s)); return true; }) as typeof process.stdout.write;
-  try {
-    return { value: await f(), out: out.join('') };
-  } finally {
-    process.stdout.write = w;
-  }
 }
 
 describe('eval --task xnli --prompt head', () => {

@@ -17,6 +17,7 @@ import { modelIdentity } from '../src/profile/identity.js';
 import { readStats } from '../src/profile/stats.js';
 import type { ModelIdentity } from '../src/profile/stats.js';
 import { fixturePath, makeTempDir, removeDir, repoRoot } from './helpers/fixtures.js';
+import { captureStdout } from './helpers/cli.js';
 
 const FIX = path.join(repoRoot, 'test/fixtures-tang');
 const expected = JSON.parse(readFileSync(path.join(FIX, 'expected.json'), 'utf8')) as {
@@ -36,17 +37,6 @@ function torchPython(): string | null {
 const PY = torchPython();
 
 const num = (t: TorchTensor) => Array.from(t.data as ArrayLike<number | bigint>, Number);
-
-async function captureStdout<T>(f: () => Promise<T>): Promise<{ value: T; out: string }> {
-  const out: string[] = [];
-  const w = process.stdout.write.bind(process.stdout);
-  process.stdout.write = ((s: string) => { out.push(String(s)); return true; }) as typeof process.stdout.write;
-  try {
-    return { value: await f(), out: out.join('') };
-  } finally {
-    process.stdout.write = w;
-  }
-}
 
 describe('PyTorch files (Tang format)', () => {
   let tmp: string, identity: ModelIdentity;

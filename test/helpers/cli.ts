@@ -15,3 +15,15 @@ export async function runCli(...args: string[]): Promise<{ code: number; stdout:
     out.mockRestore(); err.mockRestore(); process.exitCode = before;
   }
 }
+
+/** Runs f with process.stdout.write captured (for calls that print their --json document), restoring it after. */
+export async function captureStdout<T>(f: () => Promise<T>): Promise<{ value: T; out: string }> {
+  const out: string[] = [];
+  const w = process.stdout.write.bind(process.stdout);
+  process.stdout.write = ((s: string) => { out.push(String(s)); return true; }) as typeof process.stdout.write;
+  try {
+    return { value: await f(), out: out.join('') };
+  } finally {
+    process.stdout.write = w;
+  }
+}
