@@ -59,7 +59,7 @@ describe.skipIf(!llamaCppDir)('llamacpp benchmark --quick (LLAMA_CPP_DIR set)', 
     expect(Object.keys(result.sameModel).sort()).toEqual(['tiny-llama', 'tiny-qwen2']);
     for (const c of Object.values<any>(result.sameModel)) {
       expect(c.maxAbsLogit).toBeGreaterThan(0.1); // random weights give logits of order 1: the check is not vacuous
-      expect(c.relative).toBeLessThan(1e-4);
+      expect(c.relative).toBeLessThan(1e-5); // measured 3e-7; without the rotary permutation of q/k: 2e-2
     }
   });
 

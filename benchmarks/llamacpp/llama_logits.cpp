@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
   cp.n_ctx = n < 64 ? 64 : n;
   cp.n_batch = cp.n_ubatch = cp.n_ctx;
   cp.n_threads = cp.n_threads_batch = 1;
+  // An f32 KV cache (llama.cpp's default is f16, whose rounding would dominate the comparison with the engine's f32).
+  cp.type_k = cp.type_v = GGML_TYPE_F32;
   llama_context* ctx = llama_init_from_model(model, cp);
   if (!ctx) {
     std::fprintf(stderr, "llama-logits: cannot create a context\n");

@@ -30,8 +30,9 @@ const QUICK_SHAPES = {
 
 class UsageError extends Error {}
 
-/** Engine f32 vs llama.cpp F32 logits, relative to the largest |logit|: f32 rounding is ~1e-6, a wrong layout ~1. */
-const SAME_MODEL_TOLERANCE = 1e-3;
+/** Engine f32 vs llama.cpp F32 logits, relative to the largest |logit|: measured 3e-7 on the tiny
+ * shapes (f32 KV cache in llama-logits); the same GGUF without the rotary permutation of q/k: 2e-2. */
+const SAME_MODEL_TOLERANCE = 1e-4;
 
 function parseArgs(argv) {
   const o = { quick: false, rounds: null, threads: 1, models: null, computes: ['f32', 'bf16'], prefill: null, decode: null,
