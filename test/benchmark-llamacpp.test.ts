@@ -2,6 +2,7 @@
 // checkout (LLAMA_CPP_DIR; built on first use into benchmarks/.cache, several minutes) and is skipped without one.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -28,6 +29,37 @@ describe('llamacpp benchmark: bad input', () => {
     expect(r.status).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr.trim()).toMatch(message);
+  });
+});
+
+describe('llamacpp benchmark: one run at a time', () => {
+  let fake: string;
+  beforeAll(async () => {
+    // Enough of a checkout to pass the input checks: the lock is taken before anything is built.
+    fake = await makeTempDir('ln-fake-llamacpp-');
+    fs.mkdirSync(path.join(fake, 'gguf-py', 'gguf'), { recursive: true });
+    fs.writeFileSync(path.join(fake, 'CMakeLists.txt'), '');
+  });
+  afterAll(async () => { if (fake) await removeDir(fake); });
+
+  it('a second run is refused naming the holder of benchmarks/.cache/llamacpp', () => {
+    const workDir = path.join(repoRoot, 'benchmarks', '.cache', 'llamacpp');
+    fs.mkdirSync(workDir, { recursive: true });
+    const lockFile = path.join(workDir, '.langneurons.lock');
+    let mine = false;
+    try {
+      // This test process is alive, so its lock is not stale. If a real run holds the lock, it is left alone.
+      fs.writeFileSync(lockFile, JSON.stringify({ pid: process.pid, hostname: os.hostname(), command: 'the test', started: 'now' }), { flag: 'wx' });
+      mine = true;
+    } catch { /* a real run holds it: the refusal below is the same */ }
+    try {
+      const r = bench(['--quick'], { LLAMA_CPP_DIR: fake });
+      expect(r.status).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(/^llamacpp benchmark: .*benchmarks\/\.cache\/llamacpp: in use by .*\(pid \d+ on /);
+    } finally {
+      if (mine) fs.rmSync(lockFile, { force: true });
+    }
   });
 });
 

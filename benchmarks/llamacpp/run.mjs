@@ -207,7 +207,14 @@ async function main() {
     throw new UsageError(`LLAMA_CPP_DIR=${srcDir}: not a llama.cpp checkout (expected CMakeLists.txt and gguf-py/gguf in it)`);
   if (!fs.existsSync(path.join(root, 'dist', 'src', 'engine', 'model.js')))
     throw new UsageError('dist/ is missing: build the engine first (npm run build:native && npm run build:ts)');
-  fs.mkdirSync(workDir, { recursive: true });
+  // One run at a time: two would build llama.cpp into the same folder and measure each other's load.
+  const { acquireOutputLock } = await import(new URL('../../dist/src/io/lock.js', import.meta.url).href);
+  let lock;
+  try {
+    lock = await acquireOutputLock(workDir, 'benchmarks/llamacpp/run.mjs');
+  } catch (e) {
+    throw new UsageError(e.message);
+  }
   const t0 = performance.now();
 
   const llamaBench = buildLlamaBench(srcDir, o.jobs, log);
@@ -296,6 +303,13 @@ async function main() {
       `**${f(x.prefill.ratio)}** | ${f(x.decode.engineTokensPerSec)} / ${f(x.decode.llamaTokensPerSec)} | **${f(x.decode.ratio)}** | ` +
       `${gb(x.decode.engineBytesPerSec)} (${f(x.decode.engineOfReadBandwidth)}) / ${gb(x.decode.llamaBytesPerSec)} (${f(x.decode.llamaOfReadBandwidth)}) |`),
   ].join('\n');
+  // The issue's form: one row per (phase, compute), the models side by side.
+  const summary = [
+    `| | engine / llama.cpp (${o.models.join(' / ')}) |`,
+    '| --- | --- |',
+    ...['prefill', 'decode'].flatMap((phase) => o.computes.map((c) => `| ${phase}, ${c} compute vs ${c.toUpperCase()} GGUF | ` +
+      `${o.models.map((m) => results.find((x) => x.model === m && x.compute === c)[phase].ratio.toFixed(2)).join(' / ')} |`)),
+  ].join('\n');
   const bw = median(bandwidths);
   const llamaInfo = pairs[0]?.rounds[0]?.llama;
   const elapsed = (performance.now() - t0) / 1000;
@@ -315,10 +329,12 @@ async function main() {
   writeFileAtomic(o.out, JSON.stringify(out, null, 2) + '\n');
   if (o.json) process.stdout.write(JSON.stringify(out) + '\n');
   else {
-    console.log(table);
+    console.log(summary);
+    console.log(`\n${table}`);
     console.log(`\nread bandwidth (${o.threads} thread${o.threads > 1 ? 's' : ''}, median of ${bandwidths.length} rounds): ${gb(bw)} GB/s; ` +
       `decode bytes per token: the engine streams its BF16 checkpoint in both compute modes, llama.cpp the GGUF's type`);
   }
+  await lock.release();
   log(`done in ${elapsed.toFixed(0)} s; load average ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}; wrote ${path.relative(process.cwd(), o.out)}`);
 }
 
