@@ -108,6 +108,22 @@ describe.skipIf(!llamaCppDir)('llamacpp benchmark --quick (LLAMA_CPP_DIR set)', 
     }
   });
 
+  it('the converter refuses a checkpoint it cannot write with one line naming the file and field', async () => {
+    const { py, env } = python();
+    const converter = path.join(repoRoot, 'benchmarks', 'llamacpp', 'safetensors_to_gguf.py');
+    const ckpt = path.join(dir, 'gemma');
+    fs.mkdirSync(ckpt);
+    const convert = () => spawnSync(py, [converter, ckpt, path.join(dir, 'x.gguf'), '--type', 'bf16'], { encoding: 'utf8', env });
+    let r = convert();
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim()).toMatch(/^safetensors_to_gguf: .*gemma\/config.json: not a readable JSON file/);
+    fs.writeFileSync(path.join(ckpt, 'config.json'), JSON.stringify({ model_type: 'gemma2', hidden_size: 8 }));
+    r = convert();
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toEqual([`safetensors_to_gguf: ${ckpt}/config.json: model_type 'gemma2' is not one of llama, qwen2`]);
+    expect(fs.readdirSync(dir).filter((f) => f.startsWith('x.gguf'))).toEqual([]); // nothing half-written left
+  });
+
   it('one row per model and compute mode, ratios of the paired round, decode bytes per token by hand', () => {
     expect(result.results.map((x: any) => `${x.model}/${x.compute}/${x.ggufType}`)).toEqual(
       ['tiny-llama/f32/F32', 'tiny-llama/bf16/BF16', 'tiny-qwen2/f32/F32', 'tiny-qwen2/bf16/BF16']);
