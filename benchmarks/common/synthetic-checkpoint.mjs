@@ -219,11 +219,12 @@ export function writeSyntheticSafetensors(file, cfg, seed = 1) {
 }
 
 /**
- * Makes sure `<cacheDir>/<name>/` holds config.json + model.safetensors for MODEL_SHAPES[name] (generated on
- * first use, reused after). Returns { dir, config, safetensorsBytes, generatedSeconds (0 when reused) }.
+ * Makes sure `<cacheDir>/<name>/` holds config.json + model.safetensors for MODEL_SHAPES[name], or for `config`
+ * when given (a shape of the caller's own), generated on first use and reused after. Returns
+ * { dir, config, safetensorsBytes, generatedSeconds (0 when reused) }.
  */
-export function ensureSyntheticCheckpoint(cacheDir, name, { seed = 1, log = () => {} } = {}) {
-  const cfg = MODEL_SHAPES[name];
+export function ensureSyntheticCheckpoint(cacheDir, name, { seed = 1, log = () => {}, config } = {}) {
+  const cfg = config ?? MODEL_SHAPES[name];
   if (!cfg) throw new Error(`unknown synthetic model ${name}; known: ${Object.keys(MODEL_SHAPES).join(', ')}`);
   const dir = path.join(cacheDir, name);
   const st = path.join(dir, 'model.safetensors');
