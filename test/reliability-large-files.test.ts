@@ -3,7 +3,7 @@
 // files and tensors over 2 GiB are written and read back. The fast tests here check the memory bound on small
 // files; the ones that write over 2 GiB to disk (about a minute each on a slow disk) run when
 // LANGNEURONS_LARGE_FILE_TESTS=1 (.ci/run sets it) and are reported as skipped otherwise.
-import { closeSync, ftruncateSync, mkdtempSync, openSync, promises as fsp, readSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, promises as fsp, readSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import v8 from 'node:v8';
@@ -12,12 +12,13 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import { readSafetensorsHeader, readTensor, writeSafetensors } from '../src/io/safetensors.js';
 import { openCheckpoint } from '../src/model/checkpoint.js';
-import { initModel, llamaConfigJson } from '../src/pretrain/init.js';
+import { initModel } from '../src/pretrain/init.js';
 import { modelIdentity } from '../src/profile/identity.js';
 import { applyDelta } from '../src/train/delta.js';
 import type { Arena, NativeParamInfo } from '../src/train/native.js';
 import { loadState, saveState } from '../src/train/state.js';
 import { makeDelta } from './helpers/delta.js';
+import { writeSparseModel } from './helpers/sparse-model.js';
 
 const LARGE = process.env['LANGNEURONS_LARGE_FILE_TESTS'] === '1';
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'ln-rel-large-'));
@@ -176,37 +177,11 @@ describe.skipIf(!LARGE)('files over 2 GiB (LANGNEURONS_LARGE_FILE_TESTS=1)', () 
 
   it('a delta merged into a 2.3 GB model (sparse base file) gives the patched model, one tensor in memory at a time', async () => {
     // 36 layers of hidden 1024, ffn 4096 in F32: 64 MiB a layer. The base weights are a hole (zeros, no disk).
-    const shape = { layers: 36, hidden: 1024, heads: 8, kvHeads: 8, ffn: 4096, vocab: 256, seed: 1, bosTokenId: 1, eosTokenId: 2 };
-    const modelDir = path.join(tmp, 'base-2g');
-    await fsp.mkdir(modelDir);
-    await fsp.writeFile(path.join(modelDir, 'config.json'), JSON.stringify(llamaConfigJson(shape)));
+    const shape = { layers: 36, hidden: 1024, heads: 8, kvHeads: 8, ffn: 4096, vocab: 256 };
     const d = shape.hidden, f = shape.ffn;
-    const shapes: [string, number[]][] = [['model.embed_tokens.weight', [shape.vocab, d]], ['model.norm.weight', [d]]];
-    for (let l = 0; l < shape.layers; l++) {
-      const p = `model.layers.${l}.`;
-      shapes.push([`${p}input_layernorm.weight`, [d]], [`${p}post_attention_layernorm.weight`, [d]],
-        [`${p}self_attn.q_proj.weight`, [d, d]], [`${p}self_attn.k_proj.weight`, [d, d]], [`${p}self_attn.v_proj.weight`, [d, d]],
-        [`${p}self_attn.o_proj.weight`, [d, d]], [`${p}mlp.gate_proj.weight`, [f, d]], [`${p}mlp.up_proj.weight`, [f, d]], [`${p}mlp.down_proj.weight`, [d, f]]);
-    }
+    const modelDir = path.join(tmp, 'base-2g');
     // In name order, as writeSafetensors lays tensors out: layer 9's are the last ones, past 2 GiB in both files.
-    shapes.sort(([a], [b]) => (a < b ? -1 : 1));
-    const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
-    let offset = 0;
-    for (const [name, s] of shapes) {
-      const bytes = s.reduce((a, b) => a * b, 4);
-      header[name] = { dtype: 'F32', shape: s, data_offsets: [offset, offset + bytes] };
-      offset += bytes;
-    }
-    let json = JSON.stringify(header);
-    json += ' '.repeat((8 - (json.length % 8)) % 8);
-    const fd = openSync(path.join(modelDir, 'model.safetensors'), 'w');
-    const len = Buffer.alloc(8);
-    len.writeBigUInt64LE(BigInt(json.length));
-    writeSync(fd, len, 0, 8, 0);
-    writeSync(fd, Buffer.from(json), 0, json.length, 8);
-    ftruncateSync(fd, 8 + json.length + offset);
-    closeSync(fd);
-    expect(8 + json.length + offset).toBeGreaterThan(2 ** 31);
+    expect(await writeSparseModel(modelDir, shape)).toBeGreaterThan(2 ** 31);
 
     const ck = await openCheckpoint(modelDir);
     const id = modelIdentity(ck);
