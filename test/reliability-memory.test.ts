@@ -77,6 +77,22 @@ describe('out of memory: one line naming what and how much', () => {
     ]);
   });
 
+  it("the trainer's optimizer state of a full fine-tune (a sparse 1.1 GB model: mapped, but four float32 copies do not fit)", async () => {
+    // Node takes about 1 GB of address space, the map 1.1 GB: the first 1.1 GB copy passes the 3 GB limit.
+    const dir = path.join(tmp, 'model-1g');
+    await writeSparseModel(dir, { layers: 16, hidden: 1024, heads: 8, kvHeads: 8, ffn: 4096, vocab: 256 });
+    const r = libraryCase(`
+  const ck = await openCheckpoint(${JSON.stringify(dir)});
+  let n = 0;
+  for (const t of ck.tensors.values()) n += t.shape.reduce((a, b) => a * b, 1);
+  console.log(n);
+  createNativeTrainer(ck, 1, denseTrainable(ck));`);
+    expect(r.code, r.stderr).toBe(1);
+    const [count, line] = r.line.split('\n');
+    const n = Number(count);
+    expect(line).toBe(`trainer: out of memory allocating the optimizer state of ${n} trainable parameters (master weights, gradients, Adam moments) (${gb(16 * n)}); train fewer parameters (--method neurons or lora) or use a machine with more memory`);
+  });
+
   it('the activation buffers of a forward', () => {
     const c = config('stories260k');
     const T = 1 << 24, len = 512;
