@@ -24,6 +24,10 @@ export function describeFailure(e: unknown): { line: string; known: boolean } {
   return { line: msg, known: false };
 }
 
+/** The engine's own out-of-memory line (native/src/core/oom.h) already names the thing, its size and a remedy. */
+const ENGINE_OOM = /^(?:[\w .]+: )?out of memory allocating .+ \(\d+(?:\.\d)? [kMGTPE]?B\)/;
+
 function outOfMemory(msg: string): string {
+  if (ENGINE_OOM.test(msg)) return msg;
   return `out of memory (${msg}); check the model's needs with \`langneurons info <model>\`, use fewer --threads, a smaller --batch-tokens / --batch, or a machine with more memory`;
 }

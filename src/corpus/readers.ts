@@ -8,6 +8,7 @@
 import path from 'node:path';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema, type AsyncBuffer, type FileMetaData, type SchemaTree } from 'hyparquet';
 import { LangneuronsError, describeError } from '../errors.js';
+import { checkedStringParsers, Utf8Check } from '../io/text.js';
 import { readLines, type ReadCounter } from './lines.js';
 
 export type FileFormat = 'txt' | 'jsonl' | 'parquet';
@@ -131,24 +132,34 @@ export async function* readParquetDocuments(file: string, options: ReadDocuments
   const { field } = options;
   const { metadata, column } = await planParquet(file, field);
   const buffer = countingBuffer(await asyncBufferFromFile(file), options.counter);
+  // Invalid UTF-8 in the column's strings: one warning with the count (also when the reader stops early); a column
+  // that is mostly not text is refused at its first row group.
+  const utf8 = new Utf8Check(), strings = `column "${column}"`;
+  const parsers = checkedStringParsers(utf8);
   let rowStart = 0;
-  for (const group of metadata.row_groups) {
-    const rowEnd = rowStart + Number(group.num_rows);
-    let rows: Record<string, unknown>[];
-    try {
-      rows = await parquetReadObjects({ file: buffer, metadata, columns: [column], rowStart, rowEnd });
-      if (options.counter) options.counter.chunks++;
-    } catch (err) {
-      // Most often a codec hyparquet lacks without hyparquet-compressors (gzip, zstd, brotli, lz4).
-      fail(file, `cannot read rows ${rowStart}-${rowEnd - 1}: ${describeError(err)}`);
+  try {
+    for (const group of metadata.row_groups) {
+      const rowEnd = rowStart + Number(group.num_rows);
+      let rows: Record<string, unknown>[];
+      try {
+        rows = await parquetReadObjects({ file: buffer, metadata, columns: [column], rowStart, rowEnd, parsers });
+        if (options.counter) options.counter.chunks++;
+      } catch (err) {
+        // Most often a codec hyparquet lacks without hyparquet-compressors (gzip, zstd, brotli, lz4).
+        fail(file, `cannot read rows ${rowStart}-${rowEnd - 1}: ${describeError(err)}`);
+      }
+      utf8.refuseBinary(file, false, strings);
+      for (let i = 0; i < rows.length; i++) {
+        const { found, value } = pickField(rows[i], field);
+        if (!found || value === null || value === undefined) continue;
+        if (typeof value !== 'string') fail(file, `row ${rowStart + i}: column "${field}" is ${describeValue(value)}, expected a string`, field);
+        if (!isBlank(value)) yield value;
+      }
+      rowStart = rowEnd;
     }
-    for (let i = 0; i < rows.length; i++) {
-      const { found, value } = pickField(rows[i], field);
-      if (!found || value === null || value === undefined) continue;
-      if (typeof value !== 'string') fail(file, `row ${rowStart + i}: column "${field}" is ${describeValue(value)}, expected a string`, field);
-      if (!isBlank(value)) yield value;
-    }
-    rowStart = rowEnd;
+    utf8.refuseBinary(file, true, strings);
+  } finally {
+    utf8.warnReplaced(file, strings);
   }
 }
 

@@ -20,7 +20,7 @@
 //               D, Answer ("A".."D"), Subject [dataset card] (select it with --langs de_de, sw_ke, ...).
 // Multiple-choice readers also accept `choices` for INCLUDE and option_a..d for MMLU (Global-MMLU), and a letter
 // answer ("A".."D").
-import { readTextFile } from '../io/text.js';
+import { checkedStringParsers, readTextFile, Utf8Check } from '../io/text.js';
 import { createHash } from 'node:crypto';
 import { existsSync, promises as fsp, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -52,13 +52,16 @@ export async function readRows(file: string): Promise<Row[]> {
   const ext = path.extname(file).toLowerCase();
   let rows: Row[] = [];
   if (ext === '.parquet') {
+    const utf8 = new Utf8Check(); // the strings hyparquet decodes: checked as text files are
     try {
       const buf = await asyncBufferFromFile(file);
       const metadata = await parquetMetadataAsync(buf);
-      rows = (await parquetReadObjects({ file: buf, metadata })).map((r) => plain(r) as Row);
+      rows = (await parquetReadObjects({ file: buf, metadata, parsers: checkedStringParsers(utf8) })).map((r) => plain(r) as Row);
     } catch (e) {
       fail(file, `cannot read the Parquet file: ${describeError(e)}`);
     }
+    utf8.refuseBinary(file, true, 'string columns');
+    utf8.warnReplaced(file, 'string columns');
   } else {
     let text: string;
     text = await readTextFile(file, 'data');

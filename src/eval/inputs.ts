@@ -1,17 +1,17 @@
 // The contents of the files a variant reads besides the model (intervention masks and statistics, an intervention
 // file, a classification head), for the result key: a variant names them by path, and replacing one under the
 // same path must not resume or reuse results computed with the old one (as for the model's own files).
-import { createHash } from 'node:crypto';
 import { promises as fsp, statSync } from 'node:fs';
 import path from 'node:path';
+
+import { sha256File } from '../io/files.js';
 
 const kind = (p: string): 'file' | 'dir' | null => {
   try { const s = statSync(p); return s.isFile() ? 'file' : s.isDirectory() ? 'dir' : null; } catch { return null; }
 };
 
-async function sha256Of(file: string): Promise<string> {
-  return createHash('sha256').update(await fsp.readFile(file)).digest('hex');
-}
+// Streamed: a statistics folder or a head can hold files of any size (fs.readFile stops at 2 GiB).
+const sha256Of = sha256File;
 
 /** Paths named inside intervention specs (`deactivate:masks/raw.json:mt`, `stats=stats/`) and JSON spec files. */
 function candidates(text: string): string[] {

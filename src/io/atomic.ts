@@ -85,7 +85,8 @@ export async function writeFileAtomicStreaming(
       async write(chunk: Uint8Array) {
         let done = 0;
         while (done < chunk.byteLength) {
-          const { bytesWritten } = await h.write(chunk, done, chunk.byteLength - done, position);
+          // At most 1 GiB per call: Node passes the length as a 32-bit integer (a tensor can pass 2 GiB).
+          const { bytesWritten } = await h.write(chunk, done, Math.min(chunk.byteLength - done, 1 << 30), position);
           done += bytesWritten;
           position += bytesWritten;
         }

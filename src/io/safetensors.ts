@@ -300,18 +300,29 @@ export interface TensorToWrite {
   data: TensorData | Buffer;
 }
 
+/**
+ * A tensor whose bytes are produced only when the writer reaches it (read from a trainer or a base model, patched):
+ * the writer holds one such tensor at a time, so a file of any size is written in the memory of its largest tensor.
+ */
+export interface TensorToProduce {
+  dtype: Dtype;
+  shape: number[];
+  produce: () => TensorData | Buffer | Promise<TensorData | Buffer>;
+}
+
 function bytesOf(data: TensorData | Buffer): Uint8Array {
   return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
 /**
- * Writes a safetensors file atomically. Tensors are ordered by element size (largest first) then by
- * name, so the output is deterministic and every tensor starts aligned to its element size; the
- * header is padded with spaces so the data section starts at a multiple of 8.
+ * Writes a safetensors file atomically, streaming: the header first (it needs only dtypes and shapes), then each
+ * tensor's bytes in turn (a TensorToProduce is produced at that moment and dropped once written). Tensors are
+ * ordered by element size (largest first) then by name, so the output is deterministic and every tensor starts
+ * aligned to its element size; the header is padded with spaces so the data section starts at a multiple of 8.
  */
 export async function writeSafetensors(
   file: string,
-  tensors: Record<string, TensorToWrite>,
+  tensors: Record<string, TensorToWrite | TensorToProduce>,
   metadata?: Record<string, string>,
 ): Promise<void> {
   assertLittleEndian();
@@ -323,6 +334,7 @@ export async function writeSafetensors(
   // Null prototype: a tensor named "__proto__" must become a key, not a prototype.
   const header: Record<string, unknown> = Object.create(null);
   if (metadata) header['__metadata__'] = { ...metadata };
+  const sizes = new Map<string, number>();
   let offset = 0;
   for (const name of names) {
     if (name === '__metadata__') fail(file, 'a tensor cannot be named "__metadata__"');
@@ -330,10 +342,9 @@ export async function writeSafetensors(
     if (!isDtype(t.dtype)) fail(file, `tensor ${JSON.stringify(name)}: unknown dtype ${JSON.stringify(t.dtype)}`, name);
     if (!Array.isArray(t.shape) || !t.shape.every(isNonNegativeSafeInteger)) fail(file, `tensor ${JSON.stringify(name)}: invalid shape ${JSON.stringify(t.shape)}`, name);
     const expected = elementCount(t.shape) * DTYPE_SIZES[t.dtype];
-    if (t.data.byteLength !== expected) {
-      fail(file, `tensor ${JSON.stringify(name)} (${t.dtype}, shape [${t.shape.join(', ')}]) needs ${expected} bytes, data has ${t.data.byteLength}`, name);
-    }
+    if ('data' in t) checkSize(file, name, t, t.data, expected);
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + expected] };
+    sizes.set(name, expected);
     offset += expected;
   }
   let json = JSON.stringify(header);
@@ -345,8 +356,19 @@ export async function writeSafetensors(
   await writeFileAtomicStreaming(file, async (sink) => {
     await sink.write(prefix);
     await sink.write(headerBytes);
-    for (const name of names) await sink.write(bytesOf(tensors[name]!.data));
+    for (const name of names) {
+      const t = tensors[name]!;
+      const data = 'data' in t ? t.data : await t.produce();
+      if (!('data' in t)) checkSize(file, name, t, data, sizes.get(name)!);
+      await sink.write(bytesOf(data));
+    }
   });
+}
+
+function checkSize(file: string, name: string, t: { dtype: Dtype; shape: number[] }, data: TensorData | Buffer, expected: number): void {
+  if (data.byteLength !== expected) {
+    fail(file, `tensor ${JSON.stringify(name)} (${t.dtype}, shape [${t.shape.join(', ')}]) needs ${expected} bytes, data has ${data.byteLength}`, name);
+  }
 }
 
 /** Convenience: header plus every tensor, keyed by name (for small files such as references). */

@@ -30,6 +30,7 @@ export class Utf8Check {
   private need = 0; // continuation bytes still expected
   private lo = 0x80; private hi = 0xbf; // allowed range of the next continuation byte
   private held = 0; // bytes of the current incomplete sequence
+  private refused = false;
 
   update(b: Uint8Array): void {
     this.bytes += b.length;
@@ -60,18 +61,41 @@ export class Utf8Check {
     this.need = 0; this.held = 0;
   }
 
-  /** Throws for a mostly-binary file (judged on what was seen so far, at least 512 bytes or the whole file). */
-  refuseBinary(file: string, whole: boolean): void {
+  /**
+   * Throws for a mostly-binary file (judged on what was seen so far, at least 512 bytes or the whole file).
+   * `strings`: what was checked when it is not the whole file (`column "text"`, `string columns` of a Parquet file).
+   */
+  refuseBinary(file: string, whole: boolean, strings?: string): void {
     if (!whole && this.bytes < 512) return;
     const bad = this.invalid + this.nul;
-    if (bad > BINARY_SHARE * this.bytes)
-      throw new LangneuronsError('E_INPUT', `${file}: is not UTF-8 text (${bad} of the first ${this.bytes} bytes are NUL or invalid UTF-8); is it a binary file?`, { file });
+    if (bad > BINARY_SHARE * this.bytes) {
+      this.refused = true;
+      throw new LangneuronsError('E_INPUT', strings
+        ? `${file}: ${strings}: not UTF-8 text (${bad} of the first ${this.bytes} bytes of its strings are NUL or invalid UTF-8); is it binary data?`
+        : `${file}: is not UTF-8 text (${bad} of the first ${this.bytes} bytes are NUL or invalid UTF-8); is it a binary file?`, { file });
+    }
   }
 
-  /** Warns once when bytes were replaced. */
-  warnReplaced(file: string): void {
-    if (this.invalid > 0) warn(`${file}: ${this.invalid} byte(s) of invalid UTF-8 replaced by U+FFFD`);
+  /** Warns once when bytes were replaced (not after a refusal: its error says it all). */
+  warnReplaced(file: string, strings?: string): void {
+    if (this.invalid > 0 && !this.refused) warn(`${file}: ${strings ? `${strings}: ` : ''}${this.invalid} byte(s) of invalid UTF-8 replaced by U+FFFD`);
   }
+}
+
+/**
+ * hyparquet's string parser (it decodes Parquet strings itself, replacing invalid UTF-8 without a word) with each
+ * value's bytes counted into `check`, for the same warning and refusal as text files. Pass as `parsers`.
+ */
+export function checkedStringParsers(check: Utf8Check): { stringFromBytes(bytes: Uint8Array): string } {
+  const decoder = new TextDecoder();
+  return {
+    stringFromBytes(bytes) {
+      if (!bytes) return bytes; // null / undefined values pass through, as hyparquet's own parser does
+      check.update(bytes);
+      check.end(); // each value is a whole string: a sequence cut at its end is invalid
+      return decoder.decode(bytes);
+    },
+  };
 }
 
 /** Reads a whole UTF-8 text file (what = "training", "eval data", ...): refuses binary, warns on invalid bytes. */

@@ -13,6 +13,7 @@ import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetS
 
 import { LangneuronsError, describeError } from '../errors.js';
 import { readLines } from '../corpus/lines.js';
+import { checkedStringParsers, Utf8Check } from '../io/text.js';
 
 export const LSS_FORMAT = 'langneurons-lss/1';
 
@@ -52,11 +53,14 @@ async function readJsonlFacts(file: string): Promise<{ rows: Record<string, unkn
 }
 
 async function readParquetFacts(file: string): Promise<{ rows: Record<string, unknown>[]; columns: Set<string> }> {
+  const utf8 = new Utf8Check(); // the strings hyparquet decodes: checked as text files are
   try {
     const buffer = await asyncBufferFromFile(file);
     const metadata = await parquetMetadataAsync(buffer);
     const columns = new Set(parquetSchema(metadata).children.map((c) => c.element.name));
-    const rows = await parquetReadObjects({ file: buffer, metadata });
+    const rows = await parquetReadObjects({ file: buffer, metadata, parsers: checkedStringParsers(utf8) });
+    utf8.refuseBinary(file, true, 'string columns');
+    utf8.warnReplaced(file, 'string columns');
     return { rows, columns };
   } catch (e) {
     if (e instanceof LangneuronsError) throw e;

@@ -172,7 +172,8 @@ export async function applyAdapter(modelDir: string, adapterDir: string, outDir:
   if (ad.fingerprint !== null && ad.fingerprint !== id.fingerprint)
     bad(wf, `adapter was made for ${ad.modelName ?? 'another model'} (${ad.fingerprint.slice(0, 12)}), not for ${id.name} (${id.fingerprint.slice(0, 12)})`);
   await checkOutDir(modelDir, outDir);
-  const out = await baseTensors(ckpt);
+  // Each weight is read, patched and written in turn (the writer produces one tensor at a time).
+  const out = baseTensors(ckpt);
   const patched: string[] = [];
   for (const m of ad.modules) {
     const name = `${m.module}.weight`;
@@ -180,14 +181,15 @@ export async function applyAdapter(modelDir: string, adapterDir: string, outDir:
     if (!base || base.shape.length !== 2) bad(wf, `module ${m.module} is not a linear layer of the model`);
     const [N, K] = base.shape as [number, number];
     if (m.out !== N || m.in !== K) bad(wf, `module ${m.module}: adapter is for a [${m.out}, ${m.in}] weight, the model's is [${N}, ${K}]`);
+    if (base.dtype !== 'F32' && base.dtype !== 'BF16' && base.dtype !== 'F16') bad(wf, `cannot merge into a ${base.dtype} weight`);
     // Only the rows where B is non-zero change (all of them for plain LoRA, the neurons' rows for a masked B).
     const rows: number[] = [];
     for (let n = 0; n < N; n++) if (m.b.subarray(n * m.r, (n + 1) * m.r).some((x) => x !== 0)) rows.push(n);
     if (rows.length === 0) continue;
     const bsel = new Float32Array(rows.length * m.r);
     rows.forEach((n, k) => bsel.set(m.b.subarray(n * m.r, (n + 1) * m.r), k * m.r));
-    const delta = loraDelta(m.a, bsel, m.r, ad.scale, threads);
-    out[name] = { ...base, data: patchRows(base, rows, delta, K, wf) };
+    out[name] = { dtype: base.dtype, shape: base.shape,
+      produce: async () => patchRows({ dtype: base.dtype, shape: base.shape, data: await base.produce() }, rows, loraDelta(m.a, bsel, m.r, ad.scale, threads), K, wf) };
     patched.push(name);
   }
   await writeCheckpoint(modelDir, outDir, out);

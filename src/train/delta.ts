@@ -8,7 +8,7 @@ import path from 'node:path';
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { f32ToBf16, f32ToF16 } from '../io/float16.js';
-import { readAllTensors, readTensor, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import { readSafetensorsHeader, readTensor, writeSafetensors, type TensorToProduce, type TensorToWrite } from '../io/safetensors.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import type { ModelType } from '../model/config.js';
 import { modelIdentity } from '../profile/identity.js';
@@ -30,17 +30,18 @@ export interface DeltaDescription {
 
 /**
  * The trainer's current (master) values of every trainable checkpoint tensor, as delta tensors (LoRA matrices and a
- * classification head are not checkpoint tensors: src/train/adapter.ts and head.ts write them).
+ * classification head are not checkpoint tensors: src/train/adapter.ts and head.ts write them). The values are
+ * copied out of the trainer only when the writer reaches each tensor (a full fine-tune's delta is the whole model).
  */
-export function deltaTensors(tr: NativeTrainer, modelType?: ModelType): { tensors: Record<string, TensorToWrite>; described: DeltaTensor[] } {
-  const tensors: Record<string, TensorToWrite> = {};
+export function deltaTensors(tr: NativeTrainer, modelType?: ModelType): { tensors: Record<string, TensorToWrite | TensorToProduce>; described: DeltaTensor[] } {
+  const tensors: Record<string, TensorToWrite | TensorToProduce> = {};
   const described: DeltaTensor[] = [];
   for (const p of tr.params()) {
     if (p.size === 0 || p.mode === 'lora_a' || p.mode === 'lora_b' || p.role === 'score') continue;
     const name = tensorName(p.role, p.layer, modelType);
     const n = p.index?.length ?? 0;
     const shape = p.mode === 'rows' ? [n, p.cols] : p.mode === 'cols' ? [p.rows, n] : p.cols === 1 ? [p.rows] : [p.rows, p.cols];
-    tensors[name] = { dtype: 'F32', shape, data: tr.read('master', p.id) };
+    tensors[name] = { dtype: 'F32', shape, produce: () => tr.read('master', p.id) };
     if (p.index) tensors[`${name}.index`] = { dtype: 'I32', shape: [n], data: p.index };
     described.push({ name, mode: p.mode as DeltaTensor['mode'], shape, indices: n });
   }
@@ -68,62 +69,70 @@ function bad(file: string, msg: string): never {
 
 /**
  * Writes base model + delta as a Hugging Face checkpoint in outDir (config.json, model.safetensors, tokenizer
- * files). Refuses a delta made for another model, and an outDir that already holds a model.
+ * files). Refuses a delta made for another model, and an outDir that already holds a model. Everything is checked
+ * before anything is written; then each tensor is read, patched and written in turn (models and deltas of any
+ * size, in the memory of the largest tensor).
  */
 export async function applyDelta(modelDir: string, deltaFile: string, outDir: string): Promise<{ patched: string[] }> {
   const ckpt = await openCheckpoint(modelDir);
-  const delta = await readAllTensors(deltaFile).catch((e: Error) => bad(deltaFile, `cannot read the delta: ${e.message}`));
+  const deltaHeader = await readSafetensorsHeader(deltaFile).catch((e: Error) => bad(deltaFile, `cannot read the delta: ${e.message}`));
+  const delta = new Map(deltaHeader.tensors.map((t) => [t.name, t]));
   const descText = await readDeltaDescription(deltaFile);
   const id = modelIdentity(ckpt);
   if (descText.model.fingerprint !== id.fingerprint)
     bad(deltaFile, `delta was made for ${descText.model.name} (${descText.model.fingerprint.slice(0, 12)}), not for ${id.name} (${id.fingerprint.slice(0, 12)})`);
   await checkOutDir(modelDir, outDir);
-  const out = await baseTensors(ckpt);
+  const out = baseTensors(ckpt);
   const patched: string[] = [];
   const tied = ckpt.config.tieWordEmbeddings;
   for (const t of descText.tensors) {
     const d = delta.get(t.name);
-    if (!d || d.info.dtype !== 'F32') bad(deltaFile, `tensor ${t.name} missing or not F32`);
+    if (!d || d.dtype !== 'F32') bad(deltaFile, `tensor ${t.name} missing or not F32`);
     const targets = [t.name];
     if (tied && t.name === 'model.embed_tokens.weight' && out['lm_head.weight']) targets.push('lm_head.weight');
     for (const target of targets) {
       const base = out[target];
       if (!base) bad(deltaFile, `tensor ${t.name} is not in the model`);
+      if (base.dtype !== 'F32' && base.dtype !== 'BF16' && base.dtype !== 'F16') bad(deltaFile, `tensor ${target} has dtype ${base.dtype}`);
       const cols = base.shape.length === 2 ? base.shape[1]! : 1, rows = base.shape[0]!;
-      const values = d.data as Float32Array;
-      const idx = t.mode === 'dense' ? null : (delta.get(`${t.name}.index`)?.data as Int32Array | undefined);
-      if (t.mode !== 'dense' && !idx) bad(deltaFile, `tensor ${t.name}.index is missing`);
-      // A private copy of the base tensor, patched in its own dtype.
-      const copy = base.data.slice() as Float32Array | Uint16Array;
-      const put = (i: number, v: number) => {
-        if (base.dtype === 'F32') (copy as Float32Array)[i] = v;
-        else if (base.dtype === 'BF16') (copy as Uint16Array)[i] = f32ToBf16(v);
-        else if (base.dtype === 'F16') (copy as Uint16Array)[i] = f32ToF16(v);
-        else bad(deltaFile, `tensor ${target} has dtype ${base.dtype}`);
-      };
+      const count = d.byteLength / 4;
+      const idxInfo = t.mode === 'dense' ? undefined : delta.get(`${t.name}.index`);
+      if (t.mode !== 'dense' && (!idxInfo || idxInfo.dtype !== 'I32')) bad(deltaFile, `tensor ${t.name}.index is missing`);
+      const idx = idxInfo ? (await readTensor(deltaFile, idxInfo)) as Int32Array : null;
       if (t.mode === 'dense') {
-        if (values.length !== rows * cols) bad(deltaFile, `tensor ${t.name}: ${values.length} values for shape [${base.shape}]`);
-        for (let i = 0; i < values.length; i++) put(i, values[i]!);
+        if (count !== rows * cols) bad(deltaFile, `tensor ${t.name}: ${count} values for shape [${base.shape}]`);
       } else if (t.mode === 'rows') {
-        if (values.length !== idx!.length * cols) bad(deltaFile, `tensor ${t.name}: wrong size`);
-        idx!.forEach((r, k) => {
-          if (r < 0 || r >= rows) bad(deltaFile, `tensor ${t.name}: row ${r} out of range`);
-          for (let c = 0; c < cols; c++) put(r * cols + c, values[k * cols + c]!);
-        });
+        if (count !== idx!.length * cols) bad(deltaFile, `tensor ${t.name}: wrong size`);
+        for (const r of idx!) if (r < 0 || r >= rows) bad(deltaFile, `tensor ${t.name}: row ${r} out of range`);
       } else {
-        const n = idx!.length;
-        if (values.length !== rows * n) bad(deltaFile, `tensor ${t.name}: wrong size`);
-        idx!.forEach((c, k) => {
-          if (c < 0 || c >= cols) bad(deltaFile, `tensor ${t.name}: column ${c} out of range`);
-          for (let r = 0; r < rows; r++) put(r * cols + c, values[r * n + k]!);
-        });
+        if (count !== rows * idx!.length) bad(deltaFile, `tensor ${t.name}: wrong size`);
+        for (const c of idx!) if (c < 0 || c >= cols) bad(deltaFile, `tensor ${t.name}: column ${c} out of range`);
       }
-      out[target] = { ...base, data: copy };
+      out[target] = { dtype: base.dtype, shape: base.shape,
+        produce: async () => patchTensor(base.dtype, await base.produce() as Float32Array | Uint16Array,
+          (await readTensor(deltaFile, d)) as Float32Array, t.mode, idx, rows, cols) };
       patched.push(target);
     }
   }
   await writeCheckpoint(modelDir, outDir, out);
   return { patched };
+}
+
+/** Writes the delta's values into the base tensor's data (a fresh copy, patched in place in its own dtype). */
+function patchTensor(dtype: string, data: Float32Array | Uint16Array, values: Float32Array, mode: DeltaTensor['mode'],
+  idx: Int32Array | null, rows: number, cols: number): Float32Array | Uint16Array {
+  const put = dtype === 'F32' ? (i: number, v: number) => { data[i] = v; }
+    : dtype === 'BF16' ? (i: number, v: number) => { data[i] = f32ToBf16(v); }
+      : (i: number, v: number) => { data[i] = f32ToF16(v); };
+  if (mode === 'dense') {
+    for (let i = 0; i < values.length; i++) put(i, values[i]!);
+  } else if (mode === 'rows') {
+    idx!.forEach((r, k) => { for (let c = 0; c < cols; c++) put(r * cols + c, values[k * cols + c]!); });
+  } else {
+    const n = idx!.length;
+    idx!.forEach((c, k) => { for (let r = 0; r < rows; r++) put(r * cols + c, values[r * n + k]!); });
+  }
+  return data;
 }
 
 /** Refuses an output folder that is the base model's or already holds a model. */
@@ -137,15 +146,18 @@ export async function checkOutDir(modelDir: string, outDir: string): Promise<voi
   }
 }
 
-/** Every tensor of the checkpoint in its stored dtype (to be patched and written by writeCheckpoint). */
-export async function baseTensors(ckpt: Checkpoint): Promise<Record<string, TensorToWrite>> {
-  const out: Record<string, TensorToWrite> = {};
-  for (const [name, info] of ckpt.tensors) out[name] = { dtype: info.dtype, shape: [...info.shape], data: await readTensor(info.file, info) };
+/**
+ * Every tensor of the checkpoint in its stored dtype, each read from its file only when produced (by the writer of
+ * writeCheckpoint, one at a time; each produce() returns a fresh copy that the caller may patch).
+ */
+export function baseTensors(ckpt: Checkpoint): Record<string, TensorToProduce> {
+  const out: Record<string, TensorToProduce> = {};
+  for (const [name, info] of ckpt.tensors) out[name] = { dtype: info.dtype, shape: [...info.shape], produce: () => readTensor(info.file, info) };
   return out;
 }
 
 /** Writes tensors as outDir/model.safetensors plus the base model's config and tokenizer files. */
-export async function writeCheckpoint(modelDir: string, outDir: string, out: Record<string, TensorToWrite>): Promise<void> {
+export async function writeCheckpoint(modelDir: string, outDir: string, out: Record<string, TensorToWrite | TensorToProduce>): Promise<void> {
   await ensureOutputDir(outDir);
   await writeSafetensors(path.join(outDir, 'model.safetensors'), out, { format: 'pt' });
   for (const f of COPY_FILES) {

@@ -3,6 +3,7 @@
 
 #include "binding/js_model.h"
 #include "binding/js_util.h"
+#include "core/oom.h"
 
 namespace lnjs {
 
@@ -27,6 +28,8 @@ NativeKvCache::NativeKvCache(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
     // The runtime makes (and owns the storage of) its cache: host memory on the CPU, device memory on a GPU.
     std::lock_guard<std::mutex> lk(holder_->mu);
     cache_ = holder_->live("NativeKvCache").make_cache(int32_t(slots), int32_t(cap));
+  } catch (const ln::OutOfMemory& e) {
+    throw Napi::Error::New(env, e.what());  // names the cache and its size
   } catch (const std::bad_alloc&) {
     throw Napi::Error::New(env, "NativeKvCache: out of memory for " + std::to_string(int64_t(slots)) + " slots × " +
                                     std::to_string(int64_t(cap)) + " tokens");

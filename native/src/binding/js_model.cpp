@@ -8,6 +8,7 @@
 
 #include "binding/js_intervention.h"
 #include "binding/js_util.h"
+#include "core/oom.h"
 #include "binding/model_spec.h"
 #include "kernels/gemm.h"
 #include "runtime/cpu_runtime.h"
@@ -51,6 +52,8 @@ NativeModel::NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Nati
   try {
     holder->runtime = device < 0 ? ln::make_cpu_runtime(parsed.config, parsed.weights, int(threads), mode)
                                  : ln::make_cuda_runtime(parsed.config, parsed.weights, device, mode);
+  } catch (const ln::OutOfMemory& e) {
+    throw Napi::Error::New(env, e.what());  // names what was being allocated and its size
   } catch (const std::bad_alloc&) {
     throw Napi::Error::New(env, std::string("model: out of memory while ") +
                                     (device < 0 ? "preparing the CPU model" : "uploading the weights to the GPU"));

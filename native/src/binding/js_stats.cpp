@@ -6,6 +6,7 @@
 
 #include "binding/js_model.h"
 #include "binding/js_util.h"
+#include "core/oom.h"
 
 namespace lnjs {
 
@@ -90,6 +91,8 @@ NativeStats::NativeStats(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Nati
     stats_ = std::make_shared<ln::ActivationStats>(c, opts);
   } catch (const std::invalid_argument& e) {
     throw Napi::RangeError::New(env, w + ": " + e.what());
+  } catch (const ln::OutOfMemory& e) {
+    throw Napi::Error::New(env, e.what());  // names the arrays and their size
   } catch (const std::bad_alloc&) {
     throw Napi::Error::New(env, w + ": out of memory for the statistics arrays");
   }

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "core/oom.h"
+
 namespace ln {
 
 std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
@@ -28,6 +30,8 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path) {
     if (a == MAP_FAILED) {
       int e = errno;
       ::close(fd);
+      // ENOMEM: no address space left for it (a memory limit such as ulimit -v, or a 32-bit-sized space).
+      if (e == ENOMEM) throw OutOfMemory("a memory map of " + path, double(m->size_));
       throw std::runtime_error(path + ": cannot memory-map: " + std::strerror(e));
     }
     m->addr_ = a;

@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <new>
 
+#include "core/oom.h"
+
 namespace ln {
 
 static std::atomic<int64_t> g_live_bytes{0};
@@ -27,7 +29,7 @@ float* ScratchBuffer::get(int64_t n) {
     data_ = static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(want) * sizeof(float)));
     if (!data_) {
       size_ = 0;
-      throw std::bad_alloc();
+      throw OutOfMemory("a scratch buffer of " + std::to_string(want) + " floats", double(want) * sizeof(float));
     }
     size_ = want;
     g_live_bytes += bytes();

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/oom.h"
 #include "kernels/ops.h"
 #include "model/forward_state.h"
 #include "model/intervention.h"
@@ -23,7 +24,10 @@ using detail::ForwardState;
 
 CpuKvCache::CpuKvCache(const ModelConfig& c, int32_t n_slots, int32_t capacity) : KvCache(c, n_slots, capacity) {
   slot_stride_ = int64_t(capacity) * kv_width();
-  data_.assign(size_t(2 * int64_t(c.n_layers) * n_slots) * size_t(slot_stride_), 0.f);
+  const double n = 2.0 * c.n_layers * n_slots * double(slot_stride_);
+  allocating("the KV cache for " + std::to_string(n_slots) + " sequence(s) x " + std::to_string(capacity) + " tokens", n * sizeof(float),
+             [&] { data_.assign(size_t(2 * int64_t(c.n_layers) * n_slots) * size_t(slot_stride_), 0.f); },
+             "fewer sequences at once, or fewer tokens per sequence (a smaller --max-new-tokens)");
 }
 
 // Layout: for each layer, for each slot, K [capacity][n_kv_heads][head_dim] then V (same shape).
@@ -138,16 +142,20 @@ static void prepare(ForwardState& st, const ForwardRequest& r, int n_threads) {
   }
 
   const int64_t T = st.T, qd = int64_t(c.n_heads) * c.head_dim, kvd = int64_t(c.n_kv_heads) * c.head_dim;
-  detail::ensure(st.h, T * c.hidden);
-  detail::ensure(st.x, T * c.hidden);
-  if (c.parallel_block) detail::ensure(st.xn, T * c.hidden);
-  detail::ensure(st.q, T * qd);
-  detail::ensure(st.att, T * qd);
-  detail::ensure(st.k, T * kvd);
-  detail::ensure(st.v, T * kvd);
-  detail::ensure(st.g, T * c.intermediate);
-  detail::ensure(st.u, T * c.intermediate);
-  detail::ensure(st.scores, int64_t(n_threads) * st.max_ctx);
+  const double act_floats = double(T) * ((c.parallel_block ? 3 : 2) * c.hidden + 2 * qd + 2 * kvd + 2 * c.intermediate) +
+                            double(n_threads) * st.max_ctx;
+  allocating("the activation buffers for " + std::to_string(T) + " tokens", act_floats * sizeof(float), [&] {
+    detail::ensure(st.h, T * c.hidden);
+    detail::ensure(st.x, T * c.hidden);
+    if (c.parallel_block) detail::ensure(st.xn, T * c.hidden);
+    detail::ensure(st.q, T * qd);
+    detail::ensure(st.att, T * qd);
+    detail::ensure(st.k, T * kvd);
+    detail::ensure(st.v, T * kvd);
+    detail::ensure(st.g, T * c.intermediate);
+    detail::ensure(st.u, T * c.intermediate);
+    detail::ensure(st.scores, int64_t(n_threads) * st.max_ctx);
+  }, "use fewer tokens per forward (a smaller --batch-tokens / --batch)");
 
   st.intervention = r.intervention;
   st.intervene_mask = r.intervention ? r.intervene_mask : nullptr;
@@ -229,7 +237,9 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
   idx.clear();
   if (req.logits == LogitsMode::All) {
     // One product over all rows (x is free at this point).
-    out.logits.resize(size_t(T * V));
+    allocating("the logits of " + std::to_string(T) + " tokens x " + std::to_string(V) + " vocabulary entries",
+               double(T) * double(V) * sizeof(float), [&] { out.logits.resize(size_t(T * V)); },
+               "use fewer tokens per forward");
     const float* fw = st.final_norm.data();
     detail::for_row_blocks(pool_, T, [&](int64_t r0, int64_t r1) {
       detail::norm_rows(cfg_, r1 - r0, st.h.data() + r0 * H, H, fw, st.x.data() + r0 * H, H, H);

@@ -2,6 +2,8 @@
 // (model/site_pass.cpp).
 #include "model/stats.h"
 
+#include "core/oom.h"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -61,6 +63,12 @@ ActivationStats::ActivationStats(const ModelConfig& c, const StatsOptions& o) : 
   edges_ = o.hist_edges;
   seq_means_ = o.seq_means;
   const int64_t B = hist_bins();
+  double bytes = 0;  // what the arrays below take in all, for the message when they do not fit
+  for (Site s : o.sites)
+    bytes += double(n_layers_) * site_width(c, s) *
+             (4 * 8 + (o.thresholds[int(s)].empty() ? 0 : 8 + 4) + double(B) * sizeof(int64_t));
+  allocating("the statistics arrays (" + std::to_string(o.sites.size()) + " site(s) x " + std::to_string(n_layers_) +
+             " layers" + (B > 0 ? " x " + std::to_string(B) + " histogram bins" : "") + ")", bytes, [&] {
   for (Site s : o.sites) {
     SiteStats st;
     st.site = s;
@@ -82,6 +90,7 @@ ActivationStats::ActivationStats(const ModelConfig& c, const StatsOptions& o) : 
     if (B > 0) st.hist.assign(n * size_t(B), 0);
     sites_.push_back(std::move(st));
   }
+  }, "fewer --sites, fewer --layers or fewer histogram bins");
 }
 
 const SiteStats* ActivationStats::find(Site s) const {

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "core/oom.h"
 #include "kernels/math.h"
 #include "kernels/ops.h"
 #include "train/gemm_backward.h"
@@ -157,10 +158,13 @@ Trainer::Trainer(const ModelConfig& cfg, const ModelWeights& w0, int threads, co
       if (p.mode == ParamMode::Rows || p.mode == ParamMode::Cols) biggest = std::max(biggest, p.stored.rows * p.stored.cols);
     dense_dw_.assign(size_t(biggest), 0.f);
   }
-  master_.assign(size_t(off), 0.f);
-  grad_.assign(size_t(off), 0.f);
-  m_.assign(size_t(off), 0.f);
-  v_.assign(size_t(off), 0.f);
+  allocating("the optimizer state of " + std::to_string(off) + " trainable parameters (master weights, gradients, Adam moments)",
+             4.0 * double(off) * sizeof(float), [&] {
+    master_.assign(size_t(off), 0.f);
+    grad_.assign(size_t(off), 0.f);
+    m_.assign(size_t(off), 0.f);
+    v_.assign(size_t(off), 0.f);
+  }, "train fewer parameters (--method neurons or lora) or use a machine with more memory");
   for (Param& p : params_) {
     if (!p.trainable() || p.stored.empty()) continue;
     float* dst = master_.data() + p.offset;
@@ -271,7 +275,9 @@ void Trainer::ensure(int64_t T, int32_t max_len) {
     max_r = std::max<int64_t>(max_r, ad.r);
     any_dropout = any_dropout || ad.dropout > 0;
   }
-  acts_.assign(size_t(int64_t(cfg_.n_layers) * per_layer + T * (2 * H + 1) + (ln ? T : 0) + lora_acts), 0.f);
+  const int64_t n_acts = int64_t(cfg_.n_layers) * per_layer + T * (2 * H + 1) + (ln ? T : 0) + lora_acts;
+  allocating("the trainer's activations for " + std::to_string(T) + " tokens", double(n_acts) * sizeof(float),
+             [&] { acts_.assign(size_t(n_acts), 0.f); }, "use fewer tokens per micro-batch (a smaller --batch or --chunk)");
   la_.resize(size_t(cfg_.n_layers));
   float* p = acts_.data();
   auto take = [&](int64_t n) { float* r = p; p += n; return r; };
@@ -304,7 +310,8 @@ void Trainer::ensure(int64_t T, int32_t max_len) {
                          nthreads * int64_t(cap_len_) /* third attention scratch row */ +
                          (qkn ? T * std::max(qd, kvd) : 0) + (cfg_.parallel_block ? T * H : 0) +
                          (cfg_.final_softcap > 0 ? kLmChunk * V : 0);
-  work_.assign(size_t(n_work), 0.f);
+  allocating("the trainer's backward buffers for " + std::to_string(T) + " tokens", double(n_work) * sizeof(float),
+             [&] { work_.assign(size_t(n_work), 0.f); }, "use fewer tokens per micro-batch (a smaller --batch or --chunk)");
   p = work_.data();
   dh_ = take(T * H); dx_ = take(T * H); dtmp_ = take(T * H);
   dq_ = take(T * qd); datt_ = take(T * qd); dk_ = take(T * kvd); dv_ = take(T * kvd);
