@@ -2,7 +2,9 @@
 // a time (the writer holds at most one tensor of the trainer or of the base model, never the whole file), and
 // files and tensors over 2 GiB are written and read back. The fast tests here check the memory bound on small
 // files; the ones that write over 2 GiB to disk (about a minute each on a slow disk) run when
-// LANGNEURONS_LARGE_FILE_TESTS=1 (.ci/run sets it) and are reported as skipped otherwise.
+// LANGNEURONS_LARGE_FILE_TESTS=1 and are reported as skipped otherwise; LANGNEURONS_LARGE_FILE_TESTS=state runs
+// only the first, the issue's own case of a state over 2 GiB written and read back (.ci/run sets it: about a
+// minute, where all three take about six).
 import { closeSync, mkdtempSync, openSync, promises as fsp, readSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,7 +22,9 @@ import { loadState, saveState } from '../src/train/state.js';
 import { makeDelta } from './helpers/delta.js';
 import { writeSparseModel } from './helpers/sparse-model.js';
 
-const LARGE = process.env['LANGNEURONS_LARGE_FILE_TESTS'] === '1';
+const LARGE_MODE = process.env['LANGNEURONS_LARGE_FILE_TESTS'] ?? '';
+const LARGE = LARGE_MODE === '1' || LARGE_MODE === 'state';
+const ALL_LARGE = LARGE_MODE === '1';
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'ln-rel-large-'));
 afterAll(async () => { await fsp.rm(tmp, { recursive: true, force: true }); });
 
@@ -129,7 +133,7 @@ describe('streamed writes hold one tensor at a time', () => {
   }, 60_000);
 });
 
-describe.skipIf(!LARGE)('files over 2 GiB (LANGNEURONS_LARGE_FILE_TESTS=1)', () => {
+describe.skipIf(!LARGE)('files over 2 GiB (LANGNEURONS_LARGE_FILE_TESTS=state or 1)', () => {
   it('the optimizer state of a 181M-parameter full fine-tune (2.17 GB) saves and resumes', async () => {
     // One trainable tensor of 181M floats: master, m and v are 724 MB each. The fake trainer's copies are zero
     // pages with a marker every 1 MiB, so the test needs little memory; the file itself is written for real.
@@ -152,7 +156,7 @@ describe.skipIf(!LARGE)('files over 2 GiB (LANGNEURONS_LARGE_FILE_TESTS=1)', () 
     }
   }, 600_000);
 
-  it('a single tensor over 2 GiB is written (in pieces under the 2 GiB a write call takes)', async () => {
+  it.skipIf(!ALL_LARGE)('a single tensor over 2 GiB is written (in pieces under the 2 GiB a write call takes)', async () => {
     const n = 2 ** 29 + 4; // 2 GiB + 16 bytes of F32
     const data = new Float32Array(n); // zero pages, touched only at the markers
     const at = [0, 1, 2 ** 28, 2 ** 29 - 1, 2 ** 29, n - 1];
@@ -175,7 +179,7 @@ describe.skipIf(!LARGE)('files over 2 GiB (LANGNEURONS_LARGE_FILE_TESTS=1)', () 
     expect([...(await readTensor(file, h.tensors.find((t) => t.name === 'small')!)) as Float32Array]).toEqual([7, 8]);
   }, 600_000);
 
-  it('a delta merged into a 2.3 GB model (sparse base file) gives the patched model, one tensor in memory at a time', async () => {
+  it.skipIf(!ALL_LARGE)('a delta merged into a 2.3 GB model (sparse base file) gives the patched model, one tensor in memory at a time', async () => {
     // 36 layers of hidden 1024, ffn 4096 in F32: 64 MiB a layer. The base weights are a hole (zeros, no disk).
     const shape = { layers: 36, hidden: 1024, heads: 8, kvHeads: 8, ffn: 4096, vocab: 256 };
     const d = shape.hidden, f = shape.ffn;
