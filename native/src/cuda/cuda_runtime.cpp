@@ -20,6 +20,7 @@
 
 #include "cuda/cublaslt.h"
 #include "cuda/device_buffer.h"
+#include "cuda/cuda_support.h"
 #include "cuda/recording.h"
 #include "cuda/runtime_kernels.h"
 #include "cuda/site_kernels.h"
@@ -652,15 +653,15 @@ bool cuda_built() { return true; }
 int cuda_device_count() { return cuda::device_count(); }
 const char* cuda_unavailable_reason() { return cuda::unavailable_reason(); }
 
-std::unique_ptr<Runtime> make_cuda_runtime(const ModelConfig& config, const ModelWeights& weights, int device_index,
-                                           Compute compute) {
+void check_cuda_supported(const ModelConfig& config, const ModelWeights& weights, int device_index, Compute compute,
+                          const char* what) {
   const std::string bad = validate_weights(config, weights);  // includes validate_config
   if (!bad.empty()) throw std::invalid_argument(bad);
   // The families' special parts (model/model.h "Family features") run on the CPU engine only so far: refuse them
   // here, by name, instead of computing something else.
   std::string missing;
-  auto need = [&](bool unsupported, const char* what) {
-    if (unsupported) missing += std::string(missing.empty() ? "" : ", ") + what;
+  auto need = [&](bool unsupported, const char* feature) {
+    if (unsupported) missing += std::string(missing.empty() ? "" : ", ") + feature;
   };
   const ModelConfig& c = config;
   need(c.norm != NormType::Rms, c.norm == NormType::Layer ? "LayerNorm (cohere)" : "(1 + w) RMSNorm (gemma2)");
@@ -675,18 +676,23 @@ std::unique_ptr<Runtime> make_cuda_runtime(const ModelConfig& config, const Mode
   need(c.logit_scale != 1.f, "logit_scale (cohere)");
   need(c.rope_type == RopeType::Yarn && c.rope_attention_factor != 1.f, "YaRN's attention factor");
   if (!missing.empty())
-    throw std::invalid_argument("the CUDA runtime does not run " + missing +
+    throw std::invalid_argument(std::string("the ") + what + " does not run " + missing +
                                 " yet; this model runs on the CPU engine (--device cpu)");
   if (compute != Compute::F32 && compute != Compute::BF16)
-    throw std::invalid_argument("cuda runtime: unknown compute mode");
+    throw std::invalid_argument(std::string(what) + ": unknown compute mode");
   if (config.head_dim > 256 || config.head_dim % 2 != 0)
-    throw std::invalid_argument("cuda runtime: head_dim must be even and at most 256, got " +
+    throw std::invalid_argument(std::string(what) + ": head_dim must be even and at most 256, got " +
                                 std::to_string(config.head_dim));
   const int n = cuda::device_count();
   if (n == 0) throw std::runtime_error(std::string("no usable CUDA device (") + cuda::unavailable_reason() + ")");
   if (device_index < 0 || device_index >= n)
     throw std::invalid_argument("cuda:" + std::to_string(device_index) + " does not exist (" + std::to_string(n) +
                                 " CUDA device" + (n == 1 ? "" : "s") + ")");
+}
+
+std::unique_ptr<Runtime> make_cuda_runtime(const ModelConfig& config, const ModelWeights& weights, int device_index,
+                                           Compute compute) {
+  check_cuda_supported(config, weights, device_index, compute, "CUDA runtime");
   return std::make_unique<CudaRuntime>(config, weights, device_index, compute);
 }
 
