@@ -54,6 +54,15 @@ LN_HD inline float silu_grad(float x) {
   return s * (1.f + x * (1.f - s));
 }
 
+// The SwiGLU backward of one element (train/layers.h swiglu_backward; the CUDA trainer's swiglu_backward):
+// with s = sigmoid(g), dg = da * u * (s (1 + g (1 - s))) and du = da * (g s), in this order of float operations.
+LN_HD inline void swiglu_grads(float g, float u, float da, float* dg, float* du) {
+  const float sg = 1.f / (1.f + expf(-g));
+  const float si = g * sg;
+  *dg = da * u * (sg * (1.f + g * (1.f - sg)));
+  *du = da * si;
+}
+
 // ---- soft-capping (Gemma 2) --------------------------------------------------------------------------------
 
 // cap * tanh(x / cap): attention scores (attn_logit_softcapping) and final logits (final_logit_softcapping).
@@ -268,6 +277,37 @@ LN_HD inline float quantile_sorted(const float* s, int64_t n, double q) {
   if (lo + 1 >= n) return a;
   const float b = s[lo + 1];
   return float(double(a) + (pos - double(lo)) * (double(b) - double(a)));
+}
+
+// ---- counter-based random numbers (the trainer's LoRA init, dropout masks, head init) -----------------------
+
+// A random number is a pure function of a key and an element index (splitmix64's finaliser), never the state of a
+// generator: the CPU trainer (train/lora.h), the CUDA trainer's dropout kernel and the float64 test reference
+// draw the same numbers for any thread count, and a resumed run draws what an uninterrupted one would.
+LN_HD inline uint64_t mix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Key of one stream of random numbers: `domain` separates uses (train/lora.h RngDomain), a..d their coordinates.
+LN_HD inline uint64_t rng_key(uint64_t seed, uint64_t domain, int64_t a, int64_t b, int64_t c, int64_t d) {
+  uint64_t k = mix64(seed ^ (domain << 56));
+  k = mix64(k ^ uint64_t(a));
+  k = mix64(k ^ uint64_t(b));
+  k = mix64(k ^ uint64_t(c));
+  return mix64(k ^ uint64_t(d));
+}
+
+// Uniform in [0, 1) with 24 random bits (exact in float) for element i of stream `key`.
+LN_HD inline float rng_uniform(uint64_t key, int64_t i) {
+  return float(mix64(key ^ (uint64_t(i) * 0xD1B54A32D192ED03ull)) >> 40) * (1.0f / 16777216.0f);
+}
+
+// LoRA dropout: element (row, col) of an adapter input [M, K] is kept when this is true (probability 1 - p).
+LN_HD inline bool lora_keep(uint64_t key, int64_t row, int64_t col, int64_t K, float p) {
+  return rng_uniform(key, row * K + col) >= p;
 }
 
 // ---- storage loads -----------------------------------------------------------------------------------------
