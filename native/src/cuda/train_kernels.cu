@@ -455,6 +455,39 @@ __global__ void lora_dropout_kernel(int64_t M, int64_t K, const float* x, int64_
   }
 }
 
+// ---- backward GEMMs of last resort ---------------------------------------------------------------------------
+
+__device__ inline float as_f32(float x) { return x; }
+__device__ inline float as_f32(uint16_t x) { return ln::bf16_to_f32(x); }
+
+// Thread per dX[i, k] (k across threads: W and dX rows read coalesced), n in order.
+template <class T>
+__global__ void gemm_simple_dx_kernel(int64_t M, int64_t N, int64_t K, const T* dY, int64_t lddy, const T* W,
+                                      int64_t ldw, float* dX, int64_t lddx, bool accumulate) {
+  const int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (k >= K) return;
+  for (int64_t i = blockIdx.y; i < M; i += gridDim.y) {
+    const T* g = dY + i * lddy;
+    float acc = 0.f;
+    for (int64_t n = 0; n < N; ++n) acc += as_f32(g[n]) * as_f32(W[n * ldw + k]);
+    float* d = dX + i * lddx + k;
+    *d = accumulate ? *d + acc : acc;
+  }
+}
+
+// Thread per dW[n, k] (k across threads), i in order.
+template <class T>
+__global__ void gemm_simple_dw_kernel(int64_t M, int64_t N, int64_t K, const T* dY, int64_t lddy, const T* X,
+                                      int64_t ldx, float* dW, int64_t lddw) {
+  const int64_t k = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (k >= K) return;
+  for (int64_t n = blockIdx.y; n < N; n += gridDim.y) {
+    float acc = 0.f;
+    for (int64_t i = 0; i < M; ++i) acc += as_f32(dY[i * lddy + n]) * as_f32(X[i * ldx + k]);
+    dW[n * lddw + k] += acc;
+  }
+}
+
 dim3 column_grid(int64_t n, int64_t partials) { return dim3{unsigned((n + kThreads - 1) / kThreads), unsigned(partials)}; }
 
 }  // namespace
@@ -644,6 +677,34 @@ void lora_dropout(int64_t M, int64_t K, const float* x, int64_t ldx, float* y, i
   if (!(p >= 0.f && p < 1.f)) bad("lora_dropout", "p must be in [0, 1)");
   lora_dropout_kernel<<<grid_for(M * K), kThreads, 0, as_stream(stream)>>>(M, K, x, ldx, y, ldy, key, p, accumulate);
   check_launch("lora_dropout");
+}
+
+// ---- backward GEMMs of last resort ---------------------------------------------------------------------------
+
+void gemm_simple_dx(int64_t M, int64_t N, int64_t K, const void* dY, int64_t lddy, const void* W, int64_t ldw, bool bf16,
+                    float* dX, int64_t lddx, bool accumulate, Stream stream) {
+  if (M <= 0 || K <= 0) return;
+  const dim3 grid{unsigned((K + 127) / 128), unsigned(std::min<int64_t>(M, 65535)), 1u};
+  if (bf16)
+    gemm_simple_dx_kernel<uint16_t><<<grid, 128, 0, as_stream(stream)>>>(
+        M, N, K, static_cast<const uint16_t*>(dY), lddy, static_cast<const uint16_t*>(W), ldw, dX, lddx, accumulate);
+  else
+    gemm_simple_dx_kernel<float><<<grid, 128, 0, as_stream(stream)>>>(
+        M, N, K, static_cast<const float*>(dY), lddy, static_cast<const float*>(W), ldw, dX, lddx, accumulate);
+  check_launch("gemm_simple_dx");
+}
+
+void gemm_simple_dw(int64_t M, int64_t N, int64_t K, const void* dY, int64_t lddy, const void* X, int64_t ldx, bool bf16,
+                    float* dW, int64_t lddw, Stream stream) {
+  if (N <= 0 || K <= 0) return;
+  const dim3 grid{unsigned((K + 127) / 128), unsigned(std::min<int64_t>(N, 65535)), 1u};
+  if (bf16)
+    gemm_simple_dw_kernel<uint16_t><<<grid, 128, 0, as_stream(stream)>>>(
+        M, N, K, static_cast<const uint16_t*>(dY), lddy, static_cast<const uint16_t*>(X), ldx, dW, lddw);
+  else
+    gemm_simple_dw_kernel<float><<<grid, 128, 0, as_stream(stream)>>>(
+        M, N, K, static_cast<const float*>(dY), lddy, static_cast<const float*>(X), ldx, dW, lddw);
+  check_launch("gemm_simple_dw");
 }
 
 }  // namespace cuda

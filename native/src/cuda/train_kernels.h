@@ -139,5 +139,17 @@ void adamw_step(int64_t n, float* master, const float* grad, float* m, float* v,
 void lora_dropout(int64_t M, int64_t K, const float* x, int64_t ldx, float* y, int64_t ldy, uint64_t key, float p,
                   bool accumulate, Stream stream);
 
+// ---- backward GEMMs of last resort ---------------------------------------------------------------------------
+
+// The two products of a Linear layer's backward on one thread per output, float32 accumulation in order (what
+// cuda::Gemm::run_dx / run_dw fall back to for shapes cuBLASLt offers no algorithm for). Operands both bf16 (bf16)
+// or both float32:
+//   dX[i, k] = (accumulate ? dX[i, k] : 0) + sum_n dY[i, n] W[n, k]       (i < M, k < K, n in order)
+//   dW[n, k] += sum_i dY[i, n] X[i, k]                                     (n < N, k < K, i in order)
+void gemm_simple_dx(int64_t M, int64_t N, int64_t K, const void* dY, int64_t lddy, const void* W, int64_t ldw, bool bf16,
+                    float* dX, int64_t lddx, bool accumulate, Stream stream);
+void gemm_simple_dw(int64_t M, int64_t N, int64_t K, const void* dY, int64_t lddy, const void* X, int64_t ldx, bool bf16,
+                    float* dW, int64_t lddw, Stream stream);
+
 }  // namespace cuda
 }  // namespace ln
