@@ -429,18 +429,9 @@ __global__ void sumsq_finish_kernel(const double* partials, int64_t n_partials, 
 // The CPU trainer's AdamW (trainer.cpp Trainer::step), operation by operation, rounded as the CPU rounds.
 __global__ void adamw_kernel(int64_t n, float* master, const float* grad, float* m, float* v, float b1, float b2,
                              float eps, float step_size, float bc2_sqrt, float decay, float clip_scale) {
-  const float one_b1 = __fsub_rn(1.f, b1), one_b2 = __fsub_rn(1.f, b2);
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float g = __fmul_rn(grad[i], clip_scale);
-    const float mi = __fadd_rn(__fmul_rn(b1, m[i]), __fmul_rn(one_b1, g));
-    const float vi = __fadd_rn(__fmul_rn(b2, v[i]), __fmul_rn(__fmul_rn(one_b2, g), g));
-    m[i] = mi;
-    v[i] = vi;
-    float p = __fmul_rn(master[i], decay);
-    const float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), bc2_sqrt), eps);
-    p = __fsub_rn(p, __fdiv_rn(__fmul_rn(step_size, mi), denom));
-    master[i] = p;
-  }
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    math::adamw_update(__fmul_rn(grad[i], clip_scale), b1, b2, eps, step_size, bc2_sqrt, decay, &master[i], &m[i],
+                       &v[i]);
 }
 
 __global__ void lora_dropout_kernel(int64_t M, int64_t K, const float* x, int64_t ldx, float* y, int64_t ldy,

@@ -279,6 +279,62 @@ LN_HD inline float quantile_sorted(const float* s, int64_t n, double q) {
   return float(double(a) + (pos - double(lo)) * (double(b) - double(a)));
 }
 
+// ---- AdamW (the trainers' optimizer step) --------------------------------------------------------------------
+
+// Float products, sums and quotients rounded one by one: on the device the _rn intrinsics, which nvcc never
+// contracts into an FMA (it would otherwise fuse b * m + c * g); on the host plain operators (the project builds
+// without FP contraction: no -mfma on x86, -ffp-contract=off on arm64). What lets the CUDA trainer's AdamW match
+// the CPU's bit for bit.
+LN_HD inline float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+LN_HD inline float add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+LN_HD inline float sub_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+LN_HD inline float div_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+LN_HD inline float sqrt_rn(float a) {
+#if defined(__CUDA_ARCH__)
+  return __fsqrt_rn(a);
+#else
+  return sqrtf(a);
+#endif
+}
+
+// One AdamW update (torch.optim.AdamW, decoupled weight decay) of parameter *p with moments *m, *v and the
+// (already clipped) gradient g. The caller computes per step, in this way: step_size = float(lr / (1 - b1^t)),
+// bc2_sqrt = float(sqrt(1 - b2^t)) (both in double), decay = 1 - lr * weight_decay (float).
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g g;  p = p decay - step_size m / (sqrt(v) / bc2_sqrt + eps)
+LN_HD inline void adamw_update(float g, float b1, float b2, float eps, float step_size, float bc2_sqrt, float decay,
+                               float* p, float* m, float* v) {
+  const float mi = add_rn(mul_rn(b1, *m), mul_rn(sub_rn(1.f, b1), g));
+  const float vi = add_rn(mul_rn(b2, *v), mul_rn(mul_rn(sub_rn(1.f, b2), g), g));
+  *m = mi;
+  *v = vi;
+  const float pd = mul_rn(*p, decay);
+  *p = sub_rn(pd, div_rn(mul_rn(step_size, mi), add_rn(div_rn(sqrt_rn(vi), bc2_sqrt), eps)));
+}
+
 // ---- counter-based random numbers (the trainer's LoRA init, dropout masks, head init) -----------------------
 
 // A random number is a pure function of a key and an element index (splitmix64's finaliser), never the state of a
