@@ -143,7 +143,8 @@ LN_TEST(gpu_train_rope_backward_bit_exact) {
   LN_CHECK_MSG(same_bits(unstrided(got, T, n, ld), want), "rel err %.3e", rel_err(unstrided(got, T, n, ld), want));
 }
 
-// Sequences of 1, 17 and 64 tokens packed; GQA 3 heads on 1 kv head, 4 on 2, and 2 on 2 (head_dim 64, 8, 128).
+// Sequences of 1, 17 and 64 tokens packed; GQA 3 heads on 1 kv head, 4 on 2, and 2 on 2 (head_dim 64, 8, 128);
+// the simple kernels, and the tiled ones where the head size allows.
 LN_TEST(gpu_train_attention_forward_lse_and_backward) {
   ThreadPool pool(2);
   const Packed pk({1, 17, 64});
@@ -184,6 +185,17 @@ LN_TEST(gpu_train_attention_forward_lse_and_backward) {
     const double eq = rel_err(dqd.download(), dq), ek = rel_err(dkd.download(), dk), ev = rel_err(dvd.download(), dv);
     LN_CHECK_MSG(eq < 1e-4 && ek < 1e-4 && ev < 1e-4, "heads %d/%d hd %d: dq %.3e dk %.3e dv %.3e", a.n_heads,
                  a.n_kv_heads, a.head_dim, eq, ek, ev);
+    // The tiled kernels (head_dim 64 and 128; tiles of 32 rows straddle the packed sequences here).
+    if (cuda::attention_backward_tiled_supported(a.head_dim)) {
+      Dev<float> tq(size_t(T * qd)), tk(size_t(T * kvd)), tv(size_t(T * kvd)), trows(size_t(T * a.n_heads));
+      cuda::attention_backward_tiled(T, a.n_heads, a.n_kv_heads, a.head_dim, qd_.get(), qd, kd.get(), vd.get(), kvd,
+                                     out_cpu.get(), qd, doutd.get(), qd, lse_cpu.get(), row0.get(), len.get(), scale,
+                                     tq.get(), qd, tk.get(), tv.get(), kvd, trows.get(), nullptr);
+      const double tq_e = rel_err(tq.download(), dq), tk_e = rel_err(tk.download(), dk), tv_e = rel_err(tv.download(), dv);
+      LN_CHECK_MSG(tq_e < 1e-4 && tk_e < 1e-4 && tv_e < 1e-4, "tiled, heads %d/%d hd %d: dq %.3e dk %.3e dv %.3e",
+                   a.n_heads, a.n_kv_heads, a.head_dim, tq_e, tk_e, tv_e);
+      LN_CHECK(rel_err(trows.download(), drows.download()) < 1e-6);  // D: the same sums
+    }
   }
 }
 

@@ -65,6 +65,18 @@ void attention_backward(int64_t T, int n_heads, int n_kv_heads, int head_dim, co
                         const int32_t* seq_len, const int32_t* pos, float scale, float* dq, int64_t lddq, float* dk,
                         float* dv, int64_t lddkv, float* d_rows, Stream stream);
 
+// The same backward on shared-memory tiles of 32 query x 32 key rows (attention_backward_tiled.cu, float32;
+// FlashAttention-2's split: one block per (query tile, head) for dq, one per (key tile, kv head) for dk/dv), for
+// the head sizes attention_backward_tiled_supported accepts (64, 128); the same arguments as attention_backward
+// (pos is implied by seq_row0: row t's position is t - seq_row0[t]). Sums in another order than the simple
+// kernels, which stay the reference.
+bool attention_backward_tiled_supported(int head_dim);
+void attention_backward_tiled(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
+                              const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
+                              const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
+                              const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk, float* dv,
+                              int64_t lddkv, float* d_rows, Stream stream);
+
 // ---- FFN -----------------------------------------------------------------------------------------------------
 
 // SwiGLU backward on the fused layout of the forward (gu row t: gate [0, I), up [I, 2I)):
