@@ -636,14 +636,9 @@ double Trainer::step(const AdamWConfig& c) {
   const int64_t n = int64_t(master_.size()), blk = 1 << 14;
   pool_.parallel_for((n + blk - 1) / blk, [&](int64_t b, int) {
     for (int64_t i = b * blk, e = std::min(n, i + blk); i < e; ++i) {
-      const float g = grad_[size_t(i)] * clip_scale;
-      float& m = m_[size_t(i)];
-      float& v = v_[size_t(i)];
-      m = c.beta1 * m + (1 - c.beta1) * g;
-      v = c.beta2 * v + (1 - c.beta2) * g * g;
-      float& p = master_[size_t(i)];
-      p *= decay;
-      p -= step_size * m / (std::sqrt(v) / bc2_sqrt + c.eps);
+      const float g = grad_[size_t(i)] * clip_scale;  // (the CUDA trainer's adamw_step: the same function)
+      math::adamw_update(g, c.beta1, c.beta2, c.eps, step_size, bc2_sqrt, decay, &master_[size_t(i)], &m_[size_t(i)],
+                         &v_[size_t(i)]);
     }
   });
   return norm;
