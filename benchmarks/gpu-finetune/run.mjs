@@ -21,7 +21,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { runChild, writeFileAtomic } from '../common/proc.mjs';
-import { MODEL_SHAPES, tensorList, writeSyntheticSafetensors } from '../common/synthetic-checkpoint.mjs';
+import { MODEL_SHAPES, tensorList } from '../common/synthetic-checkpoint.mjs';
+import { writeRandomCheckpoint } from './checkpoint.mjs';
 import { dimsOf, estimateDeviceBytes, matmulParams, stepFlops } from './flops.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -152,7 +153,7 @@ function ensureCheckpoint(name) {
   log(`generating ${name}: ${(bytes / 1e9).toFixed(2)} GB of random bf16 in ${dir} ...`);
   const g0 = performance.now();
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
-  writeSyntheticSafetensors(path.join(dir, 'model.safetensors'), cfg, 1);
+  writeRandomCheckpoint(path.join(dir, 'model.safetensors'), cfg, 1);
   fs.writeFileSync(stampFile, want);
   return { dir, generatedSeconds: (performance.now() - g0) / 1000 };
 }
@@ -306,7 +307,8 @@ if (big) {
 }
 for (const shape of o.shapes) {
   const l = runOf(shape, 'lora'), t = torchOf(shape, 'lora');
-  if (l && t) check(shape, `lora (r 32) step time vs PEFT LoRA`, `${(l.stepSeconds / t.step_seconds).toFixed(3)}x (${(l.stepSeconds * 1e3).toFixed(1)} vs ${(t.step_seconds * 1e3).toFixed(1)} ms)`, 'report', null);
+  if (l && t) check(shape, `lora (r 32) step time vs PEFT LoRA`, `${(l.stepSeconds / t.step_seconds).toFixed(3)}x (${(l.stepSeconds * 1e3).toFixed(1)} vs ${(t.step_seconds * 1e3).toFixed(1)} ms)`, 'report', null,
+    `PyTorch LoRA: ${t.lora_impl ?? 'peft'}`);
 }
 
 const lines = [];
@@ -330,7 +332,7 @@ for (const shape of o.shapes) {
     if (t.error) { lines.push(`| torch ${m} | ${t.error} |||||||||`); continue; }
     const f = stepFlops(SHAPES[shape], [], Array(o.batch).fill(o.seqLen));
     const mfu = peak.tflops && m === 'full' ? f.model / t.step_seconds / (peak.tflops * 1e12) : null;
-    lines.push(`| torch ${m} | ${fx(t.step_seconds * 1e3, 1)} | ${fx(t.tokens_per_s, 0)} | ${fx(mfu)} | ${m === 'full' ? 'model (6 N T)' : '-'} | ${t.trainable_params.toLocaleString('en')} | ${gib(t.grad_opt_bytes)} | - | ${gib(t.peak_memory_bytes)} | ${gib(t.device_used_bytes)} |`);
+    lines.push(`| torch ${m}${t.lora_impl ? ` (${t.lora_impl})` : ''} | ${fx(t.step_seconds * 1e3, 1)} | ${fx(t.tokens_per_s, 0)} | ${fx(mfu)} | ${m === 'full' ? 'model (6 N T)' : '-'} | ${t.trainable_params.toLocaleString('en')} | ${gib(t.grad_opt_bytes)} | - | ${gib(t.peak_memory_bytes)} | ${gib(t.device_used_bytes)} |`);
   }
 }
 if (results.checks.length) {

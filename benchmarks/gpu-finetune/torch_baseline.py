@@ -89,12 +89,50 @@ def setup(method: str, model, cfg, mask):
             params.append(w)
         return model, params
     if method == "lora":
-        from peft import LoraConfig, get_peft_model
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:  # no network on the reference machine: the same computation without the package
+            return model, add_lora_modules(model, r=32, alpha=64, dropout=0.1)
         lcfg = LoraConfig(r=32, lora_alpha=64, lora_dropout=0.1, bias="none", task_type="CAUSAL_LM",
                           target_modules=["gate_proj", "up_proj", "down_proj"])
         peft_model = get_peft_model(model, lcfg)
         return peft_model, [p for p in peft_model.parameters() if p.requires_grad]
     raise ValueError(method)
+
+
+class LoraLinear(torch.nn.Module):
+    """PEFT's LoRA Linear forward (peft/tuners/lora/layer.py): base(x) + B(A(dropout(x))) * alpha / r, with A
+    initialised as PEFT's kaiming-uniform and B as zeros, the adapter in float32 as PEFT's autocast_adapter_dtype."""
+
+    def __init__(self, base: torch.nn.Linear, r: int, alpha: float, dropout: float):
+        super().__init__()
+        self.base = base
+        self.drop = torch.nn.Dropout(dropout)
+        self.A = torch.nn.Linear(base.in_features, r, bias=False, device=base.weight.device, dtype=torch.float32)
+        self.B = torch.nn.Linear(r, base.out_features, bias=False, device=base.weight.device, dtype=torch.float32)
+        torch.nn.init.kaiming_uniform_(self.A.weight, a=5 ** 0.5)
+        torch.nn.init.zeros_(self.B.weight)
+        self.scale = alpha / r
+
+    def forward(self, x):
+        y = self.base(x)
+        return y + (self.B(self.A(self.drop(x).to(torch.float32))) * self.scale).to(y.dtype)
+
+
+def add_lora_modules(model, r: int, alpha: float, dropout: float) -> list:
+    params = []
+    for layer in model.model.layers:
+        for name in ("gate_proj", "up_proj", "down_proj"):
+            m = LoraLinear(getattr(layer.mlp, name), r, alpha, dropout)
+            setattr(layer.mlp, name, m)
+            params += [m.A.weight, m.B.weight]
+    return params
+
+
+def lora_impl(method: str, model) -> str | None:
+    if method != "lora":
+        return None
+    return "own module (peft not installed)" if any(isinstance(m, LoraLinear) for m in model.modules()) else "peft"
 
 
 def run(method: str, shape_name: str, shape: dict, batch: int, seq_len: int, steps: int, warmup: int,
@@ -135,7 +173,7 @@ def run(method: str, shape_name: str, shape: dict, batch: int, seq_len: int, ste
            "peak_memory_bytes": torch.cuda.max_memory_allocated(), "peak_reserved_bytes": torch.cuda.max_memory_reserved(),
            "device_used_bytes": total - free, "weights_memory_bytes": base_mem,
            "grad_opt_bytes": grad_bytes + state_bytes, "loss": float(out.loss),
-           "torch": torch.__version__}
+           "torch": torch.__version__, "lora_impl": lora_impl(method, model)}
     return res
 
 
@@ -163,6 +201,8 @@ def main() -> None:
             r = run(method, name, shape, a.batch, a.seq_len, a.steps, a.warmup, a.mask_fraction)
         except torch.cuda.OutOfMemoryError:
             r = {"baseline": "torch", "method": method, "shape": name, "error": "out of memory"}
+        except Exception as e:  # reported in the table, and the next method still runs
+            r = {"baseline": "torch", "method": method, "shape": name, "error": f"{type(e).__name__}: {e}".split("\n")[0]}
         # Freed here, outside the handler: inside it the traceback still holds run()'s frame (the model, the
         # optimizer), and the next method would start on a device that is still full.
         gc.collect()
