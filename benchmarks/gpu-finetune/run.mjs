@@ -131,7 +131,7 @@ function gemmPeak() {
     } catch { /* below */ }
     log(`bench_gpu --gemm-only gave no rate (exit ${r.status}): ${(r.stderr || r.stdout).trim().split('\n').pop()}`);
   }
-  if (o.peakJson) {
+  if (o.peakJson && fs.existsSync(o.peakJson)) {
     const j = JSON.parse(fs.readFileSync(o.peakJson, 'utf8'));
     if (j.gemm_tflops > 0) return { tflops: j.gemm_tflops, source: `cuBLASLt bf16 GEMM ${j.gemm_size}^3 (${o.peakJson})` };
   }
