@@ -19,7 +19,8 @@ const H = 64, I = 256, L = 2, V = 512, qd = 64, kvd = 32, layerMatmul = H * qd +
 
 describe('benchmarks/gpu-finetune', () => {
   it('--device cpu --quick: every method measured, counted and reported', async () => {
-    const { stepFlops } = await import('../benchmarks/gpu-finetune/flops.mjs') as {
+    const flopsModule = '../benchmarks/gpu-finetune/flops.mjs'; // plain JS, beside the driver
+    const { stepFlops } = await import(flopsModule) as {
       stepFlops: (cfg: object, params: object[], lens: number[]) => { model: number; actual: number };
     };
     const out = path.join(tmp, 'r.json');
@@ -37,7 +38,7 @@ describe('benchmarks/gpu-finetune', () => {
     expect(s.runs.lora.trainable).toBe(L * 32 * 3 * (H + I)); // r 32 on gate, up, down: A [r, in] + B [out, r]
     for (const [m, x] of Object.entries(s.runs) as [string, Record<string, number>][]) {
       expect(x.stepSeconds, m).toBeGreaterThan(0);
-      expect(x.tokensPerSecond, m).toBeCloseTo((2 * 32) / x.stepSeconds, 6);
+      expect(x.tokensPerSecond, m).toBeCloseTo((2 * 32) / x.stepSeconds!, 6);
       expect(x.mfu, m).toBeGreaterThan(0);
       expect(x.gradOptBytes, m).toBe(12 * x.trainable!);
     }

@@ -3,7 +3,8 @@
 // `scripts/gpu-check.sh` runs it on a GPU.
 //
 // Tolerances (f32 mode; GEMM sums in another order, FMAs, expf by an ulp: docs/CUDA.md):
-//   - one forward + backward: loss within 1e-5 relative, every parameter's gradient within 1e-4 relative (L2);
+//   - one forward + backward: loss within 1e-5 relative, every parameter's gradient within 1e-4 relative (L2;
+//     1e-3 for a tensor whose gradient is under 1e-6 of the largest, as native_gpu_tests gpu_trainer_*);
 //   - a whole run (4 AdamW steps, accumulation, clipping, validation): every step's loss and the validation loss
 //     within 2e-4 relative; the trained values' change from their start within 1e-2 relative (L2) of the CPU's
 //     change, and at most 0.1% of values more than 0.1 lr apart (Adam's first steps move every value by about lr,
@@ -91,13 +92,15 @@ describe.skipIf(noGpu)('gpu finetune: one forward + backward against the CPU tra
       const a = await cpu.forwardBackward(tokens, targets, lens, fo), b = await gpu.forwardBackward(tokens, targets, lens, fo);
       expect(b.count).toBe(a.count);
       expect(Math.abs(b.lossSum - a.lossSum) / a.lossSum).toBeLessThan(1e-5);
+      const norm = (g: Float32Array) => Math.sqrt(g.reduce((s, x) => s + x * x, 0));
+      const grads = cpu.params().filter((p) => p.size).map((p) => ({ p, c: cpu.read('grad', p.id), g: gpu.read('grad', p.id) }));
+      const largest = Math.max(...grads.map((x) => norm(x.c)));
       let worst = 0, where = '';
-      for (const p of cpu.params()) {
-        if (!p.size) continue;
-        const e = relL2(gpu.read('grad', p.id), cpu.read('grad', p.id));
+      for (const { p, c, g } of grads) {
+        const e = relL2(g, c) / (norm(c) < 1e-6 * largest ? 10 : 1); // tensors with (almost) no gradient: 1e-3
         if (e > worst) { worst = e; where = `${p.role}.${p.layer}`; }
       }
-      console.log(`${path.basename(dir)} ${method}: loss ${(a.lossSum / a.count).toFixed(6)}, worst gradient relative error ${worst.toExponential(2)} (${where})`);
+      console.log(`${path.basename(dir)} ${method}: loss ${(a.lossSum / a.count).toFixed(6)}, worst gradient relative error ${worst.toExponential(2)} against its bound's 1e-4 (${where})`);
       expect(worst).toBeLessThan(1e-4);
     }
   }, 120_000);

@@ -80,12 +80,18 @@ export function checkTrainerPlacement(tr: Pick<NativeTrainer, 'info'>, p: Placem
     throw new LangneuronsError('E_DEVICE', `--device ${p.device}: this build's trainer ${got ? `runs on ${got}` : 'has no CUDA trainer'}; rebuild the addon with the CUDA toolkit (npm run build:native with nvcc on the PATH)`, { field: 'device' });
 }
 
-const gib = (b: number) => `${(b / 2 ** 30).toFixed(b < 2 ** 27 ? 3 : 2)} GiB`;
+/** Bytes in the largest binary unit that keeps a number >= 1 (0 B, 660.5 KiB, 2.31 GiB). */
+function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i === 0 ? 0 : i === 3 ? 2 : 1)} ${units[i]}`;
+}
 
 /** One line of the trainer's memory report (bytes by use; the device's used / total on a GPU). */
 export function formatTrainerMemory(m: NativeTrainerMemory): string {
-  const parts = [`weights ${gib(m.weights)}`, `master ${gib(m.master)}`, `grad ${gib(m.grad)}`, `adam ${gib(m.adam)}`,
-    `activations ${gib(m.activations)}`, `scratch ${gib(m.scratch)}`];
-  if (m.deviceTotal > 0) parts.push(`device ${gib(m.deviceUsed)} of ${gib(m.deviceTotal)} used`);
+  const parts = [`weights ${bytes(m.weights)}`, `master ${bytes(m.master)}`, `grad ${bytes(m.grad)}`, `adam ${bytes(m.adam)}`,
+    `activations ${bytes(m.activations)}`, `scratch ${bytes(m.scratch)}`];
+  if (m.deviceTotal > 0) parts.push(`device ${bytes(m.deviceUsed)} of ${bytes(m.deviceTotal)} used`);
   return parts.join(', ');
 }
