@@ -60,11 +60,12 @@ export function stepFlops(cfg, params, seqLens) {
 
 /**
  * Device bytes a method needs about (to skip what cannot fit before loading it): the weights in bf16 (f32 mode:
- * float32), 16 bytes per trained value (float32 master, gradient, Adam m and v) and the activations the backward
- * keeps (a generous 40 values of H per token and layer, float32).
+ * float32), 16 bytes per trained value (float32 master, gradient, Adam m and v), the activations the backward
+ * keeps per token and layer (the norms' inputs and outputs, q / k / v, the attention output, gate / up / act: at
+ * most 4 H + 2 qd + 2 kvd + 3 I values, counted as float32) and 1 GiB of scratch.
  */
 export function estimateDeviceBytes(cfg, trainedValues, tokens, compute = 'bf16') {
   const d = dimsOf(cfg);
   const weightBytes = (compute === 'f32' ? 4 : 2) * (d.L * d.layerMatmul + d.V * d.H * (d.tied ? 1 : 2));
-  return weightBytes + 16 * trainedValues + 4 * 40 * d.H * tokens * d.L + 2 ** 30;
+  return weightBytes + 16 * trainedValues + 4 * (4 * d.H + 2 * d.qd + 2 * d.kvd + 3 * d.I) * tokens * d.L + 2 ** 30;
 }
