@@ -179,6 +179,8 @@ try:
         row(f"fine-tuning: {c['what']}", c["value"], c["target"], c["ok"])
     for sk in ft.get("skipped", []):
         row(f"fine-tuning: skipped {sk['what']}", sk["why"][:40], "-", None)
+    for sk in ft.get("failed", []):
+        row(f"fine-tuning: {sk['what']}", sk["why"][:40], "runs", False)
 except FileNotFoundError:
     pass
 except Exception as e:

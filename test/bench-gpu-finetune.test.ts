@@ -59,8 +59,42 @@ describe('benchmarks/gpu-finetune', () => {
       ['tiny: neurons step time vs full', null], ['tiny: neurons grad+optimizer memory vs full', null]]);
     expect(res.checks[1].value).toBe(`${(100 * (3 * H * perLayer * L) / s.runs.full.trainable).toFixed(3)}%`);
     expect(res.skipped).toEqual([{ what: 'tiny torch masked-dense,lora,full', why: 'the PyTorch baselines run on CUDA only' }]);
+    expect(res.failed).toEqual([]);
     expect(r.stdout).toMatch(/\| neurons \| [\d.]+ \| \d+ \| [\d.]+ \| actual \| 1,152 \|/);
   }, 120_000);
+
+  it('the issue\'s ratios judged on its shapes: neurons vs full (1B), vs PyTorch dense-then-mask (8B), lora vs PEFT', async () => {
+    const reportModule = '../benchmarks/gpu-finetune/report.mjs';
+    const { ratioChecks, renderTable } = await import(reportModule) as {
+      ratioChecks: (r: object, shapes: string[]) => { what: string; value: string; target: string; ok: boolean | null }[];
+      renderTable: (r: object, shapes: string[], cfgs: object) => string;
+    };
+    const GiB = 2 ** 30;
+    const run = (stepSeconds: number, gradOptBytes: number, heldBytes: number) => ({ stepSeconds, gradOptBytes, heldBytes, tokensPerSecond: 4096 / stepSeconds,
+      mfu: 0.5, mfuBasis: 'actual', trainable: gradOptBytes / 12, masterBytes: gradOptBytes / 3, memory: { deviceUsed: heldBytes + GiB } });
+    const torchRow = (step: number, peak: number, extra = {}) => ({ step_seconds: step, tokens_per_s: 4096 / step, peak_memory_bytes: peak, trainable_params: 1, grad_opt_bytes: 1, device_used_bytes: peak, ...extra });
+    const results = {
+      device: 'cuda', compute: 'bf16', options: { batch: 8, seqLen: 512, fraction: 0.01, steps: 5, warmup: 2 }, peak: { tflops: 900, source: 'test' },
+      shapes: {
+        'llama-3.2-1b': { matmulParams: 1.2e9, neurons: 1312, runs: { neurons: run(0.040, 0.1 * GiB, 4 * GiB), full: run(0.100, 13.8 * GiB, 30 * GiB), lora: run(0.05, GiB, 5 * GiB) } },
+        'llama-3.1-8b': { matmulParams: 7.5e9, neurons: 4576, runs: { neurons: run(0.300, 0.6 * GiB, 20 * GiB), full: { skipped: 'needs about 170 GiB' } } },
+      },
+      torch: { 'llama-3.2-1b': { lora: torchRow(0.1, 10 * GiB, { lora_impl: 'peft' }) }, 'llama-3.1-8b': { 'masked-dense': torchRow(0.5, 90 * GiB), full: { error: 'out of memory' } } },
+    };
+    const checks = ratioChecks(results, ['llama-3.2-1b', 'llama-3.1-8b']);
+    expect(checks.map((c) => [c.what, c.value, c.ok])).toEqual([
+      ['llama-3.2-1b: neurons step time vs full', '0.400x (40.0 vs 100.0 ms)', true],
+      ['llama-3.2-1b: neurons grad+optimizer memory vs full', '0.725%', true],
+      ['llama-3.1-8b: neurons speed-up vs PyTorch dense-then-mask', '1.67x (300.0 vs 500.0 ms)', false],
+      ['llama-3.1-8b: neurons peak memory vs PyTorch dense-then-mask', '4.50x smaller (20.0 vs 90.0 GiB)', false],
+      ['llama-3.2-1b: lora (r 32) step time vs PEFT LoRA', '0.500x (50.0 vs 100.0 ms)', null],
+    ]);
+    const table = renderTable({ ...results, checks }, ['llama-3.2-1b', 'llama-3.1-8b'], { 'llama-3.2-1b': {}, 'llama-3.1-8b': {} });
+    expect(table).toMatch(/\| full \| needs about 170 GiB \|/);
+    expect(table).toMatch(/\| torch full \| out of memory \|/);
+    expect(table).toMatch(/\| torch lora \(peft\) \| 100\.0 \|/);
+    expect(table).toMatch(/- llama-3\.1-8b: neurons speed-up vs PyTorch dense-then-mask: 1\.67x .* \(target >= 2x\) → MISSED/);
+  });
 
   it.skipIf(loadAddon().cudaInfo().devices > 0)('on CUDA without a device: one SKIPPED line, exit 0', () => {
     const r = spawnSync(process.execPath, [DRIVER, '--quick', '--cache', tmp], { encoding: 'utf8' });

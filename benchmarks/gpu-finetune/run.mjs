@@ -24,10 +24,10 @@ import { runChild, writeFileAtomic } from '../common/proc.mjs';
 import { MODEL_SHAPES, tensorList } from '../common/synthetic-checkpoint.mjs';
 import { writeRandomCheckpoint } from './checkpoint.mjs';
 import { dimsOf, estimateDeviceBytes, matmulParams, stepFlops } from './flops.mjs';
+import { METHODS, ratioChecks, renderTable, targetShapes } from './report.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
-const METHODS = ['neurons', 'full', 'lora', 'random', 'mlp', 'neuron-lora'];
 const LANG = 'xx';
 
 const LLAMA_8B = {
@@ -180,12 +180,10 @@ function deviceTotalBytes() {
 
 // ---- the plan: the measurements behind the issue's targets first, so that a --budget cuts the extras
 function plan() {
-  const has = (s) => o.shapes.includes(s);
-  const [first, second] = [o.shapes[0], o.shapes[1]];
   const jobs = [];
   const ours = (shape, method) => { if (o.methods.includes(method) && shape) jobs.push({ kind: 'ours', shape, method }); };
   const torch = (shape, methods) => { if (o.torch && shape) jobs.push({ kind: 'torch', shape, methods }); };
-  const small = has('llama-3.2-1b') ? 'llama-3.2-1b' : first, big = has('llama-3.1-8b') ? 'llama-3.1-8b' : second ?? null;
+  const [small, second] = targetShapes(o.shapes), big = second ?? null;
   ours(small, 'neurons'); ours(small, 'full');
   if (big) { ours(big, 'neurons'); torch(big, ['masked-dense', 'lora']); }
   ours(small, 'lora'); if (big) ours(big, 'lora');
@@ -217,7 +215,7 @@ const totalBytes = onCpu ? null : deviceTotalBytes();
 const results = { bench: 'gpu-finetune', date: new Date().toISOString(), device: o.device, compute: onCpu ? 'f32' : o.compute, quick: o.quick,
   host: { cpu: os.cpus()[0]?.model, cores: os.cpus().length }, peak, deviceTotalBytes: totalBytes,
   options: { batch: o.batch, seqLen: o.seqLen, warmup: o.warmup, steps: o.steps, fraction: o.fraction, budget: Number.isFinite(o.budget) ? o.budget : null },
-  shapes: {}, torch: {}, skipped: [], checks: [] };
+  shapes: {}, torch: {}, skipped: [], failed: [], checks: [] };
 const shapeInfo = async (shape) => {
   if (results.shapes[shape]) return results.shapes[shape];
   const ck = ensureCheckpoint(shape);
@@ -237,7 +235,7 @@ for (const job of plan()) {
     if (onCpu) { results.skipped.push({ what, why: 'the PyTorch baselines run on CUDA only' }); continue; }
     log(`${what} ...`);
     const r = runTorch(job.shape, job.methods);
-    if (r.error) { results.skipped.push({ what, why: r.error }); log(`  ${r.error}`); }
+    if (r.error) { results.failed.push({ what, why: r.error }); log(`  ${r.error}`); }
     for (const row of r.rows ?? []) (results.torch[job.shape] ??= {})[row.method] = row;
     save();
     continue;
@@ -269,79 +267,18 @@ for (const job of plan()) {
   } catch (e) {
     const why = `failed: ${e.message.split('\n')[0]}`;
     s.runs[job.method] = { skipped: why };
-    results.skipped.push({ what, why });
+    results.failed.push({ what, why });
     log(`  ${why}`);
   }
   save();
 }
 
 // ---- checks and tables
-const runOf = (shape, m) => { const r = results.shapes[shape]?.runs[m]; return r && !r.skipped ? r : null; };
-const torchOf = (shape, m) => { const r = results.torch[shape]?.[m]; return r && !r.error ? r : null; };
-// The targets are the issue's on its shapes; on others (--quick) the same ratios are reported, not judged.
-const check = (shape, what, value, target, ok, detail) => {
-  const judged = shape === 'llama-3.2-1b' || shape === 'llama-3.1-8b';
-  results.checks.push({ what: `${shape}: ${what}`, value, target: judged ? target : `${target} on the issue's shape`, ok: judged ? ok : null, ...(detail ? { detail } : {}) });
-};
-const [small, big] = [o.shapes.includes('llama-3.2-1b') ? 'llama-3.2-1b' : o.shapes[0], o.shapes.includes('llama-3.1-8b') ? 'llama-3.1-8b' : o.shapes[1]];
-{
-  const n = runOf(small, 'neurons'), f = runOf(small, 'full');
-  if (n && f) {
-    const r = n.stepSeconds / f.stepSeconds;
-    check(small, `neurons step time vs full`, `${r.toFixed(3)}x (${(n.stepSeconds * 1e3).toFixed(1)} vs ${(f.stepSeconds * 1e3).toFixed(1)} ms)`, '<= 0.45x', r <= 0.45);
-    const g = n.gradOptBytes / f.gradOptBytes;
-    check(small, `neurons grad+optimizer memory vs full`, `${(100 * g).toFixed(3)}%`, '<= 2%', g <= 0.02);
-  }
-}
-if (big) {
-  const n = runOf(big, 'neurons'), t = torchOf(big, 'masked-dense');
-  if (n && t) {
-    const r = t.step_seconds / n.stepSeconds;
-    check(big, `neurons speed-up vs PyTorch dense-then-mask`, `${r.toFixed(2)}x (${(n.stepSeconds * 1e3).toFixed(1)} vs ${(t.step_seconds * 1e3).toFixed(1)} ms)`, '>= 2x', r >= 2);
-    if (n.heldBytes) {
-      const m = t.peak_memory_bytes / n.heldBytes;
-      check(big, `neurons peak memory vs PyTorch dense-then-mask`, `${m.toFixed(2)}x smaller (${(n.heldBytes / 2 ** 30).toFixed(1)} vs ${(t.peak_memory_bytes / 2 ** 30).toFixed(1)} GiB)`, '>= 5x', m >= 5,
-        'ours: every byte the trainer holds; PyTorch: torch.cuda.max_memory_allocated');
-    }
-  }
-}
-for (const shape of o.shapes) {
-  const l = runOf(shape, 'lora'), t = torchOf(shape, 'lora');
-  if (l && t) check(shape, `lora (r 32) step time vs PEFT LoRA`, `${(l.stepSeconds / t.step_seconds).toFixed(3)}x (${(l.stepSeconds * 1e3).toFixed(1)} vs ${(t.step_seconds * 1e3).toFixed(1)} ms)`, 'report', null,
-    `PyTorch LoRA: ${t.lora_impl ?? 'peft'}`);
-}
-
-const lines = [];
-const gib = (b) => (b === null || b === undefined ? '-' : (b / 2 ** 30).toFixed(b < 2 ** 30 ? 4 : 2));
-const fx = (x, d = 3) => (x === null || x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(d));
-lines.push(`\ngpu-finetune: ${o.device} (${results.compute}), batches of ${o.batch} x ${o.seqLen} tokens, ${(o.fraction * 100).toFixed(1)}% random mask per layer, ` +
-  `median of ${o.steps} steps after ${o.warmup} warm-up; peak ${peak.tflops === null ? '-' : `${peak.tflops.toFixed(1)} TFLOP/s`} (${peak.source})`);
-for (const shape of o.shapes) {
-  const s = results.shapes[shape];
-  if (!s) continue;
-  lines.push(`\n### ${shape} (${s.matmulParams >= 1e9 ? `${(s.matmulParams / 1e9).toFixed(2)} B` : `${(s.matmulParams / 1e6).toFixed(2)} M`} matmul parameters, mask ${s.neurons} neurons)\n`);
-  lines.push('| method | step ms | tok/s | MFU | MFU basis | trainable | grad+opt GiB | master GiB | held GiB | device used GiB |');
-  lines.push('|---|---|---|---|---|---|---|---|---|---|');
-  for (const m of METHODS) {
-    const r = s.runs[m];
-    if (!r) continue;
-    if (r.skipped) { lines.push(`| ${m} | ${r.skipped} |||||||||`); continue; }
-    lines.push(`| ${m} | ${fx(r.stepSeconds * 1e3, 1)} | ${fx(r.tokensPerSecond, 0)} | ${fx(r.mfu)} | ${r.mfuBasis} | ${r.trainable.toLocaleString('en')} | ${gib(r.gradOptBytes)} | ${gib(r.masterBytes)} | ${gib(r.heldBytes)} | ${gib(r.memory?.deviceUsed || null)} |`);
-  }
-  for (const [m, t] of Object.entries(results.torch[shape] ?? {})) {
-    if (t.error) { lines.push(`| torch ${m} | ${t.error} |||||||||`); continue; }
-    const f = stepFlops(SHAPES[shape], [], Array(o.batch).fill(o.seqLen));
-    const mfu = peak.tflops && m === 'full' ? f.model / t.step_seconds / (peak.tflops * 1e12) : null;
-    lines.push(`| torch ${m}${t.lora_impl ? ` (${t.lora_impl})` : ''} | ${fx(t.step_seconds * 1e3, 1)} | ${fx(t.tokens_per_s, 0)} | ${fx(mfu)} | ${m === 'full' ? 'model (6 N T)' : '-'} | ${t.trainable_params.toLocaleString('en')} | ${gib(t.grad_opt_bytes)} | - | ${gib(t.peak_memory_bytes)} | ${gib(t.device_used_bytes)} |`);
-  }
-}
-if (results.checks.length) {
-  lines.push('');
-  for (const c of results.checks) lines.push(`- ${c.what}: ${c.value} (target ${c.target}) → ${c.ok === null ? 'reported' : c.ok ? 'PASS' : 'MISSED'}`);
-}
-for (const s of results.skipped) lines.push(`- skipped: ${s.what}: ${s.why}`);
-results.table = lines.join('\n') + '\n';
+results.checks = ratioChecks(results, o.shapes);
+results.table = renderTable(results, o.shapes, SHAPES);
 results.seconds = elapsed();
 save();
 process.stdout.write(results.table);
 process.stdout.write(`results: ${path.relative(process.cwd(), o.out)} (${results.seconds.toFixed(0)} s)\n`);
+// A measurement that failed (not one skipped for the budget, the device's size or the CPU) fails the run.
+if (results.failed.length) process.exit(1);
