@@ -4,7 +4,7 @@
 //     (relative L2; 1e-3 for tensors whose norm is under 1e-6 of the largest), as test/train-grads.test.ts
 //     holds the CPU trainer, and within 1e-4 of the CPU trainer's gradient;
 //   - rows / cols / classification-head gradients against the CPU trainer (f32), also with dense_then_mask; LoRA
-//     (with dropout) and neuron-LoRA (masked B) likewise (fails until the CUDA trainer has LoRA);
+//     (with dropout) and neuron-LoRA (masked B) likewise;
 //   - after AdamW steps, every weight outside the mask bit-identical to the checkpoint (bf16 and f32 modes), the
 //     trained values equal to the master copy (rounded to bf16 in bf16 mode);
 //   - two runs with the same seed bit-identical, and a run resumed from copied arenas bit-identical to an

@@ -101,6 +101,15 @@ struct LayerSave {
   void* act = nullptr;    // [T, I] g: silu(gate) * up, what w_down read
 };
 
+// The training forward's adapter hook: called right after the product of a linear layer of layer l (role: a
+// train::LayerRole, kWq .. kWDown) with its input X ([T, K] in the GEMM dtype) and its output Y (float32, row
+// stride ldy; for q/k/v before bias and RoPE, for wo / w_down the residual the product was added to), so that a
+// LoRA adapter adds its output there.
+struct LinearHook {
+  virtual ~LinearHook() = default;
+  virtual void after_linear(int l, int role, const void* X, float* Y, int64_t ldy) = 0;
+};
+
 class CudaRuntime final : public Runtime {
  public:
   CudaRuntime(const ModelConfig& c, const ModelWeights& w, int device, Compute compute);
@@ -122,11 +131,12 @@ class CudaRuntime final : public Runtime {
   // The training forward: the embedding and every layer of req (no statistics, interventions or cache), layer l
   // keeping what saves[l] asks for (saves may be shorter than the layer count: the layers past it keep nothing);
   // leaves the last hidden state (before the final norm) in h_. Validates like forward.
-  void forward_train(const ForwardRequest& req, const std::vector<LayerSave>& saves);
+  void forward_train(const ForwardRequest& req, const std::vector<LayerSave>& saves, LinearHook* hook);
   // The attention of layer l in float32 from the saved q / k / v, with its log-sum-exp (the training forward's
   // save hook; attention_forward_lse of train_kernels.h).
   void save_attention(const LayerSave& s);
   const std::vector<LayerSave>* saves_ = nullptr;  // set during forward_train only
+  LinearHook* hook_ = nullptr;                      // likewise
   void upload(const ModelWeights& w);
   void put(char* dst, const WeightRef& src, DType target);  // one tensor into the arena, converted
   void gemm(int64_t M, int64_t N, int64_t K, const void* X, int64_t ldx, const void* W, float* Y, int64_t ldy,

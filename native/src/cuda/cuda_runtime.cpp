@@ -31,6 +31,7 @@
 #include "model/stats.h"
 #include "runtime/cuda_runtime.h"
 #include "runtime/request.h"
+#include "train/param_layout.h"
 
 namespace ln {
 
@@ -303,6 +304,11 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   cuda::rmsnorm_rows_ex(T, h, H, nullptr, L.attn_norm, gin, bf16_, H, H, c.rms_eps, stream_);
   if (save && save->x1) cuda::copy_device(save->x1, gin, size_t(T * H) * ge, stream_);
   gemm(T, QKV, H, gin, H, L.wqkv, qkv, QKV, false);
+  if (hook_) {
+    hook_->after_linear(l, train::kWq, gin, qkv, QKV);
+    hook_->after_linear(l, train::kWk, gin, qkv + qd, QKV);
+    hook_->after_linear(l, train::kWv, gin, qkv + qd + kvd, QKV);
+  }
   // Bias and bf16 rounding of q / k / v: a pass of its own when the sites are recorded (they record the values
   // after it, before RoPE), else fused into the RoPE kernel.
   const Site proj[3] = {Site::Q, Site::K, Site::V};
@@ -350,12 +356,17 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
     rec_.reduce(Site::O, l, stream_);
     cuda::add_rows(T, H, h, H, x, H, stream_);
   }
+  if (hook_) hook_->after_linear(l, train::kWo, gin, h, H);
 
   // ---- FFN
   if (save && save->hmid) cuda::copy_device(save->hmid, h, size_t(T * H) * 4, stream_);
   cuda::rmsnorm_rows_ex(T, h, H, nullptr, L.ffn_norm, gin, bf16_, H, H, c.rms_eps, stream_);
   if (save && save->x2) cuda::copy_device(save->x2, gin, size_t(T * H) * ge, stream_);
   gemm(T, 2 * I, H, gin, H, L.wgu, gu, 2 * I, false);
+  if (hook_) {
+    hook_->after_linear(l, train::kWGate, gin, gu, 2 * I);
+    hook_->after_linear(l, train::kWUp, gin, gu + I, 2 * I);
+  }
   if (save && save->gu) cuda::copy_device(save->gu, gu, size_t(T * 2 * I) * 4, stream_);
   cuda::LayerEdits edits;
   if (iv_ && plan_.edits) {
@@ -395,6 +406,7 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
     rec_.reduce(Site::Down, l, stream_);
     cuda::add_rows(T, H, h, H, x, H, stream_);
   }
+  if (hook_) hook_->after_linear(l, train::kWDown, gin, h, H);
   // Site `resid`: the residual stream after the layer (model.cpp records it after ffn_forward).
   if (rec_.recording(Site::Resid, l)) {
     cuda::column_stats(H, h, H, batch, rec_.target(Site::Resid, l), stream_);
@@ -526,7 +538,7 @@ void CudaRuntime::save_attention(const LayerSave& s) {
                               plan_.n_keys, float(1.0 / std::sqrt(double(c.head_dim))), s.att, qd, s.lse, stream_);
 }
 
-void CudaRuntime::forward_train(const ForwardRequest& req, const std::vector<LayerSave>& saves) {
+void CudaRuntime::forward_train(const ForwardRequest& req, const std::vector<LayerSave>& saves, LinearHook* hook) {
   std::lock_guard<std::mutex> lock(mu_);
   validate_forward_request(cfg_, req);
   if (req.cache || req.stats || req.intervention || req.capture_layer >= 0)
@@ -542,13 +554,16 @@ void CudaRuntime::forward_train(const ForwardRequest& req, const std::vector<Lay
   rec_.begin(cfg_, req, T, batch, plan_.seq_row, plan_.seq_counted, 0, none, stream_);
   cuda::embed_rows(embed_, embed_dtype_, V, H, plan_.tokens, T, h_.as<float>(), H, stream_);
   saves_ = &saves;
+  hook_ = hook;
   try {
     for (int l = 0; l < cfg_.n_layers; ++l) layer(l, nullptr);
   } catch (...) {
     saves_ = nullptr;
+    hook_ = nullptr;
     throw;
   }
   saves_ = nullptr;
+  hook_ = nullptr;
   rec_.end(none, 0, 0, stream_);
 }
 

@@ -13,7 +13,10 @@
 //   train/param_layout.h as on the CPU. After each step (and each write of the master arena) write_master
 //   refreshes the device weights the forward reads (bf16 or float32, dense / rows / cols), so nothing outside the
 //   mask is ever written.
-// Not yet: LoRA adapters (refused by name); the families the CUDA runtime refuses are refused here too.
+// - LoRA / neuron-LoRA: the runtime's linear hook (cuda_model.h LinearHook) adds s dropout(X) A^T B^T (B masked:
+//   scattered into its rows' output features) after each adapted product, with the CPU trainer's dropout masks;
+//   the backward follows train/lora.cpp lora_backward.
+// The families the CUDA runtime refuses are refused here too.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -24,6 +27,8 @@
 #include "cuda/cuda_model.h"
 #include "cuda/cuda_support.h"
 #include "cuda/train_kernels.h"
+#include "cuda/trainer_scale.h"
+#include "train/lora.h"
 #include "train/param_layout.h"
 #include "train/token_groups.h"
 #include "train/training_runtime.h"
@@ -40,7 +45,7 @@ namespace {
 constexpr int64_t kLmChunk = 256;  // LM-head rows per chunk (bounds the chunk x vocab logits buffer)
 }  // namespace
 
-class CudaTrainer final : public TrainingRuntime {
+class CudaTrainer final : public TrainingRuntime, public cuda_model::LinearHook {
  public:
   CudaTrainer(const ModelConfig& cfg, const ModelWeights& w, int device, Compute compute,
               const std::vector<TrainableSpec>& spec, const TrainerOptions& options);
@@ -68,6 +73,7 @@ class CudaTrainer final : public TrainingRuntime {
   TrainingMemory memory() const override;
   std::string device() const override { return "cuda:" + std::to_string(device_); }
   std::string describe() const override;
+  void after_linear(int l, int role, const void* X, float* Y, int64_t ldy) override;  // LoRA forward
 
  private:
   struct DevWeight {  // where the forward reads a parameter's tensor
@@ -91,6 +97,19 @@ class CudaTrainer final : public TrainingRuntime {
   void weight_grad(int param, int64_t M, const float* dY, int64_t lddy, const void* dYg, const void* Xg,
                    int64_t ldx);
   void backward_layers(const int32_t* tokens, int64_t T);
+  // The adapter on layer l's role, if any (-1).
+  int adapter_at(int l, int role) const { return lay_.params[size_t(layer_param_index(l, role))].lora; }
+  // LoRA backward (train/lora.cpp): G = dY (its rows' columns for a masked B), X the forward's input (GEMM dtype):
+  //   dB += G^T H,  dH = s G B,  dA += dH^T Xd,  dX += dropout'(dH A)   (dX null: not needed).
+  void lora_backward(int adapter, const float* dY, int64_t lddy, const void* Xg, float* dX, int64_t lddx);
+  void set_dropout(bool on, int64_t step, int64_t micro) {
+    dropout_on_ = on;
+    drop_step_ = step >= 0 ? step : t_;
+    drop_micro_ = micro >= 0 ? micro : micro_;
+  }
+  uint64_t dropout_key(const LoraAdapter& ad) const {
+    return lora_dropout_key(opt_.seed, drop_step_, drop_micro_, ad.layer, ad.role);
+  }
 
   ModelConfig cfg_;
   TrainerOptions opt_;
@@ -107,6 +126,8 @@ class CudaTrainer final : public TrainingRuntime {
   std::vector<int64_t> index_off_;
   std::vector<DevWeight> dev_w_;
   int64_t t_ = 0, micro_ = 0;
+  bool dropout_on_ = false;
+  int64_t drop_step_ = 0, drop_micro_ = 0, cur_T_ = 0;
 
   // Activations (sized once per batch shape, grow-only) and backward work buffers.
   int64_t cap_T_ = 0;
@@ -118,6 +139,8 @@ class CudaTrainer final : public TrainingRuntime {
         *dxf_ = nullptr, *chunk_ = nullptr, *sel_ = nullptr, *sel2_ = nullptr, *conv_ = nullptr,
         *dense_dw_ = nullptr, *partials_ = nullptr, *d_rows_ = nullptr;
   void *g_ = nullptr, *chunk_g_ = nullptr;
+  std::vector<float*> lora_h_;  // per adapter: [T, r] s * dropout(X) A^T of the last forward (what dB needs)
+  float *lora_x_ = nullptr, *lora_dh_ = nullptr;  // [T, max K] dropped-out input / its gradient, [T, max r]
   double *row_loss_ = nullptr, *sq_partials_ = nullptr, *sq_out_ = nullptr;
   int32_t* targets_dev_ = nullptr;
   int64_t* seq_row0_ = nullptr;
@@ -136,8 +159,6 @@ CudaTrainer::CudaTrainer(const ModelConfig& cfg, const ModelWeights& w, int devi
                          const std::vector<TrainableSpec>& spec, const TrainerOptions& options)
     : cfg_(cfg), opt_(options), lay_(build_param_layout(cfg, w, spec, options)), device_(device), compute_(compute),
       bf16_(compute == Compute::BF16), gdt_(bf16_ ? DType::BF16 : DType::F32), ge_(bf16_ ? 2 : 4) {
-  if (!lay_.adapters.empty())
-    fail("LoRA adapters are not implemented on the CUDA trainer yet (train them on the CPU: --device cpu)");
   const Param& e = lay_.params[0];
   if (e.trainable() && e.stored.dtype != DType::BF16 && e.stored.dtype != DType::F32)
     fail("a trainable embedding must be stored as BF16 or F32 on the CUDA trainer (this one is " +
@@ -209,7 +230,7 @@ CudaTrainer::~CudaTrainer() {
 std::string CudaTrainer::describe() const {
   return "cuda:" + std::to_string(device_) + " trainer (" + rt_->info_.name + "), " + (bf16_ ? "bf16" : "f32") +
          " weights and activations, float32 master / optimizer state of " + std::to_string(lay_.n_trainable) +
-         " trainable values";
+         " trainable values" + (lay_.adapters.empty() ? "" : ", " + std::to_string(lay_.adapters.size()) + " LoRA adapters");
 }
 
 float* CudaTrainer::arena_ptr(Arena a) const {
@@ -390,6 +411,15 @@ void CudaTrainer::ensure(int64_t T) {
          pa.take(size_t(T * H) * ge_), pa.take(size_t(T * 2 * I) * 4), pa.take(size_t(T * I) * ge_)};
   }
   const size_t o_xf = pa.take(size_t(T * H) * 4), o_xfg = bf16_ ? pa.take(size_t(T * H) * 2) : o_xf;
+  std::vector<size_t> o_lora;
+  int64_t max_r = 0, max_lora_k = 0;
+  bool any_dropout = false;
+  for (const LoraAdapter& ad : lay_.adapters) {
+    o_lora.push_back(pa.take(size_t(T * ad.r) * 4));
+    max_r = std::max<int64_t>(max_r, ad.r);
+    max_lora_k = std::max(max_lora_k, lay_.params[size_t(ad.base)].stored.cols);
+    any_dropout = any_dropout || ad.dropout > 0;
+  }
   acts_.release();
   acts_.ensure(pa.at);
   char* A = acts_.as<char>();
@@ -412,15 +442,19 @@ void CudaTrainer::ensure(int64_t T) {
   }
   xf_ = reinterpret_cast<float*>(A + o_xf);
   xfg_ = A + o_xfg;
+  lora_h_.clear();
+  for (size_t o : o_lora) lora_h_.push_back(reinterpret_cast<float*>(A + o));
 
   // Work buffers.
   int64_t max_sel = 0, max_dense = 0, max_nsel = 0;  // selected features, a rows/cols tensor, its N x n
-  for (const Param& p : lay_.params)
-    if (p.mode == ParamMode::Rows || p.mode == ParamMode::Cols) {
+  for (const Param& p : lay_.params) {
+    if (p.mode == ParamMode::Rows || p.mode == ParamMode::Cols || p.mode == ParamMode::LoraB)
       max_sel = std::max<int64_t>(max_sel, int64_t(p.index.size()));
+    if (p.mode == ParamMode::Rows || p.mode == ParamMode::Cols) {
       max_dense = std::max(max_dense, p.stored.rows * p.stored.cols);
       max_nsel = std::max(max_nsel, p.stored.rows * int64_t(p.index.size()));
     }
+  }
   const int64_t M = std::max(T, kLmChunk), wide = std::max({H, qd, QKV, 2 * I});
   Plan pw;
   const size_t o_dh = pw.take(size_t(T * H) * 4), o_dx = pw.take(size_t(T * H) * 4),
@@ -436,7 +470,8 @@ void CudaTrainer::ensure(int64_t T) {
                                                   int64_t(1)})) * 4),
                o_drows = pw.take(size_t(T * nh) * 4), o_rl = pw.take(size_t(T) * 8),
                o_sqp = pw.take(size_t(cuda::sumsq_partials(std::max<int64_t>(lay_.n_trainable, 1))) * 8),
-               o_sqo = pw.take(8), o_tg = pw.take(size_t(T) * 4);
+               o_sqo = pw.take(8), o_tg = pw.take(size_t(T) * 4),
+               o_lx = pw.take(size_t(any_dropout ? T * max_lora_k : 0) * 4), o_ldh = pw.take(size_t(T * max_r) * 4);
   work_.release();
   work_.ensure(pw.at);
   char* W = work_.as<char>();
@@ -448,6 +483,8 @@ void CudaTrainer::ensure(int64_t T) {
   sq_partials_ = reinterpret_cast<double*>(W + o_sqp);
   sq_out_ = reinterpret_cast<double*>(W + o_sqo);
   targets_dev_ = reinterpret_cast<int32_t*>(W + o_tg);
+  lora_x_ = f(o_lx);
+  lora_dh_ = f(o_ldh);
 
   // Per-token plans of the backward (sequence rows and lengths, the embedding's token groups).
   Plan pp;
@@ -473,7 +510,8 @@ void CudaTrainer::forward(const int32_t* tokens, const int32_t* seq_lens, int32_
   req.seq_lens = seq_lens;
   req.n_seqs = n_seqs;
   req.logits = LogitsMode::None;
-  rt_->forward_train(req, saves_);
+  cur_T_ = T;
+  rt_->forward_train(req, saves_, lay_.adapters.empty() ? nullptr : this);
   const int64_t H = cfg_.hidden;
   cuda::rmsnorm_rows(T, rt_->h_.as<float>(), H, rt_->final_norm_, xf_, H, H, cfg_.rms_eps, s_);
   if (bf16_) cuda::f32_to_bf16_rows(T, H, xf_, H, static_cast<uint16_t*>(xfg_), H, s_);
@@ -545,7 +583,7 @@ void CudaTrainer::weight_grad(int param, int64_t M, const float* dY, int64_t ldd
 
 BatchLoss CudaTrainer::forward_backward(const int32_t* tokens, const int32_t* targets, const int32_t* seq_lens,
                                         int32_t n_seqs, int64_t n_tokens, double denominator, bool backward,
-                                        int64_t, int64_t) {
+                                        int64_t dropout_step, int64_t dropout_micro) {
   using std::to_string;
   if (!targets) fail("tokens, targets and seq_lens are required");
   check_batch(tokens, seq_lens, n_seqs, n_tokens);
@@ -561,6 +599,7 @@ BatchLoss CudaTrainer::forward_backward(const int32_t* tokens, const int32_t* ta
   if (count == 0) return out;
 
   const int64_t T = n_tokens, H = cfg_.hidden, V = cfg_.vocab;
+  set_dropout(backward, dropout_step, dropout_micro);
   forward(tokens, seq_lens, n_seqs, T);
   const bool bw = backward && lay_.any_trainable;
   cuda::copy_to_device(targets_dev_, targets, size_t(T) * 4, s_);
@@ -595,7 +634,8 @@ BatchLoss CudaTrainer::forward_backward(const int32_t* tokens, const int32_t* ta
 // times the score matrix; its gradient and d(final-normed states) go back to the device.
 BatchLoss CudaTrainer::forward_backward_cls(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs,
                                             int64_t n_tokens, const int32_t* labels, double denominator,
-                                            bool backward, float* logits, int64_t, int64_t) {
+                                            bool backward, float* logits, int64_t dropout_step,
+                                            int64_t dropout_micro) {
   using std::to_string;
   if (lay_.head < 0) fail("this trainer has no classification head (num_labels = 0)");
   if (!labels) fail("labels are required (one per sequence, -1: none)");
@@ -611,6 +651,7 @@ BatchLoss CudaTrainer::forward_backward_cls(const int32_t* tokens, const int32_t
   BatchLoss out;
   out.count = count;
   if (count == 0 && !logits) return out;
+  set_dropout(backward && count > 0, dropout_step, dropout_micro);
   forward(tokens, seq_lens, n_seqs, T);
 
   const Param& hp = lay_.params[size_t(lay_.head)];
@@ -704,7 +745,7 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     const LayerSave& s = saves_[size_t(l)];
     const cuda_model::DevLayer& W = rt_->layers_[size_t(l)];
     bool attn_trainable = false;
-    for (int r : {kAttnNorm, kWq, kWk, kWv, kWo, kBq, kBk, kBv}) attn_trainable = attn_trainable || P(l, r).trainable();
+    for (int r : {kAttnNorm, kWq, kWk, kWv, kWo, kBq, kBk, kBv}) attn_trainable = attn_trainable || P(l, r).learns();
     const bool below = l > lay_.lowest || embed_trains;  // a gradient is needed below this layer
     const bool need_attn = below || attn_trainable;
 
@@ -712,6 +753,7 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     const void* dhg = to_gemm(dh_, T, H, H, g_);
     weight_grad(layer_param_index(l, kWDown), T, dh_, H, dhg, s.act, I);
     gemm.run_dx(T, H, I, dhg, H, W.wdown, I, wdt, da_, I, false, s_);
+    if (adapter_at(l, kWDown) >= 0) lora_backward(adapter_at(l, kWDown), dh_, H, s.act, da_, I);
     cuda::swiglu_backward(T, I, s.gu, 2 * I, da_, I, dgu_, 2 * I, s_);
     const void* dgug = to_gemm(dgu_, T, 2 * I, 2 * I, g_);
     weight_grad(layer_param_index(l, kWGate), T, dgu_, 2 * I, dgug, s.x2, H);
@@ -719,8 +761,10 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     weight_grad(layer_param_index(l, kWUp), T, dgu_ + I, 2 * I,
                 static_cast<const char*>(dgug) + size_t(I) * ge_, s.x2, H);
     const bool need_dx2 = need_attn || P(l, kFfnNorm).trainable();
+    if (need_dx2) gemm.run_dx(T, 2 * I, H, dgug, 2 * I, W.wgu, H, wdt, dx_, H, false, s_);
+    if (adapter_at(l, kWGate) >= 0) lora_backward(adapter_at(l, kWGate), dgu_, 2 * I, s.x2, need_dx2 ? dx_ : nullptr, H);
+    if (adapter_at(l, kWUp) >= 0) lora_backward(adapter_at(l, kWUp), dgu_ + I, 2 * I, s.x2, need_dx2 ? dx_ : nullptr, H);
     if (need_dx2) {
-      gemm.run_dx(T, 2 * I, H, dgug, 2 * I, W.wgu, H, wdt, dx_, H, false, s_);
       cuda::rmsnorm_backward(T, H, s.hmid, H, W.ffn_norm, eps, dx_, H, dh_, H, true, grad_of(P(l, kFfnNorm)),
                              partials_, s_);
     }
@@ -730,6 +774,7 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     const void* dhg2 = to_gemm(dh_, T, H, H, g_);
     weight_grad(layer_param_index(l, kWo), T, dh_, H, dhg2, s.attg, qd);
     gemm.run_dx(T, H, qd, dhg2, H, W.wo, qd, wdt, datt_, qd, false, s_);
+    if (adapter_at(l, kWo) >= 0) lora_backward(adapter_at(l, kWo), dh_, H, s.attg, datt_, qd);
     float *dq = dqkv_, *dk = dqkv_ + qd, *dv = dqkv_ + qd + kvd;
     if (cuda::attention_backward_tiled_supported(int(hd)))
       cuda::attention_backward_tiled(T, int(nh), int(nkv), int(hd), s.q, qd, s.k, s.v, kvd, s.att, qd, datt_, qd,
@@ -751,8 +796,13 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     weight_grad(layer_param_index(l, kWq), T, dq, QKV, dqkvb, s.x1, H);
     weight_grad(layer_param_index(l, kWk), T, dk, QKV, dqkvb + size_t(qd) * ge_, s.x1, H);
     weight_grad(layer_param_index(l, kWv), T, dv, QKV, dqkvb + size_t(qd + kvd) * ge_, s.x1, H);
-    if (below || P(l, kAttnNorm).trainable()) {
-      gemm.run_dx(T, QKV, H, dqkvg, QKV, W.wqkv, H, wdt, dx_, H, false, s_);
+    const bool need_dx1 = below || P(l, kAttnNorm).trainable();
+    if (need_dx1) gemm.run_dx(T, QKV, H, dqkvg, QKV, W.wqkv, H, wdt, dx_, H, false, s_);
+    const int proj[3] = {kWq, kWk, kWv};
+    const float* dproj[3] = {dq, dk, dv};
+    for (int i = 0; i < 3; ++i)
+      if (adapter_at(l, proj[i]) >= 0) lora_backward(adapter_at(l, proj[i]), dproj[i], QKV, s.x1, need_dx1 ? dx_ : nullptr, H);
+    if (need_dx1) {
       cuda::rmsnorm_backward(T, H, s.hin, H, W.attn_norm, eps, dx_, H, dh_, H, true, grad_of(P(l, kAttnNorm)),
                              partials_, s_);
     }
@@ -766,6 +816,69 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
                              grad_.as<float>() + lay_.params[0].offset, H, c.embed_scale, s_);
     cuda::synchronize(s_);  // the host groups are reused
   }
+}
+
+// ---- LoRA -------------------------------------------------------------------------------------------------------
+
+// Y += s dropout(X) A^T B^T for the adapter on (l, role), if any (train/lora.cpp lora_forward); saves H = s Xd A^T.
+void CudaTrainer::after_linear(int l, int role, const void* X, float* Y, int64_t ldy) {
+  const int ai = adapter_at(l, role);
+  if (ai < 0) return;
+  const LoraAdapter& ad = lay_.adapters[size_t(ai)];
+  const Param &w = lay_.params[size_t(ad.base)], &a = lay_.params[size_t(ad.a)], &b = lay_.params[size_t(ad.b)];
+  const int64_t T = cur_T_, N = w.stored.rows, K = w.stored.cols, r = ad.r, n = b.mrows;
+  cuda::Gemm& gemm = *rt_->gemm_;
+  const float* xin = to_f32(X, T, K);
+  if (dropout_on_ && ad.dropout > 0) {
+    cuda::lora_dropout(T, K, xin, K, lora_x_, K, dropout_key(ad), ad.dropout, false, s_);
+    xin = lora_x_;
+  }
+  float* h = lora_h_[size_t(ai)];
+  const float* A = master_.as<float>() + a.offset;
+  const float* B = master_.as<float>() + b.offset;
+  gemm.run(T, r, K, xin, K, A, K, DType::F32, h, r, false, s_);
+  cuda::scale_inplace(h, T * r, ad.scale, s_);
+  if (b.index.empty()) {
+    gemm.run(T, N, r, h, r, B, r, DType::F32, Y, ldy, true, s_);
+    return;
+  }
+  gemm.run(T, n, r, h, r, B, r, DType::F32, sel_, n, false, s_);
+  cuda::scatter_cols(T, n, sel_, n, index_of(ad.b), Y, ldy, true, s_);
+}
+
+void CudaTrainer::lora_backward(int ai, const float* dY, int64_t lddy, const void* Xg, float* dX, int64_t lddx) {
+  const LoraAdapter& ad = lay_.adapters[size_t(ai)];
+  const Param &w = lay_.params[size_t(ad.base)], &a = lay_.params[size_t(ad.a)], &b = lay_.params[size_t(ad.b)];
+  const int64_t T = cur_T_, K = w.stored.cols, r = ad.r, n = b.mrows;
+  cuda::Gemm& gemm = *rt_->gemm_;
+  const float* G = dY;
+  int64_t ldg = lddy;
+  if (!b.index.empty()) {
+    cuda::gather_cols(T, n, dY, lddy, index_of(ad.b), sel_, n, s_);
+    G = sel_;
+    ldg = n;
+  }
+  float* gA = grad_.as<float>() + a.offset;
+  float* gB = grad_.as<float>() + b.offset;
+  const float* A = master_.as<float>() + a.offset;
+  const float* B = master_.as<float>() + b.offset;
+  gemm.run_dw(T, n, r, G, ldg, lora_h_[size_t(ai)], r, DType::F32, gB, r, s_);
+  gemm.run_dx(T, n, r, G, ldg, B, r, DType::F32, lora_dh_, r, false, s_);
+  cuda::scale_inplace(lora_dh_, T * r, ad.scale, s_);
+  const bool drop = dropout_on_ && ad.dropout > 0;
+  const float* xin = to_f32(Xg, T, K);
+  if (drop) {
+    cuda::lora_dropout(T, K, xin, K, lora_x_, K, dropout_key(ad), ad.dropout, false, s_);
+    xin = lora_x_;
+  }
+  gemm.run_dw(T, r, K, lora_dh_, r, xin, K, DType::F32, gA, K, s_);
+  if (!dX) return;
+  if (!drop) {
+    gemm.run_dx(T, r, K, lora_dh_, r, A, K, DType::F32, dX, lddx, true, s_);
+    return;
+  }
+  gemm.run_dx(T, r, K, lora_dh_, r, A, K, DType::F32, lora_x_, K, false, s_);
+  cuda::lora_dropout(T, K, lora_x_, K, dX, lddx, dropout_key(ad), ad.dropout, true, s_);
 }
 
 std::unique_ptr<TrainingRuntime> make_cuda_trainer(const ModelConfig& config, const ModelWeights& weights,
