@@ -3,6 +3,7 @@
 //   - every parameter gradient of the fixtures, f32 mode: the loss within 1e-5 and each tensor within 1e-4
 //     (relative L2; 1e-3 for tensors whose norm is under 1e-6 of the largest), as test/train-grads.test.ts
 //     holds the CPU trainer, and within 1e-4 of the CPU trainer's gradient;
+//   - the bf16 mode's gradients within 5e-2 of the CPU trainer's float32 ones (dense, every tensor);
 //   - rows / cols / classification-head gradients against the CPU trainer (f32), also with dense_then_mask; LoRA
 //     (with dropout) and neuron-LoRA (masked B) likewise;
 //   - after AdamW steps, every weight outside the mask bit-identical to the checkpoint (bf16 and f32 modes), the
@@ -225,6 +226,30 @@ LN_TEST(gpu_trainer_fixture_gradients) {
     ++ran;
   }
   if (ran == 0) throw Skip("no fixture loaded");
+}
+
+// The bf16 mode (bf16 weights, activations and dense-gradient operands; float32 accumulation and master copies)
+// against the CPU trainer's float32 gradients: every tensor within 5e-2 (relative L2, the bound the CPU's bf16
+// mode is held to against float64), the loss within 1e-2.
+LN_TEST(gpu_trainer_bf16_gradients_close_to_f32) {
+  auto f = fixture_or_skip("tiny-llama3");
+  Trainer probe(f->cfg, f->w, 2, {});
+  const std::vector<TrainableSpec> spec = dense_all(probe);
+  Trainer cpu(f->cfg, f->w, 2, spec);
+  auto gpu = make_cuda_trainer(f->cfg, f->w, 0, Compute::BF16, spec, {});
+  const OneSeq b = next_token_batch(f->input_ids);
+  const BatchLoss lc = run(cpu, b), lg = run(*gpu, b);
+  const double loss_c = lc.sum / double(lc.count), loss_g = lg.sum / double(lg.count);
+  LN_CHECK_MSG(std::fabs(loss_g - loss_c) / loss_c < 1e-2, "bf16 loss %.6g vs f32 CPU %.6g", loss_g, loss_c);
+  double worst = 0;
+  for (int i = 0; i < cpu.n_params(); ++i) {
+    const Param& p = cpu.param(i);
+    if (p.size == 0) continue;
+    const double e = l2_rel(slice(*gpu, Arena::Grad, p), slice(cpu, Arena::Grad, p));
+    LN_CHECK_MSG(e < 5e-2, "%s of layer %d: bf16 GPU vs f32 CPU gradient rel error %g", p.role.c_str(), p.layer, e);
+    worst = std::max(worst, e);
+  }
+  std::printf("  bf16 mode: loss %.6g (CPU f32 %.6g), worst gradient rel error %.2e\n", loss_g, loss_c, worst);
 }
 
 LN_TEST(gpu_trainer_sparse_and_head_gradients_match_cpu) {

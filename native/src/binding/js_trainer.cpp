@@ -377,6 +377,9 @@ Napi::Value NativeTrainer::Write(const Napi::CallbackInfo& info) {
 Napi::Value NativeTrainer::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const ln::train::TrainingRuntime& t = *h_->trainer;
+  // The CUDA trainer's memory report waits for the runtime's lock (held through a forward): refused while one runs
+  // rather than blocking the JS thread. The CPU trainer's answers at once, as before.
+  if (t.device() != "cpu") require_idle(env, "info");
   Napi::Object o = Napi::Object::New(env);
   o.Set("trainable", double(t.n_trainable()));
   o.Set("stepCount", double(t.step_count()));

@@ -29,7 +29,7 @@ namespace cuda {
 //   dx_i (+)= r (w_i dy_i) - r^3 / n * x_i * sum_k w_k dy_k x_k        (accumulate selects += vs =)
 //   dw_i += sum_t dy_ti x_ti r_t                                     (dw may be null: a frozen norm)
 // dw_partials: scratch of at least rmsnorm_dw_partials(M, n) floats when dw is not null (block partials, reduced
-// in order into dw).
+// in order into dw, and the rows' r).
 void rmsnorm_backward(int64_t M, int64_t n, const float* x, int64_t ldx, const float* w, float eps, const float* dy,
                       int64_t lddy, float* dx, int64_t lddx, bool accumulate, float* dw, float* dw_partials,
                       Stream stream);
