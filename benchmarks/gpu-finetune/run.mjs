@@ -9,7 +9,7 @@
 //
 //   node benchmarks/gpu-finetune/run.mjs [--quick] [--device cuda|cuda:N|cpu] [--compute bf16|f32]
 //        [--shapes llama-3.2-1b,llama-3.1-8b] [--methods neurons,...] [--batch 8] [--seq-len 512]
-//        [--warmup 2] [--steps 5] [--fraction 0.01] [--budget SECONDS] [--no-torch] [--python python3]
+//        [--warmup 2] [--steps 5] [--fraction 0.01] [--budget SECONDS] [--no-torch] [--python PATH]
 //        [--peak-tflops X | --peak-json bench_gpu.json] [--out results.json]
 // --quick: a small shape (GPU) or a tiny one (--device cpu: the CPU trainer, so the driver runs anywhere).
 // --budget: no new measurement starts after that many seconds (the rest is listed as skipped).
@@ -48,7 +48,7 @@ const SHAPES = {
 
 // ---- options
 const o = { quick: false, device: 'cuda', compute: 'bf16', shapes: null, methods: METHODS, batch: null, seqLen: null, warmup: null, steps: null,
-  fraction: 0.01, budget: Infinity, torch: true, python: process.env.PYTHON ?? 'python3', peakTflops: null, peakJson: null,
+  fraction: 0.01, budget: Infinity, torch: true, python: process.env.PYTHON ?? null, peakTflops: null, peakJson: null,
   out: null, cache: path.join(root, 'benchmarks', '.cache'), threads: os.availableParallelism?.() ?? 2 };
 for (let i = 2; i < process.argv.length; i++) {
   const a = process.argv[i];
@@ -195,16 +195,24 @@ function plan() {
   return jobs;
 }
 
+/** --python, $PYTHON, else the first of python3 and the reference machine's PyTorch venv that imports torch. */
+let pythonChosen = null;
+function python() {
+  if (o.python) return o.python;
+  pythonChosen ??= ['python3', '/opt/torch/.venv/bin/python3'].find((p) => spawnSync(p, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0) ?? 'python3';
+  return pythonChosen;
+}
+
 function runTorch(shape, methods) {
   const ck = path.join(o.cache, `gpu-finetune-${shape}`, 'config.json');
   const args = [path.join(here, 'torch_baseline.py'), '--config', ck, '--shape-name', shape, '--methods', methods.join(','),
     '--batch', String(o.batch), '--seq-len', String(o.seqLen), '--steps', String(o.steps), '--warmup', String(o.warmup),
     '--mask-fraction', String(o.fraction), '--device', String(deviceIndex)];
-  const r = spawnSync(o.python, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, PYTHONUNBUFFERED: '1' } });
+  const r = spawnSync(python(), args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, PYTHONUNBUFFERED: '1' } });
   const out = r.stdout ?? '';
   process.stderr.write(out.split('\n').filter((l) => l && !l.startsWith('JSON ')).map((l) => `  torch: ${l}\n`).join(''));
   const rows = out.split('\n').filter((l) => l.startsWith('JSON ')).map((l) => JSON.parse(l.slice(5)));
-  if (r.status !== 0 && rows.length === 0) return { error: `${o.python} torch_baseline.py exited ${r.status ?? r.signal}${r.error ? `: ${r.error.message}` : ''}` };
+  if (r.status !== 0 && rows.length === 0) return { error: `${python()} torch_baseline.py exited ${r.status ?? r.signal}${r.error ? `: ${r.error.message}` : ''}` };
   return { rows };
 }
 
