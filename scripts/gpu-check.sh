@@ -6,6 +6,12 @@
 #   bash scripts/gpu-check.sh            # everything (about 5-8 minutes on an H200)
 #   GPU_CHECK_QUICK=1 bash scripts/…     # smaller benchmark shapes
 #
+# Other switches (environment): GPU_CHECK_NO_CPU=1 (no CPU kernel families), GPU_CHECK_NO_SANITIZER=1,
+# GPU_CHECK_NO_GPU_BENCH=1 (no bench_gpu / transformers baseline), GPU_CHECK_NO_FINETUNE=1 (no fine-tuning stage),
+# GPU_CHECK_NO_FINETUNE_BENCH=1 (its tests, not its benchmark), GPU_CHECK_FINETUNE_QUICK=1 (the fine-tuning
+# benchmark on a small shape), GPU_CHECK_DEADLINE=<s> (default 570: the fine-tuning benchmark starts no
+# measurement after that many seconds of the whole script, so that the script fits one 10-minute call).
+#
 # Node: used from PATH; else unpacked from .gpu-bundle/ (made here by scripts/gpu-bundle.sh); without either, the
 # native tests and the benchmark still run and the TypeScript GPU tests are reported as skipped.
 # Fixtures: ../shared/fixtures, else LANGNEURONS_FIXTURES, else .gpu-bundle/fixtures.tar.xz.
@@ -84,6 +90,7 @@ if [ $have_node = 1 ]; then
 fi
 
 # ---- benchmarks -------------------------------------------------------------------------------------------
+if [ -z "${GPU_CHECK_NO_GPU_BENCH:-}" ]; then
 section "benchmark: the engine on the GPU (benchmarks/gpu/bench_gpu)"
 quick=()
 [ -n "${GPU_CHECK_QUICK:-}" ] && quick=(--quick)
@@ -94,21 +101,49 @@ shape=llama-3.1-8b
 [ -n "${GPU_CHECK_QUICK:-}" ] && shape=llama-3.2-1b
 PYTHONUNBUFFERED=1 run python3 benchmarks/gpu/hf_baseline.py --shape "$shape" --batch 8 --seq-len 1024 | tee "$out/hf_baseline.txt" >/dev/null \
   || note_fail "transformers baseline"
+fi
+
+# ---- fine-tuning on the GPU (issue 13) -----------------------------------------------------------------------
+# The native trainer and kernel tests (gpu_train*) ran with native_gpu_tests above; their lines are counted in the
+# summary. Here: the TypeScript tests through the binding, the loop and the CLI, then the benchmark.
+if [ -z "${GPU_CHECK_NO_FINETUNE:-}" ]; then
+  if [ $have_node = 1 ]; then
+    section "fine-tuning on the GPU: test/gpu-finetune.test.ts (the CUDA trainer against the CPU trainer, masks, resume) and test/finetune-device.test.ts"
+    run npx vitest run test/gpu-finetune.test.ts test/finetune-device.test.ts | tee "$out/gpu_finetune_tests.txt" \
+      || note_fail "TypeScript GPU fine-tuning tests"
+    deadline=${GPU_CHECK_DEADLINE:-570}
+    budget=$((deadline - (SECONDS - t_start) - 60))  # a started measurement may run on for about a minute
+    if [ -n "${GPU_CHECK_NO_FINETUNE_BENCH:-}" ]; then
+      echo "fine-tuning benchmark: skipped (GPU_CHECK_NO_FINETUNE_BENCH)" | tee -a "$log"
+    elif [ "$budget" -lt 30 ]; then
+      echo "fine-tuning benchmark: skipped (only $budget s left of GPU_CHECK_DEADLINE=$deadline; rerun with GPU_CHECK_NO_GPU_BENCH=1 GPU_CHECK_NO_CPU=1)" | tee -a "$log"
+    else
+      section "benchmark: fine-tuning on the GPU, every method and the PyTorch baselines (benchmarks/gpu-finetune, budget $budget s)"
+      ftquick=()
+      { [ -n "${GPU_CHECK_QUICK:-}" ] || [ -n "${GPU_CHECK_FINETUNE_QUICK:-}" ]; } && ftquick=(--quick)
+      run node benchmarks/gpu-finetune/run.mjs "${ftquick[@]}" --budget "$budget" --peak-json "$out/bench_gpu.json" \
+        --out "$out/gpu_finetune.json" || note_fail "gpu-finetune benchmark"
+    fi
+  else
+    echo "fine-tuning on the GPU: skipped (no Node: the CUDA trainer's native tests ran with native_gpu_tests)" | tee -a "$log"
+  fi
+fi
 
 section "summary"
-python3 - "$out/bench_gpu.json" "$out/hf_baseline.txt" <<'PY' | tee -a "$log"
-import json, sys
+python3 - "$out/bench_gpu.json" "$out/hf_baseline.txt" "$log" "$out/gpu_finetune.json" "$out/gpu_finetune_tests.txt" <<'PY' | tee -a "$log"
+import json, os, re, sys
+rows = []
+def row(what, value, target, ok):
+    rows.append((what, value, target, "ok" if ok else "MISSED" if ok is False else "reported"))
 try:
     ours = json.load(open(sys.argv[1]))
 except Exception as e:
-    print(f"no engine benchmark results ({e})"); sys.exit(0)
+    ours = {}
+    print(f"no engine benchmark results ({e})")
 hf = None
-for line in open(sys.argv[2]) if len(sys.argv) > 2 else []:
+for line in open(sys.argv[2]) if os.path.exists(sys.argv[2]) else []:
     if line.startswith("JSON "):
         hf = json.loads(line[5:])
-rows = []
-def row(what, value, target, ok):
-    rows.append((what, value, target, "ok" if ok else "MISSED"))
 p = ours.get("profile", {})
 if p:
     row("profiling MFU vs cuBLASLt 8192^3 bf16", f"{p['mfu_vs_gemm']:.3f}", ">= 0.60", p["mfu_vs_gemm"] >= 0.6)
@@ -124,6 +159,34 @@ for d in ours.get("decode", []):
 m = ours.get("memory")
 if m:
     row("device bytes used vs stated", f"{m['ratio_used_vs_stated']:.3f}", "report", True)
+# Fine-tuning (issue 13): the native trainer tests' lines in the log, the TypeScript tests' counts, the benchmark.
+log = open(sys.argv[3], errors="replace").read() if os.path.exists(sys.argv[3]) else ""
+native = re.search(r"^=== native GPU tests.*?(?=^=== |\Z)", log, re.M | re.S)  # not the memcheck rerun
+log = native.group(0) if native else ""
+ok_ = len(re.findall(r"^ok\s+gpu_(?:train|gemm_backward)\w*", log, re.M))
+fail_ = len(re.findall(r"^FAIL\s+gpu_(?:train|gemm_backward)\w*", log, re.M))
+skip_ = len(re.findall(r"^SKIPPED gpu_(?:train|gemm_backward)\w*", log, re.M))
+if ok_ + fail_ + skip_:
+    row("fine-tuning: native GPU trainer tests", f"{ok_} passed, {fail_} failed, {skip_} skipped", "all pass", fail_ == 0 and skip_ == 0)
+if os.path.exists(sys.argv[5]):
+    t = re.sub(r"\x1b\[[0-9;]*m", "", open(sys.argv[5], errors="replace").read())
+    m2, files = re.search(r"^\s*Tests\s+(.*)", t, re.M), re.search(r"^\s*Test Files\s+(.*)", t, re.M)
+    if m2:
+        # A skipped test file means test/gpu-finetune.test.ts found no device; single skips are the no-GPU checks.
+        row("fine-tuning: TypeScript GPU tests", m2.group(1).strip()[:38], "none failed, none skipped for want of a GPU",
+            "failed" not in m2.group(1) and not (files and "skipped" in files.group(1)))
+try:
+    ft = json.load(open(sys.argv[4]))
+    for c in ft.get("checks", []):
+        row(f"fine-tuning: {c['what']}", c["value"], c["target"], c["ok"])
+    for sk in ft.get("skipped", []):
+        row(f"fine-tuning: skipped {sk['what']}", sk["why"][:40], "-", None)
+    for sk in ft.get("failed", []):
+        row(f"fine-tuning: {sk['what']}", sk["why"][:40], "runs", False)
+except FileNotFoundError:
+    pass
+except Exception as e:
+    print(f"fine-tuning benchmark results unreadable ({e})")
 w = max(len(r[0]) for r in rows) if rows else 10
 for r in rows:
     print(f"{r[0]:<{w}}  {r[1]:<40} {r[2]:<38} {r[3]}")

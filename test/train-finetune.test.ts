@@ -43,7 +43,8 @@ async function maskFor(dir: string, file: string): Promise<string> {
   return f;
 }
 
-const fast = { chunk: 64, batch: 2, evalEvery: 0, threads: 2 };
+// The CPU trainer's results (a GPU machine runs these on the CPU too; the GPU: test/gpu-finetune.test.ts).
+const fast = { chunk: 64, batch: 2, evalEvery: 0, threads: 2, device: 'cpu' };
 
 describe('finetune', () => {
   it.each(['full', 'mlp', 'neurons', 'random'] as const)('the training loss falls on UDHR Maltese: %s', async (method) => {

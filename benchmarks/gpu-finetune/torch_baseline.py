@@ -10,13 +10,20 @@ Methods:
                 tensors; attention, norms and embeddings frozen.
   full          every parameter trained with AdamW (the 1B shape; the 8B shape is tried and reported as
                 "out of memory" when it does not fit).
-  lora          PEFT LoRA, r 32, alpha 64, on q/k/v/o/gate/up/down (peft's LoraConfig), AdamW on the adapters.
+  lora          PEFT LoRA with the engine's `lora` settings (src/train/methods.ts LORA_DEFAULTS.lora): r 32,
+                alpha 64, dropout 0.1 on gate_proj / up_proj / down_proj (peft's LoraConfig), AdamW on the adapters.
 
-Each method: median step time (forward + backward + optimizer step) over timed steps after warm-up, tokens/s,
-and the peak device memory (torch.cuda.max_memory_allocated) of the step. Prints a table and one JSON line per
-method (prefix "JSON ").
+Each method: median step time (forward + backward + gradient clipping + optimizer step) over timed steps after
+warm-up, tokens/s, the peak device memory of the steps (torch.cuda.max_memory_allocated; also the allocator's
+peak reservation and the device's used bytes as the driver sees them), and the gradient + optimizer memory (the
+trainable tensors' gradients and AdamW's state). Each method starts from a fresh model; one that runs out of
+memory is reported as such and freed before the next. Prints a table and one JSON line per method (prefix "JSON ").
+
+The shape: --shape (a name below) or --config (a config.json, as benchmarks/gpu-finetune/run.mjs writes for its
+checkpoints, so that both sides train the same shape).
 """
 import argparse
+import gc
 import json
 import time
 
@@ -30,10 +37,20 @@ SHAPES = {
 }
 
 
-def make_model(shape: str):
+CONFIG_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+               "head_dim", "vocab_size", "tie_word_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling")
+
+
+def shape_from_config(path: str) -> dict:
+    with open(path) as f:
+        c = json.load(f)
+    return {k: c[k] for k in CONFIG_KEYS if c.get(k) is not None}
+
+
+def make_model(shape: dict):
     from transformers import LlamaConfig, LlamaForCausalLM
-    cfg = LlamaConfig(**SHAPES[shape], max_position_embeddings=8192, rope_theta=500000.0,
-                      attn_implementation="sdpa", torch_dtype=torch.bfloat16)
+    extra = {} if "rope_theta" in shape else {"rope_theta": 500000.0}
+    cfg = LlamaConfig(**shape, **extra, max_position_embeddings=8192, attn_implementation="sdpa")
     torch.manual_seed(0)
     torch.set_default_dtype(torch.bfloat16)
     with torch.device("cuda"):
@@ -72,15 +89,54 @@ def setup(method: str, model, cfg, mask):
             params.append(w)
         return model, params
     if method == "lora":
-        from peft import LoraConfig, get_peft_model
-        lcfg = LoraConfig(r=32, lora_alpha=64, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
-                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        try:
+            from peft import LoraConfig, get_peft_model
+        except ImportError:  # no network on the reference machine: the same computation without the package
+            return model, add_lora_modules(model, r=32, alpha=64, dropout=0.1)
+        lcfg = LoraConfig(r=32, lora_alpha=64, lora_dropout=0.1, bias="none", task_type="CAUSAL_LM",
+                          target_modules=["gate_proj", "up_proj", "down_proj"])
         peft_model = get_peft_model(model, lcfg)
         return peft_model, [p for p in peft_model.parameters() if p.requires_grad]
     raise ValueError(method)
 
 
-def run(method: str, shape: str, batch: int, seq_len: int, steps: int, warmup: int, fraction: float) -> dict:
+class LoraLinear(torch.nn.Module):
+    """PEFT's LoRA Linear forward (peft/tuners/lora/layer.py): base(x) + B(A(dropout(x))) * alpha / r, with A
+    initialised as PEFT's kaiming-uniform and B as zeros, the adapter in float32 as PEFT's autocast_adapter_dtype."""
+
+    def __init__(self, base: torch.nn.Linear, r: int, alpha: float, dropout: float):
+        super().__init__()
+        self.base = base
+        self.drop = torch.nn.Dropout(dropout)
+        self.A = torch.nn.Linear(base.in_features, r, bias=False, device=base.weight.device, dtype=torch.float32)
+        self.B = torch.nn.Linear(r, base.out_features, bias=False, device=base.weight.device, dtype=torch.float32)
+        torch.nn.init.kaiming_uniform_(self.A.weight, a=5 ** 0.5)
+        torch.nn.init.zeros_(self.B.weight)
+        self.scale = alpha / r
+
+    def forward(self, x):
+        y = self.base(x)
+        return y + (self.B(self.A(self.drop(x).to(torch.float32))) * self.scale).to(y.dtype)
+
+
+def add_lora_modules(model, r: int, alpha: float, dropout: float) -> list:
+    params = []
+    for layer in model.model.layers:
+        for name in ("gate_proj", "up_proj", "down_proj"):
+            m = LoraLinear(getattr(layer.mlp, name), r, alpha, dropout)
+            setattr(layer.mlp, name, m)
+            params += [m.A.weight, m.B.weight]
+    return params
+
+
+def lora_impl(method: str, model) -> str | None:
+    if method != "lora":
+        return None
+    return "own module (peft not installed)" if any(isinstance(m, LoraLinear) for m in model.modules()) else "peft"
+
+
+def run(method: str, shape_name: str, shape: dict, batch: int, seq_len: int, steps: int, warmup: int,
+        fraction: float) -> dict:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     model, cfg = make_model(shape)
@@ -105,19 +161,28 @@ def run(method: str, shape: str, batch: int, seq_len: int, steps: int, warmup: i
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     times.sort()
-    step = times[len(times) // 2]
-    res = {"baseline": "torch", "method": method, "shape": shape, "batch": batch, "seq_len": seq_len,
+    n = len(times)
+    step = times[n // 2] if n % 2 else (times[n // 2 - 1] + times[n // 2]) / 2
+    # Gradients (freed by zero_grad(set_to_none) after each step, held during it) + AdamW's state tensors.
+    grad_bytes = sum(p.numel() * p.element_size() for p in params)
+    state_bytes = sum(t.numel() * t.element_size() for st in opt.state.values() for t in st.values()
+                      if torch.is_tensor(t))
+    free, total = torch.cuda.mem_get_info()
+    res = {"baseline": "torch", "method": method, "shape": shape_name, "batch": batch, "seq_len": seq_len,
            "trainable_params": trainable, "step_seconds": step, "tokens_per_s": batch * seq_len / step,
-           "peak_memory_bytes": torch.cuda.max_memory_allocated(), "weights_memory_bytes": base_mem,
-           "loss": float(out.loss)}
-    del model, opt, params, out
-    torch.cuda.empty_cache()
+           "peak_memory_bytes": torch.cuda.max_memory_allocated(), "peak_reserved_bytes": torch.cuda.max_memory_reserved(),
+           "device_used_bytes": total - free, "weights_memory_bytes": base_mem,
+           "grad_opt_bytes": grad_bytes + state_bytes, "loss": float(out.loss),
+           "torch": torch.__version__, "lora_impl": lora_impl(method, model)}
     return res
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shape", choices=sorted(SHAPES), default="llama-3.2-1b")
+    p.add_argument("--config", help="config.json of the shape (instead of --shape)")
+    p.add_argument("--shape-name", help="the name reported for --config (default: its folder's name)")
+    p.add_argument("--device", type=int, default=0, help="CUDA device index")
     p.add_argument("--methods", default="masked-dense,full,lora")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=512)
@@ -125,14 +190,23 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--mask-fraction", type=float, default=0.01)
     a = p.parse_args()
-    print(f"torch {torch.__version__}, {a.shape}, batches of {a.batch} x {a.seq_len} tokens, bf16, "
-          f"{a.mask_fraction:.0%} mask")
+    import os
+    shape = shape_from_config(a.config) if a.config else SHAPES[a.shape]
+    name = a.shape_name or (os.path.basename(os.path.dirname(os.path.abspath(a.config))) if a.config else a.shape)
+    torch.cuda.set_device(a.device)
+    print(f"torch {torch.__version__}, {name}, batches of {a.batch} x {a.seq_len} tokens, bf16, "
+          f"{a.mask_fraction:.0%} mask per layer")
     for method in a.methods.split(","):
         try:
-            r = run(method, a.shape, a.batch, a.seq_len, a.steps, a.warmup, a.mask_fraction)
+            r = run(method, name, shape, a.batch, a.seq_len, a.steps, a.warmup, a.mask_fraction)
         except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            r = {"baseline": "torch", "method": method, "shape": a.shape, "error": "out of memory"}
+            r = {"baseline": "torch", "method": method, "shape": name, "error": "out of memory"}
+        except Exception as e:  # reported in the table, and the next method still runs
+            r = {"baseline": "torch", "method": method, "shape": name, "error": f"{type(e).__name__}: {e}".split("\n")[0]}
+        # Freed here, outside the handler: inside it the traceback still holds run()'s frame (the model, the
+        # optimizer), and the next method would start on a device that is still full.
+        gc.collect()
+        torch.cuda.empty_cache()
         if "error" in r:
             print(f"  {method:<13} {r['error']}")
         else:

@@ -13,6 +13,7 @@
 //   bench_gpu [--quick] [--layers N] [--batches 8x1024,16x512,4x2048] [--decode-steps N] [--device N]
 //             [--json-out FILE]
 // --quick: Llama-3.2-1B's shapes (hf_baseline.py --shape llama-3.2-1b), GEMM at 4096^3, one batch.
+// --gemm-only: the GEMM peak and the copy bandwidth alone (benchmarks/gpu-finetune's MFU baseline), one JSON line.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -37,6 +38,7 @@ namespace {
 
 struct Options {
   bool quick = false;
+  bool gemm_only = false;
   int layers = -1;
   std::vector<std::pair<int, int>> batches;  // (sequences, length)
   int decode_steps = 32;
@@ -45,8 +47,8 @@ struct Options {
 };
 
 [[noreturn]] void usage(const std::string& msg) {
-  std::fprintf(stderr, "bench_gpu: %s\nusage: bench_gpu [--quick] [--layers N] [--batches 8x1024,...] "
-                       "[--decode-steps N] [--device N]\n", msg.c_str());
+  std::fprintf(stderr, "bench_gpu: %s\nusage: bench_gpu [--quick] [--gemm-only] [--layers N] [--batches 8x1024,...] "
+                       "[--decode-steps N] [--device N] [--json-out FILE]\n", msg.c_str());
   std::exit(1);
 }
 
@@ -59,6 +61,7 @@ Options parse(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--quick") o.quick = true;
+    else if (a == "--gemm-only") o.gemm_only = true;
     else if (a == "--layers") o.layers = std::atoi(next().c_str());
     else if (a == "--decode-steps") o.decode_steps = std::atoi(next().c_str());
     else if (a == "--device") o.device = std::atoi(next().c_str());
@@ -168,6 +171,14 @@ struct Timer {
   }
 };
 
+// Writes the JSON line whole, then renames: never a half-written file.
+void write_json(const std::string& path, const std::string& js) {
+  const std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  if (!f || std::fputs((js + "\n").c_str(), f) < 0 || std::fclose(f) != 0 || std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw std::runtime_error("cannot write " + path);
+}
+
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -222,6 +233,14 @@ int main(int argc, char** argv) {
       cuda::event_record(t.b, nullptr);
       const double cms = cuda::event_elapsed_ms(t.a, t.b) / reps;
       copy_gbs = 2.0 * double(bytes) / (cms * 1e-3) / 1e9;
+    }
+    if (o.gemm_only) {
+      char js[512];
+      std::snprintf(js, sizeof js, "{\"bench\":\"gpu-gemm\",\"device\":\"%s\",\"gemm_size\":%lld,\"gemm_tflops\":%.2f,\"copy_gbs\":%.1f}",
+                    dev.name.c_str(), (long long)G, gemm_tflops, copy_gbs);
+      std::printf("%s\n", js);
+      if (!o.json_out.empty()) write_json(o.json_out, js);
+      return 0;
     }
 
     // ---- the model
@@ -382,12 +401,7 @@ int main(int argc, char** argv) {
         (long long)mem.device_used, (long long)mem.device_total, (long long)mem.weights, (long long)mem.kv_cache,
         (long long)mem.activations, (long long)mem.scratch, double(mem.device_used) / stated, now_s() - t_start);
     std::printf("%s\n", js.c_str());
-    if (!o.json_out.empty()) {  // written whole, then renamed: never a half-written file
-      const std::string tmp = o.json_out + ".tmp";
-      FILE* f = std::fopen(tmp.c_str(), "w");
-      if (!f || std::fputs((js + "\n").c_str(), f) < 0 || std::fclose(f) != 0 || std::rename(tmp.c_str(), o.json_out.c_str()) != 0)
-        throw std::runtime_error("cannot write " + o.json_out);
-    }
+    if (!o.json_out.empty()) write_json(o.json_out, js);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_gpu: %s\n", e.what());
     return 1;

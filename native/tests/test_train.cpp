@@ -1,7 +1,9 @@
 // The training path (native/src/train): backward GEMMs against their float64 references, every parameter's
 // gradient against float64 central finite differences of the independent reference forward (ref_model.h),
 // sparse (rows / cols) gradients against the dense ones, AdamW, and spec / batch validation.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <random>
 #include <stdexcept>
@@ -303,6 +305,76 @@ LN_TEST(train_dense_then_mask_matches_sparse) {
   LN_CHECK_MSG(gw < 1e-4, "dense-then-mask vs sparse gradient: worst rel error %g", gw);
   LN_CHECK_MSG(mw < 1e-6, "dense-then-mask vs sparse weights after 3 AdamW steps: worst abs difference %g", mw);
   std::printf("  dense-then-mask vs sparse: grad rel %.2e, weights abs %.2e\n", gw, mw);
+}
+
+// The training seam (train/training_runtime.h) on the CPU trainer: arena copies, the weight the forward reads
+// (checkpoint values outside the trained rows / columns, bit for bit; the master values inside) and the memory report.
+LN_TEST(train_seam_arenas_and_weights) {
+  TinyOpts o;
+  o.hidden = 16; o.inter = 24; o.layers = 2; o.heads = 4; o.kv = 2; o.head_dim = 4; o.vocab = 32;
+  Tiny tiny(o);
+  Batch b = make_batch({9, 8}, o.vocab, 31);
+  const std::vector<int32_t> sel = {2, 7, 11};
+  std::vector<TrainableSpec> spec = {{"w_gate", 1, ParamMode::Rows, sel}, {"w_down", 1, ParamMode::Cols, sel},
+                                     {"final_norm", -1, ParamMode::Dense, {}}};
+  Trainer tr(tiny.cfg, tiny.w, 2, spec);
+  TrainingRuntime& rt = tr;
+  LN_CHECK(rt.device() == "cpu");
+  AdamWConfig ac;
+  ac.lr = 1e-2f;
+  for (int it = 0; it < 2; ++it) {
+    rt.zero_grad();
+    rt.forward_backward(b.tokens.data(), b.targets.data(), b.lens.data(), 2, int64_t(b.tokens.size()), 0, true);
+    rt.step(ac);
+  }
+  const int64_t n = rt.n_trainable();
+  std::vector<float> got(static_cast<size_t>(n));
+  const Arena arenas[] = {Arena::Master, Arena::Grad, Arena::AdamM, Arena::AdamV};
+  float* raw[] = {tr.master(), tr.grad(), tr.adam_m(), tr.adam_v()};
+  for (int a = 0; a < 4; ++a) {
+    rt.read(arenas[a], 0, n, got.data());
+    LN_CHECK(std::equal(got.begin(), got.end(), raw[a]));
+  }
+  std::vector<float> vals(5);
+  for (size_t i = 0; i < vals.size(); ++i) vals[i] = 0.25f * float(i) - 1.f;
+  rt.write(Arena::AdamV, n - 5, 5, vals.data());
+  LN_CHECK(std::equal(vals.begin(), vals.end(), tr.adam_v() + n - 5));
+  bool threw = false;
+  try {
+    rt.read(Arena::Master, n - 2, 3, got.data());
+  } catch (const std::out_of_range&) {
+    threw = true;
+  }
+  LN_CHECK(threw);
+
+  for (const char* role : {"w_gate", "w_down", "w_up"}) {
+    const Param& p = rt.param(rt.find(role, 1));
+    const int64_t R = p.stored.rows, C = p.stored.cols;
+    std::vector<float> w(size_t(R * C)), stored(size_t(R * C));
+    rt.read_weight(rt.find(role, 1), w.data());
+    convert_to_f32(p.stored.data, p.stored.dtype, 0, R * C, stored.data());
+    int64_t inside_diff = 0;
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t c = 0; c < C; ++c) {
+        const bool rows = p.mode == ParamMode::Rows, cols = p.mode == ParamMode::Cols;
+        const auto it = std::find(sel.begin(), sel.end(), int32_t(rows ? r : c));
+        const bool trained = (rows || cols) && it != sel.end();
+        const float v = w[size_t(r * C + c)];
+        if (!trained) {
+          LN_CHECK_MSG(std::memcmp(&v, &stored[size_t(r * C + c)], 4) == 0, "%s [%lld, %lld] changed outside the mask",
+                       role, (long long)r, (long long)c);
+          continue;
+        }
+        const int64_t k = it - sel.begin();
+        const float m = tr.master()[p.offset + (rows ? k * C + c : r * int64_t(sel.size()) + k)];
+        LN_CHECK(v == m);
+        inside_diff += v != stored[size_t(r * C + c)];
+      }
+    if (p.mode != ParamMode::Frozen) LN_CHECK_MSG(inside_diff > 0, "%s: the trained values did not move", role);
+  }
+  const TrainingMemory m = rt.memory();
+  LN_CHECK(m.master == n * 4 && m.grad == n * 4 && m.adam == 2 * n * 4 && m.activations > 0);
+  LN_CHECK(m.device_total == 0);
 }
 
 LN_TEST(train_adamw_lowers_loss) {

@@ -3,7 +3,8 @@
 // and run directories that resume exactly (`resume(runDir)`).
 //
 // Run directory:
-//   run.json          what the run is (model + fingerprint, method, options, data hashes); written once
+//   run.json          what the run is (model + fingerprint, method, options with the device and compute mode the
+//                     run trains on, data hashes, the trainer's memory report at the start); written once
 //   train.jsonl       one line per step {step, loss, lr, gradNorm, tokensPerSecond, ...} and per validation
 //   state/            state.safetensors (master weights + Adam moments of every trainable tensor, the counters in its
 //                     metadata: one file, one atomic save; src/train/state.ts) + state.json (a readable copy)
@@ -37,7 +38,8 @@ import {
   isLoraMethod, LORA_DEFAULTS, METHOD_DEFAULTS, METHODS, MONDAL_HEAD_PRESET, parseLoraTargets, rng, selectTrainable,
   type FinetuneMethod, type LoraSettings,
 } from './methods.js';
-import { createNativeTrainer, type NativeTrainer } from './native.js';
+import { createNativeTrainer, type NativeTrainer, type NativeTrainerMemory } from './native.js';
+import { checkTrainerPlacement, resumePlacement, resolvePlacement, trainerDeviceOptions, type Placement, type PlacementRequest } from './placement.js';
 import { claimRunDir, copyRunFiles, keptLogLines } from './run-dir.js';
 import { loadState, saveState, type StateCounters } from './state.js';
 import { loadSftExamples } from './sft.js';
@@ -92,14 +94,20 @@ export interface FinetuneOptions {
   labelField?: string;
   /** How the text fields become one sequence (head.ts PairFormat; default 'pair'). */
   pairFormat?: PairFormat;
+  /** Where to train: 'auto' (default: a usable GPU, else the CPU), 'cpu', 'cuda', 'cuda:N' (src/engine/device.ts). */
+  device?: string;
+  /** CUDA only: 'bf16' (default: bf16 weights and activations, float32 master copies and optimizer state) or 'f32'. */
+  compute?: 'f32' | 'bf16';
 }
 
 type NewFields = 'loraR' | 'loraAlpha' | 'loraDropout' | 'loraTargets' | 'head' | 'numLabels' | 'textFields' | 'labelField' | 'pairFormat' |
-  'warmupRatio' | 'resetOptimizerOnSave';
+  'warmupRatio' | 'resetOptimizerOnSave' | 'device' | 'compute';
 /** What run.json records. Fields added after the first release are optional: older run folders lack them. */
 interface ResolvedOptions extends Required<Omit<FinetuneOptions, 'masks' | 'langs' | 'valid' | 'steps' | NewFields>> {
   masks: string | null; langs: string[]; valid: string | null; steps: number;
   warmupRatio?: number; lora?: LoraSettings | null; head?: HeadSettings | null; resetOptimizerOnSave?: boolean;
+  /** Where the run trains (absent in runs from before it was recorded: those trained on the CPU, in f32). */
+  device?: Placement['device']; compute?: Placement['compute'];
 }
 
 interface RunFile {
@@ -110,16 +118,25 @@ interface RunFile {
   /** trainChunks / validChunks: training examples (chunks of text, or items with a head). */
   data: { trainSha256: string; validSha256: string | null; trainChunks: number; validChunks: number };
   trainableParameters: number;
+  /** The trainer as it started: its one-line description and memory report (bytes by use). */
+  trainer?: TrainerReport;
 }
+
+/** device / compute: where the run trained; memory: the trainer's report (absent from addons before it had one). */
+export interface TrainerReport { device: string; compute: string; describe?: string; memory?: NativeTrainerMemory }
 
 export interface FinetuneResult {
   runDir: string; steps: number; firstLoss: number | null; lastLoss: number | null;
   bestValid: number | null; bestStep: number | null; trainableParameters: number;
+  /** Where it trained and the trainer's memory after the last step (activations sized by then). */
+  trainer: TrainerReport;
 }
 
 export interface RunControl {
   /** Stop (as if killed) right after this step's state is saved: for tests of resume. */
   stopAfterStep?: number;
+  /** Progress: one entry per step and validation (also written to train.jsonl), and first one
+   * { event: 'trainer', device, compute, describe, memory } (not written to train.jsonl). */
   onLog?: (entry: Record<string, unknown>) => void;
 }
 
@@ -127,7 +144,7 @@ function optErr(msg: string, field?: string): LangneuronsError {
   return new LangneuronsError('E_OPTIONS', msg, field ? { field } : {});
 }
 
-function resolveOptions(o: FinetuneOptions): ResolvedOptions {
+function resolveOptions(o: FinetuneOptions, placement: Placement): ResolvedOptions {
   if (!METHODS.includes(o.method)) throw optErr(`unknown method '${String(o.method)}' (methods: ${METHODS.join(', ')})`, 'method');
   if (o.head !== undefined && o.head !== 'classification') throw optErr(`--head must be 'classification', got '${String(o.head)}'`, 'head');
   // neuron-lora with a head: Mondal et al.'s settings unless given (methods.ts MONDAL_HEAD_PRESET).
@@ -178,7 +195,7 @@ function resolveOptions(o: FinetuneOptions): ResolvedOptions {
     saveEvery: int('save-every', o.saveEvery, evalEvery || 100, 1), seed: int('seed', o.seed, 0, 0),
     threads: int('threads', o.threads, 2, 1), writeModel: o.writeModel ?? true,
     warmupRatio: num('warmup-ratio', o.warmupRatio, preset?.warmupRatio ?? 0, (x) => x >= 0 && x <= 1, 'in [0, 1]'),
-    lora, head, resetOptimizerOnSave: o.resetOptimizerOnSave ?? false,
+    lora, head, resetOptimizerOnSave: o.resetOptimizerOnSave ?? false, device: placement.device, compute: placement.compute,
   };
 }
 
@@ -304,15 +321,25 @@ async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, exp
     throw new LangneuronsError('E_RESUME', `${runDir}: the training or validation text changed since the run started; cannot resume exactly`);
   const mask = o.masks ? await readMask(o.masks) : undefined;
   const sel = selectTrainable(o.method, ckpt, { ...(mask ? { mask, maskFile: o.masks! } : {}), langs: o.langs, seed: o.seed, ...(o.lora ? { lora: o.lora } : {}) });
-  const tr = createNativeTrainer(ckpt, o.threads, sel.trainable, { seed: o.seed, numLabels: head?.numLabels ?? 0 });
+  const placement = placementOf(o);
+  const tr = createNativeTrainer(ckpt, o.threads, sel.trainable, { seed: o.seed, numLabels: head?.numLabels ?? 0, ...trainerDeviceOptions(placement) });
+  checkTrainerPlacement(tr, placement);
   const count = (x: { chunks: Int32Array[]; items: ClsItem[] } | null) => (head ? x?.items.length : x?.chunks.length) ?? 0;
   const run: RunFile = {
     format: RUN_FORMAT, model: { dir: path.resolve(modelDir), name: id.name, fingerprint: id.fingerprint, weights }, options: o,
     data: { trainSha256: train.sha, validSha256: valid?.sha ?? null, trainChunks: count(train), validChunks: count(valid) },
-    trainableParameters: tr.info().trainable,
+    trainableParameters: tr.info().trainable, trainer: trainerReport(tr, placement),
   };
   return { ckpt, tr, run, train: train.chunks, valid: valid?.chunks ?? [], trainItems: train.items, validItems: valid?.items ?? [],
     trainTargets: train.targets, validTargets: valid?.targets ?? null };
+}
+
+/** Where a run trains (runs from before it was recorded trained on the CPU, in f32). */
+const placementOf = (o: ResolvedOptions): Placement => ({ device: o.device ?? 'cpu', compute: o.compute ?? 'f32' });
+
+function trainerReport(tr: NativeTrainer, p: Placement): TrainerReport {
+  const info = tr.info();
+  return { device: p.device, compute: p.compute, ...(info.describe ? { describe: info.describe } : {}), ...(info.memory ? { memory: info.memory } : {}) };
 }
 
 /** The trained weights of the run in dir: the delta (or, for LoRA methods, adapter/), and head/ with a head. */
@@ -336,7 +363,7 @@ async function copyWeights(from: string, to: string, o: ResolvedOptions): Promis
  * that are not a run's; a run folder without any save (killed or failed before its first) is taken over.
  */
 export async function finetune(modelDir: string, opts: FinetuneOptions, runDir: string, ctl: RunControl = {}): Promise<FinetuneResult> {
-  const o = resolveOptions(opts);
+  const o = resolveOptions(opts, resolvePlacement({ device: opts.device, compute: opts.compute }, opts.threads ?? 2));
   const claim = await claimRunDir(runDir, 'finetune');
   try {
     const p = await prepare(modelDir, o, runDir);
@@ -348,8 +375,11 @@ export async function finetune(modelDir: string, opts: FinetuneOptions, runDir: 
   }
 }
 
-/** Continues the run in runDir from its last saved state. */
-export async function resume(runDir: string, ctl: RunControl = {}): Promise<FinetuneResult> {
+/**
+ * Continues the run in runDir from its last saved state, on the device and compute mode it started with (`where`:
+ * a --device / --compute given again must resolve to those; anything else is refused).
+ */
+export async function resume(runDir: string, ctl: RunControl = {}, where: PlacementRequest = {}): Promise<FinetuneResult> {
   const rf = path.join(runDir, 'run.json');
   let run: RunFile;
   try {
@@ -358,6 +388,8 @@ export async function resume(runDir: string, ctl: RunControl = {}): Promise<Fine
     throw new LangneuronsError('E_RESUME', `${rf}: not a fine-tuning run directory (${(e as Error).message})`, { file: rf });
   }
   if (run.format !== RUN_FORMAT) throw new LangneuronsError('E_RESUME', `${rf}: not a ${RUN_FORMAT} run`, { file: rf });
+  const placement = resumePlacement(runDir, { ...(run.options.device ? { device: run.options.device } : {}), ...(run.options.compute ? { compute: run.options.compute } : {}) }, where, run.options.threads);
+  run.options = { ...run.options, ...placement };
   const claim = await claimRunDir(runDir, 'finetune --resume', { resume: true });
   try {
     const p = await prepare(run.model.dir, run.options, runDir, run);
@@ -385,6 +417,7 @@ async function loop(p: Prepared, runDir: string, st0: StateCounters, ctl: RunCon
   const perm = new Map<number, Int32Array>();
   let { bestValid, bestStep, tokens } = st0;
   let firstLoss: number | null = null, lastLoss: number | null = null;
+  ctl.onLog?.({ event: 'trainer', ...p.run.trainer });
   for (let s = st0.step; s < total; s++) {
     const t0 = performance.now();
     // Micro-batches of chunks (LM loss) or of labelled items (head); the denominator is the step's target count.
@@ -435,7 +468,7 @@ async function loop(p: Prepared, runDir: string, st0: StateCounters, ctl: RunCon
       await saveState(path.join(runDir, 'state'), tr, { step: s + 1, bestValid, bestStep, tokens, optimizerStep: tr.info().stepCount }, p.ckpt.config.modelType);
     }
     if (ctl.stopAfterStep === s + 1 && !last)
-      return { runDir, steps: s + 1, firstLoss, lastLoss, bestValid, bestStep, trainableParameters: tr.info().trainable };
+      return { runDir, steps: s + 1, firstLoss, lastLoss, bestValid, bestStep, trainableParameters: tr.info().trainable, trainer: trainerReport(tr, placementOf(o)) };
   }
   // Final outputs: the best weights with validation, else the last ones.
   if (bestStep !== null) await copyWeights(path.join(runDir, 'best'), runDir, o);
@@ -445,5 +478,5 @@ async function loop(p: Prepared, runDir: string, st0: StateCounters, ctl: RunCon
     if (o.lora) await applyAdapter(p.run.model.dir, path.join(runDir, 'adapter'), path.join(runDir, 'model'), o.threads);
     else await applyDelta(p.run.model.dir, path.join(runDir, 'delta.safetensors'), path.join(runDir, 'model'));
   }
-  return { runDir, steps: total, firstLoss, lastLoss, bestValid, bestStep, trainableParameters: tr.info().trainable };
+  return { runDir, steps: total, firstLoss, lastLoss, bestValid, bestStep, trainableParameters: tr.info().trainable, trainer: trainerReport(tr, placementOf(o)) };
 }

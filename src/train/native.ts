@@ -51,13 +51,26 @@ export interface NativeTrainer {
   params(): NativeParamInfo[];
   read(arena: Arena, id: number): Float32Array;
   write(arena: Arena, id: number, values: Float32Array): void;
-  info(): { trainable: number; stepCount: number; lowestLayer: number; activationBytes: number; stateBytes: number;
-    /** Present once the binding passes TrainerOptions through (see NativeTrainerOptions). */
-    denseThenMask?: boolean; numLabels?: number; adapters?: number };
+  info(): NativeTrainerInfo;
   setStepCount(n: number): void;
 }
 
-/** Options of the native trainer (native/src/train/trainer.h TrainerOptions). */
+/** Bytes a trainer holds, by use (device bytes for a CUDA trainer; the CPU trainer's weights stay memory-mapped: 0). */
+export interface NativeTrainerMemory {
+  weights: number; master: number; grad: number; adam: number; activations: number; scratch: number;
+  /** The whole device as the driver reports it (0 on the CPU). */
+  deviceUsed: number; deviceTotal: number;
+}
+
+export interface NativeTrainerInfo {
+  trainable: number; stepCount: number; lowestLayer: number; activationBytes: number; stateBytes: number;
+  /** Present once the binding passes TrainerOptions through (see NativeTrainerOptions). */
+  denseThenMask?: boolean; numLabels?: number; adapters?: number;
+  /** Where it trains: 'cpu' or 'cuda:N' (addons from before the training seam leave these out). */
+  device?: string; describe?: string; memory?: NativeTrainerMemory;
+}
+
+/** Options of the native trainer (native/src/train/param_layout.h TrainerOptions, plus where it runs). */
 export interface NativeTrainerOptions {
   /** Rows / cols weights compute the full dense dW and keep the selected rows / columns (the reference
    * implementation's dense-gradient-then-mask): same updates, slower; for benchmarks/finetune only. */
@@ -66,6 +79,11 @@ export interface NativeTrainerOptions {
   seed?: number;
   /** Classes of a classification head `score` [numLabels, hidden] (0: none). */
   numLabels?: number;
+  /** CUDA device index (absent: the CPU trainer). Resolve 'auto' / 'cuda' to an index first. */
+  device?: number;
+  /** CUDA only: 'bf16' (default: bf16 weights and activations, float32 master copies and optimizer state) or
+   * 'f32' (exact float32, for checks). */
+  compute?: 'f32' | 'bf16';
 }
 
 type TrainerCtor = (new (spec: NativeModelSpec, trainable: TrainableTensor[], options?: NativeTrainerOptions) => NativeTrainer) & {

@@ -1,7 +1,8 @@
-// NativeTrainer: the training path (native/src/train/trainer.h) for JS. Built from the same spec as NativeModel
-// (config + tensor byte ranges in memory-mapped checkpoint files, re-validated here) plus the list of trainable
-// tensors (dense / rows / cols / lora) and options (seed, classification head). forwardBackward, forwardBackwardCls
-// and step run off the JS thread; while one runs, every other call is refused.
+// NativeTrainer: the training seam (native/src/train/training_runtime.h) for JS: the CPU trainer (train/trainer.h)
+// or, with options.device, the CUDA trainer. Built from the same spec as NativeModel (config + tensor byte ranges
+// in memory-mapped checkpoint files, re-validated here) plus the list of trainable tensors (dense / rows / cols /
+// lora) and options (seed, classification head, device, compute). forwardBackward, forwardBackwardCls and step run
+// off the JS thread; while one runs, every other call is refused.
 #include <napi.h>
 
 #include <cmath>
@@ -13,15 +14,29 @@
 #include "binding/model_spec.h"
 #include "core/mapped_file.h"
 #include "train/gemm_backward.h"
+#include "runtime/cuda_runtime.h"
 #include "train/trainer.h"
+#include "train/training_runtime.h"
 
 namespace lnjs {
 
 namespace {
 
+// Runs f(), turning a C++ exception (a CUDA error of the device trainer) into a JS Error naming the call.
+template <class F>
+auto guarded(Napi::Env env, const char* what, F f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, std::string(what) + ": " + e.what());
+  }
+}
+
 struct TrainerHolder {
   std::vector<std::shared_ptr<ln::MappedFile>> files;
-  std::unique_ptr<ln::train::Trainer> trainer;
+  std::unique_ptr<ln::train::TrainingRuntime> trainer;
   std::mutex mu;
   int busy = 0;  // async calls in flight (touched on the JS thread only)
 };
@@ -49,12 +64,14 @@ class NativeTrainer : public Napi::ObjectWrap<NativeTrainer> {
   void require_idle(Napi::Env env, const char* what) const {
     if (h_->busy > 0) throw Napi::Error::New(env, std::string(what) + ": a forwardBackward/step is still running");
   }
-  float* arena(Napi::Env env, const std::string& which);
+  ln::train::Arena arena(Napi::Env env, const std::string& which);
   std::shared_ptr<TrainerHolder> h_;
 };
 
 // new NativeTrainer(spec: NativeModelSpec, trainable: [{ role, layer, mode: 'dense'|'rows'|'cols'|'lora', index?,
-//                    r?, alpha?, dropout? (lora) }], options?: { denseThenMask?, seed?, numLabels? })
+//                    r?, alpha?, dropout? (lora) }], options?: { denseThenMask?, seed?, numLabels?,
+//                    device?: number (CUDA device index; absent: the CPU), compute?: 'f32' | 'bf16' (CUDA only,
+//                    default 'bf16') })
 NativeTrainer::NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeTrainer>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsArray())
@@ -89,6 +106,8 @@ NativeTrainer::NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
     }
     tspec.push_back(std::move(s));
   }
+  int device = -1;  // CUDA device index (-1: the CPU trainer)
+  ln::Compute compute = ln::Compute::BF16;
   try {
     ln::train::TrainerOptions topt;
     if (info.Length() > 2 && info[2].IsObject()) {
@@ -99,8 +118,32 @@ NativeTrainer::NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
         topt.seed = uint64_t(int_field(oo, "seed", "trainer options", 0, int64_t(1) << 53));
       if (oo.Has("numLabels") && !oo.Get("numLabels").IsUndefined())
         topt.num_labels = int32_t(int_field(oo, "numLabels", "trainer options", 0, 1 << 20));
+      if (oo.Has("device") && !oo.Get("device").IsUndefined())
+        device = int(int_field(oo, "device", "trainer options", 0, 1 << 16));
+      if (oo.Has("compute") && !oo.Get("compute").IsUndefined()) {
+        const std::string c = string_field(oo, "compute", "trainer options");
+        if (c != "f32" && c != "bf16")
+          throw Napi::TypeError::New(env, "trainer options: compute must be 'f32' or 'bf16', got '" + c + "'");
+        if (device < 0) throw Napi::TypeError::New(env, "trainer options: compute is for a CUDA device (set device)");
+        compute = c == "f32" ? ln::Compute::F32 : ln::Compute::BF16;
+      }
     }
-    h->trainer = std::make_unique<ln::train::Trainer>(cfg, parsed.weights, int(threads), tspec, topt);
+    if (device < 0) {
+      h->trainer = std::make_unique<ln::train::Trainer>(cfg, parsed.weights, int(threads), tspec, topt);
+    } else {
+      if (!ln::cuda_built() || ln::cuda_device_count() <= device)
+        throw std::runtime_error("CUDA device " + std::to_string(device) + " is not usable: " +
+                                 (ln::cuda_device_count() > 0 ? std::string("this machine has ") +
+                                      std::to_string(ln::cuda_device_count()) + " CUDA device(s)"
+                                                              : std::string(ln::cuda_unavailable_reason())));
+      h->trainer = ln::train::make_cuda_trainer(cfg, parsed.weights, device, compute, tspec, topt);
+      h->files.clear();  // the device holds its own copy of the weights: unmap the checkpoint
+    }
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw Napi::Error::New(env, std::string("trainer: out of memory while ") +
+                                    (device < 0 ? "preparing the CPU trainer" : "setting up the CUDA trainer"));
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
@@ -229,19 +272,19 @@ Napi::Value NativeTrainer::Step(const Napi::CallbackInfo& info) {
 
 Napi::Value NativeTrainer::ZeroGrad(const Napi::CallbackInfo& info) {
   require_idle(info.Env(), "zeroGrad");
-  h_->trainer->zero_grad();
+  guarded(info.Env(), "zeroGrad", [&] { h_->trainer->zero_grad(); return 0; });
   return info.Env().Undefined();
 }
 
 Napi::Value NativeTrainer::GradNorm(const Napi::CallbackInfo& info) {
   require_idle(info.Env(), "gradNorm");
-  return Napi::Number::New(info.Env(), h_->trainer->grad_norm());
+  return Napi::Number::New(info.Env(), guarded(info.Env(), "gradNorm", [&] { return h_->trainer->grad_norm(); }));
 }
 
 // params() -> [{ role, layer, mode, rows, cols, size, index: Int32Array | null }] (trainable ones have size > 0)
 Napi::Value NativeTrainer::Params(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const ln::train::Trainer& t = *h_->trainer;
+  const ln::train::TrainingRuntime& t = *h_->trainer;
   Napi::Array a = Napi::Array::New(env);
   uint32_t k = 0;
   for (int i = 0; i < t.n_params(); ++i) {
@@ -277,12 +320,11 @@ Napi::Value NativeTrainer::Params(const Napi::CallbackInfo& info) {
   return a;
 }
 
-float* NativeTrainer::arena(Napi::Env env, const std::string& which) {
-  ln::train::Trainer& t = *h_->trainer;
-  if (which == "master") return t.master();
-  if (which == "grad") return t.grad();
-  if (which == "m") return t.adam_m();
-  if (which == "v") return t.adam_v();
+ln::train::Arena NativeTrainer::arena(Napi::Env env, const std::string& which) {
+  if (which == "master") return ln::train::Arena::Master;
+  if (which == "grad") return ln::train::Arena::Grad;
+  if (which == "m") return ln::train::Arena::AdamM;
+  if (which == "v") return ln::train::Arena::AdamV;
   throw Napi::TypeError::New(env, "arena must be 'master', 'grad', 'm' or 'v', got '" + which + "'");
 }
 
@@ -291,13 +333,17 @@ Napi::Value NativeTrainer::Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   require_idle(env, "read");
   if (info.Length() < 2 || !info[0].IsString() || !info[1].IsNumber()) throw Napi::TypeError::New(env, "read(arena, id)");
-  const ln::train::Trainer& t = *h_->trainer;
+  ln::train::TrainingRuntime& t = *h_->trainer;
   const int64_t id = info[1].As<Napi::Number>().Int64Value();
   if (id < 0 || id >= t.n_params()) throw Napi::RangeError::New(env, "read: parameter id out of range");
-  float* base = arena(env, info[0].As<Napi::String>().Utf8Value());
+  const ln::train::Arena which = arena(env, info[0].As<Napi::String>().Utf8Value());
   const ln::train::Param& p = t.param(int(id));
   Napi::Float32Array a = Napi::Float32Array::New(env, size_t(p.size));
-  if (p.size) std::memcpy(a.Data(), base + p.offset, size_t(p.size) * 4);
+  try {
+    t.read(which, p.offset, p.size, a.Data());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, std::string("read: ") + e.what());
+  }
   return a;
 }
 
@@ -308,22 +354,32 @@ Napi::Value NativeTrainer::Write(const Napi::CallbackInfo& info) {
   if (info.Length() < 3 || !info[0].IsString() || !info[1].IsNumber() || !info[2].IsTypedArray() ||
       info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
     throw Napi::TypeError::New(env, "write(arena, id, values: Float32Array)");
-  const ln::train::Trainer& t = *h_->trainer;
+  ln::train::TrainingRuntime& t = *h_->trainer;
   const int64_t id = info[1].As<Napi::Number>().Int64Value();
   if (id < 0 || id >= t.n_params()) throw Napi::RangeError::New(env, "write: parameter id out of range");
-  float* base = arena(env, info[0].As<Napi::String>().Utf8Value());
+  const ln::train::Arena which = arena(env, info[0].As<Napi::String>().Utf8Value());
   const ln::train::Param& p = t.param(int(id));
   Napi::Float32Array v = info[2].As<Napi::Float32Array>();
   if (int64_t(v.ElementLength()) != p.size)
     throw Napi::RangeError::New(env, "write: " + p.role + ": expected " + std::to_string(p.size) + " values, got " +
                                          std::to_string(v.ElementLength()));
-  if (p.size) std::memcpy(base + p.offset, v.Data(), size_t(p.size) * 4);
+  try {
+    t.write(which, p.offset, p.size, v.Data());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, std::string("write: ") + e.what());
+  }
   return env.Undefined();
 }
 
+// info() -> { trainable, stepCount, lowestLayer, activationBytes, stateBytes, denseThenMask, numLabels, adapters,
+//           device: 'cpu' | 'cuda:N', describe, memory: { weights, master, grad, adam, activations, scratch,
+//           deviceUsed, deviceTotal } (bytes; the CPU trainer's weights stay memory-mapped: 0, and device* are 0) }
 Napi::Value NativeTrainer::Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const ln::train::Trainer& t = *h_->trainer;
+  const ln::train::TrainingRuntime& t = *h_->trainer;
+  // The CUDA trainer's memory report waits for the runtime's lock (held through a forward): refused while one runs
+  // rather than blocking the JS thread. The CPU trainer's answers at once, as before.
+  if (t.device() != "cpu") require_idle(env, "info");
   Napi::Object o = Napi::Object::New(env);
   o.Set("trainable", double(t.n_trainable()));
   o.Set("stepCount", double(t.step_count()));
@@ -333,6 +389,19 @@ Napi::Value NativeTrainer::Info(const Napi::CallbackInfo& info) {
   o.Set("denseThenMask", t.options().dense_then_mask);
   o.Set("numLabels", t.num_labels());
   o.Set("adapters", t.n_adapters());
+  o.Set("device", t.device());
+  o.Set("describe", t.describe());
+  const ln::train::TrainingMemory m = guarded(env, "info", [&] { return t.memory(); });
+  Napi::Object mem = Napi::Object::New(env);
+  mem.Set("weights", double(m.weights));
+  mem.Set("master", double(m.master));
+  mem.Set("grad", double(m.grad));
+  mem.Set("adam", double(m.adam));
+  mem.Set("activations", double(m.activations));
+  mem.Set("scratch", double(m.scratch));
+  mem.Set("deviceUsed", double(m.device_used));
+  mem.Set("deviceTotal", double(m.device_total));
+  o.Set("memory", mem);
   return o;
 }
 
@@ -378,7 +447,7 @@ Napi::Value NativeTrainer::ForwardBackwardCls(const Napi::CallbackInfo& info) {
 // resetOptimizer(): Adam moments and the step count to zero (the reference's optimizer re-creation at each save).
 Napi::Value NativeTrainer::ResetOptimizer(const Napi::CallbackInfo& info) {
   require_idle(info.Env(), "resetOptimizer");
-  h_->trainer->reset_optimizer();
+  guarded(info.Env(), "resetOptimizer", [&] { h_->trainer->reset_optimizer(); return 0; });
   return info.Env().Undefined();
 }
 

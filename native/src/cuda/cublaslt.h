@@ -64,6 +64,16 @@ class Gemm {
   void run(int64_t M, int64_t N, int64_t K, const void* X, int64_t ldx, const void* W, int64_t ldw, DType dtype,
            float* Y, int64_t ldy, bool accumulate, void* stream);
 
+  // The two products of the backward of that Linear layer (dtype as run: BF16 or F32 operands, float32 output):
+  //   run_dx: dX[M, K] = (accumulate ? dX : 0) + dY[M, N] . W[N, K]    (W in the HF [out][in] layout, as run)
+  //   run_dw: dW[N, K] += dY[M, N]^T . X[M, K]                         (always accumulates)
+  // In bf16 mode the caller converts dY (and X) to bf16 first. Same plan cache and simple-kernel fallback as run
+  // (train_kernels.h gemm_simple_dx / gemm_simple_dw).
+  void run_dx(int64_t M, int64_t N, int64_t K, const void* dY, int64_t lddy, const void* W, int64_t ldw, DType dtype,
+              float* dX, int64_t lddx, bool accumulate, void* stream);
+  void run_dw(int64_t M, int64_t N, int64_t K, const void* dY, int64_t lddy, const void* X, int64_t ldx, DType dtype,
+              float* dW, int64_t lddw, void* stream);
+
   int64_t workspace_bytes() const { return int64_t(kWorkspaceBytes); }
   int64_t fallback_shapes() const;  // shapes that ran on the simple kernel so far (for tests and logs)
   const CublasLtLibrary& library() const { return lib_; }
@@ -75,9 +85,14 @@ class Gemm {
     cublaslt::MatrixLayout a = nullptr, b = nullptr, c = nullptr;
     cublaslt::MatmulAlgo algo{};
   };
-  // (M, N, K, ldx, ldw, ldy, dtype, alignment of the pointers)
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, uint32_t>;
+  enum Product : int { kForward = 0, kDx = 1, kDw = 2 };
+  // (product, M, N, K, the two operands' row strides, the output's, dtype, alignment of the pointers); the row
+  // strides in the order of the product's arguments (run: ldx, ldw; run_dx: lddy, ldw; run_dw: lddy, ldx).
+  using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, uint32_t>;
   const Plan& plan(const Key& k);
+  // The cuBLASLt call of a planned product: A and B are the operands in cuBLASLt's order (see plan()).
+  bool matmul(const Plan& p, const void* A, const void* B, float* C, bool accumulate, void* stream,
+              const std::string& what);
 
   const CublasLtLibrary& lib_;
   cublaslt::Handle handle_ = nullptr;

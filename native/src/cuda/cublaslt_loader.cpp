@@ -14,6 +14,7 @@
 #include "cuda/cublaslt.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/runtime_kernels.h"
+#include "cuda/train_kernels.h"
 
 namespace ln {
 namespace cuda {
@@ -227,24 +228,46 @@ Gemm::~Gemm() {
   if (handle_) lib_.destroy(handle_);
 }
 
-// Row-major Y[M, N] = X[M, K] W[N, K]^T is, in cuBLAS's column-major terms, Y^T (N x M, ld ldy) =
-// op_T(A) op_N(B) with A = W seen as a K x N column-major matrix (ld ldw) and B = X^T seen as K x M (ld ldx).
+// cuBLASLt is column-major; a row-major [r, c] matrix with row stride ld is its column-major c x r view (ld ld).
+// The three products in those terms (C = op(A) op(B), the float32 output C):
+//   run    Y[M, N] = X W^T:   Y^T (N x M, ldy)   = op_T(A = W as K x N, ldw)  op_N(B = X as K x M, ldx)
+//   run_dx dX[M, K] = dY W:   dX^T (K x M, lddx) = op_N(A = W as K x N, ldw)  op_N(B = dY as N x M, lddy)
+//   run_dw dW[N, K] += dY^T X: dW^T (K x N, lddw) = op_N(A = X as K x M, ldx) op_T(B = dY as N x M, lddy)
 const Gemm::Plan& Gemm::plan(const Key& key) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second;
-  const auto [M, N, K, ldx, ldw, ldy, dt, align] = key;
+  const auto [product, M, N, K, ld1, ld2, ldc, dt, align] = key;
   const int32_t in_type = dt == int(DType::BF16) ? cublaslt::CUDA_R_16BF : cublaslt::CUDA_R_32F;
-  const std::string shape = "M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) +
-                            (dt == int(DType::BF16) ? " bf16" : " f32");
+  static const char* const kNames[] = {"forward", "dX", "dW"};
+  const std::string shape = std::string(kNames[product]) + " M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                            " K=" + std::to_string(K) + (dt == int(DType::BF16) ? " bf16" : " f32");
+  // op, rows, cols, ld of A and B; rows, cols, ld of C (column-major terms, as above)
+  int32_t op_a = cublaslt::CUBLAS_OP_N, op_b = cublaslt::CUBLAS_OP_N;
+  uint64_t a_rows = 0, a_cols = 0, b_rows = 0, b_cols = 0, c_rows = 0, c_cols = 0;
+  int64_t lda = 0, ldb = 0;
+  if (product == kForward) {  // ld1 = ldx, ld2 = ldw
+    op_a = cublaslt::CUBLAS_OP_T;
+    a_rows = uint64_t(K), a_cols = uint64_t(N), lda = ld2;
+    b_rows = uint64_t(K), b_cols = uint64_t(M), ldb = ld1;
+    c_rows = uint64_t(N), c_cols = uint64_t(M);
+  } else if (product == kDx) {  // ld1 = lddy, ld2 = ldw
+    a_rows = uint64_t(K), a_cols = uint64_t(N), lda = ld2;
+    b_rows = uint64_t(N), b_cols = uint64_t(M), ldb = ld1;
+    c_rows = uint64_t(K), c_cols = uint64_t(M);
+  } else {  // kDw: ld1 = lddy, ld2 = ldx
+    op_b = cublaslt::CUBLAS_OP_T;
+    a_rows = uint64_t(K), a_cols = uint64_t(M), lda = ld2;
+    b_rows = uint64_t(N), b_cols = uint64_t(M), ldb = ld1;
+    c_rows = uint64_t(K), c_cols = uint64_t(N);
+  }
   Plan p;
   try {
     check_blas(lib_.desc_create(&p.desc, cublaslt::CUBLAS_COMPUTE_32F, cublaslt::CUDA_R_32F), "MatmulDescCreate");
-    const int32_t op_t = cublaslt::CUBLAS_OP_T, op_n = cublaslt::CUBLAS_OP_N;
-    check_blas(lib_.desc_set(p.desc, cublaslt::CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof op_t), "set TRANSA");
-    check_blas(lib_.desc_set(p.desc, cublaslt::CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof op_n), "set TRANSB");
-    check_blas(lib_.layout_create(&p.a, in_type, uint64_t(K), uint64_t(N), ldw), "MatrixLayoutCreate(W)");
-    check_blas(lib_.layout_create(&p.b, in_type, uint64_t(K), uint64_t(M), ldx), "MatrixLayoutCreate(X)");
-    check_blas(lib_.layout_create(&p.c, cublaslt::CUDA_R_32F, uint64_t(N), uint64_t(M), ldy), "MatrixLayoutCreate(Y)");
+    check_blas(lib_.desc_set(p.desc, cublaslt::CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a), "set TRANSA");
+    check_blas(lib_.desc_set(p.desc, cublaslt::CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b), "set TRANSB");
+    check_blas(lib_.layout_create(&p.a, in_type, a_rows, a_cols, lda), "MatrixLayoutCreate(A)");
+    check_blas(lib_.layout_create(&p.b, in_type, b_rows, b_cols, ldb), "MatrixLayoutCreate(B)");
+    check_blas(lib_.layout_create(&p.c, cublaslt::CUDA_R_32F, c_rows, c_cols, ldc), "MatrixLayoutCreate(C)");
     cublaslt::Preference pref = nullptr;
     check_blas(lib_.pref_create(&pref), "MatmulPreferenceCreate");
     const uint64_t ws = kWorkspaceBytes;
@@ -277,31 +300,65 @@ const Gemm::Plan& Gemm::plan(const Key& key) {
   return plans_.emplace(key, p).first->second;
 }
 
+// Runs a planned product; false when the chosen algorithm refuses the call (the plan then falls back for good).
+bool Gemm::matmul(const Plan& p, const void* A, const void* B, float* C, bool accumulate, void* stream,
+                  const std::string& what) {
+  const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
+  const int st = lib_.matmul(handle_, p.desc, &alpha, A, p.a, B, p.b, &beta, C, p.c, C, p.c, &p.algo, workspace_,
+                             kWorkspaceBytes, stream);
+  if (st == cublaslt::CUBLAS_STATUS_NOT_SUPPORTED) {  // same shape on the simple kernel from now on
+    const_cast<Plan&>(p).fallback = true;
+    return false;
+  }
+  check_blas(st, "matmul " + what);
+  return true;
+}
+
+namespace {
+void check_gemm_args(const char* fn, int64_t M, int64_t N, int64_t K, DType dtype, bool bad_stride) {
+  if (dtype != DType::BF16 && dtype != DType::F32)
+    throw std::invalid_argument(std::string("langneurons cuda: Gemm::") + fn + ": dtype must be BF16 or F32");
+  if (M <= 0 || N <= 0 || K <= 0 || bad_stride)
+    throw std::invalid_argument(std::string("langneurons cuda: Gemm::") + fn + ": bad shape M=" + std::to_string(M) +
+                                " N=" + std::to_string(N) + " K=" + std::to_string(K) + " (or a row stride smaller than its row)");
+}
+uint32_t alignment3(const void* a, const void* b, const void* c) {
+  return std::min(alignment_of(a), std::min(alignment_of(b), alignment_of(c)));
+}
+std::string shape_text(int64_t M, int64_t N, int64_t K) {
+  return "M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K);
+}
+}  // namespace
+
 void Gemm::run(int64_t M, int64_t N, int64_t K, const void* X, int64_t ldx, const void* W, int64_t ldw, DType dtype,
                float* Y, int64_t ldy, bool accumulate, void* stream) {
   if (M <= 0 || N <= 0) return;
-  if (dtype != DType::BF16 && dtype != DType::F32)
-    throw std::invalid_argument("langneurons cuda: Gemm::run: dtype must be BF16 or F32");
-  if (K <= 0 || ldx < K || ldw < K || ldy < N)
-    throw std::invalid_argument("langneurons cuda: Gemm::run: bad shape M=" + std::to_string(M) + " N=" +
-                                std::to_string(N) + " K=" + std::to_string(K));
-  uint32_t align = alignment_of(X);
-  align = std::min(align, alignment_of(W));
-  align = std::min(align, alignment_of(Y));
-  const Plan& p = plan(Key{M, N, K, ldx, ldw, ldy, int(dtype), align});
-  if (p.fallback) {
-    gemm_simple(M, N, K, X, ldx, W, ldw, dtype == DType::BF16, Y, ldy, accumulate, stream);
+  check_gemm_args("run", M, N, K, dtype, ldx < K || ldw < K || ldy < N);
+  const Plan& p = plan(Key{kForward, M, N, K, ldx, ldw, ldy, int(dtype), alignment3(X, W, Y)});
+  if (!p.fallback && matmul(p, W, X, Y, accumulate, stream, shape_text(M, N, K))) return;
+  gemm_simple(M, N, K, X, ldx, W, ldw, dtype == DType::BF16, Y, ldy, accumulate, stream);
+}
+
+void Gemm::run_dx(int64_t M, int64_t N, int64_t K, const void* dY, int64_t lddy, const void* W, int64_t ldw,
+                  DType dtype, float* dX, int64_t lddx, bool accumulate, void* stream) {
+  if (M <= 0 || K <= 0) return;
+  if (N == 0) {  // an empty selection: dX gets nothing (zeros unless accumulating)
+    gemm_simple_dx(M, 0, K, dY, lddy, W, ldw, dtype == DType::BF16, dX, lddx, accumulate, stream);
     return;
   }
-  const float alpha = 1.f, beta = accumulate ? 1.f : 0.f;
-  const int st = lib_.matmul(handle_, p.desc, &alpha, W, p.a, X, p.b, &beta, Y, p.c, Y, p.c, &p.algo, workspace_,
-                             kWorkspaceBytes, stream);
-  if (st == cublaslt::CUBLAS_STATUS_NOT_SUPPORTED) {  // the chosen algorithm refuses this call: same shape, simple kernel
-    const_cast<Plan&>(p).fallback = true;
-    gemm_simple(M, N, K, X, ldx, W, ldw, dtype == DType::BF16, Y, ldy, accumulate, stream);
-    return;
-  }
-  check_blas(st, "matmul M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K));
+  check_gemm_args("run_dx", M, N, K, dtype, lddy < N || ldw < K || lddx < K);
+  const Plan& p = plan(Key{kDx, M, N, K, lddy, ldw, lddx, int(dtype), alignment3(dY, W, dX)});
+  if (!p.fallback && matmul(p, W, dY, dX, accumulate, stream, "dX " + shape_text(M, N, K))) return;
+  gemm_simple_dx(M, N, K, dY, lddy, W, ldw, dtype == DType::BF16, dX, lddx, accumulate, stream);
+}
+
+void Gemm::run_dw(int64_t M, int64_t N, int64_t K, const void* dY, int64_t lddy, const void* X, int64_t ldx,
+                  DType dtype, float* dW, int64_t lddw, void* stream) {
+  if (M <= 0 || N <= 0 || K <= 0) return;  // nothing to add
+  check_gemm_args("run_dw", M, N, K, dtype, lddy < N || ldx < K || lddw < K);
+  const Plan& p = plan(Key{kDw, M, N, K, lddy, ldx, lddw, int(dtype), alignment3(dY, X, dW)});
+  if (!p.fallback && matmul(p, X, dY, dW, true, stream, "dW " + shape_text(M, N, K))) return;
+  gemm_simple_dw(M, N, K, dY, lddy, X, ldx, dtype == DType::BF16, dW, lddw, stream);
 }
 
 int64_t Gemm::fallback_shapes() const {

@@ -20,14 +20,18 @@
 
 #include "cuda/cublaslt.h"
 #include "cuda/device_buffer.h"
+#include "cuda/cuda_model.h"
+#include "cuda/cuda_support.h"
 #include "cuda/recording.h"
 #include "cuda/runtime_kernels.h"
 #include "cuda/site_kernels.h"
+#include "cuda/train_kernels.h"
 #include "kernels/ops.h"
 #include "model/intervention.h"
 #include "model/stats.h"
 #include "runtime/cuda_runtime.h"
 #include "runtime/request.h"
+#include "train/param_layout.h"
 
 namespace ln {
 
@@ -38,152 +42,7 @@ static_assert(offsetof(Edit, neuron) == offsetof(cuda::DevEdit, neuron) && offse
                   offsetof(Edit, value) == offsetof(cuda::DevEdit, value),
               "DevEdit mirrors ln::Edit");
 
-namespace {
-
-using cuda::DeviceBuffer;
-using cuda::Stream;
-
-constexpr int64_t kLmChunkRows = 256;  // LM head rows per GEMM when logits are not all needed at once
-
-size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
-
-// ---- device KV cache -------------------------------------------------------------------------------------------
-
-// Per layer: K for every (slot, position) row [n_slots * capacity][kv_width], then V the same; bf16 in the bf16
-// mode (the values are bf16-rounded there, so this is exact), float32 in the f32 mode.
-class CudaKvCache final : public KvCache {
- public:
-  CudaKvCache(const ModelConfig& c, int32_t n_slots, int32_t capacity, bool bf16, int device, const void* owner,
-              std::shared_ptr<std::atomic<int64_t>> live)
-      : KvCache(c, n_slots, capacity), elem_(bf16 ? 2 : 4), device_(device), owner_(owner), live_(std::move(live)) {
-    layer_bytes_ = size_t(n_slots) * size_t(capacity) * size_t(kv_width()) * elem_;
-    bytes_ = 2 * layer_bytes_ * size_t(n_layers());
-    cuda::set_device(device_);
-    base_ = static_cast<char*>(cuda::device_alloc(bytes_));
-    *live_ += int64_t(bytes_);
-  }
-  ~CudaKvCache() override {
-    cuda::device_free(base_);
-    *live_ -= int64_t(bytes_);
-  }
-  int64_t bytes() const override { return int64_t(bytes_); }
-  void* k(int l) const { return base_ + size_t(2 * l) * layer_bytes_; }
-  void* v(int l) const { return base_ + size_t(2 * l + 1) * layer_bytes_; }
-  const void* owner() const { return owner_; }
-
- private:
-  void copy_positions(int32_t src, int32_t dst, int32_t len) override {
-    cuda::set_device(device_);
-    const size_t row = size_t(kv_width()) * elem_, slot = size_t(capacity()) * row;
-    for (int l = 0; l < n_layers(); ++l)
-      for (char* base : {static_cast<char*>(k(l)), static_cast<char*>(v(l))})
-        cuda::copy_device(base + size_t(dst) * slot, base + size_t(src) * slot, size_t(len) * row, nullptr);
-    cuda::synchronize(nullptr);
-  }
-  size_t elem_, layer_bytes_ = 0, bytes_ = 0;
-  int device_;
-  const void* owner_;
-  std::shared_ptr<std::atomic<int64_t>> live_;
-  char* base_ = nullptr;
-};
-
-// ---- weights -----------------------------------------------------------------------------------------------------
-
-struct DevLayer {
-  const void* wqkv = nullptr;  // [qd + 2 kvd][hidden]
-  const void* wo = nullptr;    // [hidden][qd]
-  const void* wgu = nullptr;   // [2 I][hidden]: gate rows, then up rows
-  const void* wdown = nullptr; // [hidden][I]
-  const float* attn_norm = nullptr;
-  const float* ffn_norm = nullptr;
-  const float* bqkv = nullptr;  // qwen2: [qd + 2 kvd]
-};
-
-class CudaRuntime final : public Runtime {
- public:
-  CudaRuntime(const ModelConfig& c, const ModelWeights& w, int device, Compute compute);
-  ~CudaRuntime() override;
-
-  DeviceKind device() const override { return DeviceKind::Cuda; }
-  const ModelConfig& config() const override { return cfg_; }
-  Compute compute() const override { return compute_; }
-  std::string describe() const override { return describe_; }
-  void forward(const ForwardRequest& req, ForwardResult& out) override;
-  std::shared_ptr<KvCache> make_cache(int32_t n_slots, int32_t capacity) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return std::make_shared<CudaKvCache>(cfg_, n_slots, capacity, bf16_, device_, this, live_cache_);
-  }
-  MemoryReport memory() const override;
-
- private:
-  void upload(const ModelWeights& w);
-  void put(char* dst, const WeightRef& src, DType target);  // one tensor into the arena, converted
-  void gemm(int64_t M, int64_t N, int64_t K, const void* X, int64_t ldx, const void* W, float* Y, int64_t ldy,
-            bool accumulate) {
-    gemm_->run(M, N, K, X, ldx, W, K, wdt_, Y, ldy, accumulate, stream_);
-  }
-  void prepare(const ForwardRequest& r, CudaKvCache* cache);
-  void layer(int l, CudaKvCache* cache);
-  void lm_head(const int64_t* idx_dev, int64_t n, float* logits_host, const int32_t* targets_dev, float* lp_dev);
-
-  ModelConfig cfg_;
-  Compute compute_;
-  bool bf16_;
-  DType wdt_;  // dtype of matrices and GEMM inputs on the device
-  int device_;
-  cuda::DeviceInfo info_;
-  std::string describe_;
-  Stream stream_ = nullptr;
-  std::unique_ptr<cuda::Gemm> gemm_;
-  mutable std::mutex mu_;
-  std::shared_ptr<std::atomic<int64_t>> live_cache_ = std::make_shared<std::atomic<int64_t>>(0);
-
-  // Weights.
-  DeviceBuffer arena_;
-  std::vector<DevLayer> layers_;
-  const void* embed_ = nullptr;
-  DType embed_dtype_ = DType::BF16;
-  const void* lm_head_ = nullptr;
-  const float* final_norm_ = nullptr;
-  DeviceBuffer inv_freq_;
-  DeviceBuffer staging_;  // conversion of tensors at upload (released after)
-
-  // The current request (host plans, uploaded in one copy to plan_dev_).
-  int64_t T_ = 0;
-  int32_t max_ctx_ = 0;
-  std::vector<SequencePlan> seqs_;
-  std::vector<int32_t> pos_;
-  std::vector<int64_t> kv_row_, key_row0_, seq_counted_, seq_row_, lm_idx_;
-  std::vector<int32_t> n_keys_, lm_targets_;
-  std::vector<int64_t> target_rows_;
-  std::vector<float> lp_host_;
-  std::vector<float> final_norm_host_, last_row_host_;
-  std::vector<cuda::AttnTile> tiles_;
-  std::vector<cuda::StatsChunk> chunks_;
-  std::vector<unsigned char> plan_host_;
-  DeviceBuffer plan_dev_;
-  struct PlanPtrs {
-    const int32_t* tokens = nullptr;
-    const int32_t* pos = nullptr;
-    const int64_t* kv_row = nullptr;
-    const int64_t* key_row0 = nullptr;
-    const int32_t* n_keys = nullptr;
-    const cuda::AttnTile* tiles = nullptr;
-    const cuda::StatsChunk* chunks = nullptr;
-    const uint8_t* count_mask = nullptr;
-    const uint8_t* cls = nullptr;
-    const int64_t* seq_row = nullptr;
-    const int64_t* seq_counted = nullptr;
-    const cuda::DevEdit* edits = nullptr;
-  } plan_;
-  const Intervention* iv_ = nullptr;
-  int64_t counted_tokens_ = 0, counted_seqs_ = 0, new_rows_ = 0;
-
-  // Activations and scratch (grow-only).
-  DeviceBuffer h_, x_, gin_, qkv_, qa_, ka_, va_, gu_, rule_values_, rope_cos_, rope_sin_, logits_, lp_, lm_plan_;
-  int64_t rope_positions_ = 0;
-  cuda::DeviceRecording rec_;
-};
+namespace cuda_model {
 
 CudaRuntime::CudaRuntime(const ModelConfig& c, const ModelWeights& w, int device, Compute compute)
     : cfg_(c), compute_(compute), bf16_(compute == Compute::BF16), wdt_(bf16_ ? DType::BF16 : DType::F32),
@@ -437,9 +296,19 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   float* gu = gu_.as<float>();
   const cuda::StatsBatch& batch = rec_.batch();  // token chunks, count mask, histogram edges
 
+  const LayerSave* save = saves_ && size_t(l) < saves_->size() ? &(*saves_)[size_t(l)] : nullptr;
+  const size_t ge = bf16_ ? 2 : 4;  // bytes of a GEMM input
+
   // ---- attention
+  if (save && save->hin) cuda::copy_device(save->hin, h, size_t(T * H) * 4, stream_);
   cuda::rmsnorm_rows_ex(T, h, H, nullptr, L.attn_norm, gin, bf16_, H, H, c.rms_eps, stream_);
+  if (save && save->x1) cuda::copy_device(save->x1, gin, size_t(T * H) * ge, stream_);
   gemm(T, QKV, H, gin, H, L.wqkv, qkv, QKV, false);
+  if (hook_) {
+    hook_->after_linear(l, train::kWq, gin, qkv, QKV);
+    hook_->after_linear(l, train::kWk, gin, qkv + qd, QKV);
+    hook_->after_linear(l, train::kWv, gin, qkv + qd + kvd, QKV);
+  }
   // Bias and bf16 rounding of q / k / v: a pass of its own when the sites are recorded (they record the values
   // after it, before RoPE), else fused into the RoPE kernel.
   const Site proj[3] = {Site::Q, Site::K, Site::V};
@@ -458,6 +327,13 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   cuda::rope_qkv(T, qkv, QKV, record_qkv ? nullptr : L.bqkv, !record_qkv && bf16_, c.n_heads, c.n_kv_heads,
                  c.head_dim, plan_.pos, rope_cos_.as<float>(), rope_sin_.as<float>(), qa_.get(), qd, kdst, vdst, kvd,
                  plan_.kv_row, bf16_, stream_);
+  if (save) {  // float32 copies of what attention reads (exact: bf16 values widen), and its lse
+    const DType adt = bf16_ ? DType::BF16 : DType::F32;
+    if (save->q) cuda::convert_to_f32(qa_.get(), adt, T * qd, save->q, stream_);
+    if (save->k) cuda::convert_to_f32(kdst, adt, T * kvd, save->k, stream_);
+    if (save->v) cuda::convert_to_f32(vdst, adt, T * kvd, save->v, stream_);
+    if (save->lse) save_attention(*save);
+  }
   const float scale = float(1.0 / std::sqrt(double(hd)));
   if (bf16_ && cuda::flash_attention_supported(c.head_dim))
     cuda::flash_attention_bf16(plan_.tiles, int64_t(tiles_.size()), c.n_heads, c.n_kv_heads, c.head_dim,
@@ -471,6 +347,7 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
     cuda::attention_causal(T, c.n_heads, c.n_kv_heads, c.head_dim, qa_.as<float>(), qd,
                            static_cast<const float*>(kdst), static_cast<const float*>(vdst), kvd, plan_.key_row0,
                            plan_.n_keys, scale, static_cast<float*>(gin), qd, stream_);
+  if (save && save->attg) cuda::copy_device(save->attg, gin, size_t(T * qd) * ge, stream_);
   if (!rec_.recording(Site::O, l)) {
     gemm(T, H, qd, gin, qd, L.wo, h, H, true);
   } else {
@@ -479,10 +356,18 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
     rec_.reduce(Site::O, l, stream_);
     cuda::add_rows(T, H, h, H, x, H, stream_);
   }
+  if (hook_) hook_->after_linear(l, train::kWo, gin, h, H);
 
   // ---- FFN
+  if (save && save->hmid) cuda::copy_device(save->hmid, h, size_t(T * H) * 4, stream_);
   cuda::rmsnorm_rows_ex(T, h, H, nullptr, L.ffn_norm, gin, bf16_, H, H, c.rms_eps, stream_);
+  if (save && save->x2) cuda::copy_device(save->x2, gin, size_t(T * H) * ge, stream_);
   gemm(T, 2 * I, H, gin, H, L.wgu, gu, 2 * I, false);
+  if (hook_) {
+    hook_->after_linear(l, train::kWGate, gin, gu, 2 * I);
+    hook_->after_linear(l, train::kWUp, gin, gu + I, 2 * I);
+  }
+  if (save && save->gu) cuda::copy_device(save->gu, gu, size_t(T * 2 * I) * 4, stream_);
   cuda::LayerEdits edits;
   if (iv_ && plan_.edits) {
     const Edit* base = iv_->begin(0, Site(0));
@@ -512,6 +397,7 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   cuda::ffn_fused(T, I, gu, 2 * I, gin, bf16_, I, edits, batch, targets, stream_);
   for (int s = 0; s < 4; ++s)
     if (targets[s].part) rec_.reduce(ffn_sites[s], l, stream_);
+  if (save && save->act) cuda::copy_device(save->act, gin, size_t(T * I) * ge, stream_);
   if (!rec_.recording(Site::Down, l)) {
     gemm(T, H, I, gin, I, L.wdown, h, H, true);
   } else {
@@ -520,6 +406,7 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
     rec_.reduce(Site::Down, l, stream_);
     cuda::add_rows(T, H, h, H, x, H, stream_);
   }
+  if (hook_) hook_->after_linear(l, train::kWDown, gin, h, H);
   // Site `resid`: the residual stream after the layer (model.cpp records it after ffn_forward).
   if (rec_.recording(Site::Resid, l)) {
     cuda::column_stats(H, h, H, batch, rec_.target(Site::Resid, l), stream_);
@@ -644,7 +531,45 @@ void CudaRuntime::forward(const ForwardRequest& req, ForwardResult& out) {
   cuda::synchronize(stream_);
 }
 
-}  // namespace
+void CudaRuntime::save_attention(const LayerSave& s) {
+  const ModelConfig& c = cfg_;
+  const int64_t qd = int64_t(c.n_heads) * c.head_dim, kvd = int64_t(c.n_kv_heads) * c.head_dim;
+  cuda::attention_forward_lse(T_, c.n_heads, c.n_kv_heads, c.head_dim, s.q, qd, s.k, s.v, kvd, plan_.key_row0,
+                              plan_.n_keys, float(1.0 / std::sqrt(double(c.head_dim))), s.att, qd, s.lse, stream_);
+}
+
+void CudaRuntime::forward_train(const ForwardRequest& req, const std::vector<LayerSave>& saves, LinearHook* hook) {
+  std::lock_guard<std::mutex> lock(mu_);
+  validate_forward_request(cfg_, req);
+  if (req.cache || req.stats || req.intervention || req.capture_layer >= 0)
+    throw std::invalid_argument("forward_train: no cache, statistics, intervention or capture");
+  cuda::set_device(device_);
+  prepare(req, nullptr);
+  const int64_t T = T_, H = cfg_.hidden, V = cfg_.vocab;
+  cuda::StatsBatch batch;
+  batch.chunks = plan_.chunks;
+  batch.n_chunks = int32_t(chunks_.size());
+  batch.mask = nullptr;
+  ForwardResult none;
+  rec_.begin(cfg_, req, T, batch, plan_.seq_row, plan_.seq_counted, 0, none, stream_);
+  cuda::embed_rows(embed_, embed_dtype_, V, H, plan_.tokens, T, h_.as<float>(), H, stream_);
+  saves_ = &saves;
+  hook_ = hook;
+  try {
+    for (int l = 0; l < cfg_.n_layers; ++l) layer(l, nullptr);
+  } catch (...) {
+    saves_ = nullptr;
+    hook_ = nullptr;
+    throw;
+  }
+  saves_ = nullptr;
+  hook_ = nullptr;
+  rec_.end(none, 0, 0, stream_);
+}
+
+}  // namespace cuda_model
+
+using cuda_model::CudaRuntime;
 
 // ---- entry points (runtime/cuda_runtime.h) ------------------------------------------------------------------------
 
@@ -652,15 +577,15 @@ bool cuda_built() { return true; }
 int cuda_device_count() { return cuda::device_count(); }
 const char* cuda_unavailable_reason() { return cuda::unavailable_reason(); }
 
-std::unique_ptr<Runtime> make_cuda_runtime(const ModelConfig& config, const ModelWeights& weights, int device_index,
-                                           Compute compute) {
+void check_cuda_supported(const ModelConfig& config, const ModelWeights& weights, int device_index, Compute compute,
+                          const char* what) {
   const std::string bad = validate_weights(config, weights);  // includes validate_config
   if (!bad.empty()) throw std::invalid_argument(bad);
   // The families' special parts (model/model.h "Family features") run on the CPU engine only so far: refuse them
   // here, by name, instead of computing something else.
   std::string missing;
-  auto need = [&](bool unsupported, const char* what) {
-    if (unsupported) missing += std::string(missing.empty() ? "" : ", ") + what;
+  auto need = [&](bool unsupported, const char* feature) {
+    if (unsupported) missing += std::string(missing.empty() ? "" : ", ") + feature;
   };
   const ModelConfig& c = config;
   need(c.norm != NormType::Rms, c.norm == NormType::Layer ? "LayerNorm (cohere)" : "(1 + w) RMSNorm (gemma2)");
@@ -675,18 +600,23 @@ std::unique_ptr<Runtime> make_cuda_runtime(const ModelConfig& config, const Mode
   need(c.logit_scale != 1.f, "logit_scale (cohere)");
   need(c.rope_type == RopeType::Yarn && c.rope_attention_factor != 1.f, "YaRN's attention factor");
   if (!missing.empty())
-    throw std::invalid_argument("the CUDA runtime does not run " + missing +
+    throw std::invalid_argument(std::string("the ") + what + " does not run " + missing +
                                 " yet; this model runs on the CPU engine (--device cpu)");
   if (compute != Compute::F32 && compute != Compute::BF16)
-    throw std::invalid_argument("cuda runtime: unknown compute mode");
+    throw std::invalid_argument(std::string(what) + ": unknown compute mode");
   if (config.head_dim > 256 || config.head_dim % 2 != 0)
-    throw std::invalid_argument("cuda runtime: head_dim must be even and at most 256, got " +
+    throw std::invalid_argument(std::string(what) + ": head_dim must be even and at most 256, got " +
                                 std::to_string(config.head_dim));
   const int n = cuda::device_count();
   if (n == 0) throw std::runtime_error(std::string("no usable CUDA device (") + cuda::unavailable_reason() + ")");
   if (device_index < 0 || device_index >= n)
     throw std::invalid_argument("cuda:" + std::to_string(device_index) + " does not exist (" + std::to_string(n) +
                                 " CUDA device" + (n == 1 ? "" : "s") + ")");
+}
+
+std::unique_ptr<Runtime> make_cuda_runtime(const ModelConfig& config, const ModelWeights& weights, int device_index,
+                                           Compute compute) {
+  check_cuda_supported(config, weights, device_index, compute, "CUDA runtime");
   return std::make_unique<CudaRuntime>(config, weights, device_index, compute);
 }
 

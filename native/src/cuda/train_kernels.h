@@ -29,7 +29,7 @@ namespace cuda {
 //   dx_i (+)= r (w_i dy_i) - r^3 / n * x_i * sum_k w_k dy_k x_k        (accumulate selects += vs =)
 //   dw_i += sum_t dy_ti x_ti r_t                                     (dw may be null: a frozen norm)
 // dw_partials: scratch of at least rmsnorm_dw_partials(M, n) floats when dw is not null (block partials, reduced
-// in order into dw).
+// in order into dw, and the rows' r).
 void rmsnorm_backward(int64_t M, int64_t n, const float* x, int64_t ldx, const float* w, float eps, const float* dy,
                       int64_t lddy, float* dx, int64_t lddx, bool accumulate, float* dw, float* dw_partials,
                       Stream stream);
@@ -64,6 +64,18 @@ void attention_backward(int64_t T, int n_heads, int n_kv_heads, int head_dim, co
                         const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
                         const int32_t* seq_len, const int32_t* pos, float scale, float* dq, int64_t lddq, float* dk,
                         float* dv, int64_t lddkv, float* d_rows, Stream stream);
+
+// The same backward on shared-memory tiles of 32 query x 32 key rows (attention_backward_tiled.cu, float32;
+// FlashAttention-2's split: one block per (query tile, head) for dq, one per (key tile, kv head) for dk/dv), for
+// the head sizes attention_backward_tiled_supported accepts (64, 128); the same arguments as attention_backward
+// (pos is implied by seq_row0: row t's position is t - seq_row0[t]). Sums in another order than the simple
+// kernels, which stay the reference.
+bool attention_backward_tiled_supported(int head_dim);
+void attention_backward_tiled(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
+                              const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
+                              const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
+                              const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk, float* dv,
+                              int64_t lddkv, float* d_rows, Stream stream);
 
 // ---- FFN -----------------------------------------------------------------------------------------------------
 
@@ -138,6 +150,18 @@ void adamw_step(int64_t n, float* master, const float* grad, float* m, float* v,
 // train/lora.h): y (+)= dropout(x) * 1 / (1 - p) for M rows of K features.
 void lora_dropout(int64_t M, int64_t K, const float* x, int64_t ldx, float* y, int64_t ldy, uint64_t key, float p,
                   bool accumulate, Stream stream);
+
+// ---- backward GEMMs of last resort ---------------------------------------------------------------------------
+
+// The two products of a Linear layer's backward on one thread per output, float32 accumulation in order (what
+// cuda::Gemm::run_dx / run_dw fall back to for shapes cuBLASLt offers no algorithm for). Operands both bf16 (bf16)
+// or both float32:
+//   dX[i, k] = (accumulate ? dX[i, k] : 0) + sum_n dY[i, n] W[n, k]       (i < M, k < K, n in order)
+//   dW[n, k] += sum_i dY[i, n] X[i, k]                                     (n < N, k < K, i in order)
+void gemm_simple_dx(int64_t M, int64_t N, int64_t K, const void* dY, int64_t lddy, const void* W, int64_t ldw, bool bf16,
+                    float* dX, int64_t lddx, bool accumulate, Stream stream);
+void gemm_simple_dw(int64_t M, int64_t N, int64_t K, const void* dY, int64_t lddy, const void* X, int64_t ldx, bool bf16,
+                    float* dW, int64_t lddw, Stream stream);
 
 }  // namespace cuda
 }  // namespace ln

@@ -54,6 +54,15 @@ LN_HD inline float silu_grad(float x) {
   return s * (1.f + x * (1.f - s));
 }
 
+// The SwiGLU backward of one element (train/layers.h swiglu_backward; the CUDA trainer's swiglu_backward):
+// with s = sigmoid(g), dg = da * u * (s (1 + g (1 - s))) and du = da * (g s), in this order of float operations.
+LN_HD inline void swiglu_grads(float g, float u, float da, float* dg, float* du) {
+  const float sg = 1.f / (1.f + expf(-g));
+  const float si = g * sg;
+  *dg = da * u * (sg * (1.f + g * (1.f - sg)));
+  *du = da * si;
+}
+
 // ---- soft-capping (Gemma 2) --------------------------------------------------------------------------------
 
 // cap * tanh(x / cap): attention scores (attn_logit_softcapping) and final logits (final_logit_softcapping).
@@ -268,6 +277,93 @@ LN_HD inline float quantile_sorted(const float* s, int64_t n, double q) {
   if (lo + 1 >= n) return a;
   const float b = s[lo + 1];
   return float(double(a) + (pos - double(lo)) * (double(b) - double(a)));
+}
+
+// ---- AdamW (the trainers' optimizer step) --------------------------------------------------------------------
+
+// Float products, sums and quotients rounded one by one: on the device the _rn intrinsics, which nvcc never
+// contracts into an FMA (it would otherwise fuse b * m + c * g); on the host plain operators (the project builds
+// without FP contraction: no -mfma on x86, -ffp-contract=off on arm64). What lets the CUDA trainer's AdamW match
+// the CPU's bit for bit.
+LN_HD inline float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+LN_HD inline float add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+LN_HD inline float sub_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+LN_HD inline float div_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+LN_HD inline float sqrt_rn(float a) {
+#if defined(__CUDA_ARCH__)
+  return __fsqrt_rn(a);
+#else
+  return sqrtf(a);
+#endif
+}
+
+// One AdamW update (torch.optim.AdamW, decoupled weight decay) of parameter *p with moments *m, *v and the
+// (already clipped) gradient g. The caller computes per step, in this way: step_size = float(lr / (1 - b1^t)),
+// bc2_sqrt = float(sqrt(1 - b2^t)) (both in double), decay = 1 - lr * weight_decay (float).
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g g;  p = p decay - step_size m / (sqrt(v) / bc2_sqrt + eps)
+LN_HD inline void adamw_update(float g, float b1, float b2, float eps, float step_size, float bc2_sqrt, float decay,
+                               float* p, float* m, float* v) {
+  const float mi = add_rn(mul_rn(b1, *m), mul_rn(sub_rn(1.f, b1), g));
+  const float vi = add_rn(mul_rn(b2, *v), mul_rn(mul_rn(sub_rn(1.f, b2), g), g));
+  *m = mi;
+  *v = vi;
+  const float pd = mul_rn(*p, decay);
+  *p = sub_rn(pd, div_rn(mul_rn(step_size, mi), add_rn(div_rn(sqrt_rn(vi), bc2_sqrt), eps)));
+}
+
+// ---- counter-based random numbers (the trainer's LoRA init, dropout masks, head init) -----------------------
+
+// A random number is a pure function of a key and an element index (splitmix64's finaliser), never the state of a
+// generator: the CPU trainer (train/lora.h), the CUDA trainer's dropout kernel and the float64 test reference
+// draw the same numbers for any thread count, and a resumed run draws what an uninterrupted one would.
+LN_HD inline uint64_t mix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Key of one stream of random numbers: `domain` separates uses (train/lora.h RngDomain), a..d their coordinates.
+LN_HD inline uint64_t rng_key(uint64_t seed, uint64_t domain, int64_t a, int64_t b, int64_t c, int64_t d) {
+  uint64_t k = mix64(seed ^ (domain << 56));
+  k = mix64(k ^ uint64_t(a));
+  k = mix64(k ^ uint64_t(b));
+  k = mix64(k ^ uint64_t(c));
+  return mix64(k ^ uint64_t(d));
+}
+
+// Uniform in [0, 1) with 24 random bits (exact in float) for element i of stream `key`.
+LN_HD inline float rng_uniform(uint64_t key, int64_t i) {
+  return float(mix64(key ^ (uint64_t(i) * 0xD1B54A32D192ED03ull)) >> 40) * (1.0f / 16777216.0f);
+}
+
+// LoRA dropout: element (row, col) of an adapter input [M, K] is kept when this is true (probability 1 - p).
+LN_HD inline bool lora_keep(uint64_t key, int64_t row, int64_t col, int64_t K, float p) {
+  return rng_uniform(key, row * K + col) >= p;
 }
 
 // ---- storage loads -----------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ BatchLoss Trainer::forward_backward_cls(const int32_t* tokens, const int32_t* se
                                         const int32_t* labels, double denominator, bool backward, float* logits,
                                         int64_t dropout_step, int64_t dropout_micro) {
   using std::to_string;
-  if (head_ < 0) fail("this trainer has no classification head (num_labels = 0)");
+  if (lay_.head < 0) fail("this trainer has no classification head (num_labels = 0)");
   if (!labels) fail("labels are required (one per sequence, -1: none)");
   const int32_t max_len = check_batch(tokens, seq_lens, n_seqs, n_tokens);
   const int64_t C = opt_.num_labels, H = cfg_.hidden, T = n_tokens;
@@ -40,7 +40,7 @@ BatchLoss Trainer::forward_backward_cls(const int32_t* tokens, const int32_t* se
   forward_layers(tokens, seq_lens, n_seqs, T, max_len);
 
   // Logits and per-sequence softmax - onehot (scaled), in double: C is tiny.
-  const Param& hp = params_[size_t(head_)];
+  const Param& hp = lay_.params[size_t(lay_.head)];
   const float* W = master_.data() + hp.offset;
   cls_logits_.resize(size_t(n_seqs * C));
   for (int32_t s = 0; s < n_seqs; ++s) {

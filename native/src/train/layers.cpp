@@ -284,10 +284,7 @@ void swiglu_backward(ThreadPool& pool, int64_t n, const float* g, const float* u
         du[i] = d * math::gelu_tanh(g[i]);
         continue;
       }
-      const float sg = 1.f / (1.f + std::exp(-g[i]));
-      const float si = g[i] * sg;
-      dg[i] = d * u[i] * (sg * (1.f + g[i] * (1.f - sg)));
-      du[i] = d * si;
+      math::swiglu_grads(g[i], u[i], d, &dg[i], &du[i]);  // shared with the CUDA trainer's kernel
     }
   });
 }

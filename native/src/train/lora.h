@@ -11,39 +11,22 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/math.h"
+
 namespace ln {
 namespace train {
 
-inline uint64_t mix64(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-// Key of one stream of random numbers. `domain` separates uses (below), a..d their coordinates.
-inline uint64_t rng_key(uint64_t seed, uint64_t domain, int64_t a, int64_t b, int64_t c, int64_t d) {
-  uint64_t k = mix64(seed ^ (domain << 56));
-  k = mix64(k ^ uint64_t(a));
-  k = mix64(k ^ uint64_t(b));
-  k = mix64(k ^ uint64_t(c));
-  return mix64(k ^ uint64_t(d));
-}
-
-// Uniform in [0, 1) with 24 random bits (exact in float) for element i of stream `key`.
-inline float rng_uniform(uint64_t key, int64_t i) {
-  return float(mix64(key ^ (uint64_t(i) * 0xD1B54A32D192ED03ull)) >> 40) * (1.0f / 16777216.0f);
-}
+// The hash, the keys and the uniforms are kernels/math.h's (host + device): the CUDA trainer draws the same masks.
+using math::mix64;
+using math::rng_key;
+using math::rng_uniform;
+using math::lora_keep;
 
 enum RngDomain : uint64_t { kRngLoraInit = 1, kRngLoraDropout = 2, kRngHeadInit = 3 };
 
 // The dropout stream of the adapter on (layer, role) in micro-batch `micro` of optimizer step `step`.
 inline uint64_t lora_dropout_key(uint64_t seed, int64_t step, int64_t micro, int layer, int role) {
   return rng_key(seed, kRngLoraDropout, step, micro, layer, role);
-}
-// Element (row, col) of the adapter input [M, K] is kept when this is true (probability 1 - p).
-inline bool lora_keep(uint64_t key, int64_t row, int64_t col, int64_t K, float p) {
-  return rng_uniform(key, row * K + col) >= p;
 }
 // A [r, K] initial value i (row-major): uniform(-1/sqrt(K), 1/sqrt(K)).
 inline float lora_init_a(uint64_t seed, int layer, int role, int64_t i, int64_t K) {

@@ -17,193 +17,127 @@ namespace train {
 
 namespace {
 constexpr int64_t kLmChunk = 64;  // LM-head rows per chunk (bounds the chunk x vocab logits buffer)
-const char* const kRoleNames[kLayerRoles] = {"attn_norm", "wq", "wk", "wv", "wo", "bq", "bk", "bv", "ffn_norm",
-                                             "w_gate", "w_up", "w_down", "q_norm", "k_norm", "attn_post_norm",
-                                             "ffn_post_norm"};
 [[noreturn]] void fail(const std::string& m) { throw std::invalid_argument("trainer: " + m); }
 }  // namespace
-
-const char* layer_role_name(int r) { return r >= 0 && r < kLayerRoles ? kRoleNames[r] : "?"; }
-
-int Trainer::find(const std::string& role, int32_t layer) const {
-  if (layer < 0) {
-    if (role == "embed") return 0;
-    if (role == "final_norm") return 1;
-    if (role == "lm_head") return cfg_.tie_embeddings ? 0 : 2;
-    if (role == "score") return head_;
-    return -1;
-  }
-  if (layer >= cfg_.n_layers) return -1;
-  for (int r = 0; r < kLayerRoles; ++r)
-    if (role == kRoleNames[r]) return 3 + layer * kLayerRoles + r;
-  for (const Adapter& ad : loras_) {  // "<role>.lora_A" / "<role>.lora_B"
-    if (ad.layer != layer) continue;
-    if (params_[size_t(ad.a)].role == role) return ad.a;
-    if (params_[size_t(ad.b)].role == role) return ad.b;
-  }
-  return -1;
-}
 
 static int checked_threads(int n) {
   if (n < 1) fail("threads must be >= 1, got " + std::to_string(n));
   return n;
 }
 
-Trainer::Trainer(const ModelConfig& cfg, const ModelWeights& w0, int threads, const std::vector<TrainableSpec>& spec,
+Trainer::Trainer(const ModelConfig& cfg, const ModelWeights& w, int threads, const std::vector<TrainableSpec>& spec,
                  const TrainerOptions& options)
-    : cfg_(cfg), pool_(checked_threads(threads)), opt_(options) {
-  ModelWeights w = w0;
-  if (cfg_.tie_embeddings && w.lm_head.empty()) w.lm_head = w.embed;
-  std::string bad = validate_weights(cfg_, w);
-  if (!bad.empty()) fail(bad);
-
-  // Parameter table, in arena order.
-  auto add = [&](const char* role, int32_t layer, const WeightRef& ref) {
-    Param p;
-    p.role = role;
-    p.layer = layer;
-    p.stored = ref;
-    params_.push_back(std::move(p));
-  };
-  add("embed", -1, w.embed);
-  add("final_norm", -1, w.final_norm);
-  add("lm_head", -1, cfg_.tie_embeddings ? WeightRef{} : w.lm_head);
-  for (int l = 0; l < cfg_.n_layers; ++l) {
-    const LayerWeights& L = w.layers[size_t(l)];
-    const WeightRef* refs[kLayerRoles] = {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq, &L.bk, &L.bv,
-                                          &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down, &L.q_norm, &L.k_norm,
-                                          &L.attn_post_norm, &L.ffn_post_norm};
-    for (int r = 0; r < kLayerRoles; ++r) {
-      bool present = true;
-      if (r >= kBq && r <= kBv) present = cfg_.qkv_bias;
-      if (r == kQNorm || r == kKNorm) present = cfg_.qk_norm;
-      if (r == kAttnPostNorm || r == kFfnPostNorm) present = cfg_.post_norms;
-      if (r == kFfnNorm) present = !cfg_.parallel_block;
-      add(kRoleNames[r], l, present ? *refs[r] : WeightRef{});
-    }
+    : cfg_(cfg), pool_(checked_threads(threads)), lay_(build_param_layout(cfg, w, spec, options)), opt_(options) {
+  for (const LoraAdapter& a : lay_.adapters) {
+    Adapter ad;
+    static_cast<LoraAdapter&>(ad) = a;
+    loras_.push_back(ad);
   }
-
-  // Modes from the spec.
-  std::vector<bool> given(params_.size(), false);
-  for (const TrainableSpec& s : spec) {
-    const int i = find(s.role, s.layer);
-    const std::string where = s.role + (s.layer >= 0 ? " of layer " + std::to_string(s.layer) : std::string());
-    if (i < 0) fail("unknown parameter '" + where + "'");
-    if (s.role == "lm_head" && cfg_.tie_embeddings) fail("lm_head is tied to embed in this model: train 'embed'");
-    Param& p = params_[size_t(i)];
-    if (p.stored.empty()) fail(where + ": this model has no such tensor");
-    if (given[size_t(i)]) fail(where + ": given twice");
-    given[size_t(i)] = true;
-    const bool is_1d = p.stored.cols == 1 && (s.role.find("norm") != std::string::npos || s.role[0] == 'b');
-    const bool rows_ok = !is_1d && (s.role == "wq" || s.role == "wk" || s.role == "wv" || s.role == "w_gate" ||
-                                    s.role == "w_up" || s.role == "lm_head");
-    const bool cols_ok = !is_1d && s.role != "embed";
-    if (s.mode == ParamMode::Lora) continue;  // validated (and its parameters added) by add_lora_params
-    if (s.mode == ParamMode::Rows && !rows_ok) fail(where + ": mode 'rows' is supported for wq, wk, wv, w_gate, w_up, lm_head");
-    if (s.mode == ParamMode::Cols && !cols_ok) fail(where + ": mode 'cols' is not supported for 1-D tensors or the embedding");
-    if (s.mode != ParamMode::Frozen && s.mode != ParamMode::Dense && s.mode != ParamMode::Rows && s.mode != ParamMode::Cols)
-      fail(where + ": unknown mode");
-    p.mode = s.mode;
-    if (s.mode == ParamMode::Rows || s.mode == ParamMode::Cols) {
-      const int64_t limit = s.mode == ParamMode::Rows ? p.stored.rows : p.stored.cols;
-      if (s.index.empty()) fail(where + ": empty index list (leave the tensor out to freeze it)");
-      for (size_t k = 0; k < s.index.size(); ++k) {
-        if (s.index[k] < 0 || s.index[k] >= limit)
-          fail(where + ": index " + std::to_string(s.index[k]) + " outside [0, " + std::to_string(limit) + ")");
-        if (k > 0 && s.index[k] <= s.index[k - 1]) fail(where + ": indices must be strictly increasing");
-      }
-      p.index = s.index;
-    } else if (!s.index.empty()) {
-      fail(where + ": indices are only meaningful with mode 'rows' or 'cols'");
-    }
-  }
-
-  add_lora_params(spec);
-
-  // Arena layout and master copies (float32 from the stored dtype). LoRA matrices and the head (no checkpoint
-  // tensor, shapes already set) come last.
-  int64_t off = 0;
-  lowest_ = cfg_.n_layers;  // no trainable layer yet
-  for (Param& p : params_) {
-    if (p.mode == ParamMode::LoraA || p.mode == ParamMode::LoraB || (p.layer < 0 && p.role == "score")) {
-      p.offset = off;
-      p.size = p.mrows * p.mcols;
-      off += p.size;
-      any_trainable_ = true;
-      if (p.layer >= 0) lowest_ = std::min(lowest_, int(p.layer));
-      continue;
-    }
-    if (p.stored.empty()) continue;
-    const int64_t R = p.stored.rows, C = p.stored.cols;
-    if (p.mode == ParamMode::Frozen) {
-      if (C == 1) {
-        p.vec.resize(size_t(R));
-        convert_to_f32(p.stored.data, p.stored.dtype, 0, R, p.vec.data());
-      }
-      continue;
-    }
-    p.mrows = p.mode == ParamMode::Rows ? int64_t(p.index.size()) : R;
-    p.mcols = p.mode == ParamMode::Cols ? int64_t(p.index.size()) : C;
-    p.offset = off;
-    p.size = p.mrows * p.mcols;
-    off += p.size;
-    any_trainable_ = true;
-    if (p.layer >= 0) lowest_ = std::min(lowest_, int(p.layer));
-    else if (p.role == "embed") lowest_ = -1;
-  }
-  if (lowest_ == cfg_.n_layers) lowest_ = cfg_.n_layers;  // only final_norm / lm_head (or nothing)
   if (opt_.dense_then_mask) {
     int64_t biggest = 0;
-    for (const Param& p : params_)
+    for (const Param& p : lay_.params)
       if (p.mode == ParamMode::Rows || p.mode == ParamMode::Cols) biggest = std::max(biggest, p.stored.rows * p.stored.cols);
     dense_dw_.assign(size_t(biggest), 0.f);
   }
-  allocating("the optimizer state of " + std::to_string(off) + " trainable parameters (master weights, gradients, Adam moments)",
-             4.0 * double(off) * sizeof(float), [&] {
-    master_.assign(size_t(off), 0.f);
-    grad_.assign(size_t(off), 0.f);
-    m_.assign(size_t(off), 0.f);
-    v_.assign(size_t(off), 0.f);
+  const size_t n = size_t(lay_.n_trainable);
+  allocating("the optimizer state of " + std::to_string(n) + " trainable parameters (master weights, gradients, Adam moments)",
+             4.0 * double(n) * sizeof(float), [&] {
+    master_.assign(n, 0.f);
+    grad_.assign(n, 0.f);
+    m_.assign(n, 0.f);
+    v_.assign(n, 0.f);
   }, "train fewer parameters (--method neurons or lora) or use a machine with more memory");
-  for (Param& p : params_) {
-    if (!p.trainable() || p.stored.empty()) continue;
-    float* dst = master_.data() + p.offset;
-    const int64_t C = p.stored.cols;
-    if (p.mode == ParamMode::Dense) {
-      convert_to_f32(p.stored.data, p.stored.dtype, 0, p.size, dst);
-    } else if (p.mode == ParamMode::Rows) {
-      for (size_t k = 0; k < p.index.size(); ++k)
-        convert_to_f32(p.stored.data, p.stored.dtype, int64_t(p.index[k]) * C, C, dst + int64_t(k) * C);
-    } else {
-      const int64_t n = int64_t(p.index.size());
-      for (int64_t r = 0; r < p.stored.rows; ++r)
-        for (int64_t k = 0; k < n; ++k)
-          dst[r * n + k] = load_as_f32(p.stored.data, p.stored.dtype, r * C + p.index[size_t(k)]);
-    }
-  }
+  init_master_values(lay_, opt_.seed, master_.data());
 
-  init_extra_params();
   inv_freq_ = rope_inv_freq_f32(cfg_);
   // Gemma's norms multiply by (1 + w): a buffer per model norm for that vector (refreshed every forward).
-  onep_.resize(params_.size());
+  onep_.resize(lay_.params.size());
   if (cfg_.norm == NormType::RmsOnePlus) {
-    auto give = [&](int i) { if (!params_[size_t(i)].stored.empty()) onep_[size_t(i)].resize(size_t(params_[size_t(i)].stored.rows)); };
+    auto give = [&](int i) { if (!lay_.params[size_t(i)].stored.empty()) onep_[size_t(i)].resize(size_t(lay_.params[size_t(i)].stored.rows)); };
     give(1);
     for (int l = 0; l < cfg_.n_layers; ++l)
       for (int r : {kAttnNorm, kFfnNorm, kAttnPostNorm, kFfnPostNorm}) give(pi(l, r));
   }
 }
 
+float* Trainer::arena(Arena a) {
+  switch (a) {
+    case Arena::Master: return master_.data();
+    case Arena::Grad: return grad_.data();
+    case Arena::AdamM: return m_.data();
+    case Arena::AdamV: return v_.data();
+  }
+  throw std::invalid_argument("trainer: unknown arena");
+}
+
+static void check_range(int64_t offset, int64_t n, int64_t size) {
+  if (offset < 0 || n < 0 || offset > size || n > size - offset)
+    throw std::out_of_range("trainer: arena range [" + std::to_string(offset) + ", +" + std::to_string(n) +
+                            ") outside the " + std::to_string(size) + " trainable values");
+}
+
+void Trainer::read(Arena a, int64_t offset, int64_t n, float* host) {
+  check_range(offset, n, lay_.n_trainable);
+  if (n > 0) std::memcpy(host, arena(a) + offset, size_t(n) * 4);
+}
+
+void Trainer::write(Arena a, int64_t offset, int64_t n, const float* host) {
+  check_range(offset, n, lay_.n_trainable);
+  if (n > 0) std::memcpy(arena(a) + offset, host, size_t(n) * 4);  // the forward reads master_ directly
+}
+
+void Trainer::read_weight(int param, float* host) {
+  if (param < 0 || param >= int(lay_.params.size())) fail("read_weight: parameter " + std::to_string(param) + " out of range");
+  const Param& p = lay_.params[size_t(param)];
+  if (p.stored.empty()) fail("read_weight: " + p.role + " has no checkpoint tensor");
+  const int64_t R = p.stored.rows, C = p.stored.cols;
+  const float* m = master_.data() + p.offset;
+  switch (p.mode) {
+    case ParamMode::Dense:
+      std::memcpy(host, m, size_t(R * C) * 4);
+      return;
+    case ParamMode::Rows:
+      convert_to_f32(p.stored.data, p.stored.dtype, 0, R * C, host);
+      for (size_t k = 0; k < p.index.size(); ++k) std::memcpy(host + int64_t(p.index[k]) * C, m + int64_t(k) * C, size_t(C) * 4);
+      return;
+    case ParamMode::Cols: {
+      convert_to_f32(p.stored.data, p.stored.dtype, 0, R * C, host);
+      const int64_t n = int64_t(p.index.size());
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t k = 0; k < n; ++k) host[r * C + p.index[size_t(k)]] = m[r * n + k];
+      return;
+    }
+    default:
+      convert_to_f32(p.stored.data, p.stored.dtype, 0, R * C, host);
+  }
+}
+
+TrainingMemory Trainer::memory() const {
+  TrainingMemory m;
+  const int64_t bytes = lay_.n_trainable * 4;
+  m.master = bytes;
+  m.grad = bytes;
+  m.adam = 2 * bytes;
+  m.activations = int64_t(acts_.size()) * 4;
+  m.scratch = int64_t(work_.size() + dense_dw_.size()) * 4;
+  return m;
+}
+
+std::string Trainer::describe() const {
+  return "cpu trainer, float32, " + std::to_string(pool_.size()) + " threads, " + std::to_string(lay_.n_trainable) +
+         " trainable values in " + std::to_string(lay_.params.size()) + " parameters";
+}
+
 const float* Trainer::norm_w(int param) const {
   const std::vector<float>& o = onep_[size_t(param)];
-  return o.empty() ? vec_of(params_[size_t(param)]) : o.data();
+  return o.empty() ? vec_of(lay_.params[size_t(param)]) : o.data();
 }
 
 void Trainer::refresh_norms() {
   for (size_t i = 0; i < onep_.size(); ++i) {
     std::vector<float>& o = onep_[i];
     if (o.empty()) continue;
-    const float* w = vec_of(params_[i]);
+    const float* w = vec_of(lay_.params[i]);
     for (size_t k = 0; k < o.size(); ++k) o[k] = 1.f + w[k];
   }
 }
@@ -218,7 +152,7 @@ void Trainer::norm_forward(int param, int64_t T, const float* x, float* y, float
 // d(1 + w) = dw: the gradient goes to the parameter itself.
 void Trainer::norm_backward(int param, int64_t T, const float* x, const float* mean, const float* rstd,
                             const float* dy, float* dx, bool accumulate) {
-  Param& p = params_[size_t(param)];
+  Param& p = lay_.params[size_t(param)];
   float* dw = p.trainable() ? grad_.data() + p.offset : nullptr;
   if (cfg_.norm == NormType::Layer)
     layernorm_backward(pool_, T, cfg_.hidden, x, norm_w(param), mean, rstd, dy, dx, accumulate, dw);
@@ -298,7 +232,7 @@ void Trainer::ensure(int64_t T, int32_t max_len) {
 
   int64_t max_sel = 0, maxK = std::max({H, qd, I});
   bool any_cols = false;
-  for (const Param& q : params_) {
+  for (const Param& q : lay_.params) {
     if (q.mode == ParamMode::Rows || q.mode == ParamMode::Cols || q.mode == ParamMode::LoraB)
       max_sel = std::max<int64_t>(max_sel, int64_t(q.index.size()));
     if (q.mode == ParamMode::Cols) any_cols = true;
@@ -533,7 +467,7 @@ void Trainer::forward_layers(const int32_t* tokens, const int32_t* seq_lens, int
   norm_forward(1, T, hfin_, xf_, mf_, rf_);
 }
 
-// From d(loss)/d(xf_) in dxf_ down through the final norm and every layer down to lowest_ (and the embedding).
+// From d(loss)/d(xf_) in dxf_ down through the final norm and every layer down to lay_.lowest (and the embedding).
 void Trainer::backward_layers(const int32_t* tokens, int64_t T) {
   const int64_t H = cfg_.hidden, I = cfg_.intermediate;
   const int nh = cfg_.n_heads, nkv = cfg_.n_kv_heads, hd = cfg_.head_dim;
@@ -541,15 +475,15 @@ void Trainer::backward_layers(const int32_t* tokens, int64_t T) {
   const int L = cfg_.n_layers;
   const bool gelu = cfg_.act == Activation::GeluTanh, par = cfg_.parallel_block;
   norm_backward(1, T, hfin_, mf_, rf_, dxf_, dh_, false);
-  if (lowest_ >= L) return;  // only the final norm / heads train
-  const int stop = std::max(lowest_, 0);
+  if (lay_.lowest >= L) return;  // only the final norm / heads train
+  const int stop = std::max(lay_.lowest, 0);
   for (int l = L - 1; l >= stop; --l) {
     LayerActs& a = la_[size_t(l)];
     auto grad_of = [&](Param& p) { return p.trainable() ? grad_.data() + p.offset : nullptr; };
     bool attn_trainable = false;
     for (int r : {kAttnNorm, kWq, kWk, kWv, kWo, kBq, kBk, kBv, kQNorm, kKNorm, kAttnPostNorm})
       attn_trainable = attn_trainable || P(l, r).learns();
-    const bool below = l > lowest_ || embed().trainable();  // gradient needed below this layer
+    const bool below = l > lay_.lowest || embed().trainable();  // gradient needed below this layer
     const bool need_attn = below || attn_trainable;
     Param& n1 = P(l, kAttnNorm);
     const bool need_dx1 = below || n1.trainable();
@@ -641,7 +575,7 @@ BatchLoss Trainer::forward_backward(const int32_t* tokens, const int32_t* target
 
   // ---- LM head + cross-entropy, chunk by chunk over the rows that have a target; with `backward`, the head's
   // backward runs on each chunk right away (dlogits never exist for more than kLmChunk rows).
-  const bool bw = backward && any_trainable_;
+  const bool bw = backward && lay_.any_trainable;
   if (bw) std::memset(dxf_, 0, size_t(T * H) * 4);
   lm_rows_.clear();
   lm_targets_.clear();
@@ -709,14 +643,9 @@ double Trainer::step(const AdamWConfig& c) {
   const int64_t n = int64_t(master_.size()), blk = 1 << 14;
   pool_.parallel_for((n + blk - 1) / blk, [&](int64_t b, int) {
     for (int64_t i = b * blk, e = std::min(n, i + blk); i < e; ++i) {
-      const float g = grad_[size_t(i)] * clip_scale;
-      float& m = m_[size_t(i)];
-      float& v = v_[size_t(i)];
-      m = c.beta1 * m + (1 - c.beta1) * g;
-      v = c.beta2 * v + (1 - c.beta2) * g * g;
-      float& p = master_[size_t(i)];
-      p *= decay;
-      p -= step_size * m / (std::sqrt(v) / bc2_sqrt + c.eps);
+      const float g = grad_[size_t(i)] * clip_scale;  // (the CUDA trainer's adamw_step: the same function)
+      math::adamw_update(g, c.beta1, c.beta2, c.eps, step_size, bc2_sqrt, decay, &master_[size_t(i)], &m_[size_t(i)],
+                         &v_[size_t(i)]);
     }
   });
   return norm;

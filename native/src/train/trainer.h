@@ -1,25 +1,11 @@
-// The training path of the decoder (llm.c style, separate from the inference runtime in native/src/model/):
-// a forward that saves every activation the backward needs in one flat arena, a backward made of the per-layer
-// pairs of train/layers.h, and AdamW over flat arenas of float32 master weights / gradients / moments that share
-// one layout (a parameter's slice starts at the same offset in all four).
-//
-// Which parameters train is chosen per tensor:
-//   Frozen: read from the checkpoint in its stored dtype (memory-mapped), no gradient, no optimizer state;
-//   Dense:  a float32 master copy of the whole tensor;
-//   Rows:   only rows `index` of W [N, K] (output features: e.g. neuron j of gate_proj / up_proj) get a master
-//           copy [n, K]; the forward overwrites those output columns with X master^T;
-//   Cols:   only columns `index` of W (input features: e.g. neuron j of down_proj) get a master copy [N, n]; the
-//           forward is X_masked W^T + X[:, index] master^T (X_masked = X with those columns zeroed).
-//   Lora:   W stays frozen in its stored dtype and gets a LoRA adapter (train/lora.h): Y = X W^T + s dropout(X) A^T B^T,
-//           s = alpha / r; A [r, K] and B [N, r] are two more parameters (roles "<role>.lora_A" / "<role>.lora_B",
-//           modes LoraA / LoraB) in the same arenas. With `index`, B is masked: only its rows `index` exist
-//           (B_sel [n, r], the LoRA output scattered into those output features), so it is sparse by construction.
-// With TrainerOptions::num_labels = C > 0 a classification head "score" [C, hidden] (Hugging Face
-// LlamaForSequenceClassification's score.weight, no bias) is one more dense parameter: forward_backward_cls reads the
-// final-normed hidden state of each sequence's last position (train/head.cpp).
+// The training path of the decoder on the CPU (llm.c style, separate from the inference runtime in
+// native/src/model/): a forward that saves every activation the backward needs in one flat arena, a backward made
+// of the per-layer pairs of train/layers.h, and AdamW over flat arenas of float32 master weights / gradients / moments
+// that share one layout (train/param_layout.h: which parameters train, per tensor, and how they are laid out; the
+// CUDA trainer uses the same table). Behind the training seam train/training_runtime.h.
 // Weight gradients of Rows/Cols are computed for the selected rows/columns only (gather, one GEMM), never as a
 // dense dW (unless TrainerOptions::dense_then_mask, the baseline that benchmarks/finetune measures). The backward
-// stops below the lowest layer that holds a trainable parameter.
+// stops below the lowest layer that holds a trainable parameter. The classification head: train/head.cpp.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -28,123 +14,51 @@
 #include "core/thread_pool.h"
 #include "model/model.h"
 #include "train/layers.h"
+#include "train/param_layout.h"
+#include "train/training_runtime.h"
 
 namespace ln {
 namespace train {
 
-enum class ParamMode : int32_t { Frozen = 0, Dense = 1, Rows = 2, Cols = 3, Lora = 4, LoraA = 5, LoraB = 6 };
-
-// Roles inside a layer, in arena order. A role the config does not have (biases without qkv_bias, q/k norms without
-// qk_norm, post-norms without post_norms, ffn_norm with parallel_block) has no tensor and is never trainable.
-enum LayerRole : int {
-  kAttnNorm, kWq, kWk, kWv, kWo, kBq, kBk, kBv, kFfnNorm, kWGate, kWUp, kWDown,
-  kQNorm, kKNorm, kAttnPostNorm, kFfnPostNorm, kLayerRoles
-};
-const char* layer_role_name(int r);  // "attn_norm", "wq", ... (the binding's role names)
-
-struct TrainableSpec {
-  std::string role;  // "embed", "final_norm", "lm_head" (layer -1) or a layer role name
-  int32_t layer = -1;
-  ParamMode mode = ParamMode::Dense;
-  std::vector<int32_t> index;  // Rows / Cols / Lora (masked B rows): strictly increasing, in range
-  // Lora only (wq, wk, wv, wo, w_gate, w_up, w_down of a layer): rank r >= 1, alpha > 0, dropout in [0, 1).
-  int32_t lora_r = 0;
-  float lora_alpha = 0.f, lora_dropout = 0.f;
-};
-
-struct AdamWConfig {
-  float lr = 1e-4f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.f;
-  float clip = 0.f;  // max global gradient norm (0: no clipping)
-};
-
-struct TrainerOptions {
-  // Rows / Cols weights compute the full dense dW [N, K] (one GEMM over every output/input feature, into a scratch
-  // buffer) and then keep only the selected rows / columns: what a reference implementation that masks a dense
-  // gradient does. Same updates as the default (gather first, then a GEMM of the selected features only), slower;
-  // only for measuring that difference. Optimizer state stays sparse in both.
-  bool dense_then_mask = false;
-  // Seed of the LoRA A initialisation, the LoRA dropout masks and the classification head's initialisation.
-  uint64_t seed = 0;
-  // Classes of a classification head "score" [num_labels, hidden] (0: none).
-  int32_t num_labels = 0;
-};
-
-struct Param {
-  std::string role;
-  int32_t layer = -1;
-  WeightRef stored;  // the checkpoint tensor (1-D: cols = 1); empty for an absent bias / tied head
-  ParamMode mode = ParamMode::Frozen;
-  std::vector<int32_t> index;
-  int64_t offset = 0;  // in the master / grad / m / v arenas
-  int64_t size = 0;    // trainable floats (0: frozen)
-  int64_t mrows = 0, mcols = 0;  // shape of the master slice
-  std::vector<float> vec;        // frozen 1-D tensors as float32 (norm weights, biases)
-  int lora = -1;                 // a frozen weight with an adapter: its index in the trainer's adapter list
-  bool trainable() const { return mode != ParamMode::Frozen; }
-  bool learns() const { return trainable() || lora >= 0; }  // has a gradient of its own or through an adapter
-};
-
-struct BatchLoss {
-  double sum = 0;     // sum of per-position cross-entropies
-  int64_t count = 0;  // positions with a target
-};
-
-class Trainer {
+class Trainer final : public TrainingRuntime {
  public:
-  // Throws std::invalid_argument for a bad config / weights / spec (unknown role, a mode the tensor does not
-  // support, index out of range or not strictly increasing, a tensor given twice), or threads < 1.
+  // Throws std::invalid_argument for a bad config / weights / spec (train/param_layout.h build_param_layout), or
+  // threads < 1.
   Trainer(const ModelConfig& cfg, const ModelWeights& w, int threads, const std::vector<TrainableSpec>& spec,
           const TrainerOptions& options = {});
 
-  const ModelConfig& config() const { return cfg_; }
-  const TrainerOptions& options() const { return opt_; }
-
-  // Forward (and with `backward`, backward) over a packed batch: tokens of n_seqs sequences back to back, one
-  // target per token (-1: no loss at that position). The loss is sum CE / denominator (denominator <= 0: this
-  // batch's target count), and gradients of that loss ACCUMULATE into the grad arena (gradient accumulation:
-  // pass the total target count of all micro-batches). Validates everything first (std::invalid_argument).
+  // TrainingRuntime (see training_runtime.h for the contract of each).
   BatchLoss forward_backward(const int32_t* tokens, const int32_t* targets, const int32_t* seq_lens, int32_t n_seqs,
                              int64_t n_tokens, double denominator, bool backward, int64_t dropout_step = -1,
-                             int64_t dropout_micro = -1);
-  // The same with the classification head: one label per sequence (-1: none), loss = sum CE(score(h_last), label) /
-  // denominator, where h_last is the final-normed hidden state of the sequence's last token. Writes the class
-  // logits [n_seqs, num_labels] to `logits` when it is not null (also for unlabelled sequences and without
-  // `backward`). Throws std::invalid_argument without a head or for a bad label.
+                             int64_t dropout_micro = -1) override;
   BatchLoss forward_backward_cls(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs, int64_t n_tokens,
                                  const int32_t* labels, double denominator, bool backward, float* logits,
-                                 int64_t dropout_step = -1, int64_t dropout_micro = -1);
-  // LoRA dropout is active only in forwards with `backward` (never in validation). Its masks are a function of
-  // (seed, step, micro-batch, layer, role, token row, feature): dropout_step / dropout_micro default to the
-  // optimizer step count and the number of backward passes since zero_grad().
+                                 int64_t dropout_step = -1, int64_t dropout_micro = -1) override;
+  void zero_grad() override;
+  void reset_optimizer() override;
+  double grad_norm() override;
+  double step(const AdamWConfig& cfg) override;
+  int64_t step_count() const override { return t_; }
+  void set_step_count(int64_t t) override { t_ = t; }
+  const ParamLayout& layout() const override { return lay_; }
+  const ModelConfig& config() const override { return cfg_; }
+  const TrainerOptions& options() const override { return opt_; }
+  void read(Arena arena, int64_t offset, int64_t n, float* host) override;
+  void write(Arena arena, int64_t offset, int64_t n, const float* host) override;
+  void read_weight(int param, float* host) override;
+  int64_t activation_bytes() const override { return int64_t(acts_.size() + work_.size()) * 4; }
+  TrainingMemory memory() const override;
+  std::string device() const override { return "cpu"; }
+  std::string describe() const override;
 
-  void zero_grad();  // also restarts the micro-batch count of the dropout masks
-  void reset_optimizer();  // Adam moments and the step count to zero (what re-creating the optimizer does)
-  double grad_norm();  // global L2 norm of the grad arena
-  // AdamW with bias correction and decoupled weight decay, after clipping the global grad norm to cfg.clip.
-  // Returns the norm before clipping. Does not zero the gradients.
-  double step(const AdamWConfig& cfg);
-  int64_t step_count() const { return t_; }
-  void set_step_count(int64_t t) { t_ = t; }
-
-  int64_t n_trainable() const { return int64_t(master_.size()); }
-  int n_params() const { return int(params_.size()); }
-  const Param& param(int i) const { return params_[size_t(i)]; }
-  int find(const std::string& role, int32_t layer) const;  // -1 if none (tied head: the embedding's index)
+  // The host arenas themselves (the CPU tests read and poke them in place).
   float* master() { return master_.data(); }
   float* grad() { return grad_.data(); }
   float* adam_m() { return m_.data(); }
   float* adam_v() { return v_.data(); }
-  int lowest_layer() const { return lowest_; }  // backward runs down to this layer (-1: to the embedding)
-  int64_t activation_bytes() const { return int64_t(acts_.size() + work_.size()) * 4; }
-  int32_t num_labels() const { return opt_.num_labels; }
-  int n_adapters() const { return int(loras_.size()); }
 
  private:
-  struct Adapter {   // a LoRA adapter on params_[base]
-    int base = -1, a = -1, b = -1;  // indices in params_ (A [r, K], B [N or n, r])
-    int layer = 0, role = 0;
-    int32_t r = 0;
-    float scale = 0.f, dropout = 0.f;
+  struct Adapter : LoraAdapter {  // lay_.adapters[i] and where its forward saves what the backward needs
     float* h = nullptr;  // acts_: T x r, s * dropout(X) A^T of the last forward (what dB needs)
   };
   struct LayerActs {  // offsets into acts_ (null: the config has no such step)
@@ -153,11 +67,11 @@ class Trainer {
     float *qpre, *kpre, *rq, *rk;  // qk_norm: q and k before their norms, per-head rstd
     float *o, *ro, *d, *rd;        // post_norms: o_proj / down_proj outputs and the rstd of their norms
   };
-  Param& P(int layer, int role) { return params_[size_t(pi(layer, role))]; }
-  static int pi(int layer, int role) { return 3 + layer * kLayerRoles + role; }
-  Param& embed() { return params_[0]; }
-  Param& final_norm() { return params_[1]; }
-  Param& head() { return cfg_.tie_embeddings ? params_[0] : params_[2]; }
+  Param& P(int layer, int role) { return lay_.params[size_t(pi(layer, role))]; }
+  static int pi(int layer, int role) { return layer_param_index(layer, role); }
+  Param& embed() { return lay_.params[0]; }
+  Param& final_norm() { return lay_.params[1]; }
+  Param& head() { return cfg_.tie_embeddings ? lay_.params[0] : lay_.params[2]; }
   const float* vec_of(const Param& p) const { return p.trainable() ? master_.data() + p.offset : p.vec.data(); }
   // A model norm's weight as the norm multiplies it: (1 + w) for Gemma (refreshed by refresh_norms), else vec_of.
   const float* norm_w(int param) const;
@@ -173,8 +87,6 @@ class Trainer {
   void linear_backward(const Param& p, int64_t M, const float* X, float* dY, float* dX);
   void bias_backward(const Param& p, int64_t M, const float* dY);
   // train/lora.cpp
-  void add_lora_params(const std::vector<TrainableSpec>& spec);
-  void init_extra_params();
   void lora_dropout(const Adapter& ad, int64_t M, const float* X, float* Xd, bool accumulate);
   void lora_forward(Adapter& ad, int64_t M, const float* X, float* Y);
   void lora_backward(Adapter& ad, int64_t M, const float* X, const float* dY, float* dX);
@@ -184,18 +96,17 @@ class Trainer {
   void backward_layers(const int32_t* tokens, int64_t T);
   void set_dropout(bool backward, int64_t step, int64_t micro);
 
+  float* arena(Arena a);
+
   ModelConfig cfg_;
   ThreadPool pool_;
-  std::vector<Param> params_;  // embed, final_norm, lm_head, then kLayerRoles per layer
+  ParamLayout lay_;  // the parameter table (params: embed, final_norm, lm_head, then kLayerRoles per layer, ...)
   std::vector<float> master_, grad_, m_, v_;
-  std::vector<Adapter> loras_;
-  int head_ = -1;  // params_ index of the classification head
+  std::vector<Adapter> loras_;  // lay_.adapters with their saved activations
   int64_t t_ = 0;
   int64_t micro_ = 0;  // backward passes since zero_grad (the default micro-batch of the dropout masks)
   bool dropout_on_ = false;
   int64_t drop_step_ = 0, drop_micro_ = 0;
-  int lowest_ = 0;
-  bool any_trainable_ = false;
   TrainerOptions opt_;
   std::vector<float> dense_dw_;  // dense_then_mask: the full dW of one Rows / Cols weight
   std::vector<float> inv_freq_, cos_, sin_;

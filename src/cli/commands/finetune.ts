@@ -6,13 +6,14 @@ import { applyDelta } from '../../train/delta.js';
 import { finetune, resume, type FinetuneOptions, type Schedule } from '../../train/finetune.js';
 import type { PairFormat } from '../../train/head.js';
 import type { FinetuneMethod } from '../../train/methods.js';
+import { formatTrainerMemory } from '../../train/placement.js';
 import { printResult } from '../output.js';
 
 interface FinetuneCli {
   method?: string; masks?: string; lang?: string; train?: string; valid?: string; out?: string; resume?: string;
   lr?: string; weightDecay?: string; clip?: string; chunk?: string; batch?: string; accum?: string; steps?: string;
   warmup?: string; schedule?: string; evalEvery?: string; saveEvery?: string; seed?: string; threads?: string;
-  json?: boolean; quiet?: boolean;
+  json?: boolean; quiet?: boolean; device?: string; compute?: string;
   loraR?: string; loraAlpha?: string; loraDropout?: string; loraTargets?: string; resetOptimizerOnSave?: boolean;
   head?: string; numLabels?: string; textField?: string; labelField?: string; pairFormat?: string; warmupRatio?: string; beta1?: string; beta2?: string;
 }
@@ -65,7 +66,9 @@ export function registerFinetune(program: Command): void {
     .option('--eval-every <n>', 'validation every n steps (500)')
     .option('--save-every <n>', 'save the resumable state every n steps (default: --eval-every)')
     .option('--seed <n>', 'seed of the data order and of method random (0)')
-    .option('--threads <n>', 'threads (2)')
+    .option('--threads <n>', 'threads of the CPU trainer (2)')
+    .option('--device <device>', 'auto (default: a usable GPU, else the CPU), cpu, cuda, cuda:N; recorded in the run: --resume continues only there')
+    .option('--compute <mode>', 'CUDA trainer: bf16 (default: bf16 weights and activations, float32 master copies and optimizer state) or f32 (exact float32, for checks); the CPU trainer computes in f32')
     .option('--json', 'print the result as JSON')
     .option('--quiet', 'no per-step lines')
     .action(async (dir: string | undefined, o: FinetuneCli) => {
@@ -73,7 +76,7 @@ export function registerFinetune(program: Command): void {
       let r;
       if (o.resume) {
         if (dir || o.train || o.out) throw new LangneuronsError('E_OPTIONS', '--resume takes everything from the run directory: give no model, --train or --out');
-        r = await resume(o.resume, onLog ? { onLog } : {});
+        r = await resume(o.resume, onLog ? { onLog } : {}, { ...(o.device !== undefined ? { device: o.device } : {}), ...(o.compute !== undefined ? { compute: o.compute } : {}) });
       } else {
         if (!dir) throw new LangneuronsError('E_OPTIONS', 'finetune needs a model directory (or --resume <run-dir>)');
         if (!o.train) throw new LangneuronsError('E_OPTIONS', 'finetune needs --train <file>', { field: 'train' });
@@ -89,6 +92,8 @@ export function registerFinetune(program: Command): void {
           ...(o.textField !== undefined ? { textFields: list(o.textField) } : {}),
           ...(o.labelField !== undefined ? { labelField: o.labelField } : {}),
           ...(o.pairFormat !== undefined ? { pairFormat: o.pairFormat as PairFormat } : {}),
+          ...(o.device !== undefined ? { device: o.device } : {}),
+          ...(o.compute !== undefined ? { compute: o.compute as 'f32' | 'bf16' } : {}),
         };
         const nums: [keyof FinetuneOptions, string, string | undefined][] = [
           ['lr', 'lr', o.lr], ['weightDecay', 'weight-decay', o.weightDecay], ['clip', 'clip', o.clip], ['chunk', 'chunk', o.chunk],
@@ -102,7 +107,9 @@ export function registerFinetune(program: Command): void {
         }
         r = await finetune(dir, opts, o.out, onLog ? { onLog } : {});
       }
-      printResult(o, r, () => `run            ${r.runDir}\nsteps          ${r.steps}\ntrainable      ${r.trainableParameters}\n` +
+      printResult(o, r, () => `run            ${r.runDir}\ndevice         ${r.trainer.device} (${r.trainer.compute})${r.trainer.describe ? `: ${r.trainer.describe}` : ''}\n` +
+        (r.trainer.memory ? `memory         ${formatTrainerMemory(r.trainer.memory)}\n` : '') +
+        `steps          ${r.steps}\ntrainable      ${r.trainableParameters}\n` +
         `loss           ${r.firstLoss?.toFixed(4) ?? '-'} -> ${r.lastLoss?.toFixed(4) ?? '-'}\n` +
         (r.bestStep !== null ? `best valid     ${r.bestValid!.toFixed(4)} at step ${r.bestStep}\n` : ''));
     });

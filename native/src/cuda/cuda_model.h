@@ -1,0 +1,210 @@
+// The CUDA runtime's model (cuda_runtime.cpp): the weights arena, the device KV cache and the layer loop, declared
+// here so that the CUDA trainer (cuda_trainer.cpp) drives the same forward — the runtime's layers, with a save hook
+// that keeps what the backward needs — instead of a second copy of the model. Internal to native/src/cuda.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cuda/cublaslt.h"
+#include "cuda/device_buffer.h"
+#include "cuda/plans.h"
+#include "cuda/recording.h"
+#include "cuda/runtime_kernels.h"
+#include "cuda/site_kernels.h"
+#include "model/intervention.h"
+#include "runtime/cuda_runtime.h"
+#include "runtime/request.h"
+
+namespace ln {
+namespace train {
+class CudaTrainer;
+}
+namespace cuda_model {
+
+using cuda::DeviceBuffer;
+using cuda::Stream;
+
+constexpr int64_t kLmChunkRows = 256;  // LM head rows per GEMM when logits are not all needed at once
+
+inline size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
+
+// ---- device KV cache -------------------------------------------------------------------------------------------
+
+// Per layer: K for every (slot, position) row [n_slots * capacity][kv_width], then V the same; bf16 in the bf16
+// mode (the values are bf16-rounded there, so this is exact), float32 in the f32 mode.
+class CudaKvCache final : public KvCache {
+ public:
+  CudaKvCache(const ModelConfig& c, int32_t n_slots, int32_t capacity, bool bf16, int device, const void* owner,
+              std::shared_ptr<std::atomic<int64_t>> live)
+      : KvCache(c, n_slots, capacity), elem_(bf16 ? 2 : 4), device_(device), owner_(owner), live_(std::move(live)) {
+    layer_bytes_ = size_t(n_slots) * size_t(capacity) * size_t(kv_width()) * elem_;
+    bytes_ = 2 * layer_bytes_ * size_t(n_layers());
+    cuda::set_device(device_);
+    base_ = static_cast<char*>(cuda::device_alloc(bytes_));
+    *live_ += int64_t(bytes_);
+  }
+  ~CudaKvCache() override {
+    cuda::device_free(base_);
+    *live_ -= int64_t(bytes_);
+  }
+  int64_t bytes() const override { return int64_t(bytes_); }
+  void* k(int l) const { return base_ + size_t(2 * l) * layer_bytes_; }
+  void* v(int l) const { return base_ + size_t(2 * l + 1) * layer_bytes_; }
+  const void* owner() const { return owner_; }
+
+ private:
+  void copy_positions(int32_t src, int32_t dst, int32_t len) override {
+    cuda::set_device(device_);
+    const size_t row = size_t(kv_width()) * elem_, slot = size_t(capacity()) * row;
+    for (int l = 0; l < n_layers(); ++l)
+      for (char* base : {static_cast<char*>(k(l)), static_cast<char*>(v(l))})
+        cuda::copy_device(base + size_t(dst) * slot, base + size_t(src) * slot, size_t(len) * row, nullptr);
+    cuda::synchronize(nullptr);
+  }
+  size_t elem_, layer_bytes_ = 0, bytes_ = 0;
+  int device_;
+  const void* owner_;
+  std::shared_ptr<std::atomic<int64_t>> live_;
+  char* base_ = nullptr;
+};
+
+// ---- weights -----------------------------------------------------------------------------------------------------
+
+struct DevLayer {
+  const void* wqkv = nullptr;  // [qd + 2 kvd][hidden]
+  const void* wo = nullptr;    // [hidden][qd]
+  const void* wgu = nullptr;   // [2 I][hidden]: gate rows, then up rows
+  const void* wdown = nullptr; // [hidden][I]
+  const float* attn_norm = nullptr;
+  const float* ffn_norm = nullptr;
+  const float* bqkv = nullptr;  // qwen2: [qd + 2 kvd]
+};
+
+// What one layer of the training forward keeps for its backward (device pointers into the trainer's activation
+// arena; "g" = the GEMM dtype: bf16 in the bf16 mode, float32 in the f32 mode). Null members are not kept.
+struct LayerSave {
+  float* hin = nullptr;   // [T, H] the layer's input (the attention norm's x)
+  void* x1 = nullptr;     // [T, H] g: the normed input of q/k/v
+  float* q = nullptr;     // [T, qd] q after bias and RoPE (float32 copies of what attention read)
+  float* k = nullptr;     // [T, kvd]
+  float* v = nullptr;     // [T, kvd]
+  float* att = nullptr;   // [T, qd] the attention output, float32 (from attention_forward_lse)
+  float* lse = nullptr;   // [T, n_heads] its log-sum-exp
+  void* attg = nullptr;   // [T, qd] g: the attention output wo read
+  float* hmid = nullptr;  // [T, H] the residual after attention (the FFN norm's x)
+  void* x2 = nullptr;     // [T, H] g: the normed input of gate/up
+  float* gu = nullptr;    // [T, 2I] gate and up before the activation
+  void* act = nullptr;    // [T, I] g: silu(gate) * up, what w_down read
+};
+
+// The training forward's adapter hook: called right after the product of a linear layer of layer l (role: a
+// train::LayerRole, kWq .. kWDown) with its input X ([T, K] in the GEMM dtype) and its output Y (float32, row
+// stride ldy; for q/k/v before bias and RoPE, for wo / w_down the residual the product was added to), so that a
+// LoRA adapter adds its output there.
+struct LinearHook {
+  virtual ~LinearHook() = default;
+  virtual void after_linear(int l, int role, const void* X, float* Y, int64_t ldy) = 0;
+};
+
+class CudaRuntime final : public Runtime {
+ public:
+  CudaRuntime(const ModelConfig& c, const ModelWeights& w, int device, Compute compute);
+  ~CudaRuntime() override;
+
+  DeviceKind device() const override { return DeviceKind::Cuda; }
+  const ModelConfig& config() const override { return cfg_; }
+  Compute compute() const override { return compute_; }
+  std::string describe() const override { return describe_; }
+  void forward(const ForwardRequest& req, ForwardResult& out) override;
+  std::shared_ptr<KvCache> make_cache(int32_t n_slots, int32_t capacity) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return std::make_shared<CudaKvCache>(cfg_, n_slots, capacity, bf16_, device_, this, live_cache_);
+  }
+  MemoryReport memory() const override;
+
+ private:
+  friend class ::ln::train::CudaTrainer;
+  // The training forward: the embedding and every layer of req (no statistics, interventions or cache), layer l
+  // keeping what saves[l] asks for (saves may be shorter than the layer count: the layers past it keep nothing);
+  // leaves the last hidden state (before the final norm) in h_. Validates like forward.
+  void forward_train(const ForwardRequest& req, const std::vector<LayerSave>& saves, LinearHook* hook);
+  // The attention of layer l in float32 from the saved q / k / v, with its log-sum-exp (the training forward's
+  // save hook; attention_forward_lse of train_kernels.h).
+  void save_attention(const LayerSave& s);
+  const std::vector<LayerSave>* saves_ = nullptr;  // set during forward_train only
+  LinearHook* hook_ = nullptr;                      // likewise
+  void upload(const ModelWeights& w);
+  void put(char* dst, const WeightRef& src, DType target);  // one tensor into the arena, converted
+  void gemm(int64_t M, int64_t N, int64_t K, const void* X, int64_t ldx, const void* W, float* Y, int64_t ldy,
+            bool accumulate) {
+    gemm_->run(M, N, K, X, ldx, W, K, wdt_, Y, ldy, accumulate, stream_);
+  }
+  void prepare(const ForwardRequest& r, CudaKvCache* cache);
+  void layer(int l, CudaKvCache* cache);
+  void lm_head(const int64_t* idx_dev, int64_t n, float* logits_host, const int32_t* targets_dev, float* lp_dev);
+
+  ModelConfig cfg_;
+  Compute compute_;
+  bool bf16_;
+  DType wdt_;  // dtype of matrices and GEMM inputs on the device
+  int device_;
+  cuda::DeviceInfo info_;
+  std::string describe_;
+  Stream stream_ = nullptr;
+  std::unique_ptr<cuda::Gemm> gemm_;
+  mutable std::mutex mu_;
+  std::shared_ptr<std::atomic<int64_t>> live_cache_ = std::make_shared<std::atomic<int64_t>>(0);
+
+  // Weights.
+  DeviceBuffer arena_;
+  std::vector<DevLayer> layers_;
+  const void* embed_ = nullptr;
+  DType embed_dtype_ = DType::BF16;
+  const void* lm_head_ = nullptr;
+  const float* final_norm_ = nullptr;
+  DeviceBuffer inv_freq_;
+  DeviceBuffer staging_;  // conversion of tensors at upload (released after)
+
+  // The current request (host plans, uploaded in one copy to plan_dev_).
+  int64_t T_ = 0;
+  int32_t max_ctx_ = 0;
+  std::vector<SequencePlan> seqs_;
+  std::vector<int32_t> pos_;
+  std::vector<int64_t> kv_row_, key_row0_, seq_counted_, seq_row_, lm_idx_;
+  std::vector<int32_t> n_keys_, lm_targets_;
+  std::vector<int64_t> target_rows_;
+  std::vector<float> lp_host_;
+  std::vector<float> final_norm_host_, last_row_host_;
+  std::vector<cuda::AttnTile> tiles_;
+  std::vector<cuda::StatsChunk> chunks_;
+  std::vector<unsigned char> plan_host_;
+  DeviceBuffer plan_dev_;
+  struct PlanPtrs {
+    const int32_t* tokens = nullptr;
+    const int32_t* pos = nullptr;
+    const int64_t* kv_row = nullptr;
+    const int64_t* key_row0 = nullptr;
+    const int32_t* n_keys = nullptr;
+    const cuda::AttnTile* tiles = nullptr;
+    const cuda::StatsChunk* chunks = nullptr;
+    const uint8_t* count_mask = nullptr;
+    const uint8_t* cls = nullptr;
+    const int64_t* seq_row = nullptr;
+    const int64_t* seq_counted = nullptr;
+    const cuda::DevEdit* edits = nullptr;
+  } plan_;
+  const Intervention* iv_ = nullptr;
+  int64_t counted_tokens_ = 0, counted_seqs_ = 0, new_rows_ = 0;
+
+  // Activations and scratch (grow-only).
+  DeviceBuffer h_, x_, gin_, qkv_, qa_, ka_, va_, gu_, rule_values_, rope_cos_, rope_sin_, logits_, lp_, lm_plan_;
+  int64_t rope_positions_ = 0;
+  cuda::DeviceRecording rec_;
+};
+
+}  // namespace cuda_model
+}  // namespace ln

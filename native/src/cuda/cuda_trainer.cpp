@@ -1,0 +1,893 @@
+// The CUDA trainer (train/training_runtime.h make_cuda_trainer): the CUDA runtime's model (cuda/cuda_model.h)
+// trained in place.
+//
+// - Forward: CudaRuntime::forward_train, the runtime's own layer loop with a save hook that keeps, per layer at or
+//   above the lowest trainable one, what the backward needs (LayerSave) in one activation arena sized once per
+//   batch shape; then the final norm and the LM head in chunks of rows with the cross-entropy (never tokens x
+//   vocab at once), or the classification head.
+// - Backward: train_kernels.h and cuda::Gemm::run_dx / run_dw, layer by layer down to the lowest trainable layer,
+//   following train/trainer.cpp backward_layers. Weight gradients of rows / cols parameters are computed for the
+//   selected features only (gather_cols, one float32 GEMM into the master-shaped gradient); dense ones with the
+//   GEMM dtype's operands (bf16 in the bf16 mode).
+// - State: float32 master / grad / m / v arenas on the device for the trainable values only, laid out by
+//   train/param_layout.h as on the CPU. After each step (and each write of the master arena) write_master
+//   refreshes the device weights the forward reads (bf16 or float32, dense / rows / cols), so nothing outside the
+//   mask is ever written.
+// - LoRA / neuron-LoRA: the runtime's linear hook (cuda_model.h LinearHook) adds s dropout(X) A^T B^T (B masked:
+//   scattered into its rows' output features) after each adapted product, with the CPU trainer's dropout masks;
+//   the backward follows train/lora.cpp lora_backward.
+// The families the CUDA runtime refuses are refused here too.
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "cuda/cuda_model.h"
+#include "cuda/cuda_support.h"
+#include "cuda/train_kernels.h"
+#include "cuda/trainer_scale.h"
+#include "train/lora.h"
+#include "train/param_layout.h"
+#include "train/token_groups.h"
+#include "train/training_runtime.h"
+
+namespace ln {
+namespace train {
+
+using cuda::DeviceBuffer;
+using cuda_model::CudaRuntime;
+using cuda_model::LayerSave;
+
+namespace {
+[[noreturn]] void fail(const std::string& m) { throw std::invalid_argument("trainer: " + m); }
+constexpr int64_t kLmChunk = 256;  // LM-head rows per chunk (bounds the chunk x vocab logits buffer)
+}  // namespace
+
+class CudaTrainer final : public TrainingRuntime, public cuda_model::LinearHook {
+ public:
+  CudaTrainer(const ModelConfig& cfg, const ModelWeights& w, int device, Compute compute,
+              const std::vector<TrainableSpec>& spec, const TrainerOptions& options);
+  ~CudaTrainer() override;
+
+  BatchLoss forward_backward(const int32_t* tokens, const int32_t* targets, const int32_t* seq_lens, int32_t n_seqs,
+                             int64_t n_tokens, double denominator, bool backward, int64_t dropout_step,
+                             int64_t dropout_micro) override;
+  BatchLoss forward_backward_cls(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs, int64_t n_tokens,
+                                 const int32_t* labels, double denominator, bool backward, float* logits,
+                                 int64_t dropout_step, int64_t dropout_micro) override;
+  void zero_grad() override;
+  void reset_optimizer() override;
+  double grad_norm() override;
+  double step(const AdamWConfig& cfg) override;
+  int64_t step_count() const override { return t_; }
+  void set_step_count(int64_t t) override { t_ = t; }
+  const ParamLayout& layout() const override { return lay_; }
+  const ModelConfig& config() const override { return cfg_; }
+  const TrainerOptions& options() const override { return opt_; }
+  void read(Arena arena, int64_t offset, int64_t n, float* host) override;
+  void write(Arena arena, int64_t offset, int64_t n, const float* host) override;
+  void read_weight(int param, float* host) override;
+  int64_t activation_bytes() const override { return int64_t(acts_.bytes()); }
+  TrainingMemory memory() const override;
+  std::string device() const override { return "cuda:" + std::to_string(device_); }
+  std::string describe() const override;
+  void after_linear(int l, int role, const void* X, float* Y, int64_t ldy) override;  // LoRA forward
+
+ private:
+  struct DevWeight {  // where the forward reads a parameter's tensor
+    void* w = nullptr;
+    DType dtype = DType::F32;
+    void* tied_copy = nullptr;  // the LM head's own copy of a tied embedding (another dtype), refreshed with it
+  };
+  Param& P(int layer, int role) { return lay_.params[size_t(layer_param_index(layer, role))]; }
+  float* arena_ptr(Arena a) const;
+  float* grad_of(const Param& p) const { return p.trainable() ? grad_.as<float>() + p.offset : nullptr; }
+  const int32_t* index_of(int param) const { return index_.as<int32_t>() + index_off_[size_t(param)]; }
+  void refresh_weight(int param);
+  int32_t check_batch(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs, int64_t n_tokens);
+  void ensure(int64_t T);
+  void forward(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs, int64_t T);
+  // dY (T x N floats, row stride lddy) in the GEMM dtype: g_ scratch (bf16 mode) or dY itself.
+  const void* to_gemm(const float* dY, int64_t M, int64_t N, int64_t lddy, void* scratch);
+  // X (M x K, the GEMM dtype, row stride ldx) as float32: itself (f32 mode) or conv_ scratch.
+  const float* to_f32(const void* X, int64_t M, int64_t K);
+  // grad(p) += the weight gradient of Y = X W^T for p's mode (dense / rows / cols; nothing when frozen).
+  void weight_grad(int param, int64_t M, const float* dY, int64_t lddy, const void* dYg, const void* Xg,
+                   int64_t ldx);
+  void backward_layers(const int32_t* tokens, int64_t T);
+  // The adapter on layer l's role, if any (-1).
+  int adapter_at(int l, int role) const { return lay_.params[size_t(layer_param_index(l, role))].lora; }
+  // LoRA backward (train/lora.cpp): G = dY (its rows' columns for a masked B), X the forward's input (GEMM dtype):
+  //   dB += G^T H,  dH = s G B,  dA += dH^T Xd,  dX += dropout'(dH A)   (dX null: not needed).
+  void lora_backward(int adapter, const float* dY, int64_t lddy, const void* Xg, float* dX, int64_t lddx);
+  void set_dropout(bool on, int64_t step, int64_t micro) {
+    dropout_on_ = on;
+    drop_step_ = step >= 0 ? step : t_;
+    drop_micro_ = micro >= 0 ? micro : micro_;
+  }
+  uint64_t dropout_key(const LoraAdapter& ad) const {
+    return lora_dropout_key(opt_.seed, drop_step_, drop_micro_, ad.layer, ad.role);
+  }
+
+  ModelConfig cfg_;
+  TrainerOptions opt_;
+  ParamLayout lay_;
+  int device_;
+  Compute compute_;
+  std::unique_ptr<CudaRuntime> rt_;
+  bool bf16_;
+  DType gdt_;     // GEMM operand dtype
+  size_t ge_;     // its bytes
+  cuda::Stream s_ = nullptr;
+
+  DeviceBuffer master_, grad_, m_, v_, index_;
+  std::vector<int64_t> index_off_;
+  std::vector<DevWeight> dev_w_;
+  int64_t t_ = 0, micro_ = 0;
+  bool dropout_on_ = false;
+  int64_t drop_step_ = 0, drop_micro_ = 0, cur_T_ = 0;
+
+  // Activations (sized once per batch shape, grow-only) and backward work buffers.
+  int64_t cap_T_ = 0;
+  DeviceBuffer acts_, work_, plan_;
+  std::vector<LayerSave> saves_;
+  float* xf_ = nullptr;   // [T, H] final-normed states, float32
+  void* xfg_ = nullptr;   // the same in the GEMM dtype
+  float *dh_ = nullptr, *dx_ = nullptr, *datt_ = nullptr, *dqkv_ = nullptr, *da_ = nullptr, *dgu_ = nullptr,
+        *dxf_ = nullptr, *chunk_ = nullptr, *sel_ = nullptr, *sel2_ = nullptr, *conv_ = nullptr,
+        *dense_dw_ = nullptr, *partials_ = nullptr, *d_rows_ = nullptr;
+  void *g_ = nullptr, *chunk_g_ = nullptr;
+  std::vector<float*> lora_h_;  // per adapter: [T, r] s * dropout(X) A^T of the last forward (what dB needs)
+  float *lora_x_ = nullptr, *lora_dh_ = nullptr;  // [T, max K] dropped-out input / its gradient, [T, max r]
+  double *row_loss_ = nullptr, *sq_partials_ = nullptr, *sq_out_ = nullptr;
+  int32_t* targets_dev_ = nullptr;
+  int64_t* seq_row0_ = nullptr;
+  int32_t* seq_len_ = nullptr;
+  int64_t* order_ = nullptr;
+  int32_t* group_token_ = nullptr;
+  int64_t* group_start_ = nullptr;
+  std::vector<int64_t> seq_row0_host_;
+  std::vector<int32_t> seq_len_host_;
+  std::vector<double> row_loss_host_;
+  std::vector<float> host_w_, host_g_, host_x_, cls_logits_;
+  TokenGroups groups_;
+};
+
+CudaTrainer::CudaTrainer(const ModelConfig& cfg, const ModelWeights& w, int device, Compute compute,
+                         const std::vector<TrainableSpec>& spec, const TrainerOptions& options)
+    : cfg_(cfg), opt_(options), lay_(build_param_layout(cfg, w, spec, options)), device_(device), compute_(compute),
+      bf16_(compute == Compute::BF16), gdt_(bf16_ ? DType::BF16 : DType::F32), ge_(bf16_ ? 2 : 4) {
+  const Param& e = lay_.params[0];
+  if (e.trainable() && e.stored.dtype != DType::BF16 && e.stored.dtype != DType::F32)
+    fail("a trainable embedding must be stored as BF16 or F32 on the CUDA trainer (this one is " +
+         std::string(dtype_name(e.stored.dtype)) + ")");
+  rt_ = std::make_unique<CudaRuntime>(cfg, w, device, compute);
+  s_ = rt_->stream_;
+  cuda::set_device(device_);
+
+  // Arenas: master from the shared initial values, the rest zero.
+  const int64_t n = std::max<int64_t>(lay_.n_trainable, 1);
+  for (DeviceBuffer* b : {&master_, &grad_, &m_, &v_}) {
+    b->ensure(size_t(n) * 4);
+    cuda::memset_zero(b->get(), size_t(n) * 4);
+  }
+  std::vector<float> init(size_t(lay_.n_trainable));
+  init_master_values(lay_, opt_.seed, init.data());
+  if (!init.empty()) cuda::copy_to_device(master_.get(), init.data(), init.size() * 4, s_);
+
+  // Index lists of rows / cols parameters, back to back.
+  std::vector<int32_t> all;
+  index_off_.assign(lay_.params.size(), 0);
+  for (size_t i = 0; i < lay_.params.size(); ++i) {
+    index_off_[i] = int64_t(all.size());
+    all.insert(all.end(), lay_.params[i].index.begin(), lay_.params[i].index.end());
+  }
+  index_.ensure(std::max<size_t>(all.size(), 1) * 4);
+  if (!all.empty()) cuda::copy_to_device(index_.get(), all.data(), all.size() * 4, s_);
+
+  // Where each checkpoint tensor lives in the runtime's arena (q/k/v and gate/up are fused row blocks).
+  const int64_t H = cfg.hidden, I = cfg.intermediate, qd = int64_t(cfg.n_heads) * cfg.head_dim,
+                kvd = int64_t(cfg.n_kv_heads) * cfg.head_dim;
+  const DType wdt = rt_->wdt_;
+  const size_t we = dtype_size(wdt);
+  dev_w_.assign(lay_.params.size(), DevWeight{});
+  auto at = [](const void* p, size_t bytes) { return static_cast<char*>(const_cast<void*>(p)) + bytes; };
+  dev_w_[0] = {const_cast<void*>(rt_->embed_), rt_->embed_dtype_, nullptr};
+  if (cfg.tie_embeddings && rt_->lm_head_ != rt_->embed_) dev_w_[0].tied_copy = const_cast<void*>(rt_->lm_head_);
+  dev_w_[1] = {const_cast<float*>(rt_->final_norm_), DType::F32, nullptr};
+  if (!cfg.tie_embeddings) dev_w_[2] = {const_cast<void*>(rt_->lm_head_), wdt, nullptr};
+  for (int l = 0; l < cfg.n_layers; ++l) {
+    const cuda_model::DevLayer& L = rt_->layers_[size_t(l)];
+    auto set = [&](int role, void* p, DType dt) { dev_w_[size_t(layer_param_index(l, role))] = {p, dt, nullptr}; };
+    set(kWq, at(L.wqkv, 0), wdt);
+    set(kWk, at(L.wqkv, size_t(qd * H) * we), wdt);
+    set(kWv, at(L.wqkv, size_t((qd + kvd) * H) * we), wdt);
+    set(kWo, at(L.wo, 0), wdt);
+    set(kWGate, at(L.wgu, 0), wdt);
+    set(kWUp, at(L.wgu, size_t(I * H) * we), wdt);
+    set(kWDown, at(L.wdown, 0), wdt);
+    set(kAttnNorm, at(L.attn_norm, 0), DType::F32);
+    set(kFfnNorm, at(L.ffn_norm, 0), DType::F32);
+    if (cfg.qkv_bias) {
+      set(kBq, at(L.bqkv, 0), DType::F32);
+      set(kBk, at(L.bqkv, size_t(qd) * 4), DType::F32);
+      set(kBv, at(L.bqkv, size_t(qd + kvd) * 4), DType::F32);
+    }
+  }
+  cuda::synchronize(s_);
+}
+
+CudaTrainer::~CudaTrainer() {
+  try {
+    cuda::set_device(device_);
+    cuda::synchronize(s_);
+  } catch (...) {
+  }
+}
+
+std::string CudaTrainer::describe() const {
+  return "cuda:" + std::to_string(device_) + " trainer (" + rt_->info_.name + "), " + (bf16_ ? "bf16" : "f32") +
+         " weights and activations, float32 master / optimizer state of " + std::to_string(lay_.n_trainable) +
+         " trainable values" + (lay_.adapters.empty() ? "" : ", " + std::to_string(lay_.adapters.size()) + " LoRA adapters");
+}
+
+float* CudaTrainer::arena_ptr(Arena a) const {
+  switch (a) {
+    case Arena::Master: return master_.as<float>();
+    case Arena::Grad: return grad_.as<float>();
+    case Arena::AdamM: return m_.as<float>();
+    case Arena::AdamV: return v_.as<float>();
+  }
+  throw std::invalid_argument("trainer: unknown arena");
+}
+
+static void check_range(int64_t offset, int64_t n, int64_t size) {
+  if (offset < 0 || n < 0 || offset > size || n > size - offset)
+    throw std::out_of_range("trainer: arena range [" + std::to_string(offset) + ", +" + std::to_string(n) +
+                            ") outside the " + std::to_string(size) + " trainable values");
+}
+
+void CudaTrainer::read(Arena a, int64_t offset, int64_t n, float* host) {
+  check_range(offset, n, lay_.n_trainable);
+  if (n == 0) return;
+  cuda::set_device(device_);
+  cuda::copy_to_host(host, arena_ptr(a) + offset, size_t(n) * 4, s_);
+  cuda::synchronize(s_);
+}
+
+void CudaTrainer::write(Arena a, int64_t offset, int64_t n, const float* host) {
+  check_range(offset, n, lay_.n_trainable);
+  if (n == 0) return;
+  cuda::set_device(device_);
+  cuda::copy_to_device(arena_ptr(a) + offset, host, size_t(n) * 4, s_);
+  if (a == Arena::Master)  // the forward reads the device weights: refresh those the range touches
+    for (size_t i = 0; i < lay_.params.size(); ++i) {
+      const Param& p = lay_.params[i];
+      if (p.trainable() && p.offset < offset + n && offset < p.offset + p.size) refresh_weight(int(i));
+    }
+  cuda::synchronize(s_);
+}
+
+void CudaTrainer::refresh_weight(int param) {
+  const Param& p = lay_.params[size_t(param)];
+  const DevWeight& d = dev_w_[size_t(param)];
+  if (!p.trainable() || !d.w) return;
+  const float* m = master_.as<float>() + p.offset;
+  const int64_t R = p.stored.rows, C = p.stored.cols, n = int64_t(p.index.size());
+  const cuda::MasterLayout layout = p.mode == ParamMode::Rows   ? cuda::MasterLayout::Rows
+                                    : p.mode == ParamMode::Cols ? cuda::MasterLayout::Cols
+                                                                : cuda::MasterLayout::Dense;
+  const int32_t* idx = layout == cuda::MasterLayout::Dense ? nullptr : index_of(param);
+  cuda::write_master(layout, m, R, C, idx, n, d.w, d.dtype, s_);
+  if (d.tied_copy) cuda::write_master(layout, m, R, C, idx, n, d.tied_copy, rt_->wdt_, s_);
+}
+
+void CudaTrainer::read_weight(int param, float* host) {
+  if (param < 0 || param >= int(lay_.params.size())) fail("read_weight: parameter " + std::to_string(param) + " out of range");
+  const Param& p = lay_.params[size_t(param)];
+  const DevWeight& d = dev_w_[size_t(param)];
+  if (p.stored.empty() || !d.w) fail("read_weight: " + p.role + " has no checkpoint tensor");
+  const int64_t n = p.stored.rows * p.stored.cols;
+  std::vector<unsigned char> raw(size_t(n) * dtype_size(d.dtype));
+  cuda::set_device(device_);
+  cuda::copy_to_host(raw.data(), d.w, raw.size(), s_);
+  cuda::synchronize(s_);
+  convert_to_f32(raw.data(), d.dtype, 0, n, host);
+}
+
+TrainingMemory CudaTrainer::memory() const {
+  TrainingMemory m;
+  m.weights = int64_t(rt_->arena_.bytes());
+  const int64_t bytes = lay_.n_trainable * 4;
+  m.master = bytes;
+  m.grad = bytes;
+  m.adam = 2 * bytes;
+  m.activations = int64_t(acts_.bytes());
+  const MemoryReport r = rt_->memory();  // the runtime's activation buffers, GEMM workspace, plans
+  m.scratch = int64_t(work_.bytes() + plan_.bytes() + index_.bytes()) + r.activations + r.scratch;
+  m.device_used = r.device_used;
+  m.device_total = r.device_total;
+  return m;
+}
+
+void CudaTrainer::zero_grad() {
+  cuda::set_device(device_);
+  cuda::memset_async(grad_.get(), 0, size_t(std::max<int64_t>(lay_.n_trainable, 1)) * 4, s_);
+  cuda::synchronize(s_);
+  micro_ = 0;
+}
+
+void CudaTrainer::reset_optimizer() {
+  cuda::set_device(device_);
+  for (DeviceBuffer* b : {&m_, &v_}) cuda::memset_async(b->get(), 0, b->bytes(), s_);
+  cuda::synchronize(s_);
+  t_ = 0;
+}
+
+double CudaTrainer::grad_norm() {
+  if (lay_.n_trainable == 0) return 0;
+  cuda::set_device(device_);
+  ensure(std::max<int64_t>(cap_T_, 1));  // (the partials live in work_)
+  cuda::sum_of_squares(grad_.as<float>(), lay_.n_trainable, sq_partials_, sq_out_, s_);
+  double s = 0;
+  cuda::copy_to_host(&s, sq_out_, sizeof(double), s_);
+  cuda::synchronize(s_);
+  return std::sqrt(s);
+}
+
+double CudaTrainer::step(const AdamWConfig& c) {
+  if (!(c.lr >= 0) || !(c.beta1 >= 0 && c.beta1 < 1) || !(c.beta2 >= 0 && c.beta2 < 1) || !(c.eps > 0) ||
+      !(c.weight_decay >= 0) || !(c.clip >= 0))
+    fail("bad AdamW settings (need lr >= 0, 0 <= betas < 1, eps > 0, weight_decay >= 0, clip >= 0)");
+  const double norm = grad_norm();
+  if (!std::isfinite(norm)) fail("the gradient is not finite (norm " + std::to_string(norm) + "); step skipped");
+  const float clip_scale = c.clip > 0 && norm > c.clip ? float(c.clip / (norm + 1e-6)) : 1.f;
+  ++t_;
+  const double bc1 = 1 - std::pow(double(c.beta1), double(t_)), bc2 = 1 - std::pow(double(c.beta2), double(t_));
+  const float step_size = float(c.lr / bc1), bc2_sqrt = float(std::sqrt(bc2));
+  const float decay = 1.f - c.lr * c.weight_decay;
+  if (lay_.n_trainable == 0) return norm;
+  cuda::set_device(device_);
+  cuda::adamw_step(lay_.n_trainable, master_.as<float>(), grad_.as<float>(), m_.as<float>(), v_.as<float>(), c.beta1,
+                   c.beta2, c.eps, step_size, bc2_sqrt, decay, clip_scale, s_);
+  for (size_t i = 0; i < lay_.params.size(); ++i) refresh_weight(int(i));
+  cuda::synchronize(s_);
+  return norm;
+}
+
+// ---- forward ---------------------------------------------------------------------------------------------------
+
+int32_t CudaTrainer::check_batch(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs, int64_t n_tokens) {
+  using std::to_string;
+  if (!tokens || !seq_lens) fail("tokens and seq_lens are required");
+  if (n_seqs < 1 || n_tokens < 1) fail("the batch is empty");
+  int64_t sum = 0;
+  int32_t max_len = 0;
+  for (int32_t s = 0; s < n_seqs; ++s) {
+    if (seq_lens[s] < 1) fail("sequence " + to_string(s) + " has length " + to_string(seq_lens[s]));
+    if (seq_lens[s] > cfg_.max_positions)
+      fail("sequence " + to_string(s) + " of " + to_string(seq_lens[s]) + " tokens exceeds the model's context of " +
+           to_string(cfg_.max_positions));
+    sum += seq_lens[s];
+    max_len = std::max(max_len, seq_lens[s]);
+  }
+  if (sum != n_tokens) fail("seq_lens sum to " + to_string(sum) + " but there are " + to_string(n_tokens) + " tokens");
+  for (int64_t t = 0; t < n_tokens; ++t)
+    if (tokens[t] < 0 || tokens[t] >= cfg_.vocab)
+      fail("token id " + to_string(tokens[t]) + " at index " + to_string(t) + " is outside [0, " + to_string(cfg_.vocab) + ")");
+  if (cfg_.sliding_window > 0 && max_len > cfg_.sliding_window)
+    fail("a sequence of " + to_string(max_len) + " tokens exceeds the sliding window of " +
+         to_string(cfg_.sliding_window) + ", which the CUDA trainer does not apply yet (--device cpu)");
+  return max_len;
+}
+
+// The activation arena for T tokens (the layers at or above the lowest trainable one) and the work buffers.
+void CudaTrainer::ensure(int64_t T) {
+  if (T <= cap_T_ && acts_.get()) return;
+  cap_T_ = std::max(T, cap_T_);
+  T = cap_T_;
+  const ModelConfig& c = cfg_;
+  const int64_t H = c.hidden, I = c.intermediate, V = c.vocab, nh = c.n_heads, qd = nh * c.head_dim,
+                kvd = int64_t(c.n_kv_heads) * c.head_dim, QKV = qd + 2 * kvd;
+  const int L = c.n_layers, first = std::max(lay_.lowest, 0);
+  struct Plan {
+    size_t at = 0;
+    size_t take(size_t bytes) {
+      const size_t off = at;
+      at = cuda_model::align_up(at + std::max<size_t>(bytes, 1), 256);
+      return off;
+    }
+  };
+  // Activations.
+  Plan pa;
+  std::vector<std::array<size_t, 12>> lo(static_cast<size_t>(L));
+  for (int l = first; l < L; ++l) {
+    auto& o = lo[size_t(l)];
+    o = {pa.take(size_t(T * H) * 4),   pa.take(size_t(T * H) * ge_),  pa.take(size_t(T * qd) * 4),
+         pa.take(size_t(T * kvd) * 4), pa.take(size_t(T * kvd) * 4),  pa.take(size_t(T * qd) * 4),
+         pa.take(size_t(T * nh) * 4),  pa.take(size_t(T * qd) * ge_), pa.take(size_t(T * H) * 4),
+         pa.take(size_t(T * H) * ge_), pa.take(size_t(T * 2 * I) * 4), pa.take(size_t(T * I) * ge_)};
+  }
+  const size_t o_xf = pa.take(size_t(T * H) * 4), o_xfg = bf16_ ? pa.take(size_t(T * H) * 2) : o_xf;
+  std::vector<size_t> o_lora;
+  int64_t max_r = 0, max_lora_k = 0;
+  bool any_dropout = false;
+  for (const LoraAdapter& ad : lay_.adapters) {
+    o_lora.push_back(pa.take(size_t(T * ad.r) * 4));
+    max_r = std::max<int64_t>(max_r, ad.r);
+    max_lora_k = std::max(max_lora_k, lay_.params[size_t(ad.base)].stored.cols);
+    any_dropout = any_dropout || ad.dropout > 0;
+  }
+  acts_.release();
+  acts_.ensure(pa.at);
+  char* A = acts_.as<char>();
+  saves_.assign(size_t(L), LayerSave{});
+  for (int l = first; l < L; ++l) {
+    const auto& o = lo[size_t(l)];
+    LayerSave& s = saves_[size_t(l)];
+    s.hin = reinterpret_cast<float*>(A + o[0]);
+    s.x1 = A + o[1];
+    s.q = reinterpret_cast<float*>(A + o[2]);
+    s.k = reinterpret_cast<float*>(A + o[3]);
+    s.v = reinterpret_cast<float*>(A + o[4]);
+    s.att = reinterpret_cast<float*>(A + o[5]);
+    s.lse = reinterpret_cast<float*>(A + o[6]);
+    s.attg = A + o[7];
+    s.hmid = reinterpret_cast<float*>(A + o[8]);
+    s.x2 = A + o[9];
+    s.gu = reinterpret_cast<float*>(A + o[10]);
+    s.act = A + o[11];
+  }
+  xf_ = reinterpret_cast<float*>(A + o_xf);
+  xfg_ = A + o_xfg;
+  lora_h_.clear();
+  for (size_t o : o_lora) lora_h_.push_back(reinterpret_cast<float*>(A + o));
+
+  // Work buffers.
+  int64_t max_sel = 0, max_dense = 0, max_nsel = 0;  // selected features, a rows/cols tensor, its N x n
+  for (const Param& p : lay_.params) {
+    if (p.mode == ParamMode::Rows || p.mode == ParamMode::Cols || p.mode == ParamMode::LoraB)
+      max_sel = std::max<int64_t>(max_sel, int64_t(p.index.size()));
+    if (p.mode == ParamMode::Rows || p.mode == ParamMode::Cols) {
+      max_dense = std::max(max_dense, p.stored.rows * p.stored.cols);
+      max_nsel = std::max(max_nsel, p.stored.rows * int64_t(p.index.size()));
+    }
+  }
+  const int64_t M = std::max(T, kLmChunk), wide = std::max({H, qd, QKV, 2 * I});
+  Plan pw;
+  const size_t o_dh = pw.take(size_t(T * H) * 4), o_dx = pw.take(size_t(T * H) * 4),
+               o_datt = pw.take(size_t(T * qd) * 4), o_dqkv = pw.take(size_t(T * QKV) * 4),
+               o_da = pw.take(size_t(T * I) * 4), o_dgu = pw.take(size_t(T * 2 * I) * 4),
+               o_dxf = pw.take(size_t(T * H) * 4), o_chunk = pw.take(size_t(kLmChunk * V) * 4),
+               o_chunkg = bf16_ ? pw.take(size_t(kLmChunk * V) * 2) : o_chunk,
+               o_g = pw.take(size_t(T * wide) * ge_), o_conv = pw.take(size_t(T * std::max({H, qd, I})) * 4),
+               o_sel = pw.take(size_t(M * max_sel) * 4),
+               o_sel2 = pw.take(size_t(opt_.dense_then_mask ? max_nsel : 0) * 4),
+               o_dense = pw.take(size_t(opt_.dense_then_mask ? max_dense : 0) * 4),
+               o_part = pw.take(size_t(std::max({cuda::rmsnorm_dw_partials(T, H), cuda::colsum_partials(T, QKV),
+                                                  int64_t(1)})) * 4),
+               o_drows = pw.take(size_t(T * nh) * 4), o_rl = pw.take(size_t(T) * 8),
+               o_sqp = pw.take(size_t(cuda::sumsq_partials(std::max<int64_t>(lay_.n_trainable, 1))) * 8),
+               o_sqo = pw.take(8), o_tg = pw.take(size_t(T) * 4),
+               o_lx = pw.take(size_t(any_dropout ? T * max_lora_k : 0) * 4), o_ldh = pw.take(size_t(T * max_r) * 4);
+  work_.release();
+  work_.ensure(pw.at);
+  char* W = work_.as<char>();
+  auto f = [&](size_t o) { return reinterpret_cast<float*>(W + o); };
+  dh_ = f(o_dh); dx_ = f(o_dx); datt_ = f(o_datt); dqkv_ = f(o_dqkv); da_ = f(o_da); dgu_ = f(o_dgu);
+  dxf_ = f(o_dxf); chunk_ = f(o_chunk); chunk_g_ = W + o_chunkg; g_ = W + o_g; conv_ = f(o_conv);
+  sel_ = f(o_sel); sel2_ = f(o_sel2); dense_dw_ = f(o_dense); partials_ = f(o_part); d_rows_ = f(o_drows);
+  row_loss_ = reinterpret_cast<double*>(W + o_rl);
+  sq_partials_ = reinterpret_cast<double*>(W + o_sqp);
+  sq_out_ = reinterpret_cast<double*>(W + o_sqo);
+  targets_dev_ = reinterpret_cast<int32_t*>(W + o_tg);
+  lora_x_ = f(o_lx);
+  lora_dh_ = f(o_ldh);
+
+  // Per-token plans of the backward (sequence rows and lengths, the embedding's token groups).
+  Plan pp;
+  const size_t o_r0 = pp.take(size_t(T) * 8), o_len = pp.take(size_t(T) * 4), o_ord = pp.take(size_t(T) * 8),
+               o_gt = pp.take(size_t(T) * 4), o_gs = pp.take(size_t(T + 1) * 8);
+  plan_.release();
+  plan_.ensure(pp.at);
+  char* Q = plan_.as<char>();
+  seq_row0_ = reinterpret_cast<int64_t*>(Q + o_r0);
+  seq_len_ = reinterpret_cast<int32_t*>(Q + o_len);
+  order_ = reinterpret_cast<int64_t*>(Q + o_ord);
+  group_token_ = reinterpret_cast<int32_t*>(Q + o_gt);
+  group_start_ = reinterpret_cast<int64_t*>(Q + o_gs);
+}
+
+// The runtime's forward with the save hook, then the final norm of every row (float32 and the GEMM dtype).
+void CudaTrainer::forward(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs, int64_t T) {
+  cuda::set_device(device_);
+  ensure(T);
+  ForwardRequest req;
+  req.tokens = tokens;
+  req.n_tokens = T;
+  req.seq_lens = seq_lens;
+  req.n_seqs = n_seqs;
+  req.logits = LogitsMode::None;
+  cur_T_ = T;
+  rt_->forward_train(req, saves_, lay_.adapters.empty() ? nullptr : this);
+  const int64_t H = cfg_.hidden;
+  cuda::rmsnorm_rows(T, rt_->h_.as<float>(), H, rt_->final_norm_, xf_, H, H, cfg_.rms_eps, s_);
+  if (bf16_) cuda::f32_to_bf16_rows(T, H, xf_, H, static_cast<uint16_t*>(xfg_), H, s_);
+
+  // Sequence rows for the attention backward.
+  seq_row0_host_.resize(size_t(T));
+  seq_len_host_.resize(size_t(T));
+  int64_t row = 0;
+  for (int32_t s = 0; s < n_seqs; ++s) {
+    for (int32_t i = 0; i < seq_lens[s]; ++i) {
+      seq_row0_host_[size_t(row + i)] = row;
+      seq_len_host_[size_t(row + i)] = seq_lens[s];
+    }
+    row += seq_lens[s];
+  }
+  cuda::copy_to_device(seq_row0_, seq_row0_host_.data(), size_t(T) * 8, s_);
+  cuda::copy_to_device(seq_len_, seq_len_host_.data(), size_t(T) * 4, s_);
+}
+
+const void* CudaTrainer::to_gemm(const float* dY, int64_t M, int64_t N, int64_t lddy, void* scratch) {
+  if (!bf16_) return dY;
+  cuda::f32_to_bf16_rows(M, N, dY, lddy, static_cast<uint16_t*>(scratch), N, s_);
+  return scratch;
+}
+
+const float* CudaTrainer::to_f32(const void* X, int64_t M, int64_t K) {
+  if (!bf16_) return static_cast<const float*>(X);
+  cuda::convert_to_f32(X, DType::BF16, M * K, conv_, s_);
+  return conv_;
+}
+
+// dW of Y = X W^T (W [N, K]): dense with the GEMM dtype's operands; rows / cols on the selected features only, in
+// float32 (or, with dense_then_mask, the full dW then its selected rows / columns).
+void CudaTrainer::weight_grad(int param, int64_t M, const float* dY, int64_t lddy, const void* dYg, const void* Xg,
+                              int64_t ldx) {
+  const Param& p = lay_.params[size_t(param)];
+  if (!p.trainable()) return;
+  cuda::Gemm& gemm = *rt_->gemm_;
+  const int64_t N = p.stored.rows, K = p.stored.cols, n = int64_t(p.index.size());
+  float* g = grad_.as<float>() + p.offset;
+  const int64_t lddyg = lddy;  // (to_gemm keeps the row stride: it converts whole rows of the full width)
+  if (p.mode == ParamMode::Dense) {
+    gemm.run_dw(M, N, K, dYg, lddyg, Xg, ldx, gdt_, g, K, s_);
+    return;
+  }
+  const int32_t* idx = index_of(param);
+  if (opt_.dense_then_mask) {  // the reference's way: dense dW, then keep the selected rows / columns
+    cuda::memset_async(dense_dw_, 0, size_t(N * K) * 4, s_);
+    gemm.run_dw(M, N, K, dYg, lddyg, Xg, ldx, gdt_, dense_dw_, K, s_);
+    if (p.mode == ParamMode::Rows) {
+      for (int64_t k = 0; k < n; ++k)
+        cuda::add_rows(1, K, g + k * K, K, dense_dw_ + int64_t(p.index[size_t(k)]) * K, K, s_);
+    } else {
+      cuda::gather_cols(N, n, dense_dw_, K, idx, sel2_, n, s_);
+      cuda::add_rows(N, n, g, n, sel2_, n, s_);
+    }
+    return;
+  }
+  const float* X = bf16_ ? to_f32(Xg, M, K) : static_cast<const float*>(Xg);
+  const int64_t ldx32 = bf16_ ? K : ldx;
+  if (p.mode == ParamMode::Rows) {  // dW_sel [n, K] += dY[:, index]^T X
+    cuda::gather_cols(M, n, dY, lddy, idx, sel_, n, s_);
+    gemm.run_dw(M, n, K, sel_, n, X, ldx32, DType::F32, g, K, s_);
+  } else {  // Cols: dW_sel [N, n] += dY^T X[:, index]
+    cuda::gather_cols(M, n, X, ldx32, idx, sel_, n, s_);
+    gemm.run_dw(M, N, n, dY, lddy, sel_, n, DType::F32, g, n, s_);
+  }
+}
+
+BatchLoss CudaTrainer::forward_backward(const int32_t* tokens, const int32_t* targets, const int32_t* seq_lens,
+                                        int32_t n_seqs, int64_t n_tokens, double denominator, bool backward,
+                                        int64_t dropout_step, int64_t dropout_micro) {
+  using std::to_string;
+  if (!targets) fail("tokens, targets and seq_lens are required");
+  check_batch(tokens, seq_lens, n_seqs, n_tokens);
+  int64_t count = 0;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    if (targets[t] < -1 || targets[t] >= cfg_.vocab)
+      fail("target " + to_string(targets[t]) + " at index " + to_string(t) + " is outside the vocabulary (-1: none)");
+    if (targets[t] >= 0) ++count;
+  }
+  if (!(denominator > 0)) denominator = double(count);
+  BatchLoss out;
+  out.count = count;
+  if (count == 0) return out;
+
+  const int64_t T = n_tokens, H = cfg_.hidden, V = cfg_.vocab;
+  set_dropout(backward, dropout_step, dropout_micro);
+  forward(tokens, seq_lens, n_seqs, T);
+  const bool bw = backward && lay_.any_trainable;
+  cuda::copy_to_device(targets_dev_, targets, size_t(T) * 4, s_);
+  const float scale = float(1.0 / denominator);
+  const int head = lay_.find(cfg_, "lm_head", -1);
+  cuda::Gemm& gemm = *rt_->gemm_;
+  // Chunks of consecutive rows: logits, cross-entropy (rows without a target give zero), and with `backward` the
+  // head's backward right away (dlogits never exist for more than kLmChunk rows).
+  for (int64_t i0 = 0; i0 < T; i0 += kLmChunk) {
+    const int64_t m = std::min(kLmChunk, T - i0);
+    const void* xg = static_cast<const char*>(xfg_) + size_t(i0 * H) * ge_;
+    gemm.run(m, V, H, xg, H, rt_->lm_head_, H, rt_->wdt_, chunk_, V, false, s_);
+    cuda::crossentropy_backward(m, V, chunk_, V, targets_dev_ + i0, scale, row_loss_ + i0, s_);
+    if (!bw) continue;
+    const void* dlg = to_gemm(chunk_, m, V, V, chunk_g_);
+    gemm.run_dx(m, V, H, dlg, V, rt_->lm_head_, H, rt_->wdt_, dxf_ + i0 * H, H, false, s_);
+    weight_grad(head, m, chunk_, V, dlg, xg, H);
+  }
+  row_loss_host_.resize(size_t(T));
+  cuda::copy_to_host(row_loss_host_.data(), row_loss_, size_t(T) * 8, s_);
+  cuda::synchronize(s_);
+  for (int64_t t = 0; t < T; ++t)
+    if (targets[t] >= 0) out.sum += row_loss_host_[size_t(t)];
+  if (!bw) return out;
+  backward_layers(tokens, T);
+  cuda::synchronize(s_);
+  ++micro_;
+  return out;
+}
+
+// The classification head on the host (C is tiny), as train/head.cpp: the last row of each sequence, final-normed,
+// times the score matrix; its gradient and d(final-normed states) go back to the device.
+BatchLoss CudaTrainer::forward_backward_cls(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs,
+                                            int64_t n_tokens, const int32_t* labels, double denominator,
+                                            bool backward, float* logits, int64_t dropout_step,
+                                            int64_t dropout_micro) {
+  using std::to_string;
+  if (lay_.head < 0) fail("this trainer has no classification head (num_labels = 0)");
+  if (!labels) fail("labels are required (one per sequence, -1: none)");
+  check_batch(tokens, seq_lens, n_seqs, n_tokens);
+  const int64_t C = opt_.num_labels, H = cfg_.hidden, T = n_tokens;
+  int64_t count = 0;
+  for (int32_t s = 0; s < n_seqs; ++s) {
+    if (labels[s] < -1 || labels[s] >= C)
+      fail("label " + to_string(labels[s]) + " of sequence " + to_string(s) + " is outside [0, " + to_string(C) + ") (-1: none)");
+    count += labels[s] >= 0;
+  }
+  if (!(denominator > 0)) denominator = double(count);
+  BatchLoss out;
+  out.count = count;
+  if (count == 0 && !logits) return out;
+  set_dropout(backward && count > 0, dropout_step, dropout_micro);
+  forward(tokens, seq_lens, n_seqs, T);
+
+  const Param& hp = lay_.params[size_t(lay_.head)];
+  host_w_.resize(size_t(hp.size));
+  cuda::copy_to_host(host_w_.data(), master_.as<float>() + hp.offset, size_t(hp.size) * 4, s_);
+  host_x_.resize(size_t(n_seqs * H));
+  int64_t row = 0;
+  for (int32_t s = 0; s < n_seqs; ++s) {
+    row += seq_lens[s];
+    cuda::copy_to_host(host_x_.data() + int64_t(s) * H, xf_ + (row - 1) * H, size_t(H) * 4, s_);
+  }
+  cuda::synchronize(s_);
+  const float* Wc = host_w_.data();
+  cls_logits_.resize(size_t(n_seqs * C));
+  for (int32_t s = 0; s < n_seqs; ++s) {
+    const float* x = host_x_.data() + int64_t(s) * H;
+    float* z = cls_logits_.data() + int64_t(s) * C;
+    for (int64_t c = 0; c < C; ++c) {
+      double acc = 0;
+      for (int64_t k = 0; k < H; ++k) acc += double(Wc[c * H + k]) * x[k];
+      z[c] = float(acc);
+    }
+    if (labels[s] < 0) continue;
+    double mx = z[0];
+    for (int64_t c = 1; c < C; ++c) mx = std::max(mx, double(z[c]));
+    double sum = 0;
+    for (int64_t c = 0; c < C; ++c) sum += std::exp(double(z[c]) - mx);
+    out.sum += mx + std::log(sum) - double(z[labels[s]]);
+  }
+  if (logits) std::memcpy(logits, cls_logits_.data(), size_t(n_seqs * C) * sizeof(float));
+  if (!backward || count == 0) return out;
+
+  const double scale = 1.0 / denominator;
+  host_g_.resize(size_t(hp.size));
+  cuda::copy_to_host(host_g_.data(), grad_.as<float>() + hp.offset, size_t(hp.size) * 4, s_);
+  cuda::memset_async(dxf_, 0, size_t(T * H) * 4, s_);
+  cuda::synchronize(s_);
+  std::vector<float> dx(static_cast<size_t>(H));
+  row = 0;
+  for (int32_t s = 0; s < n_seqs; ++s) {
+    row += seq_lens[s];
+    if (labels[s] < 0) continue;
+    const float* x = host_x_.data() + int64_t(s) * H;
+    const float* z = cls_logits_.data() + int64_t(s) * C;
+    double mx = z[0];
+    for (int64_t c = 1; c < C; ++c) mx = std::max(mx, double(z[c]));
+    double sum = 0;
+    for (int64_t c = 0; c < C; ++c) sum += std::exp(double(z[c]) - mx);
+    std::fill(dx.begin(), dx.end(), 0.f);
+    for (int64_t c = 0; c < C; ++c) {
+      const double p = std::exp(double(z[c]) - mx) / sum;
+      const float d = float((p - (c == labels[s] ? 1.0 : 0.0)) * scale);
+      for (int64_t k = 0; k < H; ++k) {
+        host_g_[size_t(c * H + k)] += d * x[k];
+        dx[size_t(k)] += d * Wc[c * H + k];
+      }
+    }
+    cuda::copy_to_device(dxf_ + (row - 1) * H, dx.data(), size_t(H) * 4, s_);
+    cuda::synchronize(s_);  // dx is reused
+  }
+  cuda::copy_to_device(grad_.as<float>() + hp.offset, host_g_.data(), size_t(hp.size) * 4, s_);
+  backward_layers(tokens, T);
+  cuda::synchronize(s_);
+  ++micro_;
+  return out;
+}
+
+// ---- backward --------------------------------------------------------------------------------------------------
+
+// From d(loss)/d(final-normed states) in dxf_ down through the final norm and every layer to the lowest trainable
+// one (and the embedding), as train/trainer.cpp backward_layers.
+void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
+  const ModelConfig& c = cfg_;
+  const int64_t H = c.hidden, I = c.intermediate, hd = c.head_dim, nh = c.n_heads, nkv = c.n_kv_heads,
+                qd = nh * hd, kvd = nkv * hd, QKV = qd + 2 * kvd;
+  const int L = c.n_layers;
+  const float eps = c.rms_eps;
+  cuda::Gemm& gemm = *rt_->gemm_;
+  const DType wdt = rt_->wdt_;
+  const float* h_final = rt_->h_.as<float>();
+  cuda::rmsnorm_backward(T, H, h_final, H, rt_->final_norm_, eps, dxf_, H, dh_, H, false, grad_of(lay_.params[1]),
+                         partials_, s_);
+  if (lay_.lowest >= L) return;  // only the final norm / heads train
+  const int stop = std::max(lay_.lowest, 0);
+  const bool embed_trains = lay_.params[0].trainable();
+  const float scale = float(1.0 / std::sqrt(double(hd)));
+  const float* cos_t = rt_->rope_cos_.as<float>();
+  const float* sin_t = rt_->rope_sin_.as<float>();
+  const int32_t* pos = rt_->plan_.pos;
+  for (int l = L - 1; l >= stop; --l) {
+    const LayerSave& s = saves_[size_t(l)];
+    const cuda_model::DevLayer& W = rt_->layers_[size_t(l)];
+    bool attn_trainable = false;
+    for (int r : {kAttnNorm, kWq, kWk, kWv, kWo, kBq, kBk, kBv}) attn_trainable = attn_trainable || P(l, r).learns();
+    const bool below = l > lay_.lowest || embed_trains;  // a gradient is needed below this layer
+    const bool need_attn = below || attn_trainable;
+
+    // FFN half: hout = hmid + down(silu(gate(x2)) * up(x2)); dh_ holds d hout.
+    const void* dhg = to_gemm(dh_, T, H, H, g_);
+    weight_grad(layer_param_index(l, kWDown), T, dh_, H, dhg, s.act, I);
+    gemm.run_dx(T, H, I, dhg, H, W.wdown, I, wdt, da_, I, false, s_);
+    if (adapter_at(l, kWDown) >= 0) lora_backward(adapter_at(l, kWDown), dh_, H, s.act, da_, I);
+    cuda::swiglu_backward(T, I, s.gu, 2 * I, da_, I, dgu_, 2 * I, s_);
+    const void* dgug = to_gemm(dgu_, T, 2 * I, 2 * I, g_);
+    weight_grad(layer_param_index(l, kWGate), T, dgu_, 2 * I, dgug, s.x2, H);
+    // (the up half of dgu: the GEMM-dtype copy is packed [T, 2I], its columns I.. start I elements in)
+    weight_grad(layer_param_index(l, kWUp), T, dgu_ + I, 2 * I,
+                static_cast<const char*>(dgug) + size_t(I) * ge_, s.x2, H);
+    const bool need_dx2 = need_attn || P(l, kFfnNorm).trainable();
+    if (need_dx2) gemm.run_dx(T, 2 * I, H, dgug, 2 * I, W.wgu, H, wdt, dx_, H, false, s_);
+    if (adapter_at(l, kWGate) >= 0) lora_backward(adapter_at(l, kWGate), dgu_, 2 * I, s.x2, need_dx2 ? dx_ : nullptr, H);
+    if (adapter_at(l, kWUp) >= 0) lora_backward(adapter_at(l, kWUp), dgu_ + I, 2 * I, s.x2, need_dx2 ? dx_ : nullptr, H);
+    if (need_dx2) {
+      cuda::rmsnorm_backward(T, H, s.hmid, H, W.ffn_norm, eps, dx_, H, dh_, H, true, grad_of(P(l, kFfnNorm)),
+                             partials_, s_);
+    }
+    if (!need_attn) break;
+
+    // Attention half: hmid = hin + wo(attn(rope(q), rope(k), v)), q/k/v = proj(x1) (+ bias); dh_ holds d hmid.
+    const void* dhg2 = to_gemm(dh_, T, H, H, g_);
+    weight_grad(layer_param_index(l, kWo), T, dh_, H, dhg2, s.attg, qd);
+    gemm.run_dx(T, H, qd, dhg2, H, W.wo, qd, wdt, datt_, qd, false, s_);
+    if (adapter_at(l, kWo) >= 0) lora_backward(adapter_at(l, kWo), dh_, H, s.attg, datt_, qd);
+    float *dq = dqkv_, *dk = dqkv_ + qd, *dv = dqkv_ + qd + kvd;
+    if (cuda::attention_backward_tiled_supported(int(hd)))
+      cuda::attention_backward_tiled(T, int(nh), int(nkv), int(hd), s.q, qd, s.k, s.v, kvd, s.att, qd, datt_, qd,
+                                     s.lse, seq_row0_, seq_len_, scale, dq, QKV, dk, dv, QKV, d_rows_, s_);
+    else
+      cuda::attention_backward(T, int(nh), int(nkv), int(hd), s.q, qd, s.k, s.v, kvd, s.att, qd, datt_, qd, s.lse,
+                               seq_row0_, seq_len_, pos, scale, dq, QKV, dk, dv, QKV, d_rows_, s_);
+    cuda::rope_backward(T, dq, QKV, int(nh), int(hd), pos, cos_t, sin_t, s_);
+    cuda::rope_backward(T, dk, QKV, int(nkv), int(hd), pos, cos_t, sin_t, s_);
+    if (c.qkv_bias) {
+      const int roles[3] = {kBq, kBk, kBv};
+      const float* cols[3] = {dq, dk, dv};
+      const int64_t widths[3] = {qd, kvd, kvd};
+      for (int i = 0; i < 3; ++i)
+        if (float* gb = grad_of(P(l, roles[i]))) cuda::colsum_accumulate(T, widths[i], cols[i], QKV, gb, partials_, s_);
+    }
+    const void* dqkvg = to_gemm(dqkv_, T, QKV, QKV, g_);
+    const char* dqkvb = static_cast<const char*>(dqkvg);
+    weight_grad(layer_param_index(l, kWq), T, dq, QKV, dqkvb, s.x1, H);
+    weight_grad(layer_param_index(l, kWk), T, dk, QKV, dqkvb + size_t(qd) * ge_, s.x1, H);
+    weight_grad(layer_param_index(l, kWv), T, dv, QKV, dqkvb + size_t(qd + kvd) * ge_, s.x1, H);
+    const bool need_dx1 = below || P(l, kAttnNorm).trainable();
+    if (need_dx1) gemm.run_dx(T, QKV, H, dqkvg, QKV, W.wqkv, H, wdt, dx_, H, false, s_);
+    const int proj[3] = {kWq, kWk, kWv};
+    const float* dproj[3] = {dq, dk, dv};
+    for (int i = 0; i < 3; ++i)
+      if (adapter_at(l, proj[i]) >= 0) lora_backward(adapter_at(l, proj[i]), dproj[i], QKV, s.x1, need_dx1 ? dx_ : nullptr, H);
+    if (need_dx1) {
+      cuda::rmsnorm_backward(T, H, s.hin, H, W.attn_norm, eps, dx_, H, dh_, H, true, grad_of(P(l, kAttnNorm)),
+                             partials_, s_);
+    }
+  }
+  if (embed_trains) {
+    plan_token_groups(tokens, T, &groups_);
+    cuda::copy_to_device(order_, groups_.order.data(), size_t(T) * 8, s_);
+    cuda::copy_to_device(group_token_, groups_.group_token.data(), groups_.group_token.size() * 4, s_);
+    cuda::copy_to_device(group_start_, groups_.group_start.data(), groups_.group_start.size() * 8, s_);
+    cuda::embedding_backward(groups_.n_groups(), group_token_, group_start_, order_, dh_, H, H,
+                             grad_.as<float>() + lay_.params[0].offset, H, c.embed_scale, s_);
+    cuda::synchronize(s_);  // the host groups are reused
+  }
+}
+
+// ---- LoRA -------------------------------------------------------------------------------------------------------
+
+// Y += s dropout(X) A^T B^T for the adapter on (l, role), if any (train/lora.cpp lora_forward); saves H = s Xd A^T.
+void CudaTrainer::after_linear(int l, int role, const void* X, float* Y, int64_t ldy) {
+  const int ai = adapter_at(l, role);
+  if (ai < 0) return;
+  const LoraAdapter& ad = lay_.adapters[size_t(ai)];
+  const Param &w = lay_.params[size_t(ad.base)], &a = lay_.params[size_t(ad.a)], &b = lay_.params[size_t(ad.b)];
+  const int64_t T = cur_T_, N = w.stored.rows, K = w.stored.cols, r = ad.r, n = b.mrows;
+  cuda::Gemm& gemm = *rt_->gemm_;
+  const float* xin = to_f32(X, T, K);
+  if (dropout_on_ && ad.dropout > 0) {
+    cuda::lora_dropout(T, K, xin, K, lora_x_, K, dropout_key(ad), ad.dropout, false, s_);
+    xin = lora_x_;
+  }
+  float* h = lora_h_[size_t(ai)];
+  const float* A = master_.as<float>() + a.offset;
+  const float* B = master_.as<float>() + b.offset;
+  gemm.run(T, r, K, xin, K, A, K, DType::F32, h, r, false, s_);
+  cuda::scale_inplace(h, T * r, ad.scale, s_);
+  if (b.index.empty()) {
+    gemm.run(T, N, r, h, r, B, r, DType::F32, Y, ldy, true, s_);
+    return;
+  }
+  gemm.run(T, n, r, h, r, B, r, DType::F32, sel_, n, false, s_);
+  cuda::scatter_cols(T, n, sel_, n, index_of(ad.b), Y, ldy, true, s_);
+}
+
+void CudaTrainer::lora_backward(int ai, const float* dY, int64_t lddy, const void* Xg, float* dX, int64_t lddx) {
+  const LoraAdapter& ad = lay_.adapters[size_t(ai)];
+  const Param &w = lay_.params[size_t(ad.base)], &a = lay_.params[size_t(ad.a)], &b = lay_.params[size_t(ad.b)];
+  const int64_t T = cur_T_, K = w.stored.cols, r = ad.r, n = b.mrows;
+  cuda::Gemm& gemm = *rt_->gemm_;
+  const float* G = dY;
+  int64_t ldg = lddy;
+  if (!b.index.empty()) {
+    cuda::gather_cols(T, n, dY, lddy, index_of(ad.b), sel_, n, s_);
+    G = sel_;
+    ldg = n;
+  }
+  float* gA = grad_.as<float>() + a.offset;
+  float* gB = grad_.as<float>() + b.offset;
+  const float* A = master_.as<float>() + a.offset;
+  const float* B = master_.as<float>() + b.offset;
+  gemm.run_dw(T, n, r, G, ldg, lora_h_[size_t(ai)], r, DType::F32, gB, r, s_);
+  gemm.run_dx(T, n, r, G, ldg, B, r, DType::F32, lora_dh_, r, false, s_);
+  cuda::scale_inplace(lora_dh_, T * r, ad.scale, s_);
+  const bool drop = dropout_on_ && ad.dropout > 0;
+  const float* xin = to_f32(Xg, T, K);
+  if (drop) {
+    cuda::lora_dropout(T, K, xin, K, lora_x_, K, dropout_key(ad), ad.dropout, false, s_);
+    xin = lora_x_;
+  }
+  gemm.run_dw(T, r, K, lora_dh_, r, xin, K, DType::F32, gA, K, s_);
+  if (!dX) return;
+  if (!drop) {
+    gemm.run_dx(T, r, K, lora_dh_, r, A, K, DType::F32, dX, lddx, true, s_);
+    return;
+  }
+  gemm.run_dx(T, r, K, lora_dh_, r, A, K, DType::F32, lora_x_, K, false, s_);
+  cuda::lora_dropout(T, K, lora_x_, K, dX, lddx, dropout_key(ad), ad.dropout, true, s_);
+}
+
+std::unique_ptr<TrainingRuntime> make_cuda_trainer(const ModelConfig& config, const ModelWeights& weights,
+                                                   int device_index, Compute compute,
+                                                   const std::vector<TrainableSpec>& spec,
+                                                   const TrainerOptions& options) {
+  check_cuda_supported(config, weights, device_index, compute, "CUDA trainer");
+  return std::make_unique<CudaTrainer>(config, weights, device_index, compute, spec, options);
+}
+
+}  // namespace train
+}  // namespace ln

@@ -1,0 +1,386 @@
+// The CUDA trainer (train/training_runtime.h make_cuda_trainer) against the fixtures' float64 autograd gradients
+// and against the CPU trainer (train/trainer.h) through the same seam:
+//   - every parameter gradient of the fixtures, f32 mode: the loss within 1e-5 and each tensor within 1e-4
+//     (relative L2; 1e-3 for tensors whose norm is under 1e-6 of the largest), as test/train-grads.test.ts
+//     holds the CPU trainer, and within 1e-4 of the CPU trainer's gradient;
+//   - the bf16 mode's gradients within 5e-2 of the CPU trainer's float32 ones (dense, every tensor);
+//   - rows / cols / classification-head gradients against the CPU trainer (f32), also with dense_then_mask; LoRA
+//     (with dropout) and neuron-LoRA (masked B) likewise;
+//   - after AdamW steps, every weight outside the mask bit-identical to the checkpoint (bf16 and f32 modes), the
+//     trained values equal to the master copy (rounded to bf16 in bf16 mode);
+//   - two runs with the same seed bit-identical, and a run resumed from copied arenas bit-identical to an
+//     uninterrupted one;
+//   - the families the CUDA runtime refuses are refused by name.
+// Without a device every test is SKIPPED (gpu_test_main.cpp).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "fixture.h"
+#include "gpu_test_util.h"
+#include "train/trainer.h"
+#include "train/training_runtime.h"
+
+using namespace ln;
+using namespace ln::train;
+using namespace lngpu;
+
+namespace {
+
+// Hugging Face names of the trainer's roles (llama / mistral / qwen2), as src/train/native.ts tensorName.
+std::string hf_name(const std::string& role, int layer) {
+  static const std::pair<const char*, const char*> kLayer[] = {
+      {"attn_norm", "input_layernorm.weight"}, {"wq", "self_attn.q_proj.weight"}, {"wk", "self_attn.k_proj.weight"},
+      {"wv", "self_attn.v_proj.weight"},       {"wo", "self_attn.o_proj.weight"}, {"bq", "self_attn.q_proj.bias"},
+      {"bk", "self_attn.k_proj.bias"},         {"bv", "self_attn.v_proj.bias"},
+      {"ffn_norm", "post_attention_layernorm.weight"}, {"w_gate", "mlp.gate_proj.weight"},
+      {"w_up", "mlp.up_proj.weight"},          {"w_down", "mlp.down_proj.weight"}};
+  if (layer < 0) {
+    if (role == "embed") return "model.embed_tokens.weight";
+    if (role == "final_norm") return "model.norm.weight";
+    return "lm_head.weight";
+  }
+  for (const auto& kv : kLayer)
+    if (role == kv.first) return "model.layers." + std::to_string(layer) + "." + kv.second;
+  return "?" + role;
+}
+
+std::vector<float> to_f32(const Tensor& t) {
+  int64_t n = 1;
+  for (int64_t d : t.shape) n *= d;
+  std::vector<float> out(static_cast<size_t>(n));
+  const DType dt = t.dtype == "F32" ? DType::F32 : t.dtype == "BF16" ? DType::BF16 : DType::F16;
+  convert_to_f32(t.data.data(), dt, 0, n, out.data());
+  return out;
+}
+
+double l2_rel(const std::vector<float>& a, const std::vector<float>& b, double* norm = nullptr) {
+  if (a.size() != b.size()) return INFINITY;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = double(a[i]) - double(b[i]);
+    num += d * d;
+    den += double(b[i]) * double(b[i]);
+  }
+  if (norm) *norm = std::sqrt(den);
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+std::unique_ptr<Fixture> fixture_or_skip(const char* name) {
+  std::string why;
+  std::unique_ptr<Fixture> f;
+  try {
+    f = load_fixture(g_fixtures, name, &why);
+  } catch (const std::exception& e) {
+    throw Skip(std::string(name) + ": fixture not loaded (" + e.what() + ")");
+  }
+  if (!f) throw Skip(std::string(name) + ": " + why);
+  return f;
+}
+
+// Every checkpoint tensor dense (denseTrainable in src/train/native.ts).
+std::vector<TrainableSpec> dense_all(const Trainer& cpu) {
+  std::vector<TrainableSpec> spec;
+  for (int i = 0; i < cpu.n_params(); ++i) {
+    const Param& p = cpu.param(i);
+    if (p.stored.empty() || (p.role == "lm_head" && cpu.config().tie_embeddings)) continue;
+    spec.push_back({p.role, p.layer, ParamMode::Dense, {}});
+  }
+  return spec;
+}
+
+// Next-token targets of the fixture's input ids, one sequence.
+struct OneSeq {
+  std::vector<int32_t> tokens, targets, lens;
+};
+OneSeq next_token_batch(const std::vector<int32_t>& ids) {
+  OneSeq b;
+  b.tokens = ids;
+  b.targets.assign(ids.size(), -1);
+  for (size_t t = 0; t + 1 < ids.size(); ++t) b.targets[t] = ids[t + 1];
+  b.lens = {int32_t(ids.size())};
+  return b;
+}
+BatchLoss run(TrainingRuntime& rt, const OneSeq& b, bool backward = true) {
+  return rt.forward_backward(b.tokens.data(), b.targets.data(), b.lens.data(), int32_t(b.lens.size()),
+                             int64_t(b.tokens.size()), 0, backward);
+}
+std::vector<float> arena(TrainingRuntime& rt, Arena a) {
+  std::vector<float> v(size_t(rt.n_trainable()));
+  rt.read(a, 0, rt.n_trainable(), v.data());
+  return v;
+}
+std::vector<float> slice(TrainingRuntime& rt, Arena a, const Param& p) {
+  std::vector<float> v(size_t(p.size));
+  rt.read(a, p.offset, p.size, v.data());
+  return v;
+}
+
+double reference_loss(const std::string& name) {
+  std::ifstream in(g_fixtures + "/" + name + "/reference.json");
+  if (!in) throw Skip(name + ": no reference.json");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const Json j = parse_json(ss.str());
+  const Json* loss = j.get("loss");
+  if (!loss) throw Skip(name + ": reference.json has no loss");
+  return loss->num;
+}
+
+// The sparse spec of the tests on a fixture: neurons of the last layer (rows of gate/up, cols of down), rows of
+// wq, cols of wo, and the first layer's up rows (so the backward runs through every layer).
+std::vector<int32_t> neuron_selection(const ModelConfig& c) {
+  std::vector<int32_t> sel;
+  for (int32_t j = 1; j < c.intermediate; j += 3) sel.push_back(j);
+  return sel;
+}
+std::vector<TrainableSpec> sparse_spec(const ModelConfig& c) {
+  const int L = c.n_layers - 1;
+  const std::vector<int32_t> sel = neuron_selection(c);
+  return {{"w_gate", L, ParamMode::Rows, sel}, {"w_up", L, ParamMode::Rows, sel}, {"w_down", L, ParamMode::Cols, sel},
+          {"wq", L, ParamMode::Rows, {0, 5}},   {"wo", L, ParamMode::Cols, {1, 2}},  {"w_up", 0, ParamMode::Rows, sel}};
+}
+// LoRA with dropout on wv of the last layer and a neuron-LoRA (masked B) on w_up of the first.
+std::vector<TrainableSpec> lora_spec(const ModelConfig& c) {
+  TrainableSpec lora{"wv", c.n_layers - 1, ParamMode::Lora, {}, 4, 8.f, 0.1f};
+  TrainableSpec nlora{"w_up", 0, ParamMode::Lora, neuron_selection(c), 2, 4.f, 0.f};
+  return {lora, nlora};
+}
+
+// The CPU trainer and the CUDA trainer (f32) on one spec: same initial master values, then the gradients of an
+// LM batch and a classification batch within 1e-4 of each other.
+void gradients_match_cpu(const Fixture& f, const std::vector<TrainableSpec>& spec, TrainerOptions opt) {
+  Trainer cpu(f.cfg, f.w, 2, spec, opt);
+  auto gpu = make_cuda_trainer(f.cfg, f.w, 0, Compute::F32, spec, opt);
+  LN_CHECK(gpu->n_trainable() == cpu.n_trainable() && gpu->lowest_layer() == cpu.lowest_layer());
+  LN_CHECK(arena(*gpu, Arena::Master) == arena(cpu, Arena::Master));
+  const OneSeq b = next_token_batch(f.input_ids);
+  for (TrainingRuntime* rt : {static_cast<TrainingRuntime*>(&cpu), gpu.get()}) {
+    run(*rt, b);  // LM loss (LoRA dropout on: the CPU's masks)
+    if (opt.num_labels > 0) {
+      const int32_t n = int32_t(b.tokens.size());
+      const int32_t lens[] = {n / 2, n - n / 2};
+      const int32_t labels[] = {2, 0};
+      std::vector<float> logits(6);
+      rt->forward_backward_cls(b.tokens.data(), lens, 2, int64_t(n), labels, 0, true, logits.data());
+    }
+  }
+  for (int i = 0; i < cpu.n_params(); ++i) {
+    const Param& p = cpu.param(i);
+    if (p.size == 0) continue;
+    const double e = l2_rel(slice(*gpu, Arena::Grad, p), slice(cpu, Arena::Grad, p));
+    LN_CHECK_MSG(e < 1e-4, "%s of layer %d: GPU vs CPU gradient rel error %g", p.role.c_str(), p.layer, e);
+  }
+}
+
+}  // namespace
+
+LN_TEST(gpu_trainer_fixture_gradients) {
+  int ran = 0;
+  for (const char* name : {"stories260k", "tiny-llama3", "tiny-qwen2"}) {
+    auto f = fixture_or_skip(name);
+    const double ref_loss = reference_loss(name);
+    const auto grads = read_safetensors(g_fixtures + "/" + name + "/reference-grads.safetensors");
+    Trainer cpu(f->cfg, f->w, 2, {});
+    const std::vector<TrainableSpec> spec = dense_all(cpu);
+    Trainer cpu_dense(f->cfg, f->w, 2, spec);
+    auto gpu = make_cuda_trainer(f->cfg, f->w, 0, Compute::F32, spec, {});
+    LN_CHECK(gpu->n_trainable() == cpu_dense.n_trainable());
+    const OneSeq b = next_token_batch(f->input_ids);
+    const BatchLoss lc = run(cpu_dense, b), lg = run(*gpu, b);
+    const double loss = lg.sum / double(lg.count);
+    LN_CHECK(lg.count == lc.count);
+    LN_CHECK_MSG(std::fabs(loss - ref_loss) / ref_loss < 1e-5, "%s: loss %.8g vs reference %.8g", name, loss, ref_loss);
+    double max_norm = 0;
+    struct Row { std::string name; double rel, rel_cpu, norm; };
+    std::vector<Row> rows;
+    for (int i = 0; i < gpu->n_params(); ++i) {
+      const Param& p = gpu->param(i);
+      if (p.size == 0) continue;
+      const std::string n = hf_name(p.role, p.layer);
+      auto it = grads.find(n);
+      LN_CHECK_MSG(it != grads.end(), "%s: no reference gradient %s", name, n.c_str());
+      if (it == grads.end()) continue;
+      const std::vector<float> g = slice(*gpu, Arena::Grad, p), c = slice(cpu_dense, Arena::Grad, p);
+      Row r{n, 0, 0, 0};
+      r.rel = l2_rel(g, to_f32(it->second), &r.norm);
+      r.rel_cpu = l2_rel(g, c);
+      max_norm = std::max(max_norm, r.norm);
+      rows.push_back(r);
+    }
+    LN_CHECK_MSG(rows.size() == grads.size(), "%s: %zu gradients compared, the reference has %zu", name, rows.size(),
+                 grads.size());
+    double worst = 0, worst_cpu = 0;
+    for (const Row& r : rows) {
+      const double tol = r.norm < 1e-6 * max_norm ? 1e-3 : 1e-4;
+      LN_CHECK_MSG(r.rel < tol, "%s: %s rel error %g vs reference (norm %g)", name, r.name.c_str(), r.rel, r.norm);
+      LN_CHECK_MSG(r.rel_cpu < tol, "%s: %s rel error %g vs the CPU trainer", name, r.name.c_str(), r.rel_cpu);
+      worst = std::max(worst, r.rel);
+      worst_cpu = std::max(worst_cpu, r.rel_cpu);
+    }
+    std::printf("  %s: loss %.8g (ref %.8g), %zu gradient tensors, worst rel %.2e vs reference, %.2e vs CPU\n", name,
+                loss, ref_loss, rows.size(), worst, worst_cpu);
+    ++ran;
+  }
+  if (ran == 0) throw Skip("no fixture loaded");
+}
+
+// The bf16 mode (bf16 weights, activations and dense-gradient operands; float32 accumulation and master copies)
+// against the CPU trainer's float32 gradients: every tensor within 5e-2 (relative L2, the bound the CPU's bf16
+// mode is held to against float64), the loss within 1e-2.
+LN_TEST(gpu_trainer_bf16_gradients_close_to_f32) {
+  auto f = fixture_or_skip("tiny-llama3");
+  Trainer probe(f->cfg, f->w, 2, {});
+  const std::vector<TrainableSpec> spec = dense_all(probe);
+  Trainer cpu(f->cfg, f->w, 2, spec);
+  auto gpu = make_cuda_trainer(f->cfg, f->w, 0, Compute::BF16, spec, {});
+  const OneSeq b = next_token_batch(f->input_ids);
+  const BatchLoss lc = run(cpu, b), lg = run(*gpu, b);
+  const double loss_c = lc.sum / double(lc.count), loss_g = lg.sum / double(lg.count);
+  LN_CHECK_MSG(std::fabs(loss_g - loss_c) / loss_c < 1e-2, "bf16 loss %.6g vs f32 CPU %.6g", loss_g, loss_c);
+  double worst = 0;
+  for (int i = 0; i < cpu.n_params(); ++i) {
+    const Param& p = cpu.param(i);
+    if (p.size == 0) continue;
+    const double e = l2_rel(slice(*gpu, Arena::Grad, p), slice(cpu, Arena::Grad, p));
+    LN_CHECK_MSG(e < 5e-2, "%s of layer %d: bf16 GPU vs f32 CPU gradient rel error %g", p.role.c_str(), p.layer, e);
+    worst = std::max(worst, e);
+  }
+  std::printf("  bf16 mode: loss %.6g (CPU f32 %.6g), worst gradient rel error %.2e\n", loss_g, loss_c, worst);
+}
+
+LN_TEST(gpu_trainer_sparse_and_head_gradients_match_cpu) {
+  auto f = fixture_or_skip("tiny-llama3");
+  TrainerOptions opt;
+  opt.seed = 7;
+  opt.num_labels = 3;
+  std::vector<TrainableSpec> spec = sparse_spec(f->cfg);
+  spec.push_back({"final_norm", -1, ParamMode::Dense, {}});
+  gradients_match_cpu(*f, spec, opt);
+  opt.dense_then_mask = true;  // the benchmark's baseline: the full dW, then its selected rows / columns
+  gradients_match_cpu(*f, spec, opt);
+}
+
+LN_TEST(gpu_trainer_lora_gradients_match_cpu) {
+  auto f = fixture_or_skip("tiny-llama3");
+  TrainerOptions opt;
+  opt.seed = 5;
+  gradients_match_cpu(*f, lora_spec(f->cfg), opt);
+}
+
+LN_TEST(gpu_trainer_weights_outside_mask_unchanged) {
+  auto f = fixture_or_skip("tiny-llama3");
+  const std::vector<TrainableSpec> spec = sparse_spec(f->cfg);
+  const OneSeq b = next_token_batch(f->input_ids);
+  AdamWConfig ac;
+  ac.lr = 1e-2f;
+  ac.weight_decay = 0.1f;
+  ac.clip = 1.f;
+  for (Compute mode : {Compute::F32, Compute::BF16}) {
+    auto gpu = make_cuda_trainer(f->cfg, f->w, 0, mode, spec, {});
+    for (int s = 0; s < 3; ++s) {
+      gpu->zero_grad();
+      run(*gpu, b);
+      gpu->step(ac);
+    }
+    const std::vector<float> master = arena(*gpu, Arena::Master);
+    int64_t checked = 0;
+    for (int i = 0; i < gpu->n_params(); ++i) {
+      const Param& p = gpu->param(i);
+      if (p.stored.empty()) continue;
+      const int64_t R = p.stored.rows, C = p.stored.cols;
+      std::vector<float> w(size_t(R * C)), stored(size_t(R * C));
+      gpu->read_weight(i, w.data());
+      convert_to_f32(p.stored.data, p.stored.dtype, 0, R * C, stored.data());
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t c = 0; c < C; ++c) {
+          const bool rows = p.mode == ParamMode::Rows, cols = p.mode == ParamMode::Cols;
+          const std::vector<int32_t>& ix = p.index;
+          const auto it = std::lower_bound(ix.begin(), ix.end(), int32_t(rows ? r : c));
+          const bool trained = p.mode == ParamMode::Dense || ((rows || cols) && it != ix.end() && *it == (rows ? r : c));
+          const float v = w[size_t(r * C + c)];
+          if (!trained) {
+            // The device holds matrices in bf16 in the bf16 mode; 1-D tensors in float32, the embedding as stored.
+            const bool rounded = mode == Compute::BF16 && C > 1 && p.role != "embed";
+            const float s0 = rounded ? bf16_to_f32(f32_to_bf16(stored[size_t(r * C + c)])) : stored[size_t(r * C + c)];
+            LN_CHECK_MSG(std::memcmp(&v, &s0, 4) == 0, "%s of layer %d [%lld, %lld] changed outside the mask",
+                         p.role.c_str(), p.layer, (long long)r, (long long)c);
+            ++checked;
+            continue;
+          }
+          const int64_t k = it - ix.begin();
+          const float m = master[size_t(p.offset + (rows ? k * C + c : r * p.mcols + k))];
+          const float want = mode == Compute::BF16 && C > 1 && p.role != "embed" ? bf16_to_f32(f32_to_bf16(m)) : m;
+          LN_CHECK_MSG(v == want, "%s of layer %d [%lld, %lld]: %g on the device, master %g", p.role.c_str(), p.layer,
+                       (long long)r, (long long)c, double(v), double(m));
+        }
+    }
+    std::printf("  %s: %lld weights outside the mask bit-identical after 3 steps\n",
+                mode == Compute::BF16 ? "bf16" : "f32", (long long)checked);
+  }
+}
+
+LN_TEST(gpu_trainer_same_seed_and_resume_bit_identical) {
+  auto f = fixture_or_skip("tiny-llama3");
+  const std::vector<TrainableSpec> spec = sparse_spec(f->cfg);
+  TrainerOptions opt;
+  opt.seed = 11;
+  const OneSeq b = next_token_batch(f->input_ids);
+  AdamWConfig ac;
+  ac.lr = 5e-3f;
+  ac.clip = 0.5f;
+  auto steps = [&](TrainingRuntime& rt, int n) {
+    for (int s = 0; s < n; ++s) {
+      rt.zero_grad();
+      run(rt, b);
+      run(rt, b);  // two micro-batches: accumulation and the dropout masks' micro index
+      rt.step(ac);
+    }
+  };
+  for (Compute mode : {Compute::BF16, Compute::F32}) {
+    auto a = make_cuda_trainer(f->cfg, f->w, 0, mode, spec, opt);
+    auto c = make_cuda_trainer(f->cfg, f->w, 0, mode, spec, opt);
+    steps(*a, 3);
+    steps(*c, 3);
+    for (Arena ar : {Arena::Master, Arena::Grad, Arena::AdamM, Arena::AdamV})
+      LN_CHECK_MSG(arena(*a, ar) == arena(*c, ar), "same seed: arena %d differs", int(ar));
+    // Resume: a fresh trainer given the master / m / v arenas and the step count of a run after 2 steps, then one
+    // more step, equals the run after 3.
+    auto r1 = make_cuda_trainer(f->cfg, f->w, 0, mode, spec, opt);
+    steps(*r1, 2);
+    auto r2 = make_cuda_trainer(f->cfg, f->w, 0, mode, spec, opt);
+    for (Arena ar : {Arena::Master, Arena::AdamM, Arena::AdamV}) {
+      const std::vector<float> v = arena(*r1, ar);
+      r2->write(ar, 0, r2->n_trainable(), v.data());
+    }
+    r2->set_step_count(r1->step_count());
+    steps(*r2, 1);
+    for (Arena ar : {Arena::Master, Arena::AdamM, Arena::AdamV})
+      LN_CHECK_MSG(arena(*r2, ar) == arena(*a, ar), "resumed: arena %d differs from the uninterrupted run", int(ar));
+    const BatchLoss la = run(*a, b, false), lr = run(*r2, b, false);
+    LN_CHECK(la.sum == lr.sum);
+  }
+}
+
+LN_TEST(gpu_trainer_refuses_families_by_name) {
+  auto f = fixture_or_skip("tiny-llama3");
+  struct Case { const char* what; void (*edit)(ModelConfig&); };
+  const Case cases[] = {{"logit_scale (cohere)", [](ModelConfig& c) { c.logit_scale = 0.5f; }},
+                        {"interleaved rotary (cohere)", [](ModelConfig& c) { c.rope_interleaved = true; }},
+                        {"soft-capping (gemma2)", [](ModelConfig& c) { c.final_softcap = 30.f; }}};
+  for (const Case& k : cases) {
+    ModelConfig c = f->cfg;
+    k.edit(c);
+    std::string msg;
+    try {
+      make_cuda_trainer(c, f->w, 0, Compute::F32, {{"w_up", 0, ParamMode::Dense, {}}}, {});
+    } catch (const std::invalid_argument& e) {
+      msg = e.what();
+    }
+    LN_CHECK_MSG(msg.find(k.what) != std::string::npos && msg.find("CUDA trainer") != std::string::npos,
+                 "expected a refusal naming %s, got '%s'", k.what, msg.c_str());
+  }
+}
