@@ -53,3 +53,20 @@ LN_TEST(oom_allocating_names_what_and_how_much) {
   LN_CHECK(invalid);
   LN_CHECK(ln::allocating("x", 4, [] { return 42; }) == 42);
 }
+
+// A failed device allocation (cuda::device_alloc throws OutOfDeviceMemory) says its size on its own, and the
+// caller's `allocating` turns it into the named message (the CUDA runtime's weights, KV cache, activations and
+// the CUDA trainer's arenas).
+LN_TEST(oom_device_allocation_named_by_caller) {
+  const ln::OutOfDeviceMemory bare(3.2e9);
+  LN_CHECK_MSG(std::string(bare.what()) == "out of GPU memory allocating 3.2 GB on the device", "got '%s'\n", bare.what());
+  std::string msg;
+  try {
+    ln::allocating("the KV cache for 8 sequence(s) x 4096 tokens on cuda:0", 4.3e9,
+                   []() -> int { throw ln::OutOfDeviceMemory(4.3e9); }, "fewer sequences at once");
+  } catch (const ln::OutOfMemory& e) {
+    msg = e.what();
+  }
+  LN_CHECK_MSG(msg == "out of memory allocating the KV cache for 8 sequence(s) x 4096 tokens on cuda:0 (4.3 GB); fewer sequences at once",
+               "got '%s'\n", msg.c_str());
+}

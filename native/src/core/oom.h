@@ -41,6 +41,19 @@ class OutOfMemory : public std::bad_alloc {
   double bytes_;
 };
 
+// A failed device allocation (cuda::device_alloc): a std::bad_alloc that says its size when nothing names it.
+class OutOfDeviceMemory : public std::bad_alloc {
+ public:
+  explicit OutOfDeviceMemory(double bytes)
+      : message_("out of GPU memory allocating " + format_bytes(bytes) + " on the device"), bytes_(bytes) {}
+  const char* what() const noexcept override { return message_.c_str(); }
+  double bytes() const { return bytes_; }
+
+ private:
+  std::string message_;
+  double bytes_;
+};
+
 // Runs alloc() (which allocates `bytes` in all, as one or several buffers); a failed allocation becomes an
 // OutOfMemory naming `what`. An OutOfMemory from inside (a more precise one) passes through unchanged.
 template <class F>

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/oom.h"
 #include "cuda/cublaslt.h"
 #include "cuda/device_buffer.h"
 #include "cuda/plans.h"
@@ -44,7 +45,10 @@ class CudaKvCache final : public KvCache {
     layer_bytes_ = size_t(n_slots) * size_t(capacity) * size_t(kv_width()) * elem_;
     bytes_ = 2 * layer_bytes_ * size_t(n_layers());
     cuda::set_device(device_);
-    base_ = static_cast<char*>(cuda::device_alloc(bytes_));
+    base_ = allocating("the KV cache for " + std::to_string(n_slots) + " sequence(s) x " + std::to_string(capacity) +
+                           " tokens on cuda:" + std::to_string(device),
+                       double(bytes_), [&] { return static_cast<char*>(cuda::device_alloc(bytes_)); },
+                       "fewer sequences at once, or fewer tokens per sequence");
     *live_ += int64_t(bytes_);
   }
   ~CudaKvCache() override {

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "core/oom.h"
 #include "cuda/cublaslt.h"
 #include "cuda/device_buffer.h"
 #include "cuda/cuda_model.h"
@@ -133,12 +134,8 @@ void CudaRuntime::upload(const ModelWeights& w) {
     L.fn = take(size_t(H) * 4);
     L.b = c.qkv_bias ? take(size_t(QKV) * 4) : 0;
   }
-  try {
-    arena_.ensure(at);
-  } catch (const std::exception& e) {
-    throw std::runtime_error("langneurons cuda: cannot allocate " + std::to_string(at) + " bytes of device memory for the weights (" +
-                             e.what() + ")");
-  }
+  allocating("the model's weights on cuda:" + std::to_string(device_), double(at), [&] { arena_.ensure(at); },
+             "a GPU with more memory, or --device cpu");
   char* base = arena_.as<char>();
   put(base + off_embed, w.embed, w.embed.dtype);
   if (!head_shares_embed) put(base + off_head, head_src, wdt_);
@@ -261,15 +258,19 @@ void CudaRuntime::prepare(const ForwardRequest& r, CudaKvCache* cache) {
   const int64_t H = c.hidden, I = c.intermediate, qd = int64_t(c.n_heads) * c.head_dim,
                 kvd = int64_t(c.n_kv_heads) * c.head_dim;
   const size_t we = dtype_size(wdt_);
-  h_.ensure(size_t(T * H) * 4);
-  x_.ensure(size_t(T * H) * 4);
-  gin_.ensure(size_t(T * std::max({H, qd, I})) * we);
-  qkv_.ensure(size_t(T * (qd + 2 * kvd)) * 4);
-  qa_.ensure(size_t(T * qd) * we);
-  ka_.ensure(size_t(T * kvd) * we);
-  va_.ensure(size_t(T * kvd) * we);
-  gu_.ensure(size_t(T * 2 * I) * 4);
-  if (iv_ && iv_->max_rules_per_layer() > 0) rule_values_.ensure(size_t(T * iv_->max_rules_per_layer()) * 4);
+  const double act_bytes = double(T) * double(8 * H + 4 * (qd + 2 * kvd) + 8 * I) +
+                           double(T) * double(std::max({H, qd, I}) + qd + 2 * kvd) * double(we);
+  allocating("the activation buffers for " + std::to_string(T) + " tokens on cuda:" + std::to_string(device_), act_bytes, [&] {
+    h_.ensure(size_t(T * H) * 4);
+    x_.ensure(size_t(T * H) * 4);
+    gin_.ensure(size_t(T * std::max({H, qd, I})) * we);
+    qkv_.ensure(size_t(T * (qd + 2 * kvd)) * 4);
+    qa_.ensure(size_t(T * qd) * we);
+    ka_.ensure(size_t(T * kvd) * we);
+    va_.ensure(size_t(T * kvd) * we);
+    gu_.ensure(size_t(T * 2 * I) * 4);
+    if (iv_ && iv_->max_rules_per_layer() > 0) rule_values_.ensure(size_t(T * iv_->max_rules_per_layer()) * 4);
+  }, "fewer tokens per batch");
 
   // RoPE rows for every position up to max_ctx, grown geometrically (capped at the model's context), as the CPU.
   const int half = c.head_dim / 2;

@@ -24,6 +24,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "core/oom.h"
 #include "cuda/cuda_model.h"
 #include "cuda/cuda_support.h"
 #include "cuda/train_kernels.h"
@@ -169,10 +170,14 @@ CudaTrainer::CudaTrainer(const ModelConfig& cfg, const ModelWeights& w, int devi
 
   // Arenas: master from the shared initial values, the rest zero.
   const int64_t n = std::max<int64_t>(lay_.n_trainable, 1);
-  for (DeviceBuffer* b : {&master_, &grad_, &m_, &v_}) {
-    b->ensure(size_t(n) * 4);
-    cuda::memset_zero(b->get(), size_t(n) * 4);
-  }
+  allocating("the optimizer state of " + std::to_string(lay_.n_trainable) +
+                 " trainable parameters (master weights, gradients, Adam moments) on cuda:" + std::to_string(device_),
+             4.0 * double(n) * 4, [&] {
+    for (DeviceBuffer* b : {&master_, &grad_, &m_, &v_}) {
+      b->ensure(size_t(n) * 4);
+      cuda::memset_zero(b->get(), size_t(n) * 4);
+    }
+  }, "train fewer parameters (--method neurons or lora) or use a GPU with more memory");
   std::vector<float> init(size_t(lay_.n_trainable));
   init_master_values(lay_, opt_.seed, init.data());
   if (!init.empty()) cuda::copy_to_device(master_.get(), init.data(), init.size() * 4, s_);
@@ -421,7 +426,8 @@ void CudaTrainer::ensure(int64_t T) {
     any_dropout = any_dropout || ad.dropout > 0;
   }
   acts_.release();
-  acts_.ensure(pa.at);
+  allocating("the trainer's activations for " + std::to_string(T) + " tokens on cuda:" + std::to_string(device_),
+             double(pa.at), [&] { acts_.ensure(pa.at); }, "fewer tokens per micro-batch (--batch / --chunk)");
   char* A = acts_.as<char>();
   saves_.assign(size_t(L), LayerSave{});
   for (int l = first; l < L; ++l) {
@@ -473,7 +479,8 @@ void CudaTrainer::ensure(int64_t T) {
                o_sqo = pw.take(8), o_tg = pw.take(size_t(T) * 4),
                o_lx = pw.take(size_t(any_dropout ? T * max_lora_k : 0) * 4), o_ldh = pw.take(size_t(T * max_r) * 4);
   work_.release();
-  work_.ensure(pw.at);
+  allocating("the trainer's backward buffers for " + std::to_string(T) + " tokens on cuda:" + std::to_string(device_),
+             double(pw.at), [&] { work_.ensure(pw.at); }, "fewer tokens per micro-batch (--batch / --chunk)");
   char* W = work_.as<char>();
   auto f = [&](size_t o) { return reinterpret_cast<float*>(W + o); };
   dh_ = f(o_dh); dx_ = f(o_dx); datt_ = f(o_datt); dqkv_ = f(o_dqkv); da_ = f(o_da); dgu_ = f(o_dgu);

@@ -13,6 +13,7 @@
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/block_reduce.cuh"
+#include "core/oom.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/runtime_kernels.h"
 #include "kernels/math.h"
@@ -254,9 +255,16 @@ int device_count() {
 
 const char* unavailable_reason() { return g_unavailable.c_str(); }
 
+// Out of device memory is a std::bad_alloc (core/oom.h: the callers' `allocating` names what was being allocated);
+// any other failure a std::runtime_error naming the CUDA error.
 void* device_alloc(size_t bytes) {
   void* p = nullptr;
-  check(cudaMalloc(&p, bytes), "cudaMalloc");
+  const cudaError_t e = cudaMalloc(&p, bytes);
+  if (e == cudaErrorMemoryAllocation) {
+    cudaGetLastError();  // reset the last error, so that a later launch check does not report this one
+    throw OutOfDeviceMemory(bytes);
+  }
+  check(e, "cudaMalloc");
   return p;
 }
 void device_free(void* p) {
