@@ -122,7 +122,7 @@ void gemv_block(const float* X, int64_t ldx, const void* w, int64_t K, int64_t n
     for (; k + kEvenOdd <= K; k += kEvenOdd)
       for (int r = 0; r < R; ++r) {
         if (PREFETCH) _mm_prefetch(reinterpret_cast<const char*>(w16 + (n + r * step) * K + k) + kPrefetchBytes, _MM_HINT_T0);
-        const __m512i v = _mm512_loadu_si512(w16 + (n + r * step) * K + k);
+        const __m512i v = in_register(_mm512_loadu_si512(w16 + (n + r * step) * K + k));
         const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
         const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(v, hi));
         for (int m = 0; m < MB; ++m) {
