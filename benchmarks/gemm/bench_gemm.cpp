@@ -1,9 +1,9 @@
 // GEMM benchmark: the engine's gemm_xwt (as shipped: portable build, kernels picked at run time) against
-// OpenBLAS sgemm on the prefill MLP shapes of Qwen2.5-0.5B and Llama-3.2-1B, plus decode (M = 1) bandwidth.
-// Reference points measured in the same run: the FMA peak of the machine (register-only loop) and the memory
-// bandwidth (read-only sum and memcpy). Absolute numbers drift on a shared machine; the ratios are what count.
+// OpenBLAS sgemm on the prefill MLP shapes of Qwen2.5-0.5B and Llama-3.2-1B at M = 512, 1024, 2048. Reference
+// points measured in the same rounds: the FMA peak of the machine and the vdpbf16ps peak (register-only loops).
+// Absolute numbers drift on a shared machine; the paired ratios are what count. Decode (GEMV) is bench_gemv.cpp.
 //
-// Usage: bench_gemm [--quick] [--decode-only | --prefill-only] [--reps N] [--threads T] [--cpu-time]     (run.sh builds and runs it)
+// Usage: bench_gemm [--quick] [--m 512,1024,2048] [--reps N] [--threads T] [--cpu-time]     (run.sh builds and runs it)
 #include <immintrin.h>
 
 #include <algorithm>
@@ -35,23 +35,38 @@ using namespace ln;
 
 namespace {
 
-int g_reps = 3;
+int g_reps = 5;
 // --cpu-time: time by process CPU time instead of wall time. On a loaded machine this discounts the time we were
 // descheduled; fair only with --threads 1 (idle pool threads sleep, but OpenBLAS's may spin).
 bool g_cpu_time = false;
 
-// One warm-up call each, then the best of g_reps timed calls each. The variants take turns within every rep, so
-// that load from other processes on a shared machine hits all of them alike and their ratios stay meaningful.
-std::vector<double> best_times(const std::vector<std::function<void()>>& fs) {
-  std::vector<double> best(fs.size(), 1e30);
+// One warm-up call each, then g_reps rounds in which every variant runs once, in turn: load from other processes
+// on a shared machine hits the variants of a round alike, so ratios taken within a round (paired) and then their
+// median over the rounds hold where best-of or mean times drift. Returns times[round][variant].
+std::vector<std::vector<double>> round_times(const std::vector<std::function<void()>>& fs) {
   for (auto& f : fs) f();
+  std::vector<std::vector<double>> t(size_t(g_reps), std::vector<double>(fs.size()));
   for (int r = 0; r < g_reps; ++r)
     for (size_t i = 0; i < fs.size(); ++i) {
       const double t0 = bench::now_seconds(g_cpu_time);
       fs[i]();
-      best[i] = std::min(best[i], bench::now_seconds(g_cpu_time) - t0);
+      t[size_t(r)][i] = bench::now_seconds(g_cpu_time) - t0;
     }
-  return best;
+  return t;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? NAN : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Median over the rounds of f(times of that round).
+template <class F>
+double median_over_rounds(const std::vector<std::vector<double>>& t, F f) {
+  std::vector<double> v;
+  for (const auto& round : t) v.push_back(f(round));
+  return median(v);
 }
 
 // ---- machine reference points ------------------------------------------------------------------------------
@@ -91,38 +106,6 @@ double peak_gflops(PeakLoop l, int threads) {
   return peak_flops_per_iter(l) * double(iters) * threads / best / 1e9;
 }
 
-__attribute__((target("avx2"))) float sum_floats(const float* p, int64_t n) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-  for (int64_t i = 0; i + 32 <= n; i += 32) {
-    s0 = _mm256_add_ps(s0, _mm256_load_ps(p + i));
-    s1 = _mm256_add_ps(s1, _mm256_load_ps(p + i + 8));
-    s2 = _mm256_add_ps(s2, _mm256_load_ps(p + i + 16));
-    s3 = _mm256_add_ps(s3, _mm256_load_ps(p + i + 24));
-  }
-  return _mm256_cvtss_f32(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-}
-
-struct Bandwidth {
-  double read_gbs, memcpy_gbs;  // memcpy counts bytes read + bytes written
-};
-
-Bandwidth memory_bandwidth(int threads) {
-  const int64_t bytes = int64_t(256) << 20, n = bytes / 4;
-  float* a = static_cast<float*>(std::aligned_alloc(64, bytes));
-  float* b = static_cast<float*>(std::aligned_alloc(64, bytes));
-  for (int64_t i = 0; i < n; ++i) a[i] = 1.f, b[i] = 0.f;
-  const int64_t per = n / threads;
-  volatile float sink = 0;
-  double tr = 1e30, tc = 1e30;
-  for (int r = 0; r < 3; ++r) {
-    tr = std::min(tr, on_threads(threads, [&](int t) { sink = sink + sum_floats(a + t * per, per); }));
-    tc = std::min(tc, on_threads(threads, [&](int t) { std::memcpy(b + t * per, a + t * per, size_t(per) * 4); }));
-  }
-  std::free(a);
-  std::free(b);
-  return {double(bytes) / tr / 1e9, 2.0 * double(bytes) / tc / 1e9};
-}
-
 // ---- data --------------------------------------------------------------------------------------------------
 
 std::vector<uint16_t> to_16bit(const std::vector<float>& v, DType t) {
@@ -153,17 +136,17 @@ struct Shape {
   int64_t K, N;
 };
 
-void prefill_table(ThreadPool& pool, bool quick) {
-  std::vector<int64_t> Ms = quick ? std::vector<int64_t>{512} : std::vector<int64_t>{512, 1024, 2048};
+void prefill_table(ThreadPool& pool, const std::vector<int64_t>& Ms) {
   const Shape shapes[] = {{896, 4864}, {4864, 896}, {2048, 8192}, {8192, 2048}};
-  std::printf("\n### Prefill GEMM, GFLOP/s (2*M*N*K / best time), %d threads\n\n", pool.size());
+  std::printf("\n### Prefill GEMM, GFLOP/s (2*M*N*K / time, median of %d rounds), %d threads\n\n", g_reps, pool.size());
   const PeakLoop fma = widest_fma();
   const bool has_bf16_peak = peak_available(PeakLoop::Bf16Dot);
-  std::printf("FMA peak: the widest FMA, %s; bf16 peak: vdpbf16ps%s. Both timed in the same rounds as the GEMMs.\n\n",
+  std::printf("FMA peak: the widest FMA, %s; bf16 peak: vdpbf16ps%s. Both run in the same rounds as the GEMMs, for as "
+              "many flops as the GEMM; every ratio is the median over the rounds of the ratio within a round.\n\n",
               peak_name(fma), has_bf16_peak ? "" : " (not on this CPU: nan)");
   std::printf("| M | K→N | ours f32 | ours f32, bf16 W | ours bf16 compute | OpenBLAS sgemm | f32/OB | bf16 W/OB |"
-              " bf16c/OB | FMA peak | ours f32/peak | OB/peak | bf16 peak | bf16c/bf16 peak |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+              " bf16c/OB | FMA peak | ours f32/peak | OB/peak | bf16 peak | bf16c/bf16 peak | bf16c/bf16 peak, min–max |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (int64_t M : Ms) {
     for (const Shape& s : shapes) {
       const int64_t K = s.K, N = s.N;
@@ -175,13 +158,17 @@ void prefill_table(ThreadPool& pool, bool quick) {
         return [&, w, c] { gemm_xwt(M, X.data(), K, w, Y.data(), N, c, false, pool); };
       };
       std::vector<std::function<void()>> fs{ours(wf, Compute::F32), ours(wb, Compute::F32), ours(wb, Compute::BF16)};
-      // The peak loops run in the same rounds too.
-      const int64_t peak_iters = 5'000'000;
+      // The peak loops run in the same rounds, each for the GEMM's flops (so for about as long as the GEMM would at
+      // that peak: a load burst of a few seconds cannot hit one side of a ratio only).
+      const auto iters_for = [&](PeakLoop l) {
+        return std::max<int64_t>(1000, int64_t(flop / (peak_flops_per_iter(l) * pool.size())));
+      };
+      const int64_t fma_iters = iters_for(fma), bf16_iters = iters_for(PeakLoop::Bf16Dot);
       volatile float sink = 0;
-      fs.push_back([&] { on_threads(pool.size(), [&](int) { sink = sink + run_peak_loop(fma, peak_iters); }); });
+      fs.push_back([&] { on_threads(pool.size(), [&](int) { sink = sink + run_peak_loop(fma, fma_iters); }); });
       if (has_bf16_peak)
         fs.push_back([&] {
-          on_threads(pool.size(), [&](int) { sink = sink + run_peak_loop(PeakLoop::Bf16Dot, peak_iters); });
+          on_threads(pool.size(), [&](int) { sink = sink + run_peak_loop(PeakLoop::Bf16Dot, bf16_iters); });
         });
 #ifdef LN_HAVE_OPENBLAS
       fs.push_back([&] {
@@ -189,122 +176,64 @@ void prefill_table(ThreadPool& pool, bool quick) {
                     Y.data(), int(N));
       });
 #endif
-      std::vector<double> t = best_times(fs);
-      const double f32 = flop / t[0] / 1e9, bw = flop / t[1] / 1e9, bc = flop / t[2] / 1e9;
-      const double peak = peak_flops_per_iter(fma) * double(peak_iters) * pool.size() / t[3] / 1e9;
-      size_t next = 4;
-      const double bf16_peak =
-          has_bf16_peak ? peak_flops_per_iter(PeakLoop::Bf16Dot) * double(peak_iters) * pool.size() / t[next++] / 1e9
-                        : NAN;
-      const double ob = t.size() > next ? flop / t[next] / 1e9 : NAN;
-      std::printf("| %lld | %lld→%lld | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f | %.1f | %.2f | %.2f | %.1f | %.2f |\n",
-                  (long long)M, (long long)K, (long long)N, f32, bw, bc, ob, f32 / ob, bw / ob, bc / ob, peak,
-                  f32 / peak, ob / peak, bf16_peak, bc / bf16_peak);
+      const auto t = round_times(fs);
+      const size_t f32 = 0, bw = 1, bc = 2, pk = 3, bpk = has_bf16_peak ? 4 : fs.size(), ob = fs.size() - 1;
+      const bool has_ob = ob > 3 && ob != bpk;
+      const double fma_flop = peak_flops_per_iter(fma) * double(fma_iters) * pool.size();
+      const double bf16_flop = peak_flops_per_iter(PeakLoop::Bf16Dot) * double(bf16_iters) * pool.size();
+      const auto gf = [&](size_t i, double fl) -> double {
+        return i < fs.size() && (i != ob || has_ob) ? median_over_rounds(t, [&](const std::vector<double>& r) {
+          return fl / r[i] / 1e9;
+        })
+                                                    : NAN;
+      };
+      // ratio of throughputs a/b within a round (flops fa, fb), median over the rounds
+      const auto ratio = [&](size_t a, double fa, size_t b, double fb) -> double {
+        if (a >= fs.size() || b >= fs.size() || ((a == ob || b == ob) && !has_ob)) return NAN;
+        return median_over_rounds(t, [&](const std::vector<double>& r) { return (fa / r[a]) / (fb / r[b]); });
+      };
+      double lo = NAN, hi = NAN;
+      if (has_bf16_peak)
+        for (const auto& r : t) {
+          const double q = (flop / r[bc]) / (bf16_flop / r[bpk]);
+          lo = std::isnan(lo) ? q : std::min(lo, q);
+          hi = std::isnan(hi) ? q : std::max(hi, q);
+        }
+      std::printf("| %lld | %lld→%lld | %.1f | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f | %.1f | %.2f | %.2f | %.1f | %.2f |"
+                  " %.2f–%.2f |\n",
+                  (long long)M, (long long)K, (long long)N, gf(f32, flop), gf(bw, flop), gf(bc, flop), gf(ob, flop),
+                  ratio(f32, flop, ob, flop), ratio(bw, flop, ob, flop), ratio(bc, flop, ob, flop), gf(pk, fma_flop),
+                  ratio(f32, flop, pk, fma_flop), ratio(ob, flop, pk, fma_flop), gf(bpk, bf16_flop),
+                  ratio(bc, flop, bpk, bf16_flop), lo, hi);
       std::fflush(stdout);
     }
-  }
-}
-
-// ---- decode table ------------------------------------------------------------------------------------------
-
-// Decode is memory-bound: GB/s of weight bytes read. Enough copies of W are cycled through that they never fit in
-// the last-level cache (>= 192 MB in all), so every call streams its weights from DRAM.
-void decode_table(ThreadPool& pool, int64_t M) {
-  const Shape shapes[] = {{896, 4864}, {4864, 896}, {2048, 8192}, {8192, 2048}};
-  std::printf("\n### Decode GEMV (M = %lld), GB/s of weight bytes read, vs a read-only sum and a memcpy (bytes read +"
-              " written) over the same buffers, timed in the same rounds\n\n",
-              (long long)M);
-  std::printf("| K→N | code | W dtype | compute | GB/s | / read bw | / memcpy bw | GFLOP/s |\n");
-  std::printf("|---|---|---|---|---|---|---|---|\n");
-  struct Variant {
-    DType dtype;
-    Compute compute;
-  };
-  const Variant variants[] = {{DType::BF16, Compute::F32}, {DType::BF16, Compute::BF16}, {DType::F16, Compute::F32},
-                              {DType::F32, Compute::F32}};
-  for (const Shape& s : shapes) {
-    const int64_t K = s.K, N = s.N;
-    std::vector<float> X = bench::random_floats(M * K, 3), Y(static_cast<size_t>(M * N)), W = bench::random_floats(N * K, 4);
-    std::vector<std::vector<std::vector<uint8_t>>> stores;  // [variant][copy]: weight bytes
-    std::vector<std::function<void()>> passes;
-    std::vector<int64_t> wbytes;
-    for (const Variant& v : variants) {
-      const int64_t nb = N * K * dtype_size(v.dtype);
-      const int64_t copies = std::max<int64_t>(2, ((int64_t(192) << 20) + nb - 1) / nb);
-      std::vector<uint8_t> bytes(static_cast<size_t>(nb));
-      if (v.dtype == DType::F32) {
-        std::memcpy(bytes.data(), W.data(), size_t(nb));
-      } else {
-        std::vector<uint16_t> h = to_16bit(W, v.dtype);
-        std::memcpy(bytes.data(), h.data(), size_t(nb));
-      }
-      stores.emplace_back(static_cast<size_t>(copies), bytes);
-      wbytes.push_back(nb);
-    }
-    for (size_t i = 0; i < stores.size(); ++i) {
-      const Variant v = variants[i];
-      passes.push_back([&, i, v] {
-        for (auto& c : stores[i])
-          gemm_xwt(M, X.data(), K, WeightRef{c.data(), v.dtype, N, K}, Y.data(), N, v.compute, false, pool);
-      });
-    }
-#ifdef LN_HAVE_OPENBLAS
-    passes.push_back([&] {  // OpenBLAS sgemm on the same f32 copies (last variant)
-      for (auto& c : stores.back())
-        cblas_sgemm(kRowMajor, kNoTrans, kTrans, int(M), int(N), int(K), 1.f, X.data(), int(K),
-                    reinterpret_cast<const float*>(c.data()), int(K), 0.f, Y.data(), int(N));
-    });
-#endif
-    // The bandwidth references run in the same rounds as the kernels (on the same f32 copies, split over the
-    // same number of threads), so that load from other processes affects both sides of each ratio alike.
-    const int threads = pool.size();
-    const int64_t f32_floats = wbytes.back() / 4, per = f32_floats / threads / 32 * 32;
-    std::vector<uint8_t> copy_dst(static_cast<size_t>(wbytes.back()));
-    volatile float sink = 0;
-    passes.push_back([&] {
-      for (auto& c : stores.back())
-        on_threads(threads, [&](int t) {
-          sink = sink + sum_floats(reinterpret_cast<const float*>(c.data()) + t * per, per);
-        });
-    });
-    passes.push_back([&] {
-      for (auto& c : stores.back())
-        on_threads(threads, [&](int t) {
-          std::memcpy(copy_dst.data() + t * per * 4, c.data() + t * per * 4, size_t(per) * 4);
-        });
-    });
-    std::vector<double> t = best_times(passes);
-    const double copies_f32 = double(stores.back().size()), ref_bytes = double(per * threads * 4) * copies_f32;
-    const double read_gbs = ref_bytes / t[t.size() - 2] / 1e9, memcpy_gbs = 2 * ref_bytes / t.back() / 1e9;
-    for (size_t i = 0; i + 2 < t.size(); ++i) {
-      const bool blas = i == stores.size();
-      const size_t vi = blas ? stores.size() - 1 : i;
-      const double per_call = t[i] / double(stores[vi].size());
-      const double gbs = double(wbytes[vi]) / per_call / 1e9;
-      std::printf("| %lld→%lld | %s | %s | %s | %.1f | %.2f | %.2f | %.1f |\n", (long long)K, (long long)N,
-                  blas ? "OpenBLAS" : "ours", dtype_name(variants[vi].dtype),
-                  variants[vi].compute == Compute::BF16 ? "bf16" : "f32", gbs, gbs / read_gbs, gbs / memcpy_gbs,
-                  2.0 * double(M * N * K) / per_call / 1e9);
-    }
-    std::printf("| %lld→%lld | read-only sum | | | %.1f | 1.00 | | |\n", (long long)K, (long long)N, read_gbs);
-    std::printf("| %lld→%lld | memcpy (read+write) | | | %.1f | | 1.00 | |\n", (long long)K, (long long)N, memcpy_gbs);
-    std::fflush(stdout);
   }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, prefill = true, decode = true;
+  bool quick = false;
   int threads = 2;
+  std::vector<int64_t> Ms{512, 1024, 2048};
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) g_reps = std::max(1, std::atoi(argv[++i]));
-    else if (!std::strcmp(argv[i], "--decode-only")) prefill = false;
     else if (!std::strcmp(argv[i], "--cpu-time")) g_cpu_time = true;
-    else if (!std::strcmp(argv[i], "--prefill-only")) decode = false;
     else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::max(1, std::atoi(argv[++i]));
+    else if (!std::strcmp(argv[i], "--m") && i + 1 < argc) {
+      Ms.clear();
+      for (const char* p = argv[++i]; *p; p += (*p == ',')) {
+        Ms.push_back(std::atoll(p));
+        while (*p && *p != ',') ++p;
+      }
+    } else {
+      std::fprintf(stderr, "bench_gemm: unknown option %s (expected --quick, --reps N, --threads T, --m 512,1024, "
+                   "--cpu-time)\n", argv[i]);
+      return 1;
+    }
   }
+  if (quick) g_reps = std::min(g_reps, 3);
 #ifdef LN_HAVE_OPENBLAS
   openblas_set_num_threads(threads);
   // run.sh unsets OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for this process, so OpenBLAS picks its own kernels.
@@ -314,20 +243,15 @@ int main(int argc, char** argv) {
   std::printf("OpenBLAS not found: its columns read nan\n");
 #endif
   ThreadPool pool(threads);
-  std::printf("## langneurons GEMM benchmark: kernel %s, %d threads, best of %d after a warm-up, %s time\n",
+  std::printf("## langneurons GEMM benchmark: kernel %s, %d threads, %d paired rounds after a warm-up, medians, %s time\n",
               kernel_name(active_kernel()), threads, g_reps, g_cpu_time ? "CPU" : "wall");
-  const Bandwidth bw = memory_bandwidth(threads);
   std::printf("\nMachine (register-only loops, %d threads): AVX2 FMA peak %.1f GFLOP/s, AVX-512 FMA peak %.1f, "
-              "vdpbf16ps peak %.1f (nan: not on this CPU); memory: read %.1f GB/s, memcpy %.1f GB/s (read + write)\n",
+              "vdpbf16ps peak %.1f (nan: not on this CPU)\n",
               threads, peak_gflops(PeakLoop::Avx2Fma, threads), peak_gflops(PeakLoop::Avx512Fma, threads),
-              peak_gflops(PeakLoop::Bf16Dot, threads), bw.read_gbs, bw.memcpy_gbs);
-  if (prefill) prefill_table(pool, quick);
-  if (decode) decode_table(pool, 1);
-  if (decode && !quick) decode_table(pool, 8);
+              peak_gflops(PeakLoop::Bf16Dot, threads));
+  prefill_table(pool, Ms);
   // The machine may be shared: a second measurement shows how much the reference points drifted during the run.
-  const Bandwidth bw2 = memory_bandwidth(threads);
-  std::printf("\nEnd of run: widest FMA peak %.1f GFLOP/s, vdpbf16ps peak %.1f, read %.1f GB/s, memcpy %.1f GB/s\n",
-              peak_gflops(widest_fma(), threads), peak_gflops(PeakLoop::Bf16Dot, threads), bw2.read_gbs,
-              bw2.memcpy_gbs);
+  std::printf("\nEnd of run: widest FMA peak %.1f GFLOP/s, vdpbf16ps peak %.1f\n", peak_gflops(widest_fma(), threads),
+              peak_gflops(PeakLoop::Bf16Dot, threads));
   return 0;
 }

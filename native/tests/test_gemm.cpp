@@ -149,12 +149,13 @@ LN_TEST(gemm_accumulate_and_strides) {
 // Small-integer data makes every result exact in float32: any indexing, packing or edge-tile mistake shows up as
 // a wrong value rather than hiding in a tolerance. Shapes cross every block boundary of every family
 // (MC = 120/128/168 rows, KC = 256 and the bf16 pairs' 512 with an odd tail, 1024-column tasks, 4x8, 6x16 and
-// 14x32 tiles, narrow last column panels).
+// 14x32 tiles, narrow last column panels), and the one-row GEMV's steps (K = 1000: 4-block steps, single blocks and
+// an element tail; K = 37: no full step).
 LN_TEST(gemm_exact_small_integers_across_blocks) {
   KernelRestore restore;
   ThreadPool pool(2);
   const int64_t shapes[][3] = {{130, 1100, 600}, {9, 17, 513}, {251, 35, 259}, {12, 1, 40}, {2, 1031, 70},
-                               {171, 45, 1029}, {29, 1063, 515}};
+                               {171, 45, 1029}, {29, 1063, 515}, {1, 77, 1000}, {1, 40, 37}};
   uint64_t seed = 2000;
   for (CpuKernel kern : kernels_to_test())
     for (DType t : kDtypes)

@@ -140,6 +140,18 @@ inline void packed_task512(const Tasks512& t, int64_t task, int64_t red, bool ac
   }
 }
 
+// v, kept in a register: stops the compiler from folding the load of v into the memory operands of the two
+// instructions that use it (vpslld m512 and vpandd m512 in the bf16 GEMV), which loads it twice. Weights at a
+// checkpoint's offsets are not 64-byte aligned, so each load spans two cache lines, and the doubled loads of lines
+// still in flight from DRAM halved the bf16-weights f32-compute GEMV (0.57 of the read loop, 0.82 with one load;
+// one core, rows 16 bytes off alignment).
+inline __m512i in_register(__m512i v) {
+#if defined(__GNUC__)
+  asm("" : "+v"(v));
+#endif
+  return v;
+}
+
 // round_bf16 (dtype.h) on 16 lanes: the same bits as avx2_blocks.h's round_bf16_8 (nearest even, NaN kept quiet).
 inline __m512 round_bf16_16(__m512 v) {
   const __m512i u = _mm512_castps_si512(v);
