@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 
+#include "core/oom.h"
 #include "binding/js_util.h"
 #include "binding/model_spec.h"
 #include "core/mapped_file.h"
@@ -141,8 +142,10 @@ NativeTrainer::NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
     }
   } catch (const Napi::Error&) {
     throw;
+  } catch (const ln::OutOfMemory& e) {
+    throw Napi::Error::New(env, e.what());  // names what was being allocated and its size
   } catch (const std::bad_alloc&) {
-    throw Napi::Error::New(env, std::string("trainer: out of memory while ") +
+    throw Napi::Error::New(env, std::string("out of memory while ") +
                                     (device < 0 ? "preparing the CPU trainer" : "setting up the CUDA trainer"));
   } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
