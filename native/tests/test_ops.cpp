@@ -286,7 +286,8 @@ struct CausalCase {
   float magnitude;
 };
 
-double check_attend_causal(const CausalCase& c, uint32_t seed, bool avx2) {
+// Worst |difference| of one family's attend_causal from a float64 recomputation; the outputs go to *got.
+double check_attend_causal(const CausalCase& c, uint32_t seed, CpuKernel fam, std::vector<float>* got = nullptr) {
   const int hd = c.hd, n_q = c.n_q, n_rows = c.n_rows;
   const int32_t n_keys = c.key0 + n_rows;
   const int64_t ldq = int64_t(n_q + 1) * hd + 3, ldo = int64_t(n_q) * hd + 5, ldkv = 2 * int64_t(hd) + 1;
@@ -300,8 +301,8 @@ double check_attend_causal(const CausalCase& c, uint32_t seed, bool avx2) {
   std::vector<float> scratch(size_t(attend_causal_scratch_floats(hd)) + 16);
   float* sp = scratch.data();
   while (reinterpret_cast<uintptr_t>(sp) % 64) ++sp;  // the kernels expect the 64-byte alignment they get
-  if (avx2)
-    kernel_table(CpuKernel::Avx2).attend_causal(q.data(), ldq, n_rows, n_q, k.data(), v.data(), ldkv, c.key0, hd, scale, out.data(), ldo, sp);
+  if (fam != CpuKernel::Plain)
+    kernel_table(fam).attend_causal(q.data(), ldq, n_rows, n_q, k.data(), v.data(), ldkv, c.key0, hd, scale, out.data(), ldo, sp);
   else
     attend_causal_plain(q.data(), ldq, n_rows, n_q, k.data(), v.data(), ldkv, c.key0, hd, scale, out.data(), ldo,
                         sp);
@@ -327,6 +328,7 @@ double check_attend_causal(const CausalCase& c, uint32_t seed, bool avx2) {
     for (int64_t e = int64_t(n_q) * hd; e < ldo; ++e)
       if (out[size_t(r * ldo + e)] != sentinel) worst = 1e30;  // wrote outside the outputs
   }
+  if (got) *got = out;
   return worst;
 }
 }  // namespace
@@ -359,13 +361,21 @@ LN_TEST(ops_attend_causal_matches_double) {
   uint32_t seed = 100;
   for (const CausalCase& c : cases) {
     seed += 3;
-    const double wp = check_attend_causal(c, seed, false);
+    const double wp = check_attend_causal(c, seed, CpuKernel::Plain);
     LN_CHECK_MSG(wp < 1e-5, "plain hd=%d n_q=%d rows=%d key0=%d mag=%g: %g", c.hd, c.n_q, c.n_rows, c.key0,
                  double(c.magnitude), wp);
+    std::vector<float> by_avx2, by_avx512;
     if (cpu_supports(CpuKernel::Avx2)) {
-      const double wa = check_attend_causal(c, seed, true);
+      const double wa = check_attend_causal(c, seed, CpuKernel::Avx2, &by_avx2);
       LN_CHECK_MSG(wa < 1e-5, "avx2 hd=%d n_q=%d rows=%d key0=%d mag=%g: %g", c.hd, c.n_q, c.n_rows, c.key0,
                    double(c.magnitude), wa);
+    }
+    if (cpu_supports(CpuKernel::Avx512)) {  // the 16-lane tile: the same bound, and the avx2 tile's bits
+      const double wz = check_attend_causal(c, seed, CpuKernel::Avx512, &by_avx512);
+      LN_CHECK_MSG(wz < 1e-5, "avx512 hd=%d n_q=%d rows=%d key0=%d mag=%g: %g", c.hd, c.n_q, c.n_rows, c.key0,
+                   double(c.magnitude), wz);
+      LN_CHECK_MSG(by_avx512 == by_avx2, "avx512 != avx2 bits: hd=%d n_q=%d rows=%d key0=%d", c.hd, c.n_q, c.n_rows,
+                   c.key0);
     }
   }
 }
@@ -386,7 +396,8 @@ LN_TEST(ops_attend_causal_dispatch) {
     std::vector<float> scratch(size_t(attend_causal_scratch_floats(hd)) + 16);
     float* sp = scratch.data();
     while (reinterpret_cast<uintptr_t>(sp) % 64) ++sp;
-    // Every x86 family's table runs the AVX2 attention tile (kernels/kernel_table.cpp).
+    // The x86 families' tables run the avx2 tile (avx2) or the 16-lane tile (avx512, avx512bf16), which gives the
+    // same bits (ops_attend_causal_matches_double).
     for (CpuKernel fam : kernel_families_to_test()) {
       set_kernel(fam);
       attend_causal(q.data(), ld, n_rows, n_q, k, v, ldkv, key0, hd, 0.1f, a.data(), ld, sp);

@@ -41,14 +41,14 @@ void avx512_dx(int64_t M, const float* dY, int64_t ldy, const WeightRef& W, floa
   train::avx512_gemm_dx(M, dY, ldy, W, dX, ldx, accumulate, pool);
 }
 const CpuKernelTable kAvx512{CpuKernel::Avx512,       avx512_gemm,         avx512_gemv,     avx512_dx,
-                             train::avx512_gemm_dw, silu_inplace_avx512, attend_row_avx2, attend_causal_avx2,
+                             train::avx512_gemm_dw, silu_inplace_avx512, attend_row_avx2, attend_causal_avx512,
                              accumulate_row_avx512,
-                             "gemm=avx512 gemv=avx512 backward=avx512 silu=avx512 attention=avx2 stats=avx512"};
+                             "gemm=avx512 gemv=avx512 backward=avx512 silu=avx512 attention=avx512 (row: avx2) stats=avx512"};
 const CpuKernelTable kAvx512Bf16{CpuKernel::Avx512Bf16,   avx512bf16_gemm,     avx512bf16_gemv, avx512_dx,
-                                 train::avx512_gemm_dw, silu_inplace_avx512, attend_row_avx2, attend_causal_avx2,
+                                 train::avx512_gemm_dw, silu_inplace_avx512, attend_row_avx2, attend_causal_avx512,
                                  accumulate_row_avx512,
                                  "gemm=avx512bf16 gemv=avx512bf16 (f32 compute: avx512) backward=avx512 "
-                                 "silu=avx512 attention=avx2 stats=avx512"};
+                                 "silu=avx512 attention=avx512 (row: avx2) stats=avx512"};
 #endif
 
 }  // namespace

@@ -102,6 +102,9 @@ void attend_causal_plain(const float* q, int64_t ldq, int n_rows, int n_q, const
 void attend_causal_avx2(const float* q, int64_t ldq, int n_rows, int n_q, const float* k, const float* v,
                         int64_t ldkv, int32_t key0, int hd, float scale, float* out, int64_t ldo,
                         float* scratch);  // only after cpu_supports(Avx2)
+// x86 only, after cpu_supports(Avx512): the same tile on 16 lanes of zmm (attention_kernels_avx512.cpp), the same bits.
+void attend_causal_avx512(const float* q, int64_t ldq, int n_rows, int n_q, const float* k, const float* v,
+                          int64_t ldkv, int32_t key0, int hd, float scale, float* out, int64_t ldo, float* scratch);
 
 // log(sum(exp(x))) over n floats: max-shifted, float exp, double accumulation.
 double logsumexp(const float* x, int64_t n);
