@@ -366,22 +366,7 @@ double CudaTrainer::step(const AdamWConfig& c) {
 
 int32_t CudaTrainer::check_batch(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs, int64_t n_tokens) {
   using std::to_string;
-  if (!tokens || !seq_lens) fail("tokens and seq_lens are required");
-  if (n_seqs < 1 || n_tokens < 1) fail("the batch is empty");
-  int64_t sum = 0;
-  int32_t max_len = 0;
-  for (int32_t s = 0; s < n_seqs; ++s) {
-    if (seq_lens[s] < 1) fail("sequence " + to_string(s) + " has length " + to_string(seq_lens[s]));
-    if (seq_lens[s] > cfg_.max_positions)
-      fail("sequence " + to_string(s) + " of " + to_string(seq_lens[s]) + " tokens exceeds the model's context of " +
-           to_string(cfg_.max_positions));
-    sum += seq_lens[s];
-    max_len = std::max(max_len, seq_lens[s]);
-  }
-  if (sum != n_tokens) fail("seq_lens sum to " + to_string(sum) + " but there are " + to_string(n_tokens) + " tokens");
-  for (int64_t t = 0; t < n_tokens; ++t)
-    if (tokens[t] < 0 || tokens[t] >= cfg_.vocab)
-      fail("token id " + to_string(tokens[t]) + " at index " + to_string(t) + " is outside [0, " + to_string(cfg_.vocab) + ")");
+  const int32_t max_len = check_training_batch(cfg_, tokens, seq_lens, n_seqs, n_tokens);
   if (cfg_.sliding_window > 0 && max_len > cfg_.sliding_window)
     fail("a sequence of " + to_string(max_len) + " tokens exceeds the sliding window of " +
          to_string(cfg_.sliding_window) + ", which the CUDA trainer does not apply yet (--device cpu)");

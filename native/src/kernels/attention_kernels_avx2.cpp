@@ -171,22 +171,8 @@ void run_tile(const float* q, int64_t ldq, int n_q, int i0, int nl, const float*
     lastv[lane] = key0 + i / n_q;
   }
 
-  // Qt = (queries * scale * log2(e))^T: scores in log2 units (see exp2_8). 8x8 transposes, scalar for the last
-  // hd % 8 dims.
-  const int hd8 = hd & ~7;
-  const float qscale = scale * 1.44269504088896341f;
-  const __m256 vscale = _mm256_set1_ps(qscale);
-  for (int u = 0; u < QV; ++u) {
-    for (int d = 0; d < hd8; d += 8) {
-      __m256 r[8];
-      for (int t = 0; t < 8; ++t)
-        r[t] = qp[8 * u + t] ? _mm256_mul_ps(_mm256_loadu_ps(qp[8 * u + t] + d), vscale) : _mm256_setzero_ps();
-      transpose8(r);
-      for (int t = 0; t < 8; ++t) _mm256_store_ps(Qt + (d + t) * W + 8 * u, r[t]);
-    }
-    for (int d = hd8; d < hd; ++d)
-      for (int t = 0; t < 8; ++t) Qt[d * W + 8 * u + t] = qp[8 * u + t] ? qp[8 * u + t][d] * qscale : 0.f;
-  }
+  // Qt = (queries * scale * log2(e))^T: scores in log2 units (see exp2_8).
+  attn_load_queries<W>(qp, hd, scale * 1.44269504088896341f, Qt);
 
   __m256i last[QV];
   __m256 m[QV], l[QV];
@@ -232,22 +218,10 @@ void run_tile(const float* q, int64_t ldq, int n_q, int i0, int nl, const float*
     if (d0 < hd) pv_tail<QV, DR - 1>(hd - d0, S, vb + d0, ldkv, kb, Ot + d0 * W, first, rescale);
   }
 
-  // out = Ot^T / l: 8x8 transposes back, scalar for the last hd % 8 dims.
+  // out = Ot^T / l.
   alignas(32) float inv[W];
   for (int u = 0; u < QV; ++u) _mm256_store_ps(inv + 8 * u, _mm256_div_ps(_mm256_set1_ps(1.f), l[u]));
-  for (int u = 0; u < QV; ++u) {
-    const __m256 vi = _mm256_load_ps(inv + 8 * u);
-    for (int d = 0; d < hd8; d += 8) {
-      __m256 r[8];
-      for (int t = 0; t < 8; ++t) r[t] = _mm256_mul_ps(_mm256_load_ps(Ot + (d + t) * W + 8 * u), vi);
-      transpose8(r);
-      for (int t = 0; t < 8; ++t)
-        if (op[8 * u + t]) _mm256_storeu_ps(op[8 * u + t] + d, r[t]);
-    }
-    for (int d = hd8; d < hd; ++d)
-      for (int t = 0; t < 8; ++t)
-        if (op[8 * u + t]) op[8 * u + t][d] = Ot[d * W + 8 * u + t] * inv[8 * u + t];
-  }
+  attn_store_outputs<W>(op, hd, Ot, inv);
 }
 
 }  // namespace

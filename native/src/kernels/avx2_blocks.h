@@ -293,5 +293,44 @@ inline __m256 silu8(__m256 x) {
   return _mm256_blendv_ps(y, _mm256_mul_ps(x, _mm256_setzero_ps()), far_left);  // x * 0: -0, or NaN for -inf
 }
 
+// The attention tiles' layout changes (attention_kernels_avx2.cpp, attention_kernels_avx512.cpp): a tile of W lanes
+// (query vectors) keeps its queries and outputs transposed, [d][W], lanes innermost. Both use 8x8 transposes on
+// groups of 8 lanes (scalar for the last hd % 8 dims); a null lane pointer is an unused lane (zero queries, no output).
+// Qt[d][lane] = qp[lane][d] * qscale.
+template <int W>
+inline void attn_load_queries(const float* const* qp, int hd, float qscale, float* Qt) {
+  const int hd8 = hd & ~7;
+  const __m256 vscale = _mm256_set1_ps(qscale);
+  for (int u = 0; u < W / 8; ++u) {
+    for (int d = 0; d < hd8; d += 8) {
+      __m256 r[8];
+      for (int t = 0; t < 8; ++t)
+        r[t] = qp[8 * u + t] ? _mm256_mul_ps(_mm256_loadu_ps(qp[8 * u + t] + d), vscale) : _mm256_setzero_ps();
+      transpose8(r);
+      for (int t = 0; t < 8; ++t) _mm256_store_ps(Qt + (d + t) * W + 8 * u, r[t]);
+    }
+    for (int d = hd8; d < hd; ++d)
+      for (int t = 0; t < 8; ++t) Qt[d * W + 8 * u + t] = qp[8 * u + t] ? qp[8 * u + t][d] * qscale : 0.f;
+  }
+}
+// op[lane][d] = Ot[d][lane] * inv[lane] for the used lanes.
+template <int W>
+inline void attn_store_outputs(float* const* op, int hd, const float* Ot, const float* inv) {
+  const int hd8 = hd & ~7;
+  for (int u = 0; u < W / 8; ++u) {
+    const __m256 vi = _mm256_load_ps(inv + 8 * u);
+    for (int d = 0; d < hd8; d += 8) {
+      __m256 r[8];
+      for (int t = 0; t < 8; ++t) r[t] = _mm256_mul_ps(_mm256_load_ps(Ot + (d + t) * W + 8 * u), vi);
+      transpose8(r);
+      for (int t = 0; t < 8; ++t)
+        if (op[8 * u + t]) _mm256_storeu_ps(op[8 * u + t] + d, r[t]);
+    }
+    for (int d = hd8; d < hd; ++d)
+      for (int t = 0; t < 8; ++t)
+        if (op[8 * u + t]) op[8 * u + t][d] = Ot[d * W + 8 * u + t] * inv[8 * u + t];
+  }
+}
+
 }  // namespace
 }  // namespace ln

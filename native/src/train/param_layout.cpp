@@ -252,5 +252,27 @@ void init_master_values(const ParamLayout& L, uint64_t seed, float* master) {
   }
 }
 
+int32_t check_training_batch(const ModelConfig& cfg, const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs,
+                             int64_t n_tokens) {
+  using std::to_string;
+  if (!tokens || !seq_lens) fail("tokens and seq_lens are required");
+  if (n_seqs < 1 || n_tokens < 1) fail("the batch is empty");
+  int64_t sum = 0;
+  int32_t max_len = 0;
+  for (int32_t s = 0; s < n_seqs; ++s) {
+    if (seq_lens[s] < 1) fail("sequence " + to_string(s) + " has length " + to_string(seq_lens[s]));
+    if (seq_lens[s] > cfg.max_positions)
+      fail("sequence " + to_string(s) + " of " + to_string(seq_lens[s]) + " tokens exceeds the model's context of " +
+           to_string(cfg.max_positions));
+    sum += seq_lens[s];
+    max_len = std::max(max_len, seq_lens[s]);
+  }
+  if (sum != n_tokens) fail("seq_lens sum to " + to_string(sum) + " but there are " + to_string(n_tokens) + " tokens");
+  for (int64_t t = 0; t < n_tokens; ++t)
+    if (tokens[t] < 0 || tokens[t] >= cfg.vocab)
+      fail("token id " + to_string(tokens[t]) + " at index " + to_string(t) + " is outside [0, " + to_string(cfg.vocab) + ")");
+  return max_len;
+}
+
 }  // namespace train
 }  // namespace ln

@@ -116,5 +116,11 @@ ParamLayout build_param_layout(const ModelConfig& cfg, const ModelWeights& weigh
 // columns), LoRA A uniform(-1/sqrt(K), 1/sqrt(K)) and B = 0 (PEFT), the head normal(0, 0.02), all from the seed.
 void init_master_values(const ParamLayout& layout, uint64_t seed, float* master);
 
+// Validates a packed training batch for either trainer (std::invalid_argument "trainer: ...", nothing touched:
+// lengths >= 1 and within the model's context, summing to n_tokens, token ids in the vocabulary) and returns its
+// longest sequence.
+int32_t check_training_batch(const ModelConfig& cfg, const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs,
+                             int64_t n_tokens);
+
 }  // namespace train
 }  // namespace ln
