@@ -30,6 +30,7 @@
 #include "cuda/train_kernels.h"
 #include "cuda/trainer_scale.h"
 #include "train/lora.h"
+#include "train/cls_head.h"
 #include "train/param_layout.h"
 #include "train/token_groups.h"
 #include "train/training_runtime.h"
@@ -661,17 +662,8 @@ BatchLoss CudaTrainer::forward_backward_cls(const int32_t* tokens, const int32_t
   for (int32_t s = 0; s < n_seqs; ++s) {
     const float* x = host_x_.data() + int64_t(s) * H;
     float* z = cls_logits_.data() + int64_t(s) * C;
-    for (int64_t c = 0; c < C; ++c) {
-      double acc = 0;
-      for (int64_t k = 0; k < H; ++k) acc += double(Wc[c * H + k]) * x[k];
-      z[c] = float(acc);
-    }
-    if (labels[s] < 0) continue;
-    double mx = z[0];
-    for (int64_t c = 1; c < C; ++c) mx = std::max(mx, double(z[c]));
-    double sum = 0;
-    for (int64_t c = 0; c < C; ++c) sum += std::exp(double(z[c]) - mx);
-    out.sum += mx + std::log(sum) - double(z[labels[s]]);
+    cls_logits(Wc, C, H, x, z);
+    if (labels[s] >= 0) out.sum += cls_loss(z, C, labels[s]);
   }
   if (logits) std::memcpy(logits, cls_logits_.data(), size_t(n_seqs * C) * sizeof(float));
   if (!backward || count == 0) return out;
@@ -687,20 +679,8 @@ BatchLoss CudaTrainer::forward_backward_cls(const int32_t* tokens, const int32_t
     row += seq_lens[s];
     if (labels[s] < 0) continue;
     const float* x = host_x_.data() + int64_t(s) * H;
-    const float* z = cls_logits_.data() + int64_t(s) * C;
-    double mx = z[0];
-    for (int64_t c = 1; c < C; ++c) mx = std::max(mx, double(z[c]));
-    double sum = 0;
-    for (int64_t c = 0; c < C; ++c) sum += std::exp(double(z[c]) - mx);
     std::fill(dx.begin(), dx.end(), 0.f);
-    for (int64_t c = 0; c < C; ++c) {
-      const double p = std::exp(double(z[c]) - mx) / sum;
-      const float d = float((p - (c == labels[s] ? 1.0 : 0.0)) * scale);
-      for (int64_t k = 0; k < H; ++k) {
-        host_g_[size_t(c * H + k)] += d * x[k];
-        dx[size_t(k)] += d * Wc[c * H + k];
-      }
-    }
+    cls_backward(Wc, C, H, x, cls_logits_.data() + int64_t(s) * C, labels[s], scale, host_g_.data(), dx.data());
     cuda::copy_to_device(dxf_ + (row - 1) * H, dx.data(), size_t(H) * 4, s_);
     cuda::synchronize(s_);  // dx is reused
   }

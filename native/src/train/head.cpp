@@ -8,6 +8,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "train/cls_head.h"
 #include "train/trainer.h"
 
 namespace ln {
@@ -46,17 +47,8 @@ BatchLoss Trainer::forward_backward_cls(const int32_t* tokens, const int32_t* se
   for (int32_t s = 0; s < n_seqs; ++s) {
     const float* x = xf_ + (seqs_[size_t(s)].row0 + seqs_[size_t(s)].len - 1) * H;
     float* z = cls_logits_.data() + int64_t(s) * C;
-    for (int64_t c = 0; c < C; ++c) {
-      double acc = 0;
-      for (int64_t k = 0; k < H; ++k) acc += double(W[c * H + k]) * x[k];
-      z[c] = float(acc);
-    }
-    if (labels[s] < 0) continue;
-    double mx = z[0];
-    for (int64_t c = 1; c < C; ++c) mx = std::max(mx, double(z[c]));
-    double sum = 0;
-    for (int64_t c = 0; c < C; ++c) sum += std::exp(double(z[c]) - mx);
-    out.sum += mx + std::log(sum) - double(z[labels[s]]);
+    cls_logits(W, C, H, x, z);
+    if (labels[s] >= 0) out.sum += cls_loss(z, C, labels[s]);
   }
   if (logits) std::memcpy(logits, cls_logits_.data(), size_t(n_seqs * C) * sizeof(float));
   if (!backward || count == 0) return out;
@@ -69,20 +61,7 @@ BatchLoss Trainer::forward_backward_cls(const int32_t* tokens, const int32_t* se
     if (labels[s] < 0) continue;
     const int64_t row = seqs_[size_t(s)].row0 + seqs_[size_t(s)].len - 1;
     const float* x = xf_ + row * H;
-    const float* z = cls_logits_.data() + int64_t(s) * C;
-    double mx = z[0];
-    for (int64_t c = 1; c < C; ++c) mx = std::max(mx, double(z[c]));
-    double sum = 0;
-    for (int64_t c = 0; c < C; ++c) sum += std::exp(double(z[c]) - mx);
-    float* dx = dxf_ + row * H;
-    for (int64_t c = 0; c < C; ++c) {
-      const double p = std::exp(double(z[c]) - mx) / sum;
-      const float d = float((p - (c == labels[s] ? 1.0 : 0.0)) * scale);
-      for (int64_t k = 0; k < H; ++k) {
-        gW[c * H + k] += d * x[k];
-        dx[k] += d * W[c * H + k];
-      }
-    }
+    cls_backward(W, C, H, x, cls_logits_.data() + int64_t(s) * C, labels[s], scale, gW, dxf_ + row * H);
   }
   backward_layers(tokens, T);
   ++micro_;
