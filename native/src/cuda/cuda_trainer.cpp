@@ -344,20 +344,14 @@ double CudaTrainer::grad_norm() {
 }
 
 double CudaTrainer::step(const AdamWConfig& c) {
-  if (!(c.lr >= 0) || !(c.beta1 >= 0 && c.beta1 < 1) || !(c.beta2 >= 0 && c.beta2 < 1) || !(c.eps > 0) ||
-      !(c.weight_decay >= 0) || !(c.clip >= 0))
-    fail("bad AdamW settings (need lr >= 0, 0 <= betas < 1, eps > 0, weight_decay >= 0, clip >= 0)");
+  check_adamw_config(c);
   const double norm = grad_norm();
-  if (!std::isfinite(norm)) fail("the gradient is not finite (norm " + std::to_string(norm) + "); step skipped");
-  const float clip_scale = c.clip > 0 && norm > c.clip ? float(c.clip / (norm + 1e-6)) : 1.f;
+  const AdamWStep s = adamw_step_scalars(c, norm, t_ + 1);
   ++t_;
-  const double bc1 = 1 - std::pow(double(c.beta1), double(t_)), bc2 = 1 - std::pow(double(c.beta2), double(t_));
-  const float step_size = float(c.lr / bc1), bc2_sqrt = float(std::sqrt(bc2));
-  const float decay = 1.f - c.lr * c.weight_decay;
   if (lay_.n_trainable == 0) return norm;
   cuda::set_device(device_);
   cuda::adamw_step(lay_.n_trainable, master_.as<float>(), grad_.as<float>(), m_.as<float>(), v_.as<float>(), c.beta1,
-                   c.beta2, c.eps, step_size, bc2_sqrt, decay, clip_scale, s_);
+                   c.beta2, c.eps, s.step_size, s.bc2_sqrt, s.decay, s.clip_scale, s_);
   for (size_t i = 0; i < lay_.params.size(); ++i) refresh_weight(int(i));
   cuda::synchronize(s_);
   return norm;

@@ -274,5 +274,22 @@ int32_t check_training_batch(const ModelConfig& cfg, const int32_t* tokens, cons
   return max_len;
 }
 
+void check_adamw_config(const AdamWConfig& c) {
+  if (!(c.lr >= 0) || !(c.beta1 >= 0 && c.beta1 < 1) || !(c.beta2 >= 0 && c.beta2 < 1) || !(c.eps > 0) ||
+      !(c.weight_decay >= 0) || !(c.clip >= 0))
+    fail("bad AdamW settings (need lr >= 0, 0 <= betas < 1, eps > 0, weight_decay >= 0, clip >= 0)");
+}
+
+AdamWStep adamw_step_scalars(const AdamWConfig& c, double norm, int64_t t) {
+  if (!std::isfinite(norm)) fail("the gradient is not finite (norm " + std::to_string(norm) + "); step skipped");
+  AdamWStep s;
+  s.clip_scale = c.clip > 0 && norm > c.clip ? float(c.clip / (norm + 1e-6)) : 1.f;
+  const double bc1 = 1 - std::pow(double(c.beta1), double(t)), bc2 = 1 - std::pow(double(c.beta2), double(t));
+  s.step_size = float(c.lr / bc1);
+  s.bc2_sqrt = float(std::sqrt(bc2));
+  s.decay = 1.f - c.lr * c.weight_decay;
+  return s;
+}
+
 }  // namespace train
 }  // namespace ln

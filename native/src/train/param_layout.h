@@ -116,6 +116,18 @@ ParamLayout build_param_layout(const ModelConfig& cfg, const ModelWeights& weigh
 // columns), LoRA A uniform(-1/sqrt(K), 1/sqrt(K)) and B = 0 (PEFT), the head normal(0, 0.02), all from the seed.
 void init_master_values(const ParamLayout& layout, uint64_t seed, float* master);
 
+// AdamW (train/trainer.h AdamWConfig) for both trainers. check_adamw_config throws std::invalid_argument
+// ("trainer: bad AdamW settings ...") unless lr >= 0, 0 <= betas < 1, eps > 0, weight_decay >= 0, clip >= 0.
+// adamw_step_scalars gives the scalars of optimizer step t (1 for the first) from the gradient's global norm, as
+// torch.optim.AdamW with clipping by global norm: clip_scale = clip / (norm + 1e-6) when clip > 0 and norm > clip,
+// step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t) (double, rounded to float), decay = 1 - lr * wd;
+// a non-finite norm throws ("... step skipped") before anything changes. math::adamw_update applies them.
+struct AdamWStep {
+  float clip_scale, step_size, bc2_sqrt, decay;
+};
+void check_adamw_config(const AdamWConfig& c);
+AdamWStep adamw_step_scalars(const AdamWConfig& c, double norm, int64_t t);
+
 // Validates a packed training batch for either trainer (std::invalid_argument "trainer: ...", nothing touched:
 // lengths >= 1 and within the model's context, summing to n_tokens, token ids in the vocabulary) and returns its
 // longest sequence.

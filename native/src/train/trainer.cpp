@@ -613,22 +613,16 @@ double Trainer::grad_norm() {
 }
 
 double Trainer::step(const AdamWConfig& c) {
-  if (!(c.lr >= 0) || !(c.beta1 >= 0 && c.beta1 < 1) || !(c.beta2 >= 0 && c.beta2 < 1) || !(c.eps > 0) ||
-      !(c.weight_decay >= 0) || !(c.clip >= 0))
-    fail("bad AdamW settings (need lr >= 0, 0 <= betas < 1, eps > 0, weight_decay >= 0, clip >= 0)");
+  check_adamw_config(c);
   const double norm = grad_norm();
-  if (!std::isfinite(norm)) fail("the gradient is not finite (norm " + std::to_string(norm) + "); step skipped");
-  const float clip_scale = c.clip > 0 && norm > c.clip ? float(c.clip / (norm + 1e-6)) : 1.f;
+  const AdamWStep s = adamw_step_scalars(c, norm, t_ + 1);
   ++t_;
-  const double bc1 = 1 - std::pow(double(c.beta1), double(t_)), bc2 = 1 - std::pow(double(c.beta2), double(t_));
-  const float step_size = float(c.lr / bc1), bc2_sqrt = float(std::sqrt(bc2));
-  const float decay = 1.f - c.lr * c.weight_decay;
   const int64_t n = int64_t(master_.size()), blk = 1 << 14;
   pool_.parallel_for((n + blk - 1) / blk, [&](int64_t b, int) {
     for (int64_t i = b * blk, e = std::min(n, i + blk); i < e; ++i) {
-      const float g = grad_[size_t(i)] * clip_scale;  // (the CUDA trainer's adamw_step: the same function)
-      math::adamw_update(g, c.beta1, c.beta2, c.eps, step_size, bc2_sqrt, decay, &master_[size_t(i)], &m_[size_t(i)],
-                         &v_[size_t(i)]);
+      const float g = grad_[size_t(i)] * s.clip_scale;  // (the CUDA trainer's adamw_step: the same function)
+      math::adamw_update(g, c.beta1, c.beta2, c.eps, s.step_size, s.bc2_sqrt, s.decay, &master_[size_t(i)],
+                         &m_[size_t(i)], &v_[size_t(i)]);
     }
   });
   return norm;
