@@ -3,11 +3,15 @@
 // the same functions), the SwiGLU backward element, and the token grouping of the deterministic embedding
 // backward (train/token_groups.h): adding each group's rows in order gives the CPU's embedding_backward bit for
 // bit.
+#include <cmath>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <random>
 
 #include "kernels/math.h"
 #include "train/layers.h"
+#include "train/param_layout.h"
 #include "train/lora.h"
 #include "train/token_groups.h"
 #include "test_util.h"
@@ -111,4 +115,36 @@ LN_TEST(train_token_groups_sum_equals_cpu_embedding_backward) {
       got[size_t(g.group_token[size_t(grp)] * H + c)] = acc;
     }
   LN_CHECK(std::memcmp(got.data(), want.data(), got.size() * sizeof(float)) == 0);
+}
+
+// The AdamW scalars both trainers hand to math::adamw_update (train/param_layout.h), against values worked out by
+// hand: lr 0.1, betas 0.9 / 0.99, weight decay 0.01, clip 1 with a gradient norm of 3, step t = 2.
+LN_TEST(train_adamw_step_scalars_hand_example) {
+  train::AdamWConfig c;
+  c.lr = 0.1f;
+  c.beta1 = 0.9f;
+  c.beta2 = 0.99f;
+  c.weight_decay = 0.01f;
+  c.clip = 1.f;
+  const train::AdamWStep s = train::adamw_step_scalars(c, 3.0, 2);
+  LN_CHECK(s.clip_scale == float(1.0 / (3.0 + 1e-6)));                                  // clipped: 1 / (3 + 1e-6)
+  LN_CHECK(s.step_size == float(double(0.1f) / (1 - double(0.9f) * double(0.9f))));     // lr / (1 - 0.9^2) ~ 0.526
+  LN_CHECK(s.bc2_sqrt == float(std::sqrt(1 - double(0.99f) * double(0.99f))));          // sqrt(1 - 0.99^2) ~ 0.141
+  LN_CHECK(s.decay == 1.f - 0.1f * 0.01f);
+  LN_CHECK(train::adamw_step_scalars(c, 0.5, 2).clip_scale == 1.f);  // under the clip: untouched
+  std::string msg;
+  try {
+    train::adamw_step_scalars(c, std::nan(""), 1);
+  } catch (const std::invalid_argument& e) {
+    msg = e.what();
+  }
+  LN_CHECK_MSG(msg.find("the gradient is not finite") != std::string::npos, "got '%s'\n", msg.c_str());
+  msg.clear();
+  c.beta1 = 1.f;
+  try {
+    train::check_adamw_config(c);
+  } catch (const std::invalid_argument& e) {
+    msg = e.what();
+  }
+  LN_CHECK_MSG(msg.find("bad AdamW settings") != std::string::npos, "got '%s'\n", msg.c_str());
 }
