@@ -165,8 +165,12 @@ function fillNormal(out, n, state) {
 
 // ---- writing -----------------------------------------------------------------------------------------------
 
-function headerFor(list) {
-  const header = { __metadata__: { format: 'pt', generator: `langneurons benchmarks synthetic v${GENERATOR_VERSION}` } };
+/**
+ * The safetensors header of `list` (every tensor BF16, back to back): the 8-byte length prefix, the padded JSON and
+ * the data size. `generator` names the writer in __metadata__.
+ */
+export function headerFor(list, generator = `langneurons benchmarks synthetic v${GENERATOR_VERSION}`) {
+  const header = { __metadata__: { format: 'pt', generator } };
   let offset = 0;
   for (const [name, shape] of list) {
     const bytes = shape.reduce((a, b) => a * b, 1) * 2;

@@ -6,7 +6,7 @@
 // benchmarks/common/synthetic-checkpoint.mjs (tensorList). Written to a temporary name, then renamed.
 import fs from 'node:fs';
 
-import { tensorList } from '../common/synthetic-checkpoint.mjs';
+import { headerFor, tensorList } from '../common/synthetic-checkpoint.mjs';
 
 const MAX_BLOCK = 16 << 20; // elements
 const BF16_ONE = 0x3f80;
@@ -34,18 +34,7 @@ function writeAll(fd, u8) {
 /** Writes `file` (safetensors, every tensor BF16) for the config.json object `cfg`; returns its size in bytes. */
 export function writeRandomCheckpoint(file, cfg, seed = 1) {
   const list = tensorList(cfg);
-  const header = { __metadata__: { format: 'pt', generator: 'langneurons benchmarks/gpu-finetune v1' } };
-  let offset = 0;
-  for (const [name, shape] of list) {
-    const bytes = shape.reduce((a, b) => a * b, 1) * 2;
-    header[name] = { dtype: 'BF16', shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
-  const hb = Buffer.from(json, 'utf8');
-  const prefix = Buffer.alloc(8);
-  prefix.writeBigUInt64LE(BigInt(hb.byteLength));
+  const { prefix, hb, dataBytes } = headerFor(list, 'langneurons benchmarks/gpu-finetune v1');
   // As large as the largest tensor (a tiny model: no repeats at all), at most MAX_BLOCK.
   const BLOCK = Math.min(MAX_BLOCK, 2 * Math.ceil(Math.max(...list.map(([, shape]) => shape.reduce((a, b) => a * b, 1))) / 2));
   const block = randomBlock(seed * 2654435761, BLOCK);
@@ -77,5 +66,5 @@ export function writeRandomCheckpoint(file, cfg, seed = 1) {
   }
   fs.closeSync(fd);
   fs.renameSync(tmp, file);
-  return 8 + hb.byteLength + offset;
+  return 8 + hb.byteLength + dataBytes;
 }
