@@ -12,6 +12,9 @@
 #include <cstring>
 #include <vector>
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "kernels/cpu_features.h"
 #include "kernels/gemm.h"
 #include "kernels/kernel_table.h"
@@ -223,4 +226,52 @@ LN_TEST(gemm_kernel_selection) {
   // Each family is a superset of the one before: supporting one implies supporting every narrower one.
   for (size_t i = 1; i < all_kernels().size(); ++i)
     LN_CHECK(!cpu_supports(all_kernels()[i]) || cpu_supports(all_kernels()[i - 1]));
+}
+
+// The one-row GEMV of bf16 weights reads rows that start at a multiple of 4 bytes through 64-byte-aligned loads
+// (kernels/avx512_blocks.h, Bf16AlignedRow) and other rows with unaligned loads, each element in the same lane: the
+// bits of Y must not depend on where the tensor lies. The reference is the tensor 2 bytes past a heap allocation
+// (the unaligned path, checked against float64 by the tests above); the tensor is then placed at every even offset
+// within a cache line, once just after an inaccessible page and once ending just before one, so a read outside the
+// tensor (the aligned reader's first and last lines are masked loads) would crash the test. K covers one block,
+// a masked last line, element tails and the model widths; N leaves rows after the 4 streams.
+LN_TEST(gemv_bf16_same_bits_wherever_the_weights_lie) {
+  KernelRestore restore;
+  ThreadPool pool(1);
+  const long page = sysconf(_SC_PAGESIZE);
+  const int64_t Ks[] = {32, 34, 62, 64, 66, 96, 130, 896};
+  const int64_t Ns[] = {1, 5, 37};
+  uint64_t seed = 4000;
+  int64_t placements = 0;
+  for (CpuKernel kern : kernels_to_test()) {
+    set_kernel(kern);
+    for (Compute comp : kComputes)
+      for (int64_t K : Ks)
+        for (int64_t N : Ns) {
+          Rng r(seed++);
+          Weights w = make_weights(DType::BF16, N, K, r, false);
+          std::vector<float> X(static_cast<size_t>(K)), want(static_cast<size_t>(N)), got(static_cast<size_t>(N));
+          for (auto& v : X) v = r.uniform();
+          gemm_xwt(1, X.data(), K, w.ref, want.data(), N, comp, false, pool);
+          const size_t bytes = size_t(N * K * 2), span = (bytes + 64 + size_t(page) - 1) / size_t(page) * size_t(page);
+          void* region = mmap(nullptr, span + 2 * size_t(page), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+          LN_CHECK(region != MAP_FAILED);
+          uint8_t* first = static_cast<uint8_t*>(region);
+          LN_CHECK(mprotect(first, size_t(page), PROT_NONE) == 0);
+          LN_CHECK(mprotect(first + size_t(page) + span, size_t(page), PROT_NONE) == 0);
+          uint8_t* body = first + page;
+          for (int64_t off = 0; off < 64; off += 2)
+            for (uint8_t* at : {body + off, body + span - bytes - off}) {
+              std::memcpy(at, w.ref.data, bytes);
+              gemm_xwt(1, X.data(), K, WeightRef{at, DType::BF16, N, K}, got.data(), N, comp, false, pool);
+              LN_CHECK_MSG(std::memcmp(got.data(), want.data(), size_t(N) * 4) == 0,
+                           "%s compute=%s N=%lld K=%lld: weights %lld bytes past a line start give other bits",
+                           kernel_name(kern), comp == Compute::BF16 ? "bf16" : "f32", (long long)N, (long long)K,
+                           (long long)(reinterpret_cast<uintptr_t>(at) % 64));
+              ++placements;
+            }
+          munmap(region, span + 2 * size_t(page));
+        }
+  }
+  std::printf("  %lld placements compared\n", (long long)placements);
 }

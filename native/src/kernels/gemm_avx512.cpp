@@ -109,9 +109,11 @@ inline float hsum16(__m512 v) {
 
 // Y[m][n + r * step] for m < MB, r < R over the whole of K (X prepared as described in avx512_gemv). step = 1: R
 // adjacent rows of W, software-prefetched (the M > 1 path); step > 1: see gemv_streams.
-template <DType T, bool ROUND_W, int MB, int R, bool PREFETCH = true>
+// ALIGNED (bf16 weights, MB = 1, K >= 32, rows at multiples of 4 bytes): rows read by Bf16AlignedRow, same lanes.
+template <DType T, bool ROUND_W, int MB, int R, bool PREFETCH = true, bool ALIGNED = false>
 void gemv_block(const float* X, int64_t ldx, const void* w, int64_t K, int64_t n, float* Y, int64_t ldy, bool acc,
                 int64_t step = 1) {
+  static_assert(!ALIGNED || (T == DType::BF16 && MB == 1), "aligned row reads: bf16 weights, one row of X");
   __m512 s[MB][R];
   for (int m = 0; m < MB; ++m)
     for (int r = 0; r < R; ++r) s[m][r] = _mm512_setzero_ps();
@@ -119,10 +121,16 @@ void gemv_block(const float* X, int64_t ldx, const void* w, int64_t K, int64_t n
   if (T == DType::BF16) {
     const uint16_t* w16 = static_cast<const uint16_t*>(w);
     const __m512i hi = _mm512_set1_epi32(int32_t(0xffff0000u));
-    for (; k + kEvenOdd <= K; k += kEvenOdd)
+    Bf16AlignedRow rows[ALIGNED ? R : 1];
+    if (ALIGNED)
+      for (int r = 0; r < R; ++r) rows[r].start(w16 + (n + r * step) * K, K);
+    // last: the final block of 32, where an aligned row may need a masked load past the row's end.
+    const auto block = [&](bool last) __attribute__((always_inline)) {
       for (int r = 0; r < R; ++r) {
         if (PREFETCH) _mm_prefetch(reinterpret_cast<const char*>(w16 + (n + r * step) * K + k) + kPrefetchBytes, _MM_HINT_T0);
-        const __m512i v = in_register(_mm512_loadu_si512(w16 + (n + r * step) * K + k));
+        __m512i v;
+        if constexpr (ALIGNED) v = last ? rows[r].last() : rows[r].next();
+        else v = in_register(_mm512_loadu_si512(w16 + (n + r * step) * K + k));
         const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
         const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(v, hi));
         for (int m = 0; m < MB; ++m) {
@@ -130,6 +138,9 @@ void gemv_block(const float* X, int64_t ldx, const void* w, int64_t K, int64_t n
           s[m][r] = _mm512_fmadd_ps(_mm512_loadu_ps(X + m * ldx + k + 16), odd, s[m][r]);
         }
       }
+    };
+    for (; k + 2 * kEvenOdd <= K; k += kEvenOdd) block(false);
+    for (; k + kEvenOdd <= K; k += kEvenOdd) block(true);
   } else {
     for (; k + 16 <= K; k += 16) {
       __m512 wv[R];
@@ -174,6 +185,12 @@ template <DType T, bool ROUND_W>
 void gemv_streams(const float* X, const void* w, int64_t K, int64_t n0, int64_t n1, float* Y, bool acc) {
   constexpr int R = 4;
   const int64_t part = (n1 - n0) / R;
+  if constexpr (T == DType::BF16)
+    if (K >= 32 && K % 2 == 0 && (reinterpret_cast<uintptr_t>(w) & 3) == 0) {  // aligned loads: Bf16AlignedRow
+      for (int64_t i = 0; i < part; ++i) gemv_block<T, ROUND_W, 1, R, false, true>(X, 0, w, K, n0 + i, Y, 0, acc, part);
+      for (int64_t n = n0 + R * part; n < n1; ++n) gemv_block<T, ROUND_W, 1, 1, false, true>(X, 0, w, K, n, Y, 0, acc);
+      return;
+    }
   for (int64_t i = 0; i < part; ++i) gemv_block<T, ROUND_W, 1, R, false>(X, 0, w, K, n0 + i, Y, 0, acc, part);
   for (int64_t n = n0 + R * part; n < n1; ++n) gemv_block<T, ROUND_W, 1, 1, false>(X, 0, w, K, n, Y, 0, acc);
 }

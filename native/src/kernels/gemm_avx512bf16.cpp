@@ -186,26 +186,35 @@ inline float hsum16(__m512 v) {
 
 // Y[m][n + r * step] for m < MB, r < R over the whole of K; X is MB rows of bf16 pairs (row stride ldp pairs).
 // step = 1: R adjacent rows of W, software-prefetched (the M > 1 path); step > 1: see gemv_streams.
-template <DType T, int MB, int R, bool PREFETCH = true>
+// ALIGNED (bf16 weights, MB = 1, K >= 32, rows at multiples of 4 bytes): the rows are read by Bf16AlignedRow, same lanes.
+template <DType T, int MB, int R, bool PREFETCH = true, bool ALIGNED = false>
 void gemv_block(const uint32_t* X, int64_t ldp, const void* w, int64_t K, int64_t n, float* Y, int64_t ldy, bool acc,
                 int64_t step = 1) {
+  static_assert(!ALIGNED || (T == DType::BF16 && MB == 1), "aligned row reads: bf16 weights, one row of X");
   __m512 s[MB][R];
   for (int m = 0; m < MB; ++m)
     for (int r = 0; r < R; ++r) s[m][r] = _mm512_setzero_ps();
+  Bf16AlignedRow rows[ALIGNED ? R : 1];
+  if (ALIGNED)
+    for (int r = 0; r < R; ++r) rows[r].start(static_cast<const uint16_t*>(w) + (n + r * step) * K, K);
   int64_t k = 0;
-  for (; k + 32 <= K; k += 32) {
+  // last: the final block of 32, where an aligned row may need a masked load past the row's end.
+  const auto block = [&](bool last) __attribute__((always_inline)) {
     __m512bh wv[R];
     for (int r = 0; r < R; ++r) {
       if (PREFETCH)
         _mm_prefetch(static_cast<const char*>(w) + ((n + r * step) * K + k) * (T == DType::F32 ? 4 : 2) +
                          kPrefetchBytes, _MM_HINT_T0);
-      wv[r] = pairs16<T>(w, (n + r * step) * K + k);
+      if constexpr (ALIGNED) wv[r] = (__m512bh)(last ? rows[r].last() : rows[r].next());
+      else wv[r] = pairs16<T>(w, (n + r * step) * K + k);
     }
     for (int m = 0; m < MB; ++m) {
       const __m512bh xv = (__m512bh)_mm512_loadu_si512(X + m * ldp + k / 2);
       for (int r = 0; r < R; ++r) s[m][r] = _mm512_dpbf16_ps(s[m][r], xv, wv[r]);
     }
-  }
+  };
+  for (; k + 64 <= K; k += 32) block(false);
+  for (; k + 32 <= K; k += 32) block(true);
   // The last K % 32 elements: one product at a time (exact bf16 products, f32 sums, as the reference).
   for (int m = 0; m < MB; ++m)
     for (int r = 0; r < R; ++r) {
@@ -239,6 +248,12 @@ template <DType T>
 void gemv_streams(const uint32_t* X, const void* w, int64_t K, int64_t n0, int64_t n1, float* Y, bool acc) {
   constexpr int R = 4;
   const int64_t part = (n1 - n0) / R;
+  if constexpr (T == DType::BF16)
+    if (K >= 32 && K % 2 == 0 && (reinterpret_cast<uintptr_t>(w) & 3) == 0) {  // aligned loads: Bf16AlignedRow
+      for (int64_t i = 0; i < part; ++i) gemv_block<T, 1, R, false, true>(X, 0, w, K, n0 + i, Y, 0, acc, part);
+      for (int64_t n = n0 + R * part; n < n1; ++n) gemv_block<T, 1, 1, false, true>(X, 0, w, K, n, Y, 0, acc);
+      return;
+    }
   for (int64_t i = 0; i < part; ++i) gemv_block<T, 1, R, false>(X, 0, w, K, n0 + i, Y, 0, acc, part);
   for (int64_t n = n0 + R * part; n < n1; ++n) gemv_block<T, 1, 1, false>(X, 0, w, K, n, Y, 0, acc);
 }
