@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <thread>
 #include <vector>
 
 namespace bench {
@@ -20,6 +21,13 @@ inline double now_seconds(bool cpu_time) {
   }
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+
+// OpenBLAS's pthreads workers keep spinning after a call for 2^28 cycles (its THREAD_TIMEOUT: about 0.1 s) before
+// they sleep, and on a machine with no more cores than threads they take a core from whatever runs next. A
+// benchmark waits this long, untimed, after each OpenBLAS call it times: without it our f32 GEMM, run right after
+// OpenBLAS in each round, ran at its one-thread speed on 2 threads for the short shapes (M 512, 896->4864:
+// 0.49-0.54x OpenBLAS; with OPENBLAS_THREAD_TIMEOUT=4, which parks them at once, 1.06x).
+inline void let_openblas_threads_park() { std::this_thread::sleep_for(std::chrono::milliseconds(150)); }
 
 // Register-only FMA loop: 12 independent accumulators hide the FMA latency; nothing touches memory. The
 // machine's FMA peak on the calling thread is 12 * 8 * 2 * iters FLOPs over its time.

@@ -43,14 +43,19 @@ bool g_cpu_time = false;
 // One warm-up call each, then g_reps rounds in which every variant runs once, in turn: load from other processes
 // on a shared machine hits the variants of a round alike, so ratios taken within a round (paired) and then their
 // median over the rounds hold where best-of or mean times drift. Returns times[round][variant].
-std::vector<std::vector<double>> round_times(const std::vector<std::function<void()>>& fs) {
-  for (auto& f : fs) f();
+// openblas: the index of the OpenBLAS variant, after which its threads are let park (bench::let_openblas_threads_park).
+std::vector<std::vector<double>> round_times(const std::vector<std::function<void()>>& fs, size_t openblas = SIZE_MAX) {
+  for (size_t i = 0; i < fs.size(); ++i) {
+    fs[i]();
+    if (i == openblas) bench::let_openblas_threads_park();
+  }
   std::vector<std::vector<double>> t(size_t(g_reps), std::vector<double>(fs.size()));
   for (int r = 0; r < g_reps; ++r)
     for (size_t i = 0; i < fs.size(); ++i) {
       const double t0 = bench::now_seconds(g_cpu_time);
       fs[i]();
       t[size_t(r)][i] = bench::now_seconds(g_cpu_time) - t0;
+      if (i == openblas) bench::let_openblas_threads_park();
     }
   return t;
 }
@@ -170,13 +175,15 @@ void prefill_table(ThreadPool& pool, const std::vector<int64_t>& Ms) {
         fs.push_back([&] {
           on_threads(pool.size(), [&](int) { sink = sink + run_peak_loop(PeakLoop::Bf16Dot, bf16_iters); });
         });
+      size_t openblas = SIZE_MAX;
 #ifdef LN_HAVE_OPENBLAS
+      openblas = fs.size();
       fs.push_back([&] {
         cblas_sgemm(kRowMajor, kNoTrans, kTrans, int(M), int(N), int(K), 1.f, X.data(), int(K), W.data(), int(K), 0.f,
                     Y.data(), int(N));
       });
 #endif
-      const auto t = round_times(fs);
+      const auto t = round_times(fs, openblas);
       const size_t f32 = 0, bw = 1, bc = 2, pk = 3, bpk = has_bf16_peak ? 4 : fs.size(), ob = fs.size() - 1;
       const bool has_ob = ob > 3 && ob != bpk;
       const double fma_flop = peak_flops_per_iter(fma) * double(fma_iters) * pool.size();

@@ -179,8 +179,10 @@ void run_row(ThreadPool& pool, const Row& row, int64_t M, int rounds, bool quick
     names.push_back(std::string(dtype_name(variants[v].dtype)) + " | " +
                     (variants[v].compute == Compute::BF16 ? "bf16" : "f32"));
   }
+  size_t openblas = SIZE_MAX;  // the OpenBLAS pass, after which its threads are let park
 #ifdef LN_HAVE_OPENBLAS
   if (M == 1) {
+    openblas = passes.size();
     passes.push_back([&] {
       for (size_t i = 0; i < f32.mats.size(); ++i) {
         const Proj& p = row.projs[i % np];
@@ -193,7 +195,10 @@ void run_row(ThreadPool& pool, const Row& row, int64_t M, int rounds, bool quick
   }
 #endif
   // Paired rounds: the read loop and every variant once per round, after one warm-up pass each.
-  for (auto& f : passes) f();
+  for (size_t i = 0; i < passes.size(); ++i) {
+    passes[i]();
+    if (i == openblas) bench::let_openblas_threads_park();
+  }
   std::vector<std::vector<double>> gbs(passes.size()), ratio(passes.size());
   for (int r = 0; r < rounds; ++r) {
     std::vector<double> t(passes.size());
@@ -201,6 +206,7 @@ void run_row(ThreadPool& pool, const Row& row, int64_t M, int rounds, bool quick
       const double t0 = bench::now_seconds(g_cpu_time);
       passes[i]();
       t[i] = (bench::now_seconds(g_cpu_time) - t0) / (g_cpu_time ? pool.size() : 1);
+      if (i == openblas) bench::let_openblas_threads_park();
     }
     for (size_t i = 0; i < passes.size(); ++i) {
       gbs[i].push_back(double(bytes[i]) / t[i] / 1e9);

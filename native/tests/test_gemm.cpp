@@ -151,7 +151,8 @@ LN_TEST(gemm_accumulate_and_strides) {
 
 // Small-integer data makes every result exact in float32: any indexing, packing or edge-tile mistake shows up as
 // a wrong value rather than hiding in a tolerance. Shapes cross every block boundary of every family
-// (MC = 120/128/168 rows, KC = 256 and the bf16 pairs' 512 with an odd tail, 1024-column tasks, 4x8, 6x16 and
+// (MC = 112/120/128/168 rows, KC = 256, 1024 (K = 1029) and the bf16 pairs' 512 with an odd tail, 1024-column
+// tasks, 4x8, 6x16 and
 // 14x32 tiles, narrow last column panels), and the one-row GEMV's steps (K = 1000: 4-block steps, single blocks and
 // an element tail; K = 37: no full step).
 LN_TEST(gemm_exact_small_integers_across_blocks) {
