@@ -1,5 +1,5 @@
-// Micro-benchmark of the backward GEMMs of the training path (train/gemm_backward.h): the AVX2/FMA packed kernels
-// against the plain loops, in the same run, on the shapes of one Qwen2.5-0.5B layer (hidden 896, intermediate 4864,
+// Micro-benchmark of the backward GEMMs of the training path (train/gemm_backward.h): the packed kernels of the
+// widest family this CPU has (avx512 / avx512bf16 / avx2; LANGNEURONS_KERNEL picks another) against the plain loops, in the same run, on the shapes of one Qwen2.5-0.5B layer (hidden 896, intermediate 4864,
 // 14 heads x 64 = 896 for q/o, 2 kv heads x 64 = 128 for k/v, vocabulary 151936) at M tokens per batch.
 //
 //   dx  = dY W        (gemm_dx: W frozen in BF16 as in a checkpoint, or an f32 master copy)
@@ -8,7 +8,7 @@
 //           (dW [n, 896]) and of the n gathered columns of down (dW [896, n]), the input gradient through the n
 //           f32 master rows ([n, 896]) and into the n gathered columns of down's input ([M x n]).
 //
-// Every number is the best of --reps timed calls after a warm-up, and plain / avx2 take turns in every rep so
+// Every number is the best of --reps timed calls after a warm-up, and plain / the fast family take turns in every rep so
 // that load from other processes hits both alike: on a shared machine only the ratio column means much.
 //
 // Usage (gemm-backward.sh builds and runs it):
@@ -97,6 +97,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "this CPU has no AVX2/FMA/F16C: only the plain kernel exists, nothing to compare\n");
     return 1;
   }
+  // The family compared with plain: the widest this CPU has, or LANGNEURONS_KERNEL's.
+  const CpuKernel fast = active_kernel();
+  const char* fast_name = kernel_name(fast);
   const int64_t H = 896, I = 4864, KV = 128, V = 151936, n = neurons, chunk = 64;
   ThreadPool pool(threads);
   const int64_t maxM = *std::max_element(tokens.begin(), tokens.end());
@@ -116,9 +119,10 @@ int main(int argc, char** argv) {
 
   std::printf("backward GEMMs, Qwen2.5-0.5B shapes, %d threads, best of %d, %s (load %.2f at start)\n\n", threads,
               reps, g_cpu_time ? "process CPU time" : "wall time", loadavg());
-  std::printf("| M | product | shapes (out = A x B) | W | plain GFLOP/s | avx2 GFLOP/s | avx2 / plain |\n");
+  std::printf("| M | product | shapes (out = A x B) | W | plain GFLOP/s | %s GFLOP/s | %s / plain |\n", fast_name,
+              fast_name);
   std::printf("|---|---|---|---|---|---|---|\n");
-  double sum_plain = 0, sum_avx2 = 0;  // seconds over all rows (a crude "per layer" total)
+  double sum_plain = 0, sum_fast = 0;  // seconds over all rows (a crude "per layer" total)
   for (int64_t M : tokens) {
     std::vector<Row> rows;
     auto dx = [&](const char* op, WeightRef w, Buf& dy, bool acc, float* out, int64_t m) {
@@ -155,7 +159,7 @@ int main(int argc, char** argv) {
 
     for (const Row& r : rows) {
       double best[2] = {1e30, 1e30};
-      const CpuKernel ks[2] = {CpuKernel::Plain, CpuKernel::Avx2};
+      const CpuKernel ks[2] = {CpuKernel::Plain, fast};
       for (CpuKernel k : ks) set_kernel(k), r.fn();  // warm-up (sizes the packing buffers)
       for (int rep = 0; rep < reps; ++rep)
         for (int k = 0; k < 2; ++k) {
@@ -164,13 +168,13 @@ int main(int argc, char** argv) {
           r.fn();
           best[k] = std::min(best[k], bench::now_seconds(g_cpu_time) - t0);
         }
-      sum_plain += best[0], sum_avx2 += best[1];
+      sum_plain += best[0], sum_fast += best[1];
       std::printf("| %lld | %s | %s | %s | %.1f | %.1f | %.2f |\n", (long long)M, r.op.c_str(), r.shape.c_str(),
                   r.wtype.c_str(), r.flops / best[0] * 1e-9, r.flops / best[1] * 1e-9, best[0] / best[1]);
       std::fflush(stdout);
     }
   }
-  std::printf("\nall rows: plain %.2f s, avx2 %.2f s (%.2fx); load %.2f at the end\n", sum_plain, sum_avx2,
-              sum_plain / sum_avx2, loadavg());
+  std::printf("\nall rows: plain %.2f s, %s %.2f s (%.2fx); load %.2f at the end\n", sum_plain, fast_name, sum_fast,
+              sum_plain / sum_fast, loadavg());
   return 0;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds and runs the backward-GEMM micro-benchmark (bench_gemm_backward.cpp): the AVX2 kernels against the plain
-# ones in the same run. The engine sources are compiled as shipped: -O3, portable flags, -mavx2 -mfma -mf16c only
-# on *_avx2.cpp (the kernel family is picked at run time; the benchmark switches it with set_kernel).
+# Builds and runs the backward-GEMM micro-benchmark (bench_gemm_backward.cpp): the widest kernel family this CPU has
+# (or LANGNEURONS_KERNEL's) against the plain kernels in the same run. The engine sources are compiled as shipped:
+# -O3, portable flags, each x86 family's files with its flags (the family is picked at run time; the benchmark
+# switches it with set_kernel).
 #
 #   benchmarks/finetune/gemm-backward.sh [--quick] [--tokens 256,512] [--reps N] [--threads T] [--neurons n] [--no-head] [--cpu-time]
 # Environment: CXX (default g++), BUILD_DIR (default benchmarks/finetune/build).
