@@ -190,28 +190,22 @@ function writeAll(fd, u8) {
   while (done < u8.byteLength) done += fs.writeSync(fd, u8, done, u8.byteLength - done);
 }
 
-/** Streams the safetensors file for `cfg` to `file` (atomic: tmp + fsync + rename). Returns its size. */
-export function writeSyntheticSafetensors(file, cfg, seed = 1) {
-  const list = tensorList(cfg);
-  const { prefix, hb, dataBytes } = headerFor(list);
+/**
+ * Writes a BF16 safetensors file for the tensor list `list` (tensorList) atomically: a temporary name, the header
+ * (headerFor, naming `generator`), then `writeTensor(write, [name, shape, kind], index)` for each tensor in order,
+ * which must pass exactly its shape's bf16 bytes to `write(u8)`; then fsync (unless `fsync: false`) and a rename.
+ * On an error the temporary file is removed. Returns the file's size in bytes.
+ */
+export function writeBf16Safetensors(file, list, generator, writeTensor, { fsync = true } = {}) {
+  const { prefix, hb, dataBytes } = headerFor(list, generator);
   const tmp = `${file}.tmp-${process.pid}`;
   const fd = fs.openSync(tmp, 'w');
-  const buf = new Uint16Array(CHUNK_ELEMS);
-  const bytes = new Uint8Array(buf.buffer);
+  const write = (u8) => writeAll(fd, u8);
   try {
-    writeAll(fd, prefix);
-    writeAll(fd, hb);
-    for (const [name, shape, kind] of list) {
-      const n = shape.reduce((a, b) => a * b, 1);
-      let state = mix32(fnv1a(name) ^ Math.imul(seed, 0x9e3779b1));
-      for (let done = 0; done < n; done += CHUNK_ELEMS) {
-        const m = Math.min(CHUNK_ELEMS, n - done);
-        if (kind === 'ones') buf.fill(BF16_ONE, 0, m);
-        else state = fillNormal(buf, m, state);
-        writeAll(fd, bytes.subarray(0, 2 * m));
-      }
-    }
-    fs.fsyncSync(fd);
+    write(prefix);
+    write(hb);
+    list.forEach((entry, k) => writeTensor(write, entry, k));
+    if (fsync) fs.fsyncSync(fd);
   } catch (e) {
     fs.closeSync(fd);
     fs.rmSync(tmp, { force: true });
@@ -220,6 +214,22 @@ export function writeSyntheticSafetensors(file, cfg, seed = 1) {
   fs.closeSync(fd);
   fs.renameSync(tmp, file);
   return 8 + hb.byteLength + dataBytes;
+}
+
+/** Streams the safetensors file for `cfg` to `file` (atomic: tmp + fsync + rename). Returns its size. */
+export function writeSyntheticSafetensors(file, cfg, seed = 1) {
+  const buf = new Uint16Array(CHUNK_ELEMS);
+  const bytes = new Uint8Array(buf.buffer);
+  return writeBf16Safetensors(file, tensorList(cfg), undefined, (write, [name, shape, kind]) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    let state = mix32(fnv1a(name) ^ Math.imul(seed, 0x9e3779b1));
+    for (let done = 0; done < n; done += CHUNK_ELEMS) {
+      const m = Math.min(CHUNK_ELEMS, n - done);
+      if (kind === 'ones') buf.fill(BF16_ONE, 0, m);
+      else state = fillNormal(buf, m, state);
+      write(bytes.subarray(0, 2 * m));
+    }
+  });
 }
 
 /**

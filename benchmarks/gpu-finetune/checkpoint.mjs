@@ -4,9 +4,7 @@
 // Values repeat every 16M elements; a step's cost does not depend on the values (bench_gpu shares one layer's
 // tensors between all layers for the same reason). Norms are 1.0. Tensor names, order and config.json as
 // benchmarks/common/synthetic-checkpoint.mjs (tensorList). Written to a temporary name, then renamed.
-import fs from 'node:fs';
-
-import { headerFor, tensorList } from '../common/synthetic-checkpoint.mjs';
+import { tensorList, writeBf16Safetensors } from '../common/synthetic-checkpoint.mjs';
 
 const MAX_BLOCK = 16 << 20; // elements
 const BF16_ONE = 0x3f80;
@@ -26,45 +24,27 @@ function randomBlock(seed, size) {
   return out;
 }
 
-function writeAll(fd, u8) {
-  let done = 0;
-  while (done < u8.byteLength) done += fs.writeSync(fd, u8, done, u8.byteLength - done);
-}
-
 /** Writes `file` (safetensors, every tensor BF16) for the config.json object `cfg`; returns its size in bytes. */
 export function writeRandomCheckpoint(file, cfg, seed = 1) {
   const list = tensorList(cfg);
-  const { prefix, hb, dataBytes } = headerFor(list, 'langneurons benchmarks/gpu-finetune v1');
   // As large as the largest tensor (a tiny model: no repeats at all), at most MAX_BLOCK.
   const BLOCK = Math.min(MAX_BLOCK, 2 * Math.ceil(Math.max(...list.map(([, shape]) => shape.reduce((a, b) => a * b, 1))) / 2));
   const block = randomBlock(seed * 2654435761, BLOCK);
   const blockBytes = new Uint8Array(block.buffer);
   const ones = new Uint16Array(1 << 16).fill(BF16_ONE);
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    writeAll(fd, prefix);
-    writeAll(fd, hb);
-    list.forEach(([, shape, kind], k) => {
-      let n = shape.reduce((a, b) => a * b, 1);
-      if (kind === 'ones') {
-        for (; n > 0; n -= ones.length) writeAll(fd, new Uint8Array(ones.buffer, 0, 2 * Math.min(n, ones.length)));
-        return;
-      }
-      let at = (k * 7919 * 64) % BLOCK; // each tensor starts elsewhere in the block
-      for (; n > 0;) {
-        const m = Math.min(n, BLOCK - at);
-        writeAll(fd, blockBytes.subarray(2 * at, 2 * (at + m)));
-        n -= m;
-        at = 0;
-      }
-    });
-  } catch (e) {
-    fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
-  fs.closeSync(fd);
-  fs.renameSync(tmp, file);
-  return 8 + hb.byteLength + dataBytes;
+  // No fsync: an 8B checkpoint is 16 GB and the GPU session's minutes are few; the page cache serves the reads.
+  return writeBf16Safetensors(file, list, 'langneurons benchmarks/gpu-finetune v1', (write, [, shape, kind], k) => {
+    let n = shape.reduce((a, b) => a * b, 1);
+    if (kind === 'ones') {
+      for (; n > 0; n -= ones.length) write(new Uint8Array(ones.buffer, 0, 2 * Math.min(n, ones.length)));
+      return;
+    }
+    let at = (k * 7919 * 64) % BLOCK; // each tensor starts elsewhere in the block
+    for (; n > 0;) {
+      const m = Math.min(n, BLOCK - at);
+      write(blockBytes.subarray(2 * at, 2 * (at + m)));
+      n -= m;
+      at = 0;
+    }
+  }, { fsync: false });
 }
