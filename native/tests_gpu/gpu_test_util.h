@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/device_buffer.h"
 #include "test_util.h"
@@ -48,6 +50,25 @@ struct Dev {
   }
   T* get() const { return buf.as<T>(); }
 };
+
+// Seeded N(0, scale^2) values, and bf16 conversions (nearest even) of host vectors.
+inline std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> N(0.f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = N(rng);
+  return v;
+}
+inline std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
+  std::vector<uint16_t> b(v.size());
+  for (size_t i = 0; i < v.size(); ++i) b[i] = ln::f32_to_bf16(v[i]);
+  return b;
+}
+inline std::vector<float> from_bf16(const std::vector<uint16_t>& b) {
+  std::vector<float> v(b.size());
+  for (size_t i = 0; i < b.size(); ++i) v[i] = ln::bf16_to_f32(b[i]);
+  return v;
+}
 
 // max |a - b| / max(max |b|, tiny): the relative error of a block of values.
 inline double rel_err(const std::vector<float>& a, const std::vector<float>& b) {

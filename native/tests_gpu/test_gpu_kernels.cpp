@@ -21,28 +21,6 @@
 using namespace ln;
 using namespace lngpu;
 
-namespace {
-
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> N(0.f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = N(rng);
-  return v;
-}
-std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
-  std::vector<uint16_t> b(v.size());
-  for (size_t i = 0; i < v.size(); ++i) b[i] = f32_to_bf16(v[i]);
-  return b;
-}
-std::vector<float> from_bf16(const std::vector<uint16_t>& b) {
-  std::vector<float> v(b.size());
-  for (size_t i = 0; i < b.size(); ++i) v[i] = bf16_to_f32(b[i]);
-  return v;
-}
-
-}  // namespace
-
 LN_TEST(gpu_gemm_matches_reference_on_odd_shapes) {
   cuda::Gemm gemm;
   std::printf("  cuBLASLt %s from %s\n", gemm.library().version_string().c_str(), gemm.library().path.c_str());
