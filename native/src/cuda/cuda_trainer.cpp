@@ -571,15 +571,9 @@ void CudaTrainer::weight_grad(int param, int64_t M, const float* dY, int64_t ldd
 BatchLoss CudaTrainer::forward_backward(const int32_t* tokens, const int32_t* targets, const int32_t* seq_lens,
                                         int32_t n_seqs, int64_t n_tokens, double denominator, bool backward,
                                         int64_t dropout_step, int64_t dropout_micro) {
-  using std::to_string;
   if (!targets) fail("tokens, targets and seq_lens are required");
   check_batch(tokens, seq_lens, n_seqs, n_tokens);
-  int64_t count = 0;
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    if (targets[t] < -1 || targets[t] >= cfg_.vocab)
-      fail("target " + to_string(targets[t]) + " at index " + to_string(t) + " is outside the vocabulary (-1: none)");
-    if (targets[t] >= 0) ++count;
-  }
+  const int64_t count = count_training_targets(cfg_, targets, n_tokens);
   if (!(denominator > 0)) denominator = double(count);
   BatchLoss out;
   out.count = count;
@@ -623,17 +617,11 @@ BatchLoss CudaTrainer::forward_backward_cls(const int32_t* tokens, const int32_t
                                             int64_t n_tokens, const int32_t* labels, double denominator,
                                             bool backward, float* logits, int64_t dropout_step,
                                             int64_t dropout_micro) {
-  using std::to_string;
   if (lay_.head < 0) fail("this trainer has no classification head (num_labels = 0)");
   if (!labels) fail("labels are required (one per sequence, -1: none)");
   check_batch(tokens, seq_lens, n_seqs, n_tokens);
   const int64_t C = opt_.num_labels, H = cfg_.hidden, T = n_tokens;
-  int64_t count = 0;
-  for (int32_t s = 0; s < n_seqs; ++s) {
-    if (labels[s] < -1 || labels[s] >= C)
-      fail("label " + to_string(labels[s]) + " of sequence " + to_string(s) + " is outside [0, " + to_string(C) + ") (-1: none)");
-    count += labels[s] >= 0;
-  }
+  const int64_t count = count_training_labels(labels, n_seqs, C);
   if (!(denominator > 0)) denominator = double(count);
   BatchLoss out;
   out.count = count;

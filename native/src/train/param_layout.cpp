@@ -274,6 +274,29 @@ int32_t check_training_batch(const ModelConfig& cfg, const int32_t* tokens, cons
   return max_len;
 }
 
+int64_t count_training_targets(const ModelConfig& cfg, const int32_t* targets, int64_t n_tokens) {
+  using std::to_string;
+  int64_t count = 0;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    if (targets[t] < -1 || targets[t] >= cfg.vocab)
+      fail("target " + to_string(targets[t]) + " at index " + to_string(t) + " is outside the vocabulary (-1: none)");
+    if (targets[t] >= 0) ++count;
+  }
+  return count;
+}
+
+int64_t count_training_labels(const int32_t* labels, int32_t n_seqs, int64_t num_labels) {
+  using std::to_string;
+  int64_t count = 0;
+  for (int32_t s = 0; s < n_seqs; ++s) {
+    if (labels[s] < -1 || labels[s] >= num_labels)
+      fail("label " + to_string(labels[s]) + " of sequence " + to_string(s) + " is outside [0, " +
+           to_string(num_labels) + ") (-1: none)");
+    count += labels[s] >= 0;
+  }
+  return count;
+}
+
 void check_adamw_config(const AdamWConfig& c) {
   if (!(c.lr >= 0) || !(c.beta1 >= 0 && c.beta1 < 1) || !(c.beta2 >= 0 && c.beta2 < 1) || !(c.eps > 0) ||
       !(c.weight_decay >= 0) || !(c.clip >= 0))

@@ -133,6 +133,11 @@ AdamWStep adamw_step_scalars(const AdamWConfig& c, double norm, int64_t t);
 // longest sequence.
 int32_t check_training_batch(const ModelConfig& cfg, const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs,
                              int64_t n_tokens);
+// Validates the next-token targets of such a batch (non-null; each in the vocabulary, or -1 for none: the same
+// std::invalid_argument) and returns how many there are.
+int64_t count_training_targets(const ModelConfig& cfg, const int32_t* targets, int64_t n_tokens);
+// The same for the class labels of a classification batch (one per sequence, each in [0, num_labels) or -1).
+int64_t count_training_labels(const int32_t* labels, int32_t n_seqs, int64_t num_labels);
 
 }  // namespace train
 }  // namespace ln

@@ -537,16 +537,10 @@ void Trainer::backward_layers(const int32_t* tokens, int64_t T) {
 BatchLoss Trainer::forward_backward(const int32_t* tokens, const int32_t* targets, const int32_t* seq_lens,
                                     int32_t n_seqs, int64_t n_tokens, double denominator, bool backward,
                                     int64_t dropout_step, int64_t dropout_micro) {
-  using std::to_string;
   // ---- validation (nothing touched before it passes)
   if (!targets) fail("tokens, targets and seq_lens are required");
   const int32_t max_len = check_batch(tokens, seq_lens, n_seqs, n_tokens);
-  int64_t count = 0;
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    if (targets[t] < -1 || targets[t] >= cfg_.vocab)
-      fail("target " + to_string(targets[t]) + " at index " + to_string(t) + " is outside the vocabulary (-1: none)");
-    if (targets[t] >= 0) ++count;
-  }
+  const int64_t count = count_training_targets(cfg_, targets, n_tokens);
   if (!(denominator > 0)) denominator = double(count);
   BatchLoss out;
   out.count = count;
