@@ -249,14 +249,8 @@ float* CudaTrainer::arena_ptr(Arena a) const {
   throw std::invalid_argument("trainer: unknown arena");
 }
 
-static void check_range(int64_t offset, int64_t n, int64_t size) {
-  if (offset < 0 || n < 0 || offset > size || n > size - offset)
-    throw std::out_of_range("trainer: arena range [" + std::to_string(offset) + ", +" + std::to_string(n) +
-                            ") outside the " + std::to_string(size) + " trainable values");
-}
-
 void CudaTrainer::read(Arena a, int64_t offset, int64_t n, float* host) {
-  check_range(offset, n, lay_.n_trainable);
+  check_arena_range(offset, n, lay_.n_trainable);
   if (n == 0) return;
   cuda::set_device(device_);
   cuda::copy_to_host(host, arena_ptr(a) + offset, size_t(n) * 4, s_);
@@ -264,7 +258,7 @@ void CudaTrainer::read(Arena a, int64_t offset, int64_t n, float* host) {
 }
 
 void CudaTrainer::write(Arena a, int64_t offset, int64_t n, const float* host) {
-  check_range(offset, n, lay_.n_trainable);
+  check_arena_range(offset, n, lay_.n_trainable);
   if (n == 0) return;
   cuda::set_device(device_);
   cuda::copy_to_device(arena_ptr(a) + offset, host, size_t(n) * 4, s_);

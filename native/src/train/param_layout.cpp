@@ -297,6 +297,12 @@ int64_t count_training_labels(const int32_t* labels, int32_t n_seqs, int64_t num
   return count;
 }
 
+void check_arena_range(int64_t offset, int64_t n, int64_t size) {
+  if (offset < 0 || n < 0 || offset > size || n > size - offset)
+    throw std::out_of_range("trainer: arena range [" + std::to_string(offset) + ", +" + std::to_string(n) +
+                            ") outside the " + std::to_string(size) + " trainable values");
+}
+
 void check_adamw_config(const AdamWConfig& c) {
   if (!(c.lr >= 0) || !(c.beta1 >= 0 && c.beta1 < 1) || !(c.beta2 >= 0 && c.beta2 < 1) || !(c.eps > 0) ||
       !(c.weight_decay >= 0) || !(c.clip >= 0))

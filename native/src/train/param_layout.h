@@ -138,6 +138,9 @@ int32_t check_training_batch(const ModelConfig& cfg, const int32_t* tokens, cons
 int64_t count_training_targets(const ModelConfig& cfg, const int32_t* targets, int64_t n_tokens);
 // The same for the class labels of a classification batch (one per sequence, each in [0, num_labels) or -1).
 int64_t count_training_labels(const int32_t* labels, int32_t n_seqs, int64_t num_labels);
+// Refuses (std::out_of_range "trainer: arena range ...") a range [offset, offset + n) of an arena of `size`
+// trainable values that does not lie inside it: the check of both trainers' read / write.
+void check_arena_range(int64_t offset, int64_t n, int64_t size);
 
 }  // namespace train
 }  // namespace ln

@@ -70,19 +70,13 @@ float* Trainer::arena(Arena a) {
   throw std::invalid_argument("trainer: unknown arena");
 }
 
-static void check_range(int64_t offset, int64_t n, int64_t size) {
-  if (offset < 0 || n < 0 || offset > size || n > size - offset)
-    throw std::out_of_range("trainer: arena range [" + std::to_string(offset) + ", +" + std::to_string(n) +
-                            ") outside the " + std::to_string(size) + " trainable values");
-}
-
 void Trainer::read(Arena a, int64_t offset, int64_t n, float* host) {
-  check_range(offset, n, lay_.n_trainable);
+  check_arena_range(offset, n, lay_.n_trainable);
   if (n > 0) std::memcpy(host, arena(a) + offset, size_t(n) * 4);
 }
 
 void Trainer::write(Arena a, int64_t offset, int64_t n, const float* host) {
-  check_range(offset, n, lay_.n_trainable);
+  check_arena_range(offset, n, lay_.n_trainable);
   if (n > 0) std::memcpy(arena(a) + offset, host, size_t(n) * 4);  // the forward reads master_ directly
 }
 
