@@ -165,6 +165,11 @@ inline __m512i in_register(__m512i v) {
 // against inaccessible pages).
 class Bf16AlignedRow {
  public:
+  // Whether every row of a [N x K] bf16 matrix at w can be read this way: rows start at multiples of 4 bytes
+  // (w 4-byte aligned, K even) and hold at least one block of 32.
+  static bool applies(const void* w, int64_t K) {
+    return K >= 32 && K % 2 == 0 && (reinterpret_cast<uintptr_t>(w) & 3) == 0;
+  }
   // row: element 0 of the row, at an address that is a multiple of 4 (the lines are recombined by 32-bit lanes:
   // vpermt2d, a single fast shuffle where vpermt2w is not); K >= 32 elements.
   void start(const uint16_t* row, int64_t K) {

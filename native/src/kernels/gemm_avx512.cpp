@@ -190,7 +190,7 @@ void gemv_streams(const float* X, const void* w, int64_t K, int64_t n0, int64_t 
   constexpr int R = 4;
   const int64_t part = (n1 - n0) / R;
   if constexpr (T == DType::BF16)
-    if (K >= 32 && K % 2 == 0 && (reinterpret_cast<uintptr_t>(w) & 3) == 0) {  // aligned loads: Bf16AlignedRow
+    if (Bf16AlignedRow::applies(w, K)) {
       for (int64_t i = 0; i < part; ++i) gemv_block<T, ROUND_W, 1, R, false, true>(X, 0, w, K, n0 + i, Y, 0, acc, part);
       for (int64_t n = n0 + R * part; n < n1; ++n) gemv_block<T, ROUND_W, 1, 1, false, true>(X, 0, w, K, n, Y, 0, acc);
       return;
