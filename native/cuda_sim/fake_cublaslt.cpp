@@ -49,6 +49,7 @@ constexpr uint64_t kAlgoMagic = 0x4c5341424d495346ull;  // "FSIMBASL": marks alg
 constexpr int kTransposeC = 5, kEpilogue = 7;           // cublasLtMatmulDescAttributes_t, not in our header
 constexpr uint32_t kEpilogueDefault = 1;                // CUBLASLT_EPILOGUE_DEFAULT
 constexpr int kSearchBestFit = 0, kSearchByAlgoId = 1;  // cublasLtMatmulSearch_t
+constexpr int kInvalid = CUBLAS_STATUS_INVALID_VALUE, kNotSupported = CUBLAS_STATUS_NOT_SUPPORTED;
 
 struct SimContext { int unused = 0; };
 struct SimDesc { int32_t compute, scale, pointer_mode = 0, trans_a = CUBLAS_OP_N, trans_b = CUBLAS_OP_N; };
@@ -131,32 +132,32 @@ struct Problem { int64_t m, n, k; const SimLayout *a, *b, *c, *d; };
 // The checks shared by the heuristic and the matmul: types, shapes, leading dimensions.
 int check_problem(const char* fn, const SimDesc& desc, const SimLayout* a, const SimLayout* b, const SimLayout* c,
                   const SimLayout* d, bool in_place, Problem& p) {
-  if (a->type != b->type) return fail(CUBLAS_STATUS_NOT_SUPPORTED, fn, "A type %d != B type %d", a->type, b->type);
-  if (c->type != d->type) return fail(CUBLAS_STATUS_NOT_SUPPORTED, fn, "C type %d != D type %d", c->type, d->type);
+  if (a->type != b->type) return fail(kNotSupported, fn, "A type %d != B type %d", a->type, b->type);
+  if (c->type != d->type) return fail(kNotSupported, fn, "C type %d != D type %d", c->type, d->type);
   if (d->type != CUDA_R_32F && d->type != a->type)
-    return fail(CUBLAS_STATUS_NOT_SUPPORTED, fn, "A/B type %d with C/D type %d (compute 32F)", a->type, d->type);
+    return fail(kNotSupported, fn, "A/B type %d with C/D type %d (compute 32F)", a->type, d->type);
   for (const SimLayout* l : {a, b, c, d})
     if (l->rows > 0x7fffffffu || l->cols > 0x7fffffffu)
-      return fail(CUBLAS_STATUS_NOT_SUPPORTED, fn, "rows / cols beyond int32");
+      return fail(kNotSupported, fn, "rows / cols beyond int32");
   p = {desc.trans_a ? int64_t(a->cols) : int64_t(a->rows), desc.trans_b ? int64_t(b->rows) : int64_t(b->cols),
        desc.trans_a ? int64_t(a->rows) : int64_t(a->cols), a, b, c, d};
   const int64_t kb = desc.trans_b ? int64_t(b->cols) : int64_t(b->rows);
-  if (kb != p.k) return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "op(A) is %lld x %lld but op(B) is %lld x %lld",
+  if (kb != p.k) return fail(kInvalid, fn, "op(A) is %lld x %lld but op(B) is %lld x %lld",
                              (long long)p.m, (long long)p.k, (long long)kb, (long long)p.n);
   for (const SimLayout* l : {c, d})
     if (int64_t(l->rows) != p.m || int64_t(l->cols) != p.n)
-      return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "%s is %llu x %llu, op(A) op(B) is %lld x %lld", l == d ? "D" : "C",
+      return fail(kInvalid, fn, "%s is %llu x %llu, op(A) op(B) is %lld x %lld", l == d ? "D" : "C",
                   (unsigned long long)l->rows, (unsigned long long)l->cols, (long long)p.m, (long long)p.n);
   const char* names = "ABCD";
   const SimLayout* ls[4] = {a, b, c, d};
   for (int i = 0; i < 4; ++i) {
     const bool broadcast_c = i == 2 && !in_place && ls[i]->ld == 0;
     if (ls[i]->ld < int64_t(ls[i]->rows) && !broadcast_c)
-      return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "ld of %c is %lld < rows %llu", names[i], (long long)ls[i]->ld,
+      return fail(kInvalid, fn, "ld of %c is %lld < rows %llu", names[i], (long long)ls[i]->ld,
                   (unsigned long long)ls[i]->rows);
   }
   if (in_place && c->ld != d->ld)
-    return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "C == D (in place) with ldc %lld != ldd %lld", (long long)c->ld,
+    return fail(kInvalid, fn, "C == D (in place) with ldc %lld != ldd %lld", (long long)c->ld,
                 (long long)d->ld);
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -169,7 +170,7 @@ int fit_algorithm(const char* fn, const Problem& p, const uint32_t allowed[4], M
   for (int i = 0; i < 4; ++i) {
     const uint32_t req = required_align(ls[i]->type);
     if ((uint64_t(ls[i]->ld) * elem_size(ls[i]->type)) % req != 0 || allowed[i] < req)
-      return fail(CUBLAS_STATUS_NOT_SUPPORTED, fn, "no algorithm: %c needs %u-byte alignment (ld %lld, allowed %u)",
+      return fail(kNotSupported, fn, "no algorithm: %c needs %u-byte alignment (ld %lld, allowed %u)",
                   "ABCD"[i], req, (long long)ls[i]->ld, allowed[i]);
     needs |= uint64_t(req) << (16 * i);
   }
@@ -181,7 +182,9 @@ int fit_algorithm(const char* fn, const Problem& p, const uint32_t allowed[4], M
 }
 
 const SimDesc* as_desc(MatmulDesc d) { return live(kDesc, d) ? reinterpret_cast<const SimDesc*>(d) : nullptr; }
-const SimLayout* as_layout(MatrixLayout l) { return live(kLayout, l) ? reinterpret_cast<const SimLayout*>(l) : nullptr; }
+const SimLayout* as_layout(MatrixLayout l) {
+  return live(kLayout, l) ? reinterpret_cast<const SimLayout*>(l) : nullptr;
+}
 
 int64_t extent(const SimLayout& l) {  // elements from the first to one past the last
   return l.rows == 0 || l.cols == 0 ? 0 : int64_t(l.cols - 1) * l.ld + int64_t(l.rows);
@@ -203,138 +206,122 @@ bool overlaps(const void* x, const SimLayout& lx, const void* y, const SimLayout
   }
   return false;
 }
+
+// Create: a new Sim object, registered as live, returned as the API's opaque pointer type.
+template <class Sim, class Out>
+int create(Kind kind, Out* out, const char* fn, Sim init) {
+  if (!out) return fail(kInvalid, fn, "output pointer is NULL");
+  Sim* o = new (std::nothrow) Sim(init);
+  if (!o) return CUBLAS_STATUS_ALLOC_FAILED;
+  add_live(kind, o);
+  *out = reinterpret_cast<Out>(o);
+  return CUBLAS_STATUS_SUCCESS;
+}
+// Destroy: NULL is fine (as free); a pointer that is not live (destroyed twice, foreign) is refused.
+template <class Sim>
+int destroy(Kind kind, void* p, const char* fn) {
+  if (!p && kind != kHandle) return CUBLAS_STATUS_SUCCESS;
+  if (!remove_live(kind, p))
+    return fail(kind == kHandle ? CUBLAS_STATUS_NOT_INITIALIZED : kInvalid, fn, "not a live object");
+  delete static_cast<Sim*>(p);
+  return CUBLAS_STATUS_SUCCESS;
+}
 }  // namespace
 
 #define SIM_EXPORT extern "C" __attribute__((visibility("default")))
 
-SIM_EXPORT int cublasLtCreate(Handle* handle) {
-  if (!handle) return fail(CUBLAS_STATUS_INVALID_VALUE, "cublasLtCreate", "handle pointer is NULL");
-  SimContext* c = new (std::nothrow) SimContext;
-  if (!c) return CUBLAS_STATUS_ALLOC_FAILED;
-  add_live(kHandle, c);
-  *handle = reinterpret_cast<Handle>(c);
-  return CUBLAS_STATUS_SUCCESS;
-}
-SIM_EXPORT int cublasLtDestroy(Handle handle) {
-  if (!remove_live(kHandle, handle))
-    return fail(CUBLAS_STATUS_NOT_INITIALIZED, "cublasLtDestroy", "not a live handle");
-  delete reinterpret_cast<SimContext*>(handle);
-  return CUBLAS_STATUS_SUCCESS;
-}
+SIM_EXPORT int cublasLtCreate(Handle* handle) { return create(kHandle, handle, "cublasLtCreate", SimContext{}); }
+SIM_EXPORT int cublasLtDestroy(Handle handle) { return destroy<SimContext>(kHandle, handle, "cublasLtDestroy"); }
 // 13.99.00: a version no real cuBLASLt has, so logs show that the simulator's library was loaded.
 SIM_EXPORT size_t cublasLtGetVersion() { return 139900; }
 
 SIM_EXPORT int cublasLtMatmulDescCreate(MatmulDesc* desc, int32_t compute_type, int32_t scale_type) {
   const char* fn = "cublasLtMatmulDescCreate";
-  if (!desc) return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "desc pointer is NULL");
   if (compute_type != CUBLAS_COMPUTE_32F && compute_type != CUBLAS_COMPUTE_32F_PEDANTIC)
-    return fail(CUBLAS_STATUS_NOT_SUPPORTED, fn, "compute type %d (the sim has 32F and 32F_PEDANTIC)", compute_type);
-  if (scale_type != CUDA_R_32F) return fail(CUBLAS_STATUS_NOT_SUPPORTED, fn, "scale type %d with compute 32F", scale_type);
-  SimDesc* d = new (std::nothrow) SimDesc{compute_type, scale_type};
-  if (!d) return CUBLAS_STATUS_ALLOC_FAILED;
-  add_live(kDesc, d);
-  *desc = reinterpret_cast<MatmulDesc>(d);
-  return CUBLAS_STATUS_SUCCESS;
+    return fail(kNotSupported, fn, "compute type %d (the sim has 32F and 32F_PEDANTIC)", compute_type);
+  if (scale_type != CUDA_R_32F) return fail(kNotSupported, fn, "scale type %d with compute 32F", scale_type);
+  return create(kDesc, desc, fn, SimDesc{compute_type, scale_type});
 }
 SIM_EXPORT int cublasLtMatmulDescDestroy(MatmulDesc desc) {
-  if (!desc) return CUBLAS_STATUS_SUCCESS;
-  if (!remove_live(kDesc, desc)) return fail(CUBLAS_STATUS_INVALID_VALUE, "cublasLtMatmulDescDestroy", "not a live desc");
-  delete reinterpret_cast<SimDesc*>(desc);
-  return CUBLAS_STATUS_SUCCESS;
+  return destroy<SimDesc>(kDesc, desc, "cublasLtMatmulDescDestroy");
 }
 SIM_EXPORT int cublasLtMatmulDescSetAttribute(MatmulDesc desc, int32_t attr, const void* buf, size_t size) {
   const char* fn = "cublasLtMatmulDescSetAttribute";
-  if (!live(kDesc, desc)) return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "not a live desc");
-  if (!buf) return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "buf is NULL");
+  if (!live(kDesc, desc)) return fail(kInvalid, fn, "not a live desc");
+  if (!buf) return fail(kInvalid, fn, "buf is NULL");
   SimDesc& d = *reinterpret_cast<SimDesc*>(desc);
   const bool known = attr == CUBLASLT_MATMUL_DESC_COMPUTE_TYPE || attr == CUBLASLT_MATMUL_DESC_SCALE_TYPE ||
                      attr == CUBLASLT_MATMUL_DESC_POINTER_MODE || attr == CUBLASLT_MATMUL_DESC_TRANSA ||
                      attr == CUBLASLT_MATMUL_DESC_TRANSB || attr == kTransposeC || attr == kEpilogue;
-  if (!known) return fail(CUBLAS_STATUS_NOT_SUPPORTED, fn, "attribute %d not implemented by the sim", attr);
-  if (size != 4) return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "attribute %d is 4 bytes, got %zu", attr, size);
+  if (!known) return fail(kNotSupported, fn, "attribute %d not implemented by the sim", attr);
+  if (size != 4) return fail(kInvalid, fn, "attribute %d is 4 bytes, got %zu", attr, size);
   int32_t v;
   std::memcpy(&v, buf, 4);
   switch (attr) {
     case CUBLASLT_MATMUL_DESC_COMPUTE_TYPE:
       if (v != CUBLAS_COMPUTE_32F && v != CUBLAS_COMPUTE_32F_PEDANTIC)
-        return fail(CUBLAS_STATUS_NOT_SUPPORTED, fn, "compute type %d", v);
+        return fail(kNotSupported, fn, "compute type %d", v);
       d.compute = v;
       return CUBLAS_STATUS_SUCCESS;
     case CUBLASLT_MATMUL_DESC_SCALE_TYPE:
-      if (v != CUDA_R_32F) return fail(CUBLAS_STATUS_NOT_SUPPORTED, fn, "scale type %d", v);
+      if (v != CUDA_R_32F) return fail(kNotSupported, fn, "scale type %d", v);
       return CUBLAS_STATUS_SUCCESS;
     case CUBLASLT_MATMUL_DESC_POINTER_MODE:
-      if (v != 0) return fail(CUBLAS_STATUS_NOT_SUPPORTED, fn, "pointer mode %d (the sim has HOST only)", v);
+      if (v != 0) return fail(kNotSupported, fn, "pointer mode %d (the sim has HOST only)", v);
       return CUBLAS_STATUS_SUCCESS;
     case CUBLASLT_MATMUL_DESC_TRANSA:
     case CUBLASLT_MATMUL_DESC_TRANSB:
-      if (v == 2) return fail(CUBLAS_STATUS_NOT_SUPPORTED, fn, "CUBLAS_OP_C not implemented by the sim");
-      if (v != CUBLAS_OP_N && v != CUBLAS_OP_T) return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "operation %d", v);
+      if (v == 2) return fail(kNotSupported, fn, "CUBLAS_OP_C not implemented by the sim");
+      if (v != CUBLAS_OP_N && v != CUBLAS_OP_T) return fail(kInvalid, fn, "operation %d", v);
       (attr == CUBLASLT_MATMUL_DESC_TRANSA ? d.trans_a : d.trans_b) = v;
       return CUBLAS_STATUS_SUCCESS;
     case kTransposeC:  // documented: only CUBLAS_OP_N
-      return v == CUBLAS_OP_N ? CUBLAS_STATUS_SUCCESS : fail(CUBLAS_STATUS_NOT_SUPPORTED, fn, "TRANSC %d", v);
+      return v == CUBLAS_OP_N ? CUBLAS_STATUS_SUCCESS : fail(kNotSupported, fn, "TRANSC %d", v);
     default:  // kEpilogue
       return uint32_t(v) == kEpilogueDefault ? CUBLAS_STATUS_SUCCESS
-                                             : fail(CUBLAS_STATUS_NOT_SUPPORTED, fn, "epilogue %d", v);
+                                             : fail(kNotSupported, fn, "epilogue %d", v);
   }
 }
 
-SIM_EXPORT int cublasLtMatrixLayoutCreate(MatrixLayout* layout, int32_t type, uint64_t rows, uint64_t cols, int64_t ld) {
+SIM_EXPORT int cublasLtMatrixLayoutCreate(MatrixLayout* layout, int32_t type, uint64_t rows, uint64_t cols,
+                                          int64_t ld) {
   const char* fn = "cublasLtMatrixLayoutCreate";
-  if (!layout) return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "layout pointer is NULL");
-  if (!known_type(type)) return fail(CUBLAS_STATUS_NOT_SUPPORTED, fn, "data type %d (the sim has 32F, 16F, 16BF)", type);
-  if (ld < 0) return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "negative ld %lld", (long long)ld);
-  SimLayout* l = new (std::nothrow) SimLayout{type, rows, cols, ld};
-  if (!l) return CUBLAS_STATUS_ALLOC_FAILED;
-  add_live(kLayout, l);
-  *layout = reinterpret_cast<MatrixLayout>(l);
-  return CUBLAS_STATUS_SUCCESS;
+  if (!known_type(type)) return fail(kNotSupported, fn, "data type %d (the sim has 32F, 16F, 16BF)", type);
+  if (ld < 0) return fail(kInvalid, fn, "negative ld %lld", (long long)ld);
+  return create(kLayout, layout, fn, SimLayout{type, rows, cols, ld});
 }
 SIM_EXPORT int cublasLtMatrixLayoutDestroy(MatrixLayout layout) {
-  if (!layout) return CUBLAS_STATUS_SUCCESS;
-  if (!remove_live(kLayout, layout))
-    return fail(CUBLAS_STATUS_INVALID_VALUE, "cublasLtMatrixLayoutDestroy", "not a live layout");
-  delete reinterpret_cast<SimLayout*>(layout);
-  return CUBLAS_STATUS_SUCCESS;
+  return destroy<SimLayout>(kLayout, layout, "cublasLtMatrixLayoutDestroy");
 }
 
 SIM_EXPORT int cublasLtMatmulPreferenceCreate(Preference* pref) {
-  if (!pref) return fail(CUBLAS_STATUS_INVALID_VALUE, "cublasLtMatmulPreferenceCreate", "pref pointer is NULL");
-  SimPref* p = new (std::nothrow) SimPref;
-  if (!p) return CUBLAS_STATUS_ALLOC_FAILED;
-  add_live(kPref, p);
-  *pref = reinterpret_cast<Preference>(p);
-  return CUBLAS_STATUS_SUCCESS;
+  return create(kPref, pref, "cublasLtMatmulPreferenceCreate", SimPref{});
 }
 SIM_EXPORT int cublasLtMatmulPreferenceDestroy(Preference pref) {
-  if (!pref) return CUBLAS_STATUS_SUCCESS;
-  if (!remove_live(kPref, pref))
-    return fail(CUBLAS_STATUS_INVALID_VALUE, "cublasLtMatmulPreferenceDestroy", "not a live preference");
-  delete reinterpret_cast<SimPref*>(pref);
-  return CUBLAS_STATUS_SUCCESS;
+  return destroy<SimPref>(kPref, pref, "cublasLtMatmulPreferenceDestroy");
 }
 SIM_EXPORT int cublasLtMatmulPreferenceSetAttribute(Preference pref, int32_t attr, const void* buf, size_t size) {
   const char* fn = "cublasLtMatmulPreferenceSetAttribute";
-  if (!live(kPref, pref)) return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "not a live preference");
-  if (!buf) return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "buf is NULL");
+  if (!live(kPref, pref)) return fail(kInvalid, fn, "not a live preference");
+  if (!buf) return fail(kInvalid, fn, "buf is NULL");
   SimPref& p = *reinterpret_cast<SimPref*>(pref);
   if (attr == CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES) {  // uint64_t
-    if (size != 8) return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "MAX_WORKSPACE_BYTES is 8 bytes, got %zu", size);
+    if (size != 8) return fail(kInvalid, fn, "MAX_WORKSPACE_BYTES is 8 bytes, got %zu", size);
     std::memcpy(&p.max_workspace, buf, 8);
     return CUBLAS_STATUS_SUCCESS;
   }
-  const bool align = attr >= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES && attr <= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES;
+  const bool align =
+      attr >= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES && attr <= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES;
   if (!align && attr != CUBLASLT_MATMUL_PREF_SEARCH_MODE)
-    return fail(CUBLAS_STATUS_NOT_SUPPORTED, fn, "attribute %d not implemented by the sim", attr);
-  if (size != 4) return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "attribute %d is 4 bytes (uint32_t), got %zu", attr, size);
+    return fail(kNotSupported, fn, "attribute %d not implemented by the sim", attr);
+  if (size != 4) return fail(kInvalid, fn, "attribute %d is 4 bytes (uint32_t), got %zu", attr, size);
   uint32_t v;
   std::memcpy(&v, buf, 4);
   if (!align) {
     if (v == kSearchBestFit) return CUBLAS_STATUS_SUCCESS;
-    return fail(v == kSearchByAlgoId ? CUBLAS_STATUS_NOT_SUPPORTED : CUBLAS_STATUS_INVALID_VALUE, fn, "search mode %u", v);
+    return fail(v == kSearchByAlgoId ? kNotSupported : kInvalid, fn, "search mode %u", v);
   }
-  if (v == 0 || (v & (v - 1))) return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "alignment %u is not a power of two", v);
+  if (v == 0 || (v & (v - 1))) return fail(kInvalid, fn, "alignment %u is not a power of two", v);
   p.align[attr - CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES] = v;
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -348,9 +335,9 @@ SIM_EXPORT int cublasLtMatmulAlgoGetHeuristic(Handle handle, MatmulDesc desc, Ma
   const SimDesc* sd = as_desc(desc);
   const SimLayout *la = as_layout(a), *lb = as_layout(b), *lc = as_layout(c), *ld = as_layout(d);
   if (!sd || !la || !lb || !lc || !ld || !live(kPref, pref))
-    return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "desc, a layout or the preference is NULL or not live");
+    return fail(kInvalid, fn, "desc, a layout or the preference is NULL or not live");
   if (requested <= 0 || !results || !returned)
-    return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "requestedAlgoCount %d, results / returnAlgoCount NULL?", requested);
+    return fail(kInvalid, fn, "requestedAlgoCount %d, results / returnAlgoCount NULL?", requested);
   Problem p;
   if (int st = check_problem(fn, *sd, la, lb, lc, ld, c == d, p)) return st;
   std::memset(&results[0], 0, sizeof results[0]);
@@ -371,19 +358,19 @@ SIM_EXPORT int cublasLtMatmul(Handle handle, MatmulDesc desc, const void* alpha,
   if (!c) c = d;  // documented: Cdesc NULL means Cdesc = Ddesc
   const SimDesc* sd = as_desc(desc);
   const SimLayout *la = as_layout(a), *lb = as_layout(b), *lc = as_layout(c), *ld = as_layout(d);
-  if (!sd || !la || !lb || !lc || !ld) return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "desc or a layout is NULL or not live");
-  if (!alpha || !beta) return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "alpha or beta is NULL");
+  if (!sd || !la || !lb || !lc || !ld) return fail(kInvalid, fn, "desc or a layout is NULL or not live");
+  if (!alpha || !beta) return fail(kInvalid, fn, "alpha or beta is NULL");
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
-  if (!A || !B || !D || (be != 0.f && !C)) return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "A, B, D or C (beta != 0) is NULL");
+  if (!A || !B || !D || (be != 0.f && !C)) return fail(kInvalid, fn, "A, B, D or C (beta != 0) is NULL");
   if (workspace_bytes > 0 && (!workspace || pointer_align(workspace) < 256))
-    return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "workspace of %zu bytes is NULL or not 256-byte aligned", workspace_bytes);
+    return fail(kInvalid, fn, "workspace of %zu bytes is NULL or not 256-byte aligned", workspace_bytes);
   const bool in_place = C == D && be != 0.f;
   Problem p;
   if (int st = check_problem(fn, *sd, la, lb, lc, ld, C == D, p)) return st;
   if (overlaps(D, *ld, A, *la) || overlaps(D, *ld, B, *lb))
-    return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "D overlaps A or B");
+    return fail(kInvalid, fn, "D overlaps A or B");
   if (be != 0.f && !in_place && overlaps(D, *ld, C, *lc))
-    return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "C and D overlap without being the same matrix");
+    return fail(kInvalid, fn, "C and D overlap without being the same matrix");
   const void* ptrs[4] = {A, B, be != 0.f ? C : D, D};
   MatmulAlgo implicit;
   if (!algo) {  // documented: an implicit heuristic query; here on the pointers' actual alignment
@@ -392,14 +379,14 @@ SIM_EXPORT int cublasLtMatmul(Handle handle, MatmulDesc desc, const void* alpha,
     algo = &implicit;
   }
   if (algo->data[0] != kAlgoMagic)
-    return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "algo was not returned by cublasLtMatmulAlgoGetHeuristic");
+    return fail(kInvalid, fn, "algo was not returned by cublasLtMatmulAlgoGetHeuristic");
   if (algo->data[2] != (uint64_t(uint32_t(la->type)) | uint64_t(uint32_t(ld->type)) << 32))
-    return fail(CUBLAS_STATUS_INVALID_VALUE, fn, "algo was chosen for other data types");
+    return fail(kInvalid, fn, "algo was chosen for other data types");
   const SimLayout* ls[4] = {la, lb, lc, ld};
   for (int i = 0; i < 4; ++i) {
     const uint32_t req = uint32_t(algo->data[1] >> (16 * i)) & 0xffff;
     if (pointer_align(ptrs[i]) < req || (uint64_t(ls[i]->ld) * elem_size(ls[i]->type)) % req != 0)
-      return fail(CUBLAS_STATUS_NOT_SUPPORTED, fn, "%c (pointer %p, ld %lld) is not %u-byte aligned as the algo needs",
+      return fail(kNotSupported, fn, "%c (pointer %p, ld %lld) is not %u-byte aligned as the algo needs",
                   "ABCD"[i], ptrs[i], (long long)ls[i]->ld, req);
   }
   try {
@@ -431,16 +418,17 @@ SIM_EXPORT int cublasLtMatmul(Handle handle, MatmulDesc desc, const void* alpha,
 }
 
 // The exports must have exactly the loader's pointer types.
-static_assert(std::is_same<decltype(&cublasLtCreate), CreateFn>::value, "cublasLtCreate");
-static_assert(std::is_same<decltype(&cublasLtDestroy), DestroyFn>::value, "cublasLtDestroy");
-static_assert(std::is_same<decltype(&cublasLtGetVersion), GetVersionFn>::value, "cublasLtGetVersion");
-static_assert(std::is_same<decltype(&cublasLtMatmulDescCreate), MatmulDescCreateFn>::value, "DescCreate");
-static_assert(std::is_same<decltype(&cublasLtMatmulDescDestroy), MatmulDescDestroyFn>::value, "DescDestroy");
-static_assert(std::is_same<decltype(&cublasLtMatmulDescSetAttribute), MatmulDescSetAttributeFn>::value, "DescSet");
-static_assert(std::is_same<decltype(&cublasLtMatrixLayoutCreate), MatrixLayoutCreateFn>::value, "LayoutCreate");
-static_assert(std::is_same<decltype(&cublasLtMatrixLayoutDestroy), MatrixLayoutDestroyFn>::value, "LayoutDestroy");
-static_assert(std::is_same<decltype(&cublasLtMatmulPreferenceCreate), PreferenceCreateFn>::value, "PrefCreate");
-static_assert(std::is_same<decltype(&cublasLtMatmulPreferenceDestroy), PreferenceDestroyFn>::value, "PrefDestroy");
-static_assert(std::is_same<decltype(&cublasLtMatmulPreferenceSetAttribute), PreferenceSetAttributeFn>::value, "PrefSet");
-static_assert(std::is_same<decltype(&cublasLtMatmulAlgoGetHeuristic), AlgoGetHeuristicFn>::value, "Heuristic");
-static_assert(std::is_same<decltype(&cublasLtMatmul), MatmulFn>::value, "cublasLtMatmul");
+#define SAME_TYPE(fn, type) static_assert(std::is_same<decltype(&fn), type>::value, #fn)
+SAME_TYPE(cublasLtCreate, CreateFn);
+SAME_TYPE(cublasLtDestroy, DestroyFn);
+SAME_TYPE(cublasLtGetVersion, GetVersionFn);
+SAME_TYPE(cublasLtMatmulDescCreate, MatmulDescCreateFn);
+SAME_TYPE(cublasLtMatmulDescDestroy, MatmulDescDestroyFn);
+SAME_TYPE(cublasLtMatmulDescSetAttribute, MatmulDescSetAttributeFn);
+SAME_TYPE(cublasLtMatrixLayoutCreate, MatrixLayoutCreateFn);
+SAME_TYPE(cublasLtMatrixLayoutDestroy, MatrixLayoutDestroyFn);
+SAME_TYPE(cublasLtMatmulPreferenceCreate, PreferenceCreateFn);
+SAME_TYPE(cublasLtMatmulPreferenceDestroy, PreferenceDestroyFn);
+SAME_TYPE(cublasLtMatmulPreferenceSetAttribute, PreferenceSetAttributeFn);
+SAME_TYPE(cublasLtMatmulAlgoGetHeuristic, AlgoGetHeuristicFn);
+SAME_TYPE(cublasLtMatmul, MatmulFn);

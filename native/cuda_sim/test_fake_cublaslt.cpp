@@ -354,6 +354,18 @@ int main(int argc, char** argv) {
     expect_status("C == D with ldc 6 != ldd 4", do_call(k, false), INV);
     k.D = &C, k.d = cd.buf + 4; expect_status("D one element past C (overlapping)", do_call(k, false), INV);
     k.beta = 0.f; expect_status("the same with beta 0 (C not read)", do_call(k, false), OK); }
+  {  // documented: out of place, ldc = 0 broadcasts C's first column to every column
+    Mat col(CUDA_R_32F, 4, 5, 0), D0(CUDA_R_32F, 4, 5, 4);
+    col.fill(rng);
+    Call k = base; k.C = &col, k.beta = 1.f;
+    expect_status("ldc 0 (broadcast C) out of place", do_call(k, false), OK);
+    Call k0 = base; k0.D = &D0;
+    do_call(k0, false);
+    double worst = 0;
+    for (int64_t j = 0; j < 5; ++j)
+      for (int64_t i = 0; i < 4; ++i) worst = std::max(worst, std::fabs(D.at(i, j) - D0.at(i, j) - col.at(i, 0)));
+    check(worst < 1e-5, "ldc 0: D = A B + C[:, 0] in every column", "error " + std::to_string(worst));
+    k.D = &col, k.d = col.buf; expect_status("ldc 0 in place (C == D)", do_call(k, false), INV); }
   { Call k = base; alignas(256) static unsigned char ws[512]; k.ws = ws + 8, k.ws_bytes = 64;
     expect_status("workspace not 256-byte aligned", do_call(k, false), INV);
     k.ws = ws; expect_status("workspace 256-byte aligned", do_call(k, false), OK); }
