@@ -36,6 +36,7 @@
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 #include <type_traits>
 #include <unordered_set>
 #include <vector>
@@ -52,7 +53,7 @@ constexpr int kSearchBestFit = 0, kSearchByAlgoId = 1;  // cublasLtMatmulSearch_
 constexpr int kInvalid = CUBLAS_STATUS_INVALID_VALUE, kNotSupported = CUBLAS_STATUS_NOT_SUPPORTED;
 
 struct SimContext { int unused = 0; };
-struct SimDesc { int32_t compute, scale, pointer_mode = 0, trans_a = CUBLAS_OP_N, trans_b = CUBLAS_OP_N; };
+struct SimDesc { int32_t compute, scale, trans_a = CUBLAS_OP_N, trans_b = CUBLAS_OP_N; };
 struct SimLayout { int32_t type; uint64_t rows, cols; int64_t ld; };
 struct SimPref { uint64_t max_workspace = 0; uint32_t align[4] = {256, 256, 256, 256}; };  // A, B, C, D
 
@@ -411,8 +412,8 @@ SIM_EXPORT int cublasLtMatmul(Handle handle, MatmulDesc desc, const void* alpha,
         if (be != 0.f) r += be * load(C, lc->type, i + j * lc->ld);  // beta == 0: C is not read
         store(D, ld->type, i + j * ld->ld, r);
       }
-  } catch (const std::bad_alloc&) {
-    return fail(CUBLAS_STATUS_ALLOC_FAILED, fn, "out of host memory");
+  } catch (const std::exception& e) {  // no exception may cross the C interface
+    return fail(CUBLAS_STATUS_ALLOC_FAILED, fn, "out of host memory (%s)", e.what());
   }
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -93,8 +93,8 @@ int heuristic(Handle h, MatmulDesc d, MatrixLayout a, MatrixLayout b, MatrixLayo
   L.pref_create(&p);
   const uint64_t ws = 1 << 20;
   L.pref_set(p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, 8);
-  for (int32_t attr = CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES; attr <= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES; ++attr)
-    L.pref_set(p, attr, &align, 4);
+  for (int32_t at = CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES; at <= CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES; ++at)
+    L.pref_set(p, at, &align, 4);
   const int st = L.heuristic(h, d, a, b, c, dd, p, 4, res, n);
   L.pref_destroy(p);
   return st;
@@ -141,15 +141,17 @@ bool run_case(Handle h, const Case& c, std::mt19937& rng, bool flip_ref, std::st
       const double cterm = double(c.beta) * c_before[size_t(i + j * c.m)];
       const double ref = double(c.alpha) * sum + cterm;
       const double fbound = (c.k + 3) * kU * (std::fabs(c.alpha) * mag + std::fabs(cterm)) + 1e-300;
-      const double bound = fbound + out_u * (std::fabs(ref) + fbound) + (c.out == CUDA_R_16F ? std::ldexp(1.0, -25) : 0);
+      const double subnormal = c.out == CUDA_R_16F ? std::ldexp(1.0, -25) : 0;  // half the f16 subnormal step
+      const double bound = fbound + out_u * (std::fabs(ref) + fbound) + subnormal;
       const double got = D.at(i, j);
       if (!(std::fabs(got - ref) <= bound))
         return why = "D(" + std::to_string(i) + "," + std::to_string(j) + ") = " + std::to_string(got) +
                      ", reference " + std::to_string(ref), false;
     }
   for (int64_t j = 0; j < c.n; ++j)  // bytes between rows and ld (and after) untouched
-    for (size_t b = size_t(c.m + j * D.ld) * esize(D.type); b < size_t((j + 1) * D.ld) * esize(D.type) && b < before.size(); ++b)
-      if (D.buf[b] != before[b]) return why = "D padding written at byte " + std::to_string(b), false;
+    for (size_t b = size_t(c.m + j * D.ld) * esize(D.type); b < size_t((j + 1) * D.ld) * esize(D.type); ++b)
+      if (b < before.size() && D.buf[b] != before[b])
+        return why = "D padding written at byte " + std::to_string(b), false;
   return true;
 }
 
@@ -232,7 +234,8 @@ int main(int argc, char** argv) {
     std::string first;
     for (int64_t m : sizes) for (int64_t n : sizes) for (int64_t k : sizes) for (int op = 0; op < 4; ++op, ++count) {
       const auto& ab = alpha_beta[count % 5];
-      const Case c{m, n, k, op & 1, op >> 1, t.in, t.out, ab[0], ab[1], 3 * ((count / 5) % 3), count % 3 == 1, count % 4 == 3};
+      const Case c{m, n, k, op & 1, op >> 1, t.in, t.out, ab[0], ab[1],
+                   3 * ((count / 5) % 3), count % 3 == 1, count % 4 == 3};
       std::string why;
       if (!run_case(h, c, rng, false, why) && bad++ == 0)
         first = "m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k) + " transA=" +
@@ -250,9 +253,11 @@ int main(int argc, char** argv) {
   }
   // Rounding to nearest even into 16-bit D, overflow, subnormals.
   check(rounded(h, CUDA_R_16BF, 1.f + std::ldexp(1.f, -8)) == 1.0, "bf16 D: a tie rounds to even (down)");
-  check(rounded(h, CUDA_R_16BF, 1.f + 3 * std::ldexp(1.f, -8)) == 1.0 + std::ldexp(1.0, -6), "bf16 D: a tie rounds to even (up)");
+  check(rounded(h, CUDA_R_16BF, 1.f + 3 * std::ldexp(1.f, -8)) == 1.0 + std::ldexp(1.0, -6),
+        "bf16 D: a tie rounds to even (up)");
   check(rounded(h, CUDA_R_16F, 1.f + std::ldexp(1.f, -11)) == 1.0, "f16 D: a tie rounds to even (down)");
-  check(rounded(h, CUDA_R_16F, 1.f + 3 * std::ldexp(1.f, -11)) == 1.0 + std::ldexp(1.0, -9), "f16 D: a tie rounds to even (up)");
+  check(rounded(h, CUDA_R_16F, 1.f + 3 * std::ldexp(1.f, -11)) == 1.0 + std::ldexp(1.0, -9),
+        "f16 D: a tie rounds to even (up)");
   check(std::isinf(rounded(h, CUDA_R_16F, 70000.f)), "f16 D: 70000 overflows to inf");
   check(rounded(h, CUDA_R_16F, 3 * std::ldexp(1.f, -26)) == std::ldexp(1.0, -24), "f16 D: subnormal rounding");
 
@@ -263,7 +268,8 @@ int main(int argc, char** argv) {
   const Call base{h, &A, &B, nullptr, &D};
   expect_status("valid f32 call", do_call(base, false), OK);
   expect_status("cublasLtCreate(NULL)", L.create(nullptr), INV);
-  { Call k = base; k.h = nullptr; expect_status("NULL handle -> NOT_INITIALIZED", do_call(k, false), CUBLAS_STATUS_NOT_INITIALIZED); }
+  { Call k = base; k.h = nullptr;
+    expect_status("NULL handle -> NOT_INITIALIZED", do_call(k, false), CUBLAS_STATUS_NOT_INITIALIZED); }
   {
     Handle gone = nullptr;
     L.create(&gone), L.destroy(gone);
@@ -297,8 +303,10 @@ int main(int argc, char** argv) {
   L.pref_create(&pref);
   const uint32_t u32_three = 3, u32_one = 1;
   const uint64_t u64_16 = 16;
-  expect_status("MAX_WORKSPACE_BYTES given 4 bytes", L.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &u32_one, 4), INV);
-  expect_status("MIN_ALIGNMENT given 8 bytes", L.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &u64_16, 8), INV);
+  expect_status("MAX_WORKSPACE_BYTES given 4 bytes",
+                L.pref_set(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &u32_one, 4), INV);
+  expect_status("MIN_ALIGNMENT given 8 bytes", L.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &u64_16, 8),
+                INV);
   expect_status("MIN_ALIGNMENT 3", L.pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &u32_three, 4), INV);
   expect_status("SEARCH_MODE LIMITED_BY_ALGO_ID", L.pref_set(pref, CUBLASLT_MATMUL_PREF_SEARCH_MODE, &u32_one, 4), NS);
   expect_status("MAX_WAVES_COUNT attribute", L.pref_set(pref, 9, &u32_one, 4), NS);
@@ -307,13 +315,18 @@ int main(int argc, char** argv) {
   { Mat bad(CUDA_R_32F, 4, 3, 3); Call k = base; k.A = &bad;
     expect_status("ld < rows (heuristic)", do_call(k, true), INV);
     expect_status("ld < rows (matmul)", do_call(k, false), INV); }
-  { Mat b2(CUDA_R_32F, 2, 5, 2); Call k = base; k.B = &b2; expect_status("k of op(B) != k of op(A)", do_call(k, false), INV); }
+  { Mat b2(CUDA_R_32F, 2, 5, 2); Call k = base; k.B = &b2;
+    expect_status("k of op(B) != k of op(A)", do_call(k, false), INV); }
   { Mat d2(CUDA_R_32F, 5, 4, 5); Call k = base; k.D = &d2; expect_status("D not m x n", do_call(k, false), INV); }
-  { Call k = base; k.ta = CUBLAS_OP_T; expect_status("TRANSA = T makes op(A) 3 x 4: mismatch", do_call(k, false), INV); }
+  { Call k = base; k.ta = CUBLAS_OP_T;
+    expect_status("TRANSA = T makes op(A) 3 x 4: mismatch", do_call(k, false), INV); }
   { Call k = base; k.ta = CUBLAS_OP_T; k.tb = CUBLAS_OP_T; Mat a(CUDA_R_32F, 3, 4, 3), b(CUDA_R_32F, 5, 3, 5);
-    a.fill(rng), b.fill(rng); k.A = &a, k.B = &b; expect_status("TRANSA = TRANSB = T with matching shapes", do_call(k, false), OK); }
-  { Mat b16(CUDA_R_16BF, 3, 5, 8); Call k = base; k.B = &b16; expect_status("A f32 with B bf16", do_call(k, false), NS); }
-  { Mat d16(CUDA_R_16BF, 4, 5, 8); Call k = base; k.D = &d16; expect_status("f32 inputs, bf16 D", do_call(k, false), NS); }
+    a.fill(rng), b.fill(rng); k.A = &a, k.B = &b;
+    expect_status("TRANSA = TRANSB = T with matching shapes", do_call(k, false), OK); }
+  { Mat b16(CUDA_R_16BF, 3, 5, 8); Call k = base; k.B = &b16;
+    expect_status("A f32 with B bf16", do_call(k, false), NS); }
+  { Mat d16(CUDA_R_16BF, 4, 5, 8); Call k = base; k.D = &d16;
+    expect_status("f32 inputs, bf16 D", do_call(k, false), NS); }
   Mat A16(CUDA_R_16BF, 4, 3, 8), B16(CUDA_R_16BF, 3, 5, 8), D16(CUDA_R_16BF, 4, 5, 8);
   A16.fill(rng), B16.fill(rng);
   { Call k = base; k.A = &A16, k.B = &B16, k.C = &C, k.D = &D16, k.beta = 1.f;
@@ -333,7 +346,8 @@ int main(int argc, char** argv) {
     k.a = A16.buf + 2; expect_status("A 2-byte aligned with a 16-byte algo", do_call(k, false), NS); }
   { Call k = b16; MatmulAlgo zero{}; k.algo = &zero; expect_status("zeroed algo", do_call(k, false), INV);
     k.algo = &algo32; expect_status("f32 algo on bf16 matrices", do_call(k, false), INV); }
-  { const float zero_f = 0.f; int dummy = 0; HeuristicResult r[1]; MatmulDesc dd = make_desc(0, 0); Layout la(A), lb(B), ld(D); Preference p;
+  { const float zero_f = 0.f; int dummy = 0; HeuristicResult r[1]; Preference p;
+    MatmulDesc dd = make_desc(0, 0); Layout la(A), lb(B), ld(D);
     L.pref_create(&p);
     expect_status("heuristic requestedAlgoCount 0", L.heuristic(h, dd, la.l, lb.l, ld.l, ld.l, p, 0, r, &dummy), INV);
     expect_status("heuristic NULL desc", L.heuristic(h, nullptr, la.l, lb.l, ld.l, ld.l, p, 1, r, &dummy), INV);
@@ -350,7 +364,8 @@ int main(int argc, char** argv) {
     Mat b(CUDA_R_32F, 3, 3, 3); b.fill(rng); k.B = &b; bottom.cols = 3;  // D = rows 4..7 of the buffer holding A
     expect_status("D interleaved with A (disjoint rows of one buffer)", do_call(k, false), OK);
     k.d = wide.buf + 8; expect_status("D overlapping A by two rows", do_call(k, false), INV); }
-  { Mat cd(CUDA_R_32F, 4, 5, 6); cd.fill(rng); Call k = base; k.C = &C, k.D = &D, k.c = cd.buf, k.d = cd.buf, k.beta = 1.f;
+  { Mat cd(CUDA_R_32F, 4, 5, 6); cd.fill(rng);
+    Call k = base; k.C = &C, k.D = &D, k.c = cd.buf, k.d = cd.buf, k.beta = 1.f;
     expect_status("C == D with ldc 6 != ldd 4", do_call(k, false), INV);
     k.D = &C, k.d = cd.buf + 4; expect_status("D one element past C (overlapping)", do_call(k, false), INV);
     k.beta = 0.f; expect_status("the same with beta 0 (C not read)", do_call(k, false), OK); }

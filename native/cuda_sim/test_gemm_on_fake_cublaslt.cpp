@@ -158,8 +158,10 @@ int main() {
           first = "M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" + std::to_string(K) + " pad=" +
                   std::to_string(pad) + (acc ? " accumulate" : "") + ": " + why;
       }
-      check(bad == 0, std::string(names[product]) + (bf16 ? " bf16: " : " f32: ") + std::to_string(count) +
-                          " products match float64 (or fall back as predicted)", std::to_string(bad) + " wrong, first: " + first);
+      check(bad == 0,
+            std::string(names[product]) + (bf16 ? " bf16: " : " f32: ") + std::to_string(count) +
+                " products match float64 (or fall back as predicted)",
+            std::to_string(bad) + " wrong, first: " + first);
     }
   std::printf("%s (%lld planned shapes on the fallback)\n", g_failures ? "FAILED" : "all passed",
               (long long)gemm.fallback_shapes());
