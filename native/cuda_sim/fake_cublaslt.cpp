@@ -24,6 +24,9 @@
 // GPU may still find a slower non-tensor-core kernel, so on hardware fewer shapes fall back). cublasLtMatmul with
 // that algorithm re-checks the pointers' actual alignment (NOT_SUPPORTED if lower than required: on a GPU a
 // misaligned-address fault or an error); with algo == NULL it runs the same heuristic on the actual pointers.
+// Objects are tracked: a destroyed, doubly destroyed or foreign handle is NOT_INITIALIZED, such a descriptor,
+// layout or preference INVALID_VALUE; a workspace of > 0 bytes must be 256-byte aligned (documented), else
+// INVALID_VALUE. cublasLtGetVersion says 13.99.00, a version no real cuBLASLt has, so logs show the sim was loaded.
 // Every rejection also prints one line to stderr ("fake_cublaslt: ...") unless LANGNEURONS_SIM_CUBLASLT_QUIET=1.
 // Anything not implemented (other types, compute types, pointer modes, epilogues, attributes) is refused with
 // CUBLAS_STATUS_NOT_SUPPORTED, malformed arguments (wrong attribute size, NULL pointers) with INVALID_VALUE.
