@@ -10,6 +10,10 @@ import { fileURLToPath } from 'node:url';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 const debug = process.argv.includes('--debug');
+// --cuda-sim: the addon and the GPU tests on the CUDA simulator (native/cuda_sim, docs/CUDA-SIM.md) in build-sim/,
+// for scripts/cuda-sim-check.sh; the regular addon in build/ is left alone.
+const cudaSim = process.argv.includes('--cuda-sim');
+const outDir = path.join(root, cudaSim ? 'build-sim' : 'build');
 
 function fail(msg) {
   console.error(`\nlangneurons: native build failed.\n${msg}\n`);
@@ -22,13 +26,14 @@ if (cmake.error || cmake.status !== 0)
 
 const addonApiDir = require('node-addon-api').include_dir;
 const cmakeJs = path.join(path.dirname(require.resolve('cmake-js/package.json')), 'bin', 'cmake-js');
-const args = [cmakeJs, 'compile', '--directory', root, '--out', path.join(root, 'build'),
+const args = [cmakeJs, 'compile', '--directory', root, '--out', outDir,
   `--CDNODE_ADDON_API_DIR=${path.resolve(root, addonApiDir)}`, '--CDLN_NATIVE_TESTS=OFF'];
 // The CUDA runtime (native/src/cuda) is built into the addon whenever nvcc is found (on the PATH or in
 // $CUDA_HOME/bin, /usr/local/cuda/bin); LANGNEURONS_CUDA=0 turns it off. It needs no GPU, driver or cuBLAS to
 // build: cudart is linked statically and cuBLASLt is loaded at run time (docs/CUDA.md).
-const cudaOff = process.env.LANGNEURONS_CUDA === '0';
+const cudaOff = process.env.LANGNEURONS_CUDA === '0' || cudaSim;
 args.push(`--CDLN_CUDA=${cudaOff ? 'OFF' : 'ON'}`);
+if (cudaSim) args.push('--CDLN_CUDA_SIM=ON');
 if (process.env.LN_CUDA_ARCHITECTURES) args.push(`--CDLN_CUDA_ARCHITECTURES=${process.env.LN_CUDA_ARCHITECTURES}`);
 if (!cudaOff && !process.env.CUDACXX) {
   const onPath = spawnSync('nvcc', ['--version'], { encoding: 'utf8' });
@@ -45,6 +50,10 @@ const r = spawnSync(process.execPath, args, { stdio: 'inherit', cwd: root });
 if (r.status !== 0)
   fail('cmake-js could not compile the addon (see the compiler output above). It needs cmake >= 3.18, make or ninja, ' +
     'and a C++17 compiler; CUDA sources are only compiled when nvcc is found and never block the CPU build.');
+if (cudaSim) {
+  console.error('langneurons: addon and GPU tests built on the CUDA simulator (build-sim/; not a GPU build)');
+  process.exit(0);
+}
 const cache = spawnSync('cmake', ['-L', '-N', path.join(root, 'build')], { encoding: 'utf8' });
 const withCuda = /LN_CUDA:BOOL=ON/.test(cache.stdout ?? '') && existsSync(path.join(root, 'build', 'native_gpu_tests'));
 console.error(`langneurons: native addon built (build/Release/langneurons.node), ${withCuda ? 'with the CUDA runtime' : cudaOff ? 'CPU only (LANGNEURONS_CUDA=0)' : 'CPU only (no nvcc found)'}`);

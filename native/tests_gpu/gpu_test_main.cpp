@@ -36,6 +36,13 @@ int main(int argc, char** argv) {
       filter = argv[i];
   }
   const int devices = ln::cuda_device_count();
+#if defined(LN_CUDA_SIM)
+  // Built on native/cuda_sim (scripts/cuda-sim-check.sh): the kernels ran on the CPU. Say so on every summary.
+  const char* where = " on the CUDA simulator (CPU, not a GPU)";
+  std::printf("native_gpu_tests%s: checks the CUDA code's logic; GPU results come from scripts/gpu-check.sh\n", where);
+#else
+  const char* where = "";
+#endif
   int passed = 0, failed = 0, skipped = 0;
   for (auto& c : lntest::registry()) {
     if (filter && !std::strstr(c.name, filter)) continue;
@@ -62,6 +69,6 @@ int main(int argc, char** argv) {
     (ok ? passed : failed)++;
     std::fflush(stdout);
   }
-  std::printf("gpu tests: %d passed, %d failed, %d skipped\n", passed, failed, skipped);
+  std::printf("gpu tests%s: %d passed, %d failed, %d skipped\n", where, passed, failed, skipped);
   return failed == 0 ? 0 : 1;
 }
