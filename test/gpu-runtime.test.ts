@@ -118,7 +118,7 @@ describe.skipIf(noGpu).each(CUDA_FIXTURES)('cuda: fixture %s', (name: FixtureNam
   });
 
   it('statistics do not depend on how the tokens are split into forwards (counts exactly, sums to 1e-12)', async () => {
-    const all = gpu.createStats({ sites: ['act', 'h'] }), split = gpu.createStats({ sites: ['act', 'h'] });
+    const all = gpu.createStats({ sites: ['act', 'h'], layers: 1 }), split = gpu.createStats({ sites: ['act', 'h'], layers: 1 });
     const a = ref.inputIds.slice(0, 20), b = ref.inputIds.slice(20);
     await gpu.forward([a, b], { logits: 'none', stats: all, lastLayer: 0 });
     await gpu.forward([a], { logits: 'none', stats: split, lastLayer: 0 });
@@ -177,7 +177,7 @@ describe.skipIf(noGpu)('cuda: the commands', () => {
     return JSON.parse(r.stdout);
   };
 
-  it('profile on cuda and on the cpu write mergeable statistics files that agree', () => {
+  it('profile on cuda and on the cpu agree, and a cuda shard merges with a cpu shard into the whole corpus', () => {
     const model = fixturePath('tiny-llama3');
     const common = ['--corpus', 'udhr:train', '--langs', 'sw', '--max-len', '32', '--tokens', '2k', '--compute', 'f32'];
     json('profile', model, ...common, '--device', 'cuda', '--out', path.join(dir, 'gpu'));
@@ -186,8 +186,15 @@ describe.skipIf(noGpu)('cuda: the commands', () => {
     const c = json('stats', 'show', path.join(dir, 'cpu', 'sw.safetensors'));
     expect(g.tokens).toBe(c.tokens);
     expect(Math.abs(g.sites[0].meanActiveFraction - c.sites[0].meanActiveFraction)).toBeLessThan(1e-3);
-    const m = json('stats', 'merge', path.join(dir, 'gpu', 'sw.safetensors'), path.join(dir, 'cpu', 'sw.safetensors'), '--out', path.join(dir, 'merged.safetensors'));
-    expect(m.tokens).toBe(2 * c.tokens);
+    // Shard 1/2 on the GPU and 2/2 on the CPU merge into the whole corpus (two whole-corpus files are refused by
+    // `stats merge`: they would count every token twice).
+    json('profile', model, ...common, '--device', 'cuda', '--shard', '1/2', '--out', path.join(dir, 'gpu-1'));
+    json('profile', model, ...common, '--device', 'cpu', '--shard', '2/2', '--out', path.join(dir, 'cpu-2'));
+    const merged = path.join(dir, 'merged.safetensors');
+    const m = json('stats', 'merge', path.join(dir, 'gpu-1', 'sw.safetensors'), path.join(dir, 'cpu-2', 'sw.safetensors'), '--out', merged);
+    expect(m.tokens).toBe(c.tokens);
+    const ms = json('stats', 'show', merged);
+    expect(Math.abs(ms.sites[0].meanActiveFraction - c.sites[0].meanActiveFraction)).toBeLessThan(1e-3);
   });
 
   it('info --device cuda, score, generate and eval run on the GPU', () => {
