@@ -231,25 +231,40 @@ LN_TEST(gpu_trainer_fixture_gradients) {
 // The bf16 mode (bf16 weights, activations and dense-gradient operands; float32 accumulation and master copies)
 // against the CPU trainer's float32 gradients: every tensor within 5e-2 (relative L2, the bound the CPU's bf16
 // mode is held to against float64), the loss within 1e-2.
+// Also LoRA as `finetune --method lora` sets it up (gate, up and down of every layer, dropout 0.1), whose
+// backward converts the saved bf16 inputs of every FFN projection.
 LN_TEST(gpu_trainer_bf16_gradients_close_to_f32) {
-  auto f = fixture_or_skip("tiny-llama3");
-  Trainer probe(f->cfg, f->w, 2, {});
-  const std::vector<TrainableSpec> spec = dense_all(probe);
-  Trainer cpu(f->cfg, f->w, 2, spec);
-  auto gpu = make_cuda_trainer(f->cfg, f->w, 0, Compute::BF16, spec, {});
-  const OneSeq b = next_token_batch(f->input_ids);
-  const BatchLoss lc = run(cpu, b), lg = run(*gpu, b);
-  const double loss_c = lc.sum / double(lc.count), loss_g = lg.sum / double(lg.count);
-  LN_CHECK_MSG(std::fabs(loss_g - loss_c) / loss_c < 1e-2, "bf16 loss %.6g vs f32 CPU %.6g", loss_g, loss_c);
-  double worst = 0;
-  for (int i = 0; i < cpu.n_params(); ++i) {
-    const Param& p = cpu.param(i);
-    if (p.size == 0) continue;
-    const double e = l2_rel(slice(*gpu, Arena::Grad, p), slice(cpu, Arena::Grad, p));
-    LN_CHECK_MSG(e < 5e-2, "%s of layer %d: bf16 GPU vs f32 CPU gradient rel error %g", p.role.c_str(), p.layer, e);
-    worst = std::max(worst, e);
+  // tiny-llama3 only: stories260k (trained, loss 0.87) amplifies rounding in its gradients (0.1-0.8 relative L2
+  // in bf16 mode against f32, 0.1 with its matrices rounded to bf16 on both sides), a bound that would prove nothing.
+  for (const char* name : {"tiny-llama3"}) {
+    auto f = fixture_or_skip(name);
+    Trainer probe(f->cfg, f->w, 2, {});
+    std::vector<TrainableSpec> lora;
+    for (int l = 0; l < f->cfg.n_layers; ++l)
+      for (const char* role : {"w_gate", "w_up", "w_down"}) lora.push_back({role, l, ParamMode::Lora, {}, 8, 16.f, 0.1f});
+    for (const auto& [what, spec] : {std::make_pair("dense", dense_all(probe)), std::make_pair("lora", lora)}) {
+      TrainerOptions opt;
+      opt.seed = 5;
+      Trainer cpu(f->cfg, f->w, 2, spec, opt);
+      auto gpu = make_cuda_trainer(f->cfg, f->w, 0, Compute::BF16, spec, opt);
+      const OneSeq b = next_token_batch(f->input_ids);
+      const BatchLoss lc = run(cpu, b), lg = run(*gpu, b);
+      const double loss_c = lc.sum / double(lc.count), loss_g = lg.sum / double(lg.count);
+      LN_CHECK_MSG(std::fabs(loss_g - loss_c) / loss_c < 1e-2, "%s %s: bf16 loss %.6g vs f32 CPU %.6g", name, what,
+                   loss_g, loss_c);
+      double worst = 0;
+      for (int i = 0; i < cpu.n_params(); ++i) {
+        const Param& p = cpu.param(i);
+        if (p.size == 0) continue;
+        const double e = l2_rel(slice(*gpu, Arena::Grad, p), slice(cpu, Arena::Grad, p));
+        LN_CHECK_MSG(e < 5e-2, "%s %s: %s of layer %d: bf16 GPU vs f32 CPU gradient rel error %g", name, what,
+                     p.role.c_str(), p.layer, e);
+        worst = std::max(worst, e);
+      }
+      std::printf("  %s %s, bf16 mode: loss %.6g (CPU f32 %.6g), worst gradient rel error %.2e\n", name, what, loss_g,
+                  loss_c, worst);
+    }
   }
-  std::printf("  bf16 mode: loss %.6g (CPU f32 %.6g), worst gradient rel error %.2e\n", loss_g, loss_c, worst);
 }
 
 LN_TEST(gpu_trainer_sparse_and_head_gradients_match_cpu) {
