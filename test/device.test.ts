@@ -44,6 +44,14 @@ describe('resolveDevice', () => {
     expect(lines).toHaveLength(2);
   });
 
+  it('auto never picks the CUDA simulator (kernels on the CPU); an explicit cuda does', () => {
+    const lines: string[] = [];
+    const sim = { cudaInfo: () => ({ built: true, devices: 1, reason: '', simulated: true }), kernelInfo };
+    expect(resolveDevice('auto', sim, 2, { quietAuto: true, driverPresent: false, warn: (l) => lines.push(l) })).toBe('cpu');
+    expect(lines).toEqual(['langneurons: no usable CUDA device (this addon is built on the CUDA simulator, not a GPU): using the CPU backend (avx2 kernels, 2 threads)']);
+    expect(resolveDevice('cuda', sim, 2)).toBe('cuda:0');
+  });
+
   it('an explicit cuda without a usable device is an error naming the reason, never a fallback', () => {
     expect(() => resolveDevice('cuda', addonWith(true, 0, 'no CUDA driver'), 2)).toThrow(/--device cuda: no usable CUDA device: no CUDA driver/);
     expect(() => resolveDevice('cuda:2', addonWith(true, 2, ''), 2)).toThrow(/there are 2 CUDA devices \(cuda:0 … cuda:1\)/);

@@ -30,6 +30,8 @@ import { fixturePath, repoRoot } from './helpers/fixtures.js';
 
 const cuda = loadAddon().cudaInfo();
 const noGpu = cuda.devices === 0;
+// On the CUDA simulator (scripts/cuda-sim-check.sh --node) the kernels run on the CPU: longer time limits.
+const LIMIT = cuda.simulated ? 6 : 1;
 if (noGpu) console.log(`gpu-finetune tests skipped: ${cuda.reason}`);
 
 const STORIES = fixturePath('stories260k');
@@ -103,7 +105,7 @@ describe.skipIf(noGpu)('gpu finetune: one forward + backward against the CPU tra
       console.log(`${path.basename(dir)} ${method}: loss ${(a.lossSum / a.count).toFixed(6)}, worst gradient relative error ${worst.toExponential(2)} against its bound's 1e-4 (${where})`);
       expect(worst).toBeLessThan(1e-4);
     }
-  }, 120_000);
+  }, 120_000 * LIMIT);
 });
 
 const run = (name: string) => path.join(tmp, name);
@@ -149,7 +151,7 @@ describe.skipIf(noGpu)('gpu finetune: a whole CUDA f32 run against the same CPU 
     console.log(`${method}: trained change relative error ${worst.toExponential(2)}, ${far} of ${total} values more than 0.1 lr apart`);
     expect(worst).toBeLessThan(1e-2);
     expect(far / total).toBeLessThanOrEqual(1e-3);
-  }, 180_000);
+  }, 180_000 * LIMIT);
 });
 
 describe.skipIf(noGpu)('gpu finetune: what the CUDA trainer leaves alone, and resume', () => {
@@ -174,7 +176,7 @@ describe.skipIf(noGpu)('gpu finetune: what the CUDA trainer leaves alone, and re
       }
     }
     expect(changed).toBeGreaterThan(0);
-  }, 120_000);
+  }, 120_000 * LIMIT);
 
   it.each(['neurons', 'lora'] as const)('%s (bf16): killed and resumed on the GPU, bit-identical to an uninterrupted run', async (method) => {
     const masks = method === 'neurons' ? (await maskFor(STORIES, 'resume')).file : null;
@@ -191,7 +193,7 @@ describe.skipIf(noGpu)('gpu finetune: what the CUDA trainer leaves alone, and re
       for (const [k, v] of x) expect(bytesOf(y.get(k)!.data as Float32Array).equals(bytesOf(v.data as Float32Array)), `${f} ${k}`).toBe(true);
     }
     expect(logOf(b)).toEqual(logOf(a));
-  }, 180_000);
+  }, 180_000 * LIMIT);
 
   it('CLI: --device cuda --json reports the device, the compute mode and the memory; resuming elsewhere is refused in one line', () => {
     const dir = run('cli');
@@ -209,5 +211,5 @@ describe.skipIf(noGpu)('gpu finetune: what the CUDA trainer leaves alone, and re
       expect(x.stderr.trim().split('\n')).toHaveLength(1);
       expect(x.stderr).toMatch(/the run trains on cuda:0 \(f32\); .*a run resumes bit-identically only on the device and compute mode it started with/);
     }
-  }, 120_000);
+  }, 120_000 * LIMIT);
 });

@@ -30,11 +30,14 @@ export function resolveDevice(request: string, addon: Pick<Addon, 'cudaInfo' | '
   if (request === 'cpu') return 'cpu';
   const cuda = addon.cudaInfo();
   if (request === 'auto') {
-    if (cuda.devices > 0) return 'cuda:0';
-    if (!(opts.quietAuto && !(opts.driverPresent ?? nvidiaDriverPresent())) && !fallbackSaid) {
+    // The CUDA simulator (an addon built by scripts/cuda-sim-check.sh) runs kernels on the CPU, far slower than the
+    // CPU engine: only an explicit --device cuda uses it.
+    if (cuda.devices > 0 && !cuda.simulated) return 'cuda:0';
+    const why = cuda.simulated ? 'this addon is built on the CUDA simulator, not a GPU' : cuda.reason;
+    if (!(opts.quietAuto && !(opts.driverPresent ?? nvidiaDriverPresent()) && !cuda.simulated) && !fallbackSaid) {
       fallbackSaid = true;
       (opts.warn ?? ((l: string) => process.stderr.write(`${l}\n`)))(
-        `langneurons: no usable CUDA device (${cuda.reason}): using the CPU backend (${addon.kernelInfo().kernel} kernels, ${threads} threads)`);
+        `langneurons: no usable CUDA device (${why}): using the CPU backend (${addon.kernelInfo().kernel} kernels, ${threads} threads)`);
     }
     return 'cpu';
   }

@@ -123,7 +123,7 @@ export interface Addon {
   NativeIntervention: new (model: NativeModel, arrays: NativeInterventionArrays) => NativeIntervention;
   kernelInfo(): { kernel: string; hardwareThreads: number };
   /** Whether the addon has the CUDA runtime, how many usable devices, and why none ('' when some). */
-  cudaInfo(): { built: boolean; devices: number; reason: string };
+  cudaInfo(): { built: boolean; devices: number; reason: string; simulated?: boolean };
   /** Measurement hooks for benchmarks/ (synchronous, block the calling thread). */
   bench: {
     gemm(o: { m: number; n: number; k: number; dtype: 'F32' | 'F16' | 'BF16'; compute: 'f32' | 'bf16'; threads: number; reps: number }): number;

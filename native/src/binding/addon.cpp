@@ -24,13 +24,19 @@ static Napi::Value KernelInfo(const Napi::CallbackInfo& info) {
 }
 
 // cudaInfo() -> { built: whether this addon contains the CUDA runtime, devices: usable devices, reason: why
-// there are none ('' when there are) }. Never throws: 'auto' device selection asks this first.
+// there are none ('' when there are), simulated: built on the CUDA simulator (native/cuda_sim: the kernels run on
+// the CPU; tests scale their time limits) }. Never throws: 'auto' device selection asks this first.
 static Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
   o.Set("built", ln::cuda_built());
   o.Set("devices", double(ln::cuda_device_count()));
   o.Set("reason", ln::cuda_unavailable_reason());
+#if defined(LN_CUDA_SIM)
+  o.Set("simulated", true);
+#else
+  o.Set("simulated", false);
+#endif
   return o;
 }
 
