@@ -182,36 +182,24 @@ T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
 }
 
 // Atomics: the threads of a launch never run at the same time, so a plain read-modify-write is atomic.
-template <class T>
-T atomicAdd(T* p, T v) {
+namespace ln_sim {
+template <class T, class F>
+T read_modify_write(T* p, F f) {
   const T old = *p;
-  *p = old + v;
+  *p = f(old);
   return old;
 }
+}  // namespace ln_sim
 template <class T>
-T atomicMax(T* p, T v) {
-  const T old = *p;
-  *p = old < v ? v : old;
-  return old;
-}
+T atomicAdd(T* p, T v) { return ln_sim::read_modify_write(p, [&](T o) { return T(o + v); }); }
 template <class T>
-T atomicMin(T* p, T v) {
-  const T old = *p;
-  *p = v < old ? v : old;
-  return old;
-}
+T atomicMax(T* p, T v) { return ln_sim::read_modify_write(p, [&](T o) { return o < v ? v : o; }); }
 template <class T>
-T atomicExch(T* p, T v) {
-  const T old = *p;
-  *p = v;
-  return old;
-}
+T atomicMin(T* p, T v) { return ln_sim::read_modify_write(p, [&](T o) { return v < o ? v : o; }); }
 template <class T>
-T atomicCAS(T* p, T compare, T v) {
-  const T old = *p;
-  if (old == compare) *p = v;
-  return old;
-}
+T atomicExch(T* p, T v) { return ln_sim::read_modify_write(p, [&](T) { return v; }); }
+template <class T>
+T atomicCAS(T* p, T compare, T v) { return ln_sim::read_modify_write(p, [&](T o) { return o == compare ? v : o; }); }
 
 // CUDA's global min / max of integers and floats (math_functions.hpp overloads, mixed types to the common type).
 template <class A, class B>
