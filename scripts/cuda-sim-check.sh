@@ -39,10 +39,11 @@ check() {
 build_asan() {  # build_asan <dir> <cmake options...>: the native tests alone (no addon)
   local dir=$1
   shift
-  cmake -S . -B "$dir" -DLN_CUDA=OFF -DLN_CUDA_SIM=ON "$@" > "$dir.configure.log" 2>&1 \
-    || { cat "$dir.configure.log"; echo "cuda-sim-check: cmake configure of $dir failed" >&2; exit 1; }
-  cmake --build "$dir" -j "$jobs" --target native_gpu_tests cuda_sim_tests cublasLt_sim > "$dir.build.log" 2>&1 \
-    || { tail -50 "$dir.build.log"; echo "cuda-sim-check: build of $dir failed (full log: $dir.build.log)" >&2; exit 1; }
+  mkdir -p "$dir"
+  cmake -S . -B "$dir" -DLN_CUDA=OFF -DLN_CUDA_SIM=ON "$@" > "$dir/configure.log" 2>&1 \
+    || { cat "$dir/configure.log"; echo "cuda-sim-check: cmake configure of $dir failed" >&2; exit 1; }
+  cmake --build "$dir" -j "$jobs" --target native_gpu_tests cuda_sim_tests cublasLt_sim > "$dir/build.log" 2>&1 \
+    || { tail -50 "$dir/build.log"; echo "cuda-sim-check: build of $dir failed (full log: $dir/build.log)" >&2; exit 1; }
 }
 
 run_all() {  # run_all <dir> <label>
@@ -61,8 +62,9 @@ run_all() {  # run_all <dir> <label>
 }
 
 stage "build (build-sim/: the addon and the GPU tests, the CUDA sources compiled for the simulator)"
-LANGNEURONS_BUILD_PARALLEL=$jobs node scripts/build-native.mjs --cuda-sim > build-sim.build.log 2>&1 \
-  || { tail -50 build-sim.build.log; echo "cuda-sim-check: build failed (full log: build-sim.build.log)" >&2; exit 1; }
+mkdir -p build-sim
+LANGNEURONS_BUILD_PARALLEL=$jobs node scripts/build-native.mjs --cuda-sim > build-sim/build.log 2>&1 \
+  || { tail -50 build-sim/build.log; echo "cuda-sim-check: build failed (full log: build-sim/build.log)" >&2; exit 1; }
 stage "the cuBLASLt stand-in"
 check "test_fake_cublaslt" build-sim/test_fake_cublaslt build-sim/libcublasLt_sim.so
 check "test_gemm_on_fake_cublaslt" env LANGNEURONS_CUBLASLT=$PWD/build-sim/libcublasLt_sim.so \
@@ -82,12 +84,12 @@ if [ "$asan" = 1 ]; then
   build_asan build-sim-asan -DCMAKE_BUILD_TYPE=Debug -DLN_SANITIZE=ON
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
   stage "sim+asan: a kernel reading past its allocation is stopped"
-  if build-sim-asan/cuda_sim_tests --read-past-allocation > build-sim-asan.oob.log 2>&1 \
-    || ! grep -q 'heap-buffer-overflow' build-sim-asan.oob.log; then
-    cat build-sim-asan.oob.log
+  if build-sim-asan/cuda_sim_tests --read-past-allocation > build-sim-asan/oob.log 2>&1 \
+    || ! grep -q 'heap-buffer-overflow' build-sim-asan/oob.log; then
+    cat build-sim-asan/oob.log
     failures+=("sim+asan: the out-of-bounds read was not reported")
   else
-    echo "ok   read one past a device allocation: $(grep -m1 -o 'heap-buffer-overflow on address [0-9a-fx]*' build-sim-asan.oob.log)"
+    echo "ok   read one past a device allocation: $(grep -m1 -o 'heap-buffer-overflow on address [0-9a-fx]*' build-sim-asan/oob.log)"
   fi
   run_all build-sim-asan "sim+asan"
 fi
