@@ -16,6 +16,7 @@
 #include "core/oom.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/runtime_kernels.h"
+#include "cuda/train_kernels.h"
 #include "kernels/math.h"
 
 namespace ln {
@@ -154,14 +155,15 @@ __global__ void gemm_xwt_kernel(int64_t M, int64_t N, int64_t K, const float* X,
 // One block per (query row t, head h). Keys are processed in tiles of blockDim.x: each thread scores one key
 // (q . k * scale), the tile's softmax state is the block-wide merge of the threads' one-key states, and it is
 // merged into the running state with math::softmax_merge, which also gives the factors that rescale the value
-// accumulator (acc = acc * ra + (sum_j p_j v_j) * rb). The output is acc * (1 / s).
+// accumulator (acc = acc * ra + (sum_j p_j v_j) * rb). The output is acc * (1 / s); with `lse` (the trainer's
+// forward, train_kernels.h attention_forward_lse) also the row's logsumexp, what the backward recomputes from.
 constexpr int kAttnThreads = 128;
 constexpr int kMaxHeadDim = 256;
 
 template <class TIn, class TOut>
 __global__ void attention_kernel(int n_heads, int n_kv_heads, int head_dim, const TIn* q, int64_t ldq,
                                  const TIn* k, const TIn* v, int64_t ldkv, const int64_t* key_row0,
-                                 const int32_t* n_keys, float scale, TOut* out, int64_t ldo) {
+                                 const int32_t* n_keys, float scale, TOut* out, int64_t ldo, float* lse) {
   __shared__ float qs[kMaxHeadDim], acc[kMaxHeadDim], ps[kAttnThreads];
   __shared__ float red_m[32], red_s[32];
   const int64_t t = blockIdx.x;
@@ -206,6 +208,7 @@ __global__ void attention_kernel(int n_heads, int n_kv_heads, int head_dim, cons
   TOut* o = out + t * ldo + int64_t(h) * head_dim;
   const float inv = 1.f / run.s;  // as the CPU's attend_row: multiply by the reciprocal of the sum
   for (int d = tid; d < head_dim; d += blockDim.x) store_out(o, d, acc[d] * inv);
+  if (lse && tid == 0) lse[t * n_heads + h] = math::softmax_logsumexp(run);
 }
 
 __global__ void log_softmax_targets_kernel(const float* logits, int64_t ld, int64_t vocab, const int32_t* targets,
@@ -335,6 +338,13 @@ void gemm_xwt(int64_t M, int64_t N, int64_t K, const float* X, int64_t ldx, cons
   check_launch("gemm_xwt");
 }
 
+static void check_attention_args(int n_heads, int n_kv_heads, int head_dim, const char* name) {
+  if (head_dim > kMaxHeadDim || head_dim <= 0)
+    throw std::runtime_error(std::string("langneurons cuda: ") + name + ": head_dim must be in [1, 256]");
+  if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || n_heads > 65535)
+    throw std::runtime_error(std::string("langneurons cuda: ") + name + ": n_heads must be a multiple of n_kv_heads");
+}
+
 void attention_causal(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
                       const float* k, const float* v, int64_t ldkv, const int64_t* key_row0, const int32_t* n_keys,
                       float scale, float* out, int64_t ldo, Stream stream) {
@@ -346,15 +356,21 @@ void attention_causal(int64_t T, int n_heads, int n_kv_heads, int head_dim, cons
   const dim3 grid{unsigned(T), unsigned(n_heads)};
   attention_kernel<float, float><<<grid, kAttnThreads, 0, as_stream(stream)>>>(n_heads, n_kv_heads, head_dim, q, ldq, k,
                                                                                v, ldkv, key_row0, n_keys, scale, out,
-                                                                               ldo);
+                                                                               ldo, nullptr);
   check_launch("attention_causal");
 }
 
-static void check_attention_args(int n_heads, int n_kv_heads, int head_dim, const char* name) {
-  if (head_dim > kMaxHeadDim || head_dim <= 0)
-    throw std::runtime_error(std::string("langneurons cuda: ") + name + ": head_dim must be in [1, 256]");
-  if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || n_heads > 65535)
-    throw std::runtime_error(std::string("langneurons cuda: ") + name + ": n_heads must be a multiple of n_kv_heads");
+void attention_forward_lse(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
+                           const float* k, const float* v, int64_t ldkv, const int64_t* key_row0, const int32_t* n_keys,
+                           float scale, float* out, int64_t ldo, float* lse, Stream stream) {
+  if (T <= 0) return;
+  check_attention_args(n_heads, n_kv_heads, head_dim, "attention_forward_lse");
+  if (T > 2147483647) throw std::runtime_error("langneurons cuda: attention_forward_lse: too many rows");
+  const dim3 grid{unsigned(T), unsigned(n_heads)};
+  attention_kernel<float, float><<<grid, kAttnThreads, 0, as_stream(stream)>>>(n_heads, n_kv_heads, head_dim, q, ldq, k,
+                                                                               v, ldkv, key_row0, n_keys, scale, out,
+                                                                               ldo, lse);
+  check_launch("attention_forward_lse");
 }
 
 void attention_causal_bf16(int64_t T, int n_heads, int n_kv_heads, int head_dim, const uint16_t* q, int64_t ldq,
@@ -365,7 +381,7 @@ void attention_causal_bf16(int64_t T, int n_heads, int n_kv_heads, int head_dim,
   if (T > 2147483647) throw std::runtime_error("langneurons cuda: attention_causal_bf16: too many rows");
   const dim3 grid{unsigned(T), unsigned(n_heads)};
   attention_kernel<uint16_t, uint16_t><<<grid, kAttnThreads, 0, as_stream(stream)>>>(
-      n_heads, n_kv_heads, head_dim, q, ldq, k, v, ldkv, key_row0, n_keys, scale, out, ldo);
+      n_heads, n_kv_heads, head_dim, q, ldq, k, v, ldkv, key_row0, n_keys, scale, out, ldo, nullptr);
   check_launch("attention_causal_bf16");
 }
 

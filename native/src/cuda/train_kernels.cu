@@ -114,57 +114,6 @@ __global__ void rope_backward_kernel(int64_t T, float* dx, int64_t ld, int n_hea
 
 constexpr int kAttnThreads = 128;
 
-// kernels.cu's attention_kernel (float32), which also writes the row's logsumexp: one block per (query row, head),
-// keys in tiles of blockDim.x, online softmax merged tile by tile (math::softmax_merge).
-__global__ void attention_lse_kernel(int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
-                                     const float* k, const float* v, int64_t ldkv, const int64_t* key_row0,
-                                     const int32_t* n_keys, float scale, float* out, int64_t ldo, float* lse) {
-  __shared__ float qs[kMaxHeadDim], acc[kMaxHeadDim], ps[kAttnThreads];
-  __shared__ float red_m[32], red_s[32];
-  const int64_t t = blockIdx.x;
-  const int h = blockIdx.y, tid = threadIdx.x;
-  const int kvh = h / (n_heads / n_kv_heads);
-  const float* qr = q + t * ldq + int64_t(h) * head_dim;
-  for (int d = tid; d < head_dim; d += blockDim.x) {
-    qs[d] = qr[d];
-    acc[d] = 0.f;
-  }
-  __syncthreads();
-  const int64_t r0 = key_row0[t];
-  const int32_t nk = n_keys[t];
-  const float* kb = k + r0 * ldkv + int64_t(kvh) * head_dim;
-  const float* vb = v + r0 * ldkv + int64_t(kvh) * head_dim;
-  math::SoftmaxState run = math::softmax_init();
-  for (int32_t j0 = 0; j0 < nk; j0 += int32_t(blockDim.x)) {
-    const int32_t j = j0 + tid;
-    float score = -INFINITY;
-    if (j < nk) {
-      const float* kr = kb + int64_t(j) * ldkv;
-      float dot = 0.f;
-      for (int d = 0; d < head_dim; ++d) dot += qs[d] * kr[d];
-      score = dot * scale;
-    }
-    math::SoftmaxState mine = math::softmax_init();
-    math::softmax_update(&mine, score);
-    const math::SoftmaxState tile = block_softmax(mine, red_m, red_s);
-    ps[tid] = math::softmax_weight(score, tile.m);
-    __syncthreads();
-    float ra, rb;
-    run = math::softmax_merge(run, tile, &ra, &rb);
-    const int32_t nt = min(int32_t(blockDim.x), nk - j0);
-    for (int d = tid; d < head_dim; d += blockDim.x) {
-      float a = 0.f;
-      for (int32_t jj = 0; jj < nt; ++jj) a += ps[jj] * vb[int64_t(j0 + jj) * ldkv + d];
-      acc[d] = acc[d] * ra + a * rb;
-    }
-    __syncthreads();
-  }
-  float* o = out + t * ldo + int64_t(h) * head_dim;
-  const float inv = 1.f / run.s;
-  for (int d = tid; d < head_dim; d += blockDim.x) o[d] = acc[d] * inv;
-  if (tid == 0) lse[t * n_heads + h] = math::softmax_logsumexp(run);
-}
-
 // D[t, h] = dout_t,h . out_t,h (one warp per (row, head), float32 lanes summed in a fixed tree).
 __global__ void attention_d_rows_kernel(int64_t rows_heads, int n_heads, int head_dim, const float* out, int64_t ldo,
                                         const float* dout, int64_t lddo, float* d_rows) {
@@ -528,16 +477,6 @@ static void check_attn(const char* fn, int64_t T, int n_heads, int n_kv_heads, i
   if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || n_heads > 65535)
     bad(fn, "n_heads must be a multiple of n_kv_heads (and <= 65535)");
   if (T > 2147483647) bad(fn, "too many rows");
-}
-
-void attention_forward_lse(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
-                           const float* k, const float* v, int64_t ldkv, const int64_t* key_row0, const int32_t* n_keys,
-                           float scale, float* out, int64_t ldo, float* lse, Stream stream) {
-  if (T <= 0) return;
-  check_attn("attention_forward_lse", T, n_heads, n_kv_heads, head_dim);
-  attention_lse_kernel<<<dim3{unsigned(T), unsigned(n_heads)}, kAttnThreads, 0, as_stream(stream)>>>(
-      n_heads, n_kv_heads, head_dim, q, ldq, k, v, ldkv, key_row0, n_keys, scale, out, ldo, lse);
-  check_launch("attention_forward_lse");
 }
 
 void attention_backward(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
