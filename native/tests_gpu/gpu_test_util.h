@@ -81,6 +81,19 @@ inline double rel_err(const std::vector<float>& a, const std::vector<float>& b) 
   return num / std::max(den, 1e-30);
 }
 
+// ||a - b|| / ||b|| (L2, in double); 0 when both are all zeros. *norm (optional) = ||b||.
+inline double l2_rel(const std::vector<float>& a, const std::vector<float>& b, double* norm = nullptr) {
+  if (a.size() != b.size()) return INFINITY;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = double(a[i]) - double(b[i]);
+    num += d * d;
+    den += double(b[i]) * double(b[i]);
+  }
+  if (norm) *norm = std::sqrt(den);
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
 inline int64_t argmax_row(const float* x, int64_t n) { return std::max_element(x, x + n) - x; }
 
 }  // namespace lngpu

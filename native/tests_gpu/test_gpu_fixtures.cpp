@@ -19,17 +19,6 @@ namespace {
 const char* const kFixtures[] = {"stories260k", "tiny-llama3", "tiny-mistral", "tiny-qwen2", "tiny-qwen2-yarn",
                                  "tiny-qwen3", "tiny-gemma2", "tiny-cohere"};
 
-double l2_rel(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size()) return INFINITY;
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = double(a[i]) - double(b[i]);
-    num += d * d;
-    den += double(b[i]) * double(b[i]);
-  }
-  return std::sqrt(num / den);
-}
-
 template <class Engine>
 ForwardResult forward_all(Engine& e, const std::vector<int32_t>& ids, ActivationStats* st = nullptr,
                           int capture_layer = -1) {

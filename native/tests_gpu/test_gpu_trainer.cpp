@@ -57,18 +57,6 @@ std::vector<float> to_f32(const Tensor& t) {
   return out;
 }
 
-double l2_rel(const std::vector<float>& a, const std::vector<float>& b, double* norm = nullptr) {
-  if (a.size() != b.size()) return INFINITY;
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double d = double(a[i]) - double(b[i]);
-    num += d * d;
-    den += double(b[i]) * double(b[i]);
-  }
-  if (norm) *norm = std::sqrt(den);
-  return std::sqrt(num / std::max(den, 1e-300));
-}
-
 std::unique_ptr<Fixture> fixture_or_skip(const char* name) {
   std::string why;
   std::unique_ptr<Fixture> f;
