@@ -18,6 +18,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -206,6 +207,7 @@ struct BlockRun {
   ThreadBody body{};
   std::vector<Fiber> fibers;
   std::vector<uint64_t> slots;  // 32 shuffle slots per warp
+  std::vector<int> warp_waiting, warp_live;  // per warp: lanes at a warp barrier, lanes not exited
   Context scheduler;
   Fiber* current = nullptr;
   bool faulted = false;
@@ -255,6 +257,7 @@ void fiber_main() {
   fiber_started(r.scheduler);
   r.body.run(r.body.ctx);
   r.current->state = State::Done;
+  --r.warp_live[size_t(r.current->warp)];
   switch_context(r.current->ctx, r.scheduler, true);  // never resumed
   std::abort();
 }
@@ -272,6 +275,24 @@ void fault_in_fiber(const std::string& why) {  // never returns (not [[noreturn]
   r.fault = why + " (" + where(r, r.current) + ")";
   switch_context(r.current->ctx, r.scheduler, true);  // abandon the block: its fibers are never resumed
   std::abort();
+}
+
+// Releases the lanes of warp w waiting at a warp barrier whose mask lanes have all arrived; true if any were.
+bool release_warp(BlockRun& r, int w) {
+  if (r.warp_waiting[size_t(w)] < r.warp_live[size_t(w)]) return false;  // the common full mask: not all there yet
+  const int n = int(r.fibers.size()), first = w * 32, lanes = std::min(32, n - first);
+  unsigned waiting = 0;
+  for (int l = 0; l < lanes; ++l) waiting |= unsigned(r.fibers[first + l].state == State::WaitWarp) << l;
+  bool released = false;
+  for (int l = 0; l < lanes; ++l) {
+    Fiber& f = r.fibers[first + l];
+    if (f.state == State::WaitWarp && (f.warp_mask & ~waiting) == 0) {
+      f.state = State::Ready;
+      --r.warp_waiting[size_t(w)];
+      released = true;
+    }
+  }
+  return released;
 }
 
 // Releases what can be released once every fiber is blocked or done; false when nothing can (a deadlock).
@@ -302,6 +323,7 @@ bool release_barriers(BlockRun& r, std::string* deadlock) {
       }
       if (need == 0) {
         f.state = State::Ready;
+        --r.warp_waiting[size_t(w)];
         released = true;
       }
     }
@@ -322,6 +344,9 @@ bool release_barriers(BlockRun& r, std::string* deadlock) {
 
 void run_block(BlockRun& r) {
   const int n = int(r.fibers.size());
+  r.warp_waiting.assign(size_t((n + 31) / 32), 0);
+  r.warp_live.assign(size_t((n + 31) / 32), 32);
+  if (n % 32) r.warp_live.back() = n % 32;
   for (int i = 0; i < n; ++i) {
     r.fibers[i].state = State::Ready;
     init_context(r.fibers[i].ctx, stack_at(size_t(i)), kStackBytes, &r.scheduler);
@@ -334,6 +359,12 @@ void run_block(BlockRun& r) {
       r.current = &f;
       t_thread_idx = f.idx;
       switch_context(r.scheduler, f.ctx);
+      // A warp whose barrier is complete runs on at once, from its first lane in this pass's order: shuffles cost
+      // a pass over 32 fibers, not over the block (and the warp's stacks stay in cache).
+      if (f.state == State::WaitWarp && release_warp(r, f.warp)) {
+        const int first = rev ? std::min(n, (f.warp + 1) * 32) - 1 : f.warp * 32;
+        k = (rev ? n - 1 - first : first) - 1;
+      }
     }
     r.current = nullptr;
     if (r.faulted) return;
@@ -403,6 +434,7 @@ void sync_warp(unsigned mask) {
   if (mask & ~present) fault_in_fiber("a warp mask names lanes the block does not have");
   f.state = State::WaitWarp;
   f.warp_mask = mask;
+  ++t_run->warp_waiting[size_t(f.warp)];
   yield_to_scheduler();
 }
 
