@@ -52,6 +52,14 @@ bool env_flag(const char* name, bool fallback) {
   const char* v = std::getenv(name);
   return v ? std::string(v) != "0" : fallback;
 }
+bool poison_memory() {
+  static const bool p = env_flag("LN_SIM_POISON", true);
+  return p;
+}
+bool check_pointers() {
+  static const bool c = env_flag("LN_SIM_CHECK_POINTERS", true);
+  return c;
+}
 bool reverse_order() {
   static const bool r = [] {
     const char* v = std::getenv("LN_SIM_ORDER");
@@ -79,13 +87,12 @@ std::map<uintptr_t, Allocation> g_allocations;
 size_t g_device_used = 0;
 
 // The allocation holding [p, p + bytes), or nullptr. A pointer one past the end holds zero bytes.
-const Allocation* find_allocation(const void* p, size_t bytes, uintptr_t* base_out = nullptr) {
+const Allocation* find_allocation(const void* p, size_t bytes) {
   const uintptr_t a = reinterpret_cast<uintptr_t>(p);
   auto it = g_allocations.upper_bound(a);
   if (it == g_allocations.begin()) return nullptr;
   --it;
   if (a + bytes > it->first + it->second.bytes) return nullptr;
-  if (base_out) *base_out = it->first;
   return &it->second;
 }
 
@@ -213,7 +220,6 @@ struct BlockRun {
   bool faulted = false;
   std::string fault;
   unsigned char* smem = nullptr;
-  size_t smem_bytes = 0;
 };
 thread_local BlockRun* t_run = nullptr;
 
@@ -278,8 +284,7 @@ void fault_in_fiber(const std::string& why) {  // never returns (not [[noreturn]
 }
 
 // Releases the lanes of warp w waiting at a warp barrier whose mask lanes have all arrived; true if any were.
-bool release_warp(BlockRun& r, int w) {
-  if (r.warp_waiting[size_t(w)] < r.warp_live[size_t(w)]) return false;  // the common full mask: not all there yet
+bool release_warp_lanes(BlockRun& r, int w) {
   const int n = int(r.fibers.size()), first = w * 32, lanes = std::min(32, n - first);
   unsigned waiting = 0;
   for (int l = 0; l < lanes; ++l) waiting |= unsigned(r.fibers[first + l].state == State::WaitWarp) << l;
@@ -294,6 +299,11 @@ bool release_warp(BlockRun& r, int w) {
   }
   return released;
 }
+// The same, checked after each arrival: nothing to do until every live lane has arrived (the common full mask;
+// partial masks are released by release_barriers at the end of the pass).
+bool release_warp(BlockRun& r, int w) {
+  return r.warp_waiting[size_t(w)] >= r.warp_live[size_t(w)] && release_warp_lanes(r, w);
+}
 
 // Releases what can be released once every fiber is blocked or done; false when nothing can (a deadlock).
 bool release_barriers(BlockRun& r, std::string* deadlock) {
@@ -306,27 +316,17 @@ bool release_barriers(BlockRun& r, std::string* deadlock) {
     at_block += f.state == State::WaitBlock;
   }
   for (int w = 0; w < warps; ++w) {
-    unsigned waiting = 0, done = 0;
+    unsigned done = 0;
+    for (int l = 0; l < 32 && w * 32 + l < n; ++l) done |= unsigned(r.fibers[w * 32 + l].state == State::Done) << l;
     for (int l = 0; l < 32 && w * 32 + l < n; ++l) {
       const Fiber& f = r.fibers[w * 32 + l];
-      if (f.state == State::WaitWarp) waiting |= 1u << l;
-      if (f.state == State::Done) done |= 1u << l;
-    }
-    for (int l = 0; l < 32 && w * 32 + l < n; ++l) {
-      Fiber& f = r.fibers[w * 32 + l];
-      if (f.state != State::WaitWarp) continue;
-      const unsigned need = f.warp_mask & ~waiting;
-      if (need & done) {
+      if (f.state == State::WaitWarp && (f.warp_mask & done)) {
         *deadlock = "a warp-synchronous call waits for lanes that have exited (mask " + std::to_string(f.warp_mask) +
                     ", " + where(r, &f) + ")";
         return false;
       }
-      if (need == 0) {
-        f.state = State::Ready;
-        --r.warp_waiting[size_t(w)];
-        released = true;
-      }
     }
+    released = release_warp_lanes(r, w) || released;
   }
   if (!released && live > 0 && at_block == live) {
     for (auto& f : r.fibers)
@@ -446,7 +446,7 @@ uint64_t warp_exchange(unsigned mask, uint64_t mine, int src_lane) {
   uint64_t* slots = t_run->slots.data() + f.warp * 32;
   slots[f.lane] = mine;
   sync_warp(mask);
-  const uint64_t v = t_run->slots[size_t(t_run->current->warp) * 32 + size_t(src_lane)];
+  const uint64_t v = slots[src_lane];
   sync_warp(mask);  // nobody overwrites its slot before every lane has read
   return v;
 }
@@ -472,7 +472,7 @@ cudaError_t func_set_attribute(const void* func, cudaFuncAttribute attr, int val
 }
 
 void check_pointer_argument(const char* kernel, int index, const void* p) {
-  if (!p || !env_flag("LN_SIM_CHECK_POINTERS", true)) return;
+  if (!p || !check_pointers()) return;
   std::lock_guard<std::mutex> lock(g_mem_mutex);
   if (find_allocation(p, 0)) return;
   std::fprintf(stderr, "ln_sim: kernel %s: argument %d (%p) points to neither device memory nor pinned host memory\n",
@@ -515,7 +515,6 @@ void run_kernel(const char* name, const LaunchConfig& cfg, const void* kernel, T
   r.slots.assign(((threads + 31) / 32) * 32, 0);
   std::vector<unsigned char> smem_storage(cfg.smem + 128);
   r.smem = smem_storage.data() + (128 - reinterpret_cast<uintptr_t>(smem_storage.data()) % 128) % 128;
-  r.smem_bytes = cfg.smem;
   for (uint64_t i = 0; i < threads; ++i) {
     Fiber& f = r.fibers[i];
     f.idx = uint3{unsigned(i % b.x), unsigned((i / b.x) % b.y), unsigned(i / (uint64_t(b.x) * b.y))};
@@ -531,7 +530,7 @@ void run_kernel(const char* name, const LaunchConfig& cfg, const void* kernel, T
   for (uint64_t k = 0; k < blocks && !r.faulted; ++k) {
     const uint64_t i = rev ? blocks - 1 - k : k;
     t_block_idx = uint3{unsigned(i % g.x), unsigned((i / g.x) % g.y), unsigned(i / (uint64_t(g.x) * g.y))};
-    std::memset(r.smem, 0xff, cfg.smem);
+    if (poison_memory()) std::memset(r.smem, 0xff, cfg.smem);
     run_block(r);
   }
   t_run = outer;
@@ -622,7 +621,7 @@ cudaError_t allocate(void** p, size_t bytes, bool device) {
   if (device && ln_sim::g_device_used + bytes > ln_sim::device_bytes()) return set_error(cudaErrorMemoryAllocation);
   void* m = nullptr;
   if (posix_memalign(&m, 256, bytes ? bytes : 1) != 0) return set_error(cudaErrorMemoryAllocation);
-  if (device && ln_sim::env_flag("LN_SIM_POISON", true)) std::memset(m, 0xff, bytes);
+  if (device && ln_sim::poison_memory()) std::memset(m, 0xff, bytes);
   ln_sim::g_allocations[reinterpret_cast<uintptr_t>(m)] = ln_sim::Allocation{bytes, device};
   if (device) ln_sim::g_device_used += bytes;
   *p = m;
