@@ -4,7 +4,8 @@
 #   1. the simulator's own tests and the cuBLASLt stand-in's (alone and under the runtime's Gemm);
 #   2. every GPU test (native_gpu_tests: kernels, whole models, the trainer) with the threads of each block run in
 #      order, then in reverse order (a missing barrier reads stale shared memory in at least one of the two);
-#   3. the TypeScript GPU tests of the runtime and the commands (test/gpu-runtime.test.ts) on the simulator addon;
+#   3. bench_gpu --tiny (every code path of the GPU benchmark, its JSON) and scripts/gpu_check_summary.py on it;
+#   4. the TypeScript GPU tests of the runtime and the commands (test/gpu-runtime.test.ts) on the simulator addon;
 #   with --finetune-ts also test/gpu-finetune.test.ts and test/bench-gpu-finetune.test.ts (about 15 minutes more);
 #   with --asan native_gpu_tests again built with AddressSanitizer + UBSan (build-sim-asan/), which catches a kernel
 #   that reads or writes past a device allocation (about 8 minutes more);
@@ -70,6 +71,15 @@ check "test_fake_cublaslt" build-sim/test_fake_cublaslt build-sim/libcublasLt_si
 check "test_gemm_on_fake_cublaslt" env LANGNEURONS_CUBLASLT=$PWD/build-sim/libcublasLt_sim.so \
   LANGNEURONS_SIM_CUBLASLT_QUIET=1 build-sim/test_gemm_on_fake_cublaslt
 run_all build-sim sim
+
+stage "sim: bench_gpu --tiny (every code path of the GPU benchmark; its times mean nothing) and the gpu-check summary"
+bench_summary() {
+  LANGNEURONS_CUBLASLT=$PWD/build-sim/libcublasLt_sim.so LANGNEURONS_SIM_CUBLASLT_QUIET=1 \
+    build-sim/bench_gpu --tiny --json-out build-sim/bench_gpu_tiny.json || return 1
+  python3 scripts/gpu_check_summary.py build-sim/bench_gpu_tiny.json "" "" "" "" | tee build-sim/bench_gpu_tiny.txt
+  grep -q '^profiling MFU' build-sim/bench_gpu_tiny.txt && grep -q '^decode batch 32' build-sim/bench_gpu_tiny.txt
+}
+check "sim: bench_gpu --tiny and its summary" bench_summary
 
 stage "sim: the TypeScript GPU tests on the simulator addon"
 ts_tests=(test/gpu-runtime.test.ts)

@@ -130,67 +130,8 @@ if [ -z "${GPU_CHECK_NO_FINETUNE:-}" ]; then
 fi
 
 section "summary"
-python3 - "$out/bench_gpu.json" "$out/hf_baseline.txt" "$log" "$out/gpu_finetune.json" "$out/gpu_finetune_tests.txt" <<'PY' | tee -a "$log"
-import json, os, re, sys
-rows = []
-def row(what, value, target, ok):
-    rows.append((what, value, target, "ok" if ok else "MISSED" if ok is False else "reported"))
-try:
-    ours = json.load(open(sys.argv[1]))
-except Exception as e:
-    ours = {}
-    print(f"no engine benchmark results ({e})")
-hf = None
-for line in open(sys.argv[2]) if os.path.exists(sys.argv[2]) else []:
-    if line.startswith("JSON "):
-        hf = json.loads(line[5:])
-p = ours.get("profile", {})
-if p:
-    row("profiling MFU vs cuBLASLt 8192^3 bf16", f"{p['mfu_vs_gemm']:.3f}", ">= 0.60", p["mfu_vs_gemm"] >= 0.6)
-    row("statistics overhead", f"x{p['stats_overhead']:.3f}", "<= 1.03", p["stats_overhead"] <= 1.03)
-    row("intervention overhead", f"x{p['intervention_overhead']:.3f}", "<= 1.02", p["intervention_overhead"] <= 1.02)
-    if hf:
-        r = p["tokens_per_s_stats"] / hf["tokens_per_s_hooked"]
-        row("profiling vs transformers + hooks", f"{r:.2f}x ({p['tokens_per_s_stats']:.0f} vs {hf['tokens_per_s_hooked']:.0f} tok/s)", ">= 1.3", r >= 1.3)
-    if "hours_per_100m_tokens" in p:
-        row("hours per language, 100M tokens", f"{p['hours_per_100m_tokens']:.2f} h", "seed papers: 7-8 h (RTX 3090, vLLM)", True)
-for d in ours.get("decode", []):
-    row(f"decode batch {d['batch']} vs weight-read limit", f"{d['ratio_vs_bandwidth_limit']:.2f}", "report", True)
-m = ours.get("memory")
-if m:
-    row("device bytes used vs stated", f"{m['ratio_used_vs_stated']:.3f}", "report", True)
-# Fine-tuning (issue 13): the native trainer tests' lines in the log, the TypeScript tests' counts, the benchmark.
-log = open(sys.argv[3], errors="replace").read() if os.path.exists(sys.argv[3]) else ""
-native = re.search(r"^=== native GPU tests.*?(?=^=== |\Z)", log, re.M | re.S)  # not the memcheck rerun
-log = native.group(0) if native else ""
-ok_ = len(re.findall(r"^ok\s+gpu_(?:train|gemm_backward)\w*", log, re.M))
-fail_ = len(re.findall(r"^FAIL\s+gpu_(?:train|gemm_backward)\w*", log, re.M))
-skip_ = len(re.findall(r"^SKIPPED gpu_(?:train|gemm_backward)\w*", log, re.M))
-if ok_ + fail_ + skip_:
-    row("fine-tuning: native GPU trainer tests", f"{ok_} passed, {fail_} failed, {skip_} skipped", "all pass", fail_ == 0 and skip_ == 0)
-if os.path.exists(sys.argv[5]):
-    t = re.sub(r"\x1b\[[0-9;]*m", "", open(sys.argv[5], errors="replace").read())
-    m2, files = re.search(r"^\s*Tests\s+(.*)", t, re.M), re.search(r"^\s*Test Files\s+(.*)", t, re.M)
-    if m2:
-        # A skipped test file means test/gpu-finetune.test.ts found no device; single skips are the no-GPU checks.
-        row("fine-tuning: TypeScript GPU tests", m2.group(1).strip()[:38], "none failed, none skipped for want of a GPU",
-            "failed" not in m2.group(1) and not (files and "skipped" in files.group(1)))
-try:
-    ft = json.load(open(sys.argv[4]))
-    for c in ft.get("checks", []):
-        row(f"fine-tuning: {c['what']}", c["value"], c["target"], c["ok"])
-    for sk in ft.get("skipped", []):
-        row(f"fine-tuning: skipped {sk['what']}", sk["why"][:40], "-", None)
-    for sk in ft.get("failed", []):
-        row(f"fine-tuning: {sk['what']}", sk["why"][:40], "runs", False)
-except FileNotFoundError:
-    pass
-except Exception as e:
-    print(f"fine-tuning benchmark results unreadable ({e})")
-w = max(len(r[0]) for r in rows) if rows else 10
-for r in rows:
-    print(f"{r[0]:<{w}}  {r[1]:<40} {r[2]:<38} {r[3]}")
-PY
+python3 scripts/gpu_check_summary.py "$out/bench_gpu.json" "$out/hf_baseline.txt" "$log" "$out/gpu_finetune.json" \
+  "$out/gpu_finetune_tests.txt" | tee -a "$log"
 
 section "done"
 if [ ${#failures[@]} -gt 0 ]; then

@@ -10,10 +10,12 @@
 //   - device memory used against weights + KV cache + activations; projected hours per language for 100M tokens.
 // Prints a table and one JSON line; --json-out writes the same document to a file (scripts/gpu-check.sh reads
 // it: "profile" is the first batch, 8 x 1024 by default, the batch of benchmarks/gpu/hf_baseline.py). Usage:
-//   bench_gpu [--quick] [--layers N] [--batches 8x1024,16x512,4x2048] [--decode-steps N] [--device N]
+//   bench_gpu [--quick | --tiny] [--gemm-only] [--layers N] [--batches 8x1024,16x512,4x2048] [--decode-steps N] [--device N]
 //             [--json-out FILE]
 // --quick: Llama-3.2-1B's shapes (hf_baseline.py --shape llama-3.2-1b), GEMM at 4096^3, one batch.
 // --gemm-only: the GEMM peak and the copy bandwidth alone (benchmarks/gpu-finetune's MFU baseline), one JSON line.
+// --tiny: a 2-layer model of odd small shapes, GEMM at 256^3, two small batches, short decode: for the CUDA
+// simulator (scripts/cuda-sim-check.sh), which runs every code path and the JSON in seconds; its times mean nothing.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -38,16 +40,17 @@ namespace {
 
 struct Options {
   bool quick = false;
+  bool tiny = false;
   bool gemm_only = false;
   int layers = -1;
   std::vector<std::pair<int, int>> batches;  // (sequences, length)
-  int decode_steps = 32;
+  int decode_steps = -1;  // 32; 3 with --tiny
   int device = 0;
   std::string json_out;
 };
 
 [[noreturn]] void usage(const std::string& msg) {
-  std::fprintf(stderr, "bench_gpu: %s\nusage: bench_gpu [--quick] [--gemm-only] [--layers N] [--batches 8x1024,...] "
+  std::fprintf(stderr, "bench_gpu: %s\nusage: bench_gpu [--quick | --tiny] [--gemm-only] [--layers N] [--batches 8x1024,...] "
                        "[--decode-steps N] [--device N] [--json-out FILE]\n", msg.c_str());
   std::exit(1);
 }
@@ -61,6 +64,7 @@ Options parse(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--quick") o.quick = true;
+    else if (a == "--tiny") o.tiny = true;
     else if (a == "--gemm-only") o.gemm_only = true;
     else if (a == "--layers") o.layers = std::atoi(next().c_str());
     else if (a == "--decode-steps") o.decode_steps = std::atoi(next().c_str());
@@ -83,9 +87,12 @@ Options parse(int argc, char** argv) {
     } else usage("unknown option " + a);
   }
   if (o.layers == 0 || o.layers < -1) usage("--layers must be >= 1");
-  if (o.decode_steps < 1) usage("--decode-steps must be >= 1");
+  if (o.quick && o.tiny) usage("--quick and --tiny exclude each other");
+  if (o.decode_steps == -1) o.decode_steps = o.tiny ? 3 : 32;
+  else if (o.decode_steps < 2) usage("--decode-steps must be >= 2 (the first step is a warm-up)");
   if (o.batches.empty()) {
-    if (o.quick) o.batches = {{8, 1024}};
+    if (o.tiny) o.batches = {{2, 96}, {3, 40}};
+    else if (o.quick) o.batches = {{8, 1024}};
     else o.batches = {{8, 1024}, {16, 512}, {4, 2048}};
   }
   return o;
@@ -120,7 +127,11 @@ struct HostModel {
 std::unique_ptr<HostModel> make_model(const Options& o) {
   auto m = std::make_unique<HostModel>();
   ModelConfig& c = m->cfg;
-  if (o.quick) {  // Llama-3.2-1B
+  if (o.tiny) {  // odd sizes: no GEMM dimension a multiple of 128
+    c.hidden = 192, c.intermediate = 520, c.n_layers = 2, c.n_heads = 3, c.n_kv_heads = 1, c.head_dim = 64;
+    c.vocab = 1000;
+    c.rope_factor = 8.f;
+  } else if (o.quick) {  // Llama-3.2-1B
     c.hidden = 2048, c.intermediate = 8192, c.n_layers = 16, c.n_heads = 32, c.n_kv_heads = 8, c.head_dim = 64;
     c.vocab = 128256;
     c.rope_factor = 32.f;
@@ -133,7 +144,7 @@ std::unique_ptr<HostModel> make_model(const Options& o) {
   c.rms_eps = 1e-5f;
   c.rope_theta = 500000.f;
   c.rope_type = RopeType::Llama3;
-  if (!o.quick) c.rope_factor = 8.f;
+  if (!o.quick && !o.tiny) c.rope_factor = 8.f;
   c.rope_low_freq_factor = 1.f;
   c.rope_high_freq_factor = 4.f;
   c.rope_original_max_positions = 8192;
@@ -197,7 +208,7 @@ int main(int argc, char** argv) {
     const cuda::DeviceInfo dev = cuda::device_info(o.device);
 
     // ---- GEMM peak (bf16 x bf16 -> f32, f32 accumulation) and copy bandwidth
-    const int64_t G = o.quick ? 4096 : 8192;
+    const int64_t G = o.tiny ? 256 : o.quick ? 4096 : 8192;
     double gemm_tflops = 0, copy_gbs = 0;
     {
       cuda::Gemm gemm;
@@ -323,8 +334,9 @@ int main(int argc, char** argv) {
       double step_ms, ratio;
     };
     std::vector<Dec> decs;
+    MemoryReport mem;  // taken while the batch-32 KV cache is alive, so that it is in the stated bytes
     for (int B : {1, 32}) {
-      const int prompt = 128;
+      const int prompt = o.tiny ? 16 : 128;
       auto cache = rt->make_cache(B, prompt + o.decode_steps + 1);
       std::vector<int32_t> slots(static_cast<size_t>(B)), lens(static_cast<size_t>(B), prompt),
           tokens(static_cast<size_t>(B * prompt));
@@ -350,8 +362,8 @@ int main(int argc, char** argv) {
       for (int s = 1; s < o.decode_steps; ++s) rt->forward(r, out);
       const double ms = (now_s() - t0) / (o.decode_steps - 1) * 1e3;
       decs.push_back({B, ms, limit_ms / ms});
+      if (B == 32) mem = rt->memory();
     }
-    const MemoryReport mem = rt->memory();
 
     std::printf("\ncuBLASLt bf16 GEMM %lld^3: %.1f TFLOP/s; device copy: %.0f GB/s (read + write)\n", (long long)G,
                 gemm_tflops, copy_gbs);
@@ -379,9 +391,9 @@ int main(int argc, char** argv) {
       std::snprintf(buf, sizeof buf, fmt, args...);
       js += buf;
     };
-    add("{\"bench\":\"gpu\",\"device\":\"%s\",\"runtime\":\"%s\",\"quick\":%s,\"layers\":%d,\"gemm_size\":%lld,"
+    add("{\"bench\":\"gpu\",\"device\":\"%s\",\"runtime\":\"%s\",\"quick\":%s,\"tiny\":%s,\"layers\":%d,\"gemm_size\":%lld,"
         "\"gemm_tflops\":%.2f,\"copy_gbs\":%.1f",
-        dev.name.c_str(), rt->describe().c_str(), o.quick ? "true" : "false", c.n_layers, (long long)G, gemm_tflops,
+        dev.name.c_str(), rt->describe().c_str(), o.quick ? "true" : "false", o.tiny ? "true" : "false", c.n_layers, (long long)G, gemm_tflops,
         copy_gbs);
     add(",\"profile\":{\"seqs\":%d,\"len\":%d,\"tokens_per_s_stats\":%.1f,\"tflops\":%.2f,\"mfu_vs_gemm\":%.4f,"
         "\"stats_overhead\":%.4f,\"intervention_overhead\":%.4f,\"hours_per_100m_tokens\":%.3f}",
