@@ -92,6 +92,11 @@ struct FfnParams {
   int64_t chunk0;
 };
 
+// Tokens whose inputs a thread loads before it uses the first of them. A thread walks its chunk's tokens in order
+// (the statistics' order), and the statistics' registers limit how many threads an SM holds, so without loads
+// issued ahead each thread would have one token's values in flight and the kernel would wait on memory latency.
+constexpr int kAhead = 4;
+
 template <bool kRecord, bool kEdits>
 __global__ void ffn_kernel(FfnParams p) {
   const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -102,33 +107,45 @@ __global__ void ffn_kernel(FfnParams p) {
   if (kEdits)
     for (int s = 0; s < 3; ++s) edit_range(p.e.edits, p.e.begin[s], p.e.end[s], j, &lo[s], &hi[s]);
   Acc acc[4];
-  for (int32_t i = 0; i < ch.n; ++i) {
-    const int64_t t = ch.row0 + i;
-    const float* row = p.gu + t * p.ldgu;
-    float g = row[j];
-    const float u = row[p.I + j];
-    uint8_t cls = 0xff;
-    const float* rv = nullptr;
-    if (kEdits) {
-      if (p.e.cls) cls = p.e.cls[t];
-      if (p.e.rule_values) rv = p.e.rule_values + t * p.e.rule_stride;
-      g = apply_edits(p.e.edits, lo[0], hi[0], g, cls, rv);
+  for (int32_t i0 = 0; i0 < ch.n; i0 += kAhead) {
+    const int32_t n = min(kAhead, ch.n - i0);
+    float gs[kAhead], us[kAhead];  // h_out never overlaps gu (ffn_fused), so loading ahead of the stores is safe
+#pragma unroll
+    for (int k = 0; k < kAhead; ++k)
+      if (k < n) {
+        const float* row = p.gu + (ch.row0 + i0 + k) * p.ldgu;
+        gs[k] = row[j];
+        us[k] = row[p.I + j];
+      }
+#pragma unroll
+    for (int k = 0; k < kAhead; ++k) {
+      if (k >= n) break;
+      const int64_t t = ch.row0 + i0 + k;
+      float g = gs[k];
+      const float u = us[k];
+      uint8_t cls = 0xff;
+      const float* rv = nullptr;
+      if (kEdits) {
+        if (p.e.cls) cls = p.e.cls[t];
+        if (p.e.rule_values) rv = p.e.rule_values + t * p.e.rule_stride;
+        g = apply_edits(p.e.edits, lo[0], hi[0], g, cls, rv);
+      }
+      const bool counted = !p.b.mask || p.b.mask[t] != 0;
+      if (kRecord) record(p.s[0], acc[0], g, t, j, counted, p.b);
+      float a = math::silu(g);
+      if (kEdits) a = apply_edits(p.e.edits, lo[1], hi[1], a, cls, rv);
+      if (kRecord) {
+        record(p.s[1], acc[1], a, t, j, counted, p.b);
+        record(p.s[2], acc[2], u, t, j, counted, p.b);
+      }
+      float h = __fmul_rn(a, u);  // never contracted with an Add edit into an FMA: the CPU rounds the product first
+      if (kEdits) h = apply_edits(p.e.edits, lo[2], hi[2], h, cls, rv);
+      if (kRecord) record(p.s[3], acc[3], h, t, j, counted, p.b);
+      if (p.h_bf16)
+        static_cast<uint16_t*>(p.h_out)[t * p.ldh + j] = ln::f32_to_bf16(h);
+      else
+        static_cast<float*>(p.h_out)[t * p.ldh + j] = h;
     }
-    const bool counted = !p.b.mask || p.b.mask[t] != 0;
-    if (kRecord) record(p.s[0], acc[0], g, t, j, counted, p.b);
-    float a = math::silu(g);
-    if (kEdits) a = apply_edits(p.e.edits, lo[1], hi[1], a, cls, rv);
-    if (kRecord) {
-      record(p.s[1], acc[1], a, t, j, counted, p.b);
-      record(p.s[2], acc[2], u, t, j, counted, p.b);
-    }
-    float h = __fmul_rn(a, u);  // never contracted with an Add edit into an FMA: the CPU rounds the product first
-    if (kEdits) h = apply_edits(p.e.edits, lo[2], hi[2], h, cls, rv);
-    if (kRecord) record(p.s[3], acc[3], h, t, j, counted, p.b);
-    if (p.h_bf16)
-      static_cast<uint16_t*>(p.h_out)[t * p.ldh + j] = ln::f32_to_bf16(h);
-    else
-      static_cast<float*>(p.h_out)[t * p.ldh + j] = h;
   }
   if (kRecord)
     for (int s = 0; s < 4; ++s)
@@ -142,9 +159,18 @@ __global__ void column_stats_kernel(int64_t width, const float* x, int64_t ld, S
   const int64_t c = chunk0 + blockIdx.y;
   const StatsChunk ch = b.chunks[c];
   Acc acc;
-  for (int32_t i = 0; i < ch.n; ++i) {
-    const int64_t t = ch.row0 + i;
-    record(st, acc, x[t * ld + j], t, j, !b.mask || b.mask[t] != 0, b);
+  for (int32_t i0 = 0; i0 < ch.n; i0 += kAhead) {
+    const int32_t n = min(kAhead, ch.n - i0);
+    float xs[kAhead];  // loaded ahead (kAhead); a capture never overlaps x
+#pragma unroll
+    for (int k = 0; k < kAhead; ++k)
+      if (k < n) xs[k] = x[(ch.row0 + i0 + k) * ld + j];
+#pragma unroll
+    for (int k = 0; k < kAhead; ++k) {
+      if (k >= n) break;
+      const int64_t t = ch.row0 + i0 + k;
+      record(st, acc, xs[k], t, j, !b.mask || b.mask[t] != 0, b);
+    }
   }
   if (st.part) acc_flush(acc, st, width, c, j);
 }

@@ -68,10 +68,12 @@ struct LayerEdits {
 // The FFN step for T tokens and I neurons. gu row t: gate in [0, I), up in [I, 2I) (row stride ldgu). Per (t, j):
 // gate edits -> record gate -> a = silu -> act edits -> record act -> record up -> h = a * u -> h edits -> record
 // h -> h_out (bf16 when h_bf16, else float32; row stride ldh). sites: gate, act, up, h (SiteTarget each).
+// h_out and the sites' captures must not overlap gu (inputs are loaded a few tokens ahead of the stores).
 void ffn_fused(int64_t T, int64_t I, const float* gu, int64_t ldgu, void* h_out, bool h_bf16, int64_t ldh,
                const LayerEdits& edits, const StatsBatch& batch, const SiteTarget sites[4], Stream stream);
 
-// Statistics (and capture) of a finished [T x width] block (row stride ld): the sites q, k, v, o, down.
+// Statistics (and capture) of a finished [T x width] block (row stride ld): the sites q, k, v, o, down. The
+// capture must not overlap x.
 void column_stats(int64_t width, const float* x, int64_t ld, const StatsBatch& batch, const SiteTarget& site,
                   Stream stream);
 
