@@ -17,7 +17,8 @@ foreach(cu ${LN_SIM_CU_SOURCES})
   list(APPEND LN_SIM_GENERATED ${out})
 endforeach()
 
-add_library(langneurons_cuda STATIC ${LN_SIM_GENERATED} ${LN_SIM_HOST_SOURCES} ${LN_SIM_DIR}/sim_runtime.cpp)
+add_library(langneurons_cuda STATIC ${LN_SIM_GENERATED} ${LN_SIM_HOST_SOURCES} ${LN_SIM_DIR}/sim_runtime.cpp
+  ${LN_SIM_DIR}/sim_mma.cpp)
 target_include_directories(langneurons_cuda BEFORE PUBLIC ${LN_SIM_DIR}/include)
 target_include_directories(langneurons_cuda PUBLIC native/src PRIVATE native/src/cuda)
 # -ffp-contract=off: the _rn intrinsics and the per-element math round one operation at a time, as on the GPU.

@@ -213,7 +213,7 @@ struct BlockRun {
   const char* kernel = nullptr;
   ThreadBody body{};
   std::vector<Fiber> fibers;
-  std::vector<uint64_t> slots;  // 32 shuffle slots per warp
+  std::vector<uint64_t> slots;  // per warp, 32 lanes x kSlotWords: shuffles, ldmatrix, mma.sync operands
   std::vector<int> warp_waiting, warp_live;  // per warp: lanes at a warp barrier, lanes not exited
   Context scheduler;
   Fiber* current = nullptr;
@@ -443,13 +443,25 @@ uint64_t warp_exchange(unsigned mask, uint64_t mine, int src_lane) {
   Fiber& f = *t_run->current;
   if (src_lane < 0 || src_lane > 31 || !((mask >> src_lane) & 1u))
     fault_in_fiber("a shuffle reads lane " + std::to_string(src_lane) + ", outside the mask");
-  uint64_t* slots = t_run->slots.data() + f.warp * 32;
-  slots[f.lane] = mine;
+  uint64_t* slots = t_run->slots.data() + size_t(f.warp) * 32 * kSlotWords;
+  slots[f.lane * kSlotWords] = mine;
   sync_warp(mask);
-  const uint64_t v = slots[src_lane];
+  const uint64_t v = slots[src_lane * kSlotWords];
   sync_warp(mask);  // nobody overwrites its slot before every lane has read
   return v;
 }
+
+const uint64_t* warp_gather_begin(const uint64_t* mine, int n, const char* what) {
+  if (!t_run || !t_run->current) trap("a warp-collective instruction outside a kernel");
+  Fiber& f = *t_run->current;
+  if (n < 0 || n > kSlotWords) fault_in_fiber(std::string(what) + ": too many words for the warp's slots");
+  uint64_t* slots = t_run->slots.data() + size_t(f.warp) * 32 * kSlotWords;
+  for (int i = 0; i < n; ++i) slots[f.lane * kSlotWords + i] = mine[i];
+  sync_warp(0xffffffffu);  // faults unless all 32 lanes arrive (mma.sync / ldmatrix are .aligned: the full warp)
+  return slots;
+}
+
+void warp_gather_end() { sync_warp(0xffffffffu); }
 
 unsigned char* dynamic_shared(size_t align) {
   if (!t_run) trap("dynamic shared memory outside a kernel");
@@ -512,7 +524,7 @@ void run_kernel(const char* name, const LaunchConfig& cfg, const void* kernel, T
   r.kernel = name;
   r.body = body;
   r.fibers.resize(threads);
-  r.slots.assign(((threads + 31) / 32) * 32, 0);
+  r.slots.assign(((threads + 31) / 32) * 32 * kSlotWords, 0);
   std::vector<unsigned char> smem_storage(cfg.smem + 128);
   r.smem = smem_storage.data() + (128 - reinterpret_cast<uintptr_t>(smem_storage.data()) % 128) % 128;
   for (uint64_t i = 0; i < threads; ++i) {

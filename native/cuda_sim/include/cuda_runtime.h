@@ -127,6 +127,15 @@ void sync_block();
 void sync_warp(unsigned mask);
 // Exchange of one lane's value within its warp: every lane of `mask` deposits 8 bytes, then reads lane `src`'s.
 uint64_t warp_exchange(unsigned mask, uint64_t mine, int src_lane);
+// The warp-collective instructions beneath them: every lane of the full warp deposits n <= kSlotWords words, then
+// reads any lane's (lane l's at [l * kSlotWords, + n) of the returned array) until warp_gather_end().
+constexpr int kSlotWords = 8;
+const uint64_t* warp_gather_begin(const uint64_t* mine, int n, const char* what);
+void warp_gather_end();
+// PTX ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 and mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32,
+// with each lane's registers as the PTX ISA lays them out (sim_mma.cpp); used through native/src/cuda/warp_mma.cuh.
+void ldmatrix_x4(uint32_t r[4], const void* row, bool trans);
+void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
 unsigned char* dynamic_shared(size_t align);
 // Not [[noreturn]] although it never returns: under ASan a noreturn call first unpoisons "the" stack, which
 // is not the fiber's (the simulator switches stacks itself).

@@ -336,7 +336,7 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
     if (save->lse) save_attention(*save);
   }
   const float scale = float(1.0 / std::sqrt(double(hd)));
-  if (bf16_ && cuda::flash_attention_supported(c.head_dim))
+  if (bf16_ && info_.major >= 8 && cuda::flash_attention_supported(c.head_dim))  // mma.sync bf16: sm_80+
     cuda::flash_attention_bf16(plan_.tiles, int64_t(tiles_.size()), c.n_heads, c.n_kv_heads, c.head_dim,
                                qa_.as<uint16_t>(), qd, static_cast<const uint16_t*>(kdst),
                                static_cast<const uint16_t*>(vdst), kvd, scale, static_cast<uint16_t*>(gin), qd, stream_);

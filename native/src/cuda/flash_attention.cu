@@ -1,97 +1,93 @@
 // Causal GQA attention on tensor cores for the bf16 mode (runtime_kernels.h flash_attention_bf16).
 //
-// Structure (flash-attention style, kept simple enough to review): one block of 4 warps per (tile of 64 query
-// rows of one sequence, query head). Each warp owns 16 query rows. Keys are visited in tiles of 64: K and V
-// tiles are staged in shared memory, S = Q K^T is one 16 x 64 WMMA product per warp (bf16 inputs, float32
-// accumulation), written to the warp's shared scratch; each pair of lanes owns one query row (32 keys each) and
-// runs the online softmax of kernels/math.h on it (softmax_weight for the tile's probabilities, softmax_merge to
-// fold the tile into the row's running state and get the rescale factors); P (bf16) V is a second WMMA product,
-// and the lane's half of the output row is rescaled and accumulated in registers. No T x T buffer exists.
+// Structure (FlashAttention-2 style, kept simple enough to review): one block of 4 warps per (tile of 64 query
+// rows of one sequence, query head); each warp owns 16 query rows, whose Q fragments stay in registers. Keys are
+// visited in tiles of 64: the K and V tile is staged in shared memory (row-major, as in global memory), then each
+// warp computes S = Q K^T (16 x 64) with mma.sync m16n8k16 into registers (warp_mma.cuh gives the layout: a lane
+// holds rows g and g + 8, columns 2t, 2t+1 of each 8-key block), masks and scales it, and runs the online
+// softmax of kernels/math.h per row: the tile's max over the row's four lanes (two shuffles), the weights
+// exp(x - max) (softmax_weight), their sum, and softmax_merge into the row's running state, which gives the
+// factors for the old output (ra) and the tile's weights (rb). The output accumulators (16 x head_dim per warp,
+// registers) are multiplied by ra, P = bf16(weight * rb) is already in the A-fragment layout of the next product,
+// and O += P V reads V through ldmatrix.trans. No T x T buffer and no shared-memory round trip of S, P or O.
 // Rounding relative to the exact kernel: P is rounded to bf16 for the P V product (as FlashAttention does).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
-#include <mma.h>
 
 #include <stdexcept>
 #include <string>
 
 #include "cuda/cuda_check.cuh"
 #include "cuda/runtime_kernels.h"
+#include "cuda/warp_mma.cuh"
 #include "kernels/math.h"
 
 namespace ln {
 namespace cuda {
 namespace {
 
-using namespace nvcuda;
-using bf16 = __nv_bfloat16;
-
-
 constexpr int kKeys = 64;   // keys per tile
 constexpr int kWarps = 4;   // 16 query rows each: kFlashRows = 64
+static_assert(kFlashRows == kWarps * 16 && kFlashRows == kKeys, "the Q tile is staged in the K tile's place");
 
 template <int HD>
 struct Layout {
-  static constexpr int ldq = HD + 8;  // bf16 rows padded by 16 bytes (bank spread; keeps WMMA's 32-byte alignment)
-  static constexpr int ldk = HD + 8;
-  static constexpr int ldv = HD + 8;
-  static constexpr int lds = (HD > kKeys ? HD : kKeys) + 4;  // float32 scratch: S (16 x 64), then P V (16 x HD)
-  static constexpr int ldp = kKeys + 8;
-  static constexpr size_t q_off = 0;
-  static constexpr size_t k_off = q_off + size_t(kFlashRows) * ldq * 2;
-  static constexpr size_t v_off = k_off + size_t(kKeys) * ldk * 2;
-  static constexpr size_t s_off = v_off + size_t(kKeys) * ldv * 2;
-  static constexpr size_t p_off = s_off + size_t(kWarps) * 16 * lds * 4;
-  static constexpr size_t bytes = p_off + size_t(kWarps) * 16 * ldp * 2;
-  static_assert(k_off % 128 == 0 && v_off % 128 == 0 && s_off % 128 == 0 && p_off % 128 == 0, "region alignment");
-  static_assert((16 * lds * 4) % 32 == 0 && (16 * ldp * 2) % 32 == 0, "per-warp regions 32-byte aligned");
+  // bf16 rows padded by 16 bytes: 16-byte aligned rows for ldmatrix, and the 8 rows of one 8 x 8 matrix start 4
+  // banks apart, so an ldmatrix phase touches all 32 banks once.
+  static constexpr int ld = HD + 8;
+  static constexpr size_t k_off = 0;
+  static constexpr size_t v_off = size_t(kKeys) * ld * 2;
+  static constexpr size_t bytes = 2 * v_off;
+  static_assert(v_off % 128 == 0 || (ld * 2) % 16 == 0, "16-byte aligned rows");
 };
 
+inline __device__ uint32_t pack_bf16(float lo, float hi) {
+  return uint32_t(ln::f32_to_bf16(lo)) | (uint32_t(ln::f32_to_bf16(hi)) << 16);
+}
+
 template <int HD>
-__global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tiles, int group, const bf16* q,
-                                                            int64_t ldq_g, const bf16* k, const bf16* v,
+__global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tiles, int group, const uint16_t* q,
+                                                            int64_t ldq_g, const uint16_t* k, const uint16_t* v,
                                                             int64_t ldkv, float scale, uint16_t* out, int64_t ldo) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  __trap();  // bf16 WMMA needs sm_80+ (the build targets 80 and 90)
-#else
   using L = Layout<HD>;
+  constexpr int ld = L::ld;
   extern __shared__ __align__(128) unsigned char smem[];
-  bf16* Qs = reinterpret_cast<bf16*>(smem + L::q_off);
-  bf16* Ks = reinterpret_cast<bf16*>(smem + L::k_off);
-  bf16* Vs = reinterpret_cast<bf16*>(smem + L::v_off);
+  uint16_t* Ks = reinterpret_cast<uint16_t*>(smem + L::k_off);
+  uint16_t* Vs = reinterpret_cast<uint16_t*>(smem + L::v_off);
   const AttnTile tile = tiles[blockIdx.x];
   const int h = blockIdx.y, kvh = h / group;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  float* S = reinterpret_cast<float*>(smem + L::s_off) + warp * 16 * L::lds;
-  bf16* P = reinterpret_cast<bf16*>(smem + L::p_off) + warp * 16 * L::ldp;
+  const int g = lane >> 2, t = lane & 3;
   constexpr int kChunks = HD / 8;  // 16-byte chunks per row
 
-  // Q tile (rows past n_rows are zero).
+  // The Q tile (rows past n_rows are zero), staged where the K tiles go, then this warp's A fragments.
   for (int e = tid; e < kFlashRows * kChunks; e += blockDim.x) {
     const int r = e / kChunks, c = (e % kChunks) * 8;
     uint4 val = make_uint4(0, 0, 0, 0);
-    if (r < tile.n_rows)
-      val = *reinterpret_cast<const uint4*>(q + (tile.q_row0 + r) * ldq_g + int64_t(h) * HD + c);
-    *reinterpret_cast<uint4*>(Qs + r * L::ldq + c) = val;
+    if (r < tile.n_rows) val = *reinterpret_cast<const uint4*>(q + (tile.q_row0 + r) * ldq_g + int64_t(h) * HD + c);
+    *reinterpret_cast<uint4*>(Ks + r * ld + c) = val;
   }
   __syncthreads();
-  wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> qf[HD / 16];
+  uint32_t qa[HD / 16][4];
 #pragma unroll
-  for (int kk = 0; kk < HD / 16; ++kk) wmma::load_matrix_sync(qf[kk], Qs + warp * 16 * L::ldq + kk * 16, L::ldq);
+  for (int kk = 0; kk < HD / 16; ++kk)  // matrices: rows 0-7 | 8-15 at columns kk*16, then both at kk*16 + 8
+    ldmatrix_x4(qa[kk], Ks + (warp * 16 + (lane & 15)) * ld + kk * 16 + 8 * (lane >> 4));
 
-  // This lane's query row (a pair of lanes per row) and its half of the keys / output columns.
-  const int r = lane >> 1, half = lane & 1;
-  const int row = warp * 16 + r;
-  const bool row_valid = row < tile.n_rows;
-  const int row_keys = row_valid ? tile.nkeys0 + row : 0;
-  const int kmax = tile.nkeys0 + tile.n_rows - 1;  // keys seen by the tile's last row
-  float o[HD / 2];
+  // This lane's rows: g and g + 8 of the warp's 16 (index 0 and 1 below), and the keys each sees.
+  int row_keys[2];
 #pragma unroll
-  for (int c = 0; c < HD / 2; ++c) o[c] = 0.f;
-  math::SoftmaxState run = math::softmax_init();
+  for (int i = 0; i < 2; ++i) {
+    const int row = warp * 16 + g + 8 * i;
+    row_keys[i] = row < tile.n_rows ? tile.nkeys0 + row : 0;
+  }
+  const int kmax = tile.nkeys0 + tile.n_rows - 1;  // keys seen by the tile's last row
+  float o[HD / 8][4];
+#pragma unroll
+  for (int n = 0; n < HD / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  math::SoftmaxState run[2] = {math::softmax_init(), math::softmax_init()};
 
   for (int j0 = 0; j0 < kmax; j0 += kKeys) {
-    __syncthreads();  // every warp is done with the previous K / V tile
+    __syncthreads();  // every warp is done with the Q tile or the previous K / V tile
     for (int e = tid; e < kKeys * kChunks; e += blockDim.x) {
       const int rr = e / kChunks, c = (e % kChunks) * 8;
       uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);  // zero past the last key: 0 * garbage
@@ -100,79 +96,97 @@ __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tile
         kv = *reinterpret_cast<const uint4*>(k + off);
         vv = *reinterpret_cast<const uint4*>(v + off);
       }
-      *reinterpret_cast<uint4*>(Ks + rr * L::ldk + c) = kv;
-      *reinterpret_cast<uint4*>(Vs + rr * L::ldv + c) = vv;
+      *reinterpret_cast<uint4*>(Ks + rr * ld + c) = kv;
+      *reinterpret_cast<uint4*>(Vs + rr * ld + c) = vv;
     }
     __syncthreads();
 
-    // S = Q K^T (16 x 64 per warp). K is [key][d] row-major = K^T column-major.
+    // S = Q K^T: s[n] is the 16 x 8 block of keys 8n .. 8n+7. K is [key][d] row-major, i.e. B = K^T in the "col"
+    // layout; one ldmatrix.x4 gives the B fragments of two 8-key blocks (matrices: keys 0-7 at d, d + 8, then
+    // keys 8-15 at d, d + 8).
+    float s[kKeys / 8][4];
+#pragma unroll
+    for (int n = 0; n < kKeys / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
     for (int nb = 0; nb < kKeys / 16; ++nb) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.f);
 #pragma unroll
       for (int kk = 0; kk < HD / 16; ++kk) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> kf;
-        wmma::load_matrix_sync(kf, Ks + nb * 16 * L::ldk + kk * 16, L::ldk);
-        wmma::mma_sync(acc, qf[kk], kf, acc);
+        uint32_t b[4];
+        ldmatrix_x4(b, Ks + (nb * 16 + (lane & 7) + 8 * (lane >> 4)) * ld + kk * 16 + 8 * ((lane >> 3) & 1));
+        mma_bf16_16816(s[2 * nb], qa[kk], b[0], b[1]);
+        mma_bf16_16816(s[2 * nb + 1], qa[kk], b[2], b[3]);
       }
-      wmma::store_matrix_sync(S + nb * 16, acc, L::lds, wmma::mem_row_major);
     }
-    __syncwarp();
 
-    // Online softmax of this lane's 32 keys; the pair's max and sum through one shuffle each (a + b == b + a, so
-    // both lanes hold identical states).
-    float sc[kKeys / 2];
-    float mt = -INFINITY;
+    // Online softmax per row: s[n][0..1] belong to row g, s[n][2..3] to row g + 8; key j0 + 8n + 2t + (e & 1).
+    float mt[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-    for (int c = 0; c < kKeys / 2; ++c) {
-      const int col = half * (kKeys / 2) + c;
-      const float x = (j0 + col < row_keys) ? S[r * L::lds + col] * scale : -INFINITY;
-      sc[c] = x;
-      mt = fmaxf(mt, x);
-    }
-    mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
-    float st = 0.f;
+    for (int n = 0; n < kKeys / 8; ++n)
 #pragma unroll
-    for (int c = 0; c < kKeys / 2; ++c) {
-      const float p = math::softmax_weight(sc[c], mt);
-      st += p;
-      P[r * L::ldp + half * (kKeys / 2) + c] = __float2bfloat16_rn(p);
-    }
-    st += __shfl_xor_sync(0xffffffffu, st, 1);
-    float ra, rb;
-    run = math::softmax_merge(run, math::SoftmaxState{mt, st}, &ra, &rb);
-    __syncwarp();  // S read and P written by every lane
-
-    // P V (16 x HD per warp) into the scratch, then o = o * ra + (P V) * rb for the lane's half row.
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> pf[kKeys / 16];
-#pragma unroll
-    for (int kk = 0; kk < kKeys / 16; ++kk) wmma::load_matrix_sync(pf[kk], P + kk * 16, L::ldp);
-#pragma unroll
-    for (int nb = 0; nb < HD / 16; ++nb) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.f);
-#pragma unroll
-      for (int kk = 0; kk < kKeys / 16; ++kk) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> vf;
-        wmma::load_matrix_sync(vf, Vs + kk * 16 * L::ldv + nb * 16, L::ldv);
-        wmma::mma_sync(acc, pf[kk], vf, acc);
+      for (int e = 0; e < 4; ++e) {
+        const int i = e >> 1;
+        const float x = (j0 + 8 * n + 2 * t + (e & 1) < row_keys[i]) ? s[n][e] * scale : -INFINITY;
+        s[n][e] = x;
+        mt[i] = fmaxf(mt[i], x);
       }
-      wmma::store_matrix_sync(S + nb * 16, acc, L::lds, wmma::mem_row_major);
-    }
-    __syncwarp();
+    float st[2] = {0.f, 0.f}, ra[2], rb[2];
 #pragma unroll
-    for (int c = 0; c < HD / 2; ++c) o[c] = o[c] * ra + S[r * L::lds + half * (HD / 2) + c] * rb;
-    __syncwarp();  // the scratch is rewritten by the next tile's S
+    for (int i = 0; i < 2; ++i) {  // the row's four lanes: max through two shuffles (the same value in each lane)
+      mt[i] = fmaxf(mt[i], __shfl_xor_sync(0xffffffffu, mt[i], 1));
+      mt[i] = fmaxf(mt[i], __shfl_xor_sync(0xffffffffu, mt[i], 2));
+    }
+#pragma unroll
+    for (int n = 0; n < kKeys / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float p = math::softmax_weight(s[n][e], mt[e >> 1]);
+        s[n][e] = p;
+        st[e >> 1] += p;
+      }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {  // (a + b) + (c + d) in every lane of the four: identical sums, identical states
+      st[i] += __shfl_xor_sync(0xffffffffu, st[i], 1);
+      st[i] += __shfl_xor_sync(0xffffffffu, st[i], 2);
+      run[i] = math::softmax_merge(run[i], math::SoftmaxState{mt[i], st[i]}, &ra[i], &rb[i]);
+    }
+#pragma unroll
+    for (int n = 0; n < HD / 8; ++n) {
+      o[n][0] *= ra[0];
+      o[n][1] *= ra[0];
+      o[n][2] *= ra[1];
+      o[n][3] *= ra[1];
+    }
+
+    // O += P V over the tile's keys in steps of 16: P's A fragment is two 8-key blocks of s; V is [key][d]
+    // row-major, so B = V comes through ldmatrix.trans (matrices: keys 0-7 | 8-15 at d, then both at d + 8).
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk) {
+      const uint32_t pa[4] = {pack_bf16(s[2 * kk][0] * rb[0], s[2 * kk][1] * rb[0]),
+                              pack_bf16(s[2 * kk][2] * rb[1], s[2 * kk][3] * rb[1]),
+                              pack_bf16(s[2 * kk + 1][0] * rb[0], s[2 * kk + 1][1] * rb[0]),
+                              pack_bf16(s[2 * kk + 1][2] * rb[1], s[2 * kk + 1][3] * rb[1])};
+#pragma unroll
+      for (int dn = 0; dn < HD / 16; ++dn) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, Vs + (kk * 16 + (lane & 15)) * ld + dn * 16 + 8 * (lane >> 4));
+        mma_bf16_16816(o[2 * dn], pa, b[0], b[1]);
+        mma_bf16_16816(o[2 * dn + 1], pa, b[2], b[3]);
+      }
+    }
   }
 
-  if (row_valid) {
-    const float inv = 1.f / run.s;  // as the CPU's attend_row: multiply by the reciprocal of the sum
-    uint16_t* orow = out + (tile.q_row0 + row) * ldo + int64_t(h) * HD + half * (HD / 2);
 #pragma unroll
-    for (int c = 0; c < HD / 2; ++c) orow[c] = ln::f32_to_bf16(o[c] * inv);
+  for (int i = 0; i < 2; ++i) {
+    const int row = warp * 16 + g + 8 * i;
+    if (row >= tile.n_rows) continue;
+    const float inv = 1.f / run[i].s;  // as the CPU's attend_row: multiply by the reciprocal of the sum
+    uint16_t* orow = out + (tile.q_row0 + row) * ldo + int64_t(h) * HD + 2 * t;
+#pragma unroll
+    for (int n = 0; n < HD / 8; ++n) {
+      orow[8 * n] = ln::f32_to_bf16(o[n][2 * i] * inv);
+      orow[8 * n + 1] = ln::f32_to_bf16(o[n][2 * i + 1] * inv);
+    }
   }
-#endif
 }
 
 template <int HD>
@@ -180,13 +194,9 @@ void launch(const AttnTile* tiles, int64_t n_tiles, int n_heads, int group, cons
             const uint16_t* k, const uint16_t* v, int64_t ldkv, float scale, uint16_t* out, int64_t ldo,
             cudaStream_t stream) {
   using L = Layout<HD>;
-  // The shared-memory opt-in is per kernel and device; setting it at every launch is cheap and race-free.
-  check(cudaFuncSetAttribute(flash_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(L::bytes)),
-        "flash_attention_bf16: shared memory opt-in");
+  static_assert(L::bytes <= 48 * 1024, "within the default dynamic shared memory: no opt-in needed");
   const dim3 grid{unsigned(n_tiles), unsigned(n_heads), 1u};
-  flash_kernel<HD><<<grid, kWarps * 32, L::bytes, stream>>>(tiles, group, reinterpret_cast<const bf16*>(q), ldq,
-                                                          reinterpret_cast<const bf16*>(k),
-                                                          reinterpret_cast<const bf16*>(v), ldkv, scale, out, ldo);
+  flash_kernel<HD><<<grid, kWarps * 32, L::bytes, stream>>>(tiles, group, q, ldq, k, v, ldkv, scale, out, ldo);
   check(cudaGetLastError(), "flash_attention_bf16");
 }
 

@@ -1,0 +1,64 @@
+// Warp-level tensor-core instructions for sm_80+ (PTX ldmatrix and mma.sync m16n8k16 with bf16 inputs and float32
+// accumulators), as functions. Unlike WMMA, the fragments' layout across the lanes is specified (PTX ISA, "Matrix
+// fragments for mma.m16n8k16 with floating point type"), so a kernel can keep S = Q K^T in registers, turn it into
+// P in place and rescale accumulator rows. With g = lane / 4 and t = lane % 4, each uint32_t holding two bf16 (the
+// first in the low half):
+//   A (16 x 16, row-major): a[0] = A[g][2t, 2t+1], a[1] = A[g+8][2t, 2t+1], a[2] = A[g][2t+8, 2t+9],
+//                           a[3] = A[g+8][2t+8, 2t+9]
+//   B (16 x 8, "col"):      b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g]
+//   C, D (16 x 8, float):   d[0], d[1] = D[g][2t, 2t+1]; d[2], d[3] = D[g+8][2t, 2t+1]
+// ldmatrix_x4: lanes 8i .. 8i+7 give the addresses of the 8 rows (16 bytes, 16-byte aligned, shared memory) of
+// 8 x 8 matrix i; r[i] = row g, columns 2t, 2t+1 of matrix i, or with _trans rows 2t, 2t+1 of column g.
+// Every lane of the warp must call them together. On the CUDA simulator (LN_CUDA_SIM) they run as emulations of
+// the same layouts (native/cuda_sim/sim_mma.cpp).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace ln {
+namespace cuda {
+
+__device__ inline void ldmatrix_x4(uint32_t r[4], const void* smem_row) {
+#if defined(LN_CUDA_SIM)
+  ln_sim::ldmatrix_x4(r, smem_row, false);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem_row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+#elif defined(__CUDA_ARCH__)
+  __trap();  // sm_80+ only (the kernels using it check the device first)
+#endif
+}
+
+__device__ inline void ldmatrix_x4_trans(uint32_t r[4], const void* smem_row) {
+#if defined(LN_CUDA_SIM)
+  ln_sim::ldmatrix_x4(r, smem_row, true);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem_row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a));
+#elif defined(__CUDA_ARCH__)
+  __trap();
+#endif
+}
+
+// d += A B (16 x 8 x 16), float32 accumulation.
+__device__ inline void mma_bf16_16816(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+#if defined(LN_CUDA_SIM)
+  ln_sim::mma_m16n8k16_bf16(d, a, b0, b1);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#elif defined(__CUDA_ARCH__)
+  __trap();
+#endif
+}
+
+}  // namespace cuda
+}  // namespace ln
