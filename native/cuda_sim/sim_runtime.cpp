@@ -1,7 +1,7 @@
 // The CUDA simulator's runtime (native/cuda_sim/include/cuda_runtime.h, docs/CUDA-SIM.md).
 //
 // Kernels: the blocks of a launch run one after another on the calling thread; the threads of a block are
-// fibers (ucontext) that run until they reach a barrier (__syncthreads, __syncwarp, a shuffle, a WMMA call), and
+// fibers (ucontext) that run until they reach a barrier (__syncthreads, __syncwarp, a shuffle, ldmatrix, mma.sync), and
 // the scheduler releases a barrier once every live thread it waits for has arrived. So a block-wide or warp-wide
 // exchange sees what the other threads wrote before their barrier, and a kernel that reads shared data without
 // the barrier in between reads whatever an earlier-scheduled thread left: LN_SIM_ORDER=reverse runs threads and
@@ -428,7 +428,7 @@ void sync_block() {
 void sync_warp(unsigned mask) {
   if (!t_run || !t_run->current) trap("__syncwarp outside a kernel");
   Fiber& f = *t_run->current;
-  if (!((mask >> f.lane) & 1u)) fault_in_fiber("__syncwarp / shuffle / WMMA by a lane outside its own mask");
+  if (!((mask >> f.lane) & 1u)) fault_in_fiber("__syncwarp / shuffle / ldmatrix / mma.sync by a lane outside its own mask");
   const int n = int(t_run->fibers.size()), first = f.warp * 32;
   const unsigned present = n - first >= 32 ? 0xffffffffu : ((1u << (n - first)) - 1u);
   if (mask & ~present) fault_in_fiber("a warp mask names lanes the block does not have");

@@ -1,7 +1,9 @@
 // cuda_sim_tests: the CUDA simulator checked on kernels written for it, each with a hand-worked answer, and every
 // fault it claims to report provoked once (docs/CUDA-SIM.md). Built and run by scripts/cuda-sim-check.sh.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
-#include <mma.h>
+
+#include "cuda/warp_mma.cuh"
 
 #include <cmath>
 #include <cstdio>
@@ -72,17 +74,43 @@ __global__ void trapping(int* out) {
   out[threadIdx.x] = 1;
 }
 
-// One 16 x 16 x 16 WMMA product: C = A (row-major) B (col-major), float accumulator.
-__global__ void wmma_tile(const __nv_bfloat16* a, const __nv_bfloat16* b, float* c) {
-  using namespace nvcuda;
-  wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
-  wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> fc;
-  wmma::fill_fragment(fc, 1.f);
-  wmma::load_matrix_sync(fa, a, 16);
-  wmma::load_matrix_sync(fb, b, 16);
-  wmma::mma_sync(fc, fa, fb, fc);
-  wmma::store_matrix_sync(c, fc, 16, wmma::mem_row_major);
+// ldmatrix (plain and .trans) of four 8 x 8 matrices m (element (r, c) = 64 m + 8 r + c) in shared memory, the
+// lanes' registers written out; then one mma.sync m16n8k16 on fragments built element by element from the PTX
+// ISA's layout (g = lane / 4, t = lane % 4), C = 1 everywhere.
+__global__ void ldmatrix_and_mma(uint32_t* regs, uint32_t* regs_trans, const uint16_t* a, const uint16_t* b,
+                                 float* d) {
+  __shared__ uint4 mats_storage[4 * 64 / 8];  // 16-byte aligned rows
+  uint16_t* mats = reinterpret_cast<uint16_t*>(mats_storage);
+  const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+  for (int i = lane; i < 256; i += 32) mats[i] = uint16_t(i);
+  __syncwarp();
+  uint32_t r[4];
+  ln::cuda::ldmatrix_x4(r, mats + 64 * (lane / 8) + 8 * (lane % 8));  // lanes 8m .. 8m+7: rows of matrix m
+  for (int i = 0; i < 4; ++i) regs[lane * 4 + i] = r[i];
+  ln::cuda::ldmatrix_x4_trans(r, mats + 64 * (lane / 8) + 8 * (lane % 8));
+  for (int i = 0; i < 4; ++i) regs_trans[lane * 4 + i] = r[i];
+  auto pair = [](uint16_t lo, uint16_t hi) { return uint32_t(lo) | (uint32_t(hi) << 16); };
+  // A row-major 16 x 16, B 16 x 8 given as b[n * 16 + k].
+  const uint32_t fa[4] = {pair(a[g * 16 + 2 * t], a[g * 16 + 2 * t + 1]),
+                          pair(a[(g + 8) * 16 + 2 * t], a[(g + 8) * 16 + 2 * t + 1]),
+                          pair(a[g * 16 + 2 * t + 8], a[g * 16 + 2 * t + 9]),
+                          pair(a[(g + 8) * 16 + 2 * t + 8], a[(g + 8) * 16 + 2 * t + 9])};
+  const uint32_t b0 = pair(b[g * 16 + 2 * t], b[g * 16 + 2 * t + 1]);
+  const uint32_t b1 = pair(b[g * 16 + 2 * t + 8], b[g * 16 + 2 * t + 9]);
+  float acc[4] = {1.f, 1.f, 1.f, 1.f};
+  ln::cuda::mma_bf16_16816(acc, fa, b0, b1);
+  d[g * 8 + 2 * t] = acc[0];
+  d[g * 8 + 2 * t + 1] = acc[1];
+  d[(g + 8) * 8 + 2 * t] = acc[2];
+  d[(g + 8) * 8 + 2 * t + 1] = acc[3];
+}
+
+__global__ void ldmatrix_misaligned(uint32_t* out) {
+  __shared__ uint4 storage[9];
+  const uint16_t* m = reinterpret_cast<const uint16_t*>(storage);
+  uint32_t r[4];
+  ln::cuda::ldmatrix_x4(r, m + 9 * (threadIdx.x % 8));  // rows 18 bytes apart: not 16-byte aligned
+  out[threadIdx.x] = r[0];
 }
 
 __global__ void read_one_past(const float* x, float* out) { out[threadIdx.x] = x[threadIdx.x + 1]; }
@@ -190,30 +218,51 @@ void memory_checked() {
   cudaFree(d);
 }
 
-void wmma_product_exact() {
-  std::vector<__nv_bfloat16> a(256), b(256);
-  for (int i = 0; i < 256; ++i) {
-    a[i] = __float2bfloat16_rn(float((i * 7) % 11) - 5.f);
-    b[i] = __float2bfloat16_rn(float((i * 5) % 9) - 4.f);
-  }
-  auto* da = device_copy(a);
-  auto* db = device_copy(b);
-  float* dc = nullptr;
-  cudaMalloc(&dc, 256 * sizeof(float));
-  wmma_tile<<<1, 32>>>(da, db, dc);
-  auto c = host_copy(dc, 256);
+void ldmatrix_and_mma_follow_the_ptx_layouts() {
+  std::vector<uint16_t> a(256), b(128);
+  for (int i = 0; i < 256; ++i) a[size_t(i)] = __bfloat16_as_ushort(__float2bfloat16_rn(float((i * 7) % 11) - 5.f));
+  for (int i = 0; i < 128; ++i) b[size_t(i)] = __bfloat16_as_ushort(__float2bfloat16_rn(float((i * 5) % 9) - 4.f));
+  uint16_t* da = device_copy(a);
+  uint16_t* db = device_copy(b);
+  uint32_t *dr = nullptr, *drt = nullptr;
+  float* dd = nullptr;
+  cudaMalloc(&dr, 128 * sizeof(uint32_t));
+  cudaMalloc(&drt, 128 * sizeof(uint32_t));
+  cudaMalloc(&dd, 128 * sizeof(float));
+  ldmatrix_and_mma<<<1, 32>>>(dr, drt, da, db, dd);
   bool ok = cudaDeviceSynchronize() == cudaSuccess;
-  for (int r = 0; r < 16; ++r)
-    for (int col = 0; col < 16; ++col) {
-      double s = 1;
-      for (int k = 0; k < 16; ++k)
-        s += double(__bfloat162float(a[r * 16 + k])) * double(__bfloat162float(b[col * 16 + k]));  // B col-major
-      ok = ok && c[r * 16 + col] == float(s);
+  const auto r = host_copy(dr, 128), rt = host_copy(drt, 128);
+  const auto d = host_copy(dd, 128);
+  bool lm = ok, lmt = ok, mm = ok;
+  for (int lane = 0; lane < 32; ++lane)
+    for (int m = 0; m < 4; ++m) {
+      const int g = lane / 4, t = lane % 4;
+      const uint32_t want = uint32_t(64 * m + 8 * g + 2 * t) | (uint32_t(64 * m + 8 * g + 2 * t + 1) << 16);
+      const uint32_t want_t = uint32_t(64 * m + 8 * (2 * t) + g) | (uint32_t(64 * m + 8 * (2 * t + 1) + g) << 16);
+      lm = lm && r[size_t(lane * 4 + m)] == want;
+      lmt = lmt && rt[size_t(lane * 4 + m)] == want_t;
     }
-  expect(ok, "wmma_product_matches_hand_sum", "differs");
+  auto bf = [](uint16_t x) { return __bfloat162float(__ushort_as_bfloat16(x)); };
+  for (int row = 0; row < 16; ++row)
+    for (int n = 0; n < 8; ++n) {
+      double s = 1;
+      for (int k = 0; k < 16; ++k) s += double(bf(a[size_t(row * 16 + k)])) * double(bf(b[size_t(n * 16 + k)]));
+      mm = mm && d[size_t(row * 8 + n)] == float(s);
+    }
+  expect(lm, "ldmatrix_x4_registers_as_documented", "differ");
+  expect(lmt, "ldmatrix_x4_trans_registers_as_documented", "differ");
+  expect(mm, "mma_m16n8k16_matches_hand_sum", "differs");
+  uint32_t* out = nullptr;
+  cudaMalloc(&out, 8 * sizeof(uint32_t));
+  ldmatrix_misaligned<<<1, 32>>>(out);
+  expect(cudaDeviceSynchronize() != cudaSuccess, "ldmatrix_misaligned_row_reported", "not reported");
+  cudaGetLastError();
+  cudaFree(out);
   cudaFree(da);
   cudaFree(db);
-  cudaFree(dc);
+  cudaFree(dr);
+  cudaFree(drt);
+  cudaFree(dd);
 }
 
 }  // namespace
@@ -238,7 +287,7 @@ int main(int argc, char** argv) {
   faults_are_reported();
   launch_configurations_checked();
   memory_checked();
-  wmma_product_exact();
+  ldmatrix_and_mma_follow_the_ptx_layouts();
   std::printf("cuda_sim_tests: %s\n", g_failed ? "FAILED" : "all passed");
   return g_failed ? 1 : 0;
 }
