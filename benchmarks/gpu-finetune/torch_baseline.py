@@ -20,11 +20,19 @@ trainable tensors' gradients and AdamW's state). Each method starts from a fresh
 memory is reported as such and freed before the next. Prints a table and one JSON line per method (prefix "JSON ").
 
 The shape: --shape (a name below) or --config (a config.json, as benchmarks/gpu-finetune/run.mjs writes for its
-checkpoints, so that both sides train the same shape).
+checkpoints, so that both sides train the same shape). Needs transformers 4.43 or later (Llama 3.1's RoPE); checked
+on the CPU with 4.57 and 5.18, with peft 0.21 and without peft.
+
+`--device cpu --shape tiny` is a smoke test of the script itself (a CPU without a GPU): its figures mean nothing,
+and the memory figures are null.
 """
+from __future__ import annotations
+
 import argparse
 import gc
 import json
+import os
+import sys
 import time
 
 import torch
@@ -34,11 +42,15 @@ SHAPES = {
                          num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
     "llama-3.1-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                          num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
+    # A smoke test of the script (--device cpu), not a benchmark.
+    "tiny": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=512, tie_word_embeddings=False),
 }
 
 
 CONFIG_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-               "head_dim", "vocab_size", "tie_word_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling")
+               "head_dim", "vocab_size", "tie_word_embeddings", "rms_norm_eps", "rope_theta", "rope_scaling",
+               "max_position_embeddings")
 
 
 def shape_from_config(path: str) -> dict:
@@ -47,22 +59,77 @@ def shape_from_config(path: str) -> dict:
     return {k: c[k] for k in CONFIG_KEYS if c.get(k) is not None}
 
 
-def make_model(shape: dict):
-    from transformers import LlamaConfig, LlamaForCausalLM
-    extra = {} if "rope_theta" in shape else {"rope_theta": 500000.0}
-    cfg = LlamaConfig(**shape, **extra, max_position_embeddings=8192, attn_implementation="sdpa")
+def llama_config(shape: dict, **kwargs):
+    """LlamaConfig on transformers 4.4x and 5.x alike, the one place that depends on the version.
+
+    RoPE: 4.x takes rope_theta and rope_scaling; 5.x keeps both in the field rope_parameters (models/llama/
+    configuration_llama.py) and reads the old names only through a backward-compatibility path
+    (modeling_rope_utils.py, convert_rope_params_to_dict), so on 5.x they go to rope_parameters directly. The
+    numbers are made floats: 4.x's rope validation warns of an int factor (run.mjs's config.json, written by
+    JavaScript, has 8 for 8.0). No dtype: a model constructed from a config is made in torch's default dtype.
+    """
+    import transformers
+    from transformers import LlamaConfig
+
+    shape = dict(shape)
+    theta = float(shape.pop("rope_theta", 500000.0))
+    rope = {k: float(v) if k in ("factor", "low_freq_factor", "high_freq_factor") else v
+            for k, v in (shape.pop("rope_scaling", None) or {}).items()}
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        kwargs["rope_parameters"] = {"rope_type": "default", **rope, "rope_theta": theta}
+    else:
+        kwargs.update(rope_theta=theta, rope_scaling=rope or None)
+    return LlamaConfig(**shape, **kwargs)
+
+
+class Device:
+    """The device the steps run on, and its memory figures: torch.cuda's on a GPU, None on the CPU smoke test."""
+
+    def __init__(self, spec: str):
+        self.cuda = spec != "cpu"
+        self.torch = torch.device("cuda", int(spec)) if self.cuda else torch.device("cpu")
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def free_cache(self) -> None:
+        if self.cuda:
+            torch.cuda.empty_cache()
+
+    def reset_peak(self) -> None:
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def memory(self) -> dict:
+        if not self.cuda:
+            return {"peak_memory_bytes": None, "peak_reserved_bytes": None, "device_used_bytes": None}
+        free, total = torch.cuda.mem_get_info()
+        return {"peak_memory_bytes": torch.cuda.max_memory_allocated(),
+                "peak_reserved_bytes": torch.cuda.max_memory_reserved(), "device_used_bytes": total - free}
+
+    def allocated(self) -> int | None:
+        return torch.cuda.memory_allocated() if self.cuda else None
+
+
+def make_model(shape: dict, dev: Device):
+    from transformers import LlamaForCausalLM
+    shape = {"max_position_embeddings": 131072, **shape}  # Llama 3.x's; rope "llama3" reads only the original's
+    cfg = llama_config(shape, attn_implementation="sdpa")
     torch.manual_seed(0)
-    torch.set_default_dtype(torch.bfloat16)
-    with torch.device("cuda"):
-        model = LlamaForCausalLM(cfg)
-    torch.set_default_dtype(torch.float32)
+    torch.set_default_dtype(torch.bfloat16)  # made in bf16 on the device: no float32 copy first
+    try:
+        with dev.torch:
+            model = LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(torch.float32)
     return model.to(dtype=torch.bfloat16), cfg
 
 
-def random_mask(cfg, fraction: float, seed: int = 1) -> list:
+def random_mask(cfg, fraction: float, device: torch.device, seed: int = 1) -> list:
     g = torch.Generator(device="cpu").manual_seed(seed)
     n = max(1, round(cfg.intermediate_size * fraction))
-    return [torch.randperm(cfg.intermediate_size, generator=g)[:n].cuda() for _ in range(cfg.num_hidden_layers)]
+    return [torch.randperm(cfg.intermediate_size, generator=g)[:n].to(device) for _ in range(cfg.num_hidden_layers)]
 
 
 def setup(method: str, model, cfg, mask):
@@ -76,7 +143,7 @@ def setup(method: str, model, cfg, mask):
     if method == "masked-dense":
         params = []
         for l, layer in enumerate(model.model.layers):
-            keep = torch.zeros(cfg.intermediate_size, device="cuda", dtype=torch.bfloat16)
+            keep = torch.zeros(cfg.intermediate_size, device=mask[l].device, dtype=torch.bfloat16)
             keep[mask[l]] = 1
             for name in ("gate_proj", "up_proj"):
                 w = getattr(layer.mlp, name).weight
@@ -91,7 +158,10 @@ def setup(method: str, model, cfg, mask):
     if method == "lora":
         try:
             from peft import LoraConfig, get_peft_model
-        except ImportError:  # no network on the reference machine: the same computation without the package
+        except Exception as e:  # absent (no network on the reference machine), or not importable with this
+            # transformers: the same computation in a module of our own, said in the results (lora_impl)
+            global peft_import_error
+            peft_import_error = str(e).split("\n")[0]
             return model, add_lora_modules(model, r=32, alpha=64, dropout=0.1)
         lcfg = LoraConfig(r=32, lora_alpha=64, lora_dropout=0.1, bias="none", task_type="CAUSAL_LM",
                           target_modules=["gate_proj", "up_proj", "down_proj"])
@@ -129,35 +199,43 @@ def add_lora_modules(model, r: int, alpha: float, dropout: float) -> list:
     return params
 
 
+peft_import_error = None  # why peft could not be imported, once setup("lora") tried
+
+
 def lora_impl(method: str, model) -> str | None:
     if method != "lora":
         return None
-    return "own module (peft not installed)" if any(isinstance(m, LoraLinear) for m in model.modules()) else "peft"
+    if any(isinstance(m, LoraLinear) for m in model.modules()):
+        return f"own module (peft not importable: {peft_import_error})"
+    import peft
+    return f"peft {peft.__version__}"
 
 
 def run(method: str, shape_name: str, shape: dict, batch: int, seq_len: int, steps: int, warmup: int,
-        fraction: float) -> dict:
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    model, cfg = make_model(shape)
-    mask = random_mask(cfg, fraction)
+        fraction: float, dev: Device) -> dict:
+    dev.free_cache()
+    dev.reset_peak()
+    model, cfg = make_model(shape, dev)
+    mask = random_mask(cfg, fraction, dev.torch)
     model, params = setup(method, model, cfg, mask)
     model.train()
     opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.01)
-    ids = torch.randint(0, cfg.vocab_size, (batch, seq_len), device="cuda")
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq_len), device=dev.torch)
     trainable = sum(p.numel() for p in params)
-    torch.cuda.synchronize()
-    base_mem = torch.cuda.memory_allocated()
+    dev.sync()
+    base_mem = dev.allocated()
     times = []
-    torch.cuda.reset_peak_memory_stats()
+    dev.reset_peak()
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        out = model(input_ids=ids, labels=ids)
+        # use_cache=False: a training step keeps no KV cache (transformers otherwise takes use_cache from the
+        # config, True, and fills a DynamicCache it never reads: device memory that is no part of the step).
+        out = model(input_ids=ids, labels=ids, use_cache=False)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
+        dev.sync()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     times.sort()
@@ -167,14 +245,19 @@ def run(method: str, shape_name: str, shape: dict, batch: int, seq_len: int, ste
     grad_bytes = sum(p.numel() * p.element_size() for p in params)
     state_bytes = sum(t.numel() * t.element_size() for st in opt.state.values() for t in st.values()
                       if torch.is_tensor(t))
-    free, total = torch.cuda.mem_get_info()
+    import transformers
     res = {"baseline": "torch", "method": method, "shape": shape_name, "batch": batch, "seq_len": seq_len,
            "trainable_params": trainable, "step_seconds": step, "tokens_per_s": batch * seq_len / step,
-           "peak_memory_bytes": torch.cuda.max_memory_allocated(), "peak_reserved_bytes": torch.cuda.max_memory_reserved(),
-           "device_used_bytes": total - free, "weights_memory_bytes": base_mem,
-           "grad_opt_bytes": grad_bytes + state_bytes, "loss": float(out.loss),
-           "torch": torch.__version__, "lora_impl": lora_impl(method, model)}
+           **dev.memory(), "weights_memory_bytes": base_mem,
+           "grad_opt_bytes": grad_bytes + state_bytes, "loss": out.loss.item(),
+           "torch": torch.__version__, "transformers": transformers.__version__, "device": str(dev.torch),
+           "lora_impl": lora_impl(method, model)}
     return res
+
+
+def fail(msg: str) -> None:
+    print(f"torch_baseline: {msg}", file=sys.stderr)
+    sys.exit(1)
 
 
 def main() -> None:
@@ -182,7 +265,7 @@ def main() -> None:
     p.add_argument("--shape", choices=sorted(SHAPES), default="llama-3.2-1b")
     p.add_argument("--config", help="config.json of the shape (instead of --shape)")
     p.add_argument("--shape-name", help="the name reported for --config (default: its folder's name)")
-    p.add_argument("--device", type=int, default=0, help="CUDA device index")
+    p.add_argument("--device", default="0", help="CUDA device index, or cpu (a smoke test of the script only)")
     p.add_argument("--methods", default="masked-dense,full,lora")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=512)
@@ -190,15 +273,31 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--mask-fraction", type=float, default=0.01)
     a = p.parse_args()
-    import os
-    shape = shape_from_config(a.config) if a.config else SHAPES[a.shape]
+    methods = a.methods.split(",")
+    for m in methods:
+        if m not in ("masked-dense", "full", "lora"):
+            fail(f"--methods: unknown method '{m}' (methods: masked-dense, full, lora)")
+    if a.device != "cpu" and not a.device.isdigit():
+        fail(f"--device must be a CUDA device index or cpu, got '{a.device}'")
+    try:
+        shape = shape_from_config(a.config) if a.config else SHAPES[a.shape]
+    except (OSError, ValueError) as e:
+        fail(f"--config {a.config}: {e}")
     name = a.shape_name or (os.path.basename(os.path.dirname(os.path.abspath(a.config))) if a.config else a.shape)
-    torch.cuda.set_device(a.device)
-    print(f"torch {torch.__version__}, {name}, batches of {a.batch} x {a.seq_len} tokens, bf16, "
-          f"{a.mask_fraction:.0%} mask per layer")
-    for method in a.methods.split(","):
+    try:
+        import transformers
+    except ImportError as e:
+        fail(f"transformers is not importable in {sys.executable} ({e}): the baselines need PyTorch + transformers")
+    if a.device != "cpu" and torch.cuda.device_count() <= int(a.device):
+        fail(f"--device {a.device}: torch {torch.__version__} sees {torch.cuda.device_count()} CUDA devices")
+    dev = Device(a.device)
+    if dev.cuda:
+        torch.cuda.set_device(dev.torch)  # the memory figures and synchronize: this device
+    print(f"torch {torch.__version__}, transformers {transformers.__version__} on {dev.torch}, {name}, batches of "
+          f"{a.batch} x {a.seq_len} tokens, bf16, {a.mask_fraction:.0%} mask per layer")
+    for method in methods:
         try:
-            r = run(method, name, shape, a.batch, a.seq_len, a.steps, a.warmup, a.mask_fraction)
+            r = run(method, name, shape, a.batch, a.seq_len, a.steps, a.warmup, a.mask_fraction, dev)
         except torch.cuda.OutOfMemoryError:
             r = {"baseline": "torch", "method": method, "shape": name, "error": "out of memory"}
         except Exception as e:  # reported in the table, and the next method still runs
@@ -206,12 +305,13 @@ def main() -> None:
         # Freed here, outside the handler: inside it the traceback still holds run()'s frame (the model, the
         # optimizer), and the next method would start on a device that is still full.
         gc.collect()
-        torch.cuda.empty_cache()
+        dev.free_cache()
         if "error" in r:
             print(f"  {method:<13} {r['error']}")
         else:
+            peak = "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**30:.1f} GiB"
             print(f"  {method:<13} step {r['step_seconds'] * 1e3:8.1f} ms  {r['tokens_per_s']:9.0f} tok/s  "
-                  f"peak {r['peak_memory_bytes'] / 2**30:6.1f} GiB  trainable {r['trainable_params'] / 1e6:9.2f} M")
+                  f"peak {peak:>10}  trainable {r['trainable_params'] / 1e6:9.2f} M")
         print("JSON " + json.dumps(r))
 
 

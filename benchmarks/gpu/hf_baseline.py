@@ -10,10 +10,16 @@ model runs without its LM head (LlamaModel, not LlamaForCausalLM), as the engine
 comparison is of the same work.
 
 Prints a table and one JSON line (prefix "JSON ") for scripts/gpu-check.sh. Weights are random (seeded), made
-directly on the GPU in bf16; nothing is downloaded.
+directly on the GPU in bf16; nothing is downloaded. Needs transformers 4.43 or later (Llama 3.1's RoPE); checked on
+the CPU with 4.57 and 5.18.
+
+`--device cpu --shape tiny` is a smoke test of the script itself (a CPU without a GPU): its figures mean nothing.
 """
+from __future__ import annotations
+
 import argparse
 import json
+import sys
 import time
 
 import torch
@@ -28,7 +34,39 @@ SHAPES = {
                          num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0,
                          rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+    # A smoke test of the script (--device cpu), not a benchmark.
+    "tiny": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=512, rope_theta=500000.0),
 }
+
+
+def llama_config(shape: dict, **kwargs):
+    """LlamaConfig on transformers 4.4x and 5.x alike, the one place that depends on the version.
+
+    RoPE: 4.x takes rope_theta and rope_scaling; 5.x keeps both in the field rope_parameters (models/llama/
+    configuration_llama.py) and reads the old names only through a backward-compatibility path
+    (modeling_rope_utils.py, convert_rope_params_to_dict), so on 5.x they go to rope_parameters directly. The
+    numbers are made floats: 4.x's rope validation warns of an int factor (a config.json written by JavaScript has 8
+    for 8.0). The dtype is not passed: a model constructed from a config is made in torch's default dtype whatever
+    the config says (config.torch_dtype, renamed dtype in 4.56, only steers from_pretrained/from_config).
+    """
+    import transformers
+    from transformers import LlamaConfig
+
+    shape = dict(shape)
+    theta = float(shape.pop("rope_theta"))
+    rope = {k: float(v) if k in ("factor", "low_freq_factor", "high_freq_factor") else v
+            for k, v in (shape.pop("rope_scaling", None) or {}).items()}
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        kwargs["rope_parameters"] = {"rope_type": "default", **rope, "rope_theta": theta}
+    else:
+        kwargs.update(rope_theta=theta, rope_scaling=rope or None)
+    return LlamaConfig(**shape, **kwargs)
+
+
+def fail(msg: str) -> None:
+    print(f"hf_baseline: {msg}", file=sys.stderr)
+    sys.exit(1)
 
 
 def main() -> None:
@@ -38,18 +76,32 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=1024, help="tokens per sequence")
     p.add_argument("--rounds", type=int, default=5, help="timed batches per variant")
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="cuda", help="cuda, cuda:N, or cpu (a smoke test of the script only)")
     args = p.parse_args()
 
-    from transformers import LlamaConfig, LlamaModel
+    try:
+        from transformers import LlamaModel
+    except ImportError as e:
+        fail(f"transformers is not importable in {sys.executable} ({e}): the baseline needs PyTorch + transformers")
+    dev = torch.device(args.device)
+    on_cuda = dev.type == "cuda"
+    if on_cuda and torch.cuda.device_count() <= (dev.index or 0):
+        fail(f"--device {args.device}: torch {torch.__version__} sees {torch.cuda.device_count()} CUDA devices")
+    if on_cuda and dev.index is not None:
+        torch.cuda.set_device(dev.index)  # max_memory_allocated, synchronize: this device
+
+    def sync() -> None:
+        if on_cuda:
+            torch.cuda.synchronize()
 
     torch.manual_seed(0)
-    dev = torch.device("cuda")
-    cfg = LlamaConfig(**SHAPES[args.shape], max_position_embeddings=131072, attn_implementation="sdpa",
-                      torch_dtype=torch.bfloat16)
-    torch.set_default_dtype(torch.bfloat16)
-    with dev:
-        model = LlamaModel(cfg)
-    torch.set_default_dtype(torch.float32)
+    cfg = llama_config(SHAPES[args.shape], max_position_embeddings=131072, attn_implementation="sdpa")
+    torch.set_default_dtype(torch.bfloat16)  # made in bf16 on the device: no float32 copy first
+    try:
+        with dev:
+            model = LlamaModel(cfg)
+    finally:
+        torch.set_default_dtype(torch.float32)
     model = model.to(dtype=torch.bfloat16).eval()
     params = sum(p.numel() for p in model.parameters())
 
@@ -86,12 +138,12 @@ def main() -> None:
     def timed(rounds: int) -> float:
         for _ in range(args.warmup):
             model(input_ids=ids, use_cache=False)
-        torch.cuda.synchronize()
+        sync()
         times = []
         for _ in range(rounds):
             t0 = time.perf_counter()
             model(input_ids=ids, use_cache=False)
-            torch.cuda.synchronize()
+            sync()
             times.append(time.perf_counter() - t0)
         times.sort()
         return times[len(times) // 2]
@@ -101,33 +153,37 @@ def main() -> None:
     hooked = timed(args.rounds)
     remove_hooks()
 
-    # The bf16 GEMM rate PyTorch (cuBLAS) reaches at 8192^3, for reference next to the engine's cuBLASLt figure.
-    a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
-    b = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
+    # The bf16 GEMM rate PyTorch (cuBLAS) reaches at 8192^3, for reference next to the engine's cuBLASLt figure
+    # (on the CPU smoke test a small size, so that it ends in a moment).
+    n = 8192 if on_cuda else 256
+    a = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
-    torch.cuda.synchronize()
+    sync()
     t0 = time.perf_counter()
     for _ in range(10):
         a @ b
-    torch.cuda.synchronize()
-    gemm_tflops = 10 * 2 * 8192 ** 3 / (time.perf_counter() - t0) / 1e12
+    sync()
+    gemm_tflops = 10 * 2 * n ** 3 / (time.perf_counter() - t0) / 1e12
 
-    peak_mem = torch.cuda.max_memory_allocated()
+    peak_mem = torch.cuda.max_memory_allocated() if on_cuda else None
     active = stats["act"]["over_zero"].sum().item()
+    import transformers
     res = {
-        "baseline": "transformers", "torch": torch.__version__, "shape": args.shape, "params": params,
+        "baseline": "transformers", "torch": torch.__version__, "transformers": transformers.__version__,
+        "device": str(dev), "shape": args.shape, "params": params,
         "batch": args.batch, "seq_len": args.seq_len, "tokens_per_batch": tokens,
         "seconds_plain": plain, "seconds_hooked": hooked,
         "tokens_per_s_plain": tokens / plain, "tokens_per_s_hooked": tokens / hooked,
-        "hook_overhead": hooked / plain, "torch_bf16_gemm_tflops": gemm_tflops,
+        "hook_overhead": hooked / plain, "torch_bf16_gemm_tflops": gemm_tflops, "torch_bf16_gemm_size": n,
         "peak_memory_bytes": peak_mem, "act_over_zero_total": active,
     }
-    print(f"transformers {torch.__version__}, {args.shape} ({params / 1e9:.2f} B parameters), "
+    print(f"transformers {transformers.__version__}, torch {torch.__version__} on {dev}, {args.shape} ({params / 1e9:.2f} B parameters), "
           f"batches of {args.batch} x {args.seq_len} tokens, bf16, sdpa, no LM head")
     print(f"  forward                  {tokens / plain:10.0f} tokens/s")
     print(f"  forward + hooks (act, h) {tokens / hooked:10.0f} tokens/s  (hooks cost x{hooked / plain:.3f})")
-    print(f"  torch bf16 GEMM 8192^3   {gemm_tflops:10.1f} TFLOP/s")
+    print(f"  {f'torch bf16 GEMM {n}^3':<25}{gemm_tflops:10.1f} TFLOP/s")
     print("JSON " + json.dumps(res))
 
 
