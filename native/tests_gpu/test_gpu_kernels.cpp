@@ -187,10 +187,31 @@ LN_TEST(gpu_attention_matches_cpu) {
     double e_flash = -1;
     if (cuda::flash_attention_supported(c.hd)) {
       Dev<uint16_t> out2(static_cast<size_t>(T * qd));
+      Dev<float> lse(static_cast<size_t>(T * c.nh));
       cuda::flash_attention_bf16(td.get(), int64_t(tiles.size()), c.nh, c.nkv, c.hd, qd_.get(), qd, kd.get(), vd.get(),
-                                 kvd, scale, out2.get(), qd, nullptr);
+                                 kvd, scale, out2.get(), qd, lse.get(), nullptr);
       e_flash = rel_err(from_bf16(out2.download()), want);
       LN_CHECK_MSG(e_flash < 2e-2, "hd %d flash attention %.3e", c.hd, e_flash);
+      // Its log-sum-exp (what the trainer's backward recomputes P from) against float64 on the same bf16 inputs.
+      const std::vector<float> got = lse.download(), qf = from_bf16(qb), kf = from_bf16(kb);
+      double worst = 0;
+      for (int64_t t = 0; t < T; ++t)
+        for (int h = 0; h < c.nh; ++h) {
+          const float* qr = &qf[size_t(t * qd + h * c.hd)];
+          const float* kb0 = &kf[size_t(key_row0[size_t(t)] * kvd + (h / (c.nh / c.nkv)) * c.hd)];
+          std::vector<double> sc(static_cast<size_t>(n_keys[size_t(t)]));
+          double m = -INFINITY, sum = 0;
+          for (size_t j = 0; j < sc.size(); ++j) {
+            double dot = 0;
+            for (int d = 0; d < c.hd; ++d) dot += double(qr[d]) * double(kb0[int64_t(j) * kvd + d]);
+            sc[j] = dot * double(scale);
+            m = std::max(m, sc[j]);
+          }
+          for (double x : sc) sum += std::exp(x - m);
+          worst = std::max(worst, std::fabs(double(got[size_t(t * c.nh + h)]) - (m + std::log(sum))));
+        }
+      LN_CHECK_MSG(worst < 1e-4, "hd %d flash attention lse max abs err %.3e", c.hd, worst);
+      std::printf("  hd %3d: tensor-core lse max abs err %.2e\n", c.hd, worst);
     }
     // float32 exact kernel on the same (bf16-valued) inputs.
     Dev<float> qf(from_bf16(qb)), kf(from_bf16(kb)), vf(from_bf16(vb)), of(static_cast<size_t>(T * qd));

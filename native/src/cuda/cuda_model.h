@@ -96,7 +96,8 @@ struct LayerSave {
   float* q = nullptr;     // [T, qd] q after bias and RoPE (float32 copies of what attention read)
   float* k = nullptr;     // [T, kvd]
   float* v = nullptr;     // [T, kvd]
-  float* att = nullptr;   // [T, qd] the attention output, float32 (from attention_forward_lse)
+  float* att = nullptr;   // [T, qd] the attention output, float32 (attention_forward_lse; in the bf16 mode on sm_80+
+                          // the tensor-core kernel's bf16 output, widened)
   float* lse = nullptr;   // [T, n_heads] its log-sum-exp
   void* attg = nullptr;   // [T, qd] g: the attention output wo read
   float* hmid = nullptr;  // [T, H] the residual after attention (the FFN norm's x)

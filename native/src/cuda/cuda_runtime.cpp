@@ -328,19 +328,25 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   cuda::rope_qkv(T, qkv, QKV, record_qkv ? nullptr : L.bqkv, !record_qkv && bf16_, c.n_heads, c.n_kv_heads,
                  c.head_dim, plan_.pos, rope_cos_.as<float>(), rope_sin_.as<float>(), qa_.get(), qd, kdst, vdst, kvd,
                  plan_.kv_row, bf16_, stream_);
+  const bool flash = bf16_ && info_.major >= 8 && cuda::flash_attention_supported(c.head_dim);  // mma.sync: sm_80+
   if (save) {  // float32 copies of what attention reads (exact: bf16 values widen), and its lse
     const DType adt = bf16_ ? DType::BF16 : DType::F32;
     if (save->q) cuda::convert_to_f32(qa_.get(), adt, T * qd, save->q, stream_);
     if (save->k) cuda::convert_to_f32(kdst, adt, T * kvd, save->k, stream_);
     if (save->v) cuda::convert_to_f32(vdst, adt, T * kvd, save->v, stream_);
-    if (save->lse) save_attention(*save);
+    // Without the tensor-core kernel: a float32 attention of its own that also gives the lse. With it, its own
+    // output and lse (below), as FlashAttention's backward uses them, instead of a second, far slower pass.
+    if (save->lse && !flash) save_attention(*save);
   }
   const float scale = float(1.0 / std::sqrt(double(hd)));
-  if (bf16_ && info_.major >= 8 && cuda::flash_attention_supported(c.head_dim))  // mma.sync bf16: sm_80+
+  if (flash) {
+    float* lse = save ? save->lse : nullptr;
     cuda::flash_attention_bf16(plan_.tiles, int64_t(tiles_.size()), c.n_heads, c.n_kv_heads, c.head_dim,
                                qa_.as<uint16_t>(), qd, static_cast<const uint16_t*>(kdst),
-                               static_cast<const uint16_t*>(vdst), kvd, scale, static_cast<uint16_t*>(gin), qd, stream_);
-  else if (bf16_)
+                               static_cast<const uint16_t*>(vdst), kvd, scale, static_cast<uint16_t*>(gin), qd, lse,
+                               stream_);
+    if (lse && save->att) cuda::convert_to_f32(gin, DType::BF16, T * qd, save->att, stream_);
+  } else if (bf16_)
     cuda::attention_causal_bf16(T, c.n_heads, c.n_kv_heads, c.head_dim, qa_.as<uint16_t>(), qd,
                                 static_cast<const uint16_t*>(kdst), static_cast<const uint16_t*>(vdst), kvd,
                                 plan_.key_row0, plan_.n_keys, scale, static_cast<uint16_t*>(gin), qd, stream_);

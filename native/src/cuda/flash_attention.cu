@@ -48,7 +48,8 @@ inline __device__ uint32_t pack_bf16(float lo, float hi) {
 template <int HD>
 __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tiles, int group, const uint16_t* q,
                                                             int64_t ldq_g, const uint16_t* k, const uint16_t* v,
-                                                            int64_t ldkv, float scale, uint16_t* out, int64_t ldo) {
+                                                            int64_t ldkv, float scale, uint16_t* out, int64_t ldo,
+                                                            float* lse) {
   using L = Layout<HD>;
   constexpr int ld = L::ld;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -180,6 +181,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tile
     const int row = warp * 16 + g + 8 * i;
     if (row >= tile.n_rows) continue;
     const float inv = 1.f / run[i].s;  // as the CPU's attend_row: multiply by the reciprocal of the sum
+    if (lse && t == 0) lse[(tile.q_row0 + row) * int64_t(gridDim.y) + h] = math::softmax_logsumexp(run[i]);
     uint16_t* orow = out + (tile.q_row0 + row) * ldo + int64_t(h) * HD + 2 * t;
 #pragma unroll
     for (int n = 0; n < HD / 8; ++n) {
@@ -191,12 +193,12 @@ __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tile
 
 template <int HD>
 void launch(const AttnTile* tiles, int64_t n_tiles, int n_heads, int group, const uint16_t* q, int64_t ldq,
-            const uint16_t* k, const uint16_t* v, int64_t ldkv, float scale, uint16_t* out, int64_t ldo,
+            const uint16_t* k, const uint16_t* v, int64_t ldkv, float scale, uint16_t* out, int64_t ldo, float* lse,
             cudaStream_t stream) {
   using L = Layout<HD>;
   static_assert(L::bytes <= 48 * 1024, "within the default dynamic shared memory: no opt-in needed");
   const dim3 grid{unsigned(n_tiles), unsigned(n_heads), 1u};
-  flash_kernel<HD><<<grid, kWarps * 32, L::bytes, stream>>>(tiles, group, q, ldq, k, v, ldkv, scale, out, ldo);
+  flash_kernel<HD><<<grid, kWarps * 32, L::bytes, stream>>>(tiles, group, q, ldq, k, v, ldkv, scale, out, ldo, lse);
   check(cudaGetLastError(), "flash_attention_bf16");
 }
 
@@ -206,7 +208,7 @@ bool flash_attention_supported(int head_dim) { return head_dim == 32 || head_dim
 
 void flash_attention_bf16(const AttnTile* tiles, int64_t n_tiles, int n_heads, int n_kv_heads, int head_dim,
                           const uint16_t* q, int64_t ldq, const uint16_t* k, const uint16_t* v, int64_t ldkv,
-                          float scale, uint16_t* out, int64_t ldo, Stream stream) {
+                          float scale, uint16_t* out, int64_t ldo, float* lse, Stream stream) {
   if (n_tiles <= 0) return;
   auto fail = [](const std::string& m) { throw std::runtime_error("langneurons cuda: flash_attention_bf16: " + m); };
   if (!flash_attention_supported(head_dim)) fail("head_dim " + std::to_string(head_dim) + " not supported (32, 64, 128)");
@@ -219,9 +221,9 @@ void flash_attention_bf16(const AttnTile* tiles, int64_t n_tiles, int n_heads, i
   const int group = n_heads / n_kv_heads;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   switch (head_dim) {
-    case 32: launch<32>(tiles, n_tiles, n_heads, group, q, ldq, k, v, ldkv, scale, out, ldo, s); break;
-    case 64: launch<64>(tiles, n_tiles, n_heads, group, q, ldq, k, v, ldkv, scale, out, ldo, s); break;
-    default: launch<128>(tiles, n_tiles, n_heads, group, q, ldq, k, v, ldkv, scale, out, ldo, s); break;
+    case 32: launch<32>(tiles, n_tiles, n_heads, group, q, ldq, k, v, ldkv, scale, out, ldo, lse, s); break;
+    case 64: launch<64>(tiles, n_tiles, n_heads, group, q, ldq, k, v, ldkv, scale, out, ldo, lse, s); break;
+    default: launch<128>(tiles, n_tiles, n_heads, group, q, ldq, k, v, ldkv, scale, out, ldo, lse, s); break;
   }
 }
 

@@ -94,10 +94,11 @@ bool flash_attention_supported(int head_dim);  // 32, 64, 128
 // Causal GQA attention over bf16 q / k / v (see AttnTile), tiles of 64 queries x 64 keys on tensor cores
 // (mma.sync m16n8k16 bf16, float32 accumulation; sm_80+), online softmax in float32 (math.h), no T x T buffer.
 // out (bf16) = round_bf16(softmax(q k^T * scale) v). head_dim must be flash_attention_supported; q / k / v
-// 16-byte aligned with row strides (elements) that are multiples of 8.
+// 16-byte aligned with row strides (elements) that are multiples of 8. With lse (the trainer's bf16 forward),
+// also each row's log-sum-exp of the scaled logits: lse[row * n_heads + head].
 void flash_attention_bf16(const AttnTile* tiles, int64_t n_tiles, int n_heads, int n_kv_heads, int head_dim,
                           const uint16_t* q, int64_t ldq, const uint16_t* k, const uint16_t* v, int64_t ldkv,
-                          float scale, uint16_t* out, int64_t ldo, Stream stream);
+                          float scale, uint16_t* out, int64_t ldo, float* lse, Stream stream);
 
 }  // namespace cuda
 }  // namespace ln
