@@ -34,8 +34,12 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
+from hf_llama import llama_config  # noqa: E402  (benchmarks/common, beside this folder)
 
 SHAPES = {
     "llama-3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -57,29 +61,6 @@ def shape_from_config(path: str) -> dict:
     with open(path) as f:
         c = json.load(f)
     return {k: c[k] for k in CONFIG_KEYS if c.get(k) is not None}
-
-
-def llama_config(shape: dict, **kwargs):
-    """LlamaConfig on transformers 4.4x and 5.x alike, the one place that depends on the version.
-
-    RoPE: 4.x takes rope_theta and rope_scaling; 5.x keeps both in the field rope_parameters (models/llama/
-    configuration_llama.py) and reads the old names only through a backward-compatibility path
-    (modeling_rope_utils.py, convert_rope_params_to_dict), so on 5.x they go to rope_parameters directly. The
-    numbers are made floats: 4.x's rope validation warns of an int factor (run.mjs's config.json, written by
-    JavaScript, has 8 for 8.0). No dtype: a model constructed from a config is made in torch's default dtype.
-    """
-    import transformers
-    from transformers import LlamaConfig
-
-    shape = dict(shape)
-    theta = float(shape.pop("rope_theta", 500000.0))
-    rope = {k: float(v) if k in ("factor", "low_freq_factor", "high_freq_factor") else v
-            for k, v in (shape.pop("rope_scaling", None) or {}).items()}
-    if int(transformers.__version__.split(".")[0]) >= 5:
-        kwargs["rope_parameters"] = {"rope_type": "default", **rope, "rope_theta": theta}
-    else:
-        kwargs.update(rope_theta=theta, rope_scaling=rope or None)
-    return LlamaConfig(**shape, **kwargs)
 
 
 class Device:

@@ -1,0 +1,26 @@
+"""What the PyTorch baselines of benchmarks/gpu and benchmarks/gpu-finetune share: the transformers LlamaConfig of a
+shape, built the same way on transformers 4.4x and 5.x."""
+
+
+def llama_config(shape: dict, **kwargs):
+    """LlamaConfig on transformers 4.4x and 5.x alike, the one place that depends on the version.
+
+    RoPE: 4.x takes rope_theta and rope_scaling; 5.x keeps both in the field rope_parameters (models/llama/
+    configuration_llama.py) and reads the old names only through a backward-compatibility path
+    (modeling_rope_utils.py, convert_rope_params_to_dict), so on 5.x they go to rope_parameters directly. The
+    numbers are made floats: 4.x's rope validation warns of an int factor (a config.json written by JavaScript has 8
+    for 8.0). The dtype is not passed: a model constructed from a config is made in torch's default dtype whatever
+    the config says (config.torch_dtype, renamed dtype in 4.56, only steers from_pretrained/from_config).
+    """
+    import transformers
+    from transformers import LlamaConfig
+
+    shape = dict(shape)
+    theta = float(shape.pop("rope_theta", 500000.0))
+    rope = {k: float(v) if k in ("factor", "low_freq_factor", "high_freq_factor") else v
+            for k, v in (shape.pop("rope_scaling", None) or {}).items()}
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        kwargs["rope_parameters"] = {"rope_type": "default", **rope, "rope_theta": theta}
+    else:
+        kwargs.update(rope_theta=theta, rope_scaling=rope or None)
+    return LlamaConfig(**shape, **kwargs)
