@@ -183,6 +183,48 @@ LN_TEST(gpu_train_attention_forward_lse_and_backward) {
   }
 }
 
+// The tensor-core backward of the bf16 mode: q / k / v bf16 values (as that mode keeps them), packed sequences whose
+// tiles of 64 and 32 rows straddle them, several key and query tiles per block; against the CPU's float32 backward
+// on the same values. dout, p and ds are rounded to bf16 for the products: within 2e-2 relative L2.
+LN_TEST(gpu_train_attention_backward_tensor_cores) {
+  ThreadPool pool(2);
+  const Packed pk({1, 17, 64, 70, 5});
+  const int64_t T = pk.T;
+  const int shapes[][3] = {{4, 2, 32}, {3, 1, 64}, {2, 2, 128}};
+  for (const auto& s : shapes) {
+    train::AttnShape a{s[0], s[1], s[2]};
+    const int64_t qd = int64_t(a.n_heads) * a.head_dim, kvd = int64_t(a.n_kv_heads) * a.head_dim;
+    const float scale = float(1.0 / std::sqrt(double(a.head_dim)));
+    const std::vector<float> q = from_bf16(to_bf16(randn(size_t(T * qd), 31, 1.5f))),
+                             k = from_bf16(to_bf16(randn(size_t(T * kvd), 32, 1.5f))),
+                             v = from_bf16(to_bf16(randn(size_t(T * kvd), 33))), dout = randn(size_t(T * qd), 34);
+    std::vector<float> out(size_t(T * qd)), lse(size_t(T * a.n_heads)), scratch(size_t(pool.size() * 3 * 128));
+    train::attention_forward(pool, pk.seqs, a, q.data(), k.data(), v.data(), out.data(), lse.data(), scratch.data());
+    std::vector<float> dq(size_t(T * qd)), dk(size_t(T * kvd)), dv(size_t(T * kvd));
+    train::attention_backward(pool, pk.seqs, a, q.data(), k.data(), v.data(), lse.data(), dout.data(), dq.data(),
+                              dk.data(), dv.data(), scratch.data());
+    Dev<float> qd_(q), kd(k), vd(v), outd(out), lsed(lse), doutd(dout), gq(size_t(T * qd)), gk(size_t(T * kvd)),
+        gv(size_t(T * kvd)), rows(size_t(T * a.n_heads)), rows_ref(size_t(T * a.n_heads)), sq(size_t(T * qd)),
+        sk(size_t(T * kvd)), sv(size_t(T * kvd));
+    Dev<int64_t> row0(pk.row0);
+    Dev<int32_t> len(pk.len), pos(pk.pos);
+    LN_CHECK(cuda::attention_backward_tc_supported(a.head_dim));
+    cuda::attention_backward_tc(T, a.n_heads, a.n_kv_heads, a.head_dim, qd_.get(), qd, kd.get(), vd.get(), kvd,
+                                outd.get(), qd, doutd.get(), qd, lsed.get(), row0.get(), len.get(), scale, gq.get(), qd,
+                                gk.get(), gv.get(), kvd, rows.get(), nullptr);
+    const double eq = rel_err(gq.download(), dq), ek = rel_err(gk.download(), dk), ev = rel_err(gv.download(), dv);
+    LN_CHECK_MSG(eq < 2e-2 && ek < 2e-2 && ev < 2e-2, "tensor cores, heads %d/%d hd %d: dq %.3e dk %.3e dv %.3e",
+                 a.n_heads, a.n_kv_heads, a.head_dim, eq, ek, ev);
+    // D: the simple kernels' sums, in the same order.
+    cuda::attention_backward(T, a.n_heads, a.n_kv_heads, a.head_dim, qd_.get(), qd, kd.get(), vd.get(), kvd,
+                             outd.get(), qd, doutd.get(), qd, lsed.get(), row0.get(), len.get(), pos.get(), scale,
+                             sq.get(), qd, sk.get(), sv.get(), kvd, rows_ref.get(), nullptr);
+    LN_CHECK(rel_err(rows.download(), rows_ref.download()) < 1e-6);
+    std::printf("  tensor cores, heads %d/%d hd %3d: dq %.2e dk %.2e dv %.2e (bf16 dout, p, ds)\n", a.n_heads,
+                a.n_kv_heads, a.head_dim, eq, ek, ev);
+  }
+}
+
 LN_TEST(gpu_train_swiglu_backward) {
   ThreadPool pool(2);
   const int64_t M = 37, I = 129;

@@ -724,7 +724,10 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     gemm.run_dx(T, H, qd, dhg2, H, W.wo, qd, wdt, datt_, qd, false, s_);
     if (adapter_at(l, kWo) >= 0) lora_backward(adapter_at(l, kWo), dh_, H, s.attg, datt_, qd);
     float *dq = dqkv_, *dk = dqkv_ + qd, *dv = dqkv_ + qd + kvd;
-    if (cuda::attention_backward_tiled_supported(int(hd)))
+    if (bf16_ && rt_->info_.major >= 8 && cuda::attention_backward_tc_supported(int(hd)))  // mma.sync: sm_80+
+      cuda::attention_backward_tc(T, int(nh), int(nkv), int(hd), s.q, qd, s.k, s.v, kvd, s.att, qd, datt_, qd, s.lse,
+                                  seq_row0_, seq_len_, scale, dq, QKV, dk, dv, QKV, d_rows_, s_);
+    else if (cuda::attention_backward_tiled_supported(int(hd)))
       cuda::attention_backward_tiled(T, int(nh), int(nkv), int(hd), s.q, qd, s.k, s.v, kvd, s.att, qd, datt_, qd,
                                      s.lse, seq_row0_, seq_len_, scale, dq, QKV, dk, dv, QKV, d_rows_, s_);
     else

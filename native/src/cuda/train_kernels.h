@@ -77,6 +77,17 @@ void attention_backward_tiled(int64_t T, int n_heads, int n_kv_heads, int head_d
                               const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk, float* dv,
                               int64_t lddkv, float* d_rows, Stream stream);
 
+// The same backward on tensor cores for the bf16 mode (attention_backward_tc.cu; sm_80+, head_dim 32 / 64 / 128):
+// mma.sync with bf16 operands and float32 accumulation, q / k / v exact (bf16 values in that mode), dout, p and ds
+// rounded to bf16 for their products as FlashAttention-2 does; the same split and arguments as the tiled kernels.
+// q / k / v / dout 16-byte aligned, their row strides multiples of 4.
+bool attention_backward_tc_supported(int head_dim);
+void attention_backward_tc(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
+                           const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
+                           const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
+                           const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk, float* dv,
+                           int64_t lddkv, float* d_rows, Stream stream);
+
 // ---- FFN -----------------------------------------------------------------------------------------------------
 
 // SwiGLU backward on the fused layout of the forward (gu row t: gate [0, I), up [I, 2I)):

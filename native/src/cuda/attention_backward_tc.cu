@@ -1,0 +1,331 @@
+// Attention backward on tensor cores for the trainer's bf16 mode (train_kernels.h attention_backward_tc): the math
+// of attention_backward (p = exp(scale q.k - lse), D = dout.out, ds = p (dout.v - D) scale, dq = sum ds k,
+// dk = sum ds q, dv = sum p dout) with every product an mma.sync m16n8k16 (warp_mma.cuh): bf16 operands, float32
+// accumulation. q, k, v are bf16 values in that mode (exact); dout, p and ds are rounded to bf16 for their products,
+// as FlashAttention-2's backward does. FlashAttention-2's split, nothing atomic, every output written by one block:
+//   dq_tc_kernel:  one block of 4 warps per (64 query rows, head); each warp owns 16 rows and keeps their dq in
+//                  registers; key tiles of 32 from the start of the first row's sequence to the last row.
+//   dkv_tc_kernel: one block per (64 key rows, kv head); each warp owns 16 keys and keeps their dk, dv in registers;
+//                  for each head of the group, query tiles of 32 from the key tile's first row to the end of its
+//                  last row's sequence. Here S^T = K Q^T, so the keys are the fragments' rows.
+// Operand tiles are staged in shared memory as bf16 (converted from the float32 the trainer keeps) and read with
+// ldmatrix; a pair (query i, key j) counts when both rows belong to one sequence (equal seq_row0) and j <= i.
+#include <cuda_runtime.h>
+
+#include <stdexcept>
+#include <string>
+
+#include "cuda/block_reduce.cuh"
+#include "cuda/cuda_check.cuh"
+#include "cuda/train_kernels.h"
+#include "cuda/warp_mma.cuh"
+
+namespace ln {
+namespace cuda {
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kOwn = 16 * kWarps;  // rows a block owns (queries for dq, keys for dk / dv)
+constexpr int kStep = 32;          // rows of the other side per tile
+
+// Shared memory: two tiles of kOwn rows, two of kStep rows (bf16, rows padded by 16 bytes: ldmatrix alignment and
+// conflict-free phases), then per owned and per stepped row: lse, D and the sequence's first row.
+template <int HD>
+struct Layout {
+  static constexpr int ld = HD + 8;
+  static constexpr size_t own_a = 0;
+  static constexpr size_t own_b = own_a + size_t(kOwn) * ld * 2;
+  static constexpr size_t step_a = own_b + size_t(kOwn) * ld * 2;
+  static constexpr size_t step_b = step_a + size_t(kStep) * ld * 2;
+  static constexpr size_t lse = step_b + size_t(kStep) * ld * 2;  // float[kOwn] (dq: own rows; dkv: step rows)
+  static constexpr size_t dd = lse + kOwn * 4;                    // float[kOwn]
+  static constexpr size_t own_seq = dd + kOwn * 4;                // int64[kOwn]
+  static constexpr size_t step_seq = own_seq + kOwn * 8;          // int64[kStep]
+  static constexpr size_t bytes = step_seq + kStep * 8;
+  static_assert(own_b % 16 == 0 && step_a % 16 == 0 && step_b % 16 == 0 && own_seq % 8 == 0, "alignment");
+};
+
+__device__ inline uint32_t pack_bf16(float lo, float hi) {
+  return uint32_t(ln::f32_to_bf16(lo)) | (uint32_t(ln::f32_to_bf16(hi)) << 16);
+}
+
+// `rows` float32 rows of HD values (row r at src + r * ld_src) into a bf16 tile (pitch L::ld); zeros past `rows`.
+template <int HD>
+__device__ inline void stage(uint16_t* tile, int tile_rows, const float* src, int64_t ld_src, int rows) {
+  constexpr int kChunks = HD / 8;
+  for (int e = threadIdx.x; e < tile_rows * kChunks; e += blockDim.x) {
+    const int r = e / kChunks, c = (e % kChunks) * 8;
+    uint4 out = make_uint4(0, 0, 0, 0);
+    if (r < rows) {
+      const float4 a = *reinterpret_cast<const float4*>(src + int64_t(r) * ld_src + c);
+      const float4 b = *reinterpret_cast<const float4*>(src + int64_t(r) * ld_src + c + 4);
+      out = make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
+    }
+    *reinterpret_cast<uint4*>(tile + r * (HD + 8) + c) = out;
+  }
+}
+
+// acc[n] (16 x 8 blocks, n < 2 * kStep / 16) += A B^T over HD, where A's 16 rows start at `a` and B's kStep rows at
+// `b` (both bf16 tiles of pitch HD + 8, [row][d]): the S = Q K^T shape (and dP = dO V^T, S^T = K Q^T, ...).
+template <int HD>
+__device__ inline void rows_times_rows(float (*acc)[4], const uint16_t* a, const uint16_t* b) {
+  constexpr int ld = HD + 8;
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+    uint32_t fa[4];
+    ldmatrix_x4(fa, a + (lane & 15) * ld + kk * 16 + 8 * (lane >> 4));
+#pragma unroll
+    for (int nb = 0; nb < kStep / 16; ++nb) {
+      uint32_t fb[4];
+      ldmatrix_x4(fb, b + (nb * 16 + (lane & 7) + 8 * (lane >> 4)) * ld + kk * 16 + 8 * ((lane >> 3) & 1));
+      mma_bf16_16816(acc[2 * nb], fa, fb[0], fb[1]);
+      mma_bf16_16816(acc[2 * nb + 1], fa, fb[2], fb[3]);
+    }
+  }
+}
+
+// out[n] (16 x 8 blocks over HD) += X B, where X (16 x kStep) is in registers in the accumulator layout (x[n] the
+// 16 x 8 block of columns 8n ..) and B's kStep rows start at `b` ([row][d], pitch HD + 8).
+template <int HD>
+__device__ inline void regs_times_rows(float (*out)[4], const float (*x)[4], const uint16_t* b) {
+  constexpr int ld = HD + 8;
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int kk = 0; kk < kStep / 16; ++kk) {
+    const uint32_t fa[4] = {pack_bf16(x[2 * kk][0], x[2 * kk][1]), pack_bf16(x[2 * kk][2], x[2 * kk][3]),
+                            pack_bf16(x[2 * kk + 1][0], x[2 * kk + 1][1]),
+                            pack_bf16(x[2 * kk + 1][2], x[2 * kk + 1][3])};
+#pragma unroll
+    for (int dn = 0; dn < HD / 16; ++dn) {
+      uint32_t fb[4];
+      ldmatrix_x4_trans(fb, b + (kk * 16 + (lane & 15)) * ld + dn * 16 + 8 * (lane >> 4));
+      mma_bf16_16816(out[2 * dn], fa, fb[0], fb[1]);
+      mma_bf16_16816(out[2 * dn + 1], fa, fb[2], fb[3]);
+    }
+  }
+}
+
+template <int HD>
+__global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(int64_t T, int n_heads, int n_kv_heads, const float* q,
+                                                            int64_t ldq, const float* k, const float* v,
+                                                            int64_t ldkv, const float* out, int64_t ldo,
+                                                            const float* dout, int64_t lddo, const float* lse,
+                                                            const int64_t* seq_row0, float scale, float* dq,
+                                                            int64_t lddq, float* d_rows) {
+  using L = Layout<HD>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  uint16_t* Qs = reinterpret_cast<uint16_t*>(smem + L::own_a);
+  uint16_t* Gs = reinterpret_cast<uint16_t*>(smem + L::own_b);
+  uint16_t* Ks = reinterpret_cast<uint16_t*>(smem + L::step_a);
+  uint16_t* Vs = reinterpret_cast<uint16_t*>(smem + L::step_b);
+  float* lse_s = reinterpret_cast<float*>(smem + L::lse);
+  float* D_s = reinterpret_cast<float*>(smem + L::dd);
+  int64_t* q_seq = reinterpret_cast<int64_t*>(smem + L::own_seq);
+  int64_t* k_seq = reinterpret_cast<int64_t*>(smem + L::step_seq);
+  const int h = blockIdx.y, kvh = h / (n_heads / n_kv_heads);
+  const int64_t i0 = int64_t(blockIdx.x) * kOwn;
+  const int ni = int(min(int64_t(kOwn), T - i0));
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  stage<HD>(Qs, kOwn, q + i0 * ldq + int64_t(h) * HD, ldq, ni);
+  stage<HD>(Gs, kOwn, dout + i0 * lddo + int64_t(h) * HD, lddo, ni);
+  for (int ii = threadIdx.x; ii < kOwn; ii += blockDim.x) {
+    lse_s[ii] = ii < ni ? lse[(i0 + ii) * n_heads + h] : 0.f;
+    q_seq[ii] = ii < ni ? seq_row0[i0 + ii] : -1;
+  }
+  // D_i = dout_i . out_i in float32 (one warp per row, lane-strided, then the warp tree), also for the dk/dv pass.
+  for (int ii = warp; ii < ni; ii += kWarps) {
+    const float* o = out + (i0 + ii) * ldo + int64_t(h) * HD;
+    const float* gr = dout + (i0 + ii) * lddo + int64_t(h) * HD;
+    float a = 0.f;
+    for (int d = lane; d < HD; d += 32) a += o[d] * gr[d];
+    a = reduce::warp_sum(a);
+    if (lane == 0) {
+      D_s[ii] = a;
+      d_rows[(i0 + ii) * n_heads + h] = a;
+    }
+  }
+  float acc[HD / 8][4];
+#pragma unroll
+  for (int n = 0; n < HD / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+  __syncthreads();
+  const int64_t key_begin = q_seq[0], key_end = i0 + ni;  // keys [key_begin, key_end)
+  for (int64_t j0 = key_begin; j0 < key_end; j0 += kStep) {
+    const int nj = int(min(int64_t(kStep), key_end - j0));
+    __syncthreads();  // every warp is done with the previous K / V tile
+    stage<HD>(Ks, kStep, k + j0 * ldkv + int64_t(kvh) * HD, ldkv, nj);
+    stage<HD>(Vs, kStep, v + j0 * ldkv + int64_t(kvh) * HD, ldkv, nj);
+    for (int jj = threadIdx.x; jj < kStep; jj += blockDim.x) k_seq[jj] = jj < nj ? seq_row0[j0 + jj] : -2;
+    __syncthreads();
+    float s[kStep / 8][4], dp[kStep / 8][4];
+#pragma unroll
+    for (int n = 0; n < kStep / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.f;
+    rows_times_rows<HD>(s, Qs + warp * 16 * L::ld, Ks);   // S = Q K^T
+    rows_times_rows<HD>(dp, Gs + warp * 16 * L::ld, Vs);  // dP = dO V^T
+#pragma unroll
+    for (int n = 0; n < kStep / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int ii = warp * 16 + g + 8 * (e >> 1), jj = 8 * n + 2 * t + (e & 1);
+        float ds = 0.f;
+        if (ii < ni && jj < nj && q_seq[ii] == k_seq[jj] && j0 + jj <= i0 + ii) {
+          const float p = expf(s[n][e] * scale - lse_s[ii]);
+          ds = p * (dp[n][e] - D_s[ii]) * scale;
+        }
+        s[n][e] = ds;
+      }
+    regs_times_rows<HD>(acc, s, Ks);  // dQ += dS K
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int ii = warp * 16 + g + 8 * i;
+    if (ii >= ni) continue;
+    float* row = dq + (i0 + ii) * lddq + int64_t(h) * HD + 2 * t;
+#pragma unroll
+    for (int n = 0; n < HD / 8; ++n) {
+      row[8 * n] = acc[n][2 * i];
+      row[8 * n + 1] = acc[n][2 * i + 1];
+    }
+  }
+}
+
+template <int HD>
+__global__ void __launch_bounds__(kWarps * 32) dkv_tc_kernel(int64_t T, int n_heads, int n_kv_heads, const float* q,
+                                                             int64_t ldq, const float* k, const float* v,
+                                                             int64_t ldkv, const float* dout, int64_t lddo,
+                                                             const float* lse, const float* d_rows,
+                                                             const int64_t* seq_row0, const int32_t* seq_len,
+                                                             float scale, float* dk, float* dv, int64_t lddkv) {
+  using L = Layout<HD>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  uint16_t* Ks = reinterpret_cast<uint16_t*>(smem + L::own_a);
+  uint16_t* Vs = reinterpret_cast<uint16_t*>(smem + L::own_b);
+  uint16_t* Qs = reinterpret_cast<uint16_t*>(smem + L::step_a);
+  uint16_t* Gs = reinterpret_cast<uint16_t*>(smem + L::step_b);
+  float* lse_s = reinterpret_cast<float*>(smem + L::lse);
+  float* D_s = reinterpret_cast<float*>(smem + L::dd);
+  int64_t* k_seq = reinterpret_cast<int64_t*>(smem + L::own_seq);
+  int64_t* q_seq = reinterpret_cast<int64_t*>(smem + L::step_seq);
+  const int kvh = blockIdx.y, group = n_heads / n_kv_heads;
+  const int64_t j0 = int64_t(blockIdx.x) * kOwn;
+  const int nj = int(min(int64_t(kOwn), T - j0));
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  stage<HD>(Ks, kOwn, k + j0 * ldkv + int64_t(kvh) * HD, ldkv, nj);
+  stage<HD>(Vs, kOwn, v + j0 * ldkv + int64_t(kvh) * HD, ldkv, nj);
+  for (int jj = threadIdx.x; jj < kOwn; jj += blockDim.x) k_seq[jj] = jj < nj ? seq_row0[j0 + jj] : -2;
+  const int64_t q_end = seq_row0[j0 + nj - 1] + seq_len[j0 + nj - 1];
+  float acc_k[HD / 8][4], acc_v[HD / 8][4];
+#pragma unroll
+  for (int n = 0; n < HD / 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc_k[n][e] = acc_v[n][e] = 0.f;
+  for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+    for (int64_t i0 = j0; i0 < q_end; i0 += kStep) {
+      const int ni = int(min(int64_t(kStep), q_end - i0));
+      __syncthreads();  // every warp is done with the previous Q / dO tile (and K / V are staged)
+      stage<HD>(Qs, kStep, q + i0 * ldq + int64_t(h) * HD, ldq, ni);
+      stage<HD>(Gs, kStep, dout + i0 * lddo + int64_t(h) * HD, lddo, ni);
+      for (int ii = threadIdx.x; ii < kStep; ii += blockDim.x) {
+        lse_s[ii] = ii < ni ? lse[(i0 + ii) * n_heads + h] : 0.f;
+        D_s[ii] = ii < ni ? d_rows[(i0 + ii) * n_heads + h] : 0.f;
+        q_seq[ii] = ii < ni ? seq_row0[i0 + ii] : -1;
+      }
+      __syncthreads();
+      float st[kStep / 8][4], dpt[kStep / 8][4];  // S^T and dP^T: this warp's 16 keys x the tile's queries
+#pragma unroll
+      for (int n = 0; n < kStep / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) st[n][e] = dpt[n][e] = 0.f;
+      rows_times_rows<HD>(st, Ks + warp * 16 * L::ld, Qs);   // S^T = K Q^T
+      rows_times_rows<HD>(dpt, Vs + warp * 16 * L::ld, Gs);  // dP^T = V dO^T
+#pragma unroll
+      for (int n = 0; n < kStep / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int jj = warp * 16 + g + 8 * (e >> 1), ii = 8 * n + 2 * t + (e & 1);
+          float p = 0.f, ds = 0.f;
+          if (jj < nj && ii < ni && k_seq[jj] == q_seq[ii] && j0 + jj <= i0 + ii) {
+            p = expf(st[n][e] * scale - lse_s[ii]);
+            ds = p * (dpt[n][e] - D_s[ii]) * scale;
+          }
+          st[n][e] = p;
+          dpt[n][e] = ds;
+        }
+      regs_times_rows<HD>(acc_v, st, Gs);   // dV += P^T dO
+      regs_times_rows<HD>(acc_k, dpt, Qs);  // dK += dS^T Q
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int jj = warp * 16 + g + 8 * i;
+    if (jj >= nj) continue;
+    float* krow = dk + (j0 + jj) * lddkv + int64_t(kvh) * HD + 2 * t;
+    float* vrow = dv + (j0 + jj) * lddkv + int64_t(kvh) * HD + 2 * t;
+#pragma unroll
+    for (int n = 0; n < HD / 8; ++n) {
+      krow[8 * n] = acc_k[n][2 * i];
+      krow[8 * n + 1] = acc_k[n][2 * i + 1];
+      vrow[8 * n] = acc_v[n][2 * i];
+      vrow[8 * n + 1] = acc_v[n][2 * i + 1];
+    }
+  }
+}
+
+template <int HD>
+void launch(int64_t T, int n_heads, int n_kv_heads, const float* q, int64_t ldq, const float* k, const float* v,
+            int64_t ldkv, const float* out, int64_t ldo, const float* dout, int64_t lddo, const float* lse,
+            const int64_t* seq_row0, const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk,
+            float* dv, int64_t lddkv, float* d_rows, Stream stream) {
+  constexpr size_t bytes = Layout<HD>::bytes;
+  if (bytes > 48 * 1024) {  // head_dim 128: about 54 KiB (every GPU with mma.sync bf16 allows the opt-in)
+    check(cudaFuncSetAttribute(dq_tc_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+          "attention_backward_tc: shared memory (dq)");
+    check(cudaFuncSetAttribute(dkv_tc_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+          "attention_backward_tc: shared memory (dk, dv)");
+  }
+  const unsigned tiles = unsigned((T + kOwn - 1) / kOwn);
+  dq_tc_kernel<HD><<<dim3{tiles, unsigned(n_heads)}, kWarps * 32, bytes, as_stream(stream)>>>(
+      T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, scale, dq, lddq, d_rows);
+  check_launch("attention_backward_tc (dq)");
+  dkv_tc_kernel<HD><<<dim3{tiles, unsigned(n_kv_heads)}, kWarps * 32, bytes, as_stream(stream)>>>(
+      T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, dout, lddo, lse, d_rows, seq_row0, seq_len, scale, dk, dv, lddkv);
+  check_launch("attention_backward_tc (dk, dv)");
+}
+
+}  // namespace
+
+bool attention_backward_tc_supported(int head_dim) { return head_dim == 32 || head_dim == 64 || head_dim == 128; }
+
+void attention_backward_tc(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
+                           const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
+                           const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
+                           const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk, float* dv,
+                           int64_t lddkv, float* d_rows, Stream stream) {
+  if (T <= 0) return;
+  auto fail = [](const std::string& m) { throw std::runtime_error("langneurons cuda: attention_backward_tc: " + m); };
+  if (!attention_backward_tc_supported(head_dim))
+    fail("head_dim must be 32, 64 or 128 (got " + std::to_string(head_dim) + "); use attention_backward");
+  if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || n_heads > 65535) fail("n_heads must be a multiple of n_kv_heads");
+  auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
+  if (ldq % 4 || ldkv % 4 || lddo % 4 || misaligned(q) || misaligned(k) || misaligned(v) || misaligned(dout))
+    fail("q / k / v / dout must be 16-byte aligned with row strides that are multiples of 4");
+  switch (head_dim) {
+    case 32:
+      launch<32>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, dq,
+                 lddq, dk, dv, lddkv, d_rows, stream);
+      break;
+    case 64:
+      launch<64>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, dq,
+                 lddq, dk, dv, lddkv, d_rows, stream);
+      break;
+    default:
+      launch<128>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, dq,
+                  lddq, dk, dv, lddkv, d_rows, stream);
+      break;
+  }
+}
+
+}  // namespace cuda
+}  // namespace ln
