@@ -75,6 +75,12 @@ def engine_rows(t, ours, hf):
     if "hours_per_100m_tokens" in p:
         t.add("hours per language, 100M tokens", f"{p['hours_per_100m_tokens']:.2f} h ({shape})",
               "seed papers: 7-8 h (RTX 3090, vLLM)", None)
+    a = ours.get("attention")
+    if a:
+        peak = ours.get("gemm_tflops") or float("nan")
+        for part, key in (("forward", "fwd"), ("trainer backward", "bwd")):
+            t.add(f"attention {part} alone ({a['seqs']}x{a['len']})",
+                  f"{a[key + '_tflops']:.1f} TFLOP/s ({a[key + '_tflops'] / peak:.2f} of the GEMM rate)", "report", None)
     for d in ours.get("decode", []):
         t.add(f"decode batch {d['batch']} vs weight-read limit", f"{d['ratio_vs_bandwidth_limit']:.2f} "
               f"({d['ms_per_step']:.2f} vs {d['weight_read_limit_ms']:.2f} ms)", "report", None)

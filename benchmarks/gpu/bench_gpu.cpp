@@ -6,6 +6,8 @@
 //   - profiling throughput (statistics on act and h, no LM head) for packed batches, tokens/s and MFU against the
 //     GEMM rate (FLOPs: 2 x matmul params x tokens + 4 x d x sum of causal key counts per layer);
 //   - the same forward without statistics (overhead ratio) and with a 1% deactivation intervention;
+//   - the attention kernels alone on the first batch's shape: the tensor-core forward (inference) and the trainer's
+//     bf16-mode backward, TFLOP/s by FlashAttention's count (causal; backward = 2.5 x forward);
 //   - decode steps at batch 1 and 32 (KV cache, Last logits) against the weight-read limit;
 //   - device memory used against weights + KV cache + activations; projected hours per language for 100M tokens.
 // Prints a table and one JSON line; --json-out writes the same document to a file (scripts/gpu-check.sh reads
@@ -30,6 +32,7 @@
 #include "cuda/cublaslt.h"
 #include "cuda/device_buffer.h"
 #include "cuda/runtime_kernels.h"
+#include "cuda/train_kernels.h"
 #include "model/intervention.h"
 #include "model/stats.h"
 #include "runtime/cuda_runtime.h"
@@ -194,6 +197,91 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// The attention kernels alone on n packed sequences of len tokens (the model's heads and head_dim): the tensor-core
+// forward of inference and the trainer's bf16-mode backward, each timed over `reps` calls. Inputs are bf16 values
+// (the backward reads them as float32, as the trainer keeps them). FLOPs as FlashAttention counts them: forward
+// 4 x head_dim x heads x (causal key count), backward 2.5 x that.
+struct AttnTiming {
+  double fwd_ms = 0, fwd_tflops = 0, bwd_ms = 0, bwd_tflops = 0;
+};
+AttnTiming time_attention(const ModelConfig& c, int n, int len, int reps) {
+  const int64_t T = int64_t(n) * len, qd = int64_t(c.n_heads) * c.head_dim, kvd = int64_t(c.n_kv_heads) * c.head_dim;
+  std::vector<float> qf(size_t(T * qd)), kf(size_t(T * kvd)), vf(size_t(T * kvd)), gf(size_t(T * qd));
+  std::vector<uint16_t> qb(qf.size()), kb(kf.size()), vb(vf.size());
+  auto fill = [](std::vector<float>& f, std::vector<uint16_t>* b, int salt) {
+    for (size_t i = 0; i < f.size(); ++i) {
+      const uint16_t x = f32_to_bf16(float(int((i * 2654435761u + unsigned(salt)) % 29) - 14) * 0.02f);
+      f[i] = bf16_to_f32(x);
+      if (b) (*b)[i] = x;
+    }
+  };
+  fill(qf, &qb, 1);
+  fill(kf, &kb, 2);
+  fill(vf, &vb, 3);
+  fill(gf, nullptr, 4);
+  std::vector<cuda::AttnTile> tiles;
+  std::vector<int64_t> row0(static_cast<size_t>(T));
+  std::vector<int32_t> lens(static_cast<size_t>(T), len);
+  double keys = 0;
+  for (int s = 0; s < n; ++s) {
+    for (int q0 = 0; q0 < len; q0 += cuda::kFlashRows)
+      tiles.push_back({int64_t(s) * len + q0, int64_t(s) * len, std::min(cuda::kFlashRows, len - q0), q0 + 1});
+    for (int i = 0; i < len; ++i) row0[size_t(int64_t(s) * len + i)] = int64_t(s) * len;
+    keys += double(len) * double(len + 1) / 2;
+  }
+  cuda::DeviceBuffer dqb, dkb, dvb, dob, dlse, dtiles, dq32, dk32, dv32, do32, dg, dgq, dgk, dgv, drows, drow0, dlen;
+  auto up = [](cuda::DeviceBuffer& d, const void* src, size_t bytes) {
+    d.ensure(bytes);
+    cuda::copy_to_device(d.get(), src, bytes, nullptr);
+  };
+  up(dqb, qb.data(), qb.size() * 2);
+  up(dkb, kb.data(), kb.size() * 2);
+  up(dvb, vb.data(), vb.size() * 2);
+  up(dtiles, tiles.data(), tiles.size() * sizeof(cuda::AttnTile));
+  up(dq32, qf.data(), qf.size() * 4);
+  up(dk32, kf.data(), kf.size() * 4);
+  up(dv32, vf.data(), vf.size() * 4);
+  up(dg, gf.data(), gf.size() * 4);
+  up(drow0, row0.data(), row0.size() * 8);
+  up(dlen, lens.data(), lens.size() * 4);
+  dob.ensure(size_t(T * qd) * 2);
+  dlse.ensure(size_t(T) * c.n_heads * 4);
+  do32.ensure(size_t(T * qd) * 4);
+  dgq.ensure(size_t(T * qd) * 4);
+  dgk.ensure(size_t(T * kvd) * 4);
+  dgv.ensure(size_t(T * kvd) * 4);
+  drows.ensure(size_t(T) * c.n_heads * 4);
+  const float scale = float(1.0 / std::sqrt(double(c.head_dim)));
+  auto fwd = [&]() {
+    cuda::flash_attention_bf16(dtiles.as<cuda::AttnTile>(), int64_t(tiles.size()), c.n_heads, c.n_kv_heads, c.head_dim,
+                               dqb.as<uint16_t>(), qd, dkb.as<uint16_t>(), dvb.as<uint16_t>(), kvd, scale,
+                               dob.as<uint16_t>(), qd, dlse.as<float>(), nullptr);
+  };
+  auto bwd = [&]() {
+    cuda::attention_backward_tc(T, c.n_heads, c.n_kv_heads, c.head_dim, dq32.as<float>(), qd, dk32.as<float>(),
+                                dv32.as<float>(), kvd, do32.as<float>(), qd, dg.as<float>(), qd, dlse.as<float>(),
+                                drow0.as<int64_t>(), dlen.as<int32_t>(), scale, dgq.as<float>(), qd, dgk.as<float>(),
+                                dgv.as<float>(), kvd, drows.as<float>(), nullptr);
+  };
+  fwd();
+  cuda::convert_to_f32(dob.get(), DType::BF16, T * qd, do32.as<float>(), nullptr);  // the output the backward reads
+  bwd();
+  Timer tm;
+  AttnTiming r;
+  const double flops = 4.0 * double(c.n_heads) * c.head_dim * keys;
+  cuda::event_record(tm.a, nullptr);
+  for (int i = 0; i < reps; ++i) fwd();
+  cuda::event_record(tm.b, nullptr);
+  r.fwd_ms = cuda::event_elapsed_ms(tm.a, tm.b) / reps;
+  cuda::event_record(tm.a, nullptr);
+  for (int i = 0; i < reps; ++i) bwd();
+  cuda::event_record(tm.b, nullptr);
+  r.bwd_ms = cuda::event_elapsed_ms(tm.a, tm.b) / reps;
+  r.fwd_tflops = flops / (r.fwd_ms * 1e-3) / 1e12;
+  r.bwd_tflops = 2.5 * flops / (r.bwd_ms * 1e-3) / 1e12;
+  return r;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -266,6 +354,17 @@ int main(int argc, char** argv) {
     std::printf("model: hidden %d, intermediate %d, %d layers, heads %d/%d x %d, vocab %d (random bf16; generated in %.1f s, "
                 "uploaded in %.1f s)\n",
                 c.hidden, c.intermediate, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.vocab, gen_s, upload_s);
+
+    AttnTiming attn;
+    const bool tensor_cores = dev.major >= 8 && cuda::flash_attention_supported(c.head_dim) &&
+                              cuda::attention_backward_tc_supported(c.head_dim);
+    if (tensor_cores) {
+      attn = time_attention(c, o.batches.front().first, o.batches.front().second, o.tiny ? 2 : 5);
+      std::printf("attention alone (%dx%d tokens, heads %d/%d x %d, causal): forward %.3f ms (%.1f TFLOP/s), trainer "
+                  "backward %.3f ms (%.1f TFLOP/s)\n",
+                  o.batches.front().first, o.batches.front().second, c.n_heads, c.n_kv_heads, c.head_dim, attn.fwd_ms,
+                  attn.fwd_tflops, attn.bwd_ms, attn.bwd_tflops);
+    }
 
     StatsOptions so;
     so.sites = {Site::Act, Site::H};
@@ -404,7 +503,12 @@ int main(int argc, char** argv) {
           "\"stats_overhead\":%.4f,\"intervention_overhead\":%.4f}",
           i ? "," : "", rows[i].n, rows[i].len, rows[i].tps, rows[i].tflops, rows[i].mfu, rows[i].stats_ratio,
           rows[i].iv_ratio);
-    js += "],\"decode\":[";
+    js += "]";
+    if (tensor_cores)
+      add(",\"attention\":{\"seqs\":%d,\"len\":%d,\"fwd_ms\":%.4f,\"fwd_tflops\":%.2f,\"bwd_ms\":%.4f,"
+          "\"bwd_tflops\":%.2f}",
+          o.batches.front().first, o.batches.front().second, attn.fwd_ms, attn.fwd_tflops, attn.bwd_ms, attn.bwd_tflops);
+    js += ",\"decode\":[";
     for (size_t i = 0; i < decs.size(); ++i)
       add("%s{\"batch\":%d,\"ms_per_step\":%.3f,\"weight_read_limit_ms\":%.3f,\"ratio_vs_bandwidth_limit\":%.4f}",
           i ? "," : "", decs[i].batch, decs[i].step_ms, limit_ms, decs[i].ratio);
