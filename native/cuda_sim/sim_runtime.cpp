@@ -275,10 +275,13 @@ void yield_to_scheduler() {
   switch_context(r.current->ctx, r.scheduler);
 }
 
-void fault_in_fiber(const std::string& why) {  // never returns (not [[noreturn]]: see trap in the header)
+// Never returns (not [[noreturn]]: see trap in the header). `why` is a plain string, formatted by callers on their
+// stack: a std::string temporary in the caller's frame would never be destroyed once the fiber is abandoned (a leak
+// LeakSanitizer reports under scripts/cuda-sim-check.sh --asan).
+void fault_in_fiber(const char* why) {
   BlockRun& r = *t_run;
   r.faulted = true;
-  r.fault = why + " (" + where(r, r.current) + ")";
+  r.fault = std::string(why) + " (" + where(r, r.current) + ")";
   switch_context(r.current->ctx, r.scheduler, true);  // abandon the block: its fibers are never resumed
   std::abort();
 }
@@ -441,8 +444,11 @@ void sync_warp(unsigned mask) {
 uint64_t warp_exchange(unsigned mask, uint64_t mine, int src_lane) {
   if (!t_run || !t_run->current) trap("a shuffle outside a kernel");
   Fiber& f = *t_run->current;
-  if (src_lane < 0 || src_lane > 31 || !((mask >> src_lane) & 1u))
-    fault_in_fiber("a shuffle reads lane " + std::to_string(src_lane) + ", outside the mask");
+  if (src_lane < 0 || src_lane > 31 || !((mask >> src_lane) & 1u)) {
+    char why[64];
+    std::snprintf(why, sizeof why, "a shuffle reads lane %d, outside the mask", src_lane);
+    fault_in_fiber(why);
+  }
   uint64_t* slots = t_run->slots.data() + size_t(f.warp) * 32 * kSlotWords;
   slots[f.lane * kSlotWords] = mine;
   sync_warp(mask);
@@ -454,7 +460,11 @@ uint64_t warp_exchange(unsigned mask, uint64_t mine, int src_lane) {
 const uint64_t* warp_gather_begin(const uint64_t* mine, int n, const char* what) {
   if (!t_run || !t_run->current) trap("a warp-collective instruction outside a kernel");
   Fiber& f = *t_run->current;
-  if (n < 0 || n > kSlotWords) fault_in_fiber(std::string(what) + ": too many words for the warp's slots");
+  if (n < 0 || n > kSlotWords) {
+    char why[96];
+    std::snprintf(why, sizeof why, "%s: too many words for the warp's slots", what);
+    fault_in_fiber(why);
+  }
   uint64_t* slots = t_run->slots.data() + size_t(f.warp) * 32 * kSlotWords;
   for (int i = 0; i < n; ++i) slots[f.lane * kSlotWords + i] = mine[i];
   sync_warp(0xffffffffu);  // faults unless all 32 lanes arrive (mma.sync / ldmatrix are .aligned: the full warp)
