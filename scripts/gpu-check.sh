@@ -99,7 +99,7 @@ run "$root/build/bench_gpu" "${quick[@]}" --json-out "$out/bench_gpu.json" || no
 section "baseline: transformers (PyTorch) with hooks, same shape and batch (benchmarks/gpu/hf_baseline.py)"
 shape=llama-3.1-8b
 [ -n "${GPU_CHECK_QUICK:-}" ] && shape=llama-3.2-1b
-PYTHONUNBUFFERED=1 run python3 benchmarks/gpu/hf_baseline.py --shape "$shape" --batch 8 --seq-len 1024 | tee "$out/hf_baseline.txt" >/dev/null \
+PYTHONUNBUFFERED=1 run python3 benchmarks/gpu/hf_baseline.py --shape "$shape" --batch 8 --seq-len 1024 | tee "$out/hf_baseline.txt" \
   || note_fail "transformers baseline"
 fi
 

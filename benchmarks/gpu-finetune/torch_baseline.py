@@ -36,7 +36,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
+try:
+    import torch
+except ImportError as e:  # one line, not a traceback: this baseline needs PyTorch (and transformers)
+    print(f"torch_baseline: PyTorch is not importable ({e}); run it with a python3 that has torch and transformers",
+          file=sys.stderr)
+    sys.exit(1)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
 from hf_llama import llama_config  # noqa: E402  (benchmarks/common, beside this folder)
