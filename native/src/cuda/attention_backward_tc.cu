@@ -45,10 +45,6 @@ struct Layout {
   static_assert(own_b % 16 == 0 && step_a % 16 == 0 && step_b % 16 == 0 && own_seq % 8 == 0, "alignment");
 };
 
-__device__ inline uint32_t pack_bf16(float lo, float hi) {
-  return uint32_t(ln::f32_to_bf16(lo)) | (uint32_t(ln::f32_to_bf16(hi)) << 16);
-}
-
 // `rows` float32 rows of HD values (row r at src + r * ld_src) into a bf16 tile (pitch L::ld); zeros past `rows`.
 template <int HD>
 __device__ inline void stage(uint16_t* tile, int tile_rows, const float* src, int64_t ld_src, int rows) {
@@ -85,27 +81,6 @@ __device__ inline void rows_times_rows(float (*acc)[4], const uint16_t* a, const
   }
 }
 
-// out[n] (16 x 8 blocks over HD) += X B, where X (16 x kStep) is in registers in the accumulator layout (x[n] the
-// 16 x 8 block of columns 8n ..) and B's kStep rows start at `b` ([row][d], pitch HD + 8).
-template <int HD>
-__device__ inline void regs_times_rows(float (*out)[4], const float (*x)[4], const uint16_t* b) {
-  constexpr int ld = HD + 8;
-  const int lane = threadIdx.x & 31;
-#pragma unroll
-  for (int kk = 0; kk < kStep / 16; ++kk) {
-    const uint32_t fa[4] = {pack_bf16(x[2 * kk][0], x[2 * kk][1]), pack_bf16(x[2 * kk][2], x[2 * kk][3]),
-                            pack_bf16(x[2 * kk + 1][0], x[2 * kk + 1][1]),
-                            pack_bf16(x[2 * kk + 1][2], x[2 * kk + 1][3])};
-#pragma unroll
-    for (int dn = 0; dn < HD / 16; ++dn) {
-      uint32_t fb[4];
-      ldmatrix_x4_trans(fb, b + (kk * 16 + (lane & 15)) * ld + dn * 16 + 8 * (lane >> 4));
-      mma_bf16_16816(out[2 * dn], fa, fb[0], fb[1]);
-      mma_bf16_16816(out[2 * dn + 1], fa, fb[2], fb[3]);
-    }
-  }
-}
-
 template <int HD>
 __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(int64_t T, int n_heads, int n_kv_heads, const float* q,
                                                             int64_t ldq, const float* k, const float* v,
@@ -137,9 +112,7 @@ __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(int64_t T, int n_hea
   for (int ii = warp; ii < ni; ii += kWarps) {
     const float* o = out + (i0 + ii) * ldo + int64_t(h) * HD;
     const float* gr = dout + (i0 + ii) * lddo + int64_t(h) * HD;
-    float a = 0.f;
-    for (int d = lane; d < HD; d += 32) a += o[d] * gr[d];
-    a = reduce::warp_sum(a);
+    const float a = reduce::warp_dot(o, gr, HD);
     if (lane == 0) {
       D_s[ii] = a;
       d_rows[(i0 + ii) * n_heads + h] = a;
@@ -176,7 +149,7 @@ __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(int64_t T, int n_hea
         }
         s[n][e] = ds;
       }
-    regs_times_rows<HD>(acc, s, Ks);  // dQ += dS K
+    mma_acc_times_rows<kStep, HD>(acc, s, Ks, L::ld);  // dQ += dS K
   }
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
@@ -253,8 +226,8 @@ __global__ void __launch_bounds__(kWarps * 32) dkv_tc_kernel(int64_t T, int n_he
           st[n][e] = p;
           dpt[n][e] = ds;
         }
-      regs_times_rows<HD>(acc_v, st, Gs);   // dV += P^T dO
-      regs_times_rows<HD>(acc_k, dpt, Qs);  // dK += dS^T Q
+      mma_acc_times_rows<kStep, HD>(acc_v, st, Gs, L::ld);   // dV += P^T dO
+      mma_acc_times_rows<kStep, HD>(acc_k, dpt, Qs, L::ld);  // dK += dS^T Q
     }
   }
 #pragma unroll

@@ -121,9 +121,7 @@ __global__ void __launch_bounds__(kThreads) dq_tiled_kernel(int64_t T, int n_hea
   for (int ii = warp; ii < ni; ii += kThreads / 32) {
     const float* o = out + (i0 + ii) * ldo + int64_t(h) * HD;
     const float* gr = dout + (i0 + ii) * lddo + int64_t(h) * HD;
-    float a = 0.f;
-    for (int d = lane; d < HD; d += 32) a += o[d] * gr[d];
-    a = reduce::warp_sum(a);
+    const float a = reduce::warp_dot(o, gr, HD);
     if (lane == 0) {
       s.D[ii] = a;
       d_rows[(i0 + ii) * n_heads + h] = a;

@@ -14,6 +14,13 @@ __device__ inline T warp_sum(T v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
   return v;
 }
+// a . b over n floats: lane-strided products, then the warp tree; the result in lane 0. The attention backward's
+// D_i = dout_i . out_i, in one order wherever it is computed (simple, tiled and tensor-core kernels).
+__device__ inline float warp_dot(const float* a, const float* b, int n) {
+  float s = 0.f;
+  for (int d = threadIdx.x & 31; d < n; d += 32) s += a[d] * b[d];
+  return warp_sum(s);
+}
 __device__ inline float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, o));
   return v;

@@ -41,10 +41,6 @@ struct Layout {
   static_assert(v_off % 128 == 0 || (ld * 2) % 16 == 0, "16-byte aligned rows");
 };
 
-inline __device__ uint32_t pack_bf16(float lo, float hi) {
-  return uint32_t(ln::f32_to_bf16(lo)) | (uint32_t(ln::f32_to_bf16(hi)) << 16);
-}
-
 template <int HD>
 __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tiles, int group, const uint16_t* q,
                                                             int64_t ldq_g, const uint16_t* k, const uint16_t* v,
@@ -157,23 +153,15 @@ __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tile
       o[n][2] *= ra[1];
       o[n][3] *= ra[1];
     }
-
-    // O += P V over the tile's keys in steps of 16: P's A fragment is two 8-key blocks of s; V is [key][d]
-    // row-major, so B = V comes through ldmatrix.trans (matrices: keys 0-7 | 8-15 at d, then both at d + 8).
 #pragma unroll
-    for (int kk = 0; kk < kKeys / 16; ++kk) {
-      const uint32_t pa[4] = {pack_bf16(s[2 * kk][0] * rb[0], s[2 * kk][1] * rb[0]),
-                              pack_bf16(s[2 * kk][2] * rb[1], s[2 * kk][3] * rb[1]),
-                              pack_bf16(s[2 * kk + 1][0] * rb[0], s[2 * kk + 1][1] * rb[0]),
-                              pack_bf16(s[2 * kk + 1][2] * rb[1], s[2 * kk + 1][3] * rb[1])};
-#pragma unroll
-      for (int dn = 0; dn < HD / 16; ++dn) {
-        uint32_t b[4];
-        ldmatrix_x4_trans(b, Vs + (kk * 16 + (lane & 15)) * ld + dn * 16 + 8 * (lane >> 4));
-        mma_bf16_16816(o[2 * dn], pa, b[0], b[1]);
-        mma_bf16_16816(o[2 * dn + 1], pa, b[2], b[3]);
-      }
+    for (int n = 0; n < kKeys / 8; ++n) {  // P = weight * rb, rounded to bf16 as the next product's A fragments
+      s[n][0] *= rb[0];
+      s[n][1] *= rb[0];
+      s[n][2] *= rb[1];
+      s[n][3] *= rb[1];
     }
+    // O += P V: V is [key][d] row-major, read through ldmatrix.trans.
+    mma_acc_times_rows<kKeys, HD>(o, s, Vs, ld);
   }
 
 #pragma unroll

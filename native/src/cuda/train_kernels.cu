@@ -124,9 +124,7 @@ __global__ void attention_d_rows_kernel(int64_t rows_heads, int n_heads, int hea
   const int h = int(w % n_heads);
   const float* o = out + t * ldo + int64_t(h) * head_dim;
   const float* g = dout + t * lddo + int64_t(h) * head_dim;
-  float s = 0.f;
-  for (int d = lane; d < head_dim; d += 32) s += o[d] * g[d];
-  s = reduce::warp_sum(s);
+  const float s = reduce::warp_dot(o, g, head_dim);
   if (lane == 0) d_rows[w] = s;
 }
 

@@ -16,8 +16,15 @@
 
 #include <cstdint>
 
+#include "core/dtype.h"
+
 namespace ln {
 namespace cuda {
+
+// Two floats as one register of two bf16 (round to nearest even), the first in the low half.
+__device__ inline uint32_t pack_bf16(float lo, float hi) {
+  return uint32_t(ln::f32_to_bf16(lo)) | (uint32_t(ln::f32_to_bf16(hi)) << 16);
+}
 
 __device__ inline void ldmatrix_x4(uint32_t r[4], const void* smem_row) {
 #if defined(LN_CUDA_SIM)
@@ -58,6 +65,29 @@ __device__ inline void mma_bf16_16816(float d[4], const uint32_t a[4], uint32_t 
 #elif defined(__CUDA_ARCH__)
   __trap();
 #endif
+}
+
+
+// out[n] (the 16 x 8 blocks of D columns) += X B, for the warp's 16 rows. X (16 x K) is in registers in the
+// accumulator layout (x[n] = the 16 x 8 block of columns 8n .. 8n+7, as mma_bf16_16816 leaves it), rounded to bf16
+// here: the C fragments of one product are the A fragments of the next. B (K x D) is row-major bf16 in shared
+// memory (row r at b + r * ldb, 16-byte aligned rows), read through ldmatrix.trans. K and D multiples of 16.
+template <int K, int D>
+__device__ inline void mma_acc_times_rows(float (*out)[4], const float (*x)[4], const uint16_t* b, int ldb) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int kk = 0; kk < K / 16; ++kk) {
+    const uint32_t fa[4] = {pack_bf16(x[2 * kk][0], x[2 * kk][1]), pack_bf16(x[2 * kk][2], x[2 * kk][3]),
+                            pack_bf16(x[2 * kk + 1][0], x[2 * kk + 1][1]),
+                            pack_bf16(x[2 * kk + 1][2], x[2 * kk + 1][3])};
+#pragma unroll
+    for (int dn = 0; dn < D / 16; ++dn) {  // matrices: rows 0-7 | 8-15 of the step at columns dn*16, then + 8
+      uint32_t fb[4];
+      ldmatrix_x4_trans(fb, b + (kk * 16 + (lane & 15)) * ldb + dn * 16 + 8 * (lane >> 4));
+      mma_bf16_16816(out[2 * dn], fa, fb[0], fb[1]);
+      mma_bf16_16816(out[2 * dn + 1], fa, fb[2], fb[3]);
+    }
+  }
 }
 
 }  // namespace cuda
