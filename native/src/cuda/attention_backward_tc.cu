@@ -61,26 +61,6 @@ __device__ inline void stage(uint16_t* tile, int tile_rows, const float* src, in
   }
 }
 
-// acc[n] (16 x 8 blocks, n < 2 * kStep / 16) += A B^T over HD, where A's 16 rows start at `a` and B's kStep rows at
-// `b` (both bf16 tiles of pitch HD + 8, [row][d]): the S = Q K^T shape (and dP = dO V^T, S^T = K Q^T, ...).
-template <int HD>
-__device__ inline void rows_times_rows(float (*acc)[4], const uint16_t* a, const uint16_t* b) {
-  constexpr int ld = HD + 8;
-  const int lane = threadIdx.x & 31;
-#pragma unroll
-  for (int kk = 0; kk < HD / 16; ++kk) {
-    uint32_t fa[4];
-    ldmatrix_x4(fa, a + (lane & 15) * ld + kk * 16 + 8 * (lane >> 4));
-#pragma unroll
-    for (int nb = 0; nb < kStep / 16; ++nb) {
-      uint32_t fb[4];
-      ldmatrix_x4(fb, b + (nb * 16 + (lane & 7) + 8 * (lane >> 4)) * ld + kk * 16 + 8 * ((lane >> 3) & 1));
-      mma_bf16_16816(acc[2 * nb], fa, fb[0], fb[1]);
-      mma_bf16_16816(acc[2 * nb + 1], fa, fb[2], fb[3]);
-    }
-  }
-}
-
 template <int HD>
 __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(int64_t T, int n_heads, int n_kv_heads, const float* q,
                                                             int64_t ldq, const float* k, const float* v,
@@ -135,8 +115,8 @@ __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(int64_t T, int n_hea
     for (int n = 0; n < kStep / 8; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.f;
-    rows_times_rows<HD>(s, Qs + warp * 16 * L::ld, Ks);   // S = Q K^T
-    rows_times_rows<HD>(dp, Gs + warp * 16 * L::ld, Vs);  // dP = dO V^T
+    mma_rows_times_rows<HD, kStep>(s, Qs + warp * 16 * L::ld, L::ld, Ks, L::ld);   // S = Q K^T
+    mma_rows_times_rows<HD, kStep>(dp, Gs + warp * 16 * L::ld, L::ld, Vs, L::ld);  // dP = dO V^T
 #pragma unroll
     for (int n = 0; n < kStep / 8; ++n)
 #pragma unroll
@@ -154,13 +134,7 @@ __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(int64_t T, int n_hea
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int ii = warp * 16 + g + 8 * i;
-    if (ii >= ni) continue;
-    float* row = dq + (i0 + ii) * lddq + int64_t(h) * HD + 2 * t;
-#pragma unroll
-    for (int n = 0; n < HD / 8; ++n) {
-      row[8 * n] = acc[n][2 * i];
-      row[8 * n + 1] = acc[n][2 * i + 1];
-    }
+    if (ii < ni) mma_acc_store_row<HD>(acc, i, dq + (i0 + ii) * lddq + int64_t(h) * HD);
   }
 }
 
@@ -211,8 +185,8 @@ __global__ void __launch_bounds__(kWarps * 32) dkv_tc_kernel(int64_t T, int n_he
       for (int n = 0; n < kStep / 8; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) st[n][e] = dpt[n][e] = 0.f;
-      rows_times_rows<HD>(st, Ks + warp * 16 * L::ld, Qs);   // S^T = K Q^T
-      rows_times_rows<HD>(dpt, Vs + warp * 16 * L::ld, Gs);  // dP^T = V dO^T
+      mma_rows_times_rows<HD, kStep>(st, Ks + warp * 16 * L::ld, L::ld, Qs, L::ld);   // S^T = K Q^T
+      mma_rows_times_rows<HD, kStep>(dpt, Vs + warp * 16 * L::ld, L::ld, Gs, L::ld);  // dP^T = V dO^T
 #pragma unroll
       for (int n = 0; n < kStep / 8; ++n)
 #pragma unroll
@@ -234,15 +208,8 @@ __global__ void __launch_bounds__(kWarps * 32) dkv_tc_kernel(int64_t T, int n_he
   for (int i = 0; i < 2; ++i) {
     const int jj = warp * 16 + g + 8 * i;
     if (jj >= nj) continue;
-    float* krow = dk + (j0 + jj) * lddkv + int64_t(kvh) * HD + 2 * t;
-    float* vrow = dv + (j0 + jj) * lddkv + int64_t(kvh) * HD + 2 * t;
-#pragma unroll
-    for (int n = 0; n < HD / 8; ++n) {
-      krow[8 * n] = acc_k[n][2 * i];
-      krow[8 * n + 1] = acc_k[n][2 * i + 1];
-      vrow[8 * n] = acc_v[n][2 * i];
-      vrow[8 * n + 1] = acc_v[n][2 * i + 1];
-    }
+    mma_acc_store_row<HD>(acc_k, i, dk + (j0 + jj) * lddkv + int64_t(kvh) * HD);
+    mma_acc_store_row<HD>(acc_v, i, dv + (j0 + jj) * lddkv + int64_t(kvh) * HD);
   }
 }
 

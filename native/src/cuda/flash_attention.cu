@@ -38,7 +38,7 @@ struct Layout {
   static constexpr size_t k_off = 0;
   static constexpr size_t v_off = size_t(kKeys) * ld * 2;
   static constexpr size_t bytes = 2 * v_off;
-  static_assert(v_off % 128 == 0 || (ld * 2) % 16 == 0, "16-byte aligned rows");
+  static_assert((ld * 2) % 16 == 0 && v_off % 128 == 0, "16-byte aligned rows, 128-byte aligned tiles");
 };
 
 template <int HD>
@@ -67,8 +67,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tile
   __syncthreads();
   uint32_t qa[HD / 16][4];
 #pragma unroll
-  for (int kk = 0; kk < HD / 16; ++kk)  // matrices: rows 0-7 | 8-15 at columns kk*16, then both at kk*16 + 8
-    ldmatrix_x4(qa[kk], Ks + (warp * 16 + (lane & 15)) * ld + kk * 16 + 8 * (lane >> 4));
+  for (int kk = 0; kk < HD / 16; ++kk) ldmatrix_a(qa[kk], Ks + warp * 16 * ld, ld, kk * 16);
 
   // This lane's rows: g and g + 8 of the warp's 16 (index 0 and 1 below), and the keys each sees.
   int row_keys[2];
@@ -98,9 +97,8 @@ __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tile
     }
     __syncthreads();
 
-    // S = Q K^T: s[n] is the 16 x 8 block of keys 8n .. 8n+7. K is [key][d] row-major, i.e. B = K^T in the "col"
-    // layout; one ldmatrix.x4 gives the B fragments of two 8-key blocks (matrices: keys 0-7 at d, d + 8, then
-    // keys 8-15 at d, d + 8).
+    // S = Q K^T: s[n] is the 16 x 8 block of keys 8n .. 8n+7 (as mma_rows_times_rows, with Q's fragments kept in
+    // registers since Q's tile was overwritten by K's).
     float s[kKeys / 8][4];
 #pragma unroll
     for (int n = 0; n < kKeys / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
@@ -109,7 +107,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tile
 #pragma unroll
       for (int kk = 0; kk < HD / 16; ++kk) {
         uint32_t b[4];
-        ldmatrix_x4(b, Ks + (nb * 16 + (lane & 7) + 8 * (lane >> 4)) * ld + kk * 16 + 8 * ((lane >> 3) & 1));
+        ldmatrix_b_rows(b, Ks, ld, nb * 16, kk * 16);
         mma_bf16_16816(s[2 * nb], qa[kk], b[0], b[1]);
         mma_bf16_16816(s[2 * nb + 1], qa[kk], b[2], b[3]);
       }
