@@ -1,5 +1,17 @@
-"""What the PyTorch baselines of benchmarks/gpu and benchmarks/gpu-finetune share: the transformers LlamaConfig of a
-shape, built the same way on transformers 4.4x and 5.x."""
+"""What the PyTorch baselines of benchmarks/gpu and benchmarks/gpu-finetune share: PyTorch imported with a one-line
+error, and the transformers LlamaConfig of a shape, built the same way on transformers 4.4x and 5.x."""
+import sys
+
+
+def require_torch(script: str):
+    """The torch module, or one line on stderr and exit 1 (not a traceback): the baselines need PyTorch."""
+    try:
+        import torch
+    except ImportError as e:
+        print(f"{script}: PyTorch is not importable ({e}); run it with a python3 that has torch and transformers",
+              file=sys.stderr)
+        sys.exit(1)
+    return torch
 
 
 def llama_config(shape: dict, **kwargs):

@@ -36,15 +36,10 @@ import sys
 import time
 from pathlib import Path
 
-try:
-    import torch
-except ImportError as e:  # one line, not a traceback: this baseline needs PyTorch (and transformers)
-    print(f"torch_baseline: PyTorch is not importable ({e}); run it with a python3 that has torch and transformers",
-          file=sys.stderr)
-    sys.exit(1)
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
-from hf_llama import llama_config  # noqa: E402  (benchmarks/common, beside this folder)
+from hf_llama import llama_config, require_torch  # noqa: E402  (benchmarks/common, beside this folder)
+
+torch = require_torch("torch_baseline")
 
 SHAPES = {
     "llama-3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
