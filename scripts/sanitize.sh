@@ -5,7 +5,7 @@
 #      into build-asan/, and run in full. Any sanitizer report aborts the run and fails the stage.
 #   2. valgrind:   native_tests built plain (-O1 -g, no sanitizers) into build-valgrind/ and run under
 #      valgrind memcheck (--error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect), one
-#      test per valgrind process so a report names its test.
+#      test per valgrind process so a report names its test, as many processes at a time as there are cores.
 #
 # Under valgrind (~50x slower) tests whose sizes make them take minutes are skipped; they still run in stage 1.
 # The list is LN_VALGRIND_SKIP (space-separated exact test names; set it to "" to run everything).
@@ -14,6 +14,7 @@
 #   LN_JOBS=2                 parallel build jobs
 #   LN_VALGRIND_SKIP=...      tests not run under valgrind (default below)
 #   LN_SANITIZE_STAGES="asan valgrind"   run only some stages
+#   LN_VALGRIND_JOBS=N        valgrind processes at a time (default: nproc)
 #   LN_VALGRIND_EXTRA=...     extra valgrind flags (e.g. --track-origins=yes when chasing an uninitialised value)
 # Arguments: an optional test-name substring filter, applied to both stages.
 set -u -o pipefail
@@ -87,18 +88,34 @@ if has_stage valgrind; then
   # Test names from the sources (LN_TEST(name)); each runs in its own valgrind process.
   mapfile -t TESTS < <(grep -ho 'LN_TEST([A-Za-z0-9_]*)' "$ROOT"/native/tests/*.cpp | sed 's/LN_TEST(\(.*\))/\1/' | sort -u)
   [[ ${#TESTS[@]} -gt 0 ]] || fail valgrind "no LN_TEST found in native/tests/*.cpp"
-  ran=0
+  # Valgrind runs all of a process's threads on one core, so the tests run LN_VALGRIND_JOBS (default: the
+  # core count) processes at a time; their results are then read back in name order (the same output each run).
+  vg_jobs="${LN_VALGRIND_JOBS:-$(nproc)}"
+  vg_one() {  # vg_one <test>: writes vg-<test>.log and vg-<test>.result ("<exit status> <seconds>")
+    local t="$1" t1=$SECONDS
+    # shellcheck disable=SC2086
+    valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+      --show-leak-kinds=definite,indirect --num-callers=30 ${LN_VALGRIND_EXTRA:-} \
+      "$ROOT/build-valgrind/native_tests" "$t" >"$LOG_DIR/vg-$t.log" 2>&1
+    echo "$? $((SECONDS - t1))" >"$LOG_DIR/vg-$t.result"
+  }
+  selected=()
   skipped=()
   for t in "${TESTS[@]}"; do
     if [[ -n "$FILTER" && "$t" != *"$FILTER"* ]]; then continue; fi
     if [[ " $SKIP " == *" $t "* ]]; then skipped+=("$t"); continue; fi
+    selected+=("$t")
+  done
+  say "[valgrind] ${#selected[@]} test(s), $vg_jobs at a time"
+  for t in "${selected[@]}"; do
+    while [[ $(jobs -rp | wc -l) -ge $vg_jobs ]]; do wait -n || true; done
+    vg_one "$t" &
+  done
+  wait
+  ran=0
+  for t in "${selected[@]}"; do
     log="$LOG_DIR/vg-$t.log"
-    t1=$SECONDS
-    # shellcheck disable=SC2086
-    valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
-      --show-leak-kinds=definite,indirect --num-callers=30 ${LN_VALGRIND_EXTRA:-} \
-      "$ROOT/build-valgrind/native_tests" "$t" >"$log" 2>&1
-    status=$?
+    read -r status secs <"$LOG_DIR/vg-$t.result" 2>/dev/null || { status=99 secs=0; }
     if [[ $status -ne 0 ]]; then
       cat "$log" >&2
       fail valgrind "test $t: exit status $status (memcheck errors or a failed test, output above)"
@@ -106,7 +123,7 @@ if has_stage valgrind; then
     # Valgrind notes that are not errors (e.g. "Warning: set address range perms") are shown but do not fail.
     grep '^==[0-9]*==' "$log" | sed 's/^/    note: /' || true
     grep -qE '^[1-9][0-9]* passed, 0 failed$' "$log" || { cat "$log" >&2; fail valgrind "test $t did not pass"; }
-    printf 'ok   %-50s %4d s\n' "$t" $((SECONDS - t1))
+    printf 'ok   %-50s %4d s\n' "$t" "$secs"
     ran=$((ran + 1))
   done
   [[ ${#skipped[@]} -eq 0 ]] || printf 'skipped under valgrind (too slow; run in the asan stage): %s\n' "${skipped[*]}"
