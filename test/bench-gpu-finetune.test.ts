@@ -96,6 +96,32 @@ describe('benchmarks/gpu-finetune', () => {
     expect(table).toMatch(/- llama-3\.1-8b: neurons speed-up vs PyTorch dense-then-mask: 1\.67x .* \(target >= 2x\) → MISSED/);
   });
 
+  it('the fit check before every measurement: a method that cannot fit the device is skipped with its reason', async () => {
+    const flopsModule = '../benchmarks/gpu-finetune/flops.mjs', shapesModule = '../benchmarks/common/synthetic-checkpoint.mjs';
+    const { deviceFitSkip, trainedValuesEstimate } = await import(flopsModule) as {
+      deviceFitSkip: (cfg: object, method: string, neurons: number, tokens: number, compute: string, total: number | null) => string | null;
+      trainedValuesEstimate: (cfg: object, method: string, neurons: number) => number;
+    };
+    const { MODEL_SHAPES } = await import(shapesModule) as { MODEL_SHAPES: Record<string, object> };
+    // run.mjs's shapes: Llama-3.2-1B, and Llama-3.1-8B (hidden 4096, I 14336, 32 layers, 32 / 8 heads of 128, untied).
+    const b1 = MODEL_SHAPES['llama-3.2-1b']!;
+    const b8 = { ...b1, hidden_size: 4096, intermediate_size: 14336, num_hidden_layers: 32, num_attention_heads: 32, num_key_value_heads: 8,
+      head_dim: 128, tie_word_embeddings: false };
+    const h100 = 81559 * 2 ** 20, h200 = 143771 * 2 ** 20, tokens = 8 * 512, neurons8 = 143 * 32;
+    // mlp on 8B: every gate / up / down weight, 5.6 B values; 16 bytes each (master, gradient, Adam m, v) = 90.2 GB,
+    // + 16.06 GB of bf16 weights (8.03 B parameters, the untied head included) + 36.5 GB of activations + 1 GiB.
+    expect(trainedValuesEstimate(b8, 'mlp', neurons8)).toBe(32 * 3 * 4096 * 14336);
+    const need = 2 * (32 * 218_103_808 + 2 * 128_256 * 4096) + 16 * 5_637_144_576 + 4 * (4 * 4096 + 2 * 4096 + 2 * 1024 + 3 * 14336) * tokens * 32 + 2 ** 30;
+    expect(deviceFitSkip(b8, 'mlp', neurons8, tokens, 'bf16', h100)).toBe(
+      `needs about ${(need / 2 ** 30).toFixed(0)} GiB (bf16 weights + float32 master, gradient, Adam m and v of the trained values + activations), the device has 80 GiB`);
+    expect(need / 2 ** 30).toBeCloseTo(134.0, 1);
+    expect(deviceFitSkip(b8, 'mlp', neurons8, tokens, 'bf16', h200)).toMatch(/^needs about 134 GiB .* the device has 140 GiB$/);
+    expect(deviceFitSkip(b8, 'full', neurons8, tokens, 'bf16', h200)).toMatch(/^needs about 170 GiB .*every parameter.* the device has 140 GiB$/);
+    for (const m of ['neurons', 'random', 'lora', 'neuron-lora']) expect(deviceFitSkip(b8, m, neurons8, tokens, 'bf16', h100), m).toBeNull();
+    for (const m of ['full', 'mlp', 'neurons', 'lora']) expect(deviceFitSkip(b1, m, 82 * 16, tokens, 'bf16', h100), m).toBeNull();
+    expect(deviceFitSkip(b8, 'full', neurons8, tokens, 'bf16', null)).toBeNull();  // size unknown: the run decides
+  });
+
   it.skipIf(loadAddon().cudaInfo().devices > 0)('on CUDA without a device: one SKIPPED line, exit 0', () => {
     const r = spawnSync(process.execPath, [DRIVER, '--quick', '--cache', tmp], { encoding: 'utf8' });
     expect(r.status).toBe(0);

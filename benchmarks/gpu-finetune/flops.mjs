@@ -69,3 +69,37 @@ export function estimateDeviceBytes(cfg, trainedValues, tokens, compute = 'bf16'
   const weightBytes = (compute === 'f32' ? 4 : 2) * (d.L * d.layerMatmul + d.V * d.H * (d.tied ? 1 : 2));
   return weightBytes + 16 * trainedValues + 4 * (4 * d.H + 2 * d.qd + 2 * d.kvd + 3 * d.I) * tokens * d.L + 2 ** 30;
 }
+
+/**
+ * Trained values of a method, for the fit check before a measurement starts (each costs 16 bytes of float32
+ * master, gradient and Adam m and v): every parameter (full: the matmuls, the LM head once more when untied),
+ * every gate / up / down weight (mlp: 5.6 B on Llama-3.1-8B, 90 GB of optimizer state), 3 H per masked neuron
+ * (neurons, random: its gate and up rows and its down column), LoRA r 32 on gate, up and down of every layer
+ * (lora; an upper bound of neuron-lora's r 8 adapters on q / k / v / o and the masked gate_proj one).
+ */
+export function trainedValuesEstimate(cfg, method, neurons) {
+  const d = dimsOf(cfg);
+  switch (method) {
+    case 'full': return matmulParams(cfg) + (d.tied ? 0 : d.V * d.H);
+    case 'mlp': return d.L * 3 * d.H * d.I;
+    case 'neurons':
+    case 'random': return 3 * d.H * neurons;
+    case 'lora':
+    case 'neuron-lora': return d.L * 32 * 3 * (d.H + d.I);
+    default: throw new Error(`unknown method '${method}'`);
+  }
+}
+
+/**
+ * Why `method` cannot run on a device of `totalBytes` (null when it fits, or when the size is unknown): its
+ * estimateDeviceBytes above 95% of the device. Asked before every measurement, so that a method that cannot fit
+ * (mlp on Llama-3.1-8B on an 80 GB H100) is listed as skipped with its reason instead of failing the run with
+ * the trainer's out-of-memory error.
+ */
+export function deviceFitSkip(cfg, method, neurons, tokens, compute, totalBytes) {
+  if (!totalBytes) return null;
+  const need = estimateDeviceBytes(cfg, trainedValuesEstimate(cfg, method, neurons), tokens, compute);
+  if (need <= 0.95 * totalBytes) return null;
+  return `needs about ${(need / 2 ** 30).toFixed(0)} GiB (${compute === 'f32' ? 'float32' : 'bf16'} weights + float32 master, gradient, ` +
+    `Adam m and v of ${method === 'full' ? 'every parameter' : 'the trained values'} + activations), the device has ${(totalBytes / 2 ** 30).toFixed(0)} GiB`;
+}

@@ -23,7 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { runChild, writeFileAtomic } from '../common/proc.mjs';
 import { MODEL_SHAPES, tensorList } from '../common/synthetic-checkpoint.mjs';
 import { writeRandomCheckpoint } from './checkpoint.mjs';
-import { dimsOf, estimateDeviceBytes, matmulParams, stepFlops } from './flops.mjs';
+import { deviceFitSkip, matmulParams, stepFlops } from './flops.mjs';
 import { METHODS, ratioChecks, renderTable, targetShapes } from './report.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -248,16 +248,13 @@ for (const job of plan()) {
     save();
     continue;
   }
-  const cfg = SHAPES[job.shape], d = dimsOf(cfg);
-  if (job.method === 'full' && totalBytes) {
-    const need = estimateDeviceBytes(cfg, s.matmulParams + (d.tied ? 0 : d.V * d.H), o.batch * o.seqLen, o.compute);
-    if (need > 0.95 * totalBytes) {
-      const why = `needs about ${(need / 2 ** 30).toFixed(0)} GiB (bf16 weights + float32 master, gradient, Adam m and v of every parameter + activations), the device has ${(totalBytes / 2 ** 30).toFixed(0)} GiB`;
-      results.skipped.push({ what, why });
-      s.runs.full = { skipped: why };
-      log(`${what}: skipped (${why})`);
-      continue;
-    }
+  const cfg = SHAPES[job.shape];
+  const why = deviceFitSkip(cfg, job.method, s.neurons, o.batch * o.seqLen, o.compute, totalBytes);
+  if (why) {
+    results.skipped.push({ what, why });
+    s.runs[job.method] = { skipped: why };
+    log(`${what}: skipped (${why})`);
+    continue;
   }
   log(`${what} ...`);
   try {
