@@ -35,7 +35,7 @@ void device_free(void* p);         // nullptr is fine
 void copy_to_device(void* dst, const void* src_host, size_t bytes, Stream stream);
 void copy_to_host(void* dst_host, const void* src, size_t bytes, Stream stream);
 void synchronize(Stream stream);   // waits for `stream`; throws if a kernel failed
-void memset_zero(void* p, size_t bytes);  // synchronous, for tests and set-up
+void memset_zero(void* p, size_t bytes);  // synchronous (returns once zeroed), for tests and set-up
 
 // ---- kernels -------------------------------------------------------------------------------------------------
 

@@ -169,14 +169,15 @@ CudaTrainer::CudaTrainer(const ModelConfig& cfg, const ModelWeights& w, int devi
   s_ = rt_->stream_;
   cuda::set_device(device_);
 
-  // Arenas: master from the shared initial values, the rest zero.
+  // Arenas: master from the shared initial values, the rest zero. The zeros go on s_, the stream of the copy of
+  // the initial values below, so that the two are ordered (the legacy stream's cudaMemset is not, with s_).
   const int64_t n = std::max<int64_t>(lay_.n_trainable, 1);
   allocating("the optimizer state of " + std::to_string(lay_.n_trainable) +
                  " trainable parameters (master weights, gradients, Adam moments) on cuda:" + std::to_string(device_),
              4.0 * double(n) * 4, [&] {
     for (DeviceBuffer* b : {&master_, &grad_, &m_, &v_}) {
       b->ensure(size_t(n) * 4);
-      cuda::memset_zero(b->get(), size_t(n) * 4);
+      cuda::memset_async(b->get(), 0, size_t(n) * 4, s_);
     }
   }, "train fewer parameters (--method neurons or lora) or use a GPU with more memory");
   std::vector<float> init(size_t(lay_.n_trainable));

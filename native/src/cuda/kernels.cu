@@ -281,7 +281,12 @@ void copy_to_host(void* dst_host, const void* src, size_t bytes, Stream stream) 
 }
 void synchronize(Stream stream) { check(cudaStreamSynchronize(as_stream(stream)), "synchronize"); }
 void memset_zero(void* p, size_t bytes) {
-  if (bytes) check(cudaMemset(p, 0, bytes), "cudaMemset");
+  if (!bytes) return;
+  check(cudaMemset(p, 0, bytes), "cudaMemset");
+  // cudaMemset of device memory returns before the zeros are written, on the legacy default stream, which the
+  // runtime's streams (cudaStreamNonBlocking) do not wait for: without this wait, work queued next on such a
+  // stream (a copy of initial values into the buffer) could run first and be overwritten by the zeros.
+  check(cudaStreamSynchronize(nullptr), "cudaMemset (synchronize)");
 }
 
 void embed_rows(const void* table, DType dtype, int64_t vocab, int64_t hidden, const int32_t* tokens, int64_t n,
