@@ -415,3 +415,26 @@ LN_TEST(gpu_log_softmax_targets_match_cpu) {
     LN_CHECK(std::fabs(got[size_t(i)] - want) <= 1e-5f * (1.f + std::fabs(want)));
   }
 }
+
+// memset_zero returns once its zeros are written, so that a copy queued right after on a non-blocking stream (the
+// runtime's and the trainer's kind, which does not wait for the legacy stream cudaMemset runs on) is not overwritten
+// by them. The buffer is large (256 MiB: about 100 us of memset on an H100) and the copy small and into its last
+// bytes, so that with a memset_zero returning before its memset ran (cudaMemset alone) the copy would usually land
+// first and be zeroed on a GPU. (The simulator's launches are synchronous: it passes there either way.)
+LN_TEST(gpu_memset_zero_is_done_before_other_streams) {
+  const size_t bytes = size_t(256) << 20;
+  cuda::DeviceBuffer buf;
+  buf.ensure(bytes);
+  const std::vector<float> tail = randn(1024, 7);
+  char* at = buf.as<char>() + bytes - tail.size() * sizeof(float);
+  cuda::Stream s = cuda::stream_create();
+  for (int rep = 0; rep < 4; ++rep) {
+    cuda::memset_zero(buf.get(), bytes);
+    cuda::copy_to_device(at, tail.data(), tail.size() * sizeof(float), s);
+    std::vector<float> back(tail.size());
+    cuda::copy_to_host(back.data(), at, back.size() * sizeof(float), s);
+    cuda::synchronize(s);
+    LN_CHECK_MSG(back == tail, "repetition %d: the copy after memset_zero was overwritten", rep);
+  }
+  cuda::stream_destroy(s);
+}
