@@ -41,6 +41,8 @@
 #endif
 
 namespace ln_sim {
+// Whether work queued on s waits for the legacy default stream (s is it, or a blocking stream); defined below.
+bool waits_for_legacy(cudaStream_t s);
 
 thread_local uint3 t_thread_idx{0, 0, 0}, t_block_idx{0, 0, 0};
 thread_local dim3 t_block_dim, t_grid_dim;
@@ -94,6 +96,30 @@ const Allocation* find_allocation(const void* p, size_t bytes) {
   --it;
   if (a + bytes > it->first + it->second.bytes) return nullptr;
   return &it->second;
+}
+
+// ---- the legacy default stream's memsets, held back ----------------------------------------------------------------
+// On a GPU cudaMemset (and cudaMemsetAsync on stream 0) runs asynchronously on the legacy default stream, which a
+// stream created with cudaStreamNonBlocking never waits for. Everything else here runs at once, so such a memset is
+// held back until something that does wait for the legacy stream: an operation on it or on a blocking stream, its
+// synchronisation, cudaDeviceSynchronize, cudaFree (the latest moment a GPU may run it). Work queued meanwhile on a
+// non-blocking stream runs first, as it may on a GPU, and a copy or kernel that was not ordered after the memset
+// sees the memory without it, or has its result overwritten by it. LN_SIM_DEFER_MEMSET=0: every memset at once.
+struct PendingMemset {
+  void* p;
+  int value;
+  size_t bytes;
+};
+std::mutex g_memset_mutex;
+std::vector<PendingMemset> g_legacy_memsets;
+bool defer_memsets() {
+  static const bool d = env_flag("LN_SIM_DEFER_MEMSET", true);
+  return d;
+}
+void flush_legacy_memsets() {
+  std::lock_guard<std::mutex> lock(g_memset_mutex);
+  for (const PendingMemset& m : g_legacy_memsets) std::memset(m.p, m.value, m.bytes);
+  g_legacy_memsets.clear();
 }
 
 // ---- errors ------------------------------------------------------------------------------------------------------
@@ -509,6 +535,7 @@ void run_kernel(const char* name, const LaunchConfig& cfg, const void* kernel, T
   std::lock_guard<std::mutex> launch_lock(launch_mutex);
   install_segv_handler();
   if (t_pending_fault != cudaSuccess) return;  // the context is broken until the fault is reported
+  if (waits_for_legacy(cfg.stream)) flush_legacy_memsets();
   const dim3 g = cfg.grid, b = cfg.block;
   const uint64_t threads = uint64_t(b.x) * b.y * b.z;
   if (g.x == 0 || g.y == 0 || g.z == 0 || threads == 0 || threads > 1024 || b.z > 64 || g.y > 65535 ||
@@ -633,7 +660,10 @@ cudaError_t cudaGetLastError() {
   return e;
 }
 cudaError_t cudaPeekAtLastError() { return ln_sim::t_last_error; }
-cudaError_t cudaDeviceSynchronize() { return ln_sim::take_fault(); }
+cudaError_t cudaDeviceSynchronize() {
+  ln_sim::flush_legacy_memsets();
+  return ln_sim::take_fault();
+}
 
 namespace {
 cudaError_t allocate(void** p, size_t bytes, bool device) {
@@ -651,6 +681,7 @@ cudaError_t allocate(void** p, size_t bytes, bool device) {
 }
 cudaError_t release(void* p, bool device) {
   if (!p) return cudaSuccess;
+  ln_sim::flush_legacy_memsets();  // cudaFree waits for the device
   std::lock_guard<std::mutex> lock(ln_sim::g_mem_mutex);
   auto it = ln_sim::g_allocations.find(reinterpret_cast<uintptr_t>(p));
   if (it == ln_sim::g_allocations.end() || it->second.device != device) return set_error(cudaErrorInvalidValue);
@@ -675,9 +706,10 @@ cudaError_t cudaFree(void* p) { return release(p, true); }
 cudaError_t cudaMallocHost(void** p, size_t bytes) { return allocate(p, bytes, false); }
 cudaError_t cudaFreeHost(void* p) { return release(p, false); }
 
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
   if (ln_sim::t_pending_fault != cudaSuccess) return ln_sim::take_fault();
   if (bytes == 0) return cudaSuccess;
+  if (ln_sim::waits_for_legacy(stream)) ln_sim::flush_legacy_memsets();
   bool ok = dst && src;
   const char* why = "a null pointer";
   if (ok && (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice) && !device_accessible(dst, bytes)) {
@@ -706,13 +738,19 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
 }
-cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream) {
   if (ln_sim::t_pending_fault != cudaSuccess) return ln_sim::take_fault();
   if (bytes == 0) return cudaSuccess;
   if (!device_accessible(p, bytes)) {
     std::fprintf(stderr, "ln_sim: cudaMemset of %zu bytes outside device memory\n", bytes);
     return set_error(cudaErrorInvalidValue);
   }
+  if (!stream && ln_sim::defer_memsets()) {  // on the legacy default stream: held back (see PendingMemset)
+    std::lock_guard<std::mutex> lock(ln_sim::g_memset_mutex);
+    ln_sim::g_legacy_memsets.push_back({p, value, bytes});
+    return cudaSuccess;
+  }
+  if (ln_sim::waits_for_legacy(stream)) ln_sim::flush_legacy_memsets();
   std::memset(p, value, bytes);
   return cudaSuccess;
 }
@@ -734,7 +772,11 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   delete s;
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return ln_sim::take_fault(); }
+bool ln_sim::waits_for_legacy(cudaStream_t s) { return !s || !(s->flags & cudaStreamNonBlocking); }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  if (ln_sim::waits_for_legacy(s)) ln_sim::flush_legacy_memsets();
+  return ln_sim::take_fault();
+}
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
   *e = new CUevent_st{};
   return cudaSuccess;
@@ -743,8 +785,9 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
   delete e;
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!e) return set_error(cudaErrorInvalidResourceHandle);
+  if (ln_sim::waits_for_legacy(s)) ln_sim::flush_legacy_memsets();
   e->at = std::chrono::steady_clock::now();
   e->recorded = true;
   return cudaSuccess;

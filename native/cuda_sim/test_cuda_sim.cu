@@ -218,6 +218,34 @@ void memory_checked() {
   cudaFree(d);
 }
 
+// A cudaMemset on the legacy default stream is held back until something waits for that stream (docs/CUDA-SIM.md):
+// a copy on a non-blocking stream queued after it, without that wait, is overwritten by the zeros once the legacy
+// stream is synchronised, as on a GPU where the copy ran first; with the wait, the copy's values stay.
+void legacy_memset_is_not_ordered_with_non_blocking_streams() {
+  const std::vector<float> ones(8, 1.f);
+  float* d = device_copy(ones);
+  cudaStream_t s = nullptr;
+  cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+  const std::vector<float> twos(8, 2.f);
+  cudaMemset(d, 0, 8 * sizeof(float));
+  std::vector<float> before(8);
+  cudaMemcpyAsync(before.data(), d, 8 * sizeof(float), cudaMemcpyDeviceToHost, s);
+  cudaStreamSynchronize(s);
+  cudaMemcpyAsync(d, twos.data(), 8 * sizeof(float), cudaMemcpyHostToDevice, s);
+  cudaStreamSynchronize(s);
+  cudaStreamSynchronize(nullptr);  // the legacy stream's memset has run
+  expect(before == ones && host_copy(d, 8) == std::vector<float>(8, 0.f), "legacy_memset_not_ordered_with_non_blocking_stream",
+         "the memset ran before work on a non-blocking stream that did not wait for it");
+  cudaMemset(d, 0, 8 * sizeof(float));
+  cudaStreamSynchronize(nullptr);  // waited for: ordered before what follows on any stream
+  cudaMemcpyAsync(d, twos.data(), 8 * sizeof(float), cudaMemcpyHostToDevice, s);
+  cudaStreamSynchronize(s);
+  cudaDeviceSynchronize();
+  expect(host_copy(d, 8) == twos, "legacy_memset_waited_for_is_ordered", "the copy after the wait was overwritten");
+  cudaStreamDestroy(s);
+  cudaFree(d);
+}
+
 void ldmatrix_and_mma_follow_the_ptx_layouts() {
   std::vector<uint16_t> a(256), b(128);
   for (int i = 0; i < 256; ++i) a[size_t(i)] = __bfloat16_as_ushort(__float2bfloat16_rn(float((i * 7) % 11) - 5.f));
@@ -287,6 +315,7 @@ int main(int argc, char** argv) {
   faults_are_reported();
   launch_configurations_checked();
   memory_checked();
+  legacy_memset_is_not_ordered_with_non_blocking_streams();
   ldmatrix_and_mma_follow_the_ptx_layouts();
   std::printf("cuda_sim_tests: %s\n", g_failed ? "FAILED" : "all passed");
   return g_failed ? 1 : 0;
