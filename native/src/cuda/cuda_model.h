@@ -52,6 +52,10 @@ class CudaKvCache final : public KvCache {
     *live_ += int64_t(bytes_);
   }
   ~CudaKvCache() override {
+    try {
+      cuda::set_device(device_);  // the cache's device, not whichever another model made current since
+    } catch (...) {
+    }
     cuda::device_free(base_);
     *live_ -= int64_t(bytes_);
   }
