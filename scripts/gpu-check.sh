@@ -21,6 +21,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 out=${GPU_CHECK_OUT:-${OUT:-/tmp/gpu-check}}
+deadline=${GPU_CHECK_DEADLINE:-570}  # seconds of the whole script (see the head)
 mkdir -p "$out"
 log=$out/gpu-check.log
 : > "$log"
@@ -106,7 +107,6 @@ if [ -z "${GPU_CHECK_NO_FINETUNE:-}" ]; then
     section "fine-tuning on the GPU: test/gpu-finetune.test.ts (the CUDA trainer against the CPU trainer, masks, resume) and test/finetune-device.test.ts"
     run npx vitest run test/gpu-finetune.test.ts test/finetune-device.test.ts | tee "$out/gpu_finetune_tests.txt" \
       || note_fail "TypeScript GPU fine-tuning tests"
-    deadline=${GPU_CHECK_DEADLINE:-570}
     budget=$((deadline - (SECONDS - t_start) - 60))  # a started measurement may run on for about a minute
     if [ -n "${GPU_CHECK_NO_FINETUNE_BENCH:-}" ]; then
       echo "fine-tuning benchmark: skipped (GPU_CHECK_NO_FINETUNE_BENCH)" | tee -a "$log"
@@ -129,7 +129,7 @@ fi
 # time left of GPU_CHECK_DEADLINE: with the GEMM benchmark from 150 s on, the tests alone from 60 s on. Not finishing
 # in that time is reported as not run to the end, not as a failure of the tests.
 if [ -z "${GPU_CHECK_NO_CPU:-}" ]; then
-  left=$((${GPU_CHECK_DEADLINE:-570} - (SECONDS - t_start) - 15))
+  left=$((deadline - (SECONDS - t_start) - 15))
   cpu_opts=()
   [ "$left" -lt 150 ] && cpu_opts=(--no-bench)
   [ "$left" -gt 240 ] && left=240

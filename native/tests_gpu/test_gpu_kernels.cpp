@@ -420,7 +420,8 @@ LN_TEST(gpu_log_softmax_targets_match_cpu) {
 // runtime's and the trainer's kind, which does not wait for the legacy stream cudaMemset runs on) is not overwritten
 // by them. The buffer is large (256 MiB: about 100 us of memset on an H100) and the copy small and into its last
 // bytes, so that with a memset_zero returning before its memset ran (cudaMemset alone) the copy would usually land
-// first and be zeroed on a GPU. (The simulator's launches are synchronous: it passes there either way.)
+// first and be zeroed on a GPU. (The simulator holds legacy-stream memsets back until that stream is waited for,
+// docs/CUDA-SIM.md: there the old memset_zero fails this test every time.)
 LN_TEST(gpu_memset_zero_is_done_before_other_streams) {
   const size_t bytes = size_t(256) << 20;
   cuda::DeviceBuffer buf;
