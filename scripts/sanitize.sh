@@ -51,6 +51,12 @@ check_run() {  # stage log
   fi
 }
 
+# Checked before anything is built: valgrind processes at a time (a stage-2 setting, see below).
+VG_JOBS="${LN_VALGRIND_JOBS:-$(nproc)}"
+if has_stage valgrind && ! [[ "$VG_JOBS" =~ ^[1-9][0-9]*$ ]]; then
+  fail valgrind "LN_VALGRIND_JOBS=$VG_JOBS: expected a positive whole number"
+fi
+
 start_all=$SECONDS
 
 # ---- stage 1: ASan + UBSan ----------------------------------------------------------------------------------
@@ -90,7 +96,6 @@ if has_stage valgrind; then
   [[ ${#TESTS[@]} -gt 0 ]] || fail valgrind "no LN_TEST found in native/tests/*.cpp"
   # Valgrind runs all of a process's threads on one core, so the tests run LN_VALGRIND_JOBS (default: the
   # core count) processes at a time; their results are then read back in name order (the same output each run).
-  vg_jobs="${LN_VALGRIND_JOBS:-$(nproc)}"
   vg_one() {  # vg_one <test>: writes vg-<test>.log and vg-<test>.result ("<exit status> <seconds>")
     local t="$1" t1=$SECONDS
     # shellcheck disable=SC2086
@@ -106,9 +111,9 @@ if has_stage valgrind; then
     if [[ " $SKIP " == *" $t "* ]]; then skipped+=("$t"); continue; fi
     selected+=("$t")
   done
-  say "[valgrind] ${#selected[@]} test(s), $vg_jobs at a time"
+  say "[valgrind] ${#selected[@]} test(s), $VG_JOBS at a time"
   for t in "${selected[@]}"; do
-    while [[ $(jobs -rp | wc -l) -ge $vg_jobs ]]; do wait -n || true; done
+    while [[ $(jobs -rp | wc -l) -ge $VG_JOBS ]]; do wait -n || true; done
     vg_one "$t" &
   done
   wait
