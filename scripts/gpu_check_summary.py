@@ -83,7 +83,11 @@ def engine_rows(t, ours, hf):
                   f"{a[key + '_tflops']:.1f} TFLOP/s ({a[key + '_tflops'] / peak:.2f} of the GEMM rate)", "report", None)
     for d in ours.get("decode", []):
         t.add(f"decode batch {d['batch']} vs weight-read limit", f"{d['ratio_vs_bandwidth_limit']:.2f} "
-              f"({d['ms_per_step']:.2f} vs {d['weight_read_limit_ms']:.2f} ms)", "report", None)
+              f"({d['ms_per_step']:.2f} vs {d['weight_read_limit_ms']:.2f} ms, logits to the host)", "report", None)
+        if "greedy_ms_per_step" in d:
+            t.add(f"greedy decode batch {d['batch']} vs weight-read limit",
+                  f"{d['greedy_ratio_vs_bandwidth_limit']:.2f} ({d['greedy_ms_per_step']:.2f} ms, next token picked "
+                  f"on the device)", "report", None)
     m = ours.get("memory")
     if m:
         t.add("device bytes used vs stated", f"{m['ratio_used_vs_stated']:.3f}", "report", None)

@@ -37,7 +37,8 @@ const fullBench = {
   profile: { seqs: 8, len: 1024, tokens_per_s_stats: 30000, tflops: 496, mfu_vs_gemm: 0.62, stats_overhead: 1.04,
     intervention_overhead: 1.01, hours_per_100m_tokens: 0.926 },
   attention: { seqs: 8, len: 1024, fwd_ms: 0.3, fwd_tflops: 400, bwd_ms: 1.0, bwd_tflops: 300 },
-  decode: [{ batch: 1, ms_per_step: 6.1, weight_read_limit_ms: 4.2, ratio_vs_bandwidth_limit: 0.69 }],
+  decode: [{ batch: 1, ms_per_step: 6.1, weight_read_limit_ms: 4.2, ratio_vs_bandwidth_limit: 0.69, greedy_ms_per_step: 5.25,
+    greedy_ratio_vs_bandwidth_limit: 0.8 }],
   memory: { ratio_used_vs_stated: 1.031 },
 };
 const hfLine = (o: object) => `transformers 2.11\nJSON ${JSON.stringify(o)}\n`;
@@ -51,6 +52,7 @@ describe.skipIf(!PY)('scripts/gpu_check_summary.py (needs python3)', () => {
     expect(rows['profiling vs transformers + hooks']?.[0]).toContain('1.20x (30000 vs 25000 tok/s)');
     expect(rows['profiling vs transformers + hooks']?.[1]).toBe('MISSED');
     expect(rows['decode batch 1 vs weight-read limit']?.[1]).toBe('reported');
+    expect(rows['greedy decode batch 1 vs weight-read limit']?.[0]).toContain('0.80 (5.25 ms, next token picked on the device)');
     expect(rows['hours per language, 100M tokens']?.[1]).toBe('reported');
     expect(rows['attention forward alone (8x1024)']?.[0]).toContain('400.0 TFLOP/s (0.50 of the GEMM rate)');
     expect(rows['attention trainer backward alone (8x1024)']?.[1]).toBe('reported');

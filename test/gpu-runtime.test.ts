@@ -206,6 +206,14 @@ describe.skipIf(noGpu)('cuda: the commands', () => {
     expect(Math.abs(s.meanNll - sc.meanNll) / sc.meanNll).toBeLessThan(1e-4);
     const gen = json('generate', model, '--prompt', 'Hello', '--max-new-tokens', '8', '--device', 'cuda', '--compute', 'f32');
     const genc = json('generate', model, '--prompt', 'Hello', '--max-new-tokens', '8', '--device', 'cpu');
-    expect(gen.results?.[0]?.text ?? gen.text).toBe(genc.results?.[0]?.text ?? genc.text);
+    expect(gen.generations[0].tokens.length).toBe(8);
+    expect(gen.generations[0].text).toBe(genc.generations[0].text);
+    // Greedy picks on the device with the repetition penalty (as FLORES runs), two prompts through one cache.
+    const pen = ['--prompt', 'Hello', '--prompt', 'The cat', '--max-new-tokens', '12', '--repetition-penalty', '1.3'];
+    const pg = json('generate', model, ...pen, '--device', 'cuda', '--compute', 'f32');
+    const pc = json('generate', model, ...pen, '--device', 'cpu');
+    const tokens = (j: { generations: { tokens: number[] }[] }) => j.generations.map((g) => g.tokens);
+    expect(tokens(pg)).toHaveLength(2);
+    expect(tokens(pg)).toEqual(tokens(pc));
   });
 });

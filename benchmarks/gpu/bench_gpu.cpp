@@ -8,7 +8,8 @@
 //   - the same forward without statistics (overhead ratio) and with a 1% deactivation intervention;
 //   - the attention kernels alone on the first batch's shape: the tensor-core forward (inference) and the trainer's
 //     bf16-mode backward, TFLOP/s by FlashAttention's count (causal; backward = 2.5 x forward);
-//   - decode steps at batch 1 and 32 (KV cache, Last logits) against the weight-read limit;
+//   - decode steps at batch 1 and 32 (KV cache) against the weight-read limit, with the last logits copied to the
+//     host and with the next tokens picked on the device (LogitsMode::Greedy);
 //   - device memory used against weights + KV cache + activations; projected hours per language for 100M tokens.
 // Prints a table and one JSON line; --json-out writes the same document to a file (scripts/gpu-check.sh reads
 // it: "profile" is the first batch, 8 x 1024 by default, the batch of benchmarks/gpu/hf_baseline.py). Usage:
@@ -428,15 +429,17 @@ int main(int argc, char** argv) {
     // ---- decode (KV cache; a 128-token prompt per sequence, then one token per sequence per step)
     const double weight_bytes = 2.0 * (params + double(c.vocab) * c.hidden);  // matmuls + LM head, bf16
     const double limit_ms = weight_bytes / (copy_gbs * 1e9) * 1e3;
+    // Each batch twice: the step returning the last logits to the host (n_seqs x vocab floats), and the step that
+    // picks the next tokens on the device (LogitsMode::Greedy, what greedy generation runs).
     struct Dec {
       int batch;
-      double step_ms, ratio;
+      double step_ms, ratio, greedy_ms, greedy_ratio;
     };
     std::vector<Dec> decs;
     MemoryReport mem;  // taken while the batch-32 KV cache is alive, so that it is in the stated bytes
     for (int B : {1, 32}) {
       const int prompt = o.tiny ? 16 : 128;
-      auto cache = rt->make_cache(B, prompt + o.decode_steps + 1);
+      auto cache = rt->make_cache(B, prompt + 2 * o.decode_steps + 1);
       std::vector<int32_t> slots(static_cast<size_t>(B)), lens(static_cast<size_t>(B), prompt),
           tokens(static_cast<size_t>(B * prompt));
       for (int i = 0; i < B; ++i) slots[size_t(i)] = i;
@@ -457,18 +460,25 @@ int main(int argc, char** argv) {
       r.seq_lens = ones.data();
       for (int i = 0; i < B; ++i) step[size_t(i)] = int32_t(i % c.vocab);
       rt->forward(r, out);  // warm-up of the 1-row shapes
-      const double t0 = now_s();
+      double t0 = now_s();
       for (int s = 1; s < o.decode_steps; ++s) rt->forward(r, out);
       const double ms = (now_s() - t0) / (o.decode_steps - 1) * 1e3;
-      decs.push_back({B, ms, limit_ms / ms});
+      r.logits = LogitsMode::Greedy;
+      rt->forward(r, out);  // warm-up of the pick
+      t0 = now_s();
+      for (int s = 1; s < o.decode_steps; ++s) rt->forward(r, out);
+      const double greedy_ms = (now_s() - t0) / (o.decode_steps - 1) * 1e3;
+      decs.push_back({B, ms, limit_ms / ms, greedy_ms, limit_ms / greedy_ms});
       if (B == 32) mem = rt->memory();
     }
 
     std::printf("\ncuBLASLt bf16 GEMM %lld^3: %.1f TFLOP/s; device copy: %.0f GB/s (read + write)\n", (long long)G,
                 gemm_tflops, copy_gbs);
     for (const Dec& d : decs)
-      std::printf("decode batch %2d: %.2f ms/step (%.0f tokens/s); weight-read limit %.2f ms: ratio %.2f\n", d.batch,
-                  d.step_ms, d.batch * 1e3 / d.step_ms, limit_ms, d.ratio);
+      std::printf("decode batch %2d: weight-read limit %.2f ms; logits to the host %.2f ms/step (%.0f tokens/s, ratio "
+                  "%.2f); next token picked on the device %.2f ms/step (%.0f tokens/s, ratio %.2f)\n",
+                  d.batch, limit_ms, d.step_ms, d.batch * 1e3 / d.step_ms, d.ratio, d.greedy_ms,
+                  d.batch * 1e3 / d.greedy_ms, d.greedy_ratio);
     const double gib = 1024.0 * 1024 * 1024;
     std::printf("memory: device used %.2f GiB of %.2f; weights %.2f GiB + KV cache %.2f + activations %.2f + "
                 "scratch %.2f = %.2f GiB\n",
@@ -510,8 +520,9 @@ int main(int argc, char** argv) {
           o.batches.front().first, o.batches.front().second, attn.fwd_ms, attn.fwd_tflops, attn.bwd_ms, attn.bwd_tflops);
     js += ",\"decode\":[";
     for (size_t i = 0; i < decs.size(); ++i)
-      add("%s{\"batch\":%d,\"ms_per_step\":%.3f,\"weight_read_limit_ms\":%.3f,\"ratio_vs_bandwidth_limit\":%.4f}",
-          i ? "," : "", decs[i].batch, decs[i].step_ms, limit_ms, decs[i].ratio);
+      add("%s{\"batch\":%d,\"ms_per_step\":%.3f,\"weight_read_limit_ms\":%.3f,\"ratio_vs_bandwidth_limit\":%.4f,"
+          "\"greedy_ms_per_step\":%.3f,\"greedy_ratio_vs_bandwidth_limit\":%.4f}",
+          i ? "," : "", decs[i].batch, decs[i].step_ms, limit_ms, decs[i].ratio, decs[i].greedy_ms, decs[i].greedy_ratio);
     add("],\"memory\":{\"device_used\":%lld,\"device_total\":%lld,\"weights\":%lld,\"kv_cache\":%lld,"
         "\"activations\":%lld,\"scratch\":%lld,\"ratio_used_vs_stated\":%.4f},\"seconds\":%.1f}",
         (long long)mem.device_used, (long long)mem.device_total, (long long)mem.weights, (long long)mem.kv_cache,

@@ -2,8 +2,9 @@
 // RMSNorm, RoPE + scatter, the tensor-core attention and the exact bf16 attention against attend_row on the same
 // bf16 inputs (head_dim 32 / 64 / 128 and 8, GQA 1 / 2 / 4, 1-token and tile-straddling sequences, keys read
 // from a cache-like offset), the fused FFN step's statistics and edits against a CPU loop on the same inputs
-// (integer counts equal), the rule statistics against row_statistic, and log_softmax_targets.
+// (integer counts equal), the rule statistics against row_statistic, log_softmax_targets, and the next-token pick.
 #include <cstdio>
+#include <limits>
 #include <random>
 
 #include <algorithm>
@@ -440,4 +441,55 @@ LN_TEST(gpu_memset_zero_is_done_before_other_streams) {
     LN_CHECK_MSG(back == tail, "repetition %d: the copy after memset_zero was overwritten", rep);
   }
   cuda::stream_destroy(s);
+}
+
+// The next-token kernels against pick_next_token on the host: rows of an odd width and stride with values on a
+// coarse grid (ties everywhere, also between threads' strides), a row with NaNs and infinities, an all-zero row,
+// a row whose maximum ties at its last index, and penalty lists holding each row's unpenalised pick.
+LN_TEST(gpu_next_token_picks_match_cpu) {
+  const int64_t M = 7, V = 1237, ld = V + 3;
+  std::vector<float> x = randn(size_t(M * ld), 17, 2.f);
+  for (float& v : x) v = std::round(v * 4.f) / 4.f;
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  x[size_t(3 * ld + 700)] = inf;
+  x[size_t(3 * ld + 900)] = nan;
+  x[size_t(3 * ld + 1100)] = nan;
+  std::fill(x.begin() + 4 * ld, x.begin() + 4 * ld + V, 0.f);
+  x[size_t(5 * ld + 5)] = -inf;
+  x[size_t(6 * ld + 600)] = 40.f;
+  x[size_t(6 * ld + V - 1)] = 40.f;
+  std::vector<int32_t> ids;
+  std::vector<int64_t> offsets = {0};
+  for (int64_t r = 0; r < M; ++r) {
+    if (r != 2) {
+      std::vector<float> row(x.begin() + r * ld, x.begin() + r * ld + V);
+      ids.push_back(pick_next_token(row.data(), V, 1.0, nullptr, 0).token);
+      for (int32_t k = 1; k < 9; ++k) {
+        const int32_t id = int32_t((r * 389 + k * 151) % V);
+        if (std::find(ids.begin() + offsets.back(), ids.end(), id) == ids.end()) ids.push_back(id);
+      }
+    }
+    offsets.push_back(int64_t(ids.size()));
+  }
+  for (double penalty : {1.0, 1.7}) {
+    Dev<float> xd(x);
+    Dev<int32_t> idd(ids);
+    Dev<int64_t> offd(offsets);
+    Dev<NextToken> out(static_cast<size_t>(M));
+    cuda::penalize_logits(M, xd.get(), ld, penalty, idd.get(), offd.get(), nullptr);
+    cuda::pick_next_tokens(M, xd.get(), ld, V, out.get(), nullptr);
+    const auto got = out.download();
+    for (int64_t r = 0; r < M; ++r) {
+      std::vector<float> row(x.begin() + r * ld, x.begin() + r * ld + V);
+      const NextToken w = pick_next_token(row.data(), V, penalty, ids.data() + offsets[size_t(r)],
+                                          offsets[size_t(r) + 1] - offsets[size_t(r)]);
+      const NextToken& g = got[size_t(r)];
+      const bool same_logit = g.logit == w.logit || (std::isnan(g.logit) && std::isnan(w.logit));
+      const bool same_bad = g.nonfinite_value == w.nonfinite_value || (std::isnan(g.nonfinite_value) && std::isnan(w.nonfinite_value));
+      LN_CHECK_MSG(g.token == w.token && same_logit && g.first_nonfinite == w.first_nonfinite && same_bad &&
+                       g.all_zero == w.all_zero,
+                   "penalty %.1f row %d: token %d / %d, first non-finite %d / %d, all zero %d / %d", penalty, int(r),
+                   g.token, w.token, g.first_nonfinite, w.first_nonfinite, g.all_zero, w.all_zero);
+    }
+  }
 }

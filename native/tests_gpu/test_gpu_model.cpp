@@ -1,11 +1,15 @@
 // The CUDA runtime against the CPU engine (model/model.h) on the tiny random models of native/tests/tiny_model.h:
 // logits (f32 within 1e-4 of the CPU's f32, bf16 within the CPU's bf16 bound), alone = packed = KV cache,
-// scoring, capture, interventions (edits and test-time rules) and the statistics of every site (resid too), whose counts
-// must equal the CPU's except for values within rounding of zero / a threshold / a bin edge (counted and printed).
+// scoring, capture, the next-token pick (Greedy), interventions (edits and test-time rules) and the statistics of
+// every site (resid too), whose counts must equal the CPU's except for values within rounding of zero / a
+// threshold / a bin edge (counted and printed).
+#include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <memory>
 
 #include "gpu_test_util.h"
+#include "kernels/math.h"
 #include "model/intervention.h"
 #include "model/stats.h"
 #include "runtime/cuda_runtime.h"
@@ -395,4 +399,85 @@ LN_TEST(gpu_model_bf16_statistics_close_to_cpu) {
   std::printf("  bf16: count(x > 0) differs in %lld of %lld counted positives (%.3f%%)\n", (long long)diff,
               (long long)total, 100.0 * double(diff) / double(std::max<int64_t>(1, total)));
   LN_CHECK(double(diff) <= 0.01 * double(total));
+}
+
+// LogitsMode::Greedy on the device: each pick equals pick_next_token over the runtime's own Last logits of the same
+// batch (the same products, so the same logits), with a repetition penalty over lists that hold the unpenalised
+// picks; 300 sequences (two LM-head chunks); then the f32 picks against the CPU engine's where the top two logits
+// are apart by more than rounding, and a prefill + decode step through the device KV cache.
+LN_TEST(gpu_model_greedy_picks_match_last_logits_and_cpu) {
+  TinyOpts o;
+  o.bias = true;
+  Tiny t(o);
+  const int64_t V = t.cfg.vocab;
+  Model cpu(t.cfg, t.w, 2, Compute::F32);
+  std::vector<int> lens;
+  for (int s = 0; s < 300; ++s) lens.push_back(1 + (s * 5) % 9);
+  const Batch b = make_batch(lens, o.vocab, 71);
+  for (Compute mode : {Compute::F32, Compute::BF16}) {
+    auto g = make_cuda_runtime(t.cfg, t.w, 0, mode);
+    const ForwardResult last = run(*g, b, LogitsMode::Last);
+    std::vector<int32_t> ids;
+    std::vector<int64_t> offsets = {0};
+    for (size_t s = 0; s < lens.size(); ++s) {
+      std::vector<float> row(last.logits.begin() + int64_t(s) * V, last.logits.begin() + int64_t(s + 1) * V);
+      if (s % 3 != 2) {
+        ids.push_back(pick_next_token(row.data(), V, 1.0, nullptr, 0).token);
+        ids.push_back(int32_t((s * 7) % size_t(V)));
+        ids.push_back(ids[ids.size() - 2]);  // a repeat: counts once
+      }
+      offsets.push_back(int64_t(ids.size()));
+    }
+    ForwardRequest pr;
+    pr.repetition_penalty = 2.5;
+    pr.penalty_ids = ids.data();
+    pr.penalty_offsets = offsets.data();
+    const ForwardResult got = run(*g, b, LogitsMode::Greedy, &pr);
+    LN_CHECK(got.logits.empty() && got.next.size() == lens.size());
+    const ForwardResult cpu_got = run(cpu, b, LogitsMode::Greedy, &pr);
+    int wrong = 0, compared = 0, moved = 0;
+    for (size_t s = 0; s < lens.size() && got.next.size() == lens.size(); ++s) {
+      std::vector<float> row(last.logits.begin() + int64_t(s) * V, last.logits.begin() + int64_t(s + 1) * V);
+      const int32_t plain = pick_next_token(row.data(), V, 1.0, nullptr, 0).token;
+      std::vector<int32_t> mine(ids.begin() + offsets[s], ids.begin() + offsets[s + 1]);
+      std::sort(mine.begin(), mine.end());
+      mine.erase(std::unique(mine.begin(), mine.end()), mine.end());
+      const NextToken want = pick_next_token(row.data(), V, 2.5, mine.data(), int64_t(mine.size()));
+      wrong += got.next[s].token != want.token || got.next[s].logit != want.logit;
+      moved += want.token != plain;
+      if (mode == Compute::F32) {  // against the CPU where the winner is clear of rounding
+        std::vector<float> sorted = row;
+        for (int32_t id : mine) sorted[size_t(id)] = math::repetition_penalty(sorted[size_t(id)], 2.5);
+        std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+        if (sorted[0] - sorted[1] > 1e-3f) {
+          ++compared;
+          wrong += got.next[s].token != cpu_got.next[s].token;
+        }
+      }
+    }
+    LN_CHECK_MSG(wrong == 0, "%s: %d picks differ", mode == Compute::F32 ? "f32" : "bf16", wrong);
+    LN_CHECK_MSG(moved >= 100, "the penalty moved only %d picks", moved);
+    if (mode == Compute::F32) LN_CHECK_MSG(compared >= 250, "only %d picks compared with the CPU", compared);
+
+    // Prefill + one decode step through the device cache: Greedy = the argmax of Last.
+    auto cache = g->make_cache(2, 64);
+    const Batch pre = make_batch({11, 3}, o.vocab, 5);
+    const std::vector<int32_t> slots = {1, 0};
+    ForwardRequest cr;
+    cr.cache = cache.get();
+    cr.cache_slots = slots.data();
+    const ForwardResult first = run(*g, pre, LogitsMode::Greedy, &cr);
+    LN_CHECK(first.next.size() == 2);
+    if (first.next.size() != 2) continue;
+    Batch step;
+    step.tokens = {first.next[0].token, first.next[1].token};
+    step.lens = {1, 1};
+    const ForwardResult step_last = run(*g, step, LogitsMode::Last, &cr);
+    for (int s = 0; s < 2; ++s) cache->set_length(slots[size_t(s)], cache->length(slots[size_t(s)]) - 1);
+    const ForwardResult step_pick = run(*g, step, LogitsMode::Greedy, &cr);
+    for (int s = 0; s < 2 && step_pick.next.size() == 2; ++s) {
+      std::vector<float> row(step_last.logits.begin() + s * V, step_last.logits.begin() + (s + 1) * V);
+      LN_CHECK(step_pick.next[size_t(s)].token == pick_next_token(row.data(), V, 1.0, nullptr, 0).token);
+    }
+  }
 }

@@ -30,10 +30,27 @@ export function checkFiniteOutput(o: {
     // hidden state became 0 — finite, but as meaningless as NaN (uniform predictions, empty generations).
     if (o.vocab > 1 && allZero(o.logits, r * o.vocab, (r + 1) * o.vocab)) throw nonFinite(o, `every logit of sequence ${i} is exactly 0 (the final norm's input overflowed)`);
   }
-  if (o.targetLogprobs) {
-    for (let i = 0; i < o.targetLogprobs.length; i++)
-      if (Number.isNaN(o.targetLogprobs[i]!) || o.targetLogprobs[i] === Infinity) throw nonFinite(o, `the log-probability of target ${i} is ${o.targetLogprobs[i]}`);
+  checkTargetLogprobs(o);
+}
+
+function checkTargetLogprobs(o: { targetLogprobs: Float32Array | null; intervened: boolean; model: string }): void {
+  if (!o.targetLogprobs) return;
+  for (let i = 0; i < o.targetLogprobs.length; i++)
+    if (Number.isNaN(o.targetLogprobs[i]!) || o.targetLogprobs[i] === Infinity) throw nonFinite(o, `the log-probability of target ${i} is ${o.targetLogprobs[i]}`);
+}
+
+/** The same checks for logits 'greedy', from what the runtime found in each row (src/native/addon.ts NativeNextTokens). */
+export function checkFiniteNext(o: {
+  next: { firstNonFinite: Int32Array; nonFiniteValues: Float32Array; allZero: Uint8Array };
+  vocab: number; targetLogprobs: Float32Array | null; intervened: boolean; model: string;
+}): void {
+  const n = o.next.firstNonFinite.length;
+  for (let i = 0; i < n; i++) {
+    const bad = o.next.firstNonFinite[i]!;
+    if (bad >= 0) throw nonFinite(o, `logit ${bad} of sequence ${i} is ${o.next.nonFiniteValues[i]}`);
+    if (o.vocab > 1 && o.next.allZero[i]) throw nonFinite(o, `every logit of sequence ${i} is exactly 0 (the final norm's input overflowed)`);
   }
+  checkTargetLogprobs(o);
 }
 
 function nonFinite(o: { intervened: boolean; model: string }, what: string): LangneuronsError {

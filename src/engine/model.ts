@@ -4,7 +4,7 @@ import os from 'node:os';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 
-import { checkFiniteOutput } from './finite.js';
+import { checkFiniteNext, checkFiniteOutput } from './finite.js';
 import { LangneuronsError } from '../errors.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { assertSequenceFits, type ModelConfig } from '../model/config.js';
@@ -19,8 +19,10 @@ import { StatsAccumulator, type StatsOptions } from './stats.js';
 
 export type Compute = 'f32' | 'bf16';
 /** 'lastHidden': no LM head; `logits` holds each sequence's final-normed last-token hidden state [sequences × hidden]
- *  (the input of a classification head), and `vocab` is the hidden size. */
-export type LogitsMode = 'all' | 'last' | 'none' | 'lastHidden';
+ *  (the input of a classification head), and `vocab` is the hidden size. 'greedy': no logits; the runtime picks each
+ *  sequence's next token from its last row (`next`: torch.argmax's rule, after the repetition penalty), on the
+ *  device that runs the model, so a decode step returns one id per sequence instead of sequences × vocab floats. */
+export type LogitsMode = 'all' | 'last' | 'none' | 'lastHidden' | 'greedy';
 
 export interface LoadModelOptions {
   /** Worker threads of the native engine (default: the machine's cores). */
@@ -38,6 +40,10 @@ export interface LoadModelOptions {
 
 export interface ForwardOptions {
   logits?: LogitsMode;
+  /** logits 'greedy' only: Hugging Face's RepetitionPenaltyLogitsProcessor before the pick, on each sequence's
+   *  `penaltyTokens` (its prompt and output so far; repeats count once): positive logits ÷ p, others × p. */
+  repetitionPenalty?: number;
+  penaltyTokens?: ArrayLike<number>[];
   /** Per sequence, one next-token target per token (-1 = none): fills `targetLogprobs` without full logits. */
   targets?: ArrayLike<number>[];
   /** Continue the given cache slots (one per sequence) and append to them. */
@@ -69,6 +75,8 @@ export interface ForwardOutput {
   targetLogprobs: Float32Array | null;
   /** The captured site values, row-major [tokens × width], when `capture` was asked for. */
   capture: Float32Array | null;
+  /** logits 'greedy': each sequence's next token and its logit (after the penalty); else null. */
+  next: { tokens: Int32Array; logits: Float32Array } | null;
 }
 
 export class KvCache {
@@ -81,7 +89,7 @@ export class KvCache {
   get bytes(): number { return this.native.bytes(); }
 }
 
-const LOGITS_CODE: Record<LogitsMode, 0 | 1 | 2 | 3> = { none: 0, last: 1, all: 2, lastHidden: 3 };
+const LOGITS_CODE: Record<LogitsMode, 0 | 1 | 2 | 3 | 4> = { none: 0, last: 1, all: 2, lastHidden: 3, greedy: 4 };
 
 export class LanguageModel {
   private queue: Promise<unknown> = Promise.resolve();
@@ -208,18 +216,47 @@ export class LanguageModel {
     const res = await this.native.forward(tokens, seqLens, {
       logits: LOGITS_CODE[mode],
       ...(targets ? { targets } : {}),
+      ...this.penaltyOptions(batch, mode, opts),
       ...(opts.cache ? { cache: opts.cache.native, cacheSlots: Int32Array.from(opts.cacheSlots ?? batch.map((_, i) => i)) } : {}),
       ...this.profilingOptions(batch, seqOffsets, total, opts),
       ...this.interventionOptions(batch, seqOffsets, total, opts),
     });
     const rows = mode === 'all' ? total : mode === 'last' || mode === 'lastHidden' ? batch.length : 0;
+    if (mode === 'greedy') {
+      checkFiniteNext({ next: res.next!, vocab: this.vocabSize, targetLogprobs: res.targetLogprobs ?? null, intervened: !!opts.intervene, model: path.basename(this.checkpoint.dir) });
+      return { logits: res.logits, rows, vocab: this.vocabSize, seqOffsets, targetLogprobs: res.targetLogprobs, capture: res.capture ?? null,
+        next: { tokens: res.next!.tokens, logits: res.next!.logits } };
+    }
     if (mode !== 'lastHidden')
       checkFiniteOutput({
         logits: res.logits, vocab: this.vocabSize, sequences: batch.length, targetLogprobs: res.targetLogprobs ?? null,
         rowOf: (i) => (mode === 'all' ? seqOffsets[i]! + batch[i]!.length - 1 : mode === 'last' ? i : -1),
         intervened: !!opts.intervene, model: path.basename(this.checkpoint.dir),
       });
-    return { logits: res.logits, rows, vocab: mode === 'lastHidden' ? this.config.hiddenSize : this.vocabSize, seqOffsets, targetLogprobs: res.targetLogprobs, capture: res.capture ?? null };
+    return { logits: res.logits, rows, vocab: mode === 'lastHidden' ? this.config.hiddenSize : this.vocabSize, seqOffsets, targetLogprobs: res.targetLogprobs, capture: res.capture ?? null, next: null };
+  }
+
+  /** repetitionPenalty / penaltyTokens of logits 'greedy', as the native ids + offsets (ranges checked again there). */
+  private penaltyOptions(batch: ArrayLike<number>[], mode: LogitsMode, opts: ForwardOptions): Partial<NativeForwardOptions> {
+    const p = opts.repetitionPenalty ?? 1;
+    if (opts.repetitionPenalty === undefined && !opts.penaltyTokens) return {};
+    if (mode !== 'greedy') throw new LangneuronsError('E_OPTIONS', `forward: repetitionPenalty and penaltyTokens need logits 'greedy', got '${mode}'`, { field: 'repetitionPenalty' });
+    if (!(p > 0 && Number.isFinite(p))) throw new LangneuronsError('E_OPTIONS', `forward: repetitionPenalty must be a finite number > 0, got ${String(opts.repetitionPenalty)}`, { field: 'repetitionPenalty' });
+    if (p === 1 || !opts.penaltyTokens) return {};
+    if (opts.penaltyTokens.length !== batch.length)
+      throw new LangneuronsError('E_INPUT', `forward: penaltyTokens has ${opts.penaltyTokens.length} sequences, the batch ${batch.length}`);
+    const offsets = new Int32Array(batch.length + 1);
+    opts.penaltyTokens.forEach((ts, i) => { offsets[i + 1] = offsets[i]! + ts.length; });
+    const ids = new Int32Array(offsets[batch.length]!);
+    opts.penaltyTokens.forEach((ts, i) => {
+      for (let t = 0; t < ts.length; t++) {
+        const id = ts[t]!;
+        if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize)
+          throw new LangneuronsError('E_INPUT', `forward: penalty token ${id} of sequence ${i} is outside the vocabulary [0, ${this.vocabSize})`);
+        ids[offsets[i]! + t] = id;
+      }
+    });
+    return { repetitionPenalty: p, penaltyIds: ids, penaltyOffsets: offsets };
   }
 
   /** stats / countMask / lastLayer / capture for the native forward; the native side checks the ranges again. */

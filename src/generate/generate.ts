@@ -49,14 +49,20 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
 
   let active = out.map((_, i) => i).filter((i) => !out[i]!.done);
   const intervene = opts.intervene ? { intervene: opts.intervene } : {};
-  let step = await model.forward(prompts, { logits: 'last', cache, ...intervene });
-  let rowOf = (seq: number) => seq; // row of a sequence in `step.logits`
+  // Greedy decoding (the default, and what evaluation and steering use): the runtime picks the tokens where the
+  // model runs, so a step returns one id per sequence, not sequences × vocab logits to scan here.
+  const penalty = opts.repetitionPenalty ?? 1;
+  const selection = (seqs: number[]) => (opts.temperature
+    ? { logits: 'last' as const }
+    : { logits: 'greedy' as const, ...(penalty !== 1 ? { repetitionPenalty: penalty, penaltyTokens: seqs.map((s) => out[s]!.history) } : {}) });
+  let step = await model.forward(prompts, { ...selection(prompts.map((_, i) => i)), cache, ...intervene });
+  let rowOf = (seq: number) => seq; // row of a sequence in `step.logits` / `step.next`
   while (active.length) {
     const next: number[] = [];
     for (const s of active) {
-      const row = step.logits.subarray(rowOf(s) * step.vocab, (rowOf(s) + 1) * step.vocab);
       const o = out[s]!;
-      const id = sampleNext(row, o.history, opts, rng);
+      const id = step.next ? step.next.tokens[rowOf(s)]!
+        : sampleNext(step.logits.subarray(rowOf(s) * step.vocab, (rowOf(s) + 1) * step.vocab), o.history, opts, rng);
       if (eos.has(id)) { o.done = true; o.reason = 'eos'; continue; }
       o.tokens.push(id);
       o.history.push(id);
@@ -70,7 +76,7 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
     }
     active = next;
     if (!active.length) break;
-    step = await model.forward(active.map((s) => [out[s]!.tokens[out[s]!.tokens.length - 1]!]), { logits: 'last', cache, cacheSlots: active,
+    step = await model.forward(active.map((s) => [out[s]!.tokens[out[s]!.tokens.length - 1]!]), { ...selection(active), cache, cacheSlots: active,
       ...(opts.intervene ? { intervene: opts.intervene, generatedFrom: active.map(() => 0) } : {}) });
     const index = new Map(active.map((s, r) => [s, r]));
     rowOf = (seq) => index.get(seq)!;

@@ -40,8 +40,12 @@ export interface NativeMemoryReport {
 }
 
 export interface NativeForwardOptions {
-  /** 0 none, 1 last, 2 all, 3 the final-normed hidden state of each sequence's last token (n_seqs x hidden). */
-  logits: 0 | 1 | 2 | 3; targets?: Int32Array; cache?: NativeKvCache; cacheSlots?: Int32Array;
+  /** 0 none, 1 last, 2 all, 3 the final-normed hidden state of each sequence's last token (n_seqs x hidden),
+   *  4 greedy: no logits, the runtime picks each sequence's next token (the result's `next`). */
+  logits: 0 | 1 | 2 | 3 | 4; targets?: Int32Array; cache?: NativeKvCache; cacheSlots?: Int32Array;
+  /** Greedy only: Hugging Face's repetition penalty on the ids penaltyIds[penaltyOffsets[s] .. penaltyOffsets[s+1])
+   *  of sequence s (sequences + 1 offsets). */
+  repetitionPenalty?: number; penaltyIds?: Int32Array; penaltyOffsets?: Int32Array;
   /** Accumulate activation statistics (a NativeStats of this model). */
   stats?: NativeStats;
   /** One entry per token, nonzero = counted by `stats` (default: all counted). */
@@ -67,7 +71,15 @@ export interface NativeIntervention {
   info(): { edits: number; layers: number };
 }
 
-export interface NativeForwardResult { logits: Float32Array; targetLogprobs: Float32Array | null; capture: Float32Array | null }
+/** Greedy: per sequence, the picked token and its logit (after the penalty), the row's first non-finite logit
+ *  (-1: none) and its value, and 1 when every logit of the row is exactly 0. */
+export interface NativeNextTokens {
+  tokens: Int32Array; logits: Float32Array; firstNonFinite: Int32Array; nonFiniteValues: Float32Array; allZero: Uint8Array;
+}
+
+export interface NativeForwardResult {
+  logits: Float32Array; targetLogprobs: Float32Array | null; capture: Float32Array | null; next?: NativeNextTokens;
+}
 
 export interface NativeStatsOptions {
   sites: string[];

@@ -115,7 +115,9 @@ class ForwardWorker : public Napi::AsyncWorker {
     if (stats_busy) --*stats_busy;  // on the JS thread, after OnOK / OnError (or when never queued)
   }
   Napi::Promise promise() { return deferred_.Promise(); }
-  std::vector<int32_t> tokens, seq_lens, targets, slots;
+  std::vector<int32_t> tokens, seq_lens, targets, slots, penalty_ids;
+  std::vector<int64_t> penalty_offsets;
+  double repetition_penalty = 1.0;
   ln::LogitsMode mode = ln::LogitsMode::Last;
   std::shared_ptr<ln::ActivationStats> stats;
   std::shared_ptr<int> stats_busy;  // NativeStats' count of forwards in flight, incremented by Forward()
@@ -136,6 +138,11 @@ class ForwardWorker : public Napi::AsyncWorker {
       req.n_seqs = int32_t(seq_lens.size());
       req.logits = mode;
       req.targets = targets.empty() ? nullptr : targets.data();
+      req.repetition_penalty = repetition_penalty;
+      if (!penalty_offsets.empty()) {
+        req.penalty_ids = penalty_ids.data();
+        req.penalty_offsets = penalty_offsets.data();
+      }
       req.cache = cache_.get();
       req.cache_slots = cache_ ? slots.data() : nullptr;
       req.stats = stats.get();
@@ -156,6 +163,7 @@ class ForwardWorker : public Napi::AsyncWorker {
     o.Set("logits", to_float32(env, result_.logits));
     o.Set("targetLogprobs", targets.empty() ? env.Null() : to_float32(env, result_.target_logprobs));
     o.Set("capture", capture_layer < 0 ? env.Null() : to_float32(env, result_.capture));
+    if (mode == ln::LogitsMode::Greedy) o.Set("next", next_object(env, result_.next));
     deferred_.Resolve(o);
   }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
@@ -165,6 +173,28 @@ class ForwardWorker : public Napi::AsyncWorker {
     Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
     if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(float));
     return a;
+  }
+  // { tokens: Int32Array, logits: Float32Array, firstNonFinite: Int32Array, nonFiniteValues: Float32Array,
+  //   allZero: Uint8Array }, one entry per sequence (model/next_token.h).
+  static Napi::Object next_object(Napi::Env env, const std::vector<ln::NextToken>& next) {
+    const size_t n = next.size();
+    Napi::Int32Array tokens = Napi::Int32Array::New(env, n), bad = Napi::Int32Array::New(env, n);
+    Napi::Float32Array logits = Napi::Float32Array::New(env, n), bad_values = Napi::Float32Array::New(env, n);
+    Napi::Uint8Array zero = Napi::Uint8Array::New(env, n);
+    for (size_t i = 0; i < n; ++i) {
+      tokens[i] = next[i].token;
+      logits[i] = next[i].logit;
+      bad[i] = next[i].first_nonfinite;
+      bad_values[i] = next[i].nonfinite_value;
+      zero[i] = uint8_t(next[i].all_zero);
+    }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("tokens", tokens);
+    o.Set("logits", logits);
+    o.Set("firstNonFinite", bad);
+    o.Set("nonFiniteValues", bad_values);
+    o.Set("allZero", zero);
+    return o;
   }
   Napi::Promise::Deferred deferred_;
   std::shared_ptr<ModelHolder> holder_;
@@ -260,7 +290,17 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
   try {
     w->tokens = int32_array(env, info[0], "forward: tokens");
     w->seq_lens = int32_array(env, info[1], "forward: seqLens");
-    w->mode = ln::LogitsMode(int_field(opts, "logits", "forward options", 0, 3));
+    w->mode = ln::LogitsMode(int_field(opts, "logits", "forward options", 0, 4));
+    if (given(opts, "repetitionPenalty")) w->repetition_penalty = number_field(opts, "repetitionPenalty", "forward options");
+    if (given(opts, "penaltyIds") || given(opts, "penaltyOffsets")) {
+      w->penalty_ids = int32_array(env, field(opts, "penaltyIds", "forward options (with penaltyOffsets)"), "forward: options.penaltyIds");
+      const std::vector<int32_t> offsets =
+          int32_array(env, field(opts, "penaltyOffsets", "forward options (with penaltyIds)"), "forward: options.penaltyOffsets");
+      if (offsets.size() != w->seq_lens.size() + 1 || offsets.back() != int32_t(w->penalty_ids.size()))
+        throw Napi::RangeError::New(env, "forward: penaltyOffsets needs one entry per sequence plus one, the last equal to "
+                                         "the length of penaltyIds (" + std::to_string(w->penalty_ids.size()) + ")");
+      w->penalty_offsets.assign(offsets.begin(), offsets.end());
+    }
     if (opts.Has("targets") && !opts.Get("targets").IsUndefined()) {
       w->targets = int32_array(env, opts.Get("targets"), "forward: options.targets");
       if (w->targets.size() != w->tokens.size())

@@ -154,7 +154,15 @@ class CudaRuntime final : public Runtime {
   }
   void prepare(const ForwardRequest& r, CudaKvCache* cache);
   void layer(int l, CudaKvCache* cache);
-  void lm_head(const int64_t* idx_dev, int64_t n, float* logits_host, const int32_t* targets_dev, float* lp_dev);
+  // LogitsMode::Greedy's pick of each row on the device (row i's penalised ids: ids[offsets[i] .. offsets[i+1])).
+  struct Pick {
+    NextToken* out = nullptr;
+    double penalty = 1.0;
+    const int32_t* ids = nullptr;
+    const int64_t* offsets = nullptr;
+  };
+  void lm_head(const int64_t* idx_dev, int64_t n, float* logits_host, const int32_t* targets_dev, float* lp_dev,
+               const Pick* pick = nullptr);
 
   ModelConfig cfg_;
   Compute compute_;
@@ -187,6 +195,8 @@ class CudaRuntime final : public Runtime {
   std::vector<int32_t> n_keys_, lm_targets_;
   std::vector<int64_t> target_rows_;
   std::vector<float> lp_host_;
+  std::vector<int32_t> penalty_ids_;      // Greedy: plan_penalty_ids
+  std::vector<int64_t> penalty_offsets_;
   std::vector<float> final_norm_host_, last_row_host_;
   std::vector<cuda::AttnTile> tiles_;
   std::vector<cuda::StatsChunk> chunks_;
@@ -210,7 +220,8 @@ class CudaRuntime final : public Runtime {
   int64_t counted_tokens_ = 0, counted_seqs_ = 0, new_rows_ = 0;
 
   // Activations and scratch (grow-only).
-  DeviceBuffer h_, x_, gin_, qkv_, qa_, ka_, va_, gu_, rule_values_, rope_cos_, rope_sin_, logits_, lp_, lm_plan_;
+  DeviceBuffer h_, x_, gin_, qkv_, qa_, ka_, va_, gu_, rule_values_, rope_cos_, rope_sin_, logits_, lp_, lm_plan_,
+      picks_;
   int64_t rope_positions_ = 0;
   cuda::DeviceRecording rec_;
 };

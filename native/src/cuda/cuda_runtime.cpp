@@ -187,7 +187,7 @@ MemoryReport CudaRuntime::memory() const {
   m.kv_cache = live_cache_->load();
   for (const DeviceBuffer* b : {&h_, &x_, &gin_, &qkv_, &qa_, &ka_, &va_, &gu_, &rule_values_, &logits_, &lp_})
     m.activations += int64_t(b->bytes());
-  m.scratch = gemm_->workspace_bytes() + rec_.bytes() + int64_t(plan_dev_.bytes() + lm_plan_.bytes() +
+  m.scratch = gemm_->workspace_bytes() + rec_.bytes() + int64_t(plan_dev_.bytes() + lm_plan_.bytes() + picks_.bytes() +
                                                                  rope_cos_.bytes() + rope_sin_.bytes());
   cuda::set_device(device_);
   int64_t free_b = 0, total_b = 0;
@@ -425,7 +425,7 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
 // Final norm of the rows idx (device) and the LM head, kLmChunkRows rows per GEMM: logits copied to logits_host
 // (row-major n x vocab) when given, log p(target) of each row into lp_dev when targets are given.
 void CudaRuntime::lm_head(const int64_t* idx_dev, int64_t n, float* logits_host, const int32_t* targets_dev,
-                          float* lp_dev) {
+                          float* lp_dev, const Pick* pick) {
   const ModelConfig& c = cfg_;
   const int64_t H = c.hidden, V = c.vocab;
   const int64_t C = std::min(kLmChunkRows, n);
@@ -436,6 +436,10 @@ void CudaRuntime::lm_head(const int64_t* idx_dev, int64_t n, float* logits_host,
     gemm(m, V, H, gin_.get(), H, lm_head_, logits_.as<float>(), V, false);
     if (targets_dev)
       cuda::log_softmax_targets(m, logits_.as<float>(), V, V, targets_dev + i0, lp_dev + i0, stream_);
+    if (pick) {  // in stream order before the next chunk's product overwrites the buffer
+      cuda::penalize_logits(m, logits_.as<float>(), V, pick->penalty, pick->ids, pick->offsets + i0, stream_);
+      cuda::pick_next_tokens(m, logits_.as<float>(), V, V, pick->out + i0, stream_);
+    }
     if (logits_host) {
       cuda::copy_to_host(logits_host + i0 * V, logits_.get(), size_t(m * V) * 4, stream_);
       cuda::synchronize(stream_);  // the chunk buffer is reused
@@ -473,6 +477,7 @@ void CudaRuntime::forward(const ForwardRequest& req, ForwardResult& out) {
   // the rows that have a target, in chunks; None = no final norm, no LM head.
   out.logits.clear();
   out.target_logprobs.clear();
+  out.next.clear();
   if (req.logits == LogitsMode::None && !req.targets) return;
   lm_idx_.clear();
   lm_targets_.clear();
@@ -505,6 +510,27 @@ void CudaRuntime::forward(const ForwardRequest& req, ForwardResult& out) {
   } else if (req.logits == LogitsMode::Last) {
     out.logits.resize(n_last * size_t(V));
     lm_head(idx, int64_t(n_last), out.logits.data(), nullptr, nullptr);
+  } else if (req.logits == LogitsMode::Greedy) {
+    // The picks of the last rows (n_seqs records back instead of n_seqs x vocab floats); the penalised ids of
+    // each sequence, sorted and without repeats, go up behind the records.
+    plan_penalty_ids(req.n_seqs, req.repetition_penalty, req.penalty_ids, req.penalty_offsets, penalty_ids_,
+                     penalty_offsets_);
+    const bool penalise = !penalty_ids_.empty();
+    const size_t rec_bytes = align_up(n_last * sizeof(NextToken), 256), off_bytes = align_up((n_last + 1) * 8, 256);
+    picks_.ensure(rec_bytes + off_bytes + penalty_ids_.size() * 4 + 4);
+    Pick pick;
+    pick.out = picks_.as<NextToken>();
+    pick.offsets = reinterpret_cast<const int64_t*>(picks_.as<char>() + rec_bytes);
+    pick.ids = reinterpret_cast<const int32_t*>(picks_.as<char>() + rec_bytes + off_bytes);
+    if (penalise) {
+      pick.penalty = req.repetition_penalty;
+      cuda::copy_to_device(const_cast<int64_t*>(pick.offsets), penalty_offsets_.data(), (n_last + 1) * 8, stream_);
+      cuda::copy_to_device(const_cast<int32_t*>(pick.ids), penalty_ids_.data(), penalty_ids_.size() * 4, stream_);
+    }
+    lm_head(idx, int64_t(n_last), nullptr, nullptr, nullptr, &pick);
+    out.next.resize(n_last);
+    cuda::copy_to_host(out.next.data(), pick.out, n_last * sizeof(NextToken), stream_);
+    cuda::synchronize(stream_);
   } else if (req.logits == LogitsMode::LastHidden) {
     // The classification head's input (eval --head): each sequence's last residual row, final-normed on the host
     // with the CPU's rmsnorm (n_seqs rows of hidden floats; the head itself is applied by the caller).

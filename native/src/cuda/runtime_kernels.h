@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cuda/cuda_backend.h"
+#include "model/next_token.h"
 
 namespace ln {
 namespace cuda {
@@ -78,6 +79,15 @@ void rope_qkv(int64_t T, const float* qkv, int64_t ld, const float* bias, bool r
 void attention_causal_bf16(int64_t T, int n_heads, int n_kv_heads, int head_dim, const uint16_t* q, int64_t ldq,
                            const uint16_t* k, const uint16_t* v, int64_t ldkv, const int64_t* key_row0,
                            const int32_t* n_keys, float scale, uint16_t* out, int64_t ldo, Stream stream);
+
+// ---- the next token (next_token.cu; LogitsMode::Greedy) -------------------------------------------------------
+
+// Row r (of n_rows, stride ld) gets math::repetition_penalty(x, penalty) on its logits ids[offsets[r] ..
+// offsets[r + 1]), which must be distinct within the row (plan_penalty_ids). Nothing when penalty == 1.
+void penalize_logits(int64_t n_rows, float* logits, int64_t ld, double penalty, const int32_t* ids,
+                     const int64_t* offsets, Stream stream);
+// out[r] = row r's pick and checks (model/next_token.h), as pick_next_token on the host (V < 2^31).
+void pick_next_tokens(int64_t n_rows, const float* logits, int64_t ld, int64_t V, NextToken* out, Stream stream);
 
 // ---- tensor-core attention (flash_attention.cu) --------------------------------------------------------------
 

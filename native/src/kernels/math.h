@@ -244,6 +244,21 @@ LN_HD inline double logsumexp_finish(float m, double sum) {
 // log p(target) = logit[target] - logsumexp(logits).
 LN_HD inline float log_softmax_of(float logit, double lse) { return float(double(logit) - lse); }
 
+// ---- the next token (LogitsMode::Greedy; model/next_token.h) ----------------------------------------------------
+
+// Hugging Face's RepetitionPenaltyLogitsProcessor on one logit: positive / p, otherwise * p, in double and rounded
+// once to float (as src/generate/sampling.ts on a Float32Array).
+LN_HD inline float repetition_penalty(float x, double p) { return float(x < 0.f ? double(x) * p : double(x) / p); }
+
+// Whether logit a at index ia is picked over logit b at index ib (torch.argmax): the larger wins, a NaN wins over
+// any number, and between equals (or two NaNs) the lower index. A total order, so a parallel reduction in any
+// order picks the same index as the loop from 0.
+LN_HD inline bool next_token_beats(float a, int64_t ia, float b, int64_t ib) {
+  const bool na = a != a, nb = b != b;
+  if (na || nb) return na && (!nb || ia < ib);
+  return a > b || (a == b && ia < ib);
+}
+
 // ---- neuron statistics and interventions (CUDA site kernels; twins of model/site_pass.cpp, intervention.*) ---
 
 // Histogram bin of x over bins + 1 ascending edges, as site_pass.cpp: bin b holds [edges[b], edges[b+1]); below

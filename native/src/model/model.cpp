@@ -233,6 +233,7 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
   // have a target, kLmChunk at a time, so no n_tokens x vocab buffer exists. None: no final norm, no LM head.
   out.logits.clear();
   out.target_logprobs.clear();
+  out.next.clear();
   std::vector<int64_t>& idx = st.lm_rows;
   idx.clear();
   if (req.logits == LogitsMode::All) {
@@ -252,6 +253,23 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
     for (int64_t i0 = 0; i0 < req.n_seqs; i0 += detail::kLmChunk)
       lm_head_rows(st, idx.data() + i0, std::min<int64_t>(detail::kLmChunk, req.n_seqs - i0),
                    out.logits.data() + i0 * V);
+  } else if (req.logits == LogitsMode::Greedy) {
+    // Each sequence's next token from its last row, kLmChunk rows at a time: no n_seqs x vocab result (as CUDA).
+    out.next.resize(size_t(req.n_seqs));
+    for (const detail::SeqSpan& s : st.seqs) idx.push_back(s.row0 + s.len - 1);
+    plan_penalty_ids(req.n_seqs, req.repetition_penalty, req.penalty_ids, req.penalty_offsets, st.penalty_ids,
+                     st.penalty_offsets);
+    detail::ensure(st.chunk, detail::kLmChunk * V);
+    for (int64_t i0 = 0; i0 < req.n_seqs; i0 += detail::kLmChunk) {
+      const int64_t m = std::min<int64_t>(detail::kLmChunk, req.n_seqs - i0);
+      lm_head_rows(st, idx.data() + i0, m, st.chunk.data());
+      pool_.parallel_for(m, [&](int64_t i, int) {
+        const size_t s = size_t(i0 + i);
+        const int64_t p0 = st.penalty_offsets[s];
+        out.next[s] = pick_next_token(st.chunk.data() + i * V, V, req.repetition_penalty, st.penalty_ids.data() + p0,
+                                      st.penalty_offsets[s + 1] - p0);
+      });
+    }
   } else if (req.logits == LogitsMode::LastHidden) {
     out.logits.resize(size_t(int64_t(req.n_seqs) * H));
     for (size_t i = 0; i < st.seqs.size(); ++i)

@@ -8,6 +8,7 @@
 
 #include "core/thread_pool.h"
 #include "kernels/gemm.h"
+#include "model/next_token.h"
 #include "model/sites.h"
 
 namespace ln {
@@ -93,7 +94,10 @@ std::string validate_weights(const ModelConfig& c, const ModelWeights& w);
 
 // LastHidden: no LM head; ForwardResult::logits holds the final-normed hidden state of each sequence's last token
 // (n_seqs x hidden), the input of a classification head (LlamaForSequenceClassification's score layer).
-enum class LogitsMode : int32_t { None = 0, Last = 1, All = 2, LastHidden = 3 };
+// Greedy: no logits returned; the runtime picks each sequence's next token from its last row (ForwardResult::next),
+// on the device where the model runs, so that a decode step moves n_seqs picks instead of n_seqs x vocab floats.
+enum class LogitsMode : int32_t { None = 0, Last = 1, All = 2, LastHidden = 3, Greedy = 4 };
+
 
 // A KV cache of `n_slots` independent sequences of up to `capacity` tokens each. The base class keeps the
 // bookkeeping every runtime shares (slot lengths, validation); the storage belongs to the runtime that made it
@@ -159,6 +163,12 @@ struct ForwardRequest {
   // Optional next-token targets, one per token (-1: ignored). For each target position t, target_logprobs[t]
   // receives log softmax(logits_t)[targets[t]] without the full logits having to be returned.
   const int32_t* targets = nullptr;
+  // Greedy only: Hugging Face's RepetitionPenaltyLogitsProcessor before the pick. The logits of the ids
+  // penalty_ids[penalty_offsets[s] .. penalty_offsets[s + 1]) of sequence s (n_seqs + 1 offsets; repeats count once)
+  // become logit / p when positive and logit * p otherwise. 1 (or no ids): no penalty.
+  double repetition_penalty = 1.0;
+  const int32_t* penalty_ids = nullptr;
+  const int64_t* penalty_offsets = nullptr;
 
   // Profiling (model/stats.h). With `stats`, every site it profiles is accumulated at its layers; only tokens
   // whose count_mask entry is nonzero are counted (null: all; n_tokens entries: BOS and padding are fed
@@ -185,6 +195,7 @@ struct ForwardResult {
   std::vector<float> logits;           // Last: n_seqs x vocab; All: n_tokens x vocab; LastHidden: n_seqs x hidden; None: empty
   std::vector<float> target_logprobs;  // n_tokens when targets were given (0 where ignored)
   std::vector<float> capture;          // n_tokens x site width when a capture was asked for, else empty
+  std::vector<NextToken> next;         // Greedy: one per sequence, else empty
 };
 
 class Model {

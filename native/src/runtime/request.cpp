@@ -1,5 +1,6 @@
 #include "runtime/request.h"
 
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -8,6 +9,33 @@
 
 namespace ln {
 
+namespace {
+
+// The repetition penalty of LogitsMode::Greedy (model/model.h): a positive finite factor, ids within the vocabulary.
+void validate_penalty(const ModelConfig& c, const ForwardRequest& r) {
+  using std::to_string;
+  auto fail = [](const std::string& m) { throw std::invalid_argument(m); };
+  const bool penalised = r.repetition_penalty != 1.0 || r.penalty_ids || r.penalty_offsets;
+  if (!penalised) return;
+  if (r.logits != LogitsMode::Greedy)
+    fail("forward: a repetition penalty is applied only when the runtime picks the next token (logits mode Greedy)");
+  if (!(r.repetition_penalty > 0.0) || !std::isfinite(r.repetition_penalty))
+    fail("forward: repetition_penalty must be a finite number > 0, got " + to_string(r.repetition_penalty));
+  if (!r.penalty_ids != !r.penalty_offsets) fail("forward: penalty_ids and penalty_offsets go together");
+  if (!r.penalty_offsets) return;
+  if (r.penalty_offsets[0] != 0) fail("forward: penalty_offsets[0] must be 0, got " + to_string(r.penalty_offsets[0]));
+  for (int32_t s = 0; s < r.n_seqs; ++s) {
+    if (r.penalty_offsets[s + 1] < r.penalty_offsets[s])
+      fail("forward: penalty_offsets must not decrease (sequence " + to_string(s) + ")");
+    for (int64_t i = r.penalty_offsets[s]; i < r.penalty_offsets[s + 1]; ++i)
+      if (r.penalty_ids[i] < 0 || r.penalty_ids[i] >= c.vocab)
+        fail("forward: penalty id " + to_string(r.penalty_ids[i]) + " of sequence " + to_string(s) +
+             " is outside the vocabulary [0, " + to_string(c.vocab) + ")");
+  }
+}
+
+}  // namespace
+
 void validate_forward_request(const ModelConfig& c, const ForwardRequest& r) {
   using std::to_string;
   auto fail = [](const std::string& m) { throw std::invalid_argument(m); };
@@ -15,7 +43,7 @@ void validate_forward_request(const ModelConfig& c, const ForwardRequest& r) {
   if (r.n_tokens < 1) fail("forward: n_tokens must be >= 1, got " + to_string(r.n_tokens));
   if (!r.tokens || !r.seq_lens) fail("forward: tokens and seq_lens are required");
   if (r.logits != LogitsMode::None && r.logits != LogitsMode::Last && r.logits != LogitsMode::All &&
-      r.logits != LogitsMode::LastHidden)
+      r.logits != LogitsMode::LastHidden && r.logits != LogitsMode::Greedy)
     fail("forward: unknown logits mode " + to_string(int(r.logits)));
   int64_t sum = 0;
   for (int32_t s = 0; s < r.n_seqs; ++s) {
@@ -34,6 +62,8 @@ void validate_forward_request(const ModelConfig& c, const ForwardRequest& r) {
       if (r.targets[t] < -1 || r.targets[t] >= c.vocab)
         fail("forward: target id " + to_string(r.targets[t]) + " at index " + to_string(t) +
              " is outside the vocabulary (use -1 to skip a position)");
+
+  validate_penalty(c, r);
 
   if (r.count_mask && !r.stats) fail("forward: count_mask given without stats");
   if (r.intervene_mask && !r.intervention) fail("forward: intervene_mask given without an intervention");

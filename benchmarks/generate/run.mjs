@@ -1,0 +1,80 @@
+#!/usr/bin/env node
+// What a greedy decode step costs with the next token picked where the model runs (logits 'greedy') against the
+// same step with the last logits returned to JavaScript and picked there (src/generate/sampling.ts: repetition
+// penalty, argmax, after the non-finite check), timed alternately in one run on the same KV cache position.
+// The difference is host work (copies of sequences x vocab floats, their scan in JavaScript) that a GPU waits for.
+// Needs the TypeScript build (npx tsc) and the native addon.
+//
+//   node benchmarks/generate/run.mjs [--model llama-3.2-1b] [--batches 1,32] [--steps 9] [--penalty 1.1]
+//                                    [--threads 2] [--device cpu|cuda] [--prompt 16]
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { median } from '../common/proc.mjs';
+import { ensureSyntheticCheckpoint } from '../common/synthetic-checkpoint.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '../..');
+const dist = new URL('../../dist/src/', import.meta.url);
+const o = { model: 'llama-3.2-1b', batches: '1,32', steps: 9, penalty: 1.1, threads: 2, device: 'cpu', prompt: 16 };
+for (let i = 2; i < process.argv.length; i += 2) {
+  const k = process.argv[i].replace(/^--/, ''), v = process.argv[i + 1];
+  if (!(k in o) || v === undefined) throw new Error(`unknown option ${process.argv[i]} (options: ${Object.keys(o).join(', ')})`);
+  o[k] = typeof o[k] === 'number' ? Number(v) : v;
+}
+const batches = o.batches.split(',').map(Number);
+if (batches.some((b) => !(Number.isInteger(b) && b > 0)) || !(o.steps >= 1) || !(o.penalty > 0))
+  throw new Error('--batches takes positive integers, --steps >= 1, --penalty > 0');
+
+const { loadModel } = await import(new URL('engine/model.js', dist).href);
+const { Rng, sampleNext } = await import(new URL('generate/sampling.js', dist).href);
+
+const { dir } = ensureSyntheticCheckpoint(path.join(root, 'benchmarks', '.cache'), o.model, { log: (m) => process.stderr.write(`${m}\n`) });
+const model = await loadModel(dir, { threads: o.threads, tokenizer: false, device: o.device });
+const V = model.config.vocabSize;
+const rows = [];
+for (const B of batches) {
+  const cache = model.createCache(B, o.prompt + 2);
+  const slots = Array.from({ length: B }, (_, i) => i);
+  const history = slots.map((s) => Array.from({ length: o.prompt }, (_, t) => (s * 7919 + t * 104729 + 13) % V));
+  await model.forward(history, { logits: 'none', cache, cacheSlots: slots });
+  const step = history.map((h) => [h[h.length - 1]]);
+  const penalty = o.penalty !== 1 ? { repetitionPenalty: o.penalty } : {};
+  const rng = new Rng(0);
+  // One decode step at position `prompt` (then the cache is cut back), picked in JavaScript or by the runtime.
+  const inJs = async () => {
+    const t0 = performance.now();
+    const out = await model.forward(step, { logits: 'last', cache, cacheSlots: slots });
+    const t1 = performance.now();
+    const ids = slots.map((s) => sampleNext(out.logits.subarray(s * V, (s + 1) * V), history[s], penalty, rng));
+    const ms = performance.now() - t0;
+    slots.forEach((s) => cache.reset(s, o.prompt));
+    return { ms, pickMs: ms - (t1 - t0), ids };
+  };
+  const inRuntime = async () => {
+    const t0 = performance.now();
+    const out = await model.forward(step, { logits: 'greedy', cache, cacheSlots: slots, ...penalty, ...(o.penalty !== 1 ? { penaltyTokens: history } : {}) });
+    const ms = performance.now() - t0;
+    slots.forEach((s) => cache.reset(s, o.prompt));
+    return { ms, ids: Array.from(out.next.tokens) };
+  };
+  const a0 = await inJs(), b0 = await inRuntime(); // warm-up, and the two must agree
+  if (a0.ids.join() !== b0.ids.join()) throw new Error(`batch ${B}: the runtime's picks differ from sampling.ts's`);
+  const js = [], jsPick = [], rt = [];
+  const timeJs = async () => { const r = await inJs(); js.push(r.ms); jsPick.push(r.pickMs); };
+  for (let r = 0; r < o.steps; r++) {
+    if (r % 2) { rt.push((await inRuntime()).ms); await timeJs(); }
+    else { await timeJs(); rt.push((await inRuntime()).ms); }
+  }
+  // hostSavedMs: what the step in JavaScript costs beyond the runtime's (the logits' copies and the scan).
+  const row = { batch: B, jsPickMs: median(js), jsScanMs: median(jsPick), runtimePickMs: median(rt) };
+  row.ratio = row.jsPickMs / row.runtimePickMs;
+  row.hostSavedMs = row.jsPickMs - row.runtimePickMs;
+  rows.push(row);
+  console.error(`batch ${B}: logits to JavaScript + pick there ${row.jsPickMs.toFixed(1)} ms/step (of which the scan in ` +
+    `JavaScript ${row.jsScanMs.toFixed(1)} ms), picked by the runtime ${row.runtimePickMs.toFixed(1)} ms/step: ` +
+    `x${row.ratio.toFixed(2)}, ${row.hostSavedMs.toFixed(1)} ms of host work less per step`);
+}
+console.log(JSON.stringify({ model: o.model, vocab: V, device: model.info().describe, threads: o.threads, penalty: o.penalty,
+  prompt: o.prompt, steps: o.steps, rows }, null, 2));
+model.dispose();
