@@ -1,7 +1,7 @@
 // Hugging Face sampling semantics on hand-worked examples.
 import { describe, expect, it } from 'vitest';
 
-import { applyRepetitionPenalty, argmax, filteredDistribution, Rng, sampleNext, validateSampling } from '../src/generate/sampling.js';
+import { applyRepetitionPenalty, argmax, filteredDistribution, orderByLogit, Rng, sampleNext, validateSampling } from '../src/generate/sampling.js';
 
 const logits = (xs: number[]) => Float32Array.from(xs);
 
@@ -53,6 +53,23 @@ describe('sampling', () => {
     const many = draw(3, 20000);
     const share = many.filter((x) => x === 1).length / many.length;
     expect(Math.abs(share - 0.75)).toBeLessThan(0.02); // 0.75 ± ~6.5 standard deviations
+  });
+
+  it('orderByLogit gives the comparator sort\'s order: descending logits, ties by ascending id, -0 tied with +0', () => {
+    const comparatorOrder = (l: Float32Array) => Int32Array.from(l.keys()).sort((a, b) => (l[b]! - l[a]!) || (a - b));
+    const r = new Rng(5);
+    const specials = [0, -0, 1e-45, -1e-45, 3.4e38, -3.4e38, 1, -1, 0.5, -0.5];
+    for (const n of [1, 2, 7, 2049, 50000]) {
+      // values on a coarse grid (many ties), of both signs and a wide range of exponents, and the specials
+      const l = Float32Array.from({ length: n }, (_, i) => (i % 97 === 0 ? specials[i % specials.length]!
+        : Math.round((r.next() - 0.5) * 64) / 4 * 2 ** Math.floor(r.next() * 40 - 20)));
+      expect(orderByLogit(l)).toEqual(comparatorOrder(l));
+    }
+    // a row of a larger array (a view at a byte offset), as generation passes them
+    const big = Float32Array.from({ length: 3000 }, (_, i) => Math.round(Math.sin(i) * 8) / 8);
+    const row = big.subarray(1000, 2000);
+    expect(orderByLogit(row)).toEqual(comparatorOrder(row));
+    expect(Array.from(orderByLogit(logits([0, -0, 2, -0, 0])))).toEqual([2, 0, 1, 3, 4]);
   });
 
   it('Rng gives uniform doubles in [0, 1)', () => {

@@ -3,6 +3,8 @@
 // same step with the last logits returned to JavaScript and picked there (src/generate/sampling.ts: repetition
 // penalty, argmax, after the non-finite check), timed alternately in one run on the same KV cache position.
 // The difference is host work (copies of sequences x vocab floats, their scan in JavaScript) that a GPU waits for.
+// Then sampling's cost per row (--temperature): the order of the logits by sampleNext's radix sort against the
+// comparator sort it replaced.
 // Needs the TypeScript build (npx tsc) and the native addon.
 //
 //   node benchmarks/generate/run.mjs [--model llama-3.2-1b] [--batches 1,32] [--steps 9] [--penalty 1.1]
@@ -27,7 +29,7 @@ if (batches.some((b) => !(Number.isInteger(b) && b > 0)) || !(o.steps >= 1) || !
   throw new Error('--batches takes positive integers, --steps >= 1, --penalty > 0');
 
 const { loadModel } = await import(new URL('engine/model.js', dist).href);
-const { Rng, sampleNext } = await import(new URL('generate/sampling.js', dist).href);
+const { Rng, sampleNext, orderByLogit } = await import(new URL('generate/sampling.js', dist).href);
 
 const { dir } = ensureSyntheticCheckpoint(path.join(root, 'benchmarks', '.cache'), o.model, { log: (m) => process.stderr.write(`${m}\n`) });
 const model = await loadModel(dir, { threads: o.threads, tokenizer: false, device: o.device });
@@ -75,6 +77,25 @@ for (const B of batches) {
     `JavaScript ${row.jsScanMs.toFixed(1)} ms), picked by the runtime ${row.runtimePickMs.toFixed(1)} ms/step: ` +
     `x${row.ratio.toFixed(2)}, ${row.hostSavedMs.toFixed(1)} ms of host work less per step`);
 }
+// Sampling (--temperature): the order of one row of logits by the radix sort sampleNext uses against the comparator
+// sort it replaced (the same order), and a whole sampleNext (temperature 0.8, top-p 0.95), on the model's logits.
+const rowsOfLogits = (await model.forward(Array.from({ length: 8 }, (_, s) => [(s * 104729 + 7) % V]), { logits: 'last' })).logits;
+const comparator = (l) => Int32Array.from(l.keys()).sort((a, b) => (l[b] - l[a]) || (a - b));
+const timeRows = (f) => median(Array.from({ length: 8 }, (_, s) => {
+  const l = rowsOfLogits.slice(s * V, (s + 1) * V);
+  const t0 = performance.now();
+  f(l);
+  return performance.now() - t0;
+}));
+for (let s = 0; s < 8; s++) {
+  const l = rowsOfLogits.subarray(s * V, (s + 1) * V);
+  if (orderByLogit(l).join() !== comparator(l).join()) throw new Error('orderByLogit differs from the comparator sort');
+}
+const sampling = { comparatorSortMs: timeRows(comparator), radixOrderMs: timeRows(orderByLogit),
+  sampleNextMs: timeRows((l) => sampleNext(l, [], { temperature: 0.8, topP: 0.95 }, new Rng(1))) };
+sampling.ratio = sampling.comparatorSortMs / sampling.radixOrderMs;
+console.error(`sampling: order of ${V} logits by the comparator sort ${sampling.comparatorSortMs.toFixed(1)} ms, by the radix sort ` +
+  `${sampling.radixOrderMs.toFixed(1)} ms (x${sampling.ratio.toFixed(1)}); sampleNext (temperature 0.8, top-p 0.95) ${sampling.sampleNextMs.toFixed(1)} ms per row`);
 console.log(JSON.stringify({ model: o.model, vocab: V, device: model.info().describe, threads: o.threads, penalty: o.penalty,
-  prompt: o.prompt, steps: o.steps, rows }, null, 2));
+  prompt: o.prompt, steps: o.steps, rows, sampling }, null, 2));
 model.dispose();

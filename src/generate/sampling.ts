@@ -67,15 +67,45 @@ export function argmax(x: ArrayLike<number>): number {
 }
 
 /**
+ * Token ids by descending logit, ties by ascending id: the order a comparator sort on (logit desc, id asc) gives,
+ * found by a stable LSD radix sort (three passes of 11 bits) over the logits' bit patterns mapped to unsigned keys
+ * that order as the floats do (-0 as +0). O(V): a 128K vocabulary in a few milliseconds, where the comparator sort
+ * took 50-70 ms per token and sequence.
+ */
+export function orderByLogit(logits: Float32Array): Int32Array {
+  const n = logits.length;
+  const bits = new Uint32Array(logits.buffer, logits.byteOffset, n);
+  let keys = new Uint32Array(n), ids = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const b = logits[i] === 0 ? 0x80000000 : (bits[i]! & 0x80000000 ? ~bits[i]! >>> 0 : (bits[i]! | 0x80000000) >>> 0);
+    keys[i] = ~b >>> 0; // ascending keys = descending logits
+    ids[i] = i;
+  }
+  let keys2 = new Uint32Array(n), ids2 = new Int32Array(n);
+  const start = new Uint32Array(2048);
+  for (let shift = 0; shift < 32; shift += 11) {
+    start.fill(0);
+    for (let i = 0; i < n; i++) start[(keys[i]! >>> shift) & 2047]!++;
+    for (let d = 0, sum = 0; d < 2048; d++) { const c = start[d]!; start[d] = sum; sum += c; }
+    for (let i = 0; i < n; i++) {
+      const at = start[(keys[i]! >>> shift) & 2047]!++;
+      keys2[at] = keys[i]!;
+      ids2[at] = ids[i]!;
+    }
+    [keys, keys2] = [keys2, keys];
+    [ids, ids2] = [ids2, ids];
+  }
+  return ids;
+}
+
+/**
  * Filtered probabilities after temperature, top-k and top-p, as (token, probability) pairs sorted by
  * descending probability (ties by token id). Exposed for tests: this is where HF semantics live.
  */
 export function filteredDistribution(logits: Float32Array, o: SamplingOptions): { ids: Int32Array; probs: Float64Array } {
   const temperature = o.temperature ?? 1;
   const n = logits.length;
-  const order = new Int32Array(n);
-  for (let i = 0; i < n; i++) order[i] = i;
-  order.sort((a, b) => (logits[b]! - logits[a]!) || (a - b));
+  const order = orderByLogit(logits);
   let keep = n;
   const topK = o.topK ?? 0;
   if (topK > 0 && topK < n) {
