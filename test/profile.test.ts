@@ -82,6 +82,28 @@ describe('profileCorpus', () => {
     expect((await readStats(statsFileFor(out, 'sw'))).meta.scope.maxLen).toBe(32);
   });
 
+  it('cuts the next batch while the runtime computes the current one, counting what the plain loop counts', async () => {
+    const m = await loadModel(fixturePath('tiny-qwen2'), { threads: 2 });
+    let inFlight = 0, encodedDuringForward = 0, forwards = 0;
+    const forward = m.forward.bind(m);
+    m.forward = (async (...args: Parameters<typeof m.forward>) => {
+      inFlight++;
+      forwards++;
+      try { return await forward(...args); } finally { inFlight--; }
+    }) as typeof m.forward;
+    const tok = m.requireTokenizer();
+    const encode = tok.encode.bind(tok);
+    tok.encode = ((...args: Parameters<typeof tok.encode>) => { if (inFlight) encodedDuringForward++; return encode(...args); }) as typeof tok.encode;
+    const [overlapped, plain] = [await tmp(), await tmp()];
+    const corpus = udhrCorpus(['en'], { split: 'train' });
+    await profileCorpus(m, corpus, { languages: ['en'], outDir: overlapped, scope, batchTokens: 300 });
+    expect(forwards).toBe(Math.ceil(3000 / 48 / Math.floor(300 / 48)));
+    expect(encodedDuringForward).toBeGreaterThan(forwards / 2);
+    await profileCorpus(model, corpus, { languages: ['en'], outDir: plain, scope, batchTokens: 300 });
+    expectSameCounts(await readStats(statsFileFor(overlapped, 'en')), await readStats(statsFileFor(plain, 'en')));
+    m.dispose();
+  });
+
   it('stops at the last profiled layer and refuses windows longer than the context', async () => {
     const out = await tmp();
     await profileCorpus(model, udhrCorpus(['en'], { split: 'train' }), { languages: ['en'], outDir: out, scope, layers: 1 });

@@ -148,17 +148,31 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
     let sinceCheckpoint = 0;
     let position: ScopePosition | undefined = resumeFrom;
     const budget = o.scope.tokenBudget;
-    for await (const batch of scopeBatches(source, tok, { scope: o.scope, batchTokens, ...(o.shard ? { shard: o.shard } : {}), ...(resumeFrom ? { resumeFrom } : {}) })) {
-      if (batch.sequences.length) {
-        await model.forward(batch.sequences, { logits: 'none', stats, countMask: batch.countMask, lastLayer: layers - 1 });
+    // The next batch is read and tokenized while the runtime computes this one (forwards run off the JS thread), so
+    // that a GPU does not wait for the tokenizer between batches. Only a finished forward moves `position`, so a
+    // checkpoint never counts the batch being cut, and the batches, their order and the sums are those of a loop
+    // without the overlap.
+    const batches = scopeBatches(source, tok, { scope: o.scope, batchTokens, ...(o.shard ? { shard: o.shard } : {}), ...(resumeFrom ? { resumeFrom } : {}) });
+    try {
+      let pending = batches.next();
+      for (let item = await pending; !item.done; item = await pending) {
+        const batch = item.value;
+        const forward = batch.sequences.length
+          ? model.forward(batch.sequences, { logits: 'none', stats, countMask: batch.countMask, lastLayer: layers - 1 })
+          : null;
+        pending = batches.next();
+        pending.catch(() => undefined); // awaited at the next turn; a failing forward must not leave it unobserved
+        await forward;
+        position = batch.position;
+        sinceCheckpoint += batch.tokens;
+        o.onProgress?.({ language: lang, tokens: position.tokensCounted, budget, sequences: position.sequencesEmitted });
+        if (sinceCheckpoint >= (o.checkpointTokens ?? 1_000_000)) {
+          await writeStats(ckFile, total(), { [CHECKPOINT_KEY]: JSON.stringify({ position, optionsKey } satisfies CheckpointState) });
+          sinceCheckpoint = 0;
+        }
       }
-      position = batch.position;
-      sinceCheckpoint += batch.tokens;
-      o.onProgress?.({ language: lang, tokens: position.tokensCounted, budget, sequences: position.sequencesEmitted });
-      if (sinceCheckpoint >= (o.checkpointTokens ?? 1_000_000)) {
-        await writeStats(ckFile, total(), { [CHECKPOINT_KEY]: JSON.stringify({ position, optionsKey } satisfies CheckpointState) });
-        sinceCheckpoint = 0;
-      }
+    } finally {
+      await batches.return(undefined);
     }
     const final = total();
     // A shard of a small corpus may get no sequence: its (empty) file still merges, so a grid of shards completes.
