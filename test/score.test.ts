@@ -33,6 +33,21 @@ describe('scoring on stories260k', () => {
     ref = await loadReference('stories260k');
   });
 
+  it('200000 pairs of one one-token context (texts packed after BOS) are scored, each as when alone', async () => {
+    // The grouping copied each context's list per pair (40000 pairs: 49 s) and spread it into push (over ~120k
+    // arguments: a stack overflow).
+    const n = 200_000;
+    const pairs = Array.from({ length: n }, (_, i) => ({ context: [1], continuation: [2 + (i % 300), 3 + (i % 200)] }));
+    const all = await logLikelihoodTokens(model, pairs);
+    expect(all).toHaveLength(n);
+    const some = [0, 1, 299, 123_457, n - 1];
+    const alone = await logLikelihoodTokens(model, some.map((i) => pairs[i]!));
+    some.forEach((i, k) => {
+      expect(all[i]!.tokens).toBe(2);
+      expect(all[i]!.logprob).toBeCloseTo(alone[k]!.logprob, 4);
+    });
+  });
+
   it('mean NLL equals the float64 NLL of the reference logits', async () => {
     const ids = ref.inputIds, V = model.vocabSize;
     let nll = 0;

@@ -70,7 +70,7 @@ export function unpickle(buf: Uint8Array, hooks: UnpickleHooks): unknown {
   };
   const append = (l: unknown, xs: unknown[]) => {
     if (!Array.isArray(l)) throw new PickleError(`APPEND(S) on a ${typeof l}, not a list`);
-    l.push(...xs);
+    for (const x of xs) l.push(x); // (a spread overflows the stack on long lists)
   };
 
   for (;;) {

@@ -216,7 +216,7 @@ export function learningRate(o: Pick<ResolvedOptions, 'lr' | 'warmup' | 'schedul
 async function loadChunks(file: string, tokenize: (s: string) => number[], chunk: number, what: string): Promise<{ chunks: Int32Array[]; sha: string }> {
   const text = await readTextFile(file, what);
   const ids: number[] = [];
-  for (const line of text.split(/\r?\n/)) if (line.trim()) ids.push(...tokenize(line));
+  for (const line of text.split(/\r?\n/)) if (line.trim()) for (const id of tokenize(line)) ids.push(id); // (a spread overflows the stack on long lines)
   const chunks: Int32Array[] = [];
   for (let i = 0; i < ids.length; i += chunk) {
     const c = ids.slice(i, i + chunk);

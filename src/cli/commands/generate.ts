@@ -43,7 +43,7 @@ export function registerGenerate(program: Command): void {
       const model = await openModel(dir, o);
       let prompts: number[][];
       let texts: string[] = [...o.prompt];
-      if (o.promptFile) texts.push(...(await readFile(o.promptFile, 'utf8').catch((e: Error) => {
+      if (o.promptFile) texts = texts.concat((await readFile(o.promptFile, 'utf8').catch((e: Error) => {
         throw new LangneuronsError('E_IO', `${o.promptFile}: cannot read the prompt file: ${e.message}`, { file: o.promptFile! });
       })).split('\n').filter((l) => l.length > 0));
       if (o.system !== undefined && !o.chat) throw new LangneuronsError('E_OPTIONS', '--system needs --chat', { field: 'system' });
