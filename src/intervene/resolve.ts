@@ -53,7 +53,7 @@ export function neuronStatistic(st: ActivationStats, s: SiteStats, name: string,
   if (name === 'p_max' || name === 'p_median') {
     const S = s.seqMeans!.length / (L * W), xs: number[] = [];
     for (let q = 0; q < S; q++) xs.push(s.seqMeans![(q * L + slot) * W + j]!);
-    return name === 'p_max' ? Math.max(...xs) : median(xs);
+    return name === 'p_max' ? xs.reduce((m, x) => Math.max(m, x), -Infinity) : median(xs); // (no spread: S may be large)
   }
   const q = name === 'median' ? 0.5 : Number(name.slice(1)) / 100;
   const h = s.histogram!, B = h.edges.length - 1;

@@ -60,7 +60,7 @@ export async function readPrompts(source: string): Promise<ForcingPrompt[]> {
     const stem = path.basename(file, path.extname(file));
     const got = await promptsOfFile(file, stat.isDirectory() ? stem : null);
     if (got.length === 0) promptError(file, 'the prompt file has no prompts (every line is empty)');
-    out.push(...got);
+    for (const p of got) out.push(p); // (a spread overflows the stack past ~100k prompts)
   }
   return out;
 }
@@ -145,7 +145,9 @@ export async function computeForcing<I>(opts: ForcingOptions<I>): Promise<Forcin
     const groups = new Map<string | null, number[]>();
     opts.prompts.forEach((p, i) => {
       const src = p.language !== null && normaliseLanguageCode(p.language) === normaliseLanguageCode(target) ? null : p.language;
-      groups.set(src, [...(groups.get(src) ?? []), i]);
+      const group = groups.get(src);
+      if (group) group.push(i);
+      else groups.set(src, [i]);
     });
     const forcedTexts = new Array<string>(texts.length);
     for (const [src, idx] of groups) {

@@ -215,7 +215,7 @@ export async function computeLss<I, S extends { name: string }>(opts: LssOptions
     const pairResults: LssPairResult[] = [];
     // one call per target language: every base with that target shares the intervention
     const byTarget = new Map<string, number[]>();
-    prepared.forEach((p, k) => byTarget.set(p.target, [...(byTarget.get(p.target) ?? []), k]));
+    prepared.forEach((p, k) => { const g = byTarget.get(p.target); if (g) g.push(k); else byTarget.set(p.target, [k]); });
     const scored = new Map<number, Map<string, number>>();
     for (const [target, ks] of byTarget) {
       const m = await scoreUnique(opts.logLikelihood, ks.flatMap((k) => asks(prepared[k]!.items)), opts.amplify(target, setting));
