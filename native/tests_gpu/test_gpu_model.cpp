@@ -403,7 +403,7 @@ LN_TEST(gpu_model_bf16_statistics_close_to_cpu) {
 
 // LogitsMode::Greedy on the device: each pick equals pick_next_token over the runtime's own Last logits of the same
 // batch (the same products, so the same logits), with a repetition penalty over lists that hold the unpenalised
-// picks; 300 sequences (two LM-head chunks); then the f32 picks against the CPU engine's where the top two logits
+// picks; 260 sequences of 1-3 tokens (two LM-head chunks of 256 rows); then the f32 picks against the CPU engine's where the top two logits
 // are apart by more than rounding, and a prefill + decode step through the device KV cache.
 LN_TEST(gpu_model_greedy_picks_match_last_logits_and_cpu) {
   TinyOpts o;
@@ -412,7 +412,7 @@ LN_TEST(gpu_model_greedy_picks_match_last_logits_and_cpu) {
   const int64_t V = t.cfg.vocab;
   Model cpu(t.cfg, t.w, 2, Compute::F32);
   std::vector<int> lens;
-  for (int s = 0; s < 300; ++s) lens.push_back(1 + (s * 5) % 9);
+  for (int s = 0; s < 260; ++s) lens.push_back(1 + s % 3);
   const Batch b = make_batch(lens, o.vocab, 71);
   for (Compute mode : {Compute::F32, Compute::BF16}) {
     auto g = make_cuda_runtime(t.cfg, t.w, 0, mode);
@@ -456,8 +456,8 @@ LN_TEST(gpu_model_greedy_picks_match_last_logits_and_cpu) {
       }
     }
     LN_CHECK_MSG(wrong == 0, "%s: %d picks differ", mode == Compute::F32 ? "f32" : "bf16", wrong);
-    LN_CHECK_MSG(moved >= 100, "the penalty moved only %d picks", moved);
-    if (mode == Compute::F32) LN_CHECK_MSG(compared >= 250, "only %d picks compared with the CPU", compared);
+    LN_CHECK_MSG(moved >= 90, "the penalty moved only %d picks", moved);
+    if (mode == Compute::F32) LN_CHECK_MSG(compared >= 200, "only %d picks compared with the CPU", compared);
 
     // Prefill + one decode step through the device cache: Greedy = the argmax of Last.
     auto cache = g->make_cache(2, 64);
