@@ -25,12 +25,18 @@ export function checkFiniteOutput(o: {
     const r = o.rowOf(i);
     if (r < 0) break;
     const bad = firstNonFinite(o.logits, r * o.vocab, (r + 1) * o.vocab);
-    if (bad >= 0) throw nonFinite(o, `logit ${bad - r * o.vocab} of sequence ${i} is ${o.logits[bad]}`);
-    // Every logit exactly 0: the final norm divided by an infinite RMS (its input overflowed float32), so the
-    // hidden state became 0 — finite, but as meaningless as NaN (uniform predictions, empty generations).
-    if (o.vocab > 1 && allZero(o.logits, r * o.vocab, (r + 1) * o.vocab)) throw nonFinite(o, `every logit of sequence ${i} is exactly 0 (the final norm's input overflowed)`);
+    checkRow(o, i, bad < 0 ? -1 : bad - r * o.vocab, o.logits[bad] ?? 0, bad < 0 && allZero(o.logits, r * o.vocab, (r + 1) * o.vocab));
   }
   checkTargetLogprobs(o);
+}
+
+/** Sequence i's last row: `bad` the index of its first non-finite logit (-1: none), `value` that logit, `zero`
+ *  whether every logit is exactly 0. */
+function checkRow(o: { vocab: number; intervened: boolean; model: string }, i: number, bad: number, value: number, zero: boolean): void {
+  if (bad >= 0) throw nonFinite(o, `logit ${bad} of sequence ${i} is ${value}`);
+  // Every logit exactly 0: the final norm divided by an infinite RMS (its input overflowed float32), so the
+  // hidden state became 0 — finite, but as meaningless as NaN (uniform predictions, empty generations).
+  if (o.vocab > 1 && zero) throw nonFinite(o, `every logit of sequence ${i} is exactly 0 (the final norm's input overflowed)`);
 }
 
 function checkTargetLogprobs(o: { targetLogprobs: Float32Array | null; intervened: boolean; model: string }): void {
@@ -44,12 +50,8 @@ export function checkFiniteNext(o: {
   next: { firstNonFinite: Int32Array; nonFiniteValues: Float32Array; allZero: Uint8Array };
   vocab: number; targetLogprobs: Float32Array | null; intervened: boolean; model: string;
 }): void {
-  const n = o.next.firstNonFinite.length;
-  for (let i = 0; i < n; i++) {
-    const bad = o.next.firstNonFinite[i]!;
-    if (bad >= 0) throw nonFinite(o, `logit ${bad} of sequence ${i} is ${o.next.nonFiniteValues[i]}`);
-    if (o.vocab > 1 && o.next.allZero[i]) throw nonFinite(o, `every logit of sequence ${i} is exactly 0 (the final norm's input overflowed)`);
-  }
+  for (let i = 0; i < o.next.firstNonFinite.length; i++)
+    checkRow(o, i, o.next.firstNonFinite[i]!, o.next.nonFiniteValues[i]!, o.next.allZero[i] === 1);
   checkTargetLogprobs(o);
 }
 

@@ -222,18 +222,16 @@ export class LanguageModel {
       ...this.interventionOptions(batch, seqOffsets, total, opts),
     });
     const rows = mode === 'all' ? total : mode === 'last' || mode === 'lastHidden' ? batch.length : 0;
-    if (mode === 'greedy') {
+    if (mode === 'greedy')
       checkFiniteNext({ next: res.next!, vocab: this.vocabSize, targetLogprobs: res.targetLogprobs ?? null, intervened: !!opts.intervene, model: path.basename(this.checkpoint.dir) });
-      return { logits: res.logits, rows, vocab: this.vocabSize, seqOffsets, targetLogprobs: res.targetLogprobs, capture: res.capture ?? null,
-        next: { tokens: res.next!.tokens, logits: res.next!.logits } };
-    }
-    if (mode !== 'lastHidden')
+    else if (mode !== 'lastHidden')
       checkFiniteOutput({
         logits: res.logits, vocab: this.vocabSize, sequences: batch.length, targetLogprobs: res.targetLogprobs ?? null,
         rowOf: (i) => (mode === 'all' ? seqOffsets[i]! + batch[i]!.length - 1 : mode === 'last' ? i : -1),
         intervened: !!opts.intervene, model: path.basename(this.checkpoint.dir),
       });
-    return { logits: res.logits, rows, vocab: mode === 'lastHidden' ? this.config.hiddenSize : this.vocabSize, seqOffsets, targetLogprobs: res.targetLogprobs, capture: res.capture ?? null, next: null };
+    return { logits: res.logits, rows, vocab: mode === 'lastHidden' ? this.config.hiddenSize : this.vocabSize, seqOffsets, targetLogprobs: res.targetLogprobs,
+      capture: res.capture ?? null, next: res.next ? { tokens: res.next.tokens, logits: res.next.logits } : null };
   }
 
   /** repetitionPenalty / penaltyTokens of logits 'greedy', as the native ids + offsets (ranges checked again there). */
