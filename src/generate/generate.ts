@@ -4,6 +4,7 @@ import { LangneuronsError } from '../errors.js';
 import type { LanguageModel } from '../engine/model.js';
 import type { Intervention } from '../intervene/index.js';
 import { Rng, sampleNext, validateSampling, type SamplingOptions } from './sampling.js';
+import { StopFinder } from './stops.js';
 
 export interface GenerateOptions extends SamplingOptions {
   maxNewTokens?: number;
@@ -45,7 +46,10 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
   const stops = (opts.stop ?? []).filter((s) => s.length > 0);
   if (stops.length && !tok) throw new LangneuronsError('E_TOKENIZER', 'stop strings need the model\'s tokenizer');
   const rng = new Rng(opts.seed ?? 0);
-  const out = prompts.map((p) => ({ tokens: [] as number[], text: '', done: maxNew === 0, reason: 'length' as FinishReason, history: [...p] }));
+  // The text is needed during generation only to find stop strings; otherwise it is decoded once at the end.
+  const stopFinder = tok && stops.length ? new StopFinder(tok, stops) : null;
+  const out = prompts.map((p) => ({ tokens: [] as number[], text: '', done: maxNew === 0, reason: 'length' as FinishReason, history: [...p],
+    stopScan: stopFinder?.start() ?? null }));
 
   let active = out.map((_, i) => i).filter((i) => !out[i]!.done);
   const intervene = opts.intervene ? { intervene: opts.intervene } : {};
@@ -67,10 +71,8 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
       o.tokens.push(id);
       o.history.push(id);
       opts.onToken?.(s, id);
-      // The text is needed during generation only to find stop strings; otherwise it is decoded once at the end.
-      if (tok && stops.length) o.text = tok.decode(o.tokens, { skipSpecialTokens: true });
-      const hit = stops.map((x) => o.text.indexOf(x)).filter((k) => k >= 0);
-      if (hit.length) { o.text = o.text.slice(0, Math.min(...hit)); o.done = true; o.reason = 'stop'; continue; }
+      const cut = stopFinder ? stopFinder.step(o.stopScan!, o.tokens, id) : null;
+      if (cut !== null) { o.text = cut; o.done = true; o.reason = 'stop'; continue; }
       if (o.tokens.length >= maxNew || prompts[s]!.length + o.tokens.length >= capacity) { o.done = true; o.reason = 'length'; continue; }
       next.push(s);
     }

@@ -18,6 +18,7 @@ import path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { LangneuronsError, describeError } from '../errors.js';
 import type { ModelConfig } from './config.js';
+import { fastDecoder, type FastDecode } from './fast-decode.js';
 
 export interface EncodeOptions {
   /** Add BOS (and whatever else the post-processor adds). Default true. */
@@ -36,9 +37,14 @@ export interface DecodeStream {
   step(id: number): string;
   /** Returns whatever is still held back (e.g. an incomplete byte sequence at the end, as U+FFFD). */
   flush(): string;
+  /** What flush would return now, without ending the hold: the text so far is everything returned + held(). */
+  held(): string;
 }
 
 type Json = Record<string, unknown>;
+
+/** Decoders whose output for a token depends on nothing but it, its neighbours and the start of the text. */
+const LOCAL_DECODERS = new Set(['ByteLevel', 'Metaspace', 'Replace', 'ByteFallback', 'Fuse', 'Strip']);
 
 function fail(file: string, message: string, cause?: unknown): never {
   throw new LangneuronsError('E_TOKENIZER', `${path.basename(file)}: ${message}`, { file, ...(cause === undefined ? {} : { cause }) });
@@ -85,6 +91,8 @@ export class LoadedTokenizer {
   /** Whether tokenizer.json's own post-processor adds BOS (informational). */
   readonly postProcessorAddsBos: boolean;
   private readonly cleanUpSpaces: boolean;
+  /** The library's decode without its per-token list scans (fast-decode.ts); null: the library's own. */
+  private readonly fastDecode: FastDecode | null;
 
   constructor(
     readonly file: string,
@@ -114,6 +122,31 @@ export class LoadedTokenizer {
     else this.addsBos = bosFromTokenizer !== undefined;
 
     this.cleanUpSpaces = tokenizerConfig?.['clean_up_tokenization_spaces'] === true;
+    this.fastDecode = fastDecoder(inner);
+  }
+
+  /**
+   * Whether a character of decode's text depends only on its own ids, those shortly before and the start of the
+   * text, so that the decode stream's text is decode's and an edit near the end leaves the rest as it was
+   * (generate/stops.ts relies on it). True for the decoders of the supported families (ByteLevel; Metaspace;
+   * sequences of Replace, ByteFallback, Fuse, Strip); false for others, such as BPE's end-of-word suffix,
+   * whose decode trims the whole text.
+   */
+  get decodesLocally(): boolean {
+    const decoder = (this.inner as unknown as { decoder?: { config?: Json; end_of_word_suffix?: unknown } | null }).decoder;
+    if (!decoder) return true;
+    if (decoder.end_of_word_suffix) return false;
+    const local = (c: unknown): boolean => {
+      const type = (c as Json | undefined)?.['type'];
+      if (type === 'Sequence') return Array.isArray((c as Json)['decoders']) && ((c as Json)['decoders'] as unknown[]).every(local);
+      return typeof type === 'string' && LOCAL_DECODERS.has(type);
+    };
+    return local(decoder.config);
+  }
+
+  /** Whether decode runs fast-decode.ts's set lookups rather than the library's list scans (for the tests). */
+  get decodesFast(): boolean {
+    return this.fastDecode !== null;
   }
 
   encode(text: string, options: EncodeOptions = {}): number[] {
@@ -132,10 +165,10 @@ export class LoadedTokenizer {
       }
     }
     if (ids.length === 0) return ''; // tokenizers.js refuses an empty list
-    return this.inner.decode([...ids], {
-      skip_special_tokens: options.skipSpecialTokens ?? false,
-      clean_up_tokenization_spaces: options.cleanUpTokenizationSpaces ?? this.cleanUpSpaces,
-    });
+    const skip = options.skipSpecialTokens ?? false;
+    const cleanUp = options.cleanUpTokenizationSpaces ?? this.cleanUpSpaces;
+    if (this.fastDecode) return this.fastDecode(ids, skip, cleanUp);
+    return this.inner.decode([...ids], { skip_special_tokens: skip, clean_up_tokenization_spaces: cleanUp });
   }
 
   tokenToId(token: string): number | undefined {
@@ -157,17 +190,19 @@ export class LoadedTokenizer {
   createDecodeStream(options: { skipSpecialTokens?: boolean } = {}): DecodeStream {
     const opts: DecodeOptions = { skipSpecialTokens: options.skipSpecialTokens ?? false, cleanUpTokenizationSpaces: false };
     let ids: number[] = [];
-    let prefixOffset = 0; // window start: text before it has been emitted
-    let readOffset = 0; // ids[prefixOffset, readOffset) decode to the text already emitted from the window
+    let readOffset = 0; // ids[0, readOffset) decode to the text already emitted from the window
+    let prefixText = ''; // their text: unchanged until the next emission, so decoded once
+    let held = ''; // text of the ids after readOffset, not emitted yet
     const emit = (force: boolean): string => {
-      const prefixText = this.decode(ids.slice(prefixOffset, readOffset), opts);
-      const newText = this.decode(ids.slice(prefixOffset), opts);
-      if (newText.length > prefixText.length && (force || !newText.endsWith('\uFFFD'))) {
-        const out = newText.slice(prefixText.length);
+      const newText = this.decode(ids, opts);
+      held = newText.length > prefixText.length ? newText.slice(prefixText.length) : '';
+      if (held && (force || !newText.endsWith('\uFFFD'))) {
+        const out = held;
         // Drop ids before the new window so memory stays bounded during long generations.
         ids = ids.slice(readOffset);
-        prefixOffset = 0;
         readOffset = ids.length;
+        prefixText = this.decode(ids, opts);
+        held = '';
         return out;
       }
       return '';
@@ -177,6 +212,7 @@ export class LoadedTokenizer {
         ids.push(id);
         return emit(false);
       },
+      held: () => held,
       flush: () => emit(true),
     };
   }
