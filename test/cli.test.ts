@@ -38,6 +38,29 @@ describe('langneurons CLI', () => {
     expect(JSON.parse(r.stdout).generations[0].tokens).toEqual(ref.json.greedy_from_bos);
   });
 
+  it('generate --prompt-file runs --batch prompts at a time: the same generations in any batching, greedy or sampled', async () => {
+    const dir = await fsp.mkdtemp(path.join(repoRoot, 'build', 'cli-gen-'));
+    temps.push(dir);
+    const f = path.join(dir, 'prompts.txt');
+    await fsp.writeFile(f, ['Once upon a time', 'The little dog', 'She said', 'One day, a girl', 'Tom and his mom'].join('\n') + '\n');
+    const run = (...extra: string[]) => {
+      const r = cli('generate', fixturePath('stories260k'), '--prompt-file', f, '--max-new-tokens', '12', '--ignore-eos', ...extra);
+      expect(r.code, r.stderr).toBe(0);
+      return r;
+    };
+    const gens = (...extra: string[]) => JSON.parse(run('--json', ...extra).stdout).generations as { tokens: number[]; text: string }[];
+    for (const sampling of [[], ['--temperature', '1', '--top-k', '40', '--seed', '3']]) {
+      const whole = gens('--batch', '5', ...sampling);
+      expect(whole).toHaveLength(5);
+      expect(gens('--batch', '2', ...sampling)).toEqual(whole);
+      expect(gens('--batch', '1', ...sampling)).toEqual(whole);
+      if (sampling.length) expect(new Set(whole.map((g) => g.tokens.join())).size).toBe(5);
+    }
+    // Without --json: each batch printed as it ends, in prompt order.
+    const text = gens('--batch', '5');
+    expect(run('--batch', '2').stdout).toBe(text.map((g, i) => `[${i}] ${g.text}\n`).join(''));
+  });
+
   it('score --json gives the mean NLL of a text file', async () => {
     const dir = await fsp.mkdtemp(path.join(repoRoot, 'build', 'cli-test-'));
     temps.push(dir);

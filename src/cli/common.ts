@@ -19,6 +19,12 @@ export function addModelOptions(cmd: Command): Command {
     .option('--json', 'print one JSON document on stdout (no progress output)');
 }
 
+/** Sequences decoded together by default (eval's --batch-items, generate's --batch). A GPU decode step reads the
+ *  weights once for the whole batch, so 64 sequences cost little more than 16 there (their KV cache: ~10 GB for an
+ *  8B model at 1,000 prompt + 256 new tokens each); the CPU's step grows with the batch. */
+export const DECODE_BATCH = { cpu: 16, gpu: 64 } as const;
+export const decodeBatchFor = (model: LanguageModel): number => (model.device === 'cpu' ? DECODE_BATCH.cpu : DECODE_BATCH.gpu);
+
 export async function openModel(dir: string, o: ModelCliOptions): Promise<LanguageModel> {
   if (o.device !== undefined && !isDeviceRequest(o.device))
     throw new LangneuronsError('E_OPTIONS', `--device must be auto, cpu, cuda or cuda:N, got '${o.device}'`, { field: '--device' });

@@ -28,6 +28,8 @@ export class Progress {
     const bar = '█'.repeat(Math.round(frac * width)).padEnd(width, '░');
     process.stderr.write(`\r${this.label} ${bar} ${(frac * 100).toFixed(0).padStart(3)}% ${done}/${total} ${extra}`);
   }
+  /** Clears the bar's line, so that output written next does not share it (the next update draws it again). */
+  clear(): void { if (this.enabled) { process.stderr.write('\r\x1b[K'); this.last = 0; } }
   done(): void { if (this.enabled) process.stderr.write('\n'); }
 }
 

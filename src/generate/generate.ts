@@ -14,6 +14,9 @@ export interface GenerateOptions extends SamplingOptions {
   stopAtEos?: boolean;
   /** Called after each step with the number of tokens generated so far over all sequences. */
   onToken?: (seq: number, token: number) => void;
+  /** Index of the first prompt in the caller's whole list, when it generates that list in batches: sequence i samples
+   *  from the random stream of prompt `firstIndex + i` (Rng.forSequence), the same in any batching. Default 0. */
+  firstIndex?: number;
   /** Interventions on FFN neurons (src/intervene); the prompt (prefill) tokens are `prompt` positions, the
    *  decoded ones `generated`. */
   intervene?: Intervention;
@@ -45,11 +48,12 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
   const tok = model.tokenizer;
   const stops = (opts.stop ?? []).filter((s) => s.length > 0);
   if (stops.length && !tok) throw new LangneuronsError('E_TOKENIZER', 'stop strings need the model\'s tokenizer');
-  const rng = new Rng(opts.seed ?? 0);
+  const firstIndex = opts.firstIndex ?? 0;
+  if (!Number.isSafeInteger(firstIndex) || firstIndex < 0) throw new LangneuronsError('E_OPTIONS', `firstIndex must be an integer >= 0, got ${firstIndex}`, { field: 'firstIndex' });
   // The text is needed during generation only to find stop strings; otherwise it is decoded once at the end.
   const stopFinder = tok && stops.length ? new StopFinder(tok, stops) : null;
-  const out = prompts.map((p) => ({ tokens: [] as number[], text: '', done: maxNew === 0, reason: 'length' as FinishReason, history: [...p],
-    stopScan: stopFinder?.start() ?? null }));
+  const out = prompts.map((p, i) => ({ tokens: [] as number[], text: '', done: maxNew === 0, reason: 'length' as FinishReason, history: [...p],
+    stopScan: stopFinder?.start() ?? null, rng: opts.temperature ? Rng.forSequence(opts.seed ?? 0, firstIndex + i) : null }));
 
   let active = out.map((_, i) => i).filter((i) => !out[i]!.done);
   const intervene = opts.intervene ? { intervene: opts.intervene } : {};
@@ -66,7 +70,7 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
     for (const s of active) {
       const o = out[s]!;
       const id = step.next ? step.next.tokens[rowOf(s)]!
-        : sampleNext(step.logits.subarray(rowOf(s) * step.vocab, (rowOf(s) + 1) * step.vocab), o.history, opts, rng);
+        : sampleNext(step.logits.subarray(rowOf(s) * step.vocab, (rowOf(s) + 1) * step.vocab), o.history, opts, o.rng!);
       if (eos.has(id)) { o.done = true; o.reason = 'eos'; continue; }
       o.tokens.push(id);
       o.history.push(id);

@@ -36,6 +36,17 @@ export class Rng {
     s[2] = (s[2]! ^ t) >>> 0; s[3] = rotl(s[3]!, 11);
     return result;
   }
+  /**
+   * The random stream of sequence `index` of a generation seeded with `seed`: sequence 0 draws what `new Rng(seed)`
+   * draws, every other its own stream, so that a sequence's samples do not depend on which others share its batch.
+   */
+  static forSequence(seed: number, index: number): Rng {
+    if (index === 0) return new Rng(seed);
+    // A 32-bit finaliser of (seed, index) as the seed: nearby indices get unrelated streams.
+    let z = Math.imul((seed >>> 0) ^ Math.imul(index, 0x9e3779b9), 0x85ebca6b) >>> 0;
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+    return new Rng((z ^ (z >>> 16)) >>> 0);
+  }
   /** Uniform in [0, 1) with 53 random bits. */
   next(): number { return ((this.nextU32() >>> 5) * 67108864 + (this.nextU32() >>> 6)) / 9007199254740992; }
 }

@@ -14,7 +14,7 @@ import { isAdapterDir } from '../../train/adapter.js';
 import { HeadClassifier } from '../../train/head.js';
 import { inputHashes } from '../../eval/inputs.js';
 import { modelFingerprint } from '../../model/fingerprint.js';
-import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
+import { addModelOptions, DECODE_BATCH, decodeBatchFor, openModel, type ModelCliOptions } from '../common.js';
 import { parseIntOption, printResult, Progress } from '../output.js';
 
 interface EvalCli extends ModelCliOptions {
@@ -25,10 +25,6 @@ interface EvalCli extends ModelCliOptions {
 
 const collect = (v: string, acc: string[]) => [...acc, v];
 
-/** --batch-items by device. A GPU decode step reads the weights once for the whole batch, so 64 sequences cost
- *  little more than 16 there (their KV cache: ~10 GB for an 8B model at 1,000 prompt + 256 new tokens each); the
- *  CPU's step grows with the batch. */
-const BATCH_ITEMS = { cpu: 16, gpu: 64 } as const;
 
 export function registerEval(program: Command): void {
   addInterventionOptions(addModelOptions(program
@@ -48,7 +44,7 @@ export function registerEval(program: Command): void {
     .option('--delta <path>', 'fine-tuned variant: a delta.safetensors from `finetune` or a PEFT LoRA adapter folder (runs/x/adapter; both merged once into a cache folder), or a merged checkpoint folder')
     .option('--variant <name>', 'variant name recorded in the results (default: base / intervene / delta)')
     .option('--limit <n>', 'first n items per language only', parseIntOption('--limit', 1))
-    .option('--batch-items <n>', `items per batched engine call (default ${BATCH_ITEMS.cpu} on the CPU, ${BATCH_ITEMS.gpu} on a GPU, where a ` +
+    .option('--batch-items <n>', `items per batched engine call (default ${DECODE_BATCH.cpu} on the CPU, ${DECODE_BATCH.gpu} on a GPU, where a ` +
       'generation task decodes that many sequences in a step that costs about what one costs)', parseIntOption('--batch-items', 1))
     .option('--lang-name <code=Name>', 'English name of a FLORES code for the translation prompts (repeatable)', collect, [])
     .option('--intervene-langs <langs>', 'with {lang} in --intervene: evaluate every language with each of these languages\' interventions ' +
@@ -114,7 +110,7 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
         variant.name = o.variant ?? `${variant.name}-chat`;
       }
       const model = await openModel(modelDir, o);
-      const batchItems = o.batchItems ?? (model.device === 'cpu' ? BATCH_ITEMS.cpu : BATCH_ITEMS.gpu);
+      const batchItems = o.batchItems ?? decodeBatchFor(model);
       // Results and resumes are keyed by what the model is (config, tokenizer, weights), not where it is.
       const fingerprint = await modelFingerprint(modelDir);
       const head = o.head ? await HeadClassifier.load(model, o.head) : undefined;

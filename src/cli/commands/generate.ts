@@ -3,14 +3,14 @@ import { readFile } from 'node:fs/promises';
 
 import { LangneuronsError } from '../../errors.js';
 import { encodeChatPrompt, requireChatTemplate, type ChatPrompting } from '../../generate/chat.js';
-import { generateTokens, type GenerateOptions } from '../../generate/generate.js';
+import { generateTokens, type GenerateOptions, type Generation } from '../../generate/generate.js';
 import { addInterventionOptions, interventionFromCli, type InterventionCliOptions } from '../../intervene/index.js';
-import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
-import { parseFloatOption, parseIntOption, printResult } from '../output.js';
+import { addModelOptions, DECODE_BATCH, decodeBatchFor, openModel, type ModelCliOptions } from '../common.js';
+import { parseFloatOption, parseIntOption, printResult, Progress } from '../output.js';
 
 interface GenerateCli extends ModelCliOptions, InterventionCliOptions {
   prompt: string[]; promptFile?: string; promptIds?: string; maxNewTokens: number; temperature: number; topK: number;
-  topP: number; repetitionPenalty: number; stop: string[]; seed: number; ignoreEos?: boolean; chat?: boolean; system?: string;
+  topP: number; repetitionPenalty: number; stop: string[]; seed: number; ignoreEos?: boolean; chat?: boolean; system?: string; batch?: number;
 }
 
 const collect = (v: string, acc: string[]) => [...acc, v];
@@ -35,7 +35,9 @@ export function registerGenerate(program: Command): void {
     .option('--top-p <p>', 'nucleus sampling mass (1 = off)', parseFloatOption('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'), 1)
     .option('--repetition-penalty <r>', 'Hugging Face repetition penalty (1 = off)', parseFloatOption('--repetition-penalty', (x) => x > 0, 'a number > 0'), 1)
     .option('--stop <text>', 'stop string (repeatable); "\\n" stops at a newline', collect, [])
-    .option('--seed <n>', 'sampling seed', parseIntOption('--seed', 0, 2 ** 32 - 1), 0)
+    .option('--seed <n>', 'sampling seed (each prompt samples from its own stream: the same in any --batch)', parseIntOption('--seed', 0, 2 ** 32 - 1), 0)
+    .option('--batch <n>', `prompts generated together (default ${DECODE_BATCH.cpu} on the CPU, ${DECODE_BATCH.gpu} on a GPU); ` +
+      'without --json each batch is printed as it ends', parseIntOption('--batch', 1))
     .option('--ignore-eos', 'keep generating past EOS tokens')
     .option('--chat', "prompt an instruct model through the checkpoint's chat template (each prompt is a user turn)")
     .option('--system <text>', 'with --chat: a system turn before each prompt')))
@@ -66,12 +68,35 @@ export function registerGenerate(program: Command): void {
       };
       const intervene = await interventionFromCli(model, o);
       if (intervene) opts.intervene = intervene;
+      // A prompt file may hold thousands of prompts: they run `batch` at a time (one KV cache and prefill per batch),
+      // in order, each batch printed as it ends; the random streams follow the prompt's index, not the batching.
+      const batch = o.batch ?? decodeBatchFor(model);
+      const progress = prompts.length > batch ? new Progress('generate', o) : null;
+      const line = (g: Generation, i: number) => (prompts.length > 1 ? `[${i}] ` : '') + (model.tokenizer ? g.text : g.tokens.join(' '));
       const started = performance.now();
-      const gens = await generateTokens(model, prompts, opts);
+      const gens: Generation[] = [];
+      progress?.update(0, prompts.length, 'prompts');
+      for (let first = 0; first < prompts.length; first += batch) {
+        const done = await generateTokens(model, prompts.slice(first, first + batch), { ...opts, firstIndex: first });
+        if (!o.json) {
+          progress?.clear();
+          process.stdout.write(done.map((g, k) => `${line(g, first + k)}\n`).join(''));
+        }
+        gens.push(...done);
+        progress?.update(gens.length, prompts.length, 'prompts');
+      }
+      progress?.done();
       const seconds = (performance.now() - started) / 1000;
       const newTokens = gens.reduce((n, g) => n + g.tokens.length, 0);
-      printResult(o, { model: dir, compute: model.compute, generations: gens, seconds, tokensPerSecond: newTokens / seconds },
-        () => gens.map((g, i) => (gens.length > 1 ? `[${i}] ` : '') + (model.tokenizer ? g.text : g.tokens.join(' '))).join('\n'));
-      if (!o.json) process.stderr.write(`(${newTokens} tokens in ${seconds.toFixed(2)} s, ${(newTokens / seconds).toFixed(1)} tokens/s; finish: ${gens.map((g) => g.finishReason).join(', ')})\n`);
+      if (o.json) printResult(o, { model: dir, compute: model.compute, generations: gens, seconds, tokensPerSecond: newTokens / seconds }, () => '');
+      if (!o.json) process.stderr.write(`(${newTokens} tokens in ${seconds.toFixed(2)} s, ${(newTokens / seconds).toFixed(1)} tokens/s; finish: ${finishSummary(gens)})\n`);
     });
+}
+
+/** "eos" for one prompt; "eos 120, stop 7, length 3" for many (a line per prompt would bury the figures). */
+function finishSummary(gens: Generation[]): string {
+  if (gens.length <= 8) return gens.map((g) => g.finishReason).join(', ');
+  const counts = new Map<string, number>();
+  for (const g of gens) counts.set(g.finishReason, (counts.get(g.finishReason) ?? 0) + 1);
+  return [...counts].map(([r, n]) => `${r} ${n}`).join(', ');
 }
