@@ -30,6 +30,15 @@ failures=()
 section() { printf '\n=== %s (%d s)\n' "$1" "$((SECONDS - t_start))" | tee -a "$log"; }
 run() { "$@" 2>&1 | tee -a "$log"; return "${PIPESTATUS[0]}"; }
 note_fail() { failures+=("$1"); echo "FAILED: $1" | tee -a "$log"; }
+# A stage that hangs (a kernel that never ends, a deadlock) must not take the whole call's time from the stages
+# after it: each runs under a limit well above its expected time on an H100/H200; running past it is a failure.
+limited() {
+  local limit=$1 name=$2; shift 2
+  run timeout --kill-after=10 "$limit" "$@"
+  local rc=$?
+  if [ $rc = 124 ] || [ $rc = 137 ]; then echo "$name: did not end within $limit s" | tee -a "$log"; fi
+  return $rc
+}
 
 section "machine"
 run nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv || { echo "gpu-check: nvidia-smi failed: no NVIDIA GPU here" | tee -a "$log"; exit 1; }
@@ -71,18 +80,18 @@ else
 fi
 
 section "native GPU tests (each kernel against its CPU twin; the model against the fixtures and the CPU engine)"
-run "$root/build/native_gpu_tests" --fixtures "$fixtures/models" || note_fail "native GPU tests"
+limited 240 "native GPU tests" "$root/build/native_gpu_tests" --fixtures "$fixtures/models" || note_fail "native GPU tests"
 if command -v compute-sanitizer >/dev/null 2>&1 && [ -z "${GPU_CHECK_NO_SANITIZER:-}" ]; then
   section "compute-sanitizer memcheck of the GPU kernel tests"
-  run compute-sanitizer --tool memcheck --error-exitcode 9 "$root/build/native_gpu_tests" --fixtures "$fixtures/models" --kernels-only \
-    || note_fail "compute-sanitizer memcheck"
+  limited 240 "compute-sanitizer memcheck" compute-sanitizer --tool memcheck --error-exitcode 9 "$root/build/native_gpu_tests" \
+    --fixtures "$fixtures/models" --kernels-only || note_fail "compute-sanitizer memcheck"
 fi
 
 if [ $have_node = 1 ]; then
   section "the TypeScript GPU tests (the addon with the CUDA runtime, through the API and the commands)"
   [ -d dist ] || run npx tsc -p tsconfig.json || note_fail "tsc"
   run node -e "import('./dist/src/native/addon.js').then(m => console.log('cudaInfo', JSON.stringify(m.loadAddon().cudaInfo())))"
-  run npx vitest run test/gpu-runtime.test.ts test/device.test.ts || note_fail "TypeScript GPU tests"
+  limited 240 "TypeScript GPU tests" npx vitest run test/gpu-runtime.test.ts test/device.test.ts || note_fail "TypeScript GPU tests"
 fi
 
 # ---- benchmarks -------------------------------------------------------------------------------------------
@@ -90,12 +99,12 @@ if [ -z "${GPU_CHECK_NO_GPU_BENCH:-}" ]; then
 section "benchmark: the engine on the GPU (benchmarks/gpu/bench_gpu)"
 quick=()
 [ -n "${GPU_CHECK_QUICK:-}" ] && quick=(--quick)
-run "$root/build/bench_gpu" "${quick[@]}" --json-out "$out/bench_gpu.json" || note_fail "bench_gpu"
+limited 300 "bench_gpu" "$root/build/bench_gpu" "${quick[@]}" --json-out "$out/bench_gpu.json" || note_fail "bench_gpu"
 
 section "baseline: transformers (PyTorch) with hooks, same shape and batch (benchmarks/gpu/hf_baseline.py)"
 shape=llama-3.1-8b
 [ -n "${GPU_CHECK_QUICK:-}" ] && shape=llama-3.2-1b
-PYTHONUNBUFFERED=1 run python3 benchmarks/gpu/hf_baseline.py --shape "$shape" --batch 8 --seq-len 1024 | tee "$out/hf_baseline.txt" \
+PYTHONUNBUFFERED=1 limited 240 "transformers baseline" python3 benchmarks/gpu/hf_baseline.py --shape "$shape" --batch 8 --seq-len 1024 | tee "$out/hf_baseline.txt" \
   || note_fail "transformers baseline"
 fi
 
@@ -105,7 +114,7 @@ fi
 if [ -z "${GPU_CHECK_NO_FINETUNE:-}" ]; then
   if [ $have_node = 1 ]; then
     section "fine-tuning on the GPU: test/gpu-finetune.test.ts (the CUDA trainer against the CPU trainer, masks, resume) and test/finetune-device.test.ts"
-    run npx vitest run test/gpu-finetune.test.ts test/finetune-device.test.ts | tee "$out/gpu_finetune_tests.txt" \
+    limited 240 "TypeScript GPU fine-tuning tests" npx vitest run test/gpu-finetune.test.ts test/finetune-device.test.ts | tee "$out/gpu_finetune_tests.txt" \
       || note_fail "TypeScript GPU fine-tuning tests"
     budget=$((deadline - (SECONDS - t_start) - 60))  # a started measurement may run on for about a minute
     if [ -n "${GPU_CHECK_NO_FINETUNE_BENCH:-}" ]; then
