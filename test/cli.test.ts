@@ -61,6 +61,37 @@ describe('langneurons CLI', () => {
     expect(run('--batch', '2').stdout).toBe(text.map((g, i) => `[${i}] ${g.text}\n`).join(''));
   });
 
+  it('generate --out writes the generations batch by batch and resumes a run stopped part-way to identical results', async () => {
+    const dir = await fsp.mkdtemp(path.join(repoRoot, 'build', 'cli-gen-out-'));
+    temps.push(dir);
+    const f = path.join(dir, 'prompts.txt');
+    await fsp.writeFile(f, ['Once upon a time', 'The little dog', 'She said', 'One day, a girl', 'Tom and his mom'].join('\n') + '\n');
+    const out = path.join(dir, 'out');
+    const args = ['generate', fixturePath('stories260k'), '--prompt-file', f, '--max-new-tokens', '10', '--temperature', '0.9', '--seed', '5', '--batch', '2', '--out', out];
+    const first = cli(...args, '--json');
+    expect(first.code, first.stderr).toBe(0);
+    const whole = JSON.parse(first.stdout);
+    const file = path.join(out, 'generations.jsonl');
+    const written = await fsp.readFile(file, 'utf8');
+    const lines = written.trimEnd().split('\n');
+    expect(lines).toHaveLength(6); // the header and one line per prompt
+    expect(lines.slice(1).map((l) => JSON.parse(l))).toEqual(whole.generations.map((g: object, index: number) => ({ index, ...g })));
+    expect(JSON.parse(await fsp.readFile(path.join(out, 'run.json'), 'utf8'))).toMatchObject({ prompts: 5, resumed: 0 });
+
+    // Stopped after two prompts, in the middle of writing the third line: the rerun resumes from prompt 2.
+    await fsp.writeFile(file, lines.slice(0, 3).join('\n') + '\n' + lines[3]!.slice(0, 20));
+    const again = cli(...args, '--json');
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout)).toMatchObject({ resumed: 2, generations: whole.generations });
+    expect(await fsp.readFile(file, 'utf8')).toBe(written);
+
+    // Another seed is another run: its generations do not go into this file, which stays as it was.
+    const other = cli(...args.slice(0, -2), '--seed', '6', '--out', out);
+    expect(other.code).toBe(1);
+    expect(other.stderr).toMatch(/generations\.jsonl: written by another generate run/);
+    expect(await fsp.readFile(file, 'utf8')).toBe(written);
+  });
+
   it('score --json gives the mean NLL of a text file', async () => {
     const dir = await fsp.mkdtemp(path.join(repoRoot, 'build', 'cli-test-'));
     temps.push(dir);

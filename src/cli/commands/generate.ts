@@ -4,13 +4,18 @@ import { readFile } from 'node:fs/promises';
 import { LangneuronsError } from '../../errors.js';
 import { encodeChatPrompt, requireChatTemplate, type ChatPrompting } from '../../generate/chat.js';
 import { generateTokens, type GenerateOptions, type Generation } from '../../generate/generate.js';
+import { generationKey, openGenerations, writeGenerationSummary } from '../../generate/output.js';
+import { inputHashes } from '../../eval/inputs.js';
+import { withOutputLock } from '../../io/lock.js';
+import { modelFingerprint } from '../../model/fingerprint.js';
+import { createHash } from 'node:crypto';
 import { addInterventionOptions, interventionFromCli, type InterventionCliOptions } from '../../intervene/index.js';
 import { addModelOptions, DECODE_BATCH, decodeBatchFor, openModel, type ModelCliOptions } from '../common.js';
 import { parseFloatOption, parseIntOption, printResult, Progress } from '../output.js';
 
 interface GenerateCli extends ModelCliOptions, InterventionCliOptions {
   prompt: string[]; promptFile?: string; promptIds?: string; maxNewTokens: number; temperature: number; topK: number;
-  topP: number; repetitionPenalty: number; stop: string[]; seed: number; ignoreEos?: boolean; chat?: boolean; system?: string; batch?: number;
+  topP: number; repetitionPenalty: number; stop: string[]; seed: number; ignoreEos?: boolean; chat?: boolean; system?: string; batch?: number; out?: string;
 }
 
 const collect = (v: string, acc: string[]) => [...acc, v];
@@ -38,59 +43,90 @@ export function registerGenerate(program: Command): void {
     .option('--seed <n>', 'sampling seed (each prompt samples from its own stream: the same in any --batch)', parseIntOption('--seed', 0, 2 ** 32 - 1), 0)
     .option('--batch <n>', `prompts generated together (default ${DECODE_BATCH.cpu} on the CPU, ${DECODE_BATCH.gpu} on a GPU); ` +
       'without --json each batch is printed as it ends', parseIntOption('--batch', 1))
+    .option('--out <dir>', 'also write <dir>/generations.jsonl batch by batch (a line per prompt) and run.json at the end; ' +
+      'a run stopped part-way resumes there with the same command, to identical results')
     .option('--ignore-eos', 'keep generating past EOS tokens')
     .option('--chat', "prompt an instruct model through the checkpoint's chat template (each prompt is a user turn)")
     .option('--system <text>', 'with --chat: a system turn before each prompt')))
-    .action(async (dir: string, o: GenerateCli) => {
-      const model = await openModel(dir, o);
-      let prompts: number[][];
-      let texts: string[] = [...o.prompt];
-      if (o.promptFile) texts = texts.concat((await readFile(o.promptFile, 'utf8').catch((e: Error) => {
-        throw new LangneuronsError('E_IO', `${o.promptFile}: cannot read the prompt file: ${e.message}`, { file: o.promptFile! });
-      })).split('\n').filter((l) => l.length > 0));
-      if (o.system !== undefined && !o.chat) throw new LangneuronsError('E_OPTIONS', '--system needs --chat', { field: 'system' });
-      if (o.chat && o.promptIds) throw new LangneuronsError('E_OPTIONS', '--chat renders text prompts: use --prompt or --prompt-file, not --prompt-ids', { field: 'chat' });
-      if (o.promptIds) prompts = [parseIdList(o.promptIds, '--prompt-ids')];
-      else {
-        if (!texts.length) texts = [''];
-        const tok = model.requireTokenizer();
-        if (o.chat) {
-          const chat: ChatPrompting = { template: await requireChatTemplate(dir, '--chat'), ...(o.system !== undefined ? { system: o.system } : {}) };
-          prompts = texts.map((t) => encodeChatPrompt(chat, tok, t));
-        } else {
-          prompts = texts.map((t) => tok.encode(t));
-        }
-      }
-      const opts: GenerateOptions = {
-        maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK, topP: o.topP,
-        repetitionPenalty: o.repetitionPenalty, seed: o.seed, stopAtEos: !o.ignoreEos,
-        stop: o.stop.map((s) => s.replace(/\\n/g, '\n')),
-      };
-      const intervene = await interventionFromCli(model, o);
-      if (intervene) opts.intervene = intervene;
-      // A prompt file may hold thousands of prompts: they run `batch` at a time (one KV cache and prefill per batch),
-      // in order, each batch printed as it ends; the random streams follow the prompt's index, not the batching.
-      const batch = o.batch ?? decodeBatchFor(model);
-      const progress = prompts.length > batch ? new Progress('generate', o) : null;
-      const line = (g: Generation, i: number) => (prompts.length > 1 ? `[${i}] ` : '') + (model.tokenizer ? g.text : g.tokens.join(' '));
-      const started = performance.now();
-      const gens: Generation[] = [];
-      progress?.update(0, prompts.length, 'prompts');
-      for (let first = 0; first < prompts.length; first += batch) {
-        const done = await generateTokens(model, prompts.slice(first, first + batch), { ...opts, firstIndex: first });
-        if (!o.json) {
-          progress?.clear();
-          process.stdout.write(done.map((g, k) => `${line(g, first + k)}\n`).join(''));
-        }
-        gens.push(...done);
-        progress?.update(gens.length, prompts.length, 'prompts');
-      }
-      progress?.done();
-      const seconds = (performance.now() - started) / 1000;
-      const newTokens = gens.reduce((n, g) => n + g.tokens.length, 0);
-      if (o.json) printResult(o, { model: dir, compute: model.compute, generations: gens, seconds, tokensPerSecond: newTokens / seconds }, () => '');
-      if (!o.json) process.stderr.write(`(${newTokens} tokens in ${seconds.toFixed(2)} s, ${(newTokens / seconds).toFixed(1)} tokens/s; finish: ${finishSummary(gens)})\n`);
-    });
+    // One run at a time per --out folder (src/io/lock.ts).
+    .action(async (dir: string, o: GenerateCli) => (o.out ? withOutputLock(o.out, 'generate', () => generateAction(dir, o)) : generateAction(dir, o)));
+}
+
+async function generateAction(dir: string, o: GenerateCli): Promise<void> {
+  const model = await openModel(dir, o);
+  let prompts: number[][];
+  let texts: string[] = [...o.prompt];
+  if (o.promptFile) texts = texts.concat((await readFile(o.promptFile, 'utf8').catch((e: Error) => {
+    throw new LangneuronsError('E_IO', `${o.promptFile}: cannot read the prompt file: ${e.message}`, { file: o.promptFile! });
+  })).split('\n').filter((l) => l.length > 0));
+  if (o.system !== undefined && !o.chat) throw new LangneuronsError('E_OPTIONS', '--system needs --chat', { field: 'system' });
+  if (o.chat && o.promptIds) throw new LangneuronsError('E_OPTIONS', '--chat renders text prompts: use --prompt or --prompt-file, not --prompt-ids', { field: 'chat' });
+  if (o.promptIds) prompts = [parseIdList(o.promptIds, '--prompt-ids')];
+  else {
+    if (!texts.length) texts = [''];
+    const tok = model.requireTokenizer();
+    if (o.chat) {
+      const chat: ChatPrompting = { template: await requireChatTemplate(dir, '--chat'), ...(o.system !== undefined ? { system: o.system } : {}) };
+      prompts = texts.map((t) => encodeChatPrompt(chat, tok, t));
+    } else {
+      prompts = texts.map((t) => tok.encode(t));
+    }
+  }
+  const opts: GenerateOptions = {
+    maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK, topP: o.topP,
+    repetitionPenalty: o.repetitionPenalty, seed: o.seed, stopAtEos: !o.ignoreEos,
+    stop: o.stop.map((s) => s.replace(/\\n/g, '\n')),
+  };
+  const intervene = await interventionFromCli(model, o);
+  if (intervene) opts.intervene = intervene;
+  // A prompt file may hold thousands of prompts: they run `batch` at a time (one KV cache and prefill per batch),
+  // in order, each batch printed as it ends; the random streams follow the prompt's index, not the batching.
+  const batch = o.batch ?? decodeBatchFor(model);
+  const progress = prompts.length > batch ? new Progress('generate', o) : null;
+  const line = (g: Generation, i: number) => (prompts.length > 1 ? `[${i}] ` : '') + (model.tokenizer ? g.text : g.tokens.join(' '));
+  const started = performance.now();
+  const gens: Generation[] = [];
+  const saved = o.out ? await openGenerations(o.out, await runKey(dir, model, prompts, opts, o)) : null;
+  if (saved) {
+    gens.push(...saved.done.map(({ index: _, ...g }) => g));
+    if (gens.length && !o.json) {
+      process.stdout.write(gens.map((g, i) => `${line(g, i)}\n`).join(''));
+      process.stderr.write(`(resumed: ${gens.length} of ${prompts.length} prompts were done in ${saved.file})\n`);
+    }
+  }
+  const resumed = gens.length;
+  progress?.update(resumed, prompts.length, 'prompts');
+  for (let first = resumed; first < prompts.length; first += batch) {
+    const done = await generateTokens(model, prompts.slice(first, first + batch), { ...opts, firstIndex: first });
+    await saved?.append(done.map((g, k) => ({ index: first + k, ...g })));
+    if (!o.json) {
+      progress?.clear();
+      process.stdout.write(done.map((g, k) => `${line(g, first + k)}\n`).join(''));
+    }
+    gens.push(...done);
+    progress?.update(gens.length, prompts.length, 'prompts');
+  }
+  progress?.done();
+  const seconds = (performance.now() - started) / 1000;
+  const newTokens = gens.slice(resumed).reduce((n, g) => n + g.tokens.length, 0);
+  const summary = { model: dir, compute: model.compute, device: model.device, prompts: prompts.length, resumed, seconds, tokensPerSecond: newTokens / seconds };
+  if (o.out) await writeGenerationSummary(o.out, { ...summary, finish: finishSummary(gens) });
+  if (o.json) printResult(o, { ...summary, ...(saved ? { out: saved.file } : {}), generations: gens }, () => '');
+  else process.stderr.write(`(${newTokens} tokens in ${seconds.toFixed(2)} s, ${(newTokens / seconds).toFixed(1)} tokens/s; finish: ${finishSummary(gens)}` +
+    `${saved ? `; written to ${saved.file}` : ''})\n`);
+}
+
+/** What the generations depend on: the model's files, the prompts' ids, the settings, the intervention's inputs, the
+ *  device and compute mode (a GPU's bf16 numbers differ from the CPU's f32). */
+async function runKey(dir: string, model: { device: string; compute: string }, prompts: number[][], opts: GenerateOptions, o: GenerateCli): Promise<string> {
+  const specs = [...(o.intervene ?? []), ...(o.interveneFile ? [`file:${o.interveneFile}`] : [])];
+  return generationKey({
+    model: await modelFingerprint(dir), prompts: createHash('sha256').update(JSON.stringify(prompts)).digest('hex'),
+    settings: { maxNewTokens: opts.maxNewTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP,
+      repetitionPenalty: opts.repetitionPenalty, seed: opts.seed, stopAtEos: opts.stopAtEos, stop: opts.stop },
+    intervene: specs, stats: o.stats ?? null, inputs: await inputHashes([...specs, ...(o.interveneFile ? [o.interveneFile] : []), ...(o.stats ? [o.stats] : [])]),
+    device: model.device, compute: model.compute,
+  });
 }
 
 /** "eos" for one prompt; "eos 120, stop 7, length 3" for many (a line per prompt would bury the figures). */

@@ -1,0 +1,72 @@
+/**
+ * `generate --out <dir>`: generations of a prompt list written as they are made, so that a long run (a prompt file
+ * of thousands of lines) loses nothing when it stops and resumes where it stopped, to identical results.
+ *
+ * `<dir>/generations.jsonl`: a header line `{ "schema", "key" }`, then one line per prompt, in prompt order, appended
+ * batch by batch. The key is the sha256 of what the generations depend on (model files, prompts, settings,
+ * intervention inputs, device and compute mode); a file with another key was written for something else and is left
+ * alone. Each prompt samples from its own random stream (Rng.forSequence), so the prompts done after a resume are
+ * what an uninterrupted run makes. A line cut short by a crash is removed before appending. When every prompt is
+ * done, `<dir>/run.json` says so (written atomically).
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, promises as fsp } from 'node:fs';
+import path from 'node:path';
+
+import { LangneuronsError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import type { Generation } from './generate.js';
+
+export const GENERATIONS_SCHEMA = 'langneurons.generations/1';
+export const GENERATIONS_FILE = 'generations.jsonl';
+
+/** One line of generations.jsonl. */
+export interface GenerationLine extends Generation { index: number }
+
+/** The identity of a generation run: everything its outputs depend on. */
+export function generationKey(fields: Record<string, unknown>): string {
+  return createHash('sha256').update(JSON.stringify({ schema: GENERATIONS_SCHEMA, ...fields })).digest('hex');
+}
+
+/**
+ * Opens `<dir>/generations.jsonl` for a run of `key`: the generations already made (prompt order, from index 0),
+ * and an append function for the next ones. Refuses a file of another key.
+ */
+export async function openGenerations(dir: string, key: string): Promise<{ file: string; done: GenerationLine[]; append: (lines: GenerationLine[]) => Promise<void> }> {
+  const file = path.join(dir, GENERATIONS_FILE);
+  const header = JSON.stringify({ schema: GENERATIONS_SCHEMA, key });
+  const done: GenerationLine[] = [];
+  if (existsSync(file)) {
+    const text = await fsp.readFile(file, 'utf8');
+    const firstEnd = text.indexOf('\n');
+    if (text.slice(0, firstEnd < 0 ? text.length : firstEnd) !== header)
+      throw new LangneuronsError('E_DATA', `${file}: written by another generate run (other model, prompts or settings: its first line is not ${header}); use another --out, or move the file away to start again`, { file });
+    // Complete lines only: whatever follows the last newline is a line cut short by a crash, dropped here.
+    const complete = text.lastIndexOf('\n') + 1;
+    for (const line of text.slice(firstEnd + 1, complete).split('\n')) {
+      if (!line) continue;
+      let g: GenerationLine;
+      try { g = JSON.parse(line) as GenerationLine; } catch { throw new LangneuronsError('E_DATA', `${file}: line ${done.length + 2} is not JSON; move the file away to start again`, { file }); }
+      if (g.index !== done.length) throw new LangneuronsError('E_DATA', `${file}: line ${done.length + 2} is prompt ${g.index}, expected ${done.length}; move the file away to start again`, { file });
+      done.push(g);
+    }
+    if (complete < text.length) await fsp.truncate(file, Buffer.byteLength(text.slice(0, complete)));
+  } else {
+    await writeFileAtomic(file, header + '\n');
+  }
+  const append = async (lines: GenerationLine[]) => {
+    const h = await fsp.open(file, 'a');
+    try {
+      await h.writeFile(lines.map((l) => JSON.stringify(l) + '\n').join(''));
+      await h.sync();
+    } finally {
+      await h.close();
+    }
+  };
+  return { file, done, append };
+}
+
+/** `<dir>/run.json`, once every prompt is done. */
+export async function writeGenerationSummary(dir: string, summary: Record<string, unknown>): Promise<void> {
+  await writeFileAtomic(path.join(dir, 'run.json'), JSON.stringify({ schema: GENERATIONS_SCHEMA, ...summary }, null, 2) + '\n');
+}
