@@ -51,6 +51,23 @@ describe("logits 'greedy'", () => {
     expect(free.map((g) => g.tokens)).not.toEqual(got.map((g) => g.tokens));
   });
 
+  it('prompts prefilled in groups of at most prefillTokens tokens generate what one packed prefill generates', async () => {
+    const model = await loadModel(fixturePath('stories260k'), { threads: 2 });
+    const prompts = [[1, 30, 40, 50, 60, 70, 80], [1], [1, 461, 461], [1, 9, 8, 7, 6], [1, 200, 201]];
+    const iv = await resolveIntervention(model, 'scale:1.5:neurons=all:layers=1-2:positions=prompt');
+    const runs = [
+      { maxNewTokens: 12, stopAtEos: false, repetitionPenalty: 1.3 },
+      { maxNewTokens: 12, stopAtEos: false, temperature: 0.9, topK: 40, seed: 4 },
+      { maxNewTokens: 12, stopAtEos: false, intervene: iv },
+    ];
+    for (const o of runs) {
+      const whole = await generateTokens(model, prompts, o);
+      // 1: every prompt alone; 8: groups of 2 or 3 prompts; 7: the longest prompt exactly fills a group.
+      for (const prefillTokens of [1, 8, 7]) expect((await generateTokens(model, prompts, { ...o, prefillTokens })).map((g) => g.tokens)).toEqual(whole.map((g) => g.tokens));
+    }
+    await expect(generateTokens(model, prompts, { prefillTokens: 0 })).rejects.toThrow(/prefillTokens must be an integer >= 1, got 0/);
+  });
+
   it('refuses a penalty without greedy, a bad factor, mismatched lists and ids outside the vocabulary', async () => {
     const model = await loadModel(fixturePath('stories260k'), { threads: 1 });
     await expect(model.forward([[1, 2]], { logits: 'last', repetitionPenalty: 1.2, penaltyTokens: [[1]] })).rejects.toThrow(/need logits 'greedy', got 'last'/);

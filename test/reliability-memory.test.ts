@@ -59,7 +59,7 @@ describe('out of memory: one line naming what and how much', () => {
     const bytes = 2 * c.layers * prompts * c.context * c.kvHeads * c.headDim * 4;
     expect(bytes).toBeGreaterThan(LIMIT_KB * 1024);
     const r = underLimit(['bin/langneurons.js', 'generate', fixturePath('tiny-llama3'), ...Array.from({ length: prompts }, () => ['--prompt', 'Once upon a time']).flat(),
-      '--max-new-tokens', String(c.context), '--threads', '1']);
+      '--max-new-tokens', String(c.context), '--threads', '1', '--batch', String(prompts)]);
     expect(r.code).toBe(1);
     expect(r.stderr.trim().split('\n')).toEqual([
       `langneurons: error: out of memory allocating the KV cache for ${prompts} sequence(s) x ${c.context} tokens (${gb(bytes)}); fewer sequences at once, or fewer tokens per sequence (a smaller --max-new-tokens)`,

@@ -1,7 +1,7 @@
 // Text generation with the KV cache: all prompts are prefilled in one packed forward, then decoded together,
 // one token per active sequence per step. Stops at EOS, a stop string, or the token budget.
 import { LangneuronsError } from '../errors.js';
-import type { LanguageModel } from '../engine/model.js';
+import type { ForwardOutput, LanguageModel } from '../engine/model.js';
 import type { Intervention } from '../intervene/index.js';
 import { Rng, sampleNext, validateSampling, type SamplingOptions } from './sampling.js';
 import { StopFinder } from './stops.js';
@@ -17,6 +17,10 @@ export interface GenerateOptions extends SamplingOptions {
   /** Index of the first prompt in the caller's whole list, when it generates that list in batches: sequence i samples
    *  from the random stream of prompt `firstIndex + i` (Rng.forSequence), the same in any batching. Default 0. */
   firstIndex?: number;
+  /** Prompt tokens per prefill forward (default 4096): the prompts are prefilled in groups of at most this many tokens
+   *  (a longer prompt alone), so that a large batch of long prompts does not need activations for all of them at
+   *  once. The results do not depend on it. */
+  prefillTokens?: number;
   /** Interventions on FFN neurons (src/intervene); the prompt (prefill) tokens are `prompt` positions, the
    *  decoded ones `generated`. */
   intervene?: Intervention;
@@ -48,6 +52,8 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
   const tok = model.tokenizer;
   const stops = (opts.stop ?? []).filter((s) => s.length > 0);
   if (stops.length && !tok) throw new LangneuronsError('E_TOKENIZER', 'stop strings need the model\'s tokenizer');
+  const prefillTokens = opts.prefillTokens ?? 4096;
+  if (!Number.isSafeInteger(prefillTokens) || prefillTokens < 1) throw new LangneuronsError('E_OPTIONS', `prefillTokens must be an integer >= 1, got ${prefillTokens}`, { field: 'prefillTokens' });
   const firstIndex = opts.firstIndex ?? 0;
   if (!Number.isSafeInteger(firstIndex) || firstIndex < 0) throw new LangneuronsError('E_OPTIONS', `firstIndex must be an integer >= 0, got ${firstIndex}`, { field: 'firstIndex' });
   // The text is needed during generation only to find stop strings; otherwise it is decoded once at the end.
@@ -63,14 +69,18 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
   const selection = (seqs: number[]) => (opts.temperature
     ? { logits: 'last' as const }
     : { logits: 'greedy' as const, ...(penalty !== 1 ? { repetitionPenalty: penalty, penaltyTokens: seqs.map((s) => out[s]!.history) } : {}) });
-  let step = await model.forward(prompts, { ...selection(prompts.map((_, i) => i)), cache, ...intervene });
-  let rowOf = (seq: number) => seq; // row of a sequence in `step.logits` / `step.next`
+  // The next token of each of `seqs` (the rows of `step`), picked by the runtime or sampled here from its own stream.
+  const picked: number[] = new Array<number>(prompts.length).fill(-1);
+  const pick = (step: ForwardOutput, seqs: number[]) => seqs.forEach((s, r) => {
+    picked[s] = step.next ? step.next.tokens[r]! : sampleNext(step.logits.subarray(r * step.vocab, (r + 1) * step.vocab), out[s]!.history, opts, out[s]!.rng!);
+  });
+  for (const group of prefillGroups(prompts, active, prefillTokens))
+    pick(await model.forward(group.map((s) => prompts[s]!), { ...selection(group), cache, cacheSlots: group, ...intervene }), group);
   while (active.length) {
     const next: number[] = [];
     for (const s of active) {
       const o = out[s]!;
-      const id = step.next ? step.next.tokens[rowOf(s)]!
-        : sampleNext(step.logits.subarray(rowOf(s) * step.vocab, (rowOf(s) + 1) * step.vocab), o.history, opts, o.rng!);
+      const id = picked[s]!;
       if (eos.has(id)) { o.done = true; o.reason = 'eos'; continue; }
       o.tokens.push(id);
       o.history.push(id);
@@ -82,10 +92,8 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
     }
     active = next;
     if (!active.length) break;
-    step = await model.forward(active.map((s) => [out[s]!.tokens[out[s]!.tokens.length - 1]!]), { ...selection(active), cache, cacheSlots: active,
-      ...(opts.intervene ? { intervene: opts.intervene, generatedFrom: active.map(() => 0) } : {}) });
-    const index = new Map(active.map((s, r) => [s, r]));
-    rowOf = (seq) => index.get(seq)!;
+    pick(await model.forward(active.map((s) => [out[s]!.tokens[out[s]!.tokens.length - 1]!]), { ...selection(active), cache, cacheSlots: active,
+      ...(opts.intervene ? { intervene: opts.intervene, generatedFrom: active.map(() => 0) } : {}) }), active);
   }
   return out.map((o, i) => ({
     text: tok && o.reason !== 'stop' ? tok.decode(o.tokens, { skipSpecialTokens: true }) : o.text,
@@ -93,6 +101,21 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
     promptTokens: prompts[i]!.length,
     finishReason: o.reason,
   }));
+}
+
+/** `seqs` in order, in groups of at most `budget` prompt tokens (a longer prompt in a group of its own). */
+function prefillGroups(prompts: number[][], seqs: number[], budget: number): number[][] {
+  const groups: number[][] = [];
+  let group: number[] = [];
+  let tokens = 0;
+  for (const s of seqs) {
+    const n = prompts[s]!.length;
+    if (group.length && tokens + n > budget) { groups.push(group); group = []; tokens = 0; }
+    group.push(s);
+    tokens += n;
+  }
+  if (group.length) groups.push(group);
+  return groups;
 }
 
 /** Generates a continuation of each text prompt (tokenised with the model's tokenizer, BOS as it prescribes). */
