@@ -20,10 +20,20 @@ export function addModelOptions(cmd: Command): Command {
 }
 
 /** Sequences decoded together by default (eval's --batch-items, generate's --batch). A GPU decode step reads the
- *  weights once for the whole batch, so 64 sequences cost little more than 16 there (their KV cache: ~10 GB for an
- *  8B model at 1,000 prompt + 256 new tokens each); the CPU's step grows with the batch. */
+ *  weights once for the whole batch, so 64 sequences cost little more than 16 there; the CPU's step grows with the
+ *  batch. On a GPU the batch is also held to what half the device memory left after loading the model holds in KV
+ *  cache at 2048 tokens a sequence (an 8B model: 64 on an 80 GB GPU, 40 on a 40 GB one, 16 on a 24 GB one). */
 export const DECODE_BATCH = { cpu: 16, gpu: 64 } as const;
-export const decodeBatchFor = (model: LanguageModel): number => (model.device === 'cpu' ? DECODE_BATCH.cpu : DECODE_BATCH.gpu);
+const KV_TOKENS_PER_SEQUENCE = 2048;
+
+export function decodeBatchFor(model: Pick<LanguageModel, 'device' | 'compute' | 'config' | 'info'>): number {
+  if (model.device === 'cpu') return DECODE_BATCH.cpu;
+  const { deviceTotal, deviceUsed } = model.info().memory;
+  const c = model.config;
+  const kvBytesPerToken = 2 * c.numLayers * c.numKvHeads * c.headDim * (model.compute === 'bf16' ? 2 : 4);
+  const fits = Math.floor((0.5 * Math.max(0, deviceTotal - deviceUsed)) / (kvBytesPerToken * KV_TOKENS_PER_SEQUENCE) / 8) * 8;
+  return Math.max(DECODE_BATCH.cpu, Math.min(DECODE_BATCH.gpu, fits));
+}
 
 export async function openModel(dir: string, o: ModelCliOptions): Promise<LanguageModel> {
   if (o.device !== undefined && !isDeviceRequest(o.device))

@@ -44,8 +44,8 @@ export function registerEval(program: Command): void {
     .option('--delta <path>', 'fine-tuned variant: a delta.safetensors from `finetune` or a PEFT LoRA adapter folder (runs/x/adapter; both merged once into a cache folder), or a merged checkpoint folder')
     .option('--variant <name>', 'variant name recorded in the results (default: base / intervene / delta)')
     .option('--limit <n>', 'first n items per language only', parseIntOption('--limit', 1))
-    .option('--batch-items <n>', `items per batched engine call (default ${DECODE_BATCH.cpu} on the CPU, ${DECODE_BATCH.gpu} on a GPU, where a ` +
-      'generation task decodes that many sequences in a step that costs about what one costs)', parseIntOption('--batch-items', 1))
+    .option('--batch-items <n>', `items per batched engine call (default ${DECODE_BATCH.cpu} on the CPU; on a GPU up to ${DECODE_BATCH.gpu}, as its free memory ` +
+      'allows: a generation task decodes that many sequences in a step that costs about what one costs)', parseIntOption('--batch-items', 1))
     .option('--lang-name <code=Name>', 'English name of a FLORES code for the translation prompts (repeatable)', collect, [])
     .option('--intervene-langs <langs>', 'with {lang} in --intervene: evaluate every language with each of these languages\' interventions ' +
       '(comma-separated, or "all" = the evaluated languages: every self- and cross-language pair); default: each language with its own')

@@ -41,7 +41,7 @@ export function registerGenerate(program: Command): void {
     .option('--repetition-penalty <r>', 'Hugging Face repetition penalty (1 = off)', parseFloatOption('--repetition-penalty', (x) => x > 0, 'a number > 0'), 1)
     .option('--stop <text>', 'stop string (repeatable); "\\n" stops at a newline', collect, [])
     .option('--seed <n>', 'sampling seed (each prompt samples from its own stream: the same in any --batch)', parseIntOption('--seed', 0, 2 ** 32 - 1), 0)
-    .option('--batch <n>', `prompts generated together (default ${DECODE_BATCH.cpu} on the CPU, ${DECODE_BATCH.gpu} on a GPU); ` +
+    .option('--batch <n>', `prompts generated together (default ${DECODE_BATCH.cpu} on the CPU; on a GPU up to ${DECODE_BATCH.gpu}, as its free memory allows); ` +
       'without --json each batch is printed as it ends', parseIntOption('--batch', 1))
     .option('--out <dir>', 'also write <dir>/generations.jsonl batch by batch (a line per prompt) and run.json at the end; ' +
       'a run stopped part-way resumes there with the same command, to identical results')
