@@ -3,9 +3,12 @@
 import { describe, expect, it } from 'vitest';
 
 import { udhrArticles } from '../src/corpus/udhr.js';
+import { loadModel } from '../src/engine/model.js';
+import { resolveIntervention } from '../src/intervene/index.js';
 import {
-  cldIdentifier, computeForcing, eldIdentifier, normaliseLanguageCode, sameLanguage, type ForcingPrompt, type LanguageIdentifier,
+  cldIdentifier, computeForcing, eldIdentifier, engineGenerator, normaliseLanguageCode, sameLanguage, type ForcingPrompt, type LanguageIdentifier,
 } from '../src/steer/index.js';
+import { fixturePath } from './helpers/fixtures.js';
 
 /** Articles 1-4 of a UDHR translation: real sentences in that language. */
 const articles = (id: string) => udhrArticles(id).filter((a) => a.number >= 1 && a.number <= 4).map((a) => a.text);
@@ -104,5 +107,18 @@ describe('language forcing', () => {
     await expect(computeForcing({ prompts: [], targets: ['sw'], intervention, generate: async () => [], identifier })).rejects.toThrow(/no prompts/);
     await expect(computeForcing({ prompts, targets: [], intervention, generate: async () => [], identifier })).rejects.toThrow(/no target/);
     await expect(computeForcing({ prompts, targets: ['sw'], intervention, generate: async () => ['x'], identifier })).rejects.toThrow(/returned 1 texts for 12 prompts/);
+  });
+});
+
+describe('engineGenerator', () => {
+  it('generates in batches what it generates all at once, with and without an intervention', async () => {
+    const model = await loadModel(fixturePath('stories260k'), { threads: 2 });
+    const iv = await resolveIntervention(model, 'scale:2:neurons=all:positions=generated');
+    const texts = ['Once upon a time', 'The dog', 'She ran to', 'Tom said', 'A big red'];
+    for (const intervention of [null, iv]) {
+      const whole = await engineGenerator(model, { maxNewTokens: 10, stop: ['\n'] })(texts, intervention);
+      expect(whole).toHaveLength(5);
+      expect(await engineGenerator(model, { maxNewTokens: 10, stop: ['\n'] }, 2)(texts, intervention)).toEqual(whole);
+    }
   });
 });

@@ -173,8 +173,16 @@ export function engineLogLikelihood(model: LanguageModel): LogLikelihoodFn<Inter
 }
 
 /** The real generator (greedy by default). */
-export function engineGenerator(model: LanguageModel, opts: GenerateOptions): GenerateFn<Intervention> {
-  return async (prompts, intervention) => (await generate(model, prompts, { ...opts, ...(intervention ? { intervene: intervention } : {}) })).map((g) => g.text);
+/** Generates `batch` prompts at a time (all at once without it): the KV cache holds one batch, not every prompt. */
+export function engineGenerator(model: LanguageModel, opts: GenerateOptions, batch = Infinity): GenerateFn<Intervention> {
+  return async (prompts, intervention) => {
+    const texts: string[] = [];
+    for (let first = 0; first < prompts.length; first += batch) {
+      const part = await generate(model, prompts.slice(first, first + batch), { ...opts, firstIndex: first, ...(intervention ? { intervene: intervention } : {}) });
+      texts.push(...part.map((g) => g.text));
+    }
+    return texts;
+  };
 }
 
 /** Refuses mask languages the mask lacks, naming the mask file. */

@@ -14,7 +14,7 @@ import {
   parseSetting, parseSettings, readFacts, readPrompts, requireMaskLanguages, writePplMatrix, type IdentifierName,
   type LanguageIdentifier, type SteerRequest,
 } from '../../steer/index.js';
-import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
+import { addModelOptions, decodeBatchFor, openModel, type ModelCliOptions } from '../common.js';
 import { parseFloatOption, parseIntOption, printResult, Progress } from '../output.js';
 import { ensureParentDir } from '../../io/outdir.js';
 
@@ -160,7 +160,7 @@ export function registerSteer(program: Command): void {
       const { mask, model } = await openMaskAndModel(dir, o.masks, o);
       requireMaskLanguages(mask, o.masks, targets);
       const build = interventionResolver(model);
-      const gen = engineGenerator(model, { maxNewTokens: o.maxNewTokens, stop: ['\n'] });
+      const gen = engineGenerator(model, { maxNewTokens: o.maxNewTokens, stop: ['\n'] }, decodeBatchFor(model));
       const progress = new Progress('forcing', o);
       const started = performance.now();
       const result = await computeForcing<SteerRequest>({
