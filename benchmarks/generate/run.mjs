@@ -8,7 +8,9 @@
 // Needs the TypeScript build (npx tsc) and the native addon.
 //
 //   node benchmarks/generate/run.mjs [--model llama-3.2-1b] [--batches 1,32] [--steps 9] [--penalty 1.1]
-//                                    [--threads 2] [--device cpu|cuda] [--prompt 16]
+//                                    [--threads 2] [--device cpu|cuda] [--prompt 16] [--model-dir <checkpoint>]
+// --model-dir runs a checkpoint of your own instead of the random one (e.g. a fixture, whose step is short enough on
+// a CPU for the host's share to show as it would next to a GPU step).
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -18,7 +20,7 @@ import { ensureSyntheticCheckpoint } from '../common/synthetic-checkpoint.mjs';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
 const dist = new URL('../../dist/src/', import.meta.url);
-const o = { model: 'llama-3.2-1b', batches: '1,32', steps: 9, penalty: 1.1, threads: 2, device: 'cpu', prompt: 16 };
+const o = { model: 'llama-3.2-1b', batches: '1,32', steps: 9, penalty: 1.1, threads: 2, device: 'cpu', prompt: 16, 'model-dir': '' };
 for (let i = 2; i < process.argv.length; i += 2) {
   const k = process.argv[i].replace(/^--/, ''), v = process.argv[i + 1];
   if (!(k in o) || v === undefined) throw new Error(`unknown option ${process.argv[i]} (options: ${Object.keys(o).join(', ')})`);
@@ -31,7 +33,8 @@ if (batches.some((b) => !(Number.isInteger(b) && b > 0)) || !(o.steps >= 1) || !
 const { loadModel } = await import(new URL('engine/model.js', dist).href);
 const { Rng, sampleNext, orderByLogit } = await import(new URL('generate/sampling.js', dist).href);
 
-const { dir } = ensureSyntheticCheckpoint(path.join(root, 'benchmarks', '.cache'), o.model, { log: (m) => process.stderr.write(`${m}\n`) });
+const dir = o['model-dir'] ? path.resolve(o['model-dir'])
+  : ensureSyntheticCheckpoint(path.join(root, 'benchmarks', '.cache'), o.model, { log: (m) => process.stderr.write(`${m}\n`) }).dir;
 const model = await loadModel(dir, { threads: o.threads, tokenizer: false, device: o.device });
 const V = model.config.vocabSize;
 const rows = [];
@@ -53,29 +56,33 @@ for (const B of batches) {
     slots.forEach((s) => cache.reset(s, o.prompt));
     return { ms, pickMs: ms - (t1 - t0), ids };
   };
-  const inRuntime = async () => {
+  const inRuntime = async (withPenalty = true) => {
     const t0 = performance.now();
-    const out = await model.forward(step, { logits: 'greedy', cache, cacheSlots: slots, ...penalty, ...(o.penalty !== 1 ? { penaltyTokens: history } : {}) });
+    const out = await model.forward(step, { logits: 'greedy', cache, cacheSlots: slots, ...(withPenalty && o.penalty !== 1 ? { ...penalty, penaltyTokens: history } : {}) });
     const ms = performance.now() - t0;
     slots.forEach((s) => cache.reset(s, o.prompt));
     return { ms, ids: Array.from(out.next.tokens) };
   };
   const a0 = await inJs(), b0 = await inRuntime(); // warm-up, and the two must agree
   if (a0.ids.join() !== b0.ids.join()) throw new Error(`batch ${B}: the runtime's picks differ from sampling.ts's`);
-  const js = [], jsPick = [], rt = [];
+  const js = [], jsPick = [], rt = [], rtPlain = [];
   const timeJs = async () => { const r = await inJs(); js.push(r.ms); jsPick.push(r.pickMs); };
   for (let r = 0; r < o.steps; r++) {
-    if (r % 2) { rt.push((await inRuntime()).ms); await timeJs(); }
-    else { await timeJs(); rt.push((await inRuntime()).ms); }
+    if (r % 2) { rt.push((await inRuntime()).ms); await timeJs(); rtPlain.push((await inRuntime(false)).ms); }
+    else { rtPlain.push((await inRuntime(false)).ms); await timeJs(); rt.push((await inRuntime()).ms); }
   }
   // hostSavedMs: what the step in JavaScript costs beyond the runtime's (the logits' copies and the scan).
   const row = { batch: B, jsPickMs: median(js), jsScanMs: median(jsPick), runtimePickMs: median(rt) };
   row.ratio = row.jsPickMs / row.runtimePickMs;
   row.hostSavedMs = row.jsPickMs - row.runtimePickMs;
+  // What the repetition penalty adds to the runtime's step (its lists sent, deduplicated, applied).
+  row.runtimeNoPenaltyMs = median(rtPlain);
+  row.penaltyMs = row.runtimePickMs - row.runtimeNoPenaltyMs;
   rows.push(row);
   console.error(`batch ${B}: logits to JavaScript + pick there ${row.jsPickMs.toFixed(1)} ms/step (of which the scan in ` +
     `JavaScript ${row.jsScanMs.toFixed(1)} ms), picked by the runtime ${row.runtimePickMs.toFixed(1)} ms/step: ` +
-    `x${row.ratio.toFixed(2)}, ${row.hostSavedMs.toFixed(1)} ms of host work less per step`);
+    `x${row.ratio.toFixed(2)}, ${row.hostSavedMs.toFixed(1)} ms of host work less per step; the penalty's share of the runtime's step ` +
+    `${row.penaltyMs.toFixed(2)} ms (${row.runtimeNoPenaltyMs.toFixed(1)} ms without it)`);
 }
 // Sampling (--temperature): the order of one row of logits by the radix sort sampleNext uses against the comparator
 // sort it replaced (the same order), and a whole sampleNext (temperature 0.8, top-p 0.95), on the model's logits.
@@ -96,6 +103,6 @@ const sampling = { comparatorSortMs: timeRows(comparator), radixOrderMs: timeRow
 sampling.ratio = sampling.comparatorSortMs / sampling.radixOrderMs;
 console.error(`sampling: order of ${V} logits by the comparator sort ${sampling.comparatorSortMs.toFixed(1)} ms, by the radix sort ` +
   `${sampling.radixOrderMs.toFixed(1)} ms (x${sampling.ratio.toFixed(1)}); sampleNext (temperature 0.8, top-p 0.95) ${sampling.sampleNextMs.toFixed(1)} ms per row`);
-console.log(JSON.stringify({ model: o.model, vocab: V, device: model.info().describe, threads: o.threads, penalty: o.penalty,
+console.log(JSON.stringify({ model: o['model-dir'] || o.model, vocab: V, device: model.info().describe, threads: o.threads, penalty: o.penalty,
   prompt: o.prompt, steps: o.steps, rows, sampling }, null, 2));
 model.dispose();

@@ -1,6 +1,7 @@
 // The runtime's pick of the next token (LogitsMode::Greedy, model/next_token.h): the pick rules on hand-worked
 // rows, the penalty lists, and the CPU engine's Greedy forward against the argmax of its own Last logits with the
 // repetition penalty applied as src/generate/sampling.ts applies it.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <set>
@@ -70,16 +71,21 @@ LN_TEST(next_token_pick_rules) {
   LN_CHECK(row[0] == float(1.0 / 1.1) && row[1] == float(-1.0 * 1.1));  // in double, rounded once
 }
 
-LN_TEST(next_token_penalty_lists_sorted_without_repeats) {
-  const std::vector<int32_t> ids = {5, 3, 5, 9, 7, 7};
-  const std::vector<int64_t> offsets = {0, 4, 4, 6};
+LN_TEST(next_token_penalty_lists_without_repeats) {
+  // Row 2 repeats row 0's ids: the scratch flags must be back to 0 after each row.
+  const std::vector<int32_t> ids = {5, 3, 5, 9, 7, 7, 9, 3, 5, 3};
+  const std::vector<int64_t> offsets = {0, 4, 4, 6, 10};
   std::vector<int32_t> out;
   std::vector<int64_t> off;
-  plan_penalty_ids(3, 1.3, ids.data(), offsets.data(), out, off);
-  LN_CHECK((out == std::vector<int32_t>{3, 5, 9, 7}));
-  LN_CHECK((off == std::vector<int64_t>{0, 3, 3, 4}));
-  plan_penalty_ids(3, 1.0, ids.data(), offsets.data(), out, off);  // penalty 1: nothing to do
-  LN_CHECK(out.empty() && (off == std::vector<int64_t>{0, 0, 0, 0}));
+  std::vector<uint8_t> seen;
+  plan_penalty_ids(4, 1.3, ids.data(), offsets.data(), 10, out, off, seen);
+  LN_CHECK((out == std::vector<int32_t>{5, 3, 9, 7, 9, 3, 5}));  // first occurrences, in order
+  LN_CHECK((off == std::vector<int64_t>{0, 3, 3, 4, 7}));
+  LN_CHECK(seen.size() == 10 && std::all_of(seen.begin(), seen.end(), [](uint8_t f) { return f == 0; }));
+  plan_penalty_ids(4, 1.3, ids.data(), offsets.data(), 10, out, off, seen);  // again, on the same scratch
+  LN_CHECK((out == std::vector<int32_t>{5, 3, 9, 7, 9, 3, 5}));
+  plan_penalty_ids(4, 1.0, ids.data(), offsets.data(), 10, out, off, seen);  // penalty 1: nothing to do
+  LN_CHECK(out.empty() && (off == std::vector<int64_t>{0, 0, 0, 0, 0}));
 }
 
 // 70 sequences (more than one 64-row LM-head chunk), each with a penalty list that holds its unpenalised pick

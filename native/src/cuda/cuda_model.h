@@ -196,6 +196,7 @@ class CudaRuntime final : public Runtime {
   std::vector<int64_t> target_rows_;
   std::vector<float> lp_host_;
   std::vector<int32_t> penalty_ids_;      // Greedy: plan_penalty_ids
+  std::vector<uint8_t> penalty_seen_;     // its scratch: [vocab] flags, all 0 between forwards
   std::vector<int64_t> penalty_offsets_;
   std::vector<float> final_norm_host_, last_row_host_;
   std::vector<cuda::AttnTile> tiles_;

@@ -512,9 +512,9 @@ void CudaRuntime::forward(const ForwardRequest& req, ForwardResult& out) {
     lm_head(idx, int64_t(n_last), out.logits.data(), nullptr, nullptr);
   } else if (req.logits == LogitsMode::Greedy) {
     // The picks of the last rows (n_seqs records back instead of n_seqs x vocab floats); the penalised ids of
-    // each sequence, sorted and without repeats, go up behind the records.
-    plan_penalty_ids(req.n_seqs, req.repetition_penalty, req.penalty_ids, req.penalty_offsets, penalty_ids_,
-                     penalty_offsets_);
+    // each sequence, without repeats, go up behind the records.
+    plan_penalty_ids(req.n_seqs, req.repetition_penalty, req.penalty_ids, req.penalty_offsets, V, penalty_ids_,
+                     penalty_offsets_, penalty_seen_);
     const bool penalise = !penalty_ids_.empty();
     const size_t rec_bytes = align_up(n_last * sizeof(NextToken), 256), off_bytes = align_up((n_last + 1) * 8, 256);
     picks_.ensure(rec_bytes + off_bytes + penalty_ids_.size() * 4 + 4);

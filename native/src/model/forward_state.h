@@ -78,8 +78,9 @@ struct ForwardState {
   std::vector<float> scores;  // [n_threads, max_ctx]  attention probabilities of one query row
   std::vector<float> rows;    // [<= kLmChunk, hidden]  gathered rows for the LM head
   std::vector<float> chunk;   // [kLmChunk, vocab]  LM head output of one chunk (targets without full logits)
-  std::vector<int32_t> penalty_ids;      // Greedy: each sequence's penalised ids, sorted, no repeats
+  std::vector<int32_t> penalty_ids;      // Greedy: each sequence's penalised ids, no repeats
   std::vector<int64_t> penalty_offsets;  // [n_seqs + 1]
+  std::vector<uint8_t> penalty_seen;     // [vocab] scratch of plan_penalty_ids, all 0 between forwards
 
   SiteRecording rec;
 

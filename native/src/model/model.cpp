@@ -257,8 +257,8 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
     // Each sequence's next token from its last row, kLmChunk rows at a time: no n_seqs x vocab result (as CUDA).
     out.next.resize(size_t(req.n_seqs));
     for (const detail::SeqSpan& s : st.seqs) idx.push_back(s.row0 + s.len - 1);
-    plan_penalty_ids(req.n_seqs, req.repetition_penalty, req.penalty_ids, req.penalty_offsets, st.penalty_ids,
-                     st.penalty_offsets);
+    plan_penalty_ids(req.n_seqs, req.repetition_penalty, req.penalty_ids, req.penalty_offsets, V, st.penalty_ids,
+                     st.penalty_offsets, st.penalty_seen);
     detail::ensure(st.chunk, detail::kLmChunk * V);
     for (int64_t i0 = 0; i0 < req.n_seqs; i0 += detail::kLmChunk) {
       const int64_t m = std::min<int64_t>(detail::kLmChunk, req.n_seqs - i0);

@@ -6,17 +6,23 @@
 
 namespace ln {
 
-void plan_penalty_ids(int32_t n_seqs, double penalty, const int32_t* ids, const int64_t* offsets,
-                      std::vector<int32_t>& out_ids, std::vector<int64_t>& out_offsets) {
+void plan_penalty_ids(int32_t n_seqs, double penalty, const int32_t* ids, const int64_t* offsets, int64_t vocab,
+                      std::vector<int32_t>& out_ids, std::vector<int64_t>& out_offsets, std::vector<uint8_t>& seen) {
   out_ids.clear();
   out_offsets.assign(size_t(n_seqs) + 1, 0);
   const bool any = penalty != 1.0 && ids && offsets;
+  if (any && seen.size() < size_t(vocab)) seen.resize(size_t(vocab), 0);
   for (int32_t s = 0; s < n_seqs; ++s) {
     const size_t first = out_ids.size();
     if (any) {
-      out_ids.insert(out_ids.end(), ids + offsets[s], ids + offsets[s + 1]);
-      std::sort(out_ids.begin() + std::ptrdiff_t(first), out_ids.end());
-      out_ids.erase(std::unique(out_ids.begin() + std::ptrdiff_t(first), out_ids.end()), out_ids.end());
+      for (int64_t i = offsets[s]; i < offsets[s + 1]; ++i) {
+        const int32_t id = ids[i];
+        if (!seen[size_t(id)]) {
+          seen[size_t(id)] = 1;
+          out_ids.push_back(id);
+        }
+      }
+      for (size_t i = first; i < out_ids.size(); ++i) seen[size_t(out_ids[i])] = 0;  // all 0 again for the next row
     }
     out_offsets[size_t(s) + 1] = int64_t(out_ids.size());
   }
