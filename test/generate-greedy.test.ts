@@ -51,21 +51,43 @@ describe("logits 'greedy'", () => {
     expect(free.map((g) => g.tokens)).not.toEqual(got.map((g) => g.tokens));
   });
 
-  it('prompts prefilled in groups of at most prefillTokens tokens generate what one packed prefill generates', async () => {
+  it('continuous batching (concurrency) and prefill groups (prefillTokens) generate what all at once generates', async () => {
     const model = await loadModel(fixturePath('stories260k'), { threads: 2 });
-    const prompts = [[1, 30, 40, 50, 60, 70, 80], [1], [1, 461, 461], [1, 9, 8, 7, 6], [1, 200, 201]];
+    const tok = model.requireTokenizer();
+    const prompts = [[1, 30, 40, 50, 60, 70, 80], [1], [1, 461, 461], [1, 9, 8, 7, 6], [1, 200, 201], [1, 5], [1, 77, 78, 79]];
     const iv = await resolveIntervention(model, 'scale:1.5:neurons=all:layers=1-2:positions=prompt');
-    const runs = [
+    const ivGen = await resolveIntervention(model, 'scale:0.5:neurons=all:positions=generated');
+    // A stop string that some outputs reach and others do not, so that sequences end at different steps.
+    const free = await generateTokens(model, prompts, { maxNewTokens: 16, stopAtEos: false });
+    const stop = tok.decode(free[3]!.tokens.slice(4, 6), { skipSpecialTokens: true });
+    // Greedy runs only: a forward row's floats depend on the batch's shape in their last bits (the CPU's GEMV path
+    // for up to 8 rows sums in another order than its GEMM), which can move a sampled draw but not these argmaxes.
+    const runs: Parameters<typeof generateTokens>[2][] = [
       { maxNewTokens: 12, stopAtEos: false, repetitionPenalty: 1.3 },
-      { maxNewTokens: 12, stopAtEos: false, temperature: 0.9, topK: 40, seed: 4 },
       { maxNewTokens: 12, stopAtEos: false, intervene: iv },
+      { maxNewTokens: 12, intervene: ivGen },
+      { maxNewTokens: 16, stop: [stop] },
     ];
+    let ended = 0;
     for (const o of runs) {
       const whole = await generateTokens(model, prompts, o);
-      // 1: every prompt alone; 8: groups of 2 or 3 prompts; 7: the longest prompt exactly fills a group.
-      for (const prefillTokens of [1, 8, 7]) expect((await generateTokens(model, prompts, { ...o, prefillTokens })).map((g) => g.tokens)).toEqual(whole.map((g) => g.tokens));
+      const reasons = new Set(whole.map((g) => g.finishReason));
+      ended += reasons.size > 1 ? 1 : 0;
+      // concurrency 1: one sequence at a time; 2 and 3: slots handed on as sequences end. prefillTokens 1: every
+      // prompt alone; 8: groups of 2 or 3; 7: the longest prompt exactly fills a group.
+      for (const extra of [{ concurrency: 1 }, { concurrency: 2 }, { concurrency: 3, prefillTokens: 8 }, { prefillTokens: 1 }, { prefillTokens: 7 }]) {
+        const order: number[] = [];
+        const got = await generateTokens(model, prompts, { ...o, ...extra, onGeneration: (i, g) => { order.push(i); expect(g).toEqual(whole[i]); } });
+        expect(got, JSON.stringify(extra)).toEqual(whole);
+        expect([...order].sort((a, b) => a - b)).toEqual(prompts.map((_, i) => i));
+      }
     }
+    expect(ended).toBeGreaterThanOrEqual(1); // some run ends its sequences for different reasons
+    // Sampling: the same run twice draws the same, also continuously batched.
+    const sampled = { maxNewTokens: 12, stopAtEos: false, temperature: 0.9, topK: 40, seed: 4, concurrency: 3 };
+    expect(await generateTokens(model, prompts, sampled)).toEqual(await generateTokens(model, prompts, sampled));
     await expect(generateTokens(model, prompts, { prefillTokens: 0 })).rejects.toThrow(/prefillTokens must be an integer >= 1, got 0/);
+    await expect(generateTokens(model, prompts, { concurrency: 0 })).rejects.toThrow(/concurrency must be an integer >= 1, got 0/);
   });
 
   it('refuses a penalty without greedy, a bad factor, mismatched lists and ids outside the vocabulary', async () => {

@@ -215,5 +215,12 @@ describe.skipIf(noGpu)('cuda: the commands', () => {
     const tokens = (j: { generations: { tokens: number[] }[] }) => j.generations.map((g) => g.tokens);
     expect(tokens(pg)).toHaveLength(2);
     expect(tokens(pg)).toEqual(tokens(pc));
+    // Continuously batched: 2 cache slots for 5 prompts, outputs of different lengths (a stop string), so device
+    // forwards pack sequences decoding one token with prompts prefilling into freed slots.
+    const many = ['Hello', 'The cat', 'Once', 'A dog ran', 'Why'].flatMap((p) => ['--prompt', p]);
+    const cont = [...many, '--max-new-tokens', '10', '--batch', '2', '--stop', 'e', '--repetition-penalty', '1.3'];
+    const cg = json('generate', model, ...cont, '--device', 'cuda', '--compute', 'f32');
+    expect(tokens(cg)).toEqual(tokens(json('generate', model, ...cont, '--device', 'cpu')));
+    expect(new Set(tokens(cg).map((t) => t.length)).size).toBeGreaterThan(1);
   });
 });

@@ -194,6 +194,49 @@ LN_TEST(gpu_model_alone_packed_cache_agree) {
   }
 }
 
+// Continuous batching (src/generate/generate.ts): one forward packs a sequence decoding one token at cache position
+// 40 of slot 2 with another prefilling 37 tokens into slot 0 (its earlier, longer occupant reset to length 0);
+// both must give the logits they give alone.
+LN_TEST(gpu_model_cache_mixed_decode_and_prefill_agree) {
+  for (const TinyOpts& o : shapes()) {
+    Tiny t(o);
+    for (Compute mode : {Compute::F32, Compute::BF16}) {
+      const double tol = mode == Compute::F32 ? 1e-5 : 2e-2;
+      auto g = make_cuda_runtime(t.cfg, t.w, 0, mode);
+      const Batch a = make_batch({41}, o.vocab, 21), b = make_batch({37}, o.vocab, 22), old = make_batch({60}, o.vocab, 23);
+      const ForwardResult a_alone = run(*g, a, LogitsMode::All), b_alone = run(*g, b, LogitsMode::All);
+      const int64_t V = t.cfg.vocab;
+      auto cache = g->make_cache(3, 128);
+      ForwardRequest r;
+      r.cache = cache.get();
+      int32_t slot_a = 2, slot_old = 0;
+      Batch a40;
+      a40.tokens.assign(a.tokens.begin(), a.tokens.begin() + 40);
+      a40.lens = {40};
+      r.cache_slots = &slot_a;
+      run(*g, a40, LogitsMode::None, &r);
+      r.cache_slots = &slot_old;
+      run(*g, old, LogitsMode::None, &r);  // slot 0's earlier sequence, ended
+      cache->set_length(0, 0);
+      Batch mixed;
+      mixed.tokens = {a.tokens[40]};
+      mixed.tokens.insert(mixed.tokens.end(), b.tokens.begin(), b.tokens.end());
+      mixed.lens = {1, 37};
+      const int32_t slots[2] = {2, 0};
+      r.cache_slots = slots;
+      const ForwardResult m = run(*g, mixed, LogitsMode::All, &r);
+      const std::vector<float> a_row(m.logits.begin(), m.logits.begin() + V), b_rows(m.logits.begin() + V, m.logits.end());
+      const std::vector<float> a_want(a_alone.logits.begin() + 40 * V, a_alone.logits.end());
+      const double e_a = rel_err(a_row, a_want), e_b = rel_err(b_rows, b_alone.logits);
+      std::printf("  %s %s: decoding vs alone %.2e, prefilling vs alone %.2e\n", shape_name(o).c_str(),
+                  mode == Compute::F32 ? "f32" : "bf16", e_a, e_b);
+      LN_CHECK_MSG(e_a < tol, "decoding %.3e", e_a);
+      LN_CHECK_MSG(e_b < tol, "prefilling %.3e", e_b);
+      LN_CHECK(cache->length(2) == 41 && cache->length(0) == 37 && cache->length(1) == 0);
+    }
+  }
+}
+
 LN_TEST(gpu_model_scoring_and_capture_match_cpu) {
   TinyOpts o;
   o.bias = true;

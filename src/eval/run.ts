@@ -116,7 +116,10 @@ export function requestsHash(plan: TaskPlan): string {
 
 const argmax = (xs: number[]): number => xs.reduce((b, x, i) => (x > xs[b]! ? i : b), 0);
 
-async function scoreBatch(plan: TaskPlan, items: PlanItem[], scorer: Scorer): Promise<ItemResult[]> {
+/** Batches of items per generation call (see runPlan); what a crash loses at most, in batches. */
+const GEN_CHUNK = 4;
+
+async function scoreBatch(plan: TaskPlan, items: PlanItem[], scorer: Scorer, concurrency: number): Promise<ItemResult[]> {
   const kind = items[0]!.kind;
   if (kind === 'mc') {
     const mcs = items as Extract<PlanItem, { kind: 'mc' }>[];
@@ -137,7 +140,7 @@ async function scoreBatch(plan: TaskPlan, items: PlanItem[], scorer: Scorer): Pr
   }
   if (kind === 'gen') {
     const gens = items as Extract<PlanItem, { kind: 'gen' }>[];
-    const outs = (await named(plan, gens.map((g) => g.id), () => scorer.generate(gens.map((g) => g.prompt), plan.gen!)))
+    const outs = (await named(plan, gens.map((g) => g.id), () => scorer.generate(gens.map((g) => g.prompt), plan.gen!, { concurrency })))
       .map((o): GenOutput => (typeof o === 'string' ? { text: o } : o));
     return gens.map((g, i) => withTruncation(outs[i]!.truncated, genResult(plan, scorer, g, pyStrip(outs[i]!.text))));
   }
@@ -274,12 +277,15 @@ export async function runPlan(plan: TaskPlan, o: RunOptions): Promise<EvalResult
   if (!existsSync(ckFile)) await writeFileAtomic(ckFile, JSON.stringify(header) + '\n');
   const todo = plan.items.filter((it) => !done.has(it.id));
   const batch = Math.max(1, o.batchItems ?? 16);
+  // Generation tasks run GEN_CHUNK batches per call, decoding `batch` sequences at a time: a sequence that ends hands
+  // its place to the next item (continuous batching) instead of the batch waiting for its longest output.
+  const chunk = todo[0]?.kind === 'gen' ? batch * GEN_CHUNK : batch;
   o.onProgress?.(plan.items.length - todo.length, plan.items.length);
-  for (let s = 0; s < todo.length; s += batch) {
-    const results = await scoreBatch(plan, todo.slice(s, s + batch), o.scorer);
+  for (let s = 0; s < todo.length; s += chunk) {
+    const results = await scoreBatch(plan, todo.slice(s, s + chunk), o.scorer, batch);
     await fsp.appendFile(ckFile, results.map((r) => JSON.stringify(r) + '\n').join(''));
     for (const r of results) done.set(r.id, r);
-    o.onProgress?.(plan.items.length - todo.length + Math.min(todo.length, s + batch), plan.items.length);
+    o.onProgress?.(plan.items.length - todo.length + Math.min(todo.length, s + chunk), plan.items.length);
   }
   const ordered = plan.items.map((it) => done.get(it.id)!);
   const info = o.scorer.describe?.();

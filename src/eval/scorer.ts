@@ -23,7 +23,8 @@ export class RequestTooLong extends Error {
 
 export interface Scorer {
   logLikelihood(pairs: Pair[]): Promise<PairScore[]>;
-  generate(prompts: string[], opts: GenOptions): Promise<(string | GenOutput)[]>;
+  /** `concurrency`: sequences decoded together (continuous batching); the outputs do not depend on it. */
+  generate(prompts: string[], opts: GenOptions, run?: { concurrency?: number }): Promise<(string | GenOutput)[]>;
   /** Summed NLL and predicted-token count of each text (BOS as the tokenizer prescribes). */
   nll(texts: string[]): Promise<{ totalNll: number; tokens: number }[]>;
   /** Token ids without special tokens (token-id EM/F1); absent = not reported. */
@@ -77,7 +78,7 @@ export class ModelScorer implements Scorer {
   }
 
   /** Greedy generation; lm-eval's `generate_until` keeps the last (context - max_gen_toks) prompt tokens. */
-  async generate(prompts: string[], o: GenOptions): Promise<GenOutput[]> {
+  async generate(prompts: string[], o: GenOptions, run: { concurrency?: number } = {}): Promise<GenOutput[]> {
     const tok = this.model.requireTokenizer();
     const keep = this.model.contextLength - o.maxNewTokens;
     if (keep < 1) throw new RequestTooLong(0, `${o.maxNewTokens} new tokens leave no room for a prompt in the model's context of ${this.model.contextLength}`);
@@ -85,7 +86,8 @@ export class ModelScorer implements Scorer {
     const chat = this.opts.chat;
     const ids = prompts.map((p) => (chat ? encodeChatPrompt(chat, tok, p) : tok.encode(p)));
     const gens = await generateTokens(this.model, ids.map((x) => x.slice(-keep)),
-      { maxNewTokens: o.maxNewTokens, stop: o.stop, repetitionPenalty: o.repetitionPenalty, temperature: 0, ...this.engineOpts });
+      { maxNewTokens: o.maxNewTokens, stop: o.stop, repetitionPenalty: o.repetitionPenalty, temperature: 0, ...this.engineOpts,
+        ...(run.concurrency ? { concurrency: run.concurrency } : {}) });
     return gens.map((g, i) => ({ text: g.text, truncated: Math.max(0, ids[i]!.length - keep) }));
   }
 

@@ -1,5 +1,9 @@
-// Text generation with the KV cache: all prompts are prefilled in one packed forward, then decoded together,
-// one token per active sequence per step. Stops at EOS, a stop string, or the token budget.
+// Text generation with the KV cache, continuously batched: up to `concurrency` sequences hold a cache slot each; a
+// step is one packed forward of one token per decoding sequence plus the prompts admitted into free slots (at most
+// `prefillTokens` prompt tokens a step). A sequence ends at EOS, a stop string or the token budget, and its slot
+// takes the next waiting prompt at the next step, so the batch stays full while prompts wait (instead of running
+// as long as its longest sequence). A sequence's tokens do not depend on the others: its own random stream, and a
+// forward row that does not depend on the other rows of the batch.
 import { LangneuronsError } from '../errors.js';
 import type { ForwardOutput, LanguageModel } from '../engine/model.js';
 import type { Intervention } from '../intervene/index.js';
@@ -21,6 +25,12 @@ export interface GenerateOptions extends SamplingOptions {
    *  (a longer prompt alone), so that a large batch of long prompts does not need activations for all of them at
    *  once. The results do not depend on it. */
   prefillTokens?: number;
+  /** Sequences decoded together, each holding a KV-cache slot (default: every prompt). With fewer, the prompts wait
+   *  in order for a slot. The results do not depend on it. */
+  concurrency?: number;
+  /** Called when prompt i (an index into `prompts`) has its generation, in the order the generations end; a promise
+   *  it returns is awaited before the next step (to write the generation out, say). */
+  onGeneration?: (i: number, g: Generation) => void | Promise<void>;
   /** Interventions on FFN neurons (src/intervene); the prompt (prefill) tokens are `prompt` positions, the
    *  decoded ones `generated`. */
   intervene?: Intervention;
@@ -47,22 +57,40 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
     if (p.length > ctx) throw new LangneuronsError('E_INPUT', `prompt ${i} has ${p.length} tokens, longer than the model's context of ${ctx}`);
   });
   const capacity = Math.min(ctx, Math.max(...prompts.map((p) => p.length)) + maxNew);
-  const cache = model.createCache(prompts.length, capacity);
   const eos = new Set(opts.stopAtEos === false ? [] : model.config.eosTokenIds);
   const tok = model.tokenizer;
   const stops = (opts.stop ?? []).filter((s) => s.length > 0);
   if (stops.length && !tok) throw new LangneuronsError('E_TOKENIZER', 'stop strings need the model\'s tokenizer');
-  const prefillTokens = opts.prefillTokens ?? 4096;
-  if (!Number.isSafeInteger(prefillTokens) || prefillTokens < 1) throw new LangneuronsError('E_OPTIONS', `prefillTokens must be an integer >= 1, got ${prefillTokens}`, { field: 'prefillTokens' });
+  const positive = (name: string, v: number) => {
+    if (!Number.isSafeInteger(v) || v < 1) throw new LangneuronsError('E_OPTIONS', `${name} must be an integer >= 1, got ${v}`, { field: name });
+    return v;
+  };
+  const prefillTokens = positive('prefillTokens', opts.prefillTokens ?? 4096);
+  const slots = Math.min(prompts.length, positive('concurrency', opts.concurrency ?? prompts.length));
   const firstIndex = opts.firstIndex ?? 0;
   if (!Number.isSafeInteger(firstIndex) || firstIndex < 0) throw new LangneuronsError('E_OPTIONS', `firstIndex must be an integer >= 0, got ${firstIndex}`, { field: 'firstIndex' });
   // The text is needed during generation only to find stop strings; otherwise it is decoded once at the end.
   const stopFinder = tok && stops.length ? new StopFinder(tok, stops) : null;
-  const out = prompts.map((p, i) => ({ tokens: [] as number[], text: '', done: maxNew === 0, reason: 'length' as FinishReason, history: [...p],
+  const out = prompts.map((p, i) => ({ tokens: [] as number[], text: '', history: [...p], slot: -1,
     stopScan: stopFinder?.start() ?? null, rng: opts.temperature ? Rng.forSequence(opts.seed ?? 0, firstIndex + i) : null }));
+  const results: Generation[] = new Array<Generation>(prompts.length);
+  const writes: Promise<void>[] = [];
+  const free: number[] = []; // cache slots without a sequence
+  const end = (s: number, reason: FinishReason) => {
+    const o = out[s]!;
+    if (o.slot >= 0) free.push(o.slot);
+    results[s] = { text: tok && reason !== 'stop' ? tok.decode(o.tokens, { skipSpecialTokens: true }) : o.text, tokens: o.tokens, promptTokens: prompts[s]!.length, finishReason: reason };
+    const w = opts.onGeneration?.(s, results[s]!);
+    if (w) writes.push(w);
+  };
+  if (maxNew === 0) {
+    prompts.forEach((_, s) => end(s, 'length'));
+    await Promise.all(writes);
+    return results;
+  }
+  const cache = model.createCache(slots, capacity);
+  for (let k = slots - 1; k >= 0; k--) free.push(k);
 
-  let active = out.map((_, i) => i).filter((i) => !out[i]!.done);
-  const intervene = opts.intervene ? { intervene: opts.intervene } : {};
   // Greedy decoding (the default, and what evaluation and steering use): the runtime picks the tokens where the
   // model runs, so a step returns one id per sequence, not sequences × vocab logits to scan here.
   const penalty = opts.repetitionPenalty ?? 1;
@@ -70,52 +98,44 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
     ? { logits: 'last' as const }
     : { logits: 'greedy' as const, ...(penalty !== 1 ? { repetitionPenalty: penalty, penaltyTokens: seqs.map((s) => out[s]!.history) } : {}) });
   // The next token of each of `seqs` (the rows of `step`), picked by the runtime or sampled here from its own stream.
-  const picked: number[] = new Array<number>(prompts.length).fill(-1);
-  const pick = (step: ForwardOutput, seqs: number[]) => seqs.forEach((s, r) => {
-    picked[s] = step.next ? step.next.tokens[r]! : sampleNext(step.logits.subarray(r * step.vocab, (r + 1) * step.vocab), out[s]!.history, opts, out[s]!.rng!);
-  });
-  for (const group of prefillGroups(prompts, active, prefillTokens))
-    pick(await model.forward(group.map((s) => prompts[s]!), { ...selection(group), cache, cacheSlots: group, ...intervene }), group);
-  while (active.length) {
-    const next: number[] = [];
-    for (const s of active) {
+  const pick = (step: ForwardOutput, seqs: number[]) => seqs.map((s, r) => (step.next ? step.next.tokens[r]!
+    : sampleNext(step.logits.subarray(r * step.vocab, (r + 1) * step.vocab), out[s]!.history, opts, out[s]!.rng!)));
+
+  let waiting = 0; // the next prompt without a slot
+  let decoding: number[] = []; // sequences whose next forward is their last token
+  while (decoding.length || waiting < prompts.length) {
+    // Prompts into free slots, at most prefillTokens prompt tokens a step (a longer prompt alone).
+    const admitted: number[] = [];
+    for (let tokens = 0; free.length && waiting < prompts.length && (!admitted.length || tokens + prompts[waiting]!.length <= prefillTokens); waiting++) {
+      const o = out[waiting]!;
+      o.slot = free.pop()!;
+      cache.reset(o.slot);
+      admitted.push(waiting);
+      tokens += prompts[waiting]!.length;
+    }
+    const batch = [...decoding, ...admitted];
+    const step = await model.forward(batch.map((s, r) => (r < decoding.length ? [out[s]!.tokens[out[s]!.tokens.length - 1]!] : prompts[s]!)), {
+      ...selection(batch), cache, cacheSlots: batch.map((s) => out[s]!.slot),
+      // A prompt's tokens are `prompt` positions, a decoded token a `generated` one.
+      ...(opts.intervene ? { intervene: opts.intervene, generatedFrom: batch.map((s, r) => (r < decoding.length ? 0 : prompts[s]!.length)) } : {}),
+    });
+    const ids = pick(step, batch);
+    decoding = [];
+    batch.forEach((s, r) => {
       const o = out[s]!;
-      const id = picked[s]!;
-      if (eos.has(id)) { o.done = true; o.reason = 'eos'; continue; }
+      const id = ids[r]!;
+      if (eos.has(id)) return end(s, 'eos');
       o.tokens.push(id);
       o.history.push(id);
       opts.onToken?.(s, id);
       const cut = stopFinder ? stopFinder.step(o.stopScan!, o.tokens, id) : null;
-      if (cut !== null) { o.text = cut; o.done = true; o.reason = 'stop'; continue; }
-      if (o.tokens.length >= maxNew || prompts[s]!.length + o.tokens.length >= capacity) { o.done = true; o.reason = 'length'; continue; }
-      next.push(s);
-    }
-    active = next;
-    if (!active.length) break;
-    pick(await model.forward(active.map((s) => [out[s]!.tokens[out[s]!.tokens.length - 1]!]), { ...selection(active), cache, cacheSlots: active,
-      ...(opts.intervene ? { intervene: opts.intervene, generatedFrom: active.map(() => 0) } : {}) }), active);
+      if (cut !== null) { o.text = cut; return end(s, 'stop'); }
+      if (o.tokens.length >= maxNew || prompts[s]!.length + o.tokens.length >= capacity) return end(s, 'length');
+      decoding.push(s);
+    });
+    await Promise.all(writes.splice(0));
   }
-  return out.map((o, i) => ({
-    text: tok && o.reason !== 'stop' ? tok.decode(o.tokens, { skipSpecialTokens: true }) : o.text,
-    tokens: o.tokens,
-    promptTokens: prompts[i]!.length,
-    finishReason: o.reason,
-  }));
-}
-
-/** `seqs` in order, in groups of at most `budget` prompt tokens (a longer prompt in a group of its own). */
-function prefillGroups(prompts: number[][], seqs: number[], budget: number): number[][] {
-  const groups: number[][] = [];
-  let group: number[] = [];
-  let tokens = 0;
-  for (const s of seqs) {
-    const n = prompts[s]!.length;
-    if (group.length && tokens + n > budget) { groups.push(group); group = []; tokens = 0; }
-    group.push(s);
-    tokens += n;
-  }
-  if (group.length) groups.push(group);
-  return groups;
+  return results;
 }
 
 /** Generates a continuation of each text prompt (tokenised with the model's tokenizer, BOS as it prescribes). */

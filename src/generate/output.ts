@@ -1,13 +1,13 @@
 /**
  * `generate --out <dir>`: generations of a prompt list written as they are made, so that a long run (a prompt file
- * of thousands of lines) loses nothing when it stops and resumes where it stopped, to identical results.
+ * of thousands of lines) loses nothing when it stops and resumes where it stopped.
  *
  * `<dir>/generations.jsonl`: a header line `{ "schema", "key" }`, then one line per prompt, in prompt order, appended
  * batch by batch. The key is the sha256 of what the generations depend on (model files, prompts, settings,
  * intervention inputs, device and compute mode); a file with another key was written for something else and is left
  * alone. Each prompt samples from its own random stream (Rng.forSequence), so the prompts done after a resume are
- * what an uninterrupted run makes. A line cut short by a crash is removed before appending. When every prompt is
- * done, `<dir>/run.json` says so (written atomically).
+ * what an uninterrupted run makes, up to the float rounding of other batch shapes (docs/RELIABILITY.md). A line cut
+ * short by a crash is removed before appending. When every prompt is done, `<dir>/run.json` says so (atomically).
  */
 import { createHash } from 'node:crypto';
 import { existsSync, promises as fsp } from 'node:fs';

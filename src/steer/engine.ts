@@ -173,16 +173,12 @@ export function engineLogLikelihood(model: LanguageModel): LogLikelihoodFn<Inter
 }
 
 /** The real generator (greedy by default). */
-/** Generates `batch` prompts at a time (all at once without it): the KV cache holds one batch, not every prompt. */
-export function engineGenerator(model: LanguageModel, opts: GenerateOptions, batch = Infinity): GenerateFn<Intervention> {
-  return async (prompts, intervention) => {
-    const texts: string[] = [];
-    for (let first = 0; first < prompts.length; first += batch) {
-      const part = await generate(model, prompts.slice(first, first + batch), { ...opts, firstIndex: first, ...(intervention ? { intervene: intervention } : {}) });
-      texts.push(...part.map((g) => g.text));
-    }
-    return texts;
-  };
+/** Decodes `concurrency` prompts at a time (all at once without it; continuous batching): the KV cache holds that
+ *  many sequences, not every prompt. */
+export function engineGenerator(model: LanguageModel, opts: GenerateOptions, concurrency?: number): GenerateFn<Intervention> {
+  return async (prompts, intervention) => (await generate(model, prompts, {
+    ...opts, ...(concurrency ? { concurrency } : {}), ...(intervention ? { intervene: intervention } : {}),
+  })).map((g) => g.text);
 }
 
 /** Refuses mask languages the mask lacks, naming the mask file. */

@@ -40,9 +40,9 @@ export function registerGenerate(program: Command): void {
     .option('--top-p <p>', 'nucleus sampling mass (1 = off)', parseFloatOption('--top-p', (x) => x > 0 && x <= 1, 'in (0, 1]'), 1)
     .option('--repetition-penalty <r>', 'Hugging Face repetition penalty (1 = off)', parseFloatOption('--repetition-penalty', (x) => x > 0, 'a number > 0'), 1)
     .option('--stop <text>', 'stop string (repeatable); "\\n" stops at a newline', collect, [])
-    .option('--seed <n>', 'sampling seed (each prompt samples from its own stream: the same in any --batch)', parseIntOption('--seed', 0, 2 ** 32 - 1), 0)
-    .option('--batch <n>', `prompts generated together (default ${DECODE_BATCH.cpu} on the CPU; on a GPU up to ${DECODE_BATCH.gpu}, as its free memory allows); ` +
-      'without --json each batch is printed as it ends', parseIntOption('--batch', 1))
+    .option('--seed <n>', 'sampling seed (each prompt draws from its own random stream)', parseIntOption('--seed', 0, 2 ** 32 - 1), 0)
+    .option('--batch <n>', `sequences decoded together (default ${DECODE_BATCH.cpu} on the CPU; on a GPU up to ${DECODE_BATCH.gpu}, as its free memory ` +
+      'allows); a sequence that ends hands its place to the next prompt at the next step', parseIntOption('--batch', 1))
     .option('--out <dir>', 'also write <dir>/generations.jsonl batch by batch (a line per prompt) and run.json at the end; ' +
       'a run stopped part-way resumes there with the same command, to identical results')
     .option('--ignore-eos', 'keep generating past EOS tokens')
@@ -79,8 +79,8 @@ async function generateAction(dir: string, o: GenerateCli): Promise<void> {
   };
   const intervene = await interventionFromCli(model, o);
   if (intervene) opts.intervene = intervene;
-  // A prompt file may hold thousands of prompts: they run `batch` at a time (one KV cache and prefill per batch),
-  // in order, each batch printed as it ends; the random streams follow the prompt's index, not the batching.
+  // A prompt file may hold thousands of prompts: at most `batch` hold a KV-cache slot at a time; the random streams
+  // follow the prompt's index, not the batching.
   const batch = o.batch ?? decodeBatchFor(model);
   const progress = prompts.length > batch ? new Progress('generate', o) : null;
   const line = (g: Generation, i: number) => (prompts.length > 1 ? `[${i}] ` : '') + (model.tokenizer ? g.text : g.tokens.join(' '));
@@ -96,16 +96,28 @@ async function generateAction(dir: string, o: GenerateCli): Promise<void> {
   }
   const resumed = gens.length;
   progress?.update(resumed, prompts.length, 'prompts');
-  for (let first = resumed; first < prompts.length; first += batch) {
-    const done = await generateTokens(model, prompts.slice(first, first + batch), { ...opts, firstIndex: first });
-    await saved?.append(done.map((g, k) => ({ index: first + k, ...g })));
+  // Continuously batched (up to `batch` sequences at once): generations end out of order; each is printed and written
+  // once every earlier prompt's is, so the output and generations.jsonl stay in prompt order.
+  const ended = new Map<number, Generation>();
+  const flush = async () => {
+    const lines: { index: number; g: Generation }[] = [];
+    for (let i = gens.length; ended.has(i); i++) lines.push({ index: i, g: ended.get(i)! });
+    if (!lines.length) return;
+    for (const { index } of lines) ended.delete(index);
+    gens.push(...lines.map((l) => l.g));
+    await saved?.append(lines.map(({ index, g }) => ({ index, ...g })));
     if (!o.json) {
       progress?.clear();
-      process.stdout.write(done.map((g, k) => `${line(g, first + k)}\n`).join(''));
+      process.stdout.write(lines.map(({ index, g }) => `${line(g, index)}\n`).join(''));
     }
-    gens.push(...done);
     progress?.update(gens.length, prompts.length, 'prompts');
-  }
+  };
+  let flushing = Promise.resolve();
+  await generateTokens(model, prompts.slice(resumed), {
+    ...opts, firstIndex: resumed, concurrency: batch,
+    // One flush after another: two generations ending in one step must not append concurrently.
+    onGeneration: (i, g) => { ended.set(resumed + i, g); flushing = flushing.then(flush); return flushing; },
+  });
   progress?.done();
   const seconds = (performance.now() - started) / 1000;
   const newTokens = gens.slice(resumed).reduce((n, g) => n + g.tokens.length, 0);
