@@ -90,6 +90,21 @@ describe("logits 'greedy'", () => {
     await expect(generateTokens(model, prompts, { concurrency: 0 })).rejects.toThrow(/concurrency must be an integer >= 1, got 0/);
   });
 
+  it('frees its KV cache when it ends (not at garbage collection); a disposed cache is refused', async () => {
+    const model = await loadModel(fixturePath('stories260k'), { threads: 1 });
+    await generateTokens(model, [[1, 5], [1, 9, 9]], { maxNewTokens: 6, concurrency: 1 });
+    expect(model.info().memory.kvCache).toBe(0);
+    await expect(generateTokens(model, [[1, 5]], { maxNewTokens: 4, intervene: await resolveIntervention(model, 'scale:1e30:neurons=all') })).rejects.toThrow(/non-finite/);
+    expect(model.info().memory.kvCache).toBe(0); // also when generation fails
+    const cache = model.createCache(2, 16);
+    expect(model.info().memory.kvCache).toBe(cache.bytes);
+    cache.dispose();
+    cache.dispose(); // idempotent
+    expect(model.info().memory.kvCache).toBe(0);
+    expect(() => cache.length(0)).toThrow(/NativeKvCache: disposed/);
+    await expect(model.forward([[1, 2]], { logits: 'last', cache, cacheSlots: [0] })).rejects.toThrow(/disposed/);
+  });
+
   it('refuses a penalty without greedy, a bad factor, mismatched lists and ids outside the vocabulary', async () => {
     const model = await loadModel(fixturePath('stories260k'), { threads: 1 });
     await expect(model.forward([[1, 2]], { logits: 'last', repetitionPenalty: 1.2, penaltyTokens: [[1]] })).rejects.toThrow(/need logits 'greedy', got 'last'/);

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadModel, type LanguageModel } from '../src/engine/model.js';
+import { generateTokens } from '../src/generate/generate.js';
 import { writeMaskJson, MASK_FORMAT, type NeuronMask } from '../src/identify/masks.js';
 import { resolveIntervention } from '../src/intervene/index.js';
 import { modelIdentity } from '../src/profile/identity.js';
@@ -163,6 +164,14 @@ describe.skipIf(noGpu).each(CUDA_FIXTURES)('cuda: fixture %s', (name: FixtureNam
     expect(m.weights).toBeGreaterThan(0);
     expect(m.deviceTotal).toBeGreaterThan(m.deviceUsed);
     expect(m.deviceUsed).toBeGreaterThanOrEqual(m.weights + m.kvCache + m.activations);
+    // A KV cache's device memory is freed by dispose(), not left to the garbage collector; generation disposes its own.
+    const live = gpu16.info().memory.kvCache;
+    const cache = gpu16.createCache(4, 64);
+    expect(gpu16.info().memory.kvCache).toBe(live + cache.bytes);
+    cache.dispose();
+    expect(gpu16.info().memory.kvCache).toBe(live);
+    await generateTokens(gpu16, [ref.inputIds.slice(0, 5), ref.inputIds.slice(0, 3)], { maxNewTokens: 3, concurrency: 1 });
+    expect(gpu16.info().memory.kvCache).toBe(live);
   });
 });
 

@@ -87,6 +87,10 @@ export class KvCache {
   /** Slot dst := the first len positions of slot src (a shared prompt computed once, continued in several slots). */
   copyPrefix(src: number, dst: number, len: number): void { this.native.copyPrefix(src, dst, len); }
   get bytes(): number { return this.native.bytes(); }
+  /** Frees the cache's memory now rather than at garbage collection (on a GPU, device memory the collector does not
+   *  see), or when a forward still using it ends. Idempotent; later use is refused. Also `using cache = …`. */
+  dispose(): void { this.native.dispose(); }
+  [Symbol.dispose](): void { this.dispose(); }
 }
 
 const LOGITS_CODE: Record<LogitsMode, 0 | 1 | 2 | 3 | 4> = { none: 0, last: 1, all: 2, lastHidden: 3, greedy: 4 };

@@ -158,16 +158,20 @@ async function scoreSharedContext(model: LanguageModel, group: { context: number
   const prefix = context.slice(0, -1);
   // prefix + last context token + continuation inputs (its last token is only a target)
   const cache = model.createCache(group.length, context.length - 1 + Math.max(...group.map((p) => p.continuation.length)));
-  // Context positions are `prompt` for interventions, the continuation's inputs `generated` (as in the packed path).
-  await model.forward([prefix], { logits: 'none', cache, cacheSlots: [0], ...(opts.intervene ? { intervene: opts.intervene, generatedFrom: [prefix.length] } : {}) });
-  for (let s = 1; s < group.length; s++) cache.copyPrefix(0, s, prefix.length);
-  const seqs = group.map((p) => [context[context.length - 1]!, ...p.continuation.slice(0, -1)]);
-  const targets = group.map((p) => [...p.continuation]);
-  const res = await model.forward(seqs, {
-    logits: 'none', targets, cache, cacheSlots: group.map((_, s) => s),
-    ...(opts.intervene ? { intervene: opts.intervene, generatedFrom: group.map(() => 1) } : {}),
-  });
-  sumTargets(targets, res.targetLogprobs!).forEach((r, j) => { out[at[j]!] = r; });
+  try {
+    // Context positions are `prompt` for interventions, the continuation's inputs `generated` (as in the packed path).
+    await model.forward([prefix], { logits: 'none', cache, cacheSlots: [0], ...(opts.intervene ? { intervene: opts.intervene, generatedFrom: [prefix.length] } : {}) });
+    for (let s = 1; s < group.length; s++) cache.copyPrefix(0, s, prefix.length);
+    const seqs = group.map((p) => [context[context.length - 1]!, ...p.continuation.slice(0, -1)]);
+    const targets = group.map((p) => [...p.continuation]);
+    const res = await model.forward(seqs, {
+      logits: 'none', targets, cache, cacheSlots: group.map((_, s) => s),
+      ...(opts.intervene ? { intervene: opts.intervene, generatedFrom: group.map(() => 1) } : {}),
+    });
+    sumTargets(targets, res.targetLogprobs!).forEach((r, j) => { out[at[j]!] = r; });
+  } finally {
+    cache.dispose(); // now, not at garbage collection: on a GPU its memory is device memory
+  }
 }
 
 /** lm-evaluation-harness tokenisation of (context, continuation): trailing spaces of the context move to the

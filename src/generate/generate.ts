@@ -101,39 +101,43 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
   const pick = (step: ForwardOutput, seqs: number[]) => seqs.map((s, r) => (step.next ? step.next.tokens[r]!
     : sampleNext(step.logits.subarray(r * step.vocab, (r + 1) * step.vocab), out[s]!.history, opts, out[s]!.rng!)));
 
-  let waiting = 0; // the next prompt without a slot
-  let decoding: number[] = []; // sequences whose next forward is their last token
-  while (decoding.length || waiting < prompts.length) {
-    // Prompts into free slots, at most prefillTokens prompt tokens a step (a longer prompt alone).
-    const admitted: number[] = [];
-    for (let tokens = 0; free.length && waiting < prompts.length && (!admitted.length || tokens + prompts[waiting]!.length <= prefillTokens); waiting++) {
-      const o = out[waiting]!;
-      o.slot = free.pop()!;
-      cache.reset(o.slot);
-      admitted.push(waiting);
-      tokens += prompts[waiting]!.length;
+  try {
+    let waiting = 0; // the next prompt without a slot
+    let decoding: number[] = []; // sequences whose next forward is their last token
+    while (decoding.length || waiting < prompts.length) {
+      // Prompts into free slots, at most prefillTokens prompt tokens a step (a longer prompt alone).
+      const admitted: number[] = [];
+      for (let tokens = 0; free.length && waiting < prompts.length && (!admitted.length || tokens + prompts[waiting]!.length <= prefillTokens); waiting++) {
+        const o = out[waiting]!;
+        o.slot = free.pop()!;
+        cache.reset(o.slot);
+        admitted.push(waiting);
+        tokens += prompts[waiting]!.length;
+      }
+      const batch = [...decoding, ...admitted];
+      const step = await model.forward(batch.map((s, r) => (r < decoding.length ? [out[s]!.tokens[out[s]!.tokens.length - 1]!] : prompts[s]!)), {
+        ...selection(batch), cache, cacheSlots: batch.map((s) => out[s]!.slot),
+        // A prompt's tokens are `prompt` positions, a decoded token a `generated` one.
+        ...(opts.intervene ? { intervene: opts.intervene, generatedFrom: batch.map((s, r) => (r < decoding.length ? 0 : prompts[s]!.length)) } : {}),
+      });
+      const ids = pick(step, batch);
+      decoding = [];
+      batch.forEach((s, r) => {
+        const o = out[s]!;
+        const id = ids[r]!;
+        if (eos.has(id)) return end(s, 'eos');
+        o.tokens.push(id);
+        o.history.push(id);
+        opts.onToken?.(s, id);
+        const cut = stopFinder ? stopFinder.step(o.stopScan!, o.tokens, id) : null;
+        if (cut !== null) { o.text = cut; return end(s, 'stop'); }
+        if (o.tokens.length >= maxNew || prompts[s]!.length + o.tokens.length >= capacity) return end(s, 'length');
+        decoding.push(s);
+      });
+      await Promise.all(writes.splice(0));
     }
-    const batch = [...decoding, ...admitted];
-    const step = await model.forward(batch.map((s, r) => (r < decoding.length ? [out[s]!.tokens[out[s]!.tokens.length - 1]!] : prompts[s]!)), {
-      ...selection(batch), cache, cacheSlots: batch.map((s) => out[s]!.slot),
-      // A prompt's tokens are `prompt` positions, a decoded token a `generated` one.
-      ...(opts.intervene ? { intervene: opts.intervene, generatedFrom: batch.map((s, r) => (r < decoding.length ? 0 : prompts[s]!.length)) } : {}),
-    });
-    const ids = pick(step, batch);
-    decoding = [];
-    batch.forEach((s, r) => {
-      const o = out[s]!;
-      const id = ids[r]!;
-      if (eos.has(id)) return end(s, 'eos');
-      o.tokens.push(id);
-      o.history.push(id);
-      opts.onToken?.(s, id);
-      const cut = stopFinder ? stopFinder.step(o.stopScan!, o.tokens, id) : null;
-      if (cut !== null) { o.text = cut; return end(s, 'stop'); }
-      if (o.tokens.length >= maxNew || prompts[s]!.length + o.tokens.length >= capacity) return end(s, 'length');
-      decoding.push(s);
-    });
-    await Promise.all(writes.splice(0));
+  } finally {
+    cache.dispose(); // now, not at garbage collection: on a GPU its memory is device memory
   }
   return results;
 }

@@ -126,6 +126,8 @@ export interface NativeKvCache {
   setLength(slot: number, len: number): void;
   copyPrefix(src: number, dst: number, len: number): void;
   bytes(): number;
+  /** Frees the cache now (or when the forward using it ends); later use is refused. */
+  dispose(): void;
 }
 
 export interface Addon {

@@ -38,6 +38,11 @@ NativeKvCache::NativeKvCache(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
   }
 }
 
+ln::KvCache& NativeKvCache::live(Napi::Env env) const {
+  if (!cache_) throw Napi::Error::New(env, "NativeKvCache: disposed");
+  return *cache_;
+}
+
 static int32_t slot_arg(const Napi::CallbackInfo& info, const ln::KvCache& c) {
   if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "slot must be a number");
   double s = info[0].As<Napi::Number>().DoubleValue();
@@ -47,12 +52,14 @@ static int32_t slot_arg(const Napi::CallbackInfo& info, const ln::KvCache& c) {
 }
 
 Napi::Value NativeKvCache::Length(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), cache_->length(slot_arg(info, *cache_)));
+  const ln::KvCache& c = live(info.Env());
+  return Napi::Number::New(info.Env(), c.length(slot_arg(info, c)));
 }
 
 // setLength(slot, len): truncate a slot (0 resets it). Refused while a forward runs on the model.
 Napi::Value NativeKvCache::SetLength(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  live(env);
   int32_t slot = slot_arg(info, *cache_);
   if (info.Length() < 2 || !info[1].IsNumber()) throw Napi::TypeError::New(env, "setLength(slot, len): len must be a number");
   double len = info[1].As<Napi::Number>().DoubleValue();
@@ -68,6 +75,7 @@ Napi::Value NativeKvCache::SetLength(const Napi::CallbackInfo& info) {
 // copyPrefix(src, dst, len): slot dst := the first len positions of slot src. Refused while a forward runs.
 Napi::Value NativeKvCache::CopyPrefix(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  live(env);
   if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
     throw Napi::TypeError::New(env, "copyPrefix(src, dst, len): three numbers expected");
   const double src = info[0].As<Napi::Number>().DoubleValue(), dst = info[1].As<Napi::Number>().DoubleValue(),
@@ -84,14 +92,23 @@ Napi::Value NativeKvCache::CopyPrefix(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-Napi::Value NativeKvCache::Bytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(cache_->bytes())); }
+Napi::Value NativeKvCache::Bytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(live(info.Env()).bytes())); }
+
+// dispose(): frees the cache's memory now (a GPU's device memory: V8 does not see it, so waiting for the garbage
+// collector can run the device out of memory when caches are made one after another), or when the forward that
+// uses it ends. Later calls and forwards with it are refused. Idempotent.
+Napi::Value NativeKvCache::Dispose(const Napi::CallbackInfo& info) {
+  cache_.reset();
+  return info.Env().Undefined();
+}
 
 Napi::Function NativeKvCache::Init(Napi::Env env) {
   Napi::Function f = DefineClass(env, "NativeKvCache",
                                  {InstanceMethod("length", &NativeKvCache::Length),
                                   InstanceMethod("setLength", &NativeKvCache::SetLength),
                                   InstanceMethod("copyPrefix", &NativeKvCache::CopyPrefix),
-                                  InstanceMethod("bytes", &NativeKvCache::Bytes)});
+                                  InstanceMethod("bytes", &NativeKvCache::Bytes),
+                                  InstanceMethod("dispose", &NativeKvCache::Dispose)});
   constructor = new Napi::FunctionReference(Napi::Persistent(f));
   return f;
 }

@@ -285,6 +285,7 @@ Napi::Value NativeModel::Forward(const Napi::CallbackInfo& info) {
     NativeKvCache* kc = NativeKvCache::Unwrap(cv.As<Napi::Object>());
     if (kc->holder() != holder_) throw Napi::Error::New(env, "forward: options.cache belongs to another model");
     cache = kc->cache();
+    if (!cache) throw Napi::Error::New(env, "forward: options.cache was disposed");
   }
   auto* w = new ForwardWorker(env, holder_, cache);
   try {

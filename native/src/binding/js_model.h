@@ -53,8 +53,11 @@ class NativeKvCache : public Napi::ObjectWrap<NativeKvCache> {
   Napi::Value SetLength(const Napi::CallbackInfo& info);
   Napi::Value CopyPrefix(const Napi::CallbackInfo& info);
   Napi::Value Bytes(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  // The cache, or throws once disposed.
+  ln::KvCache& live(Napi::Env env) const;
   std::shared_ptr<ModelHolder> holder_;
-  std::shared_ptr<ln::KvCache> cache_;
+  std::shared_ptr<ln::KvCache> cache_;  // null once disposed; a running forward holds its own reference
 };
 
 // A site name ('act', 'gate', ..., 'down') from JS: TypeError when not a string, RangeError when unknown.
