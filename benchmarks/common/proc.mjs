@@ -57,3 +57,17 @@ export function median(xs) {
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
+
+/**
+ * The benchmark's options: `defaults` with `--name value` pairs from the command line applied (a value becomes a
+ * number where the default is one). An unknown name or a missing value throws, naming the options there are.
+ */
+export function parseOptions(defaults, argv = process.argv.slice(2)) {
+  const o = { ...defaults };
+  for (let i = 0; i < argv.length; i += 2) {
+    const k = argv[i].replace(/^--/, ''), v = argv[i + 1];
+    if (!(k in o) || v === undefined) throw new Error(`unknown option ${argv[i]} (options: ${Object.keys(o).join(', ')})`);
+    o[k] = typeof o[k] === 'number' ? Number(v) : v;
+  }
+  return o;
+}

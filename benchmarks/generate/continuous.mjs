@@ -16,16 +16,13 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { parseOptions } from '../common/proc.mjs';
+
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
 const dist = new URL('../../dist/src/', import.meta.url);
-const o = { 'model-dir': path.join(root, 'models', 'udhr20'), prompts: 256, batch: 64, 'max-new-tokens': 64, stop: '.', penalty: 1.1,
-  threads: 2, device: 'cpu' };
-for (let i = 2; i < process.argv.length; i += 2) {
-  const k = process.argv[i].replace(/^--/, ''), v = process.argv[i + 1];
-  if (!(k in o) || v === undefined) throw new Error(`unknown option ${process.argv[i]} (options: ${Object.keys(o).join(', ')})`);
-  o[k] = typeof o[k] === 'number' ? Number(v) : v;
-}
+const o = parseOptions({ 'model-dir': path.join(root, 'models', 'udhr20'), prompts: 256, batch: 64, 'max-new-tokens': 64, stop: '.', penalty: 1.1,
+  threads: 2, device: 'cpu' });
 const { loadModel } = await import(new URL('engine/model.js', dist).href);
 const { generateTokens } = await import(new URL('generate/generate.js', dist).href);
 

@@ -14,18 +14,13 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { median } from '../common/proc.mjs';
+import { median, parseOptions } from '../common/proc.mjs';
 import { ensureSyntheticCheckpoint } from '../common/synthetic-checkpoint.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
 const dist = new URL('../../dist/src/', import.meta.url);
-const o = { model: 'llama-3.2-1b', batches: '1,32', steps: 9, penalty: 1.1, threads: 2, device: 'cpu', prompt: 16, 'model-dir': '' };
-for (let i = 2; i < process.argv.length; i += 2) {
-  const k = process.argv[i].replace(/^--/, ''), v = process.argv[i + 1];
-  if (!(k in o) || v === undefined) throw new Error(`unknown option ${process.argv[i]} (options: ${Object.keys(o).join(', ')})`);
-  o[k] = typeof o[k] === 'number' ? Number(v) : v;
-}
+const o = parseOptions({ model: 'llama-3.2-1b', batches: '1,32', steps: 9, penalty: 1.1, threads: 2, device: 'cpu', prompt: 16, 'model-dir': '' });
 const batches = o.batches.split(',').map(Number);
 if (batches.some((b) => !(Number.isInteger(b) && b > 0)) || !(o.steps >= 1) || !(o.penalty > 0))
   throw new Error('--batches takes positive integers, --steps >= 1, --penalty > 0');

@@ -12,17 +12,12 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { median } from '../common/proc.mjs';
+import { median, parseOptions } from '../common/proc.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
 const dist = new URL('../../dist/src/', import.meta.url);
-const o = { lengths: '32,128,256', stop: '\n' };
-for (let i = 2; i < process.argv.length; i += 2) {
-  const k = process.argv[i].replace(/^--/, ''), v = process.argv[i + 1];
-  if (!(k in o) || v === undefined) throw new Error(`unknown option ${process.argv[i]} (options: ${Object.keys(o).join(', ')})`);
-  o[k] = v;
-}
+const o = parseOptions({ lengths: '32,128,256', stop: '\n' });
 const lengths = o.lengths.split(',').map(Number);
 const stop = o.stop.replace(/\\n/g, '\n');
 const { loadTokenizer } = await import(new URL('model/tokenizer.js', dist).href);

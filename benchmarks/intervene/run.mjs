@@ -10,18 +10,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { median } from '../common/proc.mjs';
+import { median, parseOptions } from '../common/proc.mjs';
 import { ensureSyntheticCheckpoint } from '../common/synthetic-checkpoint.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
 const dist = new URL('../../dist/src/', import.meta.url);
-const o = { model: 'qwen2.5-0.5b', tokens: 256, reps: 9, threads: 2, fraction: 0.02 };
-for (let i = 2; i < process.argv.length; i += 2) {
-  const k = process.argv[i].replace(/^--/, ''), v = process.argv[i + 1];
-  if (!(k in o) || v === undefined) throw new Error(`unknown option ${process.argv[i]} (options: ${Object.keys(o).join(', ')})`);
-  o[k] = k === 'model' ? v : Number(v);
-}
+const o = parseOptions({ model: 'qwen2.5-0.5b', tokens: 256, reps: 9, threads: 2, fraction: 0.02 });
 
 const { loadModel } = await import(new URL('engine/model.js', dist).href);
 const { resolveIntervention } = await import(new URL('intervene/index.js', dist).href);

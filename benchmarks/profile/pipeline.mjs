@@ -13,18 +13,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { median } from '../common/proc.mjs';
+import { median, parseOptions } from '../common/proc.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
 const dist = new URL('../../dist/src/', import.meta.url);
-const o = { model: path.join(root, 'models', 'udhr20'), langs: 'en,de,fr,sw,ru,zh', tokens: 40000, 'batch-tokens': 4096,
-  'max-len': 128, threads: 2, device: 'cpu', reps: 3, layers: 0 };
-for (let i = 2; i < process.argv.length; i += 2) {
-  const k = process.argv[i].replace(/^--/, ''), v = process.argv[i + 1];
-  if (!(k in o) || v === undefined) throw new Error(`unknown option ${process.argv[i]} (options: ${Object.keys(o).join(', ')})`);
-  o[k] = typeof o[k] === 'number' ? Number(v) : v;
-}
+const o = parseOptions({ model: path.join(root, 'models', 'udhr20'), langs: 'en,de,fr,sw,ru,zh', tokens: 40000, 'batch-tokens': 4096,
+  'max-len': 128, threads: 2, device: 'cpu', reps: 3, layers: 0 });
 
 const { loadModel } = await import(new URL('engine/model.js', dist).href);
 const { udhrCorpus } = await import(new URL('corpus/udhr.js', dist).href);
