@@ -23,7 +23,8 @@ export class RequestTooLong extends Error {
 
 export interface Scorer {
   logLikelihood(pairs: Pair[]): Promise<PairScore[]>;
-  /** `concurrency`: sequences decoded together (continuous batching); the outputs do not depend on it. */
+  /** `concurrency`: sequences decoded together (continuous batching); the outputs depend on it only through the
+   *  float rounding of other batch shapes (docs/RELIABILITY.md). */
   generate(prompts: string[], opts: GenOptions, run?: { concurrency?: number }): Promise<(string | GenOutput)[]>;
   /** Summed NLL and predicted-token count of each text (BOS as the tokenizer prescribes). */
   nll(texts: string[]): Promise<{ totalNll: number; tokens: number }[]>;

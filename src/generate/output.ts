@@ -3,7 +3,7 @@
  * of thousands of lines) loses nothing when it stops and resumes where it stopped.
  *
  * `<dir>/generations.jsonl`: a header line `{ "schema", "key" }`, then one line per prompt, in prompt order, appended
- * batch by batch. The key is the sha256 of what the generations depend on (model files, prompts, settings,
+ * as the generations end. The key is the sha256 of what the generations depend on (model files, prompts, settings,
  * intervention inputs, device and compute mode); a file with another key was written for something else and is left
  * alone. Each prompt samples from its own random stream (Rng.forSequence), so the prompts done after a resume are
  * what an uninterrupted run makes, up to the float rounding of other batch shapes (docs/RELIABILITY.md). A line cut

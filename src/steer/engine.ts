@@ -172,9 +172,8 @@ export function engineLogLikelihood(model: LanguageModel): LogLikelihoodFn<Inter
   return async (pairs, intervention) => (await logLikelihood(model, pairs, intervention ? { intervene: intervention } : {})).map((s) => s.logprob);
 }
 
-/** The real generator (greedy by default). */
-/** Decodes `concurrency` prompts at a time (all at once without it; continuous batching): the KV cache holds that
- *  many sequences, not every prompt. */
+/** The real generator (greedy by default), decoding `concurrency` prompts at a time (all at once without it;
+ *  continuous batching): the KV cache holds that many sequences, not every prompt. */
 export function engineGenerator(model: LanguageModel, opts: GenerateOptions, concurrency?: number): GenerateFn<Intervention> {
   return async (prompts, intervention) => (await generate(model, prompts, {
     ...opts, ...(concurrency ? { concurrency } : {}), ...(intervention ? { intervene: intervention } : {}),

@@ -25,7 +25,6 @@ interface EvalCli extends ModelCliOptions {
 
 const collect = (v: string, acc: string[]) => [...acc, v];
 
-
 export function registerEval(program: Command): void {
   addInterventionOptions(addModelOptions(program
     .command('eval <model-dir>')

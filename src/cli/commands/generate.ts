@@ -8,7 +8,6 @@ import { generationKey, openGenerations, writeGenerationSummary } from '../../ge
 import { inputHashes } from '../../eval/inputs.js';
 import { withOutputLock } from '../../io/lock.js';
 import { modelFingerprint } from '../../model/fingerprint.js';
-import { createHash } from 'node:crypto';
 import { addInterventionOptions, interventionFromCli, type InterventionCliOptions } from '../../intervene/index.js';
 import { addModelOptions, DECODE_BATCH, decodeBatchFor, openModel, type ModelCliOptions } from '../common.js';
 import { parseFloatOption, parseIntOption, printResult, Progress } from '../output.js';
@@ -43,8 +42,8 @@ export function registerGenerate(program: Command): void {
     .option('--seed <n>', 'sampling seed (each prompt draws from its own random stream)', parseIntOption('--seed', 0, 2 ** 32 - 1), 0)
     .option('--batch <n>', `sequences decoded together (default ${DECODE_BATCH.cpu} on the CPU; on a GPU up to ${DECODE_BATCH.gpu}, as its free memory ` +
       'allows); a sequence that ends hands its place to the next prompt at the next step', parseIntOption('--batch', 1))
-    .option('--out <dir>', 'also write <dir>/generations.jsonl batch by batch (a line per prompt) and run.json at the end; ' +
-      'a run stopped part-way resumes there with the same command, to identical results')
+    .option('--out <dir>', 'also write <dir>/generations.jsonl as the generations end (a line per prompt, in prompt order) and ' +
+      'run.json at the end; a run stopped part-way resumes where it stopped with the same command')
     .option('--ignore-eos', 'keep generating past EOS tokens')
     .option('--chat', "prompt an instruct model through the checkpoint's chat template (each prompt is a user turn)")
     .option('--system <text>', 'with --chat: a system turn before each prompt')))
@@ -133,7 +132,7 @@ async function generateAction(dir: string, o: GenerateCli): Promise<void> {
 async function runKey(dir: string, model: { device: string; compute: string }, prompts: number[][], opts: GenerateOptions, o: GenerateCli): Promise<string> {
   const specs = [...(o.intervene ?? []), ...(o.interveneFile ? [`file:${o.interveneFile}`] : [])];
   return generationKey({
-    model: await modelFingerprint(dir), prompts: createHash('sha256').update(JSON.stringify(prompts)).digest('hex'),
+    model: await modelFingerprint(dir), prompts,
     settings: { maxNewTokens: opts.maxNewTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP,
       repetitionPenalty: opts.repetitionPenalty, seed: opts.seed, stopAtEos: opts.stopAtEos, stop: opts.stop },
     intervene: specs, stats: o.stats ?? null, inputs: await inputHashes([...specs, ...(o.interveneFile ? [o.interveneFile] : []), ...(o.stats ? [o.stats] : [])]),
