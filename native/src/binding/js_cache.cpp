@@ -59,23 +59,23 @@ Napi::Value NativeKvCache::Length(const Napi::CallbackInfo& info) {
 // setLength(slot, len): truncate a slot (0 resets it). Refused while a forward runs on the model.
 Napi::Value NativeKvCache::SetLength(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  live(env);
-  int32_t slot = slot_arg(info, *cache_);
+  ln::KvCache& c = live(env);
+  int32_t slot = slot_arg(info, c);
   if (info.Length() < 2 || !info[1].IsNumber()) throw Napi::TypeError::New(env, "setLength(slot, len): len must be a number");
   double len = info[1].As<Napi::Number>().DoubleValue();
-  if (!(len >= 0 && len <= cache_->length(slot)) || len != double(int64_t(len)))
-    throw Napi::RangeError::New(env, "setLength: len must be an integer in [0, " + std::to_string(cache_->length(slot)) +
+  if (!(len >= 0 && len <= c.length(slot)) || len != double(int64_t(len)))
+    throw Napi::RangeError::New(env, "setLength: len must be an integer in [0, " + std::to_string(c.length(slot)) +
                                          "] (a slot can only be truncated)");
   std::unique_lock<std::mutex> lk(holder_->mu, std::try_to_lock);
   if (!lk.owns_lock()) throw Napi::Error::New(env, "setLength: the model is running a forward; await it first");
-  cache_->set_length(slot, int32_t(len));
+  c.set_length(slot, int32_t(len));
   return env.Undefined();
 }
 
 // copyPrefix(src, dst, len): slot dst := the first len positions of slot src. Refused while a forward runs.
 Napi::Value NativeKvCache::CopyPrefix(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  live(env);
+  ln::KvCache& c = live(env);
   if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber())
     throw Napi::TypeError::New(env, "copyPrefix(src, dst, len): three numbers expected");
   const double src = info[0].As<Napi::Number>().DoubleValue(), dst = info[1].As<Napi::Number>().DoubleValue(),
@@ -85,7 +85,7 @@ Napi::Value NativeKvCache::CopyPrefix(const Napi::CallbackInfo& info) {
   std::unique_lock<std::mutex> lk(holder_->mu, std::try_to_lock);
   if (!lk.owns_lock()) throw Napi::Error::New(env, "copyPrefix: the model is running a forward; await it first");
   try {
-    cache_->copy_prefix(int32_t(src), int32_t(dst), int32_t(len));
+    c.copy_prefix(int32_t(src), int32_t(dst), int32_t(len));
   } catch (const std::exception& e) {
     throw Napi::RangeError::New(env, e.what());
   }
