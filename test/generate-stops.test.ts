@@ -7,10 +7,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { StopFinder } from '../src/generate/stops.js';
 import { loadTokenizer, type LoadedTokenizer } from '../src/model/tokenizer.js';
-import { fixturePath, makeTempDir, removeDir, repoRoot } from './helpers/fixtures.js';
+import { fixturePath, fixturesDir, lenmlTokenizerDir as lenml, makeTempDir, removeDir, xorshift32 as rng } from './helpers/fixtures.js';
 
-const lenml = (name: string) => path.join(repoRoot, 'node_modules', '@lenml', `tokenizer-${name}`, 'models');
-const fixtureModels = path.dirname(fixturePath('tiny-llama3'));
 
 /** llama2's sentencepiece tokenizer with transformers' space clean-up switched on (llama3's has it on already). */
 async function llama2WithCleanUp(): Promise<string> {
@@ -24,15 +22,10 @@ const CASES: [string, () => Promise<string>][] = [
   ['llama3 (clean-up on)', async () => lenml('llama3')],
   ['llama2 + clean-up', llama2WithCleanUp],
   ['qwen3', async () => lenml('qwen3')],
-  ...readdirSync(fixtureModels).sort().map((m): [string, () => Promise<string>] => [`fixture ${m}`, async () => path.join(fixtureModels, m)]),
+  ...readdirSync(fixturesDir).sort().map((m): [string, () => Promise<string>] => [`fixture ${m}`, async () => path.join(fixturesDir, m)]),
 ];
 
 const PIECES = [' .', '.', ' ?', '!', ' ,', ' n', "'t", " '", "'", ' s', "'s", "'re", ' ', '  ', '\n', '\n\n', 'a', ' b', 'é', '水', '🇲🇹', 'is', "n't", ' ve'];
-
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
-}
 
 /** The rule, by brute force: the first step whose whole decoded output holds a stop, and the text cut there. */
 function byFullDecode(tok: LoadedTokenizer, ids: number[], stops: string[]): { step: number; text: string } | null {

@@ -11,6 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { udhrArticles } from '../src/corpus/udhr.js';
 import { LOCK_FILE } from '../src/io/lock.js';
 import { finetune, resume, type FinetuneOptions } from '../src/train/finetune.js';
+import { xorshift32 } from './helpers/fixtures.js';
 
 const repoRoot = path.resolve(__dirname, '..');
 const bin = path.join(repoRoot, 'bin', 'langneurons.js');
@@ -49,8 +50,8 @@ async function referenceRun(): Promise<string> {
 
 /** A seeded generator (xorshift), so a failing schedule of kills can be replayed with RELIABILITY_SEED. */
 function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x / 2 ** 32; };
+  const next = xorshift32(seed);
+  return () => next() / 2 ** 32;
 }
 
 /** Runs the CLI and SIGKILLs it after `ms` (if still running); resolves with the exit code or the signal. */

