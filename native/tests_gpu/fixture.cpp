@@ -157,14 +157,18 @@ std::unique_ptr<Fixture> load_fixture(const std::string& dir, const std::string&
   const std::string root = dir + "/" + name + "/";
   const Json c = parse_json(read_file(root + "config.json"));
   const std::string type = c.get("model_type") ? c.get("model_type")->str : "";
-  if (type != "llama" && type != "mistral" && type != "qwen2") {
+  // The config mapping of src/model/config.ts and src/engine/native-spec.ts, for the fixtures' fields.
+  const bool gemma2 = type == "gemma2", cohere = type == "cohere", qwen3 = type == "qwen3";
+  if (type != "llama" && type != "mistral" && type != "qwen2" && !qwen3 && !gemma2 && !cohere) {
     *why = "model_type " + type + " is not run by the engine";
     return nullptr;
   }
+  std::string rope_type;
   if (const Json* rs = c.get("rope_scaling"); rs && rs->kind == Json::Object) {
     const Json* t = rs->get("rope_type") ? rs->get("rope_type") : rs->get("type");
-    if (!t || t->str != "llama3") {
-      *why = "rope_scaling " + (t ? t->str : std::string("?")) + " is not run by the engine";
+    rope_type = t ? t->str : "?";
+    if (rope_type != "llama3" && rope_type != "yarn") {
+      *why = "rope_scaling " + rope_type + " is not read by this loader";
       return nullptr;
     }
   }
@@ -177,19 +181,49 @@ std::unique_ptr<Fixture> load_fixture(const std::string& dir, const std::string&
   m.n_layers = int32_t(num("num_hidden_layers", 0));
   m.n_heads = int32_t(num("num_attention_heads", 0));
   m.n_kv_heads = int32_t(num("num_key_value_heads", m.n_heads));
-  m.head_dim = int32_t(num("head_dim", m.n_heads ? m.hidden / m.n_heads : 0));
+  m.head_dim = int32_t(num("head_dim", gemma2 ? 256 : qwen3 ? 128 : m.n_heads ? m.hidden / m.n_heads : 0));
   m.vocab = int32_t(num("vocab_size", 0));
   m.max_positions = int32_t(num("max_position_embeddings", type == "llama" ? 2048 : type == "mistral" ? 131072 : 32768));
-  m.rms_eps = float(num("rms_norm_eps", 1e-6));
+  m.rms_eps = float(cohere ? num("layer_norm_eps", 1e-5) : num("rms_norm_eps", 1e-6));
   m.rope_theta = float(num("rope_theta", 10000));
-  m.tie_embeddings = c.get("tie_word_embeddings") && c.get("tie_word_embeddings")->b;
+  const Json* tied = c.get("tie_word_embeddings");
+  m.tie_embeddings = tied ? tied->b : (gemma2 || cohere);
   m.qkv_bias = type == "qwen2";
-  if (const Json* rs = c.get("rope_scaling"); rs && rs->kind == Json::Object) {
+  if (rope_type == "llama3") {
+    const Json* rs = c.get("rope_scaling");
     m.rope_type = ln::RopeType::Llama3;
     m.rope_factor = float(rs->get("factor")->num);
     m.rope_low_freq_factor = float(rs->get("low_freq_factor")->num);
     m.rope_high_freq_factor = float(rs->get("high_freq_factor")->num);
     m.rope_original_max_positions = int32_t(rs->get("original_max_position_embeddings")->num);
+  } else if (rope_type == "yarn") {  // the fixture's fields: factor and original_max_position_embeddings
+    const Json* rs = c.get("rope_scaling");
+    m.rope_type = ln::RopeType::Yarn;
+    const double factor = rs->get("factor")->num;
+    m.rope_factor = float(factor);
+    m.rope_original_max_positions = int32_t(rs->get("original_max_position_embeddings")->num);
+    m.rope_attention_factor = float(factor <= 1 ? 1.0 : 0.1 * std::log(factor) + 1.0);
+  }
+  m.qk_norm = qwen3;
+  if (gemma2) {
+    m.norm = ln::NormType::RmsOnePlus;
+    m.act = ln::Activation::GeluTanh;
+    m.post_norms = true;
+    m.embed_scale = float(std::sqrt(double(m.hidden)));
+    m.query_scale = float(1.0 / std::sqrt(num("query_pre_attn_scalar", 256)));
+    m.attn_softcap = float(num("attn_logit_softcapping", 50));
+    m.final_softcap = float(num("final_logit_softcapping", 30));
+    m.sliding_period = 2;
+  }
+  if (cohere) {
+    m.norm = ln::NormType::Layer;
+    m.parallel_block = true;
+    m.rope_interleaved = true;
+    m.logit_scale = float(num("logit_scale", 0.0625));
+  }
+  if (type == "mistral" || gemma2) {
+    const int32_t w = int32_t(num("sliding_window", gemma2 ? 4096 : 0));
+    if (w > 0 && w < m.max_positions) m.sliding_window = w;
   }
 
   // Weights: model.safetensors or the shards of model.safetensors.index.json.
@@ -231,7 +265,17 @@ std::unique_ptr<Fixture> load_fixture(const std::string& dir, const std::string&
       L.bk = ref(p + "self_attn.k_proj.bias");
       L.bv = ref(p + "self_attn.v_proj.bias");
     }
-    L.ffn_norm = ref(p + "post_attention_layernorm.weight");
+    if (gemma2) {  // post_attention_layernorm is the norm of the attention's output there
+      L.attn_post_norm = ref(p + "post_attention_layernorm.weight");
+      L.ffn_norm = ref(p + "pre_feedforward_layernorm.weight");
+      L.ffn_post_norm = ref(p + "post_feedforward_layernorm.weight");
+    } else if (!cohere) {
+      L.ffn_norm = ref(p + "post_attention_layernorm.weight");
+    }
+    if (qwen3) {
+      L.q_norm = ref(p + "self_attn.q_norm.weight");
+      L.k_norm = ref(p + "self_attn.k_norm.weight");
+    }
     L.w_gate = ref(p + "mlp.gate_proj.weight");
     L.w_up = ref(p + "mlp.up_proj.weight");
     L.w_down = ref(p + "mlp.down_proj.weight");

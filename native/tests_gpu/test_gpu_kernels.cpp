@@ -1,7 +1,8 @@
 // Each CUDA launcher against its CPU twin on odd shapes: the cuBLASLt GEMM (bf16 and f32) against gemm_xwt_ref,
-// RMSNorm, RoPE + scatter, the tensor-core attention and the exact bf16 attention against attend_row on the same
+// RMSNorm, RoPE + scatter, the families' row kernels (LayerNorm, q/k norms, interleaved RoPE, logit soft-capping),
+// the tensor-core attention and the exact bf16 attention against attend_row on the same
 // bf16 inputs (head_dim 32 / 64 / 128 and 8, GQA 1 / 2 / 4, 1-token and tile-straddling sequences, keys read
-// from a cache-like offset), the fused FFN step's statistics and edits against a CPU loop on the same inputs
+// from a cache-like offset; sliding windows and soft-capped scores), the fused FFN step's statistics and edits against a CPU loop on the same inputs
 // (integer counts equal), the rule statistics against row_statistic, log_softmax_targets, and the next-token pick.
 #include <cstdio>
 #include <limits>
@@ -120,32 +121,138 @@ LN_TEST(gpu_rmsnorm_and_rope_match_cpu) {
   LN_CHECK(vb1.download() == vb2.download());
 }
 
+// The family row kernels against their CPU twins (ops.h): Cohere's LayerNorm (float32 and bf16 outputs, gathered
+// rows, in place), Qwen3's per-head q/k RMSNorm, Cohere's interleaved RoPE, the final logit scale / soft-cap, the
+// embedding scale and YaRN's attention factor on the RoPE tables.
+LN_TEST(gpu_family_row_kernels_match_cpu) {
+  const int64_t M = 5, n = 200;
+  const std::vector<float> x = randn(size_t(M * n), 21, 2.f), w = randn(size_t(n), 22);
+  std::vector<float> want(static_cast<size_t>(M * n));
+  for (int64_t i = 0; i < M; ++i) layernorm(&x[size_t(i * n)], w.data(), &want[size_t(i * n)], n, 1e-5f);
+  Dev<float> xd(x), wd(w), y(static_cast<size_t>(M * n));
+  Dev<uint16_t> yb(static_cast<size_t>(M * n));
+  const std::vector<int64_t> rows = {4, 1};
+  Dev<int64_t> rd(rows);
+  cuda::norm_rows_ex(M, xd.get(), n, nullptr, wd.get(), y.get(), false, n, n, 1e-5f, true, nullptr);
+  cuda::norm_rows_ex(2, xd.get(), n, rd.get(), wd.get(), yb.get(), true, n, n, 1e-5f, true, nullptr);
+  const double e_ln = rel_err(y.download(), want);
+  LN_CHECK_MSG(e_ln < 1e-6, "layernorm %.3e", e_ln);
+  const std::vector<float> gathered = from_bf16(yb.download());
+  for (size_t r = 0; r < rows.size(); ++r)
+    for (int64_t j = 0; j < n; ++j) {
+      const float wv = want[size_t(rows[r] * n + j)], got = gathered[r * size_t(n) + size_t(j)];
+      LN_CHECK(got == round_bf16(wv) || std::fabs(got - wv) <= 1e-2f * std::fabs(wv));
+    }
+  cuda::norm_rows_ex(M, xd.get(), n, nullptr, wd.get(), xd.get(), false, n, n, 1e-5f, true, nullptr);  // in place
+  LN_CHECK(rel_err(xd.download(), y.download()) == 0);
+
+  // Qwen3's q/k norms over each head of the q and k parts of qkv rows (v untouched), then Cohere's RoPE.
+  const int nh = 6, nkv = 2, hd = 16, half = hd / 2;
+  const int64_t T = 7, qd = nh * hd, kvd = nkv * hd, ld = qd + 2 * kvd + 3;  // a padded row stride
+  const std::vector<float> qkv = randn(size_t(T * ld), 23, 3.f), qn = randn(size_t(hd), 24), kn = randn(size_t(hd), 25);
+  std::vector<float> normed = qkv;
+  for (int64_t t = 0; t < T; ++t) {
+    float* r = &normed[size_t(t * ld)];
+    for (int h = 0; h < nh + nkv; ++h) rmsnorm(r + h * hd, h < nh ? qn.data() : kn.data(), r + h * hd, hd, 1e-6f);
+  }
+  Dev<float> qkvd(qkv), qnd(qn), knd(kn);
+  cuda::head_rmsnorm(T, qkvd.get(), ld, nh, nkv, hd, qnd.get(), knd.get(), 1e-6f, nullptr);
+  const std::vector<float> normed_gpu = qkvd.download();
+  const double e_qk = rel_err(normed_gpu, normed);
+  LN_CHECK_MSG(e_qk < 1e-6, "q/k norms %.3e", e_qk);
+  for (int64_t t = 0; t < T; ++t)  // v and the padding exactly as they were
+    for (int64_t j = qd + kvd; j < ld; ++j) LN_CHECK(normed_gpu[size_t(t * ld + j)] == qkv[size_t(t * ld + j)]);
+
+  std::vector<double> invd(half);
+  rope_inv_freq(hd, 10000.0, RopeScaling{}, invd.data());
+  const std::vector<float> inv(invd.begin(), invd.end());
+  const float factor = 1.1386294f;  // YaRN's 0.1 ln(4) + 1
+  std::vector<float> cs(size_t(40 * half)), sn(size_t(40 * half));
+  rope_tables(inv.data(), half, 0, 40, cs.data(), sn.data());
+  for (size_t i = 0; i < cs.size(); ++i) {
+    cs[i] *= factor;
+    sn[i] *= factor;
+  }
+  Dev<float> invg(inv), csd(size_t(40 * half)), snd(size_t(40 * half));
+  cuda::rope_tables(invg.get(), half, 0, 40, csd.get(), snd.get(), nullptr, factor);
+  // The device's cos / sin (double) may differ from glibc's by an ulp before the float rounding.
+  LN_CHECK(rel_err(csd.download(), cs) < 1e-6 && rel_err(snd.download(), sn) < 1e-6);
+  const std::vector<int32_t> pos = {0, 3, 39, 1, 17, 2, 8};
+  const std::vector<int64_t> kv_row = {6, 5, 4, 3, 2, 1, 0};
+  Dev<int32_t> posd(pos);
+  Dev<int64_t> kvr(kv_row);
+  Dev<float> qo(static_cast<size_t>(T * qd)), ko(static_cast<size_t>(T * kvd)), vo(static_cast<size_t>(T * kvd));
+  cuda::rope_qkv(T, qkvd.get(), ld, nullptr, false, nh, nkv, hd, posd.get(), csd.get(), snd.get(), qo.get(), qd, ko.get(),
+                 vo.get(), kvd, kvr.get(), false, nullptr, /*interleaved=*/true);
+  std::vector<float> q(static_cast<size_t>(T * qd)), k(static_cast<size_t>(T * kvd));
+  for (int64_t t = 0; t < T; ++t) {
+    std::vector<float> row(normed.begin() + t * ld, normed.begin() + (t + 1) * ld);
+    const float* c = &cs[size_t(pos[size_t(t)] * half)];
+    const float* s2 = &sn[size_t(pos[size_t(t)] * half)];
+    rope_apply_interleaved(row.data(), nh, hd, c, s2);
+    rope_apply_interleaved(row.data() + qd, nkv, hd, c, s2);
+    std::copy(row.begin(), row.begin() + qd, q.begin() + t * qd);
+    std::copy(row.begin() + qd, row.begin() + qd + kvd, k.begin() + kv_row[size_t(t)] * kvd);
+  }
+  LN_CHECK_MSG(rel_err(qo.download(), q) < 1e-6, "interleaved rope q %.3e", rel_err(qo.download(), q));
+  LN_CHECK_MSG(rel_err(ko.download(), k) < 1e-6, "interleaved rope k %.3e", rel_err(ko.download(), k));
+
+  // Final logits: cap * tanh(x * scale / cap) on rows with a stride; the embedding scale.
+  const int64_t R = 3, V = 77, ldl = 80;
+  const std::vector<float> lg = randn(size_t(R * ldl), 26, 40.f);
+  std::vector<float> lw = lg;
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t j = 0; j < V; ++j) lw[size_t(r * ldl + j)] = math::softcap(lg[size_t(r * ldl + j)] * 0.125f, 30.f);
+  Dev<float> lgd(lg);
+  cuda::finish_logits(R, V, lgd.get(), ldl, 0.125f, 30.f, nullptr);
+  LN_CHECK(rel_err(lgd.download(), lw) < 1e-6);  // tanh (double) within an ulp of glibc's
+  const std::vector<float> table = randn(size_t(11 * 9), 27);
+  const std::vector<int32_t> toks = {3, 10, 0};
+  Dev<float> td(table), ed(size_t(3 * 9));
+  Dev<int32_t> tokd(toks);
+  cuda::embed_rows(td.get(), DType::F32, 11, 9, tokd.get(), 3, ed.get(), 9, nullptr, 8.f);
+  const std::vector<float> emb = ed.download();
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 9; ++j) LN_CHECK(emb[size_t(i * 9 + j)] == table[size_t(toks[size_t(i)] * 9 + j)] * 8.f);
+  std::printf("  layernorm %.2e, q/k norms %.2e (relative L2 against the CPU)\n", e_ln, e_qk);
+}
+
 namespace {
 
-// CPU reference of causal attention for rows whose keys are key rows [key_row0, key_row0 + n_keys) of k / v.
+// CPU reference of causal attention (model/attention.cpp's row path) for rows whose keys are key rows [key_row0,
+// key_row0 + n_keys) of k / v; with a window, only the last `window` of them; with cap > 0, capped scores.
 std::vector<float> attention_ref(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
                                  int nh, int nkv, int hd, const std::vector<int64_t>& key_row0,
-                                 const std::vector<int32_t>& n_keys) {
+                                 const std::vector<int32_t>& n_keys, float scale, int window, float cap) {
   const int64_t T = int64_t(key_row0.size()), qd = int64_t(nh) * hd, kvd = int64_t(nkv) * hd;
   std::vector<float> out(static_cast<size_t>(T * qd)), p(4096);
-  const float scale = float(1.0 / std::sqrt(double(hd)));
   for (int64_t t = 0; t < T; ++t)
     for (int h = 0; h < nh; ++h) {
-      const int kvh = h / (nh / nkv);
-      attend_row(&q[size_t(t * qd + h * hd)], &k[size_t(key_row0[size_t(t)] * kvd + kvh * hd)],
-                 &v[size_t(key_row0[size_t(t)] * kvd + kvh * hd)], kvd, n_keys[size_t(t)], hd, scale, p.data(),
-                 &out[size_t(t * qd + h * hd)]);
+      const int kvh = h / (nh / nkv), nk = n_keys[size_t(t)], skip = window > 0 ? std::max(0, nk - window) : 0;
+      const float* kr = &k[size_t((key_row0[size_t(t)] + skip) * kvd + kvh * hd)];
+      const float* vr = &v[size_t((key_row0[size_t(t)] + skip) * kvd + kvh * hd)];
+      if (cap > 0)
+        attend_row_capped(&q[size_t(t * qd + h * hd)], kr, vr, kvd, nk - skip, hd, scale, cap, p.data(),
+                          &out[size_t(t * qd + h * hd)]);
+      else
+        attend_row(&q[size_t(t * qd + h * hd)], kr, vr, kvd, nk - skip, hd, scale, p.data(),
+                   &out[size_t(t * qd + h * hd)]);
     }
   return out;
 }
 
 }  // namespace
 
+// Each attention kernel against the CPU's rows, also with a sliding window (cutting through the 64-row tiles and
+// the cached positions) and soft-capped scores (Gemma 2).
 LN_TEST(gpu_attention_matches_cpu) {
   struct Case {
-    int hd, nh, nkv;
+    int hd, nh, nkv, window;
+    float cap;
   };
-  const Case cases[] = {{32, 4, 4}, {64, 4, 2}, {128, 8, 2}, {8, 6, 3}, {128, 2, 1}};
+  const Case cases[] = {{32, 4, 4, 0, 0.f},   {64, 4, 2, 0, 0.f},   {128, 8, 2, 0, 0.f},  {8, 6, 3, 0, 0.f},
+                        {128, 2, 1, 0, 0.f},  {64, 4, 2, 40, 0.f},  {32, 4, 4, 0, 4.f},   {128, 8, 2, 70, 30.f},
+                        {8, 6, 3, 5, 2.f},    {32, 2, 1, 1, 0.f}};
   // Packed sequences (1-token, tile-straddling), the last one continuing a "cache" of 50 positions whose keys
   // start at row 1000 of k / v.
   const std::vector<int> lens = {1, 63, 64, 65, 130, 7};
@@ -174,15 +281,15 @@ LN_TEST(gpu_attention_matches_cpu) {
       row += lens[s];
     }
     // The batch's own keys are rows [0, T) of k / v (rows of the last sequence are read from 1000 + ...).
-    const std::vector<float> want =
-        attention_ref(from_bf16(qb), from_bf16(kb), from_bf16(vb), c.nh, c.nkv, c.hd, key_row0, n_keys);
+    const float scale = c.cap > 0 ? 0.3f : float(1.0 / std::sqrt(double(c.hd)));  // query_scale-like when capped
+    const std::vector<float> want = attention_ref(from_bf16(qb), from_bf16(kb), from_bf16(vb), c.nh, c.nkv, c.hd,
+                                                  key_row0, n_keys, scale, c.window, c.cap);
     Dev<uint16_t> qd_(qb), kd(kb), vd(vb), out(static_cast<size_t>(T * qd));
     Dev<int64_t> kr(key_row0);
     Dev<int32_t> nk(n_keys);
     Dev<cuda::AttnTile> td(tiles);
-    const float scale = float(1.0 / std::sqrt(double(c.hd)));
     cuda::attention_causal_bf16(T, c.nh, c.nkv, c.hd, qd_.get(), qd, kd.get(), vd.get(), kvd, kr.get(), nk.get(), scale,
-                                out.get(), qd, nullptr);
+                                out.get(), qd, nullptr, c.window, c.cap);
     const double e_exact = rel_err(from_bf16(out.download()), want);
     LN_CHECK_MSG(e_exact < 8e-3, "hd %d exact bf16 attention %.3e", c.hd, e_exact);  // output rounding only
     double e_flash = -1;
@@ -190,7 +297,7 @@ LN_TEST(gpu_attention_matches_cpu) {
       Dev<uint16_t> out2(static_cast<size_t>(T * qd));
       Dev<float> lse(static_cast<size_t>(T * c.nh));
       cuda::flash_attention_bf16(td.get(), int64_t(tiles.size()), c.nh, c.nkv, c.hd, qd_.get(), qd, kd.get(), vd.get(),
-                                 kvd, scale, out2.get(), qd, lse.get(), nullptr);
+                                 kvd, scale, out2.get(), qd, lse.get(), nullptr, c.window, c.cap);
       e_flash = rel_err(from_bf16(out2.download()), want);
       LN_CHECK_MSG(e_flash < 2e-2, "hd %d flash attention %.3e", c.hd, e_flash);
       // Its log-sum-exp (what the trainer's backward recomputes P from) against float64 on the same bf16 inputs.
@@ -199,13 +306,15 @@ LN_TEST(gpu_attention_matches_cpu) {
       for (int64_t t = 0; t < T; ++t)
         for (int h = 0; h < c.nh; ++h) {
           const float* qr = &qf[size_t(t * qd + h * c.hd)];
-          const float* kb0 = &kf[size_t(key_row0[size_t(t)] * kvd + (h / (c.nh / c.nkv)) * c.hd)];
-          std::vector<double> sc(static_cast<size_t>(n_keys[size_t(t)]));
+          const int nkt = n_keys[size_t(t)], skip = c.window > 0 ? std::max(0, nkt - c.window) : 0;
+          const float* kb0 = &kf[size_t((key_row0[size_t(t)] + skip) * kvd + (h / (c.nh / c.nkv)) * c.hd)];
+          std::vector<double> sc(static_cast<size_t>(nkt - skip));
           double m = -INFINITY, sum = 0;
           for (size_t j = 0; j < sc.size(); ++j) {
             double dot = 0;
             for (int d = 0; d < c.hd; ++d) dot += double(qr[d]) * double(kb0[int64_t(j) * kvd + d]);
             sc[j] = dot * double(scale);
+            if (c.cap > 0) sc[j] = double(c.cap) * std::tanh(sc[j] / double(c.cap));
             m = std::max(m, sc[j]);
           }
           for (double x : sc) sum += std::exp(x - m);
@@ -217,11 +326,11 @@ LN_TEST(gpu_attention_matches_cpu) {
     // float32 exact kernel on the same (bf16-valued) inputs.
     Dev<float> qf(from_bf16(qb)), kf(from_bf16(kb)), vf(from_bf16(vb)), of(static_cast<size_t>(T * qd));
     cuda::attention_causal(T, c.nh, c.nkv, c.hd, qf.get(), qd, kf.get(), vf.get(), kvd, kr.get(), nk.get(), scale, of.get(),
-                           qd, nullptr);
+                           qd, nullptr, c.window, c.cap);
     const double e32 = rel_err(of.download(), want);
     LN_CHECK_MSG(e32 < 1e-5, "hd %d f32 attention %.3e", c.hd, e32);
-    std::printf("  hd %3d heads %d/%d: f32 %.2e, exact bf16 %.2e, tensor-core %.2e\n", c.hd, c.nh, c.nkv, e32, e_exact,
-                e_flash);
+    std::printf("  hd %3d heads %d/%d window %d cap %g: f32 %.2e, exact bf16 %.2e, tensor-core %.2e\n", c.hd, c.nh,
+                c.nkv, c.window, double(c.cap), e32, e_exact, e_flash);
   }
 }
 

@@ -95,11 +95,47 @@ std::vector<TinyOpts> shapes() {
   f.dtype = DType::BF16;
   f.seed = 6;
   v.push_back(f);
+  // The families (tiny_model.h): every family feature through the same checks.
+  TinyOpts g;  // qwen3: q/k norms; head_dim 32 (tensor-core attention)
+  g.family = TinyOpts::Family::Qwen3;
+  g.hidden = 64;
+  g.heads = 4;
+  g.kv = 2;
+  g.head_dim = 32;
+  g.inter = 136;
+  g.seed = 7;
+  v.push_back(g);
+  TinyOpts h = g;  // gemma2: (1 + w) norms, post-norms, GELU, scaled embeddings, soft-capping, a window of 16 on
+  h.family = TinyOpts::Family::Gemma2;  // the even layers (the sequences here are up to 120 long)
+  h.window = 16;
+  h.dtype = DType::BF16;
+  h.seed = 8;
+  v.push_back(h);
+  TinyOpts i;  // gemma2 at head_dim 8 (the exact attention kernel in bf16)
+  i.family = TinyOpts::Family::Gemma2;
+  i.window = 24;
+  i.seed = 9;
+  v.push_back(i);
+  TinyOpts j;  // cohere: LayerNorm, parallel block, interleaved RoPE, logit_scale; tied
+  j.family = TinyOpts::Family::Cohere;
+  j.tied = true;
+  j.seed = 10;
+  v.push_back(j);
+  TinyOpts k = e;  // mistral-style window on every layer, head_dim 64: windows cut through the 64-row tiles
+  k.window = 40;
+  k.seed = 11;
+  v.push_back(k);
+  TinyOpts y;  // yarn: scaled frequencies and attention factor
+  y.yarn = true;
+  y.seed = 12;
+  v.push_back(y);
   return v;
 }
 
 std::string shape_name(const TinyOpts& o) {
-  return "hd" + std::to_string(o.head_dim) + " heads " + std::to_string(o.heads) + "/" + std::to_string(o.kv) +
+  const char* family[] = {"", "qwen3 ", "gemma2 ", "cohere "};
+  return family[int(o.family)] + std::string(o.window ? "window " + std::to_string(o.window) + " " : "") +
+         (o.yarn ? "yarn " : "") + "hd" + std::to_string(o.head_dim) + " heads " + std::to_string(o.heads) + "/" + std::to_string(o.kv) +
          (o.bias ? " bias" : "") + (o.llama3 ? " llama3" : "") + (o.tied ? " tied" : "") + " " + dtype_name(o.dtype);
 }
 
@@ -267,13 +303,16 @@ LN_TEST(gpu_model_scoring_and_capture_match_cpu) {
   }
 }
 
-LN_TEST(gpu_model_interventions_match_cpu) {
+namespace {
+
+void check_interventions(TinyOpts::Family family) {
   TinyOpts o;
   o.hidden = 64;
   o.heads = 4;
   o.kv = 2;
   o.head_dim = 16;
   o.inter = 120;
+  o.family = family;
   Tiny t(o);
   std::vector<RowRule> rules;
   for (int s = 0; s < kRowStatCount; ++s) {
@@ -320,12 +359,21 @@ LN_TEST(gpu_model_interventions_match_cpu) {
     const ForwardResult c = run(cpu, b, LogitsMode::All, &r), gg = run(*g, b, LogitsMode::All, &r);
     const ForwardResult plain = run(*g, b, LogitsMode::All);
     const double e = rel_err(gg.logits, c.logits), ec = rel_err(gg.capture, c.capture);
-    std::printf("  %s: intervened logits vs cpu %.2e, captured h %.2e (unedited differs by %.2e)\n",
-                mode == Compute::F32 ? "f32" : "bf16", e, ec, rel_err(plain.logits, c.logits));
+    std::printf("  %s %s: intervened logits vs cpu %.2e, captured h %.2e (unedited differs by %.2e)\n",
+                shape_name(o).c_str(), mode == Compute::F32 ? "f32" : "bf16", e, ec, rel_err(plain.logits, c.logits));
     LN_CHECK_MSG(e < (mode == Compute::F32 ? 1e-4 : kBf16Bound), "logits %.3e", e);
     LN_CHECK_MSG(ec < (mode == Compute::F32 ? 1e-4 : kBf16Bound), "capture %.3e", ec);
     LN_CHECK(rel_err(plain.logits, c.logits) > 1e-3);  // the edits matter
   }
+}
+
+}  // namespace
+
+// The edits and rules on a llama, on Gemma 2 (GELU: the rules at act and h read GELU values; post-norms) and on
+// Cohere (parallel block, LayerNorm).
+LN_TEST(gpu_model_interventions_match_cpu) {
+  for (TinyOpts::Family family : {TinyOpts::Family::Llama, TinyOpts::Family::Gemma2, TinyOpts::Family::Cohere})
+    check_interventions(family);
 }
 
 namespace {
@@ -351,9 +399,9 @@ StatsOptions all_sites(const ModelConfig& c, int layers) {
 // Counts must be equal except where a value lies within rounding of 0, a threshold or a histogram edge; those
 // are counted from the CPU's own captured values (|x - boundary| <= 1e-5 (|x| + 1): float32 GEMMs summed in
 // another order move O(1) values by ~1e-6) and bound the differences.
-LN_TEST(gpu_model_statistics_match_cpu) {
-  TinyOpts o;
-  o.bias = true;
+namespace {
+
+void check_statistics(const TinyOpts& o) {
   Tiny t(o);
   const int L = 2;
   const StatsOptions opts = all_sites(t.cfg, L);
@@ -414,8 +462,23 @@ LN_TEST(gpu_model_statistics_match_cpu) {
     total_diff += diff;
     total_near += near;
   }
-  std::printf("  all sites: %lld count differences, %lld values within rounding of a boundary\n", (long long)total_diff,
-              (long long)total_near);
+  std::printf("  %s, all sites: %lld count differences, %lld values within rounding of a boundary\n",
+              shape_name(o).c_str(), (long long)total_diff, (long long)total_near);
+}
+
+}  // namespace
+
+// Every site on a qwen2-style llama, on Gemma 2 (GELU; the sites o and down record the projections before the
+// post-norms) and on Cohere (parallel block).
+LN_TEST(gpu_model_statistics_match_cpu) {
+  TinyOpts llama;
+  llama.bias = true;
+  TinyOpts gemma2;
+  gemma2.family = TinyOpts::Family::Gemma2;
+  gemma2.window = 32;
+  TinyOpts cohere;
+  cohere.family = TinyOpts::Family::Cohere;
+  for (const TinyOpts& o : {llama, gemma2, cohere}) check_statistics(o);
 }
 
 LN_TEST(gpu_model_bf16_statistics_close_to_cpu) {

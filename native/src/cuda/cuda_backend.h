@@ -39,19 +39,20 @@ void memset_zero(void* p, size_t bytes);  // synchronous (returns once zeroed), 
 
 // ---- kernels -------------------------------------------------------------------------------------------------
 
-// out row i = table[tokens[i]] converted to float32 (table: [vocab, hidden] stored as `dtype`).
-// Token ids outside [0, vocab) produce a row of NaN (the caller validates ids first, as the CPU model does).
+// out row i = table[tokens[i]] converted to float32 (table: [vocab, hidden] stored as `dtype`), times `scale`
+// when it is not 1 (Gemma's embedding scale). Token ids outside [0, vocab) produce a row of NaN (the caller
+// validates ids first, as the CPU model does).
 void embed_rows(const void* table, DType dtype, int64_t vocab, int64_t hidden, const int32_t* tokens, int64_t n,
-                float* out, int64_t ldo, Stream stream);
+                float* out, int64_t ldo, Stream stream, float scale = 1.f);
 
 // LlamaRMSNorm on M rows of n floats: y = w * (x * inv_rms(x)). y may alias x when ldy == ldx.
 void rmsnorm_rows(int64_t M, const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t n,
                   float eps, Stream stream);
 
 // cos/sin tables for positions [p0, p1) from float32 inv_freq[half] (math::rope_cos_sin): row p - p0 holds half
-// values, as ops.cpp's rope_tables.
+// values, as ops.cpp's rope_tables; both multiplied by attention_factor when it is not 1 (YaRN, as model.cpp).
 void rope_tables(const float* inv_freq, int half, int64_t p0, int64_t p1, float* cos_out, float* sin_out,
-                 Stream stream);
+                 Stream stream, float attention_factor = 1.f);
 
 // rotate_half RoPE in place on T rows; row t holds n_heads heads of head_dim floats (row stride ldx) and is
 // rotated by the table row pos[t] (tables indexed from position 0).
@@ -77,10 +78,11 @@ void gemm_xwt(int64_t M, int64_t N, int64_t K, const float* X, int64_t ldx, cons
 //   query t attends to key rows key_row0[t] .. key_row0[t] + n_keys[t] - 1 (for a packed batch without cache:
 //   its sequence's first row, and its position + 1), query head h reads kv head h / (n_heads / n_kv_heads);
 //   out: [T, n_heads * head_dim] (row stride ldo) = softmax(q k^T * scale) v per head.
-// head_dim <= 256. n_keys[t] >= 1.
+// head_dim <= 256. n_keys[t] >= 1. Family options: window > 0 keeps only each row's last `window` keys (a sliding
+// window: Mistral v0.1, Gemma 2's even layers); cap > 0 soft-caps the scaled scores, cap * tanh(s / cap) (Gemma 2).
 void attention_causal(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
                       const float* k, const float* v, int64_t ldkv, const int64_t* key_row0, const int32_t* n_keys,
-                      float scale, float* out, int64_t ldo, Stream stream);
+                      float scale, float* out, int64_t ldo, Stream stream, int32_t window = 0, float cap = 0.f);
 
 // out[i] = log_softmax(logits row i)[targets[i]] for M rows of vocab logits (row stride ld): the target
 // log-probabilities of scoring, with the same logsumexp as the CPU (float exp, double sum).

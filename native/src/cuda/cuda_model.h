@@ -87,9 +87,13 @@ struct DevLayer {
   const void* wo = nullptr;    // [hidden][qd]
   const void* wgu = nullptr;   // [2 I][hidden]: gate rows, then up rows
   const void* wdown = nullptr; // [hidden][I]
-  const float* attn_norm = nullptr;
-  const float* ffn_norm = nullptr;
+  const float* attn_norm = nullptr;  // the norms' weights as they multiply: 1 + w for Gemma's (1 + w) RMSNorm
+  const float* ffn_norm = nullptr;   // null with cohere's parallel block
   const float* bqkv = nullptr;  // qwen2: [qd + 2 kvd]
+  const float* q_norm = nullptr;  // qwen3: [head_dim] each
+  const float* k_norm = nullptr;
+  const float* attn_post_norm = nullptr;  // gemma2: [hidden] each
+  const float* ffn_post_norm = nullptr;
 };
 
 // What one layer of the training forward keeps for its backward (device pointers into the trainer's activation
@@ -154,6 +158,11 @@ class CudaRuntime final : public Runtime {
   }
   void prepare(const ForwardRequest& r, CudaKvCache* cache);
   void layer(int l, CudaKvCache* cache);
+  // The model's norm (RMSNorm or Cohere's LayerNorm) of M rows of x (rows: as norm_rows_ex) into y.
+  void norm(int64_t M, const float* x, const int64_t* rows, const float* w, void* y, bool y_bf16);
+  // A projection's own output x ([T, H], its statistics recorded) onto the residual stream h: Gemma 2's post-norm
+  // first when post_w is given.
+  void add_to_residual(const float* post_w);
   // LogitsMode::Greedy's pick of each row on the device (row i's penalised ids: ids[offsets[i] .. offsets[i+1])).
   struct Pick {
     NextToken* out = nullptr;
@@ -221,7 +230,7 @@ class CudaRuntime final : public Runtime {
   int64_t counted_tokens_ = 0, counted_seqs_ = 0, new_rows_ = 0;
 
   // Activations and scratch (grow-only).
-  DeviceBuffer h_, x_, gin_, qkv_, qa_, ka_, va_, gu_, rule_values_, rope_cos_, rope_sin_, logits_, lp_, lm_plan_,
+  DeviceBuffer h_, x_, gin_, xn_ /* cohere: the layer's normed input, kept for the FFN */, qkv_, qa_, ka_, va_, gu_, rule_values_, rope_cos_, rope_sin_, logits_, lp_, lm_plan_,
       picks_;
   int64_t rope_positions_ = 0;
   cuda::DeviceRecording rec_;

@@ -122,30 +122,46 @@ void CudaRuntime::upload(const ModelWeights& w) {
   const size_t off_inv = 0;  // inv_freq lives in its own small buffer
   (void)off_inv;
   struct LayerOffsets {
-    size_t qkv, o, gu, down, an, fn, b;
+    size_t qkv, o, gu, down, an, fn, b, qn, kn, apn, fpn;
   };
   std::vector<LayerOffsets> lo(size_t(c.n_layers));
+  const size_t none = SIZE_MAX;  // a tensor the family does not have
   for (auto& L : lo) {
     L.qkv = take(size_t(QKV * H) * we);
     L.o = take(size_t(H * qd) * we);
     L.gu = take(size_t(2 * I * H) * we);
     L.down = take(size_t(H * I) * we);
     L.an = take(size_t(H) * 4);
-    L.fn = take(size_t(H) * 4);
-    L.b = c.qkv_bias ? take(size_t(QKV) * 4) : 0;
+    L.fn = c.parallel_block ? none : take(size_t(H) * 4);
+    L.b = c.qkv_bias ? take(size_t(QKV) * 4) : none;
+    L.qn = c.qk_norm ? take(size_t(c.head_dim) * 4) : none;
+    L.kn = c.qk_norm ? take(size_t(c.head_dim) * 4) : none;
+    L.apn = c.post_norms ? take(size_t(H) * 4) : none;
+    L.fpn = c.post_norms ? take(size_t(H) * 4) : none;
   }
   allocating("the model's weights on cuda:" + std::to_string(device_), double(at), [&] { arena_.ensure(at); },
              "a GPU with more memory, or --device cpu");
   char* base = arena_.as<char>();
   put(base + off_embed, w.embed, w.embed.dtype);
   if (!head_shares_embed) put(base + off_head, head_src, wdt_);
-  put(base + off_fnorm, w.final_norm, DType::F32);
+  // Norm weights as the norm multiplies them (model.cpp norm_f32): 1 + w for Gemma's (1 + w) RMSNorm. Built on
+  // the host; the vectors live until the synchronize at the end, after their copies.
+  std::vector<std::vector<float>> norm_host;
+  auto put_norm = [&](size_t off, const WeightRef& src, bool one_plus) {
+    std::vector<float> v(size_t(src.rows * src.cols));
+    convert_to_f32(src.data, src.dtype, 0, int64_t(v.size()), v.data());
+    if (one_plus)
+      for (float& x : v) x = 1.f + x;
+    cuda::copy_to_device(base + off, v.data(), v.size() * 4, stream_);
+    norm_host.push_back(std::move(v));
+    return reinterpret_cast<const float*>(base + off);
+  };
+  const bool one_plus = c.norm == NormType::RmsOnePlus;
+  final_norm_ = put_norm(off_fnorm, w.final_norm, one_plus);
+  final_norm_host_ = norm_host.back();  // for LogitsMode::LastHidden, normed on the host as the CPU does
   embed_ = base + off_embed;
   embed_dtype_ = w.embed.dtype;
   lm_head_ = base + off_head;
-  final_norm_ = reinterpret_cast<const float*>(base + off_fnorm);
-  final_norm_host_.resize(size_t(c.hidden));  // for LogitsMode::LastHidden, normed on the host as the CPU does
-  convert_to_f32(w.final_norm.data, w.final_norm.dtype, 0, c.hidden, final_norm_host_.data());
   layers_.resize(size_t(c.n_layers));
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layers[size_t(l)];
@@ -157,15 +173,21 @@ void CudaRuntime::upload(const ModelWeights& w) {
     put(base + o.gu, L.w_gate, wdt_);
     put(base + o.gu + size_t(I * H) * we, L.w_up, wdt_);
     put(base + o.down, L.w_down, wdt_);
-    put(base + o.an, L.attn_norm, DType::F32);
-    put(base + o.fn, L.ffn_norm, DType::F32);
     DevLayer& d = layers_[size_t(l)];
     d.wqkv = base + o.qkv;
     d.wo = base + o.o;
     d.wgu = base + o.gu;
     d.wdown = base + o.down;
-    d.attn_norm = reinterpret_cast<const float*>(base + o.an);
-    d.ffn_norm = reinterpret_cast<const float*>(base + o.fn);
+    d.attn_norm = put_norm(o.an, L.attn_norm, one_plus);
+    if (o.fn != none) d.ffn_norm = put_norm(o.fn, L.ffn_norm, one_plus);
+    if (o.qn != none) {  // Qwen3's q/k norms are plain RMSNorms
+      d.q_norm = put_norm(o.qn, L.q_norm, false);
+      d.k_norm = put_norm(o.kn, L.k_norm, false);
+    }
+    if (o.apn != none) {
+      d.attn_post_norm = put_norm(o.apn, L.attn_post_norm, one_plus);
+      d.ffn_post_norm = put_norm(o.fpn, L.ffn_post_norm, one_plus);
+    }
     if (c.qkv_bias) {
       put(base + o.b, L.bq, DType::F32);
       put(base + o.b + size_t(qd) * 4, L.bk, DType::F32);
@@ -185,7 +207,7 @@ MemoryReport CudaRuntime::memory() const {
   MemoryReport m;
   m.weights = int64_t(arena_.bytes());
   m.kv_cache = live_cache_->load();
-  for (const DeviceBuffer* b : {&h_, &x_, &gin_, &qkv_, &qa_, &ka_, &va_, &gu_, &rule_values_, &logits_, &lp_})
+  for (const DeviceBuffer* b : {&h_, &x_, &gin_, &xn_, &qkv_, &qa_, &ka_, &va_, &gu_, &rule_values_, &logits_, &lp_})
     m.activations += int64_t(b->bytes());
   m.scratch = gemm_->workspace_bytes() + rec_.bytes() + int64_t(plan_dev_.bytes() + lm_plan_.bytes() + picks_.bytes() +
                                                                  rope_cos_.bytes() + rope_sin_.bytes());
@@ -201,11 +223,6 @@ MemoryReport CudaRuntime::memory() const {
 void CudaRuntime::prepare(const ForwardRequest& r, CudaKvCache* cache) {
   const ModelConfig& c = cfg_;
   plan_sequences(r, seqs_, pos_, max_ctx_);
-  // A sliding window (Mistral v0.1) changes nothing while every key range fits in it; longer ones need the
-  // windowed attention the CPU engine has.
-  if (cfg_.sliding_window > 0 && max_ctx_ > cfg_.sliding_window)
-    throw std::invalid_argument("forward: a sequence of " + std::to_string(max_ctx_) + " positions exceeds the sliding window of " +
-                                std::to_string(cfg_.sliding_window) + ", which the CUDA runtime does not apply yet (--device cpu)");
   const int64_t T = r.n_tokens;
   T_ = T;
   cuda::plan_attention(seqs_, cache ? int64_t(cache->capacity()) : -1, kv_row_, key_row0_, n_keys_, tiles_);
@@ -259,11 +276,13 @@ void CudaRuntime::prepare(const ForwardRequest& r, CudaKvCache* cache) {
                 kvd = int64_t(c.n_kv_heads) * c.head_dim;
   const size_t we = dtype_size(wdt_);
   const double act_bytes = double(T) * double(8 * H + 4 * (qd + 2 * kvd) + 8 * I) +
-                           double(T) * double(std::max({H, qd, I}) + qd + 2 * kvd) * double(we);
+                           double(T) * double(std::max({H, qd, I}) + qd + 2 * kvd + (c.parallel_block ? H : 0)) *
+                               double(we);
   allocating("the activation buffers for " + std::to_string(T) + " tokens on cuda:" + std::to_string(device_), act_bytes, [&] {
     h_.ensure(size_t(T * H) * 4);
     x_.ensure(size_t(T * H) * 4);
     gin_.ensure(size_t(T * std::max({H, qd, I})) * we);
+    if (c.parallel_block) xn_.ensure(size_t(T * H) * we);
     qkv_.ensure(size_t(T * (qd + 2 * kvd)) * 4);
     qa_.ensure(size_t(T * qd) * we);
     ka_.ensure(size_t(T * kvd) * we);
@@ -280,9 +299,22 @@ void CudaRuntime::prepare(const ForwardRequest& r, CudaKvCache* cache) {
     for (DeviceBuffer* b : tabs) b->release();  // recomputed whole: simpler than keeping the old rows
     rope_cos_.ensure(size_t(n * half) * 4);
     rope_sin_.ensure(size_t(n * half) * 4);
-    cuda::rope_tables(inv_freq_.as<float>(), half, 0, n, rope_cos_.as<float>(), rope_sin_.as<float>(), stream_);
+    cuda::rope_tables(inv_freq_.as<float>(), half, 0, n, rope_cos_.as<float>(), rope_sin_.as<float>(), stream_,
+                      c.rope_attention_factor);
     rope_positions_ = n;
   }
+}
+
+void CudaRuntime::norm(int64_t M, const float* x, const int64_t* rows, const float* w, void* y, bool y_bf16) {
+  const int64_t H = cfg_.hidden;
+  cuda::norm_rows_ex(M, x, H, rows, w, y, y_bf16, H, H, cfg_.rms_eps, cfg_.norm == NormType::Layer, stream_);
+}
+
+void CudaRuntime::add_to_residual(const float* post_w) {
+  const int64_t H = cfg_.hidden;
+  float* x = x_.as<float>();
+  if (post_w) norm(T_, x, nullptr, post_w, x, false);  // float32, in place, as model/attention.cpp
+  cuda::add_rows(T_, H, h_.as<float>(), H, x, H, stream_);
 }
 
 void CudaRuntime::layer(int l, CudaKvCache* cache) {
@@ -302,8 +334,9 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
 
   // ---- attention
   if (save && save->hin) cuda::copy_device(save->hin, h, size_t(T * H) * 4, stream_);
-  cuda::rmsnorm_rows_ex(T, h, H, nullptr, L.attn_norm, gin, bf16_, H, H, c.rms_eps, stream_);
+  norm(T, h, nullptr, L.attn_norm, gin, bf16_);
   if (save && save->x1) cuda::copy_device(save->x1, gin, size_t(T * H) * ge, stream_);
+  if (c.parallel_block) cuda::copy_device(xn_.get(), gin, size_t(T * H) * ge, stream_);  // the FFN's input too
   gemm(T, QKV, H, gin, H, L.wqkv, qkv, QKV, false);
   if (hook_) {
     hook_->after_linear(l, train::kWq, gin, qkv, QKV);
@@ -312,10 +345,12 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   }
   // Bias and bf16 rounding of q / k / v: a pass of its own when the sites are recorded (they record the values
   // after it, before RoPE), else fused into the RoPE kernel.
+  // Qwen3's q/k norms come between that step and RoPE: a pass of their own too.
   const Site proj[3] = {Site::Q, Site::K, Site::V};
   const bool record_qkv = rec_.recording(Site::Q, l) || rec_.recording(Site::K, l) || rec_.recording(Site::V, l);
+  const bool pre_pass = record_qkv || c.qk_norm;
+  if (pre_pass) cuda::bias_round_rows(T, QKV, qkv, QKV, L.bqkv, bf16_, stream_);
   if (record_qkv) {
-    cuda::bias_round_rows(T, QKV, qkv, QKV, L.bqkv, bf16_, stream_);
     const int64_t proj_off[3] = {0, qd, qd + kvd}, proj_w[3] = {qd, kvd, kvd};
     for (int i = 0; i < 3; ++i)
       if (rec_.recording(proj[i], l)) {
@@ -323,11 +358,13 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
         rec_.reduce(proj[i], l, stream_);
       }
   }
+  if (c.qk_norm)
+    cuda::head_rmsnorm(T, qkv, QKV, c.n_heads, c.n_kv_heads, c.head_dim, L.q_norm, L.k_norm, c.rms_eps, stream_);
   void* kdst = cache ? cache->k(l) : ka_.get();
   void* vdst = cache ? cache->v(l) : va_.get();
-  cuda::rope_qkv(T, qkv, QKV, record_qkv ? nullptr : L.bqkv, !record_qkv && bf16_, c.n_heads, c.n_kv_heads,
-                 c.head_dim, plan_.pos, rope_cos_.as<float>(), rope_sin_.as<float>(), qa_.get(), qd, kdst, vdst, kvd,
-                 plan_.kv_row, bf16_, stream_);
+  cuda::rope_qkv(T, qkv, QKV, pre_pass ? nullptr : L.bqkv, !pre_pass && bf16_, c.n_heads, c.n_kv_heads, c.head_dim,
+                 plan_.pos, rope_cos_.as<float>(), rope_sin_.as<float>(), qa_.get(), qd, kdst, vdst, kvd, plan_.kv_row,
+                 bf16_, stream_, c.rope_interleaved);
   const bool flash = bf16_ && info_.major >= 8 && cuda::flash_attention_supported(c.head_dim);  // mma.sync: sm_80+
   if (save) {  // float32 copies of what attention reads (exact: bf16 values widen), and its lse
     const DType adt = bf16_ ? DType::BF16 : DType::F32;
@@ -338,43 +375,50 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
     // output and lse (below), as FlashAttention's backward uses them, instead of a second, far slower pass.
     if (save->lse && !flash) save_attention(*save);
   }
-  const float scale = float(1.0 / std::sqrt(double(hd)));
+  // Gemma 2: query_pre_attn_scalar's scale, scores soft-capped, a sliding window on its even layers.
+  const float scale = c.attn_scale(), cap = c.attn_softcap;
+  const int32_t window = c.window_of(l);
   if (flash) {
     float* lse = save ? save->lse : nullptr;
     cuda::flash_attention_bf16(plan_.tiles, int64_t(tiles_.size()), c.n_heads, c.n_kv_heads, c.head_dim,
                                qa_.as<uint16_t>(), qd, static_cast<const uint16_t*>(kdst),
                                static_cast<const uint16_t*>(vdst), kvd, scale, static_cast<uint16_t*>(gin), qd, lse,
-                               stream_);
+                               stream_, window, cap);
     if (lse && save->att) cuda::convert_to_f32(gin, DType::BF16, T * qd, save->att, stream_);
   } else if (bf16_)
     cuda::attention_causal_bf16(T, c.n_heads, c.n_kv_heads, c.head_dim, qa_.as<uint16_t>(), qd,
                                 static_cast<const uint16_t*>(kdst), static_cast<const uint16_t*>(vdst), kvd,
-                                plan_.key_row0, plan_.n_keys, scale, static_cast<uint16_t*>(gin), qd, stream_);
+                                plan_.key_row0, plan_.n_keys, scale, static_cast<uint16_t*>(gin), qd, stream_, window,
+                                cap);
   else
     cuda::attention_causal(T, c.n_heads, c.n_kv_heads, c.head_dim, qa_.as<float>(), qd,
                            static_cast<const float*>(kdst), static_cast<const float*>(vdst), kvd, plan_.key_row0,
-                           plan_.n_keys, scale, static_cast<float*>(gin), qd, stream_);
+                           plan_.n_keys, scale, static_cast<float*>(gin), qd, stream_, window, cap);
   if (save && save->attg) cuda::copy_device(save->attg, gin, size_t(T * qd) * ge, stream_);
-  if (!rec_.recording(Site::O, l)) {
+  if (!rec_.recording(Site::O, l) && !c.post_norms) {
     gemm(T, H, qd, gin, qd, L.wo, h, H, true);
-  } else {
+  } else {  // the projection's own output is needed (site o, Gemma 2's post-attention norm): into x first
     gemm(T, H, qd, gin, qd, L.wo, x, H, false);
-    cuda::column_stats(H, x, H, batch, rec_.target(Site::O, l), stream_);
-    rec_.reduce(Site::O, l, stream_);
-    cuda::add_rows(T, H, h, H, x, H, stream_);
+    if (rec_.recording(Site::O, l)) {
+      cuda::column_stats(H, x, H, batch, rec_.target(Site::O, l), stream_);
+      rec_.reduce(Site::O, l, stream_);
+    }
+    add_to_residual(L.attn_post_norm);
   }
   if (hook_) hook_->after_linear(l, train::kWo, gin, h, H);
 
-  // ---- FFN
+  // ---- FFN (Cohere's parallel block: on the attention's normed input, kept in xn_)
   if (save && save->hmid) cuda::copy_device(save->hmid, h, size_t(T * H) * 4, stream_);
-  cuda::rmsnorm_rows_ex(T, h, H, nullptr, L.ffn_norm, gin, bf16_, H, H, c.rms_eps, stream_);
-  if (save && save->x2) cuda::copy_device(save->x2, gin, size_t(T * H) * ge, stream_);
-  gemm(T, 2 * I, H, gin, H, L.wgu, gu, 2 * I, false);
+  const void* fin = c.parallel_block ? xn_.get() : gin;
+  if (!c.parallel_block) norm(T, h, nullptr, L.ffn_norm, gin, bf16_);
+  if (save && save->x2) cuda::copy_device(save->x2, fin, size_t(T * H) * ge, stream_);
+  gemm(T, 2 * I, H, fin, H, L.wgu, gu, 2 * I, false);
   if (hook_) {
-    hook_->after_linear(l, train::kWGate, gin, gu, 2 * I);
-    hook_->after_linear(l, train::kWUp, gin, gu + I, 2 * I);
+    hook_->after_linear(l, train::kWGate, fin, gu, 2 * I);
+    hook_->after_linear(l, train::kWUp, fin, gu + I, 2 * I);
   }
   if (save && save->gu) cuda::copy_device(save->gu, gu, size_t(T * 2 * I) * 4, stream_);
+  const bool gelu = c.act == Activation::GeluTanh;
   cuda::LayerEdits edits;
   if (iv_ && plan_.edits) {
     const Edit* base = iv_->begin(0, Site(0));
@@ -391,7 +435,7 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
       for (int32_t k = 0; k < n_rules; ++k) {
         const int site = rules[k].site == Site::Gate ? 0 : (rules[k].site == Site::Act ? 1 : 2);
         cuda::rule_values(T, I, gu, 2 * I, site, int(rules[k].stat), rules[k].factor, rules[k].percentile,
-                          rule_values_.as<float>() + k, R, info_.smem_optin_bytes, stream_);
+                          rule_values_.as<float>() + k, R, info_.smem_optin_bytes, stream_, gelu);
       }
       edits.rule_values = rule_values_.as<float>();
       edits.rule_stride = R;
@@ -401,17 +445,19 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   cuda::SiteTarget targets[4];
   for (int s = 0; s < 4; ++s)
     if (rec_.recording(ffn_sites[s], l)) targets[s] = rec_.target(ffn_sites[s], l);
-  cuda::ffn_fused(T, I, gu, 2 * I, gin, bf16_, I, edits, batch, targets, stream_);
+  cuda::ffn_fused(T, I, gu, 2 * I, gin, bf16_, I, edits, batch, targets, stream_, gelu);
   for (int s = 0; s < 4; ++s)
     if (targets[s].part) rec_.reduce(ffn_sites[s], l, stream_);
   if (save && save->act) cuda::copy_device(save->act, gin, size_t(T * I) * ge, stream_);
-  if (!rec_.recording(Site::Down, l)) {
+  if (!rec_.recording(Site::Down, l) && !c.post_norms) {
     gemm(T, H, I, gin, I, L.wdown, h, H, true);
-  } else {
+  } else {  // site down, Gemma 2's post-feedforward norm
     gemm(T, H, I, gin, I, L.wdown, x, H, false);
-    cuda::column_stats(H, x, H, batch, rec_.target(Site::Down, l), stream_);
-    rec_.reduce(Site::Down, l, stream_);
-    cuda::add_rows(T, H, h, H, x, H, stream_);
+    if (rec_.recording(Site::Down, l)) {
+      cuda::column_stats(H, x, H, batch, rec_.target(Site::Down, l), stream_);
+      rec_.reduce(Site::Down, l, stream_);
+    }
+    add_to_residual(L.ffn_post_norm);
   }
   if (hook_) hook_->after_linear(l, train::kWDown, gin, h, H);
   // Site `resid`: the residual stream after the layer (model.cpp records it after ffn_forward).
@@ -432,8 +478,9 @@ void CudaRuntime::lm_head(const int64_t* idx_dev, int64_t n, float* logits_host,
   logits_.ensure(size_t(C * V) * 4);
   for (int64_t i0 = 0; i0 < n; i0 += kLmChunkRows) {
     const int64_t m = std::min(kLmChunkRows, n - i0);
-    cuda::rmsnorm_rows_ex(m, h_.as<float>(), H, idx_dev + i0, final_norm_, gin_.get(), bf16_, H, H, c.rms_eps, stream_);
+    norm(m, h_.as<float>(), idx_dev + i0, final_norm_, gin_.get(), bf16_);
     gemm(m, V, H, gin_.get(), H, lm_head_, logits_.as<float>(), V, false);
+    cuda::finish_logits(m, V, logits_.as<float>(), V, c.logit_scale, c.final_softcap, stream_);
     if (targets_dev)
       cuda::log_softmax_targets(m, logits_.as<float>(), V, V, targets_dev + i0, lp_dev + i0, stream_);
     if (pick) {  // in stream order before the next chunk's product overwrites the buffer
@@ -465,7 +512,9 @@ void CudaRuntime::forward(const ForwardRequest& req, ForwardResult& out) {
   batch.mask = plan_.count_mask;
   rec_.begin(cfg_, req, T, batch, plan_.seq_row, plan_.seq_counted, req.stats ? new_rows_ : 0, out, stream_);
 
-  cuda::embed_rows(embed_, embed_dtype_, V, H, plan_.tokens, T, h_.as<float>(), H, stream_);
+  // Gemma's embedding scale is a tensor of the activations' dtype in transformers: rounded to bf16 in a bf16 run.
+  cuda::embed_rows(embed_, embed_dtype_, V, H, plan_.tokens, T, h_.as<float>(), H, stream_,
+                   bf16_ ? round_bf16(cfg_.embed_scale) : cfg_.embed_scale);
   const int n_run = req.last_layer < 0 ? cfg_.n_layers : req.last_layer + 1;
   for (int l = 0; l < n_run; ++l) layer(l, cache);
   rec_.end(out, counted_tokens_, counted_seqs_, stream_);  // synchronizes
@@ -539,7 +588,11 @@ void CudaRuntime::forward(const ForwardRequest& req, ForwardResult& out) {
     for (size_t i = 0; i < n_last; ++i) {
       cuda::copy_to_host(last_row_host_.data(), h_.as<float>() + lm_idx_[i] * H, size_t(H) * 4, stream_);
       cuda::synchronize(stream_);
-      rmsnorm(last_row_host_.data(), final_norm_host_.data(), out.logits.data() + int64_t(i) * H, H, cfg_.rms_eps);
+      float* y = out.logits.data() + int64_t(i) * H;
+      if (cfg_.norm == NormType::Layer)
+        layernorm(last_row_host_.data(), final_norm_host_.data(), y, H, cfg_.rms_eps);
+      else
+        rmsnorm(last_row_host_.data(), final_norm_host_.data(), y, H, cfg_.rms_eps);
     }
   }
   if (req.targets) {
@@ -568,7 +621,7 @@ void CudaRuntime::save_attention(const LayerSave& s) {
   const ModelConfig& c = cfg_;
   const int64_t qd = int64_t(c.n_heads) * c.head_dim, kvd = int64_t(c.n_kv_heads) * c.head_dim;
   cuda::attention_forward_lse(T_, c.n_heads, c.n_kv_heads, c.head_dim, s.q, qd, s.k, s.v, kvd, plan_.key_row0,
-                              plan_.n_keys, float(1.0 / std::sqrt(double(c.head_dim))), s.att, qd, s.lse, stream_);
+                              plan_.n_keys, c.attn_scale(), s.att, qd, s.lse, stream_);
 }
 
 void CudaRuntime::forward_train(const ForwardRequest& req, const std::vector<LayerSave>& saves, LinearHook* hook) {
@@ -611,30 +664,32 @@ int cuda_device_count() { return cuda::device_count(); }
 const char* cuda_unavailable_reason() { return cuda::unavailable_reason(); }
 
 void check_cuda_supported(const ModelConfig& config, const ModelWeights& weights, int device_index, Compute compute,
-                          const char* what) {
+                          const char* what, bool training) {
   const std::string bad = validate_weights(config, weights);  // includes validate_config
   if (!bad.empty()) throw std::invalid_argument(bad);
-  // The families' special parts (model/model.h "Family features") run on the CPU engine only so far: refuse them
-  // here, by name, instead of computing something else.
-  std::string missing;
-  auto need = [&](bool unsupported, const char* feature) {
-    if (unsupported) missing += std::string(missing.empty() ? "" : ", ") + feature;
-  };
-  const ModelConfig& c = config;
-  need(c.norm != NormType::Rms, c.norm == NormType::Layer ? "LayerNorm (cohere)" : "(1 + w) RMSNorm (gemma2)");
-  need(c.act != Activation::Silu, "the GELU-tanh FFN (gemma2)");
-  need(c.qk_norm, "q/k norms (qwen3)");
-  need(c.parallel_block, "the parallel block (cohere)");
-  need(c.post_norms, "post-norms (gemma2)");
-  need(c.rope_interleaved, "interleaved rotary (cohere)");
-  need(c.embed_scale != 1.f, "scaled embeddings (gemma2)");
-  need(c.query_scale != 0.f, "query_pre_attn_scalar (gemma2)");
-  need(c.attn_softcap != 0.f || c.final_softcap != 0.f, "soft-capping (gemma2)");
-  need(c.logit_scale != 1.f, "logit_scale (cohere)");
-  need(c.rope_type == RopeType::Yarn && c.rope_attention_factor != 1.f, "YaRN's attention factor");
-  if (!missing.empty())
-    throw std::invalid_argument(std::string("the ") + what + " does not run " + missing +
-                                " yet; this model runs on the CPU engine (--device cpu)");
+  // The families' special parts (model/model.h "Family features") have no backward in the CUDA trainer yet: refuse
+  // them there, by name, instead of computing something else. The runtime's forward has them all.
+  if (training) {
+    std::string missing;
+    auto need = [&](bool unsupported, const char* feature) {
+      if (unsupported) missing += std::string(missing.empty() ? "" : ", ") + feature;
+    };
+    const ModelConfig& c = config;
+    need(c.norm != NormType::Rms, c.norm == NormType::Layer ? "LayerNorm (cohere)" : "(1 + w) RMSNorm (gemma2)");
+    need(c.act != Activation::Silu, "the GELU-tanh FFN (gemma2)");
+    need(c.qk_norm, "q/k norms (qwen3)");
+    need(c.parallel_block, "the parallel block (cohere)");
+    need(c.post_norms, "post-norms (gemma2)");
+    need(c.rope_interleaved, "interleaved rotary (cohere)");
+    need(c.embed_scale != 1.f, "scaled embeddings (gemma2)");
+    need(c.query_scale != 0.f, "query_pre_attn_scalar (gemma2)");
+    need(c.attn_softcap != 0.f || c.final_softcap != 0.f, "soft-capping (gemma2)");
+    need(c.logit_scale != 1.f, "logit_scale (cohere)");
+    need(c.rope_type == RopeType::Yarn && c.rope_attention_factor != 1.f, "YaRN's attention factor");
+    if (!missing.empty())
+      throw std::invalid_argument(std::string("the ") + what + " does not run " + missing +
+                                  " yet; this model trains on the CPU engine (--device cpu)");
+  }
   if (compute != Compute::F32 && compute != Compute::BF16)
     throw std::invalid_argument(std::string(what) + ": unknown compute mode");
   if (config.head_dim > 256 || config.head_dim % 2 != 0)
@@ -649,7 +704,7 @@ void check_cuda_supported(const ModelConfig& config, const ModelWeights& weights
 
 std::unique_ptr<Runtime> make_cuda_runtime(const ModelConfig& config, const ModelWeights& weights, int device_index,
                                            Compute compute) {
-  check_cuda_supported(config, weights, device_index, compute, "CUDA runtime");
+  check_cuda_supported(config, weights, device_index, compute, "CUDA runtime", /*training=*/false);
   return std::make_unique<CudaRuntime>(config, weights, device_index, compute);
 }
 

@@ -837,7 +837,7 @@ std::unique_ptr<TrainingRuntime> make_cuda_trainer(const ModelConfig& config, co
                                                    int device_index, Compute compute,
                                                    const std::vector<TrainableSpec>& spec,
                                                    const TrainerOptions& options) {
-  check_cuda_supported(config, weights, device_index, compute, "CUDA trainer");
+  check_cuda_supported(config, weights, device_index, compute, "CUDA trainer", /*training=*/true);
   return std::make_unique<CudaTrainer>(config, weights, device_index, compute, spec, options);
 }
 

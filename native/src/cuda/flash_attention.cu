@@ -11,6 +11,9 @@
 // registers) are multiplied by ra, P = bf16(weight * rb) is already in the A-fragment layout of the next product,
 // and O += P V reads V through ldmatrix.trans. No T x T buffer and no shared-memory round trip of S, P or O.
 // Rounding relative to the exact kernel: P is rounded to bf16 for the P V product (as FlashAttention does).
+// Family options: a sliding window (each row sees only its last `window` keys: the key loop starts at the first
+// row's first key, and the mask also drops keys before a row's own first) and Gemma 2's soft-capping of the
+// scaled scores (cap * tanh(s / cap), before the mask, as transformers).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -45,7 +48,7 @@ template <int HD>
 __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tiles, int group, const uint16_t* q,
                                                             int64_t ldq_g, const uint16_t* k, const uint16_t* v,
                                                             int64_t ldkv, float scale, uint16_t* out, int64_t ldo,
-                                                            float* lse) {
+                                                            float* lse, int window, float cap) {
   using L = Layout<HD>;
   constexpr int ld = L::ld;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -69,20 +72,23 @@ __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tile
 #pragma unroll
   for (int kk = 0; kk < HD / 16; ++kk) ldmatrix_a(qa[kk], Ks + warp * 16 * ld, ld, kk * 16);
 
-  // This lane's rows: g and g + 8 of the warp's 16 (index 0 and 1 below), and the keys each sees.
-  int row_keys[2];
+  // This lane's rows: g and g + 8 of the warp's 16 (index 0 and 1 below), and the keys each sees: [row_first,
+  // row_keys).
+  int row_keys[2], row_first[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int row = warp * 16 + g + 8 * i;
     row_keys[i] = row < tile.n_rows ? tile.nkeys0 + row : 0;
+    row_first[i] = window > 0 ? max(0, row_keys[i] - window) : 0;
   }
   const int kmax = tile.nkeys0 + tile.n_rows - 1;  // keys seen by the tile's last row
+  const int kfirst = window > 0 ? max(0, tile.nkeys0 - window) : 0;  // the first key of the tile's first row
   float o[HD / 8][4];
 #pragma unroll
   for (int n = 0; n < HD / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   math::SoftmaxState run[2] = {math::softmax_init(), math::softmax_init()};
 
-  for (int j0 = 0; j0 < kmax; j0 += kKeys) {
+  for (int j0 = kfirst; j0 < kmax; j0 += kKeys) {
     __syncthreads();  // every warp is done with the Q tile or the previous K / V tile
     for (int e = tid; e < kKeys * kChunks; e += blockDim.x) {
       const int rr = e / kChunks, c = (e % kChunks) * 8;
@@ -120,7 +126,10 @@ __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tile
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int i = e >> 1;
-        const float x = (j0 + 8 * n + 2 * t + (e & 1) < row_keys[i]) ? s[n][e] * scale : -INFINITY;
+        const int key = j0 + 8 * n + 2 * t + (e & 1);
+        float x = s[n][e] * scale;
+        if (cap > 0) x = math::softcap(x, cap);
+        x = (key < row_keys[i] && key >= row_first[i]) ? x : -INFINITY;
         s[n][e] = x;
         mt[i] = fmaxf(mt[i], x);
       }
@@ -180,11 +189,12 @@ __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tile
 template <int HD>
 void launch(const AttnTile* tiles, int64_t n_tiles, int n_heads, int group, const uint16_t* q, int64_t ldq,
             const uint16_t* k, const uint16_t* v, int64_t ldkv, float scale, uint16_t* out, int64_t ldo, float* lse,
-            cudaStream_t stream) {
+            int window, float cap, cudaStream_t stream) {
   using L = Layout<HD>;
   static_assert(L::bytes <= 48 * 1024, "within the default dynamic shared memory: no opt-in needed");
   const dim3 grid{unsigned(n_tiles), unsigned(n_heads), 1u};
-  flash_kernel<HD><<<grid, kWarps * 32, L::bytes, stream>>>(tiles, group, q, ldq, k, v, ldkv, scale, out, ldo, lse);
+  flash_kernel<HD><<<grid, kWarps * 32, L::bytes, stream>>>(tiles, group, q, ldq, k, v, ldkv, scale, out, ldo, lse, window,
+                                                                     cap);
   check(cudaGetLastError(), "flash_attention_bf16");
 }
 
@@ -194,7 +204,8 @@ bool flash_attention_supported(int head_dim) { return head_dim == 32 || head_dim
 
 void flash_attention_bf16(const AttnTile* tiles, int64_t n_tiles, int n_heads, int n_kv_heads, int head_dim,
                           const uint16_t* q, int64_t ldq, const uint16_t* k, const uint16_t* v, int64_t ldkv,
-                          float scale, uint16_t* out, int64_t ldo, float* lse, Stream stream) {
+                          float scale, uint16_t* out, int64_t ldo, float* lse, Stream stream, int32_t window,
+                          float cap) {
   if (n_tiles <= 0) return;
   auto fail = [](const std::string& m) { throw std::runtime_error("langneurons cuda: flash_attention_bf16: " + m); };
   if (!flash_attention_supported(head_dim)) fail("head_dim " + std::to_string(head_dim) + " not supported (32, 64, 128)");
@@ -207,9 +218,9 @@ void flash_attention_bf16(const AttnTile* tiles, int64_t n_tiles, int n_heads, i
   const int group = n_heads / n_kv_heads;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   switch (head_dim) {
-    case 32: launch<32>(tiles, n_tiles, n_heads, group, q, ldq, k, v, ldkv, scale, out, ldo, lse, s); break;
-    case 64: launch<64>(tiles, n_tiles, n_heads, group, q, ldq, k, v, ldkv, scale, out, ldo, lse, s); break;
-    default: launch<128>(tiles, n_tiles, n_heads, group, q, ldq, k, v, ldkv, scale, out, ldo, lse, s); break;
+    case 32: launch<32>(tiles, n_tiles, n_heads, group, q, ldq, k, v, ldkv, scale, out, ldo, lse, window, cap, s); break;
+    case 64: launch<64>(tiles, n_tiles, n_heads, group, q, ldq, k, v, ldkv, scale, out, ldo, lse, window, cap, s); break;
+    default: launch<128>(tiles, n_tiles, n_heads, group, q, ldq, k, v, ldkv, scale, out, ldo, lse, window, cap, s); break;
   }
 }
 

@@ -39,13 +39,15 @@ using namespace reduce;  // warp / block reductions (cuda/block_reduce.cuh)
 constexpr int kRowThreads = 256;  // row kernels (rmsnorm, log-softmax, embedding)
 
 __global__ void embed_rows_kernel(const void* table, DType dtype, int64_t vocab, int64_t hidden,
-                                  const int32_t* tokens, float* out, int64_t ldo) {
+                                  const int32_t* tokens, float* out, int64_t ldo, float scale) {
   const int64_t row = blockIdx.x;
   const int32_t tok = tokens[row];
   float* o = out + row * ldo;
   const bool ok = tok >= 0 && tok < vocab;
-  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x)
-    o[i] = ok ? math::load_f32(table, dtype, int64_t(tok) * hidden + i) : NAN;
+  for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) {
+    const float e = ok ? math::load_f32(table, dtype, int64_t(tok) * hidden + i) : NAN;
+    o[i] = scale == 1.f ? e : e * scale;  // Gemma's embedding scale (model.cpp), a plain float32 product
+  }
 }
 
 __device__ inline void store_out(float* y, int64_t i, float v) { y[i] = v; }
@@ -53,27 +55,69 @@ __device__ inline void store_out(uint16_t* y, int64_t i, float v) { y[i] = ln::f
 __device__ inline float load_in(const float* x, int64_t i) { return x[i]; }
 __device__ inline float load_in(const uint16_t* x, int64_t i) { return ln::bf16_to_f32(x[i]); }
 
-// Row blockIdx.x of the output is input row rows[blockIdx.x] (or blockIdx.x without rows).
-template <class TOut>
-__global__ void rmsnorm_kernel(const float* x, int64_t ldx, const int64_t* rows, const float* w, TOut* y, int64_t ldy,
-                               int64_t n, float eps) {
+// Row blockIdx.x of the output is input row rows[blockIdx.x] (or blockIdx.x without rows). kLayer: Cohere's
+// LayerNorm (mean-centred, no bias; ops.cpp layernorm), else RMSNorm (Gemma's (1 + w) is folded into w at upload).
+template <class TOut, bool kLayer>
+__global__ void norm_kernel(const float* x, int64_t ldx, const int64_t* rows, const float* w, TOut* y, int64_t ldy,
+                            int64_t n, float eps) {
   __shared__ double shm[32];
   const int64_t src = rows ? rows[blockIdx.x] : int64_t(blockIdx.x);
   const float* xr = x + src * ldx;
   TOut* yr = y + int64_t(blockIdx.x) * ldy;
+  float mean = 0.f;
+  if (kLayer) {
+    double sum = 0;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += double(xr[i]);
+    sum = block_sum(sum, shm);
+    mean = float(sum / double(n));
+  }
   double ss = 0;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += double(xr[i]) * double(xr[i]);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const double d = kLayer ? double(xr[i] - mean) : double(xr[i]);
+    ss += d * d;
+  }
   ss = block_sum(ss, shm);  // every read of xr happens before this barrier, so y may alias x
-  const float r = math::rmsnorm_inv_rms(ss, n, eps);
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) store_out(yr, i, math::rmsnorm_apply(xr[i], r, w[i]));
+  const float r = kLayer ? math::layernorm_inv_std(ss, n, eps) : math::rmsnorm_inv_rms(ss, n, eps);
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+    store_out(yr, i, kLayer ? math::layernorm_apply(xr[i], mean, r, w[i]) : math::rmsnorm_apply(xr[i], r, w[i]));
+}
+
+// One block per (token, head) of the q and k heads of a qkv row: Qwen3's RMSNorm over each head (weights
+// [head_dim]: q_norm for the query heads, k_norm for the key heads), in place, as model/attention.cpp.
+__global__ void head_rmsnorm_kernel(float* qkv, int64_t ld, int n_heads, int head_dim, const float* q_norm,
+                                    const float* k_norm, float eps) {
+  __shared__ double shm[32];
+  const int h = blockIdx.y;
+  float* x = qkv + int64_t(blockIdx.x) * ld + int64_t(h) * head_dim;  // k heads follow the q heads in the row
+  const float* w = h < n_heads ? q_norm : k_norm;
+  double ss = 0;
+  for (int i = threadIdx.x; i < head_dim; i += blockDim.x) ss += double(x[i]) * double(x[i]);
+  ss = block_sum(ss, shm);
+  const float r = math::rmsnorm_inv_rms(ss, head_dim, eps);
+  for (int i = threadIdx.x; i < head_dim; i += blockDim.x) x[i] = math::rmsnorm_apply(x[i], r, w[i]);
+}
+
+// Cohere's logit_scale and Gemma 2's final soft-capping, in place (model.cpp finish_logits).
+__global__ void finish_logits_kernel(int64_t M, int64_t n, float* x, int64_t ld, float scale, float cap) {
+  const int64_t total = M * n;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    float* p = x + (e / n) * ld + e % n;
+    float v = *p * scale;
+    if (cap > 0) v = math::softcap(v, cap);
+    *p = v;
+  }
 }
 
 __global__ void rope_tables_kernel(const float* inv_freq, int half, int64_t p0, int64_t n_pos, float* cos_out,
-                                   float* sin_out) {
+                                   float* sin_out, float factor) {
   const int64_t total = n_pos * half;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t p = p0 + e / half;
     math::rope_cos_sin(p, inv_freq[e % half], cos_out + e, sin_out + e);
+    if (factor != 1.f) {  // YaRN's attention factor: transformers multiplies cos and sin (float32) by it
+      cos_out[e] *= factor;
+      sin_out[e] *= factor;
+    }
   }
 }
 
@@ -163,7 +207,8 @@ constexpr int kMaxHeadDim = 256;
 template <class TIn, class TOut>
 __global__ void attention_kernel(int n_heads, int n_kv_heads, int head_dim, const TIn* q, int64_t ldq,
                                  const TIn* k, const TIn* v, int64_t ldkv, const int64_t* key_row0,
-                                 const int32_t* n_keys, float scale, TOut* out, int64_t ldo, float* lse) {
+                                 const int32_t* n_keys, float scale, TOut* out, int64_t ldo, float* lse,
+                                 int32_t window, float cap) {
   __shared__ float qs[kMaxHeadDim], acc[kMaxHeadDim], ps[kAttnThreads];
   __shared__ float red_m[32], red_s[32];
   const int64_t t = blockIdx.x;
@@ -175,8 +220,10 @@ __global__ void attention_kernel(int n_heads, int n_kv_heads, int head_dim, cons
     acc[d] = 0.f;
   }
   __syncthreads();
-  const int64_t r0 = key_row0[t];
-  const int32_t nk = n_keys[t];
+  // A sliding window keeps the row's last `window` keys (itself included): skip the ones before.
+  const int32_t skip = window > 0 ? max(0, n_keys[t] - window) : 0;
+  const int64_t r0 = key_row0[t] + skip;
+  const int32_t nk = n_keys[t] - skip;
   const TIn* kb = k + r0 * ldkv + int64_t(kvh) * head_dim;
   const TIn* vb = v + r0 * ldkv + int64_t(kvh) * head_dim;
 
@@ -188,7 +235,7 @@ __global__ void attention_kernel(int n_heads, int n_kv_heads, int head_dim, cons
       const TIn* kr = kb + int64_t(j) * ldkv;
       float dot = 0.f;
       for (int d = 0; d < head_dim; ++d) dot += qs[d] * load_in(kr, d);
-      score = dot * scale;
+      score = cap > 0 ? math::softcap(dot * scale, cap) : dot * scale;  // Gemma 2: capped before the mask
     }
     math::SoftmaxState mine = math::softmax_init();
     math::softmax_update(&mine, score);
@@ -290,26 +337,26 @@ void memset_zero(void* p, size_t bytes) {
 }
 
 void embed_rows(const void* table, DType dtype, int64_t vocab, int64_t hidden, const int32_t* tokens, int64_t n,
-                float* out, int64_t ldo, Stream stream) {
+                float* out, int64_t ldo, Stream stream, float scale) {
   if (n <= 0) return;
   embed_rows_kernel<<<unsigned(n), kRowThreads, 0, as_stream(stream)>>>(table, dtype, vocab, hidden, tokens, out,
-                                                                         ldo);
+                                                                         ldo, scale);
   check_launch("embed_rows");
 }
 
 void rmsnorm_rows(int64_t M, const float* x, int64_t ldx, const float* w, float* y, int64_t ldy, int64_t n,
                   float eps, Stream stream) {
   if (M <= 0) return;
-  rmsnorm_kernel<float><<<unsigned(M), kRowThreads, 0, as_stream(stream)>>>(x, ldx, nullptr, w, y, ldy, n, eps);
+  norm_kernel<float, false><<<unsigned(M), kRowThreads, 0, as_stream(stream)>>>(x, ldx, nullptr, w, y, ldy, n, eps);
   check_launch("rmsnorm_rows");
 }
 
 void rope_tables(const float* inv_freq, int half, int64_t p0, int64_t p1, float* cos_out, float* sin_out,
-                 Stream stream) {
+                 Stream stream, float attention_factor) {
   const int64_t n_pos = p1 - p0;
   if (n_pos <= 0 || half <= 0) return;
   rope_tables_kernel<<<grid_for(n_pos * half, 256), 256, 0, as_stream(stream)>>>(inv_freq, half, p0, n_pos, cos_out,
-                                                                                 sin_out);
+                                                                                 sin_out, attention_factor);
   check_launch("rope_tables");
 }
 
@@ -352,7 +399,7 @@ static void check_attention_args(int n_heads, int n_kv_heads, int head_dim, cons
 
 void attention_causal(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
                       const float* k, const float* v, int64_t ldkv, const int64_t* key_row0, const int32_t* n_keys,
-                      float scale, float* out, int64_t ldo, Stream stream) {
+                      float scale, float* out, int64_t ldo, Stream stream, int32_t window, float cap) {
   if (T <= 0) return;
   if (head_dim > kMaxHeadDim || head_dim <= 0)
     throw std::runtime_error("langneurons cuda: attention_causal: head_dim must be in [1, 256]");
@@ -361,7 +408,7 @@ void attention_causal(int64_t T, int n_heads, int n_kv_heads, int head_dim, cons
   const dim3 grid{unsigned(T), unsigned(n_heads)};
   attention_kernel<float, float><<<grid, kAttnThreads, 0, as_stream(stream)>>>(n_heads, n_kv_heads, head_dim, q, ldq, k,
                                                                                v, ldkv, key_row0, n_keys, scale, out,
-                                                                               ldo, nullptr);
+                                                                               ldo, nullptr, window, cap);
   check_launch("attention_causal");
 }
 
@@ -374,33 +421,56 @@ void attention_forward_lse(int64_t T, int n_heads, int n_kv_heads, int head_dim,
   const dim3 grid{unsigned(T), unsigned(n_heads)};
   attention_kernel<float, float><<<grid, kAttnThreads, 0, as_stream(stream)>>>(n_heads, n_kv_heads, head_dim, q, ldq, k,
                                                                                v, ldkv, key_row0, n_keys, scale, out,
-                                                                               ldo, lse);
+                                                                               ldo, lse, 0, 0.f);
   check_launch("attention_forward_lse");
 }
 
 void attention_causal_bf16(int64_t T, int n_heads, int n_kv_heads, int head_dim, const uint16_t* q, int64_t ldq,
                            const uint16_t* k, const uint16_t* v, int64_t ldkv, const int64_t* key_row0,
-                           const int32_t* n_keys, float scale, uint16_t* out, int64_t ldo, Stream stream) {
+                           const int32_t* n_keys, float scale, uint16_t* out, int64_t ldo, Stream stream,
+                           int32_t window, float cap) {
   if (T <= 0) return;
   check_attention_args(n_heads, n_kv_heads, head_dim, "attention_causal_bf16");
   if (T > 2147483647) throw std::runtime_error("langneurons cuda: attention_causal_bf16: too many rows");
   const dim3 grid{unsigned(T), unsigned(n_heads)};
   attention_kernel<uint16_t, uint16_t><<<grid, kAttnThreads, 0, as_stream(stream)>>>(
-      n_heads, n_kv_heads, head_dim, q, ldq, k, v, ldkv, key_row0, n_keys, scale, out, ldo, nullptr);
+      n_heads, n_kv_heads, head_dim, q, ldq, k, v, ldkv, key_row0, n_keys, scale, out, ldo, nullptr, window, cap);
   check_launch("attention_causal_bf16");
+}
+
+void norm_rows_ex(int64_t M, const float* x, int64_t ldx, const int64_t* rows, const float* w, void* y, bool y_bf16,
+                  int64_t ldy, int64_t n, float eps, bool layer_norm, Stream stream) {
+  if (M <= 0) return;
+  if (M > 2147483647) throw std::runtime_error("langneurons cuda: norm_rows_ex: too many rows");
+  const unsigned grid = unsigned(M);
+  cudaStream_t s = as_stream(stream);
+  uint16_t* yb = static_cast<uint16_t*>(y);
+  float* yf = static_cast<float*>(y);
+  if (layer_norm && y_bf16) norm_kernel<uint16_t, true><<<grid, kRowThreads, 0, s>>>(x, ldx, rows, w, yb, ldy, n, eps);
+  else if (layer_norm) norm_kernel<float, true><<<grid, kRowThreads, 0, s>>>(x, ldx, rows, w, yf, ldy, n, eps);
+  else if (y_bf16) norm_kernel<uint16_t, false><<<grid, kRowThreads, 0, s>>>(x, ldx, rows, w, yb, ldy, n, eps);
+  else norm_kernel<float, false><<<grid, kRowThreads, 0, s>>>(x, ldx, rows, w, yf, ldy, n, eps);
+  check_launch("norm_rows_ex");
 }
 
 void rmsnorm_rows_ex(int64_t M, const float* x, int64_t ldx, const int64_t* rows, const float* w, void* y,
                      bool y_bf16, int64_t ldy, int64_t n, float eps, Stream stream) {
-  if (M <= 0) return;
-  if (M > 2147483647) throw std::runtime_error("langneurons cuda: rmsnorm_rows_ex: too many rows");
-  if (y_bf16)
-    rmsnorm_kernel<uint16_t><<<unsigned(M), kRowThreads, 0, as_stream(stream)>>>(x, ldx, rows, w,
-                                                                                 static_cast<uint16_t*>(y), ldy, n, eps);
-  else
-    rmsnorm_kernel<float><<<unsigned(M), kRowThreads, 0, as_stream(stream)>>>(x, ldx, rows, w, static_cast<float*>(y),
-                                                                              ldy, n, eps);
-  check_launch("rmsnorm_rows_ex");
+  norm_rows_ex(M, x, ldx, rows, w, y, y_bf16, ldy, n, eps, false, stream);
+}
+
+void head_rmsnorm(int64_t T, float* qkv, int64_t ld, int n_heads, int n_kv_heads, int head_dim, const float* q_norm,
+                  const float* k_norm, float eps, Stream stream) {
+  if (T <= 0) return;
+  if (T > 2147483647 || n_heads + n_kv_heads > 65535) throw std::runtime_error("langneurons cuda: head_rmsnorm: too many rows");
+  const dim3 grid{unsigned(T), unsigned(n_heads + n_kv_heads), 1u};
+  head_rmsnorm_kernel<<<grid, 64, 0, as_stream(stream)>>>(qkv, ld, n_heads, head_dim, q_norm, k_norm, eps);
+  check_launch("head_rmsnorm");
+}
+
+void finish_logits(int64_t M, int64_t n, float* logits, int64_t ld, float scale, float cap, Stream stream) {
+  if (M <= 0 || n <= 0 || (scale == 1.f && cap == 0.f)) return;
+  finish_logits_kernel<<<grid_for(M * n, 256), 256, 0, as_stream(stream)>>>(M, n, logits, ld, scale, cap);
+  check_launch("finish_logits");
 }
 
 void log_softmax_targets(int64_t M, const float* logits, int64_t ld, int64_t vocab, const int32_t* targets,

@@ -96,7 +96,7 @@ template <class TOut>
 __global__ void rope_qkv_kernel(const float* qkv, int64_t ld, const float* bias, bool round_pre, int n_heads,
                                 int n_kv_heads, int head_dim, const int32_t* pos, const float* cos_tab,
                                 const float* sin_tab, TOut* q_out, int64_t ldq, TOut* k_out, TOut* v_out, int64_t ldkv,
-                                const int64_t* kv_row) {
+                                const int64_t* kv_row, bool interleaved) {
   const int64_t t = blockIdx.x;
   const int half = head_dim / 2;
   const float* row = qkv + t * ld;
@@ -115,16 +115,18 @@ __global__ void rope_qkv_kernel(const float* qkv, int64_t ld, const float* bias,
   const int pairs = (n_heads + n_kv_heads) * half;
   for (int e = threadIdx.x; e < pairs; e += blockDim.x) {
     const int h = e / half, i = e % half;  // h < n_heads: a query head, else key head h - n_heads
-    const int64_t col = int64_t(h) * head_dim + i;  // q heads then k heads are adjacent in the qkv row
+    // The pair's two places within the head: (i, i + half), or (2i, 2i + 1) for Cohere's interleaved RoPE.
+    const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+    const int64_t col = int64_t(h) * head_dim;  // q heads then k heads are adjacent in the qkv row
     float o0, o1;
-    math::rope_rotate(pre(col), pre(col + half), c[i], s[i], &o0, &o1);
+    math::rope_rotate(pre(col + a), pre(col + b), c[i], s[i], &o0, &o1);
     if (h < n_heads) {
-      put(qo, int64_t(h) * head_dim + i, o0);
-      put(qo, int64_t(h) * head_dim + i + half, o1);
+      put(qo, int64_t(h) * head_dim + a, o0);
+      put(qo, int64_t(h) * head_dim + b, o1);
     } else {
       const int64_t kh = int64_t(h - n_heads) * head_dim;
-      put(ko, kh + i, o0);
-      put(ko, kh + i + half, o1);
+      put(ko, kh + a, o0);
+      put(ko, kh + b, o1);
     }
   }
   for (int64_t e = threadIdx.x; e < kvd; e += blockDim.x) put(vo, e, pre(qd + kvd + e));
@@ -249,18 +251,19 @@ void gemm_simple(int64_t M, int64_t N, int64_t K, const void* X, int64_t ldx, co
 
 void rope_qkv(int64_t T, const float* qkv, int64_t ld, const float* bias, bool round_pre, int n_heads, int n_kv_heads,
               int head_dim, const int32_t* pos, const float* cos_tab, const float* sin_tab, void* q_out, int64_t ldq,
-              void* k_out, void* v_out, int64_t ldkv, const int64_t* kv_row, bool bf16_out, Stream stream) {
+              void* k_out, void* v_out, int64_t ldkv, const int64_t* kv_row, bool bf16_out, Stream stream,
+              bool interleaved) {
   if (T <= 0) return;
   if (head_dim <= 0 || head_dim % 2 != 0) throw std::runtime_error("langneurons cuda: rope_qkv: head_dim must be even");
   if (T > 2147483647) throw std::runtime_error("langneurons cuda: rope_qkv: too many rows");
   if (bf16_out)
     rope_qkv_kernel<uint16_t><<<unsigned(T), 128, 0, as_stream(stream)>>>(
         qkv, ld, bias, round_pre, n_heads, n_kv_heads, head_dim, pos, cos_tab, sin_tab, static_cast<uint16_t*>(q_out), ldq,
-        static_cast<uint16_t*>(k_out), static_cast<uint16_t*>(v_out), ldkv, kv_row);
+        static_cast<uint16_t*>(k_out), static_cast<uint16_t*>(v_out), ldkv, kv_row, interleaved);
   else
     rope_qkv_kernel<float><<<unsigned(T), 128, 0, as_stream(stream)>>>(
         qkv, ld, bias, round_pre, n_heads, n_kv_heads, head_dim, pos, cos_tab, sin_tab, static_cast<float*>(q_out), ldq,
-        static_cast<float*>(k_out), static_cast<float*>(v_out), ldkv, kv_row);
+        static_cast<float*>(k_out), static_cast<float*>(v_out), ldkv, kv_row, interleaved);
   check_launch("rope_qkv");
 }
 

@@ -64,21 +64,36 @@ void gemm_simple(int64_t M, int64_t N, int64_t K, const void* X, int64_t ldx, co
 // or, with y_bf16, as bf16 (the same float32 result rounded: the CPU rounds it inside the next GEMM).
 void rmsnorm_rows_ex(int64_t M, const float* x, int64_t ldx, const int64_t* rows, const float* w, void* y,
                      bool y_bf16, int64_t ldy, int64_t n, float eps, Stream stream);
+// The same with the model's norm: layer_norm = Cohere's LayerNorm (ops.h layernorm: mean-centred, weight, no
+// bias), else RMSNorm (Gemma's (1 + w) form is an RMSNorm whose weights hold 1 + w). y may alias x.
+void norm_rows_ex(int64_t M, const float* x, int64_t ldx, const int64_t* rows, const float* w, void* y, bool y_bf16,
+                  int64_t ldy, int64_t n, float eps, bool layer_norm, Stream stream);
+// Qwen3's q/k norms: RMSNorm over each head_dim slice of the q heads (weights q_norm) and of the k heads that
+// follow them (k_norm) in T rows of qkv (row stride ld), in place.
+void head_rmsnorm(int64_t T, float* qkv, int64_t ld, int n_heads, int n_kv_heads, int head_dim, const float* q_norm,
+                  const float* k_norm, float eps, Stream stream);
+// logits = softcap(logits * scale, cap) on M rows of n (row stride ld); no soft-capping when cap == 0 (Cohere's
+// logit_scale, Gemma 2's final_logit_softcapping; model.cpp finish_logits). Nothing when scale == 1 and cap == 0.
+void finish_logits(int64_t M, int64_t n, float* logits, int64_t ld, float scale, float cap, Stream stream);
 
 // RoPE of the projected q and k (qkv row t: q heads, then k heads, then v heads, row stride ld) at position
 // pos[t]; writes q to q_out row t (stride ldq) and k, v to k_out / v_out row kv_row[t] (stride ldkv: the batch's
 // own rows, or a cache slot's). Each value first gets the post-projection step bias_round_rows would apply
 // (+ bias[col] when bias is given, round_bf16 when round_pre) unless that ran already (pass null / false).
 // bf16_out: outputs are bf16 (q and k rounded after RoPE, as the CPU's bf16 mode; v is bf16-valued), else f32.
+// interleaved: Cohere's RoPE on the pairs (2i, 2i + 1) of a head instead of (i, i + head_dim / 2).
 void rope_qkv(int64_t T, const float* qkv, int64_t ld, const float* bias, bool round_pre, int n_heads, int n_kv_heads,
               int head_dim, const int32_t* pos, const float* cos_tab, const float* sin_tab, void* q_out, int64_t ldq,
-              void* k_out, void* v_out, int64_t ldkv, const int64_t* kv_row, bool bf16_out, Stream stream);
+              void* k_out, void* v_out, int64_t ldkv, const int64_t* kv_row, bool bf16_out, Stream stream,
+              bool interleaved = false);
 
 // attention_causal (cuda_backend.h) on bf16 inputs with a bf16 output (round_bf16 of the float32 result): the
 // exact reference path of the bf16 mode for head sizes the tensor-core kernel does not take.
+// window and cap as attention_causal's.
 void attention_causal_bf16(int64_t T, int n_heads, int n_kv_heads, int head_dim, const uint16_t* q, int64_t ldq,
                            const uint16_t* k, const uint16_t* v, int64_t ldkv, const int64_t* key_row0,
-                           const int32_t* n_keys, float scale, uint16_t* out, int64_t ldo, Stream stream);
+                           const int32_t* n_keys, float scale, uint16_t* out, int64_t ldo, Stream stream,
+                           int32_t window = 0, float cap = 0.f);
 
 // ---- the next token (next_token.cu; LogitsMode::Greedy) -------------------------------------------------------
 
@@ -105,10 +120,12 @@ bool flash_attention_supported(int head_dim);  // 32, 64, 128
 // (mma.sync m16n8k16 bf16, float32 accumulation; sm_80+), online softmax in float32 (math.h), no T x T buffer.
 // out (bf16) = round_bf16(softmax(q k^T * scale) v). head_dim must be flash_attention_supported; q / k / v
 // 16-byte aligned with row strides (elements) that are multiples of 8. With lse (the trainer's bf16 forward),
-// also each row's log-sum-exp of the scaled logits: lse[row * n_heads + head].
+// also each row's log-sum-exp of the scaled logits: lse[row * n_heads + head]. window and cap as
+// attention_causal's (cuda_backend.h): a row sees only its last `window` keys; scores soft-capped when cap > 0.
 void flash_attention_bf16(const AttnTile* tiles, int64_t n_tiles, int n_heads, int n_kv_heads, int head_dim,
                           const uint16_t* q, int64_t ldq, const uint16_t* k, const uint16_t* v, int64_t ldkv,
-                          float scale, uint16_t* out, int64_t ldo, float* lse, Stream stream);
+                          float scale, uint16_t* out, int64_t ldo, float* lse, Stream stream, int32_t window = 0,
+                          float cap = 0.f);
 
 }  // namespace cuda
 }  // namespace ln

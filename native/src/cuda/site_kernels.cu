@@ -90,7 +90,11 @@ struct FfnParams {
   StatsBatch b;
   SiteTarget s[4];  // gate, act, up, h
   int64_t chunk0;
+  bool gelu;  // the activation: Gemma's gelu_tanh, else silu
 };
+
+// The FFN's activation (model/ffn.cpp act_inplace).
+__device__ inline float activation(float g, bool gelu) { return gelu ? math::gelu_tanh(g) : math::silu(g); }
 
 // Tokens whose inputs a thread loads before it uses the first of them. A thread walks its chunk's tokens in order
 // (the statistics' order), and the statistics' registers limit how many threads an SM holds, so without loads
@@ -132,7 +136,7 @@ __global__ void ffn_kernel(FfnParams p) {
       }
       const bool counted = !p.b.mask || p.b.mask[t] != 0;
       if (kRecord) record(p.s[0], acc[0], g, t, j, counted, p.b);
-      float a = math::silu(g);
+      float a = activation(g, p.gelu);
       if (kEdits) a = apply_edits(p.e.edits, lo[1], hi[1], a, cls, rv);
       if (kRecord) {
         record(p.s[1], acc[1], a, t, j, counted, p.b);
@@ -209,7 +213,7 @@ __global__ void stats_reduce_kernel(int64_t width, StatsBatch b, const double* p
 
 // One block per token: the statistic of its row at the rule's site (values before any edit).
 __global__ void rule_kernel(int64_t I, const float* gu, int64_t ldgu, int site, int stat, float factor, float pct,
-                            float* out, int64_t out_stride, int64_t n2) {
+                            float* out, int64_t out_stride, int64_t n2, bool gelu) {
   extern __shared__ float buf[];
   __shared__ double red_d[32];
   __shared__ float red_f[32];
@@ -217,7 +221,7 @@ __global__ void rule_kernel(int64_t I, const float* gu, int64_t ldgu, int site, 
   auto value = [&](int64_t j) {
     const float g = row[j];
     if (site == 0) return g;
-    const float a = math::silu(g);
+    const float a = activation(g, gelu);
     return site == 2 ? a * row[I + j] : a;
   };
   float result = 0.f;
@@ -285,7 +289,7 @@ unsigned unit_blocks(int64_t width) { return unsigned((width + kUnitThreads - 1)
 }  // namespace
 
 void ffn_fused(int64_t T, int64_t I, const float* gu, int64_t ldgu, void* h_out, bool h_bf16, int64_t ldh,
-               const LayerEdits& edits, const StatsBatch& batch, const SiteTarget sites[4], Stream stream) {
+               const LayerEdits& edits, const StatsBatch& batch, const SiteTarget sites[4], Stream stream, bool gelu) {
   if (T <= 0 || I <= 0) return;
   if (batch.n_chunks <= 0 || !batch.chunks) throw std::runtime_error("langneurons cuda: ffn_fused: no token chunks");
   FfnParams p{};
@@ -298,6 +302,7 @@ void ffn_fused(int64_t T, int64_t I, const float* gu, int64_t ldgu, void* h_out,
   p.ldh = ldh;
   p.e = edits;
   p.b = batch;
+  p.gelu = gelu;
   bool rec = false;
   for (int s = 0; s < 4; ++s) {
     p.s[s] = sites[s];
@@ -337,7 +342,7 @@ void stats_reduce(int64_t width, const StatsBatch& batch, const double* part, do
 }
 
 void rule_values(int64_t T, int64_t I, const float* gu, int64_t ldgu, int site, int stat, float factor,
-                 float percentile, float* out, int64_t out_stride, int64_t smem_optin_bytes, Stream stream) {
+                 float percentile, float* out, int64_t out_stride, int64_t smem_optin_bytes, Stream stream, bool gelu) {
   if (T <= 0 || I <= 0) return;
   if (T > 2147483647) throw std::runtime_error("langneurons cuda: rule_values: too many rows");
   int64_t n2 = 1;
@@ -352,7 +357,7 @@ void rule_values(int64_t T, int64_t I, const float* gu, int64_t ldgu, int site, 
     check(cudaFuncSetAttribute(rule_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)),
           "rule_values: shared memory opt-in");
   rule_kernel<<<unsigned(T), 512, size_t(smem), as_stream(stream)>>>(I, gu, ldgu, site, stat, factor, percentile, out,
-                                                                    out_stride, n2);
+                                                                    out_stride, n2, gelu);
   check(cudaGetLastError(), "rule_values");
 }
 

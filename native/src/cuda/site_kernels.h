@@ -66,11 +66,13 @@ struct LayerEdits {
 };
 
 // The FFN step for T tokens and I neurons. gu row t: gate in [0, I), up in [I, 2I) (row stride ldgu). Per (t, j):
-// gate edits -> record gate -> a = silu -> act edits -> record act -> record up -> h = a * u -> h edits -> record
-// h -> h_out (bf16 when h_bf16, else float32; row stride ldh). sites: gate, act, up, h (SiteTarget each).
-// h_out and the sites' captures must not overlap gu (inputs are loaded a few tokens ahead of the stores).
+// gate edits -> record gate -> a = silu (gelu_tanh with gelu: Gemma) -> act edits -> record act -> record up ->
+// h = a * u -> h edits -> record h -> h_out (bf16 when h_bf16, else float32; row stride ldh). sites: gate, act,
+// up, h (SiteTarget each). h_out and the sites' captures must not overlap gu (inputs are loaded a few tokens ahead
+// of the stores).
 void ffn_fused(int64_t T, int64_t I, const float* gu, int64_t ldgu, void* h_out, bool h_bf16, int64_t ldh,
-               const LayerEdits& edits, const StatsBatch& batch, const SiteTarget sites[4], Stream stream);
+               const LayerEdits& edits, const StatsBatch& batch, const SiteTarget sites[4], Stream stream,
+               bool gelu = false);
 
 // Statistics (and capture) of a finished [T x width] block (row stride ld): the sites q, k, v, o, down. The
 // capture must not overlap x.
@@ -86,9 +88,11 @@ void stats_reduce(int64_t width, const StatsBatch& batch, const double* part, do
 
 // A test-time rule: out[t * out_stride] = factor * statistic of token t's row at `site` (0 gate, 1 act, 2 h)
 // BEFORE any edit, for t < T (model/intervention.cpp row_statistic: stat 0 mean, 1 std, 2 median, 3 max, 4 IQR,
-// 5 MAD, 6 percentile). smem_optin_bytes: the device's opt-in limit (the row is sorted in shared memory).
+// 5 MAD, 6 percentile). smem_optin_bytes: the device's opt-in limit (the row is sorted in shared memory). gelu:
+// the activation of the sites act and h is gelu_tanh (Gemma), else silu.
 void rule_values(int64_t T, int64_t I, const float* gu, int64_t ldgu, int site, int stat, float factor,
-                 float percentile, float* out, int64_t out_stride, int64_t smem_optin_bytes, Stream stream);
+                 float percentile, float* out, int64_t out_stride, int64_t smem_optin_bytes, Stream stream,
+                 bool gelu = false);
 
 }  // namespace cuda
 }  // namespace ln
