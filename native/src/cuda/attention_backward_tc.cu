@@ -18,6 +18,7 @@
 #include "cuda/block_reduce.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/train_kernels.h"
+#include "kernels/math.h"
 #include "cuda/warp_mma.cuh"
 
 namespace ln {
@@ -66,8 +67,8 @@ __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(int64_t T, int n_hea
                                                             int64_t ldq, const float* k, const float* v,
                                                             int64_t ldkv, const float* out, int64_t ldo,
                                                             const float* dout, int64_t lddo, const float* lse,
-                                                            const int64_t* seq_row0, float scale, float* dq,
-                                                            int64_t lddq, float* d_rows) {
+                                                            const int64_t* seq_row0, float scale, float cap,
+                                                            int window, float* dq, int64_t lddq, float* d_rows) {
   using L = Layout<HD>;
   extern __shared__ __align__(128) unsigned char smem[];
   uint16_t* Qs = reinterpret_cast<uint16_t*>(smem + L::own_a);
@@ -123,9 +124,15 @@ __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(int64_t T, int n_hea
       for (int e = 0; e < 4; ++e) {
         const int ii = warp * 16 + g + 8 * (e >> 1), jj = 8 * n + 2 * t + (e & 1);
         float ds = 0.f;
-        if (ii < ni && jj < nj && q_seq[ii] == k_seq[jj] && j0 + jj <= i0 + ii) {
-          const float p = expf(s[n][e] * scale - lse_s[ii]);
-          ds = p * (dp[n][e] - D_s[ii]) * scale;
+        if (ii < ni && jj < nj && q_seq[ii] == k_seq[jj] && j0 + jj <= i0 + ii &&
+            (window == 0 || i0 + ii - (j0 + jj) < window)) {  // rows of a sequence are consecutive positions
+          float y = s[n][e] * scale, chain = 1.f;
+          if (cap > 0) {  // Gemma 2's soft-capped scores (train_kernels.h attention_backward)
+            y = math::softcap(y, cap);
+            chain = math::softcap_grad_from_output(y, cap);
+          }
+          const float p = expf(y - lse_s[ii]);
+          ds = p * (dp[n][e] - D_s[ii]) * chain * scale;
         }
         s[n][e] = ds;
       }
@@ -144,7 +151,8 @@ __global__ void __launch_bounds__(kWarps * 32) dkv_tc_kernel(int64_t T, int n_he
                                                              int64_t ldkv, const float* dout, int64_t lddo,
                                                              const float* lse, const float* d_rows,
                                                              const int64_t* seq_row0, const int32_t* seq_len,
-                                                             float scale, float* dk, float* dv, int64_t lddkv) {
+                                                             float scale, float cap, int window, float* dk,
+                                                             float* dv, int64_t lddkv) {
   using L = Layout<HD>;
   extern __shared__ __align__(128) unsigned char smem[];
   uint16_t* Ks = reinterpret_cast<uint16_t*>(smem + L::own_a);
@@ -193,9 +201,15 @@ __global__ void __launch_bounds__(kWarps * 32) dkv_tc_kernel(int64_t T, int n_he
         for (int e = 0; e < 4; ++e) {
           const int jj = warp * 16 + g + 8 * (e >> 1), ii = 8 * n + 2 * t + (e & 1);
           float p = 0.f, ds = 0.f;
-          if (jj < nj && ii < ni && k_seq[jj] == q_seq[ii] && j0 + jj <= i0 + ii) {
-            p = expf(st[n][e] * scale - lse_s[ii]);
-            ds = p * (dpt[n][e] - D_s[ii]) * scale;
+          if (jj < nj && ii < ni && k_seq[jj] == q_seq[ii] && j0 + jj <= i0 + ii &&
+              (window == 0 || i0 + ii - (j0 + jj) < window)) {
+            float y = st[n][e] * scale, chain = 1.f;
+            if (cap > 0) {
+              y = math::softcap(y, cap);
+              chain = math::softcap_grad_from_output(y, cap);
+            }
+            p = expf(y - lse_s[ii]);
+            ds = p * (dpt[n][e] - D_s[ii]) * chain * scale;
           }
           st[n][e] = p;
           dpt[n][e] = ds;
@@ -216,8 +230,8 @@ __global__ void __launch_bounds__(kWarps * 32) dkv_tc_kernel(int64_t T, int n_he
 template <int HD>
 void launch(int64_t T, int n_heads, int n_kv_heads, const float* q, int64_t ldq, const float* k, const float* v,
             int64_t ldkv, const float* out, int64_t ldo, const float* dout, int64_t lddo, const float* lse,
-            const int64_t* seq_row0, const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk,
-            float* dv, int64_t lddkv, float* d_rows, Stream stream) {
+            const int64_t* seq_row0, const int32_t* seq_len, float scale, float cap, int window, float* dq,
+            int64_t lddq, float* dk, float* dv, int64_t lddkv, float* d_rows, Stream stream) {
   constexpr size_t bytes = Layout<HD>::bytes;
   if (bytes > 48 * 1024) {  // head_dim 128: about 54 KiB (every GPU with mma.sync bf16 allows the opt-in)
     check(cudaFuncSetAttribute(dq_tc_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
@@ -227,10 +241,12 @@ void launch(int64_t T, int n_heads, int n_kv_heads, const float* q, int64_t ldq,
   }
   const unsigned tiles = unsigned((T + kOwn - 1) / kOwn);
   dq_tc_kernel<HD><<<dim3{tiles, unsigned(n_heads)}, kWarps * 32, bytes, as_stream(stream)>>>(
-      T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, scale, dq, lddq, d_rows);
+      T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, scale, cap, window, dq, lddq,
+      d_rows);
   check_launch("attention_backward_tc (dq)");
   dkv_tc_kernel<HD><<<dim3{tiles, unsigned(n_kv_heads)}, kWarps * 32, bytes, as_stream(stream)>>>(
-      T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, dout, lddo, lse, d_rows, seq_row0, seq_len, scale, dk, dv, lddkv);
+      T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, dout, lddo, lse, d_rows, seq_row0, seq_len, scale, cap, window,
+      dk, dv, lddkv);
   check_launch("attention_backward_tc (dk, dv)");
 }
 
@@ -242,7 +258,7 @@ void attention_backward_tc(int64_t T, int n_heads, int n_kv_heads, int head_dim,
                            const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
                            const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
                            const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk, float* dv,
-                           int64_t lddkv, float* d_rows, Stream stream) {
+                           int64_t lddkv, float* d_rows, Stream stream, float cap, int window) {
   if (T <= 0) return;
   auto fail = [](const std::string& m) { throw std::runtime_error("langneurons cuda: attention_backward_tc: " + m); };
   if (!attention_backward_tc_supported(head_dim))
@@ -253,15 +269,15 @@ void attention_backward_tc(int64_t T, int n_heads, int n_kv_heads, int head_dim,
     fail("q / k / v / dout must be 16-byte aligned with row strides that are multiples of 4");
   switch (head_dim) {
     case 32:
-      launch<32>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, dq,
+      launch<32>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, cap, window, dq,
                  lddq, dk, dv, lddkv, d_rows, stream);
       break;
     case 64:
-      launch<64>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, dq,
+      launch<64>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, cap, window, dq,
                  lddq, dk, dv, lddkv, d_rows, stream);
       break;
     default:
-      launch<128>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, dq,
+      launch<128>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, cap, window, dq,
                   lddq, dk, dv, lddkv, d_rows, stream);
       break;
   }

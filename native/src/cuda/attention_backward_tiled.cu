@@ -15,6 +15,7 @@
 #include "cuda/block_reduce.cuh"
 #include "cuda/cuda_check.cuh"
 #include "cuda/train_kernels.h"
+#include "kernels/math.h"
 
 namespace ln {
 namespace cuda {
@@ -69,14 +70,17 @@ __device__ inline void load_tile(float* tile, const float* src, int64_t ld, int 
 }
 
 // p and ds of the 32 x 32 pairs (query ii, key jj) of the current tiles:
-//   p = exp(scale q.k - lse), ds = p (dout.v - D) scale, both 0 for pairs that do not attend.
+//   p = exp(scale q.k - lse), ds = p (dout.v - D) scale, both 0 for pairs that do not attend. With cap > 0
+//   (Gemma 2) the score is y = cap tanh(scale q.k / cap): p = exp(y - lse), ds gets the factor 1 - (y / cap)^2.
 template <int HD>
-__device__ inline void scores(const Smem<HD>& s, int64_t i0, int ni, int64_t j0, int nj, float scale) {
+__device__ inline void scores(const Smem<HD>& s, int64_t i0, int ni, int64_t j0, int nj, float scale, float cap,
+                              int window) {
   constexpr int P = HD + kPitchPad;
   for (int e = threadIdx.x; e < kTile * kTile; e += blockDim.x) {
     const int ii = e / kTile, jj = e % kTile;
     float p = 0.f, ds = 0.f;
-    if (ii < ni && jj < nj && s.q_seq[ii] == s.k_seq[jj] && j0 + jj <= i0 + ii) {
+    if (ii < ni && jj < nj && s.q_seq[ii] == s.k_seq[jj] && j0 + jj <= i0 + ii &&
+        (window == 0 || i0 + ii - (j0 + jj) < window)) {  // rows of a sequence are consecutive positions
       const float* qr = s.q + ii * P;
       const float* gr = s.g + ii * P;
       const float* kr = s.k + jj * P;
@@ -87,8 +91,13 @@ __device__ inline void scores(const Smem<HD>& s, int64_t i0, int ni, int64_t j0,
         sc += qr[d] * kr[d];
         dp += gr[d] * vr[d];
       }
-      p = expf(sc * scale - s.lse[ii]);
-      ds = p * (dp - s.D[ii]) * scale;
+      float y = sc * scale, chain = 1.f;
+      if (cap > 0) {
+        y = math::softcap(y, cap);
+        chain = math::softcap_grad_from_output(y, cap);
+      }
+      p = expf(y - s.lse[ii]);
+      ds = p * (dp - s.D[ii]) * chain * scale;
     }
     s.p[ii * (kTile + 1) + jj] = p;
     s.ds[ii * (kTile + 1) + jj] = ds;
@@ -102,8 +111,8 @@ __global__ void __launch_bounds__(kThreads) dq_tiled_kernel(int64_t T, int n_hea
                                                             int64_t ldq, const float* k, const float* v,
                                                             int64_t ldkv, const float* out, int64_t ldo,
                                                             const float* dout, int64_t lddo, const float* lse,
-                                                            const int64_t* seq_row0, float scale, float* dq,
-                                                            int64_t lddq, float* d_rows) {
+                                                            const int64_t* seq_row0, float scale, float cap,
+                                                            int window, float* dq, int64_t lddq, float* d_rows) {
   extern __shared__ __align__(16) float smem[];
   const Smem<HD> s(smem);
   constexpr int P = HD + kPitchPad, kRowsPerPass = kThreads / HD, R = kTile / kRowsPerPass;
@@ -139,7 +148,7 @@ __global__ void __launch_bounds__(kThreads) dq_tiled_kernel(int64_t T, int n_hea
     load_tile<HD>(s.v, v + j0 * ldkv + int64_t(kvh) * HD, ldkv, nj);
     for (int jj = threadIdx.x; jj < kTile; jj += blockDim.x) s.k_seq[jj] = jj < nj ? seq_row0[j0 + jj] : -2;
     __syncthreads();
-    scores<HD>(s, i0, ni, j0, nj, scale);
+    scores<HD>(s, i0, ni, j0, nj, scale, cap, window);
     __syncthreads();
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -165,7 +174,8 @@ __global__ void __launch_bounds__(kThreads) dkv_tiled_kernel(int64_t T, int n_he
                                                              int64_t ldkv, const float* dout, int64_t lddo,
                                                              const float* lse, const float* d_rows,
                                                              const int64_t* seq_row0, const int32_t* seq_len,
-                                                             float scale, float* dk, float* dv, int64_t lddkv) {
+                                                             float scale, float cap, int window, float* dk,
+                                                             float* dv, int64_t lddkv) {
   extern __shared__ __align__(16) float smem[];
   const Smem<HD> s(smem);
   constexpr int P = HD + kPitchPad, kRowsPerPass = kThreads / HD, R = kTile / kRowsPerPass;
@@ -191,7 +201,7 @@ __global__ void __launch_bounds__(kThreads) dkv_tiled_kernel(int64_t T, int n_he
         s.q_seq[ii] = ii < ni ? seq_row0[i0 + ii] : -1;
       }
       __syncthreads();
-      scores<HD>(s, i0, ni, j0, nj, scale);
+      scores<HD>(s, i0, ni, j0, nj, scale, cap, window);
       __syncthreads();
 #pragma unroll
       for (int r = 0; r < R; ++r) {
@@ -220,8 +230,8 @@ __global__ void __launch_bounds__(kThreads) dkv_tiled_kernel(int64_t T, int n_he
 template <int HD>
 void launch(int64_t T, int n_heads, int n_kv_heads, const float* q, int64_t ldq, const float* k, const float* v,
             int64_t ldkv, const float* out, int64_t ldo, const float* dout, int64_t lddo, const float* lse,
-            const int64_t* seq_row0, const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk,
-            float* dv, int64_t lddkv, float* d_rows, Stream stream) {
+            const int64_t* seq_row0, const int32_t* seq_len, float scale, float cap, int window, float* dq,
+            int64_t lddq, float* dk, float* dv, int64_t lddkv, float* d_rows, Stream stream) {
   constexpr size_t bytes = smem_bytes<HD>();
   // Above 48 KiB a block must opt in (head_dim 128: about 75 KiB; every GPU CUDA 13 targets allows it).
   check(cudaFuncSetAttribute(dq_tiled_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
@@ -230,10 +240,12 @@ void launch(int64_t T, int n_heads, int n_kv_heads, const float* q, int64_t ldq,
         "attention_backward_tiled: shared memory (dk, dv)");
   const unsigned tiles = unsigned((T + kTile - 1) / kTile);
   dq_tiled_kernel<HD><<<dim3{tiles, unsigned(n_heads)}, kThreads, bytes, as_stream(stream)>>>(
-      T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, scale, dq, lddq, d_rows);
+      T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, scale, cap, window, dq, lddq,
+      d_rows);
   check_launch("attention_backward_tiled (dq)");
   dkv_tiled_kernel<HD><<<dim3{tiles, unsigned(n_kv_heads)}, kThreads, bytes, as_stream(stream)>>>(
-      T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, dout, lddo, lse, d_rows, seq_row0, seq_len, scale, dk, dv, lddkv);
+      T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, dout, lddo, lse, d_rows, seq_row0, seq_len, scale, cap, window,
+      dk, dv, lddkv);
   check_launch("attention_backward_tiled (dk, dv)");
 }
 
@@ -245,7 +257,7 @@ void attention_backward_tiled(int64_t T, int n_heads, int n_kv_heads, int head_d
                               const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
                               const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
                               const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk, float* dv,
-                              int64_t lddkv, float* d_rows, Stream stream) {
+                              int64_t lddkv, float* d_rows, Stream stream, float cap, int window) {
   if (T <= 0) return;
   if (!attention_backward_tiled_supported(head_dim))
     throw std::runtime_error("langneurons cuda: attention_backward_tiled: head_dim must be 64 or 128 (got " +
@@ -253,11 +265,11 @@ void attention_backward_tiled(int64_t T, int n_heads, int n_kv_heads, int head_d
   if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || n_heads > 65535)
     throw std::runtime_error("langneurons cuda: attention_backward_tiled: n_heads must be a multiple of n_kv_heads");
   if (head_dim == 64)
-    launch<64>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, dq,
-               lddq, dk, dv, lddkv, d_rows, stream);
+    launch<64>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, cap,
+               window, dq, lddq, dk, dv, lddkv, d_rows, stream);
   else
-    launch<128>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, dq,
-                lddq, dk, dv, lddkv, d_rows, stream);
+    launch<128>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale,
+                cap, window, dq, lddq, dk, dv, lddkv, d_rows, stream);
 }
 
 }  // namespace cuda

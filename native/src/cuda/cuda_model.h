@@ -112,6 +112,9 @@ struct LayerSave {
   void* x2 = nullptr;     // [T, H] g: the normed input of gate/up
   float* gu = nullptr;    // [T, 2I] gate and up before the activation
   void* act = nullptr;    // [T, I] g: silu(gate) * up, what w_down read
+  float* qk_pre = nullptr;  // qwen3: [T, qd + kvd] q and k heads before their norms (after bias and rounding)
+  float* o_pre = nullptr;     // gemma2: [T, H] wo's output before the post-attention norm
+  float* down_pre = nullptr;  // gemma2: [T, H] w_down's output before the post-feedforward norm
 };
 
 // The training forward's adapter hook: called right after the product of a linear layer of layer l (role: a
@@ -147,7 +150,7 @@ class CudaRuntime final : public Runtime {
   void forward_train(const ForwardRequest& req, const std::vector<LayerSave>& saves, LinearHook* hook);
   // The attention of layer l in float32 from the saved q / k / v, with its log-sum-exp (the training forward's
   // save hook; attention_forward_lse of train_kernels.h).
-  void save_attention(const LayerSave& s);
+  void save_attention(const LayerSave& s, int l);
   const std::vector<LayerSave>* saves_ = nullptr;  // set during forward_train only
   LinearHook* hook_ = nullptr;                      // likewise
   void upload(const ModelWeights& w);
@@ -163,6 +166,9 @@ class CudaRuntime final : public Runtime {
   // A projection's own output x ([T, H], its statistics recorded) onto the residual stream h: Gemma 2's post-norm
   // first when post_w is given.
   void add_to_residual(const float* post_w);
+  // Gemma's embedding scale as the forward multiplies by it: a tensor of the activations' dtype in transformers,
+  // so rounded to bf16 in the bf16 mode (1 for the other families).
+  float embed_scale() const { return bf16_ ? round_bf16(cfg_.embed_scale) : cfg_.embed_scale; }
   // LogitsMode::Greedy's pick of each row on the device (row i's penalised ids: ids[offsets[i] .. offsets[i+1])).
   struct Pick {
     NextToken* out = nullptr;

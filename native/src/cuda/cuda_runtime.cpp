@@ -358,6 +358,7 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
         rec_.reduce(proj[i], l, stream_);
       }
   }
+  if (save && save->qk_pre) cuda::copy_rows_f32(T, qd + kvd, qkv, QKV, save->qk_pre, qd + kvd, stream_);
   if (c.qk_norm)
     cuda::head_rmsnorm(T, qkv, QKV, c.n_heads, c.n_kv_heads, c.head_dim, L.q_norm, L.k_norm, c.rms_eps, stream_);
   void* kdst = cache ? cache->k(l) : ka_.get();
@@ -373,7 +374,7 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
     if (save->v) cuda::convert_to_f32(vdst, adt, T * kvd, save->v, stream_);
     // Without the tensor-core kernel: a float32 attention of its own that also gives the lse. With it, its own
     // output and lse (below), as FlashAttention's backward uses them, instead of a second, far slower pass.
-    if (save->lse && !flash) save_attention(*save);
+    if (save->lse && !flash) save_attention(*save, l);
   }
   // Gemma 2: query_pre_attn_scalar's scale, scores soft-capped, a sliding window on its even layers.
   const float scale = c.attn_scale(), cap = c.attn_softcap;
@@ -397,15 +398,17 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   if (save && save->attg) cuda::copy_device(save->attg, gin, size_t(T * qd) * ge, stream_);
   if (!rec_.recording(Site::O, l) && !c.post_norms) {
     gemm(T, H, qd, gin, qd, L.wo, h, H, true);
+    if (hook_) hook_->after_linear(l, train::kWo, gin, h, H);
   } else {  // the projection's own output is needed (site o, Gemma 2's post-attention norm): into x first
     gemm(T, H, qd, gin, qd, L.wo, x, H, false);
+    if (hook_) hook_->after_linear(l, train::kWo, gin, x, H);  // an adapter's output is part of the projection's
     if (rec_.recording(Site::O, l)) {
       cuda::column_stats(H, x, H, batch, rec_.target(Site::O, l), stream_);
       rec_.reduce(Site::O, l, stream_);
     }
+    if (save && save->o_pre) cuda::copy_device(save->o_pre, x, size_t(T * H) * 4, stream_);
     add_to_residual(L.attn_post_norm);
   }
-  if (hook_) hook_->after_linear(l, train::kWo, gin, h, H);
 
   // ---- FFN (Cohere's parallel block: on the attention's normed input, kept in xn_)
   if (save && save->hmid) cuda::copy_device(save->hmid, h, size_t(T * H) * 4, stream_);
@@ -451,15 +454,17 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   if (save && save->act) cuda::copy_device(save->act, gin, size_t(T * I) * ge, stream_);
   if (!rec_.recording(Site::Down, l) && !c.post_norms) {
     gemm(T, H, I, gin, I, L.wdown, h, H, true);
+    if (hook_) hook_->after_linear(l, train::kWDown, gin, h, H);
   } else {  // site down, Gemma 2's post-feedforward norm
     gemm(T, H, I, gin, I, L.wdown, x, H, false);
+    if (hook_) hook_->after_linear(l, train::kWDown, gin, x, H);
     if (rec_.recording(Site::Down, l)) {
       cuda::column_stats(H, x, H, batch, rec_.target(Site::Down, l), stream_);
       rec_.reduce(Site::Down, l, stream_);
     }
+    if (save && save->down_pre) cuda::copy_device(save->down_pre, x, size_t(T * H) * 4, stream_);
     add_to_residual(L.ffn_post_norm);
   }
-  if (hook_) hook_->after_linear(l, train::kWDown, gin, h, H);
   // Site `resid`: the residual stream after the layer (model.cpp records it after ffn_forward).
   if (rec_.recording(Site::Resid, l)) {
     cuda::column_stats(H, h, H, batch, rec_.target(Site::Resid, l), stream_);
@@ -512,9 +517,7 @@ void CudaRuntime::forward(const ForwardRequest& req, ForwardResult& out) {
   batch.mask = plan_.count_mask;
   rec_.begin(cfg_, req, T, batch, plan_.seq_row, plan_.seq_counted, req.stats ? new_rows_ : 0, out, stream_);
 
-  // Gemma's embedding scale is a tensor of the activations' dtype in transformers: rounded to bf16 in a bf16 run.
-  cuda::embed_rows(embed_, embed_dtype_, V, H, plan_.tokens, T, h_.as<float>(), H, stream_,
-                   bf16_ ? round_bf16(cfg_.embed_scale) : cfg_.embed_scale);
+  cuda::embed_rows(embed_, embed_dtype_, V, H, plan_.tokens, T, h_.as<float>(), H, stream_, embed_scale());
   const int n_run = req.last_layer < 0 ? cfg_.n_layers : req.last_layer + 1;
   for (int l = 0; l < n_run; ++l) layer(l, cache);
   rec_.end(out, counted_tokens_, counted_seqs_, stream_);  // synchronizes
@@ -617,11 +620,12 @@ void CudaRuntime::forward(const ForwardRequest& req, ForwardResult& out) {
   cuda::synchronize(stream_);
 }
 
-void CudaRuntime::save_attention(const LayerSave& s) {
+void CudaRuntime::save_attention(const LayerSave& s, int l) {
   const ModelConfig& c = cfg_;
   const int64_t qd = int64_t(c.n_heads) * c.head_dim, kvd = int64_t(c.n_kv_heads) * c.head_dim;
   cuda::attention_forward_lse(T_, c.n_heads, c.n_kv_heads, c.head_dim, s.q, qd, s.k, s.v, kvd, plan_.key_row0,
-                              plan_.n_keys, c.attn_scale(), s.att, qd, s.lse, stream_);
+                              plan_.n_keys, c.attn_scale(), s.att, qd, s.lse, stream_, c.attn_softcap,
+                              c.window_of(l));
 }
 
 void CudaRuntime::forward_train(const ForwardRequest& req, const std::vector<LayerSave>& saves, LinearHook* hook) {
@@ -638,7 +642,7 @@ void CudaRuntime::forward_train(const ForwardRequest& req, const std::vector<Lay
   batch.mask = nullptr;
   ForwardResult none;
   rec_.begin(cfg_, req, T, batch, plan_.seq_row, plan_.seq_counted, 0, none, stream_);
-  cuda::embed_rows(embed_, embed_dtype_, V, H, plan_.tokens, T, h_.as<float>(), H, stream_);
+  cuda::embed_rows(embed_, embed_dtype_, V, H, plan_.tokens, T, h_.as<float>(), H, stream_, embed_scale());
   saves_ = &saves;
   hook_ = hook;
   try {
@@ -664,32 +668,9 @@ int cuda_device_count() { return cuda::device_count(); }
 const char* cuda_unavailable_reason() { return cuda::unavailable_reason(); }
 
 void check_cuda_supported(const ModelConfig& config, const ModelWeights& weights, int device_index, Compute compute,
-                          const char* what, bool training) {
+                          const char* what) {
   const std::string bad = validate_weights(config, weights);  // includes validate_config
   if (!bad.empty()) throw std::invalid_argument(bad);
-  // The families' special parts (model/model.h "Family features") have no backward in the CUDA trainer yet: refuse
-  // them there, by name, instead of computing something else. The runtime's forward has them all.
-  if (training) {
-    std::string missing;
-    auto need = [&](bool unsupported, const char* feature) {
-      if (unsupported) missing += std::string(missing.empty() ? "" : ", ") + feature;
-    };
-    const ModelConfig& c = config;
-    need(c.norm != NormType::Rms, c.norm == NormType::Layer ? "LayerNorm (cohere)" : "(1 + w) RMSNorm (gemma2)");
-    need(c.act != Activation::Silu, "the GELU-tanh FFN (gemma2)");
-    need(c.qk_norm, "q/k norms (qwen3)");
-    need(c.parallel_block, "the parallel block (cohere)");
-    need(c.post_norms, "post-norms (gemma2)");
-    need(c.rope_interleaved, "interleaved rotary (cohere)");
-    need(c.embed_scale != 1.f, "scaled embeddings (gemma2)");
-    need(c.query_scale != 0.f, "query_pre_attn_scalar (gemma2)");
-    need(c.attn_softcap != 0.f || c.final_softcap != 0.f, "soft-capping (gemma2)");
-    need(c.logit_scale != 1.f, "logit_scale (cohere)");
-    need(c.rope_type == RopeType::Yarn && c.rope_attention_factor != 1.f, "YaRN's attention factor");
-    if (!missing.empty())
-      throw std::invalid_argument(std::string("the ") + what + " does not run " + missing +
-                                  " yet; this model trains on the CPU engine (--device cpu)");
-  }
   if (compute != Compute::F32 && compute != Compute::BF16)
     throw std::invalid_argument(std::string(what) + ": unknown compute mode");
   if (config.head_dim > 256 || config.head_dim % 2 != 0)
@@ -704,7 +685,7 @@ void check_cuda_supported(const ModelConfig& config, const ModelWeights& weights
 
 std::unique_ptr<Runtime> make_cuda_runtime(const ModelConfig& config, const ModelWeights& weights, int device_index,
                                            Compute compute) {
-  check_cuda_supported(config, weights, device_index, compute, "CUDA runtime", /*training=*/false);
+  check_cuda_supported(config, weights, device_index, compute, "CUDA runtime");
   return std::make_unique<CudaRuntime>(config, weights, device_index, compute);
 }
 

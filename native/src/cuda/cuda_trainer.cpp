@@ -82,7 +82,12 @@ class CudaTrainer final : public TrainingRuntime, public cuda_model::LinearHook 
     void* w = nullptr;
     DType dtype = DType::F32;
     void* tied_copy = nullptr;  // the LM head's own copy of a tied embedding (another dtype), refreshed with it
+    float add = 0.f;  // the forward reads add + w: 1 for Gemma's norms, whose (1 + w) the runtime holds
   };
+  // The norm of the model (RMSNorm or Cohere's LayerNorm) backward, as train/trainer.cpp norm_backward (the
+  // gradient of 1 + w is that of w).
+  void norm_backward(int64_t T, const float* x, const float* w, const float* dy, float* dx, bool accumulate,
+                     float* dw);
   Param& P(int layer, int role) { return lay_.params[size_t(layer_param_index(layer, role))]; }
   float* arena_ptr(Arena a) const;
   float* grad_of(const Param& p) const { return p.trainable() ? grad_.as<float>() + p.offset : nullptr; }
@@ -137,6 +142,8 @@ class CudaTrainer final : public TrainingRuntime, public cuda_model::LinearHook 
   std::vector<LayerSave> saves_;
   float* xf_ = nullptr;   // [T, H] final-normed states, float32
   void* xfg_ = nullptr;   // the same in the GEMM dtype
+  float* dpost_ = nullptr;    // gemma2: [T, H] d(a projection's output) through its post-norm
+  float* capped_ = nullptr;   // gemma2: [kLmChunk, V] the soft-capped logits of a chunk (their gradient needs them)
   float *dh_ = nullptr, *dx_ = nullptr, *datt_ = nullptr, *dqkv_ = nullptr, *da_ = nullptr, *dgu_ = nullptr,
         *dxf_ = nullptr, *chunk_ = nullptr, *sel_ = nullptr, *sel2_ = nullptr, *conv_ = nullptr,
         *dense_dw_ = nullptr, *partials_ = nullptr, *d_rows_ = nullptr;
@@ -203,11 +210,14 @@ CudaTrainer::CudaTrainer(const ModelConfig& cfg, const ModelWeights& w, int devi
   auto at = [](const void* p, size_t bytes) { return static_cast<char*>(const_cast<void*>(p)) + bytes; };
   dev_w_[0] = {const_cast<void*>(rt_->embed_), rt_->embed_dtype_, nullptr};
   if (cfg.tie_embeddings && rt_->lm_head_ != rt_->embed_) dev_w_[0].tied_copy = const_cast<void*>(rt_->lm_head_);
-  dev_w_[1] = {const_cast<float*>(rt_->final_norm_), DType::F32, nullptr};
+  const float norm_add = cfg.norm == NormType::RmsOnePlus ? 1.f : 0.f;
+  dev_w_[1] = {const_cast<float*>(rt_->final_norm_), DType::F32, nullptr, norm_add};
   if (!cfg.tie_embeddings) dev_w_[2] = {const_cast<void*>(rt_->lm_head_), wdt, nullptr};
   for (int l = 0; l < cfg.n_layers; ++l) {
     const cuda_model::DevLayer& L = rt_->layers_[size_t(l)];
-    auto set = [&](int role, void* p, DType dt) { dev_w_[size_t(layer_param_index(l, role))] = {p, dt, nullptr}; };
+    auto set = [&](int role, void* p, DType dt, float add = 0.f) {
+      dev_w_[size_t(layer_param_index(l, role))] = {p, dt, nullptr, add};
+    };
     set(kWq, at(L.wqkv, 0), wdt);
     set(kWk, at(L.wqkv, size_t(qd * H) * we), wdt);
     set(kWv, at(L.wqkv, size_t((qd + kvd) * H) * we), wdt);
@@ -215,8 +225,16 @@ CudaTrainer::CudaTrainer(const ModelConfig& cfg, const ModelWeights& w, int devi
     set(kWGate, at(L.wgu, 0), wdt);
     set(kWUp, at(L.wgu, size_t(I * H) * we), wdt);
     set(kWDown, at(L.wdown, 0), wdt);
-    set(kAttnNorm, at(L.attn_norm, 0), DType::F32);
-    set(kFfnNorm, at(L.ffn_norm, 0), DType::F32);
+    set(kAttnNorm, at(L.attn_norm, 0), DType::F32, norm_add);
+    if (L.ffn_norm) set(kFfnNorm, at(L.ffn_norm, 0), DType::F32, norm_add);  // none with cohere's parallel block
+    if (cfg.post_norms) {
+      set(kAttnPostNorm, at(L.attn_post_norm, 0), DType::F32, norm_add);
+      set(kFfnPostNorm, at(L.ffn_post_norm, 0), DType::F32, norm_add);
+    }
+    if (cfg.qk_norm) {
+      set(kQNorm, at(L.q_norm, 0), DType::F32);
+      set(kKNorm, at(L.k_norm, 0), DType::F32);
+    }
     if (cfg.qkv_bias) {
       set(kBq, at(L.bqkv, 0), DType::F32);
       set(kBk, at(L.bqkv, size_t(qd) * 4), DType::F32);
@@ -281,7 +299,7 @@ void CudaTrainer::refresh_weight(int param) {
                                     : p.mode == ParamMode::Cols ? cuda::MasterLayout::Cols
                                                                 : cuda::MasterLayout::Dense;
   const int32_t* idx = layout == cuda::MasterLayout::Dense ? nullptr : index_of(param);
-  cuda::write_master(layout, m, R, C, idx, n, d.w, d.dtype, s_);
+  cuda::write_master(layout, m, R, C, idx, n, d.w, d.dtype, s_, d.add);
   if (d.tied_copy) cuda::write_master(layout, m, R, C, idx, n, d.tied_copy, rt_->wdt_, s_);
 }
 
@@ -291,6 +309,11 @@ void CudaTrainer::read_weight(int param, float* host) {
   const DevWeight& d = dev_w_[size_t(param)];
   if (p.stored.empty() || !d.w) fail("read_weight: " + p.role + " has no checkpoint tensor");
   const int64_t n = p.stored.rows * p.stored.cols;
+  if (d.add != 0.f) {  // a Gemma norm: the device holds 1 + w; w itself is the master copy or the checkpoint's
+    if (p.trainable()) read(Arena::Master, p.offset, n, host);  // (norms train dense)
+    else convert_to_f32(p.stored.data, p.stored.dtype, 0, n, host);
+    return;
+  }
   std::vector<unsigned char> raw(size_t(n) * dtype_size(d.dtype));
   cuda::set_device(device_);
   cuda::copy_to_host(raw.data(), d.w, raw.size(), s_);
@@ -357,9 +380,6 @@ double CudaTrainer::step(const AdamWConfig& c) {
 int32_t CudaTrainer::check_batch(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs, int64_t n_tokens) {
   using std::to_string;
   const int32_t max_len = check_training_batch(cfg_, tokens, seq_lens, n_seqs, n_tokens);
-  if (cfg_.sliding_window > 0 && max_len > cfg_.sliding_window)
-    fail("a sequence of " + to_string(max_len) + " tokens exceeds the sliding window of " +
-         to_string(cfg_.sliding_window) + ", which the CUDA trainer does not apply yet (--device cpu)");
   return max_len;
 }
 
@@ -382,13 +402,15 @@ void CudaTrainer::ensure(int64_t T) {
   };
   // Activations.
   Plan pa;
-  std::vector<std::array<size_t, 12>> lo(static_cast<size_t>(L));
+  std::vector<std::array<size_t, 15>> lo(static_cast<size_t>(L));
   for (int l = first; l < L; ++l) {
     auto& o = lo[size_t(l)];
     o = {pa.take(size_t(T * H) * 4),   pa.take(size_t(T * H) * ge_),  pa.take(size_t(T * qd) * 4),
          pa.take(size_t(T * kvd) * 4), pa.take(size_t(T * kvd) * 4),  pa.take(size_t(T * qd) * 4),
          pa.take(size_t(T * nh) * 4),  pa.take(size_t(T * qd) * ge_), pa.take(size_t(T * H) * 4),
-         pa.take(size_t(T * H) * ge_), pa.take(size_t(T * 2 * I) * 4), pa.take(size_t(T * I) * ge_)};
+         pa.take(size_t(T * H) * ge_), pa.take(size_t(T * 2 * I) * 4), pa.take(size_t(T * I) * ge_),
+         c.qk_norm ? pa.take(size_t(T * (qd + kvd)) * 4) : 0, c.post_norms ? pa.take(size_t(T * H) * 4) : 0,
+         c.post_norms ? pa.take(size_t(T * H) * 4) : 0};
   }
   const size_t o_xf = pa.take(size_t(T * H) * 4), o_xfg = bf16_ ? pa.take(size_t(T * H) * 2) : o_xf;
   std::vector<size_t> o_lora;
@@ -420,6 +442,11 @@ void CudaTrainer::ensure(int64_t T) {
     s.x2 = A + o[9];
     s.gu = reinterpret_cast<float*>(A + o[10]);
     s.act = A + o[11];
+    if (c.qk_norm) s.qk_pre = reinterpret_cast<float*>(A + o[12]);
+    if (c.post_norms) {
+      s.o_pre = reinterpret_cast<float*>(A + o[13]);
+      s.down_pre = reinterpret_cast<float*>(A + o[14]);
+    }
   }
   xf_ = reinterpret_cast<float*>(A + o_xf);
   xfg_ = A + o_xfg;
@@ -438,7 +465,7 @@ void CudaTrainer::ensure(int64_t T) {
   }
   const int64_t M = std::max(T, kLmChunk), wide = std::max({H, qd, QKV, 2 * I});
   Plan pw;
-  const size_t o_dh = pw.take(size_t(T * H) * 4), o_dx = pw.take(size_t(T * H) * 4),
+  const size_t o_dh = pw.take(size_t(T * H) * 4), o_dx = pw.take(size_t(T * std::max(H, kvd)) * 4),  // + k heads
                o_datt = pw.take(size_t(T * qd) * 4), o_dqkv = pw.take(size_t(T * QKV) * 4),
                o_da = pw.take(size_t(T * I) * 4), o_dgu = pw.take(size_t(T * 2 * I) * 4),
                o_dxf = pw.take(size_t(T * H) * 4), o_chunk = pw.take(size_t(kLmChunk * V) * 4),
@@ -447,8 +474,10 @@ void CudaTrainer::ensure(int64_t T) {
                o_sel = pw.take(size_t(M * max_sel) * 4),
                o_sel2 = pw.take(size_t(opt_.dense_then_mask ? max_nsel : 0) * 4),
                o_dense = pw.take(size_t(opt_.dense_then_mask ? max_dense : 0) * 4),
-               o_part = pw.take(size_t(std::max({cuda::rmsnorm_dw_partials(T, H), cuda::colsum_partials(T, QKV),
-                                                  int64_t(1)})) * 4),
+               o_part = pw.take(size_t(std::max({cuda::layernorm_dw_partials(T, H), cuda::colsum_partials(T, QKV),
+                                                  cuda::rmsnorm_dw_partials(T, c.head_dim), int64_t(1)})) * 4),
+               o_dpost = pw.take(size_t(c.post_norms ? T * H : 0) * 4),
+               o_capped = pw.take(size_t(c.final_softcap > 0 ? kLmChunk * V : 0) * 4),
                o_drows = pw.take(size_t(T * nh) * 4), o_rl = pw.take(size_t(T) * 8),
                o_sqp = pw.take(size_t(cuda::sumsq_partials(std::max<int64_t>(lay_.n_trainable, 1))) * 8),
                o_sqo = pw.take(8), o_tg = pw.take(size_t(T) * 4),
@@ -461,6 +490,8 @@ void CudaTrainer::ensure(int64_t T) {
   dh_ = f(o_dh); dx_ = f(o_dx); datt_ = f(o_datt); dqkv_ = f(o_dqkv); da_ = f(o_da); dgu_ = f(o_dgu);
   dxf_ = f(o_dxf); chunk_ = f(o_chunk); chunk_g_ = W + o_chunkg; g_ = W + o_g; conv_ = f(o_conv);
   sel_ = f(o_sel); sel2_ = f(o_sel2); dense_dw_ = f(o_dense); partials_ = f(o_part); d_rows_ = f(o_drows);
+  dpost_ = c.post_norms ? f(o_dpost) : nullptr;
+  capped_ = c.final_softcap > 0 ? f(o_capped) : nullptr;
   row_loss_ = reinterpret_cast<double*>(W + o_rl);
   sq_partials_ = reinterpret_cast<double*>(W + o_sqp);
   sq_out_ = reinterpret_cast<double*>(W + o_sqo);
@@ -495,7 +526,7 @@ void CudaTrainer::forward(const int32_t* tokens, const int32_t* seq_lens, int32_
   cur_T_ = T;
   rt_->forward_train(req, saves_, lay_.adapters.empty() ? nullptr : this);
   const int64_t H = cfg_.hidden;
-  cuda::rmsnorm_rows(T, rt_->h_.as<float>(), H, rt_->final_norm_, xf_, H, H, cfg_.rms_eps, s_);
+  rt_->norm(T, rt_->h_.as<float>(), nullptr, rt_->final_norm_, xf_, false);
   if (bf16_) cuda::f32_to_bf16_rows(T, H, xf_, H, static_cast<uint16_t*>(xfg_), H, s_);
 
   // Sequence rows for the attention backward.
@@ -588,8 +619,12 @@ BatchLoss CudaTrainer::forward_backward(const int32_t* tokens, const int32_t* ta
     const int64_t m = std::min(kLmChunk, T - i0);
     const void* xg = static_cast<const char*>(xfg_) + size_t(i0 * H) * ge_;
     gemm.run(m, V, H, xg, H, rt_->lm_head_, H, rt_->wdt_, chunk_, V, false, s_);
+    const float ls = cfg_.logit_scale, cap = cfg_.final_softcap;  // Cohere, Gemma 2 (1 and 0 for the others)
+    cuda::finish_logits(m, V, chunk_, V, ls, cap, s_);
+    if (cap > 0 && bw) cuda::copy_device(capped_, chunk_, size_t(m * V) * 4, s_);
     cuda::crossentropy_backward(m, V, chunk_, V, targets_dev_ + i0, scale, row_loss_ + i0, s_);
     if (!bw) continue;
+    cuda::logits_chain(m, V, chunk_, V, capped_, V, ls, cap, s_);
     const void* dlg = to_gemm(chunk_, m, V, V, chunk_g_);
     gemm.run_dx(m, V, H, dlg, V, rt_->lm_head_, H, rt_->wdt_, dxf_ + i0 * H, H, false, s_);
     weight_grad(head, m, chunk_, V, dlg, xg, H);
@@ -670,8 +705,20 @@ BatchLoss CudaTrainer::forward_backward_cls(const int32_t* tokens, const int32_t
 
 // ---- backward --------------------------------------------------------------------------------------------------
 
+void CudaTrainer::norm_backward(int64_t T, const float* x, const float* w, const float* dy, float* dx,
+                                bool accumulate, float* dw) {
+  const int64_t H = cfg_.hidden;
+  if (cfg_.norm == NormType::Layer)
+    cuda::layernorm_backward(T, H, x, H, w, cfg_.rms_eps, dy, H, dx, H, accumulate, dw, partials_, s_);
+  else
+    cuda::rmsnorm_backward(T, H, x, H, w, cfg_.rms_eps, dy, H, dx, H, accumulate, dw, partials_, s_);
+}
+
 // From d(loss)/d(final-normed states) in dxf_ down through the final norm and every layer to the lowest trainable
-// one (and the embedding), as train/trainer.cpp backward_layers.
+// one (and the embedding), as train/trainer.cpp backward_layers. The families: Gemma 2's post-norms (the gradient of
+// a projection's output goes through its post-norm first, into dpost_), GELU, soft-capped scores; Cohere's parallel
+// block (the FFN's input gradient stays in dx_ and the attention's is added to it before the one norm);
+// Qwen3's q/k norms; interleaved RoPE.
 void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
   const ModelConfig& c = cfg_;
   const int64_t H = c.hidden, I = c.intermediate, hd = c.head_dim, nh = c.n_heads, nkv = c.n_kv_heads,
@@ -681,12 +728,12 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
   cuda::Gemm& gemm = *rt_->gemm_;
   const DType wdt = rt_->wdt_;
   const float* h_final = rt_->h_.as<float>();
-  cuda::rmsnorm_backward(T, H, h_final, H, rt_->final_norm_, eps, dxf_, H, dh_, H, false, grad_of(lay_.params[1]),
-                         partials_, s_);
+  norm_backward(T, h_final, rt_->final_norm_, dxf_, dh_, false, grad_of(lay_.params[1]));
   if (lay_.lowest >= L) return;  // only the final norm / heads train
   const int stop = std::max(lay_.lowest, 0);
   const bool embed_trains = lay_.params[0].trainable();
-  const float scale = float(1.0 / std::sqrt(double(hd)));
+  const float scale = c.attn_scale(), cap = c.attn_softcap;
+  const bool par = c.parallel_block, gelu = c.act == Activation::GeluTanh;
   const float* cos_t = rt_->rope_cos_.as<float>();
   const float* sin_t = rt_->rope_sin_.as<float>();
   const int32_t* pos = rt_->plan_.pos;
@@ -694,48 +741,75 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     const LayerSave& s = saves_[size_t(l)];
     const cuda_model::DevLayer& W = rt_->layers_[size_t(l)];
     bool attn_trainable = false;
-    for (int r : {kAttnNorm, kWq, kWk, kWv, kWo, kBq, kBk, kBv}) attn_trainable = attn_trainable || P(l, r).learns();
+    for (int r : {kAttnNorm, kWq, kWk, kWv, kWo, kBq, kBk, kBv, kQNorm, kKNorm, kAttnPostNorm})
+      attn_trainable = attn_trainable || P(l, r).learns();
     const bool below = l > lay_.lowest || embed_trains;  // a gradient is needed below this layer
     const bool need_attn = below || attn_trainable;
 
-    // FFN half: hout = hmid + down(silu(gate(x2)) * up(x2)); dh_ holds d hout.
-    const void* dhg = to_gemm(dh_, T, H, H, g_);
-    weight_grad(layer_param_index(l, kWDown), T, dh_, H, dhg, s.act, I);
+    const bool need_dx1 = below || P(l, kAttnNorm).trainable();
+    const int window = c.window_of(l);
+
+    // FFN half: hout = hmid + [post-norm] down(act(gate(x2)) * up(x2)); dh_ holds d hout.
+    const float* dy_down = dh_;
+    if (c.post_norms) {
+      norm_backward(T, s.down_pre, W.ffn_post_norm, dh_, dpost_, false, grad_of(P(l, kFfnPostNorm)));
+      dy_down = dpost_;
+    }
+    const void* dhg = to_gemm(dy_down, T, H, H, g_);
+    weight_grad(layer_param_index(l, kWDown), T, dy_down, H, dhg, s.act, I);
     gemm.run_dx(T, H, I, dhg, H, W.wdown, I, wdt, da_, I, false, s_);
-    if (adapter_at(l, kWDown) >= 0) lora_backward(adapter_at(l, kWDown), dh_, H, s.act, da_, I);
-    cuda::swiglu_backward(T, I, s.gu, 2 * I, da_, I, dgu_, 2 * I, s_);
+    if (adapter_at(l, kWDown) >= 0) lora_backward(adapter_at(l, kWDown), dy_down, H, s.act, da_, I);
+    cuda::swiglu_backward(T, I, s.gu, 2 * I, da_, I, dgu_, 2 * I, s_, gelu);
     const void* dgug = to_gemm(dgu_, T, 2 * I, 2 * I, g_);
     weight_grad(layer_param_index(l, kWGate), T, dgu_, 2 * I, dgug, s.x2, H);
     // (the up half of dgu: the GEMM-dtype copy is packed [T, 2I], its columns I.. start I elements in)
     weight_grad(layer_param_index(l, kWUp), T, dgu_ + I, 2 * I,
                 static_cast<const char*>(dgug) + size_t(I) * ge_, s.x2, H);
-    const bool need_dx2 = need_attn || P(l, kFfnNorm).trainable();
+    // With the parallel block, x2 is the attention's normed input x1: its gradient waits in dx_ for the attention's.
+    const bool need_dx2 = par ? need_dx1 : need_attn || P(l, kFfnNorm).trainable();
     if (need_dx2) gemm.run_dx(T, 2 * I, H, dgug, 2 * I, W.wgu, H, wdt, dx_, H, false, s_);
     if (adapter_at(l, kWGate) >= 0) lora_backward(adapter_at(l, kWGate), dgu_, 2 * I, s.x2, need_dx2 ? dx_ : nullptr, H);
     if (adapter_at(l, kWUp) >= 0) lora_backward(adapter_at(l, kWUp), dgu_ + I, 2 * I, s.x2, need_dx2 ? dx_ : nullptr, H);
-    if (need_dx2) {
-      cuda::rmsnorm_backward(T, H, s.hmid, H, W.ffn_norm, eps, dx_, H, dh_, H, true, grad_of(P(l, kFfnNorm)),
-                             partials_, s_);
-    }
+    if (need_dx2 && !par) norm_backward(T, s.hmid, W.ffn_norm, dx_, dh_, true, grad_of(P(l, kFfnNorm)));
     if (!need_attn) break;
 
-    // Attention half: hmid = hin + wo(attn(rope(q), rope(k), v)), q/k/v = proj(x1) (+ bias); dh_ holds d hmid.
-    const void* dhg2 = to_gemm(dh_, T, H, H, g_);
-    weight_grad(layer_param_index(l, kWo), T, dh_, H, dhg2, s.attg, qd);
+    // Attention half: hmid = hin + [post-norm] wo(attn(rope(q), rope(k), v)), q/k/v = proj(x1) (+ bias); dh_ holds
+    // d hmid (d hout with the parallel block).
+    const float* dy_o = dh_;
+    if (c.post_norms) {
+      norm_backward(T, s.o_pre, W.attn_post_norm, dh_, dpost_, false, grad_of(P(l, kAttnPostNorm)));
+      dy_o = dpost_;
+    }
+    const void* dhg2 = to_gemm(dy_o, T, H, H, g_);
+    weight_grad(layer_param_index(l, kWo), T, dy_o, H, dhg2, s.attg, qd);
     gemm.run_dx(T, H, qd, dhg2, H, W.wo, qd, wdt, datt_, qd, false, s_);
-    if (adapter_at(l, kWo) >= 0) lora_backward(adapter_at(l, kWo), dh_, H, s.attg, datt_, qd);
+    if (adapter_at(l, kWo) >= 0) lora_backward(adapter_at(l, kWo), dy_o, H, s.attg, datt_, qd);
     float *dq = dqkv_, *dk = dqkv_ + qd, *dv = dqkv_ + qd + kvd;
     if (bf16_ && rt_->info_.major >= 8 && cuda::attention_backward_tc_supported(int(hd)))  // mma.sync: sm_80+
       cuda::attention_backward_tc(T, int(nh), int(nkv), int(hd), s.q, qd, s.k, s.v, kvd, s.att, qd, datt_, qd, s.lse,
-                                  seq_row0_, seq_len_, scale, dq, QKV, dk, dv, QKV, d_rows_, s_);
+                                  seq_row0_, seq_len_, scale, dq, QKV, dk, dv, QKV, d_rows_, s_, cap, window);
     else if (cuda::attention_backward_tiled_supported(int(hd)))
       cuda::attention_backward_tiled(T, int(nh), int(nkv), int(hd), s.q, qd, s.k, s.v, kvd, s.att, qd, datt_, qd,
-                                     s.lse, seq_row0_, seq_len_, scale, dq, QKV, dk, dv, QKV, d_rows_, s_);
+                                     s.lse, seq_row0_, seq_len_, scale, dq, QKV, dk, dv, QKV, d_rows_, s_, cap, window);
     else
       cuda::attention_backward(T, int(nh), int(nkv), int(hd), s.q, qd, s.k, s.v, kvd, s.att, qd, datt_, qd, s.lse,
-                               seq_row0_, seq_len_, pos, scale, dq, QKV, dk, dv, QKV, d_rows_, s_);
-    cuda::rope_backward(T, dq, QKV, int(nh), int(hd), pos, cos_t, sin_t, s_);
-    cuda::rope_backward(T, dk, QKV, int(nkv), int(hd), pos, cos_t, sin_t, s_);
+                               seq_row0_, seq_len_, pos, scale, dq, QKV, dk, dv, QKV, d_rows_, s_, cap, window);
+    cuda::rope_backward(T, dq, QKV, int(nh), int(hd), pos, cos_t, sin_t, s_, c.rope_interleaved);
+    cuda::rope_backward(T, dk, QKV, int(nkv), int(hd), pos, cos_t, sin_t, s_, c.rope_interleaved);
+    if (c.qk_norm) {
+      // Qwen3's per-head norms, head by head: d(q heads) into datt_ (free since the attention backward), d(k heads)
+      // into dx_ (free until the q/k/v input gradient: no family has both q/k norms and the parallel block), then
+      // back into dqkv_ (not in place: the weight gradient pass reads dy after dx is written).
+      for (int h = 0; h < int(nh + nkv); ++h) {
+        const bool is_q = h < int(nh);
+        const int64_t col = is_q ? int64_t(h) * hd : qd + int64_t(h - int(nh)) * hd;
+        float* out = is_q ? datt_ + int64_t(h) * hd : dx_ + int64_t(h - int(nh)) * hd;
+        cuda::rmsnorm_backward(T, hd, s.qk_pre + col, qd + kvd, is_q ? W.q_norm : W.k_norm, eps, dqkv_ + col, QKV,
+                               out, is_q ? qd : kvd, false, grad_of(P(l, is_q ? kQNorm : kKNorm)), partials_, s_);
+      }
+      cuda::copy_rows_f32(T, qd, datt_, qd, dq, QKV, s_);
+      cuda::copy_rows_f32(T, kvd, dx_, kvd, dk, QKV, s_);
+    }
     if (c.qkv_bias) {
       const int roles[3] = {kBq, kBk, kBv};
       const float* cols[3] = {dq, dk, dv};
@@ -748,16 +822,12 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     weight_grad(layer_param_index(l, kWq), T, dq, QKV, dqkvb, s.x1, H);
     weight_grad(layer_param_index(l, kWk), T, dk, QKV, dqkvb + size_t(qd) * ge_, s.x1, H);
     weight_grad(layer_param_index(l, kWv), T, dv, QKV, dqkvb + size_t(qd + kvd) * ge_, s.x1, H);
-    const bool need_dx1 = below || P(l, kAttnNorm).trainable();
-    if (need_dx1) gemm.run_dx(T, QKV, H, dqkvg, QKV, W.wqkv, H, wdt, dx_, H, false, s_);
+    if (need_dx1) gemm.run_dx(T, QKV, H, dqkvg, QKV, W.wqkv, H, wdt, dx_, H, par, s_);  // par: onto d x2
     const int proj[3] = {kWq, kWk, kWv};
     const float* dproj[3] = {dq, dk, dv};
     for (int i = 0; i < 3; ++i)
       if (adapter_at(l, proj[i]) >= 0) lora_backward(adapter_at(l, proj[i]), dproj[i], QKV, s.x1, need_dx1 ? dx_ : nullptr, H);
-    if (need_dx1) {
-      cuda::rmsnorm_backward(T, H, s.hin, H, W.attn_norm, eps, dx_, H, dh_, H, true, grad_of(P(l, kAttnNorm)),
-                             partials_, s_);
-    }
+    if (need_dx1) norm_backward(T, s.hin, W.attn_norm, dx_, dh_, true, grad_of(P(l, kAttnNorm)));
   }
   if (embed_trains) {
     plan_token_groups(tokens, T, &groups_);
@@ -765,7 +835,7 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     cuda::copy_to_device(group_token_, groups_.group_token.data(), groups_.group_token.size() * 4, s_);
     cuda::copy_to_device(group_start_, groups_.group_start.data(), groups_.group_start.size() * 8, s_);
     cuda::embedding_backward(groups_.n_groups(), group_token_, group_start_, order_, dh_, H, H,
-                             grad_.as<float>() + lay_.params[0].offset, H, c.embed_scale, s_);
+                             grad_.as<float>() + lay_.params[0].offset, H, rt_->embed_scale(), s_);
     cuda::synchronize(s_);  // the host groups are reused
   }
 }
@@ -837,7 +907,7 @@ std::unique_ptr<TrainingRuntime> make_cuda_trainer(const ModelConfig& config, co
                                                    int device_index, Compute compute,
                                                    const std::vector<TrainableSpec>& spec,
                                                    const TrainerOptions& options) {
-  check_cuda_supported(config, weights, device_index, compute, "CUDA trainer", /*training=*/true);
+  check_cuda_supported(config, weights, device_index, compute, "CUDA trainer");
   return std::make_unique<CudaTrainer>(config, weights, device_index, compute, spec, options);
 }
 

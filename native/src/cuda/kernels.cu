@@ -414,14 +414,14 @@ void attention_causal(int64_t T, int n_heads, int n_kv_heads, int head_dim, cons
 
 void attention_forward_lse(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
                            const float* k, const float* v, int64_t ldkv, const int64_t* key_row0, const int32_t* n_keys,
-                           float scale, float* out, int64_t ldo, float* lse, Stream stream) {
+                           float scale, float* out, int64_t ldo, float* lse, Stream stream, float cap, int window) {
   if (T <= 0) return;
   check_attention_args(n_heads, n_kv_heads, head_dim, "attention_forward_lse");
   if (T > 2147483647) throw std::runtime_error("langneurons cuda: attention_forward_lse: too many rows");
   const dim3 grid{unsigned(T), unsigned(n_heads)};
   attention_kernel<float, float><<<grid, kAttnThreads, 0, as_stream(stream)>>>(n_heads, n_kv_heads, head_dim, q, ldq, k,
                                                                                v, ldkv, key_row0, n_keys, scale, out,
-                                                                               ldo, lse, 0, 0.f);
+                                                                               ldo, lse, window, cap);
   check_launch("attention_forward_lse");
 }
 

@@ -46,6 +46,59 @@ unsigned grid_for(int64_t n) {
 
 // ---- norms ---------------------------------------------------------------------------------------------------
 
+// LayerNorm (Cohere), one block per row as train/layers.cpp layernorm_backward: mean and r as the forward
+// (math::layernorm_inv_std), sums of w dy and w dy xhat in double, then dx. Saves mean_t and r_t (the dw pass).
+__global__ void layernorm_dx_kernel(int64_t n, const float* x, int64_t ldx, const float* w, float eps, const float* dy,
+                                    int64_t lddy, float* dx, int64_t lddx, bool accumulate, float* mean_out,
+                                    float* rstd) {
+  __shared__ double shm[32];
+  const int64_t t = blockIdx.x;
+  const float* xr = x + t * ldx;
+  const float* g = dy + t * lddy;
+  double sum = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) sum += double(xr[i]);
+  sum = block_sum(sum, shm);
+  const float mu = float(sum / double(n));
+  double ss = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const double d = double(xr[i] - mu);
+    ss += d * d;
+  }
+  ss = block_sum(ss, shm);
+  const float r = math::layernorm_inv_std(ss, n, eps);
+  double sg = 0, sgx = 0;
+  for (int64_t k = threadIdx.x; k < n; k += blockDim.x) {
+    const double gk = double(w[k]) * g[k];
+    sg += gk;
+    sgx += gk * double((xr[k] - mu) * r);
+  }
+  sg = block_sum(sg, shm);
+  sgx = block_sum(sgx, shm);
+  if (rstd && threadIdx.x == 0) {
+    rstd[t] = r;
+    mean_out[t] = mu;
+  }
+  const float mg = float(sg / double(n)), mgx = float(sgx / double(n));
+  float* d = dx + t * lddx;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float xhat = __fmul_rn(__fsub_rn(xr[i], mu), r);
+    const float v = __fmul_rn(r, __fsub_rn(__fsub_rn(__fmul_rn(w[i], g[i]), mg), __fmul_rn(xhat, mgx)));
+    d[i] = accumulate ? __fadd_rn(d[i], v) : v;
+  }
+}
+
+// partial[b, i] = sum over rows of its block of dy_ti xhat_ti (LayerNorm's dw; double sum, stored as float).
+__global__ void layernorm_dw_partial_kernel(int64_t M, int64_t n, const float* x, int64_t ldx, const float* dy,
+                                            int64_t lddy, const float* mean, const float* rstd, float* partial) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const int64_t r0 = int64_t(blockIdx.y) * kRowsPerPartial, r1 = min(M, r0 + kRowsPerPartial);
+  double s = 0;
+  for (int64_t t = r0; t < r1; ++t)
+    s += double(dy[t * lddy + i]) * double(__fmul_rn(__fsub_rn(x[t * ldx + i], mean[t]), rstd[t]));
+  partial[int64_t(blockIdx.y) * n + i] = float(s);
+}
+
 // One block per row: r from the double sum of squares (as the forward), c = sum_k w_k dy_k x_k in double, then
 // dx as the CPU's rmsnorm_backward. Saves r_t into rstd (the dw pass reads it).
 __global__ void rmsnorm_dx_kernel(int64_t n, const float* x, int64_t ldx, const float* w, float eps, const float* dy,
@@ -95,15 +148,16 @@ __global__ void column_partials_reduce_kernel(int64_t n, int64_t n_partials, con
 
 // Thread per (row, head, pair): dx0 = d0 c + d1 s, dx1 = d1 c - d0 s (the CPU's order, no FMA).
 __global__ void rope_backward_kernel(int64_t T, float* dx, int64_t ld, int n_heads, int head_dim, const int32_t* pos,
-                                     const float* cos_tab, const float* sin_tab) {
+                                     const float* cos_tab, const float* sin_tab, bool interleaved) {
   const int half = head_dim / 2;
   const int64_t per_row = int64_t(n_heads) * half, total = T * per_row;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t t = e / per_row;
     const int h = int((e % per_row) / half), i = int(e % half);
     const float c = cos_tab[int64_t(pos[t]) * half + i], s = sin_tab[int64_t(pos[t]) * half + i];
-    float* p0 = dx + t * ld + int64_t(h) * head_dim + i;
-    float* p1 = p0 + half;
+    float* head = dx + t * ld + int64_t(h) * head_dim;
+    float* p0 = head + (interleaved ? 2 * i : i);  // Cohere's pairs (2i, 2i + 1), else (i, i + half)
+    float* p1 = interleaved ? p0 + 1 : p0 + half;
     const float d0 = *p0, d1 = *p1;
     *p0 = __fadd_rn(__fmul_rn(d0, c), __fmul_rn(d1, s));
     *p1 = __fsub_rn(__fmul_rn(d1, c), __fmul_rn(d0, s));
@@ -134,7 +188,7 @@ __global__ void attention_d_rows_kernel(int64_t rows_heads, int n_heads, int hea
 __global__ void attention_dq_kernel(int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
                                     const float* k, const float* v, int64_t ldkv, const float* dout, int64_t lddo,
                                     const float* lse, const float* d_rows, const int64_t* seq_row0, float scale,
-                                    float* dq, int64_t lddq) {
+                                    float cap, int window, float* dq, int64_t lddq) {
   __shared__ float qs[kMaxHeadDim], gs[kMaxHeadDim], acc[kMaxHeadDim], ds[kAttnThreads];
   const int64_t t = blockIdx.x;
   const int h = blockIdx.y, tid = threadIdx.x;
@@ -146,7 +200,8 @@ __global__ void attention_dq_kernel(int n_heads, int n_kv_heads, int head_dim, c
   }
   __syncthreads();
   const float l = lse[t * n_heads + h], D = d_rows[t * n_heads + h];
-  const int64_t r0 = seq_row0[t];
+  const int64_t skip = window > 0 ? max(int64_t(0), t - seq_row0[t] + 1 - window) : 0;  // keys before the window
+  const int64_t r0 = seq_row0[t] + skip;
   const int64_t nk = t - r0 + 1;
   const float* kb = k + r0 * ldkv + int64_t(kvh) * head_dim;
   const float* vb = v + r0 * ldkv + int64_t(kvh) * head_dim;
@@ -160,8 +215,13 @@ __global__ void attention_dq_kernel(int n_heads, int n_kv_heads, int head_dim, c
         sc += qs[d] * kr[d];
         dp += gs[d] * vr[d];
       }
-      const float p = expf(sc * scale - l);
-      ds[tid] = p * (dp - D) * scale;
+      float y = sc * scale, chain = 1.f;
+      if (cap > 0) {  // Gemma 2: y = cap tanh(s / cap), dy/ds = 1 - (y / cap)^2
+        y = math::softcap(y, cap);
+        chain = math::softcap_grad_from_output(y, cap);
+      }
+      const float p = expf(y - l);
+      ds[tid] = p * (dp - D) * chain * scale;
     }
     __syncthreads();
     const int64_t nt = min(int64_t(blockDim.x), nk - j0);
@@ -181,7 +241,8 @@ __global__ void attention_dq_kernel(int n_heads, int n_kv_heads, int head_dim, c
 __global__ void attention_dkv_kernel(int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
                                      const float* k, const float* v, int64_t ldkv, const float* dout, int64_t lddo,
                                      const float* lse, const float* d_rows, const int64_t* seq_row0,
-                                     const int32_t* seq_len, float scale, float* dk, float* dv, int64_t lddkv) {
+                                     const int32_t* seq_len, float scale, float cap, int window, float* dk,
+                                     float* dv, int64_t lddkv) {
   __shared__ float ks[kMaxHeadDim], vs[kMaxHeadDim], dk_acc[kMaxHeadDim], dv_acc[kMaxHeadDim];
   __shared__ float ds[kAttnThreads], ps[kAttnThreads];
   const int64_t j = blockIdx.x;
@@ -195,7 +256,8 @@ __global__ void attention_dkv_kernel(int n_heads, int n_kv_heads, int head_dim, 
   }
   __syncthreads();
   const int64_t end = seq_row0[j] + seq_len[j];  // one past the sequence's last row
-  const int64_t nq = end - j;                     // query rows j .. end - 1 see key j
+  int64_t nq = end - j;                           // query rows j .. end - 1 see key j,
+  if (window > 0) nq = min(nq, int64_t(window));  // or only the first `window` of them
   const int64_t pairs = nq * group;
   for (int64_t e0 = 0; e0 < pairs; e0 += blockDim.x) {
     const int64_t e = e0 + tid;
@@ -209,9 +271,14 @@ __global__ void attention_dkv_kernel(int n_heads, int n_kv_heads, int head_dim, 
         sc += qr[d] * ks[d];
         dp += gr[d] * vs[d];
       }
-      const float p = expf(sc * scale - lse[t * n_heads + h]);
+      float y = sc * scale, chain = 1.f;
+      if (cap > 0) {
+        y = math::softcap(y, cap);
+        chain = math::softcap_grad_from_output(y, cap);
+      }
+      const float p = expf(y - lse[t * n_heads + h]);
       ps[tid] = p;
-      ds[tid] = p * (dp - d_rows[t * n_heads + h]) * scale;
+      ds[tid] = p * (dp - d_rows[t * n_heads + h]) * chain * scale;
     }
     __syncthreads();
     const int64_t nt = min(int64_t(blockDim.x), pairs - e0);
@@ -237,13 +304,19 @@ __global__ void attention_dkv_kernel(int n_heads, int n_kv_heads, int head_dim, 
 // ---- FFN -----------------------------------------------------------------------------------------------------
 
 __global__ void swiglu_backward_kernel(int64_t M, int64_t I, const float* gu, int64_t ldgu, const float* da,
-                                       int64_t ldda, float* dgu, int64_t lddgu) {
+                                       int64_t ldda, float* dgu, int64_t lddgu, bool gelu) {
   const int64_t total = M * I;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t t = e / I, j = e % I;
     const float* row = gu + t * ldgu;
     float dg, du;
-    math::swiglu_grads(row[j], row[I + j], da[t * ldda + j], &dg, &du);
+    if (gelu) {  // Gemma's GELU-tanh, as train/layers.cpp swiglu_backward
+      const float d = da[t * ldda + j];
+      dg = d * row[I + j] * math::gelu_tanh_grad(row[j]);
+      du = d * math::gelu_tanh(row[j]);
+    } else {
+      math::swiglu_grads(row[j], row[I + j], da[t * ldda + j], &dg, &du);
+    }
     dgu[t * lddgu + j] = dg;
     dgu[t * lddgu + I + j] = du;
   }
@@ -279,6 +352,18 @@ __global__ void crossentropy_kernel(int64_t V, float* logits, int64_t ld, const 
   for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
     const float p = __fmul_rn(float(exp(double(x[i]) - lse)), scale);
     x[i] = i == tg ? __fsub_rn(p, scale) : p;
+  }
+}
+
+// dl = dl * (scale * (cap > 0 ? 1 - (y / cap)^2 : 1)): Cohere's logit_scale and Gemma 2's final soft-capping
+// through the cross-entropy's gradient (y: the capped logits, read only when cap > 0), as train/trainer.cpp.
+__global__ void logits_chain_kernel(int64_t M, int64_t V, float* dl, int64_t ld, const float* y, int64_t ldy,
+                                    float scale, float cap) {
+  const int64_t total = M * V;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e / V, j = e % V;
+    const float g = cap > 0 ? math::softcap_grad_from_output(y[i * ldy + j], cap) : 1.f;
+    dl[i * ld + j] = __fmul_rn(dl[i * ld + j], __fmul_rn(scale, g));
   }
 }
 
@@ -345,13 +430,13 @@ __device__ inline void store_as<uint16_t>(uint16_t* W, int64_t i, float v) {
 // Thread per master value: its place in W by the layout.
 template <class T>
 __global__ void write_master_kernel(MasterLayout layout, const float* master, int64_t rows, int64_t cols,
-                                    const int32_t* index, int64_t n, T* W) {
+                                    const int32_t* index, int64_t n, T* W, float add) {
   const int64_t total = layout == MasterLayout::Dense ? rows * cols : layout == MasterLayout::Rows ? n * cols : rows * n;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     int64_t dst = e;
     if (layout == MasterLayout::Rows) dst = int64_t(index[e / cols]) * cols + e % cols;
     if (layout == MasterLayout::Cols) dst = (e / n) * cols + index[e % n];
-    store_as(W, dst, master[e]);
+    store_as(W, dst, add == 0.f ? master[e] : add + master[e]);
   }
 }
 
@@ -436,6 +521,28 @@ int64_t rmsnorm_dw_partials(int64_t M, int64_t n) {
   // the partial sums of every row block, then r_t of every row
   return ((M + kRowsPerPartial - 1) / kRowsPerPartial) * n + M;
 }
+int64_t layernorm_dw_partials(int64_t M, int64_t n) { return rmsnorm_dw_partials(M, n) + M; }  // and the means
+
+void layernorm_backward(int64_t M, int64_t n, const float* x, int64_t ldx, const float* w, float eps, const float* dy,
+                        int64_t lddy, float* dx, int64_t lddx, bool accumulate, float* dw, float* dw_partials,
+                        Stream stream) {
+  if (M <= 0 || n <= 0) return;
+  if (M > 2147483647) bad("layernorm_backward", "too many rows");
+  if (dw && !dw_partials) bad("layernorm_backward", "dw needs the dw_partials scratch");
+  const int64_t nb = (M + kRowsPerPartial - 1) / kRowsPerPartial;
+  if (nb > 65535) bad("layernorm_backward", "too many rows for the dw partials (at most 65535 * 64)");
+  float* rstd = dw ? dw_partials + nb * n : nullptr;
+  float* mean = dw ? rstd + M : nullptr;
+  layernorm_dx_kernel<<<unsigned(M), kThreads, 0, as_stream(stream)>>>(n, x, ldx, w, eps, dy, lddy, dx, lddx,
+                                                                       accumulate, mean, rstd);
+  check_launch("layernorm_backward");
+  if (!dw) return;
+  layernorm_dw_partial_kernel<<<column_grid(n, nb), kThreads, 0, as_stream(stream)>>>(M, n, x, ldx, dy, lddy, mean,
+                                                                                      rstd, dw_partials);
+  check_launch("layernorm_backward (dw partials)");
+  column_partials_reduce_kernel<<<column_grid(n, 1), kThreads, 0, as_stream(stream)>>>(n, nb, dw_partials, dw);
+  check_launch("layernorm_backward (dw)");
+}
 
 void rmsnorm_backward(int64_t M, int64_t n, const float* x, int64_t ldx, const float* w, float eps, const float* dy,
                       int64_t lddy, float* dx, int64_t lddx, bool accumulate, float* dw, float* dw_partials,
@@ -460,11 +567,11 @@ void rmsnorm_backward(int64_t M, int64_t n, const float* x, int64_t ldx, const f
 // ---- RoPE ----------------------------------------------------------------------------------------------------
 
 void rope_backward(int64_t T, float* dx, int64_t ld, int n_heads, int head_dim, const int32_t* pos,
-                   const float* cos_tab, const float* sin_tab, Stream stream) {
+                   const float* cos_tab, const float* sin_tab, Stream stream, bool interleaved) {
   if (T <= 0 || n_heads <= 0) return;
   if (head_dim <= 0 || head_dim % 2) bad("rope_backward", "head_dim must be even and positive");
   rope_backward_kernel<<<grid_for(T * n_heads * (head_dim / 2)), kThreads, 0, as_stream(stream)>>>(
-      T, dx, ld, n_heads, head_dim, pos, cos_tab, sin_tab);
+      T, dx, ld, n_heads, head_dim, pos, cos_tab, sin_tab, interleaved);
   check_launch("rope_backward");
 }
 
@@ -481,7 +588,7 @@ void attention_backward(int64_t T, int n_heads, int n_kv_heads, int head_dim, co
                         const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
                         const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
                         const int32_t* seq_len, const int32_t* pos, float scale, float* dq, int64_t lddq, float* dk,
-                        float* dv, int64_t lddkv, float* d_rows, Stream stream) {
+                        float* dv, int64_t lddkv, float* d_rows, Stream stream, float cap, int window) {
   (void)pos;  // packed sequences without a cache: row t's position is t - seq_row0[t]
   if (T <= 0) return;
   check_attn("attention_backward", T, n_heads, n_kv_heads, head_dim);
@@ -490,20 +597,22 @@ void attention_backward(int64_t T, int n_heads, int n_kv_heads, int head_dim, co
       rows_heads, n_heads, head_dim, out, ldo, dout, lddo, d_rows);
   check_launch("attention_backward (D rows)");
   attention_dq_kernel<<<dim3{unsigned(T), unsigned(n_heads)}, kAttnThreads, 0, as_stream(stream)>>>(
-      n_heads, n_kv_heads, head_dim, q, ldq, k, v, ldkv, dout, lddo, lse, d_rows, seq_row0, scale, dq, lddq);
+      n_heads, n_kv_heads, head_dim, q, ldq, k, v, ldkv, dout, lddo, lse, d_rows, seq_row0, scale, cap, window, dq,
+      lddq);
   check_launch("attention_backward (dq)");
   attention_dkv_kernel<<<dim3{unsigned(T), unsigned(n_kv_heads)}, kAttnThreads, 0, as_stream(stream)>>>(
-      n_heads, n_kv_heads, head_dim, q, ldq, k, v, ldkv, dout, lddo, lse, d_rows, seq_row0, seq_len, scale, dk, dv,
-      lddkv);
+      n_heads, n_kv_heads, head_dim, q, ldq, k, v, ldkv, dout, lddo, lse, d_rows, seq_row0, seq_len, scale, cap, window,
+      dk, dv, lddkv);
   check_launch("attention_backward (dk, dv)");
 }
 
 // ---- FFN -----------------------------------------------------------------------------------------------------
 
 void swiglu_backward(int64_t M, int64_t I, const float* gu, int64_t ldgu, const float* da, int64_t ldda, float* dgu,
-                     int64_t lddgu, Stream stream) {
+                     int64_t lddgu, Stream stream, bool gelu) {
   if (M <= 0 || I <= 0) return;
-  swiglu_backward_kernel<<<grid_for(M * I), kThreads, 0, as_stream(stream)>>>(M, I, gu, ldgu, da, ldda, dgu, lddgu);
+  swiglu_backward_kernel<<<grid_for(M * I), kThreads, 0, as_stream(stream)>>>(M, I, gu, ldgu, da, ldda, dgu, lddgu,
+                                                                              gelu);
   check_launch("swiglu_backward");
 }
 
@@ -516,6 +625,14 @@ void crossentropy_backward(int64_t rows, int64_t V, float* logits, int64_t ld, c
   if (rows > 2147483647) bad("crossentropy_backward", "too many rows");
   crossentropy_kernel<<<unsigned(rows), kThreads, 0, as_stream(stream)>>>(V, logits, ld, targets, scale, row_loss);
   check_launch("crossentropy_backward");
+}
+
+void logits_chain(int64_t M, int64_t V, float* dlogits, int64_t ld, const float* capped, int64_t ldy, float scale,
+                  float cap, Stream stream) {
+  if (M <= 0 || V <= 0 || (scale == 1.f && cap == 0.f)) return;
+  if (cap > 0 && !capped) bad("logits_chain", "soft-capping needs the capped logits");
+  logits_chain_kernel<<<grid_for(M * V), kThreads, 0, as_stream(stream)>>>(M, V, dlogits, ld, capped, ldy, scale, cap);
+  check_launch("logits_chain");
 }
 
 // ---- embedding -----------------------------------------------------------------------------------------------
@@ -561,16 +678,16 @@ void colsum_accumulate(int64_t M, int64_t n, const float* dy, int64_t ld, float*
 // ---- weights from master copies ------------------------------------------------------------------------------
 
 void write_master(MasterLayout layout, const float* master, int64_t rows, int64_t cols, const int32_t* index,
-                  int64_t n, void* W, DType w_dtype, Stream stream) {
+                  int64_t n, void* W, DType w_dtype, Stream stream, float add) {
   if (layout != MasterLayout::Dense && !index) bad("write_master", "rows/cols layouts need the index");
   const int64_t total = layout == MasterLayout::Dense ? rows * cols : layout == MasterLayout::Rows ? n * cols : rows * n;
   if (total <= 0) return;
   if (w_dtype == DType::BF16)
     write_master_kernel<uint16_t><<<grid_for(total), kThreads, 0, as_stream(stream)>>>(
-        layout, master, rows, cols, index, n, static_cast<uint16_t*>(W));
+        layout, master, rows, cols, index, n, static_cast<uint16_t*>(W), add);
   else if (w_dtype == DType::F32)
     write_master_kernel<float><<<grid_for(total), kThreads, 0, as_stream(stream)>>>(layout, master, rows, cols, index,
-                                                                                    n, static_cast<float*>(W));
+                                                                                    n, static_cast<float*>(W), add);
   else
     bad("write_master", "the weight dtype must be BF16 or F32");
   check_launch("write_master");

@@ -34,22 +34,31 @@ void rmsnorm_backward(int64_t M, int64_t n, const float* x, int64_t ldx, const f
                       int64_t lddy, float* dx, int64_t lddx, bool accumulate, float* dw, float* dw_partials,
                       Stream stream);
 int64_t rmsnorm_dw_partials(int64_t M, int64_t n);
+// Cohere's LayerNorm backward (train/layers.h layernorm_backward; mean and r recomputed as the forward):
+//   dx_i (+)= r (w_i dy_i - mean_k(w_k dy_k) - xhat_i mean_k(w_k dy_k xhat_k)),  xhat = (x - mean) r
+//   dw_i += sum_t dy_ti xhat_ti
+// The same arguments as rmsnorm_backward; dw_partials of at least layernorm_dw_partials(M, n) floats.
+void layernorm_backward(int64_t M, int64_t n, const float* x, int64_t ldx, const float* w, float eps, const float* dy,
+                        int64_t lddy, float* dx, int64_t lddx, bool accumulate, float* dw, float* dw_partials,
+                        Stream stream);
+int64_t layernorm_dw_partials(int64_t M, int64_t n);
 
 // ---- RoPE ----------------------------------------------------------------------------------------------------
 
 // The transpose rotation (train/layers.h rope_backward) in place on T rows of n_heads heads (row stride ld),
-// row t by the table row pos[t]: the gradient of rope_apply / rope_qkv's rotation.
+// row t by the table row pos[t]: the gradient of rope_apply / rope_qkv's rotation (interleaved: Cohere's pairs).
 void rope_backward(int64_t T, float* dx, int64_t ld, int n_heads, int head_dim, const int32_t* pos,
-                   const float* cos_tab, const float* sin_tab, Stream stream);
+                   const float* cos_tab, const float* sin_tab, Stream stream, bool interleaved = false);
 
 // ---- attention -----------------------------------------------------------------------------------------------
 
 // Causal GQA attention forward that also writes lse[t * n_heads + h] (the logsumexp of row t's scaled scores,
 // what the backward recomputes the probabilities from). Same arguments as cuda_backend.h attention_causal, all
-// float32 (the f32 mode and the reference for the bf16 path's saved values).
+// float32 (the f32 mode and the reference for the bf16 path's saved values); cap > 0: soft-capped scores.
 void attention_forward_lse(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
                            const float* k, const float* v, int64_t ldkv, const int64_t* key_row0, const int32_t* n_keys,
-                           float scale, float* out, int64_t ldo, float* lse, Stream stream);
+                           float scale, float* out, int64_t ldo, float* lse, Stream stream, float cap = 0.f,
+                           int window = 0);
 
 // Backward of causal attention over packed sequences without a cache (train/layers.h attention_backward):
 //   p_ij = exp(scale q_i.k_j - lse_i), D_i = dout_i . out_i, ds_ij = p_ij (dout_i . v_j - D_i)
@@ -58,12 +67,14 @@ void attention_forward_lse(int64_t T, int n_heads, int n_kv_heads, int head_dim,
 //                                               (one block per key row and kv head; overwritten)
 // q, out, dout, dq: [T, n_heads * hd]; k, v, dk, dv: [T, n_kv_heads * hd] (packed rows, strides given);
 // seq_row0[t], seq_len[t]: the first row and the length of token t's sequence; pos[t]: its position.
-// d_rows: scratch of T * n_heads floats (the D_i). head_dim <= 256.
+// d_rows: scratch of T * n_heads floats (the D_i). head_dim <= 256. With cap > 0 (Gemma 2) the scores are
+// y = cap tanh(scale q.k / cap): p_ij = exp(y_ij - lse_i) and ds_ij gets the factor 1 - (y_ij / cap)^2. With
+// window > 0 a query sees only its last `window` keys (itself included), as the forward.
 void attention_backward(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
                         const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
                         const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
                         const int32_t* seq_len, const int32_t* pos, float scale, float* dq, int64_t lddq, float* dk,
-                        float* dv, int64_t lddkv, float* d_rows, Stream stream);
+                        float* dv, int64_t lddkv, float* d_rows, Stream stream, float cap = 0.f, int window = 0);
 
 // The same backward on shared-memory tiles of 32 query x 32 key rows (attention_backward_tiled.cu, float32;
 // FlashAttention-2's split: one block per (query tile, head) for dq, one per (key tile, kv head) for dk/dv), for
@@ -75,7 +86,7 @@ void attention_backward_tiled(int64_t T, int n_heads, int n_kv_heads, int head_d
                               const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
                               const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
                               const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk, float* dv,
-                              int64_t lddkv, float* d_rows, Stream stream);
+                              int64_t lddkv, float* d_rows, Stream stream, float cap = 0.f, int window = 0);
 
 // The same backward on tensor cores for the bf16 mode (attention_backward_tc.cu; sm_80+, head_dim 32 / 64 / 128):
 // mma.sync with bf16 operands and float32 accumulation, q / k / v exact (bf16 values in that mode), dout, p and ds
@@ -86,15 +97,16 @@ void attention_backward_tc(int64_t T, int n_heads, int n_kv_heads, int head_dim,
                            const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
                            const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
                            const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk, float* dv,
-                           int64_t lddkv, float* d_rows, Stream stream);
+                           int64_t lddkv, float* d_rows, Stream stream, float cap = 0.f, int window = 0);
 
 // ---- FFN -----------------------------------------------------------------------------------------------------
 
 // SwiGLU backward on the fused layout of the forward (gu row t: gate [0, I), up [I, 2I)):
 //   dgu[t, j] = da[t, j] * u * silu'(g),  dgu[t, I + j] = da[t, j] * silu(g)     (overwritten)
 // math::silu_grad / math::silu, as train/layers.h swiglu_backward.
+// gelu: Gemma's GELU-tanh instead of silu (dgu = da * u * gelu'(g), da * gelu(g)).
 void swiglu_backward(int64_t M, int64_t I, const float* gu, int64_t ldgu, const float* da, int64_t ldda, float* dgu,
-                     int64_t lddgu, Stream stream);
+                     int64_t lddgu, Stream stream, bool gelu = false);
 
 // ---- loss ----------------------------------------------------------------------------------------------------
 
@@ -104,6 +116,12 @@ void swiglu_backward(int64_t M, int64_t I, const float* gu, int64_t ldgu, const 
 // and row_loss 0. The caller adds row_loss in row order on the host (deterministic).
 void crossentropy_backward(int64_t rows, int64_t V, float* logits, int64_t ld, const int32_t* targets, float scale,
                            double* row_loss, Stream stream);
+
+// The cross-entropy gradient of finished logits (y = softcap(x * scale, cap): runtime_kernels.h finish_logits)
+// back to the LM head's output x, in place: dl *= scale * (cap > 0 ? 1 - (y / cap)^2 : 1). capped: y (row stride
+// ldy), needed when cap > 0. Nothing when scale == 1 and cap == 0.
+void logits_chain(int64_t M, int64_t V, float* dlogits, int64_t ld, const float* capped, int64_t ldy, float scale,
+                  float cap, Stream stream);
 
 // ---- embedding -----------------------------------------------------------------------------------------------
 
@@ -135,10 +153,11 @@ int64_t colsum_partials(int64_t M, int64_t n);
 //   dense: W[:] = master[rows * cols]
 //   rows:  W[index[r], :] = master[r, :]        (master [n, cols])
 //   cols:  W[:, index[c]] = master[:, c]        (master [rows, n])
-// index null for dense. W: [rows, cols] contiguous in w_dtype.
+// index null for dense. W: [rows, cols] contiguous in w_dtype. add: written as add + master (Gemma's norms, which
+// multiply by 1 + w: the forward reads 1 + w, the master holds w).
 enum class MasterLayout : int { Dense = 0, Rows = 1, Cols = 2 };
 void write_master(MasterLayout layout, const float* master, int64_t rows, int64_t cols, const int32_t* index,
-                  int64_t n, void* W, DType w_dtype, Stream stream);
+                  int64_t n, void* W, DType w_dtype, Stream stream, float add = 0.f);
 
 // ---- optimizer -----------------------------------------------------------------------------------------------
 
