@@ -252,7 +252,8 @@ LN_TEST(gpu_attention_matches_cpu) {
   };
   const Case cases[] = {{32, 4, 4, 0, 0.f},   {64, 4, 2, 0, 0.f},   {128, 8, 2, 0, 0.f},  {8, 6, 3, 0, 0.f},
                         {128, 2, 1, 0, 0.f},  {64, 4, 2, 40, 0.f},  {32, 4, 4, 0, 4.f},   {128, 8, 2, 70, 30.f},
-                        {8, 6, 3, 5, 2.f},    {32, 2, 1, 1, 0.f}};
+                        {8, 6, 3, 5, 2.f},    {32, 2, 1, 1, 0.f},   {256, 8, 4, 0, 0.f},  {256, 4, 2, 100, 50.f},
+                        {256, 2, 1, 0, 0.f}};
   // Packed sequences (1-token, tile-straddling), the last one continuing a "cache" of 50 positions whose keys
   // start at row 1000 of k / v.
   const std::vector<int> lens = {1, 63, 64, 65, 130, 7};

@@ -129,6 +129,17 @@ std::vector<TinyOpts> shapes() {
   y.yarn = true;
   y.seed = 12;
   v.push_back(y);
+  TinyOpts z;  // head_dim 256 (Gemma 2's; tensor-core attention with Q in shared memory), GQA 2
+  z.hidden = 256;
+  z.heads = 2;
+  z.kv = 1;
+  z.head_dim = 256;
+  z.inter = 200;
+  z.layers = 2;
+  z.vocab = 80;
+  z.max_pos = 512;
+  z.seed = 13;
+  v.push_back(z);
   return v;
 }
 

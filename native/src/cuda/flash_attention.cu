@@ -14,6 +14,11 @@
 // Family options: a sliding window (each row sees only its last `window` keys: the key loop starts at the first
 // row's first key, and the mask also drops keys before a row's own first) and Gemma 2's soft-capping of the
 // scaled scores (cap * tanh(s / cap), before the mask, as transformers).
+// head_dim 256 (Gemma 2): Q's fragments (64 registers) and the output accumulators (128) would not fit in registers
+// together with S, so, as FlashAttention-2 does for large head dims, Q's tile keeps a shared-memory region of its own
+// and each warp reloads its fragments through ldmatrix for every key tile, and the key tiles are 32 keys (S is
+// 16 x 32 per warp: 16 registers). The output stays in registers. Shared memory: Q 64 x 264, K and V 32 x 264 bf16
+// = 66 KiB, above the default 48 KiB, so the launch opts in (every sm_80+ GPU allows at least 99 KiB).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -29,19 +34,25 @@ namespace ln {
 namespace cuda {
 namespace {
 
-constexpr int kKeys = 64;   // keys per tile
 constexpr int kWarps = 4;   // 16 query rows each: kFlashRows = 64
-static_assert(kFlashRows == kWarps * 16 && kFlashRows == kKeys, "the Q tile is staged in the K tile's place");
+static_assert(kFlashRows == kWarps * 16, "one warp per 16 query rows");
 
 template <int HD>
 struct Layout {
+  // head_dim up to 128: Q's fragments live in registers for the whole key loop, so Q's tile is staged in the K
+  // tile's place (keys == kFlashRows). head_dim 256: Q has a region of its own, reread per key tile (see above).
+  static constexpr bool q_own = HD > 128;
+  static constexpr int keys = q_own ? 32 : 64;  // keys per tile
   // bf16 rows padded by 16 bytes: 16-byte aligned rows for ldmatrix, and the 8 rows of one 8 x 8 matrix start 4
   // banks apart, so an ldmatrix phase touches all 32 banks once.
   static constexpr int ld = HD + 8;
-  static constexpr size_t k_off = 0;
-  static constexpr size_t v_off = size_t(kKeys) * ld * 2;
-  static constexpr size_t bytes = 2 * v_off;
-  static_assert((ld * 2) % 16 == 0 && v_off % 128 == 0, "16-byte aligned rows, 128-byte aligned tiles");
+  static constexpr size_t q_off = 0;
+  static constexpr size_t k_off = q_own ? size_t(kFlashRows) * ld * 2 : 0;
+  static constexpr size_t v_off = k_off + size_t(keys) * ld * 2;
+  static constexpr size_t bytes = v_off + size_t(keys) * ld * 2;
+  static_assert(q_own || keys == kFlashRows, "the Q tile is staged in the K tile's place");
+  static_assert((ld * 2) % 16 == 0 && k_off % 128 == 0 && v_off % 128 == 0,
+                "16-byte aligned rows, 128-byte aligned tiles");
 };
 
 template <int HD>
@@ -50,8 +61,9 @@ __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tile
                                                             int64_t ldkv, float scale, uint16_t* out, int64_t ldo,
                                                             float* lse, int window, float cap) {
   using L = Layout<HD>;
-  constexpr int ld = L::ld;
+  constexpr int ld = L::ld, kKeys = L::keys;
   extern __shared__ __align__(128) unsigned char smem[];
+  uint16_t* Qs = reinterpret_cast<uint16_t*>(smem + L::q_off);
   uint16_t* Ks = reinterpret_cast<uint16_t*>(smem + L::k_off);
   uint16_t* Vs = reinterpret_cast<uint16_t*>(smem + L::v_off);
   const AttnTile tile = tiles[blockIdx.x];
@@ -60,17 +72,21 @@ __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tile
   const int g = lane >> 2, t = lane & 3;
   constexpr int kChunks = HD / 8;  // 16-byte chunks per row
 
-  // The Q tile (rows past n_rows are zero), staged where the K tiles go, then this warp's A fragments.
+  // The Q tile (rows past n_rows are zero), staged where the K tiles go (or in its own region), then, up to
+  // head_dim 128, this warp's A fragments. With its own region, the barrier after the first K / V tile is the one
+  // that makes Q visible to every warp.
   for (int e = tid; e < kFlashRows * kChunks; e += blockDim.x) {
     const int r = e / kChunks, c = (e % kChunks) * 8;
     uint4 val = make_uint4(0, 0, 0, 0);
     if (r < tile.n_rows) val = *reinterpret_cast<const uint4*>(q + (tile.q_row0 + r) * ldq_g + int64_t(h) * HD + c);
-    *reinterpret_cast<uint4*>(Ks + r * ld + c) = val;
+    *reinterpret_cast<uint4*>(Qs + r * ld + c) = val;
   }
-  __syncthreads();
-  uint32_t qa[HD / 16][4];
+  uint32_t qa[L::q_own ? 1 : HD / 16][4];  // not used at head_dim 256
+  if constexpr (!L::q_own) {
+    __syncthreads();
 #pragma unroll
-  for (int kk = 0; kk < HD / 16; ++kk) ldmatrix_a(qa[kk], Ks + warp * 16 * ld, ld, kk * 16);
+    for (int kk = 0; kk < HD / 16; ++kk) ldmatrix_a(qa[kk], Qs + warp * 16 * ld, ld, kk * 16);
+  }
 
   // This lane's rows: g and g + 8 of the warp's 16 (index 0 and 1 below), and the keys each sees: [row_first,
   // row_keys).
@@ -89,7 +105,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tile
   math::SoftmaxState run[2] = {math::softmax_init(), math::softmax_init()};
 
   for (int j0 = kfirst; j0 < kmax; j0 += kKeys) {
-    __syncthreads();  // every warp is done with the Q tile or the previous K / V tile
+    __syncthreads();  // every warp is done with the Q tile (in K's place) or the previous K / V tile
     for (int e = tid; e < kKeys * kChunks; e += blockDim.x) {
       const int rr = e / kChunks, c = (e % kChunks) * 8;
       uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);  // zero past the last key: 0 * garbage
@@ -104,18 +120,23 @@ __global__ void __launch_bounds__(kWarps * 32) flash_kernel(const AttnTile* tile
     __syncthreads();
 
     // S = Q K^T: s[n] is the 16 x 8 block of keys 8n .. 8n+7 (as mma_rows_times_rows, with Q's fragments kept in
-    // registers since Q's tile was overwritten by K's).
+    // registers since Q's tile was overwritten by K's; at head_dim 256, mma_rows_times_rows itself, which reloads
+    // Q's fragments from its region, one 16-column block at a time).
     float s[kKeys / 8][4];
 #pragma unroll
     for (int n = 0; n < kKeys / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    if constexpr (L::q_own) {
+      mma_rows_times_rows<HD, kKeys>(s, Qs + warp * 16 * ld, ld, Ks, ld);
+    } else {
 #pragma unroll
-    for (int nb = 0; nb < kKeys / 16; ++nb) {
+      for (int nb = 0; nb < kKeys / 16; ++nb) {
 #pragma unroll
-      for (int kk = 0; kk < HD / 16; ++kk) {
-        uint32_t b[4];
-        ldmatrix_b_rows(b, Ks, ld, nb * 16, kk * 16);
-        mma_bf16_16816(s[2 * nb], qa[kk], b[0], b[1]);
-        mma_bf16_16816(s[2 * nb + 1], qa[kk], b[2], b[3]);
+        for (int kk = 0; kk < HD / 16; ++kk) {
+          uint32_t b[4];
+          ldmatrix_b_rows(b, Ks, ld, nb * 16, kk * 16);
+          mma_bf16_16816(s[2 * nb], qa[kk], b[0], b[1]);
+          mma_bf16_16816(s[2 * nb + 1], qa[kk], b[2], b[3]);
+        }
       }
     }
 
@@ -191,7 +212,13 @@ void launch(const AttnTile* tiles, int64_t n_tiles, int n_heads, int group, cons
             const uint16_t* k, const uint16_t* v, int64_t ldkv, float scale, uint16_t* out, int64_t ldo, float* lse,
             int window, float cap, cudaStream_t stream) {
   using L = Layout<HD>;
-  static_assert(L::bytes <= 48 * 1024, "within the default dynamic shared memory: no opt-in needed");
+  // Up to head_dim 128 within the default 48 KiB; head_dim 256 opts in (sm_86 / sm_89 allow 99 KiB, the least of
+  // the GPUs with mma.sync bf16).
+  static_assert(L::bytes <= 48 * 1024 || L::q_own, "within the default dynamic shared memory: no opt-in needed");
+  static_assert(L::bytes <= 99 * 1024, "within every sm_80+ GPU's opt-in shared memory");
+  if constexpr (L::bytes > 48 * 1024)
+    check(cudaFuncSetAttribute(flash_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(L::bytes)),
+          "flash_attention_bf16: shared memory opt-in");
   const dim3 grid{unsigned(n_tiles), unsigned(n_heads), 1u};
   flash_kernel<HD><<<grid, kWarps * 32, L::bytes, stream>>>(tiles, group, q, ldq, k, v, ldkv, scale, out, ldo, lse, window,
                                                                      cap);
@@ -200,7 +227,9 @@ void launch(const AttnTile* tiles, int64_t n_tiles, int n_heads, int group, cons
 
 }  // namespace
 
-bool flash_attention_supported(int head_dim) { return head_dim == 32 || head_dim == 64 || head_dim == 128; }
+bool flash_attention_supported(int head_dim) {
+  return head_dim == 32 || head_dim == 64 || head_dim == 128 || head_dim == 256;
+}
 
 void flash_attention_bf16(const AttnTile* tiles, int64_t n_tiles, int n_heads, int n_kv_heads, int head_dim,
                           const uint16_t* q, int64_t ldq, const uint16_t* k, const uint16_t* v, int64_t ldkv,
@@ -208,7 +237,8 @@ void flash_attention_bf16(const AttnTile* tiles, int64_t n_tiles, int n_heads, i
                           float cap) {
   if (n_tiles <= 0) return;
   auto fail = [](const std::string& m) { throw std::runtime_error("langneurons cuda: flash_attention_bf16: " + m); };
-  if (!flash_attention_supported(head_dim)) fail("head_dim " + std::to_string(head_dim) + " not supported (32, 64, 128)");
+  if (!flash_attention_supported(head_dim))
+    fail("head_dim " + std::to_string(head_dim) + " not supported (32, 64, 128, 256)");
   if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || n_heads > 65535) fail("n_heads must be a multiple of n_kv_heads");
   if (n_tiles > 2147483647) fail("too many tiles");
   // 16-byte vector loads of q / k / v rows.
@@ -220,7 +250,8 @@ void flash_attention_bf16(const AttnTile* tiles, int64_t n_tiles, int n_heads, i
   switch (head_dim) {
     case 32: launch<32>(tiles, n_tiles, n_heads, group, q, ldq, k, v, ldkv, scale, out, ldo, lse, window, cap, s); break;
     case 64: launch<64>(tiles, n_tiles, n_heads, group, q, ldq, k, v, ldkv, scale, out, ldo, lse, window, cap, s); break;
-    default: launch<128>(tiles, n_tiles, n_heads, group, q, ldq, k, v, ldkv, scale, out, ldo, lse, window, cap, s); break;
+    case 128: launch<128>(tiles, n_tiles, n_heads, group, q, ldq, k, v, ldkv, scale, out, ldo, lse, window, cap, s); break;
+    default: launch<256>(tiles, n_tiles, n_heads, group, q, ldq, k, v, ldkv, scale, out, ldo, lse, window, cap, s); break;
   }
 }
 

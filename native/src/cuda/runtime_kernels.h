@@ -115,8 +115,9 @@ struct AttnTile {
   int32_t nkeys0;
 };
 constexpr int kFlashRows = 64;
-bool flash_attention_supported(int head_dim);  // 32, 64, 128
-// Causal GQA attention over bf16 q / k / v (see AttnTile), tiles of 64 queries x 64 keys on tensor cores
+bool flash_attention_supported(int head_dim);  // 32, 64, 128, 256
+// Causal GQA attention over bf16 q / k / v (see AttnTile), tiles of 64 queries x 64 keys (32 keys at head_dim 256,
+// whose Q tile stays in shared memory) on tensor cores
 // (mma.sync m16n8k16 bf16, float32 accumulation; sm_80+), online softmax in float32 (math.h), no T x T buffer.
 // out (bf16) = round_bf16(softmax(q k^T * scale) v). head_dim must be flash_attention_supported; q / k / v
 // 16-byte aligned with row strides (elements) that are multiples of 8. With lse (the trainer's bf16 forward),
