@@ -190,9 +190,19 @@ LN_TEST(gpu_train_attention_backward_tensor_cores) {
   ThreadPool pool(2);
   const Packed pk({1, 17, 64, 70, 5});
   const int64_t T = pk.T;
-  const int shapes[][3] = {{4, 2, 32}, {3, 1, 64}, {2, 2, 128}};
-  for (const auto& s : shapes) {
-    train::AttnShape a{s[0], s[1], s[2]};
+  // heads, kv heads, head_dim, soft cap, window. Gemma 2's head_dim 256, also with a cap and a window that bite here
+  // (scores of about +-2.3 to 7; Gemma's cap 50 would hardly change them, and the longest sequence has 70 rows).
+  struct Case {
+    int n_heads, n_kv_heads, head_dim;
+    float cap;
+    int window;
+  };
+  const Case shapes[] = {{4, 2, 32, 0.f, 0}, {3, 1, 64, 0.f, 0}, {2, 2, 128, 0.f, 0}, {2, 1, 256, 0.f, 0},
+                         {2, 1, 256, 5.f, 40}};
+  for (const Case& s : shapes) {
+    train::AttnShape a{s.n_heads, s.n_kv_heads, s.head_dim};
+    a.softcap = s.cap;
+    a.window = s.window;
     const int64_t qd = int64_t(a.n_heads) * a.head_dim, kvd = int64_t(a.n_kv_heads) * a.head_dim;
     const float scale = float(1.0 / std::sqrt(double(a.head_dim)));
     const std::vector<float> q = from_bf16(to_bf16(randn(size_t(T * qd), 31, 1.5f))),
@@ -211,17 +221,18 @@ LN_TEST(gpu_train_attention_backward_tensor_cores) {
     LN_CHECK(cuda::attention_backward_tc_supported(a.head_dim));
     cuda::attention_backward_tc(T, a.n_heads, a.n_kv_heads, a.head_dim, qd_.get(), qd, kd.get(), vd.get(), kvd,
                                 outd.get(), qd, doutd.get(), qd, lsed.get(), row0.get(), len.get(), scale, gq.get(), qd,
-                                gk.get(), gv.get(), kvd, rows.get(), nullptr);
+                                gk.get(), gv.get(), kvd, rows.get(), nullptr, s.cap, s.window);
     const double eq = rel_err(gq.download(), dq), ek = rel_err(gk.download(), dk), ev = rel_err(gv.download(), dv);
-    LN_CHECK_MSG(eq < 2e-2 && ek < 2e-2 && ev < 2e-2, "tensor cores, heads %d/%d hd %d: dq %.3e dk %.3e dv %.3e",
-                 a.n_heads, a.n_kv_heads, a.head_dim, eq, ek, ev);
+    LN_CHECK_MSG(eq < 2e-2 && ek < 2e-2 && ev < 2e-2,
+                 "tensor cores, heads %d/%d hd %d cap %g window %d: dq %.3e dk %.3e dv %.3e", a.n_heads, a.n_kv_heads,
+                 a.head_dim, double(s.cap), s.window, eq, ek, ev);
     // D: the simple kernels' sums, in the same order.
     cuda::attention_backward(T, a.n_heads, a.n_kv_heads, a.head_dim, qd_.get(), qd, kd.get(), vd.get(), kvd,
                              outd.get(), qd, doutd.get(), qd, lsed.get(), row0.get(), len.get(), pos.get(), scale,
-                             sq.get(), qd, sk.get(), sv.get(), kvd, rows_ref.get(), nullptr);
+                             sq.get(), qd, sk.get(), sv.get(), kvd, rows_ref.get(), nullptr, s.cap, s.window);
     LN_CHECK(rel_err(rows.download(), rows_ref.download()) < 1e-6);
-    std::printf("  tensor cores, heads %d/%d hd %3d: dq %.2e dk %.2e dv %.2e (bf16 dout, p, ds)\n", a.n_heads,
-                a.n_kv_heads, a.head_dim, eq, ek, ev);
+    std::printf("  tensor cores, heads %d/%d hd %3d cap %2g window %3d: dq %.2e dk %.2e dv %.2e (bf16 dout, p, ds)\n",
+                a.n_heads, a.n_kv_heads, a.head_dim, double(s.cap), s.window, eq, ek, ev);
   }
 }
 

@@ -8,6 +8,13 @@
 //   dkv_tc_kernel: one block per (64 key rows, kv head); each warp owns 16 keys and keeps their dk, dv in registers;
 //                  for each head of the group, query tiles of 32 from the key tile's first row to the end of its
 //                  last row's sequence. Here S^T = K Q^T, so the keys are the fragments' rows.
+// head_dim 256 (Gemma 2) differs in two ways, both compile-time (kStepRows, kOutCols); 32 / 64 / 128 are untouched:
+//   - tiles of 16 rows of the other side instead of 32: with 32 the four bf16 tiles (2 x 64 + 2 x 32 rows of 528
+//     bytes) would take 100.25 KiB of shared memory, past the 99 KiB a block may opt in to on every sm_80+ GPU;
+//   - each dkv block computes half of dk's and dv's columns (blockIdx.z picks which half): both accumulators over
+//     all 256 columns would be 256 floats per thread, more than the 255 registers there are. S^T and dP^T are still
+//     products over all 256 dimensions (from the full tiles in shared memory), so the two blocks of a key tile
+//     compute them twice: the price of keeping every accumulator in registers.
 // Operand tiles are staged in shared memory as bf16 (converted from the float32 the trainer keeps) and read with
 // ldmatrix; a pair (query i, key j) counts when both rows belong to one sequence (equal seq_row0) and j <= i.
 #include <cuda_runtime.h>
@@ -27,12 +34,18 @@ namespace {
 
 constexpr int kWarps = 4;
 constexpr int kOwn = 16 * kWarps;  // rows a block owns (queries for dq, keys for dk / dv)
-constexpr int kStep = 32;          // rows of the other side per tile
+// Rows of the other side per tile (keys for dq, queries for dk / dv); 16 at head_dim 256 for shared memory (above).
+template <int HD>
+constexpr int kStepRows = HD == 256 ? 16 : 32;
+// dk / dv columns per dkv block: half at head_dim 256, where both accumulators would not fit in registers (above).
+template <int HD>
+constexpr int kOutCols = HD == 256 ? HD / 2 : HD;
 
 // Shared memory: two tiles of kOwn rows, two of kStep rows (bf16, rows padded by 16 bytes: ldmatrix alignment and
 // conflict-free phases), then per owned and per stepped row: lse, D and the sequence's first row.
 template <int HD>
 struct Layout {
+  static constexpr int kStep = kStepRows<HD>;
   static constexpr int ld = HD + 8;
   static constexpr size_t own_a = 0;
   static constexpr size_t own_b = own_a + size_t(kOwn) * ld * 2;
@@ -70,6 +83,7 @@ __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(int64_t T, int n_hea
                                                             const int64_t* seq_row0, float scale, float cap,
                                                             int window, float* dq, int64_t lddq, float* d_rows) {
   using L = Layout<HD>;
+  constexpr int kStep = kStepRows<HD>;
   extern __shared__ __align__(128) unsigned char smem[];
   uint16_t* Qs = reinterpret_cast<uint16_t*>(smem + L::own_a);
   uint16_t* Gs = reinterpret_cast<uint16_t*>(smem + L::own_b);
@@ -154,6 +168,7 @@ __global__ void __launch_bounds__(kWarps * 32) dkv_tc_kernel(int64_t T, int n_he
                                                              float scale, float cap, int window, float* dk,
                                                              float* dv, int64_t lddkv) {
   using L = Layout<HD>;
+  constexpr int kStep = kStepRows<HD>, DO = kOutCols<HD>;  // DO: the dk / dv columns of this block
   extern __shared__ __align__(128) unsigned char smem[];
   uint16_t* Ks = reinterpret_cast<uint16_t*>(smem + L::own_a);
   uint16_t* Vs = reinterpret_cast<uint16_t*>(smem + L::own_b);
@@ -167,13 +182,14 @@ __global__ void __launch_bounds__(kWarps * 32) dkv_tc_kernel(int64_t T, int n_he
   const int64_t j0 = int64_t(blockIdx.x) * kOwn;
   const int nj = int(min(int64_t(kOwn), T - j0));
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int c0 = DO == HD ? 0 : int(blockIdx.z) * DO;  // the first of them
   stage<HD>(Ks, kOwn, k + j0 * ldkv + int64_t(kvh) * HD, ldkv, nj);
   stage<HD>(Vs, kOwn, v + j0 * ldkv + int64_t(kvh) * HD, ldkv, nj);
   for (int jj = threadIdx.x; jj < kOwn; jj += blockDim.x) k_seq[jj] = jj < nj ? seq_row0[j0 + jj] : -2;
   const int64_t q_end = seq_row0[j0 + nj - 1] + seq_len[j0 + nj - 1];
-  float acc_k[HD / 8][4], acc_v[HD / 8][4];
+  float acc_k[DO / 8][4], acc_v[DO / 8][4];
 #pragma unroll
-  for (int n = 0; n < HD / 8; ++n)
+  for (int n = 0; n < DO / 8; ++n)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc_k[n][e] = acc_v[n][e] = 0.f;
   for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
@@ -214,16 +230,16 @@ __global__ void __launch_bounds__(kWarps * 32) dkv_tc_kernel(int64_t T, int n_he
           st[n][e] = p;
           dpt[n][e] = ds;
         }
-      mma_acc_times_rows<kStep, HD>(acc_v, st, Gs, L::ld);   // dV += P^T dO
-      mma_acc_times_rows<kStep, HD>(acc_k, dpt, Qs, L::ld);  // dK += dS^T Q
+      mma_acc_times_rows<kStep, DO>(acc_v, st, Gs + c0, L::ld);   // dV += P^T dO (columns c0 .. c0 + DO)
+      mma_acc_times_rows<kStep, DO>(acc_k, dpt, Qs + c0, L::ld);  // dK += dS^T Q
     }
   }
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     const int jj = warp * 16 + g + 8 * i;
     if (jj >= nj) continue;
-    mma_acc_store_row<HD>(acc_k, i, dk + (j0 + jj) * lddkv + int64_t(kvh) * HD);
-    mma_acc_store_row<HD>(acc_v, i, dv + (j0 + jj) * lddkv + int64_t(kvh) * HD);
+    mma_acc_store_row<DO>(acc_k, i, dk + (j0 + jj) * lddkv + int64_t(kvh) * HD + c0);
+    mma_acc_store_row<DO>(acc_v, i, dv + (j0 + jj) * lddkv + int64_t(kvh) * HD + c0);
   }
 }
 
@@ -233,7 +249,8 @@ void launch(int64_t T, int n_heads, int n_kv_heads, const float* q, int64_t ldq,
             const int64_t* seq_row0, const int32_t* seq_len, float scale, float cap, int window, float* dq,
             int64_t lddq, float* dk, float* dv, int64_t lddkv, float* d_rows, Stream stream) {
   constexpr size_t bytes = Layout<HD>::bytes;
-  if (bytes > 48 * 1024) {  // head_dim 128: about 54 KiB (every GPU with mma.sync bf16 allows the opt-in)
+  static_assert(bytes <= 99 * 1024, "past the least opt-in shared memory of sm_80+ GPUs");
+  if (bytes > 48 * 1024) {  // head_dim 128: about 54 KiB, 256: about 84 KiB (every sm_80+ GPU allows the opt-in)
     check(cudaFuncSetAttribute(dq_tc_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
           "attention_backward_tc: shared memory (dq)");
     check(cudaFuncSetAttribute(dkv_tc_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
@@ -244,7 +261,8 @@ void launch(int64_t T, int n_heads, int n_kv_heads, const float* q, int64_t ldq,
       T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, scale, cap, window, dq, lddq,
       d_rows);
   check_launch("attention_backward_tc (dq)");
-  dkv_tc_kernel<HD><<<dim3{tiles, unsigned(n_kv_heads)}, kWarps * 32, bytes, as_stream(stream)>>>(
+  constexpr unsigned col_blocks = HD / kOutCols<HD>;  // 2 at head_dim 256: the halves of dk's and dv's columns
+  dkv_tc_kernel<HD><<<dim3{tiles, unsigned(n_kv_heads), col_blocks}, kWarps * 32, bytes, as_stream(stream)>>>(
       T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, dout, lddo, lse, d_rows, seq_row0, seq_len, scale, cap, window,
       dk, dv, lddkv);
   check_launch("attention_backward_tc (dk, dv)");
@@ -252,7 +270,9 @@ void launch(int64_t T, int n_heads, int n_kv_heads, const float* q, int64_t ldq,
 
 }  // namespace
 
-bool attention_backward_tc_supported(int head_dim) { return head_dim == 32 || head_dim == 64 || head_dim == 128; }
+bool attention_backward_tc_supported(int head_dim) {
+  return head_dim == 32 || head_dim == 64 || head_dim == 128 || head_dim == 256;
+}
 
 void attention_backward_tc(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
                            const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
@@ -262,23 +282,27 @@ void attention_backward_tc(int64_t T, int n_heads, int n_kv_heads, int head_dim,
   if (T <= 0) return;
   auto fail = [](const std::string& m) { throw std::runtime_error("langneurons cuda: attention_backward_tc: " + m); };
   if (!attention_backward_tc_supported(head_dim))
-    fail("head_dim must be 32, 64 or 128 (got " + std::to_string(head_dim) + "); use attention_backward");
+    fail("head_dim must be 32, 64, 128 or 256 (got " + std::to_string(head_dim) + "); use attention_backward");
   if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || n_heads > 65535) fail("n_heads must be a multiple of n_kv_heads");
   auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
   if (ldq % 4 || ldkv % 4 || lddo % 4 || misaligned(q) || misaligned(k) || misaligned(v) || misaligned(dout))
     fail("q / k / v / dout must be 16-byte aligned with row strides that are multiples of 4");
   switch (head_dim) {
     case 32:
-      launch<32>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, cap, window, dq,
-                 lddq, dk, dv, lddkv, d_rows, stream);
+      launch<32>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, cap,
+                 window, dq, lddq, dk, dv, lddkv, d_rows, stream);
       break;
     case 64:
-      launch<64>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, cap, window, dq,
-                 lddq, dk, dv, lddkv, d_rows, stream);
+      launch<64>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, cap,
+                 window, dq, lddq, dk, dv, lddkv, d_rows, stream);
+      break;
+    case 128:
+      launch<128>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, cap,
+                  window, dq, lddq, dk, dv, lddkv, d_rows, stream);
       break;
     default:
-      launch<128>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, cap, window, dq,
-                  lddq, dk, dv, lddkv, d_rows, stream);
+      launch<256>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, cap,
+                  window, dq, lddq, dk, dv, lddkv, d_rows, stream);
       break;
   }
 }

@@ -88,7 +88,7 @@ void attention_backward_tiled(int64_t T, int n_heads, int n_kv_heads, int head_d
                               const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk, float* dv,
                               int64_t lddkv, float* d_rows, Stream stream, float cap = 0.f, int window = 0);
 
-// The same backward on tensor cores for the bf16 mode (attention_backward_tc.cu; sm_80+, head_dim 32 / 64 / 128):
+// The same backward on tensor cores for the bf16 mode (attention_backward_tc.cu; sm_80+, head_dim 32 / 64 / 128 / 256):
 // mma.sync with bf16 operands and float32 accumulation, q / k / v exact (bf16 values in that mode), dout, p and ds
 // rounded to bf16 for their products as FlashAttention-2 does; the same split and arguments as the tiled kernels.
 // q / k / v / dout 16-byte aligned, their row strides multiples of 4.
