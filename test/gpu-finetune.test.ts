@@ -36,6 +36,8 @@ if (noGpu) console.log(`gpu-finetune tests skipped: ${cuda.reason}`);
 
 const STORIES = fixturePath('stories260k');
 const LLAMA3 = fixturePath('tiny-llama3');
+// The families' special parts through the CUDA trainer (Gemma 2: a sliding window of 8 on these 17 / 23 tokens).
+const FAMILIES = (['tiny-gemma2', 'tiny-cohere', 'tiny-qwen3'] as const).map((n) => fixturePath(n));
 const BIN = path.join(repoRoot, 'bin', 'langneurons.js');
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'ln-gpu-finetune-'));
 afterAll(async () => { await fsp.rm(tmp, { recursive: true, force: true }); });
@@ -81,7 +83,7 @@ async function trainers(dir: string, method: FinetuneMethod): Promise<{ cpu: Nat
 
 describe.skipIf(noGpu)('gpu finetune: one forward + backward against the CPU trainer (f32)', () => {
   it.each(METHODS)('%s: the loss and every parameter gradient', async (method) => {
-    for (const dir of [STORIES, LLAMA3]) {
+    for (const dir of [STORIES, LLAMA3, ...FAMILIES]) {
       const { cpu, gpu } = await trainers(dir, method);
       expect(gpu.info().device).toBe('cuda:0');
       expect(gpu.params().map((p) => [p.role, p.layer, p.mode, p.size])).toEqual(cpu.params().map((p) => [p.role, p.layer, p.mode, p.size]));

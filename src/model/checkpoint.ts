@@ -316,7 +316,8 @@ export function estimateDeviceMemory(
   const { hiddenSize: h, intermediateSize: inter, numHeads, numKvHeads, headDim, numLayers, vocabSize } = config;
   const kvCacheBytesPerToken = 2 * numLayers * numKvHeads * headDim * el;
   const qd = numHeads * headDim, kvd = numKvHeads * headDim;
-  const perToken = 4 * (2 * h) + el * h + 4 * (2 * qd + 2 * kvd) + el * (2 * qd + 2 * kvd) + 4 * (2 * inter) + el * inter;
+  const perToken = 4 * (2 * h) + el * h + 4 * (2 * qd + 2 * kvd) + el * (2 * qd + 2 * kvd) + 4 * (2 * inter) + el * inter +
+    (config.parallelBlock ? el * h : 0);  // Cohere: the layer's normed input, kept for the FFN
   const activationBytes = batchTokens * perToken + 4 * LM_HEAD_CHUNK_ROWS * vocabSize;
   const kvCacheBytes = kvCacheBytesPerToken * contextTokens;
   return { weightBytes, kvCacheBytesPerToken, kvCacheBytes, activationBytes, totalBytes: weightBytes + kvCacheBytes + activationBytes };

@@ -236,7 +236,8 @@ class CudaRuntime final : public Runtime {
   int64_t counted_tokens_ = 0, counted_seqs_ = 0, new_rows_ = 0;
 
   // Activations and scratch (grow-only).
-  DeviceBuffer h_, x_, gin_, xn_ /* cohere: the layer's normed input, kept for the FFN */, qkv_, qa_, ka_, va_, gu_, rule_values_, rope_cos_, rope_sin_, logits_, lp_, lm_plan_,
+  // xn_: Cohere's parallel block, the layer's normed input kept for the FFN.
+  DeviceBuffer h_, x_, gin_, xn_, qkv_, qa_, ka_, va_, gu_, rule_values_, rope_cos_, rope_sin_, logits_, lp_, lm_plan_,
       picks_;
   int64_t rope_positions_ = 0;
   cuda::DeviceRecording rec_;

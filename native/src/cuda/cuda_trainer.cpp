@@ -748,13 +748,15 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
 
     const bool need_dx1 = below || P(l, kAttnNorm).trainable();
     const int window = c.window_of(l);
+    // d(a projection's output) from d(the residual) in dh_: dh_ itself, or through Gemma 2's post-norm into dpost_.
+    auto projection_grad = [&](const float* pre, const float* post_w, int post_role) -> const float* {
+      if (!c.post_norms) return dh_;
+      norm_backward(T, pre, post_w, dh_, dpost_, false, grad_of(P(l, post_role)));
+      return dpost_;
+    };
 
     // FFN half: hout = hmid + [post-norm] down(act(gate(x2)) * up(x2)); dh_ holds d hout.
-    const float* dy_down = dh_;
-    if (c.post_norms) {
-      norm_backward(T, s.down_pre, W.ffn_post_norm, dh_, dpost_, false, grad_of(P(l, kFfnPostNorm)));
-      dy_down = dpost_;
-    }
+    const float* dy_down = projection_grad(s.down_pre, W.ffn_post_norm, kFfnPostNorm);
     const void* dhg = to_gemm(dy_down, T, H, H, g_);
     weight_grad(layer_param_index(l, kWDown), T, dy_down, H, dhg, s.act, I);
     gemm.run_dx(T, H, I, dhg, H, W.wdown, I, wdt, da_, I, false, s_);
@@ -775,11 +777,7 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
 
     // Attention half: hmid = hin + [post-norm] wo(attn(rope(q), rope(k), v)), q/k/v = proj(x1) (+ bias); dh_ holds
     // d hmid (d hout with the parallel block).
-    const float* dy_o = dh_;
-    if (c.post_norms) {
-      norm_backward(T, s.o_pre, W.attn_post_norm, dh_, dpost_, false, grad_of(P(l, kAttnPostNorm)));
-      dy_o = dpost_;
-    }
+    const float* dy_o = projection_grad(s.o_pre, W.attn_post_norm, kAttnPostNorm);
     const void* dhg2 = to_gemm(dy_o, T, H, H, g_);
     weight_grad(layer_param_index(l, kWo), T, dy_o, H, dhg2, s.attg, qd);
     gemm.run_dx(T, H, qd, dhg2, H, W.wo, qd, wdt, datt_, qd, false, s_);

@@ -461,7 +461,8 @@ void rmsnorm_rows_ex(int64_t M, const float* x, int64_t ldx, const int64_t* rows
 void head_rmsnorm(int64_t T, float* qkv, int64_t ld, int n_heads, int n_kv_heads, int head_dim, const float* q_norm,
                   const float* k_norm, float eps, Stream stream) {
   if (T <= 0) return;
-  if (T > 2147483647 || n_heads + n_kv_heads > 65535) throw std::runtime_error("langneurons cuda: head_rmsnorm: too many rows");
+  if (T > 2147483647 || n_heads + n_kv_heads > 65535)
+    throw std::runtime_error("langneurons cuda: head_rmsnorm: too many rows");
   const dim3 grid{unsigned(T), unsigned(n_heads + n_kv_heads), 1u};
   head_rmsnorm_kernel<<<grid, 64, 0, as_stream(stream)>>>(qkv, ld, n_heads, head_dim, q_norm, k_norm, eps);
   check_launch("head_rmsnorm");

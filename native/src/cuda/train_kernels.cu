@@ -523,45 +523,47 @@ int64_t rmsnorm_dw_partials(int64_t M, int64_t n) {
 }
 int64_t layernorm_dw_partials(int64_t M, int64_t n) { return rmsnorm_dw_partials(M, n) + M; }  // and the means
 
+// The launches of both norms' backward (rmsnorm_backward, layernorm_backward): dx, then dw from block partials
+// reduced in order; the rows' r (and LayerNorm's means) live behind the partials.
+static void norm_backward_rows(const char* fn, bool layer, int64_t M, int64_t n, const float* x, int64_t ldx,
+                               const float* w, float eps, const float* dy, int64_t lddy, float* dx, int64_t lddx,
+                               bool accumulate, float* dw, float* dw_partials, Stream stream) {
+  if (M <= 0 || n <= 0) return;
+  if (M > 2147483647) bad(fn, "too many rows");
+  if (dw && !dw_partials) bad(fn, "dw needs the dw_partials scratch");
+  const int64_t nb = (M + kRowsPerPartial - 1) / kRowsPerPartial;
+  if (nb > 65535) bad(fn, "too many rows for the dw partials (at most 65535 * 64)");
+  float* rstd = dw ? dw_partials + nb * n : nullptr;
+  float* mean = dw && layer ? rstd + M : nullptr;
+  cudaStream_t s = as_stream(stream);
+  if (layer)
+    layernorm_dx_kernel<<<unsigned(M), kThreads, 0, s>>>(n, x, ldx, w, eps, dy, lddy, dx, lddx, accumulate, mean, rstd);
+  else
+    rmsnorm_dx_kernel<<<unsigned(M), kThreads, 0, s>>>(n, x, ldx, w, eps, dy, lddy, dx, lddx, accumulate, rstd);
+  check_launch(fn);
+  if (!dw) return;
+  if (layer)
+    layernorm_dw_partial_kernel<<<column_grid(n, nb), kThreads, 0, s>>>(M, n, x, ldx, dy, lddy, mean, rstd,
+                                                                        dw_partials);
+  else
+    rmsnorm_dw_partial_kernel<<<column_grid(n, nb), kThreads, 0, s>>>(M, n, x, ldx, dy, lddy, rstd, dw_partials);
+  check_launch(fn);
+  column_partials_reduce_kernel<<<column_grid(n, 1), kThreads, 0, s>>>(n, nb, dw_partials, dw);
+  check_launch(fn);
+}
+
 void layernorm_backward(int64_t M, int64_t n, const float* x, int64_t ldx, const float* w, float eps, const float* dy,
                         int64_t lddy, float* dx, int64_t lddx, bool accumulate, float* dw, float* dw_partials,
                         Stream stream) {
-  if (M <= 0 || n <= 0) return;
-  if (M > 2147483647) bad("layernorm_backward", "too many rows");
-  if (dw && !dw_partials) bad("layernorm_backward", "dw needs the dw_partials scratch");
-  const int64_t nb = (M + kRowsPerPartial - 1) / kRowsPerPartial;
-  if (nb > 65535) bad("layernorm_backward", "too many rows for the dw partials (at most 65535 * 64)");
-  float* rstd = dw ? dw_partials + nb * n : nullptr;
-  float* mean = dw ? rstd + M : nullptr;
-  layernorm_dx_kernel<<<unsigned(M), kThreads, 0, as_stream(stream)>>>(n, x, ldx, w, eps, dy, lddy, dx, lddx,
-                                                                       accumulate, mean, rstd);
-  check_launch("layernorm_backward");
-  if (!dw) return;
-  layernorm_dw_partial_kernel<<<column_grid(n, nb), kThreads, 0, as_stream(stream)>>>(M, n, x, ldx, dy, lddy, mean,
-                                                                                      rstd, dw_partials);
-  check_launch("layernorm_backward (dw partials)");
-  column_partials_reduce_kernel<<<column_grid(n, 1), kThreads, 0, as_stream(stream)>>>(n, nb, dw_partials, dw);
-  check_launch("layernorm_backward (dw)");
+  norm_backward_rows("layernorm_backward", true, M, n, x, ldx, w, eps, dy, lddy, dx, lddx, accumulate, dw,
+                     dw_partials, stream);
 }
 
 void rmsnorm_backward(int64_t M, int64_t n, const float* x, int64_t ldx, const float* w, float eps, const float* dy,
                       int64_t lddy, float* dx, int64_t lddx, bool accumulate, float* dw, float* dw_partials,
                       Stream stream) {
-  if (M <= 0 || n <= 0) return;
-  if (M > 2147483647) bad("rmsnorm_backward", "too many rows");
-  if (dw && !dw_partials) bad("rmsnorm_backward", "dw needs the dw_partials scratch");
-  const int64_t nb = (M + kRowsPerPartial - 1) / kRowsPerPartial;
-  if (nb > 65535) bad("rmsnorm_backward", "too many rows for the dw partials (at most 65535 * 64)");
-  float* rstd = dw ? dw_partials + nb * n : nullptr;
-  rmsnorm_dx_kernel<<<unsigned(M), kThreads, 0, as_stream(stream)>>>(n, x, ldx, w, eps, dy, lddy, dx, lddx, accumulate,
-                                                                     rstd);
-  check_launch("rmsnorm_backward");
-  if (!dw) return;
-  rmsnorm_dw_partial_kernel<<<column_grid(n, nb), kThreads, 0, as_stream(stream)>>>(M, n, x, ldx, dy, lddy, rstd,
-                                                                                  dw_partials);
-  check_launch("rmsnorm_backward (dw partials)");
-  column_partials_reduce_kernel<<<column_grid(n, 1), kThreads, 0, as_stream(stream)>>>(n, nb, dw_partials, dw);
-  check_launch("rmsnorm_backward (dw)");
+  norm_backward_rows("rmsnorm_backward", false, M, n, x, ldx, w, eps, dy, lddy, dx, lddx, accumulate, dw,
+                     dw_partials, stream);
 }
 
 // ---- RoPE ----------------------------------------------------------------------------------------------------
