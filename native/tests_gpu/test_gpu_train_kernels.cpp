@@ -221,7 +221,7 @@ LN_TEST(gpu_train_attention_backward_tensor_cores) {
     LN_CHECK(cuda::attention_backward_tc_supported(a.head_dim));
     cuda::attention_backward_tc(T, a.n_heads, a.n_kv_heads, a.head_dim, qd_.get(), qd, kd.get(), vd.get(), kvd,
                                 outd.get(), qd, doutd.get(), qd, lsed.get(), row0.get(), len.get(), scale, gq.get(), qd,
-                                gk.get(), gv.get(), kvd, rows.get(), nullptr, s.cap, s.window);
+                                gk.get(), gv.get(), kvd, rows.get(), nullptr, s.window, s.cap);
     const double eq = rel_err(gq.download(), dq), ek = rel_err(gk.download(), dk), ev = rel_err(gv.download(), dv);
     LN_CHECK_MSG(eq < 2e-2 && ek < 2e-2 && ev < 2e-2,
                  "tensor cores, heads %d/%d hd %d cap %g window %d: dq %.3e dk %.3e dv %.3e", a.n_heads, a.n_kv_heads,
@@ -229,7 +229,7 @@ LN_TEST(gpu_train_attention_backward_tensor_cores) {
     // D: the simple kernels' sums, in the same order.
     cuda::attention_backward(T, a.n_heads, a.n_kv_heads, a.head_dim, qd_.get(), qd, kd.get(), vd.get(), kvd,
                              outd.get(), qd, doutd.get(), qd, lsed.get(), row0.get(), len.get(), pos.get(), scale,
-                             sq.get(), qd, sk.get(), sv.get(), kvd, rows_ref.get(), nullptr, s.cap, s.window);
+                             sq.get(), qd, sk.get(), sv.get(), kvd, rows_ref.get(), nullptr, s.window, s.cap);
     LN_CHECK(rel_err(rows.download(), rows_ref.download()) < 1e-6);
     std::printf("  tensor cores, heads %d/%d hd %3d cap %2g window %3d: dq %.2e dk %.2e dv %.2e (bf16 dout, p, ds)\n",
                 a.n_heads, a.n_kv_heads, a.head_dim, double(s.cap), s.window, eq, ek, ev);

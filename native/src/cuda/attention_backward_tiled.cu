@@ -257,7 +257,7 @@ void attention_backward_tiled(int64_t T, int n_heads, int n_kv_heads, int head_d
                               const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
                               const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
                               const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk, float* dv,
-                              int64_t lddkv, float* d_rows, Stream stream, float cap, int window) {
+                              int64_t lddkv, float* d_rows, Stream stream, int window, float cap) {
   if (T <= 0) return;
   if (!attention_backward_tiled_supported(head_dim))
     throw std::runtime_error("langneurons cuda: attention_backward_tiled: head_dim must be 64 or 128 (got " +

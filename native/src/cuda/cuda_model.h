@@ -112,7 +112,8 @@ struct LayerSave {
   void* x2 = nullptr;     // [T, H] g: the normed input of gate/up
   float* gu = nullptr;    // [T, 2I] gate and up before the activation
   void* act = nullptr;    // [T, I] g: silu(gate) * up, what w_down read
-  float* qk_pre = nullptr;  // qwen3: [T, qd + kvd] q and k heads before their norms (after bias and rounding)
+  float* qk_pre = nullptr;  // qwen3: q heads [T, qd], then k heads [T, kvd], before their norms (after bias and
+                            // rounding): rows of head_dim, as the norms' backward takes them
   float* o_pre = nullptr;     // gemma2: [T, H] wo's output before the post-attention norm
   float* down_pre = nullptr;  // gemma2: [T, H] w_down's output before the post-feedforward norm
 };

@@ -27,7 +27,6 @@
 #include "cuda/runtime_kernels.h"
 #include "cuda/site_kernels.h"
 #include "cuda/train_kernels.h"
-#include "kernels/ops.h"
 #include "model/intervention.h"
 #include "model/stats.h"
 #include "runtime/cuda_runtime.h"
@@ -144,20 +143,15 @@ void CudaRuntime::upload(const ModelWeights& w) {
   char* base = arena_.as<char>();
   put(base + off_embed, w.embed, w.embed.dtype);
   if (!head_shares_embed) put(base + off_head, head_src, wdt_);
-  // Norm weights as the norm multiplies them (model.cpp norm_f32): 1 + w for Gemma's (1 + w) RMSNorm. Built on
-  // the host; the vectors live until the synchronize at the end, after their copies.
+  // Norm weights as the norm multiplies them (norm_weight_f32: 1 + w for Gemma's (1 + w) RMSNorm), as the CPU
+  // engine holds them. Built on the host; the vectors live until the synchronize at the end, after their copies.
   std::vector<std::vector<float>> norm_host;
-  auto put_norm = [&](size_t off, const WeightRef& src, bool one_plus) {
-    std::vector<float> v(size_t(src.rows * src.cols));
-    convert_to_f32(src.data, src.dtype, 0, int64_t(v.size()), v.data());
-    if (one_plus)
-      for (float& x : v) x = 1.f + x;
+  auto put_norm = [&](size_t off, std::vector<float> v) {
     cuda::copy_to_device(base + off, v.data(), v.size() * 4, stream_);
     norm_host.push_back(std::move(v));
     return reinterpret_cast<const float*>(base + off);
   };
-  const bool one_plus = c.norm == NormType::RmsOnePlus;
-  final_norm_ = put_norm(off_fnorm, w.final_norm, one_plus);
+  final_norm_ = put_norm(off_fnorm, norm_weight_f32(c, w.final_norm));
   final_norm_host_ = norm_host.back();  // for LogitsMode::LastHidden, normed on the host as the CPU does
   embed_ = base + off_embed;
   embed_dtype_ = w.embed.dtype;
@@ -178,15 +172,15 @@ void CudaRuntime::upload(const ModelWeights& w) {
     d.wo = base + o.o;
     d.wgu = base + o.gu;
     d.wdown = base + o.down;
-    d.attn_norm = put_norm(o.an, L.attn_norm, one_plus);
-    if (o.fn != none) d.ffn_norm = put_norm(o.fn, L.ffn_norm, one_plus);
+    d.attn_norm = put_norm(o.an, norm_weight_f32(c, L.attn_norm));
+    if (o.fn != none) d.ffn_norm = put_norm(o.fn, norm_weight_f32(c, L.ffn_norm));
     if (o.qn != none) {  // Qwen3's q/k norms are plain RMSNorms
-      d.q_norm = put_norm(o.qn, L.q_norm, false);
-      d.k_norm = put_norm(o.kn, L.k_norm, false);
+      d.q_norm = put_norm(o.qn, weight_f32(L.q_norm));
+      d.k_norm = put_norm(o.kn, weight_f32(L.k_norm));
     }
     if (o.apn != none) {
-      d.attn_post_norm = put_norm(o.apn, L.attn_post_norm, one_plus);
-      d.ffn_post_norm = put_norm(o.fpn, L.ffn_post_norm, one_plus);
+      d.attn_post_norm = put_norm(o.apn, norm_weight_f32(c, L.attn_post_norm));
+      d.ffn_post_norm = put_norm(o.fpn, norm_weight_f32(c, L.ffn_post_norm));
     }
     if (c.qkv_bias) {
       put(base + o.b, L.bq, DType::F32);
@@ -334,14 +328,16 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
 
   // ---- attention
   if (save && save->hin) cuda::copy_device(save->hin, h, size_t(T * H) * 4, stream_);
-  norm(T, h, nullptr, L.attn_norm, gin, bf16_);
-  if (save && save->x1) cuda::copy_device(save->x1, gin, size_t(T * H) * ge, stream_);
-  if (c.parallel_block) cuda::copy_device(xn_.get(), gin, size_t(T * H) * ge, stream_);  // the FFN's input too
-  gemm(T, QKV, H, gin, H, L.wqkv, qkv, QKV, false);
+  // The normed input goes to gin, or with Cohere's parallel block to xn_, where it stays for the FFN (gin holds the
+  // attention's output next).
+  void* xin = c.parallel_block ? xn_.get() : gin;
+  norm(T, h, nullptr, L.attn_norm, xin, bf16_);
+  if (save && save->x1) cuda::copy_device(save->x1, xin, size_t(T * H) * ge, stream_);
+  gemm(T, QKV, H, xin, H, L.wqkv, qkv, QKV, false);
   if (hook_) {
-    hook_->after_linear(l, train::kWq, gin, qkv, QKV);
-    hook_->after_linear(l, train::kWk, gin, qkv + qd, QKV);
-    hook_->after_linear(l, train::kWv, gin, qkv + qd + kvd, QKV);
+    hook_->after_linear(l, train::kWq, xin, qkv, QKV);
+    hook_->after_linear(l, train::kWk, xin, qkv + qd, QKV);
+    hook_->after_linear(l, train::kWv, xin, qkv + qd + kvd, QKV);
   }
   // Bias and bf16 rounding of q / k / v: a pass of its own when the sites are recorded (they record the values
   // after it, before RoPE), else fused into the RoPE kernel.
@@ -358,7 +354,10 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
         rec_.reduce(proj[i], l, stream_);
       }
   }
-  if (save && save->qk_pre) cuda::copy_rows_f32(T, qd + kvd, qkv, QKV, save->qk_pre, qd + kvd, stream_);
+  if (save && save->qk_pre) {
+    cuda::copy_rows_f32(T, qd, qkv, QKV, save->qk_pre, qd, stream_);
+    cuda::copy_rows_f32(T, kvd, qkv + qd, QKV, save->qk_pre + T * qd, kvd, stream_);
+  }
   if (c.qk_norm)
     cuda::head_rmsnorm(T, qkv, QKV, c.n_heads, c.n_kv_heads, c.head_dim, L.q_norm, L.k_norm, c.rms_eps, stream_);
   void* kdst = cache ? cache->k(l) : ka_.get();
@@ -412,7 +411,7 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
 
   // ---- FFN (Cohere's parallel block: on the attention's normed input, kept in xn_)
   if (save && save->hmid) cuda::copy_device(save->hmid, h, size_t(T * H) * 4, stream_);
-  const void* fin = c.parallel_block ? xn_.get() : gin;
+  const void* fin = c.parallel_block ? xin : gin;
   if (!c.parallel_block) norm(T, h, nullptr, L.ffn_norm, gin, bf16_);
   if (save && save->x2) cuda::copy_device(save->x2, fin, size_t(T * H) * ge, stream_);
   gemm(T, 2 * I, H, fin, H, L.wgu, gu, 2 * I, false);
@@ -591,11 +590,7 @@ void CudaRuntime::forward(const ForwardRequest& req, ForwardResult& out) {
     for (size_t i = 0; i < n_last; ++i) {
       cuda::copy_to_host(last_row_host_.data(), h_.as<float>() + lm_idx_[i] * H, size_t(H) * 4, stream_);
       cuda::synchronize(stream_);
-      float* y = out.logits.data() + int64_t(i) * H;
-      if (cfg_.norm == NormType::Layer)
-        layernorm(last_row_host_.data(), final_norm_host_.data(), y, H, cfg_.rms_eps);
-      else
-        rmsnorm(last_row_host_.data(), final_norm_host_.data(), y, H, cfg_.rms_eps);
+      norm_rows(cfg_, 1, last_row_host_.data(), H, final_norm_host_.data(), out.logits.data() + int64_t(i) * H, H, H);
     }
   }
   if (req.targets) {
@@ -624,8 +619,8 @@ void CudaRuntime::save_attention(const LayerSave& s, int l) {
   const ModelConfig& c = cfg_;
   const int64_t qd = int64_t(c.n_heads) * c.head_dim, kvd = int64_t(c.n_kv_heads) * c.head_dim;
   cuda::attention_forward_lse(T_, c.n_heads, c.n_kv_heads, c.head_dim, s.q, qd, s.k, s.v, kvd, plan_.key_row0,
-                              plan_.n_keys, c.attn_scale(), s.att, qd, s.lse, stream_, c.attn_softcap,
-                              c.window_of(l));
+                              plan_.n_keys, c.attn_scale(), s.att, qd, s.lse, stream_, c.window_of(l),
+                              c.attn_softcap);
 }
 
 void CudaRuntime::forward_train(const ForwardRequest& req, const std::vector<LayerSave>& saves, LinearHook* hook) {

@@ -465,7 +465,7 @@ void CudaTrainer::ensure(int64_t T) {
   }
   const int64_t M = std::max(T, kLmChunk), wide = std::max({H, qd, QKV, 2 * I});
   Plan pw;
-  const size_t o_dh = pw.take(size_t(T * H) * 4), o_dx = pw.take(size_t(T * std::max(H, kvd)) * 4),  // + k heads
+  const size_t o_dh = pw.take(size_t(T * H) * 4), o_dx = pw.take(size_t(T * std::max({H, qd, kvd})) * 4),
                o_datt = pw.take(size_t(T * qd) * 4), o_dqkv = pw.take(size_t(T * QKV) * 4),
                o_da = pw.take(size_t(T * I) * 4), o_dgu = pw.take(size_t(T * 2 * I) * 4),
                o_dxf = pw.take(size_t(T * H) * 4), o_chunk = pw.take(size_t(kLmChunk * V) * 4),
@@ -475,7 +475,7 @@ void CudaTrainer::ensure(int64_t T) {
                o_sel2 = pw.take(size_t(opt_.dense_then_mask ? max_nsel : 0) * 4),
                o_dense = pw.take(size_t(opt_.dense_then_mask ? max_dense : 0) * 4),
                o_part = pw.take(size_t(std::max({cuda::layernorm_dw_partials(T, H), cuda::colsum_partials(T, QKV),
-                                                  cuda::rmsnorm_dw_partials(T, c.head_dim), int64_t(1)})) * 4),
+                                                  cuda::rmsnorm_dw_partials(T * nh, c.head_dim), int64_t(1)})) * 4),
                o_dpost = pw.take(size_t(c.post_norms ? T * H : 0) * 4),
                o_capped = pw.take(size_t(c.final_softcap > 0 ? kLmChunk * V : 0) * 4),
                o_drows = pw.take(size_t(T * nh) * 4), o_rl = pw.take(size_t(T) * 8),
@@ -785,28 +785,32 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     float *dq = dqkv_, *dk = dqkv_ + qd, *dv = dqkv_ + qd + kvd;
     if (bf16_ && rt_->info_.major >= 8 && cuda::attention_backward_tc_supported(int(hd)))  // mma.sync: sm_80+
       cuda::attention_backward_tc(T, int(nh), int(nkv), int(hd), s.q, qd, s.k, s.v, kvd, s.att, qd, datt_, qd, s.lse,
-                                  seq_row0_, seq_len_, scale, dq, QKV, dk, dv, QKV, d_rows_, s_, cap, window);
+                                  seq_row0_, seq_len_, scale, dq, QKV, dk, dv, QKV, d_rows_, s_, window, cap);
     else if (cuda::attention_backward_tiled_supported(int(hd)))
       cuda::attention_backward_tiled(T, int(nh), int(nkv), int(hd), s.q, qd, s.k, s.v, kvd, s.att, qd, datt_, qd,
-                                     s.lse, seq_row0_, seq_len_, scale, dq, QKV, dk, dv, QKV, d_rows_, s_, cap, window);
+                                     s.lse, seq_row0_, seq_len_, scale, dq, QKV, dk, dv, QKV, d_rows_, s_, window, cap);
     else
       cuda::attention_backward(T, int(nh), int(nkv), int(hd), s.q, qd, s.k, s.v, kvd, s.att, qd, datt_, qd, s.lse,
-                               seq_row0_, seq_len_, pos, scale, dq, QKV, dk, dv, QKV, d_rows_, s_, cap, window);
+                               seq_row0_, seq_len_, pos, scale, dq, QKV, dk, dv, QKV, d_rows_, s_, window, cap);
     cuda::rope_backward(T, dq, QKV, int(nh), int(hd), pos, cos_t, sin_t, s_, c.rope_interleaved);
     cuda::rope_backward(T, dk, QKV, int(nkv), int(hd), pos, cos_t, sin_t, s_, c.rope_interleaved);
     if (c.qk_norm) {
-      // Qwen3's per-head norms, head by head: d(q heads) into datt_ (free since the attention backward), d(k heads)
-      // into dx_ (free until the q/k/v input gradient: no family has both q/k norms and the parallel block), then
-      // back into dqkv_ (not in place: the weight gradient pass reads dy after dx is written).
-      for (int h = 0; h < int(nh + nkv); ++h) {
-        const bool is_q = h < int(nh);
-        const int64_t col = is_q ? int64_t(h) * hd : qd + int64_t(h - int(nh)) * hd;
-        float* out = is_q ? datt_ + int64_t(h) * hd : dx_ + int64_t(h - int(nh)) * hd;
-        cuda::rmsnorm_backward(T, hd, s.qk_pre + col, qd + kvd, is_q ? W.q_norm : W.k_norm, eps, dqkv_ + col, QKV,
-                               out, is_q ? qd : kvd, false, grad_of(P(l, is_q ? kQNorm : kKNorm)), partials_, s_);
+      // Qwen3's per-head norms, one norm over rows of head_dim for the q heads, then the k heads (as the CPU trainer):
+      // their gradients gathered contiguous into datt_ (free since the attention backward), the norm's input
+      // gradient into dx_ (free until the q/k/v input gradient: no family has both q/k norms and the parallel
+      // block), then back into dqkv_.
+      const struct {
+        float* d;
+        int64_t width, heads;
+        const float *x, *w;
+        int role;
+      } parts[2] = {{dq, qd, nh, s.qk_pre, W.q_norm, kQNorm}, {dk, kvd, nkv, s.qk_pre + T * qd, W.k_norm, kKNorm}};
+      for (const auto& p : parts) {
+        cuda::copy_rows_f32(T, p.width, p.d, QKV, datt_, p.width, s_);
+        cuda::rmsnorm_backward(T * p.heads, hd, p.x, hd, p.w, eps, datt_, hd, dx_, hd, false, grad_of(P(l, p.role)),
+                               partials_, s_);
+        cuda::copy_rows_f32(T, p.width, dx_, p.width, p.d, QKV, s_);
       }
-      cuda::copy_rows_f32(T, qd, datt_, qd, dq, QKV, s_);
-      cuda::copy_rows_f32(T, kvd, dx_, kvd, dk, QKV, s_);
     }
     if (c.qkv_bias) {
       const int roles[3] = {kBq, kBk, kBv};

@@ -55,15 +55,11 @@ __device__ inline void store_out(uint16_t* y, int64_t i, float v) { y[i] = ln::f
 __device__ inline float load_in(const float* x, int64_t i) { return x[i]; }
 __device__ inline float load_in(const uint16_t* x, int64_t i) { return ln::bf16_to_f32(x[i]); }
 
-// Row blockIdx.x of the output is input row rows[blockIdx.x] (or blockIdx.x without rows). kLayer: Cohere's
-// LayerNorm (mean-centred, no bias; ops.cpp layernorm), else RMSNorm (Gemma's (1 + w) is folded into w at upload).
+// One row's norm by the whole block, yr = norm(xr) (yr may be xr: every read of xr comes before the last barrier).
+// kLayer: Cohere's LayerNorm (mean-centred, no bias; ops.cpp layernorm), else RMSNorm (Gemma's (1 + w) is folded
+// into w at upload). shm: 32 doubles of shared memory.
 template <class TOut, bool kLayer>
-__global__ void norm_kernel(const float* x, int64_t ldx, const int64_t* rows, const float* w, TOut* y, int64_t ldy,
-                            int64_t n, float eps) {
-  __shared__ double shm[32];
-  const int64_t src = rows ? rows[blockIdx.x] : int64_t(blockIdx.x);
-  const float* xr = x + src * ldx;
-  TOut* yr = y + int64_t(blockIdx.x) * ldy;
+__device__ inline void norm_row(const float* xr, const float* w, TOut* yr, int64_t n, float eps, double* shm) {
   float mean = 0.f;
   if (kLayer) {
     double sum = 0;
@@ -82,6 +78,15 @@ __global__ void norm_kernel(const float* x, int64_t ldx, const int64_t* rows, co
     store_out(yr, i, kLayer ? math::layernorm_apply(xr[i], mean, r, w[i]) : math::rmsnorm_apply(xr[i], r, w[i]));
 }
 
+// Row blockIdx.x of the output is input row rows[blockIdx.x] (or blockIdx.x without rows).
+template <class TOut, bool kLayer>
+__global__ void norm_kernel(const float* x, int64_t ldx, const int64_t* rows, const float* w, TOut* y, int64_t ldy,
+                            int64_t n, float eps) {
+  __shared__ double shm[32];
+  const int64_t src = rows ? rows[blockIdx.x] : int64_t(blockIdx.x);
+  norm_row<TOut, kLayer>(x + src * ldx, w, y + int64_t(blockIdx.x) * ldy, n, eps, shm);
+}
+
 // One block per (token, head) of the q and k heads of a qkv row: Qwen3's RMSNorm over each head (weights
 // [head_dim]: q_norm for the query heads, k_norm for the key heads), in place, as model/attention.cpp.
 __global__ void head_rmsnorm_kernel(float* qkv, int64_t ld, int n_heads, int head_dim, const float* q_norm,
@@ -89,12 +94,7 @@ __global__ void head_rmsnorm_kernel(float* qkv, int64_t ld, int n_heads, int hea
   __shared__ double shm[32];
   const int h = blockIdx.y;
   float* x = qkv + int64_t(blockIdx.x) * ld + int64_t(h) * head_dim;  // k heads follow the q heads in the row
-  const float* w = h < n_heads ? q_norm : k_norm;
-  double ss = 0;
-  for (int i = threadIdx.x; i < head_dim; i += blockDim.x) ss += double(x[i]) * double(x[i]);
-  ss = block_sum(ss, shm);
-  const float r = math::rmsnorm_inv_rms(ss, head_dim, eps);
-  for (int i = threadIdx.x; i < head_dim; i += blockDim.x) x[i] = math::rmsnorm_apply(x[i], r, w[i]);
+  norm_row<float, false>(x, h < n_heads ? q_norm : k_norm, x, head_dim, eps, shm);
 }
 
 // Cohere's logit_scale and Gemma 2's final soft-capping, in place (model.cpp finish_logits).
@@ -414,7 +414,7 @@ void attention_causal(int64_t T, int n_heads, int n_kv_heads, int head_dim, cons
 
 void attention_forward_lse(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
                            const float* k, const float* v, int64_t ldkv, const int64_t* key_row0, const int32_t* n_keys,
-                           float scale, float* out, int64_t ldo, float* lse, Stream stream, float cap, int window) {
+                           float scale, float* out, int64_t ldo, float* lse, Stream stream, int window, float cap) {
   if (T <= 0) return;
   check_attention_args(n_heads, n_kv_heads, head_dim, "attention_forward_lse");
   if (T > 2147483647) throw std::runtime_error("langneurons cuda: attention_forward_lse: too many rows");

@@ -590,7 +590,7 @@ void attention_backward(int64_t T, int n_heads, int n_kv_heads, int head_dim, co
                         const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
                         const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
                         const int32_t* seq_len, const int32_t* pos, float scale, float* dq, int64_t lddq, float* dk,
-                        float* dv, int64_t lddkv, float* d_rows, Stream stream, float cap, int window) {
+                        float* dv, int64_t lddkv, float* d_rows, Stream stream, int window, float cap) {
   (void)pos;  // packed sequences without a cache: row t's position is t - seq_row0[t]
   if (T <= 0) return;
   check_attn("attention_backward", T, n_heads, n_kv_heads, head_dim);

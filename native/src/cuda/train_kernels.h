@@ -54,11 +54,11 @@ void rope_backward(int64_t T, float* dx, int64_t ld, int n_heads, int head_dim, 
 
 // Causal GQA attention forward that also writes lse[t * n_heads + h] (the logsumexp of row t's scaled scores,
 // what the backward recomputes the probabilities from). Same arguments as cuda_backend.h attention_causal, all
-// float32 (the f32 mode and the reference for the bf16 path's saved values); cap > 0: soft-capped scores.
+// float32 (the f32 mode and the reference for the bf16 path's saved values), window and cap included.
 void attention_forward_lse(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
                            const float* k, const float* v, int64_t ldkv, const int64_t* key_row0, const int32_t* n_keys,
-                           float scale, float* out, int64_t ldo, float* lse, Stream stream, float cap = 0.f,
-                           int window = 0);
+                           float scale, float* out, int64_t ldo, float* lse, Stream stream, int window = 0,
+                           float cap = 0.f);
 
 // Backward of causal attention over packed sequences without a cache (train/layers.h attention_backward):
 //   p_ij = exp(scale q_i.k_j - lse_i), D_i = dout_i . out_i, ds_ij = p_ij (dout_i . v_j - D_i)
@@ -74,7 +74,7 @@ void attention_backward(int64_t T, int n_heads, int n_kv_heads, int head_dim, co
                         const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
                         const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
                         const int32_t* seq_len, const int32_t* pos, float scale, float* dq, int64_t lddq, float* dk,
-                        float* dv, int64_t lddkv, float* d_rows, Stream stream, float cap = 0.f, int window = 0);
+                        float* dv, int64_t lddkv, float* d_rows, Stream stream, int window = 0, float cap = 0.f);
 
 // The same backward on shared-memory tiles of 32 query x 32 key rows (attention_backward_tiled.cu, float32;
 // FlashAttention-2's split: one block per (query tile, head) for dq, one per (key tile, kv head) for dk/dv), for
@@ -86,7 +86,7 @@ void attention_backward_tiled(int64_t T, int n_heads, int n_kv_heads, int head_d
                               const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
                               const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
                               const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk, float* dv,
-                              int64_t lddkv, float* d_rows, Stream stream, float cap = 0.f, int window = 0);
+                              int64_t lddkv, float* d_rows, Stream stream, int window = 0, float cap = 0.f);
 
 // The same backward on tensor cores for the bf16 mode (attention_backward_tc.cu; sm_80+, head_dim 32 / 64 / 128 / 256):
 // mma.sync with bf16 operands and float32 accumulation, q / k / v exact (bf16 values in that mode), dout, p and ds
@@ -97,7 +97,7 @@ void attention_backward_tc(int64_t T, int n_heads, int n_kv_heads, int head_dim,
                            const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
                            const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
                            const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk, float* dv,
-                           int64_t lddkv, float* d_rows, Stream stream, float cap = 0.f, int window = 0);
+                           int64_t lddkv, float* d_rows, Stream stream, int window = 0, float cap = 0.f);
 
 // ---- FFN -----------------------------------------------------------------------------------------------------
 

@@ -110,15 +110,6 @@ void for_row_blocks(ThreadPool& pool, int64_t n, F&& f) {
   pool.parallel_for(nb, [&](int64_t b, int) { f(b * kRowBlock, std::min(n, (b + 1) * kRowBlock)); });
 }
 
-// y = norm(x) over M rows of n values, the config's norm type (its weights as LayerVecs holds them).
-inline void norm_rows(const ModelConfig& c, int64_t M, const float* x, int64_t ldx, const float* w, float* y,
-                      int64_t ldy, int64_t n) {
-  if (c.norm == NormType::Layer)
-    layernorm_rows(M, x, ldx, w, y, ldy, n, c.rms_eps);
-  else
-    rmsnorm_rows(M, x, ldx, w, y, ldy, n, c.rms_eps);
-}
-
 // h += Attention(rmsnorm(h)) for layer `l` (appends the batch's K/V to the cache when there is one).
 void attention_forward(ForwardState& st, int l);
 // h += FFN(rmsnorm(h)) for layer `l`.

@@ -53,18 +53,25 @@ static int checked_threads(int n) {
   return n;
 }
 
-static std::vector<float> to_f32(const WeightRef& w) {
+std::vector<float> weight_f32(const WeightRef& w) {
   std::vector<float> v(size_t(w.rows * w.cols));
   convert_to_f32(w.data, w.dtype, 0, w.rows * w.cols, v.data());
   return v;
 }
 
-// A norm weight as the norm multiplies it: (1 + w) in float32 for Gemma's RMSNorm, w otherwise.
-static std::vector<float> norm_f32(const ModelConfig& c, const WeightRef& w) {
-  std::vector<float> v = to_f32(w);
+std::vector<float> norm_weight_f32(const ModelConfig& c, const WeightRef& w) {
+  std::vector<float> v = weight_f32(w);
   if (c.norm == NormType::RmsOnePlus)
     for (float& x : v) x = 1.f + x;
   return v;
+}
+
+void norm_rows(const ModelConfig& c, int64_t M, const float* x, int64_t ldx, const float* w, float* y, int64_t ldy,
+               int64_t n) {
+  if (c.norm == NormType::Layer)
+    layernorm_rows(M, x, ldx, w, y, ldy, n, c.rms_eps);
+  else
+    rmsnorm_rows(M, x, ldx, w, y, ldy, n, c.rms_eps);
 }
 
 Model::Model(const ModelConfig& config, const ModelWeights& weights, int n_threads, Compute compute)
@@ -82,24 +89,24 @@ Model::Model(const ModelConfig& config, const ModelWeights& weights, int n_threa
   st.pool = &pool_;
   for (const LayerWeights& L : w_.layers) {
     ForwardState::LayerVecs lv;
-    lv.attn_norm = norm_f32(cfg_, L.attn_norm);
-    if (!cfg_.parallel_block) lv.ffn_norm = norm_f32(cfg_, L.ffn_norm);
+    lv.attn_norm = norm_weight_f32(cfg_, L.attn_norm);
+    if (!cfg_.parallel_block) lv.ffn_norm = norm_weight_f32(cfg_, L.ffn_norm);
     if (cfg_.qk_norm) {  // Qwen3's q/k norms are plain RMSNorms
-      lv.q_norm = to_f32(L.q_norm);
-      lv.k_norm = to_f32(L.k_norm);
+      lv.q_norm = weight_f32(L.q_norm);
+      lv.k_norm = weight_f32(L.k_norm);
     }
     if (cfg_.post_norms) {
-      lv.attn_post_norm = norm_f32(cfg_, L.attn_post_norm);
-      lv.ffn_post_norm = norm_f32(cfg_, L.ffn_post_norm);
+      lv.attn_post_norm = norm_weight_f32(cfg_, L.attn_post_norm);
+      lv.ffn_post_norm = norm_weight_f32(cfg_, L.ffn_post_norm);
     }
     if (cfg_.qkv_bias) {
-      lv.bq = to_f32(L.bq);
-      lv.bk = to_f32(L.bk);
-      lv.bv = to_f32(L.bv);
+      lv.bq = weight_f32(L.bq);
+      lv.bk = weight_f32(L.bk);
+      lv.bv = weight_f32(L.bv);
     }
     st.vecs.push_back(std::move(lv));
   }
-  st.final_norm = norm_f32(cfg_, w_.final_norm);
+  st.final_norm = norm_weight_f32(cfg_, w_.final_norm);
 
   st.inv_freq = rope_inv_freq_f32(cfg_);
 }
@@ -185,7 +192,7 @@ static void lm_head_rows(ForwardState& st, const int64_t* idx, int64_t n, float*
   const int64_t H = c.hidden;
   detail::ensure(st.rows, n * H);
   for (int64_t i = 0; i < n; ++i)
-    detail::norm_rows(c, 1, st.h.data() + idx[i] * H, H, st.final_norm.data(), st.rows.data() + i * H, H, H);
+    norm_rows(c, 1, st.h.data() + idx[i] * H, H, st.final_norm.data(), st.rows.data() + i * H, H, H);
   gemm_xwt(n, st.rows.data(), H, st.w->lm_head, out, c.vocab, st.compute, false, *st.pool);
   finish_logits(st, out, n);
 }
@@ -243,7 +250,7 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
                "use fewer tokens per forward");
     const float* fw = st.final_norm.data();
     detail::for_row_blocks(pool_, T, [&](int64_t r0, int64_t r1) {
-      detail::norm_rows(cfg_, r1 - r0, st.h.data() + r0 * H, H, fw, st.x.data() + r0 * H, H, H);
+      norm_rows(cfg_, r1 - r0, st.h.data() + r0 * H, H, fw, st.x.data() + r0 * H, H, H);
     });
     gemm_xwt(T, st.x.data(), H, w_.lm_head, out.logits.data(), V, compute_, false, pool_);
     finish_logits(st, out.logits.data(), T);
@@ -273,7 +280,7 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
   } else if (req.logits == LogitsMode::LastHidden) {
     out.logits.resize(size_t(int64_t(req.n_seqs) * H));
     for (size_t i = 0; i < st.seqs.size(); ++i)
-      detail::norm_rows(cfg_, 1, st.h.data() + (st.seqs[i].row0 + st.seqs[i].len - 1) * H, H, st.final_norm.data(),
+      norm_rows(cfg_, 1, st.h.data() + (st.seqs[i].row0 + st.seqs[i].len - 1) * H, H, st.final_norm.data(),
                         out.logits.data() + int64_t(i) * H, H, H);  // the family's final norm, as the LM head's
   }
   if (!req.targets) return;

@@ -70,6 +70,15 @@ std::string validate_config(const ModelConfig& c);
 // them. The YaRN attention factor is applied to the cos/sin tables, not here.
 std::vector<float> rope_inv_freq_f32(const ModelConfig& c);
 
+// A tensor as float32 (exact for BF16 / F16 / F32).
+std::vector<float> weight_f32(const WeightRef& w);
+// A norm weight as the model's norm multiplies it: 1 + w for Gemma's (1 + w) RMSNorm, w otherwise (not for Qwen3's
+// q/k norms, which are plain RMSNorms: weight_f32). The CPU engine and the CUDA runtime upload these.
+std::vector<float> norm_weight_f32(const ModelConfig& c, const WeightRef& w);
+// The model's norm (RMSNorm, or Cohere's LayerNorm: ops.h) of M rows of n, eps = c.rms_eps.
+void norm_rows(const ModelConfig& c, int64_t M, const float* x, int64_t ldx, const float* w, float* y, int64_t ldy,
+               int64_t n);
+
 struct LayerWeights {
   WeightRef attn_norm;            // [hidden]
   WeightRef wq, wk, wv, wo;       // [heads*hd, hidden], [kv*hd, hidden] x2, [hidden, heads*hd]
