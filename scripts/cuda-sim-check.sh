@@ -4,7 +4,8 @@
 #   1. the simulator's own tests and the cuBLASLt stand-in's (alone and under the runtime's Gemm);
 #   2. every GPU test (native_gpu_tests: kernels, whole models, the trainer) with the threads of each block run in
 #      order, then in reverse order (a missing barrier reads stale shared memory in at least one of the two);
-#   3. bench_gpu --tiny (every code path of the GPU benchmark, its JSON) and scripts/gpu_check_summary.py on it;
+#   3. bench_gpu --tiny (every code path of the GPU benchmark, its JSON) on each family's shape, and
+#      scripts/gpu_check_summary.py on it;
 #   4. the TypeScript GPU tests of the runtime and the commands (test/gpu-runtime.test.ts) on the simulator addon;
 #   with --finetune-ts also test/gpu-finetune.test.ts and test/bench-gpu-finetune.test.ts (about 15 minutes more);
 #   with --asan native_gpu_tests again built with AddressSanitizer + UBSan (build-sim-asan/), which catches a kernel
@@ -72,14 +73,17 @@ check "test_gemm_on_fake_cublaslt" env LANGNEURONS_CUBLASLT=$PWD/build-sim/libcu
   LANGNEURONS_SIM_CUBLASLT_QUIET=1 build-sim/test_gemm_on_fake_cublaslt
 run_all build-sim sim
 
-stage "sim: bench_gpu --tiny (every code path of the GPU benchmark; its times mean nothing) and the gpu-check summary"
-bench_summary() {
+stage "sim: bench_gpu --tiny (every code path of the GPU benchmark, on each family's shape; its times mean nothing) and the gpu-check summary"
+bench_summary() {  # bench_summary <shape>
+  local doc=build-sim/bench_gpu_tiny_$1
   LANGNEURONS_CUBLASLT=$PWD/build-sim/libcublasLt_sim.so LANGNEURONS_SIM_CUBLASLT_QUIET=1 \
-    build-sim/bench_gpu --tiny --json-out build-sim/bench_gpu_tiny.json || return 1
-  python3 scripts/gpu_check_summary.py build-sim/bench_gpu_tiny.json "" "" "" "" | tee build-sim/bench_gpu_tiny.txt
-  grep -q '^profiling MFU' build-sim/bench_gpu_tiny.txt && grep -q '^decode batch 32' build-sim/bench_gpu_tiny.txt
+    build-sim/bench_gpu --tiny --shape "$1" --json-out "$doc.json" || return 1
+  python3 scripts/gpu_check_summary.py "$doc.json" "" "" "" "" | tee "$doc.txt"
+  grep -q '^profiling MFU' "$doc.txt" && grep -q '^decode batch 32' "$doc.txt" && grep -q "^engine benchmark .*$1" "$doc.txt"
 }
-check "sim: bench_gpu --tiny and its summary" bench_summary
+for shape in llama-3.1-8b qwen2.5-7b qwen3-8b gemma-2-9b aya-expanse-8b; do
+  check "sim: bench_gpu --tiny --shape $shape and its summary" bench_summary "$shape"
+done
 
 stage "sim: the TypeScript GPU tests on the simulator addon"
 ts_tests=(test/gpu-runtime.test.ts)

@@ -68,6 +68,23 @@ describe.skipIf(!PY)('scripts/gpu_check_summary.py (needs python3)', () => {
     expect(sim.rows['profiling MFU vs cuBLASLt 8192^3 bf16']?.[1]).toBe('reported');
   });
 
+  it('reports another family\'s shape (bench_gpu --shape) with its baseline of the same shape and layers, judging nothing', () => {
+    const bench = { ...fullBench, shape: 'gemma-2-9b', layers: 8 };
+    const hf = { shape: 'gemma-2-9b', layers: 8, batch: 8, seq_len: 1024, tokens_per_s_hooked: 20000 };
+    const same = summary({ bench, hf: hfLine(hf) });
+    expect(same.stdout).toContain('gemma-2-9b, 8 layers, 8x1024 tokens');
+    expect(same.rows['profiling MFU vs cuBLASLt 8192^3 bf16']?.[1]).toBe('reported');
+    expect(same.rows['statistics overhead']?.[1]).toBe('reported');
+    const ratio = same.rows['profiling vs transformers + hooks']!;
+    expect(ratio[0]).toContain('1.50x (30000 vs 20000 tok/s)');
+    expect(ratio[0]).not.toContain('another shape');
+    expect(ratio[1]).toBe('reported');
+    const fewer = summary({ bench, hf: hfLine({ ...hf, layers: 4 }) });
+    expect(fewer.rows['profiling vs transformers + hooks']?.[0]).toContain('baseline of another shape or batch');
+    const llama = summary({ bench, hf: hfLine({ ...hf, shape: 'llama-3.1-8b', layers: 8 }) });
+    expect(llama.rows['profiling vs transformers + hooks']?.[0]).toContain('baseline of another shape or batch');
+  });
+
   it('counts the trainer tests of the native section only, and a skipped fine-tuning test file as missed', () => {
     const log = ['=== native GPU tests (x) (3 s)', 'ok  gpu_train_a', 'ok  gpu_gemm_backward_b', 'FAIL gpu_train_c',
       'ok  gpu_rmsnorm', '=== compute-sanitizer memcheck (9 s)', 'FAIL gpu_train_d', ''].join('\n');

@@ -1,5 +1,6 @@
 """What the PyTorch baselines of benchmarks/gpu and benchmarks/gpu-finetune share: PyTorch imported with a one-line
-error, and the transformers LlamaConfig of a shape, built the same way on transformers 4.4x and 5.x."""
+error, and the transformers config of a shape (LlamaConfig, or another family's), built the same way on
+transformers 4.4x and 5.x."""
 import sys
 
 
@@ -15,7 +16,13 @@ def require_torch(script: str):
 
 
 def llama_config(shape: dict, **kwargs):
-    """LlamaConfig on transformers 4.4x and 5.x alike, the one place that depends on the version.
+    """LlamaConfig on transformers 4.4x and 5.x alike (model_config of "llama")."""
+    return model_config("llama", shape, **kwargs)
+
+
+def model_config(model_type: str, shape: dict, **kwargs):
+    """The config of model_type ("llama", "qwen2", "gemma2", ...: AutoConfig.for_model) on transformers 4.4x and 5.x
+    alike, the one place that depends on the version.
 
     RoPE: 4.x takes rope_theta and rope_scaling; 5.x keeps both in the field rope_parameters (models/llama/
     configuration_llama.py) and reads the old names only through a backward-compatibility path
@@ -25,7 +32,7 @@ def llama_config(shape: dict, **kwargs):
     the config says (config.torch_dtype, renamed dtype in 4.56, only steers from_pretrained/from_config).
     """
     import transformers
-    from transformers import LlamaConfig
+    from transformers import AutoConfig
 
     shape = dict(shape)
     theta = float(shape.pop("rope_theta", 500000.0))
@@ -35,4 +42,4 @@ def llama_config(shape: dict, **kwargs):
         kwargs["rope_parameters"] = {"rope_type": "default", **rope, "rope_theta": theta}
     else:
         kwargs.update(rope_theta=theta, rope_scaling=rope or None)
-    return LlamaConfig(**shape, **kwargs)
+    return AutoConfig.for_model(model_type, **shape, **kwargs)

@@ -13,9 +13,13 @@
 //   - device memory used against weights + KV cache + activations; projected hours per language for 100M tokens.
 // Prints a table and one JSON line; --json-out writes the same document to a file (scripts/gpu-check.sh reads
 // it: "profile" is the first batch, 8 x 1024 by default, the batch of benchmarks/gpu/hf_baseline.py). Usage:
-//   bench_gpu [--quick | --tiny] [--gemm-only] [--layers N] [--batches 8x1024,16x512,4x2048] [--decode-steps N] [--device N]
-//             [--json-out FILE]
-// --quick: Llama-3.2-1B's shapes (hf_baseline.py --shape llama-3.2-1b), GEMM at 4096^3, one batch.
+//   bench_gpu [--quick | --tiny] [--shape NAME] [--gemm-only] [--layers N] [--batches 8x1024,16x512,4x2048]
+//             [--decode-steps N] [--device N] [--json-out FILE]
+// --shape: the model's shapes and family, named as hf_baseline.py --shape names them: llama-3.1-8b (the default),
+// llama-3.2-1b, qwen2.5-7b, qwen3-8b, gemma-2-9b, aya-expanse-8b (scripts/gpu-bench-families.sh runs the last four
+// beside their transformers baselines); with --tiny, a 2-layer model of odd small sizes with that family's parts.
+// --quick: Llama-3.2-1B's shapes (hf_baseline.py --shape llama-3.2-1b) unless --shape names others, GEMM at
+// 4096^3, one batch.
 // --gemm-only: the GEMM peak and the copy bandwidth alone (benchmarks/gpu-finetune's MFU baseline), one JSON line.
 // --tiny: a 2-layer model of odd small shapes, GEMM at 256^3, two small batches, short decode: for the CUDA
 // simulator (scripts/cuda-sim-check.sh), which runs every code path and the JSON in seconds; its times mean nothing.
@@ -46,6 +50,7 @@ struct Options {
   bool quick = false;
   bool tiny = false;
   bool gemm_only = false;
+  std::string shape;  // "" until parsed: llama-3.1-8b, or llama-3.2-1b with --quick
   int layers = -1;
   std::vector<std::pair<int, int>> batches;  // (sequences, length)
   int decode_steps = -1;  // 32; 3 with --tiny
@@ -54,10 +59,12 @@ struct Options {
 };
 
 [[noreturn]] void usage(const std::string& msg) {
-  std::fprintf(stderr, "bench_gpu: %s\nusage: bench_gpu [--quick | --tiny] [--gemm-only] [--layers N] [--batches 8x1024,...] "
-                       "[--decode-steps N] [--device N] [--json-out FILE]\n", msg.c_str());
+  std::fprintf(stderr, "bench_gpu: %s\nusage: bench_gpu [--quick | --tiny] [--shape NAME] [--gemm-only] [--layers N] "
+                       "[--batches 8x1024,...] [--decode-steps N] [--device N] [--json-out FILE]\n", msg.c_str());
   std::exit(1);
 }
+
+bool set_shape(const std::string& name, bool tiny, ModelConfig& c);  // below
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -70,6 +77,7 @@ Options parse(int argc, char** argv) {
     if (a == "--quick") o.quick = true;
     else if (a == "--tiny") o.tiny = true;
     else if (a == "--gemm-only") o.gemm_only = true;
+    else if (a == "--shape") o.shape = next();
     else if (a == "--layers") o.layers = std::atoi(next().c_str());
     else if (a == "--decode-steps") o.decode_steps = std::atoi(next().c_str());
     else if (a == "--device") o.device = std::atoi(next().c_str());
@@ -92,6 +100,10 @@ Options parse(int argc, char** argv) {
   }
   if (o.layers == 0 || o.layers < -1) usage("--layers must be >= 1");
   if (o.quick && o.tiny) usage("--quick and --tiny exclude each other");
+  if (o.shape.empty()) o.shape = o.quick ? "llama-3.2-1b" : "llama-3.1-8b";
+  ModelConfig probe;
+  if (!set_shape(o.shape, o.tiny, probe))
+    usage("--shape " + o.shape + ": expected llama-3.1-8b, llama-3.2-1b, qwen2.5-7b, qwen3-8b, gemma-2-9b or aya-expanse-8b");
   if (o.decode_steps == -1) o.decode_steps = o.tiny ? 3 : 32;
   else if (o.decode_steps < 2) usage("--decode-steps must be >= 2 (the first step is a warm-up)");
   if (o.batches.empty()) {
@@ -128,48 +140,117 @@ struct HostModel {
   }
 };
 
+// The published sizes and parts of each shape's model (its config.json), or with tiny a 2-layer model of odd small
+// sizes (no GEMM dimension a multiple of 128) with the same family parts; false for an unknown name.
+bool set_shape(const std::string& name, bool tiny, ModelConfig& c) {
+  auto sizes = [&](int hidden, int inter, int layers, int heads, int kv, int head_dim, int vocab) {
+    c.hidden = hidden, c.intermediate = inter, c.n_layers = layers, c.n_heads = heads, c.n_kv_heads = kv;
+    c.head_dim = head_dim, c.vocab = vocab;
+  };
+  c.max_positions = 131072;
+  c.rms_eps = 1e-6f;
+  c.rope_theta = 1e6f;
+  if (name == "llama-3.1-8b" || name == "llama-3.2-1b") {
+    const bool big = name == "llama-3.1-8b";
+    big ? sizes(4096, 14336, 32, 32, 8, 128, 128256) : sizes(2048, 8192, 16, 32, 8, 64, 128256);
+    c.rms_eps = 1e-5f;
+    c.rope_theta = 500000.f;
+    c.rope_type = RopeType::Llama3;
+    c.rope_factor = big ? 8.f : 32.f;
+    c.rope_low_freq_factor = 1.f;
+    c.rope_high_freq_factor = 4.f;
+    c.rope_original_max_positions = 8192;
+  } else if (name == "qwen2.5-7b") {
+    sizes(3584, 18944, 28, 28, 4, 128, 152064);
+    c.qkv_bias = true;
+  } else if (name == "qwen3-8b") {
+    sizes(4096, 12288, 36, 32, 8, 128, 151936);
+    c.qk_norm = true;
+  } else if (name == "gemma-2-9b") {
+    sizes(3584, 14336, 42, 16, 8, 256, 256000);
+    c.max_positions = 8192;
+    c.rope_theta = 10000.f;
+    c.norm = NormType::RmsOnePlus;
+    c.act = Activation::GeluTanh;
+    c.post_norms = true;
+    c.tie_embeddings = true;
+    c.query_scale = 1.f / 16.f;  // query_pre_attn_scalar 256
+    c.attn_softcap = 50.f;
+    c.final_softcap = 30.f;
+    c.sliding_window = 4096;
+    c.sliding_period = 2;
+  } else if (name == "aya-expanse-8b") {
+    sizes(4096, 14336, 32, 32, 8, 128, 256000);
+    c.max_positions = 8192;
+    c.rms_eps = 1e-5f;  // layer_norm_eps
+    c.rope_theta = 10000.f;
+    c.norm = NormType::Layer;
+    c.parallel_block = true;
+    c.rope_interleaved = true;
+    c.tie_embeddings = true;
+    c.logit_scale = 0.125f;
+  } else {
+    return false;
+  }
+  if (tiny) {
+    if (c.head_dim == 256) {  // Gemma 2's head_dim kept: its own attention kernels; a window the batches cross
+      sizes(192, 520, 2, 2, 1, 256, 1000);
+      c.sliding_window = 64;
+    } else {
+      sizes(192, 520, 2, 3, 1, 64, 1000);
+    }
+  }
+  if (c.norm == NormType::RmsOnePlus) c.embed_scale = std::sqrt(float(c.hidden));  // Gemma: embeddings x sqrt(hidden)
+  return true;
+}
+
 std::unique_ptr<HostModel> make_model(const Options& o) {
   auto m = std::make_unique<HostModel>();
   ModelConfig& c = m->cfg;
-  if (o.tiny) {  // odd sizes: no GEMM dimension a multiple of 128
-    c.hidden = 192, c.intermediate = 520, c.n_layers = 2, c.n_heads = 3, c.n_kv_heads = 1, c.head_dim = 64;
-    c.vocab = 1000;
-    c.rope_factor = 8.f;
-  } else if (o.quick) {  // Llama-3.2-1B
-    c.hidden = 2048, c.intermediate = 8192, c.n_layers = 16, c.n_heads = 32, c.n_kv_heads = 8, c.head_dim = 64;
-    c.vocab = 128256;
-    c.rope_factor = 32.f;
-  } else {  // Llama-3.1-8B
-    c.hidden = 4096, c.intermediate = 14336, c.n_layers = 32, c.n_heads = 32, c.n_kv_heads = 8, c.head_dim = 128;
-    c.vocab = 128256;
-  }
+  set_shape(o.shape, o.tiny, c);  // known: checked by parse
   if (o.layers > 0) c.n_layers = o.layers;
-  c.max_positions = 131072;
-  c.rms_eps = 1e-5f;
-  c.rope_theta = 500000.f;
-  c.rope_type = RopeType::Llama3;
-  if (!o.quick && !o.tiny) c.rope_factor = 8.f;
-  c.rope_low_freq_factor = 1.f;
-  c.rope_high_freq_factor = 4.f;
-  c.rope_original_max_positions = 8192;
-  const int64_t H = c.hidden, I = c.intermediate, qd = int64_t(c.n_heads) * c.head_dim,
-                kvd = int64_t(c.n_kv_heads) * c.head_dim;
+  const int64_t H = c.hidden, I = c.intermediate, hd = c.head_dim, qd = int64_t(c.n_heads) * hd,
+                kvd = int64_t(c.n_kv_heads) * hd;
   auto mat = [&](int64_t r, int64_t k) { return m->tensor(r, k, std::sqrt(3.f / float(k))); };
+  // Norm weights near what the norm multiplies by 1: w near 1, or near 0 for Gemma's (1 + w).
+  const float norm_center = c.norm == NormType::RmsOnePlus ? 0.f : 1.f;
+  auto norm = [&](int64_t n) { return m->tensor(n, 1, 0.1f, norm_center); };
   LayerWeights L;  // one layer's tensors, shared by every layer's references
-  L.attn_norm = m->tensor(H, 1, 0.1f, 1.f);
+  L.attn_norm = norm(H);
   L.wq = mat(qd, H);
   L.wk = mat(kvd, H);
   L.wv = mat(kvd, H);
   L.wo = mat(H, qd);
-  L.ffn_norm = m->tensor(H, 1, 0.1f, 1.f);
+  if (c.qkv_bias) {
+    L.bq = m->tensor(qd, 1, 0.1f);
+    L.bk = m->tensor(kvd, 1, 0.1f);
+    L.bv = m->tensor(kvd, 1, 0.1f);
+  }
+  if (c.qk_norm) {  // plain RMSNorms over each head
+    L.q_norm = m->tensor(hd, 1, 0.1f, 1.f);
+    L.k_norm = m->tensor(hd, 1, 0.1f, 1.f);
+  }
+  if (c.post_norms) {
+    L.attn_post_norm = norm(H);
+    L.ffn_post_norm = norm(H);
+  }
+  if (!c.parallel_block) L.ffn_norm = norm(H);
   L.w_gate = mat(I, H);
   L.w_up = mat(I, H);
   L.w_down = mat(H, I);
   m->w.layers.assign(size_t(c.n_layers), L);
   m->w.embed = m->tensor(c.vocab, H, 1.f);
-  m->w.final_norm = m->tensor(H, 1, 0.1f, 1.f);
-  m->w.lm_head = mat(c.vocab, H);
+  m->w.final_norm = norm(H);
+  m->w.lm_head = c.tie_embeddings ? m->w.embed : mat(c.vocab, H);
+  const std::string bad = validate_config(c);
+  if (!bad.empty()) throw std::runtime_error("the " + o.shape + " shape: " + bad);
   return m;
+}
+
+// The keys n sequences of len tokens attend to, summed over their tokens: causal, within window when > 0.
+double attended_keys(int n, int len, int window) {
+  const double L = len, w = window > 0 && window < len ? window : len;
+  return n * (w * (w + 1) / 2 + (L - w) * w);  // the first w tokens see 1..w keys, the rest w each
 }
 
 double matmul_params_per_layer(const ModelConfig& c) {
@@ -198,8 +279,9 @@ double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// The attention kernels alone on n packed sequences of len tokens (the model's heads and head_dim): the tensor-core
-// forward of inference and the trainer's bf16-mode backward, each timed over `reps` calls. Inputs are bf16 values
+// The attention kernels alone on n packed sequences of len tokens (the model's heads and head_dim, its score scale,
+// soft cap and the window of its first layer): the tensor-core forward of inference and the trainer's bf16-mode
+// backward, each timed over `reps` calls. Inputs are bf16 values
 // (the backward reads them as float32, as the trainer keeps them). FLOPs as FlashAttention counts them: forward
 // 4 x head_dim x heads x (causal key count), backward 2.5 x that.
 struct AttnTiming {
@@ -223,13 +305,14 @@ AttnTiming time_attention(const ModelConfig& c, int n, int len, int reps) {
   std::vector<cuda::AttnTile> tiles;
   std::vector<int64_t> row0(static_cast<size_t>(T));
   std::vector<int32_t> lens(static_cast<size_t>(T), len);
-  double keys = 0;
   for (int s = 0; s < n; ++s) {
     for (int q0 = 0; q0 < len; q0 += cuda::kFlashRows)
       tiles.push_back({int64_t(s) * len + q0, int64_t(s) * len, std::min(cuda::kFlashRows, len - q0), q0 + 1});
     for (int i = 0; i < len; ++i) row0[size_t(int64_t(s) * len + i)] = int64_t(s) * len;
-    keys += double(len) * double(len + 1) / 2;
   }
+  const int window = c.window_of(0);
+  const float cap = c.attn_softcap;
+  const double keys = attended_keys(n, len, window);
   cuda::DeviceBuffer dqb, dkb, dvb, dob, dlse, dtiles, dq32, dk32, dv32, do32, dg, dgq, dgk, dgv, drows, drow0, dlen;
   auto up = [](cuda::DeviceBuffer& d, const void* src, size_t bytes) {
     d.ensure(bytes);
@@ -252,17 +335,17 @@ AttnTiming time_attention(const ModelConfig& c, int n, int len, int reps) {
   dgk.ensure(size_t(T * kvd) * 4);
   dgv.ensure(size_t(T * kvd) * 4);
   drows.ensure(size_t(T) * c.n_heads * 4);
-  const float scale = float(1.0 / std::sqrt(double(c.head_dim)));
+  const float scale = c.attn_scale();
   auto fwd = [&]() {
     cuda::flash_attention_bf16(dtiles.as<cuda::AttnTile>(), int64_t(tiles.size()), c.n_heads, c.n_kv_heads, c.head_dim,
                                dqb.as<uint16_t>(), qd, dkb.as<uint16_t>(), dvb.as<uint16_t>(), kvd, scale,
-                               dob.as<uint16_t>(), qd, dlse.as<float>(), nullptr);
+                               dob.as<uint16_t>(), qd, dlse.as<float>(), nullptr, window, cap);
   };
   auto bwd = [&]() {
     cuda::attention_backward_tc(T, c.n_heads, c.n_kv_heads, c.head_dim, dq32.as<float>(), qd, dk32.as<float>(),
                                 dv32.as<float>(), kvd, do32.as<float>(), qd, dg.as<float>(), qd, dlse.as<float>(),
                                 drow0.as<int64_t>(), dlen.as<int32_t>(), scale, dgq.as<float>(), qd, dgk.as<float>(),
-                                dgv.as<float>(), kvd, drows.as<float>(), nullptr);
+                                dgv.as<float>(), kvd, drows.as<float>(), nullptr, window, cap);
   };
   fwd();
   cuda::convert_to_f32(dob.get(), DType::BF16, T * qd, do32.as<float>(), nullptr);  // the output the backward reads
@@ -352,9 +435,10 @@ int main(int argc, char** argv) {
     auto rt = make_cuda_runtime(c, hm->w, o.device, Compute::BF16);
     const double upload_s = now_s() - t_up;
     std::printf("bench_gpu: %s\n", rt->describe().c_str());
-    std::printf("model: hidden %d, intermediate %d, %d layers, heads %d/%d x %d, vocab %d (random bf16; generated in %.1f s, "
-                "uploaded in %.1f s)\n",
-                c.hidden, c.intermediate, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.vocab, gen_s, upload_s);
+    std::printf("model: %s%s: hidden %d, intermediate %d, %d layers, heads %d/%d x %d, vocab %d (random bf16; generated in "
+                "%.1f s, uploaded in %.1f s)\n",
+                o.shape.c_str(), o.tiny ? " (--tiny sizes)" : "", c.hidden, c.intermediate, c.n_layers, c.n_heads,
+                c.n_kv_heads, c.head_dim, c.vocab, gen_s, upload_s);
 
     AttnTiming attn;
     const bool tensor_cores = dev.major >= 8 && cuda::flash_attention_supported(c.head_dim) &&
@@ -416,9 +500,9 @@ int main(int argc, char** argv) {
       const double t_stats = time_forward(&stats, nullptr);
       const double t_plain = time_forward(nullptr, nullptr);
       const double t_iv = time_forward(nullptr, &iv);
-      double keys = 0;  // sum over tokens of the causal key count
-      for (int s = 0; s < n; ++s) keys += double(len) * double(len + 1) / 2;
-      const double flops = 2 * params * double(T) + 4.0 * double(c.n_heads) * c.head_dim * keys * c.n_layers;
+      double keys = 0;  // over layers, the keys each token attends to (a window cuts them on its layers)
+      for (int l = 0; l < c.n_layers; ++l) keys += attended_keys(n, len, c.window_of(l));
+      const double flops = 2 * params * double(T) + 4.0 * double(c.n_heads) * c.head_dim * keys;
       Row row{n, len, double(T) / t_stats, flops / t_stats / 1e12, 0, t_stats / t_plain, t_iv / t_plain};
       row.mfu = row.tflops / gemm_tflops;
       rows.push_back(row);
@@ -500,10 +584,10 @@ int main(int argc, char** argv) {
       std::snprintf(buf, sizeof buf, fmt, args...);
       js += buf;
     };
-    add("{\"bench\":\"gpu\",\"device\":\"%s\",\"runtime\":\"%s\",\"quick\":%s,\"tiny\":%s,\"layers\":%d,\"gemm_size\":%lld,"
-        "\"gemm_tflops\":%.2f,\"copy_gbs\":%.1f",
-        dev.name.c_str(), rt->describe().c_str(), o.quick ? "true" : "false", o.tiny ? "true" : "false", c.n_layers, (long long)G, gemm_tflops,
-        copy_gbs);
+    add("{\"bench\":\"gpu\",\"device\":\"%s\",\"runtime\":\"%s\",\"shape\":\"%s\",\"quick\":%s,\"tiny\":%s,\"layers\":%d,"
+        "\"gemm_size\":%lld,\"gemm_tflops\":%.2f,\"copy_gbs\":%.1f",
+        dev.name.c_str(), rt->describe().c_str(), o.shape.c_str(), o.quick ? "true" : "false", o.tiny ? "true" : "false",
+        c.n_layers, (long long)G, gemm_tflops, copy_gbs);
     add(",\"profile\":{\"seqs\":%d,\"len\":%d,\"tokens_per_s_stats\":%.1f,\"tflops\":%.2f,\"mfu_vs_gemm\":%.4f,"
         "\"stats_overhead\":%.4f,\"intervention_overhead\":%.4f,\"hours_per_100m_tokens\":%.3f}",
         head.n, head.len, head.tps, head.tflops, head.mfu, head.stats_ratio, head.iv_ratio, hours);

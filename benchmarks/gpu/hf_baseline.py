@@ -6,8 +6,12 @@ the same model shape and the same batch shape as the engine's benchmark (bench_g
 Statistics collected, as the engine's `profile --sites act,h`: for act = act_fn(gate_proj(x)) (a forward hook on
 mlp.act_fn) and h = act * up_proj(x) (a forward pre-hook on mlp.down_proj), per neuron: the count of values > 0
 (int64), the sum and the sum of squares (float32 accumulation per batch, as a torch reduction does). The base
-model runs without its LM head (LlamaModel, not LlamaForCausalLM), as the engine's profiling does, so the
-comparison is of the same work.
+model runs without its LM head (LlamaModel, not LlamaForCausalLM; AutoModel for the other families), as the
+engine's profiling does, so the comparison is of the same work.
+
+Shapes: Llama-3.1-8B (the issue's), Llama-3.2-1B, and the other families' seed-paper models (bench_gpu --shape names
+them alike; scripts/gpu-bench-families.sh runs both). transformers' sdpa attention has no soft cap: for Gemma 2 it
+leaves out the cap of the attention scores that the engine computes (a slightly lighter job for the baseline).
 
 Prints a table and one JSON line (prefix "JSON ") for scripts/gpu-check.sh. Weights are random (seeded), made
 directly on the GPU in bf16; nothing is downloaded. Needs transformers 4.43 or later (Llama 3.1's RoPE); checked on
@@ -24,22 +28,36 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
-from hf_llama import llama_config, require_torch  # noqa: E402  (benchmarks/common, beside this folder)
+from hf_llama import model_config, require_torch  # noqa: E402  (benchmarks/common, beside this folder)
 
 torch = require_torch("hf_baseline")
 
 SHAPES = {
     # Llama-3.1-8B: the issue's reference shape.
-    "llama-3.1-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+    "llama-3.1-8b": dict(model_type="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                          num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0,
                          rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
-    "llama-3.2-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+    "llama-3.2-1b": dict(model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                          num_key_value_heads=8, vocab_size=128256, rope_theta=500000.0,
                          rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+    # The other families' seed-paper models (their config.json on the hub, the fields that shape the work).
+    "qwen2.5-7b": dict(model_type="qwen2", hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                       num_attention_heads=28, num_key_value_heads=4, vocab_size=152064, rope_theta=1000000.0,
+                       rms_norm_eps=1e-6),
+    "qwen3-8b": dict(model_type="qwen3", hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
+                     num_attention_heads=32, num_key_value_heads=8, head_dim=128, vocab_size=151936,
+                     rope_theta=1000000.0, rms_norm_eps=1e-6),
+    "gemma-2-9b": dict(model_type="gemma2", hidden_size=3584, intermediate_size=14336, num_hidden_layers=42,
+                       num_attention_heads=16, num_key_value_heads=8, head_dim=256, vocab_size=256000,
+                       rope_theta=10000.0, rms_norm_eps=1e-6, query_pre_attn_scalar=256, sliding_window=4096,
+                       attn_logit_softcapping=50.0, final_logit_softcapping=30.0),
+    "aya-expanse-8b": dict(model_type="cohere", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                           num_attention_heads=32, num_key_value_heads=8, vocab_size=256000, rope_theta=10000.0,
+                           layer_norm_eps=1e-5, logit_scale=0.125, use_qk_norm=False),
     # A smoke test of the script (--device cpu), not a benchmark.
-    "tiny": dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+    "tiny": dict(model_type="llama", hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=512, rope_theta=500000.0),
 }
 
@@ -54,13 +72,14 @@ def main() -> None:
     p.add_argument("--shape", choices=sorted(SHAPES), default="llama-3.1-8b")
     p.add_argument("--batch", type=int, default=8, help="sequences per batch")
     p.add_argument("--seq-len", type=int, default=1024, help="tokens per sequence")
+    p.add_argument("--layers", type=int, default=None, help="decoder layers (default: the shape's)")
     p.add_argument("--rounds", type=int, default=5, help="timed batches per variant")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="cuda", help="cuda, cuda:N, or cpu (a smoke test of the script only)")
     args = p.parse_args()
 
     try:
-        from transformers import LlamaModel
+        from transformers import AutoModel
     except ImportError as e:
         fail(f"transformers is not importable in {sys.executable} ({e}): the baseline needs PyTorch + transformers")
     dev = torch.device(args.device)
@@ -75,11 +94,17 @@ def main() -> None:
             torch.cuda.synchronize()
 
     torch.manual_seed(0)
-    cfg = llama_config(SHAPES[args.shape], max_position_embeddings=131072, attn_implementation="sdpa")
+    shape = dict(SHAPES[args.shape])
+    model_type = shape.pop("model_type")
+    if args.layers is not None:
+        if args.layers < 1:
+            fail(f"--layers {args.layers}: expected a positive number")
+        shape["num_hidden_layers"] = args.layers
+    cfg = model_config(model_type, shape, max_position_embeddings=131072, attn_implementation="sdpa")
     torch.set_default_dtype(torch.bfloat16)  # made in bf16 on the device: no float32 copy first
     try:
         with dev:
-            model = LlamaModel(cfg)
+            model = AutoModel.from_config(cfg)
     finally:
         torch.set_default_dtype(torch.float32)
     model = model.to(dtype=torch.bfloat16).eval()
@@ -152,14 +177,15 @@ def main() -> None:
     import transformers
     res = {
         "baseline": "transformers", "torch": torch.__version__, "transformers": transformers.__version__,
-        "device": str(dev), "shape": args.shape, "params": params,
+        "device": str(dev), "shape": args.shape, "model_type": model_type, "layers": cfg.num_hidden_layers,
+        "params": params,
         "batch": args.batch, "seq_len": args.seq_len, "tokens_per_batch": tokens,
         "seconds_plain": plain, "seconds_hooked": hooked,
         "tokens_per_s_plain": tokens / plain, "tokens_per_s_hooked": tokens / hooked,
         "hook_overhead": hooked / plain, "torch_bf16_gemm_tflops": gemm_tflops, "torch_bf16_gemm_size": n,
         "peak_memory_bytes": peak_mem, "act_over_zero_total": active,
     }
-    print(f"transformers {transformers.__version__}, torch {torch.__version__} on {dev}, {args.shape} ({params / 1e9:.2f} B parameters), "
+    print(f"transformers {transformers.__version__}, torch {torch.__version__} on {dev}, {args.shape}, {cfg.num_hidden_layers} layers ({params / 1e9:.2f} B parameters), "
           f"batches of {args.batch} x {args.seq_len} tokens, bf16, sdpa, no LM head")
     print(f"  forward                  {tokens / plain:10.0f} tokens/s")
     print(f"  forward + hooks (act, h) {tokens / hooked:10.0f} tokens/s  (hooks cost x{hooked / plain:.3f})")
