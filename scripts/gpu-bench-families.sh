@@ -5,24 +5,28 @@
 # scripts/gpu-check.sh measures Llama-3.1-8B, the issue's shape; run this after it on the same machine (it uses its
 # build/bench_gpu, and builds that alone when it is missing):
 #
-#   bash scripts/gpu-bench-families.sh [--layers N] [shape ...]     # default: the four above, 8 layers each
+#   bash scripts/gpu-bench-families.sh [--layers N] [--budget S] [shape ...]   # default: the four above, 8 layers each
 #
 # Each shape runs with N decoder layers in both (random bf16 weights, no LM head, batches of 8 x 1024 tokens):
 # tokens/s, MFU and the ratio to transformers are per-layer figures, which the layer count changes little, and 8
-# layers keep the four pairs within about three minutes. Results: printed, and under $OUT or /tmp/gpu-bench-families.
+# layers keep the four pairs within about three minutes. --budget S: no shape is started after S - 60 seconds (what
+# is left of a device lease). Results: printed, and under $OUT or /tmp/gpu-bench-families.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 layers=8
+budget=0
 shapes=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --layers) layers=${2:-}; shift 2 ;;
+    --budget) budget=${2:-}; shift 2 ;;
     --*) echo "gpu-bench-families: unknown option $1" >&2; exit 1 ;;
     *) shapes+=("$1"); shift ;;
   esac
 done
 [[ "$layers" =~ ^[1-9][0-9]*$ ]] || { echo "gpu-bench-families: --layers takes a positive whole number" >&2; exit 1; }
+[[ "$budget" =~ ^[0-9]+$ ]] || { echo "gpu-bench-families: --budget takes a whole number of seconds" >&2; exit 1; }
 [ ${#shapes[@]} -gt 0 ] || shapes=(qwen2.5-7b qwen3-8b gemma-2-9b aya-expanse-8b)
 out=${GPU_BENCH_OUT:-${OUT:-/tmp/gpu-bench-families}}
 mkdir -p "$out"
@@ -36,7 +40,13 @@ if [ ! -x build/bench_gpu ]; then
 fi
 
 failures=()
+ran=()
 for s in "${shapes[@]}"; do
+  if [ "$budget" -gt 0 ] && [ $((SECONDS + 60)) -gt "$budget" ]; then
+    echo "=== $s: not started (${SECONDS} s of the --budget of $budget s used)"
+    continue
+  fi
+  ran+=("$s")
   echo
   echo "=== $s, $layers layers: the engine (bench_gpu --shape $s)"
   timeout 180 build/bench_gpu --shape "$s" --layers "$layers" --batches 8x1024 --decode-steps 8 \
@@ -49,7 +59,7 @@ done
 
 echo
 echo "=== summary: one table a shape (the issue's targets are judged on Llama-3.1-8B only: scripts/gpu-check.sh)"
-for s in "${shapes[@]}"; do
+for s in "${ran[@]}"; do
   echo
   python3 scripts/gpu_check_summary.py "$out/bench_$s.json" "$out/hf_$s.txt" "" "" ""
 done
