@@ -47,6 +47,7 @@ for s in "${shapes[@]}"; do
     continue
   fi
   ran+=("$s")
+  rm -f "$out/bench_$s.json" "$out/hf_$s.txt"  # this script's own files of an earlier run: never summarised as this one's
   echo
   echo "=== $s, $layers layers: the engine (bench_gpu --shape $s)"
   timeout 180 build/bench_gpu --shape "$s" --layers "$layers" --batches 8x1024 --decode-steps 8 \
