@@ -76,7 +76,9 @@ def engine_rows(t, ours, hf):
               f"{r:.2f}x ({p['tokens_per_s_stats']:.0f} vs {hf['tokens_per_s_hooked']:.0f} tok/s)", target,
               judge(r >= 1.3) if same else None)
     if "hours_per_100m_tokens" in p:
-        t.add("hours per language, 100M tokens", f"{p['hours_per_100m_tokens']:.2f} h ({shape})",
+        full = ours.get("shape_layers")
+        scaled = f", scaled to its {full} layers" if full and full != ours.get("layers") else ""
+        t.add("hours per language, 100M tokens", f"{p['hours_per_100m_tokens']:.2f} h ({shape}{scaled})",
               "seed papers: 7-8 h (RTX 3090, vLLM)", None)
     a = ours.get("attention")
     if a:

@@ -69,12 +69,13 @@ describe.skipIf(!PY)('scripts/gpu_check_summary.py (needs python3)', () => {
   });
 
   it('reports another family\'s shape (bench_gpu --shape) with its baseline of the same shape and layers, judging nothing', () => {
-    const bench = { ...fullBench, shape: 'gemma-2-9b', layers: 8 };
+    const bench = { ...fullBench, shape: 'gemma-2-9b', layers: 8, shape_layers: 42 };
     const hf = { shape: 'gemma-2-9b', layers: 8, batch: 8, seq_len: 1024, tokens_per_s_hooked: 20000 };
     const same = summary({ bench, hf: hfLine(hf) });
     expect(same.stdout).toContain('gemma-2-9b, 8 layers, 8x1024 tokens');
     expect(same.rows['profiling MFU vs cuBLASLt 8192^3 bf16']?.[1]).toBe('reported');
     expect(same.rows['statistics overhead']?.[1]).toBe('reported');
+    expect(same.rows['hours per language, 100M tokens']?.[0]).toContain('(gemma-2-9b, 8 layers, scaled to its 42 layers)');
     const ratio = same.rows['profiling vs transformers + hooks']!;
     expect(ratio[0]).toContain('1.50x (30000 vs 20000 tok/s)');
     expect(ratio[0]).not.toContain('another shape');
