@@ -1,7 +1,9 @@
 // A stand-in cuBLASLt for the CPU simulator of CUDA (device memory = host memory): the 13 entry points that
 // native/src/cuda/cublaslt_loader.cpp dlsym's, with the signatures of native/src/cuda/cublaslt_api.h, computing on
-// the CPU, synchronously (the stream is ignored). It follows the documented cuBLASLt semantics, not the way our
-// loader happens to call it, so that the simulator catches misuse:
+// the CPU. A matmul is checked when it is called and computed in the order of its stream, as on a GPU: queued on
+// the simulator's stream (sim_stream_abi.h) with cudaLaunchHostFunc, at once on the NULL stream (then the caller
+// must have waited for the work it reads; tests of this library alone have no simulator). It follows the
+// documented cuBLASLt semantics, not the way our loader happens to call it, so that the simulator catches misuse:
 //   * layouts are column-major (CUBLASLT_ORDER_COL, the default): element (i, j) at i + j * ld, ld >= rows;
 //   * D = alpha * op(A) * op(B) + beta * C, op from CUBLASLT_MATMUL_DESC_TRANSA / TRANSB (default CUBLAS_OP_N);
 //     op(A) is m x k, op(B) k x n, C and D m x n, else CUBLAS_STATUS_INVALID_VALUE;
@@ -37,6 +39,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -45,6 +48,7 @@
 #include <vector>
 
 #include "cuda/cublaslt_api.h"
+#include "sim_stream_abi.h"
 
 namespace {
 using namespace ln::cublaslt;
@@ -353,10 +357,55 @@ SIM_EXPORT int cublasLtMatmulAlgoGetHeuristic(Handle handle, MatmulDesc desc, Ma
   return CUBLAS_STATUS_SUCCESS;
 }
 
+// One matmul as queued: copies of what the call described (the caller may destroy its descriptors at once).
+struct Matmul {
+  SimDesc desc;
+  SimLayout a, b, c, d;
+  int64_t m, n, k;
+  float alpha, beta;
+  const void *A, *B, *C;
+  void* D;
+};
+// Runs and frees a queued matmul (a cudaHostFn_t: no CUDA call, no exception out).
+void run_matmul(void* data) {
+  std::unique_ptr<Matmul> job(static_cast<Matmul*>(data));
+  const Matmul& mm = *job;
+  const SimDesc* sd = &mm.desc;
+  const SimLayout *la = &mm.a, *lb = &mm.b, *lc = &mm.c, *ld = &mm.d;
+  const float al = mm.alpha, be = mm.beta;
+  const void *A = mm.A, *B = mm.B, *C = mm.C;
+  void* D = mm.D;
+  try {
+    const int64_t m = mm.m, n = mm.n, k = mm.k;
+    // op(A) row-major (m x k) and op(B) column by column (n x k), as floats: each D element is then one dot product.
+    static thread_local std::vector<float> opa, opb;
+    opa.resize(size_t(m * k));
+    opb.resize(size_t(n * k));
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t kk = 0; kk < k; ++kk)
+        opa[size_t(i * k + kk)] = load(A, la->type, sd->trans_a ? kk + i * la->ld : i + kk * la->ld);
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t kk = 0; kk < k; ++kk)
+        opb[size_t(j * k + kk)] = load(B, lb->type, sd->trans_b ? j + kk * lb->ld : kk + j * lb->ld);
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t i = 0; i < m; ++i) {
+        const float* x = opa.data() + i * k;
+        const float* y = opb.data() + j * k;
+        float acc = 0.f;
+        for (int64_t kk = 0; kk < k; ++kk) acc += x[kk] * y[kk];
+        float r = al * acc;
+        if (be != 0.f) r += be * load(C, lc->type, i + j * lc->ld);  // beta == 0: C is not read
+        store(D, ld->type, i + j * ld->ld, r);
+      }
+  } catch (const std::exception& e) {  // no exception may cross the C interface; D is left as it was
+    fail(CUBLAS_STATUS_ALLOC_FAILED, "cublasLtMatmul", "out of host memory (%s)", e.what());
+  }
+}
+
 SIM_EXPORT int cublasLtMatmul(Handle handle, MatmulDesc desc, const void* alpha, const void* A, MatrixLayout a,
                               const void* B, MatrixLayout b, const void* beta, const void* C, MatrixLayout c, void* D,
                               MatrixLayout d, const MatmulAlgo* algo, void* workspace, size_t workspace_bytes,
-                              void* /*stream: the sim is synchronous*/) {
+                              void* stream) {
   const char* fn = "cublasLtMatmul";
   if (!live(kHandle, handle)) return fail(CUBLAS_STATUS_NOT_INITIALIZED, fn, "not a live handle");
   if (!c) c = d;  // documented: Cdesc NULL means Cdesc = Ddesc
@@ -393,30 +442,20 @@ SIM_EXPORT int cublasLtMatmul(Handle handle, MatmulDesc desc, const void* alpha,
       return fail(kNotSupported, fn, "%c (pointer %p, ld %lld) is not %u-byte aligned as the algo needs",
                   "ABCD"[i], ptrs[i], (long long)ls[i]->ld, req);
   }
-  try {
-    const int64_t m = p.m, n = p.n, k = p.k;
-    // op(A) row-major (m x k) and op(B) column by column (n x k), as floats: each D element is then one dot product.
-    static thread_local std::vector<float> opa, opb;
-    opa.resize(size_t(m * k));
-    opb.resize(size_t(n * k));
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t kk = 0; kk < k; ++kk)
-        opa[size_t(i * k + kk)] = load(A, la->type, sd->trans_a ? kk + i * la->ld : i + kk * la->ld);
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t kk = 0; kk < k; ++kk)
-        opb[size_t(j * k + kk)] = load(B, lb->type, sd->trans_b ? j + kk * lb->ld : kk + j * lb->ld);
-    for (int64_t j = 0; j < n; ++j)
-      for (int64_t i = 0; i < m; ++i) {
-        const float* x = opa.data() + i * k;
-        const float* y = opb.data() + j * k;
-        float acc = 0.f;
-        for (int64_t kk = 0; kk < k; ++kk) acc += x[kk] * y[kk];
-        float r = al * acc;
-        if (be != 0.f) r += be * load(C, lc->type, i + j * lc->ld);  // beta == 0: C is not read
-        store(D, ld->type, i + j * ld->ld, r);
-      }
-  } catch (const std::exception& e) {  // no exception may cross the C interface
-    return fail(CUBLAS_STATUS_ALLOC_FAILED, fn, "out of host memory (%s)", e.what());
+  Matmul* job = new (std::nothrow) Matmul{*sd, *la, *lb, *lc, *ld, p.m, p.n, p.k, al, be, A, B, C, D};
+  if (!job) return fail(CUBLAS_STATUS_ALLOC_FAILED, fn, "out of host memory");
+  if (!stream) {
+    run_matmul(job);
+    return CUBLAS_STATUS_SUCCESS;
+  }
+  const LnSimStreamAbi* abi = static_cast<const LnSimStreamAbi*>(stream);
+  if (abi->magic != kLnSimStreamMagic) {
+    delete job;
+    return fail(kInvalid, fn, "the stream is not a cudaStream_t of the CUDA simulator");
+  }
+  if (abi->launch_host_func(stream, run_matmul, job) != 0) {
+    delete job;
+    return fail(CUBLAS_STATUS_EXECUTION_FAILED, fn, "queueing on the stream failed");
   }
   return CUBLAS_STATUS_SUCCESS;
 }

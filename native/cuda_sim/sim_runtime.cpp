@@ -1,6 +1,6 @@
 // The CUDA simulator's runtime (native/cuda_sim/include/cuda_runtime.h, docs/CUDA-SIM.md).
 //
-// Kernels: the blocks of a launch run one after another on the calling thread; the threads of a block are
+// Kernels: the blocks of a launch run one after another on the thread that waits for it; the threads of a block are
 // fibers (ucontext) that run until they reach a barrier (__syncthreads, __syncwarp, a shuffle, ldmatrix, mma.sync), and
 // the scheduler releases a barrier once every live thread it waits for has arrived. So a block-wide or warp-wide
 // exchange sees what the other threads wrote before their barrier, and a kernel that reads shared data without
@@ -13,21 +13,29 @@
 //   - a memory fault (SIGSEGV) while a kernel runs.
 // Device memory is host memory from cudaMalloc, filled with 0xFF bytes (NaN floats, -1 integers) so that reading
 // what nobody wrote shows; cudaMemcpy checks that its pointers are on the sides its kind says.
+// Streams: launches, copies, memsets, event records and host functions are queued on their stream and run at the
+// latest moment a GPU may run them, when the host waits for them (see "Streams" below).
 #include <signal.h>
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
+#include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "cuda_runtime.h"
+#include "sim_stream_abi.h"
 
 // Under AddressSanitizer (scripts/cuda-sim-check.sh --asan) every fiber switch is announced, so that ASan knows
 // which stack is live; cudaMalloc's memory then has ASan's red zones, which catches a kernel reading or writing
@@ -41,9 +49,6 @@
 #endif
 
 namespace ln_sim {
-// Whether work queued on s waits for the legacy default stream (s is it, or a blocking stream); defined below.
-bool waits_for_legacy(cudaStream_t s);
-
 thread_local uint3 t_thread_idx{0, 0, 0}, t_block_idx{0, 0, 0};
 thread_local dim3 t_block_dim, t_grid_dim;
 
@@ -98,30 +103,6 @@ const Allocation* find_allocation(const void* p, size_t bytes) {
   return &it->second;
 }
 
-// ---- the legacy default stream's memsets, held back ----------------------------------------------------------------
-// On a GPU cudaMemset (and cudaMemsetAsync on stream 0) runs asynchronously on the legacy default stream, which a
-// stream created with cudaStreamNonBlocking never waits for. Everything else here runs at once, so such a memset is
-// held back until something that does wait for the legacy stream: an operation on it or on a blocking stream, its
-// synchronisation, cudaDeviceSynchronize, cudaFree (the latest moment a GPU may run it). Work queued meanwhile on a
-// non-blocking stream runs first, as it may on a GPU, and a copy or kernel that was not ordered after the memset
-// sees the memory without it, or has its result overwritten by it. LN_SIM_DEFER_MEMSET=0: every memset at once.
-struct PendingMemset {
-  void* p;
-  int value;
-  size_t bytes;
-};
-std::mutex g_memset_mutex;
-std::vector<PendingMemset> g_legacy_memsets;
-bool defer_memsets() {
-  static const bool d = env_flag("LN_SIM_DEFER_MEMSET", true);
-  return d;
-}
-void flush_legacy_memsets() {
-  std::lock_guard<std::mutex> lock(g_memset_mutex);
-  for (const PendingMemset& m : g_legacy_memsets) std::memset(m.p, m.value, m.bytes);
-  g_legacy_memsets.clear();
-}
-
 // ---- errors ------------------------------------------------------------------------------------------------------
 thread_local cudaError_t t_last_error = cudaSuccess;
 thread_local cudaError_t t_pending_fault = cudaSuccess;  // a kernel fault, reported by the next synchronising call
@@ -134,6 +115,62 @@ cudaError_t take_fault() {
   t_pending_fault = cudaSuccess;
   return set_error(e);
 }
+
+// ---- streams -----------------------------------------------------------------------------------------------------
+// On a GPU the host only queues work; the device runs it later, in stream order, and the host sees its results
+// only after waiting (cudaStreamSynchronize, cudaEventSynchronize, cudaDeviceSynchronize, a synchronous cudaMemcpy,
+// cudaFree). Here every launch, copy, memset, event record and host function is queued on its stream and runs when
+// the host waits for it, the latest moment a GPU may run it: so a host that reads a result it did not wait for
+// (a copy into pinned memory; a copy's destination is filled with 0xFF bytes when it is queued), reuses a buffer a
+// queued copy still reads, or relies on two streams' order without an event, sees it fail here as it may there.
+// Two non-blocking streams are independent queues; the legacy default stream and the blocking streams (which are
+// ordered with it) share one. LN_SIM_ORDER=reverse also runs the non-blocking streams before the legacy one when
+// the whole device is waited for. LN_SIM_ASYNC=0: everything runs when it is called.
+bool async_streams() {
+  static const bool a = env_flag("LN_SIM_ASYNC", true);
+  return a;
+}
+struct WorkQueue {
+  std::mutex lock;     // guards ops
+  std::mutex running;  // held while ops run: a second waiter returns only once they have run
+  std::deque<std::pair<uint64_t, std::function<void(uint64_t)>>> ops;  // each op is given its sequence number
+};
+std::atomic<uint64_t> g_op_seq{0};
+WorkQueue g_legacy_queue;
+
+// Queues op; returns its sequence number (increasing along a queue).
+uint64_t enqueue_numbered(WorkQueue& q, std::function<void(uint64_t)> op) {
+  if (!async_streams()) {
+    const uint64_t seq = ++g_op_seq;
+    op(seq);
+    return seq;
+  }
+  std::lock_guard<std::mutex> lock(q.lock);
+  const uint64_t seq = ++g_op_seq;
+  q.ops.emplace_back(seq, std::move(op));
+  return seq;
+}
+uint64_t enqueue(WorkQueue& q, std::function<void()> op) {
+  return enqueue_numbered(q, [op = std::move(op)](uint64_t) { op(); });
+}
+// Runs q's work queued up to sequence number `upto`.
+void drain(WorkQueue& q, uint64_t upto = UINT64_MAX) {
+  std::lock_guard<std::mutex> running(q.running);
+  for (;;) {
+    std::function<void(uint64_t)> op;
+    uint64_t seq = 0;
+    {
+      std::lock_guard<std::mutex> lock(q.lock);
+      if (q.ops.empty() || q.ops.front().first > upto) return;
+      seq = q.ops.front().first;
+      op = std::move(q.ops.front().second);
+      q.ops.pop_front();
+    }
+    op(seq);
+  }
+}
+WorkQueue& queue_of(cudaStream_t s);  // defined with CUstream_st below
+void drain_all();
 
 // ---- fibers ------------------------------------------------------------------------------------------------------
 // A fiber switch on x86-64 is a few instructions of our own (callee-saved registers, MXCSR and the x87 control
@@ -528,35 +565,16 @@ void check_pointer_argument(const char* kernel, int index, const void* p) {
   t_pending_fault = cudaErrorLaunchFailure;
 }
 
-void run_kernel(const char* name, const LaunchConfig& cfg, const void* kernel, ThreadBody body) {
+// Runs a launch's blocks, one after another, on the calling thread (the one that waits for its stream).
+void run_kernel(const char* name, const LaunchConfig& cfg, ThreadBody body) {
   // One launch at a time in the process: `__shared__` statics are shared by every host thread (two models used
   // from two worker threads would otherwise write into each other's shared memory).
   static std::mutex launch_mutex;
   std::lock_guard<std::mutex> launch_lock(launch_mutex);
   install_segv_handler();
   if (t_pending_fault != cudaSuccess) return;  // the context is broken until the fault is reported
-  if (waits_for_legacy(cfg.stream)) flush_legacy_memsets();
   const dim3 g = cfg.grid, b = cfg.block;
   const uint64_t threads = uint64_t(b.x) * b.y * b.z;
-  if (g.x == 0 || g.y == 0 || g.z == 0 || threads == 0 || threads > 1024 || b.z > 64 || g.y > 65535 ||
-      g.z > 65535 || g.x > 2147483647u) {
-    std::fprintf(stderr, "ln_sim: kernel %s: invalid launch configuration grid (%u,%u,%u) block (%u,%u,%u)\n", name,
-                 g.x, g.y, g.z, b.x, b.y, b.z);
-    set_error(cudaErrorInvalidConfiguration);
-    return;
-  }
-  size_t smem_limit = kSmemDefault;
-  {
-    std::lock_guard<std::mutex> lock(g_attr_mutex);
-    auto it = g_max_dynamic_smem.find(kernel);
-    if (it != g_max_dynamic_smem.end()) smem_limit = it->second > kSmemDefault ? it->second : kSmemDefault;
-  }
-  if (cfg.smem > smem_limit) {
-    std::fprintf(stderr, "ln_sim: kernel %s: %zu bytes of dynamic shared memory, above the %zu allowed%s\n", name,
-                 cfg.smem, smem_limit, smem_limit == kSmemDefault ? " without cudaFuncSetAttribute" : "");
-    set_error(cudaErrorInvalidValue);
-    return;
-  }
   BlockRun r;
   r.kernel = name;
   r.body = body;
@@ -591,6 +609,34 @@ void run_kernel(const char* name, const LaunchConfig& cfg, const void* kernel, T
     std::fprintf(stderr, "ln_sim: kernel fault: %s\n", r.fault.c_str());
     t_pending_fault = cudaErrorLaunchFailure;
   }
+}
+
+void submit_kernel(const char* name, const LaunchConfig& cfg, const void* kernel, ThreadBody body) {
+  std::unique_ptr<void, void (*)(void*)> owned(body.ctx, body.destroy);
+  if (t_pending_fault != cudaSuccess) return;  // the context is broken until the fault is reported
+  const dim3 g = cfg.grid, b = cfg.block;
+  const uint64_t threads = uint64_t(b.x) * b.y * b.z;
+  if (g.x == 0 || g.y == 0 || g.z == 0 || threads == 0 || threads > 1024 || b.z > 64 || g.y > 65535 ||
+      g.z > 65535 || g.x > 2147483647u) {
+    std::fprintf(stderr, "ln_sim: kernel %s: invalid launch configuration grid (%u,%u,%u) block (%u,%u,%u)\n", name,
+                 g.x, g.y, g.z, b.x, b.y, b.z);
+    set_error(cudaErrorInvalidConfiguration);
+    return;
+  }
+  size_t smem_limit = kSmemDefault;
+  {
+    std::lock_guard<std::mutex> lock(g_attr_mutex);
+    auto it = g_max_dynamic_smem.find(kernel);
+    if (it != g_max_dynamic_smem.end()) smem_limit = it->second > kSmemDefault ? it->second : kSmemDefault;
+  }
+  if (cfg.smem > smem_limit) {
+    std::fprintf(stderr, "ln_sim: kernel %s: %zu bytes of dynamic shared memory, above the %zu allowed%s\n", name,
+                 cfg.smem, smem_limit, smem_limit == kSmemDefault ? " without cudaFuncSetAttribute" : "");
+    set_error(cudaErrorInvalidValue);
+    return;
+  }
+  std::shared_ptr<void> ctx(owned.release(), body.destroy);
+  enqueue(queue_of(cfg.stream), [name, cfg, body, ctx] { run_kernel(name, cfg, body); });
 }
 
 }  // namespace ln_sim
@@ -636,6 +682,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
   }
   return "cudaErrorUnknown";
@@ -649,6 +696,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
     case cudaErrorLaunchFailure: return "unspecified launch failure (simulator: see the ln_sim line on stderr)";
   }
   return "unknown error";
@@ -660,8 +708,42 @@ cudaError_t cudaGetLastError() {
   return e;
 }
 cudaError_t cudaPeekAtLastError() { return ln_sim::t_last_error; }
+// ---- streams and events (see "Streams" in namespace ln_sim) ---------------------------------------------------------
+struct CUstream_st {
+  LnSimStreamAbi abi;  // first: the cuBLASLt stand-in queues its matmuls through it (sim_stream_abi.h)
+  unsigned flags;
+  ln_sim::WorkQueue queue;  // unused by a blocking stream, which shares the legacy stream's
+};
+struct EventState {
+  uint64_t recorded = 0, completed = 0;  // sequence numbers of the last record and of the last record run
+  ln_sim::WorkQueue* queue = nullptr;    // where the last record was queued
+  std::chrono::steady_clock::time_point at;
+};
+struct CUevent_st {
+  std::shared_ptr<EventState> state = std::make_shared<EventState>();  // a queued record may outlive the event
+  bool ever_recorded = false;
+};
+
+namespace ln_sim {
+namespace {
+std::mutex g_streams_mutex;
+std::set<cudaStream_t> g_streams;  // the live non-blocking streams
+WorkQueue& queue_of(cudaStream_t s) { return s && (s->flags & cudaStreamNonBlocking) ? s->queue : g_legacy_queue; }
+void drain_all() {
+  std::vector<cudaStream_t> streams;
+  {
+    std::lock_guard<std::mutex> lock(g_streams_mutex);
+    streams.assign(g_streams.begin(), g_streams.end());
+  }
+  if (!reverse_order()) drain(g_legacy_queue);
+  for (cudaStream_t s : streams) drain(s->queue);
+  if (reverse_order()) drain(g_legacy_queue);
+}
+}  // namespace
+}  // namespace ln_sim
+
 cudaError_t cudaDeviceSynchronize() {
-  ln_sim::flush_legacy_memsets();
+  ln_sim::drain_all();
   return ln_sim::take_fault();
 }
 
@@ -681,7 +763,7 @@ cudaError_t allocate(void** p, size_t bytes, bool device) {
 }
 cudaError_t release(void* p, bool device) {
   if (!p) return cudaSuccess;
-  ln_sim::flush_legacy_memsets();  // cudaFree waits for the device
+  ln_sim::drain_all();  // cudaFree and cudaFreeHost wait for the device
   std::lock_guard<std::mutex> lock(ln_sim::g_mem_mutex);
   auto it = ln_sim::g_allocations.find(reinterpret_cast<uintptr_t>(p));
   if (it == ln_sim::g_allocations.end() || it->second.device != device) return set_error(cudaErrorInvalidValue);
@@ -690,15 +772,15 @@ cudaError_t release(void* p, bool device) {
   std::free(p);
   return cudaSuccess;
 }
-bool is_device(const void* p, size_t bytes) {
+const ln_sim::Allocation* allocation_of(const void* p, size_t bytes) {
   std::lock_guard<std::mutex> lock(ln_sim::g_mem_mutex);
-  const ln_sim::Allocation* a = ln_sim::find_allocation(p, bytes);
+  return ln_sim::find_allocation(p, bytes);
+}
+bool is_device(const void* p, size_t bytes) {
+  const ln_sim::Allocation* a = allocation_of(p, bytes);
   return a && a->device;
 }
-bool device_accessible(const void* p, size_t bytes) {
-  std::lock_guard<std::mutex> lock(ln_sim::g_mem_mutex);
-  return ln_sim::find_allocation(p, bytes) != nullptr;
-}
+bool device_accessible(const void* p, size_t bytes) { return allocation_of(p, bytes) != nullptr; }
 }  // namespace
 
 cudaError_t cudaMalloc(void** p, size_t bytes) { return allocate(p, bytes, true); }
@@ -709,7 +791,6 @@ cudaError_t cudaFreeHost(void* p) { return release(p, false); }
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
   if (ln_sim::t_pending_fault != cudaSuccess) return ln_sim::take_fault();
   if (bytes == 0) return cudaSuccess;
-  if (ln_sim::waits_for_legacy(stream)) ln_sim::flush_legacy_memsets();
   bool ok = dst && src;
   const char* why = "a null pointer";
   if (ok && (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice) && !device_accessible(dst, bytes)) {
@@ -732,11 +813,32 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
     std::fprintf(stderr, "ln_sim: cudaMemcpy of %zu bytes (kind %d): %s\n", bytes, int(kind), why);
     return set_error(cudaErrorInvalidValue);
   }
-  std::memmove(dst, src, bytes);
+  ln_sim::WorkQueue& q = ln_sim::queue_of(stream);
+  if (kind == cudaMemcpyHostToDevice && !allocation_of(src, bytes) && ln_sim::async_streams()) {
+    // Pageable host memory is staged before the call returns (the driver copies it into pinned memory), so the
+    // caller may reuse it at once; pinned memory is read when the copy runs.
+    auto staged = std::make_shared<std::vector<unsigned char>>(static_cast<const unsigned char*>(src),
+                                                               static_cast<const unsigned char*>(src) + bytes);
+    ln_sim::enqueue(q, [dst, staged] {
+      if (ln_sim::t_pending_fault == cudaSuccess) std::memcpy(dst, staged->data(), staged->size());
+    });
+    return cudaSuccess;
+  }
+  // What a copy writes is undefined until it has run: a host that reads it without waiting sees 0xFF bytes.
+  if (kind == cudaMemcpyDeviceToHost && ln_sim::async_streams() && ln_sim::poison_memory())
+    std::memset(dst, 0xff, bytes);
+  ln_sim::enqueue(q, [dst, src, bytes] {
+    if (ln_sim::t_pending_fault == cudaSuccess) std::memmove(dst, src, bytes);
+  });
   return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
-  return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
+  // On the legacy stream, and returns once the copy has run (for a copy to the device a GPU may return a little
+  // earlier, once the source is staged).
+  const cudaError_t e = cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
+  if (e != cudaSuccess) return e;
+  ln_sim::drain(ln_sim::g_legacy_queue);
+  return ln_sim::take_fault();
 }
 cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream) {
   if (ln_sim::t_pending_fault != cudaSuccess) return ln_sim::take_fault();
@@ -745,39 +847,54 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t strea
     std::fprintf(stderr, "ln_sim: cudaMemset of %zu bytes outside device memory\n", bytes);
     return set_error(cudaErrorInvalidValue);
   }
-  if (!stream && ln_sim::defer_memsets()) {  // on the legacy default stream: held back (see PendingMemset)
-    std::lock_guard<std::mutex> lock(ln_sim::g_memset_mutex);
-    ln_sim::g_legacy_memsets.push_back({p, value, bytes});
-    return cudaSuccess;
-  }
-  if (ln_sim::waits_for_legacy(stream)) ln_sim::flush_legacy_memsets();
-  std::memset(p, value, bytes);
+  // cudaMemset is asynchronous too, on the legacy default stream, which a non-blocking stream never waits for.
+  ln_sim::enqueue(ln_sim::queue_of(stream), [p, value, bytes] {
+    if (ln_sim::t_pending_fault == cudaSuccess) std::memset(p, value, bytes);
+  });
   return cudaSuccess;
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) { return cudaMemsetAsync(p, value, bytes, nullptr); }
 
-struct CUstream_st {
-  unsigned flags;
-};
-struct CUevent_st {
-  std::chrono::steady_clock::time_point at;
-  bool recorded = false;
-};
+namespace {
+int launch_host_func_abi(void* stream, void (*fn)(void*), void* data) {
+  return int(cudaLaunchHostFunc(static_cast<cudaStream_t>(stream), fn, data));
+}
+}  // namespace
 cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) {
-  *s = new CUstream_st{flags};
+  if (!s) return set_error(cudaErrorInvalidValue);
+  *s = new CUstream_st{LnSimStreamAbi{kLnSimStreamMagic, launch_host_func_abi}, flags, {}};
+  if (flags & cudaStreamNonBlocking) {
+    std::lock_guard<std::mutex> lock(ln_sim::g_streams_mutex);
+    ln_sim::g_streams.insert(*s);
+  }
   return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  if (!s) return set_error(cudaErrorInvalidResourceHandle);
+  // A GPU finishes the work queued on a destroyed stream; here it runs now.
+  ln_sim::drain(ln_sim::queue_of(s));
+  {
+    std::lock_guard<std::mutex> lock(ln_sim::g_streams_mutex);
+    ln_sim::g_streams.erase(s);
+  }
   delete s;
   return cudaSuccess;
 }
-bool ln_sim::waits_for_legacy(cudaStream_t s) { return !s || !(s->flags & cudaStreamNonBlocking); }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-  if (ln_sim::waits_for_legacy(s)) ln_sim::flush_legacy_memsets();
+  ln_sim::drain(ln_sim::queue_of(s));
   return ln_sim::take_fault();
 }
+cudaError_t cudaLaunchHostFunc(cudaStream_t s, cudaHostFn_t fn, void* data) {
+  if (!fn) return set_error(cudaErrorInvalidValue);
+  if (ln_sim::t_pending_fault != cudaSuccess) return ln_sim::take_fault();
+  ln_sim::enqueue(ln_sim::queue_of(s), [fn, data] {
+    if (ln_sim::t_pending_fault == cudaSuccess) fn(data);
+  });
+  return cudaSuccess;
+}
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
+  if (!e) return set_error(cudaErrorInvalidValue);
   *e = new CUevent_st{};
   return cudaSuccess;
 }
@@ -787,17 +904,25 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!e) return set_error(cudaErrorInvalidResourceHandle);
-  if (ln_sim::waits_for_legacy(s)) ln_sim::flush_legacy_memsets();
-  e->at = std::chrono::steady_clock::now();
-  e->recorded = true;
+  std::shared_ptr<EventState> st = e->state;
+  ln_sim::WorkQueue& q = ln_sim::queue_of(s);
+  st->queue = &q;
+  e->ever_recorded = true;
+  st->recorded = ln_sim::enqueue_numbered(q, [st](uint64_t seq) {
+    st->at = std::chrono::steady_clock::now();
+    st->completed = seq;
+  });
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (!e) return set_error(cudaErrorInvalidResourceHandle);
+  if (e->ever_recorded && e->state->queue) ln_sim::drain(*e->state->queue, e->state->recorded);
   return ln_sim::take_fault();
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
-  if (!start || !end || !start->recorded || !end->recorded) return set_error(cudaErrorInvalidResourceHandle);
-  *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
+  if (!start || !end || !start->ever_recorded || !end->ever_recorded) return set_error(cudaErrorInvalidResourceHandle);
+  if (start->state->completed < start->state->recorded || end->state->completed < end->state->recorded)
+    return set_error(cudaErrorNotReady);
+  *ms = std::chrono::duration<float, std::milli>(end->state->at - start->state->at).count();
   return cudaSuccess;
 }

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -114,6 +115,7 @@ __global__ void ldmatrix_misaligned(uint32_t* out) {
 }
 
 __global__ void read_one_past(const float* x, float* out) { out[threadIdx.x] = x[threadIdx.x + 1]; }
+__global__ void add_one(float* x) { x[threadIdx.x] += 1.f; }
 
 // ---- tests -----------------------------------------------------------------------------------------------------
 void shuffles_sum_warps() {
@@ -246,6 +248,77 @@ void legacy_memset_is_not_ordered_with_non_blocking_streams() {
   cudaFree(d);
 }
 
+// Streams (docs/CUDA-SIM.md): work is queued and runs when the host waits for it, the latest a GPU may run it. So a
+// result read without the wait is not there (a copy's destination reads as 0xFF bytes), an event's wait runs the
+// work before its record and not the work after it, two non-blocking streams are not ordered without a wait, and
+// a copy from pinned memory reads it when it runs while one from pageable memory has staged it at the call.
+void work_runs_when_waited_for() {
+  const std::vector<float> ones(8, 1.f);
+  float* d = device_copy(ones);
+  float* pinned = nullptr;
+  cudaMallocHost(&pinned, 8 * sizeof(float));
+  cudaStream_t s = nullptr, t = nullptr;
+  cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+  cudaStreamCreateWithFlags(&t, cudaStreamNonBlocking);
+
+  add_one<<<1, 8, 0, s>>>(d);
+  cudaMemcpyAsync(pinned, d, 8 * sizeof(float), cudaMemcpyDeviceToHost, s);
+  const bool unwritten = std::isnan(pinned[3]);
+  cudaStreamSynchronize(s);
+  expect(unwritten && pinned[3] == 2.f, "copy_to_pinned_read_before_the_wait_is_not_there",
+         "the copy's result was there before the stream was waited for, or not after");
+
+  cudaEvent_t e = nullptr;
+  cudaEventCreate(&e);
+  add_one<<<1, 8, 0, s>>>(d);  // 3
+  cudaEventRecord(e, s);
+  add_one<<<1, 8, 0, s>>>(d);  // 4, after the record
+  cudaEventSynchronize(e);
+  const float at_event = host_copy(d, 8)[5];
+  cudaStreamSynchronize(s);
+  expect(at_event == 3.f && host_copy(d, 8)[5] == 4.f, "event_wait_runs_the_work_before_its_record_only",
+         "the event's wait ran more or less than the work queued before it");
+
+  add_one<<<1, 8, 0, s>>>(d);  // 5 on s, not waited for
+  cudaMemcpyAsync(pinned, d, 8 * sizeof(float), cudaMemcpyDeviceToHost, t);
+  cudaStreamSynchronize(t);
+  const float seen_by_t = pinned[0];
+  cudaStreamSynchronize(s);
+  expect(seen_by_t == 4.f && host_copy(d, 8)[0] == 5.f, "streams_are_not_ordered_without_a_wait",
+         "a copy on another stream saw a launch it did not wait for");
+
+  for (int i = 0; i < 8; ++i) pinned[i] = 7.f;
+  std::vector<float> pageable(8, 7.f);
+  float* d2 = device_copy(ones);
+  cudaMemcpyAsync(d, pinned, 8 * sizeof(float), cudaMemcpyHostToDevice, s);
+  cudaMemcpyAsync(d2, pageable.data(), 8 * sizeof(float), cudaMemcpyHostToDevice, s);
+  pinned[1] = 9.f;  // before the copy ran: a GPU may copy either value, the simulator the later one
+  pageable[1] = 9.f;  // staged at the call: the copy has 7
+  cudaStreamSynchronize(s);
+  expect(host_copy(d, 8)[1] == 9.f && host_copy(d2, 8)[1] == 7.f, "pinned_source_read_when_the_copy_runs",
+         "the pinned source was read at the call, or the pageable one when the copy ran");
+
+  cudaEvent_t e2 = nullptr;
+  cudaEventCreate(&e2);
+  cudaEventRecord(e, s);
+  add_one<<<1, 8, 0, s>>>(d);
+  cudaEventRecord(e2, s);
+  float ms = 0;
+  const bool not_ready = cudaEventElapsedTime(&ms, e, e2) == cudaErrorNotReady;
+  cudaGetLastError();
+  cudaEventSynchronize(e2);
+  expect(not_ready && cudaEventElapsedTime(&ms, e, e2) == cudaSuccess, "elapsed_time_needs_both_events_run",
+         "events not yet run were timed, or run ones refused");
+
+  cudaEventDestroy(e);
+  cudaEventDestroy(e2);
+  cudaStreamDestroy(s);
+  cudaStreamDestroy(t);
+  cudaFreeHost(pinned);
+  cudaFree(d);
+  cudaFree(d2);
+}
+
 void ldmatrix_and_mma_follow_the_ptx_layouts() {
   std::vector<uint16_t> a(256), b(128);
   for (int i = 0; i < 256; ++i) a[size_t(i)] = __bfloat16_as_ushort(__float2bfloat16_rn(float((i * 7) % 11) - 5.f));
@@ -315,7 +388,13 @@ int main(int argc, char** argv) {
   faults_are_reported();
   launch_configurations_checked();
   memory_checked();
-  legacy_memset_is_not_ordered_with_non_blocking_streams();
+  const char* async = std::getenv("LN_SIM_ASYNC");
+  if (async && std::strcmp(async, "0") == 0) {
+    std::printf("skip streams: LN_SIM_ASYNC=0 runs all work when it is called\n");
+  } else {
+    legacy_memset_is_not_ordered_with_non_blocking_streams();
+    work_runs_when_waited_for();
+  }
   ldmatrix_and_mma_follow_the_ptx_layouts();
   std::printf("cuda_sim_tests: %s\n", g_failed ? "FAILED" : "all passed");
   return g_failed ? 1 : 0;

@@ -48,6 +48,7 @@ enum cudaError_t : int {
   cudaErrorInvalidDevice = 101,
   cudaErrorNoDevice = 100,
   cudaErrorInvalidResourceHandle = 400,
+  cudaErrorNotReady = 600,
   cudaErrorLaunchFailure = 719,
 };
 enum cudaMemcpyKind : int {
@@ -109,6 +110,8 @@ cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = nullptr);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
+using cudaHostFn_t = void (*)(void*);
+cudaError_t cudaLaunchHostFunc(cudaStream_t s, cudaHostFn_t fn, void* data);
 
 namespace ln_sim {
 cudaError_t func_set_attribute(const void* func, cudaFuncAttribute attr, int value);
@@ -245,12 +248,15 @@ struct LaunchConfig {
   LaunchConfig(dim3 g, dim3 b, size_t s = 0, cudaStream_t st = nullptr) : grid(g), block(b), smem(s), stream(st) {}
 };
 
-// A type-erased reference to the per-thread body of a launch.
+// A type-erased per-thread body of a launch; it owns its context (the kernel's parameters) until destroy.
 struct ThreadBody {
   void* ctx;
   void (*run)(void*);
+  void (*destroy)(void*);
 };
-void run_kernel(const char* name, const LaunchConfig& cfg, const void* kernel, ThreadBody body);
+// Checks the launch configuration at once (an error shows in cudaGetLastError, as on a GPU) and queues the
+// launch on its stream (sim_runtime.cpp, "Streams"); takes ownership of body.
+void submit_kernel(const char* name, const LaunchConfig& cfg, const void* kernel, ThreadBody body);
 // A pointer argument must point into device memory or pinned host memory (or be null); otherwise the launch
 // faults, as a real kernel would on its first access to host memory.
 void check_pointer_argument(const char* kernel, int index, const void* p);
@@ -270,19 +276,23 @@ void check_arguments(const char* kernel, const Tuple& t, std::index_sequence<I..
 template <class... P, class... A>
 void launch(const char* name, const LaunchConfig& cfg, void (*kernel)(P...), A&&... args) {
   static_assert(sizeof...(P) == sizeof...(A), "kernel launched with a different number of arguments");
-  // Kernel parameters are copied into the launch once, then into each thread (a thread may change its copy).
+  // Kernel parameters are copied into the launch when it is made (a launch may run later, from its stream's
+  // queue), then into each thread (a thread may change its copy).
   using Params = std::tuple<std::decay_t<P>...>;
   struct Ctx {
     void (*kernel)(P...);
     Params params;
-  } ctx{kernel, Params(std::forward<A>(args)...)};
-  check_arguments(name, ctx.params, std::index_sequence_for<P...>{});
-  ThreadBody body{&ctx, [](void* c) {
+  };
+  Ctx* ctx = new Ctx{kernel, Params(std::forward<A>(args)...)};
+  check_arguments(name, ctx->params, std::index_sequence_for<P...>{});
+  ThreadBody body{ctx,
+                  [](void* c) {
                     Ctx& x = *static_cast<Ctx*>(c);
                     Params mine = x.params;
                     std::apply(x.kernel, mine);
-                  }};
-  run_kernel(name, cfg, reinterpret_cast<const void*>(kernel), body);
+                  },
+                  [](void* c) { delete static_cast<Ctx*>(c); }};
+  submit_kernel(name, cfg, reinterpret_cast<const void*>(kernel), body);
 }
 
 template <class T>
