@@ -3,7 +3,8 @@
 # CUDA simulator (native/cuda_sim), with the addon, into build-sim/ (scripts/build-native.mjs --cuda-sim), then runs
 #   1. the simulator's own tests and the cuBLASLt stand-in's (alone and under the runtime's Gemm);
 #   2. every GPU test (native_gpu_tests: kernels, whole models, the trainer) with the threads of each block run in
-#      order, then in reverse order (a missing barrier reads stale shared memory in at least one of the two);
+#      order, then in reverse order (a missing barrier reads stale shared memory in at least one of the two); the
+#      first run queues each stream's work until the host waits for it, the second runs it when called;
 #   3. bench_gpu --tiny (every code path of the GPU benchmark, its JSON) on each family's shape, and
 #      scripts/gpu_check_summary.py on it;
 #   4. the TypeScript GPU tests of the runtime and the commands (test/gpu-runtime.test.ts) on the simulator addon;
@@ -56,11 +57,13 @@ run_all() {  # run_all <dir> <label>
   check "$label cuda_sim_tests (reverse order)" env LN_SIM_ORDER=reverse "$dir/cuda_sim_tests"
   stage "$label: native_gpu_tests, threads in order"
   check "$label native_gpu_tests" "$dir/native_gpu_tests" --fixtures "$fixtures" "${filter[@]}"
-  stage "$label: native_gpu_tests, threads and blocks in reverse order"
+  # The two runs also take the two extremes of when a GPU may run queued work (docs/CUDA-SIM.md, "Streams"): in
+  # order, when the host waits for it (the latest); in reverse, when it is queued (LN_SIM_ASYNC=0, the earliest).
+  stage "$label: native_gpu_tests, threads and blocks in reverse order, work run when queued"
   local only=()
   [ "$quick" = 1 ] && only=(--kernels-only)
-  check "$label native_gpu_tests (reverse)" env LN_SIM_ORDER=reverse "$dir/native_gpu_tests" --fixtures "$fixtures" \
-    "${only[@]}" "${filter[@]}"
+  check "$label native_gpu_tests (reverse)" env LN_SIM_ORDER=reverse LN_SIM_ASYNC=0 "$dir/native_gpu_tests" \
+    --fixtures "$fixtures" "${only[@]}" "${filter[@]}"
 }
 
 stage "build (build-sim/: the addon and the GPU tests, the CUDA sources compiled for the simulator)"
