@@ -7,6 +7,7 @@
 #   GPU_CHECK_QUICK=1 bash scripts/…     # smaller benchmark shapes
 #
 # Other switches (environment): GPU_CHECK_NO_CPU=1 (no CPU kernel families), GPU_CHECK_NO_SANITIZER=1,
+# GPU_CHECK_SANITIZERS="memcheck racecheck synccheck initcheck" (default memcheck),
 # GPU_CHECK_NO_GPU_BENCH=1 (no bench_gpu / transformers baseline), GPU_CHECK_NO_FINETUNE=1 (no fine-tuning stage),
 # GPU_CHECK_NO_FINETUNE_BENCH=1 (its tests, not its benchmark), GPU_CHECK_FINETUNE_QUICK=1 (the fine-tuning
 # benchmark on a small shape), GPU_CHECK_DEADLINE=<s> (default 570: the fine-tuning benchmark starts no
@@ -22,6 +23,12 @@ cd "$(dirname "$0")/.."
 root=$PWD
 out=${GPU_CHECK_OUT:-${OUT:-/tmp/gpu-check}}
 deadline=${GPU_CHECK_DEADLINE:-570}  # seconds of the whole script (see the head)
+for tool in ${GPU_CHECK_SANITIZERS:-memcheck}; do  # checked before anything is built or written
+  case $tool in
+    memcheck | racecheck | synccheck | initcheck) ;;
+    *) echo "gpu-check: GPU_CHECK_SANITIZERS: unknown tool '$tool' (expected memcheck, racecheck, synccheck or initcheck)" >&2; exit 1 ;;
+  esac
+done
 mkdir -p "$out"
 log=$out/gpu-check.log
 : > "$log"
@@ -81,19 +88,30 @@ fi
 
 section "native GPU tests (each kernel against its CPU twin; the model against the fixtures and the CPU engine)"
 limited 240 "native GPU tests" "$root/build/native_gpu_tests" --fixtures "$fixtures/models" || note_fail "native GPU tests"
+# compute-sanitizer on the kernel tests: memcheck by default; GPU_CHECK_SANITIZERS="memcheck racecheck synccheck
+# initcheck" adds the shared-memory race, barrier and uninitialised-read checks (a few minutes more: for a call
+# that has the time).
 if command -v compute-sanitizer >/dev/null 2>&1 && [ -z "${GPU_CHECK_NO_SANITIZER:-}" ]; then
-  section "compute-sanitizer memcheck of the GPU kernel tests"
-  limited 240 "compute-sanitizer memcheck" compute-sanitizer --tool memcheck --error-exitcode 9 "$root/build/native_gpu_tests" \
-    --fixtures "$fixtures/models" --kernels-only > "$out/memcheck.log" 2>&1
-  rc=$?
-  cat "$out/memcheck.log"
-  # Some GPU machines' sandboxes (gVisor) refuse the sanitizer itself: "Device not supported", then error 999 at the
-  # first allocation. That says nothing of the kernels: reported as not run, not as a failure.
-  if [ $rc != 0 ] && grep -q "Device not supported" "$out/memcheck.log"; then
-    echo "compute-sanitizer memcheck: NOT RUN (the sanitizer does not support this machine's device or sandbox)" | tee -a "$log"
-  elif [ $rc != 0 ]; then
-    note_fail "compute-sanitizer memcheck"
-  fi
+  rm -f "$out/memcheck.log" "$out/sanitizers.log"  # this script's own, from an earlier run into the same folder
+  for tool in ${GPU_CHECK_SANITIZERS:-memcheck}; do
+    section "compute-sanitizer $tool of the GPU kernel tests"
+    # memcheck's output in memcheck.log, the others' together in sanitizers.log (a device call returns 8 files).
+    tool_log=$out/memcheck.log
+    [ "$tool" = memcheck ] || tool_log=$out/sanitizers.log
+    limited 240 "compute-sanitizer $tool" compute-sanitizer --tool "$tool" --error-exitcode 9 "$root/build/native_gpu_tests" \
+      --fixtures "$fixtures/models" --kernels-only > "$out/sanitizer-run.txt" 2>&1
+    rc=$?
+    cat "$out/sanitizer-run.txt"
+    { echo "=== compute-sanitizer $tool (exit $rc)"; cat "$out/sanitizer-run.txt"; } >> "$tool_log"
+    # Some GPU machines' sandboxes (gVisor) refuse the sanitizer itself: "Device not supported", then error 999 at
+    # the first allocation. That says nothing of the kernels: reported as not run, not as a failure.
+    if [ $rc != 0 ] && grep -q "Device not supported" "$out/sanitizer-run.txt"; then
+      echo "compute-sanitizer $tool: NOT RUN (the sanitizer does not support this machine's device or sandbox)" | tee -a "$log"
+    elif [ $rc != 0 ]; then
+      note_fail "compute-sanitizer $tool"
+    fi
+    rm -f "$out/sanitizer-run.txt"
+  done
 fi
 
 if [ $have_node = 1 ]; then
