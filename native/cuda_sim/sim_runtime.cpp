@@ -125,7 +125,8 @@ cudaError_t take_fault() {
 // queued copy still reads, or relies on two streams' order without an event, sees it fail here as it may there.
 // Two non-blocking streams are independent queues; the legacy default stream and the blocking streams (which are
 // ordered with it) share one. LN_SIM_ORDER=reverse also runs the non-blocking streams before the legacy one when
-// the whole device is waited for. LN_SIM_ASYNC=0: everything runs when it is called.
+// the whole device is waited for. LN_SIM_ASYNC=0: everything runs when it is called. After a kernel fault nothing
+// queued runs (the context is broken until the fault is reported, as on a GPU).
 bool async_streams() {
   static const bool a = env_flag("LN_SIM_ASYNC", true);
   return a;
@@ -138,11 +139,15 @@ struct WorkQueue {
 std::atomic<uint64_t> g_op_seq{0};
 WorkQueue g_legacy_queue;
 
+// Runs a queued op unless a fault is pending.
+void run_op(const std::function<void(uint64_t)>& op, uint64_t seq) {
+  if (t_pending_fault == cudaSuccess) op(seq);
+}
 // Queues op; returns its sequence number (increasing along a queue).
 uint64_t enqueue_numbered(WorkQueue& q, std::function<void(uint64_t)> op) {
   if (!async_streams()) {
     const uint64_t seq = ++g_op_seq;
-    op(seq);
+    run_op(op, seq);
     return seq;
   }
   std::lock_guard<std::mutex> lock(q.lock);
@@ -166,7 +171,7 @@ void drain(WorkQueue& q, uint64_t upto = UINT64_MAX) {
       op = std::move(q.ops.front().second);
       q.ops.pop_front();
     }
-    op(seq);
+    run_op(op, seq);
   }
 }
 WorkQueue& queue_of(cudaStream_t s);  // defined with CUstream_st below
@@ -572,7 +577,6 @@ void run_kernel(const char* name, const LaunchConfig& cfg, ThreadBody body) {
   static std::mutex launch_mutex;
   std::lock_guard<std::mutex> launch_lock(launch_mutex);
   install_segv_handler();
-  if (t_pending_fault != cudaSuccess) return;  // the context is broken until the fault is reported
   const dim3 g = cfg.grid, b = cfg.block;
   const uint64_t threads = uint64_t(b.x) * b.y * b.z;
   BlockRun r;
@@ -612,7 +616,7 @@ void run_kernel(const char* name, const LaunchConfig& cfg, ThreadBody body) {
 }
 
 void submit_kernel(const char* name, const LaunchConfig& cfg, const void* kernel, ThreadBody body) {
-  std::unique_ptr<void, void (*)(void*)> owned(body.ctx, body.destroy);
+  std::shared_ptr<void> ctx(body.ctx, body.destroy);  // freed once the launch has run, or now if it is refused
   if (t_pending_fault != cudaSuccess) return;  // the context is broken until the fault is reported
   const dim3 g = cfg.grid, b = cfg.block;
   const uint64_t threads = uint64_t(b.x) * b.y * b.z;
@@ -635,7 +639,6 @@ void submit_kernel(const char* name, const LaunchConfig& cfg, const void* kernel
     set_error(cudaErrorInvalidValue);
     return;
   }
-  std::shared_ptr<void> ctx(owned.release(), body.destroy);
   enqueue(queue_of(cfg.stream), [name, cfg, body, ctx] { run_kernel(name, cfg, body); });
 }
 
@@ -716,12 +719,11 @@ struct CUstream_st {
 };
 struct EventState {
   uint64_t recorded = 0, completed = 0;  // sequence numbers of the last record and of the last record run
-  ln_sim::WorkQueue* queue = nullptr;    // where the last record was queued
+  ln_sim::WorkQueue* queue = nullptr;    // where the last record was queued; null: never recorded
   std::chrono::steady_clock::time_point at;
 };
 struct CUevent_st {
   std::shared_ptr<EventState> state = std::make_shared<EventState>();  // a queued record may outlive the event
-  bool ever_recorded = false;
 };
 
 namespace ln_sim {
@@ -819,17 +821,13 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
     // caller may reuse it at once; pinned memory is read when the copy runs.
     auto staged = std::make_shared<std::vector<unsigned char>>(static_cast<const unsigned char*>(src),
                                                                static_cast<const unsigned char*>(src) + bytes);
-    ln_sim::enqueue(q, [dst, staged] {
-      if (ln_sim::t_pending_fault == cudaSuccess) std::memcpy(dst, staged->data(), staged->size());
-    });
+    ln_sim::enqueue(q, [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
     return cudaSuccess;
   }
   // What a copy writes is undefined until it has run: a host that reads it without waiting sees 0xFF bytes.
   if (kind == cudaMemcpyDeviceToHost && ln_sim::async_streams() && ln_sim::poison_memory())
     std::memset(dst, 0xff, bytes);
-  ln_sim::enqueue(q, [dst, src, bytes] {
-    if (ln_sim::t_pending_fault == cudaSuccess) std::memmove(dst, src, bytes);
-  });
+  ln_sim::enqueue(q, [dst, src, bytes] { std::memmove(dst, src, bytes); });
   return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
@@ -848,9 +846,7 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t strea
     return set_error(cudaErrorInvalidValue);
   }
   // cudaMemset is asynchronous too, on the legacy default stream, which a non-blocking stream never waits for.
-  ln_sim::enqueue(ln_sim::queue_of(stream), [p, value, bytes] {
-    if (ln_sim::t_pending_fault == cudaSuccess) std::memset(p, value, bytes);
-  });
+  ln_sim::enqueue(ln_sim::queue_of(stream), [p, value, bytes] { std::memset(p, value, bytes); });
   return cudaSuccess;
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) { return cudaMemsetAsync(p, value, bytes, nullptr); }
@@ -888,9 +884,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
 cudaError_t cudaLaunchHostFunc(cudaStream_t s, cudaHostFn_t fn, void* data) {
   if (!fn) return set_error(cudaErrorInvalidValue);
   if (ln_sim::t_pending_fault != cudaSuccess) return ln_sim::take_fault();
-  ln_sim::enqueue(ln_sim::queue_of(s), [fn, data] {
-    if (ln_sim::t_pending_fault == cudaSuccess) fn(data);
-  });
+  ln_sim::enqueue(ln_sim::queue_of(s), [fn, data] { fn(data); });
   return cudaSuccess;
 }
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
@@ -907,7 +901,6 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   std::shared_ptr<EventState> st = e->state;
   ln_sim::WorkQueue& q = ln_sim::queue_of(s);
   st->queue = &q;
-  e->ever_recorded = true;
   st->recorded = ln_sim::enqueue_numbered(q, [st](uint64_t seq) {
     st->at = std::chrono::steady_clock::now();
     st->completed = seq;
@@ -916,11 +909,11 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (!e) return set_error(cudaErrorInvalidResourceHandle);
-  if (e->ever_recorded && e->state->queue) ln_sim::drain(*e->state->queue, e->state->recorded);
+  if (e->state->queue) ln_sim::drain(*e->state->queue, e->state->recorded);
   return ln_sim::take_fault();
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
-  if (!start || !end || !start->ever_recorded || !end->ever_recorded) return set_error(cudaErrorInvalidResourceHandle);
+  if (!start || !end || !start->state->queue || !end->state->queue) return set_error(cudaErrorInvalidResourceHandle);
   if (start->state->completed < start->state->recorded || end->state->completed < end->state->recorded)
     return set_error(cudaErrorNotReady);
   *ms = std::chrono::duration<float, std::milli>(end->state->at - start->state->at).count();
