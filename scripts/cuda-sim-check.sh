@@ -82,7 +82,7 @@ bench_summary() {  # bench_summary <shape>
   LANGNEURONS_CUBLASLT=$PWD/build-sim/libcublasLt_sim.so LANGNEURONS_SIM_CUBLASLT_QUIET=1 \
     build-sim/bench_gpu --tiny --shape "$1" --json-out "$doc.json" || return 1
   python3 scripts/gpu_check_summary.py "$doc.json" "" "" "" "" | tee "$doc.txt"
-  grep -q '^profiling MFU' "$doc.txt" && grep -q '^decode batch 32' "$doc.txt" && grep -q "^engine benchmark .*$1" "$doc.txt"
+  grep -q '^profiling MFU' "$doc.txt" && grep -q '^largest steps' "$doc.txt" && grep -q '^decode batch 32' "$doc.txt" && grep -q "^engine benchmark .*$1" "$doc.txt"
 }
 for shape in llama-3.1-8b qwen2.5-7b qwen3-8b gemma-2-9b aya-expanse-8b; do
   check "sim: bench_gpu --tiny --shape $shape and its summary" bench_summary "$shape"

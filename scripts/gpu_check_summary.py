@@ -86,6 +86,12 @@ def engine_rows(t, ours, hf):
         for part, key in (("forward", "fwd"), ("trainer backward", "bwd")):
             t.add(f"attention {part} alone ({a['seqs']}x{a['len']})",
                   f"{a[key + '_tflops']:.1f} TFLOP/s ({a[key + '_tflops'] / peak:.2f} of the GEMM rate)", "report", None)
+    steps = ours.get("steps")
+    if steps:  # bench_gpu's "where the time goes" table, its three largest steps
+        total = sum(s["ms_stats"] for s in steps) or float("nan")
+        top = sorted(steps, key=lambda s: -s["ms_stats"])[:3]
+        t.add(f"largest steps ({p['seqs']}x{p['len']}, statistics)",
+              ", ".join(f"{s['step']} {100 * s['ms_stats'] / total:.0f}%" for s in top), "report", None)
     for d in ours.get("decode", []):
         t.add(f"decode batch {d['batch']} vs weight-read limit", f"{d['ratio_vs_bandwidth_limit']:.2f} "
               f"({d['ms_per_step']:.2f} vs {d['weight_read_limit_ms']:.2f} ms, logits to the host)", "report", None)

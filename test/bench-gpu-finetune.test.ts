@@ -76,7 +76,10 @@ describe('benchmarks/gpu-finetune', () => {
     const results = {
       device: 'cuda', compute: 'bf16', options: { batch: 8, seqLen: 512, fraction: 0.01, steps: 5, warmup: 2 }, peak: { tflops: 900, source: 'test' },
       shapes: {
-        'llama-3.2-1b': { matmulParams: 1.2e9, neurons: 1312, runs: { neurons: run(0.040, 0.1 * GiB, 4 * GiB), full: run(0.100, 13.8 * GiB, 30 * GiB), lora: run(0.05, GiB, 5 * GiB) } },
+        'llama-3.2-1b': { matmulParams: 1.2e9, neurons: 1312, runs: {
+          neurons: { ...run(0.040, 0.1 * GiB, 4 * GiB), stepTimes: [{ step: 'gate/up GEMM', ms: 5, marks: 16 }, { step: 'dX GEMMs', ms: 12.5, marks: 64 }] },
+          full: { ...run(0.100, 13.8 * GiB, 30 * GiB), stepTimes: [{ step: 'gate/up GEMM', ms: 5.25, marks: 16 }, { step: 'dW (trained)', ms: 40, marks: 112 }] },
+          lora: run(0.05, GiB, 5 * GiB) } },
         'llama-3.1-8b': { matmulParams: 7.5e9, neurons: 4576, runs: { neurons: run(0.300, 0.6 * GiB, 20 * GiB), full: { skipped: 'needs about 170 GiB' } } },
       },
       torch: { 'llama-3.2-1b': { lora: torchRow(0.1, 10 * GiB, { lora_impl: 'peft' }) }, 'llama-3.1-8b': { 'masked-dense': torchRow(0.5, 90 * GiB), full: { error: 'out of memory' } } },
@@ -93,6 +96,11 @@ describe('benchmarks/gpu-finetune', () => {
     expect(table).toMatch(/\| full \| needs about 170 GiB \|/);
     expect(table).toMatch(/\| torch full \| out of memory \|/);
     expect(table).toMatch(/\| torch lora \(peft\) \| 100\.0 \|/);
+    // the clocked step's kinds of work: a column for each kind either method names, '-' where a method has none
+    expect(table).toContain('| method | gate/up GEMM | dX GEMMs | dW (trained) | total |');
+    expect(table).toContain('| neurons | 5.0 | 12.5 | - | 17.5 |');
+    expect(table).toContain('| full | 5.3 | - | 40.0 | 45.3 |');
+    expect(table).not.toMatch(/\| lora \| [\d.-]+ \| [\d.-]+ \| [\d.-]+ \| [\d.]+ \|$/m);
     expect(table).toMatch(/- llama-3\.1-8b: neurons speed-up vs PyTorch dense-then-mask: 1\.67x .* \(target >= 2x\) → MISSED/);
   });
 
@@ -128,6 +136,26 @@ describe('benchmarks/gpu-finetune', () => {
     expect(r.stdout.trim().split('\n')).toHaveLength(1);
     expect(r.stdout).toMatch(/^gpu-finetune: SKIPPED \(needs a CUDA device: .+\)/);
   });
+
+  // On a CUDA device (the CUDA simulator's addon too: scripts/cuda-sim-check.sh --finetune-ts): the driver's GPU path
+  // on the tiny shape, with the trainer's clocked step and its table.
+  it.runIf(loadAddon().cudaInfo().devices > 0)('on CUDA: each method\'s clocked step names its kinds of work', () => {
+    const out = path.join(tmp, 'cuda.json');
+    const r = spawnSync(process.execPath, [DRIVER, '--shapes', 'tiny', '--batch', '2', '--seq-len', '32', '--warmup', '1',
+      '--steps', '1', '--peak-tflops', '1', '--no-torch', '--methods', 'neurons,lora', '--cache', tmp, '--out', out], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const runs = JSON.parse(readFileSync(out, 'utf8')).shapes.tiny.runs;
+    const kinds = (m: string) => new Map((runs[m].stepTimes as { step: string; ms: number; marks: number }[]).map((x) => [x.step, x]));
+    const neurons = kinds('neurons'), lora = kinds('lora');
+    for (const k of ['q/k/v GEMM', 'attention', 'gate/up GEMM', 'loss head', 'dX GEMMs', 'attention bwd', 'zero, AdamW']) {
+      expect(neurons.get(k)?.ms, `neurons ${k}`).toBeGreaterThanOrEqual(0);
+      expect(lora.get(k)?.ms, `lora ${k}`).toBeGreaterThanOrEqual(0);
+    }
+    expect(neurons.get('q/k/v GEMM')?.marks).toBe(L);  // one micro-batch: the forward once per layer
+    expect(neurons.has('dW (trained)') && !neurons.has('LoRA bwd')).toBe(true);
+    expect(lora.has('LoRA bwd') && !lora.has('dW (trained)')).toBe(true);
+    expect(r.stdout).toMatch(/Where a step's device time goes[^]*\| neurons \| [\d.]+ \|/);
+  }, 300_000);
 
   it('bad options: one line, exit 1', () => {
     const r = spawnSync(process.execPath, [DRIVER, '--device', 'cpu', '--methods', 'neurons,fast'], { encoding: 'utf8' });

@@ -40,6 +40,10 @@ const fullBench = {
   decode: [{ batch: 1, ms_per_step: 6.1, weight_read_limit_ms: 4.2, ratio_vs_bandwidth_limit: 0.69, greedy_ms_per_step: 5.25,
     greedy_ratio_vs_bandwidth_limit: 0.8 }],
   memory: { ratio_used_vs_stated: 1.031 },
+  steps: [{ step: 'norms', ms_stats: 10, ms_plain: 10, tflops: 0, gbs: 3000 },
+    { step: 'gate/up GEMM', ms_stats: 50, ms_plain: 50, tflops: 700, gbs: 0 },
+    { step: 'attention', ms_stats: 15, ms_plain: 15, tflops: 400, gbs: 0 },
+    { step: 'down GEMM', ms_stats: 25, ms_plain: 25, tflops: 690, gbs: 0 }],
 };
 const hfLine = (o: object) => `transformers 2.11\nJSON ${JSON.stringify(o)}\n`;
 
@@ -56,6 +60,8 @@ describe.skipIf(!PY)('scripts/gpu_check_summary.py (needs python3)', () => {
     expect(rows['hours per language, 100M tokens']?.[1]).toBe('reported');
     expect(rows['attention forward alone (8x1024)']?.[0]).toContain('400.0 TFLOP/s (0.50 of the GEMM rate)');
     expect(rows['attention trainer backward alone (8x1024)']?.[1]).toBe('reported');
+    // bench_gpu's step table: the three largest steps, as shares of the forward's device time (100 ms)
+    expect(rows['largest steps (8x1024, statistics)']?.[0]).toContain('gate/up GEMM 50%, down GEMM 25%, attention 15%');
   });
 
   it('does not judge a baseline of another batch, nor --quick shapes, nor the simulator', () => {

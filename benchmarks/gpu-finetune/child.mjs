@@ -7,7 +7,8 @@
 // 0.1 on gate/up/down; neuron-lora: r 8 on q/k/v/o + a LoRA on gate_proj whose B holds the mask's rows).
 // A step is zeroGrad + forward/backward of batch x seqLen random tokens + AdamW (the method's defaults, clip 1.0),
 // timed to the end of AdamW (the trainer's calls return when the device has finished). `warmup` steps first,
-// then `steps` timed ones; then one forward without backward. Memory: the trainer's report after the steps (it
+// then `steps` timed ones; on a GPU one more step clocked by kind of work (stepTimes: the forward's steps, the loss
+// head, the dX and dW GEMMs, the attention backward, AdamW, ...); then one forward without backward. Memory: the trainer's report after the steps (it
 // allocates once per batch shape, so this is its peak).
 import { childMain, median, rss } from '../common/proc.mjs';
 
@@ -58,6 +59,15 @@ async function main(t) {
   for (let i = 0; i < t.warmup; i++) warm.push(await runStep());
   const times = [];
   for (let i = 0; i < t.steps; i++) times.push(await runStep());
+  // One more step with the trainer's clock (CUDA events between its kinds of work): where a step's time goes.
+  // After the timed ones, so that the events' own cost is in none of them.
+  let stepTimes = null;
+  if (onGpu && typeof tr.clockSteps === 'function') {
+    tr.clockSteps(true);
+    await runStep();
+    stepTimes = tr.stepTimes();
+    tr.clockSteps(false);
+  }
   const f0 = performance.now();
   await tr.forwardBackward(tokens, targets, lens, { backward: false });
   const forwardSeconds = (performance.now() - f0) / 1000;
@@ -66,7 +76,7 @@ async function main(t) {
   return {
     method: t.method, device: info.device ?? 'cpu', compute: onGpu ? t.compute : 'f32', describe: info.describe ?? null,
     batch: t.batch, seqLen: t.seqLen, tokens: n, setupSeconds, warmupSeconds: warm, stepSecondsAll: times, stepSeconds,
-    forwardSeconds, tokensPerSecond: n / stepSeconds, loss, trainable: info.trainable, lowestLayer: info.lowestLayer,
+    forwardSeconds, tokensPerSecond: n / stepSeconds, loss, stepTimes, trainable: info.trainable, lowestLayer: info.lowestLayer,
     // The trained values' float32 gradient + Adam m and v (the CPU benchmark's grad+opt), and the master copies.
     gradOptBytes: info.memory ? info.memory.grad + info.memory.adam : info.trainable * 12,
     masterBytes: info.memory ? info.memory.master : info.trainable * 4,

@@ -75,6 +75,20 @@ export function renderTable(results, shapes, cfgs) {
       const mfu = peak.tflops && m === 'full' ? f.model / t.step_seconds / (peak.tflops * 1e12) : null;
       lines.push(`| torch ${m}${t.lora_impl ? ` (${t.lora_impl})` : ''} | ${fx(t.step_seconds * 1e3, 1)} | ${fx(t.tokens_per_s, 0)} | ${fx(mfu)} | ${m === 'full' ? 'model (6 N T)' : '-'} | ${t.trainable_params.toLocaleString('en')} | ${gib(t.grad_opt_bytes)} | - | ${gib(t.peak_memory_bytes)} | ${gib(t.device_used_bytes)} |`);
     }
+    // Where a step's device time goes (the trainer's clock, one step after the timed ones): a column per kind of
+    // work, in the order the methods name them.
+    const clocked = METHODS.filter((m) => s.runs[m]?.stepTimes?.length);
+    if (clocked.length) {
+      const kinds = [...new Set(clocked.flatMap((m) => s.runs[m].stepTimes.map((x) => x.step)))];
+      lines.push(`\nWhere a step's device time goes (ms, one clocked step after the timed ones):\n`);
+      lines.push(`| method | ${kinds.join(' | ')} | total |`);
+      lines.push(`|---|${kinds.map(() => '---|').join('')}---|`);
+      for (const m of clocked) {
+        const by = new Map(s.runs[m].stepTimes.map((x) => [x.step, x.ms]));
+        const total = [...by.values()].reduce((a, b) => a + b, 0);
+        lines.push(`| ${m} | ${kinds.map((k) => fx(by.get(k), 1)).join(' | ')} | ${fx(total, 1)} |`);
+      }
+    }
   }
   if (results.checks?.length) {
     lines.push('');

@@ -6,6 +6,9 @@
 //   - profiling throughput (statistics on act and h, no LM head) for packed batches, tokens/s and MFU against the
 //     GEMM rate (FLOPs: 2 x matmul params x tokens + 4 x d x sum of causal key counts per layer);
 //   - the same forward without statistics (overhead ratio) and with a 1% deactivation intervention;
+//   - where the first batch's time goes: each step of the forward (norms, each GEMM, RoPE, attention, the fused FFN
+//     step, statistics) with and without statistics, the GEMMs' rate against the peak, the memory-bound steps'
+//     against the copy bandwidth (step_breakdown.h);
 //   - the attention kernels alone on the first batch's shape: the tensor-core forward (inference) and the trainer's
 //     bf16-mode backward, TFLOP/s by FlashAttention's count (causal; backward = 2.5 x forward);
 //   - decode steps at batch 1 and 32 (KV cache) against the weight-read limit, with the last logits copied to the
@@ -41,6 +44,7 @@
 #include "model/intervention.h"
 #include "model/stats.h"
 #include "runtime/cuda_runtime.h"
+#include "step_breakdown.h"
 
 using namespace ln;
 
@@ -476,11 +480,13 @@ int main(int argc, char** argv) {
       double tps, tflops, mfu, stats_ratio, iv_ratio;
     };
     std::vector<Row> rows;
+    bench::StepBreakdown steps;
+    double steps_timed_s = 0;
     for (const auto& [n, len] : o.batches) {
       std::vector<int32_t> tokens(size_t(n) * size_t(len)), lens(size_t(n), len);
       for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 2654435761u) % uint32_t(c.vocab));
       const int64_t T = int64_t(tokens.size());
-      auto time_forward = [&](ActivationStats* st, const Intervention* inter) {
+      auto request = [&](ActivationStats* st, const Intervention* inter) {  // the profiling forward: no LM head
         ForwardRequest r;
         r.tokens = tokens.data();
         r.n_tokens = T;
@@ -490,6 +496,10 @@ int main(int argc, char** argv) {
         r.last_layer = c.n_layers - 1;
         r.stats = st;
         r.intervention = inter;
+        return r;
+      };
+      auto time_forward = [&](ActivationStats* st, const Intervention* inter) {
+        const ForwardRequest r = request(st, inter);
         ForwardResult out;
         rt->forward(r, out);  // warm-up (buffers, heuristics)
         const int reps = 3;
@@ -508,7 +518,12 @@ int main(int argc, char** argv) {
       rows.push_back(row);
       std::printf("%3dx%-8d %10.0f %10.1f %8.3f %10.3f %10.3f\n", n, len, row.tps, row.tflops, row.mfu,
                   row.stats_ratio, row.iv_ratio);
+      if (rows.size() == 1) {  // the first batch's steps, printed after the table
+        steps = bench::time_steps(*rt, request(&stats, nullptr), keys);
+        steps_timed_s = t_stats;
+      }
     }
+    bench::print_steps(steps, o.batches.front().first, o.batches.front().second, gemm_tflops, copy_gbs, steps_timed_s);
 
     // ---- decode (KV cache; a 128-token prompt per sequence, then one token per sequence per step)
     const double weight_bytes = 2.0 * (params + double(c.vocab) * c.hidden);  // matmuls + LM head, bf16
@@ -605,6 +620,7 @@ int main(int argc, char** argv) {
       add(",\"attention\":{\"seqs\":%d,\"len\":%d,\"fwd_ms\":%.4f,\"fwd_tflops\":%.2f,\"bwd_ms\":%.4f,"
           "\"bwd_tflops\":%.2f}",
           o.batches.front().first, o.batches.front().second, attn.fwd_ms, attn.fwd_tflops, attn.bwd_ms, attn.bwd_tflops);
+    js += ",\"steps\":" + bench::steps_json(steps);
     js += ",\"decode\":[";
     for (size_t i = 0; i < decs.size(); ++i)
       add("%s{\"batch\":%d,\"ms_per_step\":%.3f,\"weight_read_limit_ms\":%.3f,\"ratio_vs_bandwidth_limit\":%.4f,"

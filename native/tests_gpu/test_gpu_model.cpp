@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <functional>
 #include <memory>
+#include <numeric>
 
+#include "cuda/cuda_model.h"
 #include "gpu_test_util.h"
 #include "kernels/math.h"
 #include "model/intervention.h"
@@ -600,5 +602,66 @@ LN_TEST(gpu_model_greedy_picks_match_last_logits_and_cpu) {
       std::vector<float> row(step_last.logits.begin() + s * V, step_last.logits.begin() + (s + 1) * V);
       LN_CHECK(step_pick.next[size_t(s)].token == pick_next_token(row.data(), V, 1.0, nullptr, 0).token);
     }
+  }
+}
+
+// bench_gpu's step clock (cuda/phase_clock.h) on a qwen2-style llama and on Gemma 2 (post-norms: the o / down
+// steps close twice when their sites are recorded): with the clock the forward computes the same logits and
+// statistics bit for bit; every step of every layer is marked (two norms, one of each projection, attention, the
+// fused FFN step) and the steps' times add up to the forward's.
+LN_TEST(gpu_model_phase_clock_marks_every_step) {
+  using cuda::PhaseClock;
+  TinyOpts llama;
+  llama.bias = true;
+  TinyOpts gemma2;
+  gemma2.family = TinyOpts::Family::Gemma2;
+  gemma2.window = 32;
+  for (const TinyOpts& o : {llama, gemma2}) {
+    Tiny t(o);
+    const int64_t L = t.cfg.n_layers;
+    StatsOptions opts = all_sites(t.cfg, int(L));
+    const Batch b = make_batch({33, 70, 5}, o.vocab, 81);
+    auto g = make_cuda_runtime(t.cfg, t.w, 0, Compute::BF16);
+    auto* cr = dynamic_cast<cuda_model::CudaRuntime*>(g.get());
+    LN_CHECK(cr != nullptr);
+    if (!cr) return;
+    ActivationStats plain_stats(t.cfg, opts), clocked_stats(t.cfg, opts);
+    ForwardRequest r;
+    r.stats = &plain_stats;
+    const ForwardResult plain = run(*g, b, LogitsMode::All, &r);
+    PhaseClock clock;
+    cr->set_phase_clock(&clock);
+    r.stats = &clocked_stats;
+    const ForwardResult clocked = run(*g, b, LogitsMode::All, &r);
+    const PhaseClock::Totals tot = clock.totals();
+    cr->set_phase_clock(nullptr);
+
+    LN_CHECK(clocked.logits == plain.logits);
+    for (const SiteStats& s : plain_stats.sites()) {
+      const SiteStats& c = *clocked_stats.find(s.site);
+      LN_CHECK_MSG(c.over_zero == s.over_zero && c.sum == s.sum && c.sum_sq == s.sum_sq && c.hist == s.hist &&
+                       c.above == s.above && c.seq_means == s.seq_means,
+                   "site %s: statistics differ with the clock", site_name(s.site));
+    }
+    // Site o and down are recorded: the o / down steps close before their statistics and again after the
+    // residual add (every family: the projection goes to x first when its site is recorded).
+    const int64_t want[PhaseClock::kPhases] = {1, 2 * L, L, 2 * L /* bias pre-pass and RoPE: q/k/v recorded */,
+                                               L, 2 * L, L, L, 2 * L, -1, 1};
+    double sum = 0;
+    for (int p = 0; p < PhaseClock::kPhases; ++p) {
+      const char* name = PhaseClock::name(PhaseClock::Phase(p));
+      if (want[p] >= 0)
+        LN_CHECK_MSG(tot.marks[size_t(p)] == want[p], "%s: step %s marked %lld times, expected %lld",
+                     shape_name(o).c_str(), name, (long long)tot.marks[size_t(p)], (long long)want[p]);
+      LN_CHECK_MSG(tot.ms[size_t(p)] >= 0, "%s: step %s took %.3f ms", shape_name(o).c_str(), name, tot.ms[size_t(p)]);
+      sum += tot.ms[size_t(p)];
+    }
+    // Statistics: q/k/v, o, the FFN sites' reductions, down, resid and the copy to the host, per layer.
+    LN_CHECK_MSG(tot.marks[PhaseClock::Stats] == 5 * L, "%s: statistics steps marked %lld times",
+                 shape_name(o).c_str(), (long long)tot.marks[PhaseClock::Stats]);
+    LN_CHECK_MSG(std::fabs(sum - tot.total_ms) <= 1e-3 * tot.total_ms + 1e-3, "%s: steps sum to %.4f ms of %.4f",
+                 shape_name(o).c_str(), sum, tot.total_ms);
+    std::printf("  %s: %lld steps in %.2f ms\n", shape_name(o).c_str(),
+                (long long)std::accumulate(tot.marks.begin(), tot.marks.end(), int64_t(0)), tot.total_ms);
   }
 }

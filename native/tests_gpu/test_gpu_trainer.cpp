@@ -462,3 +462,59 @@ LN_TEST(gpu_trainer_sliding_window_gradients_match_cpu) {
                 f.input_ids.size());
   }
 }
+
+// The trainer's step clock (clock_steps, benchmarks/gpu-finetune's breakdown): a clocked run's arenas bit-identical
+// to an unclocked one's; the last span (zero_grad .. step, two micro-batches) names every kind of work the spec
+// does: the forward's steps twice per layer, the loss head and the optimizer's two pieces, the backward's GEMMs,
+// attention and element-wise steps, LoRA's backward only with adapters; nothing once the clock is off.
+LN_TEST(gpu_trainer_step_clock_names_every_kind_of_work) {
+  auto f = fixture_or_skip("tiny-llama3");
+  const OneSeq b = next_token_batch(f->input_ids);
+  const int64_t L = f->cfg.n_layers;
+  AdamWConfig ac;
+  ac.lr = 5e-3f;
+  TrainerOptions opt;
+  opt.seed = 3;
+  auto steps = [&](TrainingRuntime& rt, int n) {
+    for (int s = 0; s < n; ++s) {
+      rt.zero_grad();
+      run(rt, b);
+      run(rt, b);
+      rt.step(ac);
+    }
+  };
+  for (const bool lora : {false, true}) {
+    const std::vector<TrainableSpec> spec = lora ? lora_spec(f->cfg) : sparse_spec(f->cfg);
+    auto plain = make_cuda_trainer(f->cfg, f->w, 0, Compute::BF16, spec, opt);
+    auto clocked = make_cuda_trainer(f->cfg, f->w, 0, Compute::BF16, spec, opt);
+    LN_CHECK(clocked->step_times().empty());
+    clocked->clock_steps(true);
+    steps(*plain, 2);
+    steps(*clocked, 2);
+    for (Arena ar : {Arena::Master, Arena::Grad, Arena::AdamM, Arena::AdamV})
+      LN_CHECK_MSG(arena(*clocked, ar) == arena(*plain, ar), "%s: arena %d differs with the clock",
+                   lora ? "lora" : "sparse", int(ar));
+    const std::vector<StepTime> t = clocked->step_times();
+    auto marks = [&](const char* kind) {
+      for (const StepTime& s : t)
+        if (s.step == kind) return s.marks;
+      return int64_t(0);
+    };
+    std::string names;
+    for (const StepTime& s : t) {
+      names += " " + s.step + " x" + std::to_string(s.marks);
+      LN_CHECK_MSG(s.ms >= 0, "%s took %.3f ms", s.step.c_str(), s.ms);
+    }
+    std::printf("  %s:%s\n", lora ? "lora" : "sparse", names.c_str());
+    LN_CHECK_MSG(marks("q/k/v GEMM") == 2 * L && marks("gate/up GEMM") == 2 * L && marks("attention") == 2 * L,
+                 "%s: the forward's steps%s", lora ? "lora" : "sparse", names.c_str());
+    LN_CHECK_MSG(marks("embedding") == 2 && marks("loss head") == 2 && marks("zero, AdamW") == 2,
+                 "%s: embedding / loss / optimizer%s", lora ? "lora" : "sparse", names.c_str());
+    for (const char* kind : {"dX GEMMs", "attention bwd", "act/norm bwd"})
+      LN_CHECK_MSG(marks(kind) > 0, "%s: no %s in%s", lora ? "lora" : "sparse", kind, names.c_str());
+    LN_CHECK_MSG((marks("dW (trained)") > 0) == !lora && (marks("LoRA bwd") > 0) == lora, "%s: dW / LoRA%s",
+                 lora ? "lora" : "sparse", names.c_str());
+    clocked->clock_steps(false);
+    LN_CHECK(clocked->step_times().empty());
+  }
+}

@@ -53,7 +53,17 @@ export interface NativeTrainer {
   write(arena: Arena, id: number, values: Float32Array): void;
   info(): NativeTrainerInfo;
   setStepCount(n: number): void;
+  /**
+   * A diagnostic of benchmarks/gpu-finetune: with `on`, each step's device time (zeroGrad to the end of step) is
+   * clocked by kind of work; stepTimes() gives the last such span ([] on the CPU trainer, which has no clock).
+   * Absent from addons built before it.
+   */
+  clockSteps?(on: boolean): void;
+  stepTimes?(): NativeStepTime[];
 }
+
+/** One kind of work in a clocked training step: its device time and how many pieces it came in. */
+export interface NativeStepTime { step: string; ms: number; marks: number }
 
 /** Bytes a trainer holds, by use (device bytes for a CUDA trainer; the CPU trainer's weights stay memory-mapped: 0). */
 export interface NativeTrainerMemory {

@@ -61,6 +61,8 @@ class NativeTrainer : public Napi::ObjectWrap<NativeTrainer> {
   Napi::Value SetStepCount(const Napi::CallbackInfo& info);
   Napi::Value ForwardBackwardCls(const Napi::CallbackInfo& info);
   Napi::Value ResetOptimizer(const Napi::CallbackInfo& info);
+  Napi::Value ClockSteps(const Napi::CallbackInfo& info);
+  Napi::Value StepTimes(const Napi::CallbackInfo& info);
   static Napi::Value LoraDelta(const Napi::CallbackInfo& info);
   void require_idle(Napi::Env env, const char* what) const {
     if (h_->busy > 0) throw Napi::Error::New(env, std::string(what) + ": a forwardBackward/step is still running");
@@ -408,6 +410,36 @@ Napi::Value NativeTrainer::Info(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// clockSteps(on): the device time of each step (zeroGrad to the end of step) clocked by kind of work (the GPU
+// benchmark's breakdown; TrainingRuntime::clock_steps). stepTimes() -> [{ step, ms, marks }] of the last such span
+// ([] on the CPU trainer, which has no clock).
+Napi::Value NativeTrainer::ClockSteps(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  require_idle(env, "clockSteps");
+  if (info.Length() < 1 || !info[0].IsBoolean()) throw Napi::TypeError::New(env, "clockSteps(on: boolean)");
+  const bool on = info[0].As<Napi::Boolean>().Value();
+  guarded(env, "clockSteps", [&] {
+    h_->trainer->clock_steps(on);
+    return 0;
+  });
+  return env.Undefined();
+}
+
+Napi::Value NativeTrainer::StepTimes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  require_idle(env, "stepTimes");
+  const std::vector<ln::train::StepTime> rows = guarded(env, "stepTimes", [&] { return h_->trainer->step_times(); });
+  Napi::Array out = Napi::Array::New(env, rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("step", rows[i].step);
+    o.Set("ms", rows[i].ms);
+    o.Set("marks", double(rows[i].marks));
+    out.Set(uint32_t(i), o);
+  }
+  return out;
+}
+
 Napi::Value NativeTrainer::SetStepCount(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   require_idle(env, "setStepCount");
@@ -500,6 +532,8 @@ Napi::Function NativeTrainer::Init(Napi::Env env) {
                       InstanceMethod("setStepCount", &NativeTrainer::SetStepCount),
                       InstanceMethod("forwardBackwardCls", &NativeTrainer::ForwardBackwardCls),
                       InstanceMethod("resetOptimizer", &NativeTrainer::ResetOptimizer),
+                      InstanceMethod("clockSteps", &NativeTrainer::ClockSteps),
+                      InstanceMethod("stepTimes", &NativeTrainer::StepTimes),
                       StaticMethod("loraDelta", &NativeTrainer::LoraDelta)});
 }
 

@@ -12,6 +12,7 @@
 #include "core/oom.h"
 #include "cuda/cublaslt.h"
 #include "cuda/device_buffer.h"
+#include "cuda/phase_clock.h"
 #include "cuda/plans.h"
 #include "cuda/recording.h"
 #include "cuda/runtime_kernels.h"
@@ -142,6 +143,11 @@ class CudaRuntime final : public Runtime {
     return std::make_shared<CudaKvCache>(cfg_, n_slots, capacity, bf16_, device_, this, live_cache_);
   }
   MemoryReport memory() const override;
+  // Marks each step of the following forwards on `clock` (null: off, the default): bench_gpu's breakdown.
+  void set_phase_clock(cuda::PhaseClock* clock) {
+    std::lock_guard<std::mutex> lock(mu_);
+    clock_ = clock;
+  }
 
  private:
   friend class ::ln::train::CudaTrainer;
@@ -162,6 +168,11 @@ class CudaRuntime final : public Runtime {
   }
   void prepare(const ForwardRequest& r, CudaKvCache* cache);
   void layer(int l, CudaKvCache* cache);
+  // The step since the previous mark was `done` (a no-op without a clock).
+  void phase(cuda::PhaseClock::Phase done) {
+    if (clock_) clock_->mark(done, stream_);
+  }
+  cuda::PhaseClock* clock_ = nullptr;
   // The model's norm (RMSNorm or Cohere's LayerNorm) of M rows of x (rows: as norm_rows_ex) into y.
   void norm(int64_t M, const float* x, const int64_t* rows, const float* w, void* y, bool y_bf16);
   // A projection's own output x ([T, H], its statistics recorded) onto the residual stream h: Gemma 2's post-norm

@@ -325,6 +325,7 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
 
   const LayerSave* save = saves_ && size_t(l) < saves_->size() ? &(*saves_)[size_t(l)] : nullptr;
   const size_t ge = bf16_ ? 2 : 4;  // bytes of a GEMM input
+  using P = cuda::PhaseClock;
 
   // ---- attention
   if (save && save->hin) cuda::copy_device(save->hin, h, size_t(T * H) * 4, stream_);
@@ -333,12 +334,14 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   void* xin = c.parallel_block ? xn_.get() : gin;
   norm(T, h, nullptr, L.attn_norm, xin, bf16_);
   if (save && save->x1) cuda::copy_device(save->x1, xin, size_t(T * H) * ge, stream_);
+  phase(P::Norm);
   gemm(T, QKV, H, xin, H, L.wqkv, qkv, QKV, false);
   if (hook_) {
     hook_->after_linear(l, train::kWq, xin, qkv, QKV);
     hook_->after_linear(l, train::kWk, xin, qkv + qd, QKV);
     hook_->after_linear(l, train::kWv, xin, qkv + qd + kvd, QKV);
   }
+  phase(P::QkvGemm);
   // Bias and bf16 rounding of q / k / v: a pass of its own when the sites are recorded (they record the values
   // after it, before RoPE), else fused into the RoPE kernel.
   // Qwen3's q/k norms come between that step and RoPE: a pass of their own too.
@@ -347,12 +350,14 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   const bool pre_pass = record_qkv || c.qk_norm;
   if (pre_pass) cuda::bias_round_rows(T, QKV, qkv, QKV, L.bqkv, bf16_, stream_);
   if (record_qkv) {
+    phase(P::Rope);
     const int64_t proj_off[3] = {0, qd, qd + kvd}, proj_w[3] = {qd, kvd, kvd};
     for (int i = 0; i < 3; ++i)
       if (rec_.recording(proj[i], l)) {
         cuda::column_stats(proj_w[i], qkv + proj_off[i], QKV, batch, rec_.target(proj[i], l), stream_);
         rec_.reduce(proj[i], l, stream_);
       }
+    phase(P::Stats);
   }
   if (save && save->qk_pre) {
     cuda::copy_rows_f32(T, qd, qkv, QKV, save->qk_pre, qd, stream_);
@@ -365,6 +370,7 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   cuda::rope_qkv(T, qkv, QKV, pre_pass ? nullptr : L.bqkv, !pre_pass && bf16_, c.n_heads, c.n_kv_heads, c.head_dim,
                  plan_.pos, rope_cos_.as<float>(), rope_sin_.as<float>(), qa_.get(), qd, kdst, vdst, kvd, plan_.kv_row,
                  bf16_, stream_, c.rope_interleaved);
+  phase(P::Rope);
   const bool flash = bf16_ && info_.major >= 8 && cuda::flash_attention_supported(c.head_dim);  // mma.sync: sm_80+
   if (save) {  // float32 copies of what attention reads (exact: bf16 values widen), and its lse
     const DType adt = bf16_ ? DType::BF16 : DType::F32;
@@ -395,6 +401,7 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
                            static_cast<const float*>(kdst), static_cast<const float*>(vdst), kvd, plan_.key_row0,
                            plan_.n_keys, scale, static_cast<float*>(gin), qd, stream_, window, cap);
   if (save && save->attg) cuda::copy_device(save->attg, gin, size_t(T * qd) * ge, stream_);
+  phase(P::Attention);
   if (!rec_.recording(Site::O, l) && !c.post_norms) {
     gemm(T, H, qd, gin, qd, L.wo, h, H, true);
     if (hook_) hook_->after_linear(l, train::kWo, gin, h, H);
@@ -402,17 +409,23 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
     gemm(T, H, qd, gin, qd, L.wo, x, H, false);
     if (hook_) hook_->after_linear(l, train::kWo, gin, x, H);  // an adapter's output is part of the projection's
     if (rec_.recording(Site::O, l)) {
+      phase(P::OGemm);
       cuda::column_stats(H, x, H, batch, rec_.target(Site::O, l), stream_);
       rec_.reduce(Site::O, l, stream_);
+      phase(P::Stats);
     }
     if (save && save->o_pre) cuda::copy_device(save->o_pre, x, size_t(T * H) * 4, stream_);
     add_to_residual(L.attn_post_norm);
   }
+  phase(P::OGemm);
 
   // ---- FFN (Cohere's parallel block: on the attention's normed input, kept in xn_)
   if (save && save->hmid) cuda::copy_device(save->hmid, h, size_t(T * H) * 4, stream_);
   const void* fin = c.parallel_block ? xin : gin;
-  if (!c.parallel_block) norm(T, h, nullptr, L.ffn_norm, gin, bf16_);
+  if (!c.parallel_block) {
+    norm(T, h, nullptr, L.ffn_norm, gin, bf16_);
+    phase(P::Norm);
+  }
   if (save && save->x2) cuda::copy_device(save->x2, fin, size_t(T * H) * ge, stream_);
   gemm(T, 2 * I, H, fin, H, L.wgu, gu, 2 * I, false);
   if (hook_) {
@@ -420,6 +433,7 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
     hook_->after_linear(l, train::kWUp, fin, gu + I, 2 * I);
   }
   if (save && save->gu) cuda::copy_device(save->gu, gu, size_t(T * 2 * I) * 4, stream_);
+  phase(P::GateUpGemm);
   const bool gelu = c.act == Activation::GeluTanh;
   cuda::LayerEdits edits;
   if (iv_ && plan_.edits) {
@@ -448,9 +462,15 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   for (int s = 0; s < 4; ++s)
     if (rec_.recording(ffn_sites[s], l)) targets[s] = rec_.target(ffn_sites[s], l);
   cuda::ffn_fused(T, I, gu, 2 * I, gin, bf16_, I, edits, batch, targets, stream_, gelu);
-  for (int s = 0; s < 4; ++s)
-    if (targets[s].part) rec_.reduce(ffn_sites[s], l, stream_);
   if (save && save->act) cuda::copy_device(save->act, gin, size_t(T * I) * ge, stream_);
+  phase(P::Ffn);
+  bool reduced = false;
+  for (int s = 0; s < 4; ++s)
+    if (targets[s].part) {
+      rec_.reduce(ffn_sites[s], l, stream_);
+      reduced = true;
+    }
+  if (reduced) phase(P::Stats);
   if (!rec_.recording(Site::Down, l) && !c.post_norms) {
     gemm(T, H, I, gin, I, L.wdown, h, H, true);
     if (hook_) hook_->after_linear(l, train::kWDown, gin, h, H);
@@ -458,18 +478,22 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
     gemm(T, H, I, gin, I, L.wdown, x, H, false);
     if (hook_) hook_->after_linear(l, train::kWDown, gin, x, H);
     if (rec_.recording(Site::Down, l)) {
+      phase(P::DownGemm);
       cuda::column_stats(H, x, H, batch, rec_.target(Site::Down, l), stream_);
       rec_.reduce(Site::Down, l, stream_);
+      phase(P::Stats);
     }
     if (save && save->down_pre) cuda::copy_device(save->down_pre, x, size_t(T * H) * 4, stream_);
     add_to_residual(L.ffn_post_norm);
   }
+  phase(P::DownGemm);
   // Site `resid`: the residual stream after the layer (model.cpp records it after ffn_forward).
   if (rec_.recording(Site::Resid, l)) {
     cuda::column_stats(H, h, H, batch, rec_.target(Site::Resid, l), stream_);
     rec_.reduce(Site::Resid, l, stream_);
   }
   rec_.layer_done(l, stream_);
+  phase(P::Stats);
 }
 
 // Final norm of the rows idx (device) and the LM head, kLmChunkRows rows per GEMM: logits copied to logits_host
@@ -508,6 +532,7 @@ void CudaRuntime::forward(const ForwardRequest& req, ForwardResult& out) {
       throw std::invalid_argument("forward: the KV cache was not made by this CUDA runtime (use its make_cache)");
   }
   cuda::set_device(device_);
+  if (clock_) clock_->begin(stream_);
   prepare(req, cache);
   const int64_t T = T_, H = cfg_.hidden, V = cfg_.vocab;
   cuda::StatsBatch batch;
@@ -517,6 +542,7 @@ void CudaRuntime::forward(const ForwardRequest& req, ForwardResult& out) {
   rec_.begin(cfg_, req, T, batch, plan_.seq_row, plan_.seq_counted, req.stats ? new_rows_ : 0, out, stream_);
 
   cuda::embed_rows(embed_, embed_dtype_, V, H, plan_.tokens, T, h_.as<float>(), H, stream_, embed_scale());
+  phase(cuda::PhaseClock::Embed);
   const int n_run = req.last_layer < 0 ? cfg_.n_layers : req.last_layer + 1;
   for (int l = 0; l < n_run; ++l) layer(l, cache);
   rec_.end(out, counted_tokens_, counted_seqs_, stream_);  // synchronizes
@@ -612,6 +638,7 @@ void CudaRuntime::forward(const ForwardRequest& req, ForwardResult& out) {
       for (int64_t i = 0; i < n; ++i) out.target_logprobs[size_t(target_rows[size_t(i)])] = lp[size_t(i)];
     }
   }
+  phase(cuda::PhaseClock::LmHead);
   cuda::synchronize(stream_);
 }
 
@@ -638,6 +665,7 @@ void CudaRuntime::forward_train(const ForwardRequest& req, const std::vector<Lay
   ForwardResult none;
   rec_.begin(cfg_, req, T, batch, plan_.seq_row, plan_.seq_counted, 0, none, stream_);
   cuda::embed_rows(embed_, embed_dtype_, V, H, plan_.tokens, T, h_.as<float>(), H, stream_, embed_scale());
+  phase(cuda::PhaseClock::Embed);
   saves_ = &saves;
   hook_ = hook;
   try {

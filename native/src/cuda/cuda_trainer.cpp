@@ -183,9 +183,33 @@ TrainingMemory CudaTrainer::memory() const {
 
 void CudaTrainer::zero_grad() {
   cuda::set_device(device_);
+  if (clock_) clock_->begin(s_);  // a clocked span starts here and ends with step()
   cuda::memset_async(grad_.get(), 0, size_t(std::max<int64_t>(lay_.n_trainable, 1)) * 4, s_);
+  tick(cuda::PhaseClock::Optimizer);
   cuda::synchronize(s_);
   micro_ = 0;
+}
+
+void CudaTrainer::clock_steps(bool on) {
+  cuda::set_device(device_);
+  if (on && !clock_) {
+    clock_ = std::make_unique<cuda::PhaseClock>();
+    clock_->begin(s_);  // until the next zero_grad()
+  } else if (!on) {
+    clock_.reset();
+  }
+  rt_->set_phase_clock(clock_.get());
+}
+
+std::vector<StepTime> CudaTrainer::step_times() const {
+  std::vector<StepTime> out;
+  if (!clock_) return out;
+  cuda::set_device(device_);
+  const cuda::PhaseClock::Totals t = clock_->totals();
+  for (int p = 0; p < cuda::PhaseClock::kPhases; ++p)
+    if (t.marks[size_t(p)] > 0)
+      out.push_back({cuda::PhaseClock::name(cuda::PhaseClock::Phase(p)), t.ms[size_t(p)], t.marks[size_t(p)]});
+  return out;
 }
 
 void CudaTrainer::reset_optimizer() {
@@ -216,6 +240,7 @@ double CudaTrainer::step(const AdamWConfig& c) {
   cuda::adamw_step(lay_.n_trainable, master_.as<float>(), grad_.as<float>(), m_.as<float>(), v_.as<float>(), c.beta1,
                    c.beta2, c.eps, s.step_size, s.bc2_sqrt, s.decay, s.clip_scale, s_);
   for (size_t i = 0; i < lay_.params.size(); ++i) refresh_weight(int(i));
+  tick(cuda::PhaseClock::Optimizer);
   cuda::synchronize(s_);
   return norm;
 }
@@ -373,6 +398,7 @@ void CudaTrainer::forward(const int32_t* tokens, const int32_t* seq_lens, int32_
   const int64_t H = cfg_.hidden;
   rt_->norm(T, rt_->h_.as<float>(), nullptr, rt_->final_norm_, xf_, false);
   if (bf16_) cuda::f32_to_bf16_rows(T, H, xf_, H, static_cast<uint16_t*>(xfg_), H, s_);
+  tick(cuda::PhaseClock::Norm);
 
   // Sequence rows for the attention backward.
   seq_row0_host_.resize(size_t(T));
@@ -426,6 +452,7 @@ BatchLoss CudaTrainer::forward_backward(const int32_t* tokens, const int32_t* ta
   }
   row_loss_host_.resize(size_t(T));
   cuda::copy_to_host(row_loss_host_.data(), row_loss_, size_t(T) * 8, s_);
+  tick(cuda::PhaseClock::Loss);
   cuda::synchronize(s_);
   for (int64_t t = 0; t < T; ++t)
     if (targets[t] >= 0) out.sum += row_loss_host_[size_t(t)];
@@ -492,6 +519,7 @@ BatchLoss CudaTrainer::forward_backward_cls(const int32_t* tokens, const int32_t
     cuda::synchronize(s_);  // dx is reused
   }
   cuda::copy_to_device(grad_.as<float>() + hp.offset, host_g_.data(), size_t(hp.size) * 4, s_);
+  tick(cuda::PhaseClock::Loss);
   backward_layers(tokens, T);
   cuda::synchronize(s_);
   ++micro_;

@@ -69,6 +69,8 @@ class CudaTrainer final : public TrainingRuntime, public cuda_model::LinearHook 
   void read_weight(int param, float* host) override;
   int64_t activation_bytes() const override { return int64_t(acts_.bytes()); }
   TrainingMemory memory() const override;
+  void clock_steps(bool on) override;
+  std::vector<StepTime> step_times() const override;
   std::string device() const override { return "cuda:" + std::to_string(device_); }
   std::string describe() const override;
   void after_linear(int l, int role, const void* X, float* Y, int64_t ldy) override;  // LoRA forward
@@ -102,6 +104,10 @@ class CudaTrainer final : public TrainingRuntime, public cuda_model::LinearHook 
   void weight_grad(int param, int64_t M, const float* dY, int64_t lddy, const void* dYg, const void* Xg,
                    int64_t ldx);
   void backward_layers(const int32_t* tokens, int64_t T);
+  // The work since the previous mark was `done` (clock_steps; a no-op without a clock).
+  void tick(cuda::PhaseClock::Phase done) {
+    if (clock_) clock_->mark(done, s_);
+  }
   // The adapter on layer l's role, if any (-1).
   int adapter_at(int l, int role) const { return lay_.params[size_t(layer_param_index(l, role))].lora; }
   // LoRA backward (train/lora.cpp): G = dY (its rows' columns for a masked B), X the forward's input (GEMM dtype):
@@ -126,6 +132,7 @@ class CudaTrainer final : public TrainingRuntime, public cuda_model::LinearHook 
   DType gdt_;     // GEMM operand dtype
   size_t ge_;     // its bytes
   cuda::Stream s_ = nullptr;
+  std::unique_ptr<cuda::PhaseClock> clock_;  // clock_steps(true), shared with rt_'s forward
 
   cuda::DeviceBuffer master_, grad_, m_, v_, index_;
   std::vector<int64_t> index_off_;

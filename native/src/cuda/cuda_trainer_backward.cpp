@@ -83,7 +83,9 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
   cuda::Gemm& gemm = *rt_->gemm_;
   const DType wdt = rt_->wdt_;
   const float* h_final = rt_->h_.as<float>();
+  using Ph = cuda::PhaseClock;
   norm_backward(T, h_final, rt_->final_norm_, dxf_, dh_, false, grad_of(lay_.params[1]));
+  tick(Ph::GradElementwise);
   if (lay_.lowest >= L) return;  // only the final norm / heads train
   const int stop = std::max(lay_.lowest, 0);
   const bool embed_trains = lay_.params[0].trainable();
@@ -107,36 +109,60 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     auto projection_grad = [&](const float* pre, const float* post_w, int post_role) -> const float* {
       if (!c.post_norms) return dh_;
       norm_backward(T, pre, post_w, dh_, dpost_, false, grad_of(P(l, post_role)));
+      tick(Ph::GradElementwise);
       return dpost_;
+    };
+    auto dw_done = [&](std::initializer_list<int> roles) {  // marked where a weight gradient was computed
+      for (int r : roles)
+        if (P(l, r).trainable()) return tick(Ph::GradWeight);
+    };
+    auto lora = [&](int role, const float* dY, int64_t lddy, const void* Xg, float* dX, int64_t lddx) {
+      if (adapter_at(l, role) < 0) return;
+      lora_backward(adapter_at(l, role), dY, lddy, Xg, dX, lddx);
+      tick(Ph::GradLora);
     };
 
     // FFN half: hout = hmid + [post-norm] down(act(gate(x2)) * up(x2)); dh_ holds d hout.
     const float* dy_down = projection_grad(s.down_pre, W.ffn_post_norm, kFfnPostNorm);
     const void* dhg = to_gemm(dy_down, T, H, H, g_);
+    tick(Ph::GradElementwise);
     weight_grad(layer_param_index(l, kWDown), T, dy_down, H, dhg, s.act, I);
+    dw_done({kWDown});
     gemm.run_dx(T, H, I, dhg, H, W.wdown, I, wdt, da_, I, false, s_);
-    if (adapter_at(l, kWDown) >= 0) lora_backward(adapter_at(l, kWDown), dy_down, H, s.act, da_, I);
+    tick(Ph::GradInput);
+    lora(kWDown, dy_down, H, s.act, da_, I);
     cuda::swiglu_backward(T, I, s.gu, 2 * I, da_, I, dgu_, 2 * I, s_, gelu);
     const void* dgug = to_gemm(dgu_, T, 2 * I, 2 * I, g_);
+    tick(Ph::GradElementwise);
     weight_grad(layer_param_index(l, kWGate), T, dgu_, 2 * I, dgug, s.x2, H);
     // (the up half of dgu: the GEMM-dtype copy is packed [T, 2I], its columns I.. start I elements in)
     weight_grad(layer_param_index(l, kWUp), T, dgu_ + I, 2 * I,
                 static_cast<const char*>(dgug) + size_t(I) * ge_, s.x2, H);
+    dw_done({kWGate, kWUp});
     // With the parallel block, x2 is the attention's normed input x1: its gradient waits in dx_ for the attention's.
     const bool need_dx2 = par ? need_dx1 : need_attn || P(l, kFfnNorm).trainable();
-    if (need_dx2) gemm.run_dx(T, 2 * I, H, dgug, 2 * I, W.wgu, H, wdt, dx_, H, false, s_);
-    if (adapter_at(l, kWGate) >= 0) lora_backward(adapter_at(l, kWGate), dgu_, 2 * I, s.x2, need_dx2 ? dx_ : nullptr, H);
-    if (adapter_at(l, kWUp) >= 0) lora_backward(adapter_at(l, kWUp), dgu_ + I, 2 * I, s.x2, need_dx2 ? dx_ : nullptr, H);
-    if (need_dx2 && !par) norm_backward(T, s.hmid, W.ffn_norm, dx_, dh_, true, grad_of(P(l, kFfnNorm)));
+    if (need_dx2) {
+      gemm.run_dx(T, 2 * I, H, dgug, 2 * I, W.wgu, H, wdt, dx_, H, false, s_);
+      tick(Ph::GradInput);
+    }
+    lora(kWGate, dgu_, 2 * I, s.x2, need_dx2 ? dx_ : nullptr, H);
+    lora(kWUp, dgu_ + I, 2 * I, s.x2, need_dx2 ? dx_ : nullptr, H);
+    if (need_dx2 && !par) {
+      norm_backward(T, s.hmid, W.ffn_norm, dx_, dh_, true, grad_of(P(l, kFfnNorm)));
+      tick(Ph::GradElementwise);
+    }
     if (!need_attn) break;
 
     // Attention half: hmid = hin + [post-norm] wo(attn(rope(q), rope(k), v)), q/k/v = proj(x1) (+ bias); dh_ holds
     // d hmid (d hout with the parallel block).
     const float* dy_o = projection_grad(s.o_pre, W.attn_post_norm, kAttnPostNorm);
     const void* dhg2 = to_gemm(dy_o, T, H, H, g_);
+    tick(Ph::GradElementwise);
     weight_grad(layer_param_index(l, kWo), T, dy_o, H, dhg2, s.attg, qd);
+    dw_done({kWo});
     gemm.run_dx(T, H, qd, dhg2, H, W.wo, qd, wdt, datt_, qd, false, s_);
-    if (adapter_at(l, kWo) >= 0) lora_backward(adapter_at(l, kWo), dy_o, H, s.attg, datt_, qd);
+    tick(Ph::GradInput);
+    lora(kWo, dy_o, H, s.attg, datt_, qd);
     float *dq = dqkv_, *dk = dqkv_ + qd, *dv = dqkv_ + qd + kvd;
     if (bf16_ && rt_->info_.major >= 8 && cuda::attention_backward_tc_supported(int(hd)))  // mma.sync: sm_80+
       cuda::attention_backward_tc(T, int(nh), int(nkv), int(hd), s.q, qd, s.k, s.v, kvd, s.att, qd, datt_, qd, s.lse,
@@ -147,6 +173,7 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     else
       cuda::attention_backward(T, int(nh), int(nkv), int(hd), s.q, qd, s.k, s.v, kvd, s.att, qd, datt_, qd, s.lse,
                                seq_row0_, seq_len_, pos, scale, dq, QKV, dk, dv, QKV, d_rows_, s_, window, cap);
+    tick(Ph::GradAttention);
     cuda::rope_backward(T, dq, QKV, int(nh), int(hd), pos, cos_t, sin_t, s_, c.rope_interleaved);
     cuda::rope_backward(T, dk, QKV, int(nkv), int(hd), pos, cos_t, sin_t, s_, c.rope_interleaved);
     if (c.qk_norm) {
@@ -175,16 +202,23 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
         if (float* gb = grad_of(P(l, roles[i]))) cuda::colsum_accumulate(T, widths[i], cols[i], QKV, gb, partials_, s_);
     }
     const void* dqkvg = to_gemm(dqkv_, T, QKV, QKV, g_);
+    tick(Ph::GradElementwise);  // RoPE, q/k norms, biases, the GEMM copy
     const char* dqkvb = static_cast<const char*>(dqkvg);
     weight_grad(layer_param_index(l, kWq), T, dq, QKV, dqkvb, s.x1, H);
     weight_grad(layer_param_index(l, kWk), T, dk, QKV, dqkvb + size_t(qd) * ge_, s.x1, H);
     weight_grad(layer_param_index(l, kWv), T, dv, QKV, dqkvb + size_t(qd + kvd) * ge_, s.x1, H);
-    if (need_dx1) gemm.run_dx(T, QKV, H, dqkvg, QKV, W.wqkv, H, wdt, dx_, H, par, s_);  // par: onto d x2
+    dw_done({kWq, kWk, kWv});
+    if (need_dx1) {
+      gemm.run_dx(T, QKV, H, dqkvg, QKV, W.wqkv, H, wdt, dx_, H, par, s_);  // par: onto d x2
+      tick(Ph::GradInput);
+    }
     const int proj[3] = {kWq, kWk, kWv};
     const float* dproj[3] = {dq, dk, dv};
-    for (int i = 0; i < 3; ++i)
-      if (adapter_at(l, proj[i]) >= 0) lora_backward(adapter_at(l, proj[i]), dproj[i], QKV, s.x1, need_dx1 ? dx_ : nullptr, H);
-    if (need_dx1) norm_backward(T, s.hin, W.attn_norm, dx_, dh_, true, grad_of(P(l, kAttnNorm)));
+    for (int i = 0; i < 3; ++i) lora(proj[i], dproj[i], QKV, s.x1, need_dx1 ? dx_ : nullptr, H);
+    if (need_dx1) {
+      norm_backward(T, s.hin, W.attn_norm, dx_, dh_, true, grad_of(P(l, kAttnNorm)));
+      tick(Ph::GradElementwise);
+    }
   }
   if (embed_trains) {
     plan_token_groups(tokens, T, &groups_);
@@ -193,6 +227,7 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     cuda::copy_to_device(group_start_, groups_.group_start.data(), groups_.group_start.size() * 8, s_);
     cuda::embedding_backward(groups_.n_groups(), group_token_, group_start_, order_, dh_, H, H,
                              grad_.as<float>() + lay_.params[0].offset, H, rt_->embed_scale(), s_);
+    tick(Ph::GradElementwise);
     cuda::synchronize(s_);  // the host groups are reused
   }
 }

@@ -29,6 +29,13 @@ struct TrainingMemory {
   int64_t device_used = 0, device_total = 0;  // the whole device as the driver reports it (CPU: 0, 0)
 };
 
+// One kind of work in a clocked training step (clock_steps): its device time and how many pieces it came in.
+struct StepTime {
+  std::string step;
+  double ms = 0;
+  int64_t marks = 0;
+};
+
 class TrainingRuntime {
  public:
   virtual ~TrainingRuntime() = default;
@@ -84,6 +91,12 @@ class TrainingRuntime {
 
   virtual int64_t activation_bytes() const = 0;
   virtual TrainingMemory memory() const = 0;
+  // A diagnostic of the GPU benchmark (benchmarks/gpu-finetune): with `on`, the device time of the work from each
+  // zero_grad() to the end of the following step() is clocked by kind (the forward's steps, the loss head, the
+  // input- and weight-gradient GEMMs, the attention backward, AdamW, ...; CUDA events between them), and
+  // step_times() gives the last such span. Off by default. The CPU trainer has no clock: it gives no rows.
+  virtual void clock_steps(bool on) { (void)on; }
+  virtual std::vector<StepTime> step_times() const { return {}; }
   virtual std::string device() const = 0;    // "cpu", "cuda:0", ...
   virtual std::string describe() const = 0;  // one line: device, compute mode, trainable values
 };
