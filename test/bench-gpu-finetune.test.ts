@@ -80,7 +80,8 @@ describe('benchmarks/gpu-finetune', () => {
           neurons: { ...run(0.040, 0.1 * GiB, 4 * GiB), stepTimes: [{ step: 'gate/up GEMM', ms: 5, marks: 16 }, { step: 'dX GEMMs', ms: 12.5, marks: 64 }] },
           full: { ...run(0.100, 13.8 * GiB, 30 * GiB), stepTimes: [{ step: 'gate/up GEMM', ms: 5.25, marks: 16 }, { step: 'dW (trained)', ms: 40, marks: 112 }] },
           lora: run(0.05, GiB, 5 * GiB) } },
-        'llama-3.1-8b': { matmulParams: 7.5e9, neurons: 4576, runs: { neurons: run(0.300, 0.6 * GiB, 20 * GiB), full: { skipped: 'needs about 170 GiB' } } },
+        'llama-3.1-8b': { matmulParams: 7.5e9, neurons: 4576, runs: { neurons: run(0.300, 0.6 * GiB, 20 * GiB), full: { skipped: 'needs about 170 GiB' },
+          'neurons-recompute': run(0.400, 0.6 * GiB, 16 * GiB) } },
       },
       torch: { 'llama-3.2-1b': { lora: torchRow(0.1, 10 * GiB, { lora_impl: 'peft' }) }, 'llama-3.1-8b': { 'masked-dense': torchRow(0.5, 90 * GiB), full: { error: 'out of memory' } } },
     };
@@ -90,10 +91,13 @@ describe('benchmarks/gpu-finetune', () => {
       ['llama-3.2-1b: neurons grad+optimizer memory vs full', '0.725%', true],
       ['llama-3.1-8b: neurons speed-up vs PyTorch dense-then-mask', '1.67x (300.0 vs 500.0 ms)', false],
       ['llama-3.1-8b: neurons peak memory vs PyTorch dense-then-mask', '4.50x smaller (20.0 vs 90.0 GiB)', false],
+      ['llama-3.1-8b: neurons --recompute speed-up vs PyTorch dense-then-mask', '1.25x (400.0 vs 500.0 ms)', false],
+      ['llama-3.1-8b: neurons --recompute peak memory vs PyTorch dense-then-mask', '5.63x smaller (16.0 vs 90.0 GiB)', true],
       ['llama-3.2-1b: lora (r 32) step time vs PEFT LoRA', '0.500x (50.0 vs 100.0 ms)', null],
     ]);
     const table = renderTable({ ...results, checks }, ['llama-3.2-1b', 'llama-3.1-8b'], { 'llama-3.2-1b': {}, 'llama-3.1-8b': {} });
     expect(table).toMatch(/\| full \| needs about 170 GiB \|/);
+    expect(table).toMatch(/\| neurons-recompute \| 400\.0 \|/);
     expect(table).toMatch(/\| torch full \| out of memory \|/);
     expect(table).toMatch(/\| torch lora \(peft\) \| 100\.0 \|/);
     // the clocked step's kinds of work: a column for each kind either method names, '-' where a method has none
@@ -142,7 +146,7 @@ describe('benchmarks/gpu-finetune', () => {
   it.runIf(loadAddon().cudaInfo().devices > 0)('on CUDA: each method\'s clocked step names its kinds of work', () => {
     const out = path.join(tmp, 'cuda.json');
     const r = spawnSync(process.execPath, [DRIVER, '--shapes', 'tiny', '--batch', '2', '--seq-len', '32', '--warmup', '1',
-      '--steps', '1', '--peak-tflops', '1', '--no-torch', '--methods', 'neurons,lora', '--cache', tmp, '--out', out], { encoding: 'utf8' });
+      '--steps', '1', '--peak-tflops', '1', '--no-torch', '--methods', 'neurons,lora,neurons-recompute', '--cache', tmp, '--out', out], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     const runs = JSON.parse(readFileSync(out, 'utf8')).shapes.tiny.runs;
     const kinds = (m: string) => new Map((runs[m].stepTimes as { step: string; ms: number; marks: number }[]).map((x) => [x.step, x]));
@@ -154,12 +158,24 @@ describe('benchmarks/gpu-finetune', () => {
     expect(neurons.get('q/k/v GEMM')?.marks).toBe(L);  // one micro-batch: the forward once per layer
     expect(neurons.has('dW (trained)') && !neurons.has('LoRA bwd')).toBe(true);
     expect(lora.has('LoRA bwd') && !lora.has('dW (trained)')).toBe(true);
+    // activation recomputation: the same trained values, each layer's forward once more (one micro-batch), fewer
+    // activation bytes held
+    const rc = kinds('neurons-recompute');
+    expect(rc.get('recompute')?.marks).toBe(L);
+    expect(neurons.has('recompute')).toBe(false);
+    expect(runs['neurons-recompute'].recompute).toBe(true);
+    expect(runs['neurons-recompute'].trainable).toBe(runs.neurons.trainable);
+    expect(runs['neurons-recompute'].loss).toBe(runs.neurons.loss);
+    expect(runs['neurons-recompute'].memory.activations).toBeLessThan(runs.neurons.memory.activations);
     expect(r.stdout).toMatch(/Where a step's device time goes[^]*\| neurons \| [\d.]+ \|/);
   }, 300_000);
 
   it('bad options: one line, exit 1', () => {
     const r = spawnSync(process.execPath, [DRIVER, '--device', 'cpu', '--methods', 'neurons,fast'], { encoding: 'utf8' });
     expect(r.status).toBe(1);
-    expect(r.stderr.trim()).toBe("gpu-finetune: unknown method 'fast' (methods: neurons, full, lora, random, mlp, neuron-lora)");
+    expect(r.stderr.trim()).toBe("gpu-finetune: unknown method 'fast' (methods: neurons, full, lora, random, mlp, neuron-lora, neurons-recompute)");
+    const c = spawnSync(process.execPath, [DRIVER, '--device', 'cpu', '--methods', 'neurons-recompute'], { encoding: 'utf8' });
+    expect(c.status).toBe(1);
+    expect(c.stderr.trim()).toBe('gpu-finetune: neurons-recompute needs a CUDA device (the CPU trainer keeps its activations in host memory)');
   });
 });

@@ -12,7 +12,7 @@
 //   - weights outside the mask: bit-identical to the checkpoint (both compute modes);
 //   - resume after a kill: bit-identical to the uninterrupted run on the same GPU (bf16, the default mode).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, promises as fsp, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, promises as fsp, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -197,6 +197,22 @@ describe.skipIf(noGpu)('gpu finetune: what the CUDA trainer leaves alone, and re
     expect(logOf(b)).toEqual(logOf(a));
   }, 180_000 * LIMIT);
 
+  it('--recompute (bf16): the same log, delta and adapter bit for bit, fewer activation bytes, recorded in run.json', async () => {
+    const { file } = await maskFor(LLAMA3, 'recompute');
+    for (const method of ['neurons', 'lora'] as const) {
+      const o = { ...baseOptions(method, method === 'neurons' ? file : null), device: 'cuda' };
+      const a = run(`recompute-off-${method}`), b = run(`recompute-on-${method}`);
+      const ra = await finetune(LLAMA3, o, a), rb = await finetune(LLAMA3, { ...o, recompute: true }, b);
+      expect(logOf(b)).toEqual(logOf(a));
+      const f = method === 'lora' ? 'adapter/adapter_model.safetensors' : 'delta.safetensors';
+      const x = await readAllTensors(path.join(a, f)), y = await readAllTensors(path.join(b, f));
+      for (const [k, v] of x) expect(bytesOf(y.get(k)!.data as Float32Array).equals(bytesOf(v.data as Float32Array)), `${method} ${k}`).toBe(true);
+      expect(rb.trainer.memory!.activations).toBeLessThan(ra.trainer.memory!.activations);
+      expect(JSON.parse(readFileSync(path.join(b, 'run.json'), 'utf8')).options.recompute).toBe(true);
+      expect(JSON.parse(readFileSync(path.join(a, 'run.json'), 'utf8')).options.recompute).toBeUndefined();
+    }
+  }, 240_000 * LIMIT);
+
   it('CLI: --device cuda --json reports the device, the compute mode and the memory; resuming elsewhere is refused in one line', () => {
     const dir = run('cli');
     const r = spawnSync(process.execPath, [BIN, 'finetune', STORIES, '--method', 'mlp', '--train', trainFile, '--out', dir, '--steps', '2',
@@ -214,4 +230,16 @@ describe.skipIf(noGpu)('gpu finetune: what the CUDA trainer leaves alone, and re
       expect(x.stderr).toMatch(/the run trains on cuda:0 \(f32\); .*a run resumes bit-identically only on the device and compute mode it started with/);
     }
   }, 120_000 * LIMIT);
+});
+
+describe('finetune --recompute without a GPU', () => {
+  it('is refused in one line on the CPU trainer (exit 1), before anything is written', () => {
+    const dir = run('recompute-cpu');
+    const r = spawnSync(process.execPath, [BIN, 'finetune', STORIES, '--method', 'mlp', '--train', trainFile, '--out', dir, '--steps', '1',
+      '--device', 'cpu', '--recompute'], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/--recompute is for the CUDA trainer/);
+    expect(existsSync(dir)).toBe(false);
+  });
 });

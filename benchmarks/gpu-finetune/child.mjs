@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // One measurement of benchmarks/gpu-finetune/run.mjs in a fresh Node process (the device memory of one trainer,
 // nothing left from the previous method):
-//   { dir, method, maskFile, lang, batch, seqLen, warmup, steps, device (CUDA index, or null: the CPU trainer),
-//     compute, threads, seed }
+//   { dir, method, recompute (the trainer's activation recomputation, CUDA only), maskFile, lang, batch, seqLen, warmup,
+//     steps, device (CUDA index, or null: the CPU trainer), compute, threads, seed }
 // method: full | mlp | neurons | random | lora | neuron-lora (src/train/methods.ts; lora: r 32, alpha 64, dropout
 // 0.1 on gate/up/down; neuron-lora: r 8 on q/k/v/o + a LoRA on gate_proj whose B holds the mask's rows).
 // A step is zeroGrad + forward/backward of batch x seqLen random tokens + AdamW (the method's defaults, clip 1.0),
@@ -26,7 +26,8 @@ async function main(t) {
   const { trainable } = selectTrainable(t.method, ckpt, { ...(mask ? { mask, maskFile: t.maskFile, langs: [t.lang] } : {}), seed: t.seed, ...lora });
   const t0 = performance.now();
   const onGpu = t.device !== null && t.device !== undefined;
-  const tr = createNativeTrainer(ckpt, t.threads, trainable, { seed: t.seed, ...(onGpu ? { device: t.device, compute: t.compute } : {}) });
+  const tr = createNativeTrainer(ckpt, t.threads, trainable, { seed: t.seed,
+    ...(onGpu ? { device: t.device, compute: t.compute, ...(t.recompute ? { recompute: true } : {}) } : {}) });
   const info0 = tr.info();
   const want = onGpu ? `cuda:${t.device}` : 'cpu';
   if ((info0.device ?? 'cpu') !== want) throw new Error(`the trainer runs on ${info0.device ?? 'the CPU (a binding without the CUDA trainer)'}, not ${want}`);
@@ -74,7 +75,7 @@ async function main(t) {
   const info = tr.info();
   const stepSeconds = median(times);
   return {
-    method: t.method, device: info.device ?? 'cpu', compute: onGpu ? t.compute : 'f32', describe: info.describe ?? null,
+    method: t.method, recompute: !!t.recompute, device: info.device ?? 'cpu', compute: onGpu ? t.compute : 'f32', describe: info.describe ?? null,
     batch: t.batch, seqLen: t.seqLen, tokens: n, setupSeconds, warmupSeconds: warm, stepSecondsAll: times, stepSeconds,
     forwardSeconds, tokensPerSecond: n / stepSeconds, loss, stepTimes, trainable: info.trainable, lowestLayer: info.lowestLayer,
     // The trained values' float32 gradient + Adam m and v (the CPU benchmark's grad+opt), and the master copies.

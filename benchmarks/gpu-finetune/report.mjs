@@ -3,6 +3,10 @@
 import { stepFlops } from './flops.mjs';
 
 export const METHODS = ['neurons', 'full', 'lora', 'random', 'mlp', 'neuron-lora'];
+/** What a GPU run measures: the methods, and `neurons` with activation recomputation (the trainer's `recompute`). */
+export const RUNS = [...METHODS, 'neurons-recompute'];
+/** The method a run trains, and whether it recomputes activations. */
+export const runMethod = (run) => (run === 'neurons-recompute' ? { method: 'neurons', recompute: true } : { method: run, recompute: false });
 
 /** The shapes the issue's targets are set on: 'small' is the 1B shape when measured, 'big' the 8B one. */
 export function targetShapes(shapes) {
@@ -40,6 +44,17 @@ export function ratioChecks(results, shapes) {
           'ours: every byte the trainer holds; PyTorch: torch.cuda.max_memory_allocated');
       }
     }
+    // The same two figures with activation recomputation: less memory for one more forward a step.
+    const nr = runOf(big, 'neurons-recompute');
+    if (nr && t) {
+      const r = t.step_seconds / nr.stepSeconds;
+      check(big, `neurons --recompute speed-up vs PyTorch dense-then-mask`, `${r.toFixed(2)}x (${(nr.stepSeconds * 1e3).toFixed(1)} vs ${(t.step_seconds * 1e3).toFixed(1)} ms)`, '>= 2x', r >= 2);
+      if (nr.heldBytes) {
+        const m = t.peak_memory_bytes / nr.heldBytes;
+        check(big, `neurons --recompute peak memory vs PyTorch dense-then-mask`, `${m.toFixed(2)}x smaller (${(nr.heldBytes / 2 ** 30).toFixed(1)} vs ${(t.peak_memory_bytes / 2 ** 30).toFixed(1)} GiB)`, '>= 5x', m >= 5,
+          'ours: every byte the trainer holds; PyTorch: torch.cuda.max_memory_allocated');
+      }
+    }
   }
   for (const shape of shapes) {
     const l = runOf(shape, 'lora'), t = torchOf(shape, 'lora');
@@ -63,7 +78,7 @@ export function renderTable(results, shapes, cfgs) {
     lines.push(`\n### ${shape} (${s.matmulParams >= 1e9 ? `${(s.matmulParams / 1e9).toFixed(2)} B` : `${(s.matmulParams / 1e6).toFixed(2)} M`} matmul parameters, mask ${s.neurons} neurons)\n`);
     lines.push('| method | step ms | tok/s | MFU | MFU basis | trainable | grad+opt GiB | master GiB | held GiB (torch: max allocated) | device used GiB |');
     lines.push('|---|---|---|---|---|---|---|---|---|---|');
-    for (const m of METHODS) {
+    for (const m of RUNS) {
       const r = s.runs[m];
       if (!r) continue;
       if (r.skipped) { lines.push(`| ${m} | ${r.skipped} |||||||||`); continue; }
@@ -77,7 +92,7 @@ export function renderTable(results, shapes, cfgs) {
     }
     // Where a step's device time goes (the trainer's clock, one step after the timed ones): a column per kind of
     // work, in the order the methods name them.
-    const clocked = METHODS.filter((m) => s.runs[m]?.stepTimes?.length);
+    const clocked = RUNS.filter((m) => s.runs[m]?.stepTimes?.length);
     if (clocked.length) {
       const kinds = [...new Set(clocked.flatMap((m) => s.runs[m].stepTimes.map((x) => x.step)))];
       lines.push(`\nWhere a step's device time goes (ms, one clocked step after the timed ones):\n`);

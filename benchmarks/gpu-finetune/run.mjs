@@ -24,7 +24,7 @@ import { runChild, writeFileAtomic } from '../common/proc.mjs';
 import { MODEL_SHAPES, tensorList } from '../common/synthetic-checkpoint.mjs';
 import { writeRandomCheckpoint } from './checkpoint.mjs';
 import { deviceFitSkip, matmulParams, stepFlops } from './flops.mjs';
-import { METHODS, ratioChecks, renderTable, targetShapes } from './report.mjs';
+import { METHODS, RUNS, ratioChecks, renderTable, runMethod, targetShapes } from './report.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../..');
@@ -47,7 +47,7 @@ const SHAPES = {
 };
 
 // ---- options
-const o = { quick: false, device: 'cuda', compute: 'bf16', shapes: null, methods: METHODS, batch: null, seqLen: null, warmup: null, steps: null,
+const o = { quick: false, device: 'cuda', compute: 'bf16', shapes: null, methods: null, batch: null, seqLen: null, warmup: null, steps: null,
   fraction: 0.01, budget: Infinity, torch: true, python: process.env.PYTHON ?? null, peakTflops: null, peakJson: null,
   out: null, cache: path.join(root, 'benchmarks', '.cache'), threads: os.availableParallelism?.() ?? 2 };
 for (let i = 2; i < process.argv.length; i++) {
@@ -81,7 +81,10 @@ function fail(msg) {
 const onCpu = o.device === 'cpu';
 if (!onCpu && !/^cuda(:\d+)?$/.test(o.device)) fail(`--device must be cuda, cuda:N or cpu, got '${o.device}'`);
 if (o.compute !== 'bf16' && o.compute !== 'f32') fail(`--compute must be bf16 or f32, got '${o.compute}'`);
-for (const m of o.methods) if (!METHODS.includes(m)) fail(`unknown method '${m}' (methods: ${METHODS.join(', ')})`);
+// On a GPU also `neurons-recompute` (the trainer's activation recomputation); the CPU trainer has none.
+o.methods ??= onCpu ? METHODS : RUNS;
+for (const m of o.methods) if (!RUNS.includes(m)) fail(`unknown method '${m}' (methods: ${RUNS.join(', ')})`);
+if (onCpu && o.methods.includes('neurons-recompute')) fail('neurons-recompute needs a CUDA device (the CPU trainer keeps its activations in host memory)');
 o.shapes ??= o.quick ? [onCpu ? 'tiny' : 'small'] : ['llama-3.2-1b', 'llama-3.1-8b'];
 for (const s of o.shapes) if (!SHAPES[s]) fail(`unknown shape '${s}' (shapes: ${Object.keys(SHAPES).join(', ')})`);
 o.batch ??= onCpu && o.quick ? 2 : 8;
@@ -185,7 +188,8 @@ function plan() {
   const torch = (shape, methods) => { if (o.torch && shape) jobs.push({ kind: 'torch', shape, methods }); };
   const [small, second] = targetShapes(o.shapes), big = second ?? null;
   ours(small, 'neurons'); ours(small, 'full');
-  if (big) { ours(big, 'neurons'); torch(big, ['masked-dense', 'lora']); }
+  // (neurons-recompute after the PyTorch run it is compared with: the issue's own figures first, if time runs short)
+  if (big) { ours(big, 'neurons'); torch(big, ['masked-dense', 'lora']); ours(big, 'neurons-recompute'); } else ours(small, 'neurons-recompute');
   ours(small, 'lora'); if (big) ours(big, 'lora');
   torch(small, ['masked-dense', 'lora', 'full']);
   for (const shape of o.shapes) for (const m of ['random', 'mlp', 'neuron-lora']) ours(shape, m);
@@ -249,7 +253,8 @@ for (const job of plan()) {
     continue;
   }
   const cfg = SHAPES[job.shape];
-  const why = deviceFitSkip(cfg, job.method, s.neurons, o.batch * o.seqLen, o.compute, totalBytes);
+  const { method, recompute } = runMethod(job.method);
+  const why = deviceFitSkip(cfg, method, s.neurons, o.batch * o.seqLen, o.compute, totalBytes);
   if (why) {
     results.skipped.push({ what, why });
     s.runs[job.method] = { skipped: why };
@@ -258,12 +263,12 @@ for (const job of plan()) {
   }
   log(`${what} ...`);
   try {
-    const r = await runChild(path.join(here, 'child.mjs'), { dir: s.dir, method: job.method, maskFile: ['neurons', 'random', 'neuron-lora'].includes(job.method) ? s.maskFile : null,
+    const r = await runChild(path.join(here, 'child.mjs'), { dir: s.dir, method, recompute, maskFile: ['neurons', 'random', 'neuron-lora'].includes(method) ? s.maskFile : null,
       lang: LANG, batch: o.batch, seqLen: o.seqLen, warmup: o.warmup, steps: o.steps, device: deviceIndex, compute: o.compute, threads: o.threads, seed: 1 });
     const f = stepFlops(cfg, r.params, Array(o.batch).fill(o.seqLen));
     r.flops = { model: f.model, actual: f.actual };
-    r.mfuBasis = job.method === 'full' ? 'model (6 N T)' : 'actual';
-    r.mfu = peak.tflops ? (job.method === 'full' ? f.model : f.actual) / r.stepSeconds / (peak.tflops * 1e12) : null;
+    r.mfuBasis = method === 'full' ? 'model (6 N T)' : 'actual';
+    r.mfu = peak.tflops ? (method === 'full' ? f.model : f.actual) / r.stepSeconds / (peak.tflops * 1e12) : null;
     r.mfuActual = peak.tflops ? f.actual / r.stepSeconds / (peak.tflops * 1e12) : null;
     delete r.params;
     s.runs[job.method] = r;

@@ -98,16 +98,21 @@ export interface FinetuneOptions {
   device?: string;
   /** CUDA only: 'bf16' (default: bf16 weights and activations, float32 master copies and optimizer state) or 'f32'. */
   compute?: 'f32' | 'bf16';
+  /** CUDA only: activation recomputation (one layer's activations held instead of every layer's, one more forward a
+   * step, the same results bit for bit; NativeTrainerOptions.recompute). */
+  recompute?: boolean;
 }
 
 type NewFields = 'loraR' | 'loraAlpha' | 'loraDropout' | 'loraTargets' | 'head' | 'numLabels' | 'textFields' | 'labelField' | 'pairFormat' |
-  'warmupRatio' | 'resetOptimizerOnSave' | 'device' | 'compute';
+  'warmupRatio' | 'resetOptimizerOnSave' | 'device' | 'compute' | 'recompute';
 /** What run.json records. Fields added after the first release are optional: older run folders lack them. */
 interface ResolvedOptions extends Required<Omit<FinetuneOptions, 'masks' | 'langs' | 'valid' | 'steps' | NewFields>> {
   masks: string | null; langs: string[]; valid: string | null; steps: number;
   warmupRatio?: number; lora?: LoraSettings | null; head?: HeadSettings | null; resetOptimizerOnSave?: boolean;
   /** Where the run trains (absent in runs from before it was recorded: those trained on the CPU, in f32). */
   device?: Placement['device']; compute?: Placement['compute'];
+  /** Activation recomputation on the GPU (absent: off). */
+  recompute?: boolean;
 }
 
 interface RunFile {
@@ -179,6 +184,9 @@ function resolveOptions(o: FinetuneOptions, placement: Placement): ResolvedOptio
     ...(o.pairFormat && o.pairFormat !== 'pair' ? { pairFormat: o.pairFormat } : {}),
   } : null;
   const schedule = o.schedule ?? 'constant';
+  const recompute = o.recompute ?? false;
+  if (recompute && placement.device === 'cpu')
+    throw optErr('--recompute is for the CUDA trainer (--device cuda); the CPU trainer keeps its activations in host memory', 'recompute');
   if (!['constant', 'linear', 'cosine'].includes(schedule)) throw optErr(`--schedule must be constant, linear or cosine, got '${schedule}'`, 'schedule');
   return {
     method: o.method, masks: o.masks ?? null, langs: o.langs ?? [], train: path.resolve(o.train),
@@ -196,6 +204,7 @@ function resolveOptions(o: FinetuneOptions, placement: Placement): ResolvedOptio
     threads: int('threads', o.threads, 2, 1), writeModel: o.writeModel ?? true,
     warmupRatio: num('warmup-ratio', o.warmupRatio, preset?.warmupRatio ?? 0, (x) => x >= 0 && x <= 1, 'in [0, 1]'),
     lora, head, resetOptimizerOnSave: o.resetOptimizerOnSave ?? false, device: placement.device, compute: placement.compute,
+    ...(recompute ? { recompute } : {}),
   };
 }
 
@@ -322,7 +331,8 @@ async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, exp
   const mask = o.masks ? await readMask(o.masks) : undefined;
   const sel = selectTrainable(o.method, ckpt, { ...(mask ? { mask, maskFile: o.masks! } : {}), langs: o.langs, seed: o.seed, ...(o.lora ? { lora: o.lora } : {}) });
   const placement = placementOf(o);
-  const tr = createNativeTrainer(ckpt, o.threads, sel.trainable, { seed: o.seed, numLabels: head?.numLabels ?? 0, ...trainerDeviceOptions(placement) });
+  const tr = createNativeTrainer(ckpt, o.threads, sel.trainable, { seed: o.seed, numLabels: head?.numLabels ?? 0, ...trainerDeviceOptions(placement),
+    ...(o.recompute ? { recompute: true } : {}) });
   checkTrainerPlacement(tr, placement);
   const count = (x: { chunks: Int32Array[]; items: ClsItem[] } | null) => (head ? x?.items.length : x?.chunks.length) ?? 0;
   const run: RunFile = {

@@ -94,6 +94,10 @@ export interface NativeTrainerOptions {
   /** CUDA only: 'bf16' (default: bf16 weights and activations, float32 master copies and optimizer state) or
    * 'f32' (exact float32, for checks). */
   compute?: 'f32' | 'bf16';
+  /** CUDA only: activation recomputation. The forward keeps each layer's input only and the backward runs each
+   * layer's forward again before its backward: the same gradients bit for bit, one more forward a step, one
+   * layer's activations instead of every layer's (Llama-3.1-8B at 4096 tokens: 2.1 GB instead of 31.7 GB). */
+  recompute?: boolean;
 }
 
 type TrainerCtor = (new (spec: NativeModelSpec, trainable: TrainableTensor[], options?: NativeTrainerOptions) => NativeTrainer) & {

@@ -74,7 +74,7 @@ class NativeTrainer : public Napi::ObjectWrap<NativeTrainer> {
 // new NativeTrainer(spec: NativeModelSpec, trainable: [{ role, layer, mode: 'dense'|'rows'|'cols'|'lora', index?,
 //                    r?, alpha?, dropout? (lora) }], options?: { denseThenMask?, seed?, numLabels?,
 //                    device?: number (CUDA device index; absent: the CPU), compute?: 'f32' | 'bf16' (CUDA only,
-//                    default 'bf16') })
+//                    default 'bf16'), recompute?: boolean (CUDA only: activation recomputation) })
 NativeTrainer::NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeTrainer>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsArray())
@@ -123,6 +123,12 @@ NativeTrainer::NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
         topt.num_labels = int32_t(int_field(oo, "numLabels", "trainer options", 0, 1 << 20));
       if (oo.Has("device") && !oo.Get("device").IsUndefined())
         device = int(int_field(oo, "device", "trainer options", 0, 1 << 16));
+      if (oo.Has("recompute") && !oo.Get("recompute").IsUndefined()) {
+        topt.recompute = bool_field(oo, "recompute", "trainer options");
+        if (topt.recompute && device < 0)
+          throw Napi::TypeError::New(env, "trainer options: recompute is for a CUDA device (set device); the CPU trainer "
+                                          "keeps its activations in host memory");
+      }
       if (oo.Has("compute") && !oo.Get("compute").IsUndefined()) {
         const std::string c = string_field(oo, "compute", "trainer options");
         if (c != "f32" && c != "bf16")

@@ -155,6 +155,12 @@ class CudaRuntime final : public Runtime {
   // keeping what saves[l] asks for (saves may be shorter than the layer count: the layers past it keep nothing);
   // leaves the last hidden state (before the final norm) in h_. Validates like forward.
   void forward_train(const ForwardRequest& req, const std::vector<LayerSave>& saves, LinearHook* hook);
+  // Layer l of the training forward again (activation recomputation), with the plan of the last forward_train
+  // (the same batch): h_ holds the layer's input; the layer keeps what saves[l] asks for, with the adapter hook.
+  // The same kernels on the same inputs: the same values as the first time.
+  void recompute_layer(int l, const std::vector<LayerSave>& saves, LinearHook* hook);
+  // Layers l0 .. l1 - 1 with the save hook and the adapter hook (both unset after, also when one throws).
+  void train_layers(int l0, int l1, const std::vector<LayerSave>& saves, LinearHook* hook);
   // The attention of layer l in float32 from the saved q / k / v, with its log-sum-exp (the training forward's
   // save hook; attention_forward_lse of train_kernels.h).
   void save_attention(const LayerSave& s, int l);

@@ -650,6 +650,25 @@ void CudaRuntime::save_attention(const LayerSave& s, int l) {
                               c.attn_softcap);
 }
 
+void CudaRuntime::recompute_layer(int l, const std::vector<LayerSave>& saves, LinearHook* hook) {
+  std::lock_guard<std::mutex> lock(mu_);
+  cuda::set_device(device_);
+  train_layers(l, l + 1, saves, hook);
+}
+
+void CudaRuntime::train_layers(int l0, int l1, const std::vector<LayerSave>& saves, LinearHook* hook) {
+  struct Unset {  // the save hook is the training forward's only, even when a layer throws
+    CudaRuntime* rt;
+    ~Unset() {
+      rt->saves_ = nullptr;
+      rt->hook_ = nullptr;
+    }
+  } unset{this};
+  saves_ = &saves;
+  hook_ = hook;
+  for (int l = l0; l < l1; ++l) layer(l, nullptr);
+}
+
 void CudaRuntime::forward_train(const ForwardRequest& req, const std::vector<LayerSave>& saves, LinearHook* hook) {
   std::lock_guard<std::mutex> lock(mu_);
   validate_forward_request(cfg_, req);
@@ -666,17 +685,7 @@ void CudaRuntime::forward_train(const ForwardRequest& req, const std::vector<Lay
   rec_.begin(cfg_, req, T, batch, plan_.seq_row, plan_.seq_counted, 0, none, stream_);
   cuda::embed_rows(embed_, embed_dtype_, V, H, plan_.tokens, T, h_.as<float>(), H, stream_, embed_scale());
   phase(cuda::PhaseClock::Embed);
-  saves_ = &saves;
-  hook_ = hook;
-  try {
-    for (int l = 0; l < cfg_.n_layers; ++l) layer(l, nullptr);
-  } catch (...) {
-    saves_ = nullptr;
-    hook_ = nullptr;
-    throw;
-  }
-  saves_ = nullptr;
-  hook_ = nullptr;
+  train_layers(0, cfg_.n_layers, saves, hook);
   rec_.end(none, 0, 0, stream_);
 }
 

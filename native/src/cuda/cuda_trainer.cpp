@@ -270,18 +270,23 @@ void CudaTrainer::ensure(int64_t T) {
       return off;
     }
   };
-  // Activations.
+  // Activations: what each layer keeps for its backward (LayerSave's members, in order); with recompute, only each
+  // layer's input, and one set of the rest that the layer being recomputed fills.
   Plan pa;
-  std::vector<std::array<size_t, 15>> lo(static_cast<size_t>(L));
-  for (int l = first; l < L; ++l) {
-    auto& o = lo[size_t(l)];
-    o = {pa.take(size_t(T * H) * 4),   pa.take(size_t(T * H) * ge_),  pa.take(size_t(T * qd) * 4),
-         pa.take(size_t(T * kvd) * 4), pa.take(size_t(T * kvd) * 4),  pa.take(size_t(T * qd) * 4),
-         pa.take(size_t(T * nh) * 4),  pa.take(size_t(T * qd) * ge_), pa.take(size_t(T * H) * 4),
-         pa.take(size_t(T * H) * ge_), pa.take(size_t(T * 2 * I) * 4), pa.take(size_t(T * I) * ge_),
-         c.qk_norm ? pa.take(size_t(T * (qd + kvd)) * 4) : 0, c.post_norms ? pa.take(size_t(T * H) * 4) : 0,
-         c.post_norms ? pa.take(size_t(T * H) * 4) : 0};
-  }
+  using SaveOffsets = std::array<size_t, 15>;
+  auto save_set = [&](bool with_rest) -> SaveOffsets {
+    if (!with_rest) return {pa.take(size_t(T * H) * 4)};
+    return {pa.take(size_t(T * H) * 4),   pa.take(size_t(T * H) * ge_),  pa.take(size_t(T * qd) * 4),
+            pa.take(size_t(T * kvd) * 4), pa.take(size_t(T * kvd) * 4),  pa.take(size_t(T * qd) * 4),
+            pa.take(size_t(T * nh) * 4),  pa.take(size_t(T * qd) * ge_), pa.take(size_t(T * H) * 4),
+            pa.take(size_t(T * H) * ge_), pa.take(size_t(T * 2 * I) * 4), pa.take(size_t(T * I) * ge_),
+            c.qk_norm ? pa.take(size_t(T * (qd + kvd)) * 4) : 0, c.post_norms ? pa.take(size_t(T * H) * 4) : 0,
+            c.post_norms ? pa.take(size_t(T * H) * 4) : 0};
+  };
+  const bool rc = opt_.recompute;
+  std::vector<SaveOffsets> lo(static_cast<size_t>(L));
+  for (int l = first; l < L; ++l) lo[size_t(l)] = save_set(!rc);
+  const SaveOffsets shared = rc && first < L ? save_set(true) : SaveOffsets{};
   const size_t o_xf = pa.take(size_t(T * H) * 4), o_xfg = bf16_ ? pa.take(size_t(T * H) * 2) : o_xf;
   std::vector<size_t> o_lora;
   int64_t max_r = 0, max_lora_k = 0;
@@ -296,11 +301,10 @@ void CudaTrainer::ensure(int64_t T) {
   allocating("the trainer's activations for " + std::to_string(T) + " tokens on cuda:" + std::to_string(device_),
              double(pa.at), [&] { acts_.ensure(pa.at); }, "fewer tokens per micro-batch (--batch / --chunk)");
   char* A = acts_.as<char>();
-  saves_.assign(size_t(L), LayerSave{});
-  for (int l = first; l < L; ++l) {
-    const auto& o = lo[size_t(l)];
-    LayerSave& s = saves_[size_t(l)];
+  auto save_at = [&](const SaveOffsets& o, bool with_rest) {
+    LayerSave s;
     s.hin = reinterpret_cast<float*>(A + o[0]);
+    if (!with_rest) return s;
     s.x1 = A + o[1];
     s.q = reinterpret_cast<float*>(A + o[2]);
     s.k = reinterpret_cast<float*>(A + o[3]);
@@ -317,7 +321,13 @@ void CudaTrainer::ensure(int64_t T) {
       s.o_pre = reinterpret_cast<float*>(A + o[13]);
       s.down_pre = reinterpret_cast<float*>(A + o[14]);
     }
-  }
+    return s;
+  };
+  saves_.assign(size_t(L), LayerSave{});
+  for (int l = first; l < L; ++l) saves_[size_t(l)] = save_at(lo[size_t(l)], !rc);
+  recompute_saves_.assign(size_t(L), LayerSave{});
+  shared_save_ = rc && first < L ? save_at(shared, true) : LayerSave{};
+  shared_save_.hin = nullptr;  // the layer's input is its own kept one (saves_[l].hin)
   xf_ = reinterpret_cast<float*>(A + o_xf);
   xfg_ = A + o_xfg;
   lora_h_.clear();

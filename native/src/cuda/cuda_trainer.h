@@ -104,6 +104,9 @@ class CudaTrainer final : public TrainingRuntime, public cuda_model::LinearHook 
   void weight_grad(int param, int64_t M, const float* dY, int64_t lddy, const void* dYg, const void* Xg,
                    int64_t ldx);
   void backward_layers(const int32_t* tokens, int64_t T);
+  // What layer l's backward reads: kept by the forward, or with recompute made now, by the layer's forward run again
+  // from its kept input into the one shared set.
+  const cuda_model::LayerSave& layer_saves(int l);
   // The work since the previous mark was `done` (clock_steps; a no-op without a clock).
   void tick(cuda::PhaseClock::Phase done) {
     if (clock_) clock_->mark(done, s_);
@@ -144,7 +147,9 @@ class CudaTrainer final : public TrainingRuntime, public cuda_model::LinearHook 
   // Activations (sized once per batch shape, grow-only) and backward work buffers.
   int64_t cap_T_ = 0;
   cuda::DeviceBuffer acts_, work_, plan_;
-  std::vector<cuda_model::LayerSave> saves_;
+  std::vector<cuda_model::LayerSave> saves_;  // per layer (with recompute: the input only)
+  cuda_model::LayerSave shared_save_, recomputed_;  // recompute: the one full set (no input), and it with layer l's
+  std::vector<cuda_model::LayerSave> recompute_saves_;  // recompute: all empty but the layer being recomputed
   float* xf_ = nullptr;   // [T, H] final-normed states, float32
   void* xfg_ = nullptr;   // the same in the GEMM dtype
   float* dpost_ = nullptr;    // gemma2: [T, H] d(a projection's output) through its post-norm

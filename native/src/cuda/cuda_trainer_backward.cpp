@@ -74,6 +74,27 @@ void CudaTrainer::norm_backward(int64_t T, const float* x, const float* w, const
 // a projection's output goes through its post-norm first, into dpost_), GELU, soft-capped scores; Cohere's parallel
 // block (the FFN's input gradient stays in dx_ and the attention's is added to it before the one norm);
 // Qwen3's q/k norms; interleaved RoPE.
+const cuda_model::LayerSave& CudaTrainer::layer_saves(int l) {
+  if (!opt_.recompute) return saves_[size_t(l)];
+  cuda::copy_device(rt_->h_.get(), saves_[size_t(l)].hin, size_t(cur_T_ * cfg_.hidden) * 4, s_);
+  recompute_saves_[size_t(l)] = shared_save_;
+  cuda::PhaseClock* clock = rt_->clock_;  // the recomputed forward is one step of the clocked backward
+  rt_->clock_ = nullptr;
+  try {
+    rt_->recompute_layer(l, recompute_saves_, lay_.adapters.empty() ? nullptr : this);
+  } catch (...) {
+    rt_->clock_ = clock;
+    recompute_saves_[size_t(l)] = cuda_model::LayerSave{};
+    throw;
+  }
+  rt_->clock_ = clock;
+  recompute_saves_[size_t(l)] = cuda_model::LayerSave{};
+  tick(cuda::PhaseClock::Recompute);
+  recomputed_ = shared_save_;
+  recomputed_.hin = saves_[size_t(l)].hin;
+  return recomputed_;
+}
+
 void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
   const ModelConfig& c = cfg_;
   const int64_t H = c.hidden, I = c.intermediate, hd = c.head_dim, nh = c.n_heads, nkv = c.n_kv_heads,
@@ -95,7 +116,7 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
   const float* sin_t = rt_->rope_sin_.as<float>();
   const int32_t* pos = rt_->plan_.pos;
   for (int l = L - 1; l >= stop; --l) {
-    const LayerSave& s = saves_[size_t(l)];
+    const LayerSave& s = layer_saves(l);
     const cuda_model::DevLayer& W = rt_->layers_[size_t(l)];
     bool attn_trainable = false;
     for (int r : {kAttnNorm, kWq, kWk, kWv, kWo, kBq, kBk, kBv, kQNorm, kKNorm, kAttnPostNorm})

@@ -25,6 +25,7 @@ const char* PhaseClock::name(Phase p) {
     case GradAttention: return "attention bwd";
     case GradElementwise: return "act/norm bwd";
     case GradLora: return "LoRA bwd";
+    case Recompute: return "recompute";
     case Optimizer: return "zero, AdamW";
     case kPhases: break;
   }

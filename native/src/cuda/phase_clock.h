@@ -38,6 +38,7 @@ class PhaseClock {
     GradAttention,  // the attention backward
     GradElementwise,  // activation, norms, RoPE, q/k norms, biases, embedding; dY rounded for the GEMMs
     GradLora,     // the LoRA adapters' backward
+    Recompute,    // a layer's forward run again before its backward (activation recomputation)
     Optimizer,    // zero_grad, the gradient norm, AdamW, the bf16 copies of the updated weights
     kPhases
   };

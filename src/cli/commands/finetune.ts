@@ -14,7 +14,7 @@ interface FinetuneCli {
   lr?: string; weightDecay?: string; clip?: string; chunk?: string; batch?: string; accum?: string; steps?: string;
   warmup?: string; schedule?: string; evalEvery?: string; saveEvery?: string; seed?: string; threads?: string;
   json?: boolean; quiet?: boolean; device?: string; compute?: string;
-  loraR?: string; loraAlpha?: string; loraDropout?: string; loraTargets?: string; resetOptimizerOnSave?: boolean;
+  loraR?: string; loraAlpha?: string; loraDropout?: string; loraTargets?: string; resetOptimizerOnSave?: boolean; recompute?: boolean;
   head?: string; numLabels?: string; textField?: string; labelField?: string; pairFormat?: string; warmupRatio?: string; beta1?: string; beta2?: string;
 }
 
@@ -69,6 +69,7 @@ export function registerFinetune(program: Command): void {
     .option('--threads <n>', 'threads of the CPU trainer (2)')
     .option('--device <device>', 'auto (default: a usable GPU, else the CPU), cpu, cuda, cuda:N; recorded in the run: --resume continues only there')
     .option('--compute <mode>', 'CUDA trainer: bf16 (default: bf16 weights and activations, float32 master copies and optimizer state) or f32 (exact float32, for checks); the CPU trainer computes in f32')
+    .option('--recompute', 'CUDA trainer: keep only each layer\'s input and run the layer\'s forward again in the backward (activation checkpointing): one layer\'s activations on the device instead of every layer\'s, one more forward a step, the same results')
     .option('--json', 'print the result as JSON')
     .option('--quiet', 'no per-step lines')
     .action(async (dir: string | undefined, o: FinetuneCli) => {
@@ -94,6 +95,7 @@ export function registerFinetune(program: Command): void {
           ...(o.pairFormat !== undefined ? { pairFormat: o.pairFormat as PairFormat } : {}),
           ...(o.device !== undefined ? { device: o.device } : {}),
           ...(o.compute !== undefined ? { compute: o.compute as 'f32' | 'bf16' } : {}),
+          ...(o.recompute ? { recompute: true } : {}),
         };
         const nums: [keyof FinetuneOptions, string, string | undefined][] = [
           ['lr', 'lr', o.lr], ['weightDecay', 'weight-decay', o.weightDecay], ['clip', 'clip', o.clip], ['chunk', 'chunk', o.chunk],
