@@ -274,19 +274,21 @@ void CudaTrainer::ensure(int64_t T) {
   // layer's input, and one set of the rest that the layer being recomputed fills.
   Plan pa;
   using SaveOffsets = std::array<size_t, 15>;
-  auto save_set = [&](bool with_rest) -> SaveOffsets {
-    if (!with_rest) return {pa.take(size_t(T * H) * 4)};
-    return {pa.take(size_t(T * H) * 4),   pa.take(size_t(T * H) * ge_),  pa.take(size_t(T * qd) * 4),
-            pa.take(size_t(T * kvd) * 4), pa.take(size_t(T * kvd) * 4),  pa.take(size_t(T * qd) * 4),
-            pa.take(size_t(T * nh) * 4),  pa.take(size_t(T * qd) * ge_), pa.take(size_t(T * H) * 4),
-            pa.take(size_t(T * H) * ge_), pa.take(size_t(T * 2 * I) * 4), pa.take(size_t(T * I) * ge_),
+  auto save_set = [&](bool input, bool rest) -> SaveOffsets {
+    const size_t hin = input ? pa.take(size_t(T * H) * 4) : 0;
+    if (!rest) return {hin};
+    return {hin,
+            pa.take(size_t(T * H) * ge_),  pa.take(size_t(T * qd) * 4),  pa.take(size_t(T * kvd) * 4),
+            pa.take(size_t(T * kvd) * 4),  pa.take(size_t(T * qd) * 4),  pa.take(size_t(T * nh) * 4),
+            pa.take(size_t(T * qd) * ge_), pa.take(size_t(T * H) * 4),   pa.take(size_t(T * H) * ge_),
+            pa.take(size_t(T * 2 * I) * 4), pa.take(size_t(T * I) * ge_),
             c.qk_norm ? pa.take(size_t(T * (qd + kvd)) * 4) : 0, c.post_norms ? pa.take(size_t(T * H) * 4) : 0,
             c.post_norms ? pa.take(size_t(T * H) * 4) : 0};
   };
   const bool rc = opt_.recompute;
   std::vector<SaveOffsets> lo(static_cast<size_t>(L));
-  for (int l = first; l < L; ++l) lo[size_t(l)] = save_set(!rc);
-  const SaveOffsets shared = rc && first < L ? save_set(true) : SaveOffsets{};
+  for (int l = first; l < L; ++l) lo[size_t(l)] = save_set(true, !rc);
+  const SaveOffsets shared = rc && first < L ? save_set(false, true) : SaveOffsets{};  // its input: the layer's own
   const size_t o_xf = pa.take(size_t(T * H) * 4), o_xfg = bf16_ ? pa.take(size_t(T * H) * 2) : o_xf;
   std::vector<size_t> o_lora;
   int64_t max_r = 0, max_lora_k = 0;
