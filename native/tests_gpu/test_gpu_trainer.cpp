@@ -511,6 +511,7 @@ LN_TEST(gpu_trainer_step_clock_names_every_kind_of_work) {
                  "%s: the forward's steps%s", lora ? "lora" : "sparse", names.c_str());
     LN_CHECK_MSG(marks("embedding") == 2 && marks("loss head") == 2 && marks("zero, AdamW") == 2,
                  "%s: embedding / loss / optimizer%s", lora ? "lora" : "sparse", names.c_str());
+    LN_CHECK_MSG(marks("other stats") == 0, "%s: a statistics step in training%s", lora ? "lora" : "sparse", names.c_str());
     for (const char* kind : {"dX GEMMs", "attention bwd", "act/norm bwd"})
       LN_CHECK_MSG(marks(kind) > 0, "%s: no %s in%s", lora ? "lora" : "sparse", kind, names.c_str());
     LN_CHECK_MSG((marks("dW (trained)") > 0) == !lora && (marks("LoRA bwd") > 0) == lora, "%s: dW / LoRA%s",

@@ -488,12 +488,12 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   }
   phase(P::DownGemm);
   // Site `resid`: the residual stream after the layer (model.cpp records it after ffn_forward).
-  if (rec_.recording(Site::Resid, l)) {
+  const bool resid = rec_.recording(Site::Resid, l);
+  if (resid) {
     cuda::column_stats(H, h, H, batch, rec_.target(Site::Resid, l), stream_);
     rec_.reduce(Site::Resid, l, stream_);
   }
-  rec_.layer_done(l, stream_);
-  phase(P::Stats);
+  if (rec_.layer_done(l, stream_) || resid) phase(P::Stats);  // a step only where something was recorded
 }
 
 // Final norm of the rows idx (device) and the LM head, kLmChunkRows rows per GEMM: logits copied to logits_host

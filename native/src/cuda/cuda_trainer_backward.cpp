@@ -77,18 +77,21 @@ void CudaTrainer::norm_backward(int64_t T, const float* x, const float* w, const
 const cuda_model::LayerSave& CudaTrainer::layer_saves(int l) {
   if (!opt_.recompute) return saves_[size_t(l)];
   cuda::copy_device(rt_->h_.get(), saves_[size_t(l)].hin, size_t(cur_T_ * cfg_.hidden) * 4, s_);
-  recompute_saves_[size_t(l)] = shared_save_;
-  cuda::PhaseClock* clock = rt_->clock_;  // the recomputed forward is one step of the clocked backward
-  rt_->clock_ = nullptr;
-  try {
+  {
+    // The recomputed forward is one step of the clocked backward, not the forward's steps again; afterwards (also
+    // when it throws) the runtime marks on the trainer's clock again and the shared set is layer l's no longer.
+    struct Restore {
+      CudaTrainer* t;
+      int l;
+      ~Restore() {
+        t->rt_->set_phase_clock(t->clock_.get());
+        t->recompute_saves_[size_t(l)] = cuda_model::LayerSave{};
+      }
+    } restore{this, l};
+    recompute_saves_[size_t(l)] = shared_save_;
+    rt_->set_phase_clock(nullptr);
     rt_->recompute_layer(l, recompute_saves_, lay_.adapters.empty() ? nullptr : this);
-  } catch (...) {
-    rt_->clock_ = clock;
-    recompute_saves_[size_t(l)] = cuda_model::LayerSave{};
-    throw;
   }
-  rt_->clock_ = clock;
-  recompute_saves_[size_t(l)] = cuda_model::LayerSave{};
   tick(cuda::PhaseClock::Recompute);
   recomputed_ = shared_save_;
   recomputed_.hin = saves_[size_t(l)].hin;

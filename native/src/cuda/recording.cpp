@@ -132,8 +132,8 @@ void DeviceRecording::reduce(Site s, int l, Stream stream) {
 
 // Layer l's slices of every site go to the pinned staging as soon as the layer is done, with an event, so that
 // end() adds them into the host totals while the device still computes the later layers.
-void DeviceRecording::layer_done(int l, Stream stream) {
-  if (!stats_ || l >= layers_) return;
+bool DeviceRecording::layer_done(int l, Stream stream) {
+  if (!stats_ || l >= layers_) return false;
   char* p = static_cast<char*>(pinned_);
   for (const SiteStats& ss : stats_->sites()) {
     const SiteBuffers& b = sites_[int(ss.site)];
@@ -148,6 +148,7 @@ void DeviceRecording::layer_done(int l, Stream stream) {
                    W * size_t(bins_) * 8, stream);
   }
   event_record(layer_events_[size_t(l)], stream);
+  return true;
 }
 
 void DeviceRecording::end(ForwardResult& out, int64_t counted_tokens, int64_t counted_seqs, Stream stream) {

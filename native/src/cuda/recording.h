@@ -34,8 +34,9 @@ class DeviceRecording {
   // After the site's kernel at layer l: folds its chunk partials into the totals and sequence means.
   void reduce(Site s, int l, Stream stream);
   // After the last kernel of layer l: queues the copy of the layer's totals to the host staging (async, with an
-  // event), so that end() can add them while the device computes the later layers.
-  void layer_done(int l, Stream stream);
+  // event), so that end() can add them while the device computes the later layers. False when nothing of layer l
+  // is recorded (no statistics, or a layer past the profiled ones): nothing queued.
+  bool layer_done(int l, Stream stream);
   // Adds the totals (layer by layer, as each layer's copy completes), the sequence means and the capture into
   // the request's stats / the result; synchronizes the stream. counted_*: this forward's counted tokens and
   // sequences.
