@@ -338,6 +338,16 @@ LN_TEST(gpu_train_gather_scatter_colsum) {
   for (int64_t i = 0; i < M; ++i)
     for (int64_t c = 0; c < n; ++c) want_g[size_t(i * n + c)] = x[size_t(i * N + index[size_t(c)])];
   LN_CHECK(same_bits(gd.download(), want_g));
+  {  // bf16 values (the GEMM operands of the bf16 mode), into a padded row stride: the padding left as it was
+    const int64_t ldy = 8;
+    const std::vector<uint16_t> xb = to_bf16(x), y0b(size_t(M * ldy), 0x7fc1);
+    Dev<uint16_t> xbd(xb), ybd(y0b);
+    cuda::gather_cols(M, n, xbd.get(), N, id.get(), ybd.get(), ldy, DType::BF16, nullptr);
+    std::vector<uint16_t> want_b = y0b;
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t c = 0; c < n; ++c) want_b[size_t(i * ldy + c)] = xb[size_t(i * N + index[size_t(c)])];
+    LN_CHECK(ybd.download() == want_b);
+  }
   for (bool acc : {false, true}) {
     Dev<float> yd(y0);
     cuda::scatter_cols(M, n, seld.get(), n, id.get(), yd.get(), N, acc, nullptr);

@@ -386,7 +386,8 @@ __global__ void embedding_backward_kernel(const int32_t* group_token, const int6
 
 // ---- gather / scatter / column sums --------------------------------------------------------------------------
 
-__global__ void gather_cols_kernel(int64_t M, int64_t n, const float* x, int64_t ldx, const int32_t* index, float* y,
+template <typename T>
+__global__ void gather_cols_kernel(int64_t M, int64_t n, const T* x, int64_t ldx, const int32_t* index, T* y,
                                    int64_t ldy) {
   const int64_t total = M * n;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
@@ -654,8 +655,21 @@ void embedding_backward(int64_t n_groups, const int32_t* group_token, const int6
 void gather_cols(int64_t M, int64_t n, const float* x, int64_t ldx, const int32_t* index, float* y, int64_t ldy,
                  Stream stream) {
   if (M <= 0 || n <= 0) return;
-  gather_cols_kernel<<<grid_for(M * n), kThreads, 0, as_stream(stream)>>>(M, n, x, ldx, index, y, ldy);
+  gather_cols_kernel<float><<<grid_for(M * n), kThreads, 0, as_stream(stream)>>>(M, n, x, ldx, index, y, ldy);
   check_launch("gather_cols");
+}
+
+void gather_cols(int64_t M, int64_t n, const void* x, int64_t ldx, const int32_t* index, void* y, int64_t ldy,
+                 DType dtype, Stream stream) {
+  if (dtype == DType::F32) {
+    gather_cols(M, n, static_cast<const float*>(x), ldx, index, static_cast<float*>(y), ldy, stream);
+    return;
+  }
+  if (dtype != DType::BF16) bad("gather_cols", "values must be BF16 or F32");
+  if (M <= 0 || n <= 0) return;
+  gather_cols_kernel<uint16_t><<<grid_for(M * n), kThreads, 0, as_stream(stream)>>>(
+      M, n, static_cast<const uint16_t*>(x), ldx, index, static_cast<uint16_t*>(y), ldy);
+  check_launch("gather_cols (bf16)");
 }
 
 void scatter_cols(int64_t M, int64_t n, const float* x, int64_t ldx, const int32_t* index, float* y, int64_t ldy,

@@ -138,6 +138,10 @@ void embedding_backward(int64_t n_groups, const int32_t* group_token, const int6
 // selected input features of X for Cols weights), float32.
 void gather_cols(int64_t M, int64_t n, const float* x, int64_t ldx, const int32_t* index, float* y, int64_t ldy,
                  Stream stream);
+// The same on values of `dtype` (BF16 bit patterns or F32): the operands of a sparse weight gradient's GEMM, in the
+// GEMM dtype.
+void gather_cols(int64_t M, int64_t n, const void* x, int64_t ldx, const int32_t* index, void* y, int64_t ldy,
+                 DType dtype, Stream stream);
 // y[i, index[c]] (+)= x[i, c]: the scatter back (e.g. a masked LoRA B output into its output features).
 void scatter_cols(int64_t M, int64_t n, const float* x, int64_t ldx, const int32_t* index, float* y, int64_t ldy,
                   bool accumulate, Stream stream);
