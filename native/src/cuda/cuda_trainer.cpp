@@ -19,6 +19,7 @@ CudaTrainer::CudaTrainer(const ModelConfig& cfg, const ModelWeights& w, int devi
          std::string(dtype_name(e.stored.dtype)) + ")");
   rt_ = std::make_unique<CudaRuntime>(cfg, w, device, compute);
   s_ = rt_->stream_;
+  for (const Param& p : lay_.params) any_gather_ = any_gather_ || gathers_input(p);
   cuda::set_device(device_);
 
   // Arenas: master from the shared initial values, the rest zero. The zeros go on s_, the stream of the copy of
@@ -253,6 +254,34 @@ int32_t CudaTrainer::check_batch(const int32_t* tokens, const int32_t* seq_lens,
   return max_len;
 }
 
+CudaTrainer::LayerNeeds CudaTrainer::needs(int l) const {
+  const ModelConfig& c = cfg_;
+  auto at = [&](int role) -> const Param& { return lay_.params[size_t(layer_param_index(l, role))]; };
+  LayerNeeds n;
+  bool attn_learns = false;
+  for (int r : {kAttnNorm, kWq, kWk, kWv, kWo, kBq, kBk, kBv, kQNorm, kKNorm, kAttnPostNorm})
+    attn_learns = attn_learns || at(r).learns();
+  const bool below = l > lay_.lowest || lay_.params[0].trainable();  // a gradient is needed below this layer
+  n.attn = below || attn_learns;
+  n.dx1 = below || at(kAttnNorm).trainable();
+  n.dx2 = c.parallel_block ? n.dx1 : n.attn || at(kFfnNorm).trainable();
+  // A weight's dW reads its whole input unless only the selected columns are (gathers_input); an adapter reads it too.
+  auto whole_input = [&](std::initializer_list<int> roles) {
+    for (int r : roles) {
+      const Param& p = at(r);
+      if (p.lora >= 0 || (p.trainable() && !gathers_input(p))) return true;
+    }
+    return false;
+  };
+  n.hin = n.dx1;  // (the attention norm's backward; n.dx1 implies n.attn)
+  n.x1 = n.attn && whole_input({kWq, kWk, kWv});
+  n.attg = n.attn && whole_input({kWo});
+  n.hmid = n.dx2 && !c.parallel_block;
+  n.x2 = whole_input({kWGate, kWUp});
+  n.act = whole_input({kWDown});
+  return n;
+}
+
 // The activation arena for T tokens (the layers at or above the lowest trainable one) and the work buffers.
 void CudaTrainer::ensure(int64_t T) {
   if (T <= cap_T_ && acts_.get()) return;
@@ -270,25 +299,52 @@ void CudaTrainer::ensure(int64_t T) {
       return off;
     }
   };
-  // Activations: what each layer keeps for its backward (LayerSave's members, in order); with recompute, only each
-  // layer's input, and one set of the rest that the layer being recomputed fills.
+  // Activations: what each layer's backward reads (needs(l)); with recompute, only each layer's input, and one set
+  // of the rest (every member some layer needs) that the layer being recomputed fills. An absent member: kNone.
   Plan pa;
-  using SaveOffsets = std::array<size_t, 15>;
-  auto save_set = [&](bool input, bool rest) -> SaveOffsets {
-    const size_t hin = input ? pa.take(size_t(T * H) * 4) : 0;
-    if (!rest) return {hin};
-    return {hin,
-            pa.take(size_t(T * H) * ge_),  pa.take(size_t(T * qd) * 4),  pa.take(size_t(T * kvd) * 4),
-            pa.take(size_t(T * kvd) * 4),  pa.take(size_t(T * qd) * 4),  pa.take(size_t(T * nh) * 4),
-            pa.take(size_t(T * qd) * ge_), pa.take(size_t(T * H) * 4),   pa.take(size_t(T * H) * ge_),
-            pa.take(size_t(T * 2 * I) * 4), pa.take(size_t(T * I) * ge_),
-            c.qk_norm ? pa.take(size_t(T * (qd + kvd)) * 4) : 0, c.post_norms ? pa.take(size_t(T * H) * 4) : 0,
-            c.post_norms ? pa.take(size_t(T * H) * 4) : 0};
+  constexpr size_t kNone = ~size_t(0);
+  enum Member { kHin, kX1, kQ, kK, kV, kAtt, kLse, kAttg, kHmid, kX2, kGu, kAct, kQkPre, kOPre, kDownPre, kMembers };
+  using SaveOffsets = std::array<size_t, kMembers>;
+  auto save_set = [&](bool input, bool rest, const LayerNeeds& n) -> SaveOffsets {
+    SaveOffsets o;
+    o.fill(kNone);
+    auto take = [&](Member m, bool need, int64_t elements, size_t bytes) {
+      if (need) o[m] = pa.take(size_t(T * elements) * bytes);
+    };
+    take(kHin, input, H, 4);
+    if (!rest) return o;
+    take(kX1, n.x1, H, ge_);
+    for (const auto& [m, width] : std::initializer_list<std::pair<Member, int64_t>>{{kQ, qd}, {kK, kvd}, {kV, kvd},
+                                                                                     {kAtt, qd}, {kLse, nh}})
+      take(m, n.attn, width, 4);
+    take(kAttg, n.attg, qd, ge_);
+    take(kHmid, n.hmid, H, 4);
+    take(kX2, n.x2, H, ge_);
+    take(kGu, true, 2 * I, 4);
+    take(kAct, n.act, I, ge_);
+    take(kQkPre, c.qk_norm && n.attn, qd + kvd, 4);
+    take(kOPre, c.post_norms && n.attn, H, 4);
+    take(kDownPre, c.post_norms, H, 4);
+    return o;
   };
   const bool rc = opt_.recompute;
   std::vector<SaveOffsets> lo(static_cast<size_t>(L));
-  for (int l = first; l < L; ++l) lo[size_t(l)] = save_set(true, !rc);
-  const SaveOffsets shared = rc && first < L ? save_set(false, true) : SaveOffsets{};  // its input: the layer's own
+  LayerNeeds any;  // with recompute: every member some layer needs
+  for (int l = first; l < L; ++l) {
+    const LayerNeeds n = needs(l);
+    for (const auto& [a, b] : std::initializer_list<std::pair<bool*, bool>>{
+             {&any.attn, n.attn}, {&any.x1, n.x1}, {&any.attg, n.attg}, {&any.hmid, n.hmid}, {&any.x2, n.x2},
+             {&any.act, n.act}})
+      *a = *a || b;
+    lo[size_t(l)] = save_set(rc || n.hin, !rc, n);  // (with recompute the input is what the layer is recomputed from)
+  }
+  const SaveOffsets shared = save_set(false, rc && first < L, any);  // (its input: the recomputed layer's own)
+  // The selected input columns of Cols weights, kept by the forward (also with recompute: they are small).
+  std::vector<size_t> o_sel_x(lay_.params.size(), kNone);
+  for (size_t i = 0; i < lay_.params.size(); ++i) {
+    const Param& p = lay_.params[i];
+    if (gathers_input(p) && p.layer >= first) o_sel_x[i] = pa.take(size_t(T * sel_ld(int64_t(p.index.size()))) * ge_);
+  }
   const size_t o_xf = pa.take(size_t(T * H) * 4), o_xfg = bf16_ ? pa.take(size_t(T * H) * 2) : o_xf;
   std::vector<size_t> o_lora;
   int64_t max_r = 0, max_lora_k = 0;
@@ -303,40 +359,42 @@ void CudaTrainer::ensure(int64_t T) {
   allocating("the trainer's activations for " + std::to_string(T) + " tokens on cuda:" + std::to_string(device_),
              double(pa.at), [&] { acts_.ensure(pa.at); }, "fewer tokens per micro-batch (--batch / --chunk)");
   char* A = acts_.as<char>();
-  auto save_at = [&](const SaveOffsets& o, bool with_rest) {
+  auto save_at = [&](const SaveOffsets& o) {
+    auto at = [&](Member m) -> void* { return o[m] == kNone ? nullptr : A + o[m]; };
+    auto f32 = [&](Member m) { return static_cast<float*>(at(m)); };
     LayerSave s;
-    s.hin = reinterpret_cast<float*>(A + o[0]);
-    if (!with_rest) return s;
-    s.x1 = A + o[1];
-    s.q = reinterpret_cast<float*>(A + o[2]);
-    s.k = reinterpret_cast<float*>(A + o[3]);
-    s.v = reinterpret_cast<float*>(A + o[4]);
-    s.att = reinterpret_cast<float*>(A + o[5]);
-    s.lse = reinterpret_cast<float*>(A + o[6]);
-    s.attg = A + o[7];
-    s.hmid = reinterpret_cast<float*>(A + o[8]);
-    s.x2 = A + o[9];
-    s.gu = reinterpret_cast<float*>(A + o[10]);
-    s.act = A + o[11];
-    if (c.qk_norm) s.qk_pre = reinterpret_cast<float*>(A + o[12]);
-    if (c.post_norms) {
-      s.o_pre = reinterpret_cast<float*>(A + o[13]);
-      s.down_pre = reinterpret_cast<float*>(A + o[14]);
-    }
+    s.hin = f32(kHin);
+    s.x1 = at(kX1);
+    s.q = f32(kQ);
+    s.k = f32(kK);
+    s.v = f32(kV);
+    s.att = f32(kAtt);
+    s.lse = f32(kLse);
+    s.attg = at(kAttg);
+    s.hmid = f32(kHmid);
+    s.x2 = at(kX2);
+    s.gu = f32(kGu);
+    s.act = at(kAct);
+    s.qk_pre = f32(kQkPre);
+    s.o_pre = f32(kOPre);
+    s.down_pre = f32(kDownPre);
     return s;
   };
   saves_.assign(size_t(L), LayerSave{});
-  for (int l = first; l < L; ++l) saves_[size_t(l)] = save_at(lo[size_t(l)], !rc);
+  for (int l = first; l < L; ++l) saves_[size_t(l)] = save_at(lo[size_t(l)]);
   recompute_saves_.assign(size_t(L), LayerSave{});
-  shared_save_ = rc && first < L ? save_at(shared, true) : LayerSave{};
-  shared_save_.hin = nullptr;  // the layer's input is its own kept one (saves_[l].hin)
+  shared_save_ = save_at(shared);  // (empty without recompute)
+  x_sel_.assign(lay_.params.size(), nullptr);
+  for (size_t i = 0; i < lay_.params.size(); ++i)
+    if (o_sel_x[i] != kNone) x_sel_[i] = A + o_sel_x[i];
   xf_ = reinterpret_cast<float*>(A + o_xf);
   xfg_ = A + o_xfg;
   lora_h_.clear();
   for (size_t o : o_lora) lora_h_.push_back(reinterpret_cast<float*>(A + o));
 
   // Work buffers.
-  int64_t max_sel = 0, max_dense = 0, max_nsel = 0;  // selected features, a rows/cols tensor, its N x n
+  // Selected features, a rows/cols tensor, its N x n, a Cols gradient's N x sel_ld(n).
+  int64_t max_sel = 0, max_dense = 0, max_nsel = 0, max_cols_dw = 0;
   for (const Param& p : lay_.params) {
     if (p.mode == ParamMode::Rows || p.mode == ParamMode::Cols || p.mode == ParamMode::LoraB)
       max_sel = std::max<int64_t>(max_sel, int64_t(p.index.size()));
@@ -344,6 +402,8 @@ void CudaTrainer::ensure(int64_t T) {
       max_dense = std::max(max_dense, p.stored.rows * p.stored.cols);
       max_nsel = std::max(max_nsel, p.stored.rows * int64_t(p.index.size()));
     }
+    if (p.mode == ParamMode::Cols && !opt_.dense_then_mask)
+      max_cols_dw = std::max(max_cols_dw, p.stored.rows * sel_ld(int64_t(p.index.size())));
   }
   const int64_t M = std::max(T, kLmChunk), wide = std::max({H, qd, QKV, 2 * I});
   Plan pw;
@@ -352,8 +412,9 @@ void CudaTrainer::ensure(int64_t T) {
                o_da = pw.take(size_t(T * I) * 4), o_dgu = pw.take(size_t(T * 2 * I) * 4),
                o_dxf = pw.take(size_t(T * H) * 4), o_chunk = pw.take(size_t(kLmChunk * V) * 4),
                o_chunkg = bf16_ ? pw.take(size_t(kLmChunk * V) * 2) : o_chunk,
-               o_g = pw.take(size_t(T * wide) * ge_), o_conv = pw.take(size_t(T * std::max({H, qd, I})) * 4),
-               o_sel = pw.take(size_t(M * max_sel) * 4),
+               o_g = pw.take(size_t(T * wide) * ge_),
+               o_conv = pw.take(size_t(bf16_ ? T * max_lora_k : 0) * 4),  // LoRA's float32 copy of a bf16 input
+               o_sel = pw.take(size_t(M * sel_ld(max_sel)) * 4), o_dw_sel = pw.take(size_t(max_cols_dw) * 4),
                o_sel2 = pw.take(size_t(opt_.dense_then_mask ? max_nsel : 0) * 4),
                o_dense = pw.take(size_t(opt_.dense_then_mask ? max_dense : 0) * 4),
                o_part = pw.take(size_t(std::max({cuda::layernorm_dw_partials(T, H), cuda::colsum_partials(T, QKV),
@@ -371,7 +432,7 @@ void CudaTrainer::ensure(int64_t T) {
   auto f = [&](size_t o) { return reinterpret_cast<float*>(W + o); };
   dh_ = f(o_dh); dx_ = f(o_dx); datt_ = f(o_datt); dqkv_ = f(o_dqkv); da_ = f(o_da); dgu_ = f(o_dgu);
   dxf_ = f(o_dxf); chunk_ = f(o_chunk); chunk_g_ = W + o_chunkg; g_ = W + o_g; conv_ = f(o_conv);
-  sel_ = f(o_sel); sel2_ = f(o_sel2); dense_dw_ = f(o_dense); partials_ = f(o_part); d_rows_ = f(o_drows);
+  sel_ = f(o_sel); dw_sel_ = f(o_dw_sel); sel2_ = f(o_sel2); dense_dw_ = f(o_dense); partials_ = f(o_part); d_rows_ = f(o_drows);
   dpost_ = c.post_norms ? f(o_dpost) : nullptr;
   capped_ = c.final_softcap > 0 ? f(o_capped) : nullptr;
   row_loss_ = reinterpret_cast<double*>(W + o_rl);
@@ -406,7 +467,7 @@ void CudaTrainer::forward(const int32_t* tokens, const int32_t* seq_lens, int32_
   req.n_seqs = n_seqs;
   req.logits = LogitsMode::None;
   cur_T_ = T;
-  rt_->forward_train(req, saves_, lay_.adapters.empty() ? nullptr : this);
+  rt_->forward_train(req, saves_, linear_hook());
   const int64_t H = cfg_.hidden;
   rt_->norm(T, rt_->h_.as<float>(), nullptr, rt_->final_norm_, xf_, false);
   if (bf16_) cuda::f32_to_bf16_rows(T, H, xf_, H, static_cast<uint16_t*>(xfg_), H, s_);
@@ -460,7 +521,7 @@ BatchLoss CudaTrainer::forward_backward(const int32_t* tokens, const int32_t* ta
     cuda::logits_chain(m, V, chunk_, V, capped_, V, ls, cap, s_);
     const void* dlg = to_gemm(chunk_, m, V, V, chunk_g_);
     gemm.run_dx(m, V, H, dlg, V, rt_->lm_head_, H, rt_->wdt_, dxf_ + i0 * H, H, false, s_);
-    weight_grad(head, m, chunk_, V, dlg, xg, H);
+    weight_grad(head, m, dlg, V, xg, H);
   }
   row_loss_host_.resize(size_t(T));
   cuda::copy_to_host(row_loss_host_.data(), row_loss_, size_t(T) * 8, s_);

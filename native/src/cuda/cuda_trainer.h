@@ -7,8 +7,11 @@
 //   vocab at once), or the classification head.
 // - Backward: train_kernels.h and cuda::Gemm::run_dx / run_dw, layer by layer down to the lowest trainable layer,
 //   following train/trainer.cpp backward_layers. Weight gradients of rows / cols parameters are computed for the
-//   selected features only (gather_cols, one float32 GEMM into the master-shaped gradient); dense ones with the
-//   GEMM dtype's operands (bf16 in the bf16 mode).
+//   selected features only (the selected columns of dY, or of X gathered by the forward, then one GEMM into the
+//   master-shaped gradient); dense and sparse ones alike with the GEMM dtype's operands (bf16 in the bf16 mode).
+// - What the forward keeps for layer l's backward is what that backward reads given what trains (LayerNeeds): a
+//   `neurons` mask keeps neither the q/k/v input nor the attention output, and of w_down's input only the masked
+//   columns.
 // - State: float32 master / grad / m / v arenas on the device for the trainable values only, laid out by
 //   train/param_layout.h as on the CPU. After each step (and each write of the master arena) write_master
 //   refreshes the device weights the forward reads (bf16 or float32, dense / rows / cols), so nothing outside the
@@ -96,13 +99,33 @@ class CudaTrainer final : public TrainingRuntime, public cuda_model::LinearHook 
   int32_t check_batch(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs, int64_t n_tokens);
   void ensure(int64_t T);
   void forward(const int32_t* tokens, const int32_t* seq_lens, int32_t n_seqs, int64_t T);
+  // What layer l's backward reads, given what trains (also what the forward keeps for it, and with recompute what the
+  // layer's recomputed forward writes): the attention half's backward at all, and each kept tensor.
+  struct LayerNeeds {
+    bool attn = false;  // the attention half's backward runs (a gradient is needed below it or in it)
+    bool dx1 = false;   // d(the attention's normed input): the attention norm's backward
+    bool dx2 = false;   // d(the FFN's normed input)
+    bool hin = false, x1 = false, attg = false, hmid = false, x2 = false, act = false;  // LayerSave's members
+  };
+  LayerNeeds needs(int l) const;
+  // The forward gathers the selected input columns of a layer's Cols weight (after_linear) instead of keeping its
+  // whole input (dense_then_mask reads the whole input; the LM head's input is kept whole anyway).
+  bool gathers_input(const Param& p) const {
+    return p.mode == ParamMode::Cols && p.layer >= 0 && !opt_.dense_then_mask;
+  }
+  // Row stride of the selected features of a sparse gradient's operands: n padded to 16 bytes of bf16 (cuBLASLt's
+  // tensor-core algorithms need 16-byte aligned rows).
+  static int64_t sel_ld(int64_t n) { return (n + 7) / 8 * 8; }
+  // The forward's linear hook: the trainer when it has adapters or gathers an input, else none.
+  cuda_model::LinearHook* linear_hook() { return lay_.adapters.empty() && !any_gather_ ? nullptr : this; }
   // dY (T x N floats, row stride lddy) in the GEMM dtype: g_ scratch (bf16 mode) or dY itself.
   const void* to_gemm(const float* dY, int64_t M, int64_t N, int64_t lddy, void* scratch);
   // X (M x K, the GEMM dtype, row stride ldx) as float32: itself (f32 mode) or conv_ scratch.
   const float* to_f32(const void* X, int64_t M, int64_t K);
-  // grad(p) += the weight gradient of Y = X W^T for p's mode (dense / rows / cols; nothing when frozen).
-  void weight_grad(int param, int64_t M, const float* dY, int64_t lddy, const void* dYg, const void* Xg,
-                   int64_t ldx);
+  // grad(p) += the weight gradient of Y = X W^T for p's mode (dense / rows / cols; nothing when frozen). dYg: dY in
+  // the GEMM dtype (to_gemm keeps dY's row stride); Xg: the whole input as kept (null where only its selected
+  // columns were: gathers_input).
+  void weight_grad(int param, int64_t M, const void* dYg, int64_t lddyg, const void* Xg, int64_t ldx);
   void backward_layers(const int32_t* tokens, int64_t T);
   // What layer l's backward reads: kept by the forward, or with recompute made now, by the layer's forward run again
   // from its kept input into the one shared set.
@@ -148,6 +171,8 @@ class CudaTrainer final : public TrainingRuntime, public cuda_model::LinearHook 
   int64_t cap_T_ = 0;
   cuda::DeviceBuffer acts_, work_, plan_;
   std::vector<cuda_model::LayerSave> saves_;  // per layer (with recompute: the input only)
+  std::vector<void*> x_sel_;  // per param: [T, sel_ld(n)] its input's selected columns (gathers_input), GEMM dtype
+  bool any_gather_ = false;
   cuda_model::LayerSave shared_save_, recomputed_;  // recompute: the one full set (no input), and it with layer l's
   std::vector<cuda_model::LayerSave> recompute_saves_;  // recompute: all empty but the layer being recomputed
   float* xf_ = nullptr;   // [T, H] final-normed states, float32
@@ -155,7 +180,7 @@ class CudaTrainer final : public TrainingRuntime, public cuda_model::LinearHook 
   float* dpost_ = nullptr;    // gemma2: [T, H] d(a projection's output) through its post-norm
   float* capped_ = nullptr;   // gemma2: [kLmChunk, V] the soft-capped logits of a chunk (their gradient needs them)
   float *dh_ = nullptr, *dx_ = nullptr, *datt_ = nullptr, *dqkv_ = nullptr, *da_ = nullptr, *dgu_ = nullptr,
-        *dxf_ = nullptr, *chunk_ = nullptr, *sel_ = nullptr, *sel2_ = nullptr, *conv_ = nullptr,
+        *dxf_ = nullptr, *chunk_ = nullptr, *sel_ = nullptr, *sel2_ = nullptr, *conv_ = nullptr, *dw_sel_ = nullptr,
         *dense_dw_ = nullptr, *partials_ = nullptr, *d_rows_ = nullptr;
   void *g_ = nullptr, *chunk_g_ = nullptr;
   std::vector<float*> lora_h_;  // per adapter: [T, r] s * dropout(X) A^T of the last forward (what dB needs)

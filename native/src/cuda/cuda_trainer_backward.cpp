@@ -20,16 +20,14 @@ const float* CudaTrainer::to_f32(const void* X, int64_t M, int64_t K) {
   return conv_;
 }
 
-// dW of Y = X W^T (W [N, K]): dense with the GEMM dtype's operands; rows / cols on the selected features only, in
-// float32 (or, with dense_then_mask, the full dW then its selected rows / columns).
-void CudaTrainer::weight_grad(int param, int64_t M, const float* dY, int64_t lddy, const void* dYg, const void* Xg,
-                              int64_t ldx) {
+// dW of Y = X W^T (W [N, K]) with the GEMM dtype's operands (bf16 dY and X in the bf16 mode): dense; rows / cols on
+// the selected features only (or, with dense_then_mask, the full dW then its selected rows / columns).
+void CudaTrainer::weight_grad(int param, int64_t M, const void* dYg, int64_t lddyg, const void* Xg, int64_t ldx) {
   const Param& p = lay_.params[size_t(param)];
   if (!p.trainable()) return;
   cuda::Gemm& gemm = *rt_->gemm_;
   const int64_t N = p.stored.rows, K = p.stored.cols, n = int64_t(p.index.size());
   float* g = grad_.as<float>() + p.offset;
-  const int64_t lddyg = lddy;  // (to_gemm keeps the row stride: it converts whole rows of the full width)
   if (p.mode == ParamMode::Dense) {
     gemm.run_dw(M, N, K, dYg, lddyg, Xg, ldx, gdt_, g, K, s_);
     return;
@@ -47,14 +45,21 @@ void CudaTrainer::weight_grad(int param, int64_t M, const float* dY, int64_t ldd
     }
     return;
   }
-  const float* X = bf16_ ? to_f32(Xg, M, K) : static_cast<const float*>(Xg);
-  const int64_t ldx32 = bf16_ ? K : ldx;
+  const int64_t lds = sel_ld(n);
   if (p.mode == ParamMode::Rows) {  // dW_sel [n, K] += dY[:, index]^T X
-    cuda::gather_cols(M, n, dY, lddy, idx, sel_, n, s_);
-    gemm.run_dw(M, n, K, sel_, n, X, ldx32, DType::F32, g, K, s_);
-  } else {  // Cols: dW_sel [N, n] += dY^T X[:, index]
-    cuda::gather_cols(M, n, X, ldx32, idx, sel_, n, s_);
-    gemm.run_dw(M, N, n, dY, lddy, sel_, n, DType::F32, g, n, s_);
+    cuda::gather_cols(M, n, dYg, lddyg, idx, sel_, lds, gdt_, s_);
+    gemm.run_dw(M, n, K, sel_, lds, Xg, ldx, gdt_, g, K, s_);
+  } else {  // Cols: dW_sel [N, n] += dY^T X[:, index], X's columns gathered by the forward (after_linear; the LM
+            // head's here), into a padded [N, lds] first (the master slice's rows of n floats need not be 16-byte
+            // aligned)
+    const void* xs = x_sel_[size_t(param)];
+    if (!xs) {
+      cuda::gather_cols(M, n, Xg, ldx, idx, sel_, lds, gdt_, s_);
+      xs = sel_;
+    }
+    cuda::memset_async(dw_sel_, 0, size_t(N * lds) * 4, s_);
+    gemm.run_dw(M, N, n, dYg, lddyg, xs, lds, gdt_, dw_sel_, lds, s_);
+    cuda::add_rows(N, n, g, n, dw_sel_, lds, s_);
   }
 }
 
@@ -76,6 +81,15 @@ void CudaTrainer::norm_backward(int64_t T, const float* x, const float* w, const
 // Qwen3's q/k norms; interleaved RoPE.
 const cuda_model::LayerSave& CudaTrainer::layer_saves(int l) {
   if (!opt_.recompute) return saves_[size_t(l)];
+  // The shared set without what this layer's backward does not read (the recomputed forward skips keeping it).
+  const LayerNeeds n = needs(l);
+  LayerSave mine = shared_save_;
+  for (auto [need, member] : std::initializer_list<std::pair<bool, void**>>{
+           {n.x1, &mine.x1}, {n.attg, &mine.attg}, {n.x2, &mine.x2}, {n.act, &mine.act}})
+    if (!need) *member = nullptr;
+  if (!n.hmid) mine.hmid = nullptr;
+  if (!n.attn)
+    for (float** member : {&mine.q, &mine.k, &mine.v, &mine.att, &mine.lse, &mine.qk_pre, &mine.o_pre}) *member = nullptr;
   cuda::copy_device(rt_->h_.get(), saves_[size_t(l)].hin, size_t(cur_T_ * cfg_.hidden) * 4, s_);
   {
     // The recomputed forward is one step of the clocked backward, not the forward's steps again; afterwards (also
@@ -88,12 +102,12 @@ const cuda_model::LayerSave& CudaTrainer::layer_saves(int l) {
         t->recompute_saves_[size_t(l)] = cuda_model::LayerSave{};
       }
     } restore{this, l};
-    recompute_saves_[size_t(l)] = shared_save_;
+    recompute_saves_[size_t(l)] = mine;
     rt_->set_phase_clock(nullptr);
-    rt_->recompute_layer(l, recompute_saves_, lay_.adapters.empty() ? nullptr : this);
+    rt_->recompute_layer(l, recompute_saves_, linear_hook());
   }
   tick(cuda::PhaseClock::Recompute);
-  recomputed_ = shared_save_;
+  recomputed_ = mine;
   recomputed_.hin = saves_[size_t(l)].hin;
   return recomputed_;
 }
@@ -121,13 +135,8 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
   for (int l = L - 1; l >= stop; --l) {
     const LayerSave& s = layer_saves(l);
     const cuda_model::DevLayer& W = rt_->layers_[size_t(l)];
-    bool attn_trainable = false;
-    for (int r : {kAttnNorm, kWq, kWk, kWv, kWo, kBq, kBk, kBv, kQNorm, kKNorm, kAttnPostNorm})
-      attn_trainable = attn_trainable || P(l, r).learns();
-    const bool below = l > lay_.lowest || embed_trains;  // a gradient is needed below this layer
-    const bool need_attn = below || attn_trainable;
-
-    const bool need_dx1 = below || P(l, kAttnNorm).trainable();
+    const LayerNeeds need = needs(l);
+    const bool need_attn = need.attn, need_dx1 = need.dx1;
     const int window = c.window_of(l);
     // d(a projection's output) from d(the residual) in dh_: dh_ itself, or through Gemma 2's post-norm into dpost_.
     auto projection_grad = [&](const float* pre, const float* post_w, int post_role) -> const float* {
@@ -150,7 +159,7 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     const float* dy_down = projection_grad(s.down_pre, W.ffn_post_norm, kFfnPostNorm);
     const void* dhg = to_gemm(dy_down, T, H, H, g_);
     tick(Ph::GradElementwise);
-    weight_grad(layer_param_index(l, kWDown), T, dy_down, H, dhg, s.act, I);
+    weight_grad(layer_param_index(l, kWDown), T, dhg, H, s.act, I);
     dw_done({kWDown});
     gemm.run_dx(T, H, I, dhg, H, W.wdown, I, wdt, da_, I, false, s_);
     tick(Ph::GradInput);
@@ -158,13 +167,12 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     cuda::swiglu_backward(T, I, s.gu, 2 * I, da_, I, dgu_, 2 * I, s_, gelu);
     const void* dgug = to_gemm(dgu_, T, 2 * I, 2 * I, g_);
     tick(Ph::GradElementwise);
-    weight_grad(layer_param_index(l, kWGate), T, dgu_, 2 * I, dgug, s.x2, H);
+    weight_grad(layer_param_index(l, kWGate), T, dgug, 2 * I, s.x2, H);
     // (the up half of dgu: the GEMM-dtype copy is packed [T, 2I], its columns I.. start I elements in)
-    weight_grad(layer_param_index(l, kWUp), T, dgu_ + I, 2 * I,
-                static_cast<const char*>(dgug) + size_t(I) * ge_, s.x2, H);
+    weight_grad(layer_param_index(l, kWUp), T, static_cast<const char*>(dgug) + size_t(I) * ge_, 2 * I, s.x2, H);
     dw_done({kWGate, kWUp});
     // With the parallel block, x2 is the attention's normed input x1: its gradient waits in dx_ for the attention's.
-    const bool need_dx2 = par ? need_dx1 : need_attn || P(l, kFfnNorm).trainable();
+    const bool need_dx2 = need.dx2;
     if (need_dx2) {
       gemm.run_dx(T, 2 * I, H, dgug, 2 * I, W.wgu, H, wdt, dx_, H, false, s_);
       tick(Ph::GradInput);
@@ -182,7 +190,7 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     const float* dy_o = projection_grad(s.o_pre, W.attn_post_norm, kAttnPostNorm);
     const void* dhg2 = to_gemm(dy_o, T, H, H, g_);
     tick(Ph::GradElementwise);
-    weight_grad(layer_param_index(l, kWo), T, dy_o, H, dhg2, s.attg, qd);
+    weight_grad(layer_param_index(l, kWo), T, dhg2, H, s.attg, qd);
     dw_done({kWo});
     gemm.run_dx(T, H, qd, dhg2, H, W.wo, qd, wdt, datt_, qd, false, s_);
     tick(Ph::GradInput);
@@ -228,9 +236,9 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     const void* dqkvg = to_gemm(dqkv_, T, QKV, QKV, g_);
     tick(Ph::GradElementwise);  // RoPE, q/k norms, biases, the GEMM copy
     const char* dqkvb = static_cast<const char*>(dqkvg);
-    weight_grad(layer_param_index(l, kWq), T, dq, QKV, dqkvb, s.x1, H);
-    weight_grad(layer_param_index(l, kWk), T, dk, QKV, dqkvb + size_t(qd) * ge_, s.x1, H);
-    weight_grad(layer_param_index(l, kWv), T, dv, QKV, dqkvb + size_t(qd + kvd) * ge_, s.x1, H);
+    weight_grad(layer_param_index(l, kWq), T, dqkvb, QKV, s.x1, H);
+    weight_grad(layer_param_index(l, kWk), T, dqkvb + size_t(qd) * ge_, QKV, s.x1, H);
+    weight_grad(layer_param_index(l, kWv), T, dqkvb + size_t(qd + kvd) * ge_, QKV, s.x1, H);
     dw_done({kWq, kWk, kWv});
     if (need_dx1) {
       gemm.run_dx(T, QKV, H, dqkvg, QKV, W.wqkv, H, wdt, dx_, H, par, s_);  // par: onto d x2
@@ -260,6 +268,12 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
 
 // Y += s dropout(X) A^T B^T for the adapter on (l, role), if any (train/lora.cpp lora_forward); saves H = s Xd A^T.
 void CudaTrainer::after_linear(int l, int role, const void* X, float* Y, int64_t ldy) {
+  const int pi = layer_param_index(l, role);
+  if (void* sel = x_sel_[size_t(pi)]) {  // a Cols weight: keep its input's selected columns for its dW
+    const Param& p = lay_.params[size_t(pi)];
+    const int64_t n = int64_t(p.index.size());
+    cuda::gather_cols(cur_T_, n, X, p.stored.cols, index_of(pi), sel, sel_ld(n), gdt_, s_);
+  }
   const int ai = adapter_at(l, role);
   if (ai < 0) return;
   const LoraAdapter& ad = lay_.adapters[size_t(ai)];
