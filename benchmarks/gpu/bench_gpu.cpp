@@ -285,27 +285,23 @@ double now_s() {
 
 // The attention kernels alone on n packed sequences of len tokens (the model's heads and head_dim, its score scale,
 // soft cap and the window of its first layer): the tensor-core forward of inference and the trainer's bf16-mode
-// backward, each timed over `reps` calls. Inputs are bf16 values
-// (the backward reads them as float32, as the trainer keeps them). FLOPs as FlashAttention counts them: forward
+// backward, each timed over `reps` calls. q / k / v and the output are bf16 (as the trainer keeps them for this
+// backward), dout float32. FLOPs as FlashAttention counts them: forward
 // 4 x head_dim x heads x (causal key count), backward 2.5 x that.
 struct AttnTiming {
   double fwd_ms = 0, fwd_tflops = 0, bwd_ms = 0, bwd_tflops = 0;
 };
 AttnTiming time_attention(const ModelConfig& c, int n, int len, int reps) {
   const int64_t T = int64_t(n) * len, qd = int64_t(c.n_heads) * c.head_dim, kvd = int64_t(c.n_kv_heads) * c.head_dim;
-  std::vector<float> qf(size_t(T * qd)), kf(size_t(T * kvd)), vf(size_t(T * kvd)), gf(size_t(T * qd));
-  std::vector<uint16_t> qb(qf.size()), kb(kf.size()), vb(vf.size());
-  auto fill = [](std::vector<float>& f, std::vector<uint16_t>* b, int salt) {
-    for (size_t i = 0; i < f.size(); ++i) {
-      const uint16_t x = f32_to_bf16(float(int((i * 2654435761u + unsigned(salt)) % 29) - 14) * 0.02f);
-      f[i] = bf16_to_f32(x);
-      if (b) (*b)[i] = x;
-    }
+  std::vector<float> gf(size_t(T * qd));
+  std::vector<uint16_t> qb(size_t(T * qd)), kb(size_t(T * kvd)), vb(size_t(T * kvd));
+  auto value = [](size_t i, int salt) {
+    return f32_to_bf16(float(int((i * 2654435761u + unsigned(salt)) % 29) - 14) * 0.02f);
   };
-  fill(qf, &qb, 1);
-  fill(kf, &kb, 2);
-  fill(vf, &vb, 3);
-  fill(gf, nullptr, 4);
+  for (size_t i = 0; i < qb.size(); ++i) qb[i] = value(i, 1);
+  for (size_t i = 0; i < kb.size(); ++i) kb[i] = value(i, 2);
+  for (size_t i = 0; i < vb.size(); ++i) vb[i] = value(i, 3);
+  for (size_t i = 0; i < gf.size(); ++i) gf[i] = bf16_to_f32(value(i, 4));
   std::vector<cuda::AttnTile> tiles;
   std::vector<int64_t> row0(static_cast<size_t>(T));
   std::vector<int32_t> lens(static_cast<size_t>(T), len);
@@ -317,7 +313,7 @@ AttnTiming time_attention(const ModelConfig& c, int n, int len, int reps) {
   const int window = c.window_of(0);
   const float cap = c.attn_softcap;
   const double keys = attended_keys(n, len, window);
-  cuda::DeviceBuffer dqb, dkb, dvb, dob, dlse, dtiles, dq32, dk32, dv32, do32, dg, dgq, dgk, dgv, drows, drow0, dlen;
+  cuda::DeviceBuffer dqb, dkb, dvb, dob, dlse, dtiles, dg, dgq, dgk, dgv, drows, drow0, dlen;
   auto up = [](cuda::DeviceBuffer& d, const void* src, size_t bytes) {
     d.ensure(bytes);
     cuda::copy_to_device(d.get(), src, bytes, nullptr);
@@ -326,15 +322,11 @@ AttnTiming time_attention(const ModelConfig& c, int n, int len, int reps) {
   up(dkb, kb.data(), kb.size() * 2);
   up(dvb, vb.data(), vb.size() * 2);
   up(dtiles, tiles.data(), tiles.size() * sizeof(cuda::AttnTile));
-  up(dq32, qf.data(), qf.size() * 4);
-  up(dk32, kf.data(), kf.size() * 4);
-  up(dv32, vf.data(), vf.size() * 4);
   up(dg, gf.data(), gf.size() * 4);
   up(drow0, row0.data(), row0.size() * 8);
   up(dlen, lens.data(), lens.size() * 4);
   dob.ensure(size_t(T * qd) * 2);
   dlse.ensure(size_t(T) * c.n_heads * 4);
-  do32.ensure(size_t(T * qd) * 4);
   dgq.ensure(size_t(T * qd) * 4);
   dgk.ensure(size_t(T * kvd) * 4);
   dgv.ensure(size_t(T * kvd) * 4);
@@ -346,13 +338,12 @@ AttnTiming time_attention(const ModelConfig& c, int n, int len, int reps) {
                                dob.as<uint16_t>(), qd, dlse.as<float>(), nullptr, window, cap);
   };
   auto bwd = [&]() {
-    cuda::attention_backward_tc(T, c.n_heads, c.n_kv_heads, c.head_dim, dq32.as<float>(), qd, dk32.as<float>(),
-                                dv32.as<float>(), kvd, do32.as<float>(), qd, dg.as<float>(), qd, dlse.as<float>(),
+    cuda::attention_backward_tc(T, c.n_heads, c.n_kv_heads, c.head_dim, dqb.as<uint16_t>(), qd, dkb.as<uint16_t>(),
+                                dvb.as<uint16_t>(), kvd, dob.as<uint16_t>(), qd, dg.as<float>(), qd, dlse.as<float>(),
                                 drow0.as<int64_t>(), dlen.as<int32_t>(), scale, dgq.as<float>(), qd, dgk.as<float>(),
                                 dgv.as<float>(), kvd, drows.as<float>(), nullptr, window, cap);
   };
-  fwd();
-  cuda::convert_to_f32(dob.get(), DType::BF16, T * qd, do32.as<float>(), nullptr);  // the output the backward reads
+  fwd();  // the output and lse the backward reads
   bwd();
   Timer tm;
   AttnTiming r;

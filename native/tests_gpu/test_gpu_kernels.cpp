@@ -458,7 +458,9 @@ LN_TEST(gpu_ffn_fused_statistics_equal_cpu_counts) {
     le.end[s] = iv.end(0, order[s]) - base;
   }
   le.cls = cd.get();
-  cuda::ffn_fused(T0, I, gud.get(), 2 * I, hout.get(), false, I, le, batch, targets, nullptr);
+  Dev<float> gu_kept(gu.size());  // the training forward's copy of gate and up, written by the same pass
+  cuda::ffn_fused(T0, I, gud.get(), 2 * I, hout.get(), false, I, le, batch, targets, nullptr, false, gu_kept.get());
+  LN_CHECK(gu_kept.download() == gu);  // before the gate edits: what the GEMM gave
   for (int s = 0; s < 4; ++s)
     cuda::stats_reduce(I, batch, part[s].get(), sums[s].get(), sums[s].get() + I, sums[s].get() + 2 * I, nullptr, 0,
                        nullptr, nullptr, nullptr);
@@ -482,6 +484,20 @@ LN_TEST(gpu_ffn_fused_statistics_equal_cpu_counts) {
               (long long)count_diff, (long long)thr_diff);
   LN_CHECK(count_diff == 0);
   LN_CHECK(thr_diff <= 2);
+
+  // The bf16 mode's pass without statistics or edits (the training forward's): h and the copy of gate and up
+  // rounded to bf16, the copy exactly.
+  Dev<uint16_t> h16(size_t(T0 * I)), gu16(gu.size());
+  const cuda::SiteTarget none[4];
+  cuda::ffn_fused(T0, I, gud.get(), 2 * I, h16.get(), true, I, cuda::LayerEdits{}, batch, none, nullptr, false,
+                  gu16.get());
+  LN_CHECK(gu16.download() == to_bf16(gu));
+  std::vector<float> h_plain(size_t(T0 * I));
+  for (int64_t t = 0; t < T0; ++t)
+    for (int64_t j = 0; j < I; ++j)
+      h_plain[size_t(t * I + j)] = math::silu(gu[size_t(t * 2 * I + j)]) * gu[size_t(t * 2 * I + I + j)];
+  LN_CHECK_MSG(rel_err(from_bf16(h16.download()), h_plain) < 4e-3, "bf16 h %.3e",
+               rel_err(from_bf16(h16.download()), h_plain));
 }
 
 LN_TEST(gpu_rule_statistics_match_row_statistic) {

@@ -183,9 +183,10 @@ LN_TEST(gpu_train_attention_forward_lse_and_backward) {
   }
 }
 
-// The tensor-core backward of the bf16 mode: q / k / v bf16 values (as that mode keeps them), packed sequences whose
+// The tensor-core backward of the bf16 mode: q / k / v and out bf16 (as that mode keeps them), packed sequences whose
 // tiles of 64 and 32 rows straddle them, several key and query tiles per block; against the CPU's float32 backward
-// on the same values. dout, p and ds are rounded to bf16 for the products: within 2e-2 relative L2.
+// on the same q / k / v. dout, p and ds are rounded to bf16 for the products, out is the bf16-rounded output:
+// within 2e-2 relative L2.
 LN_TEST(gpu_train_attention_backward_tensor_cores) {
   ThreadPool pool(2);
   const Packed pk({1, 17, 64, 70, 5});
@@ -213,20 +214,22 @@ LN_TEST(gpu_train_attention_backward_tensor_cores) {
     std::vector<float> dq(size_t(T * qd)), dk(size_t(T * kvd)), dv(size_t(T * kvd));
     train::attention_backward(pool, pk.seqs, a, q.data(), k.data(), v.data(), lse.data(), dout.data(), dq.data(),
                               dk.data(), dv.data(), scratch.data());
-    Dev<float> qd_(q), kd(k), vd(v), outd(out), lsed(lse), doutd(dout), gq(size_t(T * qd)), gk(size_t(T * kvd)),
-        gv(size_t(T * kvd)), rows(size_t(T * a.n_heads)), rows_ref(size_t(T * a.n_heads)), sq(size_t(T * qd)),
-        sk(size_t(T * kvd)), sv(size_t(T * kvd));
+    const std::vector<uint16_t> out16 = to_bf16(out);
+    Dev<float> qd_(q), kd(k), vd(v), outd(from_bf16(out16)), lsed(lse), doutd(dout), gq(size_t(T * qd)),
+        gk(size_t(T * kvd)), gv(size_t(T * kvd)), rows(size_t(T * a.n_heads)), rows_ref(size_t(T * a.n_heads)),
+        sq(size_t(T * qd)), sk(size_t(T * kvd)), sv(size_t(T * kvd));
+    Dev<uint16_t> q16(to_bf16(q)), k16(to_bf16(k)), v16(to_bf16(v)), o16(out16);
     Dev<int64_t> row0(pk.row0);
     Dev<int32_t> len(pk.len), pos(pk.pos);
     LN_CHECK(cuda::attention_backward_tc_supported(a.head_dim));
-    cuda::attention_backward_tc(T, a.n_heads, a.n_kv_heads, a.head_dim, qd_.get(), qd, kd.get(), vd.get(), kvd,
-                                outd.get(), qd, doutd.get(), qd, lsed.get(), row0.get(), len.get(), scale, gq.get(), qd,
+    cuda::attention_backward_tc(T, a.n_heads, a.n_kv_heads, a.head_dim, q16.get(), qd, k16.get(), v16.get(), kvd,
+                                o16.get(), qd, doutd.get(), qd, lsed.get(), row0.get(), len.get(), scale, gq.get(), qd,
                                 gk.get(), gv.get(), kvd, rows.get(), nullptr, s.window, s.cap);
     const double eq = rel_err(gq.download(), dq), ek = rel_err(gk.download(), dk), ev = rel_err(gv.download(), dv);
     LN_CHECK_MSG(eq < 2e-2 && ek < 2e-2 && ev < 2e-2,
                  "tensor cores, heads %d/%d hd %d cap %g window %d: dq %.3e dk %.3e dv %.3e", a.n_heads, a.n_kv_heads,
                  a.head_dim, double(s.cap), s.window, eq, ek, ev);
-    // D: the simple kernels' sums, in the same order.
+    // D: the simple kernels' sums of the same (widened) out, in the same order.
     cuda::attention_backward(T, a.n_heads, a.n_kv_heads, a.head_dim, qd_.get(), qd, kd.get(), vd.get(), kvd,
                              outd.get(), qd, doutd.get(), qd, lsed.get(), row0.get(), len.get(), pos.get(), scale,
                              sq.get(), qd, sk.get(), sv.get(), kvd, rows_ref.get(), nullptr, s.window, s.cap);
@@ -248,7 +251,7 @@ LN_TEST(gpu_train_swiglu_backward) {
     }
   train::swiglu_backward(pool, M * I, g.data(), u.data(), da.data(), dg.data(), du.data());
   Dev<float> gud(gu), dad(da), dgud(size_t(M * 2 * I));
-  cuda::swiglu_backward(M, I, gud.get(), 2 * I, dad.get(), I, dgud.get(), 2 * I, nullptr);
+  cuda::swiglu_backward(M, I, gud.get(), DType::F32, 2 * I, dad.get(), I, dgud.get(), 2 * I, nullptr);
   const std::vector<float> got = dgud.download();
   std::vector<float> got_g(size_t(M * I)), got_u(size_t(M * I));
   for (int64_t t = 0; t < M; ++t)
@@ -259,6 +262,25 @@ LN_TEST(gpu_train_swiglu_backward) {
   // expf on the device and in glibc may differ in the last bit; nothing else does.
   LN_CHECK_MSG(rel_err(got_g, dg) < 2e-6 && rel_err(got_u, du) < 2e-6, "dg %.3e du %.3e", rel_err(got_g, dg),
                rel_err(got_u, du));
+  // gate and up kept as bf16 (the bf16 mode): the CPU's backward at the rounded values.
+  const std::vector<uint16_t> gu16 = to_bf16(gu);
+  const std::vector<float> gr = from_bf16(gu16);
+  for (int64_t t = 0; t < M; ++t)
+    for (int64_t j = 0; j < I; ++j) {
+      g[size_t(t * I + j)] = gr[size_t(t * 2 * I + j)];
+      u[size_t(t * I + j)] = gr[size_t(t * 2 * I + I + j)];
+    }
+  train::swiglu_backward(pool, M * I, g.data(), u.data(), da.data(), dg.data(), du.data());
+  Dev<uint16_t> gu16d(gu16);
+  cuda::swiglu_backward(M, I, gu16d.get(), DType::BF16, 2 * I, dad.get(), I, dgud.get(), 2 * I, nullptr);
+  const std::vector<float> got16 = dgud.download();
+  for (int64_t t = 0; t < M; ++t)
+    for (int64_t j = 0; j < I; ++j) {
+      got_g[size_t(t * I + j)] = got16[size_t(t * 2 * I + j)];
+      got_u[size_t(t * I + j)] = got16[size_t(t * 2 * I + I + j)];
+    }
+  LN_CHECK_MSG(rel_err(got_g, dg) < 2e-6 && rel_err(got_u, du) < 2e-6, "bf16 gate/up: dg %.3e du %.3e",
+               rel_err(got_g, dg), rel_err(got_u, du));
 }
 
 LN_TEST(gpu_train_crossentropy_backward) {

@@ -20,6 +20,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "cuda/runtime_kernels.h"
 #include "fixture.h"
 #include "gpu_test_util.h"
 #include "tiny_model.h"
@@ -327,23 +328,57 @@ LN_TEST(gpu_trainer_sparse_gradients_and_kept_activations) {
   std::printf("  bf16 sparse gradients vs dense then mask: worst rel error %.2e\n", worst);
   bf16_close_to_cpu("tiny-llama3", "sparse", c, f->w, f->input_ids, spec, opt);
 
-  const int64_t T = int64_t(b.tokens.size()), H = c.hidden, I = c.intermediate, nh = c.n_heads,
-                qd = nh * c.head_dim, kvd = int64_t(c.n_kv_heads) * c.head_dim,
-                n_down = int64_t(neuron_selection(c).size()), ld_down = (n_down + 7) / 8 * 8;
-  for (const Compute mode : {Compute::BF16, Compute::F32}) {
-    const int64_t ge = mode == Compute::BF16 ? 2 : 4;
+  // By hand: ge the GEMM dtype's bytes, ae the attention's (2: q / k / v and its output as the tensor-core kernels
+  // read and wrote them; then a dense wo's input is that output itself, kept once). wo_cols: sparse_spec's columns
+  // of wo (2, padded to 8), else wo dense.
+  auto by_hand = [](const ModelConfig& c, int64_t T, int64_t ge, int64_t ae, bool wo_cols) {
+    const int64_t H = c.hidden, I = c.intermediate, nh = c.n_heads, qd = nh * c.head_dim,
+                  kvd = int64_t(c.n_kv_heads) * c.head_dim, n_down = int64_t(neuron_selection(c).size()),
+                  ld_down = (n_down + 7) / 8 * 8;
     auto a = [&](int64_t width, int64_t bytes) { return (T * width * bytes + 255) / 256 * 256; };  // 256-aligned
-    const int64_t attention = a(H, 4) + a(qd, 4) + 2 * a(kvd, 4) + a(qd, 4) + a(nh, 4) + a(H, 4);  // hin q k v att lse hmid
-    const int64_t want = (a(H, ge) + a(2 * I, 4))                                 // layer 0: x2, gu
-                         + (attention + a(2 * I, 4))                              // layer 1
-                         + (attention + a(H, ge) + a(H, ge) + a(2 * I, 4))        // layer 2: + x1, x2
-                         + a(ld_down, ge) + a(8, ge)                              // w_down's and wo's columns
-                         + a(H, 4) + (mode == Compute::BF16 ? a(H, 2) : 0);      // final-normed states
+    const int64_t attention = a(H, 4) + a(qd, ae) + 2 * a(kvd, ae) + a(qd, ae) + a(nh, 4) + a(H, 4);  // hin q k v att lse hmid
+    const int64_t wo_input = wo_cols ? a(8, ge) : (ae == 2 ? 0 : a(qd, ge));
+    return (a(H, ge) + a(2 * I, ge))                           // layer 0: x2, gate/up
+           + (attention + a(2 * I, ge))                        // layer 1
+           + (attention + a(H, ge) + a(H, ge) + a(2 * I, ge))  // layer 2: + x1, x2
+           + a(ld_down, ge) + wo_input                         // w_down's columns, wo's columns or input
+           + a(H, 4) + (ge == 2 ? a(H, 2) : 0);                // final-normed states
+  };
+  for (const Compute mode : {Compute::BF16, Compute::F32}) {
+    const int64_t ge = mode == Compute::BF16 ? 2 : 4, want = by_hand(c, int64_t(b.tokens.size()), ge, 4, true);
     auto t = make_cuda_trainer(c, f->w, 0, mode, spec, opt);
     run(*t, b);
     LN_CHECK_MSG(t->activation_bytes() == want, "%s: %lld activation bytes, %lld by hand",
                  mode == Compute::BF16 ? "bf16" : "f32", (long long)t->activation_bytes(), (long long)want);
   }
+  // head_dim 32: in the bf16 mode on sm_80+ the attention runs on tensor cores (bf16 saves), with wo's columns and
+  // with wo dense; and the bf16 gradients still within the bound of the CPU's.
+  lntiny::TinyOpts o;
+  o.hidden = 64;
+  o.heads = 4;
+  o.kv = 2;
+  o.head_dim = 32;
+  o.inter = 136;
+  o.layers = 3;
+  o.seed = 77;
+  const lntiny::Tiny m(o);
+  const std::vector<int32_t> ids = lntiny::random_tokens(100, o.vocab, 5);
+  const OneSeq rb = next_token_batch(ids);
+  const bool tc = cuda::device_info(0).major >= 8;
+  std::vector<TrainableSpec> wo_dense = sparse_spec(m.cfg);
+  for (TrainableSpec& t : wo_dense)
+    if (t.role == "wo") t = {"wo", t.layer, ParamMode::Dense, {}};
+  for (const bool wo_cols : {true, false})
+    for (const Compute mode : {Compute::BF16, Compute::F32}) {
+      const int64_t ge = mode == Compute::BF16 ? 2 : 4, ae = mode == Compute::BF16 && tc ? 2 : 4;
+      const int64_t want = by_hand(m.cfg, int64_t(rb.tokens.size()), ge, ae, wo_cols);
+      auto t = make_cuda_trainer(m.cfg, m.w, 0, mode, wo_cols ? sparse_spec(m.cfg) : wo_dense, opt);
+      run(*t, rb);
+      LN_CHECK_MSG(t->activation_bytes() == want, "hd32 %s, wo %s: %lld activation bytes, %lld by hand",
+                   mode == Compute::BF16 ? "bf16" : "f32", wo_cols ? "cols" : "dense",
+                   (long long)t->activation_bytes(), (long long)want);
+    }
+  bf16_close_to_cpu("random hd32", "sparse, wo dense", m.cfg, m.w, ids, wo_dense, opt);
 }
 
 // The families through the CUDA trainer: Qwen3's q/k norms, YaRN's scaled tables, Gemma 2 ((1 + w) norms,

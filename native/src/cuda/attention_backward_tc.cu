@@ -1,8 +1,8 @@
 // Attention backward on tensor cores for the trainer's bf16 mode (train_kernels.h attention_backward_tc): the math
 // of attention_backward (p = exp(scale q.k - lse), D = dout.out, ds = p (dout.v - D) scale, dq = sum ds k,
 // dk = sum ds q, dv = sum p dout) with every product an mma.sync m16n8k16 (warp_mma.cuh): bf16 operands, float32
-// accumulation. q, k, v are bf16 values in that mode (exact); dout, p and ds are rounded to bf16 for their products,
-// as FlashAttention-2's backward does. FlashAttention-2's split, nothing atomic, every output written by one block:
+// accumulation. q, k, v and out are the bf16 tensors the forward's tensor-core attention read and wrote (the trainer
+// keeps them so); dout, p and ds are rounded to bf16 for their products, as FlashAttention-2's backward does. FlashAttention-2's split, nothing atomic, every output written by one block:
 //   dq_tc_kernel:  one block of 4 warps per (64 query rows, head); each warp owns 16 rows and keeps their dq in
 //                  registers; key tiles of 32 from the start of the first row's sequence to the last row.
 //   dkv_tc_kernel: one block per (64 key rows, kv head); each warp owns 16 keys and keeps their dk, dv in registers;
@@ -15,8 +15,7 @@
 //     all 256 columns would be 256 floats per thread, more than the 255 registers there are. S^T and dP^T are still
 //     products over all 256 dimensions (from the full tiles in shared memory), so the two blocks of a key tile
 //     compute them twice: the price of keeping every accumulator in registers.
-// Operand tiles are staged in shared memory as bf16 (converted from the float32 the trainer keeps) and read with
-// ldmatrix; a pair (query i, key j) counts when both rows belong to one sequence (equal seq_row0) and j <= i.
+// Operand tiles are staged in shared memory as bf16 (q, k, v copied, dout rounded) and read with ldmatrix; a pair (query i, key j) counts when both rows belong to one sequence (equal seq_row0) and j <= i.
 #include <cuda_runtime.h>
 
 #include <stdexcept>
@@ -59,26 +58,29 @@ struct Layout {
   static_assert(own_b % 16 == 0 && step_a % 16 == 0 && step_b % 16 == 0 && own_seq % 8 == 0, "alignment");
 };
 
-// `rows` float32 rows of HD values (row r at src + r * ld_src) into a bf16 tile (pitch L::ld); zeros past `rows`.
-template <int HD>
-__device__ inline void stage(uint16_t* tile, int tile_rows, const float* src, int64_t ld_src, int rows) {
+// `rows` rows of HD values (row r at src + r * ld_src) into a bf16 tile (pitch L::ld); zeros past `rows`. float32
+// rows (dout) are rounded to bf16; bf16 rows (q, k, v) are copied 16 bytes at a time.
+__device__ inline uint4 load8_bf16(const float* p) {
+  const float4 a = *reinterpret_cast<const float4*>(p);
+  const float4 b = *reinterpret_cast<const float4*>(p + 4);
+  return make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
+}
+__device__ inline uint4 load8_bf16(const uint16_t* p) { return *reinterpret_cast<const uint4*>(p); }
+
+template <int HD, typename Src>
+__device__ inline void stage(uint16_t* tile, int tile_rows, const Src* src, int64_t ld_src, int rows) {
   constexpr int kChunks = HD / 8;
   for (int e = threadIdx.x; e < tile_rows * kChunks; e += blockDim.x) {
     const int r = e / kChunks, c = (e % kChunks) * 8;
-    uint4 out = make_uint4(0, 0, 0, 0);
-    if (r < rows) {
-      const float4 a = *reinterpret_cast<const float4*>(src + int64_t(r) * ld_src + c);
-      const float4 b = *reinterpret_cast<const float4*>(src + int64_t(r) * ld_src + c + 4);
-      out = make_uint4(pack_bf16(a.x, a.y), pack_bf16(a.z, a.w), pack_bf16(b.x, b.y), pack_bf16(b.z, b.w));
-    }
+    const uint4 out = r < rows ? load8_bf16(src + int64_t(r) * ld_src + c) : make_uint4(0, 0, 0, 0);
     *reinterpret_cast<uint4*>(tile + r * (HD + 8) + c) = out;
   }
 }
 
 template <int HD>
-__global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(int64_t T, int n_heads, int n_kv_heads, const float* q,
-                                                            int64_t ldq, const float* k, const float* v,
-                                                            int64_t ldkv, const float* out, int64_t ldo,
+__global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(int64_t T, int n_heads, int n_kv_heads, const uint16_t* q,
+                                                            int64_t ldq, const uint16_t* k, const uint16_t* v,
+                                                            int64_t ldkv, const uint16_t* out, int64_t ldo,
                                                             const float* dout, int64_t lddo, const float* lse,
                                                             const int64_t* seq_row0, float scale, float cap,
                                                             int window, float* dq, int64_t lddq, float* d_rows) {
@@ -103,11 +105,14 @@ __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(int64_t T, int n_hea
     lse_s[ii] = ii < ni ? lse[(i0 + ii) * n_heads + h] : 0.f;
     q_seq[ii] = ii < ni ? seq_row0[i0 + ii] : -1;
   }
-  // D_i = dout_i . out_i in float32 (one warp per row, lane-strided, then the warp tree), also for the dk/dv pass.
+  // D_i = dout_i . out_i in float32 (one warp per row, lane-strided, then the warp tree: reduce::warp_dot's order),
+  // also for the dk/dv pass.
   for (int ii = warp; ii < ni; ii += kWarps) {
-    const float* o = out + (i0 + ii) * ldo + int64_t(h) * HD;
+    const uint16_t* o = out + (i0 + ii) * ldo + int64_t(h) * HD;
     const float* gr = dout + (i0 + ii) * lddo + int64_t(h) * HD;
-    const float a = reduce::warp_dot(o, gr, HD);
+    float part = 0.f;
+    for (int d = lane; d < HD; d += 32) part += bf16_to_f32(o[d]) * gr[d];
+    const float a = reduce::warp_sum(part);
     if (lane == 0) {
       D_s[ii] = a;
       d_rows[(i0 + ii) * n_heads + h] = a;
@@ -160,8 +165,8 @@ __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(int64_t T, int n_hea
 }
 
 template <int HD>
-__global__ void __launch_bounds__(kWarps * 32) dkv_tc_kernel(int64_t T, int n_heads, int n_kv_heads, const float* q,
-                                                             int64_t ldq, const float* k, const float* v,
+__global__ void __launch_bounds__(kWarps * 32) dkv_tc_kernel(int64_t T, int n_heads, int n_kv_heads, const uint16_t* q,
+                                                             int64_t ldq, const uint16_t* k, const uint16_t* v,
                                                              int64_t ldkv, const float* dout, int64_t lddo,
                                                              const float* lse, const float* d_rows,
                                                              const int64_t* seq_row0, const int32_t* seq_len,
@@ -244,8 +249,8 @@ __global__ void __launch_bounds__(kWarps * 32) dkv_tc_kernel(int64_t T, int n_he
 }
 
 template <int HD>
-void launch(int64_t T, int n_heads, int n_kv_heads, const float* q, int64_t ldq, const float* k, const float* v,
-            int64_t ldkv, const float* out, int64_t ldo, const float* dout, int64_t lddo, const float* lse,
+void launch(int64_t T, int n_heads, int n_kv_heads, const uint16_t* q, int64_t ldq, const uint16_t* k,
+            const uint16_t* v, int64_t ldkv, const uint16_t* out, int64_t ldo, const float* dout, int64_t lddo, const float* lse,
             const int64_t* seq_row0, const int32_t* seq_len, float scale, float cap, int window, float* dq,
             int64_t lddq, float* dk, float* dv, int64_t lddkv, float* d_rows, Stream stream) {
   constexpr size_t bytes = Layout<HD>::bytes;
@@ -274,8 +279,8 @@ bool attention_backward_tc_supported(int head_dim) {
   return head_dim == 32 || head_dim == 64 || head_dim == 128 || head_dim == 256;
 }
 
-void attention_backward_tc(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
-                           const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
+void attention_backward_tc(int64_t T, int n_heads, int n_kv_heads, int head_dim, const uint16_t* q, int64_t ldq,
+                           const uint16_t* k, const uint16_t* v, int64_t ldkv, const uint16_t* out, int64_t ldo,
                            const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
                            const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk, float* dv,
                            int64_t lddkv, float* d_rows, Stream stream, int window, float cap) {
@@ -285,8 +290,8 @@ void attention_backward_tc(int64_t T, int n_heads, int n_kv_heads, int head_dim,
     fail("head_dim must be 32, 64, 128 or 256 (got " + std::to_string(head_dim) + "); use attention_backward");
   if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || n_heads > 65535) fail("n_heads must be a multiple of n_kv_heads");
   auto misaligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 != 0; };
-  if (ldq % 4 || ldkv % 4 || lddo % 4 || misaligned(q) || misaligned(k) || misaligned(v) || misaligned(dout))
-    fail("q / k / v / dout must be 16-byte aligned with row strides that are multiples of 4");
+  if (ldq % 8 || ldkv % 8 || lddo % 4 || misaligned(q) || misaligned(k) || misaligned(v) || misaligned(dout))
+    fail("q / k / v (bf16) and dout (float32) must be 16-byte aligned with rows of 16-byte multiples");
   switch (head_dim) {
     case 32:
       launch<32>(T, n_heads, n_kv_heads, q, ldq, k, v, ldkv, out, ldo, dout, lddo, lse, seq_row0, seq_len, scale, cap,

@@ -98,20 +98,21 @@ struct DevLayer {
 };
 
 // What one layer of the training forward keeps for its backward (device pointers into the trainer's activation
-// arena; "g" = the GEMM dtype: bf16 in the bf16 mode, float32 in the f32 mode). Null members are not kept.
+// arena; "g" = the GEMM dtype: bf16 in the bf16 mode, float32 in the f32 mode; "a" = the attention's dtype: bf16
+// when the attention runs on tensor cores (CudaRuntime::tensor_core_attention), else float32). Null members are not
+// kept.
 struct LayerSave {
   float* hin = nullptr;   // [T, H] the layer's input (the attention norm's x)
   void* x1 = nullptr;     // [T, H] g: the normed input of q/k/v
-  float* q = nullptr;     // [T, qd] q after bias and RoPE (float32 copies of what attention read)
-  float* k = nullptr;     // [T, kvd]
-  float* v = nullptr;     // [T, kvd]
-  float* att = nullptr;   // [T, qd] the attention output, float32 (attention_forward_lse; in the bf16 mode on sm_80+
-                          // the tensor-core kernel's bf16 output, widened)
+  void* q = nullptr;      // [T, qd] a: q after bias and RoPE, as attention read it
+  void* k = nullptr;      // [T, kvd] a
+  void* v = nullptr;      // [T, kvd] a
+  void* att = nullptr;    // [T, qd] a: the attention output (attention_forward_lse without tensor cores)
   float* lse = nullptr;   // [T, n_heads] its log-sum-exp
-  void* attg = nullptr;   // [T, qd] g: the attention output wo read
+  void* attg = nullptr;   // [T, qd] g: the attention output wo read (may be att itself: then nothing is copied twice)
   float* hmid = nullptr;  // [T, H] the residual after attention (the FFN norm's x)
   void* x2 = nullptr;     // [T, H] g: the normed input of gate/up
-  float* gu = nullptr;    // [T, 2I] gate and up before the activation
+  void* gu = nullptr;     // [T, 2I] g: gate and up before the activation (bf16-rounded in the bf16 mode)
   void* act = nullptr;    // [T, I] g: silu(gate) * up, what w_down read
   float* qk_pre = nullptr;  // qwen3: q heads [T, qd], then k heads [T, kvd], before their norms (after bias and
                             // rounding): rows of head_dim, as the norms' backward takes them
@@ -164,6 +165,10 @@ class CudaRuntime final : public Runtime {
   // The attention of layer l in float32 from the saved q / k / v, with its log-sum-exp (the training forward's
   // save hook; attention_forward_lse of train_kernels.h).
   void save_attention(const LayerSave& s, int l);
+  // Whether attention runs on tensor cores (flash_attention_bf16: the bf16 mode on sm_80+, a head_dim it takes):
+  // then the training forward keeps bf16 q / k / v and output for the tensor-core backward (attention_backward_tc,
+  // the same head sizes), else float32 ones.
+  bool tensor_core_attention() const;
   const std::vector<LayerSave>* saves_ = nullptr;  // set during forward_train only
   LinearHook* hook_ = nullptr;                      // likewise
   void upload(const ModelWeights& w);

@@ -372,11 +372,17 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
                  bf16_, stream_, c.rope_interleaved);
   phase(P::Rope);
   const bool flash = bf16_ && info_.major >= 8 && cuda::flash_attention_supported(c.head_dim);  // mma.sync: sm_80+
-  if (save) {  // float32 copies of what attention reads (exact: bf16 values widen), and its lse
-    const DType adt = bf16_ ? DType::BF16 : DType::F32;
-    if (save->q) cuda::convert_to_f32(qa_.get(), adt, T * qd, save->q, stream_);
-    if (save->k) cuda::convert_to_f32(kdst, adt, T * kvd, save->k, stream_);
-    if (save->v) cuda::convert_to_f32(vdst, adt, T * kvd, save->v, stream_);
+  const bool keep_bf16 = save && tensor_core_attention();  // (LayerSave's "a" dtype)
+  const DType adt = bf16_ ? DType::BF16 : DType::F32;
+  auto keep = [&](void* dst, const void* src, int64_t n) {  // what attention read or wrote, in the saves' dtype
+    if (!dst) return;
+    if (keep_bf16) cuda::copy_device(dst, src, size_t(n) * 2, stream_);
+    else cuda::convert_to_f32(src, adt, n, static_cast<float*>(dst), stream_);  // exact: bf16 values widen
+  };
+  if (save) {
+    keep(save->q, qa_.get(), T * qd);
+    keep(save->k, kdst, T * kvd);
+    keep(save->v, vdst, T * kvd);
     // Without the tensor-core kernel: a float32 attention of its own that also gives the lse. With it, its own
     // output and lse (below), as FlashAttention's backward uses them, instead of a second, far slower pass.
     if (save->lse && !flash) save_attention(*save, l);
@@ -390,7 +396,7 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
                                qa_.as<uint16_t>(), qd, static_cast<const uint16_t*>(kdst),
                                static_cast<const uint16_t*>(vdst), kvd, scale, static_cast<uint16_t*>(gin), qd, lse,
                                stream_, window, cap);
-    if (lse && save->att) cuda::convert_to_f32(gin, DType::BF16, T * qd, save->att, stream_);
+    if (lse) keep(save->att, gin, T * qd);
   } else if (bf16_)
     cuda::attention_causal_bf16(T, c.n_heads, c.n_kv_heads, c.head_dim, qa_.as<uint16_t>(), qd,
                                 static_cast<const uint16_t*>(kdst), static_cast<const uint16_t*>(vdst), kvd,
@@ -400,7 +406,7 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
     cuda::attention_causal(T, c.n_heads, c.n_kv_heads, c.head_dim, qa_.as<float>(), qd,
                            static_cast<const float*>(kdst), static_cast<const float*>(vdst), kvd, plan_.key_row0,
                            plan_.n_keys, scale, static_cast<float*>(gin), qd, stream_, window, cap);
-  if (save && save->attg) cuda::copy_device(save->attg, gin, size_t(T * qd) * ge, stream_);
+  if (save && save->attg && save->attg != save->att) cuda::copy_device(save->attg, gin, size_t(T * qd) * ge, stream_);
   phase(P::Attention);
   if (!rec_.recording(Site::O, l) && !c.post_norms) {
     gemm(T, H, qd, gin, qd, L.wo, h, H, true);
@@ -432,7 +438,6 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
     hook_->after_linear(l, train::kWGate, fin, gu, 2 * I);
     hook_->after_linear(l, train::kWUp, fin, gu + I, 2 * I);
   }
-  if (save && save->gu) cuda::copy_device(save->gu, gu, size_t(T * 2 * I) * 4, stream_);
   phase(P::GateUpGemm);
   const bool gelu = c.act == Activation::GeluTanh;
   cuda::LayerEdits edits;
@@ -461,7 +466,8 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   cuda::SiteTarget targets[4];
   for (int s = 0; s < 4; ++s)
     if (rec_.recording(ffn_sites[s], l)) targets[s] = rec_.target(ffn_sites[s], l);
-  cuda::ffn_fused(T, I, gu, 2 * I, gin, bf16_, I, edits, batch, targets, stream_, gelu);
+  // (the training forward's copy of gate and up is written by the same pass: ffn_fused's gu_save)
+  cuda::ffn_fused(T, I, gu, 2 * I, gin, bf16_, I, edits, batch, targets, stream_, gelu, save ? save->gu : nullptr);
   if (save && save->act) cuda::copy_device(save->act, gin, size_t(T * I) * ge, stream_);
   phase(P::Ffn);
   bool reduced = false;
@@ -645,9 +651,15 @@ void CudaRuntime::forward(const ForwardRequest& req, ForwardResult& out) {
 void CudaRuntime::save_attention(const LayerSave& s, int l) {
   const ModelConfig& c = cfg_;
   const int64_t qd = int64_t(c.n_heads) * c.head_dim, kvd = int64_t(c.n_kv_heads) * c.head_dim;
-  cuda::attention_forward_lse(T_, c.n_heads, c.n_kv_heads, c.head_dim, s.q, qd, s.k, s.v, kvd, plan_.key_row0,
-                              plan_.n_keys, c.attn_scale(), s.att, qd, s.lse, stream_, c.window_of(l),
-                              c.attn_softcap);
+  cuda::attention_forward_lse(T_, c.n_heads, c.n_kv_heads, c.head_dim, static_cast<const float*>(s.q), qd,
+                              static_cast<const float*>(s.k), static_cast<const float*>(s.v), kvd, plan_.key_row0,
+                              plan_.n_keys, c.attn_scale(), static_cast<float*>(s.att), qd, s.lse, stream_,
+                              c.window_of(l), c.attn_softcap);
+}
+
+bool CudaRuntime::tensor_core_attention() const {
+  return bf16_ && info_.major >= 8 && cuda::flash_attention_supported(cfg_.head_dim) &&  // mma.sync: sm_80+
+         cuda::attention_backward_tc_supported(cfg_.head_dim);
 }
 
 void CudaRuntime::recompute_layer(int l, const std::vector<LayerSave>& saves, LinearHook* hook) {

@@ -305,6 +305,10 @@ void CudaTrainer::ensure(int64_t T) {
   constexpr size_t kNone = ~size_t(0);
   enum Member { kHin, kX1, kQ, kK, kV, kAtt, kLse, kAttg, kHmid, kX2, kGu, kAct, kQkPre, kOPre, kDownPre, kMembers };
   using SaveOffsets = std::array<size_t, kMembers>;
+  // q / k / v and the attention output in the attention's dtype: bf16 where it runs on tensor cores, and then the
+  // output wo reads is the one the attention's backward reads (the same bf16 values: kept once).
+  const bool tc = rt_->tensor_core_attention();
+  const size_t ae = tc ? 2 : 4;
   auto save_set = [&](bool input, bool rest, const LayerNeeds& n) -> SaveOffsets {
     SaveOffsets o;
     o.fill(kNone);
@@ -315,12 +319,14 @@ void CudaTrainer::ensure(int64_t T) {
     if (!rest) return o;
     take(kX1, n.x1, H, ge_);
     for (const auto& [m, width] : std::initializer_list<std::pair<Member, int64_t>>{{kQ, qd}, {kK, kvd}, {kV, kvd},
-                                                                                     {kAtt, qd}, {kLse, nh}})
-      take(m, n.attn, width, 4);
-    take(kAttg, n.attg, qd, ge_);
+                                                                                     {kAtt, qd}})
+      take(m, n.attn, width, ae);
+    take(kLse, n.attn, nh, 4);
+    if (tc && n.attn && n.attg) o[kAttg] = o[kAtt];
+    else take(kAttg, n.attg, qd, ge_);
     take(kHmid, n.hmid, H, 4);
     take(kX2, n.x2, H, ge_);
-    take(kGu, true, 2 * I, 4);
+    take(kGu, true, 2 * I, ge_);
     take(kAct, n.act, I, ge_);
     take(kQkPre, c.qk_norm && n.attn, qd + kvd, 4);
     take(kOPre, c.post_norms && n.attn, H, 4);
@@ -365,15 +371,15 @@ void CudaTrainer::ensure(int64_t T) {
     LayerSave s;
     s.hin = f32(kHin);
     s.x1 = at(kX1);
-    s.q = f32(kQ);
-    s.k = f32(kK);
-    s.v = f32(kV);
-    s.att = f32(kAtt);
+    s.q = at(kQ);
+    s.k = at(kK);
+    s.v = at(kV);
+    s.att = at(kAtt);
     s.lse = f32(kLse);
     s.attg = at(kAttg);
     s.hmid = f32(kHmid);
     s.x2 = at(kX2);
-    s.gu = f32(kGu);
+    s.gu = at(kGu);
     s.act = at(kAct);
     s.qk_pre = f32(kQkPre);
     s.o_pre = f32(kOPre);

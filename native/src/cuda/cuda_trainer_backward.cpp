@@ -88,8 +88,10 @@ const cuda_model::LayerSave& CudaTrainer::layer_saves(int l) {
            {n.x1, &mine.x1}, {n.attg, &mine.attg}, {n.x2, &mine.x2}, {n.act, &mine.act}})
     if (!need) *member = nullptr;
   if (!n.hmid) mine.hmid = nullptr;
-  if (!n.attn)
-    for (float** member : {&mine.q, &mine.k, &mine.v, &mine.att, &mine.lse, &mine.qk_pre, &mine.o_pre}) *member = nullptr;
+  if (!n.attn) {
+    for (void** member : {&mine.q, &mine.k, &mine.v, &mine.att}) *member = nullptr;
+    for (float** member : {&mine.lse, &mine.qk_pre, &mine.o_pre}) *member = nullptr;
+  }
   cuda::copy_device(rt_->h_.get(), saves_[size_t(l)].hin, size_t(cur_T_ * cfg_.hidden) * 4, s_);
   {
     // The recomputed forward is one step of the clocked backward, not the forward's steps again; afterwards (also
@@ -164,7 +166,7 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     gemm.run_dx(T, H, I, dhg, H, W.wdown, I, wdt, da_, I, false, s_);
     tick(Ph::GradInput);
     lora(kWDown, dy_down, H, s.act, da_, I);
-    cuda::swiglu_backward(T, I, s.gu, 2 * I, da_, I, dgu_, 2 * I, s_, gelu);
+    cuda::swiglu_backward(T, I, s.gu, gdt_, 2 * I, da_, I, dgu_, 2 * I, s_, gelu);
     const void* dgug = to_gemm(dgu_, T, 2 * I, 2 * I, g_);
     tick(Ph::GradElementwise);
     weight_grad(layer_param_index(l, kWGate), T, dgug, 2 * I, s.x2, H);
@@ -196,15 +198,22 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     tick(Ph::GradInput);
     lora(kWo, dy_o, H, s.attg, datt_, qd);
     float *dq = dqkv_, *dk = dqkv_ + qd, *dv = dqkv_ + qd + kvd;
-    if (bf16_ && rt_->info_.major >= 8 && cuda::attention_backward_tc_supported(int(hd)))  // mma.sync: sm_80+
-      cuda::attention_backward_tc(T, int(nh), int(nkv), int(hd), s.q, qd, s.k, s.v, kvd, s.att, qd, datt_, qd, s.lse,
-                                  seq_row0_, seq_len_, scale, dq, QKV, dk, dv, QKV, d_rows_, s_, window, cap);
-    else if (cuda::attention_backward_tiled_supported(int(hd)))
-      cuda::attention_backward_tiled(T, int(nh), int(nkv), int(hd), s.q, qd, s.k, s.v, kvd, s.att, qd, datt_, qd,
-                                     s.lse, seq_row0_, seq_len_, scale, dq, QKV, dk, dv, QKV, d_rows_, s_, window, cap);
-    else
-      cuda::attention_backward(T, int(nh), int(nkv), int(hd), s.q, qd, s.k, s.v, kvd, s.att, qd, datt_, qd, s.lse,
-                               seq_row0_, seq_len_, pos, scale, dq, QKV, dk, dv, QKV, d_rows_, s_, window, cap);
+    if (rt_->tensor_core_attention()) {  // (the saves are bf16: LayerSave)
+      auto b = [](const void* p) { return static_cast<const uint16_t*>(p); };
+      cuda::attention_backward_tc(T, int(nh), int(nkv), int(hd), b(s.q), qd, b(s.k), b(s.v), kvd, b(s.att), qd, datt_,
+                                  qd, s.lse, seq_row0_, seq_len_, scale, dq, QKV, dk, dv, QKV, d_rows_, s_, window,
+                                  cap);
+    } else {
+      auto f = [](const void* p) { return static_cast<const float*>(p); };
+      if (cuda::attention_backward_tiled_supported(int(hd)))
+        cuda::attention_backward_tiled(T, int(nh), int(nkv), int(hd), f(s.q), qd, f(s.k), f(s.v), kvd, f(s.att), qd,
+                                       datt_, qd, s.lse, seq_row0_, seq_len_, scale, dq, QKV, dk, dv, QKV, d_rows_, s_,
+                                       window, cap);
+      else
+        cuda::attention_backward(T, int(nh), int(nkv), int(hd), f(s.q), qd, f(s.k), f(s.v), kvd, f(s.att), qd, datt_,
+                                 qd, s.lse, seq_row0_, seq_len_, pos, scale, dq, QKV, dk, dv, QKV, d_rows_, s_, window,
+                                 cap);
+    }
     tick(Ph::GradAttention);
     cuda::rope_backward(T, dq, QKV, int(nh), int(hd), pos, cos_t, sin_t, s_, c.rope_interleaved);
     cuda::rope_backward(T, dk, QKV, int(nkv), int(hd), pos, cos_t, sin_t, s_, c.rope_interleaved);

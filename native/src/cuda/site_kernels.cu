@@ -86,6 +86,7 @@ struct FfnParams {
   void* h_out;
   bool h_bf16;
   int64_t ldh;
+  void* gu_save;  // null, or [T, 2I] gate and up as loaded, in h_out's dtype (the training forward's copy)
   LayerEdits e;
   StatsBatch b;
   SiteTarget s[4];  // gate, act, up, h
@@ -127,6 +128,17 @@ __global__ void ffn_kernel(FfnParams p) {
       const int64_t t = ch.row0 + i0 + k;
       float g = gs[k];
       const float u = us[k];
+      if (p.gu_save) {
+        if (p.h_bf16) {
+          uint16_t* row = static_cast<uint16_t*>(p.gu_save) + t * 2 * p.I;
+          row[j] = ln::f32_to_bf16(g);
+          row[p.I + j] = ln::f32_to_bf16(u);
+        } else {
+          float* row = static_cast<float*>(p.gu_save) + t * 2 * p.I;
+          row[j] = g;
+          row[p.I + j] = u;
+        }
+      }
       uint8_t cls = 0xff;
       const float* rv = nullptr;
       if (kEdits) {
@@ -289,7 +301,8 @@ unsigned unit_blocks(int64_t width) { return unsigned((width + kUnitThreads - 1)
 }  // namespace
 
 void ffn_fused(int64_t T, int64_t I, const float* gu, int64_t ldgu, void* h_out, bool h_bf16, int64_t ldh,
-               const LayerEdits& edits, const StatsBatch& batch, const SiteTarget sites[4], Stream stream, bool gelu) {
+               const LayerEdits& edits, const StatsBatch& batch, const SiteTarget sites[4], Stream stream, bool gelu,
+               void* gu_save) {
   if (T <= 0 || I <= 0) return;
   if (batch.n_chunks <= 0 || !batch.chunks) throw std::runtime_error("langneurons cuda: ffn_fused: no token chunks");
   FfnParams p{};
@@ -300,6 +313,7 @@ void ffn_fused(int64_t T, int64_t I, const float* gu, int64_t ldgu, void* h_out,
   p.h_out = h_out;
   p.h_bf16 = h_bf16;
   p.ldh = ldh;
+  p.gu_save = gu_save;
   p.e = edits;
   p.b = batch;
   p.gelu = gelu;

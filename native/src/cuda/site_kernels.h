@@ -68,11 +68,12 @@ struct LayerEdits {
 // The FFN step for T tokens and I neurons. gu row t: gate in [0, I), up in [I, 2I) (row stride ldgu). Per (t, j):
 // gate edits -> record gate -> a = silu (gelu_tanh with gelu: Gemma) -> act edits -> record act -> record up ->
 // h = a * u -> h edits -> record h -> h_out (bf16 when h_bf16, else float32; row stride ldh). sites: gate, act,
-// up, h (SiteTarget each). h_out and the sites' captures must not overlap gu (inputs are loaded a few tokens ahead
-// of the stores).
+// up, h (SiteTarget each). gu_save (the training forward's copy for the backward): null, or [T, 2I] (packed) gate
+// and up before any edit, in h_out's dtype (bf16 rounds them, as PyTorch's bf16 layers keep them). h_out, gu_save
+// and the sites' captures must not overlap gu (inputs are loaded a few tokens ahead of the stores).
 void ffn_fused(int64_t T, int64_t I, const float* gu, int64_t ldgu, void* h_out, bool h_bf16, int64_t ldh,
                const LayerEdits& edits, const StatsBatch& batch, const SiteTarget sites[4], Stream stream,
-               bool gelu = false);
+               bool gelu = false, void* gu_save = nullptr);
 
 // Statistics (and capture) of a finished [T x width] block (row stride ld): the sites q, k, v, o, down. The
 // capture must not overlap x.

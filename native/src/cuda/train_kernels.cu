@@ -20,6 +20,10 @@ namespace ln {
 namespace cuda {
 namespace {
 
+// A stored value as float32 (bf16 widens exactly).
+__device__ inline float as_f32(float x) { return x; }
+__device__ inline float as_f32(uint16_t x) { return ln::bf16_to_f32(x); }
+
 using reduce::block_max;
 using reduce::block_softmax;
 using reduce::block_sum;
@@ -303,19 +307,21 @@ __global__ void attention_dkv_kernel(int n_heads, int n_kv_heads, int head_dim, 
 
 // ---- FFN -----------------------------------------------------------------------------------------------------
 
-__global__ void swiglu_backward_kernel(int64_t M, int64_t I, const float* gu, int64_t ldgu, const float* da,
-                                       int64_t ldda, float* dgu, int64_t lddgu, bool gelu) {
+template <typename G>
+__global__ void swiglu_backward_kernel(int64_t M, int64_t I, const G* gu, int64_t ldgu, const float* da, int64_t ldda,
+                                       float* dgu, int64_t lddgu, bool gelu) {
   const int64_t total = M * I;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t t = e / I, j = e % I;
-    const float* row = gu + t * ldgu;
+    const G* row = gu + t * ldgu;
+    const float g = as_f32(row[j]), u = as_f32(row[I + j]);
     float dg, du;
     if (gelu) {  // Gemma's GELU-tanh, as train/layers.cpp swiglu_backward
       const float d = da[t * ldda + j];
-      dg = d * row[I + j] * math::gelu_tanh_grad(row[j]);
-      du = d * math::gelu_tanh(row[j]);
+      dg = d * u * math::gelu_tanh_grad(g);
+      du = d * math::gelu_tanh(g);
     } else {
-      math::swiglu_grads(row[j], row[I + j], da[t * ldda + j], &dg, &du);
+      math::swiglu_grads(g, u, da[t * ldda + j], &dg, &du);
     }
     dgu[t * lddgu + j] = dg;
     dgu[t * lddgu + I + j] = du;
@@ -481,9 +487,6 @@ __global__ void lora_dropout_kernel(int64_t M, int64_t K, const float* x, int64_
 
 // ---- backward GEMMs of last resort ---------------------------------------------------------------------------
 
-__device__ inline float as_f32(float x) { return x; }
-__device__ inline float as_f32(uint16_t x) { return ln::bf16_to_f32(x); }
-
 // Thread per dX[i, k] (k across threads: W and dX rows read coalesced), n in order.
 template <class T>
 __global__ void gemm_simple_dx_kernel(int64_t M, int64_t N, int64_t K, const T* dY, int64_t lddy, const T* W,
@@ -611,11 +614,17 @@ void attention_backward(int64_t T, int n_heads, int n_kv_heads, int head_dim, co
 
 // ---- FFN -----------------------------------------------------------------------------------------------------
 
-void swiglu_backward(int64_t M, int64_t I, const float* gu, int64_t ldgu, const float* da, int64_t ldda, float* dgu,
-                     int64_t lddgu, Stream stream, bool gelu) {
+void swiglu_backward(int64_t M, int64_t I, const void* gu, DType gu_dtype, int64_t ldgu, const float* da, int64_t ldda,
+                     float* dgu, int64_t lddgu, Stream stream, bool gelu) {
   if (M <= 0 || I <= 0) return;
-  swiglu_backward_kernel<<<grid_for(M * I), kThreads, 0, as_stream(stream)>>>(M, I, gu, ldgu, da, ldda, dgu, lddgu,
-                                                                              gelu);
+  if (gu_dtype == DType::BF16)
+    swiglu_backward_kernel<uint16_t><<<grid_for(M * I), kThreads, 0, as_stream(stream)>>>(
+        M, I, static_cast<const uint16_t*>(gu), ldgu, da, ldda, dgu, lddgu, gelu);
+  else if (gu_dtype == DType::F32)
+    swiglu_backward_kernel<float><<<grid_for(M * I), kThreads, 0, as_stream(stream)>>>(
+        M, I, static_cast<const float*>(gu), ldgu, da, ldda, dgu, lddgu, gelu);
+  else
+    throw std::invalid_argument("langneurons cuda: swiglu_backward: gate/up must be float32 or bf16");
   check_launch("swiglu_backward");
 }
 

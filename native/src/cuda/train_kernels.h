@@ -89,12 +89,13 @@ void attention_backward_tiled(int64_t T, int n_heads, int n_kv_heads, int head_d
                               int64_t lddkv, float* d_rows, Stream stream, int window = 0, float cap = 0.f);
 
 // The same backward on tensor cores for the bf16 mode (attention_backward_tc.cu; sm_80+, head_dim 32 / 64 / 128 / 256):
-// mma.sync with bf16 operands and float32 accumulation, q / k / v exact (bf16 values in that mode), dout, p and ds
-// rounded to bf16 for their products as FlashAttention-2 does; the same split and arguments as the tiled kernels.
-// q / k / v / dout 16-byte aligned, their row strides multiples of 4.
+// mma.sync with bf16 operands and float32 accumulation. q / k / v and out are bf16, the tensors the forward's
+// tensor-core attention (flash_attention_bf16) read and wrote; dout, p and ds are rounded to bf16 for their products
+// as FlashAttention-2 does; otherwise the same split and arguments as the tiled kernels. q / k / v (row strides
+// multiples of 8) and dout (multiples of 4) 16-byte aligned.
 bool attention_backward_tc_supported(int head_dim);
-void attention_backward_tc(int64_t T, int n_heads, int n_kv_heads, int head_dim, const float* q, int64_t ldq,
-                           const float* k, const float* v, int64_t ldkv, const float* out, int64_t ldo,
+void attention_backward_tc(int64_t T, int n_heads, int n_kv_heads, int head_dim, const uint16_t* q, int64_t ldq,
+                           const uint16_t* k, const uint16_t* v, int64_t ldkv, const uint16_t* out, int64_t ldo,
                            const float* dout, int64_t lddo, const float* lse, const int64_t* seq_row0,
                            const int32_t* seq_len, float scale, float* dq, int64_t lddq, float* dk, float* dv,
                            int64_t lddkv, float* d_rows, Stream stream, int window = 0, float cap = 0.f);
@@ -105,8 +106,9 @@ void attention_backward_tc(int64_t T, int n_heads, int n_kv_heads, int head_dim,
 //   dgu[t, j] = da[t, j] * u * silu'(g),  dgu[t, I + j] = da[t, j] * silu(g)     (overwritten)
 // math::silu_grad / math::silu, as train/layers.h swiglu_backward.
 // gelu: Gemma's GELU-tanh instead of silu (dgu = da * u * gelu'(g), da * gelu(g)).
-void swiglu_backward(int64_t M, int64_t I, const float* gu, int64_t ldgu, const float* da, int64_t ldda, float* dgu,
-                     int64_t lddgu, Stream stream, bool gelu = false);
+// gu: float32, or bf16 (gu_dtype; the bf16 mode keeps gate and up rounded, as ffn_fused's gu_save writes them).
+void swiglu_backward(int64_t M, int64_t I, const void* gu, DType gu_dtype, int64_t ldgu, const float* da, int64_t ldda,
+                     float* dgu, int64_t lddgu, Stream stream, bool gelu = false);
 
 // ---- loss ----------------------------------------------------------------------------------------------------
 
