@@ -251,7 +251,7 @@ LN_TEST(gpu_train_swiglu_backward) {
     }
   train::swiglu_backward(pool, M * I, g.data(), u.data(), da.data(), dg.data(), du.data());
   Dev<float> gud(gu), dad(da), dgud(size_t(M * 2 * I));
-  cuda::swiglu_backward(M, I, gud.get(), DType::F32, 2 * I, dad.get(), I, dgud.get(), 2 * I, nullptr);
+  cuda::swiglu_backward(M, I, gud.get(), DType::F32, 2 * I, dad.get(), I, dgud.get(), nullptr, 2 * I, nullptr);
   const std::vector<float> got = dgud.download();
   std::vector<float> got_g(size_t(M * I)), got_u(size_t(M * I));
   for (int64_t t = 0; t < M; ++t)
@@ -271,9 +271,14 @@ LN_TEST(gpu_train_swiglu_backward) {
       u[size_t(t * I + j)] = gr[size_t(t * 2 * I + I + j)];
     }
   train::swiglu_backward(pool, M * I, g.data(), u.data(), da.data(), dg.data(), du.data());
-  Dev<uint16_t> gu16d(gu16);
-  cuda::swiglu_backward(M, I, gu16d.get(), DType::BF16, 2 * I, dad.get(), I, dgud.get(), 2 * I, nullptr);
+  // Both outputs: the float32 gradient, and the same rounded to bf16 (the bf16 mode's GEMM operand).
+  Dev<uint16_t> gu16d(gu16), dgu16(size_t(M * 2 * I));
+  cuda::swiglu_backward(M, I, gu16d.get(), DType::BF16, 2 * I, dad.get(), I, dgud.get(), dgu16.get(), 2 * I, nullptr);
   const std::vector<float> got16 = dgud.download();
+  LN_CHECK(dgu16.download() == to_bf16(got16));
+  Dev<uint16_t> only16(size_t(M * 2 * I));  // the bf16 one alone (the bf16 mode without adapters on gate / up)
+  cuda::swiglu_backward(M, I, gu16d.get(), DType::BF16, 2 * I, dad.get(), I, nullptr, only16.get(), 2 * I, nullptr);
+  LN_CHECK(only16.download() == dgu16.download());
   for (int64_t t = 0; t < M; ++t)
     for (int64_t j = 0; j < I; ++j) {
       got_g[size_t(t * I + j)] = got16[size_t(t * 2 * I + j)];

@@ -412,10 +412,14 @@ void CudaTrainer::ensure(int64_t T) {
       max_cols_dw = std::max(max_cols_dw, p.stored.rows * sel_ld(int64_t(p.index.size())));
   }
   const int64_t M = std::max(T, kLmChunk), wide = std::max({H, qd, QKV, 2 * I});
+  // dgu in float32: the f32 mode's GEMM operand, or an adapter's on gate / up (the bf16 mode's GEMMs read the bf16
+  // one the SwiGLU backward writes into g_).
+  bool gu_adapted = false;
+  for (const LoraAdapter& ad : lay_.adapters) gu_adapted = gu_adapted || ad.role == kWGate || ad.role == kWUp;
   Plan pw;
   const size_t o_dh = pw.take(size_t(T * H) * 4), o_dx = pw.take(size_t(T * std::max({H, qd, kvd})) * 4),
                o_datt = pw.take(size_t(T * qd) * 4), o_dqkv = pw.take(size_t(T * QKV) * 4),
-               o_da = pw.take(size_t(T * I) * 4), o_dgu = pw.take(size_t(T * 2 * I) * 4),
+               o_da = pw.take(size_t(T * I) * 4), o_dgu = pw.take(size_t(!bf16_ || gu_adapted ? T * 2 * I : 0) * 4),
                o_dxf = pw.take(size_t(T * H) * 4), o_chunk = pw.take(size_t(kLmChunk * V) * 4),
                o_chunkg = bf16_ ? pw.take(size_t(kLmChunk * V) * 2) : o_chunk,
                o_g = pw.take(size_t(T * wide) * ge_),
@@ -436,7 +440,8 @@ void CudaTrainer::ensure(int64_t T) {
              double(pw.at), [&] { work_.ensure(pw.at); }, "fewer tokens per micro-batch (--batch / --chunk)");
   char* W = work_.as<char>();
   auto f = [&](size_t o) { return reinterpret_cast<float*>(W + o); };
-  dh_ = f(o_dh); dx_ = f(o_dx); datt_ = f(o_datt); dqkv_ = f(o_dqkv); da_ = f(o_da); dgu_ = f(o_dgu);
+  dh_ = f(o_dh); dx_ = f(o_dx); datt_ = f(o_datt); dqkv_ = f(o_dqkv); da_ = f(o_da);
+  dgu_ = !bf16_ || gu_adapted ? f(o_dgu) : nullptr;
   dxf_ = f(o_dxf); chunk_ = f(o_chunk); chunk_g_ = W + o_chunkg; g_ = W + o_g; conv_ = f(o_conv);
   sel_ = f(o_sel); dw_sel_ = f(o_dw_sel); sel2_ = f(o_sel2); dense_dw_ = f(o_dense); partials_ = f(o_part); d_rows_ = f(o_drows);
   dpost_ = c.post_norms ? f(o_dpost) : nullptr;

@@ -166,8 +166,12 @@ void CudaTrainer::backward_layers(const int32_t* tokens, int64_t T) {
     gemm.run_dx(T, H, I, dhg, H, W.wdown, I, wdt, da_, I, false, s_);
     tick(Ph::GradInput);
     lora(kWDown, dy_down, H, s.act, da_, I);
-    cuda::swiglu_backward(T, I, s.gu, gdt_, 2 * I, da_, I, dgu_, 2 * I, s_, gelu);
-    const void* dgug = to_gemm(dgu_, T, 2 * I, 2 * I, g_);
+    // dgu in the GEMM dtype straight from the kernel (bf16 mode: into g_, no rounding pass); the float32 one only
+    // where it is read (the f32 mode's GEMMs, an adapter on gate or up).
+    const bool gu_adapted = adapter_at(l, kWGate) >= 0 || adapter_at(l, kWUp) >= 0;
+    cuda::swiglu_backward(T, I, s.gu, gdt_, 2 * I, da_, I, !bf16_ || gu_adapted ? dgu_ : nullptr,
+                          bf16_ ? static_cast<uint16_t*>(g_) : nullptr, 2 * I, s_, gelu);
+    const void* dgug = bf16_ ? g_ : static_cast<const void*>(dgu_);
     tick(Ph::GradElementwise);
     weight_grad(layer_param_index(l, kWGate), T, dgug, 2 * I, s.x2, H);
     // (the up half of dgu: the GEMM-dtype copy is packed [T, 2I], its columns I.. start I elements in)

@@ -309,7 +309,7 @@ __global__ void attention_dkv_kernel(int n_heads, int n_kv_heads, int head_dim, 
 
 template <typename G>
 __global__ void swiglu_backward_kernel(int64_t M, int64_t I, const G* gu, int64_t ldgu, const float* da, int64_t ldda,
-                                       float* dgu, int64_t lddgu, bool gelu) {
+                                       float* dgu, uint16_t* dgu_bf16, int64_t lddgu, bool gelu) {
   const int64_t total = M * I;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t t = e / I, j = e % I;
@@ -323,8 +323,14 @@ __global__ void swiglu_backward_kernel(int64_t M, int64_t I, const G* gu, int64_
     } else {
       math::swiglu_grads(g, u, da[t * ldda + j], &dg, &du);
     }
-    dgu[t * lddgu + j] = dg;
-    dgu[t * lddgu + I + j] = du;
+    if (dgu) {
+      dgu[t * lddgu + j] = dg;
+      dgu[t * lddgu + I + j] = du;
+    }
+    if (dgu_bf16) {
+      dgu_bf16[t * lddgu + j] = ln::f32_to_bf16(dg);
+      dgu_bf16[t * lddgu + I + j] = ln::f32_to_bf16(du);
+    }
   }
 }
 
@@ -615,14 +621,15 @@ void attention_backward(int64_t T, int n_heads, int n_kv_heads, int head_dim, co
 // ---- FFN -----------------------------------------------------------------------------------------------------
 
 void swiglu_backward(int64_t M, int64_t I, const void* gu, DType gu_dtype, int64_t ldgu, const float* da, int64_t ldda,
-                     float* dgu, int64_t lddgu, Stream stream, bool gelu) {
+                     float* dgu, uint16_t* dgu_bf16, int64_t lddgu, Stream stream, bool gelu) {
   if (M <= 0 || I <= 0) return;
+  if (!dgu && !dgu_bf16) throw std::invalid_argument("langneurons cuda: swiglu_backward: no output");
   if (gu_dtype == DType::BF16)
     swiglu_backward_kernel<uint16_t><<<grid_for(M * I), kThreads, 0, as_stream(stream)>>>(
-        M, I, static_cast<const uint16_t*>(gu), ldgu, da, ldda, dgu, lddgu, gelu);
+        M, I, static_cast<const uint16_t*>(gu), ldgu, da, ldda, dgu, dgu_bf16, lddgu, gelu);
   else if (gu_dtype == DType::F32)
     swiglu_backward_kernel<float><<<grid_for(M * I), kThreads, 0, as_stream(stream)>>>(
-        M, I, static_cast<const float*>(gu), ldgu, da, ldda, dgu, lddgu, gelu);
+        M, I, static_cast<const float*>(gu), ldgu, da, ldda, dgu, dgu_bf16, lddgu, gelu);
   else
     throw std::invalid_argument("langneurons cuda: swiglu_backward: gate/up must be float32 or bf16");
   check_launch("swiglu_backward");

@@ -107,8 +107,10 @@ void attention_backward_tc(int64_t T, int n_heads, int n_kv_heads, int head_dim,
 // math::silu_grad / math::silu, as train/layers.h swiglu_backward.
 // gelu: Gemma's GELU-tanh instead of silu (dgu = da * u * gelu'(g), da * gelu(g)).
 // gu: float32, or bf16 (gu_dtype; the bf16 mode keeps gate and up rounded, as ffn_fused's gu_save writes them).
+// dgu (float32) and dgu_bf16 (the same values rounded, the bf16 mode's GEMM operand: no pass of its own to round
+// them) may each be null, not both; both have row stride lddgu.
 void swiglu_backward(int64_t M, int64_t I, const void* gu, DType gu_dtype, int64_t ldgu, const float* da, int64_t ldda,
-                     float* dgu, int64_t lddgu, Stream stream, bool gelu = false);
+                     float* dgu, uint16_t* dgu_bf16, int64_t lddgu, Stream stream, bool gelu = false);
 
 // ---- loss ----------------------------------------------------------------------------------------------------
 
