@@ -134,6 +134,19 @@ std::vector<TrainableSpec> sparse_spec(const ModelConfig& c) {
   return {{"w_gate", L, ParamMode::Rows, sel}, {"w_up", L, ParamMode::Rows, sel}, {"w_down", L, ParamMode::Cols, sel},
           {"wq", L, ParamMode::Rows, {0, 5}},   {"wo", L, ParamMode::Cols, {1, 2}},  {"w_up", 0, ParamMode::Rows, sel}};
 }
+// A random model whose head size the tiled and tensor-core attention kernels take: 4 heads over 2 kv heads of
+// head_dim hd, hidden 2 hd, 136 neurons.
+lntiny::TinyOpts attention_model(int hd, int layers, uint32_t seed) {
+  lntiny::TinyOpts o;
+  o.hidden = 2 * hd;
+  o.heads = 4;
+  o.kv = 2;
+  o.head_dim = hd;
+  o.inter = 136;
+  o.layers = layers;
+  o.seed = seed;
+  return o;
+}
 // LoRA with dropout on wv of the last layer and a neuron-LoRA (masked B) on w_up of the first.
 std::vector<TrainableSpec> lora_spec(const ModelConfig& c) {
   TrainableSpec lora{"wv", c.n_layers - 1, ParamMode::Lora, {}, 4, 8.f, 0.1f};
@@ -263,14 +276,7 @@ LN_TEST(gpu_trainer_bf16_gradients_close_to_f32) {
   // Random models with head_dim 32 and 64, 100 tokens (two key tiles): on sm_80+ the forward is the tensor-core
   // attention, whose bf16 output and log-sum-exp the backward then starts from.
   for (const int hd : {32, 64}) {
-    lntiny::TinyOpts o;
-    o.hidden = 2 * hd;
-    o.heads = 4;
-    o.kv = 2;
-    o.head_dim = hd;
-    o.inter = 136;
-    o.layers = 2;
-    o.seed = 40 + uint32_t(hd);
+    const lntiny::TinyOpts o = attention_model(hd, 2, 40 + uint32_t(hd));
     const lntiny::Tiny m(o);
     check(hd == 32 ? "random hd32" : "random hd64", m.cfg, m.w, lntiny::random_tokens(100, o.vocab, 9));
   }
@@ -353,14 +359,7 @@ LN_TEST(gpu_trainer_sparse_gradients_and_kept_activations) {
   }
   // head_dim 32: in the bf16 mode on sm_80+ the attention runs on tensor cores (bf16 saves), with wo's columns and
   // with wo dense; and the bf16 gradients still within the bound of the CPU's.
-  lntiny::TinyOpts o;
-  o.hidden = 64;
-  o.heads = 4;
-  o.kv = 2;
-  o.head_dim = 32;
-  o.inter = 136;
-  o.layers = 3;
-  o.seed = 77;
+  const lntiny::TinyOpts o = attention_model(32, 3, 77);
   const lntiny::Tiny m(o);
   const std::vector<int32_t> ids = lntiny::random_tokens(100, o.vocab, 5);
   const OneSeq rb = next_token_batch(ids);
@@ -403,16 +402,9 @@ LN_TEST(gpu_trainer_family_gradients_match_cpu) {
   };
   for (const char* name : {"tiny-qwen3", "tiny-qwen2-yarn", "tiny-gemma2", "tiny-cohere"}) check(*fixture_or_skip(name));
   for (const auto family : {lntiny::TinyOpts::Family::Gemma2, lntiny::TinyOpts::Family::Cohere}) {
-    lntiny::TinyOpts o;
+    lntiny::TinyOpts o = attention_model(64, 2, 50 + uint32_t(family));
     o.family = family;
-    o.hidden = 128;
-    o.heads = 4;
-    o.kv = 2;
-    o.head_dim = 64;
-    o.inter = 136;
-    o.layers = 2;
     o.tied = true;
-    o.seed = 50 + uint32_t(family);
     const lntiny::Tiny m(o);
     Fixture f;
     f.name = family == lntiny::TinyOpts::Family::Gemma2 ? "random gemma2 hd64" : "random cohere hd64";
