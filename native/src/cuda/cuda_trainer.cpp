@@ -282,6 +282,46 @@ CudaTrainer::LayerNeeds CudaTrainer::needs(int l) const {
   return n;
 }
 
+CudaTrainer::SaveMembers CudaTrainer::kept_members(const LayerNeeds& n) const {
+  const ModelConfig& c = cfg_;
+  SaveMembers k{};
+  k[kHin] = n.hin;
+  k[kX1] = n.x1;
+  for (SaveMember m : {kQ, kK, kV, kAtt, kLse}) k[m] = n.attn;
+  k[kAttg] = n.attg;
+  k[kHmid] = n.hmid;
+  k[kX2] = n.x2;
+  k[kGu] = true;  // (the FFN's backward always runs in a layer that keeps anything)
+  k[kAct] = n.act;
+  k[kQkPre] = c.qk_norm && n.attn;
+  k[kOPre] = c.post_norms && n.attn;
+  k[kDownPre] = c.post_norms;
+  return k;
+}
+
+cuda_model::LayerSave CudaTrainer::save_at(const SaveOffsets& o) const {
+  char* A = acts_.as<char>();
+  auto at = [&](SaveMember m) -> void* { return o[m] == kNoSave ? nullptr : A + o[m]; };
+  auto f32 = [&](SaveMember m) { return static_cast<float*>(at(m)); };
+  cuda_model::LayerSave s;
+  s.hin = f32(kHin);
+  s.x1 = at(kX1);
+  s.q = at(kQ);
+  s.k = at(kK);
+  s.v = at(kV);
+  s.att = at(kAtt);
+  s.lse = f32(kLse);
+  s.attg = at(kAttg);
+  s.hmid = f32(kHmid);
+  s.x2 = at(kX2);
+  s.gu = at(kGu);
+  s.act = at(kAct);
+  s.qk_pre = f32(kQkPre);
+  s.o_pre = f32(kOPre);
+  s.down_pre = f32(kDownPre);
+  return s;
+}
+
 // The activation arena for T tokens (the layers at or above the lowest trainable one) and the work buffers.
 void CudaTrainer::ensure(int64_t T) {
   if (T <= cap_T_ && acts_.get()) return;
@@ -299,54 +339,44 @@ void CudaTrainer::ensure(int64_t T) {
       return off;
     }
   };
-  // Activations: what each layer's backward reads (needs(l)); with recompute, only each layer's input, and one set
-  // of the rest (every member some layer needs) that the layer being recomputed fills. An absent member: kNone.
+  // Activations: what each layer's backward reads (kept_members(needs(l))); with recompute, only each layer's input,
+  // and one set of the rest (every member some layer keeps) that the layer being recomputed fills.
   Plan pa;
-  constexpr size_t kNone = ~size_t(0);
-  enum Member { kHin, kX1, kQ, kK, kV, kAtt, kLse, kAttg, kHmid, kX2, kGu, kAct, kQkPre, kOPre, kDownPre, kMembers };
-  using SaveOffsets = std::array<size_t, kMembers>;
   // q / k / v and the attention output in the attention's dtype: bf16 where it runs on tensor cores, and then the
   // output wo reads is the one the attention's backward reads (the same bf16 values: kept once).
   const bool tc = rt_->tensor_core_attention();
-  const size_t ae = tc ? 2 : 4;
-  auto save_set = [&](bool input, bool rest, const LayerNeeds& n) -> SaveOffsets {
+  const size_t ae = tc ? 2 : 4, ge = ge_;
+  struct Shape {
+    int64_t width;
+    size_t bytes;
+  };
+  const std::array<Shape, kMembers> shape = {{{H, 4}, {H, ge}, {qd, ae}, {kvd, ae}, {kvd, ae}, {qd, ae}, {nh, 4},
+                                              {qd, ge}, {H, 4}, {H, ge}, {2 * I, ge}, {I, ge}, {qd + kvd, 4}, {H, 4},
+                                              {H, 4}}};  // in SaveMember's order
+  auto save_set = [&](const SaveMembers& keep) -> SaveOffsets {
     SaveOffsets o;
-    o.fill(kNone);
-    auto take = [&](Member m, bool need, int64_t elements, size_t bytes) {
-      if (need) o[m] = pa.take(size_t(T * elements) * bytes);
-    };
-    take(kHin, input, H, 4);
-    if (!rest) return o;
-    take(kX1, n.x1, H, ge_);
-    for (const auto& [m, width] : std::initializer_list<std::pair<Member, int64_t>>{{kQ, qd}, {kK, kvd}, {kV, kvd},
-                                                                                     {kAtt, qd}})
-      take(m, n.attn, width, ae);
-    take(kLse, n.attn, nh, 4);
-    if (tc && n.attn && n.attg) o[kAttg] = o[kAtt];
-    else take(kAttg, n.attg, qd, ge_);
-    take(kHmid, n.hmid, H, 4);
-    take(kX2, n.x2, H, ge_);
-    take(kGu, true, 2 * I, ge_);
-    take(kAct, n.act, I, ge_);
-    take(kQkPre, c.qk_norm && n.attn, qd + kvd, 4);
-    take(kOPre, c.post_norms && n.attn, H, 4);
-    take(kDownPre, c.post_norms, H, 4);
+    o.fill(kNoSave);
+    for (int m = 0; m < kMembers; ++m)
+      if (keep[size_t(m)] && !(m == kAttg && tc && keep[kAtt]))
+        o[size_t(m)] = pa.take(size_t(T * shape[size_t(m)].width) * shape[size_t(m)].bytes);
+    if (tc && keep[kAtt] && keep[kAttg]) o[kAttg] = o[kAtt];
     return o;
   };
   const bool rc = opt_.recompute;
   std::vector<SaveOffsets> lo(static_cast<size_t>(L));
-  LayerNeeds any;  // with recompute: every member some layer needs
+  SaveMembers any{};  // with recompute: every member some layer keeps, but the input
   for (int l = first; l < L; ++l) {
-    const LayerNeeds n = needs(l);
-    for (const auto& [a, b] : std::initializer_list<std::pair<bool*, bool>>{
-             {&any.attn, n.attn}, {&any.x1, n.x1}, {&any.attg, n.attg}, {&any.hmid, n.hmid}, {&any.x2, n.x2},
-             {&any.act, n.act}})
-      *a = *a || b;
-    lo[size_t(l)] = save_set(rc || n.hin, !rc, n);  // (with recompute the input is what the layer is recomputed from)
+    SaveMembers keep = kept_members(needs(l));
+    if (rc) {  // the layer's input (what it is recomputed from), the rest in the shared set
+      for (int m = 0; m < kMembers; ++m) any[size_t(m)] = any[size_t(m)] || (m != kHin && keep[size_t(m)]);
+      keep.fill(false);
+      keep[kHin] = true;
+    }
+    lo[size_t(l)] = save_set(keep);
   }
-  const SaveOffsets shared = save_set(false, rc && first < L, any);  // (its input: the recomputed layer's own)
+  shared_offsets_ = save_set(any);  // (empty without recompute; its input: the recomputed layer's own)
   // The selected input columns of Cols weights, kept by the forward (also with recompute: they are small).
-  std::vector<size_t> o_sel_x(lay_.params.size(), kNone);
+  std::vector<size_t> o_sel_x(lay_.params.size(), kNoSave);
   for (size_t i = 0; i < lay_.params.size(); ++i) {
     const Param& p = lay_.params[i];
     if (gathers_input(p) && p.layer >= first) o_sel_x[i] = pa.take(size_t(T * sel_ld(int64_t(p.index.size()))) * ge_);
@@ -365,34 +395,12 @@ void CudaTrainer::ensure(int64_t T) {
   allocating("the trainer's activations for " + std::to_string(T) + " tokens on cuda:" + std::to_string(device_),
              double(pa.at), [&] { acts_.ensure(pa.at); }, "fewer tokens per micro-batch (--batch / --chunk)");
   char* A = acts_.as<char>();
-  auto save_at = [&](const SaveOffsets& o) {
-    auto at = [&](Member m) -> void* { return o[m] == kNone ? nullptr : A + o[m]; };
-    auto f32 = [&](Member m) { return static_cast<float*>(at(m)); };
-    LayerSave s;
-    s.hin = f32(kHin);
-    s.x1 = at(kX1);
-    s.q = at(kQ);
-    s.k = at(kK);
-    s.v = at(kV);
-    s.att = at(kAtt);
-    s.lse = f32(kLse);
-    s.attg = at(kAttg);
-    s.hmid = f32(kHmid);
-    s.x2 = at(kX2);
-    s.gu = at(kGu);
-    s.act = at(kAct);
-    s.qk_pre = f32(kQkPre);
-    s.o_pre = f32(kOPre);
-    s.down_pre = f32(kDownPre);
-    return s;
-  };
   saves_.assign(size_t(L), LayerSave{});
   for (int l = first; l < L; ++l) saves_[size_t(l)] = save_at(lo[size_t(l)]);
   recompute_saves_.assign(size_t(L), LayerSave{});
-  shared_save_ = save_at(shared);  // (empty without recompute)
   x_sel_.assign(lay_.params.size(), nullptr);
   for (size_t i = 0; i < lay_.params.size(); ++i)
-    if (o_sel_x[i] != kNone) x_sel_[i] = A + o_sel_x[i];
+    if (o_sel_x[i] != kNoSave) x_sel_[i] = A + o_sel_x[i];
   xf_ = reinterpret_cast<float*>(A + o_xf);
   xfg_ = A + o_xfg;
   lora_h_.clear();

@@ -108,6 +108,14 @@ class CudaTrainer final : public TrainingRuntime, public cuda_model::LinearHook 
     bool hin = false, x1 = false, attg = false, hmid = false, x2 = false, act = false;  // LayerSave's members
   };
   LayerNeeds needs(int l) const;
+  // LayerSave's members, and which of them a layer with needs n keeps: one definition for the activation plan
+  // (ensure) and for the mask of the recomputed layer (layer_saves). Offsets into acts_ (kNoSave: not kept).
+  enum SaveMember { kHin, kX1, kQ, kK, kV, kAtt, kLse, kAttg, kHmid, kX2, kGu, kAct, kQkPre, kOPre, kDownPre, kMembers };
+  using SaveMembers = std::array<bool, kMembers>;
+  using SaveOffsets = std::array<size_t, kMembers>;
+  static constexpr size_t kNoSave = ~size_t(0);
+  SaveMembers kept_members(const LayerNeeds& n) const;
+  cuda_model::LayerSave save_at(const SaveOffsets& o) const;  // the members' pointers (null where not kept)
   // The forward gathers the selected input columns of a layer's Cols weight (after_linear) instead of keeping its
   // whole input (dense_then_mask reads the whole input; the LM head's input is kept whole anyway).
   bool gathers_input(const Param& p) const {
@@ -173,7 +181,8 @@ class CudaTrainer final : public TrainingRuntime, public cuda_model::LinearHook 
   std::vector<cuda_model::LayerSave> saves_;  // per layer (with recompute: the input only)
   std::vector<void*> x_sel_;  // per param: [T, sel_ld(n)] its input's selected columns (gathers_input), GEMM dtype
   bool any_gather_ = false;
-  cuda_model::LayerSave shared_save_, recomputed_;  // recompute: the one full set (no input), and it with layer l's
+  SaveOffsets shared_offsets_{};                     // recompute: the one full set (no input)
+  cuda_model::LayerSave recomputed_;                 // recompute: the shared set as layer l keeps it, and its input
   std::vector<cuda_model::LayerSave> recompute_saves_;  // recompute: all empty but the layer being recomputed
   float* xf_ = nullptr;   // [T, H] final-normed states, float32
   void* xfg_ = nullptr;   // the same in the GEMM dtype

@@ -82,16 +82,11 @@ void CudaTrainer::norm_backward(int64_t T, const float* x, const float* w, const
 const cuda_model::LayerSave& CudaTrainer::layer_saves(int l) {
   if (!opt_.recompute) return saves_[size_t(l)];
   // The shared set without what this layer's backward does not read (the recomputed forward skips keeping it).
-  const LayerNeeds n = needs(l);
-  LayerSave mine = shared_save_;
-  for (auto [need, member] : std::initializer_list<std::pair<bool, void**>>{
-           {n.x1, &mine.x1}, {n.attg, &mine.attg}, {n.x2, &mine.x2}, {n.act, &mine.act}})
-    if (!need) *member = nullptr;
-  if (!n.hmid) mine.hmid = nullptr;
-  if (!n.attn) {
-    for (void** member : {&mine.q, &mine.k, &mine.v, &mine.att}) *member = nullptr;
-    for (float** member : {&mine.lse, &mine.qk_pre, &mine.o_pre}) *member = nullptr;
-  }
+  const SaveMembers keep = kept_members(needs(l));
+  SaveOffsets o = shared_offsets_;
+  for (int m = 0; m < kMembers; ++m)
+    if (!keep[size_t(m)] || m == kHin) o[size_t(m)] = kNoSave;
+  const LayerSave mine = save_at(o);
   cuda::copy_device(rt_->h_.get(), saves_[size_t(l)].hin, size_t(cur_T_ * cfg_.hidden) * 4, s_);
   {
     // The recomputed forward is one step of the clocked backward, not the forward's steps again; afterwards (also
