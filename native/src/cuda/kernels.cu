@@ -442,6 +442,7 @@ void norm_rows_ex(int64_t M, const float* x, int64_t ldx, const int64_t* rows, c
                   int64_t ldy, int64_t n, float eps, bool layer_norm, Stream stream) {
   if (M <= 0) return;
   if (M > 2147483647) throw std::runtime_error("langneurons cuda: norm_rows_ex: too many rows");
+  if (rows && y == x) throw std::invalid_argument("langneurons cuda: norm_rows_ex: a row gather cannot be in place");
   const unsigned grid = unsigned(M);
   cudaStream_t s = as_stream(stream);
   uint16_t* yb = static_cast<uint16_t*>(y);

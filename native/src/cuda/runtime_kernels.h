@@ -65,7 +65,9 @@ void gemm_simple(int64_t M, int64_t N, int64_t K, const void* X, int64_t ldx, co
 void rmsnorm_rows_ex(int64_t M, const float* x, int64_t ldx, const int64_t* rows, const float* w, void* y,
                      bool y_bf16, int64_t ldy, int64_t n, float eps, Stream stream);
 // The same with the model's norm: layer_norm = Cohere's LayerNorm (ops.h layernorm: mean-centred, weight, no
-// bias), else RMSNorm (Gemma's (1 + w) form is an RMSNorm whose weights hold 1 + w). y may alias x.
+// bias), else RMSNorm (Gemma's (1 + w) form is an RMSNorm whose weights hold 1 + w). y may alias x without rows
+// (each block reads and writes its own row); with rows it may not (a block could overwrite a row another block
+// has still to read).
 void norm_rows_ex(int64_t M, const float* x, int64_t ldx, const int64_t* rows, const float* w, void* y, bool y_bf16,
                   int64_t ldy, int64_t n, float eps, bool layer_norm, Stream stream);
 // Qwen3's q/k norms: RMSNorm over each head_dim slice of the q heads (weights q_norm) and of the k heads that
