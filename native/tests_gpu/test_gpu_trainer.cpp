@@ -342,7 +342,8 @@ LN_TEST(gpu_trainer_sparse_gradients_and_kept_activations) {
                   kvd = int64_t(c.n_kv_heads) * c.head_dim, n_down = int64_t(neuron_selection(c).size()),
                   ld_down = (n_down + 7) / 8 * 8;
     auto a = [&](int64_t width, int64_t bytes) { return (T * width * bytes + 255) / 256 * 256; };  // 256-aligned
-    const int64_t attention = a(H, 4) + a(qd, ae) + 2 * a(kvd, ae) + a(qd, ae) + a(nh, 4) + a(H, 4);  // hin q k v att lse hmid
+    // hin, q, k, v, att, lse, hmid
+    const int64_t attention = a(H, 4) + a(qd, ae) + 2 * a(kvd, ae) + a(qd, ae) + a(nh, 4) + a(H, 4);
     const int64_t wo_input = wo_cols ? a(8, ge) : (ae == 2 ? 0 : a(qd, ge));
     return (a(H, ge) + a(2 * I, ge))                           // layer 0: x2, gate/up
            + (attention + a(2 * I, ge))                        // layer 1

@@ -2,7 +2,8 @@
 // of attention_backward (p = exp(scale q.k - lse), D = dout.out, ds = p (dout.v - D) scale, dq = sum ds k,
 // dk = sum ds q, dv = sum p dout) with every product an mma.sync m16n8k16 (warp_mma.cuh): bf16 operands, float32
 // accumulation. q, k, v and out are the bf16 tensors the forward's tensor-core attention read and wrote (the trainer
-// keeps them so); dout, p and ds are rounded to bf16 for their products, as FlashAttention-2's backward does. FlashAttention-2's split, nothing atomic, every output written by one block:
+// keeps them so); dout, p and ds are rounded to bf16 for their products, as FlashAttention-2's backward does.
+// FlashAttention-2's split, nothing atomic, every output written by one block:
 //   dq_tc_kernel:  one block of 4 warps per (64 query rows, head); each warp owns 16 rows and keeps their dq in
 //                  registers; key tiles of 32 from the start of the first row's sequence to the last row.
 //   dkv_tc_kernel: one block per (64 key rows, kv head); each warp owns 16 keys and keeps their dk, dv in registers;
@@ -15,7 +16,8 @@
 //     all 256 columns would be 256 floats per thread, more than the 255 registers there are. S^T and dP^T are still
 //     products over all 256 dimensions (from the full tiles in shared memory), so the two blocks of a key tile
 //     compute them twice: the price of keeping every accumulator in registers.
-// Operand tiles are staged in shared memory as bf16 (q, k, v copied, dout rounded) and read with ldmatrix; a pair (query i, key j) counts when both rows belong to one sequence (equal seq_row0) and j <= i.
+// Operand tiles are staged in shared memory as bf16 (q, k, v copied, dout rounded) and read with ldmatrix; a pair
+// (query i, key j) counts when both rows belong to one sequence (equal seq_row0) and j <= i.
 #include <cuda_runtime.h>
 
 #include <stdexcept>
@@ -105,14 +107,11 @@ __global__ void __launch_bounds__(kWarps * 32) dq_tc_kernel(int64_t T, int n_hea
     lse_s[ii] = ii < ni ? lse[(i0 + ii) * n_heads + h] : 0.f;
     q_seq[ii] = ii < ni ? seq_row0[i0 + ii] : -1;
   }
-  // D_i = dout_i . out_i in float32 (one warp per row, lane-strided, then the warp tree: reduce::warp_dot's order),
-  // also for the dk/dv pass.
+  // D_i = dout_i . out_i in float32 (one warp per row, lane-strided, then the warp tree), also for the dk/dv pass.
   for (int ii = warp; ii < ni; ii += kWarps) {
     const uint16_t* o = out + (i0 + ii) * ldo + int64_t(h) * HD;
     const float* gr = dout + (i0 + ii) * lddo + int64_t(h) * HD;
-    float part = 0.f;
-    for (int d = lane; d < HD; d += 32) part += bf16_to_f32(o[d]) * gr[d];
-    const float a = reduce::warp_sum(part);
+    const float a = reduce::warp_dot(o, gr, HD);
     if (lane == 0) {
       D_s[ii] = a;
       d_rows[(i0 + ii) * n_heads + h] = a;
@@ -250,9 +249,9 @@ __global__ void __launch_bounds__(kWarps * 32) dkv_tc_kernel(int64_t T, int n_he
 
 template <int HD>
 void launch(int64_t T, int n_heads, int n_kv_heads, const uint16_t* q, int64_t ldq, const uint16_t* k,
-            const uint16_t* v, int64_t ldkv, const uint16_t* out, int64_t ldo, const float* dout, int64_t lddo, const float* lse,
-            const int64_t* seq_row0, const int32_t* seq_len, float scale, float cap, int window, float* dq,
-            int64_t lddq, float* dk, float* dv, int64_t lddkv, float* d_rows, Stream stream) {
+            const uint16_t* v, int64_t ldkv, const uint16_t* out, int64_t ldo, const float* dout, int64_t lddo,
+            const float* lse, const int64_t* seq_row0, const int32_t* seq_len, float scale, float cap, int window,
+            float* dq, int64_t lddq, float* dk, float* dv, int64_t lddkv, float* d_rows, Stream stream) {
   constexpr size_t bytes = Layout<HD>::bytes;
   static_assert(bytes <= 99 * 1024, "past the least opt-in shared memory of sm_80+ GPUs");
   if (bytes > 48 * 1024) {  // head_dim 128: about 54 KiB, 256: about 84 KiB (every sm_80+ GPU allows the opt-in)

@@ -21,6 +21,13 @@ __device__ inline float warp_dot(const float* a, const float* b, int n) {
   for (int d = threadIdx.x & 31; d < n; d += 32) s += a[d] * b[d];
   return warp_sum(s);
 }
+// The same with a in bf16 (the tensor-core backward's saved output; widened exactly, so the same sums as above on
+// the widened values).
+__device__ inline float warp_dot(const uint16_t* a_bf16, const float* b, int n) {
+  float s = 0.f;
+  for (int d = threadIdx.x & 31; d < n; d += 32) s += ln::bf16_to_f32(a_bf16[d]) * b[d];
+  return warp_sum(s);
+}
 __device__ inline float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, o));
   return v;

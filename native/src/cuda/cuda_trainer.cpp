@@ -356,10 +356,11 @@ void CudaTrainer::ensure(int64_t T) {
   auto save_set = [&](const SaveMembers& keep) -> SaveOffsets {
     SaveOffsets o;
     o.fill(kNoSave);
-    for (int m = 0; m < kMembers; ++m)
-      if (keep[size_t(m)] && !(m == kAttg && tc && keep[kAtt]))
-        o[size_t(m)] = pa.take(size_t(T * shape[size_t(m)].width) * shape[size_t(m)].bytes);
-    if (tc && keep[kAtt] && keep[kAttg]) o[kAttg] = o[kAtt];
+    for (int m = 0; m < kMembers; ++m) {
+      if (!keep[size_t(m)]) continue;
+      if (m == kAttg && tc && keep[kAtt]) o[kAttg] = o[kAtt];  // (kAtt comes first)
+      else o[size_t(m)] = pa.take(size_t(T * shape[size_t(m)].width) * shape[size_t(m)].bytes);
+    }
     return o;
   };
   const bool rc = opt_.recompute;
@@ -422,12 +423,12 @@ void CudaTrainer::ensure(int64_t T) {
   const int64_t M = std::max(T, kLmChunk), wide = std::max({H, qd, QKV, 2 * I});
   // dgu in float32: the f32 mode's GEMM operand, or an adapter's on gate / up (the bf16 mode's GEMMs read the bf16
   // one the SwiGLU backward writes into g_).
-  bool gu_adapted = false;
-  for (const LoraAdapter& ad : lay_.adapters) gu_adapted = gu_adapted || ad.role == kWGate || ad.role == kWUp;
+  bool f32_dgu = !bf16_;
+  for (const LoraAdapter& ad : lay_.adapters) f32_dgu = f32_dgu || ad.role == kWGate || ad.role == kWUp;
   Plan pw;
   const size_t o_dh = pw.take(size_t(T * H) * 4), o_dx = pw.take(size_t(T * std::max({H, qd, kvd})) * 4),
                o_datt = pw.take(size_t(T * qd) * 4), o_dqkv = pw.take(size_t(T * QKV) * 4),
-               o_da = pw.take(size_t(T * I) * 4), o_dgu = pw.take(size_t(!bf16_ || gu_adapted ? T * 2 * I : 0) * 4),
+               o_da = pw.take(size_t(T * I) * 4), o_dgu = pw.take(size_t(f32_dgu ? T * 2 * I : 0) * 4),
                o_dxf = pw.take(size_t(T * H) * 4), o_chunk = pw.take(size_t(kLmChunk * V) * 4),
                o_chunkg = bf16_ ? pw.take(size_t(kLmChunk * V) * 2) : o_chunk,
                o_g = pw.take(size_t(T * wide) * ge_),
@@ -449,7 +450,7 @@ void CudaTrainer::ensure(int64_t T) {
   char* W = work_.as<char>();
   auto f = [&](size_t o) { return reinterpret_cast<float*>(W + o); };
   dh_ = f(o_dh); dx_ = f(o_dx); datt_ = f(o_datt); dqkv_ = f(o_dqkv); da_ = f(o_da);
-  dgu_ = !bf16_ || gu_adapted ? f(o_dgu) : nullptr;
+  dgu_ = f32_dgu ? f(o_dgu) : nullptr;
   dxf_ = f(o_dxf); chunk_ = f(o_chunk); chunk_g_ = W + o_chunkg; g_ = W + o_g; conv_ = f(o_conv);
   sel_ = f(o_sel); dw_sel_ = f(o_dw_sel); sel2_ = f(o_sel2); dense_dw_ = f(o_dense); partials_ = f(o_part); d_rows_ = f(o_drows);
   dpost_ = c.post_norms ? f(o_dpost) : nullptr;

@@ -110,7 +110,9 @@ class CudaTrainer final : public TrainingRuntime, public cuda_model::LinearHook 
   LayerNeeds needs(int l) const;
   // LayerSave's members, and which of them a layer with needs n keeps: one definition for the activation plan
   // (ensure) and for the mask of the recomputed layer (layer_saves). Offsets into acts_ (kNoSave: not kept).
-  enum SaveMember { kHin, kX1, kQ, kK, kV, kAtt, kLse, kAttg, kHmid, kX2, kGu, kAct, kQkPre, kOPre, kDownPre, kMembers };
+  enum SaveMember {
+    kHin, kX1, kQ, kK, kV, kAtt, kLse, kAttg, kHmid, kX2, kGu, kAct, kQkPre, kOPre, kDownPre, kMembers
+  };
   using SaveMembers = std::array<bool, kMembers>;
   using SaveOffsets = std::array<size_t, kMembers>;
   static constexpr size_t kNoSave = ~size_t(0);
