@@ -623,7 +623,7 @@ void attention_backward(int64_t T, int n_heads, int n_kv_heads, int head_dim, co
 void swiglu_backward(int64_t M, int64_t I, const void* gu, DType gu_dtype, int64_t ldgu, const float* da, int64_t ldda,
                      float* dgu, uint16_t* dgu_bf16, int64_t lddgu, Stream stream, bool gelu) {
   if (M <= 0 || I <= 0) return;
-  if (!dgu && !dgu_bf16) throw std::invalid_argument("langneurons cuda: swiglu_backward: no output");
+  if (!dgu && !dgu_bf16) bad("swiglu_backward", "no output");
   if (gu_dtype == DType::BF16)
     swiglu_backward_kernel<uint16_t><<<grid_for(M * I), kThreads, 0, as_stream(stream)>>>(
         M, I, static_cast<const uint16_t*>(gu), ldgu, da, ldda, dgu, dgu_bf16, lddgu, gelu);
@@ -631,7 +631,7 @@ void swiglu_backward(int64_t M, int64_t I, const void* gu, DType gu_dtype, int64
     swiglu_backward_kernel<float><<<grid_for(M * I), kThreads, 0, as_stream(stream)>>>(
         M, I, static_cast<const float*>(gu), ldgu, da, ldda, dgu, dgu_bf16, lddgu, gelu);
   else
-    throw std::invalid_argument("langneurons cuda: swiglu_backward: gate/up must be float32 or bf16");
+    bad("swiglu_backward", "gate/up must be float32 or bf16");
   check_launch("swiglu_backward");
 }
 
