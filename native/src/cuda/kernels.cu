@@ -12,6 +12,7 @@
 #include <string>
 
 #include "cuda/cuda_check.cuh"
+#include "cuda/elementwise.cuh"
 #include "cuda/block_reduce.cuh"
 #include "core/oom.h"
 #include "cuda/cuda_backend.h"
@@ -23,14 +24,8 @@ namespace ln {
 namespace cuda {
 namespace {
 
-
-// Grid size for a grid-stride loop over n items.
-unsigned grid_for(int64_t n, int threads) {
-  int64_t b = (n + threads - 1) / threads;
-  if (b < 1) b = 1;
-  if (b > 65535) b = 65535;
-  return unsigned(b);
-}
+using elementwise::grid_for;  // the launch shape of the element-wise kernels
+using elementwise::kThreads;
 
 using namespace reduce;  // warp / block reductions (cuda/block_reduce.cuh)
 
@@ -355,7 +350,7 @@ void rope_tables(const float* inv_freq, int half, int64_t p0, int64_t p1, float*
                  Stream stream, float attention_factor) {
   const int64_t n_pos = p1 - p0;
   if (n_pos <= 0 || half <= 0) return;
-  rope_tables_kernel<<<grid_for(n_pos * half, 256), 256, 0, as_stream(stream)>>>(inv_freq, half, p0, n_pos, cos_out,
+  rope_tables_kernel<<<grid_for(n_pos * half), kThreads, 0, as_stream(stream)>>>(inv_freq, half, p0, n_pos, cos_out,
                                                                                  sin_out, attention_factor);
   check_launch("rope_tables");
 }
@@ -369,13 +364,13 @@ void rope_apply(int64_t T, float* x, int64_t ldx, int n_heads, int head_dim, con
 
 void swiglu_rows(int64_t M, int64_t n, float* g, int64_t ldg, const float* u, int64_t ldu, Stream stream) {
   if (M <= 0 || n <= 0) return;
-  swiglu_kernel<<<grid_for(M * n, 256), 256, 0, as_stream(stream)>>>(M, n, g, ldg, u, ldu);
+  swiglu_kernel<<<grid_for(M * n), kThreads, 0, as_stream(stream)>>>(M, n, g, ldg, u, ldu);
   check_launch("swiglu_rows");
 }
 
 void round_bf16(float* x, int64_t n, Stream stream) {
   if (n <= 0) return;
-  round_bf16_kernel<<<grid_for(n, 256), 256, 0, as_stream(stream)>>>(x, n);
+  round_bf16_kernel<<<grid_for(n), kThreads, 0, as_stream(stream)>>>(x, n);
   check_launch("round_bf16");
 }
 
@@ -471,7 +466,7 @@ void head_rmsnorm(int64_t T, float* qkv, int64_t ld, int n_heads, int n_kv_heads
 
 void finish_logits(int64_t M, int64_t n, float* logits, int64_t ld, float scale, float cap, Stream stream) {
   if (M <= 0 || n <= 0 || (scale == 1.f && cap == 0.f)) return;
-  finish_logits_kernel<<<grid_for(M * n, 256), 256, 0, as_stream(stream)>>>(M, n, logits, ld, scale, cap);
+  finish_logits_kernel<<<grid_for(M * n), kThreads, 0, as_stream(stream)>>>(M, n, logits, ld, scale, cap);
   check_launch("finish_logits");
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cuda/cuda_check.cuh"
+#include "cuda/elementwise.cuh"
 #include "cuda/runtime_kernels.h"
 #include "kernels/math.h"
 
@@ -14,19 +15,10 @@ namespace ln {
 namespace cuda {
 namespace {
 
-
-constexpr int kThreads = 256;
-unsigned grid_for(int64_t n) {
-  int64_t b = (n + kThreads - 1) / kThreads;
-  if (b < 1) b = 1;
-  if (b > 65535 * 8) b = 65535 * 8;  // grid-stride loops cover the rest
-  return unsigned(b);
-}
-
-__device__ inline float as_f32(float x) { return x; }
-__device__ inline float as_f32(uint16_t x) { return ln::bf16_to_f32(x); }
-__device__ inline void put(float* y, int64_t i, float v) { y[i] = v; }
-__device__ inline void put(uint16_t* y, int64_t i, float v) { y[i] = ln::f32_to_bf16(v); }
+using elementwise::as_f32;
+using elementwise::grid_for;
+using elementwise::kThreads;
+using elementwise::put;
 
 __global__ void convert_bf16_kernel(const void* src, DType t, int64_t n, uint16_t* dst) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)

@@ -13,6 +13,7 @@
 
 #include "cuda/block_reduce.cuh"
 #include "cuda/cuda_check.cuh"
+#include "cuda/elementwise.cuh"
 #include "cuda/train_kernels.h"
 #include "kernels/math.h"
 
@@ -20,15 +21,14 @@ namespace ln {
 namespace cuda {
 namespace {
 
-// A stored value as float32 (bf16 widens exactly).
-__device__ inline float as_f32(float x) { return x; }
-__device__ inline float as_f32(uint16_t x) { return ln::bf16_to_f32(x); }
-
 using reduce::block_max;
 using reduce::block_softmax;
 using reduce::block_sum;
 
-constexpr int kThreads = 256;
+using elementwise::as_f32;
+using elementwise::grid_for;
+using elementwise::kThreads;
+
 constexpr int kMaxHeadDim = 256;
 // Rows per partial of the column reductions (norm weight gradients, bias gradients): the partial count is a
 // function of the shape only, so the reduction order is too.
@@ -36,13 +36,6 @@ constexpr int64_t kRowsPerPartial = 64;
 // Elements per block of the global-norm reduction, and the cap on its partials.
 constexpr int64_t kSumsqPerBlock = kThreads * 16;
 constexpr int64_t kSumsqMaxBlocks = 4096;
-
-unsigned grid_for(int64_t n) {
-  int64_t b = (n + kThreads - 1) / kThreads;
-  if (b < 1) b = 1;
-  if (b > 65535 * 8) b = 65535 * 8;  // grid-stride loops cover the rest
-  return unsigned(b);
-}
 
 [[noreturn]] void bad(const char* fn, const std::string& what) {
   throw std::runtime_error(std::string("langneurons cuda: ") + fn + ": " + what);
