@@ -6,8 +6,9 @@
 #include <stdexcept>
 #include <string>
 
-#include "cuda/cuda_check.cuh"
 #include "cuda/block_reduce.cuh"
+#include "cuda/cuda_check.cuh"
+#include "cuda/elementwise.cuh"
 #include "cuda/site_kernels.h"
 #include "kernels/math.h"
 
@@ -15,6 +16,7 @@ namespace ln {
 namespace cuda {
 namespace {
 
+using elementwise::put;  // float32 or bf16 outputs (h_out, gu_save)
 
 constexpr int kUnitThreads = 256;  // units (neurons) per block of the site kernels
 constexpr int kMaxGridY = 65535;
@@ -129,15 +131,8 @@ __global__ void ffn_kernel(FfnParams p) {
       float g = gs[k];
       const float u = us[k];
       if (p.gu_save) {
-        if (p.h_bf16) {
-          uint16_t* row = static_cast<uint16_t*>(p.gu_save) + t * 2 * p.I;
-          row[j] = ln::f32_to_bf16(g);
-          row[p.I + j] = ln::f32_to_bf16(u);
-        } else {
-          float* row = static_cast<float*>(p.gu_save) + t * 2 * p.I;
-          row[j] = g;
-          row[p.I + j] = u;
-        }
+        put(p.gu_save, p.h_bf16, t * 2 * p.I + j, g);
+        put(p.gu_save, p.h_bf16, t * 2 * p.I + p.I + j, u);
       }
       uint8_t cls = 0xff;
       const float* rv = nullptr;
@@ -157,10 +152,7 @@ __global__ void ffn_kernel(FfnParams p) {
       float h = __fmul_rn(a, u);  // never contracted with an Add edit into an FMA: the CPU rounds the product first
       if (kEdits) h = apply_edits(p.e.edits, lo[2], hi[2], h, cls, rv);
       if (kRecord) record(p.s[3], acc[3], h, t, j, counted, p.b);
-      if (p.h_bf16)
-        static_cast<uint16_t*>(p.h_out)[t * p.ldh + j] = ln::f32_to_bf16(h);
-      else
-        static_cast<float*>(p.h_out)[t * p.ldh + j] = h;
+      put(p.h_out, p.h_bf16, t * p.ldh + j, h);
     }
   }
   if (kRecord)
