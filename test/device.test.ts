@@ -1,6 +1,8 @@
 // Device selection (src/engine/device.ts), the loud CPU fallback, and dispose(): on every machine. The GPU's own
 // results are tested by test/gpu-runtime.test.ts (skipped without a CUDA device).
 import { spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 
@@ -108,5 +110,40 @@ describe('dispose', () => {
     expect(m.activations).toBeGreaterThan(0);
     expect(m.deviceTotal).toBe(0);
     await model.dispose();
+  });
+});
+
+// What a project that installed langneurons meets when its install script did not run (npm 12 and later skip a
+// dependency's install script unless the project's package.json approves it): one line naming the file and the
+// commands that build it, exit 1.
+describe('a missing native addon', () => {
+  const run = (bin: string, env: NodeJS.ProcessEnv) =>
+    spawnSync(process.execPath, [bin, 'score', fixturePath('stories260k'), '--text', 'hello', '--device', 'cpu'],
+      { encoding: 'utf8', env: { ...process.env, ...env } });
+
+  it('LANGNEURONS_ADDON naming no file: one line naming it', () => {
+    const r = run(path.join(repoRoot, 'bin', 'langneurons.js'), { LANGNEURONS_ADDON: '/nonexistent/langneurons.node' });
+    expect(r.status).toBe(1);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines).toEqual(['langneurons: error: LANGNEURONS_ADDON=/nonexistent/langneurons.node: no such file (expected the path of a built langneurons.node)']);
+  });
+
+  it('a package without build/: one line naming the file and how to build it, also from a depending project', () => {
+    const pkg = mkdtempSync(path.join(os.tmpdir(), 'ln-no-addon-'));
+    try {
+      for (const part of ['package.json', 'bin', 'dist']) cpSync(path.join(repoRoot, part), path.join(pkg, part), { recursive: true });
+      symlinkSync(path.join(repoRoot, 'node_modules'), path.join(pkg, 'node_modules'));
+      const env = { ...process.env };
+      delete env.LANGNEURONS_ADDON;
+      const r = spawnSync(process.execPath, [path.join(pkg, 'bin', 'langneurons.js'), 'score', fixturePath('stories260k'), '--text', 'hello'],
+        { encoding: 'utf8', env });
+      expect(r.status).toBe(1);
+      const lines = r.stderr.trim().split('\n');
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toContain(`native addon not found at ${path.join(pkg, 'build', 'Release', 'langneurons.node')}`);
+      expect(lines[0]).toContain('`npm rebuild langneurons`, after `npm install-scripts approve langneurons`');
+    } finally {
+      rmSync(pkg, { recursive: true, force: true });
+    }
   });
 });
