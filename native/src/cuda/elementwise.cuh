@@ -1,7 +1,7 @@
-// What the element-wise CUDA kernels share (kernels.cu, runtime_kernels.cu, train_kernels.cu, site_kernels.cu): the launch shape of
-// their grid-stride loops and float32 / bf16 element loads and stores, so a kernel templated on its element type
-// reads one way everywhere. Device code only: include from .cu files. uint16_t elements are bf16 here (the
-// runtime's activation dtype); f16 checkpoint tensors go through kernels/math.h's dtype-aware loads instead.
+// What the element-wise CUDA kernels share (kernels.cu, runtime_kernels.cu, train_kernels.cu, site_kernels.cu):
+// the launch shape of their grid-stride loops and float32 / bf16 element loads and stores, so a kernel templated on
+// its element type reads one way everywhere. Device code only: include from .cu files. uint16_t elements are bf16
+// here (the runtime's activation dtype); f16 checkpoint tensors go through kernels/math.h's dtype-aware loads.
 #pragma once
 #include <cuda_runtime.h>
 

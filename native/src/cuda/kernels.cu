@@ -24,8 +24,10 @@ namespace ln {
 namespace cuda {
 namespace {
 
+using elementwise::as_f32;    // float32 / bf16 loads and stores (the norms' outputs, the attention's q/k/v/out)
 using elementwise::grid_for;  // the launch shape of the element-wise kernels
 using elementwise::kThreads;
+using elementwise::put;
 
 using namespace reduce;  // warp / block reductions (cuda/block_reduce.cuh)
 
@@ -44,11 +46,6 @@ __global__ void embed_rows_kernel(const void* table, DType dtype, int64_t vocab,
     o[i] = scale == 1.f ? e : e * scale;  // Gemma's embedding scale (model.cpp), a plain float32 product
   }
 }
-
-__device__ inline void store_out(float* y, int64_t i, float v) { y[i] = v; }
-__device__ inline void store_out(uint16_t* y, int64_t i, float v) { y[i] = ln::f32_to_bf16(v); }
-__device__ inline float load_in(const float* x, int64_t i) { return x[i]; }
-__device__ inline float load_in(const uint16_t* x, int64_t i) { return ln::bf16_to_f32(x[i]); }
 
 // One row's norm by the whole block, yr = norm(xr) (yr may be xr: every read of xr comes before the last barrier).
 // kLayer: Cohere's LayerNorm (mean-centred, no bias; ops.cpp layernorm), else RMSNorm (Gemma's (1 + w) is folded
@@ -70,7 +67,7 @@ __device__ inline void norm_row(const float* xr, const float* w, TOut* yr, int64
   ss = block_sum(ss, shm);  // every read of xr happens before this barrier, so y may alias x
   const float r = kLayer ? math::layernorm_inv_std(ss, n, eps) : math::rmsnorm_inv_rms(ss, n, eps);
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
-    store_out(yr, i, kLayer ? math::layernorm_apply(xr[i], mean, r, w[i]) : math::rmsnorm_apply(xr[i], r, w[i]));
+    put(yr, i, kLayer ? math::layernorm_apply(xr[i], mean, r, w[i]) : math::rmsnorm_apply(xr[i], r, w[i]));
 }
 
 // Row blockIdx.x of the output is input row rows[blockIdx.x] (or blockIdx.x without rows).
@@ -211,7 +208,7 @@ __global__ void attention_kernel(int n_heads, int n_kv_heads, int head_dim, cons
   const int kvh = h / (n_heads / n_kv_heads);
   const TIn* qr = q + t * ldq + int64_t(h) * head_dim;
   for (int d = tid; d < head_dim; d += blockDim.x) {
-    qs[d] = load_in(qr, d);
+    qs[d] = as_f32(qr[d]);
     acc[d] = 0.f;
   }
   __syncthreads();
@@ -229,7 +226,7 @@ __global__ void attention_kernel(int n_heads, int n_kv_heads, int head_dim, cons
     if (j < nk) {
       const TIn* kr = kb + int64_t(j) * ldkv;
       float dot = 0.f;
-      for (int d = 0; d < head_dim; ++d) dot += qs[d] * load_in(kr, d);
+      for (int d = 0; d < head_dim; ++d) dot += qs[d] * as_f32(kr[d]);
       score = cap > 0 ? math::softcap(dot * scale, cap) : dot * scale;  // Gemma 2: capped before the mask
     }
     math::SoftmaxState mine = math::softmax_init();
@@ -242,14 +239,14 @@ __global__ void attention_kernel(int n_heads, int n_kv_heads, int head_dim, cons
     const int32_t nt = min(int32_t(blockDim.x), nk - j0);
     for (int d = tid; d < head_dim; d += blockDim.x) {
       float a = 0.f;
-      for (int32_t jj = 0; jj < nt; ++jj) a += ps[jj] * load_in(vb, int64_t(j0 + jj) * ldkv + d);
+      for (int32_t jj = 0; jj < nt; ++jj) a += ps[jj] * as_f32(vb[int64_t(j0 + jj) * ldkv + d]);
       acc[d] = acc[d] * ra + a * rb;
     }
     __syncthreads();  // ps is rewritten by the next tile
   }
   TOut* o = out + t * ldo + int64_t(h) * head_dim;
   const float inv = 1.f / run.s;  // as the CPU's attend_row: multiply by the reciprocal of the sum
-  for (int d = tid; d < head_dim; d += blockDim.x) store_out(o, d, acc[d] * inv);
+  for (int d = tid; d < head_dim; d += blockDim.x) put(o, d, acc[d] * inv);
   if (lse && tid == 0) lse[t * n_heads + h] = math::softmax_logsumexp(run);
 }
 
