@@ -117,12 +117,13 @@ describe('dispose', () => {
 // dependency's install script unless the project's package.json approves it): one line naming the file and the
 // commands that build it, exit 1.
 describe('a missing native addon', () => {
-  const run = (bin: string, env: NodeJS.ProcessEnv) =>
-    spawnSync(process.execPath, [bin, 'score', fixturePath('stories260k'), '--text', 'hello', '--device', 'cpu'],
-      { encoding: 'utf8', env: { ...process.env, ...env } });
+  // The CLI of the package at `root`, with exactly the environment `env`.
+  const run = (root: string, env: NodeJS.ProcessEnv) =>
+    spawnSync(process.execPath, [path.join(root, 'bin', 'langneurons.js'), 'score', fixturePath('stories260k'), '--text', 'hello'],
+      { encoding: 'utf8', env });
 
   it('LANGNEURONS_ADDON naming no file: one line naming it', () => {
-    const r = run(path.join(repoRoot, 'bin', 'langneurons.js'), { LANGNEURONS_ADDON: '/nonexistent/langneurons.node' });
+    const r = run(repoRoot, { ...process.env, LANGNEURONS_ADDON: '/nonexistent/langneurons.node' });
     expect(r.status).toBe(1);
     const lines = r.stderr.trim().split('\n');
     expect(lines).toEqual(['langneurons: error: LANGNEURONS_ADDON=/nonexistent/langneurons.node: no such file (expected the path of a built langneurons.node)']);
@@ -135,8 +136,7 @@ describe('a missing native addon', () => {
       symlinkSync(path.join(repoRoot, 'node_modules'), path.join(pkg, 'node_modules'));
       const env = { ...process.env };
       delete env.LANGNEURONS_ADDON;
-      const r = spawnSync(process.execPath, [path.join(pkg, 'bin', 'langneurons.js'), 'score', fixturePath('stories260k'), '--text', 'hello'],
-        { encoding: 'utf8', env });
+      const r = run(pkg, env);
       expect(r.status).toBe(1);
       const lines = r.stderr.trim().split('\n');
       expect(lines).toHaveLength(1);

@@ -162,14 +162,15 @@ export function loadAddon(): Addon {
   if (cached) return cached;
   const override = process.env.LANGNEURONS_ADDON;
   const file = override ?? path.join(packageRoot(), 'build', 'Release', 'langneurons.node');
-  if (override !== undefined && !existsSync(file))
-    throw new LangneuronsError('E_NATIVE', `LANGNEURONS_ADDON=${file}: no such file (expected the path of a built langneurons.node)`, { file });
-  if (!existsSync(file))
+  if (!existsSync(file)) {
+    if (override !== undefined)
+      throw new LangneuronsError('E_NATIVE', `LANGNEURONS_ADDON=${file}: no such file (expected the path of a built langneurons.node)`, { file });
     // The install script builds it. npm 12 and later skip a dependency's install script unless the depending
     // project's package.json approves it (allowScripts), so a project that installed langneurons may have none.
     throw new LangneuronsError('E_NATIVE', `native addon not found at ${file}: build it with \`npm run build:native\` ` +
       'in the langneurons folder (needs cmake >= 3.18 and a C++17 compiler); in a project that depends on langneurons, ' +
       '`npm rebuild langneurons`, after `npm install-scripts approve langneurons` where npm skipped its install script', { file });
+  }
   const require = createRequire(import.meta.url);
   cached = require(file) as Addon;
   return cached;
