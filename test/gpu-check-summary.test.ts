@@ -106,6 +106,23 @@ describe.skipIf(!PY)('scripts/gpu_check_summary.py (needs python3)', () => {
     expect(rows['fine-tuning: lora torch']?.[1]).toBe('MISSED');
   });
 
+  it('judges the fine-tuning tests missed when they ran without a GPU, passed when every one ran on it', () => {
+    // vitest's output as scripts/gpu-check.sh recorded it on a machine without a GPU (a dry run with a stand-in
+    // nvidia-smi): the file's no-GPU check ran, so the file is not reported as skipped; its GPU suites were.
+    const noGpu = ['\x1b[90mstdout\x1b[2m | test/gpu-finetune.test.ts\x1b[22m\x1b[39m',
+      'gpu-finetune tests skipped: no NVIDIA driver on this machine (libcuda.so.1 not found)', '',
+      ' \x1b[32m✓\x1b[39m test/gpu-finetune.test.ts \x1b[2m(\x1b[22m\x1b[2m19 tests\x1b[22m\x1b[2m | \x1b[22m\x1b[33m18 skipped\x1b[39m\x1b[2m)\x1b[22m',
+      '\x1b[2m Test Files \x1b[22m \x1b[1m\x1b[32m2 passed\x1b[39m\x1b[22m\x1b[90m (2)\x1b[39m',
+      '\x1b[2m      Tests \x1b[22m \x1b[1m\x1b[32m6 passed\x1b[39m\x1b[22m\x1b[2m | \x1b[22m\x1b[33m18 skipped\x1b[39m\x1b[90m (24)\x1b[39m', ''].join('\n');
+    expect(summary({ ftTests: noGpu }).rows['fine-tuning: TypeScript GPU tests']?.[1]).toBe('MISSED');
+    const onGpu = [' \x1b[32m✓\x1b[39m test/gpu-finetune.test.ts \x1b[2m(\x1b[22m\x1b[2m19 tests\x1b[22m\x1b[2m)\x1b[22m',
+      '\x1b[2m Test Files \x1b[22m \x1b[1m\x1b[32m2 passed\x1b[39m\x1b[22m\x1b[90m (2)\x1b[39m',
+      '\x1b[2m      Tests \x1b[22m \x1b[1m\x1b[32m24 passed\x1b[39m\x1b[22m\x1b[90m (24)\x1b[39m', ''].join('\n');
+    const row = summary({ ftTests: onGpu }).rows['fine-tuning: TypeScript GPU tests']!;
+    expect(row[0]).toContain('24 passed (24)');
+    expect(row[1]).toBe('ok');
+  });
+
   it('prints what it can when the engine document is missing or half-written', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'gpu-summary-'));
     writeFileSync(path.join(dir, 'bench.json'), '{"bench": "gpu", "prof');
