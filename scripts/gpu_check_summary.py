@@ -4,8 +4,9 @@
   python3 scripts/gpu_check_summary.py BENCH_GPU_JSON HF_BASELINE_TXT GPU_CHECK_LOG GPU_FINETUNE_JSON FINETUNE_TESTS_TXT
 
 Any argument may name a missing file: that part of the table is left out. Reads bench_gpu's --json-out document,
-hf_baseline.py's output (its "JSON " line), the check's log (the native GPU tests' ok / FAIL / SKIPPED lines of the
-trainer), benchmarks/gpu-finetune/run.mjs's --out document and the vitest output of the fine-tuning tests.
+hf_baseline.py's output (its "JSON " line), the check's log (the native GPU tests' ok / FAIL / SKIPPED lines, the
+runtime's and the trainer's apart, and vitest's summary of the TypeScript GPU runtime tests),
+benchmarks/gpu-finetune/run.mjs's --out document and the vitest output of the fine-tuning tests.
 
 One row per figure: what, value, target, verdict. The verdict is "ok" or "MISSED" where the issue sets a target
 and the run measured what the issue names (the full shapes on a GPU); "reported" where the issue asks for the
@@ -104,29 +105,36 @@ def engine_rows(t, ours, hf):
         t.add("device bytes used vs stated", f"{m['ratio_used_vs_stated']:.3f}", "report", None)
 
 
-def native_trainer_rows(t, log):
-    """The native GPU trainer tests' lines in the check's log (the memcheck rerun is not counted)."""
-    native = re.search(r"^=== native GPU tests.*?(?=^=== |\Z)", log or "", re.M | re.S)
-    section = native.group(0) if native else ""
-    count = {k: len(re.findall(rf"^{k}\s+gpu_(?:train|gemm_backward)\w*", section, re.M))
-             for k in ("ok", "FAIL", "SKIPPED")}
-    if sum(count.values()):
-        t.add("fine-tuning: native GPU trainer tests",
-              f"{count['ok']} passed, {count['FAIL']} failed, {count['SKIPPED']} skipped", "all pass",
-              count["FAIL"] == 0 and count["SKIPPED"] == 0)
+def log_section(log, title):
+    """The part of the check's log from its "=== <title>" line to the next section's."""
+    found = re.search(rf"^=== {re.escape(title)}.*?(?=^=== |\Z)", log or "", re.M | re.S)
+    return found.group(0) if found else ""
 
 
-def finetune_test_rows(t, text):
-    if text is None:
+def native_test_rows(t, log):
+    """The native GPU tests' ok / FAIL / SKIPPED lines in the check's log, the runtime's (#12) and the trainer's
+    (#13) apart; the compute-sanitizer rerun is another section, not counted."""
+    lines = re.findall(r"^(ok|FAIL|SKIPPED)\s+(gpu_\w+)", log_section(log, "native GPU tests"), re.M)
+    for what, trainer in (("native GPU runtime tests", False), ("fine-tuning: native GPU trainer tests", True)):
+        mine = [v for v, name in lines if bool(re.match(r"gpu_(train|gemm_backward)", name)) == trainer]
+        count = {k: mine.count(k) for k in ("ok", "FAIL", "SKIPPED")}
+        if sum(count.values()):
+            t.add(what, f"{count['ok']} passed, {count['FAIL']} failed, {count['SKIPPED']} skipped", "all pass",
+                  count["FAIL"] == 0 and count["SKIPPED"] == 0)
+
+
+def vitest_rows(t, what, text, no_gpu_line):
+    """vitest's summary of GPU test files: passed when none failed and none were skipped for want of a GPU. Without
+    a usable device each GPU test file prints one line (no_gpu_line: <reason>) and skips its GPU suites; its no-GPU
+    checks still run, so the file itself need not be reported as skipped."""
+    if not text:
         return
     plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
     tests, files = re.search(r"^\s*Tests\s+(.*)", plain, re.M), re.search(r"^\s*Test Files\s+(.*)", plain, re.M)
     if tests:
-        # Without a usable device test/gpu-finetune.test.ts says so in one line and skips its GPU suites (its
-        # no-GPU checks still run, so the file itself is not reported as skipped); a whole file skipped says the same.
-        no_gpu = "gpu-finetune tests skipped:" in plain or bool(files and "skipped" in files.group(1))
-        t.add("fine-tuning: TypeScript GPU tests", tests.group(1).strip()[:38],
-              "none failed, none skipped for want of a GPU", "failed" not in tests.group(1) and not no_gpu)
+        no_gpu = no_gpu_line in plain or bool(files and "skipped" in files.group(1))
+        t.add(what, tests.group(1).strip()[:38], "none failed, none skipped for want of a GPU",
+              "failed" not in tests.group(1) and not no_gpu)
 
 
 def finetune_bench_rows(t, ft):
@@ -151,8 +159,11 @@ def main(argv):
         ours = {}
         print(f"no engine benchmark results ({e})")
     engine_rows(t, ours, hf_result(read_text(hf_txt)))
-    native_trainer_rows(t, read_text(log))
-    finetune_test_rows(t, read_text(ft_tests))
+    log_text = read_text(log)
+    native_test_rows(t, log_text)
+    vitest_rows(t, "TypeScript GPU runtime tests", log_section(log_text, "the TypeScript GPU tests"),
+                "gpu-runtime tests skipped:")
+    vitest_rows(t, "fine-tuning: TypeScript GPU tests", read_text(ft_tests), "gpu-finetune tests skipped:")
     text = read_text(ft_json)
     if text is not None:
         try:

@@ -92,14 +92,17 @@ describe.skipIf(!PY)('scripts/gpu_check_summary.py (needs python3)', () => {
     expect(llama.rows['profiling vs transformers + hooks']?.[0]).toContain('baseline of another shape or batch');
   });
 
-  it('counts the trainer tests of the native section only, and a skipped fine-tuning test file as missed', () => {
+  it('counts the runtime and trainer tests of the native section apart, and a skipped fine-tuning test file as missed', () => {
     const log = ['=== native GPU tests (x) (3 s)', 'ok  gpu_train_a', 'ok  gpu_gemm_backward_b', 'FAIL gpu_train_c',
-      'ok  gpu_rmsnorm', '=== compute-sanitizer memcheck (9 s)', 'FAIL gpu_train_d', ''].join('\n');
+      'ok  gpu_rmsnorm', 'SKIPPED gpu_attention (no CUDA device: x)', '=== compute-sanitizer memcheck (9 s)',
+      'FAIL gpu_train_d', 'FAIL gpu_rmsnorm', ''].join('\n');
     const ftTests = '\x1b[2m Test Files \x1b[22m 1 skipped (1)\n\x1b[2m      Tests \x1b[22m 17 skipped (17)\n';
     const ft = { checks: [{ what: '1B: neurons step vs full', value: 'x0.41', target: '<= 0.45', ok: true },
       { what: '8B: memory', value: '3%', target: '<= 2%', ok: false }], skipped: [], failed: [{ what: 'lora torch', why: 'out of memory' }] };
     const { rows } = summary({ log, ftTests, ft });
     expect(rows['fine-tuning: native GPU trainer tests']?.[0]).toContain('2 passed, 1 failed, 0 skipped');
+    expect(rows['native GPU runtime tests']?.[0]).toContain('1 passed, 0 failed, 1 skipped');
+    expect(rows['native GPU runtime tests']?.[1]).toBe('MISSED');
     expect(rows['fine-tuning: TypeScript GPU tests']?.[1]).toBe('MISSED');
     expect(rows['fine-tuning: 1B: neurons step vs full']?.[1]).toBe('ok');
     expect(rows['fine-tuning: 8B: memory']?.[1]).toBe('MISSED');
@@ -115,12 +118,21 @@ describe.skipIf(!PY)('scripts/gpu_check_summary.py (needs python3)', () => {
       '\x1b[2m Test Files \x1b[22m \x1b[1m\x1b[32m2 passed\x1b[39m\x1b[22m\x1b[90m (2)\x1b[39m',
       '\x1b[2m      Tests \x1b[22m \x1b[1m\x1b[32m6 passed\x1b[39m\x1b[22m\x1b[2m | \x1b[22m\x1b[33m18 skipped\x1b[39m\x1b[90m (24)\x1b[39m', ''].join('\n');
     expect(summary({ ftTests: noGpu }).rows['fine-tuning: TypeScript GPU tests']?.[1]).toBe('MISSED');
+    // The runtime's TypeScript tests are read from their section of the check's log, the same way.
+    const section = (body: string) => ['=== native GPU tests (x) (3 s)', 'ok  gpu_rmsnorm',
+      '=== the TypeScript GPU tests (the addon with the CUDA runtime, through the API and the commands) (85 s)', body,
+      '=== benchmark: the engine on the GPU (benchmarks/gpu/bench_gpu) (89 s)', ''].join('\n');
+    const runtimeNoGpu = noGpu.replaceAll('gpu-finetune', 'gpu-runtime').replaceAll('19 tests', '58 tests');
+    expect(summary({ log: section(runtimeNoGpu) }).rows['TypeScript GPU runtime tests']?.[1]).toBe('MISSED');
     const onGpu = [' \x1b[32m✓\x1b[39m test/gpu-finetune.test.ts \x1b[2m(\x1b[22m\x1b[2m19 tests\x1b[22m\x1b[2m)\x1b[22m',
       '\x1b[2m Test Files \x1b[22m \x1b[1m\x1b[32m2 passed\x1b[39m\x1b[22m\x1b[90m (2)\x1b[39m',
       '\x1b[2m      Tests \x1b[22m \x1b[1m\x1b[32m24 passed\x1b[39m\x1b[22m\x1b[90m (24)\x1b[39m', ''].join('\n');
     const row = summary({ ftTests: onGpu }).rows['fine-tuning: TypeScript GPU tests']!;
     expect(row[0]).toContain('24 passed (24)');
     expect(row[1]).toBe('ok');
+    const runtime = summary({ log: section(onGpu) }).rows;
+    expect(runtime['TypeScript GPU runtime tests']?.[1]).toBe('ok');
+    expect(runtime['native GPU runtime tests']?.[1]).toBe('ok');
   });
 
   it('prints what it can when the engine document is missing or half-written', () => {
