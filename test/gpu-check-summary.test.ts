@@ -1,7 +1,8 @@
 // scripts/gpu_check_summary.py: the table scripts/gpu-check.sh ends with on the GPU machine. A wrong verdict there
 // would misreport issues #12/#13, and the GPU minutes to rerun are few, so its rules are checked here on hand-made
-// inputs: targets judged only for the full shapes on a GPU, the baseline ratio only against the same shape and
-// batch, the trainer tests counted from the native section of the log only.
+// inputs and on vitest's output recorded without a GPU: targets judged only for the full shapes on a GPU, the
+// baseline ratio only against the same shape and batch, the runtime's and the trainer's native tests counted apart
+// from the native section of the log only, and TypeScript GPU tests skipped for want of a GPU judged missed.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -109,7 +110,7 @@ describe.skipIf(!PY)('scripts/gpu_check_summary.py (needs python3)', () => {
     expect(rows['fine-tuning: lora torch']?.[1]).toBe('MISSED');
   });
 
-  it('judges the fine-tuning tests missed when they ran without a GPU, passed when every one ran on it', () => {
+  it('judges the TypeScript GPU tests (fine-tuning, runtime) missed when they ran without a GPU, passed when every one ran on it', () => {
     // vitest's output as scripts/gpu-check.sh recorded it on a machine without a GPU (a dry run with a stand-in
     // nvidia-smi): the file's no-GPU check ran, so the file is not reported as skipped; its GPU suites were.
     const noGpu = ['\x1b[90mstdout\x1b[2m | test/gpu-finetune.test.ts\x1b[22m\x1b[39m',
