@@ -78,6 +78,19 @@ describe('this build', () => {
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/--device cuda: no usable CUDA device/);
   });
+
+  it.skipIf(cuda.devices > 0)('info --device auto without a usable device: the CPU engine\'s figures against its own estimate', () => {
+    const bin = path.join(repoRoot, 'bin', 'langneurons.js');
+    const r = spawnSync(process.execPath, [bin, 'info', fixturePath('tiny-llama3'), '--device', 'auto', '--context', '256', '--json'], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(/no usable CUDA device.*using the CPU backend/);
+    const j = JSON.parse(r.stdout);
+    expect(j.device.device).toBe('cpu');
+    // The BF16 checkpoint is memory-mapped as stored and the cache is float32: not the GPU runtime's f32 copy.
+    expect(j.device.estimate).toEqual({ ...j.memory, batchTokens: undefined, contextTokens: undefined });
+    expect(j.device.measured.weights).toBe(j.memory.weightBytes);
+    expect(j.device.measured.kvCache).toBe(j.device.estimate.kvCacheBytes);
+  });
 });
 
 describe('dispose', () => {

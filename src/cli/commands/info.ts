@@ -20,7 +20,7 @@ export function registerInfo(program: Command): void {
       const context = o.context ?? c.maxPositions;
       const kernel = loadAddon().kernelInfo();
       const mem = estimateMemory(c, { weightBytes: ck.totalBytes, batchTokens: o.batchTokens, contextTokens: context, threads: kernel.hardwareThreads });
-      const device = o.device && o.device !== 'cpu' ? await deviceReport(dir, o, context) : undefined;
+      const device = o.device && o.device !== 'cpu' ? await deviceReport(dir, o, context, ck.totalBytes) : undefined;
       const json = {
         dir: ck.dir, modelType: c.modelType, config: c, parameters: ck.parameterCount, files: ck.files,
         dtypes: ck.dtypeCounts, memory: { ...mem, batchTokens: o.batchTokens, contextTokens: context },
@@ -60,7 +60,8 @@ export function registerInfo(program: Command): void {
 
 /** Loads the model on the device, runs one forward of `batchTokens` tokens into a KV cache of `context` tokens,
  *  and reports the runtime's memory next to the estimate (the GPU runtime's buffers are sized by that forward). */
-async function deviceReport(dir: string, o: { batchTokens: number; device?: string; compute?: 'f32' | 'bf16' }, context: number) {
+async function deviceReport(dir: string, o: { batchTokens: number; device?: string; compute?: 'f32' | 'bf16' }, context: number,
+  weightBytesStored: number) {
   const model = await openModel(dir, { ...(o.device ? { device: o.device } : {}), ...(o.compute ? { compute: o.compute } : {}) });
   try {
     const c = model.config;
@@ -68,11 +69,12 @@ async function deviceReport(dir: string, o: { batchTokens: number; device?: stri
     const cache = model.createCache(1, context);
     await model.forward([Array.from({ length: n }, (_, i) => (i * 7919 + 1) % c.vocabSize)], { logits: 'none', cache, cacheSlots: [0] });
     const info = model.info();
-    return {
-      runtime: info.describe, compute: model.compute,
-      estimate: estimateDeviceMemory(c, { compute: model.compute, batchTokens: o.batchTokens, contextTokens: context }),
-      measured: info.memory,
-    };
+    // `auto` may have fallen back to the CPU engine: its figures are then set against the CPU engine's estimate
+    // (weights memory-mapped as stored, float32 cache), not the GPU runtime's.
+    const estimate = model.device === 'cpu'
+      ? estimateMemory(c, { weightBytes: weightBytesStored, batchTokens: o.batchTokens, contextTokens: context, threads: loadAddon().kernelInfo().hardwareThreads })
+      : estimateDeviceMemory(c, { compute: model.compute, batchTokens: o.batchTokens, contextTokens: context });
+    return { runtime: info.describe, device: model.device, compute: model.compute, estimate, measured: info.memory };
   } finally {
     await model.dispose();
   }
