@@ -1,7 +1,7 @@
 // The fine-tuning loop end to end on fixture models: the loss falls for every method on UDHR text, training
 // touches only the trainable rows/columns, the written checkpoint loads and reproduces the validation loss, a
 // killed-and-resumed run equals an uninterrupted one bit for bit, and bad input is refused without damage.
-import { mkdtempSync, promises as fsp, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, promises as fsp, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -193,5 +193,35 @@ describe('finetune', () => {
     console.log(`merged checkpoint loss ${sum / count} vs best validation loss ${res.bestValid} (rel ${(Math.abs(sum / count - res.bestValid) / res.bestValid).toExponential(2)})`);
     expect(Math.abs(sum / count - res.bestValid) / res.bestValid).toBeLessThan(1e-5);
     await expect(main(['node', 'langneurons', 'delta', 'apply', STORIES, path.join(run, 'delta.safetensors'), '--out', merged, '--json'])).resolves.toBe(1);
+  }, 120_000);
+
+  it('delta apply never writes over files it did not write: a user\'s files refused untouched, a killed merge\'s copies taken over', async () => {
+    const delta = path.join(tmp, 'run-cli', 'delta.safetensors');  // from the test above
+    const apply = (out: string) => main(['node', 'langneurons', 'delta', 'apply', STORIES, delta, '--out', out, '--json']);
+    const err: string[] = [];
+    const w = process.stderr.write.bind(process.stderr), wo = process.stdout.write.bind(process.stdout);
+    process.stderr.write = ((s: string) => { err.push(String(s)); return true; }) as typeof process.stderr.write;
+    process.stdout.write = (() => true) as typeof process.stdout.write;
+    const user = path.join(tmp, 'user-folder'), killed = path.join(tmp, 'killed-merge');
+    let codes: number[];
+    try {
+      mkdirSync(user);
+      writeFileSync(path.join(user, 'config.json'), '{"mine": 1}');
+      writeFileSync(path.join(user, 'notes.txt'), 'keep');
+      mkdirSync(killed);  // what a merge killed before writing model.safetensors leaves: the base's config, copied
+      copyFileSync(path.join(STORIES, 'config.json'), path.join(killed, 'config.json'));
+      codes = [await apply(user), await apply(killed), await apply(STORIES)];
+    } finally {
+      process.stderr.write = w;
+      process.stdout.write = wo;
+    }
+    expect(codes).toEqual([1, 0, 1]);
+    expect(err[0]).toMatch(/user-folder: is not empty \(holds config\.json, notes\.txt\)/);
+    expect(readFileSync(path.join(user, 'config.json'), 'utf8')).toBe('{"mine": 1}');
+    expect(existsSync(path.join(user, 'model.safetensors'))).toBe(false);
+    expect(readFileSync(path.join(killed, 'model.safetensors')).equals(readFileSync(path.join(tmp, 'merged', 'model.safetensors')))).toBe(true);
+    expect(readdirSync(killed).sort()).toEqual(readdirSync(path.join(tmp, 'merged')).sort());
+    expect(err.join('')).toMatch(/the output folder is the base model folder/);
+    expect(existsSync(path.join(STORIES, '.langneurons.lock'))).toBe(false);
   }, 120_000);
 });

@@ -162,7 +162,7 @@ export async function readAdapter(dir: string): Promise<Adapter> {
 
 /**
  * Writes base model + adapter as a Hugging Face checkpoint in outDir (same files as applyDelta). Refuses an adapter
- * made for another model (fingerprint, when recorded; shapes always) and an outDir that already holds a model.
+ * made for another model (fingerprint, when recorded; shapes always) and an outDir holding anything the merge does not write (checkOutDir).
  */
 export async function applyAdapter(modelDir: string, adapterDir: string, outDir: string, threads = 2): Promise<{ patched: string[] }> {
   const ckpt = await openCheckpoint(modelDir);

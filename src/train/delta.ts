@@ -6,13 +6,14 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
-import { writeFileAtomic } from '../io/atomic.js';
+import { removeOrphanTemps, writeFileAtomic } from '../io/atomic.js';
 import { f32ToBf16, f32ToF16 } from '../io/float16.js';
 import { readSafetensorsHeader, readTensor, writeSafetensors, type TensorToProduce, type TensorToWrite } from '../io/safetensors.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import type { ModelType } from '../model/config.js';
 import { modelIdentity } from '../profile/identity.js';
 import { tensorName, type NativeTrainer } from './native.js';
+import { LOCK_FILE } from '../io/lock.js';
 import { ensureOutputDir } from '../io/outdir.js';
 import { copyFileAtomic } from '../io/files.js';
 
@@ -69,7 +70,7 @@ function bad(file: string, msg: string): never {
 
 /**
  * Writes base model + delta as a Hugging Face checkpoint in outDir (config.json, model.safetensors, tokenizer
- * files). Refuses a delta made for another model, and an outDir that already holds a model. Everything is checked
+ * files). Refuses a delta made for another model, and an outDir holding anything this merge does not write (checkOutDir). Everything is checked
  * before anything is written; then each tensor is read, patched and written in turn (models and deltas of any
  * size, in the memory of the largest tensor).
  */
@@ -135,14 +136,39 @@ function patchTensor(dtype: string, data: Float32Array | Uint16Array, values: Fl
   return data;
 }
 
-/** Refuses an output folder that is the base model's or already holds a model. */
+/**
+ * The output folder of a merge: missing or empty, or holding only what this merge writes anyway (a killed merge
+ * into the same folder: copies of the base model's config and tokenizer files, equal byte for byte, and temporary
+ * files of writers no longer alive, which are removed). Anything else (a user's files, a model already written)
+ * is refused before any work: a merge never overwrites what it did not write.
+ */
 export async function checkOutDir(modelDir: string, outDir: string): Promise<void> {
   if (path.resolve(outDir) === path.resolve(modelDir)) bad(outDir, 'the output folder is the base model folder');
+  await removeOrphanTemps(outDir);
+  let names: string[];
   try {
-    await fsp.access(path.join(outDir, 'model.safetensors'));
-    bad(outDir, 'already holds a model.safetensors; choose another --out');
+    names = await fsp.readdir(outDir);
   } catch (e) {
-    if (e instanceof LangneuronsError) throw e;
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    if ((e as NodeJS.ErrnoException).code === 'ENOTDIR') bad(outDir, 'is a file, not a folder; choose another --out');
+    throw e;
+  }
+  if (names.includes('model.safetensors')) bad(outDir, 'already holds a model.safetensors; choose another --out');
+  const foreign: string[] = [];
+  for (const n of names) {
+    if (n === LOCK_FILE) continue;  // `delta apply`'s own (withOutputLock)
+    if (!COPY_FILES.includes(n) || !(await sameBytes(path.join(outDir, n), path.join(modelDir, n)))) foreign.push(n);
+  }
+  if (foreign.length > 0)
+    bad(outDir, `is not empty (holds ${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}) and a merge writes a whole model folder; choose an empty or new --out`);
+}
+
+async function sameBytes(a: string, b: string): Promise<boolean> {
+  try {
+    const [x, y] = await Promise.all([fsp.readFile(a), fsp.readFile(b)]);
+    return x.equals(y);
+  } catch {
+    return false;
   }
 }
 

@@ -1,6 +1,9 @@
+import path from 'node:path';
+
 import type { Command } from 'commander';
 
 import { LangneuronsError } from '../../errors.js';
+import { withOutputLock } from '../../io/lock.js';
 import { applyAdapter, isAdapterDir } from '../../train/adapter.js';
 import { applyDelta } from '../../train/delta.js';
 import { finetune, resume, type FinetuneOptions, type Schedule } from '../../train/finetune.js';
@@ -128,7 +131,11 @@ export function registerFinetune(program: Command): void {
     .action(async (dir: string, delta: string, o: { out: string; json?: boolean; threads?: string }) => {
       const threads = num('threads', o.threads) ?? 2;
       if (!Number.isInteger(threads) || threads < 1) throw new LangneuronsError('E_OPTIONS', `--threads must be an integer >= 1, got '${o.threads}'`, { field: 'threads' });
-      const r = await isAdapterDir(delta) ? await applyAdapter(dir, delta, o.out, threads) : await applyDelta(dir, delta, o.out);
+      if (path.resolve(o.out) === path.resolve(dir))
+        throw new LangneuronsError('E_OPTIONS', `${o.out}: the output folder is the base model folder; choose another --out`, { field: '--out' });
+      // One merge per folder (a second is refused naming the holder); checkOutDir allows the lock file.
+      const r = await withOutputLock(o.out, 'delta apply', async () =>
+        await isAdapterDir(delta) ? applyAdapter(dir, delta, o.out, threads) : applyDelta(dir, delta, o.out));
       printResult(o, { out: o.out, patched: r.patched }, () => `wrote ${o.out} (${r.patched.length} tensors changed)\n`);
     });
 }
