@@ -276,4 +276,18 @@ describe('sweep run', () => {
     expect(Number(csv.find((c) => c[0] === 'neurons' && c[2] === 'lape-topRate=0.05' && c[4] === 'mt')![8])).toBe(mtNeurons);
     expect(csv.filter((c) => c[0] === 'eval' && c[7] === 'perplexity').length).toBe(12);
   }, 60_000);
+
+  it('report --out: written again over its own report, never over files it did not write', () => {
+    const dir = path.join(tmp, 'report-local');
+    if (!existsSync(path.join(dir, 'report.json'))) reportNumbers(OUT_LOCAL, dir);
+    expect(cli(['sweep', 'report', DEMO, '--outputs', OUT_LOCAL, '--out', dir]).status).toBe(0);
+    const foreign = path.join(tmp, 'report-foreign');
+    mkdirSync(foreign);
+    writeFileSync(path.join(foreign, 'report.html'), 'my page');
+    const r = cli(['sweep', 'report', DEMO, '--outputs', OUT_LOCAL, '--out', foreign]);
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim()).toMatch(/report-foreign\/report\.html: exists and was not written by sweep report/);
+    expect(readFileSync(path.join(foreign, 'report.html'), 'utf8')).toBe('my page');
+    expect(readdirSync(foreign)).toEqual(['report.html']);
+  }, 60_000);
 });

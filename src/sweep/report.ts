@@ -3,11 +3,13 @@
 // setting pivot of every eval metric with its Δ against the unmodified model. Written as report.json (everything),
 // report.csv (one row per measured number) and report.html (one self-contained page, SVG figures, no scripts).
 // Nothing machine-specific (paths, timings of the host) enters the numbers, so two executors' reports compare equal.
-import { promises as fsp, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
+import { LangneuronsError } from '../errors.js';
 import { readMask, summarizeMask } from '../identify/index.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { withOutputLock } from '../io/lock.js';
 import { toolVersion } from './load.js';
 import { isDone, stepDir, type Cell, type Step, type SweepPlan } from './plan.js';
 import { renderSweepHtml } from './report-html.js';
@@ -44,6 +46,14 @@ export interface SweepReport {
 }
 
 const readJson = <T>(file: string): T => JSON.parse(readFileSync(file, 'utf8')) as T;
+
+function isSweepReport(jsonFile: string): boolean {
+  try {
+    return readJson<{ format?: unknown }>(jsonFile).format === SWEEP_REPORT_FORMAT;
+  } catch {
+    return false;
+  }
+}
 const num = (x: unknown): number | null => (typeof x === 'number' && Number.isFinite(x) ? x : null);
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[Math.floor((s.length - 1) / 2)]! : null; };
 
@@ -133,9 +143,14 @@ export function sweepReportCsv(r: SweepReport): string {
 export async function writeSweepReport(plan: SweepPlan, dir: string): Promise<{ html: string; json: string; csv: string; cells: number; missing: number }> {
   const r = await collectSweepReport(plan);
   const out = { html: path.join(dir, 'report.html'), json: path.join(dir, 'report.json'), csv: path.join(dir, 'report.csv') };
-  await fsp.mkdir(dir, { recursive: true });
-  await writeFileAtomic(out.json, JSON.stringify(r, null, 1) + '\n');
-  await writeFileAtomic(out.csv, sweepReportCsv(r));
-  await writeFileAtomic(out.html, renderSweepHtml(r));
+  // A report is written again over a sweep report (its report.json says so), never over files it did not write.
+  const existing = Object.values(out).filter((f) => existsSync(f));
+  if (existing.length > 0 && !isSweepReport(out.json))
+    throw new LangneuronsError('E_EXISTS', `${existing[0]}: exists and was not written by sweep report; choose another --out`, { file: existing[0]! });
+  await withOutputLock(dir, 'sweep report', async () => {
+    await writeFileAtomic(out.json, JSON.stringify(r, null, 1) + '\n');
+    await writeFileAtomic(out.csv, sweepReportCsv(r));
+    await writeFileAtomic(out.html, renderSweepHtml(r));
+  });
   return { ...out, cells: r.eval.length, missing: r.steps.missing.length };
 }
