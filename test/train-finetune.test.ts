@@ -224,4 +224,21 @@ describe('finetune', () => {
     expect(err.join('')).toMatch(/the output folder is the base model folder/);
     expect(existsSync(path.join(STORIES, '.langneurons.lock'))).toBe(false);
   }, 120_000);
+
+  it('finetune --resume refuses options it would otherwise drop (run.json decides), naming them', async () => {
+    const run = path.join(tmp, 'run-cli');  // from the tests above
+    const before = readFileSync(path.join(run, 'run.json'));
+    const err: string[] = [];
+    const w = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((s: string) => { err.push(String(s)); return true; }) as typeof process.stderr.write;
+    let code: number;
+    try {
+      code = await main(['node', 'langneurons', 'finetune', '--resume', run, '--steps', '40', '--lr', '1', '--quiet']);
+    } finally {
+      process.stderr.write = w;
+    }
+    expect(code).toBe(1);
+    expect(err.join('')).toMatch(/--lr, --steps cannot be changed/);
+    expect(readFileSync(path.join(run, 'run.json')).equals(before)).toBe(true);
+  }, 60_000);
 });

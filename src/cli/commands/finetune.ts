@@ -21,6 +21,9 @@ interface FinetuneCli {
   head?: string; numLabels?: string; textField?: string; labelField?: string; pairFormat?: string; warmupRatio?: string; beta1?: string; beta2?: string;
 }
 
+/** Options a resumed run takes (the rest are recorded in run.json). */
+const RESUME_OPTIONS = new Set(['resume', 'device', 'compute', 'json', 'quiet']);
+
 const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
 
 // Numbers are parsed here (not by commander) so that a bad value names its option.
@@ -75,11 +78,17 @@ export function registerFinetune(program: Command): void {
     .option('--recompute', 'CUDA trainer: keep only each layer\'s input and run the layer\'s forward again in the backward (activation checkpointing): one layer\'s activations on the device instead of every layer\'s, one more forward a step, the same results')
     .option('--json', 'print the result as JSON')
     .option('--quiet', 'no per-step lines')
-    .action(async (dir: string | undefined, o: FinetuneCli) => {
+    .action(async (dir: string | undefined, o: FinetuneCli, cmd: Command) => {
       const onLog = o.quiet || o.json ? undefined : (e: Record<string, unknown>) => process.stderr.write(JSON.stringify(e) + '\n');
       let r;
       if (o.resume) {
         if (dir || o.train || o.out) throw new LangneuronsError('E_OPTIONS', '--resume takes everything from the run directory: give no model, --train or --out');
+        // Everything else is run.json's: an option given here would be dropped without a word (a longer --steps,
+        // another --lr), so it is refused. Only where the run continues (and how it reports) may change.
+        const ignored = cmd.options.filter((opt) => cmd.getOptionValueSource(opt.attributeName()) === 'cli' && !RESUME_OPTIONS.has(opt.attributeName()));
+        if (ignored.length > 0)
+          throw new LangneuronsError('E_OPTIONS', `--resume continues the run with the settings its run.json records: ${ignored.map((opt) => opt.long).join(', ')} cannot be ` +
+            'changed (only --device, --compute, --json and --quiet are taken); start a new run with --out to change them', { field: ignored[0]!.long ?? 'resume' });
         r = await resume(o.resume, onLog ? { onLog } : {}, { ...(o.device !== undefined ? { device: o.device } : {}), ...(o.compute !== undefined ? { compute: o.compute } : {}) });
       } else {
         if (!dir) throw new LangneuronsError('E_OPTIONS', 'finetune needs a model directory (or --resume <run-dir>)');
