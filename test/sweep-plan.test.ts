@@ -8,6 +8,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 
+import { udhrLanguages } from '../src/corpus/udhr.js';
 import { loadSweep } from '../src/sweep/load.js';
 import { planSweep, type SweepPlan } from '../src/sweep/plan.js';
 
@@ -104,7 +105,7 @@ describe('sweep plan of a large grid', () => {
   it('plans 100 languages × 5 methods × 3 tasks in under a second', async () => {
     const data = path.join(tmp, 'data');
     mkdirSync(data, { recursive: true });
-    const langs = Array.from({ length: 100 }, (_, i) => `l${String(i).padStart(2, '0')}`);
+    const langs = udhrLanguages().slice(0, 100).map((l) => l.id);  // languages the UDHR corpus has (the plan checks)
     const file = variant((d) => {
       d['languages'] = langs; d['lowResource'] = langs.slice(0, 10);
       d['identify'] = [{ method: 'lape', topRate: 0.05 }];
@@ -122,7 +123,7 @@ describe('sweep plan of a large grid', () => {
     expect(kinds(p)).toEqual({ profile: 100, identify: 1, 'ppl-matrix': 1, text: 200, finetune: 500, eval: 1800 });
     expect(p.steps.length).toBe(2602);
     expect(p.byId.get('identify/udhr20/lape-topRate=0.05')!.deps.length).toBe(100);
-    expect(p.byId.get('eval/udhr20/xnli/l42/ft-neurons@lape-topRate=0.05')!.deps).toEqual(['finetune/udhr20/lape-topRate=0.05/neurons/l42']);
+    expect(p.byId.get(`eval/udhr20/xnli/${langs[42]}/ft-neurons@lape-topRate=0.05`)!.deps).toEqual([`finetune/udhr20/lape-topRate=0.05/neurons/${langs[42]}`]);
     // dependencies: identify 100, ppl-matrix 1; finetune: train + held-out text (full, mlp, lora), + the mask (neurons,
     // random): 3·100·2 + 2·100·3; eval ppl: base 1 (text), fine-tuned 2 each: 100·11; belebele, xnli: 5 per language.
     expect(p.steps.reduce((a, s) => a + s.deps.length, 0)).toBe(100 + 1 + 1200 + 1100 + 1000);
@@ -158,6 +159,25 @@ describe('bad sweep files', () => {
     expect(refused((d) => { d['eval'].tasks = ['ppl', 'xnli']; })).toMatch(/eval\.tasks\[1\]: task xnli needs eval\.data/);
     expect(refused((d) => { d['eval'].interventions = ['deactivate:{mask}:{language}']; })).toMatch(/unknown placeholder \{language\}/);
     expect(refused((d) => { d['finetune'].lr = { neurons: 1e-3, full: 1e-4 }; })).toMatch(/finetune\.lr\.full: a learning rate for method 'full'/);
+  });
+
+  it('refuses what would only fail when its step runs: token budgets, language ids, each language\'s input file', () => {
+    expect(refused((d) => { d['profile'].tokens = '2Q'; })).toMatch(/^F:\d+: profile\.tokens: /);
+    expect(refused((d) => { d['languages'] = ['mt', 'qqq']; d['lowResource'] = ['mt']; })).toMatch(/^F:\d+: profile\.corpus: unknown UDHR language "qqq"/);
+    expect(refused((d) => { d['languages'] = ['mt', '../x']; d['lowResource'] = ['mt']; })).toMatch(/^F:\d+: languages\[1\]: language id "\.\.\/x" is not a plain name/);
+    // Text folders holding only mt.txt, while finetune / eval read every selected language's file.
+    const texts = path.join(tmp, 'texts-mt-only');
+    mkdirSync(texts, { recursive: true });
+    writeFileSync(path.join(texts, 'mt.txt'), 'Il-bnedmin kollha jitwieldu ħielsa\n');
+    expect(refused((d) => { d['finetune'].languages = 'all'; d['finetune'].train = `${texts}/{lang}.txt`; }))
+      .toMatch(new RegExp(`^F:\\d+: finetune\\.train: ${texts}/sw\\.txt: no such file \\(language sw\\)$`));
+    expect(refused((d) => { d['eval'].languages = 'all'; d['eval'].text = texts; }))
+      .toMatch(new RegExp(`^F:\\d+: eval\\.text: ${texts}/sw\\.txt: no such file \\(language sw\\)$`));
+    expect(refused((d) => { d['finetune'].train = path.join(texts, 'mt.txt'); })).toMatch(/finetune\.train: .*mt\.txt: is a file; give a folder holding <lang>\.txt, or a path with \{lang\}/);
+    const corpus = path.join(tmp, 'corpus-mt-only');
+    mkdirSync(corpus, { recursive: true });
+    writeFileSync(path.join(corpus, 'mt.txt'), 'Il-bnedmin kollha jitwieldu ħielsa\n');
+    expect(refused((d) => { d['profile'].corpus = corpus; })).toMatch(/profile\.corpus: .*corpus-mt-only: no corpus for sw \(expected <lang>\.txt/);
   });
 
   it('the CLI prints one line with the line number and exits 1, for YAML syntax errors too', () => {

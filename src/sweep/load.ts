@@ -7,6 +7,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 
+import { isLanguageId } from '../corpus/language-id.js';
+import { resolveUdhrLanguage } from '../corpus/udhr.js';
 import { LangneuronsError } from '../errors.js';
 import { amplification, DEFAULT_SETTINGS, parseSettings } from '../steer/index.js';
 
@@ -155,6 +157,8 @@ export const MASK_METHODS = ['neurons', 'random', 'neuron-lora'];
 /** What a schema cannot check: references between keys and files that must exist. */
 function checkSemantics(s: SweepFile, dir: string, fail: (p: (string | number)[], m: string) => never): void {
   const langs = new Set(s.languages);
+  // Ids become folder and file names of steps (profile/<model>/<lang>, <lang>.safetensors): plain names only.
+  s.languages.forEach((l, i) => { if (!isLanguageId(l)) fail(['languages', i], `language id ${JSON.stringify(l)} is not a plain name (letters, digits, '_', '-', '.'; no path separators or '..')`); });
   const dupe = s.languages.find((l, i) => s.languages.indexOf(l) !== i);
   if (dupe) fail(['languages'], `language '${dupe}' is listed twice`);
   (s.lowResource ?? []).forEach((l, i) => { if (!langs.has(l)) fail(['lowResource', i], `'${l}' is not one of the sweep's languages (${s.languages.join(', ')})`); });
@@ -173,14 +177,16 @@ function checkSemantics(s: SweepFile, dir: string, fail: (p: (string | number)[]
     if (Array.isArray(e.topRate) && new Set(e.topRate).size !== e.topRate.length) fail(['identify', i, 'topRate'], 'a value is listed twice');
   });
   checkCorpus(s.profile.corpus, dir, ['profile', 'corpus'], fail);
+  checkProfileLanguages(s.profile.corpus, s.languages, dir, ['profile', 'corpus'], fail);
   const selection = (sel: LanguageSelection | undefined, at: (string | number)[]) => {
     if (sel === 'low' && !(s.lowResource ?? []).length) fail(at, "'low' selects the lowResource languages, and the sweep names none");
     if (Array.isArray(sel)) sel.forEach((l, i) => { if (!langs.has(l)) fail([...at, i], `'${l}' is not one of the sweep's languages (${s.languages.join(', ')})`); });
   };
+  const selected = (sel: LanguageSelection | undefined) => (sel === undefined || sel === 'all' ? s.languages : sel === 'low' ? s.lowResource ?? [] : sel);
   if (s.finetune) {
     selection(s.finetune.languages, ['finetune', 'languages']);
-    checkCorpus(s.finetune.train, dir, ['finetune', 'train'], fail);
-    if (s.finetune.valid) checkCorpus(s.finetune.valid, dir, ['finetune', 'valid'], fail);
+    checkText(s.finetune.train, selected(s.finetune.languages), dir, ['finetune', 'train'], fail);
+    if (s.finetune.valid) checkText(s.finetune.valid, selected(s.finetune.languages), dir, ['finetune', 'valid'], fail);
     if (typeof s.finetune.lr === 'object') for (const m of Object.keys(s.finetune.lr))
       if (!s.finetune.methods.includes(m)) fail(['finetune', 'lr', m], `a learning rate for method '${m}', which finetune.methods does not list`);
   }
@@ -190,7 +196,7 @@ function checkSemantics(s: SweepFile, dir: string, fail: (p: (string | number)[]
       if (t === 'ppl' && !s.eval!.text) fail(['eval', 'tasks', i], 'task ppl needs eval.text (udhr:heldout or a folder of <lang>.txt)');
       if (t !== 'ppl' && !s.eval!.data) fail(['eval', 'tasks', i], `task ${t} needs eval.data (a dataset folder)`);
     });
-    if (s.eval.text) checkCorpus(s.eval.text, dir, ['eval', 'text'], fail);
+    if (s.eval.text) checkText(s.eval.text, selected(s.eval.languages), dir, ['eval', 'text'], fail);
     if (s.eval.data && !existsSync(path.resolve(dir, s.eval.data))) fail(['eval', 'data'], `${path.resolve(dir, s.eval.data)}: no such folder`);
     (s.eval.interventions ?? []).forEach((spec, i) => {
       const unknown = [...spec.matchAll(/\{([^}]*)\}/g)].map((m) => m[1]).find((k) => k !== 'mask' && k !== 'lang');
@@ -207,6 +213,54 @@ function checkSemantics(s: SweepFile, dir: string, fail: (p: (string | number)[]
   }
   if (s.steer?.lss && !existsSync(path.resolve(dir, s.steer.lss.facts))) fail(['steer', 'lss', 'facts'], `${path.resolve(dir, s.steer.lss.facts)}: no such file or folder`);
   if (s.steer?.pplMatrix?.evalText) checkCorpus(s.steer.pplMatrix.evalText, dir, ['steer', 'pplMatrix', 'evalText'], fail);
+}
+
+/**
+ * A text spec read once per language (finetune.train / valid, eval.text): udhr[:split], a folder holding
+ * <lang>.txt, or a path with {lang}; the file of every language that reads it must exist now, not when its step runs.
+ */
+function checkText(spec: string, langs: readonly string[], dir: string, at: (string | number)[], fail: (p: (string | number)[], m: string) => never): void {
+  checkCorpus(spec, dir, at, fail);
+  if (isUdhr(spec)) return checkUdhrLanguages(langs, at, fail);
+  const folder = path.resolve(dir, spec);
+  if (!spec.includes('{lang}') && !statSync(folder).isDirectory())
+    fail(at, `${folder}: is a file; give a folder holding <lang>.txt, or a path with {lang} (e.g. ${spec.replace(/[^/]*$/, '{lang}.txt')})`);
+  for (const lang of langs) {
+    const file = path.resolve(dir, spec.includes('{lang}') ? spec.replaceAll('{lang}', lang) : path.join(spec, `${lang}.txt`));
+    if (!existsSync(file) || !statSync(file).isFile()) fail(at, `${file}: no such file (language ${lang})`);
+  }
+}
+
+function checkUdhrLanguages(langs: readonly string[], at: (string | number)[], fail: (p: (string | number)[], m: string) => never): void {
+  for (const lang of langs) {
+    try {
+      resolveUdhrLanguage(lang);
+    } catch (e) {
+      fail(at, (e as Error).message);
+    }
+  }
+}
+
+/** profile.corpus must hold every language: UDHR knows it, or the folder / manifest has a source for it. */
+function checkProfileLanguages(spec: string, langs: readonly string[], dir: string, at: (string | number)[], fail: (p: (string | number)[], m: string) => never): void {
+  if (isUdhr(spec)) return checkUdhrLanguages(langs, at, fail);
+  const root = path.resolve(dir, spec);
+  let has: (lang: string) => boolean;
+  if (statSync(root).isDirectory()) {
+    has = (lang) => ['txt', 'jsonl', 'parquet'].some((ext) => existsSync(path.join(root, `${lang}.${ext}`))) ||
+      (existsSync(path.join(root, lang)) && statSync(path.join(root, lang)).isDirectory());
+  } else {
+    let manifest: { languages?: unknown };
+    try {
+      manifest = JSON.parse(readFileSync(root, 'utf8')) as { languages?: unknown };
+    } catch (e) {
+      return fail(at, `${root}: not a corpus folder nor a valid JSON manifest (${(e as Error).message})`);
+    }
+    const listed = typeof manifest.languages === 'object' && manifest.languages !== null ? Object.keys(manifest.languages) : [];
+    has = (lang) => listed.includes(lang);
+  }
+  const missing = langs.filter((l) => !has(l));
+  if (missing.length > 0) fail(at, `${root}: no corpus for ${missing.join(', ')} (expected <lang>.txt, .jsonl, .parquet or a <lang>/ folder)`);
 }
 
 /** A corpus spec: udhr[:split], or a path (with {lang} standing for each language) that must exist. */
