@@ -16,12 +16,15 @@ import { planSweep, stepDir } from '../src/sweep/plan.js';
 const ROOT = path.resolve(__dirname, '..');
 const BIN = path.join(ROOT, 'bin', 'langneurons.js');
 const DEMO = path.join(ROOT, 'examples', 'sweep-demo.yaml');
-const tmp = mkdtempSync(path.join(os.tmpdir(), 'ln-sweep-run-'));
+// A space and a '#' in every path: the Slurm scripts must escape them (sbatch splits #SBATCH lines at whitespace).
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'ln sweep-run #'));
 const OUT_LOCAL = path.join(tmp, 'local'), OUT_SLURM = path.join(tmp, 'slurm');
 const STEPS = 28;
 const slurmUp = spawnSync('sinfo', ['-h'], { encoding: 'utf8' }).status === 0;
 
 const cli = (args: string[], timeout = 240_000) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout });
+/** An argument as a step's log shows its command line (quoted when it holds more than plain characters). */
+const shown = (a: string) => (/^[\w./:=@+,-]+$/.test(a) ? a : `'${a}'`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const exited = (c: ChildProcess) => (c.exitCode !== null || c.signalCode !== null ? Promise.resolve() : new Promise((r) => c.on('close', r)));
 const doneIds = (out: string) => readJournal(out).filter((e): e is Extract<Stamped, { event: 'done' }> => e.event === 'done').map((e) => e.step);
@@ -106,6 +109,26 @@ describe('sweep run', () => {
     expect(submit).toContain('identify=$(sbatch --parsable --dependency=afterok:$profile --kill-on-invalid-dep=yes ');
     expect(submit).toMatch(/finetune=\$\(sbatch --parsable --dependency=afterok:(\$identify:\$text|\$text:\$identify) /);
     expect(readJournal(out)).toEqual([]);
+    // The values sbatch reads from the #SBATCH lines (its own parsing, src/sbatch/opt.c _get_argument): the paths whole.
+    const sbatchArgs = (script: string) => script.split('\n').filter((l) => l.startsWith('#SBATCH')).flatMap((l) => {
+      const args: string[] = [];
+      let cur = '', inArg = false, quote = '', escape = false;
+      for (const c of l.slice('#SBATCH'.length)) {
+        if (escape) { cur += c; escape = false; inArg = true; continue; }
+        if (c === '\\') { escape = true; continue; }
+        if (quote) { if (c === quote) quote = ''; else cur += c; continue; }
+        if (c === '"' || c === "'") { quote = c; inArg = true; continue; }
+        if (c === '#') break;
+        if (/\s/.test(c)) { if (inArg) args.push(cur); cur = ''; inArg = false; continue; }
+        cur += c; inArg = true;
+      }
+      if (inArg) args.push(cur);
+      return args;
+    });
+    const args = sbatchArgs(profile);
+    expect(args).toContain(`--output=${path.join(out, 'logs', 'slurm', 'profile-r1-%A_%a.log')}`);
+    expect(args).toContain(`--chdir=${path.dirname(DEMO)}`);
+    expect(out).toMatch(/ .*#/);
   });
 
   it.skipIf(!slurmUp)('slurm: the demo runs through sbatch job arrays, survives a killed coordinator, and gives the local run\'s results', async () => {
@@ -176,7 +199,7 @@ describe('sweep run', () => {
     expect(existsSync(stepDir(plan, step))).toBe(false);
     const resumed = cli(exec);
     expect(resumed.status, resumed.stderr).toBe(0);
-    expect(resumed.stderr).toContain(`$ langneurons finetune --resume ${work}`);
+    expect(resumed.stderr).toContain(`$ langneurons finetune --resume ${shown(work)}`);
     const delta = readFileSync(path.join(stepDir(plan, step), 'delta.safetensors'));
     // the same step uninterrupted, in a fresh folder of its own
     renameSync(stepDir(plan, step), `${stepDir(plan, step)}-resumed`);
@@ -208,7 +231,7 @@ describe('sweep run', () => {
     const log = readFileSync(readdirSync(path.join(OUT_SLURM, 'logs', 'slurm')).map((f) => path.join(OUT_SLURM, 'logs', 'slurm', f))
       .find((f) => f.includes(`finetune-r1-${submit.job}_0`))!, 'utf8');
     expect(log).toContain('(restart 1)');
-    expect(log).toContain(`$ langneurons finetune --resume ${work}`);
+    expect(log).toContain(`$ langneurons finetune --resume ${shown(work)}`);
     expect(readFileSync(path.join(stepDir(plan, step), 'delta.safetensors'))
       .equals(readFileSync(path.join(OUT_LOCAL, 'steps', 'finetune', step.hash, 'delta.safetensors')))).toBe(true);
   }, 200_000);

@@ -49,6 +49,9 @@ export function squeueJobs(jobs: string[]): Map<string, string> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const shellQuote = (s: string) => (/^[\w./:=@+,%-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+/** A value on an `#SBATCH` line: sbatch splits those lines at whitespace and ends them at an unescaped '#', and
+ *  takes quotes as quoting; a backslash escapes one character (in every Slurm version), so paths with spaces work. */
+const sbatchValue = (s: string) => s.replace(/[\s"'\\#]/g, (c) => `\\${c}`);
 
 interface Submitted { kind: StepKind; job: string; steps: Step[]; logPattern: string }
 
@@ -62,19 +65,19 @@ function batchScript(plan: SweepPlan, kind: StepKind, steps: Step[], round: numb
   const lines = [
     '#!/bin/bash',
     `# langneurons sweep ${plan.name}: ${steps.length} ${kind} step(s), round ${round}. Written by \`langneurons sweep run --executor slurm\`.`,
-    `#SBATCH --job-name=ln-${plan.name}-${kind}`,
+    `#SBATCH --job-name=${sbatchValue(`ln-${plan.name}-${kind}`)}`,
     `#SBATCH --array=0-${steps.length - 1}`,
-    `#SBATCH --output=${logPattern}`,
+    `#SBATCH --output=${sbatchValue(logPattern)}`,
     '#SBATCH --open-mode=append',
     '#SBATCH --requeue',
-    `#SBATCH --chdir=${plan.sweep.dir}`,
+    `#SBATCH --chdir=${sbatchValue(plan.sweep.dir)}`,
     `#SBATCH --cpus-per-task=${threads}`,
-    ...(r.mem ? [`#SBATCH --mem=${r.mem}`] : []),
-    ...(r.time ? [`#SBATCH --time=${r.time}`] : []),
+    ...(r.mem ? [`#SBATCH --mem=${sbatchValue(r.mem)}`] : []),
+    ...(r.time ? [`#SBATCH --time=${sbatchValue(r.time)}`] : []),
     ...(r.gpus ? [`#SBATCH --gres=gpu:${r.gpus}`] : []),
-    ...((r.partition ?? sl.partition) ? [`#SBATCH --partition=${r.partition ?? sl.partition}`] : []),
-    ...(sl.account ? [`#SBATCH --account=${sl.account}`] : []),
-    ...(sl.qos ? [`#SBATCH --qos=${sl.qos}`] : []),
+    ...((r.partition ?? sl.partition) ? [`#SBATCH --partition=${sbatchValue((r.partition ?? sl.partition)!)}`] : []),
+    ...(sl.account ? [`#SBATCH --account=${sbatchValue(sl.account)}`] : []),
+    ...(sl.qos ? [`#SBATCH --qos=${sbatchValue(sl.qos)}`] : []),
     ...(sl.extra ?? []).map((x) => `#SBATCH ${x}`),
     ...(sl.setup ? ['', sl.setup] : []),
     '',
