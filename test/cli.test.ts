@@ -129,11 +129,16 @@ describe('langneurons CLI', () => {
     [['generate', fixturePath('stories260k'), '--temperature', '-1'], /--temperature must be/],
     [['generate', fixturePath('stories260k'), '--prompt-ids', '1,99999'], /outside the vocabulary/],
     [['score', fixturePath('stories260k')], /exactly one of/],
+    // usage errors found by the option parser read the same way
+    [['finetune', '--stpes', '3'], /^langneurons: error: unknown option '--stpes' \(Did you mean --steps\?\)\n$/],
+    [['sweep', 'report', 'x.yaml'], /^langneurons: error: required option '--out <dir>' not specified\n$/],
+    [['profiel'], /^langneurons: error: unknown command 'profiel' \(Did you mean profile\?\)\n$/],
   ])('bad input %j: one clear line, exit 1', (args, pattern) => {
     const r = cli(...args);
     expect(r.signal).toBeNull();
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(pattern);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
   });
 

@@ -28,7 +28,8 @@ export function buildProgram(): Command {
     .description('find, profile, steer and fine-tune the language-specific neurons of multilingual LLMs')
     .version('0.1.0')
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    // Usage errors (an unknown option, a missing argument) read like every other bad input: one line, exit 1.
+    .configureOutput({ writeErr: (s) => process.stderr.write(s), outputError: (s, write) => write(`langneurons: ${s.trim().replace(/\s*\n\s*/g, ' ')}\n`) });
   registerInfo(program);
   registerGenerate(program);
   registerScore(program);
@@ -56,7 +57,7 @@ export async function main(argv: string[]): Promise<number> {
     await buildProgram().parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {
-    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 1;
     const { line, known } = describeFailure(e); // src/cli/failure.ts
     process.stderr.write(`langneurons: error: ${line}\n`);
     if (process.env.LANGNEURONS_DEBUG || !known) process.stderr.write(`${(e as Error)?.stack ?? ''}\n`);
