@@ -225,6 +225,16 @@ describe('finetune', () => {
     expect(existsSync(path.join(STORIES, '.langneurons.lock'))).toBe(false);
   }, 120_000);
 
+  it('a run refused before it starts leaves no folder behind; a folder that was there stays', async () => {
+    const masks = await maskFor(STORIES, 'mask-refused.json');
+    const fresh = path.join(tmp, 'refused-run'), existing = path.join(tmp, 'refused-existing');
+    mkdirSync(existing);
+    for (const dir of [fresh, existing])  // neurons without --lang: refused once the mask is read, after the folder is taken
+      await expect(finetune(STORIES, { method: 'neurons', masks, train: trainFile, steps: 1, ...fast } as never, dir)).rejects.toThrow(/needs --lang/);
+    expect(existsSync(fresh)).toBe(false);
+    expect(readdirSync(existing)).toEqual([]);
+  }, 60_000);
+
   it('finetune --resume refuses options it would otherwise drop (run.json decides), naming them', async () => {
     const run = path.join(tmp, 'run-cli');  // from the tests above
     const before = readFileSync(path.join(run, 'run.json'));

@@ -19,7 +19,7 @@
 // items, and the loss is the head's cross-entropy on each item's last position (src/train/head.ts).
 // JSONL of {"prompt", "completion"} or {"messages"} records: one sequence per record, the loss on the completion
 // (assistant) tokens only (src/train/sft.ts).
-import { promises as fsp, readFileSync } from 'node:fs';
+import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
@@ -374,14 +374,19 @@ async function copyWeights(from: string, to: string, o: ResolvedOptions): Promis
  */
 export async function finetune(modelDir: string, opts: FinetuneOptions, runDir: string, ctl: RunControl = {}): Promise<FinetuneResult> {
   const o = resolveOptions(opts, resolvePlacement({ device: opts.device, compute: opts.compute }, opts.threads ?? 2));
+  const existed = existsSync(runDir);
   const claim = await claimRunDir(runDir, 'finetune');
+  let started = false;
   try {
     const p = await prepare(modelDir, o, runDir);
     await writeFileAtomic(path.join(runDir, 'run.json'), JSON.stringify(p.run, null, 2) + '\n');
+    started = true;
     await writeFileAtomic(path.join(runDir, 'train.jsonl'), '');
     return await loop(p, runDir, { step: 0, bestValid: null, bestStep: null, tokens: 0 }, ctl);
   } finally {
     await claim.release();
+    // Refused before it started (a missing file, a bad mask): the folder this call created goes too (rmdir: only if empty).
+    if (!started && !existed) await fsp.rmdir(runDir).catch(() => undefined);
   }
 }
 
