@@ -62,8 +62,7 @@ describe('pivot', () => {
     const recs = await readResultsRecursive(dir);
     expect(() => pivotResults(recs, { rows: 'lang', cols: 'task' })).toThrow(/a second result for lang=\w+, task=xcopa .* differ in variant/);
     expect(() => pivotResults(recs, { rows: 'lang', cols: 'variant', baseline: 'nope' })).toThrow(/--baseline: no results with variant=nope/);
-    expect(() => pivotResults(recs, { rows: 'lang', cols: 'variant', metric: 'bleu' }).values).not.toThrow();
-    expect(pivotResults(recs, { rows: 'lang', cols: 'variant', metric: 'bleu' }).values.flat().every((v) => v === null)).toBe(true);
+    expect(() => pivotResults(recs, { rows: 'lang', cols: 'variant', metric: 'bleu' })).toThrow("--metric: no result has 'bleu' (they have: acc, acc_norm)");
     const bad = await makeTempDir('ln-pivot-bad-');
     await fsp.writeFile(path.join(bad, 'r.json'), JSON.stringify({ ...result('en', 'base', 1), metrics: [1] }));
     await expect(readResultsRecursive(bad)).rejects.toThrow(/r\.json: field 'metrics' must be an object/);

@@ -109,8 +109,11 @@ export function pivotResults(all: ResultRecord[], o: PivotOptions): Pivot {
   if (o.rows === o.cols) throw new LangneuronsError('E_OPTIONS', `--rows and --cols are both '${o.rows}'`, { field: 'cols' });
   const sel = all.filter((r) => Object.entries(o.where ?? {}).every(([k, v]) => r.keys[k as PivotKey] === v));
   if (!sel.length) throw new LangneuronsError('E_INPUT', `no evaluation results${o.where && Object.keys(o.where).length ? ` with ${Object.entries(o.where).map(([k, v]) => `${k}=${v}`).join(', ')}` : ''}`);
+  const have = () => [...new Set(sel.flatMap((r) => Object.keys(r.metrics)))].sort().join(', ');
   const metric = o.metric ?? PREFERRED_METRICS.find((m) => sel.every((r) => m in r.metrics));
-  if (!metric) throw new LangneuronsError('E_OPTIONS', `--metric: no metric common to all results is one of ${PREFERRED_METRICS.join(', ')}; name one (they have: ${[...new Set(sel.flatMap((r) => Object.keys(r.metrics)))].sort().join(', ')})`, { field: 'metric' });
+  if (!metric) throw new LangneuronsError('E_OPTIONS', `--metric: no metric common to all results is one of ${PREFERRED_METRICS.join(', ')}; name one (they have: ${have()})`, { field: 'metric' });
+  // A metric some results lack leaves their cells empty; one that none has (a typo) would leave the whole table empty.
+  if (!sel.some((r) => metric in r.metrics)) throw new LangneuronsError('E_OPTIONS', `--metric: no result has '${metric}' (they have: ${have()})`, { field: 'metric' });
   const cell = new Map<string, ResultRecord>();
   for (const r of sel) {
     const k = `${r.keys[o.rows]}\u0000${r.keys[o.cols]}`;

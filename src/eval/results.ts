@@ -13,7 +13,11 @@ export type TableKey = typeof TABLE_KEYS[number];
 /** Every result JSON under `dir`, sub-folders included (item checkpoints and other JSON files are skipped). */
 export async function readResults(dir: string): Promise<EvalResult[]> {
   let names: string[];
-  try { names = (await fsp.readdir(dir, { recursive: true })).filter((n) => n.endsWith('.json')).sort(); } catch (e) {
+  try {
+    // some Node versions' recursive readdir answers [] for a missing folder: ask first
+    if (!(await fsp.stat(dir)).isDirectory()) throw new Error('not a folder');
+    names = (await fsp.readdir(dir, { recursive: true })).filter((n) => n.endsWith('.json')).sort();
+  } catch (e) {
     throw new LangneuronsError('E_IO', `${dir}: cannot read the results folder: ${describeError(e)}`, { file: dir });
   }
   const out: EvalResult[] = [];
@@ -34,6 +38,20 @@ export function keyValue(r: EvalResult, k: TableKey): string {
   if (k === 'variant') return r.variant.name;
   if (k === 'lang') return canonicalLang(r.lang); // en, English, eng_Latn and MMMLU's EN-US are one language
   return String(r[k]);
+}
+
+/** The default row keys: task, lang and variant, and the prompt where results would otherwise share a row's keys
+ *  (Belebele `generate` and `lm-eval` of one language and variant would look like one result twice). */
+export function defaultBy(results: EvalResult[]): TableKey[] {
+  const by: TableKey[] = ['task', 'lang', 'variant'];
+  const promptOf = new Map<string, string>();
+  for (const r of results) {
+    const k = by.map((x) => keyValue(r, x)).join('\u0000');
+    const p = promptOf.get(k);
+    if (p !== undefined && p !== String(r.prompt)) return [...by, 'prompt'];
+    promptOf.set(k, String(r.prompt));
+  }
+  return by;
 }
 
 export function buildTable(results: EvalResult[], by: TableKey[]): Table {

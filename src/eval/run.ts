@@ -221,10 +221,16 @@ export function aggregate(plan: TaskPlan, results: ItemResult[]): Record<string,
 
 interface CheckpointHeader { checkpoint: string; key: string }
 
+/**
+ * The items an earlier run of this key finished. Whatever follows the checkpoint's last newline is a line cut short
+ * by a kill during an append: it is cut off the file here, so the next append starts on a line of its own.
+ */
 async function readCheckpoint(file: string, header: CheckpointHeader): Promise<Map<string, ItemResult>> {
   const done = new Map<string, ItemResult>();
   if (!existsSync(file)) return done;
-  const lines = (await fsp.readFile(file, 'utf8')).split('\n');
+  const bytes = await fsp.readFile(file);
+  const complete = bytes.lastIndexOf(0x0a) + 1; // bytes up to and including the last newline
+  const lines = bytes.subarray(0, complete).toString('utf8').split('\n');
   let first: unknown;
   try { first = JSON.parse(lines[0] ?? ''); } catch { first = undefined; }
   // The key is in the file name, so another header means a file this run did not write: leave it alone.
@@ -232,8 +238,10 @@ async function readCheckpoint(file: string, header: CheckpointHeader): Promise<M
     throw new LangneuronsError('E_DATA', `${file}: not this evaluation's item checkpoint (its first line is not ${JSON.stringify(header)}); move it away to rerun`, { file });
   for (const line of lines.slice(1)) {
     if (!line.trim()) continue;
-    try { const r = JSON.parse(line) as ItemResult; if (typeof r.id === 'string') done.set(r.id, r); } catch { /* a torn last line */ }
+    // A damaged complete line (an earlier version appended after a torn line) is skipped: its item is scored again.
+    try { const r = JSON.parse(line) as ItemResult; if (typeof r.id === 'string') done.set(r.id, r); } catch { /* scored again */ }
   }
+  if (complete < bytes.length) await fsp.truncate(file, complete);
   return done;
 }
 
@@ -265,6 +273,13 @@ export async function resultKey(plan: TaskPlan, o: Pick<RunOptions, 'scorer' | '
  */
 export async function runPlan(plan: TaskPlan, o: RunOptions): Promise<EvalResult> {
   if (!plan.items.length) throw new LangneuronsError('E_DATA', `${plan.files.join(', ')}: no items`, { file: plan.files[0] ?? '' });
+  // Items are checkpointed and collected by id: a repeated id would merge two items into one (tasks.ts refuses the
+  // datasets' own repeated ids with their rows; this guards every other plan).
+  const ids = new Set<string>();
+  for (const it of plan.items) {
+    if (ids.has(it.id)) throw new LangneuronsError('E_DATA', `${plan.files.join(', ')}: ${plan.task} ${plan.lang}: two items have the id ${JSON.stringify(it.id)}; item ids must be unique`, { file: plan.files[0] ?? '' });
+    ids.add(it.id);
+  }
   await fsp.mkdir(o.outDir, { recursive: true });
   const data = await Promise.all(plan.files.map(fingerprint));
   const { key } = await resultKey(plan, o, data);

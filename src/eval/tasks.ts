@@ -144,13 +144,38 @@ async function checkedRows(files: string[], columns: string[], dataset: string, 
 const mc = (id: string, context: string, choices: string[], gold: number): PlanItem =>
   ({ kind: 'mc', id, pairs: choices.map((c) => ({ context, continuation: ` ${c}` })), choices, gold });
 
-function answerIndex(file: string, i: number, v: unknown, n: number, col: string): number {
+/**
+ * The 0-based choice a row's answer column names. `first` is the number the column gives the first choice: 0 for
+ * XNLI/XCOPA `label` and MMLU `answer` (0..n-1), 1 for Belebele's `correct_answer_num` and XWinograd's `answer`
+ * ("1".."n", as facebook/belebele and the XWinograd files write them). A letter (A, B, ...) names its choice in both.
+ */
+function answerIndex(file: string, i: number, v: unknown, n: number, col: string, first: 0 | 1 = 0): number {
   let k: number | null = null;
-  if (typeof v === 'number' && Number.isInteger(v)) k = v;
+  if (typeof v === 'number' && Number.isInteger(v)) k = v - first;
   else if (typeof v === 'string' && /^[A-Z]$/.test(v.trim())) k = v.trim().charCodeAt(0) - 65;
-  else if (typeof v === 'string' && /^\d+$/.test(v.trim())) k = Number(v.trim());
-  if (k === null || k < 0 || k >= n) throw new LangneuronsError('E_DATA', `${file}: row ${i}: column "${col}" is ${JSON.stringify(v)}, expected an index in [0, ${n}) or a letter`, { file, field: col });
+  else if (typeof v === 'string' && /^\d+$/.test(v.trim())) k = Number(v.trim()) - first;
+  if (k === null || k < 0 || k >= n) {
+    const want = `${first}..${n - 1 + first} or a letter A..${String.fromCharCode(64 + n)}`;
+    throw new LangneuronsError('E_DATA', `${file}: row ${i}: column "${col}" is ${JSON.stringify(v)}, expected ${want}`, { file, field: col });
+  }
   return k;
+}
+
+/**
+ * Item ids key the item checkpoint and the per-item results, so two rows of one id would be merged into one item
+ * (the second's scores counted twice, and a resume skipping both). The ids taken from the data (XQuAD `id`, XCOPA
+ * `idx`) are checked as rows become items: a repeated one is refused, naming both rows.
+ */
+function uniqueIds(dataset: string): (file: string, i: number, id: string) => string {
+  const seen = new Map<string, { file: string; i: number }>();
+  return (file, i, id) => {
+    const first = seen.get(id);
+    if (first) {
+      throw new LangneuronsError('E_DATA', `${file}: row ${i}: ${dataset} id ${JSON.stringify(id)} is also the id of row ${first.i}${first.file === file ? '' : ` of ${first.file}`}; item ids must be unique (they key the results and the resume checkpoint)`, { file, field: 'id' });
+    }
+    seen.set(id, { file, i });
+    return id;
+  };
 }
 
 // ---- tasks --------------------------------------------------------------------------------------------
@@ -213,8 +238,7 @@ async function prepareBelebele(o: PrepareOptions): Promise<TaskPlan> {
   const rows = await checkedRows(files, cols, 'Belebele', o.limit);
   const items = rows.map(({ file, row, i, g }) => {
     const answers = [1, 2, 3, 4].map((k) => str(file, row, i, `mc_answer${k}`));
-    const gold = answerIndex(file, i, row.correct_answer_num, 5, 'correct_answer_num') - 1;
-    if (gold < 0) answerIndex(file, i, -1, 4, 'correct_answer_num');
+    const gold = answerIndex(file, i, row.correct_answer_num, 4, 'correct_answer_num', 1);
     const passage = str(file, row, i, 'flores_passage'), question = str(file, row, i, 'question');
     const id = `${g}:${String(row.link ?? '')}#${String(row.question_number ?? i)}`;
     if (prompt === 'lm-eval') return mc(id, belebeleLmEvalPrompt(passage, question, answers), [...LETTERS], gold);
@@ -252,11 +276,12 @@ async function prepareXquad(o: PrepareOptions): Promise<TaskPlan> {
   const prompt = promptFor('xquad', o.prompt);
   const files = locateLanguage('xquad', o.dir, o.lang, o.split);
   const rows = await checkedRows(files, ['context', 'question', 'answers'], 'XQuAD', o.limit);
+  const idOf = uniqueIds('XQuAD');
   const items = rows.map(({ file, row, i, g }) => {
     const a = row.answers as { text?: unknown } | null;
     if (!a || typeof a !== 'object' || !Array.isArray(a.text) || !a.text.every((t) => typeof t === 'string'))
       throw new LangneuronsError('E_DATA', `${file}: row ${i}: column "answers" must be {text: [...], answer_start: [...]}`, { file, field: 'answers' });
-    const id = typeof row.id === 'string' ? row.id : String(g);
+    const id = idOf(file, i, typeof row.id === 'string' ? row.id : String(g));
     const context = str(file, row, i, 'context'), question = str(file, row, i, 'question');
     // lm-eval scores against answers["text"][0] only (doc_to_target; utils.process_results_qa)
     if (prompt === 'lm-eval') return { kind: 'gen' as const, id, prompt: xquadLmEvalPrompt(context, question, o.lang), refs: (a.text as string[]).slice(0, 1) };
@@ -271,10 +296,14 @@ async function prepareXcopa(o: PrepareOptions): Promise<TaskPlan> {
   const prompt = promptFor('xcopa', o.prompt);
   const files = locateLanguage('xcopa', o.dir, o.lang, o.split);
   const rows = await checkedRows(files, ['premise', 'choice1', 'choice2', 'question', 'label'], 'XCOPA', o.limit);
+  const idOf = uniqueIds('XCOPA');
   const items = rows.map(({ file, row, i, g }) => {
-    const ctx = xcopaContext(str(file, row, i, 'premise'), str(file, row, i, 'question'), o.lang);
+    const question = str(file, row, i, 'question');
+    if (question !== 'cause' && question !== 'effect')
+      throw new LangneuronsError('E_DATA', `${file}: row ${i}: column "question" is ${JSON.stringify(question)}, expected "cause" or "effect"`, { file, field: 'question' });
+    const ctx = xcopaContext(str(file, row, i, 'premise'), question, o.lang);
     const choices = [xcopaChoice(str(file, row, i, 'choice1')), xcopaChoice(str(file, row, i, 'choice2'))];
-    return mc(String(row.idx ?? g), ctx, choices, answerIndex(file, i, row.label, 2, 'label'));
+    return mc(idOf(file, i, String(row.idx ?? g)), ctx, choices, answerIndex(file, i, row.label, 2, 'label'));
   });
   return { task: 'xcopa', lang: o.lang, prompt, files, items };
 }
@@ -295,8 +324,7 @@ async function prepareXwinograd(o: PrepareOptions): Promise<TaskPlan> {
     // lm-eval xwinograd (partial scoring): contexts = sentence[:idx] + option; target = sentence[idx+1:].strip()
     const target = pyStrip(s.slice(idx + 1));
     const opts = [str(file, row, i, 'option1'), str(file, row, i, 'option2')];
-    const gold = answerIndex(file, i, row.answer, 3, 'answer') - 1;
-    if (gold < 0) answerIndex(file, i, -1, 2, 'answer');
+    const gold = answerIndex(file, i, row.answer, 2, 'answer', 1);
     // lm-eval's multiple-input mode: doc_to_choice is the two contexts, so acc_norm divides by their lengths
     const contexts = opts.map((op) => s.slice(0, idx) + op);
     return { kind: 'mc', id: String(g), pairs: contexts.map((c) => ({ context: c, continuation: ` ${target}` })), choices: contexts, gold };

@@ -89,6 +89,11 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
       }
       const specs = [...o.intervene, ...(o.interveneFile ? [`file:${o.interveneFile}`] : [])];
       const templated = await interventionUsesLanguage(o);
+      // An --intervene-file with {lang} in its text: the file's spec gets the language it was filled with (@de) in
+      // variant names, as a string spec shows it in place of {lang}, so every intervention language has its own name.
+      const fileTemplated = o.interveneFile !== undefined && await interventionUsesLanguage({ interveneFile: o.interveneFile });
+      const specsWith = (ivLang: string): string[] => [...o.intervene.map((s) => withLanguage(s, ivLang)),
+        ...(o.interveneFile ? [`file:${o.interveneFile}${fileTemplated ? `@${ivLang}` : ''}`] : [])];
       if (o.interveneLangs !== undefined && !templated)
         throw new LangneuronsError('E_OPTIONS', '--intervene-langs needs {lang} in an --intervene spec (or the --intervene-file), e.g. "amplify:masks.json:{lang}:p_max"', { field: 'intervene-langs' });
       if (specs.length) { variant.intervene = specs.join(' + '); variant.name = o.variant ?? `intervene-${specs.join('+')}`; }
@@ -156,7 +161,7 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
             // Results are keyed by the evaluated language (file and `lang`) and the intervention's language (variant).
             const v: Variant = !templated ? variant : {
               ...variant, intervene: withLanguage(variant.intervene!, ivLang), interveneLang: ivLang,
-              name: o.variant !== undefined ? `${o.variant}@${ivLang}` : `intervene-${withLanguage(specs.join('+'), ivLang)}`,
+              name: o.variant !== undefined ? `${o.variant}@${ivLang}` : `intervene-${specsWith(ivLang).join('+')}`,
             };
             const progress = new Progress(`${task} ${lang}${ivLang ? ` [${ivLang}]` : ''}`, o);
             const r = await runPlan(plan, { scorer, outDir: o.out, model: path.resolve(modelDir), modelFingerprint: fingerprint, variant: v, batchItems, onProgress: (d, t) => progress.update(d, t, 'items') });

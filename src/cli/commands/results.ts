@@ -2,19 +2,26 @@ import type { Command } from 'commander';
 import { Option } from 'commander';
 
 import { parsePivotKey, parseWhere, pivotResults, readResultsRecursive } from '../../analyze/pivot.js';
-import { buildTable, parseBy, readResults, tableCsv, tableText } from '../../eval/results.js';
+import { LangneuronsError } from '../../errors.js';
+import { buildTable, defaultBy, parseBy, readResults, tableCsv, tableText } from '../../eval/results.js';
 import { pivotFigures } from '../../report/analysis-figures.js';
 import { emitFigures } from '../figures.js';
+
+const noResults = (dir: string) =>
+  new LangneuronsError('E_INPUT', `${dir}: no evaluation results (langneurons.eval result files) in the folder or its sub-folders`, { file: dir });
 
 export function registerResults(program: Command): void {
   const results = program.command('results').description('evaluation results');
   results
     .command('table <dir>')
     .description('table of the result JSONs of a folder')
-    .option('--by <keys>', 'row keys: task, lang, variant, prompt, model', 'task,lang,variant')
+    .option('--by <keys>', 'row keys: task, lang, variant, prompt, model (default: task,lang,variant, and prompt where results differ only by it)')
     .addOption(new Option('--format <f>', 'output format').choices(['text', 'csv', 'json']).default('text'))
-    .action(async (dir: string, o: { by: string; format: 'text' | 'csv' | 'json' }) => {
-      const t = buildTable(await readResults(dir), parseBy(o.by));
+    .action(async (dir: string, o: { by?: string; format: 'text' | 'csv' | 'json' }) => {
+      const by = o.by !== undefined ? parseBy(o.by) : undefined; // a bad --by fails before the folder is read
+      const rs = await readResults(dir);
+      if (!rs.length) throw noResults(dir);
+      const t = buildTable(rs, by ?? defaultBy(rs));
       process.stdout.write(o.format === 'csv' ? tableCsv(t) : o.format === 'json' ? JSON.stringify(t, null, 2) + '\n' : tableText(t));
     });
   results
@@ -29,7 +36,9 @@ export function registerResults(program: Command): void {
     .requiredOption('--out <dir>', 'folder for the figure')
     .option('--json', 'print one JSON document on stdout')
     .action(async (dir: string, o: { rows: string; cols: string; metric?: string; baseline?: string; where?: string; lowResource?: string; out: string; json?: boolean }) => {
-      const p = pivotResults(await readResultsRecursive(dir), {
+      const recs = await readResultsRecursive(dir);
+      if (!recs.length) throw noResults(dir);
+      const p = pivotResults(recs, {
         rows: parsePivotKey('--rows', o.rows), cols: parsePivotKey('--cols', o.cols), where: parseWhere(o.where),
         ...(o.metric ? { metric: o.metric } : {}), ...(o.baseline !== undefined ? { baseline: o.baseline } : {}),
         ...(o.lowResource ? { lowResource: o.lowResource.split(',').map((x) => x.trim()).filter(Boolean) } : {}),
