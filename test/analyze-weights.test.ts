@@ -69,6 +69,10 @@ describe('analyze delta', () => {
     expect(inkOf(decodePng(await fsp.readFile(path.join(out, 'delta.png')))).inkShare).toBeGreaterThan(0.02);
     const all = await runCli('analyze', 'delta', run, '--mask', maskFile, '--out', path.join(tmp, 'fig-delta-all'), '--json');
     expect(JSON.parse(all.stdout).figures['delta-mask'].data.fraction).toBeCloseTo(1, 5);  // the union {2, 7} of layer 1
+    // a run trained on two languages (finetune --lang mt,en) is checked against their union: {7} ∪ {2} of layer 1
+    const two = await runCli('analyze', 'delta', run, '--mask', `${maskFile}:mt,en`, '--out', path.join(tmp, 'fig-delta-two'), '--json');
+    expect(two.code, two.stderr).toBe(0);
+    expect(JSON.parse(two.stdout).figures['delta-mask'].data.fraction).toBeCloseTo(1, 5);
     const bad = await runCli('analyze', 'delta', merged, '--out', out);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/merged: a checkpoint is compared with its base: give --base/);

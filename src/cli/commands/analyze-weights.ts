@@ -14,13 +14,16 @@ import { activationsFigures, weightUpdateFigures } from '../../report/analysis-f
 import { emitFigures } from '../figures.js';
 import { parseFloatOption, parseIntOption } from '../output.js';
 
-/** `file.json` (every language's neurons, united) or `file.json:lang` (one language's). */
+/** `file.json` (every language's neurons, united), `file.json:lang` (one language's) or `file.json:mt,en` (the
+ *  union of those languages', as `finetune --lang mt,en` trains). */
 export async function readMaskRef(spec: string): Promise<{ mask: NeuronMask; language: string | null; layers: number[][]; source: string }> {
   const colon = spec.lastIndexOf(':');
   const [file, language] = existsSync(spec) || colon <= 0 ? [spec, null] : [spec.slice(0, colon), spec.slice(colon + 1)];
   const mask = await readMask(file);
-  const layers = language !== null ? maskLanguage(mask, language, file)
-    : Array.from({ length: mask.layers }, (_, l) => [...new Set(Object.values(mask.languages).flatMap((units) => units[l] ?? []))].sort((a, b) => a - b));
+  const unite = (perLanguage: number[][][]) =>
+    Array.from({ length: mask.layers }, (_, l) => [...new Set(perLanguage.flatMap((units) => units[l] ?? []))].sort((a, b) => a - b));
+  const layers = language !== null ? unite(language.split(',').map((x) => maskLanguage(mask, x.trim(), file)))
+    : unite(Object.values(mask.languages));
   return { mask, language, layers, source: language !== null ? `${file}:${language}` : `${file} (all languages)` };
 }
 
@@ -56,7 +59,7 @@ export function registerDelta(analyze: Command): void {
     .command('delta <path>')
     .description('where fine-tuning changed the weights: ‖ΔW‖ per layer and projection, and the share on a mask\u2019s neurons')
     .option('--base <model>', 'the base model (default: the run\u2019s, from run.json); needed for a checkpoint')
-    .option('--mask <mask[:lang]>', 'report the share of the change on these FFN neurons')
+    .option('--mask <mask[:lang[,lang]]>', 'report the share of the change on these FFN neurons (languages united, as finetune --lang)')
     .requiredOption('--out <dir>', 'folder for the figures')
     .option('--json', 'print one JSON document on stdout')
     .action(async (p: string, o: { base?: string; mask?: string; out: string; json?: boolean }) => {
