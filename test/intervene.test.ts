@@ -58,6 +58,27 @@ describe('intervention specs', () => {
     expect(specs.map((s) => [s.operation.op, s.layers, s.stats])).toEqual([['set', 'all', 'st'], ['scale', [[2, 3]], 'st']]);
     expect(() => parseInterventionFile('{', 'f.json')).toThrow(/not valid JSON/);
     expect(() => parseInterventionFile('[{"neurons":"all","operation":{"op":"scale"}}]', 'f.json')).toThrow(/f.json\[0\].*finite factor/);
+    expect(parseInterventionFile('\ufeff["zero:neurons=all"]', 'bom.json')).toHaveLength(1); // a leading byte order mark is dropped
+  });
+
+  it('refuses unknown keys in the JSON form, naming the file, the entry and the key (the string form refuses unknown options)', () => {
+    const file = (entry: unknown) => () => parseInterventionFile(JSON.stringify(['zero:neurons=all', entry]), 'iv.json');
+    const all = { neurons: 'all', operation: { op: 'scale', factor: 2 } };
+    expect(file({ ...all, sitee: 'h' })).toThrow(/"iv\.json\[1\]": unknown key "sitee" in the spec/);
+    expect(file({ ...all, operation: { op: 'scale', factor: 2, alpha: 3 } })).toThrow(/"iv\.json\[1\]": unknown key "alpha" in a scale operation/);
+    expect(file({ neurons: { mask: 'm.json', languages: ['en'], seed: 3 }, operation: { op: 'set', value: 0 } })).toThrow(/iv\.json\[1\].*unknown key "seed" in "neurons"/);
+    expect(file({ ...all, operation: { op: 'set', value: { statistic: 'mean', language: 'en', lang: 'de' } } })).toThrow(/iv\.json\[1\].*unknown key "lang"/);
+    // every key the canonical form has still passes
+    expect(file({ neurons: { mask: 'm.json', languages: ['en'], randomSeed: 1 }, operation: { op: 'add', value: { statistic: 'mean', language: 'en' }, alpha: 2 },
+      site: 'h', positions: 'prompt', layers: '1-2', stats: 's', source: 'mine' })()[1]).toMatchObject({ site: 'h', positions: 'prompt', layers: [[1, 2]] });
+    // a string entry's errors name its place in the file too
+    expect(() => parseInterventionFile('["zero:neurons=all:sitee=h"]', 'iv.json')).toThrow(/"iv\.json\[0\]": unknown option "sitee"/);
+  });
+
+  it('names an --intervene-file entry as <file>[<index>] in errors found when it is resolved', async () => {
+    const identity: ModelIdentity = { name: 'toy', modelType: 'llama', layers: 4, hidden: 4, intermediate: 8, fingerprint: 'f'.repeat(64) };
+    const specs = parseInterventionFile(JSON.stringify([{ neurons: 'all', operation: { op: 'scale', factor: 2 }, layers: '9' }]), 'iv.json');
+    await expect(resolveSpecs(specs, { identity })).rejects.toThrow(/^intervention "iv\.json\[0\]": layer 9 is outside the model's layers 0-3$/);
   });
 });
 

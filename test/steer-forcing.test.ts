@@ -32,6 +32,35 @@ describe('language codes', () => {
   });
 });
 
+describe('FLORES-200 codes (ISO 639-3 + script)', () => {
+  // Before: only swh_Latn met an identifier's code (eng_Latn → eng, zho_Hans → zho), so `steer forcing --target
+  // eng_Latn` said "cld cannot identify eng_Latn" and scored 0% on English output.
+  const FLORES: [string, string][] = [
+    ['eng_Latn', 'en'], ['deu_Latn', 'de'], ['rus_Cyrl', 'ru'], ['zho_Hans', 'zh'], ['zho_Hant', 'zh'], ['fra_Latn', 'fr'],
+    ['spa_Latn', 'es'], ['arb_Arab', 'ar'], ['hin_Deva', 'hi'], ['jpn_Jpan', 'ja'], ['kor_Hang', 'ko'], ['swh_Latn', 'sw'],
+    ['mlt_Latn', 'mt'], ['yor_Latn', 'yo'], ['heb_Hebr', 'he'], ['pes_Arab', 'fa'], ['zsm_Latn', 'ms'], ['pbt_Arab', 'ps'],
+    ['ary_Arab', 'ar'], ['yue_Hant', 'zh'], ['ltz_Latn', 'lb'], ['tgl_Latn', 'tl'],
+  ];
+  it.each(FLORES)('%s is %s, as CLD answers it', (flores, code) => {
+    expect(normaliseLanguageCode(flores)).toBe(code);
+    expect(sameLanguage(flores, code)).toBe(true);
+    expect(cldIdentifier().languages.has(normaliseLanguageCode(flores))).toBe(true);
+  });
+  it('CLD on Traditional Chinese (zh-Hant) meets zho_Hant; unknown codes keep their primary subtag', () => {
+    expect(sameLanguage('zh-Hant', 'zho_Hant')).toBe(true);
+    expect(normaliseLanguageCode('qqq_Latn')).toBe('qqq');
+    expect(sameLanguage('deu_Latn', 'eng_Latn')).toBe(false);
+  });
+  it('steer forcing with --target eng_Latn counts English output as a success', async () => {
+    const prompts: ForcingPrompt[] = [0, 1, 2].map((i) => ({ text: `p${i}`, language: 'deu_Latn', file: 'deu_Latn.txt', line: i + 1 }));
+    const en = articles('en');
+    const r = await computeForcing({
+      prompts, targets: ['eng_Latn'], intervention: () => null, generate: async (ps) => ps.map((_, i) => en[i]!), identifier: cldIdentifier(), baseline: false,
+    });
+    expect(r.targets[0]).toMatchObject({ target: 'eng_Latn', identifiable: true, forced: { successes: 3, rate: 1, detected: { en: 3 } } });
+  });
+});
+
 const LANGS = ['en', 'de', 'fr', 'es', 'ru', 'sw', 'zh', 'ar', 'hi', 'yo'];
 
 describe('CLD2 (the default identifier) on UDHR articles', () => {

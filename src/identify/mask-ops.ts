@@ -54,8 +54,10 @@ export interface MaskComparison {
 }
 
 export function compareMasks(a: NeuronMask, b: NeuronMask): MaskComparison {
-  if (a.layers !== b.layers || a.width !== b.width || a.site !== b.site)
-    throw new LangneuronsError('E_MASK', `cannot compare masks of different shapes: ${a.site} ${a.layers}×${a.width} vs ${b.site} ${b.layers}×${b.width}`);
+  if (a.site !== b.site)
+    throw new LangneuronsError('E_MASK', `cannot compare masks of different sites: A selects neurons at site ${a.site}, B at site ${b.site}`);
+  if (a.layers !== b.layers || a.width !== b.width)
+    throw new LangneuronsError('E_MASK', `cannot compare masks of different shapes: A ${a.layers}×${a.width} vs B ${b.layers}×${b.width}`);
   const languages: Record<string, LanguageComparison> = {};
   for (const lang of Object.keys(a.languages)) {
     if (!Object.prototype.hasOwnProperty.call(b.languages, lang)) continue;

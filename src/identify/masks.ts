@@ -204,14 +204,43 @@ export async function readMaskSafetensors(file: string): Promise<NeuronMask> {
  * larger than the file followed by '{'; the first 8 bytes of a text file read as a u64 are far larger than any file.
  */
 export async function readMask(file: string): Promise<NeuronMask> {
+  let kind: 'safetensors' | 'text';
+  try { kind = await sniffMask(file); } catch (e) { throw maskError(file, `cannot read the mask: ${describeError(e)}`); }
+  return kind === 'safetensors' ? readMaskSafetensors(file) : readMaskJson(file);
+}
+
+/** Safetensors or text, from the first 9 bytes (see readMask). */
+async function sniffMask(file: string): Promise<'safetensors' | 'text'> {
   const head = Buffer.alloc(9);
   let size: number;
+  const h = await fsp.open(file, 'r');
+  try { size = (await h.stat()).size; await h.read(head, 0, 9, 0); } finally { await h.close(); }
+  return size >= 9 && head[8] === 0x7b && head.readBigUInt64LE(0) <= BigInt(size - 8) ? 'safetensors' : 'text';
+}
+
+/**
+ * Whether `file` holds a langneurons mask: a JSON mask, or safetensors with "langneurons_mask" metadata (of which only
+ * the header is read: it may be a model's weights). What a mask may be written over.
+ */
+export async function isMaskFile(file: string): Promise<boolean> {
   try {
-    const h = await fsp.open(file, 'r');
-    try { size = (await h.stat()).size; await h.read(head, 0, 9, 0); } finally { await h.close(); }
-  } catch (e) { throw maskError(file, `cannot read the mask: ${describeError(e)}`); }
-  const isSafetensors = size >= 9 && head[8] === 0x7b && head.readBigUInt64LE(0) <= BigInt(size - 8);
-  return isSafetensors ? readMaskSafetensors(file) : readMaskJson(file);
+    if (!(await fsp.stat(file)).isFile()) return false;
+    if ((await sniffMask(file)) === 'safetensors') return (await readSafetensorsHeader(file)).metadata?.['langneurons_mask'] !== undefined;
+    await readMaskJson(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Refuses an output path that exists and is not a langneurons mask (a model's weights, a statistics file, a user's
+ * file): a mask is written only over a mask.
+ */
+export async function refuseNonMaskOutput(out: string, option = '--out'): Promise<void> {
+  if ((await fsp.lstat(out).catch(() => null)) === null || (await isMaskFile(out))) return;
+  throw new LangneuronsError('E_EXISTS', `${option} ${out}: exists and is not a langneurons mask; a mask is written only over a mask: choose another ${option}`,
+    { file: out, field: option });
 }
 
 /** Writes JSON for *.json, safetensors otherwise. */

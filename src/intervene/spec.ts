@@ -88,9 +88,12 @@ export function parseLayers(text: string, source = ''): 'all' | [number, number]
 const OPTION_KEYS = ['mask', 'lang', 'seed', 'neurons', 'site', 'positions', 'layers', 'stats', 'others'] as const;
 type OptionKey = (typeof OPTION_KEYS)[number];
 
-/** Parses the CLI form (see the top of this file). `defaultStats` is the --stats option. */
-export function parseInterventionSpec(text: string, defaultStats?: string): InterventionSpec {
-  const source = text;
+/**
+ * Parses the CLI form (see the top of this file). `defaultStats` is the --stats option; `where` names the spec in
+ * messages (default: its text), e.g. `iv.json[2]` for an entry of an --intervene-file.
+ */
+export function parseInterventionSpec(text: string, defaultStats?: string, where?: string): InterventionSpec {
+  const source = where ?? text;
   const opts = new Map<OptionKey, string>();
   const pos: string[] = [];
   for (const field of text.split(':')) {
@@ -166,15 +169,33 @@ const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'obj
 const isFiniteNumber = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x) && Math.abs(x) <= FLOAT32_MAX; // beyond: Inf in the engine
 const isStringList = (x: unknown): x is string[] => Array.isArray(x) && x.length > 0 && x.every((s) => typeof s === 'string' && s.length > 0);
 
-/** Checks an untrusted canonical spec (a JSON entry, or a TypeScript caller's object); returns it with defaults. */
+/** The keys of a spec object and of its parts: any other key is refused (a misspelt "sitee" must not pass unseen). */
+const SPEC_KEYS = ['neurons', 'operation', 'site', 'positions', 'layers', 'stats', 'source'];
+const NEURONS_KEYS = ['mask', 'languages', 'randomSeed'];
+const VALUE_KEYS = ['statistic', 'language'];
+const OPERATION_KEYS: Record<Operation['op'], string[]> = {
+  set: ['op', 'value'], add: ['op', 'value', 'alpha'], scale: ['op', 'factor'],
+  diffmean: ['op', 'language', 'others', 'alpha'], testtime: ['op', 'combine', 'statistic', 'factor'],
+};
+
+/**
+ * Checks an untrusted canonical spec (a JSON entry, or a TypeScript caller's object); returns it with defaults.
+ * `where` names it in messages (an --intervene-file entry: `iv.json[0]`); without it, its `source`.
+ */
 export function validateSpec(raw: unknown, where?: string): InterventionSpec {
   if (!isObject(raw)) throw specError(where, 'a spec must be an object or a spec string');
-  const source = typeof raw['source'] === 'string' ? raw['source'] : where;
+  const source = where ?? (typeof raw['source'] === 'string' ? raw['source'] : undefined);
   const bad = (msg: string): never => { throw specError(source, msg); };
+  const onlyKeys = (x: Record<string, unknown>, keys: readonly string[], what: string) => {
+    const unknown = Object.keys(x).find((k) => x[k] !== undefined && !keys.includes(k));
+    if (unknown !== undefined) bad(`unknown key ${JSON.stringify(unknown)} in ${what} (its keys: ${keys.join(', ')})`);
+  };
+  onlyKeys(raw, SPEC_KEYS, 'the spec');
   const n = raw['neurons'];
   if (n !== 'all') {
     if (!isObject(n) || typeof n['mask'] !== 'string' || !n['mask'] || !isStringList(n['languages']))
       bad('neurons must be "all" or { mask: <file>, languages: [<language>, ...], randomSeed?: <integer> }');
+    onlyKeys(n as Record<string, unknown>, NEURONS_KEYS, '"neurons"');
     const seed = (n as Record<string, unknown>)['randomSeed'];
     if (seed !== undefined && !(Number.isSafeInteger(seed) && (seed as number) >= 0)) bad(`randomSeed must be an integer >= 0, got ${JSON.stringify(seed)}`);
   }
@@ -184,6 +205,7 @@ export function validateSpec(raw: unknown, where?: string): InterventionSpec {
     if (isFiniteNumber(v)) return;
     if (!isObject(v) || typeof v['statistic'] !== 'string' || typeof v['language'] !== 'string' || !v['language'])
       bad('value must be a finite number or { statistic, language }');
+    onlyKeys(v as Record<string, unknown>, VALUE_KEYS, 'the operation\'s "value"');
     if (!isNeuronStatistic((v as Record<string, string>)['statistic']!)) bad(`unknown statistic "${String((v as Record<string, unknown>)['statistic'])}" (statistics: ${NEURON_STATISTICS})`);
   };
   const optionalNumber = (k: string) => { if (o[k] !== undefined && !isFiniteNumber(o[k])) bad(`${k} must be a finite number, got ${JSON.stringify(o[k])}`); };
@@ -203,6 +225,7 @@ export function validateSpec(raw: unknown, where?: string): InterventionSpec {
       break;
     default: bad(`unknown op ${JSON.stringify(o['op'])} (set, add, scale, diffmean, testtime)`);
   }
+  onlyKeys(o, OPERATION_KEYS[o['op'] as Operation['op']], `a ${String(o['op'])} operation`);
   const site = raw['site'] ?? 'act';
   if (!INTERVENTION_SITES.includes(site as InterventionSite)) bad(`site must be one of ${INTERVENTION_SITES.join(', ')}, got ${JSON.stringify(site)}`);
   const positions = raw['positions'] ?? 'all';
@@ -220,11 +243,14 @@ export function validateSpec(raw: unknown, where?: string): InterventionSpec {
  *  no YAML parser is among the project's dependencies.) */
 export function parseInterventionFile(text: string, file: string, defaultStats?: string): InterventionSpec[] {
   let raw: unknown;
-  try { raw = JSON.parse(text); } catch (e) { throw specError(file, `not valid JSON: ${(e as Error).message}`); }
+  const json = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text; // a leading byte order mark is not JSON
+  try { raw = JSON.parse(json); } catch (e) { throw specError(file, `not valid JSON: ${(e as Error).message}`); }
   if (!Array.isArray(raw)) throw specError(file, 'expected a JSON array of specs');
+  // Each entry is named <file>[<index>] in messages, also those found when it is resolved (a missing mask or statistic).
   return raw.map((entry, i) => {
-    if (typeof entry === 'string') return parseInterventionSpec(entry, defaultStats);
-    const spec = validateSpec(entry, `${file}[${i}]`);
+    const where = `${file}[${i}]`;
+    if (typeof entry === 'string') return parseInterventionSpec(entry, defaultStats, where);
+    const spec = { ...validateSpec(entry, where), source: where };
     return spec.stats === undefined && defaultStats !== undefined ? { ...spec, stats: defaultStats } : spec;
   });
 }

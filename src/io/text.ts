@@ -98,7 +98,10 @@ export function checkedStringParsers(check: Utf8Check): { stringFromBytes(bytes:
   };
 }
 
-/** Reads a whole UTF-8 text file (what = "training", "eval data", ...): refuses binary, warns on invalid bytes. */
+/**
+ * Reads a whole UTF-8 text file (what = "training", "eval data", ...): refuses binary, warns on invalid bytes, and
+ * drops a leading byte order mark (U+FEFF, as the corpus reader does), so it is never read as text.
+ */
 export async function readTextFile(file: string, what: string): Promise<string> {
   let bytes: Buffer;
   try {
@@ -111,5 +114,6 @@ export async function readTextFile(file: string, what: string): Promise<string> 
   check.end();
   check.refuseBinary(file, true);
   check.warnReplaced(file);
-  return bytes.toString('utf8');
+  const text = bytes.toString('utf8');
+  return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
 }

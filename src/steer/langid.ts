@@ -3,8 +3,9 @@
 //    an optional dependency). ~160 languages, including Swahili, Yoruba, Amharic... The default.
 //  - `eld`: Efficient Language Detector (pure JavaScript, 60 languages, NO Swahili), the fallback.
 // Both answer ISO 639-1 codes (cld also a few legacy / script-tagged ones); `normaliseLanguageCode` maps their
-// codes and the project's language ids (ISO 639-1, the UDHR ids and aliases of src/corpus/udhr.ts) to one key,
-// so that `sameLanguage('de-1996', 'de')`, `sameLanguage('swh', 'sw')`, `sameLanguage('iw', 'he')` hold.
+// codes and the project's language ids (ISO 639-1, the UDHR ids and aliases of src/corpus/udhr.ts, FLORES-200 codes
+// such as eng_Latn) to one key, so that `sameLanguage('de-1996', 'de')`, `sameLanguage('swh', 'sw')`,
+// `sameLanguage('iw', 'he')`, `sameLanguage('eng_Latn', 'en')` hold.
 import { createRequire } from 'node:module';
 
 import { LangneuronsError, describeError } from '../errors.js';
@@ -34,26 +35,35 @@ const CODE_ALIASES: Record<string, string> = {
   // ISO 639-3 individual languages of a macrolanguage → the macrolanguage's ISO 639-1 code
   cmn: 'zh', zlm: 'ms', zsm: 'ms', pes: 'fa', prs: 'fa', swh: 'sw', arb: 'ar', ydd: 'yi', kmr: 'ku', khk: 'mn', azj: 'az',
   uzn: 'uz', ekk: 'et', lvs: 'lv', npi: 'ne', ory: 'or', plt: 'mg', als: 'sq', gaz: 'om', quz: 'qu', hbs: 'sh',
+  // more of FLORES-200's: Cantonese, Southern Pashto, Ayacucho Quechua, Central Kurdish, South Azerbaijani, Arabic varieties
+  yue: 'zh', pbt: 'ps', quy: 'qu', ckb: 'ku', azb: 'az',
+  acm: 'ar', acq: 'ar', aeb: 'ar', ajp: 'ar', apc: 'ar', ars: 'ar', ary: 'ar', arz: 'ar',
 };
 
 const primary = (tag: string): string => tag.toLowerCase().replaceAll('_', '-').split('-')[0]!;
 
+/** The primary subtag of a UDHR id or alias (de-1996 → de, deu → de, cmn_hans → zh), or undefined for an unknown one. */
+function udhrKey(id: string): string | undefined {
+  try {
+    const l = resolveUdhrLanguage(id);
+    // the id when it is a tag (de-1996 → de), the translation's BCP-47 tag when the id is a UDHR code (cmn_hans_beijing)
+    return l.id !== l.udhrCode && /^[a-z]{2,3}(-|$)/i.test(l.id) ? primary(l.id) : primary(l.bcp47);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * A comparable key for a language code or id: the primary language subtag, with legacy codes and ISO 639-3
- * individual languages mapped to the ISO 639-1 code of their (macro)language. UDHR ids and aliases (de-1996,
- * deu, swh, cmn_hans...) resolve through the UDHR table first.
+ * languages mapped to the ISO 639-1 code of their (macro)language. UDHR ids and aliases (de-1996, deu, swh,
+ * cmn_hans...) resolve through the UDHR table first; then the primary subtag alone, so that FLORES-style codes
+ * (ISO 639-3 + script: eng_Latn → en, rus_Cyrl → ru, zho_Hans and zho_Hant → zh) meet the identifiers' codes.
+ * Scripts are not told apart (CLD's zh-Hant is zh too).
  */
 export function normaliseLanguageCode(code: string): string {
   const raw = code.trim();
   if (raw === '') return raw;
-  let key = primary(raw);
-  try {
-    const l = resolveUdhrLanguage(raw);
-    // the id when it is a tag (de-1996 → de), the translation's BCP-47 tag when the id is a UDHR code (cmn_hans_beijing)
-    key = l.id !== l.udhrCode && /^[a-z]{2,3}(-|$)/i.test(l.id) ? primary(l.id) : primary(l.bcp47);
-  } catch {
-    // not a UDHR id: keep the primary subtag
-  }
+  const key = udhrKey(raw) ?? (primary(raw) !== raw.toLowerCase() ? udhrKey(primary(raw)) : undefined) ?? primary(raw);
   return CODE_ALIASES[key] ?? key;
 }
 

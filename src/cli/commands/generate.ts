@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { readFile } from 'node:fs/promises';
 
 import { LangneuronsError } from '../../errors.js';
 import { encodeChatPrompt, requireChatTemplate, type ChatPrompting } from '../../generate/chat.js';
@@ -7,6 +6,7 @@ import { generateTokens, type GenerateOptions, type Generation } from '../../gen
 import { generationKey, openGenerations, writeGenerationSummary } from '../../generate/output.js';
 import { inputHashes } from '../../eval/inputs.js';
 import { withOutputLock } from '../../io/lock.js';
+import { readTextFile } from '../../io/text.js';
 import { modelFingerprint } from '../../model/fingerprint.js';
 import { addInterventionOptions, interventionFromCli, type InterventionCliOptions } from '../../intervene/index.js';
 import { addModelOptions, DECODE_BATCH, decodeBatchFor, openModel, type ModelCliOptions } from '../common.js';
@@ -26,13 +26,32 @@ export function parseIdList(s: string, field: string): number[] {
   return ids;
 }
 
+/** A prompt of a --prompt-file, with its line number (1-based). */
+export interface FilePrompt { text: string; line: number }
+
+/**
+ * The prompts of a --prompt-file: one per line (ended by \n or \r\n; a leading byte order mark is dropped). Blank
+ * and whitespace-only lines are skipped, so each prompt keeps its line number: generations.jsonl records it as
+ * `line` (its `index` counts prompts). A file with no prompt is refused.
+ */
+export async function readPromptFile(file: string): Promise<FilePrompt[]> {
+  const prompts: FilePrompt[] = [];
+  (await readTextFile(file, 'prompt')).split('\n').forEach((raw, i) => {
+    const text = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    if (text.trim()) prompts.push({ text, line: i + 1 });
+  });
+  if (!prompts.length) throw new LangneuronsError('E_INPUT', `${file}: the prompt file has no prompts (every line is empty)`, { file });
+  return prompts;
+}
+
 export function registerGenerate(program: Command): void {
   addInterventionOptions(addModelOptions(program
     .command('generate <model-dir>')
     .description('generate text (greedy by default; sampling with --temperature)')
     .option('--prompt <text>', 'a prompt (repeat for a batch)', collect, [])
-    .option('--prompt-file <file>', 'prompts, one per line')
-    .option('--prompt-ids <ids>', 'a prompt given as token ids, e.g. "1,461,401" (no tokenizer needed)')
+    .option('--prompt-file <file>', 'prompts, one per line (after the --prompt ones); blank and whitespace-only lines are skipped, ' +
+      'and each generation records its prompt\'s line number (`line` in generations.jsonl and --json)')
+    .option('--prompt-ids <ids>', 'a prompt given as token ids, e.g. "1,461,401" (no tokenizer needed; not with --prompt or --prompt-file)')
     .option('--max-new-tokens <n>', 'tokens to generate at most', parseIntOption('--max-new-tokens', 0), 128)
     .option('--temperature <t>', '0 = greedy', parseFloatOption('--temperature', (x) => x >= 0, 'a number >= 0'), 0)
     .option('--top-k <k>', 'keep the k most likely tokens (0 = off)', parseIntOption('--top-k', 0), 0)
@@ -51,15 +70,24 @@ export function registerGenerate(program: Command): void {
     .action(async (dir: string, o: GenerateCli) => (o.out ? withOutputLock(o.out, 'generate', () => generateAction(dir, o)) : generateAction(dir, o)));
 }
 
+/** A generation, with its prompt's line when the prompt came from the --prompt-file. */
+type PromptGeneration = Generation & { line?: number };
+
 async function generateAction(dir: string, o: GenerateCli): Promise<void> {
-  const model = await openModel(dir, o);
-  let prompts: number[][];
-  let texts: string[] = [...o.prompt];
-  if (o.promptFile) texts = texts.concat((await readFile(o.promptFile, 'utf8').catch((e: Error) => {
-    throw new LangneuronsError('E_IO', `${o.promptFile}: cannot read the prompt file: ${e.message}`, { file: o.promptFile! });
-  })).split('\n').filter((l) => l.length > 0));
   if (o.system !== undefined && !o.chat) throw new LangneuronsError('E_OPTIONS', '--system needs --chat', { field: 'system' });
   if (o.chat && o.promptIds) throw new LangneuronsError('E_OPTIONS', '--chat renders text prompts: use --prompt or --prompt-file, not --prompt-ids', { field: 'chat' });
+  if (o.promptIds !== undefined && (o.prompt.length > 0 || o.promptFile !== undefined))
+    throw new LangneuronsError('E_OPTIONS', `--prompt-ids is a prompt of its own: give it alone, not with ${o.prompt.length ? '--prompt' : '--prompt-file'}`, { field: 'prompt-ids' });
+  // Prompt i's line in the --prompt-file (undefined for a --prompt).
+  const promptLines: (number | undefined)[] = o.prompt.map(() => undefined);
+  let texts: string[] = [...o.prompt];
+  if (o.promptFile) {
+    const fromFile = await readPromptFile(o.promptFile);
+    texts = texts.concat(fromFile.map((p) => p.text));
+    promptLines.push(...fromFile.map((p) => p.line));
+  }
+  const model = await openModel(dir, o);
+  let prompts: number[][];
   if (o.promptIds) prompts = [parseIdList(o.promptIds, '--prompt-ids')];
   else {
     if (!texts.length) texts = [''];
@@ -84,8 +112,8 @@ async function generateAction(dir: string, o: GenerateCli): Promise<void> {
   const progress = prompts.length > batch ? new Progress('generate', o) : null;
   const line = (g: Generation, i: number) => (prompts.length > 1 ? `[${i}] ` : '') + (model.tokenizer ? g.text : g.tokens.join(' '));
   const started = performance.now();
-  const gens: Generation[] = [];
-  const saved = o.out ? await openGenerations(o.out, await runKey(dir, model, prompts, opts, o)) : null;
+  const gens: PromptGeneration[] = [];
+  const saved = o.out ? await openGenerations(o.out, await runKey(dir, model, prompts, promptLines, opts, o)) : null;
   if (saved) {
     gens.push(...saved.done.map(({ index: _, ...g }) => g));
     if (gens.length && !o.json) {
@@ -97,9 +125,9 @@ async function generateAction(dir: string, o: GenerateCli): Promise<void> {
   progress?.update(resumed, prompts.length, 'prompts');
   // Continuously batched (up to `batch` sequences at once): generations end out of order; each is printed and written
   // once every earlier prompt's is, so the output and generations.jsonl stay in prompt order.
-  const ended = new Map<number, Generation>();
+  const ended = new Map<number, PromptGeneration>();
   const flush = async () => {
-    const lines: { index: number; g: Generation }[] = [];
+    const lines: { index: number; g: PromptGeneration }[] = [];
     for (let i = gens.length; ended.has(i); i++) lines.push({ index: i, g: ended.get(i)! });
     if (!lines.length) return;
     for (const { index } of lines) ended.delete(index);
@@ -115,7 +143,12 @@ async function generateAction(dir: string, o: GenerateCli): Promise<void> {
   await generateTokens(model, prompts.slice(resumed), {
     ...opts, firstIndex: resumed, concurrency: batch,
     // One flush after another: two generations ending in one step must not append concurrently.
-    onGeneration: (i, g) => { ended.set(resumed + i, g); flushing = flushing.then(flush); return flushing; },
+    onGeneration: (i, g) => {
+      const at = promptLines[resumed + i];
+      ended.set(resumed + i, at === undefined ? g : { ...g, line: at });
+      flushing = flushing.then(flush);
+      return flushing;
+    },
   });
   progress?.done();
   const seconds = (performance.now() - started) / 1000;
@@ -127,12 +160,14 @@ async function generateAction(dir: string, o: GenerateCli): Promise<void> {
     `${saved ? `; written to ${saved.file}` : ''})\n`);
 }
 
-/** What the generations depend on: the model's files, the prompts' ids, the settings, the intervention's inputs, the
- *  device and compute mode (a GPU's bf16 numbers differ from the CPU's f32). */
-async function runKey(dir: string, model: { device: string; compute: string }, prompts: number[][], opts: GenerateOptions, o: GenerateCli): Promise<string> {
+/** What the generations depend on: the model's files, the prompts' ids (and their lines in a --prompt-file, which the
+ *  file's lines record), the settings, the intervention's inputs, the device and compute mode (a GPU's bf16 numbers
+ *  differ from the CPU's f32). */
+async function runKey(dir: string, model: { device: string; compute: string }, prompts: number[][], lines: (number | undefined)[],
+  opts: GenerateOptions, o: GenerateCli): Promise<string> {
   const specs = [...(o.intervene ?? []), ...(o.interveneFile ? [`file:${o.interveneFile}`] : [])];
   return generationKey({
-    model: await modelFingerprint(dir), prompts,
+    model: await modelFingerprint(dir), prompts, ...(o.promptFile ? { promptLines: lines.map((l) => l ?? null) } : {}),
     settings: { maxNewTokens: opts.maxNewTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP,
       repetitionPenalty: opts.repetitionPenalty, seed: opts.seed, stopAtEos: opts.stopAtEos, stop: opts.stop },
     intervene: specs, stats: o.stats ?? null, inputs: await inputHashes([...specs, ...(o.interveneFile ? [o.interveneFile] : []), ...(o.stats ? [o.stats] : [])]),

@@ -6,8 +6,9 @@ import { LangneuronsError } from '../../errors.js';
 import { ensureParentDir, refuseOutputIsInput } from '../../io/outdir.js';
 import {
   ACT_PROB_VARIANTS, identifyActProb, identifyAveragePrecision, identifyLape, identifyRawActivated, LAPE_PRESETS, writeMask,
-  summarizeMask, type ActProbVariant, type LanguageStats, type NeuronMask, type PercentileSource,
+  summarizeMask, type ActProbVariant, type LanguageStats, type LapeOptions, type NeuronMask, type PercentileSource,
 } from '../../identify/index.js';
+import { refuseNonMaskOutput } from '../../identify/masks.js';
 import { readStats, SITES, type Site } from '../../profile/stats.js';
 import { parseFloatOption, parseIntOption, printResult } from '../output.js';
 
@@ -31,8 +32,23 @@ export async function readStatsInputs(paths: string[], langs?: string[]): Promis
   return langs.map((l) => have.get(l) ?? (() => { throw new LangneuronsError('E_INPUT', `no statistics for language '${l}' (have: ${[...have.keys()].join(', ')})`); })());
 }
 
+/**
+ * act-prob-Xp with --percentile-of above-counts (the default) needs every file's counts above per-neuron thresholds;
+ * refused here in terms of the command's options (the library's message speaks of its own option names).
+ */
+function requireAboveCounts(inputs: readonly LanguageStats[], site: Site, method: string): void {
+  const percent = /(\d+)p$/.exec(method)?.[1];
+  for (const { file, stats } of inputs) {
+    const st = stats.sites.get(site);
+    if (st && !st.above)
+      throw new LangneuronsError('E_IDENTIFY', `${file}: no counts above per-neuron thresholds at site "${site}", which ${method} with --percentile-of above-counts ` +
+        `(the default) needs: profile again with --above-quantile ${Number(percent) / 100} --thresholds-from <an earlier --histogram pass>, or use --percentile-of pooled-histogram ` +
+        '(or layer-histogram) on statistics profiled with --histogram', { file, field: '--percentile-of' });
+  }
+}
+
 interface IdentifyCli {
-  method: string; out: string; site: Site; topRate?: number; filterRate: number; activationBarRatio?: number; quantile: 'kthvalue' | 'interpolated';
+  method: string; out: string; site: Site; topRate?: number; filterRate?: number; activationBarRatio?: number; quantile?: 'kthvalue' | 'interpolated';
   keepTies?: boolean; preset?: 'tang' | 'mondal' | 'gurgurov'; n: number; part: 'both' | 'top' | 'bottom'; percentileOf: PercentileSource; langs?: string; json?: boolean;
 }
 
@@ -43,12 +59,14 @@ export function registerIdentify(program: Command): void {
     .addOption(new Option('--method <m>', 'identification method (METHODS.md §2)').choices([...METHODS]).default('lape'))
     .requiredOption('--out <file>', 'mask file: .json (readable) or .safetensors')
     .addOption(new Option('--site <site>', 'activation site the statistics were taken at').choices([...SITES]).default('act'))
-    .addOption(new Option('--preset <name>', 'LAPE settings of a paper: tang (kthvalue), mondal (interpolated quantile, ties kept), gurgurov (tang with top-rate 0.05)').choices(['tang', 'mondal', 'gurgurov']))
+    .addOption(new Option('--preset <name>', 'LAPE settings of a paper: tang (kthvalue), mondal (interpolated quantile, ties kept), gurgurov (tang with top-rate 0.05); ' +
+      'the options given explicitly win over it').choices(['tang', 'mondal', 'gurgurov']))
     .option('--top-rate <r>', 'fraction of all (layer, neuron) kept (LAPE default 0.01; act-prob default 0.00125 per language)', parseFloatOption('--top-rate', (x) => x > 0 && x <= 1, 'in (0, 1]'))
-    .option('--filter-rate <r>', 'LAPE: quantile of pooled activation probabilities a neuron must exceed for some language', parseFloatOption('--filter-rate', (x) => x >= 0 && x <= 1, 'in [0, 1]'), 0.95)
+    .option('--filter-rate <r>', 'LAPE: quantile of pooled activation probabilities a neuron must exceed for some language (default 0.95)', parseFloatOption('--filter-rate', (x) => x >= 0 && x <= 1, 'in [0, 1]'))
     .option('--activation-bar-ratio <r>', 'LAPE: quantile a language must exceed to own a kept neuron (default: --filter-rate)', parseFloatOption('--activation-bar-ratio', (x) => x >= 0 && x <= 1, 'in [0, 1]'))
-    .addOption(new Option('--quantile <v>', 'LAPE quantile: kthvalue (Tang) or interpolated (Mondal)').choices(['kthvalue', 'interpolated']).default('kthvalue'))
+    .addOption(new Option('--quantile <v>', 'LAPE quantile: kthvalue (Tang, the default) or interpolated (Mondal)').choices(['kthvalue', 'interpolated']))
     .option('--keep-ties', 'LAPE: keep every neuron tied with the cutoff (Mondal)')
+    .option('--no-keep-ties', 'LAPE: break ties at the cutoff by (layer, neuron) order (the default; Tang)')
     .option('--n <n>', 'ap: units kept per language (N/2 top + N/2 bottom)', parseIntOption('--n', 1), 2000)
     .addOption(new Option('--part <p>', 'ap: which end to keep').choices(['both', 'top', 'bottom']).default('both'))
     .addOption(new Option('--percentile-of <s>', 'act-prob-Xp thresholds: above-counts (from a profile with thresholds), pooled-histogram, layer-histogram').choices(['above-counts', 'pooled-histogram', 'layer-histogram']).default('above-counts'))
@@ -57,14 +75,16 @@ export function registerIdentify(program: Command): void {
     .action(async (paths: string[], o: IdentifyCli) => {
       const inputs = await readStatsInputs(paths, o.langs?.split(',').map((s) => s.trim()).filter(Boolean));
       await refuseOutputIsInput(o.out, [...paths, ...inputs.map((i) => i.file)]);
+      await refuseNonMaskOutput(o.out);
       let mask: NeuronMask;
       if (o.method === 'lape') {
         const preset = o.preset === 'gurgurov' ? { ...LAPE_PRESETS.tang, topRate: 0.05 } : o.preset ? LAPE_PRESETS[o.preset] : {};
-        mask = identifyLape(inputs, {
-          site: o.site, filterRate: o.filterRate, quantile: o.quantile, keepTies: !!o.keepTies, ...preset,
-          ...(o.topRate !== undefined ? { topRate: o.topRate } : {}), ...(o.activationBarRatio !== undefined ? { activationBarRatio: o.activationBarRatio } : {}),
-        });
+        // The preset, then every option given explicitly over it; identifyLape fills in the defaults of the rest.
+        const given: LapeOptions = { topRate: o.topRate, filterRate: o.filterRate, activationBarRatio: o.activationBarRatio, quantile: o.quantile, keepTies: o.keepTies };
+        const explicit = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)) as LapeOptions;
+        mask = identifyLape(inputs, { site: o.site, ...preset, ...explicit });
       } else if ((ACT_PROB_VARIANTS as readonly string[]).includes(o.method)) {
+        if (o.percentileOf === 'above-counts' && /\d+p$/.test(o.method)) requireAboveCounts(inputs, o.site, o.method);
         mask = identifyActProb(inputs, o.method as ActProbVariant, { site: o.site, percentileOf: o.percentileOf, ...(o.topRate !== undefined ? { topRate: o.topRate } : {}) });
       } else if (o.method === 'ap') {
         mask = identifyAveragePrecision(inputs, { site: o.site, n: o.n, part: o.part });

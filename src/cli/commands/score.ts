@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
-import { readFile } from 'node:fs/promises';
 
 import { LangneuronsError } from '../../errors.js';
 import { scoreTokens } from '../../engine/score.js';
 import { addInterventionOptions, interventionFromCli, type InterventionCliOptions } from '../../intervene/index.js';
+import { readTextFile } from '../../io/text.js';
 import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
 import { parseIntOption, printResult, Progress } from '../output.js';
 import { parseIdList } from './generate.js';
@@ -14,7 +14,7 @@ export function registerScore(program: Command): void {
   addInterventionOptions(addModelOptions(program
     .command('score <model-dir>')
     .description('mean negative log-likelihood per token and perplexity of a text')
-    .option('--text-file <file>', 'UTF-8 text to score')
+    .option('--text-file <file>', 'UTF-8 text to score (a leading byte order mark is dropped)')
     .option('--text <text>', 'text to score, given inline')
     .option('--ids <ids>', 'token ids to score, e.g. "1,461,401" (no tokenizer needed)')
     .option('--window <n>', 'tokens per window (default: the model\'s context)', parseIntOption('--window', 2))
@@ -26,9 +26,8 @@ export function registerScore(program: Command): void {
       let ids: number[];
       if (o.ids) ids = parseIdList(o.ids, '--ids');
       else {
-        const text = o.text ?? (await readFile(o.textFile!, 'utf8').catch((e: Error) => {
-          throw new LangneuronsError('E_IO', `${o.textFile}: cannot read the text file: ${e.message}`, { file: o.textFile! });
-        }));
+        // (a leading byte order mark is dropped, as every text file reader does)
+        const text = o.text ?? (await readTextFile(o.textFile!, 'text'));
         if (!text.length) throw new LangneuronsError('E_INPUT', `${o.textFile ?? '--text'}: the text is empty`, { file: o.textFile ?? '--text' });
         ids = model.requireTokenizer().encode(text);
       }

@@ -7,7 +7,10 @@ import path from 'node:path';
 
 import { LangneuronsError } from '../../errors.js';
 import { readMask, summarizeMask, writeMask } from '../../identify/index.js';
+import { isMaskFile } from '../../identify/masks.js';
 import { maskFromTang, maskToTang, statsFromTang, statsToTang } from '../../identify/tang.js';
+import { refuseOutputIsInput } from '../../io/outdir.js';
+import { readSafetensorsHeader } from '../../io/safetensors.js';
 import { readTorchFile, writeTorchFile } from '../../io/torch-file.js';
 import { openCheckpoint } from '../../model/checkpoint.js';
 import { modelIdentity } from '../../profile/identity.js';
@@ -25,6 +28,35 @@ async function sha256File(file: string): Promise<string> {
   return createHash('sha256').update(await fsp.readFile(file)).digest('hex');
 }
 
+/** Whether `file` is a langneurons statistics file (its safetensors header says so; the tensors are not read). */
+async function isStatsFile(file: string): Promise<boolean> {
+  return (await readSafetensorsHeader(file)).metadata?.['langneurons'] !== undefined;
+}
+
+/**
+ * Whether `file` is a Tang-format file of that kind: a torch.save zip holding a list over languages of per-layer lists
+ * (a mask) or a dict with 'over_zero' (counts). Such files are small; anything else (not a zip) is not read whole.
+ */
+async function isTangFile(file: string, kind: 'mask' | 'counts'): Promise<boolean> {
+  const magic = Buffer.alloc(4);
+  const h = await fsp.open(file, 'r');
+  try { await h.read(magic, 0, 4, 0); } finally { await h.close(); }
+  if (magic.toString('latin1') !== 'PK\x03\x04') return false;
+  const v = await readTorchFile(file);
+  return kind === 'mask' ? Array.isArray(v) && v.every((l) => Array.isArray(l)) : v instanceof Map && v.has('over_zero');
+}
+
+/**
+ * Before writing `out`: refuses an input as the output, and an existing file that is not `what` (a model's
+ * weights, another kind of file): an import or export writes only over a file of its own kind.
+ */
+async function checkOutput(out: string, inputs: string[], what: string, ours: (file: string) => Promise<boolean>): Promise<void> {
+  await refuseOutputIsInput(out, inputs);
+  const st = await fsp.lstat(out).catch(() => null);
+  if (st === null || (st.isFile() && (await ours(out).catch(() => false)))) return;
+  throw new LangneuronsError('E_EXISTS', `--out ${out}: exists and is not ${what}; it is written only over one: choose another --out`, { file: out, field: '--out' });
+}
+
 function checkFormat(format: string): void {
   if (format !== 'tang') throw new LangneuronsError('E_OPTIONS', `--format must be "tang" (PyTorch, as Tang et al.'s code saves it), got "${format}"`, { field: 'format' });
 }
@@ -38,6 +70,7 @@ export function addTangMaskCommands(masks: Command): void {
     .requiredOption('--out <file>', 'mask file: .json or .safetensors')
     .option('--json', 'print one JSON document on stdout')
     .action(async (file: string, o: { langs: string; model: string; out: string; json?: boolean }) => {
+      await checkOutput(o.out, [file, o.model], 'a langneurons mask', isMaskFile);
       const { identity } = await identityOf(o.model);
       const mask = maskFromTang(await readTorchFile(file), list(o.langs), identity, file, { sha256: await sha256File(file) });
       await fsp.mkdir(path.dirname(path.resolve(o.out)), { recursive: true });
@@ -55,6 +88,7 @@ export function addTangMaskCommands(masks: Command): void {
     .option('--json', 'print one JSON document on stdout')
     .action(async (file: string, o: { format: string; out: string; langs?: string; json?: boolean }) => {
       checkFormat(o.format);
+      await checkOutput(o.out, [file], 'a Tang-format mask', (f) => isTangFile(f, 'mask'));
       const mask = await readMask(file);
       const langs = o.langs ? list(o.langs) : Object.keys(mask.languages);
       await writeTorchFile(o.out, maskToTang(mask, langs));
@@ -72,6 +106,7 @@ export function addTangStatsCommands(stats: Command): void {
     .option('--max-len <n>', "tokens per window of the run (Tang: the model's max length; default the model's context)", parseIntOption('--max-len', 1))
     .option('--json', 'print one JSON document on stdout')
     .action(async (file: string, o: { lang: string; model: string; out: string; maxLen?: number; json?: boolean }) => {
+      await checkOutput(o.out, [file, o.model], 'a langneurons statistics file', isStatsFile);
       const { identity, maxPositions } = await identityOf(o.model);
       const s = statsFromTang(await readTorchFile(file), { language: o.lang, model: identity, maxLen: o.maxLen ?? maxPositions, sha256: await sha256File(file) }, file);
       await fsp.mkdir(path.dirname(path.resolve(o.out)), { recursive: true });
@@ -87,6 +122,7 @@ export function addTangStatsCommands(stats: Command): void {
     .option('--json', 'print one JSON document on stdout')
     .action(async (file: string, o: { format: string; out: string; json?: boolean }) => {
       checkFormat(o.format);
+      await checkOutput(o.out, [file], 'Tang-format counts', (f) => isTangFile(f, 'counts'));
       const s = await readStats(file);
       await writeTorchFile(o.out, statsToTang(s));
       printResult(o, { out: o.out, format: 'tang', language: s.meta.language, tokens: s.tokens }, () => `${s.meta.language}: ${s.tokens} tokens -> ${o.out}`);
