@@ -5,9 +5,10 @@
 //  - counts (`activation.<lang>.train.<model>`): torch.save({'n': tokens, 'over_zero': int32 [layers, I],
 //    'sum1'..'sum4': float32 [layers, I]}), at the activation act(gate(x)); sum1 / sum2 are the sum and the sum of
 //    squares. Tang cuts one token stream into windows of the model's max length and counts every position.
+import { checkLanguageId } from '../corpus/language-id.js';
 import { LangneuronsError } from '../errors.js';
 import { isTorchTensor, type TorchTensor, type TorchValue } from '../io/torch-file.js';
-import { STATS_FORMAT, type ActivationStats, type ModelIdentity } from '../profile/stats.js';
+import { siteWithoutSums, STATS_FORMAT, type ActivationStats, type ModelIdentity } from '../profile/stats.js';
 import { MASK_FORMAT, validateMask, type NeuronMask } from './masks.js';
 
 function bad(file: string, msg: string): never {
@@ -69,28 +70,51 @@ export interface TangStatsOptions {
   sha256: string;
 }
 
-/** A Tang counts file's object ({n, over_zero, sum1, sum2, ...}) as statistics at site act. */
+/**
+ * A Tang counts file's object ({n, over_zero, sum1, sum2, ...}) as statistics at site act. Every value is checked
+ * (counts in [0, n], finite sums, sums of squares ≥ 0): one bad value would move the masks without a word. A file
+ * with only n and over_zero imports with its sums recorded as absent (means refused, counts usable), never as zeros.
+ * Its part is the file's content (sha256), so `stats merge` refuses it given twice.
+ */
 export function statsFromTang(value: unknown, o: TangStatsOptions, file: string): ActivationStats {
+  checkLanguageId(o.language, 'language (--lang)'); // it becomes a file name and a key of masks
   if (!(value instanceof Map)) bad(file, "a Tang counts file holds a dict {'n': …, 'over_zero': …}; this one holds no dict");
   const get = (k: string) => { if (!value.has(k)) bad(file, `the dict has no '${k}' (keys: ${[...value.keys()].join(', ')})`); return value.get(k); };
   let n = get('n');
   if (isTorchTensor(n) && n.data.length === 1) n = Number(n.data[0]);
   if (typeof n === 'bigint') n = Number(n);
-  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) bad(file, `'n' must be a token count, got ${String(n)}`);
-  const overZero = layerMatrix(get('over_zero'), 'over_zero', o.model, file);
-  const zeros = () => new Float64Array(overZero.length);
-  const sum = value.has('sum1') ? layerMatrix(value.get('sum1'), 'sum1', o.model, file) : zeros();
-  const sumSq = value.has('sum2') ? layerMatrix(value.get('sum2'), 'sum2', o.model, file) : zeros();
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) bad(file, `'n' must be the number of tokens counted (at least 1), got ${typeof n === 'string' ? JSON.stringify(n) : String(n)}`);
+  const tokens = n;
+  const I = o.model.intermediate;
+  const overZero = checked(layerMatrix(get('over_zero'), 'over_zero', o.model, file), I, 'over_zero', file,
+    (v) => Number.isInteger(v) && v >= 0 && v <= tokens, `a count of tokens (an integer from 0 to n = ${tokens})`);
+  const site = { site: 'act' as const, width: I, overZero };
+  const [hasSum, hasSumSq] = [value.has('sum1'), value.has('sum2')];
+  if (hasSum !== hasSumSq) bad(file, `the dict has '${hasSum ? 'sum1' : 'sum2'}' but no '${hasSum ? 'sum2' : 'sum1'}': give both sums or neither`);
+  const act = hasSum
+    ? { ...site,
+      sum: checked(layerMatrix(value.get('sum1'), 'sum1', o.model, file), I, 'sum1', file, Number.isFinite, 'a finite sum'),
+      sumSq: checked(layerMatrix(value.get('sum2'), 'sum2', o.model, file), I, 'sum2', file, (v) => Number.isFinite(v) && v >= 0, 'a finite sum of squares (≥ 0)') }
+    : siteWithoutSums(site, file);
   return {
     meta: {
       format: STATS_FORMAT, model: { ...o.model }, language: o.language,
       scope: { mode: 'windows', maxLen: o.maxLen, bos: false, countPadding: false, tokenBudget: 0 },
       layers: Array.from({ length: o.model.layers }, (_, l) => l), corpus: { files: [file], fingerprint: o.sha256 },
       toolVersion: 'tang-import', shards: 1,
+      // The corpus is not known: the file's content stands for it, and is the part's id (one file, one part).
+      parts: [{ corpus: o.sha256, shard: null, budget: 0, id: `tang-import:${o.sha256}` }],
     },
-    tokens: n, sequences: o.maxLen > 0 ? Math.floor(n / o.maxLen) : 0,
-    sites: new Map([['act', { site: 'act', width: o.model.intermediate, overZero, sum, sumSq }]]),
+    tokens, sequences: o.maxLen > 0 ? Math.floor(tokens / o.maxLen) : 0,
+    sites: new Map([['act', act]]),
   };
+}
+
+/** xs ([layers, width]) when every value passes `ok`; else one line naming the file, the key and the first bad value's place. */
+function checked(xs: Float64Array, width: number, key: string, file: string, ok: (v: number) => boolean, what: string): Float64Array {
+  for (let i = 0; i < xs.length; i++)
+    if (!ok(xs[i]!)) bad(file, `'${key}' holds ${xs[i]} at layer ${Math.floor(i / width)}, neuron ${i % width}, which is not ${what}`);
+  return xs;
 }
 
 /** Statistics (all layers, site act) as Tang's counts dict: n, over_zero int32, sum1 / sum2 float32. */
@@ -100,9 +124,10 @@ export function statsToTang(s: ActivationStats): TorchValue {
   if (s.meta.layers.length !== s.meta.model.layers)
     throw new LangneuronsError('E_STATS', `the statistics cover ${s.meta.layers.length} of ${s.meta.model.layers} layers; Tang's counts have every layer`);
   const shape = [s.meta.layers.length, act.width];
+  const counts = { n: s.tokens, over_zero: { dtype: 'int32', shape, data: Int32Array.from(act.overZero) } satisfies TorchTensor };
+  if (act.sumsAbsent) return counts; // no sums were recorded: none written, rather than zeros
   return {
-    n: s.tokens,
-    over_zero: { dtype: 'int32', shape, data: Int32Array.from(act.overZero) },
+    ...counts,
     sum1: { dtype: 'float32', shape, data: Float32Array.from(act.sum) },
     sum2: { dtype: 'float32', shape, data: Float32Array.from(act.sumSq) },
   };

@@ -10,12 +10,13 @@ import path from 'node:path';
 
 import { scopeBatches, type ScopePosition } from '../corpus/scopes.js';
 import { checkLanguageId } from '../corpus/language-id.js';
-import type { Corpus } from '../corpus/sources.js';
+import type { Corpus, LanguageSource } from '../corpus/sources.js';
 import type { StatsOptions } from '../engine/stats.js';
 import type { LanguageModel } from '../engine/model.js';
 import { LangneuronsError } from '../errors.js';
 import { withOutputLock } from '../io/lock.js';
 import { refuseOutputIsInput } from '../io/outdir.js';
+import { readSafetensorsHeader, readTensor, type SafetensorsHeader } from '../io/safetensors.js';
 import { modelFingerprint } from '../model/fingerprint.js';
 import { modelIdentity } from './identity.js';
 import { languageStatsFile, mergeStats, readStatsFile, writeStats, STATS_FORMAT, type ActivationStats, type Site, type StatsMeta, type TokenScope } from './stats.js';
@@ -56,6 +57,8 @@ export interface ProfileOptions {
 export interface LanguageProfile { language: string; file: string; tokens: number; sequences: number; seconds: number; resumed: boolean; skipped: boolean }
 
 const CHECKPOINT_KEY = 'langneurons_checkpoint';
+/** The metadata entry of a finished file holding the options it was profiled with (its resume key). */
+const OPTIONS_KEY = 'langneurons_options';
 
 interface CheckpointState { position: ScopePosition; optionsKey: string }
 
@@ -65,10 +68,26 @@ export function statsFileFor(outDir: string, lang: string): string {
 const checkpointFileFor = (outDir: string, lang: string) => path.join(outDir, `.${checkLanguageId(lang, 'profile')}.checkpoint.safetensors`);
 
 export async function profileCorpus(model: LanguageModel, corpus: Corpus, o: ProfileOptions): Promise<LanguageProfile[]> {
+  // `<out>/<lang>.safetensors` in the model's own folder could be its weights (a language named "model").
+  await refuseOutputIsInput(o.outDir, [model.checkpoint.dir], 'outDir (--out)');
   // The earlier pass's histograms are read, this pass's files written: one folder for both would destroy the first.
   if (o.thresholdsFrom) await refuseOutputIsInput(o.outDir, [o.thresholdsFrom.from], 'outDir (--out)');
   return withOutputLock(o.outDir, 'profile', () => profileCorpusLocked(model, corpus, o));
 }
+
+/** What one language's profile counts, and the key of everything that changes it (resume only under the same key). */
+interface LanguageRun {
+  source: LanguageSource;
+  fingerprint: string;
+  pass: PassThresholds | null;
+  /** JSON of the options: a checkpoint is continued, a finished file kept, only when they are the same. */
+  optionsKey: string;
+}
+
+/** What to do with one language, decided for every language before anything is written. */
+type LanguagePlan =
+  | { language: string; todo: 'profile'; run?: LanguageRun; checkpoint?: { stats: ActivationStats; position: ScopePosition } }
+  | { language: string; todo: 'skip'; tokens: number; sequences: number; staleCheckpoint: boolean };
 
 async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: ProfileOptions): Promise<LanguageProfile[]> {
   const tok = model.requireTokenizer();
@@ -93,48 +112,51 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
         throw new LangneuronsError('E_STATS', `${f}: no statistics of language '${lang}' from the earlier pass (thresholds from ${o.thresholdsFrom.from})`, { file: f });
     }
   }
-  const results: LanguageProfile[] = [];
 
-  for (const lang of o.languages) {
-    const started = performance.now();
+  const runOf = async (lang: string): Promise<LanguageRun> => {
     const source = corpus.source(lang);
     const fingerprint = await source.fingerprint();
+    const pass = o.thresholdsFrom
+      ? await thresholdsFromEarlierPass(o.thresholdsFrom.from, { language: lang, model: identity, sites, layers, quantile: o.thresholdsFrom.quantile })
+      : null;
+    const thresholdSource = pass ? pass.source : o.thresholdSource ?? 'given';
+    // Everything that changes what is counted; the compute mode too (bf16 products move values near 0 across it),
+    // and the device, so that a resumed run adds up what an uninterrupted one does (a finished file ignores it).
+    const optionsKey = JSON.stringify({ model: identity.fingerprint, weights, fingerprint, scope: o.scope, sites, layers, shard: o.shard ?? null,
+      histEdges: o.histEdges ?? null, thresholdSource: pass || o.thresholds ? thresholdSource : null, seqMeans: !!o.seqMeans, batchTokens,
+      compute: model.compute, device: model.device, ...(pass ? { thresholdsDigest: pass.digest } : {}) });
+    return { source, fingerprint, pass, optionsKey };
+  };
+
+  // Every language's earlier files are judged before anything is written, so that a refusal (a file profile did not
+  // write, or one made with other options) leaves the folder exactly as it was.
+  const plans: LanguagePlan[] = [];
+  for (const lang of o.languages) plans.push(await planLanguage(lang, o, runOf));
+
+  const results: LanguageProfile[] = [];
+  for (const plan of plans) {
+    const lang = plan.language;
+    const outFile = statsFileFor(o.outDir, lang);
+    const ckFile = checkpointFileFor(o.outDir, lang);
+    if (plan.todo === 'skip') {
+      // A kill between writing the finished file and removing the checkpoint leaves that checkpoint behind.
+      if (plan.staleCheckpoint) await fsp.rm(ckFile, { force: true });
+      results.push({ language: lang, file: outFile, tokens: plan.tokens, sequences: plan.sequences, seconds: 0, resumed: false, skipped: true });
+      continue;
+    }
+    const started = performance.now();
+    const { source, fingerprint, pass, optionsKey } = plan.run ?? await runOf(lang);
     const meta: StatsMeta = {
       format: STATS_FORMAT, model: identity, language: lang, scope: o.scope,
       layers: Array.from({ length: layers }, (_, i) => i), corpus: { files: source.files, fingerprint },
       toolVersion: TOOL_VERSION, shards: 1,
       parts: [{ corpus: fingerprint, shard: o.shard ? [o.shard.index + 1, o.shard.count] : null, budget: o.scope.tokenBudget, id: randomUUID() }],
+      compute: model.compute,
     };
-    let pass: PassThresholds | null = null;
-    if (o.thresholdsFrom)
-      pass = await thresholdsFromEarlierPass(o.thresholdsFrom.from, { language: lang, model: identity, sites, layers, quantile: o.thresholdsFrom.quantile });
     const thresholds = pass ? pass.thresholds : o.thresholds;
     const thresholdSource = pass ? pass.source : o.thresholdSource ?? 'given';
-    // Everything that changes what is counted: a checkpoint made with other options is not resumed.
-    const optionsKey = JSON.stringify({ model: identity.fingerprint, weights, fingerprint, scope: o.scope, sites, layers, shard: o.shard ?? null,
-      histEdges: o.histEdges ?? null, thresholdSource: thresholds ? thresholdSource : null, seqMeans: !!o.seqMeans, batchTokens,
-      ...(pass ? { thresholdsDigest: pass.digest } : {}) });
-    const outFile = statsFileFor(o.outDir, lang);
-    const ckFile = checkpointFileFor(o.outDir, lang);
-
-    let base: ActivationStats | null = null;
-    let resumeFrom: ScopePosition | undefined;
-    if (o.resume !== false && existsSync(outFile) && !existsSync(ckFile)) {
-      const done = await readStatsFile(outFile).catch(() => null);
-      if (done && done.metadata['langneurons_options'] === optionsKey) {
-        results.push({ language: lang, file: outFile, tokens: done.stats.tokens, sequences: done.stats.sequences, seconds: 0, resumed: false, skipped: true });
-        continue;
-      }
-    }
-    if (o.resume !== false && existsSync(ckFile)) {
-      const ck = await readStatsFile(ckFile);
-      const state = JSON.parse(ck.metadata[CHECKPOINT_KEY] ?? 'null') as CheckpointState | null;
-      if (!state || state.optionsKey !== optionsKey)
-        throw new LangneuronsError('E_RESUME', `${ckFile}: this checkpoint was made with other options, model or corpus; ` +
-          'rerun with the same ones, or remove it (or pass --no-resume) to start over', { file: ckFile });
-      base = ck.stats;
-      resumeFrom = state.position;
-    }
+    const base = plan.checkpoint?.stats ?? null;
+    const resumeFrom = plan.checkpoint?.position;
 
     const stats = model.createStats({
       sites, layers, seqMeans: !!o.seqMeans,
@@ -179,9 +201,85 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
     if (final.tokens === 0 && !o.shard)
       throw new LangneuronsError('E_INPUT', `${source.files.join(', ')}: no tokens to profile for language ${lang}`, { file: source.files[0] });
     if (final.tokens === 0) o.onWarning?.(`${lang}: shard ${o.shard!.index + 1}/${o.shard!.count} of ${source.files.join(', ')} holds no tokens; wrote an empty statistics file (it merges as zero)`);
-    await writeStats(outFile, final, { langneurons_options: optionsKey });
+    await writeStats(outFile, final, { [OPTIONS_KEY]: optionsKey });
     await fsp.rm(ckFile, { force: true });
     results.push({ language: lang, file: outFile, tokens: final.tokens, sequences: final.sequences, seconds: (performance.now() - started) / 1000, resumed: !!resumeFrom, skipped: false });
   }
   return results;
+}
+
+/**
+ * The earlier files of one language in --out, judged before anything is written: a finished file of the same
+ * options is kept (the language is skipped), a checkpoint of the same options is continued, and anything else is
+ * refused in one line naming the file: a file profile did not write (even with --no-resume, which replaces only
+ * profile's own files), or one made with other options (unless --no-resume).
+ */
+async function planLanguage(lang: string, o: ProfileOptions, runOf: (lang: string) => Promise<LanguageRun>): Promise<LanguagePlan> {
+  const outFile = statsFileFor(o.outDir, lang), ckFile = checkpointFileFor(o.outDir, lang);
+  const finished = existsSync(outFile) ? await profileOutputHeader(outFile, 'statistics') : null;
+  const checkpoint = existsSync(ckFile) ? await profileOutputHeader(ckFile, 'checkpoint') : null;
+  if ((!finished && !checkpoint) || o.resume === false) return { language: lang, todo: 'profile' };
+  const run = await runOf(lang);
+  const state = checkpoint ? parseCheckpointState(checkpoint.metadata?.[CHECKPOINT_KEY]) : null;
+  if (finished) {
+    // A finished file of another device is kept: its counts are this device's (sums to rounding), see mergeConflict.
+    const differs = optionsDiffer(finished.metadata?.[OPTIONS_KEY], run.optionsKey, ['device']);
+    if (!differs) {
+      const count = async (name: string) => {
+        const info = finished.tensors.find((t) => t.name === name);
+        return info ? Number((await readTensor(outFile, info) as BigInt64Array)[0]) : 0;
+      };
+      return { language: lang, todo: 'skip', tokens: await count('tokens'), sequences: await count('sequences'), staleCheckpoint: state?.optionsKey === run.optionsKey };
+    }
+    // Beside a checkpoint of this run's options it is what a killed --no-resume run was replacing: that run continues.
+    if (!checkpoint)
+      throw new LangneuronsError('E_RESUME', `${outFile}: finished statistics made with other options, model or corpus (${differs}); rerun with the same ones, ` +
+        'choose another --out, or pass --no-resume to profile again and replace it', { file: outFile });
+  }
+  const differs = optionsDiffer(state?.optionsKey, run.optionsKey, []);
+  if (differs)
+    throw new LangneuronsError('E_RESUME', `${ckFile}: this checkpoint was made with other options, model or corpus (${differs}); ` +
+      'rerun with the same ones, or remove it (or pass --no-resume) to start over', { file: ckFile });
+  return { language: lang, todo: 'profile', run, checkpoint: { stats: (await readStatsFile(ckFile)).stats, position: state!.position } };
+}
+
+/** The header of a file at a name profile writes, refused in one line unless it is a langneurons statistics file. */
+async function profileOutputHeader(file: string, kind: 'statistics' | 'checkpoint'): Promise<SafetensorsHeader> {
+  const header = await readSafetensorsHeader(file).catch(() => null);
+  let meta: { format?: unknown } | null = null;
+  try { meta = JSON.parse(header?.metadata?.['langneurons'] ?? 'null'); } catch { /* not ours: refused below */ }
+  if (!header || meta?.format !== STATS_FORMAT)
+    throw new LangneuronsError('E_EXISTS', `${file}: exists and is not a langneurons ${kind} file; profile does not overwrite it: ` +
+      'move it away or choose another --out', { file });
+  return header;
+}
+
+function parseCheckpointState(raw: string | undefined): CheckpointState | null {
+  try { return JSON.parse(raw ?? 'null') as CheckpointState | null; } catch { return null; }
+}
+
+/** Labels of the resume key's fields in messages. */
+const OPTION_NAMES: Record<string, string> = {
+  model: 'model', weights: 'model weights', fingerprint: 'corpus', thresholdsDigest: 'thresholds', thresholdSource: 'threshold source',
+};
+
+/**
+ * null when the options key `stored` (a file's) equals `wanted` on every field but `ignore`; else the fields that
+ * differ, with both values where they are short: `scope; compute: "bf16", now "f32"`.
+ */
+function optionsDiffer(stored: string | undefined, wanted: string, ignore: string[]): string | null {
+  if (!stored) return 'none recorded: not written by profile';
+  let was: Record<string, unknown> = {};
+  try {
+    const v: unknown = JSON.parse(stored);
+    if (v && typeof v === 'object' && !Array.isArray(v)) was = v as Record<string, unknown>;
+  } catch { /* compared as {}: every field differs */ }
+  const now = JSON.parse(wanted) as Record<string, unknown>;
+  const fields = [...new Set([...Object.keys(was), ...Object.keys(now)])].filter((k) => !ignore.includes(k));
+  const show = (v: unknown) => (v === undefined ? 'not recorded' : JSON.stringify(v));
+  const diffs = fields.filter((k) => JSON.stringify(was[k]) !== JSON.stringify(now[k])).map((k) => {
+    const [a, b] = [show(was[k]), show(now[k])];
+    return a.length + b.length <= 48 ? `${OPTION_NAMES[k] ?? k}: ${a}, now ${b}` : OPTION_NAMES[k] ?? k;
+  });
+  return diffs.length ? diffs.join('; ') : null;
 }

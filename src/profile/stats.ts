@@ -7,6 +7,7 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 
+import { isLanguageId } from '../corpus/language-id.js';
 import { LangneuronsError } from '../errors.js';
 import {
   readSafetensorsHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorData, type TensorInfo, type TensorToWrite,
@@ -57,7 +58,17 @@ export interface StatsMeta {
   shards: number;
   /** What each merged shard counted (absent in files written before parts were recorded): merges refuse overlaps. */
   parts?: StatsPart[];
+  /**
+   * The engine's compute mode (f32, or bf16 products): bf16 moves values near 0 across it, so most neurons' counts
+   * differ from an f32 run's and the two are never merged. Absent in files written before it was recorded and in
+   * imported files: "not recorded" is its own mode, mergeable only with other files that do not record it (such a
+   * file may come from either mode).
+   */
+  compute?: ComputeMode;
 }
+
+export type ComputeMode = 'f32' | 'bf16';
+const COMPUTE_MODES: readonly ComputeMode[] = ['f32', 'bf16'];
 
 /** The identity of one profiled part: which corpus, which shard of it (null: all of it), which budget, which run. */
 export interface StatsPart { corpus: string; shard: [number, number] | null; budget: number; id: string }
@@ -94,6 +105,27 @@ export interface SiteStats {
   above?: { source: string; thresholds: Float32Array; counts: Float64Array };
   /** [sequences][layers][width]: mean over each sequence's counted tokens (Kojima's AP, Rahmanisa's p_max/p_median). */
   seqMeans?: Float32Array;
+  /**
+   * The source recorded no sums (a Tang counts file with only 'n' and 'over_zero'): `sum` and `sumSq` then throw when
+   * read (siteWithoutSums), so a mean is refused instead of being computed from zeros, and the file has no sum tensors.
+   */
+  sumsAbsent?: true;
+}
+
+/**
+ * A site whose source recorded no sums. Reading its `sum` or `sumSq` throws an error naming `source`: what needs
+ * means (an intervention setting neurons to their mean, the activations analysis) fails in one line, and what needs
+ * only counts (LAPE, act-prob) works.
+ */
+export function siteWithoutSums(st: Omit<SiteStats, 'sum' | 'sumSq' | 'sumsAbsent'>, source: string): SiteStats {
+  const refuse = (): never => {
+    throw new LangneuronsError('E_STATS', `${source}: site ${st.site} holds no sums of the values (its source recorded only counts), ` +
+      'so no mean or variance can be read from it; use statistics profiled with langneurons, or a method that needs only counts', { file: source });
+  };
+  const out = { ...st, sumsAbsent: true } as SiteStats;
+  Object.defineProperty(out, 'sum', { get: refuse, enumerable: true });
+  Object.defineProperty(out, 'sumSq', { get: refuse, enumerable: true });
+  return out;
 }
 
 export interface ActivationStats {
@@ -129,8 +161,10 @@ export async function writeStats(file: string, s: ActivationStats, extraMetadata
   for (const [site, st] of s.sites) {
     const shape = [L, st.width];
     t[`${site}.over_zero`] = { dtype: 'I64', shape, data: counts(st.overZero) };
-    t[`${site}.sum`] = { dtype: 'F64', shape, data: st.sum };
-    t[`${site}.sum_sq`] = { dtype: 'F64', shape, data: st.sumSq };
+    if (!st.sumsAbsent) { // no sums recorded: no sum tensors (readStats reads both missing as "absent", never as zeros)
+      t[`${site}.sum`] = { dtype: 'F64', shape, data: st.sum };
+      t[`${site}.sum_sq`] = { dtype: 'F64', shape, data: st.sumSq };
+    }
     if (st.absSum) t[`${site}.abs_sum`] = { dtype: 'F64', shape, data: st.absSum };
     if (st.histogram) {
       const B = st.histogram.edges.length - 1;
@@ -162,13 +196,8 @@ export async function readStatsFile(file: string): Promise<{ stats: ActivationSt
     if (e instanceof LangneuronsError) throw e;
     fail(file, `cannot read the statistics file: ${(e as Error).message}`);
   }
-  const rawMeta = header.metadata?.['langneurons'];
-  if (!rawMeta) fail(file, 'not a langneurons statistics file (no "langneurons" metadata)');
-  let meta: StatsMeta & { aboveSources?: Record<string, string> };
-  try { meta = JSON.parse(rawMeta); } catch { fail(file, 'the "langneurons" metadata is not valid JSON'); }
-  if (meta.format !== STATS_FORMAT) fail(file, `format "${String(meta.format)}" is not ${STATS_FORMAT}`);
-  const L = meta.layers?.length;
-  if (!Number.isInteger(L) || L < 1) fail(file, 'metadata has no profiled layers');
+  const meta = parseStatsMeta(file, header.metadata?.['langneurons']);
+  const L = meta.layers.length;
   const get = (name: string, dtype: string) => {
     const x = tensors.get(name);
     if (!x) return undefined;
@@ -176,42 +205,156 @@ export async function readStatsFile(file: string): Promise<{ stats: ActivationSt
     return x;
   };
   const need = (name: string, dtype: string) => get(name, dtype) ?? fail(file, `missing tensor "${name}"`);
+  const count = (name: string) => {
+    const v = Number((need(name, 'I64').data as BigInt64Array)[0]);
+    if (!(Number.isSafeInteger(v) && v >= 0)) fail(file, `tensor "${name}" holds ${v}, not a count`);
+    return v;
+  };
+  const tokens = count('tokens');
+  const sequences = count('sequences');
+  // Impossible values would silently move every mask computed from the file: one pass over each array refuses them.
   const toF64 = (d: unknown) => Float64Array.from(d as BigInt64Array, (v) => Number(v));
-  const tokens = Number((need('tokens', 'I64').data as BigInt64Array)[0]);
-  const sequences = Number((need('sequences', 'I64').data as BigInt64Array)[0]);
   const sites = new Map<Site, SiteStats>();
   for (const site of SITES) {
     const oz = get(`${site}.over_zero`, 'I64');
     if (!oz) continue;
     const [l, width] = oz.info.shape;
-    if (l !== L || !width) fail(file, `tensor "${site}.over_zero" has shape [${oz.info.shape.join(', ')}], expected [${L}, width]`);
+    if (oz.info.shape.length !== 2 || l !== L || !width) fail(file, `tensor "${site}.over_zero" has shape [${oz.info.shape.join(', ')}], expected [${L}, width]`);
+    const W = width!;
     const shapeOk = (name: string, want: number[]) => {
       const x = tensors.get(name)!;
       if (x.info.shape.join(',') !== want.join(',')) fail(file, `tensor "${name}" has shape [${x.info.shape.join(', ')}], expected [${want.join(', ')}]`);
     };
-    const st: SiteStats = {
-      site, width: width!, overZero: toF64(oz.data),
-      sum: need(`${site}.sum`, 'F64').data as Float64Array, sumSq: need(`${site}.sum_sq`, 'F64').data as Float64Array,
-    };
-    shapeOk(`${site}.sum`, [L, width!]);
-    shapeOk(`${site}.sum_sq`, [L, width!]);
+    const overZero = inRange(file, `${site}.over_zero`, [L, W], toF64(oz.data), 0, tokens, `a count of tokens (0 to tokens = ${tokens})`);
+    const sumT = get(`${site}.sum`, 'F64'), sumSqT = get(`${site}.sum_sq`, 'F64');
+    let st: SiteStats;
+    if (!sumT && !sumSqT) {
+      st = siteWithoutSums({ site, width: W, overZero }, file);
+    } else {
+      const sum = need(`${site}.sum`, 'F64').data as Float64Array, sumSq = need(`${site}.sum_sq`, 'F64').data as Float64Array;
+      shapeOk(`${site}.sum`, [L, W]);
+      shapeOk(`${site}.sum_sq`, [L, W]);
+      st = { site, width: W, overZero,
+        sum: inRange(file, `${site}.sum`, [L, W], sum, -Infinity, Infinity, 'a finite sum'),
+        sumSq: inRange(file, `${site}.sum_sq`, [L, W], sumSq, 0, Infinity, 'a finite sum of squares (≥ 0)') };
+    }
     const abs = get(`${site}.abs_sum`, 'F64');
-    if (abs) { shapeOk(`${site}.abs_sum`, [L, width!]); st.absSum = abs.data as Float64Array; }
+    if (abs) {
+      shapeOk(`${site}.abs_sum`, [L, W]);
+      st.absSum = inRange(file, `${site}.abs_sum`, [L, W], abs.data as Float64Array, 0, Infinity, 'a finite sum of |value| (≥ 0)');
+    }
     const edges = get(`${site}.hist_edges`, 'F64');
     if (edges) {
-      const B = edges.info.shape[0]! - 1;
-      shapeOk(`${site}.hist_counts`, [L, width!, B]);
-      st.histogram = { edges: edges.data as Float64Array, counts: toF64(need(`${site}.hist_counts`, 'I64').data) };
+      const e = edges.data as Float64Array, B = e.length - 1;
+      if (edges.info.shape.length !== 1 || B < 1) fail(file, `tensor "${site}.hist_edges" has shape [${edges.info.shape.join(', ')}], expected [bins + 1] with at least one bin`);
+      // Ascending, not strictly: --histogram lo:hi:bins over a range narrow for its magnitude may round two edges equal.
+      for (let i = 0; i <= B; i++)
+        if (!Number.isFinite(e[i]!) || (i > 0 && !(e[i]! >= e[i - 1]!))) fail(file, `tensor "${site}.hist_edges" is not finite and ascending (at edge ${i}: ${e[i]})`);
+      need(`${site}.hist_counts`, 'I64');
+      shapeOk(`${site}.hist_counts`, [L, W, B]);
+      st.histogram = { edges: e, counts: inRange(file, `${site}.hist_counts`, [L, W, B], toF64(tensors.get(`${site}.hist_counts`)!.data), 0, Infinity, 'a count (≥ 0)') };
     }
     const th = get(`${site}.above_thresholds`, 'F32');
-    if (th) st.above = { source: meta.aboveSources?.[site] ?? '', thresholds: th.data as Float32Array, counts: toF64(need(`${site}.above_counts`, 'I64').data) };
+    if (th) {
+      shapeOk(`${site}.above_thresholds`, [L, W]);
+      need(`${site}.above_counts`, 'I64');
+      shapeOk(`${site}.above_counts`, [L, W]);
+      const counts = inRange(file, `${site}.above_counts`, [L, W], toF64(tensors.get(`${site}.above_counts`)!.data), 0, tokens, `a count of tokens (0 to tokens = ${tokens})`);
+      st.above = { source: meta.aboveSources?.[site] ?? '', thresholds: th.data as Float32Array, counts };
+    }
     const sm = get(`${site}.seq_means`, 'F32');
-    if (sm) st.seqMeans = sm.data as Float32Array;
+    if (sm) {
+      // One row per sequence that counted a token (the engine writes no row for the others), so rows = sequences.
+      shapeOk(`${site}.seq_means`, [sequences, L, W]);
+      st.seqMeans = inRange(file, `${site}.seq_means`, [sequences, L, W], sm.data as Float32Array, -Infinity, Infinity, 'a finite mean');
+    }
     sites.set(site, st);
   }
   if (!sites.size) fail(file, 'holds no site statistics');
   delete meta.aboveSources;
   return { stats: { meta, tokens, sequences, sites }, metadata: { ...header.metadata } };
+}
+
+/** xs (of the given shape) when every value is finite and in [lo, hi]; else one line naming the file, tensor and element. */
+function inRange<T extends Float64Array | Float32Array>(file: string, name: string, shape: number[], xs: T, lo: number, hi: number, what: string): T {
+  for (let i = 0; i < xs.length; i++) {
+    const v = xs[i]!;
+    if (!(Number.isFinite(v) && v >= lo && v <= hi)) fail(file, `tensor "${name}" holds ${v} at [${indexIn(shape, i).join(', ')}], which is not ${what}`);
+  }
+  return xs;
+}
+
+/** The multi-dimensional index of flat element i of an array of `shape` (row-major). */
+function indexIn(shape: number[], i: number): number[] {
+  const out: number[] = [];
+  for (let d = shape.length - 1; d >= 0; d--) { out.unshift(i % shape[d]!); i = Math.floor(i / shape[d]!); }
+  return out;
+}
+
+type ParsedMeta = StatsMeta & { aboveSources?: Record<string, string> };
+
+/**
+ * The "langneurons" metadata of `file`, every field checked: a field missing or of the wrong type is one line naming
+ * the file and the field, not a TypeError later in whatever reads it. The language must be a plain id (it becomes a
+ * file name and a key of masks).
+ */
+function parseStatsMeta(file: string, raw: string | undefined): ParsedMeta {
+  if (!raw) fail(file, 'not a langneurons statistics file (no "langneurons" metadata)');
+  let m: unknown;
+  try { m = JSON.parse(raw); } catch { fail(file, 'the "langneurons" metadata is not valid JSON'); }
+  const field = (name: string, want: string): never => fail(file, `metadata field "${name}" must be ${want}`);
+  const obj = (x: unknown, name: string): Record<string, unknown> =>
+    (x !== null && typeof x === 'object' && !Array.isArray(x) ? x as Record<string, unknown> : field(name, 'an object'));
+  const str = (x: unknown, name: string, nonEmpty = false): string => (typeof x === 'string' && (!nonEmpty || x) ? x : field(name, nonEmpty ? 'a non-empty string' : 'a string'));
+  const int = (x: unknown, name: string, min: number): number => (Number.isSafeInteger(x) && (x as number) >= min ? x as number : field(name, `an integer ≥ ${min}`));
+  const bool = (x: unknown, name: string): boolean => (typeof x === 'boolean' ? x : field(name, 'true or false'));
+  const top = obj(m, 'langneurons');
+  if (top.format !== STATS_FORMAT) fail(file, `format "${String(top.format)}" is not ${STATS_FORMAT}`);
+  const model = obj(top.model, 'model');
+  const modelLayers = int(model.layers, 'model.layers', 1);
+  for (const k of ['name', 'modelType'] as const) str(model[k], `model.${k}`);
+  str(model.fingerprint, 'model.fingerprint', true);
+  int(model.hidden, 'model.hidden', 1);
+  int(model.intermediate, 'model.intermediate', 1);
+  const language = str(top.language, 'language');
+  if (!isLanguageId(language))
+    fail(file, `metadata field "language": ${JSON.stringify(language)} is not a plain language id (letters, digits, '_', '-', '.'; no path separators or '..')`);
+  const scope = obj(top.scope, 'scope');
+  if (scope.mode !== 'windows' && scope.mode !== 'sentences') field('scope.mode', '"windows" or "sentences"');
+  int(scope.maxLen, 'scope.maxLen', 1);
+  bool(scope.bos, 'scope.bos');
+  bool(scope.countPadding, 'scope.countPadding');
+  int(scope.tokenBudget, 'scope.tokenBudget', 0);
+  const layers = Array.isArray(top.layers) ? top.layers : field('layers', 'a list of the profiled layers');
+  if (!layers.length) fail(file, 'metadata has no profiled layers');
+  layers.forEach((l, i) => {
+    if (!Number.isSafeInteger(l) || l < 0 || l >= modelLayers || (i > 0 && !(l > layers[i - 1])))
+      field('layers', `ascending distinct layer numbers in [0, ${modelLayers}) (model.layers), got [${layers.map(String).join(', ')}]`);
+  });
+  const corpus = obj(top.corpus, 'corpus');
+  if (!Array.isArray(corpus.files)) field('corpus.files', 'a list of file names');
+  (corpus.files as unknown[]).forEach((f, i) => str(f, `corpus.files[${i}]`));
+  str(corpus.fingerprint, 'corpus.fingerprint');
+  str(top.toolVersion, 'toolVersion');
+  int(top.shards, 'shards', 1);
+  if (top.parts !== undefined) {
+    if (!Array.isArray(top.parts)) field('parts', 'a list of profiled parts');
+    (top.parts as unknown[]).forEach((x, i) => {
+      const p = obj(x, `parts[${i}]`);
+      str(p.corpus, `parts[${i}].corpus`);
+      str(p.id, `parts[${i}].id`, true);
+      int(p.budget, `parts[${i}].budget`, 0);
+      const sh = p.shard;
+      if (sh !== null && !(Array.isArray(sh) && sh.length === 2 && Number.isSafeInteger(sh[0]) && Number.isSafeInteger(sh[1]) && sh[0] >= 1 && sh[0] <= sh[1]))
+        field(`parts[${i}].shard`, 'null (the whole corpus) or [k, n] with 1 ≤ k ≤ n');
+    });
+  }
+  if (top.compute !== undefined && !COMPUTE_MODES.includes(top.compute as ComputeMode)) field('compute', `one of ${COMPUTE_MODES.join(', ')}`);
+  if (top.aboveSources !== undefined) {
+    const sources = obj(top.aboveSources, 'aboveSources');
+    for (const [k, v] of Object.entries(sources)) str(v, `aboveSources.${k}`);
+  }
+  return top as unknown as ParsedMeta;
 }
 
 /** Why two stats cannot be merged, or null. */
@@ -222,6 +365,11 @@ export function mergeConflict(a: ActivationStats, b: ActivationStats): string | 
   if (a.meta.layers.join(',') !== b.meta.layers.join(',')) return `different layers profiled ([${a.meta.layers}] vs [${b.meta.layers}])`;
   const sa = JSON.stringify(a.meta.scope), sb = JSON.stringify(b.meta.scope);
   if (sa !== sb) return `different token scopes (${sa} vs ${sb})`;
+  // Not the device: a GPU's and a CPU's statistics of one compute mode are the same counts (sums to rounding).
+  if (a.meta.compute !== b.meta.compute) {
+    const mode = (m: StatsMeta) => m.compute ?? 'not recorded (an imported file, or one written before it was recorded)';
+    return `different compute modes (${mode(a.meta)} vs ${mode(b.meta)}): bf16 products move values near 0, so counts differ`;
+  }
   const ka = [...a.sites.keys()].sort().join(','), kb = [...b.sites.keys()].sort().join(',');
   if (ka !== kb) return `different sites (${ka} vs ${kb})`;
   for (const [site, x] of a.sites) {
@@ -235,6 +383,16 @@ export function mergeConflict(a: ActivationStats, b: ActivationStats): string | 
     if (!!x.seqMeans !== !!y.seqMeans) return `site ${site}: sequence means in one file only`;
   }
   return null;
+}
+
+/** Whether a and b counted the same (non-zero) tokens, neuron for neuron: what one file given twice looks like. */
+function sameCounts(a: ActivationStats, b: ActivationStats): boolean {
+  if (a.tokens === 0 || a.tokens !== b.tokens || a.sequences !== b.sequences) return false;
+  for (const [site, x] of a.sites) {
+    const y = b.sites.get(site)!.overZero;
+    for (let i = 0; i < x.overZero.length; i++) if (x.overZero[i] !== y[i]) return false;
+  }
+  return true;
 }
 
 const add = (a: Float64Array, b: Float64Array) => { const o = new Float64Array(a.length); for (let i = 0; i < a.length; i++) o[i] = a[i]! + b[i]!; return o; };
@@ -251,11 +409,17 @@ export function mergeStats(a: ActivationStats, b: ActivationStats, labels: [stri
       const overlap = partsOverlap(p, q);
       if (overlap) throw new LangneuronsError('E_STATS', `cannot merge ${labels[0]} and ${labels[1]}: ${overlap}`);
     }
+    // Without parts on both sides, an overlap cannot be seen, but the same file twice still can: by its content.
+    if ((!a.meta.parts || !b.meta.parts) && sameCounts(a, b))
+      throw new LangneuronsError('E_STATS', `cannot merge ${labels[0]} and ${labels[1]}: they hold identical statistics (the same file given twice?): tokens would be counted twice`);
   }
   const sites = new Map<Site, SiteStats>();
   for (const [site, x] of a.sites) {
     const y = b.sites.get(site)!;
-    const st: SiteStats = { site, width: x.width, overZero: add(x.overZero, y.overZero), sum: add(x.sum, y.sum), sumSq: add(x.sumSq, y.sumSq) };
+    const counts = { site, width: x.width, overZero: add(x.overZero, y.overZero) };
+    // Sums only when both shards have them: a part's sums missing make the total's unknown, not smaller.
+    const st: SiteStats = x.sumsAbsent || y.sumsAbsent ? siteWithoutSums(counts, `${labels[x.sumsAbsent ? 0 : 1]} (merged)`)
+      : { ...counts, sum: add(x.sum, y.sum), sumSq: add(x.sumSq, y.sumSq) };
     // Σ|value| only when both shards have it (a file written before it was recorded has none).
     if (x.absSum && y.absSum) st.absSum = add(x.absSum, y.absSum);
     if (x.histogram) st.histogram = { edges: x.histogram.edges, counts: add(x.histogram.counts, y.histogram!.counts) };
