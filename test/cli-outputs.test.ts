@@ -103,6 +103,25 @@ describe('masks / stats import and export never write over their input or a file
   });
 });
 
+describe('stats merge', () => {
+  it('writes only over a statistics file: a model\'s weights and a mask are refused untouched, its own output rewritten', async () => {
+    const shard = (k: number) => path.join(tmp, `shard-${k}`);
+    for (const k of [1, 2])
+      await ok('profile', MODEL, '--corpus', 'udhr:train', '--langs', 'en', '--shard', `${k}/2`, '--tokens', '2k', '--max-len', '32', '--threads', '1', '--out', shard(k));
+    const parts = [1, 2].map((k) => path.join(shard(k), 'en.safetensors'));
+    const weights = path.join(tmp, 'victim-merge.safetensors');
+    await fsp.copyFile(fixturePath('stories260k', 'model.safetensors'), weights);
+    const before = await bytes(weights), maskBefore = await bytes(masksFile);
+    for (const out of [weights, masksFile])
+      expect(await refused('stats', 'merge', ...parts, '--out', out)).toBe(`langneurons: error: --out ${out}: exists and is not a langneurons statistics file; it is written only over one: choose another --out`);
+    expect(await bytes(weights)).toEqual(before);
+    expect(await bytes(masksFile)).toEqual(maskBefore);
+    const merged = path.join(tmp, 'merged-en.safetensors');
+    await ok('stats', 'merge', ...parts, '--out', merged);
+    await ok('stats', 'merge', ...parts, '--out', merged);
+  }, 60_000);
+});
+
 describe('identify', () => {
   it('writes a mask only over a mask', async () => {
     const victim = path.join(tmp, 'id-victim');

@@ -1,10 +1,10 @@
 import type { Command } from 'commander';
 
 import { LangneuronsError } from '../../errors.js';
-import { ensureParentDir, refuseOutputIsInput } from '../../io/outdir.js';
+import { ensureParentDir } from '../../io/outdir.js';
 import { mergeStats, readStats, writeStats } from '../../profile/stats.js';
 import { printResult } from '../output.js';
-import { addTangStatsCommands } from './tang.js';
+import { addTangStatsCommands, checkOutput, isStatsFile } from './tang.js';
 
 export function registerStats(program: Command): void {
   const stats = program.command('stats').description('inspect, merge, import and export activation statistics files');
@@ -15,7 +15,8 @@ export function registerStats(program: Command): void {
     .option('--json', 'print one JSON document on stdout')
     .action(async (files: string[], o: { out: string; json?: boolean }) => {
       if (files.length < 2) throw new LangneuronsError('E_OPTIONS', 'stats merge needs at least two files');
-      await refuseOutputIsInput(o.out, files);
+      // Written only over a statistics file (an earlier merge), never over a model's weights or another file.
+      await checkOutput(o.out, files, 'a langneurons statistics file', isStatsFile);
       let acc = await readStats(files[0]!);
       for (const f of files.slice(1)) acc = mergeStats(acc, await readStats(f), [files[0]!, f]);
       await ensureParentDir(o.out);

@@ -29,7 +29,7 @@ async function sha256File(file: string): Promise<string> {
 }
 
 /** Whether `file` is a langneurons statistics file (its safetensors header says so; the tensors are not read). */
-async function isStatsFile(file: string): Promise<boolean> {
+export async function isStatsFile(file: string): Promise<boolean> {
   return (await readSafetensorsHeader(file)).metadata?.['langneurons'] !== undefined;
 }
 
@@ -50,7 +50,7 @@ async function isTangFile(file: string, kind: 'mask' | 'counts'): Promise<boolea
  * Before writing `out`: refuses an input as the output, and an existing file that is not `what` (a model's
  * weights, another kind of file): an import or export writes only over a file of its own kind.
  */
-async function checkOutput(out: string, inputs: string[], what: string, ours: (file: string) => Promise<boolean>): Promise<void> {
+export async function checkOutput(out: string, inputs: string[], what: string, ours: (file: string) => Promise<boolean>): Promise<void> {
   await refuseOutputIsInput(out, inputs);
   const st = await fsp.lstat(out).catch(() => null);
   if (st === null || (st.isFile() && (await ours(out).catch(() => false)))) return;
