@@ -129,6 +129,7 @@ describe('langneurons CLI', () => {
     [['generate', fixturePath('stories260k'), '--temperature', '-1'], /--temperature must be/],
     [['generate', fixturePath('stories260k'), '--prompt-ids', '1,99999'], /outside the vocabulary/],
     [['score', fixturePath('stories260k')], /exactly one of/],
+    [['profile', fixturePath('stories260k'), '--corpus', 'udhr:train', '--langs', 'en', '--sites', 'act,h,act', '--out', '/tmp/ln-never-written'], /--sites: 'act' is listed twice/],
     // usage errors found by the option parser read the same way
     [['finetune', '--stpes', '3'], /^langneurons: error: unknown option '--stpes' \(Did you mean --steps\?\)\n$/],
     [['sweep', 'report', 'x.yaml'], /^langneurons: error: required option '--out <dir>' not specified\n$/],

@@ -73,6 +73,8 @@ export function registerProfile(program: Command): void {
     .action(async (dir: string, o: ProfileCli) => {
       const sites = o.sites.split(',').map((s) => s.trim()).filter(Boolean);
       for (const s of sites) if (!SITES.includes(s as Site)) throw new LangneuronsError('E_OPTIONS', `--sites: unknown site '${s}' (sites: ${SITES.join(', ')})`, { field: '--sites' });
+      const twice = sites.find((s, i) => sites.indexOf(s) !== i);
+      if (twice) throw new LangneuronsError('E_OPTIONS', `--sites: '${twice}' is listed twice`, { field: '--sites' });
       const langs = o.langs.split(',').map((s) => s.trim()).filter(Boolean);
       if ((o.aboveQuantile === undefined) !== (o.thresholdsFrom === undefined))
         throw new LangneuronsError('E_OPTIONS', '--above-quantile and --thresholds-from go together: the quantile is read from the earlier pass\'s histograms',
