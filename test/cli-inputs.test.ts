@@ -6,8 +6,11 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { openCorpus } from '../src/corpus/sources.js';
+import { loadModel } from '../src/engine/model.js';
 import { readRows } from '../src/eval/data.js';
 import { readTextFile } from '../src/io/text.js';
+import { loadSftExamples } from '../src/train/sft.js';
 import { runCli } from './helpers/cli.js';
 import { fixturePath, makeTempDir, removeDir } from './helpers/fixtures.js';
 
@@ -61,6 +64,25 @@ describe('a leading byte order mark is dropped by every text reader', () => {
     expect(fromFile!.promptTokens).toBe(plain!.promptTokens);
     expect(fromFile!.tokens).toEqual(plain!.tokens);
   });
+});
+
+describe('a leading byte order mark in the JSON inputs', () => {
+  it('prompt/completion records are read as records, not trained on as plain text; a corpus manifest and a train config parse', async () => {
+    const model = await loadModel(MODEL, { threads: 1, device: 'cpu' });
+    const records = `{"prompt": "Once upon", "completion": " a time"}\n{"prompt": "The cat", "completion": " sat"}\n`;
+    const tok = model.requireTokenizer();
+    const plain = await loadSftExamples(await write('records.jsonl', records), tok, MODEL, 64, 'training');
+    const bom = await loadSftExamples(await write('records-bom.jsonl', BOM + records), tok, MODEL, 64, 'training');
+    expect(plain?.format).toBe('prompt-completion');
+    expect(bom?.examples).toEqual(plain?.examples);
+    await model.dispose();
+    await write('corpus-en.txt', 'Once upon a time there was a cat.\n');
+    const manifest = await write('corpus.json', `${BOM}{"languages": {"en": {"files": ["corpus-en.txt"]}}}`);
+    expect((await openCorpus(manifest)).languages).toEqual(['en']);
+    const config = await write('train-config.json', `${BOM}{"steps": 1}`);
+    const r = await runCli('train', '--config', config, '--out', path.join(tmp, 'never'), '--steps', 'x');
+    expect(r.stderr).toMatch(/--steps must be a number, got 'x'/);  // the config read, the options checked next
+  }, 60_000);
 });
 
 describe('generate --prompt-file', () => {

@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, promises as fsp, type Stats } from 'node:fs';
 import path from 'node:path';
 import { LangneuronsError, describeError } from '../errors.js';
+import { withoutBom } from '../io/text.js';
 import type { ReadCounter } from './lines.js';
 import { formatOf, planParquet, readDocuments, type FileFormat } from './readers.js';
 
@@ -218,7 +219,7 @@ export async function openCorpus(pathOrManifest: string | CorpusManifest, option
     else {
       let raw: unknown;
       try {
-        raw = JSON.parse(await fsp.readFile(origin, 'utf8'));
+        raw = JSON.parse(withoutBom(await fsp.readFile(origin, 'utf8')));
       } catch (err) {
         fail(`${origin}: not a corpus folder nor a valid JSON manifest (${describeError(err)})`, origin);
       }

@@ -18,6 +18,7 @@
 // median over sequences of the sequence mean). Row statistics (<rowstat>): mean, std, median, max, iqr, mad, p<q>.
 // Example: deactivate:masks/lape.json:en:positions=prompt:layers=4-10
 import { LangneuronsError } from '../errors.js';
+import { withoutBom } from '../io/text.js';
 
 export type InterventionSite = 'act' | 'gate' | 'h';
 export const INTERVENTION_SITES: readonly InterventionSite[] = ['act', 'gate', 'h'];
@@ -243,7 +244,7 @@ export function validateSpec(raw: unknown, where?: string): InterventionSpec {
  *  no YAML parser is among the project's dependencies.) */
 export function parseInterventionFile(text: string, file: string, defaultStats?: string): InterventionSpec[] {
   let raw: unknown;
-  const json = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text; // a leading byte order mark is not JSON
+  const json = withoutBom(text);
   try { raw = JSON.parse(json); } catch (e) { throw specError(file, `not valid JSON: ${(e as Error).message}`); }
   if (!Array.isArray(raw)) throw specError(file, 'expected a JSON array of specs');
   // Each entry is named <file>[<index>] in messages, also those found when it is resolved (a missing mask or statistic).

@@ -114,6 +114,10 @@ export async function readTextFile(file: string, what: string): Promise<string> 
   check.end();
   check.refuseBinary(file, true);
   check.warnReplaced(file);
-  const text = bytes.toString('utf8');
+  return withoutBom(bytes.toString('utf8'));
+}
+
+/** Text without a leading byte order mark (U+FEFF): editors on Windows write one, and it is neither text nor JSON. */
+export function withoutBom(text: string): string {
   return text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
 }

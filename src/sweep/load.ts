@@ -10,6 +10,7 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type
 import { isLanguageId } from '../corpus/language-id.js';
 import { resolveUdhrLanguage } from '../corpus/udhr.js';
 import { LangneuronsError } from '../errors.js';
+import { withoutBom } from '../io/text.js';
 import { amplification, DEFAULT_SETTINGS, parseSettings } from '../steer/index.js';
 
 export type Value = string | number | boolean;
@@ -252,7 +253,7 @@ function checkProfileLanguages(spec: string, langs: readonly string[], dir: stri
   } else {
     let manifest: { languages?: unknown };
     try {
-      manifest = JSON.parse(readFileSync(root, 'utf8')) as { languages?: unknown };
+      manifest = JSON.parse(withoutBom(readFileSync(root, 'utf8'))) as { languages?: unknown };
     } catch (e) {
       return fail(at, `${root}: not a corpus folder nor a valid JSON manifest (${(e as Error).message})`);
     }

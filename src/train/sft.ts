@@ -18,6 +18,7 @@ import { promises as fsp } from 'node:fs';
 import { Template } from '@huggingface/jinja';
 
 import { LangneuronsError } from '../errors.js';
+import { withoutBom } from '../io/text.js';
 import { loadChatTemplate, type ChatMessage } from '../model/chat-template.js';
 import { sha256 } from './delta.js';
 
@@ -124,7 +125,7 @@ export async function loadSftExamples(file: string, tok: SftTokenizer, modelDir:
   Promise<{ examples: SftExample[]; sha: string; format: SftFormat; dropped: number } | null> {
   let text: string;
   try {
-    text = await fsp.readFile(file, 'utf8');
+    text = withoutBom(await fsp.readFile(file, 'utf8'));
   } catch (e) {
     throw new LangneuronsError('E_IO', `${file}: cannot read the ${what} file: ${(e as Error).message}`, { file });
   }

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 
 import { LangneuronsError } from '../../errors.js';
 import { writeFileAtomic } from '../../io/atomic.js';
+import { withoutBom } from '../../io/text.js';
 import { loadTokenizer } from '../../model/tokenizer.js';
 import { tokenizerConfigJson, tokenizerJson, trainBpe } from '../../pretrain/bpe.js';
 import { buildPretrainCorpus } from '../../pretrain/corpus.js';
@@ -38,7 +39,7 @@ export function registerTokenizer(program: Command): void {
         const text = await fsp.readFile(f, 'utf8').catch((e: Error) => {
           throw new LangneuronsError('E_IO', `${f}: cannot read the text file: ${e.message}`, { file: f });
         });
-        for (const line of text.split(/\r?\n/)) if (line.trim()) docs.push(line); // (a spread overflows the stack past ~100k lines)
+        for (const line of withoutBom(text).split(/\r?\n/)) if (line.trim()) docs.push(line); // (a spread overflows the stack past ~100k lines)
       }
       if (docs.length === 0) throw new LangneuronsError('E_OPTIONS', 'tokenizer train needs --langs and/or --text with some text', { field: 'text' });
       const t0 = performance.now();

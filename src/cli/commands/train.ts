@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { LangneuronsError } from '../../errors.js';
 import { parseLowResource } from '../../pretrain/corpus.js';
 import { pretrain, type PretrainOptions } from '../../pretrain/train.js';
+import { withoutBom } from '../../io/text.js';
 import { printResult } from '../output.js';
 
 interface TrainCli {
@@ -34,7 +35,7 @@ async function options(o: TrainCli, argv: string[]): Promise<PretrainOptions> {
   let base: Record<string, unknown> = {};
   if (o.config) {
     try {
-      base = JSON.parse(await fsp.readFile(o.config, 'utf8')) as Record<string, unknown>;
+      base = JSON.parse(withoutBom(await fsp.readFile(o.config, 'utf8'))) as Record<string, unknown>;
     } catch (e) {
       throw new LangneuronsError('E_OPTIONS', `${o.config}: cannot read the --config JSON: ${(e as Error).message}`, { file: o.config });
     }
