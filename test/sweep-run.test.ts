@@ -16,7 +16,7 @@ import { planSweep, stepDir } from '../src/sweep/plan.js';
 const ROOT = path.resolve(__dirname, '..');
 const BIN = path.join(ROOT, 'bin', 'langneurons.js');
 const DEMO = path.join(ROOT, 'examples', 'sweep-demo.yaml');
-// A space and a '#' in every path: the Slurm scripts must escape them (sbatch splits #SBATCH lines at whitespace).
+// A space and a '#' in every path: the Slurm scripts must quote them (sbatch splits #SBATCH lines at whitespace).
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'ln sweep-run #'));
 const OUT_LOCAL = path.join(tmp, 'local'), OUT_SLURM = path.join(tmp, 'slurm');
 const STEPS = 28;

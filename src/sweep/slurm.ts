@@ -49,9 +49,17 @@ export function squeueJobs(jobs: string[]): Map<string, string> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const shellQuote = (s: string) => (/^[\w./:=@+,%-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
-/** A value on an `#SBATCH` line: sbatch splits those lines at whitespace and ends them at an unescaped '#', and
- *  takes quotes as quoting; a backslash escapes one character (in every Slurm version), so paths with spaces work. */
-const sbatchValue = (s: string) => s.replace(/[\s"'\\#]/g, (c) => `\\${c}`);
+/**
+ * A value on an `#SBATCH` line. sbatch splits those lines at whitespace and ends them at an unquoted '#'; a value in
+ * double quotes is taken whole by every Slurm version (22.05 takes no backslash escapes there). A value holding a
+ * double quote, a backslash or a line break cannot be written so: refused, naming it.
+ */
+function sbatchValue(s: string): string {
+  if (/^[\w./:=@+,%-]+$/.test(s)) return s;
+  if (/["\\\n\r]/.test(s))
+    throw new LangneuronsError('E_SWEEP', `${JSON.stringify(s)}: a path or value with a double quote, a backslash or a line break cannot be given to sbatch on an #SBATCH line; rename it`);
+  return `"${s}"`;
+}
 
 interface Submitted { kind: StepKind; job: string; steps: Step[]; logPattern: string }
 
