@@ -19,24 +19,24 @@ function allZero(a: Float32Array, from: number, to: number): boolean {
  */
 export function checkFiniteOutput(o: {
   logits: Float32Array; vocab: number; sequences: number; rowOf: (i: number) => number; targetLogprobs: Float32Array | null;
-  intervened: boolean; model: string;
+  intervened: boolean; model: string; unit?: string;
 }): void {
   for (let i = 0; i < o.sequences; i++) {
     const r = o.rowOf(i);
     if (r < 0) break;
     const bad = firstNonFinite(o.logits, r * o.vocab, (r + 1) * o.vocab);
-    checkRow(o, i, bad < 0 ? -1 : bad - r * o.vocab, o.logits[bad] ?? 0, bad < 0 && allZero(o.logits, r * o.vocab, (r + 1) * o.vocab));
+    checkRow(o, i, bad < 0 ? -1 : bad - r * o.vocab, o.logits[bad] ?? 0, bad < 0 && allZero(o.logits, r * o.vocab, (r + 1) * o.vocab), o.unit ?? 'logit');
   }
   checkTargetLogprobs(o);
 }
 
 /** Sequence i's last row: `bad` the index of its first non-finite logit (-1: none), `value` that logit, `zero`
  *  whether every logit is exactly 0. */
-function checkRow(o: { vocab: number; intervened: boolean; model: string }, i: number, bad: number, value: number, zero: boolean): void {
-  if (bad >= 0) throw nonFinite(o, `logit ${bad} of sequence ${i} is ${value}`);
+function checkRow(o: { vocab: number; intervened: boolean; model: string }, i: number, bad: number, value: number, zero: boolean, unit = 'logit'): void {
+  if (bad >= 0) throw nonFinite(o, `${unit} ${bad} of sequence ${i} is ${value}`);
   // Every logit exactly 0: the final norm divided by an infinite RMS (its input overflowed float32), so the
   // hidden state became 0 — finite, but as meaningless as NaN (uniform predictions, empty generations).
-  if (o.vocab > 1 && zero) throw nonFinite(o, `every logit of sequence ${i} is exactly 0 (the final norm's input overflowed)`);
+  if (o.vocab > 1 && zero) throw nonFinite(o, `every ${unit} of sequence ${i} is exactly 0 (the final norm's input overflowed)`);
 }
 
 function checkTargetLogprobs(o: { targetLogprobs: Float32Array | null; intervened: boolean; model: string }): void {

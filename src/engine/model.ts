@@ -79,8 +79,28 @@ export interface ForwardOutput {
   next: { tokens: Int32Array; logits: Float32Array } | null;
 }
 
+/**
+ * The engine's refusal of a request it was given (a sequence past the context, a cache slot over its capacity, a
+ * bad cache size: plain Errors and RangeErrors from the addon) as a LangneuronsError, so that callers can tell bad
+ * input from a bug by type. Running out of memory is left as it is (the CLI names it).
+ */
+function asInputError(e: unknown, code: 'E_INPUT' | 'E_OPTIONS'): unknown {
+  if (e instanceof LangneuronsError || !(e instanceof Error) || /bad_alloc|out of memory/i.test(e.message)) return e;
+  return new LangneuronsError(code, e.message, { cause: e });
+}
+
 export class KvCache {
+  /** Forwards queued or running with this cache; dispose() waits for them. */
+  private inFlight = 0;
+  private disposeRequested = false;
   constructor(readonly native: NativeKvCache, readonly slots: number, readonly capacity: number, readonly owner: LanguageModel) {}
+  /** Whether dispose() was called (the memory may still be held by a forward that was queued before it). */
+  get isDisposed(): boolean { return this.disposeRequested; }
+  /** @internal A forward queued with this cache: the returned function is called when it ends. */
+  hold(): () => void {
+    this.inFlight++;
+    return () => { if (--this.inFlight === 0 && this.disposeRequested) this.native.dispose(); };
+  }
   length(slot: number): number { return this.native.length(slot); }
   /** Truncate a slot (0 empties it). */
   reset(slot: number, length = 0): void { this.native.setLength(slot, length); }
@@ -89,7 +109,10 @@ export class KvCache {
   get bytes(): number { return this.native.bytes(); }
   /** Frees the cache's memory now rather than at garbage collection (on a GPU, device memory the collector does not
    *  see), or when a forward still using it ends. Idempotent; later use is refused. Also `using cache = …`. */
-  dispose(): void { this.native.dispose(); }
+  dispose(): void {
+    this.disposeRequested = true;
+    if (this.inFlight === 0) this.native.dispose();
+  }
   [Symbol.dispose](): void { this.dispose(); }
 }
 
@@ -143,8 +166,13 @@ export class LanguageModel {
   }
 
   createCache(slots: number, capacity = this.contextLength): KvCache {
+    if (this.disposed) throw new LangneuronsError('E_INPUT', `createCache: the model ${this.dir} was disposed`);
     const addon = loadAddon();
-    return new KvCache(new addon.NativeKvCache(this.native, slots, capacity), slots, capacity, this);
+    try {
+      return new KvCache(new addon.NativeKvCache(this.native, slots, capacity), slots, capacity, this);
+    } catch (e) {
+      throw asInputError(e, 'E_OPTIONS');
+    }
   }
 
   /** An accumulator of per-unit activation statistics for this model's forwards (see src/engine/stats.ts). */
@@ -173,9 +201,13 @@ export class LanguageModel {
   forward(batch: ArrayLike<number>[], opts: ForwardOptions = {}): Promise<ForwardOutput> {
     // Refused when asked for after dispose(); forwards queued before it still run (dispose waits for them).
     if (this.disposed) return Promise.reject(new LangneuronsError('E_INPUT', `forward: the model ${this.dir} was disposed`));
+    if (opts.cache?.isDisposed) return Promise.reject(new LangneuronsError('E_INPUT', 'forward: the cache was disposed'));
+    // A cache disposed while this forward waits in the queue is freed when the forward ends (KvCache.dispose).
+    const release = opts.cache?.hold();
     const run = () => this.forwardNow(batch, opts);
     const p = this.queue.then(run, run);
     this.queue = p.catch(() => undefined);
+    if (release) p.then(release, release);
     return p;
   }
 
@@ -207,7 +239,12 @@ export class LanguageModel {
       opts.targets.forEach((ts, i) => {
         if (ts.length !== batch[i]!.length)
           throw new LangneuronsError('E_INPUT', `forward: targets of sequence ${i} has ${ts.length} entries, expected ${batch[i]!.length}`);
-        for (let t = 0; t < ts.length; t++) targets![seqOffsets[i]! + t] = ts[t]!;
+        for (let t = 0; t < ts.length; t++) {
+          const id = ts[t]!;
+          if (!Number.isInteger(id) || id < -1 || id >= this.vocabSize)
+            throw new LangneuronsError('E_INPUT', `forward: target ${id} at position ${t} of sequence ${i} must be a token id in [0, ${this.vocabSize}) or -1 (no target)`);
+          targets![seqOffsets[i]! + t] = id;
+        }
       });
     }
     if (opts.cache && opts.cache.owner !== this) throw new LangneuronsError('E_INPUT', 'forward: the cache belongs to another model');
@@ -217,6 +254,8 @@ export class LanguageModel {
       assertSequenceFits(this.config, cached + s.length);
     });
     const mode = opts.logits ?? (opts.lastLayer !== undefined && opts.lastLayer >= 0 ? 'none' : 'last');
+    if (!Object.hasOwn(LOGITS_CODE, mode))
+      throw new LangneuronsError('E_OPTIONS', `forward: logits must be one of ${Object.keys(LOGITS_CODE).join(', ')}, got '${String(mode)}'`, { field: 'logits' });
     const res = await this.native.forward(tokens, seqLens, {
       logits: LOGITS_CODE[mode],
       ...(targets ? { targets } : {}),
@@ -224,14 +263,15 @@ export class LanguageModel {
       ...(opts.cache ? { cache: opts.cache.native, cacheSlots: Int32Array.from(opts.cacheSlots ?? batch.map((_, i) => i)) } : {}),
       ...this.profilingOptions(batch, seqOffsets, total, opts),
       ...this.interventionOptions(batch, seqOffsets, total, opts),
-    });
+    }).catch((e: unknown) => { throw asInputError(e, 'E_INPUT'); });
     const rows = mode === 'all' ? total : mode === 'last' || mode === 'lastHidden' ? batch.length : 0;
     if (mode === 'greedy')
       checkFiniteNext({ next: res.next!, vocab: this.vocabSize, targetLogprobs: res.targetLogprobs ?? null, intervened: !!opts.intervene, model: path.basename(this.checkpoint.dir) });
-    else if (mode !== 'lastHidden')
+    else
       checkFiniteOutput({
-        logits: res.logits, vocab: this.vocabSize, sequences: batch.length, targetLogprobs: res.targetLogprobs ?? null,
-        rowOf: (i) => (mode === 'all' ? seqOffsets[i]! + batch[i]!.length - 1 : mode === 'last' ? i : -1),
+        logits: res.logits, vocab: mode === 'lastHidden' ? this.config.hiddenSize : this.vocabSize, sequences: batch.length,
+        targetLogprobs: res.targetLogprobs ?? null, unit: mode === 'lastHidden' ? 'hidden value' : 'logit',
+        rowOf: (i) => (mode === 'all' ? seqOffsets[i]! + batch[i]!.length - 1 : mode === 'last' || mode === 'lastHidden' ? i : -1),
         intervened: !!opts.intervene, model: path.basename(this.checkpoint.dir),
       });
     return { logits: res.logits, rows, vocab: mode === 'lastHidden' ? this.config.hiddenSize : this.vocabSize, seqOffsets, targetLogprobs: res.targetLogprobs,

@@ -1,5 +1,6 @@
 // Next-token selection with Hugging Face `generate` semantics, applied in HF's order: repetition penalty,
 // then temperature, top-k, top-p, then sampling (or argmax when greedy). Seeded, so runs repeat exactly.
+import { LangneuronsError } from '../errors.js';
 
 export interface SamplingOptions {
   /** 0 (default) = greedy. */
@@ -53,7 +54,7 @@ export class Rng {
 function rotl(x: number, k: number): number { return ((x << k) | (x >>> (32 - k))) >>> 0; }
 
 export function validateSampling(o: SamplingOptions): void {
-  const bad = (field: string, want: string, v: unknown) => { throw new RangeError(`${field} must be ${want}, got ${String(v)}`); };
+  const bad = (field: string, want: string, v: unknown) => { throw new LangneuronsError('E_OPTIONS', `${field} must be ${want}, got ${String(v)}`, { field }); };
   if (o.temperature !== undefined && !(o.temperature >= 0 && Number.isFinite(o.temperature))) bad('temperature', 'a number >= 0', o.temperature);
   if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) bad('topK', 'an integer >= 0', o.topK);
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) bad('topP', 'a number in (0, 1]', o.topP);
