@@ -94,6 +94,7 @@ export class LoadedTokenizer {
   /** The library's decode without its per-token list scans (fast-decode.ts); null: the library's own. */
   private readonly fastDecode: FastDecode | null;
 
+  /** @internal Made by loadTokenizer (the library's type stays out of the published declarations). */
   constructor(
     readonly file: string,
     private readonly inner: Tokenizer,
