@@ -42,10 +42,15 @@ export const LANG_ALIASES: Record<string, { flores?: string; include?: string }>
   ne: { flores: 'npi_Deva', include: 'Nepali' }, ml: { flores: 'mal_Mlym', include: 'Malayalam' }, tl: { flores: 'tgl_Latn', include: 'Tagalog' },
 };
 
+/** Other short codes datasets use for a language: XWinograd's `jp` (its codes: en, fr, jp, pt, ru, zh). */
+const CODE_ALIASES: Record<string, string> = { jp: 'ja' };
+
 /** One name per language across datasets: a short code (en) for its FLORES code (eng_Latn), INCLUDE folder
- *  name (English) or MMMLU file/region name (EN-US, en_us, mmlu_EN-US); a FLORES pair maps each side. */
+ *  name (English), MMMLU file/region name (EN-US, en_us, mmlu_EN-US) or another dataset's code (XWinograd's jp);
+ *  a FLORES pair maps each side. */
 export function canonicalLang(lang: string): string {
   if (LANG_ALIASES[lang]) return lang;
+  if (CODE_ALIASES[lang]) return CODE_ALIASES[lang];
   const pair = /^([A-Za-z]{3}_[A-Za-z]{4})-([A-Za-z]{3}_[A-Za-z]{4})$/.exec(lang);
   if (pair) return `${canonicalLang(pair[1]!)}-${canonicalLang(pair[2]!)}`;
   for (const [code, a] of Object.entries(LANG_ALIASES)) if (a.flores === lang || a.include?.toLowerCase() === lang.toLowerCase()) return code;
@@ -179,10 +184,17 @@ export function mmluLmEvalPrompt(subject: string, question: string, choices: str
     `${pyStrip(question)}\n` + choices.map((c, i) => `${LETTERS[i]}. ${c}`).join('\n') + '\nAnswer:';
 }
 
+/** The domain as lm-eval's task description writes it where it differs from the `domain` column: its Hebrew
+ *  "Driving License" task file (include_base_44_hebrew_driving_license.yaml) says "Driving license" (checked
+ *  against every INCLUDE task file of lm-eval 4e7e0d4; the others write the column's value). */
+const INCLUDE_DESCRIPTION_DOMAIN: Record<string, Record<string, string>> = { he: { 'Driving License': 'Driving license' } };
+
 /** INCLUDE (include-base-44): one task per domain; its description is joined to the question with nothing
- *  between (lm-eval's system message has no delimiter), and the YAML's folded line puts a space before "D.". */
-export function includeLmEvalPrompt(domain: string, question: string, choices: string[]): string {
-  return `The following is multiple-choice question about ${domain}.` +
+ *  between (lm-eval's system message has no delimiter), and the YAML's folded line puts a space before "D.".
+ *  `lang`: the dataset's language (Hebrew or he), for lm-eval's one description that differs from the domain. */
+export function includeLmEvalPrompt(domain: string, question: string, choices: string[], lang: string): string {
+  const described = INCLUDE_DESCRIPTION_DOMAIN[canonicalLang(lang)]?.[domain] ?? domain;
+  return `The following is multiple-choice question about ${described}.` +
     `${pyStrip(question)}\nA. ${choices[0]}\nB. ${choices[1]}\nC. ${choices[2]}\n D. ${choices[3]}\nAnswer:`;
 }
 

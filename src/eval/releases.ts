@@ -32,6 +32,19 @@ export async function xnliTsvRows(file: string, lang: string, limit?: number): P
   return limit !== undefined ? out.slice(0, limit) : out;
 }
 
+/** The original XWinograd release's dataset.tsv in a folder (every language in one file, test split only). */
+export function xwinogradTsv(dir: string): string | null {
+  const file = path.join(dir, 'dataset.tsv');
+  return existsSync(file) ? file : null;
+}
+
+/** The languages of an XWinograd dataset.tsv (its first column: en, fr, jp, pt, ru, zh). */
+export async function xwinogradTsvLanguages(file: string): Promise<string[]> {
+  let text: string;
+  try { text = await fsp.readFile(file, 'utf8'); } catch (e) { throw new LangneuronsError('E_DATA', `${file}: cannot read: ${describeError(e)}`, { file }); }
+  return [...new Set(text.split(/\r?\n/).filter((l) => l.includes('\t')).map((l) => l.slice(0, l.indexOf('\t'))))].sort();
+}
+
 /**
  * The original XWinograd release (yandex-research/crosslingual_winograd dataset.tsv, no header): lang, source,
  * ?, sentence, tokens (JSON), pronoun [text, [first, end) token span, tokens], candidates [[text, span, tokens,

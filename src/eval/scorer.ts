@@ -64,7 +64,8 @@ export class ModelScorer implements Scorer {
 
   /** lm-eval's HFLM: pairs tokenised by `_encode_pair` (an empty context becomes the BOS token, or EOS without
    *  one: `prefix_token_id`), then `(context + continuation)[-(max_length + 1):]`, i.e. the context truncated from
-   *  the left; a continuation longer than the context window is refused. */
+   *  the left; a continuation longer than the context window is refused. For interventions the context's tokens are
+   *  `prompt` positions and the continuation's (as inputs) `generated` ones: the answer the model would generate. */
   async logLikelihood(pairs: Pair[]): Promise<PairScore[]> {
     const tok = this.model.requireTokenizer();
     const L = this.model.contextLength;
@@ -92,19 +93,40 @@ export class ModelScorer implements Scorer {
     return gens.map((g, i) => ({ text: g.text, truncated: Math.max(0, ids[i]!.length - keep) }));
   }
 
+  /** Perplexity texts are input, not generated: every token is a `prompt` position for interventions, as in
+   *  `score` (scoreTokens), so `positions=prompt|generated` means the same in `score` and `eval --task ppl`. */
   async nll(texts: string[]): Promise<{ totalNll: number; tokens: number }[]> {
     const tok = this.model.requireTokenizer();
     const ids = texts.map((t) => tok.encode(t));
     const out: { totalNll: number; tokens: number }[] = new Array(texts.length);
-    // Texts that fit the context are packed together: context = the first token, continuation = the rest
-    // (the same predictions as scoreTokens without windows); longer ones go through scoreTokens' windows.
+    // Texts that fit the context are packed together, `batchTokens` at a time (the same predictions as scoreTokens
+    // without windows); longer ones go through scoreTokens' windows.
     const short: number[] = [];
     ids.forEach((s, i) => {
       if (s.length < 2) out[i] = { totalNll: 0, tokens: 0 };
       else if (s.length <= this.model.contextLength) short.push(i);
     });
-    const res = await logLikelihoodTokens(this.model, short.map((i) => ({ context: ids[i]!.slice(0, 1), continuation: ids[i]!.slice(1) })), this.opts.batchTokens ?? 4096, this.engineOpts);
-    short.forEach((i, k) => { out[i] = { totalNll: -res[k]!.logprob, tokens: res[k]!.tokens }; });
+    const budget = this.opts.batchTokens ?? 4096;
+    for (let k = 0; k < short.length;) {
+      const batch: number[] = [];
+      let used = 0;
+      for (; k < short.length; k++) {
+        const n = ids[short[k]!]!.length - 1; // the last token is only a target
+        if (batch.length && used + n > budget) break;
+        batch.push(short[k]!);
+        used += n;
+      }
+      const targets = batch.map((i) => ids[i]!.slice(1));
+      // no generatedFrom: every position is a prompt position
+      const res = await this.model.forward(batch.map((i) => ids[i]!.slice(0, -1)), { logits: 'none', targets, ...this.engineOpts });
+      let off = 0;
+      batch.forEach((i, j) => {
+        let lp = 0;
+        for (let p = 0; p < targets[j]!.length; p++) lp += res.targetLogprobs![off + p]!;
+        off += targets[j]!.length;
+        out[i] = { totalNll: -lp, tokens: targets[j]!.length };
+      });
+    }
     for (let i = 0; i < ids.length; i++) {
       if (out[i]) continue;
       const r = await scoreTokens(this.model, ids[i]!, this.engineOpts);

@@ -12,7 +12,7 @@ import {
 import { BLEU_TOKENIZERS, type BleuOptions, type BleuTokenizer } from './metrics/bleu.js';
 import { loadSpmTokenizer } from './metrics/spm.js';
 import { pyStrip } from './pystr.js';
-import { xnliTsv, xnliTsvRows, xwinogradTsvRows } from './releases.js';
+import { xnliTsv, xnliTsvRows, xwinogradTsv, xwinogradTsvLanguages, xwinogradTsvRows } from './releases.js';
 import type { GenOptions, Pair } from './scorer.js';
 
 export const TASKS = ['ppl', 'flores', 'belebele', 'xnli', 'xquad', 'xcopa', 'xwinograd', 'include', 'mmlu'] as const;
@@ -116,12 +116,32 @@ export function locateLanguage(task: TaskName, dir: string, lang: string, split?
   return found.files;
 }
 
+/** The one split of the single-file releases: google-deepmind/xquad's xquad.<lang>.json (the hub's validation)
+ *  and the XWinograd dataset.tsv (test). */
+const XQUAD_RELEASE_SPLIT = 'validation', XWINOGRAD_RELEASE_SPLIT = 'test';
+
+function refuseReleaseSplit(file: string, dataset: string, has: string, split: string | undefined): void {
+  if (split !== undefined && split !== has)
+    throw new LangneuronsError('E_OPTIONS', `${file}: the ${dataset} release file has one split, ${has}; --split ${split} is not in it`, { file, field: 'split' });
+}
+
+/** The languages of a dataset folder (`--langs all`): its configs, else those of a release file that holds every
+ *  language (XNLI-1.0's xnli.<split>.tsv, XWinograd's dataset.tsv); none is an error naming the folder. */
 export async function languagesIn(task: TaskName, dir: string, split?: string, prompt?: string): Promise<string[]> {
   requireDir(dir, `${task} dataset`);
-  const hub = listConfigs(dir, split ?? defaultSplit(task, prompt), PREFIXES[task] ?? []);
-  const tsv = task === 'xnli' && !hub.length ? xnliTsv(dir, split ?? defaultSplit(task, prompt)) : null;
-  if (tsv) return [...new Set((await readRows(tsv)).map((r) => String(r.language)))].sort();
-  return hub;
+  const sp = split ?? defaultSplit(task, prompt);
+  let langs = listConfigs(dir, sp, PREFIXES[task] ?? []);
+  if (!langs.length && task === 'xnli') {
+    const tsv = xnliTsv(dir, sp);
+    if (tsv) langs = [...new Set((await readRows(tsv)).map((r) => String(r.language)))].sort();
+  }
+  if (!langs.length && task === 'xwinograd' && sp === XWINOGRAD_RELEASE_SPLIT) {
+    const tsv = xwinogradTsv(dir);
+    if (tsv) langs = await xwinogradTsvLanguages(tsv);
+  }
+  if (!langs.length)
+    throw new LangneuronsError('E_DATA', `${dir}: no ${task} data of any language (split ${sp}) for --langs all; see docs/EVAL.md for the layouts read`, { file: dir, field: 'langs' });
+  return langs;
 }
 
 async function rowsOf(files: string[]): Promise<{ file: string; row: Row; i: number; g: number }[]> {
@@ -275,6 +295,10 @@ async function prepareXnli(o: PrepareOptions): Promise<TaskPlan> {
 async function prepareXquad(o: PrepareOptions): Promise<TaskPlan> {
   const prompt = promptFor('xquad', o.prompt);
   const files = locateLanguage('xquad', o.dir, o.lang, o.split);
+  // google-deepmind/xquad's xquad.<lang>.json beside (not inside) a split folder: its one split
+  const f = files[0]!;
+  if (path.basename(f) === `xquad.${o.lang}.json` && [o.dir, path.join(o.dir, 'data')].some((d) => path.resolve(d) === path.resolve(path.dirname(f))))
+    refuseReleaseSplit(f, 'XQuAD (google-deepmind/xquad)', XQUAD_RELEASE_SPLIT, o.split);
   const rows = await checkedRows(files, ['context', 'question', 'answers'], 'XQuAD', o.limit);
   const idOf = uniqueIds('XQuAD');
   const items = rows.map(({ file, row, i, g }) => {
@@ -310,13 +334,14 @@ async function prepareXcopa(o: PrepareOptions): Promise<TaskPlan> {
 
 async function prepareXwinograd(o: PrepareOptions): Promise<TaskPlan> {
   const prompt = promptFor('xwinograd', o.prompt);
-  const release = path.join(o.dir, 'dataset.tsv');
+  const release = xwinogradTsv(o.dir);
   let files: string[], fromRelease = false;
   try { files = locateLanguage('xwinograd', o.dir, o.lang, o.split); } catch (e) {
-    if (!existsSync(release)) throw e;
+    if (!release) throw e;
+    refuseReleaseSplit(release, 'XWinograd', XWINOGRAD_RELEASE_SPLIT, o.split);
     files = [release]; fromRelease = true;
   }
-  const rows = fromRelease ? await xwinogradTsvRows(release, o.lang, o.limit) : await checkedRows(files, ['sentence', 'option1', 'option2', 'answer'], 'XWinograd', o.limit);
+  const rows = fromRelease ? await xwinogradTsvRows(release!, o.lang, o.limit) : await checkedRows(files, ['sentence', 'option1', 'option2', 'answer'], 'XWinograd', o.limit);
   const items: PlanItem[] = rows.map(({ file, row, i, g }) => {
     const s = str(file, row, i, 'sentence');
     const idx = s.indexOf('_');
@@ -355,7 +380,7 @@ async function prepareMcq(task: 'include' | 'mmlu', o: PrepareOptions): Promise<
     const gold = mmmlu ? answerIndex(file, i, row.Answer, 4, 'Answer') : answerIndex(file, i, row.answer, 4, 'answer');
     const question = str(file, row, i, mmmlu ? 'Question' : 'question');
     if (prompt === 'lm-eval') {
-      const p = task === 'include' ? includeLmEvalPrompt(str(file, row, i, 'domain'), question, choices)
+      const p = task === 'include' ? includeLmEvalPrompt(str(file, row, i, 'domain'), question, choices, o.lang)
         : mmluLmEvalPrompt(mmluSubject(file, row, i), question, choices);
       return mc(String(g), p, [...LETTERS], gold);
     }

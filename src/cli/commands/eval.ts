@@ -61,7 +61,10 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
       const tasks = o.task.split(',').map((t) => t.trim()).filter(Boolean);
       for (const t of tasks) if (!isTask(t)) throw new LangneuronsError('E_OPTIONS', `unknown task '${t}' (tasks: ${TASKS.join(', ')})`, { field: 'task' });
       let modelDir = dir;
-      const variant: Variant = { name: o.variant ?? 'base' };
+      const variant: Variant = { name: 'base' };
+      // The default variant name says everything the variant changes, joined by '+': delta-<run>, head-<run>,
+      // intervene-<spec> (e.g. delta-mt-lora+intervene-deactivate:masks.json:mt), then -chat; 'base' for none.
+      const changes: { delta?: string; head?: string } = {};
       if (o.head) {
         if (o.prompt !== undefined && o.prompt !== 'head') throw new LangneuronsError('E_OPTIONS', `--head scores with the head: give --prompt head (or no --prompt), not '${o.prompt}'`, { field: 'prompt' });
         if (tasks.some((t) => t !== 'xnli')) throw new LangneuronsError('E_OPTIONS', '--head applies to --task xnli only', { field: 'task' });
@@ -78,11 +81,11 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
         variant.delta = o.delta;
         // a run's delta (runs/mt-neurons/delta.safetensors) or adapter (runs/mt-lora/adapter) is named after its run folder
         const d = path.resolve(o.delta);
-        variant.name = o.variant ?? `delta-${['delta.safetensors', 'adapter'].includes(path.basename(d)) ? path.basename(path.dirname(d)) : path.basename(d)}`;
+        changes.delta = ['delta.safetensors', 'adapter'].includes(path.basename(d)) ? path.basename(path.dirname(d)) : path.basename(d);
       }
       if (o.head) {
         variant.head = path.resolve(o.head);
-        variant.name = o.variant ?? `head-${path.basename(path.resolve(o.head)) === 'head' ? path.basename(path.dirname(path.resolve(o.head))) : path.basename(path.resolve(o.head))}`;
+        changes.head = path.basename(path.resolve(o.head)) === 'head' ? path.basename(path.dirname(path.resolve(o.head))) : path.basename(path.resolve(o.head));
         // The head was trained together with the run's weights: scoring it on the untouched base model is a mistake.
         const runModel = path.join(path.resolve(o.head), 'model');
         if (!o.delta && existsSync(runModel) && path.resolve(dir) !== runModel && !o.json)
@@ -97,7 +100,7 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
         ...(o.interveneFile ? [`file:${o.interveneFile}${fileTemplated ? `@${ivLang}` : ''}`] : [])];
       if (o.interveneLangs !== undefined && !templated)
         throw new LangneuronsError('E_OPTIONS', '--intervene-langs needs {lang} in an --intervene spec (or the --intervene-file), e.g. "amplify:masks.json:{lang}:p_max"', { field: 'intervene-langs' });
-      if (specs.length) { variant.intervene = specs.join(' + '); variant.name = o.variant ?? `intervene-${specs.join('+')}`; }
+      if (specs.length) variant.intervene = specs.join(' + ');
       const langNames = Object.fromEntries(o.langName.map((s) => {
         const k = s.indexOf('=');
         if (k <= 0) throw new LangneuronsError('E_OPTIONS', `--lang-name takes code=Name, got '${s}'`, { field: 'lang-name' });
@@ -112,8 +115,17 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
         chat = { template: await requireChatTemplate(dir, '--chat-template'), ...(o.system !== undefined ? { system: o.system } : {}) };
         variant.chatTemplate = chat.template.source;
         if (o.system !== undefined) variant.system = o.system;
-        variant.name = o.variant ?? `${variant.name}-chat`;
       }
+      const defaultName = (interventions: string[]): string => {
+        const parts = [
+          // a run's head evaluated on that run's own delta is named after the run once
+          ...(changes.delta !== undefined && changes.delta !== changes.head ? [`delta-${changes.delta}`] : []),
+          ...(changes.head !== undefined ? [`head-${changes.head}`] : []),
+          ...(interventions.length ? [`intervene-${interventions.join('+')}`] : []),
+        ];
+        return (parts.join('+') || 'base') + (chat ? '-chat' : '');
+      };
+      variant.name = o.variant ?? defaultName(specs);
       const model = await openModel(modelDir, o);
       const batchItems = o.batchItems ?? decodeBatchFor(model);
       // Results and resumes are keyed by what the model is (config, tokenizer, weights), not where it is.
@@ -144,6 +156,7 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
           if (!o.langs) throw new LangneuronsError('E_OPTIONS', `${task} needs --langs`, { field: 'langs' });
           langs = o.langs === 'all' ? await languagesIn(task, ddir, o.split, o.prompt) : o.langs.split(',').map((s) => s.trim()).filter(Boolean);
         }
+        if (!langs.length) throw new LangneuronsError('E_OPTIONS', `${task}: no language to evaluate in ${ddir} (--${task === 'flores' ? 'pairs' : 'langs'} names none)`, { field: task === 'flores' ? 'pairs' : 'langs' });
         // The language an item is "in": a FLORES pair's target (the language the translation is written in).
         const itemLang = (lang: string): string => (task === 'flores' ? lang.slice(lang.indexOf('-') + 1) : lang);
         // The mask's name for a dataset's language: datasets name languages their own way (deu_Latn, German, de_de);
@@ -180,7 +193,7 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
             // Results are keyed by the evaluated language (file and `lang`) and the intervention's language (variant).
             const v: Variant = !templated ? variant : {
               ...variant, intervene: withLanguage(variant.intervene!, ivLang), interveneLang: ivLang,
-              name: o.variant !== undefined ? `${o.variant}@${ivLang}` : `intervene-${specsWith(ivLang).join('+')}`,
+              name: o.variant !== undefined ? `${o.variant}@${ivLang}` : defaultName(specsWith(ivLang)),
             };
             const progress = new Progress(`${task} ${lang}${ivLang ? ` [${ivLang}]` : ''}`, o);
             const r = await runPlan(plan, { scorer, outDir: o.out, model: path.resolve(modelDir), modelFingerprint: fingerprint, variant: v, batchItems, onProgress: (d, t) => progress.update(d, t, 'items') });

