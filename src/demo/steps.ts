@@ -2,11 +2,12 @@
 // the sha256 of everything the step depends on (the model's fingerprint, its options, the keys of the steps it
 // reads). A rerun skips a step whose file holds the same key, and redoes it (and, through the keys, every step
 // after it) when anything it depends on changed.
-import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { sha256 } from '../corpus/sources.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { ensureParentDir } from '../io/outdir.js';
 
 export const STEP_FORMAT = 'langneurons-demo-step/1';
 
@@ -59,7 +60,7 @@ export class StepRunner {
     const result = await fn();
     const seconds = (performance.now() - started) / 1000;
     const record: StepRecord<T> = { format: STEP_FORMAT, name, key, seconds, finishedAt: new Date().toISOString(), result };
-    await fsp.mkdir(path.dirname(this.file(name)), { recursive: true });
+    await ensureParentDir(this.file(name));
     await writeFileAtomic(this.file(name), JSON.stringify(record, null, 1) + '\n');
     this.onEvent({ step: name, state: 'done', seconds });
     return { result, key, seconds, skipped: false };

@@ -7,6 +7,7 @@ import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { ensureOutputDir } from '../io/outdir.js';
 import { fingerprint, type DataFile } from './data.js';
 import { corpusBleu, sentenceBleu, type BleuOptions } from './metrics/bleu.js';
 import { chrfSignature, corpusChrf, sentenceChrf } from './metrics/chrf.js';
@@ -280,7 +281,7 @@ export async function runPlan(plan: TaskPlan, o: RunOptions): Promise<EvalResult
     if (ids.has(it.id)) throw new LangneuronsError('E_DATA', `${plan.files.join(', ')}: ${plan.task} ${plan.lang}: two items have the id ${JSON.stringify(it.id)}; item ids must be unique`, { file: plan.files[0] ?? '' });
     ids.add(it.id);
   }
-  await fsp.mkdir(o.outDir, { recursive: true });
+  await ensureOutputDir(o.outDir);
   const data = await Promise.all(plan.files.map(fingerprint));
   const { key } = await resultKey(plan, o, data);
   const base = resultBase(o.outDir, plan.task, plan.lang, o.variant.name, plan.prompt, key);

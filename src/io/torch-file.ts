@@ -12,6 +12,7 @@ import { unzipSync, zipSync } from 'fflate';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from './atomic.js';
+import { ensureParentDir } from './outdir.js';
 import { PickleError, PickleGlobal, PicklePersistent, PickleReduce, PickleTuple, pickle, unpickle, type PickleValue } from './pickle.js';
 
 export type TorchDtype = 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool' | 'float64' | 'float32' | 'float16' | 'bfloat16';
@@ -170,6 +171,6 @@ export async function writeTorchFile(file: string, value: TorchValue): Promise<v
     ...Object.fromEntries(Object.entries(records).map(([k, b]) => [k, [b, { level: 0 }]])),
     [`${archive}/version`]: [new TextEncoder().encode('3\n'), { level: 0 }],
   });
-  await fsp.mkdir(path.dirname(path.resolve(file)), { recursive: true });
+  await ensureParentDir(file);
   await writeFileAtomic(file, zip);
 }

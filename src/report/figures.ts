@@ -12,6 +12,7 @@ import { Resvg, type ResvgRenderOptions } from '@resvg/resvg-js';
 
 import { LangneuronsError, describeError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { ensureOutputDir } from '../io/outdir.js';
 
 export const FIGURE_FORMAT = 'langneurons-figure/1';
 
@@ -106,16 +107,20 @@ async function takeLock(lock: string): Promise<void> {
   throw new LangneuronsError('E_BUSY', `${lock}: cannot take the lock`, { file: lock });
 }
 
-/** Writes the figure's five files into `dir` (created if needed). */
-export async function writeFigure(dir: string, fig: Figure): Promise<FigureFiles> {
+/** Refuses a figure name that is not a plain file stem, and files of that name in `dir` that no figure wrote. */
+function checkFigure(dir: string, fig: Figure): FigureFiles {
   if (!/^[\w.-]+$/.test(fig.name)) throw new LangneuronsError('E_INPUT', `figure name '${fig.name}': only letters, digits, '-', '_' and '.'`);
   const files = figureFiles(dir, fig.name);
-  try { await fsp.mkdir(dir, { recursive: true }); } catch (e) {
-    throw new LangneuronsError('E_IO', `${dir}: cannot create the output folder: ${describeError(e)}`, { file: dir });
-  }
   const existing = Object.values(files).filter((f) => existsSync(f));
   if (existing.length && !ownedByUs(files.json))
     throw new LangneuronsError('E_EXISTS', `${existing[0]}: exists and was not written by a langneurons figure; choose another --out`, { file: existing[0]! });
+  return files;
+}
+
+/** Writes the figure's five files into `dir` (created if needed). */
+export async function writeFigure(dir: string, fig: Figure): Promise<FigureFiles> {
+  const files = checkFigure(dir, fig);
+  await ensureOutputDir(dir);
   const lock = path.join(dir, `${fig.name}.lock`);
   await takeLock(lock);
   try {
@@ -132,8 +137,9 @@ export async function writeFigure(dir: string, fig: Figure): Promise<FigureFiles
   return files;
 }
 
-/** Several figures into one folder; returns their files by name. */
+/** Several figures into one folder; returns their files by name. Every figure is checked before any is written. */
 export async function writeFigures(dir: string, figs: Figure[]): Promise<Record<string, FigureFiles>> {
+  for (const f of figs) checkFigure(dir, f);
   const out: Record<string, FigureFiles> = {};
   for (const f of figs) out[f.name] = await writeFigure(dir, f);
   return out;

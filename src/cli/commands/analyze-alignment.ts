@@ -42,7 +42,7 @@ export function registerAlignment(analyze: Command): void {
     .option('--delta <path>', 'a fine-tuned variant: delta.safetensors, PEFT adapter folder, run folder or checkpoint (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--compare-model <dir>', 'another model to draw in the same figure (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--max-sentences <n>', 'use the first n parallel sentences', parseIntOption('--max-sentences', 2))
-    .option('--max-tokens <n>', 'tokens of a sentence kept (longer ones are cut)', parseIntOption('--max-tokens', 1), 128)
+    .option('--max-tokens <n>', 'tokens of a sentence kept, BOS included (longer ones are cut; at least 2)', parseIntOption('--max-tokens', 2), 128)
     .option('--center', 'subtract each language\u2019s mean vector (per layer) before the cosines: sentence content, not the language\u2019s offset', false)
     .option('--batch <n>', 'sentences per forward', parseIntOption('--batch', 1, 4096), 16)
     .requiredOption('--out <dir>', 'folder for the figures'))

@@ -43,6 +43,10 @@ export function registerActivations(analyze: Command): void {
       const site = (o.site ?? ref.mask.site) as Site;
       if (!SITES.includes(site)) throw new LangneuronsError('E_OPTIONS', `--site: unknown site '${site}' (sites: ${SITES.join(', ')})`, { field: '--site' });
       const stats = await readStatsInputs(inputs);
+      const statsModel = stats[0]!.stats.meta.model;
+      if (ref.mask.model.fingerprint !== statsModel.fingerprint)
+        throw new LangneuronsError('E_MASK', `--neurons ${o.neurons}: a mask of model ${ref.mask.model.name} (${ref.mask.model.fingerprint.slice(0, 12)}), ` +
+          `but ${stats[0]!.file} holds statistics of ${statsModel.name} (${statsModel.fingerprint.slice(0, 12)}): give a mask made on the statistics' model`, { field: '--neurons' });
       const neurons = ref.layers.flatMap((units, layer) => units.map((unit) => ({ layer, unit })));
       if (!neurons.length) throw new LangneuronsError('E_INPUT', `${ref.source}: no neurons`);
       const a = analyzeActivations(stats, neurons, { site, neuronsSource: ref.source, activeQuantile: o.activeQuantile, minLanguages: o.minLanguages });

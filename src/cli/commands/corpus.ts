@@ -1,6 +1,7 @@
 import { Option, type Command } from 'commander';
 
 import { udhrLanguages, writeUdhrFolder } from '../../corpus/udhr.js';
+import { LangneuronsError } from '../../errors.js';
 import { printResult } from '../output.js';
 
 export function registerCorpus(program: Command): void {
@@ -13,13 +14,17 @@ export function registerCorpus(program: Command): void {
     .option('--out <dir>', 'output folder (a corpus folder for profile, finetune --train, eval --text)')
     .option('--json', 'print one JSON document on stdout')
     .action(async (o: { langs?: string; split: 'train' | 'heldout' | 'all'; out?: string; json?: boolean }) => {
+      if (Boolean(o.langs) !== Boolean(o.out))
+        throw new LangneuronsError('E_OPTIONS', `${o.langs ? '--langs' : '--out'} needs ${o.langs ? '--out' : '--langs'}: give both to write files, neither to list the languages`, { field: o.langs ? '--out' : '--langs' });
       if (!o.langs || !o.out) {
         const langs = udhrLanguages();
         printResult(o, langs, () => `${langs.length} languages (give --langs and --out to write files):\n` +
           langs.filter((l) => l.id.length <= 3).map((l) => `${l.id.padEnd(4)} ${l.name}`).join('\n'));
         return;
       }
-      const files = await writeUdhrFolder(o.out, o.langs.split(',').map((s) => s.trim()).filter(Boolean), { split: o.split });
+      const langs = o.langs.split(',').map((s) => s.trim()).filter(Boolean);
+      if (!langs.length) throw new LangneuronsError('E_OPTIONS', `--langs '${o.langs}': no language named`, { field: '--langs' });
+      const files = await writeUdhrFolder(o.out, langs, { split: o.split });
       printResult(o, { files }, () => files.join('\n'));
     });
 }

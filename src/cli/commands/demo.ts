@@ -3,10 +3,12 @@
 // (report.html + report.json) whose checks decide the exit code. `--engine-check` runs the earlier engine check
 // on the stories260k fixture instead.
 import type { Command } from 'commander';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 
 import { DEMO_STEER_SETTINGS, TOP_RATE_LADDER, runDemo, type DemoOptions, type DemoSummary, type StepEvent } from '../../demo/index.js';
 import { readEngineReference, runEngineCheck } from '../../demo/engine-check.js';
+import { LangneuronsError } from '../../errors.js';
 import { packageRoot } from '../../native/addon.js';
 import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
 import { parseFloatOption, parseIntOption, printResult } from '../output.js';
@@ -16,9 +18,18 @@ export function defaultDemoModel(): string {
   return path.join(packageRoot(), 'models', 'udhr20');
 }
 
-/** The fixture of the engine check. */
-export function engineCheckModel(): string {
-  return path.resolve(packageRoot(), '..', 'shared', 'fixtures', 'models', 'stories260k');
+/** The fixture of the engine check (next to a source checkout of the package whose root is `root`). */
+export function engineCheckModel(root = packageRoot()): string {
+  return path.resolve(root, '..', 'shared', 'fixtures', 'models', 'stories260k');
+}
+
+/** The engine check's model folder: the one given, else the fixture, which an installed package does not have. */
+export function engineCheckDir(dirArg: string | undefined, root = packageRoot()): string {
+  if (dirArg !== undefined) return dirArg;
+  const dir = engineCheckModel(root);
+  if (!existsSync(dir))
+    throw new LangneuronsError('E_OPTIONS', `demo --engine-check: no model folder given and the stories260k fixture is not at ${dir} (a source checkout has it); pass the model folder: langneurons demo <model-dir> --engine-check`, { field: 'model-dir' });
+  return dir;
 }
 
 interface DemoCli extends ModelCliOptions {
@@ -58,7 +69,7 @@ function summaryText(s: DemoSummary): string {
 }
 
 async function engineCheck(dirArg: string | undefined, o: DemoCli): Promise<void> {
-  const dir = dirArg ?? engineCheckModel();
+  const dir = engineCheckDir(dirArg);
   const ref = readEngineReference(dir);
   const model = await openModel(dir, o);
   const r = await runEngineCheck(model, ref);

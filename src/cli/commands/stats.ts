@@ -1,10 +1,25 @@
 import type { Command } from 'commander';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
 
-import { LangneuronsError } from '../../errors.js';
+import { LangneuronsError, describeError } from '../../errors.js';
 import { ensureParentDir } from '../../io/outdir.js';
-import { mergeStats, readStats, writeStats } from '../../profile/stats.js';
+import { readSafetensorsHeader } from '../../io/safetensors.js';
+import { mergeStats, readStats, writeStats, type ActivationStats } from '../../profile/stats.js';
 import { printResult } from '../output.js';
 import { addTangStatsCommands, checkOutput, isStatsFile } from './tang.js';
+
+/** readStats for `stats show`: a folder, or a file that is no statistics file at all, is said to be so, with its path. */
+async function readStatsToShow(file: string): Promise<ActivationStats> {
+  const st = await fsp.stat(file).catch((e: unknown) => { throw new LangneuronsError('E_IO', `${file}: ${describeError(e)}`, { file }); });
+  if (st.isDirectory()) throw new LangneuronsError('E_INPUT', `${file}: is a folder; stats show takes one statistics file, e.g. ${path.join(file, '<lang>.safetensors')}`, { file });
+  const header = await readSafetensorsHeader(file).catch((e: unknown) => {
+    throw new LangneuronsError('E_INPUT', `${file}: not a langneurons statistics file (not a safetensors file: ${describeError(e)})`, { file, cause: e });
+  });
+  if (header.metadata?.['langneurons'] === undefined)
+    throw new LangneuronsError('E_INPUT', `${file}: not a langneurons statistics file (a safetensors file without langneurons metadata, e.g. a model's weights)`, { file });
+  return readStats(file);  // a statistics file: its defects, if any, are named by readStats
+}
 
 export function registerStats(program: Command): void {
   const stats = program.command('stats').description('inspect, merge, import and export activation statistics files');
@@ -29,7 +44,7 @@ export function registerStats(program: Command): void {
     .description('what a statistics file holds')
     .option('--json', 'print one JSON document on stdout')
     .action(async (file: string, o: { json?: boolean }) => {
-      const s = await readStats(file);
+      const s = await readStatsToShow(file);
       const sites = [...s.sites.values()].map((st) => {
         let active = 0;
         for (let i = 0; i < st.overZero.length; i++) active += st.overZero[i]!;

@@ -3,13 +3,12 @@
 import type { Command } from 'commander';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import path from 'node:path';
 
 import { LangneuronsError } from '../../errors.js';
 import { readMask, summarizeMask, writeMask } from '../../identify/index.js';
 import { isMaskFile } from '../../identify/masks.js';
 import { maskFromTang, maskToTang, statsFromTang, statsToTang } from '../../identify/tang.js';
-import { refuseOutputIsInput } from '../../io/outdir.js';
+import { ensureParentDir, refuseOutputIsInput } from '../../io/outdir.js';
 import { readSafetensorsHeader } from '../../io/safetensors.js';
 import { readTorchFile, writeTorchFile } from '../../io/torch-file.js';
 import { openCheckpoint } from '../../model/checkpoint.js';
@@ -73,7 +72,7 @@ export function addTangMaskCommands(masks: Command): void {
       await checkOutput(o.out, [file, o.model], 'a langneurons mask', isMaskFile);
       const { identity } = await identityOf(o.model);
       const mask = maskFromTang(await readTorchFile(file), list(o.langs), identity, file, { sha256: await sha256File(file) });
-      await fsp.mkdir(path.dirname(path.resolve(o.out)), { recursive: true });
+      await ensureParentDir(o.out);
       await writeMask(o.out, mask);
       const s = summarizeMask(mask);
       printResult(o, { out: o.out, method: mask.method, total: s.total, union: s.union },
@@ -109,7 +108,7 @@ export function addTangStatsCommands(stats: Command): void {
       await checkOutput(o.out, [file, o.model], 'a langneurons statistics file', isStatsFile);
       const { identity, maxPositions } = await identityOf(o.model);
       const s = statsFromTang(await readTorchFile(file), { language: o.lang, model: identity, maxLen: o.maxLen ?? maxPositions, sha256: await sha256File(file) }, file);
-      await fsp.mkdir(path.dirname(path.resolve(o.out)), { recursive: true });
+      await ensureParentDir(o.out);
       await writeStats(o.out, s);
       printResult(o, { out: o.out, language: o.lang, tokens: s.tokens, layers: identity.layers, width: identity.intermediate },
         () => `${o.lang}: ${s.tokens} tokens, ${identity.layers} layers × ${identity.intermediate} neurons (site act) -> ${o.out}`);
