@@ -60,7 +60,14 @@ export function checkLanguages(langs: readonly string[], low?: LowResource | nul
   if (langs.length === 0) throw new LangneuronsError('E_OPTIONS', '--langs must name at least one UDHR language', { field: 'langs' });
   const codes = new Map<string, string>();
   for (const id of langs) {
-    const l = resolveUdhrLanguage(id); // throws E_CORPUS naming the id
+    let l: ReturnType<typeof resolveUdhrLanguage>;
+    try {
+      l = resolveUdhrLanguage(id); // throws E_CORPUS naming the id
+    } catch (e) {
+      // The same message, with the option it came from (a --config file names its key by it).
+      if (e instanceof LangneuronsError && e.field === undefined) throw new LangneuronsError(e.code, e.message, { field: 'langs', ...(e.file ? { file: e.file } : {}) });
+      throw e;
+    }
     const before = codes.get(l.udhrCode);
     if (before !== undefined) throw new LangneuronsError('E_OPTIONS', `--langs names the same translation twice: '${before}' and '${id}' (${l.udhrCode})`, { field: 'langs' });
     codes.set(l.udhrCode, id);

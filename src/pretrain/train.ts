@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 
 import { LangneuronsError } from '../errors.js';
 import { withOutputLock } from '../io/lock.js';
-import { checkTrainOut } from './out-folder.js';
+import { checkTrainOut, checkTrainWork, checkWorkApartFromOut, clearTrainWork } from './out-folder.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { f32ToBf16 } from '../io/float16.js';
 import { readAllTensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
@@ -84,6 +84,15 @@ function resolve(o: PretrainOptions): Resolved {
     return x;
   };
   if (!o.out) throw optErr('train needs --out <dir>', 'out');
+  // The library API takes these as they come: checked here so that a wrong type is a message, not a TypeError.
+  if (!Array.isArray(o.langs) || !o.langs.every((l) => typeof l === 'string'))
+    throw optErr(`--langs must be a list of UDHR language ids, got ${JSON.stringify(o.langs)}`, 'langs');
+  const low = o.lowResource;
+  if (low != null && (typeof low.lang !== 'string' || !Number.isSafeInteger(low.articles) || low.articles < 1))
+    throw optErr(`--low-resource must be a language and at least 1 train article (e.g. mt:3), got ${JSON.stringify(low)}`, 'low-resource');
+  const held = o.heldoutArticles;
+  if (held !== undefined && (!Array.isArray(held) || held.length === 0 || !held.every((a) => Number.isSafeInteger(a) && a >= 0)))
+    throw optErr(`--heldout must be one or more article numbers (integers >= 0), got ${JSON.stringify(held)}`, 'heldout');
   const r: Resolved = {
     out: path.resolve(o.out), work: path.resolve(o.work ?? `${o.out.replace(/[\\/]+$/, '')}.work`),
     langs: [...o.langs], lowResource: o.lowResource ?? null, heldoutArticles: [...(o.heldoutArticles ?? [25, 26, 27, 28, 29, 30])],
@@ -105,6 +114,11 @@ function resolve(o: PretrainOptions): Resolved {
   checkShape({ layers: r.layers, hidden: r.hidden, heads: r.heads, kvHeads: r.kvHeads, ffn: r.ffn, vocab: r.tokenizerVocab });
   checkLanguages(r.langs, r.lowResource);
   return r;
+}
+
+/** Checks every option as `pretrain` does before any work (throws the same one-line errors); nothing is written. */
+export function checkPretrainOptions(o: PretrainOptions): void {
+  resolve(o);
 }
 
 /** What must match for a work folder to be continued (everything but threads and the output folder). */
@@ -188,7 +202,11 @@ async function trainLog(runDir: string): Promise<{ steps: number; seconds: numbe
 export async function pretrain(o: PretrainOptions, log: (msg: string) => void = () => undefined,
   onStep?: (e: Record<string, unknown>) => void): Promise<PretrainResult> {
   const r = resolve(o);
-  await checkTrainOut(r.out, !!o.force, RECIPE_FORMAT, samePlanAs(r)); // before any work: what --out holds must be replaceable
+  // Before any work (the lock creates the work folder): the folders must be apart, what --out holds must be
+  // replaceable, and the work folder must be train's (judged again under the lock).
+  await checkWorkApartFromOut(r.out, r.work);
+  await checkTrainOut(r.out, !!o.force, RECIPE_FORMAT, samePlanAs(r));
+  await checkTrainWork(r.work, !!o.force, planOf(r));
   return withOutputLock(r.work, 'train', () => pretrainLocked(o, r, log, onStep));
 }
 
@@ -196,10 +214,12 @@ async function pretrainLocked(o: PretrainOptions, r: Resolved, log: (msg: string
   onStep?: (e: Record<string, unknown>) => void): Promise<PretrainResult> {
   const planFile = path.join(r.work, 'plan.json');
   const plan = planOf(r);
-  const before = await readJson<Record<string, unknown>>(planFile);
-  if (before && JSON.stringify(before) !== JSON.stringify(plan))
-    throw new LangneuronsError('E_OPTIONS', `${r.work}: holds a run made with other options; run the same command again to continue it, or give another --work / delete the folder`, { file: r.work });
-  if (!before) await writeJson(planFile, plan);
+  const work = await checkTrainWork(r.work, !!o.force, plan);
+  if (work === 'start-over') {
+    log(`${r.work}: holds a run made with other options; starting it over (--force)`);
+    await clearTrainWork(r.work);
+  }
+  if (!existsSync(planFile)) await writeJson(planFile, plan);
 
   // 1. data
   const corpus: PretrainCorpus = buildPretrainCorpus({ langs: r.langs, lowResource: r.lowResource, heldoutArticles: r.heldoutArticles, seed: r.seed });
