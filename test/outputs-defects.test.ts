@@ -16,6 +16,7 @@ import { resolveDemoOptions } from '../src/demo/options.js';
 import { checkDemoFolder, DEMO_FOLDER_MARKER } from '../src/demo/out-folder.js';
 import { STEP_FORMAT } from '../src/demo/steps.js';
 import { LOCK_FILE } from '../src/io/lock.js';
+import { ensureOutputDirSync } from '../src/io/outdir.js';
 import { runCli } from './helpers/cli.js';
 import { fixturePath, makeTempDir, removeDir, repoRoot } from './helpers/fixtures.js';
 
@@ -134,6 +135,12 @@ describe('outputs under /proc fail at once in one line', () => {
     expect(await refused(['stats', 'import', path.join(TANG, 'counts.pt'), '--lang', 'en', '--model', MODEL, '--max-len', '64', '--out', `${PROC}/en.safetensors`]))
       .toMatch(/\/proc\/langneurons-test-x: cannot create the output folder/);
     expect(await refused(['demo', UDHR20, '--quick', '--out', PROC])).toMatch(/\/proc\/langneurons-test-x: cannot create the output folder/);
+  }, 60_000);
+
+  it('sweep run (its journal and Slurm scripts create folders synchronously)', async () => {
+    expect(() => ensureOutputDirSync(`${PROC}/deeper`)).toThrow(/\/proc\/langneurons-test-x: cannot create the output folder/);
+    expect(await refused(['sweep', 'run', path.join(repoRoot, 'examples', 'sweep-demo.yaml'), '--executor', 'slurm', '--dry-run', '--out', PROC]))
+      .toMatch(/\/proc\/langneurons-test-x: cannot create the output folder/);
   }, 60_000);
 });
 

@@ -3,7 +3,7 @@
  * paths (`/proc/x`: the kernel answers ENOENT for a folder whose parent exists), so folders are created one
  * level at a time from the deepest existing ancestor, and every failure names the path and the reason.
  */
-import { promises as fsp } from 'node:fs';
+import { mkdirSync, promises as fsp, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
@@ -46,6 +46,37 @@ export async function ensureOutputDir(dir: string): Promise<void> {
       await fsp.mkdir(d);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'EEXIST' && (await fsp.stat(d).catch(() => null))?.isDirectory()) continue; // made meanwhile
+      throw outErr(d, 'create the output folder', e);
+    }
+  }
+}
+
+/** ensureOutputDir for synchronous code (the sweep's journal and scripts). */
+export function ensureOutputDirSync(dir: string): void {
+  const abs = path.resolve(dir);
+  const missing: string[] = [];
+  let at = abs;
+  for (;;) {
+    let st;
+    try {
+      st = statSync(at);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT') throw outErr(at, 'use the output folder', e);
+      const up = path.dirname(at);
+      if (up === at) throw outErr(at, 'create the output folder', e);
+      missing.push(at);
+      at = up;
+      continue;
+    }
+    if (!st.isDirectory()) throw new LangneuronsError('E_IO', `${at}: is a file, not a folder; choose another output path`, { file: at });
+    break;
+  }
+  for (const d of missing.reverse()) {
+    try {
+      mkdirSync(d);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST' && statSync(d, { throwIfNoEntry: false })?.isDirectory()) continue;
       throw outErr(d, 'create the output folder', e);
     }
   }

@@ -3,11 +3,11 @@
 // normal(0, initializerRange), RMSNorm weights 1. Optionally (scaleResidual, GPT-2 style) the projections that write
 // into the residual stream (o_proj, down_proj) use initializerRange / sqrt(2 * layers). Seeded: the same options give
 // the same bytes.
-import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { ensureOutputDir } from '../io/outdir.js';
 import { f32ToBf16 } from '../io/float16.js';
 import { writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { seededRandom } from '../identify/mask-ops.js';
@@ -133,7 +133,7 @@ export function initTensors(o: InitOptions): Record<string, TensorToWrite> {
 /** Writes config.json and model.safetensors of a freshly initialized model into dir. */
 export async function initModel(dir: string, o: InitOptions): Promise<void> {
   const tensors = initTensors(o);
-  await fsp.mkdir(dir, { recursive: true });
+  await ensureOutputDir(dir);
   await writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt' });
   await writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(llamaConfigJson(o), null, 2) + '\n');
 }

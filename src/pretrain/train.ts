@@ -142,7 +142,7 @@ async function writeJson(file: string, v: unknown): Promise<void> {
 }
 
 async function copyFiles(from: string, to: string, names: string[]): Promise<void> {
-  await fsp.mkdir(to, { recursive: true });
+  await ensureOutputDir(to);
   for (const n of names) await writeFileAtomic(path.join(to, n), await fsp.readFile(path.join(from, n)));
 }
 
@@ -237,7 +237,7 @@ async function pretrainLocked(o: PretrainOptions, r: Resolved, log: (msg: string
   if (!existsSync(path.join(tokDir, 'tokenizer_config.json'))) {
     const t0 = performance.now();
     const bpe = trainBpe(corpus.lines, { vocabSize: r.tokenizerVocab });
-    await fsp.mkdir(tokDir, { recursive: true });
+    await ensureOutputDir(tokDir);
     await writeFileAtomic(path.join(tokDir, 'tokenizer.json'), JSON.stringify(tokenizerJson(bpe), null, 1) + '\n');
     await writeJson(path.join(tokDir, 'tokenizer_config.json'), tokenizerConfigJson(bpe, r.chunk));
     log(`tokenizer: ${bpe.vocab.size} tokens (${bpe.merges.length} merges) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);

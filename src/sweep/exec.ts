@@ -8,6 +8,7 @@ import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { ensureOutputDir } from '../io/outdir.js';
 import { acquireLock } from './journal.js';
 import { toolVersion } from './load.js';
 import { isDone, resolveArgv, stepDir, stepWorkDir, type Step, type SweepPlan } from './plan.js';
@@ -54,7 +55,7 @@ export async function execStep(plan: SweepPlan, step: Step, o: { threads?: numbe
     } else if (!['profile', 'finetune'].includes(step.kind)) {
       await fsp.rm(work, { recursive: true, force: true }); // short steps start over
     }
-    await fsp.mkdir(work, { recursive: true });
+    await ensureOutputDir(work);
     // An earlier attempt's output lock (src/io/lock.ts on main: `.langneurons.lock`, never presumed stale when written
     // on another host) is a killed or requeued attempt of this very step: the step lock above guarantees no live writer.
     await fsp.rm(path.join(work, '.langneurons.lock'), { force: true });

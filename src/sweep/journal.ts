@@ -2,11 +2,12 @@
 // holds <out>/.sweep-run.lock. It records what was started or submitted, finished and failed (with the log), so that
 // `sweep status` can tell them apart and a restarted `sweep run` can find the Slurm jobs of a killed coordinator.
 // Whether a step is done is never read from it: a step is done when its output folder holds step.json.
-import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
+import { ensureOutputDirSync } from '../io/outdir.js';
 
 export type JournalEvent =
   | { event: 'run'; executor: 'local' | 'slurm'; run: string; pid: number; host: string }
@@ -22,7 +23,7 @@ export type Stamped = JournalEvent & { time: string };
 export const journalFile = (out: string) => path.join(out, 'journal.jsonl');
 
 export function appendJournal(out: string, e: JournalEvent): void {
-  mkdirSync(out, { recursive: true });
+  ensureOutputDirSync(out);
   appendFileSync(journalFile(out), JSON.stringify({ time: new Date().toISOString(), ...e }) + '\n');
 }
 
@@ -51,7 +52,7 @@ interface LockOwner { pid: number; host: string; job?: string }
  * executors never run one step twice at once, so a lock from another node is a killed or requeued task's).
  */
 export async function acquireLock(file: string, busy: (owner: LockOwner) => string, o: { wait?: boolean; otherHosts?: 'busy' | 'stale' } = {}): Promise<() => void> {
-  mkdirSync(path.dirname(file), { recursive: true });
+  ensureOutputDirSync(path.dirname(file));
   const me: LockOwner = { pid: process.pid, host: os.hostname(), ...(process.env['SLURM_JOB_ID'] ? { job: process.env['SLURM_JOB_ID'] } : {}) };
   for (let attempt = 0; ; attempt++) {
     try {

@@ -2,9 +2,10 @@
 // threads (the step kind's cpus) and, when the sweep lists devices, one device per worker slot. A failed step is
 // retried up to `retries` times, then reported with its log's last lines; the steps needing it are not run.
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import path from 'node:path';
 
+import { ensureOutputDirSync } from '../io/outdir.js';
 import { appendJournal } from './journal.js';
 import { packageRoot } from './load.js';
 import { isDone, type Step, type SweepPlan } from './plan.js';
@@ -33,7 +34,7 @@ export async function runLocal(plan: SweepPlan, o: LocalOptions): Promise<RunSum
   const launch = (step: Step, slot: number) => {
     const attempt = (failures.get(step.id) ?? 0) + 1;
     const log = logFileFor(plan, step, attempt);
-    mkdirSync(path.dirname(log), { recursive: true });
+    ensureOutputDirSync(path.dirname(log));
     const fd = openSync(log, 'a');
     const threads = plan.resources(step.kind).cpus ?? 1;
     const env = { ...process.env, ...(devices.length ? { CUDA_VISIBLE_DEVICES: devices[slot % devices.length]! } : {}) };

@@ -8,11 +8,12 @@
 // none. The next round resubmits what is left, until every step is done or has failed `retries` + 1 times.
 // A coordinator killed while its jobs run finds them again from the journal and waits for them.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { ensureOutputDirSync } from '../io/outdir.js';
 import { appendJournal, readJournal } from './journal.js';
 import { packageRoot, type StepKind } from './load.js';
 import { isDone, KIND_ORDER, type Step, type SweepPlan } from './plan.js';
@@ -105,8 +106,8 @@ export async function runSlurm(plan: SweepPlan, o: SlurmOptions): Promise<RunSum
   const failedFor = new Set<string>();
   const scriptDir = path.join(plan.out, 'slurm');
   const logDir = path.join(plan.out, 'logs', 'slurm');
-  mkdirSync(scriptDir, { recursive: true });
-  mkdirSync(logDir, { recursive: true });
+  ensureOutputDirSync(scriptDir);
+  ensureOutputDirSync(logDir);
   const pollMs = (plan.sweep.spec.slurm?.poll ?? 2) * 1000;
   for (const s of plan.steps) if (isDone(plan, s)) summary.skipped.push(s.id);
   const taskLog = (sub: Submitted, i: number) => sub.logPattern.replace('%A', sub.job).replace('%a', String(i));

@@ -17,6 +17,7 @@ import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { ensureOutputDir } from '../io/outdir.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../io/float16.js';
 import { readAllTensors, readSafetensorsHeader, toFloat32, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
@@ -94,7 +95,7 @@ export async function writeAdapter(dir: string, tr: NativeTrainer, ckpt: Checkpo
     use_rslora: false, use_dora: false, layers_to_transform: null, layers_pattern: null, rank_pattern: {},
     alpha_pattern: {}, revision: null,
   };
-  await fsp.mkdir(dir, { recursive: true });
+  await ensureOutputDir(dir);
   const id = modelIdentity(ckpt);
   await writeSafetensors(path.join(dir, WEIGHTS), tensors, { format: 'pt', [FINGERPRINT_KEY]: id.fingerprint, [NAME_KEY]: id.name });
   await writeFileAtomic(path.join(dir, CONFIG), JSON.stringify(config, null, 2) + '\n');

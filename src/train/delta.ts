@@ -56,7 +56,7 @@ export async function writeDelta(dir: string, tr: NativeTrainer, ckpt: Checkpoin
     format: DELTA_FORMAT, model: { name: id.name, fingerprint: id.fingerprint }, method, step,
     trainableParameters: tr.info().trainable, tensors: described,
   };
-  await fsp.mkdir(dir, { recursive: true });
+  await ensureOutputDir(dir);
   await writeSafetensors(path.join(dir, 'delta.safetensors'), tensors, { format: DELTA_FORMAT, description: JSON.stringify(desc) });
   await writeFileAtomic(path.join(dir, 'delta.json'), JSON.stringify(desc, null, 2) + '\n');
 }

@@ -12,6 +12,7 @@ import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { ensureOutputDir } from '../io/outdir.js';
 import { readTextFile } from '../io/text.js';
 import { readAllTensors, writeSafetensors } from '../io/safetensors.js';
 import type { Checkpoint } from '../model/checkpoint.js';
@@ -132,7 +133,7 @@ export async function writeHead(dir: string, tr: NativeTrainer, ckpt: Checkpoint
     textFields: s.textFields, labelField: s.labelField, ...(s.pairFormat ? { pairFormat: s.pairFormat } : {}),
     hidden: ckpt.config.hiddenSize, maxLen, method, step,
   };
-  await fsp.mkdir(dir, { recursive: true });
+  await ensureOutputDir(dir);
   await writeSafetensors(path.join(dir, 'head.safetensors'), { 'score.weight': { dtype: 'F32', shape: [p.rows, p.cols], data: tr.read('master', p.id) } },
     { format: 'pt' });
   await writeFileAtomic(path.join(dir, 'head.json'), JSON.stringify(info, null, 2) + '\n');
