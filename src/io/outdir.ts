@@ -20,35 +20,10 @@ function outErr(p: string, what: string, e: unknown): LangneuronsError {
   return new LangneuronsError('E_IO', `${p}: cannot ${what}: ${REASONS[code] ?? (e as Error).message}${code ? ` (${code})` : ''}`, { file: p, cause: e });
 }
 
-/** `mkdir -p dir` that never hangs; fails with E_IO naming the path and the reason. */
+/** `mkdir -p dir` that never hangs; fails with E_IO naming the path and the reason. (A few stat/mkdir calls:
+ *  done synchronously, one implementation for the async and the sync callers.) */
 export async function ensureOutputDir(dir: string): Promise<void> {
-  const abs = path.resolve(dir);
-  const missing: string[] = [];
-  let at = abs;
-  for (;;) {
-    let st;
-    try {
-      st = await fsp.stat(at);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT') throw outErr(at, 'use the output folder', e);
-      const up = path.dirname(at);
-      if (up === at) throw outErr(at, 'create the output folder', e);
-      missing.push(at);
-      at = up;
-      continue;
-    }
-    if (!st.isDirectory()) throw new LangneuronsError('E_IO', `${at}: is a file, not a folder; choose another output path`, { file: at });
-    break;
-  }
-  for (const d of missing.reverse()) {
-    try {
-      await fsp.mkdir(d);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST' && (await fsp.stat(d).catch(() => null))?.isDirectory()) continue; // made meanwhile
-      throw outErr(d, 'create the output folder', e);
-    }
-  }
+  ensureOutputDirSync(dir);
 }
 
 /** ensureOutputDir for synchronous code (the sweep's journal and scripts). */
