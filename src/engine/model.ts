@@ -81,11 +81,13 @@ export interface ForwardOutput {
 
 /**
  * The engine's refusal of a request it was given (a sequence past the context, a cache slot over its capacity, a
- * bad cache size: plain Errors and RangeErrors from the addon) as a LangneuronsError, so that callers can tell bad
- * input from a bug by type. Running out of memory is left as it is (the CLI names it).
+ * bad cache size: plain Errors and RangeErrors from the addon, their messages starting with the call they refuse)
+ * as a LangneuronsError, so that callers can tell bad input from a bug by type. Anything else (a CUDA fault,
+ * "langneurons cuda: …"; running out of memory, which the CLI names) is left as it is.
  */
 function asInputError(e: unknown, code: 'E_INPUT' | 'E_OPTIONS'): unknown {
-  if (e instanceof LangneuronsError || !(e instanceof Error) || /bad_alloc|out of memory/i.test(e.message)) return e;
+  if (e instanceof LangneuronsError || !(e instanceof Error) || !/^(forward|NativeKvCache)( options)?: /.test(e.message)) return e;
+  if (/bad_alloc|out of memory/i.test(e.message)) return e;
   return new LangneuronsError(code, e.message, { cause: e });
 }
 
