@@ -136,6 +136,15 @@ describe('identify', () => {
     await ok('identify', statsDir, '--out', out, '--top-rate', '0.02');
   });
 
+  it('a .safetensors mask written into the statistics folder does not stop the next run (it is not read as statistics)', async () => {
+    const folder = path.join(tmp, 'stats-with-mask');
+    await fsp.cp(statsDir, folder, { recursive: true });
+    const mask = path.join(folder, 'mask.safetensors');
+    await ok('identify', folder, '--out', mask);
+    await ok('identify', folder, '--out', mask);
+    await ok('analyze', 'activations', folder, '--neurons', mask, '--out', path.join(tmp, 'act-with-mask'));
+  });
+
   it('explicit --filter-rate, --quantile and --keep-ties win over --preset, as --top-rate does', async () => {
     const parameters = async (...args: string[]) => {
       const r = await runCli('identify', statsDir, '--out', path.join(tmp, 'p.json'), '--json', ...args);

@@ -4,23 +4,12 @@
 // profiled with sequence means); and the polysemantic neurons: those active for several languages, "active" meaning
 // an activation probability at or above the `activeQuantile` quantile of every profiled neuron's in that language
 // (LAPE's filter, 0.95 by default).
-import { promises as fsp, statSync } from 'node:fs';
-import path from 'node:path';
-
-import { LangneuronsError, describeError } from '../errors.js';
-import { readStats, type ActivationStats, type Site } from '../profile/stats.js';
+import { LangneuronsError } from '../errors.js';
+import { readStats, statsFilesIn, type ActivationStats, type Site } from '../profile/stats.js';
 
 /** The statistics files named: files as they are, folders for their *.safetensors. One file per language. */
 export async function readStatsInputs(inputs: string[]): Promise<{ file: string; stats: ActivationStats }[]> {
-  const files: string[] = [];
-  for (const p of inputs) {
-    let isDir: boolean;
-    try { isDir = statSync(p).isDirectory(); } catch (e) {
-      throw new LangneuronsError('E_IO', `${p}: ${describeError(e)}`, { file: p });
-    }
-    if (isDir) files.push(...(await fsp.readdir(p)).filter((n) => n.endsWith('.safetensors')).sort().map((n) => path.join(p, n)));
-    else files.push(p);
-  }
+  const files = await statsFilesIn(inputs);
   if (!files.length) throw new LangneuronsError('E_INPUT', `${inputs.join(', ')}: no statistics files (*.safetensors)`);
   const out: { file: string; stats: ActivationStats }[] = [];
   const seen = new Map<string, string>();

@@ -4,7 +4,7 @@
 //
 // File layout (one safetensors file per language): tensors `<site>.<field>` for each profiled site, plus
 // `tokens` and `sequences` (I64 [1]); `__metadata__.langneurons` holds StatsMeta as JSON.
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { isLanguageId } from '../corpus/language-id.js';
@@ -443,4 +443,27 @@ export function activationProbability(s: ActivationStats, site: Site = 'act'): F
   const p = new Float64Array(st.overZero.length);
   if (s.tokens > 0) for (let i = 0; i < p.length; i++) p[i] = st.overZero[i]! / s.tokens;
   return p;
+}
+
+/**
+ * The statistics files that paths name: a file as it is; a folder's *.safetensors, leaving out hidden files (profile's
+ * checkpoints) and masks (an `identify --out` written into the statistics folder must not stop the next run).
+ */
+export async function statsFilesIn(paths: readonly string[]): Promise<string[]> {
+  const files: string[] = [];
+  for (const p of paths) {
+    let isDir: boolean;
+    try {
+      isDir = statSync(p).isDirectory();
+    } catch {
+      throw new LangneuronsError('E_IO', `${p}: no such statistics file or folder`, { file: p });
+    }
+    if (!isDir) { files.push(p); continue; }
+    for (const n of readdirSync(p).filter((x) => x.endsWith('.safetensors') && !x.startsWith('.')).sort()) {
+      const file = path.join(p, n);
+      const meta = await readSafetensorsHeader(file).then((h) => h.metadata ?? {}, () => ({} as Record<string, string>));
+      if (meta['langneurons_mask'] === undefined) files.push(file);
+    }
+  }
+  return files;
 }

@@ -1,6 +1,4 @@
 import { Option, type Command } from 'commander';
-import { promises as fsp } from 'node:fs';
-import path from 'node:path';
 
 import { LangneuronsError } from '../../errors.js';
 import { ensureParentDir, refuseOutputIsInput } from '../../io/outdir.js';
@@ -9,7 +7,7 @@ import {
   summarizeMask, type ActProbVariant, type LanguageStats, type LapeOptions, type NeuronMask, type PercentileSource,
 } from '../../identify/index.js';
 import { refuseNonMaskOutput } from '../../identify/masks.js';
-import { readStats, SITES, type Site } from '../../profile/stats.js';
+import { readStats, SITES, statsFilesIn, type Site } from '../../profile/stats.js';
 import { parseFloatOption, parseIntOption, printResult } from '../output.js';
 
 const METHODS = ['lape', ...ACT_PROB_VARIANTS, 'ap', 'raw-activated'] as const;
@@ -18,12 +16,9 @@ const METHODS = ['lape', ...ACT_PROB_VARIANTS, 'ap', 'raw-activated'] as const;
 export async function readStatsInputs(paths: string[], langs?: string[]): Promise<LanguageStats[]> {
   const files: string[] = [];
   for (const p of paths) {
-    const st = await fsp.stat(p).catch(() => { throw new LangneuronsError('E_IO', `${p}: no such statistics file or folder`, { file: p }); });
-    if (st.isDirectory()) {
-      const names = (await fsp.readdir(p)).filter((n) => n.endsWith('.safetensors') && !n.startsWith('.')).sort();
-      if (!names.length) throw new LangneuronsError('E_IO', `${p}: the folder holds no <lang>.safetensors statistics files`, { file: p });
-      files.push(...names.map((n) => path.join(p, n)));
-    } else files.push(p);
+    const found = await statsFilesIn([p]);
+    if (!found.length) throw new LangneuronsError('E_IO', `${p}: the folder holds no <lang>.safetensors statistics files`, { file: p });
+    files.push(...found);
   }
   const inputs: LanguageStats[] = [];
   for (const file of files) inputs.push({ file, stats: await readStats(file) });
