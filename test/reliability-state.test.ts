@@ -2,7 +2,7 @@
 // streamed, never one fs.readFile), a save is one atomic file, temporary files are created exclusively and never
 // follow a planted link, leftovers of dead writers are removed, and an output folder has one writer at a time.
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, ftruncateSync, mkdtempSync, openSync, promises as fsp, readFileSync, symlinkSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, promises as fsp, readdirSync, readFileSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -163,6 +163,27 @@ describe('output folders', () => {
     // A lock with this very pid that this process does not hold: left by an earlier process with the same pid.
     await fsp.writeFile(path.join(dir, LOCK_FILE), JSON.stringify({ pid: process.pid, hostname: os.hostname(), command: 'eval', started: 'then' }));
     await (await acquireOutputLock(dir, 'finetune')).release();
+  });
+
+  it('a torn lock (its writer killed between create and write) is waited for briefly, then taken over', async () => {
+    // test/reliability-finetune.test.ts's random SIGKILLs once hit that window: the next run was refused for 10 s.
+    const dir = path.join(tmp, 'lock-torn');
+    mkdirSync(dir);
+    const file = path.join(dir, LOCK_FILE);
+    await fsp.writeFile(file, '');
+    const old = new Date(Date.now() - 3_000);
+    await fsp.utimes(file, old, old);
+    const started = performance.now();
+    const lock = await acquireOutputLock(dir, 'profile');
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect(JSON.parse(readFileSync(file, 'utf8'))).toMatchObject({ pid: process.pid, command: 'profile' });
+    await lock.release();
+    // A lock being written right now (empty, then filled by a live run) is waited for and its holder named.
+    await fsp.writeFile(file, '');
+    setTimeout(() => { writeFileSync(file, JSON.stringify({ pid: process.ppid, hostname: os.hostname(), command: 'eval', started: 'now' })); }, 200);
+    await expect(acquireOutputLock(dir, 'profile')).rejects.toThrow(/in use by eval \(pid/);
+    expect(readdirSync(dir)).toEqual([LOCK_FILE]);
+    await fsp.rm(file);
   });
 
   it('--out under /proc fails at once with one line; a file in the way is named', async () => {

@@ -4,7 +4,7 @@
  * the holder. A lock whose holder is gone (same host, pid not alive) is stale and taken over; a lock from
  * another host is never presumed stale (we cannot see its processes), the message says how to clear it.
  */
-import { constants as fsc, promises as fsp, unlinkSync } from 'node:fs';
+import { constants as fsc, existsSync, promises as fsp, unlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -80,14 +80,14 @@ export async function acquireOutputLock(dir: string, command: string): Promise<O
         throw new LangneuronsError('E_IO', `${file}: cannot create the output lock: ${describeError(e)}`, { file });
       }
     }
-    const holder = await readHolder(file);
+    const holder = await readHolder(file) ?? await holderOnceWritten(file);
     if (holder && holder.pid === process.pid && holder.hostname === me.hostname && held.has(file)) {
       throw new LangneuronsError('E_LOCKED', `${dir}: this process already runs ${holder.command} into this folder`, { file });
     }
     // Our own pid in a lock we do not hold: an earlier process that had this pid (containers reuse low pids).
     const stale = holder
       ? holder.hostname === me.hostname && (!processAlive(holder.pid) || holder.pid === process.pid)
-      : await olderThan(file, 10_000); // a torn lock file: its writer died between create and write
+      : await olderThan(file, TORN_LOCK_MS); // still torn: its writer died between create and write
     if (!stale) {
       const who = holder ? `${holder.command || 'a run'} (pid ${holder.pid} on ${holder.hostname}, since ${holder.started})` : 'a run that is starting';
       throw new LangneuronsError('E_LOCKED',
@@ -96,6 +96,23 @@ export async function acquireOutputLock(dir: string, command: string): Promise<O
     await fsp.rm(file, { force: true }); // stale: its holder is dead; retry the exclusive create
   }
   throw new LangneuronsError('E_LOCKED', `${file}: could not take the output lock (another run keeps taking it)`, { file });
+}
+
+/** A live writer fills its lock within microseconds of creating it; one still empty or torn after this is stale. */
+const TORN_LOCK_MS = 2_000;
+
+/**
+ * A lock file read empty or torn: either its writer is between the exclusive create and the write (wait for it), or
+ * it was killed there (the file stays torn). Polls until the holder can be read, the file goes, or it is old enough
+ * to be stale; null in the last two cases. (A kill in that window used to make every run wait 10 s, refused.)
+ */
+async function holderOnceWritten(file: string): Promise<LockHolder | null> {
+  for (;;) {
+    if (!existsSync(file) || await olderThan(file, TORN_LOCK_MS)) return null;
+    await new Promise((r) => setTimeout(r, 50));
+    const holder = await readHolder(file);
+    if (holder) return holder;
+  }
 }
 
 async function olderThan(file: string, ms: number): Promise<boolean> {
