@@ -89,3 +89,14 @@ export async function refuseOutputIsInput(out: string, inputs: string[], option 
       throw new LangneuronsError('E_OPTIONS', `${option} ${out} is inside the input file ${i}`, { field: option });
   }
 }
+
+/**
+ * Before writing the file `out`: refuses an input as the output, and an existing file that is not `what` (a model's
+ * weights, another kind of file): a command writes only over a file of its own kind (`ours` says which).
+ */
+export async function checkOutput(out: string, inputs: string[], what: string, ours: (file: string) => Promise<boolean>): Promise<void> {
+  await refuseOutputIsInput(out, inputs);
+  const st = await fsp.lstat(out).catch(() => null);
+  if (st === null || (st.isFile() && (await ours(out).catch(() => false)))) return;
+  throw new LangneuronsError('E_EXISTS', `--out ${out}: exists and is not ${what}; it is written only over one: choose another --out`, { file: out, field: '--out' });
+}

@@ -467,3 +467,8 @@ export async function statsFilesIn(paths: readonly string[]): Promise<string[]> 
   }
   return files;
 }
+
+/** Whether `file` is a langneurons statistics file (its safetensors header says so; the tensors are not read). */
+export async function isStatsFile(file: string): Promise<boolean> {
+  return (await readSafetensorsHeader(file)).metadata?.['langneurons'] !== undefined;
+}

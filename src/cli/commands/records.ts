@@ -3,10 +3,9 @@ import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 import { writeFileAtomic } from '../../io/atomic.js';
-import { ensureParentDir } from '../../io/outdir.js';
+import { checkOutput, ensureParentDir } from '../../io/outdir.js';
 import { squadRecords } from '../../train/records.js';
 import { parseIntOption, printResult } from '../output.js';
-import { checkOutput } from './tang.js';
 
 /**
  * Whether `file` is what `records` writes: JSONL whose every line is {"prompt": string, "completion": string} and

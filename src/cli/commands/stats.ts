@@ -3,11 +3,11 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError, describeError } from '../../errors.js';
-import { ensureParentDir } from '../../io/outdir.js';
+import { checkOutput, ensureParentDir } from '../../io/outdir.js';
 import { readSafetensorsHeader } from '../../io/safetensors.js';
-import { mergeStats, readStats, writeStats, type ActivationStats } from '../../profile/stats.js';
+import { isStatsFile, mergeStats, readStats, writeStats, type ActivationStats } from '../../profile/stats.js';
 import { printResult } from '../output.js';
-import { addTangStatsCommands, checkOutput, isStatsFile } from './tang.js';
+import { addTangStatsCommands } from './tang.js';
 
 /** readStats for `stats show`: a folder, or a file that is no statistics file at all, is said to be so, with its path. */
 async function readStatsToShow(file: string): Promise<ActivationStats> {

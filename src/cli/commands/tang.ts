@@ -8,12 +8,11 @@ import { LangneuronsError } from '../../errors.js';
 import { readMask, summarizeMask, writeMask } from '../../identify/index.js';
 import { isMaskFile } from '../../identify/masks.js';
 import { maskFromTang, maskToTang, statsFromTang, statsToTang } from '../../identify/tang.js';
-import { ensureParentDir, refuseOutputIsInput } from '../../io/outdir.js';
-import { readSafetensorsHeader } from '../../io/safetensors.js';
+import { checkOutput, ensureParentDir } from '../../io/outdir.js';
 import { readTorchFile, writeTorchFile } from '../../io/torch-file.js';
 import { openCheckpoint } from '../../model/checkpoint.js';
 import { modelIdentity } from '../../profile/identity.js';
-import { readStats, writeStats } from '../../profile/stats.js';
+import { isStatsFile, readStats, writeStats } from '../../profile/stats.js';
 import { parseIntOption, printResult } from '../output.js';
 
 const list = (s: string) => s.split(',').map((x) => x.trim()).filter(Boolean);
@@ -27,10 +26,6 @@ async function sha256File(file: string): Promise<string> {
   return createHash('sha256').update(await fsp.readFile(file)).digest('hex');
 }
 
-/** Whether `file` is a langneurons statistics file (its safetensors header says so; the tensors are not read). */
-export async function isStatsFile(file: string): Promise<boolean> {
-  return (await readSafetensorsHeader(file)).metadata?.['langneurons'] !== undefined;
-}
 
 /**
  * Whether `file` is a Tang-format file of that kind: a torch.save zip holding a list over languages of per-layer lists
@@ -43,17 +38,6 @@ async function isTangFile(file: string, kind: 'mask' | 'counts'): Promise<boolea
   if (magic.toString('latin1') !== 'PK\x03\x04') return false;
   const v = await readTorchFile(file);
   return kind === 'mask' ? Array.isArray(v) && v.every((l) => Array.isArray(l)) : v instanceof Map && v.has('over_zero');
-}
-
-/**
- * Before writing `out`: refuses an input as the output, and an existing file that is not `what` (a model's
- * weights, another kind of file): an import or export writes only over a file of its own kind.
- */
-export async function checkOutput(out: string, inputs: string[], what: string, ours: (file: string) => Promise<boolean>): Promise<void> {
-  await refuseOutputIsInput(out, inputs);
-  const st = await fsp.lstat(out).catch(() => null);
-  if (st === null || (st.isFile() && (await ours(out).catch(() => false)))) return;
-  throw new LangneuronsError('E_EXISTS', `--out ${out}: exists and is not ${what}; it is written only over one: choose another --out`, { file: out, field: '--out' });
 }
 
 function checkFormat(format: string): void {
