@@ -154,6 +154,19 @@ describe("XWinograd's language codes", () => {
     for (const c of ['en', 'fr', 'pt', 'ru', 'zh']) expect(canonicalLang(c)).toBe(c);
   });
 
+  it('--langs ja finds the jp rows of dataset.tsv and the hub\'s jp/ folder', async () => {
+    const xw = path.join(FX, 'xwinograd-release');
+    const asJa = await prepareTask('xwinograd', { dir: xw, lang: 'ja' });
+    const asJp = await prepareTask('xwinograd', { dir: xw, lang: 'jp' });
+    expect(asJa.items.length).toBeGreaterThan(0);
+    expect(asJa.items).toEqual(asJp.items);
+    const row = { sentence: '猫が_を追いかけた。', option1: '犬', option2: '鳥', answer: '1' };
+    await write('xw-hub/jp/test.jsonl', JSON.stringify(row) + '\n');
+    const hub = await prepareTask('xwinograd', { dir: path.join(tmp, 'xw-hub'), lang: 'ja' });
+    expect(hub.items.length).toBe(1);
+    expect(hub.files[0]).toContain(path.join('jp', 'test.jsonl'));
+  });
+
   it("{lang} = jp takes the mask's ja neurons", async () => {
     const r = await runCli('eval', M, '--task', 'xwinograd', '--langs', 'jp', '--data', path.join(FX, 'xwinograd-release'),
       '--intervene', `deactivate:${mask}:{lang}`, '--threads', '1', '--out', path.join(tmp, 'xw-jp'), '--json');

@@ -45,6 +45,11 @@ export const LANG_ALIASES: Record<string, { flores?: string; include?: string }>
 /** Other short codes datasets use for a language: XWinograd's `jp` (its codes: en, fr, jp, pt, ru, zh). */
 const CODE_ALIASES: Record<string, string> = { jp: 'ja' };
 
+/** The other codes datasets give a language (ja: XWinograd's jp), for finding its files or rows. */
+export function datasetCodes(lang: string): string[] {
+  return Object.keys(CODE_ALIASES).filter((code) => CODE_ALIASES[code] === lang);
+}
+
 /** One name per language across datasets: a short code (en) for its FLORES code (eng_Latn), INCLUDE folder
  *  name (English), MMMLU file/region name (EN-US, en_us, mmlu_EN-US) or another dataset's code (XWinograd's jp);
  *  a FLORES pair maps each side. */

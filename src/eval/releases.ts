@@ -6,6 +6,7 @@ import path from 'node:path';
 
 import { LangneuronsError, describeError } from '../errors.js';
 import { readRows, requireColumns, type Row } from './data.js';
+import { datasetCodes } from './prompts.js';
 
 export interface ReleaseRow { file: string; row: Row; i: number; g: number }
 
@@ -62,7 +63,7 @@ export async function xwinogradTsvRows(file: string, lang: string, limit?: numbe
     const cells = line.split('\t');
     if (cells.length !== 7) bad(`${cells.length} tab-separated fields, not 7`);
     langs.add(cells[0]!);
-    if (cells[0] !== lang) return;
+    if (cells[0] !== lang && !datasetCodes(lang).includes(cells[0]!)) return;
     let tokens: string[], pronoun: [string, [number, number]], cands: [string, unknown, unknown, boolean][];
     try { tokens = JSON.parse(cells[4]!); pronoun = JSON.parse(cells[5]!); cands = JSON.parse(cells[6]!); } catch { return bad('a JSON column does not parse'); }
     const sentence = cells[3]!;

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { LangneuronsError } from '../errors.js';
 import { listConfigs, locate, readRows, requireColumns, requireDir, str, type Row } from './data.js';
 import {
-  belebeleLmEvalPrompt, belebelePrompt, extractLetter, includeLmEvalPrompt, mmluLmEvalPrompt, xnliLmEvalChoices, xquadLmEvalPrompt, extractXnliLabel, FLORES_PROMPTS, floresName, floresPrompt, LANG_ALIASES, LETTERS,
+  belebeleLmEvalPrompt, belebelePrompt, extractLetter, includeLmEvalPrompt, mmluLmEvalPrompt, xnliLmEvalChoices, xquadLmEvalPrompt, extractXnliLabel, FLORES_PROMPTS, floresName, floresPrompt, LANG_ALIASES, datasetCodes, LETTERS,
   mcqPrompt, TEMPLATES, xnliGenerativePrompt, xquadPrompt, xcopaChoice, xcopaContext, type FloresPrompt,
 } from './prompts.js';
 import { BLEU_TOKENIZERS, type BleuOptions, type BleuTokenizer } from './metrics/bleu.js';
@@ -91,7 +91,7 @@ const PREFIXES: Partial<Record<TaskName, string[]>> = { xquad: ['xquad.'], xnli:
 /** Candidate file/config names of a language in a dataset. */
 function namesFor(task: TaskName, lang: string): string[] {
   const a = LANG_ALIASES[lang];
-  const out = [lang];
+  const out = [lang, ...datasetCodes(lang)];
   if (a?.flores && (task === 'belebele' || task === 'flores' || task === 'ppl')) out.push(a.flores);
   if (a?.include && task === 'include') out.push(a.include);
   // openai/MMMLU names its files test/mmlu_<LANG>-<REGION>.csv (mmlu_DE-DE): --langs de_de, DE-DE or de-de
