@@ -111,11 +111,16 @@ describe('finetune', () => {
     const masks = await maskFor(STORIES, 'mask-resume.json');
     const o = { ...fast, method: 'neurons' as const, masks, langs: ['mt'], train: trainFile, valid: validFile, steps: 6, evalEvery: 2, saveEvery: 2, lr: 5e-3, accum: 2, warmup: 2, schedule: 'cosine' as const };
     const a = path.join(tmp, 'run-a'), b = path.join(tmp, 'run-b');
-    await finetune(STORIES, o, a);
+    const whole = await finetune(STORIES, o, a);
     const part = await finetune(STORIES, o, b, { stopAfterStep: 4 });
     expect(part.steps).toBe(4);
     await expect(finetune(STORIES, o, b)).rejects.toThrow(/already holds a run/);
-    await resume(b);
+    const rest = await resume(b);
+    // the losses reported are the run's, not this call's (a resume from step 4 starts at step 5)
+    expect([rest.firstLoss, rest.lastLoss]).toEqual([whole.firstLoss, whole.lastLoss]);
+    // resuming a finished run trains nothing and still reports them
+    const again = await resume(b);
+    expect([again.steps, again.firstLoss, again.lastLoss]).toEqual([6, whole.firstLoss, whole.lastLoss]);
     for (const f of ['delta.safetensors', 'state/state.safetensors']) {
       const x = await readAllTensors(path.join(a, f)), y = await readAllTensors(path.join(b, f));
       expect([...y.keys()].sort()).toEqual([...x.keys()].sort());

@@ -131,6 +131,7 @@ interface RunFile {
 export interface TrainerReport { device: string; compute: string; describe?: string; memory?: NativeTrainerMemory }
 
 export interface FinetuneResult {
+  /** firstLoss / lastLoss: the training loss of the run's first and latest step, resumed runs included. */
   runDir: string; steps: number; firstLoss: number | null; lastLoss: number | null;
   bestValid: number | null; bestStep: number | null; trainableParameters: number;
   /** Where it trained and the trainer's memory after the last step (activations sized by then). */
@@ -415,13 +416,18 @@ export async function resume(runDir: string, ctl: RunControl = {}, where: Placem
     const logFile = path.join(runDir, 'train.jsonl');
     const kept = await keptLogLines(logFile, st.step);
     await writeFileAtomic(logFile, kept.map((l) => l + '\n').join(''));
-    return await loop(p, runDir, st, ctl);
+    return await loop(p, runDir, st, ctl, trainingLosses(kept));
   } finally {
     await claim.release();
   }
 }
 
-async function loop(p: Prepared, runDir: string, st0: StateCounters, ctl: RunControl): Promise<FinetuneResult> {
+/** The training losses (not validation) of a run's kept log lines, in step order. */
+function trainingLosses(lines: string[]): number[] {
+  return lines.map((l) => JSON.parse(l) as { loss?: unknown }).flatMap((e) => (typeof e.loss === 'number' ? [e.loss] : []));
+}
+
+async function loop(p: Prepared, runDir: string, st0: StateCounters, ctl: RunControl, logged: number[] = []): Promise<FinetuneResult> {
   const o = p.run.options, tr = p.tr, head = o.head ?? null;
   const perStep = o.batch * o.accum;
   const examples = head ? p.trainItems.length : p.train.length;
@@ -431,7 +437,7 @@ async function loop(p: Prepared, runDir: string, st0: StateCounters, ctl: RunCon
   const log = async (e: Record<string, unknown>) => { ctl.onLog?.(e); await fsp.appendFile(logFile, JSON.stringify(e) + '\n'); };
   const perm = new Map<number, Int32Array>();
   let { bestValid, bestStep, tokens } = st0;
-  let firstLoss: number | null = null, lastLoss: number | null = null;
+  let firstLoss = logged[0] ?? null, lastLoss = logged.at(-1) ?? null;
   ctl.onLog?.({ event: 'trainer', ...p.run.trainer });
   for (let s = st0.step; s < total; s++) {
     const t0 = performance.now();
