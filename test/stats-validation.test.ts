@@ -175,6 +175,12 @@ describe('Tang counts are checked when imported', () => {
     await writeStats(f, s);
     const r = await readStats(f);
     expect(site(r).sumsAbsent).toBe(true);
+    // stats show says so (it printed nothing of it)
+    const shown = await runCli('stats', 'show', f);
+    expect(shown.code, shown.stderr).toBe(0);
+    expect(shown.stdout).toMatch(/site act .*counts only \(no sums: LAPE and act-prob work; means and variances are refused\)/);
+    const shownJson = await runCli('stats', 'show', f, '--json');
+    expect((JSON.parse(shownJson.stdout).sites as { sums: boolean }[]).map((x) => x.sums)).toEqual([false]);
     expect(() => neuronStatistic(r, site(r), 'mean', 0, 0)).toThrow(new RegExp(`^${f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: site act holds no sums`));
     const withSums = statsFromTang(tang(), { ...opts, sha256: 'b'.repeat(64) }, 'ok.pt');
     const merged = mergeStats(withSums, r, ['ok.pt', f]);

@@ -50,7 +50,7 @@ export function registerStats(program: Command): void {
         for (let i = 0; i < st.overZero.length; i++) active += st.overZero[i]!;
         return { site: st.site, width: st.width, meanActiveFraction: s.tokens ? active / (s.tokens * st.overZero.length) : 0,
           histogramBins: st.histogram ? st.histogram.edges.length - 1 : 0, sequenceMeans: st.seqMeans ? st.seqMeans.length / st.overZero.length : 0,
-          absSum: !!st.absSum, above: st.above ? st.above.source || 'given' : null };
+          sums: !st.sumsAbsent, absSum: !!st.absSum, above: st.above ? st.above.source || 'given' : null };
       });
       printResult(o, { file, meta: s.meta, tokens: s.tokens, sequences: s.sequences, sites }, () => [
         `language   ${s.meta.language}`,
@@ -59,7 +59,8 @@ export function registerStats(program: Command): void {
         `layers     ${s.meta.layers.length === s.meta.model.layers ? 'all' : s.meta.layers.join(',')}`,
         ...sites.map((x) => `site ${x.site.padEnd(5)} width ${x.width}, P(value > 0) averaged ${(100 * x.meanActiveFraction).toFixed(2)}%` +
           (x.histogramBins ? `, histogram ${x.histogramBins} bins` : '') + (x.sequenceMeans ? `, ${x.sequenceMeans} sequence means` : '') +
-          (x.above ? `, counts above ${x.above} thresholds` : '') + (x.absSum ? '' : ', no sum of |value|')),
+          (x.above ? `, counts above ${x.above} thresholds` : '') +
+          (x.sums ? (x.absSum ? '' : ', no sum of |value|') : ', counts only (no sums: LAPE and act-prob work; means and variances are refused)')),
         `corpus     ${s.meta.corpus.files.join(', ')} (${s.meta.corpus.fingerprint.slice(0, 12)})`,
       ].join('\n'));
     });
