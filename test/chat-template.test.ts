@@ -9,8 +9,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import { LangneuronsError } from '../src/errors.js';
 import { LanguageModel } from '../src/engine/model.js';
-import { ModelScorer } from '../src/eval/scorer.js';
-import { chatMessages, encodeChatPrompt, requireChatTemplate } from '../src/generate/chat.js';
+import { lmEvalEncodePair, ModelScorer } from '../src/eval/scorer.js';
+import { prepareTask, type PlanItem } from '../src/eval/tasks.js';
+import { chatMessages, encodeChatPrompt, lmEvalChatContext, requireChatTemplate } from '../src/generate/chat.js';
 import { generateTokens } from '../src/generate/generate.js';
 import { loadChatTemplate } from '../src/model/chat-template.js';
 import { loadTokenizer } from '../src/model/tokenizer.js';
@@ -110,4 +111,58 @@ describe('chat templates', () => {
     const plainWant = await generateTokens(model, [tok.encode('Hello')], { maxNewTokens: 6, temperature: 0, repetitionPenalty: 1 });
     expect(plain.map((g) => g.text)).toEqual([plainWant[0]!.text]);
   });
+
+  it("eval --chat-template on multiple choice: lm-eval's chat contexts (description a system turn, answers without the space), one BOS", async () => {
+    const FX = path.join(repoRoot, 'test', 'fixtures-eval');
+    const dir = await withTemplate(LLAMA3);
+    const template = (await loadChatTemplate(dir))!;
+    const mcItem = (p: { items: PlanItem[] }) => p.items[0] as Extract<PlanItem, { kind: 'mc' }>;
+    const chatContext = (d: string, q: string) => lmEvalChatContext({ template }, d, q);
+    const header = (role: string, text: string) => `<|start_header_id|>${role}<|end_header_id|>\n\n${text}<|eot_id|>`;
+    const question = 'What is 2 + 3?\nA. 4\nB. 5\nC. 6\nD. 7\nAnswer:';
+    // MMLU: plain, (description + question, " A"); chat, [system: description, user: question] + generation prompt, "A"
+    const plain = mcItem(await prepareTask('mmlu', { dir: path.join(FX, 'mmlu'), lang: 'en', prompt: 'lm-eval' }));
+    expect(plain.pairs[0]).toEqual({ context: `The following are multiple choice questions (with answers) about elementary mathematics.\n\n${question}`, continuation: ' A' });
+    const chat = mcItem(await prepareTask('mmlu', { dir: path.join(FX, 'mmlu'), lang: 'en', prompt: 'lm-eval', chatContext }));
+    const rendered = '<s>' + header('system', 'The following are multiple choice questions (with answers) about elementary mathematics.') +
+      header('user', question) + '<|start_header_id|>assistant<|end_header_id|>\n\n';
+    expect(chat.pairs.map((p) => p.continuation)).toEqual(['A', 'B', 'C', 'D']);
+    expect(chat.pairs[0]!.context).toBe(rendered);
+    // --system comes first, "\n\n" before the description (maybe_delimit)
+    expect(lmEvalChatContext({ template, system: 'Be brief.' }, 'Describe.', 'Q')).toBe(
+      '<s>' + header('system', 'Be brief.\n\nDescribe.') + header('user', 'Q') + '<|start_header_id|>assistant<|end_header_id|>\n\n');
+    // XWinograd: each partial sentence is its own user turn, the rest of the sentence follows without the space
+    const xw = mcItem(await prepareTask('xwinograd', { dir: path.join(FX, 'xwinograd'), lang: 'en', chatContext }));
+    expect(xw.pairs.map((p) => p.context)).toEqual(xw.choices.map((c) => '<s>' + header('user', c) + '<|start_header_id|>assistant<|end_header_id|>\n\n'));
+    expect(xw.pairs[0]!.continuation).toBe('is too large.');
+    // Encoded: the rendered BOS once (lm-eval's has_bos_prefix), "\n\n" moved to the continuation (rstrip)
+    const tok = await loadTokenizer(dir);
+    const bytes = (t: string) => [...Buffer.from(t, 'utf8')].map((b) => 3 + b);
+    const enc = lmEvalEncodePair(tok, chat.pairs[1]!);
+    expect(enc.context).toEqual([1, ...bytes(rendered.slice(3, -2))]);
+    expect(enc.continuation).toEqual(bytes('\n\nB'));
+    expect(lmEvalEncodePair(tok, plain.pairs[1]!).context[0]).toBe(1);
+    expect(lmEvalEncodePair(tok, plain.pairs[1]!).context[1]).not.toBe(1);
+  });
+
+  it("eval --chat-template with a template that refuses a system turn: the description is dropped (as lm-eval retries), --system is an error", async () => {
+    const FX = path.join(repoRoot, 'test', 'fixtures-eval');
+    const dir = await withTemplate(GEMMA);
+    const template = (await loadChatTemplate(dir))!;
+    let told = 0;
+    expect(lmEvalChatContext({ template }, 'Describe.', 'Q', () => told++)).toBe('<s><start_of_turn>user\nQ<end_of_turn>\n<start_of_turn>model\n');
+    expect(told).toBe(1);
+    expect(() => lmEvalChatContext({ template, system: 'S' }, 'Describe.', 'Q')).toThrow(/System role not supported/);
+    const out = path.join(dir, 'results');
+    const r = cli('eval', dir, '--task', 'mmlu', '--prompt', 'lm-eval', '--langs', 'en', '--data', path.join(FX, 'mmlu'), '--chat-template', '--threads', '1', '--out', out, '--json');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr.match(/refuses a system turn: the tasks' descriptions .* are left out of the chat contexts/g)).toHaveLength(1);
+    const res = JSON.parse(r.stdout).results[0];
+    expect(res.variant.name).toBe('base-chat');
+    expect(res.items).toBeGreaterThan(0);
+    const bad = cli('eval', dir, '--task', 'mmlu', '--prompt', 'lm-eval', '--langs', 'en', '--data', path.join(FX, 'mmlu'), '--chat-template', '--system', 'S', '--threads', '1', '--out', out);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+    expect(bad.stderr).toMatch(/System role not supported/);
+  }, 60_000);
 });

@@ -182,11 +182,15 @@ export function xquadLmEvalPrompt(context: string, question: string, lang: strin
   return `${l[0]}: ${context}\n\n${l[1]}: ${question}\n\n${l[2]}:`;
 }
 
-/** MMLU (cais/mmlu; also openai/MMMLU's translations, with the English subject): the subject header, then
- *  "{question.strip()}\nA. {c0}\nB. {c1}\nC. {c2}\nD. {c3}\nAnswer:". */
+/** MMLU (cais/mmlu; also openai/MMMLU's translations, with the English subject): the subject header (lm-eval's
+ *  description), then "{question.strip()}\nA. {c0}\nB. {c1}\nC. {c2}\nD. {c3}\nAnswer:". */
+export function mmluLmEvalParts(subject: string, question: string, choices: string[]): [description: string, question: string] {
+  return [`The following are multiple choice questions (with answers) about ${subject.split('_').join(' ')}.\n\n`,
+    `${pyStrip(question)}\n` + choices.map((c, i) => `${LETTERS[i]}. ${c}`).join('\n') + '\nAnswer:'];
+}
+
 export function mmluLmEvalPrompt(subject: string, question: string, choices: string[]): string {
-  return `The following are multiple choice questions (with answers) about ${subject.split('_').join(' ')}.\n\n` +
-    `${pyStrip(question)}\n` + choices.map((c, i) => `${LETTERS[i]}. ${c}`).join('\n') + '\nAnswer:';
+  return mmluLmEvalParts(subject, question, choices).join('');
 }
 
 /** The domain as lm-eval's task description writes it where it differs from the `domain` column: its Hebrew
@@ -197,10 +201,14 @@ const INCLUDE_DESCRIPTION_DOMAIN: Record<string, Record<string, string>> = { he:
 /** INCLUDE (include-base-44): one task per domain; its description is joined to the question with nothing
  *  between (lm-eval's system message has no delimiter), and the YAML's folded line puts a space before "D.".
  *  `lang`: the dataset's language (Hebrew or he), for lm-eval's one description that differs from the domain. */
-export function includeLmEvalPrompt(domain: string, question: string, choices: string[], lang: string): string {
+export function includeLmEvalParts(domain: string, question: string, choices: string[], lang: string): [description: string, question: string] {
   const described = INCLUDE_DESCRIPTION_DOMAIN[canonicalLang(lang)]?.[domain] ?? domain;
-  return `The following is multiple-choice question about ${described}.` +
-    `${pyStrip(question)}\nA. ${choices[0]}\nB. ${choices[1]}\nC. ${choices[2]}\n D. ${choices[3]}\nAnswer:`;
+  return [`The following is multiple-choice question about ${described}.`,
+    `${pyStrip(question)}\nA. ${choices[0]}\nB. ${choices[1]}\nC. ${choices[2]}\n D. ${choices[3]}\nAnswer:`];
+}
+
+export function includeLmEvalPrompt(domain: string, question: string, choices: string[], lang: string): string {
+  return includeLmEvalParts(domain, question, choices, lang).join('');
 }
 
 /** The template each (task, prompt format) records in its results. */

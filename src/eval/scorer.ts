@@ -46,8 +46,8 @@ export interface ModelScorerOptions {
   /** A trained classification head on this model (src/train/head.ts), for `--prompt head`. */
   head?: HeadClassifier;
   /**
-   * Generative prompts go through the model's chat template (`eval --chat-template`): the instruct models of the
-   * papers are prompted so for generation. Log-likelihood scoring stays on the raw text (lm-evaluation-harness).
+   * Generative prompts go through the model's chat template (`eval --chat-template`). Log-likelihood pairs come
+   * rendered already (the task plan's contexts, src/eval/tasks.ts), as lm-evaluation-harness renders them.
    */
   chat?: ChatPrompting;
 }
@@ -148,18 +148,22 @@ export class ModelScorer implements Scorer {
 
 /** lm-eval `_encode_pair` for a causal model: trailing whitespace of the context (Python's rstrip) moves to the
  *  continuation; the continuation is the whole's tokens past the context's. An empty context is the BOS token
- *  (EOS when there is none) and the continuation is encoded without special tokens (HFLM.loglikelihood). */
-export function lmEvalEncodePair(tok: { encode(text: string, o?: { addSpecialTokens?: boolean }): number[]; bosTokenId: number | null; eosTokenIds: number[] },
+ *  (EOS when there is none) and the continuation is encoded without special tokens (HFLM.loglikelihood). A context
+ *  that starts with that token's text (a chat template's rendering: `<|begin_of_text|>…`) is encoded without
+ *  adding special tokens, so BOS is not doubled (HFLM.tok_encode's has_bos_prefix). */
+export function lmEvalEncodePair(tok: { encode(text: string, o?: { addSpecialTokens?: boolean }): number[]; decode(ids: readonly number[]): string; bosTokenId: number | null; eosTokenIds: number[] },
   pair: Pair): { context: number[]; continuation: number[] } {
+  const prefix = tok.bosTokenId ?? tok.eosTokenIds[0];
   if (pair.context === '') {
-    const prefix = tok.bosTokenId ?? tok.eosTokenIds[0];
     if (prefix === undefined) throw new Error('an empty context needs a BOS or EOS token');
     return { context: [prefix], continuation: tok.encode(pair.continuation, { addSpecialTokens: false }) };
   }
   let { context, continuation } = pair;
   const kept = pyRstrip(context);
   if (kept.length < context.length) { continuation = context.slice(kept.length) + continuation; context = kept; }
-  const whole = tok.encode(context + continuation);
-  const ctx = tok.encode(context);
+  const prefixText = prefix === undefined ? '' : tok.decode([prefix]);
+  const o = prefixText !== '' && context.startsWith(prefixText) ? { addSpecialTokens: false } : {};
+  const whole = tok.encode(context + continuation, o);
+  const ctx = tok.encode(context, o);
   return { context: ctx, continuation: whole.slice(ctx.length) };
 }

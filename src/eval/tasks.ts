@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { LangneuronsError } from '../errors.js';
 import { listConfigs, locate, readRows, requireColumns, requireDir, str, type Row } from './data.js';
 import {
-  belebeleLmEvalPrompt, belebelePrompt, extractLetter, includeLmEvalPrompt, mmluLmEvalPrompt, xnliLmEvalChoices, xquadLmEvalPrompt, extractXnliLabel, FLORES_PROMPTS, floresName, floresPrompt, LANG_ALIASES, datasetCodes, LETTERS,
+  belebeleLmEvalPrompt, belebelePrompt, extractLetter, includeLmEvalParts, mmluLmEvalParts, xnliLmEvalChoices, xquadLmEvalPrompt, extractXnliLabel, FLORES_PROMPTS, floresName, floresPrompt, LANG_ALIASES, datasetCodes, LETTERS,
   mcqPrompt, TEMPLATES, xnliGenerativePrompt, xquadPrompt, xcopaChoice, xcopaContext, type FloresPrompt,
 } from './prompts.js';
 import { BLEU_TOKENIZERS, type BleuOptions, type BleuTokenizer } from './metrics/bleu.js';
@@ -66,6 +66,12 @@ export interface PrepareOptions {
   langNames?: Record<string, string>;
   /** flores: 13a (default), none, zh, intl, char, or spm:<.model or tokenizer.json> (spBLEU). */
   bleuTokenize?: string;
+  /**
+   * `eval --chat-template`: renders a log-likelihood request's context through the model's chat template (the
+   * task's description a system turn, the question the user turn; lmEvalChatContext), and the answers then follow
+   * with no delimiter, as lm-evaluation-harness builds them. Generative prompts are rendered by the scorer.
+   */
+  chatContext?: (description: string, question: string) => string;
 }
 
 function badPrompt(task: TaskName, p: string): never {
@@ -160,9 +166,12 @@ async function checkedRows(files: string[], columns: string[], dataset: string, 
   return limit !== undefined ? out.slice(0, limit) : out;
 }
 
-/** lm-eval multiple choice: continuation = " " + choice (target_delimiter), normalised by the choice's length. */
-const mc = (id: string, context: string, choices: string[], gold: number): PlanItem =>
-  ({ kind: 'mc', id, pairs: choices.map((c) => ({ context, continuation: ` ${c}` })), choices, gold });
+/** lm-eval multiple choice: (description + question, " " + choice) (target_delimiter " "), normalised by the
+ *  choice's length; through a chat template (o.chatContext), (rendered context, choice). */
+function mc(o: PrepareOptions, id: string, description: string, question: string, choices: string[], gold: number): PlanItem {
+  const [context, delimiter] = o.chatContext ? [o.chatContext(description, question), ''] : [description + question, ' '];
+  return { kind: 'mc', id, pairs: choices.map((c) => ({ context, continuation: delimiter + c })), choices, gold };
+}
 
 /**
  * The 0-based choice a row's answer column names. `first` is the number the column gives the first choice: 0 for
@@ -261,9 +270,9 @@ async function prepareBelebele(o: PrepareOptions): Promise<TaskPlan> {
     const gold = answerIndex(file, i, row.correct_answer_num, 4, 'correct_answer_num', 1);
     const passage = str(file, row, i, 'flores_passage'), question = str(file, row, i, 'question');
     const id = `${g}:${String(row.link ?? '')}#${String(row.question_number ?? i)}`;
-    if (prompt === 'lm-eval') return mc(id, belebeleLmEvalPrompt(passage, question, answers), [...LETTERS], gold);
+    if (prompt === 'lm-eval') return mc(o, id, '', belebeleLmEvalPrompt(passage, question, answers), [...LETTERS], gold);
     const p = belebelePrompt(passage, question, answers);
-    return prompt === 'loglik' ? mc(id, p, [...LETTERS], gold) : { kind: 'gen' as const, id, prompt: p, refs: [LETTERS[gold]!], gold };
+    return prompt === 'loglik' ? mc(o, id, '', p, [...LETTERS], gold) : { kind: 'gen' as const, id, prompt: p, refs: [LETTERS[gold]!], gold };
   });
   return { task: 'belebele', lang: o.lang, prompt, files, items, ...(prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: (t: string) => extractLetter(t) } : {}) };
 }
@@ -286,7 +295,7 @@ async function prepareXnli(o: PrepareOptions): Promise<TaskPlan> {
     const id = String(g);
     if (prompt === 'head') return { kind: 'cls' as const, id, texts: [premise, hyp], gold };
     // lm-eval: doc_to_text '' and the whole sentence in the choice (acc_norm divides by the whole choice's length)
-    if (prompt === 'lm-eval') return mc(id, '', xnliLmEvalChoices(premise, hyp, o.lang), gold);
+    if (prompt === 'lm-eval') return mc(o, id, '', '', xnliLmEvalChoices(premise, hyp, o.lang), gold);
     return { kind: 'gen' as const, id, prompt: xnliGenerativePrompt(premise, hyp), refs: [String(gold + 1)], gold };
   });
   return { task: 'xnli', lang: o.lang, prompt, files, items, ...(prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: extractXnliLabel } : {}) };
@@ -327,7 +336,7 @@ async function prepareXcopa(o: PrepareOptions): Promise<TaskPlan> {
       throw new LangneuronsError('E_DATA', `${file}: row ${i}: column "question" is ${JSON.stringify(question)}, expected "cause" or "effect"`, { file, field: 'question' });
     const ctx = xcopaContext(str(file, row, i, 'premise'), question, o.lang);
     const choices = [xcopaChoice(str(file, row, i, 'choice1')), xcopaChoice(str(file, row, i, 'choice2'))];
-    return mc(idOf(file, i, String(row.idx ?? g)), ctx, choices, answerIndex(file, i, row.label, 2, 'label'));
+    return mc(o, idOf(file, i, String(row.idx ?? g)), '', ctx, choices, answerIndex(file, i, row.label, 2, 'label'));
   });
   return { task: 'xcopa', lang: o.lang, prompt, files, items };
 }
@@ -352,7 +361,9 @@ async function prepareXwinograd(o: PrepareOptions): Promise<TaskPlan> {
     const gold = answerIndex(file, i, row.answer, 2, 'answer', 1);
     // lm-eval's multiple-input mode: doc_to_choice is the two contexts, so acc_norm divides by their lengths
     const contexts = opts.map((op) => s.slice(0, idx) + op);
-    return { kind: 'mc', id: String(g), pairs: contexts.map((c) => ({ context: c, continuation: ` ${target}` })), choices: contexts, gold };
+    // through a chat template each context is its own user turn (lm-eval's multiple_input_context), no delimiter
+    const pairs = contexts.map((c) => (o.chatContext ? { context: o.chatContext('', c), continuation: target } : { context: c, continuation: ` ${target}` }));
+    return { kind: 'mc', id: String(g), pairs, choices: contexts, gold };
   });
   return { task: 'xwinograd', lang: o.lang, prompt, files, items };
 }
@@ -380,12 +391,12 @@ async function prepareMcq(task: 'include' | 'mmlu', o: PrepareOptions): Promise<
     const gold = mmmlu ? answerIndex(file, i, row.Answer, 4, 'Answer') : answerIndex(file, i, row.answer, 4, 'answer');
     const question = str(file, row, i, mmmlu ? 'Question' : 'question');
     if (prompt === 'lm-eval') {
-      const p = task === 'include' ? includeLmEvalPrompt(str(file, row, i, 'domain'), question, choices, o.lang)
-        : mmluLmEvalPrompt(mmluSubject(file, row, i), question, choices);
-      return mc(String(g), p, [...LETTERS], gold);
+      const [description, text] = task === 'include' ? includeLmEvalParts(str(file, row, i, 'domain'), question, choices, o.lang)
+        : mmluLmEvalParts(mmluSubject(file, row, i), question, choices);
+      return mc(o, String(g), description, text, [...LETTERS], gold);
     }
     const p = mcqPrompt(pyStrip(question), choices);
-    return prompt === 'loglik' ? mc(String(g), p, [...LETTERS], gold) : { kind: 'gen' as const, id: String(g), prompt: p, refs: [LETTERS[gold]!], gold };
+    return prompt === 'loglik' ? mc(o, String(g), '', p, [...LETTERS], gold) : { kind: 'gen' as const, id: String(g), prompt: p, refs: [LETTERS[gold]!], gold };
   });
   return { task, lang: o.lang, prompt, files, items, ...(prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: (t: string) => extractLetter(t) } : {}) };
 }

@@ -6,7 +6,7 @@ import { LangneuronsError } from '../../errors.js';
 import { withOutputLock } from '../../io/lock.js';
 import { canonicalLang } from '../../eval/prompts.js';
 import { ModelScorer } from '../../eval/scorer.js';
-import { requireChatTemplate, type ChatPrompting } from '../../generate/chat.js';
+import { lmEvalChatContext, requireChatTemplate, type ChatPrompting } from '../../generate/chat.js';
 import { addInterventionOptions, interventionFromCli, interventionUsesLanguage, withLanguage, type Intervention } from '../../intervene/index.js';
 import { datasetDir, isTask, languagesIn, prepareTask, TASKS, type TaskName } from '../../eval/tasks.js';
 import { runPlan, type EvalResult, type Variant } from '../../eval/run.js';
@@ -49,7 +49,7 @@ export function registerEval(program: Command): void {
     .option('--lang-name <code=Name>', 'English name of a FLORES code for the translation prompts (repeatable)', collect, [])
     .option('--intervene-langs <langs>', 'with {lang} in --intervene: evaluate every language with each of these languages\' interventions ' +
       '(comma-separated, or "all" = the evaluated languages: every self- and cross-language pair); default: each language with its own')
-    .option('--chat-template', "generative prompts (flores, belebele/xnli/include/mmlu --prompt generate, xquad) go through the model's chat template as a user turn; log-likelihood scoring stays on raw text")
+    .option('--chat-template', "prompts go through the model's chat template as a user turn, as lm-eval's --apply_chat_template: generative ones, and the contexts of multiple-choice tasks (the task description a system turn, answers without the leading space); perplexity stays on raw text")
     .option('--system <text>', 'with --chat-template: a system turn before each prompt')))
     // One eval at a time per results folder (src/io/lock.ts).
     .action(async (dir: string, o: EvalCli) => withOutputLock(o.out, 'eval', () => evalAction(dir, o)));
@@ -110,11 +110,19 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
       const inputs = await inputHashes([...specs, ...(o.interveneFile ? [o.interveneFile] : []), ...(o.stats ? [o.stats] : []), ...(o.head ? [existsSync(path.join(o.head, 'head.json')) ? o.head : path.join(o.head, 'head')] : [])]);
       if (Object.keys(inputs).length) variant.inputs = inputs;
       if (o.system !== undefined && !o.chatTemplate) throw new LangneuronsError('E_OPTIONS', '--system needs --chat-template', { field: 'system' });
-      let chat: ChatPrompting | undefined;
+      let chat: ChatPrompting | undefined, chatContext: ((description: string, question: string) => string) | undefined;
       if (o.chatTemplate) {
-        chat = { template: await requireChatTemplate(dir, '--chat-template'), ...(o.system !== undefined ? { system: o.system } : {}) };
+        const prompting: ChatPrompting = { template: await requireChatTemplate(dir, '--chat-template'), ...(o.system !== undefined ? { system: o.system } : {}) };
+        chat = prompting;
         variant.chatTemplate = chat.template.source;
         if (o.system !== undefined) variant.system = o.system;
+        let told = false;
+        const dropped = () => {
+          if (told) return;
+          told = true;
+          process.stderr.write(`note: ${prompting.template.source} refuses a system turn: the tasks' descriptions (MMLU's subject line, INCLUDE's domain line) are left out of the chat contexts, as lm-evaluation-harness does\n`);
+        };
+        chatContext = (description, question) => lmEvalChatContext(prompting, description, question, dropped);
       }
       const defaultName = (interventions: string[]): string => {
         const parts = [
@@ -187,6 +195,7 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
           const plan = await prepareTask(task, {
             dir: ddir, lang, langNames, ...(o.prompt && task !== 'ppl' ? { prompt: o.prompt } : {}),
             ...(o.split ? { split: o.split } : {}), ...(o.limit ? { limit: o.limit } : {}), ...(o.bleuTokenize ? { bleuTokenize: o.bleuTokenize } : {}),
+            ...(chatContext ? { chatContext } : {}),
           });
           for (const ivLang of [...new Set(ivLangs(lang))]) {
             const scorer = await scorerFor(ivLang);
