@@ -10,7 +10,22 @@ export {
   withLanguage, LANG_PLACEHOLDER,
   type InterventionSpec, type Operation, type NeuronSet, type ValueSpec, type InterventionSite, type Positions, type ResolveOptions,
 } from './intervene/index.js';
+export { type DeviceRequest } from './engine/device.js';
 export { openCheckpoint, estimateMemory, type Checkpoint } from './model/checkpoint.js';
+export { type LoadedTokenizer } from './model/tokenizer.js';
+export { openCorpusSpec, openCorpus, type Corpus, type CorpusManifest } from './corpus/index.js';
+export { profileCorpus, type ProfileOptions, type LanguageProfile } from './profile/profile.js';
+export {
+  readStats, writeStats, mergeStats, activationProbability, SITES, NEURON_SITES,
+  type Site, type ActivationStats, type SiteStats, type StatsMeta, type ModelIdentity, type ComputeMode, type Histogram, type TokenScope,
+} from './profile/stats.js';
+export { modelIdentity } from './profile/identity.js';
+export {
+  identifyLape, lapeScores, LAPE_PRESETS, identifyActProb, ACT_PROB_VARIANTS, identifyAveragePrecision, identifyRawActivated,
+  readMask, writeMask, validateMask, maskLanguage, checkMaskForModel, summarizeMask, compareMasks, unionMask, randomMaskLike,
+  type LanguageStats, type LapeOptions, type LapeScores, type ActProbVariant, type ActProbOptions, type AveragePrecisionOptions,
+  type RawActivatedOptions, type NeuronMask, type MaskSummary, type MaskComparison, type RandomMaskOptions,
+} from './identify/index.js';
 export { loadModelConfig, parseModelConfig, type ModelConfig } from './model/config.js';
 export { readSafetensorsHeader, readTensor, writeSafetensors } from './io/safetensors.js';
 export { readTorchFile, writeTorchFile, type TorchTensor, type TorchValue } from './io/torch-file.js';
