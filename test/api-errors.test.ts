@@ -2,9 +2,15 @@
 // `instanceof` tells bad input from a bug), targets and logits modes are checked before the engine runs, a cache
 // disposed while a forward using it waits in the queue is freed after that forward, and 'lastHidden' output gets
 // the non-finite check the logits get.
+import { existsSync, promises as fsp } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { LangneuronsError, generate, loadModel, resolveIntervention, type LanguageModel } from '../src/index.js';
+import {
+  LangneuronsError, finetune, generate, loadModel, logLikelihoodTokens, maskFromTang, modelIdentity, openCheckpoint, resolveIntervention, scoreText,
+  statsFromTang, writeSafetensors, type LanguageModel,
+} from '../src/index.js';
+import { makeTempDir, removeDir } from './helpers/fixtures.js';
 
 let model: LanguageModel;
 beforeAll(async () => { model = await loadModel('models/udhr20', { device: 'cpu', threads: 1 }); });
@@ -29,6 +35,22 @@ describe('the engine\'s refusals are LangneuronsErrors', () => {
     ['a target that is not an integer (was truncated to 2)', () => model.forward([[1, 2]], { logits: 'none', targets: [[2.9, -1]] }), 'E_INPUT', /target 2\.9/],
     ['an unknown logits mode', () => model.forward([[1, 2]], { logits: 'foo' as 'none' }), 'E_OPTIONS', /logits must be one of none, last, all, lastHidden, greedy, got 'foo'/],
     ['a negative temperature', () => generate(model, 'x', { temperature: -1 }), 'E_OPTIONS', /temperature must be/],
+    // thrown by the engine at once rather than when the work ends (they came out as RangeError)
+    ['an unknown capture site', () => model.forward([[0, 5]], { capture: { site: 'bogus' as 'act', layer: 0 } }), 'E_INPUT', /capture.*'bogus'/],
+    ['a capture layer past the last (printed as 4, not 4.000000)', () => model.forward([[0, 5]], { capture: { site: 'act', layer: 4 } }), 'E_INPUT', /must be an integer in \[0, 3\], got 4$/],
+    ['fewer cache slots than sequences', () => model.forward([[1], [2]], { cache: model.createCache(3, 16), cacheSlots: [1] }), 'E_INPUT', /cacheSlots needs one slot per sequence \(2\), got 1/],
+    ['a cache slot past the last', () => model.forward([[1]], { cache: model.createCache(3, 16), cacheSlots: [3] }), 'E_INPUT', /cacheSlots\[0\] is 3; the cache has 3 slots/],
+    ['more sequences than cache slots', () => model.forward([[1], [2], [3], [4]], { cache: model.createCache(3, 16) }), 'E_INPUT', /sequence 3 would use slot 3; the cache has 3 slots/],
+    ['a cache length past a slot', () => model.createCache(2, 16).reset(0, 20), 'E_INPUT', /^KvCache\.reset: /],
+    ['a cache slot out of range', () => model.createCache(2, 16).length(5), 'E_INPUT', /^KvCache\.length: slot must be an integer in \[0, 2\)/],
+    ['a disposed cache', () => { const c = model.createCache(1, 8); c.dispose(); return c.length(0); }, 'E_INPUT', /^KvCache\.length: the cache was disposed/],
+    ['generatedFrom of the wrong length, with an intervention without positions', async () =>
+      model.forward([[1, 2, 3]], { intervene: await resolveIntervention(model, 'scale:2:neurons=all'), generatedFrom: [999, 3, 4] }), 'E_INPUT', /generatedFrom has 3 entries, the batch 1/],
+    ['non-finite statistics thresholds', () => model.createStats({ thresholds: { act: new Float32Array(4 * 512).fill(Number.NaN) } }), 'E_OPTIONS', /thresholds\.act\[0\] is NaN/],
+    ['a NaN token budget (every batch was empty)', () => scoreText(model, 'All human beings are born free', { batchTokens: Number.NaN }), 'E_OPTIONS', /batchTokens must be an integer >= 1, got NaN/],
+    ['a negative token budget', () => logLikelihoodTokens(model, [{ context: [1, 2], continuation: [3] }], -5), 'E_OPTIONS', /batchTokens must be an integer >= 1, got -5/],
+    ['a number as text', () => model.tokenizer!.encode(42 as unknown as string), 'E_INPUT', /encode: the text must be a string, got number/],
+    ['a stop string not in a list', () => generate(model, 'x', { stop: ',' as unknown as string[] }), 'E_OPTIONS', /stop must be a list of strings/],
   ])('%s', async (_, call, code, message) => {
     const e = await errorOf(call);
     expect(e).toBeInstanceOf(LangneuronsError);
@@ -60,5 +82,50 @@ describe("logits 'lastHidden'", () => {
     expect((e as Error).message).toMatch(/hidden value \d+ of sequence 0 is NaN|every hidden value of sequence 0 is exactly 0/);
     const ok = await model.forward([[1, 2, 3]], { logits: 'lastHidden' });
     expect(ok.logits.length).toBe(model.config.hiddenSize);
+  });
+});
+
+describe('after dispose', () => {
+  it('info and createStats are refused as forward and createCache are; a model loaded without its tokenizer says so', async () => {
+    const m = await loadModel('models/udhr20', { device: 'cpu', threads: 1, tokenizer: false });
+    const e0 = await errorOf(() => generate(m, 'x'));
+    expect((e0 as Error).message).toMatch(/was loaded with \{ tokenizer: false \}/);
+    await m.dispose();
+    for (const call of [() => m.info(), () => m.createStats(), () => m.createCache(1, 8)]) {
+      const e = await errorOf(call);
+      expect(e).toBeInstanceOf(LangneuronsError);
+      expect((e as Error).message).toMatch(/was disposed/);
+    }
+  });
+});
+
+describe('library inputs refused before anything is written', () => {
+  it("finetune's default chunk follows a short context; a --chunk beyond it is refused naming it (it failed at the first step as a plain Error)", async () => {
+    const tmp = await makeTempDir('api-finetune-chunk');
+    try {
+      const train = path.join(tmp, 'train.txt');
+      await fsp.writeFile(train, 'All human beings are born free and equal in dignity and rights. '.repeat(40) + '\n');
+      const r = await finetune('models/udhr20', { method: 'mlp', train, steps: 1, device: 'cpu', threads: 1 }, path.join(tmp, 'run'));
+      expect(r.steps).toBe(1);
+      expect(JSON.parse(await fsp.readFile(path.join(tmp, 'run', 'run.json'), 'utf8')).options.chunk).toBe(128);
+      const e = await errorOf(() => finetune('models/udhr20', { method: 'mlp', train, steps: 1, chunk: 512, device: 'cpu', threads: 1 }, path.join(tmp, 'run2')));
+      expect(e).toBeInstanceOf(LangneuronsError);
+      expect((e as Error).message).toMatch(/--chunk 512 is longer than the context of models\/udhr20 \(128 tokens\)/);
+      expect(existsSync(path.join(tmp, 'run2'))).toBe(false);
+    } finally { await removeDir(tmp); }
+  }, 60_000);
+
+  it('Tang imports check their language ids and window length; safetensors metadata must be strings', async () => {
+    const id = modelIdentity(await openCheckpoint('models/udhr20'));
+    expect(() => maskFromTang([], ['../etc'], id, 'm.pt')).toThrow(/language id "\.\.\/etc" is not a plain name/);
+    for (const maxLen of [Number.NaN, -3])
+      expect(() => statsFromTang(new Map(), { language: 'en', model: id, maxLen, sha256: 'a'.repeat(64) }, 's.pt')).toThrow(/maxLen \(--max-len\) must be an integer >= 1/);
+    const tmp = await makeTempDir('api-safetensors');
+    try {
+      const f = path.join(tmp, 'x.safetensors');
+      const e = await errorOf(() => writeSafetensors(f, { t: { dtype: 'F32', shape: [1], data: new Float32Array(1) } }, { n: 5 } as unknown as Record<string, string>));
+      expect((e as Error).message).toMatch(/metadata value for "n" must be a string, got number/);
+      expect(existsSync(f)).toBe(false);
+    } finally { await removeDir(tmp); }
   });
 });

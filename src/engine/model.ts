@@ -103,12 +103,20 @@ export class KvCache {
     this.inFlight++;
     return () => { if (--this.inFlight === 0 && this.disposeRequested) this.native.dispose(); };
   }
-  length(slot: number): number { return this.native.length(slot); }
+  length(slot: number): number { return this.checked('length', () => this.native.length(slot)); }
   /** Truncate a slot (0 empties it). */
-  reset(slot: number, length = 0): void { this.native.setLength(slot, length); }
+  reset(slot: number, length = 0): void { this.checked('reset', () => this.native.setLength(slot, length)); }
   /** Slot dst := the first len positions of slot src (a shared prompt computed once, continued in several slots). */
-  copyPrefix(src: number, dst: number, len: number): void { this.native.copyPrefix(src, dst, len); }
-  get bytes(): number { return this.native.bytes(); }
+  copyPrefix(src: number, dst: number, len: number): void { this.checked('copyPrefix', () => this.native.copyPrefix(src, dst, len)); }
+  get bytes(): number { return this.checked('bytes', () => this.native.bytes()); }
+  /** The engine's refusals (a slot or length out of range, use after dispose) as LangneuronsError E_INPUT. */
+  private checked<T>(what: string, call: () => T): T {
+    if (this.disposeRequested) throw new LangneuronsError('E_INPUT', `KvCache.${what}: the cache was disposed`);
+    try { return call(); } catch (e) {
+      if (e instanceof LangneuronsError || !(e instanceof Error)) throw e;
+      throw new LangneuronsError('E_INPUT', `KvCache.${what}: ${e.message.replace(/^NativeKvCache: /, '')}`, { cause: e });
+    }
+  }
   /** Frees the cache's memory now rather than at garbage collection (on a GPU, device memory the collector does not
    *  see), or when a forward still using it ends. Idempotent; later use is refused. Also `using cache = …`. */
   dispose(): void {
@@ -162,6 +170,8 @@ export class LanguageModel {
   }
 
   requireTokenizer(): LoadedTokenizer {
+    if (!this.tokenizer && existsSync(path.join(this.dir, 'tokenizer.json')))
+      throw new LangneuronsError('E_TOKENIZER', `${this.dir}: the model was loaded with { tokenizer: false }; text needs its tokenizer (token ids work without)`, { field: 'tokenizer' });
     if (!this.tokenizer)
       throw new LangneuronsError('E_TOKENIZER', `${path.join(this.dir, 'tokenizer.json')}: no tokenizer in the model folder; text commands need one (token ids work without)`, { file: path.join(this.dir, 'tokenizer.json') });
     return this.tokenizer;
@@ -179,10 +189,15 @@ export class LanguageModel {
 
   /** An accumulator of per-unit activation statistics for this model's forwards (see src/engine/stats.ts). */
   createStats(opts: StatsOptions = {}): StatsAccumulator {
+    if (this.disposed) throw new LangneuronsError('E_INPUT', `createStats: the model ${this.dir} was disposed`);
     const sites = opts.sites ?? ['act'];
     const layers = opts.layers ?? this.config.numLayers;
     for (const s of sites)
       if (!SITES.includes(s)) throw new LangneuronsError('E_OPTIONS', `createStats: unknown site '${String(s)}' (sites: ${SITES.join(', ')})`, { field: 'sites' });
+    for (const [site, t] of Object.entries(opts.thresholds ?? {})) {
+      const bad = t ? t.findIndex((x) => !Number.isFinite(x)) : -1;
+      if (bad >= 0) throw new LangneuronsError('E_OPTIONS', `createStats: thresholds.${site}[${bad}] is ${t![bad]}; thresholds must be finite numbers`, { field: 'thresholds' });
+    }
     const addon = loadAddon();
     let native;
     try {
@@ -249,23 +264,35 @@ export class LanguageModel {
         }
       });
     }
-    if (opts.cache && opts.cache.owner !== this) throw new LangneuronsError('E_INPUT', 'forward: the cache belongs to another model');
-    // Full attention is exact only up to a sliding window (Mistral v0.1): refuse longer sequences.
+    const cache = opts.cache;
+    if (cache && cache.owner !== this) throw new LangneuronsError('E_INPUT', 'forward: the cache belongs to another model');
+    const slots = cache ? Array.from(opts.cacheSlots ?? batch.map((_, i) => i)) : [];
+    if (cache) {
+      if (slots.length !== batch.length)
+        throw new LangneuronsError('E_INPUT', `forward: cacheSlots needs one slot per sequence (${batch.length}), got ${slots.length}`, { field: 'cacheSlots' });
+      slots.forEach((slot, i) => {
+        if (!Number.isInteger(slot) || slot < 0 || slot >= cache.slots)
+          throw new LangneuronsError('E_INPUT', `forward: ${opts.cacheSlots ? `cacheSlots[${i}] is ${slot}` : `sequence ${i} would use slot ${i}`}; the cache has ${cache.slots} slots (0 to ${cache.slots - 1})`, { field: 'cacheSlots' });
+      });
+    }
+    // Full attention is exact only up to a sliding window (Mistral v0.1): refuse longer sequences. (The cache's
+    // native length: a cache disposed while this forward waited is freed only when it ends.)
     batch.forEach((s, i) => {
-      const cached = opts.cache ? opts.cache.length(opts.cacheSlots?.[i] ?? i) : 0;
+      const cached = cache ? cache.native.length(slots[i]!) : 0;
       assertSequenceFits(this.config, cached + s.length);
     });
     const mode = opts.logits ?? (opts.lastLayer !== undefined && opts.lastLayer >= 0 ? 'none' : 'last');
     if (!Object.hasOwn(LOGITS_CODE, mode))
       throw new LangneuronsError('E_OPTIONS', `forward: logits must be one of ${Object.keys(LOGITS_CODE).join(', ')}, got '${String(mode)}'`, { field: 'logits' });
-    const res = await this.native.forward(tokens, seqLens, {
+    // The engine's refusals, thrown at once (option checks) or when the work ends, as LangneuronsError.
+    const res = await (async () => this.native.forward(tokens, seqLens, {
       logits: LOGITS_CODE[mode],
       ...(targets ? { targets } : {}),
       ...this.penaltyOptions(batch, mode, opts),
-      ...(opts.cache ? { cache: opts.cache.native, cacheSlots: Int32Array.from(opts.cacheSlots ?? batch.map((_, i) => i)) } : {}),
+      ...(cache ? { cache: cache.native, cacheSlots: Int32Array.from(slots) } : {}),
       ...this.profilingOptions(batch, seqOffsets, total, opts),
       ...this.interventionOptions(batch, seqOffsets, total, opts),
-    }).catch((e: unknown) => { throw asInputError(e, 'E_INPUT'); });
+    }))().catch((e: unknown) => { throw asInputError(e, 'E_INPUT'); });
     const rows = mode === 'all' ? total : mode === 'last' || mode === 'lastHidden' ? batch.length : 0;
     if (mode === 'greedy')
       checkFiniteNext({ next: res.next!, vocab: this.vocabSize, targetLogprobs: res.targetLogprobs ?? null, intervened: !!opts.intervene, model: path.basename(this.checkpoint.dir) });
@@ -340,20 +367,25 @@ export class LanguageModel {
       return {};
     }
     if (iv.owner !== this) throw new LangneuronsError('E_INPUT', 'forward: the intervention was resolved for another model');
-    if (!iv.needsClasses) return { intervention: iv.native };
+    // Checked whether or not this intervention uses position classes: the same call is valid or not by itself.
     if (opts.generatedFrom && opts.generatedFrom.length !== batch.length)
       throw new LangneuronsError('E_INPUT', `forward: generatedFrom has ${opts.generatedFrom.length} entries, the batch ${batch.length}`);
-    const mask = new Uint8Array(total).fill(PROMPT_CLASS);
-    batch.forEach((s, i) => {
+    const froms = batch.map((s, i) => {
       const from = opts.generatedFrom?.[i] ?? s.length;
       if (!Number.isInteger(from) || from < 0 || from > s.length)
         throw new LangneuronsError('E_INPUT', `forward: generatedFrom[${i}] must be an integer in [0, ${s.length}], got ${from}`);
-      mask.fill(GENERATED_CLASS, seqOffsets[i]! + from, seqOffsets[i]! + s.length);
+      return from;
     });
+    if (!iv.needsClasses) return { intervention: iv.native };
+    const mask = new Uint8Array(total).fill(PROMPT_CLASS);
+    batch.forEach((s, i) => mask.fill(GENERATED_CLASS, seqOffsets[i]! + froms[i]!, seqOffsets[i]! + s.length));
     return { intervention: iv.native, interveneMask: mask };
   }
 
-  info(): ReturnType<NativeModel['info']> { return this.native.info(); }
+  info(): ReturnType<NativeModel['info']> {
+    if (this.disposed) throw new LangneuronsError('E_INPUT', `info: the model ${this.dir} was disposed`);
+    return this.native.info();
+  }
 
   /** Frees the native runtime (GPU memory, scratch) and unmaps the checkpoint, after the forwards already
    *  queued have run; later forwards are refused. Idempotent. Also `await using model = await loadModel(…)`. */

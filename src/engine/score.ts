@@ -43,6 +43,12 @@ export function slidingWindows(n: number, window: number, stride: number): Windo
   return out;
 }
 
+/** A token budget per packed forward: an integer >= 1 (NaN made every batch empty, a negative one was taken). */
+function checkBatchTokens(n: number): number {
+  if (!Number.isInteger(n) || n < 1) throw new LangneuronsError('E_OPTIONS', `batchTokens must be an integer >= 1, got ${n}`, { field: 'batchTokens' });
+  return n;
+}
+
 export async function scoreTokens(model: LanguageModel, ids: number[], opts: ScoreOptions = {}): Promise<ScoreResult> {
   const window = opts.window ?? model.contextLength;
   const stride = opts.stride ?? window;
@@ -51,7 +57,7 @@ export async function scoreTokens(model: LanguageModel, ids: number[], opts: Sco
   if (!Number.isInteger(stride) || stride < 1 || stride > window)
     throw new LangneuronsError('E_OPTIONS', `stride must be an integer in [1, window=${window}], got ${stride}`, { field: 'stride' });
   if (ids.length < 2) throw new LangneuronsError('E_INPUT', `scoring needs at least 2 tokens, got ${ids.length}`);
-  const budget = Math.max(opts.batchTokens ?? 4096, window);
+  const budget = Math.max(checkBatchTokens(opts.batchTokens ?? 4096), window);
   const windows = slidingWindows(ids.length, window, stride);
   let totalNll = 0, count = 0;
   for (let w = 0; w < windows.length;) {
@@ -97,6 +103,7 @@ export interface LogLikelihoodOptions {
  *  multiple-choice item) read it once: it is prefilled into one KV-cache slot, copied to the others, and every
  *  continuation is scored in one packed forward. Other pairs are packed together, `batchTokens` at a time. */
 export async function logLikelihoodTokens(model: LanguageModel, pairs: { context: number[]; continuation: number[] }[], batchTokens = 4096, opts: LogLikelihoodOptions = {}): Promise<ContinuationScore[]> {
+  checkBatchTokens(batchTokens);
   pairs.forEach(({ context, continuation }, i) => {
     if (context.length === 0) throw new LangneuronsError('E_INPUT', `pair ${i}: the context is empty (it needs at least a BOS token)`);
     if (continuation.length === 0) throw new LangneuronsError('E_INPUT', `pair ${i}: the continuation is empty`);

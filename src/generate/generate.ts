@@ -16,7 +16,7 @@ export interface GenerateOptions extends SamplingOptions {
   stop?: string[];
   /** Stop at the model's EOS tokens (default true). */
   stopAtEos?: boolean;
-  /** Called after each step with the number of tokens generated so far over all sequences. */
+  /** Called for each token generated, with its sequence's index in the call and the token id. */
   onToken?: (seq: number, token: number) => void;
   /** Index of the first prompt in the caller's whole list, when it generates that list in batches: sequence i samples
    *  from the random stream of prompt `firstIndex + i` (Rng.forSequence), the same in any batching. Default 0. */
@@ -59,6 +59,8 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
   const capacity = Math.min(ctx, Math.max(...prompts.map((p) => p.length)) + maxNew);
   const eos = new Set(opts.stopAtEos === false ? [] : model.config.eosTokenIds);
   const tok = model.tokenizer;
+  if (opts.stop !== undefined && !(Array.isArray(opts.stop) && opts.stop.every((s) => typeof s === 'string')))
+    throw new LangneuronsError('E_OPTIONS', `generate: stop must be a list of strings, got ${JSON.stringify(opts.stop)}`, { field: 'stop' });
   const stops = (opts.stop ?? []).filter((s) => s.length > 0);
   if (stops.length && !tok) throw new LangneuronsError('E_TOKENIZER', 'stop strings need the model\'s tokenizer');
   const positive = (name: string, v: number) => {

@@ -20,6 +20,7 @@ const toNumbers = (t: TorchTensor): number[] => Array.from(t.data as ArrayLike<n
 /** A Tang mask file's object as a mask of `languages` (in file order) on `model`. */
 export function maskFromTang(value: unknown, languages: string[], model: ModelIdentity, file: string,
   extra: { sha256?: string } = {}): NeuronMask {
+  for (const l of languages) checkLanguageId(l, 'language (--langs)'); // they become keys of the mask and {lang} names
   if (!Array.isArray(value)) bad(file, 'a Tang mask file holds a list over languages of a list over layers of index tensors; this one holds no list');
   if (value.length !== languages.length)
     bad(file, `the file holds ${value.length} languages, --langs names ${languages.length} (${languages.join(', ')}); give one name per language, in the file's order`);
@@ -78,6 +79,8 @@ export interface TangStatsOptions {
  */
 export function statsFromTang(value: unknown, o: TangStatsOptions, file: string): ActivationStats {
   checkLanguageId(o.language, 'language (--lang)'); // it becomes a file name and a key of masks
+  if (!Number.isInteger(o.maxLen) || o.maxLen < 1)
+    throw new LangneuronsError('E_OPTIONS', `maxLen (--max-len) must be an integer >= 1 (the window length the counts were taken with), got ${o.maxLen}`, { field: 'max-len' });
   if (!(value instanceof Map)) bad(file, "a Tang counts file holds a dict {'n': …, 'over_zero': …}; this one holds no dict");
   const get = (k: string) => { if (!value.has(k)) bad(file, `the dict has no '${k}' (keys: ${[...value.keys()].join(', ')})`); return value.get(k); };
   let n = get('n');

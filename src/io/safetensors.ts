@@ -333,7 +333,12 @@ export async function writeSafetensors(
   });
   // Null prototype: a tensor named "__proto__" must become a key, not a prototype.
   const header: Record<string, unknown> = Object.create(null);
-  if (metadata) header['__metadata__'] = { ...metadata };
+  if (metadata) {
+    // The format's metadata is a map of strings (readSafetensorsHeader refuses anything else): refused before writing.
+    for (const [k, v] of Object.entries(metadata))
+      if (typeof v !== 'string') fail(file, `metadata value for ${JSON.stringify(k)} must be a string, got ${typeof v}`, k);
+    header['__metadata__'] = { ...metadata };
+  }
   const sizes = new Map<string, number>();
   let offset = 0;
   for (const name of names) {

@@ -151,6 +151,7 @@ export class LoadedTokenizer {
   }
 
   encode(text: string, options: EncodeOptions = {}): number[] {
+    if (typeof text !== 'string') throw new LangneuronsError('E_INPUT', `encode: the text must be a string, got ${text === null ? 'null' : typeof text}`);
     const addSpecial = options.addSpecialTokens ?? true;
     const ids = this.inner.encode(text, { add_special_tokens: addSpecial }).ids;
     if (!addSpecial || this.bosTokenId === null) return ids;

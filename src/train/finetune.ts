@@ -59,7 +59,7 @@ export interface FinetuneOptions {
   beta1?: number;
   beta2?: number;
   eps?: number;
-  /** Tokens per chunk (default 512). */
+  /** Tokens per chunk (default 512, or the model's context where that is shorter). */
   chunk?: number;
   /** Chunks per micro-batch (default 2). */
   batch?: number;
@@ -303,9 +303,16 @@ interface Prepared {
   trainTargets: Int32Array[] | null; validTargets: Int32Array[] | null;
 }
 
-async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, expect?: RunFile): Promise<Prepared> {
+async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, expect?: RunFile, chunkGiven = true): Promise<Prepared> {
   const ckpt = await openCheckpoint(modelDir);
   const id = modelIdentity(ckpt);
+  // Chunks (and records, and head items, which --chunk caps) must fit the model's context: the default 512 becomes
+  // a smaller model's context (recorded in run.json); a --chunk beyond it is refused before anything is written.
+  const context = ckpt.config.maxPositions;
+  if (o.chunk > context) {
+    if (chunkGiven) throw new LangneuronsError('E_OPTIONS', `--chunk ${o.chunk} is longer than the context of ${modelDir} (${context} tokens)`, { field: 'chunk' });
+    o.chunk = context;
+  }
   if (expect && expect.model.fingerprint !== id.fingerprint)
     throw new LangneuronsError('E_RESUME', `${runDir}: the run was made with ${expect.model.name} (${expect.model.fingerprint.slice(0, 12)}), the model at ${modelDir} is ${id.name} (${id.fingerprint.slice(0, 12)})`);
   // Same layout is not enough: weights replaced under the same path would mix two models in one run.
@@ -379,7 +386,7 @@ export async function finetune(modelDir: string, opts: FinetuneOptions, runDir: 
   const claim = await claimRunDir(runDir, 'finetune');
   let started = false;
   try {
-    const p = await prepare(modelDir, o, runDir);
+    const p = await prepare(modelDir, o, runDir, undefined, opts.chunk !== undefined);
     await writeFileAtomic(path.join(runDir, 'run.json'), JSON.stringify(p.run, null, 2) + '\n');
     started = true;
     await writeFileAtomic(path.join(runDir, 'train.jsonl'), '');

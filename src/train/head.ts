@@ -182,6 +182,7 @@ export class HeadClassifier {
 
   /** Class logits of tokenised items, one array per item. */
   async logits(items: Int32Array[], intervene?: Intervention): Promise<Float32Array[]> {
+    if (items.length === 0) return [];
     const H = this.info.hidden, C = this.info.numLabels, W = this.weight;
     const res = await this.model.forward(items, { logits: 'lastHidden', ...(intervene ? { intervene } : {}) });
     return items.map((_, i) => {

@@ -147,7 +147,8 @@ export function createNativeTrainer(ckpt: Checkpoint, threads: number, trainable
   try {
     return new addon.NativeTrainer(buildNativeSpec(ckpt, threads, 'f32'), trainable, options);
   } catch (e) {
-    throw new LangneuronsError('E_OPTIONS', `trainer: ${(e as Error).message}`, { cause: e });
+    const message = (e as Error).message;
+    throw new LangneuronsError('E_OPTIONS', message.startsWith('trainer: ') ? message : `trainer: ${message}`, { cause: e });
   }
 }
 

@@ -3,11 +3,22 @@
 #pragma once
 #include <napi.h>
 
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
 
 namespace lnjs {
+
+// A JS number as JS prints it for the common cases (4, 2.5, NaN, Infinity), not std::to_string's 4.000000.
+inline std::string number_text(double d) {
+  if (std::isnan(d)) return "NaN";
+  if (std::isinf(d)) return d > 0 ? "Infinity" : "-Infinity";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.15g", d);
+  return buf;
+}
 
 inline Napi::Value field(const Napi::Object& o, const char* name, const std::string& where) {
   if (!o.Has(name)) throw Napi::TypeError::New(o.Env(), where + ": missing field '" + name + "'");
@@ -25,7 +36,7 @@ inline int64_t int_field(const Napi::Object& o, const char* name, const std::str
   if (!(d >= double(lo) && d <= double(hi)) || d != double(int64_t(d)))
     throw Napi::RangeError::New(o.Env(), where + ": field '" + name + "' must be an integer in [" +
                                              std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
-                                             std::to_string(d));
+                                             number_text(d));
   return int64_t(d);
 }
 

@@ -63,7 +63,7 @@ export function registerFinetune(program: Command): void {
     .option('--reset-optimizer-on-save', 'zero the AdamW moments and step count at every save (the reference\'s behaviour; off)')
     .option('--weight-decay <x>', 'AdamW decoupled weight decay (neurons/random 0.01, else 0)')
     .option('--clip <x>', 'max gradient norm (full 0.5, else 1.0; 0: none)')
-    .option('--chunk <n>', 'tokens per chunk (512)')
+    .option('--chunk <n>', "tokens per chunk (512, or the model's context where shorter)")
     .option('--batch <n>', 'chunks per micro-batch (2)')
     .option('--accum <n>', 'micro-batches per step (1)')
     .option('--steps <n>', 'optimizer steps (default: one epoch)')
