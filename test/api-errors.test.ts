@@ -7,8 +7,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import {
-  LangneuronsError, finetune, generate, loadModel, logLikelihoodTokens, maskFromTang, modelIdentity, openCheckpoint, resolveIntervention, scoreText,
-  statsFromTang, writeSafetensors, type LanguageModel,
+  LangneuronsError, estimateMemory, finetune, generate, loadModel, logLikelihoodTokens, maskFromTang, modelIdentity, openCheckpoint, resolveIntervention, scoreText,
+  statsFromTang, writeSafetensors, type LanguageModel, type ModelConfig,
 } from '../src/index.js';
 import { makeTempDir, removeDir } from './helpers/fixtures.js';
 
@@ -51,6 +51,9 @@ describe('the engine\'s refusals are LangneuronsErrors', () => {
     ['a negative token budget', () => logLikelihoodTokens(model, [{ context: [1, 2], continuation: [3] }], -5), 'E_OPTIONS', /batchTokens must be an integer >= 1, got -5/],
     ['a number as text', () => model.tokenizer!.encode(42 as unknown as string), 'E_INPUT', /encode: the text must be a string, got number/],
     ['a stop string not in a list', () => generate(model, 'x', { stop: ',' as unknown as string[] }), 'E_OPTIONS', /stop must be a list of strings/],
+    ['a flat list of ids as the batch', () => model.forward([1, 2, 3] as unknown as number[][]), 'E_INPUT', /sequence 0 is not a list of token ids \(a batch is a list of sequences/],
+    ['threads as a string', () => loadModel('models/udhr20', { threads: '2' as unknown as number }), 'E_OPTIONS', /got the string '2'/],
+    ['a checkpoint given to estimateMemory', async () => estimateMemory((await openCheckpoint('models/udhr20')) as unknown as ModelConfig), 'E_OPTIONS', /estimateMemory takes a ModelConfig/],
   ])('%s', async (_, call, code, message) => {
     const e = await errorOf(call);
     expect(e).toBeInstanceOf(LangneuronsError);
@@ -73,6 +76,23 @@ describe('a cache disposed while a forward using it is queued', () => {
   });
 });
 
+describe('scoring a forward whose final norm overflowed', () => {
+  it('is refused, not scored as uniform predictions (perplexity = vocabulary size, exit 0)', async () => {
+    const overflow = await resolveIntervention(model, 'scale:1e30:neurons=all');
+    for (const call of [
+      () => scoreText(model, 'All human beings are born free', { intervene: overflow }),
+      () => logLikelihoodTokens(model, [{ context: [0, 5, 6], continuation: [7, 8] }], 4096, { intervene: overflow }),
+    ]) {
+      const e = await errorOf(call);
+      expect(e).toBeInstanceOf(LangneuronsError);
+      expect((e as LangneuronsError).code).toBe('E_NONFINITE');
+      expect((e as Error).message).toMatch(/the log-probability of target \d+ is NaN: .*every logit is exactly 0/);
+    }
+    const fine = await scoreText(model, 'All human beings are born free');
+    expect(Number.isFinite(fine.meanNll)).toBe(true);
+  });
+});
+
 describe("logits 'lastHidden'", () => {
   it('is checked for non-finite values as the logits are (it fed classification heads NaN without a word)', async () => {
     const overflow = await resolveIntervention(model, 'set:3e38:neurons=all');
@@ -86,6 +106,12 @@ describe("logits 'lastHidden'", () => {
 });
 
 describe('after dispose', () => {
+  it('null options are no options (untyped callers)', async () => {
+    const m = await loadModel('models/udhr20', null);
+    expect((await m.forward([[1, 2]], null)).logits.length).toBe(m.vocabSize);
+    await m.dispose();
+  });
+
   it('info and createStats are refused as forward and createCache are; a model loaded without its tokenizer says so', async () => {
     const m = await loadModel('models/udhr20', { device: 'cpu', threads: 1, tokenizer: false });
     const e0 = await errorOf(() => generate(m, 'x'));

@@ -101,7 +101,7 @@ describe("logits 'greedy'", () => {
     cache.dispose();
     cache.dispose(); // idempotent
     expect(model.info().memory.kvCache).toBe(0);
-    expect(() => cache.length(0)).toThrow(/NativeKvCache: disposed/);
+    expect(() => cache.length(0)).toThrow(/KvCache.length: the cache was disposed/);
     await expect(model.forward([[1, 2]], { logits: 'last', cache, cacheSlots: [0] })).rejects.toThrow(/disposed/);
   });
 

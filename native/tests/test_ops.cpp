@@ -209,6 +209,12 @@ LN_TEST(ops_logsumexp_bias_round_embed) {
   LN_CHECK(std::fabs(logsumexp(x.data(), 1000) - (m + std::log(z))) < 1e-5);
   std::vector<float> big{1000.f, 1000.f};
   LN_CHECK(std::fabs(logsumexp(big.data(), 2) - (1000 + std::log(2.0))) < 1e-9);
+  // target_logprob: logit - logsumexp, except a row of all-zero logits (an overflowed final norm), which is NaN
+  LN_CHECK(std::fabs(target_logprob(x.data(), 1000, 17) - float(double(x[17]) - logsumexp(x.data(), 1000))) < 1e-6);
+  std::vector<float> zeros(1000, 0.f);
+  LN_CHECK(std::isnan(target_logprob(zeros.data(), 1000, 3)));
+  zeros[999] = -1e-3f;  // nearly uniform, but a prediction: -log(999 + e^-0.001)
+  LN_CHECK(std::fabs(target_logprob(zeros.data(), 1000, 3) + std::log(999.0 + std::exp(-1e-3))) < 1e-6);
 
   std::vector<float> r{1.f + 1.f / 512, 3.14159f, -2.7182818f};
   round_bf16_inplace(r.data(), 3);

@@ -4,6 +4,7 @@
 // bf16 inputs (head_dim 32 / 64 / 128 and 8, GQA 1 / 2 / 4, 1-token and tile-straddling sequences, keys read
 // from a cache-like offset; sliding windows and soft-capped scores), the fused FFN step's statistics and edits against a CPU loop on the same inputs
 // (integer counts equal), the rule statistics against row_statistic, log_softmax_targets, and the next-token pick.
+#include <cmath>
 #include <cstdio>
 #include <limits>
 #include <random>
@@ -541,6 +542,14 @@ LN_TEST(gpu_log_softmax_targets_match_cpu) {
     const float want = float(double(x[size_t(i * V + tg[size_t(i)])]) - logsumexp(&x[size_t(i * V)], V));
     LN_CHECK(std::fabs(got[size_t(i)] - want) <= 1e-5f * (1.f + std::fabs(want)));
   }
+  // A row of all-zero logits (an overflowed final norm) gives NaN, as on the CPU (target_logprob), not -log(V).
+  std::vector<float> z(size_t(2 * V), 0.f);
+  z[size_t(V + 5)] = 0.5f;
+  Dev<float> zd(z);
+  cuda::log_softmax_targets(2, zd.get(), V, V, td.get(), out.get(), nullptr);
+  const auto zgot = out.download();
+  LN_CHECK(std::isnan(zgot[0]));
+  LN_CHECK(std::fabs(zgot[1] - target_logprob(&z[size_t(V)], V, tg[1])) <= 1e-6f);
 }
 
 // memset_zero returns once its zeros are written, so that a copy queued right after on a non-blocking stream (the

@@ -42,7 +42,9 @@ function checkRow(o: { vocab: number; intervened: boolean; model: string }, i: n
 function checkTargetLogprobs(o: { targetLogprobs: Float32Array | null; intervened: boolean; model: string }): void {
   if (!o.targetLogprobs) return;
   for (let i = 0; i < o.targetLogprobs.length; i++)
-    if (Number.isNaN(o.targetLogprobs[i]!) || o.targetLogprobs[i] === Infinity) throw nonFinite(o, `the log-probability of target ${i} is ${o.targetLogprobs[i]}`);
+    if (Number.isNaN(o.targetLogprobs[i]!) || o.targetLogprobs[i] === Infinity)
+      // NaN also marks a row whose logits are all exactly 0 (math::target_log_softmax): the final norm's input overflowed
+      throw nonFinite(o, `the log-probability of target ${i} is ${o.targetLogprobs[i]}: a logit of its row is NaN, or every logit is exactly 0 (the final norm's input overflowed)`);
 }
 
 /** The same checks for logits 'greedy', from what the runtime found in each row (src/native/addon.ts NativeNextTokens). */

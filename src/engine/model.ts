@@ -147,7 +147,10 @@ export class LanguageModel {
   get vocabSize(): number { return this.checkpoint.config.vocabSize; }
   get contextLength(): number { return this.checkpoint.config.maxPositions; }
 
-  static async load(dir: string, opts: LoadModelOptions = {}): Promise<LanguageModel> {
+  static async load(dir: string, options: LoadModelOptions | null = {}): Promise<LanguageModel> {
+    const opts = options ?? {};
+    if (typeof dir !== 'string') throw new LangneuronsError('E_OPTIONS', `loadModel: the model folder must be a path string, got ${dir === null ? 'null' : typeof dir}`);
+    if (typeof (opts as { threads?: unknown }).threads === 'string') throw new LangneuronsError('E_OPTIONS', `threads must be an integer in [1, 1024], got the string '${String(opts.threads)}'`, { field: 'threads' });
     const threads = opts.threads ?? os.availableParallelism();
     if (!Number.isInteger(threads) || threads < 1 || threads > 1024)
       throw new LangneuronsError('E_OPTIONS', `threads must be an integer in [1, 1024], got ${threads}`, { field: 'threads' });
@@ -215,7 +218,8 @@ export class LanguageModel {
   }
 
   /** Runs the model over a batch of token sequences, packed without padding. */
-  forward(batch: ArrayLike<number>[], opts: ForwardOptions = {}): Promise<ForwardOutput> {
+  forward(batch: ArrayLike<number>[], options: ForwardOptions | null = {}): Promise<ForwardOutput> {
+    const opts = options ?? {};
     // Refused when asked for after dispose(); forwards queued before it still run (dispose waits for them).
     if (this.disposed) return Promise.reject(new LangneuronsError('E_INPUT', `forward: the model ${this.dir} was disposed`));
     if (opts.cache?.isDisposed) return Promise.reject(new LangneuronsError('E_INPUT', 'forward: the cache was disposed'));
@@ -229,6 +233,9 @@ export class LanguageModel {
   }
 
   private async forwardNow(batch: ArrayLike<number>[], opts: ForwardOptions): Promise<ForwardOutput> {
+    if (!Array.isArray(batch)) throw new LangneuronsError('E_INPUT', 'forward: the batch must be a list of sequences of token ids');
+    const flat = batch.findIndex((s) => s === null || typeof s !== 'object' || typeof (s as ArrayLike<number>).length !== 'number');
+    if (flat >= 0) throw new LangneuronsError('E_INPUT', `forward: sequence ${flat} is not a list of token ids (a batch is a list of sequences: [[1, 2, 3]], not [1, 2, 3])`);
     if (batch.length === 0) throw new LangneuronsError('E_INPUT', 'forward: the batch has no sequences');
     const seqLens = new Int32Array(batch.length);
     const seqOffsets: number[] = [];
@@ -401,6 +408,6 @@ export class LanguageModel {
   async [Symbol.asyncDispose](): Promise<void> { await this.dispose(); }
 }
 
-export function loadModel(dir: string, opts: LoadModelOptions = {}): Promise<LanguageModel> {
+export function loadModel(dir: string, opts: LoadModelOptions | null = {}): Promise<LanguageModel> {
   return LanguageModel.load(dir, opts);
 }

@@ -274,6 +274,8 @@ export function estimateMemory(
   config: ModelConfig,
   options: { weightBytes?: number; batchTokens?: number; contextTokens?: number; threads?: number } = {},
 ): MemoryEstimate {
+  if (!config || typeof config.hiddenSize !== 'number' || typeof config.numLayers !== 'number')
+    throw new LangneuronsError('E_OPTIONS', 'estimateMemory takes a ModelConfig (checkpoint.config, or loadModelConfig(dir)), not a checkpoint or a folder');
   const batchTokens = options.batchTokens ?? 1;
   const contextTokens = options.contextTokens ?? batchTokens;
   const threads = options.threads ?? 1;

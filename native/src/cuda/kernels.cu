@@ -265,8 +265,7 @@ __global__ void log_softmax_targets_kernel(const float* logits, int64_t ld, int6
   s = block_sum(s, shm_d);
   if (threadIdx.x == 0) {
     const int32_t tg = targets[row];
-    const double lse = math::logsumexp_finish(m, s);
-    out[row] = (tg >= 0 && tg < vocab) ? math::log_softmax_of(x[tg], lse) : NAN;
+    out[row] = (tg >= 0 && tg < vocab) ? math::target_log_softmax(x[tg], m, s, vocab) : NAN;
   }
 }
 

@@ -244,6 +244,14 @@ LN_HD inline double logsumexp_finish(float m, double sum) {
 // log p(target) = logit[target] - logsumexp(logits).
 LN_HD inline float log_softmax_of(float logit, double lse) { return float(double(logit) - lse); }
 
+// log p(target) from a row's max m and sum of logsumexp_term over its n logits. A row whose logits are all
+// (numerically) 0 gives NaN, not -log(n): the final norm's input overflowed float32 and the hidden state became 0,
+// which predicts nothing (src/engine/finite.ts reports it, as it reports such rows of returned logits).
+LN_HD inline float target_log_softmax(float logit, float m, double sum, int64_t n) {
+  if (m == 0.f && sum == double(n)) return NAN;
+  return log_softmax_of(logit, logsumexp_finish(m, sum));
+}
+
 // ---- the next token (LogitsMode::Greedy; model/next_token.h) ----------------------------------------------------
 
 // Hugging Face's RepetitionPenaltyLogitsProcessor on one logit: positive / p, otherwise * p, in double and rounded

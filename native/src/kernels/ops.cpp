@@ -147,6 +147,15 @@ double logsumexp(const float* x, int64_t n) {
   return double(m) + std::log(s);
 }
 
+float target_logprob(const float* x, int64_t n, int32_t target) {
+  float m = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
+  double s = 0;
+  if (std::isfinite(m))
+    for (int64_t i = 0; i < n; ++i) s += math::logsumexp_term(x[i], m);
+  return math::target_log_softmax(x[target], m, s, n);
+}
+
 void embed_rows(const WeightRef& embed, const int32_t* tokens, int64_t n, float* out, int64_t ldo) {
   const int64_t hidden = embed.cols;
   for (int64_t i = 0; i < n; ++i) convert_to_f32(embed.data, embed.dtype, int64_t(tokens[i]) * hidden, hidden,

@@ -109,6 +109,10 @@ void attend_causal_avx512(const float* q, int64_t ldq, int n_rows, int n_q, cons
 // log(sum(exp(x))) over n floats: max-shifted, float exp, double accumulation.
 double logsumexp(const float* x, int64_t n);
 
+// log p(target) of a logits row: logit[target] - logsumexp(row); NaN for a row of all-zero logits
+// (math::target_log_softmax).
+float target_logprob(const float* x, int64_t n, int32_t target);
+
 // out row i = embed[tokens[i]] converted to float32 from the stored dtype (embed: [vocab, hidden]).
 void embed_rows(const WeightRef& embed, const int32_t* tokens, int64_t n, float* out, int64_t ldo);
 

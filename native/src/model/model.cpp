@@ -202,7 +202,7 @@ static void target_logprobs(ThreadPool& pool, const float* logits, int64_t vocab
                             const int32_t* targets, float* out) {
   pool.parallel_for(n, [&](int64_t i, int) {
     const float* l = logits + i * vocab;
-    out[rows[i]] = float(double(l[targets[rows[i]]]) - logsumexp(l, vocab));
+    out[rows[i]] = target_logprob(l, vocab, targets[rows[i]]);
   });
 }
 
@@ -295,7 +295,7 @@ void Model::forward(const ForwardRequest& req, ForwardResult& out) {
     pool_.parallel_for(n, [&](int64_t i, int) {
       const int64_t t = idx[size_t(i)];
       const float* l = out.logits.data() + t * V;
-      out.target_logprobs[size_t(t)] = float(double(l[req.targets[t]]) - logsumexp(l, V));
+      out.target_logprobs[size_t(t)] = target_logprob(l, V, req.targets[t]);
     });
     return;
   }
