@@ -236,6 +236,14 @@ describe('demo output folder and context', () => {
     await expect(checkDemoFolder(file)).rejects.toThrow(/is a file, not a folder/);
   });
 
+  it('--device is honoured: a bad one, or cuda without a usable GPU, refused before the folder is made (it ran on the CPU, exit 0)', async () => {
+    const out = path.join(tmp, 'demo-device');
+    expect(await refused(['demo', UDHR20, '--quick', '--device', 'bogus', '--out', out])).toMatch(/--device must be auto, cpu, cuda or cuda:N, got 'bogus'/);
+    expect(await refused(['demo', UDHR20, '--quick', '--device', 'cuda', '--out', out])).toMatch(/--device cuda: no usable CUDA device/);
+    expect(existsSync(out)).toBe(false);
+    expect(resolveDemoOptions({ device: 'cpu' }, undefined).device).toBe('cpu');
+  });
+
   it('takes the output lock: a folder another live demo holds is refused', async () => {
     const out = path.join(tmp, 'demo-locked');
     await fsp.mkdir(out);

@@ -35,9 +35,14 @@ export function decodeBatchFor(model: Pick<LanguageModel, 'device' | 'compute' |
   return Math.max(DECODE_BATCH.cpu, Math.min(DECODE_BATCH.gpu, fits));
 }
 
+/** --device checked: auto, cpu, cuda or cuda:N. */
+export function deviceOption(device: string): DeviceRequest {
+  if (!isDeviceRequest(device)) throw new LangneuronsError('E_OPTIONS', `--device must be auto, cpu, cuda or cuda:N, got '${device}'`, { field: '--device' });
+  return device;
+}
+
 export async function openModel(dir: string, o: ModelCliOptions): Promise<LanguageModel> {
-  if (o.device !== undefined && !isDeviceRequest(o.device))
-    throw new LangneuronsError('E_OPTIONS', `--device must be auto, cpu, cuda or cuda:N, got '${o.device}'`, { field: '--device' });
+  if (o.device !== undefined) deviceOption(o.device);
   // The host-memory estimate concerns the CPU engine; a GPU runtime holds its own copy on the device.
   if (!o.device?.startsWith('cuda')) await warnIfTooLarge(dir);
   return loadModel(dir, {

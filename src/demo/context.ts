@@ -48,7 +48,7 @@ export async function createContext(modelDir: string, outDir: string, options: R
   const checkpoint = await openCheckpoint(modelDir);
   let model: Promise<LanguageModel> | null = null;
   return {
-    modelDir, outDir, options, recipe, checkpoint, identity: modelIdentity(checkpoint), modelDigest: `${await modelDigest(checkpoint)}:${options.compute}`, runner,
-    model: () => (model ??= loadModel(modelDir, { threads: options.threads, compute: options.compute })),
+    modelDir, outDir, options, recipe, checkpoint, identity: modelIdentity(checkpoint), modelDigest: `${await modelDigest(checkpoint)}:${options.compute}${options.device === 'auto' ? '' : `:${options.device}`}`, runner,
+    model: () => (model ??= loadModel(modelDir, { threads: options.threads, compute: options.compute, device: options.device })),
   };
 }

@@ -79,7 +79,7 @@ export async function finetuneMethodStep(ctx: DemoContext, method: string, data:
   const settings: FinetuneOptions = {
     method: method as FinetuneMethod, masks: identify.result.maskFile, langs: [data.result.language], train: data.result.trainFile, valid: data.result.validFile,
     lr: o.learningRates[method]!, steps: o.steps, chunk: o.chunk, batch: o.batch, evalEvery: o.evalEvery, saveEvery: o.steps, seed: o.seed,
-    threads: o.threads, writeModel: false,
+    threads: o.threads, writeModel: false, ...(o.device === 'auto' ? {} : { device: o.device }),
   };
   const inputs = { step: 'finetune', model: ctx.modelDigest, data: data.key, identify: identify.key, settings };
   return ctx.runner.run<MethodRun>(`finetune-${method}`, inputs, async () => {

@@ -1,6 +1,7 @@
 // The demo's settings: every number the pipeline uses, with the defaults of METHODS.md where they apply and the
 // demo's own (named, recorded in the report) where a 20-language model of a few million parameters needs other
 // ones. `--quick` scores and generates less and trains fewer steps; its checks are the same.
+import type { DeviceRequest } from '../engine/device.js';
 import { LangneuronsError } from '../errors.js';
 import { METHODS } from '../train/methods.js';
 
@@ -9,6 +10,8 @@ export interface DemoOptions {
   threads?: number;
   /** Engine compute mode of profiling, scoring and generation (default f32; the trainer computes in f32). */
   compute?: 'f32' | 'bf16';
+  /** Where the model and the trainer run: auto (default: a usable GPU, else the CPU), cpu, cuda, cuda:N. */
+  device?: DeviceRequest;
   /** Less text scored, fewer generations and training steps. */
   quick?: boolean;
   /** Languages (default: the model's recipe). */
@@ -84,6 +87,7 @@ const DEMO_METHODS = ['neurons', 'random', 'mlp', 'full', 'lora', 'neuron-lora']
 export interface ResolvedDemoOptions {
   threads: number;
   compute: 'f32' | 'bf16';
+  device: DeviceRequest;
   quick: boolean;
   languages: string[] | null;
   lowResource: string | null;
@@ -141,6 +145,7 @@ export function resolveDemoOptions(o: DemoOptions = {}, context?: number): Resol
   return {
     threads: int('threads', o.threads ?? 2, 1),
     compute: o.compute ?? 'f32',
+    device: o.device ?? 'auto',
     quick,
     languages: o.languages ?? null,
     lowResource: o.lowResource ?? null,

@@ -9,8 +9,9 @@ import path from 'node:path';
 import { DEMO_STEER_SETTINGS, TOP_RATE_LADDER, runDemo, type DemoOptions, type DemoSummary, type StepEvent } from '../../demo/index.js';
 import { readEngineReference, runEngineCheck } from '../../demo/engine-check.js';
 import { LangneuronsError } from '../../errors.js';
-import { packageRoot } from '../../native/addon.js';
-import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
+import { loadAddon, packageRoot } from '../../native/addon.js';
+import { resolveDevice } from '../../engine/device.js';
+import { addModelOptions, deviceOption, openModel, type ModelCliOptions } from '../common.js';
 import { parseFloatOption, parseIntOption, printResult } from '../output.js';
 
 /** The bundled model the demo runs on by default. */
@@ -103,8 +104,10 @@ export function registerDemo(program: Command): void {
     .action(async (dirArg: string | undefined, o: DemoCli) => {
       if (o.engineCheck) return engineCheck(dirArg, o);
       const dir = dirArg ?? defaultDemoModel();
+      // An explicit --device cuda without a usable GPU is refused before the demo folder is made (auto falls back).
+      if (o.device !== undefined && deviceOption(o.device).startsWith('cuda')) resolveDevice(o.device, loadAddon(), o.threads ?? 2);
       const options: DemoOptions = {
-        quick: !!o.quick, compute: o.compute ?? 'f32', ...(o.threads ? { threads: o.threads } : {}),
+        quick: !!o.quick, compute: o.compute ?? 'f32', ...(o.threads ? { threads: o.threads } : {}), ...(o.device !== undefined ? { device: deviceOption(o.device) } : {}),
         ...(o.langs ? { languages: list(o.langs)! } : {}), ...(o.lowResource ? { lowResource: o.lowResource } : {}),
         ...(o.targets ? { steerTargets: list(o.targets)! } : {}), ...(o.settings ? { steerSettings: list(o.settings)! } : {}), ...(o.methods ? { methods: list(o.methods)! } : {}),
         ...(o.steps ? { steps: o.steps } : {}), ...(o.topRate ? { topRate: o.topRate } : {}),
