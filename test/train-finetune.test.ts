@@ -165,6 +165,11 @@ describe('finetune', () => {
     expect(readFileSync(path.join(run, 'state', 'state.safetensors')).equals(stateBefore)).toBe(true);
     writeFileSync(path.join(run, 'run.json'), before);
     await expect(resume(path.join(tmp, 'nowhere'))).rejects.toThrow(/not a fine-tuning run directory/);
+    // killed while reading its data, before run.json: nothing to resume, and the message says how to start it
+    const early = path.join(tmp, 'killed-early');
+    mkdirSync(early);
+    writeFileSync(path.join(early, '.langneurons.lock'), '');
+    await expect(resume(early)).rejects.toThrow(/killed-early: the run was stopped before it started \(no run\.json\): start it again with the same finetune <model-dir> … --out /);
   }, 120_000);
 
   it('CLI: finetune --method neurons, then delta apply reproduces the run\'s checkpoint (F32, exact)', async () => {

@@ -19,12 +19,13 @@
 // items, and the loss is the head's cross-entropy on each item's last position (src/train/head.ts).
 // JSONL of {"prompt", "completion"} or {"messages"} records: one sequence per record, the loss on the completion
 // (assistant) tokens only (src/train/sft.ts).
-import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+import { existsSync, promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { readTextFile } from '../io/text.js';
+import { LOCK_FILE } from '../io/lock.js';
 import { readMask } from '../identify/masks.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { modelFingerprint } from '../model/fingerprint.js';
@@ -408,6 +409,10 @@ export async function resume(runDir: string, ctl: RunControl = {}, where: Placem
   try {
     run = JSON.parse(readFileSync(rf, 'utf8')) as RunFile;
   } catch (e) {
+    // A folder holding at most the output lock: a run stopped before it wrote run.json (while reading its data).
+    const started = existsSync(runDir) && readdirSync(runDir).some((f) => f !== LOCK_FILE);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' && existsSync(runDir) && !started)
+      throw new LangneuronsError('E_RESUME', `${runDir}: the run was stopped before it started (no run.json): start it again with the same finetune <model-dir> … --out ${runDir}`, { file: rf });
     throw new LangneuronsError('E_RESUME', `${rf}: not a fine-tuning run directory (${(e as Error).message})`, { file: rf });
   }
   if (run.format !== RUN_FORMAT) throw new LangneuronsError('E_RESUME', `${rf}: not a ${RUN_FORMAT} run`, { file: rf });
