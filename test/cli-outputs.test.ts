@@ -92,6 +92,11 @@ describe('masks / stats import and export never write over their input or a file
   it('writes again over its own kind of file', async () => {
     const tangMask = path.join(tmp, 'again.pt');
     await ok('masks', 'export', masksFile, '--format', 'tang', '--out', tangMask);
+    // --format defaults to its only value (it was a required option that --help did not say was required)
+    await fsp.mkdir(path.join(tmp, 'default-format'), { recursive: true });
+    const tangMask2 = path.join(tmp, 'default-format', 'again.pt');  // the archive inside is named after the file
+    await ok('masks', 'export', masksFile, '--out', tangMask2);
+    expect(await bytes(tangMask2)).toEqual(await bytes(tangMask));
     await ok('masks', 'export', masksFile, '--format', 'tang', '--langs', 'sw,en', '--out', tangMask);
     const counts = path.join(tmp, 'again-counts.pt');
     await ok('stats', 'export', path.join(statsDir, 'en.safetensors'), '--format', 'tang', '--out', counts);

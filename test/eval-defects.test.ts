@@ -194,6 +194,11 @@ describe('results table', () => {
     expect(t.stdout.split('\n').slice(0, 3)).toEqual(['task,lang,variant,prompt,items,acc', 'belebele,sw,base,generate,4,0.25', 'belebele,sw,base,lm-eval,4,0.5']);
     const explicit = await runCli('results', 'table', dir, '--by', 'task,lang', '--format', 'csv');
     expect(explicit.stdout.split('\n')[0]).toBe('task,lang,items,acc');
+    // --json, as every command takes it: the --format json document
+    const j = await runCli('results', 'table', dir, '--json');
+    expect(j.code, j.stderr).toBe(0);
+    expect(JSON.parse(j.stdout)).toEqual(JSON.parse((await runCli('results', 'table', dir, '--format', 'json')).stdout));
+    expect((await runCli('results', 'table', dir, '--json', '--format', 'csv')).code).toBe(1);
   });
 });
 

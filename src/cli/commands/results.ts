@@ -17,7 +17,11 @@ export function registerResults(program: Command): void {
     .description('table of the result JSONs of a folder')
     .option('--by <keys>', 'row keys: task, lang, variant, prompt, model (default: task,lang,variant, and prompt where results differ only by it)')
     .addOption(new Option('--format <f>', 'output format').choices(['text', 'csv', 'json']).default('text'))
-    .action(async (dir: string, o: { by?: string; format: 'text' | 'csv' | 'json' }) => {
+    .option('--json', 'the same as --format json (every command takes --json)')
+    .action(async (dir: string, o: { by?: string; format: 'text' | 'csv' | 'json'; json?: boolean }) => {
+      if (o.json && o.format !== 'text' && o.format !== 'json')
+        throw new LangneuronsError('E_OPTIONS', `--json and --format ${o.format} ask for two formats; give one`, { field: 'format' });
+      if (o.json) o.format = 'json';
       const by = o.by !== undefined ? parseBy(o.by) : undefined; // a bad --by fails before the folder is read
       const rs = await readResults(dir);
       if (!rs.length) throw noResults(dir);

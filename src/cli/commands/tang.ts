@@ -65,7 +65,7 @@ export function addTangMaskCommands(masks: Command): void {
   masks
     .command('export <mask>')
     .description("a mask as a Tang-format PyTorch file (list over languages of per-layer int64 index tensors), readable by torch.load")
-    .requiredOption('--format <format>', 'tang')
+    .option('--format <format>', "the file format: tang (Tang et al.'s torch.save layout, the only one)", 'tang')
     .requiredOption('--out <file>', 'the PyTorch file to write')
     .option('--langs <langs>', "languages and their order in the file (default: the mask's, in its order)")
     .option('--json', 'print one JSON document on stdout')
@@ -100,7 +100,7 @@ export function addTangStatsCommands(stats: Command): void {
   stats
     .command('export <file>')
     .description("a statistics file's act counts as Tang-format PyTorch counts ({'n', 'over_zero', 'sum1', 'sum2'}), readable by torch.load")
-    .requiredOption('--format <format>', 'tang')
+    .option('--format <format>', "the file format: tang (Tang et al.'s torch.save layout, the only one)", 'tang')
     .requiredOption('--out <file>', 'the PyTorch file to write')
     .option('--json', 'print one JSON document on stdout')
     .action(async (file: string, o: { format: string; out: string; json?: boolean }) => {
