@@ -89,6 +89,14 @@ describe('sweep plan of the demo', () => {
     expect(p.byId.get('lss/udhr20/lape-topRate=0.1')!.deps).toEqual(['identify/udhr20/lape-topRate=0.1']);
     const changed = await plan(variant((d) => { d['steer'].lss = { facts, settings: 'scale:3' }; }));
     expect(changed.byId.get('lss/udhr20/lape-topRate=0.1')!.hash).not.toBe(p.byId.get('lss/udhr20/lape-topRate=0.1')!.hash);
+    // a YAML list is the same step as the comma-separated string (it was refused: 'must be string')
+    const listed = await plan(variant((d) => { d['steer'].lss = { facts, settings: ['scale:2', 'set:max'] }; }));
+    const joined = await plan(variant((d) => { d['steer'].lss = { facts, settings: 'scale:2,set:max' }; }));
+    const step = (q: typeof p) => q.byId.get('lss/udhr20/lape-topRate=0.1')!;
+    expect(step(listed).argv).toEqual(step(joined).argv);
+    expect(step(listed).argv).toContain('scale:2,set:max');
+    expect(step(listed).hash).toBe(step(joined).hash);
+    expect(() => loadSweep(variant((d) => { d['steer'].lss = { facts, settings: ['scale:2,set:max'] }; }))).toThrow(/steer\.lss\.settings/);
     const file = variant((d) => { d['steer'].lss = { facts, settings: 'scale:2,p_max' }; });
     expect(() => loadSweep(file)).toThrow(/:\d+: steer\.lss\.settings: .*p_max.*; in a sweep, use settings without neuron statistics/);
   });

@@ -145,6 +145,9 @@ export function loadSweep(file: string): LoadedSweep {
     fail(e.path, e.message, e.atKey);
   }
   const spec = data as SweepFile;
+  // steer.lss.settings as a YAML list: the settings that one LSS step compares (`steer lss --settings a,b`)
+  const lss = spec.steer?.lss as { settings?: string | string[] } | undefined;
+  if (lss && Array.isArray(lss.settings)) lss.settings = lss.settings.join(',');
   const dir = path.dirname(abs);
   checkSemantics(spec, dir, fail);
   return { file: abs, dir, spec, where };
