@@ -251,3 +251,24 @@ describe('raw-activated (Rahmanisa)', () => {
     expect(mask.derived).toEqual({ sentences: { en: 2, fr: 2 } });
   });
 });
+
+describe('identify (command): an empty selection is said', () => {
+  it('warns, naming the languages and why, when LAPE selects nothing (stories260k: most probabilities are exactly 0 or 1)', async () => {
+    const { runCli } = await import('./helpers/cli.js');
+    const { fixturePath, makeTempDir, removeDir } = await import('./helpers/fixtures.js');
+    const path = (await import('node:path')).default;
+    const tmp = await makeTempDir('identify-empty');
+    try {
+      const stats = path.join(tmp, 'stats');
+      const p = await runCli('profile', fixturePath('stories260k'), '--corpus', 'udhr:train', '--langs', 'en,de,ru', '--tokens', '3000', '--max-len', '128', '--threads', '1', '--out', stats);
+      expect(p.code, p.stderr).toBe(0);
+      const r = await runCli('identify', stats, '--top-rate', '0.1', '--out', path.join(tmp, 'm.json'));
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/lape: de 0, en 0, ru 0 neurons/);
+      expect(r.stderr).toMatch(/^warning: lape selected no neuron for de, en, ru: no neuron's activation probability is above the --filter-rate quantile \(1\); .*lower --filter-rate\n$/);
+      const ok = await runCli('identify', stats, '--top-rate', '0.1', '--filter-rate', '0.5', '--out', path.join(tmp, 'm2.json'));
+      expect(ok.code, ok.stderr).toBe(0);
+      expect(ok.stderr).toBe('');
+    } finally { await removeDir(tmp); }
+  }, 60_000);
+});

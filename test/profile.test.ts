@@ -30,8 +30,15 @@ function expectSameCounts(a: ActivationStats, b: ActivationStats) {
 describe('profileCorpus', () => {
   it('profiles each language into its own file, counting exactly the token budget', async () => {
     const out = await tmp();
-    const res = await profileCorpus(model, udhrCorpus(langs, { split: 'train' }), { languages: langs, outDir: out, scope, batchTokens: 500 });
+    const warnings: string[] = [];
+    const res = await profileCorpus(model, udhrCorpus(langs, { split: 'train' }), { languages: langs, outDir: out, scope, batchTokens: 500, onWarning: (m) => warnings.push(m) });
     expect(res.map((r) => r.language)).toEqual(langs);
+    expect(warnings).toEqual([]);
+    // a budget the corpus cannot fill: all of it counted, and said (it was silent)
+    const small = await tmp();
+    const [r] = await profileCorpus(model, udhrCorpus(['en'], { split: 'train' }), { languages: ['en'], outDir: small, scope: { ...scope, tokenBudget: 10_000_000 }, batchTokens: 500, onWarning: (m) => warnings.push(m) });
+    expect(r!.tokens).toBeLessThan(10_000_000);
+    expect(warnings).toEqual([expect.stringMatching(new RegExp(`^en: .* holds ${r!.tokens} tokens, fewer than the budget of 10000000: all of them were counted$`))]);
     for (const lang of langs) {
       const s = await readStats(statsFileFor(out, lang));
       expect(s.tokens).toBe(3000);

@@ -89,6 +89,15 @@ export function registerIdentify(program: Command): void {
       await ensureParentDir(o.out);
       await writeMask(o.out, mask);
       const s = summarizeMask(mask);
+      // An empty language is a legitimate result, but one that every later step (steering, fine-tuning) trips over.
+      const empty = s.languages.filter((l) => s.total[l] === 0);
+      if (empty.length) {
+        const d = mask.derived ?? {};
+        const why = mask.method === 'lape' && d['candidates'] === 0
+          ? `: no neuron's activation probability is above the --filter-rate quantile (${String(d['threshold'])}); with so many probabilities at exactly 0 or 1, lower --filter-rate`
+          : '';
+        process.stderr.write(`warning: ${mask.method} selected no neuron for ${empty.join(', ')}${why}\n`);
+      }
       printResult(o, { out: o.out, method: mask.method, parameters: mask.parameters, total: s.total, union: s.union },
         () => `${mask.method}: ${s.languages.map((l) => `${l} ${s.total[l]}`).join(', ')} neurons (${s.union} distinct) -> ${o.out}`);
     });
