@@ -14,6 +14,8 @@ import { readAllTensors } from '../src/io/safetensors.js';
 import { openCheckpoint } from '../src/model/checkpoint.js';
 import { modelIdentity } from '../src/profile/identity.js';
 import { finetune, resume } from '../src/train/finetune.js';
+import { applyDelta } from '../src/train/delta.js';
+import { runCli } from './helpers/cli.js';
 import { randomNeurons } from '../src/train/methods.js';
 
 const FIX = path.resolve(__dirname, '../../shared/fixtures/models');
@@ -105,6 +107,63 @@ describe('finetune', () => {
     }
     console.log(`checkpoint loss ${(sum / count).toFixed(6)} vs best validation loss ${r.bestValid!.toFixed(6)} (trained rows rounded to BF16)`);
     expect(Math.abs(sum / count - r.bestValid!)).toBeLessThan(2e-2);
+  }, 120_000);
+
+  it('a BF16 model: rounding the checkpoint is reported, and --save-dtype / delta apply --dtype f32 keep the trained values (the checkpoint then scores the best validation loss)', async () => {
+    const run = path.join(tmp, 'run-llama3-f32');
+    const o = { ...fast, method: 'full' as const, train: trainFile, valid: validFile, steps: 3, evalEvery: 3, lr: 1e-5 };
+    const r = await finetune(LLAMA3, o, run);
+    // at lr 1e-5 most changes are below a BF16 step: the stored checkpoint loses them, and says so
+    expect(r.written!.dtypes).toEqual(['BF16']);
+    expect(r.written!.changed).toBeGreaterThan(0);
+    expect(r.written!.roundedAway / r.written!.changed).toBeGreaterThan(0.1);
+    expect(r.written!.warning).toMatch(/^\d+% of the \d+ values the training changed round back to the base model's BF16 values in .*--save-dtype f32/);
+    const loss = async (dir: string) => {
+      const model = await LanguageModel.load(dir, { threads: 2 });
+      const tok = model.requireTokenizer();
+      const ids = readFileSync(validFile, 'utf8').split('\n').filter((l) => l.trim()).flatMap((l) => tok.encode(l));
+      let sum = 0, count = 0;
+      for (let i = 0; i < ids.length; i += 64) {
+        const c = ids.slice(i, i + 64);
+        if (c.length < 2) continue;
+        const res = await model.forward([c], { logits: 'none', targets: [[...c.slice(1), -1]] });
+        for (let t = 0; t + 1 < c.length; t++) sum -= res.targetLogprobs![t]!;
+        count += c.length - 1;
+      }
+      await model.dispose();
+      return sum / count;
+    };
+    const stored = await loss(path.join(run, 'model'));
+    const f32 = path.join(tmp, 'applied-f32');
+    const applied = await applyDelta(LLAMA3, path.join(run, 'delta.safetensors'), f32, { dtype: 'f32' });
+    expect([applied.dtypes, applied.roundedAway]).toEqual([['F32'], 0]);
+    expect(applied.changed).toBe(r.written!.changed);
+    const exact = await loss(f32);
+    console.log(`best valid ${r.bestValid!.toFixed(8)}; checkpoint in BF16 ${stored.toFixed(8)}, in float32 ${exact.toFixed(8)}`);
+    expect(Math.abs(exact - r.bestValid!)).toBeLessThan(1e-5);
+    expect(Math.abs(stored - r.bestValid!)).toBeGreaterThan(Math.abs(exact - r.bestValid!));
+    // the run's own checkpoint with --save-dtype f32 is that model
+    const run2 = path.join(tmp, 'run-llama3-f32-save');
+    const r2 = await finetune(LLAMA3, { ...o, saveDtype: 'f32' }, run2);
+    expect([r2.written!.dtypes, r2.written!.roundedAway, r2.written!.warning]).toEqual([['F32'], 0, null]);
+    expect(readFileSync(path.join(run2, 'model', 'model.safetensors')).equals(readFileSync(path.join(f32, 'model.safetensors')))).toBe(true);
+    await expect(finetune(LLAMA3, { ...o, saveDtype: 'f16' as 'f32' }, path.join(tmp, 'bad-dtype'))).rejects.toThrow(/--save-dtype must be stored or f32, got 'f16'/);
+    // eval --delta: the stored merge warns; --delta-dtype f32 evaluates the float32 model, under its own variant name
+    const textDir = path.join(tmp, 'ppl-f32');
+    mkdirSync(textDir, { recursive: true });
+    copyFileSync(validFile, path.join(textDir, 'en.txt'));
+    const ev = async (...extra: string[]) => {
+      const res = await runCli('eval', LLAMA3, '--task', 'ppl', '--text', textDir, '--langs', 'en', '--delta', path.join(run, 'delta.safetensors'), ...extra,
+        '--out', path.join(tmp, 'res-f32'), '--threads', '2', '--json');
+      expect(res.code, res.stderr).toBe(0);
+      return { result: JSON.parse(res.stdout).results[0], stderr: res.stderr };
+    };
+    const evStored = await ev(), evF32 = await ev('--delta-dtype', 'f32');
+    expect(evStored.stderr).toMatch(/warning: \d+% of the \d+ values .*--delta-dtype f32/);
+    expect(evF32.stderr).not.toMatch(/warning/);
+    expect([evStored.result.variant.name, evF32.result.variant.name]).toEqual(['delta-run-llama3-f32', 'delta-run-llama3-f32-f32']);
+    const direct = await runCli('eval', f32, '--task', 'ppl', '--text', textDir, '--langs', 'en', '--variant', 'applied', '--out', path.join(tmp, 'res-f32'), '--threads', '2', '--json');
+    expect(evF32.result.metrics.mean_nll).toBe(JSON.parse(direct.stdout).results[0].metrics.mean_nll);
   }, 120_000);
 
   it('a killed and resumed run ends bit-identical to an uninterrupted one', async () => {

@@ -15,6 +15,7 @@ import { sha256File } from '../io/files.js';
 import { modelFingerprint } from '../model/fingerprint.js';
 import { applyAdapter } from '../train/adapter.js';
 import { applyDelta } from '../train/delta.js';
+import type { MergeDtype, MergeReport } from '../train/merge-precision.js';
 
 export const DELTA_CACHE_FORMAT = 'langneurons-delta-cache/1';
 const PREFIX = 'langneurons-delta-';
@@ -23,7 +24,8 @@ const MAX_IDLE_MS = 7 * 24 * 3600 * 1000;
 const OURS = new Set(['cache.json', 'model.safetensors', 'config.json', 'generation_config.json', 'tokenizer.json',
   'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model', 'chat_template.jinja']);
 
-interface CacheRecord { format: string; key: string; base: string; delta: string; model: string }
+/** merge: what the merge wrote (merge-precision.ts; absent in caches made before it was recorded). */
+interface CacheRecord { format: string; key: string; base: string; delta: string; model: string; merge?: Omit<MergeReport, 'patched'> }
 
 /** Where caches live (LANGNEURONS_CACHE_DIR, for tests and shared machines, else the OS temp folder). */
 export function deltaCacheRoot(): string {
@@ -36,6 +38,11 @@ async function readRecord(dir: string): Promise<CacheRecord | null> {
   } catch {
     return null;
   }
+}
+
+/** What the merge of a cache folder wrote (null for caches made before it was recorded). */
+export async function deltaCacheMerge(dir: string): Promise<Omit<MergeReport, 'patched'> | null> {
+  return (await readRecord(dir))?.merge ?? null;
 }
 
 /** Whether dir is a complete cache for key: its record matches and the model in it is the one recorded. */
@@ -83,9 +90,10 @@ export async function cleanDeltaCaches(root = deltaCacheRoot()): Promise<string[
 }
 
 /** The merged model folder for base + delta (a delta.safetensors, or a PEFT adapter folder with adapter). */
-export async function mergedDeltaModel(base: string, delta: string, adapter = false, root = deltaCacheRoot()): Promise<string> {
+export async function mergedDeltaModel(base: string, delta: string, adapter = false, root = deltaCacheRoot(), dtype: MergeDtype = 'stored'): Promise<string> {
   await cleanDeltaCaches(root);
   const h = createHash('sha256').update(DELTA_CACHE_FORMAT).update('\n').update(await modelFingerprint(base)).update('\n');
+  if (dtype !== 'stored') h.update(`dtype ${dtype}\n`); // (stored: the keys of caches made before the option)
   if (adapter) for (const f of ['adapter_config.json', 'adapter_model.safetensors']) h.update(await sha256File(path.join(delta, f)));
   else h.update(await sha256File(delta));
   const key = h.digest('hex');
@@ -97,9 +105,8 @@ export async function mergedDeltaModel(base: string, delta: string, adapter = fa
   }
   const staging = `${out}.tmp-${process.pid}`;
   await removeOurs(staging);
-  if (adapter) await applyAdapter(base, delta, staging);
-  else await applyDelta(base, delta, staging);
-  const record: CacheRecord = { format: DELTA_CACHE_FORMAT, key, base: path.resolve(base), delta: path.resolve(delta), model: await modelFingerprint(staging) };
+  const { patched: _, ...merge } = adapter ? await applyAdapter(base, delta, staging, 2, { dtype }) : await applyDelta(base, delta, staging, { dtype });
+  const record: CacheRecord = { format: DELTA_CACHE_FORMAT, key, base: path.resolve(base), delta: path.resolve(delta), model: await modelFingerprint(staging), merge };
   await writeFileAtomic(path.join(staging, 'cache.json'), JSON.stringify(record, null, 2) + '\n');
   // Another eval may have finished the same cache meanwhile: keep a valid one, replace an invalid one.
   if (await validCache(out, key)) {

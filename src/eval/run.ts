@@ -28,6 +28,8 @@ export interface Variant {
   name: string;
   intervene?: string;
   delta?: string;
+  /** The merged delta's tensors in float32 (eval --delta-dtype f32); absent: the base model's dtype. */
+  deltaDtype?: string;
   /** A trained classification head (eval --head). */
   head?: string;
   /** sha256 of the files the variant reads (masks, statistics, intervention file, head), by path (inputs.ts). */

@@ -18,12 +18,12 @@ import path from 'node:path';
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { ensureOutputDir } from '../io/outdir.js';
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../io/float16.js';
 import { readAllTensors, readSafetensorsHeader, toFloat32, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { modelIdentity } from '../profile/identity.js';
 import { baseTensors, checkOutDir, writeCheckpoint } from './delta.js';
 import { loraDelta, modulePath, tensorName, type NativeTrainer } from './native.js';
+import { emptyMergeReport, patchTarget, type MergeDtype, type MergeReport, type PatchTarget } from './merge-precision.js';
 
 /** PEFT module names -> trainer roles. */
 export const PEFT_TARGETS = {
@@ -165,7 +165,7 @@ export async function readAdapter(dir: string): Promise<Adapter> {
  * Writes base model + adapter as a Hugging Face checkpoint in outDir (same files as applyDelta). Refuses an adapter
  * made for another model (fingerprint, when recorded; shapes always) and an outDir holding anything the merge does not write (checkOutDir).
  */
-export async function applyAdapter(modelDir: string, adapterDir: string, outDir: string, threads = 2): Promise<{ patched: string[] }> {
+export async function applyAdapter(modelDir: string, adapterDir: string, outDir: string, threads = 2, o: { dtype?: MergeDtype } = {}): Promise<MergeReport> {
   const ckpt = await openCheckpoint(modelDir);
   const ad = await readAdapter(adapterDir);
   const wf = path.join(adapterDir, WEIGHTS);
@@ -175,7 +175,7 @@ export async function applyAdapter(modelDir: string, adapterDir: string, outDir:
   await checkOutDir(modelDir, outDir);
   // Each weight is read, patched and written in turn (the writer produces one tensor at a time).
   const out = baseTensors(ckpt);
-  const patched: string[] = [];
+  const report = emptyMergeReport();
   for (const m of ad.modules) {
     const name = `${m.module}.weight`;
     const base = out[name];
@@ -189,23 +189,20 @@ export async function applyAdapter(modelDir: string, adapterDir: string, outDir:
     if (rows.length === 0) continue;
     const bsel = new Float32Array(rows.length * m.r);
     rows.forEach((n, k) => bsel.set(m.b.subarray(n * m.r, (n + 1) * m.r), k * m.r));
-    out[name] = { dtype: base.dtype, shape: base.shape,
-      produce: async () => patchRows({ dtype: base.dtype, shape: base.shape, data: await base.produce() }, rows, loraDelta(m.a, bsel, m.r, ad.scale, threads), K, wf) };
-    patched.push(name);
+    const baseDtype = base.dtype as 'F32' | 'BF16' | 'F16';
+    out[name] = { dtype: baseDtype === 'F32' || o.dtype === 'f32' ? 'F32' : baseDtype, shape: base.shape,
+      produce: async () => patchRows(patchTarget(baseDtype, await base.produce() as Float32Array | Uint16Array, o.dtype ?? 'stored', report), rows, loraDelta(m.a, bsel, m.r, ad.scale, threads), K) };
+    report.patched.push(name);
   }
   await writeCheckpoint(modelDir, outDir, out);
-  return { patched };
+  return report;
 }
 
-/** A copy of base with rows[k] += delta[k] (float32), rounded once to base's dtype. */
-function patchRows(base: TensorToWrite, rows: number[], delta: Float32Array, K: number, file: string): Float32Array | Uint16Array {
-  const copy = base.data.slice() as Float32Array | Uint16Array;
-  const [get, put] = base.dtype === 'F32' ? [(i: number) => (copy as Float32Array)[i]!, (i: number, v: number) => { (copy as Float32Array)[i] = v; }]
-    : base.dtype === 'BF16' ? [(i: number) => bf16ToF32(copy[i]!), (i: number, v: number) => { copy[i] = f32ToBf16(v); }]
-      : base.dtype === 'F16' ? [(i: number) => f16ToF32(copy[i]!), (i: number, v: number) => { copy[i] = f32ToF16(v); }]
-        : bad(file, `cannot merge into a ${base.dtype} weight`);
+/** A copy of base with rows[k] += delta[k] (float32), rounded once to the target's dtype. */
+function patchRows(target: PatchTarget, rows: number[], delta: Float32Array, K: number): Float32Array | Uint16Array {
+  const { get, put } = target;
   rows.forEach((n, k) => {
     for (let c = 0; c < K; c++) put(n * K + c, Math.fround(get(n * K + c) + delta[k * K + c]!));
   });
-  return copy;
+  return target.data;
 }

@@ -7,12 +7,12 @@ import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { removeOrphanTemps, writeFileAtomic } from '../io/atomic.js';
-import { f32ToBf16, f32ToF16 } from '../io/float16.js';
 import { readSafetensorsHeader, readTensor, writeSafetensors, type TensorToProduce, type TensorToWrite } from '../io/safetensors.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import type { ModelType } from '../model/config.js';
 import { modelIdentity } from '../profile/identity.js';
 import { tensorName, type NativeTrainer } from './native.js';
+import { emptyMergeReport, patchTarget, type MergeDtype, type MergeReport, type PatchTarget } from './merge-precision.js';
 import { LOCK_FILE } from '../io/lock.js';
 import { ensureOutputDir } from '../io/outdir.js';
 import { copyFileAtomic } from '../io/files.js';
@@ -74,7 +74,9 @@ function bad(file: string, msg: string): never {
  * before anything is written; then each tensor is read, patched and written in turn (models and deltas of any
  * size, in the memory of the largest tensor).
  */
-export async function applyDelta(modelDir: string, deltaFile: string, outDir: string): Promise<{ patched: string[] }> {
+/** `dtype`: the patched tensors in their stored dtype (default) or float32 (merge-precision.ts); the report counts
+ *  the changed values and those rounded away. */
+export async function applyDelta(modelDir: string, deltaFile: string, outDir: string, o: { dtype?: MergeDtype } = {}): Promise<MergeReport> {
   const ckpt = await openCheckpoint(modelDir);
   const deltaHeader = await readSafetensorsHeader(deltaFile).catch((e: Error) => bad(deltaFile, `cannot read the delta: ${e.message}`));
   const delta = new Map(deltaHeader.tensors.map((t) => [t.name, t]));
@@ -84,7 +86,7 @@ export async function applyDelta(modelDir: string, deltaFile: string, outDir: st
     bad(deltaFile, `delta was made for ${descText.model.name} (${descText.model.fingerprint.slice(0, 12)}), not for ${id.name} (${id.fingerprint.slice(0, 12)})`);
   await checkOutDir(modelDir, outDir);
   const out = baseTensors(ckpt);
-  const patched: string[] = [];
+  const report = emptyMergeReport();
   const tied = ckpt.config.tieWordEmbeddings;
   for (const t of descText.tensors) {
     const d = delta.get(t.name);
@@ -109,22 +111,21 @@ export async function applyDelta(modelDir: string, deltaFile: string, outDir: st
         if (count !== rows * idx!.length) bad(deltaFile, `tensor ${t.name}: wrong size`);
         for (const c of idx!) if (c < 0 || c >= cols) bad(deltaFile, `tensor ${t.name}: column ${c} out of range`);
       }
-      out[target] = { dtype: base.dtype, shape: base.shape,
-        produce: async () => patchTensor(base.dtype, await base.produce() as Float32Array | Uint16Array,
+      const baseDtype = base.dtype as 'F32' | 'BF16' | 'F16';
+      out[target] = { dtype: baseDtype === 'F32' || o.dtype === 'f32' ? 'F32' : baseDtype, shape: base.shape,
+        produce: async () => patchTensor(patchTarget(baseDtype, await base.produce() as Float32Array | Uint16Array, o.dtype ?? 'stored', report),
           (await readTensor(deltaFile, d)) as Float32Array, t.mode, idx, rows, cols) };
-      patched.push(target);
+      report.patched.push(target);
     }
   }
   await writeCheckpoint(modelDir, outDir, out);
-  return { patched };
+  return report;
 }
 
-/** Writes the delta's values into the base tensor's data (a fresh copy, patched in place in its own dtype). */
-function patchTensor(dtype: string, data: Float32Array | Uint16Array, values: Float32Array, mode: DeltaTensor['mode'],
+/** Writes the delta's values into a copy of the base tensor (patchTarget: in its dtype or float32). */
+function patchTensor(target: PatchTarget, values: Float32Array, mode: DeltaTensor['mode'],
   idx: Int32Array | null, rows: number, cols: number): Float32Array | Uint16Array {
-  const put = dtype === 'F32' ? (i: number, v: number) => { data[i] = v; }
-    : dtype === 'BF16' ? (i: number, v: number) => { data[i] = f32ToBf16(v); }
-      : (i: number, v: number) => { data[i] = f32ToF16(v); };
+  const { data, put } = target;
   if (mode === 'dense') {
     for (let i = 0; i < values.length; i++) put(i, values[i]!);
   } else if (mode === 'rows') {

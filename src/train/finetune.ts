@@ -42,6 +42,7 @@ import {
 import { createNativeTrainer, type NativeTrainer, type NativeTrainerMemory } from './native.js';
 import { checkTrainerPlacement, resumePlacement, resolvePlacement, trainerDeviceOptions, type Placement, type PlacementRequest } from './placement.js';
 import { claimRunDir, copyRunFiles, keptLogLines } from './run-dir.js';
+import { MERGE_DTYPES, roundingWarning, type MergeDtype } from './merge-precision.js';
 import { loadState, saveState, type StateCounters } from './state.js';
 import { loadSftExamples } from './sft.js';
 
@@ -78,6 +79,9 @@ export interface FinetuneOptions {
   threads?: number;
   /** Write the full checkpoint (default true). */
   writeModel?: boolean;
+  /** The checkpoint's trained tensors in their stored dtype (default) or float32, which keeps changes below a
+   *  BF16/F16 step (merge-precision.ts); the delta is float32 either way. */
+  saveDtype?: MergeDtype;
   /** Warm-up as a fraction of the steps (rounded up, as transformers' warmup_ratio) when --warmup is 0. */
   warmupRatio?: number;
   /** LoRA rank / alpha / dropout / PEFT target modules (methods lora, neuron-lora; defaults per method). */
@@ -105,7 +109,7 @@ export interface FinetuneOptions {
 }
 
 type NewFields = 'loraR' | 'loraAlpha' | 'loraDropout' | 'loraTargets' | 'head' | 'numLabels' | 'textFields' | 'labelField' | 'pairFormat' |
-  'warmupRatio' | 'resetOptimizerOnSave' | 'device' | 'compute' | 'recompute';
+  'warmupRatio' | 'resetOptimizerOnSave' | 'device' | 'compute' | 'recompute' | 'saveDtype';
 /** What run.json records. Fields added after the first release are optional: older run folders lack them. */
 interface ResolvedOptions extends Required<Omit<FinetuneOptions, 'masks' | 'langs' | 'valid' | 'steps' | NewFields>> {
   masks: string | null; langs: string[]; valid: string | null; steps: number;
@@ -114,6 +118,8 @@ interface ResolvedOptions extends Required<Omit<FinetuneOptions, 'masks' | 'lang
   device?: Placement['device']; compute?: Placement['compute'];
   /** Activation recomputation on the GPU (absent: off). */
   recompute?: boolean;
+  /** The written checkpoint's dtype for trained tensors (absent: stored). */
+  saveDtype?: MergeDtype;
 }
 
 interface RunFile {
@@ -137,6 +143,10 @@ export interface FinetuneResult {
   bestValid: number | null; bestStep: number | null; trainableParameters: number;
   /** Where it trained and the trainer's memory after the last step (activations sized by then). */
   trainer: TrainerReport;
+  /** The checkpoint written (run/model): the dtypes of its trained tensors, the values training changed, those its
+   *  16-bit rounding undid, and a warning when that is more than 10% of them (the reported losses are of the
+   *  float32 values, which the delta keeps). */
+  written?: { dir: string; dtypes: string[]; changed: number; roundedAway: number; warning: string | null };
 }
 
 export interface RunControl {
@@ -204,10 +214,18 @@ function resolveOptions(o: FinetuneOptions, placement: Placement): ResolvedOptio
     warmup: int('warmup', o.warmup, 0, 0), schedule, evalEvery,
     saveEvery: int('save-every', o.saveEvery, evalEvery || 100, 1), seed: int('seed', o.seed, 0, 0),
     threads: int('threads', o.threads, 2, 1), writeModel: o.writeModel ?? true,
+    ...(o.saveDtype !== undefined ? { saveDtype: mergeDtype(o.saveDtype, 'save-dtype') } : {}),
     warmupRatio: num('warmup-ratio', o.warmupRatio, preset?.warmupRatio ?? 0, (x) => x >= 0 && x <= 1, 'in [0, 1]'),
     lora, head, resetOptimizerOnSave: o.resetOptimizerOnSave ?? false, device: placement.device, compute: placement.compute,
     ...(recompute ? { recompute } : {}),
   };
+}
+
+/** A merge dtype option (stored or f32), or a clear error naming it. */
+export function mergeDtype(v: string, option: string): MergeDtype {
+  if (!(MERGE_DTYPES as readonly string[]).includes(v))
+    throw new LangneuronsError('E_OPTIONS', `--${option} must be ${MERGE_DTYPES.join(' or ')}, got '${v}'`, { field: option });
+  return v as MergeDtype;
 }
 
 /** Warm-up steps: --warmup, else ceil(warmupRatio * total). */
@@ -506,10 +524,14 @@ async function loop(p: Prepared, runDir: string, st0: StateCounters, ctl: RunCon
   // Final outputs: the best weights with validation, else the last ones.
   if (bestStep !== null) await copyWeights(path.join(runDir, 'best'), runDir, o);
   else await writeWeights(runDir, p, total);
+  let written: FinetuneResult['written'];
   if (o.writeModel) {
-    await fsp.rm(path.join(runDir, 'model'), { recursive: true, force: true });
-    if (o.lora) await applyAdapter(p.run.model.dir, path.join(runDir, 'adapter'), path.join(runDir, 'model'), o.threads);
-    else await applyDelta(p.run.model.dir, path.join(runDir, 'delta.safetensors'), path.join(runDir, 'model'));
+    const modelDir = path.join(runDir, 'model');
+    await fsp.rm(modelDir, { recursive: true, force: true });
+    const merge = { dtype: o.saveDtype ?? 'stored' as const };
+    const r = o.lora ? await applyAdapter(p.run.model.dir, path.join(runDir, 'adapter'), modelDir, o.threads, merge)
+      : await applyDelta(p.run.model.dir, path.join(runDir, 'delta.safetensors'), modelDir, merge);
+    written = { dir: modelDir, dtypes: r.dtypes, changed: r.changed, roundedAway: r.roundedAway, warning: roundingWarning(r, modelDir, '--save-dtype') };
   }
-  return { runDir, steps: total, firstLoss, lastLoss, bestValid, bestStep, trainableParameters: tr.info().trainable, trainer: trainerReport(tr, placementOf(o)) };
+  return { runDir, steps: total, firstLoss, lastLoss, bestValid, bestStep, trainableParameters: tr.info().trainable, trainer: trainerReport(tr, placementOf(o)), ...(written ? { written } : {}) };
 }

@@ -10,7 +10,9 @@ import { lmEvalChatContext, requireChatTemplate, type ChatPrompting } from '../.
 import { addInterventionOptions, interventionFromCli, interventionUsesLanguage, withLanguage, type Intervention } from '../../intervene/index.js';
 import { datasetDir, isTask, languagesIn, prepareTask, TASKS, type TaskName } from '../../eval/tasks.js';
 import { runPlan, type EvalResult, type Variant } from '../../eval/run.js';
-import { mergedDeltaModel } from '../../eval/delta-cache.js';
+import { deltaCacheMerge, mergedDeltaModel } from '../../eval/delta-cache.js';
+import { mergeDtype } from '../../train/finetune.js';
+import { roundingWarning } from '../../train/merge-precision.js';
 import { isAdapterDir } from '../../train/adapter.js';
 import { HeadClassifier } from '../../train/head.js';
 import { inputHashes } from '../../eval/inputs.js';
@@ -21,7 +23,7 @@ import { parseIntOption, printResult, Progress } from '../output.js';
 interface EvalCli extends ModelCliOptions {
   task: string; langs?: string; pairs?: string; data?: string; text?: string; prompt?: string; split?: string; out: string;
   intervene: string[]; interveneFile?: string; stats?: string; delta?: string; variant?: string; limit?: number; batchItems?: number; langName: string[];
-  head?: string; bleuTokenize?: string; interveneLangs?: string; chatTemplate?: boolean; system?: string;
+  head?: string; bleuTokenize?: string; interveneLangs?: string; chatTemplate?: boolean; system?: string; deltaDtype?: string;
 }
 
 const collect = (v: string, acc: string[]) => [...acc, v];
@@ -41,6 +43,7 @@ export function registerEval(program: Command): void {
     .option('--bleu-tokenize <tok>', 'flores BLEU tokenizer: 13a (default), none, zh, intl, char (sacreBLEU\'s), or spm:<file> (spBLEU with that SentencePiece model: a Unigram .model or a tokenizer.json)')
     .option('--split <name>', 'dataset split (default per task: devtest, test or validation)')
     .option('--out <dir>', 'results folder', 'results')
+    .option('--delta-dtype <dtype>', "with a --delta file or adapter: the merged tensors in the base model's dtype (stored, default) or float32 (f32: the trained values exactly)")
     .option('--delta <path>', 'fine-tuned variant: a delta.safetensors from `finetune` or a PEFT LoRA adapter folder (runs/x/adapter; both merged once into a cache folder), or a merged checkpoint folder')
     .option('--variant <name>', 'variant name recorded in the results (default: base / intervene / delta)')
     .option('--limit <n>', 'first n items per language only', parseIntOption('--limit', 1))
@@ -76,12 +79,19 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
         if (!existsSync(o.delta)) throw new LangneuronsError('E_IO', `${o.delta}: --delta not found`, { file: o.delta });
         // A delta file or a PEFT adapter folder is merged into the base model once, in a cache folder named by its
         // content hash; a merged checkpoint folder is used as it is.
-        modelDir = !statSync(o.delta).isDirectory() ? await mergedDeltaModel(dir, o.delta)
-          : await isAdapterDir(o.delta) ? await mergedDeltaModel(dir, o.delta, true) : o.delta;
+        const dtype = mergeDtype(o.deltaDtype ?? 'stored', 'delta-dtype');
+        const merged = !statSync(o.delta).isDirectory() || await isAdapterDir(o.delta);
+        if (!merged && o.deltaDtype !== undefined)
+          throw new LangneuronsError('E_OPTIONS', `--delta-dtype applies to a delta file or an adapter folder; ${o.delta} is a merged checkpoint`, { field: 'delta-dtype' });
+        modelDir = merged ? await mergedDeltaModel(dir, o.delta, statSync(o.delta).isDirectory(), undefined, dtype) : o.delta;
+        const report = merged ? await deltaCacheMerge(modelDir) : null;
+        const warning = report ? roundingWarning({ ...report, patched: [] }, `the merged model of ${o.delta}`, '--delta-dtype') : null;
+        if (warning) process.stderr.write(`warning: ${warning}\n`);
         variant.delta = o.delta;
+        if (dtype !== 'stored') variant.deltaDtype = dtype;
         // a run's delta (runs/mt-neurons/delta.safetensors) or adapter (runs/mt-lora/adapter) is named after its run folder
         const d = path.resolve(o.delta);
-        changes.delta = ['delta.safetensors', 'adapter'].includes(path.basename(d)) ? path.basename(path.dirname(d)) : path.basename(d);
+        changes.delta = (['delta.safetensors', 'adapter'].includes(path.basename(d)) ? path.basename(path.dirname(d)) : path.basename(d)) + (dtype !== 'stored' ? `-${dtype}` : '');
       }
       if (o.head) {
         variant.head = path.resolve(o.head);

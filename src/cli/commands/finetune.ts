@@ -6,7 +6,8 @@ import { LangneuronsError } from '../../errors.js';
 import { withOutputLock } from '../../io/lock.js';
 import { applyAdapter, isAdapterDir } from '../../train/adapter.js';
 import { applyDelta } from '../../train/delta.js';
-import { finetune, resume, type FinetuneOptions, type Schedule } from '../../train/finetune.js';
+import { finetune, mergeDtype, resume, type FinetuneOptions, type Schedule } from '../../train/finetune.js';
+import { roundingWarning } from '../../train/merge-precision.js';
 import type { PairFormat } from '../../train/head.js';
 import type { FinetuneMethod } from '../../train/methods.js';
 import { formatTrainerMemory } from '../../train/placement.js';
@@ -16,7 +17,7 @@ interface FinetuneCli {
   method?: string; masks?: string; lang?: string; train?: string; valid?: string; out?: string; resume?: string;
   lr?: string; weightDecay?: string; clip?: string; chunk?: string; batch?: string; accum?: string; steps?: string;
   warmup?: string; schedule?: string; evalEvery?: string; saveEvery?: string; seed?: string; threads?: string;
-  json?: boolean; quiet?: boolean; device?: string; compute?: string;
+  json?: boolean; quiet?: boolean; device?: string; compute?: string; saveDtype?: string;
   loraR?: string; loraAlpha?: string; loraDropout?: string; loraTargets?: string; resetOptimizerOnSave?: boolean; recompute?: boolean;
   head?: string; numLabels?: string; textField?: string; labelField?: string; pairFormat?: string; warmupRatio?: string; beta1?: string; beta2?: string;
 }
@@ -76,6 +77,7 @@ export function registerFinetune(program: Command): void {
     .option('--device <device>', 'auto (default: a usable GPU, else the CPU), cpu, cuda, cuda:N; recorded in the run: --resume continues only there')
     .option('--compute <mode>', 'CUDA trainer: bf16 (default: bf16 weights and activations, float32 master copies and optimizer state) or f32 (exact float32, for checks); the CPU trainer computes in f32')
     .option('--recompute', 'CUDA trainer: keep only each layer\'s input and run the layer\'s forward again in the backward (activation checkpointing): one layer\'s activations on the device instead of every layer\'s, one more forward a step, the same results')
+    .option('--save-dtype <dtype>', "the checkpoint's trained tensors (run/model): stored (default: the base model's dtype, e.g. BF16, loadable as it was) or f32 (float32: keeps changes below a BF16 step; the delta is float32 either way)")
     .option('--json', 'print the result as JSON')
     .option('--quiet', 'no per-step lines')
     .action(async (dir: string | undefined, o: FinetuneCli, cmd: Command) => {
@@ -108,6 +110,7 @@ export function registerFinetune(program: Command): void {
           ...(o.device !== undefined ? { device: o.device } : {}),
           ...(o.compute !== undefined ? { compute: o.compute as 'f32' | 'bf16' } : {}),
           ...(o.recompute ? { recompute: true } : {}),
+          ...(o.saveDtype !== undefined ? { saveDtype: mergeDtype(o.saveDtype, 'save-dtype') } : {}),
         };
         const nums: [keyof FinetuneOptions, string, string | undefined][] = [
           ['lr', 'lr', o.lr], ['weightDecay', 'weight-decay', o.weightDecay], ['clip', 'clip', o.clip], ['chunk', 'chunk', o.chunk],
@@ -125,7 +128,9 @@ export function registerFinetune(program: Command): void {
         (r.trainer.memory ? `memory         ${formatTrainerMemory(r.trainer.memory)}\n` : '') +
         `steps          ${r.steps}\ntrainable      ${r.trainableParameters}\n` +
         `loss           ${r.firstLoss?.toFixed(4) ?? '-'} -> ${r.lastLoss?.toFixed(4) ?? '-'}\n` +
-        (r.bestStep !== null ? `best valid     ${r.bestValid!.toFixed(4)} at step ${r.bestStep}\n` : ''));
+        (r.bestStep !== null ? `best valid     ${r.bestValid!.toFixed(4)} at step ${r.bestStep}\n` : '') +
+        (r.written ? `checkpoint     ${r.written.dir} (trained tensors ${r.written.dtypes.join('/')}; ${r.written.roundedAway} of ${r.written.changed} changed values rounded back to the base)\n` : ''));
+      if (r.written?.warning) process.stderr.write(`warning: ${r.written.warning}\n`);
     });
 
   program
@@ -137,14 +142,19 @@ export function registerFinetune(program: Command): void {
     .requiredOption('--out <dir>', 'output folder')
     .option('--threads <n>', 'threads of the adapter merge (2)')
     .option('--json', 'print the result as JSON')
-    .action(async (dir: string, delta: string, o: { out: string; json?: boolean; threads?: string }) => {
+    .option('--dtype <dtype>', "the changed tensors: stored (default: the base model's dtype) or f32 (float32: the trained values exactly)")
+    .action(async (dir: string, delta: string, o: { out: string; json?: boolean; threads?: string; dtype?: string }) => {
       const threads = num('threads', o.threads) ?? 2;
       if (!Number.isInteger(threads) || threads < 1) throw new LangneuronsError('E_OPTIONS', `--threads must be an integer >= 1, got '${o.threads}'`, { field: 'threads' });
       if (path.resolve(o.out) === path.resolve(dir))
         throw new LangneuronsError('E_OPTIONS', `${o.out}: the output folder is the base model folder; choose another --out`, { field: '--out' });
       // One merge per folder (a second is refused naming the holder); checkOutDir allows the lock file.
+      const dtype = mergeDtype(o.dtype ?? 'stored', 'dtype');
       const r = await withOutputLock(o.out, 'delta apply', async () =>
-        await isAdapterDir(delta) ? applyAdapter(dir, delta, o.out, threads) : applyDelta(dir, delta, o.out));
-      printResult(o, { out: o.out, patched: r.patched }, () => `wrote ${o.out} (${r.patched.length} tensors changed)\n`);
+        await isAdapterDir(delta) ? applyAdapter(dir, delta, o.out, threads, { dtype }) : applyDelta(dir, delta, o.out, { dtype }));
+      const warning = roundingWarning(r, o.out, '--dtype');
+      printResult(o, { out: o.out, patched: r.patched, dtypes: r.dtypes, changed: r.changed, roundedAway: r.roundedAway, warning },
+        () => `wrote ${o.out} (${r.patched.length} tensors changed, written as ${r.dtypes.join('/')}; ${r.roundedAway} of ${r.changed} changed values rounded back to the base)\n`);
+      if (warning) process.stderr.write(`warning: ${warning}\n`);
     });
 }
