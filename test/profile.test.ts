@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { udhrCorpus } from '../src/corpus/udhr.js';
 import { loadModel, type LanguageModel } from '../src/engine/model.js';
 import { profileCorpus, statsFileFor } from '../src/profile/profile.js';
-import { mergeStats, readStats, type ActivationStats, type TokenScope } from '../src/profile/stats.js';
+import { mergeStats, mergeStatsInOrder, readStats, type ActivationStats, type TokenScope } from '../src/profile/stats.js';
 import { fixturePath, makeTempDir, removeDir } from './helpers/fixtures.js';
 
 const scope: TokenScope = { mode: 'windows', maxLen: 48, bos: false, countPadding: false, tokenBudget: 3000 };
@@ -56,6 +56,28 @@ describe('profileCorpus', () => {
     await profileCorpus(model, corpus, { languages: ['sw'], outDir: s2, scope, batchTokens: 500, shard: { index: 1, count: 2 } });
     const merged = mergeStats(await readStats(statsFileFor(s1, 'sw')), await readStats(statsFileFor(s2, 'sw')));
     expectSameCounts(merged, await readStats(statsFileFor(one, 'sw')));
+  });
+
+  it("stats merge of every shard, given in any order, lists the sequence means in the single run's order", async () => {
+    const [one, s1, s2, s3] = [await tmp(), await tmp(), await tmp(), await tmp()];
+    const corpus = udhrCorpus(['sw'], { split: 'train' });
+    const o = { languages: ['sw'], scope, batchTokens: 500, seqMeans: true };
+    await profileCorpus(model, corpus, { ...o, outDir: one });
+    for (const [k, dir] of [s1, s2, s3].entries()) await profileCorpus(model, corpus, { ...o, outDir: dir, shard: { index: k, count: 3 } });
+    const single = await readStats(statsFileFor(one, 'sw'));
+    const shards = await Promise.all([s3, s1, s2].map((d) => readStats(statsFileFor(d, 'sw'))));
+    const merged = mergeStatsInOrder(shards, ['3', '1', '2']);
+    expectSameCounts(merged, single);
+    const a = merged.sites.get('act')!.seqMeans!, b = single.sites.get('act')!.seqMeans!;
+    expect(a.length).toBe(b.length);
+    let worst = 0;
+    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / Math.max(1e-3, Math.abs(b[i]!)));
+    console.log(`sequence means, merged shards vs the single run: worst relative difference ${worst.toExponential(2)}`);
+    expect(worst).toBeLessThan(1e-4);
+    // two of three shards: concatenated in the order given (no single run to follow)
+    const partial = mergeStatsInOrder(shards.slice(1), ['1', '2']);
+    expect(partial.sequences).toBe(shards[1]!.sequences + shards[2]!.sequences);
+    expect(Array.from(partial.sites.get('act')!.seqMeans!.subarray(0, 5))).toEqual(Array.from(shards[1]!.sites.get('act')!.seqMeans!.subarray(0, 5)));
   });
 
   it('resumes a killed run from its checkpoint without counting anything twice', async () => {

@@ -436,6 +436,43 @@ export function mergeStats(a: ActivationStats, b: ActivationStats, labels: [stri
   };
 }
 
+/**
+ * Merges statistics files (stats merge). When they are every shard of one corpus and budget once (shard k of n holds
+ * the run's sequences i with i % n = k), they are added in shard order and their per-sequence means put back in the
+ * single run's sequence order, so the merged file lists them as the unsharded run does; otherwise in the order given
+ * (means concatenated). Counts are exact either way; float64 sums may differ from one run's in the last bit.
+ */
+export function mergeStatsInOrder(inputs: readonly ActivationStats[], labels: readonly string[]): ActivationStats {
+  const shardOf = (s: ActivationStats) => (s.meta.parts?.length === 1 ? s.meta.parts[0]!.shard : null);
+  const first = inputs[0]!.meta.parts?.[0];
+  const n = shardOf(inputs[0]!)?.[1];
+  const complete = n !== undefined && inputs.length === n && inputs.every((s) => {
+    const p = s.meta.parts?.[0], sh = shardOf(s);
+    return sh !== null && sh[1] === n && p!.corpus === first!.corpus && p!.budget === first!.budget;
+  }) && new Set(inputs.map((s) => shardOf(s)![0])).size === n;
+  const order = inputs.map((_, i) => i);
+  if (complete) order.sort((i, j) => shardOf(inputs[i]!)![0] - shardOf(inputs[j]!)![0]);
+  let acc = inputs[order[0]!]!;
+  for (const i of order.slice(1)) acc = mergeStats(acc, inputs[i]!, [labels[order[0]!]!, labels[i]!]);
+  if (!complete) return acc;
+  // sequence g of the run is row floor(g / n) of shard g % n; the concatenation holds shard 1's rows, then shard 2's…
+  const shards = order.map((i) => inputs[i]!);
+  for (const [site, st] of acc.sites) {
+    if (!st.seqMeans) continue;
+    const unit = st.overZero.length; // layers × width values per sequence
+    const starts: number[] = [];
+    shards.reduce((at, s) => { starts.push(at); return at + s.sequences; }, 0);
+    const out = new Float32Array(st.seqMeans.length);
+    for (let g = 0; g < acc.sequences; g++) {
+      const k = g % n!, row = Math.floor(g / n!);
+      if (row >= shards[k]!.sequences) throw new LangneuronsError('E_STATS', `cannot merge ${labels.join(', ')}: site ${site}: shard ${k + 1}/${n} holds ${shards[k]!.sequences} sequences, too few for ${acc.sequences} in all`);
+      out.set(st.seqMeans.subarray((starts[k]! + row) * unit, (starts[k]! + row + 1) * unit), g * unit);
+    }
+    st.seqMeans = out;
+  }
+  return acc;
+}
+
 /** p[l, j] = over_zero / tokens for one site (LAPE's activation probability). */
 export function activationProbability(s: ActivationStats, site: Site = 'act'): Float64Array {
   const st = s.sites.get(site);

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { LangneuronsError, describeError } from '../../errors.js';
 import { checkOutput, ensureParentDir } from '../../io/outdir.js';
 import { readSafetensorsHeader } from '../../io/safetensors.js';
-import { isStatsFile, mergeStats, readStats, writeStats, type ActivationStats } from '../../profile/stats.js';
+import { isStatsFile, mergeStatsInOrder, readStats, writeStats, type ActivationStats } from '../../profile/stats.js';
 import { printResult } from '../output.js';
 import { addTangStatsCommands } from './tang.js';
 
@@ -32,8 +32,7 @@ export function registerStats(program: Command): void {
       if (files.length < 2) throw new LangneuronsError('E_OPTIONS', 'stats merge needs at least two files');
       // Written only over a statistics file (an earlier merge), never over a model's weights or another file.
       await checkOutput(o.out, files, 'a langneurons statistics file', isStatsFile);
-      let acc = await readStats(files[0]!);
-      for (const f of files.slice(1)) acc = mergeStats(acc, await readStats(f), [files[0]!, f]);
+      const acc = mergeStatsInOrder(await Promise.all(files.map((f) => readStats(f))), files);
       await ensureParentDir(o.out);
       await writeStats(o.out, acc);
       printResult(o, { out: o.out, language: acc.meta.language, tokens: acc.tokens, sequences: acc.sequences, shards: acc.meta.shards },
