@@ -91,6 +91,16 @@ describe('scoring a forward whose final norm overflowed', () => {
     const fine = await scoreText(model, 'All human beings are born free');
     expect(Number.isFinite(fine.meanNll)).toBe(true);
   });
+
+  it('a non-finite forward leaves its KV cache as it was, as a refused one does', async () => {
+    const overflow = await resolveIntervention(model, 'scale:1e30:neurons=all');
+    const cache = model.createCache(2, 16);
+    await model.forward([[1, 2]], { cache, cacheSlots: [1] });
+    const e = await errorOf(() => model.forward([[3, 4], [5]], { cache, intervene: overflow }));
+    expect((e as LangneuronsError).code).toBe('E_NONFINITE');
+    expect([cache.length(0), cache.length(1)]).toEqual([0, 2]);
+    cache.dispose();
+  });
 });
 
 describe("logits 'lastHidden'", () => {

@@ -284,10 +284,8 @@ export class LanguageModel {
     }
     // Full attention is exact only up to a sliding window (Mistral v0.1): refuse longer sequences. (The cache's
     // native length: a cache disposed while this forward waited is freed only when it ends.)
-    batch.forEach((s, i) => {
-      const cached = cache ? cache.native.length(slots[i]!) : 0;
-      assertSequenceFits(this.config, cached + s.length);
-    });
+    const cachedBefore = slots.map((slot) => cache!.native.length(slot));
+    batch.forEach((s, i) => assertSequenceFits(this.config, (cache ? cachedBefore[i]! : 0) + s.length));
     const mode = opts.logits ?? (opts.lastLayer !== undefined && opts.lastLayer >= 0 ? 'none' : 'last');
     if (!Object.hasOwn(LOGITS_CODE, mode))
       throw new LangneuronsError('E_OPTIONS', `forward: logits must be one of ${Object.keys(LOGITS_CODE).join(', ')}, got '${String(mode)}'`, { field: 'logits' });
@@ -301,6 +299,18 @@ export class LanguageModel {
       ...this.interventionOptions(batch, seqOffsets, total, opts),
     }))().catch((e: unknown) => { throw asInputError(e, 'E_INPUT'); });
     const rows = mode === 'all' ? total : mode === 'last' || mode === 'lastHidden' ? batch.length : 0;
+    try {
+      this.checkFinite(res, mode, batch, seqOffsets, opts);
+    } catch (e) {
+      // A non-finite forward leaves the cache as it was, as a refused one does: its keys and values are no context.
+      if (cache && !cache.isDisposed) slots.forEach((slot, i) => cache.native.setLength(slot, cachedBefore[i]!));
+      throw e;
+    }
+    return { logits: res.logits, rows, vocab: mode === 'lastHidden' ? this.config.hiddenSize : this.vocabSize, seqOffsets, targetLogprobs: res.targetLogprobs,
+      capture: res.capture ?? null, next: res.next ? { tokens: res.next.tokens, logits: res.next.logits } : null };
+  }
+
+  private checkFinite(res: Awaited<ReturnType<NativeModel['forward']>>, mode: LogitsMode, batch: ArrayLike<number>[], seqOffsets: number[], opts: ForwardOptions): void {
     if (mode === 'greedy')
       checkFiniteNext({ next: res.next!, vocab: this.vocabSize, targetLogprobs: res.targetLogprobs ?? null, intervened: !!opts.intervene, model: path.basename(this.checkpoint.dir) });
     else
@@ -310,8 +320,6 @@ export class LanguageModel {
         rowOf: (i) => (mode === 'all' ? seqOffsets[i]! + batch[i]!.length - 1 : mode === 'last' || mode === 'lastHidden' ? i : -1),
         intervened: !!opts.intervene, model: path.basename(this.checkpoint.dir),
       });
-    return { logits: res.logits, rows, vocab: mode === 'lastHidden' ? this.config.hiddenSize : this.vocabSize, seqOffsets, targetLogprobs: res.targetLogprobs,
-      capture: res.capture ?? null, next: res.next ? { tokens: res.next.tokens, logits: res.next.logits } : null };
   }
 
   /** repetitionPenalty / penaltyTokens of logits 'greedy', as the native ids + offsets (ranges checked again there). */
