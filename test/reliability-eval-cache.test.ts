@@ -27,7 +27,7 @@ describe('eval --delta cache', () => {
 
     const dir = await mergedDeltaModel(STORIES, delta, false, root);
     const merged = readFileSync(path.join(dir, 'model.safetensors'));
-    expect(JSON.parse(readFileSync(path.join(dir, 'cache.json'), 'utf8')).format).toBe('langneurons-delta-cache/1');
+    expect(JSON.parse(readFileSync(path.join(dir, 'cache.json'), 'utf8')).format).toBe('langneurons-delta-cache/2');
     // The merged weights equal `delta apply`'s.
     const applied = path.join(tmp, 'applied');
     const { applyDelta } = await import('../src/train/delta.js');

@@ -119,7 +119,7 @@ describe('finetune', () => {
     expect(r.written!.roundedAway / r.written!.changed).toBeGreaterThan(0.1);
     expect(r.written!.warning).toMatch(/^\d+% of the \d+ values the training changed round back to the base model's BF16 values in .*--save-dtype f32/);
     const loss = async (dir: string) => {
-      const model = await LanguageModel.load(dir, { threads: 2 });
+      const model = await LanguageModel.load(dir, { threads: 2, device: 'cpu' }); // f32 compute: the values as written
       const tok = model.requireTokenizer();
       const ids = readFileSync(validFile, 'utf8').split('\n').filter((l) => l.trim()).flatMap((l) => tok.encode(l));
       let sum = 0, count = 0;
@@ -154,7 +154,7 @@ describe('finetune', () => {
     copyFileSync(validFile, path.join(textDir, 'en.txt'));
     const ev = async (...extra: string[]) => {
       const res = await runCli('eval', LLAMA3, '--task', 'ppl', '--text', textDir, '--langs', 'en', '--delta', path.join(run, 'delta.safetensors'), ...extra,
-        '--out', path.join(tmp, 'res-f32'), '--threads', '2', '--json');
+        '--out', path.join(tmp, 'res-f32'), '--threads', '2', '--device', 'cpu', '--json');
       expect(res.code, res.stderr).toBe(0);
       return { result: JSON.parse(res.stdout).results[0], stderr: res.stderr };
     };
@@ -162,8 +162,20 @@ describe('finetune', () => {
     expect(evStored.stderr).toMatch(/warning: \d+% of the \d+ values .*--delta-dtype f32/);
     expect(evF32.stderr).not.toMatch(/warning/);
     expect([evStored.result.variant.name, evF32.result.variant.name]).toEqual(['delta-run-llama3-f32', 'delta-run-llama3-f32-f32']);
-    const direct = await runCli('eval', f32, '--task', 'ppl', '--text', textDir, '--langs', 'en', '--variant', 'applied', '--out', path.join(tmp, 'res-f32'), '--threads', '2', '--json');
+    const direct = await runCli('eval', f32, '--task', 'ppl', '--text', textDir, '--langs', 'en', '--variant', 'applied', '--out', path.join(tmp, 'res-f32'), '--threads', '2', '--device', 'cpu', '--json');
     expect(evF32.result.metrics.mean_nll).toBe(JSON.parse(direct.stdout).results[0].metrics.mean_nll);
+    // the float32 merge is still the base model for its masks (its identity records the widened tensors' dtypes)
+    const baseId = modelIdentity(await openCheckpoint(LLAMA3)).fingerprint;
+    expect(modelIdentity(await openCheckpoint(f32)).fingerprint).toBe(baseId);
+    expect(modelIdentity(await openCheckpoint(path.join(run2, 'model'))).fingerprint).toBe(baseId);
+    const mask = await maskFor(LLAMA3, 'mask-f32.json');
+    const withMask = await ev('--delta-dtype', 'f32', '--intervene', `deactivate:${mask}:mt`);
+    expect(withMask.result.variant.name).toMatch(/^delta-run-llama3-f32-f32\+intervene-deactivate:/);
+    expect((await runCli('eval', LLAMA3, '--task', 'ppl', '--text', textDir, '--langs', 'en', '--delta-dtype', 'f32', '--out', path.join(tmp, 'res-f32'))).stderr)
+      .toMatch(/--delta-dtype needs --delta/);
+    const bf16 = await runCli('eval', LLAMA3, '--task', 'ppl', '--text', textDir, '--langs', 'en', '--delta', path.join(run, 'delta.safetensors'), '--delta-dtype', 'f32',
+      '--compute', 'bf16', '--device', 'cpu', '--threads', '2', '--out', path.join(tmp, 'res-f32-bf16'));
+    expect(bf16.stderr).toMatch(/warning: --delta-dtype f32 under --compute bf16 .*--compute f32 evaluates them/);
   }, 120_000);
 
   it('a killed and resumed run ends bit-identical to an uninterrupted one', async () => {

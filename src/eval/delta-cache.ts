@@ -17,7 +17,8 @@ import { applyAdapter } from '../train/adapter.js';
 import { applyDelta } from '../train/delta.js';
 import type { MergeDtype, MergeReport } from '../train/merge-precision.js';
 
-export const DELTA_CACHE_FORMAT = 'langneurons-delta-cache/1';
+// /2: merges record what they wrote (merge) and a float32 merge's base dtypes (its identity is its base's)
+export const DELTA_CACHE_FORMAT = 'langneurons-delta-cache/2';
 const PREFIX = 'langneurons-delta-';
 const MAX_IDLE_MS = 7 * 24 * 3600 * 1000;
 /** What a merge writes: a cache folder holding anything else is not ours and is left alone. */

@@ -3,7 +3,7 @@
 // ModelScorer runs them on the native engine, batched; tests plug in a fake scorer with hand-checkable numbers.
 import type { LanguageModel } from '../engine/model.js';
 import { logLikelihoodTokens, scoreTokens } from '../engine/score.js';
-import { encodeChatPrompt, type ChatPrompting } from '../generate/chat.js';
+import { lmEvalChatContext, type ChatPrompting } from '../generate/chat.js';
 import { generateTokens } from '../generate/generate.js';
 import { pyRstrip } from './pystr.js';
 import type { Intervention } from '../intervene/index.js';
@@ -84,9 +84,10 @@ export class ModelScorer implements Scorer {
     const tok = this.model.requireTokenizer();
     const keep = this.model.contextLength - o.maxNewTokens;
     if (keep < 1) throw new RequestTooLong(0, `${o.maxNewTokens} new tokens leave no room for a prompt in the model's context of ${this.model.contextLength}`);
-    // With a chat template (eval --chat-template) the prompt is a user turn of the model's own template.
+    // With a chat template (eval --chat-template) the prompt is a user turn of the model's own template, rendered and
+    // encoded as lm-eval does (a --system turn only when non-empty; BOS added unless the rendering starts with it).
     const chat = this.opts.chat;
-    const ids = prompts.map((p) => (chat ? encodeChatPrompt(chat, tok, p) : tok.encode(p)));
+    const ids = prompts.map((p) => (chat ? lmEvalEncode(tok, lmEvalChatContext(chat, '', p)) : tok.encode(p)));
     const gens = await generateTokens(this.model, ids.map((x) => x.slice(-keep)),
       { maxNewTokens: o.maxNewTokens, stop: o.stop, repetitionPenalty: o.repetitionPenalty, temperature: 0, ...this.engineOpts,
         ...(run.concurrency ? { concurrency: run.concurrency } : {}) });
@@ -153,17 +154,24 @@ export class ModelScorer implements Scorer {
  *  adding special tokens, so BOS is not doubled (HFLM.tok_encode's has_bos_prefix). */
 export function lmEvalEncodePair(tok: { encode(text: string, o?: { addSpecialTokens?: boolean }): number[]; decode(ids: readonly number[]): string; bosTokenId: number | null; eosTokenIds: number[] },
   pair: Pair): { context: number[]; continuation: number[] } {
-  const prefix = tok.bosTokenId ?? tok.eosTokenIds[0];
   if (pair.context === '') {
+    const prefix = tok.bosTokenId ?? tok.eosTokenIds[0];
     if (prefix === undefined) throw new Error('an empty context needs a BOS or EOS token');
     return { context: [prefix], continuation: tok.encode(pair.continuation, { addSpecialTokens: false }) };
   }
   let { context, continuation } = pair;
   const kept = pyRstrip(context);
   if (kept.length < context.length) { continuation = context.slice(kept.length) + continuation; context = kept; }
+  const ctx = lmEvalEncode(tok, context);
+  return { context: ctx, continuation: lmEvalEncode(tok, context + continuation).slice(ctx.length) };
+}
+
+type EncodingTokenizer = Parameters<typeof lmEvalEncodePair>[0];
+
+/** lm-eval HFLM.tok_encode: the tokenizer's own special tokens, except for a text that starts with the BOS (else
+ *  EOS) token's text — a chat template's rendering — which is encoded without adding them again (has_bos_prefix). */
+export function lmEvalEncode(tok: EncodingTokenizer, text: string): number[] {
+  const prefix = tok.bosTokenId ?? tok.eosTokenIds[0];
   const prefixText = prefix === undefined ? '' : tok.decode([prefix]);
-  const o = prefixText !== '' && context.startsWith(prefixText) ? { addSpecialTokens: false } : {};
-  const whole = tok.encode(context + continuation, o);
-  const ctx = tok.encode(context, o);
-  return { context: ctx, continuation: whole.slice(ctx.length) };
+  return tok.encode(text, prefixText !== '' && text.startsWith(prefixText) ? { addSpecialTokens: false } : {});
 }

@@ -28,6 +28,12 @@ export interface Checkpoint {
   parameterCount: number;
   /** Harmless facts worth logging (e.g. tied checkpoint still stores lm_head.weight). */
   notes: string[];
+  /**
+   * The dtypes of the model this one was merged from, for the tensors a merge widened to float32 (`delta apply
+   * --dtype f32`: recorded in the file's metadata, BASE_DTYPES_KEY): the model's identity is its base's, so that
+   * the base's masks and statistics apply to it as they do to a merge in the stored dtype.
+   */
+  baseDtypes?: Map<string, Dtype>;
   /** Safetensors layout warnings (uncovered bytes) and config warnings. */
   warnings: string[];
 }
@@ -127,6 +133,7 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
   const files: string[] = [];
   const warnings: string[] = [...config.warnings];
   const notes: string[] = [];
+  let baseDtypes: Map<string, Dtype> | undefined;
 
   if (await exists(single)) {
     // A single file wins over an index, as in transformers.
@@ -134,6 +141,7 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
     files.push(single);
     warnings.push(...header.warnings);
     for (const t of header.tensors) tensors.set(t.name, t);
+    baseDtypes = readBaseDtypes(header, tensors);
   } else if (await exists(indexFile)) {
     const weightMap = await readIndex(dir, indexFile);
     const base = path.basename(indexFile);
@@ -181,7 +189,26 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
     totalBytes += t.byteLength;
     dtypeCounts[t.dtype] = (dtypeCounts[t.dtype] ?? 0) + 1;
   }
-  return { dir: path.resolve(dir), config, tensors, files, totalBytes, dtypeCounts, parameterCount, notes, warnings };
+  return { dir: path.resolve(dir), config, tensors, files, totalBytes, dtypeCounts, parameterCount, notes, warnings, ...(baseDtypes ? { baseDtypes } : {}) };
+}
+
+/** The metadata key of a merge's widened tensors: JSON { tensor name: its dtype in the base model }. */
+export const BASE_DTYPES_KEY = 'langneurons_base_dtypes';
+
+/** A merge's record of widened tensors, kept only where it holds: an F32 tensor of this file, from BF16 or F16. */
+function readBaseDtypes(header: { file: string; metadata: Record<string, string> | null }, tensors: Map<string, TensorInfo>): Map<string, Dtype> | undefined {
+  const text = header.metadata?.[BASE_DTYPES_KEY];
+  if (text === undefined) return undefined;
+  let raw: unknown;
+  try { raw = JSON.parse(text); } catch { fail(header.file, `metadata ${BASE_DTYPES_KEY} is not JSON`, BASE_DTYPES_KEY); }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(header.file, `metadata ${BASE_DTYPES_KEY} must map tensor names to dtypes`, BASE_DTYPES_KEY);
+  const out = new Map<string, Dtype>();
+  for (const [name, dtype] of Object.entries(raw as Record<string, unknown>)) {
+    if ((dtype !== 'BF16' && dtype !== 'F16') || tensors.get(name)?.dtype !== 'F32')
+      fail(header.file, `metadata ${BASE_DTYPES_KEY}: ${JSON.stringify(name)} is not an F32 tensor widened from BF16 or F16`, BASE_DTYPES_KEY);
+    out.set(name, dtype);
+  }
+  return out;
 }
 
 /**

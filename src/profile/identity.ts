@@ -13,7 +13,8 @@ export function modelIdentity(ck: Checkpoint): ModelIdentity {
     modelType: c.modelType, hidden: c.hiddenSize, intermediate: c.intermediateSize, layers: c.numLayers,
     heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, vocab: c.vocabSize,
   };
-  const table = [...ck.tensors.values()].map((t) => `${t.name}:${t.dtype}:${t.shape.join('x')}`).sort();
+  // A merge that widened trained tensors to float32 keeps its base's identity (Checkpoint.baseDtypes).
+  const table = [...ck.tensors.values()].map((t) => `${t.name}:${ck.baseDtypes?.get(t.name) ?? t.dtype}:${t.shape.join('x')}`).sort();
   const fingerprint = createHash('sha256').update(JSON.stringify(arch)).update('\n').update(table.join('\n')).digest('hex');
   return { name: path.basename(path.resolve(ck.dir)), modelType: c.modelType, layers: c.numLayers, hidden: c.hiddenSize, intermediate: c.intermediateSize, fingerprint };
 }

@@ -201,9 +201,10 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
     if (final.tokens === 0 && !o.shard)
       throw new LangneuronsError('E_INPUT', `${source.files.join(', ')}: no tokens to profile for language ${lang}`, { file: source.files[0] });
     if (final.tokens === 0) o.onWarning?.(`${lang}: shard ${o.shard!.index + 1}/${o.shard!.count} of ${source.files.join(', ')} holds no tokens; wrote an empty statistics file (it merges as zero)`);
-    // A budget the corpus cannot fill: every token was counted, and the file says how many; said so the figure is not taken for the budget.
-    else if (budget > 0 && final.tokens < budget)
-      o.onWarning?.(`${lang}: ${o.shard ? `shard ${o.shard.index + 1}/${o.shard.count} of ` : ''}${source.files.join(', ')} holds ${final.tokens} tokens, fewer than the budget of ${budget}: all of them were counted`);
+    // A budget the corpus cannot fill: every token was counted, and the file says how many; said so the figure is not
+    // taken for the budget. A shard holds part of the run's budget: `stats merge` of the shards says it instead.
+    if (!o.shard && budget > 0 && final.tokens < budget)
+      o.onWarning?.(`${lang}: ${source.files.join(', ')} holds ${final.tokens} tokens, fewer than the budget of ${budget}: all of them were counted`);
     await writeStats(outFile, final, { [OPTIONS_KEY]: optionsKey });
     await fsp.rm(ckFile, { force: true });
     results.push({ language: lang, file: outFile, tokens: final.tokens, sequences: final.sequences, seconds: (performance.now() - started) / 1000, resumed: !!resumeFrom, skipped: false });

@@ -437,40 +437,54 @@ export function mergeStats(a: ActivationStats, b: ActivationStats, labels: [stri
 }
 
 /**
- * Merges statistics files (stats merge). When they are every shard of one corpus and budget once (shard k of n holds
- * the run's sequences i with i % n = k), they are added in shard order and their per-sequence means put back in the
- * single run's sequence order, so the merged file lists them as the unsharded run does; otherwise in the order given
- * (means concatenated). Counts are exact either way; float64 sums may differ from one run's in the last bit.
+ * Merges statistics files (stats merge). When together they hold every shard of one corpus and budget once (shard k
+ * of n holds the run's sequences i with i % n = k - 1; an input may itself be a merge of some of them), their
+ * per-sequence means are put back in the single run's sequence order, so the merged file lists them as the unsharded
+ * run does; otherwise they are concatenated in the order given. Counts are exact either way; float64 sums may differ
+ * from one run's in the last bit (another order of additions).
  */
 export function mergeStatsInOrder(inputs: readonly ActivationStats[], labels: readonly string[]): ActivationStats {
-  const shardOf = (s: ActivationStats) => (s.meta.parts?.length === 1 ? s.meta.parts[0]!.shard : null);
-  const first = inputs[0]!.meta.parts?.[0];
-  const n = shardOf(inputs[0]!)?.[1];
-  const complete = n !== undefined && inputs.length === n && inputs.every((s) => {
-    const p = s.meta.parts?.[0], sh = shardOf(s);
-    return sh !== null && sh[1] === n && p!.corpus === first!.corpus && p!.budget === first!.budget;
-  }) && new Set(inputs.map((s) => shardOf(s)![0])).size === n;
+  const plan = shardPlan(inputs);
   const order = inputs.map((_, i) => i);
-  if (complete) order.sort((i, j) => shardOf(inputs[i]!)![0] - shardOf(inputs[j]!)![0]);
+  if (plan) order.sort((i, j) => plan.firstShard[i]! - plan.firstShard[j]!);
   let acc = inputs[order[0]!]!;
   for (const i of order.slice(1)) acc = mergeStats(acc, inputs[i]!, [labels[order[0]!]!, labels[i]!]);
-  if (!complete) return acc;
-  // sequence g of the run is row floor(g / n) of shard g % n; the concatenation holds shard 1's rows, then shard 2's…
-  const shards = order.map((i) => inputs[i]!);
-  for (const [site, st] of acc.sites) {
+  if (!plan) return acc;
+  // Sequence g of the run is row floor(g / n) of shard g % n + 1, which sits in its input after that input's earlier
+  // parts; the fold put the inputs one after another in `order`.
+  const n = plan.n;
+  const inputStart = new Map<number, number>();
+  order.reduce((at, i) => { inputStart.set(i, at); return at + inputs[i]!.sequences; }, 0);
+  const rowOf = (g: number) => { const where = plan.where.get((g % n) + 1)!; return inputStart.get(where.input)! + where.offset + Math.floor(g / n); };
+  for (const st of acc.sites.values()) {
     if (!st.seqMeans) continue;
     const unit = st.overZero.length; // layers × width values per sequence
-    const starts: number[] = [];
-    shards.reduce((at, s) => { starts.push(at); return at + s.sequences; }, 0);
     const out = new Float32Array(st.seqMeans.length);
-    for (let g = 0; g < acc.sequences; g++) {
-      const k = g % n!, row = Math.floor(g / n!);
-      if (row >= shards[k]!.sequences) throw new LangneuronsError('E_STATS', `cannot merge ${labels.join(', ')}: site ${site}: shard ${k + 1}/${n} holds ${shards[k]!.sequences} sequences, too few for ${acc.sequences} in all`);
-      out.set(st.seqMeans.subarray((starts[k]! + row) * unit, (starts[k]! + row + 1) * unit), g * unit);
-    }
+    for (let g = 0; g < acc.sequences; g++) out.set(st.seqMeans.subarray(rowOf(g) * unit, (rowOf(g) + 1) * unit), g * unit);
     st.seqMeans = out;
   }
   return acc;
+}
+
+/** Where each shard of a complete set lies (its input, the rows of that input's earlier parts), or null. */
+function shardPlan(inputs: readonly ActivationStats[]): { n: number; where: Map<number, { input: number; offset: number }>; firstShard: number[] } | null {
+  const parts = inputs.map((s) => s.meta.parts);
+  if (parts.some((p) => !p || p.length === 0 || p.some((q) => q.shard === null))) return null;
+  const first = parts[0]![0]!;
+  const n = first.shard![1];
+  const all = parts.flatMap((p) => p!);
+  if (all.length !== n || all.some((q) => q.shard![1] !== n || q.corpus !== first.corpus || q.budget !== first.budget)) return null;
+  if (new Set(all.map((q) => q.shard![0])).size !== n) return null;
+  // shard k (1-based) of a run of N sequences holds those i < N with i % n = k - 1
+  const N = inputs.reduce((a, s) => a + s.sequences, 0);
+  const count = (k: number) => (k - 1 < N ? Math.floor((N - k) / n) + 1 : 0);
+  const where = new Map<number, { input: number; offset: number }>();
+  for (const [i, ps] of parts.entries()) {
+    let offset = 0;
+    for (const q of ps!) { where.set(q.shard![0], { input: i, offset }); offset += count(q.shard![0]); }
+    if (offset !== inputs[i]!.sequences) return null; // not laid out as its parts' sequences, one after another
+  }
+  return { n, where, firstShard: parts.map((ps) => Math.min(...ps!.map((q) => q.shard![0]))) };
 }
 
 /** p[l, j] = over_zero / tokens for one site (LAPE's activation probability). */

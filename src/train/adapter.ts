@@ -176,6 +176,7 @@ export async function applyAdapter(modelDir: string, adapterDir: string, outDir:
   // Each weight is read, patched and written in turn (the writer produces one tensor at a time).
   const out = baseTensors(ckpt);
   const report = emptyMergeReport();
+  const widened: Record<string, string> = Object.fromEntries(ckpt.baseDtypes ?? []);
   for (const m of ad.modules) {
     const name = `${m.module}.weight`;
     const base = out[name];
@@ -190,11 +191,12 @@ export async function applyAdapter(modelDir: string, adapterDir: string, outDir:
     const bsel = new Float32Array(rows.length * m.r);
     rows.forEach((n, k) => bsel.set(m.b.subarray(n * m.r, (n + 1) * m.r), k * m.r));
     const baseDtype = base.dtype as 'F32' | 'BF16' | 'F16';
+    if (baseDtype !== 'F32' && o.dtype === 'f32') widened[name] = baseDtype;
     out[name] = { dtype: baseDtype === 'F32' || o.dtype === 'f32' ? 'F32' : baseDtype, shape: base.shape,
       produce: async () => patchRows(patchTarget(baseDtype, await base.produce() as Float32Array | Uint16Array, o.dtype ?? 'stored', report), rows, loraDelta(m.a, bsel, m.r, ad.scale, threads), K) };
     report.patched.push(name);
   }
-  await writeCheckpoint(modelDir, outDir, out);
+  await writeCheckpoint(modelDir, outDir, out, widened);
   return report;
 }
 

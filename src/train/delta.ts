@@ -8,7 +8,7 @@ import path from 'node:path';
 import { LangneuronsError } from '../errors.js';
 import { removeOrphanTemps, writeFileAtomic } from '../io/atomic.js';
 import { readSafetensorsHeader, readTensor, writeSafetensors, type TensorToProduce, type TensorToWrite } from '../io/safetensors.js';
-import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
+import { BASE_DTYPES_KEY, openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import type { ModelType } from '../model/config.js';
 import { modelIdentity } from '../profile/identity.js';
 import { tensorName, type NativeTrainer } from './native.js';
@@ -87,6 +87,7 @@ export async function applyDelta(modelDir: string, deltaFile: string, outDir: st
   await checkOutDir(modelDir, outDir);
   const out = baseTensors(ckpt);
   const report = emptyMergeReport();
+  const widened: Record<string, string> = Object.fromEntries(ckpt.baseDtypes ?? []);
   const tied = ckpt.config.tieWordEmbeddings;
   for (const t of descText.tensors) {
     const d = delta.get(t.name);
@@ -112,13 +113,14 @@ export async function applyDelta(modelDir: string, deltaFile: string, outDir: st
         for (const c of idx!) if (c < 0 || c >= cols) bad(deltaFile, `tensor ${t.name}: column ${c} out of range`);
       }
       const baseDtype = base.dtype as 'F32' | 'BF16' | 'F16';
+      if (baseDtype !== 'F32' && o.dtype === 'f32') widened[target] = baseDtype;
       out[target] = { dtype: baseDtype === 'F32' || o.dtype === 'f32' ? 'F32' : baseDtype, shape: base.shape,
         produce: async () => patchTensor(patchTarget(baseDtype, await base.produce() as Float32Array | Uint16Array, o.dtype ?? 'stored', report),
           (await readTensor(deltaFile, d)) as Float32Array, t.mode, idx, rows, cols) };
       report.patched.push(target);
     }
   }
-  await writeCheckpoint(modelDir, outDir, out);
+  await writeCheckpoint(modelDir, outDir, out, widened);
   return report;
 }
 
@@ -183,10 +185,13 @@ export function baseTensors(ckpt: Checkpoint): Record<string, TensorToProduce> {
   return out;
 }
 
-/** Writes tensors as outDir/model.safetensors plus the base model's config and tokenizer files. */
-export async function writeCheckpoint(modelDir: string, outDir: string, out: Record<string, TensorToWrite | TensorToProduce>): Promise<void> {
+/** Writes tensors as outDir/model.safetensors plus the base model's config and tokenizer files. `widened`: tensors
+ *  written in float32 whose base dtype was 16-bit (recorded so that the model keeps its base's identity). */
+export async function writeCheckpoint(modelDir: string, outDir: string, out: Record<string, TensorToWrite | TensorToProduce>,
+  widened: Record<string, string> = {}): Promise<void> {
   await ensureOutputDir(outDir);
-  await writeSafetensors(path.join(outDir, 'model.safetensors'), out, { format: 'pt' });
+  await writeSafetensors(path.join(outDir, 'model.safetensors'), out,
+    { format: 'pt', ...(Object.keys(widened).length ? { [BASE_DTYPES_KEY]: JSON.stringify(widened) } : {}) });
   for (const f of COPY_FILES) {
     const src = path.join(modelDir, f);
     if (!(await fsp.stat(src).then((st) => st.isFile(), () => false))) continue; // optional files

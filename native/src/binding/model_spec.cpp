@@ -126,7 +126,7 @@ ParsedModelSpec parse_model_spec(Napi::Env env, const Napi::Object& spec, const 
       if (!dv.IsNumber()) throw Napi::TypeError::New(env, where + ": shape entries must be numbers");
       double x = dv.As<Napi::Number>().DoubleValue();
       if (!(x >= 1 && x <= double(int64_t(1) << 40)) || x != double(int64_t(x)))
-        throw Napi::RangeError::New(env, where + ": bad shape entry " + std::to_string(x));
+        throw Napi::RangeError::New(env, where + ": bad shape entry " + lnjs::number_text(x));
       dims[d] = int64_t(x);
     }
     const ln::MappedFile& mf = *out.files[size_t(file)];

@@ -75,6 +75,10 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
       } else if (o.prompt === 'head') {
         throw new LangneuronsError('E_OPTIONS', '--prompt head needs --head <run-dir> (a `finetune --head classification` run)', { field: 'head' });
       }
+      if (o.deltaDtype !== undefined) {
+        mergeDtype(o.deltaDtype, 'delta-dtype');
+        if (!o.delta) throw new LangneuronsError('E_OPTIONS', '--delta-dtype needs --delta (a delta file or an adapter folder)', { field: 'delta-dtype' });
+      }
       if (o.delta) {
         if (!existsSync(o.delta)) throw new LangneuronsError('E_IO', `${o.delta}: --delta not found`, { file: o.delta });
         // A delta file or a PEFT adapter folder is merged into the base model once, in a cache folder named by its
@@ -130,7 +134,7 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
         const dropped = () => {
           if (told) return;
           told = true;
-          process.stderr.write(`note: ${prompting.template.source} refuses a system turn: the tasks' descriptions (MMLU's subject line, INCLUDE's domain line) are left out of the chat contexts, as lm-evaluation-harness does\n`);
+          process.stderr.write(`note: ${prompting.template.source} failed to render with a system turn (Gemma's refuse one): the tasks' descriptions (MMLU's subject line, INCLUDE's domain line) are left out of the chat contexts, as lm-evaluation-harness retries without them\n`);
         };
         chatContext = (description, question) => lmEvalChatContext(prompting, description, question, dropped);
       }
@@ -145,6 +149,8 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
       };
       variant.name = o.variant ?? defaultName(specs);
       const model = await openModel(modelDir, o);
+      if (variant.deltaDtype === 'f32' && model.compute === 'bf16')
+        process.stderr.write(`warning: --delta-dtype f32 under --compute bf16 (${model.device === 'cpu' ? 'asked for' : "the GPU's default"}): the weights are rounded to BF16 for the products, so the float32 values make little difference; --compute f32 evaluates them\n`);
       const batchItems = o.batchItems ?? decodeBatchFor(model);
       // Results and resumes are keyed by what the model is (config, tokenizer, weights), not where it is.
       const fingerprint = await modelFingerprint(modelDir);

@@ -33,6 +33,13 @@ export function registerStats(program: Command): void {
       // Written only over a statistics file (an earlier merge), never over a model's weights or another file.
       await checkOutput(o.out, files, 'a langneurons statistics file', isStatsFile);
       const acc = mergeStatsInOrder(await Promise.all(files.map((f) => readStats(f))), files);
+      // Every shard of one run (one budget) that together counted less: the corpus was smaller than the budget.
+      const parts = acc.meta.parts ?? [];
+      const n = parts[0]?.shard?.[1] ?? 0;
+      const everyShard = n > 0 && parts.length === n && parts.every((p) => p.shard?.[1] === n && p.budget === parts[0]!.budget)
+        && new Set(parts.map((p) => p.shard![0])).size === n;
+      if (everyShard && parts[0]!.budget > 0 && acc.tokens < parts[0]!.budget)
+        process.stderr.write(`warning: ${acc.meta.language}: the ${n} shards counted ${acc.tokens} tokens, fewer than their run's budget of ${parts[0]!.budget}: the corpus holds no more\n`);
       await ensureParentDir(o.out);
       await writeStats(o.out, acc);
       printResult(o, { out: o.out, language: acc.meta.language, tokens: acc.tokens, sequences: acc.sequences, shards: acc.meta.shards },
