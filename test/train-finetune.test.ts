@@ -8,7 +8,6 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import { main } from '../src/cli/main.js';
 import { udhrArticles } from '../src/corpus/udhr.js';
-import { LanguageModel } from '../src/engine/model.js';
 import { MASK_FORMAT, writeMask, type NeuronMask } from '../src/identify/masks.js';
 import { readAllTensors } from '../src/io/safetensors.js';
 import { openCheckpoint } from '../src/model/checkpoint.js';
@@ -16,6 +15,7 @@ import { modelIdentity } from '../src/profile/identity.js';
 import { finetune, resume } from '../src/train/finetune.js';
 import { applyDelta } from '../src/train/delta.js';
 import { runCli } from './helpers/cli.js';
+import { fileLoss } from './helpers/loss.js';
 import { randomNeurons } from '../src/train/methods.js';
 
 const FIX = path.resolve(__dirname, '../../shared/fixtures/models');
@@ -93,20 +93,9 @@ describe('finetune', () => {
     expect(delta.tensors.every((t) => t.mode === 'rows' || t.mode === 'cols')).toBe(true);
     expect(delta.trainableParameters).toBe(r.trainableParameters);
     // The written checkpoint (trained values rounded to BF16) is loadable and close to the best validation loss.
-    const model = await LanguageModel.load(path.join(run, 'model'), { threads: 2 });
-    const tok = model.requireTokenizer();
-    let sum = 0, count = 0;
-    const text = readFileSync(validFile, 'utf8').split('\n').filter((l) => l.trim());
-    const ids = text.flatMap((l) => tok.encode(l));
-    for (let i = 0; i < ids.length; i += 64) {
-      const c = ids.slice(i, i + 64);
-      if (c.length < 2) continue;
-      const res = await model.forward([c], { logits: 'none', targets: [[...c.slice(1), -1]] });
-      for (let t = 0; t + 1 < c.length; t++) sum -= res.targetLogprobs![t]!;
-      count += c.length - 1;
-    }
-    console.log(`checkpoint loss ${(sum / count).toFixed(6)} vs best validation loss ${r.bestValid!.toFixed(6)} (trained rows rounded to BF16)`);
-    expect(Math.abs(sum / count - r.bestValid!)).toBeLessThan(2e-2);
+    const loss = await fileLoss(path.join(run, 'model'), validFile);
+    console.log(`checkpoint loss ${loss.toFixed(6)} vs best validation loss ${r.bestValid!.toFixed(6)} (trained rows rounded to BF16)`);
+    expect(Math.abs(loss - r.bestValid!)).toBeLessThan(2e-2);
   }, 120_000);
 
   it('a BF16 model: rounding the checkpoint is reported, and --save-dtype / delta apply --dtype f32 keep the trained values (the checkpoint then scores the best validation loss)', async () => {
@@ -118,21 +107,7 @@ describe('finetune', () => {
     expect(r.written!.changed).toBeGreaterThan(0);
     expect(r.written!.roundedAway / r.written!.changed).toBeGreaterThan(0.1);
     expect(r.written!.warning).toMatch(/^\d+% of the \d+ values the training changed round back to the base model's BF16 values in .*--save-dtype f32/);
-    const loss = async (dir: string) => {
-      const model = await LanguageModel.load(dir, { threads: 2, device: 'cpu' }); // f32 compute: the values as written
-      const tok = model.requireTokenizer();
-      const ids = readFileSync(validFile, 'utf8').split('\n').filter((l) => l.trim()).flatMap((l) => tok.encode(l));
-      let sum = 0, count = 0;
-      for (let i = 0; i < ids.length; i += 64) {
-        const c = ids.slice(i, i + 64);
-        if (c.length < 2) continue;
-        const res = await model.forward([c], { logits: 'none', targets: [[...c.slice(1), -1]] });
-        for (let t = 0; t + 1 < c.length; t++) sum -= res.targetLogprobs![t]!;
-        count += c.length - 1;
-      }
-      await model.dispose();
-      return sum / count;
-    };
+    const loss = (dir: string) => fileLoss(dir, validFile);
     const stored = await loss(path.join(run, 'model'));
     const f32 = path.join(tmp, 'applied-f32');
     const applied = await applyDelta(LLAMA3, path.join(run, 'delta.safetensors'), f32, { dtype: 'f32' });
@@ -261,18 +236,9 @@ describe('finetune', () => {
     expect([c1, c2]).toEqual([0, 0]);
     expect(readFileSync(path.join(merged, 'model.safetensors')).equals(readFileSync(path.join(run, 'model', 'model.safetensors')))).toBe(true);
     const res = JSON.parse(out[0]!) as { bestValid: number };
-    const model = await LanguageModel.load(merged, { threads: 2 });
-    const ids = readFileSync(validFile, 'utf8').split('\n').filter((l) => l.trim()).flatMap((l) => model.requireTokenizer().encode(l));
-    let sum = 0, count = 0;
-    for (let i = 0; i < ids.length; i += 64) {
-      const c = ids.slice(i, i + 64);
-      if (c.length < 2) continue;
-      const r = await model.forward([c], { logits: 'none', targets: [[...c.slice(1), -1]] });
-      for (let t = 0; t + 1 < c.length; t++) sum -= r.targetLogprobs![t]!;
-      count += c.length - 1;
-    }
-    console.log(`merged checkpoint loss ${sum / count} vs best validation loss ${res.bestValid} (rel ${(Math.abs(sum / count - res.bestValid) / res.bestValid).toExponential(2)})`);
-    expect(Math.abs(sum / count - res.bestValid) / res.bestValid).toBeLessThan(1e-5);
+    const loss = await fileLoss(merged, validFile);
+    console.log(`merged checkpoint loss ${loss} vs best validation loss ${res.bestValid} (rel ${(Math.abs(loss - res.bestValid) / res.bestValid).toExponential(2)})`);
+    expect(Math.abs(loss - res.bestValid) / res.bestValid).toBeLessThan(1e-5);
     await expect(main(['node', 'langneurons', 'delta', 'apply', STORIES, path.join(run, 'delta.safetensors'), '--out', merged, '--json'])).resolves.toBe(1);
   }, 120_000);
 

@@ -10,7 +10,6 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import { main } from '../src/cli/main.js';
 import { udhrArticles } from '../src/corpus/udhr.js';
-import { LanguageModel } from '../src/engine/model.js';
 import { MASK_FORMAT, writeMask, type NeuronMask } from '../src/identify/masks.js';
 import { readAllTensors, readSafetensorsHeader } from '../src/io/safetensors.js';
 import { openCheckpoint } from '../src/model/checkpoint.js';
@@ -19,6 +18,7 @@ import { targetModules } from '../src/train/adapter.js';
 import { finetune, resume } from '../src/train/finetune.js';
 import { randomNeurons } from '../src/train/methods.js';
 import { createNativeTrainer, tensorName } from '../src/train/native.js';
+import { fileLoss } from './helpers/loss.js';
 
 const FIX = path.resolve(__dirname, '../../shared/fixtures/models');
 const STORIES = path.join(FIX, 'stories260k');
@@ -45,21 +45,6 @@ async function maskFor(dir: string, file: string): Promise<string> {
   return f;
 }
 
-/** Mean next-token loss of a text file under a checkpoint, in 64-token chunks (as the trainer's validation). */
-async function fileLoss(dir: string, file: string): Promise<number> {
-  const model = await LanguageModel.load(dir, { threads: 2 });
-  const tok = model.requireTokenizer();
-  const ids = readFileSync(file, 'utf8').split('\n').filter((l) => l.trim()).flatMap((l) => tok.encode(l));
-  let sum = 0, count = 0;
-  for (let i = 0; i < ids.length; i += 64) {
-    const c = ids.slice(i, i + 64);
-    if (c.length < 2) continue;
-    const r = await model.forward([c], { logits: 'none', targets: [[...c.slice(1), -1]] });
-    for (let t = 0; t + 1 < c.length; t++) sum -= r.targetLogprobs![t]!;
-    count += c.length - 1;
-  }
-  return sum / count;
-}
 
 function sameBytes(a: string, b: string): boolean {
   return readFileSync(a).equals(readFileSync(b));
