@@ -125,7 +125,6 @@ describe('langneurons steer (command line)', () => {
     expect(res.settings.map((x: { setting: string }) => x.setting)).toContain(res.best.setting);
     // amplification moves the log-likelihoods: D1 differs from D0
     expect(res.settings[0].pairs[0].details.some((d: { d0: number; d1: number }) => Math.abs(d.d1 - d.d0) > 1e-6)).toBe(true);
-
     const prompts = await writeFiles(path.join(dir, 'prompts'), { 'en.txt': 'Once upon a time\nThe weather\n', 'de.txt': 'Es war einmal\n' });
     const fOut = path.join(dir, 'forcing.json');
     const f = cli('steer', 'forcing', modelDir, '--masks', maskFile, '--prompts', prompts, '--target', 'sw', '--amplify', 'scale:5', '--max-new-tokens', '8', '--out', fOut, '--threads', '2', '--json');
@@ -135,6 +134,29 @@ describe('langneurons steer (command line)', () => {
     expect(fr.targets[0].forced.prompts).toBe(3);
     expect(fr.targets[0].baseline.prompts).toBe(3);
     expect(fr.targets[0].forced.generations.map((g: { source: string }) => g.source)).toEqual(['de', 'en', 'en']);
+  });
+
+  it('lss: settings that change nothing shift nothing (D1 = D0 exactly; another batching of the base scores made float noise count as shifts)', async () => {
+    const udhr20 = path.join(repoRoot, 'models', 'udhr20');
+    const id = modelIdentity(await openCheckpoint(udhr20));
+    const units = (k: number) => Array.from({ length: id.layers }, (_, l) => [k, k + 10 + l, k + 40]);
+    const m: NeuronMask = { format: MASK_FORMAT, method: 'hand', parameters: {}, site: 'act', model: id, sources: [], layers: id.layers, width: id.intermediate,
+      languages: { en: units(1), de: units(2), sw: units(3), mt: units(4) } };
+    const mf = path.join(dir, 'mask-udhr20.json');
+    await writeMaskJson(mf, m);
+    const facts = await writeFiles(path.join(dir, 'facts-noop'), { 'P1.jsonl': jsonl([
+      { template: 'All human beings are born [X] and [Y].', sub_en: 'free', obj_en: 'equal', sub_de: 'frei', obj_de: 'gleich', sub_sw: 'huru', obj_sw: 'sawa', sub_mt: 'ħielsa', obj_mt: 'ugwali' },
+      { template: '[X] has the right to [Y].', sub_en: 'Everyone', obj_en: 'education', sub_de: 'Jeder', obj_de: 'Bildung', sub_sw: 'Kila mtu', obj_sw: 'elimu', sub_mt: 'Kulħadd', obj_mt: 'edukazzjoni' },
+    ]) });
+    const out = path.join(dir, 'lss-noop.json');
+    const r = cli('steer', 'lss', udhr20, '--masks', mf, '--facts', facts, '--settings', 'scale:1,add:0', '--out', out, '--threads', '2', '--details', '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const res = JSON.parse(readFileSync(out, 'utf8'));
+    expect(res.settings[0].pairs).toHaveLength(12);
+    for (const s of res.settings) for (const p of s.pairs) {
+      expect(p.lss, `${s.setting} ${p.base}>${p.target}`).toBe(0);
+      for (const d of p.details) expect(d.d1).toBe(d.d0);
+    }
   });
 
   it('lss compares p_max / p_median from profiled statistics (Rahmanisa) and names the best setting', () => {

@@ -256,7 +256,7 @@ describe('Language Steering Shift', () => {
       settings: [{ name: 'x' }], amplify: (t) => t,
       logLikelihood: async (pairs, i) => { calls.push(i); return pairs.map((p) => (i !== null && p.continuation.endsWith(i === 'de' ? 'Ad' : ' A') ? 0 : -1)); },
     });
-    expect(calls).toEqual([null, 'de', 'en']);
+    expect(calls).toEqual([null, null, 'de', 'en']); // each target's calls: without, then with each setting (same batches)
     expect(r.settings[0]!.pairs.map((p) => p.lss)).toEqual([1, 1, 1]);
     expect(r.best.meanLss).toBe(1);
   });

@@ -205,17 +205,23 @@ export async function computeLss<I, S extends { name: string }>(opts: LssOptions
   });
   const asks = (items: LssItem[]) => items.flatMap((it) => [
     { context: it.prompt, continuation: ` ${it.objTarget}` }, { context: it.prompt, continuation: ` ${it.objBase}` }]);
-  const total = 1 + new Set(prepared.map((p) => p.target)).size * opts.settings.length;
+  // One call per target language (every base with that target shares the intervention), and the scores without
+  // intervention in the same calls: D1 - D0 then compares two forwards of the same batches, so a setting that changes
+  // nothing (scale:1, add:0) gives exactly 0, not the float noise of another batching (counted as shifts before).
+  const byTarget = new Map<string, number[]>();
+  prepared.forEach((p, k) => { const g = byTarget.get(p.target); if (g) g.push(k); else byTarget.set(p.target, [k]); });
+  const total = byTarget.size * (1 + opts.settings.length);
   let done = 0;
-  const base0 = await scoreUnique(opts.logLikelihood, prepared.flatMap((p) => asks(p.items)), null);
-  opts.onProgress?.(++done, total, 'no intervention');
-  const d0 = prepared.map((p) => p.items.map((it) => lookup(base0, it.prompt, ` ${it.objTarget}`) - lookup(base0, it.prompt, ` ${it.objBase}`)));
+  const base0 = new Map<number, Map<string, number>>();
+  for (const [target, ks] of byTarget) {
+    const m = await scoreUnique(opts.logLikelihood, ks.flatMap((k) => asks(prepared[k]!.items)), null);
+    for (const k of ks) base0.set(k, m);
+    opts.onProgress?.(++done, total, `no intervention → ${target}`);
+  }
+  const d0 = prepared.map((p, k) => p.items.map((it) => lookup(base0.get(k)!, it.prompt, ` ${it.objTarget}`) - lookup(base0.get(k)!, it.prompt, ` ${it.objBase}`)));
   const results: LssSettingResult[] = [];
   for (const setting of opts.settings) {
     const pairResults: LssPairResult[] = [];
-    // one call per target language: every base with that target shares the intervention
-    const byTarget = new Map<string, number[]>();
-    prepared.forEach((p, k) => { const g = byTarget.get(p.target); if (g) g.push(k); else byTarget.set(p.target, [k]); });
     const scored = new Map<number, Map<string, number>>();
     for (const [target, ks] of byTarget) {
       const m = await scoreUnique(opts.logLikelihood, ks.flatMap((k) => asks(prepared[k]!.items)), opts.amplify(target, setting));
