@@ -61,6 +61,11 @@ describe('train: output and work folders', () => {
     expect(await recipeSteps(out)).toBe(3);
   });
 
+  it('a diverging run stops in one line naming the step and the remedy (the native error came twice, its stack as a bug, saying "step skipped")', async () => {
+    const line = refusal(await train('--steps', '3', '--lr', '1e6', '--out', path.join(tmp, 'diverged')));
+    expect(line).toMatch(/training diverged at step \d: the gradient is not finite \(norm (NaN|Infinity)\); the last save is intact .*a lower --lr \(1000000\) or --clip/);
+  });
+
   it('refuses --work equal to --out, inside it or holding it, before any work', async () => {
     const out = path.join(tmp, 'apart');
     for (const [o, w] of [[out, out], [out, path.join(out, 'work')], [path.join(out, 'model'), out]] as const) {

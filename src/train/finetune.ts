@@ -494,7 +494,12 @@ async function loop(p: Prepared, runDir: string, st0: StateCounters, ctl: RunCon
       stepTokens += b.tokens.length;
     }
     const lr = learningRate(sched, s, total);
-    const gradNorm = await tr.step({ lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, clip: o.clip });
+    const gradNorm = await tr.step({ lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.weightDecay, clip: o.clip }).catch((e: unknown) => {
+      // The trainer refuses the update before anything changes; the run stops with its last save intact.
+      if (e instanceof Error && /gradient is not finite/.test(e.message))
+        throw new LangneuronsError('E_NONFINITE', `${runDir}: training diverged at step ${s + 1}: ${e.message.replace(/^trainer: /, '')}; the last save is intact (resuming continues from it); a lower --lr (${o.lr}) or --clip avoids it`, { cause: e });
+      throw e;
+    });
     tokens += stepTokens;
     const loss = lossSum / denominator;
     firstLoss ??= loss;

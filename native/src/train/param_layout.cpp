@@ -310,7 +310,7 @@ void check_adamw_config(const AdamWConfig& c) {
 }
 
 AdamWStep adamw_step_scalars(const AdamWConfig& c, double norm, int64_t t) {
-  if (!std::isfinite(norm)) fail("the gradient is not finite (norm " + std::to_string(norm) + "); step skipped");
+  if (!std::isfinite(norm)) fail(std::string("the gradient is not finite (norm ") + (std::isnan(norm) ? "NaN" : "Infinity") + ")");
   AdamWStep s;
   s.clip_scale = c.clip > 0 && norm > c.clip ? float(c.clip / (norm + 1e-6)) : 1.f;
   const double bc1 = 1 - std::pow(double(c.beta1), double(t)), bc2 = 1 - std::pow(double(c.beta2), double(t));

@@ -126,7 +126,7 @@ void init_master_values(const ParamLayout& layout, uint64_t seed, float* master)
 // adamw_step_scalars gives the scalars of optimizer step t (1 for the first) from the gradient's global norm, as
 // torch.optim.AdamW with clipping by global norm: clip_scale = clip / (norm + 1e-6) when clip > 0 and norm > clip,
 // step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t) (double, rounded to float), decay = 1 - lr * wd;
-// a non-finite norm throws ("... step skipped") before anything changes. math::adamw_update applies them.
+// a non-finite norm throws ("the gradient is not finite") before anything changes. math::adamw_update applies them.
 struct AdamWStep {
   float clip_scale, step_size, bc2_sqrt, decay;
 };
