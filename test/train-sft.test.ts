@@ -159,6 +159,20 @@ describe('fine-tuning records (loss on the completion only)', () => {
     expect(r.lastLoss!).toBeLessThan(r.firstLoss!);
   }, 120_000);
 
+  it('"text" records train as their text (not as JSON); records of no known kind are refused, naming the line', async () => {
+    const lines = ['Il-bnedmin kollha jitwieldu ħielsa.', 'Kulħadd għandu d-dritt għall-ħajja.'];
+    const plain = path.join(tmp, 'plain.txt'), records = path.join(tmp, 'text.jsonl'), other = path.join(tmp, 'other.jsonl');
+    writeFileSync(plain, lines.join('\n') + '\n');
+    writeFileSync(records, lines.map((text) => JSON.stringify({ text, id: 1 })).join('\n') + '\n');
+    writeFileSync(other, lines.map((t) => JSON.stringify({ sentence: t })).join('\n') + '\n');
+    const o = { method: 'mlp' as const, batch: 1, steps: 2, chunk: 32, lr: 1e-3, evalEvery: 0, threads: 2, writeModel: false, device: 'cpu' };
+    const a = await finetune(STORIES, { ...o, train: plain }, path.join(tmp, 'text-plain'));
+    const b = await finetune(STORIES, { ...o, train: records }, path.join(tmp, 'text-records'));
+    expect([b.firstLoss, b.lastLoss]).toEqual([a.firstLoss, a.lastLoss]);
+    await expect(finetune(STORIES, { ...o, train: other }, path.join(tmp, 'text-other')))
+      .rejects.toThrow(/other\.jsonl: line 1: a JSON record with no "text" string \(keys: sentence\); fine-tuning reads "text" records, prompt\/completion records/);
+  }, 60_000);
+
   it('a stopped and resumed run on records ends bit-identical to an uninterrupted one (lora, dropout on)', async () => {
     const o = { method: 'lora' as const, train: qaFile, valid: qaFile, batch: 2, steps: 5, chunk: 128, lr: 1e-2, evalEvery: 2, saveEvery: 2, threads: 2, writeModel: false };
     const a = path.join(tmp, 'resume-a'), b = path.join(tmp, 'resume-b');

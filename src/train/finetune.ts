@@ -241,11 +241,31 @@ export function learningRate(o: Pick<ResolvedOptions, 'lr' | 'warmup' | 'schedul
   return o.schedule === 'linear' ? o.lr * (1 - p) : (o.lr * (1 + Math.cos(Math.PI * p))) / 2;
 }
 
+/**
+ * The documents of a training text: its non-empty lines, or, for JSON records (a .jsonl file, or one whose first line
+ * is a JSON object) that are not prompt/completion or chat records (sft.ts), each record's "text" (as profile and eval
+ * read them). Records without one are refused: their braces and keys were trained on as text.
+ */
+function documentsOf(file: string, text: string, what: string): string[] {
+  const lines = text.split(/\r?\n/).map((l, i) => ({ l, i })).filter(({ l }) => l.trim());
+  const firstIsRecord = (() => { try { const o: unknown = JSON.parse(lines[0]?.l ?? ''); return typeof o === 'object' && o !== null && !Array.isArray(o); } catch { return false; } })();
+  if (!firstIsRecord && !/\.jsonl$/i.test(file)) return lines.map(({ l }) => l);
+  return lines.map(({ l, i }) => {
+    let o: unknown;
+    try { o = JSON.parse(l); } catch (e) { throw new LangneuronsError('E_INPUT', `${file}: line ${i + 1} is not JSON (${(e as Error).message}); the ${what} file holds JSON records`, { file }); }
+    const t = typeof o === 'object' && o !== null && !Array.isArray(o) ? (o as Record<string, unknown>)['text'] : undefined;
+    if (typeof t !== 'string')
+      throw new LangneuronsError('E_INPUT', `${file}: line ${i + 1}: a JSON record with no "text" string (keys: ${typeof o === 'object' && o !== null ? Object.keys(o).join(', ') || 'none' : typeof o}); ` +
+        'fine-tuning reads "text" records, prompt/completion records, chat records ("messages") or plain text', { file, field: 'text' });
+    return t;
+  }).filter((t) => t.trim());
+}
+
 /** Text file -> token ids (one document per non-empty line, BOS each) -> chunks of `chunk` tokens. */
 async function loadChunks(file: string, tokenize: (s: string) => number[], chunk: number, what: string): Promise<{ chunks: Int32Array[]; sha: string }> {
   const text = await readTextFile(file, what);
   const ids: number[] = [];
-  for (const line of text.split(/\r?\n/)) if (line.trim()) for (const id of tokenize(line)) ids.push(id); // (a spread overflows the stack on long lines)
+  for (const doc of documentsOf(file, text, what)) for (const id of tokenize(doc)) ids.push(id); // (a spread overflows the stack on long lines)
   const chunks: Int32Array[] = [];
   for (let i = 0; i < ids.length; i += chunk) {
     const c = ids.slice(i, i + chunk);
