@@ -56,6 +56,14 @@ describe('a leading byte order mark is dropped by every text reader', () => {
     };
     const plain = await score(await write('plain.txt', text));
     expect(await score(await write('with-bom.txt', BOM + text))).toMatchObject({ tokens: plain.tokens, totalNll: plain.totalNll });
+    // a file's final line break ends its line (it was scored as a token): the same as eval --task ppl on that line
+    for (const eol of ['\n', '\r\n']) expect(await score(await write(`eol-${eol.length}.txt`, text + eol))).toMatchObject({ tokens: plain.tokens, totalNll: plain.totalNll });
+    await fsp.mkdir(path.join(tmp, 'ppl'), { recursive: true });
+    const dir = path.dirname(await write('ppl/en.txt', text + '\n'));
+    const e = await runCli('eval', MODEL, '--task', 'ppl', '--text', dir, '--langs', 'en', '--out', path.join(path.dirname(dir), 'ppl-res'), '--json');
+    expect(e.code, e.stderr).toBe(0);
+    const res = JSON.parse(e.stdout).results[0];
+    expect(res.metrics.mean_nll).toBeCloseTo(plain.totalNll / plain.tokens, 6);
   });
 
   it('generate --prompt-file prompts the same tokens with and without one', async () => {

@@ -14,7 +14,7 @@ export function registerScore(program: Command): void {
   addInterventionOptions(addModelOptions(program
     .command('score <model-dir>')
     .description('mean negative log-likelihood per token and perplexity of a text')
-    .option('--text-file <file>', 'UTF-8 text to score (a leading byte order mark is dropped)')
+    .option('--text-file <file>', 'UTF-8 text to score, as one text (a leading byte order mark and the final line break are dropped)')
     .option('--text <text>', 'text to score, given inline')
     .option('--ids <ids>', 'token ids to score, e.g. "1,461,401" (no tokenizer needed)')
     .option('--window <n>', 'tokens per window (default: the model\'s context)', parseIntOption('--window', 2))
@@ -26,8 +26,9 @@ export function registerScore(program: Command): void {
       let ids: number[];
       if (o.ids) ids = parseIdList(o.ids, '--ids');
       else {
-        // (a leading byte order mark is dropped, as every text file reader does)
-        const text = o.text ?? (await readTextFile(o.textFile!, 'text'));
+        // (a leading byte order mark is dropped, as every text file reader does, and a file's final line break, which
+        // ends its last line rather than being text: a one-line file scores as `eval --task ppl` scores that line)
+        const text = o.text ?? (await readTextFile(o.textFile!, 'text')).replace(/\r?\n$/, '');
         if (!text.length) throw new LangneuronsError('E_INPUT', `${o.textFile ?? '--text'}: the text is empty`, { file: o.textFile ?? '--text' });
         ids = model.requireTokenizer().encode(text);
       }
