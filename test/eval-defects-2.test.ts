@@ -93,6 +93,16 @@ describe('eval --langs all', () => {
   });
 });
 
+describe('a refused eval', () => {
+  it('leaves no --out folder behind (the lock made it)', async () => {
+    const out = path.join(tmp, 'refused-eval');
+    const r = await runCli('eval', M, '--task', 'xnli', '--langs', 'sw', '--data', FX, '--prompt', 'head', '--out', out);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/--prompt head needs --head/);
+    expect(existsSync(out)).toBe(false);
+  });
+});
+
 describe('--split on single-file releases', () => {
   it('XWinograd dataset.tsv (test only) and xquad.<lang>.json (validation only) refuse another --split', async () => {
     const xw = path.join(FX, 'xwinograd-release');

@@ -134,6 +134,10 @@ describe('finetune', () => {
       return { result: JSON.parse(res.stdout).results[0], stderr: res.stderr };
     };
     const evStored = await ev(), evF32 = await ev('--delta-dtype', 'f32');
+    // the run folder itself names its delta (it was read as a checkpoint: "cannot read …/config.json")
+    const viaRun = await runCli('eval', LLAMA3, '--task', 'ppl', '--text', textDir, '--langs', 'en', '--delta', run, '--out', path.join(tmp, 'res-f32-run'), '--threads', '2', '--device', 'cpu', '--json');
+    expect(viaRun.code, viaRun.stderr).toBe(0);
+    expect(JSON.parse(viaRun.stdout).results[0].metrics.mean_nll).toBe(evStored.result.metrics.mean_nll);
     expect(evStored.stderr).toMatch(/warning: \d+% of the \d+ values .*--delta-dtype f32/);
     expect(evF32.stderr).not.toMatch(/warning/);
     expect([evStored.result.variant.name, evF32.result.variant.name]).toEqual(['delta-run-llama3-f32', 'delta-run-llama3-f32-f32']);

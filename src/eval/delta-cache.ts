@@ -5,7 +5,7 @@
 // made from other inputs is rebuilt, never trusted. Staging folders of dead processes and caches unused for a
 // week are removed; anything else in the temp folder is never touched.
 import { createHash } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -13,7 +13,7 @@ import { LangneuronsError } from '../errors.js';
 import { processAlive, writeFileAtomic } from '../io/atomic.js';
 import { sha256File } from '../io/files.js';
 import { modelFingerprint } from '../model/fingerprint.js';
-import { applyAdapter } from '../train/adapter.js';
+import { applyAdapter, isAdapterDir } from '../train/adapter.js';
 import { applyDelta } from '../train/delta.js';
 import type { MergeDtype, MergeReport } from '../train/merge-precision.js';
 
@@ -39,6 +39,19 @@ async function readRecord(dir: string): Promise<CacheRecord | null> {
   } catch {
     return null;
   }
+}
+
+/** What a --delta names: a delta file, a PEFT adapter folder, a run folder holding either (its delta.safetensors,
+ *  else its adapter/), or a merged checkpoint folder; anything else is a clear error. */
+export async function deltaSource(delta: string): Promise<{ kind: 'delta' | 'adapter' | 'checkpoint'; path: string }> {
+  if (!existsSync(delta)) throw new LangneuronsError('E_IO', `${delta}: --delta not found`, { file: delta });
+  const d = path.resolve(delta);
+  if (!statSync(d).isDirectory()) return { kind: 'delta', path: d };
+  if (await isAdapterDir(d)) return { kind: 'adapter', path: d };
+  if (existsSync(path.join(d, 'delta.safetensors'))) return { kind: 'delta', path: path.join(d, 'delta.safetensors') };
+  if (await isAdapterDir(path.join(d, 'adapter'))) return { kind: 'adapter', path: path.join(d, 'adapter') };
+  if (existsSync(path.join(d, 'config.json'))) return { kind: 'checkpoint', path: d };
+  throw new LangneuronsError('E_INPUT', `${delta}: not a delta file, an adapter folder, a run folder holding delta.safetensors or adapter/, nor a checkpoint`, { file: delta });
 }
 
 /** What the merge of a cache folder wrote (null for caches made before it was recorded). */

@@ -125,10 +125,16 @@ async function olderThan(file: string, ms: number): Promise<boolean> {
 
 /** Runs `work` holding the lock of `dir`; the lock is released however `work` ends. */
 export async function withOutputLock<T>(dir: string, command: string, work: () => Promise<T>): Promise<T> {
+  const existed = existsSync(dir);
   const lock = await acquireOutputLock(dir, command);
+  let done = false;
   try {
-    return await work();
+    const r = await work();
+    done = true;
+    return r;
   } finally {
     await lock.release();
+    // Refused or failed before writing anything: the folder the lock made goes too (rmdir: only if it is empty).
+    if (!done && !existed) await fsp.rmdir(dir).catch(() => undefined);
   }
 }

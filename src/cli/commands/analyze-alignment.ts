@@ -1,30 +1,24 @@
 // `analyze alignment <model> --parallel …`: cross-lingual alignment across layers (src/analyze/alignment.ts),
 // before and after fine-tuning in one figure.
 import type { Command } from 'commander';
-import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { alignModel, readParallel, type AlignmentAnalysis } from '../../analyze/alignment.js';
 import { LangneuronsError } from '../../errors.js';
 import { alignmentFigures } from '../../report/analysis-figures.js';
-import { isAdapterDir } from '../../train/adapter.js';
 import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
 import { parseIntOption, Progress } from '../output.js';
 import { emitFigures } from '../figures.js';
-import { mergedDeltaModel } from '../../eval/delta-cache.js';
+import { deltaSource, mergedDeltaModel } from '../../eval/delta-cache.js';
 
 /** The fine-tuned model of a --delta: a delta file, a PEFT adapter folder, a run folder holding either, or a checkpoint. */
 export async function variantModel(base: string, delta: string): Promise<{ dir: string; name: string; label: string }> {
-  if (!existsSync(delta)) throw new LangneuronsError('E_IO', `${delta}: --delta not found`, { file: delta });
+  const src = await deltaSource(delta);
   const d = path.resolve(delta);
   const runName = ['delta.safetensors', 'adapter'].includes(path.basename(d)) ? path.basename(path.dirname(d)) : path.basename(d);
-  const name = `delta-${runName}`, label = `${base} + ${delta}`;
-  if (!statSync(d).isDirectory()) return { dir: await mergedDeltaModel(base, d), name, label };
-  if (await isAdapterDir(d)) return { dir: await mergedDeltaModel(base, d, true), name, label };
-  if (existsSync(path.join(d, 'delta.safetensors'))) return { dir: await mergedDeltaModel(base, path.join(d, 'delta.safetensors')), name, label };
-  if (await isAdapterDir(path.join(d, 'adapter'))) return { dir: await mergedDeltaModel(base, path.join(d, 'adapter'), true), name, label };
-  if (existsSync(path.join(d, 'config.json'))) return { dir: d, name, label: delta };
-  throw new LangneuronsError('E_INPUT', `${delta}: not a delta file, an adapter folder, a run folder holding delta.safetensors or adapter/, nor a checkpoint`, { file: delta });
+  const name = `delta-${runName}`;
+  if (src.kind === 'checkpoint') return { dir: src.path, name, label: delta };
+  return { dir: await mergedDeltaModel(base, src.path, src.kind === 'adapter'), name, label: `${base} + ${delta}` };
 }
 
 interface AlignmentCliOptions extends ModelCliOptions {

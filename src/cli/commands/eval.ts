@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError } from '../../errors.js';
@@ -10,10 +10,9 @@ import { lmEvalChatContext, requireChatTemplate, type ChatPrompting } from '../.
 import { addInterventionOptions, interventionFromCli, interventionUsesLanguage, withLanguage, type Intervention } from '../../intervene/index.js';
 import { datasetDir, isTask, languagesIn, prepareTask, TASKS, type TaskName } from '../../eval/tasks.js';
 import { runPlan, type EvalResult, type Variant } from '../../eval/run.js';
-import { deltaCacheMerge, mergedDeltaModel } from '../../eval/delta-cache.js';
+import { deltaCacheMerge, deltaSource, mergedDeltaModel } from '../../eval/delta-cache.js';
 import { mergeDtype } from '../../train/finetune.js';
 import { roundingWarning } from '../../train/merge-precision.js';
-import { isAdapterDir } from '../../train/adapter.js';
 import { HeadClassifier } from '../../train/head.js';
 import { inputHashes } from '../../eval/inputs.js';
 import { modelFingerprint } from '../../model/fingerprint.js';
@@ -44,7 +43,7 @@ export function registerEval(program: Command): void {
     .option('--split <name>', 'dataset split (default per task: devtest, test or validation)')
     .option('--out <dir>', 'results folder', 'results')
     .option('--delta-dtype <dtype>', "with a --delta file or adapter: the merged tensors in the base model's dtype (stored, default) or float32 (f32: the trained values exactly)")
-    .option('--delta <path>', 'fine-tuned variant: a delta.safetensors from `finetune` or a PEFT LoRA adapter folder (runs/x/adapter; both merged once into a cache folder), or a merged checkpoint folder')
+    .option('--delta <path>', 'fine-tuned variant: a delta.safetensors from `finetune`, a PEFT LoRA adapter folder (runs/x/adapter), a run folder holding either (both merged once into a cache folder), or a merged checkpoint folder')
     .option('--variant <name>', 'variant name recorded in the results (default: base / intervene / delta)')
     .option('--limit <n>', 'first n items per language only', parseIntOption('--limit', 1))
     .option('--batch-items <n>', `items per batched engine call (default ${DECODE_BATCH.cpu} on the CPU; on a GPU up to ${DECODE_BATCH.gpu}, as its free memory ` +
@@ -80,14 +79,14 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
         if (!o.delta) throw new LangneuronsError('E_OPTIONS', '--delta-dtype needs --delta (a delta file or an adapter folder)', { field: 'delta-dtype' });
       }
       if (o.delta) {
-        if (!existsSync(o.delta)) throw new LangneuronsError('E_IO', `${o.delta}: --delta not found`, { file: o.delta });
-        // A delta file or a PEFT adapter folder is merged into the base model once, in a cache folder named by its
-        // content hash; a merged checkpoint folder is used as it is.
+        // A delta file or a PEFT adapter folder (or a run folder holding one) is merged into the base model once, in a
+        // cache folder named by its content hash; a merged checkpoint folder is used as it is.
         const dtype = mergeDtype(o.deltaDtype ?? 'stored', 'delta-dtype');
-        const merged = !statSync(o.delta).isDirectory() || await isAdapterDir(o.delta);
+        const src = await deltaSource(o.delta);
+        const merged = src.kind !== 'checkpoint';
         if (!merged && o.deltaDtype !== undefined)
           throw new LangneuronsError('E_OPTIONS', `--delta-dtype applies to a delta file or an adapter folder; ${o.delta} is a merged checkpoint`, { field: 'delta-dtype' });
-        modelDir = merged ? await mergedDeltaModel(dir, o.delta, statSync(o.delta).isDirectory(), undefined, dtype) : o.delta;
+        modelDir = merged ? await mergedDeltaModel(dir, src.path, src.kind === 'adapter', undefined, dtype) : src.path;
         const report = merged ? await deltaCacheMerge(modelDir) : null;
         const warning = report ? roundingWarning({ ...report, patched: [] }, `the merged model of ${o.delta}`, '--delta-dtype') : null;
         if (warning) process.stderr.write(`warning: ${warning}\n`);
