@@ -260,7 +260,7 @@ describe('identify (command): an empty selection is said', () => {
     const tmp = await makeTempDir('identify-empty');
     try {
       const stats = path.join(tmp, 'stats');
-      const p = await runCli('profile', fixturePath('stories260k'), '--corpus', 'udhr:train', '--langs', 'en,de,ru', '--tokens', '3000', '--max-len', '128', '--threads', '1', '--out', stats);
+      const p = await runCli('profile', fixturePath('stories260k'), '--corpus', 'udhr:train', '--langs', 'en,de,ru', '--tokens', '3000', '--max-len', '128', '--seq-means', '--threads', '1', '--out', stats);
       expect(p.code, p.stderr).toBe(0);
       const r = await runCli('identify', stats, '--top-rate', '0.1', '--out', path.join(tmp, 'm.json'));
       expect(r.code, r.stderr).toBe(0);
@@ -269,6 +269,12 @@ describe('identify (command): an empty selection is said', () => {
       const ok = await runCli('identify', stats, '--top-rate', '0.1', '--filter-rate', '0.5', '--out', path.join(tmp, 'm2.json'));
       expect(ok.code, ok.stderr).toBe(0);
       expect(ok.stderr).toBe('');
+      // AP's default --n 2000 on a model of 5 × 172 neurons: every neuron, said
+      const ap = await runCli('identify', stats, '--method', 'ap', '--out', path.join(tmp, 'ap.json'));
+      expect(ap.code, ap.stderr).toBe(0);
+      expect(ap.stderr).toMatch(/^warning: average-precision selected every one of the model's 860 neurons for de, en, ru: nothing language-specific is left \(--n 2000 is not below the model's size; give a smaller --n\)\n$/);
+      const ap2 = await runCli('identify', stats, '--method', 'ap', '--n', '100', '--out', path.join(tmp, 'ap2.json'));
+      expect(ap2.stderr).toBe('');
     } finally { await removeDir(tmp); }
   }, 60_000);
 });

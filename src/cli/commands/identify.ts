@@ -98,6 +98,12 @@ export function registerIdentify(program: Command): void {
           : '';
         process.stderr.write(`warning: ${mask.method} selected no neuron for ${empty.join(', ')}${why}\n`);
       }
+      // Every neuron for some language: nothing language-specific is left (AP's --n beyond a small model's size).
+      const units = mask.layers * mask.width;
+      const whole = s.languages.filter((l) => s.total[l]! >= units);
+      if (whole.length)
+        process.stderr.write(`warning: ${mask.method} selected every one of the model's ${units} neurons for ${whole.join(', ')}: nothing language-specific is left` +
+          `${mask.method === 'average-precision' ? ` (--n ${o.n} is not below the model's size; give a smaller --n)` : ''}\n`);
       printResult(o, { out: o.out, method: mask.method, parameters: mask.parameters, total: s.total, union: s.union },
         () => `${mask.method}: ${s.languages.map((l) => `${l} ${s.total[l]}`).join(', ')} neurons (${s.union} distinct) -> ${o.out}`);
     });
