@@ -108,6 +108,12 @@ describe('records squad --out', () => {
     expect(await refused(['records', 'squad', input, '--out', notes])).toMatch(/notes\.jsonl: exists and is not a file of prompt\/completion records/);
     expect(await fsp.readFile(notes, 'utf8')).toBe('{"mine": true}\n');
 
+    // only unanswerable rows: refused (it wrote an empty file, exit 0, which finetune then refused)
+    const unanswerable = path.join(tmp, 'unanswerable.jsonl');
+    await fsp.writeFile(unanswerable, JSON.stringify({ context: 'x', question: 'y?', answers: { text: [], answer_start: [] } }) + '\n');
+    expect(await refused(['records', 'squad', unanswerable, '--out', path.join(tmp, 'none.jsonl')])).toMatch(/unanswerable\.jsonl: no answered question to make a record of \(1 rows without an answer\); nothing written/);
+    expect(existsSync(path.join(tmp, 'none.jsonl'))).toBe(false);
+
     const out = path.join(tmp, 'rec', 'out.jsonl');
     await ok('records', 'squad', input, '--out', out, '--limit', '1');
     expect((await fsp.readFile(out, 'utf8')).trim().split('\n')).toHaveLength(1);

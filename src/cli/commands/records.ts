@@ -1,3 +1,4 @@
+import { LangneuronsError } from '../../errors.js';
 import type { Command } from 'commander';
 import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -39,6 +40,9 @@ export function registerRecords(program: Command): void {
     .action(async (files: string[], o: { out: string; limit?: number; json?: boolean }) => {
       await checkOutput(o.out, files, 'a file of prompt/completion records', isRecordsFile);
       const r = await squadRecords(files, o.limit);
+      // An empty records file would only fail later, in finetune ("no text to train on"): refused here, naming why.
+      if (!r.records.length)
+        throw new LangneuronsError('E_DATA', `${files.join(', ')}: no answered question to make a record of${r.skipped ? ` (${r.skipped} rows without an answer)` : ''}; nothing written`, { file: files[0]! });
       await ensureParentDir(o.out);
       await writeFileAtomic(o.out, r.records.map((x) => JSON.stringify(x) + '\n').join(''));
       printResult(o, { out: o.out, records: r.records.length, skippedWithoutAnswer: r.skipped },
