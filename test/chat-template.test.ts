@@ -97,6 +97,20 @@ describe('chat templates', () => {
     expect(none.stderr).toMatch(/needs a chat template/);
   }, 60_000);
 
+  it('eval --chat-template --system: runs with other system turns get variant names of their own', async () => {
+    const FX = path.join(repoRoot, 'test', 'fixtures-eval');
+    const dir = await withTemplate(QWEN);
+    const out = path.join(dir, 'results-system');
+    const names = ['Answer A.', 'Answer B.'].map((sys) => {
+      const r = cli('eval', dir, '--task', 'mmlu', '--prompt', 'lm-eval', '--langs', 'en', '--data', path.join(FX, 'mmlu'), '--chat-template', '--system', sys, '--threads', '1', '--out', out, '--json');
+      expect(r.status, r.stderr).toBe(0);
+      return JSON.parse(r.stdout).results[0].variant.name as string;
+    });
+    expect(names[0]).toMatch(/^base-chat-system-[0-9a-f]{8}$/);
+    expect(names[1]).toMatch(/^base-chat-system-[0-9a-f]{8}$/);
+    expect(names[0]).not.toBe(names[1]);
+  }, 60_000);
+
   it('eval --chat-template: the scorer generates from the chat-rendered prompts', async () => {
     const dir = await withTemplate(QWEN);
     const model = await LanguageModel.load(dir, { threads: 2 });
@@ -164,6 +178,11 @@ describe('chat templates', () => {
     const res = JSON.parse(r.stdout).results[0];
     expect(res.variant.name).toBe('base-chat');
     expect(res.items).toBeGreaterThan(0);
+    expect(res.template).toMatch(/ — through the chat template: the description \(if any\) a system turn, the question the user turn, the answers without their leading space$/);
+    // an empty --system is no system turn (as in lm-eval): the description is dropped as without it, not an error
+    const empty = cli('eval', dir, '--task', 'mmlu', '--prompt', 'lm-eval', '--langs', 'en', '--data', path.join(FX, 'mmlu'), '--chat-template', '--system', '', '--threads', '1', '--out', out, '--json');
+    expect(empty.status, empty.stderr).toBe(0);
+    expect(JSON.parse(empty.stdout).results[0].metrics).toEqual(res.metrics);
     const bad = cli('eval', dir, '--task', 'mmlu', '--prompt', 'lm-eval', '--langs', 'en', '--data', path.join(FX, 'mmlu'), '--chat-template', '--system', 'S', '--threads', '1', '--out', out);
     expect(bad.status).toBe(1);
     expect(bad.stderr.trim().split('\n')).toHaveLength(1);

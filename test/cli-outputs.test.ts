@@ -104,6 +104,8 @@ describe('masks / stats import and export never write over their input or a file
     const st = path.join(tmp, 'again.safetensors');
     await ok('stats', 'import', path.join(TANG, 'counts.pt'), '--lang', 'en', '--model', MODEL, '--out', st);
     await ok('stats', 'import', path.join(TANG, 'counts.pt'), '--lang', 'en', '--model', MODEL, '--out', st);
+    // a statistics file is .safetensors (a .json got safetensors bytes)
+    expect(await refused('stats', 'import', path.join(TANG, 'counts.pt'), '--lang', 'en', '--model', MODEL, '--out', path.join(tmp, 'counts.json'))).toMatch(/counts\.json: a statistics file is \.safetensors/);
     await ok('masks', 'import', path.join(TANG, 'mask.pt'), '--langs', 'en,sw', '--model', MODEL, '--out', masksFile);
   });
 });

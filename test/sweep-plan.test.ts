@@ -96,7 +96,10 @@ describe('sweep plan of the demo', () => {
     expect(step(listed).argv).toEqual(step(joined).argv);
     expect(step(listed).argv).toContain('scale:2,set:max');
     expect(step(listed).hash).toBe(step(joined).hash);
-    expect(() => loadSweep(variant((d) => { d['steer'].lss = { facts, settings: ['scale:2,set:max'] }; }))).toThrow(/steer\.lss\.settings/);
+    expect(() => loadSweep(variant((d) => { d['steer'].lss = { facts, settings: ['scale:2,set:max'] }; }))).toThrow(/steer\.lss\.settings\[0\]: one setting per list item \(no comma\)/);
+    expect(() => loadSweep(variant((d) => { d['steer'].lss = { facts, settings: [] }; }))).toThrow(/steer\.lss\.settings: must NOT have fewer than 1 items/);
+    // a setting given twice is said as such, without the statistics advice that is about other settings
+    expect(() => loadSweep(variant((d) => { d['steer'].lss = { facts, settings: ['scale:2', 'scale:2'] }; }))).toThrow(/"scale:2" is given twice$/);
     const file = variant((d) => { d['steer'].lss = { facts, settings: 'scale:2,p_max' }; });
     expect(() => loadSweep(file)).toThrow(/:\d+: steer\.lss\.settings: .*p_max.*; in a sweep, use settings without neuron statistics/);
   });

@@ -413,7 +413,12 @@ export function isTask(t: string): t is TaskName { return (TASKS as readonly str
 export async function prepareTask(task: string, o: PrepareOptions): Promise<TaskPlan> {
   if (!isTask(task)) throw new LangneuronsError('E_OPTIONS', `unknown task '${task}' (tasks: ${TASKS.join(', ')})`, { field: 'task' });
   const plan = await prepare(task, o);
-  return { ...plan, split: o.split ?? defaultSplit(task, plan.prompt), ...(o.limit !== undefined ? { limit: o.limit } : {}), template: TEMPLATES[`${task}/${plan.prompt}`] ?? plan.prompt };
+  let template = TEMPLATES[`${task}/${plan.prompt}`] ?? plan.prompt;
+  // Through a chat template the requests are not the plain template's: the record says how they differ.
+  if (o.chatContext && task !== 'ppl')
+    template += plan.items[0]?.kind === 'mc' ? ' — through the chat template: the description (if any) a system turn, the question the user turn, the answers without their leading space'
+      : plan.items[0]?.kind === 'gen' ? ' — through the chat template: the prompt the user turn' : '';
+  return { ...plan, split: o.split ?? defaultSplit(task, plan.prompt), ...(o.limit !== undefined ? { limit: o.limit } : {}), template };
 }
 
 function prepare(task: TaskName, o: PrepareOptions): Promise<TaskPlan> {

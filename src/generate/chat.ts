@@ -47,7 +47,7 @@ export function lmEvalChatContext(chat: ChatPrompting, description: string, ques
   try {
     return chat.template.render([{ role: 'system', content: system }, user], { addGenerationPrompt: true });
   } catch (e) {
-    if (chat.system !== undefined) throw e;
+    if (chat.system) throw e; // the user's own system turn (an empty one is none, as in lm-eval)
     onDescriptionDropped?.();
     return chat.template.render([user], { addGenerationPrompt: true });
   }

@@ -107,7 +107,9 @@ export async function readTextFile(file: string, what: string): Promise<string> 
   try {
     bytes = await fsp.readFile(file);
   } catch (e) {
-    throw new LangneuronsError('E_IO', `${file}: cannot read the ${what} file: ${describeError(e)}`, { file, cause: e });
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'EISDIR' ? 'it is a folder; give one of its files' : code === 'ENOENT' ? 'no such file' : describeError(e);
+    throw new LangneuronsError('E_IO', `${file}: cannot read the ${what} file: ${why}`, { file, cause: e });
   }
   const check = new Utf8Check();
   check.update(bytes);

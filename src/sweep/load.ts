@@ -112,8 +112,9 @@ function schemaMessage(e: ErrorObject): { path: (string | number)[]; message: st
     case 'required': return { path: p, message: `missing key '${String(params['missingProperty'])}'`, atKey: false };
     case 'enum': return { path: p, message: `must be one of ${(params['allowedValues'] as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`, atKey: false };
     case 'propertyNames': return { path: [...p, String(params['propertyName'])], message: `'${String(params['propertyName'])}' is not allowed here`, atKey: true };
-    default: return { path: p, message: e.message ?? e.keyword, atKey: false };
+    case 'pattern': if (params['pattern'] === '^[^,]+$') return { path: p, message: 'one setting per list item (no comma)', atKey: false }; break;
   }
+  return { path: p, message: e.message ?? e.keyword, atKey: false };
 }
 
 /** Reads and checks a sweep file; throws a LangneuronsError "<file>:<line>: <key>: <what>" at the first problem. */
@@ -140,7 +141,11 @@ export function loadSweep(file: string): LoadedSweep {
   const validate = schemaValidator();
   if (!validate(data)) {
     // The most specific error first: anyOf reports its branches' errors and then its own summary.
-    const errors = (validate.errors ?? []).filter((e: ErrorObject) => e.keyword !== 'anyOf' && e.keyword !== 'if');
+    // Of anyOf's branches, the one about the value as written: the deepest path, then not a mere type mismatch (a list
+    // of settings with an empty or comma-holding item is not reported as "must be string").
+    const depth = (e: ErrorObject) => e.instancePath.split('/').length;
+    const errors = (validate.errors ?? []).filter((e: ErrorObject) => e.keyword !== 'anyOf' && e.keyword !== 'if')
+      .map((e, i) => ({ e, i })).sort((a, b) => depth(b.e) - depth(a.e) || Number(a.e.keyword === 'type') - Number(b.e.keyword === 'type') || a.i - b.i).map(({ e }) => e);
     const e = schemaMessage(errors[0] ?? validate.errors![0]!);
     fail(e.path, e.message, e.atKey);
   }
@@ -209,8 +214,10 @@ function checkSemantics(s: SweepFile, dir: string, fail: (p: (string | number)[]
   }
   if (s.steer?.lss) {
     // Settings that read per-language statistics (p_max, p_median, mean) need a statistics folder a step cannot pass yet.
+    let settings: ReturnType<typeof parseSettings> = [];
+    try { settings = parseSettings(s.steer.lss.settings ?? DEFAULT_SETTINGS); } catch (e) { fail(['steer', 'lss', 'settings'], (e as Error).message); }
     try {
-      for (const st of parseSettings(s.steer.lss.settings ?? DEFAULT_SETTINGS)) amplification('mask', 'x', st, undefined);
+      for (const st of settings) amplification('mask', 'x', st, undefined);
     } catch (e) {
       fail(['steer', 'lss', 'settings'], `${(e as Error).message}${s.steer.lss.settings ? '' : ` (the default is ${DEFAULT_SETTINGS})`}; in a sweep, use settings without neuron statistics (scale:<α>, set:max, add:<v>)`);
     }

@@ -11,7 +11,7 @@ export function registerCorpus(program: Command): void {
     .description('write the Universal Declaration of Human Rights as <lang>.txt files (one article per line)')
     .option('--langs <list>', 'comma-separated languages (ISO codes such as en,de,sw,mt,ru,zh; default: list them)')
     .addOption(new Option('--split <s>', 'articles: train (preamble, 1-24), heldout (25-30) or all').choices(['train', 'heldout', 'all']).default('all'))
-    .option('--out <dir>', 'output folder (a corpus folder for profile, finetune --train, eval --text)')
+    .option('--out <dir>', 'output folder: one <lang>.txt per language (a corpus folder for profile and eval --text; finetune --train takes one of its files)')
     .option('--json', 'print one JSON document on stdout')
     .action(async (o: { langs?: string; split: 'train' | 'heldout' | 'all'; out?: string; json?: boolean }) => {
       if (Boolean(o.langs) !== Boolean(o.out))

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 
@@ -144,7 +145,9 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
           ...(changes.head !== undefined ? [`head-${changes.head}`] : []),
           ...(interventions.length ? [`intervene-${interventions.join('+')}`] : []),
         ];
-        return (parts.join('+') || 'base') + (chat ? '-chat' : '');
+        // a --system turn is part of what the variant changes: runs with other system turns get names of their own
+        const system = chat?.system ? `-system-${createHash('sha256').update(chat.system).digest('hex').slice(0, 8)}` : '';
+        return (parts.join('+') || 'base') + (chat ? `-chat${system}` : '');
       };
       variant.name = o.variant ?? defaultName(specs);
       const model = await openModel(modelDir, o);

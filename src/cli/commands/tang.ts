@@ -90,6 +90,7 @@ export function addTangStatsCommands(stats: Command): void {
     .option('--json', 'print one JSON document on stdout')
     .action(async (file: string, o: { lang: string; model: string; out: string; maxLen?: number; json?: boolean }) => {
       await checkOutput(o.out, [file, o.model], 'a langneurons statistics file', isStatsFile);
+      if (!o.out.endsWith('.safetensors')) throw new LangneuronsError('E_OPTIONS', `--out ${o.out}: a statistics file is .safetensors (profile, identify and stats merge read <lang>.safetensors)`, { field: '--out' });
       const { identity, maxPositions } = await identityOf(o.model);
       const s = statsFromTang(await readTorchFile(file), { language: o.lang, model: identity, maxLen: o.maxLen ?? maxPositions, sha256: await sha256File(file) }, file);
       await ensureParentDir(o.out);
