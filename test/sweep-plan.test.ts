@@ -45,6 +45,8 @@ describe('sweep plan of the demo', () => {
     expect(byId.get('finetune/udhr20/lora/sw')!.deps.sort()).toEqual(['text/udhr:heldout/sw', 'text/udhr:train/sw']);
     expect(byId.get('eval/udhr20/ppl/sw/ft-lora')!.deps.sort()).toEqual(['finetune/udhr20/lora/sw', 'text/udhr:heldout/sw']);
     expect(byId.get('eval/udhr20/ppl/mt/iv0-deactivate@lape-topRate=0.05')!.argv).toContain('deactivate:{step:identify/udhr20/lape-topRate=0.05}/mask.json:mt');
+    // the step's cell names the intervention as written ({lang} filled), for the report
+    expect(byId.get('eval/udhr20/ppl/mt/iv0-deactivate@lape-topRate=0.05')!.cell.intervention).toBe('deactivate:{mask}:mt');
     // every dependency comes before the step that needs it
     const seen = new Set<string>();
     for (const s of p.steps) { for (const d of s.deps) expect(seen.has(d), `${s.id} after ${d}`).toBe(true); seen.add(s.id); }

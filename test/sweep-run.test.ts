@@ -298,6 +298,10 @@ describe('sweep run', () => {
     const mtNeurons = mask.languages['mt']!.reduce((a, l) => a + l.length, 0);
     expect(Number(csv.find((c) => c[0] === 'neurons' && c[2] === 'lape-topRate=0.05' && c[4] === 'mt')![8])).toBe(mtNeurons);
     expect(csv.filter((c) => c[0] === 'eval' && c[7] === 'perplexity').length).toBe(12);
+    // an intervention's rows say which: the spec as written (the sweep's deactivate:{mask}:{lang})
+    expect(csv[0]![11]).toBe('intervention');
+    expect(csv.find((c) => c[0] === 'eval' && c[4] === 'mt' && c[6] === 'iv0-deactivate@lape-topRate=0.05' && c[7] === 'perplexity')![11]).toBe('deactivate:{mask}:mt');
+    expect(html).toContain('Interventions: iv0-deactivate@lape-topRate=0.05 (mt): deactivate:{mask}:mt');
   }, 60_000);
 
   it('report --out: written again over its own report, never over files it did not write', () => {

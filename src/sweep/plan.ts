@@ -15,7 +15,7 @@ import {
   MASK_METHODS, modelsOf, STEP_KINDS, toolVersion, type IdentifyEntry, type LanguageSelection, type LoadedSweep, type Resources, type Rule, type StepKind, type Value,
 } from './load.js';
 
-export type CellField = 'model' | 'language' | 'identify' | 'method' | 'task' | 'variant';
+export type CellField = 'model' | 'language' | 'identify' | 'method' | 'task' | 'variant' | 'intervention';
 export type Cell = Partial<Record<CellField, string>>;
 
 export interface Step {
@@ -259,7 +259,8 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
         for (const [label, mask] of uses ? masks : new Map([['', '']])) {
           const spec = tpl.replaceAll('{mask}', mask).replaceAll('{lang}', lang);
           const short = tpl.split(':')[0]!.replace(/[^A-Za-z0-9._-]/g, '');
-          evalStep(`iv${i}-${short}${label ? `@${label}` : ''}`, ['--intervene', spec], label ? { identify: label } : {});
+          // the spec as written, {lang} filled ({mask} stands for the identify setting's mask): what the report shows
+          evalStep(`iv${i}-${short}${label ? `@${label}` : ''}`, ['--intervene', spec], { intervention: tpl.replaceAll('{lang}', lang), ...(label ? { identify: label } : {}) });
         }
       });
     }

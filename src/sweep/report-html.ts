@@ -35,8 +35,11 @@ function evalSection(r: SweepReport): string {
       const cls = d === 0 ? '' : (d < 0) === lower ? 'better' : 'worse';
       return `${fmt(val)} <span class="${cls}">(${d >= 0 ? '+' : ''}${fmt(d)})</span>`;
     })]);
+    // what each intervention variant did, per language ({mask}: the identify setting's mask)
+    const specs = unique(rows.filter((e) => e.intervention).map((e) => `${e.variant} (${e.language}): ${e.intervention}`));
     parts.push(`<h3>${esc(task)} on ${esc(model)}: ${esc(metric)} (${lower ? 'lower' : 'higher'} is better; Δ against base)</h3>` +
-      table(['language', ...variants.map(esc)], cells));
+      table(['language', ...variants.map(esc)], cells) +
+      (specs.length ? `<p class="caption">Interventions: ${specs.map(esc).join('; ')}.</p>` : ''));
   }
   return `<section id="eval"><h2>Evaluation: language × setting</h2>${parts.join('')}</section>`;
 }

@@ -25,6 +25,8 @@ export interface FinetuneEntry {
 }
 export interface EvalEntry {
   model: string; task: string; language: string; variant: string; method: string | null; identify: string | null;
+  /** The intervention of an `eval.interventions` step, {lang} filled ({mask}: the identify setting's mask). */
+  intervention: string | null;
   metrics: Record<string, number>;
   /** The unmodified model's metrics on the same task and language, when evaluated. */
   base: Record<string, number> | null;
@@ -106,7 +108,7 @@ export async function collectSweepReport(plan: SweepPlan): Promise<SweepReport> 
       for (const f of readdirSync(dir).filter((n) => n.endsWith('.json') && !n.endsWith('.items.json') && n !== 'step.json').sort()) {
         const r = readJson<{ task: string; lang: string; metrics: Record<string, unknown> }>(path.join(dir, f));
         const metrics = Object.fromEntries(Object.entries(r.metrics).filter(([, v]) => num(v) !== null)) as Record<string, number>;
-        report.eval.push({ model: st.cell.model!, task: r.task, language: r.lang, variant: st.cell.variant!, method: cell(st, 'method'), identify: cell(st, 'identify'), metrics, base: null });
+        report.eval.push({ model: st.cell.model!, task: r.task, language: r.lang, variant: st.cell.variant!, method: cell(st, 'method'), identify: cell(st, 'identify'), intervention: cell(st, 'intervention'), metrics, base: null });
       }
     }
   }
@@ -119,9 +121,10 @@ export async function collectSweepReport(plan: SweepPlan): Promise<SweepReport> 
 
 const csvCell = (v: unknown) => { const s = v === null || v === undefined ? '' : String(v); return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s; };
 
-/** One row per measured number: table, model, identify, method, language, task, variant, metric, value, base, delta. */
+/** One row per measured number: table, model, identify, method, language, task, variant, metric, value, base, delta,
+ *  intervention (eval rows of an intervention). */
 export function sweepReportCsv(r: SweepReport): string {
-  const rows: unknown[][] = [['table', 'model', 'identify', 'method', 'language', 'task', 'variant', 'metric', 'value', 'base', 'delta']];
+  const rows: unknown[][] = [['table', 'model', 'identify', 'method', 'language', 'task', 'variant', 'metric', 'value', 'base', 'delta', 'intervention']];
   for (const n of r.neurons) for (const [lang, count] of Object.entries(n.total)) rows.push(['neurons', n.model, n.identify, n.method, lang, '', '', 'neurons', count, '', '']);
   for (const m of r.deactivation) m.rows.forEach((row, i) => m.columns.forEach((col, j) =>
     rows.push(['deactivation', m.model, m.identify, '', col, '', `deactivate:${row}${m.variant ? `:${m.variant}` : ''}`, 'delta_nll', m.deltaNll[i]![j], m.baselineNll[j], m.deltaNll[i]![j]])));
@@ -135,7 +138,7 @@ export function sweepReportCsv(r: SweepReport): string {
   }
   for (const e of r.eval) for (const [k, v] of Object.entries(e.metrics)) {
     const b = e.base?.[k];
-    rows.push(['eval', e.model, e.identify ?? '', e.method ?? '', e.language, e.task, e.variant, k, v, b ?? '', b === undefined ? '' : v - b]);
+    rows.push(['eval', e.model, e.identify ?? '', e.method ?? '', e.language, e.task, e.variant, k, v, b ?? '', b === undefined ? '' : v - b, e.intervention ?? '']);
   }
   return rows.map((r) => r.map(csvCell).join(',')).join('\n') + '\n';
 }
