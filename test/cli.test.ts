@@ -89,7 +89,7 @@ describe('langneurons CLI', () => {
     // Another penalty is another run: its generations do not go into this file, which stays as it was.
     const other = cli(...args.slice(0, -2), '--repetition-penalty', '1.3', '--out', out);
     expect(other.code).toBe(1);
-    expect(other.stderr).toMatch(/generations\.jsonl: written by another generate run/);
+    expect(other.stderr).toMatch(/generations\.jsonl: not this generate run's/);
     expect(await fsp.readFile(file, 'utf8')).toBe(written);
   });
 

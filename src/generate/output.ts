@@ -36,11 +36,18 @@ export async function openGenerations(dir: string, key: string): Promise<{ file:
   const file = path.join(dir, GENERATIONS_FILE);
   const header = JSON.stringify({ schema: GENERATIONS_SCHEMA, key });
   const done: GenerationLine[] = [];
+  // The run.json written at the end must be generate's to replace (a fine-tuning run's, or a user's, is not).
+  const summary = path.join(dir, 'run.json');
+  if (existsSync(summary)) {
+    const schema = await fsp.readFile(summary, 'utf8').then((t) => (JSON.parse(t) as { schema?: unknown }).schema, () => undefined);
+    if (schema !== GENERATIONS_SCHEMA)
+      throw new LangneuronsError('E_OPTIONS', `${summary}: not a generate run's summary (it would be replaced); use another --out`, { file: summary });
+  }
   if (existsSync(file)) {
     const text = await fsp.readFile(file, 'utf8');
     const firstEnd = text.indexOf('\n');
     if (text.slice(0, firstEnd < 0 ? text.length : firstEnd) !== header)
-      throw new LangneuronsError('E_DATA', `${file}: written by another generate run (other model, prompts or settings: its first line is not ${header}); use another --out, or move the file away to start again`, { file });
+      throw new LangneuronsError('E_DATA', `${file}: not this generate run's (another run's, of other model, prompts or settings, or not generate's: its first line is not ${header}); use another --out, or move the file away to start again`, { file });
     // Complete lines only: whatever follows the last newline is a line cut short by a crash, dropped here.
     const complete = text.lastIndexOf('\n') + 1;
     for (const line of text.slice(firstEnd + 1, complete).split('\n')) {

@@ -510,7 +510,12 @@ export async function statsFilesIn(paths: readonly string[]): Promise<string[]> 
       throw new LangneuronsError('E_IO', `${p}: no such statistics file or folder`, { file: p });
     }
     if (!isDir) { files.push(p); continue; }
-    for (const n of readdirSync(p).filter((x) => x.endsWith('.safetensors') && !x.startsWith('.')).sort()) {
+    // A profile still running here, or stopped part-way: its languages would be missing or partial, without a word.
+    const names = readdirSync(p);
+    const unfinished = names.map((n) => /^\.(.+)\.checkpoint\.safetensors$/.exec(n)?.[1]).filter((l): l is string => l !== undefined);
+    if (unfinished.length)
+      throw new LangneuronsError('E_STATS', `${p}: the profile of ${unfinished.join(', ')} is unfinished (${unfinished.map((l) => `.${l}.checkpoint.safetensors`).join(', ')}): run the same profile again to finish it, or name the finished files`, { file: p });
+    for (const n of names.filter((x) => x.endsWith('.safetensors') && !x.startsWith('.')).sort()) {
       const file = path.join(p, n);
       const meta = await readSafetensorsHeader(file).then((h) => h.metadata ?? {}, () => ({} as Record<string, string>));
       if (meta['langneurons_mask'] === undefined) files.push(file);

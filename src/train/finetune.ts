@@ -41,12 +41,12 @@ import {
 } from './methods.js';
 import { createNativeTrainer, type NativeTrainer, type NativeTrainerMemory } from './native.js';
 import { checkTrainerPlacement, resumePlacement, resolvePlacement, trainerDeviceOptions, type Placement, type PlacementRequest } from './placement.js';
-import { claimRunDir, copyRunFiles, keptLogLines } from './run-dir.js';
+import { claimRunDir, copyRunFiles, FINETUNE_RUN_FORMAT, keptLogLines } from './run-dir.js';
 import { MERGE_DTYPES, roundingWarning, type MergeDtype } from './merge-precision.js';
 import { loadState, saveState, type StateCounters } from './state.js';
 import { loadSftExamples } from './sft.js';
 
-export const RUN_FORMAT = 'langneurons-finetune/1';
+export const RUN_FORMAT = FINETUNE_RUN_FORMAT;
 export type Schedule = 'constant' | 'linear' | 'cosine';
 
 export interface FinetuneOptions {
@@ -128,7 +128,8 @@ interface RunFile {
   model: { dir: string; name: string; fingerprint: string; weights?: string };
   options: ResolvedOptions;
   /** trainChunks / validChunks: training examples (chunks of text, or items with a head). */
-  data: { trainSha256: string; validSha256: string | null; trainChunks: number; validChunks: number };
+  /** masksSha256: the mask file's content (absent in runs started before it was recorded). */
+  data: { trainSha256: string; validSha256: string | null; trainChunks: number; validChunks: number; masksSha256?: string };
   trainableParameters: number;
   /** The trainer as it started: its one-line description and memory report (bytes by use). */
   trainer?: TrainerReport;
@@ -201,7 +202,7 @@ function resolveOptions(o: FinetuneOptions, placement: Placement): ResolvedOptio
     throw optErr('--recompute is for the CUDA trainer (--device cuda); the CPU trainer keeps its activations in host memory', 'recompute');
   if (!['constant', 'linear', 'cosine'].includes(schedule)) throw optErr(`--schedule must be constant, linear or cosine, got '${schedule}'`, 'schedule');
   return {
-    method: o.method, masks: o.masks ?? null, langs: o.langs ?? [], train: path.resolve(o.train),
+    method: o.method, masks: o.masks ? path.resolve(o.masks) : null, langs: o.langs ?? [], train: path.resolve(o.train),
     valid: o.valid ? path.resolve(o.valid) : null,
     lr: num('lr', o.lr, d.lr, (x) => x > 0, 'a number > 0'),
     weightDecay: num('weight-decay', o.weightDecay, d.weightDecay, (x) => x >= 0, 'a number >= 0'),
@@ -376,6 +377,10 @@ async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, exp
   if (expect && (expect.data.trainSha256 !== train.sha || expect.data.validSha256 !== (valid?.sha ?? null)))
     throw new LangneuronsError('E_RESUME', `${runDir}: the training or validation text changed since the run started; cannot resume exactly`);
   const mask = o.masks ? await readMask(o.masks) : undefined;
+  // The mask decides which values train: a resume on another mask would continue other neurons' optimizer state.
+  const masksSha256 = o.masks ? sha256(readFileSync(o.masks)) : undefined;
+  if (expect?.data.masksSha256 !== undefined && expect.data.masksSha256 !== masksSha256)
+    throw new LangneuronsError('E_RESUME', `${runDir}: the mask ${o.masks} changed since the run started; cannot resume exactly`, { file: o.masks ?? runDir });
   const sel = selectTrainable(o.method, ckpt, { ...(mask ? { mask, maskFile: o.masks! } : {}), langs: o.langs, seed: o.seed, ...(o.lora ? { lora: o.lora } : {}) });
   const placement = placementOf(o);
   const tr = createNativeTrainer(ckpt, o.threads, sel.trainable, { seed: o.seed, numLabels: head?.numLabels ?? 0, ...trainerDeviceOptions(placement),
@@ -384,7 +389,7 @@ async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, exp
   const count = (x: { chunks: Int32Array[]; items: ClsItem[] } | null) => (head ? x?.items.length : x?.chunks.length) ?? 0;
   const run: RunFile = {
     format: RUN_FORMAT, model: { dir: path.resolve(modelDir), name: id.name, fingerprint: id.fingerprint, weights }, options: o,
-    data: { trainSha256: train.sha, validSha256: valid?.sha ?? null, trainChunks: count(train), validChunks: count(valid) },
+    data: { trainSha256: train.sha, validSha256: valid?.sha ?? null, trainChunks: count(train), validChunks: count(valid), ...(masksSha256 ? { masksSha256 } : {}) },
     trainableParameters: tr.info().trainable, trainer: trainerReport(tr, placement),
   };
   return { ckpt, tr, run, train: train.chunks, valid: valid?.chunks ?? [], trainItems: train.items, validItems: valid?.items ?? [],

@@ -10,6 +10,9 @@ import { acquireOutputLock, LOCK_FILE, type OutputLock } from '../io/lock.js';
 import { ensureOutputDir } from '../io/outdir.js';
 import { hasSavedState } from './state.js';
 
+/** run.json's format (finetune.ts RUN_FORMAT; here to keep this module below it). */
+export const FINETUNE_RUN_FORMAT = 'langneurons-finetune/1';
+
 /**
  * Locks runDir for `command`. A new run (resume false) is refused when the folder holds a run with a save, or
  * files that are not a run's; a run folder without a save (killed or failed before its first) is taken over,
@@ -22,6 +25,10 @@ export async function claimRunDir(runDir: string, command: string, o: { resume?:
     if (!o.resume) {
       const names = (await fsp.readdir(runDir)).filter((n) => n !== LOCK_FILE);
       if (names.includes('run.json')) {
+        // Only a run.json that fine-tuning wrote makes the folder a run (a user's, or generate --out's, does not).
+        const format = await fsp.readFile(path.join(runDir, 'run.json'), 'utf8').then((t) => (JSON.parse(t) as { format?: unknown }).format, () => undefined);
+        if (format !== FINETUNE_RUN_FORMAT)
+          throw new LangneuronsError('E_OPTIONS', `${runDir}: holds a run.json that is not a fine-tuning run's (format ${JSON.stringify(format ?? null)}); choose an empty or new --out`, { file: runDir });
         if (await hasSavedState(path.join(runDir, 'state')))
           throw new LangneuronsError('E_OPTIONS', `${runDir}: already holds a run; continue it with --resume ${runDir} or choose another --out`, { file: runDir });
         // A run that never saved: nothing in it can be continued, so this run replaces it.

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError, describeError } from '../../errors.js';
@@ -33,6 +33,13 @@ export function registerStats(program: Command): void {
       // Written only over a statistics file (an earlier merge), never over a model's weights or another file.
       await checkOutput(o.out, files, 'a langneurons statistics file', isStatsFile);
       const acc = mergeStatsInOrder(await Promise.all(files.map((f) => readStats(f))), files);
+      // An earlier merge of the same language and model is replaced; another language's statistics are not (a
+      // mistyped --out lost a finished profile).
+      if (existsSync(o.out)) {
+        const old = (await readStats(o.out)).meta;
+        if (old.language !== acc.meta.language || old.model.fingerprint !== acc.meta.model.fingerprint)
+          throw new LangneuronsError('E_OPTIONS', `--out ${o.out}: holds the statistics of ${old.language} on ${old.model.name}, not ${acc.meta.language} on ${acc.meta.model.name}; choose another --out`, { field: '--out' });
+      }
       // Every shard of one run (one budget) that together counted less: the corpus was smaller than the budget.
       const parts = acc.meta.parts ?? [];
       const n = parts[0]?.shard?.[1] ?? 0;
