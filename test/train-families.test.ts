@@ -9,13 +9,13 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { udhrArticles } from '../src/corpus/udhr.js';
-import { LanguageModel } from '../src/engine/model.js';
 import { MASK_FORMAT, writeMask, type NeuronMask } from '../src/identify/masks.js';
 import { openCheckpoint } from '../src/model/checkpoint.js';
 import { modelIdentity } from '../src/profile/identity.js';
 import { finetune } from '../src/train/finetune.js';
 import { randomNeurons } from '../src/train/methods.js';
 import { FAMILY_FIXTURES, fixturePath } from './helpers/fixtures.js';
+import { fileLoss } from './helpers/loss.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'ln-families-'));
 afterAll(async () => { await fsp.rm(tmp, { recursive: true, force: true }); });
@@ -39,21 +39,6 @@ async function maskFor(dir: string, file: string): Promise<string> {
   return f;
 }
 
-async function engineLoss(dir: string, chunk: number): Promise<number> {
-  const model = await LanguageModel.load(dir, { threads: 2 });
-  const tok = model.requireTokenizer();
-  const ids = readFileSync(validFile, 'utf8').split('\n').filter((l) => l.trim()).flatMap((l) => tok.encode(l));
-  let sum = 0, count = 0;
-  for (let i = 0; i < ids.length; i += chunk) {
-    const c = ids.slice(i, i + chunk);
-    if (c.length < 2) continue;
-    const res = await model.forward([c], { logits: 'none', targets: [[...c.slice(1), -1]] });
-    for (let t = 0; t + 1 < c.length; t++) sum -= res.targetLogprobs![t]!;
-    count += c.length - 1;
-  }
-  return sum / count;
-}
-
 describe.each(FAMILY_FIXTURES)('fine-tuning %s', (name) => {
   const dir = fixturePath(name);
 
@@ -62,7 +47,7 @@ describe.each(FAMILY_FIXTURES)('fine-tuning %s', (name) => {
     const r = await finetune(dir, { ...fast, method: 'full', train: trainFile, valid: validFile, steps: 6, evalEvery: 3, lr: 3e-3 }, run);
     console.log(`${name} full: loss ${r.firstLoss!.toFixed(4)} -> ${r.lastLoss!.toFixed(4)}, best validation ${r.bestValid!.toFixed(6)}`);
     expect(r.lastLoss!).toBeLessThan(r.firstLoss! - 0.05);
-    const got = await engineLoss(path.join(run, 'model'), fast.chunk);
+    const got = await fileLoss(path.join(run, 'model'), validFile, fast.chunk);
     const bf16 = (await openCheckpoint(dir)).config.torchDtype === 'bfloat16';
     console.log(`${name}: checkpoint loss in the engine ${got.toFixed(6)} (trained weights stored as ${bf16 ? 'BF16' : 'F32'})`);
     // F32 checkpoints hold the trained values exactly: trainer and engine agree to float rounding. BF16 ones round them.
