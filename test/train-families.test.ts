@@ -3,7 +3,7 @@
 // family tensors, e.g. Gemma 2's pre/post feed-forward norms) loads in the inference engine and reproduces the
 // trainer's validation loss: the trainer's forward and the engine's agree on every family feature. The gradients
 // themselves are checked against float64 finite differences per family in native/tests/test_train.cpp.
-import { mkdtempSync, promises as fsp, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, promises as fsp, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
