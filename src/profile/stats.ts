@@ -466,15 +466,21 @@ export function mergeStatsInOrder(inputs: readonly ActivationStats[], labels: re
   return acc;
 }
 
+/** n when `parts` are every shard 1..n of one run (one corpus and budget), each once; else null. */
+export function shardsOfOneRun(parts: readonly StatsPart[]): number | null {
+  const first = parts[0];
+  const n = first?.shard?.[1];
+  if (n === undefined || parts.length !== n) return null;
+  if (parts.some((q) => q.shard?.[1] !== n || q.corpus !== first!.corpus || q.budget !== first!.budget)) return null;
+  return new Set(parts.map((q) => q.shard![0])).size === n ? n : null;
+}
+
 /** Where each shard of a complete set lies (its input, the rows of that input's earlier parts), or null. */
 function shardPlan(inputs: readonly ActivationStats[]): { n: number; where: Map<number, { input: number; offset: number }>; firstShard: number[] } | null {
   const parts = inputs.map((s) => s.meta.parts);
-  if (parts.some((p) => !p || p.length === 0 || p.some((q) => q.shard === null))) return null;
-  const first = parts[0]![0]!;
-  const n = first.shard![1];
-  const all = parts.flatMap((p) => p!);
-  if (all.length !== n || all.some((q) => q.shard![1] !== n || q.corpus !== first.corpus || q.budget !== first.budget)) return null;
-  if (new Set(all.map((q) => q.shard![0])).size !== n) return null;
+  if (parts.some((p) => !p || p.length === 0)) return null;
+  const n = shardsOfOneRun(parts.flatMap((p) => p!));
+  if (n === null) return null;
   // shard k (1-based) of a run of N sequences holds those i < N with i % n = k - 1
   const N = inputs.reduce((a, s) => a + s.sequences, 0);
   const count = (k: number) => (k - 1 < N ? Math.floor((N - k) / n) + 1 : 0);

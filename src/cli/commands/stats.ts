@@ -5,7 +5,7 @@ import path from 'node:path';
 import { LangneuronsError, describeError } from '../../errors.js';
 import { checkOutput, ensureParentDir } from '../../io/outdir.js';
 import { readSafetensorsHeader } from '../../io/safetensors.js';
-import { isStatsFile, mergeStatsInOrder, readStats, writeStats, type ActivationStats } from '../../profile/stats.js';
+import { isStatsFile, mergeStatsInOrder, readStats, shardsOfOneRun, writeStats, type ActivationStats } from '../../profile/stats.js';
 import { printResult } from '../output.js';
 import { addTangStatsCommands } from './tang.js';
 
@@ -40,12 +40,10 @@ export function registerStats(program: Command): void {
         if (old.language !== acc.meta.language || old.model.fingerprint !== acc.meta.model.fingerprint)
           throw new LangneuronsError('E_OPTIONS', `--out ${o.out}: holds the statistics of ${old.language} on ${old.model.name}, not ${acc.meta.language} on ${acc.meta.model.name}; choose another --out`, { field: '--out' });
       }
-      // Every shard of one run (one budget) that together counted less: the corpus was smaller than the budget.
+      // Every shard of one run that together counted less than its budget: the corpus was smaller than the budget.
       const parts = acc.meta.parts ?? [];
-      const n = parts[0]?.shard?.[1] ?? 0;
-      const everyShard = n > 0 && parts.length === n && parts.every((p) => p.shard?.[1] === n && p.budget === parts[0]!.budget)
-        && new Set(parts.map((p) => p.shard![0])).size === n;
-      if (everyShard && parts[0]!.budget > 0 && acc.tokens < parts[0]!.budget)
+      const n = shardsOfOneRun(parts);
+      if (n !== null && parts[0]!.budget > 0 && acc.tokens < parts[0]!.budget)
         process.stderr.write(`warning: ${acc.meta.language}: the ${n} shards counted ${acc.tokens} tokens, fewer than their run's budget of ${parts[0]!.budget}: the corpus holds no more\n`);
       await ensureParentDir(o.out);
       await writeStats(o.out, acc);
