@@ -9,6 +9,7 @@ import { generateTokens } from '../src/generate/generate.js';
 import { writeMaskJson, MASK_FORMAT, type NeuronMask } from '../src/identify/masks.js';
 import { resolveIntervention } from '../src/intervene/index.js';
 import { modelIdentity } from '../src/profile/identity.js';
+import type { Site } from '../src/profile/stats.js';
 import { loadAddon } from '../src/native/addon.js';
 import { FIXTURE_NAMES, fixturePath, makeTempDir, removeDir, repoRoot, type FixtureName } from './helpers/fixtures.js';
 import { loadReference, relativeError, rowArgmax, type FixtureReference } from './helpers/reference.js';
@@ -121,6 +122,21 @@ describe.skipIf(noGpu).each(FIXTURE_NAMES)('cuda: fixture %s', (name: FixtureNam
       const x = all.read().sites.get(site)!, y = split.read().sites.get(site)!;
       expect(Array.from(x.overZero)).toEqual(Array.from(y.overZero));
       expect(relativeError(x.sum, y.sum)).toBeLessThan(1e-12);
+    }
+  });
+
+  it('statistics restored from earlier totals and continued equal one accumulator through every forward, bit for bit (profile resume)', async () => {
+    const batches = [[ref.inputIds.slice(0, 17)], [ref.inputIds.slice(17, 30)], [ref.inputIds.slice(30)]];
+    const opts = { sites: ['act', 'h'] as Site[], histEdges: [-1, 0, 1] };
+    const one = gpu.createStats(opts), first = gpu.createStats(opts), rest = gpu.createStats(opts);
+    for (const b of batches) await gpu.forward(b, { logits: 'none', stats: one });
+    await gpu.forward(batches[0]!, { logits: 'none', stats: first });
+    rest.restore(first.read());
+    for (const b of batches.slice(1)) await gpu.forward(b, { logits: 'none', stats: rest });
+    for (const site of opts.sites) {
+      const x = rest.read().sites.get(site)!, y = one.read().sites.get(site)!;
+      for (const k of ['overZero', 'sum', 'sumSq', 'absSum'] as const) expect(Buffer.from(x[k]!.buffer).equals(Buffer.from(y[k]!.buffer)), `${site}.${k}`).toBe(true);
+      expect(Array.from(x.histogram!.counts)).toEqual(Array.from(y.histogram!.counts));
     }
   });
 

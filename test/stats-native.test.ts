@@ -162,6 +162,26 @@ describe.each(FIXTURE_NAMES)('fixture %s', (name: FixtureName) => {
     }
   });
 
+  it("restore: an accumulator continued from another's totals equals one accumulator through every batch, bit for bit", async () => {
+    const ids = ref.inputIds;
+    const cut = (f: number) => Math.round(f * ids.length);
+    const batches = [[ids.slice(0, cut(0.4))], [ids.slice(cut(0.4), cut(0.7))], [ids.slice(cut(0.7))]];
+    const opts: StatsOptions = { sites: ['act', 'q'], histEdges: EDGES, thresholds: { act: new Float32Array(L * I).fill(0.01) } };
+    const one = model.createStats(opts), first = model.createStats(opts), rest = model.createStats(opts);
+    for (const b of batches) await model.forward(b, { logits: 'none', stats: one });
+    await model.forward(batches[0]!, { logits: 'none', stats: first });
+    rest.restore(first.toActivationStats(meta(L)));
+    for (const b of batches.slice(1)) await model.forward(b, { logits: 'none', stats: rest });
+    const x = rest.read(), y = one.read();
+    expect([x.tokens, x.sequences]).toEqual([y.tokens, y.sequences]);
+    for (const site of ['act', 'q'] as Site[]) {
+      const a = x.sites.get(site)!, b = y.sites.get(site)!;
+      for (const k of ['overZero', 'sum', 'sumSq', 'absSum'] as const) expect(Buffer.from(a[k]!.buffer).equals(Buffer.from(b[k]!.buffer)), `${site}.${k}`).toBe(true);
+      expect(a.histogram!.counts).toEqual(b.histogram!.counts);
+    }
+    expect(x.sites.get('act')!.above!.counts).toEqual(y.sites.get('act')!.above!.counts);
+  });
+
   it('lastLayer stops early with the same statistics for the profiled layers', async () => {
     const half = Math.max(0, Math.floor(L / 2) - 1);
     const full = model.createStats({ sites: ['act', 'q'], layers: half + 1 });
@@ -208,6 +228,31 @@ describe('bad inputs', () => {
     expect(() => new addon.NativeStats({} as never, { sites: ['act'], layers: 1 })).toThrow(/model must be a NativeModel/);
     expect(() => model.createStats({ sites: ['bogus' as Site] })).toThrow(/unknown site 'bogus'/);
     expect(() => model.createStats({ layers: 9 })).toThrow(/layers/);
+  });
+
+  it('restore refuses totals that do not fit, and changes nothing then', async () => {
+    const stats = model.createStats({ sites: ['act'], histEdges: [0, 1] });
+    await model.forward([[1, 5, 9, 12]], { logits: 'none', stats });
+    const good = stats.toActivationStats(meta(2));
+    const act = good.sites.get('act')!;
+    const fresh = () => model.createStats({ sites: ['act'], histEdges: [0, 1] });
+    const withAct = (o: object) => ({ ...good, sites: new Map([['act' as Site, { ...act, ...o }]]) });
+    const refused = (from: Parameters<StatsAccumulator['restore']>[0], why: RegExp) => {
+      const s = fresh();
+      expect(() => s.restore(from)).toThrow(why);
+      expect(s.read().tokens).toBe(0);
+      expect(Array.from(s.read().sites.get('act')!.sum).every((v) => v === 0)).toBe(true);
+    };
+    refused({ ...good, sites: new Map() }, /lack the site of site 'act'/);
+    refused(withAct({ absSum: undefined }), /lack its sums of site 'act'/);
+    refused(withAct({ sum: new Float64Array(3) }), /sites\.act\.sum must hold 192 values, got 3/);
+    refused(withAct({ overZero: new Float64Array(192).fill(0.5) }), /sites\.act\.overZero\[0\] is 0\.5; counts must be whole numbers/);
+    refused(withAct({ histogram: undefined }), /sites\.act\.histCounts must be a Float64Array/);
+    refused({ ...good, sequences: good.tokens + 1 }, /'sequences' must be an integer in \[0, 4\]/);
+    const ok = fresh();
+    ok.restore(good);
+    expect(ok.read().sites.get('act')!.sum).toEqual(act.sum);
+    expect(ok.read().tokens).toBe(4);
   });
 
   it('forward options are checked', async () => {

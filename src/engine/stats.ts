@@ -2,7 +2,7 @@
 // read out as the SiteStats arrays of src/profile/stats.ts. Pass it as `stats` to LanguageModel.forward, with a
 // `countMask` per sequence for the tokens that are fed but not counted (BOS, padding).
 import { LangneuronsError } from '../errors.js';
-import type { NativeSiteRead, NativeStats, NativeStatsRead } from '../native/addon.js';
+import type { NativeStats, NativeStatsRead } from '../native/addon.js';
 import { SITES, type ActivationStats, type Site, type SiteStats, type StatsMeta } from '../profile/stats.js';
 
 export interface StatsOptions {
@@ -63,13 +63,35 @@ export class StatsAccumulator {
     this.native.reset();
   }
 
+  /**
+   * Continues from earlier totals of the same sites and layers (a profile checkpoint): the counts and sums become
+   * theirs, and later forwards add to them in the order an uninterrupted run would, so a resumed run's float64 sums
+   * are the same bits as the uninterrupted run's (merging two runs' totals afterwards would differ in the last bits).
+   * Sequence means are not restored: read() lists those of the forwards since. Refused (E_STATS) when `from` lacks
+   * a site, a sum, Σ|value|, the histogram or the threshold counts these statistics keep.
+   */
+  restore(from: Pick<ActivationStats, 'tokens' | 'sequences' | 'sites'>): void {
+    const sites: Parameters<NativeStats['restore']>[0]['sites'] = {};
+    for (const site of this.sites) {
+      const x = from.sites.get(site);
+      const missing = !x ? 'the site' : x.sumsAbsent || !x.absSum ? 'its sums' : null;
+      if (missing) throw new LangneuronsError('E_STATS', `restore: the earlier totals lack ${missing} of site '${site}'`);
+      sites[site] = { overZero: x!.overZero, sum: x!.sum, sumSq: x!.sumSq, absSum: x!.absSum!,
+        ...(x!.histogram ? { histCounts: x!.histogram.counts } : {}), ...(x!.above ? { aboveCounts: x!.above.counts } : {}) };
+    }
+    try {
+      this.native.restore({ tokens: from.tokens, sequences: from.sequences, sites });
+    } catch (e) {
+      throw new LangneuronsError('E_STATS', (e as Error).message, { cause: e });
+    }
+  }
+
   private convert(r: NativeStatsRead): StatsSnapshot {
     const sites = new Map<Site, SiteStats>();
     for (const site of SITES) {
-      const x = r.sites[site] as (NativeSiteRead & { absSum?: Float64Array }) | undefined;
+      const x = r.sites[site];
       if (!x) continue;
-      const st: SiteStats = { site, width: x.width, overZero: x.overZero, sum: x.sum, sumSq: x.sumSq };
-      if (x.absSum) st.absSum = x.absSum;
+      const st: SiteStats = { site, width: x.width, overZero: x.overZero, sum: x.sum, sumSq: x.sumSq, absSum: x.absSum };
       if (x.histCounts && r.histEdges) st.histogram = { edges: r.histEdges, counts: x.histCounts };
       if (x.aboveCounts) st.above = { source: this.thresholdSource, thresholds: this.thresholds[site]!, counts: x.aboveCounts };
       if (x.seqMeans) st.seqMeans = x.seqMeans;

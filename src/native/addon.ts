@@ -93,7 +93,7 @@ export interface NativeStatsOptions {
 
 export interface NativeSiteRead {
   width: number;
-  overZero: Float64Array; sum: Float64Array; sumSq: Float64Array;
+  overZero: Float64Array; sum: Float64Array; sumSq: Float64Array; absSum: Float64Array;
   histCounts?: Float64Array; aboveCounts?: Float64Array;
   /** [sequences since the last readSeqMeans][layers][width]. */
   seqMeans?: Float32Array;
@@ -108,6 +108,8 @@ export interface NativeStats {
   read(): NativeStatsRead;
   /** Returns the sequence means of every site and clears them. */
   readSeqMeans(): Record<string, Float32Array>;
+  /** Sets the counts and sums to earlier totals (read()'s shape, without sequence means); later forwards add to them. */
+  restore(totals: { tokens: number; sequences: number; sites: Record<string, Omit<NativeSiteRead, 'width' | 'seqMeans'>> }): void;
   reset(): void;
 }
 

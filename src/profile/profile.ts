@@ -163,9 +163,24 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
       ...(o.histEdges ? { histEdges: o.histEdges } : {}),
       ...(thresholds ? { thresholds, thresholdSource } : {}),
     } satisfies StatsOptions);
+    // A checkpoint's totals are where the accumulator starts, so that the forwards add to them in the order of an
+    // uninterrupted run (the same bits, which adding two runs' totals afterwards is not). Only its sequence means
+    // stay here; a checkpoint without Σ|value| (written before it was recorded) is added afterwards instead.
+    const restored = !!base && [...base.sites.values()].every((st) => st.absSum);
+    if (restored) stats.restore(base);
     const total = () => {
-      const now = stats.toActivationStats(meta);
-      return base ? mergeStats(base, now, [ckFile, 'this run'], { continuation: true }) : now;
+      if (!base) return stats.toActivationStats(meta);
+      if (!restored) return mergeStats(base, stats.toActivationStats(meta), [ckFile, 'this run'], { continuation: true });
+      const now = stats.toActivationStats(base.meta);
+      for (const [site, st] of now.sites) {
+        const before = base.sites.get(site)!.seqMeans;
+        if (!before || !st.seqMeans) continue;
+        const all = new Float32Array(before.length + st.seqMeans.length);
+        all.set(before);
+        all.set(st.seqMeans, before.length);
+        st.seqMeans = all;
+      }
+      return now;
     };
     let sinceCheckpoint = 0;
     let position: ScopePosition | undefined = resumeFrom;

@@ -78,6 +78,7 @@ class NativeStats : public Napi::ObjectWrap<NativeStats> {
   Napi::Value Read(const Napi::CallbackInfo& info);
   Napi::Value ReadSeqMeans(const Napi::CallbackInfo& info);
   Napi::Value Reset(const Napi::CallbackInfo& info);
+  Napi::Value Restore(const Napi::CallbackInfo& info);
   void require_idle(Napi::Env env, const char* what) const;
   std::shared_ptr<ModelHolder> holder_;
   std::shared_ptr<ln::ActivationStats> stats_;

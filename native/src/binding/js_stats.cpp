@@ -156,6 +156,70 @@ Napi::Value NativeStats::ReadSeqMeans(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// restore({ tokens, sequences, sites: { [site]: { overZero, sum, sumSq, absSum, histCounts?, aboveCounts? } } }):
+// the totals of an earlier run (read()'s shape, Float64Arrays) become these statistics' counts and sums, so that
+// later forwards add to them in the order an uninterrupted run would (a resumed profile's sums are the same bits).
+// Sequence means are not restored (the caller keeps those read so far). Everything is checked before anything
+// is set: every profiled site, each array of its length, counts whole numbers in [0, 2^53).
+Napi::Value NativeStats::Restore(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  require_idle(env, "restore");
+  const std::string w = "NativeStats.restore(totals)";
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, w + ": totals must be an object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  const double limit = 9007199254740992.0;  // 2^53
+  const int64_t tokens = int_field(o, "tokens", w, 0, int64_t(limit) - 1);
+  const int64_t sequences = int_field(o, "sequences", w, 0, tokens);
+  Napi::Value sv = field(o, "sites", w);
+  if (!sv.IsObject()) throw Napi::TypeError::New(env, w + ": 'sites' must be an object { [site]: arrays }");
+  Napi::Object sites = sv.As<Napi::Object>();
+  struct Source {
+    ln::SiteStats* st;
+    Napi::Float64Array over_zero, sum, sum_sq, abs_sum, hist, above;
+  };
+  std::vector<Source> sources;
+  for (const ln::SiteStats& profiled : stats_->sites()) {
+    ln::SiteStats& st = *stats_->find(profiled.site);
+    const std::string name = ln::site_name(st.site);
+    if (!sites.Has(name)) throw Napi::RangeError::New(env, w + ": sites." + name + " is missing (a profiled site)");
+    Napi::Value sub = sites.Get(name);
+    if (!sub.IsObject()) throw Napi::TypeError::New(env, w + ": sites." + name + " must be an object");
+    Napi::Object so = sub.As<Napi::Object>();
+    auto array = [&](const char* key, size_t want, bool counts) -> Napi::Float64Array {
+      const std::string where = w + ": sites." + name + "." + key;
+      Napi::Value v = so.Get(key);
+      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+        throw Napi::TypeError::New(env, where + " must be a Float64Array");
+      Napi::Float64Array a = v.As<Napi::Float64Array>();
+      if (a.ElementLength() != want)
+        throw Napi::RangeError::New(env, where + " must hold " + std::to_string(want) + " values, got " +
+                                             std::to_string(a.ElementLength()));
+      if (counts)
+        for (size_t i = 0; i < want; ++i)
+          if (!(a[i] >= 0 && a[i] < limit && a[i] == double(int64_t(a[i]))))
+            throw Napi::RangeError::New(env, where + "[" + std::to_string(i) + "] is " + number_text(a[i]) +
+                                                 "; counts must be whole numbers in [0, 2^53)");
+      return a;
+    };
+    Source src{&st, array("overZero", st.over_zero.size(), true), array("sum", st.sum.size(), false),
+               array("sumSq", st.sum_sq.size(), false), array("absSum", st.abs_sum.size(), false), {}, {}};
+    if (!st.hist.empty()) src.hist = array("histCounts", st.hist.size(), true);
+    if (!st.above.empty()) src.above = array("aboveCounts", st.above.size(), true);
+    sources.push_back(src);
+  }
+  for (Source& s : sources) {
+    ln::SiteStats& st = *s.st;
+    for (size_t i = 0; i < st.over_zero.size(); ++i) st.over_zero[i] = int64_t(s.over_zero[i]);
+    std::memcpy(st.sum.data(), s.sum.Data(), st.sum.size() * sizeof(double));
+    std::memcpy(st.sum_sq.data(), s.sum_sq.Data(), st.sum_sq.size() * sizeof(double));
+    std::memcpy(st.abs_sum.data(), s.abs_sum.Data(), st.abs_sum.size() * sizeof(double));
+    for (size_t i = 0; i < st.hist.size(); ++i) st.hist[i] = int64_t(s.hist[i]);
+    for (size_t i = 0; i < st.above.size(); ++i) st.above[i] = int64_t(s.above[i]);
+  }
+  stats_->set_counted(tokens, sequences);
+  return env.Undefined();
+}
+
 Napi::Value NativeStats::Reset(const Napi::CallbackInfo& info) {
   require_idle(info.Env(), "reset");
   stats_->reset();
@@ -166,6 +230,7 @@ Napi::Function NativeStats::Init(Napi::Env env) {
   Napi::Function f = DefineClass(env, "NativeStats",
                                  {InstanceMethod("read", &NativeStats::Read),
                                   InstanceMethod("readSeqMeans", &NativeStats::ReadSeqMeans),
+                                  InstanceMethod("restore", &NativeStats::Restore),
                                   InstanceMethod("reset", &NativeStats::Reset)});
   constructor = new Napi::FunctionReference(Napi::Persistent(f));
   return f;

@@ -58,6 +58,13 @@ class ActivationStats {
   bool fits(const ModelConfig& c) const;
 
   void reset();            // every count, sum and sequence mean back to zero / empty (options kept)
+  // Continues from earlier totals (a profile checkpoint): the counters are set to them, the arrays are filled by
+  // the caller through find(). The forwards then add to those totals in the order an uninterrupted run would, so
+  // a resumed run's float64 sums are the same bits as the uninterrupted run's.
+  void set_counted(int64_t tokens, int64_t sequences) {
+    tokens_ = tokens;
+    sequences_ = sequences;
+  }
   void clear_seq_means();  // drop the sequence means read so far (counts and sums kept)
 
   // ---- used by the forward (model/site_pass.cpp) ----
