@@ -38,11 +38,19 @@ function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
   // Synchronous: 'exit' handlers cannot wait. A SIGKILL skips this; the next run then finds a stale lock.
-  process.on('exit', () => {
-    for (const f of held) {
-      try { unlinkSync(f); } catch { /* already gone */ }
-    }
-  });
+  process.on('exit', releaseHeldLocksSync);
+}
+
+/**
+ * Removes every output lock this process holds, now (synchronously). For the exit hook, and for the CLI's signal
+ * handlers (bin/langneurons.js): a run stopped by SIGINT / SIGTERM leaves no lock, also none that a run on another
+ * host (a requeued Slurm job) would have to refuse.
+ */
+export function releaseHeldLocksSync(): void {
+  for (const f of held) {
+    try { unlinkSync(f); } catch { /* already gone */ }
+  }
+  held.clear();
 }
 
 /**
