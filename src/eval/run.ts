@@ -7,6 +7,7 @@ import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { appendToFile } from '../io/files.js';
 import { ensureOutputDir } from '../io/outdir.js';
 import { fingerprint, type DataFile } from './data.js';
 import { corpusBleu, sentenceBleu, type BleuOptions } from './metrics/bleu.js';
@@ -301,7 +302,7 @@ export async function runPlan(plan: TaskPlan, o: RunOptions): Promise<EvalResult
   o.onProgress?.(plan.items.length - todo.length, plan.items.length);
   for (let s = 0; s < todo.length; s += chunk) {
     const results = await scoreBatch(plan, todo.slice(s, s + chunk), o.scorer, batch);
-    await fsp.appendFile(ckFile, results.map((r) => JSON.stringify(r) + '\n').join(''));
+    await appendToFile(ckFile, results.map((r) => JSON.stringify(r) + '\n').join(''));
     for (const r of results) done.set(r.id, r);
     o.onProgress?.(plan.items.length - todo.length + Math.min(todo.length, s + chunk), plan.items.length);
   }

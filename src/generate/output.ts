@@ -15,6 +15,7 @@ import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { appendToFile } from '../io/files.js';
 import type { Generation } from './generate.js';
 
 export const GENERATIONS_SCHEMA = 'langneurons.generations/1';
@@ -61,15 +62,7 @@ export async function openGenerations(dir: string, key: string): Promise<{ file:
   } else {
     await writeFileAtomic(file, header + '\n');
   }
-  const append = async (lines: GenerationLine[]) => {
-    const h = await fsp.open(file, 'a');
-    try {
-      await h.writeFile(lines.map((l) => JSON.stringify(l) + '\n').join(''));
-      await h.sync();
-    } finally {
-      await h.close();
-    }
-  };
+  const append = (lines: GenerationLine[]) => appendToFile(file, lines.map((l) => JSON.stringify(l) + '\n').join(''), { sync: true });
   return { file, done, append };
 }
 

@@ -3,7 +3,7 @@
  * an optimizer state pass 2 GiB, past what `fs.readFile` returns) are streamed.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, promises as fsp } from 'node:fs';
+import { appendFileSync, createReadStream, promises as fsp } from 'node:fs';
 
 import { LangneuronsError, describeError } from '../errors.js';
 import { writeFileAtomicStreaming } from './atomic.js';
@@ -40,5 +40,32 @@ export async function copyFileAtomic(from: string, to: string): Promise<void> {
     });
   } finally {
     await handle.close();
+  }
+}
+
+/**
+ * Appends `text` to a log that grows line by line (a checkpoint of results, a training log), durably with `sync`. A
+ * failure names the file (Node's write errors carry no path: "ENOSPC: no space left on device, write"); a line cut
+ * short by it is what readers of these logs already skip or truncate.
+ */
+export async function appendToFile(file: string, text: string, o: { sync?: boolean } = {}): Promise<void> {
+  let handle: fsp.FileHandle | undefined;
+  try {
+    handle = await fsp.open(file, 'a');
+    await handle.writeFile(text);
+    if (o.sync) await handle.sync();
+  } catch (e) {
+    throw new LangneuronsError('E_IO', `${file}: cannot append: ${describeError(e)}`, { file, cause: e });
+  } finally {
+    await handle?.close().catch(() => undefined);
+  }
+}
+
+/** appendToFile's synchronous twin (the sweep journal, written where nothing may interleave). */
+export function appendToFileSync(file: string, text: string): void {
+  try {
+    appendFileSync(file, text);
+  } catch (e) {
+    throw new LangneuronsError('E_IO', `${file}: cannot append: ${describeError(e)}`, { file, cause: e });
   }
 }

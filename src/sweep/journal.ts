@@ -2,11 +2,12 @@
 // holds <out>/.sweep-run.lock. It records what was started or submitted, finished and failed (with the log), so that
 // `sweep status` can tell them apart and a restarted `sweep run` can find the Slurm jobs of a killed coordinator.
 // Whether a step is done is never read from it: a step is done when its output folder holds step.json.
-import { appendFileSync, closeSync, existsSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
+import { appendToFileSync } from '../io/files.js';
 import { ensureOutputDirSync } from '../io/outdir.js';
 
 export type JournalEvent =
@@ -24,7 +25,7 @@ export const journalFile = (out: string) => path.join(out, 'journal.jsonl');
 
 export function appendJournal(out: string, e: JournalEvent): void {
   ensureOutputDirSync(out);
-  appendFileSync(journalFile(out), JSON.stringify({ time: new Date().toISOString(), ...e }) + '\n');
+  appendToFileSync(journalFile(out), JSON.stringify({ time: new Date().toISOString(), ...e }) + '\n');
 }
 
 /** Every event; a line cut short by a kill is skipped. */

@@ -24,6 +24,7 @@ import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { appendToFile } from '../io/files.js';
 import { readTextFile } from '../io/text.js';
 import { LOCK_FILE } from '../io/lock.js';
 import { readMask } from '../identify/masks.js';
@@ -489,7 +490,7 @@ async function loop(p: Prepared, runDir: string, st0: StateCounters, ctl: RunCon
   const total = o.steps || Math.max(1, Math.ceil(examples / perStep));
   const sched = { lr: o.lr, schedule: o.schedule, warmup: warmupSteps(o, total) };
   const logFile = path.join(runDir, 'train.jsonl');
-  const log = async (e: Record<string, unknown>) => { ctl.onLog?.(e); await fsp.appendFile(logFile, JSON.stringify(e) + '\n'); };
+  const log = async (e: Record<string, unknown>) => { ctl.onLog?.(e); await appendToFile(logFile, JSON.stringify(e) + '\n'); };
   const perm = new Map<number, Int32Array>();
   let { bestValid, bestStep, tokens } = st0;
   let firstLoss = logged[0] ?? null, lastLoss = logged.at(-1) ?? null;
