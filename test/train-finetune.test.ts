@@ -13,7 +13,7 @@ import { readAllTensors } from '../src/io/safetensors.js';
 import { openCheckpoint } from '../src/model/checkpoint.js';
 import { modelIdentity } from '../src/profile/identity.js';
 import { finetune, resume } from '../src/train/finetune.js';
-import { applyDelta } from '../src/train/delta.js';
+import { applyDelta, writeCheckpoint } from '../src/train/delta.js';
 import { runCli } from './helpers/cli.js';
 import { fileLoss } from './helpers/loss.js';
 import { randomNeurons } from '../src/train/methods.js';
@@ -275,6 +275,17 @@ describe('finetune', () => {
     expect(err.join('')).toMatch(/the output folder is the base model folder/);
     expect(existsSync(path.join(STORIES, '.langneurons.lock'))).toBe(false);
   }, 120_000);
+
+  it('a merge writes the model\'s weights last: a folder holding model.safetensors holds the whole model (a kill in between left one that was refused)', async () => {
+    const out = path.join(tmp, 'weights-last');
+    const seen: string[][] = [];
+    const weights = { 'x.weight': { dtype: 'F32' as const, shape: [2], produce: () => { seen.push(readdirSync(out).filter((n) => !n.includes('.tmp-')).sort()); return Float32Array.of(1, 2); } } };
+    await writeCheckpoint(STORIES, out, weights);
+    const copied = readdirSync(STORIES).filter((n) => n !== 'model.safetensors' && readdirSync(out).includes(n)).sort();
+    expect(copied).toContain('config.json');
+    expect(seen).toEqual([copied]); // every config and tokenizer file was in place when the weights were written
+    expect(readdirSync(out).sort()).toEqual([...copied, 'model.safetensors'].sort());
+  });
 
   it('a run refused before it starts leaves no folder behind; a folder that was there stays', async () => {
     const masks = await maskFor(STORIES, 'mask-refused.json');

@@ -186,17 +186,19 @@ export function baseTensors(ckpt: Checkpoint): Record<string, TensorToProduce> {
 }
 
 /** Writes tensors as outDir/model.safetensors plus the base model's config and tokenizer files. `widened`: tensors
- *  written in float32 whose base dtype was 16-bit (recorded so that the model keeps its base's identity). */
+ *  written in float32 whose base dtype was 16-bit (recorded so that the model keeps its base's identity). The
+ *  weights come last: a merge killed before them leaves only copies checkOutDir lets the next merge write again,
+ *  and a folder holding model.safetensors is a whole model (it was refused as one with its config files missing). */
 export async function writeCheckpoint(modelDir: string, outDir: string, out: Record<string, TensorToWrite | TensorToProduce>,
   widened: Record<string, string> = {}): Promise<void> {
   await ensureOutputDir(outDir);
-  await writeSafetensors(path.join(outDir, 'model.safetensors'), out,
-    { format: 'pt', ...(Object.keys(widened).length ? { [BASE_DTYPES_KEY]: JSON.stringify(widened) } : {}) });
   for (const f of COPY_FILES) {
     const src = path.join(modelDir, f);
     if (!(await fsp.stat(src).then((st) => st.isFile(), () => false))) continue; // optional files
     await copyFileAtomic(src, path.join(outDir, f));
   }
+  await writeSafetensors(path.join(outDir, 'model.safetensors'), out,
+    { format: 'pt', ...(Object.keys(widened).length ? { [BASE_DTYPES_KEY]: JSON.stringify(widened) } : {}) });
 }
 
 export async function readDeltaDescription(deltaFile: string): Promise<DeltaDescription> {
