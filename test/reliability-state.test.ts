@@ -125,6 +125,17 @@ describe('temporary files and leftovers', () => {
     expect(readFileSync(out, 'utf8')).toBe('{"ok":true}');
   });
 
+  it('a name the file system takes (up to 255 bytes) is written, also where the temporary suffix would pass 255', async () => {
+    for (const name of ['a'.repeat(255), `${'é'.repeat(120)}.json`, 'x'.repeat(240) + '.safetensors']) {
+      const out = path.join(tmp, name);
+      await writeFileAtomic(out, 'whole');
+      expect(readFileSync(out, 'utf8')).toBe('whole');
+      expect(readdirSync(tmp).filter((n) => n.includes('.tmp-'))).toEqual([]);
+    }
+    // a name past 255 bytes is the file system's refusal, named
+    await expect(writeFileAtomic(path.join(tmp, 'b'.repeat(256)), 'x')).rejects.toThrow(/ENAMETOOLONG/);
+  });
+
   it('removes temporary files of dead writers only (never a live one, never through a link into a folder)', async () => {
     const dir = path.join(tmp, 'orphans');
     await fsp.mkdir(path.join(dir, 'state'), { recursive: true });

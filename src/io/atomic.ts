@@ -11,9 +11,24 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { LangneuronsError, describeError } from '../errors.js';
 
-/** `<target>.tmp-<pid>-<8 hex>`: the pid says which process wrote it (see removeOrphanTemps). */
+/** The longest file name most file systems take (ext4, XFS, btrfs, tmpfs: 255 bytes). */
+const NAME_MAX = 255;
+
+/**
+ * `<target>.tmp-<pid>-<8 hex>`: the pid says which process wrote it (see removeOrphanTemps). A target whose name is
+ * within NAME_MAX but leaves no room for the suffix gets its name cut short in the temporary's (at a character's
+ * boundary): the temporary is only renamed, so its name need not be the target's, and the write does not fail with
+ * ENAMETOOLONG for a name the file system takes.
+ */
 export function temporaryPathFor(target: string): string {
-  return `${target}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  return besideWithSuffix(target, `.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+}
+
+/** `<target><suffix>`, its name cut short (at a character's boundary) where the whole would pass NAME_MAX bytes. */
+function besideWithSuffix(target: string, suffix: string): string {
+  const name = [...path.basename(target)];
+  while (name.length > 1 && Buffer.byteLength(name.join('') + suffix) > NAME_MAX) name.pop();
+  return path.join(path.dirname(target), name.join('') + suffix);
 }
 
 const TEMP_NAME = /\.tmp-(\d+)(?:-[0-9a-f]+)?$/;
