@@ -9,7 +9,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
 
-import { readJournal, type Stamped } from '../src/sweep/journal.js';
+import { checkJournalIsOurs, readJournal, type Stamped } from '../src/sweep/journal.js';
 import { loadSweep } from '../src/sweep/load.js';
 import { planSweep, stepDir } from '../src/sweep/plan.js';
 
@@ -95,6 +95,27 @@ describe('sweep run', () => {
     const st = JSON.parse(cli(['sweep', 'status', file, '--out', OUT_LOCAL, '--json']).stdout) as { counts: Record<string, number> };
     expect(st.counts['failed']).toBe(1);
   }, 120_000);
+
+  it("a journal.jsonl the sweep did not write is refused untouched; its own (also one cut short by a kill) is taken", () => {
+    const user = path.join(tmp, 'user-journal');
+    mkdirSync(user);
+    const mine = '{"step": 1, "note": "my own experiment log"}\n';
+    writeFileSync(path.join(user, 'journal.jsonl'), mine);
+    const r = cli(['sweep', 'run', DEMO, '--out', user]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/user-journal\/journal\.jsonl: is not a sweep's journal \(its first line is not a 'run' event\)/);
+    expect(readFileSync(path.join(user, 'journal.jsonl'), 'utf8')).toBe(mine);
+    expect(readdirSync(user).sort()).toEqual(['journal.jsonl']);
+    // the sweep's own: empty, cut short by a kill in its first line, or whole
+    for (const text of ['', '{"ti', '{"time":"2026-12-', '{"time":"2026-12-06T00:00:00Z","event":"run","executor":"local","run":"r","pid":1,"host":"h"}\n{"time":"2']) {
+      writeFileSync(path.join(user, 'journal.jsonl'), text);
+      expect(() => checkJournalIsOurs(user), JSON.stringify(text)).not.toThrow();
+    }
+    for (const text of ['{"time":"2026-12-06T00:00:00Z","event":"start"}\n', 'step 1\n', '{"time": 3, "event": "run"}\n'])  {
+      writeFileSync(path.join(user, 'journal.jsonl'), text);
+      expect(() => checkJournalIsOurs(user), JSON.stringify(text)).toThrow(/is not a sweep's journal/);
+    }
+  }, 60_000);
 
   it('slurm --dry-run writes job-array scripts and a submit script, and submits nothing', () => {
     const out = path.join(tmp, 'dry');

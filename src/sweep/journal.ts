@@ -23,6 +23,28 @@ export type Stamped = JournalEvent & { time: string };
 
 export const journalFile = (out: string) => path.join(out, 'journal.jsonl');
 
+/**
+ * Refuses (E_EXISTS) a journal.jsonl in `out` that a `sweep run` did not start: the first line of every journal is a
+ * 'run' event (or, cut short by a kill, the start of one). A user's file of that name is never appended to.
+ */
+export function checkJournalIsOurs(out: string): void {
+  const f = journalFile(out);
+  if (!existsSync(f)) return;
+  const text = readFileSync(f, 'utf8');
+  const end = text.indexOf('\n');
+  const first = end < 0 ? text : text.slice(0, end);
+  const opening = '{"time":"'; // how appendJournal starts every line
+  let ours = end < 0 && (opening.startsWith(first) || first.startsWith(opening));
+  if (!ours) {
+    try {
+      const e = JSON.parse(first) as Partial<Stamped>;
+      ours = typeof e.time === 'string' && e.event === 'run';
+    } catch { /* not JSON: not a journal */ }
+  }
+  if (!ours)
+    throw new LangneuronsError('E_EXISTS', `${f}: is not a sweep's journal (its first line is not a 'run' event); sweep run appends to it: choose another --out, or move the file away`, { file: f });
+}
+
 export function appendJournal(out: string, e: JournalEvent): void {
   ensureOutputDirSync(out);
   appendToFileSync(journalFile(out), JSON.stringify({ time: new Date().toISOString(), ...e }) + '\n');

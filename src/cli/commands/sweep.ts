@@ -4,7 +4,7 @@ import os from 'node:os';
 
 import { LangneuronsError } from '../../errors.js';
 import { execStep, findStep } from '../../sweep/exec.js';
-import { acquireLock, appendJournal } from '../../sweep/journal.js';
+import { acquireLock, appendJournal, checkJournalIsOurs } from '../../sweep/journal.js';
 import { loadSweep } from '../../sweep/load.js';
 import { runLocal } from '../../sweep/local.js';
 import { planSweep, type SweepPlan } from '../../sweep/plan.js';
@@ -54,6 +54,7 @@ export function registerSweep(program: Command): void {
       } else {
         const release = await acquireLock(`${plan.out}/.sweep-run.lock`, (w) => `${plan.out}: another \`sweep run\` (pid ${w.pid} on ${w.host}) is using this output folder`);
         try {
+          checkJournalIsOurs(plan.out);
           appendJournal(plan.out, { event: 'run', executor: o.executor, run, pid: process.pid, host: os.hostname() });
           const onEvent = o.json ? undefined : (line: string) => process.stderr.write(`${line}\n`);
           summary = o.executor === 'local' ? await runLocal(plan, { jobs: o.jobs, run, ...(onEvent ? { onEvent } : {}) })
