@@ -180,6 +180,21 @@ describe('tasks with a fake scorer (exact prompts, choices, accuracies)', () => 
     const plan = await prepareTask('xnli', { dir: d, lang: 'sw' });
     expect(plan.items[0]).toMatchObject({ kind: 'mc', gold: 1 });
   });
+
+  it('--split: a file in a folder named by the split is taken before a flat file beside it (which was read for every split)', async () => {
+    const d = await makeTempDir('xcopa-split-');
+    const item = (premise: string) => JSON.stringify({ premise, choice1: 'Alikula', choice2: 'Alilala', question: 'effect', label: 0 }) + '\n';
+    await fsp.writeFile(path.join(d, 'sw.jsonl'), item('flat test.'));
+    await fsp.mkdir(path.join(d, 'validation'));
+    await fsp.writeFile(path.join(d, 'validation', 'sw.jsonl'), item('split validation.'));
+    const premise = async (split?: string) => {
+      const s = new FakeScorer();
+      await run(await prepareTask('xcopa', { dir: d, lang: 'sw', ...(split ? { split } : {}) }), s);
+      return s.pairs[0]!.context;
+    };
+    expect(await premise('validation')).toMatch(/^split validation/);
+    expect(await premise()).toMatch(/^flat test/); // no test/ folder: the flat file
+  });
 });
 
 describe('bad input: clear errors naming the file', () => {

@@ -173,19 +173,26 @@ function splitFiles(dir: string, split: string): string[] {
 export interface Located { files: string[]; tried: string[] }
 
 /**
- * Files of one language (config) of a dataset folder. Tries, for each candidate name: <dir>/<name>.<ext>,
- * <dir>/data/<name>.<ext>, <dir>/<split>/<name>.<ext>, <dir>/<name>/<split>*, <dir>/data/<name>/<split>*,
- * <dir>/<prefix><name>/<split>* and, for FLORES, <dir>/<split>/<name>.<split>.
+ * Files of one language (config) of a dataset folder. Tries the places that name the split first, for each
+ * candidate name: <dir>/<split>/<name>.<ext>, FLORES' <dir>/flores200_dataset/<split>/<name>.<split>,
+ * <dir>/<name>/<split>*, <dir>/data/<name>/<split>*, <dir>/<prefix><name>/<split>*; then the flat layouts that name
+ * none, <dir>/<name>.<ext> and <dir>/data/<name>.<ext> (a flat file beside split folders was taken for every split).
  */
 export function locate(dir: string, names: string[], split: string, opts: { prefixes?: string[]; textExt?: boolean } = {}): Located {
   const tried: string[] = [];
-  const firstExisting = (cands: string[]) => { tried.push(...cands); return cands.filter(isFile); };
-  for (const name of names) {
-    for (const base of [dir, path.join(dir, 'data'), path.join(dir, split), path.join(dir, 'flores200_dataset', split)]) {
-      const exts = [...DATA_EXT, ...(opts.textExt ? [`.${split}`, '.txt'] : [])];
-      const hit = firstExisting(exts.map((e) => path.join(base, `${name}${e}`)));
-      if (hit.length) return { files: [hit[0]!], tried };
+  const exts = [...DATA_EXT, ...(opts.textExt ? [`.${split}`, '.txt'] : [])];
+  const fileIn = (bases: string[], name: string) => {
+    for (const base of bases) {
+      const cands = exts.map((e) => path.join(base, `${name}${e}`));
+      tried.push(...cands);
+      const hit = cands.find(isFile);
+      if (hit) return hit;
     }
+    return undefined;
+  };
+  for (const name of names) {
+    const hit = fileIn([path.join(dir, split), path.join(dir, 'flores200_dataset', split)], name);
+    if (hit) return { files: [hit], tried };
     for (const p of ['', ...(opts.prefixes ?? [])]) {
       for (const base of [dir, path.join(dir, 'data')]) {
         const sub = path.join(base, `${p}${name}`);
@@ -194,6 +201,10 @@ export function locate(dir: string, names: string[], split: string, opts: { pref
         if (fs.length) return { files: fs, tried };
       }
     }
+  }
+  for (const name of names) {
+    const hit = fileIn([dir, path.join(dir, 'data')], name);
+    if (hit) return { files: [hit], tried };
   }
   return { files: [], tried };
 }
