@@ -1,13 +1,13 @@
 // Reliability of saves (issue 19, items 1, 2, 6, 12): an optimizer state over 2 GiB saves and loads (tensors are
 // streamed, never one fs.readFile), a save is one atomic file, temporary files are created exclusively and never
 // follow a planted link, leftovers of dead writers are removed, and an output folder has one writer at a time.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, promises as fsp, readdirSync, readFileSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { openExclusive, removeOrphanTemps, writeFileAtomic } from '../src/io/atomic.js';
+import { openExclusive, processAlive, removeOrphanTemps, writeFileAtomic } from '../src/io/atomic.js';
 import { sha256File } from '../src/io/files.js';
 import { acquireOutputLock, LOCK_FILE } from '../src/io/lock.js';
 import { ensureOutputDir } from '../src/io/outdir.js';
@@ -126,14 +126,16 @@ describe('temporary files and leftovers', () => {
   });
 
   it('a name the file system takes (up to 255 bytes) is written, also where the temporary suffix would pass 255', async () => {
+    const dir = path.join(tmp, 'long-names');
+    await fsp.mkdir(dir);
     for (const name of ['a'.repeat(255), `${'é'.repeat(120)}.json`, 'x'.repeat(240) + '.safetensors']) {
-      const out = path.join(tmp, name);
+      const out = path.join(dir, name);
       await writeFileAtomic(out, 'whole');
       expect(readFileSync(out, 'utf8')).toBe('whole');
-      expect(readdirSync(tmp).filter((n) => n.includes('.tmp-'))).toEqual([]);
     }
+    expect(readdirSync(dir).filter((n) => n.includes('.tmp-'))).toEqual([]);
     // a name past 255 bytes is the file system's refusal, named
-    await expect(writeFileAtomic(path.join(tmp, 'b'.repeat(256)), 'x')).rejects.toThrow(/ENAMETOOLONG/);
+    await expect(writeFileAtomic(path.join(dir, 'b'.repeat(256)), 'x')).rejects.toThrow(/ENAMETOOLONG/);
   });
 
   it('removes temporary files of dead writers only (never a live one, never through a link into a folder)', async () => {
@@ -174,6 +176,25 @@ describe('output folders', () => {
     // A lock with this very pid that this process does not hold: left by an earlier process with the same pid.
     await fsp.writeFile(path.join(dir, LOCK_FILE), JSON.stringify({ pid: process.pid, hostname: os.hostname(), command: 'eval', started: 'then' }));
     await (await acquireOutputLock(dir, 'finetune')).release();
+  });
+
+  it.skipIf(!existsSync('/proc/self/stat'))('a holder that has ended but is not reaped yet (a zombie) is not alive: its lock is taken over at once', async () => {
+    // `sleep 0 &` then exec: the background child's parent is now `sleep 5`, which never reaps it.
+    const sh = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 5'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const zombie = Number(await new Promise<string>((resolve) => sh.stdout!.once('data', (d) => resolve(String(d).trim()))));
+    try {
+      for (let i = 0; i < 100 && !/\) Z/.test(readFileSync(`/proc/${zombie}/stat`, 'latin1')); i++) await new Promise((r) => setTimeout(r, 20));
+      expect(readFileSync(`/proc/${zombie}/stat`, 'latin1')).toMatch(/\) Z /);
+      expect(() => process.kill(zombie, 0)).not.toThrow(); // what the check was: the zombie still "exists"
+      expect(processAlive(zombie)).toBe(false);
+      expect(processAlive(sh.pid!)).toBe(true);
+      const dir = path.join(tmp, 'zombie-lock');
+      await fsp.mkdir(dir);
+      await fsp.writeFile(path.join(dir, LOCK_FILE), JSON.stringify({ pid: zombie, hostname: os.hostname(), command: 'eval', started: 'then' }));
+      await (await acquireOutputLock(dir, 'finetune')).release();
+    } finally {
+      sh.kill('SIGKILL');
+    }
   });
 
   it('a torn lock (its writer killed between create and write) is waited for briefly, then taken over', async () => {

@@ -7,7 +7,7 @@
  * name makes the open fail instead of being followed, and the random part makes such a collision unlikely anyway.
  */
 import { randomBytes } from 'node:crypto';
-import { constants as fsc, promises as fsp } from 'node:fs';
+import { constants as fsc, promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { LangneuronsError, describeError } from '../errors.js';
 
@@ -38,14 +38,23 @@ export async function openExclusive(file: string): Promise<fsp.FileHandle> {
   return fsp.open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | (fsc.O_NOFOLLOW ?? 0), 0o644);
 }
 
-/** Whether a process with this pid exists on this host (EPERM: it exists but belongs to someone else). */
+/**
+ * Whether a process with this pid runs on this host (EPERM: it exists but belongs to someone else). A zombie (ended,
+ * not yet reaped by its parent: Linux's state Z in /proc/<pid>/stat) is not running: a killed writer's lock or
+ * temporary file is then stale at once, not when its parent gets round to reaping it.
+ */
 export function processAlive(pid: number): boolean {
   if (!Number.isSafeInteger(pid) || pid <= 0) return false;
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');  // "pid (comm) S ...": the state follows the last ')'
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
+  } catch {
+    return true;  // no /proc (macOS) or it went meanwhile: as kill(pid, 0) said
   }
 }
 

@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
+import { processAlive } from '../io/atomic.js';
 import { appendToFileSync } from '../io/files.js';
 import { ensureOutputDirSync } from '../io/outdir.js';
 
@@ -62,9 +63,6 @@ export function readJournal(out: string): Stamped[] {
   return events;
 }
 
-export function pidAlive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
-}
 
 interface LockOwner { pid: number; host: string; job?: string }
 
@@ -89,7 +87,7 @@ export async function acquireLock(file: string, busy: (owner: LockOwner) => stri
     let owner: LockOwner | null = null;
     try { owner = JSON.parse(readFileSync(file, 'utf8')) as LockOwner; } catch { /* written half by a killed process */ }
     const stale = !owner || (owner.job !== undefined && owner.job === me.job) ||
-      (owner.host === me.host ? owner.pid === me.pid || !pidAlive(owner.pid) : o.otherHosts === 'stale');
+      (owner.host === me.host ? owner.pid === me.pid || !processAlive(owner.pid) : o.otherHosts === 'stale');
     if (stale) { rmSync(file, { force: true }); continue; }
     if (!o.wait || owner!.host !== me.host) throw new LangneuronsError('E_BUSY', busy(owner!), { file });
     await new Promise((r) => setTimeout(r, 500)); // a live local owner: wait for it to finish

@@ -3,7 +3,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 
-import { pidAlive, readJournal } from './journal.js';
+import { processAlive } from '../io/atomic.js';
+import { readJournal } from './journal.js';
 import { isDone, stepDir, type Step, type SweepPlan } from './plan.js';
 import { squeueJobs } from './slurm.js';
 
@@ -32,7 +33,7 @@ export function sweepStatus(plan: SweepPlan, o: { slurm?: boolean } = {}): { ste
     if (existsSync(lock)) {
       try {
         const w = JSON.parse(readFileSync(lock, 'utf8')) as { pid: number; host: string; job?: string };
-        if (w.host !== os.hostname() || pidAlive(w.pid)) return { ...base, state: 'running', detail: `pid ${w.pid} on ${w.host}${w.job ? `, Slurm job ${w.job}` : ''}` };
+        if (w.host !== os.hostname() || processAlive(w.pid)) return { ...base, state: 'running', detail: `pid ${w.pid} on ${w.host}${w.job ? `, Slurm job ${w.job}` : ''}` };
       } catch { /* a lock being written */ }
     }
     const t = slurmTask.get(s.id);
