@@ -99,16 +99,19 @@ describe('finetune --head classification', () => {
     try {
       code = await main(['node', 'langneurons', 'finetune', STORIES, '--method', 'neuron-lora', '--masks', masks, '--lang', 'en',
         '--head', 'classification', '--num-labels', '3', '--train', itemsFile, '--valid', itemsFile, '--out', run,
-        '--batch', '4', '--chunk', '64', '--steps', '24', '--eval-every', '12', '--lr', '1e-2', '--json']);
+        '--batch', '4', '--accum', '1', '--chunk', '64', '--steps', '24', '--eval-every', '12', '--lr', '1e-2', '--json']);
     } finally {
       process.stdout.write = w;
     }
     expect(code).toBe(0);
     const opts = JSON.parse(readFileSync(path.join(run, 'run.json'), 'utf8')).options;
-    expect(opts).toMatchObject({ lr: 1e-2, beta1: 0.95, beta2: 0.999, weightDecay: 0.1, warmupRatio: 0.01, clip: 10,
-      head: { numLabels: 3, textFields: ['premise', 'hypothesis'], labelField: 'label' } });
+    expect(opts).toMatchObject({ lr: 1e-2, beta1: 0.95, beta2: 0.999, weightDecay: 0.1, warmupRatio: 0.01, clip: 10, schedule: 'linear',
+      warmupRamp: 'hf', batch: 4, accum: 1, chunk: 64, head: { numLabels: 3, textFields: ['premise', 'hypothesis'], labelField: 'label' } });
     const log = readFileSync(path.join(run, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    expect(log[0].lr).toBeCloseTo(1e-2 / 1, 12); // ceil(1% of 24) = 1 warm-up step
+    // Mondal's get_linear_schedule_with_warmup(int(0.01 * 24) = 0 warm-up steps, 24): lr (24 - s) / 24 at step s
+    const lrs = log.filter((e) => 'loss' in e).map((e) => e.lr as number);
+    expect(lrs).toHaveLength(24);
+    lrs.forEach((lr, s) => expect(lr).toBeCloseTo((1e-2 * (24 - s)) / 24, 15));
     const steps = log.filter((e) => 'loss' in e).map((e) => e.loss as number);
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
     const first = mean(steps.slice(0, 3)), last = mean(steps.slice(-3)); // one epoch = 3 steps
@@ -128,7 +131,12 @@ describe('finetune --head classification', () => {
     const r2 = await finetune(STORIES, { ...fast, method: 'mlp', head: 'classification', train: itemsFile, steps: 2, writeModel: false }, path.join(tmp, 'run-mlp'));
     expect(r2.steps).toBe(2);
     const o2 = JSON.parse(readFileSync(path.join(tmp, 'run-mlp', 'run.json'), 'utf8')).options;
-    expect(o2).toMatchObject({ lr: 1e-5, beta1: 0.9, weightDecay: 0, warmupRatio: 0, clip: 1 });
+    expect(o2).toMatchObject({ lr: 1e-5, beta1: 0.9, weightDecay: 0.01, warmupRatio: 0, clip: 1, schedule: 'constant', batch: 4, accum: 1 });
+    // Mondal's batching when not given: 1 item a micro-batch, 8 accumulated, items of at most 256 tokens (the
+    // model's context where shorter)
+    await finetune(STORIES, { ...fast, method: 'neuron-lora', masks, langs: ['en'], head: 'classification', train: itemsFile, steps: 1, writeModel: false, batch: undefined, accum: undefined, chunk: undefined }, path.join(tmp, 'run-preset'));
+    const o3 = JSON.parse(readFileSync(path.join(tmp, 'run-preset', 'run.json'), 'utf8')).options;
+    expect(o3).toMatchObject({ batch: 1, accum: 8, chunk: 256, schedule: 'linear', weightDecay: 0.1 });
     const d = JSON.parse(readFileSync(path.join(tmp, 'run-mlp', 'delta.json'), 'utf8'));
     expect(d.tensors.map((x: { name: string }) => x.name)).not.toContain('score.weight');
   }, 120_000);

@@ -62,13 +62,14 @@ describe('finetune --method lora / neuron-lora', () => {
     const run = JSON.parse(readFileSync(path.join(tmp, `run-${method}`, 'run.json'), 'utf8'));
     expect(run.options.lora).toEqual(method === 'lora'
       ? { r: 32, alpha: 64, dropout: 0.1, targets: ['gate_proj', 'up_proj', 'down_proj'] }
-      : { r: 8, alpha: 16, dropout: 0.1, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] });
-    expect(run.options.resetOptimizerOnSave).toBe(false);
+      : { r: 8, alpha: 16, dropout: 0, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] });
+    expect(run.options.resetOptimizerOnBest).toBe(false);
+    expect(run.options.resetOptimizerOnSave).toBeUndefined();
     // PEFT adapter folder: names, shapes, config.
     const ad = path.join(tmp, `run-${method}`, 'adapter');
     const cfg = JSON.parse(readFileSync(path.join(ad, 'adapter_config.json'), 'utf8'));
     expect(cfg).toMatchObject({ peft_type: 'LORA', task_type: 'CAUSAL_LM', bias: 'none', fan_in_fan_out: false,
-      r: run.options.lora.r, lora_alpha: run.options.lora.alpha, lora_dropout: 0.1, base_model_name_or_path: STORIES });
+      r: run.options.lora.r, lora_alpha: run.options.lora.alpha, lora_dropout: run.options.lora.dropout, base_model_name_or_path: STORIES });
     const header = await readSafetensorsHeader(path.join(ad, 'adapter_model.safetensors'));
     const shapes = Object.fromEntries(header.tensors.map((t) => [t.name, t.shape]));
     const ck = await openCheckpoint(STORIES);
@@ -164,18 +165,21 @@ describe('finetune --method lora / neuron-lora', () => {
     await finetune(STORIES, o, a);
     const part = await finetune(STORIES, o, b, { stopAfterStep: 4 });
     expect(part.steps).toBe(4);
+    const strip = (f: string) => readFileSync(f, 'utf8').trim().split('\n').map((l) => { const e = JSON.parse(l); delete e.tokensPerSecond; delete e.seconds; return e; });
+    // The optimizer restarts after each better model: AdamW's step count is the steps since the last one.
+    const bestUpTo = (run: string, n: number) => strip(path.join(run, 'train.jsonl')).filter((e) => e.best && e.step <= n).map((e) => e.step as number).at(-1) ?? 0;
     const st = JSON.parse(readFileSync(path.join(b, 'state', 'state.json'), 'utf8'));
-    expect(st).toMatchObject({ step: 4, optimizerStep: 0 });
+    expect(st).toMatchObject({ step: 4, optimizerStep: 4 - bestUpTo(b, 4) });
     await resume(b);
     for (const f of ['adapter/adapter_model.safetensors', 'state/state.safetensors', 'model/model.safetensors'])
       expect(sameBytes(path.join(a, f), path.join(b, f)), f).toBe(true);
-    expect(JSON.parse(readFileSync(path.join(a, 'run.json'), 'utf8')).options.resetOptimizerOnSave).toBe(true);
-    // The moments were zeroed at the last save.
+    expect(JSON.parse(readFileSync(path.join(a, 'run.json'), 'utf8')).options.resetOptimizerOnBest).toBe(true);
+    // Zeroed moments when the last step saved a better model (else AdamW's count of the steps since).
     const state = await readAllTensors(path.join(a, 'state', 'state.safetensors'));
     const m = [...state].filter(([k]) => k.endsWith('.m'));
     expect(m.length).toBeGreaterThan(0);
-    expect(m.every(([, t]) => (t.data as Float32Array).every((x) => x === 0))).toBe(true);
-    const strip = (f: string) => readFileSync(f, 'utf8').trim().split('\n').map((l) => { const e = JSON.parse(l); delete e.tokensPerSecond; delete e.seconds; return e; });
+    expect(m.every(([, t]) => (t.data as Float32Array).every((x) => x === 0))).toBe(bestUpTo(a, 6) === 6);
+    expect(JSON.parse(readFileSync(path.join(a, 'state', 'state.json'), 'utf8')).optimizerStep).toBe(6 - bestUpTo(a, 6));
     expect(strip(path.join(b, 'train.jsonl'))).toEqual(strip(path.join(a, 'train.jsonl')));
   }, 120_000);
 

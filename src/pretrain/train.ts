@@ -178,7 +178,7 @@ async function trainRun(r: Resolved, initDir: string, trainFile: string, log: (e
   if (existsSync(path.join(runDir, 'run.json'))) return resume(runDir, { onLog: log });
   return finetune(initDir, {
     method: 'full', train: trainFile, lr: r.lr, weightDecay: r.weightDecay, clip: r.clip, beta2: r.beta2, chunk: r.chunk, batch: r.batch,
-    accum: r.accum, steps: r.steps, warmup: r.warmup, schedule: 'cosine', evalEvery: 0, saveEvery: r.saveEvery, seed: r.seed,
+    accum: r.accum, steps: r.steps, warmup: r.warmup, schedule: 'cosine', warmupRamp: 'from-step-1', evalEvery: 0, saveEvery: r.saveEvery, seed: r.seed,
     threads: r.threads,
   }, runDir, { onLog: log });
 }

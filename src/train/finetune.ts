@@ -83,14 +83,20 @@ export interface FinetuneOptions {
   /** The checkpoint's trained tensors in their stored dtype (default) or float32, which keeps changes below a
    *  BF16/F16 step (merge-precision.ts); the delta is float32 either way. */
   saveDtype?: MergeDtype;
-  /** Warm-up as a fraction of the steps (rounded up, as transformers' warmup_ratio) when --warmup is 0. */
+  /** Warm-up as a fraction of the steps (rounded down, as Mondal et al.'s int(0.01 * steps)) when --warmup is 0. */
   warmupRatio?: number;
+  /**
+   * How the learning rate ramps up: 'hf' (default) as transformers' schedulers, lr · s / warmup at 0-based step s (the
+   * first step at 0); 'from-step-1', lr · (s + 1) / warmup (the first step already moves), `train`'s recipe.
+   */
+  warmupRamp?: WarmupRamp;
   /** LoRA rank / alpha / dropout / PEFT target modules (methods lora, neuron-lora; defaults per method). */
   loraR?: number;
   loraAlpha?: number;
   loraDropout?: number;
   loraTargets?: string[];
-  /** Zero the Adam moments and step count at every save (the reference's optimizer re-creation); default off. */
+  /** Zero the Adam moments and step count whenever a new best checkpoint is saved (Gurgurov et al.'s reference
+   *  re-creates its optimizer after saving a better model); default off. */
   resetOptimizerOnSave?: boolean;
   /** A linear classification head on the last position, trained along the method (data: JSONL items). */
   head?: 'classification';
@@ -110,11 +116,17 @@ export interface FinetuneOptions {
 }
 
 type NewFields = 'loraR' | 'loraAlpha' | 'loraDropout' | 'loraTargets' | 'head' | 'numLabels' | 'textFields' | 'labelField' | 'pairFormat' |
-  'warmupRatio' | 'resetOptimizerOnSave' | 'device' | 'compute' | 'recompute' | 'saveDtype';
+  'warmupRatio' | 'warmupRamp' | 'resetOptimizerOnSave' | 'device' | 'compute' | 'recompute' | 'saveDtype';
 /** What run.json records. Fields added after the first release are optional: older run folders lack them. */
 interface ResolvedOptions extends Required<Omit<FinetuneOptions, 'masks' | 'langs' | 'valid' | 'steps' | NewFields>> {
   masks: string | null; langs: string[]; valid: string | null; steps: number;
-  warmupRatio?: number; lora?: LoraSettings | null; head?: HeadSettings | null; resetOptimizerOnSave?: boolean;
+  warmupRatio?: number; lora?: LoraSettings | null; head?: HeadSettings | null;
+  /** Absent in runs from before it was recorded: those ramped 'from-step-1' and rounded warmupRatio up. */
+  warmupRamp?: WarmupRamp;
+  /** Runs from before the reset followed best saves only: a reset at every state save (kept so that they resume alike). */
+  resetOptimizerOnSave?: boolean;
+  /** Reset the optimizer whenever a new best checkpoint is saved (--reset-optimizer-on-save). */
+  resetOptimizerOnBest?: boolean;
   /** Where the run trains (absent in runs from before it was recorded: those trained on the CPU, in f32). */
   device?: Placement['device']; compute?: Placement['compute'];
   /** Activation recomputation on the GPU (absent: off). */
@@ -197,7 +209,10 @@ function resolveOptions(o: FinetuneOptions, placement: Placement): ResolvedOptio
     textFields: o.textFields?.length ? [...o.textFields] : ['premise', 'hypothesis'], labelField: o.labelField ?? 'label',
     ...(o.pairFormat && o.pairFormat !== 'pair' ? { pairFormat: o.pairFormat } : {}),
   } : null;
-  const schedule = o.schedule ?? 'constant';
+  // Mondal et al.'s head runs decay linearly after the warm-up (get_linear_schedule_with_warmup).
+  const schedule = o.schedule ?? (preset ? 'linear' : 'constant');
+  const warmupRamp = o.warmupRamp ?? 'hf';
+  if (!(WARMUP_RAMPS as readonly string[]).includes(warmupRamp)) throw optErr(`warmupRamp must be ${WARMUP_RAMPS.join(' or ')}, got '${String(warmupRamp)}'`, 'warmupRamp');
   const recompute = o.recompute ?? false;
   if (recompute && placement.device === 'cpu')
     throw optErr('--recompute is for the CUDA trainer (--device cuda); the CPU trainer keeps its activations in host memory', 'recompute');
@@ -211,14 +226,14 @@ function resolveOptions(o: FinetuneOptions, placement: Placement): ResolvedOptio
     beta1: num('beta1', o.beta1, preset?.beta1 ?? 0.9, (x) => x >= 0 && x < 1, 'in [0, 1)'),
     beta2: num('beta2', o.beta2, preset?.beta2 ?? 0.999, (x) => x >= 0 && x < 1, 'in [0, 1)'),
     eps: num('eps', o.eps, 1e-8, (x) => x > 0, 'a number > 0'),
-    chunk: int('chunk', o.chunk, 512, 2), batch: int('batch', o.batch, 2, 1), accum: int('accum', o.accum, 1, 1),
+    chunk: int('chunk', o.chunk, preset?.chunk ?? 512, 2), batch: int('batch', o.batch, preset?.batch ?? 2, 1), accum: int('accum', o.accum, preset?.accum ?? 1, 1),
     steps: o.steps === undefined ? 0 : int('steps', o.steps, 0, 1),
     warmup: int('warmup', o.warmup, 0, 0), schedule, evalEvery,
     saveEvery: int('save-every', o.saveEvery, evalEvery || 100, 1), seed: int('seed', o.seed, 0, 0),
     threads: int('threads', o.threads, 2, 1), writeModel: o.writeModel ?? true,
     ...(o.saveDtype !== undefined ? { saveDtype: mergeDtype(o.saveDtype, 'save-dtype') } : {}),
     warmupRatio: num('warmup-ratio', o.warmupRatio, preset?.warmupRatio ?? 0, (x) => x >= 0 && x <= 1, 'in [0, 1]'),
-    lora, head, resetOptimizerOnSave: o.resetOptimizerOnSave ?? false, device: placement.device, compute: placement.compute,
+    warmupRamp, lora, head, resetOptimizerOnBest: o.resetOptimizerOnSave ?? false, device: placement.device, compute: placement.compute,
     ...(recompute ? { recompute } : {}),
   };
 }
@@ -230,14 +245,23 @@ export function mergeDtype(v: string, option: string): MergeDtype {
   return v as MergeDtype;
 }
 
-/** Warm-up steps: --warmup, else ceil(warmupRatio * total). */
+export const WARMUP_RAMPS = ['hf', 'from-step-1'] as const;
+export type WarmupRamp = (typeof WARMUP_RAMPS)[number];
+
+/** Warm-up steps: --warmup, else warmupRatio * total rounded down (Mondal's int()); up in runs before warmupRamp. */
 function warmupSteps(o: ResolvedOptions, total: number): number {
-  return o.warmup > 0 ? o.warmup : Math.ceil((o.warmupRatio ?? 0) * total);
+  if (o.warmup > 0) return o.warmup;
+  const steps = (o.warmupRatio ?? 0) * total;
+  return o.warmupRamp === 'hf' ? Math.floor(steps) : Math.ceil(steps);
 }
 
-/** Learning rate of optimizer step `s` (0-based) of `total`. */
-export function learningRate(o: Pick<ResolvedOptions, 'lr' | 'warmup' | 'schedule'>, s: number, total: number): number {
-  if (s < o.warmup) return (o.lr * (s + 1)) / o.warmup;
+/**
+ * Learning rate of optimizer step `s` (0-based) of `total`: transformers' get_{constant,linear,cosine}_schedule_with_
+ * warmup (lr · s / warmup during the warm-up, then constant, (total − s) / (total − warmup) or the half cosine), or
+ * with ramp 'from-step-1' (runs before the ramp was recorded, and `train`) lr · (s + 1) / warmup during the warm-up.
+ */
+export function learningRate(o: Pick<ResolvedOptions, 'lr' | 'warmup' | 'schedule'> & { ramp?: WarmupRamp }, s: number, total: number): number {
+  if (s < o.warmup) return (o.lr * (o.ramp === 'hf' ? s : s + 1)) / o.warmup;
   if (o.schedule === 'constant') return o.lr;
   const p = total > o.warmup ? (s - o.warmup) / (total - o.warmup) : 0;
   return o.schedule === 'linear' ? o.lr * (1 - p) : (o.lr * (1 + Math.cos(Math.PI * p))) / 2;
@@ -488,7 +512,7 @@ async function loop(p: Prepared, runDir: string, st0: StateCounters, ctl: RunCon
   const perStep = o.batch * o.accum;
   const examples = head ? p.trainItems.length : p.train.length;
   const total = o.steps || Math.max(1, Math.ceil(examples / perStep));
-  const sched = { lr: o.lr, schedule: o.schedule, warmup: warmupSteps(o, total) };
+  const sched = { lr: o.lr, schedule: o.schedule, warmup: warmupSteps(o, total), ramp: o.warmupRamp ?? 'from-step-1' };
   const logFile = path.join(runDir, 'train.jsonl');
   const log = async (e: Record<string, unknown>) => { ctl.onLog?.(e); await appendToFile(logFile, JSON.stringify(e) + '\n'); };
   const perm = new Map<number, Int32Array>();
@@ -542,11 +566,13 @@ async function loop(p: Prepared, runDir: string, st0: StateCounters, ctl: RunCon
         bestValid = v;
         bestStep = s + 1;
         await writeWeights(path.join(runDir, 'best'), p, s + 1);
+        // The reference re-creates its optimizer after saving a better model (and only then).
+        if (o.resetOptimizerOnBest) tr.resetOptimizer();
       }
       await log({ step: s + 1, validLoss: v, ...(vc ? { validAccuracy: vc.accuracy } : {}), best: better });
     }
     if ((s + 1) % o.saveEvery === 0 || last) {
-      if (o.resetOptimizerOnSave) tr.resetOptimizer();
+      if (o.resetOptimizerOnSave) tr.resetOptimizer(); // runs from before resets followed best saves only
       await saveState(path.join(runDir, 'state'), tr, { step: s + 1, bestValid, bestStep, tokens, optimizerStep: tr.info().stepCount }, p.ckpt.config.modelType);
     }
     if (ctl.stopAfterStep === s + 1 && !last)
