@@ -203,4 +203,17 @@ describe('steer forcing with FLORES-coded languages against a udhr-named mask', 
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain('deu_Latn');
   }, 60_000);
+
+  it("zho_Hant and cmn_Hans (no alias of the eval tables) take a zh mask's neurons, as the identifiers' codes make them zh", async () => {
+    const doc = JSON.parse(await fsp.readFile(mask, 'utf8'));
+    doc.languages.zh = doc.languages.ja;
+    const zhMask = await write('mask-zh.json', JSON.stringify(doc));
+    const prompts = path.dirname(await write('forcing-zh/zho_Hant.txt', 'Once upon a time\n'));
+    await write('forcing-zh/cmn_Hans.txt', 'The little dog\n');
+    const out = path.join(tmp, 'forcing-zh.json');
+    const r = await runCli('steer', 'forcing', M, '--masks', zhMask, '--prompts', prompts, '--target', 'zho_Hant', '--amplify', 'scale:5',
+      '--langid', 'eld', '--max-new-tokens', '2', '--no-baseline', '--threads', '1', '--out', out, '--json');
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(await fsp.readFile(out, 'utf8')).sourcesNotInMask).toEqual([]); // both deactivated zh (was: not in the mask)
+  }, 60_000);
 });

