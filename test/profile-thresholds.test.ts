@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { udhrCorpus } from '../src/corpus/udhr.js';
 import { loadModel, type LanguageModel } from '../src/engine/model.js';
 import { histogramQuantile } from '../src/identify/act-prob.js';
+import { openCheckpoint } from '../src/model/checkpoint.js';
 import { modelIdentity } from '../src/profile/identity.js';
 import { profileCorpus, statsFileFor } from '../src/profile/profile.js';
 import { readStats, writeStats, type Site, type StatsMeta } from '../src/profile/stats.js';
@@ -135,13 +136,25 @@ const json = (...args: string[]) => {
 };
 
 describe('act-prob-90p from the command line', () => {
-  it('profiles twice (histograms, then counts above each language\'s p90) and identifies with act-prob-90p', async () => {
+  it('profiles twice (histograms, then counts above each language\'s p90) and identifies with act-prob-90p; a first pass too narrow is warned about', async () => {
     const dir = await tmp();
     const model = fixturePath('tiny-llama3');
     const common = ['--corpus', 'udhr:train', '--langs', 'en,sw', '--max-len', '32', '--tokens', '2k', '--threads', '2'];
     const p1 = path.join(dir, 'pass1'), p2 = path.join(dir, 'pass2');
     json('profile', model, ...common, '--histogram', '-1:3:128', '--out', p1);
-    json('profile', model, ...common, '--above-quantile', '0.9', '--thresholds-from', p1, '--out', p2);
+    const second = cli('profile', model, ...common, '--above-quantile', '0.9', '--thresholds-from', p1, '--out', p2);
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stderr).not.toMatch(/open end/); // the range holds every p90
+    // a first pass whose range ends below many units' values: their p90 lies in the last bin (which also holds every
+    // value past it), so the thresholds are too low and the counts too high; said, with how many units (was silent)
+    const narrow = path.join(dir, 'pass1-narrow');
+    json('profile', model, ...common, '--histogram', '-1:0.05:64', '--out', narrow);
+    const warned = cli('profile', model, ...common, '--above-quantile', '0.9', '--thresholds-from', narrow, '--out', path.join(dir, 'pass2-narrow'));
+    expect(warned.code, warned.stderr).toBe(0);
+    const th = await thresholdsFromEarlierPass(narrow, { language: 'en', model: modelIdentity(await openCheckpoint(model)), sites: ['act'], layers: 3, quantile: 0.9 });
+    const last = th.openBins.find((b) => b.site === 'act')!.high;
+    expect(last).toBeGreaterThan(0);
+    expect(warned.stderr).toContain(`warning: en: the 90th percentile read from ${statsFileFor(narrow, 'en')} lies in an open end of its histogram for site act: ${last} of 480 units in the last bin (it also holds every value above 0.05`);
     for (const lang of ['en', 'sw']) {
       const s = await readStats(statsFileFor(p2, lang));
       const above = s.sites.get('act')!.above!;

@@ -20,7 +20,7 @@ import { readSafetensorsHeader, readTensor, type SafetensorsHeader } from '../io
 import { modelFingerprint } from '../model/fingerprint.js';
 import { modelIdentity } from './identity.js';
 import { languageStatsFile, mergeStats, readStatsFile, writeStats, STATS_FORMAT, type ActivationStats, type Site, type StatsMeta, type TokenScope } from './stats.js';
-import { checkAboveQuantile, thresholdsFromEarlierPass, type PassThresholds } from './thresholds.js';
+import { checkAboveQuantile, openBinWarning, thresholdsFromEarlierPass, type PassThresholds } from './thresholds.js';
 
 export const TOOL_VERSION = '0.1.0';
 
@@ -153,6 +153,8 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
       parts: [{ corpus: fingerprint, shard: o.shard ? [o.shard.index + 1, o.shard.count] : null, budget: o.scope.tokenBudget, id: randomUUID() }],
       compute: model.compute,
     };
+    const open = pass ? openBinWarning(lang, pass, o.thresholdsFrom!.quantile) : null;
+    if (open) o.onWarning?.(open);
     const thresholds = pass ? pass.thresholds : o.thresholds;
     const thresholdSource = pass ? pass.source : o.thresholdSource ?? 'given';
     const base = plan.checkpoint?.stats ?? null;

@@ -18,6 +18,12 @@ export interface PassThresholds {
   file: string;
   /** sha256 of the thresholds (what a checkpoint made with them is tied to). */
   digest: string;
+  /**
+   * Per site, the units whose quantile lies in the histogram's first or last bin: those bins also hold every value
+   * below the lowest or above the highest edge, so such a threshold is only a bound (a last-bin one too low, its
+   * "above" count too high). Said by profile; a wider --histogram in the earlier pass avoids them.
+   */
+  openBins: { site: Site; low: number; high: number; width: number; lo: number; hi: number }[];
 }
 
 /** "p90" for 0.9, "p97.5" for 0.975. */
@@ -58,6 +64,7 @@ export async function thresholdsFromEarlierPass(from: string, o: {
     slots.push(k);
   }
   const thresholds: Partial<Record<Site, Float32Array>> = {};
+  const openBins: PassThresholds['openBins'] = [];
   const hash = createHash('sha256');
   for (const site of o.sites) {
     const st = prev.sites.get(site);
@@ -67,13 +74,40 @@ export async function thresholdsFromEarlierPass(from: string, o: {
     const { edges, counts } = h!;
     const B = edges.length - 1, W = st!.width;
     const out = new Float32Array(o.layers * W);
+    let low = 0, high = 0;
     for (let l = 0; l < o.layers; l++)
       for (let j = 0; j < W; j++) {
         const u = slots[l]! * W + j;
-        out[l * W + j] = histogramQuantile(counts.subarray(u * B, (u + 1) * B), edges, q);
+        const w = counts.subarray(u * B, (u + 1) * B);
+        out[l * W + j] = histogramQuantile(w, edges, q);
+        const bin = quantileBin(w, q);
+        if (bin === 0) low++;
+        else if (bin === B - 1) high++;
       }
+    if (low + high > 0) openBins.push({ site, low, high, width: o.layers * W, lo: edges[0]!, hi: edges[B]! });
     thresholds[site] = out;
     hash.update(site).update(new Uint8Array(out.buffer, out.byteOffset, out.byteLength));
   }
-  return { thresholds, source: quantileLabel(q), file, digest: hash.digest('hex') };
+  return { thresholds, source: quantileLabel(q), file, digest: hash.digest('hex'), openBins };
+}
+
+/** The bin histogramQuantile reads the q-quantile from (-1 for an empty histogram). */
+function quantileBin(w: Float64Array, q: number): number {
+  let total = 0;
+  for (const x of w) total += x;
+  let cum = 0;
+  for (let b = 0; b < w.length; b++) {
+    cum += w[b]!;
+    if (w[b]! > 0 && cum >= q * total) return b;
+  }
+  return -1;
+}
+
+/** The warning for a pass's open-bin thresholds, or null when there are none. */
+export function openBinWarning(language: string, pass: PassThresholds, q: number): string | null {
+  if (!pass.openBins.length) return null;
+  const parts = pass.openBins.map((b) => `site ${b.site}: ${[b.high ? `${b.high} of ${b.width} units in the last bin (it also holds every value above ${b.hi}: their thresholds are too low, their counts too high)` : '',
+    b.low ? `${b.low} in the first (it also holds every value below ${b.lo})` : ''].filter(Boolean).join(', ')}`);
+  return `${language}: the ${quantileLabel(q).slice(1)}th percentile read from ${pass.file} lies in an open end of its histogram for ${parts.join('; ')}; ` +
+    'profile the earlier pass again with a --histogram range past those values';
 }
