@@ -62,7 +62,7 @@ describe('finetune --method lora / neuron-lora', () => {
     const run = JSON.parse(readFileSync(path.join(tmp, `run-${method}`, 'run.json'), 'utf8'));
     expect(run.options.lora).toEqual(method === 'lora'
       ? { r: 32, alpha: 64, dropout: 0.1, targets: ['gate_proj', 'up_proj', 'down_proj'] }
-      : { r: 8, alpha: 16, dropout: 0, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] });
+      : { r: 8, alpha: 16, dropout: 0, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], initStd: 0.01 });
     expect(run.options.resetOptimizerOnBest).toBe(false);
     expect(run.options.resetOptimizerOnSave).toBeUndefined();
     // PEFT adapter folder: names, shapes, config.
@@ -230,6 +230,15 @@ describe('finetune --method lora / neuron-lora', () => {
     const v1 = await tr.forwardBackward(tokens, targets, lens, { backward: false, step: 1 });
     const v2 = await tr.forwardBackward(tokens, targets, lens, { backward: false, step: 2, micro: 7 });
     expect(v1.lossSum).toBe(v2.lossSum);
+    // initStd: A ~ N(0, 0.01) (Mondal et al.'s LoRALayer) instead of uniform(±1/sqrt(K)) = ±0.125 here
+    const normal = createNativeTrainer(ck, 1, [{ role: 'w_up', layer: 2, mode: 'lora', r: 8, alpha: 16, initStd: 0.01 }], { seed: 5 });
+    const A = normal.read('master', normal.params().find((p) => p.role === 'w_up.lora_A')!.id);
+    const sd = Math.sqrt(A.reduce((s, x) => s + x * x, 0) / A.length);
+    expect(sd).toBeGreaterThan(0.009);
+    expect(sd).toBeLessThan(0.011); // 512 draws
+    const uniform = tr.read('master', ps[0]!.id);
+    expect(Math.max(...uniform.map(Math.abs))).toBeGreaterThan(0.1);
+    expect(() => createNativeTrainer(ck, 1, [{ role: 'w_up', layer: 0, mode: 'lora', r: 4, alpha: 8, initStd: -1 }])).toThrow(/LoRA init std must be a number >= 0/);
     expect(() => createNativeTrainer(ck, 1, [{ role: 'w_up', layer: 0, mode: 'lora', r: 4, alpha: 8, dropout: 1.5 }])).toThrow(/LoRA dropout must be in \[0, 1\)/);
     expect(() => createNativeTrainer(ck, 1, [{ role: 'embed', layer: -1, mode: 'lora', r: 4, alpha: 8 }])).toThrow(/mode 'lora' is supported for/);
     expect(() => tr.forwardBackwardCls(tokens, lens, Int32Array.of(0, 1), { backward: false })).toThrow(/no classification head/);

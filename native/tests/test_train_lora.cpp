@@ -278,6 +278,52 @@ LN_TEST(train_lora_init_and_identity_at_start) {
   LN_CHECK_MSG(std::fabs(la.sum - lb.sum) < 1e-6 * lb.sum, "B = 0: loss %.9g vs base %.9g", la.sum, lb.sum);
 }
 
+// lora_init_std > 0: A ~ normal(0, std) (Mondal et al.'s LoRALayer, N(0, 0.01)) instead of PEFT's kaiming-uniform;
+// B still 0, seeded like the uniform init, and refused on a tensor that is not an adapter.
+LN_TEST(train_lora_normal_init) {
+  Tiny tiny(small(false));
+  TrainableSpec g = lora("w_gate", 0, 8, 16.f, 0.f), u = lora("w_up", 1, 8, 16.f, 0.f);
+  g.lora_init_std = u.lora_init_std = 0.01f;
+  TrainerOptions opt;
+  opt.seed = 5;
+  Trainer a(tiny.cfg, tiny.w, 1, {g, u}, opt), b(tiny.cfg, tiny.w, 2, {g, u}, opt);
+  double n = 0, sum = 0, sq = 0, mx = 0;
+  for (const char* role : {"w_gate.lora_A", "w_up.lora_A"}) {
+    const Param& A = a.param(a.find(role, role[2] == 'g' ? 0 : 1));
+    for (int64_t i = 0; i < A.size; ++i) {
+      const double v = a.master()[A.offset + i];
+      LN_CHECK(float(v) == b.master()[A.offset + i]);
+      n += 1;
+      sum += v;
+      sq += v * v;
+      mx = std::max(mx, std::fabs(v));
+    }
+  }
+  const double mean = sum / n, sd = std::sqrt(sq / n - mean * mean);
+  // 256 draws: the sample std within 15% of 0.01, the mean within 4 standard errors, nothing past 5 std
+  LN_CHECK_MSG(std::fabs(sd - 0.01) < 0.0015, "A init std %g, want 0.01", sd);
+  LN_CHECK_MSG(std::fabs(mean) < 4 * 0.01 / std::sqrt(n), "A init mean %g", mean);
+  LN_CHECK_MSG(mx < 0.05, "A init max |a| %g", mx);
+  const Param& B = a.param(a.find("w_gate.lora_B", 0));
+  for (int64_t i = 0; i < B.size; ++i) LN_CHECK(a.master()[B.offset + i] == 0.f);
+  auto refusal = [&](const TrainableSpec& s) -> std::string {
+    try {
+      Trainer tr(tiny.cfg, tiny.w, 1, {s}, opt);
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    }
+    return "";
+  };
+  TrainableSpec bad = lora("w_gate", 0, 8, 16.f, 0.f);
+  bad.lora_init_std = -1.f;
+  LN_CHECK(refusal(bad).find("init std must be a number >= 0") != std::string::npos);
+  TrainableSpec dense;
+  dense.role = "w_up";
+  dense.layer = 0;
+  dense.lora_init_std = 0.01f;
+  LN_CHECK(refusal(dense).find("only meaningful with mode 'lora'") != std::string::npos);
+}
+
 // Masks are a function of (seed, step, micro-batch, layer, role): the same key gives the same gradient, the default
 // key follows the optimizer step count and the backward passes since zero_grad.
 LN_TEST(train_lora_dropout_masks_are_deterministic) {

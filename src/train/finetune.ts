@@ -94,6 +94,8 @@ export interface FinetuneOptions {
   loraR?: number;
   loraAlpha?: number;
   loraDropout?: number;
+  /** LoRA A's init: 0, PEFT's kaiming-uniform (lora's default); > 0, normal(0, std) (neuron-lora's default 0.01, Mondal et al.). */
+  loraInitStd?: number;
   loraTargets?: string[];
   /** Zero the Adam moments and step count whenever a new best checkpoint is saved (Gurgurov et al.'s reference
    *  re-creates its optimizer after saving a better model); default off. */
@@ -115,7 +117,7 @@ export interface FinetuneOptions {
   recompute?: boolean;
 }
 
-type NewFields = 'loraR' | 'loraAlpha' | 'loraDropout' | 'loraTargets' | 'head' | 'numLabels' | 'textFields' | 'labelField' | 'pairFormat' |
+type NewFields = 'loraR' | 'loraAlpha' | 'loraDropout' | 'loraInitStd' | 'loraTargets' | 'head' | 'numLabels' | 'textFields' | 'labelField' | 'pairFormat' |
   'warmupRatio' | 'warmupRamp' | 'resetOptimizerOnSave' | 'device' | 'compute' | 'recompute' | 'saveDtype';
 /** What run.json records. Fields added after the first release are optional: older run folders lack them. */
 interface ResolvedOptions extends Required<Omit<FinetuneOptions, 'masks' | 'langs' | 'valid' | 'steps' | NewFields>> {
@@ -189,8 +191,8 @@ function resolveOptions(o: FinetuneOptions, placement: Placement): ResolvedOptio
   const int = (name: string, v: number | undefined, def: number, min: number) =>
     num(name, v, def, (x) => Number.isInteger(x) && x >= min, `an integer >= ${min}`);
   const evalEvery = int('eval-every', o.evalEvery, 500, 0);
-  const loraGiven = [o.loraR, o.loraAlpha, o.loraDropout, o.loraTargets].some((x) => x !== undefined);
-  if (loraGiven && !isLoraMethod(o.method)) throw optErr('--lora-r, --lora-alpha, --lora-dropout and --lora-targets apply to methods lora and neuron-lora', 'method');
+  const loraGiven = [o.loraR, o.loraAlpha, o.loraDropout, o.loraInitStd, o.loraTargets].some((x) => x !== undefined);
+  if (loraGiven && !isLoraMethod(o.method)) throw optErr('--lora-r, --lora-alpha, --lora-dropout, --lora-init-std and --lora-targets apply to methods lora and neuron-lora', 'method');
   let lora: LoraSettings | null = null;
   if (isLoraMethod(o.method)) {
     const ld = LORA_DEFAULTS[o.method as 'lora' | 'neuron-lora'];
@@ -199,6 +201,8 @@ function resolveOptions(o: FinetuneOptions, placement: Placement): ResolvedOptio
       dropout: num('lora-dropout', o.loraDropout, ld.dropout, (x) => x >= 0 && x < 1, 'in [0, 1)'),
       targets: o.loraTargets ? parseLoraTargets(o.loraTargets) : [...ld.targets],
     };
+    const initStd = num('lora-init-std', o.loraInitStd, ld.initStd ?? 0, (x) => x >= 0, "a number >= 0 (0: PEFT's kaiming-uniform)");
+    if (initStd > 0) lora.initStd = initStd;
   }
   if (!o.head && (o.numLabels !== undefined || o.textFields !== undefined || o.labelField !== undefined || o.pairFormat !== undefined))
     throw optErr('--num-labels, --text-field, --label-field and --pair-format need --head classification', 'head');

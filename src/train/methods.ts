@@ -32,15 +32,20 @@ export const METHOD_DEFAULTS: Record<FinetuneMethod, { lr: number; clip: number;
   'neuron-lora': { lr: 1e-4, clip: 1.0, weightDecay: 0.01 },
 };
 
-export interface LoraSettings { r: number; alpha: number; dropout: number; targets: PeftTarget[] }
+export interface LoraSettings {
+  r: number; alpha: number; dropout: number; targets: PeftTarget[];
+  /** A's init: absent (runs before it was recorded, and lora), PEFT's kaiming-uniform; > 0, normal(0, initStd). */
+  initStd?: number;
+}
 
 /**
  * LoRA settings per method. lora: METHODS.md (r 32, alpha 64, dropout 0.1, MLP projections). neuron-lora: r 8,
- * alpha 16 on q, k, v, o (+ the masked gate_proj), no dropout (Mondal et al.'s LoRALayer has none).
+ * alpha 16 on q, k, v, o (+ the masked gate_proj), no dropout and A ~ N(0, 0.01) (Mondal et al.'s LoRALayer); lora's A
+ * is PEFT's kaiming-uniform.
  */
 export const LORA_DEFAULTS: Record<'lora' | 'neuron-lora', LoraSettings> = {
   lora: { r: 32, alpha: 64, dropout: 0.1, targets: ['gate_proj', 'up_proj', 'down_proj'] },
-  'neuron-lora': { r: 8, alpha: 16, dropout: 0, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'] },
+  'neuron-lora': { r: 8, alpha: 16, dropout: 0, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj'], initStd: 0.01 },
 };
 
 /**
@@ -116,7 +121,7 @@ export interface MethodSelection {
 function loraTrainable(method: 'lora' | 'neuron-lora', numLayers: number, s: LoraSettings, neurons?: number[][]): TrainableTensor[] {
   const out: TrainableTensor[] = [];
   const spec = (role: string, layer: number, index?: Int32Array): TrainableTensor =>
-    ({ role, layer, mode: 'lora', r: s.r, alpha: s.alpha, dropout: s.dropout, ...(index ? { index } : {}) });
+    ({ role, layer, mode: 'lora', r: s.r, alpha: s.alpha, dropout: s.dropout, ...(s.initStd ? { initStd: s.initStd } : {}), ...(index ? { index } : {}) });
   if (method === 'neuron-lora' && neurons && s.targets.includes('gate_proj'))
     throw new LangneuronsError('E_OPTIONS', 'neuron-lora puts a masked LoRA on gate_proj from --masks: leave gate_proj out of --lora-targets', { field: 'lora-targets' });
   for (let l = 0; l < numLayers; l++) {

@@ -20,6 +20,8 @@ export interface TrainableTensor {
   r?: number;
   alpha?: number;
   dropout?: number;
+  /** LoRA A's init: absent or 0, PEFT's kaiming-uniform; > 0, normal(0, initStd) (Mondal et al.: 0.01). */
+  initStd?: number;
 }
 
 /**

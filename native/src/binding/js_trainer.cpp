@@ -106,6 +106,7 @@ NativeTrainer::NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
       s.lora_r = int32_t(int_field(o, "r", where, 1, 1 << 20));
       s.lora_alpha = float(number_field(o, "alpha", where));
       s.lora_dropout = o.Has("dropout") && !o.Get("dropout").IsUndefined() ? float(number_field(o, "dropout", where)) : 0.f;
+      s.lora_init_std = o.Has("initStd") && !o.Get("initStd").IsUndefined() ? float(number_field(o, "initStd", where)) : 0.f;
     }
     tspec.push_back(std::move(s));
   }

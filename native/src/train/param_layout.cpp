@@ -26,8 +26,8 @@ void add_lora_params(const ModelConfig& cfg, const std::vector<TrainableSpec>& s
   for (const TrainableSpec& s : spec) {
     const std::string where = s.role + (s.layer >= 0 ? " of layer " + std::to_string(s.layer) : std::string());
     if (s.mode != ParamMode::Lora) {
-      if (s.lora_r != 0 || s.lora_alpha != 0.f || s.lora_dropout != 0.f)
-        fail(where + ": r / alpha / dropout are only meaningful with mode 'lora'");
+      if (s.lora_r != 0 || s.lora_alpha != 0.f || s.lora_dropout != 0.f || s.lora_init_std != 0.f)
+        fail(where + ": r / alpha / dropout / init std are only meaningful with mode 'lora'");
       continue;
     }
     int role = -1;
@@ -38,6 +38,7 @@ void add_lora_params(const ModelConfig& cfg, const std::vector<TrainableSpec>& s
     if (s.lora_r < 1) fail(where + ": LoRA rank r must be an integer >= 1, got " + std::to_string(s.lora_r));
     if (!(s.lora_alpha > 0) || !std::isfinite(s.lora_alpha)) fail(where + ": LoRA alpha must be a number > 0");
     if (!(s.lora_dropout >= 0 && s.lora_dropout < 1)) fail(where + ": LoRA dropout must be in [0, 1)");
+    if (!(s.lora_init_std >= 0) || !std::isfinite(s.lora_init_std)) fail(where + ": LoRA init std must be a number >= 0 (0: PEFT's kaiming-uniform)");
     const int base = L.find(cfg, s.role, s.layer);
     const int64_t N = L.params[size_t(base)].stored.rows, K = L.params[size_t(base)].stored.cols;
     if (s.lora_r > std::min(N, K))
@@ -55,6 +56,7 @@ void add_lora_params(const ModelConfig& cfg, const std::vector<TrainableSpec>& s
     ad.r = s.lora_r;
     ad.scale = s.lora_alpha / float(s.lora_r);
     ad.dropout = s.lora_dropout;
+    ad.init_std = s.lora_init_std;
     Param a, b;
     a.role = s.role + ".lora_A";
     b.role = s.role + ".lora_B";
@@ -232,12 +234,13 @@ void init_master_values(const ParamLayout& L, uint64_t seed, float* master) {
           dst[r * n + k] = load_as_f32(p.stored.data, p.stored.dtype, r * C + p.index[size_t(k)]);
     }
   }
-  // Parameters without a checkpoint tensor: A uniform(-1/sqrt(K), 1/sqrt(K)), B = 0 (PEFT), the head
-  // normal(0, 0.02) (transformers' initializer_range default for Llama / Mistral / Qwen2).
+  // Parameters without a checkpoint tensor: A uniform(-1/sqrt(K), 1/sqrt(K)) (PEFT) or normal(0, init_std), B = 0,
+  // the head normal(0, 0.02) (transformers' initializer_range default for Llama / Mistral / Qwen2).
   for (const LoraAdapter& ad : L.adapters) {
     const Param& a = L.params[size_t(ad.a)];
     float* A = master + a.offset;
-    for (int64_t i = 0; i < a.size; ++i) A[i] = lora_init_a(seed, ad.layer, ad.role, i, a.mcols);
+    for (int64_t i = 0; i < a.size; ++i)
+      A[i] = ad.init_std > 0 ? lora_init_a_normal(seed, ad.layer, ad.role, i, ad.init_std) : lora_init_a(seed, ad.layer, ad.role, i, a.mcols);
     const Param& b = L.params[size_t(ad.b)];
     std::fill(master + b.offset, master + b.offset + b.size, 0.f);
   }
@@ -245,10 +248,7 @@ void init_master_values(const ParamLayout& L, uint64_t seed, float* master) {
     const Param& h = L.params[size_t(L.head)];
     const uint64_t key = rng_key(seed, kRngHeadInit, 0, 0, 0, 0);
     float* W = master + h.offset;
-    for (int64_t i = 0; i < h.size; ++i) {  // Box-Muller
-      const double u1 = 1.0 - double(rng_uniform(key, 2 * i)), u2 = double(rng_uniform(key, 2 * i + 1));
-      W[i] = float(0.02 * std::sqrt(-2.0 * std::log(u1)) * std::cos(2 * 3.14159265358979323846 * u2));
-    }
+    for (int64_t i = 0; i < h.size; ++i) W[i] = lora_normal(key, i, 0.02);
   }
 }
 

@@ -47,6 +47,9 @@ struct TrainableSpec {
   // Lora only (wq, wk, wv, wo, w_gate, w_up, w_down of a layer): rank r >= 1, alpha > 0, dropout in [0, 1).
   int32_t lora_r = 0;
   float lora_alpha = 0.f, lora_dropout = 0.f;
+  // A's initial values: 0, PEFT's kaiming-uniform (uniform(-1/sqrt(K), 1/sqrt(K))); > 0, normal(0, std) (Mondal et
+  // al.'s LoRALayer draws N(0, 0.01)).
+  float lora_init_std = 0.f;
 };
 
 struct AdamWConfig {
@@ -92,6 +95,7 @@ struct LoraAdapter {
   int layer = 0, role = 0;
   int32_t r = 0;
   float scale = 0.f, dropout = 0.f;
+  float init_std = 0.f;  // TrainableSpec::lora_init_std
 };
 
 struct BatchLoss {
@@ -118,7 +122,8 @@ ParamLayout build_param_layout(const ModelConfig& cfg, const ModelWeights& weigh
                                const std::vector<TrainableSpec>& spec, const TrainerOptions& options);
 
 // The initial master values (n_trainable floats): checkpoint values converted to float32 (dense, selected rows /
-// columns), LoRA A uniform(-1/sqrt(K), 1/sqrt(K)) and B = 0 (PEFT), the head normal(0, 0.02), all from the seed.
+// columns), LoRA A uniform(-1/sqrt(K), 1/sqrt(K)) (PEFT) or normal(0, lora_init_std) and B = 0, the head
+// normal(0, 0.02), all from the seed.
 void init_master_values(const ParamLayout& layout, uint64_t seed, float* master);
 
 // AdamW (train/trainer.h AdamWConfig) for both trainers. check_adamw_config throws std::invalid_argument

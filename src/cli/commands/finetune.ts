@@ -18,7 +18,7 @@ interface FinetuneCli {
   lr?: string; weightDecay?: string; clip?: string; chunk?: string; batch?: string; accum?: string; steps?: string;
   warmup?: string; schedule?: string; evalEvery?: string; saveEvery?: string; seed?: string; threads?: string;
   json?: boolean; quiet?: boolean; device?: string; compute?: string; saveDtype?: string;
-  loraR?: string; loraAlpha?: string; loraDropout?: string; loraTargets?: string; resetOptimizerOnSave?: boolean; recompute?: boolean;
+  loraR?: string; loraAlpha?: string; loraDropout?: string; loraInitStd?: string; loraTargets?: string; resetOptimizerOnSave?: boolean; recompute?: boolean;
   head?: string; numLabels?: string; textField?: string; labelField?: string; pairFormat?: string; warmupRatio?: string; beta1?: string; beta2?: string;
 }
 
@@ -51,7 +51,8 @@ export function registerFinetune(program: Command): void {
     .option('--lr <x>', 'peak learning rate (default per method: full/mlp 1e-5, neurons/random/lora/neuron-lora 1e-4)')
     .option('--lora-r <n>', 'LoRA rank (lora 32, neuron-lora 8)')
     .option('--lora-alpha <x>', 'LoRA alpha; the update is scaled by alpha / r (lora 64, neuron-lora 16)')
-    .option('--lora-dropout <x>', 'dropout on the LoRA input while training (0.1)')
+    .option('--lora-dropout <x>', 'dropout on the LoRA input while training (lora 0.1, neuron-lora 0)')
+    .option('--lora-init-std <x>', "LoRA A's initial values: 0, PEFT's kaiming-uniform (lora); > 0, normal(0, x) (neuron-lora: 0.01, as Mondal et al.)")
     .option('--lora-targets <modules>', 'PEFT module names (lora: gate_proj,up_proj,down_proj; neuron-lora: q_proj,k_proj,v_proj,o_proj + the masked gate_proj)')
     .option('--head <kind>', 'classification: a linear head on the last position (data: JSONL items), saved as score.weight in <run>/head/')
     .option('--num-labels <n>', 'classes of the head (3)')
@@ -116,7 +117,7 @@ export function registerFinetune(program: Command): void {
           ['lr', 'lr', o.lr], ['weightDecay', 'weight-decay', o.weightDecay], ['clip', 'clip', o.clip], ['chunk', 'chunk', o.chunk],
           ['batch', 'batch', o.batch], ['accum', 'accum', o.accum], ['steps', 'steps', o.steps], ['warmup', 'warmup', o.warmup],
           ['evalEvery', 'eval-every', o.evalEvery], ['saveEvery', 'save-every', o.saveEvery], ['seed', 'seed', o.seed], ['threads', 'threads', o.threads],
-          ['loraR', 'lora-r', o.loraR], ['loraAlpha', 'lora-alpha', o.loraAlpha], ['loraDropout', 'lora-dropout', o.loraDropout],
+          ['loraR', 'lora-r', o.loraR], ['loraAlpha', 'lora-alpha', o.loraAlpha], ['loraDropout', 'lora-dropout', o.loraDropout], ['loraInitStd', 'lora-init-std', o.loraInitStd],
           ['numLabels', 'num-labels', o.numLabels], ['warmupRatio', 'warmup-ratio', o.warmupRatio], ['beta1', 'beta1', o.beta1], ['beta2', 'beta2', o.beta2]];
         for (const [k, name, v] of nums) {
           const x = num(name, v);
