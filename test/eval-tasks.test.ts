@@ -234,7 +234,7 @@ describe('checkpoint and resume', () => {
     expect(r3.metrics).toEqual(r1.metrics);
     const saved = JSON.parse(await fsp.readFile(resultFile, 'utf8'));
     expect(saved.key).toBe(JSON.parse(finished).key);
-    expect(saved).toMatchObject({ task: 'xcopa', lang: 'sw', prompt: 'lm-eval', model: 'fake', modelFingerprint: 'fp-fake', variant: { name: 'base' }, toolVersion: '0.1.0',
+    expect(saved).toMatchObject({ task: 'xcopa', lang: 'sw', prompt: 'lm-eval', model: 'fake', modelFingerprint: 'fp-fake', variant: { name: 'base' }, toolVersion: JSON.parse(await fsp.readFile(path.join(repoRoot, 'package.json'), 'utf8')).version,
       split: 'test', limit: null, truncatedItems: 0, generation: null });
     expect(saved.template).toContain('because|therefore');
     expect(saved.data[0].sha256).toMatch(/^[0-9a-f]{64}$/);

@@ -22,11 +22,12 @@ import { registerSteer } from './commands/steer.js';
 import { registerSweep } from './commands/sweep.js';
 import { registerTokenizer } from './commands/tokenizer.js';
 import { registerTrain } from './commands/train.js';
+import { TOOL_VERSION } from '../version.js';
 
 export function buildProgram(): Command {
   const program = new Command('langneurons')
     .description('find, profile, steer and fine-tune the language-specific neurons of multilingual LLMs')
-    .version('0.1.0')
+    .version(TOOL_VERSION)
     .exitOverride()
     // Usage errors (an unknown option, a missing argument) read like every other bad input: one line, exit 1.
     .configureOutput({ writeErr: (s) => process.stderr.write(s), outputError: (s, write) => write(`langneurons: ${s.trim().replace(/\s*\n\s*/g, ' ')}\n`) });

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { sha256 } from '../corpus/sources.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { ensureParentDir } from '../io/outdir.js';
+import { TOOL_VERSION } from '../version.js';
 
 export const STEP_FORMAT = 'langneurons-demo-step/1';
 
@@ -47,9 +48,10 @@ export class StepRunner {
     this.onEvent({ step, state: 'progress', message });
   }
 
-  /** Runs `fn` unless the step finished earlier with the same inputs. */
+  /** Runs `fn` unless the step finished earlier with the same inputs, by this version of the tool (whose defaults
+   *  the inputs do not spell out). */
   async run<T>(name: string, inputs: unknown, fn: () => Promise<T>): Promise<StepOutcome<T>> {
-    const key = sha256(JSON.stringify(inputs));
+    const key = sha256(JSON.stringify({ tool: TOOL_VERSION, inputs }));
     const done = this.finished<T>(name);
     if (done && done.key === key) {
       this.onEvent({ step: name, state: 'skipped', seconds: done.seconds });

@@ -17,7 +17,8 @@ import { pyStrip } from './pystr.js';
 import { RequestTooLong, type GenOutput, type Scorer } from './scorer.js';
 import type { PlanItem, TaskPlan } from './tasks.js';
 
-export const TOOL_VERSION = '0.1.0';
+export { TOOL_VERSION } from '../version.js';
+import { TOOL_VERSION } from '../version.js';
 export const RESULT_SCHEMA = 'langneurons.eval/2';
 /** Earlier result files (named by task, language and variant only) that `results table` still reads. */
 export const READABLE_SCHEMAS = ['langneurons.eval/1', RESULT_SCHEMA];

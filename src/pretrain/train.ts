@@ -27,7 +27,8 @@ import { ensureOutputDir } from '../io/outdir.js';
 import { sha256File } from '../io/files.js';
 
 export const RECIPE_FORMAT = 'langneurons-pretrain/1';
-export const TOOL_VERSION = '0.1.0';
+export { TOOL_VERSION } from '../version.js';
+import { TOOL_VERSION } from '../version.js';
 
 export interface PretrainOptions {
   out: string;

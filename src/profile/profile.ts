@@ -22,7 +22,8 @@ import { modelIdentity } from './identity.js';
 import { languageStatsFile, mergeStats, readStatsFile, writeStats, STATS_FORMAT, type ActivationStats, type Site, type StatsMeta, type TokenScope } from './stats.js';
 import { checkAboveQuantile, openBinWarning, thresholdsFromEarlierPass, type PassThresholds } from './thresholds.js';
 
-export const TOOL_VERSION = '0.1.0';
+export { TOOL_VERSION } from '../version.js';
+import { TOOL_VERSION } from '../version.js';
 
 export interface ProfileOptions {
   languages: string[];

@@ -4,12 +4,13 @@
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 
 import { isLanguageId } from '../corpus/language-id.js';
 import { resolveUdhrLanguage } from '../corpus/udhr.js';
 import { LangneuronsError } from '../errors.js';
+import { packageRoot } from '../native/addon.js';
+import { TOOL_VERSION } from '../version.js';
 import { withoutBom } from '../io/text.js';
 import { amplification, DEFAULT_SETTINGS, parseSettings } from '../steer/index.js';
 
@@ -61,18 +62,10 @@ export interface LoadedSweep {
 }
 
 /** The package root (holds package.json and schemas/), found from this module's folder in src/ and in dist/src/. */
-export function packageRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(path.join(dir, 'package.json'))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('langneurons: cannot find the package root (package.json) above ' + fileURLToPath(import.meta.url));
-    dir = up;
-  }
-  return dir;
-}
+export { packageRoot };
 
 export function toolVersion(): string {
-  return (JSON.parse(readFileSync(path.join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+  return TOOL_VERSION;
 }
 
 let validator: ValidateFunction | null = null;
