@@ -154,7 +154,7 @@ describe('act-prob-90p from the command line', () => {
     const th = await thresholdsFromEarlierPass(narrow, { language: 'en', model: modelIdentity(await openCheckpoint(model)), sites: ['act'], layers: 3, quantile: 0.9 });
     const last = th.openBins.find((b) => b.site === 'act')!.high;
     expect(last).toBeGreaterThan(0);
-    expect(warned.stderr).toContain(`warning: en: the 90th percentile read from ${statsFileFor(narrow, 'en')} lies in an open end of its histogram for site act: ${last} of 480 units in the last bin (it also holds every value above 0.05`);
+    expect(warned.stderr).toContain(`warning: en: the 0.9 quantile read from ${statsFileFor(narrow, 'en')} lies in an open end of its histogram for site act: ${last} of 480 units in the last bin (it also holds every value above 0.05`);
     for (const lang of ['en', 'sw']) {
       const s = await readStats(statsFileFor(p2, lang));
       const above = s.sites.get('act')!.above!;

@@ -107,7 +107,9 @@ describe('sweep run', () => {
     expect(readFileSync(path.join(user, 'journal.jsonl'), 'utf8')).toBe(mine);
     expect(readdirSync(user).sort()).toEqual(['journal.jsonl']);
     // the sweep's own: empty, cut short by a kill in its first line, or whole
-    for (const text of ['', '{"ti', '{"time":"2026-12-', '{"time":"2026-12-06T00:00:00Z","event":"run","executor":"local","run":"r","pid":1,"host":"h"}\n{"time":"2']) {
+    for (const text of ['', '{"ti', '{"time":"2026-12-', '{"time":"2026-12-06T00:00:00Z","event":"run","executor":"local","run":"r","pid":1,"host":"h"}\n{"time":"2',
+      // cut short, then continued by the next run's appends
+      '{"time":"2026-12-06T00:00:00Z","ev{"time":"2026-12-06T00:01:00Z","event":"run","executor":"local","run":"r2","pid":2,"host":"h"}\n']) {
       writeFileSync(path.join(user, 'journal.jsonl'), text);
       expect(() => checkJournalIsOurs(user), JSON.stringify(text)).not.toThrow();
     }

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { udhrArticles } from '../src/corpus/udhr.js';
-import { finetune, learningRate } from '../src/train/finetune.js';
+import { finetune, learningRate, resume } from '../src/train/finetune.js';
 import { METHODS } from '../src/train/methods.js';
 
 const STORIES = path.resolve(__dirname, '../../shared/fixtures/models/stories260k');
@@ -54,6 +54,26 @@ describe('defaults', () => {
     const run = path.join(tmp, 'full-wd');
     await finetune(STORIES, { ...fast, method: 'full', train: trainFile, steps: 1 }, run);
     expect(JSON.parse(readFileSync(path.join(run, 'run.json'), 'utf8')).options).toMatchObject({ weightDecay: 0.01, lr: 1e-5, clip: 0.5 });
+  }, 60_000);
+});
+
+describe('run folders of earlier versions', () => {
+  it('resume as they started: the from-step-1 warm-up, and the optimizer reset at every state save', async () => {
+    const run = path.join(tmp, 'legacy');
+    const o = { ...fast, method: 'mlp' as const, train: trainFile, steps: 6, saveEvery: 2, warmup: 4, lr: 1e-3, resetOptimizerOnSave: true };
+    await finetune(STORIES, o, run, { stopAfterStep: 2 });
+    // run.json as the version before warmupRamp and resetOptimizerOnBest wrote it
+    const file = path.join(run, 'run.json');
+    const doc = JSON.parse(readFileSync(file, 'utf8'));
+    delete doc.options.warmupRamp;
+    delete doc.options.resetOptimizerOnBest;
+    doc.options.resetOptimizerOnSave = true;
+    writeFileSync(file, JSON.stringify(doc, null, 2));
+    await resume(run);
+    const lrs = logOf(run).map((e) => e['lr'] as number);
+    expect(lrs.slice(2)).toEqual([3, 4, 4, 4].map((k) => expect.closeTo((1e-3 * k) / 4, 18))); // lr (s + 1) / 4 at s = 2, 3
+    // reset at the state save of step 6 (no validation: the new rule would never reset)
+    expect(JSON.parse(readFileSync(path.join(run, 'state', 'state.json'), 'utf8'))).toMatchObject({ step: 6, optimizerStep: 0 });
   }, 60_000);
 });
 

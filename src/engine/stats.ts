@@ -74,8 +74,8 @@ export class StatsAccumulator {
     const sites: Parameters<NativeStats['restore']>[0]['sites'] = {};
     for (const site of this.sites) {
       const x = from.sites.get(site);
-      const missing = !x ? 'the site' : x.sumsAbsent || !x.absSum ? 'its sums' : null;
-      if (missing) throw new LangneuronsError('E_STATS', `restore: the earlier totals lack ${missing} of site '${site}'`);
+      const missing = !x ? `site '${site}'` : x.sumsAbsent || !x.absSum ? `the sums of site '${site}'` : null;
+      if (missing) throw new LangneuronsError('E_STATS', `restore: the earlier totals lack ${missing}`);
       sites[site] = { overZero: x!.overZero, sum: x!.sum, sumSq: x!.sumSq, absSum: x!.absSum!,
         ...(x!.histogram ? { histCounts: x!.histogram.counts } : {}), ...(x!.above ? { aboveCounts: x!.above.counts } : {}) };
     }

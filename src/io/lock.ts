@@ -61,16 +61,30 @@ export async function acquireOutputLock(dir: string, command: string): Promise<O
   const file = path.join(dir, LOCK_FILE);
   const me: LockHolder = { pid: process.pid, hostname: os.hostname(), command, started: new Date().toISOString() };
   for (let attempt = 0; attempt < 3; attempt++) {
+    let h: fsp.FileHandle | null = null;
     try {
-      const h = await fsp.open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | (fsc.O_NOFOLLOW ?? 0), 0o644);
-      try {
-        await h.writeFile(JSON.stringify(me) + '\n');
-        await h.sync();
-      } finally {
-        await h.close();
+      h = await fsp.open(file, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | (fsc.O_NOFOLLOW ?? 0), 0o644);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new LangneuronsError('E_IO', `${file}: cannot create the output lock: ${describeError(e)}`, { file });
       }
+    }
+    if (h) {
+      // Held from its creation: a signal from here on (an fsync on a network file system takes a while) removes it.
       held.add(file);
       installExitHook();
+      try {
+        try {
+          await h.writeFile(JSON.stringify(me) + '\n');
+          await h.sync();
+        } finally {
+          await h.close();
+        }
+      } catch (e) {
+        held.delete(file);
+        await fsp.rm(file, { force: true });
+        throw new LangneuronsError('E_IO', `${file}: cannot write the output lock: ${describeError(e)}`, { file });
+      }
       // Holding the folder, any `*.tmp-<pid>` of a dead writer in it is a leftover of a crash.
       await removeOrphanTemps(dir);
       let released = false;
@@ -79,14 +93,10 @@ export async function acquireOutputLock(dir: string, command: string): Promise<O
         async release() {
           if (released) return;
           released = true;
-          held.delete(file);
           await fsp.rm(file, { force: true });
+          held.delete(file); // after the removal: a signal meanwhile still removes it
         },
       };
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
-        throw new LangneuronsError('E_IO', `${file}: cannot create the output lock: ${describeError(e)}`, { file });
-      }
     }
     const holder = await readHolder(file) ?? await holderOnceWritten(file);
     if (holder && holder.pid === process.pid && holder.hostname === me.hostname && held.has(file)) {

@@ -174,7 +174,8 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
     const total = () => {
       if (!base) return stats.toActivationStats(meta);
       if (!restored) return mergeStats(base, stats.toActivationStats(meta), [ckFile, 'this run'], { continuation: true });
-      const now = stats.toActivationStats(base.meta);
+      // the checkpoint's record (parts, shards), with this run's corpus paths added (the same corpus elsewhere)
+      const now = stats.toActivationStats({ ...base.meta, corpus: { ...base.meta.corpus, files: [...new Set([...base.meta.corpus.files, ...meta.corpus.files])] } });
       for (const [site, st] of now.sites) {
         const before = base.sites.get(site)!.seqMeans;
         if (!before || !st.seqMeans) continue;

@@ -108,6 +108,6 @@ export function openBinWarning(language: string, pass: PassThresholds, q: number
   if (!pass.openBins.length) return null;
   const parts = pass.openBins.map((b) => `site ${b.site}: ${[b.high ? `${b.high} of ${b.width} units in the last bin (it also holds every value above ${b.hi}: their thresholds are too low, their counts too high)` : '',
     b.low ? `${b.low} in the first (it also holds every value below ${b.lo})` : ''].filter(Boolean).join(', ')}`);
-  return `${language}: the ${quantileLabel(q).slice(1)}th percentile read from ${pass.file} lies in an open end of its histogram for ${parts.join('; ')}; ` +
+  return `${language}: the ${q} quantile read from ${pass.file} lies in an open end of its histogram for ${parts.join('; ')}; ` +
     'profile the earlier pass again with a --histogram range past those values';
 }

@@ -34,7 +34,8 @@ export interface LanguageIdentifier {
 
 /**
  * Legacy and variant codes → one key. Only codes that name the same language the identifiers answer for: Nynorsk
- * (nn) stays apart from Bokmål (no; CLD2 tells them apart), Cantonese (yue) from Chinese, Twi (tw) from Akan (ak).
+ * (nn) stays apart from Bokmål (no; CLD2 tells them apart), Cantonese (yue) from Chinese. (Twi, twi, resolves through
+ * the UDHR table first, to its translation's tag ak.)
  */
 const CODE_ALIASES: Record<string, string> = {
   iw: 'he', in: 'id', ji: 'yi', jw: 'jv', mo: 'ro', fil: 'tl', nb: 'no',

@@ -35,12 +35,13 @@ export function checkJournalIsOurs(out: string): void {
   const end = text.indexOf('\n');
   const first = end < 0 ? text : text.slice(0, end);
   const opening = '{"time":"'; // how appendJournal starts every line
-  let ours = end < 0 && (opening.startsWith(first) || first.startsWith(opening));
-  if (!ours) {
+  // A first line cut short by a kill (later appends then continue it) still starts as every line does.
+  let ours = first.startsWith(opening) || (end < 0 && opening.startsWith(first));
+  if (ours && end >= 0) {
     try {
       const e = JSON.parse(first) as Partial<Stamped>;
       ours = typeof e.time === 'string' && e.event === 'run';
-    } catch { /* not JSON: not a journal */ }
+    } catch { /* a torn first line continued by later appends: ours */ }
   }
   if (!ours)
     throw new LangneuronsError('E_EXISTS', `${f}: is not a sweep's journal (its first line is not a 'run' event); sweep run appends to it: choose another --out, or move the file away`, { file: f });

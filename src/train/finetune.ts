@@ -201,7 +201,7 @@ function resolveOptions(o: FinetuneOptions, placement: Placement): ResolvedOptio
       dropout: num('lora-dropout', o.loraDropout, ld.dropout, (x) => x >= 0 && x < 1, 'in [0, 1)'),
       targets: o.loraTargets ? parseLoraTargets(o.loraTargets) : [...ld.targets],
     };
-    const initStd = num('lora-init-std', o.loraInitStd, ld.initStd ?? 0, (x) => x >= 0, "a number >= 0 (0: PEFT's kaiming-uniform)");
+    const initStd = num('lora-init-std', o.loraInitStd, ld.initStd ?? 0, (x) => x === 0 || (x >= 1e-30 && x <= 1e30), "0 (PEFT's kaiming-uniform) or a standard deviation in [1e-30, 1e30]");
     if (initStd > 0) lora.initStd = initStd;
   }
   if (!o.head && (o.numLabels !== undefined || o.textFields !== undefined || o.labelField !== undefined || o.pairFormat !== undefined))
@@ -265,7 +265,7 @@ function warmupSteps(o: ResolvedOptions, total: number): number {
  * with ramp 'from-step-1' (runs before the ramp was recorded, and `train`) lr · (s + 1) / warmup during the warm-up.
  */
 export function learningRate(o: Pick<ResolvedOptions, 'lr' | 'warmup' | 'schedule'> & { ramp?: WarmupRamp }, s: number, total: number): number {
-  if (s < o.warmup) return (o.lr * (o.ramp === 'hf' ? s : s + 1)) / o.warmup;
+  if (s < o.warmup) return (o.lr * ((o.ramp ?? 'hf') === 'hf' ? s : s + 1)) / o.warmup;
   if (o.schedule === 'constant') return o.lr;
   const p = total > o.warmup ? (s - o.warmup) / (total - o.warmup) : 0;
   return o.schedule === 'linear' ? o.lr * (1 - p) : (o.lr * (1 + Math.cos(Math.PI * p))) / 2;
