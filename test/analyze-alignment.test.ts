@@ -107,5 +107,15 @@ describe('on a fixture model', () => {
     expect(svg.match(/stroke-dasharray/g)!.length).toBeGreaterThanOrEqual(2);  // the fine-tuned series are dashed
     expect(inkOf(decodePng(await fsp.readFile(path.join(out, 'alignment-retrieval.png')))).inkShare).toBeGreaterThan(0.02);
     expect(await fsp.readFile(path.join(out, 'alignment-retrieval.caption.txt'), 'utf8')).toMatch(/chance 16\.7%/);
+    // --delta-dtype as eval's; the same run given twice is told apart (two series were both named delta-de-neurons)
+    const twice = await runCli('analyze', 'alignment', model, '--parallel', `flores:${flores}`, '--langs', 'deu_Latn', '--anchor', 'eng_Latn',
+      '--delta', run, '--delta', path.join(run, 'delta.safetensors'), '--delta-dtype', 'f32', '--max-tokens', '16', '--threads', '2', '--out', path.join(tmp, 'fig2'), '--json');
+    expect(twice.code, twice.stderr).toBe(0);
+    const runs = JSON.parse(twice.stdout).figures['alignment-similarity'].data.runs as { variant: string; model: string }[];
+    expect(runs.map((x) => x.variant)).toEqual(['base', 'delta-de-neurons-f32', 'delta-de-neurons-f32-2']);
+    expect(runs[1]!.model).toMatch(/de-neurons \(f32\)$/);
+    const alone = await runCli('analyze', 'alignment', model, '--parallel', `flores:${flores}`, '--langs', 'deu_Latn', '--anchor', 'eng_Latn', '--delta-dtype', 'f32', '--out', path.join(tmp, 'fig3'));
+    expect(alone.code).toBe(1);
+    expect(alone.stderr).toMatch(/--delta-dtype needs --delta/);
   });
 });

@@ -112,6 +112,24 @@ describe('analyze delta', () => {
     // rows of up_proj are neurons: a mask on {1, 3} of layer 3 holds rows 1 and 3 of the change.
     const a = analyzeWeightUpdates([c!], 5, dir, 'adapter', { source: 'm', layers: [[], [], [], [1, 3], []] });
     expect(a.mask!.fraction).toBeCloseTo((c!.rowSq[1]! + c!.rowSq[3]!) / total, 12);
+    // The relative change divides by the base's weights: an adapter for a [5, 6] up_proj is refused against a model
+    // whose up_proj is another shape (it was divided by that model's norms)
+    await expect(adapterChanges(dir, fixturePath('stories260k'))).rejects.toThrow(/module model\.layers\.3\.mlp\.up_proj: adapter is for a \[5, 6\] weight, the model's is \[172, 64\]/);
+  });
+
+  it("a LoRA run folder: its base is the run's (run.json), so the relative changes are there without --base", async () => {
+    const base = fixturePath('stories260k');
+    const run = path.join(tmp, 'lora-run');
+    const trainText = path.join(tmp, 'train.txt');
+    await fsp.writeFile(trainText, 'Once upon a time there was a little girl named Lily. She loved to play outside in the park.\n'.repeat(8));
+    const r = await runCli('finetune', base, '--method', 'lora', '--train', trainText, '--steps', '2', '--chunk', '32', '--lr', '1e-2', '--device', 'cpu', '--out', run, '--json');
+    expect(r.code, r.stderr).toBe(0);
+    const src = await resolveDeltaSource(run);
+    expect(src).toMatchObject({ kind: 'adapter', base: path.resolve(base) });
+    const changes = await readChanges(src);
+    expect(changes.length).toBeGreaterThan(0);
+    for (const c of changes) expect(c.baseSq).toBeGreaterThan(0);
+    expect((await resolveDeltaSource(path.join(run, 'adapter'))).base).toBe(path.resolve(base)); // the adapter folder of a run too
   });
 });
 

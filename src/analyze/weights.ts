@@ -11,7 +11,7 @@ import { LangneuronsError, describeError } from '../errors.js';
 import { readAllTensors, readTensor, toFloat32 } from '../io/safetensors.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { modelIdentity } from '../profile/identity.js';
-import { isAdapterDir, readAdapter } from '../train/adapter.js';
+import { checkAdapterFits, isAdapterDir, readAdapter } from '../train/adapter.js';
 import { readDeltaDescription } from '../train/delta.js';
 
 export const PROJECTIONS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
@@ -98,6 +98,8 @@ export async function deltaChanges(deltaFile: string, baseDir: string): Promise<
 export async function adapterChanges(dir: string, baseDir?: string): Promise<TensorChange[]> {
   const ad = await readAdapter(dir);
   const ck = baseDir ? await openCheckpoint(baseDir) : null;
+  // The relative changes divide by the base's weights: they must be the adapter's base (another model's gave numbers).
+  if (ck) checkAdapterFits(ad, ck, dir);
   return Promise.all(ad.modules.map(async (m) => {
     const r = m.r, N = m.out, K = m.in, s2 = ad.scale * ad.scale;
     const AAt = new Float64Array(r * r), BtB = new Float64Array(r * r);
@@ -148,9 +150,11 @@ export async function resolveDeltaSource(p: string, base?: string): Promise<Delt
     throw new LangneuronsError('E_OPTIONS', `${p}: the base model is unknown (no run.json beside the delta): give it with --base`, { field: '--base' });
   };
   if (!statSync(p).isDirectory()) return { kind: 'delta', file: p, base: await runBase(path.dirname(p)) };
-  if (await isAdapterDir(p)) return { kind: 'adapter', dir: p, base: base ?? null };
+  // An adapter's base: --base, else the run's (a run folder's run.json, or the one above its adapter/), else unknown.
+  const adapterBase = async (runDir: string) => base ?? await runBase(runDir).catch(() => null);
+  if (await isAdapterDir(p)) return { kind: 'adapter', dir: p, base: await adapterBase(path.dirname(p)) };
   if (existsSync(path.join(p, 'delta.safetensors'))) return { kind: 'delta', file: path.join(p, 'delta.safetensors'), base: await runBase(p) };
-  if (await isAdapterDir(path.join(p, 'adapter'))) return { kind: 'adapter', dir: path.join(p, 'adapter'), base: base ?? null };
+  if (await isAdapterDir(path.join(p, 'adapter'))) return { kind: 'adapter', dir: path.join(p, 'adapter'), base: await adapterBase(p) };
   if (existsSync(path.join(p, 'config.json'))) {
     if (!base) throw new LangneuronsError('E_OPTIONS', `${p}: a checkpoint is compared with its base: give --base <model>`, { field: '--base' });
     return { kind: 'checkpoints', tuned: p, base };

@@ -15,7 +15,7 @@ import { sha256File } from '../io/files.js';
 import { modelFingerprint } from '../model/fingerprint.js';
 import { applyAdapter, isAdapterDir } from '../train/adapter.js';
 import { applyDelta } from '../train/delta.js';
-import type { MergeDtype, MergeReport } from '../train/merge-precision.js';
+import { mergeDtype, roundingWarning, type MergeDtype, type MergeReport } from '../train/merge-precision.js';
 
 // /2: merges record what they wrote (merge) and a float32 merge's base dtypes (its identity is its base's)
 export const DELTA_CACHE_FORMAT = 'langneurons-delta-cache/2';
@@ -133,4 +133,27 @@ export async function mergedDeltaModel(base: string, delta: string, adapter = fa
     throw new LangneuronsError('E_IO', `${out}: cannot put the merged model in place: ${e.message}`, { file: out });
   });
   return out;
+}
+
+/** A fine-tuned variant of `base` given as --delta: the model folder to load, its name in results and figures (after
+ *  the run folder: runs/mt-neurons/delta.safetensors is mt-neurons), and the merge's rounding warning, if any. */
+export interface DeltaVariant { dir: string; merged: boolean; dtype: MergeDtype; name: string; warning: string | null }
+
+/**
+ * --delta (with --delta-dtype): a delta file or PEFT adapter folder (or a run folder holding either) is merged into the
+ * base once, in a cache folder named by its content hash, in the base's dtype or float32; a checkpoint folder is used
+ * as it is (--delta-dtype refused for it). `eval` and `analyze alignment` take their variants from here.
+ */
+export async function deltaVariant(base: string, delta: string, dtypeOption?: string): Promise<DeltaVariant> {
+  const dtype = mergeDtype(dtypeOption ?? 'stored', 'delta-dtype');
+  const src = await deltaSource(delta);
+  const merged = src.kind !== 'checkpoint';
+  if (!merged && dtypeOption !== undefined)
+    throw new LangneuronsError('E_OPTIONS', `--delta-dtype applies to a delta file or an adapter folder; ${delta} is a merged checkpoint`, { field: 'delta-dtype' });
+  const dir = merged ? await mergedDeltaModel(base, src.path, src.kind === 'adapter', undefined, dtype) : src.path;
+  const report = merged ? await deltaCacheMerge(dir) : null;
+  const warning = report ? roundingWarning({ ...report, patched: [] }, `the merged model of ${delta}`, '--delta-dtype') : null;
+  const d = path.resolve(delta);
+  const name = (['delta.safetensors', 'adapter'].includes(path.basename(d)) ? path.basename(path.dirname(d)) : path.basename(d)) + (dtype !== 'stored' ? `-${dtype}` : '');
+  return { dir, merged, dtype, name, warning };
 }

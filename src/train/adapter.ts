@@ -162,6 +162,22 @@ export async function readAdapter(dir: string): Promise<Adapter> {
 }
 
 /**
+ * Refuses an adapter made for another model: by its recorded base fingerprint (when there is one), and always by its
+ * modules, each of which must be a linear weight of the model of the adapter's [out, in] shape. `file` names it.
+ */
+export function checkAdapterFits(ad: Adapter, ckpt: Checkpoint, file: string): void {
+  const id = modelIdentity(ckpt);
+  if (ad.fingerprint !== null && ad.fingerprint !== id.fingerprint)
+    bad(file, `adapter was made for ${ad.modelName ?? 'another model'} (${ad.fingerprint.slice(0, 12)}), not for ${id.name} (${id.fingerprint.slice(0, 12)})`);
+  for (const m of ad.modules) {
+    const info = ckpt.tensors.get(`${m.module}.weight`);
+    if (!info || info.shape.length !== 2) bad(file, `module ${m.module} is not a linear layer of the model`);
+    const [N, K] = info!.shape as [number, number];
+    if (m.out !== N || m.in !== K) bad(file, `module ${m.module}: adapter is for a [${m.out}, ${m.in}] weight, the model's is [${N}, ${K}]`);
+  }
+}
+
+/**
  * Writes base model + adapter as a Hugging Face checkpoint in outDir (same files as applyDelta). Refuses an adapter
  * made for another model (fingerprint, when recorded; shapes always) and an outDir holding anything the merge does not write (checkOutDir).
  */
@@ -169,9 +185,7 @@ export async function applyAdapter(modelDir: string, adapterDir: string, outDir:
   const ckpt = await openCheckpoint(modelDir);
   const ad = await readAdapter(adapterDir);
   const wf = path.join(adapterDir, WEIGHTS);
-  const id = modelIdentity(ckpt);
-  if (ad.fingerprint !== null && ad.fingerprint !== id.fingerprint)
-    bad(wf, `adapter was made for ${ad.modelName ?? 'another model'} (${ad.fingerprint.slice(0, 12)}), not for ${id.name} (${id.fingerprint.slice(0, 12)})`);
+  checkAdapterFits(ad, ckpt, wf);
   await checkOutDir(modelDir, outDir);
   // Each weight is read, patched and written in turn (the writer produces one tensor at a time).
   const out = baseTensors(ckpt);
@@ -179,10 +193,8 @@ export async function applyAdapter(modelDir: string, adapterDir: string, outDir:
   const widened: Record<string, string> = Object.fromEntries(ckpt.baseDtypes ?? []);
   for (const m of ad.modules) {
     const name = `${m.module}.weight`;
-    const base = out[name];
-    if (!base || base.shape.length !== 2) bad(wf, `module ${m.module} is not a linear layer of the model`);
+    const base = out[name]!; // checkAdapterFits: a [N, K] linear weight of the model
     const [N, K] = base.shape as [number, number];
-    if (m.out !== N || m.in !== K) bad(wf, `module ${m.module}: adapter is for a [${m.out}, ${m.in}] weight, the model's is [${N}, ${K}]`);
     if (base.dtype !== 'F32' && base.dtype !== 'BF16' && base.dtype !== 'F16') bad(wf, `cannot merge into a ${base.dtype} weight`);
     // Only the rows where B is non-zero change (all of them for plain LoRA, the neurons' rows for a masked B).
     const rows: number[] = [];

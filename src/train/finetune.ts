@@ -43,7 +43,8 @@ import {
 import { createNativeTrainer, type NativeTrainer, type NativeTrainerMemory } from './native.js';
 import { checkTrainerPlacement, resumePlacement, resolvePlacement, trainerDeviceOptions, type Placement, type PlacementRequest } from './placement.js';
 import { claimRunDir, copyRunFiles, FINETUNE_RUN_FORMAT, keptLogLines } from './run-dir.js';
-import { MERGE_DTYPES, roundingWarning, type MergeDtype } from './merge-precision.js';
+import { mergeDtype, roundingWarning, type MergeDtype } from './merge-precision.js';
+export { mergeDtype } from './merge-precision.js';
 import { loadState, saveState, type StateCounters } from './state.js';
 import { loadSftExamples } from './sft.js';
 
@@ -242,12 +243,6 @@ function resolveOptions(o: FinetuneOptions, placement: Placement): ResolvedOptio
   };
 }
 
-/** A merge dtype option (stored or f32), or a clear error naming it. */
-export function mergeDtype(v: string, option: string): MergeDtype {
-  if (!(MERGE_DTYPES as readonly string[]).includes(v))
-    throw new LangneuronsError('E_OPTIONS', `--${option} must be ${MERGE_DTYPES.join(' or ')}, got '${v}'`, { field: option });
-  return v as MergeDtype;
-}
 
 export const WARMUP_RAMPS = ['hf', 'from-step-1'] as const;
 export type WarmupRamp = (typeof WARMUP_RAMPS)[number];

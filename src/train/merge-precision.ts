@@ -2,10 +2,18 @@
 // tensor's stored dtype (the default: a BF16 checkpoint stays BF16, loadable as it was) or in float32 ('f32': the
 // trained values exactly). A change smaller than half a BF16/F16 step rounds back to the base value; the report
 // counts how many changed values did, so that a run whose gains vanish in its own checkpoint says so.
+import { LangneuronsError } from '../errors.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../io/float16.js';
 
 export const MERGE_DTYPES = ['stored', 'f32'] as const;
 export type MergeDtype = typeof MERGE_DTYPES[number];
+
+/** A merge dtype option (stored or f32), or a clear error naming it. */
+export function mergeDtype(v: string, option: string): MergeDtype {
+  if (!(MERGE_DTYPES as readonly string[]).includes(v))
+    throw new LangneuronsError('E_OPTIONS', `--${option} must be ${MERGE_DTYPES.join(' or ')}, got '${v}'`, { field: option });
+  return v as MergeDtype;
+}
 
 export interface MergeReport {
   /** Tensors written with trained values. */

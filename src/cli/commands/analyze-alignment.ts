@@ -9,20 +9,28 @@ import { alignmentFigures } from '../../report/analysis-figures.js';
 import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
 import { parseIntOption, Progress } from '../output.js';
 import { emitFigures } from '../figures.js';
-import { deltaSource, mergedDeltaModel } from '../../eval/delta-cache.js';
+import { deltaVariant } from '../../eval/delta-cache.js';
 
-/** The fine-tuned model of a --delta: a delta file, a PEFT adapter folder, a run folder holding either, or a checkpoint. */
-export async function variantModel(base: string, delta: string): Promise<{ dir: string; name: string; label: string }> {
-  const src = await deltaSource(delta);
-  const d = path.resolve(delta);
-  const runName = ['delta.safetensors', 'adapter'].includes(path.basename(d)) ? path.basename(path.dirname(d)) : path.basename(d);
-  const name = `delta-${runName}`;
-  if (src.kind === 'checkpoint') return { dir: src.path, name, label: delta };
-  return { dir: await mergedDeltaModel(base, src.path, src.kind === 'adapter'), name, label: `${base} + ${delta}` };
+/** The fine-tuned model of a --delta: a delta file, a PEFT adapter folder, a run folder holding either, or a checkpoint
+ *  (merged as eval --delta merges it, with its rounding warning and --delta-dtype). */
+export async function variantModel(base: string, delta: string, dtype?: string): Promise<{ dir: string; name: string; label: string }> {
+  const v = await deltaVariant(base, delta, dtype);
+  if (v.warning) process.stderr.write(`warning: ${v.warning}\n`);
+  return { dir: v.dir, name: `delta-${v.name}`, label: v.merged ? `${base} + ${delta}${v.dtype !== 'stored' ? ` (${v.dtype})` : ''}` : delta };
+}
+
+/** Names made distinct (a second 'model' becomes 'model-2'): series and CSV rows are told apart by them. */
+function distinctNames<T extends { name: string }>(variants: T[]): T[] {
+  const seen = new Map<string, number>();
+  return variants.map((v) => {
+    const n = (seen.get(v.name) ?? 0) + 1;
+    seen.set(v.name, n);
+    return n === 1 ? v : { ...v, name: `${v.name}-${n}` };
+  });
 }
 
 interface AlignmentCliOptions extends ModelCliOptions {
-  parallel: string; langs: string; anchor: string; delta: string[]; compareModel: string[];
+  parallel: string; langs: string; anchor: string; delta: string[]; deltaDtype?: string; compareModel: string[];
   maxSentences?: number; maxTokens: number; batch: number; center: boolean; out: string;
 }
 
@@ -34,6 +42,7 @@ export function registerAlignment(analyze: Command): void {
     .requiredOption('--langs <list>', 'languages, comma-separated (the anchor is added if missing)')
     .option('--anchor <lang>', 'language every other is compared with', 'en')
     .option('--delta <path>', 'a fine-tuned variant: delta.safetensors, PEFT adapter folder, run folder or checkpoint (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--delta-dtype <dtype>', "the merged tensors of every --delta file or adapter: stored (default: the base model's dtype) or f32 (the trained values exactly)")
     .option('--compare-model <dir>', 'another model to draw in the same figure (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--max-sentences <n>', 'use the first n parallel sentences', parseIntOption('--max-sentences', 2))
     .option('--max-tokens <n>', 'tokens of a sentence kept, BOS included (longer ones are cut; at least 2)', parseIntOption('--max-tokens', 2), 128)
@@ -44,9 +53,12 @@ export function registerAlignment(analyze: Command): void {
       const langs = [...new Set([o.anchor, ...o.langs.split(',').map((s) => s.trim()).filter(Boolean)])];
       if (langs.length < 2) throw new LangneuronsError('E_OPTIONS', `--langs: at least one language besides the anchor ${o.anchor}`, { field: '--langs' });
       const set = await readParallel(o.parallel, langs, o.maxSentences ?? Infinity);
-      const variants = [{ dir, name: 'base', label: dir }];
-      for (const d of o.delta) variants.push(await variantModel(dir, d));
-      for (const m of o.compareModel) variants.push({ dir: m, name: path.basename(path.resolve(m)), label: m });
+      if (o.deltaDtype !== undefined && o.delta.length === 0)
+        throw new LangneuronsError('E_OPTIONS', '--delta-dtype needs --delta (a delta file or an adapter folder)', { field: 'delta-dtype' });
+      const given = [{ dir, name: 'base', label: dir }];
+      for (const d of o.delta) given.push(await variantModel(dir, d, o.deltaDtype));
+      for (const m of o.compareModel) given.push({ dir: m, name: path.basename(path.resolve(m)), label: m });
+      const variants = distinctNames(given);
       const analysis: AlignmentAnalysis = { source: set.source, centered: o.center, anchor: o.anchor, languages: langs, sentences: set.ids.length, layers: 0, maxTokens: o.maxTokens, runs: [] };
       for (const v of variants) {
         const model = await openModel(v.dir, o);

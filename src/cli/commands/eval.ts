@@ -11,9 +11,8 @@ import { lmEvalChatContext, requireChatTemplate, type ChatPrompting } from '../.
 import { addInterventionOptions, interventionFromCli, interventionUsesLanguage, withLanguage, type Intervention } from '../../intervene/index.js';
 import { datasetDir, isTask, languagesIn, prepareTask, TASKS, type TaskName } from '../../eval/tasks.js';
 import { runPlan, type EvalResult, type Variant } from '../../eval/run.js';
-import { deltaCacheMerge, deltaSource, mergedDeltaModel } from '../../eval/delta-cache.js';
+import { deltaVariant } from '../../eval/delta-cache.js';
 import { mergeDtype } from '../../train/finetune.js';
-import { roundingWarning } from '../../train/merge-precision.js';
 import { HeadClassifier } from '../../train/head.js';
 import { inputHashes } from '../../eval/inputs.js';
 import { modelFingerprint } from '../../model/fingerprint.js';
@@ -80,22 +79,12 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
         if (!o.delta) throw new LangneuronsError('E_OPTIONS', '--delta-dtype needs --delta (a delta file or an adapter folder)', { field: 'delta-dtype' });
       }
       if (o.delta) {
-        // A delta file or a PEFT adapter folder (or a run folder holding one) is merged into the base model once, in a
-        // cache folder named by its content hash; a merged checkpoint folder is used as it is.
-        const dtype = mergeDtype(o.deltaDtype ?? 'stored', 'delta-dtype');
-        const src = await deltaSource(o.delta);
-        const merged = src.kind !== 'checkpoint';
-        if (!merged && o.deltaDtype !== undefined)
-          throw new LangneuronsError('E_OPTIONS', `--delta-dtype applies to a delta file or an adapter folder; ${o.delta} is a merged checkpoint`, { field: 'delta-dtype' });
-        modelDir = merged ? await mergedDeltaModel(dir, src.path, src.kind === 'adapter', undefined, dtype) : src.path;
-        const report = merged ? await deltaCacheMerge(modelDir) : null;
-        const warning = report ? roundingWarning({ ...report, patched: [] }, `the merged model of ${o.delta}`, '--delta-dtype') : null;
-        if (warning) process.stderr.write(`warning: ${warning}\n`);
+        const v = await deltaVariant(dir, o.delta, o.deltaDtype);
+        if (v.warning) process.stderr.write(`warning: ${v.warning}\n`);
+        modelDir = v.dir;
         variant.delta = o.delta;
-        if (dtype !== 'stored') variant.deltaDtype = dtype;
-        // a run's delta (runs/mt-neurons/delta.safetensors) or adapter (runs/mt-lora/adapter) is named after its run folder
-        const d = path.resolve(o.delta);
-        changes.delta = (['delta.safetensors', 'adapter'].includes(path.basename(d)) ? path.basename(path.dirname(d)) : path.basename(d)) + (dtype !== 'stored' ? `-${dtype}` : '');
+        if (v.dtype !== 'stored') variant.deltaDtype = v.dtype;
+        changes.delta = v.name;
       }
       if (o.head) {
         variant.head = path.resolve(o.head);
