@@ -3,9 +3,12 @@
 import type { Command } from 'commander';
 
 import { analyzeLayers, analyzeOverlap } from '../../analyze/masks.js';
+import { analyzeTraining, readTrainingRun } from '../../analyze/training.js';
 import { readMask } from '../../identify/index.js';
 import { layersFigures, overlapFigures } from '../../report/analysis-figures.js';
+import { trainingFigures } from '../../report/training-figures.js';
 import { emitFigures } from '../figures.js';
+import { parseIntOption } from '../output.js';
 import { registerAlignment } from './analyze-alignment.js';
 import { registerActivations, registerDelta } from './analyze-weights.js';
 
@@ -32,6 +35,21 @@ export function registerAnalyze(program: Command): void {
         `Jaccard   ${''.padStart(w)} ${a.languages.map((l) => l.padStart(w)).join(' ')}`,
         ...a.languages.map((x, i) => `          ${x.padStart(w)} ${a.jaccard[i]!.map((v) => v.toFixed(3).padStart(w)).join(' ')}`),
       ]);
+    });
+  analyze
+    .command('training <runs...>')
+    .description('training dynamics of fine-tuning runs: training loss per step (smoothed), validation loss, gradient norm, and a summary each')
+    .option('--smooth <n>', 'steps in the moving average of the training loss (default: a fiftieth of the longest run, at least 1)', parseIntOption('--smooth', 1))
+    .requiredOption('--out <dir>', 'folder for the figures')
+    .option('--json', 'print one JSON document on stdout')
+    .action(async (dirs: string[], o: { smooth?: number; out: string; json?: boolean }) => {
+      const longest = Math.max(0, ...(await Promise.all(dirs.map((d) => readTrainingRun(d)))).map((r) => r.loss.length));
+      const a = await analyzeTraining(dirs, o.smooth ?? Math.max(1, Math.round(longest / 50)));
+      await emitFigures(o, trainingFigures(a), () => a.runs.map((r) => {
+        const s = r.summary;
+        return `${r.name.padEnd(16)} ${r.method.padEnd(11)} ${String(s.steps).padStart(6)} steps  loss ${s.firstLoss?.toFixed(4) ?? '-'} -> ${s.lastLoss?.toFixed(4) ?? '-'}` +
+          `  best valid ${s.bestValid === null ? '-' : `${s.bestValid.toFixed(4)} (step ${s.bestStep})`}  ${s.medianTokensPerSecond === null ? '' : `${s.medianTokensPerSecond.toFixed(0)} tokens/s`}`;
+      }));
     });
   registerAlignment(analyze);
   registerActivations(analyze);
