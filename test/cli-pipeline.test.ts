@@ -55,6 +55,25 @@ describe('the profiling pipeline from the command line', () => {
     for (const l of ['de', 'en', 'ru', 'sw']) expect(cmp.languages[l].jaccard).toBeGreaterThanOrEqual(0);
   });
 
+  it("identify --method ap --sites: Kojima's ranking over several sites' units together, one mask per site", async () => {
+    const stats = path.join(dir, 'stats-ap');
+    json('profile', model, ...common, '--langs', 'en,de', '--sites', 'act,q,down', '--seq-means', '--out', stats);
+    const out = path.join(dir, 'masks', 'ap.json');
+    const r = json('identify', stats, '--method', 'ap', '--sites', 'act,q,down', '--n', '60', '--out', out);
+    const files = { act: path.join(dir, 'masks', 'ap.act.json'), q: path.join(dir, 'masks', 'ap.q.json'), down: path.join(dir, 'masks', 'ap.down.json') };
+    expect(r.out).toEqual(files);
+    expect(existsSync(out)).toBe(false);
+    for (const lang of ['en', 'de']) {
+      // N/2 top + N/2 bottom among all three sites' units: 60 in all, split over the sites' masks
+      const total = (['act', 'q', 'down'] as const).reduce((n, s) => n + (r.total[s][lang] as number), 0);
+      expect(total).toBe(60);
+    }
+    for (const [site, f] of Object.entries(files)) expect(JSON.parse(await fsp.readFile(f, 'utf8')).site).toBe(site);
+    const wrong = cli('identify', stats, '--method', 'lape', '--sites', 'act,q', '--out', path.join(dir, 'x.json'));
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(/--sites \(a joint ranking over several sites\) applies to --method ap/);
+  });
+
   it.each([
     [['profile', model, ...common, '--langs', 'xx', '--out', '/tmp/never'], /xx/],
     [['profile', model, ...common, '--langs', 'en', '--shard', '9/8', '--out', '/tmp/never'], /--shard must be K\/N/],

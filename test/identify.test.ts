@@ -6,7 +6,7 @@ import type { ActivationStats, Histogram, SiteStats } from '../src/profile/stats
 import { pyRound, quantile, type LanguageStats } from '../src/identify/common.js';
 import { identifyLape, lapeOfRow, lapeScores, LAPE_PRESETS } from '../src/identify/lape.js';
 import { identifyActProb, histogramFractionAbove, histogramMeanAbs, histogramQuantile } from '../src/identify/act-prob.js';
-import { averagePrecision, averagePrecisionScores, identifyAveragePrecision } from '../src/identify/average-precision.js';
+import { averagePrecision, averagePrecisionScores, identifyAveragePrecision, identifyAveragePrecisionJoint } from '../src/identify/average-precision.js';
 import { identifyRawActivated } from '../src/identify/raw-activated.js';
 
 interface Extra { fingerprint?: string; seqMeans?: number[][][]; above?: { source: string; counts: number[][] }; histogram?: { edges: number[]; counts: number[][][] } }
@@ -233,6 +233,33 @@ describe('average precision (Kojima)', () => {
         expect(ap[k]![unit]).toBeCloseTo(averagePrecision(scores, labels), 12);
       });
     }
+  });
+
+  it('ranks the units of several sites together (Kojima: every linear layer\'s outputs), one mask per site', () => {
+    // site 'act' as above (en APs 1, 5/12, 1/2); site 'q' (2 units): en sentences [.3 .7], [.4 .6], fr [.6 .2], [.7 .1]:
+    // unit 0: .7− .6− .4+ .3+ → 5/12 (as act's unit 1), ranked after it (act comes first); unit 1: en first → 1.
+    const withQ = (l: LanguageStats, q: number[][]): LanguageStats => {
+      const st: SiteStats = { site: 'q', width: 2, overZero: new Float64Array(2), sum: new Float64Array(2), sumSq: new Float64Array(2), seqMeans: Float32Array.from(q.flat()) };
+      return { ...l, stats: { ...l.stats, sites: new Map([...l.stats.sites, ['q', st]]) } };
+    };
+    const xq = withQ(x, [[0.3, 0.7], [0.4, 0.6]]), yq = withQ(y, [[0.6, 0.2], [0.7, 0.1]]);
+    // N = 4: en's two highest of [1, 5/12, 1/2 | 5/12, 1] are act 0 and q 1, its two lowest act 1 and q 0
+    const joint = identifyAveragePrecisionJoint([xq, yq], ['act', 'q'], { n: 4 });
+    expect([...joint.keys()]).toEqual(['act', 'q']);
+    expect(joint.get('act')!.languages['en']).toEqual([[0, 1]]);
+    expect(joint.get('q')!.languages['en']).toEqual([[0, 1]]);
+    expect(joint.get('act')!.site).toBe('act');
+    expect(joint.get('q')!.parameters).toEqual({ n: 4, part: 'both', sites: ['act', 'q'] });
+    // N = 2, top only: the one highest AP among all five units is act 0 (1, first of the tie with q 1)
+    const top = identifyAveragePrecisionJoint([xq, yq], ['act', 'q'], { n: 2, part: 'top' });
+    expect([top.get('act')!.languages['en'], top.get('q')!.languages['en']]).toEqual([[[0]], [[]]]);
+    // fr's APs [5/12, 1, 1/2 | 1, 5/12]: act 1 and q 0 tie at 1, act (the first site) wins
+    expect(top.get('act')!.languages['fr']).toEqual([[1]]);
+    expect(top.get('q')!.derived!['unitsOfSite']).toEqual({ en: 0, fr: 0 });
+    expect(identifyAveragePrecisionJoint([xq, yq], ['q', 'act'], { n: 2, part: 'top' }).get('q')!.languages['fr']).toEqual([[0]]); // q first: q 0 wins
+    // one site: the single-site selection
+    expect(identifyAveragePrecisionJoint([x, y], ['act'], { n: 2 }).get('act')).toEqual(identifyAveragePrecision([x, y], { n: 2 }));
+    expect(refusal(() => identifyAveragePrecisionJoint([xq, yq], ['act', 'act'])).message).toMatch(/distinct sites/);
   });
 
   it('needs sequence means and at least two languages', () => {

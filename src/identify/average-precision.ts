@@ -143,21 +143,42 @@ export function averagePrecisionScores(inputs: readonly LanguageStats[], site: S
 }
 
 export function identifyAveragePrecision(inputs: readonly LanguageStats[], options: AveragePrecisionOptions = {}): NeuronMask {
-  const site = options.site ?? 'act';
+  return identifyAveragePrecisionJoint(inputs, [options.site ?? 'act'], options).values().next().value!;
+}
+
+/**
+ * Kojima et al. rank every output unit of every linear layer together (q, k, v, o, gate, up, down): per language the
+ * int(N/2) highest and int(N/2) lowest APs among the units of all `sites` (ties by the order of `sites`, then layer
+ * and unit). A mask holds one site, so the selection comes as one mask per site, each recording the joint ranking
+ * (parameters.sites) and how many of each end it got. With one site it is identifyAveragePrecision's mask.
+ */
+export function identifyAveragePrecisionJoint(inputs: readonly LanguageStats[], sites: readonly Site[], options: Omit<AveragePrecisionOptions, 'site'> = {}): Map<Site, NeuronMask> {
   const n = options.n ?? 2000;
   const part = options.part ?? 'both';
   if (!Number.isSafeInteger(n) || n < 0) throw identifyError(`option n must be a non-negative integer, got ${String(n)}`);
   if (!['both', 'top', 'bottom'].includes(part)) throw identifyError(`option part must be both, top or bottom, got ${String(part)}`);
-  const ctx = checkInputs(inputs, site, false);
-  const { ap, sentences } = averagePrecisionScores(inputs, site);
+  if (sites.length === 0 || new Set(sites).size !== sites.length) throw identifyError(`option sites must list distinct sites, got [${sites.join(', ')}]`);
+  const per = sites.map((site) => ({ site, ctx: checkInputs(inputs, site, false), ...averagePrecisionScores(inputs, site) }));
+  const { languages } = per[0]!.ctx;
+  const offsets = [0];
+  for (const p of per) offsets.push(offsets.at(-1)! + p.ap[0]!.length);
   const half = Math.floor(n / 2);
-  const perLanguage = new Map<string, number[]>();
+  const chosen = per.map(() => new Map<string, number[]>());
   const ranges: Record<string, { topMin: number | null; bottomMax: number | null }> = {};
-  ctx.languages.forEach((lang, k) => {
-    const top = part === 'bottom' ? [] : topIndices(ap[k]!, half, true);
-    const bottom = part === 'top' ? [] : topIndices(ap[k]!, half, false);
-    perLanguage.set(lang, [...new Set([...top, ...bottom])]);
-    ranges[lang] = { topMin: top.length ? ap[k]![top[top.length - 1]!]! : null, bottomMax: bottom.length ? ap[k]![bottom[bottom.length - 1]!]! : null };
+  languages.forEach((lang, k) => {
+    const all = new Float64Array(offsets.at(-1)!);
+    per.forEach((p, s) => all.set(p.ap[k]!, offsets[s]!));
+    const top = part === 'bottom' ? [] : topIndices(all, half, true);
+    const bottom = part === 'top' ? [] : topIndices(all, half, false);
+    ranges[lang] = { topMin: top.length ? all[top[top.length - 1]!]! : null, bottomMax: bottom.length ? all[bottom[bottom.length - 1]!]! : null };
+    chosen.forEach((m) => m.set(lang, []));
+    for (const i of new Set([...top, ...bottom])) {
+      let s = 0;
+      while (i >= offsets[s + 1]!) s++;
+      chosen[s]!.get(lang)!.push(i - offsets[s]!);
+    }
   });
-  return maskFromFlat(ctx, 'average-precision', { n, part }, perLanguage, { sentences: Object.fromEntries(ctx.languages.map((l, k) => [l, sentences[k]])), apRanges: ranges });
+  const sentences = Object.fromEntries(languages.map((l, k) => [l, per[0]!.sentences[k]]));
+  return new Map(per.map((p, s) => [p.site, maskFromFlat(p.ctx, 'average-precision', sites.length > 1 ? { n, part, sites: [...sites] } : { n, part }, chosen[s]!,
+    { sentences, apRanges: ranges, ...(sites.length > 1 ? { unitsOfSite: Object.fromEntries(languages.map((l) => [l, chosen[s]!.get(l)!.length])) } : {}) })]));
 }

@@ -5,7 +5,7 @@ export {
   identifyActProb, actProbScores, ACT_PROB_VARIANTS, histogramQuantile, histogramFractionAbove, histogramMeanAbs,
   type ActProbVariant, type ActProbOptions, type PercentileSource,
 } from './act-prob.js';
-export { identifyAveragePrecision, averagePrecision, averagePrecisionScores, type AveragePrecisionOptions } from './average-precision.js';
+export { identifyAveragePrecision, identifyAveragePrecisionJoint, averagePrecision, averagePrecisionScores, type AveragePrecisionOptions } from './average-precision.js';
 export { identifyRawActivated, type RawActivatedOptions } from './raw-activated.js';
 export {
   MASK_FORMAT, maskFromFlat, maskLanguage, checkMaskForModel, validateMask, readMask, writeMask, readMaskJson, writeMaskJson,

@@ -1,9 +1,10 @@
 import { Option, type Command } from 'commander';
+import path from 'node:path';
 
 import { LangneuronsError } from '../../errors.js';
 import { ensureParentDir, refuseOutputIsInput } from '../../io/outdir.js';
 import {
-  ACT_PROB_VARIANTS, identifyActProb, identifyAveragePrecision, identifyLape, identifyRawActivated, LAPE_PRESETS, writeMask,
+  ACT_PROB_VARIANTS, identifyActProb, identifyAveragePrecisionJoint, identifyLape, identifyRawActivated, LAPE_PRESETS, writeMask,
   summarizeMask, type ActProbVariant, type LanguageStats, type LapeOptions, type NeuronMask, type PercentileSource,
 } from '../../identify/index.js';
 import { refuseNonMaskOutput } from '../../identify/masks.js';
@@ -45,7 +46,11 @@ function requireAboveCounts(inputs: readonly LanguageStats[], site: Site, method
 interface IdentifyCli {
   method: string; out: string; site: Site; topRate?: number; filterRate?: number; activationBarRatio?: number; quantile?: 'kthvalue' | 'interpolated';
   keepTies?: boolean; preset?: 'tang' | 'mondal' | 'gurgurov'; n: number; part: 'both' | 'top' | 'bottom'; percentileOf: PercentileSource; langs?: string; json?: boolean;
+  sites?: string;
 }
+
+/** `masks/ap.json` and site q: `masks/ap.q.json` (one mask per site of a joint --sites ranking). */
+const siteMaskFile = (out: string, site: Site) => { const ext = path.extname(out); return `${out.slice(0, out.length - ext.length)}.${site}${ext}`; };
 
 export function registerIdentify(program: Command): void {
   program
@@ -64,11 +69,30 @@ export function registerIdentify(program: Command): void {
     .option('--no-keep-ties', 'LAPE: break ties at the cutoff by (layer, neuron) order (the default; Tang)')
     .option('--n <n>', 'ap: units kept per language (N/2 top + N/2 bottom)', parseIntOption('--n', 1), 2000)
     .addOption(new Option('--part <p>', 'ap: which end to keep').choices(['both', 'top', 'bottom']).default('both'))
+    .option('--sites <list>', 'ap: rank the units of these sites together, as Kojima et al. rank every linear layer\'s outputs (e.g. q,k,v,o,gate,up,down); ' +
+      'writes one mask per site, <out>.<site>.json')
     .addOption(new Option('--percentile-of <s>', 'act-prob-Xp thresholds: above-counts (from a profile with thresholds), pooled-histogram, layer-histogram').choices(['above-counts', 'pooled-histogram', 'layer-histogram']).default('above-counts'))
     .option('--langs <list>', 'only these languages (default: every statistics file given)')
     .option('--json', 'print one JSON document on stdout')
     .action(async (paths: string[], o: IdentifyCli) => {
       const inputs = await readStatsInputs(paths, o.langs?.split(',').map((s) => s.trim()).filter(Boolean));
+      if (o.sites !== undefined) {
+        if (o.method !== 'ap') throw new LangneuronsError('E_OPTIONS', '--sites (a joint ranking over several sites) applies to --method ap; give one --site', { field: '--sites' });
+        const sites = o.sites.split(',').map((s) => s.trim()).filter(Boolean);
+        const bad = sites.find((s) => !(SITES as readonly string[]).includes(s));
+        if (bad !== undefined || sites.length === 0)
+          throw new LangneuronsError('E_OPTIONS', `--sites: ${bad === undefined ? 'no site given' : `unknown site '${bad}'`} (sites: ${SITES.join(', ')})`, { field: '--sites' });
+        const files = sites.map((s) => siteMaskFile(o.out, s as Site));
+        for (const f of files) { await refuseOutputIsInput(f, [...paths, ...inputs.map((i) => i.file)]); await refuseNonMaskOutput(f); }
+        const masks = identifyAveragePrecisionJoint(inputs, sites as Site[], { n: o.n, part: o.part });
+        await ensureParentDir(o.out);
+        for (const [k, site] of sites.entries()) await writeMask(files[k]!, masks.get(site as Site)!);
+        const totals = sites.map((s) => summarizeMask(masks.get(s as Site)!).total);
+        printResult(o, { out: Object.fromEntries(sites.map((s, k) => [s, files[k]])), method: 'average-precision', parameters: masks.get(sites[0] as Site)!.parameters,
+          total: Object.fromEntries(sites.map((s, k) => [s, totals[k]])) },
+          () => sites.map((s, k) => `average-precision ${s.padEnd(5)}: ${Object.entries(totals[k]!).map(([l, t]) => `${l} ${t}`).join(', ')} units -> ${files[k]}`).join('\n'));
+        return;
+      }
       await refuseOutputIsInput(o.out, [...paths, ...inputs.map((i) => i.file)]);
       await refuseNonMaskOutput(o.out);
       let mask: NeuronMask;
@@ -82,7 +106,7 @@ export function registerIdentify(program: Command): void {
         if (o.percentileOf === 'above-counts' && /\d+p$/.test(o.method)) requireAboveCounts(inputs, o.site, o.method);
         mask = identifyActProb(inputs, o.method as ActProbVariant, { site: o.site, percentileOf: o.percentileOf, ...(o.topRate !== undefined ? { topRate: o.topRate } : {}) });
       } else if (o.method === 'ap') {
-        mask = identifyAveragePrecision(inputs, { site: o.site, n: o.n, part: o.part });
+        mask = identifyAveragePrecisionJoint(inputs, [o.site], { n: o.n, part: o.part }).get(o.site)!;
       } else {
         mask = identifyRawActivated(inputs, { site: o.site });
       }
