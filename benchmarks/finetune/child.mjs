@@ -2,7 +2,7 @@
 // One measurement of benchmarks/finetune/run.mjs in a fresh Node process (see README.md next to this file):
 //   { dir, method, maskFile, lang, tokens, steps, threads, seed }
 // method: full | mlp | neurons | random | lora | neuron-lora (src/train/methods.ts: lora with LORA_DEFAULTS.lora,
-// r 32, alpha 64, dropout 0.1 on gate/up/down; neuron-lora with r 8, alpha 16, dropout 0.1 on q/k/v/o plus a LoRA on
+// r 32, alpha 64, dropout 0.1 on gate/up/down; neuron-lora with r 8, alpha 16, no dropout on q/k/v/o plus a LoRA on
 // gate_proj whose B is masked to the mask's neurons) or dense-then-mask (the MLP weights of every
 // layer trained dense, their full dW computed, then the gradient zeroed outside the selected rows of gate/up and
 // columns of down before AdamW: what a PyTorch reference with gradient masks does; the mask is applied in JS
