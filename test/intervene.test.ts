@@ -177,6 +177,20 @@ describe('interventions on stories260k', () => {
     expect((await model.forward([one], { logits: 'all', intervene: shifted })).logits).not.toEqual(base);
   });
 
+  it("p_max / p_median of window means (not sentences, Rahmanisa's definition) resolve with a warning naming the file", async () => {
+    const warnings: string[] = [];
+    await resolveSpecs([parseInterventionSpec(`amplify:${maskFile}:en:p_max`)], { identity, stats: statsDir, onWarning: (m) => warnings.push(m) });
+    expect(warnings).toEqual([]); // sentence means: the paper's statistic
+    const windows = path.join(tmp, 'stats-windows');
+    await mkdir(windows, { recursive: true });
+    const st = stats(identity, 'en', 0);
+    st.meta.scope = { mode: 'windows', maxLen: 128, bos: false, countPadding: false, tokenBudget: 0 };
+    await writeStats(path.join(windows, 'en.safetensors'), st);
+    const r = await resolveSpecs([parseInterventionSpec(`amplify:${maskFile}:en:p_median`)], { identity, stats: windows, onWarning: (m) => warnings.push(m) });
+    expect(r.counts).toEqual([3]);
+    expect(warnings).toEqual([`${path.join(windows, 'en.safetensors')}: p_median is defined over sentences (Rahmanisa et al.), but these sequence means are of windows of 128 tokens; profile with --scope sentences --seq-means for the paper's values`]);
+  });
+
   it('resolves statistics, composition, random sets, layers and positions into the native arrays', async () => {
     const ctx = { identity, stats: statsDir };
     const r = await resolveSpecs([

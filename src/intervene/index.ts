@@ -32,12 +32,23 @@ export class Intervention {
 export interface ResolveOptions {
   /** Statistics for specs that need them and give no `stats`: a folder of <language>.safetensors, or one file. */
   stats?: string;
+  /** Told what resolves but departs from a method's definition (e.g. p_max of window means); default: nothing. */
+  onWarning?: (message: string) => void;
+}
+
+const warned = new Set<string>();
+/** The CLI's warning sink: each message once per process, on stderr. */
+export function warnOnce(message: string): void {
+  if (warned.has(message)) return;
+  warned.add(message);
+  process.stderr.write(`warning: ${message}\n`);
 }
 
 /** Resolves specs (CLI strings or canonical objects, applied in order) against `model`. */
 export async function resolveIntervention(model: LanguageModel, specs: string | InterventionSpec | (string | InterventionSpec)[], opts: ResolveOptions = {}): Promise<Intervention> {
   const list = (Array.isArray(specs) ? specs : [specs]).map((s) => (typeof s === 'string' ? parseInterventionSpec(s, opts.stats) : s));
-  const r = await resolveSpecs(list, { identity: modelIdentity(model.checkpoint), ...(opts.stats !== undefined ? { stats: opts.stats } : {}) });
+  const r = await resolveSpecs(list, { identity: modelIdentity(model.checkpoint), ...(opts.stats !== undefined ? { stats: opts.stats } : {}),
+    ...(opts.onWarning ? { onWarning: opts.onWarning } : {}) });
   let native: NativeIntervention;
   try {
     native = new (loadAddon().NativeIntervention)(model.native, r.arrays);
@@ -92,7 +103,7 @@ export async function interventionFromCli(model: LanguageModel, o: InterventionC
     const text = fill(await readInterventionFile(o.interveneFile), o.interveneFile);
     specs.push(...parseInterventionFile(text, o.interveneFile, o.stats));
   }
-  return specs.length ? resolveIntervention(model, specs, o.stats !== undefined ? { stats: o.stats } : {}) : undefined;
+  return specs.length ? resolveIntervention(model, specs, { ...(o.stats !== undefined ? { stats: o.stats } : {}), onWarning: warnOnce }) : undefined;
 }
 
 /** Adds --intervene, --intervene-file and --stats to a command. */

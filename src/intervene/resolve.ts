@@ -26,6 +26,8 @@ export interface ResolveContext {
   identity: ModelIdentity;
   /** Default statistics location for specs without `stats` (a folder of <language>.safetensors, or one file). */
   stats?: string;
+  /** Told what resolves but departs from a method's definition (p_max of window means). */
+  onWarning?: (message: string) => void;
 }
 
 export interface ResolvedIntervention {
@@ -117,6 +119,9 @@ async function valuesOf(spec: InterventionSpec, v: ValueSpec, units: number[][],
   const name = v.statistic;
   if ((name === 'p_max' || name === 'p_median') && !site.seqMeans?.length)
     fail(spec, `statistic ${name} needs sequence means in ${file} (profile with sequence means)`, file);
+  // Rahmanisa's p_max / p_median are over sentences: the means of fixed windows are another statistic.
+  if ((name === 'p_max' || name === 'p_median') && st.meta.scope.mode !== 'sentences')
+    ctx.onWarning?.(`${file}: ${name} is defined over sentences (Rahmanisa et al.), but these sequence means are of ${st.meta.scope.mode} of ${st.meta.scope.maxLen} tokens; profile with --scope sentences --seq-means for the paper's values`);
   if ((name === 'median' || name.startsWith('p')) && name !== 'p_max' && name !== 'p_median' && !site.histogram)
     fail(spec, `statistic ${name} needs a histogram in ${file} (profile with histogram edges)`, file);
   return units.map((u, l) => {

@@ -17,7 +17,7 @@ import type { LogLikelihoodFn } from './lss.js';
 import type { MatrixScorer, NllSum } from './ppl-matrix.js';
 import type { GenerateFn } from './forcing.js';
 import type { AmplifySetting } from './settings.js';
-import { resolveIntervention, validateSpec, type Intervention, type InterventionSpec, type Operation } from '../intervene/index.js';
+import { resolveIntervention, validateSpec, warnOnce, type Intervention, type InterventionSpec, type Operation } from '../intervene/index.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Interventions the measures ask for, as the engine's canonical specs (src/intervene/spec.ts)
@@ -69,7 +69,7 @@ export function interventionResolver(model: LanguageModel): (request: SteerReque
   const cache = new Map<string, Promise<Intervention>>();
   return (request) => {
     const key = JSON.stringify(request.specs);
-    if (!cache.has(key)) cache.set(key, resolveIntervention(model, request.specs));
+    if (!cache.has(key)) cache.set(key, resolveIntervention(model, request.specs, { onWarning: warnOnce }));
     return cache.get(key)!;
   };
 }
