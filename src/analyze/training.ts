@@ -6,6 +6,7 @@ import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
+import { distinctNames } from './series-names.js';
 import { FINETUNE_RUN_FORMAT } from '../train/run-dir.js';
 
 export interface TrainingRun {
@@ -103,18 +104,16 @@ export async function readTrainingRun(dir: string): Promise<Omit<TrainingRun, 'n
   return out;
 }
 
-/** Every run's dynamics; `smooth` (>= 1) steps in the moving average of the training loss. */
-export async function analyzeTraining(dirs: string[], smooth: number): Promise<TrainingAnalysis> {
+/**
+ * Every run's dynamics; `smooth` (>= 1) steps in the moving average of the training loss, by default a fiftieth of
+ * the longest run (at least 1).
+ */
+export async function analyzeTraining(dirs: string[], smooth?: number): Promise<TrainingAnalysis> {
   if (!dirs.length) throw new LangneuronsError('E_OPTIONS', 'give at least one fine-tuning run folder', { field: 'runs' });
-  if (!Number.isInteger(smooth) || smooth < 1) throw new LangneuronsError('E_OPTIONS', `--smooth must be an integer >= 1, got ${smooth}`, { field: '--smooth' });
-  const seen = new Map<string, number>();
-  const runs: TrainingRun[] = [];
-  for (const dir of dirs) {
-    const r = await readTrainingRun(dir);
-    const base = path.basename(path.resolve(dir));
-    const k = (seen.get(base) ?? 0) + 1;
-    seen.set(base, k);
-    runs.push({ ...r, name: k === 1 ? base : `${base}-${k}`, smoothed: movingAverage(r.loss, smooth) });
-  }
-  return { smooth, runs };
+  if (smooth !== undefined && (!Number.isInteger(smooth) || smooth < 1))
+    throw new LangneuronsError('E_OPTIONS', `--smooth must be an integer >= 1, got ${smooth}`, { field: '--smooth' });
+  const read = [];
+  for (const dir of dirs) read.push({ ...(await readTrainingRun(dir)), name: path.basename(path.resolve(dir)) });
+  const n = smooth ?? Math.max(1, Math.round(Math.max(...read.map((r) => r.loss.length)) / 50));
+  return { smooth: n, runs: distinctNames(read).map((r) => ({ ...r, smoothed: movingAverage(r.loss, n) })) };
 }

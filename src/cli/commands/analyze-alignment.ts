@@ -10,6 +10,7 @@ import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
 import { parseIntOption, Progress } from '../output.js';
 import { emitFigures } from '../figures.js';
 import { deltaVariant } from '../../eval/delta-cache.js';
+import { distinctNames } from '../../analyze/series-names.js';
 
 /** The fine-tuned model of a --delta: a delta file, a PEFT adapter folder, a run folder holding either, or a checkpoint
  *  (merged as eval --delta merges it, with its rounding warning and --delta-dtype). */
@@ -17,16 +18,6 @@ export async function variantModel(base: string, delta: string, dtype?: string):
   const v = await deltaVariant(base, delta, dtype);
   if (v.warning) process.stderr.write(`warning: ${v.warning}\n`);
   return { dir: v.dir, name: `delta-${v.name}`, label: v.merged ? `${base} + ${delta}${v.dtype !== 'stored' ? ` (${v.dtype})` : ''}` : delta };
-}
-
-/** Names made distinct (a second 'model' becomes 'model-2'): series and CSV rows are told apart by them. */
-function distinctNames<T extends { name: string }>(variants: T[]): T[] {
-  const seen = new Map<string, number>();
-  return variants.map((v) => {
-    const n = (seen.get(v.name) ?? 0) + 1;
-    seen.set(v.name, n);
-    return n === 1 ? v : { ...v, name: `${v.name}-${n}` };
-  });
 }
 
 interface AlignmentCliOptions extends ModelCliOptions {

@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 
 import { analyzeLayers, analyzeOverlap } from '../../analyze/masks.js';
-import { analyzeTraining, readTrainingRun } from '../../analyze/training.js';
+import { analyzeTraining } from '../../analyze/training.js';
 import { readMask } from '../../identify/index.js';
 import { layersFigures, overlapFigures } from '../../report/analysis-figures.js';
 import { trainingFigures } from '../../report/training-figures.js';
@@ -43,8 +43,7 @@ export function registerAnalyze(program: Command): void {
     .requiredOption('--out <dir>', 'folder for the figures')
     .option('--json', 'print one JSON document on stdout')
     .action(async (dirs: string[], o: { smooth?: number; out: string; json?: boolean }) => {
-      const longest = Math.max(0, ...(await Promise.all(dirs.map((d) => readTrainingRun(d)))).map((r) => r.loss.length));
-      const a = await analyzeTraining(dirs, o.smooth ?? Math.max(1, Math.round(longest / 50)));
+      const a = await analyzeTraining(dirs, o.smooth);
       await emitFigures(o, trainingFigures(a), () => a.runs.map((r) => {
         const s = r.summary;
         return `${r.name.padEnd(16)} ${r.method.padEnd(11)} ${String(s.steps).padStart(6)} steps  loss ${s.firstLoss?.toFixed(4) ?? '-'} -> ${s.lastLoss?.toFixed(4) ?? '-'}` +
