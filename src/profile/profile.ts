@@ -19,7 +19,7 @@ import { refuseOutputIsInput } from '../io/outdir.js';
 import { readSafetensorsHeader, readTensor, type SafetensorsHeader } from '../io/safetensors.js';
 import { modelFingerprint } from '../model/fingerprint.js';
 import { modelIdentity } from './identity.js';
-import { languageStatsFile, mergeStats, readStatsFile, writeStats, STATS_FORMAT, type ActivationStats, type Site, type StatsMeta, type TokenScope } from './stats.js';
+import { concatSeqMeans, languageStatsFile, mergedMeta, mergeStats, readStatsFile, writeStats, STATS_FORMAT, type ActivationStats, type Site, type StatsMeta, type TokenScope } from './stats.js';
 import { checkAboveQuantile, openBinWarning, thresholdsFromEarlierPass, type PassThresholds } from './thresholds.js';
 
 export { TOOL_VERSION } from '../version.js';
@@ -174,15 +174,11 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
     const total = () => {
       if (!base) return stats.toActivationStats(meta);
       if (!restored) return mergeStats(base, stats.toActivationStats(meta), [ckFile, 'this run'], { continuation: true });
-      // the checkpoint's record (parts, shards), with this run's corpus paths added (the same corpus elsewhere)
-      const now = stats.toActivationStats({ ...base.meta, corpus: { ...base.meta.corpus, files: [...new Set([...base.meta.corpus.files, ...meta.corpus.files])] } });
+      // the checkpoint's record (parts, shards), with this run's corpus paths added, as the merge records it
+      const now = stats.toActivationStats(mergedMeta(base.meta, meta, { continuation: true }));
       for (const [site, st] of now.sites) {
         const before = base.sites.get(site)!.seqMeans;
-        if (!before || !st.seqMeans) continue;
-        const all = new Float32Array(before.length + st.seqMeans.length);
-        all.set(before);
-        all.set(st.seqMeans, before.length);
-        st.seqMeans = all;
+        if (before && st.seqMeans) st.seqMeans = concatSeqMeans(before, st.seqMeans);
       }
       return now;
     };

@@ -424,16 +424,27 @@ export function mergeStats(a: ActivationStats, b: ActivationStats, labels: [stri
     if (x.absSum && y.absSum) st.absSum = add(x.absSum, y.absSum);
     if (x.histogram) st.histogram = { edges: x.histogram.edges, counts: add(x.histogram.counts, y.histogram!.counts) };
     if (x.above) st.above = { source: x.above.source, thresholds: x.above.thresholds, counts: add(x.above.counts, y.above!.counts) };
-    if (x.seqMeans) { st.seqMeans = new Float32Array(x.seqMeans.length + y.seqMeans!.length); st.seqMeans.set(x.seqMeans); st.seqMeans.set(y.seqMeans!, x.seqMeans.length); }
+    if (x.seqMeans) st.seqMeans = concatSeqMeans(x.seqMeans, y.seqMeans!);
     sites.set(site, st);
   }
-  const files = [...new Set([...a.meta.corpus.files, ...b.meta.corpus.files])];
-  return {
-    meta: { ...a.meta, corpus: { files, fingerprint: a.meta.corpus.fingerprint === b.meta.corpus.fingerprint ? a.meta.corpus.fingerprint : `merged:${[a.meta.corpus.fingerprint, b.meta.corpus.fingerprint].sort().join('+')}` },
-      shards: o.continuation ? a.meta.shards : a.meta.shards + b.meta.shards,
-      ...(a.meta.parts && b.meta.parts ? { parts: o.continuation ? a.meta.parts : [...a.meta.parts, ...b.meta.parts] } : {}) },
-    tokens: a.tokens + b.tokens, sequences: a.sequences + b.sequences, sites,
-  };
+  return { meta: mergedMeta(a.meta, b.meta, o), tokens: a.tokens + b.tokens, sequences: a.sequences + b.sequences, sites };
+}
+
+/** The record of two merged statistics (mergeStats): corpus files united, shards and parts added (a continuation,
+ *  a resumed run of `a`'s, keeps `a`'s). */
+export function mergedMeta(a: StatsMeta, b: StatsMeta, o: { continuation?: boolean } = {}): StatsMeta {
+  const files = [...new Set([...a.corpus.files, ...b.corpus.files])];
+  return { ...a, corpus: { files, fingerprint: a.corpus.fingerprint === b.corpus.fingerprint ? a.corpus.fingerprint : `merged:${[a.corpus.fingerprint, b.corpus.fingerprint].sort().join('+')}` },
+    shards: o.continuation ? a.shards : a.shards + b.shards,
+    ...(a.parts && b.parts ? { parts: o.continuation ? a.parts : [...a.parts, ...b.parts] } : {}) };
+}
+
+/** The per-sequence means of `a`'s sequences, then `b`'s ([sequences][layers][width] each). */
+export function concatSeqMeans(a: Float32Array, b: Float32Array): Float32Array {
+  const all = new Float32Array(a.length + b.length);
+  all.set(a);
+  all.set(b, a.length);
+  return all;
 }
 
 /**
