@@ -76,6 +76,10 @@ export function registerIdentify(program: Command): void {
     .option('--json', 'print one JSON document on stdout')
     .action(async (paths: string[], o: IdentifyCli) => {
       const inputs = await readStatsInputs(paths, o.langs?.split(',').map((s) => s.trim()).filter(Boolean));
+      // Before any work: an output that is an input, or a file that is not a mask, is refused.
+      const refuseOutputs = async (files: string[]) => {
+        for (const f of files) { await refuseOutputIsInput(f, [...paths, ...inputs.map((i) => i.file)]); await refuseNonMaskOutput(f); }
+      };
       if (o.sites !== undefined) {
         if (o.method !== 'ap') throw new LangneuronsError('E_OPTIONS', '--sites (a joint ranking over several sites) applies to --method ap; give one --site', { field: '--sites' });
         const sites = o.sites.split(',').map((s) => s.trim()).filter(Boolean);
@@ -83,7 +87,7 @@ export function registerIdentify(program: Command): void {
         if (bad !== undefined || sites.length === 0)
           throw new LangneuronsError('E_OPTIONS', `--sites: ${bad === undefined ? 'no site given' : `unknown site '${bad}'`} (sites: ${SITES.join(', ')})`, { field: '--sites' });
         const files = sites.map((s) => siteMaskFile(o.out, s as Site));
-        for (const f of files) { await refuseOutputIsInput(f, [...paths, ...inputs.map((i) => i.file)]); await refuseNonMaskOutput(f); }
+        await refuseOutputs(files);
         const masks = identifyAveragePrecisionJoint(inputs, sites as Site[], { n: o.n, part: o.part });
         await ensureParentDir(o.out);
         for (const [k, site] of sites.entries()) await writeMask(files[k]!, masks.get(site as Site)!);
@@ -93,8 +97,7 @@ export function registerIdentify(program: Command): void {
           () => sites.map((s, k) => `average-precision ${s.padEnd(5)}: ${Object.entries(totals[k]!).map(([l, t]) => `${l} ${t}`).join(', ')} units -> ${files[k]}`).join('\n'));
         return;
       }
-      await refuseOutputIsInput(o.out, [...paths, ...inputs.map((i) => i.file)]);
-      await refuseNonMaskOutput(o.out);
+      await refuseOutputs([o.out]);
       let mask: NeuronMask;
       if (o.method === 'lape') {
         const preset = o.preset === 'gurgurov' ? { ...LAPE_PRESETS.tang, topRate: 0.05 } : o.preset ? LAPE_PRESETS[o.preset] : {};
