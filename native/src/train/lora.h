@@ -34,15 +34,16 @@ inline float lora_init_a(uint64_t seed, int layer, int role, int64_t i, int64_t 
   return (2.f * rng_uniform(rng_key(seed, kRngLoraInit, layer, role, 0, 0), i) - 1.f) * bound;
 }
 
-// Value i of a normal(0, std) stream (Box-Muller on uniforms 2i and 2i + 1 of `key`); the head's init and A's.
-inline float lora_normal(uint64_t key, int64_t i, double std) {
+// Value i of a normal(0, std) stream (Box-Muller on uniforms 2i and 2i + 1 of `key`): the classification head's
+// init, and A's with lora_init_std.
+inline float seeded_normal(uint64_t key, int64_t i, double std) {
   const double u1 = 1.0 - double(rng_uniform(key, 2 * i)), u2 = double(rng_uniform(key, 2 * i + 1));
   return float(std * std::sqrt(-2.0 * std::log(u1)) * std::cos(2 * 3.14159265358979323846 * u2));
 }
 
 // A [r, K] initial value i: normal(0, std) (Mondal et al.'s LoRALayer, std 0.01).
 inline float lora_init_a_normal(uint64_t seed, int layer, int role, int64_t i, float std) {
-  return lora_normal(rng_key(seed, kRngLoraInit, layer, role, 0, 0), i, double(std));
+  return seeded_normal(rng_key(seed, kRngLoraInit, layer, role, 0, 0), i, double(std));
 }
 
 }  // namespace train

@@ -248,7 +248,7 @@ void init_master_values(const ParamLayout& L, uint64_t seed, float* master) {
     const Param& h = L.params[size_t(L.head)];
     const uint64_t key = rng_key(seed, kRngHeadInit, 0, 0, 0, 0);
     float* W = master + h.offset;
-    for (int64_t i = 0; i < h.size; ++i) W[i] = lora_normal(key, i, 0.02);
+    for (int64_t i = 0; i < h.size; ++i) W[i] = seeded_normal(key, i, 0.02);
   }
 }
 
