@@ -33,11 +33,13 @@ std::vector<T> typed(const Napi::Object& o, const char* name, napi_typedarray_ty
 }  // namespace
 
 // new NativeIntervention(model, {
-//   layers: Int32Array, sites: Int32Array (0 act, 1 gate, 2 h), neurons: Int32Array, ops: Uint8Array (0 set,
-//   1 add, 2 scale), when: Uint8Array (position-class bits), values: Float32Array, rules: Int32Array (-1 or a
-//   rule index),                                                       -- one entry per edit, application order
-//   ruleLayers: Int32Array, ruleSites: Int32Array, ruleStats: Int32Array (0 mean, 1 std, 2 median, 3 max,
-//   4 iqr, 5 mad, 6 percentile), ruleFactors: Float32Array, rulePercentiles: Float32Array })  -- one per rule
+//   layers: Int32Array, sites: Int32Array (model/sites.h: 0 act, 1 gate, 2 h, 3 up, 4 q, 5 k, 6 v, 7 o, 8 down),
+//   neurons: Int32Array (units of the site), ops: Uint8Array (0 set, 1 add, 2 scale), when: Uint8Array
+//   (position-class bits), values: Float32Array, rules: Int32Array (-1 or a rule index),
+//                                                                      -- one entry per edit, application order
+//   ruleLayers: Int32Array, ruleSites: Int32Array (0 act, 1 gate, 2 h), ruleStats: Int32Array (0 mean, 1 std,
+//   2 median, 3 max, 4 iqr, 5 mad, 6 percentile), ruleFactors: Float32Array, rulePercentiles: Float32Array })
+//                                                                      -- one per rule
 NativeIntervention::NativeIntervention(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeIntervention>(info) {
   Napi::Env env = info.Env();
   const std::string w = "NativeIntervention(model, arrays)";

@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "kernels/ops.h"
+#include "model/edit_pass.h"
 #include "model/forward_state.h"
 #include "model/site_pass.h"
 
@@ -25,8 +26,9 @@ namespace ln {
 namespace detail {
 
 // Bias, bf16 rounding (`pre`) and RoPE (`rope`) of the projected q, k, v rows [r0, r1). Run as one pass, or as
-// two with the recording of the sites q, k, v between them.
-static void qkv_post(ForwardState& st, int l, int64_t r0, int64_t r1, bool pre, bool rope) {
+// two with the edits and the recording of the sites q, k, v between them; `round_v` (bf16, v edited) rounds the
+// edited v again in the second pass, as the bf16 tensor attention reads holds it.
+static void qkv_post(ForwardState& st, int l, int64_t r0, int64_t r1, bool pre, bool rope, bool round_v = false) {
   const ModelConfig& c = *st.cfg;
   const int hd = c.head_dim;
   const int64_t qd = int64_t(c.n_heads) * hd, kvd = int64_t(c.n_kv_heads) * hd;
@@ -47,6 +49,7 @@ static void qkv_post(ForwardState& st, int l, int64_t r0, int64_t r1, bool pre, 
       round_bf16_inplace(v, kvd);
     }
     if (!rope) continue;
+    if (round_v) round_bf16_inplace(v, kvd);
     if (c.qk_norm) {  // Qwen3: RMSNorm over each head, before RoPE
       rmsnorm_rows(c.n_heads, q, hd, lv.q_norm.data(), q, hd, hd, c.rms_eps);
       rmsnorm_rows(c.n_kv_heads, k, hd, lv.k_norm.data(), k, hd, hd, c.rms_eps);
@@ -84,12 +87,17 @@ void attention_forward(ForwardState& st, int l) {
   gemm_xwt(T, st.x.data(), H, lw.wq, st.q.data(), qd, st.compute, false, pool);
   gemm_xwt(T, st.x.data(), H, lw.wk, st.k.data(), kvd, st.compute, false, pool);
   gemm_xwt(T, st.x.data(), H, lw.wv, st.v.data(), kvd, st.compute, false, pool);
-  if (recording(st, Site::Q, l) || recording(st, Site::K, l) || recording(st, Site::V, l)) {
+  if (recording(st, Site::Q, l) || recording(st, Site::K, l) || recording(st, Site::V, l) ||
+      editing(st, Site::Q, l) || editing(st, Site::K, l) || editing(st, Site::V, l)) {
     for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) { qkv_post(st, l, r0, r1, true, false); });
+    edit_block(st, Site::Q, l, st.q.data(), qd);
+    edit_block(st, Site::K, l, st.k.data(), kvd);
+    edit_block(st, Site::V, l, st.v.data(), kvd);
     record_block(st, Site::Q, l, st.q.data(), qd);
     record_block(st, Site::K, l, st.k.data(), kvd);
     record_block(st, Site::V, l, st.v.data(), kvd);
-    for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) { qkv_post(st, l, r0, r1, false, true); });
+    const bool round_v = st.compute == Compute::BF16 && editing(st, Site::V, l);
+    for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) { qkv_post(st, l, r0, r1, false, true, round_v); });
   } else {
     for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) { qkv_post(st, l, r0, r1, true, true); });
   }
@@ -167,13 +175,14 @@ void attention_forward(ForwardState& st, int l) {
     }
   });
 
-  if (!recording(st, Site::O, l) && !c.post_norms) {
+  if (!recording(st, Site::O, l) && !editing(st, Site::O, l) && !c.post_norms) {
     gemm_xwt(T, st.att.data(), qd, lw.wo, st.h.data(), H, st.compute, /*accumulate=*/true, pool);
     return;
   }
   // Site `o` (and Gemma 2's post-attention norm): the projection's own output goes to x (free since the q/k/v
-  // products), is recorded, normed with the post-norm, then added to the residual stream.
+  // products), is edited, recorded, normed with the post-norm, then added to the residual stream.
   gemm_xwt(T, st.att.data(), qd, lw.wo, st.x.data(), H, st.compute, /*accumulate=*/false, pool);
+  edit_block(st, Site::O, l, st.x.data(), H);
   record_block(st, Site::O, l, st.x.data(), H);
   const float* post_w = st.vecs[size_t(l)].attn_post_norm.data();
   for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) {

@@ -3,34 +3,20 @@
 // The [tokens x intermediate] block between the up/gate and the down projections is where the per-neuron
 // work of langneurons happens (statistics and interventions), so it is kept as one visible step:
 // ffn_activation_rows, or ffn_activation_recorded when the sites gate / act / up / h are recorded.
-// Interventions (model/intervention.h) are applied in both, at their site, before that site is recorded.
+// Interventions (model/intervention.h) are applied in both, at their site (gate, act, up, h), before that site is
+// recorded; those at `down` to the projection's own output (edit_pass.h).
 // Family variants: the activation is silu or Gemma's gelu_tanh (act_inplace); Cohere's parallel block reads the
 // layer's normed input kept by the attention half (st.xn) instead of norming h again; Gemma 2 norms the down
 // projection's output (post-feedforward norm) before the residual add.
 #include <algorithm>
 
 #include "kernels/ops.h"
+#include "model/edit_pass.h"
 #include "model/forward_state.h"
-#include "model/intervention.h"
 #include "model/site_pass.h"
 
 namespace ln {
 namespace detail {
-
-// The edits of the current intervention at (layer l, site) on neurons [c0, c1): empty without one.
-struct EditRange {
-  const Edit* b = nullptr;
-  const Edit* e = nullptr;
-  bool any() const { return b != e; }
-};
-
-static EditRange edit_range(const ForwardState& st, int l, Site site, int64_t c0, int64_t c1) {
-  const Intervention* iv = st.intervention;
-  if (!iv || !iv->any(l, site)) return {};
-  auto below = [](const Edit& x, int64_t n) { return x.neuron < n; };
-  const Edit* b = std::lower_bound(iv->begin(l, site), iv->end(l, site), c0, below);
-  return {b, std::lower_bound(b, iv->end(l, site), c1, below)};
-}
 
 // x = act(x) with the model's activation (sites gate -> act).
 static void act_inplace(const ForwardState& st, float* x, int64_t n) {
@@ -38,15 +24,6 @@ static void act_inplace(const ForwardState& st, float* x, int64_t n) {
     gelu_tanh_inplace(x, n);
   else
     silu_inplace(x, n);
-}
-
-// Position class of token t (every class without a mask) and its test-time rule values at this layer.
-static uint8_t token_class(const ForwardState& st, int64_t t) {
-  return st.intervene_mask ? st.intervene_mask[t] : uint8_t(0xff);
-}
-static const float* rule_values(const ForwardState& st, int64_t t) {
-  const int32_t R = st.intervention ? st.intervention->max_rules_per_layer() : 0;
-  return R > 0 ? st.rule_values.data() + t * R : nullptr;
 }
 
 // Test-time rules of layer l: rule_values[t][k] = factor * statistic of token t's row at the rule's site, taken
@@ -72,17 +49,19 @@ static void compute_rule_values(ForwardState& st, int l) {
   });
 }
 
-// Rows [r0, r1) of the neuron block, in place in g: gate -> act -> h = act * up, with the edits of each site.
+// Rows [r0, r1) of the neuron block, in place in g (and u): gate -> act, up -> h = act * up, with the edits of
+// each site.
 static void ffn_activation_rows(ForwardState& st, int l, int64_t r0, int64_t r1) {
   const int64_t I = st.cfg->intermediate;
   const EditRange eg = edit_range(st, l, Site::Gate, 0, I), ea = edit_range(st, l, Site::Act, 0, I),
-                  eh = edit_range(st, l, Site::H, 0, I);
+                  eu = edit_range(st, l, Site::Up, 0, I), eh = edit_range(st, l, Site::H, 0, I);
   for (int64_t t = r0; t < r1; ++t) {
     float* g = st.g.data() + t * I;
-    const float* u = st.u.data() + t * I;
+    float* u = st.u.data() + t * I;
     if (eg.any()) apply_edits(eg.b, eg.e, g, 0, token_class(st, t), rule_values(st, t));
     act_inplace(st, g, I);
     if (ea.any()) apply_edits(ea.b, ea.e, g, 0, token_class(st, t), rule_values(st, t));
+    if (eu.any()) apply_edits(eu.b, eu.e, u, 0, token_class(st, t), nullptr);
     mul_inplace(g, u, I);
     if (eh.any()) apply_edits(eh.b, eh.e, g, 0, token_class(st, t), rule_values(st, t));
   }
@@ -100,17 +79,18 @@ static void ffn_activation_recorded(ForwardState& st, int l) {
     SiteChunk gate(st, Site::Gate, l, c0, c1), act(st, Site::Act, l, c0, c1), up(st, Site::Up, l, c0, c1),
         h(st, Site::H, l, c0, c1);
     const EditRange eg = edit_range(st, l, Site::Gate, c0, c1), ea = edit_range(st, l, Site::Act, c0, c1),
-                    eh = edit_range(st, l, Site::H, c0, c1);
+                    eu = edit_range(st, l, Site::Up, c0, c1), eh = edit_range(st, l, Site::H, c0, c1);
     for (size_t s = 0; s < st.seqs.size(); ++s) {
       const SeqSpan& sp = st.seqs[s];
       for (int64_t t = sp.row0; t < sp.row0 + sp.len; ++t) {
         float* g = st.g.data() + t * I + c0;
-        const float* u = st.u.data() + t * I + c0;
+        float* u = st.u.data() + t * I + c0;
         if (eg.any()) apply_edits(eg.b, eg.e, g, c0, token_class(st, t), rule_values(st, t));
         if (gate.active()) gate.row(t, g);
         act_inplace(st, g, n);
         if (ea.any()) apply_edits(ea.b, ea.e, g, c0, token_class(st, t), rule_values(st, t));
         if (act.active()) act.row(t, g);
+        if (eu.any()) apply_edits(eu.b, eu.e, u, c0, token_class(st, t), nullptr);
         if (up.active()) up.row(t, u);
         mul_inplace(g, u, n);
         if (eh.any()) apply_edits(eh.b, eh.e, g, c0, token_class(st, t), rule_values(st, t));
@@ -143,13 +123,14 @@ void ffn_forward(ForwardState& st, int l) {
     ffn_activation_recorded(st, l);
   else
     for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) { ffn_activation_rows(st, l, r0, r1); });
-  if (!recording(st, Site::Down, l) && !c.post_norms) {
+  if (!recording(st, Site::Down, l) && !editing(st, Site::Down, l) && !c.post_norms) {
     gemm_xwt(T, st.g.data(), I, lw.w_down, st.h.data(), H, st.compute, /*accumulate=*/true, pool);
     return;
   }
   // Site `down` (and Gemma 2's post-feedforward norm): the projection's own output is needed, so it goes to x (free
-  // since the gate/up products), is recorded, normed with the post-norm, and added to the residual stream.
+  // since the gate/up products), is edited, recorded, normed with the post-norm, and added to the residual stream.
   gemm_xwt(T, st.g.data(), I, lw.w_down, st.x.data(), H, st.compute, /*accumulate=*/false, pool);
+  edit_block(st, Site::Down, l, st.x.data(), H);
   record_block(st, Site::Down, l, st.x.data(), H);
   const float* post_w = st.vecs[size_t(l)].ffn_post_norm.data();
   for_row_blocks(pool, T, [&](int64_t r0, int64_t r1) {

@@ -5,15 +5,20 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <tuple>
+
+#include "model/stats.h"
 
 namespace ln {
 
 Intervention::Intervention(const ModelConfig& c, const std::vector<EditSpec>& edits, const std::vector<RowRule>& rules)
-    : n_layers_(c.n_layers), width_(c.intermediate) {
+    : n_layers_(c.n_layers) {
   using std::to_string;
   auto fail = [](const std::string& m) { throw std::invalid_argument("intervention: " + m); };
+  for (int s = 0; s < kInterveneSites; ++s) widths_[s] = site_width(c, Site(s));
   auto check_site = [&](Site s, const std::string& where) {
-    if (!intervenable(s)) fail(where + ": site must be act, gate or h, got " + to_string(int(s)));
+    if (!intervenable(s))
+      fail(where + ": site must be one of act, gate, h, up, q, k, v, o, down, got " + to_string(int(s)));
   };
   auto check_layer = [&](int32_t l, const std::string& where) {
     if (l < 0 || l >= n_layers_) fail(where + ": layer " + to_string(l) + " outside [0, " + to_string(n_layers_) + ")");
@@ -26,7 +31,7 @@ Intervention::Intervention(const ModelConfig& c, const std::vector<EditSpec>& ed
     const RowRule& r = rules[k];
     const std::string where = "rule " + to_string(k);
     check_layer(r.layer, where);
-    check_site(r.site, where);
+    if (!rule_site(r.site)) fail(where + ": a test-time rule's site must be act, gate or h, got " + to_string(int(r.site)));
     if (int(r.stat) < 0 || int(r.stat) >= kRowStatCount) fail(where + ": unknown statistic " + to_string(int(r.stat)));
     if (!std::isfinite(r.factor)) fail(where + ": factor must be finite");
     if (r.stat == RowStat::Percentile && !(r.percentile >= 0.f && r.percentile <= 100.f))
@@ -48,8 +53,9 @@ Intervention::Intervention(const ModelConfig& c, const std::vector<EditSpec>& ed
     const std::string where = "edit " + to_string(i);
     check_layer(e.layer, where);
     check_site(e.site, where);
-    if (e.neuron < 0 || e.neuron >= width_)
-      fail(where + ": neuron " + to_string(e.neuron) + " outside [0, " + to_string(width_) + ")");
+    const int64_t width = widths_[int(e.site)];
+    if (e.neuron < 0 || e.neuron >= width)
+      fail(where + ": unit " + to_string(e.neuron) + " outside [0, " + to_string(width) + ") of site " + site_name(e.site));
     if (uint8_t(e.op) >= kInterveneOpCount) fail(where + ": unknown op " + to_string(int(e.op)));
     if (e.when == 0) fail(where + ": 'when' selects no position class");
     if (e.rule < 0) {
@@ -65,7 +71,7 @@ Intervention::Intervention(const ModelConfig& c, const std::vector<EditSpec>& ed
   }
   auto key = [&](size_t i) {
     const EditSpec& e = edits[i];
-    return (int64_t(e.layer) * kInterveneSites + int64_t(e.site)) * width_ + e.neuron;
+    return std::make_tuple(e.layer, int(e.site), e.neuron);
   };
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return key(a) < key(b); });
   offsets_.assign(size_t(n_layers_) * kInterveneSites + 1, 0);
@@ -77,6 +83,13 @@ Intervention::Intervention(const ModelConfig& c, const std::vector<EditSpec>& ed
     edits_.push_back({e.neuron, e.op, e.when, rule, e.rule < 0 ? e.value : 0.f});
   }
   for (size_t s = 1; s < offsets_.size(); ++s) offsets_[s] += offsets_[s - 1];
+}
+
+bool Intervention::fits(const ModelConfig& c) const {
+  if (c.n_layers != n_layers_) return false;
+  for (int s = 0; s < kInterveneSites; ++s)
+    if (site_width(c, Site(s)) != widths_[s]) return false;
+  return true;
 }
 
 // q-quantile (q in [0, 1]) of w[0, n) with linear interpolation; reorders w.

@@ -1,12 +1,17 @@
-// Interventions on FFN neurons inside the forward (docs METHODS.md section 3), in the resolved form the engine
-// runs: a list of edits (layer, site, neuron, op, value) applied in the FFN activation loop (model/ffn.cpp), plus
-// Rahmanisa's test-time rules, whose value is a statistic of the current token's row at that site and layer.
+// Interventions inside the forward (docs METHODS.md section 3), in the resolved form the engine runs: a list of
+// edits (layer, site, unit, op, value) applied where the site's value is made, plus Rahmanisa's test-time rules,
+// whose value is a statistic of the current token's row at that site and layer.
 //
 // Semantics:
-//  - Sites: `gate` (before the activation function), `act` (silu(gate), before the product with up), `h`
-//    (act * up, the input of down_proj). An edit changes the value the model uses from that point on; statistics
-//    and captures of the same site record the value AFTER the edit (what the model used); later sites, later layers
-//    and the logits see the change too.
+//  - Sites (model/sites.h): the FFN neurons `gate` (before the activation function), `act` (silu(gate), before
+//    the product with up), `up` (up_proj's output, before that product), `h` (act * up, the input of down_proj),
+//    in the FFN activation loop (model/ffn.cpp); and the output units of the projections (Kojima's method):
+//    `q`, `k`, `v` after the bias (and bf16 rounding in bf16 mode), before Qwen3's q/k norm and RoPE; `o` and
+//    `down` before any post-norm and the residual add (model/edit_pass.h). Not `resid`. An edit changes the value
+//    the model uses from that point on (edited keys and values also go into the KV cache); statistics and captures
+//    of the same site record the value AFTER the edit (what the model used); later sites, later layers and the
+//    logits see the change too. In bf16 mode an edited `v` is rounded to bf16 with the rest of v (the dtype
+//    attention reads it in); q and k are rounded after RoPE as always.
 //  - Ops: Set (x = v), Add (x += v), Scale (x *= v). Edits of one (layer, site, neuron) apply in the order given.
 //  - A test-time edit takes v = factor * stat(row) from its rule, where row is the token's values of all the
 //    layer's neurons at the rule's site BEFORE any edit of that site (mean, population std, median, max, IQR,
@@ -30,9 +35,11 @@ constexpr int kInterveneOpCount = 3;
 enum class RowStat : int32_t { Mean = 0, Std = 1, Median = 2, Max = 3, Iqr = 4, Mad = 5, Percentile = 6 };
 constexpr int kRowStatCount = 7;
 
-// Sites an intervention may target: Act, Gate and H (the first three values of Site).
-constexpr int kInterveneSites = 3;
-inline bool intervenable(Site s) { return s == Site::Act || s == Site::Gate || s == Site::H; }
+// Sites an intervention may target: every site before Resid (the first nine values of Site).
+constexpr int kInterveneSites = 9;
+inline bool intervenable(Site s) { return int(s) >= 0 && int(s) < kInterveneSites; }
+// Sites a test-time rule may read: the FFN neurons act, gate, h (Rahmanisa's rules are over the FFN row).
+inline bool rule_site(Site s) { return s == Site::Act || s == Site::Gate || s == Site::H; }
 
 // One edit as given by the caller, in application order.
 struct EditSpec {
@@ -65,18 +72,19 @@ struct Edit {
 
 class Intervention {
  public:
-  // Throws std::invalid_argument naming the bad entry: layer outside [0, n_layers), a site other than act / gate
-  // / h, neuron outside [0, intermediate), unknown op, `when` of 0, a non-finite value or factor, a rule index
+  // Throws std::invalid_argument naming the bad entry: layer outside [0, n_layers), a site that is not
+  // intervenable (a rule's: not act / gate / h), unit outside [0, width of the site), unknown op, `when` of 0, a non-finite value or factor, a rule index
   // out of range or whose layer / site differ from its edit's, a percentile outside [0, 100], an unknown stat,
   // more than 32767 rules in a layer.
   Intervention(const ModelConfig& c, const std::vector<EditSpec>& edits, const std::vector<RowRule>& rules);
 
   int32_t n_layers() const { return n_layers_; }
-  int64_t width() const { return width_; }
-  bool fits(const ModelConfig& c) const { return c.n_layers == n_layers_ && c.intermediate == width_; }
+  // Units per layer at an intervenable site.
+  int64_t width(Site s) const { return widths_[int(s)]; }
+  bool fits(const ModelConfig& c) const;
   int64_t n_edits() const { return int64_t(edits_.size()); }
 
-  // Edits of (layer, site), sorted by neuron (stable: application order kept for one neuron).
+  // Edits of (layer, site), sorted by unit (stable: application order kept for one unit). Site must be intervenable.
   const Edit* begin(int l, Site s) const { return edits_.data() + offsets_[slot(l, s)]; }
   const Edit* end(int l, Site s) const { return edits_.data() + offsets_[slot(l, s) + 1]; }
   bool any(int l, Site s) const { return offsets_[slot(l, s)] != offsets_[slot(l, s) + 1]; }
@@ -89,9 +97,9 @@ class Intervention {
  private:
   size_t slot(int l, Site s) const { return size_t(l) * kInterveneSites + size_t(s); }
   int32_t n_layers_ = 0;
-  int64_t width_ = 0;
+  int64_t widths_[kInterveneSites] = {};
   std::vector<Edit> edits_;
-  std::vector<int64_t> offsets_;  // [n_layers * 3 + 1]
+  std::vector<int64_t> offsets_;  // [n_layers * kInterveneSites + 1]
   std::vector<RowRule> rules_;    // grouped by layer
   std::vector<int32_t> rule_offsets_;
   int32_t max_rules_ = 0;
