@@ -350,6 +350,51 @@ void apply_neuron(const Intervention& iv, Site site, int64_t j, float* x, uint8_
 
 }  // namespace
 
+// The edits of a projection site (q here: its own width, no rules) on a block with a row stride wider than the
+// site, as model/edit_pass.cpp applies them: units in order, edits of one unit in order, position classes.
+LN_TEST(gpu_edit_columns_equal_cpu) {
+  ModelConfig cfg;
+  cfg.hidden = 16;
+  cfg.intermediate = 24;
+  cfg.n_layers = 2;
+  cfg.n_heads = 5;
+  cfg.n_kv_heads = 1;
+  cfg.head_dim = 40;  // q: 200 units, more than one block of threads
+  cfg.vocab = 4;
+  cfg.max_positions = 8;
+  const int64_t W = 200, ld = 248, T = 150;
+  std::vector<EditSpec> specs;
+  for (int i = 0; i < 90; ++i) {
+    EditSpec e;
+    e.layer = i % 2;
+    e.site = Site::Q;
+    e.neuron = (i * 37) % int(W);  // several edits per unit, in both layers
+    e.op = InterveneOp(i % 3);
+    e.value = 0.25f * float(i % 7) - 0.5f;
+    e.when = i % 4 == 0 ? uint8_t(1) : uint8_t(0xff);
+    specs.push_back(e);
+  }
+  const Intervention iv(cfg, specs, {});
+  const Edit* base = iv.begin(0, Site(0));
+  const std::vector<cuda::DevEdit> dev_edits(reinterpret_cast<const cuda::DevEdit*>(base),
+                                             reinterpret_cast<const cuda::DevEdit*>(base) + iv.n_edits());
+  const std::vector<float> x = randn(size_t(T * ld), 21, 1.f);
+  std::vector<uint8_t> cls(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) cls[size_t(t)] = t % 3 ? 2 : 1;
+  Dev<cuda::DevEdit> edd(dev_edits);
+  Dev<uint8_t> cd(cls);
+  for (int l = 0; l < 2; ++l) {
+    std::vector<float> want = x;
+    for (int64_t t = 0; t < T; ++t)
+      apply_edits(iv.begin(l, Site::Q), iv.end(l, Site::Q), want.data() + t * ld, 0, cls[size_t(t)], nullptr);
+    LN_CHECK(want != x);
+    Dev<float> xd(x);
+    cuda::edit_columns(T, xd.get(), ld, edd.get(), iv.begin(l, Site::Q) - base, iv.end(l, Site::Q) - base, cd.get(),
+                       nullptr);
+    LN_CHECK_MSG(xd.download() == want, "layer %d: the edited block differs from the CPU's", l);
+  }
+}
+
 LN_TEST(gpu_ffn_fused_statistics_equal_cpu_counts) {
   const int64_t I = 300, T0 = 200;
   const std::vector<int> lens = {1, 130, 69};
@@ -365,7 +410,7 @@ LN_TEST(gpu_ffn_fused_statistics_equal_cpu_counts) {
   for (int i = 0; i < 30; ++i) {
     EditSpec e;
     e.layer = 0;
-    e.site = Site(i % 3);
+    e.site = Site(i % 4);  // act, gate, h, up
     e.neuron = (i * 41) % int(I);
     e.op = InterveneOp(i % 3);
     e.value = 0.2f * float(i % 4) - 0.3f;
@@ -394,20 +439,21 @@ LN_TEST(gpu_ffn_fused_statistics_equal_cpu_counts) {
     sum[s].assign(size_t(I), 0);
   }
   std::vector<float> h_want(size_t(T0 * I));
-  const Site order[3] = {Site::Gate, Site::Act, Site::H};
+  const Site order[4] = {Site::Gate, Site::Act, Site::Up, Site::H};
   for (int64_t t = 0; t < T0; ++t)
     for (int64_t j = 0; j < I; ++j) {
       float x[4];
       float g = gu[size_t(t * 2 * I + j)];
-      const float u = gu[size_t(t * 2 * I + I + j)];
+      float u = gu[size_t(t * 2 * I + I + j)];
       apply_neuron(iv, order[0], j, &g, cls[size_t(t)]);
       x[0] = g;
       float a = math::silu(g);
       apply_neuron(iv, order[1], j, &a, cls[size_t(t)]);
       x[1] = a;
+      apply_neuron(iv, order[2], j, &u, cls[size_t(t)]);
       x[2] = u;
       float h = a * u;
-      apply_neuron(iv, order[2], j, &h, cls[size_t(t)]);
+      apply_neuron(iv, order[3], j, &h, cls[size_t(t)]);
       x[3] = h;
       h_want[size_t(t * I + j)] = h;
       if (!mask[size_t(t)]) continue;
@@ -454,7 +500,7 @@ LN_TEST(gpu_ffn_fused_statistics_equal_cpu_counts) {
   batch.bins = int32_t(B);
   cuda::LayerEdits le;
   le.edits = edd.get();
-  for (int s = 0; s < 3; ++s) {
+  for (int s = 0; s < 4; ++s) {
     le.begin[s] = iv.begin(0, order[s]) - base;
     le.end[s] = iv.end(0, order[s]) - base;
   }

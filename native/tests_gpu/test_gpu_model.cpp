@@ -348,6 +348,17 @@ void check_interventions(TinyOpts::Family family) {
     e.when = i % 4 == 0 ? uint8_t(2) : uint8_t(0xff);
     edits.push_back(e);
   }
+  const Site projections[6] = {Site::Up, Site::Q, Site::K, Site::V, Site::O, Site::Down};
+  for (int i = 0; i < 36; ++i) {  // the projection sites (and up): 2 layers, every op, position classes
+    EditSpec e;
+    e.layer = i % 2;
+    e.site = projections[i % 6];
+    e.neuron = int32_t((i * 13) % site_width(t.cfg, e.site));
+    e.op = InterveneOp(i % 3);
+    e.value = e.op == InterveneOp::Scale ? -1.5f : 0.4f * float(i % 5) - 0.8f;
+    e.when = i % 4 == 1 ? uint8_t(1) : uint8_t(0xff);
+    edits.push_back(e);
+  }
   for (int s = 0; s < kRowStatCount; ++s) {  // a rule-valued edit per rule, at the rule's layer and site
     EditSpec e;
     e.layer = 1;
@@ -377,15 +388,23 @@ void check_interventions(TinyOpts::Family family) {
     LN_CHECK_MSG(e < (mode == Compute::F32 ? 1e-4 : kBf16Bound), "logits %.3e", e);
     LN_CHECK_MSG(ec < (mode == Compute::F32 ? 1e-4 : kBf16Bound), "capture %.3e", ec);
     LN_CHECK(rel_err(plain.logits, c.logits) > 1e-3);  // the edits matter
+    // The projection sites record their values after the edits (layer 1's, with layer 0's edits upstream).
+    for (Site site : projections) {
+      r.capture_site = site;
+      r.capture_layer = 1;
+      const double es = rel_err(run(*g, b, LogitsMode::None, &r).capture, run(cpu, b, LogitsMode::None, &r).capture);
+      LN_CHECK_MSG(es < (mode == Compute::F32 ? 1e-4 : kBf16Bound), "captured %s %.3e", site_name(site), es);
+    }
   }
 }
 
 }  // namespace
 
-// The edits and rules on a llama, on Gemma 2 (GELU: the rules at act and h read GELU values; post-norms) and on
-// Cohere (parallel block, LayerNorm).
+// The edits (every site) and rules on a llama, on Qwen3 (q/k norms after the q/k edits), on Gemma 2 (GELU: the
+// rules at act and h read GELU values; post-norms after the o/down edits) and on Cohere (parallel block, LayerNorm).
 LN_TEST(gpu_model_interventions_match_cpu) {
-  for (TinyOpts::Family family : {TinyOpts::Family::Llama, TinyOpts::Family::Gemma2, TinyOpts::Family::Cohere})
+  for (TinyOpts::Family family :
+       {TinyOpts::Family::Llama, TinyOpts::Family::Qwen3, TinyOpts::Family::Gemma2, TinyOpts::Family::Cohere})
     check_interventions(family);
 }
 

@@ -186,6 +186,10 @@ class CudaRuntime final : public Runtime {
   cuda::PhaseClock* clock_ = nullptr;
   // The model's norm (RMSNorm or Cohere's LayerNorm) of M rows of x (rows: as norm_rows_ex) into y.
   void norm(int64_t M, const float* x, const int64_t* rows, const float* w, void* y, bool y_bf16);
+  // Whether the current intervention edits `site` at layer l; its edits of a projection site (q, k, v, o, down)
+  // applied to that projection's output x ([T_ rows], row stride ld), in place.
+  bool editing(Site site, int l) const;
+  void edit_projection(Site site, int l, float* x, int64_t ld);
   // A projection's own output x ([T, H], its statistics recorded) onto the residual stream h: Gemma 2's post-norm
   // first when post_w is given.
   void add_to_residual(const float* post_w);

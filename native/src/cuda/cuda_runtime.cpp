@@ -304,6 +304,15 @@ void CudaRuntime::norm(int64_t M, const float* x, const int64_t* rows, const flo
   cuda::norm_rows_ex(M, x, H, rows, w, y, y_bf16, H, H, cfg_.rms_eps, cfg_.norm == NormType::Layer, stream_);
 }
 
+bool CudaRuntime::editing(Site site, int l) const { return iv_ && plan_.edits && iv_->any(l, site); }
+
+void CudaRuntime::edit_projection(Site site, int l, float* x, int64_t ld) {
+  if (!editing(site, l)) return;
+  const Edit* base = iv_->begin(0, Site(0));
+  cuda::edit_columns(T_, x, ld, plan_.edits, iv_->begin(l, site) - base, iv_->end(l, site) - base, plan_.cls,
+                     stream_);
+}
+
 void CudaRuntime::add_to_residual(const float* post_w) {
   const int64_t H = cfg_.hidden;
   float* x = x_.as<float>();
@@ -345,13 +354,18 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   // Bias and bf16 rounding of q / k / v: a pass of its own when the sites are recorded (they record the values
   // after it, before RoPE), else fused into the RoPE kernel.
   // Qwen3's q/k norms come between that step and RoPE: a pass of their own too.
+  // Edits of q / k / v (after the bias and rounding, before the norms and RoPE) come first in that pass.
   const Site proj[3] = {Site::Q, Site::K, Site::V};
+  const int64_t proj_off[3] = {0, qd, qd + kvd};
   const bool record_qkv = rec_.recording(Site::Q, l) || rec_.recording(Site::K, l) || rec_.recording(Site::V, l);
-  const bool pre_pass = record_qkv || c.qk_norm;
+  const bool edit_qkv = editing(Site::Q, l) || editing(Site::K, l) || editing(Site::V, l);
+  const bool pre_pass = record_qkv || edit_qkv || c.qk_norm;
   if (pre_pass) cuda::bias_round_rows(T, QKV, qkv, QKV, L.bqkv, bf16_, stream_);
+  if (edit_qkv)
+    for (int i = 0; i < 3; ++i) edit_projection(proj[i], l, qkv + proj_off[i], QKV);
   if (record_qkv) {
     phase(P::Rope);
-    const int64_t proj_off[3] = {0, qd, qd + kvd}, proj_w[3] = {qd, kvd, kvd};
+    const int64_t proj_w[3] = {qd, kvd, kvd};
     for (int i = 0; i < 3; ++i)
       if (rec_.recording(proj[i], l)) {
         cuda::column_stats(proj_w[i], qkv + proj_off[i], QKV, batch, rec_.target(proj[i], l), stream_);
@@ -408,12 +422,13 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
                            plan_.n_keys, scale, static_cast<float*>(gin), qd, stream_, window, cap);
   if (save && save->attg && save->attg != save->att) cuda::copy_device(save->attg, gin, size_t(T * qd) * ge, stream_);
   phase(P::Attention);
-  if (!rec_.recording(Site::O, l) && !c.post_norms) {
+  if (!rec_.recording(Site::O, l) && !editing(Site::O, l) && !c.post_norms) {
     gemm(T, H, qd, gin, qd, L.wo, h, H, true);
     if (hook_) hook_->after_linear(l, train::kWo, gin, h, H);
   } else {  // the projection's own output is needed (site o, Gemma 2's post-attention norm): into x first
     gemm(T, H, qd, gin, qd, L.wo, x, H, false);
     if (hook_) hook_->after_linear(l, train::kWo, gin, x, H);  // an adapter's output is part of the projection's
+    edit_projection(Site::O, l, x, H);  // (its time counts as the projection's)
     if (rec_.recording(Site::O, l)) {
       phase(P::OGemm);
       cuda::column_stats(H, x, H, batch, rec_.target(Site::O, l), stream_);
@@ -443,8 +458,8 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
   cuda::LayerEdits edits;
   if (iv_ && plan_.edits) {
     const Edit* base = iv_->begin(0, Site(0));
-    const Site order[3] = {Site::Gate, Site::Act, Site::H};
-    for (int s = 0; s < 3; ++s) {
+    const Site order[4] = {Site::Gate, Site::Act, Site::Up, Site::H};
+    for (int s = 0; s < 4; ++s) {
       edits.begin[s] = iv_->begin(l, order[s]) - base;
       edits.end[s] = iv_->end(l, order[s]) - base;
     }
@@ -477,12 +492,13 @@ void CudaRuntime::layer(int l, CudaKvCache* cache) {
       reduced = true;
     }
   if (reduced) phase(P::Stats);
-  if (!rec_.recording(Site::Down, l) && !c.post_norms) {
+  if (!rec_.recording(Site::Down, l) && !editing(Site::Down, l) && !c.post_norms) {
     gemm(T, H, I, gin, I, L.wdown, h, H, true);
     if (hook_) hook_->after_linear(l, train::kWDown, gin, h, H);
   } else {  // site down, Gemma 2's post-feedforward norm
     gemm(T, H, I, gin, I, L.wdown, x, H, false);
     if (hook_) hook_->after_linear(l, train::kWDown, gin, x, H);
+    edit_projection(Site::Down, l, x, H);
     if (rec_.recording(Site::Down, l)) {
       phase(P::DownGemm);
       cuda::column_stats(H, x, H, batch, rec_.target(Site::Down, l), stream_);

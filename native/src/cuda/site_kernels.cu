@@ -110,9 +110,9 @@ __global__ void ffn_kernel(FfnParams p) {
   if (j >= p.I) return;
   const int64_t c = p.chunk0 + blockIdx.y;
   const StatsChunk ch = p.b.chunks[c];
-  int64_t lo[3] = {0, 0, 0}, hi[3] = {0, 0, 0};
+  int64_t lo[4] = {0, 0, 0, 0}, hi[4] = {0, 0, 0, 0};  // gate, act, up, h
   if (kEdits)
-    for (int s = 0; s < 3; ++s) edit_range(p.e.edits, p.e.begin[s], p.e.end[s], j, &lo[s], &hi[s]);
+    for (int s = 0; s < 4; ++s) edit_range(p.e.edits, p.e.begin[s], p.e.end[s], j, &lo[s], &hi[s]);
   Acc acc[4];
   for (int32_t i0 = 0; i0 < ch.n; i0 += kAhead) {
     const int32_t n = min(kAhead, ch.n - i0);
@@ -129,7 +129,7 @@ __global__ void ffn_kernel(FfnParams p) {
       if (k >= n) break;
       const int64_t t = ch.row0 + i0 + k;
       float g = gs[k];
-      const float u = us[k];
+      float u = us[k];
       if (p.gu_save) {
         put(p.gu_save, p.h_bf16, t * 2 * p.I + j, g);
         put(p.gu_save, p.h_bf16, t * 2 * p.I + p.I + j, u);
@@ -145,12 +145,11 @@ __global__ void ffn_kernel(FfnParams p) {
       if (kRecord) record(p.s[0], acc[0], g, t, j, counted, p.b);
       float a = activation(g, p.gelu);
       if (kEdits) a = apply_edits(p.e.edits, lo[1], hi[1], a, cls, rv);
-      if (kRecord) {
-        record(p.s[1], acc[1], a, t, j, counted, p.b);
-        record(p.s[2], acc[2], u, t, j, counted, p.b);
-      }
+      if (kRecord) record(p.s[1], acc[1], a, t, j, counted, p.b);
+      if (kEdits) u = apply_edits(p.e.edits, lo[2], hi[2], u, cls, nullptr);
+      if (kRecord) record(p.s[2], acc[2], u, t, j, counted, p.b);
       float h = __fmul_rn(a, u);  // never contracted with an Add edit into an FMA: the CPU rounds the product first
-      if (kEdits) h = apply_edits(p.e.edits, lo[2], hi[2], h, cls, rv);
+      if (kEdits) h = apply_edits(p.e.edits, lo[3], hi[3], h, cls, rv);
       if (kRecord) record(p.s[3], acc[3], h, t, j, counted, p.b);
       put(p.h_out, p.h_bf16, t * p.ldh + j, h);
     }
@@ -158,6 +157,22 @@ __global__ void ffn_kernel(FfnParams p) {
   if (kRecord)
     for (int s = 0; s < 4; ++s)
       if (p.s[s].part) acc_flush(acc[s], p.s[s], p.I, c, j);
+}
+
+// One thread per (unit, block of kEditRows rows): the unit's edits, in order, on each of its rows.
+constexpr int kEditRows = 64;
+__global__ void edit_columns_kernel(int64_t T, float* x, int64_t ld, const DevEdit* edits, int64_t begin,
+                                    int64_t end, const uint8_t* cls) {
+  const int64_t i = begin + int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= end || (i > begin && edits[i - 1].neuron == edits[i].neuron)) return;  // the first edit of its unit
+  const int64_t j = edits[i].neuron;
+  int64_t hi = i + 1;
+  while (hi < end && edits[hi].neuron == j) ++hi;
+  const int64_t t1 = min(T, int64_t(blockIdx.y + 1) * kEditRows);
+  for (int64_t t = int64_t(blockIdx.y) * kEditRows; t < t1; ++t) {
+    float* y = x + t * ld + j;
+    *y = apply_edits(edits, i, hi, *y, cls ? cls[t] : uint8_t(0xff), nullptr);
+  }
 }
 
 __global__ void column_stats_kernel(int64_t width, const float* x, int64_t ld, StatsBatch b, SiteTarget st,
@@ -325,6 +340,16 @@ void ffn_fused(int64_t T, int64_t I, const float* gu, int64_t ldgu, void* h_out,
     else ffn_kernel<false, false><<<grid, kUnitThreads, 0, s>>>(p);
     check(cudaGetLastError(), "ffn_fused");
   }
+}
+
+void edit_columns(int64_t T, float* x, int64_t ld, const DevEdit* edits, int64_t begin, int64_t end,
+                  const uint8_t* cls, Stream stream) {
+  if (T <= 0 || end <= begin) return;
+  const int64_t row_blocks = (T + kEditRows - 1) / kEditRows;
+  if (row_blocks > kMaxGridY) throw std::runtime_error("langneurons cuda: edit_columns: too many rows");
+  const dim3 grid{unsigned((end - begin + kUnitThreads - 1) / kUnitThreads), unsigned(row_blocks), 1u};
+  edit_columns_kernel<<<grid, kUnitThreads, 0, as_stream(stream)>>>(T, x, ld, edits, begin, end, cls);
+  check(cudaGetLastError(), "edit_columns");
 }
 
 void column_stats(int64_t width, const float* x, int64_t ld, const StatsBatch& batch, const SiteTarget& site,

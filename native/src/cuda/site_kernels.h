@@ -1,5 +1,5 @@
 // The neuron sites on the device: the fused FFN step (SwiGLU + interventions + statistics + capture), the
-// statistics of a finished projection output, the in-order reduction of the statistics partials, and the
+// edits and statistics of a finished projection output, the in-order reduction of the statistics partials, and the
 // test-time row statistics of the interventions' rules. Plain C++ (no CUDA headers); see site_kernels.cu.
 //
 // Determinism: the batch is cut into chunks of at most kStatsChunkTokens tokens, each inside one sequence
@@ -54,26 +54,35 @@ struct DevEdit {
   float value;
 };
 
-// The current layer's edits, per intervenable site (index 0 = gate, 1 = act, 2 = h): [begin, end) in `edits`,
+// The current layer's edits at the FFN sites (index 0 = gate, 1 = act, 2 = up, 3 = h): [begin, end) in `edits`,
 // sorted by neuron; token classes (null: every class) and the layer's rule values [T][rule_stride].
 struct LayerEdits {
   const DevEdit* edits = nullptr;
-  int64_t begin[3] = {0, 0, 0}, end[3] = {0, 0, 0};
+  int64_t begin[4] = {0, 0, 0, 0}, end[4] = {0, 0, 0, 0};
   const uint8_t* cls = nullptr;
   const float* rule_values = nullptr;
   int32_t rule_stride = 0;
-  bool any() const { return end[0] > begin[0] || end[1] > begin[1] || end[2] > begin[2]; }
+  bool any() const {
+    for (int s = 0; s < 4; ++s)
+      if (end[s] > begin[s]) return true;
+    return false;
+  }
 };
 
 // The FFN step for T tokens and I neurons. gu row t: gate in [0, I), up in [I, 2I) (row stride ldgu). Per (t, j):
-// gate edits -> record gate -> a = silu (gelu_tanh with gelu: Gemma) -> act edits -> record act -> record up ->
-// h = a * u -> h edits -> record h -> h_out (bf16 when h_bf16, else float32; row stride ldh). sites: gate, act,
+// gate edits -> record gate -> a = silu (gelu_tanh with gelu: Gemma) -> act edits -> record act -> up edits ->
+// record up -> h = a * u -> h edits -> record h -> h_out (bf16 when h_bf16, else float32; row stride ldh). sites: gate, act,
 // up, h (SiteTarget each). gu_save (the training forward's copy for the backward): null, or [T, 2I] (packed) gate
 // and up before any edit, in h_out's dtype (bf16 rounds them, as PyTorch's bf16 layers keep them). h_out, gu_save
 // and the sites' captures must not overlap gu (inputs are loaded a few tokens ahead of the stores).
 void ffn_fused(int64_t T, int64_t I, const float* gu, int64_t ldgu, void* h_out, bool h_bf16, int64_t ldh,
                const LayerEdits& edits, const StatsBatch& batch, const SiteTarget sites[4], Stream stream,
                bool gelu = false, void* gu_save = nullptr);
+
+// The edits [begin, end) of `edits` (one projection site's at one layer, sorted by unit; no test-time rules) applied
+// in place to the [T x width] block x (row stride ld); cls: token classes, or null (every class).
+void edit_columns(int64_t T, float* x, int64_t ld, const DevEdit* edits, int64_t begin, int64_t end,
+                  const uint8_t* cls, Stream stream);
 
 // Statistics (and capture) of a finished [T x width] block (row stride ld): the sites q, k, v, o, down. The
 // capture must not overlap x.
