@@ -140,7 +140,7 @@ describe.skipIf(noGpu).each(FIXTURE_NAMES)('cuda: fixture %s', (name: FixtureNam
     }
   });
 
-  it('interventions give the CPU engine\'s logits (deactivate, scale at h, test-time set)', async () => {
+  it('interventions give the CPU engine\'s logits (deactivate, scale at h, test-time set, edits of every projection site)', async () => {
     const layer = 0, I = gpu.config.intermediateSize;
     const neurons = [0, 3, Math.floor(I / 2), I - 1];
     const tmp = await makeTempDir('ln-gpu-iv-');
@@ -149,7 +149,9 @@ describe.skipIf(noGpu).each(FIXTURE_NAMES)('cuda: fixture %s', (name: FixtureNam
       const L = gpu.config.numLayers;
       const languages = { en: Array.from({ length: L }, (_, l) => (l === layer ? neurons : [])) };
       await writeMaskJson(maskFile, { format: MASK_FORMAT, method: 'hand', parameters: {}, site: 'act', model: modelIdentity(cpu.checkpoint), sources: [], layers: L, width: I, languages } as NeuronMask);
-      for (const spec of ['deactivate:MASK:en', 'scale:2:mask=MASK:lang=en:site=h', 'testtime:=:median:mask=MASK:lang=en']) {
+      for (const spec of ['deactivate:MASK:en', 'scale:2:mask=MASK:lang=en:site=h', 'testtime:=:median:mask=MASK:lang=en',
+        'scale:-1:mask=MASK:lang=en:site=up', 'scale:1.5:neurons=all:site=q:layers=0', 'set:0.2:neurons=all:site=k:layers=0',
+        'zero:neurons=all:site=v:layers=1', 'add:0.1:neurons=all:site=o:layers=0', 'scale:0.5:neurons=all:site=down:layers=1']) {
         const s = spec.replace('MASK', maskFile);
         let ivG, ivC;
         try {

@@ -13,7 +13,7 @@ import { parseInterventionFile, parseInterventionSpec, resolveIntervention, reso
 import { readAllTensors, writeSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
 import { loadAddon } from '../src/native/addon.js';
 import { modelIdentity } from '../src/profile/identity.js';
-import { STATS_FORMAT, writeStats, type ActivationStats, type ModelIdentity } from '../src/profile/stats.js';
+import { STATS_FORMAT, writeStats, type ActivationStats, type ModelIdentity, type Site, type SiteStats } from '../src/profile/stats.js';
 import { copyFixture, fixturePath, makeTempDir, removeDir } from './helpers/fixtures.js';
 
 describe('intervention specs', () => {
@@ -41,14 +41,23 @@ describe('intervention specs', () => {
     expect([s.site, s.positions, s.layers]).toEqual(['h', 'prompt', [[1, 3], [5, 5]]]);
   });
 
+  it('takes the projection sites (Kojima) and up; testtime only at act, gate, h', () => {
+    for (const site of ['up', 'q', 'k', 'v', 'o', 'down'])
+      expect(parseInterventionSpec(`set:median:de:mask=m.json:lang=de:site=${site}`).site).toBe(site);
+    for (const site of ['act', 'gate', 'h']) expect(parseInterventionSpec(`testtime:+:mean:neurons=all:site=${site}`).site).toBe(site);
+    expect(() => parseInterventionFile(JSON.stringify([{ neurons: 'all', operation: { op: 'testtime', combine: '*', statistic: 'max' }, site: 'o' }]), 'iv.json'))
+      .toThrow(/^intervention "iv\.json\[0\]": testtime works on act, gate, h only, not at site o$/);
+  });
+
   it('refuses malformed specs with a message naming the problem', () => {
     const bad: [string, RegExp][] = [
       ['explode:m.json:en', /unknown operation "explode"/], ['zero', /no neurons selected/], ['zero:mask=m.json:lang=en:color=red', /unknown option "color"/],
       ['set:abc:mask=m.json:lang=en', /the value must be a finite number, got "abc"/], ['set:x1:de:mask=m.json:lang=en', /unknown statistic "x1"/],
-      ['scale:nan:neurons=all', /finite number/], ['zero:neurons=all:site=q', /site must be one of act, gate, h/], ['zero:neurons=all:layers=5-2', /reversed/],
+      ['scale:nan:neurons=all', /finite number/], ['zero:neurons=all:site=resid', /site must be one of act, gate, h, up, q, k, v, o, down, got "resid"/], ['zero:neurons=all:layers=5-2', /reversed/],
       ['zero:neurons=all:positions=middle', /positions must be/], ['testtime:-:max:neurons=all', /combines with =, \* or \+/],
       ['testtime:=:p_max:neurons=all', /unknown row statistic/], ['deactivate:m.json', /expected deactivate:<mask>:<language>/],
       ['zero:neurons=all:mask=m.json', /either neurons=all or a mask/], ['zero:neurons=all:site=h:site=act', /given twice/],
+      ['testtime:=:max:neurons=all:site=q', /^intervention "testtime:=:max:neurons=all:site=q": testtime works on act, gate, h only, not at site q$/],
     ];
     for (const [text, msg] of bad) expect(() => parseInterventionSpec(text), text).toThrow(msg);
   });
@@ -82,13 +91,92 @@ describe('intervention specs', () => {
   });
 });
 
+describe('interventions at projection sites: resolution (no engine)', () => {
+  // A toy model: 3 layers, hidden 16, 4 heads / 2 KV heads of 4 (q 16 wide, k and v 8), intermediate 24.
+  const identity: ModelIdentity = { name: 'toy', modelType: 'llama', layers: 3, hidden: 16, intermediate: 24, fingerprint: 'e'.repeat(64) };
+  const siteWidths = { act: 24, gate: 24, h: 24, up: 24, q: 16, k: 8, v: 8, o: 16, down: 16 } as const;
+  const ctx = { identity, siteWidths };
+  let tmp: string;
+  const toyMask = (site: Site, width: number, en: number[][]): NeuronMask =>
+    ({ format: MASK_FORMAT, method: 'hand', parameters: {}, site, model: identity, sources: [], layers: 3, width, languages: { en } });
+  const file = async (name: string, m: NeuronMask) => { const f = path.join(tmp, name); await writeMaskJson(f, m); return f; };
+  beforeAll(async () => { tmp = await makeTempDir('langneurons-intervene-sites-'); });
+  afterAll(async () => { await removeDir(tmp); });
+
+  it('neurons=all covers the width of the site; each site has its native code', async () => {
+    const codes = { act: 0, gate: 1, h: 2, up: 3, q: 4, k: 5, v: 6, o: 7, down: 8 } as const;
+    for (const [site, code] of Object.entries(codes)) {
+      const r = await resolveSpecs([parseInterventionSpec(`zero:neurons=all:site=${site}`)], ctx);
+      const width = siteWidths[site as keyof typeof codes];
+      expect(r.counts, site).toEqual([3 * width]);
+      expect(new Set(r.arrays.sites), site).toEqual(new Set([code]));
+      expect(Array.from(r.arrays.neurons.subarray(0, width)), site).toEqual(Array.from({ length: width }, (_, j) => j));
+    }
+    // k: KV heads × head_dim per layer (not hidden, not intermediate)
+    const k = await resolveSpecs([parseInterventionSpec('scale:2:neurons=all:site=k:layers=1')], ctx);
+    expect([k.counts, Array.from(new Set(k.arrays.layers))]).toEqual([[8], [1]]);
+    // Without the widths of the attention projections (a bare identity) neurons=all at q cannot be laid out.
+    await expect(resolveSpecs([parseInterventionSpec('zero:neurons=all:site=q')], { identity }))
+      .rejects.toThrow(/^intervention "zero:neurons=all:site=q": neurons=all at site q needs the model's width there/);
+    // o and down are hidden wide, FFN sites intermediate wide, known from the identity alone
+    expect((await resolveSpecs([parseInterventionSpec('zero:neurons=all:site=down')], { identity })).counts).toEqual([48]);
+  });
+
+  it('a mask of a projection applies at that site only; an FFN mask at every FFN site', async () => {
+    const q = await file('ap.q.json', toyMask('q', 16, [[1, 15], [], [3]]));
+    const act = await file('ap.act.json', toyMask('act', 24, [[2, 23], [], []]));
+    const r = await resolveSpecs([parseInterventionSpec(`scale:2:mask=${q}:lang=en:site=q`)], ctx);
+    expect([Array.from(r.arrays.layers), Array.from(r.arrays.neurons), Array.from(new Set(r.arrays.sites))]).toEqual([[0, 0, 2], [1, 15, 3], [4]]);
+    for (const site of ['act', 'k', 'o', 'up'])
+      await expect(resolveSpecs([parseInterventionSpec(`zero:mask=${q}:lang=en:site=${site}`)], ctx))
+        .rejects.toThrow(`": ${q}: the mask was made at site q, its units are not those of site ${site}: give site=q`);
+    await expect(resolveSpecs([parseInterventionSpec(`zero:mask=${q}:lang=en`)], ctx)).rejects.toMatchObject({ code: 'E_INTERVENE', field: 'intervene', file: q });
+    // An act mask names FFN neurons: the same units at up (or gate, h), not at a projection.
+    for (const site of ['up', 'gate', 'h', 'act']) {
+      const a = await resolveSpecs([parseInterventionSpec(`zero:mask=${act}:lang=en:site=${site}`)], ctx);
+      expect([Array.from(a.arrays.neurons), a.arrays.sites[0]], site).toEqual([[2, 23], { act: 0, gate: 1, h: 2, up: 3 }[site]]);
+    }
+    await expect(resolveSpecs([parseInterventionSpec(`zero:mask=${act}:lang=en:site=v`)], ctx))
+      .rejects.toThrow(/the mask was made at site act, its units are not those of site v: give site=act \(or another FFN site: act, gate, h, up\)$/);
+  });
+
+  it('refuses a projection mask of the wrong width and resid masks, naming the file', async () => {
+    const narrow = await file('narrow.k.json', toyMask('k', 6, [[1], [], []]));
+    await expect(resolveSpecs([parseInterventionSpec(`zero:mask=${narrow}:lang=en:site=k`)], ctx))
+      .rejects.toThrow(/narrow\.k\.json: the mask has 6 units per layer at site k, the model has 8 there$/);
+    const resid = await file('resid.json', toyMask('resid', 16, [[1], [], []]));
+    await expect(resolveSpecs([parseInterventionSpec(`zero:mask=${resid}:lang=en:site=o`)], ctx))
+      .rejects.toThrow(/resid\.json: the mask's units are residual-stream \(resid\) units, which interventions do not support/);
+  });
+
+  it('reads statistics at the projection site (stats profiled with --sites q)', async () => {
+    const q = await file('stat.q.json', toyMask('q', 16, [[], [4, 9], []]));
+    const W = 16, n = 3 * W, tokens = 10;
+    const sum = Float64Array.from({ length: n }, (_, u) => tokens * (100 * Math.floor(u / W) + (u % W))); // mean 100 l + j
+    const site = (s: Site, width: number): SiteStats => ({ site: s, width, overZero: new Float64Array(3 * width), sum: s === 'q' ? sum : new Float64Array(3 * width), sumSq: new Float64Array(3 * width) });
+    const st = (language: string, sites: Site[]): ActivationStats => ({
+      meta: { format: STATS_FORMAT, model: identity, language, scope: { mode: 'sentences', maxLen: 64, bos: true, countPadding: false, tokenBudget: 0 },
+        layers: [0, 1, 2], corpus: { files: [], fingerprint: 'x' }, toolVersion: 'test', shards: 1 },
+      tokens, sequences: 1, sites: new Map(sites.map((s) => [s, site(s, s === 'q' ? 16 : 24)])),
+    });
+    const dir = path.join(tmp, 'stats-q');
+    await mkdir(dir, { recursive: true });
+    await writeStats(path.join(dir, 'de.safetensors'), st('de', ['act', 'q']));
+    await writeStats(path.join(dir, 'en.safetensors'), st('en', ['act']));
+    const r = await resolveSpecs([parseInterventionSpec(`set:mean:de:mask=${q}:lang=en:site=q`, dir)], ctx);
+    expect(Array.from(r.arrays.values)).toEqual([104, 109]);
+    await expect(resolveSpecs([parseInterventionSpec(`set:mean:en:mask=${q}:lang=en:site=q`, dir)], ctx))
+      .rejects.toThrow(/en\.safetensors has no statistics at site q \(it has: act; profile with --sites q\)/);
+  });
+});
+
 // ---------------------------------------------------------------------------------------------------------------
 
 const L = 5, I = 172, LAYER = 2;
 const EN = [3, 17, 100];
 
-function mask(identity: ModelIdentity, languages: Record<string, number[][]>): NeuronMask {
-  return { format: MASK_FORMAT, method: 'hand', parameters: {}, site: 'act', model: identity, sources: [], layers: L, width: I, languages };
+function mask(identity: ModelIdentity, languages: Record<string, number[][]>, site: Site = 'act', width = I): NeuronMask {
+  return { format: MASK_FORMAT, method: 'hand', parameters: {}, site, model: identity, sources: [], layers: L, width, languages };
 }
 const perLayer = (units: Record<number, number[]>) => Array.from({ length: L }, (_, l) => units[l] ?? []);
 
@@ -130,19 +218,33 @@ describe('interventions on stories260k', () => {
   });
   afterAll(async () => { await removeDir(tmp); for (const d of edited) await removeDir(d); });
 
-  /** The fixture with layer LAYER's down_proj columns `cols` multiplied by f. */
-  async function editedModel(cols: number[], f: number): Promise<LanguageModel> {
+  /** An edit of layer LAYER's projection `proj` (e.g. 'mlp.down_proj'): its columns `cols` (inputs) or its rows
+   *  `rows` (outputs, and the bias's entries when it has one) multiplied by f. */
+  interface WeightEdit { proj: string; cols?: readonly number[]; rows?: readonly number[]; f: number }
+
+  /** The fixture with `edits` made to its weights. */
+  async function editedWeights(edits: WeightEdit[]): Promise<LanguageModel> {
     const dir = await copyFixture('stories260k');
     edited.push(dir);
     const file = path.join(dir, 'model.safetensors');
     const all = await readAllTensors(file);
     const out: Record<string, TensorToWrite> = {};
     for (const [name, { info, data }] of all) out[name] = { dtype: info.dtype, shape: info.shape, data };
-    const w = out[`model.layers.${LAYER}.mlp.down_proj.weight`]!.data as Float32Array;
-    for (let r = 0; r < 64; r++) for (const j of cols) w[r * I + j]! *= f;
+    for (const { proj, cols = [], rows = [], f } of edits) {
+      const weight = out[`model.layers.${LAYER}.${proj}.weight`]!, bias = out[`model.layers.${LAYER}.${proj}.bias`];
+      expect(weight.dtype).toBe('F32');
+      const w = weight.data as Float32Array, [outputs, inputs] = weight.shape as [number, number];
+      for (let r = 0; r < outputs; r++) for (const j of cols) w[r * inputs + j]! *= f;
+      for (const j of rows) {
+        for (let c = 0; c < inputs; c++) w[j * inputs + c]! *= f;
+        if (bias) (bias.data as Float32Array)[j]! *= f;
+      }
+    }
     await writeSafetensors(file, out);
     return loadModel(dir, { threads: 2 });
   }
+  /** The fixture with layer LAYER's down_proj columns `cols` multiplied by f. */
+  const editedModel = (cols: number[], f: number) => editedWeights([{ proj: 'mlp.down_proj', cols, f }]);
 
   const logits = async (m: LanguageModel, opts = {}) => (await m.forward([tokens, tokens.slice(0, 4)], { logits: 'all', ...opts })).logits;
   const maxDiff = (a: Float32Array, b: Float32Array) => a.reduce((w, x, i) => Math.max(w, Math.abs(x - b[i]!)), 0);
@@ -160,6 +262,91 @@ describe('interventions on stories260k', () => {
       const withStats = await logits(model, { intervene: iv, stats: model.createStats({ sites: ['act', 'h'] }) });
       expect(maxDiff(withStats, want)).toBeLessThan(1e-5);
     }
+  });
+
+  // stories260k: hidden 64, 8 heads and 4 KV heads of 8: q 64 units, k and v 32, o and down 64, up 172.
+  const PROJ = { q: ['self_attn.q_proj', 64, [3, 17, 40]], k: ['self_attn.k_proj', 32, [3, 17, 30]], v: ['self_attn.v_proj', 32, [3, 17, 30]],
+    o: ['self_attn.o_proj', 64, [3, 17, 50]], down: ['mlp.down_proj', 64, [3, 17, 50]], up: ['mlp.up_proj', I, EN] } as const;
+  /** A mask made at `site` whose language en holds `units` at layer LAYER. */
+  async function siteMask(site: keyof typeof PROJ): Promise<string> {
+    const [, width, units] = PROJ[site];
+    const file = path.join(tmp, `mask.${site}.json`);
+    await writeMaskJson(file, mask(identity, { en: perLayer({ [LAYER]: [...units] }) }, site, width));
+    return file;
+  }
+
+  it('zeroing (scaling) units of q, k, v, o, down or up equals zeroing (scaling) their rows of the projection', async () => {
+    const plain = await logits(model);
+    for (const site of ['q', 'k', 'v', 'o', 'down', 'up'] as const) {
+      const [proj, , units] = PROJ[site];
+      const file = await siteMask(site);
+      for (const [op, f] of [['zero', 0], ['scale:2', 2]] as const) {
+        const spec = `${op}:mask=${file}:lang=en:site=${site}`;
+        const want = await logits(await editedWeights([{ proj, rows: units, f }]));
+        const iv = await resolveIntervention(model, spec);
+        expect(iv.edits).toBe(3);
+        expect(maxDiff(await logits(model, { intervene: iv }), want), spec).toBeLessThan(1e-5);
+        expect(maxDiff(plain, want), `${spec}: the edit must matter`).toBeGreaterThan(1e-3);
+        // With the statistics on (of the edited site and others) too.
+        const withStats = await logits(model, { intervene: iv, stats: model.createStats({ sites: [site, 'act', 'q', 'o'].filter((x, i, a) => a.indexOf(x) === i) as Site[] }) });
+        expect(maxDiff(withStats, want), `${spec} with statistics`).toBeLessThan(1e-5);
+      }
+    }
+  });
+
+  it('statistics and captures of a projection site record the value after the edit', async () => {
+    const file = await siteMask('q');
+    const iv = await resolveIntervention(model, `set:0.25:mask=${file}:lang=en:site=q`);
+    const st = model.createStats({ sites: ['q'] });
+    await model.forward([tokens], { logits: 'none', stats: st, intervene: iv });
+    const q = st.read();
+    const sum = q.sites.get('q')!.sum;
+    expect(q.tokens).toBe(tokens.length);
+    for (const j of PROJ.q[2]) expect(sum[LAYER * 64 + j]! / q.tokens, `q unit ${j}`).toBe(0.25);
+    expect(sum[LAYER * 64 + 4]! / q.tokens).not.toBe(0.25);
+    const cap = (await model.forward([tokens], { logits: 'none', lastLayer: LAYER, capture: { site: 'q', layer: LAYER }, intervene: iv })).capture!;
+    for (let t = 0; t < tokens.length; t++) expect(cap[t * 64 + 17]).toBe(0.25);
+  });
+
+  it('setting projection units to their own value (a statistic at site o) changes nothing', async () => {
+    const one = [tokens[3]!];
+    const cap = (await model.forward([one], { logits: 'all', capture: { site: 'o', layer: LAYER } })).capture!;
+    const own = path.join(tmp, 'own-o.safetensors');
+    const st = stats(identity, 'own', 0, { tokens: 1 });
+    const o = new Float64Array(L * 64);
+    for (let j = 0; j < 64; j++) o[LAYER * 64 + j] = cap[j]!;
+    st.sites.set('o', { site: 'o', width: 64, overZero: new Float64Array(L * 64), sum: o, sumSq: new Float64Array(L * 64) });
+    await writeStats(own, st);
+    const file = await siteMask('o');
+    const base = (await model.forward([one], { logits: 'all' })).logits;
+    const iv = await resolveIntervention(model, `set:mean:own:mask=${file}:lang=en:site=o:stats=${own}`);
+    expect((await model.forward([one], { logits: 'all', intervene: iv })).logits).toEqual(base);
+    const shifted = await resolveIntervention(model, `add:0.25:mask=${file}:lang=en:site=o`);
+    expect((await model.forward([one], { logits: 'all', intervene: shifted })).logits).not.toEqual(base);
+  });
+
+  it('edited keys and values go into the KV cache: decoding with the cache equals the full forward', async () => {
+    const [kFile, vFile] = [await siteMask('k'), await siteMask('v')];
+    const iv = await resolveIntervention(model, [`zero:mask=${kFile}:lang=en:site=k`, `scale:2:mask=${vFile}:lang=en:site=v`]);
+    const full = (await model.forward([tokens], { logits: 'all', intervene: iv })).logits;
+    // the prompt, then one token at a time through the cache
+    const cache = model.createCache(1, tokens.length);
+    const stepped: Float32Array[] = [(await model.forward([tokens.slice(0, 4)], { logits: 'all', cache, intervene: iv })).logits];
+    for (let t = 4; t < tokens.length; t++) stepped.push((await model.forward([[tokens[t]!]], { logits: 'all', cache, intervene: iv })).logits);
+    const cached = new Float32Array(full.length);
+    let at = 0;
+    for (const x of stepped) { cached.set(x, at); at += x.length; }
+    // (decoding one token runs other kernels than the full forward: ~3e-5 apart without any intervention too)
+    expect(maxDiff(cached, full)).toBeLessThan(1e-4);
+    expect(maxDiff(full, (await model.forward([tokens], { logits: 'all' })).logits), 'the edit must matter').toBeGreaterThan(1e-2);
+    // generate (prefill and decoding through the cache) and score agree with the model whose k_proj / v_proj rows are edited
+    const want = await editedWeights([{ proj: PROJ.k[0], rows: PROJ.k[2], f: 0 }, { proj: PROJ.v[0], rows: PROJ.v[2], f: 2 }]);
+    expect(maxDiff((await want.forward([tokens], { logits: 'all' })).logits, full)).toBeLessThan(1e-5);
+    const prompt = [1, 403, 407, 261];
+    const gen = async (m: LanguageModel, opts = {}) => (await generateTokens(m, [prompt], { maxNewTokens: 8, stopAtEos: false, ...opts }))[0]!.tokens;
+    expect(await gen(model, { intervene: iv })).toEqual(await gen(want));
+    const nll = async (m: LanguageModel, opts = {}) => (await scoreTokens(m, tokens, opts)).meanNll;
+    expect(Math.abs((await nll(model, { intervene: iv })) - (await nll(want)))).toBeLessThan(1e-5);
   });
 
   it('an empty neuron set changes nothing; setting neurons to their own value changes nothing', async () => {
@@ -301,11 +488,20 @@ describe('interventions on stories260k', () => {
     });
     const make = (edit: Partial<Record<string, unknown>>) => () => new addon.NativeIntervention(model.native, arrays(edit) as never);
     expect(new addon.NativeIntervention(model.native, arrays()).info()).toEqual({ edits: 1, layers: L });
-    expect(make({ neurons: Int32Array.of(I) })).toThrow(/neuron 172 outside/);
+    expect(make({ neurons: Int32Array.of(I) })).toThrow(/unit 172 outside \[0, 172\) of site act/);
+    expect(new addon.NativeIntervention(model.native, arrays({ sites: Int32Array.of(4), neurons: Int32Array.of(63) })).info()).toEqual({ edits: 1, layers: L });
+    expect(make({ sites: Int32Array.of(4), neurons: Int32Array.of(64) })).toThrow(/unit 64 outside \[0, 64\) of site q/);
+    expect(make({ sites: Int32Array.of(5), neurons: Int32Array.of(32) })).toThrow(/unit 32 outside \[0, 32\) of site k/);
+    expect(make({ sites: Int32Array.of(8), neurons: Int32Array.of(64) })).toThrow(/unit 64 outside \[0, 64\) of site down/);
+    expect(make({ sites: Int32Array.of(3), neurons: Int32Array.of(171) })).not.toThrow();
     expect(make({ layers: Int32Array.of(-1) })).toThrow(/layer -1 outside/);
     expect(make({ values: Float32Array.of(NaN) })).toThrow(/finite/);
     expect(make({ ops: Uint8Array.of(9) })).toThrow(/unknown op/);
-    expect(make({ sites: Int32Array.of(4) })).toThrow(/site must be act, gate or h/);
+    expect(make({ sites: Int32Array.of(9) })).toThrow(/site must be one of act, gate, h, up, q, k, v, o, down, got 9/); // resid
+    const rule = (site: number) => ({ sites: Int32Array.of(site), rules: Int32Array.of(0), ruleLayers: Int32Array.of(0), ruleSites: Int32Array.of(site),
+      ruleStats: Int32Array.of(0), ruleFactors: Float32Array.of(1), rulePercentiles: Float32Array.of(50) });
+    expect(make(rule(2))).not.toThrow();
+    expect(make(rule(4))).toThrow(/test-time rule's site must be act, gate or h/);
     expect(make({ rules: Int32Array.of(0) })).toThrow(/rule 0 does not exist/);
     expect(make({ values: Float64Array.of(0) })).toThrow(/'values' must be a Float32Array/);
     expect(make({ when: new Uint8Array(2) })).toThrow(/'when' has 2 entries, expected 1/);

@@ -111,6 +111,22 @@ describe('langneurons steer (command line)', () => {
     expect(m.deltaNll.flat().some((x: number) => Math.abs(x) > 1e-4)).toBe(true);
   });
 
+  it("ppl-matrix with a projection's mask (Kojima: units of q) intervenes at q; a resid mask is refused naming the file", async () => {
+    const c = (await openCheckpoint(modelDir)).config;
+    const qMask = path.join(dir, 'ap.q.json');
+    await writeMaskJson(qMask, { ...mask, site: 'q', width: c.numHeads * c.headDim });
+    const out = path.join(dir, 'pm-q', 'ppl.json');
+    const r = cli('steer', 'ppl-matrix', modelDir, '--masks', qMask, '--eval-text', 'udhr:heldout', '--langs', 'en,de', '--max-tokens', '100', '--out', out, '--threads', '2', '--json');
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(JSON.parse(readFileSync(out, 'utf8')).deltaNll.flat().some((x: number) => Math.abs(x) > 1e-4)).toBe(true);
+    const residMask = path.join(dir, 'resid.json');
+    await writeMaskJson(residMask, { ...mask, site: 'resid', width: c.hiddenSize });
+    const bad = cli('steer', 'ppl-matrix', modelDir, '--masks', residMask, '--eval-text', 'udhr:heldout', '--langs', 'en', '--max-tokens', '50', '--out', path.join(dir, 'pm-r', 'ppl.json'), '--threads', '2');
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toContain(`${residMask}: the mask's units are residual-stream (resid) units, which interventions do not support`);
+  });
+
   it('lss and forcing run end to end with the intervention engine', async () => {
     const facts = await writeFiles(path.join(dir, 'facts-ok'), { 'P37.jsonl': jsonl([
       { template: '[X] speaks [Y].', sub_en: 'Goethe', obj_en: 'German', sub_de: 'Goethe', obj_de: 'Deutsch' },

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { parseInterventionSpec } from '../src/intervene/spec.js';
 import {
-  amplification, compose, deactivation, computeLss, computePplMatrix, diagonalDominance, heatmapSvg, lssPrompt, parseSetting, parseSettings, pplMatrixCsv,
+  amplification, compose, deactivation, computeLss, maskInterventionSite, computePplMatrix, diagonalDominance, heatmapSvg, lssPrompt, parseSetting, parseSettings, pplMatrixCsv,
   pplMatrixSvg, readFacts, readPrompts, writePplMatrix, type ContinuationPair, type NllSum,
 } from '../src/steer/index.js';
 import { jsonl, writeFiles, writeParquet } from './helpers/corpus-fixtures.js';
@@ -159,6 +159,19 @@ describe('amplification settings', () => {
     expect(d.operation).toEqual(parsed.operation);
     expect(compose(deactivation('m.json', 'en'), amplification('m.json', 'sw', parseSetting('scale:2'))).specs.map((x) => x.operation.op)).toEqual(['set', 'scale']);
     expect(() => amplification('m.json', 'sw', parseSetting('p_max'))).toThrow(/needs the profiling statistics.*--stats/);
+  });
+
+  it("intervenes on a projection's mask (Kojima) at that projection, on FFN masks at the default site", () => {
+    for (const site of ['act', 'gate', 'h', 'up', 'resid'] as const) expect(maskInterventionSite({ site }), site).toBeUndefined();
+    for (const site of ['q', 'k', 'v', 'o', 'down'] as const) expect(maskInterventionSite({ site }), site).toBe(site);
+    expect(deactivation('m.json', 'en').specs[0]!.site).toBeUndefined(); // act, as before
+    const d = deactivation('m.json', 'en', 0, 'q').specs[0]!;
+    const parsed = parseInterventionSpec('deactivate:m.json:en:site=q');
+    expect([d.neurons, d.operation, d.site, d.source]).toEqual([parsed.neurons, parsed.operation, 'q', 'deactivate:m.json:en:site=q']);
+    expect(deactivation('m.json', 'en', -1, 'o').specs[0]!.source).toBe('set:-1:mask=m.json:lang=en:site=o');
+    expect(amplification('m.json', 'sw', parseSetting('p_max'), 'stats/', 'v').specs[0]).toMatchObject({ site: 'v', source: 'amplify sw with p_max at site v' });
+    // Rahmanisa's test-time settings read the FFN row: refused at a projection
+    expect(() => amplification('m.json', 'sw', parseSetting('set:max'), undefined, 'q')).toThrow(/testtime works on act, gate, h only, not at site q/);
   });
 
   it('refuses unknown, malformed and repeated settings', () => {

@@ -57,7 +57,7 @@ export interface ForwardOptions {
   lastLayer?: number;
   /** Return the [tokens × width] values of one site at one layer (packed token order) as `capture`. */
   capture?: { site: Site; layer: number };
-  /** Interventions on FFN neurons, resolved for this model (src/intervene: resolveIntervention). */
+  /** Interventions on FFN neurons or projection outputs, resolved for this model (src/intervene: resolveIntervention). */
   intervene?: Intervention;
   /** Per sequence, the index of its first generated token (tokens before it are prompt); default: every token is
    *  prompt. Only read by interventions limited to prompt or generated positions. */

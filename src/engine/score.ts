@@ -14,7 +14,7 @@ export interface ScoreOptions {
   /** Token budget per forward call when packing several windows (default 4096). */
   batchTokens?: number;
   onProgress?: (scoredTokens: number, totalTokens: number) => void;
-  /** Interventions on FFN neurons (src/intervene); every scored token is a `prompt` position. */
+  /** Interventions on FFN neurons or projection outputs (src/intervene); every scored token is a `prompt` position. */
   intervene?: Intervention;
 }
 
@@ -94,8 +94,8 @@ export interface ContinuationScore {
 }
 
 export interface LogLikelihoodOptions {
-  /** Interventions on FFN neurons (src/intervene): context tokens are `prompt` positions, the continuation's
-   *  tokens (as inputs) `generated` ones. */
+  /** Interventions on FFN neurons or projection outputs (src/intervene): context tokens are `prompt` positions,
+   *  the continuation's tokens (as inputs) `generated` ones. */
   intervene?: Intervention;
 }
 

@@ -31,8 +31,8 @@ export interface GenerateOptions extends SamplingOptions {
   /** Called when prompt i (an index into `prompts`) has its generation, in the order the generations end; a promise
    *  it returns is awaited before the next step (to write the generation out, say). */
   onGeneration?: (i: number, g: Generation) => void | Promise<void>;
-  /** Interventions on FFN neurons (src/intervene); the prompt (prefill) tokens are `prompt` positions, the
-   *  decoded ones `generated`. */
+  /** Interventions on FFN neurons or projection outputs (src/intervene); the prompt (prefill) tokens are `prompt`
+   *  positions, the decoded ones `generated`. */
   intervene?: Intervention;
 }
 

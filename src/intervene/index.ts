@@ -1,5 +1,6 @@
-// Interventions on language neurons (METHODS.md section 3): parse specs (spec.ts), resolve them against a model
-// (resolve.ts) into an Intervention, and pass it as `intervene` to LanguageModel.forward, generate and score.
+// Interventions on language neurons and projection outputs (METHODS.md section 3): parse specs (spec.ts), resolve
+// them against a model (resolve.ts) into an Intervention, and pass it as `intervene` to LanguageModel.forward,
+// generate and score.
 import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 
@@ -9,7 +10,7 @@ import type { NativeIntervention } from '../native/addon.js';
 import { loadAddon } from '../native/addon.js';
 import { modelIdentity } from '../profile/identity.js';
 import { resolveSpecs } from './resolve.js';
-import { parseInterventionFile, parseInterventionSpec, type InterventionSpec } from './spec.js';
+import { parseInterventionFile, parseInterventionSpec, type InterventionSite, type InterventionSpec } from './spec.js';
 
 export * from './spec.js';
 export { neuronStatistic, resolveSpecs, GENERATED_CLASS, PROMPT_CLASS, type InterventionArrays, type ResolvedIntervention } from './resolve.js';
@@ -44,11 +45,17 @@ export function warnOnce(message: string): void {
   process.stderr.write(`warning: ${message}\n`);
 }
 
+/** Units per layer of `model` at each intervention site (what neurons=all covers and masks must match). */
+export function interventionSiteWidths(model: LanguageModel): Record<InterventionSite, number> {
+  const c = model.checkpoint.config, ffn = c.intermediateSize;
+  return { act: ffn, gate: ffn, h: ffn, up: ffn, q: c.numHeads * c.headDim, k: c.numKvHeads * c.headDim, v: c.numKvHeads * c.headDim, o: c.hiddenSize, down: c.hiddenSize };
+}
+
 /** Resolves specs (CLI strings or canonical objects, applied in order) against `model`. */
 export async function resolveIntervention(model: LanguageModel, specs: string | InterventionSpec | (string | InterventionSpec)[], opts: ResolveOptions = {}): Promise<Intervention> {
   const list = (Array.isArray(specs) ? specs : [specs]).map((s) => (typeof s === 'string' ? parseInterventionSpec(s, opts.stats) : s));
-  const r = await resolveSpecs(list, { identity: modelIdentity(model.checkpoint), ...(opts.stats !== undefined ? { stats: opts.stats } : {}),
-    ...(opts.onWarning ? { onWarning: opts.onWarning } : {}) });
+  const r = await resolveSpecs(list, { identity: modelIdentity(model.checkpoint), siteWidths: interventionSiteWidths(model),
+    ...(opts.stats !== undefined ? { stats: opts.stats } : {}), ...(opts.onWarning ? { onWarning: opts.onWarning } : {}) });
   let native: NativeIntervention;
   try {
     native = new (loadAddon().NativeIntervention)(model.native, r.arrays);
@@ -110,7 +117,7 @@ export async function interventionFromCli(model: LanguageModel, o: InterventionC
 export function addInterventionOptions(cmd: Command): Command {
   const collect = (v: string, acc: string[]) => [...acc, v];
   return cmd
-    .option('--intervene <spec>', 'intervention on FFN neurons, e.g. "deactivate:masks/lape.json:en" (repeatable, applied in order; syntax in src/intervene/spec.ts; ' +
+    .option('--intervene <spec>', 'intervention on FFN neurons or projection outputs (site=act|gate|h|up|q|k|v|o|down), e.g. "deactivate:masks/lape.json:en" (repeatable, applied in order; syntax in src/intervene/spec.ts; ' +
       'eval fills {lang} with each evaluated language, or each of --intervene-langs)', collect, [])
     .option('--intervene-file <file>', 'interventions as a JSON array of spec strings or spec objects')
     .option('--stats <path>', 'statistics for interventions that need them: a folder of <language>.safetensors, or one file');

@@ -8,13 +8,16 @@ import { histogramQuantile } from '../identify/act-prob.js';
 import type { NativeInterventionArrays } from '../native/addon.js';
 import { randomMaskLike, unionMask } from '../identify/mask-ops.js';
 import { checkMaskForModel, maskLanguage, readMask, type NeuronMask } from '../identify/masks.js';
-import { languageStatsFile, readStats, type ActivationStats, type ModelIdentity, type SiteStats } from '../profile/stats.js';
-import { validateSpec, type InterventionSite, type InterventionSpec, type ValueSpec } from './spec.js';
+import { languageStatsFile, readStats, type ActivationStats, type ModelIdentity, type Site, type SiteStats } from '../profile/stats.js';
+import { INTERVENTION_SITES, validateSpec, type InterventionSite, type InterventionSpec, type ValueSpec } from './spec.js';
 
 /** The native arrays of an intervention (see native/src/binding/js_intervention.cpp). */
 export type InterventionArrays = NativeInterventionArrays;
 
-export const SITE_CODE: Record<InterventionSite, number> = { act: 0, gate: 1, h: 2 };
+/** The native Site enum (native/src/model/sites.h); resid (9) takes no intervention. */
+export const SITE_CODE: Record<InterventionSite, number> = { act: 0, gate: 1, h: 2, up: 3, q: 4, k: 5, v: 6, o: 7, down: 8 };
+/** Sites whose units are the FFN neurons: a mask made at one of them names the same neurons at any other. */
+const FFN_SITES: readonly Site[] = ['act', 'gate', 'h', 'up'];
 export const OP_CODE = { set: 0, add: 1, scale: 2 } as const;
 const ROW_STAT_CODE: Record<string, number> = { mean: 0, std: 1, median: 2, max: 3, iqr: 4, mad: 5 };
 const PERCENTILE_CODE = 6;
@@ -28,6 +31,9 @@ export interface ResolveContext {
   stats?: string;
   /** Told what resolves but departs from a method's definition (p_max of window means). */
   onWarning?: (message: string) => void;
+  /** Units per layer at each site (q: heads × head_dim, k and v: KV heads × head_dim, o and down: hidden, the FFN
+   *  sites: intermediate). Without an entry: the identity's intermediate (FFN sites) or hidden (o, down). */
+  siteWidths?: Partial<Record<Site, number>>;
 }
 
 export interface ResolvedIntervention {
@@ -76,16 +82,30 @@ class Files {
   }
 }
 
+/** Units per layer at `site` of the model: undefined when the context does not know it (q, k, v without siteWidths). */
+function widthOf(site: InterventionSite, ctx: ResolveContext): number | undefined {
+  return ctx.siteWidths?.[site] ?? (FFN_SITES.includes(site) ? ctx.identity.intermediate : site === 'o' || site === 'down' ? ctx.identity.hidden : undefined);
+}
+
 /** Units per layer the spec targets (its layer filter applied). */
 async function neuronsOf(spec: InterventionSpec, ctx: ResolveContext, files: Files): Promise<number[][]> {
-  const { layers: L, intermediate: I } = ctx.identity;
+  const L = ctx.identity.layers, site = spec.site ?? 'act';
+  const width = widthOf(site, ctx);
   let perLayer: number[][];
-  if (spec.neurons === 'all') perLayer = Array.from({ length: L }, () => Array.from({ length: I }, (_, j) => j));
-  else {
+  if (spec.neurons === 'all') {
+    if (width === undefined) fail(spec, `neurons=all at site ${site} needs the model's width there (resolve against the model: resolveIntervention)`);
+    perLayer = Array.from({ length: L }, () => Array.from({ length: width }, (_, j) => j));
+  } else {
     const { mask: file, randomSeed } = spec.neurons;
     const mask = await files.mask(file);
     checkMaskForModel(mask, ctx.identity, file);
-    if (!['act', 'gate', 'h', 'up'].includes(mask.site)) fail(spec, `the mask's units are ${mask.site} outputs, not FFN neurons`, file);
+    // FFN masks name neurons, valid at every FFN site; a projection's units are that projection's outputs only.
+    if (mask.site === 'resid') fail(spec, `${file}: the mask's units are residual-stream (resid) units, which interventions do not support (sites: ${INTERVENTION_SITES.join(', ')})`, file);
+    const ffnMask = FFN_SITES.includes(mask.site);
+    if (ffnMask ? !FFN_SITES.includes(site) : mask.site !== site)
+      fail(spec, `${file}: the mask was made at site ${mask.site}, its units are not those of site ${site}: give site=${mask.site}${ffnMask ? ` (or another FFN site: ${FFN_SITES.join(', ')})` : ''}`, file);
+    if (width !== undefined && mask.width !== width)
+      fail(spec, `${file}: the mask has ${mask.width} units per layer at site ${mask.site}, the model has ${width} there`, file);
     const languages = spec.neurons.languages.join() === '*' ? Object.keys(mask.languages) : spec.neurons.languages;
     for (const lang of languages) maskLanguage(mask, lang, file);
     let united = unionMask(mask, languages, 'set');
@@ -107,7 +127,9 @@ async function languageStats(spec: InterventionSpec, language: string, ctx: Reso
   if (st.meta.language !== language) fail(spec, `${file} holds statistics of "${st.meta.language}", not "${language}"`, file);
   if (st.meta.model.fingerprint !== ctx.identity.fingerprint) fail(spec, `${file} was profiled on ${st.meta.model.name}, not on ${ctx.identity.name}`, file);
   const site = st.sites.get(spec.site ?? 'act');
-  if (!site) fail(spec, `${file} has no statistics at site ${spec.site} (it has: ${[...st.sites.keys()].join(', ')})`, file);
+  if (!site) fail(spec, `${file} has no statistics at site ${spec.site} (it has: ${[...st.sites.keys()].join(', ')}; profile with --sites ${spec.site})`, file);
+  const width = widthOf(spec.site ?? 'act', ctx);
+  if (width !== undefined && site.width !== width) fail(spec, `${file} has ${site.width} units per layer at site ${site.site}, the model has ${width} there`, file);
   if (st.tokens === 0) fail(spec, `${file} counted no tokens`, file);
   return { st, site, file };
 }

@@ -12,16 +12,21 @@
 //                                       default to lang's in mask=; others=a+b (default: the mask's other languages)
 //   testtime:<=|*|+>:<rowstat>[:<k>]    combine with k × a statistic of the token's row at the site (Rahmanisa)
 // Options: mask=<file> lang=<l>[+<l2>...|*] (a union) seed=<n> (random same-size set) neurons=all
-//   site=act|gate|h  positions=all|non-padding|prompt|generated  layers=all|<a>-<b>|<a>,<b>-<c>
+//   site=act|gate|h|up|q|k|v|o|down  positions=all|non-padding|prompt|generated  layers=all|<a>-<b>|<a>,<b>-<c>
 //   stats=<dir>|<file.safetensors> (dir: <dir>/<lang>.safetensors; default: the --stats option)  others=<l>+<l>
+// Sites: the FFN neurons act (default), gate, h, up, and the output units of the projections q, k, v (after the bias,
+// before q/k norm and RoPE), o and down (before any post-norm and the residual add); testtime works on act, gate, h.
 // Statistics of a language (<stat>): mean, median, p<q> (e.g. p90; from the histogram), p_max, p_median (max /
 // median over sequences of the sequence mean). Row statistics (<rowstat>): mean, std, median, max, iqr, mad, p<q>.
 // Example: deactivate:masks/lape.json:en:positions=prompt:layers=4-10
 import { LangneuronsError } from '../errors.js';
 import { withoutBom } from '../io/text.js';
 
-export type InterventionSite = 'act' | 'gate' | 'h';
-export const INTERVENTION_SITES: readonly InterventionSite[] = ['act', 'gate', 'h'];
+/** Where an edit applies: the FFN neurons, or the output units of a projection (Kojima's method). Not `resid`. */
+export type InterventionSite = 'act' | 'gate' | 'h' | 'up' | 'q' | 'k' | 'v' | 'o' | 'down';
+export const INTERVENTION_SITES: readonly InterventionSite[] = ['act', 'gate', 'h', 'up', 'q', 'k', 'v', 'o', 'down'];
+/** Sites a test-time rule may read (Rahmanisa's row statistics are over the FFN row). */
+export const TESTTIME_SITES: readonly InterventionSite[] = ['act', 'gate', 'h'];
 export type Positions = 'all' | 'non-padding' | 'prompt' | 'generated';
 export const POSITIONS: readonly Positions[] = ['all', 'non-padding', 'prompt', 'generated'];
 
@@ -229,6 +234,8 @@ export function validateSpec(raw: unknown, where?: string): InterventionSpec {
   onlyKeys(o, OPERATION_KEYS[o['op'] as Operation['op']], `a ${String(o['op'])} operation`);
   const site = raw['site'] ?? 'act';
   if (!INTERVENTION_SITES.includes(site as InterventionSite)) bad(`site must be one of ${INTERVENTION_SITES.join(', ')}, got ${JSON.stringify(site)}`);
+  if (o['op'] === 'testtime' && !TESTTIME_SITES.includes(site as InterventionSite))
+    bad(`testtime works on ${TESTTIME_SITES.join(', ')} only, not at site ${String(site)}`);
   const positions = raw['positions'] ?? 'all';
   if (!POSITIONS.includes(positions as Positions)) bad(`positions must be one of ${POSITIONS.join(', ')}, got ${JSON.stringify(positions)}`);
   let layers = raw['layers'] ?? 'all';

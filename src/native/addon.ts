@@ -54,7 +54,7 @@ export interface NativeForwardOptions {
   lastLayer?: number;
   /** Copy the [tokens × width] values of one site at one layer into the result's `capture`. */
   capture?: { site: string; layer: number };
-  /** Interventions on FFN neurons (a NativeIntervention of this model). */
+  /** Interventions on FFN neurons or projection outputs (a NativeIntervention of this model). */
   intervention?: NativeIntervention;
   /** One position-class byte per token (1 prompt, 2 generated); needs `intervention`. */
   interveneMask?: Uint8Array;

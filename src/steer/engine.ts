@@ -17,7 +17,8 @@ import type { LogLikelihoodFn } from './lss.js';
 import type { MatrixScorer, NllSum } from './ppl-matrix.js';
 import type { GenerateFn } from './forcing.js';
 import type { AmplifySetting } from './settings.js';
-import { resolveIntervention, validateSpec, warnOnce, type Intervention, type InterventionSpec, type Operation } from '../intervene/index.js';
+import { resolveIntervention, validateSpec, warnOnce, type Intervention, type InterventionSite, type InterventionSpec, type Operation } from '../intervene/index.js';
+import { NEURON_SITES } from '../profile/stats.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Interventions the measures ask for, as the engine's canonical specs (src/intervene/spec.ts)
@@ -27,9 +28,20 @@ export interface SteerRequest { specs: InterventionSpec[]; label: string }
 
 const neuronsOf = (maskFile: string, language: string) => ({ mask: maskFile, languages: [language] });
 
-/** Deactivation of a mask language (Tang: set to 0; Language Arithmetics also -1, -1.5). */
-export function deactivation(maskFile: string, language: string, value = 0): SteerRequest {
-  const spec: InterventionSpec = { neurons: neuronsOf(maskFile, language), operation: { op: 'set', value }, source: value === 0 ? `deactivate:${maskFile}:${language}` : `set:${value}:mask=${maskFile}:lang=${language}` };
+/**
+ * Where the measures intervene on a mask's units: FFN masks (whatever FFN site they were identified at) at the
+ * default site act, as Tang deactivates; a projection's mask (Kojima: q, k, v, o, down) at that projection's
+ * outputs, the only units it names. Undefined: the default. (A resid mask is refused when resolved.)
+ */
+export function maskInterventionSite(mask: Pick<NeuronMask, 'site'>): InterventionSite | undefined {
+  return (NEURON_SITES as readonly string[]).includes(mask.site) || mask.site === 'resid' ? undefined : mask.site as InterventionSite;
+}
+
+/** Deactivation of a mask language (Tang: set to 0; Language Arithmetics also -1, -1.5); `site`: see maskInterventionSite. */
+export function deactivation(maskFile: string, language: string, value = 0, site?: InterventionSite): SteerRequest {
+  const at = site === undefined ? '' : `:site=${site}`;
+  const spec: InterventionSpec = { neurons: neuronsOf(maskFile, language), operation: { op: 'set', value }, ...(site === undefined ? {} : { site }),
+    source: value === 0 ? `deactivate:${maskFile}:${language}${at}` : `set:${value}:mask=${maskFile}:lang=${language}${at}` };
   return { specs: [spec], label: `deactivate ${language}${value ? ` (set ${value})` : ''}` };
 }
 
@@ -49,13 +61,15 @@ export function settingOperation(setting: AmplifySetting, language: string): Ope
 /** Whether a setting needs the target language's profiling statistics. */
 export const needsStats = (s: AmplifySetting): boolean => s.kind === 'neuron-stat' || s.kind === 'add-mean' || s.kind === 'diffmean';
 
-/** Amplification of a mask language with a setting; `stats`: the profiling statistics the setting may need. */
-export function amplification(maskFile: string, language: string, setting: AmplifySetting, stats?: string): SteerRequest {
+/** Amplification of a mask language with a setting; `stats`: the profiling statistics the setting may need (at
+ *  `site`, see maskInterventionSite). */
+export function amplification(maskFile: string, language: string, setting: AmplifySetting, stats?: string, site?: InterventionSite): SteerRequest {
   if (needsStats(setting) && stats === undefined)
     throw new LangneuronsError('E_OPTIONS', `amplification setting "${setting.name}" needs the profiling statistics of the languages (--stats <folder of <lang>.safetensors>)`, { field: '--stats' });
   const spec: InterventionSpec = {
-    neurons: neuronsOf(maskFile, language), operation: settingOperation(setting, language), source: `amplify ${language} with ${setting.name}`,
-    ...(stats === undefined ? {} : { stats }),
+    neurons: neuronsOf(maskFile, language), operation: settingOperation(setting, language),
+    source: `amplify ${language} with ${setting.name}${site === undefined ? '' : ` at site ${site}`}`,
+    ...(stats === undefined ? {} : { stats }), ...(site === undefined ? {} : { site }),
   };
   return { specs: [validateSpec(spec)], label: `amplify ${language} (${setting.name})` };
 }

@@ -11,7 +11,7 @@ import { modelIdentity } from '../../profile/identity.js';
 import type { LanguageModel } from '../../engine/model.js';
 import {
   amplification, compose, computeForcing, computeLss, computePplMatrix, deactivation, DEFAULT_SETTINGS, engineGenerator,
-  engineLogLikelihood, engineMatrixScorer, IDENTIFIERS, interventionResolver, loadEvalTexts, loadIdentifier, openEvalCorpus,
+  engineLogLikelihood, engineMatrixScorer, IDENTIFIERS, interventionResolver, loadEvalTexts, loadIdentifier, maskInterventionSite, openEvalCorpus,
   parseSetting, parseSettings, readFacts, readPrompts, requireMaskLanguages, sameLanguage, writePplMatrix, type IdentifierName,
   type LanguageIdentifier, type SteerRequest,
 } from '../../steer/index.js';
@@ -67,7 +67,7 @@ export function registerSteer(program: Command): void {
       const score = engineMatrixScorer(model, texts, o.window ? { window: o.window } : {});
       const started = performance.now();
       const matrix = await computePplMatrix<SteerRequest>({
-        rows, columns, intervention: (lang) => deactivation(o.masks, lang, o.deactivateValue),
+        rows, columns, intervention: (lang) => deactivation(o.masks, lang, o.deactivateValue, maskInterventionSite(mask)),
         score: async (col, req) => score(col, req === null ? null : await build(req)),
         onCell: (d, t, r, c) => progress.update(d, t, `${r ?? 'none'} → ${c}`),
       });
@@ -117,7 +117,7 @@ export function registerSteer(program: Command): void {
       const started = performance.now();
       const result = await computeLss({
         facts, pairs, settings, details: !!o.details,
-        amplify: (t, s) => amplification(o.masks, t, s, o.stats),
+        amplify: (t, s) => amplification(o.masks, t, s, o.stats, maskInterventionSite(mask)),
         logLikelihood: async (p, req) => ll(p, req === null ? null : await build(req)),
         onProgress: (d, t, what) => progress.update(d, t, what),
       });
@@ -177,8 +177,9 @@ export function registerSteer(program: Command): void {
       const result = await computeForcing<SteerRequest>({
         prompts, targets, identifier, baseline: o.baseline,
         intervention: (t, src) => {
-          const amp = amplification(o.masks, maskName(t), amplify, o.stats);
-          return o.deactivateSource && src !== null && inMask(maskName(src)) ? compose(deactivation(o.masks, maskName(src), o.deactivateValue), amp) : amp;
+          const site = maskInterventionSite(mask);
+          const amp = amplification(o.masks, maskName(t), amplify, o.stats, site);
+          return o.deactivateSource && src !== null && inMask(maskName(src)) ? compose(deactivation(o.masks, maskName(src), o.deactivateValue, site), amp) : amp;
         },
         generate: async (p, req) => gen(p, req === null ? null : await build(req)),
         onProgress: (d, t, what) => progress.update(d, t, what),
