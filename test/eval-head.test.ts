@@ -65,9 +65,10 @@ describe('eval --task xnli --prompt head', () => {
 
   it('a trained head, through the CLI, reaches the accuracy computed independently from engine captures; --delta takes the adapter folder', async () => {
     const run = path.join(tmp, 'run');
-    await finetune(STORIES, { method: 'lora', loraR: 4, loraAlpha: 8, loraTargets: ['v_proj', 'down_proj'], head: 'classification', train: trainFile,
-      batch: 4, chunk: 64, steps: 16, lr: 1e-2, evalEvery: 0, threads: 2 }, run);
+    await finetune(STORIES, { method: 'lora', loraR: 4, loraAlpha: 8, loraTargets: ['v_proj', 'down_proj'], head: 'classification', headBias: true,
+      train: trainFile, batch: 4, chunk: 64, steps: 16, lr: 1e-2, evalEvery: 0, threads: 2 }, run);
     const head = await readHead(run);
+    expect(head.bias!.some((b) => Math.abs(b) > 1e-4)).toBe(true); // trained from 0
     const model = await LanguageModel.load(path.join(run, 'model'), { threads: 2 });
     const ck = model.checkpoint, tok = model.requireTokenizer();
     const H = ck.config.hiddenSize, L = ck.config.numLayers;
@@ -85,7 +86,7 @@ describe('eval --task xnli --prompt head', () => {
           for (let i = 0; i < H; i++) h[i]! += c[last * H + i]!;
         }
       const rms = 1 / Math.sqrt(h.reduce((s, v) => s + v * v, 0) / H + ck.config.rmsNormEps);
-      const z = Array.from({ length: head.info.numLabels }, (_, k) => h.reduce((s, v, i) => s + head.weight[k * H + i]! * v * rms * norm[i]!, 0));
+      const z = Array.from({ length: head.info.numLabels }, (_, k) => h.reduce((s, v, i) => s + head.weight[k * H + i]! * v * rms * norm[i]!, head.bias![k]!));
       logits.push(z);
       if (z.indexOf(Math.max(...z)) === x.label) correct++;
     }

@@ -87,6 +87,18 @@ describe('finetune --head classification', () => {
     // float32 logits, h = 1e-2: the differences are good to ~1e-4 relative (the float64 check is native).
     console.log(`head gradient vs finite differences: rel ${Math.sqrt(num / den).toExponential(2)}`);
     expect(Math.sqrt(num / den)).toBeLessThan(2e-3);
+    // With a bias (headBias): initialised to 0, its gradient is the sum over items of softmax - onehot (/ items).
+    const tb = createNativeTrainer(ck, 2, [], { numLabels: 3, seed: 1, headBias: true });
+    const bias = tb.params().find((p) => p.role === 'score_bias')!;
+    expect([bias.rows, bias.cols, Array.from(tb.read('master', bias.id))]).toEqual([3, 1, [0, 0, 0]]);
+    tb.zeroGrad();
+    const rb = await tb.forwardBackwardCls(b.tokens, b.lens, b.labels, { backward: true });
+    const want = [0, 0, 0];
+    for (let s = 0; s < 5; s++) {
+      const z = Array.from(rb.logits.subarray(s * 3, s * 3 + 3)), mx = Math.max(...z), e = z.map((v) => Math.exp(v - mx)), sum = e.reduce((x, y) => x + y);
+      e.forEach((v, c) => { want[c]! += (v / sum - (c === b.labels[s] ? 1 : 0)) / 5; });
+    }
+    Array.from(tb.read('grad', bias.id)).forEach((g, c) => expect(g).toBeCloseTo(want[c]!, 6));
   });
 
   it('neuron-lora + head (CLI): Mondal\'s preset recorded, the loss falls on hand-made items, score.weight saved', async () => {
@@ -106,7 +118,7 @@ describe('finetune --head classification', () => {
     expect(code).toBe(0);
     const opts = JSON.parse(readFileSync(path.join(run, 'run.json'), 'utf8')).options;
     expect(opts).toMatchObject({ lr: 1e-2, beta1: 0.95, beta2: 0.999, weightDecay: 0.1, warmupRatio: 0.01, clip: 10, schedule: 'linear',
-      warmupRamp: 'hf', batch: 4, accum: 1, chunk: 64, head: { numLabels: 3, textFields: ['premise', 'hypothesis'], labelField: 'label' } });
+      warmupRamp: 'hf', batch: 4, accum: 1, chunk: 64, head: { numLabels: 3, textFields: ['premise', 'hypothesis'], labelField: 'label', bias: true } });
     const log = readFileSync(path.join(run, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     // Mondal's get_linear_schedule_with_warmup(int(0.01 * 24) = 0 warm-up steps, 24): lr (24 - s) / 24 at step s
     const lrs = log.filter((e) => 'loss' in e).map((e) => e.lr as number);
@@ -120,9 +132,11 @@ describe('finetune --head classification', () => {
     expect(last).toBeLessThan(first - 0.3);
     expect(valid.at(-1).validAccuracy).toBeGreaterThan(0.5);
     const h = await readHead(run);
-    expect(h.info).toMatchObject({ numLabels: 3, hidden: 64, method: 'neuron-lora', maxLen: 64 });
+    expect(h.info).toMatchObject({ numLabels: 3, hidden: 64, method: 'neuron-lora', maxLen: 64, bias: true });
     const t = await readAllTensors(path.join(run, 'head', 'head.safetensors'));
     expect(t.get('score.weight')!.info.shape).toEqual([3, 64]);
+    expect(t.get('score.bias')!.info.shape).toEqual([3]); // Mondal's head is an nn.Linear: a bias, trained from 0
+    expect(Array.from(h.bias!).some((x) => Math.abs(x) > 1e-4)).toBe(true);
     // The adapter and the merged model are written as for neuron-lora without a head; the checkpoint has no score.
     const m = await readAllTensors(path.join(run, 'model', 'model.safetensors'));
     expect(m.has('score.weight')).toBe(false);
@@ -132,17 +146,33 @@ describe('finetune --head classification', () => {
     expect(r2.steps).toBe(2);
     const o2 = JSON.parse(readFileSync(path.join(tmp, 'run-mlp', 'run.json'), 'utf8')).options;
     expect(o2).toMatchObject({ lr: 1e-5, beta1: 0.9, weightDecay: 0.01, warmupRatio: 0, clip: 1, schedule: 'constant', batch: 4, accum: 1 });
+    expect(o2.head.bias).toBeUndefined(); // transformers' score layer: no bias
+    expect((await readAllTensors(path.join(tmp, 'run-mlp', 'head', 'head.safetensors'))).has('score.bias')).toBe(false);
     // Mondal's batching when not given: 1 item a micro-batch, 8 accumulated, items of at most 256 tokens (the
     // model's context where shorter)
     await finetune(STORIES, { ...fast, method: 'neuron-lora', masks, langs: ['en'], head: 'classification', train: itemsFile, steps: 1, writeModel: false, batch: undefined, accum: undefined, chunk: undefined }, path.join(tmp, 'run-preset'));
     const o3 = JSON.parse(readFileSync(path.join(tmp, 'run-preset', 'run.json'), 'utf8')).options;
     expect(o3).toMatchObject({ batch: 1, accum: 8, chunk: 256, schedule: 'linear', weightDecay: 0.1 });
+    // --no-head-bias overrides the preset's bias.
+    await finetune(STORIES, { ...fast, method: 'neuron-lora', masks, langs: ['en'], head: 'classification', headBias: false, train: itemsFile, steps: 1, writeModel: false }, path.join(tmp, 'run-nobias'));
+    expect(JSON.parse(readFileSync(path.join(tmp, 'run-nobias', 'run.json'), 'utf8')).options.head.bias).toBeUndefined();
+    expect((await readHead(path.join(tmp, 'run-nobias'))).bias).toBeNull();
+    // head.json and head.safetensors must agree on the bias.
+    const hj = path.join(tmp, 'run-nobias', 'head', 'head.json');
+    writeFileSync(hj, JSON.stringify({ ...JSON.parse(readFileSync(hj, 'utf8')), bias: true }));
+    await expect(readHead(path.join(tmp, 'run-nobias'))).rejects.toThrow(/head\.safetensors: score\.bias missing or not F32 \[3\] \(head\.json says the head has a bias\)/);
+    writeFileSync(hj, JSON.stringify({ ...JSON.parse(readFileSync(hj, 'utf8')), bias: 'yes' }));
+    await expect(readHead(path.join(tmp, 'run-nobias'))).rejects.toThrow(/head\.json: bias must be true or false, got "yes"/);
+    const withBias = path.join(run, 'head');
+    const hj2 = path.join(withBias, 'head.json');
+    writeFileSync(hj2, JSON.stringify({ ...JSON.parse(readFileSync(hj2, 'utf8')), bias: undefined }));
+    await expect(readHead(run)).rejects.toThrow(/holds a score\.bias, but head\.json does not say the head has a bias/);
     const d = JSON.parse(readFileSync(path.join(tmp, 'run-mlp', 'delta.json'), 'utf8'));
     expect(d.tensors.map((x: { name: string }) => x.name)).not.toContain('score.weight');
   }, 120_000);
 
-  it('a stopped and resumed head run equals an uninterrupted one', async () => {
-    const o = { ...fast, method: 'lora' as const, loraR: 4, loraAlpha: 8, loraTargets: ['v_proj'], head: 'classification' as const,
+  it('a stopped and resumed head run (with a bias) equals an uninterrupted one', async () => {
+    const o = { ...fast, method: 'lora' as const, loraR: 4, loraAlpha: 8, loraTargets: ['v_proj'], head: 'classification' as const, headBias: true,
       train: itemsFile, steps: 6, saveEvery: 2, lr: 5e-3, accum: 2, batch: 2 };
     const a = path.join(tmp, 'run-ha'), b = path.join(tmp, 'run-hb');
     await finetune(STORIES, o, a);
@@ -165,6 +195,7 @@ describe('finetune --head classification', () => {
     await expect(t({ numLabels: 1 }, 'x5')).rejects.toThrow(/--num-labels must be an integer >= 2/);
     await expect(t({ head: 'regression' }, 'x6')).rejects.toThrow(/--head must be 'classification'/);
     await expect(finetune(STORIES, { ...fast, method: 'mlp', numLabels: 3, train: itemsFile }, path.join(tmp, 'x7'))).rejects.toThrow(/need --head classification/);
+    await expect(finetune(STORIES, { ...fast, method: 'mlp', headBias: true, train: itemsFile }, path.join(tmp, 'x9'))).rejects.toThrow(/--head-bias need --head classification/);
     // A --text-field / --label-field pair for other data.
     const other = bad('sst.jsonl', ['{"sentence": "I like it.", "y": 1}', '{"sentence": "I do not.", "y": 0}'].join('\n'));
     const r = await t({ train: other, textFields: ['sentence'], labelField: 'y', numLabels: 2, steps: 1, batch: 2, writeModel: false }, 'x8');

@@ -149,6 +149,7 @@ struct RefModel {
   uint64_t seed = 0;
   int64_t drop_step = 0, drop_micro = 0;
   std::vector<double> score;
+  std::vector<double> score_bias;  // [C] or empty (no bias)
 
   // Adds every adapter on (layer, role) to y = x W^T; `row` is x's row in the packed batch (for the masks).
   void adapt(int layer, int role, int64_t row, const std::vector<double>& x, std::vector<double>& y) const {
@@ -172,11 +173,11 @@ struct RefModel {
     }
   }
 
-  // Class logits of one sequence: score · (final-normed state of its last token).
+  // Class logits of one sequence: score · (final-normed state of its last token) + score_bias.
   std::vector<double> class_logits(const std::vector<int32_t>& tokens, int64_t row0 = 0) const {
     const std::vector<double> hs = final_states(tokens, row0);
     const int64_t H = c.hidden, C = int64_t(score.size()) / H;
-    std::vector<double> z(size_t(C), 0.0);
+    std::vector<double> z = score_bias.empty() ? std::vector<double>(size_t(C), 0.0) : score_bias;
     for (int64_t k = 0; k < C; ++k)
       for (int64_t i = 0; i < H; ++i) z[size_t(k)] += score[size_t(k * H + i)] * hs[size_t((int64_t(tokens.size()) - 1) * H + i)];
     return z;

@@ -110,6 +110,9 @@ void mirror(Trainer& tr, lnref::RefModel& ref, const std::vector<TrainableSpec>&
   }
   const int h = tr.find("score", -1);
   if (h >= 0) ref.score.assign(tr.master() + tr.param(h).offset, tr.master() + tr.param(h).offset + tr.param(h).size);
+  const int hb = tr.find("score_bias", -1);
+  ref.score_bias.clear();
+  if (hb >= 0) ref.score_bias.assign(tr.master() + tr.param(hb).offset, tr.master() + tr.param(hb).offset + tr.param(hb).size);
 }
 
 // The reference value behind entry k of a trainer parameter's master slice (LoRA matrices, the head, or a dense /
@@ -123,6 +126,8 @@ double* ref_elem(lnref::RefModel& ref, const Param& p, int64_t k) {
       if (l.layer == p.layer && l.role == role) t = p.role.back() == 'A' ? &l.A : &l.B;
   } else if (p.role == "score") {
     t = &ref.score;
+  } else if (p.role == "score_bias") {
+    t = &ref.score_bias;
   } else if (p.layer < 0) {
     t = p.role == "final_norm" ? &ref.final_norm : nullptr;
   } else {
@@ -357,8 +362,9 @@ LN_TEST(train_lora_dropout_masks_are_deterministic) {
   LN_CHECK_MSG(kept > 4800 && kept < 5200, "kept %d of 10000 at p = 0.5", kept);
 }
 
-// The classification head: class logits = the reference's; the gradient of the head, of an adapter and of a dense
-// tensor below it against finite differences of the classification loss; unlabelled sequences still get logits.
+// The classification head (without and with its bias): class logits = the reference's; the gradient of the head,
+// of its bias, of an adapter and of a dense tensor below it against finite differences of the classification loss;
+// unlabelled sequences still get logits.
 LN_TEST(train_head_fd_gradients) {
   for (bool variant : {false, true}) {
     Tiny tiny(small(variant));
@@ -368,9 +374,15 @@ LN_TEST(train_head_fd_gradients) {
     TrainerOptions opt;
     opt.seed = 2;
     opt.num_labels = 3;
+    opt.head_bias = variant;
     Trainer tr(tiny.cfg, tiny.w, 2, spec, opt);
+    LN_CHECK((tr.find("score_bias", -1) >= 0) == variant);
+    if (variant) {  // initialised to 0
+      const Param& b = tr.param(tr.find("score_bias", -1));
+      LN_CHECK(b.size == 3 && tr.master()[b.offset] == 0.f && tr.master()[b.offset + 2] == 0.f);
+    }
     randomize(tr, ".lora_B", 0.5f, 4);
-    randomize(tr, "score", 0.5f, 6);  // larger than the 0.02 init: gradients reach the model visibly
+    randomize(tr, "score", 0.5f, 6);  // larger than the 0.02 init: gradients reach the model visibly (and the bias)
     Batch b = make_batch({9, 6, 4}, 32, 12, 3);
     b.labels[2] = -1;  // an unlabelled sequence
     std::vector<float> logits(9);
@@ -392,7 +404,7 @@ LN_TEST(train_head_fd_gradients) {
     LN_CHECK_MSG(worst_logit < 1e-5, "class logits differ from the reference by %g", worst_logit);
     const double l0 = ref_loss(ref, b, true);
     LN_CHECK_MSG(std::fabs(bl.sum / 2 - l0) <= 1e-5 * l0, "cls loss %.9g vs reference %.9g", bl.sum / 2, l0);
-    check_fd(tr, ref, b, true, variant ? "head (llama3, bias, tied, bf16)" : "head (GQA 4/2)");
+    check_fd(tr, ref, b, true, variant ? "head with bias (llama3, bias, tied, bf16)" : "head (GQA 4/2)");
   }
 }
 
@@ -443,6 +455,11 @@ LN_TEST(train_lora_rejects_bad_spec) {
   expect_invalid([&] { make({lora("w_gate", 0, 4, 8.f, 0.f), {"w_gate", 0, ParamMode::Dense, {}, 0, 0.f, 0.f}}); }, "given twice");
   expect_invalid([&] { make({{"w_gate", 0, ParamMode::Dense, {}, 4, 0.f, 0.f}}); }, "only meaningful with mode 'lora'");
   expect_invalid([&] { make({}, -1); }, "num_labels must be >= 0");
+  expect_invalid([&] {
+    TrainerOptions o;
+    o.head_bias = true;
+    Trainer tr(tiny.cfg, tiny.w, 1, {}, o);
+  }, "head_bias needs a classification head");
   Trainer tr(tiny.cfg, tiny.w, 1, {lora("wq", 1, 2, 4.f, 0.f)});
   LN_CHECK(tr.find("wq.lora_A", 1) >= 0 && tr.find("wq.lora_A", 0) < 0 && tr.find("score", -1) < 0);
   std::vector<int32_t> tok = {1, 2, 3}, lens = {3}, labels = {0};

@@ -296,6 +296,7 @@ LN_TEST(gpu_trainer_sparse_and_head_gradients_match_cpu) {
   spec.push_back({"final_norm", -1, ParamMode::Dense, {}});
   gradients_match_cpu(*f, spec, opt);
   opt.dense_then_mask = true;  // the benchmark's baseline: the full dW, then its selected rows / columns
+  opt.head_bias = true;        // and the head with its bias (Mondal's nn.Linear)
   gradients_match_cpu(*f, spec, opt);
 }
 

@@ -38,7 +38,7 @@ export function deltaTensors(tr: NativeTrainer, modelType?: ModelType): { tensor
   const tensors: Record<string, TensorToWrite | TensorToProduce> = {};
   const described: DeltaTensor[] = [];
   for (const p of tr.params()) {
-    if (p.size === 0 || p.mode === 'lora_a' || p.mode === 'lora_b' || p.role === 'score') continue;
+    if (p.size === 0 || p.mode === 'lora_a' || p.mode === 'lora_b' || p.role === 'score' || p.role === 'score_bias') continue;
     const name = tensorName(p.role, p.layer, modelType);
     const n = p.index?.length ?? 0;
     const shape = p.mode === 'rows' ? [n, p.cols] : p.mode === 'cols' ? [p.rows, n] : p.cols === 1 ? [p.rows] : [p.rows, p.cols];

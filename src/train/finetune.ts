@@ -109,6 +109,9 @@ export interface FinetuneOptions {
   labelField?: string;
   /** How the text fields become one sequence (head.ts PairFormat; default 'pair'). */
   pairFormat?: PairFormat;
+  /** The head has a bias (score.bias, initialised to 0); default off (transformers' LlamaForSequenceClassification has
+   *  none), on in Mondal et al.'s neuron-lora preset (their head is a torch.nn.Linear). */
+  headBias?: boolean;
   /** Where to train: 'auto' (default: a usable GPU, else the CPU), 'cpu', 'cuda', 'cuda:N' (src/engine/device.ts). */
   device?: string;
   /** CUDA only: 'bf16' (default: bf16 weights and activations, float32 master copies and optimizer state) or 'f32'. */
@@ -118,7 +121,7 @@ export interface FinetuneOptions {
   recompute?: boolean;
 }
 
-type NewFields = 'loraR' | 'loraAlpha' | 'loraDropout' | 'loraInitStd' | 'loraTargets' | 'head' | 'numLabels' | 'textFields' | 'labelField' | 'pairFormat' |
+type NewFields = 'loraR' | 'loraAlpha' | 'loraDropout' | 'loraInitStd' | 'loraTargets' | 'head' | 'numLabels' | 'textFields' | 'labelField' | 'pairFormat' | 'headBias' |
   'warmupRatio' | 'warmupRamp' | 'resetOptimizerOnSave' | 'device' | 'compute' | 'recompute' | 'saveDtype';
 /** What run.json records. Fields added after the first release are optional: older run folders lack them. */
 interface ResolvedOptions extends Required<Omit<FinetuneOptions, 'masks' | 'langs' | 'valid' | 'steps' | NewFields>> {
@@ -205,14 +208,15 @@ function resolveOptions(o: FinetuneOptions, placement: Placement): ResolvedOptio
     const initStd = num('lora-init-std', o.loraInitStd, ld.initStd ?? 0, (x) => x === 0 || (x >= 1e-30 && x <= 1e30), "0 (PEFT's kaiming-uniform) or a standard deviation in [1e-30, 1e30]");
     if (initStd > 0) lora.initStd = initStd;
   }
-  if (!o.head && (o.numLabels !== undefined || o.textFields !== undefined || o.labelField !== undefined || o.pairFormat !== undefined))
-    throw optErr('--num-labels, --text-field, --label-field and --pair-format need --head classification', 'head');
+  if (!o.head && (o.numLabels !== undefined || o.textFields !== undefined || o.labelField !== undefined || o.pairFormat !== undefined || o.headBias !== undefined))
+    throw optErr('--num-labels, --text-field, --label-field, --pair-format and --head-bias need --head classification', 'head');
   if (o.pairFormat !== undefined && !PAIR_FORMATS.includes(o.pairFormat))
     throw optErr(`--pair-format must be one of ${PAIR_FORMATS.join(', ')}, got '${String(o.pairFormat)}'`, 'pair-format');
   const head: HeadSettings | null = o.head ? {
     numLabels: int('num-labels', o.numLabels, 3, 2),
     textFields: o.textFields?.length ? [...o.textFields] : ['premise', 'hypothesis'], labelField: o.labelField ?? 'label',
     ...(o.pairFormat && o.pairFormat !== 'pair' ? { pairFormat: o.pairFormat } : {}),
+    ...((o.headBias ?? preset?.headBias ?? false) ? { bias: true } : {}),
   } : null;
   // Mondal et al.'s head runs decay linearly after the warm-up (get_linear_schedule_with_warmup).
   const schedule = o.schedule ?? (preset ? 'linear' : 'constant');
@@ -407,7 +411,7 @@ async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, exp
     throw new LangneuronsError('E_RESUME', `${runDir}: the mask ${o.masks} changed since the run started; cannot resume exactly`, { file: o.masks ?? runDir });
   const sel = selectTrainable(o.method, ckpt, { ...(mask ? { mask, maskFile: o.masks! } : {}), langs: o.langs, seed: o.seed, ...(o.lora ? { lora: o.lora } : {}) });
   const placement = placementOf(o);
-  const tr = createNativeTrainer(ckpt, o.threads, sel.trainable, { seed: o.seed, numLabels: head?.numLabels ?? 0, ...trainerDeviceOptions(placement),
+  const tr = createNativeTrainer(ckpt, o.threads, sel.trainable, { seed: o.seed, numLabels: head?.numLabels ?? 0, headBias: head?.bias ?? false, ...trainerDeviceOptions(placement),
     ...(o.recompute ? { recompute: true } : {}) });
   checkTrainerPlacement(tr, placement);
   const count = (x: { chunks: Int32Array[]; items: ClsItem[] } | null) => (head ? x?.items.length : x?.chunks.length) ?? 0;

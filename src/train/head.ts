@@ -1,12 +1,14 @@
 // The linear classification head (Mondal et al.'s XNLI setting; transformers' LlamaForSequenceClassification):
-// class logits = score.weight · h, h = the final-normed hidden state of the item's last token; no bias.
+// class logits = score.weight · h (+ score.bias), h = the final-normed hidden state of the item's last token. The bias
+// is optional: transformers' score layer has none, Mondal et al.'s head (a torch.nn.Linear) has one.
 //
 // Items come from JSONL in the Hugging Face layout (XNLI: premise, hypothesis, label). Several text fields are
 // tokenised as transformers tokenises a pair for Llama tokenizers, `tokenizer(premise, hypothesis)`:
 // [BOS] premise [BOS] hypothesis, i.e. each field encoded with the model's special tokens and concatenated. Items
 // longer than the limit are cut as truncation='longest_first' does: tokens come off the end of the longest field.
 //
-// A head folder holds head.safetensors (score.weight [numLabels, hidden], F32) and head.json.
+// A head folder holds head.safetensors (score.weight [numLabels, hidden] and, with a bias, score.bias [numLabels],
+// F32) and head.json.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 
@@ -39,6 +41,8 @@ export interface HeadSettings {
   labelField: string;
   /** Absent in heads written before it existed: 'pair'. */
   pairFormat?: PairFormat;
+  /** The head has a bias score.bias (absent: none). */
+  bias?: boolean;
 }
 
 export interface HeadInfo extends HeadSettings {
@@ -127,20 +131,24 @@ export async function writeHead(dir: string, tr: NativeTrainer, ckpt: Checkpoint
   step: number): Promise<void> {
   const p = tr.params().find((x) => x.role === 'score' && x.layer < 0);
   if (!p) throw new LangneuronsError('E_OPTIONS', 'the trainer has no classification head');
+  const b = tr.params().find((x) => x.role === 'score_bias' && x.layer < 0);
+  if (!!b !== !!s.bias) throw new LangneuronsError('E_OPTIONS', `the trainer's head ${b ? 'has' : 'has no'} bias, the settings say ${s.bias ? 'it has' : 'none'}`);
   const id = modelIdentity(ckpt);
   const info: HeadInfo = {
     format: HEAD_FORMAT, model: { name: id.name, fingerprint: id.fingerprint }, numLabels: s.numLabels,
-    textFields: s.textFields, labelField: s.labelField, ...(s.pairFormat ? { pairFormat: s.pairFormat } : {}),
+    textFields: s.textFields, labelField: s.labelField, ...(s.pairFormat ? { pairFormat: s.pairFormat } : {}), ...(s.bias ? { bias: true } : {}),
     hidden: ckpt.config.hiddenSize, maxLen, method, step,
   };
   await ensureOutputDir(dir);
-  await writeSafetensors(path.join(dir, 'head.safetensors'), { 'score.weight': { dtype: 'F32', shape: [p.rows, p.cols], data: tr.read('master', p.id) } },
-    { format: 'pt' });
+  await writeSafetensors(path.join(dir, 'head.safetensors'), {
+    'score.weight': { dtype: 'F32', shape: [p.rows, p.cols], data: tr.read('master', p.id) },
+    ...(b ? { 'score.bias': { dtype: 'F32', shape: [b.rows], data: tr.read('master', b.id) } } : {}),
+  }, { format: 'pt' });
   await writeFileAtomic(path.join(dir, 'head.json'), JSON.stringify(info, null, 2) + '\n');
 }
 
 /** A head folder, or a run folder holding head/. */
-export async function readHead(where: string): Promise<{ info: HeadInfo; weight: Float32Array; dir: string }> {
+export async function readHead(where: string): Promise<{ info: HeadInfo; weight: Float32Array; bias: Float32Array | null; dir: string }> {
   let dir = where;
   try {
     await fsp.access(path.join(dir, 'head.json'));
@@ -158,11 +166,18 @@ export async function readHead(where: string): Promise<{ info: HeadInfo; weight:
     throw new LangneuronsError('E_HEAD', `${jf}: not a ${HEAD_FORMAT} description`, { file: jf });
   if (info.pairFormat !== undefined && !PAIR_FORMATS.includes(info.pairFormat))
     throw new LangneuronsError('E_HEAD', `${jf}: pairFormat must be one of ${PAIR_FORMATS.join(', ')}, got ${JSON.stringify(info.pairFormat)}`, { file: jf });
+  if (info.bias !== undefined && typeof info.bias !== 'boolean')
+    throw new LangneuronsError('E_HEAD', `${jf}: bias must be true or false, got ${JSON.stringify(info.bias)}`, { file: jf });
   const sf = path.join(dir, 'head.safetensors');
-  const t = (await readAllTensors(sf)).get('score.weight');
+  const tensors = await readAllTensors(sf);
+  const t = tensors.get('score.weight');
   if (!t || t.info.dtype !== 'F32' || t.info.shape.join(',') !== `${info.numLabels},${info.hidden}`)
     throw new LangneuronsError('E_HEAD', `${sf}: score.weight missing or not F32 [${info.numLabels}, ${info.hidden}]`, { file: sf });
-  return { info, weight: t.data as Float32Array, dir };
+  const b = tensors.get('score.bias');
+  if (info.bias ? !b || b.info.dtype !== 'F32' || b.info.shape.join(',') !== `${info.numLabels}` : b !== undefined)
+    throw new LangneuronsError('E_HEAD', info.bias ? `${sf}: score.bias missing or not F32 [${info.numLabels}] (head.json says the head has a bias)`
+      : `${sf}: holds a score.bias, but head.json does not say the head has a bias`, { file: sf });
+  return { info, weight: t.data as Float32Array, bias: b ? b.data as Float32Array : null, dir };
 }
 
 /**
@@ -171,25 +186,26 @@ export async function readHead(where: string): Promise<{ info: HeadInfo; weight:
  * does to the LM head's logits (Mondal et al.'s test-time intervention on the fine-tuned classifier).
  */
 export class HeadClassifier {
-  private constructor(private readonly model: LanguageModel, readonly info: HeadInfo, private readonly weight: Float32Array) {}
+  private constructor(private readonly model: LanguageModel, readonly info: HeadInfo, private readonly weight: Float32Array,
+    private readonly bias: Float32Array | null) {}
 
   static async load(model: LanguageModel, where: string): Promise<HeadClassifier> {
     const h = await readHead(where);
     if (h.info.hidden !== model.config.hiddenSize)
       throw new LangneuronsError('E_HEAD', `${h.dir}: the head is for hidden size ${h.info.hidden}, the model's is ${model.config.hiddenSize}`, { file: h.dir });
-    return new HeadClassifier(model, h.info, h.weight);
+    return new HeadClassifier(model, h.info, h.weight, h.bias);
   }
 
   /** Class logits of tokenised items, one array per item. */
   async logits(items: Int32Array[], intervene?: Intervention): Promise<Float32Array[]> {
     if (items.length === 0) return [];
-    const H = this.info.hidden, C = this.info.numLabels, W = this.weight;
+    const H = this.info.hidden, C = this.info.numLabels, W = this.weight, B = this.bias;
     const res = await this.model.forward(items, { logits: 'lastHidden', ...(intervene ? { intervene } : {}) });
     return items.map((_, i) => {
       const x = res.logits.subarray(i * H, (i + 1) * H);
       const z = new Float32Array(C);
       for (let c = 0; c < C; c++) {
-        let acc = 0;
+        let acc = B ? B[c]! : 0;
         for (let k = 0; k < H; k++) acc += W[c * H + k]! * x[k]!;
         z[c] = acc;
       }

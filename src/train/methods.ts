@@ -51,10 +51,10 @@ export const LORA_DEFAULTS: Record<'lora' | 'neuron-lora', LoraSettings> = {
 /**
  * Mondal et al.'s settings for neuron-lora with a classification head (XNLI; lora_cls_finetune.py): AdamW lr 1e-5,
  * betas (0.95, 0.999), weight decay 0.1, a linear schedule with int(1%) warm-up steps decaying to 0, gradient-norm
- * clip 10, batch 1 with 8 accumulated, items of at most 256 tokens. Used when --head is given with neuron-lora; every
- * option given explicitly wins.
+ * clip 10, batch 1 with 8 accumulated, items of at most 256 tokens, and a head with a bias (models.py: a
+ * torch.nn.Linear). Used when --head is given with neuron-lora; every option given explicitly wins.
  */
-export const MONDAL_HEAD_PRESET = { lr: 1e-5, beta1: 0.95, beta2: 0.999, weightDecay: 0.1, warmupRatio: 0.01, clip: 10, batch: 1, accum: 8, chunk: 256 };
+export const MONDAL_HEAD_PRESET = { lr: 1e-5, beta1: 0.95, beta2: 0.999, weightDecay: 0.1, warmupRatio: 0.01, clip: 10, batch: 1, accum: 8, chunk: 256, headBias: true };
 
 /** Parses a --lora-targets list (PEFT module names), refusing unknown names. */
 export function parseLoraTargets(list: readonly string[]): PeftTarget[] {

@@ -91,6 +91,8 @@ export interface NativeTrainerOptions {
   seed?: number;
   /** Classes of a classification head `score` [numLabels, hidden] (0: none). */
   numLabels?: number;
+  /** The head has a bias `score_bias` [numLabels] (initialised to 0). */
+  headBias?: boolean;
   /** CUDA device index (absent: the CPU trainer). Resolve 'auto' / 'cuda' to an index first. */
   device?: number;
   /** CUDA only: 'bf16' (default: bf16 weights and activations, float32 master copies and optimizer state) or
@@ -136,6 +138,7 @@ export function tensorName(role: string, layer: number, modelType?: ModelType): 
   const lora = /^(\w+)\.(lora_[AB])$/.exec(role);
   if (lora && layer >= 0) return `model.layers.${layer}.${modulePath(lora[1]!)}.${lora[2]}.weight`;
   if (role === 'score' && layer < 0) return 'score.weight';
+  if (role === 'score_bias' && layer < 0) return 'score.bias';
   const n = layer < 0 ? GLOBAL_NAMES[role] : (modelType === 'gemma2' ? GEMMA2_NAMES : LAYER_NAMES)[role];
   if (!n) throw new LangneuronsError('E_INPUT', `unknown parameter role '${role}'`);
   return layer < 0 ? n : `model.layers.${layer}.${n}`;

@@ -122,6 +122,8 @@ NativeTrainer::NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
         topt.seed = uint64_t(int_field(oo, "seed", "trainer options", 0, int64_t(1) << 53));
       if (oo.Has("numLabels") && !oo.Get("numLabels").IsUndefined())
         topt.num_labels = int32_t(int_field(oo, "numLabels", "trainer options", 0, 1 << 20));
+      if (oo.Has("headBias") && !oo.Get("headBias").IsUndefined())
+        topt.head_bias = bool_field(oo, "headBias", "trainer options");
       if (oo.Has("device") && !oo.Get("device").IsUndefined())
         device = int(int_field(oo, "device", "trainer options", 0, 1 << 16));
       if (oo.Has("recompute") && !oo.Get("recompute").IsUndefined()) {

@@ -575,8 +575,10 @@ BatchLoss CudaTrainer::forward_backward_cls(const int32_t* tokens, const int32_t
   forward(tokens, seq_lens, n_seqs, T);
 
   const Param& hp = lay_.params[size_t(lay_.head)];
-  host_w_.resize(size_t(hp.size));
+  const Param* bp = lay_.head_bias >= 0 ? &lay_.params[size_t(lay_.head_bias)] : nullptr;
+  host_w_.resize(size_t(hp.size + (bp ? bp->size : 0)));  // W, then the bias
   cuda::copy_to_host(host_w_.data(), master_.as<float>() + hp.offset, size_t(hp.size) * 4, s_);
+  if (bp) cuda::copy_to_host(host_w_.data() + hp.size, master_.as<float>() + bp->offset, size_t(bp->size) * 4, s_);
   host_x_.resize(size_t(n_seqs * H));
   int64_t row = 0;
   for (int32_t s = 0; s < n_seqs; ++s) {
@@ -585,19 +587,21 @@ BatchLoss CudaTrainer::forward_backward_cls(const int32_t* tokens, const int32_t
   }
   cuda::synchronize(s_);
   const float* Wc = host_w_.data();
+  const float* bias = bp ? host_w_.data() + hp.size : nullptr;
   cls_logits_.resize(size_t(n_seqs * C));
   for (int32_t s = 0; s < n_seqs; ++s) {
     const float* x = host_x_.data() + int64_t(s) * H;
     float* z = cls_logits_.data() + int64_t(s) * C;
-    cls_logits(Wc, C, H, x, z);
+    cls_logits(Wc, bias, C, H, x, z);
     if (labels[s] >= 0) out.sum += cls_loss(z, C, labels[s]);
   }
   if (logits) std::memcpy(logits, cls_logits_.data(), size_t(n_seqs * C) * sizeof(float));
   if (!backward || count == 0) return out;
 
   const double scale = 1.0 / denominator;
-  host_g_.resize(size_t(hp.size));
+  host_g_.resize(size_t(hp.size + (bp ? bp->size : 0)));
   cuda::copy_to_host(host_g_.data(), grad_.as<float>() + hp.offset, size_t(hp.size) * 4, s_);
+  if (bp) cuda::copy_to_host(host_g_.data() + hp.size, grad_.as<float>() + bp->offset, size_t(bp->size) * 4, s_);
   cuda::memset_async(dxf_, 0, size_t(T * H) * 4, s_);
   cuda::synchronize(s_);
   std::vector<float> dx(static_cast<size_t>(H));
@@ -607,11 +611,13 @@ BatchLoss CudaTrainer::forward_backward_cls(const int32_t* tokens, const int32_t
     if (labels[s] < 0) continue;
     const float* x = host_x_.data() + int64_t(s) * H;
     std::fill(dx.begin(), dx.end(), 0.f);
-    cls_backward(Wc, C, H, x, cls_logits_.data() + int64_t(s) * C, labels[s], scale, host_g_.data(), dx.data());
+    cls_backward(Wc, C, H, x, cls_logits_.data() + int64_t(s) * C, labels[s], scale, host_g_.data(),
+                 bp ? host_g_.data() + hp.size : nullptr, dx.data());
     cuda::copy_to_device(dxf_ + (row - 1) * H, dx.data(), size_t(H) * 4, s_);
     cuda::synchronize(s_);  // dx is reused
   }
   cuda::copy_to_device(grad_.as<float>() + hp.offset, host_g_.data(), size_t(hp.size) * 4, s_);
+  if (bp) cuda::copy_to_device(grad_.as<float>() + bp->offset, host_g_.data() + hp.size, size_t(bp->size) * 4, s_);
   tick(cuda::PhaseClock::Loss);
   backward_layers(tokens, T);
   cuda::synchronize(s_);

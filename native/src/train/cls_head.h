@@ -1,6 +1,7 @@
 // The classification head's arithmetic (TrainerOptions::num_labels), shared by the CPU trainer (train/head.cpp) and
 // the CUDA trainer, which both run it on the host: C is a handful of classes, so its products are nothing next to
-// the model's. Per sequence, x is the final-normed hidden state of its last token and W the head [C, H].
+// the model's. Per sequence, x is the final-normed hidden state of its last token, W the head [C, H] and b its bias
+// [C] (null: none).
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -9,10 +10,10 @@
 namespace ln {
 namespace train {
 
-// z[c] = sum_k W[c, k] x[k] (double sums, rounded once).
-inline void cls_logits(const float* W, int64_t C, int64_t H, const float* x, float* z) {
+// z[c] = b[c] + sum_k W[c, k] x[k] (double sums, rounded once).
+inline void cls_logits(const float* W, const float* b, int64_t C, int64_t H, const float* x, float* z) {
   for (int64_t c = 0; c < C; ++c) {
-    double acc = 0;
+    double acc = b ? double(b[c]) : 0.0;
     for (int64_t k = 0; k < H; ++k) acc += double(W[c * H + k]) * x[k];
     z[c] = float(acc);
   }
@@ -33,14 +34,16 @@ inline double cls_loss(const float* z, int64_t C, int32_t label) {
   return mx + std::log(sum) - double(z[label]);
 }
 
-// With dz = (softmax(z) - onehot(label)) * scale: gW += dz x^T and dx += W^T dz (both accumulated).
+// With dz = (softmax(z) - onehot(label)) * scale: gW += dz x^T, gb += dz (gb null: no bias) and dx += W^T dz (all
+// accumulated).
 inline void cls_backward(const float* W, int64_t C, int64_t H, const float* x, const float* z, int32_t label,
-                         double scale, float* gW, float* dx) {
+                         double scale, float* gW, float* gb, float* dx) {
   double mx, sum;
   cls_logsumexp_parts(z, C, mx, sum);
   for (int64_t c = 0; c < C; ++c) {
     const double p = std::exp(double(z[c]) - mx) / sum;
     const float d = float((p - (c == label ? 1.0 : 0.0)) * scale);
+    if (gb) gb[c] += d;
     for (int64_t k = 0; k < H; ++k) {
       gW[c * H + k] += d * x[k];
       dx[k] += d * W[c * H + k];

@@ -85,6 +85,18 @@ void add_lora_params(const ModelConfig& cfg, const std::vector<TrainableSpec>& s
     h.mcols = cfg.hidden;
     L.head = int(L.params.size());
     L.params.push_back(std::move(h));
+    if (opt.head_bias) {
+      Param b;
+      b.role = "score_bias";
+      b.layer = -1;
+      b.mode = ParamMode::Dense;
+      b.mrows = opt.num_labels;
+      b.mcols = 1;
+      L.head_bias = int(L.params.size());
+      L.params.push_back(std::move(b));
+    }
+  } else if (opt.head_bias) {
+    fail("head_bias needs a classification head (num_labels > 0)");
   }
 }
 }  // namespace
@@ -97,6 +109,7 @@ int ParamLayout::find(const ModelConfig& cfg, const std::string& role, int32_t l
     if (role == "final_norm") return 1;
     if (role == "lm_head") return cfg.tie_embeddings ? 0 : 2;
     if (role == "score") return head;
+    if (role == "score_bias") return head_bias;
     return -1;
   }
   if (layer >= cfg.n_layers) return -1;
@@ -187,7 +200,8 @@ ParamLayout build_param_layout(const ModelConfig& cfg, const ModelWeights& w0, c
   int64_t off = 0;
   L.lowest = cfg.n_layers;  // no trainable layer yet (stays so when only final_norm / lm_head / nothing trains)
   for (Param& p : params) {
-    if (p.mode == ParamMode::LoraA || p.mode == ParamMode::LoraB || (p.layer < 0 && p.role == "score")) {
+    if (p.mode == ParamMode::LoraA || p.mode == ParamMode::LoraB ||
+        (p.layer < 0 && (p.role == "score" || p.role == "score_bias"))) {
       p.offset = off;
       p.size = p.mrows * p.mcols;
       off += p.size;
@@ -235,7 +249,7 @@ void init_master_values(const ParamLayout& L, uint64_t seed, float* master) {
     }
   }
   // Parameters without a checkpoint tensor: A uniform(-1/sqrt(K), 1/sqrt(K)) (PEFT) or normal(0, init_std), B = 0,
-  // the head normal(0, 0.02) (transformers' initializer_range default for Llama / Mistral / Qwen2).
+  // the head normal(0, 0.02) (transformers' initializer_range default for Llama / Mistral / Qwen2), its bias 0.
   for (const LoraAdapter& ad : L.adapters) {
     const Param& a = L.params[size_t(ad.a)];
     float* A = master + a.offset;
@@ -249,6 +263,10 @@ void init_master_values(const ParamLayout& L, uint64_t seed, float* master) {
     const uint64_t key = rng_key(seed, kRngHeadInit, 0, 0, 0, 0);
     float* W = master + h.offset;
     for (int64_t i = 0; i < h.size; ++i) W[i] = seeded_normal(key, i, 0.02);
+  }
+  if (L.head_bias >= 0) {  // zeros, as transformers initialises a Linear's bias
+    const Param& b = L.params[size_t(L.head_bias)];
+    std::fill(master + b.offset, master + b.offset + b.size, 0.f);
   }
 }
 

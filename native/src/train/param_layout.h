@@ -15,7 +15,8 @@
 //           modes LoraA / LoraB) in the same arenas. With `index`, B is masked: only its rows `index` exist
 //           (B_sel [n, r], the LoRA output scattered into those output features), so it is sparse by construction.
 // With TrainerOptions::num_labels = C > 0 a classification head "score" [C, hidden] (Hugging Face
-// LlamaForSequenceClassification's score.weight, no bias) is one more dense parameter.
+// LlamaForSequenceClassification's score.weight, no bias) is one more dense parameter; with head_bias also its bias
+// "score_bias" [C] (Mondal et al.'s head is a torch.nn.Linear, which has one).
 // The master / grad / m / v arenas share one layout: a parameter's slice starts at Param::offset in all four.
 #pragma once
 #include <cstdint>
@@ -67,6 +68,8 @@ struct TrainerOptions {
   uint64_t seed = 0;
   // Classes of a classification head "score" [num_labels, hidden] (0: none).
   int32_t num_labels = 0;
+  // The head has a bias "score_bias" [num_labels] too (initialised to 0).
+  bool head_bias = false;
   // Activation recomputation (the CUDA trainer only): the forward keeps only each layer's input, and the backward
   // runs each layer's forward again, from that input, just before its backward. The same gradients bit for bit
   // (the same kernels on the same inputs), one more forward of the layers a step, and activation memory of one
@@ -107,6 +110,7 @@ struct ParamLayout {
   std::vector<Param> params;  // embed, final_norm, lm_head, kLayerRoles per layer, LoRA A/B pairs, the head
   std::vector<LoraAdapter> adapters;
   int head = -1;           // params index of the classification head "score" (-1: none)
+  int head_bias = -1;      // params index of its bias "score_bias" (-1: none)
   int lowest = 0;          // the lowest layer with a trainable parameter (-1: the embedding; n_layers: none)
   bool any_trainable = false;
   int64_t n_trainable = 0;  // floats in each arena

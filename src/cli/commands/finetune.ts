@@ -20,6 +20,7 @@ interface FinetuneCli {
   json?: boolean; quiet?: boolean; device?: string; compute?: string; saveDtype?: string;
   loraR?: string; loraAlpha?: string; loraDropout?: string; loraInitStd?: string; loraTargets?: string; resetOptimizerOnSave?: boolean; recompute?: boolean;
   head?: string; numLabels?: string; textField?: string; labelField?: string; pairFormat?: string; warmupRatio?: string; beta1?: string; beta2?: string;
+  headBias?: boolean;
 }
 
 /** Options a resumed run takes (the rest are recorded in run.json). */
@@ -54,11 +55,13 @@ export function registerFinetune(program: Command): void {
     .option('--lora-dropout <x>', 'dropout on the LoRA input while training (lora 0.1, neuron-lora 0)')
     .option('--lora-init-std <x>', "LoRA A's initial values: 0, PEFT's kaiming-uniform (lora); > 0, normal(0, x) (neuron-lora: 0.01, as Mondal et al.)")
     .option('--lora-targets <modules>', 'PEFT module names (lora: gate_proj,up_proj,down_proj; neuron-lora: q_proj,k_proj,v_proj,o_proj + the masked gate_proj)')
-    .option('--head <kind>', 'classification: a linear head on the last position (data: JSONL items), saved as score.weight in <run>/head/')
+    .option('--head <kind>', 'classification: a linear head on the last position (data: JSONL items), saved as score.weight (and score.bias) in <run>/head/')
     .option('--num-labels <n>', 'classes of the head (3)')
     .option('--text-field <fields>', 'JSONL text field(s) of an item, comma-separated, tokenised as a pair (premise,hypothesis)')
     .option('--pair-format <f>', 'pair: each field with its BOS, as tokenizer(premise, hypothesis) (default); eos-joined: premise + " <eos> " + hypothesis as one text (Mondal et al.\'s code)')
     .option('--label-field <field>', 'JSONL integer label field (label)')
+    .option('--head-bias', 'the head has a bias (score.bias; off, as transformers\' score layer; on with neuron-lora + head, as Mondal et al.\'s nn.Linear)')
+    .option('--no-head-bias', 'the head has no bias (also with neuron-lora + head)')
     .option('--beta1 <x>', 'AdamW beta1 (0.9; neuron-lora + head 0.95)')
     .option('--beta2 <x>', 'AdamW beta2 (0.999)')
     .option('--warmup-ratio <x>', 'warm-up as a fraction of the steps, rounded down, when --warmup is 0 (0; neuron-lora + head 0.01)')
@@ -108,6 +111,7 @@ export function registerFinetune(program: Command): void {
           ...(o.textField !== undefined ? { textFields: list(o.textField) } : {}),
           ...(o.labelField !== undefined ? { labelField: o.labelField } : {}),
           ...(o.pairFormat !== undefined ? { pairFormat: o.pairFormat as PairFormat } : {}),
+          ...(o.headBias !== undefined ? { headBias: o.headBias } : {}),
           ...(o.device !== undefined ? { device: o.device } : {}),
           ...(o.compute !== undefined ? { compute: o.compute as 'f32' | 'bf16' } : {}),
           ...(o.recompute ? { recompute: true } : {}),
