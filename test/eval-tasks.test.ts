@@ -146,6 +146,24 @@ describe('tasks with a fake scorer (exact prompts, choices, accuracies)', () => 
     await expect(prepareTask('flores', { dir: dir('flores'), lang: 'eng_Latn-mlt_Latn', bleuTokenize: 'ja-mecab' })).rejects.toThrow(/--bleu-tokenize: unknown tokenizer 'ja-mecab' \(13a, none, zh, intl, char, or spm:<\.model or tokenizer\.json>\)/);
   });
 
+  it('--max-gen-toks: generative prompts generate at most n tokens, as a result of its own; log-likelihood prompts ignore it', async () => {
+    const base = await prepareTask('flores', { dir: dir('flores'), lang: 'eng_Latn-mlt_Latn' });
+    const short = await prepareTask('flores', { dir: dir('flores'), lang: 'eng_Latn-mlt_Latn', maxGenToks: 5 });
+    expect(short.gen).toEqual({ ...base.gen, maxNewTokens: 5 });
+    const seen: GenOptions[] = [];
+    const s = new FakeScorer(undefined, () => ' x');
+    s.generate = async (prompts: string[], o: GenOptions) => { seen.push(o); return prompts.map(() => ' x'); };
+    const out = await makeTempDir('max-gen-');
+    const opts = { scorer: s, outDir: out, model: 'fake', modelFingerprint: 'fp', variant: { name: 'base' } };
+    const [a, b] = [await runPlan(base, opts), await runPlan(short, opts)];
+    expect(seen.map((o) => o.maxNewTokens)).toEqual([128, 5]);
+    expect(a.key).not.toBe(b.key); // two results side by side, neither overwriting the other
+    expect(b.generation).toEqual({ maxNewTokens: 5, stop: ['\n'], repetitionPenalty: 1.1 });
+    const mc = await prepareTask('xcopa', { dir: dir('xcopa'), lang: 'sw', maxGenToks: 5 });
+    expect(mc.gen).toBeUndefined();
+    await expect(prepareTask('flores', { dir: dir('flores'), lang: 'eng_Latn-mlt_Latn', maxGenToks: 0 })).rejects.toThrow(/--max-gen-toks must be an integer >= 1, got 0/);
+  });
+
   it('xquad: SQuAD-normalised EM/F1 and token-id EM/F1', async () => {
     const plan = await prepareTask('xquad', { dir: dir('xquad'), lang: 'sw' });
     const s = new FakeScorer(undefined, (p) => (p.includes('Nairobi') ? ' Nairobi.' : 'Tanzania kaskazini'));
@@ -284,6 +302,21 @@ describe('on tiny-qwen2 (real engine)', () => {
     const f = await run(await prepareTask('flores', { dir: dir('flores'), lang: 'mlt_Latn-eng_Latn', prompt: 'rahmanisa' }), scorer);
     expect(f.metrics.bleu).toBeGreaterThanOrEqual(0);
     expect(f.items).toBe(2);
+  });
+
+  it('--max-gen-toks on the engine: greedy outputs cut short, each the start of the longer run\'s', async () => {
+    const scorer = new ModelScorer(model);
+    const outputs = async (o: { maxGenToks?: number }) => {
+      const d = await makeTempDir('max-gen-engine-');
+      const plan = await prepareTask('flores', { dir: dir('flores'), lang: 'mlt_Latn-eng_Latn', ...o });
+      await runPlan(plan, { scorer, outDir: d, model: 'tiny-qwen2', modelFingerprint: 'fp', variant: { name: 'base' } });
+      const lines = (await fsp.readFile(await onlyFile(d, 'flores__mlt_Latn-eng_Latn__base__gurgurov__', '.items.jsonl'), 'utf8')).trim().split('\n').slice(1);
+      return lines.map((l) => JSON.parse(l).output as string);
+    };
+    const long = await outputs({}), short = await outputs({ maxGenToks: 3 });
+    expect(short).toHaveLength(2);
+    short.forEach((s, i) => expect(long[i]!.startsWith(s), `${JSON.stringify(s)} starts ${JSON.stringify(long[i])}`).toBe(true));
+    expect(long.some((l, i) => l.length > short[i]!.length)).toBe(true); // the limit cut something
   });
 
   it('evaluates under an intervention: NLLs change, and equal the engine\'s own scoring under it', async () => {

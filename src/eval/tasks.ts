@@ -67,6 +67,12 @@ export interface PrepareOptions {
   /** flores: 13a (default), none, zh, intl, char, or spm:<.model or tokenizer.json> (spBLEU). */
   bleuTokenize?: string;
   /**
+   * Generative prompts: at most this many new tokens (lm-eval's `--gen_kwargs max_gen_toks=N`) instead of the
+   * prompt format's own limit; part of the generation settings, so of the result's key. Ignored by prompts that
+   * score log-likelihoods (as lm-eval ignores gen_kwargs there): see `generates`.
+   */
+  maxGenToks?: number;
+  /**
    * `eval --chat-template`: renders a log-likelihood request's context through the model's chat template (the
    * task's description a system turn, the question the user turn; lmEvalChatContext), and the answers then follow
    * with no delimiter, as lm-evaluation-harness builds them. Generative prompts are rendered by the scorer.
@@ -418,8 +424,14 @@ export async function prepareTask(task: string, o: PrepareOptions): Promise<Task
   if (o.chatContext && task !== 'ppl')
     template += plan.items[0]?.kind === 'mc' ? ' — through the chat template: the description (if any) a system turn, the question the user turn, the answers without their leading space'
       : plan.items[0]?.kind === 'gen' ? ' — through the chat template: the prompt the user turn' : '';
-  return { ...plan, split: o.split ?? defaultSplit(task, plan.prompt), ...(o.limit !== undefined ? { limit: o.limit } : {}), template };
+  if (o.maxGenToks !== undefined && !(Number.isSafeInteger(o.maxGenToks) && o.maxGenToks >= 1))
+    throw new LangneuronsError('E_OPTIONS', `--max-gen-toks must be an integer >= 1, got ${String(o.maxGenToks)}`, { field: 'max-gen-toks' });
+  const gen = plan.gen && o.maxGenToks !== undefined ? { gen: { ...plan.gen, maxNewTokens: o.maxGenToks } } : {};
+  return { ...plan, ...gen, split: o.split ?? defaultSplit(task, plan.prompt), ...(o.limit !== undefined ? { limit: o.limit } : {}), template };
 }
+
+/** Whether a plan generates text (so that --max-gen-toks applies to it). */
+export const generates = (plan: TaskPlan): boolean => plan.gen !== undefined;
 
 function prepare(task: TaskName, o: PrepareOptions): Promise<TaskPlan> {
   switch (task) {

@@ -8,8 +8,8 @@ import { withOutputLock } from '../../io/lock.js';
 import { canonicalLang } from '../../eval/prompts.js';
 import { ModelScorer } from '../../eval/scorer.js';
 import { lmEvalChatContext, requireChatTemplate, type ChatPrompting } from '../../generate/chat.js';
-import { addInterventionOptions, interventionFromCli, interventionUsesLanguage, withLanguage, type Intervention } from '../../intervene/index.js';
-import { datasetDir, isTask, languagesIn, prepareTask, TASKS, type TaskName } from '../../eval/tasks.js';
+import { addInterventionOptions, interventionFromCli, interventionUsesLanguage, warnOnce, withLanguage, type Intervention } from '../../intervene/index.js';
+import { datasetDir, generates, isTask, languagesIn, prepareTask, TASKS, type TaskName } from '../../eval/tasks.js';
 import { runPlan, type EvalResult, type Variant } from '../../eval/run.js';
 import { deltaVariant } from '../../eval/delta-cache.js';
 import { mergeDtype } from '../../train/finetune.js';
@@ -21,7 +21,7 @@ import { parseIntOption, printResult, Progress } from '../output.js';
 
 interface EvalCli extends ModelCliOptions {
   task: string; langs?: string; pairs?: string; data?: string; text?: string; prompt?: string; split?: string; out: string;
-  intervene: string[]; interveneFile?: string; stats?: string; delta?: string; variant?: string; limit?: number; batchItems?: number; langName: string[];
+  intervene: string[]; interveneFile?: string; stats?: string; delta?: string; variant?: string; limit?: number; maxGenToks?: number; batchItems?: number; langName: string[];
   head?: string; bleuTokenize?: string; interveneLangs?: string; chatTemplate?: boolean; system?: string; deltaDtype?: string;
 }
 
@@ -46,6 +46,8 @@ export function registerEval(program: Command): void {
     .option('--delta <path>', 'fine-tuned variant: a delta.safetensors from `finetune`, a PEFT LoRA adapter folder (runs/x/adapter), a run folder holding either (both merged once into a cache folder), or a merged checkpoint folder')
     .option('--variant <name>', 'variant name recorded in the results (default: base / intervene / delta)')
     .option('--limit <n>', 'first n items per language only', parseIntOption('--limit', 1))
+    .option('--max-gen-toks <n>', "generative prompts: at most n new tokens instead of the prompt format's limit (lm-eval's --gen_kwargs max_gen_toks=n; " +
+      'a setting of the result, so a result of its own; log-likelihood prompts ignore it)', parseIntOption('--max-gen-toks', 1))
     .option('--batch-items <n>', `items per batched engine call (default ${DECODE_BATCH.cpu} on the CPU; on a GPU up to ${DECODE_BATCH.gpu}, as its free memory ` +
       'allows: a generation task decodes that many sequences in a step that costs about what one costs)', parseIntOption('--batch-items', 1))
     .option('--lang-name <code=Name>', 'English name of a FLORES code for the translation prompts (repeatable)', collect, [])
@@ -202,8 +204,9 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
           const plan = await prepareTask(task, {
             dir: ddir, lang, langNames, ...(o.prompt && task !== 'ppl' ? { prompt: o.prompt } : {}),
             ...(o.split ? { split: o.split } : {}), ...(o.limit ? { limit: o.limit } : {}), ...(o.bleuTokenize ? { bleuTokenize: o.bleuTokenize } : {}),
-            ...(chatContext ? { chatContext } : {}),
+            ...(chatContext ? { chatContext } : {}), ...(o.maxGenToks !== undefined ? { maxGenToks: o.maxGenToks } : {}),
           });
+          if (o.maxGenToks !== undefined && !generates(plan)) warnOnce(`--max-gen-toks does not apply to ${task} --prompt ${plan.prompt}: it does not generate (it scores log-likelihoods or classifies)`);
           for (const ivLang of [...new Set(ivLangs(lang))]) {
             const scorer = await scorerFor(ivLang);
             // Results are keyed by the evaluated language (file and `lang`) and the intervention's language (variant).
