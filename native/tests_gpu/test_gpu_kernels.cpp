@@ -348,20 +348,26 @@ void apply_neuron(const Intervention& iv, Site site, int64_t j, float* x, uint8_
   apply_edits(b, e, x, j, cls, nullptr);
 }
 
+// The shape an Intervention checks its edits against (one KV head; vocab and context unused).
+ModelConfig edit_config(int32_t hidden, int32_t intermediate, int32_t layers, int32_t heads, int32_t head_dim) {
+  ModelConfig cfg;
+  cfg.hidden = hidden;
+  cfg.intermediate = intermediate;
+  cfg.n_layers = layers;
+  cfg.n_heads = heads;
+  cfg.n_kv_heads = 1;
+  cfg.head_dim = head_dim;
+  cfg.vocab = 4;
+  cfg.max_positions = 8;
+  return cfg;
+}
+
 }  // namespace
 
 // The edits of a projection site (q here: its own width, no rules) on a block with a row stride wider than the
 // site, as model/edit_pass.cpp applies them: units in order, edits of one unit in order, position classes.
 LN_TEST(gpu_edit_columns_equal_cpu) {
-  ModelConfig cfg;
-  cfg.hidden = 16;
-  cfg.intermediate = 24;
-  cfg.n_layers = 2;
-  cfg.n_heads = 5;
-  cfg.n_kv_heads = 1;
-  cfg.head_dim = 40;  // q: 200 units, more than one block of threads
-  cfg.vocab = 4;
-  cfg.max_positions = 8;
+  const ModelConfig cfg = edit_config(16, 24, 2, 5, 40);  // q: 5 heads of 40 = 200 units, more than one thread block
   const int64_t W = 200, ld = 248, T = 150;
   std::vector<EditSpec> specs;
   for (int i = 0; i < 90; ++i) {
@@ -417,15 +423,7 @@ LN_TEST(gpu_ffn_fused_statistics_equal_cpu_counts) {
     e.when = i % 5 == 0 ? uint8_t(2) : uint8_t(0xff);
     specs.push_back(e);
   }
-  ModelConfig cfg;
-  cfg.hidden = 8;
-  cfg.intermediate = int32_t(I);
-  cfg.n_layers = 1;
-  cfg.n_heads = 1;
-  cfg.n_kv_heads = 1;
-  cfg.head_dim = 8;
-  cfg.vocab = 4;
-  cfg.max_positions = 8;
+  const ModelConfig cfg = edit_config(8, int32_t(I), 1, 1, 8);
   const Intervention iv(cfg, specs, {});
   const Edit* base = iv.begin(0, Site(0));
   const std::vector<cuda::DevEdit> dev_edits(reinterpret_cast<const cuda::DevEdit*>(base),
