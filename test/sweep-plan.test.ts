@@ -67,6 +67,15 @@ describe('sweep plan of the demo', () => {
     expect(tokens.get('eval/udhr20/ppl/mt/base')).toBe(a.get('eval/udhr20/ppl/mt/base'));
     for (const id of ['profile/udhr20/mt', 'identify/udhr20/lape-topRate=0.1', 'finetune/udhr20/lape-topRate=0.1/neurons/mt', 'eval/udhr20/ppl/mt/ft-neurons@lape-topRate=0.1'])
       expect(tokens.get(id), id).not.toBe(a.get(id));
+    // eval.maxGenToks reaches the eval steps' commands (and so their hashes), nothing else
+    const short = await plan(variant((d) => { d['eval'].maxGenToks = 16; }));
+    const evals = short.steps.filter((s) => s.kind === 'eval');
+    expect(evals.length).toBeGreaterThan(0);
+    for (const s of evals) {
+      expect(s.argv.join(' '), s.id).toContain('--max-gen-toks 16');
+      expect(s.hash, s.id).not.toBe(a.get(s.id));
+    }
+    for (const s of short.steps.filter((x) => x.kind !== 'eval')) expect(s.hash, s.id).toBe(a.get(s.id));
   });
 
   it('prunes the grid with exclude and include rules', async () => {

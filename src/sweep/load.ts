@@ -41,7 +41,7 @@ export interface SweepFile {
     evalEvery?: number; seed?: number; lr?: number | Record<string, number>; schedule?: string; warmup?: number;
   };
   eval?: {
-    tasks: string[]; languages?: LanguageSelection; text?: string; data?: string; prompt?: string; limit?: number; base?: boolean; finetuned?: boolean;
+    tasks: string[]; languages?: LanguageSelection; text?: string; data?: string; prompt?: string; limit?: number; maxGenToks?: number; base?: boolean; finetuned?: boolean;
     interventions?: string[];
   };
   include?: Rule[];

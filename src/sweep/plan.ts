@@ -249,7 +249,8 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
       const data = task === 'ppl' ? ['--text', text!.folder] : ['--data', path.resolve(sweep.dir, e.data!)];
       const inputs = text ? text.inputs : [];
       const evalStep = (variant: string, extra: string[], cell: Cell) => add('eval', `eval/${m.name}/${task}/${lang}/${variant}`, ['eval', model, '--task', task, '--langs', lang, ...data,
-        ...(e.prompt ? ['--prompt', e.prompt] : []), ...(e.limit ? ['--limit', String(e.limit)] : []), ...extra, '--variant', variant, '--out', '{out}', '--json'],
+        ...(e.prompt ? ['--prompt', e.prompt] : []), ...(e.limit ? ['--limit', String(e.limit)] : []),
+        ...(e.maxGenToks ? ['--max-gen-toks', String(e.maxGenToks)] : []), ...extra, '--variant', variant, '--out', '{out}', '--json'],
       { model: m.name, language: lang, task, variant, ...cell }, inputs);
       if (e.base !== false) evalStep('base', [], {});
       if (e.finetuned !== false) for (const ft of finetuned.get(lang) ?? [])
