@@ -73,6 +73,28 @@ describe('sentences scope', () => {
     expect(withBos[0]!.tokens).toBe(6);
   });
 
+  it("Kojima's countBos: the BOS is fed and counted as one of the sentence's tokens (mask 1, counted, budget)", async () => {
+    // selfcond (kojima-takeshi188/lang_neuron, selfcond/data.py: tokenizer.encode(text) adds <s>; responses.py keeps every
+    // non-padding position; models.py pools them by np.mean) averages over the BOS too.
+    const out = await run(docs('abc', 'defg'), { scope: sentences(3, { bos: true, countBos: true }) });
+    expect(seqs(out)).toEqual([[BOS, ...ids('abc')], [BOS, ...ids('def')]]);
+    expect(masks(out)).toEqual([[1, 1, 1, 1], [1, 1, 1, 1]]);
+    expect(out[0]!.tokens).toBe(8);
+    expect(out.at(-1)!.position).toEqual({ documentIndex: 2, tokenOffset: 0, sequencesEmitted: 2, tokensCounted: 8 });
+    // the budget counts the BOS: 6 = BOS + abc, BOS + de; a budget with room for the BOS only ends the language
+    expect(seqs(await run(docs('abc', 'defg'), { scope: sentences(3, { bos: true, countBos: true, tokenBudget: 7 }) }))).toEqual([[BOS, ...ids('abc')], [BOS, ...ids('de')]]);
+    expect(seqs(await run(docs('abc', 'defg'), { scope: sentences(3, { bos: true, countBos: true, tokenBudget: 5 }) }))).toEqual([[BOS, ...ids('abc')]]);
+  });
+
+  it("Kojima's longSentences 'drop': a sentence over maxLen is left out, not cut (no sequence id taken)", async () => {
+    // selfcond/data.py _remove_too_long_data drops sentences of more than seq_len tokens
+    const out = await run(docs('abc', 'defg', 'h'), { scope: sentences(3, { longSentences: 'drop' }) });
+    expect(seqs(out)).toEqual([ids('abc'), ids('h')]);
+    expect(out.flatMap((b) => b.sequenceIds)).toEqual([0, 1]);
+    expect(out.at(-1)!.position).toEqual({ documentIndex: 3, tokenOffset: 0, sequencesEmitted: 2, tokensCounted: 4 });
+    expect(seqs(await run(docs('abc', 'defg', 'h'), { scope: sentences(3, { longSentences: 'truncate' }) }))).toEqual([ids('abc'), ids('def'), ids('h')]);
+  });
+
   it('stops at the budget exactly', async () => {
     const out = await run(docs('abc', 'defg', 'hij'), { scope: sentences(10, { tokenBudget: 5 }) });
     expect(seqs(out)).toEqual([ids('abc'), ids('de')]);
@@ -103,6 +125,9 @@ describe('batches', () => {
     await bad({ scope: windows(3), batchTokens: 4, shard: { index: 2, count: 2 } }, /shard index/);
     await bad({ scope: sentences(3), batchTokens: 4, resumeFrom: { ...START_POSITION, tokenOffset: 2 } }, /sentences-mode resume/);
     await bad({ scope: windows(3), batchTokens: 4, resumeFrom: { ...START_POSITION, documentIndex: 5 } }, /only 1 documents/);
+    await bad({ scope: sentences(3, { countBos: true }), batchTokens: 8 }, /countBos .* needs the sentences scope with bos/);
+    await bad({ scope: windows(3, { bos: true, countBos: true }), batchTokens: 8 }, /countBos .* needs the sentences scope with bos/);
+    await bad({ scope: windows(3, { longSentences: 'drop' }), batchTokens: 8 }, /applies to the sentences scope/);
     const noBosTokenizer = { encode: (t: string) => byteIds(t), bosTokenId: null };
     await bad({ scope: windows(3, { bos: true }), batchTokens: 4 }, /no BOS token/, noBosTokenizer as unknown as LoadedTokenizer);
   });
@@ -121,6 +146,7 @@ const CASES: [string, Scope, number][] = [
   ['windows + BOS + budget', windows(7, { bos: true, tokenBudget: 900 }), 30],
   ['sentences', sentences(20), 45],
   ['sentences + BOS + budget', sentences(25, { bos: true, tokenBudget: 700 }), 60],
+  ['sentences + counted BOS + dropped long ones + budget (Kojima)', sentences(25, { bos: true, countBos: true, longSentences: 'drop', tokenBudget: 500 }), 60],
 ];
 
 describe.each(CASES)('resume, shards and determinism: %s', (_name, scope, batchTokens) => {

@@ -10,6 +10,7 @@ import { logLikelihoodTokens, scoreTokens } from '../src/engine/score.js';
 import { generateTokens } from '../src/generate/generate.js';
 import { writeMaskJson, MASK_FORMAT, type NeuronMask } from '../src/identify/masks.js';
 import { parseInterventionFile, parseInterventionSpec, resolveIntervention, resolveSpecs } from '../src/intervene/index.js';
+import { neuronStatistic } from '../src/intervene/resolve.js';
 import { readAllTensors, writeSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
 import { loadAddon } from '../src/native/addon.js';
 import { modelIdentity } from '../src/profile/identity.js';
@@ -167,6 +168,26 @@ describe('interventions at projection sites: resolution (no engine)', () => {
     expect(Array.from(r.arrays.values)).toEqual([104, 109]);
     await expect(resolveSpecs([parseInterventionSpec(`set:mean:en:mask=${q}:lang=en:site=q`, dir)], ctx))
       .rejects.toThrow(/en\.safetensors has no statistics at site q \(it has: act; profile with --sites q\)/);
+  });
+});
+
+describe("Kojima's forcing value", () => {
+  it("is p_median (median over the language's sentences of each sentence's mean), not the per-token median", () => {
+    // kojima-takeshi188/lang_neuron selfcond/expertise.py: on_p50 = np.percentile(resp[:, labels == 1], q=50, axis=1), resp
+    // holding one mean response per sentence (selfcond/models.py pools the tokens by np.mean); generate_seq_lang.py
+    // --forcing on_p50 sets every selected unit to it. np.percentile's linear rule: an even count averages the middle two.
+    // One layer × one unit; four sentences with means 5, 1, 3, 10 → np.percentile(…, 50) = (3 + 5) / 2 = 4. The tokens'
+    // histogram (edges 0..4, counts [6, 1, 1, 1]: most tokens near 0) has its median in bin 0 → 2/3, another number.
+    const st: ActivationStats = {
+      meta: { format: STATS_FORMAT, model: { name: 't', modelType: 'llama', layers: 1, hidden: 4, intermediate: 1, fingerprint: 'f'.repeat(64) }, language: 'de',
+        scope: { mode: 'sentences', maxLen: 64, bos: true, countPadding: false, tokenBudget: 0, countBos: true }, layers: [0], corpus: { files: [], fingerprint: 'x' },
+        toolVersion: 'test', shards: 1 },
+      tokens: 9, sequences: 4, sites: new Map(),
+    };
+    const site: SiteStats = { site: 'q', width: 1, overZero: new Float64Array(1), sum: Float64Array.of(20), sumSq: new Float64Array(1),
+      seqMeans: Float32Array.of(5, 1, 3, 10), histogram: { edges: Float64Array.of(0, 1, 2, 3, 4), counts: Float64Array.of(6, 1, 1, 1) } };
+    expect(neuronStatistic(st, site, 'p_median', 0, 0)).toBe(4);
+    expect(neuronStatistic(st, site, 'median', 0, 0)).not.toBe(4);
   });
 });
 

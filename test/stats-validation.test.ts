@@ -115,6 +115,8 @@ describe('readStats checks the metadata, naming the file and the field', () => {
     ['"layers" not a list', (m) => { m.layers = 'four'; }, /metadata field "layers" must be a list of the profiled layers/],
     ['"layers" beyond the model', (m) => { m.layers = [0, 7]; }, /metadata field "layers" must be ascending distinct layer numbers in \[0, 2\)/],
     ['"scope.mode" unknown', (m) => { m.scope = { ...(m.scope as object), mode: 'tokens' }; }, /metadata field "scope\.mode" must be "windows" or "sentences"/],
+    ['"scope.countBos" not a boolean', (m) => { m.scope = { ...(m.scope as object), countBos: 'yes' }; }, /metadata field "scope\.countBos" must be true or false/],
+    ['"scope.longSentences" unknown', (m) => { m.scope = { ...(m.scope as object), longSentences: 'skip' }; }, /metadata field "scope\.longSentences" must be "truncate" or "drop"/],
     ['"corpus" missing', (m) => { delete m.corpus; }, /metadata field "corpus" must be an object/],
     ['"parts" of bad shards', (m) => { m.parts = [{ corpus: 'c', shard: [3, 2], budget: 0, id: 'x' }]; }, /metadata field "parts\[0\]\.shard" must be null/],
     ['"compute" unknown', (m) => { m.compute = 'f16'; }, /metadata field "compute" must be one of f32, bf16/],

@@ -5,10 +5,13 @@
 //             one stream (no separator), cut into consecutive windows of maxLen tokens; the last partial
 //             window is kept, shorter. Every window position is counted.
 //   sentences (Rahmanisa): each document alone, its own tokens truncated to maxLen, all counted.
+//             longSentences 'drop' (Kojima's selfcond): a document of more than maxLen tokens is skipped
+//             instead (no sequence, no sequence id).
 //
-// With `bos`, a BOS id is fed before each sequence and never counted. maxLen counts the sequence's own
-// (counted) tokens, so a sequence is at most maxLen + 1 long with BOS: the windows, and hence the counted
-// tokens, are then the same with and without BOS. tokenBudget (0 = all) caps counted tokens per language:
+// With `bos`, a BOS id is fed before each sequence and not counted; in sentences mode `countBos` counts it too
+// (Kojima's selfcond means every token the tokenizer gives, BOS included). maxLen counts the sequence's own
+// tokens (BOS not included, counted or not), so a sequence is at most maxLen + 1 long with BOS: the windows, and
+// hence the counted tokens, are then the same with and without BOS. tokenBudget (0 = all) caps counted tokens per language:
 // the sequence reaching it is truncated so that exactly tokenBudget tokens are counted. No padding is
 // produced (sequences have their own lengths), so TokenScope.countPadding does not arise here.
 //
@@ -63,7 +66,7 @@ export interface Shard {
 }
 
 export interface SequenceOptions {
-  scope: Pick<TokenScope, 'mode' | 'maxLen' | 'bos' | 'tokenBudget'>;
+  scope: Pick<TokenScope, 'mode' | 'maxLen' | 'bos' | 'tokenBudget' | 'countBos' | 'longSentences'>;
   shard?: Shard;
   resumeFrom?: ScopePosition;
 }
@@ -94,6 +97,11 @@ function checkOptions(options: SequenceOptions, tokenizer: ScopeTokenizer): void
   if (!Number.isSafeInteger(maxLen) || maxLen < 1) fail(`maxLen must be a positive integer, got ${maxLen}`);
   if (!isCount(tokenBudget)) fail(`tokenBudget must be a non-negative integer (0 = the whole corpus), got ${tokenBudget}`);
   if (bos && tokenizer.bosTokenId === null) fail('the tokenizer has no BOS token: profile with bos: false');
+  const { countBos, longSentences } = options.scope;
+  if (countBos !== undefined && typeof countBos !== 'boolean') fail(`countBos must be true or false, got ${String(countBos)}`);
+  if (countBos && !(bos && mode === 'sentences')) fail('countBos (counting the BOS as a token of its sentence) needs the sentences scope with bos');
+  if (longSentences !== undefined && longSentences !== 'truncate' && longSentences !== 'drop') fail(`longSentences must be "truncate" or "drop", got "${String(longSentences)}"`);
+  if (longSentences === 'drop' && mode !== 'sentences') fail('longSentences "drop" applies to the sentences scope (windows are cut, never dropped)');
   const shard = options.shard;
   if (shard && (!Number.isSafeInteger(shard.count) || shard.count < 1 || !Number.isSafeInteger(shard.index) || shard.index < 0 || shard.index >= shard.count)) {
     fail(`shard index must be in [0, count), got ${shard.index} of ${shard.count}`);
@@ -123,6 +131,9 @@ async function* documentsFrom(source: DocumentSource, start: number): AsyncGener
 export async function* scopeSequences(source: DocumentSource, tokenizer: ScopeTokenizer, options: SequenceOptions): AsyncGenerator<CutSequence> {
   checkOptions(options, tokenizer);
   const { mode, maxLen, bos, tokenBudget } = options.scope;
+  // A counted BOS is one more counted token per sequence (sentences mode only, checked above).
+  const bosCounted = options.scope.countBos === true ? 1 : 0;
+  const drop = options.scope.longSentences === 'drop';
   const shard = options.shard ?? { index: 0, count: 1 };
   const state: ScopePosition = { ...(options.resumeFrom ?? START_POSITION) };
   const budgetLeft = () => (tokenBudget > 0 ? tokenBudget - state.tokensCounted : Infinity);
@@ -132,10 +143,11 @@ export async function* scopeSequences(source: DocumentSource, tokenizer: ScopeTo
   let current: number[] = [];
   const cut = (): CutSequence | null => {
     const sequenceId = state.sequencesEmitted++;
-    state.tokensCounted += current.length;
+    state.tokensCounted += current.length + bosCounted;
     const own = sequenceId % shard.count === shard.index;
     const result = own
-      ? { ids: bos ? [tokenizer.bosTokenId!, ...current] : current, mask: bos ? [0, ...current.map(() => 1)] : current.map(() => 1), counted: current.length, sequenceId, position: { ...state } }
+      ? { ids: bos ? [tokenizer.bosTokenId!, ...current] : current, mask: bos ? [bosCounted, ...current.map(() => 1)] : current.map(() => 1),
+        counted: current.length + bosCounted, sequenceId, position: { ...state } }
       : null;
     current = [];
     return result;
@@ -146,9 +158,12 @@ export async function* scopeSequences(source: DocumentSource, tokenizer: ScopeTo
     let offset = index === options.resumeFrom?.documentIndex ? state.tokenOffset : 0;
     if (offset > tokens.length) fail(`the resume position is at token ${offset} of document ${index}, which has ${tokens.length} tokens (did the corpus or tokenizer change?)`);
     if (mode === 'sentences') {
-      const take = Math.min(tokens.length, maxLen, budgetLeft());
       state.documentIndex = index + 1;
       state.tokenOffset = 0;
+      if (drop && tokens.length > maxLen) continue; // Kojima: a sentence over the length is left out, not cut
+      // With a counted BOS, a budget with room for the BOS only ends the language (a sentence is never a lone BOS).
+      if (budgetLeft() - bosCounted <= 0) return;
+      const take = Math.min(tokens.length, maxLen, budgetLeft() - bosCounted);
       if (take === 0) continue; // a document with no tokens yields no sequence
       current = tokens.slice(0, take);
       const seq = cut();

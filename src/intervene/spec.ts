@@ -16,8 +16,9 @@
 //   stats=<dir>|<file.safetensors> (dir: <dir>/<lang>.safetensors; default: the --stats option)  others=<l>+<l>
 // Sites: the FFN neurons act (default), gate, h, up, and the output units of the projections q, k, v (after the bias,
 // before q/k norm and RoPE), o and down (before any post-norm and the residual add); testtime works on act, gate, h.
-// Statistics of a language (<stat>): mean, median, p<q> (e.g. p90; from the histogram), p_max, p_median (max /
-// median over sequences of the sequence mean). Row statistics (<rowstat>): mean, std, median, max, iqr, mad, p<q>.
+// Statistics of a language (<stat>): mean, median, p<q> (e.g. p90; over tokens, from the histogram), p_max, p_median
+// (max / median over sequences of the sequence mean; p_median is Kojima's forcing value, their on_p50). Row statistics
+// (<rowstat>): mean, std, median, max, iqr, mad, p<q>.
 // Example: deactivate:masks/lape.json:en:positions=prompt:layers=4-10
 import { LangneuronsError } from '../errors.js';
 import { withoutBom } from '../io/text.js';

@@ -37,8 +37,19 @@ export interface TokenScope {
   /** 'windows': one token stream cut into windows of maxLen (Tang/Gurgurov); 'sentences': each line alone (Rahmanisa). */
   mode: 'windows' | 'sentences';
   maxLen: number;
-  /** Whether a BOS token is fed before each window / sentence (it is never counted). */
+  /** Whether a BOS token is fed before each window / sentence (not counted unless countBos). */
   bos: boolean;
+  /**
+   * Sentences scope with bos only: the BOS is counted too, as one of the sentence's tokens (in the counts, sums,
+   * histograms and the sequence mean). Kojima et al.'s code (selfcond) takes each sentence's mean over every token
+   * the tokenizer gives, BOS included. Absent = false (written only when true).
+   */
+  countBos?: boolean;
+  /**
+   * Sentences scope: a sentence with more than maxLen tokens is skipped ('drop', Kojima's selfcond drops sentences over
+   * its seq_len) instead of cut to maxLen ('truncate', the default). Absent = 'truncate' (written only when 'drop').
+   */
+  longSentences?: 'truncate' | 'drop';
   /** Padding counted (Mondal's XNLI variant only). */
   countPadding: boolean;
   /** Token budget per language (0 = the whole corpus). */
@@ -323,6 +334,8 @@ function parseStatsMeta(file: string, raw: string | undefined): ParsedMeta {
   if (scope.mode !== 'windows' && scope.mode !== 'sentences') field('scope.mode', '"windows" or "sentences"');
   int(scope.maxLen, 'scope.maxLen', 1);
   bool(scope.bos, 'scope.bos');
+  if (scope.countBos !== undefined) bool(scope.countBos, 'scope.countBos');
+  if (scope.longSentences !== undefined && scope.longSentences !== 'truncate' && scope.longSentences !== 'drop') field('scope.longSentences', '"truncate" or "drop"');
   bool(scope.countPadding, 'scope.countPadding');
   int(scope.tokenBudget, 'scope.tokenBudget', 0);
   const layers = Array.isArray(top.layers) ? top.layers : field('layers', 'a list of the profiled layers');
