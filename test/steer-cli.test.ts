@@ -10,7 +10,7 @@ import { scoreTokens } from '../src/engine/score.js';
 import { MASK_FORMAT, writeMaskJson, type NeuronMask } from '../src/identify/masks.js';
 import { openCheckpoint } from '../src/model/checkpoint.js';
 import { modelIdentity } from '../src/profile/identity.js';
-import { engineMatrixScorer, loadEvalTexts, openEvalCorpus, requireMaskLanguages } from '../src/steer/index.js';
+import { compose, deactivation, engineMatrixScorer, interventionResolver, loadEvalTexts, openEvalCorpus, requireMaskLanguages } from '../src/steer/index.js';
 import { jsonl, writeFiles } from './helpers/corpus-fixtures.js';
 import { fixturePath, makeTempDir, removeDir, repoRoot } from './helpers/fixtures.js';
 
@@ -125,6 +125,40 @@ describe('langneurons steer (command line)', () => {
     const bad = cli('steer', 'ppl-matrix', modelDir, '--masks', residMask, '--eval-text', 'udhr:heldout', '--langs', 'en', '--max-tokens', '50', '--out', path.join(dir, 'pm-r', 'ppl.json'), '--threads', '2');
     expect(bad.code).not.toBe(0);
     expect(bad.stderr).toContain(`${residMask}: the mask's units are residual-stream (resid) units, which interventions do not support`);
+  });
+
+  it('--masks a,b: each mask edited at its own site, together (Kojima\'s per-site masks); masks of other languages or one site twice refused', async () => {
+    const c = (await openCheckpoint(modelDir)).config;
+    const qMask = path.join(dir, 'set.q.json');
+    await writeMaskJson(qMask, { ...mask, site: 'q', width: c.numHeads * c.headDim });
+    const out = path.join(dir, 'pm-set', 'ppl.json');
+    const r = cli('steer', 'ppl-matrix', modelDir, '--masks', `${qMask},${maskFile}`, '--eval-text', 'udhr:heldout', '--langs', 'en,de', '--text-langs', 'en',
+      '--max-tokens', '100', '--out', out, '--threads', '2', '--json');
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const m = JSON.parse(readFileSync(out, 'utf8'));
+    expect(m.mask).toBe(`${qMask},${maskFile}`);
+    // The same cells through the API with both deactivations composed: q's units at q, the act mask's at act.
+    const texts = await loadEvalTexts(model, await openEvalCorpus('udhr:heldout', ['en']), ['en'], 100);
+    const score = engineMatrixScorer(model, texts);
+    const resolve = interventionResolver(model);
+    for (const [i, lang] of ['en', 'de'].entries()) {
+      const both = compose(deactivation(qMask, lang, 0, 'q'), deactivation(maskFile, lang));
+      const s = await score('en', await resolve(both));
+      expect(m.nll[i][0]).toBeCloseTo(s.totalNll / s.tokens, 10);
+      const qOnly = await score('en', await resolve(deactivation(qMask, lang, 0, 'q')));
+      expect(Math.abs(m.nll[i][0] - qOnly.totalNll / qOnly.tokens)).toBeGreaterThan(1e-6); // the act mask counts too
+    }
+    const other = path.join(dir, 'set.k.json');
+    await writeMaskJson(other, { ...mask, site: 'k', width: c.numKvHeads * c.headDim, languages: { en: mask.languages['en']!, de: mask.languages['de']! } });
+    const bad1 = cli('steer', 'ppl-matrix', modelDir, '--masks', `${qMask},${other}`, '--eval-text', 'udhr:heldout', '--out', path.join(dir, 'pm-x', 'p.json'));
+    expect(bad1.code).toBe(1);
+    expect(bad1.stderr).toContain(`--masks: ${other} has the languages de,en, ${qMask} has de,en,sw: the masks of a set must name the same languages`);
+    const gate = path.join(dir, 'set.gate.json');
+    await writeMaskJson(gate, { ...mask, site: 'gate' });
+    const bad2 = cli('steer', 'ppl-matrix', modelDir, '--masks', `${maskFile},${gate}`, '--eval-text', 'udhr:heldout', '--out', path.join(dir, 'pm-y', 'p.json'));
+    expect(bad2.code).toBe(1);
+    expect(bad2.stderr).toContain(`--masks: ${maskFile} and ${gate} both edit site act`);
   });
 
   it('lss and forcing run end to end with the intervention engine', async () => {

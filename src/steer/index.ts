@@ -8,3 +8,4 @@ export * from './lss.js';
 export * from './langid.js';
 export * from './forcing.js';
 export * from './engine.js';
+export * from './mask-set.js';

@@ -6,27 +6,31 @@ import path from 'node:path';
 import { LangneuronsError } from '../../errors.js';
 import { canonicalLang } from '../../eval/prompts.js';
 import { writeFileAtomic } from '../../io/atomic.js';
-import { checkMaskForModel, readMask, type NeuronMask } from '../../identify/index.js';
+import type { NeuronMask } from '../../identify/index.js';
 import { modelIdentity } from '../../profile/identity.js';
 import type { LanguageModel } from '../../engine/model.js';
 import {
-  amplification, compose, computeForcing, computeLss, computePplMatrix, deactivation, DEFAULT_SETTINGS, engineGenerator,
-  engineLogLikelihood, engineMatrixScorer, IDENTIFIERS, interventionResolver, loadEvalTexts, loadIdentifier, maskInterventionSite, openEvalCorpus,
+  amplification, checkMaskSetForModel, compose, computeForcing, computeLss, computePplMatrix, deactivation, DEFAULT_SETTINGS, engineGenerator,
+  engineLogLikelihood, engineMatrixScorer, IDENTIFIERS, interventionResolver, loadEvalTexts, loadIdentifier, onMaskSet, openEvalCorpus, readMaskSet,
   parseSetting, parseSettings, readFacts, readPrompts, requireMaskLanguages, sameLanguage, writePplMatrix, type IdentifierName,
-  type LanguageIdentifier, type SteerRequest,
+  type LanguageIdentifier, type MaskSet, type SteerRequest,
 } from '../../steer/index.js';
 import { addModelOptions, decodeBatchFor, openModel, type ModelCliOptions } from '../common.js';
 import { parseFloatOption, parseIntOption, printResult, Progress } from '../output.js';
 import { ensureParentDir } from '../../io/outdir.js';
 
+const MASKS_HELP = 'neuron mask (.json or .safetensors) made for this model, or several separated by commas, each edited at its own site ' +
+  '(e.g. the masks/ap.<site>.json of identify --method ap --sites q,k,v,o,gate,up,down: Kojima et al.\'s units of every linear layer)';
+
 const list = (s: string | undefined): string[] | undefined => s?.split(',').map((x) => x.trim()).filter(Boolean);
 
-/** Reads the mask before the model (a bad mask fails fast), then opens the model and checks they belong together. */
-async function openMaskAndModel(dir: string, file: string, o: ModelCliOptions): Promise<{ mask: NeuronMask; model: LanguageModel }> {
-  const mask = await readMask(file);
+/** Reads the masks before the model (a bad mask fails fast), then opens the model and checks they belong together.
+ *  `mask` is the set's first (every mask of a set names the same languages). */
+async function openMaskAndModel(dir: string, spec: string, o: ModelCliOptions): Promise<{ set: MaskSet; mask: NeuronMask; model: LanguageModel }> {
+  const set = await readMaskSet(spec);
   const model = await openModel(dir, o);
-  checkMaskForModel(mask, modelIdentity(model.checkpoint), file);
-  return { mask, model };
+  checkMaskSetForModel(set, modelIdentity(model.checkpoint));
+  return { set, mask: set.masks[0]!, model };
 }
 
 async function writeJson(out: string, doc: unknown): Promise<void> {
@@ -47,7 +51,7 @@ export function registerSteer(program: Command): void {
   addModelOptions(steer
     .command('ppl-matrix <model-dir>')
     .description("Tang's matrix: mean token NLL / perplexity of each language's held-out text with each language's neurons deactivated")
-    .requiredOption('--masks <file>', 'neuron mask (.json or .safetensors) made for this model')
+    .requiredOption('--masks <files>', MASKS_HELP)
     .option('--eval-text <spec>', 'held-out text: udhr:heldout, a folder of <lang>.txt/.jsonl/.parquet, a manifest .json, or files <lang>.txt,... / <lang>=<file>,...', 'udhr:heldout')
     .requiredOption('--out <file>', 'matrix JSON; <stem>.csv and <stem>.svg (heatmap) are written next to it')
     .option('--langs <list>', 'languages to deactivate (default: every language of the mask)')
@@ -56,9 +60,9 @@ export function registerSteer(program: Command): void {
     .option('--window <n>', "tokens per scoring window (default: the model's context)", parseIntOption('--window', 2))
     .option('--deactivate-value <v>', 'value the deactivated neurons are set to (Tang: 0; Language Arithmetics also -1, -1.5)', parseFloatOption('--deactivate-value', Number.isFinite, 'a number'), 0))
     .action(async (dir: string, o: PplCli) => {
-      const { mask, model } = await openMaskAndModel(dir, o.masks, o);
+      const { set, mask, model } = await openMaskAndModel(dir, o.masks, o);
       const rows = list(o.langs) ?? Object.keys(mask.languages);
-      requireMaskLanguages(mask, o.masks, rows);
+      requireMaskLanguages(mask, set.files[0]!, rows);
       const corpus = await openEvalCorpus(o.evalText, list(o.textLangs) ?? (o.evalText.startsWith('udhr') ? rows : undefined));
       const columns = list(o.textLangs) ?? corpus.languages;
       const texts = await loadEvalTexts(model, corpus, columns, o.maxTokens);
@@ -67,7 +71,7 @@ export function registerSteer(program: Command): void {
       const score = engineMatrixScorer(model, texts, o.window ? { window: o.window } : {});
       const started = performance.now();
       const matrix = await computePplMatrix<SteerRequest>({
-        rows, columns, intervention: (lang) => deactivation(o.masks, lang, o.deactivateValue, maskInterventionSite(mask)),
+        rows, columns, intervention: (lang) => onMaskSet(set, (f, site) => deactivation(f, lang, o.deactivateValue, site)),
         score: async (col, req) => score(col, req === null ? null : await build(req)),
         onCell: (d, t, r, c) => progress.update(d, t, `${r ?? 'none'} → ${c}`),
       });
@@ -93,7 +97,7 @@ export function registerSteer(program: Command): void {
   addModelOptions(steer
     .command('lss <model-dir>')
     .description('Language Steering Shift (Rahmanisa): share of facts whose target-language object gains on the base one when the target language is amplified')
-    .requiredOption('--masks <file>', 'neuron mask (.json or .safetensors) made for this model')
+    .requiredOption('--masks <files>', MASKS_HELP)
     .requiredOption('--facts <path>', 'MLAMA-dod facts: a folder of .jsonl / .parquet files (template, sub_<lang>, obj_<lang>) or one file')
     .option('--settings <list>', 'amplification settings to compare: p_max, p_median, mean, scale:<α>, set:<v|stat>, add:<v|stat>, mul:<v|stat>', DEFAULT_SETTINGS)
     .requiredOption('--out <file>', 'result JSON')
@@ -105,10 +109,10 @@ export function registerSteer(program: Command): void {
       const settings = parseSettings(o.settings);
       for (const st of settings) amplification(o.masks, 'x', st, o.stats); // a neuron-stat setting without --stats fails now
       const facts = await readFacts(o.facts);
-      const { mask, model } = await openMaskAndModel(dir, o.masks, o);
+      const { set, mask, model } = await openMaskAndModel(dir, o.masks, o);
       const common = facts.languages.filter((l) => Object.hasOwn(mask.languages, l));
       const bases = list(o.base) ?? common, targets = list(o.targets) ?? common;
-      requireMaskLanguages(mask, o.masks, targets);
+      requireMaskLanguages(mask, set.files[0]!, targets);
       const pairs = bases.flatMap((b) => targets.filter((t) => t !== b).map((t) => ({ base: b, target: t })));
       if (pairs.length === 0) throw new LangneuronsError('E_INPUT', `${o.facts}: no (base, target) pair: fact languages ${facts.languages.join(', ') || 'none'}, mask languages ${Object.keys(mask.languages).join(', ')}`, { file: o.facts });
       const build = interventionResolver(model);
@@ -117,7 +121,7 @@ export function registerSteer(program: Command): void {
       const started = performance.now();
       const result = await computeLss({
         facts, pairs, settings, details: !!o.details,
-        amplify: (t, s) => amplification(o.masks, t, s, o.stats, maskInterventionSite(mask)),
+        amplify: (t, s) => onMaskSet(set, (f, site) => amplification(f, t, s, o.stats, site)),
         logLikelihood: async (p, req) => ll(p, req === null ? null : await build(req)),
         onProgress: (d, t, what) => progress.update(d, t, what),
       });
@@ -131,7 +135,7 @@ export function registerSteer(program: Command): void {
   addModelOptions(steer
     .command('forcing <model-dir>')
     .description("language forcing: generate from prompts with the prompt's language deactivated and the target amplified, identify the output language")
-    .requiredOption('--masks <file>', 'neuron mask (.json or .safetensors) made for this model')
+    .requiredOption('--masks <files>', MASKS_HELP)
     .requiredOption('--prompts <path>', 'a folder of <lang>.txt (one prompt per line; the stem is the prompt language) or .jsonl files, or one file')
     .requiredOption('--target <list>', 'target language(s) to force, comma-separated')
     .requiredOption('--out <file>', 'result JSON')
@@ -158,7 +162,7 @@ export function registerSteer(program: Command): void {
         process.stderr.write(`langneurons: WARNING: ${langidNote}\n`);
         identifier = await loadIdentifier('eld');
       }
-      const { mask, model } = await openMaskAndModel(dir, o.masks, o);
+      const { set, mask, model } = await openMaskAndModel(dir, o.masks, o);
       // Prompt files and targets may name a language as FLORES does (eng_Latn, swh_Latn) and the mask as udhr does
       // (en, sw): as for eval's {lang}, the short code is taken when the mask has no language of the given name, else
       // the mask's one language that the identifiers' codes make the same (zho_Hant, cmn_Hans → zh).
@@ -169,7 +173,7 @@ export function registerSteer(program: Command): void {
         const same = Object.keys(mask.languages).filter((m) => sameLanguage(m, l));
         return same.length === 1 ? same[0]! : l;
       };
-      requireMaskLanguages(mask, o.masks, targets.map(maskName));
+      requireMaskLanguages(mask, set.files[0]!, targets.map(maskName));
       const build = interventionResolver(model);
       const gen = engineGenerator(model, { maxNewTokens: o.maxNewTokens, stop: ['\n'] }, decodeBatchFor(model));
       const progress = new Progress('forcing', o);
@@ -177,9 +181,9 @@ export function registerSteer(program: Command): void {
       const result = await computeForcing<SteerRequest>({
         prompts, targets, identifier, baseline: o.baseline,
         intervention: (t, src) => {
-          const site = maskInterventionSite(mask);
-          const amp = amplification(o.masks, maskName(t), amplify, o.stats, site);
-          return o.deactivateSource && src !== null && inMask(maskName(src)) ? compose(deactivation(o.masks, maskName(src), o.deactivateValue, site), amp) : amp;
+          const amp = onMaskSet(set, (f, site) => amplification(f, maskName(t), amplify, o.stats, site));
+          return o.deactivateSource && src !== null && inMask(maskName(src))
+            ? compose(onMaskSet(set, (f, site) => deactivation(f, maskName(src), o.deactivateValue, site)), amp) : amp;
         },
         generate: async (p, req) => gen(p, req === null ? null : await build(req)),
         onProgress: (d, t, what) => progress.update(d, t, what),

@@ -1,0 +1,55 @@
+// The masks a steering measure intervenes on: one mask file, or several given as a comma-separated list, e.g. the
+// per-site masks `identify --method ap --sites q,k,v,o,gate,up,down` writes (Kojima et al. fix the units of every
+// linear layer at once). Each mask's units are edited at its own site (maskInterventionSite); the languages of the
+// set are those of every mask, so the masks must name the same languages.
+import { LangneuronsError } from '../errors.js';
+import { checkMaskForModel, readMask, type NeuronMask } from '../identify/masks.js';
+import type { InterventionSite } from '../intervene/index.js';
+import type { ModelIdentity } from '../profile/stats.js';
+import { maskInterventionSite, type SteerRequest } from './engine.js';
+
+export interface MaskSet {
+  /** The --masks text, as given (recorded in the outputs). */
+  spec: string;
+  files: string[];
+  masks: NeuronMask[];
+  /** Where each mask's units are edited (undefined: the default site act). */
+  sites: (InterventionSite | undefined)[];
+}
+
+/** The files of a --masks value: one path, or several separated by commas. */
+export function maskFiles(spec: string): string[] {
+  const files = spec.split(',').map((s) => s.trim()).filter(Boolean);
+  if (!files.length) throw new LangneuronsError('E_OPTIONS', '--masks names no mask file', { field: '--masks' });
+  return files;
+}
+
+/** Reads and checks every mask of a --masks value (before the model is opened: a bad mask fails fast). */
+export async function readMaskSet(spec: string): Promise<MaskSet> {
+  const files = maskFiles(spec);
+  const masks: NeuronMask[] = [];
+  for (const f of files) masks.push(await readMask(f));
+  const sites = masks.map(maskInterventionSite);
+  const seen = new Map<string, string>();
+  files.forEach((f, i) => {
+    const at = sites[i] ?? 'act';
+    if (seen.has(at))
+      throw new LangneuronsError('E_INPUT', `--masks: ${seen.get(at)} and ${f} both edit site ${at} (one mask per site: FFN masks edit act)`, { file: f, field: '--masks' });
+    seen.set(at, f);
+    const want = Object.keys(masks[0]!.languages).sort().join(','), got = Object.keys(masks[i]!.languages).sort().join(',');
+    if (got !== want)
+      throw new LangneuronsError('E_INPUT', `--masks: ${f} has the languages ${got || 'none'}, ${files[0]} has ${want || 'none'}: the masks of a set must name the same languages`, { file: f, field: '--masks' });
+  });
+  return { spec, files, masks, sites };
+}
+
+/** Checks every mask of the set against the model. */
+export function checkMaskSetForModel(set: MaskSet, model: ModelIdentity): void {
+  set.masks.forEach((m, i) => checkMaskForModel(m, model, set.files[i]));
+}
+
+/** One request over the whole set: `one` for each mask (at its site), applied in the set's order, under the first's label. */
+export function onMaskSet(set: MaskSet, one: (file: string, site: InterventionSite | undefined) => SteerRequest): SteerRequest {
+  const parts = set.files.map((f, i) => one(f, set.sites[i]));
+  return parts.length === 1 ? parts[0]! : { specs: parts.flatMap((p) => p.specs), label: parts[0]!.label };
+}
