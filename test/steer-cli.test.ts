@@ -154,11 +154,21 @@ describe('langneurons steer (command line)', () => {
     const bad1 = cli('steer', 'ppl-matrix', modelDir, '--masks', `${qMask},${other}`, '--eval-text', 'udhr:heldout', '--out', path.join(dir, 'pm-x', 'p.json'));
     expect(bad1.code).toBe(1);
     expect(bad1.stderr).toContain(`--masks: ${other} has the languages de,en, ${qMask} has de,en,sw: the masks of a set must name the same languages`);
-    const gate = path.join(dir, 'set.gate.json');
-    await writeMaskJson(gate, { ...mask, site: 'gate' });
-    const bad2 = cli('steer', 'ppl-matrix', modelDir, '--masks', `${maskFile},${gate}`, '--eval-text', 'udhr:heldout', '--out', path.join(dir, 'pm-y', 'p.json'));
+    const q2 = path.join(dir, 'set.q2.json');
+    await writeMaskJson(q2, { ...mask, site: 'q', width: c.numHeads * c.headDim });
+    const bad2 = cli('steer', 'ppl-matrix', modelDir, '--masks', `${qMask},${q2}`, '--eval-text', 'udhr:heldout', '--out', path.join(dir, 'pm-y', 'p.json'));
     expect(bad2.code).toBe(1);
-    expect(bad2.stderr).toContain(`--masks: ${maskFile} and ${gate} both edit site act`);
+    expect(bad2.stderr).toContain(`--masks: ${qMask} and ${q2} are both masks of site q (a set takes one mask per site)`);
+    // In a set, FFN masks are edited at their own site: a gate mask and an up mask are two different quantities.
+    const gate = path.join(dir, 'set.gate.json'), up = path.join(dir, 'set.up.json');
+    await writeMaskJson(gate, { ...mask, site: 'gate' });
+    await writeMaskJson(up, { ...mask, site: 'up' });
+    const out3 = path.join(dir, 'pm-gu', 'ppl.json');
+    const r3 = cli('steer', 'ppl-matrix', modelDir, '--masks', `${gate},${up}`, '--eval-text', 'udhr:heldout', '--langs', 'en', '--text-langs', 'en',
+      '--max-tokens', '100', '--out', out3, '--threads', '2', '--json');
+    expect(r3.code, r3.stderr).toBe(0);
+    const gu = await score('en', await resolve(compose(deactivation(gate, 'en', 0, 'gate'), deactivation(up, 'en', 0, 'up'))));
+    expect(JSON.parse(readFileSync(out3, 'utf8')).nll[0][0]).toBeCloseTo(gu.totalNll / gu.tokens, 10);
   });
 
   it('lss and forcing run end to end with the intervention engine', async () => {

@@ -78,6 +78,44 @@ describe('sweep plan of the demo', () => {
     for (const s of short.steps.filter((x) => x.kind !== 'eval')) expect(s.hash, s.id).toBe(a.get(s.id));
   });
 
+  it("plans Kojima's setting: sentence responses with the BOS, one joint AP ranking over seven sites, the steer steps on the set of masks", async () => {
+    const file = variant((d) => {
+      Object.assign(d['profile'], { scope: 'sentences', countBos: true, dropLong: true, seqMeans: true, sites: 'q,k,v,o,gate,up,down' });
+      d['identify'] = [{ name: 'kojima', method: 'ap', n: 20, sites: 'q,k,v,o,gate,up,down' }];
+      d['finetune'].methods = ['lora']; d['finetune'].lr = 1e-3;
+      d['eval'].interventions = ['zero:neurons=all:layers=0'];
+      d['steer'].lss = { facts: d['models'], settings: 'scale:2' }; // any existing path: the plan only names it
+    });
+    const p = await plan(file);
+    const argv = (id: string) => p.byId.get(id)!.argv;
+    expect(argv('profile/udhr20/mt').join(' ')).toContain('--scope sentences --max-len 64 --sites q,k,v,o,gate,up,down --seq-means --count-bos --drop-long');
+    const identify = argv('identify/udhr20/kojima');
+    expect(identify.slice(identify.indexOf('--method'), identify.indexOf('--out'))).toEqual(['--method', 'ap', '--sites', 'q,k,v,o,gate,up,down', '--n', '20']);
+    const set = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'].map((x) => `{step:identify/udhr20/kojima}/mask.${x}.json`).join(',');
+    for (const id of ['ppl-matrix/udhr20/kojima', 'lss/udhr20/kojima']) {
+      expect(argv(id)[argv(id).indexOf('--masks') + 1], id).toBe(set);
+      expect(p.byId.get(id)!.deps).toEqual(['identify/udhr20/kojima']);
+    }
+  });
+
+  it("refuses Kojima settings that could not run: sites not profiled, a joint ranking for fine-tuning or {mask}, windows with countBos", () => {
+    const bad: [(d: Record<string, any>) => void, RegExp][] = [
+      [(d) => { d['identify'] = [{ method: 'lape', sites: 'q,k' }]; }, /identify\[0\]\.sites.*applies to method ap; method is 'lape'/],
+      [(d) => { d['profile'].seqMeans = true; d['identify'] = [{ method: 'ap', sites: 'q,k' }]; }, /site q is not profiled: add it to profile\.sites \(act\)/],
+      [(d) => { Object.assign(d['profile'], { seqMeans: true, sites: 'q,k' }); d['identify'] = [{ method: 'ap', sites: 'q,k' }]; },
+        /a joint ranking gives one mask per site \(q,k\): fine-tuning a mask's neurons \(finetune\.methods neurons\) needs an FFN mask/],
+      [(d) => { Object.assign(d['profile'], { seqMeans: true, sites: 'q,k' }); d['identify'] = [{ method: 'ap', sites: 'q,k' }]; d['finetune'].methods = ['lora']; d['finetune'].lr = 1e-3; },
+        /eval\.interventions with \{mask\} take one mask/],
+      [(d) => { d['profile'].sites = 'act,q'; d['identify'] = [{ method: 'lape', site: 'q' }]; d['finetune'].methods = ['lora']; d['finetune'].lr = 1e-3; },
+        /its units are q outputs, not FFN neurons: eval\.interventions "deactivate:\{mask\}:\{lang\}" must edit them there \(add :site=q\)/],
+      [(d) => { d['profile'].countBos = true; }, /profile\.countBos.*applies to scope: sentences/],
+    ];
+    for (const [change, msg] of bad) expect(() => loadSweep(variant(change))).toThrow(msg);
+    // a projection site's mask with {mask} specs that edit it there is fine
+    expect(() => loadSweep(variant((d) => { d['profile'].sites = 'act,q'; d['identify'] = [{ method: 'lape', site: 'q' }]; d['finetune'].methods = ['lora']; d['finetune'].lr = 1e-3;
+      d['eval'].interventions = ['deactivate:{mask}:{lang}:site=q']; }))).not.toThrow();
+  });
+
   it('prunes the grid with exclude and include rules', async () => {
     const ex = await plan(variant((d) => { d['exclude'] = [{ method: 'lora', language: 'sw' }, { identify: 'lape-topRate=0.1', task: 'ppl' }]; }));
     const ids = ex.steps.map((s) => s.id);

@@ -291,6 +291,30 @@ describe('sweep run', () => {
     expect(readFileSync(path.join(dir, 'report.html'), 'utf8')).toContain('Language Steering Shift per setting');
   }, 120_000);
 
+  it("Kojima's setting end to end: seven sites profiled per sentence, one joint AP ranking, the matrix of the set of masks, the report's counts", async () => {
+    const doc = parse(readFileSync(DEMO, 'utf8')) as Record<string, any>;
+    doc['models'] = path.join(ROOT, 'models', 'udhr20');
+    Object.assign(doc['profile'], { scope: 'sentences', countBos: true, dropLong: true, seqMeans: true, sites: 'q,k,v,o,gate,up,down' });
+    doc['identify'] = [{ name: 'kojima', method: 'ap', n: 40, sites: 'q,k,v,o,gate,up,down' }];
+    delete doc['finetune'];
+    delete doc['eval'];
+    const file = path.join(tmp, 'kojima.yaml'), out = path.join(tmp, 'kojima-out');
+    writeFileSync(file, stringify(doc));
+    const r = cli(['sweep', 'run', file, '--jobs', '2', '--out', out, '--json']);
+    expect(r.status, r.stderr).toBe(0);
+    const plan = await planSweep(loadSweep(file), { out });
+    const idDir = stepDir(plan, plan.byId.get('identify/udhr20/kojima')!);
+    expect(readdirSync(idDir).filter((f) => /^mask\.\w+\.json$/.test(f)).sort()).toEqual(['down', 'gate', 'k', 'o', 'q', 'up', 'v'].map((x) => `mask.${x}.json`));
+    const matrix = JSON.parse(readFileSync(path.join(stepDir(plan, plan.byId.get('ppl-matrix/udhr20/kojima')!), 'matrix.json'), 'utf8'));
+    expect(matrix.rows).toEqual(['mt', 'sw']);
+    expect(matrix.deltaNll.flat().some((x: number) => Math.abs(x) > 1e-4)).toBe(true);
+    const dir = path.join(tmp, 'report-kojima');
+    expect(cli(['sweep', 'report', file, '--outputs', out, '--out', dir]).status).toBe(0);
+    const report = JSON.parse(readFileSync(path.join(dir, 'report.json'), 'utf8')) as { neurons: { identify: string; total: Record<string, number> }[] };
+    // N units per language over the seven sites together (N/2 top + N/2 bottom of the joint ranking)
+    expect(report.neurons.find((n) => n.identify === 'kojima')!.total).toEqual({ mt: 40, sw: 40 });
+  }, 180_000);
+
   it('report: one self-contained page, JSON and CSV whose numbers are the step outputs', async () => {
     const dir = path.join(tmp, 'report-local');
     if (!existsSync(path.join(dir, 'report.json'))) reportNumbers(OUT_LOCAL, dir);

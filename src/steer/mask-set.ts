@@ -1,7 +1,9 @@
 // The masks a steering measure intervenes on: one mask file, or several given as a comma-separated list, e.g. the
 // per-site masks `identify --method ap --sites q,k,v,o,gate,up,down` writes (Kojima et al. fix the units of every
-// linear layer at once). Each mask's units are edited at its own site (maskInterventionSite); the languages of the
-// set are those of every mask, so the masks must name the same languages.
+// linear layer at once). One mask alone is edited where maskInterventionSite says (an FFN mask at act, as Tang
+// deactivates, whatever FFN site it was identified at); in a set every mask is edited at its own site, since the
+// set's gate and up masks are gate_proj's and up_proj's outputs, not the same quantity. The languages of the set
+// are those of every mask, so the masks must name the same languages.
 import { LangneuronsError } from '../errors.js';
 import { checkMaskForModel, readMask, type NeuronMask } from '../identify/masks.js';
 import type { InterventionSite } from '../intervene/index.js';
@@ -29,12 +31,13 @@ export async function readMaskSet(spec: string): Promise<MaskSet> {
   const files = maskFiles(spec);
   const masks: NeuronMask[] = [];
   for (const f of files) masks.push(await readMask(f));
-  const sites = masks.map(maskInterventionSite);
+  // (A resid mask in a set keeps its site: resolving it refuses it, naming the file.)
+  const sites = masks.length === 1 ? [maskInterventionSite(masks[0]!)] : masks.map((m) => m.site as InterventionSite);
   const seen = new Map<string, string>();
   files.forEach((f, i) => {
     const at = sites[i] ?? 'act';
     if (seen.has(at))
-      throw new LangneuronsError('E_INPUT', `--masks: ${seen.get(at)} and ${f} both edit site ${at} (one mask per site: FFN masks edit act)`, { file: f, field: '--masks' });
+      throw new LangneuronsError('E_INPUT', `--masks: ${seen.get(at)} and ${f} are both masks of site ${at} (a set takes one mask per site)`, { file: f, field: '--masks' });
     seen.set(at, f);
     const want = Object.keys(masks[0]!.languages).sort().join(','), got = Object.keys(masks[i]!.languages).sort().join(',');
     if (got !== want)

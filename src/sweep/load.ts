@@ -13,6 +13,7 @@ import { packageRoot } from '../native/addon.js';
 import { TOOL_VERSION } from '../version.js';
 import { withoutBom } from '../io/text.js';
 import { amplification, DEFAULT_SETTINGS, parseSettings } from '../steer/index.js';
+import { SITES } from '../profile/stats.js';
 
 export type Value = string | number | boolean;
 export type Rule = Partial<Record<'model' | 'language' | 'identify' | 'method' | 'task' | 'variant', Value | Value[]>>;
@@ -24,6 +25,8 @@ export type LanguageSelection = 'all' | 'low' | string[];
 export interface IdentifyEntry {
   name?: string; method: string; preset?: string; topRate?: number | number[]; filterRate?: number | number[]; n?: number | number[];
   quantile?: string; keepTies?: boolean;
+  /** identify --site, or (ap) --sites: a joint ranking that gives one mask per site (the steer steps take them as a set). */
+  site?: string; sites?: string;
 }
 
 /** The sweep file as written (after the schema), with paths resolved against the file's folder. */
@@ -33,7 +36,8 @@ export interface SweepFile {
   models: string | string[];
   languages: string[];
   lowResource?: string[];
-  profile: { corpus: string; tokens?: number | string; shards?: number; scope?: 'windows' | 'sentences'; maxLen?: number; sites?: string; histogram?: string; seqMeans?: boolean };
+  profile: { corpus: string; tokens?: number | string; shards?: number; scope?: 'windows' | 'sentences'; maxLen?: number; sites?: string; histogram?: string; seqMeans?: boolean;
+    countBos?: boolean; dropLong?: boolean };
   identify: IdentifyEntry[];
   steer?: { pplMatrix?: { evalText?: string; maxTokens?: number; deactivateValue?: number | number[] }; lss?: { facts: string; settings?: string } };
   finetune?: {
@@ -177,7 +181,31 @@ function checkSemantics(s: SweepFile, dir: string, fail: (p: (string | number)[]
     if (e.method.startsWith('act-prob-') && !s.profile.histogram) fail(['identify', i, 'method'], `${e.method} needs per-neuron quantiles: give profile.histogram (e.g. -0.5:4:256)`);
     if (e.method === 'ap' && !s.profile.seqMeans) fail(['identify', i, 'method'], 'ap needs sequence means: set profile.seqMeans: true');
     if (Array.isArray(e.topRate) && new Set(e.topRate).size !== e.topRate.length) fail(['identify', i, 'topRate'], 'a value is listed twice');
+    // The sites ranked must have been profiled; a joint ranking (ap) gives a mask per site, which only steer takes.
+    if (e.site !== undefined && e.sites !== undefined) fail(['identify', i, 'sites'], 'give site (one site) or sites (a joint ranking), not both');
+    if (e.sites !== undefined && e.method !== 'ap') fail(['identify', i, 'sites'], `sites (a joint ranking over several sites) applies to method ap; method is '${e.method}'`);
+    const profiled = (s.profile.sites ?? 'act').split(',').map((x) => x.trim());
+    const ranked = e.sites !== undefined ? e.sites.split(',') : [e.site ?? 'act'];
+    ranked.forEach((site) => {
+      if (!(SITES as readonly string[]).includes(site)) fail(['identify', i, e.sites !== undefined ? 'sites' : 'site'], `unknown site '${site}' (sites: ${SITES.join(', ')})`);
+      if (!profiled.includes(site)) fail(['identify', i, e.sites !== undefined ? 'sites' : 'site'], `site ${site} is not profiled: add it to profile.sites (${profiled.join(',')})`);
+    });
+    const ffnOnly = ranked.length === 1 && ['act', 'gate', 'h', 'up'].includes(ranked[0]!);
+    if (!ffnOnly) {
+      const what = e.sites !== undefined ? `a joint ranking gives one mask per site (${e.sites})` : `its units are ${ranked[0]} outputs, not FFN neurons`;
+      const masked = (s.finetune?.methods ?? []).filter((m) => MASK_METHODS.includes(m));
+      if (masked.length) fail(['identify', i, e.sites !== undefined ? 'sites' : 'site'], `${what}: fine-tuning a mask's neurons (finetune.methods ${masked.join(', ')}) needs an FFN mask; measure it with steer in a sweep of its own`);
+      // {mask} is one mask: a joint ranking's set cannot fill it; a projection's mask can, edited at its own site.
+      const withMask = (s.eval?.interventions ?? []).filter((spec) => spec.includes('{mask}'));
+      if (e.sites !== undefined && withMask.length)
+        fail(['identify', i, 'sites'], `${what}: eval.interventions with {mask} take one mask; measure the set with steer in a sweep of its own`);
+      const atSite = withMask.find((spec) => !spec.split(':').includes(`site=${ranked[0]}`));
+      if (e.sites === undefined && atSite !== undefined)
+        fail(['identify', i, 'site'], `${what}: eval.interventions "${atSite}" must edit them there (add :site=${ranked[0]})`);
+    }
   });
+  if ((s.profile.countBos || s.profile.dropLong) && s.profile.scope !== 'sentences')
+    fail(['profile', s.profile.countBos ? 'countBos' : 'dropLong'], `${s.profile.countBos ? 'countBos' : 'dropLong'} applies to scope: sentences`);
   checkCorpus(s.profile.corpus, dir, ['profile', 'corpus'], fail);
   checkProfileLanguages(s.profile.corpus, s.languages, dir, ['profile', 'corpus'], fail);
   const selection = (sel: LanguageSelection | undefined, at: (string | number)[]) => {

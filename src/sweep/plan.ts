@@ -67,8 +67,8 @@ function fileHasher() {
 }
 
 /** Identification settings: each entry's lists expanded, each with a label (its name, or its method and values). */
-export function identifySettings(entries: IdentifyEntry[]): { label: string; entry: number; args: string[] }[] {
-  const out: { label: string; entry: number; args: string[] }[] = [];
+export function identifySettings(entries: IdentifyEntry[]): { label: string; entry: number; args: string[]; sites: string[] | null }[] {
+  const out: { label: string; entry: number; args: string[]; sites: string[] | null }[] = [];
   entries.forEach((e, i) => {
     const axes: [string, string, Value[]][] = [['topRate', '--top-rate', asList(e.topRate)], ['filterRate', '--filter-rate', asList(e.filterRate)], ['n', '--n', asList(e.n)]];
     let combos: { label: string[]; args: string[] }[] = [{ label: [], args: [] }];
@@ -78,8 +78,10 @@ export function identifySettings(entries: IdentifyEntry[]): { label: string; ent
       combos = combos.flatMap((c) => values.map((v) => ({ label: many ? [...c.label, `${key}=${v}`] : c.label, args: [...c.args, flag, String(v)] })));
     }
     const fixed = ['--method', e.method, ...(e.preset ? ['--preset', e.preset] : []), ...(e.quantile ? ['--quantile', e.quantile] : []), ...(e.keepTies ? ['--keep-ties'] : []),
-      ...(e.method.startsWith('act-prob-') ? ['--percentile-of', 'pooled-histogram'] : [])];
-    for (const c of combos) out.push({ label: [e.name ?? e.method, ...c.label].join('-'), entry: i, args: [...fixed, ...c.args] });
+      ...(e.method.startsWith('act-prob-') ? ['--percentile-of', 'pooled-histogram'] : []),
+      ...(e.site ? ['--site', e.site] : []), ...(e.sites ? ['--sites', e.sites] : [])];
+    const sites = e.sites ? e.sites.split(',') : null;
+    for (const c of combos) out.push({ label: [e.name ?? e.method, ...c.label].join('-'), entry: i, args: [...fixed, ...c.args], sites });
   });
   return out;
 }
@@ -164,7 +166,8 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
   };
   const profileArgs = ['--corpus', isUdhr(p.corpus) ? p.corpus : path.resolve(sweep.dir, p.corpus), '--tokens', String(p.tokens ?? 0),
     '--scope', p.scope ?? 'windows', '--max-len', String(p.maxLen ?? 512), ...(p.sites ? ['--sites', p.sites] : []),
-    ...(p.histogram ? ['--histogram', p.histogram] : []), ...(p.seqMeans ? ['--seq-means'] : [])];
+    ...(p.histogram ? ['--histogram', p.histogram] : []), ...(p.seqMeans ? ['--seq-means'] : []),
+    ...(p.countBos ? ['--count-bos'] : []), ...(p.dropLong ? ['--drop-long'] : [])];
   const settings = identifySettings(s.identify);
   const ftMethods = s.finetune?.methods ?? [];
   const ftLangs = new Set(select(s.finetune?.languages));
@@ -194,13 +197,15 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
       const id = add('identify', `identify/${m.name}/${st.label}`, ['identify', ...s.languages.map((l) => stats.get(l)!), ...st.args, '--out', '{out}/mask.json', '--json'],
         { model: m.name, identify: st.label }, [], false);
       if (!id) continue;
-      masks.set(st.label, `{step:${id}}/mask.json`);
+      // A joint ranking writes mask.<site>.json per site: the steer steps take them as one --masks set.
+      const mask = st.sites ? st.sites.map((site) => `{step:${id}}/mask.${site}.json`).join(',') : `{step:${id}}/mask.json`;
+      masks.set(st.label, mask);
       const pm = s.steer?.pplMatrix;
       if (pm) {
         const values = asList(pm.deactivateValue);
         for (const v of values.length ? values : [undefined]) {
           const evalText = pm.evalText ?? 'udhr:heldout';
-          add('ppl-matrix', `ppl-matrix/${m.name}/${st.label}${v === undefined ? '' : `/value=${v}`}`, ['steer', 'ppl-matrix', model, '--masks', `{step:${id}}/mask.json`,
+          add('ppl-matrix', `ppl-matrix/${m.name}/${st.label}${v === undefined ? '' : `/value=${v}`}`, ['steer', 'ppl-matrix', model, '--masks', mask,
             '--eval-text', isUdhr(evalText) ? evalText : path.resolve(sweep.dir, evalText), '--langs', s.languages.join(','),
             ...(pm.maxTokens ? ['--max-tokens', String(pm.maxTokens)] : []), ...(v === undefined ? [] : ['--deactivate-value', String(v)]), '--out', '{out}/matrix.json', '--json'],
           { model: m.name, identify: st.label, ...(v === undefined ? {} : { variant: `value=${v}` }) }, isUdhr(evalText) ? [] : [path.resolve(sweep.dir, evalText)]);

@@ -80,9 +80,14 @@ export async function collectSweepReport(plan: SweepPlan): Promise<SweepReport> 
     report.steps.done++;
     const dir = stepDir(plan, st);
     if (st.kind === 'identify') {
-      const mask = await readMask(path.join(dir, 'mask.json'));
-      const sum = summarizeMask(mask);
-      report.neurons.push({ model: st.cell.model!, identify: st.cell.identify!, method: mask.method, parameters: mask.parameters as Record<string, unknown>,
+      // One mask.json, or a joint ranking's mask.<site>.json per site (--sites): their units add up (the sites' units differ).
+      const sites = st.argv.includes('--sites') ? st.argv[st.argv.indexOf('--sites') + 1]!.split(',') : null;
+      const masks = await Promise.all((sites ? sites.map((x) => `mask.${x}.json`) : ['mask.json']).map((f) => readMask(path.join(dir, f))));
+      const sums = masks.map(summarizeMask);
+      const add = (a: Record<string, number>, b: Record<string, number>) => Object.fromEntries(Object.entries(a).map(([k, v]) => [k, v + (b[k] ?? 0)]));
+      const addLayers = (a: Record<string, number[]>, b: Record<string, number[]>) => Object.fromEntries(Object.entries(a).map(([k, v]) => [k, v.map((x, l) => x + (b[k]?.[l] ?? 0))]));
+      const sum = sums.reduce((a, b) => ({ ...a, total: add(a.total, b.total), perLayer: addLayers(a.perLayer, b.perLayer), union: a.union + b.union }));
+      report.neurons.push({ model: st.cell.model!, identify: st.cell.identify!, method: masks[0]!.method, parameters: masks[0]!.parameters as Record<string, unknown>,
         total: sum.total, perLayer: sum.perLayer, union: sum.union });
     } else if (st.kind === 'ppl-matrix') {
       const m = readJson<{ rows: string[]; columns: string[]; baseline: { nll: number[] }; deltaNll: number[][]; diagonal: { share: number } }>(path.join(dir, 'matrix.json'));
