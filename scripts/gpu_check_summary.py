@@ -68,6 +68,9 @@ def engine_rows(t, ours, hf):
     t.add("statistics overhead", f"x{p['stats_overhead']:.3f}", "<= 1.03", judge(p["stats_overhead"] <= 1.03))
     t.add("intervention overhead", f"x{p['intervention_overhead']:.3f}", "<= 1.02",
           judge(p["intervention_overhead"] <= 1.02))
+    if "kojima_overhead" in p:  # (documents of bench_gpu before it have none)
+        t.add("intervention overhead, 1% of every linear layer's outputs (Kojima)", f"x{p['kojima_overhead']:.3f}",
+              "<= 1.02", judge(p["kojima_overhead"] <= 1.02))
     if hf:
         r = p["tokens_per_s_stats"] / hf["tokens_per_s_hooked"]
         same = hf.get("batch") == p["seqs"] and hf.get("seq_len") == p["len"] and hf.get("shape") == name and \

@@ -36,7 +36,7 @@ function summary(files: { bench?: object; hf?: string; log?: string; ft?: object
 const fullBench = {
   bench: 'gpu', device: 'NVIDIA H200', quick: false, tiny: false, gemm_size: 8192, gemm_tflops: 800,
   profile: { seqs: 8, len: 1024, tokens_per_s_stats: 30000, tflops: 496, mfu_vs_gemm: 0.62, stats_overhead: 1.04,
-    intervention_overhead: 1.01, hours_per_100m_tokens: 0.926 },
+    intervention_overhead: 1.01, kojima_overhead: 1.025, hours_per_100m_tokens: 0.926 },
   attention: { seqs: 8, len: 1024, fwd_ms: 0.3, fwd_tflops: 400, bwd_ms: 1.0, bwd_tflops: 300 },
   decode: [{ batch: 1, ms_per_step: 6.1, weight_read_limit_ms: 4.2, ratio_vs_bandwidth_limit: 0.69, greedy_ms_per_step: 5.25,
     greedy_ratio_vs_bandwidth_limit: 0.8 }],
@@ -54,6 +54,7 @@ describe.skipIf(!PY)('scripts/gpu_check_summary.py (needs python3)', () => {
     expect(rows['profiling MFU vs cuBLASLt 8192^3 bf16']?.[1]).toBe('ok');
     expect(rows['statistics overhead']?.[1]).toBe('MISSED');
     expect(rows['intervention overhead']?.[1]).toBe('ok');
+    expect(rows["intervention overhead, 1% of every linear layer's outputs (Kojima)"]).toEqual([expect.stringContaining('x1.025'), 'MISSED']);
     expect(rows['profiling vs transformers + hooks']?.[0]).toContain('1.20x (30000 vs 25000 tok/s)');
     expect(rows['profiling vs transformers + hooks']?.[1]).toBe('MISSED');
     expect(rows['decode batch 1 vs weight-read limit']?.[1]).toBe('reported');

@@ -5,7 +5,8 @@
 //   - the device-to-device copy bandwidth (read + write bytes / time): the weight-read limit of decoding;
 //   - profiling throughput (statistics on act and h, no LM head) for packed batches, tokens/s and MFU against the
 //     GEMM rate (FLOPs: 2 x matmul params x tokens + 4 x d x sum of causal key counts per layer);
-//   - the same forward without statistics (overhead ratio) and with a 1% deactivation intervention;
+//   - the same forward without statistics (overhead ratio), with a 1% deactivation intervention, and with 1% of the
+//     units of every linear layer's outputs (q, k, v, o, gate, up, down) set to 0 (Kojima et al.'s sites);
 //   - where the first batch's time goes: each step of the forward (norms, each GEMM, RoPE, attention, the fused FFN
 //     step, statistics) with and without statistics, the GEMMs' rate against the peak, the memory-bound steps'
 //     against the copy bandwidth (step_breakdown.h);
@@ -463,12 +464,28 @@ int main(int argc, char** argv) {
         edits.push_back(e);
       }
     const Intervention iv(c, edits, {});
+    std::vector<EditSpec> kojima_edits;  // 1% of the units of each linear layer's outputs set to 0
+    for (Site site : {Site::Q, Site::K, Site::V, Site::O, Site::Gate, Site::Up, Site::Down}) {
+      const int64_t W = site_width(c, site);
+      for (int l = 0; l < c.n_layers; ++l)
+        for (int64_t i = 0; i < std::max<int64_t>(1, W / 100); ++i) {
+          EditSpec e;
+          e.layer = l;
+          e.site = site;
+          e.neuron = int32_t((i * 7919 + l * 31) % W);
+          e.op = InterveneOp::Set;
+          e.value = 0.f;
+          kojima_edits.push_back(e);
+        }
+    }
+    const Intervention kojima(c, kojima_edits, {});
 
     const double params = matmul_params_per_layer(c) * c.n_layers;
-    std::printf("\n%-12s %10s %10s %8s %10s %10s\n", "batch", "tokens/s", "TFLOP/s", "MFU", "stats x", "interv x");
+    std::printf("\n%-12s %10s %10s %8s %10s %10s %10s\n", "batch", "tokens/s", "TFLOP/s", "MFU", "stats x", "interv x",
+                "kojima x");
     struct Row {
       int n, len;
-      double tps, tflops, mfu, stats_ratio, iv_ratio;
+      double tps, tflops, mfu, stats_ratio, iv_ratio, kojima_ratio;
     };
     std::vector<Row> rows;
     bench::StepBreakdown steps;
@@ -501,14 +518,15 @@ int main(int argc, char** argv) {
       const double t_stats = time_forward(&stats, nullptr);
       const double t_plain = time_forward(nullptr, nullptr);
       const double t_iv = time_forward(nullptr, &iv);
+      const double t_kojima = time_forward(nullptr, &kojima);
       double keys = 0;  // over layers, the keys each token attends to (a window cuts them on its layers)
       for (int l = 0; l < c.n_layers; ++l) keys += attended_keys(n, len, c.window_of(l));
       const double flops = 2 * params * double(T) + 4.0 * double(c.n_heads) * c.head_dim * keys;
-      Row row{n, len, double(T) / t_stats, flops / t_stats / 1e12, 0, t_stats / t_plain, t_iv / t_plain};
+      Row row{n, len, double(T) / t_stats, flops / t_stats / 1e12, 0, t_stats / t_plain, t_iv / t_plain, t_kojima / t_plain};
       row.mfu = row.tflops / gemm_tflops;
       rows.push_back(row);
-      std::printf("%3dx%-8d %10.0f %10.1f %8.3f %10.3f %10.3f\n", n, len, row.tps, row.tflops, row.mfu,
-                  row.stats_ratio, row.iv_ratio);
+      std::printf("%3dx%-8d %10.0f %10.1f %8.3f %10.3f %10.3f %10.3f\n", n, len, row.tps, row.tflops, row.mfu,
+                  row.stats_ratio, row.iv_ratio, row.kojima_ratio);
       if (rows.size() == 1) {  // the first batch's steps, printed after the table
         steps = bench::time_steps(*rt, request(&stats, nullptr), keys);
         steps_timed_s = t_stats;
@@ -598,14 +616,14 @@ int main(int argc, char** argv) {
         dev.name.c_str(), rt->describe().c_str(), o.shape.c_str(), o.quick ? "true" : "false", o.tiny ? "true" : "false",
         c.n_layers, hm->shape_layers, (long long)G, gemm_tflops, copy_gbs);
     add(",\"profile\":{\"seqs\":%d,\"len\":%d,\"tokens_per_s_stats\":%.1f,\"tflops\":%.2f,\"mfu_vs_gemm\":%.4f,"
-        "\"stats_overhead\":%.4f,\"intervention_overhead\":%.4f,\"hours_per_100m_tokens\":%.3f}",
-        head.n, head.len, head.tps, head.tflops, head.mfu, head.stats_ratio, head.iv_ratio, hours);
+        "\"stats_overhead\":%.4f,\"intervention_overhead\":%.4f,\"kojima_overhead\":%.4f,\"hours_per_100m_tokens\":%.3f}",
+        head.n, head.len, head.tps, head.tflops, head.mfu, head.stats_ratio, head.iv_ratio, head.kojima_ratio, hours);
     js += ",\"profile_batches\":[";
     for (size_t i = 0; i < rows.size(); ++i)
       add("%s{\"seqs\":%d,\"len\":%d,\"tokens_per_s_stats\":%.1f,\"tflops\":%.2f,\"mfu_vs_gemm\":%.4f,"
-          "\"stats_overhead\":%.4f,\"intervention_overhead\":%.4f}",
+          "\"stats_overhead\":%.4f,\"intervention_overhead\":%.4f,\"kojima_overhead\":%.4f}",
           i ? "," : "", rows[i].n, rows[i].len, rows[i].tps, rows[i].tflops, rows[i].mfu, rows[i].stats_ratio,
-          rows[i].iv_ratio);
+          rows[i].iv_ratio, rows[i].kojima_ratio);
     js += "]";
     if (tensor_cores)
       add(",\"attention\":{\"seqs\":%d,\"len\":%d,\"fwd_ms\":%.4f,\"fwd_tflops\":%.2f,\"bwd_ms\":%.4f,"
