@@ -54,7 +54,7 @@ describe.skipIf(!PY)('scripts/gpu_check_summary.py (needs python3)', () => {
     expect(rows['profiling MFU vs cuBLASLt 8192^3 bf16']?.[1]).toBe('ok');
     expect(rows['statistics overhead']?.[1]).toBe('MISSED');
     expect(rows['intervention overhead']?.[1]).toBe('ok');
-    expect(rows["intervention overhead, 1% of every linear layer's outputs (Kojima)"]).toEqual([expect.stringContaining('x1.025'), 'MISSED']);
+    expect(rows["intervention overhead, 7 sites (Kojima)"]).toEqual([expect.stringContaining('x1.025'), 'MISSED']);
     expect(rows['profiling vs transformers + hooks']?.[0]).toContain('1.20x (30000 vs 25000 tok/s)');
     expect(rows['profiling vs transformers + hooks']?.[1]).toBe('MISSED');
     expect(rows['decode batch 1 vs weight-read limit']?.[1]).toBe('reported');
