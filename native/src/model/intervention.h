@@ -79,8 +79,6 @@ class Intervention {
   Intervention(const ModelConfig& c, const std::vector<EditSpec>& edits, const std::vector<RowRule>& rules);
 
   int32_t n_layers() const { return n_layers_; }
-  // Units per layer at an intervenable site.
-  int64_t width(Site s) const { return widths_[int(s)]; }
   bool fits(const ModelConfig& c) const;
   int64_t n_edits() const { return int64_t(edits_.size()); }
 
@@ -88,7 +86,6 @@ class Intervention {
   const Edit* begin(int l, Site s) const { return edits_.data() + offsets_[slot(l, s)]; }
   const Edit* end(int l, Site s) const { return edits_.data() + offsets_[slot(l, s) + 1]; }
   bool any(int l, Site s) const { return offsets_[slot(l, s)] != offsets_[slot(l, s) + 1]; }
-  bool any(int l) const { return offsets_[slot(l, Site(0))] != offsets_[slot(l, Site(0)) + kInterveneSites]; }
   // The rules of layer l (Edit::rule indexes this range), and the largest count over layers.
   const RowRule* layer_rules(int l) const { return rules_.data() + rule_offsets_[size_t(l)]; }
   int32_t n_rules(int l) const { return rule_offsets_[size_t(l) + 1] - rule_offsets_[size_t(l)]; }
@@ -97,7 +94,7 @@ class Intervention {
  private:
   size_t slot(int l, Site s) const { return size_t(l) * kInterveneSites + size_t(s); }
   int32_t n_layers_ = 0;
-  int64_t widths_[kInterveneSites] = {};
+  int64_t widths_[kInterveneSites] = {};  // units per layer at each site of the model it was made for (fits)
   std::vector<Edit> edits_;
   std::vector<int64_t> offsets_;  // [n_layers * kInterveneSites + 1]
   std::vector<RowRule> rules_;    // grouped by layer
