@@ -6,7 +6,7 @@ import { promises as fsp } from 'node:fs';
 import { LangneuronsError, describeError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { readAllTensors, readSafetensorsHeader, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
-import { SITES, type ModelIdentity, type Site } from '../profile/stats.js';
+import { NEURON_SITES, SITES, type ModelIdentity, type Site } from '../profile/stats.js';
 import type { IdentifyContext } from './common.js';
 
 export const MASK_FORMAT = 'langneurons-mask/1';
@@ -81,8 +81,7 @@ export function checkMaskForModel(mask: NeuronMask, model: ModelIdentity, file?:
   if (mask.model.fingerprint !== model.fingerprint)
     throw maskError(file, `mask was made for ${mask.model.name} (${mask.model.fingerprint.slice(0, 12)}), not for ${model.name} (${model.fingerprint.slice(0, 12)})`, 'model');
   if (mask.layers !== model.layers) throw maskError(file, `mask has ${mask.layers} layers, the model has ${model.layers}`, 'layers');
-  const ffn = mask.site === 'act' || mask.site === 'gate' || mask.site === 'h' || mask.site === 'up';
-  if (ffn && mask.width !== model.intermediate)
+  if (NEURON_SITES.includes(mask.site) && mask.width !== model.intermediate)
     throw maskError(file, `mask has ${mask.width} neurons per layer at site ${mask.site}, the model's intermediate size is ${model.intermediate}`, 'width');
 }
 

@@ -8,7 +8,7 @@ import { histogramQuantile } from '../identify/act-prob.js';
 import type { NativeInterventionArrays } from '../native/addon.js';
 import { randomMaskLike, unionMask } from '../identify/mask-ops.js';
 import { checkMaskForModel, maskLanguage, readMask, type NeuronMask } from '../identify/masks.js';
-import { languageStatsFile, readStats, type ActivationStats, type ModelIdentity, type Site, type SiteStats } from '../profile/stats.js';
+import { languageStatsFile, NEURON_SITES, readStats, type ActivationStats, type ModelIdentity, type Site, type SiteStats } from '../profile/stats.js';
 import { INTERVENTION_SITES, validateSpec, type InterventionSite, type InterventionSpec, type ValueSpec } from './spec.js';
 
 /** The native arrays of an intervention (see native/src/binding/js_intervention.cpp). */
@@ -16,8 +16,6 @@ export type InterventionArrays = NativeInterventionArrays;
 
 /** The native Site enum (native/src/model/sites.h); resid (9) takes no intervention. */
 export const SITE_CODE: Record<InterventionSite, number> = { act: 0, gate: 1, h: 2, up: 3, q: 4, k: 5, v: 6, o: 7, down: 8 };
-/** Sites whose units are the FFN neurons: a mask made at one of them names the same neurons at any other. */
-const FFN_SITES: readonly Site[] = ['act', 'gate', 'h', 'up'];
 export const OP_CODE = { set: 0, add: 1, scale: 2 } as const;
 const ROW_STAT_CODE: Record<string, number> = { mean: 0, std: 1, median: 2, max: 3, iqr: 4, mad: 5 };
 const PERCENTILE_CODE = 6;
@@ -84,7 +82,7 @@ class Files {
 
 /** Units per layer at `site` of the model: undefined when the context does not know it (q, k, v without siteWidths). */
 function widthOf(site: InterventionSite, ctx: ResolveContext): number | undefined {
-  return ctx.siteWidths?.[site] ?? (FFN_SITES.includes(site) ? ctx.identity.intermediate : site === 'o' || site === 'down' ? ctx.identity.hidden : undefined);
+  return ctx.siteWidths?.[site] ?? (NEURON_SITES.includes(site) ? ctx.identity.intermediate : site === 'o' || site === 'down' ? ctx.identity.hidden : undefined);
 }
 
 /** Units per layer the spec targets (its layer filter applied). */
@@ -101,9 +99,9 @@ async function neuronsOf(spec: InterventionSpec, ctx: ResolveContext, files: Fil
     checkMaskForModel(mask, ctx.identity, file);
     // FFN masks name neurons, valid at every FFN site; a projection's units are that projection's outputs only.
     if (mask.site === 'resid') fail(spec, `${file}: the mask's units are residual-stream (resid) units, which interventions do not support (sites: ${INTERVENTION_SITES.join(', ')})`, file);
-    const ffnMask = FFN_SITES.includes(mask.site);
-    if (ffnMask ? !FFN_SITES.includes(site) : mask.site !== site)
-      fail(spec, `${file}: the mask was made at site ${mask.site}, its units are not those of site ${site}: give site=${mask.site}${ffnMask ? ` (or another FFN site: ${FFN_SITES.join(', ')})` : ''}`, file);
+    const ffnMask = NEURON_SITES.includes(mask.site);
+    if (ffnMask ? !NEURON_SITES.includes(site) : mask.site !== site)
+      fail(spec, `${file}: the mask was made at site ${mask.site}, its units are not those of site ${site}: give site=${mask.site}${ffnMask ? ` (or another FFN site: ${NEURON_SITES.join(', ')})` : ''}`, file);
     if (width !== undefined && mask.width !== width)
       fail(spec, `${file}: the mask has ${mask.width} units per layer at site ${mask.site}, the model has ${width} there`, file);
     const languages = spec.neurons.languages.join() === '*' ? Object.keys(mask.languages) : spec.neurons.languages;

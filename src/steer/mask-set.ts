@@ -11,8 +11,6 @@ import type { ModelIdentity } from '../profile/stats.js';
 import { maskInterventionSite, type SteerRequest } from './engine.js';
 
 export interface MaskSet {
-  /** The --masks text, as given (recorded in the outputs). */
-  spec: string;
   files: string[];
   masks: NeuronMask[];
   /** Where each mask's units are edited (undefined: the default site act). */
@@ -20,7 +18,7 @@ export interface MaskSet {
 }
 
 /** The files of a --masks value: one path, or several separated by commas. */
-export function maskFiles(spec: string): string[] {
+function maskFiles(spec: string): string[] {
   const files = spec.split(',').map((s) => s.trim()).filter(Boolean);
   if (!files.length) throw new LangneuronsError('E_OPTIONS', '--masks names no mask file', { field: '--masks' });
   return files;
@@ -43,7 +41,7 @@ export async function readMaskSet(spec: string): Promise<MaskSet> {
     if (got !== want)
       throw new LangneuronsError('E_INPUT', `--masks: ${f} has the languages ${got || 'none'}, ${files[0]} has ${want || 'none'}: the masks of a set must name the same languages`, { file: f, field: '--masks' });
   });
-  return { spec, files, masks, sites };
+  return { files, masks, sites };
 }
 
 /** Checks every mask of the set against the model. */

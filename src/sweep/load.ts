@@ -13,7 +13,7 @@ import { packageRoot } from '../native/addon.js';
 import { TOOL_VERSION } from '../version.js';
 import { withoutBom } from '../io/text.js';
 import { amplification, DEFAULT_SETTINGS, parseSettings } from '../steer/index.js';
-import { SITES } from '../profile/stats.js';
+import { NEURON_SITES, SITES } from '../profile/stats.js';
 
 export type Value = string | number | boolean;
 export type Rule = Partial<Record<'model' | 'language' | 'identify' | 'method' | 'task' | 'variant', Value | Value[]>>;
@@ -185,22 +185,23 @@ function checkSemantics(s: SweepFile, dir: string, fail: (p: (string | number)[]
     if (e.site !== undefined && e.sites !== undefined) fail(['identify', i, 'sites'], 'give site (one site) or sites (a joint ranking), not both');
     if (e.sites !== undefined && e.method !== 'ap') fail(['identify', i, 'sites'], `sites (a joint ranking over several sites) applies to method ap; method is '${e.method}'`);
     const profiled = (s.profile.sites ?? 'act').split(',').map((x) => x.trim());
-    const ranked = e.sites !== undefined ? e.sites.split(',') : [e.site ?? 'act'];
+    const joint = e.sites !== undefined, key = joint ? 'sites' : 'site';
+    const ranked = joint ? e.sites!.split(',') : [e.site ?? 'act'];
     ranked.forEach((site) => {
-      if (!(SITES as readonly string[]).includes(site)) fail(['identify', i, e.sites !== undefined ? 'sites' : 'site'], `unknown site '${site}' (sites: ${SITES.join(', ')})`);
-      if (!profiled.includes(site)) fail(['identify', i, e.sites !== undefined ? 'sites' : 'site'], `site ${site} is not profiled: add it to profile.sites (${profiled.join(',')})`);
+      if (!(SITES as readonly string[]).includes(site)) fail(['identify', i, key], `unknown site '${site}' (sites: ${SITES.join(', ')})`);
+      if (!profiled.includes(site)) fail(['identify', i, key], `site ${site} is not profiled: add it to profile.sites (${profiled.join(',')})`);
     });
-    const ffnOnly = ranked.length === 1 && ['act', 'gate', 'h', 'up'].includes(ranked[0]!);
+    const ffnOnly = ranked.length === 1 && (NEURON_SITES as readonly string[]).includes(ranked[0]!);
     if (!ffnOnly) {
-      const what = e.sites !== undefined ? `a joint ranking gives one mask per site (${e.sites})` : `its units are ${ranked[0]} outputs, not FFN neurons`;
+      const what = joint ? `a joint ranking gives one mask per site (${e.sites})` : `its units are ${ranked[0]} outputs, not FFN neurons`;
       const masked = (s.finetune?.methods ?? []).filter((m) => MASK_METHODS.includes(m));
-      if (masked.length) fail(['identify', i, e.sites !== undefined ? 'sites' : 'site'], `${what}: fine-tuning a mask's neurons (finetune.methods ${masked.join(', ')}) needs an FFN mask; measure it with steer in a sweep of its own`);
+      if (masked.length) fail(['identify', i, key], `${what}: fine-tuning a mask's neurons (finetune.methods ${masked.join(', ')}) needs an FFN mask; measure it with steer in a sweep of its own`);
       // {mask} is one mask: a joint ranking's set cannot fill it; a projection's mask can, edited at its own site.
       const withMask = (s.eval?.interventions ?? []).filter((spec) => spec.includes('{mask}'));
-      if (e.sites !== undefined && withMask.length)
+      if (joint && withMask.length)
         fail(['identify', i, 'sites'], `${what}: eval.interventions with {mask} take one mask; measure the set with steer in a sweep of its own`);
       const atSite = withMask.find((spec) => !spec.split(':').includes(`site=${ranked[0]}`));
-      if (e.sites === undefined && atSite !== undefined)
+      if (!joint && atSite !== undefined)
         fail(['identify', i, 'site'], `${what}: eval.interventions "${atSite}" must edit them there (add :site=${ranked[0]})`);
     }
   });

@@ -19,8 +19,8 @@ import { addModelOptions, decodeBatchFor, openModel, type ModelCliOptions } from
 import { parseFloatOption, parseIntOption, printResult, Progress } from '../output.js';
 import { ensureParentDir } from '../../io/outdir.js';
 
-const MASKS_HELP = 'neuron mask (.json or .safetensors) made for this model, or several separated by commas, each edited at its own site ' +
-  '(e.g. the masks/ap.<site>.json of identify --method ap --sites q,k,v,o,gate,up,down: Kojima et al.\'s units of every linear layer)';
+const MASKS_HELP = 'neuron mask (.json or .safetensors) made for this model (an FFN mask is edited at act, a projection\'s at its site), or a set ' +
+  'separated by commas, each edited at its own site (e.g. the masks/ap.<site>.json of identify --method ap --sites q,k,v,o,gate,up,down)';
 
 const list = (s: string | undefined): string[] | undefined => s?.split(',').map((x) => x.trim()).filter(Boolean);
 
