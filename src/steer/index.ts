@@ -9,3 +9,4 @@ export * from './langid.js';
 export * from './forcing.js';
 export * from './engine.js';
 export * from './mask-set.js';
+export * from './langid-fasttext.js';

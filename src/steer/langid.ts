@@ -1,7 +1,8 @@
 // Language identification of generated text, for language forcing (METHODS.md §4):
 //  - `cld`: Compact Language Detector 2 (the `cld` npm package, a C++ addon built by node-gyp at install time;
 //    an optional dependency). ~160 languages, including Swahili, Yoruba, Amharic... The default.
-//  - `eld`: Efficient Language Detector (pure JavaScript, 60 languages, NO Swahili), the fallback.
+//  - `eld`: Efficient Language Detector (pure JavaScript, 60 languages, NO Swahili), the fallback;
+//  - `fasttext[:<model>]`: fastText (WebAssembly) with lid.176 or any fastText model (langid-fasttext.ts).
 // Both answer ISO 639-1 codes (cld also a few legacy / script-tagged ones); `normaliseLanguageCode` maps their
 // codes and the project's language ids (ISO 639-1, the UDHR ids and aliases of src/corpus/udhr.ts, FLORES-200 codes
 // such as eng_Latn, any ISO 639-3 or 639-2/B code with an ISO 639-1 one, through the iso-639-3 package) to one key, so that `sameLanguage('de-1996', 'de')`, `sameLanguage('swh', 'sw')`,
@@ -14,8 +15,8 @@ import { iso6393To2B } from 'iso-639-3/iso6393-to-2b.js';
 import { LangneuronsError, describeError } from '../errors.js';
 import { resolveUdhrLanguage } from '../corpus/udhr.js';
 
-export type IdentifierName = 'cld' | 'eld';
-export const IDENTIFIERS: readonly IdentifierName[] = ['cld', 'eld'];
+export type IdentifierName = 'cld' | 'eld' | 'fasttext';
+export const IDENTIFIERS: readonly IdentifierName[] = ['cld', 'eld', 'fasttext'];
 
 export interface Identification {
   /** The identifier's own top label (e.g. 'sw', 'zh-Hant', 'iw'), or null when it found none. */
@@ -23,6 +24,8 @@ export interface Identification {
   /** normaliseLanguageCode(code): comparable with the project's language ids. */
   language: string | null;
   reliable: boolean;
+  /** The top label's probability, where the identifier gives one (fastText). */
+  probability?: number;
 }
 
 export interface LanguageIdentifier {
@@ -147,8 +150,21 @@ export async function eldIdentifier(): Promise<LanguageIdentifier> {
   };
 }
 
-export async function loadIdentifier(name: IdentifierName): Promise<LanguageIdentifier> {
+/** `cld`, `eld`, `fasttext` or `fasttext:<model file>` (--langid). */
+export interface IdentifierChoice { name: IdentifierName; model?: string }
+
+export function parseIdentifier(text: string): IdentifierChoice {
+  const [name, ...rest] = text.split(':');
+  const model = rest.join(':');
+  if (name === 'fasttext') return model ? { name, model } : { name };
+  if ((name === 'cld' || name === 'eld') && rest.length === 0) return { name };
+  throw new LangneuronsError('E_OPTIONS', `--langid "${text}": expected cld, eld, fasttext or fasttext:<model.bin|.ftz>`, { field: '--langid' });
+}
+
+export async function loadIdentifier(choice: IdentifierName | IdentifierChoice): Promise<LanguageIdentifier> {
+  const { name, model } = typeof choice === 'string' ? { name: choice, model: undefined } : choice;
   if (name === 'cld') return cldIdentifier();
   if (name === 'eld') return eldIdentifier();
+  if (name === 'fasttext') return (await import('./langid-fasttext.js')).fastTextIdentifier(model);
   throw new LangneuronsError('E_OPTIONS', `unknown language identifier "${String(name)}" (${IDENTIFIERS.join(', ')})`, { field: '--langid' });
 }

@@ -1,5 +1,5 @@
 // `langneurons steer ppl-matrix | lss | forcing`: the measures of steering (METHODS.md §4).
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 
@@ -11,8 +11,8 @@ import { modelIdentity } from '../../profile/identity.js';
 import type { LanguageModel } from '../../engine/model.js';
 import {
   amplification, checkMaskSetForModel, compose, computeForcing, computeLss, computePplMatrix, deactivation, DEFAULT_SETTINGS, engineGenerator,
-  engineLogLikelihood, engineMatrixScorer, IDENTIFIERS, interventionResolver, loadEvalTexts, loadIdentifier, onMaskSet, openEvalCorpus, readMaskSet,
-  parseSetting, parseSettings, readFacts, readPrompts, requireMaskLanguages, sameLanguage, writePplMatrix, type IdentifierName,
+  engineLogLikelihood, engineMatrixScorer, interventionResolver, loadEvalTexts, loadIdentifier, onMaskSet, openEvalCorpus, readMaskSet,
+  parseIdentifier, parseSetting, parseSettings, readFacts, readPrompts, requireMaskLanguages, sameLanguage, writePplMatrix,
   type LanguageIdentifier, type MaskSet, type SteerRequest,
 } from '../../steer/index.js';
 import { addModelOptions, decodeBatchFor, openModel, type ModelCliOptions } from '../common.js';
@@ -42,7 +42,7 @@ interface PplCli extends ModelCliOptions { masks: string; evalText: string; out:
 interface LssCli extends ModelCliOptions { masks: string; facts: string; settings: string; out: string; base?: string; targets?: string; details?: boolean; stats?: string }
 interface ForcingCli extends ModelCliOptions {
   masks: string; prompts: string; target: string; out: string; amplify: string; deactivateValue: number; deactivateSource: boolean;
-  langid: IdentifierName; maxNewTokens: number; baseline: boolean; stats?: string;
+  langid: string; maxNewTokens: number; stop: string[]; repetitionPenalty: number; baseline: boolean; stats?: string;
 }
 
 export function registerSteer(program: Command): void {
@@ -142,21 +142,27 @@ export function registerSteer(program: Command): void {
     .option('--amplify <setting>', 'how the target neurons are activated (an LSS setting: mean, p_max, scale:<α>, add:<v|stat> ...)', 'mean')
     .option('--deactivate-value <v>', "value the prompt language's neurons are set to", parseFloatOption('--deactivate-value', Number.isFinite, 'a number'), 0)
     .option('--no-deactivate-source', "do not deactivate the prompt language's neurons (amplify the target only)")
-    .addOption(new Option('--langid <name>', 'language identifier: cld (CLD2, default) or eld (pure JS, 60 languages, no Swahili)').choices([...IDENTIFIERS]).default('cld'))
+    .option('--langid <name>', 'language identifier: cld (CLD2, default), eld (pure JS, 60 languages, no Swahili), fasttext (lid.176.ftz, 176 ' +
+      'languages) or fasttext:<model.bin|.ftz> (lid.176.bin, GlotLID, lid218e ...)', 'cld')
     .option('--max-new-tokens <n>', 'tokens generated per prompt', parseIntOption('--max-new-tokens', 1), 32)
+    .option('--stop <text>', 'stop string (repeatable; "\\n" is a newline); default: one newline', (v: string, prev: string[]) => [...prev, v], [])
+    .option('--repetition-penalty <r>', 'Hugging Face repetition penalty (1 = off)', parseFloatOption('--repetition-penalty', (x) => x > 0, 'a number > 0'), 1)
     .option('--stats <path>', 'profiling statistics (folder of <lang>.safetensors) for p_max / p_median / mean')
     .option('--no-baseline', 'skip the generations without intervention'))
     .action(async (dir: string, o: ForcingCli) => {
       const amplify = parseSetting(o.amplify);
       amplification(o.masks, 'x', amplify, o.stats); // a neuron-stat setting without --stats fails now
+      const langid = parseIdentifier(o.langid);
+      const stop = o.stop.length ? o.stop.map((s) => s.replace(/\\n/g, '\n')) : ['\n'];
+      if (stop.some((s) => s === '')) throw new LangneuronsError('E_OPTIONS', '--stop: a stop string must not be empty', { field: '--stop' });
       const prompts = await readPrompts(o.prompts);
       const targets = list(o.target) ?? [];
       let identifier: LanguageIdentifier;
       let langidNote: string | undefined;
       try {
-        identifier = await loadIdentifier(o.langid);
+        identifier = await loadIdentifier(langid);
       } catch (e) {
-        if (o.langid !== 'cld' || !(e instanceof LangneuronsError)) throw e;
+        if (langid.name !== 'cld' || !(e instanceof LangneuronsError)) throw e;
         // The default identifier is missing (no C++ toolchain at install time): say so loudly and use ELD.
         langidNote = `CLD2 UNAVAILABLE, FELL BACK TO ELD (60 languages, no Swahili): ${e.message}`;
         process.stderr.write(`langneurons: WARNING: ${langidNote}\n`);
@@ -175,7 +181,7 @@ export function registerSteer(program: Command): void {
       };
       requireMaskLanguages(mask, set.files[0]!, targets.map(maskName));
       const build = interventionResolver(model);
-      const gen = engineGenerator(model, { maxNewTokens: o.maxNewTokens, stop: ['\n'] }, decodeBatchFor(model));
+      const gen = engineGenerator(model, { maxNewTokens: o.maxNewTokens, stop, repetitionPenalty: o.repetitionPenalty }, decodeBatchFor(model));
       const progress = new Progress('forcing', o);
       const started = performance.now();
       const result = await computeForcing<SteerRequest>({
@@ -193,7 +199,8 @@ export function registerSteer(program: Command): void {
       if (o.deactivateSource && notInMask.length && !o.json)
         process.stderr.write(`langneurons: note: prompt languages without neurons in ${o.masks} are not deactivated: ${notInMask.join(', ')}\n`);
       await writeJson(o.out, { ...result, model: dir, mask: o.masks, prompts: o.prompts, amplify: amplify.name, deactivateSource: o.deactivateSource, sourcesNotInMask: notInMask,
-        deactivateValue: o.deactivateValue, maxNewTokens: o.maxNewTokens, ...(langidNote ? { identifierNote: langidNote } : {}), seconds: (performance.now() - started) / 1000 });
+        deactivateValue: o.deactivateValue, maxNewTokens: o.maxNewTokens, stop, repetitionPenalty: o.repetitionPenalty,
+        ...('file' in identifier ? { identifierModel: identifier.file } : {}), ...(langidNote ? { identifierNote: langidNote } : {}), seconds: (performance.now() - started) / 1000 });
       printResult(o, { out: o.out, identifier: result.identifier, targets: result.targets.map((t) => ({ target: t.target, rate: t.forced.rate, baselineRate: t.baseline?.rate ?? null, identifiable: t.identifiable })) }, () =>
         [...result.targets.map((t) => `${t.target.padEnd(8)} forced ${t.forced.successes}/${t.forced.prompts} (${(100 * t.forced.rate).toFixed(1)}%)` +
           (t.baseline ? `, without intervention ${(100 * t.baseline.rate).toFixed(1)}%` : '') + (t.identifiable ? '' : `  [${result.identifier} cannot identify ${t.target}]`)),
