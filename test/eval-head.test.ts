@@ -58,7 +58,8 @@ describe('eval --task xnli --prompt head', () => {
     const s = new FakeHeadScorer(z);
     const r = await runPlan(plan, { scorer: s, outDir: path.join(tmp, 'fake'), model: 'fake', modelFingerprint: 'fp-fake', variant: { name: 'head' }, batchItems: 3 });
     expect(s.seen).toEqual(ITEMS.map((x) => [x.premise, x.hypothesis]));
-    expect(r.metrics).toEqual({ acc: expected });
+    const right = (k: number) => { const of = ITEMS.filter((x) => x.label === k); return of.filter((x) => z([x.premise, x.hypothesis]).indexOf(Math.max(...z([x.premise, x.hypothesis]))) === k).length / of.length; };
+    expect(r.metrics).toEqual({ acc: expected, acc_entailment: right(0), acc_neutral: right(1), acc_contradiction: right(2) });
     expect(expected).toBeGreaterThan(0);
     expect(expected).toBeLessThan(1);
   });

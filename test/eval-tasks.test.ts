@@ -220,7 +220,7 @@ describe('bad input: clear errors naming the file', () => {
     await expect(prepareTask('xcopa', { dir: path.join(FX, 'bad/xcopa'), lang: 'sw' })).rejects.toThrow(/bad\/xcopa\/sw\/test\.jsonl: not a XCOPA file: missing column\(s\) choice2; expected premise, choice1, choice2, question, label/);
     await expect(prepareTask('belebele', { dir: path.join(FX, 'bad/belebele'), lang: 'swh_Latn' })).rejects.toThrow(/swh_Latn\.jsonl: the file has no rows/);
     await expect(prepareTask('hellaswag', { dir: FX, lang: 'sw' })).rejects.toThrow(/unknown task 'hellaswag' \(tasks: ppl, flores/);
-    await expect(prepareTask('flores', { dir: dir('flores'), lang: 'eng_Latn-mlt_Latn', prompt: 'nllb' })).rejects.toThrow(/unknown prompt format 'nllb' for flores \(formats: gurgurov, rahmanisa\)/);
+    await expect(prepareTask('flores', { dir: dir('flores'), lang: 'eng_Latn-mlt_Latn', prompt: 'nllb' })).rejects.toThrow(/unknown prompt format 'nllb' for flores \(formats: gurgurov, rahmanisa, arithmetics\)/);
     await expect(prepareTask('xcopa', { dir: dir('xcopa'), lang: 'qu' })).rejects.toThrow(/fixtures-eval\/xcopa: no xcopa data for language 'qu' \(split test\); languages present: sw/);
     await expect(prepareTask('flores', { dir: dir('flores'), lang: 'eng_Latn-ita_Latn' })).rejects.toThrow(/eng_Latn\.devtest has 2 sentences but .*ita_Latn\.devtest has 1/);
     await expect(prepareTask('xcopa', { dir: path.join(FX, 'nope'), lang: 'sw' })).rejects.toThrow(/nope: xcopa dataset folder not found/);

@@ -20,6 +20,7 @@ export const FLORES_NAMES: Record<string, string> = {
   tha_Thai: 'Thai', khm_Khmr: 'Khmer', lao_Laoo: 'Lao', mya_Mymr: 'Burmese', kat_Geor: 'Georgian', hye_Armn: 'Armenian',
   zho_Hans: 'Chinese', zho_Hant: 'Chinese (Traditional)', jpn_Jpan: 'Japanese', kor_Hang: 'Korean', azj_Latn: 'Azerbaijani',
   uzn_Latn: 'Uzbek', kir_Cyrl: 'Kyrgyz', tat_Cyrl: 'Tatar', epo_Latn: 'Esperanto', ltz_Latn: 'Luxembourgish',
+  afr_Latn: 'Afrikaans', bod_Tibt: 'Tibetan',
 };
 
 /** Short codes (ISO 639-1 as the XNLI/XCOPA/XQuAD configs use them) -> the other datasets' names. */

@@ -172,7 +172,7 @@ function genResult(plan: TaskPlan, scorer: Scorer, g: Extract<PlanItem, { kind: 
   if (plan.task === 'flores') {
     return { id: g.id, output, ref: g.refs[0], bleu: sentenceBleu(output, g.refs, bleuOpts(plan)).score, chrf: sentenceChrf(output, g.refs), chrfpp: sentenceChrf(output, g.refs, { wordOrder: 2 }) };
   }
-  const s = squadScores(output, g.refs, { emptyMatch: plan.prompt === 'lm-eval' }); // lm-eval: transformers' squad_metrics
+  const s = squadScores(output, g.refs, plan.squad ?? {});
   const r: ItemResult = { id: g.id, output, refs: g.refs, em: s.em, f1: s.f1 };
   if (scorer.encode) {
     const t = tokenIdScores(scorer.encode(output), g.refs.map((x) => scorer.encode!(pyStrip(x))));
@@ -200,15 +200,23 @@ async function named<T>(plan: TaskPlan, owner: string[], call: () => Promise<T>)
 const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
 const col = (rs: ItemResult[], k: string): number[] => rs.map((r) => r[k]).filter((x): x is number => typeof x === 'number');
 
+/** XNLI's accuracy on the items of each gold class (Language Arithmetics' compute_detailed_metrics; 0 for a class
+ *  with no items there, NaN here). */
+function xnliClassAccuracy(plan: TaskPlan, results: ItemResult[]): Record<string, number> {
+  if (plan.task !== 'xnli') return {};
+  const of = (k: number) => mean(col(results.filter((r) => r.gold === k), 'acc'));
+  return { acc_entailment: of(0), acc_neutral: of(1), acc_contradiction: of(2) };
+}
+
 export function aggregate(plan: TaskPlan, results: ItemResult[]): Record<string, number | string> {
   const kind = plan.items[0]?.kind;
-  if (kind === 'mc') return { acc: mean(col(results, 'acc')), acc_norm: mean(col(results, 'acc_norm')), acc_norm_bytes: mean(col(results, 'acc_norm_bytes')) };
-  if (kind === 'cls') return { acc: mean(col(results, 'acc')) };
+  if (kind === 'mc') return { acc: mean(col(results, 'acc')), acc_norm: mean(col(results, 'acc_norm')), acc_norm_bytes: mean(col(results, 'acc_norm_bytes')), ...xnliClassAccuracy(plan, results) };
+  if (kind === 'cls') return { acc: mean(col(results, 'acc')), ...xnliClassAccuracy(plan, results) };
   if (kind === 'text') {
     const nll = col(results, 'nll').reduce((a, b) => a + b, 0), tokens = col(results, 'tokens').reduce((a, b) => a + b, 0);
     return { mean_nll: nll / tokens, perplexity: Math.exp(nll / tokens), tokens, documents: results.length };
   }
-  if (plan.parseChoice) return { acc: mean(col(results, 'acc')), invalid: mean(col(results, 'invalid')) };
+  if (plan.parseChoice) return { acc: mean(col(results, 'acc')), invalid: mean(col(results, 'invalid')), ...xnliClassAccuracy(plan, results) };
   if (plan.task === 'flores') {
     const hyps = results.map((r) => String(r.output)), refs = [results.map((r) => String(r.ref))];
     const bleu = corpusBleu(hyps, refs, bleuOpts(plan));

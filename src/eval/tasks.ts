@@ -14,6 +14,11 @@ import { loadSpmTokenizer } from './metrics/spm.js';
 import { pyStrip } from './pystr.js';
 import { xnliTsv, xnliTsvRows, xwinogradTsv, xwinogradTsvLanguages, xwinogradTsvRows } from './releases.js';
 import type { GenOptions, Pair } from './scorer.js';
+import type { SquadOptions } from './metrics/squad.js';
+import {
+  ARITHMETICS_GEN, ARITHMETICS_NAMES, ARITHMETICS_TEMPLATES, belebeleArithmeticsPrompt, extractLetterArithmetics, extractXnliArithmetics, floresArithmeticsPrompt,
+  SQUAD_ARITHMETICS, xnliArithmeticsPrompt, xquadArithmeticsPrompt,
+} from './prompts-arithmetics.js';
 
 export const TASKS = ['ppl', 'flores', 'belebele', 'xnli', 'xquad', 'xcopa', 'xwinograd', 'include', 'mmlu'] as const;
 export type TaskName = typeof TASKS[number];
@@ -21,10 +26,10 @@ export type TaskName = typeof TASKS[number];
 /** Prompt formats per task; the first is the default. */
 export const PROMPT_FORMATS: Record<TaskName, readonly string[]> = {
   ppl: ['text'],
-  flores: FLORES_PROMPTS,
-  belebele: ['generate', 'loglik', 'lm-eval'],
-  xnli: ['lm-eval', 'generate', 'head'],
-  xquad: ['generate', 'lm-eval'],
+  flores: [...FLORES_PROMPTS, 'arithmetics'],
+  belebele: ['generate', 'loglik', 'lm-eval', 'arithmetics'],
+  xnli: ['lm-eval', 'generate', 'head', 'arithmetics'],
+  xquad: ['generate', 'lm-eval', 'arithmetics'],
   xcopa: ['lm-eval'],
   xwinograd: ['partial'],
   include: ['loglik', 'generate', 'lm-eval'],
@@ -54,6 +59,8 @@ export interface TaskPlan {
   bleuTokenize?: BleuOptions['tokenize'];
   /** For generated answers: the choice index read from the output (null = none found). */
   parseChoice?: (output: string) => number | null;
+  /** xquad: the SQuAD metric's variant (lm-eval's empty-answer rule, Language Arithmetics' normalisation and F1). */
+  squad?: SquadOptions;
 }
 
 export interface PrepareOptions {
@@ -241,19 +248,29 @@ async function floresSide(dir: string, code: string, split: string): Promise<{ f
   return { files, lines };
 }
 
+/** A language's English name in Language Arithmetics' prompts: --lang-name, their table, then ours (FLORES codes or
+ *  the short codes XNLI and XQuAD use). */
+export function arithmeticsLanguageName(lang: string, langNames?: Record<string, string>): string {
+  const code = LANG_ALIASES[lang]?.flores ?? lang;
+  return langNames?.[lang] ?? langNames?.[code] ?? ARITHMETICS_NAMES[code] ?? floresName(code, langNames);
+}
+const arithmeticsName = (lang: string, o: PrepareOptions): string => arithmeticsLanguageName(lang, o.langNames);
+
 async function prepareFlores(o: PrepareOptions): Promise<TaskPlan> {
-  const prompt = promptFor('flores', o.prompt) as FloresPrompt;
+  const prompt = promptFor('flores', o.prompt);
   const [srcCode, tgtCode, extra] = o.lang.split('-');
   if (!srcCode || !tgtCode || extra !== undefined) throw new LangneuronsError('E_OPTIONS', `flores: a pair is <src>-<tgt> (e.g. eng_Latn-mlt_Latn), got '${o.lang}'`, { field: 'pairs' });
   const split = o.split ?? 'devtest';
   const src = await floresSide(o.dir, srcCode, split), tgt = await floresSide(o.dir, tgtCode, split);
   if (src.lines.length !== tgt.lines.length)
     throw new LangneuronsError('E_DATA', `${src.files[0]} has ${src.lines.length} sentences but ${tgt.files[0]} has ${tgt.lines.length}: FLORES files must be parallel`, { file: tgt.files[0]! });
-  const srcName = floresName(srcCode, o.langNames), tgtName = floresName(tgtCode, o.langNames);
-  let items: PlanItem[] = src.lines.map((s, i) => ({ kind: 'gen', id: String(i), prompt: floresPrompt(prompt, s, srcName, tgtName), refs: [tgt.lines[i]!] }));
+  const la = prompt === 'arithmetics';
+  const srcName = la ? arithmeticsName(srcCode, o) : floresName(srcCode, o.langNames), tgtName = la ? arithmeticsName(tgtCode, o) : floresName(tgtCode, o.langNames);
+  const text = (s: string) => (la ? floresArithmeticsPrompt(s, srcName, tgtName) : floresPrompt(prompt as FloresPrompt, s, srcName, tgtName));
+  let items: PlanItem[] = src.lines.map((s, i) => ({ kind: 'gen', id: String(i), prompt: text(s), refs: [tgt.lines[i]!] }));
   if (o.limit !== undefined) items = items.slice(0, o.limit);
-  return { task: 'flores', lang: o.lang, prompt, files: [...src.files, ...tgt.files], items, gen: { maxNewTokens: 128, stop: ['\n'], repetitionPenalty: 1.1 },
-    bleuTokenize: await bleuTokenizer(o.bleuTokenize) };
+  return { task: 'flores', lang: o.lang, prompt, files: [...src.files, ...tgt.files], items,
+    gen: la ? ARITHMETICS_GEN.flores : { maxNewTokens: 128, stop: ['\n'], repetitionPenalty: 1.1 }, bleuTokenize: await bleuTokenizer(o.bleuTokenize) };
 }
 
 /** `--bleu-tokenize`: one of sacreBLEU's names, or spm:<.model or tokenizer.json> (spBLEU). */
@@ -271,16 +288,19 @@ async function prepareBelebele(o: PrepareOptions): Promise<TaskPlan> {
   const files = locateLanguage('belebele', o.dir, o.lang, o.split ?? defaultSplit('belebele', prompt));
   const cols = ['flores_passage', 'question', 'mc_answer1', 'mc_answer2', 'mc_answer3', 'mc_answer4', 'correct_answer_num'];
   const rows = await checkedRows(files, cols, 'Belebele', o.limit);
+  const name = prompt === 'arithmetics' ? arithmeticsName(o.lang, o) : undefined;
   const items = rows.map(({ file, row, i, g }) => {
     const answers = [1, 2, 3, 4].map((k) => str(file, row, i, `mc_answer${k}`));
     const gold = answerIndex(file, i, row.correct_answer_num, 4, 'correct_answer_num', 1);
     const passage = str(file, row, i, 'flores_passage'), question = str(file, row, i, 'question');
     const id = `${g}:${String(row.link ?? '')}#${String(row.question_number ?? i)}`;
     if (prompt === 'lm-eval') return mc(o, id, '', belebeleLmEvalPrompt(passage, question, answers), [...LETTERS], gold);
-    const p = belebelePrompt(passage, question, answers);
+    const p = prompt === 'arithmetics' ? belebeleArithmeticsPrompt(name!, passage, question, answers) : belebelePrompt(passage, question, answers);
     return prompt === 'loglik' ? mc(o, id, '', p, [...LETTERS], gold) : { kind: 'gen' as const, id, prompt: p, refs: [LETTERS[gold]!], gold };
   });
-  return { task: 'belebele', lang: o.lang, prompt, files, items, ...(prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: (t: string) => extractLetter(t) } : {}) };
+  const generated = prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: (t: string) => extractLetter(t) }
+    : prompt === 'arithmetics' ? { gen: ARITHMETICS_GEN.belebele, parseChoice: extractLetterArithmetics } : {};
+  return { task: 'belebele', lang: o.lang, prompt, files, items, ...generated };
 }
 
 async function prepareXnli(o: PrepareOptions): Promise<TaskPlan> {
@@ -295,6 +315,7 @@ async function prepareXnli(o: PrepareOptions): Promise<TaskPlan> {
   }
   const rows = tsv ? await xnliTsvRows(tsv, o.lang, o.limit) : await checkedRows(files, ['premise', 'hypothesis', 'label'], 'XNLI', o.limit);
   if (prompt === 'lm-eval') xnliLmEvalChoices('', '', o.lang); // refuses a language lm-eval has no words for
+  const name = prompt === 'arithmetics' ? arithmeticsName(o.lang, o) : undefined;
   const items = rows.map(({ file, row, i, g }) => {
     const premise = str(file, row, i, 'premise'), hyp = str(file, row, i, 'hypothesis');
     const gold = answerIndex(file, i, row.label, 3, 'label');
@@ -302,9 +323,12 @@ async function prepareXnli(o: PrepareOptions): Promise<TaskPlan> {
     if (prompt === 'head') return { kind: 'cls' as const, id, texts: [premise, hyp], gold };
     // lm-eval: doc_to_text '' and the whole sentence in the choice (acc_norm divides by the whole choice's length)
     if (prompt === 'lm-eval') return mc(o, id, '', '', xnliLmEvalChoices(premise, hyp, o.lang), gold);
-    return { kind: 'gen' as const, id, prompt: xnliGenerativePrompt(premise, hyp), refs: [String(gold + 1)], gold };
+    const p = prompt === 'arithmetics' ? xnliArithmeticsPrompt(name!, premise, hyp) : xnliGenerativePrompt(premise, hyp);
+    return { kind: 'gen' as const, id, prompt: p, refs: [String(gold + 1)], gold };
   });
-  return { task: 'xnli', lang: o.lang, prompt, files, items, ...(prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: extractXnliLabel } : {}) };
+  const generated = prompt === 'generate' ? { gen: LETTER_GEN, parseChoice: extractXnliLabel }
+    : prompt === 'arithmetics' ? { gen: ARITHMETICS_GEN.xnli, parseChoice: extractXnliArithmetics } : {};
+  return { task: 'xnli', lang: o.lang, prompt, files, items, ...generated };
 }
 
 async function prepareXquad(o: PrepareOptions): Promise<TaskPlan> {
@@ -316,6 +340,7 @@ async function prepareXquad(o: PrepareOptions): Promise<TaskPlan> {
     refuseReleaseSplit(f, 'XQuAD (google-deepmind/xquad)', XQUAD_RELEASE_SPLIT, o.split);
   const rows = await checkedRows(files, ['context', 'question', 'answers'], 'XQuAD', o.limit);
   const idOf = uniqueIds('XQuAD');
+  const name = prompt === 'arithmetics' ? arithmeticsName(o.lang, o) : undefined;
   const items = rows.map(({ file, row, i, g }) => {
     const a = row.answers as { text?: unknown } | null;
     if (!a || typeof a !== 'object' || !Array.isArray(a.text) || !a.text.every((t) => typeof t === 'string'))
@@ -324,11 +349,13 @@ async function prepareXquad(o: PrepareOptions): Promise<TaskPlan> {
     const context = str(file, row, i, 'context'), question = str(file, row, i, 'question');
     // lm-eval scores against answers["text"][0] only (doc_to_target; utils.process_results_qa)
     if (prompt === 'lm-eval') return { kind: 'gen' as const, id, prompt: xquadLmEvalPrompt(context, question, o.lang), refs: (a.text as string[]).slice(0, 1) };
-    return { kind: 'gen' as const, id, prompt: xquadPrompt(context, question), refs: a.text as string[] };
+    const p = prompt === 'arithmetics' ? xquadArithmeticsPrompt(name!, context, question) : xquadPrompt(context, question);
+    return { kind: 'gen' as const, id, prompt: p, refs: a.text as string[] };
   });
-  // lm-eval generate_until: until "\n", max_gen_toks 256 (the HFLM default), greedy
-  const gen = prompt === 'lm-eval' ? { maxNewTokens: 256, stop: ['\n'], repetitionPenalty: 1.0 } : { maxNewTokens: 32, stop: ['\n'], repetitionPenalty: 1.0 };
-  return { task: 'xquad', lang: o.lang, prompt, files, items, gen };
+  // lm-eval generate_until: until "\n", max_gen_toks 256 (the HFLM default), greedy; its EM/F1 are transformers' squad_metrics
+  if (prompt === 'lm-eval') return { task: 'xquad', lang: o.lang, prompt, files, items, gen: { maxNewTokens: 256, stop: ['\n'], repetitionPenalty: 1.0 }, squad: { emptyMatch: true } };
+  if (prompt === 'arithmetics') return { task: 'xquad', lang: o.lang, prompt, files, items, gen: ARITHMETICS_GEN.xquad, squad: SQUAD_ARITHMETICS };
+  return { task: 'xquad', lang: o.lang, prompt, files, items, gen: { maxNewTokens: 32, stop: ['\n'], repetitionPenalty: 1.0 } };
 }
 
 async function prepareXcopa(o: PrepareOptions): Promise<TaskPlan> {
@@ -419,7 +446,7 @@ export function isTask(t: string): t is TaskName { return (TASKS as readonly str
 export async function prepareTask(task: string, o: PrepareOptions): Promise<TaskPlan> {
   if (!isTask(task)) throw new LangneuronsError('E_OPTIONS', `unknown task '${task}' (tasks: ${TASKS.join(', ')})`, { field: 'task' });
   const plan = await prepare(task, o);
-  let template = TEMPLATES[`${task}/${plan.prompt}`] ?? plan.prompt;
+  let template = TEMPLATES[`${task}/${plan.prompt}`] ?? ARITHMETICS_TEMPLATES[`${task}/${plan.prompt}`] ?? plan.prompt;
   // Through a chat template the requests are not the plain template's: the record says how they differ.
   if (o.chatContext && task !== 'ppl')
     template += plan.items[0]?.kind === 'mc' ? ' — through the chat template: the description (if any) a system turn, the question the user turn, the answers without their leading space'

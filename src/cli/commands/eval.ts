@@ -9,7 +9,7 @@ import { canonicalLang } from '../../eval/prompts.js';
 import { ModelScorer } from '../../eval/scorer.js';
 import { lmEvalChatContext, requireChatTemplate, type ChatPrompting } from '../../generate/chat.js';
 import { addInterventionOptions, interventionFromCli, interventionUsesLanguage, warnOnce, withLanguage, type Intervention } from '../../intervene/index.js';
-import { datasetDir, generates, isTask, languagesIn, prepareTask, TASKS, type TaskName } from '../../eval/tasks.js';
+import { datasetDir, generates, isTask, languagesIn, prepareTask, PROMPT_FORMATS, TASKS, type TaskName } from '../../eval/tasks.js';
 import { runPlan, type EvalResult, type Variant } from '../../eval/run.js';
 import { deltaVariant } from '../../eval/delta-cache.js';
 import { mergeDtype } from '../../train/finetune.js';
@@ -36,7 +36,8 @@ export function registerEval(program: Command): void {
     .option('--pairs <pairs>', 'flores: comma-separated <src>-<tgt> pairs, e.g. eng_Latn-mlt_Latn')
     .option('--data <dir>', 'dataset folder (with several tasks: a folder holding one sub-folder per task)')
     .option('--text <dir>', 'ppl: held-out text folder (<lang>.txt / .jsonl / .parquet with a "text" column)')
-    .option('--prompt <format>', 'prompt format (flores: gurgurov, rahmanisa; belebele: generate, loglik, lm-eval; xnli: lm-eval, generate, head; xquad: generate, lm-eval; include/mmlu: loglik, generate, lm-eval)')
+    .option('--prompt <format>', `prompt format (${TASKS.filter((t) => PROMPT_FORMATS[t].length > 1).map((t) => `${t}: ${PROMPT_FORMATS[t].join(', ')}`).join('; ')}; ` +
+      'arithmetics: Language Arithmetics\' prompts, generation settings and parsers, docs/EVAL.md)')
     .option('--head <dir>', 'xnli --prompt head: the classification head of a `finetune --head classification` run (runs/x/ or runs/x/head/); ' +
       'evaluate it on the run\'s trained model (runs/x/model, or the base with --delta runs/x/adapter)')
     .option('--bleu-tokenize <tok>', 'flores BLEU tokenizer: 13a (default), none, zh, intl, char (sacreBLEU\'s), or spm:<file> (spBLEU with that SentencePiece model: a Unigram .model or a tokenizer.json)')
@@ -50,7 +51,7 @@ export function registerEval(program: Command): void {
       'a setting of the result, so a result of its own; log-likelihood prompts ignore it)', parseIntOption('--max-gen-toks', 1))
     .option('--batch-items <n>', `items per batched engine call (default ${DECODE_BATCH.cpu} on the CPU; on a GPU up to ${DECODE_BATCH.gpu}, as its free memory ` +
       'allows: a generation task decodes that many sequences in a step that costs about what one costs)', parseIntOption('--batch-items', 1))
-    .option('--lang-name <code=Name>', 'English name of a FLORES code for the translation prompts (repeatable)', collect, [])
+    .option('--lang-name <code=Name>', 'English name of a FLORES code for the translation prompts and the arithmetics prompts (repeatable)', collect, [])
     .option('--intervene-langs <langs>', 'with {lang} in --intervene: evaluate every language with each of these languages\' interventions ' +
       '(comma-separated, or "all" = the evaluated languages: every self- and cross-language pair); default: each language with its own')
     .option('--chat-template', "prompts go through the model's chat template as a user turn, as lm-eval's --apply_chat_template: generative ones, and the contexts of multiple-choice tasks (the task description a system turn, answers without the leading space); perplexity stays on raw text")

@@ -7,12 +7,21 @@ import { pySplit } from '../pystr.js';
 
 const PUNCT = new Set('!"#$%&\'()*+,-./:;<=>?@[\\]^_`{|}~');
 
-export function normalizeAnswer(s: string): string {
+export function normalizeAnswer(s: string, o: SquadOptions = {}): string {
   const lower = s.toLowerCase();
   const noPunc = Array.from(lower).filter((c) => !PUNCT.has(c)).join('');
   // Python's re \b is Unicode-aware: a word character is a letter, a number or '_'.
-  const noArticles = noPunc.replace(/(?<![\p{L}\p{N}_])(a|an|the)(?![\p{L}\p{N}_])/gu, ' ');
+  const noArticles = o.keepArticles ? noPunc : noPunc.replace(/(?<![\p{L}\p{N}_])(a|an|the)(?![\p{L}\p{N}_])/gu, ' ');
   return pySplit(noArticles).join(' '); // Python's ' '.join(text.split())
+}
+
+/** F1 over sets of tokens: the shared distinct tokens over each side's token count (Language Arithmetics' xquad.py). */
+function f1TokenSets<T>(pred: T[], gold: T[]): number {
+  const g = new Set(gold);
+  const same = new Set(pred.filter((p) => g.has(p))).size;
+  if (same === 0) return 0;
+  const precision = same / pred.length, recall = same / gold.length;
+  return (2 * precision * recall) / (precision + recall);
 }
 
 function f1Tokens<T>(pred: T[], gold: T[]): number {
@@ -28,28 +37,32 @@ function f1Tokens<T>(pred: T[], gold: T[]): number {
   return (2 * precision * recall) / (precision + recall);
 }
 
-export function exactMatch(prediction: string, gold: string): number {
-  return normalizeAnswer(prediction) === normalizeAnswer(gold) ? 1 : 0;
+export function exactMatch(prediction: string, gold: string, o: SquadOptions = {}): number {
+  return normalizeAnswer(prediction, o) === normalizeAnswer(gold, o) ? 1 : 0;
 }
 
 export function f1Score(prediction: string, gold: string, o: SquadOptions = {}): number {
-  const p = normalizeAnswer(prediction).split(' ').filter(Boolean);
-  const g = normalizeAnswer(gold).split(' ').filter(Boolean);
+  const p = normalizeAnswer(prediction, o).split(' ').filter(Boolean);
+  const g = normalizeAnswer(gold, o).split(' ').filter(Boolean);
   // transformers' squad_metrics.compute_f1 (lm-eval's XQuAD): an empty side scores int(gold_toks == pred_toks)
   if (o.emptyMatch && (p.length === 0 || g.length === 0)) return p.length === g.length ? 1 : 0;
-  return f1Tokens(p, g);
+  return o.setF1 ? f1TokenSets(p, g) : f1Tokens(p, g);
 }
 
 export interface SquadOptions {
   /** F1 of two answers that normalise to nothing is 1 (transformers' squad_metrics, used by lm-eval), not 0. */
   emptyMatch?: boolean;
+  /** Keep the articles a/an/the (Language Arithmetics' normalize_answer defines their removal and never calls it). */
+  keepArticles?: boolean;
+  /** F1 over sets of tokens instead of the official multisets (Language Arithmetics' compute_f1_score). */
+  setF1?: boolean;
 }
 
 const best = (xs: number[]): number => (xs.length ? Math.max(...xs) : 0);
 
 /** EM and F1 of one prediction against its gold answers, on 0–1. */
 export function squadScores(prediction: string, golds: string[], o: SquadOptions = {}): { em: number; f1: number } {
-  return { em: best(golds.map((g) => exactMatch(prediction, g))), f1: best(golds.map((g) => f1Score(prediction, g, o))) };
+  return { em: best(golds.map((g) => exactMatch(prediction, g, o))), f1: best(golds.map((g) => f1Score(prediction, g, o))) };
 }
 
 /** EM and F1 on token ids. */
