@@ -37,12 +37,15 @@ export function maskInterventionSite(mask: Pick<NeuronMask, 'site'>): Interventi
   return (NEURON_SITES as readonly string[]).includes(mask.site) || mask.site === 'resid' ? undefined : mask.site as InterventionSite;
 }
 
-/** Deactivation of a mask language (Tang: set to 0; Language Arithmetics also -1, -1.5); `site`: see maskInterventionSite. */
-export function deactivation(maskFile: string, language: string, value = 0, site?: InterventionSite): SteerRequest {
+/** Deactivation of a mask language, or of the union of several languages' neurons (Tang: set to 0; Language
+ *  Arithmetics also -1, -1.5); `site`: see maskInterventionSite. */
+export function deactivation(maskFile: string, language: string | string[], value = 0, site?: InterventionSite): SteerRequest {
+  const languages = typeof language === 'string' ? [language] : language;
   const at = site === undefined ? '' : `:site=${site}`;
-  const spec: InterventionSpec = { neurons: neuronsOf(maskFile, language), operation: { op: 'set', value }, ...(site === undefined ? {} : { site }),
-    source: value === 0 ? `deactivate:${maskFile}:${language}${at}` : `set:${value}:mask=${maskFile}:lang=${language}${at}` };
-  return { specs: [spec], label: `deactivate ${language}${value ? ` (set ${value})` : ''}` };
+  const lang = languages.join('+');
+  const spec: InterventionSpec = { neurons: { mask: maskFile, languages }, operation: { op: 'set', value }, ...(site === undefined ? {} : { site }),
+    source: value === 0 ? `deactivate:${maskFile}:${lang}${at}` : `set:${value}:mask=${maskFile}:lang=${lang}${at}` };
+  return { specs: [spec], label: `deactivate ${lang}${value ? ` (set ${value})` : ''}` };
 }
 
 /** The engine operation of an amplification setting for a target language. */

@@ -10,3 +10,4 @@ export * from './forcing.js';
 export * from './engine.js';
 export * from './mask-set.js';
 export * from './langid-fasttext.js';
+export * from './fallback.js';

@@ -10,10 +10,10 @@ import type { NeuronMask } from '../../identify/index.js';
 import { modelIdentity } from '../../profile/identity.js';
 import type { LanguageModel } from '../../engine/model.js';
 import {
-  amplification, checkMaskSetForModel, compose, computeForcing, computeLss, computePplMatrix, deactivation, DEFAULT_SETTINGS, engineGenerator,
+  amplification, checkFallbackLanguages, checkMaskSetForModel, compose, computeFallback, computeForcing, computeLss, computePplMatrix, deactivation, DEFAULT_SETTINGS, engineGenerator,
   engineLogLikelihood, engineMatrixScorer, interventionResolver, loadEvalTexts, loadIdentifier, onMaskSet, openEvalCorpus, readMaskSet,
   parseIdentifier, parseSetting, parseSettings, readFacts, readPrompts, requireMaskLanguages, sameLanguage, writePplMatrix,
-  type LanguageIdentifier, type MaskSet, type SteerRequest,
+  type FallbackStep, type LanguageIdentifier, type MaskSet, type SteerRequest,
 } from '../../steer/index.js';
 import { addModelOptions, decodeBatchFor, openModel, type ModelCliOptions } from '../common.js';
 import { parseFloatOption, parseIntOption, printResult, Progress } from '../output.js';
@@ -40,9 +40,45 @@ async function writeJson(out: string, doc: unknown): Promise<void> {
 
 interface PplCli extends ModelCliOptions { masks: string; evalText: string; out: string; langs?: string; textLangs?: string; maxTokens: number; window?: number; deactivateValue: number }
 interface LssCli extends ModelCliOptions { masks: string; facts: string; settings: string; out: string; base?: string; targets?: string; details?: boolean; stats?: string }
-interface ForcingCli extends ModelCliOptions {
-  masks: string; prompts: string; target: string; out: string; amplify: string; deactivateValue: number; deactivateSource: boolean;
-  langid: string; maxNewTokens: number; stop: string[]; repetitionPenalty: number; baseline: boolean; stats?: string;
+interface ForcingCli extends ModelCliOptions, GenerationCli {
+  masks: string; prompts: string; target: string; out: string; amplify: string; deactivateValue: number; deactivateSource: boolean; stats?: string;
+}
+interface FallbackCli extends ModelCliOptions, GenerationCli { masks: string; prompts: string; deactivate: string; each?: boolean; deactivateValue: number; out: string }
+
+/** The options of the measures that generate (forcing, fallback): the identifier and the generation settings. */
+interface GenerationCli { langid: string; maxNewTokens: number; stop: string[]; repetitionPenalty: number; baseline: boolean }
+
+function addGenerationOptions(cmd: Command): Command {
+  return cmd
+    .option('--langid <name>', 'language identifier: cld (CLD2, default), eld (pure JS, 60 languages, no Swahili), fasttext (lid.176.ftz, 176 ' +
+      'languages) or fasttext:<model.bin|.ftz> (lid.176.bin, GlotLID, lid218e ...)', 'cld')
+    .option('--max-new-tokens <n>', 'tokens generated per prompt', parseIntOption('--max-new-tokens', 1), 32)
+    .option('--stop <text>', 'stop string (repeatable; "\\n" is a newline); default: one newline', (v: string, prev: string[]) => [...prev, v], [])
+    .option('--repetition-penalty <r>', 'Hugging Face repetition penalty (1 = off)', parseFloatOption('--repetition-penalty', (x) => x > 0, 'a number > 0'), 1)
+    .option('--no-baseline', 'skip the generations without intervention');
+}
+
+/** Greedy generation as the options say (checked before any work). */
+function generationSettings(o: GenerationCli): { maxNewTokens: number; stop: string[]; repetitionPenalty: number } {
+  parseIdentifier(o.langid);
+  const stop = o.stop.length ? o.stop.map((s) => s.replace(/\\n/g, '\n')) : ['\n'];
+  if (stop.some((s) => s === '')) throw new LangneuronsError('E_OPTIONS', '--stop: a stop string must not be empty', { field: '--stop' });
+  return { maxNewTokens: o.maxNewTokens, stop, repetitionPenalty: o.repetitionPenalty };
+}
+
+/** The --langid identifier, and what the result records of it; a missing CLD2 (the default) falls back to ELD loudly. */
+async function openIdentifier(text: string): Promise<{ identifier: LanguageIdentifier; record: { identifierModel?: string; identifierNote?: string } }> {
+  const langid = parseIdentifier(text);
+  try {
+    const identifier = await loadIdentifier(langid);
+    return { identifier, record: 'file' in identifier ? { identifierModel: String(identifier.file) } : {} };
+  } catch (e) {
+    if (langid.name !== 'cld' || !(e instanceof LangneuronsError)) throw e;
+    // The default identifier is missing (no C++ toolchain at install time): say so loudly and use ELD.
+    const note = `CLD2 UNAVAILABLE, FELL BACK TO ELD (60 languages, no Swahili): ${e.message}`;
+    process.stderr.write(`langneurons: WARNING: ${note}\n`);
+    return { identifier: await loadIdentifier('eld'), record: { identifierNote: note } };
+  }
 }
 
 export function registerSteer(program: Command): void {
@@ -132,7 +168,7 @@ export function registerSteer(program: Command): void {
           `best: ${result.best.setting} (${result.best.meanLss.toFixed(3)}) -> ${o.out}`].join('\n'));
     });
 
-  addModelOptions(steer
+  addModelOptions(addGenerationOptions(steer
     .command('forcing <model-dir>')
     .description("language forcing: generate from prompts with the prompt's language deactivated and the target amplified, identify the output language")
     .requiredOption('--masks <files>', MASKS_HELP)
@@ -142,32 +178,14 @@ export function registerSteer(program: Command): void {
     .option('--amplify <setting>', 'how the target neurons are activated (an LSS setting: mean, p_max, scale:<α>, add:<v|stat> ...)', 'mean')
     .option('--deactivate-value <v>', "value the prompt language's neurons are set to", parseFloatOption('--deactivate-value', Number.isFinite, 'a number'), 0)
     .option('--no-deactivate-source', "do not deactivate the prompt language's neurons (amplify the target only)")
-    .option('--langid <name>', 'language identifier: cld (CLD2, default), eld (pure JS, 60 languages, no Swahili), fasttext (lid.176.ftz, 176 ' +
-      'languages) or fasttext:<model.bin|.ftz> (lid.176.bin, GlotLID, lid218e ...)', 'cld')
-    .option('--max-new-tokens <n>', 'tokens generated per prompt', parseIntOption('--max-new-tokens', 1), 32)
-    .option('--stop <text>', 'stop string (repeatable; "\\n" is a newline); default: one newline', (v: string, prev: string[]) => [...prev, v], [])
-    .option('--repetition-penalty <r>', 'Hugging Face repetition penalty (1 = off)', parseFloatOption('--repetition-penalty', (x) => x > 0, 'a number > 0'), 1)
-    .option('--stats <path>', 'profiling statistics (folder of <lang>.safetensors) for p_max / p_median / mean')
-    .option('--no-baseline', 'skip the generations without intervention'))
+    .option('--stats <path>', 'profiling statistics (folder of <lang>.safetensors) for p_max / p_median / mean')))
     .action(async (dir: string, o: ForcingCli) => {
       const amplify = parseSetting(o.amplify);
       amplification(o.masks, 'x', amplify, o.stats); // a neuron-stat setting without --stats fails now
-      const langid = parseIdentifier(o.langid);
-      const stop = o.stop.length ? o.stop.map((s) => s.replace(/\\n/g, '\n')) : ['\n'];
-      if (stop.some((s) => s === '')) throw new LangneuronsError('E_OPTIONS', '--stop: a stop string must not be empty', { field: '--stop' });
+      const settings = generationSettings(o);
       const prompts = await readPrompts(o.prompts);
       const targets = list(o.target) ?? [];
-      let identifier: LanguageIdentifier;
-      let langidNote: string | undefined;
-      try {
-        identifier = await loadIdentifier(langid);
-      } catch (e) {
-        if (langid.name !== 'cld' || !(e instanceof LangneuronsError)) throw e;
-        // The default identifier is missing (no C++ toolchain at install time): say so loudly and use ELD.
-        langidNote = `CLD2 UNAVAILABLE, FELL BACK TO ELD (60 languages, no Swahili): ${e.message}`;
-        process.stderr.write(`langneurons: WARNING: ${langidNote}\n`);
-        identifier = await loadIdentifier('eld');
-      }
+      const { identifier, record } = await openIdentifier(o.langid);
       const { set, mask, model } = await openMaskAndModel(dir, o.masks, o);
       // Prompt files and targets may name a language as FLORES does (eng_Latn, swh_Latn) and the mask as udhr does
       // (en, sw): as for eval's {lang}, the short code is taken when the mask has no language of the given name, else
@@ -181,7 +199,7 @@ export function registerSteer(program: Command): void {
       };
       requireMaskLanguages(mask, set.files[0]!, targets.map(maskName));
       const build = interventionResolver(model);
-      const gen = engineGenerator(model, { maxNewTokens: o.maxNewTokens, stop, repetitionPenalty: o.repetitionPenalty }, decodeBatchFor(model));
+      const gen = engineGenerator(model, settings, decodeBatchFor(model));
       const progress = new Progress('forcing', o);
       const started = performance.now();
       const result = await computeForcing<SteerRequest>({
@@ -199,11 +217,48 @@ export function registerSteer(program: Command): void {
       if (o.deactivateSource && notInMask.length && !o.json)
         process.stderr.write(`langneurons: note: prompt languages without neurons in ${o.masks} are not deactivated: ${notInMask.join(', ')}\n`);
       await writeJson(o.out, { ...result, model: dir, mask: o.masks, prompts: o.prompts, amplify: amplify.name, deactivateSource: o.deactivateSource, sourcesNotInMask: notInMask,
-        deactivateValue: o.deactivateValue, maxNewTokens: o.maxNewTokens, stop, repetitionPenalty: o.repetitionPenalty,
-        ...('file' in identifier ? { identifierModel: identifier.file } : {}), ...(langidNote ? { identifierNote: langidNote } : {}), seconds: (performance.now() - started) / 1000 });
+        deactivateValue: o.deactivateValue, ...settings, ...record, seconds: (performance.now() - started) / 1000 });
       printResult(o, { out: o.out, identifier: result.identifier, targets: result.targets.map((t) => ({ target: t.target, rate: t.forced.rate, baselineRate: t.baseline?.rate ?? null, identifiable: t.identifiable })) }, () =>
         [...result.targets.map((t) => `${t.target.padEnd(8)} forced ${t.forced.successes}/${t.forced.prompts} (${(100 * t.forced.rate).toFixed(1)}%)` +
           (t.baseline ? `, without intervention ${(100 * t.baseline.rate).toFixed(1)}%` : '') + (t.identifiable ? '' : `  [${result.identifier} cannot identify ${t.target}]`)),
+          `identifier ${result.identifier} -> ${o.out}`].join('\n'));
+    });
+
+  addModelOptions(addGenerationOptions(steer
+    .command('fallback <model-dir>')
+    .description("language fallback (Language Arithmetics): deactivate the neurons of a growing set of languages (en; en+fr; ...), identify the language of the answers to neutral prompts")
+    .requiredOption('--masks <files>', MASKS_HELP)
+    .requiredOption('--prompts <path>', 'a .txt (one prompt per line) or .jsonl ({"prompt": ...} per line) file, or a folder of them')
+    .requiredOption('--deactivate <langs>', 'mask languages, comma-separated, in order: step k deactivates the union of the first k (their order: en,fr,es,it,pt,ru,de,ar,zh,ko,ja)')
+    .requiredOption('--out <file>', 'result JSON')
+    .option('--each', 'deactivate each language alone instead of the growing union')
+    .option('--deactivate-value <v>', 'value the neurons are set to (their runs: -1.5)', parseFloatOption('--deactivate-value', Number.isFinite, 'a number'), 0)))
+    .action(async (dir: string, o: FallbackCli) => {
+      const settings = generationSettings(o);
+      const languages = list(o.deactivate) ?? [];
+      checkFallbackLanguages(languages);
+      const prompts = await readPrompts(o.prompts);
+      const { identifier, record } = await openIdentifier(o.langid);
+      const { set, mask, model } = await openMaskAndModel(dir, o.masks, o);
+      requireMaskLanguages(mask, set.files[0]!, languages);
+      const build = interventionResolver(model);
+      const gen = engineGenerator(model, settings, decodeBatchFor(model));
+      const progress = new Progress('fallback', o);
+      const started = performance.now();
+      const result = await computeFallback<SteerRequest>({
+        prompts, languages, identifier, baseline: o.baseline, order: o.each ? 'each' : 'cumulative',
+        intervention: (langs) => onMaskSet(set, (f, site) => deactivation(f, langs, o.deactivateValue, site)),
+        generate: async (p, req) => gen(p, req === null ? null : await build(req)),
+        onProgress: (d, t, what) => progress.update(d, t, what),
+      });
+      progress.done();
+      await writeJson(o.out, { ...result, model: dir, mask: o.masks, prompts: o.prompts, deactivateValue: o.deactivateValue, ...settings, ...record,
+        seconds: (performance.now() - started) / 1000 });
+      const line = (st: FallbackStep) => `${(st.deactivated.join('+') || 'none').padEnd(24)} most common ${st.mostCommon ?? '-'}  ` +
+        Object.entries(st.distribution).map(([k, n]) => `${k} ${n}`).join(', ');
+      printResult(o, { out: o.out, identifier: result.identifier, steps: [...(result.baseline ? [result.baseline] : []), ...result.steps]
+        .map((st) => ({ deactivated: st.deactivated, mostCommon: st.mostCommon, distribution: st.distribution })) }, () =>
+        ['deactivated              output languages', ...(result.baseline ? [line(result.baseline)] : []), ...result.steps.map(line),
           `identifier ${result.identifier} -> ${o.out}`].join('\n'));
     });
 }
