@@ -113,3 +113,22 @@ describe('activation statistics', () => {
     expect(est.estimated).toBe(true);
   });
 });
+
+describe('--stats as a list (a sweep step\'s every language, each in its own profiling step\'s folder)', () => {
+  it('finds <lang>.safetensors among files and folders, and names the list when a language is missing', async () => {
+    const { languageStatsFile } = await import('../src/profile/stats.js');
+    const dir = await makeTempDir('ln-stats-list-');
+    try {
+      await fsp.mkdir(path.join(dir, 'a'));
+      await fsp.writeFile(path.join(dir, 'a', 'sw.safetensors'), '');
+      const mt = path.join(dir, 'b', 'mt.safetensors');
+      const list = `${mt},${path.join(dir, 'a')}`;
+      expect(languageStatsFile(list, 'mt')).toBe(mt);
+      expect(languageStatsFile(list, 'sw')).toBe(path.join(dir, 'a', 'sw.safetensors'));
+      expect(() => languageStatsFile(list, 'de')).toThrow(/statistics: no de\.safetensors among .*b\/mt\.safetensors, .*\/a \(a list names files/);
+      expect(languageStatsFile(path.join(dir, 'a'), 'de')).toBe(path.join(dir, 'a', 'de.safetensors')); // a folder as before
+    } finally {
+      await removeDir(dir);
+    }
+  });
+});

@@ -92,6 +92,7 @@ describe('sweep plan of the demo', () => {
     const identify = argv('identify/udhr20/kojima');
     expect(identify.slice(identify.indexOf('--method'), identify.indexOf('--out'))).toEqual(['--method', 'ap', '--sites', 'q,k,v,o,gate,up,down', '--n', '20']);
     const set = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'].map((x) => `{step:identify/udhr20/kojima}/mask.${x}.json`).join(',');
+    expect(p.byId.get('identify/udhr20/kojima')!.masks).toEqual(['q', 'k', 'v', 'o', 'gate', 'up', 'down'].map((x) => `mask.${x}.json`));
     for (const id of ['ppl-matrix/udhr20/kojima', 'lss/udhr20/kojima']) {
       expect(argv(id)[argv(id).indexOf('--masks') + 1], id).toBe(set);
       expect(p.byId.get(id)!.deps).toEqual(['identify/udhr20/kojima']);
@@ -130,7 +131,7 @@ describe('sweep plan of the demo', () => {
     expect(inc.byId.has('eval/udhr20/ppl/sw/base')).toBe(true); // base evaluations have no method: the rule does not apply
   });
 
-  it('plans an LSS step per identification setting, and refuses settings that need statistics', async () => {
+  it('plans an LSS step per identification setting; settings that read statistics get every language\'s statistics', async () => {
     const facts = path.join(tmp, 'facts.jsonl');
     writeFileSync(facts, JSON.stringify({ template: '[X] [Y].', sub_mt: 'a', obj_mt: 'b', sub_sw: 'c', obj_sw: 'd' }) + '\n');
     const p = await plan(variant((d) => { d['steer'].lss = { facts, settings: 'scale:2' }; }));
@@ -149,8 +150,65 @@ describe('sweep plan of the demo', () => {
     expect(() => loadSweep(variant((d) => { d['steer'].lss = { facts, settings: [] }; }))).toThrow(/steer\.lss\.settings: must NOT have fewer than 1 items/);
     // a setting given twice is said as such, without the statistics advice that is about other settings
     expect(() => loadSweep(variant((d) => { d['steer'].lss = { facts, settings: ['scale:2', 'scale:2'] }; }))).toThrow(/"scale:2" is given twice$/);
+    // p_max reads sentence means: refused without them; with them, the step reads each language's final statistics
     const file = variant((d) => { d['steer'].lss = { facts, settings: 'scale:2,p_max' }; });
-    expect(() => loadSweep(file)).toThrow(/:\d+: steer\.lss\.settings: .*p_max.*; in a sweep, use settings without neuron statistics/);
+    expect(() => loadSweep(file)).toThrow(/:\d+: steer\.lss\.settings: setting p_max reads sentence means: set profile\.seqMeans: true/);
+    const withStats = await plan(variant((d) => { d['steer'].lss = { facts, settings: 'scale:2,p_max' }; d['profile'].seqMeans = true; }));
+    const argv = step(withStats).argv;
+    expect(argv[argv.indexOf('--stats') + 1]).toBe('{step:profile/udhr20/mt}/mt.safetensors,{step:profile/udhr20/sw}/sw.safetensors');
+    expect(step(withStats).deps.sort()).toEqual(['identify/udhr20/lape-topRate=0.1', 'profile/udhr20/mt', 'profile/udhr20/sw']);
+    expect(step(p).argv).not.toContain('--stats'); // scale:2 reads none: the step (and its hash) as before
+  });
+
+  it("plans Language Arithmetics' forcing and fallback per identification setting (and amplification), with their generation", async () => {
+    const prompts = path.join(tmp, 'prompts');
+    mkdirSync(prompts, { recursive: true });
+    writeFileSync(path.join(prompts, 'mt.jsonl'), JSON.stringify({ prompt: 'Q: Kif int? \nA:' }) + '\n');
+    const neutral = path.join(tmp, 'neutral.txt');
+    writeFileSync(neutral, 'Q: Hello?A: \n');
+    const lid = path.join(ROOT, 'test', 'fixtures-langid', 'tiny-lid.bin');
+    const la = (extra: (d: Record<string, any>) => void = () => {}) => variant((d) => {
+      d['steer'].forcing = { prompts, amplify: ['add-mean:1', 'scale:3'], deactivateValue: 0, langid: `fasttext:${path.relative(tmp, lid)}`, maxNewTokens: 256,
+        stop: ['\nQ:', '\nA:'], repetitionPenalty: 1.1 };
+      d['steer'].fallback = { prompts: neutral, deactivate: ['mt', 'sw'], deactivateValue: -1.5, langid: 'fasttext', maxNewTokens: 128, stop: ['\nQ:'] };
+      extra(d);
+    });
+    const p = await plan(la());
+    expect(kinds(p)['forcing']).toBe(4); // 2 settings × 2 amplifications
+    expect(kinds(p)['fallback']).toBe(2);
+    const f = p.byId.get('forcing/udhr20/lape-topRate=0.1/amplify=add-mean:1')!;
+    expect(f.cell).toEqual({ model: 'udhr20', identify: 'lape-topRate=0.1', variant: 'amplify=add-mean:1' });
+    expect(f.argv).toEqual(['steer', 'forcing', '{model:0}', '--masks', '{step:identify/udhr20/lape-topRate=0.1}/mask.json', '--prompts', prompts, '--target', 'mt,sw',
+      '--amplify', 'add-mean:1', '--stats', '{step:profile/udhr20/mt}/mt.safetensors,{step:profile/udhr20/sw}/sw.safetensors', '--deactivate-value', '0',
+      '--langid', `fasttext:${lid}`, '--max-new-tokens', '256', '--stop', '\\nQ:', '--stop', '\\nA:', '--repetition-penalty', '1.1', '--out', '{out}/forcing.json', '--json']);
+    expect(p.byId.get('forcing/udhr20/lape-topRate=0.1/amplify=scale:3')!.argv).not.toContain('--stats');
+    expect(p.byId.get('fallback/udhr20/lape-topRate=0.05')!.argv).toEqual(['steer', 'fallback', '{model:0}', '--masks', '{step:identify/udhr20/lape-topRate=0.05}/mask.json',
+      '--prompts', neutral, '--deactivate', 'mt,sw', '--deactivate-value', '-1.5', '--langid', 'fasttext', '--max-new-tokens', '128', '--stop', '\\nQ:',
+      '--out', '{out}/fallback.json', '--json']);
+    // the prompts' content is part of the hash: a changed prompt re-runs forcing, not fallback
+    writeFileSync(path.join(prompts, 'mt.jsonl'), JSON.stringify({ prompt: 'Q: X\'jisimek? \nA:' }) + '\n');
+    const q = await plan(la());
+    expect(q.byId.get(f.id)!.hash).not.toBe(f.hash);
+    expect(q.byId.get('fallback/udhr20/lape-topRate=0.05')!.hash).toBe(p.byId.get('fallback/udhr20/lape-topRate=0.05')!.hash);
+    const bad: [(d: Record<string, any>) => void, RegExp][] = [
+      [(d) => { d['steer'].forcing.prompts = path.join(tmp, 'nope'); }, /steer\.forcing\.prompts: .*nope: no such file or folder/],
+      [(d) => { d['steer'].forcing.amplify = 'louder'; }, /steer\.forcing\.amplify: amplification setting "louder": unknown setting/],
+      [(d) => { d['steer'].forcing.amplify = ['p_max']; }, /steer\.forcing\.amplify: setting p_max reads sentence means/],
+      [(d) => { d['steer'].forcing.targets = ['de']; }, /steer\.forcing\.targets\[0\]: 'de' is not one of the sweep's languages/],
+      [(d) => { d['steer'].forcing.langid = 'fasttext:missing.bin'; }, /steer\.forcing\.langid: .*missing\.bin: no such fastText model/],
+      [(d) => { d['steer'].forcing.langid = 'franc'; }, /steer\.forcing\.langid: must match pattern/],
+      [(d) => { d['steer'].fallback.deactivate = ['mt', 'mt']; }, /steer\.fallback\.deactivate: 'mt' is listed twice/],
+      [(d) => { d['steer'].fallback.deactivate = ['en']; }, /steer\.fallback\.deactivate\[0\]: 'en' is not one of the sweep's languages/],
+    ];
+    for (const [change, msg] of bad) expect(() => loadSweep(la(change))).toThrow(msg);
+  });
+
+  it('eval interventions that read statistics get every language\'s statistics; a joint ranking\'s identify step names its masks', async () => {
+    const p = await plan(variant((d) => { d['eval'].interventions = ['add:1:mean:{lang}:mask={mask}:lang={lang}', 'deactivate:{mask}:{lang}']; }));
+    const add = p.byId.get('eval/udhr20/ppl/mt/iv0-add@lape-topRate=0.05')!.argv;
+    expect(add[add.indexOf('--stats') + 1]).toBe('{step:profile/udhr20/mt}/mt.safetensors,{step:profile/udhr20/sw}/sw.safetensors');
+    expect(p.byId.get('eval/udhr20/ppl/mt/iv1-deactivate@lape-topRate=0.05')!.argv).not.toContain('--stats');
+    expect(p.byId.get('identify/udhr20/lape-topRate=0.05')!.masks).toEqual(['mask.json']);
   });
 
   it('plans shards with a merge step per language', async () => {

@@ -291,6 +291,45 @@ describe('sweep run', () => {
     expect(readFileSync(path.join(dir, 'report.html'), 'utf8')).toContain('Language Steering Shift per setting');
   }, 120_000);
 
+  it("Language Arithmetics' forcing (its mean from every language's statistics) and fallback: steps per setting, their numbers in the report", async () => {
+    const prompts = path.join(tmp, 'la-prompts');
+    mkdirSync(prompts, { recursive: true });
+    writeFileSync(path.join(prompts, 'mt.jsonl'), JSON.stringify({ prompt: 'Q: Kulħadd għandu d-dritt? \nA:' }) + '\n');
+    writeFileSync(path.join(prompts, 'sw.jsonl'), JSON.stringify({ prompt: 'Q: Kila mtu ana haki? \nA:' }) + '\n');
+    const doc = parse(readFileSync(DEMO, 'utf8')) as Record<string, any>;
+    doc['models'] = path.join(ROOT, 'models', 'udhr20');
+    doc['steer'].forcing = { prompts, amplify: 'add-mean:1', langid: 'fasttext', maxNewTokens: 12, stop: ['\nQ:', '\nA:'], repetitionPenalty: 1.1 };
+    doc['steer'].fallback = { prompts: path.join(prompts, 'mt.jsonl'), deactivate: ['mt', 'sw'], deactivateValue: -1.5, langid: 'fasttext', maxNewTokens: 12 };
+    const file = path.join(tmp, 'la.yaml');
+    writeFileSync(file, stringify(doc));
+    const r = cli(['sweep', 'run', file, '--jobs', '2', '--out', OUT_LOCAL, '--json']);
+    expect(r.status, r.stderr).toBe(0);
+    const summary = JSON.parse(r.stdout) as { done: string[]; skipped: string[] };
+    expect(summary.done.sort()).toEqual(['fallback/udhr20/lape-topRate=0.05', 'fallback/udhr20/lape-topRate=0.1', 'forcing/udhr20/lape-topRate=0.05', 'forcing/udhr20/lape-topRate=0.1']);
+    expect(summary.skipped.length).toBe(STEPS);
+    const plan = await planSweep(loadSweep(file), { out: OUT_LOCAL });
+    const out = (id: string, f: string) => JSON.parse(readFileSync(path.join(stepDir(plan, plan.byId.get(id)!), f), 'utf8'));
+    const forcing = out('forcing/udhr20/lape-topRate=0.1', 'forcing.json');
+    expect(forcing).toMatchObject({ identifier: 'fasttext', amplify: 'add-mean:1', maxNewTokens: 12, repetitionPenalty: 1.1, stop: ['\nQ:', '\nA:'] });
+    expect(forcing.targets.map((t: { target: string }) => t.target)).toEqual(['mt', 'sw']);
+    const fallback = out('fallback/udhr20/lape-topRate=0.1', 'fallback.json');
+    expect(fallback.steps.map((x: { deactivated: string[] }) => x.deactivated)).toEqual([['mt'], ['mt', 'sw']]);
+    const dir = path.join(tmp, 'report-la');
+    expect(cli(['sweep', 'report', file, '--outputs', OUT_LOCAL, '--out', dir]).status).toBe(0);
+    const report = JSON.parse(readFileSync(path.join(dir, 'report.json'), 'utf8')) as {
+      forcing: { identify: string; meanRate: number; targets: { target: string; rate: number }[] }[];
+      fallback: { identify: string; steps: { deactivated: string[]; mostCommon: string | null; distribution: Record<string, number> }[] }[] };
+    const fe = report.forcing.find((x) => x.identify === 'lape-topRate=0.1')!;
+    expect(fe.meanRate).toBe(forcing.meanRate);
+    expect(fe.targets.map((t) => t.rate)).toEqual(forcing.targets.map((t: { forced: { rate: number } }) => t.forced.rate));
+    const fb = report.fallback.find((x) => x.identify === 'lape-topRate=0.1')!;
+    expect(fb.steps.map((x) => x.distribution)).toEqual([fallback.baseline, ...fallback.steps].map((x: { distribution: unknown }) => x.distribution));
+    const html = readFileSync(path.join(dir, 'report.html'), 'utf8');
+    expect(html).toContain('Language forcing');
+    expect(html).toContain('Language fallback');
+    expect(readFileSync(path.join(dir, 'report.csv'), 'utf8')).toMatch(/^forcing,udhr20,lape-topRate=0\.1,,mt,,add-mean:1,forced_rate,/m);
+  }, 180_000);
+
   it("Kojima's setting end to end: seven sites profiled per sentence, one joint AP ranking, the matrix of the set of masks, the report's counts", async () => {
     const doc = parse(readFileSync(DEMO, 'utf8')) as Record<string, any>;
     doc['models'] = path.join(ROOT, 'models', 'udhr20');

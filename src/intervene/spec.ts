@@ -263,3 +263,10 @@ export function parseInterventionFile(text: string, file: string, defaultStats?:
     return spec.stats === undefined && defaultStats !== undefined ? { ...spec, stats: defaultStats } : spec;
   });
 }
+
+/** Whether a spec reads per-language profiling statistics (a statistic value, diffmean) and names none of its own. */
+export function specNeedsStats(spec: InterventionSpec): boolean {
+  if (spec.stats !== undefined) return false;
+  const op = spec.operation;
+  return op.op === 'diffmean' || ((op.op === 'set' || op.op === 'add') && typeof op.value === 'object');
+}

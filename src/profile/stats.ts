@@ -153,6 +153,17 @@ export const unitIndex = (width: number, layerSlot: number, unit: number): numbe
 
 /** The statistics file of `language` in `where`: a folder of <language>.safetensors, or one statistics file. */
 export function languageStatsFile(where: string, language: string): string {
+  // A comma-separated list of files and folders (no path of that name): the language's <lang>.safetensors among them,
+  // e.g. the statistics of each language in the output folder of its own profiling step (a sweep's).
+  if (where.includes(',') && !existsSync(where)) {
+    const entries = where.split(',').map((e) => e.trim()).filter(Boolean);
+    const name = `${language}.safetensors`;
+    for (const e of entries) {
+      if (path.basename(e) === name) return e;
+      if (existsSync(path.join(e, name)) && statSync(e).isDirectory()) return path.join(e, name);
+    }
+    throw new LangneuronsError('E_STATS', `statistics: no ${name} among ${entries.join(', ')} (a list names files <lang>.safetensors or folders holding them)`, { field: '--stats' });
+  }
   if (where.endsWith('.safetensors') || (existsSync(where) && statSync(where).isFile())) return where;
   return path.join(where, `${language}.safetensors`);
 }

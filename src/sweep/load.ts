@@ -12,13 +12,14 @@ import { LangneuronsError } from '../errors.js';
 import { packageRoot } from '../native/addon.js';
 import { TOOL_VERSION } from '../version.js';
 import { withoutBom } from '../io/text.js';
-import { amplification, DEFAULT_SETTINGS, parseSettings } from '../steer/index.js';
+import { DEFAULT_SETTINGS, parseSettings } from '../steer/index.js';
+import { checkGeneratingSteer, checkSettingsStats } from './load-steer.js';
 import { NEURON_SITES, SITES } from '../profile/stats.js';
 
 export type Value = string | number | boolean;
 export type Rule = Partial<Record<'model' | 'language' | 'identify' | 'method' | 'task' | 'variant', Value | Value[]>>;
 export interface Resources { cpus?: number; mem?: string; time?: string; gpus?: number; partition?: string }
-export const STEP_KINDS = ['text', 'profile', 'merge', 'identify', 'ppl-matrix', 'lss', 'finetune', 'eval'] as const;
+export const STEP_KINDS = ['text', 'profile', 'merge', 'identify', 'ppl-matrix', 'lss', 'forcing', 'fallback', 'finetune', 'eval'] as const;
 export type StepKind = typeof STEP_KINDS[number];
 export type LanguageSelection = 'all' | 'low' | string[];
 
@@ -28,6 +29,9 @@ export interface IdentifyEntry {
   /** identify --site, or (ap) --sites: a joint ranking that gives one mask per site (the steer steps take them as a set). */
   site?: string; sites?: string;
 }
+
+/** The generation and language identification of the steer steps that generate (forcing, fallback). */
+export interface SteerGeneration { langid?: string; maxNewTokens?: number; stop?: string[]; repetitionPenalty?: number }
 
 /** The sweep file as written (after the schema), with paths resolved against the file's folder. */
 export interface SweepFile {
@@ -39,7 +43,11 @@ export interface SweepFile {
   profile: { corpus: string; tokens?: number | string; shards?: number; scope?: 'windows' | 'sentences'; maxLen?: number; sites?: string; histogram?: string; seqMeans?: boolean;
     countBos?: boolean; dropLong?: boolean };
   identify: IdentifyEntry[];
-  steer?: { pplMatrix?: { evalText?: string; maxTokens?: number; deactivateValue?: number | number[] }; lss?: { facts: string; settings?: string } };
+  steer?: {
+    pplMatrix?: { evalText?: string; maxTokens?: number; deactivateValue?: number | number[] }; lss?: { facts: string; settings?: string };
+    forcing?: SteerGeneration & { prompts: string; targets?: LanguageSelection; amplify?: string | string[]; deactivateValue?: number; deactivateSource?: boolean };
+    fallback?: SteerGeneration & { prompts: string; deactivate: string[]; each?: boolean; deactivateValue?: number };
+  };
   finetune?: {
     methods: string[]; languages?: LanguageSelection; train: string; valid?: string; steps?: number; chunk?: number; batch?: number; accum?: number;
     evalEvery?: number; seed?: number; lr?: number | Record<string, number>; schedule?: string; warmup?: number;
@@ -235,17 +243,13 @@ function checkSemantics(s: SweepFile, dir: string, fail: (p: (string | number)[]
     });
   }
   if (s.steer?.lss) {
-    // Settings that read per-language statistics (p_max, p_median, mean) need a statistics folder a step cannot pass yet.
     let settings: ReturnType<typeof parseSettings> = [];
     try { settings = parseSettings(s.steer.lss.settings ?? DEFAULT_SETTINGS); } catch (e) { fail(['steer', 'lss', 'settings'], (e as Error).message); }
-    try {
-      for (const st of settings) amplification('mask', 'x', st, undefined);
-    } catch (e) {
-      fail(['steer', 'lss', 'settings'], `${(e as Error).message}${s.steer.lss.settings ? '' : ` (the default is ${DEFAULT_SETTINGS})`}; in a sweep, use settings without neuron statistics (scale:<α>, set:max, add:<v>)`);
-    }
+    checkSettingsStats(s, settings, ['steer', 'lss', 'settings'], fail);
   }
   if (s.steer?.lss && !existsSync(path.resolve(dir, s.steer.lss.facts))) fail(['steer', 'lss', 'facts'], `${path.resolve(dir, s.steer.lss.facts)}: no such file or folder`);
   if (s.steer?.pplMatrix?.evalText) checkCorpus(s.steer.pplMatrix.evalText, dir, ['steer', 'pplMatrix', 'evalText'], fail);
+  checkGeneratingSteer(s, dir, fail, selection);
 }
 
 /**

@@ -11,8 +11,12 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { modelFingerprint } from '../model/fingerprint.js';
+import { parseInterventionSpec, specNeedsStats } from '../intervene/spec.js';
+import { needsStats, parseSetting, parseSettings, DEFAULT_SETTINGS } from '../steer/index.js';
+import { forcingSettings, langidArg } from './load-steer.js';
 import {
-  MASK_METHODS, modelsOf, STEP_KINDS, toolVersion, type IdentifyEntry, type LanguageSelection, type LoadedSweep, type Resources, type Rule, type StepKind, type Value,
+  MASK_METHODS, modelsOf, STEP_KINDS, toolVersion, type IdentifyEntry, type LanguageSelection, type LoadedSweep, type Resources, type Rule, type StepKind,
+  type SteerGeneration, type Value,
 } from './load.js';
 
 export type CellField = 'model' | 'language' | 'identify' | 'method' | 'task' | 'variant' | 'intervention';
@@ -29,6 +33,8 @@ export interface Step {
   cell: Cell;
   /** Commands that take --threads get the step's CPUs as threads. */
   threaded: boolean;
+  /** identify: the mask files it writes in its folder (mask.json, or a joint ranking's mask.<site>.json per site). */
+  masks?: string[];
 }
 
 export interface SweepPlan {
@@ -134,7 +140,7 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
       deps.add(dep);
       return `{step:${d.hash}}`;
     }).replace(/\{model:(\d+)\}/g, (_, i: string) => `{model:${models[Number(i)]!.fingerprint}}`));
-    if (missing || (['identify', 'ppl-matrix', 'lss', 'finetune', 'eval'].includes(kind) && !keepCell(cell, s.include, s.exclude))) { dropped.add(id); return null; }
+    if (missing || (['identify', 'ppl-matrix', 'lss', 'forcing', 'fallback', 'finetune', 'eval'].includes(kind) && !keepCell(cell, s.include, s.exclude))) { dropped.add(id); return null; }
     const hash = sha(JSON.stringify({ kind, version, argv: keyArgv, inputs: inputs.map((f) => [f, hashFile(f)]) })).slice(0, 20);
     const step: Step = { id, kind, hash, deps: [...deps], argv, cell, threaded };
     steps.push(step);
@@ -198,7 +204,9 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
         { model: m.name, identify: st.label }, [], false);
       if (!id) continue;
       // A joint ranking writes mask.<site>.json per site: the steer steps take them as one --masks set.
-      const mask = st.sites ? st.sites.map((site) => `{step:${id}}/mask.${site}.json`).join(',') : `{step:${id}}/mask.json`;
+      const files = st.sites ? st.sites.map((site) => `mask.${site}.json`) : ['mask.json'];
+      byId.get(id)!.masks = files;
+      const mask = files.map((f) => `{step:${id}}/${f}`).join(',');
       masks.set(st.label, mask);
       const pm = s.steer?.pplMatrix;
       if (pm) {
@@ -213,11 +221,43 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
       }
     }
     // Language Steering Shift per setting (facts: MLAMA-dod style, src/steer/lss.ts)
+    // Steps whose interventions read statistics get every language's final statistics file (a --stats list).
+    const statsArg = ['--stats', s.languages.map((l) => stats.get(l)!).join(',')];
     const lss = s.steer?.lss;
     if (lss) for (const [label, mask] of masks) {
       const facts = path.resolve(sweep.dir, lss.facts);
+      const withStats = parseSettings(lss.settings ?? DEFAULT_SETTINGS).some(needsStats) ? statsArg : [];
       add('lss', `lss/${m.name}/${label}`, ['steer', 'lss', model, '--masks', mask, '--facts', facts, ...(lss.settings ? ['--settings', lss.settings] : []),
-        '--out', '{out}/lss.json', '--json'], { model: m.name, identify: label }, [facts]);
+        ...withStats, '--out', '{out}/lss.json', '--json'], { model: m.name, identify: label }, [facts]);
+    }
+    // Language forcing per setting and amplification, language fallback per setting (Language Arithmetics)
+    const generation = (g: SteerGeneration): string[] => {
+      const langid = langidArg(g.langid, sweep.dir);
+      return [...(langid ? ['--langid', langid] : []), ...(g.maxNewTokens ? ['--max-new-tokens', String(g.maxNewTokens)] : []),
+        ...(g.stop ?? []).flatMap((x) => ['--stop', x.replace(/\n/g, '\\n')]), ...(g.repetitionPenalty !== undefined ? ['--repetition-penalty', String(g.repetitionPenalty)] : [])];
+    };
+    const generationInputs = (g: SteerGeneration, prompts: string): string[] => {
+      const langid = langidArg(g.langid, sweep.dir);
+      return [prompts, ...(langid?.startsWith('fasttext:') ? [langid.slice('fasttext:'.length)] : [])];
+    };
+    const fo = s.steer?.forcing;
+    if (fo) for (const [label, mask] of masks) {
+      const prompts = path.resolve(sweep.dir, fo.prompts);
+      const amplify = forcingSettings(fo.amplify);
+      for (const a of amplify) {
+        add('forcing', `forcing/${m.name}/${label}${amplify.length > 1 ? `/amplify=${a}` : ''}`, ['steer', 'forcing', model, '--masks', mask, '--prompts', prompts,
+          '--target', select(fo.targets).join(','), '--amplify', a, ...(needsStats(parseSetting(a)) ? statsArg : []),
+          ...(fo.deactivateValue !== undefined ? ['--deactivate-value', String(fo.deactivateValue)] : []), ...(fo.deactivateSource === false ? ['--no-deactivate-source'] : []),
+          ...generation(fo), '--out', '{out}/forcing.json', '--json'],
+        { model: m.name, identify: label, ...(amplify.length > 1 ? { variant: `amplify=${a}` } : {}) }, generationInputs(fo, prompts));
+      }
+    }
+    const fb = s.steer?.fallback;
+    if (fb) for (const [label, mask] of masks) {
+      const prompts = path.resolve(sweep.dir, fb.prompts);
+      add('fallback', `fallback/${m.name}/${label}`, ['steer', 'fallback', model, '--masks', mask, '--prompts', prompts, '--deactivate', fb.deactivate.join(','),
+        ...(fb.each ? ['--each'] : []), ...(fb.deactivateValue !== undefined ? ['--deactivate-value', String(fb.deactivateValue)] : []),
+        ...generation(fb), '--out', '{out}/fallback.json', '--json'], { model: m.name, identify: label }, generationInputs(fb, prompts));
     }
     // fine-tuning: per method and language (and identification setting, for the methods that train a mask's neurons)
     const finetuned = new Map<string, { id: string; method: string; identify?: string }[]>();
@@ -265,8 +305,9 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
         for (const [label, mask] of uses ? masks : new Map([['', '']])) {
           const spec = tpl.replaceAll('{mask}', mask).replaceAll('{lang}', lang);
           const short = tpl.split(':')[0]!.replace(/[^A-Za-z0-9._-]/g, '');
+          const withStats = specNeedsStats(parseInterventionSpec(tpl.replaceAll('{mask}', 'mask.json').replaceAll('{lang}', lang))) ? statsArg : [];
           // the spec as written, {lang} filled ({mask} stands for the identify setting's mask): what the report shows
-          evalStep(`iv${i}-${short}${label ? `@${label}` : ''}`, ['--intervene', spec], { intervention: tpl.replaceAll('{lang}', lang), ...(label ? { identify: label } : {}) });
+          evalStep(`iv${i}-${short}${label ? `@${label}` : ''}`, ['--intervene', spec, ...withStats], { intervention: tpl.replaceAll('{lang}', lang), ...(label ? { identify: label } : {}) });
         }
       });
     }

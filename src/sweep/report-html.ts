@@ -77,6 +77,32 @@ function lssSection(r: SweepReport): string {
     table(['identification setting', ...settings.map(esc)], rows) + '</section>';
 }
 
+function forcingSection(r: SweepReport): string {
+  if (!r.forcing.length) return '';
+  const targets = unique(r.forcing.flatMap((f) => f.targets.map((t) => t.target)));
+  const pct = (x: number | null) => (x === null ? '–' : `${(100 * x).toFixed(0)}%`);
+  const rows = r.forcing.map((f) => [`${esc(f.model)}, ${esc(f.identify)}, ${esc(f.amplify)}`, pct(f.meanRate), ...targets.map((t) => {
+    const x = f.targets.find((y) => y.target === t);
+    return !x ? '' : `${pct(x.rate)}${x.baselineRate === null ? '' : ` <span class="meta">(${pct(x.baselineRate)})</span>`}${x.identifiable ? '' : ' ?'}`;
+  })]);
+  return `<section id="forcing"><h2>Language forcing</h2><p class="meta">Share of generations the identifier (${unique(r.forcing.map((f) => esc(f.identifier))).join(', ')}) ` +
+    'labels with the target language when its neurons are amplified (and the prompt language\'s deactivated); without intervention in brackets; ? a target the identifier does not know.</p>' +
+    table(['setting, amplification', 'mean', ...targets.map(esc)], rows) + '</section>';
+}
+
+function fallbackSection(r: SweepReport): string {
+  if (!r.fallback.length) return '';
+  const parts = r.fallback.map((f) => {
+    const rows = f.steps.map((st) => {
+      const n = Object.values(st.distribution).reduce((a, b) => a + b, 0);
+      return [esc(st.deactivated.join(' + ') || 'none'), esc(st.mostCommon ?? '–'),
+        Object.entries(st.distribution).sort((a, b) => b[1] - a[1]).map(([l, c]) => `${esc(l)} ${(100 * c / n).toFixed(0)}%`).join(', ')];
+    });
+    return `<h3>${esc(f.model)}, ${esc(f.identify)} (neurons set to ${fmt(f.deactivateValue)}; ${esc(f.identifier)})</h3>` + table(['deactivated', 'most common', 'answers'], rows);
+  });
+  return `<section id="fallback"><h2>Language fallback</h2><p class="meta">The language the model answers neutral prompts in as the neurons of more and more languages are deactivated.</p>${parts.join('')}</section>`;
+}
+
 function finetuneSection(r: SweepReport): string {
   if (!r.finetune.length) return '';
   const label = (f: SweepReport['finetune'][number]) => `${f.method}${f.identify ? `@${f.identify}` : ''}`;
@@ -107,6 +133,8 @@ ${missing}
 ${evalSection(r)}
 ${deactivationSection(r)}
 ${lssSection(r)}
+${forcingSection(r)}
+${fallbackSection(r)}
 ${neuronsSection(r)}
 ${finetuneSection(r)}
 </body></html>

@@ -19,6 +19,15 @@ export const SWEEP_REPORT_FORMAT = 'langneurons-sweep-report/1';
 export interface NeuronsEntry { model: string; identify: string; method: string; parameters: Record<string, unknown>; total: Record<string, number>; perLayer: Record<string, number[]>; union: number }
 export interface MatrixEntry { model: string; identify: string; variant: string | null; rows: string[]; columns: string[]; baselineNll: number[]; deltaNll: number[][]; diagonalShare: number }
 export interface LssEntry { model: string; identify: string; settings: { setting: string; meanLss: number; pairs: { base: string; target: string; lss: number }[] }[]; best: string }
+export interface ForcingEntry {
+  model: string; identify: string; amplify: string; identifier: string; meanRate: number;
+  targets: { target: string; rate: number; baselineRate: number | null; identifiable: boolean }[];
+}
+export interface FallbackEntry {
+  model: string; identify: string; identifier: string; deactivateValue: number;
+  /** The baseline (no language deactivated) first when measured, then each step. */
+  steps: { deactivated: string[]; mostCommon: string | null; distribution: Record<string, number> }[];
+}
 export interface FinetuneEntry {
   model: string; language: string; method: string; identify: string | null; trainableParameters: number; steps: number;
   trainLoss: [number, number][]; validLoss: [number, number][]; bestValid: number | null; secondsPerStep: number | null;
@@ -43,6 +52,8 @@ export interface SweepReport {
   neurons: NeuronsEntry[];
   deactivation: MatrixEntry[];
   lss: LssEntry[];
+  forcing: ForcingEntry[];
+  fallback: FallbackEntry[];
   finetune: FinetuneEntry[];
   eval: EvalEntry[];
 }
@@ -72,7 +83,7 @@ export async function collectSweepReport(plan: SweepPlan): Promise<SweepReport> 
   const report: SweepReport = {
     format: SWEEP_REPORT_FORMAT, sweep: plan.name, toolVersion: toolVersion(), models: plan.models.map((m) => ({ name: m.name, fingerprint: m.fingerprint })),
     languages: s.languages, lowResource: s.lowResource ?? [],
-    steps: { total: plan.steps.length, done: 0, missing: [] }, neurons: [], deactivation: [], lss: [], finetune: [], eval: [],
+    steps: { total: plan.steps.length, done: 0, missing: [] }, neurons: [], deactivation: [], lss: [], forcing: [], fallback: [], finetune: [], eval: [],
   };
   const cell = (st: Step, k: keyof Cell) => st.cell[k] ?? null;
   for (const st of plan.steps) {
@@ -81,8 +92,7 @@ export async function collectSweepReport(plan: SweepPlan): Promise<SweepReport> 
     const dir = stepDir(plan, st);
     if (st.kind === 'identify') {
       // One mask.json, or a joint ranking's mask.<site>.json per site (--sites): their units add up (the sites' units differ).
-      const sites = st.argv.includes('--sites') ? st.argv[st.argv.indexOf('--sites') + 1]!.split(',') : null;
-      const masks = await Promise.all((sites ? sites.map((x) => `mask.${x}.json`) : ['mask.json']).map((f) => readMask(path.join(dir, f))));
+      const masks = await Promise.all((st.masks ?? ['mask.json']).map((f) => readMask(path.join(dir, f))));
       const sums = masks.map(summarizeMask);
       const add = (a: Record<string, number>, b: Record<string, number>) => Object.fromEntries(Object.entries(a).map(([k, v]) => [k, v + (b[k] ?? 0)]));
       const addLayers = (a: Record<string, number[]>, b: Record<string, number[]>) => Object.fromEntries(Object.entries(a).map(([k, v]) => [k, v.map((x, l) => x + (b[k]?.[l] ?? 0))]));
@@ -97,6 +107,15 @@ export async function collectSweepReport(plan: SweepPlan): Promise<SweepReport> 
       const l = readJson<{ settings: { setting: string; meanLss: number; pairs: { base: string; target: string; lss: number }[] }[]; best: { setting: string } }>(path.join(dir, 'lss.json'));
       report.lss.push({ model: st.cell.model!, identify: st.cell.identify!, best: l.best.setting,
         settings: l.settings.map((x) => ({ setting: x.setting, meanLss: x.meanLss, pairs: x.pairs.map((p) => ({ base: p.base, target: p.target, lss: p.lss })) })) });
+    } else if (st.kind === 'forcing') {
+      const f = readJson<{ identifier: string; meanRate: number; amplify: string; targets: { target: string; identifiable: boolean; forced: { rate: number }; baseline?: { rate: number } }[] }>(path.join(dir, 'forcing.json'));
+      report.forcing.push({ model: st.cell.model!, identify: st.cell.identify!, amplify: f.amplify, identifier: f.identifier, meanRate: f.meanRate,
+        targets: f.targets.map((t) => ({ target: t.target, rate: t.forced.rate, baselineRate: t.baseline?.rate ?? null, identifiable: t.identifiable })) });
+    } else if (st.kind === 'fallback') {
+      type FallbackStepJson = { deactivated: string[]; mostCommon: string | null; distribution: Record<string, number> };
+      const f = readJson<{ identifier: string; deactivateValue: number; baseline?: FallbackStepJson; steps: FallbackStepJson[] }>(path.join(dir, 'fallback.json'));
+      report.fallback.push({ model: st.cell.model!, identify: st.cell.identify!, identifier: f.identifier, deactivateValue: f.deactivateValue,
+        steps: [...(f.baseline ? [f.baseline] : []), ...f.steps].map((x) => ({ deactivated: x.deactivated, mostCommon: x.mostCommon, distribution: x.distribution })) });
     } else if (st.kind === 'finetune') {
       const run = readJson<{ trainableParameters: number }>(path.join(dir, 'run.json'));
       const log = readFileSync(path.join(dir, 'train.jsonl'), 'utf8').split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Record<string, number>);
@@ -137,6 +156,12 @@ export function sweepReportCsv(r: SweepReport): string {
     rows.push(['lss', l.model, l.identify, '', '', '', x.setting, 'mean_lss', x.meanLss, '', '']);
     for (const p of x.pairs) rows.push(['lss', l.model, l.identify, '', p.target, '', x.setting, `lss_from_${p.base}`, p.lss, '', '']);
   }
+  for (const f of r.forcing) {
+    rows.push(['forcing', f.model, f.identify, '', '', '', f.amplify, 'mean_rate', f.meanRate, '', '']);
+    for (const t of f.targets) rows.push(['forcing', f.model, f.identify, '', t.target, '', f.amplify, 'forced_rate', t.rate, t.baselineRate ?? '', t.baselineRate === null ? '' : t.rate - t.baselineRate]);
+  }
+  for (const f of r.fallback) for (const st of f.steps) for (const [lang, n] of Object.entries(st.distribution))
+    rows.push(['fallback', f.model, f.identify, '', lang, '', `deactivate:${st.deactivated.join('+') || 'none'}`, 'answers', n, '', '']);
   for (const f of r.finetune) {
     rows.push(['finetune', f.model, f.identify ?? '', f.method, f.language, '', '', 'best_valid_loss', f.bestValid ?? '', f.validLoss[0]?.[1] ?? '', '']);
     rows.push(['finetune', f.model, f.identify ?? '', f.method, f.language, '', '', 'trainable_parameters', f.trainableParameters, '', '']);
