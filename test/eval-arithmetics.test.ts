@@ -36,7 +36,7 @@ describe('Language Arithmetics\' prompts and generation settings', () => {
     const r = await run(plan, s);
     // the "." after a sentence that ends in one is theirs ("{source_text}. Translation:")
     expect(s.prompts[0]).toBe('Translate this English sentence into Maltese: The cat sat on the mat.. Translation:');
-    expect(s.opts[0]).toEqual({ maxNewTokens: 128, stop: ['\n\n', 'Translation', 'Translate', 'Source:', 'Target:'], repetitionPenalty: 1.1 });
+    expect(s.opts[0]).toEqual({ maxNewTokens: 128, stop: ['\n\n', 'Translation', 'Translate', 'Source:', 'Target:'], repetitionPenalty: 1.1, cleanUpSpaces: false });
     expect(r.generation).toEqual(s.opts[0]);
     expect(r.template).toMatch(/^Translate this \{Src\} sentence into \{Tgt\}: \{src\}\. Translation:/);
     expect(r.metrics.sentence_bleu).toBeGreaterThan(0); // their measure: the mean sentence BLEU (on 0-1 there, 0-100 here)
@@ -64,7 +64,7 @@ describe('Language Arithmetics\' prompts and generation settings', () => {
     const r = await run(plan, s);
     expect(s.prompts[0]).toBe('Read the following Swahili passage and answer the question.\n\nPassage: Mbwa alikula chakula.\n\nQuestion: Nani alikula?\n\n' +
       'A) Paka\nB) Mbwa\nC) Ndege\nD) Samaki\n\nAnswer:');
-    expect(s.opts[0]).toEqual({ maxNewTokens: 32, stop: ['\n\n', 'Question:', 'Passage:', 'Answer:', 'The answer'], repetitionPenalty: 1.1 });
+    expect(s.opts[0]).toEqual({ maxNewTokens: 32, stop: ['\n\n', 'Question:', 'Passage:', 'Answer:', 'The answer'], repetitionPenalty: 1.1, cleanUpSpaces: false });
     // item 1 (gold B): "because ..." is read as B, their first-character rule; item 2 (gold A): no pattern -> none, wrong
     expect(r.metrics).toEqual({ acc: 0.5, invalid: 0.5 });
   });
@@ -77,7 +77,7 @@ describe('Language Arithmetics\' prompts and generation settings', () => {
     const r = await run(plan, s);
     expect(s.prompts[0]).toBe('Given the following Swahili premise and hypothesis, determine the relationship between them.\n\n' +
       'Premise: Mtoto anacheza\n\nHypothesis: Mtoto yuko nje\n\nOptions:\n1. Entailment\n2. Neutral\n3. Contradiction\n\nAnswer:');
-    expect(s.opts[0]).toEqual({ maxNewTokens: 32, stop: ['\n\n', 'Premise:', 'Hypothesis:', 'Answer:', 'The relationship'], repetitionPenalty: 1.1 });
+    expect(s.opts[0]).toEqual({ maxNewTokens: 32, stop: ['\n\n', 'Premise:', 'Hypothesis:', 'Answer:', 'The relationship'], repetitionPenalty: 1.1, cleanUpSpaces: false });
     // gold 1, 2, 0: "2" neutral (right), "neutral, not a contradiction" contradiction by their priority (right), "Yes." entailment (right)
     expect(r.metrics).toEqual({ acc: 1, invalid: 0, acc_entailment: 1, acc_neutral: 1, acc_contradiction: 1 });
     const s2 = new FakeScorer(() => '1');
@@ -90,7 +90,7 @@ describe('Language Arithmetics\' prompts and generation settings', () => {
     const r = await run(plan, s);
     expect(s.prompts[0]).toBe('Answer the question based on the Swahili context provided. Extract the exact answer from the context.\n\n' +
       'Context: Nairobi ni mji mkuu wa Kenya.\n\nQuestion: Mji mkuu wa Kenya ni upi?\n\nAnswer:');
-    expect(s.opts[0]).toEqual({ maxNewTokens: 64, stop: ['\n\n', 'Question:', 'Context:', 'Answer:', 'Q:', 'A:'], repetitionPenalty: 1.1 });
+    expect(s.opts[0]).toEqual({ maxNewTokens: 64, stop: ['\n\n', 'Question:', 'Context:', 'Answer:', 'Q:', 'A:'], repetitionPenalty: 1.1, cleanUpSpaces: false });
     // "the Nairobi" vs "Nairobi": EM 0 (the article stays), F1 2/3; "Tanzania": EM 1, F1 1
     expect(r.metrics.exact_match).toBeCloseTo(50, 10);
     expect(r.metrics.f1).toBeCloseTo(100 * (2 / 3 + 1) / 2, 10);

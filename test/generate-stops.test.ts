@@ -113,6 +113,23 @@ describe('a stop that the space clean-up makes behind the newest text', () => {
   });
 });
 
+describe('without the space clean-up (vLLM\'s text: `cleanUpTokenizationSpaces: false`, eval --prompt arithmetics)', () => {
+  it("llama3: the same ids decode to \"x n't\", so 'xn' is never a stop there and \" n't\" is", async () => {
+    const tok = await loadTokenizer(lenml('llama3'));
+    const ids = ['x', ' n', "'", 't'].map((p) => tok.encode(p, { addSpecialTokens: false })).flat();
+    const raw = (stops: string[]) => {
+      const finder = new StopFinder(tok, stops, false);
+      const scan = finder.start();
+      for (let k = 1; k <= ids.length; k++) { const cut = finder.step(scan, ids.slice(0, k), ids[k - 1]!); if (cut !== null) return { step: k, text: cut }; }
+      return null;
+    };
+    expect(tok.decode(ids, { skipSpecialTokens: true, cleanUpTokenizationSpaces: false })).toBe("x n't");
+    expect(raw(['xn'])).toBeNull();
+    expect(raw([" n't"])).toEqual({ step: 4, text: 'x' });
+    expect(byFinder(tok, ids, [" n't"])).toBeNull(); // with the clean-up (llama3's config): "xn't" holds no " n't"
+  });
+});
+
 describe('a decoder outside the known local ones', () => {
   it('is searched in the whole output at every step, with the same answers', async () => {
     const dir = await makeTempDir();

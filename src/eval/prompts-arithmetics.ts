@@ -7,8 +7,8 @@
 // - XQuAD: the SQuAD normalisation without its article removal (defined, never called) and an F1 over sets of
 //   tokens, not multisets (see SQUAD_ARITHMETICS);
 // - names: their own table (Norwegian Bokmål is "Norwegian").
-// Not reproduced: vLLM's detokenizer does not apply clean_up_tokenization_spaces where a tokenizer config asks for
-// it (Llama 3); our generations do ("do n't" → "don't"), which moves a few BLEU tokens of English outputs.
+// - the output text as vLLM's detokenizer gives it: never with transformers' clean_up_tokenization_spaces, which a
+//   tokenizer config may ask for (Llama 3's does: " n't" stays, " ?" keeps its space).
 import { LETTERS } from './prompts.js';
 import type { GenOptions } from './scorer.js';
 import type { SquadOptions } from './metrics/squad.js';
@@ -16,7 +16,7 @@ import type { SquadOptions } from './metrics/squad.js';
 /** Their names where ours differ (their tables name the others as FLORES_NAMES does). */
 export const ARITHMETICS_NAMES: Record<string, string> = { nob_Latn: 'Norwegian' };
 
-const gen = (maxNewTokens: number, stop: string[]): GenOptions => ({ maxNewTokens, stop, repetitionPenalty: 1.1 });
+const gen = (maxNewTokens: number, stop: string[]): GenOptions => ({ maxNewTokens, stop, repetitionPenalty: 1.1, cleanUpSpaces: false });
 
 /** Their SamplingParams per task (max_tokens, stop; temperature 0, repetition_penalty 1.1, EOS). */
 export const ARITHMETICS_GEN = {

@@ -12,7 +12,11 @@ import type { HeadClassifier } from '../train/head.js';
 export interface Pair { context: string; continuation: string }
 /** `truncated`: context tokens dropped from the left to fit the model's context (lm-eval's left truncation). */
 export interface PairScore { logprob: number; tokens: number; truncated?: number }
-export interface GenOptions { maxNewTokens: number; stop: string[]; repetitionPenalty: number }
+export interface GenOptions {
+  maxNewTokens: number; stop: string[]; repetitionPenalty: number;
+  /** false: the output text without the tokenizer's space clean-up, as vLLM detokenizes (Language Arithmetics' runs). */
+  cleanUpSpaces?: false;
+}
 /** A generation; `truncated`: prompt tokens dropped from the left so that prompt + maxNewTokens fit the context. */
 export interface GenOutput { text: string; truncated?: number }
 
@@ -90,6 +94,7 @@ export class ModelScorer implements Scorer {
     const ids = prompts.map((p) => (chat ? lmEvalEncode(tok, lmEvalChatContext(chat, '', p)) : tok.encode(p)));
     const gens = await generateTokens(this.model, ids.map((x) => x.slice(-keep)),
       { maxNewTokens: o.maxNewTokens, stop: o.stop, repetitionPenalty: o.repetitionPenalty, temperature: 0, ...this.engineOpts,
+        ...(o.cleanUpSpaces === false ? { cleanUpTokenizationSpaces: false } : {}),
         ...(run.concurrency ? { concurrency: run.concurrency } : {}) });
     return gens.map((g, i) => ({ text: g.text, truncated: Math.max(0, ids[i]!.length - keep) }));
   }

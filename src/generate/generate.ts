@@ -16,6 +16,9 @@ export interface GenerateOptions extends SamplingOptions {
   stop?: string[];
   /** Stop at the model's EOS tokens (default true). */
   stopAtEos?: boolean;
+  /** transformers' clean_up_tokenization_spaces in the output text (" ." -> "."): default as the tokenizer config says;
+   *  false gives vLLM's text (its detokenizer never applies it). Stop strings are found in the same text. */
+  cleanUpTokenizationSpaces?: boolean;
   /** Called for each token generated, with its sequence's index in the call and the token id. */
   onToken?: (seq: number, token: number) => void;
   /** Index of the first prompt in the caller's whole list, when it generates that list in batches: sequence i samples
@@ -72,7 +75,8 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
   const firstIndex = opts.firstIndex ?? 0;
   if (!Number.isSafeInteger(firstIndex) || firstIndex < 0) throw new LangneuronsError('E_OPTIONS', `firstIndex must be an integer >= 0, got ${firstIndex}`, { field: 'firstIndex' });
   // The text is needed during generation only to find stop strings; otherwise it is decoded once at the end.
-  const stopFinder = tok && stops.length ? new StopFinder(tok, stops) : null;
+  const cleanUp = opts.cleanUpTokenizationSpaces;
+  const stopFinder = tok && stops.length ? new StopFinder(tok, stops, cleanUp) : null;
   const out = prompts.map((p, i) => ({ tokens: [] as number[], text: '', history: [...p], slot: -1,
     stopScan: stopFinder?.start() ?? null, rng: opts.temperature ? Rng.forSequence(opts.seed ?? 0, firstIndex + i) : null }));
   const results: Generation[] = new Array<Generation>(prompts.length);
@@ -81,7 +85,8 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
   const end = (s: number, reason: FinishReason) => {
     const o = out[s]!;
     if (o.slot >= 0) free.push(o.slot);
-    results[s] = { text: tok && reason !== 'stop' ? tok.decode(o.tokens, { skipSpecialTokens: true }) : o.text, tokens: o.tokens, promptTokens: prompts[s]!.length, finishReason: reason };
+    const text = tok && reason !== 'stop' ? tok.decode(o.tokens, { skipSpecialTokens: true, ...(cleanUp === undefined ? {} : { cleanUpTokenizationSpaces: cleanUp }) }) : o.text;
+    results[s] = { text, tokens: o.tokens, promptTokens: prompts[s]!.length, finishReason: reason };
     const w = opts.onGeneration?.(s, results[s]!);
     if (w) writes.push(w);
   };

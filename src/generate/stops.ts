@@ -33,7 +33,8 @@ export class StopFinder {
   private readonly keep: number;
   private readonly everyStep: boolean;
 
-  constructor(private readonly tok: LoadedTokenizer, private readonly stops: readonly string[]) {
+  /** `cleanUp`: the tokenizer's space clean-up (default: as its config says; false: vLLM's text, which never applies it). */
+  constructor(private readonly tok: LoadedTokenizer, private readonly stops: readonly string[], private readonly cleanUp?: boolean) {
     this.compact = stops.map(withoutSpaces);
     this.everyStep = !tok.decodesLocally;
     this.keep = LOOKAHEAD + Math.max(0, ...this.compact.map((s) => s.length));
@@ -55,7 +56,7 @@ export class StopFinder {
       scan.tail = (scan.tail + fresh).slice(-this.keep);
       if (!this.compact.some((s) => region.includes(s))) return null;
     }
-    const text = this.tok.decode(tokens, { skipSpecialTokens: true });
+    const text = this.tok.decode(tokens, { skipSpecialTokens: true, ...(this.cleanUp === undefined ? {} : { cleanUpTokenizationSpaces: this.cleanUp }) });
     const at = this.stops.map((s) => text.indexOf(s)).filter((k) => k >= 0);
     return at.length ? text.slice(0, Math.min(...at)) : null;
   }
