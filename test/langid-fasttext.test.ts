@@ -90,6 +90,12 @@ describe('the fastText identifier', () => {
       head.writeInt32LE(99, 4);
       await fsp.writeFile(future, head);
       await expect(loadFastText(future)).rejects.toThrow(/future\.bin: fastText model format version 99, expected 1 to 12/);
+      // over fs.readFile's 2 GiB (a sparse file: no disk used) is refused before the package tries to read it whole
+      const big = path.join(dir, 'big.bin');
+      head.writeInt32LE(12, 4);
+      await fsp.writeFile(big, head);
+      await fsp.truncate(big, 2 ** 31);
+      await expect(loadFastText(big)).rejects.toThrow(/big\.bin: 2\.0 GiB; fastText models of up to 2 GiB load here/);
     } finally {
       await removeDir(dir);
     }

@@ -3,7 +3,8 @@
 // NLLB's lid218e are fastText models too). fastText itself, compiled to WebAssembly (the `fasttext.wasm.js`
 // package, built from facebookresearch/fastText), runs the model: no code of ours between the text and its label.
 // The package carries lid.176.ftz, the compressed form of lid.176.bin; `fasttext:<file>` loads any supervised
-// fastText model (lid.176.bin as the paper used, GlotLID's model.bin, lid218e.bin) up to WebAssembly's 4 GiB.
+// fastText model (lid.176.bin as the paper used, GlotLID's model.bin, lid218e.bin) of up to 2 GiB (the package reads
+// the file whole with fs.readFile, whose limit that is).
 import { promises as fsp } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -42,11 +43,16 @@ interface WasmModel {
   getLabels(): [WasmVector<string>, WasmVector<number>];
 }
 
+/** fs.readFile's limit, which the package's loader reads the model with. */
+const MAX_MODEL_BYTES = 2 ** 31 - 1;
+
 async function checkModelFile(file: string): Promise<void> {
   let head: Buffer;
+  let bytes = 0;
   try {
     const fh = await fsp.open(file, 'r');
     try {
+      bytes = (await fh.stat()).size;
       head = Buffer.alloc(8);
       const { bytesRead } = await fh.read(head, 0, 8, 0);
       head = head.subarray(0, bytesRead);
@@ -61,6 +67,8 @@ async function checkModelFile(file: string): Promise<void> {
   const version = head.readInt32LE(4);
   if (version < 1 || version > FASTTEXT_MAX_VERSION)
     throw new LangneuronsError('E_LANGID', `${file}: fastText model format version ${version}, expected 1 to ${FASTTEXT_MAX_VERSION}`, { file, field: '--langid' });
+  if (bytes > MAX_MODEL_BYTES)
+    throw new LangneuronsError('E_LANGID', `${file}: ${(bytes / 2 ** 30).toFixed(1)} GiB; fastText models of up to 2 GiB load here (quantize it: fasttext quantize)`, { file, field: '--langid' });
 }
 
 /** The labels of a model and their top-k prediction, as fastText's `predict-prob` prints them. */
