@@ -5,7 +5,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 
 import { loadModel, type LanguageModel } from '../src/engine/model.js';
 import { FAMILY_FIXTURES, FIXTURE_NAMES, fixturePath, type FixtureName } from './helpers/fixtures.js';
-import { loadRefModel, refForward, type RefModel } from './helpers/ref-forward.js';
+import { loadRefModel, refForward, refLensLogits, type RefModel } from './helpers/ref-forward.js';
 import { loadReference, relativeError, type FixtureReference } from './helpers/reference.js';
 
 // The independent float64 forward (helpers/ref-forward.ts) is the Llama family's; the other families' residual
@@ -24,6 +24,24 @@ describe.each(LLAMA_FIXTURES)('fixture %s', (name: FixtureName) => {
     const { logits } = refForward(rm, ref.inputIds);
     const e = relativeError(logits, ref.logits);
     expect(e).toBeLessThan(1e-5);
+  });
+
+  it('the logit lens (lastLayer with logits): the final norm and LM head on each layer\u2019s stream, as float64 computes it', async () => {
+    const ids = ref.inputIds, L = model.config.numLayers, V = model.config.vocabSize;
+    const { resid } = refForward(rm, ids);
+    const targets = ids.slice(1).concat(ids[0]!);
+    for (let l = 0; l < L; l++) {
+      const want = refLensLogits(rm, resid[l]!);
+      const got = await model.forward([ids], { logits: 'all', lastLayer: l, targets: [targets] });
+      expect(relativeError(got.logits!, want), `layer ${l}`).toBeLessThan(1e-4);
+      // the target log-probabilities of the same lens
+      for (let t = 0; t < ids.length; t++) {
+        const row = want.subarray(t * V, (t + 1) * V);
+        const mx = Math.max(...row);
+        const lse = mx + Math.log(row.reduce((a, z) => a + Math.exp(z - mx), 0));
+        expect(got.targetLogprobs![t]!, `layer ${l} row ${t}`).toBeCloseTo(row[targets[t]!]! - lse, 3);
+      }
+    }
   });
 
   it('sequence means, sums and the capture of resid match the float64 hidden states', async () => {

@@ -193,7 +193,9 @@ describe.each(FIXTURE_NAMES)('fixture %s', (name: FixtureName) => {
       expect(y.sites.get(site)!.overZero).toEqual(x.sites.get(site)!.overZero);
       expect(y.sites.get(site)!.sum).toEqual(x.sites.get(site)!.sum);
     }
-    await expect(model.forward([ref.inputIds], { logits: 'last', lastLayer: half })).rejects.toThrow(/logits must be None/);
+    // with logits: the logit lens (test/resid-site.test.ts); the last layer's lens is the forward's own logits
+    const plain = await model.forward([ref.inputIds], { logits: 'last' });
+    expect((await model.forward([ref.inputIds], { logits: 'last', lastLayer: L - 1 })).logits).toEqual(plain.logits);
     await expect(model.forward([ref.inputIds], { logits: 'none', stats: model.createStats({ sites: ['act'] }), lastLayer: half }))
       .rejects.toThrow(/stops after layer/);
   });
@@ -269,7 +271,6 @@ describe('bad inputs', () => {
     expect(() => fwd({ lastLayer: 2 })).toThrow(/'lastLayer' must be an integer in \[-1, 1\]/);
     expect(() => fwd({ capture: { site: 'x', layer: 0 } })).toThrow(/unknown site 'x'/);
     expect(() => fwd({ capture: { site: 'act', layer: 5 } })).toThrow(RangeError);
-    await expect(fwd({ logits: 1, lastLayer: 0 })).rejects.toThrow(/logits must be None/);
     await expect(fwd({ capture: { site: 'act', layer: 1 }, lastLayer: 0 })).rejects.toThrow(/capture layer must be in \[0, 1\)/);
     await expect(model.forward([[1, 2]], { stats, countMask: [[1]] })).rejects.toThrow(/countMask of sequence 0 has 1 entries, expected 2/);
     await expect(model.forward([[1, 2]], { stats: other.createStats() })).rejects.toThrow(/another model/);

@@ -150,6 +150,8 @@ struct RefModel {
   int64_t drop_step = 0, drop_micro = 0;
   std::vector<double> score;
   std::vector<double> score_bias;  // [C] or empty (no bias)
+  // >= 0: run layers 0..last_layer only, then the final norm (and LM head): the logit lens of that layer.
+  int last_layer = -1;
 
   // Adds every adapter on (layer, role) to y = x W^T; `row` is x's row in the packed batch (for the masks).
   void adapt(int layer, int role, int64_t row, const std::vector<double>& x, std::vector<double>& y) const {
@@ -246,7 +248,8 @@ struct RefModel {
     }
     const double qscale = c.query_scale > 0 ? double(c.query_scale) : 1.0 / std::sqrt(double(hd));
 
-    for (size_t li = 0; li < layers.size(); ++li) {
+    const size_t n_run = last_layer < 0 ? layers.size() : size_t(last_layer) + 1;
+    for (size_t li = 0; li < n_run; ++li) {
       const RefLayer& L = layers[li];
       const int l = int(li);
       const size_t nT = static_cast<size_t>(T);

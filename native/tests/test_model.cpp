@@ -146,6 +146,58 @@ LN_TEST(model_f32_matches_float64_reference) {
   }
 }
 
+// The logit lens: with last_layer = l, logits and target log-probabilities come from the final norm and the LM head
+// applied to the stream after layer l, against the float64 reference run through layers 0..l only; at the last
+// layer it is the plain forward, bit for bit. Every family (Gemma 2's soft cap, Cohere's logit scale and LayerNorm).
+LN_TEST(model_logit_lens_matches_float64_truncated_reference) {
+  for (const Variant& var : variants()) {
+    Tiny tm(var.o);
+    Model m(tm.cfg, tm.w, 2, Compute::F32);
+    lnref::RefModel ref(tm.cfg, tm.w);
+    const int64_t V = tm.cfg.vocab;
+    const auto a = random_tokens(var.n_tokens, tm.cfg.vocab, 7), b = random_tokens(5, tm.cfg.vocab, 8);
+    const int L = tm.cfg.n_layers;
+    double worst = 0;
+    for (int l = 0; l < L; ++l) {
+      ref.last_layer = l;
+      const auto want_a = ref.forward(a), want_b = ref.forward(b);
+      ForwardRequest r;
+      std::vector<int32_t> toks(a.begin(), a.end());
+      toks.insert(toks.end(), b.begin(), b.end());
+      std::vector<int32_t> lens{int32_t(a.size()), int32_t(b.size())};
+      std::vector<int32_t> targets(toks.size());
+      for (size_t t = 0; t < toks.size(); ++t) targets[t] = int32_t((t * 7 + 3) % size_t(V));
+      r.tokens = toks.data();
+      r.n_tokens = int64_t(toks.size());
+      r.seq_lens = lens.data();
+      r.n_seqs = 2;
+      r.last_layer = l;
+      r.logits = LogitsMode::All;
+      r.targets = targets.data();
+      ForwardResult out;
+      m.forward(r, out);
+      std::vector<double> want(want_a);
+      want.insert(want.end(), want_b.begin(), want_b.end());
+      worst = std::max(worst, rel_err(out.logits.data(), want.data(), int64_t(want.size())));
+      // target log-probabilities: log-softmax of the lens logits
+      for (size_t t = 0; t < toks.size(); ++t) {
+        const double* z = want.data() + t * size_t(V);
+        double mx = z[0], s = 0;
+        for (int64_t k = 1; k < V; ++k) mx = std::max(mx, z[k]);
+        for (int64_t k = 0; k < V; ++k) s += std::exp(z[k] - mx);
+        const double lp = z[targets[t]] - mx - std::log(s);
+        LN_CHECK_MSG(std::fabs(out.target_logprobs[t] - lp) < 1e-4 * std::max(1.0, std::fabs(lp)), "%s: layer %d row %zu logprob %g vs %g",
+                     var.name, l, t, double(out.target_logprobs[t]), lp);
+      }
+      if (l == L - 1) {
+        const auto plain = run(m, {a, b}, LogitsMode::All).logits;
+        LN_CHECK_MSG(plain == out.logits, "%s: the lens of the last layer is the forward's logits", var.name);
+      }
+    }
+    LN_CHECK_MSG(worst < 1e-4, "%s: lens rel err %g", var.name, worst);
+  }
+}
+
 // LastHidden: the final-normed state of each packed sequence's last token (a classification head's input), against
 // the float64 reference's final states; no LM head row is computed.
 LN_TEST(model_last_hidden_matches_float64_final_states) {

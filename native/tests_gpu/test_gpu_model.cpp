@@ -192,6 +192,47 @@ LN_TEST(gpu_model_logits_match_cpu_f32_and_bf16) {
   }
 }
 
+// The logit lens (last_layer with logits and targets: the final norm and LM head on that layer's stream), as the
+// CPU computes it (which test_model.cpp checks against a float64 reference): every shape, the first and a middle
+// layer, All / Last / Greedy, target log-probabilities; f32 within 1e-4, bf16 within the bf16 bound.
+LN_TEST(gpu_model_logit_lens_matches_cpu) {
+  for (const TinyOpts& o : shapes()) {
+    Tiny t(o);
+    const Batch b = make_batch({1, 17, 40, 5}, o.vocab, 13);
+    Model cpu32(t.cfg, t.w, 2, Compute::F32), cpu16(t.cfg, t.w, 2, Compute::BF16);
+    auto g32 = make_cuda_runtime(t.cfg, t.w, 0, Compute::F32);
+    auto g16 = make_cuda_runtime(t.cfg, t.w, 0, Compute::BF16);
+    std::vector<int32_t> targets(b.tokens.size());
+    for (size_t i = 0; i < targets.size(); ++i) targets[i] = int32_t((i * 5 + 1) % size_t(o.vocab));
+    const int V = t.cfg.vocab;
+    for (int l : {0, t.cfg.n_layers / 2}) {
+      ForwardRequest r;
+      r.last_layer = l;
+      r.targets = targets.data();
+      const ForwardResult c32 = run(cpu32, b, LogitsMode::All, &r), c16 = run(cpu16, b, LogitsMode::All, &r);
+      const ForwardResult r32 = run(*g32, b, LogitsMode::All, &r), r16 = run(*g16, b, LogitsMode::All, &r);
+      const double e32 = rel_err(r32.logits, c32.logits), e16 = rel_err(r16.logits, c16.logits);
+      LN_CHECK_MSG(e32 < 1e-4, "%s layer %d: lens f32 %.3e", shape_name(o).c_str(), l, e32);
+      LN_CHECK_MSG(e16 < kBf16Bound, "%s layer %d: lens bf16 %.3e", shape_name(o).c_str(), l, e16);
+      double worst = 0;
+      for (size_t i = 0; i < targets.size(); ++i)
+        worst = std::max(worst, std::fabs(double(r32.target_logprobs[i]) - c32.target_logprobs[i]) / std::max(1.0, std::fabs(double(c32.target_logprobs[i]))));
+      LN_CHECK_MSG(worst < 1e-4, "%s layer %d: lens target log-probs %.3e", shape_name(o).c_str(), l, worst);
+      // Last and Greedy read the same lens rows
+      r.targets = nullptr;
+      const ForwardResult last = run(*g32, b, LogitsMode::Last, &r), greedy = run(*g32, b, LogitsMode::Greedy, &r);
+      int64_t row = -1;
+      for (size_t s = 0; s < b.lens.size(); ++s) {
+        row += b.lens[s];
+        std::vector<float> a(last.logits.begin() + int64_t(s) * V, last.logits.begin() + int64_t(s + 1) * V),
+            w(r32.logits.begin() + row * V, r32.logits.begin() + (row + 1) * V);
+        LN_CHECK(rel_err(a, w) < 1e-5);
+        LN_CHECK_MSG(greedy.next[s].token == argmax_row(w.data(), V), "%s layer %d: greedy pick of sequence %zu", shape_name(o).c_str(), l, s);
+      }
+    }
+  }
+}
+
 LN_TEST(gpu_model_alone_packed_cache_agree) {
   for (const TinyOpts& o : shapes()) {
     Tiny t(o);

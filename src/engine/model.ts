@@ -53,7 +53,8 @@ export interface ForwardOptions {
   stats?: StatsAccumulator;
   /** Per sequence, one entry per token: nonzero = counted by `stats` (default: every token counted). */
   countMask?: ArrayLike<number>[];
-  /** Stop after this layer (profiling): needs logits 'none', no targets, no cache. */
+  /** Stop after this layer (profiling; logits default to 'none'). With logits or targets: the logit lens, the final
+   *  norm and LM head applied to the residual stream after this layer. No cache. */
   lastLayer?: number;
   /** Return the [tokens × width] values of one site at one layer (packed token order) as `capture`. */
   capture?: { site: Site; layer: number };

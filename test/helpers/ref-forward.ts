@@ -108,3 +108,13 @@ export function refForward(m: RefModel, ids: number[]): { resid: Float64Array[];
   h.forEach((row, t) => logits.set(linear(rmsnorm(row, get('model.norm.weight'), c.rmsNormEps), head, c.vocabSize), t * c.vocabSize));
   return { resid, logits };
 }
+
+/** The logit lens of a residual stream [T × hidden] (refForward's resid[l]): the final norm and the LM head applied to it. */
+export function refLensLogits(m: RefModel, resid: Float64Array): Float64Array {
+  const c = m.config, H = c.hiddenSize, T = resid.length / H;
+  const get = (n: string) => { const t = m.w.get(n); if (!t) throw new Error(`no tensor ${n}`); return t; };
+  const head = c.tieWordEmbeddings ? get('model.embed_tokens.weight') : get('lm_head.weight');
+  const logits = new Float64Array(T * c.vocabSize);
+  for (let t = 0; t < T; t++) logits.set(linear(rmsnorm(resid.slice(t * H, (t + 1) * H), get('model.norm.weight'), c.rmsNormEps), head, c.vocabSize), t * c.vocabSize);
+  return logits;
+}

@@ -184,8 +184,9 @@ struct ForwardRequest {
   // but not counted). The stats object must have been made for this model's shapes.
   ActivationStats* stats = nullptr;
   const uint8_t* count_mask = nullptr;
-  // -1: every layer. Otherwise stop after layer last_layer: no later layers, no final norm, no LM head (so
-  // logits must be None, and targets and a cache are refused).
+  // -1: every layer. Otherwise stop after layer last_layer: no later layers (profiling, with logits None). Logits
+  // and targets then come from the final norm and the LM head applied to the residual stream after that layer:
+  // the logit lens (nostalgebraist 2020). A cache is refused (the later layers' keys and values would be missing).
   int32_t last_layer = -1;
   // capture_layer >= 0: copy the [n_tokens x width] values of capture_site at that layer into
   // ForwardResult::capture (every token, whatever the mask), for tests and debugging.

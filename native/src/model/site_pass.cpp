@@ -17,8 +17,7 @@ void validate_recording(const ModelConfig& c, const ForwardRequest& r) {
   if (r.last_layer != -1) {
     if (r.last_layer < 0 || r.last_layer >= c.n_layers)
       fail("last_layer must be -1 (all) or in [0, " + to_string(c.n_layers) + "), got " + to_string(r.last_layer));
-    if (r.logits != LogitsMode::None) fail("last_layer stops before the LM head: logits must be None");
-    if (r.targets) fail("last_layer stops before the LM head: targets cannot be scored");
+    // Logits and targets with last_layer are the logit lens: the final norm and LM head on that layer's stream.
     if (r.cache) fail("last_layer would leave the later layers' KV cache unfilled: no cache with last_layer");
   }
   const int32_t layers_run = r.last_layer < 0 ? c.n_layers : r.last_layer + 1;
