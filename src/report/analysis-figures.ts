@@ -5,6 +5,7 @@ import path from 'node:path';
 
 import type { ActivationsAnalysis } from '../analyze/activations.js';
 import type { AlignmentAnalysis, AlignmentRun } from '../analyze/alignment.js';
+import type { LogitLensAnalysis } from '../analyze/logit-lens.js';
 import type { LayersAnalysis, OverlapAnalysis } from '../analyze/masks.js';
 import type { Pivot } from '../analyze/pivot.js';
 import type { WeightUpdateAnalysis } from '../analyze/weights.js';
@@ -195,4 +196,25 @@ export function weightUpdateFigures(a: WeightUpdateAnalysis): Figure[] {
         groups: [{ name: '', values: m.fractionPerLayer.map((f) => 100 * (f ?? 0)) }], format: (v) => `${v.toFixed(0)}%`, valueLabels: true }) });
   }
   return figs;
+}
+
+export function logitLensFigures(a: LogitLensAnalysis): Figure[] {
+  const langs = Object.keys(a.byLanguage).sort();
+  const series = langs.flatMap((l, i) => [
+    { name: `${l}: ${l}`, colour: colourOf(i), points: a.layers.map((layer, j) => [layer, a.byLanguage[l]!.own[j]!] as [number, number]) },
+    ...(l === 'en' ? [] : [{ name: `${l}: en`, colour: colourOf(i), dashed: true, points: a.layers.map((layer, j) => [layer, a.byLanguage[l]!.english[j]!] as [number, number]) }]),
+  ]);
+  const table = {
+    columns: ['prompt_language', 'prompts', 'layer', 'output_language', 'mass'],
+    rows: langs.flatMap((l) => Object.entries(a.byLanguage[l]!.mass).flatMap(([out, m]) => a.layers.map((layer, j) => [l, a.byLanguage[l]!.prompts, layer, out, r6(m[j]!)]))),
+  };
+  const peak = (l: string) => { const m = a.byLanguage[l]!.english; const j = m.indexOf(Math.max(...m)); return `${l} ${m[j]!.toFixed(2)} at layer ${a.layers[j]}`; };
+  return [{
+    name: 'logit-lens', table, data: a,
+    caption: `The logit lens of ${a.model}${a.intervention ? ` under ${a.intervention.join(' + ')}` : ''}: the residual stream after each layer read through the final norm and ` +
+      `LM head at each prompt's last position; the ${a.topK} most likely next tokens labelled by ${a.identifier}, and a language's mass the summed probability of ` +
+      `those in it, averaged over the prompts of each language (${langs.map((l) => `${l} ${a.byLanguage[l]!.prompts}`).join(', ')}). Solid: the prompt's own language; ` +
+      `dashed: English. English peaks: ${langs.filter((l) => l !== 'en').map(peak).join('; ') || 'none'}.`,
+    svg: lineChart({ title: 'Logit lens: mass of the prompt language (solid) and English (dashed) per layer', xLabel: 'layer', yLabel: `probability in the top ${a.topK}`, series }),
+  }];
 }

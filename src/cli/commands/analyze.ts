@@ -10,6 +10,7 @@ import { trainingFigures } from '../../report/training-figures.js';
 import { emitFigures } from '../figures.js';
 import { parseIntOption } from '../output.js';
 import { registerAlignment } from './analyze-alignment.js';
+import { registerLogitLens } from './analyze-logit-lens.js';
 import { registerActivations, registerDelta } from './analyze-weights.js';
 
 export function registerAnalyze(program: Command): void {
@@ -51,6 +52,7 @@ export function registerAnalyze(program: Command): void {
       }));
     });
   registerAlignment(analyze);
+  registerLogitLens(analyze);
   registerActivations(analyze);
   registerDelta(analyze);
 }

@@ -1,0 +1,55 @@
+// `analyze logit-lens <model> --prompts …`: which language the model's intermediate layers predict (the logit lens,
+// src/analyze/logit-lens.ts), optionally under an intervention.
+import type { Command } from 'commander';
+
+import { logitLens } from '../../analyze/logit-lens.js';
+import { LangneuronsError } from '../../errors.js';
+import { addInterventionOptions, interventionFromCli, type InterventionCliOptions } from '../../intervene/index.js';
+import { logitLensFigures } from '../../report/analysis-figures.js';
+import { loadIdentifier, parseIdentifier, readPrompts } from '../../steer/index.js';
+import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
+import { emitFigures } from '../figures.js';
+import { parseIntOption, Progress } from '../output.js';
+
+interface LogitLensCli extends ModelCliOptions, InterventionCliOptions { prompts: string; topK: number; layers?: string; langid: string; batch: number; out: string }
+
+/** "all", "3", "0-5" or "0,4,8-10". */
+function parseLayerList(text: string | undefined): number[] | undefined {
+  if (text === undefined || text === 'all') return undefined;
+  const out: number[] = [];
+  for (const part of text.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (!m || (m[2] !== undefined && Number(m[2]) < Number(m[1])))
+      throw new LangneuronsError('E_OPTIONS', `--layers "${text}": expected all, a layer, a range a-b or a comma-separated list of them`, { field: '--layers' });
+    for (let l = Number(m[1]); l <= Number(m[2] ?? m[1]); l++) if (!out.includes(l)) out.push(l);
+  }
+  return out.sort((a, b) => a - b);
+}
+
+export function registerLogitLens(analyze: Command): void {
+  addModelOptions(addInterventionOptions(analyze
+    .command('logit-lens <model>')
+    .description('the logit lens: the language of the next tokens each layer predicts (final norm and LM head on its stream), per prompt language')
+    .requiredOption('--prompts <path>', 'a folder of <lang>.txt (one prompt per line; the stem is the prompt language) or .jsonl files, or one file')
+    .option('--top-k <k>', 'next tokens read per layer', parseIntOption('--top-k', 1), 5)
+    .option('--layers <list>', 'layers to read: all (default), 12, 4-20 or 0,8,16-20')
+    .option('--langid <name>', 'language identifier of the tokens: fasttext (lid.176.ftz, default), fasttext:<model>, cld or eld', 'fasttext')
+    .option('--batch <n>', 'prompts per forward', parseIntOption('--batch', 1, 4096), 16)
+    .requiredOption('--out <dir>', 'folder for the figure')))
+    .action(async (dir: string, o: LogitLensCli) => {
+      const layers = parseLayerList(o.layers);
+      const langid = parseIdentifier(o.langid);
+      const prompts = await readPrompts(o.prompts);
+      const identifier = await loadIdentifier(langid);
+      const model = await openModel(dir, o);
+      const intervene = await interventionFromCli(model, o);
+      const bar = new Progress('logit lens', o);
+      const analysis = await logitLens(model, prompts, identifier, { topK: o.topK, batch: o.batch, ...(layers ? { layers } : {}),
+        ...(intervene ? { intervene } : {}), onProgress: (d, t) => bar.update(d, t) });
+      bar.done();
+      analysis.model = dir;
+      if (intervene) analysis.intervention = [...(o.intervene ?? []), ...(o.interveneFile ? [o.interveneFile] : [])];
+      await emitFigures(o, logitLensFigures(analysis), () => Object.entries(analysis.byLanguage).map(([l, x]) =>
+        `${l.padEnd(8)} own ${x.own.map((v) => v.toFixed(2)).join(' ')} | en ${x.english.map((v) => v.toFixed(2)).join(' ')}`));
+    });
+}
