@@ -152,6 +152,18 @@ std::string shape_name(const TinyOpts& o) {
          (o.bias ? " bias" : "") + (o.llama3 ? " llama3" : "") + (o.tied ? " tied" : "") + " " + dtype_name(o.dtype);
 }
 
+// Row i of a [rows x V] logits array.
+std::vector<float> row_of(const std::vector<float>& logits, int64_t i, int64_t V) {
+  return std::vector<float>(logits.begin() + i * V, logits.begin() + (i + 1) * V);
+}
+
+// The last row of sequence s of an All result: what Last and Greedy read.
+std::vector<float> last_row(const ForwardResult& all, const Batch& b, size_t s, int64_t V) {
+  int64_t row = -1;
+  for (size_t k = 0; k <= s; ++k) row += b.lens[k];
+  return row_of(all.logits, row, V);
+}
+
 // Two ways through one runtime (alone, packed, through the KV cache) sum in other orders: float32 rounding in f32
 // mode; in bf16 mode, activations rounded to bf16 at other points.
 double same_runtime_tol(Compute mode) { return mode == Compute::F32 ? 1e-5 : 2e-2; }
@@ -182,13 +194,7 @@ LN_TEST(gpu_model_logits_match_cpu_f32_and_bf16) {
     LN_CHECK_MSG(flips == 0, "%s: %lld f32 argmax rows differ", shape_name(o).c_str(), (long long)flips);
     // Last = the last row of each sequence of All.
     const ForwardResult last = run(*g32, b, LogitsMode::Last);
-    int64_t row = -1;
-    for (size_t s = 0; s < b.lens.size(); ++s) {
-      row += b.lens[s];
-      std::vector<float> a(last.logits.begin() + int64_t(s) * V, last.logits.begin() + int64_t(s + 1) * V),
-          w(r32.logits.begin() + row * V, r32.logits.begin() + (row + 1) * V);
-      LN_CHECK(rel_err(a, w) < 1e-5);
-    }
+    for (size_t s = 0; s < b.lens.size(); ++s) LN_CHECK(rel_err(row_of(last.logits, int64_t(s), V), last_row(r32, b, s, V)) < 1e-5);
   }
 }
 
@@ -221,12 +227,9 @@ LN_TEST(gpu_model_logit_lens_matches_cpu) {
       // Last and Greedy read the same lens rows
       r.targets = nullptr;
       const ForwardResult last = run(*g32, b, LogitsMode::Last, &r), greedy = run(*g32, b, LogitsMode::Greedy, &r);
-      int64_t row = -1;
       for (size_t s = 0; s < b.lens.size(); ++s) {
-        row += b.lens[s];
-        std::vector<float> a(last.logits.begin() + int64_t(s) * V, last.logits.begin() + int64_t(s + 1) * V),
-            w(r32.logits.begin() + row * V, r32.logits.begin() + (row + 1) * V);
-        LN_CHECK(rel_err(a, w) < 1e-5);
+        const std::vector<float> w = last_row(r32, b, s, V);
+        LN_CHECK(rel_err(row_of(last.logits, int64_t(s), V), w) < 1e-5);
         LN_CHECK_MSG(greedy.next[s].token == argmax_row(w.data(), V), "%s layer %d: greedy pick of sequence %zu", shape_name(o).c_str(), l, s);
       }
     }
