@@ -194,6 +194,11 @@ describe('langneurons steer (command line)', () => {
     expect(fr.targets[0].forced.prompts).toBe(3);
     expect(fr.targets[0].baseline.prompts).toBe(3);
     expect(fr.targets[0].forced.generations.map((g: { source: string }) => g.source)).toEqual(['de', 'en', 'en']);
+    // the rates per prompt language beside the JSON: <stem>.csv and <stem>.svg
+    const csv = readFileSync(path.join(dir, 'forcing.csv'), 'utf8').trim().split('\n');
+    expect(csv.slice(1).map((l) => l.split(',').slice(0, 3).join(','))).toEqual(['de,sw,1', 'en,sw,2']);
+    expect(Number(csv[2]!.split(',')[4])).toBe(fr.targets[0].forced.bySource.en.rate);
+    expect(readFileSync(path.join(dir, 'forcing.svg'), 'utf8')).toContain('<rect class="cell"');
   });
 
   it('lss: settings that change nothing shift nothing (D1 = D0 exactly; another batching of the base scores made float noise count as shifts)', async () => {

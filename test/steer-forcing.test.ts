@@ -6,7 +6,7 @@ import { udhrArticles } from '../src/corpus/udhr.js';
 import { loadModel } from '../src/engine/model.js';
 import { resolveIntervention } from '../src/intervene/index.js';
 import {
-  cldIdentifier, computeForcing, eldIdentifier, engineGenerator, normaliseLanguageCode, sameLanguage, type ForcingPrompt, type LanguageIdentifier,
+  cldIdentifier, computeForcing, eldIdentifier, engineGenerator, forcingCsv, forcingMatrix, forcingSvg, normaliseLanguageCode, sameLanguage, type ForcingPrompt, type LanguageIdentifier,
 } from '../src/steer/index.js';
 import { fixturePath } from './helpers/fixtures.js';
 
@@ -130,6 +130,24 @@ describe('language forcing', () => {
     expect(de!.forced.rate).toBe(0.75);
     expect(r.meanRate).toBe(0.75);
     expect(sw!.forced.generations![1]).toMatchObject({ prompt: 'en prompt 1', source: 'en', detected: 'sw', code: 'sw', success: true });
+  });
+
+  it('breaks the rates down per prompt language: the matrix of their figure, as CSV and SVG', async () => {
+    const r = await computeForcing({ prompts, targets: ['sw', 'de-1996'], intervention, generate: fakeGenerate([]), identifier: cldIdentifier() });
+    const [sw, de] = r.targets;
+    // en prompts 0-7: 0 and 4 stay English (6/8); de prompts 8-11: 8 stays English (3/4)
+    expect(sw!.forced.bySource).toEqual({ en: { prompts: 8, successes: 6, rate: 0.75 }, de: { prompts: 4, successes: 3, rate: 0.75 } });
+    expect(sw!.baseline!.bySource).toEqual({ en: { prompts: 8, successes: 0, rate: 0 }, de: { prompts: 4, successes: 0, rate: 0 } });
+    // without intervention every output is English: for the German target, none
+    expect(de!.baseline!.bySource['de']).toEqual({ prompts: 4, successes: 0, rate: 0 });
+    const m = forcingMatrix(r);
+    expect(m).toEqual({ rows: ['de', 'en'], columns: ['sw', 'de-1996'], rates: [[0.75, 0.75], [0.75, 0.75]], baseline: [[0, 0], [0, 0]] });
+    const csv = forcingCsv(r).trim().split('\n');
+    expect(csv[0]).toBe('prompt_language,target,prompts,successes,rate,baseline_rate');
+    expect(csv.slice(1)).toEqual(['de,sw,4,3,0.75,0', 'de,de-1996,4,3,0.75,0', 'en,sw,8,6,0.75,0', 'en,de-1996,8,6,0.75,0']);
+    const svg = forcingSvg(r);
+    expect(svg.match(/<rect class="cell"/g)).toHaveLength(4);
+    expect(svg).toContain('de prompts → sw: 75.0% (without intervention 0.0%)');
   });
 
   it('with ELD, Swahili is not identifiable and never succeeds', async () => {

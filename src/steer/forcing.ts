@@ -10,6 +10,7 @@ import { LangneuronsError, describeError } from '../errors.js';
 import { readLines } from '../corpus/lines.js';
 import type { Identification, LanguageIdentifier } from './langid.js';
 import { normaliseLanguageCode } from './langid.js';
+import { heatmapSvg } from './svg.js';
 
 export const FORCING_FORMAT = 'langneurons-forcing/1';
 
@@ -88,6 +89,8 @@ export interface ForcingRun {
   prompts: number;
   successes: number;
   rate: number;
+  /** The same per prompt language ("unknown": prompts of no known language): Language Arithmetics' matrix rows. */
+  bySource: Record<string, { prompts: number; successes: number; rate: number }>;
   /** Count of each detected language (null: none found as "none"). */
   detected: Record<string, number>;
   generations?: ForcingGeneration[];
@@ -114,6 +117,7 @@ async function run(prompts: readonly ForcingPrompt[], texts: string[], target: s
   const want = normaliseLanguageCode(target);
   const detected: Record<string, number> = {};
   const generations: ForcingGeneration[] = [];
+  const bySource: ForcingRun['bySource'] = {};
   let successes = 0;
   for (const [i, text] of texts.entries()) {
     const id: Identification = await identifier.identify(text);
@@ -121,9 +125,47 @@ async function run(prompts: readonly ForcingPrompt[], texts: string[], target: s
     detected[key] = (detected[key] ?? 0) + 1;
     const success = id.language === want;
     if (success) successes++;
+    const src = bySource[prompts[i]!.language ?? 'unknown'] ??= { prompts: 0, successes: 0, rate: 0 };
+    src.prompts++;
+    if (success) src.successes++;
     if (keep) generations.push({ prompt: prompts[i]!.text, source: prompts[i]!.language, text, detected: id.language, code: id.code, reliable: id.reliable, success });
   }
-  return { prompts: texts.length, successes, rate: texts.length ? successes / texts.length : 0, detected, ...(keep ? { generations } : {}) };
+  for (const src of Object.values(bySource)) src.rate = src.successes / src.prompts;
+  return { prompts: texts.length, successes, rate: texts.length ? successes / texts.length : 0, bySource, detected, ...(keep ? { generations } : {}) };
+}
+
+/** Forcing rates as a matrix: rows the prompt languages (sorted), columns the targets; NaN where a row has no prompts. */
+export function forcingMatrix(r: ForcingResult): { rows: string[]; columns: string[]; rates: number[][]; baseline: number[][] | null } {
+  const rows = [...new Set(r.targets.flatMap((t) => Object.keys(t.forced.bySource)))].sort();
+  const columns = r.targets.map((t) => t.target);
+  const of = (run: ForcingRun | undefined, src: string) => run?.bySource[src]?.rate ?? NaN;
+  return { rows, columns, rates: rows.map((s) => r.targets.map((t) => of(t.forced, s))),
+    baseline: r.targets.every((t) => t.baseline) ? rows.map((s) => r.targets.map((t) => of(t.baseline, s))) : null };
+}
+
+export function forcingCsv(r: ForcingResult): string {
+  const m = forcingMatrix(r);
+  const lines = ['prompt_language,target,prompts,successes,rate,baseline_rate'];
+  m.rows.forEach((s, i) => r.targets.forEach((t, j) => {
+    const x = t.forced.bySource[s];
+    if (x) lines.push([s, t.target, x.prompts, x.successes, x.rate, m.baseline ? m.baseline[i]![j] : ''].join(','));
+  }));
+  return lines.join('\n') + '\n';
+}
+
+/** The heatmap of forcing rates (rows: prompt language, columns: target), as their figure draws it. */
+export function forcingSvg(r: ForcingResult): string {
+  const m = forcingMatrix(r);
+  return heatmapSvg({
+    title: 'Language forcing: share of outputs in the target language',
+    rowLabels: m.rows, columnLabels: m.columns, values: m.rates,
+    rowAxis: 'prompt language', columnAxis: 'target (amplified)', legend: 'success rate',
+    footer: `identifier ${r.identifier}; mean over targets ${(100 * r.meanRate).toFixed(1)}%` +
+      (m.baseline ? '; cell tooltips give the rate without intervention' : ''),
+    cellLabel: (i, j) => (Number.isFinite(m.rates[i]![j]!) ? `${(100 * m.rates[i]![j]!).toFixed(0)}%` : ''),
+    cellTitle: (i, j) => `${m.rows[i]} prompts → ${m.columns[j]}: ${(100 * m.rates[i]![j]!).toFixed(1)}%` +
+      (m.baseline ? ` (without intervention ${(100 * m.baseline[i]![j]!).toFixed(1)}%)` : ''),
+  });
 }
 
 export async function computeForcing<I>(opts: ForcingOptions<I>): Promise<ForcingResult> {

@@ -10,7 +10,7 @@ import type { NeuronMask } from '../../identify/index.js';
 import { modelIdentity } from '../../profile/identity.js';
 import type { LanguageModel } from '../../engine/model.js';
 import {
-  amplification, checkFallbackLanguages, checkMaskSetForModel, compose, computeFallback, computeForcing, computeLss, computePplMatrix, deactivation, DEFAULT_SETTINGS, engineGenerator,
+  amplification, checkFallbackLanguages, checkMaskSetForModel, compose, computeFallback, computeForcing, forcingCsv, forcingSvg, computeLss, computePplMatrix, deactivation, DEFAULT_SETTINGS, engineGenerator,
   engineLogLikelihood, engineMatrixScorer, interventionResolver, loadEvalTexts, loadIdentifier, onMaskSet, openEvalCorpus, readMaskSet,
   parseIdentifier, parseSetting, parseSettings, readFacts, readPrompts, requireMaskLanguages, sameLanguage, writePplMatrix,
   type FallbackStep, type LanguageIdentifier, type MaskSet, type SteerRequest,
@@ -174,7 +174,7 @@ export function registerSteer(program: Command): void {
     .requiredOption('--masks <files>', MASKS_HELP)
     .requiredOption('--prompts <path>', 'a folder of <lang>.txt (one prompt per line; the stem is the prompt language) or .jsonl files, or one file')
     .requiredOption('--target <list>', 'target language(s) to force, comma-separated')
-    .requiredOption('--out <file>', 'result JSON')
+    .requiredOption('--out <file>', 'result JSON; <stem>.csv and <stem>.svg (rates per prompt language and target) are written next to it')
     .option('--amplify <setting>', 'how the target neurons are activated (an LSS setting: mean, p_max, scale:<α>, add:<v|stat> ...)', 'mean')
     .option('--deactivate-value <v>', "value the prompt language's neurons are set to", parseFloatOption('--deactivate-value', Number.isFinite, 'a number'), 0)
     .option('--no-deactivate-source', "do not deactivate the prompt language's neurons (amplify the target only)")
@@ -218,6 +218,9 @@ export function registerSteer(program: Command): void {
         process.stderr.write(`langneurons: note: prompt languages without neurons in ${o.masks} are not deactivated: ${notInMask.join(', ')}\n`);
       await writeJson(o.out, { ...result, model: dir, mask: o.masks, prompts: o.prompts, amplify: amplify.name, deactivateSource: o.deactivateSource, sourcesNotInMask: notInMask,
         deactivateValue: o.deactivateValue, ...settings, ...record, seconds: (performance.now() - started) / 1000 });
+      const stem = o.out.toLowerCase().endsWith('.json') ? o.out.slice(0, -5) : o.out;
+      await writeFileAtomic(`${stem}.csv`, forcingCsv(result));
+      await writeFileAtomic(`${stem}.svg`, forcingSvg(result));
       printResult(o, { out: o.out, identifier: result.identifier, targets: result.targets.map((t) => ({ target: t.target, rate: t.forced.rate, baselineRate: t.baseline?.rate ?? null, identifiable: t.identifiable })) }, () =>
         [...result.targets.map((t) => `${t.target.padEnd(8)} forced ${t.forced.successes}/${t.forced.prompts} (${(100 * t.forced.rate).toFixed(1)}%)` +
           (t.baseline ? `, without intervention ${(100 * t.baseline.rate).toFixed(1)}%` : '') + (t.identifiable ? '' : `  [${result.identifier} cannot identify ${t.target}]`)),
