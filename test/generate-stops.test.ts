@@ -118,7 +118,7 @@ describe('without the space clean-up (vLLM\'s text: `cleanUpTokenizationSpaces: 
     const tok = await loadTokenizer(lenml('llama3'));
     const ids = ['x', ' n', "'", 't'].map((p) => tok.encode(p, { addSpecialTokens: false })).flat();
     const raw = (stops: string[]) => {
-      const finder = new StopFinder(tok, stops, false);
+      const finder = new StopFinder(tok, stops, { skipSpecialTokens: true, cleanUpTokenizationSpaces: false });
       const scan = finder.start();
       for (let k = 1; k <= ids.length; k++) { const cut = finder.step(scan, ids.slice(0, k), ids[k - 1]!); if (cut !== null) return { step: k, text: cut }; }
       return null;

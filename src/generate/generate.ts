@@ -6,6 +6,7 @@
 // forward row that does not depend on the other rows of the batch.
 import { LangneuronsError } from '../errors.js';
 import type { ForwardOutput, LanguageModel } from '../engine/model.js';
+import type { DecodeOptions } from '../model/tokenizer.js';
 import type { Intervention } from '../intervene/index.js';
 import { Rng, sampleNext, validateSampling, type SamplingOptions } from './sampling.js';
 import { StopFinder } from './stops.js';
@@ -75,8 +76,9 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
   const firstIndex = opts.firstIndex ?? 0;
   if (!Number.isSafeInteger(firstIndex) || firstIndex < 0) throw new LangneuronsError('E_OPTIONS', `firstIndex must be an integer >= 0, got ${firstIndex}`, { field: 'firstIndex' });
   // The text is needed during generation only to find stop strings; otherwise it is decoded once at the end.
-  const cleanUp = opts.cleanUpTokenizationSpaces;
-  const stopFinder = tok && stops.length ? new StopFinder(tok, stops, cleanUp) : null;
+  const decodeOptions: DecodeOptions = { skipSpecialTokens: true,
+    ...(opts.cleanUpTokenizationSpaces === undefined ? {} : { cleanUpTokenizationSpaces: opts.cleanUpTokenizationSpaces }) };
+  const stopFinder = tok && stops.length ? new StopFinder(tok, stops, decodeOptions) : null;
   const out = prompts.map((p, i) => ({ tokens: [] as number[], text: '', history: [...p], slot: -1,
     stopScan: stopFinder?.start() ?? null, rng: opts.temperature ? Rng.forSequence(opts.seed ?? 0, firstIndex + i) : null }));
   const results: Generation[] = new Array<Generation>(prompts.length);
@@ -85,8 +87,7 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
   const end = (s: number, reason: FinishReason) => {
     const o = out[s]!;
     if (o.slot >= 0) free.push(o.slot);
-    const text = tok && reason !== 'stop' ? tok.decode(o.tokens, { skipSpecialTokens: true, ...(cleanUp === undefined ? {} : { cleanUpTokenizationSpaces: cleanUp }) }) : o.text;
-    results[s] = { text, tokens: o.tokens, promptTokens: prompts[s]!.length, finishReason: reason };
+    results[s] = { text: tok && reason !== 'stop' ? tok.decode(o.tokens, decodeOptions) : o.text, tokens: o.tokens, promptTokens: prompts[s]!.length, finishReason: reason };
     const w = opts.onGeneration?.(s, results[s]!);
     if (w) writes.push(w);
   };

@@ -22,7 +22,7 @@
  * the supported families' decoders); otherwise the whole output is searched at every step. (So is it for a stop
  * of spaces only: its s' is empty and found in every region.)
  */
-import type { DecodeStream, LoadedTokenizer } from '../model/tokenizer.js';
+import type { DecodeOptions, DecodeStream, LoadedTokenizer } from '../model/tokenizer.js';
 
 const LOOKAHEAD = 40; // > 30, see above
 
@@ -33,8 +33,10 @@ export class StopFinder {
   private readonly keep: number;
   private readonly everyStep: boolean;
 
-  /** `cleanUp`: the tokenizer's space clean-up (default: as its config says; false: vLLM's text, which never applies it). */
-  constructor(private readonly tok: LoadedTokenizer, private readonly stops: readonly string[], private readonly cleanUp?: boolean) {
+  /** `decode`: how the output's text is decoded (the generator's own options: special tokens skipped, and the
+   *  tokenizer's space clean-up as its config says unless they say otherwise). */
+  constructor(private readonly tok: LoadedTokenizer, private readonly stops: readonly string[],
+    private readonly decode: DecodeOptions = { skipSpecialTokens: true }) {
     this.compact = stops.map(withoutSpaces);
     this.everyStep = !tok.decodesLocally;
     this.keep = LOOKAHEAD + Math.max(0, ...this.compact.map((s) => s.length));
@@ -56,7 +58,7 @@ export class StopFinder {
       scan.tail = (scan.tail + fresh).slice(-this.keep);
       if (!this.compact.some((s) => region.includes(s))) return null;
     }
-    const text = this.tok.decode(tokens, { skipSpecialTokens: true, ...(this.cleanUp === undefined ? {} : { cleanUpTokenizationSpaces: this.cleanUp }) });
+    const text = this.tok.decode(tokens, this.decode);
     const at = this.stops.map((s) => text.indexOf(s)).filter((k) => k >= 0);
     return at.length ? text.slice(0, Math.min(...at)) : null;
   }
