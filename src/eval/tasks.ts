@@ -254,7 +254,6 @@ export function arithmeticsLanguageName(lang: string, langNames?: Record<string,
   const code = LANG_ALIASES[lang]?.flores ?? lang;
   return langNames?.[lang] ?? langNames?.[code] ?? ARITHMETICS_NAMES[code] ?? floresName(code, langNames);
 }
-const arithmeticsName = (lang: string, o: PrepareOptions): string => arithmeticsLanguageName(lang, o.langNames);
 
 async function prepareFlores(o: PrepareOptions): Promise<TaskPlan> {
   const prompt = promptFor('flores', o.prompt);
@@ -265,7 +264,7 @@ async function prepareFlores(o: PrepareOptions): Promise<TaskPlan> {
   if (src.lines.length !== tgt.lines.length)
     throw new LangneuronsError('E_DATA', `${src.files[0]} has ${src.lines.length} sentences but ${tgt.files[0]} has ${tgt.lines.length}: FLORES files must be parallel`, { file: tgt.files[0]! });
   const la = prompt === 'arithmetics';
-  const srcName = la ? arithmeticsName(srcCode, o) : floresName(srcCode, o.langNames), tgtName = la ? arithmeticsName(tgtCode, o) : floresName(tgtCode, o.langNames);
+  const srcName = la ? arithmeticsLanguageName(srcCode, o.langNames) : floresName(srcCode, o.langNames), tgtName = la ? arithmeticsLanguageName(tgtCode, o.langNames) : floresName(tgtCode, o.langNames);
   const text = (s: string) => (la ? floresArithmeticsPrompt(s, srcName, tgtName) : floresPrompt(prompt as FloresPrompt, s, srcName, tgtName));
   let items: PlanItem[] = src.lines.map((s, i) => ({ kind: 'gen', id: String(i), prompt: text(s), refs: [tgt.lines[i]!] }));
   if (o.limit !== undefined) items = items.slice(0, o.limit);
@@ -288,7 +287,7 @@ async function prepareBelebele(o: PrepareOptions): Promise<TaskPlan> {
   const files = locateLanguage('belebele', o.dir, o.lang, o.split ?? defaultSplit('belebele', prompt));
   const cols = ['flores_passage', 'question', 'mc_answer1', 'mc_answer2', 'mc_answer3', 'mc_answer4', 'correct_answer_num'];
   const rows = await checkedRows(files, cols, 'Belebele', o.limit);
-  const name = prompt === 'arithmetics' ? arithmeticsName(o.lang, o) : undefined;
+  const name = prompt === 'arithmetics' ? arithmeticsLanguageName(o.lang, o.langNames) : undefined;
   const items = rows.map(({ file, row, i, g }) => {
     const answers = [1, 2, 3, 4].map((k) => str(file, row, i, `mc_answer${k}`));
     const gold = answerIndex(file, i, row.correct_answer_num, 4, 'correct_answer_num', 1);
@@ -315,7 +314,7 @@ async function prepareXnli(o: PrepareOptions): Promise<TaskPlan> {
   }
   const rows = tsv ? await xnliTsvRows(tsv, o.lang, o.limit) : await checkedRows(files, ['premise', 'hypothesis', 'label'], 'XNLI', o.limit);
   if (prompt === 'lm-eval') xnliLmEvalChoices('', '', o.lang); // refuses a language lm-eval has no words for
-  const name = prompt === 'arithmetics' ? arithmeticsName(o.lang, o) : undefined;
+  const name = prompt === 'arithmetics' ? arithmeticsLanguageName(o.lang, o.langNames) : undefined;
   const items = rows.map(({ file, row, i, g }) => {
     const premise = str(file, row, i, 'premise'), hyp = str(file, row, i, 'hypothesis');
     const gold = answerIndex(file, i, row.label, 3, 'label');
@@ -340,7 +339,7 @@ async function prepareXquad(o: PrepareOptions): Promise<TaskPlan> {
     refuseReleaseSplit(f, 'XQuAD (google-deepmind/xquad)', XQUAD_RELEASE_SPLIT, o.split);
   const rows = await checkedRows(files, ['context', 'question', 'answers'], 'XQuAD', o.limit);
   const idOf = uniqueIds('XQuAD');
-  const name = prompt === 'arithmetics' ? arithmeticsName(o.lang, o) : undefined;
+  const name = prompt === 'arithmetics' ? arithmeticsLanguageName(o.lang, o.langNames) : undefined;
   const items = rows.map(({ file, row, i, g }) => {
     const a = row.answers as { text?: unknown } | null;
     if (!a || typeof a !== 'object' || !Array.isArray(a.text) || !a.text.every((t) => typeof t === 'string'))
@@ -353,9 +352,9 @@ async function prepareXquad(o: PrepareOptions): Promise<TaskPlan> {
     return { kind: 'gen' as const, id, prompt: p, refs: a.text as string[] };
   });
   // lm-eval generate_until: until "\n", max_gen_toks 256 (the HFLM default), greedy; its EM/F1 are transformers' squad_metrics
-  if (prompt === 'lm-eval') return { task: 'xquad', lang: o.lang, prompt, files, items, gen: { maxNewTokens: 256, stop: ['\n'], repetitionPenalty: 1.0 }, squad: { emptyMatch: true } };
-  if (prompt === 'arithmetics') return { task: 'xquad', lang: o.lang, prompt, files, items, gen: ARITHMETICS_GEN.xquad, squad: SQUAD_ARITHMETICS };
-  return { task: 'xquad', lang: o.lang, prompt, files, items, gen: { maxNewTokens: 32, stop: ['\n'], repetitionPenalty: 1.0 } };
+  const scoring = prompt === 'lm-eval' ? { gen: { maxNewTokens: 256, stop: ['\n'], repetitionPenalty: 1.0 }, squad: { emptyMatch: true } }
+    : prompt === 'arithmetics' ? { gen: ARITHMETICS_GEN.xquad, squad: SQUAD_ARITHMETICS } : { gen: { maxNewTokens: 32, stop: ['\n'], repetitionPenalty: 1.0 } };
+  return { task: 'xquad', lang: o.lang, prompt, files, items, ...scoring };
 }
 
 async function prepareXcopa(o: PrepareOptions): Promise<TaskPlan> {
