@@ -57,6 +57,12 @@ export function ensureOutputDirSync(dir: string): void {
   }
 }
 
+/** A JSON output and the files written beside it: <stem>.csv and <stem>.svg, the stem being the path without .json. */
+export function jsonWithSidecars(out: string): { json: string; csv: string; svg: string } {
+  const stem = out.toLowerCase().endsWith('.json') ? out.slice(0, -5) : out;
+  return { json: out, csv: `${stem}.csv`, svg: `${stem}.svg` };
+}
+
 /** ensureOutputDir of a file's folder. */
 export async function ensureParentDir(file: string): Promise<void> {
   await ensureOutputDir(path.dirname(path.resolve(file)));

@@ -4,7 +4,7 @@
 // forcing, the measure sees a `generate(prompts, intervention | null)` callback and a language identifier.
 import { LangneuronsError } from '../errors.js';
 import type { ForcingPrompt, GenerateFn } from './forcing.js';
-import type { LanguageIdentifier } from './langid.js';
+import { identifyAll, type LanguageIdentifier } from './langid.js';
 
 export const FALLBACK_FORMAT = 'langneurons-fallback/1';
 
@@ -50,14 +50,11 @@ export function fallbackSets(languages: readonly string[], order: 'cumulative' |
 
 async function step(prompts: readonly ForcingPrompt[], texts: string[], deactivated: string[], identifier: LanguageIdentifier, keep: boolean): Promise<FallbackStep> {
   if (texts.length !== prompts.length) throw new LangneuronsError('E_INPUT', `fallback: the generator returned ${texts.length} texts for ${prompts.length} prompts`);
-  const distribution: Record<string, number> = {};
-  const generations: FallbackGeneration[] = [];
-  for (const [i, text] of texts.entries()) {
-    const id = await identifier.identify(text);
-    const key = id.language ?? 'none';
-    distribution[key] = (distribution[key] ?? 0) + 1;
-    if (keep) generations.push({ prompt: prompts[i]!.text, text, detected: id.language, code: id.code, ...(id.probability === undefined ? {} : { probability: id.probability }) });
-  }
+  const { ids, counts: distribution } = await identifyAll(identifier, texts);
+  const generations: FallbackGeneration[] = keep ? texts.map((text, i) => {
+    const id = ids[i]!;
+    return { prompt: prompts[i]!.text, text, detected: id.language, code: id.code, ...(id.probability === undefined ? {} : { probability: id.probability }) };
+  }) : [];
   let mostCommon: string | null = null;
   for (const [k, n] of Object.entries(distribution)) if (mostCommon === null || n > distribution[mostCommon]!) mostCommon = k;
   return { deactivated, distribution, mostCommon, ...(keep ? { generations } : {}) };

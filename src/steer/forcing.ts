@@ -8,8 +8,10 @@ import path from 'node:path';
 
 import { LangneuronsError, describeError } from '../errors.js';
 import { readLines } from '../corpus/lines.js';
-import type { Identification, LanguageIdentifier } from './langid.js';
-import { normaliseLanguageCode } from './langid.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { jsonWithSidecars } from '../io/outdir.js';
+import type { LanguageIdentifier } from './langid.js';
+import { identifyAll, normaliseLanguageCode } from './langid.js';
 import { heatmapSvg } from './svg.js';
 
 export const FORCING_FORMAT = 'langneurons-forcing/1';
@@ -115,14 +117,12 @@ export interface ForcingResult {
 async function run(prompts: readonly ForcingPrompt[], texts: string[], target: string, identifier: LanguageIdentifier, keep: boolean): Promise<ForcingRun> {
   if (texts.length !== prompts.length) throw new LangneuronsError('E_INPUT', `forcing: the generator returned ${texts.length} texts for ${prompts.length} prompts`);
   const want = normaliseLanguageCode(target);
-  const detected: Record<string, number> = {};
+  const { ids, counts: detected } = await identifyAll(identifier, texts);
   const generations: ForcingGeneration[] = [];
   const bySource: ForcingRun['bySource'] = {};
   let successes = 0;
   for (const [i, text] of texts.entries()) {
-    const id: Identification = await identifier.identify(text);
-    const key = id.language ?? 'none';
-    detected[key] = (detected[key] ?? 0) + 1;
+    const id = ids[i]!;
     const success = id.language === want;
     if (success) successes++;
     const src = bySource[prompts[i]!.language ?? 'unknown'] ??= { prompts: 0, successes: 0, rate: 0 };
@@ -166,6 +166,15 @@ export function forcingSvg(r: ForcingResult): string {
     cellTitle: (i, j) => `${m.rows[i]} prompts → ${m.columns[j]}: ${(100 * m.rates[i]![j]!).toFixed(1)}%` +
       (m.baseline ? ` (without intervention ${(100 * m.baseline[i]![j]!).toFixed(1)}%)` : ''),
   });
+}
+
+/** Writes `<out>` (JSON, the result with `extra`), and next to it `<out stem>.csv` and `<out stem>.svg`, each atomically. */
+export async function writeForcing(out: string, r: ForcingResult, extra: Record<string, unknown> = {}): Promise<{ json: string; csv: string; svg: string }> {
+  const files = jsonWithSidecars(out);
+  await writeFileAtomic(files.json, JSON.stringify({ ...r, ...extra }, null, 2) + '\n');
+  await writeFileAtomic(files.csv, forcingCsv(r));
+  await writeFileAtomic(files.svg, forcingSvg(r));
+  return files;
 }
 
 export async function computeForcing<I>(opts: ForcingOptions<I>): Promise<ForcingResult> {

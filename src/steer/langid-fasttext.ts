@@ -112,10 +112,10 @@ export async function loadFastText(file: string = bundledLid176()): Promise<Fast
  * `detect_language`), null for empty text (their "unknown"). fastText has no reliability flag: `reliable` is a top
  * probability of at least 0.5, and `probability` is given.
  */
-export async function fastTextIdentifier(file?: string): Promise<LanguageIdentifier & { readonly file: string }> {
+export async function fastTextIdentifier(file?: string): Promise<LanguageIdentifier> {
   const ft = await loadFastText(file);
   return {
-    name: 'fasttext', file: ft.file,
+    name: 'fasttext', model: ft.file,
     languages: new Set(ft.labels.map((l) => normaliseLanguageCode(fastTextLabelCode(l)))),
     async identify(text): Promise<Identification> {
       if (!text.trim()) return { code: null, language: null, reliable: false };

@@ -30,6 +30,8 @@ export interface Identification {
 
 export interface LanguageIdentifier {
   readonly name: IdentifierName;
+  /** The model file it loaded, where it loads one (fastText). */
+  readonly model?: string;
   /** Codes it can answer (normalised). */
   readonly languages: ReadonlySet<string>;
   identify(text: string): Promise<Identification>;
@@ -148,6 +150,20 @@ export async function eldIdentifier(): Promise<LanguageIdentifier> {
       return { code: r.language, language: normaliseLanguageCode(r.language), reliable: r.isReliable() };
     },
   };
+}
+
+/** Each text's identification, and the number of texts of each language found ("none": no language) in the order
+ *  of first appearance (the measures' distributions). */
+export async function identifyAll(identifier: LanguageIdentifier, texts: readonly string[]): Promise<{ ids: Identification[]; counts: Record<string, number> }> {
+  const ids: Identification[] = [];
+  const counts: Record<string, number> = {};
+  for (const text of texts) {
+    const id = await identifier.identify(text);
+    ids.push(id);
+    const key = id.language ?? 'none';
+    counts[key] = (counts[key] ?? 0) + 1;
+  }
+  return { ids, counts };
 }
 
 /** `cld`, `eld`, `fasttext` or `fasttext:<model file>` (--langid). */

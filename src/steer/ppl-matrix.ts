@@ -5,6 +5,7 @@
 // src/steer/engine.ts provides the real one.
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { jsonWithSidecars } from '../io/outdir.js';
 import { heatmapSvg } from './svg.js';
 
 export const PPL_MATRIX_FORMAT = 'langneurons-ppl-matrix/1';
@@ -148,8 +149,7 @@ export function pplMatrixSvg(m: PplMatrix, title = 'Change of mean token NLL whe
 
 /** Writes `<out>` (JSON), and next to it `<out stem>.csv` and `<out stem>.svg`, each atomically; returns the paths. */
 export async function writePplMatrix(out: string, m: PplMatrix, extra: Record<string, unknown> = {}): Promise<{ json: string; csv: string; svg: string }> {
-  const stem = out.toLowerCase().endsWith('.json') ? out.slice(0, -5) : out;
-  const files = { json: out, csv: `${stem}.csv`, svg: `${stem}.svg` };
+  const files = jsonWithSidecars(out);
   await writeFileAtomic(files.json, JSON.stringify({ ...m, ...extra }, null, 2) + '\n');
   await writeFileAtomic(files.csv, pplMatrixCsv(m));
   await writeFileAtomic(files.svg, pplMatrixSvg(m));

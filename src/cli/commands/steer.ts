@@ -10,10 +10,10 @@ import type { NeuronMask } from '../../identify/index.js';
 import { modelIdentity } from '../../profile/identity.js';
 import type { LanguageModel } from '../../engine/model.js';
 import {
-  amplification, checkFallbackLanguages, checkMaskSetForModel, compose, computeFallback, computeForcing, forcingCsv, forcingSvg, computeLss, computePplMatrix, deactivation, DEFAULT_SETTINGS, engineGenerator,
+  amplification, checkFallbackLanguages, checkMaskSetForModel, compose, computeFallback, computeForcing, computeLss, computePplMatrix, deactivation, DEFAULT_SETTINGS, engineGenerator,
   engineLogLikelihood, engineMatrixScorer, interventionResolver, loadEvalTexts, loadIdentifier, onMaskSet, openEvalCorpus, readMaskSet,
-  parseIdentifier, parseSetting, parseSettings, readFacts, readPrompts, requireMaskLanguages, sameLanguage, writePplMatrix,
-  type FallbackStep, type LanguageIdentifier, type MaskSet, type SteerRequest,
+  parseIdentifier, parseSetting, parseSettings, readFacts, readPrompts, requireMaskLanguages, sameLanguage, writeForcing, writePplMatrix,
+  type FallbackStep, type IdentifierChoice, type LanguageIdentifier, type MaskSet, type SteerRequest,
 } from '../../steer/index.js';
 import { addModelOptions, decodeBatchFor, openModel, type ModelCliOptions } from '../common.js';
 import { parseFloatOption, parseIntOption, printResult, Progress } from '../output.js';
@@ -58,20 +58,19 @@ function addGenerationOptions(cmd: Command): Command {
     .option('--no-baseline', 'skip the generations without intervention');
 }
 
-/** Greedy generation as the options say (checked before any work). */
-function generationSettings(o: GenerationCli): { maxNewTokens: number; stop: string[]; repetitionPenalty: number } {
-  parseIdentifier(o.langid);
+/** Greedy generation and the identifier as the options say (checked before any work). */
+function generationOptions(o: GenerationCli): { settings: { maxNewTokens: number; stop: string[]; repetitionPenalty: number }; langid: IdentifierChoice } {
+  const langid = parseIdentifier(o.langid);
   const stop = o.stop.length ? o.stop.map((s) => s.replace(/\\n/g, '\n')) : ['\n'];
   if (stop.some((s) => s === '')) throw new LangneuronsError('E_OPTIONS', '--stop: a stop string must not be empty', { field: '--stop' });
-  return { maxNewTokens: o.maxNewTokens, stop, repetitionPenalty: o.repetitionPenalty };
+  return { settings: { maxNewTokens: o.maxNewTokens, stop, repetitionPenalty: o.repetitionPenalty }, langid };
 }
 
 /** The --langid identifier, and what the result records of it; a missing CLD2 (the default) falls back to ELD loudly. */
-async function openIdentifier(text: string): Promise<{ identifier: LanguageIdentifier; record: { identifierModel?: string; identifierNote?: string } }> {
-  const langid = parseIdentifier(text);
+async function openIdentifier(langid: IdentifierChoice): Promise<{ identifier: LanguageIdentifier; record: { identifierModel?: string; identifierNote?: string } }> {
   try {
     const identifier = await loadIdentifier(langid);
-    return { identifier, record: 'file' in identifier ? { identifierModel: String(identifier.file) } : {} };
+    return { identifier, record: identifier.model === undefined ? {} : { identifierModel: identifier.model } };
   } catch (e) {
     if (langid.name !== 'cld' || !(e instanceof LangneuronsError)) throw e;
     // The default identifier is missing (no C++ toolchain at install time): say so loudly and use ELD.
@@ -182,10 +181,10 @@ export function registerSteer(program: Command): void {
     .action(async (dir: string, o: ForcingCli) => {
       const amplify = parseSetting(o.amplify);
       amplification(o.masks, 'x', amplify, o.stats); // a neuron-stat setting without --stats fails now
-      const settings = generationSettings(o);
+      const { settings, langid } = generationOptions(o);
       const prompts = await readPrompts(o.prompts);
       const targets = list(o.target) ?? [];
-      const { identifier, record } = await openIdentifier(o.langid);
+      const { identifier, record } = await openIdentifier(langid);
       const { set, mask, model } = await openMaskAndModel(dir, o.masks, o);
       // Prompt files and targets may name a language as FLORES does (eng_Latn, swh_Latn) and the mask as udhr does
       // (en, sw): as for eval's {lang}, the short code is taken when the mask has no language of the given name, else
@@ -216,11 +215,9 @@ export function registerSteer(program: Command): void {
       const notInMask = [...new Set(prompts.map((p) => p.language).filter((l): l is string => l !== null && !inMask(maskName(l))))];
       if (o.deactivateSource && notInMask.length && !o.json)
         process.stderr.write(`langneurons: note: prompt languages without neurons in ${o.masks} are not deactivated: ${notInMask.join(', ')}\n`);
-      await writeJson(o.out, { ...result, model: dir, mask: o.masks, prompts: o.prompts, amplify: amplify.name, deactivateSource: o.deactivateSource, sourcesNotInMask: notInMask,
+      await ensureParentDir(o.out);
+      await writeForcing(o.out, result, { model: dir, mask: o.masks, prompts: o.prompts, amplify: amplify.name, deactivateSource: o.deactivateSource, sourcesNotInMask: notInMask,
         deactivateValue: o.deactivateValue, ...settings, ...record, seconds: (performance.now() - started) / 1000 });
-      const stem = o.out.toLowerCase().endsWith('.json') ? o.out.slice(0, -5) : o.out;
-      await writeFileAtomic(`${stem}.csv`, forcingCsv(result));
-      await writeFileAtomic(`${stem}.svg`, forcingSvg(result));
       printResult(o, { out: o.out, identifier: result.identifier, targets: result.targets.map((t) => ({ target: t.target, rate: t.forced.rate, baselineRate: t.baseline?.rate ?? null, identifiable: t.identifiable })) }, () =>
         [...result.targets.map((t) => `${t.target.padEnd(8)} forced ${t.forced.successes}/${t.forced.prompts} (${(100 * t.forced.rate).toFixed(1)}%)` +
           (t.baseline ? `, without intervention ${(100 * t.baseline.rate).toFixed(1)}%` : '') + (t.identifiable ? '' : `  [${result.identifier} cannot identify ${t.target}]`)),
@@ -237,11 +234,11 @@ export function registerSteer(program: Command): void {
     .option('--each', 'deactivate each language alone instead of the growing union')
     .option('--deactivate-value <v>', 'value the neurons are set to (their runs: -1.5)', parseFloatOption('--deactivate-value', Number.isFinite, 'a number'), 0)))
     .action(async (dir: string, o: FallbackCli) => {
-      const settings = generationSettings(o);
+      const { settings, langid } = generationOptions(o);
       const languages = list(o.deactivate) ?? [];
       checkFallbackLanguages(languages);
       const prompts = await readPrompts(o.prompts);
-      const { identifier, record } = await openIdentifier(o.langid);
+      const { identifier, record } = await openIdentifier(langid);
       const { set, mask, model } = await openMaskAndModel(dir, o.masks, o);
       requireMaskLanguages(mask, set.files[0]!, languages);
       const build = interventionResolver(model);
