@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 
 import { logitLens } from '../../analyze/logit-lens.js';
 import { LangneuronsError } from '../../errors.js';
-import { addInterventionOptions, interventionFromCli, type InterventionCliOptions } from '../../intervene/index.js';
+import { addInterventionOptions, interventionFromCli, parseLayers, type InterventionCliOptions } from '../../intervene/index.js';
 import { logitLensFigures } from '../../report/analysis-figures.js';
 import { loadIdentifier, parseIdentifier, readPrompts } from '../../steer/index.js';
 import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
@@ -13,17 +13,19 @@ import { parseIntOption, Progress } from '../output.js';
 
 interface LogitLensCli extends ModelCliOptions, InterventionCliOptions { prompts: string; topK: number; layers?: string; langid: string; batch: number; out: string }
 
-/** "all", "3", "0-5" or "0,4,8-10". */
+/** "all", "3", "0-5" or "0,4,8-10" (the intervention specs' layers syntax), as a sorted list of layers. */
 function parseLayerList(text: string | undefined): number[] | undefined {
-  if (text === undefined || text === 'all') return undefined;
-  const out: number[] = [];
-  for (const part of text.split(',').map((s) => s.trim()).filter(Boolean)) {
-    const m = /^(\d+)(?:-(\d+))?$/.exec(part);
-    if (!m || (m[2] !== undefined && Number(m[2]) < Number(m[1])))
-      throw new LangneuronsError('E_OPTIONS', `--layers "${text}": expected all, a layer, a range a-b or a comma-separated list of them`, { field: '--layers' });
-    for (let l = Number(m[1]); l <= Number(m[2] ?? m[1]); l++) if (!out.includes(l)) out.push(l);
+  if (text === undefined) return undefined;
+  let ranges: ReturnType<typeof parseLayers>;
+  try {
+    ranges = parseLayers(text.trim());
+  } catch {
+    throw new LangneuronsError('E_OPTIONS', `--layers "${text}": expected all, a layer, a range a-b or a comma-separated list of them`, { field: '--layers' });
   }
-  return out.sort((a, b) => a - b);
+  if (ranges === 'all') return undefined;
+  const out = new Set<number>();
+  for (const [a, b] of ranges) for (let l = a; l <= b; l++) out.add(l);
+  return [...out].sort((x, y) => x - y);
 }
 
 export function registerLogitLens(analyze: Command): void {
