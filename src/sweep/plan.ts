@@ -231,33 +231,35 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
         ...withStats, '--out', '{out}/lss.json', '--json'], { model: m.name, identify: label }, [facts]);
     }
     // Language forcing per setting and amplification, language fallback per setting (Language Arithmetics)
-    const generation = (g: SteerGeneration): string[] => {
+    // The generation and identifier options of a generating step, and its input files (the prompts, a fastText model).
+    const generation = (g: SteerGeneration, prompts: string): { args: string[]; inputs: string[] } => {
       const langid = langidArg(g.langid, sweep.dir);
-      return [...(langid ? ['--langid', langid] : []), ...(g.maxNewTokens ? ['--max-new-tokens', String(g.maxNewTokens)] : []),
-        ...(g.stop ?? []).flatMap((x) => ['--stop', x.replace(/\n/g, '\\n')]), ...(g.repetitionPenalty !== undefined ? ['--repetition-penalty', String(g.repetitionPenalty)] : [])];
-    };
-    const generationInputs = (g: SteerGeneration, prompts: string): string[] => {
-      const langid = langidArg(g.langid, sweep.dir);
-      return [prompts, ...(langid?.startsWith('fasttext:') ? [langid.slice('fasttext:'.length)] : [])];
+      return {
+        args: [...(langid ? ['--langid', langid] : []), ...(g.maxNewTokens ? ['--max-new-tokens', String(g.maxNewTokens)] : []),
+          ...(g.stop ?? []).flatMap((x) => ['--stop', x.replace(/\n/g, '\\n')]), ...(g.repetitionPenalty !== undefined ? ['--repetition-penalty', String(g.repetitionPenalty)] : [])],
+        inputs: [prompts, ...(langid?.startsWith('fasttext:') ? [langid.slice('fasttext:'.length)] : [])],
+      };
     };
     const fo = s.steer?.forcing;
     if (fo) for (const [label, mask] of masks) {
       const prompts = path.resolve(sweep.dir, fo.prompts);
+      const g = generation(fo, prompts);
       const amplify = forcingSettings(fo.amplify);
       for (const a of amplify) {
         add('forcing', `forcing/${m.name}/${label}${amplify.length > 1 ? `/amplify=${a}` : ''}`, ['steer', 'forcing', model, '--masks', mask, '--prompts', prompts,
           '--target', select(fo.targets).join(','), '--amplify', a, ...(needsStats(parseSetting(a)) ? statsArg : []),
           ...(fo.deactivateValue !== undefined ? ['--deactivate-value', String(fo.deactivateValue)] : []), ...(fo.deactivateSource === false ? ['--no-deactivate-source'] : []),
-          ...generation(fo), '--out', '{out}/forcing.json', '--json'],
-        { model: m.name, identify: label, ...(amplify.length > 1 ? { variant: `amplify=${a}` } : {}) }, generationInputs(fo, prompts));
+          ...g.args, '--out', '{out}/forcing.json', '--json'],
+        { model: m.name, identify: label, ...(amplify.length > 1 ? { variant: `amplify=${a}` } : {}) }, g.inputs);
       }
     }
     const fb = s.steer?.fallback;
     if (fb) for (const [label, mask] of masks) {
       const prompts = path.resolve(sweep.dir, fb.prompts);
+      const g = generation(fb, prompts);
       add('fallback', `fallback/${m.name}/${label}`, ['steer', 'fallback', model, '--masks', mask, '--prompts', prompts, '--deactivate', fb.deactivate.join(','),
         ...(fb.each ? ['--each'] : []), ...(fb.deactivateValue !== undefined ? ['--deactivate-value', String(fb.deactivateValue)] : []),
-        ...generation(fb), '--out', '{out}/fallback.json', '--json'], { model: m.name, identify: label }, generationInputs(fb, prompts));
+        ...g.args, '--out', '{out}/fallback.json', '--json'], { model: m.name, identify: label }, g.inputs);
     }
     // fine-tuning: per method and language (and identification setting, for the methods that train a mask's neurons)
     const finetuned = new Map<string, { id: string; method: string; identify?: string }[]>();
