@@ -49,7 +49,6 @@ export function registerLogitLens(analyze: Command): void {
       const analysis = await logitLens(model, prompts, identifier, { topK: o.topK, batch: o.batch, ...(layers ? { layers } : {}),
         ...(intervene ? { intervene } : {}), onProgress: (d, t) => bar.update(d, t) });
       bar.done();
-      analysis.model = dir;
       if (intervene) analysis.intervention = [...(o.intervene ?? []), ...(o.interveneFile ? [o.interveneFile] : [])];
       await emitFigures(o, logitLensFigures(analysis), () => Object.entries(analysis.byLanguage).map(([l, x]) =>
         `${l.padEnd(8)} own ${x.own.map((v) => v.toFixed(2)).join(' ')} | en ${x.english.map((v) => v.toFixed(2)).join(' ')}`));
