@@ -7,6 +7,7 @@ import { mkdirSync, promises as fsp, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
+import { writeFileAtomic } from './atomic.js';
 
 const REASONS: Record<string, string> = {
   EACCES: 'permission denied', EPERM: 'operation not permitted', EROFS: 'read-only file system',
@@ -57,10 +58,15 @@ export function ensureOutputDirSync(dir: string): void {
   }
 }
 
-/** A JSON output and the files written beside it: <stem>.csv and <stem>.svg, the stem being the path without .json. */
-export function jsonWithSidecars(out: string): { json: string; csv: string; svg: string } {
+/** Writes a JSON output `out` and beside it <stem>.csv and <stem>.svg (the stem: the path without .json), each
+ *  atomically; returns the paths. */
+export async function writeJsonWithSidecars(out: string, doc: unknown, csv: string, svg: string): Promise<{ json: string; csv: string; svg: string }> {
   const stem = out.toLowerCase().endsWith('.json') ? out.slice(0, -5) : out;
-  return { json: out, csv: `${stem}.csv`, svg: `${stem}.svg` };
+  const files = { json: out, csv: `${stem}.csv`, svg: `${stem}.svg` };
+  await writeFileAtomic(files.json, JSON.stringify(doc, null, 2) + '\n');
+  await writeFileAtomic(files.csv, csv);
+  await writeFileAtomic(files.svg, svg);
+  return files;
 }
 
 /** ensureOutputDir of a file's folder. */

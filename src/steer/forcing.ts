@@ -8,8 +8,7 @@ import path from 'node:path';
 
 import { LangneuronsError, describeError } from '../errors.js';
 import { readLines } from '../corpus/lines.js';
-import { writeFileAtomic } from '../io/atomic.js';
-import { jsonWithSidecars } from '../io/outdir.js';
+import { writeJsonWithSidecars } from '../io/outdir.js';
 import type { LanguageIdentifier } from './langid.js';
 import { identifyAll, normaliseLanguageCode } from './langid.js';
 import { heatmapSvg } from './svg.js';
@@ -170,11 +169,7 @@ export function forcingSvg(r: ForcingResult): string {
 
 /** Writes `<out>` (JSON, the result with `extra`), and next to it `<out stem>.csv` and `<out stem>.svg`, each atomically. */
 export async function writeForcing(out: string, r: ForcingResult, extra: Record<string, unknown> = {}): Promise<{ json: string; csv: string; svg: string }> {
-  const files = jsonWithSidecars(out);
-  await writeFileAtomic(files.json, JSON.stringify({ ...r, ...extra }, null, 2) + '\n');
-  await writeFileAtomic(files.csv, forcingCsv(r));
-  await writeFileAtomic(files.svg, forcingSvg(r));
-  return files;
+  return writeJsonWithSidecars(out, { ...r, ...extra }, forcingCsv(r), forcingSvg(r));
 }
 
 export async function computeForcing<I>(opts: ForcingOptions<I>): Promise<ForcingResult> {

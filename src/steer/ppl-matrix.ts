@@ -4,8 +4,7 @@
 // (text id, intervention or null → summed NLL and token count), so it runs with a fake scorer in the tests;
 // src/steer/engine.ts provides the real one.
 import { LangneuronsError } from '../errors.js';
-import { writeFileAtomic } from '../io/atomic.js';
-import { jsonWithSidecars } from '../io/outdir.js';
+import { writeJsonWithSidecars } from '../io/outdir.js';
 import { heatmapSvg } from './svg.js';
 
 export const PPL_MATRIX_FORMAT = 'langneurons-ppl-matrix/1';
@@ -149,9 +148,5 @@ export function pplMatrixSvg(m: PplMatrix, title = 'Change of mean token NLL whe
 
 /** Writes `<out>` (JSON), and next to it `<out stem>.csv` and `<out stem>.svg`, each atomically; returns the paths. */
 export async function writePplMatrix(out: string, m: PplMatrix, extra: Record<string, unknown> = {}): Promise<{ json: string; csv: string; svg: string }> {
-  const files = jsonWithSidecars(out);
-  await writeFileAtomic(files.json, JSON.stringify({ ...m, ...extra }, null, 2) + '\n');
-  await writeFileAtomic(files.csv, pplMatrixCsv(m));
-  await writeFileAtomic(files.svg, pplMatrixSvg(m));
-  return files;
+  return writeJsonWithSidecars(out, { ...m, ...extra }, pplMatrixCsv(m), pplMatrixSvg(m));
 }
