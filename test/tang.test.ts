@@ -5,7 +5,7 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { main } from '../src/cli/main.js';
 import { readMask } from '../src/identify/masks.js';
@@ -119,6 +119,19 @@ describe('PyTorch files (Tang format)', () => {
     expect(((await readTorchFile(maskFile)) as TorchTensor[][]).map((l) => l.map(num))).toEqual([expected.mask[1], expected.mask[0]]);
     const again = statsFromTang(await readTorchFile(countsFile), { language: 'en', model: identity, maxLen: 100, sha256: 'x' }, 'c');
     expect(again.sites.get('act')).toEqual(stats.sites.get('act'));
+  });
+
+  it('the same value written at two moments is the same file (no clock time in the archive)', async () => {
+    const value = maskToTang(maskFromTang(await readTorchFile(path.join(FIX, 'mask.pt')), ['en', 'sw'], identity, 'mask.pt'), ['en', 'sw']);
+    const files = [path.join(tmp, 'when-1', 'mask.pt'), path.join(tmp, 'when-2', 'mask.pt')]; // one name: the archive's folder is the file's stem
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(new Date(2026, 0, 1, 10, 0, 0));
+      await writeTorchFile(files[0]!, value);
+      vi.setSystemTime(new Date(2031, 6, 9, 17, 33, 7));
+      await writeTorchFile(files[1]!, value);
+    } finally { vi.useRealTimers(); }
+    expect(readFileSync(files[1]!)).toEqual(readFileSync(files[0]!));
   });
 
   it.skipIf(!PY)('real torch.load reads what we write (needs a python3 with torch, e.g. Debian python3-torch)', async () => {

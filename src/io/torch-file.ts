@@ -165,11 +165,14 @@ export async function writeTorchFile(file: string, value: TorchValue): Promise<v
     return new Map(Object.entries(v).map(([k, x]) => [k, convert(x)]));
   };
   const pkl = pickle(convert(value));
+  // A fixed entry time (the ZIP format's earliest, 1980-01-01 00:00 local) keeps the bytes a function of the content:
+  // the same tensors written at any two moments give the same file.
+  const entry = { level: 0, mtime: new Date(1980, 0, 1) } as const;
   const zip = zipSync({
-    [`${archive}/data.pkl`]: [pkl, { level: 0 }],
-    [`${archive}/byteorder`]: [new TextEncoder().encode('little'), { level: 0 }],
-    ...Object.fromEntries(Object.entries(records).map(([k, b]) => [k, [b, { level: 0 }]])),
-    [`${archive}/version`]: [new TextEncoder().encode('3\n'), { level: 0 }],
+    [`${archive}/data.pkl`]: [pkl, entry],
+    [`${archive}/byteorder`]: [new TextEncoder().encode('little'), entry],
+    ...Object.fromEntries(Object.entries(records).map(([k, b]) => [k, [b, entry]])),
+    [`${archive}/version`]: [new TextEncoder().encode('3\n'), entry],
   });
   await ensureParentDir(file);
   await writeFileAtomic(file, zip);
