@@ -1,7 +1,8 @@
 // The steering measures against the engine (held-out text, the real scorer without intervention) and from the
 // command line: errors name the file (mask, facts, prompts) before any model work.
 import { spawnSync } from 'node:child_process';
-import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+import { existsSync, promises as fsp, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -109,6 +110,41 @@ describe('langneurons steer (command line)', () => {
     expect(m.rows).toEqual(['en', 'de', 'sw']);
     expect(m.evalText.spec).toBe('udhr:heldout');
     expect(m.deltaNll.flat().some((x: number) => Math.abs(x) > 1e-4)).toBe(true);
+  });
+
+  it("writes a result only over its own kind: never over an input, a user's file or one named beside it; one run per --out", async () => {
+    const own = path.join(dir, 'own');
+    await writeFiles(own, { 'p.txt': 'Hello\n' });
+    const run = (out: string) => cli('steer', 'fallback', modelDir, '--masks', maskFile, '--prompts', path.join(own, 'p.txt'), '--deactivate', 'en',
+      '--max-new-tokens', '2', '--no-baseline', '--langid', 'eld', '--out', out, '--threads', '2');
+    const out = path.join(own, 'fb.json');
+    for (let i = 0; i < 2; i++) expect(run(out).code, 'a first run, then one over its own result').toBe(0);
+    const result = readFileSync(out, 'utf8');
+    expect(existsSync(`${out}.lock`)).toBe(false);
+
+    const mask = readFileSync(maskFile);
+    let r = run(maskFile);
+    expect([r.code, r.stderr]).toEqual([1, expect.stringMatching(/--out .*mask\.json is also an input/)]);
+    expect(readFileSync(maskFile)).toEqual(mask);
+
+    const user = path.join(own, 'notes.json');  // another measure's result is not this one's either
+    writeFileSync(user, '{"format":"langneurons-forcing/1"}\n');
+    r = run(user);
+    expect([r.code, r.stderr]).toEqual([1, expect.stringMatching(/notes\.json: exists and is not a langneurons fallback result/)]);
+    expect(readFileSync(user, 'utf8')).toBe('{"format":"langneurons-forcing/1"}\n');
+
+    writeFileSync(path.join(own, 'pm.csv'), 'mine\n');
+    r = cli('steer', 'ppl-matrix', modelDir, '--masks', maskFile, '--langs', 'en', '--max-tokens', '20', '--out', path.join(own, 'pm.json'));
+    expect([r.code, r.stderr]).toEqual([1, expect.stringMatching(/pm\.csv would be written beside it, and exists without a langneurons ppl-matrix result/)]);
+    expect(readFileSync(path.join(own, 'pm.csv'), 'utf8')).toBe('mine\n');
+    expect(existsSync(path.join(own, 'pm.json'))).toBe(false);
+
+    // A live process holds fb.json (this test's: alive, another pid than the command's).
+    writeFileSync(`${out}.lock`, JSON.stringify({ pid: process.pid, hostname: os.hostname(), command: 'steer fallback', started: 'then' }) + '\n');
+    r = run(out);
+    expect([r.code, r.stderr]).toEqual([1, expect.stringMatching(new RegExp(`fb\\.json: in use by steer fallback \\(pid ${process.pid}`))]);
+    expect(readFileSync(out, 'utf8')).toBe(result);
+    await fsp.rm(`${out}.lock`);
   });
 
   it("ppl-matrix with a projection's mask (Kojima: units of q) intervenes at q; a resid mask is refused naming the file", async () => {

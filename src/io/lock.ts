@@ -3,6 +3,7 @@
  * exclusively, so of two runs started together exactly one gets it; the other is refused with a line naming
  * the holder. A lock whose holder is gone (same host, pid not alive) is stale and taken over; a lock from
  * another host is never presumed stale (we cannot see its processes), the message says how to clear it.
+ * A command whose output is one file takes `<file>.lock` the same way.
  */
 import { constants as fsc, existsSync, promises as fsp, unlinkSync } from 'node:fs';
 import os from 'node:os';
@@ -58,7 +59,22 @@ export function releaseHeldLocksSync(): void {
  */
 export async function acquireOutputLock(dir: string, command: string): Promise<OutputLock> {
   await ensureOutputDir(dir);
-  const file = path.join(dir, LOCK_FILE);
+  // Holding the folder, any `*.tmp-<pid>` of a dead writer in it is a leftover of a crash.
+  return acquireLockFile(path.join(dir, LOCK_FILE), dir, command, 'into this folder', () => removeOrphanTemps(dir));
+}
+
+/**
+ * Takes the lock of the output file `out` (`<out>.lock` beside it; its folder is created if missing) for `command`:
+ * for the commands whose output is one file (with files named after it) rather than a folder, so that two runs
+ * writing into one folder lock only their own outputs.
+ */
+export async function acquireFileOutputLock(out: string, command: string): Promise<OutputLock> {
+  await ensureOutputDir(path.dirname(path.resolve(out)));
+  return acquireLockFile(`${out}.lock`, out, command, 'to this file', async () => undefined);
+}
+
+/** The exclusive create of lock `file` guarding `subject` (the folder or the file named in messages). */
+async function acquireLockFile(file: string, subject: string, command: string, into: string, onTaken: () => Promise<unknown>): Promise<OutputLock> {
   const me: LockHolder = { pid: process.pid, hostname: os.hostname(), command, started: new Date().toISOString() };
   for (let attempt = 0; attempt < 3; attempt++) {
     let h: fsp.FileHandle | null = null;
@@ -85,8 +101,7 @@ export async function acquireOutputLock(dir: string, command: string): Promise<O
         await fsp.rm(file, { force: true });
         throw new LangneuronsError('E_IO', `${file}: cannot write the output lock: ${describeError(e)}`, { file });
       }
-      // Holding the folder, any `*.tmp-<pid>` of a dead writer in it is a leftover of a crash.
-      await removeOrphanTemps(dir);
+      await onTaken();
       let released = false;
       return {
         file,
@@ -100,7 +115,7 @@ export async function acquireOutputLock(dir: string, command: string): Promise<O
     }
     const holder = await readHolder(file) ?? await holderOnceWritten(file);
     if (holder && holder.pid === process.pid && holder.hostname === me.hostname && held.has(file)) {
-      throw new LangneuronsError('E_LOCKED', `${dir}: this process already runs ${holder.command} into this folder`, { file });
+      throw new LangneuronsError('E_LOCKED', `${subject}: this process already runs ${holder.command} ${into}`, { file });
     }
     // Our own pid in a lock we do not hold: an earlier process that had this pid (containers reuse low pids).
     const stale = holder
@@ -109,7 +124,7 @@ export async function acquireOutputLock(dir: string, command: string): Promise<O
     if (!stale) {
       const who = holder ? `${holder.command || 'a run'} (pid ${holder.pid} on ${holder.hostname}, since ${holder.started})` : 'a run that is starting';
       throw new LangneuronsError('E_LOCKED',
-        `${dir}: in use by ${who}; wait for it to finish, or if it is gone, remove ${file}`, { file });
+        `${subject}: in use by ${who}; wait for it to finish, or if it is gone, remove ${file}`, { file });
     }
     await fsp.rm(file, { force: true }); // stale: its holder is dead; retry the exclusive create
   }
@@ -143,8 +158,17 @@ async function olderThan(file: string, ms: number): Promise<boolean> {
 
 /** Runs `work` holding the lock of `dir`; the lock is released however `work` ends. */
 export async function withOutputLock<T>(dir: string, command: string, work: () => Promise<T>): Promise<T> {
+  return withLock(dir, () => acquireOutputLock(dir, command), work);
+}
+
+/** Runs `work` holding the lock of the output file `out` (acquireFileOutputLock); released however `work` ends. */
+export async function withFileOutputLock<T>(out: string, command: string, work: () => Promise<T>): Promise<T> {
+  return withLock(path.dirname(path.resolve(out)), () => acquireFileOutputLock(out, command), work);
+}
+
+async function withLock<T>(dir: string, acquire: () => Promise<OutputLock>, work: () => Promise<T>): Promise<T> {
   const existed = existsSync(dir);
-  const lock = await acquireOutputLock(dir, command);
+  const lock = await acquire();
   let done = false;
   try {
     const r = await work();

@@ -58,11 +58,15 @@ export function ensureOutputDirSync(dir: string): void {
   }
 }
 
-/** Writes a JSON output `out` and beside it <stem>.csv and <stem>.svg (the stem: the path without .json), each
- *  atomically; returns the paths. */
-export async function writeJsonWithSidecars(out: string, doc: unknown, csv: string, svg: string): Promise<{ json: string; csv: string; svg: string }> {
+/** The files named after a JSON output `out`: <stem>.csv and <stem>.svg (the stem: the path without .json). */
+export function sidecarPaths(out: string): { csv: string; svg: string } {
   const stem = out.toLowerCase().endsWith('.json') ? out.slice(0, -5) : out;
-  const files = { json: out, csv: `${stem}.csv`, svg: `${stem}.svg` };
+  return { csv: `${stem}.csv`, svg: `${stem}.svg` };
+}
+
+/** Writes a JSON output `out` and beside it its sidecarPaths, each atomically; returns the paths. */
+export async function writeJsonWithSidecars(out: string, doc: unknown, csv: string, svg: string): Promise<{ json: string; csv: string; svg: string }> {
+  const files = { json: out, ...sidecarPaths(out) };
   await writeFileAtomic(files.json, JSON.stringify(doc, null, 2) + '\n');
   await writeFileAtomic(files.csv, csv);
   await writeFileAtomic(files.svg, svg);
@@ -111,4 +115,18 @@ export async function checkOutput(out: string, inputs: string[], what: string, o
   const st = await fsp.lstat(out).catch(() => null);
   if (st === null || (st.isFile() && (await ours(out).catch(() => false)))) return;
   throw new LangneuronsError('E_EXISTS', `--out ${out}: exists and is not ${what}; it is written only over one: choose another --out`, { file: out, field: '--out' });
+}
+
+/**
+ * checkOutput for a JSON output written with its sidecarPaths: where `out` is not there, a file of a sidecar's name
+ * is not ours either (a run of ours writes the JSON with them), and is refused.
+ */
+export async function checkOutputWithSidecars(out: string, inputs: string[], what: string, ours: (file: string) => Promise<boolean>): Promise<void> {
+  await checkOutput(out, inputs, what, ours);
+  if (await fsp.lstat(out).catch(() => null)) return;  // ours: so are the files named after it
+  for (const f of Object.values(sidecarPaths(out))) {
+    await refuseOutputIsInput(f, inputs);
+    if (await fsp.lstat(f).catch(() => null))
+      throw new LangneuronsError('E_EXISTS', `--out ${out}: ${f} would be written beside it, and exists without ${what} there; it is not overwritten: choose another --out`, { file: f, field: '--out' });
+  }
 }

@@ -1,4 +1,4 @@
-// `langneurons steer ppl-matrix | lss | forcing`: the measures of steering (METHODS.md §4).
+// `langneurons steer ppl-matrix | lss | forcing | fallback`: the measures of steering (METHODS.md §4).
 import type { Command } from 'commander';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -9,15 +9,16 @@ import { writeFileAtomic } from '../../io/atomic.js';
 import type { NeuronMask } from '../../identify/index.js';
 import { modelIdentity } from '../../profile/identity.js';
 import type { LanguageModel } from '../../engine/model.js';
+import { withFileOutputLock } from '../../io/lock.js';
 import {
   amplification, checkFallbackLanguages, checkMaskSetForModel, compose, computeFallback, computeForcing, computeLss, computePplMatrix, deactivation, DEFAULT_SETTINGS, engineGenerator,
-  engineLogLikelihood, engineMatrixScorer, interventionResolver, loadEvalTexts, loadIdentifier, onMaskSet, openEvalCorpus, readMaskSet,
-  parseIdentifier, parseSetting, parseSettings, readFacts, readPrompts, requireMaskLanguages, sameLanguage, writeForcing, writePplMatrix,
+  engineLogLikelihood, engineMatrixScorer, FALLBACK_FORMAT, FORCING_FORMAT, interventionResolver, loadEvalTexts, loadIdentifier, LSS_FORMAT, onMaskSet,
+  openEvalCorpus, PPL_MATRIX_FORMAT, readMaskSet, parseIdentifier, parseSetting, parseSettings, readFacts, readPrompts, requireMaskLanguages, sameLanguage, writeForcing, writePplMatrix,
   type FallbackStep, type IdentifierChoice, type LanguageIdentifier, type MaskSet, type SteerRequest,
 } from '../../steer/index.js';
 import { addModelOptions, decodeBatchFor, openModel, type ModelCliOptions } from '../common.js';
 import { parseFloatOption, parseIntOption, printResult, Progress } from '../output.js';
-import { ensureParentDir } from '../../io/outdir.js';
+import { checkOutput, checkOutputWithSidecars, ensureParentDir } from '../../io/outdir.js';
 
 const MASKS_HELP = 'neuron mask (.json or .safetensors) made for this model (an FFN mask is edited at act, a projection\'s at its site), or a set ' +
   'separated by commas, each edited at its own site (e.g. the masks/ap.<site>.json of identify --method ap --sites q,k,v,o,gate,up,down)';
@@ -31,6 +32,20 @@ async function openMaskAndModel(dir: string, spec: string, o: ModelCliOptions): 
   const model = await openModel(dir, o);
   checkMaskSetForModel(set, modelIdentity(model.checkpoint));
   return { set, mask: set.masks[0]!, model };
+}
+
+/**
+ * Runs a measure holding its --out (`<out>.lock`: one run per output file), after refusing an --out that is one of
+ * the inputs (`inputs`: the options' paths, lists split at commas) or an existing file that is not this measure's
+ * earlier result (its JSON's `format`); `sidecars`: the measure also writes <stem>.csv and <stem>.svg, refused alike.
+ */
+async function withMeasureOutput<T>(out: string, measure: string, format: string, sidecars: boolean, inputs: (string | undefined)[], work: () => Promise<T>): Promise<T> {
+  const paths = inputs.flatMap((i) => i?.split(',') ?? []).map((p) => p.slice(p.indexOf('=') + 1).trim()).filter(Boolean);
+  const ours = async (f: string) => (JSON.parse(await fsp.readFile(f, 'utf8')) as { format?: unknown } | null)?.format === format;
+  return withFileOutputLock(out, `steer ${measure}`, async () => {
+    await (sidecars ? checkOutputWithSidecars : checkOutput)(out, paths, `a langneurons ${measure} result`, ours);
+    return work();
+  });
 }
 
 async function writeJson(out: string, doc: unknown): Promise<void> {
@@ -94,7 +109,7 @@ export function registerSteer(program: Command): void {
     .option('--max-tokens <n>', 'tokens scored per language at most', parseIntOption('--max-tokens', 2), 50_000)
     .option('--window <n>', "tokens per scoring window (default: the model's context)", parseIntOption('--window', 2))
     .option('--deactivate-value <v>', 'value the deactivated neurons are set to (Tang: 0; Language Arithmetics also -1, -1.5)', parseFloatOption('--deactivate-value', Number.isFinite, 'a number'), 0))
-    .action(async (dir: string, o: PplCli) => {
+    .action(async (dir: string, o: PplCli) => withMeasureOutput(o.out, 'ppl-matrix', PPL_MATRIX_FORMAT, true, [dir, o.masks, o.evalText], async () => {
       const { set, mask, model } = await openMaskAndModel(dir, o.masks, o);
       const rows = list(o.langs) ?? Object.keys(mask.languages);
       requireMaskLanguages(mask, set.files[0]!, rows);
@@ -127,7 +142,7 @@ export function registerSteer(program: Command): void {
             (d.misses.length ? ` (misses: ${d.misses.map((m) => `${m.language}←${m.strongest}`).join(', ')})` : ''),
           `-> ${files.json}, ${files.csv}, ${files.svg}`].join('\n');
       });
-    });
+    }));
 
   addModelOptions(steer
     .command('lss <model-dir>')
@@ -140,7 +155,7 @@ export function registerSteer(program: Command): void {
     .option('--targets <list>', 'target languages (default: the same set); pairs are every base × target with base ≠ target')
     .option('--stats <path>', 'profiling statistics (folder of <lang>.safetensors with sequence means) for p_max / p_median / mean')
     .option('--details', 'keep D0 and D1 of every fact in the output'))
-    .action(async (dir: string, o: LssCli) => {
+    .action(async (dir: string, o: LssCli) => withMeasureOutput(o.out, 'lss', LSS_FORMAT, false, [dir, o.masks, o.facts, o.stats], async () => {
       const settings = parseSettings(o.settings);
       for (const st of settings) amplification(o.masks, 'x', st, o.stats); // a neuron-stat setting without --stats fails now
       const facts = await readFacts(o.facts);
@@ -165,7 +180,7 @@ export function registerSteer(program: Command): void {
       printResult(o, { out: o.out, best: result.best, settings: result.settings.map((s) => ({ setting: s.setting, meanLss: s.meanLss })) }, () =>
         [...result.settings.map((s) => `${s.setting.padEnd(14)} mean LSS ${s.meanLss.toFixed(3)}  (${s.pairs.map((p) => `${p.base}→${p.target} ${p.lss.toFixed(2)}`).join(', ')})`),
           `best: ${result.best.setting} (${result.best.meanLss.toFixed(3)}) -> ${o.out}`].join('\n'));
-    });
+    }));
 
   addModelOptions(addGenerationOptions(steer
     .command('forcing <model-dir>')
@@ -178,7 +193,7 @@ export function registerSteer(program: Command): void {
     .option('--deactivate-value <v>', "value the prompt language's neurons are set to", parseFloatOption('--deactivate-value', Number.isFinite, 'a number'), 0)
     .option('--no-deactivate-source', "do not deactivate the prompt language's neurons (amplify the target only)")
     .option('--stats <path>', 'profiling statistics (folder of <lang>.safetensors) for p_max / p_median / mean')))
-    .action(async (dir: string, o: ForcingCli) => {
+    .action(async (dir: string, o: ForcingCli) => withMeasureOutput(o.out, 'forcing', FORCING_FORMAT, true, [dir, o.masks, o.prompts, o.stats], async () => {
       const amplify = parseSetting(o.amplify);
       amplification(o.masks, 'x', amplify, o.stats); // a neuron-stat setting without --stats fails now
       const { settings, langid } = generationOptions(o);
@@ -222,7 +237,7 @@ export function registerSteer(program: Command): void {
         [...result.targets.map((t) => `${t.target.padEnd(8)} forced ${t.forced.successes}/${t.forced.prompts} (${(100 * t.forced.rate).toFixed(1)}%)` +
           (t.baseline ? `, without intervention ${(100 * t.baseline.rate).toFixed(1)}%` : '') + (t.identifiable ? '' : `  [${result.identifier} cannot identify ${t.target}]`)),
           `identifier ${result.identifier} -> ${o.out}`].join('\n'));
-    });
+    }));
 
   addModelOptions(addGenerationOptions(steer
     .command('fallback <model-dir>')
@@ -233,7 +248,7 @@ export function registerSteer(program: Command): void {
     .requiredOption('--out <file>', 'result JSON')
     .option('--each', 'deactivate each language alone instead of the growing union')
     .option('--deactivate-value <v>', 'value the neurons are set to (their runs: -1.5)', parseFloatOption('--deactivate-value', Number.isFinite, 'a number'), 0)))
-    .action(async (dir: string, o: FallbackCli) => {
+    .action(async (dir: string, o: FallbackCli) => withMeasureOutput(o.out, 'fallback', FALLBACK_FORMAT, false, [dir, o.masks, o.prompts], async () => {
       const { settings, langid } = generationOptions(o);
       const languages = list(o.deactivate) ?? [];
       checkFallbackLanguages(languages);
@@ -260,5 +275,5 @@ export function registerSteer(program: Command): void {
         .map((st) => ({ deactivated: st.deactivated, mostCommon: st.mostCommon, distribution: st.distribution })) }, () =>
         ['deactivated              output languages', ...(result.baseline ? [line(result.baseline)] : []), ...result.steps.map(line),
           `identifier ${result.identifier} -> ${o.out}`].join('\n'));
-    });
+    }));
 }
