@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readReport, renderReportHtml, writeReport, REPORT_FORMAT, type ReportData } from '../src/report/index.js';
 // @ts-expect-error: a plain ES module script without type declarations
 import { findChromium, renderHtml } from '../scripts/render-html.mjs';
+import { runCli } from './helpers/cli.js';
 import { makeTempDir, removeDir } from './helpers/fixtures.js';
 
 const langs = ['en', 'ru', 'ar', 'zh'];
@@ -83,6 +84,30 @@ describe('the report page', () => {
     expect(await fsp.readFile(files.html, 'utf8')).toBe(html);
     await fsp.writeFile(path.join(dir, 'bad.json'), '{"format": "other"}');
     await expect(readReport(path.join(dir, 'bad.json'))).rejects.toThrow(/bad\.json: not a langneurons-demo-report\/1 file/);
+  });
+
+  it('`langneurons report` draws the page again from the data, and writes it only into a demo folder', async () => {
+    const demo = path.join(dir, 'cli-demo');
+    await fsp.mkdir(demo);
+    const data = JSON.stringify(sampleReport(), null, 1) + '\n';
+    await fsp.writeFile(path.join(demo, 'report.json'), data);
+    await fsp.writeFile(path.join(demo, 'report.html'), 'an old page');
+    const r = await runCli('report', demo, '--json');
+    expect(r.code, r.stderr).toBe(1);  // the sample's checks do not all pass: exit 1, the page written all the same
+    expect(JSON.parse(r.stdout).html).toBe(path.join(demo, 'report.html'));
+    expect(await fsp.readFile(path.join(demo, 'report.html'), 'utf8')).toBe(html);
+    expect(await fsp.readFile(path.join(demo, 'report.json'), 'utf8')).toBe(data);
+    // A copy of the data elsewhere: a user's report.html beside it is not the demo's page.
+    const other = path.join(dir, 'cli-other');
+    await fsp.mkdir(other);
+    await fsp.writeFile(path.join(other, 'copy.json'), data);
+    await fsp.writeFile(path.join(other, 'report.html'), 'my page');
+    const s = await runCli('report', path.join(other, 'copy.json'));
+    expect([s.code, s.stderr.trim()]).toEqual([1, `langneurons: error: ${path.join(other, 'report.html')}: exists, and no demo report.json beside it says it is ours; it is not overwritten`]);
+    expect(await fsp.readFile(path.join(other, 'report.html'), 'utf8')).toBe('my page');
+    await fsp.rm(path.join(other, 'report.html'));
+    expect((await runCli('report', path.join(other, 'copy.json'))).code).toBe(1);
+    expect(await fsp.readFile(path.join(other, 'report.html'), 'utf8')).toBe(html);
   });
 
   it.skipIf(!findChromium())('renders in headless Chromium with its plots visible', async () => {

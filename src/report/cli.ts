@@ -1,10 +1,13 @@
 // `langneurons report <dir>`: renders report.html again from a demo's report.json (e.g. after a renderer update),
 // and prints the checks it records.
 import type { Command } from 'commander';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { printResult } from '../cli/output.js';
-import { readReport, writeReport } from './index.js';
+import { LangneuronsError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
+import { readReport, renderReportHtml } from './index.js';
 
 export function registerReport(program: Command): void {
   program
@@ -14,7 +17,12 @@ export function registerReport(program: Command): void {
     .action(async (dir: string, o: { json?: boolean }) => {
       const data = await readReport(dir);
       const folder = dir.endsWith('.json') ? path.dirname(dir) : dir;
-      const files = await writeReport(folder, data);
+      const files = { json: dir.endsWith('.json') ? dir : path.join(folder, 'report.json'), html: path.join(folder, 'report.html') };
+      // Only the page is written (the data it is drawn from stays as it is); over a page of a demo's folder only,
+      // not over a report.html beside some other .json given.
+      if (await fsp.lstat(files.html).catch(() => null) && !(await readReport(folder).then(() => true, () => false)))
+        throw new LangneuronsError('E_EXISTS', `${files.html}: exists, and no demo report.json beside it says it is ours; it is not overwritten`, { file: files.html });
+      await writeFileAtomic(files.html, renderReportHtml(data));
       printResult(o, { ...files, ok: data.ok, checks: data.checks }, () =>
         [...data.checks.map((c) => `${c.passed ? 'PASS' : 'FAIL'} ${c.name}: ${c.measured}`), `-> ${files.html}`].join('\n'));
       if (!data.ok) process.exitCode = 1;
