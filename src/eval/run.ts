@@ -7,6 +7,7 @@ import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { readRunLog, startRunLog } from '../io/run-log.js';
 import { appendToFile } from '../io/files.js';
 import { ensureOutputDir } from '../io/outdir.js';
 import { fingerprint, type DataFile } from './data.js';
@@ -234,27 +235,17 @@ export function aggregate(plan: TaskPlan, results: ItemResult[]): Record<string,
 
 interface CheckpointHeader { checkpoint: string; key: string }
 
-/**
- * The items an earlier run of this key finished. Whatever follows the checkpoint's last newline is a line cut short
- * by a kill during an append: it is cut off the file here, so the next append starts on a line of its own.
- */
+/** The items an earlier run of this key finished (a line cut short by a kill is cut off: run-log.ts). */
 async function readCheckpoint(file: string, header: CheckpointHeader): Promise<Map<string, ItemResult>> {
   const done = new Map<string, ItemResult>();
-  if (!existsSync(file)) return done;
-  const bytes = await fsp.readFile(file);
-  const complete = bytes.lastIndexOf(0x0a) + 1; // bytes up to and including the last newline
-  const lines = bytes.subarray(0, complete).toString('utf8').split('\n');
-  let first: unknown;
-  try { first = JSON.parse(lines[0] ?? ''); } catch { first = undefined; }
+  const head = JSON.stringify(header);
   // The key is in the file name, so another header means a file this run did not write: leave it alone.
-  if (JSON.stringify(first) !== JSON.stringify(header))
-    throw new LangneuronsError('E_DATA', `${file}: not this evaluation's item checkpoint (its first line is not ${JSON.stringify(header)}); move it away to rerun`, { file });
-  for (const line of lines.slice(1)) {
-    if (!line.trim()) continue;
+  const lines = await readRunLog(file, head, () =>
+    new LangneuronsError('E_DATA', `${file}: not this evaluation's item checkpoint (its first line is not ${head}); move it away to rerun`, { file }));
+  for (const line of lines ?? []) {
     // A damaged complete line (an earlier version appended after a torn line) is skipped: its item is scored again.
     try { const r = JSON.parse(line) as ItemResult; if (typeof r.id === 'string') done.set(r.id, r); } catch { /* scored again */ }
   }
-  if (complete < bytes.length) await fsp.truncate(file, complete);
   return done;
 }
 
@@ -302,7 +293,7 @@ export async function runPlan(plan: TaskPlan, o: RunOptions): Promise<EvalResult
   const ckFile = `${base}.items.jsonl`;
   const header: CheckpointHeader = { checkpoint: RESULT_SCHEMA, key };
   const done = await readCheckpoint(ckFile, header);
-  if (!existsSync(ckFile)) await writeFileAtomic(ckFile, JSON.stringify(header) + '\n');
+  if (!existsSync(ckFile)) await startRunLog(ckFile, JSON.stringify(header));
   const todo = plan.items.filter((it) => !done.has(it.id));
   const batch = Math.max(1, o.batchItems ?? 16);
   // Generation tasks run GEN_CHUNK batches per call, decoding `batch` sequences at a time: a sequence that ends hands

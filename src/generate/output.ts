@@ -16,6 +16,7 @@ import path from 'node:path';
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { appendToFile } from '../io/files.js';
+import { readRunLog, startRunLog } from '../io/run-log.js';
 import type { Generation } from './generate.js';
 
 export const GENERATIONS_SCHEMA = 'langneurons.generations/1';
@@ -44,24 +45,15 @@ export async function openGenerations(dir: string, key: string): Promise<{ file:
     if (schema !== GENERATIONS_SCHEMA)
       throw new LangneuronsError('E_OPTIONS', `${summary}: not a generate run's summary (it would be replaced); use another --out`, { file: summary });
   }
-  if (existsSync(file)) {
-    const text = await fsp.readFile(file, 'utf8');
-    const firstEnd = text.indexOf('\n');
-    if (text.slice(0, firstEnd < 0 ? text.length : firstEnd) !== header)
-      throw new LangneuronsError('E_DATA', `${file}: not this generate run's (another run's, of other model, prompts or settings, or not generate's: its first line is not ${header}); use another --out, or move the file away to start again`, { file });
-    // Complete lines only: whatever follows the last newline is a line cut short by a crash, dropped here.
-    const complete = text.lastIndexOf('\n') + 1;
-    for (const line of text.slice(firstEnd + 1, complete).split('\n')) {
-      if (!line) continue;
-      let g: GenerationLine;
-      try { g = JSON.parse(line) as GenerationLine; } catch { throw new LangneuronsError('E_DATA', `${file}: line ${done.length + 2} is not JSON; move the file away to start again`, { file }); }
-      if (g.index !== done.length) throw new LangneuronsError('E_DATA', `${file}: line ${done.length + 2} is prompt ${g.index}, expected ${done.length}; move the file away to start again`, { file });
-      done.push(g);
-    }
-    if (complete < text.length) await fsp.truncate(file, Buffer.byteLength(text.slice(0, complete)));
-  } else {
-    await writeFileAtomic(file, header + '\n');
+  const lines = await readRunLog(file, header, () =>
+    new LangneuronsError('E_DATA', `${file}: not this generate run's (another run's, of other model, prompts or settings, or not generate's: its first line is not ${header}); use another --out, or move the file away to start again`, { file }));
+  for (const line of lines ?? []) {
+    let g: GenerationLine;
+    try { g = JSON.parse(line) as GenerationLine; } catch { throw new LangneuronsError('E_DATA', `${file}: line ${done.length + 2} is not JSON; move the file away to start again`, { file }); }
+    if (g.index !== done.length) throw new LangneuronsError('E_DATA', `${file}: line ${done.length + 2} is prompt ${g.index}, expected ${done.length}; move the file away to start again`, { file });
+    done.push(g);
   }
+  if (lines === null) await startRunLog(file, header);
   const append = (lines: GenerationLine[]) => appendToFile(file, lines.map((l) => JSON.stringify(l) + '\n').join(''), { sync: true });
   return { file, done, append };
 }
