@@ -10,6 +10,9 @@ import type { NeuronMask } from '../../identify/index.js';
 import { modelIdentity } from '../../profile/identity.js';
 import type { LanguageModel } from '../../engine/model.js';
 import { withFileOutputLock } from '../../io/lock.js';
+import { inputHashes } from '../../eval/inputs.js';
+import { modelFingerprint } from '../../model/fingerprint.js';
+import { openUnitLog, steerRunKey, type UnitLog } from '../../steer/resume.js';
 import {
   amplification, checkFallbackLanguages, checkMaskSetForModel, compose, computeFallback, computeForcing, computeLss, computePplMatrix, deactivation, DEFAULT_SETTINGS, engineGenerator,
   engineLogLikelihood, engineMatrixScorer, FALLBACK_FORMAT, FORCING_FORMAT, interventionResolver, loadEvalTexts, loadIdentifier, LSS_FORMAT, onMaskSet,
@@ -46,6 +49,24 @@ async function withMeasureOutput<T>(out: string, measure: string, format: string
     await (sidecars ? checkOutputWithSidecars : checkOutput)(out, paths, `a langneurons ${measure} result`, ours);
     return work();
   });
+}
+
+/** Options that change how a run is shown or where it runs, not its numbers (the device and compute mode are keyed as the model resolved them). */
+const NOT_KEYED = new Set(['out', 'json', 'threads', 'device', 'compute']);
+
+/**
+ * The unit log (src/steer/resume.ts) of this run of `measure`: keyed by the model's files, its device and compute
+ * mode, the options, the content of what was read (`read`: prompts, facts, the held-out texts' fingerprint) and of
+ * the files the interventions read (`files`: masks, statistics). Says on stderr when it resumes.
+ */
+async function openMeasureLog(measure: string, dir: string, model: LanguageModel, o: ModelCliOptions & { out: string }, read: unknown,
+  files: (string | undefined)[]): Promise<UnitLog> {
+  const options = Object.fromEntries(Object.entries(o).filter(([k]) => !NOT_KEYED.has(k)).sort(([a], [b]) => a.localeCompare(b)));
+  const key = steerRunKey({ measure, model: await modelFingerprint(dir), device: model.device, compute: model.compute, options, read,
+    inputs: await inputHashes(files.filter((f): f is string => f !== undefined)) });
+  const log = await openUnitLog(o.out, key);
+  if (log.resumed > 0 && !o.json) process.stderr.write(`langneurons: resuming: ${log.resumed} finished unit(s) of an earlier run taken from ${log.file}\n`);
+  return log;
 }
 
 async function writeJson(out: string, doc: unknown): Promise<void> {
@@ -117,12 +138,13 @@ export function registerSteer(program: Command): void {
       const columns = list(o.textLangs) ?? corpus.languages;
       const texts = await loadEvalTexts(model, corpus, columns, o.maxTokens);
       const build = interventionResolver(model);
+      const log = await openMeasureLog('ppl-matrix', dir, model, o, { texts: texts.fingerprint }, [o.masks]);
       const progress = new Progress('ppl-matrix', o);
       const score = engineMatrixScorer(model, texts, o.window ? { window: o.window } : {});
       const started = performance.now();
       const matrix = await computePplMatrix<SteerRequest>({
         rows, columns, intervention: (lang) => onMaskSet(set, (f, site) => deactivation(f, lang, o.deactivateValue, site)),
-        score: async (col, req) => score(col, req === null ? null : await build(req)),
+        score: async (col, req) => log.unit([col, req], async () => score(col, req === null ? null : await build(req))),
         onCell: (d, t, r, c) => progress.update(d, t, `${r ?? 'none'} → ${c}`),
       });
       progress.done();
@@ -131,6 +153,7 @@ export function registerSteer(program: Command): void {
         model: dir, mask: o.masks, maskMethod: mask.method, evalText: { spec: o.evalText, origin: texts.origin, fingerprint: texts.fingerprint, maxTokens: o.maxTokens },
         deactivateValue: o.deactivateValue, seconds: (performance.now() - started) / 1000,
       });
+      await log.remove();
       printResult(o, { ...files, diagonal: matrix.diagonal, baseline: matrix.baseline, deltaNll: matrix.deltaNll }, () => {
         const w = Math.max(8, ...columns.map((c) => c.length + 1));
         const head = `${'ΔNLL'.padEnd(12)}${columns.map((c) => c.padStart(w)).join('')}`;
@@ -167,16 +190,18 @@ export function registerSteer(program: Command): void {
       if (pairs.length === 0) throw new LangneuronsError('E_INPUT', `${o.facts}: no (base, target) pair: fact languages ${facts.languages.join(', ') || 'none'}, mask languages ${Object.keys(mask.languages).join(', ')}`, { file: o.facts });
       const build = interventionResolver(model);
       const ll = engineLogLikelihood(model);
+      const log = await openMeasureLog('lss', dir, model, o, { facts: facts.facts }, [o.masks, o.stats]);
       const progress = new Progress('lss', o);
       const started = performance.now();
       const result = await computeLss({
         facts, pairs, settings, details: !!o.details,
         amplify: (t, s) => onMaskSet(set, (f, site) => amplification(f, t, s, o.stats, site)),
-        logLikelihood: async (p, req) => ll(p, req === null ? null : await build(req)),
+        logLikelihood: async (p, req) => log.unit([p, req], async () => ll(p, req === null ? null : await build(req))),
         onProgress: (d, t, what) => progress.update(d, t, what),
       });
       progress.done();
       await writeJson(o.out, { ...result, model: dir, mask: o.masks, facts: { path: o.facts, files: facts.files, rows: facts.facts.length }, seconds: (performance.now() - started) / 1000 });
+      await log.remove();
       printResult(o, { out: o.out, best: result.best, settings: result.settings.map((s) => ({ setting: s.setting, meanLss: s.meanLss })) }, () =>
         [...result.settings.map((s) => `${s.setting.padEnd(14)} mean LSS ${s.meanLss.toFixed(3)}  (${s.pairs.map((p) => `${p.base}→${p.target} ${p.lss.toFixed(2)}`).join(', ')})`),
           `best: ${result.best.setting} (${result.best.meanLss.toFixed(3)}) -> ${o.out}`].join('\n'));
@@ -214,6 +239,7 @@ export function registerSteer(program: Command): void {
       requireMaskLanguages(mask, set.files[0]!, targets.map(maskName));
       const build = interventionResolver(model);
       const gen = engineGenerator(model, settings, decodeBatchFor(model));
+      const log = await openMeasureLog('forcing', dir, model, o, { prompts }, [o.masks, o.stats]);
       const progress = new Progress('forcing', o);
       const started = performance.now();
       const result = await computeForcing<SteerRequest>({
@@ -223,7 +249,7 @@ export function registerSteer(program: Command): void {
           return o.deactivateSource && src !== null && inMask(maskName(src))
             ? compose(onMaskSet(set, (f, site) => deactivation(f, maskName(src), o.deactivateValue, site)), amp) : amp;
         },
-        generate: async (p, req) => gen(p, req === null ? null : await build(req)),
+        generate: async (p, req) => log.unit([p, req], async () => gen(p, req === null ? null : await build(req))),
         onProgress: (d, t, what) => progress.update(d, t, what),
       });
       progress.done();
@@ -233,6 +259,7 @@ export function registerSteer(program: Command): void {
       await ensureParentDir(o.out);
       await writeForcing(o.out, result, { model: dir, mask: o.masks, prompts: o.prompts, amplify: amplify.name, deactivateSource: o.deactivateSource, sourcesNotInMask: notInMask,
         deactivateValue: o.deactivateValue, ...settings, ...record, seconds: (performance.now() - started) / 1000 });
+      await log.remove();
       printResult(o, { out: o.out, identifier: result.identifier, targets: result.targets.map((t) => ({ target: t.target, rate: t.forced.rate, baselineRate: t.baseline?.rate ?? null, identifiable: t.identifiable })) }, () =>
         [...result.targets.map((t) => `${t.target.padEnd(8)} forced ${t.forced.successes}/${t.forced.prompts} (${(100 * t.forced.rate).toFixed(1)}%)` +
           (t.baseline ? `, without intervention ${(100 * t.baseline.rate).toFixed(1)}%` : '') + (t.identifiable ? '' : `  [${result.identifier} cannot identify ${t.target}]`)),
@@ -258,17 +285,19 @@ export function registerSteer(program: Command): void {
       requireMaskLanguages(mask, set.files[0]!, languages);
       const build = interventionResolver(model);
       const gen = engineGenerator(model, settings, decodeBatchFor(model));
+      const log = await openMeasureLog('fallback', dir, model, o, { prompts }, [o.masks]);
       const progress = new Progress('fallback', o);
       const started = performance.now();
       const result = await computeFallback<SteerRequest>({
         prompts, languages, identifier, baseline: o.baseline, order: o.each ? 'each' : 'cumulative',
         intervention: (langs) => onMaskSet(set, (f, site) => deactivation(f, langs, o.deactivateValue, site)),
-        generate: async (p, req) => gen(p, req === null ? null : await build(req)),
+        generate: async (p, req) => log.unit([p, req], async () => gen(p, req === null ? null : await build(req))),
         onProgress: (d, t, what) => progress.update(d, t, what),
       });
       progress.done();
       await writeJson(o.out, { ...result, model: dir, mask: o.masks, prompts: o.prompts, deactivateValue: o.deactivateValue, ...settings, ...record,
         seconds: (performance.now() - started) / 1000 });
+      await log.remove();
       const line = (st: FallbackStep) => `${(st.deactivated.join('+') || 'none').padEnd(24)} most common ${st.mostCommon ?? '-'}  ` +
         Object.entries(st.distribution).map(([k, n]) => `${k} ${n}`).join(', ');
       printResult(o, { out: o.out, identifier: result.identifier, steps: [...(result.baseline ? [result.baseline] : []), ...result.steps]
