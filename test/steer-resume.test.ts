@@ -18,51 +18,61 @@ beforeAll(async () => { dir = await makeTempDir('ln-steer-resume-'); });
 afterAll(async () => { await removeDir(dir); });
 
 describe('the unit log', () => {
+  /** Content "hashes" of files for the tests: the names, with a version the test can bump. */
+  let version = 1;
+  const hashes = async (files: string[]) => files.map((f) => `${f}@${version}`);
+
   it('gives back the finished units as computed, computes the rest, and cuts off a line torn by a kill', async () => {
     const out = path.join(dir, 'log', 'r.json');
     await fsp.mkdir(path.dirname(out));
     const values = [{ totalNll: 0.1 + 0.2, tokens: 7 }, ['ünï', 'a\nb'], [1e-300, -2.5e-8, 123456789.123456789]];
     let calls = 0;
-    const first = await openUnitLog(out, 'k1');
-    expect(first.resumed).toBe(0);
-    for (const [i, v] of values.entries()) expect(await first.unit(['args', i], async () => { calls++; return v; })).toEqual(v);
-    expect(calls).toBe(3);
+    const first = await openUnitLog(out, 'k1', hashes);
+    for (const [i, v] of values.entries()) expect(await first.unit(['args', i], ['mask.json'], async () => { calls++; return v; })).toEqual(v);
+    expect([calls, first.taken]).toEqual([3, 0]);
     // A kill during the next append: half a line after the last newline.
-    await fsp.appendFile(partialFile(out), '{"unit":"3:abc","val');
+    await fsp.appendFile(partialFile(out), '{"run":"k1","unit":"abc","val');
 
-    const again = await openUnitLog(out, 'k1');
-    expect(again.resumed).toBe(3);
+    const again = await openUnitLog(out, 'k1', hashes);
     for (const [i, v] of values.entries()) {
-      const got = await again.unit(['args', i], async () => { calls++; return null; });
+      const got = await again.unit(['args', i], ['mask.json'], async () => { calls++; return null; });
       expect(got).toEqual(v);
       if (i === 2) expect(Object.is((got as number[])[1], -2.5e-8)).toBe(true);
     }
-    expect(calls).toBe(3);  // nothing computed again
+    expect([calls, again.taken]).toEqual([3, 3]);  // nothing computed again
     expect(readFileSync(partialFile(out), 'utf8').endsWith('\n')).toBe(true);  // the torn line is gone
-    // The same position with other arguments is another unit: computed.
-    expect(await again.unit(['other'], async () => { calls++; return 5; })).toBe(5);
-    expect(calls).toBe(4);
-    await again.remove();
+    // Other arguments, another file content or another run's key: another unit, computed.
+    expect(await again.unit(['args', 3], ['mask.json'], async () => { calls++; return 5; })).toBe(5);
+    version = 2;  // the mask changed since: read once per run, so a new run sees it
+    expect(await (await openUnitLog(out, 'k1', hashes)).unit(['args', 0], ['mask.json'], async () => { calls++; return 6; })).toBe(6);
+    version = 1;
+    expect(await (await openUnitLog(out, 'k2', hashes)).unit(['args', 0], ['mask.json'], async () => { calls++; return 7; })).toBe(7);
+    expect(calls).toBe(6);
+    // Finishing k1 keeps k2's line; finishing k2 removes the file.
+    await again.finish();
+    expect(readFileSync(partialFile(out), 'utf8').trim().split('\n').slice(1).map((l) => JSON.parse(l).run)).toEqual(['k2']);
+    await (await openUnitLog(out, 'k2', hashes)).finish();
     expect(existsSync(partialFile(out))).toBe(false);
   });
 
   it('does not log values JSON would change (NaN, Infinity, -0): they are computed again', async () => {
     const out = path.join(dir, 'nonfinite.json');
-    const log = await openUnitLog(out, 'k');
-    for (const v of [NaN, -Infinity, -0, [1, Infinity]]) await log.unit(v, async () => v);
-    expect(readFileSync(partialFile(out), 'utf8').trim().split('\n')).toHaveLength(1);  // the header only
-    expect((await openUnitLog(out, 'k')).resumed).toBe(0);
+    const log = await openUnitLog(out, 'k', hashes);
+    for (const v of [NaN, -Infinity, -0, [1, Infinity]]) await log.unit(v, [], async () => v);
+    expect(existsSync(partialFile(out))).toBe(false);  // nothing logged: no file
   });
 
-  it("refuses another run's log and a file that is no log, leaving them as they are", async () => {
-    const out = path.join(dir, 'other.json');
-    await (await openUnitLog(out, 'k1')).unit(1, async () => 1);
-    const before = readFileSync(partialFile(out), 'utf8');
-    await expect(openUnitLog(out, 'k2')).rejects.toThrow(/other\.json\.partial\.jsonl: the partial result of a run with other inputs or settings/);
-    expect(readFileSync(partialFile(out), 'utf8')).toBe(before);
+  it('is made with the first finished unit: a run failing before one leaves nothing behind', async () => {
+    const out = path.join(dir, 'failing.json');
+    const log = await openUnitLog(out, 'k', hashes);
+    await expect(log.unit(0, [], async () => { throw new Error('no statistics'); })).rejects.toThrow('no statistics');
+    expect(existsSync(partialFile(out))).toBe(false);
+  });
+
+  it('refuses a file of its name that is not such a log, leaving it as it is', async () => {
     const mine = path.join(dir, 'mine.json');
     writeFileSync(partialFile(mine), 'my notes\n');
-    await expect(openUnitLog(mine, 'k1')).rejects.toThrow(/mine\.json\.partial\.jsonl: exists and is not a partial result of langneurons steer/);
+    await expect(openUnitLog(mine, 'k1', hashes)).rejects.toThrow(/mine\.json\.partial\.jsonl: exists and is not a partial result of langneurons steer/);
     expect(readFileSync(partialFile(mine), 'utf8')).toBe('my notes\n');
   });
 });
@@ -115,7 +125,7 @@ describe('a measure killed mid-run resumes to the uninterrupted result', () => {
       expect(existsSync(out)).toBe(false);
       const again = spawnSync(process.execPath, [bin, ...args(out)], { encoding: 'utf8', timeout: 300_000 });
       expect(again.status, again.stderr).toBe(0);
-      const resumed = Number(/resuming: (\d+) finished unit\(s\) of an earlier run/.exec(again.stderr)?.[1]);
+      const resumed = Number(/resumed: (\d+) finished unit\(s\) of an earlier run/.exec(again.stderr)?.[1]);
       expect(resumed, again.stderr).toBeGreaterThanOrEqual(1);
       expect(withoutTime(out)).toEqual(withoutTime(ref));
       expect(existsSync(partialFile(out))).toBe(false);

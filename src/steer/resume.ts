@@ -1,39 +1,47 @@
 /**
  * Resuming a steering measure. Its engine work comes in units — a text scored under one intervention (ppl-matrix),
- * the prompts generated under one (forcing, fallback), a batch of log-likelihoods (lss) — asked for in an order
- * fixed by the inputs. Each finished unit is appended to `<out>.partial.jsonl` under the key of everything the result
- * depends on; the same command again takes the units found there and computes the rest, so a killed run resumes to
- * the result an uninterrupted one writes (the units' values are stored as computed: JSON keeps doubles exactly).
- * The file is removed once the result is written.
+ * the prompts generated under one (forcing, fallback), a batch of log-likelihoods (lss). Each finished unit is
+ * appended to `<out>.partial.jsonl` under its address: the run's key (model content, device, compute mode and what
+ * the unit computation holds fixed: generation settings, the scored texts) with the unit's arguments (prompts or
+ * pairs, the intervention) and the content of the files its intervention reads (mask, statistics). The same command
+ * again takes every unit found there at its address and computes the rest, so a killed run resumes to the result an
+ * uninterrupted one writes (values are stored as computed: JSON keeps doubles exactly). A command with other options
+ * takes the units they share (the baseline generations after a mistyped --amplify). Once the result is written the
+ * run's lines go, and the file with them when no other run's remain.
  */
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 
 import { LangneuronsError } from '../errors.js';
+import { writeFileAtomic } from '../io/atomic.js';
 import { appendToFile } from '../io/files.js';
 import { readRunLog, startRunLog } from '../io/run-log.js';
 
 export const STEER_PARTIAL_SCHEMA = 'langneurons-steer-partial/1';
+const HEADER = JSON.stringify({ schema: STEER_PARTIAL_SCHEMA });
 
 export interface UnitLog {
   readonly file: string;
-  /** Units taken from an earlier run's log. */
-  readonly resumed: number;
-  /** The value of the next unit: the logged one when an earlier run finished it (same position, same arguments), else `compute()`, logged. */
-  unit<T>(args: unknown, compute: () => Promise<T>): Promise<T>;
-  /** Removes the log (once the result is written). */
-  remove(): Promise<void>;
+  /** Units taken from the log so far. */
+  readonly taken: number;
+  /**
+   * The value of a unit of `args` whose intervention reads `files` (their content is part of its address): the
+   * logged one when an earlier run finished it, else `compute()`, logged.
+   */
+  unit<T>(args: unknown, files: string[], compute: () => Promise<T>): Promise<T>;
+  /** Once the result is written: removes this run's lines (the file when no other run's remain). */
+  finish(): Promise<void>;
 }
 
 /** `<out>.partial.jsonl`. */
 export const partialFile = (out: string): string => `${out}.partial.jsonl`;
 
-/** The key of a measure's run: sha256 of what its result depends on. */
-export function steerRunKey(fields: Record<string, unknown>): string {
-  return createHash('sha256').update(JSON.stringify({ schema: STEER_PARTIAL_SCHEMA, ...fields })).digest('hex');
-}
+const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
-const digest = (args: unknown) => createHash('sha256').update(JSON.stringify(args) ?? 'undefined').digest('hex').slice(0, 16);
+/** The key of a run: what every unit's value depends on besides its arguments. */
+export function steerRunKey(fields: Record<string, unknown>): string {
+  return sha256(JSON.stringify({ schema: STEER_PARTIAL_SCHEMA, ...fields }));
+}
 
 /** The JSON of `value`, or null where JSON would not give it back as it is (NaN and ±Infinity become null, -0 becomes 0):
  *  such a unit is not logged. */
@@ -43,40 +51,58 @@ function exactJson(value: unknown): string | null {
   return exact ? text : null;
 }
 
-/**
- * Opens the unit log of the measure writing `out` under `key`: the units an earlier run of the same key finished,
- * or a new log. A log of another key (the same --out with other inputs or settings) or a file that is not a log is
- * refused, not replaced.
- */
-export async function openUnitLog(out: string, key: string): Promise<UnitLog> {
-  const file = partialFile(out);
-  const header = JSON.stringify({ schema: STEER_PARTIAL_SCHEMA, key });
-  const lines = await readRunLog(file, header, (first) => {
-    const other = (() => { try { return (JSON.parse(first) as { schema?: unknown }).schema === STEER_PARTIAL_SCHEMA; } catch { return false; } })();
-    return new LangneuronsError('E_DATA', other
-      ? `${file}: the partial result of a run with other inputs or settings (model, masks, prompts, options); run that command again to finish it, or remove the file to start this one`
-      : `${file}: exists and is not a partial result of langneurons steer; move it away or choose another --out`, { file });
-  });
-  const done = new Map<string, unknown>();
-  for (const line of lines ?? []) {
-    try {
-      const u = JSON.parse(line) as { unit?: unknown; value?: unknown };
-      if (typeof u.unit === 'string') done.set(u.unit, u.value);
-    } catch { /* a damaged line: that unit is computed again */ }
+interface LogLine { run: string; unit: string; value: unknown }
+
+function parseLine(line: string): LogLine | null {
+  try {
+    const u = JSON.parse(line) as Partial<LogLine>;
+    return typeof u.run === 'string' && typeof u.unit === 'string' ? u as LogLine : null;
+  } catch {
+    return null;  // a damaged line: its unit is computed again
   }
-  if (lines === null) await startRunLog(file, header);
-  let next = 0;
+}
+
+const readLog = (file: string) => readRunLog(file, HEADER, () =>
+  new LangneuronsError('E_DATA', `${file}: exists and is not a partial result of langneurons steer; move it away or choose another --out`, { file }));
+
+/**
+ * Opens the unit log of the measure writing `out`, for a run of `key`. `fileHashes` gives the content hashes of the
+ * files an intervention reads (called once per distinct list). The file is made with the first finished unit, so a
+ * run that fails before one leaves none behind; a file of that name that is not such a log is refused.
+ */
+export async function openUnitLog(out: string, key: string, fileHashes: (files: string[]) => Promise<unknown>): Promise<UnitLog> {
+  const file = partialFile(out);
+  const lines = await readLog(file);
+  const done = new Map<string, unknown>();
+  for (const l of lines ?? []) {
+    const u = parseLine(l);
+    if (u?.run === key) done.set(u.unit, u.value);
+  }
+  const hashes = new Map<string, Promise<unknown>>();
+  const hashesOf = (files: string[]) => {
+    const k = JSON.stringify(files);
+    if (!hashes.has(k)) hashes.set(k, fileHashes(files));
+    return hashes.get(k)!;
+  };
+  let started = lines !== null, taken = 0;
   return {
     file,
-    resumed: done.size,
-    async unit<T>(args: unknown, compute: () => Promise<T>): Promise<T> {
-      const id = `${next++}:${digest(args)}`;
-      if (done.has(id)) return done.get(id) as T;
+    get taken() { return taken; },
+    async unit<T>(args: unknown, files: string[], compute: () => Promise<T>): Promise<T> {
+      const id = sha256(JSON.stringify([args ?? null, await hashesOf(files)]));
+      if (done.has(id)) { taken++; return done.get(id) as T; }
       const value = await compute();
       const text = exactJson(value);
-      if (text !== null) await appendToFile(file, `{"unit":${JSON.stringify(id)},"value":${text}}\n`, { sync: true });
+      if (text === null) return value;
+      if (!started) { await startRunLog(file, HEADER); started = true; }
+      await appendToFile(file, `{"run":"${key}","unit":"${id}","value":${text}}\n`, { sync: true });
       return value;
     },
-    async remove() { await fsp.rm(file, { force: true }); },
+    async finish() {
+      const now = await readLog(file);
+      const others = (now ?? []).filter((l) => { const u = parseLine(l); return u !== null && u.run !== key; });
+      if (others.length === 0) await fsp.rm(file, { force: true });
+      else await writeFileAtomic(file, [HEADER, ...others].join('\n') + '\n');
+    },
   };
 }

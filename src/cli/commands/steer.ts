@@ -51,22 +51,24 @@ async function withMeasureOutput<T>(out: string, measure: string, format: string
   });
 }
 
-/** Options that change how a run is shown or where it runs, not its numbers (the device and compute mode are keyed as the model resolved them). */
-const NOT_KEYED = new Set(['out', 'json', 'threads', 'device', 'compute']);
-
 /**
  * The unit log (src/steer/resume.ts) of this run of `measure`: keyed by the model's files, its device and compute
- * mode, the options, the content of what was read (`read`: prompts, facts, the held-out texts' fingerprint) and of
- * the files the interventions read (`files`: masks, statistics). Says on stderr when it resumes.
+ * mode and what its unit computation holds fixed (`fixed`: generation settings, the scored texts); a unit's address
+ * adds its arguments and the content of the files its intervention reads (requestFiles).
  */
-async function openMeasureLog(measure: string, dir: string, model: LanguageModel, o: ModelCliOptions & { out: string }, read: unknown,
-  files: (string | undefined)[]): Promise<UnitLog> {
-  const options = Object.fromEntries(Object.entries(o).filter(([k]) => !NOT_KEYED.has(k)).sort(([a], [b]) => a.localeCompare(b)));
-  const key = steerRunKey({ measure, model: await modelFingerprint(dir), device: model.device, compute: model.compute, options, read,
-    inputs: await inputHashes(files.filter((f): f is string => f !== undefined)) });
-  const log = await openUnitLog(o.out, key);
-  if (log.resumed > 0 && !o.json) process.stderr.write(`langneurons: resuming: ${log.resumed} finished unit(s) of an earlier run taken from ${log.file}\n`);
-  return log;
+async function openMeasureLog(measure: string, dir: string, model: LanguageModel, out: string, fixed: unknown): Promise<UnitLog> {
+  const key = steerRunKey({ measure, model: await modelFingerprint(dir), device: model.device, compute: model.compute, fixed });
+  return openUnitLog(out, key, inputHashes);
+}
+
+/** The files a request's interventions read: masks and statistics. */
+const requestFiles = (req: SteerRequest | null): string[] =>
+  req?.specs.flatMap((s) => [...(s.neurons === 'all' ? [] : [s.neurons.mask]), ...(s.stats === undefined ? [] : [s.stats])]) ?? [];
+
+/** After the result is written: the units taken from an earlier run said on stderr, this run's lines of the log removed. */
+async function finishMeasureLog(log: UnitLog, o: { json?: boolean }): Promise<void> {
+  if (log.taken > 0 && !o.json) process.stderr.write(`langneurons: resumed: ${log.taken} finished unit(s) of an earlier run taken from ${log.file}\n`);
+  await log.finish();
 }
 
 async function writeJson(out: string, doc: unknown): Promise<void> {
@@ -138,13 +140,13 @@ export function registerSteer(program: Command): void {
       const columns = list(o.textLangs) ?? corpus.languages;
       const texts = await loadEvalTexts(model, corpus, columns, o.maxTokens);
       const build = interventionResolver(model);
-      const log = await openMeasureLog('ppl-matrix', dir, model, o, { texts: texts.fingerprint }, [o.masks]);
+      const log = await openMeasureLog('ppl-matrix', dir, model, o.out, { window: o.window ?? null });
       const progress = new Progress('ppl-matrix', o);
       const score = engineMatrixScorer(model, texts, o.window ? { window: o.window } : {});
       const started = performance.now();
       const matrix = await computePplMatrix<SteerRequest>({
         rows, columns, intervention: (lang) => onMaskSet(set, (f, site) => deactivation(f, lang, o.deactivateValue, site)),
-        score: async (col, req) => log.unit([col, req], async () => score(col, req === null ? null : await build(req))),
+        score: async (col, req) => log.unit([col, texts.documents.get(col), req], requestFiles(req), async () => score(col, req === null ? null : await build(req))),
         onCell: (d, t, r, c) => progress.update(d, t, `${r ?? 'none'} → ${c}`),
       });
       progress.done();
@@ -153,7 +155,7 @@ export function registerSteer(program: Command): void {
         model: dir, mask: o.masks, maskMethod: mask.method, evalText: { spec: o.evalText, origin: texts.origin, fingerprint: texts.fingerprint, maxTokens: o.maxTokens },
         deactivateValue: o.deactivateValue, seconds: (performance.now() - started) / 1000,
       });
-      await log.remove();
+      await finishMeasureLog(log, o);
       printResult(o, { ...files, diagonal: matrix.diagonal, baseline: matrix.baseline, deltaNll: matrix.deltaNll }, () => {
         const w = Math.max(8, ...columns.map((c) => c.length + 1));
         const head = `${'ΔNLL'.padEnd(12)}${columns.map((c) => c.padStart(w)).join('')}`;
@@ -190,18 +192,18 @@ export function registerSteer(program: Command): void {
       if (pairs.length === 0) throw new LangneuronsError('E_INPUT', `${o.facts}: no (base, target) pair: fact languages ${facts.languages.join(', ') || 'none'}, mask languages ${Object.keys(mask.languages).join(', ')}`, { file: o.facts });
       const build = interventionResolver(model);
       const ll = engineLogLikelihood(model);
-      const log = await openMeasureLog('lss', dir, model, o, { facts: facts.facts }, [o.masks, o.stats]);
+      const log = await openMeasureLog('lss', dir, model, o.out, null);
       const progress = new Progress('lss', o);
       const started = performance.now();
       const result = await computeLss({
         facts, pairs, settings, details: !!o.details,
         amplify: (t, s) => onMaskSet(set, (f, site) => amplification(f, t, s, o.stats, site)),
-        logLikelihood: async (p, req) => log.unit([p, req], async () => ll(p, req === null ? null : await build(req))),
+        logLikelihood: async (p, req) => log.unit([p, req], requestFiles(req), async () => ll(p, req === null ? null : await build(req))),
         onProgress: (d, t, what) => progress.update(d, t, what),
       });
       progress.done();
       await writeJson(o.out, { ...result, model: dir, mask: o.masks, facts: { path: o.facts, files: facts.files, rows: facts.facts.length }, seconds: (performance.now() - started) / 1000 });
-      await log.remove();
+      await finishMeasureLog(log, o);
       printResult(o, { out: o.out, best: result.best, settings: result.settings.map((s) => ({ setting: s.setting, meanLss: s.meanLss })) }, () =>
         [...result.settings.map((s) => `${s.setting.padEnd(14)} mean LSS ${s.meanLss.toFixed(3)}  (${s.pairs.map((p) => `${p.base}→${p.target} ${p.lss.toFixed(2)}`).join(', ')})`),
           `best: ${result.best.setting} (${result.best.meanLss.toFixed(3)}) -> ${o.out}`].join('\n'));
@@ -238,8 +240,9 @@ export function registerSteer(program: Command): void {
       };
       requireMaskLanguages(mask, set.files[0]!, targets.map(maskName));
       const build = interventionResolver(model);
-      const gen = engineGenerator(model, settings, decodeBatchFor(model));
-      const log = await openMeasureLog('forcing', dir, model, o, { prompts }, [o.masks, o.stats]);
+      const decodeBatch = decodeBatchFor(model);
+      const gen = engineGenerator(model, settings, decodeBatch);
+      const log = await openMeasureLog('forcing', dir, model, o.out, { settings, decodeBatch });
       const progress = new Progress('forcing', o);
       const started = performance.now();
       const result = await computeForcing<SteerRequest>({
@@ -249,7 +252,7 @@ export function registerSteer(program: Command): void {
           return o.deactivateSource && src !== null && inMask(maskName(src))
             ? compose(onMaskSet(set, (f, site) => deactivation(f, maskName(src), o.deactivateValue, site)), amp) : amp;
         },
-        generate: async (p, req) => log.unit([p, req], async () => gen(p, req === null ? null : await build(req))),
+        generate: async (p, req) => log.unit([p, req], requestFiles(req), async () => gen(p, req === null ? null : await build(req))),
         onProgress: (d, t, what) => progress.update(d, t, what),
       });
       progress.done();
@@ -259,7 +262,7 @@ export function registerSteer(program: Command): void {
       await ensureParentDir(o.out);
       await writeForcing(o.out, result, { model: dir, mask: o.masks, prompts: o.prompts, amplify: amplify.name, deactivateSource: o.deactivateSource, sourcesNotInMask: notInMask,
         deactivateValue: o.deactivateValue, ...settings, ...record, seconds: (performance.now() - started) / 1000 });
-      await log.remove();
+      await finishMeasureLog(log, o);
       printResult(o, { out: o.out, identifier: result.identifier, targets: result.targets.map((t) => ({ target: t.target, rate: t.forced.rate, baselineRate: t.baseline?.rate ?? null, identifiable: t.identifiable })) }, () =>
         [...result.targets.map((t) => `${t.target.padEnd(8)} forced ${t.forced.successes}/${t.forced.prompts} (${(100 * t.forced.rate).toFixed(1)}%)` +
           (t.baseline ? `, without intervention ${(100 * t.baseline.rate).toFixed(1)}%` : '') + (t.identifiable ? '' : `  [${result.identifier} cannot identify ${t.target}]`)),
@@ -284,20 +287,21 @@ export function registerSteer(program: Command): void {
       const { set, mask, model } = await openMaskAndModel(dir, o.masks, o);
       requireMaskLanguages(mask, set.files[0]!, languages);
       const build = interventionResolver(model);
-      const gen = engineGenerator(model, settings, decodeBatchFor(model));
-      const log = await openMeasureLog('fallback', dir, model, o, { prompts }, [o.masks]);
+      const decodeBatch = decodeBatchFor(model);
+      const gen = engineGenerator(model, settings, decodeBatch);
+      const log = await openMeasureLog('fallback', dir, model, o.out, { settings, decodeBatch });
       const progress = new Progress('fallback', o);
       const started = performance.now();
       const result = await computeFallback<SteerRequest>({
         prompts, languages, identifier, baseline: o.baseline, order: o.each ? 'each' : 'cumulative',
         intervention: (langs) => onMaskSet(set, (f, site) => deactivation(f, langs, o.deactivateValue, site)),
-        generate: async (p, req) => log.unit([p, req], async () => gen(p, req === null ? null : await build(req))),
+        generate: async (p, req) => log.unit([p, req], requestFiles(req), async () => gen(p, req === null ? null : await build(req))),
         onProgress: (d, t, what) => progress.update(d, t, what),
       });
       progress.done();
       await writeJson(o.out, { ...result, model: dir, mask: o.masks, prompts: o.prompts, deactivateValue: o.deactivateValue, ...settings, ...record,
         seconds: (performance.now() - started) / 1000 });
-      await log.remove();
+      await finishMeasureLog(log, o);
       const line = (st: FallbackStep) => `${(st.deactivated.join('+') || 'none').padEnd(24)} most common ${st.mostCommon ?? '-'}  ` +
         Object.entries(st.distribution).map(([k, n]) => `${k} ${n}`).join(', ');
       printResult(o, { out: o.out, identifier: result.identifier, steps: [...(result.baseline ? [result.baseline] : []), ...result.steps]
