@@ -1,6 +1,5 @@
 // `langneurons steer ppl-matrix | lss | forcing | fallback`: the measures of steering (METHODS.md §4).
 import type { Command } from 'commander';
-import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError } from '../../errors.js';
@@ -9,10 +8,6 @@ import { writeFileAtomic } from '../../io/atomic.js';
 import type { NeuronMask } from '../../identify/index.js';
 import { modelIdentity } from '../../profile/identity.js';
 import type { LanguageModel } from '../../engine/model.js';
-import { withFileOutputLock } from '../../io/lock.js';
-import { inputHashes } from '../../eval/inputs.js';
-import { modelFingerprint } from '../../model/fingerprint.js';
-import { openUnitLog, steerRunKey, type UnitLog } from '../../steer/resume.js';
 import {
   amplification, checkFallbackLanguages, checkMaskSetForModel, compose, computeFallback, computeForcing, computeLss, computePplMatrix, deactivation, DEFAULT_SETTINGS, engineGenerator,
   engineLogLikelihood, engineMatrixScorer, FALLBACK_FORMAT, FORCING_FORMAT, interventionResolver, loadEvalTexts, loadIdentifier, LSS_FORMAT, onMaskSet,
@@ -21,7 +16,8 @@ import {
 } from '../../steer/index.js';
 import { addModelOptions, decodeBatchFor, openModel, type ModelCliOptions } from '../common.js';
 import { parseFloatOption, parseIntOption, printResult, Progress } from '../output.js';
-import { checkOutput, checkOutputWithSidecars, ensureParentDir } from '../../io/outdir.js';
+import { ensureParentDir } from '../../io/outdir.js';
+import { finishMeasureLog, openMeasureLog, requestFiles, withMeasureOutput } from './steer-run.js';
 
 const MASKS_HELP = 'neuron mask (.json or .safetensors) made for this model (an FFN mask is edited at act, a projection\'s at its site), or a set ' +
   'separated by commas, each edited at its own site (e.g. the masks/ap.<site>.json of identify --method ap --sites q,k,v,o,gate,up,down)';
@@ -35,40 +31,6 @@ async function openMaskAndModel(dir: string, spec: string, o: ModelCliOptions): 
   const model = await openModel(dir, o);
   checkMaskSetForModel(set, modelIdentity(model.checkpoint));
   return { set, mask: set.masks[0]!, model };
-}
-
-/**
- * Runs a measure holding its --out (`<out>.lock`: one run per output file), after refusing an --out that is one of
- * the inputs (`inputs`: the options' paths, lists split at commas) or an existing file that is not this measure's
- * earlier result (its JSON's `format`); `sidecars`: the measure also writes <stem>.csv and <stem>.svg, refused alike.
- */
-async function withMeasureOutput<T>(out: string, measure: string, format: string, sidecars: boolean, inputs: (string | undefined)[], work: () => Promise<T>): Promise<T> {
-  const paths = inputs.flatMap((i) => i?.split(',') ?? []).map((p) => p.slice(p.indexOf('=') + 1).trim()).filter(Boolean);
-  const ours = async (f: string) => (JSON.parse(await fsp.readFile(f, 'utf8')) as { format?: unknown } | null)?.format === format;
-  return withFileOutputLock(out, `steer ${measure}`, async () => {
-    await (sidecars ? checkOutputWithSidecars : checkOutput)(out, paths, `a langneurons ${measure} result`, ours);
-    return work();
-  });
-}
-
-/**
- * The unit log (src/steer/resume.ts) of this run of `measure`: keyed by the model's files, its device and compute
- * mode and what its unit computation holds fixed (`fixed`: generation settings, the scored texts); a unit's address
- * adds its arguments and the content of the files its intervention reads (requestFiles).
- */
-async function openMeasureLog(measure: string, dir: string, model: LanguageModel, out: string, fixed: unknown): Promise<UnitLog> {
-  const key = steerRunKey({ measure, model: await modelFingerprint(dir), device: model.device, compute: model.compute, fixed });
-  return openUnitLog(out, key, inputHashes);
-}
-
-/** The files a request's interventions read: masks and statistics. */
-const requestFiles = (req: SteerRequest | null): string[] =>
-  req?.specs.flatMap((s) => [...(s.neurons === 'all' ? [] : [s.neurons.mask]), ...(s.stats === undefined ? [] : [s.stats])]) ?? [];
-
-/** After the result is written: the units taken from an earlier run said on stderr, this run's lines of the log removed. */
-async function finishMeasureLog(log: UnitLog, o: { json?: boolean }): Promise<void> {
-  if (log.taken > 0 && !o.json) process.stderr.write(`langneurons: resumed: ${log.taken} finished unit(s) of an earlier run taken from ${log.file}\n`);
-  await log.finish();
 }
 
 async function writeJson(out: string, doc: unknown): Promise<void> {

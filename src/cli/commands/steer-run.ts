@@ -1,0 +1,45 @@
+// What every steering measure does around its computation: it holds its --out (one run per output file, never over
+// an input or a file of another kind) and logs its units of engine work so that a killed run resumes (src/steer/resume.ts).
+import { promises as fsp } from 'node:fs';
+
+import { inputHashes } from '../../eval/inputs.js';
+import type { LanguageModel } from '../../engine/model.js';
+import { withFileOutputLock } from '../../io/lock.js';
+import { checkOutput, checkOutputWithSidecars } from '../../io/outdir.js';
+import { modelFingerprint } from '../../model/fingerprint.js';
+import type { SteerRequest } from '../../steer/index.js';
+import { openUnitLog, steerRunKey, type UnitLog } from '../../steer/resume.js';
+
+/**
+ * Runs a measure holding its --out (`<out>.lock`: one run per output file), after refusing an --out that is one of
+ * the inputs (`inputs`: the options' paths, lists split at commas) or an existing file that is not this measure's
+ * earlier result (its JSON's `format`); `sidecars`: the measure also writes <stem>.csv and <stem>.svg, refused alike.
+ */
+export async function withMeasureOutput<T>(out: string, measure: string, format: string, sidecars: boolean, inputs: (string | undefined)[], work: () => Promise<T>): Promise<T> {
+  const paths = inputs.flatMap((i) => i?.split(',') ?? []).map((p) => p.slice(p.indexOf('=') + 1).trim()).filter(Boolean);
+  const ours = async (f: string) => (JSON.parse(await fsp.readFile(f, 'utf8')) as { format?: unknown } | null)?.format === format;
+  return withFileOutputLock(out, `steer ${measure}`, async () => {
+    await (sidecars ? checkOutputWithSidecars : checkOutput)(out, paths, `a langneurons ${measure} result`, ours);
+    return work();
+  });
+}
+
+/**
+ * The unit log (src/steer/resume.ts) of this run of `measure`: keyed by the model's files, its device and compute
+ * mode and what its unit computation holds fixed (`fixed`: generation settings, the scored texts); a unit's address
+ * adds its arguments and the content of the files its intervention reads (requestFiles).
+ */
+export async function openMeasureLog(measure: string, dir: string, model: LanguageModel, out: string, fixed: unknown): Promise<UnitLog> {
+  const key = steerRunKey({ measure, model: await modelFingerprint(dir), device: model.device, compute: model.compute, fixed });
+  return openUnitLog(out, key, inputHashes);
+}
+
+/** The files a request's interventions read: masks and statistics. */
+export const requestFiles = (req: SteerRequest | null): string[] =>
+  req?.specs.flatMap((s) => [...(s.neurons === 'all' ? [] : [s.neurons.mask]), ...(s.stats === undefined ? [] : [s.stats])]) ?? [];
+
+/** After the result is written: the units taken from an earlier run said on stderr, this run's lines of the log removed. */
+export async function finishMeasureLog(log: UnitLog, o: { json?: boolean }): Promise<void> {
+  if (log.taken > 0 && !o.json) process.stderr.write(`langneurons: resumed: ${log.taken} finished unit(s) of an earlier run taken from ${log.file}\n`);
+  await log.finish();
+}
