@@ -1,6 +1,5 @@
 // `langneurons steer ppl-matrix | lss | forcing | fallback`: the measures of steering (METHODS.md §4).
 import type { Command } from 'commander';
-import path from 'node:path';
 
 import { LangneuronsError } from '../../errors.js';
 import { canonicalLang } from '../../eval/prompts.js';
