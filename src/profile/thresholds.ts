@@ -3,7 +3,7 @@
 // per-unit q-quantile, read off the pass-1 histogram of the same language, site and model (histogramQuantile: values
 // spread uniformly inside a bin). The counts are labelled "p<100·q>" (e.g. "p90"), the label act-prob.ts checks.
 import { createHash } from 'node:crypto';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 
 import { LangneuronsError } from '../errors.js';
 import { histogramQuantile } from '../identify/act-prob.js';

@@ -30,7 +30,6 @@ import { LOCK_FILE } from '../io/lock.js';
 import { readMask } from '../identify/masks.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { modelFingerprint } from '../model/fingerprint.js';
-import type { ModelType } from '../model/config.js';
 import { loadTokenizer } from '../model/tokenizer.js';
 import { modelIdentity } from '../profile/identity.js';
 import { applyAdapter, writeAdapter } from './adapter.js';
