@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { MASK_FORMAT, writeMaskJson } from '../src/identify/masks.js';
 import { openCheckpoint } from '../src/model/checkpoint.js';
+import { loadAddon } from '../src/native/addon.js';
 import { modelIdentity } from '../src/profile/identity.js';
 import { openUnitLog, partialFile } from '../src/steer/resume.js';
 import { writeFiles } from './helpers/corpus-fixtures.js';
@@ -123,6 +124,14 @@ describe('a measure killed mid-run resumes to the uninterrupted result', () => {
       const out = path.join(dir, `${measure}-killed.json`);
       expect(await killAfterUnits(args(out), out, 1)).toBe('SIGKILL');  // the sooner, the less the run can finish before the kill
       expect(existsSync(out)).toBe(false);
+      if (measure === 'fallback' && loadAddon().kernelInfo().kernel !== 'plain') {
+        // The same command on another CPU kernel family (products that differ in the last bits) takes none of the units,
+        // and leaves them for a run of the first kind.
+        const other = spawnSync(process.execPath, [bin, ...args(out)], { encoding: 'utf8', timeout: 300_000, env: { ...process.env, LANGNEURONS_KERNEL: 'plain' } });
+        expect(other.status, other.stderr).toBe(0);
+        expect(other.stderr).not.toMatch(/resumed/);
+        expect(existsSync(partialFile(out))).toBe(true);
+      }
       const again = spawnSync(process.execPath, [bin, ...args(out)], { encoding: 'utf8', timeout: 300_000 });
       expect(again.status, again.stderr).toBe(0);
       const resumed = Number(/resumed: (\d+) finished unit\(s\) of an earlier run/.exec(again.stderr)?.[1]);

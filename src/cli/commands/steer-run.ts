@@ -25,12 +25,15 @@ export async function withMeasureOutput<T>(out: string, measure: string, format:
 }
 
 /**
- * The unit log (src/steer/resume.ts) of this run of `measure`: keyed by the model's files, its device and compute
- * mode and what its unit computation holds fixed (`fixed`: generation settings, the scored texts); a unit's address
- * adds its arguments and the content of the files its intervention reads (requestFiles).
+ * The unit log (src/steer/resume.ts) of this run of `measure`: keyed by the model's files, its device and compute mode,
+ * the engine's kind (the CPU's kernel family: AVX2 and AVX-512 products differ in the last bits; the GPU and cuBLASLt
+ * its describe names) and what its unit computation holds fixed (`fixed`: generation settings, the scoring window); a
+ * unit's address adds its arguments and the content of the files its intervention reads (requestFiles).
  */
 export async function openMeasureLog(measure: string, dir: string, model: LanguageModel, out: string, fixed: unknown): Promise<UnitLog> {
-  const key = steerRunKey({ measure, model: await modelFingerprint(dir), device: model.device, compute: model.compute, fixed });
+  const info = model.info();
+  const engine = model.device === 'cpu' ? info.kernel : info.describe;
+  const key = steerRunKey({ measure, model: await modelFingerprint(dir), device: model.device, compute: model.compute, engine, fixed });
   return openUnitLog(out, key, inputHashes);
 }
 
