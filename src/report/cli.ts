@@ -20,7 +20,8 @@ export function registerReport(program: Command): void {
       const files = { json: dir.endsWith('.json') ? dir : path.join(folder, 'report.json'), html: path.join(folder, 'report.html') };
       // Only the page is written (the data it is drawn from stays as it is); over a page of a demo's folder only,
       // not over a report.html beside some other .json given.
-      if (await fsp.lstat(files.html).catch(() => null) && !(await readReport(folder).then(() => true, () => false)))
+      const besideItsData = path.resolve(files.json) === path.resolve(folder, 'report.json');  // read above: a demo's
+      if (await fsp.lstat(files.html).catch(() => null) && !besideItsData && !(await readReport(folder).then(() => true, () => false)))
         throw new LangneuronsError('E_EXISTS', `${files.html}: exists, and no demo report.json beside it says it is ours; it is not overwritten`, { file: files.html });
       await writeFileAtomic(files.html, renderReportHtml(data));
       printResult(o, { ...files, ok: data.ok, checks: data.checks }, () =>
