@@ -2,6 +2,7 @@
 // written as (SVG, a PNG with real pixels, CSV, JSON, caption; foreign files and concurrent runs refused), and
 // `analyze layers|overlap` as a user runs it.
 import { existsSync, promises as fsp } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -105,9 +106,11 @@ describe('figure files', () => {
     await fsp.writeFile(path.join(foreign, 'overlap.png'), 'mine');
     await expect(writeFigure(foreign, figs[0]!)).rejects.toThrow(/overlap\.png: exists and was not written by a langneurons figure/);
     expect(await fsp.readFile(path.join(foreign, 'overlap.png'), 'utf8')).toBe('mine');
-    await fsp.writeFile(path.join(dir, 'overlap.lock'), `${process.pid}\n`);  // a live run holds it
-    await expect(writeFigure(dir, figs[0]!)).rejects.toThrow(/another run .* is writing this figure/);
-    await fsp.writeFile(path.join(dir, 'overlap.lock'), '999999999\n');  // a dead one: taken over
+    // A live run holds it (vitest's parent process stands in for it); a dead one's lock is taken over.
+    const holder = (pid: number) => JSON.stringify({ pid, hostname: os.hostname(), command: 'figure overlap', started: '' }) + '\n';
+    await fsp.writeFile(path.join(dir, 'overlap.lock'), holder(process.ppid));
+    await expect(writeFigure(dir, figs[0]!)).rejects.toThrow(new RegExp(`overlap: in use by figure overlap \\(pid ${process.ppid} `));
+    await fsp.writeFile(path.join(dir, 'overlap.lock'), holder(999999999));
     await writeFigure(dir, figs[0]!);
     expect(existsSync(path.join(dir, 'overlap.lock'))).toBe(false);
   });

@@ -10,7 +10,7 @@ import { MASK_FORMAT, writeMaskJson } from '../src/identify/masks.js';
 import { openCheckpoint } from '../src/model/checkpoint.js';
 import { loadAddon } from '../src/native/addon.js';
 import { modelIdentity } from '../src/profile/identity.js';
-import { openUnitLog, partialFile } from '../src/steer/resume.js';
+import { openSteerLog, partialFile } from '../src/steer/resume.js';
 import { writeFiles } from './helpers/corpus-fixtures.js';
 import { fixturePath, makeTempDir, removeDir, repoRoot } from './helpers/fixtures.js';
 
@@ -28,13 +28,13 @@ describe('the unit log', () => {
     await fsp.mkdir(path.dirname(out));
     const values = [{ totalNll: 0.1 + 0.2, tokens: 7 }, ['ünï', 'a\nb'], [1e-300, -2.5e-8, 123456789.123456789]];
     let calls = 0;
-    const first = await openUnitLog(out, 'k1', hashes);
+    const first = await openSteerLog(out, 'k1', hashes);
     for (const [i, v] of values.entries()) expect(await first.unit(['args', i], ['mask.json'], async () => { calls++; return v; })).toEqual(v);
     expect([calls, first.taken]).toEqual([3, 0]);
     // A kill during the next append: half a line after the last newline.
     await fsp.appendFile(partialFile(out), '{"run":"k1","unit":"abc","val');
 
-    const again = await openUnitLog(out, 'k1', hashes);
+    const again = await openSteerLog(out, 'k1', hashes);
     for (const [i, v] of values.entries()) {
       const got = await again.unit(['args', i], ['mask.json'], async () => { calls++; return null; });
       expect(got).toEqual(v);
@@ -45,27 +45,27 @@ describe('the unit log', () => {
     // Other arguments, another file content or another run's key: another unit, computed.
     expect(await again.unit(['args', 3], ['mask.json'], async () => { calls++; return 5; })).toBe(5);
     version = 2;  // the mask changed since: read once per run, so a new run sees it
-    expect(await (await openUnitLog(out, 'k1', hashes)).unit(['args', 0], ['mask.json'], async () => { calls++; return 6; })).toBe(6);
+    expect(await (await openSteerLog(out, 'k1', hashes)).unit(['args', 0], ['mask.json'], async () => { calls++; return 6; })).toBe(6);
     version = 1;
-    expect(await (await openUnitLog(out, 'k2', hashes)).unit(['args', 0], ['mask.json'], async () => { calls++; return 7; })).toBe(7);
+    expect(await (await openSteerLog(out, 'k2', hashes)).unit(['args', 0], ['mask.json'], async () => { calls++; return 7; })).toBe(7);
     expect(calls).toBe(6);
     // Finishing k1 keeps k2's line; finishing k2 removes the file.
     await again.finish();
     expect(readFileSync(partialFile(out), 'utf8').trim().split('\n').slice(1).map((l) => JSON.parse(l).run)).toEqual(['k2']);
-    await (await openUnitLog(out, 'k2', hashes)).finish();
+    await (await openSteerLog(out, 'k2', hashes)).finish();
     expect(existsSync(partialFile(out))).toBe(false);
   });
 
   it('does not log values JSON would change (NaN, Infinity, -0): they are computed again', async () => {
     const out = path.join(dir, 'nonfinite.json');
-    const log = await openUnitLog(out, 'k', hashes);
+    const log = await openSteerLog(out, 'k', hashes);
     for (const v of [NaN, -Infinity, -0, [1, Infinity]]) await log.unit(v, [], async () => v);
     expect(existsSync(partialFile(out))).toBe(false);  // nothing logged: no file
   });
 
   it('is made with the first finished unit: a run failing before one leaves nothing behind', async () => {
     const out = path.join(dir, 'failing.json');
-    const log = await openUnitLog(out, 'k', hashes);
+    const log = await openSteerLog(out, 'k', hashes);
     await expect(log.unit(0, [], async () => { throw new Error('no statistics'); })).rejects.toThrow('no statistics');
     expect(existsSync(partialFile(out))).toBe(false);
   });
@@ -73,7 +73,7 @@ describe('the unit log', () => {
   it('refuses a file of its name that is not such a log, leaving it as it is', async () => {
     const mine = path.join(dir, 'mine.json');
     writeFileSync(partialFile(mine), 'my notes\n');
-    await expect(openUnitLog(mine, 'k1', hashes)).rejects.toThrow(/mine\.json\.partial\.jsonl: exists and is not a partial result of langneurons steer/);
+    await expect(openSteerLog(mine, 'k1', hashes)).rejects.toThrow(/mine\.json\.partial\.jsonl: exists and is not a partial result of langneurons steer/);
     expect(readFileSync(partialFile(mine), 'utf8')).toBe('my notes\n');
   });
 });

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { resolveUdhrLanguage, udhrArticles, DEFAULT_HELDOUT_ARTICLES } from '../corpus/udhr.js';
 import type { LanguageModel } from '../engine/model.js';
 import { LangneuronsError } from '../errors.js';
+import { computeEveryUnit, type UnitOf } from '../io/unit-log.js';
 import { locate, readRows, str } from '../eval/data.js';
 import { LANG_ALIASES } from '../eval/prompts.js';
 
@@ -160,22 +161,34 @@ export interface AlignmentAnalysis {
   runs: AlignmentRun[];
 }
 
-/** One model's alignment of every language to the anchor, per layer. */
-export async function alignModel(model: LanguageModel, set: ParallelSet, anchor: string, variant: string, o: { maxTokens: number; batch: number; center?: boolean; onProgress?: (done: number, total: number) => void }): Promise<AlignmentRun> {
+/**
+ * One model's alignment of every language to the anchor, per layer. Each language's scores are one `unit` (addressed
+ * by the language, the anchor and both sides' sentences): a resumed run takes the languages finished before, and
+ * runs the anchor's forwards only when a language is left to compute.
+ */
+export async function alignModel(model: LanguageModel, set: ParallelSet, anchor: string, variant: string, o: { maxTokens: number; batch: number; center?: boolean; unit?: UnitOf; onProgress?: (done: number, total: number) => void }): Promise<AlignmentRun> {
   const n = set.ids.length, h = model.config.hiddenSize, total = n * set.languages.length;
+  const unit = o.unit ?? computeEveryUnit;
   let base = 0;
   const vectors = async (l: string) => {
     const v = await sentenceVectors(model, set.sentences[l]!, { ...o, onProgress: (d) => o.onProgress?.(base + d, total) });
     base += n;
     return v;
   };
-  const a = await vectors(anchor);
+  let anchorVectors: Promise<Float32Array[]> | null = null;
   const run: AlignmentRun = { variant, model: model.dir, similarity: {}, retrieval: {} };
   for (const l of set.languages) {
     if (l === anchor) continue;
-    const s = alignmentScores(a, await vectors(l), n, h, o.center ?? false);
+    const args = { anchor, language: l, anchorSentences: set.sentences[anchor], sentences: set.sentences[l] };
+    let computed = false;
+    const s = await unit(args, async () => {
+      computed = true;
+      return alignmentScores(await (anchorVectors ??= vectors(anchor)), await vectors(l), n, h, o.center ?? false);
+    });
+    if (!computed) o.onProgress?.(base += n, total);  // taken from an earlier run
     run.similarity[l] = s.similarity;
     run.retrieval[l] = s.retrieval;
   }
+  o.onProgress?.(total, total);
   return run;
 }

@@ -8,6 +8,7 @@
 import type { LanguageModel } from '../engine/model.js';
 import { LangneuronsError } from '../errors.js';
 import type { Intervention } from '../intervene/index.js';
+import { computeEveryUnit, type UnitOf } from '../io/unit-log.js';
 import type { ForcingPrompt } from '../steer/forcing.js';
 import { normaliseLanguageCode, type LanguageIdentifier } from '../steer/langid.js';
 
@@ -40,6 +41,9 @@ export interface LogitLensOptions {
   intervene?: Intervention;
   /** Prompts per forward (default 16). */
   batch?: number;
+  /** Resumable work (the CLI's unit log): each layer's lens over a batch of prompts is one unit, addressed by the
+   *  layer, k and the prompts' tokens (the CLI's unit log). */
+  unit?: UnitOf;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -71,6 +75,7 @@ export async function logitLens(model: LanguageModel, prompts: readonly ForcingP
   if (prompts.length === 0) throw new LangneuronsError('E_PROMPTS', 'logit lens: no prompts');
   const ids = prompts.map((p) => tok.encode(p.text));
   const batch = o.batch ?? 16;
+  const unit = o.unit ?? computeEveryUnit;
   const out: LogitLensPrompt[] = prompts.map((p) => ({ prompt: p.text, language: p.language === null ? null : normaliseLanguageCode(p.language), layers: [] }));
   const labelOf = new Map<number, string | null>(); // a token's language, identified once
   const total = layers.length * Math.ceil(prompts.length / batch);
@@ -78,11 +83,13 @@ export async function logitLens(model: LanguageModel, prompts: readonly ForcingP
   for (const l of layers)
     for (let i0 = 0; i0 < prompts.length; i0 += batch) {
       const chunk = ids.slice(i0, i0 + batch);
-      const res = await model.forward(chunk, { logits: 'last', lastLayer: l, ...(o.intervene ? { intervene: o.intervene } : {}) });
+      const tops = await unit({ layer: l, topK: k, prompts: chunk }, async () => {
+        const res = await model.forward(chunk, { logits: 'last', lastLayer: l, ...(o.intervene ? { intervene: o.intervene } : {}) });
+        return chunk.map((_, s) => topKSoftmax(res.logits!.subarray(s * V, (s + 1) * V), k));
+      });
       for (let s = 0; s < chunk.length; s++) {
-        const row = res.logits!.subarray(s * V, (s + 1) * V);
         const top: LensToken[] = [];
-        for (const { id, probability } of topKSoftmax(row, k)) {
+        for (const { id, probability } of tops[s]!) {
           const token = tok.decode([id]);
           if (!labelOf.has(id)) labelOf.set(id, (await identifier.identify(token)).language);
           top.push({ token, id, probability, language: labelOf.get(id)! });

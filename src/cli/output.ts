@@ -1,5 +1,6 @@
 // CLI output: human-readable text and progress bars on a terminal; one JSON document on stdout with --json.
 import { LangneuronsError } from '../errors.js';
+import type { UnitLog } from '../io/unit-log.js';
 
 export interface OutputOptions { json?: boolean; quiet?: boolean }
 
@@ -56,4 +57,11 @@ export function formatBytes(n: number): string {
   let i = 0;
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
   return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
+
+/** After a resumable run's result is written: the units taken from an earlier run said on stderr (not with --json),
+ *  this run's lines of its unit log removed. */
+export async function finishUnitLog(log: UnitLog, o: { json?: boolean }): Promise<void> {
+  if (log.taken > 0 && !o.json) process.stderr.write(`langneurons: resumed: ${log.taken} finished unit(s) of an earlier run taken from ${log.file}\n`);
+  await log.finish();
 }

@@ -403,6 +403,15 @@ export class LanguageModel {
     return this.native.info();
   }
 
+  /**
+   * The kind of engine whose products this model's results hold, for the keys of resumable runs: the CPU's kernel
+   * family (AVX2 and AVX-512 products differ in the last bits), or the GPU runtime's describe (device, cuBLASLt).
+   */
+  engineKind(): string {
+    const info = this.info();
+    return this.device === 'cpu' ? info.kernel : info.describe;
+  }
+
   /** Frees the native runtime (GPU memory, scratch) and unmaps the checkpoint, after the forwards already
    *  queued have run; later forwards are refused. Idempotent. Also `await using model = await loadModel(…)`. */
   async dispose(): Promise<void> {

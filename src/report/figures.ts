@@ -5,13 +5,14 @@
 //
 // Safety: every file is written atomically; a file of that name is overwritten only when it belongs to an earlier
 // figure of the same name (its `<name>.json` says so), and two runs writing one figure at once are refused
-// (`<name>.lock`, created exclusively).
-import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+// (`<name>.lock`, the output lock of src/io/lock.ts).
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Resvg, type ResvgRenderOptions } from '@resvg/resvg-js';
 
-import { LangneuronsError, describeError } from '../errors.js';
+import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
+import { acquireFileOutputLock } from '../io/lock.js';
 import { ensureOutputDir } from '../io/outdir.js';
 
 export const FIGURE_FORMAT = 'langneurons-figure/1';
@@ -88,29 +89,10 @@ function ownedByUs(jsonFile: string): boolean {
   }
 }
 
-async function takeLock(lock: string): Promise<void> {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      await fsp.writeFile(lock, `${process.pid}\n`, { flag: 'wx' });
-      return;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new LangneuronsError('E_IO', `${lock}: cannot create the lock: ${describeError(e)}`, { file: lock });
-      const pid = Number(readFileSync(lock, 'utf8').trim());
-      let alive = false;
-      try { if (Number.isInteger(pid) && pid > 0) { process.kill(pid, 0); alive = true; } } catch (k) {
-        alive = (k as NodeJS.ErrnoException).code === 'EPERM';  // someone else's live process
-      }
-      if (alive) throw new LangneuronsError('E_BUSY', `${lock}: another run (pid ${pid}) is writing this figure; wait for it or choose another --out`, { file: lock });
-      await fsp.rm(lock, { force: true });  // left by a run that died: ours to take over
-    }
-  }
-  throw new LangneuronsError('E_BUSY', `${lock}: cannot take the lock`, { file: lock });
-}
-
 /** Refuses a figure name that is not a plain file stem, and files of that name in `dir` that no figure wrote. */
-function checkFigure(dir: string, fig: Figure): FigureFiles {
-  if (!/^[\w.-]+$/.test(fig.name)) throw new LangneuronsError('E_INPUT', `figure name '${fig.name}': only letters, digits, '-', '_' and '.'`);
-  const files = figureFiles(dir, fig.name);
+export function checkFigureName(dir: string, name: string): FigureFiles {
+  if (!/^[\w.-]+$/.test(name)) throw new LangneuronsError('E_INPUT', `figure name '${name}': only letters, digits, '-', '_' and '.'`);
+  const files = figureFiles(dir, name);
   const existing = Object.values(files).filter((f) => existsSync(f));
   if (existing.length && !ownedByUs(files.json))
     throw new LangneuronsError('E_EXISTS', `${existing[0]}: exists and was not written by a langneurons figure; choose another --out`, { file: existing[0]! });
@@ -119,10 +101,9 @@ function checkFigure(dir: string, fig: Figure): FigureFiles {
 
 /** Writes the figure's five files into `dir` (created if needed). */
 export async function writeFigure(dir: string, fig: Figure): Promise<FigureFiles> {
-  const files = checkFigure(dir, fig);
+  const files = checkFigureName(dir, fig.name);
   await ensureOutputDir(dir);
-  const lock = path.join(dir, `${fig.name}.lock`);
-  await takeLock(lock);
+  const lock = await acquireFileOutputLock(path.join(dir, fig.name), `figure ${fig.name}`);  // <name>.lock
   try {
     const png = svgToPng(fig.svg);
     await writeFileAtomic(files.svg, fig.svg);
@@ -132,14 +113,14 @@ export async function writeFigure(dir: string, fig: Figure): Promise<FigureFiles
     // The JSON last: it marks the set as complete and ours.
     await writeFileAtomic(files.json, JSON.stringify({ format: FIGURE_FORMAT, name: fig.name, caption: fig.caption, table: fig.table, data: fig.data }, null, 1) + '\n');
   } finally {
-    await fsp.rm(lock, { force: true });
+    await lock.release();
   }
   return files;
 }
 
 /** Several figures into one folder; returns their files by name. Every figure is checked before any is written. */
 export async function writeFigures(dir: string, figs: Figure[]): Promise<Record<string, FigureFiles>> {
-  for (const f of figs) checkFigure(dir, f);
+  for (const f of figs) checkFigureName(dir, f.name);
   const out: Record<string, FigureFiles> = {};
   for (const f of figs) out[f.name] = await writeFigure(dir, f);
   return out;

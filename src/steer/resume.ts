@@ -1,108 +1,20 @@
 /**
- * Resuming a steering measure. Its engine work comes in units — a text scored under one intervention (ppl-matrix),
- * the prompts generated under one (forcing, fallback), a batch of log-likelihoods (lss). Each finished unit is
- * appended to `<out>.partial.jsonl` under its address: the run's key (model content, device, compute mode and what
- * the unit computation holds fixed: generation settings, the scored texts) with the unit's arguments (prompts or
- * pairs, the intervention) and the content of the files its intervention reads (mask, statistics). The same command
- * again takes every unit found there at its address and computes the rest, so a killed run resumes to the result an
- * uninterrupted one writes (values are stored as computed: JSON keeps doubles exactly). A command with other options
- * takes the units they share (the baseline generations after a mistyped --amplify). Once the result is written the
- * run's lines go, and the file with them when no other run's remain.
+ * Resuming a steering measure (the unit log of src/io/unit-log.ts): its engine work comes in units — a text scored
+ * under one intervention (ppl-matrix), the prompts generated under one (forcing, fallback), a batch of
+ * log-likelihoods (lss) — logged in `<out>.partial.jsonl`, addressed by the unit's arguments (prompts or pairs, the
+ * intervention) and the content of the files its intervention reads (mask, statistics).
  */
-import { createHash } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
-
-import { LangneuronsError } from '../errors.js';
-import { writeFileAtomic } from '../io/atomic.js';
-import { appendToFile } from '../io/files.js';
-import { readRunLog, startRunLog } from '../io/run-log.js';
+import { openUnitLog, unitRunKey, type UnitLog, type UnitLogKind } from '../io/unit-log.js';
 
 export const STEER_PARTIAL_SCHEMA = 'langneurons-steer-partial/1';
-const HEADER = JSON.stringify({ schema: STEER_PARTIAL_SCHEMA });
-
-export interface UnitLog {
-  readonly file: string;
-  /** Units taken from the log so far. */
-  readonly taken: number;
-  /**
-   * The value of a unit of `args` whose intervention reads `files` (their content is part of its address): the
-   * logged one when an earlier run finished it, else `compute()`, logged.
-   */
-  unit<T>(args: unknown, files: string[], compute: () => Promise<T>): Promise<T>;
-  /** Once the result is written: removes this run's lines (the file when no other run's remain). */
-  finish(): Promise<void>;
-}
+const STEER_LOG: UnitLogKind = { schema: STEER_PARTIAL_SCHEMA, owner: 'langneurons steer' };
 
 /** `<out>.partial.jsonl`. */
 export const partialFile = (out: string): string => `${out}.partial.jsonl`;
 
-const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
+/** The key of a measure's run: what every unit's value depends on besides its arguments. */
+export const steerRunKey = (fields: Record<string, unknown>): string => unitRunKey(STEER_LOG, fields);
 
-/** The key of a run: what every unit's value depends on besides its arguments. */
-export function steerRunKey(fields: Record<string, unknown>): string {
-  return sha256(JSON.stringify({ schema: STEER_PARTIAL_SCHEMA, ...fields }));
-}
-
-/** The JSON of `value`, or null where JSON would not give it back as it is (NaN and ±Infinity become null, -0 becomes 0):
- *  such a unit is not logged. */
-function exactJson(value: unknown): string | null {
-  let exact = true;
-  const text = JSON.stringify(value, (_k, v: unknown) => { if (typeof v === 'number' && (!Number.isFinite(v) || Object.is(v, -0))) exact = false; return v; });
-  return exact ? text : null;
-}
-
-interface LogLine { run: string; unit: string; value: unknown }
-
-function parseLine(line: string): LogLine | null {
-  try {
-    const u = JSON.parse(line) as Partial<LogLine>;
-    return typeof u.run === 'string' && typeof u.unit === 'string' ? u as LogLine : null;
-  } catch {
-    return null;  // a damaged line: its unit is computed again
-  }
-}
-
-const readLog = (file: string) => readRunLog(file, HEADER, () =>
-  new LangneuronsError('E_DATA', `${file}: exists and is not a partial result of langneurons steer; move it away or choose another --out`, { file }));
-
-/**
- * Opens the unit log of the measure writing `out`, for a run of `key`. `fileHashes` gives the content hashes of the
- * files an intervention reads (called once per distinct list). The file is made with the first finished unit, so a
- * run that fails before one leaves none behind; a file of that name that is not such a log is refused.
- */
-export async function openUnitLog(out: string, key: string, fileHashes: (files: string[]) => Promise<unknown>): Promise<UnitLog> {
-  const file = partialFile(out);
-  const lines = await readLog(file);
-  const done = new Map<string, unknown>();
-  for (const l of lines ?? []) {
-    const u = parseLine(l);
-    if (u?.run === key) done.set(u.unit, u.value);
-  }
-  const hashes = new Map<string, Promise<unknown>>();
-  const hashesOf = (files: string[]) => {
-    const k = JSON.stringify(files);
-    if (!hashes.has(k)) hashes.set(k, fileHashes(files));
-    return hashes.get(k)!;
-  };
-  let started = lines !== null, taken = 0;
-  return {
-    file,
-    get taken() { return taken; },
-    async unit<T>(args: unknown, files: string[], compute: () => Promise<T>): Promise<T> {
-      const id = sha256(JSON.stringify([args ?? null, await hashesOf(files)]));
-      if (done.has(id)) { taken++; return done.get(id) as T; }
-      const value = await compute();
-      const text = exactJson(value);
-      if (text === null) return value;
-      if (!started) { await startRunLog(file, HEADER); started = true; }
-      await appendToFile(file, `{"run":"${key}","unit":"${id}","value":${text}}\n`, { sync: true });
-      return value;
-    },
-    async finish() {
-      const now = await readLog(file);
-      const others = (now ?? []).filter((l) => { const u = parseLine(l); return u !== null && u.run !== key; });
-      if (others.length === 0) await fsp.rm(file, { force: true });
-      else await writeFileAtomic(file, [HEADER, ...others].join('\n') + '\n');
-    },
-  };
-}
+/** The unit log of the measure writing `out`, for a run of `key` (openUnitLog). */
+export const openSteerLog = (out: string, key: string, fileHashes: (files: string[]) => Promise<unknown>): Promise<UnitLog> =>
+  openUnitLog(partialFile(out), STEER_LOG, key, fileHashes);

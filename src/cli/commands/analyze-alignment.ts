@@ -11,6 +11,7 @@ import { parseIntOption, Progress } from '../output.js';
 import { emitFigures } from '../figures.js';
 import { deltaVariant } from '../../eval/delta-cache.js';
 import { distinctNames } from '../../analyze/series-names.js';
+import { withAnalysisRun } from './analyze-run.js';
 
 /** The fine-tuned model of a --delta: a delta file, a PEFT adapter folder, a run folder holding either, or a checkpoint
  *  (merged as eval --delta merges it, with its rounding warning and --delta-dtype). */
@@ -51,19 +52,24 @@ export function registerAlignment(analyze: Command): void {
       for (const m of o.compareModel) given.push({ dir: m, name: path.basename(path.resolve(m)), label: m });
       const variants = distinctNames(given);
       const analysis: AlignmentAnalysis = { source: set.source, centered: o.center, anchor: o.anchor, languages: langs, sentences: set.ids.length, layers: 0, maxTokens: o.maxTokens, runs: [] };
-      for (const v of variants) {
-        const model = await openModel(v.dir, o);
-        if (analysis.layers && model.config.numLayers !== analysis.layers)
-          throw new LangneuronsError('E_INPUT', `${v.dir}: ${model.config.numLayers} layers, but ${variants[0]!.dir} has ${analysis.layers}: one figure needs the same layers`, { file: v.dir });
-        analysis.layers = model.config.numLayers;
-        const bar = new Progress(`alignment ${v.name}`, o);
-        const run = await alignModel(model, set, o.anchor, v.name, { maxTokens: o.maxTokens, batch: o.batch, center: o.center, onProgress: (d, t) => bar.update(d, t) });
-        analysis.runs.push({ ...run, model: v.label });  // the merged delta's cache folder means nothing to a reader
-        bar.done();
-      }
-      await emitFigures(o, alignmentFigures(analysis), () => analysis.runs.flatMap((r) => [
-        `${r.variant} (${r.model}): similarity to ${o.anchor} / retrieval per layer`,
-        ...Object.keys(r.similarity).map((l) => `  ${l.padEnd(8)} ${r.similarity[l]!.map((s, k) => `${s.toFixed(3)}/${(100 * r.retrieval[l]![k]!).toFixed(0)}%`).join(' ')}`),
-      ]));
+      // Resumable: each model's languages are units of the run's log (analyze-run.ts).
+      await withAnalysisRun(o.out, 'alignment', ['alignment-similarity', 'alignment-retrieval'], { maxTokens: o.maxTokens, batch: o.batch, center: o.center }, o, async (log) => {
+        for (const v of variants) {
+          const model = await openModel(v.dir, o);
+          if (analysis.layers && model.config.numLayers !== analysis.layers)
+            throw new LangneuronsError('E_INPUT', `${v.dir}: ${model.config.numLayers} layers, but ${variants[0]!.dir} has ${analysis.layers}: one figure needs the same layers`, { file: v.dir });
+          analysis.layers = model.config.numLayers;
+          const bar = new Progress(`alignment ${v.name}`, o);
+          const run = await alignModel(model, set, o.anchor, v.name, { maxTokens: o.maxTokens, batch: o.batch, center: o.center, unit: await log.unitsOf(model, v.dir),
+            onProgress: (d, t) => bar.update(d, t) });
+          analysis.runs.push({ ...run, model: v.label });  // the merged delta's cache folder means nothing to a reader
+          bar.done();
+          await model.dispose();
+        }
+        await emitFigures(o, alignmentFigures(analysis), () => analysis.runs.flatMap((r) => [
+          `${r.variant} (${r.model}): similarity to ${o.anchor} / retrieval per layer`,
+          ...Object.keys(r.similarity).map((l) => `  ${l.padEnd(8)} ${r.similarity[l]!.map((s, k) => `${s.toFixed(3)}/${(100 * r.retrieval[l]![k]!).toFixed(0)}%`).join(' ')}`),
+        ]));
+      });
     });
 }

@@ -10,6 +10,7 @@ import { loadIdentifier, parseIdentifier, readPrompts } from '../../steer/index.
 import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
 import { emitFigures } from '../figures.js';
 import { parseIntOption, Progress } from '../output.js';
+import { withAnalysisRun } from './analyze-run.js';
 
 interface LogitLensCli extends ModelCliOptions, InterventionCliOptions { prompts: string; topK: number; layers?: string; langid: string; batch: number; out: string }
 
@@ -43,14 +44,19 @@ export function registerLogitLens(analyze: Command): void {
       const langid = parseIdentifier(o.langid);
       const prompts = await readPrompts(o.prompts);
       const identifier = await loadIdentifier(langid);
-      const model = await openModel(dir, o);
-      const intervene = await interventionFromCli(model, o);
-      const bar = new Progress('logit lens', o);
-      const analysis = await logitLens(model, prompts, identifier, { topK: o.topK, batch: o.batch, ...(layers ? { layers } : {}),
-        ...(intervene ? { intervene } : {}), onProgress: (d, t) => bar.update(d, t) });
-      bar.done();
-      if (intervene) analysis.intervention = [...(o.intervene ?? []), ...(o.interveneFile ? [o.interveneFile] : [])];
-      await emitFigures(o, logitLensFigures(analysis), () => Object.entries(analysis.byLanguage).map(([l, x]) =>
-        `${l.padEnd(8)} own ${x.own.map((v) => v.toFixed(2)).join(' ')} | en ${x.english.map((v) => v.toFixed(2)).join(' ')}`));
+      const given = [...(o.intervene ?? []), ...(o.interveneFile ? [o.interveneFile] : [])];
+      // Resumable: each layer's lens over a batch of prompts is a unit of the run's log (analyze-run.ts).
+      await withAnalysisRun(o.out, 'logit-lens', ['logit-lens'], {}, o, async (log) => {
+        const model = await openModel(dir, o);
+        const intervene = await interventionFromCli(model, o);
+        const unit = await log.unitsOf(model, dir, intervene ? [...given, ...(o.stats ? [o.stats] : [])] : []);
+        const bar = new Progress('logit lens', o);
+        const analysis = await logitLens(model, prompts, identifier, { topK: o.topK, batch: o.batch, ...(layers ? { layers } : {}),
+          ...(intervene ? { intervene } : {}), unit, onProgress: (d, t) => bar.update(d, t) });
+        bar.done();
+        if (intervene) analysis.intervention = given;
+        await emitFigures(o, logitLensFigures(analysis), () => Object.entries(analysis.byLanguage).map(([l, x]) =>
+          `${l.padEnd(8)} own ${x.own.map((v) => v.toFixed(2)).join(' ')} | en ${x.english.map((v) => v.toFixed(2)).join(' ')}`));
+      });
     });
 }

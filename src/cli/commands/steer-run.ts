@@ -8,7 +8,8 @@ import { withFileOutputLock } from '../../io/lock.js';
 import { checkOutput, checkOutputWithSidecars } from '../../io/outdir.js';
 import { modelFingerprint } from '../../model/fingerprint.js';
 import type { SteerRequest } from '../../steer/index.js';
-import { openUnitLog, steerRunKey, type UnitLog } from '../../steer/resume.js';
+import type { UnitLog } from '../../io/unit-log.js';
+import { openSteerLog, steerRunKey } from '../../steer/resume.js';
 
 /**
  * Runs a measure holding its --out (`<out>.lock`: one run per output file), after refusing an --out that is one of
@@ -25,24 +26,16 @@ export async function withMeasureOutput<T>(out: string, measure: string, format:
 }
 
 /**
- * The unit log (src/steer/resume.ts) of this run of `measure`: keyed by the model's files, its device and compute mode,
+ * The unit log (src/steer/resume.ts, src/io/unit-log.ts) of this run of `measure`: keyed by the model's files, its device and compute mode,
  * the engine's kind (the CPU's kernel family: AVX2 and AVX-512 products differ in the last bits; the GPU and cuBLASLt
  * its describe names) and what its unit computation holds fixed (`fixed`: generation settings, the scoring window); a
  * unit's address adds its arguments and the content of the files its intervention reads (requestFiles).
  */
 export async function openMeasureLog(measure: string, dir: string, model: LanguageModel, out: string, fixed: unknown): Promise<UnitLog> {
-  const info = model.info();
-  const engine = model.device === 'cpu' ? info.kernel : info.describe;
-  const key = steerRunKey({ measure, model: await modelFingerprint(dir), device: model.device, compute: model.compute, engine, fixed });
-  return openUnitLog(out, key, inputHashes);
+  const key = steerRunKey({ measure, model: await modelFingerprint(dir), device: model.device, compute: model.compute, engine: model.engineKind(), fixed });
+  return openSteerLog(out, key, inputHashes);
 }
 
 /** The files a request's interventions read: masks and statistics. */
 export const requestFiles = (req: SteerRequest | null): string[] =>
   req?.specs.flatMap((s) => [...(s.neurons === 'all' ? [] : [s.neurons.mask]), ...(s.stats === undefined ? [] : [s.stats])]) ?? [];
-
-/** After the result is written: the units taken from an earlier run said on stderr, this run's lines of the log removed. */
-export async function finishMeasureLog(log: UnitLog, o: { json?: boolean }): Promise<void> {
-  if (log.taken > 0 && !o.json) process.stderr.write(`langneurons: resumed: ${log.taken} finished unit(s) of an earlier run taken from ${log.file}\n`);
-  await log.finish();
-}

@@ -14,9 +14,9 @@ import {
   type FallbackStep, type IdentifierChoice, type LanguageIdentifier, type MaskSet, type SteerRequest,
 } from '../../steer/index.js';
 import { addModelOptions, decodeBatchFor, openModel, type ModelCliOptions } from '../common.js';
-import { parseFloatOption, parseIntOption, printResult, Progress } from '../output.js';
+import { finishUnitLog, parseFloatOption, parseIntOption, printResult, Progress } from '../output.js';
 import { ensureParentDir } from '../../io/outdir.js';
-import { finishMeasureLog, openMeasureLog, requestFiles, withMeasureOutput } from './steer-run.js';
+import { openMeasureLog, requestFiles, withMeasureOutput } from './steer-run.js';
 
 const MASKS_HELP = 'neuron mask (.json or .safetensors) made for this model (an FFN mask is edited at act, a projection\'s at its site), or a set ' +
   'separated by commas, each edited at its own site (e.g. the masks/ap.<site>.json of identify --method ap --sites q,k,v,o,gate,up,down)';
@@ -116,7 +116,7 @@ export function registerSteer(program: Command): void {
         model: dir, mask: o.masks, maskMethod: mask.method, evalText: { spec: o.evalText, origin: texts.origin, fingerprint: texts.fingerprint, maxTokens: o.maxTokens },
         deactivateValue: o.deactivateValue, seconds: (performance.now() - started) / 1000,
       });
-      await finishMeasureLog(log, o);
+      await finishUnitLog(log, o);
       printResult(o, { ...files, diagonal: matrix.diagonal, baseline: matrix.baseline, deltaNll: matrix.deltaNll }, () => {
         const w = Math.max(8, ...columns.map((c) => c.length + 1));
         const head = `${'ΔNLL'.padEnd(12)}${columns.map((c) => c.padStart(w)).join('')}`;
@@ -164,7 +164,7 @@ export function registerSteer(program: Command): void {
       });
       progress.done();
       await writeJson(o.out, { ...result, model: dir, mask: o.masks, facts: { path: o.facts, files: facts.files, rows: facts.facts.length }, seconds: (performance.now() - started) / 1000 });
-      await finishMeasureLog(log, o);
+      await finishUnitLog(log, o);
       printResult(o, { out: o.out, best: result.best, settings: result.settings.map((s) => ({ setting: s.setting, meanLss: s.meanLss })) }, () =>
         [...result.settings.map((s) => `${s.setting.padEnd(14)} mean LSS ${s.meanLss.toFixed(3)}  (${s.pairs.map((p) => `${p.base}→${p.target} ${p.lss.toFixed(2)}`).join(', ')})`),
           `best: ${result.best.setting} (${result.best.meanLss.toFixed(3)}) -> ${o.out}`].join('\n'));
@@ -223,7 +223,7 @@ export function registerSteer(program: Command): void {
       await ensureParentDir(o.out);
       await writeForcing(o.out, result, { model: dir, mask: o.masks, prompts: o.prompts, amplify: amplify.name, deactivateSource: o.deactivateSource, sourcesNotInMask: notInMask,
         deactivateValue: o.deactivateValue, ...settings, ...record, seconds: (performance.now() - started) / 1000 });
-      await finishMeasureLog(log, o);
+      await finishUnitLog(log, o);
       printResult(o, { out: o.out, identifier: result.identifier, targets: result.targets.map((t) => ({ target: t.target, rate: t.forced.rate, baselineRate: t.baseline?.rate ?? null, identifiable: t.identifiable })) }, () =>
         [...result.targets.map((t) => `${t.target.padEnd(8)} forced ${t.forced.successes}/${t.forced.prompts} (${(100 * t.forced.rate).toFixed(1)}%)` +
           (t.baseline ? `, without intervention ${(100 * t.baseline.rate).toFixed(1)}%` : '') + (t.identifiable ? '' : `  [${result.identifier} cannot identify ${t.target}]`)),
@@ -262,7 +262,7 @@ export function registerSteer(program: Command): void {
       progress.done();
       await writeJson(o.out, { ...result, model: dir, mask: o.masks, prompts: o.prompts, deactivateValue: o.deactivateValue, ...settings, ...record,
         seconds: (performance.now() - started) / 1000 });
-      await finishMeasureLog(log, o);
+      await finishUnitLog(log, o);
       const line = (st: FallbackStep) => `${(st.deactivated.join('+') || 'none').padEnd(24)} most common ${st.mostCommon ?? '-'}  ` +
         Object.entries(st.distribution).map(([k, n]) => `${k} ${n}`).join(', ');
       printResult(o, { out: o.out, identifier: result.identifier, steps: [...(result.baseline ? [result.baseline] : []), ...result.steps]
