@@ -86,6 +86,17 @@ describe('langneurons CLI', () => {
     expect(JSON.parse(again.stdout)).toMatchObject({ resumed: 2, generations: whole.generations });
     expect(await fsp.readFile(file, 'utf8')).toBe(written);
 
+    // The same run on another CPU kernel family (products that differ in the last bits) makes every generation again
+    // rather than mix two engines' outputs in one run, and says so.
+    await fsp.writeFile(file, lines.slice(0, 3).join('\n') + '\n');
+    const plain = spawnSync(process.execPath, [bin, ...args, '--json'], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, LANGNEURONS_KERNEL: 'plain' } });
+    expect(plain.status, plain.stderr).toBe(0);
+    expect(JSON.parse(plain.stdout)).toMatchObject({ resumed: 0 });
+    const kernel = JSON.parse(lines[0]!).engine as string;
+    if (kernel !== 'plain') expect(plain.stderr).toMatch(new RegExp(`generations\\.jsonl: 2 generation\\(s\\) made on ${kernel} are made again on plain`));
+    expect(JSON.parse((await fsp.readFile(file, 'utf8')).split('\n')[0]!).engine).toBe('plain');
+    await fsp.writeFile(file, written);
+
     // Another penalty is another run: its generations do not go into this file, which stays as it was.
     const other = cli(...args.slice(0, -2), '--repetition-penalty', '1.3', '--out', out);
     expect(other.code).toBe(1);

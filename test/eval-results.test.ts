@@ -9,7 +9,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../src/cli/main.js';
 import { loadModel, type LanguageModel } from '../src/engine/model.js';
 import { buildTable, readResults } from '../src/eval/results.js';
-import { runPlan, type EvalResult } from '../src/eval/run.js';
+import { resultKey, runPlan, type EvalResult } from '../src/eval/run.js';
 import { ModelScorer, type GenOptions, type Pair, type Scorer } from '../src/eval/scorer.js';
 import { prepareTask, type TaskPlan } from '../src/eval/tasks.js';
 import { generateTokens } from '../src/generate/generate.js';
@@ -71,6 +71,40 @@ describe('result files never overwrite each other', () => {
     const r = await runPlan(await prepareTask('xcopa', { dir: data, lang: 'sw' }), { ...base, scorer: resume, outDir: out });
     expect(resume.calls).toBe(2); // only the two items A had not finished
     expect(r.items).toBe(3);
+  });
+
+  it('an item checkpoint of another engine kind is scored again, not mixed with this engine\'s scores', async () => {
+    // Scorers on two kinds of engine (two CPU kernel families: products that differ in the last bits).
+    class OnEngine extends CountingScorer {
+      constructor(readonly engine: string, failAfter?: number) { super(failAfter); }
+      describe() { return { compute: 'f32', device: 'cpu', threads: 1, contextLength: 64, engine: this.engine }; }
+    }
+    const out = await makeTempDir('engine-');
+    const plan = await prepareTask('xcopa', { dir: path.join(FX, 'xcopa'), lang: 'sw' });
+    await expect(runPlan(plan, { ...base, scorer: new OnEngine('avx512', 1), outDir: out })).rejects.toThrow(/interrupted/); // 1 of 3 done
+    const notices: string[] = [];
+    const other = new OnEngine('avx2');
+    const r = await runPlan(plan, { ...base, scorer: other, outDir: out, onNotice: (m) => notices.push(m) });
+    expect(other.calls).toBe(3);  // every item, the one avx512 finished too
+    expect(notices).toEqual([expect.stringMatching(/\.items\.jsonl: 1 item\(s\) scored on avx512 are scored again on avx2 \(a result holds one engine's scores\)$/)]);
+    expect(r.compute).toMatchObject({ engine: 'avx2' });
+    const header = JSON.parse((await fsp.readFile(path.join(out, readdirSync(out).find((n) => n.endsWith('.items.jsonl'))!), 'utf8')).split('\n')[0]!);
+    expect(header.engine).toBe('avx2');
+    // The same engine resumes: an interrupted avx2 run's finished item is taken back.
+    const out2 = await makeTempDir('engine-same-');
+    await expect(runPlan(plan, { ...base, scorer: new OnEngine('avx2', 1), outDir: out2 })).rejects.toThrow(/interrupted/);
+    const same = new OnEngine('avx2');
+    await runPlan(plan, { ...base, scorer: same, outDir: out2, onNotice: (m) => notices.push(m) });
+    expect([same.calls, notices.length]).toEqual([2, 1]);
+  });
+
+  it('a model\'s scorer names the model\'s own device and engine, so a GPU run\'s results are keyed as the GPU\'s', async () => {
+    const onGpu = { device: 'cuda:0', compute: 'bf16', threads: 1, contextLength: 4096, engineKind: () => 'cuda runtime (sm_90)' } as unknown as LanguageModel;
+    const gpu = new ModelScorer(onGpu), cpu = new ModelScorer({ ...onGpu, device: 'cpu', engineKind: () => 'avx2' } as unknown as LanguageModel);
+    expect(gpu.describe()).toEqual({ compute: 'bf16', device: 'cuda:0', threads: 1, contextLength: 4096, engine: 'cuda runtime (sm_90)' });
+    const plan = await prepareTask('xcopa', { dir: path.join(FX, 'xcopa'), lang: 'sw' });
+    const data = [{ file: 'x', sha256: '0' }] as unknown as Parameters<typeof resultKey>[2];
+    expect((await resultKey(plan, { ...base, scorer: gpu }, data)).key).not.toBe((await resultKey(plan, { ...base, scorer: cpu }, data)).key);
   });
 
   it('a checkpoint this run did not write is refused, not overwritten', async () => {

@@ -56,6 +56,8 @@ export interface RunOptions {
   /** Items per batch (all choices of an item's batch go to one logLikelihood call). */
   batchItems?: number;
   onProgress?: (done: number, total: number) => void;
+  /** Told of an item checkpoint of this evaluation that was started on another engine kind and is started again. */
+  onNotice?: (message: string) => void;
 }
 
 /** Everything a result depends on; its sha256 names the result and keys the item checkpoint. */
@@ -92,7 +94,8 @@ export interface EvalResult {
   split: string;
   limit: number | null;
   generation: TaskPlan['gen'] | null;
-  compute: { mode: string; device: string; threads: number; contextLength: number } | null;
+  /** `engine`: the engine kind that scored the items (results written before it was recorded have none). */
+  compute: { mode: string; device: string; threads: number; contextLength: number; engine?: string } | null;
   data: DataFile[];
   toolVersion: string;
   items: number;
@@ -233,15 +236,29 @@ export function aggregate(plan: TaskPlan, results: ItemResult[]): Record<string,
   return m;
 }
 
-interface CheckpointHeader { checkpoint: string; key: string }
+/** `engine`: the engine kind the items were scored on (null: a scorer that does not say). */
+interface CheckpointHeader { checkpoint: string; key: string; engine: string | null }
 
-/** The items an earlier run of this key finished (a line cut short by a kill is cut off: run-log.ts). */
-async function readCheckpoint(file: string, header: CheckpointHeader): Promise<Map<string, ItemResult>> {
+/**
+ * The items an earlier run of this key finished (a line cut short by a kill is cut off: run-log.ts). A checkpoint of
+ * this key scored on another engine kind (or written before the kind was recorded) is started again: a result holds
+ * one engine's scores, as an uninterrupted run's does.
+ */
+async function readCheckpoint(file: string, header: CheckpointHeader, notice?: (message: string) => void): Promise<Map<string, ItemResult>> {
   const done = new Map<string, ItemResult>();
   const head = JSON.stringify(header);
+  let earlier: unknown;
+  const otherEngine = (line: string) => {
+    let h: Partial<CheckpointHeader>;
+    try { h = JSON.parse(line) as Partial<CheckpointHeader>; } catch { return false; }
+    earlier = h.engine;
+    return h.checkpoint === header.checkpoint && h.key === header.key && h.engine !== header.engine;
+  };
+  const dropped = (n: number) => notice?.(`${file}: ${n} item(s) scored on ${typeof earlier === 'string' ? earlier : 'an engine not recorded'} are scored again on ${header.engine ?? 'this engine'} (a result holds one engine's scores)`);
   // The key is in the file name, so another header means a file this run did not write: leave it alone.
   const lines = await readRunLog(file, head, () =>
-    new LangneuronsError('E_DATA', `${file}: not this evaluation's item checkpoint (its first line is not ${head}); move it away to rerun`, { file }));
+    new LangneuronsError('E_DATA', `${file}: not this evaluation's item checkpoint (its first line is not ${head}); move it away to rerun`, { file }),
+  { otherEngine, dropped });
   for (const line of lines ?? []) {
     // A damaged complete line (an earlier version appended after a torn line) is skipped: its item is scored again.
     try { const r = JSON.parse(line) as ItemResult; if (typeof r.id === 'string') done.set(r.id, r); } catch { /* scored again */ }
@@ -291,8 +308,8 @@ export async function runPlan(plan: TaskPlan, o: RunOptions): Promise<EvalResult
   const earlier = await finished(`${base}.json`, key);
   if (earlier) { o.onProgress?.(plan.items.length, plan.items.length); return earlier; }
   const ckFile = `${base}.items.jsonl`;
-  const header: CheckpointHeader = { checkpoint: RESULT_SCHEMA, key };
-  const done = await readCheckpoint(ckFile, header);
+  const header: CheckpointHeader = { checkpoint: RESULT_SCHEMA, key, engine: o.scorer.describe?.().engine ?? null };
+  const done = await readCheckpoint(ckFile, header, o.onNotice);
   if (!existsSync(ckFile)) await startRunLog(ckFile, JSON.stringify(header));
   const todo = plan.items.filter((it) => !done.has(it.id));
   const batch = Math.max(1, o.batchItems ?? 16);
@@ -311,7 +328,7 @@ export async function runPlan(plan: TaskPlan, o: RunOptions): Promise<EvalResult
   const result: EvalResult = {
     schema: RESULT_SCHEMA, task: plan.task, lang: plan.lang, variant: o.variant, model: o.model, modelFingerprint: o.modelFingerprint,
     prompt: plan.prompt, template: plan.template ?? '', split: plan.split ?? '', limit: plan.limit ?? null, generation: plan.gen ?? null,
-    compute: info ? { mode: info.compute, device: info.device, threads: info.threads, contextLength: info.contextLength } : null,
+    compute: info ? { mode: info.compute, device: info.device, threads: info.threads, contextLength: info.contextLength, ...(info.engine ? { engine: info.engine } : {}) } : null,
     data, toolVersion: TOOL_VERSION, items: ordered.length, truncatedItems: ordered.filter((r) => typeof r.truncated === 'number' && r.truncated > 0).length,
     metrics: aggregate(plan, ordered), key, created: new Date().toISOString(),
   };

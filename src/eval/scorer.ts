@@ -36,11 +36,19 @@ export interface Scorer {
   encode?(text: string): number[];
   /** Class logits of items given by their text fields (a trained head, `eval --prompt head`); absent = no head. */
   classify?(items: string[][]): Promise<Float32Array[]>;
-  /** What the results depend on besides the model's files: compute mode, device, context length. */
+  /** What the results depend on besides the model's files: compute mode, device, context length, engine kind. */
   describe?(): ScorerInfo;
 }
 
-export interface ScorerInfo { compute: string; device: string; threads: number; contextLength: number }
+export interface ScorerInfo {
+  compute: string;
+  device: string;
+  threads: number;
+  contextLength: number;
+  /** The engine's kind (LanguageModel.engineKind(): the CPU kernel family, the GPU runtime): not in the result key,
+   *  so that results stay valid across machines; an item checkpoint is resumed only on the same kind. */
+  engine?: string;
+}
 
 export interface ModelScorerOptions {
   /** A resolved intervention (src/intervene): applied in every log-likelihood, generation, NLL and head score. */
@@ -63,7 +71,8 @@ export class ModelScorer implements Scorer {
   }
 
   describe(): ScorerInfo {
-    return { compute: this.model.compute, device: 'cpu', threads: this.model.threads, contextLength: this.model.contextLength };
+    return { compute: this.model.compute, device: this.model.device, threads: this.model.threads, contextLength: this.model.contextLength,
+      engine: this.model.engineKind() };
   }
 
   /** lm-eval's HFLM: pairs tokenised by `_encode_pair` (an empty context becomes the BOS token, or EOS without

@@ -216,7 +216,8 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
               name: o.variant !== undefined ? `${o.variant}@${ivLang}` : defaultName(specsWith(ivLang)),
             };
             const progress = new Progress(`${task} ${lang}${ivLang ? ` [${ivLang}]` : ''}`, o);
-            const r = await runPlan(plan, { scorer, outDir: o.out, model: path.resolve(modelDir), modelFingerprint: fingerprint, variant: v, batchItems, onProgress: (d, t) => progress.update(d, t, 'items') });
+            const r = await runPlan(plan, { scorer, outDir: o.out, model: path.resolve(modelDir), modelFingerprint: fingerprint, variant: v, batchItems, onProgress: (d, t) => progress.update(d, t, 'items'),
+              onNotice: (m) => process.stderr.write(`langneurons: ${m}\n`) });
             progress.done();
             results.push(r);
             if (!o.json) {

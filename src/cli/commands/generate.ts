@@ -113,7 +113,8 @@ async function generateAction(dir: string, o: GenerateCli): Promise<void> {
   const line = (g: Generation, i: number) => (prompts.length > 1 ? `[${i}] ` : '') + (model.tokenizer ? g.text : g.tokens.join(' '));
   const started = performance.now();
   const gens: PromptGeneration[] = [];
-  const saved = o.out ? await openGenerations(o.out, await runKey(dir, model, prompts, promptLines, opts, o)) : null;
+  const saved = o.out ? await openGenerations(o.out, await runKey(dir, model, prompts, promptLines, opts, o), model.engineKind(),
+    (m) => process.stderr.write(`langneurons: ${m}\n`)) : null;
   if (saved) {
     gens.push(...saved.done.map(({ index: _, ...g }) => g));
     if (gens.length && !o.json) {
