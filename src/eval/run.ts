@@ -240,11 +240,12 @@ export function aggregate(plan: TaskPlan, results: ItemResult[]): Record<string,
 interface CheckpointHeader { checkpoint: string; key: string; engine: string | null }
 
 /**
- * The items an earlier run of this key finished (a line cut short by a kill is cut off: run-log.ts). A checkpoint of
+ * The items an earlier run of this key finished (a line cut short by a kill is cut off: run-log.ts); the checkpoint
+ * is started (its header written) when there is none. A checkpoint of
  * this key scored on another engine kind (or written before the kind was recorded) is started again: a result holds
  * one engine's scores, as an uninterrupted run's does.
  */
-async function readCheckpoint(file: string, header: CheckpointHeader, notice?: (message: string) => void): Promise<Map<string, ItemResult>> {
+async function openCheckpoint(file: string, header: CheckpointHeader, notice?: (message: string) => void): Promise<Map<string, ItemResult>> {
   const done = new Map<string, ItemResult>();
   const head = JSON.stringify(header);
   let earlier: unknown;
@@ -259,6 +260,7 @@ async function readCheckpoint(file: string, header: CheckpointHeader, notice?: (
   const lines = await readRunLog(file, head, () =>
     new LangneuronsError('E_DATA', `${file}: not this evaluation's item checkpoint (its first line is not ${head}); move it away to rerun`, { file }),
   { otherEngine, dropped });
+  if (lines === null) await startRunLog(file, head);
   for (const line of lines ?? []) {
     // A damaged complete line (an earlier version appended after a torn line) is skipped: its item is scored again.
     try { const r = JSON.parse(line) as ItemResult; if (typeof r.id === 'string') done.set(r.id, r); } catch { /* scored again */ }
@@ -309,8 +311,7 @@ export async function runPlan(plan: TaskPlan, o: RunOptions): Promise<EvalResult
   if (earlier) { o.onProgress?.(plan.items.length, plan.items.length); return earlier; }
   const ckFile = `${base}.items.jsonl`;
   const header: CheckpointHeader = { checkpoint: RESULT_SCHEMA, key, engine: o.scorer.describe?.().engine ?? null };
-  const done = await readCheckpoint(ckFile, header, o.onNotice);
-  if (!existsSync(ckFile)) await startRunLog(ckFile, JSON.stringify(header));
+  const done = await openCheckpoint(ckFile, header, o.onNotice);
   const todo = plan.items.filter((it) => !done.has(it.id));
   const batch = Math.max(1, o.batchItems ?? 16);
   // Generation tasks run GEN_CHUNK batches per call, decoding `batch` sequences at a time: a sequence that ends hands

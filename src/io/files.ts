@@ -10,6 +10,9 @@ import { writeFileAtomicStreaming } from './atomic.js';
 
 const CHUNK = 8 << 20;
 
+/** SHA-256 (hex) of a string (UTF-8) or bytes in memory. */
+export const sha256Hex = (data: string | Uint8Array): string => createHash('sha256').update(data).digest('hex');
+
 /** SHA-256 (hex) of a file's bytes, read in 8 MiB pieces. */
 export async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');

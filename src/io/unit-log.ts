@@ -8,12 +8,11 @@
  * (values are stored as computed: JSON keeps doubles exactly). A command with other options takes the units they
  * share. Once the result is written the run's lines go, and the file with them when no other run's remain.
  */
-import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from './atomic.js';
-import { appendToFile } from './files.js';
+import { appendToFile, sha256Hex as sha256 } from './files.js';
 import { readRunLog, startRunLog } from './run-log.js';
 
 /** Which runs write a kind of log: its header's schema, and the owner named when a file of its name is not such a log. */
@@ -38,8 +37,6 @@ export interface UnitLog {
   /** Once the result is written: removes this run's lines (the file when no other run's remain). */
   finish(): Promise<void>;
 }
-
-const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
 /** The key of a run of `kind`: what every unit's value depends on besides its arguments. */
 export function unitRunKey(kind: UnitLogKind, fields: Record<string, unknown>): string {

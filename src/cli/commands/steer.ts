@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { LangneuronsError } from '../../errors.js';
 import { canonicalLang } from '../../eval/prompts.js';
 import { writeFileAtomic } from '../../io/atomic.js';
+import { sha256Hex } from '../../io/files.js';
 import type { NeuronMask } from '../../identify/index.js';
 import { modelIdentity } from '../../profile/identity.js';
 import type { LanguageModel } from '../../engine/model.js';
@@ -104,10 +105,13 @@ export function registerSteer(program: Command): void {
       const log = await openMeasureLog('ppl-matrix', dir, model, o.out, { window: o.window ?? null });
       const progress = new Progress('ppl-matrix', o);
       const score = engineMatrixScorer(model, texts, o.window ? { window: o.window } : {});
+      // A unit is addressed by its column's tokens: hashed once per column, not serialised again for every cell.
+      const tokenHashes = new Map<string, string>();
+      const tokensOf = (col: string) => tokenHashes.get(col) ?? tokenHashes.set(col, sha256Hex(JSON.stringify(texts.documents.get(col)))).get(col)!;
       const started = performance.now();
       const matrix = await computePplMatrix<SteerRequest>({
         rows, columns, intervention: (lang) => onMaskSet(set, (f, site) => deactivation(f, lang, o.deactivateValue, site)),
-        score: async (col, req) => log.unit([col, texts.documents.get(col), req], requestFiles(req), async () => score(col, req === null ? null : await build(req))),
+        score: async (col, req) => log.unit([col, tokensOf(col), req], requestFiles(req), async () => score(col, req === null ? null : await build(req))),
         onCell: (d, t, r, c) => progress.update(d, t, `${r ?? 'none'} → ${c}`),
       });
       progress.done();
