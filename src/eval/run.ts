@@ -248,18 +248,11 @@ interface CheckpointHeader { checkpoint: string; key: string; engine: string | n
 async function openCheckpoint(file: string, header: CheckpointHeader, notice?: (message: string) => void): Promise<Map<string, ItemResult>> {
   const done = new Map<string, ItemResult>();
   const head = JSON.stringify(header);
-  let earlier: unknown;
-  const otherEngine = (line: string) => {
-    let h: Partial<CheckpointHeader>;
-    try { h = JSON.parse(line) as Partial<CheckpointHeader>; } catch { return false; }
-    earlier = h.engine;
-    return h.checkpoint === header.checkpoint && h.key === header.key && h.engine !== header.engine;
-  };
-  const dropped = (n: number) => notice?.(`${file}: ${n} item(s) scored on ${typeof earlier === 'string' ? earlier : 'an engine not recorded'} are scored again on ${header.engine ?? 'this engine'} (a result holds one engine's scores)`);
+  const dropped = (n: number, earlier: string | null) => notice?.(`${file}: ${n} item(s) scored on ${earlier ?? 'an engine not recorded'} are scored again on ${header.engine ?? 'this engine'} (a result holds one engine's scores)`);
   // The key is in the file name, so another header means a file this run did not write: leave it alone.
   const lines = await readRunLog(file, head, () =>
     new LangneuronsError('E_DATA', `${file}: not this evaluation's item checkpoint (its first line is not ${head}); move it away to rerun`, { file }),
-  { otherEngine, dropped });
+  { otherEngine: { dropped } });
   if (lines === null) await startRunLog(file, head);
   for (const line of lines ?? []) {
     // A damaged complete line (an earlier version appended after a torn line) is skipped: its item is scored again.

@@ -39,14 +39,7 @@ export function generationKey(fields: Record<string, unknown>): string {
 export async function openGenerations(dir: string, key: string, engine: string, notice?: (message: string) => void): Promise<{ file: string; done: GenerationLine[]; append: (lines: GenerationLine[]) => Promise<void> }> {
   const file = path.join(dir, GENERATIONS_FILE);
   const header = JSON.stringify({ schema: GENERATIONS_SCHEMA, key, engine });
-  let earlier: unknown;
-  const otherEngine = (line: string) => {
-    let h: { schema?: unknown; key?: unknown; engine?: unknown };
-    try { h = JSON.parse(line) as typeof h; } catch { return false; }
-    earlier = h.engine;
-    return h.schema === GENERATIONS_SCHEMA && h.key === key && h.engine !== engine;
-  };
-  const dropped = (n: number) => notice?.(`${file}: ${n} generation(s) made on ${typeof earlier === 'string' ? earlier : 'an engine not recorded'} are made again on ${engine} (the generations of a run come from one engine)`);
+  const dropped = (n: number, earlier: string | null) => notice?.(`${file}: ${n} generation(s) made on ${earlier ?? 'an engine not recorded'} are made again on ${engine} (the generations of a run come from one engine)`);
   const done: GenerationLine[] = [];
   // The run.json written at the end must be generate's to replace (a fine-tuning run's, or a user's, is not).
   const summary = path.join(dir, 'run.json');
@@ -57,7 +50,7 @@ export async function openGenerations(dir: string, key: string, engine: string, 
   }
   const lines = await readRunLog(file, header, () =>
     new LangneuronsError('E_DATA', `${file}: not this generate run's (another run's, of other model, prompts or settings, or not generate's: its first line is not ${header}); use another --out, or move the file away to start again`, { file }),
-  { otherEngine, dropped });
+  { otherEngine: { dropped } });
   for (const line of lines ?? []) {
     let g: GenerationLine;
     try { g = JSON.parse(line) as GenerationLine; } catch { throw new LangneuronsError('E_DATA', `${file}: line ${done.length + 2} is not JSON; move the file away to start again`, { file }); }
