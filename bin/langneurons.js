@@ -16,8 +16,8 @@ process.stdout.on('error', (e) => {
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   process.once(signal, () => {
     releaseHeldLocksSync();
-    process.stderr.write(`\nlangneurons: stopped by ${signal}; finished outputs are kept. profile, eval, generate --out, ` +
-      'demo, train and sweep run continue where they stopped when run again; finetune with --resume <run folder>\n');
+    process.stderr.write(`\nlangneurons: stopped by ${signal}; finished outputs are kept. profile, eval, generate --out, steer, ` +
+      'analyze alignment / logit-lens, demo, train and sweep run continue where they stopped when run again; finetune with --resume <run folder>\n');
     process.kill(process.pid, signal); // the handler was once: this one takes the default action
   });
 }
