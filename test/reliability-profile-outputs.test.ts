@@ -124,6 +124,22 @@ describe('the compute mode is part of the resume key and of the merge check', ()
       .rejects.toThrow(/sw\.safetensors: finished statistics made with other options, model or corpus \(compute: "bf16", now "f32"\)/);
   });
 
+  it('a checkpoint continues only on the engine kind that wrote it (a CPU of another kernel family refuses it); a finished file is kept on any', async () => {
+    const corpus = udhrCorpus(['sw'], { split: 'train' });
+    const out = path.join(tmp, 'engine');
+    await killedDuring(model, corpus, ['sw'], 'sw', 2, out);
+    // The same model on another kind of engine (in one process the kernel family is fixed: its name stands in).
+    const other = await loadModel(fixturePath('tiny-qwen2'), { threads: 2 });
+    other.engineKind = () => 'other-family';
+    const o = { languages: ['sw'], outDir: out, scope, batchTokens: 96, checkpointTokens: 96 };
+    await expect(profileCorpus(other, corpus, o))
+      .rejects.toThrow(new RegExp(`checkpoint was made with other options, model or corpus \\(engine: "${model.engineKind()}", now "other-family"\\)`));
+    const [done] = await profileCorpus(model, corpus, o);
+    expect(done!.resumed).toBe(true);
+    const [kept] = await profileCorpus(other, corpus, o);
+    expect(kept!.skipped).toBe(true);
+  });
+
   it('stats merge refuses a bf16 shard with an f32 one; files that do not record it merge only with each other', async () => {
     const corpus = udhrCorpus(['sw'], { split: 'train' });
     const [s1, s2] = [path.join(tmp, 'c-s1'), path.join(tmp, 'c-s2')];

@@ -122,10 +122,11 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
       : null;
     const thresholdSource = pass ? pass.source : o.thresholdSource ?? 'given';
     // Everything that changes what is counted; the compute mode too (bf16 products move values near 0 across it),
-    // and the device, so that a resumed run adds up what an uninterrupted one does (a finished file ignores it).
+    // and the device and engine kind (a CPU kernel family's products differ from another's in the last bits), so that a
+    // resumed run adds up what an uninterrupted one does (a finished file ignores both).
     const optionsKey = JSON.stringify({ model: identity.fingerprint, weights, fingerprint, scope: o.scope, sites, layers, shard: o.shard ?? null,
       histEdges: o.histEdges ?? null, thresholdSource: pass || o.thresholds ? thresholdSource : null, seqMeans: !!o.seqMeans, batchTokens,
-      compute: model.compute, device: model.device, ...(pass ? { thresholdsDigest: pass.digest } : {}) });
+      compute: model.compute, device: model.device, engine: model.engineKind(), ...(pass ? { thresholdsDigest: pass.digest } : {}) });
     return { source, fingerprint, pass, optionsKey };
   };
 
@@ -241,8 +242,8 @@ async function planLanguage(lang: string, o: ProfileOptions, runOf: (lang: strin
   const run = await runOf(lang);
   const state = checkpoint ? parseCheckpointState(checkpoint.metadata?.[CHECKPOINT_KEY]) : null;
   if (finished) {
-    // A finished file of another device is kept: its counts are this device's (sums to rounding), see mergeConflict.
-    const differs = optionsDiffer(finished.metadata?.[OPTIONS_KEY], run.optionsKey, ['device']);
+    // A finished file of another device or engine is kept: its counts are this one's (sums to rounding), see mergeConflict.
+    const differs = optionsDiffer(finished.metadata?.[OPTIONS_KEY], run.optionsKey, ['device', 'engine']);
     if (!differs) {
       const count = async (name: string) => {
         const info = finished.tensors.find((t) => t.name === name);
@@ -255,7 +256,8 @@ async function planLanguage(lang: string, o: ProfileOptions, runOf: (lang: strin
       throw new LangneuronsError('E_RESUME', `${outFile}: finished statistics made with other options, model or corpus (${differs}); rerun with the same ones, ` +
         'choose another --out, or pass --no-resume to profile again and replace it', { file: outFile });
   }
-  const differs = optionsDiffer(state?.optionsKey, run.optionsKey, []);
+  // A checkpoint written before the engine kind was recorded continues (it recorded the device).
+  const differs = optionsDiffer(state?.optionsKey, run.optionsKey, /"engine":/.test(state?.optionsKey ?? '') ? [] : ['engine']);
   if (differs)
     throw new LangneuronsError('E_RESUME', `${ckFile}: this checkpoint was made with other options, model or corpus (${differs}); ` +
       'rerun with the same ones, or remove it (or pass --no-resume) to start over', { file: ckFile });
