@@ -37,10 +37,10 @@ describe('placement', () => {
   afterEach(() => resetDeviceNotice());
 
   it('a new run: cpu trains in f32; a GPU in bf16 unless f32 is asked for; bf16 on the CPU is refused', () => {
-    expect(resolvePlacement({ device: 'cpu' }, 2, gpus(2))).toEqual({ device: 'cpu', compute: 'f32' });
+    expect(resolvePlacement({ device: 'cpu' }, 2, gpus(2))).toEqual({ device: 'cpu', compute: 'f32', kernel: 'avx2' });
     expect(resolvePlacement({}, 2, gpus(2))).toEqual({ device: 'cuda:0', compute: 'bf16' });
     expect(resolvePlacement({ device: 'cuda:1', compute: 'f32' }, 2, gpus(2))).toEqual({ device: 'cuda:1', compute: 'f32' });
-    expect(resolvePlacement({ device: 'auto' }, 2, gpus(0))).toEqual({ device: 'cpu', compute: 'f32' });
+    expect(resolvePlacement({ device: 'auto' }, 2, gpus(0))).toEqual({ device: 'cpu', compute: 'f32', kernel: 'avx2' });
     expect(() => resolvePlacement({ device: 'cpu', compute: 'bf16' }, 2, gpus(2))).toThrow(/--compute bf16 is the CUDA trainer's mode; the CPU trainer computes in float32/);
     expect(() => resolvePlacement({ device: 'cuda', compute: 'fp16' }, 2, gpus(1))).toThrow(/--compute must be f32 or bf16, got 'fp16'/);
     expect(() => resolvePlacement({ device: 'cuda' }, 2, gpus(0))).toThrow(/--device cuda: no usable CUDA device: no NVIDIA driver/);
@@ -52,7 +52,7 @@ describe('placement', () => {
     expect(resumePlacement('runs/x', rec, {}, 2, gpus(2))).toEqual(rec);
     expect(resumePlacement('runs/x', rec, { device: 'cuda', compute: 'bf16' }, 2, gpus(2))).toEqual(rec);
     expect(resumePlacement('runs/x', rec, { device: 'auto' }, 2, gpus(1))).toEqual(rec);
-    const refused = /^runs\/x: the run trains on cuda:0 \(bf16\); .*: a run resumes bit-identically only on the device and compute mode it started with$/;
+    const refused = /^runs\/x: the run trains on cuda:0 \(bf16\); .*: a run resumes bit-identically only on the device, compute mode and kernel family it started with$/;
     expect(() => resumePlacement('runs/x', rec, { device: 'cpu' }, 2, gpus(2))).toThrow(refused);
     expect(() => resumePlacement('runs/x', rec, { device: 'cuda:1' }, 2, gpus(2))).toThrow(/resuming on cuda:1 is refused/);
     expect(() => resumePlacement('runs/x', rec, { compute: 'f32' }, 2, gpus(2))).toThrow(/resuming with --compute f32 is refused/);
@@ -61,6 +61,11 @@ describe('placement', () => {
     // Runs from before the placement was recorded trained on the CPU in f32.
     expect(resumePlacement('runs/x', {}, {}, 2, gpus(2))).toEqual({ device: 'cpu', compute: 'f32' });
     expect(() => resumePlacement('runs/x', {}, { device: 'auto' }, 2, gpus(1))).toThrow(/the run trains on cpu \(f32\); resuming on cuda:0 is refused/);
+    // A CPU run continues only on its kernel family (runs from before it was recorded, on any).
+    const cpuRun = { device: 'cpu' as const, compute: 'f32' as const, kernel: 'avx512' };
+    expect(resumePlacement('runs/x', { ...cpuRun, kernel: 'avx2' }, {}, 2, gpus(0))).toEqual({ ...cpuRun, kernel: 'avx2' });
+    expect(() => resumePlacement('runs/x', cpuRun, {}, 2, gpus(0))).toThrow(
+      /^runs\/x: the run trains on cpu \(f32, avx512 kernels\); this process runs the avx2 CPU kernels, whose products differ from avx512's in the last bits \(LANGNEURONS_KERNEL=avx512 chooses the run's family on a CPU that has it\): a run resumes/);
   });
 });
 
@@ -105,12 +110,12 @@ describe('finetune --device on this machine', () => {
     const part = await finetune(STORIES, { ...fast, device: 'cpu' }, b, { stopAfterStep: 1 });
     expect(part.steps).toBe(1);
     const before = readFileSync(path.join(b, 'state', 'state.safetensors'));
-    await expect(resume(b, {}, { compute: 'bf16' })).rejects.toThrow(/the run trains on cpu \(f32\); resuming with --compute bf16 is refused/);
-    await expect(resume(b, {}, { device: 'cuda' })).rejects.toThrow(/the run trains on cpu \(f32\); /);
+    await expect(resume(b, {}, { compute: 'bf16' })).rejects.toThrow(/the run trains on cpu \(f32, \w+ kernels\); resuming with --compute bf16 is refused/);
+    await expect(resume(b, {}, { device: 'cuda' })).rejects.toThrow(/the run trains on cpu \(f32, \w+ kernels\); /);
     const r = cli(['finetune', '--resume', b, '--device', 'cuda:0']);
     expect(r.status).toBe(1);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
-    expect(r.stderr).toMatch(/the run trains on cpu \(f32\); .*a run resumes bit-identically only on the device and compute mode it started with/);
+    expect(r.stderr).toMatch(/the run trains on cpu \(f32, \w+ kernels\); .*a run resumes bit-identically only on the device, compute mode and kernel family it started with/);
     // A run recorded on a GPU this machine does not have.
     const rf = path.join(b, 'run.json');
     const original = readFileSync(rf, 'utf8');
@@ -123,10 +128,21 @@ describe('finetune --device on this machine', () => {
     expect(g.stderr.trim().split('\n')).toHaveLength(1);
     expect(g.stderr).toMatch(new RegExp(`the run trains on cuda:${cuda.devices} \\(bf16\\); (no usable CUDA device here|this machine has)`));
     expect(readFileSync(path.join(b, 'state', 'state.safetensors')).equals(before)).toBe(true);
+    // Another CPU kernel family (products that differ in the last bits) is refused too, naming how to continue.
+    writeFileSync(rf, original);
+    const kernel = JSON.parse(original).options.kernel as string;
+    expect(kernel).toMatch(/^(plain|avx2|avx512|avx512bf16)$/);
+    if (kernel !== 'plain') {
+      const k = spawnSync(process.execPath, [BIN, 'finetune', '--resume', b], { encoding: 'utf8', env: { ...process.env, LANGNEURONS_KERNEL: 'plain' } });
+      expect(k.status).toBe(1);
+      expect(k.stderr).toMatch(new RegExp(`the run trains on cpu \\(f32, ${kernel} kernels\\); this process runs the plain CPU kernels, .*\\(LANGNEURONS_KERNEL=${kernel} chooses`));
+      expect(readFileSync(path.join(b, 'state', 'state.safetensors')).equals(before)).toBe(true);
+    }
     // A run folder from before the placement was recorded resumes on the CPU, as it trained.
     const legacy = JSON.parse(original);
     delete legacy.options.device;
     delete legacy.options.compute;
+    delete legacy.options.kernel;
     writeFileSync(rf, JSON.stringify(legacy));
     const done = await resume(b, {}, { device: 'cpu' });
     expect(done.steps).toBe(3);

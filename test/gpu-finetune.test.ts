@@ -227,7 +227,7 @@ describe.skipIf(noGpu)('gpu finetune: what the CUDA trainer leaves alone, and re
       const x = spawnSync(process.execPath, [BIN, 'finetune', '--resume', dir, ...extra], { encoding: 'utf8' });
       expect(x.status).toBe(1);
       expect(x.stderr.trim().split('\n')).toHaveLength(1);
-      expect(x.stderr).toMatch(/the run trains on cuda:0 \(f32\); .*a run resumes bit-identically only on the device and compute mode it started with/);
+      expect(x.stderr).toMatch(/the run trains on cuda:0 \(f32\); .*a run resumes bit-identically only on the device, compute mode and kernel family it started with/);
     }
   }, 120_000 * LIMIT);
 });

@@ -132,8 +132,9 @@ interface ResolvedOptions extends Required<Omit<FinetuneOptions, 'masks' | 'lang
   resetOptimizerOnSave?: boolean;
   /** Reset the optimizer whenever a new best checkpoint is saved (--reset-optimizer-on-save). */
   resetOptimizerOnBest?: boolean;
-  /** Where the run trains (absent in runs from before it was recorded: those trained on the CPU, in f32). */
-  device?: Placement['device']; compute?: Placement['compute'];
+  /** Where the run trains (absent in runs from before it was recorded: those trained on the CPU, in f32); `kernel`: the
+   *  CPU trainer's kernel family (absent on a GPU and in runs from before it was recorded). */
+  device?: Placement['device']; compute?: Placement['compute']; kernel?: string;
   /** Activation recomputation on the GPU (absent: off). */
   recompute?: boolean;
   /** The written checkpoint's dtype for trained tensors (absent: stored). */
@@ -242,7 +243,7 @@ function resolveOptions(o: FinetuneOptions, placement: Placement): ResolvedOptio
     ...(o.saveDtype !== undefined ? { saveDtype: mergeDtype(o.saveDtype, 'save-dtype') } : {}),
     warmupRatio: num('warmup-ratio', o.warmupRatio, preset?.warmupRatio ?? 0, (x) => x >= 0 && x <= 1, 'in [0, 1]'),
     warmupRamp, lora, head, resetOptimizerOnBest: o.resetOptimizerOnSave ?? false, device: placement.device, compute: placement.compute,
-    ...(recompute ? { recompute } : {}),
+    ...(placement.kernel ? { kernel: placement.kernel } : {}), ...(recompute ? { recompute } : {}),
   };
 }
 
@@ -424,7 +425,7 @@ async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, exp
 }
 
 /** Where a run trains (runs from before it was recorded trained on the CPU, in f32). */
-const placementOf = (o: ResolvedOptions): Placement => ({ device: o.device ?? 'cpu', compute: o.compute ?? 'f32' });
+const placementOf = (o: ResolvedOptions): Placement => ({ device: o.device ?? 'cpu', compute: o.compute ?? 'f32', ...(o.kernel ? { kernel: o.kernel } : {}) });
 
 function trainerReport(tr: NativeTrainer, p: Placement): TrainerReport {
   const info = tr.info();
@@ -486,7 +487,8 @@ export async function resume(runDir: string, ctl: RunControl = {}, where: Placem
     throw new LangneuronsError('E_RESUME', `${rf}: not a fine-tuning run directory (${(e as Error).message})`, { file: rf });
   }
   if (run.format !== RUN_FORMAT) throw new LangneuronsError('E_RESUME', `${rf}: not a ${RUN_FORMAT} run`, { file: rf });
-  const placement = resumePlacement(runDir, { ...(run.options.device ? { device: run.options.device } : {}), ...(run.options.compute ? { compute: run.options.compute } : {}) }, where, run.options.threads);
+  const { device, compute, kernel } = run.options;
+  const placement = resumePlacement(runDir, { ...(device ? { device } : {}), ...(compute ? { compute } : {}), ...(kernel ? { kernel } : {}) }, where, run.options.threads);
   run.options = { ...run.options, ...placement };
   const claim = await claimRunDir(runDir, 'finetune --resume', { resume: true });
   try {

@@ -1,14 +1,20 @@
 // Where a fine-tuning run trains: the device ('cpu' or 'cuda:N', resolved as the model commands resolve --device:
-// src/engine/device.ts) and the compute mode (the CPU trainer computes in float32; the CUDA trainer in bf16 by
-// default, or f32 for checks). run.json records both, and a run resumes only where it started: bit-identical
-// resume is promised on the same device and compute mode, nowhere else.
+// src/engine/device.ts), the compute mode (the CPU trainer computes in float32; the CUDA trainer in bf16 by
+// default, or f32 for checks) and on the CPU the kernel family (AVX2 and AVX-512 products differ in the last bits).
+// run.json records them, and a run resumes only where it started: bit-identical resume is promised on the same
+// device, compute mode and kernel family, nowhere else.
 import { LangneuronsError } from '../errors.js';
 import { resolveDevice, type ResolvedDevice } from '../engine/device.js';
 import { loadAddon, type Addon } from '../native/addon.js';
 import type { NativeTrainer, NativeTrainerMemory, NativeTrainerOptions } from './native.js';
 
 export type TrainCompute = 'f32' | 'bf16';
-export interface Placement { device: ResolvedDevice; compute: TrainCompute }
+export interface Placement {
+  device: ResolvedDevice;
+  compute: TrainCompute;
+  /** The CPU trainer's kernel family (absent on a GPU, and in runs from before it was recorded). */
+  kernel?: string;
+}
 /** What the user asked for (both optional: the default device is auto, quiet on a machine without a driver). */
 export interface PlacementRequest { device?: string; compute?: string }
 /** What placement needs of the addon (tests pass a stand-in with devices). */
@@ -27,23 +33,25 @@ export function resolvePlacement(req: PlacementRequest, threads: number, addon: 
   if (device === 'cpu') {
     if (compute === 'bf16')
       throw new LangneuronsError('E_OPTIONS', `--compute bf16 is the CUDA trainer's mode; the CPU trainer computes in float32 (run ${req.device === undefined || req.device === 'auto' ? 'fell back to the CPU' : 'on --device cpu'})`, { field: 'compute' });
-    return { device, compute: 'f32' };
+    return { device, compute: 'f32', kernel: addon.kernelInfo().kernel };
   }
   return { device, compute: compute ?? 'bf16' };
 }
 
-const describePlacement = (p: Placement) => `${p.device} (${p.compute})`;
+const describePlacement = (p: Placement) => `${p.device} (${p.compute}${p.kernel ? `, ${p.kernel} kernels` : ''})`;
 
 /**
  * The placement a resumed run uses: the recorded one (runs from before it was recorded trained on the CPU in
- * f32). A --device / --compute that resolves to anything else is refused, as is a recorded CUDA device that is not
- * usable here: one line naming the run, where it trains and why it cannot continue here.
+ * f32). A --device / --compute that resolves to anything else is refused, as are a recorded CUDA device that is not
+ * usable here and a CPU run on another kernel family: one line naming the run, where it trains and why it cannot
+ * continue here.
  */
 export function resumePlacement(runDir: string, recorded: Partial<Placement>, req: PlacementRequest, threads: number,
   addon: DeviceAddon = loadAddon()): Placement {
-  const rec: Placement = { device: recorded.device ?? 'cpu', compute: recorded.compute ?? 'f32' };
+  const device0 = recorded.device ?? 'cpu';
+  const rec: Placement = { device: device0, compute: recorded.compute ?? 'f32', ...(device0 === 'cpu' && recorded.kernel ? { kernel: recorded.kernel } : {}) };
   const refuse = (why: string) => new LangneuronsError('E_RESUME',
-    `${runDir}: the run trains on ${describePlacement(rec)}; ${why}: a run resumes bit-identically only on the device and compute mode it started with`);
+    `${runDir}: the run trains on ${describePlacement(rec)}; ${why}: a run resumes bit-identically only on the device, compute mode and kernel family it started with`);
   const compute = checkCompute(req.compute);
   let device: ResolvedDevice;
   if (req.device !== undefined) {
@@ -63,6 +71,10 @@ export function resumePlacement(runDir: string, recorded: Partial<Placement>, re
   }
   if (device !== rec.device) throw refuse(`resuming on ${device} is refused`);
   if (compute !== undefined && compute !== rec.compute) throw refuse(`resuming with --compute ${compute} is refused`);
+  const here = addon.kernelInfo().kernel;
+  if (rec.device === 'cpu' && rec.kernel !== undefined && here !== rec.kernel)
+    throw refuse(`this process runs the ${here} CPU kernels, whose products differ from ${rec.kernel}'s in the last bits ` +
+      `(LANGNEURONS_KERNEL=${rec.kernel} chooses the run's family on a CPU that has it)`);
   return rec;
 }
 
