@@ -242,5 +242,14 @@ describe.skipIf(noGpu)('cuda: the commands', () => {
     const cg = json('generate', model, ...cont, '--device', 'cuda', '--compute', 'f32');
     expect(tokens(cg)).toEqual(tokens(json('generate', model, ...cont, '--device', 'cpu')));
     expect(new Set(tokens(cg).map((t) => t.length)).size).toBeGreaterThan(1);
+    // eval (log-likelihood choices): the GPU's result is keyed and recorded as the GPU's (it once said cpu, so a GPU
+    // and a CPU run shared one result), with the CPU's accuracy.
+    const task = ['--task', 'xcopa', '--langs', 'sw', '--data', path.join(repoRoot, 'test', 'fixtures-eval')];
+    const eg = json('eval', model, ...task, '--device', 'cuda', '--compute', 'f32', '--out', path.join(dir, 'eval'));
+    const ec = json('eval', model, ...task, '--device', 'cpu', '--out', path.join(dir, 'eval'));
+    expect(eg.results[0].compute).toMatchObject({ device: 'cuda:0', mode: 'f32', engine: expect.stringMatching(/^cuda:0 /) });
+    expect(ec.results[0].compute).toMatchObject({ device: 'cpu', mode: 'f32' });
+    expect(eg.results[0].key).not.toBe(ec.results[0].key);
+    expect(eg.results[0].metrics.acc).toBe(ec.results[0].metrics.acc);
   });
 });
