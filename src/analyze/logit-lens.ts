@@ -42,7 +42,7 @@ export interface LogitLensOptions {
   /** Prompts per forward (default 16). */
   batch?: number;
   /** Resumable work (the CLI's unit log): each layer's lens over a batch of prompts is one unit, addressed by the
-   *  layer, k and the prompts' tokens (the CLI's unit log). */
+   *  layer, k and the prompts' tokens. */
   unit?: UnitOf;
   onProgress?: (done: number, total: number) => void;
 }

@@ -5,6 +5,7 @@ import os from 'node:os';
 import { loadModel, type LanguageModel } from '../engine/model.js';
 import { warn } from '../io/text.js';
 import { estimateMemory, openCheckpoint } from '../model/checkpoint.js';
+import { modelFingerprint } from '../model/fingerprint.js';
 import { parseIntOption } from './output.js';
 import { isDeviceRequest, type DeviceRequest } from '../engine/device.js';
 import { LangneuronsError } from '../errors.js';
@@ -36,6 +37,14 @@ export function decodeBatchFor(model: Pick<LanguageModel, 'device' | 'compute' |
 }
 
 /** --device checked: auto, cpu, cuda or cuda:N. */
+/**
+ * What every result of `model` (opened from `dir`) depends on besides its inputs, for the keys of resumable runs: the
+ * model's content, its device and compute mode, and the engine's kind (LanguageModel.engineKind()).
+ */
+export async function engineIdentity(model: LanguageModel, dir: string): Promise<{ model: string; device: string; compute: string; engine: string }> {
+  return { model: await modelFingerprint(dir), device: model.device, compute: model.compute, engine: model.engineKind() };
+}
+
 export function deviceOption(device: string): DeviceRequest {
   if (!isDeviceRequest(device)) throw new LangneuronsError('E_OPTIONS', `--device must be auto, cpu, cuda or cuda:N, got '${device}'`, { field: '--device' });
   return device;

@@ -241,9 +241,9 @@ interface CheckpointHeader { checkpoint: string; key: string; engine: string | n
 
 /**
  * The items an earlier run of this key finished (a line cut short by a kill is cut off: run-log.ts); the checkpoint
- * is started (its header written) when there is none. A checkpoint of
- * this key scored on another engine kind (or written before the kind was recorded) is started again: a result holds
- * one engine's scores, as an uninterrupted run's does.
+ * is started (its header written) when there is none. A checkpoint of this key scored on another engine kind (or
+ * written before the kind was recorded) is started again: a result holds one engine's scores, as an uninterrupted
+ * run's does.
  */
 async function openCheckpoint(file: string, header: CheckpointHeader, notice?: (message: string) => void): Promise<Map<string, ItemResult>> {
   const done = new Map<string, ItemResult>();
@@ -303,7 +303,8 @@ export async function runPlan(plan: TaskPlan, o: RunOptions): Promise<EvalResult
   const earlier = await finished(`${base}.json`, key);
   if (earlier) { o.onProgress?.(plan.items.length, plan.items.length); return earlier; }
   const ckFile = `${base}.items.jsonl`;
-  const header: CheckpointHeader = { checkpoint: RESULT_SCHEMA, key, engine: o.scorer.describe?.().engine ?? null };
+  const info = o.scorer.describe?.();
+  const header: CheckpointHeader = { checkpoint: RESULT_SCHEMA, key, engine: info?.engine ?? null };
   const done = await openCheckpoint(ckFile, header, o.onNotice);
   const todo = plan.items.filter((it) => !done.has(it.id));
   const batch = Math.max(1, o.batchItems ?? 16);
@@ -318,7 +319,6 @@ export async function runPlan(plan: TaskPlan, o: RunOptions): Promise<EvalResult
     o.onProgress?.(plan.items.length - todo.length + Math.min(todo.length, s + chunk), plan.items.length);
   }
   const ordered = plan.items.map((it) => done.get(it.id)!);
-  const info = o.scorer.describe?.();
   const result: EvalResult = {
     schema: RESULT_SCHEMA, task: plan.task, lang: plan.lang, variant: o.variant, model: o.model, modelFingerprint: o.modelFingerprint,
     prompt: plan.prompt, template: plan.template ?? '', split: plan.split ?? '', limit: plan.limit ?? null, generation: plan.gen ?? null,

@@ -6,9 +6,9 @@
  * appended as the generations end. The key is the sha256 of what the generations depend on (model files, prompts,
  * settings, intervention inputs, device and compute mode); a file with another key was written for something else and
  * is left alone. One of this key made on another engine kind (a CPU of another kernel family) is started again: the
- * generations of one run come from one engine. Each prompt samples from its own random stream (Rng.forSequence), so the prompts done after a resume are
- * what an uninterrupted run makes, up to the float rounding of other batch shapes (docs/RELIABILITY.md). A line cut
- * short by a crash is removed before appending. When every prompt is done, `<dir>/run.json` says so (atomically).
+ * generations of one run come from one engine. Each prompt samples from its own random stream (Rng.forSequence), so
+ * the prompts done after a resume are what an uninterrupted run makes, up to the float rounding of other batch shapes
+ * (docs/RELIABILITY.md). A line cut short by a crash is removed before appending. When every prompt is done, `<dir>/run.json` says so (atomically).
  */
 import { createHash } from 'node:crypto';
 import { existsSync, promises as fsp } from 'node:fs';

@@ -256,8 +256,7 @@ async function planLanguage(lang: string, o: ProfileOptions, runOf: (lang: strin
       throw new LangneuronsError('E_RESUME', `${outFile}: finished statistics made with other options, model or corpus (${differs}); rerun with the same ones, ` +
         'choose another --out, or pass --no-resume to profile again and replace it', { file: outFile });
   }
-  // A checkpoint written before the engine kind was recorded continues (it recorded the device).
-  const differs = optionsDiffer(state?.optionsKey, run.optionsKey, /"engine":/.test(state?.optionsKey ?? '') ? [] : ['engine']);
+  const differs = optionsDiffer(state?.optionsKey, run.optionsKey, []);
   if (differs)
     throw new LangneuronsError('E_RESUME', `${ckFile}: this checkpoint was made with other options, model or corpus (${differs}); ` +
       'rerun with the same ones, or remove it (or pass --no-resume) to start over', { file: ckFile });
@@ -284,9 +283,14 @@ const OPTION_NAMES: Record<string, string> = {
   model: 'model', weights: 'model weights', fingerprint: 'corpus', thresholdsDigest: 'thresholds', thresholdSource: 'threshold source',
 };
 
+/** Fields added to the key after files were written without them: compared only where the stored key records them
+ *  (a checkpoint from before the engine kind was recorded continues; it recorded the device). */
+const COMPARED_WHERE_RECORDED = ['engine'];
+
 /**
- * null when the options key `stored` (a file's) equals `wanted` on every field but `ignore`; else the fields that
- * differ, with both values where they are short: `scope; compute: "bf16", now "f32"`.
+ * null when the options key `stored` (a file's) equals `wanted` on every field but `ignore` (and those of
+ * COMPARED_WHERE_RECORDED it lacks); else the fields that differ, with both values where they are short:
+ * `scope; compute: "bf16", now "f32"`.
  */
 function optionsDiffer(stored: string | undefined, wanted: string, ignore: string[]): string | null {
   if (!stored) return 'none recorded: not written by profile';
@@ -296,7 +300,8 @@ function optionsDiffer(stored: string | undefined, wanted: string, ignore: strin
     if (v && typeof v === 'object' && !Array.isArray(v)) was = v as Record<string, unknown>;
   } catch { /* compared as {}: every field differs */ }
   const now = JSON.parse(wanted) as Record<string, unknown>;
-  const fields = [...new Set([...Object.keys(was), ...Object.keys(now)])].filter((k) => !ignore.includes(k));
+  const fields = [...new Set([...Object.keys(was), ...Object.keys(now)])]
+    .filter((k) => !ignore.includes(k) && (k in was || !COMPARED_WHERE_RECORDED.includes(k)));
   const show = (v: unknown) => (v === undefined ? 'not recorded' : JSON.stringify(v));
   const diffs = fields.filter((k) => JSON.stringify(was[k]) !== JSON.stringify(now[k])).map((k) => {
     const [a, b] = [show(was[k]), show(now[k])];

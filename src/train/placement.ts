@@ -48,8 +48,8 @@ const describePlacement = (p: Placement) => `${p.device} (${p.compute}${p.kernel
  */
 export function resumePlacement(runDir: string, recorded: Partial<Placement>, req: PlacementRequest, threads: number,
   addon: DeviceAddon = loadAddon()): Placement {
-  const device0 = recorded.device ?? 'cpu';
-  const rec: Placement = { device: device0, compute: recorded.compute ?? 'f32', ...(device0 === 'cpu' && recorded.kernel ? { kernel: recorded.kernel } : {}) };
+  const onDevice = recorded.device ?? 'cpu';
+  const rec: Placement = { device: onDevice, compute: recorded.compute ?? 'f32', ...(onDevice === 'cpu' && recorded.kernel ? { kernel: recorded.kernel } : {}) };
   const refuse = (why: string) => new LangneuronsError('E_RESUME',
     `${runDir}: the run trains on ${describePlacement(rec)}; ${why}: a run resumes bit-identically only on the device, compute mode and kernel family it started with`);
   const compute = checkCompute(req.compute);

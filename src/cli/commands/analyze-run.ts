@@ -9,8 +9,8 @@ import type { LanguageModel } from '../../engine/model.js';
 import { inputHashes } from '../../eval/inputs.js';
 import { withFileOutputLock } from '../../io/lock.js';
 import { openUnitLog, unitRunKey, type UnitLogKind, type UnitOf } from '../../io/unit-log.js';
-import { modelFingerprint } from '../../model/fingerprint.js';
 import { checkFigureName } from '../../report/figures.js';
+import { engineIdentity } from '../common.js';
 import { finishUnitLog } from '../output.js';
 
 export const ANALYZE_PARTIAL_SCHEMA = 'langneurons-analyze-partial/1';
@@ -40,7 +40,7 @@ export async function withAnalysisRun<T>(out: string, name: string, figures: str
     const log = await openUnitLog(file, ANALYZE_LOG, unitRunKey(ANALYZE_LOG, { analysis: name, ...settings }), inputHashes);
     const result = await work({
       async unitsOf(model, dir, intervention = []) {
-        const id = { model: await modelFingerprint(dir), device: model.device, compute: model.compute, engine: model.engineKind(), intervention };
+        const id = { ...await engineIdentity(model, dir), intervention };
         return (args, compute) => log.unit([id, args], intervention, compute);
       },
     });

@@ -6,10 +6,10 @@ import { inputHashes } from '../../eval/inputs.js';
 import type { LanguageModel } from '../../engine/model.js';
 import { withFileOutputLock } from '../../io/lock.js';
 import { checkOutput, checkOutputWithSidecars } from '../../io/outdir.js';
-import { modelFingerprint } from '../../model/fingerprint.js';
 import type { SteerRequest } from '../../steer/index.js';
 import type { UnitLog } from '../../io/unit-log.js';
 import { openSteerLog, steerRunKey } from '../../steer/resume.js';
+import { engineIdentity } from '../common.js';
 
 /**
  * Runs a measure holding its --out (`<out>.lock`: one run per output file), after refusing an --out that is one of
@@ -32,7 +32,7 @@ export async function withMeasureOutput<T>(out: string, measure: string, format:
  * unit's address adds its arguments and the content of the files its intervention reads (requestFiles).
  */
 export async function openMeasureLog(measure: string, dir: string, model: LanguageModel, out: string, fixed: unknown): Promise<UnitLog> {
-  const key = steerRunKey({ measure, model: await modelFingerprint(dir), device: model.device, compute: model.compute, engine: model.engineKind(), fixed });
+  const key = steerRunKey({ measure, ...await engineIdentity(model, dir), fixed });
   return openSteerLog(out, key, inputHashes);
 }
 
