@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
+import { cudaDeviceProblem } from '../src/engine/device.js';
 import { loadAddon } from '../src/native/addon.js';
 import { repoRoot } from './helpers/fixtures.js';
 
@@ -134,7 +135,7 @@ describe('benchmarks/gpu-finetune', () => {
     expect(deviceFitSkip(b8, 'full', neurons8, tokens, 'bf16', null)).toBeNull();  // size unknown: the run decides
   });
 
-  it.skipIf(loadAddon().cudaInfo().devices > 0)('on CUDA without a device: one SKIPPED line, exit 0', () => {
+  it.skipIf(!cudaDeviceProblem(loadAddon().cudaInfo()))('on CUDA without a usable device: one SKIPPED line, exit 0', () => {
     const r = spawnSync(process.execPath, [DRIVER, '--quick', '--cache', tmp], { encoding: 'utf8' });
     expect(r.status).toBe(0);
     expect(r.stdout.trim().split('\n')).toHaveLength(1);
@@ -143,7 +144,7 @@ describe('benchmarks/gpu-finetune', () => {
 
   // On a CUDA device (the CUDA simulator's addon too: scripts/cuda-sim-check.sh --finetune-ts): the driver's GPU path
   // on the tiny shape, with the trainer's clocked step and its table.
-  it.runIf(loadAddon().cudaInfo().devices > 0)('on CUDA: each method\'s clocked step names its kinds of work', () => {
+  it.runIf(!cudaDeviceProblem(loadAddon().cudaInfo()))('on CUDA: each method\'s clocked step names its kinds of work', () => {
     const out = path.join(tmp, 'cuda.json');
     const r = spawnSync(process.execPath, [DRIVER, '--shapes', 'tiny', '--batch', '2', '--seq-len', '32', '--warmup', '1',
       '--steps', '1', '--peak-tflops', '1', '--no-torch', '--methods', 'neurons,lora,neurons-recompute', '--cache', tmp, '--out', out], { encoding: 'utf8' });

@@ -54,6 +54,23 @@ describe('resolveDevice', () => {
     expect(resolveDevice('cuda', sim, 2)).toBe('cuda:0');
   });
 
+  it('a GPU this build has no code for: auto takes the next one or the CPU, saying why; an explicit request is an error', () => {
+    const t4 = 'cuda:0 (Tesla T4) has compute capability 7.5, and this build\'s GPU code is for LN_CUDA_ARCHITECTURES="80;90" only';
+    const mixed = { cudaInfo: () => ({ built: true, devices: 2, reason: '', problems: [t4, ''] }), kernelInfo };
+    expect(resolveDevice('auto', mixed, 2)).toBe('cuda:1');
+    expect(resolveDevice('cuda:1', mixed, 2)).toBe('cuda:1');
+    expect(() => resolveDevice('cuda', mixed, 2)).toThrow(`--device cuda: ${t4}`);
+    const lines: string[] = [];
+    const only = { cudaInfo: () => ({ built: true, devices: 1, reason: '', problems: [t4] }), kernelInfo };
+    expect(resolveDevice('auto', only, 2, { quietAuto: true, driverPresent: true, warn: (l) => lines.push(l) })).toBe('cpu');
+    expect(lines).toEqual([`langneurons: no usable CUDA device (${t4}): using the CPU backend (avx2 kernels, 2 threads)`]);
+  });
+
+  it('this addon lists one problem per device it reports', () => {
+    const info = loadAddon().cudaInfo();
+    expect(info.problems).toHaveLength(info.devices);
+  });
+
   it('an explicit cuda without a usable device is an error naming the reason, never a fallback', () => {
     expect(() => resolveDevice('cuda', addonWith(true, 0, 'no CUDA driver'), 2)).toThrow(/--device cuda: no usable CUDA device: no CUDA driver/);
     expect(() => resolveDevice('cuda:2', addonWith(true, 2, ''), 2)).toThrow(/there are 2 CUDA devices \(cuda:0 … cuda:1\)/);

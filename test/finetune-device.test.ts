@@ -58,6 +58,11 @@ describe('placement', () => {
     expect(() => resumePlacement('runs/x', rec, { compute: 'f32' }, 2, gpus(2))).toThrow(/resuming with --compute f32 is refused/);
     expect(() => resumePlacement('runs/x', rec, {}, 2, gpus(0))).toThrow(/cuda:0 \(bf16\); no usable CUDA device here \(no NVIDIA driver\)/);
     expect(() => resumePlacement('runs/x', { device: 'cuda:3', compute: 'f32' }, {}, 2, gpus(2))).toThrow(/this machine has 2 CUDA devices/);
+    // a GPU this build has no code for (a requeue onto an older GPU)
+    const t4 = { cudaInfo: () => ({ built: true, devices: 1, reason: '', problems: ['cuda:0 (Tesla T4) has compute capability 7.5, and …'] }), kernelInfo };
+    expect(() => resumePlacement('runs/x', rec, {}, 2, t4)).toThrow(/the run trains on cuda:0 \(bf16\); cuda:0 \(Tesla T4\) has compute capability 7\.5/);
+    expect(() => resolvePlacement({ device: 'cuda' }, 2, t4)).toThrow(/--device cuda: cuda:0 \(Tesla T4\) has compute capability 7\.5/);
+    expect(resolvePlacement({}, 2, t4)).toEqual({ device: 'cpu', compute: 'f32', kernel: 'avx2' });
     // Runs from before the placement was recorded trained on the CPU in f32.
     expect(resumePlacement('runs/x', {}, {}, 2, gpus(2))).toEqual({ device: 'cpu', compute: 'f32' });
     expect(() => resumePlacement('runs/x', {}, { device: 'auto' }, 2, gpus(1))).toThrow(/the run trains on cpu \(f32\); resuming on cuda:0 is refused/);

@@ -21,6 +21,7 @@ import { udhrArticles } from '../src/corpus/udhr.js';
 import { MASK_FORMAT, writeMask, type NeuronMask } from '../src/identify/masks.js';
 import { readAllTensors } from '../src/io/safetensors.js';
 import { openCheckpoint } from '../src/model/checkpoint.js';
+import { cudaDeviceProblem } from '../src/engine/device.js';
 import { loadAddon } from '../src/native/addon.js';
 import { modelIdentity } from '../src/profile/identity.js';
 import { finetune, resume, type FinetuneOptions } from '../src/train/finetune.js';
@@ -29,10 +30,11 @@ import { createNativeTrainer, tensorName, type NativeTrainer } from '../src/trai
 import { fixturePath, repoRoot } from './helpers/fixtures.js';
 
 const cuda = loadAddon().cudaInfo();
-const noGpu = cuda.devices === 0;
+const gpuProblem = cudaDeviceProblem(cuda);  // none, or a GPU this build has no code for: skipped
+const noGpu = gpuProblem !== '';
 // On the CUDA simulator (scripts/cuda-sim-check.sh --node) the kernels run on the CPU: longer time limits.
 const LIMIT = cuda.simulated ? 6 : 1;
-if (noGpu) console.log(`gpu-finetune tests skipped: ${cuda.reason}`);
+if (noGpu) console.log(`gpu-finetune tests skipped: ${gpuProblem}`);
 
 const STORIES = fixturePath('stories260k');
 const LLAMA3 = fixturePath('tiny-llama3');

@@ -10,13 +10,15 @@ import { writeMaskJson, MASK_FORMAT, type NeuronMask } from '../src/identify/mas
 import { resolveIntervention } from '../src/intervene/index.js';
 import { modelIdentity } from '../src/profile/identity.js';
 import type { Site } from '../src/profile/stats.js';
+import { cudaDeviceProblem } from '../src/engine/device.js';
 import { loadAddon } from '../src/native/addon.js';
 import { FIXTURE_NAMES, fixturePath, makeTempDir, removeDir, repoRoot, type FixtureName } from './helpers/fixtures.js';
 import { loadReference, relativeError, rowArgmax, type FixtureReference } from './helpers/reference.js';
 
 const cuda = loadAddon().cudaInfo();
-const noGpu = cuda.devices === 0;
-if (noGpu) console.log(`gpu-runtime tests skipped: ${cuda.reason}`);
+const gpuProblem = cudaDeviceProblem(cuda);  // none, or a GPU this build has no code for: skipped
+const noGpu = gpuProblem !== '';
+if (noGpu) console.log(`gpu-runtime tests skipped: ${gpuProblem}`);
 
 // The CPU engine's bf16 bound (test/engine-fixtures.test.ts); the GPU's bf16 mode rounds at the same points.
 const BF16_TOLERANCE = 5e-2;

@@ -99,6 +99,7 @@ const elapsed = () => (performance.now() - t0) / 1000;
 
 const dist = new URL('../../dist/src/', import.meta.url);
 const { loadAddon } = await import(new URL('native/addon.js', dist).href);
+const { cudaDeviceProblem } = await import(new URL('engine/device.js', dist).href);
 const { openCheckpoint } = await import(new URL('model/checkpoint.js', dist).href);
 const { modelIdentity } = await import(new URL('profile/identity.js', dist).href);
 const { writeMask, MASK_FORMAT } = await import(new URL('identify/masks.js', dist).href);
@@ -107,9 +108,9 @@ const { randomNeurons } = await import(new URL('train/methods.js', dist).href);
 const addon = loadAddon();
 const deviceIndex = onCpu ? null : Number(o.device.split(':')[1] ?? 0);
 if (!onCpu) {
-  const cuda = addon.cudaInfo();
-  if (cuda.devices <= deviceIndex) {
-    process.stdout.write(`gpu-finetune: SKIPPED (needs a CUDA device: ${cuda.devices ? `this machine has ${cuda.devices}` : cuda.reason}); ` +
+  const problem = cudaDeviceProblem(addon.cudaInfo(), deviceIndex);
+  if (problem) {
+    process.stdout.write(`gpu-finetune: SKIPPED (needs a CUDA device: ${problem}); ` +
       '`--device cpu --quick` runs the driver on the CPU trainer\n');
     process.exit(0);
   }

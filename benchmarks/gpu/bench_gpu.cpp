@@ -370,6 +370,10 @@ int main(int argc, char** argv) {
     std::printf("bench_gpu: SKIPPED (no CUDA device: %s)\n", cuda_unavailable_reason());
     return 0;
   }
+  if (const std::string problem = cuda_device_problem(o.device); !problem.empty()) {
+    std::fprintf(stderr, "bench_gpu: %s\n", problem.c_str());
+    return 1;
+  }
   try {
     const double t_start = now_s();
     cuda::set_device(o.device);

@@ -2,7 +2,7 @@
 // chunks, sequence-means rows) and the math.h functions its site kernels share with the CPU engine
 // (histogram_bin = site_pass.cpp's bin search, quantile_sorted = intervention.cpp's quantiles, apply_edit_op =
 // intervention.h's apply_edits). These run on every machine; the kernels themselves are tested by
-// native_gpu_tests on a GPU.
+// native_gpu_tests on a GPU. Also which GPUs a build's code loads on (runtime/cuda_archs.h).
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -11,6 +11,7 @@
 #include "cuda/plans.h"
 #include "kernels/math.h"
 #include "model/intervention.h"
+#include "runtime/cuda_archs.h"
 #include "test_util.h"
 
 using namespace ln;
@@ -143,4 +144,31 @@ LN_TEST(math_apply_edit_op_matches_apply_edits) {
         apply_edits(&e, &e + 1, &x, 0, 0xff, nullptr);
         LN_CHECK(math::apply_edit_op(uint8_t(op), y, v) == x);
       }
+}
+
+// Which GPUs a build's code loads on (runtime/cuda_archs.h), by CUDA's compatibility rules: machine code within its
+// major version from its minor up, PTX on every newer capability, `a` code on its GPU alone.
+LN_TEST(cuda_arch_problem_follows_the_compatibility_rules) {
+  struct Case { const char* archs; int major, minor; bool runs; };
+  const Case cases[] = {
+      {"80;90", 8, 0, true},  {"80;90", 8, 6, true},  {"80;90", 8, 9, true},    // RTX 3090, 4090 run sm_80 code
+      {"80;90", 9, 0, true},  {"80;90", 10, 0, true}, {"80;90", 12, 0, true},   // Blackwell: PTX compute_90
+      {"80;90", 7, 5, false}, {"80;90", 7, 0, false}, {"80,90", 7, 5, false},   // T4, V100
+      {"80-real;90-real", 10, 0, false}, {"80-real;90-real", 8, 6, true},        // no PTX: nothing for 10.0
+      {"86-real", 8, 0, false}, {"86-real", 8, 9, true},                         // machine code needs minor >= 6
+      {"90-virtual", 8, 9, false}, {"90-virtual", 12, 0, true},
+      {"90a-real", 9, 0, true}, {"90a", 10, 0, false}, {"90a-virtual", 9, 0, true},
+      {"100f-real", 10, 3, true}, {"100f", 12, 0, false}, {"100-real", 10, 3, true},
+      {"75;80;90", 7, 5, true}, {" 80 ; 90 ", 7, 5, false},
+      {"all", 3, 0, true}, {"native", 7, 5, true}, {"80;all-major", 7, 5, true}, {"", 7, 5, true},  // cannot tell
+  };
+  for (const Case& c : cases) {
+    const std::string why = cuda_arch_problem(c.archs, c.major, c.minor);
+    LN_CHECK_MSG(why.empty() == c.runs, "archs '%s' on %d.%d: '%s'\n", c.archs, c.major, c.minor, why.c_str());
+  }
+  const std::string why = cuda_arch_problem("80;90", 7, 5);
+  LN_CHECK_MSG(why == "compute capability 7.5, and this build's GPU code is for LN_CUDA_ARCHITECTURES=\"80;90\" only "
+                      "(its kernels cannot load there); rebuild for this GPU with LN_CUDA_ARCHITECTURES=\"75;80;90\" "
+                      "npm rebuild langneurons (the CUDA toolkit must target sm_75)",
+               "%s\n", why.c_str());
 }

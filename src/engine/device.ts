@@ -1,5 +1,5 @@
-// Which runtime a model runs on: 'cpu', 'cuda' (the first GPU), 'cuda:N', or 'auto' (a usable GPU, else the CPU,
-// said once on stderr with the reason). An explicit 'cuda' without a usable device is an error, never a silent
+// Which runtime a model runs on: 'cpu', 'cuda' (the first GPU), 'cuda:N', or 'auto' (the first GPU this build can
+// run on, else the CPU, said once on stderr with the reason). An explicit 'cuda' without a usable device is an error, never a silent
 // fallback (node-llama-cpp's and sharp's rule).
 import { existsSync } from 'node:fs';
 
@@ -20,6 +20,14 @@ export function nvidiaDriverPresent(): boolean {
   return existsSync('/proc/driver/nvidia/version') || existsSync('/dev/nvidiactl');
 }
 
+/** Why CUDA device `index` cannot run this build's GPU code ('' when it can): no device (the reason), no such
+ *  index, or a GPU whose compute capability the build has no code for. */
+export function cudaDeviceProblem(cuda: ReturnType<Addon['cudaInfo']>, index = 0): string {
+  if (cuda.devices === 0) return cuda.reason || 'no CUDA device';
+  if (index >= cuda.devices) return `this machine has ${cuda.devices} CUDA device${cuda.devices === 1 ? '' : 's'}`;
+  return cuda.problems?.[index] ?? '';
+}
+
 /** Resolves a request against the addon's CUDA support. `quietAuto`: the default 'auto' (not asked for by the
  *  user) stays quiet on a machine with no NVIDIA driver, where nobody expects a GPU; with a driver, or when
  *  'auto' is asked for explicitly, the fallback to the CPU is said once, with the reason. */
@@ -32,8 +40,9 @@ export function resolveDevice(request: string, addon: Pick<Addon, 'cudaInfo' | '
   if (request === 'auto') {
     // The CUDA simulator (an addon built by scripts/cuda-sim-check.sh) runs kernels on the CPU, far slower than the
     // CPU engine: only an explicit --device cuda uses it.
-    if (cuda.devices > 0 && !cuda.simulated) return 'cuda:0';
-    const why = cuda.simulated ? 'this addon is built on the CUDA simulator, not a GPU' : cuda.reason;
+    const usable = Array.from({ length: cuda.devices }, (_, i) => i).find((i) => !cudaDeviceProblem(cuda, i));
+    if (usable !== undefined && !cuda.simulated) return `cuda:${usable}`;
+    const why = cuda.simulated ? 'this addon is built on the CUDA simulator, not a GPU' : cudaDeviceProblem(cuda);
     if (!(opts.quietAuto && !(opts.driverPresent ?? nvidiaDriverPresent()) && !cuda.simulated) && !fallbackSaid) {
       fallbackSaid = true;
       (opts.warn ?? ((l: string) => process.stderr.write(`${l}\n`)))(
@@ -46,6 +55,8 @@ export function resolveDevice(request: string, addon: Pick<Addon, 'cudaInfo' | '
     throw new LangneuronsError('E_DEVICE', `--device ${request}: no usable CUDA device: ${cuda.reason}`, { field: 'device' });
   if (index >= cuda.devices)
     throw new LangneuronsError('E_DEVICE', `--device ${request}: there ${cuda.devices === 1 ? 'is 1 CUDA device' : `are ${cuda.devices} CUDA devices`} (cuda:0${cuda.devices > 1 ? ` … cuda:${cuda.devices - 1}` : ''})`, { field: 'device' });
+  const problem = cudaDeviceProblem(cuda, index);
+  if (problem) throw new LangneuronsError('E_DEVICE', `--device ${request}: ${problem}`, { field: 'device' });
   return `cuda:${index}`;
 }
 

@@ -139,7 +139,9 @@ export interface Addon {
   NativeIntervention: new (model: NativeModel, arrays: NativeInterventionArrays) => NativeIntervention;
   kernelInfo(): { kernel: string; hardwareThreads: number };
   /** Whether the addon has the CUDA runtime, how many usable devices, and why none ('' when some). */
-  cudaInfo(): { built: boolean; devices: number; reason: string; simulated?: boolean };
+  /** `devices`: the CUDA devices present; `problems[i]`: why this build cannot run on device i ('' when it can: a GPU
+   *  whose compute capability the build has no code for; absent from addons built before the field). */
+  cudaInfo(): { built: boolean; devices: number; reason: string; problems?: string[]; simulated?: boolean };
   /** Measurement hooks for benchmarks/ (synchronous, block the calling thread). */
   bench: {
     gemm(o: { m: number; n: number; k: number; dtype: 'F32' | 'F16' | 'BF16'; compute: 'f32' | 'bf16'; threads: number; reps: number }): number;

@@ -4,7 +4,7 @@
 // run.json records them, and a run resumes only where it started: bit-identical resume is promised on the same
 // device, compute mode and kernel family, nowhere else.
 import { LangneuronsError } from '../errors.js';
-import { resolveDevice, type ResolvedDevice } from '../engine/device.js';
+import { cudaDeviceProblem, resolveDevice, type ResolvedDevice } from '../engine/device.js';
 import { loadAddon, type Addon } from '../native/addon.js';
 import type { NativeTrainer, NativeTrainerMemory, NativeTrainerOptions } from './native.js';
 
@@ -64,9 +64,9 @@ export function resumePlacement(runDir: string, recorded: Partial<Placement>, re
     device = 'cpu';
   } else {
     const cuda = addon.cudaInfo();
-    const index = Number(rec.device.slice(5));
     if (cuda.devices === 0) throw refuse(`no usable CUDA device here (${cuda.reason})`);
-    if (index >= cuda.devices) throw refuse(`this machine has ${cuda.devices} CUDA device${cuda.devices === 1 ? '' : 's'}`);
+    const problem = cudaDeviceProblem(cuda, Number(rec.device.slice(5)));
+    if (problem) throw refuse(problem);
     device = rec.device;
   }
   if (device !== rec.device) throw refuse(`resuming on ${device} is refused`);

@@ -23,15 +23,20 @@ static Napi::Value KernelInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// cudaInfo() -> { built: whether this addon contains the CUDA runtime, devices: usable devices, reason: why
-// there are none ('' when there are), simulated: built on the CUDA simulator (native/cuda_sim: the kernels run on
-// the CPU; tests scale their time limits) }. Never throws: 'auto' device selection asks this first.
+// cudaInfo() -> { built: whether this addon contains the CUDA runtime, devices: the CUDA devices present, reason:
+// why there are none ('' when there are), problems: per device, why this build cannot run on it ('' when it can:
+// a GPU whose compute capability it has no code for), simulated: built on the CUDA simulator (native/cuda_sim: the
+// kernels run on the CPU; tests scale their time limits) }. Never throws: 'auto' device selection asks this first.
 static Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
+  const int devices = ln::cuda_device_count();
   o.Set("built", ln::cuda_built());
-  o.Set("devices", double(ln::cuda_device_count()));
+  o.Set("devices", double(devices));
   o.Set("reason", ln::cuda_unavailable_reason());
+  Napi::Array problems = Napi::Array::New(env, size_t(devices));
+  for (int i = 0; i < devices; ++i) problems.Set(uint32_t(i), ln::cuda_device_problem(i));
+  o.Set("problems", problems);
 #if defined(LN_CUDA_SIM)
   o.Set("simulated", true);
 #else

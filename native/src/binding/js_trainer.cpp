@@ -143,11 +143,8 @@ NativeTrainer::NativeTrainer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<
     if (device < 0) {
       h->trainer = std::make_unique<ln::train::Trainer>(cfg, parsed.weights, int(threads), tspec, topt);
     } else {
-      if (!ln::cuda_built() || ln::cuda_device_count() <= device)
-        throw std::runtime_error("CUDA device " + std::to_string(device) + " is not usable: " +
-                                 (ln::cuda_device_count() > 0 ? std::string("this machine has ") +
-                                      std::to_string(ln::cuda_device_count()) + " CUDA device(s)"
-                                                              : std::string(ln::cuda_unavailable_reason())));
+      const std::string problem = ln::cuda_device_problem(device);
+      if (!problem.empty()) throw std::runtime_error("CUDA device " + std::to_string(device) + " is not usable: " + problem);
       h->trainer = ln::train::make_cuda_trainer(cfg, parsed.weights, device, compute, tspec, topt);
       h->files.clear();  // the device holds its own copy of the weights: unmap the checkpoint
     }

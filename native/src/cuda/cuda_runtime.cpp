@@ -29,6 +29,7 @@
 #include "cuda/train_kernels.h"
 #include "model/intervention.h"
 #include "model/stats.h"
+#include "runtime/cuda_archs.h"
 #include "runtime/cuda_runtime.h"
 #include "runtime/request.h"
 #include "train/param_layout.h"
@@ -727,6 +728,25 @@ bool cuda_built() { return true; }
 int cuda_device_count() { return cuda::device_count(); }
 const char* cuda_unavailable_reason() { return cuda::unavailable_reason(); }
 
+std::string cuda_device_problem(int device_index) {
+  const int n = cuda::device_count();
+  if (n == 0) return std::string("no usable CUDA device: ") + cuda::unavailable_reason();
+  const std::string name = "cuda:" + std::to_string(device_index);
+  if (device_index < 0 || device_index >= n)
+    return name + " does not exist (" + std::to_string(n) + " CUDA device" + (n == 1 ? "" : "s") + ")";
+#if defined(LN_CUDA_ARCHS)
+  try {
+    // A device query, no context made: asking about a GPU costs it no memory.
+    const cuda::DeviceInfo d = cuda::device_info(device_index);
+    const std::string why = cuda_arch_problem(LN_CUDA_ARCHS, d.major, d.minor);
+    if (!why.empty()) return name + " (" + d.name + ") has " + why;
+  } catch (const std::exception& e) {
+    return name + ": " + e.what();
+  }
+#endif
+  return "";
+}
+
 void check_cuda_supported(const ModelConfig& config, const ModelWeights& weights, int device_index, Compute compute,
                           const char* what) {
   const std::string bad = validate_weights(config, weights);  // includes validate_config
@@ -737,10 +757,9 @@ void check_cuda_supported(const ModelConfig& config, const ModelWeights& weights
     throw std::invalid_argument(std::string(what) + ": head_dim must be even and at most 256, got " +
                                 std::to_string(config.head_dim));
   const int n = cuda::device_count();
-  if (n == 0) throw std::runtime_error(std::string("no usable CUDA device (") + cuda::unavailable_reason() + ")");
-  if (device_index < 0 || device_index >= n)
-    throw std::invalid_argument("cuda:" + std::to_string(device_index) + " does not exist (" + std::to_string(n) +
-                                " CUDA device" + (n == 1 ? "" : "s") + ")");
+  if (device_index < 0 || (n > 0 && device_index >= n)) throw std::invalid_argument(cuda_device_problem(device_index));
+  const std::string problem = cuda_device_problem(device_index);
+  if (!problem.empty()) throw std::runtime_error(problem);
 }
 
 std::unique_ptr<Runtime> make_cuda_runtime(const ModelConfig& config, const ModelWeights& weights, int device_index,

@@ -8,7 +8,7 @@
 namespace ln {
 
 // Throws std::invalid_argument (the reason, prefixed by `what`: "CUDA runtime", "CUDA trainer") or
-// std::runtime_error (no usable device).
+// std::runtime_error (no usable device, or a GPU this build has no code for: cuda_device_problem).
 void check_cuda_supported(const ModelConfig& config, const ModelWeights& weights, int device_index, Compute compute,
                           const char* what);
 

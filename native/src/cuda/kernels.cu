@@ -285,6 +285,16 @@ int device_count() {
     else {
       dlclose(driver);
       g_unavailable = std::string("CUDA runtime: ") + cudaGetErrorString(e);
+#if !defined(LN_CUDA_SIM)
+      // Common on clusters: a toolkit newer than the nodes' driver. Say both versions and the two ways out.
+      int driver_version = 0;
+      if (e == cudaErrorInsufficientDriver && cudaDriverGetVersion(&driver_version) == cudaSuccess && driver_version > 0) {
+        const auto version = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
+        g_unavailable = "the NVIDIA driver supports CUDA " + version(driver_version) + " at most, and this build's CUDA " +
+                        "runtime is " + version(CUDART_VERSION) + " (nvcc's): update the driver, or rebuild with the " +
+                        "CUDA toolkit the driver supports on the PATH (npm rebuild langneurons)";
+      }
+#endif
     }
     cudaGetLastError();  // clear the sticky error so later calls are not confused by it
     return 0;

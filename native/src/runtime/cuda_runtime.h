@@ -2,6 +2,7 @@
 // nvcc; runtime/cuda_runtime_stub.cpp answers "built without CUDA" otherwise). Plain C++: no CUDA headers.
 #pragma once
 #include <memory>
+#include <string>
 
 #include "runtime/runtime.h"
 
@@ -13,6 +14,9 @@ bool cuda_built();
 int cuda_device_count();
 // Why cuda_device_count() is 0 ("" when a device is present), for the loud CPU fallback and for errors.
 const char* cuda_unavailable_reason();
+// Why this build cannot run on CUDA device `device_index` ("" when it can): no device, no such index, or a GPU whose
+// compute capability this build's GPU code does not cover (runtime/cuda_archs.h). Never throws.
+std::string cuda_device_problem(int device_index);
 
 // Uploads the weights (host memory: the memory-mapped checkpoint) once to device `device_index` and returns the
 // runtime. bf16: matrices held as bf16 (a BF16 checkpoint as stored; F16/F32 rounded to bf16, which is the CPU's

@@ -14,6 +14,7 @@ static const char* kNotBuilt =
 bool cuda_built() { return false; }
 int cuda_device_count() { return 0; }
 const char* cuda_unavailable_reason() { return kNotBuilt; }
+std::string cuda_device_problem(int) { return kNotBuilt; }
 std::unique_ptr<Runtime> make_cuda_runtime(const ModelConfig&, const ModelWeights&, int, Compute) {
   throw std::runtime_error(kNotBuilt);
 }
