@@ -1,6 +1,6 @@
 // Which runtime a model runs on: 'cpu', 'cuda' (the first GPU), 'cuda:N', or 'auto' (the first GPU this build can
-// run on, else the CPU, said once on stderr with the reason). An explicit 'cuda' without a usable device is an error, never a silent
-// fallback (node-llama-cpp's and sharp's rule).
+// run on, else the CPU, said once on stderr with the reason). An explicit 'cuda' without a usable device is an
+// error, never a silent fallback (node-llama-cpp's and sharp's rule).
 import { existsSync } from 'node:fs';
 
 import { LangneuronsError } from '../errors.js';
