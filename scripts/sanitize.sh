@@ -22,6 +22,7 @@
 #   LN_SANITIZE_STAGES="asan valgrind"   run only some checks
 #   LN_SANITIZE_JOBS=N        test processes at a time (default: nproc)
 #   LN_VALGRIND_EXTRA=...     extra valgrind flags (e.g. --track-origins=yes when chasing an uninitialised value)
+#   LN_SANITIZE_BUILD_ONLY=1  build the binaries and stop (CI builds them early, in the cycles npm test leaves idle)
 # Arguments: an optional test-name substring filter, applied to both checks.
 set -u -o pipefail
 
@@ -91,6 +92,11 @@ if has_stage valgrind; then
   say "[valgrind] configure + build (build-valgrind/, -O1 -g, no sanitizers)"
   build valgrind "$ROOT/build-valgrind" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
     -DLN_OPT=-O1 -DLN_SANITIZE=OFF
+fi
+
+if [[ -n "${LN_SANITIZE_BUILD_ONLY:-}" ]]; then
+  say "built ($STAGES) in $((SECONDS - start_all)) s; LN_SANITIZE_BUILD_ONLY: no test run"
+  exit 0
 fi
 
 # ---- the queue ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -297,11 +298,16 @@ int device_count() {
 #endif
     }
     cudaGetLastError();  // clear the sticky error so later calls are not confused by it
-    return 0;
+  } else if (n == 0) {
+    g_unavailable = "no CUDA device found";
+  } else {
+    g_unavailable.clear();
+    return n;
   }
-  if (n == 0) g_unavailable = "no CUDA device found";
-  else g_unavailable.clear();
-  return n;
+  // Devices hidden by CUDA_VISIBLE_DEVICES (empty, or naming none there is) look like none at all: say so.
+  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES"))
+    g_unavailable += std::string(" (CUDA_VISIBLE_DEVICES=\"") + visible + "\")";
+  return 0;
 }
 
 const char* unavailable_reason() { return g_unavailable.c_str(); }
