@@ -728,3 +728,24 @@ LN_TEST(gpu_model_phase_clock_marks_every_step) {
                 (long long)std::accumulate(tot.marks.begin(), tot.marks.end(), int64_t(0)), tot.total_ms);
   }
 }
+
+// check_cuda_supported (cuda_runtime.cpp): an index the machine does not have is the caller's input
+// (std::invalid_argument, naming the count, the same line as cuda_device_problem); the device the tests run on has
+// no problem, so a runtime is made on it.
+LN_TEST(gpu_model_refuses_a_device_the_machine_does_not_have) {
+  Tiny t(shapes().front());
+  LN_CHECK(cuda_device_problem(0).empty());
+  const int n = cuda_device_count();
+  for (int index : {n, -1}) {
+    bool refused = false;
+    try {
+      make_cuda_runtime(t.cfg, t.w, index, Compute::F32);
+    } catch (const std::invalid_argument& e) {
+      refused = true;
+      LN_CHECK_MSG(std::string(e.what()) == cuda_device_problem(index), "%s\n", e.what());
+      LN_CHECK_MSG(std::string(e.what()).find("does not exist") != std::string::npos, "%s\n", e.what());
+    }
+    LN_CHECK_MSG(refused, "cuda:%d was not refused\n", index);
+  }
+  LN_CHECK(make_cuda_runtime(t.cfg, t.w, 0, Compute::F32) != nullptr);
+}

@@ -756,10 +756,12 @@ void check_cuda_supported(const ModelConfig& config, const ModelWeights& weights
   if (config.head_dim > 256 || config.head_dim % 2 != 0)
     throw std::invalid_argument(std::string(what) + ": head_dim must be even and at most 256, got " +
                                 std::to_string(config.head_dim));
-  const int n = cuda::device_count();
-  if (device_index < 0 || (n > 0 && device_index >= n)) throw std::invalid_argument(cuda_device_problem(device_index));
   const std::string problem = cuda_device_problem(device_index);
-  if (!problem.empty()) throw std::runtime_error(problem);
+  if (problem.empty()) return;
+  // An index the machine does not have is the caller's input; no device or one without code, the machine's state.
+  const int n = cuda::device_count();
+  if (n > 0 && (device_index < 0 || device_index >= n)) throw std::invalid_argument(problem);
+  throw std::runtime_error(problem);
 }
 
 std::unique_ptr<Runtime> make_cuda_runtime(const ModelConfig& config, const ModelWeights& weights, int device_index,
