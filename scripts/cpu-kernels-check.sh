@@ -19,7 +19,8 @@ for a in "$@"; do
 done
 
 build="$root/build-native"
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLN_NATIVE_TESTS=ON -DLN_CUDA=OFF >/dev/null
+# The configuration of scripts/native-tests.mjs (the same folder: nothing is rebuilt for the other).
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLN_NATIVE_TESTS=ON -DLN_CUDA=OFF -DLN_DEBUG_INFO=ON >/dev/null
 cmake --build "$build" -j "$(nproc)" --target native_tests >/dev/null
 tests="$build/native_tests"
 

@@ -3,6 +3,9 @@
 // valgrind, see scripts/sanitize.sh). Extra arguments are passed on as a test-name filter. These are the CPU
 // tests (built without CUDA, quickly); the GPU tests are built with the addon when it has the CUDA runtime and
 // run after them (they report themselves skipped without a device).
+//
+// The build has debug information (-g at full optimisation): the same binary is the one scripts/sanitize.sh runs
+// under valgrind. `--build-only` builds it and stops (sanitize.sh's valgrind check).
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { existsSync } from 'node:fs';
@@ -14,8 +17,10 @@ const run = (cmd, args) => {
   const r = spawnSync(cmd, args, { stdio: 'inherit', cwd: root });
   if (r.status !== 0) process.exit(r.status ?? 1);
 };
-run('cmake', ['-S', root, '-B', dir, '-DCMAKE_BUILD_TYPE=Release', '-DLN_NATIVE_TESTS=ON', '-DLN_CUDA=OFF']);
-run('cmake', ['--build', dir, '-j', '2', '--target', 'native_tests']);
+const buildOnly = process.argv[2] === '--build-only';
+run('cmake', ['-S', root, '-B', dir, '-DCMAKE_BUILD_TYPE=Release', '-DLN_NATIVE_TESTS=ON', '-DLN_CUDA=OFF', '-DLN_DEBUG_INFO=ON']);
+run('cmake', ['--build', dir, '-j', process.env.LN_JOBS ?? '2', '--target', 'native_tests']);
+if (buildOnly) process.exit(0);
 run(path.join(dir, 'native_tests'), process.argv.slice(2));
 
 // The GPU tests come with an addon built with the CUDA runtime (build/native_gpu_tests); each says SKIPPED when

@@ -5,8 +5,10 @@
 #               sanitizers' recommended level: the kernels' intrinsics paths are the same, and it compiles in 2/3
 #               of the time of -O3 for a run 1.4x longer), into build-asan/; every test is run. Any sanitizer
 #               report fails the check.
-#   valgrind:   native_tests built plain (-O1 -g, no sanitizers) into build-valgrind/ and run under valgrind memcheck
-#               (--error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect).
+#   valgrind:   the plain native_tests of `npm test` (build-native/, -O3 engine / -O2 tests with -g, no sanitizers;
+#               built by scripts/native-tests.mjs --build-only, nothing to do when npm test has built it) run under
+#               valgrind memcheck (--error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect).
+#               The binary that passed the tests is the one checked, and no third build of the engine is made.
 #
 # Both binaries are built first; then every test runs in a process of its own (`native_tests =<name>`, so that a
 # report names its test), ASan's and valgrind's from one queue, as many processes at a time as there are cores, the
@@ -89,9 +91,11 @@ if has_stage asan; then
   build asan+ubsan "$ROOT/build-asan" -DCMAKE_BUILD_TYPE=Debug -DLN_SANITIZE=ON -DLN_OPT=-O1
 fi
 if has_stage valgrind; then
-  say "[valgrind] configure + build (build-valgrind/, -O1 -g, no sanitizers)"
-  build valgrind "$ROOT/build-valgrind" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" \
-    -DLN_OPT=-O1 -DLN_SANITIZE=OFF
+  say "[valgrind] configure + build (build-native/, npm test's native tests: -O3/-O2 -g, no sanitizers)"
+  t_build=$SECONDS
+  LN_JOBS="$JOBS" node "$ROOT/scripts/native-tests.mjs" --build-only >"$LOG_DIR/valgrind-build.log" 2>&1 \
+    || { tail -60 "$LOG_DIR/valgrind-build.log" >&2; fail valgrind "build failed"; }
+  say "[valgrind] built in $((SECONDS - t_build)) s"
 fi
 
 if [[ -n "${LN_SANITIZE_BUILD_ONLY:-}" ]]; then
@@ -122,7 +126,7 @@ run_one() {  # run_one <stage>:<test>: writes <stage>-<test>.log and .result ("<
     # shellcheck disable=SC2086
     valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite,indirect \
       --show-leak-kinds=definite,indirect --num-callers=30 ${LN_VALGRIND_EXTRA:-} \
-      "$ROOT/build-valgrind/native_tests" "=$t" >"$LOG_DIR/$stage-$t.log" 2>&1
+      "$ROOT/build-native/native_tests" "=$t" >"$LOG_DIR/$stage-$t.log" 2>&1
   fi
   echo "$? $((SECONDS - t1))" >"$LOG_DIR/$stage-$t.result"
 }
