@@ -155,7 +155,9 @@ describe('profileCorpus', () => {
     expect(s.meta.layers).toEqual([0]);
     expect(s.sites.get('act')!.overZero.length).toBe(model.config.intermediateSize);
     await expect(profileCorpus(model, udhrCorpus(['en']), { languages: ['en'], outDir: out, scope: { ...scope, maxLen: model.contextLength + 1 } }))
-      .rejects.toThrow(/exceed the model's context/);
+      .rejects.toThrow(new RegExp(`exceed the model's context of ${model.contextLength}: give a maxLen \\(--max-len\\) of at most ${model.contextLength}$`));
+    await expect(profileCorpus(model, udhrCorpus(['en']), { languages: ['en'], outDir: out, scope: { ...scope, maxLen: model.contextLength, bos: true } }))
+      .rejects.toThrow(new RegExp(`plus BOS exceed the model's context of ${model.contextLength}: give a maxLen \\(--max-len\\) of at most ${model.contextLength - 1}$`));
     await expect(profileCorpus(model, udhrCorpus(['en']), { languages: ['xx-unknown'], outDir: out, scope })).rejects.toThrow(/xx-unknown/);
   });
 });

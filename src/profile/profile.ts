@@ -98,7 +98,7 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
   const batchTokens = o.batchTokens ?? 4096;
   const needed = o.scope.maxLen + (o.scope.bos ? 1 : 0);
   if (needed > model.contextLength)
-    throw new LangneuronsError('E_OPTIONS', `${o.scope.mode === 'sentences' ? 'sentences' : 'windows'} of ${o.scope.maxLen} tokens${o.scope.bos ? ' plus BOS' : ''} exceed the model's context of ${model.contextLength}`, { field: 'maxLen' });
+    throw new LangneuronsError('E_OPTIONS', `${o.scope.mode === 'sentences' ? 'sentences' : 'windows'} of ${o.scope.maxLen} tokens${o.scope.bos ? ' plus BOS' : ''} exceed the model's context of ${model.contextLength}: give a maxLen (--max-len) of at most ${model.contextLength - (o.scope.bos ? 1 : 0)}`, { field: 'maxLen' });
   for (const lang of o.languages) { checkLanguageId(lang, 'languages'); corpus.source(lang); } // bad or unknown languages fail before any work
   const identity = modelIdentity(model.checkpoint);
   // The weights' content, not only the layout: a checkpoint of other weights under the same path is not resumed.
