@@ -217,3 +217,20 @@ describe('steer forcing with FLORES-coded languages against a udhr-named mask', 
     expect(JSON.parse(await fsp.readFile(out, 'utf8')).sourcesNotInMask).toEqual([]); // both deactivated zh (was: not in the mask)
   }, 60_000);
 });
+
+describe('eval checks every task and language before it evaluates any', () => {
+  it("a language missing from the last task's data fails at once: nothing of the tasks before it is evaluated or written", async () => {
+    const out = path.join(tmp, 'eval-missing-lang');
+    // xcopa has sw (test/fixtures-eval/xcopa/sw), xwinograd has en only
+    const r = await runCli('eval', M, '--task', 'xcopa,xwinograd', '--data', FX, '--langs', 'sw', '--threads', '1', '--out', out);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/xwinograd: no xwinograd data for language 'sw' \(split test\); languages present: en/);
+    expect(r.stderr).not.toMatch(/^xcopa sw/m); // no xcopa result line: it never ran
+    const written = existsSync(out) ? (await fsp.readdir(out)).filter((f) => f.endsWith('.json') || f.endsWith('.jsonl')) : [];
+    expect(written).toEqual([]);
+    // xcopa alone runs and writes its result (it was held back by xwinograd's missing language, nothing else)
+    const ok = await runCli('eval', M, '--task', 'xcopa', '--data', FX, '--langs', 'sw', '--limit', '1', '--threads', '1', '--out', out, '--json');
+    expect(ok.code, ok.stderr).toBe(0);
+    expect((await fsp.readdir(out)).filter((f) => f.startsWith('xcopa__sw__') && f.endsWith('.json'))).toHaveLength(1);
+  }, 60_000);
+});

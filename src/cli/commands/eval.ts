@@ -161,7 +161,10 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
         return sc;
       };
       if (!templated) await scorerFor(''); // a bad spec fails before any data is read
-      const results: EvalResult[] = [];
+      // Every (task, language) is planned (its data found, read and checked, its intervention languages resolved)
+      // before any item runs: a language missing from the last task's data, or a malformed file, fails at once,
+      // not after hours of the evaluations before it.
+      const jobs: { task: TaskName; lang: string; plan: Awaited<ReturnType<typeof prepareTask>>; ivLangs: string[] }[] = [];
       for (const task of tasks as TaskName[]) {
         const root = task === 'ppl' ? o.text ?? o.data : o.data;
         if (!root) throw new LangneuronsError('E_OPTIONS', `${task} needs ${task === 'ppl' ? '--text' : '--data'} <dir>`, { field: task === 'ppl' ? 'text' : 'data' });
@@ -208,22 +211,26 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
             ...(chatContext ? { chatContext } : {}), ...(o.maxGenToks !== undefined ? { maxGenToks: o.maxGenToks } : {}),
           });
           if (o.maxGenToks !== undefined && !generates(plan)) warnOnce(`--max-gen-toks does not apply to ${task} --prompt ${plan.prompt}: it does not generate (it scores log-likelihoods or classifies)`);
-          for (const ivLang of [...new Set(ivLangs(lang))]) {
-            const scorer = await scorerFor(ivLang);
-            // Results are keyed by the evaluated language (file and `lang`) and the intervention's language (variant).
-            const v: Variant = !templated ? variant : {
-              ...variant, intervene: withLanguage(variant.intervene!, ivLang), interveneLang: ivLang,
-              name: o.variant !== undefined ? `${o.variant}@${ivLang}` : defaultName(specsWith(ivLang)),
-            };
-            const progress = new Progress(`${task} ${lang}${ivLang ? ` [${ivLang}]` : ''}`, o);
-            const r = await runPlan(plan, { scorer, outDir: o.out, model: path.resolve(modelDir), modelFingerprint: fingerprint, variant: v, batchItems, onProgress: (d, t) => progress.update(d, t, 'items'),
-              onNotice: (m) => process.stderr.write(`langneurons: ${m}\n`) });
-            progress.done();
-            results.push(r);
-            if (!o.json) {
-              process.stderr.write(`${task} ${lang} [${v.name}, ${plan.prompt}]: ${Object.entries(r.metrics).filter(([, x]) => typeof x === 'number').map(([k, x]) => `${k}=${(x as number).toFixed(4)}`).join(' ')}\n`);
-              if (r.truncatedItems) process.stderr.write(`note: ${r.truncatedItems} of ${r.items} ${task} ${lang} items were longer than the model's context and lost tokens on the left (truncatedItems in the result)\n`);
-            }
+          jobs.push({ task, lang, plan, ivLangs: [...new Set(ivLangs(lang))] });
+        }
+      }
+      const results: EvalResult[] = [];
+      for (const { task, lang, plan, ivLangs } of jobs) {
+        for (const ivLang of ivLangs) {
+          const scorer = await scorerFor(ivLang);
+          // Results are keyed by the evaluated language (file and `lang`) and the intervention's language (variant).
+          const v: Variant = !templated ? variant : {
+            ...variant, intervene: withLanguage(variant.intervene!, ivLang), interveneLang: ivLang,
+            name: o.variant !== undefined ? `${o.variant}@${ivLang}` : defaultName(specsWith(ivLang)),
+          };
+          const progress = new Progress(`${task} ${lang}${ivLang ? ` [${ivLang}]` : ''}`, o);
+          const r = await runPlan(plan, { scorer, outDir: o.out, model: path.resolve(modelDir), modelFingerprint: fingerprint, variant: v, batchItems, onProgress: (d, t) => progress.update(d, t, 'items'),
+            onNotice: (m) => process.stderr.write(`langneurons: ${m}\n`) });
+          progress.done();
+          results.push(r);
+          if (!o.json) {
+            process.stderr.write(`${task} ${lang} [${v.name}, ${plan.prompt}]: ${Object.entries(r.metrics).filter(([, x]) => typeof x === 'number').map(([k, x]) => `${k}=${(x as number).toFixed(4)}`).join(' ')}\n`);
+            if (r.truncatedItems) process.stderr.write(`note: ${r.truncatedItems} of ${r.items} ${task} ${lang} items were longer than the model's context and lost tokens on the left (truncatedItems in the result)\n`);
           }
         }
       }
