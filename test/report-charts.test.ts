@@ -94,6 +94,17 @@ describe('barChart', () => {
     parseSvg(svg);
     expect(svg).toContain('→ ru, none: 13%');
   });
+
+  it('an xLabel titles the category axis below its labels; none without it', () => {
+    const withLabel = barChart({ title: 'per layer', categories: ['0', '1'], groups, stacked: true, xLabel: 'layer', yLabel: 'neurons', height: 300 });
+    parseSvg(withLabel);
+    const title = /<text x="[\d.]+" y="([\d.]+)"[^>]*>layer<\/text>/.exec(withLabel);
+    expect(title).not.toBeNull();
+    const categoryY = Math.max(...[...withLabel.matchAll(/<text x="[\d.]+" y="([\d.]+)" text-anchor="middle" font-size="10">[01]<\/text>/g)].map((m) => Number(m[1])));
+    expect(Number(title![1])).toBeGreaterThan(categoryY);
+    expect(Number(title![1])).toBeLessThan(300);
+    expect(barChart({ title: 'per layer', categories: ['0', '1'], groups, yLabel: 'neurons' })).not.toMatch(/>layer<\/text>/);
+  });
 });
 
 describe('heatmapChart', () => {

@@ -23,7 +23,7 @@ export function layersFigures(a: LayersAnalysis, source: string): Figure[] {
     caption: `Language-specific ${what}: neurons per layer, stacked by language (${totals}). ` +
       `The busiest layer is ${a.layerTotal.indexOf(Math.max(...a.layerTotal))} with ${Math.max(...a.layerTotal)} (language, neuron) pairs.`,
     svg: barChart({
-      title: `Language-specific neurons per layer (${a.method}, ${a.model})`, categories: layers, stacked: true, yLabel: 'neurons',
+      title: `Language-specific neurons per layer (${a.method}, ${a.model})`, categories: layers, stacked: true, xLabel: 'layer', yLabel: 'neurons',
       groups: a.languages.map((l, i) => ({ name: l, values: a.perLayer[i]! })),
     }),
     table: {
@@ -184,7 +184,7 @@ export function weightUpdateFigures(a: WeightUpdateAnalysis): Figure[] {
   const figs: Figure[] = [{
     name: 'delta', table, data: a,
     caption: `Where fine-tuning changed the weights: the Frobenius norm ‖ΔW‖ of each layer's projections${relText}, from ${kind} (${a.source}); total ‖ΔW‖ ${a.totalNorm.toPrecision(4)}.${other}`,
-    svg: barChart({ title: `Norm of the weight change per layer and projection (${path.basename(a.source)})`, categories: layers, yLabel: '‖ΔW‖ (Frobenius)',
+    svg: barChart({ title: `Norm of the weight change per layer and projection (${path.basename(a.source)})`, categories: layers, xLabel: 'layer', yLabel: '‖ΔW‖ (Frobenius)',
       groups: a.projections.map((p, i) => ({ name: p, values: a.norm[i]! })) }),
   }];
   if (a.mask) {
@@ -192,7 +192,7 @@ export function weightUpdateFigures(a: WeightUpdateAnalysis): Figure[] {
     figs.push({ name: 'delta-mask', data: { layers: a.layers, ...m },
       table: { columns: ['layer', 'fraction_in_mask'], rows: [...layers.map((l, k) => [Number(l), m.fractionPerLayer[k] === null ? null : r6(m.fractionPerLayer[k]!)] as Cell[]), ['all', r6(m.fraction)]] },
       caption: `Share of the weight change's energy ‖ΔW‖² on the ${m.neurons} neurons of ${m.source} (rows of gate_proj and up_proj, columns of down_proj), per layer (of all of that layer's change) and overall: ${(100 * m.fraction).toFixed(1)}%. From ${kind} (${a.source}).`,
-      svg: barChart({ title: `Share of the weight change on the mask's neurons (${m.source})`, categories: layers, yLabel: 'share of ‖ΔW‖² (%)', yMax: 100,
+      svg: barChart({ title: `Share of the weight change on the mask's neurons (${m.source})`, categories: layers, xLabel: 'layer', yLabel: 'share of ‖ΔW‖² (%)', yMax: 100,
         groups: [{ name: '', values: m.fractionPerLayer.map((f) => 100 * (f ?? 0)) }], format: (v) => `${v.toFixed(0)}%`, valueLabels: true }) });
   }
   return figs;

@@ -38,6 +38,8 @@ export interface BarChartSpec {
   groups: BarGroup[];
   /** Stack the groups of a category (default: side by side). */
   stacked?: boolean;
+  /** Title of the category axis (e.g. 'layer'); none by default. */
+  xLabel?: string;
   yLabel: string;
   /** Upper end of the y axis (default: from the data). */
   yMax?: number;
@@ -180,6 +182,7 @@ export function barChart(spec: BarChartSpec): string {
       ? `<text transform="translate(${lx.toFixed(1)} ${ly}) rotate(-40)" text-anchor="end" font-size="10">${escapeXml(cat)}</text>`
       : `<text x="${lx.toFixed(1)}" y="${ly}" text-anchor="middle" font-size="10">${escapeXml(cat)}</text>`);
   });
+  if (spec.xLabel) out.push(`<text x="${plot.x + plot.w / 2}" y="${height - 12}" text-anchor="middle" fill="#444">${escapeXml(spec.xLabel)}</text>`);
   if (g > 1 || spec.groups[0]?.name) legend(out, spec.groups.map((x) => x.name), plot.x, MARGIN.top);
   out.push('</svg>');
   return out.join('\n') + '\n';

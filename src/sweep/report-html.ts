@@ -49,7 +49,7 @@ function neuronsSection(r: SweepReport): string {
   const figs = r.neurons.map((n) => {
     const langs = Object.keys(n.perLayer);
     const layers = n.perLayer[langs[0]!]?.length ?? 0;
-    const svg = barChart({ title: `${n.identify}`, categories: Array.from({ length: layers }, (_, i) => `L${i}`), groups: langs.map((l) => ({ name: l, values: n.perLayer[l]! })),
+    const svg = barChart({ title: `${n.identify}`, categories: Array.from({ length: layers }, (_, i) => `L${i}`), xLabel: 'layer', groups: langs.map((l) => ({ name: l, values: n.perLayer[l]! })),
       stacked: true, yLabel: 'neurons', width: 420, height: 260 });
     return figure(svg, `${esc(n.model)}, ${esc(n.identify)}: ${langs.map((l) => `${esc(l)} ${n.total[l]}`).join(', ')} (${n.union} distinct).`);
   });
