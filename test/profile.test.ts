@@ -179,3 +179,40 @@ describe('stats merge of every shard of a run whose corpus is smaller than its b
     expect(m.stderr).toMatch(/^warning: sw: the 2 shards counted \d+ tokens, fewer than their run's budget of 1000000: the corpus holds no more\n$/);
   }, 60_000);
 });
+
+describe('--seq-means with a budget whose mean vectors would not fit in memory', () => {
+  it('is told before the run, with the size per sequence and in all; a budget that fits says nothing', async () => {
+    const os = await import('node:os');
+    const { runCli } = await import('./helpers/cli.js');
+    const c = model.config;
+    // act and q on the first 2 layers: 4 bytes x 2 x (intermediate + heads x head_dim) per sequence
+    const perSequence = 4 * 2 * (c.intermediateSize + c.numHeads * c.headDim);
+    const maxLen = 48;
+    const sequences = Math.ceil(os.totalmem() / 4 / perSequence) * 2; // twice what a quarter of the memory holds
+    const budget = sequences * maxLen;
+    const warned: string[] = [];
+    const out = await tmp();
+    await profileCorpus(model, udhrCorpus(['sw'], { split: 'train' }), {
+      languages: ['sw'], outDir: out, scope: { ...scope, maxLen, tokenBudget: budget }, sites: ['act', 'q'], layers: 2, seqMeans: true,
+      onWarning: (m) => warned.push(m),
+    });
+    const heavy = warned.filter((m) => m.startsWith('--seq-means'));
+    expect(heavy).toHaveLength(1);
+    const gib = (sequences * perSequence / 2 ** 30).toFixed(1);
+    expect(heavy[0]).toContain(`(${(perSequence / 2 ** 20).toFixed(1)} MiB each: 2 layers of act, q): a budget of ${budget} tokens in windows of up to 48 tokens is about ${sequences} sequences, ${gib} GiB per language`);
+    // the file was still written (the corpus holds far fewer tokens than the budget)
+    expect((await readStats(statsFileFor(out, 'sw'))).sites.get('act')!.seqMeans).toBeDefined();
+    // the CLI prints it as a warning; a small budget, or no --seq-means, prints none
+    const r = await runCli('profile', fixturePath('tiny-qwen2'), '--corpus', 'udhr:train', '--langs', 'sw', '--tokens', String(budget), '--max-len', String(maxLen),
+      '--sites', 'act,q', '--layers', '2', '--seq-means', '--shard', '1/2', '--threads', '1', '--out', path.join(out, 'cli'));
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`warning: --seq-means keeps every sequence's mean vector`);
+    expect(r.stderr).toContain(`(shard 1/2) is about ${Math.ceil(sequences / 2)} sequences`);
+    for (const extra of [['--tokens', '2000', '--seq-means'], ['--tokens', String(budget)]]) {
+      const q = await runCli('profile', fixturePath('tiny-qwen2'), '--corpus', 'udhr:train', '--langs', 'sw', '--max-len', String(maxLen), ...extra,
+        '--threads', '1', '--out', path.join(out, `quiet${extra.length}${extra[2] ?? ''}`));
+      expect(q.code, q.stderr).toBe(0);
+      expect(q.stderr).not.toMatch(/seq-means/);
+    }
+  }, 60_000);
+});

@@ -6,6 +6,7 @@
 // (src/profile/thresholds.ts; Mondal's act-prob-Xp).
 import { randomUUID } from 'node:crypto';
 import { existsSync, promises as fsp } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 import { scopeBatches, type ScopePosition } from '../corpus/scopes.js';
@@ -76,6 +77,38 @@ export async function profileCorpus(model: LanguageModel, corpus: Corpus, o: Pro
   return withOutputLock(o.outDir, 'profile', () => profileCorpusLocked(model, corpus, o));
 }
 
+/** Units per layer that a statistic of `site` has in this model. */
+function siteWidth(model: LanguageModel, site: Site): number {
+  const c = model.checkpoint.config;
+  switch (site) {
+    case 'q': return c.numHeads * c.headDim;
+    case 'k': case 'v': return c.numKvHeads * c.headDim;
+    case 'o': case 'down': case 'resid': return c.hiddenSize;
+    default: return c.intermediateSize;
+  }
+}
+
+/**
+ * --seq-means keeps one mean vector per sequence (every profiled layer and unit of every site), in memory until the
+ * language's file is written: on an 8B model 1.8 MB per sequence at `act` alone, so a token budget meant for counts
+ * (100M tokens, ~200k windows) asks for hundreds of GB. Said before the run when a language's budget implies more
+ * than a quarter of this machine's memory (the corpus may hold fewer tokens; sentences may be shorter than --max-len,
+ * and then there are more of them).
+ */
+function seqMeansWarning(model: LanguageModel, o: ProfileOptions, sites: Site[], layers: number): string | null {
+  const budget = o.scope.tokenBudget;
+  if (!budget) return null;
+  const perSequence = 4 * layers * sites.reduce((n, site) => n + siteWidth(model, site), 0);
+  const sequences = Math.ceil(budget / o.scope.maxLen / (o.shard?.count ?? 1));
+  const bytes = sequences * perSequence;
+  if (bytes <= os.totalmem() / 4) return null;
+  const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
+  return `--seq-means keeps every sequence's mean vector (${(perSequence / 2 ** 20).toFixed(1)} MiB each: ${layers} layers of ${sites.join(', ')}): ` +
+    `a budget of ${budget} tokens in ${o.scope.mode} of up to ${o.scope.maxLen} tokens${o.shard ? ` (shard ${o.shard.index + 1}/${o.shard.count})` : ''} is ` +
+    `${o.scope.mode === 'sentences' ? 'at least ' : 'about '}${sequences} sequences, ${gib(bytes)} per language, in memory and in each <lang>.safetensors ` +
+    `(this machine has ${gib(os.totalmem())}): profile the sequence means over fewer tokens (--tokens) or layers (--layers), in a run of their own`;
+}
+
 /** What one language's profile counts, and the key of everything that changes it (resume only under the same key). */
 interface LanguageRun {
   source: LanguageSource;
@@ -134,6 +167,8 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
   // write, or one made with other options) leaves the folder exactly as it was.
   const plans: LanguagePlan[] = [];
   for (const lang of o.languages) plans.push(await planLanguage(lang, o, runOf));
+  const heavy = o.seqMeans ? seqMeansWarning(model, o, sites, layers) : null;
+  if (heavy && plans.some((p) => p.todo === 'profile')) o.onWarning?.(heavy);
 
   const results: LanguageProfile[] = [];
   for (const plan of plans) {

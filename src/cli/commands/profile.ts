@@ -66,7 +66,8 @@ export function registerProfile(program: Command): void {
     .option('--layers <n>', 'profile layers 0..n-1 only (later layers are not run)', parseIntOption('--layers', 1))
     .option('--batch-tokens <n>', 'tokens per forward', parseIntOption('--batch-tokens', 1), 4096)
     .option('--histogram <lo:hi:bins>', 'also keep per-neuron histograms over shared bins, e.g. -0.5:4:256', parseHistogram)
-    .option('--seq-means', 'also keep each sequence\'s mean activation vector (for average precision, p_max, p_median)')
+    .option('--seq-means', 'also keep each sequence\'s mean activation vector (for average precision, p_max, p_median): 4 bytes per layer and unit ' +
+      'per sequence, in memory until the file is written (1.8 MB a sequence at act on an 8B model): a budget of its own, e.g. --tokens 2M')
     .option('--above-quantile <q>', 'also count, per neuron, the tokens whose value exceeds the language\'s own q-quantile from --thresholds-from (act-prob-75p/90p/95p: 0.75/0.9/0.95)', parseQuantile('--above-quantile'))
     .option('--thresholds-from <dir>', 'an earlier pass\'s output folder, profiled with --histogram, whose histograms give the per-neuron quantiles of --above-quantile')
     .option('--checkpoint-tokens <n>', 'write a resumable checkpoint every n counted tokens', parseTokenCount('--checkpoint-tokens'), 1_000_000)
