@@ -9,6 +9,7 @@ import type { LanguageModel } from '../engine/model.js';
 import type { NativeIntervention } from '../native/addon.js';
 import { loadAddon } from '../native/addon.js';
 import { modelIdentity } from '../profile/identity.js';
+import { siteWidths } from '../profile/stats.js';
 import { resolveSpecs } from './resolve.js';
 import { parseInterventionFile, parseInterventionSpec, type InterventionSite, type InterventionSpec } from './spec.js';
 
@@ -47,8 +48,8 @@ export function warnOnce(message: string): void {
 
 /** Units per layer of `model` at each intervention site (what neurons=all covers and masks must match). */
 export function interventionSiteWidths(model: LanguageModel): Record<InterventionSite, number> {
-  const c = model.checkpoint.config, ffn = c.intermediateSize;
-  return { act: ffn, gate: ffn, h: ffn, up: ffn, q: c.numHeads * c.headDim, k: c.numKvHeads * c.headDim, v: c.numKvHeads * c.headDim, o: c.hiddenSize, down: c.hiddenSize };
+  const { resid: _, ...widths } = siteWidths(model.checkpoint.config);
+  return widths;
 }
 
 /** Resolves specs (CLI strings or canonical objects, applied in order) against `model`. */

@@ -20,7 +20,7 @@ import { refuseOutputIsInput } from '../io/outdir.js';
 import { readSafetensorsHeader, readTensor, type SafetensorsHeader } from '../io/safetensors.js';
 import { modelFingerprint } from '../model/fingerprint.js';
 import { modelIdentity } from './identity.js';
-import { concatSeqMeans, languageStatsFile, mergedMeta, mergeStats, readStatsFile, writeStats, STATS_FORMAT, type ActivationStats, type Site, type StatsMeta, type TokenScope } from './stats.js';
+import { concatSeqMeans, languageStatsFile, mergedMeta, mergeStats, readStatsFile, siteWidths, writeStats, STATS_FORMAT, type ActivationStats, type Site, type StatsMeta, type TokenScope } from './stats.js';
 import { checkAboveQuantile, openBinWarning, thresholdsFromEarlierPass, type PassThresholds } from './thresholds.js';
 
 export { TOOL_VERSION } from '../version.js';
@@ -77,17 +77,6 @@ export async function profileCorpus(model: LanguageModel, corpus: Corpus, o: Pro
   return withOutputLock(o.outDir, 'profile', () => profileCorpusLocked(model, corpus, o));
 }
 
-/** Units per layer that a statistic of `site` has in this model. */
-function siteWidth(model: LanguageModel, site: Site): number {
-  const c = model.checkpoint.config;
-  switch (site) {
-    case 'q': return c.numHeads * c.headDim;
-    case 'k': case 'v': return c.numKvHeads * c.headDim;
-    case 'o': case 'down': case 'resid': return c.hiddenSize;
-    default: return c.intermediateSize;
-  }
-}
-
 /**
  * --seq-means keeps one mean vector per sequence (every profiled layer and unit of every site), in memory until the
  * language's file is written: on an 8B model 1.8 MB per sequence at `act` alone, so a token budget meant for counts
@@ -98,7 +87,8 @@ function siteWidth(model: LanguageModel, site: Site): number {
 function seqMeansWarning(model: LanguageModel, o: ProfileOptions, sites: Site[], layers: number): string | null {
   const budget = o.scope.tokenBudget;
   if (!budget) return null;
-  const perSequence = 4 * layers * sites.reduce((n, site) => n + siteWidth(model, site), 0);
+  const widths = siteWidths(model.checkpoint.config);
+  const perSequence = 4 * layers * sites.reduce((n, site) => n + widths[site], 0);
   const sequences = Math.ceil(budget / o.scope.maxLen / (o.shard?.count ?? 1));
   const bytes = sequences * perSequence;
   if (bytes <= os.totalmem() / 4) return null;

@@ -9,6 +9,7 @@ import path from 'node:path';
 
 import { isLanguageId } from '../corpus/language-id.js';
 import { LangneuronsError } from '../errors.js';
+import type { ModelConfig } from '../model/config.js';
 import {
   readSafetensorsHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorData, type TensorInfo, type TensorToWrite,
 } from '../io/safetensors.js';
@@ -19,6 +20,12 @@ export type Site = 'act' | 'gate' | 'h' | 'up' | 'q' | 'k' | 'v' | 'o' | 'down' 
 export const SITES: readonly Site[] = ['act', 'gate', 'h', 'up', 'q', 'k', 'v', 'o', 'down', 'resid'];
 /** Sites whose units are the FFN neurons (width = intermediate size). */
 export const NEURON_SITES: readonly Site[] = ['act', 'gate', 'h', 'up'];
+
+/** Units per layer at every site of a model of this shape. */
+export function siteWidths(c: Pick<ModelConfig, 'intermediateSize' | 'hiddenSize' | 'numHeads' | 'numKvHeads' | 'headDim'>): Record<Site, number> {
+  const ffn = c.intermediateSize, kv = c.numKvHeads * c.headDim;
+  return { act: ffn, gate: ffn, h: ffn, up: ffn, q: c.numHeads * c.headDim, k: kv, v: kv, o: c.hiddenSize, down: c.hiddenSize, resid: c.hiddenSize };
+}
 
 export const STATS_FORMAT = 'langneurons-stats/1';
 
