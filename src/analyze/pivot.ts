@@ -6,9 +6,13 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError, describeError } from '../errors.js';
+import { canonicalLang } from '../eval/prompts.js';
+import { RESULT_KEYS, resultKeyValues, type ResultKeyName } from '../eval/results.js';
 
-export const PIVOT_KEYS = ['task', 'lang', 'variant', 'prompt', 'model'] as const;
-export type PivotKey = typeof PIVOT_KEYS[number];
+/** What evaluated (task, lang, variant, prompt, model) and the settings that give a result of its own (data, split,
+ *  limit, tokenize, max-gen-toks, compute, device): src/eval/results.ts. */
+export const PIVOT_KEYS = RESULT_KEYS;
+export type PivotKey = ResultKeyName;
 
 export interface ResultRecord { file: string; keys: Record<PivotKey, string>; items: number | null; metrics: Record<string, number> }
 
@@ -31,25 +35,13 @@ async function walk(dir: string, out: string[]): Promise<void> {
 export function resultRecord(file: string, v: unknown): ResultRecord | null {
   const r = v as Record<string, unknown> | null;
   if (!r || typeof r !== 'object' || typeof r['schema'] !== 'string' || !r['schema'].startsWith('langneurons.eval/')) return null;
-  const bad = (field: string, want: string) => new LangneuronsError('E_DATA', `${file}: field '${field}' must be ${want}`, { file, field });
-  const str = (k: string, fallback?: string): string => {
-    const x = r[k];
-    if (typeof x === 'string') return x;
-    if (x === undefined && fallback !== undefined) return fallback;
-    throw bad(k, 'a string');
-  };
-  const variant = r['variant'];
-  const variantName = typeof variant === 'string' ? variant
-    : variant && typeof variant === 'object' && typeof (variant as { name?: unknown }).name === 'string' ? (variant as { name: string }).name : null;
-  if (variantName === null) throw bad('variant', 'a name or an object with a string "name"');
+  const keys = resultKeyValues(r);
+  if ('missing' in keys) throw new LangneuronsError('E_DATA', `${file}: field '${keys.missing}' must be ${keys.want}`, { file, field: keys.missing });
   const m = r['metrics'];
-  if (!m || typeof m !== 'object' || Array.isArray(m)) throw bad('metrics', 'an object of metric values');
+  if (!m || typeof m !== 'object' || Array.isArray(m)) throw new LangneuronsError('E_DATA', `${file}: field 'metrics' must be an object of metric values`, { file, field: 'metrics' });
   const metrics: Record<string, number> = {};
   for (const [k, x] of Object.entries(m)) if (typeof x === 'number' && Number.isFinite(x)) metrics[k] = x;
-  return {
-    file, items: typeof r['items'] === 'number' ? r['items'] : null, metrics,
-    keys: { task: str('task'), lang: str('lang'), variant: variantName, prompt: str('prompt', ''), model: str('model', '') },
-  };
+  return { file, items: typeof r['items'] === 'number' ? r['items'] : null, metrics, keys };
 }
 
 /** Every evaluation result under `dir`, recursively, in path order. */
@@ -107,7 +99,8 @@ const mean = (xs: (number | null)[]): number | null => {
 
 export function pivotResults(all: ResultRecord[], o: PivotOptions): Pivot {
   if (o.rows === o.cols) throw new LangneuronsError('E_OPTIONS', `--rows and --cols are both '${o.rows}'`, { field: 'cols' });
-  const sel = all.filter((r) => Object.entries(o.where ?? {}).every(([k, v]) => r.keys[k as PivotKey] === v));
+  // (a language given in --where matches it under any of its names, as the results' languages are canonical)
+  const sel = all.filter((r) => Object.entries(o.where ?? {}).every(([k, v]) => r.keys[k as PivotKey] === (k === 'lang' ? canonicalLang(v) : v)));
   if (!sel.length) throw new LangneuronsError('E_INPUT', `no evaluation results${o.where && Object.keys(o.where).length ? ` with ${Object.entries(o.where).map(([k, v]) => `${k}=${v}`).join(', ')}` : ''}`);
   const have = () => [...new Set(sel.flatMap((r) => Object.keys(r.metrics)))].sort().join(', ');
   const metric = o.metric ?? PREFERRED_METRICS.find((m) => sel.every((r) => m in r.metrics));
@@ -119,8 +112,10 @@ export function pivotResults(all: ResultRecord[], o: PivotOptions): Pivot {
     const k = `${r.keys[o.rows]}\u0000${r.keys[o.cols]}`;
     const prev = cell.get(k);
     if (prev) {
-      const differ = PIVOT_KEYS.filter((x) => x !== o.rows && x !== o.cols && prev.keys[x] !== r.keys[x]).map((x) => `${x} ${prev.keys[x]} / ${r.keys[x]}`);
-      throw new LangneuronsError('E_INPUT', `${r.file}: a second result for ${o.rows}=${r.keys[o.rows]}, ${o.cols}=${r.keys[o.cols]} (first: ${prev.file}; they differ in ${differ.join(', ') || 'nothing'}); narrow with --where`, { file: r.file });
+      const differ = PIVOT_KEYS.filter((x) => x !== o.rows && x !== o.cols && prev.keys[x] !== r.keys[x]);
+      const how = differ.map((x) => `${x} ${prev.keys[x] || "''"} / ${r.keys[x] || "''"}`).join(', ');
+      const narrow = differ.length ? `narrow with --where (e.g. ${differ[0]}=${r.keys[differ[0]!]}) or make ${differ[0]} the --rows or --cols` : 'they are the same evaluation twice: keep one of the files';
+      throw new LangneuronsError('E_INPUT', `${r.file}: a second result for ${o.rows}=${r.keys[o.rows]}, ${o.cols}=${r.keys[o.cols]} (first: ${prev.file}; they differ in ${how || 'nothing'}); ${narrow}`, { file: r.file });
     }
     cell.set(k, r);
   }
@@ -140,7 +135,7 @@ export function pivotResults(all: ResultRecord[], o: PivotOptions): Pivot {
   for (const k of PIVOT_KEYS) {
     if (k === o.rows || k === o.cols) continue;
     const vs = new Set(sel.map((r) => r.keys[k]));
-    if (vs.size === 1) fixed[k] = [...vs][0]!;
+    if (vs.size === 1 && [...vs][0] !== '') fixed[k] = [...vs][0]!; // ('' = not recorded)
   }
   return {
     metric, rowKey: o.rows, colKey: o.cols, rows, cols, values, baseline: o.baseline ?? null, delta, lowResource: low,

@@ -7,8 +7,57 @@ import { LangneuronsError, describeError } from '../errors.js';
 import { canonicalLang } from './prompts.js';
 import { READABLE_SCHEMAS, type EvalResult } from './run.js';
 
-export const TABLE_KEYS = ['task', 'lang', 'variant', 'prompt', 'model'] as const;
-export type TableKey = typeof TABLE_KEYS[number];
+/** What tells results apart: what was evaluated (task, lang, variant, prompt, model), then the settings that give a
+ *  result of its own (docs/EVAL.md): the data files, split, --limit, flores' BLEU tokenizer, --max-gen-toks, the
+ *  compute mode and the device. `results table` and `results pivot` lay results out and filter them by these. */
+export const RESULT_KEYS = ['task', 'lang', 'variant', 'prompt', 'model', 'data', 'split', 'limit', 'tokenize', 'max-gen-toks', 'compute', 'device'] as const;
+export type ResultKeyName = typeof RESULT_KEYS[number];
+export const TABLE_KEYS = RESULT_KEYS;
+export type TableKey = ResultKeyName;
+
+/** The keys' values of a result file's JSON, read tolerantly (fields that older results lack are ''); null when a
+ *  required field (task, lang, variant name) is missing or not a string. The language is the canonical one: en,
+ *  English, eng_Latn and MMMLU's EN-US are one language. */
+export function resultKeyValues(r: Record<string, unknown>): Record<ResultKeyName, string> | { missing: string; want: string } {
+  const text = (k: string): string | undefined => (typeof r[k] === 'string' ? r[k] as string : undefined);
+  const v = r['variant'];
+  const variant = typeof v === 'string' ? v : v && typeof v === 'object' && typeof (v as { name?: unknown }).name === 'string' ? (v as { name: string }).name : undefined;
+  if (variant === undefined) return { missing: 'variant', want: 'a name or an object with a string "name"' };
+  for (const k of ['task', 'lang']) if (text(k) === undefined) return { missing: k, want: 'a string' };
+  for (const k of ['prompt', 'model']) if (r[k] !== undefined && text(k) === undefined) return { missing: k, want: 'a string' };
+  const obj = (k: string): Record<string, unknown> => (r[k] && typeof r[k] === 'object' ? r[k] as Record<string, unknown> : {});
+  const data = Array.isArray(r['data']) ? (r['data'] as { path?: unknown }[]).map((d) => (typeof d?.path === 'string' ? d.path : '')).join(' ') : '';
+  const limit = r['limit'] === null ? 'all' : typeof r['limit'] === 'number' ? String(r['limit']) : '';
+  const signature = obj('metrics')['bleu_signature'];
+  const tokenize = typeof signature === 'string' ? /(?:^|\|)tok:([^|]*)/.exec(signature)?.[1] ?? '' : '';
+  const maxNew = obj('generation')['maxNewTokens'];
+  const compute = obj('compute');
+  return {
+    task: text('task')!, lang: canonicalLang(text('lang')!), variant, prompt: text('prompt') ?? '', model: text('model') ?? '', data,
+    split: text('split') ?? '', limit, tokenize, 'max-gen-toks': typeof maxNew === 'number' ? String(maxNew) : '',
+    compute: typeof compute['mode'] === 'string' ? compute['mode'] : '', device: typeof compute['device'] === 'string' ? compute['device'] : '',
+  };
+}
+
+/** The extra keys, in the order `results table` adds them where results would otherwise share a row. */
+const DISTINGUISHING: ResultKeyName[] = ['prompt', 'model', 'data', 'split', 'limit', 'tokenize', 'max-gen-toks', 'compute', 'device'];
+
+/** The keys (after `by`) that tell apart results sharing `by`'s values: for each group of results that share them,
+ *  the first key of DISTINGUISHING whose values differ in it is added, until no group is left or no key differs. */
+export function distinguishingKeys<T>(items: T[], by: ResultKeyName[], values: (x: T) => Record<ResultKeyName, string>): ResultKeyName[] {
+  const keys = [...by];
+  for (;;) {
+    const groups = new Map<string, T[]>();
+    for (const x of items) {
+      const k = keys.map((key) => values(x)[key]).join('\u0000');
+      groups.set(k, [...(groups.get(k) ?? []), x]);
+    }
+    const shared = [...groups.values()].filter((g) => g.length > 1);
+    const next = DISTINGUISHING.find((key) => !keys.includes(key) && shared.some((g) => new Set(g.map((x) => values(x)[key])).size > 1));
+    if (!next) return keys;
+    keys.push(next);
+  }
+}
 
 /** Every result JSON under `dir`, sub-folders included (item checkpoints and other JSON files are skipped). */
 export async function readResults(dir: string): Promise<EvalResult[]> {
@@ -32,36 +81,32 @@ export async function readResults(dir: string): Promise<EvalResult[]> {
   return out;
 }
 
-export interface Table { columns: string[]; rows: (string | number)[][] }
+/** A missing metric is null (JSON) or an empty cell (text, CSV). */
+export interface Table { columns: string[]; rows: (string | number | null)[][] }
 
 export function keyValue(r: EvalResult, k: TableKey): string {
-  if (k === 'variant') return r.variant.name;
-  if (k === 'lang') return canonicalLang(r.lang); // en, English, eng_Latn and MMMLU's EN-US are one language
-  return String(r[k]);
+  const v = resultKeyValues(r as unknown as Record<string, unknown>);
+  return 'missing' in v ? '' : v[k];
 }
 
-/** The default row keys: task, lang and variant, and the prompt where results would otherwise share a row's keys
- *  (Belebele `generate` and `lm-eval` of one language and variant would look like one result twice). */
+/** The default row keys: task, lang and variant, and where results would otherwise share a row, the keys that tell
+ *  them apart (the prompt: Belebele `generate` and `lm-eval` of one language and variant; the model, the --limit,
+ *  the BLEU tokenizer, ...: see DISTINGUISHING). */
 export function defaultBy(results: EvalResult[]): TableKey[] {
-  const by: TableKey[] = ['task', 'lang', 'variant'];
-  const promptOf = new Map<string, string>();
-  for (const r of results) {
-    const k = by.map((x) => keyValue(r, x)).join('\u0000');
-    const p = promptOf.get(k);
-    if (p !== undefined && p !== String(r.prompt)) return [...by, 'prompt'];
-    promptOf.set(k, String(r.prompt));
-  }
-  return by;
+  return distinguishingKeys(results, ['task', 'lang', 'variant'], (r) => {
+    const v = resultKeyValues(r as unknown as Record<string, unknown>);
+    return 'missing' in v ? Object.fromEntries(RESULT_KEYS.map((k) => [k, ''])) as Record<ResultKeyName, string> : v;
+  });
 }
 
 export function buildTable(results: EvalResult[], by: TableKey[]): Table {
   const metrics = [...new Set(results.flatMap((r) => Object.keys(r.metrics).filter((m) => typeof r.metrics[m] === 'number')))].sort();
-  const rows = results.map((r) => [...by.map((k) => keyValue(r, k)), r.items, ...metrics.map((m) => (typeof r.metrics[m] === 'number' ? r.metrics[m] as number : ''))]);
+  const rows = results.map((r) => [...by.map((k) => keyValue(r, k)), r.items, ...metrics.map((m) => (typeof r.metrics[m] === 'number' ? r.metrics[m] as number : null))]);
   rows.sort((a, b) => { for (let i = 0; i < by.length; i++) { const c = String(a[i]).localeCompare(String(b[i])); if (c) return c; } return 0; });
   return { columns: [...by, 'items', ...metrics], rows };
 }
 
-const fmt = (v: string | number): string => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(4)) : v);
+const fmt = (v: string | number | null): string => (v === null ? '' : typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(4)) : v);
 
 export function tableText(t: Table): string {
   const cells = [t.columns, ...t.rows.map((r) => r.map(fmt))];
@@ -70,7 +115,7 @@ export function tableText(t: Table): string {
 }
 
 export function tableCsv(t: Table): string {
-  const q = (v: string | number) => { const s = typeof v === 'number' ? String(v) : v; return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s; };
+  const q = (v: string | number | null) => { const s = v === null ? '' : typeof v === 'number' ? String(v) : v; return /[",\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s; };
   return [t.columns, ...t.rows].map((r) => r.map(q).join(',')).join('\n') + '\n';
 }
 

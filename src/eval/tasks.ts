@@ -344,6 +344,8 @@ async function prepareXquad(o: PrepareOptions): Promise<TaskPlan> {
     const a = row.answers as { text?: unknown } | null;
     if (!a || typeof a !== 'object' || !Array.isArray(a.text) || !a.text.every((t) => typeof t === 'string'))
       throw new LangneuronsError('E_DATA', `${file}: row ${i}: column "answers" must be {text: [...], answer_start: [...]}`, { file, field: 'answers' });
+    // (lm-eval reads answers["text"][0]; EM / F1 against no answer at all mean nothing)
+    if (!a.text.length) throw new LangneuronsError('E_DATA', `${file}: row ${i}: column "answers" holds no answer text`, { file, field: 'answers' });
     const id = idOf(file, i, typeof row.id === 'string' ? row.id : String(g));
     const context = str(file, row, i, 'context'), question = str(file, row, i, 'question');
     // lm-eval scores against answers["text"][0] only (doc_to_target; utils.process_results_qa)
@@ -445,6 +447,11 @@ export function isTask(t: string): t is TaskName { return (TASKS as readonly str
 export async function prepareTask(task: string, o: PrepareOptions): Promise<TaskPlan> {
   if (!isTask(task)) throw new LangneuronsError('E_OPTIONS', `unknown task '${task}' (tasks: ${TASKS.join(', ')})`, { field: 'task' });
   const plan = await prepare(task, o);
+  // acc_norm divides a choice's log-likelihood by its length, as lm-eval does: an empty choice has none.
+  for (const it of plan.items) {
+    const empty = it.kind === 'mc' ? it.choices.findIndex((c) => c.length === 0) : -1;
+    if (empty >= 0) throw new LangneuronsError('E_DATA', `${plan.files.join(', ')}: item ${it.id}: choice ${empty + 1} is empty`, { file: plan.files[0]! });
+  }
   let template = TEMPLATES[`${task}/${plan.prompt}`] ?? ARITHMETICS_TEMPLATES[`${task}/${plan.prompt}`] ?? plan.prompt;
   // Through a chat template the requests are not the plain template's: the record says how they differ.
   if (o.chatContext && task !== 'ppl')

@@ -81,7 +81,8 @@ export function pivotFigures(p: Pivot, source: string): Figure[] {
   const colIdx = shownCols.map((c) => p.cols.indexOf(c));
   const shown = (allDelta ?? allValues).map((r) => colIdx.map((j) => r[j] ?? NaN));
   const num = (v: number | null | undefined, sign = false) => (v === null || v === undefined || !Number.isFinite(v) ? 'n/a' : `${sign && v >= 0 ? '+' : ''}${v.toFixed(Math.abs(v) >= 10 ? 1 : 3)}`);
-  const fixed = Object.entries(p.fixed).filter(([, v]) => v !== '').map(([k, v]) => `${k} ${v}`).join(', ');
+  // (the data files' paths are in the data, not the caption; the whole split is the default)
+  const fixed = Object.entries(p.fixed).filter(([k, v]) => v !== '' && k !== 'data' && !(k === 'limit' && v === 'all')).map(([k, v]) => `${k} ${v}`).join(', ');
   const lower = /ppl|perplexity|nll|loss/i.test(p.metric) ? ' (lower is better for this metric)' : '';
   const caption = `${p.metric} of ${p.results} evaluation results under ${source}${fixed ? ` (${fixed})` : ''}, ${p.rowKey} × ${p.colKey}` +
     (p.baseline ? `: each cell is the difference to ${p.colKey} ${p.baseline} in the same row${lower}` : lower) +

@@ -10,7 +10,7 @@ import { ModelScorer } from '../../eval/scorer.js';
 import { lmEvalChatContext, requireChatTemplate, type ChatPrompting } from '../../generate/chat.js';
 import { addInterventionOptions, interventionFromCli, interventionUsesLanguage, warnOnce, withLanguage, type Intervention } from '../../intervene/index.js';
 import { datasetDir, generates, isTask, languagesIn, prepareTask, PROMPT_FORMATS, TASKS, type TaskName } from '../../eval/tasks.js';
-import { runPlan, type EvalResult, type Variant } from '../../eval/run.js';
+import { requestsHash, runPlan, type EvalResult, type Variant } from '../../eval/run.js';
 import { deltaVariant } from '../../eval/delta-cache.js';
 import { mergeDtype } from '../../train/finetune.js';
 import { HeadClassifier } from '../../train/head.js';
@@ -177,7 +177,10 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
           if (!o.langs) throw new LangneuronsError('E_OPTIONS', `${task} needs --langs`, { field: 'langs' });
           langs = o.langs === 'all' ? await languagesIn(task, ddir, o.split, o.prompt) : o.langs.split(',').map((s) => s.trim()).filter(Boolean);
         }
-        if (!langs.length) throw new LangneuronsError('E_OPTIONS', `${task}: no language to evaluate in ${ddir} (--${task === 'flores' ? 'pairs' : 'langs'} names none)`, { field: task === 'flores' ? 'pairs' : 'langs' });
+        const langOption = task === 'flores' ? 'pairs' : 'langs';
+        if (!langs.length) throw new LangneuronsError('E_OPTIONS', `${task}: no language to evaluate in ${ddir} (--${langOption} names none)`, { field: langOption });
+        const twice = langs.find((l, i) => langs.indexOf(l) !== i);
+        if (twice !== undefined) throw new LangneuronsError('E_OPTIONS', `--${langOption}: '${twice}' is given twice`, { field: langOption });
         // The language an item is "in": a FLORES pair's target (the language the translation is written in).
         const itemLang = (lang: string): string => (task === 'flores' ? lang.slice(lang.indexOf('-') + 1) : lang);
         // The mask's name for a dataset's language: datasets name languages their own way (deu_Latn, German, de_de);
@@ -204,12 +207,22 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
           : o.interveneLangs.split(',').map((s) => s.trim()).filter(Boolean);
         // Every intervention language resolved before any item runs: a language the mask lacks fails first.
         for (const l of new Set(langs.flatMap(ivLangs))) await scorerFor(l);
+        const dataOf = new Map<string, string>(); // the requests' hash → the language that asks them
         for (const lang of langs) {
           const plan = await prepareTask(task, {
             dir: ddir, lang, langNames, ...(o.prompt && task !== 'ppl' ? { prompt: o.prompt } : {}),
             ...(o.split ? { split: o.split } : {}), ...(o.limit ? { limit: o.limit } : {}), ...(o.bleuTokenize ? { bleuTokenize: o.bleuTokenize } : {}),
             ...(chatContext ? { chatContext } : {}), ...(o.maxGenToks !== undefined ? { maxGenToks: o.maxGenToks } : {}),
           });
+          // Two names of one language (Belebele's sw and swh_Latn) would score the same requests twice under two names
+          // (languages of one release file, XWinograd's dataset.tsv, are other rows: other requests).
+          const requests = requestsHash(plan);
+          const same = dataOf.get(requests);
+          if (same !== undefined) throw new LangneuronsError('E_OPTIONS', `--${langOption}: '${same}' and '${lang}' name the same ${task} data (${plan.files.join(', ')}); give one of them`, { field: langOption });
+          dataOf.set(requests, lang);
+          // lm-eval keeps the last (context - max_gen_toks) prompt tokens: a limit of the whole context leaves none.
+          if (plan.gen && plan.gen.maxNewTokens >= model.contextLength)
+            throw new LangneuronsError('E_OPTIONS', `${task} --prompt ${plan.prompt}: ${plan.gen.maxNewTokens} new tokens (${o.maxGenToks !== undefined ? '--max-gen-toks' : "the prompt format's limit"}) leave no room for a prompt in the model's context of ${model.contextLength}: give --max-gen-toks ${model.contextLength - 1} or less`, { field: 'max-gen-toks' });
           if (o.maxGenToks !== undefined && !generates(plan)) warnOnce(`--max-gen-toks does not apply to ${task} --prompt ${plan.prompt}: it does not generate (it scores log-likelihoods or classifies)`);
           jobs.push({ task, lang, plan, ivLangs: [...new Set(ivLangs(lang))] });
         }
@@ -229,7 +242,7 @@ async function evalAction(dir: string, o: EvalCli): Promise<void> {
           progress.done();
           results.push(r);
           if (!o.json) {
-            process.stderr.write(`${task} ${lang} [${v.name}, ${plan.prompt}]: ${Object.entries(r.metrics).filter(([, x]) => typeof x === 'number').map(([k, x]) => `${k}=${(x as number).toFixed(4)}`).join(' ')}\n`);
+            process.stderr.write(`${task} ${lang} [${v.name}, ${plan.prompt}]: ${Object.entries(r.metrics).filter(([, x]) => typeof x === 'number').map(([k, x]) => `${k}=${Number.isInteger(x) ? x : (x as number).toFixed(4)}`).join(' ')}\n`);
             if (r.truncatedItems) process.stderr.write(`note: ${r.truncatedItems} of ${r.items} ${task} ${lang} items were longer than the model's context and lost tokens on the left (truncatedItems in the result)\n`);
           }
         }

@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { Option } from 'commander';
 
-import { parsePivotKey, parseWhere, pivotResults, readResultsRecursive } from '../../analyze/pivot.js';
+import { PIVOT_KEYS, parsePivotKey, parseWhere, pivotResults, readResultsRecursive } from '../../analyze/pivot.js';
 import { LangneuronsError } from '../../errors.js';
-import { buildTable, defaultBy, parseBy, readResults, tableCsv, tableText } from '../../eval/results.js';
+import { buildTable, defaultBy, TABLE_KEYS, parseBy, readResults, tableCsv, tableText } from '../../eval/results.js';
 import { pivotFigures } from '../../report/analysis-figures.js';
 import { emitFigures } from '../figures.js';
 
@@ -15,7 +15,7 @@ export function registerResults(program: Command): void {
   results
     .command('table <dir>')
     .description('table of the result JSONs of a folder')
-    .option('--by <keys>', 'row keys: task, lang, variant, prompt, model (default: task,lang,variant, and prompt where results differ only by it)')
+    .option('--by <keys>', `row keys: ${TABLE_KEYS.join(', ')} (default: task,lang,variant, and where results would share a row, the keys that tell them apart: the prompt, the model, the --limit, ...)`)
     .addOption(new Option('--format <f>', 'output format').choices(['text', 'csv', 'json']).default('text'))
     .option('--json', 'the same as --format json (every command takes --json)')
     .action(async (dir: string, o: { by?: string; format: 'text' | 'csv' | 'json'; json?: boolean }) => {
@@ -31,11 +31,11 @@ export function registerResults(program: Command): void {
   results
     .command('pivot <dir>')
     .description('one metric of the result files under <dir> (recursive) as rows × columns, Δ against a baseline column, means; table + heatmap')
-    .option('--rows <key>', 'row key: task, lang, variant, prompt, model', 'lang')
+    .option('--rows <key>', `row key: ${PIVOT_KEYS.join(', ')}`, 'lang')
     .option('--cols <key>', 'column key', 'variant')
     .option('--metric <name>', 'metric (default: acc, accuracy, chrf, bleu, f1, em, ppl... whichever every result has)')
     .option('--baseline <value>', 'column the others are compared with (e.g. base, the unmodified model)')
-    .option('--where <k=v,...>', 'keep only results with these keys, e.g. task=xcopa,model=m')
+    .option('--where <k=v,...>', 'keep only results with these key values, e.g. task=xcopa,limit=all,tokenize=13a (a limit is a number or all)')
     .option('--low-resource <langs>', 'row values to mark as low-resource (their own mean row)')
     .requiredOption('--out <dir>', 'folder for the figure')
     .option('--json', 'print one JSON document on stdout')
