@@ -10,9 +10,8 @@ import path from 'node:path';
 import { LangneuronsError, describeError } from '../errors.js';
 import { readAllTensors, readTensor, toFloat32 } from '../io/safetensors.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
-import { modelIdentity } from '../profile/identity.js';
 import { checkAdapterFits, isAdapterDir, readAdapter } from '../train/adapter.js';
-import { readDeltaDescription } from '../train/delta.js';
+import { checkDeltaBase, readDeltaDescription } from '../train/delta.js';
 
 export const PROJECTIONS = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'] as const;
 export type Projection = typeof PROJECTIONS[number];
@@ -64,9 +63,7 @@ async function tensorF32(ck: Checkpoint, name: string): Promise<Float32Array> {
 export async function deltaChanges(deltaFile: string, baseDir: string): Promise<TensorChange[]> {
   const desc = await readDeltaDescription(deltaFile);
   const ck = await openCheckpoint(baseDir);
-  const id = modelIdentity(ck);
-  if (desc.model.fingerprint !== id.fingerprint)
-    throw new LangneuronsError('E_DELTA', `${deltaFile}: the delta was made for ${desc.model.name} (${desc.model.fingerprint.slice(0, 12)}), not for ${baseDir} (${id.fingerprint.slice(0, 12)}); give its base with --base`, { file: deltaFile });
+  await checkDeltaBase(deltaFile, desc, ck, 'give its base with --base');
   let tensors;
   try { tensors = await readAllTensors(deltaFile); } catch (e) {
     throw new LangneuronsError('E_DELTA', `${deltaFile}: cannot read the delta: ${describeError(e)}`, { file: deltaFile });

@@ -9,6 +9,7 @@ import { LangneuronsError } from '../errors.js';
 import { removeOrphanTemps, writeFileAtomic } from '../io/atomic.js';
 import { readSafetensorsHeader, readTensor, writeSafetensors, type TensorToProduce, type TensorToWrite } from '../io/safetensors.js';
 import { BASE_DTYPES_KEY, openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
+import { modelFingerprint } from '../model/fingerprint.js';
 import type { ModelType } from '../model/config.js';
 import { modelIdentity } from '../profile/identity.js';
 import { tensorName, type NativeTrainer } from './native.js';
@@ -22,7 +23,9 @@ export const DELTA_FORMAT = 'langneurons-delta/1';
 export interface DeltaTensor { name: string; mode: 'dense' | 'rows' | 'cols'; shape: number[]; indices: number }
 export interface DeltaDescription {
   format: typeof DELTA_FORMAT;
-  model: { name: string; fingerprint: string };
+  /** fingerprint: the layout's (modelIdentity); weights: the base's content (modelFingerprint), absent in deltas
+   *  written before it was recorded. */
+  model: { name: string; fingerprint: string; weights?: string };
   method: string;
   step: number;
   trainableParameters: number;
@@ -49,11 +52,13 @@ export function deltaTensors(tr: NativeTrainer, modelType?: ModelType): { tensor
   return { tensors, described };
 }
 
-export async function writeDelta(dir: string, tr: NativeTrainer, ckpt: Checkpoint, method: string, step: number): Promise<void> {
+/** `weights`: the base model's content fingerprint (modelFingerprint of ckpt.dir), recorded so that the delta is
+ *  put onto these weights only (checkDeltaBase); computed here when not given. */
+export async function writeDelta(dir: string, tr: NativeTrainer, ckpt: Checkpoint, method: string, step: number, weights?: string): Promise<void> {
   const { tensors, described } = deltaTensors(tr, ckpt.config.modelType);
   const id = modelIdentity(ckpt);
   const desc: DeltaDescription = {
-    format: DELTA_FORMAT, model: { name: id.name, fingerprint: id.fingerprint }, method, step,
+    format: DELTA_FORMAT, model: { name: id.name, fingerprint: id.fingerprint, weights: weights ?? await modelFingerprint(ckpt.dir) }, method, step,
     trainableParameters: tr.info().trainable, tensors: described,
   };
   await ensureOutputDir(dir);
@@ -81,9 +86,7 @@ export async function applyDelta(modelDir: string, deltaFile: string, outDir: st
   const deltaHeader = await readSafetensorsHeader(deltaFile).catch((e: Error) => bad(deltaFile, `cannot read the delta: ${e.message}`));
   const delta = new Map(deltaHeader.tensors.map((t) => [t.name, t]));
   const descText = await readDeltaDescription(deltaFile);
-  const id = modelIdentity(ckpt);
-  if (descText.model.fingerprint !== id.fingerprint)
-    bad(deltaFile, `delta was made for ${descText.model.name} (${descText.model.fingerprint.slice(0, 12)}), not for ${id.name} (${id.fingerprint.slice(0, 12)})`);
+  await checkDeltaBase(deltaFile, descText, ckpt);
   await checkOutDir(modelDir, outDir);
   const out = baseTensors(ckpt);
   const report = emptyMergeReport();
@@ -201,6 +204,23 @@ export async function writeCheckpoint(modelDir: string, outDir: string, out: Rec
     { format: 'pt', ...(Object.keys(widened).length ? { [BASE_DTYPES_KEY]: JSON.stringify(widened) } : {}) });
 }
 
+/**
+ * Refuses a base model the delta was not trained from. The layout's fingerprint first (another architecture or
+ * size); then the weights' content: a delta holds the trained rows' new values, not their changes, so put onto
+ * other weights of the same layout (the instruct version, another run's model) it would splice this run's rows
+ * into that model without a word. Deltas written before the content was recorded are checked by layout only.
+ * `hint`: what the caller's user should give instead.
+ */
+export async function checkDeltaBase(deltaFile: string, desc: DeltaDescription, ckpt: Checkpoint, hint = "give the run's base model (run.json's model.dir)"): Promise<void> {
+  const id = modelIdentity(ckpt);
+  if (desc.model.fingerprint !== id.fingerprint)
+    bad(deltaFile, `delta was made for ${desc.model.name} (${desc.model.fingerprint.slice(0, 12)}), not for ${id.name} at ${ckpt.dir} (${id.fingerprint.slice(0, 12)}); ${hint}`);
+  if (desc.model.weights === undefined) return;
+  const weights = await modelFingerprint(ckpt.dir);
+  if (weights !== desc.model.weights)
+    bad(deltaFile, `delta was trained from other weights than those at ${ckpt.dir} (same layout, ${id.name}; weights ${desc.model.weights.slice(0, 12)}, not ${weights.slice(0, 12)}); ${hint}`);
+}
+
 export async function readDeltaDescription(deltaFile: string): Promise<DeltaDescription> {
   const jsonFile = path.join(path.dirname(deltaFile), 'delta.json');
   let raw: unknown;
@@ -210,7 +230,7 @@ export async function readDeltaDescription(deltaFile: string): Promise<DeltaDesc
     bad(jsonFile, `cannot read the delta description: ${(e as Error).message}`);
   }
   const d = raw as DeltaDescription;
-  if (d?.format !== DELTA_FORMAT || !Array.isArray(d.tensors) || typeof d.model?.fingerprint !== 'string')
+  if (d?.format !== DELTA_FORMAT || !Array.isArray(d.tensors) || typeof d.model?.fingerprint !== 'string' || !['string', 'undefined'].includes(typeof d.model.weights))
     bad(jsonFile, `not a ${DELTA_FORMAT} description`);
   return d;
 }

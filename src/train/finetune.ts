@@ -436,7 +436,7 @@ function trainerReport(tr: NativeTrainer, p: Placement): TrainerReport {
 async function writeWeights(dir: string, p: Prepared, step: number): Promise<void> {
   const o = p.run.options;
   if (o.lora) await writeAdapter(path.join(dir, 'adapter'), p.tr, p.ckpt, o.lora);
-  else await writeDelta(dir, p.tr, p.ckpt, o.method, step);
+  else await writeDelta(dir, p.tr, p.ckpt, o.method, step, p.run.model.weights);
   if (o.head) await writeHead(path.join(dir, 'head'), p.tr, p.ckpt, o.head, o.chunk, o.method, step);
 }
 

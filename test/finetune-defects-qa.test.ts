@@ -1,0 +1,64 @@
+// Fine-tuning defects found by QA: a delta holds the trained rows' new values, so `delta apply`, `eval --delta` and
+// `analyze delta --base` on other weights of the same layout (another run's model, an instruct version) spliced the
+// rows into that model without a word; the delta now records its base's content and they refuse other weights.
+import { copyFileSync, mkdirSync, mkdtempSync, promises as fsp, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { udhrArticles } from '../src/corpus/udhr.js';
+import { modelFingerprint } from '../src/model/fingerprint.js';
+import { applyDelta } from '../src/train/delta.js';
+import { finetune } from '../src/train/finetune.js';
+import { runCli } from './helpers/cli.js';
+
+const STORIES = path.resolve(__dirname, '../../shared/fixtures/models/stories260k');
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'ln-finetune-qa-'));
+afterAll(async () => { await fsp.rm(tmp, { recursive: true, force: true }); });
+
+const trainFile = path.join(tmp, 'mt.txt');
+writeFileSync(trainFile, udhrArticles('mt').filter((a) => a.number <= 2).map((a) => a.text).join('\n') + '\n');
+
+/** A copy of the model with one weight changed: the same layout (config, tensor table), other weights. */
+async function otherWeights(dir: string): Promise<string> {
+  const other = path.join(tmp, 'other-weights');
+  mkdirSync(other, { recursive: true });
+  for (const n of readdirSync(dir)) copyFileSync(path.join(dir, n), path.join(other, n));
+  const f = path.join(other, readdirSync(other).find((n) => n.endsWith('.safetensors'))!);
+  const buf = readFileSync(f);
+  const at = buf.length - 8; // a value of the last tensor, past the header
+  buf.writeFloatLE(buf.readFloatLE(at) + 0.5, at);
+  writeFileSync(f, buf);
+  return other;
+}
+
+describe('a delta is put onto the weights it was trained from only', () => {
+  it('delta apply, analyze delta --base and eval --delta refuse other weights of the same layout; the base works', async () => {
+    const run = path.join(tmp, 'run');
+    await finetune(STORIES, { method: 'mlp', train: trainFile, steps: 1, chunk: 32, batch: 1, evalEvery: 0, threads: 1, device: 'cpu', writeModel: false }, run);
+    const desc = JSON.parse(readFileSync(path.join(run, 'delta.json'), 'utf8'));
+    expect(desc.model.weights).toBe(await modelFingerprint(STORIES));
+    const other = await otherWeights(STORIES);
+    const delta = path.join(run, 'delta.safetensors');
+
+    const applied = await runCli('delta', 'apply', other, delta, '--out', path.join(tmp, 'merged-other'));
+    expect(applied.code).toBe(1);
+    expect(applied.stderr).toMatch(/delta\.safetensors: delta was trained from other weights than those at .*other-weights \(same layout, .*\); give the run's base model/);
+    const analyzed = await runCli('analyze', 'delta', run, '--base', other, '--out', path.join(tmp, 'ad-other'));
+    expect(analyzed.code).toBe(1);
+    expect(analyzed.stderr).toMatch(/delta was trained from other weights .*give its base with --base/);
+    const evaluated = await runCli('eval', other, '--task', 'ppl', '--text', path.dirname(trainFile), '--langs', 'mt', '--delta', run, '--out', path.join(tmp, 'ev'));
+    expect(evaluated.code).toBe(1);
+    expect(evaluated.stderr).toMatch(/delta was trained from other weights/);
+
+    await applyDelta(STORIES, delta, path.join(tmp, 'merged')); // the base itself
+    expect((await runCli('analyze', 'delta', run, '--base', STORIES, '--out', path.join(tmp, 'ad'))).code).toBe(0);
+
+    // A delta written before the content was recorded: checked by layout only, as before.
+    const old = path.join(tmp, 'old-delta');
+    mkdirSync(old);
+    copyFileSync(delta, path.join(old, 'delta.safetensors'));
+    writeFileSync(path.join(old, 'delta.json'), JSON.stringify({ ...desc, model: { name: desc.model.name, fingerprint: desc.model.fingerprint } }));
+    await applyDelta(other, path.join(old, 'delta.safetensors'), path.join(tmp, 'merged-old'));
+  });
+});
