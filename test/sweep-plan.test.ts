@@ -296,6 +296,12 @@ describe('bad sweep files', () => {
     mkdirSync(corpus, { recursive: true });
     writeFileSync(path.join(corpus, 'mt.txt'), 'Il-bnedmin kollha jitwieldu ħielsa\n');
     expect(refused((d) => { d['profile'].corpus = corpus; })).toMatch(/profile\.corpus: .*corpus-mt-only: no corpus for sw \(expected <lang>\.txt/);
+    // windows and chunks beyond the model's context (udhr20: 128), which the steps would refuse after those before them
+    expect(refused((d) => { d['finetune'].chunk = 1000; })).toMatch(/^F:\d+: finetune\.chunk: 1000 is longer than the context of .*udhr20 \(128 tokens\)$/);
+    expect(refused((d) => { d['profile'].maxLen = 129; })).toMatch(/^F:\d+: profile\.maxLen: 129 exceeds the context of .*udhr20 \(128 tokens\): give a maxLen of at most 128$/);
+    expect(refused((d) => { d['profile'].maxLen = 128; d['profile'].scope = 'sentences'; })).toMatch(/profile\.maxLen: 128 plus BOS exceeds .*at most 127$/);
+    expect(refused((d) => { delete d['profile'].maxLen; })).toMatch(/^F:\d+: profile: the default maxLen 512 exceeds the context/);
+    expect(() => loadSweep(variant((d) => { d['profile'].maxLen = 128; d['finetune'].chunk = 128; }))).not.toThrow();
   });
 
   it('the CLI prints one line with the line number and exits 1, for YAML syntax errors too', () => {

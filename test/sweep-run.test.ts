@@ -388,6 +388,14 @@ describe('sweep run', () => {
     expect(csv[0]![11]).toBe('intervention');
     expect(csv.find((c) => c[0] === 'eval' && c[4] === 'mt' && c[6] === 'iv0-deactivate@lape-topRate=0.05' && c[7] === 'perplexity')![11]).toBe('deactivate:{mask}:mt');
     expect(html).toContain('Interventions: iv0-deactivate@lape-topRate=0.05 (mt): deactivate:{mask}:mt');
+    // every row has the header's 12 fields; fine-tuning rows have no base (their first validation is after training)
+    // and give the run's cost per step
+    expect(new Set(csv.map((c) => c.length))).toEqual(new Set([12]));
+    const ft = csv.filter((c) => c[0] === 'finetune');
+    expect(ft.length).toBeGreaterThan(0);
+    for (const c of ft) expect(c[9]).toBe('');
+    expect(ft.filter((c) => c[7] === 'seconds_per_step').every((c) => Number(c[8]) > 0)).toBe(true);
+    expect(ft.filter((c) => c[7] === 'seconds_per_step').length).toBe(ft.filter((c) => c[7] === 'best_valid_loss').length);
   }, 60_000);
 
   it('report --out: written again over its own report, never over files it did not write', () => {

@@ -9,6 +9,7 @@ import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type
 import { isLanguageId } from '../corpus/language-id.js';
 import { resolveUdhrLanguage } from '../corpus/udhr.js';
 import { LangneuronsError } from '../errors.js';
+import { parseModelConfig } from '../model/config.js';
 import { packageRoot } from '../native/addon.js';
 import { TOOL_VERSION } from '../version.js';
 import { withoutBom } from '../io/text.js';
@@ -178,7 +179,19 @@ function checkSemantics(s: SweepFile, dir: string, fail: (p: (string | number)[]
   (s.lowResource ?? []).forEach((l, i) => { if (!langs.has(l)) fail(['lowResource', i], `'${l}' is not one of the sweep's languages (${s.languages.join(', ')})`); });
   modelsOf(s).forEach((m, i) => {
     const p = path.resolve(dir, m);
-    if (!existsSync(path.join(p, 'config.json'))) fail(Array.isArray(s.models) ? ['models', i] : ['models'], `${p}: no model there (no config.json)`);
+    const at = Array.isArray(s.models) ? ['models', i] : ['models'];
+    if (!existsSync(path.join(p, 'config.json'))) fail(at, `${p}: no model there (no config.json)`);
+    // Profile windows and fine-tuning chunks must fit the model's context, as the commands check it, but before the
+    // hours of the steps before them (the BOS fed before a sentence takes one position).
+    let context: number;
+    try { context = parseModelConfig(JSON.parse(readFileSync(path.join(p, 'config.json'), 'utf8')), path.join(p, 'config.json')).maxPositions; } catch (e) {
+      return fail(at, `${p}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    const maxLen = s.profile.maxLen ?? 512, bos = (s.profile.scope ?? 'windows') === 'sentences' ? 1 : 0;
+    if (maxLen + bos > context)
+      fail(s.profile.maxLen === undefined ? ['profile'] : ['profile', 'maxLen'], `${s.profile.maxLen === undefined ? 'the default maxLen ' : ''}${maxLen}${bos ? ' plus BOS' : ''} exceeds the context of ${p} (${context} tokens): give a maxLen of at most ${context - bos}`);
+    if (s.finetune?.chunk !== undefined && s.finetune.chunk > context)
+      fail(['finetune', 'chunk'], `${s.finetune.chunk} is longer than the context of ${p} (${context} tokens)`);
   });
   const names = new Set<string>();
   s.identify.forEach((e, i) => {
@@ -186,6 +199,7 @@ function checkSemantics(s: SweepFile, dir: string, fail: (p: (string | number)[]
     if (e.method !== 'lape' && (e.preset !== undefined || e.filterRate !== undefined || e.quantile !== undefined || e.keepTies !== undefined))
       fail(['identify', i, 'method'], `preset, filterRate, quantile and keepTies are LAPE settings; method is '${e.method}'`);
     if (e.method !== 'ap' && e.n !== undefined) fail(['identify', i, 'n'], `n applies to method ap only; method is '${e.method}'`);
+    if ((e.method === 'ap' || e.method === 'raw-activated') && e.topRate !== undefined) fail(['identify', i, 'topRate'], `topRate applies to methods lape and act-prob-*; method is '${e.method}'`);
     if (e.method.startsWith('act-prob-') && !s.profile.histogram) fail(['identify', i, 'method'], `${e.method} needs per-neuron quantiles: give profile.histogram (e.g. -0.5:4:256)`);
     if (e.method === 'ap' && !s.profile.seqMeans) fail(['identify', i, 'method'], 'ap needs sequence means: set profile.seqMeans: true');
     if (Array.isArray(e.topRate) && new Set(e.topRate).size !== e.topRate.length) fail(['identify', i, 'topRate'], 'a value is listed twice');

@@ -163,14 +163,17 @@ export function sweepReportCsv(r: SweepReport): string {
   for (const f of r.fallback) for (const st of f.steps) for (const [lang, n] of Object.entries(st.distribution))
     rows.push(['fallback', f.model, f.identify, '', lang, '', `deactivate:${st.deactivated.join('+') || 'none'}`, 'answers', n, '', '']);
   for (const f of r.finetune) {
-    rows.push(['finetune', f.model, f.identify ?? '', f.method, f.language, '', '', 'best_valid_loss', f.bestValid ?? '', f.validLoss[0]?.[1] ?? '', '']);
+    // (no base: the run's first validation comes after training steps, so it is not the unmodified model's loss)
+    rows.push(['finetune', f.model, f.identify ?? '', f.method, f.language, '', '', 'best_valid_loss', f.bestValid ?? '', '', '']);
     rows.push(['finetune', f.model, f.identify ?? '', f.method, f.language, '', '', 'trainable_parameters', f.trainableParameters, '', '']);
+    rows.push(['finetune', f.model, f.identify ?? '', f.method, f.language, '', '', 'seconds_per_step', f.secondsPerStep ?? '', '', '']);
   }
   for (const e of r.eval) for (const [k, v] of Object.entries(e.metrics)) {
     const b = e.base?.[k];
     rows.push(['eval', e.model, e.identify ?? '', e.method ?? '', e.language, e.task, e.variant, k, v, b ?? '', b === undefined ? '' : v - b, e.intervention ?? '']);
   }
-  return rows.map((r) => r.map(csvCell).join(',')).join('\n') + '\n';
+  // every row as wide as the header (only eval rows have an intervention)
+  return rows.map((r) => [...r, ...Array(rows[0]!.length - r.length).fill('')].map(csvCell).join(',')).join('\n') + '\n';
 }
 
 export async function writeSweepReport(plan: SweepPlan, dir: string): Promise<{ html: string; json: string; csv: string; cells: number; missing: number }> {
