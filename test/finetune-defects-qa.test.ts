@@ -1,6 +1,8 @@
 // Fine-tuning defects found by QA: a delta holds the trained rows' new values, so `delta apply`, `eval --delta` and
 // `analyze delta --base` on other weights of the same layout (another run's model, an instruct version) spliced the
 // rows into that model without a word; the delta now records its base's content and they refuse other weights.
+// One epoch (the default --steps) trains each chunk once, its last step holding those left, as transformers' Trainer;
+// an adapter config whose use_rslora is not a boolean, or whose target_modules misses a module it holds, is refused.
 import { copyFileSync, mkdirSync, mkdtempSync, promises as fsp, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { udhrArticles } from '../src/corpus/udhr.js';
 import { modelFingerprint } from '../src/model/fingerprint.js';
 import { applyDelta } from '../src/train/delta.js';
-import { finetune } from '../src/train/finetune.js';
+import { finetune, resume } from '../src/train/finetune.js';
 import { runCli } from './helpers/cli.js';
 
 const STORIES = path.resolve(__dirname, '../../shared/fixtures/models/stories260k');
@@ -60,5 +62,50 @@ describe('a delta is put onto the weights it was trained from only', () => {
     copyFileSync(delta, path.join(old, 'delta.safetensors'));
     writeFileSync(path.join(old, 'delta.json'), JSON.stringify({ ...desc, model: { name: desc.model.name, fingerprint: desc.model.fingerprint } }));
     await applyDelta(other, path.join(old, 'delta.safetensors'), path.join(tmp, 'merged-old'));
+  });
+});
+
+describe('one epoch and adapter configs', () => {
+  const logOf = (run: string) => readFileSync(path.join(run, 'train.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((e) => typeof e.loss === 'number');
+
+  it('the default --steps trains every chunk once: the last step holds the chunks left', async () => {
+    const base = { method: 'mlp' as const, train: trainFile, chunk: 24, evalEvery: 0, threads: 1, device: 'cpu', writeModel: false };
+    const one = path.join(tmp, 'epoch-1x1'), six = path.join(tmp, 'epoch-2x3');
+    await finetune(STORIES, { ...base, batch: 1, accum: 1 }, one);
+    await finetune(STORIES, { ...base, batch: 2, accum: 3 }, six);
+    const chunks = logOf(one).length; // one chunk a step
+    expect(chunks % 6).not.toBe(0); // (else this test would show nothing)
+    expect(logOf(six)).toHaveLength(Math.ceil(chunks / 6));
+    const tokens = (run: string) => logOf(run).reduce((a, e) => a + e.tokens, 0);
+    expect(tokens(six)).toBe(tokens(one));
+    expect(JSON.parse(readFileSync(path.join(six, 'run.json'), 'utf8')).options.epochTail).toBe(true);
+    // stopped after its first step and resumed: the same partial last step, the same weights
+    const split = path.join(tmp, 'epoch-2x3-resumed');
+    await finetune(STORIES, { ...base, batch: 2, accum: 3, saveEvery: 1 }, split, { stopAfterStep: 1 });
+    await resume(split);
+    expect(readFileSync(path.join(split, 'delta.safetensors')).equals(readFileSync(path.join(six, 'delta.safetensors')))).toBe(true);
+    expect(logOf(split).map((e) => e.tokens)).toEqual(logOf(six).map((e) => e.tokens));
+  });
+
+  it('an adapter config with a non-boolean use_rslora or target_modules missing its modules is refused', async () => {
+    const run = path.join(tmp, 'lora');
+    await finetune(STORIES, { method: 'lora', train: trainFile, steps: 1, chunk: 32, batch: 1, evalEvery: 0, threads: 1, device: 'cpu', writeModel: false }, run);
+    const cfgFile = path.join(run, 'adapter', 'adapter_config.json');
+    const cfg = JSON.parse(readFileSync(cfgFile, 'utf8'));
+    const tryWith = async (change: Record<string, unknown>, name: string) => {
+      writeFileSync(cfgFile, JSON.stringify({ ...cfg, ...change }));
+      return runCli('delta', 'apply', STORIES, path.join(run, 'adapter'), '--out', path.join(tmp, name));
+    };
+    const r1 = await tryWith({ use_rslora: 'yes' }, 'm1');
+    expect(r1.code).toBe(1);
+    expect(r1.stderr).toMatch(/adapter_config\.json: use_rslora must be true or false, got "yes"/);
+    const r2 = await tryWith({ target_modules: ['nonexistent_proj'] }, 'm2');
+    expect(r2.code).toBe(1);
+    expect(r2.stderr).toMatch(/adapter_config\.json: target_modules \["nonexistent_proj"\] does not name module model\.layers\.\d+\.\w+\.\w+_proj/);
+    // PEFT's own forms: short names, a regular expression of full names, all-linear
+    for (const [i, t] of [[cfg.target_modules], ['model\\.layers\\.\\d+\\..*'], ['all-linear']].entries()) {
+      const r = await tryWith({ target_modules: t[0] }, `ok${i}`);
+      expect(r.code, r.stderr).toBe(0);
+    }
   });
 });

@@ -101,6 +101,19 @@ export async function writeAdapter(dir: string, tr: NativeTrainer, ckpt: Checkpo
   await writeFileAtomic(path.join(dir, CONFIG), JSON.stringify(config, null, 2) + '\n');
 }
 
+/** PEFT's target_modules rule: a list names modules by their full name or its last parts (`q_proj` matches
+ *  `model.layers.0.self_attn.q_proj`), a string is a regular expression the full name must match, `all-linear` names
+ *  every linear layer; absent (null), nothing is checked. */
+function targetsModule(targets: unknown, module: string, file: string): boolean {
+  if (targets === undefined || targets === null || targets === 'all-linear') return true;
+  if (typeof targets === 'string') {
+    try { return new RegExp(`^(?:${targets})$`).test(module); } catch { bad(file, `target_modules ${JSON.stringify(targets)} is not a regular expression`); }
+  }
+  if (Array.isArray(targets) && targets.every((t) => typeof t === 'string'))
+    return targets.some((t: string) => module === t || module.endsWith(`.${t}`));
+  bad(file, `target_modules must be a list of module names or a regular expression, got ${JSON.stringify(targets)}`);
+}
+
 /** Whether dir looks like a PEFT adapter folder. */
 export async function isAdapterDir(dir: string): Promise<boolean> {
   try {
@@ -129,6 +142,8 @@ export async function readAdapter(dir: string): Promise<Adapter> {
   if (config['use_dora']) bad(cf, 'DoRA adapters are not supported');
   for (const k of ['rank_pattern', 'alpha_pattern'])
     if (config[k] && Object.keys(config[k] as object).length) bad(cf, `${k} (per-module ranks) is not supported`);
+  if (config['use_rslora'] !== undefined && config['use_rslora'] !== null && typeof config['use_rslora'] !== 'boolean')
+    bad(cf, `use_rslora must be true or false, got ${JSON.stringify(config['use_rslora'])}`);
   const scale = config['use_rslora'] ? config.lora_alpha / Math.sqrt(config.r) : config.lora_alpha / config.r;
   let tensors: Awaited<ReturnType<typeof readAllTensors>>;
   try {
@@ -154,6 +169,10 @@ export async function readAdapter(dir: string): Promise<Adapter> {
     modules.push({ module, r: r!, a: e.a, b: e.b, in: K!, out: N! });
   }
   if (modules.length === 0) bad(wf, 'the adapter has no LoRA matrices');
+  // PEFT puts adapters only on the modules target_modules names: a tensor of another module means a config that
+  // does not belong to these weights (PEFT would not load it).
+  for (const m of modules) if (!targetsModule(config.target_modules, m.module, cf))
+    bad(cf, `target_modules ${JSON.stringify(config.target_modules)} does not name module ${m.module}, which the adapter's weights hold`);
   const meta = (await readSafetensorsHeader(wf)).metadata ?? {};
   return {
     config, scale, modules: modules.sort((x, y) => (x.module < y.module ? -1 : 1)), fingerprint: meta[FINGERPRINT_KEY] ?? null,

@@ -68,7 +68,7 @@ export interface FinetuneOptions {
   batch?: number;
   /** Micro-batches per optimizer step (default 1). */
   accum?: number;
-  /** Optimizer steps (default: one epoch). */
+  /** Optimizer steps (default: one epoch: each chunk or item once, the last step holding those left). */
   steps?: number;
   warmup?: number;
   schedule?: Schedule;
@@ -137,6 +137,10 @@ interface ResolvedOptions extends Required<Omit<FinetuneOptions, 'masks' | 'lang
   device?: Placement['device']; compute?: Placement['compute']; kernel?: string;
   /** Activation recomputation on the GPU (absent: off). */
   recompute?: boolean;
+  /** One epoch (steps 0) ends with a partial step holding the examples left, as transformers' Trainer does (a
+   *  smaller last micro-batch, fewer micro-batches): each example once. Absent in runs from before it was recorded:
+   *  their last step filled up with the next epoch's first examples (kept so that they resume alike). */
+  epochTail?: boolean;
   /** The written checkpoint's dtype for trained tensors (absent: stored). */
   saveDtype?: MergeDtype;
 }
@@ -244,6 +248,7 @@ function resolveOptions(o: FinetuneOptions, placement: Placement): ResolvedOptio
     warmupRatio: num('warmup-ratio', o.warmupRatio, preset?.warmupRatio ?? 0, (x) => x >= 0 && x <= 1, 'in [0, 1]'),
     warmupRamp, lora, head, resetOptimizerOnBest: o.resetOptimizerOnSave ?? false, device: placement.device, compute: placement.compute,
     ...(placement.kernel ? { kernel: placement.kernel } : {}), ...(recompute ? { recompute } : {}),
+    ...(o.steps === undefined ? { epochTail: true } : {}),
   };
 }
 
@@ -527,13 +532,15 @@ async function loop(p: Prepared, runDir: string, st0: StateCounters, ctl: RunCon
     const t0 = performance.now();
     // Micro-batches of chunks (LM loss) or of labelled items (head); the denominator is the step's target count.
     const at = (m: number, b: number) => chunkAt(s * perStep + m * o.batch + b, examples, o.seed, perm);
+    // (one epoch's last step: only the examples left, see epochTail)
+    const inStep = (m: number) => Math.max(0, Math.min(o.batch, o.epochTail && !o.steps ? examples - (s * perStep + m * o.batch) : o.batch));
     const micro: { tokens: Int32Array; targets: Int32Array; lens: Int32Array; count: number }[] = [];
-    for (let m = 0; m < o.accum; m++) {
+    for (let m = 0; m < o.accum && inStep(m) > 0; m++) {
       if (head) {
-        const b = packItems(Array.from({ length: o.batch }, (_, k) => p.trainItems[at(m, k)]!));
+        const b = packItems(Array.from({ length: inStep(m) }, (_, k) => p.trainItems[at(m, k)]!));
         micro.push({ tokens: b.tokens, targets: b.labels, lens: b.lens, count: b.labels.length });
       } else {
-        const idx = Array.from({ length: o.batch }, (_, k) => at(m, k));
+        const idx = Array.from({ length: inStep(m) }, (_, k) => at(m, k));
         micro.push(pack(idx.map((i) => p.train[i]!), p.trainTargets ? idx.map((i) => p.trainTargets![i]!) : undefined));
       }
     }
