@@ -118,8 +118,10 @@ TrainingMemory Trainer::memory() const {
 }
 
 std::string Trainer::describe() const {
+  // (the layout holds every tensor, frozen ones too: the count of those that train is what tells the methods apart)
+  const auto trained = std::count_if(lay_.params.begin(), lay_.params.end(), [](const Param& p) { return p.trainable(); });
   return "cpu trainer, float32, " + std::to_string(pool_.size()) + " threads, " + std::to_string(lay_.n_trainable) +
-         " trainable values in " + std::to_string(lay_.params.size()) + " parameters";
+         " trainable values in " + std::to_string(trained) + " of " + std::to_string(lay_.params.size()) + " parameter tensors";
 }
 
 const float* Trainer::norm_w(int param) const {
