@@ -66,6 +66,8 @@ export function analyzeOverlap(mask: NeuronMask): OverlapAnalysis {
   const n = maskOrder.length;
   const both = (i: number, j: number) => { let c = 0; for (const x of sets[i]!) if (sets[j]!.has(x)) c++; return c; };
   const counts0 = Array.from({ length: n }, (_, i) => Array.from({ length: n }, (_, j) => both(i, j)));
+  // Two languages without neurons share none: 0 (masks compare's 1 for two empty sets is agreement of two masks of
+  // one language, another question).
   const jac0 = counts0.map((r, i) => r.map((c, j) => { const u = sets[i]!.size + sets[j]!.size - c; return u > 0 ? c / u : 0; }));
   const { order, merges } = averageLinkageOrder(jac0.map((r) => r.map((v) => 1 - v)), maskOrder);
   const pick = <T>(m: T[][]) => order.map((i) => order.map((j) => m[i]![j]!));

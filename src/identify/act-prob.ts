@@ -99,6 +99,10 @@ function percentileScores(ctx: IdentifyContext, percent: number, source: Percent
       return Float64Array.from(st.above.counts, (c) => c / stats.tokens);
     });
   }
+  // The pooled percentile is the multilingual norm a language is measured against; of one language it is that
+  // language's own percentile, which every neuron exceeds on about the same 1 − q of its tokens: an arbitrary ranking.
+  if (source === 'pooled-histogram' && ctx.languages.length < 2)
+    throw identifyError(`act-prob-${percent}p with percentileOf 'pooled-histogram' needs at least two languages (the percentile is pooled over them); use 'layer-histogram' or 'above-counts' for one`);
   const hists = histogramsOf(ctx, `percentileOf '${source}'`);
   const edges = hists[0]!.edges, B = edges.length - 1, q = percent / 100;
   const out = hists.map(() => new Float64Array(units));

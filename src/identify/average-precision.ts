@@ -13,7 +13,7 @@ import { maskFromFlat, type NeuronMask } from './masks.js';
 
 export interface AveragePrecisionOptions {
   site?: Site;
-  /** Units kept per language: N/2 top plus N/2 bottom (default 2000). */
+  /** Units kept per language: int(N/2) top plus int(N/2) bottom (default 2000, at least 2). */
   n?: number;
   /** Which end(s) to keep (default 'both', Kojima's setting). */
   part?: 'both' | 'top' | 'bottom';
@@ -155,7 +155,8 @@ export function identifyAveragePrecision(inputs: readonly LanguageStats[], optio
 export function identifyAveragePrecisionJoint(inputs: readonly LanguageStats[], sites: readonly Site[], options: Omit<AveragePrecisionOptions, 'site'> = {}): Map<Site, NeuronMask> {
   const n = options.n ?? 2000;
   const part = options.part ?? 'both';
-  if (!Number.isSafeInteger(n) || n < 0) throw identifyError(`option n must be a non-negative integer, got ${String(n)}`);
+  // int(n/2) units are kept at each end: n < 2 keeps none, an empty mask that looks like a result.
+  if (!Number.isSafeInteger(n) || n < 2) throw identifyError(`option n must be an integer of at least 2 (int(n/2) units are kept at each end), got ${String(n)}`);
   if (!['both', 'top', 'bottom'].includes(part)) throw identifyError(`option part must be both, top or bottom, got ${String(part)}`);
   if (sites.length === 0 || new Set(sites).size !== sites.length) throw identifyError(`option sites must list distinct sites, got [${sites.join(', ')}]`);
   const per = sites.map((site) => ({ site, ctx: checkInputs(inputs, site, false), ...averagePrecisionScores(inputs, site) }));

@@ -1,7 +1,7 @@
 // Shared pieces of the identification methods: validating the per-language statistics handed to a method,
 // Python-compatible rounding, the two quantile conventions of the reference code, and ranking helpers.
 import { LangneuronsError } from '../errors.js';
-import type { ActivationStats, ModelIdentity, Site, SiteStats } from '../profile/stats.js';
+import { countingConflict, type ActivationStats, type ModelIdentity, type Site, type SiteStats } from '../profile/stats.js';
 
 /** One language's statistics and the file they came from (the file is named in errors and in the mask). */
 export interface LanguageStats {
@@ -26,8 +26,10 @@ export function identifyError(message: string, file?: string): LangneuronsError 
 }
 
 /**
- * Checks that the statistics can be compared: one file per language, one model (by fingerprint), the same layers
- * and the same width at `site`. `needTokens` refuses a language with no token (its probabilities would be 0/0).
+ * Checks that the statistics can be compared: one file per language, one model (by fingerprint), the same layers,
+ * the same token scope and compute mode (as `stats merge` compares them, the token budget aside; a field a file does
+ * not record is not compared) and the same width at `site`. `needTokens` refuses a language with no token (its
+ * probabilities would be 0/0).
  */
 export function checkInputs(inputs: readonly LanguageStats[], site: Site, needTokens = true): IdentifyContext {
   const first = inputs[0];
@@ -40,13 +42,20 @@ export function checkInputs(inputs: readonly LanguageStats[], site: Site, needTo
     const meta = stats.meta;
     const lang = meta.language;
     const dup = seen.get(lang);
-    if (dup !== undefined) throw identifyError(`language "${lang}" is given twice (also in ${dup}); merge the shards first`, file);
+    if (dup !== undefined)
+      throw identifyError(dup === file ? `language "${lang}" is given twice: this file, twice` : `language "${lang}" is given twice (also in ${dup}); merge the shards first`, file);
     seen.set(lang, file);
     if (meta.model.fingerprint !== m0.model.fingerprint)
       throw identifyError(`statistics of another model: ${meta.model.name} (${meta.model.fingerprint.slice(0, 12)}) here, ` +
         `${m0.model.name} (${m0.model.fingerprint.slice(0, 12)}) in ${first.file}`, file);
     if (meta.layers.join(',') !== m0.layers.join(','))
       throw identifyError(`layers profiled [${meta.layers.join(', ')}] differ from [${m0.layers.join(', ')}] in ${first.file}`, file);
+    // A window's counts and a sentence's, or an f32 run's and a bf16 run's, differ for the same text: ranking languages
+    // against each other on them would measure the difference in counting, not in language.
+    const counting = countingConflict(meta, m0, { acrossLanguages: true });
+    if (counting)
+      throw new LangneuronsError('E_IDENTIFY', `${file} vs ${first.file}: ${counting}; languages are compared only on statistics counted alike: ` +
+        'profile them with the same --scope, --max-len, BOS options and --compute', { file });
     const st = stats.sites.get(site);
     if (!st) throw identifyError(`no statistics for site "${site}" (have: ${[...stats.sites.keys()].join(', ')})`, file);
     if (width && st.width !== width) throw identifyError(`site "${site}" has width ${st.width}, ${first.file} has ${width}`, file);

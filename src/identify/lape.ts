@@ -17,7 +17,7 @@
 // - ties at the cutoff without keepTies are broken by (layer, neuron) order, deterministic where topk is not.
 // L is the number of profiled layers (all by default).
 import type { Site } from '../profile/stats.js';
-import { checkInputs, checkRate, pyRound, quantile, type IdentifyContext, type LanguageStats, type QuantileVariant } from './common.js';
+import { checkInputs, checkRate, identifyError, pyRound, quantile, type IdentifyContext, type LanguageStats, type QuantileVariant } from './common.js';
 import { maskFromFlat, type NeuronMask } from './masks.js';
 
 export interface LapeOptions {
@@ -67,6 +67,9 @@ export function lapeScores(inputs: readonly LanguageStats[], options: LapeOption
 
 function computeLape(ctx: IdentifyContext, filterRate: number, variant: QuantileVariant): LapeScores {
   const K = ctx.languages.length;
+  // With one language every p̂ is 1 or 0 and every LAPE 0: the "lowest entropy" would be the first neurons in
+  // (layer, neuron) order among those above τ, an arbitrary set.
+  if (K < 2) throw identifyError(`LAPE needs at least two languages (a neuron's entropy is taken over the languages; with only ${ctx.languages[0]} every neuron's is 0)`);
   const units = ctx.layers.length * ctx.width;
   const p = new Float64Array(units * K);
   ctx.siteStats.forEach((st, k) => {

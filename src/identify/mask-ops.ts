@@ -47,7 +47,10 @@ export interface LanguageComparison { a: number; b: number; both: number; jaccar
 export interface MaskComparison {
   /** The two masks were made on the same model (fingerprint). Shapes must match either way. */
   sameModel: boolean;
-  /** Per language present in both masks; |A ∪ B| = 0 gives Jaccard 1 (two empty sets are identical). */
+  /**
+   * Per language present in both masks; |A ∪ B| = 0 gives Jaccard 1: two masks of one language that both select
+   * nothing agree. (analyzeOverlap's Jaccard between two languages of one mask is 0 there: they share nothing.)
+   */
   languages: Record<string, LanguageComparison>;
   onlyInA: string[];
   onlyInB: string[];

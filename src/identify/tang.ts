@@ -8,7 +8,7 @@
 import { checkLanguageId } from '../corpus/language-id.js';
 import { LangneuronsError } from '../errors.js';
 import { isTorchTensor, type TorchTensor, type TorchValue } from '../io/torch-file.js';
-import { siteWithoutSums, STATS_FORMAT, type ActivationStats, type ModelIdentity } from '../profile/stats.js';
+import { NEURON_SITES, siteWithoutSums, STATS_FORMAT, type ActivationStats, type ModelIdentity } from '../profile/stats.js';
 import { MASK_FORMAT, validateMask, type NeuronMask } from './masks.js';
 
 function bad(file: string, msg: string): never {
@@ -45,11 +45,24 @@ export function maskFromTang(value: unknown, languages: string[], model: ModelId
   }, file);
 }
 
-/** A mask as Tang's list over languages (given order, default the mask's) of per-layer int64 index tensors. */
-export function maskToTang(mask: NeuronMask, languages = Object.keys(mask.languages)): TorchValue {
+/**
+ * A mask as Tang's list over languages (given order, default the mask's) of per-layer int64 index tensors. Tang's
+ * indices are FFN neurons (act(gate(x))): a mask at another site (a projection's output units, the residual stream)
+ * would come out as neuron indices that mean something else, so only the sites whose units are the FFN neurons are
+ * written. `file` names the mask in errors. The languages must be the mask's, each once (the file holds no names: a
+ * language twice or a missing one shifts every later language's neurons onto the wrong name).
+ */
+export function maskToTang(mask: NeuronMask, languages = Object.keys(mask.languages), file = 'the mask'): TorchValue {
+  if (!NEURON_SITES.includes(mask.site) || mask.width !== mask.model.intermediate)
+    throw new LangneuronsError('E_MASK', `${file}: a mask at site ${mask.site} (${mask.width} units per layer) cannot be written in Tang's format, whose indices are ` +
+      `FFN neurons (${mask.model.intermediate} per layer): only masks at ${NEURON_SITES.join(', ')} can`, { file });
+  if (!languages.length) throw new LangneuronsError('E_OPTIONS', 'languages (--langs) names no language', { field: 'langs' });
+  const twice = languages.find((l, i) => languages.indexOf(l) !== i);
+  if (twice !== undefined) throw new LangneuronsError('E_OPTIONS', `languages (--langs): ${twice} is given twice`, { field: 'langs' });
   return languages.map((lang) => {
-    const perLayer = mask.languages[lang];
-    if (!perLayer) throw new LangneuronsError('E_OPTIONS', `the mask has no language "${lang}" (it has ${Object.keys(mask.languages).join(', ')})`, { field: 'langs' });
+    if (!Object.prototype.hasOwnProperty.call(mask.languages, lang))
+      throw new LangneuronsError('E_OPTIONS', `${file}: the mask has no language "${lang}" (it has ${Object.keys(mask.languages).join(', ')})`, { field: 'langs' });
+    const perLayer = mask.languages[lang]!;
     return perLayer.map((units): TorchTensor => ({ dtype: 'int64', shape: [units.length], data: BigInt64Array.from(units, (u) => BigInt(u)) }));
   });
 }
@@ -120,12 +133,23 @@ function checked(xs: Float64Array, width: number, key: string, file: string, ok:
   return xs;
 }
 
-/** Statistics (all layers, site act) as Tang's counts dict: n, over_zero int32, sum1 / sum2 float32. */
-export function statsToTang(s: ActivationStats): TorchValue {
+/** Largest count Tang's int32 over_zero holds. */
+const INT32_MAX = 2 ** 31 - 1;
+
+/**
+ * Statistics (all layers, site act) as Tang's counts dict: n, over_zero int32, sum1 / sum2 float32. A count beyond
+ * int32 (a neuron active on more than 2^31 − 1 tokens) is refused: Int32Array would wrap it to a negative count.
+ * `file` names the statistics in errors.
+ */
+export function statsToTang(s: ActivationStats, file = 'the statistics'): TorchValue {
   const act = s.sites.get('act');
-  if (!act) throw new LangneuronsError('E_STATS', 'the statistics have no site act (Tang counts act(gate(x)) > 0)');
+  if (!act) throw new LangneuronsError('E_STATS', `${file}: the statistics have no site act (Tang counts act(gate(x)) > 0)`, { file });
   if (s.meta.layers.length !== s.meta.model.layers)
-    throw new LangneuronsError('E_STATS', `the statistics cover ${s.meta.layers.length} of ${s.meta.model.layers} layers; Tang's counts have every layer`);
+    throw new LangneuronsError('E_STATS', `${file}: the statistics cover ${s.meta.layers.length} of ${s.meta.model.layers} layers; Tang's counts have every layer`, { file });
+  for (let i = 0; i < act.overZero.length; i++)
+    if (act.overZero[i]! > INT32_MAX)
+      throw new LangneuronsError('E_STATS', `${file}: over_zero of layer ${s.meta.layers[Math.floor(i / act.width)]}, neuron ${i % act.width} is ${act.overZero[i]}, ` +
+        `more than Tang's int32 counts hold (at most ${INT32_MAX})`, { file });
   const shape = [s.meta.layers.length, act.width];
   const counts = { n: s.tokens, over_zero: { dtype: 'int32', shape, data: Int32Array.from(act.overZero) } satisfies TorchTensor };
   if (act.sumsAbsent) return counts; // no sums were recorded: none written, rather than zeros

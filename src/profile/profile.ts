@@ -123,6 +123,8 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
   if (needed > model.contextLength)
     throw new LangneuronsError('E_OPTIONS', `${o.scope.mode === 'sentences' ? 'sentences' : 'windows'} of ${o.scope.maxLen} tokens${o.scope.bos ? ' plus BOS' : ''} exceed the model's context of ${model.contextLength}: give a maxLen (--max-len) of at most ${model.contextLength - (o.scope.bos ? 1 : 0)}`, { field: 'maxLen' });
   for (const lang of o.languages) { checkLanguageId(lang, 'languages'); corpus.source(lang); } // bad or unknown languages fail before any work
+  const twice = o.languages.find((l, i) => o.languages.indexOf(l) !== i);
+  if (twice !== undefined) throw new LangneuronsError('E_OPTIONS', `languages: '${twice}' is listed twice`, { field: 'languages' });
   const identity = modelIdentity(model.checkpoint);
   // The weights' content, not only the layout: a checkpoint of other weights under the same path is not resumed.
   const weights = await modelFingerprint(model.checkpoint.dir);

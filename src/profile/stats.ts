@@ -388,19 +388,39 @@ function parseStatsMeta(file: string, raw: string | undefined): ParsedMeta {
   return top as unknown as ParsedMeta;
 }
 
+/**
+ * Why statistics a and b were counted in ways that make their counts incomparable (token scope, compute mode), or
+ * null. Shards of one language (`stats merge`, the default) must agree on everything, the token budget included, and
+ * a file that does not record its compute mode is a mode of its own there. Across languages (`identify`:
+ * `acrossLanguages`) the budget may differ (probabilities are per token counted), and a compute mode is compared only
+ * when both files record one (an imported or older file may come from either mode: it is not refused for it).
+ */
+export function countingConflict(a: StatsMeta, b: StatsMeta, o: { acrossLanguages?: boolean } = {}): string | null {
+  // Field by field, the optional fields read as their defaults: the same scope is never refused for how it was
+  // spelled (key order, a default written out).
+  const fields: [string, (s: TokenScope) => unknown][] = [
+    ['mode', (s) => s.mode], ['maxLen', (s) => s.maxLen], ['bos', (s) => s.bos], ['countBos', (s) => s.countBos ?? false],
+    ['longSentences', (s) => s.longSentences ?? 'truncate'], ['countPadding', (s) => s.countPadding],
+    ...(o.acrossLanguages ? [] : [['tokenBudget', (s: TokenScope) => s.tokenBudget] as [string, (s: TokenScope) => unknown]]),
+  ];
+  const differ = fields.filter(([, f]) => f(a.scope) !== f(b.scope)).map(([k, f]) => `${k} ${String(f(a.scope))} vs ${String(f(b.scope))}`);
+  if (differ.length) return `different token scopes (${differ.join(', ')})`;
+  // Not the device: a GPU's and a CPU's statistics of one compute mode are the same counts (sums to rounding).
+  if (a.compute !== b.compute && !(o.acrossLanguages && (a.compute === undefined || b.compute === undefined))) {
+    const mode = (m: StatsMeta) => m.compute ?? 'not recorded (an imported file, or one written before it was recorded)';
+    return `different compute modes (${mode(a)} vs ${mode(b)}): bf16 products move values near 0, so counts differ`;
+  }
+  return null;
+}
+
 /** Why two stats cannot be merged, or null. */
 export function mergeConflict(a: ActivationStats, b: ActivationStats): string | null {
   if (a.meta.model.fingerprint !== b.meta.model.fingerprint)
     return `different models (${a.meta.model.name} ${a.meta.model.fingerprint.slice(0, 12)} vs ${b.meta.model.name} ${b.meta.model.fingerprint.slice(0, 12)})`;
   if (a.meta.language !== b.meta.language) return `different languages (${a.meta.language} vs ${b.meta.language})`;
   if (a.meta.layers.join(',') !== b.meta.layers.join(',')) return `different layers profiled ([${a.meta.layers}] vs [${b.meta.layers}])`;
-  const sa = JSON.stringify(a.meta.scope), sb = JSON.stringify(b.meta.scope);
-  if (sa !== sb) return `different token scopes (${sa} vs ${sb})`;
-  // Not the device: a GPU's and a CPU's statistics of one compute mode are the same counts (sums to rounding).
-  if (a.meta.compute !== b.meta.compute) {
-    const mode = (m: StatsMeta) => m.compute ?? 'not recorded (an imported file, or one written before it was recorded)';
-    return `different compute modes (${mode(a.meta)} vs ${mode(b.meta)}): bf16 products move values near 0, so counts differ`;
-  }
+  const counting = countingConflict(a.meta, b.meta);
+  if (counting) return counting;
   const ka = [...a.sites.keys()].sort().join(','), kb = [...b.sites.keys()].sort().join(',');
   if (ka !== kb) return `different sites (${ka} vs ${kb})`;
   for (const [site, x] of a.sites) {

@@ -84,7 +84,8 @@ export function identifySettings(entries: IdentifyEntry[]): { label: string; ent
       combos = combos.flatMap((c) => values.map((v) => ({ label: many ? [...c.label, `${key}=${v}`] : c.label, args: [...c.args, flag, String(v)] })));
     }
     const fixed = ['--method', e.method, ...(e.preset ? ['--preset', e.preset] : []), ...(e.quantile ? ['--quantile', e.quantile] : []), ...(e.keepTies ? ['--keep-ties'] : []),
-      ...(e.method.startsWith('act-prob-') ? ['--percentile-of', 'pooled-histogram'] : []),
+      // Only the percentile variants read --percentile-of (identify refuses it given to act-prob-zero / mean-abs).
+      ...(/^act-prob-\d+p$/.test(e.method) ? ['--percentile-of', 'pooled-histogram'] : []),
       ...(e.site ? ['--site', e.site] : []), ...(e.sites ? ['--sites', e.sites] : [])];
     const sites = e.sites ? e.sites.split(',') : null;
     for (const c of combos) out.push({ label: [e.name ?? e.method, ...c.label].join('-'), entry: i, args: [...fixed, ...c.args], sites });

@@ -13,6 +13,32 @@ import { parseFloatOption, parseIntOption, printResult } from '../output.js';
 
 const METHODS = ['lape', ...ACT_PROB_VARIANTS, 'ap', 'raw-activated'] as const;
 
+/**
+ * The options that only some methods read (option attribute, flag, methods): one given to another method would be
+ * dropped without a word, and the mask would not be what was asked for. --site, --langs, --out apply to all.
+ */
+const METHOD_OPTIONS: readonly [string, string, readonly string[]][] = [
+  ['preset', '--preset', ['lape']],
+  ['topRate', '--top-rate', ['lape', ...ACT_PROB_VARIANTS]],
+  ['filterRate', '--filter-rate', ['lape']],
+  ['activationBarRatio', '--activation-bar-ratio', ['lape']],
+  ['quantile', '--quantile', ['lape']],
+  ['keepTies', '--keep-ties', ['lape']],
+  ['percentileOf', '--percentile-of', ACT_PROB_VARIANTS.filter((v) => /\d+p$/.test(v))],
+  ['n', '--n', ['ap']],
+  ['part', '--part', ['ap']],
+];
+
+/** --langs as a list: empty or a language given twice is refused (the same statistics would be ranked against themselves). */
+function parseLangs(v: string | undefined): string[] | undefined {
+  if (v === undefined) return undefined;
+  const langs = v.split(',').map((s) => s.trim()).filter(Boolean);
+  if (!langs.length) throw new LangneuronsError('E_OPTIONS', `--langs names no language, got '${v}' (leave it out for every statistics file given)`, { field: '--langs' });
+  const twice = langs.find((l, i) => langs.indexOf(l) !== i);
+  if (twice !== undefined) throw new LangneuronsError('E_OPTIONS', `--langs: ${twice} is given twice`, { field: '--langs' });
+  return langs;
+}
+
 /** Statistics files given as folders (every <lang>.safetensors, checkpoints excluded) and/or files. */
 export async function readStatsInputs(paths: string[], langs?: string[]): Promise<LanguageStats[]> {
   const files: string[] = [];
@@ -67,25 +93,37 @@ export function registerIdentify(program: Command): void {
     .addOption(new Option('--quantile <v>', 'LAPE quantile: kthvalue (Tang, the default) or interpolated (Mondal)').choices(['kthvalue', 'interpolated']))
     .option('--keep-ties', 'LAPE: keep every neuron tied with the cutoff (Mondal)')
     .option('--no-keep-ties', 'LAPE: break ties at the cutoff by (layer, neuron) order (the default; Tang)')
-    .option('--n <n>', 'ap: units kept per language (N/2 top + N/2 bottom)', parseIntOption('--n', 1), 2000)
+    .option('--n <n>', 'ap: units kept per language (int(N/2) top + int(N/2) bottom: at least 2)', parseIntOption('--n', 2), 2000)
     .addOption(new Option('--part <p>', 'ap: which end to keep').choices(['both', 'top', 'bottom']).default('both'))
     .option('--sites <list>', 'ap: rank the units of these sites together, as Kojima et al. rank every linear layer\'s outputs (e.g. q,k,v,o,gate,up,down); ' +
       'writes one mask per site, <out>.<site>.json')
     .addOption(new Option('--percentile-of <s>', 'act-prob-Xp thresholds: above-counts (from a profile with thresholds), pooled-histogram, layer-histogram').choices(['above-counts', 'pooled-histogram', 'layer-histogram']).default('above-counts'))
-    .option('--langs <list>', 'only these languages (default: every statistics file given)')
+    .option('--langs <list>', 'only these languages, each once (default: every statistics file given)')
     .option('--json', 'print one JSON document on stdout')
-    .action(async (paths: string[], o: IdentifyCli) => {
-      const inputs = await readStatsInputs(paths, o.langs?.split(',').map((s) => s.trim()).filter(Boolean));
+    .action(async (paths: string[], o: IdentifyCli, cmd: Command) => {
+      // Options before any file is read: one the method does not read is refused, not dropped.
+      const given = (attr: string) => cmd.getOptionValueSource(attr) === 'cli';
+      if (o.sites !== undefined && o.method !== 'ap')
+        throw new LangneuronsError('E_OPTIONS', '--sites (a joint ranking over several sites) applies to --method ap; give one --site', { field: '--sites' });
+      if (o.sites !== undefined && given('site'))
+        throw new LangneuronsError('E_OPTIONS', '--site and --sites: give one site (--site) or several ranked together (--sites), not both', { field: '--site' });
+      for (const [attr, flag, methods] of METHOD_OPTIONS)
+        if (given(attr) && !methods.includes(o.method))
+          throw new LangneuronsError('E_OPTIONS', `${flag === '--keep-ties' && o.keepTies === false ? '--no-keep-ties' : flag} is not used by --method ${o.method}: ` +
+            `it applies to ${methods.join(', ')}`, { field: flag });
+      const langs = parseLangs(o.langs);
+      const inputs = await readStatsInputs(paths, langs);
       // Before any work: an output that is an input, or a file that is not a mask, is refused.
       const refuseOutputs = async (files: string[]) => {
         for (const f of files) { await refuseOutputIsInput(f, [...paths, ...inputs.map((i) => i.file)]); await refuseNonMaskOutput(f); }
       };
       if (o.sites !== undefined) {
-        if (o.method !== 'ap') throw new LangneuronsError('E_OPTIONS', '--sites (a joint ranking over several sites) applies to --method ap; give one --site', { field: '--sites' });
         const sites = o.sites.split(',').map((s) => s.trim()).filter(Boolean);
         const bad = sites.find((s) => !(SITES as readonly string[]).includes(s));
         if (bad !== undefined || sites.length === 0)
           throw new LangneuronsError('E_OPTIONS', `--sites: ${bad === undefined ? 'no site given' : `unknown site '${bad}'`} (sites: ${SITES.join(', ')})`, { field: '--sites' });
+        const twice = sites.find((x, i) => sites.indexOf(x) !== i);
+        if (twice !== undefined) throw new LangneuronsError('E_OPTIONS', `--sites: '${twice}' is listed twice`, { field: '--sites' });
         const files = sites.map((s) => siteMaskFile(o.out, s as Site));
         await refuseOutputs(files);
         const masks = identifyAveragePrecisionJoint(inputs, sites as Site[], { n: o.n, part: o.part });
@@ -107,6 +145,9 @@ export function registerIdentify(program: Command): void {
         mask = identifyLape(inputs, { site: o.site, ...preset, ...explicit });
       } else if ((ACT_PROB_VARIANTS as readonly string[]).includes(o.method)) {
         if (o.percentileOf === 'above-counts' && /\d+p$/.test(o.method)) requireAboveCounts(inputs, o.site, o.method);
+        if (o.percentileOf === 'pooled-histogram' && /\d+p$/.test(o.method) && inputs.length < 2)
+          throw new LangneuronsError('E_IDENTIFY', `${o.method} with --percentile-of pooled-histogram needs at least two languages (the percentile is pooled over them; ` +
+            `of ${inputs[0]?.stats.meta.language ?? 'one language'} alone it ranks nothing): use --percentile-of layer-histogram`, { field: '--percentile-of' });
         mask = identifyActProb(inputs, o.method as ActProbVariant, { site: o.site, percentileOf: o.percentileOf, ...(o.topRate !== undefined ? { topRate: o.topRate } : {}) });
       } else if (o.method === 'ap') {
         mask = identifyAveragePrecisionJoint(inputs, [o.site], { n: o.n, part: o.part }).get(o.site)!;

@@ -32,7 +32,7 @@ export function registerMasks(program: Command): void {
     });
   masks
     .command('compare <a> <b>')
-    .description('per language: sizes, intersection and Jaccard index of two masks')
+    .description('per language: sizes, intersection and Jaccard index of two masks (1 when both select nothing: they agree)')
     .option('--json', 'print one JSON document on stdout')
     .action(async (fa: string, fb: string, o: { json?: boolean }) => {
       const c = compareMasks(await readMask(fa), await readMask(fb));

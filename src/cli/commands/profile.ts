@@ -7,13 +7,26 @@ import { SITES, type Site, type TokenScope } from '../../profile/stats.js';
 import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
 import { parseIntOption, printResult, Progress } from '../output.js';
 
-/** "2M", "100k", "500000" -> a token count. */
+/**
+ * "2M", "1.5M", "100k", "500000" -> a token count. The count must be whole: "0.4" or "2.5" is no number of tokens
+ * (rounding made 0.4 a budget of 0, the whole corpus), nor is "1.0001k". Computed on the decimal digits, so 1.1k is
+ * 1100, not 1100.0000000000002.
+ */
 export function parseTokenCount(name: string) {
   return (v: string): number => {
-    const m = /^(\d+(?:\.\d+)?)([kKmMgG]?)$/.exec(v.trim());
-    const n = m ? Number(m[1]) * ({ '': 1, k: 1e3, m: 1e6, g: 1e9 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g']) : NaN;
-    if (!Number.isSafeInteger(Math.round(n)) || n < 0) throw new LangneuronsError('E_OPTIONS', `${name} must be a token count such as 500000, 100k or 2M, got '${v}'`, { field: name });
-    return Math.round(n);
+    const m = /^(\d+)(?:\.(\d+))?([kKmMgG]?)$/.exec(v.trim());
+    let n = NaN;
+    if (m) {
+      const frac = m[2] ?? '';
+      const exp = { '': 0, k: 3, m: 6, g: 9 }[m[3]!.toLowerCase() as '' | 'k' | 'm' | 'g'] - frac.length;
+      const digits = BigInt(m[1]! + frac);
+      const scale = 10n ** BigInt(Math.abs(exp));
+      const count = exp >= 0 ? digits * scale : digits % scale === 0n ? digits / scale : null;
+      if (count !== null && count <= BigInt(Number.MAX_SAFE_INTEGER)) n = Number(count);
+    }
+    if (!Number.isSafeInteger(n))
+      throw new LangneuronsError('E_OPTIONS', `${name} must be a token count, a whole number such as 500000, 100k, 1.5M or 2M, got '${v}'`, { field: name });
+    return n;
   };
 }
 
@@ -24,12 +37,19 @@ export function parseShard(v: string): { index: number; count: number } {
   return { index: i - 1, count: n };
 }
 
-/** "lo:hi:bins" -> bins + 1 evenly spaced edges. */
+/**
+ * "lo:hi:bins" -> bins + 1 evenly spaced edges. The bounds must be finite and the edges strictly ascending (the
+ * engine's requirement): 1e999 is Infinity and -1e308:1e308 overflows hi − lo, edges the engine refused in its own
+ * words; bounds too close for the bins give equal edges.
+ */
 export function parseHistogram(v: string): number[] {
   const m = /^(-?[\d.]+(?:e-?\d+)?):(-?[\d.]+(?:e-?\d+)?):(\d+)$/.exec(v.trim());
   const lo = m ? Number(m[1]) : NaN, hi = m ? Number(m[2]) : NaN, bins = m ? Number(m[3]) : NaN;
-  if (!m || !(hi > lo) || bins < 1 || bins > 65536) throw new LangneuronsError('E_OPTIONS', `--histogram must be lo:hi:bins with lo < hi and 1..65536 bins (e.g. -0.5:4:256), got '${v}'`, { field: '--histogram' });
-  return Array.from({ length: bins + 1 }, (_, i) => lo + ((hi - lo) * i) / bins);
+  const edges = Number.isFinite(lo) && Number.isFinite(hi) && bins >= 1 && bins <= 65536
+    ? Array.from({ length: bins + 1 }, (_, i) => lo + ((hi - lo) * i) / bins) : [];
+  if (!m || !(hi > lo) || !edges.length || !edges.every((e, i) => Number.isFinite(e) && (i === 0 || e > edges[i - 1]!)))
+    throw new LangneuronsError('E_OPTIONS', `--histogram must be lo:hi:bins with finite lo < hi, 1..65536 bins and distinct edges (e.g. -0.5:4:256), got '${v}'`, { field: '--histogram' });
+  return edges;
 }
 
 interface ProfileCli extends ModelCliOptions {
@@ -55,7 +75,7 @@ export function registerProfile(program: Command): void {
     .requiredOption('--corpus <path>', 'folder of <lang>.txt|.jsonl|.parquet files, a manifest JSON, or udhr / udhr:train / udhr:heldout')
     .requiredOption('--langs <list>', 'comma-separated languages, e.g. en,de,sw,mt')
     .requiredOption('--out <dir>', 'output folder for <lang>.safetensors')
-    .option('--tokens <n>', 'token budget per language, e.g. 2M (0 = the whole corpus)', parseTokenCount('--tokens'), 0)
+    .option('--tokens <n>', 'token budget per language, a whole number of tokens, e.g. 500000, 1.5M, 2M (0 = the whole corpus)', parseTokenCount('--tokens'), 0)
     .option('--shard <k/n>', 'profile only shard k of n (whole sequences round-robin; merge the shards with `stats merge`)', parseShard)
     .addOption(new Option('--scope <mode>', 'windows: one token stream cut into --max-len windows (Tang); sentences: each line alone (Rahmanisa)').choices(['windows', 'sentences']).default('windows'))
     .option('--max-len <n>', 'tokens per window or sentence', parseIntOption('--max-len', 1), 512)
@@ -83,6 +103,9 @@ export function registerProfile(program: Command): void {
         throw new LangneuronsError('E_OPTIONS', '--above-quantile and --thresholds-from go together: the quantile is read from the earlier pass\'s histograms',
           { field: o.aboveQuantile === undefined ? '--above-quantile' : '--thresholds-from' });
       if (!langs.length) throw new LangneuronsError('E_OPTIONS', '--langs names no language', { field: '--langs' });
+      // A language twice would be profiled twice into one file, the second run skipping or redoing the first.
+      const twiceLang = langs.find((l, i) => langs.indexOf(l) !== i);
+      if (twiceLang) throw new LangneuronsError('E_OPTIONS', `--langs: '${twiceLang}' is listed twice`, { field: '--langs' });
       const corpus = await openCorpusSpec(o.corpus, { languages: langs, ...(o.field ? { field: o.field } : {}) });
       const model = await openModel(dir, o);
       if ((o.countBos || o.dropLong) && o.scope !== 'sentences')

@@ -16,6 +16,9 @@ async function readStatsToShow(file: string): Promise<ActivationStats> {
   const header = await readSafetensorsHeader(file).catch((e: unknown) => {
     throw new LangneuronsError('E_INPUT', `${file}: not a langneurons statistics file (not a safetensors file: ${describeError(e)})`, { file, cause: e });
   });
+  // identify writes .safetensors masks, often beside the statistics: such a file is named as what it is.
+  if (header.metadata?.['langneurons'] === undefined && header.metadata?.['langneurons_mask'] !== undefined)
+    throw new LangneuronsError('E_INPUT', `${file}: a langneurons mask, not a statistics file: show it with \`langneurons masks show ${file}\``, { file });
   if (header.metadata?.['langneurons'] === undefined)
     throw new LangneuronsError('E_INPUT', `${file}: not a langneurons statistics file (a safetensors file without langneurons metadata, e.g. a model's weights)`, { file });
   return readStats(file);  // a statistics file: its defects, if any, are named by readStats

@@ -64,17 +64,27 @@ export function addTangMaskCommands(masks: Command): void {
     });
   masks
     .command('export <mask>')
-    .description("a mask as a Tang-format PyTorch file (list over languages of per-layer int64 index tensors), readable by torch.load")
+    .description("a mask of FFN neurons (site act, gate, h or up) as a Tang-format PyTorch file (list over languages of per-layer int64 index tensors), readable by torch.load")
     .option('--format <format>', "the file format: tang (Tang et al.'s torch.save layout, the only one)", 'tang')
     .requiredOption('--out <file>', 'the PyTorch file to write')
-    .option('--langs <langs>', "languages and their order in the file (default: the mask's, in its order)")
+    .option('--langs <langs>', "languages and their order in the file, each of the mask's at most once (default: the mask's, in its order)")
     .option('--json', 'print one JSON document on stdout')
     .action(async (file: string, o: { format: string; out: string; langs?: string; json?: boolean }) => {
       checkFormat(o.format);
       await checkOutput(o.out, [file], 'a Tang-format mask', (f) => isTangFile(f, 'mask'));
       const mask = await readMask(file);
-      const langs = o.langs ? list(o.langs) : Object.keys(mask.languages);
-      await writeTorchFile(o.out, maskToTang(mask, langs));
+      const langs = o.langs !== undefined ? list(o.langs) : Object.keys(mask.languages);
+      // --langs in the CLI's words (the library speaks of its option): the file holds no names, so a language twice or
+      // one the mask lacks would put every later language's neurons under the wrong name in Python.
+      if (o.langs !== undefined) {
+        if (!langs.length) throw new LangneuronsError('E_OPTIONS', `--langs names no language, got '${o.langs}' (leave it out for the mask's languages, in its order)`, { field: '--langs' });
+        const twice = langs.find((l, i) => langs.indexOf(l) !== i);
+        if (twice !== undefined) throw new LangneuronsError('E_OPTIONS', `--langs: ${twice} is given twice`, { field: '--langs' });
+        const missing = langs.find((l) => !Object.prototype.hasOwnProperty.call(mask.languages, l));
+        if (missing !== undefined)
+          throw new LangneuronsError('E_OPTIONS', `--langs: ${file} has no language "${missing}" (it has ${Object.keys(mask.languages).join(', ')})`, { field: '--langs' });
+      }
+      await writeTorchFile(o.out, maskToTang(mask, langs, file));
       printResult(o, { out: o.out, format: 'tang', languages: langs }, () => `${langs.join(', ')} (in this order) -> ${o.out}`);
     });
 }
@@ -86,12 +96,15 @@ export function addTangStatsCommands(stats: Command): void {
     .requiredOption('--lang <code>', 'the language the counts are of')
     .requiredOption('--model <dir>', 'the model they were taken on (layers, intermediate size, fingerprint)')
     .requiredOption('--out <file>', 'the statistics file (.safetensors)')
-    .option('--max-len <n>', "tokens per window of the run (Tang: the model's max length; default the model's context)", parseIntOption('--max-len', 1))
+    .option('--max-len <n>', "tokens per window of the run (Tang: the model's max length; default and at most the model's context)", parseIntOption('--max-len', 1))
     .option('--json', 'print one JSON document on stdout')
     .action(async (file: string, o: { lang: string; model: string; out: string; maxLen?: number; json?: boolean }) => {
       await checkOutput(o.out, [file, o.model], 'a langneurons statistics file', isStatsFile);
       if (!o.out.endsWith('.safetensors')) throw new LangneuronsError('E_OPTIONS', `--out ${o.out}: a statistics file is .safetensors (profile, identify and stats merge read <lang>.safetensors)`, { field: '--out' });
       const { identity, maxPositions } = await identityOf(o.model);
+      // As profile refuses windows the model cannot take: counts of such windows cannot have come from this model.
+      if (o.maxLen !== undefined && o.maxLen > maxPositions)
+        throw new LangneuronsError('E_OPTIONS', `--max-len ${o.maxLen}: windows of ${o.maxLen} tokens exceed the model's context of ${maxPositions}: give a --max-len of at most ${maxPositions}`, { field: '--max-len' });
       const s = statsFromTang(await readTorchFile(file), { language: o.lang, model: identity, maxLen: o.maxLen ?? maxPositions, sha256: await sha256File(file) }, file);
       await ensureParentDir(o.out);
       await writeStats(o.out, s);
@@ -108,7 +121,7 @@ export function addTangStatsCommands(stats: Command): void {
       checkFormat(o.format);
       await checkOutput(o.out, [file], 'Tang-format counts', (f) => isTangFile(f, 'counts'));
       const s = await readStats(file);
-      await writeTorchFile(o.out, statsToTang(s));
+      await writeTorchFile(o.out, statsToTang(s, file));
       printResult(o, { out: o.out, format: 'tang', language: s.meta.language, tokens: s.tokens }, () => `${s.meta.language}: ${s.tokens} tokens -> ${o.out}`);
     });
 }
