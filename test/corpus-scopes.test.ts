@@ -62,6 +62,20 @@ describe('windows scope', () => {
     expect(seqs(await run(docs('abc', 'defg'), { scope: windows(3, { tokenBudget: 6 }) }))).toEqual([ids('abc'), ids('def')]);
     expect(seqs(await run(docs('ab'), { scope: windows(3, { tokenBudget: 100 }) }))).toEqual([ids('ab')]);
   });
+
+  it('partialWindow drop keeps whole windows only, as Tang\'s activation.py (l // max_length * max_length)', async () => {
+    const out = await run(docs('abc', 'defg'), { scope: windows(3, { partialWindow: 'drop' }) });
+    expect(seqs(out)).toEqual([ids('abc'), ids('def')]);
+    expect(out.reduce((n, b) => n + b.tokens, 0)).toBe(6);
+    // the budget's cut: min(7, 5) // 3 * 3 = 3 tokens; a budget of whole windows is met exactly
+    expect(seqs(await run(docs('abc', 'defg'), { scope: windows(3, { partialWindow: 'drop', tokenBudget: 5 }) }))).toEqual([ids('abc')]);
+    expect(seqs(await run(docs('abc', 'defg'), { scope: windows(3, { partialWindow: 'drop', tokenBudget: 6 }) }))).toEqual([ids('abc'), ids('def')]);
+    expect(seqs(await run(docs('ab'), { scope: windows(3, { partialWindow: 'drop' }) }))).toEqual([]);
+    // shards of the same stream drop the same window: together they are the single run
+    const shards = await Promise.all([0, 1].map((index) => run(docs('abc', 'defg', 'hij', 'k'), { scope: windows(3, { partialWindow: 'drop' }), shard: { index, count: 2 } })));
+    expect(shards.map((b) => seqs(b))).toEqual([[ids('abc'), ids('ghi')], [ids('def')]]); // (jk left out)
+    await expect(run(docs('abc'), { scope: sentences(3, { partialWindow: 'drop' }) })).rejects.toThrow(/partialWindow "drop" applies to the windows scope/);
+  });
 });
 
 describe('sentences scope', () => {

@@ -127,6 +127,10 @@ describe('3. identify refuses statistics that stats merge would not compare', ()
     line = await refused('identify', sentences, '--method', 'raw-activated', '--out', fresh('m.json'));
     expect(line).toMatch(/sw\.safetensors vs .*en\.safetensors: different token scopes \(mode sentences vs windows, bos true vs false\)/);
 
+    // Tang's whole windows (profile --drop-partial) and windows with the last partial one are counted otherwise
+    const whole = await statsDir(stats('en'), stats('it', { scope: { ...windows, partialWindow: 'drop' } }));
+    expect(await refused('identify', whole, '--out', fresh('m.json'))).toMatch(/different token scopes \(partialWindow (drop vs keep|keep vs drop)\)/);
+
     const kojima = await statsDir(stats('en'), stats('fr', { scope: { ...windows, maxLen: 32 } }));
     expect(await refused('identify', kojima, '--method', 'act-prob-zero', '--out', fresh('m.json'))).toMatch(/different token scopes \(maxLen 32 vs 64\)/);
 

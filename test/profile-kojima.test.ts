@@ -96,5 +96,17 @@ describe("Kojima's sentence means: BOS counted, long sentences dropped", () => {
     }
     const shown = await runCli('stats', 'show', statsFileFor(out, 'en'));
     expect(shown.stdout).toMatch(/sentences, max 32, BOS fed and counted, longer sentences dropped/);
+    // and --drop-partial (Tang's whole windows) for --scope windows only: recorded, shown, the count a multiple of 16
+    const whole = path.join(dir, 'cli-whole');
+    const w = await runCli('profile', fixturePath('stories260k'), '--corpus', path.join(dir, 'corpus'), '--langs', 'en', '--max-len', '16', '--drop-partial', '--out', whole, '--json');
+    expect(w.code, w.stderr).toBe(0);
+    const ws = await readStats(statsFileFor(whole, 'en'));
+    expect(ws.meta.scope).toMatchObject({ mode: 'windows', partialWindow: 'drop' });
+    expect(ws.tokens % 16).toBe(0);
+    expect(ws.tokens).toBeGreaterThan(0);
+    expect((await runCli('stats', 'show', statsFileFor(whole, 'en'))).stdout).toMatch(/windows, max 16, whole windows only/);
+    const bad = await runCli('profile', fixturePath('stories260k'), '--corpus', path.join(dir, 'corpus'), '--langs', 'en', '--scope', 'sentences', '--drop-partial', '--out', path.join(dir, 'bad'));
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain('--drop-partial applies to --scope windows');
   }, 60_000);
 });

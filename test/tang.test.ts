@@ -168,6 +168,7 @@ describe('PyTorch files (Tang format)', () => {
     expect(r.value).toBe(0);
     const st = await readStats(statsFile);
     expect([st.tokens, st.meta.language, st.meta.scope.mode, st.meta.model.fingerprint]).toEqual([1000, 'en', 'windows', identity.fingerprint]);
+    expect(st.meta.scope.partialWindow).toBe('drop'); // Tang counts whole windows only (profile --drop-partial)
     expect(Array.from(st.sites.get('act')!.overZero)).toEqual(expected.counts.over_zero.flat());
     r = await run(['stats', 'export', statsFile, '--format', 'tang', '--out', path.join(tmp, 'en.pt')]);
     expect(r.value).toBe(0);

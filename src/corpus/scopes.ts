@@ -3,7 +3,8 @@
 //
 //   windows   (Tang / Gurgurov): every document tokenised without special tokens, all concatenated into
 //             one stream (no separator), cut into consecutive windows of maxLen tokens; the last partial
-//             window is kept, shorter. Every window position is counted.
+//             window (where the stream or the token budget ends) is kept, shorter, or with partialWindow
+//             'drop' left out, as Tang's activation.py keeps whole windows only. Every window position is counted.
 //   sentences (Rahmanisa): each document alone, its own tokens truncated to maxLen, all counted.
 //             longSentences 'drop' (Kojima's selfcond): a document of more than maxLen tokens is skipped
 //             instead (no sequence, no sequence id).
@@ -66,7 +67,7 @@ export interface Shard {
 }
 
 export interface SequenceOptions {
-  scope: Pick<TokenScope, 'mode' | 'maxLen' | 'bos' | 'tokenBudget' | 'countBos' | 'longSentences'>;
+  scope: Pick<TokenScope, 'mode' | 'maxLen' | 'bos' | 'tokenBudget' | 'countBos' | 'longSentences' | 'partialWindow'>;
   shard?: Shard;
   resumeFrom?: ScopePosition;
 }
@@ -102,6 +103,9 @@ function checkOptions(options: SequenceOptions, tokenizer: ScopeTokenizer): void
   if (countBos && !(bos && mode === 'sentences')) fail('countBos (counting the BOS as a token of its sentence) needs the sentences scope with bos');
   if (longSentences !== undefined && longSentences !== 'truncate' && longSentences !== 'drop') fail(`longSentences must be "truncate" or "drop", got "${String(longSentences)}"`);
   if (longSentences === 'drop' && mode !== 'sentences') fail('longSentences "drop" applies to the sentences scope (windows are cut, never dropped)');
+  const partialWindow = options.scope.partialWindow;
+  if (partialWindow !== undefined && partialWindow !== 'keep' && partialWindow !== 'drop') fail(`partialWindow must be "keep" or "drop", got "${String(partialWindow)}"`);
+  if (partialWindow === 'drop' && mode !== 'windows') fail('partialWindow "drop" applies to the windows scope (sentences are never cut into windows)');
   const shard = options.shard;
   if (shard && (!Number.isSafeInteger(shard.count) || shard.count < 1 || !Number.isSafeInteger(shard.index) || shard.index < 0 || shard.index >= shard.count)) {
     fail(`shard index must be in [0, count), got ${shard.index} of ${shard.count}`);
@@ -134,6 +138,7 @@ export async function* scopeSequences(source: DocumentSource, tokenizer: ScopeTo
   // A counted BOS is one more counted token per sequence (sentences mode only, checked above).
   const bosCounted = options.scope.countBos === true ? 1 : 0;
   const drop = options.scope.longSentences === 'drop';
+  const wholeWindows = options.scope.partialWindow === 'drop';
   const shard = options.shard ?? { index: 0, count: 1 };
   const state: ScopePosition = { ...(options.resumeFrom ?? START_POSITION) };
   const budgetLeft = () => (tokenBudget > 0 ? tokenBudget - state.tokensCounted : Infinity);
@@ -184,6 +189,8 @@ export async function* scopeSequences(source: DocumentSource, tokenizer: ScopeTo
         state.tokenOffset = offset;
       }
       if (current.length === maxLen || current.length === budgetLeft()) {
+        // (the budget cut a window short: with whole windows only, it is left out and the language ends)
+        if (current.length < maxLen && wholeWindows) return;
         const seq = cut();
         if (seq) yield seq;
         if (budgetLeft() <= 0) return;
@@ -192,7 +199,7 @@ export async function* scopeSequences(source: DocumentSource, tokenizer: ScopeTo
     state.documentIndex = index + 1;
     state.tokenOffset = 0;
   }
-  if (current.length > 0) {
+  if (current.length > 0 && !wholeWindows) {
     const seq = cut(); // the last, partial window
     if (seq) yield seq;
   }

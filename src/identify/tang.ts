@@ -115,7 +115,8 @@ export function statsFromTang(value: unknown, o: TangStatsOptions, file: string)
   return {
     meta: {
       format: STATS_FORMAT, model: { ...o.model }, language: o.language,
-      scope: { mode: 'windows', maxLen: o.maxLen, bos: false, countPadding: false, tokenBudget: 0 },
+      // Tang's activation.py counts whole windows only (ids[:l // max_length * max_length]): profile --drop-partial
+      scope: { mode: 'windows', maxLen: o.maxLen, bos: false, countPadding: false, tokenBudget: 0, partialWindow: 'drop' },
       layers: Array.from({ length: o.model.layers }, (_, l) => l), corpus: { files: [file], fingerprint: o.sha256 },
       toolVersion: 'tang-import', shards: 1,
       // The corpus is not known: the file's content stands for it, and is the part's id (one file, one part).

@@ -57,6 +57,12 @@ export interface TokenScope {
    * its seq_len) instead of cut to maxLen ('truncate', the default). Absent = 'truncate' (written only when 'drop').
    */
   longSentences?: 'truncate' | 'drop';
+  /**
+   * Windows scope: the last window, shorter than maxLen where the stream (or the token budget) ends, is kept
+   * ('keep', the default) or left out ('drop': Tang's activation.py reshapes the stream into whole windows only,
+   * `l // max_length * max_length`). Absent = 'keep' (written only when 'drop').
+   */
+  partialWindow?: 'keep' | 'drop';
   /** Padding counted (Mondal's XNLI variant only). */
   countPadding: boolean;
   /** Token budget per language (0 = the whole corpus). */
@@ -354,6 +360,7 @@ function parseStatsMeta(file: string, raw: string | undefined): ParsedMeta {
   bool(scope.bos, 'scope.bos');
   if (scope.countBos !== undefined) bool(scope.countBos, 'scope.countBos');
   if (scope.longSentences !== undefined && scope.longSentences !== 'truncate' && scope.longSentences !== 'drop') field('scope.longSentences', '"truncate" or "drop"');
+  if (scope.partialWindow !== undefined && scope.partialWindow !== 'keep' && scope.partialWindow !== 'drop') field('scope.partialWindow', '"keep" or "drop"');
   bool(scope.countPadding, 'scope.countPadding');
   int(scope.tokenBudget, 'scope.tokenBudget', 0);
   const layers = Array.isArray(top.layers) ? top.layers : field('layers', 'a list of the profiled layers');
@@ -400,7 +407,7 @@ export function countingConflict(a: StatsMeta, b: StatsMeta, o: { acrossLanguage
   // spelled (key order, a default written out).
   const fields: [string, (s: TokenScope) => unknown][] = [
     ['mode', (s) => s.mode], ['maxLen', (s) => s.maxLen], ['bos', (s) => s.bos], ['countBos', (s) => s.countBos ?? false],
-    ['longSentences', (s) => s.longSentences ?? 'truncate'], ['countPadding', (s) => s.countPadding],
+    ['longSentences', (s) => s.longSentences ?? 'truncate'], ['partialWindow', (s) => s.partialWindow ?? 'keep'], ['countPadding', (s) => s.countPadding],
     ...(o.acrossLanguages ? [] : [['tokenBudget', (s: TokenScope) => s.tokenBudget] as [string, (s: TokenScope) => unknown]]),
   ];
   const differ = fields.filter(([, f]) => f(a.scope) !== f(b.scope)).map(([k, f]) => `${k} ${String(f(a.scope))} vs ${String(f(b.scope))}`);

@@ -42,7 +42,7 @@ export interface SweepFile {
   languages: string[];
   lowResource?: string[];
   profile: { corpus: string; tokens?: number | string; shards?: number; scope?: 'windows' | 'sentences'; maxLen?: number; sites?: string; histogram?: string; seqMeans?: boolean;
-    countBos?: boolean; dropLong?: boolean };
+    countBos?: boolean; dropLong?: boolean; dropPartial?: boolean };
   identify: IdentifyEntry[];
   steer?: {
     pplMatrix?: { evalText?: string; maxTokens?: number; deactivateValue?: number | number[] }; lss?: { facts: string; settings?: string };
@@ -227,6 +227,7 @@ function checkSemantics(s: SweepFile, dir: string, fail: (p: (string | number)[]
         fail(['identify', i, 'site'], `${what}: eval.interventions "${atSite}" must edit them there (add :site=${ranked[0]})`);
     }
   });
+  if (s.profile.dropPartial && s.profile.scope === 'sentences') fail(['profile', 'dropPartial'], 'dropPartial applies to scope: windows');
   if ((s.profile.countBos || s.profile.dropLong) && s.profile.scope !== 'sentences')
     fail(['profile', s.profile.countBos ? 'countBos' : 'dropLong'], `${s.profile.countBos ? 'countBos' : 'dropLong'} applies to scope: sentences`);
   checkCorpus(s.profile.corpus, dir, ['profile', 'corpus'], fail);

@@ -174,7 +174,7 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
   const profileArgs = ['--corpus', isUdhr(p.corpus) ? p.corpus : path.resolve(sweep.dir, p.corpus), '--tokens', String(p.tokens ?? 0),
     '--scope', p.scope ?? 'windows', '--max-len', String(p.maxLen ?? 512), ...(p.sites ? ['--sites', p.sites] : []),
     ...(p.histogram ? ['--histogram', p.histogram] : []), ...(p.seqMeans ? ['--seq-means'] : []),
-    ...(p.countBos ? ['--count-bos'] : []), ...(p.dropLong ? ['--drop-long'] : [])];
+    ...(p.countBos ? ['--count-bos'] : []), ...(p.dropLong ? ['--drop-long'] : []), ...(p.dropPartial ? ['--drop-partial'] : [])];
   const settings = identifySettings(s.identify);
   const ftMethods = s.finetune?.methods ?? [];
   const ftLangs = new Set(select(s.finetune?.languages));

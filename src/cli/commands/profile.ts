@@ -54,7 +54,7 @@ export function parseHistogram(v: string): number[] {
 
 interface ProfileCli extends ModelCliOptions {
   corpus: string; langs: string; out: string; tokens: number; shard?: { index: number; count: number }; scope: 'windows' | 'sentences';
-  maxLen: number; bos?: boolean; countBos?: boolean; dropLong?: boolean; sites: string; layers?: number; batchTokens: number; histogram?: number[]; seqMeans?: boolean;
+  maxLen: number; bos?: boolean; countBos?: boolean; dropLong?: boolean; dropPartial?: boolean; sites: string; layers?: number; batchTokens: number; histogram?: number[]; seqMeans?: boolean;
   checkpointTokens: number; resume: boolean; field?: string; aboveQuantile?: number; thresholdsFrom?: string;
 }
 
@@ -82,6 +82,7 @@ export function registerProfile(program: Command): void {
     .option('--bos', 'feed a BOS token before each window/sentence (not counted); default: on for sentences, off for windows')
     .option('--count-bos', 'sentences: count the BOS as one of the sentence\'s tokens, in the sums and the sequence means (Kojima et al.\'s code means every token, BOS included)')
     .option('--drop-long', 'sentences: leave out a sentence of more than --max-len tokens instead of cutting it (Kojima et al.\'s code drops them)')
+    .option('--drop-partial', 'windows: leave out the last window when it is shorter than --max-len (where the corpus or the --tokens budget ends), as Tang et al.\'s activation.py keeps whole windows only')
     .option('--sites <list>', `sites to profile (${SITES.join(', ')})`, 'act')
     .option('--layers <n>', 'profile layers 0..n-1 only (later layers are not run)', parseIntOption('--layers', 1))
     .option('--batch-tokens <n>', 'tokens per forward', parseIntOption('--batch-tokens', 1), 4096)
@@ -108,11 +109,13 @@ export function registerProfile(program: Command): void {
       if (twiceLang) throw new LangneuronsError('E_OPTIONS', `--langs: '${twiceLang}' is listed twice`, { field: '--langs' });
       const corpus = await openCorpusSpec(o.corpus, { languages: langs, ...(o.field ? { field: o.field } : {}) });
       const model = await openModel(dir, o);
+      if (o.dropPartial && o.scope !== 'windows')
+        throw new LangneuronsError('E_OPTIONS', '--drop-partial applies to --scope windows (sentences are never cut into windows)', { field: '--drop-partial' });
       if ((o.countBos || o.dropLong) && o.scope !== 'sentences')
         throw new LangneuronsError('E_OPTIONS', `${o.countBos ? '--count-bos' : '--drop-long'} applies to --scope sentences`, { field: o.countBos ? '--count-bos' : '--drop-long' });
       // The Kojima options are recorded only when given, so that other files' scopes (and merges with them) are unchanged.
       const scope: TokenScope = { mode: o.scope, maxLen: o.maxLen, bos: o.bos ?? o.scope === 'sentences', countPadding: false, tokenBudget: o.tokens,
-        ...(o.countBos ? { countBos: true } : {}), ...(o.dropLong ? { longSentences: 'drop' as const } : {}) };
+        ...(o.countBos ? { countBos: true } : {}), ...(o.dropLong ? { longSentences: 'drop' as const } : {}), ...(o.dropPartial ? { partialWindow: 'drop' as const } : {}) };
       const progress = new Progress('profiling', o);
       let current = '';
       const results = await profileCorpus(model, corpus, {

@@ -69,7 +69,7 @@ export function registerStats(program: Command): void {
       printResult(o, { file, meta: s.meta, tokens: s.tokens, sequences: s.sequences, sites }, () => [
         `language   ${s.meta.language}`,
         `model      ${s.meta.model.name} (${s.meta.model.modelType}, ${s.meta.model.layers} layers × ${s.meta.model.intermediate} neurons; ${s.meta.model.fingerprint.slice(0, 12)})`,
-        `tokens     ${s.tokens} in ${s.sequences} sequences (${s.meta.scope.mode}, max ${s.meta.scope.maxLen}${s.meta.scope.bos ? (s.meta.scope.countBos ? ', BOS fed and counted' : ', BOS fed') : ''}${s.meta.scope.longSentences === 'drop' ? ', longer sentences dropped' : ''}${s.meta.shards > 1 ? `, ${s.meta.shards} shards` : ''})`,
+        `tokens     ${s.tokens} in ${s.sequences} sequences (${s.meta.scope.mode}, max ${s.meta.scope.maxLen}${s.meta.scope.bos ? (s.meta.scope.countBos ? ', BOS fed and counted' : ', BOS fed') : ''}${s.meta.scope.longSentences === 'drop' ? ', longer sentences dropped' : ''}${s.meta.scope.partialWindow === 'drop' ? ', whole windows only' : ''}${s.meta.shards > 1 ? `, ${s.meta.shards} shards` : ''})`,
         `layers     ${s.meta.layers.length === s.meta.model.layers ? 'all' : s.meta.layers.join(',')}`,
         ...sites.map((x) => `site ${x.site.padEnd(5)} width ${x.width}, P(value > 0) averaged ${(100 * x.meanActiveFraction).toFixed(2)}%` +
           (x.histogramBins ? `, histogram ${x.histogramBins} bins` : '') + (x.sequenceMeans ? `, ${x.sequenceMeans} sequence means` : '') +
