@@ -50,13 +50,20 @@ describe('eval --delta cache', () => {
     await mergedDeltaModel(STORIES, delta, false, root);
     expect(readFileSync(path.join(dir, 'model.safetensors')).equals(merged)).toBe(true);
 
-    // Same path, other weights: another fingerprint, another cache (never the old merge).
+    // Same path, other weights: another fingerprint, another cache (never the old merge). (A delta now records its
+    // base's weights and is refused on others: the cache key matters for deltas from before that, without them.)
     const base2 = path.join(tmp, 'base2');
     cpSync(STORIES, base2, { recursive: true });
     const bytes = readFileSync(path.join(base2, 'model.safetensors'));
     bytes[bytes.length - 1] ^= 1;
     writeFileSync(path.join(base2, 'model.safetensors'), bytes);
-    expect(await mergedDeltaModel(base2, delta, false, root)).not.toBe(dir);
+    await expect(mergedDeltaModel(base2, delta, false, root)).rejects.toThrow(/delta was trained from other weights/);
+    const older = path.join(tmp, 'older-delta');
+    cpSync(run, older, { recursive: true });
+    const desc = JSON.parse(readFileSync(path.join(older, 'delta.json'), 'utf8'));
+    delete desc.model.weights;
+    writeFileSync(path.join(older, 'delta.json'), JSON.stringify(desc));
+    expect(await mergedDeltaModel(base2, path.join(older, 'delta.safetensors'), false, root)).not.toBe(dir);
 
     // A staging folder of a dead process is removed; one holding foreign files is left alone, and a cache name
     // holding foreign files is refused, not deleted.
