@@ -1,6 +1,8 @@
 // Options every model-running command shares.
 import { Option, type Command } from 'commander';
+import { statSync } from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 
 import { loadModel, type LanguageModel } from '../engine/model.js';
 import { warn } from '../io/text.js';
@@ -67,4 +69,17 @@ export async function warnIfTooLarge(dir: string, free = os.freemem()): Promise<
   const need = estimateMemory(ck.config, { weightBytes: ck.totalBytes, batchTokens: 512, contextTokens: 512 }).totalBytes;
   if (need > free)
     warn(`${dir}: running the model needs about ${(need / 2 ** 30).toFixed(1)} GiB (langneurons info ${dir}), more than the ${(free / 2 ** 30).toFixed(1)} GiB of free memory; it may fail or swap`);
+}
+
+/**
+ * Refuses an output option that names a folder where the command writes a file: a path ending in a separator (or in
+ * `.` / `..`), or an existing folder. Checked before anything else: otherwise the lock beside it (`<out>.lock`) failed
+ * with a bare ENOENT naming `<folder>/.lock`, or a folder was taken for an earlier result.
+ */
+export function requireOutputFile(out: string, option = '--out'): void {
+  const base = path.basename(out);
+  const folder = out.endsWith('/') || out.endsWith(path.sep) || base === '' || base === '.' || base === '..' ||
+    (() => { try { return statSync(out).isDirectory(); } catch { return false; } })();
+  if (folder)
+    throw new LangneuronsError('E_OPTIONS', `${option} ${out}: must be a file path (such as result.json), not a folder`, { field: option });
 }

@@ -1,5 +1,6 @@
 // CLI output: human-readable text and progress bars on a terminal; one JSON document on stdout with --json.
 import { LangneuronsError } from '../errors.js';
+import { parseDecimal } from '../intervene/spec.js';
 import type { UnitLog } from '../io/unit-log.js';
 
 export interface OutputOptions { json?: boolean; quiet?: boolean }
@@ -43,10 +44,12 @@ export function parseIntOption(name: string, min: number, max = Number.MAX_SAFE_
   };
 }
 
+/** A number option: written in decimal (as the intervention specs take numbers: Number() alone also reads 0x10,
+ *  0b1 and " 1"), finite, and passing `check`. */
 export function parseFloatOption(name: string, check: (x: number) => boolean, want: string) {
   return (v: string): number => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isFinite(n) || !check(n))
+    const n = parseDecimal(v);
+    if (!Number.isFinite(n) || !check(n))
       throw new LangneuronsError('E_OPTIONS', `${name} must be ${want}, got '${v}'`, { field: name });
     return n;
   };

@@ -3,6 +3,8 @@
 // as the native engine's arrays (one edit per (spec, layer, neuron), in spec order: later specs apply after
 // earlier ones on the same neuron).
 
+import { existsSync } from 'node:fs';
+
 import { LangneuronsError } from '../errors.js';
 import { histogramQuantile } from '../identify/act-prob.js';
 import type { NativeInterventionArrays } from '../native/addon.js';
@@ -121,6 +123,8 @@ async function languageStats(spec: InterventionSpec, language: string, ctx: Reso
   const where = spec.stats ?? ctx.stats;
   if (where === undefined) fail(spec, `statistics of "${language}" are needed: give stats=<dir> in the spec or --stats <dir>`);
   const file = languageStatsFile(where, language);
+  // Said here with the spec and the statistics it was given (the reader's own message names only the file).
+  if (!existsSync(file)) fail(spec, `no statistics of "${language}": ${file} does not exist${file === where ? '' : ` (statistics: ${where})`}`, file);
   const st = await files.statsFile(file);
   if (st.meta.language !== language) fail(spec, `${file} holds statistics of "${st.meta.language}", not "${language}"`, file);
   if (st.meta.model.fingerprint !== ctx.identity.fingerprint) fail(spec, `${file} was profiled on ${st.meta.model.name}, not on ${ctx.identity.name}`, file);

@@ -71,12 +71,31 @@ function specError(source: string | undefined, message: string): LangneuronsErro
 }
 
 /** Activations are float32: a value beyond this becomes Inf in the engine. */
-const FLOAT32_MAX = 3.4028234663852886e38;
+export const FLOAT32_MAX = 3.4028234663852886e38;
+
+/** A decimal number as people write one (`-1.5`, `.5`, `2e-3`), nothing around it. Number() alone also takes
+ *  `0x10`, `0b1`, `0o7` and surrounding blanks (" 1"), so a typo such as `add:0x10` silently became 16. */
+const DECIMAL = /^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/;
+
+/** The value of a decimal number (DECIMAL), or NaN for any other text. */
+export function parseDecimal(text: string): number {
+  return DECIMAL.test(text) ? Number(text) : NaN;
+}
+
+/** Whether x is a number the engine's float32 arithmetic holds (finite, within ±FLOAT32_MAX). */
+export const fitsFloat32 = (x: number): boolean => Number.isFinite(x) && Math.abs(x) <= FLOAT32_MAX;
+
+/** Why a number cannot be an intervention's value, or null when it can. */
+function float32Problem(x: number): string | null {
+  if (!Number.isFinite(x)) return 'is not a finite number';
+  return Math.abs(x) > FLOAT32_MAX ? `overflows float32 (largest ${FLOAT32_MAX.toExponential(4)})` : null;
+}
 
 function parseNumber(text: string, what: string, source: string): number {
-  const x = text.trim() === '' ? NaN : Number(text);
-  if (!Number.isFinite(x)) throw specError(source, `${what} must be a finite number, got "${text}"`);
-  if (Math.abs(x) > FLOAT32_MAX) throw specError(source, `${what} ${text} overflows float32 (largest ${FLOAT32_MAX.toExponential(4)})`);
+  const x = parseDecimal(text);
+  if (Number.isNaN(x)) throw specError(source, `${what} must be a finite number, got "${text}" (written in decimal, such as 2, -1.5 or 1e-3)`);
+  const problem = float32Problem(x);
+  if (problem) throw specError(source, `${what} ${text} ${problem}`);
   return x;
 }
 
@@ -173,7 +192,7 @@ export function parseInterventionSpec(text: string, defaultStats?: string, where
 }
 
 const isObject = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
-const isFiniteNumber = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x) && Math.abs(x) <= FLOAT32_MAX; // beyond: Inf in the engine
+const isFiniteNumber = (x: unknown): x is number => typeof x === 'number' && fitsFloat32(x); // beyond: Inf in the engine
 const isStringList = (x: unknown): x is string[] => Array.isArray(x) && x.length > 0 && x.every((s) => typeof s === 'string' && s.length > 0);
 
 /** The keys of a spec object and of its parts: any other key is refused (a misspelt "sitee" must not pass unseen). */
@@ -208,18 +227,24 @@ export function validateSpec(raw: unknown, where?: string): InterventionSpec {
   }
   const o = raw['operation'];
   if (!isObject(o)) return bad('operation must be an object with an "op"');
+  // A number the engine cannot hold is named as such (1e40 overflows float32), not as a value of the wrong kind.
+  const numberProblem = (what: string, x: unknown) => { if (typeof x === 'number' && float32Problem(x)) bad(`${what} ${x} ${float32Problem(x)}`); };
   const checkValue = (v: unknown) => {
     if (isFiniteNumber(v)) return;
+    numberProblem('value', v);
     if (!isObject(v) || typeof v['statistic'] !== 'string' || typeof v['language'] !== 'string' || !v['language'])
       bad('value must be a finite number or { statistic, language }');
     onlyKeys(v as Record<string, unknown>, VALUE_KEYS, 'the operation\'s "value"');
     if (!isNeuronStatistic((v as Record<string, string>)['statistic']!)) bad(`unknown statistic "${String((v as Record<string, unknown>)['statistic'])}" (statistics: ${NEURON_STATISTICS})`);
   };
-  const optionalNumber = (k: string) => { if (o[k] !== undefined && !isFiniteNumber(o[k])) bad(`${k} must be a finite number, got ${JSON.stringify(o[k])}`); };
+  const optionalNumber = (k: string) => {
+    numberProblem(k, o[k]);
+    if (o[k] !== undefined && !isFiniteNumber(o[k])) bad(`${k} must be a finite number, got ${JSON.stringify(o[k])}`);
+  };
   switch (o['op']) {
     case 'set': checkValue(o['value']); break;
     case 'add': checkValue(o['value']); optionalNumber('alpha'); break;
-    case 'scale': if (!isFiniteNumber(o['factor'])) bad('scale needs a finite factor'); break;
+    case 'scale': numberProblem('factor', o['factor']); if (!isFiniteNumber(o['factor'])) bad('scale needs a finite factor'); break;
     case 'diffmean':
       if (typeof o['language'] !== 'string' || !o['language']) bad('diffmean needs a language');
       if (o['others'] !== undefined && !isStringList(o['others'])) bad('others must be a non-empty list of languages');

@@ -45,6 +45,9 @@ export function deactivation(maskFile: string, language: string | string[], valu
   const lang = languages.join('+');
   const spec: InterventionSpec = { neurons: { mask: maskFile, languages }, operation: { op: 'set', value }, ...(site === undefined ? {} : { site }),
     source: value === 0 ? `deactivate:${maskFile}:${lang}${at}` : `set:${value}:mask=${maskFile}:lang=${lang}${at}` };
+  // Checked now (a value beyond float32, say), not when the measure first resolves it after its baseline; kept as
+  // it is (without validateSpec's defaults): the request addresses the units of a resumable run.
+  validateSpec(spec);
   return { specs: [spec], label: `deactivate ${lang}${value ? ` (set ${value})` : ''}` };
 }
 
@@ -195,6 +198,19 @@ export function engineGenerator(model: LanguageModel, opts: GenerateOptions, con
   return async (prompts, intervention) => (await generate(model, prompts, {
     ...opts, ...(concurrency ? { concurrency } : {}), ...(intervention ? { intervene: intervention } : {}),
   })).map((g) => g.text);
+}
+
+/**
+ * Refuses a prompt longer than the model's context, naming its file and line, before any generation (the generator
+ * itself can only name the prompt's index in its call). Prompts are tokenised as the generator tokenises them.
+ */
+export function checkPromptLengths(model: LanguageModel, prompts: readonly { text: string; file: string; line: number }[]): void {
+  const tok = model.requireTokenizer();
+  for (const p of prompts) {
+    const n = tok.encode(p.text).length;
+    if (n > model.contextLength)
+      throw new LangneuronsError('E_PROMPTS', `${p.file}:${p.line}: the prompt has ${n} tokens, longer than the model's context of ${model.contextLength}`, { file: p.file });
+  }
 }
 
 /** Refuses mask languages the mask lacks, naming the mask file. */

@@ -37,6 +37,9 @@ export interface FallbackOptions<I> {
   /** The intervention deactivating the union of these languages' neurons. */
   intervention: (languages: string[]) => I;
   generate: GenerateFn<I>;
+  /** Called once with every step's intervention before the first generation: a caller that resolves them against a
+   *  model does it here, so that a bad one fails before any engine work rather than after the baseline. */
+  prepare?: (interventions: I[]) => Promise<void>;
   identifier: LanguageIdentifier;
   baseline?: boolean;
   keepGenerations?: boolean;
@@ -74,6 +77,8 @@ export async function computeFallback<I>(opts: FallbackOptions<I>): Promise<Fall
   const keep = opts.keepGenerations ?? true;
   const texts = opts.prompts.map((p) => p.text);
   const sets = fallbackSets(opts.languages, order);
+  const interventions = sets.map((set) => opts.intervention(set));
+  await opts.prepare?.(interventions);
   const total = sets.length + (opts.baseline === false ? 0 : 1);
   let done = 0;
   let baseline: FallbackStep | undefined;
@@ -82,8 +87,8 @@ export async function computeFallback<I>(opts: FallbackOptions<I>): Promise<Fall
     opts.onProgress?.(++done, total, 'no intervention');
   }
   const steps: FallbackStep[] = [];
-  for (const set of sets) {
-    steps.push(await step(opts.prompts, await opts.generate(texts, opts.intervention(set)), set, opts.identifier, keep));
+  for (const [k, set] of sets.entries()) {
+    steps.push(await step(opts.prompts, await opts.generate(texts, interventions[k]!), set, opts.identifier, keep));
     opts.onProgress?.(++done, total, `deactivated ${set.join('+')}`);
   }
   // (Object keys in insertion order: every language id here is a string that is not an array index.)

@@ -76,6 +76,10 @@ export interface ForcingOptions<I> {
   /** The intervention forcing `target` on prompts of language `source` (null when unknown or the target itself). */
   intervention: (target: string, source: string | null) => I;
   generate: GenerateFn<I>;
+  /** Called once with every (target, source) intervention before the first generation: a caller that resolves them
+   *  against a model (reading masks and statistics) does it here, so that a bad one fails before any engine work
+   *  rather than after the generations without intervention and the targets before it. */
+  prepare?: (interventions: I[]) => Promise<void>;
   identifier: LanguageIdentifier;
   /** Also generate without intervention (default true). */
   baseline?: boolean;
@@ -175,8 +179,24 @@ export async function writeForcing(out: string, r: ForcingResult, extra: Record<
 export async function computeForcing<I>(opts: ForcingOptions<I>): Promise<ForcingResult> {
   if (opts.prompts.length === 0) throw new LangneuronsError('E_PROMPTS', 'forcing: no prompts');
   if (opts.targets.length === 0) throw new LangneuronsError('E_OPTIONS', 'forcing: no target language', { field: '--target' });
+  // A target given twice would count twice in the mean rate.
+  const repeated = opts.targets.find((t, i) => opts.targets.indexOf(t) !== i);
+  if (repeated !== undefined) throw new LangneuronsError('E_OPTIONS', `forcing: the target ${repeated} is given twice`, { field: '--target' });
   const keep = opts.keepGenerations ?? true;
   const texts = opts.prompts.map((p) => p.text);
+  // Per target, the prompts grouped by source language (a prompt in the target's own language has none to
+  // deactivate): one intervention per (target, source), all made before any generation.
+  const plan = opts.targets.map((target) => {
+    const groups = new Map<string | null, number[]>();
+    opts.prompts.forEach((p, i) => {
+      const src = p.language !== null && normaliseLanguageCode(p.language) === normaliseLanguageCode(target) ? null : p.language;
+      const group = groups.get(src);
+      if (group) group.push(i);
+      else groups.set(src, [i]);
+    });
+    return { target, groups: [...groups].map(([src, idx]) => ({ idx, intervention: opts.intervention(target, src) })) };
+  });
+  await opts.prepare?.(plan.flatMap((t) => t.groups.map((g) => g.intervention)));
   const total = opts.targets.length * 2 + (opts.baseline === false ? 0 : 1);
   let done = 0;
   let baselineTexts: string[] | null = null;
@@ -186,18 +206,10 @@ export async function computeForcing<I>(opts: ForcingOptions<I>): Promise<Forcin
     opts.onProgress?.(++done, total, 'no intervention');
   }
   const targets: ForcingTargetResult[] = [];
-  for (const target of opts.targets) {
-    // prompts grouped by source language: one intervention per (target, source)
-    const groups = new Map<string | null, number[]>();
-    opts.prompts.forEach((p, i) => {
-      const src = p.language !== null && normaliseLanguageCode(p.language) === normaliseLanguageCode(target) ? null : p.language;
-      const group = groups.get(src);
-      if (group) group.push(i);
-      else groups.set(src, [i]);
-    });
+  for (const { target, groups } of plan) {
     const forcedTexts = new Array<string>(texts.length);
-    for (const [src, idx] of groups) {
-      const out = await opts.generate(idx.map((i) => texts[i]!), opts.intervention(target, src));
+    for (const { idx, intervention } of groups) {
+      const out = await opts.generate(idx.map((i) => texts[i]!), intervention);
       if (out.length !== idx.length) throw new LangneuronsError('E_INPUT', `forcing: the generator returned ${out.length} texts for ${idx.length} prompts`);
       idx.forEach((i, k) => { forcedTexts[i] = out[k]!; });
     }

@@ -151,6 +151,10 @@ export interface LssOptions<I, S extends { name: string }> {
   /** The intervention amplifying the target language's neurons with a setting. */
   amplify: (target: string, setting: S) => I;
   logLikelihood: LogLikelihoodFn<I>;
+  /** Called once with every (target, setting) intervention before the first log-likelihood: a caller that resolves
+   *  them against a model (reading masks and statistics) does it here, so that a bad one fails before any engine work
+   *  rather than after the scores without intervention and the settings before it. */
+  prepare?: (interventions: I[]) => Promise<void>;
   /** Keep D0 and D1 per fact in the result. */
   details?: boolean;
   onProgress?: (done: number, total: number, what: string) => void;
@@ -197,6 +201,13 @@ const lookup = (m: Map<string, number>, context: string, continuation: string) =
 export async function computeLss<I, S extends { name: string }>(opts: LssOptions<I, S>): Promise<LssResult> {
   if (opts.settings.length === 0) throw new LangneuronsError('E_OPTIONS', 'lss: no amplification settings', { field: '--settings' });
   if (opts.pairs.length === 0) throw new LangneuronsError('E_OPTIONS', 'lss: no (base, target) language pairs');
+  // A pair given twice would count twice in the mean LSS that picks the best setting.
+  const seen = new Set<string>();
+  for (const { base, target } of opts.pairs) {
+    const key = JSON.stringify([base, target]);
+    if (seen.has(key)) throw new LangneuronsError('E_OPTIONS', `lss: the pair ${base}→${target} is given twice`);
+    seen.add(key);
+  }
   const prepared = opts.pairs.map(({ base, target }) => {
     if (base === target) throw new LangneuronsError('E_OPTIONS', `lss: base and target are both "${base}"`);
     const { items, skipped } = lssItems(opts.facts, base, target);
@@ -210,6 +221,8 @@ export async function computeLss<I, S extends { name: string }>(opts: LssOptions
   // nothing (scale:1, add:0) gives exactly 0, not the float noise of another batching (counted as shifts before).
   const byTarget = new Map<string, number[]>();
   prepared.forEach((p, k) => { const g = byTarget.get(p.target); if (g) g.push(k); else byTarget.set(p.target, [k]); });
+  const amplified = opts.settings.map((setting) => new Map([...byTarget.keys()].map((t) => [t, opts.amplify(t, setting)])));
+  await opts.prepare?.(amplified.flatMap((m) => [...m.values()]));
   const total = byTarget.size * (1 + opts.settings.length);
   let done = 0;
   const base0 = new Map<number, Map<string, number>>();
@@ -220,11 +233,11 @@ export async function computeLss<I, S extends { name: string }>(opts: LssOptions
   }
   const d0 = prepared.map((p, k) => p.items.map((it) => lookup(base0.get(k)!, it.prompt, ` ${it.objTarget}`) - lookup(base0.get(k)!, it.prompt, ` ${it.objBase}`)));
   const results: LssSettingResult[] = [];
-  for (const setting of opts.settings) {
+  for (const [si, setting] of opts.settings.entries()) {
     const pairResults: LssPairResult[] = [];
     const scored = new Map<number, Map<string, number>>();
     for (const [target, ks] of byTarget) {
-      const m = await scoreUnique(opts.logLikelihood, ks.flatMap((k) => asks(prepared[k]!.items)), opts.amplify(target, setting));
+      const m = await scoreUnique(opts.logLikelihood, ks.flatMap((k) => asks(prepared[k]!.items)), amplified[si]!.get(target)!);
       for (const k of ks) scored.set(k, m);
       opts.onProgress?.(++done, total, `${setting.name} → ${target}`);
     }

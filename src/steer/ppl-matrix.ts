@@ -23,6 +23,10 @@ export interface PplMatrixOptions<I> {
   /** The intervention that deactivates a row language's neurons. */
   intervention: (rowLanguage: string) => I;
   score: MatrixScorer<I>;
+  /** Called once with every row's intervention before the first text is scored: a caller that resolves them against
+   *  a model (reading masks and statistics) does it here, so that a bad one fails before any engine work rather than
+   *  after the baseline and the rows before it. */
+  prepare?: (interventions: I[]) => Promise<void>;
   /** Called after each scored cell (the baseline row counts): cells done, cells in all. */
   onCell?: (done: number, total: number, row: string | null, column: string) => void;
 }
@@ -68,6 +72,8 @@ export async function computePplMatrix<I>(opts: PplMatrixOptions<I>): Promise<Pp
   if (columns.length === 0) throw new LangneuronsError('E_INPUT', 'ppl-matrix: no held-out texts to score');
   for (const [what, list] of [['row', rows], ['column', columns]] as const)
     if (new Set(list).size !== list.length) throw new LangneuronsError('E_INPUT', `ppl-matrix: a ${what} language is repeated (${list.join(', ')})`);
+  const interventions = rows.map((r) => opts.intervention(r));
+  await opts.prepare?.(interventions);
   const total = (rows.length + 1) * columns.length;
   let done = 0;
   const baseline = { nll: [] as number[], perplexity: [] as number[], tokens: [] as number[] };
@@ -78,8 +84,8 @@ export async function computePplMatrix<I>(opts: PplMatrixOptions<I>): Promise<Pp
     opts.onCell?.(++done, total, null, col);
   }
   const nll: number[][] = [], perplexity: number[][] = [], deltaNll: number[][] = [], deltaPerplexity: number[][] = [];
-  for (const row of rows) {
-    const intervention = opts.intervention(row);
+  for (const [i, row] of rows.entries()) {
+    const intervention = interventions[i]!;
     const n: number[] = [];
     for (const [j, col] of columns.entries()) {
       const s = await opts.score(col, intervention);

@@ -5,6 +5,7 @@
 // setting (`p_max`, `scale:2`, `add:max` ...), parsed and validated, and turned into the engine's spec text
 // by `src/steer/engine.ts` (canonical specs of src/intervene/spec.ts).
 import { LangneuronsError } from '../errors.js';
+import { FLOAT32_MAX, fitsFloat32, parseDecimal } from '../intervene/spec.js';
 
 /** An intervention as the engine accepts it; the measures only pass it through. */
 export type InterventionLike = unknown;
@@ -40,26 +41,33 @@ function badSetting(text: string, why: string): never {
     `set:<v|stat>, add:<v|stat>, mul:<v|stat>, with stat one of ${ROW_STATS.join(', ')}, p<q>, optionally <k>*stat)`, { field: '--settings' });
 }
 
+/** A number of a setting: written in decimal (`0x10` or `" 1"` are refused, as the intervention specs refuse them),
+ *  and within float32, which the engine's edits hold (1e40 would become Inf there). */
+function settingNumber(name: string, text: string, needs: string): number {
+  const x = parseDecimal(text);
+  if (Number.isNaN(x)) badSetting(name, `${needs} a finite number written in decimal (such as 2, -1.5 or 1e-3), got "${text}"`);
+  if (!fitsFloat32(x)) badSetting(name, `${text} overflows float32 (largest ${FLOAT32_MAX.toExponential(4)})`);
+  return x;
+}
+
 /** Parses one setting name (see AmplifySetting). */
 export function parseSetting(text: string): AmplifySetting {
   const name = text.trim();
   if ((NEURON_STATS as readonly string[]).includes(name)) return { name, kind: 'neuron-stat', stat: name as NeuronStatName };
-  const lm = /^(add-mean|diffmean)(?::(.+))?$/.exec(name);
+  const lm = /^(add-mean|diffmean)(?::(.*))?$/.exec(name);
   if (lm) {
-    const alpha = lm[2] === undefined ? 1 : Number(lm[2]);
-    if (lm[2] !== undefined && (lm[2].trim() === '' || !Number.isFinite(alpha))) badSetting(name, `${lm[1]} takes a finite α`);
+    const alpha = lm[2] === undefined ? 1 : settingNumber(name, lm[2], `${lm[1]} takes as α`);
     return { name, kind: lm[1] as 'add-mean' | 'diffmean', alpha };
   }
   const m = /^(scale|set|add|mul):(.+)$/.exec(name);
   if (!m) badSetting(name, 'unknown setting');
   const op = m[1] as 'scale' | 'set' | 'add' | 'mul';
-  const arg = m[2]!.trim();
-  const num = Number(arg);
-  if (arg !== '' && Number.isFinite(num)) {
-    if (op === 'scale') return { name, kind: 'scale', factor: num };
-    return { name, kind: op, value: num };
-  }
-  if (op === 'scale') badSetting(name, 'scale needs a finite number');
+  // (not trimmed: "scale: 2" is refused, as the specs refuse it)
+  const arg = m[2]!;
+  if (op === 'scale') return { name, kind: 'scale', factor: settingNumber(name, arg, 'scale needs') };
+  // A number, else a row statistic: what looks like a number (a digit, a sign or a point first) is read as one, so a
+  // number in another notation (0x10) or beyond float32 is named as such.
+  if (/^[+\-.\d]/.test(arg) && !/^\d+(?:\.\d+)?\s*\*/.test(arg)) return { name, kind: op, value: settingNumber(name, arg, `${op} takes`) };
   const sm = /^(?:(\d+(?:\.\d+)?)\s*\*\s*)?([a-z0-9.]+)$/.exec(arg);
   if (!sm || !isRowStat(sm[2]!)) badSetting(name, `"${arg}" is neither a number nor a row statistic`);
   const factor = sm[1] === undefined ? 1 : Number(sm[1]);

@@ -20,8 +20,11 @@ interface GenerateCli extends ModelCliOptions, InterventionCliOptions {
 const collect = (v: string, acc: string[]) => [...acc, v];
 
 export function parseIdList(s: string, field: string): number[] {
-  const ids = s.split(/[\s,]+/).filter(Boolean).map(Number);
-  if (!ids.length || ids.some((x) => !Number.isInteger(x) || x < 0))
+  const parts = s.split(/[\s,]+/).filter(Boolean);
+  if (!parts.length) throw new LangneuronsError('E_OPTIONS', `${field} is empty: give token ids, e.g. "1,461,401"`, { field });
+  // (decimal digits only: Number() would also read 0x10 as 16)
+  const ids = parts.map((p) => (/^\d+$/.test(p) ? Number(p) : NaN));
+  if (ids.some((x) => !Number.isSafeInteger(x)))
     throw new LangneuronsError('E_OPTIONS', `${field} must be a comma-separated list of token ids, got '${s}'`, { field });
   return ids;
 }
@@ -75,9 +78,14 @@ type PromptGeneration = Generation & { line?: number };
 
 async function generateAction(dir: string, o: GenerateCli): Promise<void> {
   if (o.system !== undefined && !o.chat) throw new LangneuronsError('E_OPTIONS', '--system needs --chat', { field: 'system' });
-  if (o.chat && o.promptIds) throw new LangneuronsError('E_OPTIONS', '--chat renders text prompts: use --prompt or --prompt-file, not --prompt-ids', { field: 'chat' });
+  if (o.chat && o.promptIds !== undefined) throw new LangneuronsError('E_OPTIONS', '--chat renders text prompts: use --prompt or --prompt-file, not --prompt-ids', { field: 'chat' });
   if (o.promptIds !== undefined && (o.prompt.length > 0 || o.promptFile !== undefined))
     throw new LangneuronsError('E_OPTIONS', `--prompt-ids is a prompt of its own: give it alone, not with ${o.prompt.length ? '--prompt' : '--prompt-file'}`, { field: 'prompt-ids' });
+  // (`!== undefined`: an empty --prompt-ids was taken for none, and the model generated from BOS alone)
+  const promptIds = o.promptIds === undefined ? undefined : parseIdList(o.promptIds, '--prompt-ids');
+  // An empty stop string stops nothing (generateTokens drops it): refused, as steer refuses it, not silently ignored.
+  const stop = o.stop.map((s) => s.replace(/\\n/g, '\n'));
+  if (stop.some((s) => s === '')) throw new LangneuronsError('E_OPTIONS', '--stop: a stop string must not be empty', { field: '--stop' });
   // Prompt i's line in the --prompt-file (undefined for a --prompt).
   const promptLines: (number | undefined)[] = o.prompt.map(() => undefined);
   let texts: string[] = [...o.prompt];
@@ -88,7 +96,7 @@ async function generateAction(dir: string, o: GenerateCli): Promise<void> {
   }
   const model = await openModel(dir, o);
   let prompts: number[][];
-  if (o.promptIds) prompts = [parseIdList(o.promptIds, '--prompt-ids')];
+  if (promptIds) prompts = [promptIds];
   else {
     if (!texts.length) texts = [''];
     const tok = model.requireTokenizer();
@@ -99,10 +107,17 @@ async function generateAction(dir: string, o: GenerateCli): Promise<void> {
       prompts = texts.map((t) => tok.encode(t));
     }
   }
+  // Refused here naming where the prompt came from (the generator can only name its index in the call).
+  prompts.forEach((p, i) => {
+    if (p.length <= model.contextLength) return;
+    const where = promptIds ? '--prompt-ids' : promptLines[i] !== undefined ? `${o.promptFile}:${promptLines[i]}` : `--prompt ${i + 1}`;
+    throw new LangneuronsError('E_INPUT', `${where}: the prompt has ${p.length} tokens, longer than the model's context of ${model.contextLength}`,
+      promptLines[i] !== undefined ? { file: o.promptFile! } : { field: promptIds ? 'prompt-ids' : 'prompt' });
+  });
   const opts: GenerateOptions = {
     maxNewTokens: o.maxNewTokens, temperature: o.temperature, topK: o.topK, topP: o.topP,
     repetitionPenalty: o.repetitionPenalty, seed: o.seed, stopAtEos: !o.ignoreEos,
-    stop: o.stop.map((s) => s.replace(/\\n/g, '\n')),
+    stop,
   };
   const intervene = await interventionFromCli(model, o);
   if (intervene) opts.intervene = intervene;

@@ -22,16 +22,18 @@ export function registerScore(program: Command): void {
     .action(async (dir: string, o: ScoreCli) => {
       const given = [o.textFile, o.text, o.ids].filter((x) => x !== undefined).length;
       if (given !== 1) throw new LangneuronsError('E_OPTIONS', 'score needs exactly one of --text-file, --text or --ids');
-      const model = await openModel(dir, o);
-      let ids: number[];
-      if (o.ids) ids = parseIdList(o.ids, '--ids');
+      // The input checked before the model is opened; `!== undefined`: an empty --ids was taken for no --ids, and the
+      // missing --text-file read instead.
+      let ids: number[] | undefined, text: string | undefined;
+      if (o.ids !== undefined) ids = parseIdList(o.ids, '--ids');
       else {
         // (a leading byte order mark is dropped, as every text file reader does, and a file's final line break, which
         // ends its last line rather than being text: a one-line file scores as `eval --task ppl` scores that line)
-        const text = o.text ?? (await readTextFile(o.textFile!, 'text')).replace(/\r?\n$/, '');
+        text = o.text ?? (await readTextFile(o.textFile!, 'text')).replace(/\r?\n$/, '');
         if (!text.length) throw new LangneuronsError('E_INPUT', `${o.textFile ?? '--text'}: the text is empty`, { file: o.textFile ?? '--text' });
-        ids = model.requireTokenizer().encode(text);
       }
+      const model = await openModel(dir, o);
+      ids ??= model.requireTokenizer().encode(text!);
       const intervene = await interventionFromCli(model, o);
       const progress = new Progress('scoring', o);
       const started = performance.now();

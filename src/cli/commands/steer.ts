@@ -9,12 +9,13 @@ import type { NeuronMask } from '../../identify/index.js';
 import { modelIdentity } from '../../profile/identity.js';
 import type { LanguageModel } from '../../engine/model.js';
 import {
-  amplification, checkFallbackLanguages, checkMaskSetForModel, compose, computeFallback, computeForcing, computeLss, computePplMatrix, deactivation, DEFAULT_SETTINGS, engineGenerator,
+  amplification, checkFallbackLanguages, checkMaskSetForModel, checkPromptLengths, compose, computeFallback, computeForcing, computeLss, computePplMatrix, deactivation, DEFAULT_SETTINGS, engineGenerator,
   engineLogLikelihood, engineMatrixScorer, FALLBACK_FORMAT, FORCING_FORMAT, interventionResolver, loadEvalTexts, loadIdentifier, LSS_FORMAT, onMaskSet,
   openEvalCorpus, PPL_MATRIX_FORMAT, readMaskSet, parseIdentifier, parseSetting, parseSettings, readFacts, readPrompts, requireMaskLanguages, sameLanguage, writeForcing, writePplMatrix,
   type FallbackStep, type IdentifierChoice, type LanguageIdentifier, type MaskSet, type SteerRequest,
 } from '../../steer/index.js';
-import { addModelOptions, decodeBatchFor, openModel, type ModelCliOptions } from '../common.js';
+import { fitsFloat32, FLOAT32_MAX } from '../../intervene/index.js';
+import { addModelOptions, decodeBatchFor, openModel, requireOutputFile, type ModelCliOptions } from '../common.js';
 import { finishUnitLog, parseFloatOption, parseIntOption, printResult, Progress } from '../output.js';
 import { ensureParentDir } from '../../io/outdir.js';
 import { openMeasureLog, requestFiles, withMeasureOutput } from './steer-run.js';
@@ -23,6 +24,32 @@ const MASKS_HELP = 'neuron mask (.json or .safetensors) made for this model (an 
   'separated by commas, each edited at its own site (e.g. the masks/ap.<site>.json of identify --method ap --sites q,k,v,o,gate,up,down)';
 
 const list = (s: string | undefined): string[] | undefined => s?.split(',').map((x) => x.trim()).filter(Boolean);
+
+/** Refuses a language named twice in a list option: it would count twice in the measure's means (LSS's mean decides
+ *  the best setting), as ppl-matrix refuses a repeated row and fallback a repeated --deactivate. */
+function refuseRepeats(measure: string, option: string, langs: readonly string[] | undefined): void {
+  const repeated = langs?.find((l, i) => langs.indexOf(l) !== i);
+  if (repeated !== undefined) throw new LangneuronsError('E_OPTIONS', `${measure}: ${option} names ${repeated} twice`, { field: option });
+}
+
+/** --deactivate-value: a number the engine's float32 edits hold (1e40 passed as a double, then failed after the
+ *  baseline with a misleading message). */
+const deactivateValueOption = parseFloatOption('--deactivate-value', fitsFloat32, `a finite number within float32's range (at most ${FLOAT32_MAX.toExponential(4)} in magnitude)`);
+
+/** Runs a measure writing the file `out` (withMeasureOutput), its --out checked to be a file path first. */
+function measure<T>(out: string, name: string, format: string, sidecars: boolean, inputs: (string | undefined)[], work: () => Promise<T>): Promise<T> {
+  requireOutputFile(out);
+  return withMeasureOutput(out, name, format, sidecars, inputs, work);
+}
+
+/**
+ * A measure's `prepare`: every request it will make resolved with `build` (masks and statistics read and checked
+ * against the model) before its first unit of engine work, so that a missing or foreign statistic fails with nothing
+ * written, not after the baseline with a <out>.partial.jsonl left behind. (`build` caches: the units resolve nothing again.)
+ */
+const resolveEvery = (build: (r: SteerRequest) => Promise<unknown>) => async (requests: SteerRequest[]): Promise<void> => {
+  for (const r of requests) await build(r);  // one after another: the first bad request in the measure's order is named
+};
 
 /** Reads the masks before the model (a bad mask fails fast), then opens the model and checks they belong together.
  *  `mask` is the set's first (every mask of a set names the same languages). */
@@ -93,8 +120,8 @@ export function registerSteer(program: Command): void {
     .option('--text-langs <list>', 'held-out texts to score (default: UDHR: the deactivated languages; a folder: all its languages)')
     .option('--max-tokens <n>', 'tokens scored per language at most', parseIntOption('--max-tokens', 2), 50_000)
     .option('--window <n>', "tokens per scoring window (default: the model's context)", parseIntOption('--window', 2))
-    .option('--deactivate-value <v>', 'value the deactivated neurons are set to (Tang: 0; Language Arithmetics also -1, -1.5)', parseFloatOption('--deactivate-value', Number.isFinite, 'a number'), 0))
-    .action(async (dir: string, o: PplCli) => withMeasureOutput(o.out, 'ppl-matrix', PPL_MATRIX_FORMAT, true, [dir, o.masks, o.evalText], async () => {
+    .option('--deactivate-value <v>', 'value the deactivated neurons are set to (Tang: 0; Language Arithmetics also -1, -1.5)', deactivateValueOption, 0))
+    .action(async (dir: string, o: PplCli) => measure(o.out, 'ppl-matrix', PPL_MATRIX_FORMAT, true, [dir, o.masks, o.evalText], async () => {
       const { set, mask, model } = await openMaskAndModel(dir, o.masks, o);
       const rows = list(o.langs) ?? Object.keys(mask.languages);
       requireMaskLanguages(mask, set.files[0]!, rows);
@@ -110,7 +137,7 @@ export function registerSteer(program: Command): void {
       const tokensOf = (col: string) => tokenHashes.get(col) ?? tokenHashes.set(col, sha256Hex(JSON.stringify(texts.documents.get(col)))).get(col)!;
       const started = performance.now();
       const matrix = await computePplMatrix<SteerRequest>({
-        rows, columns, intervention: (lang) => onMaskSet(set, (f, site) => deactivation(f, lang, o.deactivateValue, site)),
+        rows, columns, intervention: (lang) => onMaskSet(set, (f, site) => deactivation(f, lang, o.deactivateValue, site)), prepare: resolveEvery(build),
         score: async (col, req) => log.unit([col, tokensOf(col), req], requestFiles(req), async () => score(col, req === null ? null : await build(req))),
         onCell: (d, t, r, c) => progress.update(d, t, `${r ?? 'none'} → ${c}`),
       });
@@ -145,7 +172,9 @@ export function registerSteer(program: Command): void {
     .option('--targets <list>', 'target languages (default: the same set); pairs are every base × target with base ≠ target')
     .option('--stats <path>', 'profiling statistics (folder of <lang>.safetensors with sequence means) for p_max / p_median / mean')
     .option('--details', 'keep D0 and D1 of every fact in the output'))
-    .action(async (dir: string, o: LssCli) => withMeasureOutput(o.out, 'lss', LSS_FORMAT, false, [dir, o.masks, o.facts, o.stats], async () => {
+    .action(async (dir: string, o: LssCli) => measure(o.out, 'lss', LSS_FORMAT, false, [dir, o.masks, o.facts, o.stats], async () => {
+      refuseRepeats('lss', '--base', list(o.base));
+      refuseRepeats('lss', '--targets', list(o.targets));
       const settings = parseSettings(o.settings);
       for (const st of settings) amplification(o.masks, 'x', st, o.stats); // a neuron-stat setting without --stats fails now
       const facts = await readFacts(o.facts);
@@ -162,7 +191,7 @@ export function registerSteer(program: Command): void {
       const started = performance.now();
       const result = await computeLss({
         facts, pairs, settings, details: !!o.details,
-        amplify: (t, s) => onMaskSet(set, (f, site) => amplification(f, t, s, o.stats, site)),
+        amplify: (t, s) => onMaskSet(set, (f, site) => amplification(f, t, s, o.stats, site)), prepare: resolveEvery(build),
         logLikelihood: async (p, req) => log.unit([p, req], requestFiles(req), async () => ll(p, req === null ? null : await build(req))),
         onProgress: (d, t, what) => progress.update(d, t, what),
       });
@@ -182,15 +211,16 @@ export function registerSteer(program: Command): void {
     .requiredOption('--target <list>', 'target language(s) to force, comma-separated')
     .requiredOption('--out <file>', 'result JSON; <stem>.csv and <stem>.svg (rates per prompt language and target) are written next to it')
     .option('--amplify <setting>', 'how the target neurons are activated (an LSS setting: mean, p_max, scale:<α>, add:<v|stat> ...)', 'mean')
-    .option('--deactivate-value <v>', "value the prompt language's neurons are set to", parseFloatOption('--deactivate-value', Number.isFinite, 'a number'), 0)
+    .option('--deactivate-value <v>', "value the prompt language's neurons are set to", deactivateValueOption, 0)
     .option('--no-deactivate-source', "do not deactivate the prompt language's neurons (amplify the target only)")
     .option('--stats <path>', 'profiling statistics (folder of <lang>.safetensors) for p_max / p_median / mean')))
-    .action(async (dir: string, o: ForcingCli) => withMeasureOutput(o.out, 'forcing', FORCING_FORMAT, true, [dir, o.masks, o.prompts, o.stats], async () => {
+    .action(async (dir: string, o: ForcingCli) => measure(o.out, 'forcing', FORCING_FORMAT, true, [dir, o.masks, o.prompts, o.stats], async () => {
+      const targets = list(o.target) ?? [];
+      refuseRepeats('forcing', '--target', targets);
       const amplify = parseSetting(o.amplify);
       amplification(o.masks, 'x', amplify, o.stats); // a neuron-stat setting without --stats fails now
       const { settings, langid } = generationOptions(o);
       const prompts = await readPrompts(o.prompts);
-      const targets = list(o.target) ?? [];
       const { identifier, record } = await openIdentifier(langid);
       const { set, mask, model } = await openMaskAndModel(dir, o.masks, o);
       // Prompt files and targets may name a language as FLORES does (eng_Latn, swh_Latn) and the mask as udhr does
@@ -204,6 +234,12 @@ export function registerSteer(program: Command): void {
         return same.length === 1 ? same[0]! : l;
       };
       requireMaskLanguages(mask, set.files[0]!, targets.map(maskName));
+      // Two names of one mask language (sw, swh_Latn) are one target given twice: the same neurons, the same label.
+      targets.forEach((t, i) => {
+        const same = targets.findIndex((u) => maskName(u) === maskName(t));
+        if (same !== i) throw new LangneuronsError('E_OPTIONS', `forcing: --target names ${targets[same]} and ${t}, both the language ${maskName(t)} of ${set.files[0]}`, { field: '--target' });
+      });
+      checkPromptLengths(model, prompts);
       const build = interventionResolver(model);
       const decodeBatch = decodeBatchFor(model);
       const gen = engineGenerator(model, settings, decodeBatch);
@@ -211,7 +247,7 @@ export function registerSteer(program: Command): void {
       const progress = new Progress('forcing', o);
       const started = performance.now();
       const result = await computeForcing<SteerRequest>({
-        prompts, targets, identifier, baseline: o.baseline,
+        prompts, targets, identifier, baseline: o.baseline, prepare: resolveEvery(build),
         intervention: (t, src) => {
           const amp = onMaskSet(set, (f, site) => amplification(f, maskName(t), amplify, o.stats, site));
           return o.deactivateSource && src !== null && inMask(maskName(src))
@@ -242,8 +278,8 @@ export function registerSteer(program: Command): void {
     .requiredOption('--deactivate <langs>', 'mask languages, comma-separated, in order: step k deactivates the union of the first k (their order: en,fr,es,it,pt,ru,de,ar,zh,ko,ja)')
     .requiredOption('--out <file>', 'result JSON')
     .option('--each', 'deactivate each language alone instead of the growing union')
-    .option('--deactivate-value <v>', 'value the neurons are set to (their runs: -1.5)', parseFloatOption('--deactivate-value', Number.isFinite, 'a number'), 0)))
-    .action(async (dir: string, o: FallbackCli) => withMeasureOutput(o.out, 'fallback', FALLBACK_FORMAT, false, [dir, o.masks, o.prompts], async () => {
+    .option('--deactivate-value <v>', 'value the neurons are set to (their runs: -1.5)', deactivateValueOption, 0)))
+    .action(async (dir: string, o: FallbackCli) => measure(o.out, 'fallback', FALLBACK_FORMAT, false, [dir, o.masks, o.prompts], async () => {
       const { settings, langid } = generationOptions(o);
       const languages = list(o.deactivate) ?? [];
       checkFallbackLanguages(languages);
@@ -251,6 +287,7 @@ export function registerSteer(program: Command): void {
       const { identifier, record } = await openIdentifier(langid);
       const { set, mask, model } = await openMaskAndModel(dir, o.masks, o);
       requireMaskLanguages(mask, set.files[0]!, languages);
+      checkPromptLengths(model, prompts);
       const build = interventionResolver(model);
       const decodeBatch = decodeBatchFor(model);
       const gen = engineGenerator(model, settings, decodeBatch);
@@ -258,7 +295,7 @@ export function registerSteer(program: Command): void {
       const progress = new Progress('fallback', o);
       const started = performance.now();
       const result = await computeFallback<SteerRequest>({
-        prompts, languages, identifier, baseline: o.baseline, order: o.each ? 'each' : 'cumulative',
+        prompts, languages, identifier, baseline: o.baseline, order: o.each ? 'each' : 'cumulative', prepare: resolveEvery(build),
         intervention: (langs) => onMaskSet(set, (f, site) => deactivation(f, langs, o.deactivateValue, site)),
         generate: async (p, req) => log.unit([p, req], requestFiles(req), async () => gen(p, req === null ? null : await build(req))),
         onProgress: (d, t, what) => progress.update(d, t, what),
