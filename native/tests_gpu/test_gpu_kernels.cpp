@@ -622,6 +622,30 @@ LN_TEST(gpu_memset_zero_is_done_before_other_streams) {
   cuda::stream_destroy(s);
 }
 
+// A failed CUDA call stays the thread's last error until it is read: the check that throws for it reads it, so that
+// a caller going on after the exception does not see the next (good) kernel launch fail with the old error.
+LN_TEST(gpu_failed_call_is_not_blamed_on_the_next_launch) {
+  bool threw = false;
+  try {
+    cuda::set_device(1 << 20);  // no such device: cudaErrorInvalidDevice
+  } catch (const std::runtime_error&) {
+    threw = true;
+  }
+  LN_CHECK_MSG(threw, "set_device of a device that does not exist did not throw");
+  const std::vector<float> x = randn(3 * 5, 3);
+  cuda::DeviceBuffer dx, dy;
+  dx.ensure(x.size() * sizeof(float));
+  dy.ensure(x.size() * sizeof(float));
+  cuda::Stream s = cuda::stream_create();
+  cuda::copy_to_device(dx.get(), x.data(), x.size() * sizeof(float), s);
+  cuda::copy_rows_f32(3, 5, dx.as<float>(), 5, dy.as<float>(), 5, s);  // throws the old error if it was left set
+  std::vector<float> back(x.size());
+  cuda::copy_to_host(back.data(), dy.get(), back.size() * sizeof(float), s);
+  cuda::synchronize(s);
+  cuda::stream_destroy(s);
+  LN_CHECK_MSG(back == x, "the copy after the failed call is wrong");
+}
+
 // The next-token kernels against pick_next_token on the host: rows of an odd width and stride with values on a
 // coarse grid (ties everywhere, also between threads' strides), a row with NaNs and infinities, an all-zero row,
 // a row whose maximum ties at its last index, and penalty lists holding each row's unpenalised pick.

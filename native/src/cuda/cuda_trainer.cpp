@@ -101,7 +101,9 @@ CudaTrainer::~CudaTrainer() {
 std::string CudaTrainer::describe() const {
   return "cuda:" + std::to_string(device_) + " trainer (" + rt_->info_.name + "), " + (bf16_ ? "bf16" : "f32") +
          " weights and activations, float32 master / optimizer state of " + std::to_string(lay_.n_trainable) +
-         " trainable values" + (lay_.adapters.empty() ? "" : ", " + std::to_string(lay_.adapters.size()) + " LoRA adapters");
+         " trainable values" + (lay_.adapters.empty() ? "" : ", " + std::to_string(lay_.adapters.size()) + " LoRA adapters") +
+         // (recorded in run.json: bit-identical resume needs the same cuBLASLt, which is found at run time)
+         ", cuBLASLt " + rt_->gemm_->library().version_string();
 }
 
 float* CudaTrainer::arena_ptr(Arena a) const {
