@@ -13,6 +13,7 @@ import { modelFingerprint } from '../src/model/fingerprint.js';
 import { applyDelta } from '../src/train/delta.js';
 import { finetune, resume } from '../src/train/finetune.js';
 import { runCli } from './helpers/cli.js';
+import { olderDelta } from './helpers/delta.js';
 
 const STORIES = path.resolve(__dirname, '../../shared/fixtures/models/stories260k');
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'ln-finetune-qa-'));
@@ -57,11 +58,36 @@ describe('a delta is put onto the weights it was trained from only', () => {
     expect((await runCli('analyze', 'delta', run, '--base', STORIES, '--out', path.join(tmp, 'ad'))).code).toBe(0);
 
     // A delta written before the content was recorded: checked by layout only, as before.
-    const old = path.join(tmp, 'old-delta');
-    mkdirSync(old);
-    copyFileSync(delta, path.join(old, 'delta.safetensors'));
-    writeFileSync(path.join(old, 'delta.json'), JSON.stringify({ ...desc, model: { name: desc.model.name, fingerprint: desc.model.fingerprint } }));
-    await applyDelta(other, path.join(old, 'delta.safetensors'), path.join(tmp, 'merged-old'));
+    await applyDelta(other, await olderDelta(run, path.join(tmp, 'old-delta')), path.join(tmp, 'merged-old'));
+
+    // The delta file alone (no delta.json beside it) carries its description: delta apply and analyze delta take it.
+    const lone = path.join(tmp, 'lone');
+    mkdirSync(lone);
+    copyFileSync(delta, path.join(lone, 'delta.safetensors'));
+    const loneApplied = await runCli('delta', 'apply', STORIES, path.join(lone, 'delta.safetensors'), '--out', path.join(tmp, 'merged-lone'));
+    expect(loneApplied.code, loneApplied.stderr).toBe(0);
+    expect(readFileSync(path.join(tmp, 'merged-lone', 'model.safetensors')).equals(readFileSync(path.join(tmp, 'merged', 'model.safetensors')))).toBe(true);
+    const loneAnalyzed = await runCli('analyze', 'delta', path.join(lone, 'delta.safetensors'), '--base', STORIES, '--out', path.join(tmp, 'ad-lone'));
+    expect(loneAnalyzed.code, loneAnalyzed.stderr).toBe(0);
+    // A file that is not a delta is named as such, before the base is asked for.
+    const notDelta = path.join(tmp, 'notes.json');
+    writeFileSync(notDelta, '{"format":"langneurons-mask/1"}');
+    const wrong = await runCli('analyze', 'delta', notDelta, '--out', path.join(tmp, 'ad-wrong-kind'));
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toMatch(/notes\.json: not a delta \(a delta\.safetensors from finetune\)/);
+  });
+
+  it('analyze delta: the share on a mask of no change at all is none, not 0%', async () => {
+    const mask = path.join(tmp, 'mask.json');
+    const { modelIdentity } = await import('../src/profile/identity.js');
+    const { openCheckpoint } = await import('../src/model/checkpoint.js');
+    const { MASK_FORMAT, writeMask } = await import('../src/identify/masks.js');
+    const ck = await openCheckpoint(STORIES);
+    await writeMask(mask, { format: MASK_FORMAT, method: 'hand', parameters: {}, site: 'act', model: modelIdentity(ck), sources: [],
+      layers: ck.config.numLayers, width: ck.config.intermediateSize, languages: { mt: Array.from({ length: ck.config.numLayers }, () => [1, 2]) } });
+    const r = await runCli('analyze', 'delta', STORIES, '--base', STORIES, '--mask', `${mask}:mt`, '--out', path.join(tmp, 'ad-none'), '--json');
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).figures['delta-mask'].data.fraction).toBeNull();
   });
 });
 

@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { udhrArticles } from '../src/corpus/udhr.js';
 import { mergedDeltaModel } from '../src/eval/delta-cache.js';
 import { finetune } from '../src/train/finetune.js';
+import { olderDelta } from './helpers/delta.js';
 
 const STORIES = path.resolve(__dirname, '../../shared/fixtures/models/stories260k');
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'ln-rel-cache-'));
@@ -58,12 +59,8 @@ describe('eval --delta cache', () => {
     bytes[bytes.length - 1] ^= 1;
     writeFileSync(path.join(base2, 'model.safetensors'), bytes);
     await expect(mergedDeltaModel(base2, delta, false, root)).rejects.toThrow(/delta was trained from other weights/);
-    const older = path.join(tmp, 'older-delta');
-    cpSync(run, older, { recursive: true });
-    const desc = JSON.parse(readFileSync(path.join(older, 'delta.json'), 'utf8'));
-    delete desc.model.weights;
-    writeFileSync(path.join(older, 'delta.json'), JSON.stringify(desc));
-    expect(await mergedDeltaModel(base2, path.join(older, 'delta.safetensors'), false, root)).not.toBe(dir);
+    const older = await olderDelta(run, path.join(tmp, 'older-delta'));
+    expect(await mergedDeltaModel(base2, older, false, root)).not.toBe(dir);
 
     // A staging folder of a dead process is removed; one holding foreign files is left alone, and a cache name
     // holding foreign files is refused, not deleted.

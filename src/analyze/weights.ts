@@ -146,7 +146,10 @@ export async function resolveDeltaSource(p: string, base?: string): Promise<Delt
     } catch { /* no run.json: --base is needed */ }
     throw new LangneuronsError('E_OPTIONS', `${p}: the base model is unknown (no run.json beside the delta): give it with --base`, { field: '--base' });
   };
-  if (!statSync(p).isDirectory()) return { kind: 'delta', file: p, base: await runBase(path.dirname(p)) };
+  if (!statSync(p).isDirectory()) {
+    await readDeltaDescription(p); // a file that is not a delta (a mask, statistics) is named as such first
+    return { kind: 'delta', file: p, base: await runBase(path.dirname(p)) };
+  }
   // An adapter's base: --base, else the run's (a run folder's run.json, or the one above its adapter/), else unknown.
   const adapterBase = async (runDir: string) => base ?? await runBase(runDir).catch(() => null);
   if (await isAdapterDir(p)) return { kind: 'adapter', dir: p, base: await adapterBase(path.dirname(p)) };
@@ -179,7 +182,7 @@ export interface WeightUpdateAnalysis {
   other: { tensor: string; norm: number; relative: number | null }[];
   totalNorm: number;
   /** With a mask: the share of ‖ΔW‖² on the mask's neurons (gate/up rows, down columns), per layer and overall. */
-  mask: { source: string; neurons: number; fractionPerLayer: (number | null)[]; fraction: number } | null;
+  mask: { source: string; neurons: number; fractionPerLayer: (number | null)[]; fraction: number | null } | null;
 }
 
 /** Neurons of a mask per layer (sorted unit indices). */
@@ -213,7 +216,7 @@ export function analyzeWeightUpdates(changes: TensorChange[], layers: number, so
     source, kind, layers, projections, norm, relative: rel, layerNorm: layerSq.map(Math.sqrt), other, totalNorm: Math.sqrt(total),
     mask: mask ? {
       source: mask.source, neurons: mask.layers.reduce((s, u) => s + u.length, 0),
-      fractionPerLayer: layerSq.map((sq, l) => (sq > 0 ? inMask[l]! / sq : null)), fraction: total > 0 ? inMask.reduce((a, b) => a + b, 0) / total : 0,
+      fractionPerLayer: layerSq.map((sq, l) => (sq > 0 ? inMask[l]! / sq : null)), fraction: total > 0 ? inMask.reduce((a, b) => a + b, 0) / total : null, // (no change at all: no share, as per layer)
     } : null,
   };
 }

@@ -191,8 +191,8 @@ export function weightUpdateFigures(a: WeightUpdateAnalysis): Figure[] {
   if (a.mask) {
     const m = a.mask;
     figs.push({ name: 'delta-mask', data: { layers: a.layers, ...m },
-      table: { columns: ['layer', 'fraction_in_mask'], rows: [...layers.map((l, k) => [Number(l), m.fractionPerLayer[k] === null ? null : r6(m.fractionPerLayer[k]!)] as Cell[]), ['all', r6(m.fraction)]] },
-      caption: `Share of the weight change's energy ‖ΔW‖² on the ${m.neurons} neurons of ${m.source} (rows of gate_proj and up_proj, columns of down_proj), per layer (of all of that layer's change) and overall: ${(100 * m.fraction).toFixed(1)}%. From ${kind} (${a.source}).`,
+      table: { columns: ['layer', 'fraction_in_mask'], rows: [...layers.map((l, k) => [Number(l), m.fractionPerLayer[k] === null ? null : r6(m.fractionPerLayer[k]!)] as Cell[]), ['all', m.fraction === null ? null : r6(m.fraction)]] },
+      caption: `Share of the weight change's energy ‖ΔW‖² on the ${m.neurons} neurons of ${m.source} (rows of gate_proj and up_proj, columns of down_proj), per layer (of all of that layer's change) and overall: ${m.fraction === null ? 'none (nothing changed)' : `${(100 * m.fraction).toFixed(1)}%`}. From ${kind} (${a.source}).`,
       svg: barChart({ title: `Share of the weight change on the mask's neurons (${m.source})`, categories: layers, xLabel: 'layer', yLabel: 'share of ‖ΔW‖² (%)', yMax: 100,
         groups: [{ name: '', values: m.fractionPerLayer.map((f) => 100 * (f ?? 0)) }], format: (v) => `${v.toFixed(0)}%`, valueLabels: true }) });
   }

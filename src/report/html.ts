@@ -96,7 +96,7 @@ function analysesSection(d: ReportData): string {
     const figs = weightUpdateFigures(main.analysis);
     parts.push(figure('fig-weight-updates', `${esc(main.method)}: ${esc(figs[0]!.caption)}`, inlineSvg(figs[0]!.svg)));
     parts.push(table(['method', '‖ΔW‖', 'share of ‖ΔW‖² on the language\u2019s neurons'], updates.map((u) => [esc(u.method), u.analysis.totalNorm.toPrecision(4),
-      u.analysis.mask ? `${(100 * u.analysis.mask.fraction).toFixed(1)}%` : 'n/a']), 'methods'));
+      u.analysis.mask?.fraction != null ? `${(100 * u.analysis.mask.fraction).toFixed(1)}%` : 'n/a']), 'methods'));
   }
   return `<section id="analyses"><h2>5. Analyses</h2>${parts.join('')}</section>`;
 }

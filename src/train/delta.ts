@@ -221,17 +221,29 @@ export async function checkDeltaBase(deltaFile: string, desc: DeltaDescription, 
     bad(deltaFile, `delta was trained from other weights than those at ${ckpt.dir} (same layout, ${id.name}; weights ${desc.model.weights.slice(0, 12)}, not ${weights.slice(0, 12)}); ${hint}`);
 }
 
+/**
+ * A delta's description: the one the delta file carries in its own metadata (written with it, so it cannot belong to
+ * another file), else the delta.json beside it. A file that is neither a safetensors file nor a delta is named so.
+ */
 export async function readDeltaDescription(deltaFile: string): Promise<DeltaDescription> {
-  const jsonFile = path.join(path.dirname(deltaFile), 'delta.json');
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await fsp.readFile(jsonFile, 'utf8'));
-  } catch (e) {
-    bad(jsonFile, `cannot read the delta description: ${(e as Error).message}`);
+  const header = await readSafetensorsHeader(deltaFile).catch((e: Error) => bad(deltaFile, `not a delta (a delta.safetensors from finetune): cannot read it as safetensors: ${e.message}`));
+  const meta = header.metadata ?? {};
+  let raw: unknown, from = deltaFile;
+  if (meta['format'] === DELTA_FORMAT && typeof meta['description'] === 'string') {
+    try { raw = JSON.parse(meta['description']); } catch (e) { bad(deltaFile, `its delta description is not JSON: ${(e as Error).message}`); }
+  } else {
+    from = path.join(path.dirname(deltaFile), 'delta.json');
+    if (meta['format'] !== undefined && meta['format'] !== DELTA_FORMAT)
+      bad(deltaFile, `not a delta (a delta.safetensors from finetune): its format is ${JSON.stringify(meta['format'])}`);
+    try {
+      raw = JSON.parse(await fsp.readFile(from, 'utf8'));
+    } catch (e) {
+      bad(from, `cannot read the delta description (${deltaFile} carries none): ${(e as Error).message}`);
+    }
   }
   const d = raw as DeltaDescription;
   if (d?.format !== DELTA_FORMAT || !Array.isArray(d.tensors) || typeof d.model?.fingerprint !== 'string' || !['string', 'undefined'].includes(typeof d.model.weights))
-    bad(jsonFile, `not a ${DELTA_FORMAT} description`);
+    bad(from, `not a ${DELTA_FORMAT} description`);
   return d;
 }
 

@@ -1,9 +1,9 @@
 // Hand-made sparse deltas (the `finetune` output format: new values of trained rows / columns / tensors, float32,
 // with their indices, and delta.json) for tests that need a fine-tuned variant without training one.
-import { promises as fsp } from 'node:fs';
+import { cpSync, promises as fsp, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { writeSafetensors, readTensor, toFloat32, type TensorToWrite } from '../../src/io/safetensors.js';
+import { readAllTensors, readSafetensorsHeader, writeSafetensors, readTensor, toFloat32, type TensorToWrite } from '../../src/io/safetensors.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { modelIdentity } from '../../src/profile/identity.js';
 import { DELTA_FORMAT, type DeltaDescription } from '../../src/train/delta.js';
@@ -34,4 +34,21 @@ export async function makeDelta(modelDir: string, dir: string, changes: DeltaCha
   await writeSafetensors(path.join(dir, 'delta.safetensors'), tensors, { format: DELTA_FORMAT, description: JSON.stringify(desc) });
   await fsp.writeFile(path.join(dir, 'delta.json'), JSON.stringify(desc, null, 2) + '\n');
   return path.join(dir, 'delta.safetensors');
+}
+
+/** A copy of a run's delta as versions before the base weights' fingerprint was recorded wrote it: its description (in
+ *  the file's metadata and in delta.json) without `model.weights`, so that it is checked by layout only. */
+export async function olderDelta(runDir: string, to: string): Promise<string> {
+  cpSync(runDir, to, { recursive: true });
+  const file = path.join(to, 'delta.safetensors');
+  const meta = (await readSafetensorsHeader(file)).metadata ?? {};
+  const desc = JSON.parse(meta['description']!);
+  delete desc.model.weights;
+  const tensors: Record<string, TensorToWrite> = {};
+  for (const [name, t] of await readAllTensors(file)) tensors[name] = { dtype: t.info.dtype, shape: t.info.shape, data: t.data };
+  await writeSafetensors(file, tensors, { ...meta, description: JSON.stringify(desc) });
+  const json = JSON.parse(readFileSync(path.join(to, 'delta.json'), 'utf8'));
+  delete json.model.weights;
+  writeFileSync(path.join(to, 'delta.json'), JSON.stringify(json));
+  return file;
 }

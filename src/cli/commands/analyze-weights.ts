@@ -84,7 +84,7 @@ export function registerDelta(analyze: Command): void {
       await emitFigures(o, weightUpdateFigures(a), () => [
         `‖ΔW‖ per layer (${a.projections.join(', ')}), total ${a.totalNorm.toPrecision(4)}`,
         ...a.layerNorm.map((n, l) => `  layer ${String(l).padStart(3)} ${n.toPrecision(4)}${a.mask ? `  on the mask ${a.mask.fractionPerLayer[l] === null ? '-' : `${(100 * a.mask.fractionPerLayer[l]!).toFixed(1)}%`}` : ''}`),
-        ...(a.mask ? [`share on ${a.mask.source}: ${(100 * a.mask.fraction).toFixed(2)}%`] : []),
+        ...(a.mask ? [`share on ${a.mask.source}: ${a.mask.fraction === null ? '- (nothing changed)' : `${(100 * a.mask.fraction).toFixed(2)}%`}`] : []),
       ]);
     });
 }
