@@ -5,6 +5,7 @@
 // an activation probability at or above the `activeQuantile` quantile of every profiled neuron's in that language
 // (LAPE's filter, 0.95 by default).
 import { LangneuronsError } from '../errors.js';
+import { isMaskFile } from '../identify/masks.js';
 import { readStats, statsFilesIn, type ActivationStats, type Site } from '../profile/stats.js';
 
 /** The statistics files named: files as they are, folders for their *.safetensors. One file per language. */
@@ -14,6 +15,9 @@ export async function readStatsInputs(inputs: string[]): Promise<{ file: string;
   const out: { file: string; stats: ActivationStats }[] = [];
   const seen = new Map<string, string>();
   for (const file of files) {
+    // A mask given where statistics go (the command's other input) is said to be one, not diagnosed as a broken file.
+    if (await isMaskFile(file))
+      throw new LangneuronsError('E_INPUT', `${file}: a neuron mask, not statistics: give profile's statistics files (or their folder), and the mask with --neurons`, { file });
     const stats = await readStats(file);
     const lang = stats.meta.language, prev = seen.get(lang);
     if (prev) throw new LangneuronsError('E_INPUT', `${file}: a second statistics file of language '${lang}' (first: ${prev}); merge shards with \`stats merge\``, { file });

@@ -3,7 +3,8 @@
  * exclusively, so of two runs started together exactly one gets it; the other is refused with a line naming
  * the holder. A lock whose holder is gone (same host, pid not alive) is stale and taken over; a lock from
  * another host is never presumed stale (we cannot see its processes), the message says how to clear it.
- * A command whose output is one file takes `<file>.lock` the same way.
+ * A command whose output is one file takes `<file>.lock` the same way. Only a file recognisably ours is ever taken
+ * over (a holder's JSON, or an empty or cut-off start of one): any other file at a lock's name is refused and kept.
  */
 import { constants as fsc, existsSync, promises as fsp, unlinkSync } from 'node:fs';
 import os from 'node:os';
@@ -23,14 +24,34 @@ export interface OutputLock {
   release(): Promise<void>;
 }
 
-async function readHolder(file: string): Promise<LockHolder | null> {
+/**
+ * What a lock file holds: its holder; `torn` when it is empty or a cut-off start of what acquireLockFile writes (a
+ * holder killed between the exclusive create and the write, or during the write: the JSON starts with `{"pid":`);
+ * `foreign` when it is anything else (a user's `layers.lock`, a folder): not ours, so never removed; `gone` when it
+ * went meanwhile.
+ */
+type LockContent = { kind: 'holder'; holder: LockHolder } | { kind: 'torn' } | { kind: 'foreign'; why: string } | { kind: 'gone' };
+
+/** How every lock acquireLockFile writes begins (JSON.stringify of a LockHolder, pid first). */
+const LOCK_START = '{"pid":';
+
+async function readLock(file: string): Promise<LockContent> {
+  let text: string;
   try {
-    const v = JSON.parse(await fsp.readFile(file, 'utf8')) as Partial<LockHolder>;
-    if (typeof v.pid === 'number' && typeof v.hostname === 'string') return { command: '', started: '', ...v } as LockHolder;
-  } catch {
-    // Unreadable or torn (a holder killed while writing it): treated as stale below only if old enough.
+    text = await fsp.readFile(file, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'gone' };
+    return { kind: 'foreign', why: describeError(e) };
   }
-  return null;
+  try {
+    const v = JSON.parse(text) as Partial<LockHolder>;
+    if (v !== null && typeof v.pid === 'number' && typeof v.hostname === 'string') return { kind: 'holder', holder: { command: '', started: '', ...v } as LockHolder };
+  } catch {
+    // not (yet) whole JSON: torn if it is the start of a lock, below
+  }
+  // NULs: the length of a write a crash kept but not its data.
+  if (/^\0*$/.test(text) || LOCK_START.startsWith(text) || (text.startsWith(LOCK_START) && !text.endsWith('\n'))) return { kind: 'torn' };
+  return { kind: 'foreign', why: 'it does not hold a langneurons lock' };
 }
 
 const held = new Set<string>();
@@ -113,16 +134,19 @@ async function acquireLockFile(file: string, subject: string, command: string, i
         },
       };
     }
-    const holder = await readHolder(file) ?? await holderOnceWritten(file);
+    let seen = await readLock(file);
+    if (seen.kind === 'torn') seen = await lockOnceWritten(file);
+    if (seen.kind === 'gone') continue; // released meanwhile: retry the exclusive create
+    if (seen.kind === 'foreign')
+      throw new LangneuronsError('E_EXISTS', `${file}: exists and is not a langneurons lock (${seen.why}); it is left alone: move it away, or choose another output`, { file });
+    const holder = seen.kind === 'holder' ? seen.holder : null;  // null: still torn after TORN_LOCK_MS, its writer died
     if (holder && holder.pid === process.pid && holder.hostname === me.hostname && held.has(file)) {
       throw new LangneuronsError('E_LOCKED', `${subject}: this process already runs ${holder.command} ${into}`, { file });
     }
     // Our own pid in a lock we do not hold: an earlier process that had this pid (containers reuse low pids).
-    const stale = holder
-      ? holder.hostname === me.hostname && (!processAlive(holder.pid) || holder.pid === process.pid)
-      : await olderThan(file, TORN_LOCK_MS); // still torn: its writer died between create and write
+    const stale = holder ? holder.hostname === me.hostname && (!processAlive(holder.pid) || holder.pid === process.pid) : true;
     if (!stale) {
-      const who = holder ? `${holder.command || 'a run'} (pid ${holder.pid} on ${holder.hostname}, since ${holder.started})` : 'a run that is starting';
+      const who = `${holder!.command || 'a run'} (pid ${holder!.pid} on ${holder!.hostname}, since ${holder!.started})`;
       throw new LangneuronsError('E_LOCKED',
         `${subject}: in use by ${who}; wait for it to finish, or if it is gone, remove ${file}`, { file });
     }
@@ -136,15 +160,15 @@ const TORN_LOCK_MS = 2_000;
 
 /**
  * A lock file read empty or torn: either its writer is between the exclusive create and the write (wait for it), or
- * it was killed there (the file stays torn). Polls until the holder can be read, the file goes, or it is old enough
- * to be stale; null in the last two cases. (A kill in that window used to make every run wait 10 s, refused.)
+ * it was killed there (the file stays torn). Polls until it can be read whole, goes, turns out not to be a lock, or is
+ * old enough to be stale (then `torn`). (A kill in that window used to make every run wait 10 s, refused.)
  */
-async function holderOnceWritten(file: string): Promise<LockHolder | null> {
+async function lockOnceWritten(file: string): Promise<LockContent> {
   for (;;) {
-    if (!existsSync(file) || await olderThan(file, TORN_LOCK_MS)) return null;
+    if (await olderThan(file, TORN_LOCK_MS)) return readLock(file);  // filled just before the deadline, or still torn
     await new Promise((r) => setTimeout(r, 50));
-    const holder = await readHolder(file);
-    if (holder) return holder;
+    const seen = await readLock(file);
+    if (seen.kind !== 'torn') return seen;
   }
 }
 

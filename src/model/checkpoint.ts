@@ -303,9 +303,20 @@ export function estimateMemory(
 ): MemoryEstimate {
   if (!config || typeof config.hiddenSize !== 'number' || typeof config.numLayers !== 'number')
     throw new LangneuronsError('E_OPTIONS', 'estimateMemory takes a ModelConfig (checkpoint.config, or loadModelConfig(dir)), not a checkpoint or a folder');
-  const batchTokens = options.batchTokens ?? 1;
-  const contextTokens = options.contextTokens ?? batchTokens;
-  const threads = options.threads ?? 1;
+  // A public function: a wrong value is a message naming it (as loadModel's options), not a negative or NaN estimate.
+  if (options === null || typeof options !== 'object' || Array.isArray(options))
+    throw new LangneuronsError('E_OPTIONS', `estimateMemory: options must be an object ({ batchTokens, contextTokens, threads, weightBytes }), got ${Array.isArray(options) ? 'an array' : String(options)}`);
+  const int = (name: 'batchTokens' | 'contextTokens' | 'threads', v: unknown, max: number): number => {
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1 || v > max)
+      throw new LangneuronsError('E_OPTIONS', `estimateMemory: ${name} must be an integer in [1, ${max}], got ${typeof v === 'number' ? String(v) : JSON.stringify(v) ?? String(v)}`, { field: name });
+    return v;
+  };
+  const batchTokens = int('batchTokens', options.batchTokens ?? 1, Number.MAX_SAFE_INTEGER);
+  const contextTokens = int('contextTokens', options.contextTokens ?? batchTokens, Number.MAX_SAFE_INTEGER);
+  const threads = int('threads', options.threads ?? 1, 1024);
+  const wb = options.weightBytes;
+  if (wb !== undefined && (typeof wb !== 'number' || !Number.isSafeInteger(wb) || wb < 0))
+    throw new LangneuronsError('E_OPTIONS', `estimateMemory: weightBytes must be an integer >= 0, got ${typeof wb === 'number' ? String(wb) : JSON.stringify(wb) ?? String(wb)}`, { field: 'weightBytes' });
   const parameters = expectedTensors(config).reduce((n, e) => n + elementCount(e.shape), 0);
   const weightBytes = options.weightBytes ?? parameters * (BYTES_PER_TORCH_DTYPE[config.torchDtype ?? ''] ?? 4);
   const { hiddenSize: h, intermediateSize: inter, numHeads, numKvHeads, headDim, numLayers, vocabSize } = config;

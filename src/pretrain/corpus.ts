@@ -86,6 +86,13 @@ export function buildPretrainCorpus(o: PretrainCorpusOptions): PretrainCorpus {
     const info = resolveUdhrLanguage(id);
     const articles = udhrArticles(id);
     let trainArts = articles.filter((a) => !held.has(a.number));
+    const heldArts = articles.filter((a) => held.has(a.number));
+    // Errors of the held-out choice name --heldout (default or given): the option to change.
+    const span = () => { const n = articles.map((a) => a.number); return `its articles are ${Math.min(...n)}..${Math.max(...n)}`; };
+    if (heldArts.length === 0)
+      throw new LangneuronsError('E_OPTIONS', `--heldout ${[...held].join(',')}: UDHR ${id} has none of these articles (${span()}); give others`, { field: 'heldout' });
+    if (trainArts.length === 0)
+      throw new LangneuronsError('E_OPTIONS', `--heldout ${[...held].join(',')}: holds every article of UDHR ${id}, which leaves it no training text; give fewer`, { field: 'heldout' });
     let unseen: number[] = [];
     if (o.lowResource?.lang === id) {
       if (o.lowResource.articles >= trainArts.length)
@@ -93,8 +100,6 @@ export function buildPretrainCorpus(o: PretrainCorpusOptions): PretrainCorpus {
       unseen = trainArts.slice(o.lowResource.articles).map((a) => a.number);
       trainArts = trainArts.slice(0, o.lowResource.articles);
     }
-    const heldArts = articles.filter((a) => held.has(a.number));
-    if (heldArts.length === 0) throw new LangneuronsError('E_CORPUS', `UDHR ${id} has none of the held-out articles`, { field: 'langs' });
     lines.push(...trainArts.map((a) => a.text));
     train.set(id, trainArts.map((a) => a.text));
     heldout.set(id, heldArts.map((a) => a.text));

@@ -117,9 +117,14 @@ function resolve(o: PretrainOptions): Resolved {
   return r;
 }
 
+/** The training and held-out text of the options (checks --heldout and --low-resource against each language's articles). */
+function corpusOf(r: Resolved): PretrainCorpus {
+  return buildPretrainCorpus({ langs: r.langs, lowResource: r.lowResource, heldoutArticles: r.heldoutArticles, seed: r.seed });
+}
+
 /** Checks every option as `pretrain` does before any work (throws the same one-line errors); nothing is written. */
 export function checkPretrainOptions(o: PretrainOptions): void {
-  resolve(o);
+  corpusOf(resolve(o));
 }
 
 /** What must match for a work folder to be continued (everything but threads and the output folder). */
@@ -203,15 +208,18 @@ async function trainLog(runDir: string): Promise<{ steps: number; seconds: numbe
 export async function pretrain(o: PretrainOptions, log: (msg: string) => void = () => undefined,
   onStep?: (e: Record<string, unknown>) => void): Promise<PretrainResult> {
   const r = resolve(o);
+  // The data too before anything is written: options that make no corpus (--heldout naming articles a language lacks)
+  // must not leave a plan.json that then refuses the corrected command as a run of other options.
+  const corpus = corpusOf(r);
   // Before any work (the lock creates the work folder): the folders must be apart, what --out holds must be
   // replaceable, and the work folder must be train's (judged again under the lock).
   await checkWorkApartFromOut(r.out, r.work);
   await checkTrainOut(r.out, !!o.force, RECIPE_FORMAT, samePlanAs(r));
   await checkTrainWork(r.work, !!o.force, planOf(r));
-  return withOutputLock(r.work, 'train', () => pretrainLocked(o, r, log, onStep));
+  return withOutputLock(r.work, 'train', () => pretrainLocked(o, r, corpus, log, onStep));
 }
 
-async function pretrainLocked(o: PretrainOptions, r: Resolved, log: (msg: string) => void,
+async function pretrainLocked(o: PretrainOptions, r: Resolved, corpus: PretrainCorpus, log: (msg: string) => void,
   onStep?: (e: Record<string, unknown>) => void): Promise<PretrainResult> {
   const planFile = path.join(r.work, 'plan.json');
   const plan = planOf(r);
@@ -222,8 +230,7 @@ async function pretrainLocked(o: PretrainOptions, r: Resolved, log: (msg: string
   }
   if (!existsSync(planFile)) await writeJson(planFile, plan);
 
-  // 1. data
-  const corpus: PretrainCorpus = buildPretrainCorpus({ langs: r.langs, lowResource: r.lowResource, heldoutArticles: r.heldoutArticles, seed: r.seed });
+  // 1. data (built and checked before the lock)
   const eos = DEFAULT_SPECIAL_TOKENS[1]!;
   const trainText = corpus.lines.map((l) => `${l}${eos}\n`).join('');
   const trainFile = path.join(r.work, 'train.txt');

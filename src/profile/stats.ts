@@ -226,6 +226,15 @@ export async function readStatsFile(file: string): Promise<{ stats: ActivationSt
   const tensors = new Map<string, { info: TensorInfo; data: TensorData }>();
   try {
     header = await readSafetensorsHeader(file);
+  } catch (e) {
+    // The safetensors reader names the file by its base name; a statistics input is named by its path, as given.
+    const said = (e instanceof Error ? e.message : String(e)).replace(`${path.basename(file)}: `, '');
+    fail(file, /^(cannot open|is not a regular file)/.test(said) ? said : `not a langneurons statistics file (not a safetensors file: ${said})`);
+  }
+  // identify writes .safetensors masks, often beside the statistics: such a file is named as what it is.
+  if (header.metadata?.['langneurons'] === undefined && header.metadata?.['langneurons_mask'] !== undefined)
+    fail(file, 'a langneurons mask, not a statistics file');
+  try {
     for (const info of header.tensors) tensors.set(info.name, { info, data: await readTensor(file, info) });
   } catch (e) {
     if (e instanceof LangneuronsError) throw e;

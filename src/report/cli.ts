@@ -5,7 +5,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { printResult } from '../cli/output.js';
-import { LangneuronsError } from '../errors.js';
+import { LangneuronsError, describeError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
 import { readReport, renderReportHtml } from './index.js';
 
@@ -23,7 +23,15 @@ export function registerReport(program: Command): void {
       const besideItsData = path.resolve(files.json) === path.resolve(folder, 'report.json');  // read above: a demo's
       if (await fsp.lstat(files.html).catch(() => null) && !besideItsData && !(await readReport(folder).then(() => true, () => false)))
         throw new LangneuronsError('E_EXISTS', `${files.html}: exists, and no demo report.json beside it says it is ours; it is not overwritten`, { file: files.html });
-      await writeFileAtomic(files.html, renderReportHtml(data));
+      let html: string;
+      try {
+        html = renderReportHtml(data);
+      } catch (e) {
+        // readReport checked every field the page reads itself; the analyses are drawn by the figure code, whose
+        // data is not checked field by field: a damaged one is still one line naming the file.
+        throw new LangneuronsError('E_INPUT', `${files.json}: the page cannot be drawn from it (${describeError(e)}); it is damaged or from another version`, { file: files.json, cause: e });
+      }
+      await writeFileAtomic(files.html, html);
       printResult(o, { ...files, ok: data.ok, checks: data.checks }, () =>
         [...data.checks.map((c) => `${c.passed ? 'PASS' : 'FAIL'} ${c.name}: ${c.measured}`), `-> ${files.html}`].join('\n'));
       if (!data.ok) process.exitCode = 1;

@@ -3,16 +3,18 @@
 // (what was measured on what). Shared by the `analyze` / `results pivot` commands, the demo report and the sweep
 // reports, so that a figure looks the same wherever it appears.
 //
-// Safety: every file is written atomically; a file of that name is overwritten only when it belongs to an earlier
-// figure of the same name (its `<name>.json` says so), and two runs writing one figure at once are refused
-// (`<name>.lock`, the output lock of src/io/lock.ts).
-import { existsSync, readFileSync } from 'node:fs';
+// Safety: every file is written atomically; a file of that name is overwritten only when the figure's record, its
+// `<name>.json`, is one of a figure of that very name and names the file among its own; two runs writing one figure
+// at once are refused (`<name>.lock`, the output lock of src/io/lock.ts), the lock taken before anything is judged.
+// The record is written first (naming the files about to be written, without data) and again, complete, last: a set
+// cut short by a kill at any point is still recognisably ours, so that the same command run again replaces it.
+import { existsSync, lstatSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Resvg, type ResvgRenderOptions } from '@resvg/resvg-js';
 
 import { LangneuronsError } from '../errors.js';
 import { writeFileAtomic } from '../io/atomic.js';
-import { acquireFileOutputLock } from '../io/lock.js';
+import { acquireFileOutputLock, type OutputLock } from '../io/lock.js';
 import { ensureOutputDir } from '../io/outdir.js';
 
 export const FIGURE_FORMAT = 'langneurons-figure/1';
@@ -81,47 +83,94 @@ export function svgToPng(svg: string, scale = 2): Uint8Array {
   return r.render().asPng();
 }
 
-function ownedByUs(jsonFile: string): boolean {
+/** The files of a figure set other than its record (`<name>.json`), as the record names them (base names). */
+const OWNED_EXTS = ['.svg', '.png', '.csv', '.caption.txt'] as const;
+const ownedNames = (name: string): string[] => OWNED_EXTS.map((e) => `${name}${e}`);
+
+/**
+ * What `<name>.json` says it owns: null when it is not the record of a figure named `name` (unreadable, another
+ * format, or the record of another figure copied there: `overlap.json` as `layers.json`). A record with `files` (from
+ * this version on, also while being written) owns exactly those of the set's files; one without (earlier versions,
+ * which wrote it last, so only over a complete set) owns all four.
+ */
+function figureRecord(jsonFile: string, name: string): { owned: Set<string>; name: string } | null {
+  let v: { format?: unknown; name?: unknown; files?: unknown };
   try {
-    return (JSON.parse(readFileSync(jsonFile, 'utf8')) as { format?: unknown })?.format === FIGURE_FORMAT;
+    v = JSON.parse(readFileSync(jsonFile, 'utf8')) as typeof v;
   } catch {
-    return false;
+    return null;
   }
+  if (v === null || typeof v !== 'object' || v.format !== FIGURE_FORMAT || typeof v.name !== 'string') return null;
+  if (v.name !== name) return { owned: new Set(), name: v.name };
+  const names = ownedNames(name);
+  if (v.files === undefined) return { owned: new Set(names), name };
+  return { owned: new Set(Array.isArray(v.files) ? v.files.filter((f): f is string => typeof f === 'string' && names.includes(f)) : []), name };
 }
 
-/** Refuses a figure name that is not a plain file stem, and files of that name in `dir` that no figure wrote. */
+/** Whether anything (a file, a folder, a link, also a dangling one) is at `file`. */
+const present = (file: string): boolean => lstatSync(file, { throwIfNoEntry: false }) !== undefined;
+
+const NAME_RE = /^[\w.-]+$/;
+function checkName(name: string): void {
+  if (!NAME_RE.test(name)) throw new LangneuronsError('E_INPUT', `figure name '${name}': only letters, digits, '-', '_' and '.'`);
+}
+
+/**
+ * Refuses a figure name that is not a plain file stem, and files of that name in `dir` that no figure of that name
+ * wrote: a `<name>.json` that is not such a figure's record, or a file its record does not name.
+ */
 export function checkFigureName(dir: string, name: string): FigureFiles {
-  if (!/^[\w.-]+$/.test(name)) throw new LangneuronsError('E_INPUT', `figure name '${name}': only letters, digits, '-', '_' and '.'`);
+  checkName(name);
   const files = figureFiles(dir, name);
-  const existing = Object.values(files).filter((f) => existsSync(f));
-  if (existing.length && !ownedByUs(files.json))
-    throw new LangneuronsError('E_EXISTS', `${existing[0]}: exists and was not written by a langneurons figure; choose another --out`, { file: existing[0]! });
+  const record = present(files.json) ? figureRecord(files.json, name) : null;
+  if (present(files.json) && (!record || record.name !== name)) {
+    const what = record ? `is the record of the figure '${record.name}', not of '${name}'` : 'exists and was not written by a langneurons figure';
+    throw new LangneuronsError('E_EXISTS', `${files.json}: ${what}; choose another --out`, { file: files.json });
+  }
+  for (const f of [files.svg, files.png, files.csv, files.caption]) {
+    if (present(f) && !record?.owned.has(path.basename(f)))
+      throw new LangneuronsError('E_EXISTS', `${f}: exists and was not written by a langneurons figure; choose another --out`, { file: f });
+  }
+  return files;
+}
+
+/** The figure's files, written holding its lock (checked under it). */
+async function writeFigureLocked(dir: string, fig: Figure): Promise<FigureFiles> {
+  const files = checkFigureName(dir, fig.name);
+  const png = svgToPng(fig.svg);
+  const owned = ownedNames(fig.name);
+  // The record first, without data: from here on every file of the set is ours, whatever a kill leaves.
+  await writeFileAtomic(files.json, JSON.stringify({ format: FIGURE_FORMAT, name: fig.name, files: owned, complete: false,
+    note: 'being written (or cut short): the same command run again writes the figure' }, null, 1) + '\n');
+  await writeFileAtomic(files.svg, fig.svg);
+  await writeFileAtomic(files.png, png);
+  await writeFileAtomic(files.csv, csvOf(fig.table));
+  await writeFileAtomic(files.caption, fig.caption.endsWith('\n') ? fig.caption : `${fig.caption}\n`);
+  // The complete record last: the set is whole.
+  await writeFileAtomic(files.json, JSON.stringify({ format: FIGURE_FORMAT, name: fig.name, files: owned, caption: fig.caption, table: fig.table, data: fig.data }, null, 1) + '\n');
   return files;
 }
 
 /** Writes the figure's five files into `dir` (created if needed). */
 export async function writeFigure(dir: string, fig: Figure): Promise<FigureFiles> {
-  const files = checkFigureName(dir, fig.name);
-  await ensureOutputDir(dir);
-  const lock = await acquireFileOutputLock(path.join(dir, fig.name), `figure ${fig.name}`);  // <name>.lock
-  try {
-    const png = svgToPng(fig.svg);
-    await writeFileAtomic(files.svg, fig.svg);
-    await writeFileAtomic(files.png, png);
-    await writeFileAtomic(files.csv, csvOf(fig.table));
-    await writeFileAtomic(files.caption, fig.caption.endsWith('\n') ? fig.caption : `${fig.caption}\n`);
-    // The JSON last: it marks the set as complete and ours.
-    await writeFileAtomic(files.json, JSON.stringify({ format: FIGURE_FORMAT, name: fig.name, caption: fig.caption, table: fig.table, data: fig.data }, null, 1) + '\n');
-  } finally {
-    await lock.release();
-  }
-  return files;
+  return (await writeFigures(dir, [fig]))[fig.name]!;
 }
 
-/** Several figures into one folder; returns their files by name. Every figure is checked before any is written. */
+/**
+ * Several figures into one folder; returns their files by name. Every figure's lock is taken first (a live run writing
+ * one is named as such, not its half-written files as foreign), then every figure is checked before any is written.
+ */
 export async function writeFigures(dir: string, figs: Figure[]): Promise<Record<string, FigureFiles>> {
-  for (const f of figs) checkFigureName(dir, f.name);
-  const out: Record<string, FigureFiles> = {};
-  for (const f of figs) out[f.name] = await writeFigure(dir, f);
-  return out;
+  for (const f of figs) checkName(f.name);
+  await ensureOutputDir(dir);
+  const locks: OutputLock[] = [];
+  try {
+    for (const f of figs) locks.push(await acquireFileOutputLock(path.join(dir, f.name), `figure ${f.name}`));  // <name>.lock
+    for (const f of figs) checkFigureName(dir, f.name);
+    const out: Record<string, FigureFiles> = {};
+    for (const f of figs) out[f.name] = await writeFigureLocked(dir, f);
+    return out;
+  } finally {
+    for (const l of locks) await l.release();
+  }
 }

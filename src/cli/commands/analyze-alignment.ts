@@ -1,10 +1,12 @@
 // `analyze alignment <model> --parallel …`: cross-lingual alignment across layers (src/analyze/alignment.ts),
 // before and after fine-tuning in one figure.
 import type { Command } from 'commander';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { alignModel, readParallel, type AlignmentAnalysis } from '../../analyze/alignment.js';
 import { LangneuronsError } from '../../errors.js';
+import { loadModelConfig } from '../../model/config.js';
 import { alignmentFigures } from '../../report/analysis-figures.js';
 import { addModelOptions, openModel, type ModelCliOptions } from '../common.js';
 import { parseIntOption, Progress } from '../output.js';
@@ -42,11 +44,24 @@ export function registerAlignment(analyze: Command): void {
     .option('--batch <n>', 'sentences per forward', parseIntOption('--batch', 1, 4096), 16)
     .requiredOption('--out <dir>', 'folder for the figures'))
     .action(async (dir: string, o: AlignmentCliOptions) => {
-      const langs = [...new Set([o.anchor, ...o.langs.split(',').map((s) => s.trim()).filter(Boolean)])];
+      const named = o.langs.split(',').map((s) => s.trim()).filter(Boolean);
+      const twice = named.find((l, i) => named.indexOf(l) !== i);
+      if (twice !== undefined) throw new LangneuronsError('E_OPTIONS', `--langs ${o.langs}: names ${twice} twice; name each language once`, { field: '--langs' });
+      const langs = [...new Set([o.anchor, ...named])];  // the anchor is added if missing
       if (langs.length < 2) throw new LangneuronsError('E_OPTIONS', `--langs: at least one language besides the anchor ${o.anchor}`, { field: '--langs' });
-      const set = await readParallel(o.parallel, langs, o.maxSentences ?? Infinity);
       if (o.deltaDtype !== undefined && o.delta.length === 0)
         throw new LangneuronsError('E_OPTIONS', '--delta-dtype needs --delta (a delta file or an adapter folder)', { field: 'delta-dtype' });
+      // Every model of the figure before any work (as each --delta is resolved below): a --compare-model that is
+      // missing, or of other layers, found after the base model's whole pass left that pass for nothing.
+      const baseLayers = (await loadModelConfig(dir)).numLayers;
+      for (const m of o.compareModel) {
+        if (!(await fsp.stat(m).catch(() => null))?.isDirectory())
+          throw new LangneuronsError('E_OPTIONS', `--compare-model ${m}: no such model folder`, { file: m, field: '--compare-model' });
+        const layers = (await loadModelConfig(m)).numLayers;
+        if (layers !== baseLayers)
+          throw new LangneuronsError('E_INPUT', `--compare-model ${m}: ${layers} layers, but ${dir} has ${baseLayers}: one figure needs the same layers`, { file: m, field: '--compare-model' });
+      }
+      const set = await readParallel(o.parallel, langs, o.maxSentences ?? Infinity);
       const given = [{ dir, name: 'base', label: dir }];
       for (const d of o.delta) given.push(await variantModel(dir, d, o.deltaDtype));
       for (const m of o.compareModel) given.push({ dir: m, name: path.basename(path.resolve(m)), label: m });

@@ -38,7 +38,7 @@ export function registerActivations(analyze: Command): void {
     .option('--max-rows <n>', 'neurons drawn in the heatmap (those with the highest peak)', parseIntOption('--max-rows', 1, 1000), 40)
     .requiredOption('--out <dir>', 'folder for the figures')
     .option('--json', 'print one JSON document on stdout')
-    .action(async (inputs: string[], o: { neurons: string; site?: string; activeQuantile: number; minLanguages: number; maxRows: number; out: string; json?: boolean }) => {
+    .action(async (inputs: string[], o: { neurons: string; site?: string; activeQuantile: number; minLanguages: number; maxRows: number; out: string; json?: boolean }, cmd: Command) => {
       const ref = await readMaskRef(o.neurons);
       const site = (o.site ?? ref.mask.site) as Site;
       if (!SITES.includes(site)) throw new LangneuronsError('E_OPTIONS', `--site: unknown site '${site}' (sites: ${SITES.join(', ')})`, { field: '--site' });
@@ -47,6 +47,14 @@ export function registerActivations(analyze: Command): void {
       if (ref.mask.model.fingerprint !== statsModel.fingerprint)
         throw new LangneuronsError('E_MASK', `--neurons ${o.neurons}: a mask of model ${ref.mask.model.name} (${ref.mask.model.fingerprint.slice(0, 12)}), ` +
           `but ${stats[0]!.file} holds statistics of ${statsModel.name} (${statsModel.fingerprint.slice(0, 12)}): give a mask made on the statistics' model`, { field: '--neurons' });
+      // A mask's units index its own site: read at a site of another width they would name other neurons (or none).
+      const read = stats[0]!.stats.sites.get(site);
+      if (read && read.width !== ref.mask.width)
+        throw new LangneuronsError('E_MASK', `--neurons ${o.neurons}: a mask of site '${ref.mask.site}', ${ref.mask.width} units wide, but site '${site}' of ${stats[0]!.file} is ` +
+          `${read.width} wide${o.site !== undefined ? `: give --site a site of ${ref.mask.width} units, or leave it out (the mask's)` : ''}`, { field: o.site !== undefined ? '--site' : '--neurons' });
+      // Given (not the default 2, which one language's statistics are read with): more than there are finds nothing.
+      if (o.minLanguages > stats.length && cmd.getOptionValueSource('minLanguages') === 'cli')
+        throw new LangneuronsError('E_OPTIONS', `--min-languages ${o.minLanguages}: only ${stats.length} language(s) given (${stats.map((x) => x.stats.meta.language).join(', ')}), so no neuron could be polysemantic; give at most ${stats.length}`, { field: '--min-languages' });
       const neurons = ref.layers.flatMap((units, layer) => units.map((unit) => ({ layer, unit })));
       if (!neurons.length) throw new LangneuronsError('E_INPUT', `${ref.source}: no neurons`);
       const a = analyzeActivations(stats, neurons, { site, neuronsSource: ref.source, activeQuantile: o.activeQuantile, minLanguages: o.minLanguages });

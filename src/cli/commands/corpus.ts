@@ -24,6 +24,8 @@ export function registerCorpus(program: Command): void {
       }
       const langs = o.langs.split(',').map((s) => s.trim()).filter(Boolean);
       if (!langs.length) throw new LangneuronsError('E_OPTIONS', `--langs '${o.langs}': no language named`, { field: '--langs' });
+      const twice = langs.find((l, i) => langs.indexOf(l) !== i);
+      if (twice !== undefined) throw new LangneuronsError('E_OPTIONS', `--langs '${o.langs}': names ${twice} twice; name each language once`, { field: '--langs' });
       const files = await writeUdhrFolder(o.out, langs, { split: o.split });
       printResult(o, { files }, () => files.join('\n'));
     });

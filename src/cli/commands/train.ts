@@ -177,7 +177,7 @@ export function registerTrain(program: Command): void {
   program
     .command('train')
     .description('make a small multilingual Llama from scratch on the UDHR: data, byte-level BPE tokenizer, random init, training of every parameter, a Hugging Face folder with recipe.json')
-    .option('--config <json>', 'JSON object with any of the options below but --json and --quiet, by name in camelCase or as the flag ("kvHeads" or "kv-heads"); flags override it')
+    .option('--config <file>', 'a JSON file holding an object with any of the options below but --json and --quiet, by name in camelCase or as the flag ("kvHeads" or "kv-heads"); flags override it')
     .option('--layers <n>', 'transformer layers')
     .option('--hidden <n>', 'hidden size')
     .option('--heads <n>', 'attention heads')
