@@ -20,7 +20,7 @@ import { refuseOutputIsInput } from '../io/outdir.js';
 import { readSafetensorsHeader, readTensor, type SafetensorsHeader } from '../io/safetensors.js';
 import { modelFingerprint } from '../model/fingerprint.js';
 import { modelIdentity } from './identity.js';
-import { concatSeqMeans, languageStatsFile, mergedMeta, mergeStats, readStatsFile, siteWidths, writeStats, STATS_FORMAT, type ActivationStats, type Site, type StatsMeta, type TokenScope } from './stats.js';
+import { budgetShortfall, CHECKPOINT_KEY, concatSeqMeans, languageStatsFile, mergedMeta, mergeStats, readStatsFile, siteWidths, writeStats, STATS_FORMAT, type ActivationStats, type Site, type StatsMeta, type TokenScope } from './stats.js';
 import { checkAboveQuantile, openBinWarning, thresholdsFromEarlierPass, type PassThresholds } from './thresholds.js';
 
 export { TOOL_VERSION } from '../version.js';
@@ -58,7 +58,7 @@ export interface ProfileOptions {
 
 export interface LanguageProfile { language: string; file: string; tokens: number; sequences: number; seconds: number; resumed: boolean; skipped: boolean }
 
-const CHECKPOINT_KEY = 'langneurons_checkpoint';
+// CHECKPOINT_KEY (stats.ts): the checkpoint's resume position, beside its statistics
 /** The metadata entry of a finished file holding the options it was profiled with (its resume key). */
 const OPTIONS_KEY = 'langneurons_options';
 
@@ -125,6 +125,16 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
   for (const lang of o.languages) { checkLanguageId(lang, 'languages'); corpus.source(lang); } // bad or unknown languages fail before any work
   const twice = o.languages.find((l, i) => o.languages.indexOf(l) !== i);
   if (twice !== undefined) throw new LangneuronsError('E_OPTIONS', `languages: '${twice}' is listed twice`, { field: 'languages' });
+  // Two names of one corpus language (UDHR's en, eng and EN) would profile the same text into files of two names,
+  // which identify then ranks as two languages.
+  const named = new Map<string, string>();
+  for (const lang of o.languages) {
+    const files = corpus.source(lang).files.join('\n');
+    const other = named.get(files);
+    if (other !== undefined)
+      throw new LangneuronsError('E_OPTIONS', `languages: '${other}' and '${lang}' name the same corpus (${corpus.source(lang).files.join(', ')}); give one of them`, { field: 'languages' });
+    named.set(files, lang);
+  }
   const identity = modelIdentity(model.checkpoint);
   // The weights' content, not only the layout: a checkpoint of other weights under the same path is not resumed.
   const weights = await modelFingerprint(model.checkpoint.dir);
@@ -246,8 +256,8 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
     if (final.tokens === 0) o.onWarning?.(`${lang}: shard ${o.shard!.index + 1}/${o.shard!.count} of ${source.files.join(', ')} holds no tokens; wrote an empty statistics file (it merges as zero)`);
     // A budget the corpus cannot fill: every token was counted, and the file says how many; said so the figure is not
     // taken for the budget. A shard holds part of the run's budget: `stats merge` of the shards says it instead.
-    if (!o.shard && budget > 0 && final.tokens < budget)
-      o.onWarning?.(`${lang}: ${source.files.join(', ')} holds ${final.tokens} tokens, fewer than the budget of ${budget}: all of them were counted`);
+    const short = o.shard ? null : budgetShortfall(o.scope, final.tokens);
+    if (short) o.onWarning?.(`${lang}: ${short.kind === 'rule' ? short.text : `${source.files.join(', ')} holds ${final.tokens} tokens, fewer than the budget of ${budget}: all of them were counted`}`);
     await writeStats(outFile, final, { [OPTIONS_KEY]: optionsKey });
     await fsp.rm(ckFile, { force: true });
     results.push({ language: lang, file: outFile, tokens: final.tokens, sequences: final.sequences, seconds: (performance.now() - started) / 1000, resumed: !!resumeFrom, skipped: false });

@@ -216,8 +216,17 @@ export async function writeStats(file: string, s: ActivationStats, extraMetadata
   await writeSafetensors(file, t, { ...extraMetadata, langneurons: JSON.stringify({ ...s.meta, aboveSources }) });
 }
 
+/** The metadata key of a profile's checkpoint (its resume position): a checkpoint holds the statistics of part of
+ *  the corpus so far, not a finished language. */
+export const CHECKPOINT_KEY = 'langneurons_checkpoint';
+
+/** A finished statistics file. A profile's checkpoint (`.<lang>.checkpoint.safetensors`) is refused: merged or ranked
+ *  as if finished, it silently leaves out the corpus the stopped run had not reached. */
 export async function readStats(file: string): Promise<ActivationStats> {
-  return (await readStatsFile(file)).stats;
+  const { stats, metadata } = await readStatsFile(file);
+  if (metadata[CHECKPOINT_KEY] !== undefined)
+    fail(file, `the checkpoint of a profile run that was stopped (${stats.tokens} tokens so far), not finished statistics: run the same profile command again to finish it (it resumes from here)`);
+  return stats;
 }
 
 /** The statistics and every metadata entry of the file (for checkpoints that carry a resume position). */
@@ -545,6 +554,22 @@ export function mergeStatsInOrder(inputs: readonly ActivationStats[], labels: re
 }
 
 /** n when `parts` are every shard 1..n of one run (one corpus and budget), each once; else null. */
+/**
+ * Why `counted` tokens fall short of the scope's token budget, for the warning (null when they do not): whole windows
+ * only (partialWindow 'drop') count at most ⌊budget / maxLen⌋ windows, and a counted BOS cannot start a sentence in
+ * the budget's last token (`rule`, said in the returned words); otherwise the corpus holds no more (`corpus`).
+ */
+export function budgetShortfall(scope: TokenScope, counted: number): { kind: 'rule'; text: string } | { kind: 'corpus' } | null {
+  const budget = scope.tokenBudget;
+  if (budget <= 0 || counted >= budget) return null;
+  const whole = Math.floor(budget / scope.maxLen) * scope.maxLen;
+  if (scope.partialWindow === 'drop' && counted === whole)
+    return { kind: 'rule', text: `counted ${counted} tokens of the budget of ${budget}: with whole windows only (--drop-partial) the budget holds ${whole / scope.maxLen} windows of ${scope.maxLen}` };
+  if (scope.countBos && counted === budget - 1)
+    return { kind: 'rule', text: `counted ${counted} tokens of the budget of ${budget}: the budget's last token cannot hold a sentence with its counted BOS (--count-bos), or the corpus ended there` };
+  return { kind: 'corpus' };
+}
+
 export function shardsOfOneRun(parts: readonly StatsPart[]): number | null {
   const first = parts[0];
   const n = first?.shard?.[1];

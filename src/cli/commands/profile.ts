@@ -96,6 +96,8 @@ export function registerProfile(program: Command): void {
     .option('--field <name>', 'JSONL field / Parquet column holding the text (default: text)'))
     .action(async (dir: string, o: ProfileCli) => {
       const sites = o.sites.split(',').map((s) => s.trim()).filter(Boolean);
+      // `--sites ""` (or ",") would reach the engine with no site, which fails there in its own words.
+      if (sites.length === 0) throw new LangneuronsError('E_OPTIONS', `--sites: no site given (sites: ${SITES.join(', ')})`, { field: '--sites' });
       for (const s of sites) if (!SITES.includes(s as Site)) throw new LangneuronsError('E_OPTIONS', `--sites: unknown site '${s}' (sites: ${SITES.join(', ')})`, { field: '--sites' });
       const twice = sites.find((s, i) => sites.indexOf(s) !== i);
       if (twice) throw new LangneuronsError('E_OPTIONS', `--sites: '${twice}' is listed twice`, { field: '--sites' });
