@@ -8,6 +8,7 @@
 import path from 'node:path';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema, type AsyncBuffer, type FileMetaData, type SchemaTree } from 'hyparquet';
 import { LangneuronsError, describeError } from '../errors.js';
+import { PARQUET_COMPRESSORS, unreadableCodec } from '../io/parquet.js';
 import { checkedStringParsers, Utf8Check } from '../io/text.js';
 import { readLines, type ReadCounter } from './lines.js';
 
@@ -96,7 +97,10 @@ interface ParquetPlan {
   column: string;
 }
 
-/** Reads the footer and resolves the column, or throws listing the columns there are. */
+/**
+ * Reads the footer and resolves the column, or throws listing the columns there are, or naming a codec the column is
+ * compressed with that no decoder reads (corpora are opened, and this checked, before any profiling).
+ */
 export async function planParquet(file: string, field: string): Promise<ParquetPlan> {
   let metadata: FileMetaData;
   try {
@@ -113,6 +117,8 @@ export async function planParquet(file: string, field: string): Promise<ParquetP
   const walkable = column === field || (node !== undefined && node.children.length > 0);
   if (node === undefined || !walkable) fail(file, `no column "${field}"; available columns: ${columnNames(schema).join(', ')}`, field);
   if (metadata.num_rows === 0n) fail(file, 'the Parquet file has no rows');
+  const codec = unreadableCodec(metadata, [column]);
+  if (codec !== null) fail(file, codec);
   return { metadata, column };
 }
 
@@ -142,10 +148,10 @@ export async function* readParquetDocuments(file: string, options: ReadDocuments
       const rowEnd = rowStart + Number(group.num_rows);
       let rows: Record<string, unknown>[];
       try {
-        rows = await parquetReadObjects({ file: buffer, metadata, columns: [column], rowStart, rowEnd, parsers });
+        rows = await parquetReadObjects({ file: buffer, metadata, columns: [column], rowStart, rowEnd, parsers, compressors: PARQUET_COMPRESSORS });
         if (options.counter) options.counter.chunks++;
       } catch (err) {
-        // Most often a codec hyparquet lacks without hyparquet-compressors (gzip, zstd, brotli, lz4).
+        // Codecs were checked when the file was opened: this is a damaged page or an encoding hyparquet lacks.
         fail(file, `cannot read rows ${rowStart}-${rowEnd - 1}: ${describeError(err)}`);
       }
       utf8.refuseBinary(file, false, strings);

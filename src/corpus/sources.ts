@@ -5,7 +5,8 @@
 //
 // Manifest: { "field"?: "text", "languages": { "en": { "files": ["a.txt", "b.parquet"], "field"?: "text" } } },
 // paths relative to the manifest. The field applies to JSONL / Parquet files: a language's own "field"
-// wins over the manifest's, which wins over `options.field`, which defaults to "text".
+// wins over the manifest's, which wins over `options.field`, which defaults to "text". Other keys are refused (a
+// misspelt "feild" would read the default field without a word), and so is a file given twice for one language.
 import { checkLanguageId, isLanguageId } from './language-id.js';
 import { createHash } from 'node:crypto';
 import { createReadStream, promises as fsp, type Stats } from 'node:fs';
@@ -156,7 +157,22 @@ async function scanFolder(root: string, field: string): Promise<Map<string, Corp
   const entries = (await fsp.readdir(root, { withFileTypes: true })).filter((e) => !e.name.startsWith('.')).sort((a, b) => (a.name < b.name ? -1 : 1));
   for (const entry of entries) {
     const full = path.join(root, entry.name);
-    if (entry.isDirectory()) {
+    // A `<lang>` link to a folder (shards kept elsewhere, linked in) is a `<lang>/` folder: Dirent.isDirectory() does
+    // not follow links, stat does. A link of a file name (`en.txt`) is left to checkFile, which refuses a dangling or
+    // looping one; a link that may name a language folder but leads nowhere is refused here, as it is the same mistake.
+    let isFolder = entry.isDirectory();
+    if (entry.isSymbolicLink() && formatOf(entry.name) === null && isLanguageId(entry.name)) {
+      let target: Stats;
+      try {
+        target = await fsp.stat(full);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        const why = code === 'ENOENT' ? 'its target does not exist' : code === 'ELOOP' ? 'it is a loop of links' : describeError(err);
+        fail(`${full}: a link that cannot be followed (${why}); remove it or make it point to a <lang>/ folder of corpus files`, full);
+      }
+      isFolder = target.isDirectory();
+    }
+    if (isFolder) {
       // `<lang>/` holding shards (train-00000-of-00002.parquet ...), read in name order.
       const shards = (await fsp.readdir(full)).filter((n) => !n.startsWith('.') && formatOf(n) !== null).sort();
       if (shards.length > 0) add(entry.name, shards.map((n) => ({ file: path.join(full, n), name: toName(root, path.join(full, n)), format: formatOf(n)!, field })), `${entry.name}/`);
@@ -172,10 +188,19 @@ async function scanFolder(root: string, field: string): Promise<Map<string, Corp
   return new Map([...byLanguage].sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
+const MANIFEST_KEYS = ['field', 'languages'], LANGUAGE_KEYS = ['files', 'field'];
+
+function refuseUnknownKeys(o: object, allowed: readonly string[], where: string, bad: (why: string) => never): void {
+  const unknown = Object.keys(o).find((k) => !allowed.includes(k));
+  if (unknown !== undefined) bad(`unknown key "${unknown}" ${where} (allowed: ${allowed.map((k) => `"${k}"`).join(', ')})`);
+}
+
 function parseManifest(raw: unknown, origin: string, baseDir: string, defaultField: string): Map<string, CorpusFile[]> {
   const bad = (why: string): never => fail(`${origin}: ${why}`, origin);
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) bad('a corpus manifest must be a JSON object');
   const manifest = raw as Partial<CorpusManifest>;
+  // A misspelt key ("feild") would otherwise be ignored and the default read in its place, without a word.
+  refuseUnknownKeys(manifest, MANIFEST_KEYS, 'at the top level', bad);
   if (manifest.field !== undefined && typeof manifest.field !== 'string') bad('"field" must be a string');
   const field = manifest.field ?? defaultField;
   const languages = manifest.languages;
@@ -187,6 +212,7 @@ function parseManifest(raw: unknown, origin: string, baseDir: string, defaultFie
     if (typeof e !== 'object' || e === null || !Array.isArray(e.files) || e.files.length === 0 || !e.files.every((f) => typeof f === 'string' && f !== '')) {
       bad(`languages.${language}: expected { "files": ["<path>", ...] } with at least one path`);
     }
+    refuseUnknownKeys(e, LANGUAGE_KEYS, `in languages.${language}`, bad);
     if (e.field !== undefined && typeof e.field !== 'string') bad(`languages.${language}.field must be a string`);
     const files = (e.files as string[]).map((name): CorpusFile => {
       const format = formatOf(name) ?? bad(`languages.${language}: "${name}" is not a .txt, .jsonl or .parquet file`);
@@ -208,6 +234,7 @@ export async function openCorpus(pathOrManifest: string | CorpusManifest, option
   const field = options.field ?? DEFAULT_FIELD;
   let origin: string;
   let byLanguage: Map<string, CorpusFile[]>;
+  let fromFolder = false;
   if (typeof pathOrManifest !== 'string') {
     origin = 'manifest object';
     byLanguage = parseManifest(pathOrManifest, origin, path.resolve(options.baseDir ?? '.'), field);
@@ -215,7 +242,8 @@ export async function openCorpus(pathOrManifest: string | CorpusManifest, option
     origin = path.resolve(pathOrManifest);
     const stat = await statOrNull(origin);
     if (!stat) fail(`${origin}: corpus not found (give a folder of <lang>.txt/.jsonl/.parquet files or a manifest .json)`, origin);
-    if (stat.isDirectory()) byLanguage = await scanFolder(origin, field);
+    fromFolder = stat.isDirectory();
+    if (fromFolder) byLanguage = await scanFolder(origin, field);
     else {
       let raw: unknown;
       try {
@@ -228,7 +256,19 @@ export async function openCorpus(pathOrManifest: string | CorpusManifest, option
   }
   const sources = new Map<string, LanguageSource>();
   for (const [language, files] of byLanguage) {
-    for (const f of files) await checkFile(f, language);
+    // A file given twice for one language (listed twice, by two paths, or through a link) would have its documents
+    // counted twice; the real path tells.
+    const seen = new Map<string, string>();
+    for (const f of files) {
+      await checkFile(f, language);
+      const real = await fsp.realpath(f.file);
+      const first = seen.get(real);
+      if (first !== undefined) {
+        const what = first === f.name ? `lists "${f.name}" twice` : `${fromFolder ? 'holds' : 'lists'} "${first}" and "${f.name}", which are the same file (${real})`;
+        fail(`${origin}: language "${language}" ${what}: its documents would be counted twice; ${fromFolder ? 'keep one' : 'list each file once'}`, origin);
+      }
+      seen.set(real, f.name);
+    }
     sources.set(language, fileSource(language, files, options.counter));
   }
   return corpusOf(origin, sources);

@@ -24,9 +24,10 @@ import { checkedStringParsers, readTextFile, Utf8Check } from '../io/text.js';
 import { createHash } from 'node:crypto';
 import { existsSync, promises as fsp, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } from 'hyparquet';
+import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, type AsyncBuffer, type FileMetaData } from 'hyparquet';
 
 import { LangneuronsError, describeError } from '../errors.js';
+import { PARQUET_COMPRESSORS, unreadableCodec } from '../io/parquet.js';
 import { parseCsv } from './csv.js';
 
 export type Row = Record<string, unknown>;
@@ -53,10 +54,18 @@ export async function readRows(file: string): Promise<Row[]> {
   let rows: Row[] = [];
   if (ext === '.parquet') {
     const utf8 = new Utf8Check(); // the strings hyparquet decodes: checked as text files are
+    let buf: AsyncBuffer, metadata: FileMetaData;
     try {
-      const buf = await asyncBufferFromFile(file);
-      const metadata = await parquetMetadataAsync(buf);
-      rows = (await parquetReadObjects({ file: buf, metadata, parsers: checkedStringParsers(utf8) })).map((r) => plain(r) as Row);
+      buf = await asyncBufferFromFile(file);
+      metadata = await parquetMetadataAsync(buf);
+    } catch (e) {
+      fail(file, `cannot read the Parquet file: ${describeError(e)}`);
+    }
+    // Every column is read: one compressed with a codec no decoder reads is named (from the footer) before any row.
+    const codec = unreadableCodec(metadata);
+    if (codec !== null) fail(file, codec);
+    try {
+      rows = (await parquetReadObjects({ file: buf, metadata, parsers: checkedStringParsers(utf8), compressors: PARQUET_COMPRESSORS })).map((r) => plain(r) as Row);
     } catch (e) {
       fail(file, `cannot read the Parquet file: ${describeError(e)}`);
     }

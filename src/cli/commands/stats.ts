@@ -24,6 +24,69 @@ async function readStatsToShow(file: string): Promise<ActivationStats> {
   return readStats(file);  // a statistics file: its defects, if any, are named by readStats
 }
 
+// A part as the file records it (profile/stats.ts's StatsPart).
+type StatsPart = NonNullable<ActivationStats['meta']['parts']>[number];
+
+/** What one run of a corpus (one corpus, budget and shard count) contributes to a file, for `stats show`. */
+interface Coverage {
+  corpus: string;
+  budget: number;
+  /** n of `--shard k/n`; null: the whole corpus in one run. */
+  shardCount: number | null;
+  /** The shards k (1-based) the file holds, ascending. */
+  shards: number[];
+  /** The shards of 1..n it does not hold: a merge of these too counts the whole corpus. */
+  missing: number[];
+}
+
+/** The file's parts grouped by run (null: not recorded): a shard alone, or a merge of some shards, looks otherwise
+ *  like a whole corpus, and stats merge judges files by these parts. */
+function coverageOf(parts: readonly StatsPart[] | undefined): Coverage[] | null {
+  if (!parts || parts.length === 0) return null;
+  const groups = new Map<string, Coverage>();
+  for (const p of parts) {
+    const n = p.shard ? p.shard[1] : null;
+    const key = JSON.stringify([p.corpus, p.budget, n]);
+    let g = groups.get(key);
+    if (!g) groups.set(key, (g = { corpus: p.corpus, budget: p.budget, shardCount: n, shards: [], missing: [] }));
+    if (p.shard) g.shards.push(p.shard[0]);
+  }
+  for (const g of groups.values()) {
+    g.shards.sort((a, b) => a - b);
+    if (g.shardCount !== null) for (let k = 1; k <= g.shardCount; k++) if (!g.shards.includes(k)) g.missing.push(k);
+  }
+  return [...groups.values()];
+}
+
+/** 1,2,3,5,6 → "1-3, 5, 6". */
+const ranges = (ks: readonly number[]): string => {
+  const out: string[] = [];
+  for (let i = 0; i < ks.length; i++) {
+    let j = i;
+    while (j + 1 < ks.length && ks[j + 1] === ks[j]! + 1) j++;
+    if (j - i >= 2) {
+      out.push(`${ks[i]}-${ks[j]}`);
+      i = j;
+    } else out.push(`${ks[i]}`);
+  }
+  return out.join(', ');
+};
+
+function describeCoverage(coverage: Coverage[] | null, shards: number): string {
+  if (coverage === null) return `not recorded (a file written before parts were recorded)${shards > 1 ? `; ${shards} shards merged` : ''}`;
+  const corpora = new Set(coverage.map((g) => g.corpus)).size;
+  return coverage.map((g) => {
+    const of = corpora > 1 ? ` of corpus ${g.corpus.slice(0, 12)}` : '';
+    if (g.shardCount === null) return `the whole corpus${of}`;
+    const missing = `${g.missing.length === 1 ? 'shard' : 'shards'} ${ranges(g.missing)} of the run`;
+    const them = g.missing.length === 1 ? 'it' : 'them';
+    if (g.shards.length === 1 && g.missing.length > 0)
+      return `shard ${g.shards[0]}/${g.shardCount}${of} only (${missing} not in this file: stats merge ${them} with it for the whole corpus)`;
+    const merged = `shards ${ranges(g.shards)} of ${g.shardCount}${of} merged`;
+    return g.missing.length === 0 ? `${merged}: every shard of the run` : `${merged}; missing ${missing} (stats merge ${them} with this file for the whole corpus)`;
+  }).join('; ');
+}
+
 export function registerStats(program: Command): void {
   const stats = program.command('stats').description('inspect, merge, import and export activation statistics files');
   stats
@@ -70,10 +133,18 @@ export function registerStats(program: Command): void {
           histogramBins: st.histogram ? st.histogram.edges.length - 1 : 0, sequenceMeans: st.seqMeans ? st.seqMeans.length / st.overZero.length : 0,
           sums: !st.sumsAbsent, absSum: !!st.absSum, above: st.above ? st.above.source || 'given' : null };
       });
-      printResult(o, { file, meta: s.meta, tokens: s.tokens, sequences: s.sequences, sites }, () => [
+      // What stats merge compares and what makes a file part of a corpus: shown, so that a shard or an incomplete
+      // merge is not taken for the whole corpus, and files that will not merge can be told apart.
+      const coverage = coverageOf(s.meta.parts);
+      const budget = s.meta.scope.tokenBudget, compute = s.meta.compute ?? null;
+      printResult(o, { file, meta: s.meta, tokens: s.tokens, sequences: s.sequences, tokenBudget: budget, compute,
+        coverage, complete: coverage === null ? null : coverage.every((g) => g.missing.length === 0), sites }, () => [
         `language   ${s.meta.language}`,
         `model      ${s.meta.model.name} (${s.meta.model.modelType}, ${s.meta.model.layers} layers × ${s.meta.model.intermediate} neurons; ${s.meta.model.fingerprint.slice(0, 12)})`,
-        `tokens     ${s.tokens} in ${s.sequences} sequences (${s.meta.scope.mode}, max ${s.meta.scope.maxLen}${s.meta.scope.bos ? (s.meta.scope.countBos ? ', BOS fed and counted' : ', BOS fed') : ''}${s.meta.scope.longSentences === 'drop' ? ', longer sentences dropped' : ''}${s.meta.scope.partialWindow === 'drop' ? ', whole windows only' : ''}${s.meta.shards > 1 ? `, ${s.meta.shards} shards` : ''})`,
+        `tokens     ${s.tokens} in ${s.sequences} sequences (${s.meta.scope.mode}, max ${s.meta.scope.maxLen}${s.meta.scope.bos ? (s.meta.scope.countBos ? ', BOS fed and counted' : ', BOS fed') : ''}${s.meta.scope.longSentences === 'drop' ? ', longer sentences dropped' : ''}${s.meta.scope.partialWindow === 'drop' ? ', whole windows only' : ''})`,
+        `budget     ${budget > 0 ? `${budget} tokens per language${coverage?.some((g) => g.shardCount !== null) ? ' (the run\'s, shared by its shards)' : ''}` : 'none (the whole corpus)'}`,
+        `compute    ${compute ?? 'not recorded (imported, or written before the mode was recorded)'}`,
+        `parts      ${describeCoverage(coverage, s.meta.shards)}`,
         `layers     ${s.meta.layers.length === s.meta.model.layers ? 'all' : s.meta.layers.join(',')}`,
         ...sites.map((x) => `site ${x.site.padEnd(5)} width ${x.width}, P(value > 0) averaged ${(100 * x.meanActiveFraction).toFixed(2)}%` +
           (x.histogramBins ? `, histogram ${x.histogramBins} bins` : '') + (x.sequenceMeans ? `, ${x.sequenceMeans} sequence means` : '') +
