@@ -20,7 +20,7 @@ import { writeStats, type ActivationStats, type ModelIdentity, type Site, type S
 import { overlapFigures } from '../src/report/analysis-figures.js';
 import { writeFigure, type Figure } from '../src/report/figures.js';
 import { REPORT_FORMAT } from '../src/report/index.js';
-import { runCli } from './helpers/cli.js';
+import { refusedCli as refused, runCli } from './helpers/cli.js';
 import { fixturePath, makeTempDir, removeDir } from './helpers/fixtures.js';
 
 // A kill at a chosen point of writing: the `after`-th atomic write from now (and every later one) fails as a SIGKILL
@@ -52,15 +52,6 @@ let k = 0;
 const fresh = (name: string) => path.join(tmp, `${k++}-${name}`);
 beforeAll(async () => { tmp = await makeTempDir('ln-analyze-qa-'); });
 afterAll(async () => { await removeDir(tmp); });
-
-/** Runs the CLI and expects exit 1 with exactly one error line; returns it. */
-async function refused(...args: string[]): Promise<string> {
-  const r = await runCli(...args);
-  expect(r.code, r.stdout + r.stderr).toBe(1);
-  const lines = r.stderr.trim().split('\n');
-  expect(lines, r.stderr).toHaveLength(1);
-  return lines[0]!;
-}
 
 /** Every file of a folder with its bytes (a figure set as written). */
 async function contents(dir: string): Promise<Record<string, string>> {

@@ -19,7 +19,7 @@ import { maskToTang, statsToTang } from '../src/identify/tang.js';
 import { mergeStats, writeStats, type ActivationStats, type ModelIdentity, type Site, type StatsMeta, type TokenScope } from '../src/profile/stats.js';
 import { loadSweep } from '../src/sweep/load.js';
 import { identifySettings } from '../src/sweep/plan.js';
-import { runCli } from './helpers/cli.js';
+import { refusedCli as refused, runCli } from './helpers/cli.js';
 import { fixturePath, makeTempDir, removeDir, repoRoot } from './helpers/fixtures.js';
 
 const L = 2, W = 4;
@@ -63,15 +63,6 @@ async function statsDir(...all: ActivationStats[]): Promise<string> {
   return dir;
 }
 const fresh = (name: string) => path.join(tmp, `${k++}-${name}`);
-
-/** Runs the CLI and expects exit 1 with exactly one error line; returns it. */
-async function refused(...args: string[]): Promise<string> {
-  const r = await runCli(...args);
-  expect(r.code, r.stdout + r.stderr).toBe(1);
-  const lines = r.stderr.trim().split('\n');
-  expect(lines, r.stderr).toHaveLength(1);
-  return lines[0]!;
-}
 
 function refusal(fn: () => unknown): LangneuronsError {
   try { fn(); } catch (e) { expect(e).toBeInstanceOf(LangneuronsError); return e as LangneuronsError; }

@@ -1,5 +1,5 @@
 // Runs the CLI in-process (src/cli/main.ts), capturing what it writes on stdout and stderr.
-import { vi } from 'vitest';
+import { expect, vi } from 'vitest';
 
 import { main } from '../../src/cli/main.js';
 
@@ -14,6 +14,15 @@ export async function runCli(...args: string[]): Promise<{ code: number; stdout:
   } finally {
     out.mockRestore(); err.mockRestore(); process.exitCode = before;
   }
+}
+
+/** Runs the CLI and expects exit 1 with exactly one error line (the bad-input rule); returns that line. */
+export async function refusedCli(...args: string[]): Promise<string> {
+  const r = await runCli(...args);
+  expect(r.code, r.stdout + r.stderr).toBe(1);
+  const lines = r.stderr.trim().split('\n');
+  expect(lines, r.stderr).toHaveLength(1);
+  return lines[0]!;
 }
 
 /** Runs f with process.stdout.write captured (for calls that print their --json document), restoring it after. */
