@@ -144,6 +144,14 @@ describe('the demo on a fixture with random weights (code paths only)', () => {
     const [[s0, before], [s1, after]] = report.figures.training.methods[0]!.validLoss;
     expect([s0, s1]).toEqual([0, 1]);
     expect(Math.abs(after! - before!) / before!).toBeLessThan(1e-4);
+    // one step has no timed step: its rate is null in report.json, and the page is drawn again from it ('–')
+    expect(report.figures.training.methods[0]!.tokensPerSecond).toBeNull();
+    const { runCli } = await import('./helpers/cli.js');
+    await fsp.rm(path.join(r.outDir, 'report.html'));
+    const again = await runCli('report', r.outDir); // (exit 1: this random model fails the demo's checks, as it says)
+    expect(again.stderr).not.toMatch(/error/);
+    expect(again.stdout).toMatch(/neuron-finetuning/);
+    expect(await fsp.readFile(path.join(r.outDir, 'report.html'), 'utf8')).toMatch(/<td>–<\/td>/);
   });
 
   it('refuses a folder without a model and an unknown language, naming them', async () => {

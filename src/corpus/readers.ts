@@ -8,7 +8,7 @@
 import path from 'node:path';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetSchema, type AsyncBuffer, type FileMetaData, type SchemaTree } from 'hyparquet';
 import { LangneuronsError, describeError } from '../errors.js';
-import { PARQUET_COMPRESSORS, unreadableCodec } from '../io/parquet.js';
+import { parquetCompressors, unreadableCodec } from '../io/parquet.js';
 import { checkedStringParsers, Utf8Check } from '../io/text.js';
 import { readLines, type ReadCounter } from './lines.js';
 
@@ -148,7 +148,7 @@ export async function* readParquetDocuments(file: string, options: ReadDocuments
       const rowEnd = rowStart + Number(group.num_rows);
       let rows: Record<string, unknown>[];
       try {
-        rows = await parquetReadObjects({ file: buffer, metadata, columns: [column], rowStart, rowEnd, parsers, compressors: PARQUET_COMPRESSORS });
+        rows = await parquetReadObjects({ file: buffer, metadata, columns: [column], rowStart, rowEnd, parsers, compressors: await parquetCompressors(metadata) });
         if (options.counter) options.counter.chunks++;
       } catch (err) {
         // Codecs were checked when the file was opened: this is a damaged page or an encoding hyparquet lacks.

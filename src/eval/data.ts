@@ -27,7 +27,7 @@ import path from 'node:path';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, type AsyncBuffer, type FileMetaData } from 'hyparquet';
 
 import { LangneuronsError, describeError } from '../errors.js';
-import { PARQUET_COMPRESSORS, unreadableCodec } from '../io/parquet.js';
+import { parquetCompressors, unreadableCodec } from '../io/parquet.js';
 import { parseCsv } from './csv.js';
 
 export type Row = Record<string, unknown>;
@@ -65,7 +65,7 @@ export async function readRows(file: string): Promise<Row[]> {
     const codec = unreadableCodec(metadata);
     if (codec !== null) fail(file, codec);
     try {
-      rows = (await parquetReadObjects({ file: buf, metadata, parsers: checkedStringParsers(utf8), compressors: PARQUET_COMPRESSORS })).map((r) => plain(r) as Row);
+      rows = (await parquetReadObjects({ file: buf, metadata, parsers: checkedStringParsers(utf8), compressors: await parquetCompressors(metadata) })).map((r) => plain(r) as Row);
     } catch (e) {
       fail(file, `cannot read the Parquet file: ${describeError(e)}`);
     }

@@ -5,13 +5,30 @@
 // LZO has no decoder in either package: a file using it (or a codec number this reader does not know) is refused
 // when it is opened, from the footer alone, before any work.
 import type { Compressors, FileMetaData } from 'hyparquet';
-import { compressors } from 'hyparquet-compressors';
 
-/** Pass as `compressors` to every hyparquet read. */
-export const PARQUET_COMPRESSORS: Compressors = compressors;
+/** What hyparquet decodes itself (a pure-JavaScript Snappy). */
+const BUILT_IN = ['UNCOMPRESSED', 'SNAPPY'];
 
-/** The codecs a page may be compressed with and still be read. */
-export const READABLE_CODECS: readonly string[] = ['UNCOMPRESSED', ...new Set(['SNAPPY', ...Object.keys(compressors)])];
+/** The codecs a page may be compressed with and still be read (hyparquet's own, and hyparquet-compressors'). */
+export const READABLE_CODECS: readonly string[] = [...BUILT_IN, 'GZIP', 'BROTLI', 'ZSTD', 'LZ4', 'LZ4_RAW'];
+
+let loaded: Promise<Compressors> | null = null;
+
+/**
+ * The decoders to pass as `compressors` to a hyparquet read of a file with this footer: none for the codecs hyparquet
+ * decodes itself, else hyparquet-compressors', loaded on first use. (Importing it instantiates a WebAssembly module,
+ * which every command would pay at start-up, and which fails outright under a tight memory limit.) hyparquet's own
+ * Snappy keeps decoding Snappy pages either way.
+ */
+export async function parquetCompressors(metadata: FileMetaData): Promise<Compressors | undefined> {
+  const codecs = metadata.row_groups.flatMap((g) => g.columns.map((c) => c.meta_data?.codec as string | undefined));
+  if (codecs.every((c) => c === undefined || BUILT_IN.includes(c))) return undefined;
+  loaded ??= import('hyparquet-compressors').then(({ compressors }) => {
+    const { SNAPPY: _builtIn, ...others } = compressors as Compressors & { SNAPPY?: unknown };
+    return others as Compressors;
+  });
+  return loaded;
+}
 
 /**
  * Why the file cannot be decoded, from its footer: the first column chunk (of the top-level `columns` read; all by

@@ -71,8 +71,11 @@ function trainingSection(d: ReportData): string {
     series: f.methods.map((m) => ({ name: m.method, points: m.trainLoss })) });
   const valid = lineChart({ title: `Held-out loss (${f.language})`, xLabel: 'optimizer step', yLabel: 'loss (nats/token)',
     series: f.methods.map((m) => ({ name: m.method, points: m.validLoss, dashed: true })) });
-  const rows = f.methods.map((m) => [esc(m.method), m.lr.toExponential(0), m.trainableParameters.toLocaleString('en-US'), `${(100 * m.trainableShare).toFixed(2)}%`,
-    (1000 * m.stepSeconds).toFixed(0), m.tokensPerSecond.toFixed(0), m.finalValid.toFixed(4), `${m.bestValid.toFixed(4)} (step ${m.bestStep})`]);
+  // (a run of one step has no timed step: its step time and rate are NaN in memory, null once read from report.json)
+  const fixed = (x: number | null, digits: number) => (x === null || !Number.isFinite(x) ? '–' : x.toFixed(digits));
+  const rows = f.methods.map((m) => [esc(m.method), m.lr.toExponential(0), m.trainableParameters.toLocaleString('en-US'),
+    m.trainableShare === null || !Number.isFinite(m.trainableShare) ? '–' : `${(100 * m.trainableShare).toFixed(2)}%`,
+    fixed(m.stepSeconds === null ? null : 1000 * m.stepSeconds, 0), fixed(m.tokensPerSecond, 0), m.finalValid.toFixed(4), `${m.bestValid.toFixed(4)} (step ${m.bestStep})`]);
   return `<section id="training"><h2>4. Fine-tuning ${esc(f.language)}: neurons against the baselines</h2>` +
     `<p>Training text: ${esc(f.language)}'s train articles the model never saw (${f.trainArticles.join(', ')}); validation: its held-out articles ` +
     `(${f.validArticles.join(', ')}); validation loss before training ${f.baseValidLoss.toFixed(4)}.</p>` +

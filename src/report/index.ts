@@ -56,7 +56,7 @@ const REPORT_SHAPE: Shape = {
     steering: { identifier: 'string', identifierAccuracy: 'number|null', targets: STRINGS, settings: STRINGS, share: [SHARES], maxNewTokens: 'number|null',
       baselineKeepsPromptLanguage: 'number|null', examples: [{ target: 'string', setting: 'string', source: 'string', prompt: 'string', text: 'string', 'detected?': 'string|null' }] },
     training: { language: 'string', trainArticles: NUMBERS, validArticles: NUMBERS, baseValidLoss: 'number', methods: [{
-      method: 'string', lr: 'number', trainableParameters: 'number', trainableShare: 'number|null', stepSeconds: 'number|null', tokensPerSecond: 'number',
+      method: 'string', lr: 'number', trainableParameters: 'number', trainableShare: 'number|null', stepSeconds: 'number|null', tokensPerSecond: 'number|null',
       finalValid: 'number', bestValid: 'number', bestStep: 'number', trainLoss: [NUMBERS], validLoss: [NUMBERS] }] },
     'analyses?': 'object',
   },

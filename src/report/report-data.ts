@@ -55,8 +55,10 @@ export interface TrainingFigure {
   validArticles: number[];
   baseValidLoss: number;
   methods: {
-    method: string; lr: number; trainableParameters: number; trainableShare: number; steps: number; stepSeconds: number;
-    tokensPerSecond: number; bestValid: number; bestStep: number; finalValid: number;
+    /** trainableShare, stepSeconds, tokensPerSecond: NaN in memory where undefined (a one-step run has no timed step),
+     *  null in report.json. */
+    method: string; lr: number; trainableParameters: number; trainableShare: number | null; steps: number; stepSeconds: number | null;
+    tokensPerSecond: number | null; bestValid: number; bestStep: number; finalValid: number;
     trainLoss: [number, number][]; validLoss: [number, number][];
   }[];
 }

@@ -13,7 +13,7 @@ import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects, parquetS
 
 import { LangneuronsError, describeError } from '../errors.js';
 import { readLines } from '../corpus/lines.js';
-import { PARQUET_COMPRESSORS, unreadableCodec } from '../io/parquet.js';
+import { parquetCompressors, unreadableCodec } from '../io/parquet.js';
 import { checkedStringParsers, Utf8Check } from '../io/text.js';
 
 export const LSS_FORMAT = 'langneurons-lss/1';
@@ -62,7 +62,7 @@ async function readParquetFacts(file: string): Promise<{ rows: Record<string, un
     // Every column is read: a codec no decoder reads is named from the footer (facts are read before any model runs).
     const codec = unreadableCodec(metadata);
     if (codec !== null) factError(file, codec);
-    const rows = await parquetReadObjects({ file: buffer, metadata, parsers: checkedStringParsers(utf8), compressors: PARQUET_COMPRESSORS });
+    const rows = await parquetReadObjects({ file: buffer, metadata, parsers: checkedStringParsers(utf8), compressors: await parquetCompressors(metadata) });
     utf8.refuseBinary(file, true, 'string columns');
     utf8.warnReplaced(file, 'string columns');
     return { rows, columns };
