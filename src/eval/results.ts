@@ -42,18 +42,19 @@ export function resultKeyValues(r: Record<string, unknown>): Record<ResultKeyNam
 /** The extra keys, in the order `results table` adds them where results would otherwise share a row. */
 const DISTINGUISHING: ResultKeyName[] = ['prompt', 'model', 'data', 'split', 'limit', 'tokenize', 'max-gen-toks', 'compute', 'device'];
 
-/** The keys (after `by`) that tell apart results sharing `by`'s values: for each group of results that share them,
- *  the first key of DISTINGUISHING whose values differ in it is added, until no group is left or no key differs. */
-export function distinguishingKeys<T>(items: T[], by: ResultKeyName[], values: (x: T) => Record<ResultKeyName, string>): ResultKeyName[] {
+/** The keys (after `by`) that tell apart results sharing `by`'s values (each result as its key values): for each
+ *  group of results that share them, the first key of DISTINGUISHING whose values differ in it is added, until no
+ *  group is left or no key differs. */
+function distinguishingKeys(results: Record<ResultKeyName, string>[], by: ResultKeyName[]): ResultKeyName[] {
   const keys = [...by];
   for (;;) {
-    const groups = new Map<string, T[]>();
-    for (const x of items) {
-      const k = keys.map((key) => values(x)[key]).join('\u0000');
-      groups.set(k, [...(groups.get(k) ?? []), x]);
+    const groups = new Map<string, Record<ResultKeyName, string>[]>();
+    for (const r of results) {
+      const k = keys.map((key) => r[key]).join('\u0000');
+      groups.set(k, [...(groups.get(k) ?? []), r]);
     }
     const shared = [...groups.values()].filter((g) => g.length > 1);
-    const next = DISTINGUISHING.find((key) => !keys.includes(key) && shared.some((g) => new Set(g.map((x) => values(x)[key])).size > 1));
+    const next = DISTINGUISHING.find((key) => !keys.includes(key) && shared.some((g) => new Set(g.map((r) => r[key])).size > 1));
     if (!next) return keys;
     keys.push(next);
   }
@@ -84,24 +85,25 @@ export async function readResults(dir: string): Promise<EvalResult[]> {
 /** A missing metric is null (JSON) or an empty cell (text, CSV). */
 export interface Table { columns: string[]; rows: (string | number | null)[][] }
 
-export function keyValue(r: EvalResult, k: TableKey): string {
+/** A result's key values, read once per result ('' for all of a record without its required fields). */
+function keysOf(r: EvalResult): Record<ResultKeyName, string> {
   const v = resultKeyValues(r as unknown as Record<string, unknown>);
-  return 'missing' in v ? '' : v[k];
+  return 'missing' in v ? Object.fromEntries(RESULT_KEYS.map((k) => [k, ''])) as Record<ResultKeyName, string> : v;
 }
 
 /** The default row keys: task, lang and variant, and where results would otherwise share a row, the keys that tell
  *  them apart (the prompt: Belebele `generate` and `lm-eval` of one language and variant; the model, the --limit,
  *  the BLEU tokenizer, ...: see DISTINGUISHING). */
 export function defaultBy(results: EvalResult[]): TableKey[] {
-  return distinguishingKeys(results, ['task', 'lang', 'variant'], (r) => {
-    const v = resultKeyValues(r as unknown as Record<string, unknown>);
-    return 'missing' in v ? Object.fromEntries(RESULT_KEYS.map((k) => [k, ''])) as Record<ResultKeyName, string> : v;
-  });
+  return distinguishingKeys(results.map(keysOf), ['task', 'lang', 'variant']);
 }
 
 export function buildTable(results: EvalResult[], by: TableKey[]): Table {
   const metrics = [...new Set(results.flatMap((r) => Object.keys(r.metrics).filter((m) => typeof r.metrics[m] === 'number')))].sort();
-  const rows = results.map((r) => [...by.map((k) => keyValue(r, k)), r.items, ...metrics.map((m) => (typeof r.metrics[m] === 'number' ? r.metrics[m] as number : null))]);
+  const rows = results.map((r) => {
+    const keys = keysOf(r);
+    return [...by.map((k) => keys[k]), r.items, ...metrics.map((m) => (typeof r.metrics[m] === 'number' ? r.metrics[m] as number : null))];
+  });
   rows.sort((a, b) => { for (let i = 0; i < by.length; i++) { const c = String(a[i]).localeCompare(String(b[i])); if (c) return c; } return 0; });
   return { columns: [...by, 'items', ...metrics], rows };
 }

@@ -7,7 +7,7 @@ import path from 'node:path';
 
 import { LangneuronsError } from '../errors.js';
 import { removeOrphanTemps, writeFileAtomic } from '../io/atomic.js';
-import { readSafetensorsHeader, readTensor, writeSafetensors, type TensorToProduce, type TensorToWrite } from '../io/safetensors.js';
+import { readSafetensorsHeader, readTensor, writeSafetensors, type SafetensorsHeader, type TensorToProduce, type TensorToWrite } from '../io/safetensors.js';
 import { BASE_DTYPES_KEY, openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import { modelFingerprint } from '../model/fingerprint.js';
 import type { ModelType } from '../model/config.js';
@@ -85,7 +85,7 @@ export async function applyDelta(modelDir: string, deltaFile: string, outDir: st
   const ckpt = await openCheckpoint(modelDir);
   const deltaHeader = await readSafetensorsHeader(deltaFile).catch((e: Error) => bad(deltaFile, `cannot read the delta: ${e.message}`));
   const delta = new Map(deltaHeader.tensors.map((t) => [t.name, t]));
-  const descText = await readDeltaDescription(deltaFile);
+  const descText = await readDeltaDescription(deltaFile, deltaHeader);
   await checkDeltaBase(deltaFile, descText, ckpt);
   await checkOutDir(modelDir, outDir);
   const out = baseTensors(ckpt);
@@ -225,8 +225,9 @@ export async function checkDeltaBase(deltaFile: string, desc: DeltaDescription, 
  * A delta's description: the one the delta file carries in its own metadata (written with it, so it cannot belong to
  * another file), else the delta.json beside it. A file that is neither a safetensors file nor a delta is named so.
  */
-export async function readDeltaDescription(deltaFile: string): Promise<DeltaDescription> {
-  const header = await readSafetensorsHeader(deltaFile).catch((e: Error) => bad(deltaFile, `not a delta (a delta.safetensors from finetune): cannot read it as safetensors: ${e.message}`));
+export async function readDeltaDescription(deltaFile: string, read?: SafetensorsHeader): Promise<DeltaDescription> {
+  // (`read`: the file's header where the caller has read it already)
+  const header = read ?? await readSafetensorsHeader(deltaFile).catch((e: Error) => bad(deltaFile, `not a delta (a delta.safetensors from finetune): cannot read it as safetensors: ${e.message}`));
   const meta = header.metadata ?? {};
   let raw: unknown, from = deltaFile;
   if (meta['format'] === DELTA_FORMAT && typeof meta['description'] === 'string') {

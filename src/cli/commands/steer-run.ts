@@ -9,16 +9,18 @@ import { checkOutput, checkOutputWithSidecars } from '../../io/outdir.js';
 import type { SteerRequest } from '../../steer/index.js';
 import type { UnitLog } from '../../io/unit-log.js';
 import { openSteerLog, steerRunKey } from '../../steer/resume.js';
-import { engineIdentity } from '../common.js';
+import { engineIdentity, requireOutputFile } from '../common.js';
 
 /**
- * Runs a measure holding its --out (`<out>.lock`: one run per output file), after refusing an --out that is one of
+ * Runs a measure holding its --out (`<out>.lock`: one run per output file), after refusing an --out that names a
+ * folder (requireOutputFile: checked before the lock beside it is made), one of
  * the inputs (`inputs`: the options' paths, lists split at commas) or an existing file that is not this measure's
  * earlier result (its JSON's `format`); `sidecars`: the measure also writes <stem>.csv and <stem>.svg, refused alike.
  */
 export async function withMeasureOutput<T>(out: string, measure: string, format: string, sidecars: boolean, inputs: (string | undefined)[], work: () => Promise<T>): Promise<T> {
   const paths = inputs.flatMap((i) => i?.split(',') ?? []).map((p) => p.slice(p.indexOf('=') + 1).trim()).filter(Boolean);
   const ours = async (f: string) => (JSON.parse(await fsp.readFile(f, 'utf8')) as { format?: unknown } | null)?.format === format;
+  requireOutputFile(out);
   return withFileOutputLock(out, `steer ${measure}`, async () => {
     await (sidecars ? checkOutputWithSidecars : checkOutput)(out, paths, `a langneurons ${measure} result`, ours);
     return work();

@@ -15,7 +15,7 @@ import {
   type FallbackStep, type IdentifierChoice, type LanguageIdentifier, type MaskSet, type SteerRequest,
 } from '../../steer/index.js';
 import { fitsFloat32, FLOAT32_MAX } from '../../intervene/index.js';
-import { addModelOptions, decodeBatchFor, openModel, requireOutputFile, type ModelCliOptions } from '../common.js';
+import { addModelOptions, decodeBatchFor, openModel, type ModelCliOptions } from '../common.js';
 import { finishUnitLog, parseFloatOption, parseIntOption, printResult, Progress } from '../output.js';
 import { ensureParentDir } from '../../io/outdir.js';
 import { openMeasureLog, requestFiles, withMeasureOutput } from './steer-run.js';
@@ -35,12 +35,6 @@ function refuseRepeats(measure: string, option: string, langs: readonly string[]
 /** --deactivate-value: a number the engine's float32 edits hold (1e40 passed as a double, then failed after the
  *  baseline with a misleading message). */
 const deactivateValueOption = parseFloatOption('--deactivate-value', fitsFloat32, `a finite number within float32's range (at most ${FLOAT32_MAX.toExponential(4)} in magnitude)`);
-
-/** Runs a measure writing the file `out` (withMeasureOutput), its --out checked to be a file path first. */
-function measure<T>(out: string, name: string, format: string, sidecars: boolean, inputs: (string | undefined)[], work: () => Promise<T>): Promise<T> {
-  requireOutputFile(out);
-  return withMeasureOutput(out, name, format, sidecars, inputs, work);
-}
 
 /**
  * A measure's `prepare`: every request it will make resolved with `build` (masks and statistics read and checked
@@ -121,7 +115,7 @@ export function registerSteer(program: Command): void {
     .option('--max-tokens <n>', 'tokens scored per language at most', parseIntOption('--max-tokens', 2), 50_000)
     .option('--window <n>', "tokens per scoring window (default: the model's context)", parseIntOption('--window', 2))
     .option('--deactivate-value <v>', 'value the deactivated neurons are set to (Tang: 0; Language Arithmetics also -1, -1.5)', deactivateValueOption, 0))
-    .action(async (dir: string, o: PplCli) => measure(o.out, 'ppl-matrix', PPL_MATRIX_FORMAT, true, [dir, o.masks, o.evalText], async () => {
+    .action(async (dir: string, o: PplCli) => withMeasureOutput(o.out, 'ppl-matrix', PPL_MATRIX_FORMAT, true, [dir, o.masks, o.evalText], async () => {
       const { set, mask, model } = await openMaskAndModel(dir, o.masks, o);
       const rows = list(o.langs) ?? Object.keys(mask.languages);
       requireMaskLanguages(mask, set.files[0]!, rows);
@@ -172,7 +166,7 @@ export function registerSteer(program: Command): void {
     .option('--targets <list>', 'target languages (default: the same set); pairs are every base × target with base ≠ target')
     .option('--stats <path>', 'profiling statistics (folder of <lang>.safetensors with sequence means) for p_max / p_median / mean')
     .option('--details', 'keep D0 and D1 of every fact in the output'))
-    .action(async (dir: string, o: LssCli) => measure(o.out, 'lss', LSS_FORMAT, false, [dir, o.masks, o.facts, o.stats], async () => {
+    .action(async (dir: string, o: LssCli) => withMeasureOutput(o.out, 'lss', LSS_FORMAT, false, [dir, o.masks, o.facts, o.stats], async () => {
       refuseRepeats('lss', '--base', list(o.base));
       refuseRepeats('lss', '--targets', list(o.targets));
       const settings = parseSettings(o.settings);
@@ -214,7 +208,7 @@ export function registerSteer(program: Command): void {
     .option('--deactivate-value <v>', "value the prompt language's neurons are set to", deactivateValueOption, 0)
     .option('--no-deactivate-source', "do not deactivate the prompt language's neurons (amplify the target only)")
     .option('--stats <path>', 'profiling statistics (folder of <lang>.safetensors) for p_max / p_median / mean')))
-    .action(async (dir: string, o: ForcingCli) => measure(o.out, 'forcing', FORCING_FORMAT, true, [dir, o.masks, o.prompts, o.stats], async () => {
+    .action(async (dir: string, o: ForcingCli) => withMeasureOutput(o.out, 'forcing', FORCING_FORMAT, true, [dir, o.masks, o.prompts, o.stats], async () => {
       const targets = list(o.target) ?? [];
       refuseRepeats('forcing', '--target', targets);
       const amplify = parseSetting(o.amplify);
@@ -279,7 +273,7 @@ export function registerSteer(program: Command): void {
     .requiredOption('--out <file>', 'result JSON')
     .option('--each', 'deactivate each language alone instead of the growing union')
     .option('--deactivate-value <v>', 'value the neurons are set to (their runs: -1.5)', deactivateValueOption, 0)))
-    .action(async (dir: string, o: FallbackCli) => measure(o.out, 'fallback', FALLBACK_FORMAT, false, [dir, o.masks, o.prompts], async () => {
+    .action(async (dir: string, o: FallbackCli) => withMeasureOutput(o.out, 'fallback', FALLBACK_FORMAT, false, [dir, o.masks, o.prompts], async () => {
       const { settings, langid } = generationOptions(o);
       const languages = list(o.deactivate) ?? [];
       checkFallbackLanguages(languages);
