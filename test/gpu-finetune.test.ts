@@ -12,7 +12,7 @@
 //   - weights outside the mask: bit-identical to the checkpoint (both compute modes);
 //   - resume after a kill: bit-identical to the uninterrupted run on the same GPU (bf16, the default mode).
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, promises as fsp, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, promises as fsp, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -158,6 +158,16 @@ describe.skipIf(noGpu)('gpu finetune: a whole CUDA f32 run against the same CPU 
   }, 180_000 * LIMIT);
 });
 
+/** Every file under dir with its bytes and modification time (a refused resume changes none). */
+function snapshotDir(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const f of readdirSync(dir, { recursive: true, encoding: 'utf8' }).sort()) {
+    const full = path.join(dir, f), st = statSync(full);
+    if (st.isFile()) out[f] = `${st.mtimeMs} ${readFileSync(full).toString('base64')}`;
+  }
+  return out;
+}
+
 describe.skipIf(noGpu)('gpu finetune: what the CUDA trainer leaves alone, and resume', () => {
   it.each(['bf16', 'f32'] as const)('neurons (%s): every weight outside the mask bit-identical to the BF16 checkpoint', async (compute) => {
     const { file, mask } = await maskFor(LLAMA3, `outside-${compute}`);
@@ -230,6 +240,18 @@ describe.skipIf(noGpu)('gpu finetune: what the CUDA trainer leaves alone, and re
       expect(x.status).toBe(1);
       expect(x.stderr.trim().split('\n')).toHaveLength(1);
       expect(x.stderr).toMatch(/the run trains on cuda:0 \(f32\); .*a run resumes bit-identically only on the device, compute mode and kernel family it started with/);
+    }
+    // A requeued job on another GPU model (or finding another cuBLASLt) at the same index: refused, the folder unchanged.
+    const runJson = path.join(dir, 'run.json'), rec = JSON.parse(readFileSync(runJson, 'utf8'));
+    for (const describe of [rec.trainer.describe.replace(/\(([^)]*)\)/, '(NVIDIA A100-SXM4-80GB)'), rec.trainer.describe.replace(/cuBLASLt .*$/, 'cuBLASLt 12.2.5')]) {
+      expect(describe).not.toBe(rec.trainer.describe);
+      writeFileSync(runJson, JSON.stringify({ ...rec, trainer: { ...rec.trainer, describe } }));
+      const before = snapshotDir(dir);
+      const x = spawnSync(process.execPath, [BIN, 'finetune', '--resume', dir], { encoding: 'utf8' });
+      expect(x.status, x.stderr).toBe(1);
+      expect(x.stderr.trim().split('\n')).toHaveLength(1);
+      expect(x.stderr).toContain(`the run trained on "${describe}", this machine's trainer is "${rec.trainer.describe}"`);
+      expect(snapshotDir(dir)).toEqual(before);
     }
   }, 120_000 * LIMIT);
 });

@@ -419,6 +419,7 @@ async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, exp
   const tr = createNativeTrainer(ckpt, o.threads, sel.trainable, { seed: o.seed, numLabels: head?.numLabels ?? 0, headBias: head?.bias ?? false, ...trainerDeviceOptions(placement),
     ...(o.recompute ? { recompute: true } : {}) });
   checkTrainerPlacement(tr, placement);
+  if (expect) checkSameGpuTrainer(runDir, expect.trainer?.describe, tr.info().describe, placement);
   const count = (x: { chunks: Int32Array[]; items: ClsItem[] } | null) => (head ? x?.items.length : x?.chunks.length) ?? 0;
   const run: RunFile = {
     format: RUN_FORMAT, model: { dir: path.resolve(modelDir), name: id.name, fingerprint: id.fingerprint, weights }, options: o,
@@ -427,6 +428,17 @@ async function prepare(modelDir: string, o: ResolvedOptions, runDir: string, exp
   };
   return { ckpt, tr, run, train: train.chunks, valid: valid?.chunks ?? [], trainItems: train.items, validItems: valid?.items ?? [],
     trainTargets: train.targets, validTargets: valid?.targets ?? null };
+}
+
+/**
+ * A GPU run resumes bit-identically only on the GPU model and cuBLASLt version it started with (NVIDIA promises equal
+ * bits within one cuBLASLt version; the library is found at run time). The trainer's description names both, so a
+ * requeued job that lands on another GPU model, or finds another cuBLASLt, is refused before the run folder changes.
+ */
+function checkSameGpuTrainer(runDir: string, recorded: string | undefined, here: string | undefined, p: Placement): void {
+  if (p.device === 'cpu' || !recorded || !here || recorded === here) return;
+  throw new LangneuronsError('E_RESUME', `${runDir}: the run trained on "${recorded}", this machine's trainer is "${here}": a run resumes ` +
+    'bit-identically only on the GPU model and cuBLASLt version it started with (LANGNEURONS_CUBLASLT or LD_LIBRARY_PATH choose the library)', { file: path.join(runDir, 'run.json') });
 }
 
 /** Where a run trains (runs from before it was recorded trained on the CPU, in f32). */
