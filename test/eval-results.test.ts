@@ -105,6 +105,9 @@ describe('result files never overwrite each other', () => {
     const plan = await prepareTask('xcopa', { dir: path.join(FX, 'xcopa'), lang: 'sw' });
     const data = [{ file: 'x', sha256: '0' }] as unknown as Parameters<typeof resultKey>[2];
     expect((await resultKey(plan, { ...base, scorer: gpu }, data)).key).not.toBe((await resultKey(plan, { ...base, scorer: cpu }, data)).key);
+    // Which of a machine's GPUs ran it is not part of the result: cuda:1's result is cuda:0's (reused, not rerun).
+    const gpu1 = new ModelScorer({ ...onGpu, device: 'cuda:1' } as unknown as LanguageModel);
+    expect((await resultKey(plan, { ...base, scorer: gpu1 }, data)).key).toBe((await resultKey(plan, { ...base, scorer: gpu }, data)).key);
   });
 
   it('a checkpoint this run did not write is refused, not overwritten', async () => {

@@ -9,7 +9,7 @@ import { warn } from '../io/text.js';
 import { estimateMemory, openCheckpoint } from '../model/checkpoint.js';
 import { modelFingerprint } from '../model/fingerprint.js';
 import { parseIntOption } from './output.js';
-import { isDeviceRequest, type DeviceRequest } from '../engine/device.js';
+import { deviceKind, isDeviceRequest, type DeviceRequest } from '../engine/device.js';
 import { LangneuronsError } from '../errors.js';
 
 export interface ModelCliOptions { threads?: number; compute?: 'f32' | 'bf16'; device?: string; json?: boolean }
@@ -44,7 +44,7 @@ export function decodeBatchFor(model: Pick<LanguageModel, 'device' | 'compute' |
  * model's content, its device and compute mode, and the engine's kind (LanguageModel.engineKind()).
  */
 export async function engineIdentity(model: LanguageModel, dir: string): Promise<{ model: string; device: string; compute: string; engine: string }> {
-  return { model: await modelFingerprint(dir), device: model.device, compute: model.compute, engine: model.engineKind() };
+  return { model: await modelFingerprint(dir), device: deviceKind(model.device), compute: model.compute, engine: model.engineKind() };
 }
 
 export function deviceOption(device: string): DeviceRequest {

@@ -9,6 +9,12 @@ import type { Addon } from '../native/addon.js';
 export type DeviceRequest = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 export type ResolvedDevice = 'cpu' | `cuda:${number}`;
 
+/** 'cpu' or 'cuda': what a result's number depends on, not which of a machine's GPUs gave it (the GPU model and the
+ *  library's version are the engine kind's, LanguageModel.engineKind()). */
+export function deviceKind(device: string): 'cpu' | 'cuda' {
+  return device.startsWith('cuda') ? 'cuda' : 'cpu';
+}
+
 export function isDeviceRequest(s: string): s is DeviceRequest {
   return s === 'auto' || s === 'cpu' || s === 'cuda' || /^cuda:\d{1,3}$/.test(s);
 }

@@ -405,11 +405,12 @@ export class LanguageModel {
 
   /**
    * The kind of engine whose products this model's results hold, for the keys of resumable runs: the CPU's kernel
-   * family (AVX2 and AVX-512 products differ in the last bits), or the GPU runtime's describe (device, cuBLASLt).
+   * family (AVX2 and AVX-512 products differ in the last bits), or the GPU runtime's describe (GPU model, compute
+   * mode, cuBLASLt version) without the device's index: any of a machine's GPUs of one model gives the same products.
    */
   engineKind(): string {
     const info = this.info();
-    return this.device === 'cpu' ? info.kernel : info.describe;
+    return this.device === 'cpu' ? info.kernel : info.describe.replace(/^cuda:\d+ /, '');
   }
 
   /** Frees the native runtime (GPU memory, scratch) and unmaps the checkpoint, after the forwards already

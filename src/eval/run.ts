@@ -10,6 +10,7 @@ import { writeFileAtomic } from '../io/atomic.js';
 import { readRunLog, startRunLog } from '../io/run-log.js';
 import { appendToFile } from '../io/files.js';
 import { ensureOutputDir } from '../io/outdir.js';
+import { deviceKind } from '../engine/device.js';
 import { fingerprint, type DataFile } from './data.js';
 import { corpusBleu, sentenceBleu, type BleuOptions } from './metrics/bleu.js';
 import { chrfSignature, corpusChrf, sentenceChrf } from './metrics/chrf.js';
@@ -276,7 +277,7 @@ export async function resultKey(plan: TaskPlan, o: Pick<RunOptions, 'scorer' | '
   const fields: ResultKey = {
     schema: RESULT_SCHEMA, task: plan.task, lang: plan.lang, prompt: plan.prompt, split: plan.split ?? '', limit: plan.limit ?? null,
     variant: o.variant, modelFingerprint: o.modelFingerprint, data: data.map((d) => d.sha256), requests: requestsHash(plan),
-    gen: plan.gen ?? null, bleuTokenize: bleuName(plan.bleuTokenize), compute: info?.compute ?? null, device: info?.device ?? null, contextLength: info?.contextLength ?? null,
+    gen: plan.gen ?? null, bleuTokenize: bleuName(plan.bleuTokenize), compute: info?.compute ?? null, device: info ? deviceKind(info.device) : null, contextLength: info?.contextLength ?? null,
   };
   return { key: sha256(JSON.stringify(fields)), fields };
 }

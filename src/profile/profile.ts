@@ -12,6 +12,7 @@ import path from 'node:path';
 import { scopeBatches, type ScopePosition } from '../corpus/scopes.js';
 import { checkLanguageId } from '../corpus/language-id.js';
 import type { Corpus, LanguageSource } from '../corpus/sources.js';
+import { deviceKind } from '../engine/device.js';
 import type { StatsOptions } from '../engine/stats.js';
 import type { LanguageModel } from '../engine/model.js';
 import { LangneuronsError } from '../errors.js';
@@ -161,7 +162,7 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
     // resumed run adds up what an uninterrupted one does (a finished file ignores both).
     const optionsKey = JSON.stringify({ model: identity.fingerprint, weights, fingerprint, scope: o.scope, sites, layers, shard: o.shard ?? null,
       histEdges: o.histEdges ?? null, thresholdSource: pass || o.thresholds ? thresholdSource : null, seqMeans: !!o.seqMeans, batchTokens,
-      compute: model.compute, device: model.device, engine: model.engineKind(), ...(pass ? { thresholdsDigest: pass.digest } : {}) });
+      compute: model.compute, device: deviceKind(model.device), engine: model.engineKind(), ...(pass ? { thresholdsDigest: pass.digest } : {}) });
     return { source, fingerprint, pass, optionsKey };
   };
 

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 
+import { deviceKind } from '../../engine/device.js';
 import { LangneuronsError } from '../../errors.js';
 import { encodeChatPrompt, requireChatTemplate, type ChatPrompting } from '../../generate/chat.js';
 import { generateTokens, type GenerateOptions, type Generation } from '../../generate/generate.js';
@@ -187,7 +188,7 @@ async function runKey(dir: string, model: { device: string; compute: string }, p
     settings: { maxNewTokens: opts.maxNewTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP,
       repetitionPenalty: opts.repetitionPenalty, seed: opts.seed, stopAtEos: opts.stopAtEos, stop: opts.stop },
     intervene: specs, stats: o.stats ?? null, inputs: await inputHashes([...specs, ...(o.interveneFile ? [o.interveneFile] : []), ...(o.stats ? [o.stats] : [])]),
-    device: model.device, compute: model.compute,
+    device: deviceKind(model.device), compute: model.compute,
   });
 }
 
