@@ -116,6 +116,21 @@ describe('1. a figure set cut short by a kill is the tool\u2019s own: the same c
   });
 });
 
+describe('5b. a killed write\u2019s temporaries of a figure\u2019s files are removed when the figure is written again', () => {
+  it('only this figure\u2019s, only those of a dead writer: another figure\u2019s, a live writer\u2019s and a user\u2019s look-alike are kept', async () => {
+    const dir = fresh('temps');
+    await fsp.mkdir(dir);
+    const orphan = [`overlap.svg.tmp-${DEAD}-0badcafe`, `overlap.caption.txt.tmp-${DEAD}-00c0ffee`, `overlap.json.tmp-${DEAD}-12345678`];
+    const kept = [`layers.svg.tmp-${DEAD}-0badcafe`, `overlap.png.tmp-${process.pid}-0badcafe`, `overlap.svg.tmp-notes`, 'overlap.svg.bak'];
+    for (const f of [...orphan, ...kept]) await fsp.writeFile(path.join(dir, f), 'x');
+    await writeFigure(dir, overlapFigure());
+    const left = readdirSync(dir);
+    for (const f of orphan) expect(left, f).not.toContain(f);
+    for (const f of kept) expect(left, f).toContain(f);
+    expect(left).toContain('overlap.svg');
+  });
+});
+
 describe('6. a figure\u2019s record is trusted for its own name only', () => {
   it('overlap.json copied to layers.json does not make the layers files ours', async () => {
     const dir = fresh('renamed');

@@ -61,9 +61,10 @@ export function processAlive(pid: number): boolean {
 /**
  * Removes `*.tmp-<pid>[-<random>]` files that a crashed writer left in `dir` (and, with `recursive`, in its
  * subfolders): only those whose writer is no longer alive, and only plain files or symlinks (never a folder's
- * content through a link). Returns the paths removed.
+ * content through a link); with `targets`, only the temporaries of those file names (a folder shared with other
+ * writers: a figure set's own files). Returns the paths removed.
  */
-export async function removeOrphanTemps(dir: string, recursive = false): Promise<string[]> {
+export async function removeOrphanTemps(dir: string, recursive = false, targets?: ReadonlySet<string>): Promise<string[]> {
   const removed: string[] = [];
   let entries: import('node:fs').Dirent[];
   try {
@@ -74,11 +75,12 @@ export async function removeOrphanTemps(dir: string, recursive = false): Promise
   for (const e of entries) {
     const full = path.join(dir, e.name);
     const m = TEMP_NAME.exec(e.name);
-    if (m && (e.isFile() || e.isSymbolicLink()) && !processAlive(Number(m[1]))) {
+    const ofTarget = !targets || (m !== null && targets.has(e.name.slice(0, m.index)));
+    if (m && ofTarget && (e.isFile() || e.isSymbolicLink()) && !processAlive(Number(m[1]))) {
       await fsp.rm(full, { force: true });
       removed.push(full);
     } else if (recursive && e.isDirectory()) {
-      removed.push(...(await removeOrphanTemps(full, true)));
+      removed.push(...(await removeOrphanTemps(full, true, targets)));
     }
   }
   return removed;
