@@ -127,6 +127,12 @@ export class KvCache {
   [Symbol.dispose](): void { this.dispose(); }
 }
 
+/** A token id as a message shows it: the string '1' (ids read from JSON or a CSV) or the bigint 1n is named as what
+ *  it is, not printed as the number it looks like, which would read as a valid id refused. */
+function showId(v: unknown): string {
+  return typeof v === 'number' ? String(v) : `${typeof v === 'string' ? JSON.stringify(v) : String(v)} (a ${typeof v})`;
+}
+
 const LOGITS_CODE: Record<LogitsMode, 0 | 1 | 2 | 3 | 4> = { none: 0, last: 1, all: 2, lastHidden: 3, greedy: 4 };
 
 export class LanguageModel {
@@ -151,6 +157,9 @@ export class LanguageModel {
   static async load(dir: string, options: LoadModelOptions | null = {}): Promise<LanguageModel> {
     const opts = options ?? {};
     if (typeof dir !== 'string') throw new LangneuronsError('E_OPTIONS', `loadModel: the model folder must be a path string, got ${dir === null ? 'null' : typeof dir}`);
+    // loadModel(dir, 'cpu') from an untyped caller would otherwise run with every default (device 'auto': a GPU).
+    if (typeof opts !== 'object' || Array.isArray(opts))
+      throw new LangneuronsError('E_OPTIONS', `loadModel: options must be an object ({ threads, compute, device, tokenizer }), got ${Array.isArray(opts) ? 'an array' : JSON.stringify(opts) ?? String(opts)}`);
     if (typeof (opts as { threads?: unknown }).threads === 'string') throw new LangneuronsError('E_OPTIONS', `threads must be an integer in [1, 1024], got the string '${String(opts.threads)}'`, { field: 'threads' });
     const threads = opts.threads ?? os.availableParallelism();
     if (!Number.isInteger(threads) || threads < 1 || threads > 1024)
@@ -161,6 +170,10 @@ export class LanguageModel {
     if (compute !== 'f32' && compute !== 'bf16')
       throw new LangneuronsError('E_OPTIONS', `compute must be 'f32' or 'bf16', got '${String(compute)}'`, { field: 'compute' });
     const ckpt = await openCheckpoint(dir);
+    // The tokenizer before the runtime: a tokenizer that fails to load must not leave the weights mapped (on a GPU,
+    // uploaded) until the garbage collector happens to free a model nobody holds.
+    const wantTok = opts.tokenizer ?? true;
+    const tok = wantTok && existsSync(path.join(dir, 'tokenizer.json')) ? await loadTokenizer(dir, ckpt.config) : null;
     let native: NativeModel;
     try {
       native = new addon.NativeModel(buildNativeSpec(ckpt, threads, compute, device));
@@ -168,8 +181,6 @@ export class LanguageModel {
       const onGpu = device !== 'cpu';
       throw new LangneuronsError(onGpu ? 'E_DEVICE' : 'E_CHECKPOINT', `${dir}: ${onGpu ? `${device}: ` : ''}${(e as Error).message}`, { file: dir, cause: e });
     }
-    const wantTok = opts.tokenizer ?? true;
-    const tok = wantTok && existsSync(path.join(dir, 'tokenizer.json')) ? await loadTokenizer(dir, ckpt.config) : null;
     return new LanguageModel(dir, ckpt, native, tok, compute, threads, device);
   }
 
@@ -221,6 +232,9 @@ export class LanguageModel {
   /** Runs the model over a batch of token sequences, packed without padding. */
   forward(batch: ArrayLike<number>[], options: ForwardOptions | null = {}): Promise<ForwardOutput> {
     const opts = options ?? {};
+    // forward(batch, 'all') from an untyped caller would otherwise return the default 'last' rows as if they were all.
+    if (typeof opts !== 'object' || Array.isArray(opts))
+      return Promise.reject(new LangneuronsError('E_OPTIONS', `forward: options must be an object ({ logits, targets, cache, … }), got ${Array.isArray(opts) ? 'an array' : JSON.stringify(opts) ?? String(opts)}`));
     // Refused when asked for after dispose(); forwards queued before it still run (dispose waits for them).
     if (this.disposed) return Promise.reject(new LangneuronsError('E_INPUT', `forward: the model ${this.dir} was disposed`));
     if (opts.cache?.isDisposed) return Promise.reject(new LangneuronsError('E_INPUT', 'forward: the cache was disposed'));
@@ -251,7 +265,9 @@ export class LanguageModel {
     batch.forEach((s, i) => {
       for (let t = 0; t < s.length; t++) {
         const id = s[t]!;
-        if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize)
+        if (!Number.isInteger(id))
+          throw new LangneuronsError('E_INPUT', `forward: token ${showId(id)} at position ${t} of sequence ${i} is not an integer token id (ids are integers in [0, ${this.vocabSize}))`);
+        if (id < 0 || id >= this.vocabSize)
           throw new LangneuronsError('E_INPUT', `forward: token ${id} at position ${t} of sequence ${i} is outside the vocabulary [0, ${this.vocabSize})`);
         tokens[seqOffsets[i]! + t] = id;
       }
@@ -267,13 +283,15 @@ export class LanguageModel {
         for (let t = 0; t < ts.length; t++) {
           const id = ts[t]!;
           if (!Number.isInteger(id) || id < -1 || id >= this.vocabSize)
-            throw new LangneuronsError('E_INPUT', `forward: target ${id} at position ${t} of sequence ${i} must be a token id in [0, ${this.vocabSize}) or -1 (no target)`);
+            throw new LangneuronsError('E_INPUT', `forward: target ${showId(id)} at position ${t} of sequence ${i} must be a token id in [0, ${this.vocabSize}) or -1 (no target)`);
           targets![seqOffsets[i]! + t] = id;
         }
       });
     }
     const cache = opts.cache;
     if (cache && cache.owner !== this) throw new LangneuronsError('E_INPUT', 'forward: the cache belongs to another model');
+    // As countMask without stats: slots without a cache would run a fresh forward that continues nothing.
+    if (opts.cacheSlots && !cache) throw new LangneuronsError('E_INPUT', 'forward: cacheSlots needs a cache', { field: 'cacheSlots' });
     const slots = cache ? Array.from(opts.cacheSlots ?? batch.map((_, i) => i)) : [];
     if (cache) {
       if (slots.length !== batch.length)

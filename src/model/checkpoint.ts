@@ -93,6 +93,26 @@ async function exists(file: string): Promise<boolean> {
   }
 }
 
+/** How a Git LFS pointer file begins (https://github.com/git-lfs/git-lfs/blob/main/docs/spec.md). */
+const LFS_POINTER_START = 'version https://git-lfs.github.com/spec/';
+
+/** The header of a weight file, after refusing a Git LFS pointer (a repository cloned without git-lfs) by name: read
+ *  as safetensors, its text makes a length field of ~2e18 bytes, which names neither the cause nor the remedy. */
+async function readWeightHeader(file: string): ReturnType<typeof readSafetensorsHeader> {
+  const start = Buffer.alloc(LFS_POINTER_START.length);
+  const fh = await fsp.open(file, 'r').catch(() => null);
+  if (fh) {
+    try {
+      await fh.read(start, 0, start.length, 0);
+    } finally {
+      await fh.close();
+    }
+    if (start.toString('latin1') === LFS_POINTER_START)
+      fail(file, `${path.basename(file)}: is a Git LFS pointer, not the weights (the repository was cloned without git-lfs): run \`git lfs pull\` in ${path.dirname(file)}, or download the model with \`hf download\``);
+  }
+  return readSafetensorsHeader(file);
+}
+
 const shapeText = (s: readonly number[]) => `[${s.join(', ')}]`;
 const listNames = (names: string[], max = 8) =>
   names.slice(0, max).map((n) => JSON.stringify(n)).join(', ') + (names.length > max ? ` and ${names.length - max} more` : '');
@@ -137,7 +157,7 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
 
   if (await exists(single)) {
     // A single file wins over an index, as in transformers.
-    const header = await readSafetensorsHeader(single);
+    const header = await readWeightHeader(single);
     files.push(single);
     warnings.push(...header.warnings);
     for (const t of header.tensors) tensors.set(t.name, t);
@@ -151,7 +171,7 @@ export async function openCheckpoint(dir: string): Promise<Checkpoint> {
     }
     const headers = [];
     for (const shard of shards) {
-      const header = await readSafetensorsHeader(shard);
+      const header = await readWeightHeader(shard);
       files.push(shard);
       warnings.push(...header.warnings);
       headers.push(header);

@@ -125,7 +125,12 @@ const REFUSED_MODEL_TYPES: Record<string, string> = {
 const OTHER_ROPE_TYPES = ['longrope', 'su', 'mrope'];
 
 /** Defaults of transformers' config classes where a field is optional. */
-const DEFAULT_MAX_POSITIONS: Record<ModelType, number> = { llama: 2048, mistral: 131072, qwen2: 32768, qwen3: 40960, gemma2: 8192, cohere: 8192 };
+const DEFAULT_MAX_POSITIONS: Record<ModelType, number> = { llama: 2048, mistral: 131072, qwen2: 32768, qwen3: 32768, gemma2: 8192, cohere: 8192 };
+/** num_key_value_heads when config.json has none: MistralConfig and Gemma2Config default it, the others take num_attention_heads. */
+const DEFAULT_KV_HEADS: Partial<Record<ModelType, number>> = { mistral: 8, gemma2: 4 };
+/** sliding_window when config.json has none (MistralConfig, Qwen2Config, Qwen3Config, Gemma2Config); for Mistral and
+ *  Qwen an explicit null is no window (Mistral v0.2 and later, Nemo). */
+const DEFAULT_SLIDING_WINDOW = 4096;
 /** head_dim when config.json has none: Gemma2Config and Qwen3Config default it, the others derive it. */
 const DEFAULT_HEAD_DIM: Partial<Record<ModelType, number>> = { gemma2: 256, qwen3: 128 };
 /** tie_word_embeddings when config.json has none. */
@@ -181,7 +186,7 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
   const intermediateSize = positiveInt('intermediate_size');
   const numLayers = positiveInt('num_hidden_layers');
   const numHeads = positiveInt('num_attention_heads');
-  const numKvHeads = positiveInt('num_key_value_heads', numHeads);
+  const numKvHeads = positiveInt('num_key_value_heads', DEFAULT_KV_HEADS[modelType] ?? numHeads);
   if (numHeads % numKvHeads !== 0) fail(`"num_attention_heads" (${numHeads}) must be a multiple of "num_key_value_heads" (${numKvHeads})`, 'num_key_value_heads');
   let headDim: number;
   if (has('head_dim')) headDim = positiveInt('head_dim');
@@ -210,8 +215,9 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
     maxPositions = Math.max(maxPositions, extended);
   }
 
-  // Gemma 2 names its activation hidden_activation (hidden_act is a legacy field there).
-  const actKey = modelType === 'gemma2' && has('hidden_activation') ? 'hidden_activation' : 'hidden_act';
+  // Gemma 2 names its activation hidden_activation; Gemma2MLP never reads hidden_act (a legacy field there, which
+  // converted checkpoints may set to "gelu" while the model runs GELU-tanh).
+  const actKey = modelType === 'gemma2' ? 'hidden_activation' : 'hidden_act';
   const act = c[actKey] ?? (modelType === 'gemma2' ? 'gelu_pytorch_tanh' : 'silu');
   let hiddenAct: ModelConfig['hiddenAct'];
   if (modelType === 'gemma2') {
@@ -228,7 +234,10 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
     if (bool('attention_bias', false)) fail('"attention_bias": true adds biases to q/k/v and o_proj; an o_proj bias is not implemented', 'attention_bias');
     if (bool('mlp_bias', false)) fail('"mlp_bias": true (biases on gate/up/down projections) is not implemented', 'mlp_bias');
   }
-  if (has('partial_rotary_factor') && c['partial_rotary_factor'] !== 1) fail(`"partial_rotary_factor" ${JSON.stringify(c['partial_rotary_factor'])} (RoPE on part of each head) is not implemented`, 'partial_rotary_factor');
+  // transformers >= 5 reads it from rope_parameters (where its configs write it), older versions from the top level.
+  const partialRotary: [string, unknown][] = [['partial_rotary_factor', c['partial_rotary_factor']], ['rope_parameters.partial_rotary_factor', ropeParamsObj?.['partial_rotary_factor']]];
+  for (const [field, v] of partialRotary)
+    if (v !== undefined && v !== null && v !== 1) fail(`"${field}" ${JSON.stringify(v)} (RoPE on part of each head) is not implemented`, field);
   if (modelType === 'cohere' && bool('use_qk_norm', false)) fail('"use_qk_norm": true (Command R+ per-head LayerNorms of q and k) is not implemented', 'use_qk_norm');
 
   const features: FamilyFeatures = {
@@ -251,12 +260,16 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
 
   let slidingWindow: number | null = null;
   let exactUpTo: number | null = null;
+  // Absent is the config class's default window, not none: transformers runs a Mistral config.json without the
+  // field with a 4096-token window.
+  const windowSetting = (): number | null =>
+    c['sliding_window'] === undefined ? DEFAULT_SLIDING_WINDOW : c['sliding_window'] === null ? null : positiveInt('sliding_window');
   if (modelType === 'mistral' || modelType === 'gemma2') {
-    const w = modelType === 'gemma2' ? positiveInt('sliding_window', 4096) : has('sliding_window') ? positiveInt('sliding_window') : null;
+    const w = modelType === 'gemma2' ? positiveInt('sliding_window', DEFAULT_SLIDING_WINDOW) : windowSetting();
     if (w !== null && w < maxPositions) slidingWindow = w;
-  } else if ((modelType === 'qwen2' || modelType === 'qwen3') && bool('use_sliding_window', false) && has('sliding_window')) {
-    const w = positiveInt('sliding_window');
-    if (w < maxPositions) {
+  } else if ((modelType === 'qwen2' || modelType === 'qwen3') && bool('use_sliding_window', false)) {
+    const w = windowSetting();
+    if (w !== null && w < maxPositions) {
       exactUpTo = w;
       warnings.push(`${name}: use_sliding_window with sliding_window ${w} < max_position_embeddings ${maxPositions}: attention is exact only for sequences of at most ${w} tokens; longer ones are refused`);
     }
