@@ -15,7 +15,8 @@ export interface GenerateOptions extends SamplingOptions {
   maxNewTokens?: number;
   /** Generation ends when the decoded output contains one of these; the text is cut before it. */
   stop?: string[];
-  /** Stop at the model's EOS tokens (default true). */
+  /** Stop at the model's EOS tokens (default true): those of generation_config.json, config.json and
+   *  tokenizer_config.json (LoadedTokenizer.eosTokenIds); config.json's alone for a model without a tokenizer. */
   stopAtEos?: boolean;
   /** transformers' clean_up_tokenization_spaces in the output text (" ." -> "."): default as the tokenizer config says;
    *  false gives vLLM's text (its detokenizer never applies it). Stop strings are found in the same text. */
@@ -61,8 +62,10 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
     if (p.length > ctx) throw new LangneuronsError('E_INPUT', `prompt ${i} has ${p.length} tokens, longer than the model's context of ${ctx}`);
   });
   const capacity = Math.min(ctx, Math.max(...prompts.map((p) => p.length)) + maxNew);
-  const eos = new Set(opts.stopAtEos === false ? [] : model.config.eosTokenIds);
   const tok = model.tokenizer;
+  // The tokenizer's EOS ids hold generation_config.json's (where instruct checkpoints list their end-of-turn token,
+  // Gemma 2's <end_of_turn>, Llama 3's <|eot_id|>: transformers' generate stops at them) besides config.json's.
+  const eos = new Set(opts.stopAtEos === false ? [] : tok?.eosTokenIds ?? model.config.eosTokenIds);
   if (opts.stop !== undefined && !(Array.isArray(opts.stop) && opts.stop.every((s) => typeof s === 'string')))
     throw new LangneuronsError('E_OPTIONS', `generate: stop must be a list of strings, got ${JSON.stringify(opts.stop)}`, { field: 'stop' });
   const stops = (opts.stop ?? []).filter((s) => s.length > 0);
@@ -75,8 +78,9 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
   const slots = Math.min(prompts.length, positive('concurrency', opts.concurrency ?? prompts.length));
   const firstIndex = opts.firstIndex ?? 0;
   if (!Number.isSafeInteger(firstIndex) || firstIndex < 0) throw new LangneuronsError('E_OPTIONS', `firstIndex must be an integer >= 0, got ${firstIndex}`, { field: 'firstIndex' });
-  // The text is needed during generation only to find stop strings; otherwise it is decoded once at the end.
-  const decodeOptions: DecodeOptions = { skipSpecialTokens: true,
+  // The text is needed during generation only to find stop strings; otherwise it is decoded once at the end. An id
+  // the model has a row for and the tokenizer no token (a padded embedding) adds no text, as in transformers.
+  const decodeOptions: DecodeOptions = { skipSpecialTokens: true, skipUnknownIds: true,
     ...(opts.cleanUpTokenizationSpaces === undefined ? {} : { cleanUpTokenizationSpaces: opts.cleanUpTokenizationSpaces }) };
   const stopFinder = tok && stops.length ? new StopFinder(tok, stops, decodeOptions) : null;
   const out = prompts.map((p, i) => ({ tokens: [] as number[], text: '', history: [...p], slot: -1,

@@ -33,8 +33,8 @@ export class StopFinder {
   private readonly keep: number;
   private readonly everyStep: boolean;
 
-  /** `decode`: how the output's text is decoded (the generator's own options: special tokens skipped, and the
-   *  tokenizer's space clean-up as its config says unless they say otherwise). */
+  /** `decode`: how the output's text is decoded (the generator's own options: special tokens and ids past the
+   *  tokenizer's vocabulary skipped, and the tokenizer's space clean-up as its config says unless they say otherwise). */
   constructor(private readonly tok: LoadedTokenizer, private readonly stops: readonly string[],
     private readonly decode: DecodeOptions = { skipSpecialTokens: true }) {
     this.compact = stops.map(withoutSpaces);
@@ -44,7 +44,7 @@ export class StopFinder {
 
   /** State of one sequence's output. */
   start(): StopScan {
-    return { stream: this.tok.createDecodeStream({ skipSpecialTokens: true }), tail: '' };
+    return { stream: this.tok.createDecodeStream({ skipSpecialTokens: true, skipUnknownIds: this.decode.skipUnknownIds ?? false }), tail: '' };
   }
 
   /**

@@ -1,6 +1,6 @@
 /**
- * Chat templates: the Jinja template a checkpoint ships (tokenizer_config.json `chat_template`, a string or
- * a list of named templates, or a `chat_template.jinja` file beside it as newer transformers write) rendered
+ * Chat templates: the Jinja template a checkpoint ships (a `chat_template.jinja` file, as newer transformers
+ * write, or tokenizer_config.json `chat_template`, a string or a list of named templates) rendered
  * with `@huggingface/jinja`, the implementation Hugging Face's own JavaScript libraries use, with the same
  * variables transformers' `apply_chat_template` passes: `messages`, `add_generation_prompt` and the special
  * tokens of tokenizer_config.json (`bos_token`, `eos_token`, …). `raise_exception` is @huggingface/jinja's own
@@ -37,7 +37,22 @@ function fail(source: string, message: string, cause?: unknown): never {
   throw new LangneuronsError('E_TOKENIZER', `${source}: ${message}`, cause === undefined ? {} : { cause });
 }
 
-/** Returns the checkpoint's chat template, or null when it has none. `name` picks one of several (default "default"). */
+/** The text of `<dir>/chat_template.jinja`, or undefined when there is none. */
+async function readJinjaFile(file: string): Promise<string | undefined> {
+  try {
+    return await fsp.readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') fail(file, `cannot read: ${describeError(err)}`, err);
+    return undefined;
+  }
+}
+
+/**
+ * Returns the checkpoint's chat template, or null when it has none. `name` picks one of several (default "default").
+ * The default template is `chat_template.jinja` where the folder has one, over tokenizer_config.json's: transformers'
+ * from_pretrained lets the file replace the config's template (a checkpoint whose template was fixed in the file keeps
+ * the old one in its config).
+ */
 export async function loadChatTemplate(dir: string, name = 'default'): Promise<ChatTemplate | null> {
   const configFile = path.join(dir, 'tokenizer_config.json');
   let config: Json = {};
@@ -46,10 +61,15 @@ export async function loadChatTemplate(dir: string, name = 'default'): Promise<C
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') fail(configFile, `cannot read: ${describeError(err)}`, err);
   }
+  const jinjaFile = path.join(dir, 'chat_template.jinja');
+  const fromFile = name === 'default' ? await readJinjaFile(jinjaFile) : undefined;
   let text: string | undefined;
   let source = `${configFile} (chat_template)`;
   const raw = config.chat_template;
-  if (typeof raw === 'string') text = raw;
+  if (fromFile !== undefined) {
+    text = fromFile;
+    source = jinjaFile;
+  } else if (typeof raw === 'string') text = raw;
   else if (Array.isArray(raw)) {
     const entry = raw.find((e) => e && typeof e === 'object' && (e as Json).name === name) as Json | undefined;
     if (!entry || typeof entry.template !== 'string') {
@@ -59,16 +79,7 @@ export async function loadChatTemplate(dir: string, name = 'default'): Promise<C
     text = entry.template as string;
     source = `${configFile} (chat_template "${name}")`;
   } else if (raw !== undefined && raw !== null) fail(source, 'chat_template must be a string or a list of {name, template}');
-  if (text === undefined) {
-    const jinjaFile = path.join(dir, 'chat_template.jinja');
-    try {
-      text = await fsp.readFile(jinjaFile, 'utf8');
-      source = jinjaFile;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') fail(jinjaFile, `cannot read: ${describeError(err)}`, err);
-      return null;
-    }
-  }
+  if (text === undefined) return null;
   let template: Template;
   try {
     template = new Template(text);

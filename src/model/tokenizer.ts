@@ -29,6 +29,10 @@ export interface DecodeOptions {
   skipSpecialTokens?: boolean;
   /** transformers' clean_up_tokenization_spaces (" ." -> "."); default from tokenizer_config.json. */
   cleanUpTokenizationSpaces?: boolean;
+  /** Ids past the tokenizer's vocabulary decode to nothing, as transformers' decode skips ids it has no token for: a
+   *  model's embedding may have more rows than its tokenizer has tokens (Qwen2.5-7B: 152064 for 151665), and
+   *  sampling or steering can pick one. Default false: such an id is refused. */
+  skipUnknownIds?: boolean;
 }
 
 /** Incremental detokenizer: feed ids one at a time, get only the newly completed text. */
@@ -161,11 +165,15 @@ export class LoadedTokenizer {
   }
 
   decode(ids: readonly number[], options: DecodeOptions = {}): string {
+    const skipUnknown = options.skipUnknownIds ?? false;
+    let unknown = false;
     for (const id of ids) {
-      if (!Number.isSafeInteger(id) || id < 0 || id >= this.vocabSize) {
+      if (!Number.isSafeInteger(id) || id < 0 || (id >= this.vocabSize && !skipUnknown)) {
         fail(this.file, `cannot decode token id ${id}: ids run from 0 to ${this.vocabSize - 1}`);
       }
+      if (id >= this.vocabSize) unknown = true;
     }
+    if (unknown) ids = ids.filter((id) => id < this.vocabSize);
     if (ids.length === 0) return ''; // tokenizers.js refuses an empty list
     const skip = options.skipSpecialTokens ?? false;
     const cleanUp = options.cleanUpTokenizationSpaces ?? this.cleanUpSpaces;
@@ -189,8 +197,9 @@ export class LoadedTokenizer {
    * keeps decoder context such as the leading-space rules of sentencepiece. Space clean-up is off
    * so that chunks concatenate to exactly decode(all ids).
    */
-  createDecodeStream(options: { skipSpecialTokens?: boolean } = {}): DecodeStream {
-    const opts: DecodeOptions = { skipSpecialTokens: options.skipSpecialTokens ?? false, cleanUpTokenizationSpaces: false };
+  createDecodeStream(options: Pick<DecodeOptions, 'skipSpecialTokens' | 'skipUnknownIds'> = {}): DecodeStream {
+    const opts: DecodeOptions = { skipSpecialTokens: options.skipSpecialTokens ?? false, cleanUpTokenizationSpaces: false,
+      skipUnknownIds: options.skipUnknownIds ?? false };
     let ids: number[] = [];
     let readOffset = 0; // ids[0, readOffset) decode to the text already emitted from the window
     let prefixText = ''; // their text: unchanged until the next emission, so decoded once
