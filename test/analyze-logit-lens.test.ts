@@ -31,6 +31,26 @@ describe('topKSoftmax', () => {
   });
 });
 
+describe('the logit lens on a model whose embedding has rows past its tokenizer (Qwen2.5-7B: 152064 for 151665 tokens)', () => {
+  it('a padded id among the top tokens is listed with no text, not a failed run', async () => {
+    const tok = (await loadModel(fixturePath('tiny-llama3'), { threads: 1 })).requireTokenizer();
+    const V = tok.vocabSize + 3, padded = V - 1, real = 42;
+    const standIn = {
+      config: { numLayers: 2, vocabSize: V }, requireTokenizer: () => tok,
+      async forward(batch: number[][]) {
+        const logits = new Float32Array(batch.length * V);
+        batch.forEach((_, s) => { logits[s * V + padded] = 5; logits[s * V + real] = 4; });
+        return { logits };
+      },
+    } as unknown as LanguageModel;
+    const a = await logitLens(standIn, [{ text: 'The cat', language: 'en', file: 'en.txt', line: 1 }], byLength, { topK: 2 });
+    for (const layer of a.prompts[0]!.layers) {
+      expect(layer.map((t) => t.id)).toEqual([padded, real]);
+      expect(layer.map((t) => t.token)).toEqual(['', tok.decode([real])]);
+    }
+  });
+});
+
 describe('the logit lens on tiny-llama3', () => {
   let model: LanguageModel, rm: RefModel;
   beforeAll(async () => {

@@ -90,7 +90,8 @@ export async function logitLens(model: LanguageModel, prompts: readonly ForcingP
       for (let s = 0; s < chunk.length; s++) {
         const top: LensToken[] = [];
         for (const { id, probability } of tops[s]!) {
-          const token = tok.decode([id]);
+          // (an id past the tokenizer, a padded embedding row, has no text: as transformers decodes it)
+          const token = tok.decode([id], { skipUnknownIds: true });
           if (!labelOf.has(id)) labelOf.set(id, (await identifier.identify(token)).language);
           top.push({ token, id, probability, language: labelOf.get(id)! });
         }

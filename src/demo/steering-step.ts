@@ -101,7 +101,7 @@ export async function steeringStep(ctx: DemoContext, profile: { key: string; res
     const tok = model.requireTokenizer();
     const prompts: SteeringPrompt[] = langs.flatMap((language) =>
       udhrArticles(language).filter((a) => held.has(a.number)).slice(0, o.promptsPerLanguage).map((a) => {
-        const ids = tok.encode(a.text).slice(0, o.promptTokens + (tok.bosTokenId === null ? 0 : 1));
+        const ids = tok.encode(a.text).slice(0, o.promptTokens + (tok.addsBos ? 1 : 0));  // (Qwen's tokenizers know a BOS id but add none)
         return { language, article: a.number, ids, text: tok.decode(ids, { skipSpecialTokens: true }) };
       }));
     const resolve = interventionResolver(model);
