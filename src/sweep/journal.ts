@@ -14,6 +14,7 @@ import { ensureOutputDirSync } from '../io/outdir.js';
 export type JournalEvent =
   | { event: 'run'; executor: 'local' | 'slurm'; run: string; pid: number; host: string }
   | { event: 'start'; run: string; step: string; hash: string; attempt: number; log: string; pid?: number }
+  | { event: 'submitting'; run: string; round: number; kind: string; script: string; comment: string; steps: string[]; hashes: string[] }
   | { event: 'submit'; run: string; round: number; kind: string; job: string; script: string; steps: string[]; hashes: string[] }
   | { event: 'round-end'; run: string; round: number }
   | { event: 'done'; run: string; step: string; hash: string; attempt: number; seconds?: number }
@@ -69,7 +70,7 @@ interface LockOwner { pid: number; host: string; job?: string }
 
 /**
  * An exclusive lock file (O_EXCL). A lock left by a process that is gone (same host and pid not alive; or the same
- * Slurm job, requeued) is taken over. One held by a live process on this host is refused with `busy`, or with
+ * Slurm job on another host, requeued) is taken over. One held by a live process on this host is refused with `busy`, or with
  * `wait`, waited for. A lock from another host is refused too, unless `otherHosts: 'stale'` (a step's lock: the
  * executors never run one step twice at once, so a lock from another node is a killed or requeued task's).
  */
@@ -87,7 +88,9 @@ export async function acquireLock(file: string, busy: (owner: LockOwner) => stri
     }
     let owner: LockOwner | null = null;
     try { owner = JSON.parse(readFileSync(file, 'utf8')) as LockOwner; } catch { /* written half by a killed process */ }
-    const stale = !owner || (owner.job !== undefined && owner.job === me.job) ||
+    // The same Slurm job on another node is a requeued one; on this node, only a process that is gone left it (two
+    // coordinators, or workers, in one allocation share its job id: a live one is not stale).
+    const stale = !owner || (owner.job !== undefined && owner.job === me.job && owner.host !== me.host) ||
       (owner.host === me.host ? owner.pid === me.pid || !processAlive(owner.pid) : o.otherHosts === 'stale');
     if (stale) { rmSync(file, { force: true }); continue; }
     if (!o.wait || owner!.host !== me.host) throw new LangneuronsError('E_BUSY', busy(owner!), { file });

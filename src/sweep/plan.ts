@@ -7,10 +7,15 @@
 // depends on it, and sweeps sharing steps share their outputs. Engine threads are not in the hash (an executor
 // assigns them; results do not depend on them).
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import path from 'node:path';
 
+import { openCorpusSpec } from '../corpus/index.js';
+import { formatOf } from '../corpus/readers.js';
+import type { Corpus } from '../corpus/sources.js';
+import { LangneuronsError } from '../errors.js';
 import { modelFingerprint } from '../model/fingerprint.js';
+import { openEvalCorpus } from '../steer/engine.js';
 import { parseInterventionSpec, specNeedsStats } from '../intervene/spec.js';
 import { needsStats, parseSetting, parseSettings, DEFAULT_SETTINGS } from '../steer/index.js';
 import { forcingSettings, langidArg } from './load-steer.js';
@@ -56,20 +61,40 @@ const asList = <T>(x: T | T[] | undefined): T[] => (x === undefined ? [] : Array
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 const isUdhr = (s: string) => s === 'udhr' || s.startsWith('udhr:');
 
-/** Content hashes of input files, cached per plan (a file named by many steps is read once). */
+/**
+ * Content hashes of input files, cached per plan (a file named by many steps is read once). A file is read in chunks
+ * (a corpus file may be larger than a buffer or a string can be); a folder's hash covers its files at any depth
+ * (a dataset folder's subfolders, a corpus's <lang>/ shards).
+ */
 function fileHasher() {
   const cache = new Map<string, string>();
-  return (file: string): string => {
+  const chunk = Buffer.alloc(4 << 20);
+  const hashBytes = (file: string): string => {
+    // The latin1 text of the bytes, as the hash of a whole file was always taken: the same digest, chunk by chunk.
+    const h = createHash('sha256');
+    const fd = openSync(file, 'r');
+    try {
+      for (let n; (n = readSync(fd, chunk, 0, chunk.length, null)) > 0;) h.update(chunk.toString('latin1', 0, n));
+    } finally {
+      closeSync(fd);
+    }
+    return h.digest('hex');
+  };
+  const hashOf = (file: string): string => {
     let h = cache.get(file);
     if (h === undefined) {
       const st = statSync(file, { throwIfNoEntry: false });
       h = !st ? 'missing' : st.isDirectory()
-        ? sha(readdirSync(file).sort().filter((n) => !n.startsWith('.')).map((n) => `${n}:${statSync(path.join(file, n)).isFile() ? sha(readFileSync(path.join(file, n)).toString('latin1')) : 'dir'}`).join('\n'))
-        : sha(readFileSync(file).toString('latin1'));
+        ? sha(readdirSync(file).sort().filter((n) => !n.startsWith('.')).map((n) => {
+          const sub = path.join(file, n);
+          return `${n}:${statSync(sub).isFile() ? hashOf(sub) : `dir:${hashOf(sub)}`}`;
+        }).join('\n'))
+        : hashBytes(file);
       cache.set(file, h);
     }
     return h;
   };
+  return hashOf;
 }
 
 /** Identification settings: each entry's lists expanded, each with a label (its name, or its method and values). */
@@ -109,6 +134,32 @@ export function keepCell(cell: Cell, include: Rule[] | undefined, exclude: Rule[
   const inc = include ?? [];
   const applicable = inc.filter((r) => Object.keys(r).every((k) => cell[k as CellField] !== undefined));
   return applicable.length === 0 || applicable.some((r) => ruleMatches(r, cell) === true);
+}
+
+/** A corpus named by the sweep (a folder or a manifest), opened; `inputs` are the files some languages read. */
+interface SweepCorpus { inputs(languages?: readonly string[]): string[] }
+
+/**
+ * Opens a corpus the sweep names with the corpus code's own checks (src/corpus: a manifest's keys and files, every
+ * file present, not empty, its Parquet column readable) and, given `languages`, requires a source for each. A refusal
+ * is the sweep's: "<file>:<line>: <key>: <what the corpus code says>".
+ */
+async function openSweepCorpus(sweep: LoadedSweep, spec: string, at: (string | number)[], languages?: readonly string[], evalText = false): Promise<SweepCorpus> {
+  const refuse = (message: string): never => { throw new LangneuronsError('E_SWEEP', `${sweep.where(at)}: ${message}`, { file: sweep.file, field: at.join('.') }); };
+  let corpus: Corpus;
+  try {
+    // as the step opens it: profile's --corpus, or steer ppl-matrix's --eval-text (which also takes a list of files)
+    corpus = evalText ? await openEvalCorpus(spec, undefined) : await openCorpusSpec(spec);
+  } catch (e) {
+    return refuse(e instanceof Error ? e.message : String(e));
+  }
+  const missing = (languages ?? []).filter((l) => !corpus.languages.includes(l));
+  if (missing.length) refuse(`${spec}: no corpus for ${missing.join(', ')} (languages there: ${corpus.languages.join(', ')})`);
+  const folder = statSync(spec, { throwIfNoEntry: false })?.isDirectory() ?? false;
+  // Source file names are relative to the corpus folder, or to the manifest's folder; a list of files is itself.
+  const manifest = !folder && formatOf(spec) === null && !spec.includes(',') && !spec.includes('=');
+  const files = (langs: readonly string[]) => langs.flatMap((l) => corpus.source(l).files.map((n) => path.resolve(folder ? spec : path.dirname(spec), n)));
+  return { inputs: (langs = corpus.languages) => (folder ? files(langs) : manifest ? [spec, ...files(langs)] : [spec]) };
 }
 
 export interface PlanOptions { out?: string }
@@ -164,13 +215,11 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
 
   const p = s.profile;
   const shards = p.shards ?? 1;
-  const corpusInputs = (lang: string): string[] => {
-    if (isUdhr(p.corpus)) return [];
-    const root = path.resolve(sweep.dir, p.corpus);
-    if (!statSync(root).isDirectory()) return [root];
-    const mine = existsSync(root) ? [`${lang}.txt`, `${lang}.jsonl`, `${lang}.parquet`].map((f) => path.join(root, f)).filter(existsSync) : [];
-    return mine.length ? mine : [root];
-  };
+  // The corpora the sweep names, opened by the corpus code now (a bad manifest or folder is refused before any step
+  // runs, as its step would refuse it); a language's files, also those behind a manifest or in a <lang>/ folder, are
+  // inputs of the steps reading them.
+  const profileCorpus = isUdhr(p.corpus) ? null : await openSweepCorpus(sweep, path.resolve(sweep.dir, p.corpus), ['profile', 'corpus'], s.languages);
+  const corpusInputs = (lang: string): string[] => profileCorpus?.inputs([lang]) ?? [];
   const profileArgs = ['--corpus', isUdhr(p.corpus) ? p.corpus : path.resolve(sweep.dir, p.corpus), '--tokens', String(p.tokens ?? 0),
     '--scope', p.scope ?? 'windows', '--max-len', String(p.maxLen ?? 512), ...(p.sites ? ['--sites', p.sites] : []),
     ...(p.histogram ? ['--histogram', p.histogram] : []), ...(p.seqMeans ? ['--seq-means'] : []),
@@ -180,7 +229,8 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
   const ftLangs = new Set(select(s.finetune?.languages));
   const evalLangs = s.eval ? select(s.eval.languages) : [];
 
-  models.forEach((m, mi) => {
+  let evalTexts: SweepCorpus | undefined;
+  for (const [mi, m] of models.entries()) {
     const model = `{model:${mi}}`;
     // profile (+ merge): one statistics file per language
     const stats = new Map<string, string>();
@@ -214,10 +264,11 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
         const values = asList(pm.deactivateValue);
         for (const v of values.length ? values : [undefined]) {
           const evalText = pm.evalText ?? 'udhr:heldout';
+          const texts = isUdhr(evalText) ? null : (evalTexts ??= await openSweepCorpus(sweep, path.resolve(sweep.dir, evalText), ['steer', 'pplMatrix', 'evalText'], undefined, true));
           add('ppl-matrix', `ppl-matrix/${m.name}/${st.label}${v === undefined ? '' : `/value=${v}`}`, ['steer', 'ppl-matrix', model, '--masks', mask,
             '--eval-text', isUdhr(evalText) ? evalText : path.resolve(sweep.dir, evalText), '--langs', s.languages.join(','),
             ...(pm.maxTokens ? ['--max-tokens', String(pm.maxTokens)] : []), ...(v === undefined ? [] : ['--deactivate-value', String(v)]), '--out', '{out}/matrix.json', '--json'],
-          { model: m.name, identify: st.label, ...(v === undefined ? {} : { variant: `value=${v}` }) }, isUdhr(evalText) ? [] : [path.resolve(sweep.dir, evalText)]);
+          { model: m.name, identify: st.label, ...(v === undefined ? {} : { variant: `value=${v}` }) }, texts?.inputs() ?? []);
         }
       }
     }
@@ -295,7 +346,8 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
     if (e) for (const task of e.tasks) for (const lang of evalLangs) {
       const text = task === 'ppl' ? textFor(e.text!, lang) : null;
       const data = task === 'ppl' ? ['--text', text!.folder] : ['--data', path.resolve(sweep.dir, e.data!)];
-      const inputs = text ? text.inputs : [];
+      // a dataset folder is an input too: its files at any depth (an edited dataset re-runs its evaluations)
+      const inputs = text ? text.inputs : [path.resolve(sweep.dir, e.data!)];
       const evalStep = (variant: string, extra: string[], cell: Cell) => add('eval', `eval/${m.name}/${task}/${lang}/${variant}`, ['eval', model, '--task', task, '--langs', lang, ...data,
         ...(e.prompt ? ['--prompt', e.prompt] : []), ...(e.limit ? ['--limit', String(e.limit)] : []),
         ...(e.maxGenToks ? ['--max-gen-toks', String(e.maxGenToks)] : []), ...extra, '--variant', variant, '--out', '{out}', '--json'],
@@ -314,7 +366,7 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
         }
       });
     }
-  });
+  }
   const resources = (kind: StepKind): Resources => ({ ...(s.resources?.default ?? {}), ...(s.resources?.[kind] ?? {}) });
   return { sweep, name, out, models, steps, byId, resources, retries: s.retries ?? 1 };
 }

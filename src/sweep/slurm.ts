@@ -38,7 +38,8 @@ function slurmCommand(cmd: string, args: string[]): string {
 export function squeueJobs(jobs: string[]): Map<string, string> {
   const want = new Set(jobs);
   const out = new Map<string, string>();
-  for (const line of slurmCommand('squeue', ['-h', '-o', '%F|%i|%T|%r|%j', '--me']).split('\n')) {
+  // -r: one line per array task (without it, the pending tasks of an array share one line, "<job>_[2-9]")
+  for (const line of slurmCommand('squeue', ['-h', '-r', '-o', '%F|%i|%T|%r|%j', '--me']).split('\n')) {
     const [array, id, state, reason, name] = line.trim().split('|');
     if (!array || !id || !state || !want.has(array) || !name?.startsWith('ln-')) continue;
     out.set(id, state);
@@ -46,6 +47,15 @@ export function squeueJobs(jobs: string[]): Map<string, string> {
     if (!out.has(array) || state === 'RUNNING') out.set(array, state);
   }
   return out;
+}
+
+/** The cluster's MaxArraySize (`scontrol show config`; Slurm's default 1001 where it cannot be read, as in a dry run here). */
+export function maxArraySize(): number {
+  try {
+    const m = /^MaxArraySize\s*=\s*(\d+)/m.exec(slurmCommand('scontrol', ['show', 'config']));
+    if (m && Number(m[1]) > 0) return Number(m[1]);
+  } catch { /* no Slurm here */ }
+  return 1001;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -62,7 +72,10 @@ function sbatchValue(s: string): string {
   return `"${s}"`;
 }
 
-interface Submitted { kind: StepKind; job: string; steps: Step[]; logPattern: string }
+interface Submitted { kind: StepKind; job: string; steps: Step[]; round: number }
+
+/** A task's log: <out>/logs/slurm/<kind>-r<round>-<job>_<task>.log. */
+const logName = (kind: string, round: number, job: string, task: string) => `${kind}-r${round}-${job}_${task}.log`;
 
 /** The batch script of one step kind's job array. */
 function batchScript(plan: SweepPlan, kind: StepKind, steps: Step[], round: number, logPattern: string): string {
@@ -76,7 +89,8 @@ function batchScript(plan: SweepPlan, kind: StepKind, steps: Step[], round: numb
     `# langneurons sweep ${plan.name}: ${steps.length} ${kind} step(s), round ${round}. Written by \`langneurons sweep run --executor slurm\`.`,
     `#SBATCH --job-name=${sbatchValue(`ln-${plan.name}-${kind}`)}`,
     `#SBATCH --array=0-${steps.length - 1}`,
-    `#SBATCH --output=${sbatchValue(logPattern)}`,
+    // sbatch replaces %A, %a, %x, %j ... anywhere in the path: a '%' of the folder is written '%%'
+    `#SBATCH --output=${sbatchValue(path.join(path.dirname(logPattern).replaceAll('%', '%%'), path.basename(logPattern)))}`,
     '#SBATCH --open-mode=append',
     '#SBATCH --requeue',
     `#SBATCH --chdir=${sbatchValue(plan.sweep.dir)}`,
@@ -100,6 +114,33 @@ function batchScript(plan: SweepPlan, kind: StepKind, steps: Step[], round: numb
   return lines.join('\n');
 }
 
+const submissionComment = (run: string, round: number, tag: string) => `langneurons:${run}:r${round}:${tag}`;
+
+/**
+ * A 'submitting' event without its 'submit' (the coordinator was killed while sbatch ran): the job, if sbatch made
+ * one and it is still in the queue, is found by its comment and journaled as submitted. One no longer queued holds
+ * no running step: what it did not finish is submitted again.
+ */
+function recoverSubmissions(plan: SweepPlan, o: SlurmOptions): void {
+  const journal = readJournal(plan.out);
+  const submitted = new Set(journal.filter((e) => e.event === 'submit').map((e) => e.event === 'submit' && `${e.run}#${e.round}#${e.script}`));
+  const lost = journal.filter((e): e is Extract<typeof e, { event: 'submitting' }> => e.event === 'submitting' && !submitted.has(`${e.run}#${e.round}#${e.script}`));
+  if (!lost.length) return;
+  const byComment = new Map<string, string>();
+  try {
+    for (const line of slurmCommand('squeue', ['-h', '--me', '-o', '%F|%k']).split('\n')) {
+      const [job, comment] = line.trim().split('|');
+      if (job && comment) byComment.set(comment, job);
+    }
+  } catch { return; }
+  for (const e of lost) {
+    const job = byComment.get(e.comment);
+    if (!job) continue;
+    appendJournal(plan.out, { event: 'submit', run: e.run, round: e.round, kind: e.kind, job, script: e.script, steps: e.steps, hashes: e.hashes });
+    o.onEvent?.(`found job ${job} (${e.kind}), submitted by an earlier coordinator killed before it journaled it`);
+  }
+}
+
 export async function runSlurm(plan: SweepPlan, o: SlurmOptions): Promise<RunSummary> {
   const summary: RunSummary = { executor: 'slurm', done: [], skipped: [], failed: [], blocked: [] };
   const failures = new Map<string, number>();
@@ -110,12 +151,22 @@ export async function runSlurm(plan: SweepPlan, o: SlurmOptions): Promise<RunSum
   ensureOutputDirSync(logDir);
   const pollMs = (plan.sweep.spec.slurm?.poll ?? 2) * 1000;
   for (const s of plan.steps) if (isDone(plan, s)) summary.skipped.push(s.id);
-  const taskLog = (sub: Submitted, i: number) => sub.logPattern.replace('%A', sub.job).replace('%a', String(i));
+  const taskLog = (sub: Submitted, i: number) => path.join(logDir, logName(sub.kind, sub.round, sub.job, String(i)));
 
   /** Waits until none of the jobs is in the queue; cancels tasks whose dependencies can never be met. */
   const wait = async (jobs: string[]) => {
-    for (;;) {
-      const q = squeueJobs(jobs);
+    for (let failures = 0; ;) {
+      // A busy controller answers squeue with a timeout now and then: tried again, up to 10 polls in a row.
+      let q: Map<string, string>;
+      try {
+        q = squeueJobs(jobs);
+        failures = 0;
+      } catch (e) {
+        if (!(e instanceof LangneuronsError) || ++failures >= 10) throw e;
+        o.onEvent?.(`${e.message}; trying again`);
+        await sleep(pollMs);
+        continue;
+      }
       const never = [...q.keys()].filter((k) => k.endsWith(':reason') && q.get(k) === 'DependencyNeverSatisfied').map((k) => k.slice(0, -':reason'.length));
       if (never.length) slurmCommand('scancel', never);
       if (![...q.keys()].some((k) => !k.endsWith(':reason'))) return;
@@ -145,22 +196,26 @@ export async function runSlurm(plan: SweepPlan, o: SlurmOptions): Promise<RunSum
 
   // A killed coordinator's jobs: wait for those still in the queue, then count them as a round.
   if (!o.dryRun) {
+    recoverSubmissions(plan, o);
     const journal = readJournal(plan.out);
     const ended = new Set(journal.filter((e) => e.event === 'round-end').map((e) => `${e.run}#${e.round}`));
     const open = journal.filter((e) => e.event === 'submit' && !ended.has(`${e.run}#${e.round}`)) as Extract<ReturnType<typeof readJournal>[number], { event: 'submit' }>[];
     if (open.length) {
       const subs: Submitted[] = open.map((e) => ({
         kind: e.kind as StepKind, job: e.job, steps: e.steps.map((id) => plan.byId.get(id)).filter((s): s is Step => !!s),
-        logPattern: path.join(logDir, `${e.kind}-r${e.round}-%A_%a.log`),
+        round: e.round,
       })).filter((s) => s.steps.length === open.find((e) => e.job === s.job)!.steps.length);
       o.onEvent?.(`found ${subs.length} job array(s) of an earlier coordinator: ${subs.map((s) => s.job).join(', ')}`);
-      try { await wait(subs.map((s) => s.job)); } catch (e) { if (!(e instanceof LangneuronsError)) throw e; }
+      // Every job still in the queue is waited for, also one holding a step the edited sweep no longer has (its other
+      // tasks may be running: submitted again, a step would run twice); only the arrays of known steps are counted.
+      await wait(open.map((e) => e.job));
       settle(subs);
       for (const e of open) appendJournal(plan.out, { event: 'round-end', run: e.run, round: e.round });
     }
   }
 
   const scripts: string[] = [];
+  const maxArray = maxArraySize();
   for (let round = 1; ; round++) {
     for (const s of plan.steps) if (!isDone(plan, s) && !failedFor.has(s.id) && s.deps.some((d) => failedFor.has(d))) {
       failedFor.add(s.id);
@@ -172,22 +227,31 @@ export async function runSlurm(plan: SweepPlan, o: SlurmOptions): Promise<RunSum
     const jobOfStep = new Map<string, string>();
     const submitLines = ['#!/bin/bash', `# Submits round ${round} of sweep ${plan.name} (written by --dry-run; \`sweep run --executor slurm\` does the same).`, 'set -euo pipefail'];
     for (const kind of KIND_ORDER) {
-      const steps = todo.filter((s) => s.kind === kind);
-      if (!steps.length) continue;
-      const logPattern = path.join(logDir, `${kind}-r${round}-%A_%a.log`);
-      const script = path.join(scriptDir, `r${round}-${kind}.sh`);
-      await writeFileAtomic(script, batchScript(plan, kind, steps, round, logPattern));
-      scripts.push(script);
-      const depJobs = [...new Set(steps.flatMap((s) => s.deps.map((d) => jobOfStep.get(d)).filter((j): j is string => !!j)))];
-      const depKinds = [...new Set(steps.flatMap((s) => s.deps.filter((d) => jobOfStep.has(d)).map((d) => plan.byId.get(d)!.kind)))];
-      const depArgs = (ids: string[]) => (ids.length ? [`--dependency=afterok:${ids.join(':')}`, '--kill-on-invalid-dep=yes'] : []);
-      submitLines.push(`${kind.replace(/-/g, '_')}=$(sbatch --parsable ${depArgs(depKinds.map((k) => `$${k.replace(/-/g, '_')}`)).join(' ')} ${shellQuote(script)})`);
-      if (o.dryRun) { for (const s of steps) jobOfStep.set(s.id, `$${kind}`); continue; }
-      const job = slurmCommand('sbatch', ['--parsable', ...depArgs(depJobs), script]).trim().split(';')[0]!;
-      for (const s of steps) jobOfStep.set(s.id, job);
-      subs.push({ kind, job, steps, logPattern });
-      appendJournal(plan.out, { event: 'submit', run: o.run, round, kind, job, script, steps: steps.map((s) => s.id), hashes: steps.map((s) => s.hash) });
-      o.onEvent?.(`submitted ${kind}: job ${job} (${steps.length} task(s))${depJobs.length ? ` after ${depJobs.join(', ')}` : ''}`);
+      const all = todo.filter((s) => s.kind === kind);
+      // A job array holds at most MaxArraySize tasks (indices 0 to MaxArraySize - 1): more steps of a kind are
+      // submitted as several arrays, and the steps reading them depend on the arrays that hold their inputs.
+      const parts = Array.from({ length: Math.ceil(all.length / maxArray) }, (_, p) => all.slice(p * maxArray, (p + 1) * maxArray));
+      for (const [p, steps] of parts.entries()) {
+        const tag = parts.length > 1 ? `${kind}-${p + 1}` : kind;
+        const logPattern = path.join(logDir, logName(kind, round, '%A', '%a'));
+        const script = path.join(scriptDir, `r${round}-${tag}.sh`);
+        await writeFileAtomic(script, batchScript(plan, kind, steps, round, logPattern));
+        scripts.push(script);
+        const depJobs = [...new Set(steps.flatMap((s) => s.deps.map((d) => jobOfStep.get(d)).filter((j): j is string => !!j)))];
+        const depArgs = (ids: string[]) => (ids.length ? [`--dependency=afterok:${ids.join(':')}`, '--kill-on-invalid-dep=yes'] : []);
+        const variable = tag.replace(/-/g, '_');
+        submitLines.push(`${variable}=$(${['sbatch --parsable', ...depArgs(depJobs), shellQuote(script)].join(' ')})`);
+        if (o.dryRun) { for (const s of steps) jobOfStep.set(s.id, `$${variable}`); continue; }
+        // Journaled before sbatch, and the job marked with it: a coordinator killed while sbatch runs leaves a job
+        // the journal does not name; the next one finds it by its comment (recoverSubmissions) instead of submitting again.
+        const comment = submissionComment(o.run, round, tag);
+        appendJournal(plan.out, { event: 'submitting', run: o.run, round, kind, script, comment, steps: steps.map((s) => s.id), hashes: steps.map((s) => s.hash) });
+        const job = slurmCommand('sbatch', ['--parsable', `--comment=${comment}`, ...depArgs(depJobs), script]).trim().split(';')[0]!;
+        for (const s of steps) jobOfStep.set(s.id, job);
+        subs.push({ kind, job, steps, round });
+        appendJournal(plan.out, { event: 'submit', run: o.run, round, kind, job, script, steps: steps.map((s) => s.id), hashes: steps.map((s) => s.hash) });
+        o.onEvent?.(`submitted ${tag}: job ${job} (${steps.length} task(s))${depJobs.length ? ` after ${depJobs.join(', ')}` : ''}`);
+      }
     }
     if (o.dryRun) {
       const submit = path.join(scriptDir, 'submit.sh');

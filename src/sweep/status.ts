@@ -1,5 +1,6 @@
 // Where every step stands: done (its folder holds step.json), running (its lock is held by a live process, or its
-// Slurm task is in the queue), failed (the latest run gave up on it), pending otherwise.
+// Slurm task is in the queue), failed (the latest run gave up on it), pending otherwise (saying so when a step it
+// needs failed).
 import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 
@@ -26,6 +27,21 @@ export function sweepStatus(plan: SweepPlan, o: { slurm?: boolean } = {}): { ste
   if (o.slurm && slurmTask.size) {
     try { queue = squeueJobs([...new Set([...slurmTask.values()].map((t) => t.job))]); } catch { /* no Slurm here */ }
   }
+  const upstream = new Map<string, string | null>();
+  const failedUpstream = (s: Step): string | null => {
+    let cause = upstream.get(s.id);
+    if (cause === undefined) {
+      cause = null;
+      for (const d of s.deps) {
+        const dep = plan.byId.get(d)!;
+        if (isDone(plan, dep)) continue;
+        cause = failed.has(d) ? d : failedUpstream(dep);
+        if (cause) break;
+      }
+      upstream.set(s.id, cause);
+    }
+    return cause;
+  };
   const steps = plan.steps.map((s): StepStatus => {
     const base = { id: s.id, kind: s.kind, hash: s.hash, cell: s.cell };
     if (isDone(plan, s)) return { ...base, state: 'done' };
@@ -37,11 +53,14 @@ export function sweepStatus(plan: SweepPlan, o: { slurm?: boolean } = {}): { ste
       } catch { /* a lock being written */ }
     }
     const t = slurmTask.get(s.id);
-    const q = t ? queue.get(`${t.job}_${t.index}`) ?? queue.get(t.job) : undefined;
+    // The task's own line (squeue -r): an array's state is another task's (its running task, while this one waits).
+    const q = t ? queue.get(`${t.job}_${t.index}`) : undefined;
     if (q) return { ...base, state: q === 'RUNNING' ? 'running' : 'queued', detail: `Slurm ${t!.job}_${t!.index} ${q}` };
     const f = failed.get(s.id);
     if (f) return { ...base, state: 'failed', detail: f };
-    return { ...base, state: 'pending' };
+    // Not run because a step it needs (at any depth) failed: it waits for that one, which the status names.
+    const cause = failedUpstream(s);
+    return { ...base, state: 'pending', ...(cause ? { detail: `not run: it needs ${cause}, which failed` } : {}) };
   });
   const counts: Record<StepState, number> = { done: 0, running: 0, queued: 0, failed: 0, pending: 0 };
   for (const s of steps) counts[s.state]++;
