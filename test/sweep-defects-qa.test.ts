@@ -254,3 +254,34 @@ describe('corpora and inputs of a sweep', () => {
     expect((JSON.parse(r.stdout) as { steps: unknown[] }).steps.length).toBe(3);
   }, 60_000);
 });
+
+describe('input digests kept between plans (every sweep exec task plans the whole sweep)', () => {
+  it('a run folder records each input file\u2019s digest; a plan trusts it while the file\u2019s stat is unchanged, reads a changed file again', async () => {
+    const file = smallSweep();
+    const doc = parse(readFileSync(file, 'utf8')) as { out: string; profile: { corpus: string } };
+    const sw = path.join(doc.profile.corpus, 'sw.txt');
+    const record = path.join(doc.out, 'input-digests.json');
+    const profileSw = async () => (await planSweep(loadSweep(file))).byId.get('profile/udhr20/sw')!.hash;
+    // A sweep never run: planning writes nothing.
+    const fresh = await profileSw();
+    expect(existsSync(doc.out)).toBe(false);
+    // A run's folder (its journal): the digests are recorded, the real content's sha256 (its latin1 text's, as always).
+    mkdirSync(doc.out, { recursive: true });
+    appendJournal(doc.out, { event: 'run', executor: 'local', run: 'r1', pid: process.pid, host: os.hostname() });
+    expect(await profileSw()).toBe(fresh);
+    const digests = JSON.parse(readFileSync(record, 'utf8')) as { files: Record<string, { stat: string; sha256: string }> };
+    const { createHash } = await import('node:crypto');
+    expect(digests.files[sw]!.sha256).toBe(createHash('sha256').update(readFileSync(sw).toString('latin1')).digest('hex'));
+    // Trusted while the stat holds: a recorded digest stands in for the content (the file is not read again).
+    digests.files[sw]!.sha256 = '0'.repeat(64);
+    writeFileSync(record, JSON.stringify({ ...digests }));
+    expect(await profileSw()).not.toBe(fresh);
+    // Changed (same size, new content and times): read again, the recorded digest replaced.
+    writeFileSync(sw, readFileSync(sw, 'utf8').replace('Kila', 'KILA'));
+    const edited = await profileSw();
+    expect(edited).not.toBe(fresh);
+    writeFileSync(sw, readFileSync(sw, 'utf8').replace('KILA', 'Kila'));
+    expect(await profileSw()).toBe(fresh);
+    expect(JSON.parse(readFileSync(record, 'utf8')).files[sw].sha256).not.toBe('0'.repeat(64));
+  }, 60_000);
+});

@@ -7,7 +7,7 @@
 // depends on it, and sweeps sharing steps share their outputs. Engine threads are not in the hash (an executor
 // assigns them; results do not depend on them).
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { openCorpusSpec } from '../corpus/index.js';
@@ -18,6 +18,8 @@ import { modelFingerprint } from '../model/fingerprint.js';
 import { openEvalCorpus } from '../steer/engine.js';
 import { parseInterventionSpec, specNeedsStats } from '../intervene/spec.js';
 import { needsStats, parseSetting, parseSettings, DEFAULT_SETTINGS } from '../steer/index.js';
+import { inputHasher } from './input-digests.js';
+import { journalFile } from './journal.js';
 import { forcingSettings, langidArg } from './load-steer.js';
 import {
   MASK_METHODS, modelsOf, STEP_KINDS, toolVersion, type IdentifyEntry, type LanguageSelection, type LoadedSweep, type Resources, type Rule, type StepKind,
@@ -60,42 +62,6 @@ export const isDone = (plan: Pick<SweepPlan, 'out'>, s: Pick<Step, 'kind' | 'has
 const asList = <T>(x: T | T[] | undefined): T[] => (x === undefined ? [] : Array.isArray(x) ? x : [x]);
 const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 const isUdhr = (s: string) => s === 'udhr' || s.startsWith('udhr:');
-
-/**
- * Content hashes of input files, cached per plan (a file named by many steps is read once). A file is read in chunks
- * (a corpus file may be larger than a buffer or a string can be); a folder's hash covers its files at any depth
- * (a dataset folder's subfolders, a corpus's <lang>/ shards).
- */
-function fileHasher() {
-  const cache = new Map<string, string>();
-  const chunk = Buffer.alloc(4 << 20);
-  const hashBytes = (file: string): string => {
-    // The latin1 text of the bytes, as the hash of a whole file was always taken: the same digest, chunk by chunk.
-    const h = createHash('sha256');
-    const fd = openSync(file, 'r');
-    try {
-      for (let n; (n = readSync(fd, chunk, 0, chunk.length, null)) > 0;) h.update(chunk.toString('latin1', 0, n));
-    } finally {
-      closeSync(fd);
-    }
-    return h.digest('hex');
-  };
-  const hashOf = (file: string): string => {
-    let h = cache.get(file);
-    if (h === undefined) {
-      const st = statSync(file, { throwIfNoEntry: false });
-      h = !st ? 'missing' : st.isDirectory()
-        ? sha(readdirSync(file).sort().filter((n) => !n.startsWith('.')).map((n) => {
-          const sub = path.join(file, n);
-          return `${n}:${statSync(sub).isFile() ? hashOf(sub) : `dir:${hashOf(sub)}`}`;
-        }).join('\n'))
-        : hashBytes(file);
-      cache.set(file, h);
-    }
-    return h;
-  };
-  return hashOf;
-}
 
 /** Identification settings: each entry's lists expanded, each with a label (its name, or its method and values). */
 export function identifySettings(entries: IdentifyEntry[]): { label: string; entry: number; args: string[]; sites: string[] | null }[] {
@@ -167,9 +133,9 @@ export interface PlanOptions { out?: string }
 export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promise<SweepPlan> {
   const s = sweep.spec;
   const version = toolVersion();
-  const hashFile = fileHasher();
   const name = s.name ?? path.basename(sweep.file).replace(/\.ya?ml$/, '');
   const out = path.resolve(o.out ?? (s.out ? path.resolve(sweep.dir, s.out) : path.join(sweep.dir, `${name}-out`)));
+  const hashFile = inputHasher(out, () => existsSync(journalFile(out)));
   const modelDirs = modelsOf(s).map((m) => path.resolve(sweep.dir, m));
   const baseNames = modelDirs.map((d) => path.basename(d));
   const models = await Promise.all(modelDirs.map(async (dir, i) => ({
@@ -368,6 +334,7 @@ export async function planSweep(sweep: LoadedSweep, o: PlanOptions = {}): Promis
     }
   }
   const resources = (kind: StepKind): Resources => ({ ...(s.resources?.default ?? {}), ...(s.resources?.[kind] ?? {}) });
+  await hashFile.save();
   return { sweep, name, out, models, steps, byId, resources, retries: s.retries ?? 1 };
 }
 
