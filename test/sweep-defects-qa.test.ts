@@ -285,3 +285,18 @@ describe('input digests kept between plans (every sweep exec task plans the whol
     expect(JSON.parse(readFileSync(record, 'utf8')).files[sw].sha256).not.toBe('0'.repeat(64));
   }, 60_000);
 });
+
+describe('slurm --dry-run: submit.sh', () => {
+  it('takes the job id of `sbatch --parsable` where it prints <job>;<cluster> (a multi-cluster setup)', () => {
+    const out = path.join(tmp, `dry-${n++}`);
+    expect(cli(['sweep', 'run', smallSweep(), '--executor', 'slurm', '--dry-run', '--out', out, '--json']).status).toBe(0);
+    const calls = path.join(tmp, `sbatch-calls-${n++}`);
+    // a stand-in sbatch: job ids 100, 101, … with the cluster's name, as sbatch --parsable prints them there
+    const env = wrapper('sbatch', `c=$(cat "${calls}.n" 2>/dev/null || echo 100); echo $((c + 1)) > "${calls}.n"; echo "$@" >> "${calls}"; echo "$c;clusterA"`);
+    const r = spawnSync('bash', [path.join(out, 'slurm', 'submit.sh')], { encoding: 'utf8', env });
+    expect(r.status, r.stderr).toBe(0);
+    const lines = readFileSync(calls, 'utf8').trim().split('\n');
+    expect(lines).toHaveLength(2);  // the profile array, then identify after it
+    expect(lines[1]).toMatch(/^--parsable --dependency=afterok:100 --kill-on-invalid-dep=yes \S+r1-identify\.sh$/);
+  });
+});

@@ -240,7 +240,8 @@ export async function runSlurm(plan: SweepPlan, o: SlurmOptions): Promise<RunSum
         const depJobs = [...new Set(steps.flatMap((s) => s.deps.map((d) => jobOfStep.get(d)).filter((j): j is string => !!j)))];
         const depArgs = (ids: string[]) => (ids.length ? [`--dependency=afterok:${ids.join(':')}`, '--kill-on-invalid-dep=yes'] : []);
         const variable = tag.replace(/-/g, '_');
-        submitLines.push(`${variable}=$(${['sbatch --parsable', ...depArgs(depJobs), shellQuote(script)].join(' ')})`);
+        submitLines.push(`${variable}=$(${['sbatch --parsable', ...depArgs(depJobs), shellQuote(script)].join(' ')})`,
+          `${variable}=\${${variable}%%;*}  # the job id (--parsable prints <job>;<cluster> where there are several clusters)`);
         if (o.dryRun) { for (const s of steps) jobOfStep.set(s.id, `$${variable}`); continue; }
         // Journaled before sbatch, and the job marked with it: a coordinator killed while sbatch runs leaves a job
         // the journal does not name; the next one finds it by its comment (recoverSubmissions) instead of submitting again.
