@@ -180,6 +180,11 @@ LN_TEST(model_greedy_penalty_requests_validated) {
   ids[2] = 3;
   offsets = {0, 3, 2};
   expect_invalid([&] { with(LogitsMode::Greedy, 1.2, ids.data(), offsets.data()); }, "must not decrease");
+  // Offsets past the end of the ids (penalty_offsets[n_seqs] = 3 is their length) are refused before any id is read:
+  // the two values after the three ids are not ids (they were read, and named as out of the vocabulary).
+  std::vector<int32_t> padded = {1, 2, 3, -7, -7};
+  offsets = {0, 5, 3};
+  expect_invalid([&] { with(LogitsMode::Greedy, 1.2, padded.data(), offsets.data()); }, "must not decrease");
   offsets = {1, 2, 3};
   expect_invalid([&] { with(LogitsMode::Greedy, 1.2, ids.data(), offsets.data()); }, "penalty_offsets[0] must be 0");
   offsets = {0, 2, 3};

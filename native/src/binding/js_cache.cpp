@@ -80,8 +80,10 @@ Napi::Value NativeKvCache::CopyPrefix(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "copyPrefix(src, dst, len): three numbers expected");
   const double src = info[0].As<Napi::Number>().DoubleValue(), dst = info[1].As<Napi::Number>().DoubleValue(),
                len = info[2].As<Napi::Number>().DoubleValue();
+  // The range first: converting NaN or a double past int64 to an integer is undefined behaviour.
   for (double x : {src, dst, len})
-    if (x != double(int64_t(x)) || x < 0 || x > 2147483647.0) throw Napi::RangeError::New(env, "copyPrefix: arguments must be non-negative integers");
+    if (!(x >= 0 && x <= 2147483647.0) || x != double(int64_t(x)))
+      throw Napi::RangeError::New(env, "copyPrefix: arguments must be non-negative integers");
   std::unique_lock<std::mutex> lk(holder_->mu, std::try_to_lock);
   if (!lk.owns_lock()) throw Napi::Error::New(env, "copyPrefix: the model is running a forward; await it first");
   try {

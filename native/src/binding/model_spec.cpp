@@ -130,10 +130,14 @@ ParsedModelSpec parse_model_spec(Napi::Env env, const Napi::Object& spec, const 
       dims[d] = int64_t(x);
     }
     const ln::MappedFile& mf = *out.files[size_t(file)];
-    if (dims[0] * dims[1] * ln::dtype_size(dtype) != nbytes)
+    // Dimensions of up to 2^40 each: their product in bytes can pass int64 (signed overflow, and a product that
+    // wrapped around could even equal nbytes), so it is formed only when it fits (nbytes is at most 2^53).
+    const bool overflow = double(dims[0]) * double(dims[1]) * double(ln::dtype_size(dtype)) > 0x1p62;
+    const int64_t bytes = overflow ? 0 : dims[0] * dims[1] * ln::dtype_size(dtype);
+    if (overflow || bytes != nbytes)
       throw Napi::Error::New(env, mf.path() + ": " + where + ": shape × dtype size is " +
-                                      std::to_string(dims[0] * dims[1] * ln::dtype_size(dtype)) + " bytes but the byte range holds " +
-                                      std::to_string(nbytes));
+                                      (overflow ? std::string("over 2^62") : std::to_string(bytes)) +
+                                      " bytes but the byte range holds " + std::to_string(nbytes));
     if (offset + nbytes > mf.size())
       throw Napi::Error::New(env, mf.path() + ": " + where + ": byte range [" + std::to_string(offset) + ", " +
                                       std::to_string(offset + nbytes) + ") lies outside the file of " +

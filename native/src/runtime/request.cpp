@@ -24,9 +24,12 @@ void validate_penalty(const ModelConfig& c, const ForwardRequest& r) {
   if (!r.penalty_ids != !r.penalty_offsets) fail("forward: penalty_ids and penalty_offsets go together");
   if (!r.penalty_offsets) return;
   if (r.penalty_offsets[0] != 0) fail("forward: penalty_offsets[0] must be 0, got " + to_string(r.penalty_offsets[0]));
-  for (int32_t s = 0; s < r.n_seqs; ++s) {
+  // Every offset first, then the ids: penalty_offsets[n_seqs] is the length of penalty_ids, so only offsets known
+  // not to decrease bound the reads (offsets {0, 5, 3} over 3 ids read ids[3] and ids[4] when checked as we went).
+  for (int32_t s = 0; s < r.n_seqs; ++s)
     if (r.penalty_offsets[s + 1] < r.penalty_offsets[s])
       fail("forward: penalty_offsets must not decrease (sequence " + to_string(s) + ")");
+  for (int32_t s = 0; s < r.n_seqs; ++s) {
     for (int64_t i = r.penalty_offsets[s]; i < r.penalty_offsets[s + 1]; ++i)
       if (r.penalty_ids[i] < 0 || r.penalty_ids[i] >= c.vocab)
         fail("forward: penalty id " + to_string(r.penalty_ids[i]) + " of sequence " + to_string(s) +
