@@ -83,3 +83,26 @@ describe('a budget the scope rules cannot fill is said as such', () => {
     expect(budgetShortfall(sentences, 60)).toEqual({ kind: 'corpus' });
   });
 });
+
+describe('histograms that would not fit in memory', () => {
+  it('are refused before any work, naming their size and the bins that fit (the kernel overcommits: no allocation error would come)', async () => {
+    const os = (await import('node:os')).default;
+    const { vi } = await import('vitest');
+    const cfg = JSON.parse(await fsp.readFile(path.join(M, 'config.json'), 'utf8')) as { num_hidden_layers: number; intermediate_size: number };
+    const units = cfg.num_hidden_layers * cfg.intermediate_size;  // the act site of every layer
+    const total = 64 * 2 ** 20;                                   // a machine of 64 MiB
+    const spy = vi.spyOn(os, 'totalmem').mockReturnValue(total);
+    try {
+      const bins = 4096;  // 16 bytes a unit and bin (the engine's count and the file's) > half of 64 MiB
+      expect(16 * units * bins).toBeGreaterThan(total / 2);
+      const out = path.join(tmp, 'hist-big');
+      const r = await runCli('profile', M, '--corpus', 'udhr:train', '--langs', 'en', '--max-len', '64', '--histogram', `-1:1:${bins}`, '--out', out);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain(`--histogram: ${bins} bins for each of ${units} units`);
+      expect(r.stderr).toContain(`give at most ${Math.floor(total / 2 / (16 * units))} bins`);
+      expect(existsSync(out)).toBe(false);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+});

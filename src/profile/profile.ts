@@ -100,6 +100,23 @@ function seqMeansWarning(model: LanguageModel, o: ProfileOptions, sites: Site[],
     `(this machine has ${gib(os.totalmem())}): profile the sequence means over fewer tokens (--tokens) or layers (--layers), in a run of their own`;
 }
 
+/**
+ * Why histograms of `bins` bins over the sites and layers do not fit this machine's memory, or null. Each unit keeps a
+ * 64-bit count per bin, held twice while a language's statistics are read out of the engine (the engine's and the
+ * file's copy); past half the memory the allocation would swap or be killed (the kernel overcommits: no error comes
+ * back) instead of failing with a message. `act` of an 8B model is 3.7 MB a bin: 65,536 bins would be 240 GB.
+ */
+function histogramMemoryProblem(model: LanguageModel, bins: number, sites: Site[], layers: number): string | null {
+  const widths = siteWidths(model.checkpoint.config);
+  const units = layers * sites.reduce((n, site) => n + widths[site], 0);
+  const bytes = 2 * 8 * units * bins;
+  if (bytes <= os.totalmem() / 2) return null;
+  const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
+  const fits = Math.floor(os.totalmem() / 2 / (2 * 8 * units));
+  return `--histogram: ${bins} bins for each of ${units} units (${layers} layers of ${sites.join(', ')}) take ${gib(bytes)} while a ` +
+    `language's statistics are read out, over half this machine's ${gib(os.totalmem())}: give at most ${fits} bins, or fewer sites or layers (--sites, --layers)`;
+}
+
 /** What one language's profile counts, and the key of everything that changes it (resume only under the same key). */
 interface LanguageRun {
   source: LanguageSource;
@@ -140,6 +157,8 @@ async function profileCorpusLocked(model: LanguageModel, corpus: Corpus, o: Prof
   // The weights' content, not only the layout: a checkpoint of other weights under the same path is not resumed.
   const weights = await modelFingerprint(model.checkpoint.dir);
   const sites = o.sites ?? ['act'];
+  const histogramProblem = o.histEdges ? histogramMemoryProblem(model, o.histEdges.length - 1, sites, layers) : null;
+  if (histogramProblem) throw new LangneuronsError('E_OPTIONS', histogramProblem, { field: 'histEdges' });
   if (o.thresholdsFrom) {
     if (o.thresholds) throw new LangneuronsError('E_OPTIONS', 'give either thresholds or thresholdsFrom, not both', { field: 'thresholdsFrom' });
     checkAboveQuantile(o.thresholdsFrom.quantile, 'thresholdsFrom.quantile');
