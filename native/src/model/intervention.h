@@ -14,7 +14,8 @@
 //    attention reads it in); q and k are rounded after RoPE as always.
 //  - Ops: Set (x = v), Add (x += v), Scale (x *= v). Edits of one (layer, site, neuron) apply in the order given.
 //  - A test-time edit takes v = factor * stat(row) from its rule, where row is the token's values of all the
-//    layer's neurons at the rule's site BEFORE any edit of that site (mean, population std, median, max, IQR,
+//    layer's neurons at the rule's site BEFORE any edit of the layer (an `h` rule reads h as gate and up made it,
+//    not as gate / act / up edits change it; one pass of its own on the CPU and CUDA alike) (mean, population std, median, max, IQR,
 //    MAD = median |x - median|, percentile p; quantiles interpolate linearly between order statistics, as
 //    numpy.quantile / torch.quantile).
 //  - Positions: every edit and rule has `when` bits; the forward's per-token class byte (ForwardRequest::
