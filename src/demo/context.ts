@@ -49,6 +49,8 @@ export async function createContext(modelDir: string, outDir: string, options: R
   let model: Promise<LanguageModel> | null = null;
   return {
     modelDir, outDir, options, recipe, checkpoint, identity: modelIdentity(checkpoint), modelDigest: `${await modelDigest(checkpoint)}:${options.compute}${options.device === 'auto' ? '' : `:${options.device}`}`, runner,
-    model: () => (model ??= loadModel(modelDir, { threads: options.threads, compute: options.compute, device: options.device })),
+    // 'auto' is left to loadModel's default, as the fine-tuning steps leave it (finetune-step.ts): quiet on a machine
+    // without an NVIDIA driver, as every other command's default is (docs/CUDA.md), instead of a fallback line there.
+    model: () => (model ??= loadModel(modelDir, { threads: options.threads, compute: options.compute, ...(options.device === 'auto' ? {} : { device: options.device }) })),
   };
 }

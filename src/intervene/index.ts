@@ -121,5 +121,5 @@ export function addInterventionOptions(cmd: Command): Command {
     .option('--intervene <spec>', 'intervention on FFN neurons or projection outputs (site=act|gate|h|up|q|k|v|o|down), e.g. "deactivate:masks/lape.json:en" (repeatable, applied in order; syntax in docs/PIPELINE.md §3; ' +
       'eval fills {lang} with each evaluated language, or each of --intervene-langs)', collect, [])
     .option('--intervene-file <file>', 'interventions as a JSON array of spec strings or spec objects')
-    .option('--stats <path>', 'statistics for interventions that need them: a folder of <language>.safetensors, or one file');
+    .option('--stats <path>', 'statistics for interventions that need them: a folder of <language>.safetensors, one file, or a comma-separated list of such files and folders');
 }

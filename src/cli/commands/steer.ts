@@ -102,7 +102,7 @@ async function openIdentifier(langid: IdentifierChoice): Promise<{ identifier: L
 }
 
 export function registerSteer(program: Command): void {
-  const steer = program.command('steer').description('measures of steering: perplexity matrix, Language Steering Shift, language forcing');
+  const steer = program.command('steer').description('measures of steering: perplexity matrix, Language Steering Shift, language forcing, language fallback');
 
   addModelOptions(steer
     .command('ppl-matrix <model-dir>')
@@ -160,7 +160,7 @@ export function registerSteer(program: Command): void {
     .description('Language Steering Shift (Rahmanisa): share of facts whose target-language object gains on the base one when the target language is amplified')
     .requiredOption('--masks <files>', MASKS_HELP)
     .requiredOption('--facts <path>', 'MLAMA-dod facts: a folder of .jsonl / .parquet files (template, sub_<lang>, obj_<lang>) or one file')
-    .option('--settings <list>', 'amplification settings to compare: p_max, p_median, mean, scale:<α>, set:<v|stat>, add:<v|stat>, mul:<v|stat>', DEFAULT_SETTINGS)
+    .option('--settings <list>', 'amplification settings to compare: p_max, p_median, mean, add-mean[:<α>], diffmean[:<α>], scale:<α>, set:<v|stat>, add:<v|stat>, mul:<v|stat>', DEFAULT_SETTINGS)
     .requiredOption('--out <file>', 'result JSON')
     .option('--base <list>', 'base languages (default: every language of both the facts and the mask)')
     .option('--targets <list>', 'target languages (default: the same set); pairs are every base × target with base ≠ target')
@@ -204,7 +204,7 @@ export function registerSteer(program: Command): void {
     .requiredOption('--prompts <path>', 'a folder of <lang>.txt (one prompt per line; the stem is the prompt language) or .jsonl files, or one file')
     .requiredOption('--target <list>', 'target language(s) to force, comma-separated')
     .requiredOption('--out <file>', 'result JSON; <stem>.csv and <stem>.svg (rates per prompt language and target) are written next to it')
-    .option('--amplify <setting>', 'how the target neurons are activated (an LSS setting: mean, p_max, scale:<α>, add:<v|stat> ...)', 'mean')
+    .option('--amplify <setting>', 'how the target neurons are activated (an LSS setting: mean, p_max, p_median, add-mean[:<α>], diffmean[:<α>], scale:<α>, add:<v|stat> ...)', 'mean')
     .option('--deactivate-value <v>', "value the prompt language's neurons are set to", deactivateValueOption, 0)
     .option('--no-deactivate-source', "do not deactivate the prompt language's neurons (amplify the target only)")
     .option('--stats <path>', 'profiling statistics (folder of <lang>.safetensors) for p_max / p_median / mean')))
