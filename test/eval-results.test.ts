@@ -54,6 +54,18 @@ describe('result files never overwrite each other', () => {
     expect(results(out).length).toBe(4);
   });
 
+  it('a language under a dataset\'s own code (XWinograd\'s jp, which --langs all lists) and under its code (ja) is one result', async () => {
+    const out = await makeTempDir('alias-');
+    const jp = await prepareTask('xwinograd', { dir: path.join(FX, 'xwinograd-release'), lang: 'jp' });
+    const ja = await prepareTask('xwinograd', { dir: path.join(FX, 'xwinograd-release'), lang: 'ja' });
+    expect(ja.items.map((i) => i.id)).toEqual(jp.items.map((i) => i.id));  // the same rows
+    const first = await runPlan(jp, { ...base, scorer: new CountingScorer(), outDir: out });
+    const again = new CountingScorer();
+    expect(await runPlan(ja, { ...base, scorer: again, outDir: out })).toEqual(first);
+    expect(again.calls).toBe(0);
+    expect(results(out)).toEqual([`xwinograd__ja__base__partial__${first.key.slice(0, 12)}.json`]);
+  });
+
   it('a failing run on new data leaves the other run\'s item checkpoint alone, which then resumes', async () => {
     const data = await makeTempDir('xcopa-data-'), out = await makeTempDir('ck-');
     await fsp.mkdir(path.join(data, 'sw'));

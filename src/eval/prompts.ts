@@ -46,6 +46,12 @@ export const LANG_ALIASES: Record<string, { flores?: string; include?: string }>
 /** Other short codes datasets use for a language: XWinograd's `jp` (its codes: en, fr, jp, pt, ru, zh). */
 const CODE_ALIASES: Record<string, string> = { jp: 'ja' };
 
+/** A dataset's own code of a language as the language's code (XWinograd's jp: ja), others as they are: what names an
+ *  evaluation's language in its result key, so that `--langs jp` and `--langs ja` are one result. */
+export function languageOfCode(lang: string): string {
+  return CODE_ALIASES[lang] ?? lang;
+}
+
 /** The other codes datasets give a language (ja: XWinograd's jp), for finding its files or rows. */
 export function datasetCodes(lang: string): string[] {
   return Object.keys(CODE_ALIASES).filter((code) => CODE_ALIASES[code] === lang);

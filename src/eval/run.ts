@@ -15,6 +15,7 @@ import { fingerprint, type DataFile } from './data.js';
 import { corpusBleu, sentenceBleu, type BleuOptions } from './metrics/bleu.js';
 import { chrfSignature, corpusChrf, sentenceChrf } from './metrics/chrf.js';
 import { squadScores, tokenIdScores } from './metrics/squad.js';
+import { languageOfCode } from './prompts.js';
 import { pyStrip } from './pystr.js';
 import { RequestTooLong, type GenOutput, type Scorer } from './scorer.js';
 import type { PlanItem, TaskPlan } from './tasks.js';
@@ -275,7 +276,7 @@ async function finished(file: string, key: string): Promise<EvalResult | null> {
 export async function resultKey(plan: TaskPlan, o: Pick<RunOptions, 'scorer' | 'modelFingerprint' | 'variant'>, data: DataFile[]): Promise<{ key: string; fields: ResultKey }> {
   const info = o.scorer.describe?.();
   const fields: ResultKey = {
-    schema: RESULT_SCHEMA, task: plan.task, lang: plan.lang, prompt: plan.prompt, split: plan.split ?? '', limit: plan.limit ?? null,
+    schema: RESULT_SCHEMA, task: plan.task, lang: languageOfCode(plan.lang), prompt: plan.prompt, split: plan.split ?? '', limit: plan.limit ?? null,
     variant: o.variant, modelFingerprint: o.modelFingerprint, data: data.map((d) => d.sha256), requests: requestsHash(plan),
     gen: plan.gen ?? null, bleuTokenize: bleuName(plan.bleuTokenize), compute: info?.compute ?? null, device: info ? deviceKind(info.device) : null, contextLength: info?.contextLength ?? null,
   };
@@ -300,7 +301,7 @@ export async function runPlan(plan: TaskPlan, o: RunOptions): Promise<EvalResult
   await ensureOutputDir(o.outDir);
   const data = await Promise.all(plan.files.map(fingerprint));
   const { key } = await resultKey(plan, o, data);
-  const base = resultBase(o.outDir, plan.task, plan.lang, o.variant.name, plan.prompt, key);
+  const base = resultBase(o.outDir, plan.task, languageOfCode(plan.lang), o.variant.name, plan.prompt, key);
   const earlier = await finished(`${base}.json`, key);
   if (earlier) { o.onProgress?.(plan.items.length, plan.items.length); return earlier; }
   const ckFile = `${base}.items.jsonl`;
