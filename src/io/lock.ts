@@ -3,8 +3,9 @@
  * exclusively, so of two runs started together exactly one gets it; the other is refused with a line naming
  * the holder. A lock whose holder is gone (same host, pid not alive) is stale and taken over; a lock from
  * another host is never presumed stale (we cannot see its processes), the message says how to clear it.
- * A command whose output is one file takes `<file>.lock` the same way. Only a file recognisably ours is ever taken
- * over (a holder's JSON, or an empty or cut-off start of one): any other file at a lock's name is refused and kept.
+ * A command whose output is one file takes `<file>.lock` the same way (and removes its dead writers' temporaries).
+ * Only a file recognisably ours is ever taken over (a holder's JSON, or an empty or cut-off start of one): any other
+ * file at a lock's name is refused and kept.
  */
 import { constants as fsc, existsSync, promises as fsp, unlinkSync } from 'node:fs';
 import os from 'node:os';
@@ -89,9 +90,15 @@ export async function acquireOutputLock(dir: string, command: string): Promise<O
  * for the commands whose output is one file (with files named after it) rather than a folder, so that two runs
  * writing into one folder lock only their own outputs.
  */
-export async function acquireFileOutputLock(out: string, command: string): Promise<OutputLock> {
-  await ensureOutputDir(path.dirname(path.resolve(out)));
-  return acquireLockFile(`${out}.lock`, out, command, 'to this file', async () => undefined);
+export async function acquireFileOutputLock(out: string, command: string, companions: readonly string[] = []): Promise<OutputLock> {
+  const dir = path.dirname(path.resolve(out));
+  await ensureOutputDir(dir);
+  // Holding the file, a dead writer's temporaries of it and of `companions` (the files written beside it under this
+  // lock: a measure's unit log and <stem>.csv/.svg) are leftovers of a kill. No folder is taken here, so nothing else
+  // removed them: they stayed for good, one more for every run stopped while writing. Only these names: the folder
+  // is shared with other runs and files.
+  const names = new Set([out, ...companions].map((f) => path.basename(f)));
+  return acquireLockFile(`${out}.lock`, out, command, 'to this file', () => removeOrphanTemps(dir, false, names));
 }
 
 /** The exclusive create of lock `file` guarding `subject` (the folder or the file named in messages). */
@@ -186,8 +193,8 @@ export async function withOutputLock<T>(dir: string, command: string, work: () =
 }
 
 /** Runs `work` holding the lock of the output file `out` (acquireFileOutputLock); released however `work` ends. */
-export async function withFileOutputLock<T>(out: string, command: string, work: () => Promise<T>): Promise<T> {
-  return withLock(path.dirname(path.resolve(out)), () => acquireFileOutputLock(out, command), work);
+export async function withFileOutputLock<T>(out: string, command: string, work: () => Promise<T>, companions: readonly string[] = []): Promise<T> {
+  return withLock(path.dirname(path.resolve(out)), () => acquireFileOutputLock(out, command, companions), work);
 }
 
 async function withLock<T>(dir: string, acquire: () => Promise<OutputLock>, work: () => Promise<T>): Promise<T> {

@@ -10,6 +10,7 @@ import { LangneuronsError } from '../errors.js';
 import { processAlive } from '../io/atomic.js';
 import { appendToFileSync } from '../io/files.js';
 import { ensureOutputDirSync } from '../io/outdir.js';
+import { onStopSignal } from '../io/stop.js';
 
 export type JournalEvent =
   | { event: 'run'; executor: 'local' | 'slurm'; run: string; pid: number; host: string }
@@ -80,9 +81,12 @@ export async function acquireLock(file: string, busy: (owner: LockOwner) => stri
   for (let attempt = 0; ; attempt++) {
     try {
       const fd = openSync(file, 'wx');
+      // Removed also when a signal stops this process (src/io/stop.ts), as output locks are: a lock left by a stopped
+      // coordinator refused a requeued one on another node (another job id), or the same job's next `sweep run`.
+      const unhook = onStopSignal(() => rmSync(file, { force: true }));
       writeSync(fd, JSON.stringify(me));
       closeSync(fd);
-      return () => rmSync(file, { force: true });
+      return () => { rmSync(file, { force: true }); unhook(); };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }

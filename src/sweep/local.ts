@@ -1,11 +1,12 @@
 // The local executor: a pool of `--jobs` workers, each step a child process (`langneurons sweep exec`) with its
 // threads (the step kind's cpus) and, when the sweep lists devices, one device per worker slot. A failed step is
 // retried up to `retries` times, then reported with its log's last lines; the steps needing it are not run.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import path from 'node:path';
 
 import { ensureOutputDirSync } from '../io/outdir.js';
+import { onStopSignal } from '../io/stop.js';
 import { appendJournal } from './journal.js';
 import { packageRoot } from './load.js';
 import { isDone, type Step, type SweepPlan } from './plan.js';
@@ -30,6 +31,11 @@ export async function runLocal(plan: SweepPlan, o: LocalOptions): Promise<RunSum
   const pending = new Set(plan.steps.filter((s) => { const d = isDone(plan, s); if (d) summary.skipped.push(s.id); return !d; }).map((s) => s.id));
   const freeSlots = Array.from({ length: o.jobs }, (_, i) => i);
   const running = new Map<string, Promise<void>>();
+  // The workers get the signal that stops this coordinator (a scheduler's SIGTERM, a `kill`, which reach it alone):
+  // otherwise they ran on, orphaned, holding their steps' locks and cores. Each then stops as any command does (its
+  // locks removed, its step's work folder kept for the next attempt).
+  const workers = new Set<ChildProcess>();
+  const unhook = onStopSignal((signal) => { for (const w of workers) w.kill(signal); });
 
   const launch = (step: Step, slot: number) => {
     const attempt = (failures.get(step.id) ?? 0) + 1;
@@ -41,11 +47,13 @@ export async function runLocal(plan: SweepPlan, o: LocalOptions): Promise<RunSum
     const child = spawn(process.execPath, [bin, 'sweep', 'exec', plan.sweep.file, step.id, '--hash', step.hash, '--out', plan.out, '--threads', String(threads)],
       { stdio: ['ignore', fd, fd], env });
     closeSync(fd);
+    workers.add(child);
     appendJournal(plan.out, { event: 'start', run: o.run, step: step.id, hash: step.hash, attempt, log, ...(child.pid ? { pid: child.pid } : {}) });
     o.onEvent?.(`start ${step.id}${attempt > 1 ? ` (attempt ${attempt})` : ''}`);
     const started = performance.now();
     running.set(step.id, new Promise<void>((resolve) => {
       child.on('close', (rc) => {
+        workers.delete(child);
         running.delete(step.id);
         freeSlots.push(slot);
         if (rc === 0 && isDone(plan, step)) {
@@ -80,5 +88,6 @@ export async function runLocal(plan: SweepPlan, o: LocalOptions): Promise<RunSum
     if (running.size === 0) break;
     await Promise.race(running.values());
   }
+  unhook(); // every worker has ended (after a throw above the hook stays: it still stops the workers left running)
   return summary;
 }

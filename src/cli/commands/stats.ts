@@ -3,6 +3,7 @@ import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 import { LangneuronsError, describeError } from '../../errors.js';
+import { withFileOutputLock } from '../../io/lock.js';
 import { checkOutput, ensureParentDir } from '../../io/outdir.js';
 import { readSafetensorsHeader } from '../../io/safetensors.js';
 import { budgetShortfall, isStatsFile, mergeStatsInOrder, readStats, shardsOfOneRun, writeStats, type ActivationStats } from '../../profile/stats.js';
@@ -96,29 +97,33 @@ export function registerStats(program: Command): void {
     .option('--json', 'print one JSON document on stdout')
     .action(async (files: string[], o: { out: string; json?: boolean }) => {
       if (files.length < 2) throw new LangneuronsError('E_OPTIONS', 'stats merge needs at least two files');
-      // Written only over a statistics file (an earlier merge), never over a model's weights or another file.
-      await checkOutput(o.out, files, 'a langneurons statistics file', isStatsFile);
-      const acc = mergeStatsInOrder(await Promise.all(files.map((f) => readStats(f))), files);
-      // Only an earlier merge of the same language and model is replaced: not another language's statistics, nor a
-      // profile's own finished file (a mistyped --out lost a finished profile; profile itself never replaces one
-      // without --no-resume).
-      if (existsSync(o.out)) {
-        const old = (await readStats(o.out)).meta;
-        if (old.language !== acc.meta.language || old.model.fingerprint !== acc.meta.model.fingerprint)
-          throw new LangneuronsError('E_OPTIONS', `--out ${o.out}: holds the statistics of ${old.language} on ${old.model.name}, not ${acc.meta.language} on ${acc.meta.model.name}; choose another --out`, { field: '--out' });
-        if (old.shards < 2)
-          throw new LangneuronsError('E_OPTIONS', `--out ${o.out}: holds the finished statistics of a profile run, not an earlier merge; stats merge replaces only its own merges: choose another --out`, { field: '--out' });
-      }
-      // Every shard of one run that together counted less than its budget: the corpus was smaller than the budget.
-      const parts = acc.meta.parts ?? [];
-      const n = shardsOfOneRun(parts);
-      const short = n !== null ? budgetShortfall({ ...acc.meta.scope, tokenBudget: parts[0]!.budget }, acc.tokens) : null;
-      if (short) process.stderr.write(`warning: ${acc.meta.language}: ${short.kind === 'rule' ? `the ${n} shards ${short.text}`
-        : `the ${n} shards counted ${acc.tokens} tokens, fewer than their run's budget of ${parts[0]!.budget}: the corpus holds no more`}\n`);
-      await ensureParentDir(o.out);
-      await writeStats(o.out, acc);
-      printResult(o, { out: o.out, language: acc.meta.language, tokens: acc.tokens, sequences: acc.sequences, shards: acc.meta.shards },
-        () => `${acc.meta.language}: ${acc.tokens} tokens, ${acc.sequences} sequences from ${acc.meta.shards} shard(s) -> ${o.out}`);
+      // One merge per --out (`<out>.lock`), as every long command holds its output: two merges into one file wrote it
+      // in turn, the last one's kept without a word; a killed merge's temporary <out>.tmp-<pid>-* stayed for good.
+      await withFileOutputLock(o.out, 'stats merge', async () => {
+        // Written only over a statistics file (an earlier merge), never over a model's weights or another file.
+        await checkOutput(o.out, files, 'a langneurons statistics file', isStatsFile);
+        const acc = mergeStatsInOrder(await Promise.all(files.map((f) => readStats(f))), files);
+        // Only an earlier merge of the same language and model is replaced: not another language's statistics, nor a
+        // profile's own finished file (a mistyped --out lost a finished profile; profile itself never replaces one
+        // without --no-resume).
+        if (existsSync(o.out)) {
+          const old = (await readStats(o.out)).meta;
+          if (old.language !== acc.meta.language || old.model.fingerprint !== acc.meta.model.fingerprint)
+            throw new LangneuronsError('E_OPTIONS', `--out ${o.out}: holds the statistics of ${old.language} on ${old.model.name}, not ${acc.meta.language} on ${acc.meta.model.name}; choose another --out`, { field: '--out' });
+          if (old.shards < 2)
+            throw new LangneuronsError('E_OPTIONS', `--out ${o.out}: holds the finished statistics of a profile run, not an earlier merge; stats merge replaces only its own merges: choose another --out`, { field: '--out' });
+        }
+        // Every shard of one run that together counted less than its budget: the corpus was smaller than the budget.
+        const parts = acc.meta.parts ?? [];
+        const n = shardsOfOneRun(parts);
+        const short = n !== null ? budgetShortfall({ ...acc.meta.scope, tokenBudget: parts[0]!.budget }, acc.tokens) : null;
+        if (short) process.stderr.write(`warning: ${acc.meta.language}: ${short.kind === 'rule' ? `the ${n} shards ${short.text}`
+          : `the ${n} shards counted ${acc.tokens} tokens, fewer than their run's budget of ${parts[0]!.budget}: the corpus holds no more`}\n`);
+        await ensureParentDir(o.out);
+        await writeStats(o.out, acc);
+        printResult(o, { out: o.out, language: acc.meta.language, tokens: acc.tokens, sequences: acc.sequences, shards: acc.meta.shards },
+          () => `${acc.meta.language}: ${acc.tokens} tokens, ${acc.sequences} sequences from ${acc.meta.shards} shard(s) -> ${o.out}`);
+      });
     });
   stats
     .command('show <file>')

@@ -5,10 +5,10 @@ import { promises as fsp } from 'node:fs';
 import { inputHashes } from '../../eval/inputs.js';
 import type { LanguageModel } from '../../engine/model.js';
 import { withFileOutputLock } from '../../io/lock.js';
-import { checkOutput, checkOutputWithSidecars } from '../../io/outdir.js';
+import { checkOutput, checkOutputWithSidecars, sidecarPaths } from '../../io/outdir.js';
 import type { SteerRequest } from '../../steer/index.js';
 import type { UnitLog } from '../../io/unit-log.js';
-import { openSteerLog, steerRunKey } from '../../steer/resume.js';
+import { openSteerLog, partialFile, steerRunKey } from '../../steer/resume.js';
 import { engineIdentity, requireOutputFile } from '../common.js';
 
 /**
@@ -21,10 +21,12 @@ export async function withMeasureOutput<T>(out: string, measure: string, format:
   const paths = inputs.flatMap((i) => i?.split(',') ?? []).map((p) => p.slice(p.indexOf('=') + 1).trim()).filter(Boolean);
   const ours = async (f: string) => (JSON.parse(await fsp.readFile(f, 'utf8')) as { format?: unknown } | null)?.format === format;
   requireOutputFile(out);
+  // The files written beside --out under its lock: their temporaries left by a killed run are removed when it is taken.
+  const companions = [partialFile(out), ...(sidecars ? Object.values(sidecarPaths(out)) : [])];
   return withFileOutputLock(out, `steer ${measure}`, async () => {
     await (sidecars ? checkOutputWithSidecars : checkOutput)(out, paths, `a langneurons ${measure} result`, ours);
     return work();
-  });
+  }, companions);
 }
 
 /**
