@@ -37,6 +37,8 @@ export interface ProfileOptions {
   layers?: number;
   /** Tokens per forward batch (default 4096). */
   batchTokens?: number;
+  /** Profile only one shard: the sequences i with i % count = index. `index` is 0-based (0 .. count - 1): the CLI's
+   *  `--shard K/N` is { index: K - 1, count: N }. Merge the shards' files with mergeStatsInOrder. */
   shard?: { index: number; count: number };
   histEdges?: number[];
   /** The same thresholds for every language (see also thresholdsFrom). */
