@@ -2,6 +2,7 @@
 // much the languages' sets overlap (counts, Jaccard, overlap coefficient), in an order that puts similar
 // languages next to each other (average-linkage clustering on 1 − Jaccard).
 import type { NeuronMask } from '../identify/masks.js';
+import { summarizeMask } from '../identify/mask-ops.js';
 
 export interface LayersAnalysis {
   method: string;
@@ -58,14 +59,13 @@ export interface OverlapAnalysis {
   merges: { left: string[]; right: string[]; distance: number }[];
 }
 
-const key = (layer: number, unit: number) => layer * 2 ** 26 + unit;
-
 export function analyzeOverlap(mask: NeuronMask): OverlapAnalysis {
   const maskOrder = Object.keys(mask.languages);
-  const sets = maskOrder.map((l) => new Set(mask.languages[l]!.flatMap((units, k) => units.map((u) => key(k, u)))));
-  const n = maskOrder.length;
-  const both = (i: number, j: number) => { let c = 0; for (const x of sets[i]!) if (sets[j]!.has(x)) c++; return c; };
-  const counts0 = Array.from({ length: n }, (_, i) => Array.from({ length: n }, (_, j) => both(i, j)));
+  // summarizeMask counts every pair's shared units in one pass over the units (not a set intersection per pair:
+  // seconds, not minutes, for 100 languages of an 8B mask); the diagonal holds each language's size.
+  const { overlap } = summarizeMask(mask);
+  const counts0 = maskOrder.map((a) => maskOrder.map((b) => overlap[a]![b]!));
+  const sets = maskOrder.map((_, i) => ({ size: counts0[i]![i]! }));
   // Two languages without neurons share none: 0 (masks compare's 1 for two empty sets is agreement of two masks of
   // one language, another question).
   const jac0 = counts0.map((r, i) => r.map((c, j) => { const u = sets[i]!.size + sets[j]!.size - c; return u > 0 ? c / u : 0; }));

@@ -104,11 +104,23 @@ export function quantile(values: Float64Array, q: number, variant: QuantileVaria
  * index, so the result is deterministic (torch.topk leaves the order of ties unspecified). NaN never ranks.
  */
 export function topIndices(scores: Float64Array, count: number, largest: boolean): number[] {
-  const idx: number[] = [];
-  for (let i = 0; i < scores.length; i++) if (!Number.isNaN(scores[i]!)) idx.push(i);
+  const ranked = scores.filter((x) => !Number.isNaN(x));
+  const n = Math.min(Math.max(0, count), ranked.length);
+  if (n === 0) return [];
+  // Only the n best are ordered: the n-th best value comes from a sort of the values (native, no comparator), and
+  // only the indices that beat or tie it are sorted by comparator. Sorting every index by comparator took ~0.25 s
+  // per language at an 8B model's 458,752 units: over a minute for act-prob or ap over 100 languages.
+  ranked.sort();
+  const cut = largest ? ranked[ranked.length - n]! : ranked[n - 1]!;
+  const better: number[] = [], tied: number[] = [];
+  for (let i = 0; i < scores.length; i++) {
+    const x = scores[i]!;
+    if (largest ? x > cut : x < cut) better.push(i);
+    else if (x === cut) tied.push(i); // ascending: ties go by the lower flat index
+  }
   const sign = largest ? -1 : 1;
-  idx.sort((a, b) => sign * (scores[a]! - scores[b]!) || a - b);
-  return idx.slice(0, Math.max(0, count));
+  better.sort((a, b) => sign * (scores[a]! - scores[b]!) || a - b);
+  return better.concat(tied.slice(0, n - better.length));
 }
 
 /** Checks a rate option: a number in [0, 1]. */

@@ -18,28 +18,36 @@ export interface MaskSummary {
   union: number;
 }
 
-const key = (layer: number, unit: number) => `${layer}:${unit}`;
-const unitSet = (perLayer: number[][]) => new Set(perLayer.flatMap((units, l) => units.map((u) => key(l, u))));
+/** A language's units as flat indices layer·width + unit. */
+const unitSet = (perLayer: number[][], width: number) => new Set(perLayer.flatMap((units, l) => units.map((u) => l * width + u)));
 
 export function summarizeMask(mask: NeuronMask): MaskSummary {
-  const languages = Object.keys(mask.languages);
-  const sets = new Map(languages.map((l) => [l, unitSet(mask.languages[l]!)]));
-  const total: Record<string, number> = {}, perLayer: Record<string, number[]> = {}, overlap: Record<string, Record<string, number>> = {};
-  const membership = new Map<string, number>();
-  for (const a of languages) {
-    total[a] = sets.get(a)!.size;
-    perLayer[a] = mask.languages[a]!.map((u) => u.length);
-    overlap[a] = {};
-    for (const b of languages) {
-      let n = 0;
-      for (const x of sets.get(a)!) if (sets.get(b)!.has(x)) n++;
-      overlap[a]![b] = n;
-    }
-    for (const x of sets.get(a)!) membership.set(x, (membership.get(x) ?? 0) + 1);
+  const languages = Object.keys(mask.languages), K = languages.length;
+  // The overlaps are counted unit by unit, over the languages that hold each unit: intersecting every pair of
+  // languages' sets costs K² set lookups per unit, 18 s for 100 languages of an 8B mask at 5% of its neurons.
+  // holders[u] lists the languages (indices) holding unit u = layer·width + unit, built in two passes as offsets.
+  const sets = languages.map((l) => unitSet(mask.languages[l]!, mask.width));
+  const first = new Uint32Array(mask.layers * mask.width + 1);
+  for (const set of sets) for (const u of set) first[u + 1]!++;
+  for (let u = 0; u < mask.layers * mask.width; u++) first[u + 1]! += first[u]!;
+  const holders = new Uint32Array(first[first.length - 1]!), filled = first.slice(0, -1);
+  sets.forEach((set, k) => { for (const u of set) holders[filled[u]!++] = k; });
+  const pairs = new Float64Array(K * K), sharedBy = new Array<number>(K + 1).fill(0);
+  let union = 0;
+  for (let u = 0; u + 1 < first.length; u++) {
+    const from = first[u]!, to = first[u + 1]!;
+    if (from === to) continue;
+    union++;
+    sharedBy[to - from]!++;
+    for (let i = from; i < to; i++) for (let j = from; j < to; j++) pairs[holders[i]! * K + holders[j]!]!++;
   }
-  const sharedBy = new Array<number>(languages.length + 1).fill(0);
-  for (const k of membership.values()) sharedBy[k]!++;
-  return { method: mask.method, languages, total, perLayer, overlap, sharedBy, union: membership.size };
+  const total: Record<string, number> = {}, perLayer: Record<string, number[]> = {}, overlap: Record<string, Record<string, number>> = {};
+  languages.forEach((a, i) => {
+    total[a] = sets[i]!.size;
+    perLayer[a] = mask.languages[a]!.map((u) => u.length);
+    overlap[a] = Object.fromEntries(languages.map((b, j) => [b, pairs[i * K + j]!]));
+  });
+  return { method: mask.method, languages, total, perLayer, overlap, sharedBy, union };
 }
 
 export interface LanguageComparison { a: number; b: number; both: number; jaccard: number }
@@ -64,7 +72,7 @@ export function compareMasks(a: NeuronMask, b: NeuronMask): MaskComparison {
   const languages: Record<string, LanguageComparison> = {};
   for (const lang of Object.keys(a.languages)) {
     if (!Object.prototype.hasOwnProperty.call(b.languages, lang)) continue;
-    const A = unitSet(a.languages[lang]!), B = unitSet(b.languages[lang]!);
+    const A = unitSet(a.languages[lang]!, a.width), B = unitSet(b.languages[lang]!, b.width);
     let both = 0;
     for (const x of A) if (B.has(x)) both++;
     const union = A.size + B.size - both;

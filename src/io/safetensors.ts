@@ -95,11 +95,21 @@ function isNonNegativeSafeInteger(v: unknown): v is number {
 
 /** Reads exactly `length` bytes at `position`, or fails naming the file (short reads = truncation). */
 async function readExactly(handle: fsp.FileHandle, file: string, length: number, position: number): Promise<Uint8Array> {
-  const buffer = new Uint8Array(length); // fresh ArrayBuffer: offset 0, so typed views are aligned
+  return new Uint8Array(await readBytes(handle, file, length, position));
+}
+
+/** The largest part of a buffer read or written in one call, and so the largest Uint8Array made over it: one read or
+ *  write call cannot pass 2 GiB - 1 bytes, and no typed array holds over 2^32 elements (a byte view of a tensor of
+ *  over 4 GiB, e.g. the per-sequence means of 2,400 sequences at an 8B model's `act`, cannot be made at once). */
+const IO_PART_BYTES = 1 << 30;
+
+/** `length` bytes at `position` in a fresh ArrayBuffer (offset 0, so typed views of it are aligned), of any size. */
+async function readBytes(handle: fsp.FileHandle, file: string, length: number, position: number): Promise<ArrayBuffer> {
+  const buffer = new ArrayBuffer(length);
   let done = 0;
   while (done < length) {
-    // At most 1 GiB per read: one read call cannot return more than 2 GiB - 1 bytes.
-    const { bytesRead } = await handle.read(buffer, done, Math.min(length - done, 1 << 30), position + done);
+    const part = new Uint8Array(buffer, done, Math.min(length - done, IO_PART_BYTES));
+    const { bytesRead } = await handle.read(part, 0, part.byteLength, position + done);
     if (bytesRead === 0) fail(file, `unexpected end of file: wanted ${length} bytes at offset ${position}, got ${done}`);
     done += bytesRead;
   }
@@ -245,8 +255,8 @@ function assertLittleEndian(): void {
 }
 
 /** Wraps raw little-endian bytes (offset 0 of their own buffer, so aligned) as the dtype's typed array. */
-function viewAs(dtype: Dtype, bytes: Uint8Array): TensorData {
-  const { buffer, byteOffset, byteLength } = bytes;
+function viewAs(dtype: Dtype, buffer: ArrayBuffer): TensorData {
+  const byteOffset = 0, byteLength = buffer.byteLength;
   const size = DTYPE_SIZES[dtype];
   const n = byteLength / size;
   switch (dtype) {
@@ -274,7 +284,7 @@ export async function readTensor(file: string, info: TensorInfo): Promise<Tensor
   assertLittleEndian();
   const handle = await openForRead(file);
   try {
-    return viewAs(info.dtype, await readExactly(handle, file, info.byteLength, info.byteOffset));
+    return viewAs(info.dtype, await readBytes(handle, file, info.byteLength, info.byteOffset));
   } finally {
     await handle.close();
   }
@@ -289,7 +299,11 @@ export function toFloat32(info: Pick<TensorInfo, 'dtype' | 'name'>, data: Tensor
     case 'F8_E4M3':
     case 'F8_E5M2':
       throw new LangneuronsError('E_SAFETENSORS', `tensor ${JSON.stringify(info.name)}: dtype ${info.dtype} is not supported for computation`);
-    case 'I64': return Float32Array.from(data as BigInt64Array, (v) => Number(v));
+    case 'I64': { // a loop: Float32Array.from(data, mapFn) copies into a JS array first, which V8 aborts on past ~112M values
+      const ints = data as BigInt64Array, out = new Float32Array(ints.length);
+      for (let i = 0; i < ints.length; i++) out[i] = Number(ints[i]!);
+      return out;
+    }
     default: return Float32Array.from(data as Exclude<TensorData, BigInt64Array>);
   }
 }
@@ -310,8 +324,10 @@ export interface TensorToProduce {
   produce: () => TensorData | Buffer | Promise<TensorData | Buffer>;
 }
 
-function bytesOf(data: TensorData | Buffer): Uint8Array {
-  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+/** The bytes of `data` as views of at most IO_PART_BYTES each (a tensor may hold over 4 GiB). */
+function* bytesOf(data: TensorData | Buffer): Generator<Uint8Array> {
+  for (let done = 0; done < data.byteLength; done += IO_PART_BYTES)
+    yield new Uint8Array(data.buffer, data.byteOffset + done, Math.min(data.byteLength - done, IO_PART_BYTES));
 }
 
 /**
@@ -365,7 +381,7 @@ export async function writeSafetensors(
       const t = tensors[name]!;
       const data = 'data' in t ? t.data : await t.produce();
       if (!('data' in t)) checkSize(file, name, t, data, sizes.get(name)!);
-      await sink.write(bytesOf(data));
+      for (const part of bytesOf(data)) await sink.write(part);
     }
   });
 }

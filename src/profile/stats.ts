@@ -192,7 +192,7 @@ export async function writeStats(file: string, s: ActivationStats, extraMetadata
     sequences: { dtype: 'I64', shape: [1], data: BigInt64Array.of(BigInt(s.sequences)) },
   };
   const L = s.meta.layers.length;
-  const counts = (a: Float64Array) => BigInt64Array.from(a, (x) => BigInt(x));
+  const counts = countsToI64;
   for (const [site, st] of s.sites) {
     const shape = [L, st.width];
     t[`${site}.over_zero`] = { dtype: 'I64', shape, data: counts(st.overZero) };
@@ -222,15 +222,22 @@ export const CHECKPOINT_KEY = 'langneurons_checkpoint';
 
 /** A finished statistics file. A profile's checkpoint (`.<lang>.checkpoint.safetensors`) is refused: merged or ranked
  *  as if finished, it silently leaves out the corpus the stopped run had not reached. */
-export async function readStats(file: string): Promise<ActivationStats> {
-  const { stats, metadata } = await readStatsFile(file);
+export async function readStats(file: string, parts: StatsParts = {}): Promise<ActivationStats> {
+  const { stats, metadata } = await readStatsFile(file, parts);
   if (metadata[CHECKPOINT_KEY] !== undefined)
     fail(file, `the checkpoint of a profile run that was stopped (${stats.tokens} tokens so far), not finished statistics: run the same profile command again to finish it (it resumes from here)`);
   return stats;
 }
 
+/**
+ * The large optional parts of a statistics file, read unless false. A reader that does not use them leaves them out:
+ * the per-sequence means take 1.8 MB a sequence at an 8B model's `act` (gigabytes a language, most of the file) and a
+ * histogram 8 bytes a bin per unit, while the counts LAPE ranks take 3.7 MB. Left out, only their shapes are checked.
+ */
+export interface StatsParts { seqMeans?: boolean; histogram?: boolean }
+
 /** The statistics and every metadata entry of the file (for checkpoints that carry a resume position). */
-export async function readStatsFile(file: string): Promise<{ stats: ActivationStats; metadata: Record<string, string> }> {
+export async function readStatsFile(file: string, parts: StatsParts = {}): Promise<{ stats: ActivationStats; metadata: Record<string, string> }> {
   let header: SafetensorsHeader;
   const tensors = new Map<string, { info: TensorInfo; data: TensorData }>();
   try {
@@ -244,7 +251,9 @@ export async function readStatsFile(file: string): Promise<{ stats: ActivationSt
   if (header.metadata?.['langneurons'] === undefined && header.metadata?.['langneurons_mask'] !== undefined)
     fail(file, 'a langneurons mask, not a statistics file');
   try {
-    for (const info of header.tensors) tensors.set(info.name, { info, data: await readTensor(file, info) });
+    const leftOut = (name: string) => (parts.seqMeans === false && name.endsWith('.seq_means')) || (parts.histogram === false && name.endsWith('.hist_counts'));
+    // A part left out keeps its header entry (its dtype and shape are checked), not its data.
+    for (const info of header.tensors) tensors.set(info.name, { info, data: leftOut(info.name) ? new Float64Array(0) : await readTensor(file, info) });
   } catch (e) {
     if (e instanceof LangneuronsError) throw e;
     fail(file, `cannot read the statistics file: ${(e as Error).message}`);
@@ -266,7 +275,7 @@ export async function readStatsFile(file: string): Promise<{ stats: ActivationSt
   const tokens = count('tokens');
   const sequences = count('sequences');
   // Impossible values would silently move every mask computed from the file: one pass over each array refuses them.
-  const toF64 = (d: unknown) => Float64Array.from(d as BigInt64Array, (v) => Number(v));
+  const toF64 = (d: unknown) => countsToF64(d as BigInt64Array);
   const sites = new Map<Site, SiteStats>();
   for (const site of SITES) {
     const oz = get(`${site}.over_zero`, 'I64');
@@ -305,7 +314,7 @@ export async function readStatsFile(file: string): Promise<{ stats: ActivationSt
         if (!Number.isFinite(e[i]!) || (i > 0 && !(e[i]! >= e[i - 1]!))) fail(file, `tensor "${site}.hist_edges" is not finite and ascending (at edge ${i}: ${e[i]})`);
       need(`${site}.hist_counts`, 'I64');
       shapeOk(`${site}.hist_counts`, [L, W, B]);
-      st.histogram = { edges: e, counts: inRange(file, `${site}.hist_counts`, [L, W, B], toF64(tensors.get(`${site}.hist_counts`)!.data), 0, Infinity, 'a count (≥ 0)') };
+      if (parts.histogram !== false) st.histogram = { edges: e, counts: inRange(file, `${site}.hist_counts`, [L, W, B], toF64(tensors.get(`${site}.hist_counts`)!.data), 0, Infinity, 'a count (≥ 0)') };
     }
     const th = get(`${site}.above_thresholds`, 'F32');
     if (th) {
@@ -319,13 +328,28 @@ export async function readStatsFile(file: string): Promise<{ stats: ActivationSt
     if (sm) {
       // One row per sequence that counted a token (the engine writes no row for the others), so rows = sequences.
       shapeOk(`${site}.seq_means`, [sequences, L, W]);
-      st.seqMeans = inRange(file, `${site}.seq_means`, [sequences, L, W], sm.data as Float32Array, -Infinity, Infinity, 'a finite mean');
+      if (parts.seqMeans !== false) st.seqMeans = inRange(file, `${site}.seq_means`, [sequences, L, W], sm.data as Float32Array, -Infinity, Infinity, 'a finite mean');
     }
     sites.set(site, st);
   }
   if (!sites.size) fail(file, 'holds no site statistics');
   delete meta.aboveSources;
   return { stats: { meta, tokens, sequences, sites }, metadata: { ...header.metadata } };
+}
+
+// Counts convert element by element in a loop. TypedArray.from(counts, mapFn) first copies the values into a JS array:
+// ten times slower, and past ~112M values (an 8B model's histogram of 256 bins per neuron) V8 aborts the process
+// ("invalid array length ... heap out of memory"), which no catch sees.
+function countsToI64(a: Float64Array): BigInt64Array {
+  const out = new BigInt64Array(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = BigInt(a[i]!);
+  return out;
+}
+
+function countsToF64(a: BigInt64Array): Float64Array {
+  const out = new Float64Array(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = Number(a[i]!);
+  return out;
 }
 
 /** xs (of the given shape) when every value is finite and in [lo, hi]; else one line naming the file, tensor and element. */

@@ -8,7 +8,7 @@ import {
   summarizeMask, type ActProbVariant, type LanguageStats, type LapeOptions, type NeuronMask, type PercentileSource,
 } from '../../identify/index.js';
 import { refuseNonMaskOutput } from '../../identify/masks.js';
-import { readStats, SITES, statsFilesIn, type Site } from '../../profile/stats.js';
+import { readStats, SITES, statsFilesIn, type Site, type StatsParts } from '../../profile/stats.js';
 import { parseFloatOption, parseIntOption, printResult } from '../output.js';
 
 const METHODS = ['lape', ...ACT_PROB_VARIANTS, 'ap', 'raw-activated'] as const;
@@ -39,8 +39,12 @@ function parseLangs(v: string | undefined): string[] | undefined {
   return langs;
 }
 
-/** Statistics files given as folders (every <lang>.safetensors, checkpoints excluded) and/or files. */
-export async function readStatsInputs(paths: string[], langs?: string[]): Promise<LanguageStats[]> {
+/**
+ * Statistics files given as folders (every <lang>.safetensors, checkpoints excluded) and/or files; `parts` leaves out
+ * what the method does not read (the per-sequence means, gigabytes a language at 8B, for every method but ap and
+ * raw-activated).
+ */
+export async function readStatsInputs(paths: string[], langs?: string[], parts: StatsParts = {}): Promise<LanguageStats[]> {
   const files: string[] = [];
   for (const p of paths) {
     const found = await statsFilesIn([p]);
@@ -48,7 +52,7 @@ export async function readStatsInputs(paths: string[], langs?: string[]): Promis
     files.push(...found);
   }
   const inputs: LanguageStats[] = [];
-  for (const file of files) inputs.push({ file, stats: await readStats(file) });
+  for (const file of files) inputs.push({ file, stats: await readStats(file, parts) });
   if (!langs) return inputs;
   const have = new Map(inputs.map((i) => [i.stats.meta.language, i]));
   return langs.map((l) => have.get(l) ?? (() => { throw new LangneuronsError('E_INPUT', `no statistics for language '${l}' (have: ${[...have.keys()].join(', ')})`); })());
@@ -112,7 +116,9 @@ export function registerIdentify(program: Command): void {
           throw new LangneuronsError('E_OPTIONS', `${flag === '--keep-ties' && o.keepTies === false ? '--no-keep-ties' : flag} is not used by --method ${o.method}: ` +
             `it applies to ${methods.join(', ')}`, { field: flag });
       const langs = parseLangs(o.langs);
-      const inputs = await readStatsInputs(paths, langs);
+      // ap and raw-activated rank the per-sequence means, the act-prob variants may read histograms, LAPE neither.
+      const bySequence = o.method === 'ap' || o.method === 'raw-activated';
+      const inputs = await readStatsInputs(paths, langs, { seqMeans: bySequence, histogram: (ACT_PROB_VARIANTS as readonly string[]).includes(o.method) });
       // Before any work: an output that is an input, or a file that is not a mask, is refused.
       const refuseOutputs = async (files: string[]) => {
         for (const f of files) { await refuseOutputIsInput(f, [...paths, ...inputs.map((i) => i.file)]); await refuseNonMaskOutput(f); }
