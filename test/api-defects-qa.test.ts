@@ -11,24 +11,16 @@
 // - the package ships no source map whose sources it lacks (1.3 MB of maps pointing at src/*.ts, which is not packed:
 //   `node --enable-source-maps` printed stack traces into files that do not exist).
 import { spawnSync } from 'node:child_process';
-import { promises as fsp, readFileSync, writeFileSync } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import * as api from '../src/index.js';
+import { ENTRY, errorOf, expectConsumerTypeChecks } from './helpers/consumer.js';
 import { makeTempDir, removeDir, repoRoot } from './helpers/fixtures.js';
 
 const temps: string[] = [];
 afterAll(async () => { for (const d of temps) await removeDir(d); });
-
-async function errorOf(f: () => unknown): Promise<unknown> {
-  try {
-    await f();
-  } catch (e) {
-    return e;
-  }
-  throw new Error('no error');
-}
 
 async function sourceFiles(dir: string): Promise<string[]> {
   const out: string[] = [];
@@ -65,9 +57,7 @@ describe('declarations', () => {
   it('a strict consumer names the types of the exported functions from the entry point, and switches on error codes', async () => {
     const dir = await makeTempDir('langneurons-api-qa-');
     temps.push(dir);
-    const entry = JSON.stringify(path.join(repoRoot, 'dist', 'src', 'index.js'));
-    writeFileSync(path.join(dir, 'package.json'), '{"type": "module"}\n');
-    writeFileSync(path.join(dir, 'use.ts'), `
+    expectConsumerTypeChecks(dir, `
 import {
   finetune, resume, interventionFromCli, openCorpus, estimateMemory, compareMasks, logLikelihood, readSafetensorsHeader,
   createNativeTrainer, LangneuronsError, ERROR_CODES,
@@ -75,7 +65,7 @@ import {
   type LanguageSource, type MemoryEstimate, type LanguageComparison, type MaskSource, type ContinuationScore,
   type FinishReason, type TangStatsOptions, type SafetensorsHeader, type TensorToWrite, type NativeTrainerOptions,
   type HeadInfo, type PromptCompletion, type MergeReport, type LangneuronsErrorCode, type LangneuronsErrorOptions,
-} from ${entry};
+} from ${ENTRY};
 
 const ctl: RunControl = { onLog: (e) => { void e; } };
 const where: PlacementRequest = { device: 'cpu' };
@@ -103,11 +93,6 @@ export function misspelt(e: LangneuronsError): boolean {
   return e.code === 'E_OPTION';
 }
 `);
-    writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: {
-      target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, skipLibCheck: false,
-      types: ['node'], typeRoots: [path.join(repoRoot, 'node_modules', '@types')] }, files: ['use.ts'] }));
-    const tsc = spawnSync(process.execPath, [path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], { encoding: 'utf8', timeout: 120_000 });
-    expect(tsc.status, tsc.stdout + tsc.stderr).toBe(0);
   }, 120_000);
 
   it('ProfileOptions.shard says its index is 0-based (the CLI\'s --shard K/N is 1-based)', () => {

@@ -10,21 +10,13 @@ import {
   LangneuronsError, estimateMemory, finetune, generate, loadModel, logLikelihoodTokens, maskFromTang, modelIdentity, openCheckpoint, resolveIntervention, scoreText,
   statsFromTang, writeSafetensors, type LanguageModel, type ModelConfig,
 } from '../src/index.js';
+import { errorOf } from './helpers/consumer.js';
 import { makeTempDir, removeDir } from './helpers/fixtures.js';
 
 let model: LanguageModel;
 beforeAll(async () => { model = await loadModel('models/udhr20', { device: 'cpu', threads: 1 }); });
 afterAll(async () => { await model.dispose(); });
 
-/** The error a call throws or rejects with. */
-async function errorOf(f: () => unknown): Promise<unknown> {
-  try {
-    await f();
-  } catch (e) {
-    return e;
-  }
-  throw new Error('no error');
-}
 
 describe('the engine\'s refusals are LangneuronsErrors', () => {
   it.each([

@@ -2,10 +2,11 @@
 // with the CUDA runtime when nvcc is found. It once failed on every machine with nvcc: CMakeLists.txt asked for
 // benchmarks/gpu/bench_gpu.cpp, which the package does not hold.
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
+import { ENTRY, expectConsumerTypeChecks } from './helpers/consumer.js';
 import { makeTempDir, removeDir, repoRoot } from './helpers/fixtures.js';
 
 const nvccFound = spawnSync('nvcc', ['--version']).status === 0 ||
@@ -43,18 +44,12 @@ describe('the npm package', () => {
   it('its declarations type-check in a strict consumer without skipLibCheck (no dependency\'s broken types leak in)', async () => {
     const dir = await makeTempDir('langneurons-consumer-');
     temps.push(dir);
-    writeFileSync(path.join(dir, 'package.json'), '{"type": "module"}\n');
-    writeFileSync(path.join(dir, 'use.ts'), [
-      `import { loadModel, generate, LangneuronsError, type LanguageModel } from ${JSON.stringify(path.join(repoRoot, 'dist', 'src', 'index.js'))};`,
+    expectConsumerTypeChecks(dir, [
+      `import { loadModel, generate, LangneuronsError, type LanguageModel } from ${ENTRY};`,
       "const model: LanguageModel = await loadModel('m', { device: 'auto', compute: 'bf16' });",
       "const out = await model.forward([[1, 2, 3]], { logits: 'last' });",
       "const [g] = await generate(model, 'x', { maxNewTokens: 2 });",
       'export const checked: [number, string | undefined, boolean] = [out.rows, g?.text, new LangneuronsError(\'E_INPUT\', \'x\') instanceof Error];',
     ].join('\n') + '\n');
-    writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: {
-      target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, skipLibCheck: false,
-      types: ['node'], typeRoots: [path.join(repoRoot, 'node_modules', '@types')] }, files: ['use.ts'] }));
-    const tsc = spawnSync(process.execPath, [path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], { encoding: 'utf8', timeout: 120_000 });
-    expect(tsc.status, tsc.stdout + tsc.stderr).toBe(0);
   }, 120_000);
 });
