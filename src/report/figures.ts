@@ -13,7 +13,7 @@ import path from 'node:path';
 import { Resvg, type ResvgRenderOptions } from '@resvg/resvg-js';
 
 import { LangneuronsError } from '../errors.js';
-import { removeOrphanTemps, writeFileAtomic } from '../io/atomic.js';
+import { writeFileAtomic } from '../io/atomic.js';
 import { acquireFileOutputLock, type OutputLock } from '../io/lock.js';
 import { ensureOutputDir } from '../io/outdir.js';
 
@@ -139,8 +139,6 @@ async function writeFigureLocked(dir: string, fig: Figure): Promise<FigureFiles>
   const files = checkFigureName(dir, fig.name);
   const png = svgToPng(fig.svg);
   const owned = ownedNames(fig.name);
-  // A killed earlier write of this set left its temporaries (<file>.tmp-<pid>-<hex>): ours, as the set's files are.
-  await removeOrphanTemps(dir, false, new Set([...owned, path.basename(files.json)]));
   // The record first, without data: from here on every file of the set is ours, whatever a kill leaves.
   await writeFileAtomic(files.json, JSON.stringify({ format: FIGURE_FORMAT, name: fig.name, files: owned, complete: false,
     note: 'being written (or cut short): the same command run again writes the figure' }, null, 1) + '\n');
@@ -167,7 +165,8 @@ export async function writeFigures(dir: string, figs: Figure[]): Promise<Record<
   await ensureOutputDir(dir);
   const locks: OutputLock[] = [];
   try {
-    for (const f of figs) locks.push(await acquireFileOutputLock(path.join(dir, f.name), `figure ${f.name}`));  // <name>.lock
+    // <name>.lock; taking it removes the temporaries a killed earlier write of the set left (<file>.tmp-<pid>-<hex>)
+    for (const f of figs) locks.push(await acquireFileOutputLock(path.join(dir, f.name), `figure ${f.name}`, Object.values(figureFiles(dir, f.name))));
     for (const f of figs) checkFigureName(dir, f.name);
     const out: Record<string, FigureFiles> = {};
     for (const f of figs) out[f.name] = await writeFigureLocked(dir, f);
