@@ -80,6 +80,14 @@ export async function profileCorpus(model: LanguageModel, corpus: Corpus, o: Pro
   return withOutputLock(o.outDir, 'profile', () => profileCorpusLocked(model, corpus, o));
 }
 
+/** The units a profile keeps statistics of: every profiled layer's units at every site. */
+function profiledUnits(model: LanguageModel, sites: Site[], layers: number): number {
+  const widths = siteWidths(model.checkpoint.config);
+  return layers * sites.reduce((n, site) => n + widths[site], 0);
+}
+
+const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+
 /**
  * --seq-means keeps one mean vector per sequence (every profiled layer and unit of every site), in memory until the
  * language's file is written: on an 8B model 1.8 MB per sequence at `act` alone, so a token budget meant for counts
@@ -90,12 +98,10 @@ export async function profileCorpus(model: LanguageModel, corpus: Corpus, o: Pro
 function seqMeansWarning(model: LanguageModel, o: ProfileOptions, sites: Site[], layers: number): string | null {
   const budget = o.scope.tokenBudget;
   if (!budget) return null;
-  const widths = siteWidths(model.checkpoint.config);
-  const perSequence = 4 * layers * sites.reduce((n, site) => n + widths[site], 0);
+  const perSequence = 4 * profiledUnits(model, sites, layers);
   const sequences = Math.ceil(budget / o.scope.maxLen / (o.shard?.count ?? 1));
   const bytes = sequences * perSequence;
   if (bytes <= os.totalmem() / 4) return null;
-  const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
   return `--seq-means keeps every sequence's mean vector (${(perSequence / 2 ** 20).toFixed(1)} MiB each: ${layers} layers of ${sites.join(', ')}): ` +
     `a budget of ${budget} tokens in ${o.scope.mode} of up to ${o.scope.maxLen} tokens${o.shard ? ` (shard ${o.shard.index + 1}/${o.shard.count})` : ''} is ` +
     `${o.scope.mode === 'sentences' ? 'at least ' : 'about '}${sequences} sequences, ${gib(bytes)} per language, in memory and in each <lang>.safetensors ` +
@@ -109,11 +115,9 @@ function seqMeansWarning(model: LanguageModel, o: ProfileOptions, sites: Site[],
  * back) instead of failing with a message. `act` of an 8B model is 3.7 MB a bin: 65,536 bins would be 240 GB.
  */
 function histogramMemoryProblem(model: LanguageModel, bins: number, sites: Site[], layers: number): string | null {
-  const widths = siteWidths(model.checkpoint.config);
-  const units = layers * sites.reduce((n, site) => n + widths[site], 0);
+  const units = profiledUnits(model, sites, layers);
   const bytes = 2 * 8 * units * bins;
   if (bytes <= os.totalmem() / 2) return null;
-  const gib = (b: number) => `${(b / 2 ** 30).toFixed(1)} GiB`;
   const fits = Math.floor(os.totalmem() / 2 / (2 * 8 * units));
   return `--histogram: ${bins} bins for each of ${units} units (${layers} layers of ${sites.join(', ')}) take ${gib(bytes)} while a ` +
     `language's statistics are read out, over half this machine's ${gib(os.totalmem())}: give at most ${fits} bins, or fewer sites or layers (--sites, --layers)`;
