@@ -25,6 +25,8 @@ export interface LanguageSource extends DocumentSource {
   readonly language: string;
   /** Where the documents come from, for statistics metadata: file names relative to the corpus root, or a built-in name. */
   readonly files: string[];
+  /** The absolute paths of the files documents() reads (none for a built-in corpus): what a sweep hashes as inputs. */
+  readonly paths: string[];
   /** sha256 (hex) over what documents() reads and how; stable across runs and machines. */
   fingerprint(): Promise<string>;
 }
@@ -103,6 +105,7 @@ function fileSource(language: string, files: CorpusFile[], counter: ReadCounter 
   return {
     language,
     files: files.map((f) => f.name),
+    paths: files.map((f) => f.file),
     async *documents() {
       for (const f of files) {
         let count = 0;

@@ -183,6 +183,7 @@ function udhrSource(id: string, split: UdhrSplit, heldout: readonly number[]): L
   return {
     language: id,
     files: [`udhr:${lang.udhrCode}:${split}`],
+    paths: [],
     async *documents() {
       yield* documents();
     },

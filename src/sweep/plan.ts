@@ -11,7 +11,6 @@ import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { openCorpusSpec } from '../corpus/index.js';
-import { formatOf } from '../corpus/readers.js';
 import type { Corpus } from '../corpus/sources.js';
 import { LangneuronsError } from '../errors.js';
 import { modelFingerprint } from '../model/fingerprint.js';
@@ -121,11 +120,10 @@ async function openSweepCorpus(sweep: LoadedSweep, spec: string, at: (string | n
   }
   const missing = (languages ?? []).filter((l) => !corpus.languages.includes(l));
   if (missing.length) refuse(`${spec}: no corpus for ${missing.join(', ')} (languages there: ${corpus.languages.join(', ')})`);
-  const folder = statSync(spec, { throwIfNoEntry: false })?.isDirectory() ?? false;
-  // Source file names are relative to the corpus folder, or to the manifest's folder; a list of files is itself.
-  const manifest = !folder && formatOf(spec) === null && !spec.includes(',') && !spec.includes('=');
-  const files = (langs: readonly string[]) => langs.flatMap((l) => corpus.source(l).files.map((n) => path.resolve(folder ? spec : path.dirname(spec), n)));
-  return { inputs: (langs = corpus.languages) => (folder ? files(langs) : manifest ? [spec, ...files(langs)] : [spec]) };
+  // The files the languages read (the corpus code's own paths), after the spec itself where it is a file (a manifest:
+  // its fields and columns change what is read).
+  const specFile = statSync(spec, { throwIfNoEntry: false })?.isFile() ? [spec] : [];
+  return { inputs: (langs = corpus.languages) => [...new Set([...specFile, ...langs.flatMap((l) => corpus.source(l).paths)])] };
 }
 
 export interface PlanOptions { out?: string }
