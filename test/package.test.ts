@@ -21,7 +21,8 @@ describe('the npm package', () => {
     const files = (JSON.parse(pack.stdout) as { files: { path: string }[] }[])[0]!.files.map((f) => f.path);
     for (const needed of ['CMakeLists.txt', 'scripts/build-native.mjs', 'bin/langneurons.js', 'dist/src/index.js', 'dist/src/index.d.ts',
       'native/src/cuda/cuda_runtime.cpp', 'schemas/sweep.schema.json', 'models/udhr20/model.safetensors',
-      'docs/PIPELINE.md', 'examples/sweep-demo.yaml'])  // the README's links and its sweep example
+      'docs/PIPELINE.md', 'examples/sweep-demo.yaml', 'docs/API.md', 'examples/api-pipeline.mjs',  // the README's links and examples
+      'dist/src/steer/public.js', 'dist/src/steer/public.d.ts', 'dist/src/eval/index.js', 'dist/src/eval/index.d.ts'])  // the entry points' files
       expect(files, needed).toContain(needed);
     expect(files.some((f) => f.startsWith('test/') || f.startsWith('benchmarks/') || f.startsWith('build/'))).toBe(false);
 

@@ -6,8 +6,12 @@ export { pySplit, pyStrip } from './pystr.js';
 export { corpusChrf, sentenceChrf, type ChrfOptions } from './metrics/chrf.js';
 export { normalizeAnswer, squadScores, squadCorpus, tokenIdScores } from './metrics/squad.js';
 export { readRows, fingerprint, type DataFile } from './data.js';
-export { TASKS, PROMPT_FORMATS, prepareTask, datasetDir, languagesIn, type TaskName, type TaskPlan, type PlanItem } from './tasks.js';
-export { ModelScorer, type Scorer, type Pair, type PairScore, type GenOptions } from './scorer.js';
-export { runPlan, aggregate, resultBase, resultKey, TOOL_VERSION, type EvalResult, type ResultKey, type Variant, type ItemResult } from './run.js';
+export { TASKS, PROMPT_FORMATS, prepareTask, datasetDir, languagesIn, type TaskName, type TaskPlan, type PlanItem, type PrepareOptions } from './tasks.js';
+export { ModelScorer, type Scorer, type ModelScorerOptions, type ScorerInfo, type Pair, type PairScore, type GenOptions, type GenOutput } from './scorer.js';
+export { runPlan, aggregate, resultBase, resultKey, TOOL_VERSION, type EvalResult, type ResultKey, type Variant, type ItemResult, type RunOptions } from './run.js';
 export { canonicalLang } from './prompts.js';
+// What runPlan keys a result by: the model's config, tokenizer and weights, not its path.
+export { modelFingerprint } from '../model/fingerprint.js';
+// What a variant reads besides the model (masks, statistics, intervention files, heads), by content.
+export { inputHashes } from './inputs.js';
 export { readResults, buildTable, tableText, tableCsv, parseBy, type Table } from './results.js';

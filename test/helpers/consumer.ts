@@ -10,13 +10,14 @@ import { repoRoot } from './fixtures.js';
 /** The entry point a consumer imports (dist/, as the package ships it), as a quoted module specifier. */
 export const ENTRY = JSON.stringify(path.join(repoRoot, 'dist', 'src', 'index.js'));
 
-/** Writes `source` as dir/use.ts of an ESM package and expects tsc (strict, without skipLibCheck) to accept it. */
-export function expectConsumerTypeChecks(dir: string, source: string): void {
+/** Writes `source` as dir/use.ts of an ESM package and expects tsc (strict, without skipLibCheck) to accept it;
+ *  `compilerOptions` replace the defaults (NodeNext) where given. */
+export function expectConsumerTypeChecks(dir: string, source: string, compilerOptions: Record<string, unknown> = {}): void {
   writeFileSync(path.join(dir, 'package.json'), '{"type": "module"}\n');
   writeFileSync(path.join(dir, 'use.ts'), source);
   writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: {
     target: 'ES2022', module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, skipLibCheck: false,
-    types: ['node'], typeRoots: [path.join(repoRoot, 'node_modules', '@types')] }, files: ['use.ts'] }));
+    types: ['node'], typeRoots: [path.join(repoRoot, 'node_modules', '@types')], ...compilerOptions }, files: ['use.ts'] }));
   const tsc = spawnSync(process.execPath, [path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], { encoding: 'utf8', timeout: 120_000 });
   expect(tsc.status, tsc.stdout + tsc.stderr).toBe(0);
 }
