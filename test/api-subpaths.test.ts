@@ -111,6 +111,38 @@ describe('a script computes what the commands compute', () => {
     expect(Object.values(da).some((d) => d > 0)).toBe(true);  // a deactivation that changes nothing would pass too
   });
 
+  it('langneurons/steer: Language Steering Shift composed as docs/API.md composes it is steer lss\'s result', async () => {
+    const facts = path.join(api, 'facts.jsonl');
+    writeFileSync(facts, [
+      { template: 'All human beings are born [X] and [Y].', sub_en: 'free', obj_en: 'equal', sub_sw: 'huru', obj_sw: 'sawa', sub_zh: '自由', obj_zh: '平等' },
+      { template: '[X] has the right to [Y].', sub_en: 'Everyone', obj_en: 'education', sub_sw: 'Kila mtu', obj_sw: 'elimu', sub_zh: '人人', obj_zh: '教育' },
+    ].map((f) => JSON.stringify(f)).join('\n') + '\n');
+    const mask = path.join(api, 'lape.json'), settings = 'set:max,add:max';
+    const dir = await consumerDir('langneurons-lss-script-');
+    writeFileSync(path.join(dir, 'lss.mjs'), [
+      "import { loadModel } from 'langneurons';",
+      "import { amplification, computeLss, engineLogLikelihood, interventionResolver, parseSettings, readFacts } from 'langneurons/steer';",
+      'const [modelDir, facts, mask, settings] = process.argv.slice(2);',
+      'const model = await loadModel(modelDir);',
+      'const resolve = interventionResolver(model), ll = engineLogLikelihood(model);',
+      'const lss = await computeLss({',
+      "  facts: await readFacts(facts), pairs: [{ base: 'en', target: 'sw' }, { base: 'zh', target: 'sw' }], settings: parseSettings(settings),",
+      '  amplify: (target, setting) => amplification(mask, target, setting),',
+      '  logLikelihood: async (pairs, request) => ll(pairs, request === null ? null : await resolve(request)),',
+      '});',
+      'model.dispose();',
+      'console.log(JSON.stringify(lss));',
+    ].join('\n') + '\n');
+    const r = spawnSync(process.execPath, [path.join(dir, 'lss.mjs'), MODEL, facts, mask, settings], { cwd: dir, encoding: 'utf8', timeout: 300_000 });
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    const out = path.join(cli, 'lss.json');
+    const c = await runCli('steer', 'lss', MODEL, '--masks', mask, '--facts', facts, '--settings', settings, '--base', 'en,zh', '--targets', 'sw', '--out', out, '--json');
+    expect(c.code, c.stderr).toBe(0);
+    const [a, b] = [JSON.parse(r.stdout) as Record<string, unknown>, JSON.parse(readFileSync(out, 'utf8')) as Record<string, unknown>];
+    expect((a['settings'] as unknown[]).length).toBe(2);
+    for (const field of ['settings', 'best']) expect(a[field], field).toEqual(b[field]);
+  }, 300_000);
+
   it('langneurons/eval: runPlan with an intervention writes the result eval writes (file name, key, metrics, items)', async () => {
     const data = path.join(repoRoot, 'test', 'fixtures-eval');
     const spec = `deactivate:${path.join(api, 'lape.json')}:sw`;
