@@ -41,6 +41,8 @@ if (cudaSim) args.push('--CDLN_CUDA_SIM=ON');
 const sourceCheckout = existsSync(path.join(root, 'benchmarks', 'gpu', 'bench_gpu.cpp'));
 args.push(`--CDLN_GPU_TESTS=${sourceCheckout ? 'ON' : 'OFF'}`);
 if (process.env.LN_CUDA_ARCHITECTURES) args.push(`--CDLN_CUDA_ARCHITECTURES=${process.env.LN_CUDA_ARCHITECTURES}`);
+// CI: a CUDA kernel that spills registers fails the build (a warning otherwise; CMakeLists.txt).
+if (process.env.LN_CUDA_SPILLS_FATAL === '1') args.push('--CDLN_CUDA_SPILLS_FATAL=ON');
 if (!cudaOff && !process.env.CUDACXX) {
   const onPath = spawnSync('nvcc', ['--version'], { encoding: 'utf8' });
   if (onPath.error || onPath.status !== 0) {
