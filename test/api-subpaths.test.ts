@@ -27,6 +27,15 @@ async function consumerDir(prefix: string): Promise<string> {
   return dir;
 }
 
+/** Runs `lines` as <consumer dir>/script.mjs with `args` (the package imported by name) and returns its stdout. */
+async function runScript(lines: string[], args: string[]): Promise<{ stdout: string }> {
+  const dir = await consumerDir('langneurons-script-');
+  writeFileSync(path.join(dir, 'script.mjs'), lines.join('\n') + '\n');
+  const r = spawnSync(process.execPath, [path.join(dir, 'script.mjs'), ...args], { cwd: dir, encoding: 'utf8', timeout: 300_000 });
+  expect(r.status, r.stdout + r.stderr).toBe(0);
+  return { stdout: r.stdout };
+}
+
 /** name → value of a perplexity matrix's ΔNLL, whatever the order of its rows and columns. */
 function deltaByCell(file: string): Record<string, number> {
   const m = JSON.parse(readFileSync(file, 'utf8')) as { rows: string[]; columns: string[]; deltaNll: number[][] };
@@ -118,8 +127,7 @@ describe('a script computes what the commands compute', () => {
       { template: '[X] has the right to [Y].', sub_en: 'Everyone', obj_en: 'education', sub_sw: 'Kila mtu', obj_sw: 'elimu', sub_zh: '人人', obj_zh: '教育' },
     ].map((f) => JSON.stringify(f)).join('\n') + '\n');
     const mask = path.join(api, 'lape.json'), settings = 'set:max,add:max';
-    const dir = await consumerDir('langneurons-lss-script-');
-    writeFileSync(path.join(dir, 'lss.mjs'), [
+    const r = await runScript([
       "import { loadModel } from 'langneurons';",
       "import { amplification, computeLss, engineLogLikelihood, interventionResolver, parseSettings, readFacts } from 'langneurons/steer';",
       'const [modelDir, facts, mask, settings] = process.argv.slice(2);',
@@ -132,9 +140,7 @@ describe('a script computes what the commands compute', () => {
       '});',
       'model.dispose();',
       'console.log(JSON.stringify(lss));',
-    ].join('\n') + '\n');
-    const r = spawnSync(process.execPath, [path.join(dir, 'lss.mjs'), MODEL, facts, mask, settings], { cwd: dir, encoding: 'utf8', timeout: 300_000 });
-    expect(r.status, r.stdout + r.stderr).toBe(0);
+    ], [MODEL, facts, mask, settings]);
     const out = path.join(cli, 'lss.json');
     const c = await runCli('steer', 'lss', MODEL, '--masks', mask, '--facts', facts, '--settings', settings, '--base', 'en,zh', '--targets', 'sw', '--out', out, '--json');
     expect(c.code, c.stderr).toBe(0);
@@ -146,9 +152,9 @@ describe('a script computes what the commands compute', () => {
   it('langneurons/eval: runPlan with an intervention writes the result eval writes (file name, key, metrics, items)', async () => {
     const data = path.join(repoRoot, 'test', 'fixtures-eval');
     const spec = `deactivate:${path.join(api, 'lape.json')}:sw`;
-    const dir = await consumerDir('langneurons-eval-script-');
-    const out = path.join(dir, 'results');
-    writeFileSync(path.join(dir, 'eval.mjs'), [
+    const out = path.join(await makeTempDir('langneurons-eval-out-'), 'results');
+    temps.push(path.dirname(out));
+    const r = await runScript([
       "import path from 'node:path';",
       "import { loadModel, resolveIntervention } from 'langneurons';",
       "import { datasetDir, inputHashes, modelFingerprint, ModelScorer, prepareTask, runPlan } from 'langneurons/eval';",
@@ -162,9 +168,7 @@ describe('a script computes what the commands compute', () => {
       '});',
       'model.dispose();',
       'console.log(JSON.stringify(result.metrics));',
-    ].join('\n') + '\n');
-    const r = spawnSync(process.execPath, [path.join(dir, 'eval.mjs'), MODEL, data, spec, out], { cwd: dir, encoding: 'utf8', timeout: 300_000 });
-    expect(r.status, r.stdout + r.stderr).toBe(0);
+    ], [MODEL, data, spec, out]);
     const c = await runCli('eval', MODEL, '--task', 'xcopa', '--langs', 'sw', '--data', data, '--intervene', spec, '--variant', 'sw-off', '--out', path.join(cli, 'results'), '--json');
     expect(c.code, c.stderr).toBe(0);
     const results = (d: string) => readdirSync(d).filter((n) => n.endsWith('.json')).sort();
