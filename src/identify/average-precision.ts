@@ -8,10 +8,13 @@
 //   AP = Σ_t (#positives with score = t / P) · (#positives with score ≥ t / #sentences with score ≥ t).
 // Ties between units' APs are broken by (layer, unit) order (pandas' sort_values leaves them unspecified).
 import type { Site } from '../profile/stats.js';
-import { checkInputs, identifyError, sequenceMeansOf, topIndices, type LanguageStats } from './common.js';
+import {
+  checkInputs, identifyError, seqMeansBudgetOf, sequenceMeansOf, topIndices, unitsPerBlock, type IdentifyContext, type LanguageStats, type SequenceMeans,
+  type SequenceMeansOptions,
+} from './common.js';
 import { maskFromFlat, type NeuronMask } from './masks.js';
 
-export interface AveragePrecisionOptions {
+export interface AveragePrecisionOptions extends SequenceMeansOptions {
   site?: Site;
   /** Units kept per language: int(N/2) top plus int(N/2) bottom (default 2000, at least 2). */
   n?: number;
@@ -87,11 +90,23 @@ export function radixSortPairs(keys: Uint32Array, tags: Uint16Array, tmpKeys: Ui
   radixPass(tmpKeys, tmpTags, keys, tags, 24);
 }
 
-/** AP of every unit for every language: one Float64Array [layers·width] per language, in input order. */
-export function averagePrecisionScores(inputs: readonly LanguageStats[], site: Site = 'act'): { languages: string[]; ap: Float64Array[]; sentences: number[] } {
+/**
+ * AP of every unit for every language: one Float64Array [layers·width] per language, in input order. Statistics read
+ * without their per-sequence means are read from their files a block of units at a time (options.seqMeansBudget).
+ */
+export function averagePrecisionScores(inputs: readonly LanguageStats[], site: Site = 'act', options: SequenceMeansOptions = {}): { languages: string[]; ap: Float64Array[]; sentences: number[] } {
+  const budget = seqMeansBudgetOf(options);
   const ctx = checkInputs(inputs, site, false);
   if (ctx.languages.length < 2) throw identifyError('average precision needs at least two languages (the others are the negatives)');
-  const seq = sequenceMeansOf(ctx, 'average precision');
+  const { sources, close } = sequenceMeansOf(ctx, 'average precision');
+  try {
+    return { languages: ctx.languages, ap: scoresOf(ctx, sources, budget, options.onBlock), sentences: sources.map((x) => x.count) };
+  } finally {
+    close();
+  }
+}
+
+function scoresOf(ctx: IdentifyContext, seq: SequenceMeans[], budget: number, onBlock: SequenceMeansOptions['onBlock']): Float64Array[] {
   const units = ctx.layers.length * ctx.width;
   const offsets: number[] = [];
   let S = 0;
@@ -99,47 +114,55 @@ export function averagePrecisionScores(inputs: readonly LanguageStats[], site: S
   const ap = seq.map(() => new Float64Array(units));
   const K = seq.length;
   const positivesOf = seq.map((x) => x.count);
-  // Units are read in blocks: the means are [sequence][unit], so reading one unit across sequences would miss the cache
-  // on every value; a block of consecutive units is contiguous in each sequence.
-  const BLOCK = 256;
+  // Every unit needs its value in every sequence of every language. The means are read a block of units at a time
+  // (from files, as many units of every sequence as the budget holds), and sorted a smaller block at a time: the means
+  // are [sequence][unit], so reading one unit across sequences would miss the cache on every value, and a block of
+  // consecutive units is contiguous in each sequence.
+  const READ = unitsPerBlock(budget, S, units);
+  const BLOCK = Math.min(256, READ);
   const block = new Uint32Array(BLOCK * S);
   const keys = new Uint32Array(S), tags = new Uint16Array(S), tagsOfBlock = new Uint16Array(S);
   const tmpKeys = new Uint32Array(S), tmpTags = new Uint16Array(S);
   seq.forEach(({ count }, k) => tagsOfBlock.fill(k, offsets[k]!, offsets[k]! + count));
   const inGroup = new Float64Array(K), cumulated = new Float64Array(K), sums = new Float64Array(K);
-  for (let start = 0; start < units; start += BLOCK) {
-    const size = Math.min(BLOCK, units - start);
-    seq.forEach(({ means, count }, k) => {
-      for (let s = 0; s < count; s++) {
-        const row = means.subarray(s * units + start, s * units + start + size), col = offsets[k]! + s;
-        for (let u = 0; u < size; u++) block[u * S + col] = sortableKey(row[u]!);
-      }
-    });
-    for (let u = 0; u < size; u++) {
-      // One sort of all sentences (with their language) per unit serves every language: walking down the distinct
-      // scores, a tie group adds (its positives / P)·(positives so far / sentences so far) to each language's AP.
-      keys.set(block.subarray(u * S, (u + 1) * S));
-      tags.set(tagsOfBlock);
-      radixSortPairs(keys, tags, tmpKeys, tmpTags);
-      cumulated.fill(0); sums.fill(0);
-      for (let i = S - 1; i >= 0;) {
-        const t = keys[i]!;
-        let j = i;
-        while (j >= 0 && keys[j] === t) { inGroup[tags[j]!]!++; j--; }
-        const predicted = S - 1 - j;
-        for (let k = 0; k < K; k++) {
-          const g = inGroup[k]!;
-          if (g === 0) continue;
-          inGroup[k] = 0;
-          cumulated[k]! += g;
-          sums[k]! += (g / positivesOf[k]!) * (cumulated[k]! / predicted);
+  for (let at = 0; at < units; at += READ) {
+    const end = Math.min(units, at + READ);
+    const ranges = seq.map((x) => x.read(at, end - at));
+    onBlock?.({ site: ctx.site, start: at, size: end - at, units, languages: ctx.languages });
+    for (let start = at; start < end; start += BLOCK) {
+      const size = Math.min(BLOCK, end - start);
+      ranges.forEach(({ data, base, stride }, k) => {
+        for (let s = 0, count = seq[k]!.count; s < count; s++) {
+          const from = base + s * stride + (start - at), col = offsets[k]! + s;
+          for (let u = 0; u < size; u++) block[u * S + col] = sortableKey(data[from + u]!);
         }
-        i = j;
+      });
+      for (let u = 0; u < size; u++) {
+        // One sort of all sentences (with their language) per unit serves every language: walking down the distinct
+        // scores, a tie group adds (its positives / P)·(positives so far / sentences so far) to each language's AP.
+        keys.set(block.subarray(u * S, (u + 1) * S));
+        tags.set(tagsOfBlock);
+        radixSortPairs(keys, tags, tmpKeys, tmpTags);
+        cumulated.fill(0); sums.fill(0);
+        for (let i = S - 1; i >= 0;) {
+          const t = keys[i]!;
+          let j = i;
+          while (j >= 0 && keys[j] === t) { inGroup[tags[j]!]!++; j--; }
+          const predicted = S - 1 - j;
+          for (let k = 0; k < K; k++) {
+            const g = inGroup[k]!;
+            if (g === 0) continue;
+            inGroup[k] = 0;
+            cumulated[k]! += g;
+            sums[k]! += (g / positivesOf[k]!) * (cumulated[k]! / predicted);
+          }
+          i = j;
+        }
+        for (let k = 0; k < K; k++) ap[k]![start + u] = sums[k]!;
       }
-      for (let k = 0; k < K; k++) ap[k]![start + u] = sums[k]!;
     }
   }
-  return { languages: ctx.languages, ap, sentences: seq.map((x) => x.count) };
+  return ap;
 }
 
 export function identifyAveragePrecision(inputs: readonly LanguageStats[], options: AveragePrecisionOptions = {}): NeuronMask {
@@ -159,7 +182,15 @@ export function identifyAveragePrecisionJoint(inputs: readonly LanguageStats[], 
   if (!Number.isSafeInteger(n) || n < 2) throw identifyError(`option n must be an integer of at least 2 (int(n/2) units are kept at each end), got ${String(n)}`);
   if (!['both', 'top', 'bottom'].includes(part)) throw identifyError(`option part must be both, top or bottom, got ${String(part)}`);
   if (sites.length === 0 || new Set(sites).size !== sites.length) throw identifyError(`option sites must list distinct sites, got [${sites.join(', ')}]`);
-  const per = sites.map((site) => ({ site, ctx: checkInputs(inputs, site, false), ...averagePrecisionScores(inputs, site) }));
+  seqMeansBudgetOf(options);
+  // Every site's inputs are checked before any site's means are ranked (hours at the papers' scale): a site missing
+  // from a file, or its means, is refused before the work on the others, not after.
+  const ctxs = sites.map((site) => {
+    const ctx = checkInputs(inputs, site, false);
+    if (ctx.languages.length >= 2) sequenceMeansOf(ctx, 'average precision').close(); // (fewer: refused below, in those words)
+    return ctx;
+  });
+  const per = sites.map((site, s) => ({ site, ctx: ctxs[s]!, ...averagePrecisionScores(inputs, site, options) }));
   const { languages } = per[0]!.ctx;
   const offsets = [0];
   for (const p of per) offsets.push(offsets.at(-1)! + p.ap[0]!.length);

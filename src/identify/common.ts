@@ -1,7 +1,8 @@
 // Shared pieces of the identification methods: validating the per-language statistics handed to a method,
 // Python-compatible rounding, the two quantile conventions of the reference code, and ranking helpers.
 import { LangneuronsError } from '../errors.js';
-import { countingConflict, type ActivationStats, type ModelIdentity, type Site, type SiteStats } from '../profile/stats.js';
+import { SeqMeansReader } from '../profile/seq-means-reader.js';
+import { countingConflict, type ActivationStats, type ModelIdentity, type SeqMeansLocation, type Site, type SiteStats } from '../profile/stats.js';
 
 /** One language's statistics and the file they came from (the file is named in errors and in the mask). */
 export interface LanguageStats {
@@ -129,17 +130,109 @@ export function checkRate(name: string, value: number): number {
   return value;
 }
 
-/** Each language's per-sequence means at the site ([sequences][layers][width]) and its sequence count. */
-export function sequenceMeansOf(ctx: IdentifyContext, method: string): { means: Float32Array; count: number }[] {
+/** Bytes of per-sequence means ap and raw-activated hold at a time by default when they read them from files. */
+export const DEFAULT_SEQ_MEANS_BUDGET = 256 * 2 ** 20;
+
+/** How ap and raw-activated read the per-sequence means. */
+export interface SequenceMeansOptions {
+  /**
+   * Bytes of per-sequence means held at a time (default 256 MiB): statistics read without them (readStats with
+   * `seqMeans: false`) are read from their files a block of units at a time, as many units as the budget holds of
+   * every sequence the method needs together (at least one). Memory is then this plus the per-unit results, whatever
+   * the files' sizes; the masks are the same for every budget.
+   */
+  seqMeansBudget?: number;
+  /** Called after each block of units is read (progress; tests sample memory there). */
+  onBlock?: (block: SequenceMeansBlock) => void;
+}
+
+/** A block of units [start, start + size) of the site's `units` (layers × width), read for `languages`. */
+export interface SequenceMeansBlock { site: Site; start: number; size: number; units: number; languages: string[] }
+
+/** The budget option, checked: a positive number of bytes. */
+export function seqMeansBudgetOf(o: SequenceMeansOptions): number {
+  const b = o.seqMeansBudget ?? DEFAULT_SEQ_MEANS_BUDGET;
+  if (typeof b !== 'number' || !(b > 0) || !Number.isFinite(b)) throw identifyError(`option seqMeansBudget must be a positive number of bytes, got ${String(b)}`);
+  return b;
+}
+
+/** Units read per block: as many of `sequences` rows as `budget` bytes hold (float32), at least 1, at most `units`. */
+export function unitsPerBlock(budget: number, sequences: number, units: number): number {
+  return Math.max(1, Math.min(units, Math.floor(budget / (4 * Math.max(1, sequences)))));
+}
+
+/** Units [start, start + size) of every sequence: sequence s, unit start + u is data[base + s·stride + u]. */
+export interface UnitRange { data: Float32Array; base: number; stride: number }
+
+/** One language's per-sequence means at the site, in memory or in its statistics file. */
+export interface SequenceMeans {
+  language: string;
+  file: string;
+  /** Sequences (rows of [layers][width]). */
+  count: number;
+  /** Units [start, start + size) of every sequence: the means themselves when in memory, else a buffer the next read reuses. */
+  read(start: number, size: number): UnitRange;
+  /** Drops the read buffer (a file's; the file stays open). */
+  release(): void;
+}
+
+/**
+ * Each language's per-sequence means at the site ([sequences][layers][width]), in input order, checked as far as
+ * can be without reading them: present, of whole sequences, not empty. Means in memory are checked whole here;
+ * means left in their files (SiteStats.seqMeansInFile) are checked block by block as they are read, a value that is
+ * not finite being refused in readStats's words (the file, the tensor, the first such element in the file's order,
+ * of the first such file in input order). close() closes the files.
+ */
+export function sequenceMeansOf(ctx: IdentifyContext, method: string): { sources: SequenceMeans[]; close(): void } {
   const units = ctx.layers.length * ctx.width;
-  return ctx.siteStats.map((st, k) => {
+  type Plan = { language: string; file: string; count: number; means?: Float32Array; location?: SeqMeansLocation };
+  const plans: Plan[] = ctx.siteStats.map((st, k) => {
     const file = ctx.inputs[k]!.file;
     const lang = ctx.languages[k]!;
     const sm = st.seqMeans;
-    if (!sm) throw identifyError(`${method} needs per-sequence means at site "${ctx.site}" for "${lang}"; profile with sequence means`, file);
+    if (!sm) {
+      const at = st.seqMeansInFile;
+      if (!at) throw identifyError(`${method} needs per-sequence means at site "${ctx.site}" for "${lang}"; profile with sequence means`, file);
+      const [count, layers, width] = at.shape;
+      if (layers !== ctx.layers.length || width !== ctx.width)
+        throw identifyError(`sequence means of "${lang}" have shape [${at.shape.join(', ')}] in ${at.file}, not [sequences, ${ctx.layers.length}, ${ctx.width}]`, file);
+      if (count === 0) throw identifyError(`language "${lang}" has no sequence means (0 sentences)`, file);
+      return { language: lang, file, count, location: at };
+    }
     if (sm.length % units !== 0) throw identifyError(`sequence means of "${lang}" hold ${sm.length} values, not a multiple of ${ctx.layers.length}×${ctx.width}`, file);
     if (sm.length === 0) throw identifyError(`language "${lang}" has no sequence means (0 sentences)`, file);
     for (let i = 0; i < sm.length; i++) if (!Number.isFinite(sm[i]!)) throw identifyError(`sequence means of "${lang}" hold ${sm[i]} at sequence ${Math.floor(i / units)}`, file);
-    return { means: sm, count: sm.length / units };
+    return { language: lang, file, count: sm.length / units, means: sm };
   });
+  const readers: SeqMeansReader[] = [];
+  const close = () => { for (const r of readers) r.close(); };
+  try {
+    const sources = plans.map((p): SequenceMeans => {
+      const { language, file, count } = p;
+      if (p.means) {
+        const data = p.means;
+        return { language, file, count, read: (start) => ({ data, base: start, stride: units }), release: () => {} };
+      }
+      const reader = new SeqMeansReader(p.location!);
+      readers.push(reader);
+      return {
+        language, file, count,
+        read: (start, size) => {
+          const { values, nonFinite } = reader.read(start, size);
+          if (nonFinite >= 0) {
+            // Named as reading every file whole named it: the first file in input order, its first element.
+            for (const r of readers) r.refuseNonFinite();
+            throw new LangneuronsError('E_STATS', `${reader.file}: tensor "${reader.tensor}" held a value that is not finite when read in blocks, ` +
+              'but none when read whole: is the file being written?', { file: reader.file });
+          }
+          return { data: values, base: 0, stride: size };
+        },
+        release: () => reader.release(),
+      };
+    });
+    return { sources, close };
+  } catch (e) {
+    close();
+    throw e;
+  }
 }

@@ -1,5 +1,8 @@
 // Identification of language-specific neurons (METHODS.md §2) and the mask files they produce.
-export { checkInputs, pyRound, quantile, type LanguageStats, type IdentifyContext, type QuantileVariant } from './common.js';
+export {
+  checkInputs, pyRound, quantile, DEFAULT_SEQ_MEANS_BUDGET, type LanguageStats, type IdentifyContext, type QuantileVariant, type SequenceMeansOptions,
+  type SequenceMeansBlock,
+} from './common.js';
 export { identifyLape, lapeScores, lapeOfRow, LAPE_PRESETS, type LapeOptions, type LapeScores } from './lape.js';
 export {
   identifyActProb, actProbScores, ACT_PROB_VARIANTS, histogramQuantile, histogramFractionAbove, histogramMeanAbs,

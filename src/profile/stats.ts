@@ -130,10 +130,26 @@ export interface SiteStats {
   /** [sequences][layers][width]: mean over each sequence's counted tokens (Kojima's AP, Rahmanisa's p_max/p_median). */
   seqMeans?: Float32Array;
   /**
+   * Where the per-sequence means lie in the statistics file when they were left out of memory (readStats with
+   * `seqMeans: false`): ap and raw-activated then read them from there a block of units at a time
+   * (src/profile/seq-means-reader.ts), gigabytes a language at 8B never being held at once.
+   */
+  seqMeansInFile?: SeqMeansLocation;
+  /**
    * The source recorded no sums (a Tang counts file with only 'n' and 'over_zero'): `sum` and `sumSq` then throw when
    * read (siteWithoutSums), so a mean is refused instead of being computed from zeros, and the file has no sum tensors.
    */
   sumsAbsent?: true;
+}
+
+/** A `<site>.seq_means` tensor of a statistics file: F32 [sequences, layers, width] from byte `byteOffset` of `file`. */
+export interface SeqMeansLocation {
+  file: string;
+  /** The tensor's name, `<site>.seq_means`. */
+  tensor: string;
+  /** Absolute position of its first byte in the file. */
+  byteOffset: number;
+  shape: [sequences: number, layers: number, width: number];
 }
 
 /**
@@ -232,7 +248,9 @@ export async function readStats(file: string, parts: StatsParts = {}): Promise<A
 /**
  * The large optional parts of a statistics file, read unless false. A reader that does not use them leaves them out:
  * the per-sequence means take 1.8 MB a sequence at an 8B model's `act` (gigabytes a language, most of the file) and a
- * histogram 8 bytes a bin per unit, while the counts LAPE ranks take 3.7 MB. Left out, only their shapes are checked.
+ * histogram 8 bytes a bin per unit, while the counts LAPE ranks take 3.7 MB. Left out, only their shapes are checked,
+ * and the per-sequence means' place in the file is kept (SiteStats.seqMeansInFile): ap and raw-activated read them
+ * from there a block of units at a time, checking their values as they go.
  */
 export interface StatsParts { seqMeans?: boolean; histogram?: boolean }
 
@@ -328,7 +346,8 @@ export async function readStatsFile(file: string, parts: StatsParts = {}): Promi
     if (sm) {
       // One row per sequence that counted a token (the engine writes no row for the others), so rows = sequences.
       shapeOk(`${site}.seq_means`, [sequences, L, W]);
-      if (parts.seqMeans !== false) st.seqMeans = inRange(file, `${site}.seq_means`, [sequences, L, W], sm.data as Float32Array, -Infinity, Infinity, 'a finite mean');
+      if (parts.seqMeans !== false) st.seqMeans = inRange(file, `${site}.seq_means`, [sequences, L, W], sm.data as Float32Array, -Infinity, Infinity, SEQ_MEAN_IS);
+      else st.seqMeansInFile = { file, tensor: `${site}.seq_means`, byteOffset: sm.info.byteOffset, shape: [sequences, L, W] };
     }
     sites.set(site, st);
   }
@@ -352,11 +371,24 @@ function countsToF64(a: BigInt64Array): Float64Array {
   return out;
 }
 
+/** What a per-sequence mean must be (the refusal's last words; the streaming reader says the same). */
+const SEQ_MEAN_IS = 'a finite mean';
+
+/** The refusal of value v, flat element i of a tensor of `shape`: one line naming the file, the tensor and the element. */
+function outOfRange(file: string, name: string, shape: number[], i: number, v: number, what: string): never {
+  fail(file, `tensor "${name}" holds ${v} at [${indexIn(shape, i).join(', ')}], which is not ${what}`);
+}
+
+/** The refusal of per-sequence mean v (flat element i of `tensor`, of `shape`), as readStats words it. */
+export function refuseSequenceMean(file: string, tensor: string, shape: number[], i: number, v: number): never {
+  outOfRange(file, tensor, shape, i, v, SEQ_MEAN_IS);
+}
+
 /** xs (of the given shape) when every value is finite and in [lo, hi]; else one line naming the file, tensor and element. */
 function inRange<T extends Float64Array | Float32Array>(file: string, name: string, shape: number[], xs: T, lo: number, hi: number, what: string): T {
   for (let i = 0; i < xs.length; i++) {
     const v = xs[i]!;
-    if (!(Number.isFinite(v) && v >= lo && v <= hi)) fail(file, `tensor "${name}" holds ${v} at [${indexIn(shape, i).join(', ')}], which is not ${what}`);
+    if (!(Number.isFinite(v) && v >= lo && v <= hi)) outOfRange(file, name, shape, i, v, what);
   }
   return xs;
 }

@@ -27,6 +27,7 @@ const METHOD_OPTIONS: readonly [string, string, readonly string[]][] = [
   ['percentileOf', '--percentile-of', ACT_PROB_VARIANTS.filter((v) => /\d+p$/.test(v))],
   ['n', '--n', ['ap']],
   ['part', '--part', ['ap']],
+  ['seqMeansBudget', '--seq-means-budget', ['ap', 'raw-activated']],
 ];
 
 /** --langs as a list: empty or a language given twice is refused (the same statistics would be ranked against themselves). */
@@ -41,8 +42,8 @@ function parseLangs(v: string | undefined): string[] | undefined {
 
 /**
  * Statistics files given as folders (every <lang>.safetensors, checkpoints excluded) and/or files; `parts` leaves out
- * what the method does not read (the per-sequence means, gigabytes a language at 8B, for every method but ap and
- * raw-activated).
+ * what the method does not read. identify leaves out the per-sequence means (gigabytes a language at 8B) for every
+ * method: ap and raw-activated read them from the files a block of units at a time.
  */
 export async function readStatsInputs(paths: string[], langs?: string[], parts: StatsParts = {}): Promise<LanguageStats[]> {
   const files: string[] = [];
@@ -76,7 +77,7 @@ function requireAboveCounts(inputs: readonly LanguageStats[], site: Site, method
 interface IdentifyCli {
   method: string; out: string; site: Site; topRate?: number; filterRate?: number; activationBarRatio?: number; quantile?: 'kthvalue' | 'interpolated';
   keepTies?: boolean; preset?: 'tang' | 'mondal' | 'gurgurov'; n: number; part: 'both' | 'top' | 'bottom'; percentileOf: PercentileSource; langs?: string; json?: boolean;
-  sites?: string;
+  sites?: string; seqMeansBudget?: number;
 }
 
 /** `masks/ap.json` and site q: `masks/ap.q.json` (one mask per site of a joint --sites ranking). */
@@ -102,6 +103,8 @@ export function registerIdentify(program: Command): void {
     .option('--sites <list>', 'ap: rank the units of these sites together, as Kojima et al. rank every linear layer\'s outputs (e.g. q,k,v,o,gate,up,down); ' +
       'writes one mask per site, <out>.<site>.json')
     .addOption(new Option('--percentile-of <s>', 'act-prob-Xp thresholds: above-counts (from a profile with thresholds), pooled-histogram, layer-histogram').choices(['above-counts', 'pooled-histogram', 'layer-histogram']).default('above-counts'))
+    .option('--seq-means-budget <MiB>', 'ap, raw-activated: MiB of per-sequence means held in memory at a time, read from the statistics files ' +
+      'a block of units at a time (default 256; the masks do not depend on it)', parseFloatOption('--seq-means-budget', (x) => x > 0, 'a number of MiB > 0'))
     .option('--langs <list>', 'only these languages, each once (default: every statistics file given)')
     .option('--json', 'print one JSON document on stdout')
     .action(async (paths: string[], o: IdentifyCli, cmd: Command) => {
@@ -116,9 +119,11 @@ export function registerIdentify(program: Command): void {
           throw new LangneuronsError('E_OPTIONS', `${flag === '--keep-ties' && o.keepTies === false ? '--no-keep-ties' : flag} is not used by --method ${o.method}: ` +
             `it applies to ${methods.join(', ')}`, { field: flag });
       const langs = parseLangs(o.langs);
-      // ap and raw-activated rank the per-sequence means, the act-prob variants may read histograms, LAPE neither.
-      const bySequence = o.method === 'ap' || o.method === 'raw-activated';
-      const inputs = await readStatsInputs(paths, langs, { seqMeans: bySequence, histogram: (ACT_PROB_VARIANTS as readonly string[]).includes(o.method) });
+      // The act-prob variants may read histograms. ap and raw-activated rank the per-sequence means, which are not read
+      // here: the methods read them from the files a block of units at a time (at the papers' scale, 55 GB of them do
+      // not fit in memory), holding at most --seq-means-budget of them.
+      const inputs = await readStatsInputs(paths, langs, { seqMeans: false, histogram: (ACT_PROB_VARIANTS as readonly string[]).includes(o.method) });
+      const stream = o.seqMeansBudget === undefined ? {} : { seqMeansBudget: o.seqMeansBudget * 2 ** 20 };
       // Before any work: an output that is an input, or a file that is not a mask, is refused.
       const refuseOutputs = async (files: string[]) => {
         for (const f of files) { await refuseOutputIsInput(f, [...paths, ...inputs.map((i) => i.file)]); await refuseNonMaskOutput(f); }
@@ -132,7 +137,7 @@ export function registerIdentify(program: Command): void {
         if (twice !== undefined) throw new LangneuronsError('E_OPTIONS', `--sites: '${twice}' is listed twice`, { field: '--sites' });
         const files = sites.map((s) => siteMaskFile(o.out, s as Site));
         await refuseOutputs(files);
-        const masks = identifyAveragePrecisionJoint(inputs, sites as Site[], { n: o.n, part: o.part });
+        const masks = identifyAveragePrecisionJoint(inputs, sites as Site[], { n: o.n, part: o.part, ...stream });
         await ensureParentDir(o.out);
         for (const [k, site] of sites.entries()) await writeMask(files[k]!, masks.get(site as Site)!);
         const totals = sites.map((s) => summarizeMask(masks.get(s as Site)!).total);
@@ -156,9 +161,9 @@ export function registerIdentify(program: Command): void {
             `of ${inputs[0]?.stats.meta.language ?? 'one language'} alone it ranks nothing): use --percentile-of layer-histogram`, { field: '--percentile-of' });
         mask = identifyActProb(inputs, o.method as ActProbVariant, { site: o.site, percentileOf: o.percentileOf, ...(o.topRate !== undefined ? { topRate: o.topRate } : {}) });
       } else if (o.method === 'ap') {
-        mask = identifyAveragePrecisionJoint(inputs, [o.site], { n: o.n, part: o.part }).get(o.site)!;
+        mask = identifyAveragePrecisionJoint(inputs, [o.site], { n: o.n, part: o.part, ...stream }).get(o.site)!;
       } else {
-        mask = identifyRawActivated(inputs, { site: o.site });
+        mask = identifyRawActivated(inputs, { site: o.site, ...stream });
       }
       await ensureParentDir(o.out);
       await writeMask(o.out, mask);
