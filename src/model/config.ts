@@ -9,7 +9,9 @@
  * Sliding windows: Mistral's (every layer) and Gemma 2's (even layers) are computed by the engine for any
  * length (`slidingWindow`, `slidingPeriod`). Qwen2/Qwen3's use_sliding_window (which transformers applies
  * differently in its eager and flash paths, from max_window_layers on) is accepted with a warning and
- * sequences longer than the window are refused (`exactUpTo`, `assertSequenceFits`).
+ * sequences longer than the window are refused (`exactUpTo`, `assertSequenceFits`). A `layer_types` list
+ * (written by transformers >= 4.53) is read where transformers reads it and checked against these patterns
+ * (`parseLayerTypes`).
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -65,7 +67,8 @@ export interface FamilyFeatures {
   finalSoftcap: number;
   /** Cohere: logits × logit_scale. */
   logitScale: number;
-  /** Layers l with l % slidingPeriod == 0 use slidingWindow (1: every layer, 2: Gemma 2's even layers). */
+  /** Layers l with l % slidingPeriod == 0 use slidingWindow (1: every layer, 2: the even layers, Gemma 2's default;
+   *  config.json's layer_types may ask for either, or for none). */
   slidingPeriod: number;
 }
 
@@ -131,6 +134,8 @@ const DEFAULT_KV_HEADS: Partial<Record<ModelType, number>> = { mistral: 8, gemma
 /** sliding_window when config.json has none (MistralConfig, Qwen2Config, Qwen3Config, Gemma2Config); for Mistral and
  *  Qwen an explicit null is no window (Mistral v0.2 and later, Nemo). */
 const DEFAULT_SLIDING_WINDOW = 4096;
+/** max_window_layers when config.json has none (Qwen2Config, Qwen3Config): layers from it on slide. */
+const DEFAULT_MAX_WINDOW_LAYERS = 28;
 /** head_dim when config.json has none: Gemma2Config and Qwen3Config default it, the others derive it. */
 const DEFAULT_HEAD_DIM: Partial<Record<ModelType, number>> = { gemma2: 256, qwen3: 128 };
 /** tie_word_embeddings when config.json has none. */
@@ -264,14 +269,57 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
   // field with a 4096-token window.
   const windowSetting = (): number | null =>
     c['sliding_window'] === undefined ? DEFAULT_SLIDING_WINDOW : c['sliding_window'] === null ? null : positiveInt('sliding_window');
+  // Per layer, whether config.json's layer_types asks for a sliding window (null: no layer_types, or a family whose
+  // transformers code ignores it).
+  const sliding = parseLayerTypes(c['layer_types'], modelType, numLayers, fail);
+  const slidingList = (s: boolean[]) => layerList(s.flatMap((on, l) => (on ? [l] : [])));
+  // Layers marked sliding_attention where no window is set: transformers' attention layers take sliding_window None
+  // there, i.e. full attention, which is what the engine computes (its sliding mask builder raises on such a config).
+  const noWindow = (why: string) => {
+    if (sliding?.includes(true))
+      warnings.push(`${name}: "layer_types" marks ${slidingList(sliding)} as sliding_attention, but ${why}: they run full attention, as transformers' attention layers do (its sliding mask builder raises an error on this config)`);
+  };
   if (modelType === 'mistral' || modelType === 'gemma2') {
     const w = modelType === 'gemma2' ? positiveInt('sliding_window', DEFAULT_SLIDING_WINDOW) : windowSetting();
-    if (w !== null && w < maxPositions) slidingWindow = w;
-  } else if ((modelType === 'qwen2' || modelType === 'qwen3') && bool('use_sliding_window', false)) {
-    const w = windowSetting();
-    if (w !== null && w < maxPositions) {
+    const own = features.slidingPeriod; // the family's pattern: mistral every layer, gemma2 the even layers
+    let period = own;
+    if (w === null) noWindow('"sliding_window" is null');
+    else if (sliding && w < maxPositions) {
+      // (A window as long as the context changes nothing, whatever the layers.) A shorter one must be on layers the
+      // engine computes: every layer, the even ones, or none.
+      const p = engineSlidingPeriod(sliding, own);
+      if (p === null) {
+        const pattern = modelType === 'gemma2' ? 'Gemma 2\'s alternation (sliding_attention on even layers, full_attention on odd ones)' : 'Mistral\'s sliding_attention on every layer';
+        const differ = sliding.flatMap((on, l) => (on !== (l % own === 0) ? [l] : []));
+        return fail(`"layer_types" differs from ${pattern} at ${layerList(differ)} (it has sliding_attention on ${slidingList(sliding)}): the engine applies sliding_window ${w} on every layer, on the even layers or on none, not on this pattern`, 'layer_types');
+      }
+      period = p;
+    }
+    if (w !== null && w < maxPositions && period > 0) {
+      slidingWindow = w;
+      features.slidingPeriod = period;
+    }
+  } else if (modelType === 'qwen2' || modelType === 'qwen3') {
+    // Qwen2Config / Qwen3Config set sliding_window to None unless use_sliding_window.
+    const useWindow = bool('use_sliding_window', false);
+    const w = useWindow ? windowSetting() : null;
+    if (w === null) noWindow(useWindow ? '"sliding_window" is null' : '"use_sliding_window" is false, so transformers sets sliding_window to None');
+    else if (w < maxPositions && (sliding === null || sliding.includes(true))) {
+      // Sequences up to the window are exact whichever layers slide, so any layer pattern is accepted. Without
+      // layer_types, transformers (>= 4.53) slides the layers from max_window_layers on; older versions' eager path
+      // applied the window on every layer, hence the refusal even where max_window_layers leaves no layer sliding.
+      let layers: string;
+      if (sliding) layers = `${slidingList(sliding)} (layer_types)`;
+      else {
+        const from = c['max_window_layers'] ?? DEFAULT_MAX_WINDOW_LAYERS;
+        if (typeof from !== 'number' || !Number.isSafeInteger(from) || from < 0)
+          return fail(`"max_window_layers" must be a non-negative integer, got ${JSON.stringify(from)}`, 'max_window_layers');
+        layers = from < numLayers
+          ? `${layerList(Array.from({ length: numLayers - from }, (_, i) => from + i))} (from max_window_layers on)`
+          : `no layer from max_window_layers ${from} on (older transformers' eager path: every layer)`;
+      }
       exactUpTo = w;
-      warnings.push(`${name}: use_sliding_window with sliding_window ${w} < max_position_embeddings ${maxPositions}: attention is exact only for sequences of at most ${w} tokens; longer ones are refused`);
+      warnings.push(`${name}: use_sliding_window with sliding_window ${w} < max_position_embeddings ${maxPositions} on ${layers}: attention is exact only for sequences of at most ${w} tokens; longer ones are refused`);
     }
   }
 
@@ -287,6 +335,44 @@ export function parseModelConfig(json: unknown, file = 'config.json'): ModelConf
     hiddenAct, bosTokenId, eosTokenIds: [...new Set(eosTokenIds)], torchDtype, slidingWindow, exactUpTo, warnings,
     ...features,
   };
+}
+
+/**
+ * config.json's `layer_types`, per layer whether it is "sliding_attention", for the families whose transformers code
+ * reads it: Qwen2Config, Qwen3Config and Gemma2Config have the field (configuration_qwen2.py, configuration_qwen3.py,
+ * configuration_gemma2.py), and their attention layers take `sliding_window` on "sliding_attention" layers only, None
+ * on the others (modeling_qwen2.py, modeling_qwen3.py, modeling_gemma2.py); AutoConfig runs a mistral config.json that
+ * holds the field as Ministral (configuration_auto.py), whose layers do the same (modeling_ministral.py). LlamaConfig
+ * and CohereConfig have no such field: there it is ignored, as transformers ignores it. Null when absent or ignored.
+ */
+function parseLayerTypes(raw: unknown, modelType: ModelType, numLayers: number, fail: (m: string, f?: string) => never): boolean[] | null {
+  if (raw === undefined || raw === null || modelType === 'llama' || modelType === 'cohere') return null;
+  const want = `a list of ${numLayers} entries (one per layer, num_hidden_layers), each "full_attention" or "sliding_attention"`;
+  if (!Array.isArray(raw)) return fail(`"layer_types" must be ${want}, got ${JSON.stringify(raw)}`, 'layer_types');
+  if (raw.length !== numLayers) return fail(`"layer_types" has ${raw.length} entries; expected ${want}`, 'layer_types');
+  const bad = raw.findIndex((t) => t !== 'full_attention' && t !== 'sliding_attention');
+  if (bad >= 0) return fail(`"layer_types"[${bad}] is ${JSON.stringify(raw[bad])}; expected ${want}`, 'layer_types');
+  return raw.map((t) => t === 'sliding_attention');
+}
+
+/** The engine's slidingPeriod for these sliding layers: 0 none, 1 every layer, 2 the even ones (the family's own
+ *  `preferred` when both fit, as with one layer); null for any other pattern. */
+function engineSlidingPeriod(sliding: boolean[], preferred: number): number | null {
+  if (!sliding.includes(true)) return 0;
+  return [preferred, 1, 2].find((p) => sliding.every((on, l) => on === (l % p === 0))) ?? null;
+}
+
+/** Layer indices as ranges: [0, 1, 2, 5] -> "layers 0-2, 5", [3] -> "layer 3" (the first 12 ranges of a longer list). */
+function layerList(layers: number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < layers.length;) {
+    let j = i;
+    while (j + 1 < layers.length && layers[j + 1] === layers[j]! + 1) j++;
+    parts.push(j === i ? String(layers[i]) : `${layers[i]}-${layers[j]}`);
+    i = j + 1;
+  }
+  const ranges = parts.length > 12 ? `${parts.slice(0, 12).join(', ')}, … (${layers.length} layers)` : parts.join(', ');
+  return `${layers.length === 1 ? 'layer' : 'layers'} ${ranges}`;
 }
 
 function parseRopeScaling(raw: unknown, maxPositions: number, fail: (m: string, f?: string) => never): RopeScaling | null {
