@@ -14,6 +14,7 @@ import { SITES, type Site } from '../profile/stats.js';
 import type { Intervention } from '../intervene/index.js';
 import { GENERATED_CLASS, PROMPT_CLASS } from '../intervene/resolve.js';
 import { buildNativeSpec } from './native-spec.js';
+import { checkOptions, type OptionKeys } from './options.js';
 import { resolveDevice, type DeviceRequest, type ResolvedDevice } from './device.js';
 import { StatsAccumulator, type StatsOptions } from './stats.js';
 
@@ -37,6 +38,8 @@ export interface LoadModelOptions {
   /** Load tokenizer.json when present (default true). */
   tokenizer?: boolean;
 }
+
+const LOAD_MODEL_OPTIONS: OptionKeys<LoadModelOptions> = { threads: true, compute: true, device: true, tokenizer: true };
 
 export interface ForwardOptions {
   logits?: LogitsMode;
@@ -64,6 +67,11 @@ export interface ForwardOptions {
    *  prompt. Only read by interventions limited to prompt or generated positions. */
   generatedFrom?: number[];
 }
+
+const FORWARD_OPTIONS: OptionKeys<ForwardOptions> = {
+  logits: true, repetitionPenalty: true, penaltyTokens: true, targets: true, cache: true, cacheSlots: true, stats: true,
+  countMask: true, lastLayer: true, capture: true, intervene: true, generatedFrom: true,
+};
 
 export interface ForwardOutput {
   /** Row-major [rows × vocab]: 'all': one row per token (batch order), 'last': one per sequence, 'none': empty. */
@@ -157,9 +165,9 @@ export class LanguageModel {
   static async load(dir: string, options: LoadModelOptions | null = {}): Promise<LanguageModel> {
     const opts = options ?? {};
     if (typeof dir !== 'string') throw new LangneuronsError('E_OPTIONS', `loadModel: the model folder must be a path string, got ${dir === null ? 'null' : typeof dir}`);
-    // loadModel(dir, 'cpu') from an untyped caller would otherwise run with every default (device 'auto': a GPU).
-    if (typeof opts !== 'object' || Array.isArray(opts))
-      throw new LangneuronsError('E_OPTIONS', `loadModel: options must be an object ({ threads, compute, device, tokenizer }), got ${Array.isArray(opts) ? 'an array' : JSON.stringify(opts) ?? String(opts)}`);
+    // loadModel(dir, 'cpu') or { devcie: 'cpu' } from an untyped caller would otherwise run with every default
+    // (device 'auto': a GPU).
+    checkOptions('loadModel', opts, LOAD_MODEL_OPTIONS);
     if (typeof (opts as { threads?: unknown }).threads === 'string') throw new LangneuronsError('E_OPTIONS', `threads must be an integer in [1, 1024], got the string '${String(opts.threads)}'`, { field: 'threads' });
     const threads = opts.threads ?? os.availableParallelism();
     if (!Number.isInteger(threads) || threads < 1 || threads > 1024)
@@ -232,9 +240,13 @@ export class LanguageModel {
   /** Runs the model over a batch of token sequences, packed without padding. */
   forward(batch: ArrayLike<number>[], options: ForwardOptions | null = {}): Promise<ForwardOutput> {
     const opts = options ?? {};
-    // forward(batch, 'all') from an untyped caller would otherwise return the default 'last' rows as if they were all.
-    if (typeof opts !== 'object' || Array.isArray(opts))
-      return Promise.reject(new LangneuronsError('E_OPTIONS', `forward: options must be an object ({ logits, targets, cache, … }), got ${Array.isArray(opts) ? 'an array' : JSON.stringify(opts) ?? String(opts)}`));
+    // forward(batch, 'all') or { logit: 'all' } from an untyped caller would otherwise return the default 'last' rows
+    // as if they were all.
+    try {
+      checkOptions('forward', opts, FORWARD_OPTIONS);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     // Refused when asked for after dispose(); forwards queued before it still run (dispose waits for them).
     if (this.disposed) return Promise.reject(new LangneuronsError('E_INPUT', `forward: the model ${this.dir} was disposed`));
     if (opts.cache?.isDisposed) return Promise.reject(new LangneuronsError('E_INPUT', 'forward: the cache was disposed'));

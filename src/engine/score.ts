@@ -3,6 +3,7 @@
 import { LangneuronsError } from '../errors.js';
 import type { Intervention } from '../intervene/index.js';
 import type { LanguageModel } from './model.js';
+import { checkOptions, type OptionKeys } from './options.js';
 
 export interface ScoreOptions {
   /** Tokens per window (default and maximum: the model's context). */
@@ -17,6 +18,8 @@ export interface ScoreOptions {
   /** Interventions on FFN neurons or projection outputs (src/intervene); every scored token is a `prompt` position. */
   intervene?: Intervention;
 }
+
+const SCORE_OPTIONS: OptionKeys<ScoreOptions> = { window: true, stride: true, batchTokens: true, onProgress: true, intervene: true };
 
 export interface ScoreResult {
   /** Sum of −log p over the predicted tokens. */
@@ -50,6 +53,7 @@ function checkBatchTokens(n: number): number {
 }
 
 export async function scoreTokens(model: LanguageModel, ids: number[], opts: ScoreOptions = {}): Promise<ScoreResult> {
+  checkOptions('scoreTokens', opts, SCORE_OPTIONS);
   const window = opts.window ?? model.contextLength;
   const stride = opts.stride ?? window;
   if (!Number.isInteger(window) || window < 2 || window > model.contextLength)
@@ -83,6 +87,7 @@ export async function scoreTokens(model: LanguageModel, ids: number[], opts: Sco
 
 /** Mean NLL per token of a text, tokenised with the model's tokenizer (BOS as the tokenizer prescribes). */
 export function scoreText(model: LanguageModel, text: string, opts: ScoreOptions = {}): Promise<ScoreResult> {
+  checkOptions('scoreText', opts, SCORE_OPTIONS);
   const tok = model.requireTokenizer();
   return scoreTokens(model, tok.encode(text), opts);
 }
@@ -98,12 +103,14 @@ export interface LogLikelihoodOptions {
    *  the continuation's tokens (as inputs) `generated` ones. */
   intervene?: Intervention;
 }
+const LOG_LIKELIHOOD_OPTIONS: OptionKeys<LogLikelihoodOptions> = { intervene: true };
 
 /** Log-likelihoods of token continuations after token contexts. Pairs that share a context (the choices of a
  *  multiple-choice item) read it once: it is prefilled into one KV-cache slot, copied to the others, and every
  *  continuation is scored in one packed forward. Other pairs are packed together, `batchTokens` at a time. */
 export async function logLikelihoodTokens(model: LanguageModel, pairs: { context: number[]; continuation: number[] }[], batchTokens = 4096, opts: LogLikelihoodOptions = {}): Promise<ContinuationScore[]> {
   checkBatchTokens(batchTokens);
+  checkOptions('logLikelihoodTokens', opts, LOG_LIKELIHOOD_OPTIONS);
   pairs.forEach(({ context, continuation }, i) => {
     if (context.length === 0) throw new LangneuronsError('E_INPUT', `pair ${i}: the context is empty (it needs at least a BOS token)`);
     if (continuation.length === 0) throw new LangneuronsError('E_INPUT', `pair ${i}: the continuation is empty`);
@@ -185,6 +192,7 @@ async function scoreSharedContext(model: LanguageModel, group: { context: number
  *  continuation; the context is encoded alone, and the continuation is the whole's tokens past the context's
  *  length (so merges across the boundary go to the continuation), as lm-eval's `_encode_pair`. */
 export async function logLikelihood(model: LanguageModel, pairs: { context: string; continuation: string }[], opts: LogLikelihoodOptions = {}): Promise<ContinuationScore[]> {
+  checkOptions('logLikelihood', opts, LOG_LIKELIHOOD_OPTIONS);
   const tok = model.requireTokenizer();
   const enc = pairs.map((pair) => {
     let { context, continuation } = pair;

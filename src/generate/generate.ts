@@ -8,6 +8,7 @@ import { LangneuronsError } from '../errors.js';
 import type { ForwardOutput, LanguageModel } from '../engine/model.js';
 import type { DecodeOptions } from '../model/tokenizer.js';
 import type { Intervention } from '../intervene/index.js';
+import { checkOptions, type OptionKeys } from '../engine/options.js';
 import { Rng, sampleNext, validateSampling, type SamplingOptions } from './sampling.js';
 import { StopFinder } from './stops.js';
 
@@ -41,6 +42,11 @@ export interface GenerateOptions extends SamplingOptions {
   intervene?: Intervention;
 }
 
+const GENERATE_OPTIONS: OptionKeys<GenerateOptions> = {
+  temperature: true, topK: true, topP: true, repetitionPenalty: true, seed: true, maxNewTokens: true, stop: true, stopAtEos: true,
+  cleanUpTokenizationSpaces: true, onToken: true, firstIndex: true, prefillTokens: true, concurrency: true, onGeneration: true, intervene: true,
+};
+
 export type FinishReason = 'eos' | 'stop' | 'length';
 
 export interface Generation {
@@ -52,6 +58,7 @@ export interface Generation {
 
 /** Generates from already tokenised prompts. Text is decoded when the model has a tokenizer. */
 export async function generateTokens(model: LanguageModel, prompts: number[][], opts: GenerateOptions = {}): Promise<Generation[]> {
+  checkOptions('generateTokens', opts, GENERATE_OPTIONS);
   validateSampling(opts);
   const maxNew = opts.maxNewTokens ?? 128;
   if (!Number.isInteger(maxNew) || maxNew < 0) throw new LangneuronsError('E_OPTIONS', `maxNewTokens must be an integer >= 0, got ${maxNew}`, { field: 'maxNewTokens' });
@@ -156,6 +163,7 @@ export async function generateTokens(model: LanguageModel, prompts: number[][], 
 
 /** Generates a continuation of each text prompt (tokenised with the model's tokenizer, BOS as it prescribes). */
 export async function generate(model: LanguageModel, prompts: string | string[], opts: GenerateOptions = {}): Promise<Generation[]> {
+  checkOptions('generate', opts, GENERATE_OPTIONS);
   const tok = model.requireTokenizer();
   const list = typeof prompts === 'string' ? [prompts] : prompts;
   return generateTokens(model, list.map((p) => tok.encode(p)), opts);

@@ -15,6 +15,7 @@ import type { Corpus, LanguageSource } from '../corpus/sources.js';
 import { deviceKind } from '../engine/device.js';
 import type { StatsOptions } from '../engine/stats.js';
 import type { LanguageModel } from '../engine/model.js';
+import { checkOptions, type OptionKeys } from '../engine/options.js';
 import { LangneuronsError } from '../errors.js';
 import { withOutputLock } from '../io/lock.js';
 import { refuseOutputIsInput } from '../io/outdir.js';
@@ -59,6 +60,11 @@ export interface ProfileOptions {
   onWarning?: (message: string) => void;
 }
 
+const PROFILE_OPTIONS: OptionKeys<ProfileOptions> = {
+  languages: true, outDir: true, scope: true, sites: true, layers: true, batchTokens: true, shard: true, histEdges: true, thresholds: true,
+  thresholdSource: true, thresholdsFrom: true, seqMeans: true, checkpointTokens: true, resume: true, onProgress: true, onWarning: true,
+};
+
 export interface LanguageProfile { language: string; file: string; tokens: number; sequences: number; seconds: number; resumed: boolean; skipped: boolean }
 
 // CHECKPOINT_KEY (stats.ts): the checkpoint's resume position, beside its statistics
@@ -73,6 +79,7 @@ export function statsFileFor(outDir: string, lang: string): string {
 const checkpointFileFor = (outDir: string, lang: string) => path.join(outDir, `.${checkLanguageId(lang, 'profile')}.checkpoint.safetensors`);
 
 export async function profileCorpus(model: LanguageModel, corpus: Corpus, o: ProfileOptions): Promise<LanguageProfile[]> {
+  checkOptions('profileCorpus', o, PROFILE_OPTIONS);
   // `<out>/<lang>.safetensors` in the model's own folder could be its weights (a language named "model").
   await refuseOutputIsInput(o.outDir, [model.checkpoint.dir], 'outDir (--out)');
   // The earlier pass's histograms are read, this pass's files written: one folder for both would destroy the first.
