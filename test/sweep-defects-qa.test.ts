@@ -14,7 +14,7 @@ import { parse, stringify } from 'yaml';
 import { udhrLanguages } from '../src/corpus/udhr.js';
 import { acquireLock, appendJournal, readJournal } from '../src/sweep/journal.js';
 import { loadSweep } from '../src/sweep/load.js';
-import { planSweep } from '../src/sweep/plan.js';
+import { planSweep, stepDir } from '../src/sweep/plan.js';
 
 const ROOT = path.resolve(__dirname, '..');
 const BIN = path.join(ROOT, 'bin', 'langneurons.js');
@@ -73,6 +73,28 @@ describe('sweep status', () => {
     const byId = new Map(st.steps.map((s) => [s.id, s]));
     expect(byId.get('profile/udhr20/mt')!.state).toBe('failed');
     expect(byId.get('identify/udhr20/lape-topRate=0.1')).toMatchObject({ state: 'pending', detail: 'not run: it needs profile/udhr20/mt, which failed' });
+  }, 60_000);
+
+  it("another node's step lock is running only while squeue shows the step's task running (a dead node's lock is not)", async () => {
+    const file = smallSweep();
+    const plan = await planSweep(loadSweep(file));
+    const step = plan.steps[0]!;
+    appendJournal(plan.out, { event: 'run', executor: 'slurm', run: 'r', pid: 1, host: os.hostname() });
+    appendJournal(plan.out, { event: 'submit', run: 'r', round: 1, kind: step.kind, job: '4242', script: 'x', steps: [step.id], hashes: [step.hash] });
+    mkdirSync(path.dirname(stepDir(plan, step)), { recursive: true });
+    writeFileSync(`${stepDir(plan, step)}.lock`, JSON.stringify({ pid: 1234, host: 'node-that-died', job: '4243' }));
+    // squeue as the cluster answers `squeue -h -r -o '%F|%i|%T|%r|%j' --me`
+    const stateWith = (squeue: string) => {
+      const r = cli(['sweep', 'status', file, '--json'], { env: wrapper('squeue', squeue) });
+      expect(r.status, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as { steps: { id: string; state: string; detail?: string }[] }).steps.find((s) => s.id === step.id);
+    };
+    expect(stateWith("printf '4242|4242_0|RUNNING|None|ln-qa\\n'")).toMatchObject({ state: 'running', detail: 'pid 1234 on node-that-died, Slurm job 4243' });
+    // the node died: the task requeued (waiting), or gone from the queue; the old code said running in both
+    expect(stateWith("printf '4242|4242_0|PENDING|BeginTime|ln-qa\\n'")).toMatchObject({ state: 'queued', detail: 'Slurm 4242_0 PENDING' });
+    expect(stateWith('exit 0')).toMatchObject({ state: 'pending' });
+    // squeue not answering: nothing is known of the other node, so its lock stands
+    expect(stateWith("echo 'squeue: error: Unable to contact slurm controller' >&2; exit 1")).toMatchObject({ state: 'running' });
   }, 60_000);
 
   it.skipIf(!slurmUp)('slurm: the tasks of an array waiting behind its running task are queued, not running', async () => {

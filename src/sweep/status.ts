@@ -1,6 +1,6 @@
 // Where every step stands: done (its folder holds step.json), running (its lock is held by a live process, or its
-// Slurm task is in the queue), failed (the latest run gave up on it), pending otherwise (saying so when a step it
-// needs failed).
+// Slurm task is in the queue; another node's lock only while squeue shows the step's task running), failed (the
+// latest run gave up on it), pending otherwise (saying so when a step it needs failed).
 import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 
@@ -23,9 +23,12 @@ export function sweepStatus(plan: SweepPlan, o: { slurm?: boolean } = {}): { ste
     if (e.event === 'submit') e.steps.forEach((id, i) => slurmTask.set(id, { job: e.job, index: i }));
   }
   // Slurm: which tasks of our jobs are in the queue, and in what state.
-  let queue = new Map<string, string>();
+  let queue = new Map<string, string>(), queueKnown = false;
   if (o.slurm && slurmTask.size) {
-    try { queue = squeueJobs([...new Set([...slurmTask.values()].map((t) => t.job))]); } catch { /* no Slurm here */ }
+    try {
+      queue = squeueJobs([...new Set([...slurmTask.values()].map((t) => t.job))]);
+      queueKnown = true;
+    } catch { /* no Slurm here */ }
   }
   const upstream = new Map<string, string | null>();
   const failedUpstream = (s: Step): string | null => {
@@ -45,16 +48,20 @@ export function sweepStatus(plan: SweepPlan, o: { slurm?: boolean } = {}): { ste
   const steps = plan.steps.map((s): StepStatus => {
     const base = { id: s.id, kind: s.kind, hash: s.hash, cell: s.cell };
     if (isDone(plan, s)) return { ...base, state: 'done' };
+    const t = slurmTask.get(s.id);
+    // The task's own line (squeue -r): an array's state is another task's (its running task, while this one waits).
+    const q = t ? queue.get(`${t.job}_${t.index}`) : undefined;
     const lock = `${stepDir(plan, s)}.lock`;
     if (existsSync(lock)) {
       try {
         const w = JSON.parse(readFileSync(lock, 'utf8')) as { pid: number; host: string; job?: string };
-        if (w.host !== os.hostname() || processAlive(w.pid)) return { ...base, state: 'running', detail: `pid ${w.pid} on ${w.host}${w.job ? `, Slurm job ${w.job}` : ''}` };
+        // A lock of this host is live while its process is. Another node's is its Slurm task's (no process there to
+        // ask): live while squeue shows that task running; left behind by a run that is gone (its node died: the task
+        // requeued and waiting, or no longer in the queue) otherwise. Unknown, and taken as running, without squeue.
+        const live = w.host === os.hostname() ? processAlive(w.pid) : !(queueKnown && t !== undefined && q !== 'RUNNING');
+        if (live) return { ...base, state: 'running', detail: `pid ${w.pid} on ${w.host}${w.job ? `, Slurm job ${w.job}` : ''}` };
       } catch { /* a lock being written */ }
     }
-    const t = slurmTask.get(s.id);
-    // The task's own line (squeue -r): an array's state is another task's (its running task, while this one waits).
-    const q = t ? queue.get(`${t.job}_${t.index}`) : undefined;
     if (q) return { ...base, state: q === 'RUNNING' ? 'running' : 'queued', detail: `Slurm ${t!.job}_${t!.index} ${q}` };
     const f = failed.get(s.id);
     if (f) return { ...base, state: 'failed', detail: f };
