@@ -98,7 +98,8 @@ export function defaultBy(results: EvalResult[]): TableKey[] {
   return distinguishingKeys(results.map(keysOf), ['task', 'lang', 'variant']);
 }
 
-export function buildTable(results: EvalResult[], by: TableKey[]): Table {
+/** The table of `results` with rows keyed by `by`; without it, by defaultBy(results): `results table`'s rows. */
+export function buildTable(results: EvalResult[], by: TableKey[] = defaultBy(results)): Table {
   const metrics = [...new Set(results.flatMap((r) => Object.keys(r.metrics).filter((m) => typeof r.metrics[m] === 'number')))].sort();
   const rows = results.map((r) => {
     const keys = keysOf(r);

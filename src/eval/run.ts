@@ -298,6 +298,13 @@ export async function runPlan(plan: TaskPlan, o: RunOptions): Promise<EvalResult
     if (ids.has(it.id)) throw new LangneuronsError('E_DATA', `${plan.files.join(', ')}: ${plan.task} ${plan.lang}: two items have the id ${JSON.stringify(it.id)}; item ids must be unique`, { file: plan.files[0] ?? '' });
     ids.add(it.id);
   }
+  const info = o.scorer.describe?.();
+  // lm-eval keeps the last (context - max_gen_toks) prompt tokens: a limit of the whole context leaves none. Refused
+  // before anything is written, as eval refuses it (the scorer would fail on the first item, an item checkpoint
+  // of a result that can never be made left behind).
+  if (plan.gen && info && plan.gen.maxNewTokens >= info.contextLength)
+    throw new LangneuronsError('E_OPTIONS', `${plan.task} ${plan.lang} --prompt ${plan.prompt}: ${plan.gen.maxNewTokens} new tokens leave no room for a prompt in the model's context of ${info.contextLength}: ` +
+      `prepare the task with maxGenToks ${info.contextLength - 1} or less (eval --max-gen-toks)`, { field: 'max-gen-toks' });
   await ensureOutputDir(o.outDir);
   const data = await Promise.all(plan.files.map(fingerprint));
   const { key } = await resultKey(plan, o, data);
@@ -305,7 +312,6 @@ export async function runPlan(plan: TaskPlan, o: RunOptions): Promise<EvalResult
   const earlier = await finished(`${base}.json`, key);
   if (earlier) { o.onProgress?.(plan.items.length, plan.items.length); return earlier; }
   const ckFile = `${base}.items.jsonl`;
-  const info = o.scorer.describe?.();
   const header: CheckpointHeader = { checkpoint: RESULT_SCHEMA, key, engine: info?.engine ?? null };
   const done = await openCheckpoint(ckFile, header, o.onNotice);
   const todo = plan.items.filter((it) => !done.has(it.id));

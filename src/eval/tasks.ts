@@ -69,6 +69,7 @@ export interface PrepareOptions {
   lang: string;
   prompt?: string;
   split?: string;
+  /** The first `limit` items only (an integer >= 1; eval --limit). */
   limit?: number;
   langNames?: Record<string, string>;
   /** flores: 13a (default), none, zh, intl, char, or spm:<.model or tokenizer.json> (spBLEU). */
@@ -446,6 +447,10 @@ export function isTask(t: string): t is TaskName { return (TASKS as readonly str
 
 export async function prepareTask(task: string, o: PrepareOptions): Promise<TaskPlan> {
   if (!isTask(task)) throw new LangneuronsError('E_OPTIONS', `unknown task '${task}' (tasks: ${TASKS.join(', ')})`, { field: 'task' });
+  // The first `limit` items are kept with slice(0, limit): a negative limit would silently drop the last items, a
+  // fraction round down and 0 leave no item, each recorded as the result's limit (eval --limit takes integers >= 1).
+  if (o.limit !== undefined && !(Number.isSafeInteger(o.limit) && o.limit >= 1))
+    throw new LangneuronsError('E_OPTIONS', `--limit must be an integer >= 1, got ${String(o.limit)}`, { field: 'limit' });
   const plan = await prepare(task, o);
   // acc_norm divides a choice's log-likelihood by its length, as lm-eval does: an empty choice has none.
   for (const it of plan.items) {
