@@ -9,7 +9,7 @@ import { computePplMatrix, writePplMatrix, type NllSum, type PplMatrix } from '.
 import { deactivation, interventionResolver, loadEvalTexts, type EvalTexts } from '../steer/engine.js';
 import type { LanguageModel } from '../engine/model.js';
 import { logLikelihoodTokens } from '../engine/score.js';
-import type { Intervention } from '../intervene/index.js';
+import { warnOnce, type Intervention } from '../intervene/index.js';
 import type { DemoContext } from './context.js';
 import type { IdentifyResult } from './neurons-step.js';
 
@@ -50,7 +50,7 @@ export async function matrixStep(ctx: DemoContext, identify: { key: string; resu
     const model = await ctx.model();
     const texts = await loadEvalTexts(model, corpus, langs, maxTokens || Infinity);
     const scoreRow = rowScorer(model, texts);
-    const resolve = interventionResolver(model);
+    const resolve = interventionResolver(model, { onWarning: warnOnce });
     const maskFile = identify.result.maskFile;
     // Deactivating an empty set changes nothing (tested in test/intervene.test.ts): a language without neurons
     // gets the baseline's scores without running the model again.

@@ -7,6 +7,7 @@
 import { udhrArticles } from '../corpus/udhr.js';
 import { LangneuronsError } from '../errors.js';
 import { generateTokens } from '../generate/generate.js';
+import { warnOnce } from '../intervene/index.js';
 import { amplification, compose, deactivation, interventionResolver, parseSetting, type SteerRequest } from '../steer/index.js';
 import type { DemoContext } from './context.js';
 import type { IdentifyResult, ProfileResult } from './neurons-step.js';
@@ -104,7 +105,7 @@ export async function steeringStep(ctx: DemoContext, profile: { key: string; res
         const ids = tok.encode(a.text).slice(0, o.promptTokens + (tok.addsBos ? 1 : 0));  // (Qwen's tokenizers know a BOS id but add none)
         return { language, article: a.number, ids, text: tok.decode(ids, { skipSpecialTokens: true }) };
       }));
-    const resolve = interventionResolver(model);
+    const resolve = interventionResolver(model, { onWarning: warnOnce });
     const generate = async (ps: SteeringPrompt[], req: SteerRequest | null) =>
       (await generateTokens(model, ps.map((p) => p.ids), { maxNewTokens: o.maxNewTokens, repetitionPenalty: o.repetitionPenalty, ...(req ? { intervene: await resolve(req) } : {}) })).map((g) => g.text);
     const maskFile = identify.result.maskFile, statsDir = profile.result.statsDir;

@@ -17,7 +17,7 @@ import type { LogLikelihoodFn } from './lss.js';
 import type { MatrixScorer, NllSum } from './ppl-matrix.js';
 import type { GenerateFn } from './forcing.js';
 import type { AmplifySetting } from './settings.js';
-import { resolveIntervention, validateSpec, warnOnce, type Intervention, type InterventionSite, type InterventionSpec, type Operation } from '../intervene/index.js';
+import { resolveIntervention, validateSpec, type Intervention, type InterventionSite, type InterventionSpec, type Operation, type ResolveOptions } from '../intervene/index.js';
 import { NEURON_SITES } from '../profile/stats.js';
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -84,12 +84,15 @@ export function compose(...requests: SteerRequest[]): SteerRequest {
   return { specs: requests.flatMap((r) => r.specs), label: requests.map((r) => r.label).join(' + ') };
 }
 
-/** Resolves requests against a model, once per distinct request (masks and statistics are read once). */
-export function interventionResolver(model: LanguageModel): (request: SteerRequest) => Promise<Intervention> {
+/** Resolves requests against a model, once per distinct request (masks and statistics are read once). What resolves
+ *  but departs from a method's definition (p_max of window means, ...) is told to `onWarning`, as resolveIntervention
+ *  tells it; default: nothing (the steer commands pass warnOnce: a warning on stderr). */
+export function interventionResolver(model: LanguageModel, options: Pick<ResolveOptions, 'onWarning'> = {}): (request: SteerRequest) => Promise<Intervention> {
   const cache = new Map<string, Promise<Intervention>>();
+  const onWarning = options.onWarning;
   return (request) => {
     const key = JSON.stringify(request.specs);
-    if (!cache.has(key)) cache.set(key, resolveIntervention(model, request.specs, { onWarning: warnOnce }));
+    if (!cache.has(key)) cache.set(key, resolveIntervention(model, request.specs, onWarning ? { onWarning } : {}));
     return cache.get(key)!;
   };
 }

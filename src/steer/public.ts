@@ -26,6 +26,7 @@ export {
 } from './langid.js';
 export {
   deactivation, amplification, compose, interventionResolver, openEvalCorpus, loadEvalTexts, engineMatrixScorer, engineLogLikelihood, engineGenerator,
+  checkPromptLengths,
   type SteerRequest, type EvalTexts, type MatrixScoreOptions,
 } from './engine.js';
 export { readMaskSet, checkMaskSetForModel, onMaskSet, type MaskSet } from './mask-set.js';

@@ -14,7 +14,7 @@ import {
   openEvalCorpus, PPL_MATRIX_FORMAT, readMaskSet, parseIdentifier, parseSetting, parseSettings, readFacts, readPrompts, requireMaskLanguages, sameLanguage, writeForcing, writePplMatrix,
   type FallbackStep, type IdentifierChoice, type LanguageIdentifier, type MaskSet, type SteerRequest,
 } from '../../steer/index.js';
-import { fitsFloat32, FLOAT32_MAX } from '../../intervene/index.js';
+import { fitsFloat32, FLOAT32_MAX, warnOnce } from '../../intervene/index.js';
 import { addModelOptions, decodeBatchFor, openModel, type ModelCliOptions } from '../common.js';
 import { finishUnitLog, parseFloatOption, parseIntOption, printResult, Progress } from '../output.js';
 import { ensureParentDir } from '../../io/outdir.js';
@@ -122,7 +122,7 @@ export function registerSteer(program: Command): void {
       const corpus = await openEvalCorpus(o.evalText, list(o.textLangs) ?? (o.evalText.startsWith('udhr') ? rows : undefined));
       const columns = list(o.textLangs) ?? corpus.languages;
       const texts = await loadEvalTexts(model, corpus, columns, o.maxTokens);
-      const build = interventionResolver(model);
+      const build = interventionResolver(model, { onWarning: warnOnce });
       const log = await openMeasureLog('ppl-matrix', dir, model, o.out, { window: o.window ?? null });
       const progress = new Progress('ppl-matrix', o);
       const score = engineMatrixScorer(model, texts, o.window ? { window: o.window } : {});
@@ -178,7 +178,7 @@ export function registerSteer(program: Command): void {
       requireMaskLanguages(mask, set.files[0]!, targets);
       const pairs = bases.flatMap((b) => targets.filter((t) => t !== b).map((t) => ({ base: b, target: t })));
       if (pairs.length === 0) throw new LangneuronsError('E_INPUT', `${o.facts}: no (base, target) pair: fact languages ${facts.languages.join(', ') || 'none'}, mask languages ${Object.keys(mask.languages).join(', ')}`, { file: o.facts });
-      const build = interventionResolver(model);
+      const build = interventionResolver(model, { onWarning: warnOnce });
       const ll = engineLogLikelihood(model);
       const log = await openMeasureLog('lss', dir, model, o.out, null);
       const progress = new Progress('lss', o);
@@ -234,7 +234,7 @@ export function registerSteer(program: Command): void {
         if (same !== i) throw new LangneuronsError('E_OPTIONS', `forcing: --target names ${targets[same]} and ${t}, both the language ${maskName(t)} of ${set.files[0]}`, { field: '--target' });
       });
       checkPromptLengths(model, prompts);
-      const build = interventionResolver(model);
+      const build = interventionResolver(model, { onWarning: warnOnce });
       const decodeBatch = decodeBatchFor(model);
       const gen = engineGenerator(model, settings, decodeBatch);
       const log = await openMeasureLog('forcing', dir, model, o.out, { settings, decodeBatch });
@@ -282,7 +282,7 @@ export function registerSteer(program: Command): void {
       const { set, mask, model } = await openMaskAndModel(dir, o.masks, o);
       requireMaskLanguages(mask, set.files[0]!, languages);
       checkPromptLengths(model, prompts);
-      const build = interventionResolver(model);
+      const build = interventionResolver(model, { onWarning: warnOnce });
       const decodeBatch = decodeBatchFor(model);
       const gen = engineGenerator(model, settings, decodeBatch);
       const log = await openMeasureLog('fallback', dir, model, o.out, { settings, decodeBatch });
