@@ -13,25 +13,26 @@ export {
 } from './intervene/index.js';
 export { type DeviceRequest, type ResolvedDevice } from './engine/device.js';
 export { openCheckpoint, estimateMemory, type Checkpoint, type MemoryEstimate } from './model/checkpoint.js';
-export { type LoadedTokenizer } from './model/tokenizer.js';
+export { type LoadedTokenizer, type EncodeOptions, type DecodeOptions } from './model/tokenizer.js';
 export { openCorpusSpec, openCorpus, type Corpus, type CorpusManifest, type OpenCorpusOptions, type LanguageSource } from './corpus/index.js';
 export { profileCorpus, type ProfileOptions, type LanguageProfile } from './profile/profile.js';
 export {
   readStats, writeStats, mergeStats, mergeStatsInOrder, activationProbability, SITES, NEURON_SITES,
   type Site, type ActivationStats, type SiteStats, type StatsMeta, type ModelIdentity, type ComputeMode, type Histogram, type TokenScope,
+  type StatsParts, type SeqMeansLocation,
 } from './profile/stats.js';
 export { modelIdentity } from './profile/identity.js';
 export {
-  identifyLape, lapeScores, LAPE_PRESETS, identifyActProb, ACT_PROB_VARIANTS, identifyAveragePrecision, identifyRawActivated,
+  identifyLape, lapeScores, LAPE_PRESETS, identifyActProb, ACT_PROB_VARIANTS, identifyAveragePrecision, identifyAveragePrecisionJoint, identifyRawActivated,
   readMask, writeMask, validateMask, maskLanguage, checkMaskForModel, summarizeMask, compareMasks, unionMask, randomMaskLike,
   type LanguageStats, type LapeOptions, type LapeScores, type ActProbVariant, type ActProbOptions, type AveragePrecisionOptions,
   type RawActivatedOptions, type NeuronMask, type MaskSummary, type MaskComparison, type LanguageComparison, type RandomMaskOptions,
-  type MaskSource,
+  type MaskSource, type QuantileVariant, type PercentileSource, type SequenceMeansOptions, type SequenceMeansBlock,
 } from './identify/index.js';
 export { loadModelConfig, parseModelConfig, type ModelConfig, type ModelType } from './model/config.js';
 export {
   readSafetensorsHeader, readTensor, writeSafetensors,
-  type SafetensorsHeader, type TensorInfo, type TensorData, type TensorToWrite, type TensorToProduce,
+  type Dtype, type SafetensorsHeader, type TensorInfo, type TensorData, type TensorToWrite, type TensorToProduce,
 } from './io/safetensors.js';
 export { readTorchFile, writeTorchFile, type TorchTensor, type TorchValue, type TorchDtype } from './io/torch-file.js';
 export { maskFromTang, maskToTang, statsFromTang, statsToTang, type TangStatsOptions } from './identify/tang.js';

@@ -43,7 +43,7 @@ export class SeqMeansReader {
     this.file = file; this.tensor = tensor; this.byteOffset = byteOffset; this.shape = [...shape];
     this.sequences = shape[0]; this.units = shape[1] * shape[2];
     try {
-      this.fd = openSync(file, 'r');
+      this.fd = openSync(location.path, 'r');  // (not `file`: a relative name is of the folder readStats was called in)
     } catch (e) {
       fail(file, `cannot open: ${describeError(e)}`);
     }

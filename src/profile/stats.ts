@@ -144,7 +144,11 @@ export interface SiteStats {
 
 /** A `<site>.seq_means` tensor of a statistics file: F32 [sequences, layers, width] from byte `byteOffset` of `file`. */
 export interface SeqMeansLocation {
+  /** The statistics file as it was named to readStats (what messages name). */
   file: string;
+  /** The same file's absolute path, resolved when the statistics were read: what is opened, whatever the current
+   *  folder is by the time the means are ranked. */
+  path: string;
   /** The tensor's name, `<site>.seq_means`. */
   tensor: string;
   /** Absolute position of its first byte in the file. */
@@ -347,7 +351,7 @@ export async function readStatsFile(file: string, parts: StatsParts = {}): Promi
       // One row per sequence that counted a token (the engine writes no row for the others), so rows = sequences.
       shapeOk(`${site}.seq_means`, [sequences, L, W]);
       if (parts.seqMeans !== false) st.seqMeans = inRange(file, `${site}.seq_means`, [sequences, L, W], sm.data as Float32Array, -Infinity, Infinity, SEQ_MEAN_IS);
-      else st.seqMeansInFile = { file, tensor: `${site}.seq_means`, byteOffset: sm.info.byteOffset, shape: [sequences, L, W] };
+      else st.seqMeansInFile = { file, path: path.resolve(file), tensor: `${site}.seq_means`, byteOffset: sm.info.byteOffset, shape: [sequences, L, W] };
     }
     sites.set(site, st);
   }
