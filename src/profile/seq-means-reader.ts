@@ -9,7 +9,7 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 
 import { describeError, LangneuronsError } from '../errors.js';
-import { MAX_HEADER_BYTES, parseHeaderBytes } from '../io/safetensors.js';
+import { MAX_HEADER_BYTES, parseHeaderBytes, type SafetensorsHeader } from '../io/safetensors.js';
 import { refuseSequenceMean, type SeqMeansLocation } from './stats.js';
 
 /** The largest single read (readSync takes at most 2 GiB − 1 bytes). */
@@ -24,8 +24,9 @@ function fail(file: string, message: string): never {
 /**
  * One file's per-sequence means at one site, open for reading (close() when done). The file is opened once and its
  * header read again through that descriptor: a file replaced since its statistics were read (a profile or merge
- * writing it anew) is refused rather than read at the old offsets, and one replaced later is not seen (the
- * descriptor keeps the file that was checked).
+ * writing it anew) is refused rather than read at the old offsets or mixed with the statistics read before (its
+ * metadata differs even where its tensors lie as before), and one replaced later is not seen (the descriptor keeps
+ * the file that was checked).
  */
 export class SeqMeansReader {
   readonly file: string;
@@ -35,12 +36,13 @@ export class SeqMeansReader {
   readonly units: number;
   private readonly shape: [number, number, number];
   private readonly byteOffset: number;
+  private readonly metadata: string | undefined;
   private fd: number | null;
   private buffer: Float32Array | null = null;
 
   constructor(location: SeqMeansLocation) {
-    const { file, tensor, byteOffset, shape } = location;
-    this.file = file; this.tensor = tensor; this.byteOffset = byteOffset; this.shape = [...shape];
+    const { file, tensor, byteOffset, shape, metadata } = location;
+    this.file = file; this.tensor = tensor; this.byteOffset = byteOffset; this.shape = [...shape]; this.metadata = metadata;
     this.sequences = shape[0]; this.units = shape[1] * shape[2];
     try {
       this.fd = openSync(location.path, 'r');  // (not `file`: a relative name is of the folder readStats was called in)
@@ -65,15 +67,19 @@ export class SeqMeansReader {
     if (!(length <= MAX_HEADER_BYTES && length <= size - 8)) changed(`a header of ${length} bytes`);
     const bytes = new Uint8Array(length);
     this.readAt(bytes, 8);
-    let info;
+    let header: SafetensorsHeader;
     try {
-      info = parseHeaderBytes(this.file, size, bytes).tensors.find((t) => t.name === this.tensor);
+      header = parseHeaderBytes(this.file, size, bytes);
     } catch (e) {
       changed(describeError(e));
     }
+    const info = header.tensors.find((t) => t.name === this.tensor);
     if (!info) changed(`no tensor "${this.tensor}"`);
     if (info.dtype !== 'F32' || info.shape.join(',') !== this.shape.join(',') || info.byteOffset !== this.byteOffset)
       changed(`tensor "${this.tensor}" is ${info.dtype} [${info.shape.join(', ')}] at byte ${info.byteOffset}, was F32 [${this.shape.join(', ')}] at byte ${this.byteOffset}`);
+    // The same layout is not the same file: a profile of another model or corpus (or of the same one again) of as many
+    // sequences puts its means where these lay. Its metadata (fingerprints, each profile run's part id) tells them apart.
+    if (this.metadata !== undefined && JSON.stringify(header.metadata) !== this.metadata) changed('its metadata differs: the file was written again');
   }
 
   private stat(): number {

@@ -154,6 +154,10 @@ export interface SeqMeansLocation {
   /** Absolute position of its first byte in the file. */
   byteOffset: number;
   shape: [sequences: number, layers: number, width: number];
+  /** The file's safetensors metadata as read (JSON.stringify of the header's `__metadata__`): a file written again
+   *  since (another profile, merge or model: another part id or fingerprint) is refused when the means are read, even
+   *  where its tensors lie where they lay. Absent: only the tensor's dtype, shape and place are compared. */
+  metadata?: string;
 }
 
 /**
@@ -351,7 +355,8 @@ export async function readStatsFile(file: string, parts: StatsParts = {}): Promi
       // One row per sequence that counted a token (the engine writes no row for the others), so rows = sequences.
       shapeOk(`${site}.seq_means`, [sequences, L, W]);
       if (parts.seqMeans !== false) st.seqMeans = inRange(file, `${site}.seq_means`, [sequences, L, W], sm.data as Float32Array, -Infinity, Infinity, SEQ_MEAN_IS);
-      else st.seqMeansInFile = { file, path: path.resolve(file), tensor: `${site}.seq_means`, byteOffset: sm.info.byteOffset, shape: [sequences, L, W] };
+      else st.seqMeansInFile = { file, path: path.resolve(file), tensor: `${site}.seq_means`, byteOffset: sm.info.byteOffset, shape: [sequences, L, W],
+        metadata: JSON.stringify(header.metadata) };
     }
     sites.set(site, st);
   }
