@@ -55,10 +55,12 @@ export function sweepStatus(plan: SweepPlan, o: { slurm?: boolean } = {}): { ste
     if (existsSync(lock)) {
       try {
         const w = JSON.parse(readFileSync(lock, 'utf8')) as { pid: number; host: string; job?: string };
-        // A lock of this host is live while its process is. Another node's is its Slurm task's (no process there to
-        // ask): live while squeue shows that task running; left behind by a run that is gone (its node died: the task
-        // requeued and waiting, or no longer in the queue) otherwise. Unknown, and taken as running, without squeue.
-        const live = w.host === os.hostname() ? processAlive(w.pid) : !(queueKnown && t !== undefined && q !== 'RUNNING');
+        // A lock of this host is live while its process is. Another node's, written by a Slurm task (its job in the
+        // lock), is the step's task's (no process there to ask): live while squeue shows that task running; left behind
+        // by a run that is gone (its node died: the task requeued and waiting, or no longer in the queue) otherwise.
+        // Unknown, and taken as running, without squeue, or when written outside Slurm (a local `sweep run` on that
+        // node, of a step an earlier Slurm run submitted): squeue knows nothing of that process.
+        const live = w.host === os.hostname() ? processAlive(w.pid) : !(queueKnown && t !== undefined && w.job !== undefined && q !== 'RUNNING');
         if (live) return { ...base, state: 'running', detail: `pid ${w.pid} on ${w.host}${w.job ? `, Slurm job ${w.job}` : ''}` };
       } catch { /* a lock being written */ }
     }
