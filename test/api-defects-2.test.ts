@@ -30,7 +30,7 @@ import * as root from '../src/index.js';
 import * as evalApi from '../src/eval/index.js';
 import * as steerApi from '../src/steer/public.js';
 import { refusedCli, runCli } from './helpers/cli.js';
-import { errorOf, expectConsumerTypeChecks } from './helpers/consumer.js';
+import { consumerDir as newConsumerDir, errorOf, expectConsumerTypeChecks } from './helpers/consumer.js';
 import { makeTempDir, removeDir, repoRoot } from './helpers/fixtures.js';
 
 const MODEL = path.join(repoRoot, 'models', 'udhr20');
@@ -38,15 +38,7 @@ const DATA = path.join(repoRoot, 'test', 'fixtures-eval');
 const temps: string[] = [];
 afterAll(async () => { for (const d of temps) await removeDir(d); });
 
-/** A folder whose node_modules/langneurons is this package (dist/ as built), as `npm install` leaves it. */
-async function consumerDir(prefix: string): Promise<string> {
-  const dir = await makeTempDir(prefix);
-  temps.push(dir);
-  mkdirSync(path.join(dir, 'node_modules'));
-  symlinkSync(repoRoot, path.join(dir, 'node_modules', 'langneurons'), 'dir');
-  writeFileSync(path.join(dir, 'package.json'), '{"type": "module"}\n');
-  return dir;
-}
+const consumerDir = (prefix: string) => newConsumerDir(prefix, temps);  // removed after the tests
 
 /** Runs `source` as <dir>/<name> (the package imported by name) in `dir`: its exit status, stdout and stderr. */
 function runScript(dir: string, name: string, source: string, args: string[] = []): { status: number | null; stdout: string; stderr: string } {

@@ -3,14 +3,14 @@
 // example pipeline's statistics, mask and perplexity matrix against `profile`, `identify` and `steer ppl-matrix`;
 // an evaluation through runPlan against `eval`, result file for result file.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readMask } from '../src/identify/masks.js';
 import { readStats } from '../src/profile/stats.js';
 import { runCli } from './helpers/cli.js';
-import { expectConsumerTypeChecks } from './helpers/consumer.js';
+import { consumerDir as newConsumerDir, expectConsumerTypeChecks } from './helpers/consumer.js';
 import { makeTempDir, removeDir, repoRoot } from './helpers/fixtures.js';
 
 const MODEL = path.join(repoRoot, 'models', 'udhr20');
@@ -18,14 +18,7 @@ const LANGS = ['en', 'sw', 'zh'];
 const temps: string[] = [];
 afterAll(async () => { for (const d of temps) await removeDir(d); });
 
-/** A folder whose node_modules/langneurons is this package (dist/ as built), as `npm install` leaves it. */
-async function consumerDir(prefix: string): Promise<string> {
-  const dir = await makeTempDir(prefix);
-  temps.push(dir);
-  mkdirSync(path.join(dir, 'node_modules'));
-  symlinkSync(repoRoot, path.join(dir, 'node_modules', 'langneurons'), 'dir');
-  return dir;
-}
+const consumerDir = (prefix: string) => newConsumerDir(prefix, temps);  // removed after the tests
 
 /** Runs `lines` as <consumer dir>/script.mjs with `args` (the package imported by name) and returns its stdout. */
 async function runScript(lines: string[], args: string[]): Promise<{ stdout: string }> {
