@@ -101,7 +101,7 @@ async function readExactly(handle: fsp.FileHandle, file: string, length: number,
 /** The largest part of a buffer read or written in one call, and so the largest Uint8Array made over it: one read or
  *  write call cannot pass 2 GiB - 1 bytes, and no typed array holds over 2^32 elements (a byte view of a tensor of
  *  over 4 GiB, e.g. the per-sequence means of 2,400 sequences at an 8B model's `act`, cannot be made at once). */
-const IO_PART_BYTES = 1 << 30;
+export const IO_PART_BYTES = 1 << 30;
 
 /** `length` bytes at `position` in a fresh ArrayBuffer (offset 0, so typed views of it are aligned), of any size. */
 async function readBytes(handle: fsp.FileHandle, file: string, length: number, position: number): Promise<ArrayBuffer> {

@@ -9,11 +9,9 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 
 import { describeError, LangneuronsError } from '../errors.js';
-import { MAX_HEADER_BYTES, parseHeaderBytes, type SafetensorsHeader } from '../io/safetensors.js';
+import { IO_PART_BYTES, MAX_HEADER_BYTES, parseHeaderBytes, type SafetensorsHeader } from '../io/safetensors.js';
 import { refuseSequenceMean, type SeqMeansLocation } from './stats.js';
 
-/** The largest single read (readSync takes at most 2 GiB − 1 bytes). */
-const IO_PART_BYTES = 1 << 30;
 /** Bytes read at a time when a file is scanned for the non-finite value to name. */
 const SCAN_BYTES = 16 << 20;
 
